@@ -1,0 +1,1 @@
+//! tally-bench: shared fixtures for the benchmarks.

@@ -1,0 +1,1 @@
+//! tally-client: the Rust client a gateway uses to talk to a Tally node.

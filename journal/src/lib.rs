@@ -1,0 +1,1 @@
+//! tally-journal: the segmented memory-mapped journal of every input Tally applies.
