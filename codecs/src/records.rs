@@ -96,7 +96,7 @@ pub struct AccountBalance {
     pub credits_pending: u128,
     pub credits_posted: u128,
     pub timestamp: u64,
-    pub reserved: [u8; 56],
+    pub reserved: [u64; 7],
 }
 
 const _: () = assert!(size_of::<Account>() == 128);
