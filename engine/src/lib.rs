@@ -1,1 +1,18 @@
-//! tally-engine
+//! tally-engine: the ledger state machine.
+//!
+//! [`Ledger`] is pure and deterministic: no clock, no I/O, no randomness. Every input
+//! carries its timestamp; the same inputs in the same order give the same results and the
+//! same [`Ledger::state_hash`]. The rules it enforces are written down in docs/design.md §3.
+
+mod accounts;
+mod batch;
+mod id_map;
+mod ledger;
+mod limits;
+mod queries;
+mod state_hash;
+mod transfers;
+mod two_phase;
+
+pub use ledger::{Ledger, PendingStatus};
+pub use queries::QUERY_ROWS_MAX;

@@ -1,0 +1,64 @@
+//! Applying a batch of events: commit timestamps, expiry between events, linked chains.
+
+use tally_codecs::{EventResult, ResultCode};
+
+use crate::ledger::Ledger;
+
+/// Applies `events` in order, one result each, with linked-chain atomicity.
+///
+/// `apply_one` evaluates a single event at its commit timestamp and, on success, applies
+/// it. A chain is opened by the first event with `linked` and closed by the next event
+/// without it; while a chain is open every mutation is recorded so that a failure anywhere
+/// in the chain can undo the whole of it.
+pub(crate) fn apply_batch<E>(
+    ledger: &mut Ledger,
+    timestamp: u64,
+    events: &[E],
+    results: &mut Vec<EventResult>,
+    is_linked: impl Fn(&E) -> bool,
+    mut apply_one: impl FnMut(&mut Ledger, &E, u64) -> ResultCode,
+) {
+    let base = ledger.begin_batch(timestamp, events.len());
+    let first_result = results.len();
+    // Index (within `events`) of the first event of the open chain, if one is open.
+    let mut chain_start: Option<usize> = None;
+    let mut chain_failed = false;
+
+    for (index, event) in events.iter().enumerate() {
+        let event_timestamp = base.saturating_add(index as u64);
+        let linked = is_linked(event);
+        if chain_start.is_none() {
+            ledger.expire_due(event_timestamp);
+            if linked {
+                chain_start = Some(index);
+                chain_failed = false;
+                ledger.start_chain();
+            }
+        }
+
+        let code = if chain_failed {
+            ResultCode::LinkedEventFailed
+        } else if linked && index + 1 == events.len() {
+            ResultCode::LinkedEventChainOpen
+        } else {
+            apply_one(ledger, event, event_timestamp)
+        };
+        results.push(EventResult { timestamp: event_timestamp, status: code as u32, reserved: 0 });
+
+        let Some(start) = chain_start else { continue };
+        if !chain_failed && !code.is_ok() {
+            chain_failed = true;
+            ledger.rollback_chain();
+            for earlier in &mut results[first_result + start..first_result + index] {
+                earlier.status = ResultCode::LinkedEventFailed as u32;
+            }
+        }
+        if !linked || index + 1 == events.len() {
+            if !chain_failed {
+                ledger.commit_chain();
+            }
+            chain_start = None;
+        }
+    }
+    debug_assert!(!ledger.recording && ledger.undo.is_empty());
+}

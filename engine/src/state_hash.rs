@@ -1,0 +1,106 @@
+//! The incremental state hash.
+//!
+//! The digest is a wrapping sum of one 128-bit term per item of state, so it does not
+//! depend on the order items sit in memory and each change costs a subtraction and an
+//! addition, never a scan. Balances enter linearly (`key(account, field) × value`), which
+//! makes a balance change a single multiply-add however large the ledger is. This is a
+//! divergence detector between replicas, not a cryptographic commitment: the journal's
+//! BLAKE3 chain is what resists tampering.
+
+use tally_codecs::{Account, LimitProfile, Transfer};
+
+use crate::id_map::folded_multiply;
+
+const DOMAIN_ACCOUNT: u64 = 0x9e37_79b9_7f4a_7c15;
+const DOMAIN_BALANCE: u64 = 0xbf58_476d_1ce4_e5b9;
+const DOMAIN_TRANSFER: u64 = 0x94d0_49bb_1331_11eb;
+const DOMAIN_STATUS: u64 = 0xd6e8_feb8_6659_fd93;
+const DOMAIN_PROFILE: u64 = 0xa076_1d64_78bd_642f;
+const DOMAIN_FAILED_ACCOUNT: u64 = 0xe703_7ed1_a0b4_28db;
+const DOMAIN_FAILED_TRANSFER: u64 = 0x8ebc_6af0_9c88_c6e3;
+const DOMAIN_TIMESTAMP: u64 = 0x5899_65cc_7537_4cc3;
+/// Odd multipliers that give each balance field (and the flags) of one account its own key.
+const FIELD_KEYS: [u128; 5] = [
+    0x1b87_3593_c2b2_ae3d_cc9e_2d51_27d4_eb2f,
+    0x85eb_ca6b_27d4_eb4f_1656_67b1_9e37_79f9,
+    0xc2b2_ae35_85eb_ca77_27d4_eb2f_1656_67c5,
+    0x9e37_79b1_85eb_ca87_c2b2_ae3d_27d4_eb4f,
+    0x61c8_8647_9e37_79b9_7f4a_7c15_f39c_c061,
+];
+
+/// Mixes a value into 128 well-spread bits under a domain constant.
+#[inline]
+fn mix(domain: u64, value: u128) -> u128 {
+    let low = value as u64;
+    let high = (value >> 64) as u64;
+    let a = folded_multiply(low ^ domain, high ^ 0x2d35_8dcc_aa6c_78a5);
+    let b = folded_multiply(high ^ domain.rotate_left(32), a ^ 0x8bb8_4b93_962e_acc9);
+    (u128::from(a) << 64) | u128::from(b)
+}
+
+/// Hashes a record's 16-byte words in four independent lanes (so the multiplies overlap).
+fn mix_words(domain: u64, words: &[u128]) -> u128 {
+    let mut lanes = [domain, domain ^ 1, domain ^ 2, domain ^ 3];
+    for (index, word) in words.iter().enumerate() {
+        let lane = &mut lanes[index % 4];
+        *lane = folded_multiply(*lane ^ (*word as u64), ((*word >> 64) as u64) ^ 0x9e37_79b9_7f4a_7c15);
+    }
+    let low = folded_multiply(lanes[0] ^ lanes[2], lanes[1] ^ 0x2d35_8dcc_aa6c_78a5);
+    let high = folded_multiply(lanes[1] ^ lanes[3], lanes[0] ^ 0x8bb8_4b93_962e_acc9);
+    mix(domain, (u128::from(high) << 64) | u128::from(low))
+}
+
+/// The account's immutable part: everything but balances and flags.
+pub fn account_identity(account: &Account) -> u128 {
+    let words = [
+        account.id,
+        account.user_data_128,
+        u128::from(account.user_data_64) | (u128::from(account.user_data_32) << 64),
+        u128::from(account.limit_profile) | (u128::from(account.ledger) << 32) | (u128::from(account.code) << 64),
+        u128::from(account.timestamp),
+    ];
+    mix_words(DOMAIN_ACCOUNT, &words)
+}
+
+/// The linear term of an account's four balances and its flags.
+pub fn account_balances(account: &Account) -> u128 {
+    let key = mix(DOMAIN_BALANCE, account.id);
+    let fields = [
+        account.debits_pending,
+        account.debits_posted,
+        account.credits_pending,
+        account.credits_posted,
+        u128::from(account.flags),
+    ];
+    let mut sum = 0u128;
+    for (field_key, value) in FIELD_KEYS.iter().zip(fields) {
+        sum = sum.wrapping_add(key.wrapping_mul(*field_key).wrapping_mul(value));
+    }
+    sum
+}
+
+pub fn transfer(transfer: &Transfer) -> u128 {
+    let words: &[u128; 8] = bytemuck::cast_ref(transfer);
+    mix_words(DOMAIN_TRANSFER, words)
+}
+
+pub fn pending_status(transfer_id: u128, status: u8) -> u128 {
+    mix(DOMAIN_STATUS ^ u64::from(status), transfer_id)
+}
+
+pub fn limit_profile(profile: &LimitProfile) -> u128 {
+    let words: &[u128; 4] = bytemuck::cast_ref(profile);
+    mix_words(DOMAIN_PROFILE, words)
+}
+
+pub fn failed_account(id: u128, code: u32) -> u128 {
+    mix(DOMAIN_FAILED_ACCOUNT ^ u64::from(code), id)
+}
+
+pub fn failed_transfer(id: u128, code: u32) -> u128 {
+    mix(DOMAIN_FAILED_TRANSFER ^ u64::from(code), id)
+}
+
+pub fn timestamp(last_timestamp: u64) -> u128 {
+    mix(DOMAIN_TIMESTAMP, u128::from(last_timestamp))
+}

@@ -1,0 +1,153 @@
+//! Two-phase transfers: posting, voiding and expiring pending transfers.
+
+use tally_codecs::flags::{account as account_flags, transfer as flags};
+use tally_codecs::{ResultCode, Transfer};
+
+use crate::ledger::{Balances, Ledger, PendingStatus};
+
+impl Ledger {
+    pub(crate) fn post_or_void(&mut self, transfer: &Transfer, timestamp: u64) -> ResultCode {
+        let Some(&pending_index) = self.transfer_index.get(&transfer.pending_id) else {
+            return ResultCode::PendingTransferNotFound;
+        };
+        let pending = self.transfers[pending_index as usize];
+        if !pending.has(flags::PENDING) {
+            return ResultCode::PendingTransferNotPending;
+        }
+        if let Some(code) = check_against_pending(transfer, &pending) {
+            return code;
+        }
+        let state = self.pending[&pending_index];
+        match state.status {
+            PendingStatus::Posted => return ResultCode::PendingTransferAlreadyPosted,
+            PendingStatus::Voided => return ResultCode::PendingTransferAlreadyVoided,
+            PendingStatus::Expired => return ResultCode::PendingTransferExpired,
+            PendingStatus::Pending if state.expires_at <= timestamp => return ResultCode::PendingTransferExpired,
+            PendingStatus::Pending => {}
+        }
+
+        let post = transfer.has(flags::POST_PENDING_TRANSFER);
+        let amount = match (post, transfer.amount) {
+            (true, 0) | (false, _) => pending.amount,
+            (true, partial) => partial,
+        };
+        let debit = self.account_index[&pending.debit_account_id];
+        let credit = self.account_index[&pending.credit_account_id];
+        let mut debits = release(Balances::of(&self.accounts[debit as usize]), &pending, Side::Debit);
+        let mut credits = release(Balances::of(&self.accounts[credit as usize]), &pending, Side::Credit);
+        if post {
+            let Some(debits_posted) = debits.debits_posted.checked_add(amount) else {
+                return ResultCode::OverflowsDebitsPosted;
+            };
+            let Some(credits_posted) = credits.credits_posted.checked_add(amount) else {
+                return ResultCode::OverflowsCreditsPosted;
+            };
+            debits.debits_posted = debits_posted;
+            credits.credits_posted = credits_posted;
+        }
+
+        let stored = Transfer {
+            debit_account_id: pending.debit_account_id,
+            credit_account_id: pending.credit_account_id,
+            ledger: pending.ledger,
+            code: pending.code,
+            amount,
+            timestamp,
+            ..*transfer
+        };
+        let index = self.insert_transfer(stored, debit, credit);
+        let status = if post { PendingStatus::Posted } else { PendingStatus::Voided };
+        self.set_pending_status(pending_index, status);
+        self.finish_release(&pending, debit, credit, debits, credits, !post);
+        self.push_history(debit, index, timestamp);
+        self.push_history(credit, index, timestamp);
+        ResultCode::Created
+    }
+
+    /// Expires, in deadline order, every pending transfer whose deadline is at or before
+    /// `timestamp`, releasing what it reserved.
+    pub(crate) fn expire_due(&mut self, timestamp: u64) {
+        while let Some(&(deadline, pending_index)) = self.expiry.first() {
+            if deadline > timestamp {
+                break;
+            }
+            let pending = self.transfers[pending_index as usize];
+            let debit = self.account_index[&pending.debit_account_id];
+            let credit = self.account_index[&pending.credit_account_id];
+            let debits = release(Balances::of(&self.accounts[debit as usize]), &pending, Side::Debit);
+            let credits = release(Balances::of(&self.accounts[credit as usize]), &pending, Side::Credit);
+            self.set_pending_status(pending_index, PendingStatus::Expired);
+            self.finish_release(&pending, debit, credit, debits, credits, true);
+            self.push_history(debit, pending_index, timestamp);
+            self.push_history(credit, pending_index, timestamp);
+        }
+    }
+
+    /// Advances time to `timestamp` (one commit timestamp) and expires what is due.
+    pub fn tick(&mut self, timestamp: u64) {
+        let now = self.begin_batch(timestamp, 1);
+        self.expire_due(now);
+    }
+
+    /// Writes the released balances back; a void or an expiry of a closing transfer
+    /// reopens the account it closed.
+    fn finish_release(
+        &mut self,
+        pending: &Transfer,
+        debit: u32,
+        credit: u32,
+        debits: Balances,
+        credits: Balances,
+        reopen: bool,
+    ) {
+        let mut debit_flags = self.accounts[debit as usize].flags;
+        let mut credit_flags = self.accounts[credit as usize].flags;
+        if reopen && pending.has(flags::CLOSING_DEBIT) {
+            debit_flags &= !account_flags::CLOSED;
+        }
+        if reopen && pending.has(flags::CLOSING_CREDIT) {
+            credit_flags &= !account_flags::CLOSED;
+        }
+        self.set_account(debit, debits, debit_flags);
+        self.set_account(credit, credits, credit_flags);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Debit,
+    Credit,
+}
+
+/// The balances with the pending transfer's reservation taken off.
+fn release(mut balances: Balances, pending: &Transfer, side: Side) -> Balances {
+    let reserved = match side {
+        Side::Debit => &mut balances.debits_pending,
+        Side::Credit => &mut balances.credits_pending,
+    };
+    *reserved = reserved
+        .checked_sub(pending.amount)
+        .expect("invariant: a pending transfer's amount is still reserved on both of its accounts");
+    balances
+}
+
+/// Steps 7–8 of docs/design.md §3.2: fields of a post or void that must agree with the
+/// pending transfer.
+fn check_against_pending(transfer: &Transfer, pending: &Transfer) -> Option<ResultCode> {
+    if transfer.debit_account_id != 0 && transfer.debit_account_id != pending.debit_account_id {
+        Some(ResultCode::PendingTransferHasDifferentDebitAccountId)
+    } else if transfer.credit_account_id != 0 && transfer.credit_account_id != pending.credit_account_id {
+        Some(ResultCode::PendingTransferHasDifferentCreditAccountId)
+    } else if transfer.ledger != 0 && transfer.ledger != pending.ledger {
+        Some(ResultCode::PendingTransferHasDifferentLedger)
+    } else if transfer.code != 0 && transfer.code != pending.code {
+        Some(ResultCode::PendingTransferHasDifferentCode)
+    } else if transfer.has(flags::POST_PENDING_TRANSFER) && transfer.amount > pending.amount {
+        Some(ResultCode::ExceedsPendingTransferAmount)
+    } else if transfer.has(flags::VOID_PENDING_TRANSFER) && transfer.amount != 0 && transfer.amount != pending.amount
+    {
+        Some(ResultCode::PendingTransferHasDifferentAmount)
+    } else {
+        None
+    }
+}
