@@ -355,5 +355,4 @@ impl Ledger {
         let index = self.transfer_index.get(&id)?;
         self.pending.get(index).map(|state| state.status)
     }
-
 }

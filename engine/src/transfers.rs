@@ -255,11 +255,8 @@ fn transfer_exists(new: &Transfer, stored: &Transfer) -> ResultCode {
     // A post or void inherits zero fields from its pending transfer.
     let inherits = new.flags & POST_OR_VOID != 0;
     let differs = |new: u128, stored: u128| new != stored && !(inherits && new == 0);
-    let amount_differs = if new.flags & BALANCING != 0 {
-        new.amount < stored.amount
-    } else {
-        differs(new.amount, stored.amount)
-    };
+    let amount_differs =
+        if new.flags & BALANCING != 0 { new.amount < stored.amount } else { differs(new.amount, stored.amount) };
     if new.flags != stored.flags {
         ResultCode::ExistsWithDifferentFlags
     } else if differs(new.debit_account_id, stored.debit_account_id) {

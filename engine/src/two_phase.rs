@@ -144,8 +144,7 @@ fn check_against_pending(transfer: &Transfer, pending: &Transfer) -> Option<Resu
         Some(ResultCode::PendingTransferHasDifferentCode)
     } else if transfer.has(flags::POST_PENDING_TRANSFER) && transfer.amount > pending.amount {
         Some(ResultCode::ExceedsPendingTransferAmount)
-    } else if transfer.has(flags::VOID_PENDING_TRANSFER) && transfer.amount != 0 && transfer.amount != pending.amount
-    {
+    } else if transfer.has(flags::VOID_PENDING_TRANSFER) && transfer.amount != 0 && transfer.amount != pending.amount {
         Some(ResultCode::PendingTransferHasDifferentAmount)
     } else {
         None
