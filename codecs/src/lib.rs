@@ -9,9 +9,11 @@
 compile_error!("Tally's records are little-endian in memory and on disk; big-endian targets are not supported");
 
 pub mod flags;
+pub mod json;
 pub mod operation;
 pub mod records;
 pub mod result;
+pub mod wire;
 
 pub use operation::Operation;
 pub use records::{Account, AccountBalance, AccountFilter, EventResult, LimitProfile, Transfer};

@@ -1,0 +1,161 @@
+//! The streaming frame decoder: bytes in, frames out, no I/O.
+
+use super::layout::{self, PayloadLayout};
+use super::message::{Body, Frame, Reply, Request};
+use super::{Direction, ErrorCode, FRAME_BYTES_MAX, FrameError, HEADER_BYTES, Header, MAGIC, VERSION};
+use crate::Operation;
+
+/// Turns a byte stream into frames. Feed it what each socket read returns, then call
+/// [`next_frame`](FrameDecoder::next_frame) until it answers `Ok(None)`; at end of stream,
+/// [`finish`](FrameDecoder::finish) tells a clean close from one inside a frame.
+///
+/// Memory: a header is checked against every limit as soon as its 48 bytes arrive, before
+/// any of its payload, and nothing is ever reserved on the strength of a declared length.
+/// So a caller that drains frames after each feed holds at most one frame
+/// ([`FRAME_BYTES_MAX`]) plus one read.
+///
+/// After an error the stream cannot be resynchronised: the decoder returns the same error
+/// from then on and drops whatever it is fed.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buffer: Vec<u8>,
+    /// Bytes at the front of `buffer` already returned as frames.
+    consumed: usize,
+    failed: Option<FrameError>,
+}
+
+impl FrameDecoder {
+    pub fn new() -> FrameDecoder {
+        FrameDecoder::default()
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        // Frames are dropped from the front here rather than as each is returned, so that
+        // a read holding many small frames costs one move of the remainder, not one each.
+        if self.consumed > 0 {
+            self.buffer.drain(..self.consumed);
+            self.consumed = 0;
+        }
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed, or the stream's error.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        let result = self.decode_next();
+        if let Err(error) = &result {
+            self.failed = Some(error.clone());
+        }
+        result
+    }
+
+    /// Bytes received but not yet returned as frames.
+    pub fn bytes_buffered(&self) -> usize {
+        self.buffer.len() - self.consumed
+    }
+
+    /// Call at end of stream, after draining frames: an error if it ended inside a frame.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        match self.bytes_buffered() {
+            0 => Ok(()),
+            bytes_buffered => Err(FrameError::Truncated { bytes_buffered }),
+        }
+    }
+
+    fn decode_next(&mut self) -> Result<Option<Frame>, FrameError> {
+        let pending = &self.buffer[self.consumed..];
+        let Some(header_bytes) = pending.get(..HEADER_BYTES) else {
+            return Ok(None);
+        };
+        // `header_bytes` is exactly HEADER_BYTES long, so this read cannot fail.
+        let header: Header = bytemuck::pod_read_unaligned(header_bytes);
+        let (kind, layout) = check_header(&header)?;
+        check_payload_length(header.payload_bytes, &layout)?;
+
+        let frame_bytes = HEADER_BYTES + header.payload_bytes as usize;
+        let Some(frame) = pending.get(..frame_bytes) else {
+            return Ok(None);
+        };
+        let payload = &frame[HEADER_BYTES..];
+        let actual = header.compute_checksum(payload);
+        if actual != header.checksum {
+            return Err(FrameError::BadChecksum { expected: header.checksum, actual });
+        }
+        let body = match kind {
+            Kind::Request(operation) => Body::Request(Request::decode(operation, payload)?),
+            Kind::Reply(operation) => Body::Reply(Reply::decode(operation, payload)?),
+            Kind::Error(code) => Body::Error(code),
+        };
+        self.consumed += frame_bytes;
+        Ok(Some(Frame { request_id: header.request_id, client_id: header.client_id, body }))
+    }
+}
+
+/// What a header says its frame is.
+enum Kind {
+    Request(Operation),
+    Reply(Operation),
+    Error(ErrorCode),
+}
+
+/// Everything that can be checked from the header alone, in the order a reader of a hex
+/// dump would check it.
+fn check_header(header: &Header) -> Result<(Kind, PayloadLayout), FrameError> {
+    if header.magic != MAGIC {
+        return Err(FrameError::BadMagic { magic: header.magic });
+    }
+    if header.version != VERSION {
+        return Err(FrameError::UnknownVersion { version: header.version });
+    }
+    let frame_payload_max = (FRAME_BYTES_MAX - HEADER_BYTES) as u32;
+    if header.payload_bytes > frame_payload_max {
+        return Err(FrameError::TooLarge { payload_bytes: header.payload_bytes, max_bytes: frame_payload_max });
+    }
+    let direction = Direction::from_status(header.status).ok_or(FrameError::UnknownStatus { status: header.status })?;
+    if header.reserved != [0; 8] {
+        return Err(FrameError::ReservedNotZero);
+    }
+    let unknown = FrameError::UnknownOperation { operation: header.operation };
+    match direction {
+        Direction::Error(code) => {
+            // An error reply may answer a frame whose operation was unknown, so it names none.
+            if header.operation != 0 {
+                return Err(FrameError::ReservedNotZero);
+            }
+            Ok((Kind::Error(code), layout::error_reply()))
+        }
+        Direction::Request => {
+            let operation = Operation::from_u8(header.operation).ok_or(unknown.clone())?;
+            Ok((Kind::Request(operation), layout::request(operation).ok_or(unknown)?))
+        }
+        Direction::Reply => {
+            let operation = Operation::from_u8(header.operation).ok_or(unknown.clone())?;
+            Ok((Kind::Reply(operation), layout::reply(operation).ok_or(unknown)?))
+        }
+    }
+}
+
+fn check_payload_length(payload_bytes: u32, layout: &PayloadLayout) -> Result<(), FrameError> {
+    // Layout sizes are below FRAME_BYTES_MAX, so they fit a u32 (asserted in wire.rs).
+    let max_bytes = layout.bytes_max() as u32;
+    let min_bytes = layout.bytes_min() as u32;
+    let record_bytes = layout.record_bytes as u32;
+    if payload_bytes > max_bytes {
+        return Err(FrameError::TooLarge { payload_bytes, max_bytes });
+    }
+    if payload_bytes < min_bytes {
+        return Err(FrameError::TooSmall { payload_bytes, min_bytes });
+    }
+    if !payload_bytes.is_multiple_of(record_bytes) {
+        return Err(FrameError::Misaligned { payload_bytes, record_bytes });
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Frame encoders. Each appends one whole frame to the caller's buffer, so that a batch of
+//! replies can go out in one write.
+
+use std::any::TypeId;
+
+use bytemuck::Pod;
+
+use super::layout::{self, PayloadLayout};
+use super::{Direction, ErrorCode, HEADER_BYTES, Header, MAGIC, VERSION};
+use crate::Operation;
+
+/// Why a frame could not be encoded: always a bug in the caller, reported rather than
+/// panicking because the records may have come from a client.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("{} is not an operation the wire protocol carries", operation.name())]
+    NotAWireOperation { operation: Operation },
+    #[error("{} frames carry {expected} records, not {given}", operation.name())]
+    WrongRecordType { operation: Operation, expected: &'static str, given: &'static str },
+    #[error("{count} records where {} takes {min} to {max}", operation.name())]
+    RecordCount { operation: Operation, count: usize, min: usize, max: usize },
+}
+
+/// Appends a request frame for `operation` with `records` as its payload (see
+/// [`layout`](super::layout) for which record type each operation takes).
+pub fn encode_request<T: Pod>(
+    operation: Operation,
+    request_id: u64,
+    client_id: u128,
+    records: &[T],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let layout = layout::request(operation).ok_or(EncodeError::NotAWireOperation { operation })?;
+    let header = header(operation as u8, Direction::Request, request_id, client_id);
+    encode_frame(operation, header, layout, records, out)
+}
+
+/// Appends a successful reply frame to a request for `operation`.
+pub fn encode_reply<T: Pod>(
+    operation: Operation,
+    request_id: u64,
+    client_id: u128,
+    records: &[T],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let layout = layout::reply(operation).ok_or(EncodeError::NotAWireOperation { operation })?;
+    let header = header(operation as u8, Direction::Reply, request_id, client_id);
+    encode_frame(operation, header, layout, records, out)
+}
+
+/// Appends an error reply. It names neither the operation nor the client, since a node may
+/// refuse a frame whose header it could not trust.
+pub fn encode_error_reply(request_id: u64, code: ErrorCode, out: &mut Vec<u8>) {
+    let mut header = header(0, Direction::Error(code), request_id, 0);
+    header.checksum = header.compute_checksum(&[]);
+    out.extend_from_slice(bytemuck::bytes_of(&header));
+}
+
+fn header(operation: u8, direction: Direction, request_id: u64, client_id: u128) -> Header {
+    Header {
+        magic: MAGIC,
+        version: VERSION,
+        operation,
+        status: direction.status(),
+        request_id,
+        client_id,
+        payload_bytes: 0,
+        checksum: 0,
+        reserved: [0; 8],
+    }
+}
+
+fn encode_frame<T: Pod>(
+    operation: Operation,
+    mut header: Header,
+    layout: PayloadLayout,
+    records: &[T],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    if TypeId::of::<T>() != layout.record_type {
+        return Err(EncodeError::WrongRecordType {
+            operation,
+            expected: layout.record_type_name,
+            given: std::any::type_name::<T>(),
+        });
+    }
+    if !(layout.records_min..=layout.records_max).contains(&records.len()) {
+        return Err(EncodeError::RecordCount {
+            operation,
+            count: records.len(),
+            min: layout.records_min,
+            max: layout.records_max,
+        });
+    }
+    // Our own records, viewed as bytes: a cast that cannot fail, unlike one of network bytes.
+    let payload: &[u8] = bytemuck::must_cast_slice(records);
+    // The count check above keeps every payload within one frame, and a frame fits a u32.
+    assert!(payload.len() <= layout.bytes_max());
+    header.payload_bytes = payload.len() as u32;
+    header.checksum = header.compute_checksum(payload);
+    out.reserve(HEADER_BYTES + payload.len());
+    out.extend_from_slice(bytemuck::bytes_of(&header));
+    out.extend_from_slice(payload);
+    Ok(())
+}
