@@ -1,0 +1,266 @@
+//! The real storage: segment files pre-allocated with `fallocate` and memory-mapped with
+//! memmap2. All of the crate's memory-mapping `unsafe` lives here.
+//!
+//! Why the mappings are sound to hold (the contract memmap2 asks callers to uphold):
+//! - A journal directory belongs to one writer (one [`crate::Journal`]) at a time; nothing
+//!   outside the journal changes or truncates its files while they are open. The journal
+//!   itself never shrinks a segment (recovery "truncates" by zeroing), so no page of a
+//!   mapping ever lies past the end of its file, which would raise SIGBUS.
+//! - Segments are pre-allocated (never sparse), so writing through a mapping cannot hit
+//!   ENOSPC, which mmap would turn into SIGBUS.
+//! - Readers in other threads read only bytes of records at or below a sequence the writer
+//!   published with a Release store after writing them, and the writer never rewrites a
+//!   published record, so no byte a reader borrows changes under it.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use memmap2::{Mmap, MmapMut, MmapOptions};
+
+use crate::error::JournalError;
+use crate::storage::{FlushMethod, SegmentFile, Storage};
+
+/// Segment files in a directory on a local file system.
+#[derive(Clone, Debug)]
+pub struct FileStorage {
+    dir: PathBuf,
+    flush_method: FlushMethod,
+}
+
+impl FileStorage {
+    /// Opens (creating if needed) the directory. With [`FlushMethod::IoUring`] the kernel
+    /// is probed here; if it refuses, the storage falls back to `fdatasync` and says why
+    /// on stderr.
+    pub fn new(dir: impl Into<PathBuf>, flush_method: FlushMethod) -> Result<FileStorage, JournalError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|error| JournalError::io(&dir, error))?;
+        let flush_method = effective_flush_method(flush_method);
+        Ok(FileStorage { dir, flush_method })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The flush method in use, after any io_uring fallback.
+    pub fn flush_method(&self) -> FlushMethod {
+        self.flush_method
+    }
+
+    fn segment(&self, file: File, writable: bool) -> io::Result<FileSegment> {
+        let bytes = usize::try_from(file.metadata()?.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "segment larger than the address space"))?;
+        let map = Mapping::new(&file, bytes, writable)?;
+        #[cfg(feature = "io-uring")]
+        let staged = match (writable, self.flush_method) {
+            (true, FlushMethod::IoUring) => Some(crate::uring::StagedWriter::new()?),
+            _ => None,
+        };
+        Ok(FileSegment {
+            file,
+            map,
+            flush_method: self.flush_method,
+            #[cfg(feature = "io-uring")]
+            staged,
+        })
+    }
+}
+
+#[cfg(feature = "io-uring")]
+fn effective_flush_method(requested: FlushMethod) -> FlushMethod {
+    if requested != FlushMethod::IoUring {
+        return requested;
+    }
+    match crate::uring::probe() {
+        Ok(()) => FlushMethod::IoUring,
+        Err(reason) => {
+            eprintln!("tally-journal: io_uring unavailable ({reason}); flushing with fdatasync instead");
+            FlushMethod::Fdatasync
+        }
+    }
+}
+
+#[cfg(not(feature = "io-uring"))]
+fn effective_flush_method(requested: FlushMethod) -> FlushMethod {
+    requested
+}
+
+impl Storage for FileStorage {
+    type Segment = FileSegment;
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn create(&self, name: &str, bytes: usize) -> io::Result<FileSegment> {
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(self.dir.join(name))?;
+        preallocate(&file, bytes)?;
+        // The new length is metadata: make it durable before anything relies on the
+        // file being this long (redb once lost a file extension this way).
+        file.sync_all()?;
+        self.segment(file, true)
+    }
+
+    fn open(&self, name: &str, writable: bool) -> io::Result<FileSegment> {
+        let file = OpenOptions::new().read(true).write(writable).open(self.dir.join(name))?;
+        self.segment(file, writable)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        std::fs::rename(self.dir.join(from), self.dir.join(to))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        std::fs::remove_file(self.dir.join(name))
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+
+    fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// An open, mapped segment file.
+pub struct FileSegment {
+    file: File,
+    map: Mapping,
+    flush_method: FlushMethod,
+    #[cfg(feature = "io-uring")]
+    staged: Option<crate::uring::StagedWriter>,
+}
+
+enum Mapping {
+    /// A zero-length file cannot be mapped.
+    Empty,
+    ReadOnly(Mmap),
+    Writable(MmapMut),
+}
+
+impl Mapping {
+    fn new(file: &File, bytes: usize, writable: bool) -> io::Result<Mapping> {
+        if bytes == 0 {
+            return Ok(Mapping::Empty);
+        }
+        let options = {
+            let mut options = MmapOptions::new();
+            options.len(bytes);
+            options
+        };
+        if writable {
+            // SAFETY: see the module comment: single writer, files never shrink while
+            // mapped, `bytes` is the file's current length so no page lies past EOF.
+            unsafe { options.map_mut(file) }.map(Mapping::Writable)
+        } else {
+            // SAFETY: as above; a read-only view only reads bytes published to it.
+            unsafe { options.map(file) }.map(Mapping::ReadOnly)
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Mapping::Empty => &[],
+            Mapping::ReadOnly(map) => map,
+            Mapping::Writable(map) => map,
+        }
+    }
+}
+
+impl SegmentFile for FileSegment {
+    fn bytes(&self) -> &[u8] {
+        self.map.bytes()
+    }
+
+    fn write(&mut self, offset: usize, data: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "io-uring")]
+        if let Some(staged) = &mut self.staged {
+            return staged.write(&self.file, offset, data);
+        }
+        let Mapping::Writable(map) = &mut self.map else {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "segment is not mapped writable"));
+        };
+        let target = offset
+            .checked_add(data.len())
+            .and_then(|end| map.get_mut(offset..end))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past the end of the segment"))?;
+        target.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn sync(&mut self, range: Range<usize>) -> io::Result<()> {
+        match (self.flush_method, &self.map) {
+            (FlushMethod::Msync, Mapping::Writable(map)) if !range.is_empty() => {
+                map.flush_range(range.start, range.len())
+            }
+            (FlushMethod::Msync, _) => Ok(()),
+            (FlushMethod::Fdatasync, _) => self.file.sync_data(),
+            #[cfg(feature = "io-uring")]
+            (FlushMethod::IoUring, _) => match &mut self.staged {
+                Some(staged) => staged.sync(&self.file),
+                None => self.file.sync_data(),
+            },
+        }
+    }
+
+    fn grow(&mut self, bytes: usize) -> io::Result<()> {
+        if self.map.bytes().len() >= bytes {
+            return Ok(());
+        }
+        preallocate(&self.file, bytes)?;
+        self.file.sync_all()?;
+        let writable = matches!(self.map, Mapping::Writable(_));
+        self.map = Mapping::new(&self.file, bytes, writable)?;
+        Ok(())
+    }
+
+    fn writes_visible_at_once(&self) -> bool {
+        #[cfg(feature = "io-uring")]
+        if self.staged.is_some() {
+            return false;
+        }
+        true
+    }
+}
+
+/// Allocates real blocks for `bytes` bytes (zeros). A sparse file would let a write
+/// through the mapping fail with SIGBUS when the disk is full.
+fn preallocate(file: &File, bytes: usize) -> io::Result<()> {
+    let length = libc::off_t::try_from(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment size exceeds off_t"))?;
+    // SAFETY: fallocate only reads its integer arguments; the descriptor is open and owned
+    // by `file` for the duration of the call. Mode 0 keeps existing data.
+    let result = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, length) };
+    if result == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        return write_zeros(file, bytes);
+    }
+    Err(error)
+}
+
+/// The fallback for file systems without `fallocate`: really write the zeros.
+fn write_zeros(file: &File, bytes: usize) -> io::Result<()> {
+    const CHUNK_BYTES: usize = 1 << 20;
+    let zeros = vec![0u8; CHUNK_BYTES];
+    let mut offset = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    while offset < bytes {
+        let chunk = CHUNK_BYTES.min(bytes - offset);
+        file.write_all_at(&zeros[..chunk], offset as u64)?;
+        offset += chunk;
+    }
+    Ok(())
+}

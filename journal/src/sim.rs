@@ -1,0 +1,208 @@
+//! An in-memory storage with a simulated page cache, for crash and fault tests (here and
+//! in the replication simulation). Each file has a *cache* image, which every write
+//! changes, and a *durable* image, which only a successful sync updates. A crash throws
+//! the cache away, optionally after writing back a random subset of dirty 512-byte
+//! sectors first, as the kernel's out-of-order writeback can. Directory operations are
+//! durable at once, which is stricter than a real file system and leaves the directory
+//! protocol to the tests on [`crate::FileStorage`].
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::storage::{SegmentFile, Storage};
+
+const SECTOR_BYTES: usize = 512;
+
+#[derive(Clone, Default)]
+struct MemFile {
+    cache: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Disk {
+    files: BTreeMap<String, MemFile>,
+    /// Syncs that succeeded so far.
+    syncs_done: u64,
+    /// When set, the sync after this many successful ones fails with EIO.
+    fail_sync_after: Option<u64>,
+}
+
+/// A shared in-memory "disk". Clones share it; [`MemStorage::fork`] copies it.
+#[derive(Clone, Default)]
+pub struct MemStorage {
+    disk: Arc<Mutex<Disk>>,
+}
+
+impl MemStorage {
+    pub fn new() -> MemStorage {
+        MemStorage::default()
+    }
+
+    fn disk(&self) -> MutexGuard<'_, Disk> {
+        // A panic while holding the lock (a test's injected hook) leaves the disk usable.
+        self.disk.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// An independent copy of this disk (cache and durable images).
+    pub fn fork(&self) -> MemStorage {
+        let disk = self.disk();
+        let copy = Disk { files: disk.files.clone(), syncs_done: 0, fail_sync_after: None };
+        MemStorage { disk: Arc::new(Mutex::new(copy)) }
+    }
+
+    /// Makes the sync after `successful_syncs` more successful ones fail with EIO.
+    pub fn fail_sync_after(&self, successful_syncs: u64) {
+        let mut disk = self.disk();
+        disk.fail_sync_after = Some(disk.syncs_done + successful_syncs);
+    }
+
+    /// Successful syncs so far.
+    pub fn syncs_done(&self) -> u64 {
+        self.disk().syncs_done
+    }
+
+    /// Power loss: everything not synced is lost.
+    pub fn crash(&self) {
+        for file in self.disk().files.values_mut() {
+            file.cache.clone_from(&file.durable);
+        }
+    }
+
+    /// Power loss after the kernel wrote back a pseudo-random subset (chosen by `seed`)
+    /// of the dirty sectors, in no particular order.
+    pub fn crash_with_partial_writeback(&self, seed: u64) {
+        let mut state = seed | 1;
+        for file in self.disk().files.values_mut() {
+            let cache_bytes = file.cache.len();
+            file.durable.resize(cache_bytes, 0);
+            for start in (0..cache_bytes).step_by(SECTOR_BYTES) {
+                let end = (start + SECTOR_BYTES).min(cache_bytes);
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if state % 2 == 0 {
+                    let sector = file.cache[start..end].to_vec();
+                    file.durable[start..end].copy_from_slice(&sector);
+                }
+            }
+            file.cache.clone_from(&file.durable);
+        }
+    }
+
+    /// The durable image of `name`.
+    pub fn durable_image(&self, name: &str) -> Option<Vec<u8>> {
+        self.disk().files.get(name).map(|file| file.durable.clone())
+    }
+
+    /// Replaces both images of `name` (creating it), e.g. with a damaged copy.
+    pub fn set_image(&self, name: &str, bytes: Vec<u8>) {
+        let file = MemFile { cache: bytes.clone(), durable: bytes };
+        self.disk().files.insert(name.to_string(), file);
+    }
+
+    fn file_error(name: &str) -> io::Error {
+        io::Error::new(io::ErrorKind::NotFound, format!("no file {name}"))
+    }
+}
+
+impl Storage for MemStorage {
+    type Segment = MemSegment;
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.disk().files.keys().cloned().collect())
+    }
+
+    fn create(&self, name: &str, bytes: usize) -> io::Result<MemSegment> {
+        let mut disk = self.disk();
+        if disk.files.contains_key(name) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, name.to_string()));
+        }
+        let zeros = vec![0u8; bytes];
+        disk.files.insert(name.to_string(), MemFile { cache: zeros.clone(), durable: zeros.clone() });
+        Ok(MemSegment { storage: self.clone(), name: name.to_string(), view: zeros, writable: true })
+    }
+
+    fn open(&self, name: &str, writable: bool) -> io::Result<MemSegment> {
+        let view = self.disk().files.get(name).ok_or_else(|| Self::file_error(name))?.cache.clone();
+        Ok(MemSegment { storage: self.clone(), name: name.to_string(), view, writable })
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut disk = self.disk();
+        let file = disk.files.remove(from).ok_or_else(|| Self::file_error(from))?;
+        disk.files.insert(to.to_string(), file);
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.disk().files.remove(name).map(|_| ()).ok_or_else(|| Self::file_error(name))
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn path_of(&self, name: &str) -> PathBuf {
+        PathBuf::from("mem").join(name)
+    }
+}
+
+/// A handle on a [`MemStorage`] file. Its view is the cache image when it was opened plus
+/// its own writes: other handles' later writes are not seen (unlike a shared mapping).
+pub struct MemSegment {
+    storage: MemStorage,
+    name: String,
+    view: Vec<u8>,
+    writable: bool,
+}
+
+impl SegmentFile for MemSegment {
+    fn bytes(&self) -> &[u8] {
+        &self.view
+    }
+
+    fn write(&mut self, offset: usize, data: &[u8]) -> io::Result<()> {
+        let range = offset
+            .checked_add(data.len())
+            .filter(|&end| self.writable && end <= self.view.len())
+            .map(|end| offset..end)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write outside the segment"))?;
+        self.view[range.clone()].copy_from_slice(data);
+        let mut disk = self.storage.disk();
+        let file = disk.files.get_mut(&self.name).ok_or_else(|| MemStorage::file_error(&self.name))?;
+        file.cache.resize(file.cache.len().max(range.end), 0);
+        file.cache[range].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn sync(&mut self, _range: Range<usize>) -> io::Result<()> {
+        let mut disk = self.storage.disk();
+        if disk.fail_sync_after == Some(disk.syncs_done) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        disk.syncs_done += 1;
+        let file = disk.files.get_mut(&self.name).ok_or_else(|| MemStorage::file_error(&self.name))?;
+        file.durable.clone_from(&file.cache);
+        Ok(())
+    }
+
+    fn grow(&mut self, bytes: usize) -> io::Result<()> {
+        if self.view.len() >= bytes {
+            return Ok(());
+        }
+        self.view.resize(bytes, 0);
+        let mut disk = self.storage.disk();
+        let file = disk.files.get_mut(&self.name).ok_or_else(|| MemStorage::file_error(&self.name))?;
+        file.cache.resize(bytes, 0);
+        file.durable.resize(bytes, 0);
+        Ok(())
+    }
+
+    fn writes_visible_at_once(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,58 @@
+//! The storage the journal writes through. The journal owns the protocol (what is written
+//! where, and in which order it is made durable); a [`Storage`] only supplies the
+//! primitives, so a fault-injecting backend ([`crate::sim::MemStorage`]) can stand in for
+//! the real memory-mapped files ([`crate::FileStorage`]) in tests.
+
+use std::io;
+use std::ops::Range;
+use std::path::PathBuf;
+
+/// How [`SegmentFile::sync`] makes written bytes durable on a [`crate::FileStorage`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlushMethod {
+    /// `msync(MS_SYNC)` over the written range of the mapping.
+    Msync,
+    /// `fdatasync` on the segment file (the written pages reach it through the mapping).
+    #[default]
+    Fdatasync,
+    /// Record bytes are staged in memory and written with `pwrite` plus a linked
+    /// `fdatasync` through io_uring, instead of through the mapping.
+    #[cfg(feature = "io-uring")]
+    IoUring,
+}
+
+/// A directory of segment files.
+pub trait Storage: Send + Sync {
+    type Segment: SegmentFile;
+
+    /// Names of all files in the directory (segment files and anything else).
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// Creates `name` with `bytes` bytes pre-allocated and zeroed, and opens it writable.
+    /// The new name is not durable until [`Storage::sync_dir`].
+    fn create(&self, name: &str, bytes: usize) -> io::Result<Self::Segment>;
+    /// Opens an existing file, writable or read-only.
+    fn open(&self, name: &str, writable: bool) -> io::Result<Self::Segment>;
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    fn remove(&self, name: &str) -> io::Result<()>;
+    /// Makes creations, renames and removals in the directory durable.
+    fn sync_dir(&self) -> io::Result<()>;
+    /// Where `name` lives, for error messages.
+    fn path_of(&self, name: &str) -> PathBuf;
+}
+
+/// One open segment file.
+pub trait SegmentFile: Send {
+    /// The file's contents as this handle sees them. For a writable handle that writes
+    /// through its mapping this includes its own non-durable writes.
+    fn bytes(&self) -> &[u8];
+    /// Copies `data` to `offset`. Not durable until [`SegmentFile::sync`].
+    fn write(&mut self, offset: usize, data: &[u8]) -> io::Result<()>;
+    /// Makes everything written so far durable; `range` is where the writes since the
+    /// last sync lie (a backend may sync more). An error here is fatal to the journal.
+    fn sync(&mut self, range: Range<usize>) -> io::Result<()>;
+    /// Pre-allocates a file found shorter than `bytes` back to that length (recovery).
+    fn grow(&mut self, bytes: usize) -> io::Result<()>;
+    /// Whether [`SegmentFile::write`] is visible to other handles at once (it is when it
+    /// goes through a shared mapping, not when it is staged for a later `pwrite`).
+    fn writes_visible_at_once(&self) -> bool;
+}
