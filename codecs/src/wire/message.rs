@@ -41,7 +41,7 @@ pub struct Frame {
 pub enum Body {
     Request(Request),
     Reply(Reply),
-    /// The node refused the request with this id; the connection closes after it.
+    /// The node refused the request with this id, for the reason the code gives.
     Error(ErrorCode),
 }
 
