@@ -62,19 +62,41 @@ pub fn account_identity(account: &Account) -> u128 {
     mix_words(DOMAIN_ACCOUNT, &words)
 }
 
-/// The linear term of an account's four balances and its flags.
+/// The linear term of an account's four balances and its flags:
+/// `balance_key(id) × balance_weights(balances, flags)`.
 pub fn account_balances(account: &Account) -> u128 {
-    let key = mix(DOMAIN_BALANCE, account.id);
-    let fields = [
-        account.debits_pending,
-        account.debits_posted,
-        account.credits_pending,
-        account.credits_posted,
-        u128::from(account.flags),
-    ];
+    balance_key(account.id).wrapping_mul(balance_weights(
+        [account.debits_pending, account.debits_posted, account.credits_pending, account.credits_posted],
+        account.flags,
+    ))
+}
+
+/// The account's own multiplier for its balance term.
+#[inline]
+pub fn balance_key(account_id: u128) -> u128 {
+    mix(DOMAIN_BALANCE, account_id)
+}
+
+/// The weighted sum of the balances and flags, before the account's key is applied.
+#[inline]
+pub fn balance_weights(balances: [u128; 4], flags: u16) -> u128 {
+    balance_weights_delta([0; 4], 0, balances, flags)
+}
+
+/// `balance_weights(after) − balance_weights(before)`, skipping fields that did not change
+/// (a transfer changes one or two of an account's five).
+#[inline]
+pub fn balance_weights_delta(before: [u128; 4], flags_before: u16, after: [u128; 4], flags_after: u16) -> u128 {
     let mut sum = 0u128;
-    for (field_key, value) in FIELD_KEYS.iter().zip(fields) {
-        sum = sum.wrapping_add(key.wrapping_mul(*field_key).wrapping_mul(value));
+    for ((field_key, old), new) in FIELD_KEYS.iter().zip(before).zip(after) {
+        let change = new.wrapping_sub(old);
+        if change != 0 {
+            sum = sum.wrapping_add(field_key.wrapping_mul(change));
+        }
+    }
+    if flags_before != flags_after {
+        let change = u128::from(flags_after).wrapping_sub(u128::from(flags_before));
+        sum = sum.wrapping_add(FIELD_KEYS[4].wrapping_mul(change));
     }
     sum
 }

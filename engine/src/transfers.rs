@@ -47,7 +47,7 @@ impl Ledger {
         if let Some(index) = self.transfer_index.get(&transfer.id) {
             return transfer_exists(transfer, &self.transfers[*index as usize]);
         }
-        if self.failed_transfers.contains_key(&transfer.id) {
+        if !self.failed_transfers.is_empty() && self.failed_transfers.contains_key(&transfer.id) {
             return ResultCode::IdAlreadyFailed;
         }
         if let Some(code) = check_flags_and_pending_fields(transfer) {
