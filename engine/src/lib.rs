@@ -16,3 +16,4 @@ mod two_phase;
 
 pub use ledger::{Ledger, PendingStatus};
 pub use queries::QUERY_ROWS_MAX;
+pub mod pipeline;

@@ -1,0 +1,89 @@
+//! What flows through the input ring, and how the business logic applies it.
+
+use tally_codecs::Operation;
+use tally_codecs::wire::{Reply, Request};
+
+use crate::Ledger;
+
+/// One input of the pipeline: a client's request, or a tick that advances time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Request(Request),
+    Tick,
+}
+
+impl Command {
+    pub fn operation(&self) -> Operation {
+        match self {
+            Command::Request(request) => request.operation(),
+            Command::Tick => Operation::Tick,
+        }
+    }
+
+    /// Mutations go through the journal; queries only need their place in the order.
+    pub fn is_mutation(&self) -> bool {
+        self.operation().is_mutation()
+    }
+
+    /// How many events (records, ids or filters) the command carries.
+    pub fn events(&self) -> usize {
+        match self {
+            Command::Request(Request::CreateAccounts(events)) => events.len(),
+            Command::Request(Request::CreateTransfers(events)) => events.len(),
+            Command::Request(Request::UpsertLimitProfiles(events)) => events.len(),
+            Command::Request(Request::LookupAccounts(ids) | Request::LookupTransfers(ids)) => ids.len(),
+            Command::Request(Request::GetAccountTransfers(_) | Request::GetAccountBalances(_)) => 1,
+            Command::Tick => 0,
+        }
+    }
+}
+
+/// Applies one input at its sequencer timestamp: the single definition of what an input
+/// does, used by the business-logic thread and by replay alike.
+pub fn apply(ledger: &mut Ledger, timestamp: u64, command: &Command) -> Option<Reply> {
+    let request = match command {
+        Command::Tick => {
+            ledger.tick(timestamp);
+            return None;
+        }
+        Command::Request(request) => request,
+    };
+    let reply = match request {
+        Request::CreateAccounts(events) => {
+            let mut results = Vec::with_capacity(events.len());
+            ledger.create_accounts(timestamp, events, &mut results);
+            Reply::CreateAccounts(results)
+        }
+        Request::CreateTransfers(events) => {
+            let mut results = Vec::with_capacity(events.len());
+            ledger.create_transfers(timestamp, events, &mut results);
+            Reply::CreateTransfers(results)
+        }
+        Request::UpsertLimitProfiles(events) => {
+            let mut results = Vec::with_capacity(events.len());
+            ledger.upsert_limit_profiles(timestamp, events, &mut results);
+            Reply::UpsertLimitProfiles(results)
+        }
+        Request::LookupAccounts(ids) => {
+            let mut found = Vec::with_capacity(ids.len());
+            ledger.lookup_accounts(ids, &mut found);
+            Reply::LookupAccounts(found)
+        }
+        Request::LookupTransfers(ids) => {
+            let mut found = Vec::with_capacity(ids.len());
+            ledger.lookup_transfers(ids, &mut found);
+            Reply::LookupTransfers(found)
+        }
+        Request::GetAccountTransfers(filter) => {
+            let mut found = Vec::new();
+            ledger.get_account_transfers(filter, &mut found);
+            Reply::GetAccountTransfers(found)
+        }
+        Request::GetAccountBalances(filter) => {
+            let mut found = Vec::new();
+            ledger.get_account_balances(filter, &mut found);
+            Reply::GetAccountBalances(found)
+        }
+    };
+    Some(reply)
+}

@@ -1,0 +1,157 @@
+//! The two rings and the stages on them.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crossbeam::channel::Sender;
+use disruptor::{ProcessorSettings, Producer, Sequence, SingleConsumerBarrier, SingleProducer, build_single_producer};
+use tally_codecs::wire::Reply;
+
+use super::wait::backoff;
+use super::{Command, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo, apply};
+use crate::Ledger;
+
+/// A slot of the input ring. The sequencer fills it through `&mut`; the stages after it
+/// only get `&`, so the parts the business logic moves out sit behind (uncontended) locks.
+pub(crate) struct InputSlot {
+    pub timestamp: u64,
+    pub request_id: u64,
+    pub command: Mutex<Command>,
+    pub reply_to: Mutex<Option<Arc<dyn ReplyTo>>>,
+}
+
+impl InputSlot {
+    fn empty() -> InputSlot {
+        InputSlot { timestamp: 0, request_id: 0, command: Mutex::new(Command::Tick), reply_to: Mutex::new(None) }
+    }
+}
+
+/// A slot of the output ring: the input, its reply, and where the reply goes.
+pub(crate) struct OutputSlot {
+    timestamp: u64,
+    request_id: u64,
+    command: Command,
+    reply: Option<Reply>,
+    reply_to: Option<Arc<dyn ReplyTo>>,
+}
+
+impl OutputSlot {
+    fn empty() -> OutputSlot {
+        OutputSlot { timestamp: 0, request_id: 0, command: Command::Tick, reply: None, reply_to: None }
+    }
+}
+
+pub(crate) type InputProducer = SingleProducer<InputSlot, SingleConsumerBarrier>;
+
+/// Locks a slot part; a poisoned lock only means another stage panicked mid-way, and
+/// the slot's value is still whole, so the poison is ignored.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Publishes into a ring, backing off (not spinning a core) while it is full.
+pub(crate) fn publish<E, C, F>(producer: &mut SingleProducer<E, C>, fill: F)
+where
+    F: FnOnce(&mut E),
+    SingleProducer<E, C>: Producer<E>,
+{
+    let mut fill = Some(fill);
+    let mut attempts = 0u32;
+    loop {
+        let published = producer.try_publish(|slot| {
+            if let Some(fill) = fill.take() {
+                fill(slot);
+            }
+        });
+        if published.is_ok() {
+            return;
+        }
+        backoff(attempts);
+        attempts = attempts.saturating_add(1);
+    }
+}
+
+pub(crate) struct Stages {
+    pub config: PipelineConfig,
+    pub ledger: Ledger,
+    pub input_log: Box<dyn InputLog>,
+    pub outcome_log: Box<dyn OutcomeLog>,
+    pub stats: Arc<PipelineStats>,
+}
+
+/// Owns the ledger on the business-logic thread and hands it back when the thread ends.
+struct LedgerHome {
+    ledger: Ledger,
+    back: Sender<Ledger>,
+}
+
+impl Drop for LedgerHome {
+    fn drop(&mut self) {
+        // Nobody may be waiting (the pipeline was dropped without `shutdown`); that is fine.
+        let _ = self.back.send(std::mem::take(&mut self.ledger));
+    }
+}
+
+impl Stages {
+    /// Starts the output ring, then the input ring, and returns the input producer.
+    pub fn build(self, ledger_back: Sender<Ledger>) -> InputProducer {
+        let Stages { config, ledger, mut input_log, mut outcome_log, stats } = self;
+        let slots = config.ring_slots.max(2).next_power_of_two();
+        let wait = config.wait;
+        let durability = config.durability;
+
+        let mut output = build_single_producer(slots, OutputSlot::empty, wait)
+            .thread_name("reply")
+            .handle_events_with(|slot: &OutputSlot, _: Sequence, _: bool| {
+                if let (Some(reply_to), Some(reply)) = (&slot.reply_to, &slot.reply) {
+                    reply_to.reply(slot.request_id, reply);
+                }
+            })
+            .thread_name("outcome-log")
+            .handle_events_with(move |slot: &OutputSlot, _: Sequence, end_of_batch: bool| {
+                if let Some(reply) = &slot.reply {
+                    outcome_log.record(slot.timestamp, &slot.command, reply);
+                }
+                if end_of_batch {
+                    outcome_log.end_of_batch();
+                }
+            })
+            .build();
+
+        let mut home = LedgerHome { ledger, back: ledger_back };
+        let mut inputs = 0u64;
+        let mut events = 0u64;
+        build_single_producer(slots, InputSlot::empty, wait)
+            .thread_name("journal")
+            .handle_events_with(move |slot: &InputSlot, _: Sequence, end_of_batch: bool| {
+                let command = lock(&slot.command);
+                if command.is_mutation() {
+                    input_log.append(slot.timestamp, &command);
+                }
+                drop(command);
+                // The business-logic thread sees this batch only after this returns.
+                if end_of_batch {
+                    input_log.commit(durability);
+                }
+            })
+            .and_then()
+            .thread_name("business-logic")
+            .handle_events_with(move |slot: &InputSlot, _: Sequence, end_of_batch: bool| {
+                let command = std::mem::replace(&mut *lock(&slot.command), Command::Tick);
+                let reply_to = lock(&slot.reply_to).take();
+                let reply = apply(&mut home.ledger, slot.timestamp, &command);
+                inputs += 1;
+                events += command.events() as u64;
+                if reply.is_some() {
+                    let (timestamp, request_id) = (slot.timestamp, slot.request_id);
+                    publish(&mut output, |out: &mut OutputSlot| {
+                        *out = OutputSlot { timestamp, request_id, command, reply, reply_to };
+                    });
+                }
+                if end_of_batch {
+                    stats.publish(inputs, events, &home.ledger);
+                    (inputs, events) = (0, 0);
+                }
+            })
+            .build()
+    }
+}
