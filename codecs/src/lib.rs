@@ -13,6 +13,7 @@ pub mod json;
 pub mod operation;
 pub mod records;
 pub mod result;
+pub mod snapshot;
 pub mod wire;
 
 pub use operation::Operation;

@@ -10,10 +10,12 @@ mod id_map;
 mod ledger;
 mod limits;
 mod queries;
+mod snapshot;
 mod state_hash;
 mod transfers;
 mod two_phase;
 
 pub use ledger::{Ledger, PendingStatus};
 pub use queries::QUERY_ROWS_MAX;
+pub use snapshot::ImageError;
 pub mod pipeline;

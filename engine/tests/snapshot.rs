@@ -1,0 +1,115 @@
+//! Snapshot images: a round trip keeps the state hash, and damaged images are refused.
+
+use proptest::prelude::*;
+use tally_codecs::flags::{account as account_flags, transfer as transfer_flags};
+use tally_codecs::snapshot::LedgerImage;
+use tally_codecs::{Account, LimitProfile, Transfer};
+use tally_engine::Ledger;
+
+/// A ledger with every kind of state: balances, pending and expired transfers, a limit
+/// profile, a remembered failure and balance history.
+fn busy_ledger() -> Ledger {
+    let mut ledger = Ledger::new();
+    let mut results = Vec::new();
+    let profile =
+        LimitProfile { id: 7, ledger: 1, max_single_debit: 500, overdraft_max: 50, ..LimitProfile::default() };
+    ledger.upsert_limit_profiles(1, &[profile], &mut results);
+    let accounts: Vec<Account> = (1..=4u128)
+        .map(|id| Account {
+            id,
+            ledger: 1,
+            code: 1,
+            flags: if id == 1 { account_flags::HISTORY } else { 0 },
+            limit_profile: if id == 2 { 7 } else { 0 },
+            ..Account::default()
+        })
+        .collect();
+    ledger.create_accounts(10, &accounts, &mut results);
+    let transfer = |id: u128, debit: u128, credit: u128, amount: u128, flags: u16, timeout: u32| Transfer {
+        id,
+        debit_account_id: debit,
+        credit_account_id: credit,
+        amount,
+        ledger: 1,
+        code: 1,
+        flags,
+        timeout,
+        ..Transfer::default()
+    };
+    let batch = [
+        transfer(100, 1, 2, 40, 0, 0),
+        transfer(101, 2, 3, 30, transfer_flags::PENDING, 1),
+        transfer(102, 3, 1, 20, transfer_flags::PENDING, 0),
+        transfer(103, 9, 1, 5, 0, 0),
+    ];
+    ledger.create_transfers(1_000, &batch, &mut results);
+    ledger.tick(3_000_000_000);
+    results.clear();
+    ledger.create_transfers(4_000_000_000, &[transfer(104, 2, 4, 10, 0, 0)], &mut results);
+    ledger
+}
+
+fn round_trip(ledger: &Ledger) -> Ledger {
+    let bytes = ledger.to_image().to_bytes().expect("an image serialises");
+    let image = LedgerImage::from_bytes(&bytes).expect("a fresh image validates");
+    Ledger::from_image(&image).expect("a fresh image loads")
+}
+
+#[test]
+fn snapshot_round_trip_keeps_state_hash_and_behaviour() {
+    let mut original = busy_ledger();
+    let mut restored = round_trip(&original);
+    assert_eq!(restored.state_hash(), original.state_hash());
+    assert_eq!(restored.recompute_state_hash(), original.state_hash());
+    // The same next inputs give the same results and hash on both.
+    let post =
+        Transfer { id: 105, pending_id: 102, flags: transfer_flags::POST_PENDING_TRANSFER, ..Transfer::default() };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    original.create_transfers(5_000_000_000, &[post], &mut a);
+    restored.create_transfers(5_000_000_000, &[post], &mut b);
+    assert_eq!(a, b);
+    assert_eq!(original.state_hash(), restored.state_hash());
+}
+
+#[test]
+fn inconsistent_image_is_refused() {
+    let mut image = busy_ledger().to_image();
+    image.pending[0].transfer = 10_000;
+    assert!(Ledger::from_image(&image).is_err());
+    let mut image = busy_ledger().to_image();
+    image.transfers.truncate(image.transfers.len() - 3);
+    assert!(Ledger::from_image(&image).is_err());
+    let mut image = busy_ledger().to_image();
+    image.format_version += 1;
+    let bytes = image.to_bytes().unwrap();
+    assert!(LedgerImage::from_bytes(&bytes).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn decoding_arbitrary_bytes_as_an_image_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        if let Ok(image) = LedgerImage::from_bytes(&bytes) {
+            let _ = Ledger::from_image(&image);
+        }
+    }
+
+    #[test]
+    fn flipping_a_byte_of_an_image_never_panics(index in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let mut bytes = busy_ledger().to_image().to_bytes().unwrap().to_vec();
+        let at = index.index(bytes.len());
+        bytes[at] ^= 1 << bit;
+        if let Ok(image) = LedgerImage::from_bytes(&bytes) {
+            let _ = Ledger::from_image(&image);
+        }
+    }
+}
+
+#[test]
+fn image_whose_balances_do_not_add_up_is_refused() {
+    let mut image = busy_ledger().to_image();
+    // Raise account #1's credits_posted (bytes 64..80 of the first record) by one.
+    image.accounts[64] = image.accounts[64].wrapping_add(1);
+    assert!(Ledger::from_image(&image).is_err());
+}
