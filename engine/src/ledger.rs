@@ -85,6 +85,8 @@ pub(crate) enum Undo {
 /// The ledger: every account, transfer and limit profile, and the indexes over them.
 pub struct Ledger {
     pub(crate) accounts: Vec<Account>,
+    /// Each account's multiplier in the state hash's balance term, computed once.
+    pub(crate) balance_keys: Vec<u128>,
     pub(crate) account_index: IdMap<u128, u32>,
     /// Per account, the indexes of its transfers in commit order.
     pub(crate) account_transfers: Vec<Vec<u32>>,
@@ -132,6 +134,7 @@ impl Ledger {
     fn with_capacity_untouched(accounts: usize, transfers: usize) -> Ledger {
         Ledger {
             accounts: Vec::with_capacity(accounts),
+            balance_keys: Vec::with_capacity(accounts),
             account_index: id_map_with_capacity(accounts),
             account_transfers: Vec::with_capacity(accounts),
             history: id_map_with_capacity(0),
@@ -217,6 +220,7 @@ impl Ledger {
             .wrapping_add(state_hash::account_identity(&account))
             .wrapping_add(state_hash::account_balances(&account));
         self.account_index.insert(account.id, index);
+        self.balance_keys.push(state_hash::balance_key(account.id));
         self.accounts.push(account);
         self.account_transfers.push(Vec::new());
         if account.has(account_flags::HISTORY) {
@@ -227,6 +231,7 @@ impl Ledger {
 
     fn remove_last_account(&mut self) {
         let account = self.accounts.pop().expect("invariant: undo removes an account it inserted");
+        self.balance_keys.pop();
         let index = self.accounts.len() as u32;
         self.account_transfers.pop();
         self.history.remove(&index);
@@ -242,7 +247,6 @@ impl Ledger {
     pub(crate) fn set_account(&mut self, index: u32, balances: Balances, flags: u16) {
         let account = &mut self.accounts[index as usize];
         let before = Balances::of(account);
-        let undo = Undo::AccountChanged { index, balances: before, flags: account.flags };
         let flags_before = account.flags;
         account.debits_pending = balances.debits_pending;
         account.debits_posted = balances.debits_posted;
@@ -250,9 +254,11 @@ impl Ledger {
         account.credits_posted = balances.credits_posted;
         account.flags = flags;
         let weights = state_hash::balance_weights_delta(before.as_array(), flags_before, balances.as_array(), flags);
-        let delta = state_hash::balance_key(account.id).wrapping_mul(weights);
+        let delta = self.balance_keys[index as usize].wrapping_mul(weights);
         self.hash_sum = self.hash_sum.wrapping_add(delta);
-        self.record(undo);
+        if self.recording {
+            self.undo.push(Undo::AccountChanged { index, balances: before, flags: flags_before });
+        }
     }
 
     /// Appends a transfer and indexes it under both of its accounts.
