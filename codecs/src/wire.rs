@@ -17,8 +17,10 @@
 //!
 //! All integers are little-endian (the crate builds only for little-endian targets, so the
 //! `Pod` layout is the encoding). The payload of each operation is in [`layout`]: an array
-//! of records whose count the header's length implies, or exactly one filter.
+//! of records whose count the header's length implies, or exactly one filter. Admin frames
+//! (`tally status`) are in [`admin`].
 
+pub mod admin;
 mod decoder;
 mod encoder;
 pub mod layout;
@@ -26,8 +28,11 @@ mod message;
 
 use bytemuck::{Pod, Zeroable};
 
+pub use admin::{Message, NodeStatus};
 pub use decoder::FrameDecoder;
-pub use encoder::{EncodeError, encode_error_reply, encode_reply, encode_request};
+pub use encoder::{
+    EncodeError, encode_error_reply, encode_reply, encode_request, encode_status_reply, encode_status_request,
+};
 pub use message::{Body, Frame, Reply, Request};
 
 /// "TALY" as a little-endian u32: lets a node reject a peer that speaks another protocol.

@@ -1,5 +1,6 @@
 //! The streaming frame decoder: bytes in, frames out, no I/O.
 
+use super::admin::{Message, NodeStatus, OPERATION_STATUS};
 use super::layout::{self, PayloadLayout};
 use super::message::{Body, Frame, Reply, Request};
 use super::{Direction, ErrorCode, FRAME_BYTES_MAX, FrameError, HEADER_BYTES, Header, MAGIC, VERSION};
@@ -43,11 +44,26 @@ impl FrameDecoder {
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed, or the stream's error.
+    /// Admin frames are refused as unknown operations; see [`FrameDecoder::next_message`].
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        match self.next(Admin::Refused)? {
+            Some(Message::Frame(frame)) => Ok(Some(frame)),
+            // `Admin::Refused` never decodes an admin frame.
+            Some(Message::StatusRequest { .. } | Message::StatusReply { .. }) | None => Ok(None),
+        }
+    }
+
+    /// Like [`FrameDecoder::next_frame`], but also decodes the admin frames of
+    /// [`admin`](super::admin): for a node's gateway and for clients that ask for status.
+    pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
+        self.next(Admin::Accepted)
+    }
+
+    fn next(&mut self, admin: Admin) -> Result<Option<Message>, FrameError> {
         if let Some(error) = &self.failed {
             return Err(error.clone());
         }
-        let result = self.decode_next();
+        let result = self.decode_next(admin);
         if let Err(error) = &result {
             self.failed = Some(error.clone());
         }
@@ -70,14 +86,14 @@ impl FrameDecoder {
         }
     }
 
-    fn decode_next(&mut self) -> Result<Option<Frame>, FrameError> {
+    fn decode_next(&mut self, admin: Admin) -> Result<Option<Message>, FrameError> {
         let pending = &self.buffer[self.consumed..];
         let Some(header_bytes) = pending.get(..HEADER_BYTES) else {
             return Ok(None);
         };
         // `header_bytes` is exactly HEADER_BYTES long, so this read cannot fail.
         let header: Header = bytemuck::pod_read_unaligned(header_bytes);
-        let (kind, layout) = check_header(&header)?;
+        let (kind, layout) = check_header(&header, admin)?;
         check_payload_length(header.payload_bytes, &layout)?;
 
         let frame_bytes = HEADER_BYTES + header.payload_bytes as usize;
@@ -89,14 +105,33 @@ impl FrameDecoder {
         if actual != header.checksum {
             return Err(FrameError::BadChecksum { expected: header.checksum, actual });
         }
-        let body = match kind {
-            Kind::Request(operation) => Body::Request(Request::decode(operation, payload)?),
-            Kind::Reply(operation) => Body::Reply(Reply::decode(operation, payload)?),
-            Kind::Error(code) => Body::Error(code),
+        let (request_id, client_id) = (header.request_id, header.client_id);
+        let frame = |body| Message::Frame(Frame { request_id, client_id, body });
+        let message = match kind {
+            Kind::Request(operation) => frame(Body::Request(Request::decode(operation, payload)?)),
+            Kind::Reply(operation) => frame(Body::Reply(Reply::decode(operation, payload)?)),
+            Kind::Error(code) => frame(Body::Error(code)),
+            Kind::StatusRequest => Message::StatusRequest { request_id, client_id },
+            Kind::StatusReply => {
+                // The layout admits exactly one NodeStatus, so the read cannot fail.
+                let status: NodeStatus =
+                    bytemuck::try_pod_read_unaligned(payload).map_err(|_| FrameError::Misaligned {
+                        payload_bytes: header.payload_bytes,
+                        record_bytes: layout.record_bytes as u32,
+                    })?;
+                Message::StatusReply { request_id, client_id, status }
+            }
         };
         self.consumed += frame_bytes;
-        Ok(Some(Frame { request_id: header.request_id, client_id: header.client_id, body }))
+        Ok(Some(message))
     }
+}
+
+/// Whether the caller wants admin frames decoded or refused.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Admin {
+    Accepted,
+    Refused,
 }
 
 /// What a header says its frame is.
@@ -104,11 +139,13 @@ enum Kind {
     Request(Operation),
     Reply(Operation),
     Error(ErrorCode),
+    StatusRequest,
+    StatusReply,
 }
 
 /// Everything that can be checked from the header alone, in the order a reader of a hex
 /// dump would check it.
-fn check_header(header: &Header) -> Result<(Kind, PayloadLayout), FrameError> {
+fn check_header(header: &Header, admin: Admin) -> Result<(Kind, PayloadLayout), FrameError> {
     if header.magic != MAGIC {
         return Err(FrameError::BadMagic { magic: header.magic });
     }
@@ -131,6 +168,12 @@ fn check_header(header: &Header) -> Result<(Kind, PayloadLayout), FrameError> {
                 return Err(FrameError::ReservedNotZero);
             }
             Ok((Kind::Error(code), layout::error_reply()))
+        }
+        Direction::Request if admin == Admin::Accepted && header.operation == OPERATION_STATUS => {
+            Ok((Kind::StatusRequest, layout::status_request()))
+        }
+        Direction::Reply if admin == Admin::Accepted && header.operation == OPERATION_STATUS => {
+            Ok((Kind::StatusReply, layout::status_reply()))
         }
         Direction::Request => {
             let operation = Operation::from_u8(header.operation).ok_or(unknown.clone())?;

@@ -5,6 +5,7 @@ use std::any::TypeId;
 
 use bytemuck::Pod;
 
+use super::admin::{NodeStatus, OPERATION_STATUS};
 use super::layout::{self, PayloadLayout};
 use super::{Direction, ErrorCode, HEADER_BYTES, Header, MAGIC, VERSION};
 use crate::Operation;
@@ -54,6 +55,23 @@ pub fn encode_error_reply(request_id: u64, code: ErrorCode, out: &mut Vec<u8>) {
     let mut header = header(0, Direction::Error(code), request_id, 0);
     header.checksum = header.compute_checksum(&[]);
     out.extend_from_slice(bytemuck::bytes_of(&header));
+}
+
+/// Appends an admin status request (no payload).
+pub fn encode_status_request(request_id: u64, client_id: u128, out: &mut Vec<u8>) {
+    let mut header = header(OPERATION_STATUS, Direction::Request, request_id, client_id);
+    header.checksum = header.compute_checksum(&[]);
+    out.extend_from_slice(bytemuck::bytes_of(&header));
+}
+
+/// Appends an admin status reply carrying `status`.
+pub fn encode_status_reply(request_id: u64, client_id: u128, status: &NodeStatus, out: &mut Vec<u8>) {
+    let payload = bytemuck::bytes_of(status);
+    let mut header = header(OPERATION_STATUS, Direction::Reply, request_id, client_id);
+    header.payload_bytes = size_of::<NodeStatus>() as u32;
+    header.checksum = header.compute_checksum(payload);
+    out.extend_from_slice(bytemuck::bytes_of(&header));
+    out.extend_from_slice(payload);
 }
 
 fn header(operation: u8, direction: Direction, request_id: u64, client_id: u128) -> Header {

@@ -11,13 +11,15 @@
 //! | `get_account_transfers` | one `AccountFilter`    | `Transfer[]`            |
 //! | `get_account_balances`  | one `AccountFilter`    | `AccountBalance[]`      |
 //!
-//! An error reply has an empty payload. Arrays hold 0 to [`EVENTS_PER_REQUEST_MAX`] records.
+//! An error reply has an empty payload; the admin frames' payloads are in
+//! [`admin`](super::admin). Arrays hold 0 to [`EVENTS_PER_REQUEST_MAX`] records.
 
 use std::any::{TypeId, type_name};
 
 use bytemuck::Pod;
 
 use super::EVENTS_PER_REQUEST_MAX;
+use super::admin::NodeStatus;
 use crate::{Account, AccountBalance, AccountFilter, EventResult, LimitProfile, Operation, Transfer};
 
 /// The shape of one kind of payload: `records_min..=records_max` records of one type.
@@ -81,6 +83,16 @@ pub fn reply(operation: Operation) -> Option<PayloadLayout> {
         Operation::GetAccountBalances => Some(PayloadLayout::array::<AccountBalance>()),
         Operation::Tick => None,
     }
+}
+
+/// The payload of an admin status request: nothing.
+pub fn status_request() -> PayloadLayout {
+    PayloadLayout::of::<u8>(0, 0)
+}
+
+/// The payload of an admin status reply: exactly one [`NodeStatus`].
+pub fn status_reply() -> PayloadLayout {
+    PayloadLayout::of::<NodeStatus>(1, 1)
 }
 
 /// The payload of an error reply: nothing.
