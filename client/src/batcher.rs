@@ -1,0 +1,337 @@
+//! The batcher: one thread per client that owns the connection. Callers queue calls;
+//! whenever a request slot is free (the previous request returned, or fewer than
+//! `in_flight_max` are out) it sends everything waiting as one request per operation,
+//! and splits each reply back to its callers. Requests that time out, or whose
+//! connection drops, are sent again unchanged (same ids) on a new connection, moving on
+//! through the node addresses.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
+use tally_codecs::wire::{Body, ErrorCode, Message, encode_status_request};
+
+use crate::batch::{Answer, Batch, Call, Caller, next_batch, split};
+use crate::config::ClientConfig;
+use crate::connection::{Connection, Received};
+use crate::error::ClientError;
+
+/// Pause before sending again a request the node answered `busy`.
+const BUSY_PAUSE: Duration = Duration::from_millis(10);
+/// First pause before reconnecting after every address failed; it doubles up to the max.
+const RECONNECT_PAUSE_MIN: Duration = Duration::from_millis(20);
+const RECONNECT_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+pub enum Event {
+    Call(Caller),
+    Received { generation: u64, received: Received },
+    Stop,
+}
+
+/// A request on the wire, or waiting to go (again).
+struct Sent {
+    batch: Batch,
+    /// When it was last written; `None` until it is (again).
+    sent_at: Option<Instant>,
+    /// Not before this (after a `busy`).
+    not_before: Instant,
+}
+
+pub struct Batcher {
+    config: ClientConfig,
+    events: Receiver<Event>,
+    /// Cloned into each connection's reader.
+    events_sender: Sender<Event>,
+    waiting: VecDeque<Caller>,
+    /// By request id, so that resends go out in their original order.
+    in_flight: BTreeMap<u64, Sent>,
+    connection: Option<Connection>,
+    generation: u64,
+    /// The address to try first when connecting.
+    address_index: usize,
+    reconnect_at: Instant,
+    reconnect_pause: Duration,
+    next_request_id: u64,
+}
+
+impl Batcher {
+    pub fn new(config: ClientConfig, events: Receiver<Event>, events_sender: Sender<Event>) -> Batcher {
+        Batcher {
+            config,
+            events,
+            events_sender,
+            waiting: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+            connection: None,
+            generation: 0,
+            address_index: 0,
+            reconnect_at: Instant::now(),
+            reconnect_pause: RECONNECT_PAUSE_MIN,
+            next_request_id: 1,
+        }
+    }
+
+    /// Connects to the first address that answers, trying each once.
+    pub fn connect_first(&mut self) -> Result<(), ClientError> {
+        match self.connect() {
+            Ok(()) => Ok(()),
+            Err(reason) => {
+                let addresses: Vec<String> = self.config.addresses.iter().map(ToString::to_string).collect();
+                Err(ClientError::Unreachable { addresses: addresses.join(","), reason })
+            }
+        }
+    }
+
+    /// Runs until [`Event::Stop`]; then fails whatever is still waiting with `Closed`.
+    pub fn run(mut self) {
+        loop {
+            let event = match self.next_wake() {
+                Some(wake) => self.events.recv_deadline(wake),
+                None => self.events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let mut stop = match event {
+                Ok(event) => !self.handle(event),
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => true,
+            };
+            // Take everything already queued before sending: that is what makes batches.
+            while !stop && let Ok(event) = self.events.try_recv() {
+                stop = !self.handle(event);
+            }
+            if stop {
+                break;
+            }
+            self.give_up_late_calls();
+            self.resend_timed_out();
+            self.send();
+        }
+        for (_, sent) in std::mem::take(&mut self.in_flight) {
+            sent.batch.fail(|| ClientError::Closed);
+        }
+        for caller in self.waiting.drain(..) {
+            let _ = caller.waiter.send(Err(ClientError::Closed));
+        }
+    }
+
+    /// Handles one event; `false` to stop.
+    fn handle(&mut self, event: Event) -> bool {
+        match event {
+            Event::Call(caller) => self.waiting.push_back(caller),
+            Event::Received { generation, received } if generation == self.generation => match received {
+                Received::Message(message) => self.receive(message),
+                Received::Lost(reason) => self.drop_connection(&reason, false),
+            },
+            // From a connection already given up.
+            Event::Received { .. } => {}
+            Event::Stop => return false,
+        }
+        true
+    }
+
+    fn receive(&mut self, message: Message) {
+        let (request_id, answer) = match message {
+            Message::Frame(frame) => match frame.body {
+                Body::Reply(reply) => (frame.request_id, Ok(reply)),
+                Body::Error(code) => (frame.request_id, Err(code)),
+                Body::Request(_) => return self.drop_connection("the node sent a request", false),
+            },
+            Message::StatusReply { request_id, status, .. } => {
+                if let Some(sent) = self.in_flight.remove(&request_id) {
+                    for part in sent.batch.parts {
+                        let _ = part.waiter.send(Ok(Answer::Status(status)));
+                    }
+                }
+                return;
+            }
+            Message::StatusRequest { .. } => return self.drop_connection("the node sent a status request", false),
+        };
+        match answer {
+            Ok(reply) => {
+                let Some(sent) = self.in_flight.remove(&request_id) else { return };
+                match split(&sent.batch.call, &sent.batch.parts, reply) {
+                    Ok(replies) => {
+                        for (part, reply) in sent.batch.parts.into_iter().zip(replies) {
+                            let _ = part.waiter.send(Ok(Answer::Reply(reply)));
+                        }
+                    }
+                    Err(error) => sent.batch.fail(|| error.clone()),
+                }
+            }
+            Err(ErrorCode::NotPrimary) => self.drop_connection("the node is not the primary", true),
+            Err(ErrorCode::Busy) => {
+                if let Some(sent) = self.in_flight.get_mut(&request_id) {
+                    sent.sent_at = None;
+                    sent.not_before = Instant::now() + BUSY_PAUSE;
+                }
+            }
+            Err(code) => {
+                if let Some(sent) = self.in_flight.remove(&request_id) {
+                    sent.batch.fail(|| ClientError::Rejected(code));
+                }
+            }
+        }
+    }
+
+    /// Gives the connection up; every request in flight is sent again on the next one.
+    /// `move_on`: start with the next address (this node is not the one to talk to).
+    fn drop_connection(&mut self, reason: &str, move_on: bool) {
+        let Some(connection) = self.connection.take() else { return };
+        if move_on {
+            self.address_index = self.address_index.wrapping_add(1);
+        }
+        // Silent when nothing was lost: an idle connection closed by the node is routine.
+        if !self.in_flight.is_empty() {
+            eprintln!("tally-client: {}: {reason}; retrying {} requests", connection.address, self.in_flight.len());
+        }
+        for sent in self.in_flight.values_mut() {
+            sent.sent_at = None;
+        }
+        self.reconnect_at = Instant::now();
+    }
+
+    /// Tries each address once, starting with the current one.
+    fn connect(&mut self) -> Result<(), String> {
+        let count = self.config.addresses.len();
+        let mut reasons = Vec::new();
+        for attempt in 0..count {
+            let index = (self.address_index + attempt) % count;
+            let address = self.config.addresses[index];
+            let generation = self.generation.wrapping_add(1);
+            let timeouts = (self.config.connect_timeout, self.config.request_timeout);
+            match Connection::open(address, timeouts.0, timeouts.1, self.events_sender.clone(), generation) {
+                Ok(connection) => {
+                    self.generation = generation;
+                    self.connection = Some(connection);
+                    self.address_index = index;
+                    self.reconnect_pause = RECONNECT_PAUSE_MIN;
+                    return Ok(());
+                }
+                Err(error) => reasons.push(format!("{address}: {error}")),
+            }
+        }
+        self.reconnect_at = Instant::now() + self.reconnect_pause;
+        self.reconnect_pause = (self.reconnect_pause * 2).min(RECONNECT_PAUSE_MAX);
+        Err(reasons.join("; "))
+    }
+
+    /// The next moment something is due without an event: a request's timeout, a call's
+    /// deadline, a retry after `busy`, or a reconnection.
+    fn next_wake(&self) -> Option<Instant> {
+        let give_up = self.config.give_up_after;
+        let calls = self.waiting.iter().map(|caller| caller.since + give_up);
+        let requests = self.in_flight.values().map(|sent| match sent.sent_at {
+            Some(sent_at) => (sent_at + self.config.request_timeout).min(sent.batch.since + give_up),
+            None => sent.not_before.min(sent.batch.since + give_up),
+        });
+        let reconnect = (self.connection.is_none() && self.has_work()).then_some(self.reconnect_at);
+        calls.chain(requests).chain(reconnect).min()
+    }
+
+    fn has_work(&self) -> bool {
+        !self.waiting.is_empty() || !self.in_flight.is_empty()
+    }
+
+    /// Fails calls that have waited longer than `give_up_after`.
+    fn give_up_late_calls(&mut self) {
+        let now = Instant::now();
+        let give_up = self.config.give_up_after;
+        let late: Vec<u64> =
+            self.in_flight.iter().filter(|(_, sent)| sent.batch.since + give_up <= now).map(|(id, _)| *id).collect();
+        for request_id in late {
+            if let Some(sent) = self.in_flight.remove(&request_id) {
+                let waited = now.saturating_duration_since(sent.batch.since);
+                sent.batch.fail(|| ClientError::Timeout { waited });
+            }
+        }
+        while let Some(caller) = self.waiting.front() {
+            if caller.since + give_up > now {
+                break;
+            }
+            if let Some(caller) = self.waiting.pop_front() {
+                let waited = now.saturating_duration_since(caller.since);
+                let _ = caller.waiter.send(Err(ClientError::Timeout { waited }));
+            }
+        }
+    }
+
+    /// A request unanswered for `request_timeout` means the node or the path to it is
+    /// stuck: start over on a new connection, with the next address.
+    fn resend_timed_out(&mut self) {
+        let now = Instant::now();
+        let timeout = self.config.request_timeout;
+        let timed_out = self.in_flight.values().any(|sent| sent.sent_at.is_some_and(|at| at + timeout <= now));
+        if timed_out {
+            self.drop_connection("request timed out", true);
+        }
+    }
+
+    /// Connects if needed, sends again what must be, then new batches while there is room.
+    fn send(&mut self) {
+        if !self.has_work() {
+            return;
+        }
+        if self.connection.is_none() {
+            if Instant::now() < self.reconnect_at {
+                return;
+            }
+            if let Err(reason) = self.connect() {
+                eprintln!("tally-client: no node reachable ({reason}); retrying");
+                return;
+            }
+        }
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, sent)| sent.sent_at.is_none() && sent.not_before <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for request_id in due {
+            if !self.write(request_id) {
+                return;
+            }
+        }
+        while self.in_flight.len() < self.config.in_flight_max {
+            let Some(batch) = next_batch(&mut self.waiting) else { break };
+            let request_id = self.next_request_id;
+            self.next_request_id = self.next_request_id.wrapping_add(1);
+            self.in_flight.insert(request_id, Sent { batch, sent_at: None, not_before: now });
+            if !self.write(request_id) {
+                return;
+            }
+        }
+    }
+
+    /// Writes one request; `false` when the connection failed (it is then dropped).
+    fn write(&mut self, request_id: u64) -> bool {
+        let (Some(connection), Some(sent)) = (self.connection.as_mut(), self.in_flight.get_mut(&request_id)) else {
+            return false;
+        };
+        let mut bytes = Vec::new();
+        let encoded = match &sent.batch.call {
+            Call::Request(request) => request.encode(request_id, self.config.client_id, &mut bytes),
+            Call::Status => {
+                encode_status_request(request_id, self.config.client_id, &mut bytes);
+                Ok(())
+            }
+        };
+        if let Err(error) = encoded {
+            // Calls are checked against the limits before they are queued, so this is a
+            // bug; the callers hear of it rather than hang.
+            if let Some(sent) = self.in_flight.remove(&request_id) {
+                sent.batch.fail(|| ClientError::Protocol(error.to_string()));
+            }
+            return true;
+        }
+        match connection.send(&bytes) {
+            Ok(()) => {
+                sent.sent_at = Some(Instant::now());
+                true
+            }
+            Err(error) => {
+                self.drop_connection(&format!("write failed: {error}"), true);
+                false
+            }
+        }
+    }
+}

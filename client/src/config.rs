@@ -1,0 +1,54 @@
+//! How a client connects, waits and retries.
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How long one attempt of a request may take before it is sent again on a new
+/// connection. Well above a durable batch (a flush is about a millisecond), well below
+/// what a person notices as a hang.
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// How long a call keeps retrying before it fails with `Timeout`.
+pub const GIVE_UP_AFTER_DEFAULT: Duration = Duration::from_secs(60);
+/// How long one connection attempt to one address may take.
+pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
+/// Requests the client keeps in flight on its connection. More lets batches overlap the
+/// round trip; each one holds at most one frame (1 MiB) on each side.
+pub const IN_FLIGHT_MAX_DEFAULT: usize = 4;
+/// The most requests in flight a client may be configured with: the node reads no more
+/// than 64 requests ahead per connection.
+pub const IN_FLIGHT_MAX: usize = 64;
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The nodes to try, in order; a node that answers `not_primary` sends the client on
+    /// to the next.
+    pub addresses: Vec<SocketAddr>,
+    pub request_timeout: Duration,
+    pub give_up_after: Duration,
+    pub connect_timeout: Duration,
+    /// 1 to [`IN_FLIGHT_MAX`].
+    pub in_flight_max: usize,
+    /// The client's identity in every frame; random unless set.
+    pub client_id: u128,
+}
+
+impl ClientConfig {
+    pub fn new(addresses: &[SocketAddr]) -> ClientConfig {
+        ClientConfig {
+            addresses: addresses.to_vec(),
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            give_up_after: GIVE_UP_AFTER_DEFAULT,
+            connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            in_flight_max: IN_FLIGHT_MAX_DEFAULT,
+            client_id: random_client_id(),
+        }
+    }
+}
+
+/// 128 random bits from the standard library's randomly keyed hasher, so that the client
+/// needs no random-number crate; the id only has to differ between clients.
+fn random_client_id() -> u128 {
+    let half = || std::collections::hash_map::RandomState::new().build_hasher().finish();
+    (u128::from(half()) << 64) | u128::from(half())
+}

@@ -1,0 +1,25 @@
+//! The client's errors.
+
+use std::time::Duration;
+
+use tally_codecs::wire::ErrorCode;
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no node addresses were given")]
+    NoAddresses,
+    #[error("no node reachable at {addresses}: {reason}")]
+    Unreachable { addresses: String, reason: String },
+    #[error("{count} events in one call, more than the {max} one request carries")]
+    TooManyEvents { count: usize, max: usize },
+    /// No node answered within the client's `give_up_after`. The request may or may not
+    /// have been applied; sending it again with the same ids is safe.
+    #[error("no reply after {waited:?}; the request may or may not have been applied")]
+    Timeout { waited: Duration },
+    #[error("the node refused the request: {0}")]
+    Rejected(ErrorCode),
+    #[error("the node broke the protocol: {0}")]
+    Protocol(String),
+    #[error("the client has shut down")]
+    Closed,
+}

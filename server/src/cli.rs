@@ -1,0 +1,244 @@
+//! The `tally` command line.
+//!
+//! ```text
+//! tally serve   --data DIR [--listen ADDR] [--durability none|local] [--wait busy-spin|parking]
+//! tally exec    --data DIR [--durability none|local] [--wait busy-spin|parking]
+//! tally client  --addr ADDR[,ADDR…]
+//! tally status  --addr ADDR[,ADDR…]
+//! tally journal verify DIR
+//! tally journal dump DIR [--from SEQ] [--count N]
+//! ```
+//!
+//! Exit codes: 0 success, 1 a failure while running, 2 bad arguments or configuration.
+
+mod journal_tools;
+mod line_reader;
+mod lines;
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tally_client::{Client, ClientError};
+use tally_codecs::wire::NodeStatus;
+use tally_engine::pipeline::{Durability, Wait};
+
+use crate::error::NodeError;
+use crate::gateway;
+use crate::node::{Node, NodeConfig};
+
+#[derive(Parser)]
+#[command(name = "tally", version, about = "Tally: an in-memory double-entry ledger engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: CliCommand,
+}
+
+#[derive(Subcommand)]
+enum CliCommand {
+    /// Run a primary node: recover the data directory, then serve clients over TCP.
+    Serve(ServeArgs),
+    /// Run the pipeline in this process over a data directory, with no network: JSON
+    /// requests on stdin, one per line; one JSON reply per line on stdout.
+    Exec(NodeArgs),
+    /// Send JSON request lines to a running node; a prompt when stdin is a terminal.
+    Client(AddressArgs),
+    /// Print a node's role, epoch, sequences, throughput and state hash.
+    Status(AddressArgs),
+    /// Operator tools for a node's journal (run them while no node has it open).
+    #[command(subcommand)]
+    Journal(JournalCommand),
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// The node's data directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// When a reply may be sent: `local` once the input is flushed to disk, `none` once it
+    /// is in the page cache (lost on a machine crash, not on a process crash).
+    #[arg(long, default_value = "local", value_name = "none|local")]
+    durability: Durability,
+    /// How idle pipeline threads wait: `parking` (near 0 % CPU when idle) or `busy-spin`
+    /// (lowest latency, one core per stage).
+    #[arg(long, default_value = "parking", value_name = "busy-spin|parking")]
+    wait: Wait,
+    /// How often pending transfers with a timeout are expired.
+    #[arg(long, default_value_t = 1000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    tick_interval_ms: u64,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// The address to listen on; loopback by default.
+    #[arg(long, default_value = gateway::LISTEN_DEFAULT, value_name = "ADDR")]
+    listen: SocketAddr,
+}
+
+#[derive(Args)]
+struct AddressArgs {
+    /// Node addresses, tried in order.
+    #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',', required = true)]
+    addr: Vec<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Check every record (checksums, chain, sequence, durable mark); exit 0 when sound.
+    Verify {
+        /// A node's data directory (or its journal directory).
+        dir: PathBuf,
+    },
+    /// Print records as JSON lines: sequence, epoch, timestamp, operation and events.
+    Dump {
+        /// A node's data directory (or its journal directory).
+        dir: PathBuf,
+        /// The first sequence to print.
+        #[arg(long, default_value_t = 1, value_name = "SEQ")]
+        from: u64,
+        /// Print at most this many records.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+}
+
+/// Why a command failed; the exit code follows from the variant.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments or configuration: exit code 2.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Journal(#[from] tally_journal::JournalError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) | CliError::Node(NodeError::DataDir { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Parses `args` (the program name first) and runs the command.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            // Help and version go to stdout with 0; usage errors to stderr with 2.
+            let _ = error.print();
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+    };
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed stdout (`tally journal dump DIR | head`) is the reader's choice, not a failure.
+        Err(CliError::Io(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tally: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+fn execute(command: CliCommand) -> Result<(), CliError> {
+    match command {
+        CliCommand::Serve(args) => serve(&args),
+        CliCommand::Exec(args) => exec(&args),
+        CliCommand::Client(args) => client(&args),
+        CliCommand::Status(args) => status(&args),
+        CliCommand::Journal(JournalCommand::Verify { dir }) => journal_tools::verify(&dir),
+        CliCommand::Journal(JournalCommand::Dump { dir, from, count }) => {
+            journal_tools::dump(&dir, from, count, &mut std::io::stdout().lock())
+        }
+    }
+}
+
+fn node_config(args: &NodeArgs) -> NodeConfig {
+    NodeConfig {
+        durability: args.durability,
+        wait: args.wait,
+        tick_interval: Duration::from_millis(args.tick_interval_ms),
+        ..NodeConfig::new(&args.data)
+    }
+}
+
+fn open_node(args: &NodeArgs) -> Result<Node, CliError> {
+    let node = Node::open(&node_config(args))?;
+    let recovery = node.recovery();
+    eprintln!(
+        "tally: recovered {} journal records (last sequence {}), state hash {:#034x}",
+        recovery.records_replayed, recovery.last_sequence, recovery.state_hash
+    );
+    Ok(node)
+}
+
+fn serve(args: &ServeArgs) -> Result<(), CliError> {
+    // Bound before recovery, so that a taken port fails at once rather than after a replay.
+    let listener = TcpListener::bind(args.listen)
+        .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
+    let node = open_node(&args.node)?;
+    let address = listener.local_addr()?;
+    eprintln!("tally: listening on {address} (durability {}, wait {})", args.node.durability, args.node.wait);
+    gateway::serve(&listener, &node.submitter(), &node.status())
+}
+
+fn exec(args: &NodeArgs) -> Result<(), CliError> {
+    let node = open_node(args)?;
+    let submitter = node.submitter();
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    let conversation = lines::converse(stdin.lock(), std::io::stdout().lock(), interactive, |request| {
+        submitter.execute(request).map_err(|error| error.to_string())
+    });
+    // Everything submitted was answered; this stops the threads and closes the journal.
+    node.shutdown();
+    Ok(conversation?)
+}
+
+fn client(args: &AddressArgs) -> Result<(), CliError> {
+    let client = Client::connect(&args.addr)?;
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    lines::converse(stdin.lock(), std::io::stdout().lock(), interactive, |request| {
+        client.execute(request).map_err(|error| error.to_string())
+    })?;
+    Ok(())
+}
+
+fn status(args: &AddressArgs) -> Result<(), CliError> {
+    let status = Client::connect(&args.addr)?.status()?;
+    print!("{}", status_text(&status));
+    Ok(())
+}
+
+fn status_text(status: &NodeStatus) -> String {
+    let uptime_seconds = status.uptime_ns as f64 / 1e9;
+    let throughput = if uptime_seconds > 0.0 { status.applied_events as f64 / uptime_seconds } else { 0.0 };
+    format!(
+        "role: {}\nepoch: {}\nlast_sequence: {}\ndurable_sequence: {}\napplied_inputs: {}\napplied_events: {}\n\
+         uptime_seconds: {uptime_seconds:.3}\nthroughput_events_per_second: {throughput:.1}\nstate_hash: {:#034x}\n",
+        status.role_name(),
+        status.epoch,
+        status.last_sequence,
+        status.durable_sequence,
+        status.applied_inputs,
+        status.applied_events,
+        status.state_hash,
+    )
+}

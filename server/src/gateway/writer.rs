@@ -1,0 +1,67 @@
+//! The writing half of a connection: one thread that writes reply frames in the order
+//! they are queued, so that neither the reply stage nor the reader ever blocks on a
+//! client that reads slowly.
+
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+
+use crossbeam::channel::{Receiver, Sender};
+use tally_codecs::wire::{ErrorCode, Reply, encode_error_reply};
+use tally_engine::pipeline::ReplyTo;
+
+use super::in_flight::InFlight;
+
+pub enum Outgoing {
+    /// A frame, and the in-flight slot to free once it is written.
+    Frame { bytes: Vec<u8>, slot: Option<usize> },
+    /// Everything queued before this has been written: stop.
+    Close,
+}
+
+/// Writes queued frames until [`Outgoing::Close`]. After a failed write the connection is
+/// shut down (so its reader stops too) and the rest is dropped, but slots are still freed.
+pub fn run(mut stream: TcpStream, queue: Receiver<Outgoing>, in_flight: Arc<InFlight>) {
+    let mut broken = false;
+    for outgoing in queue {
+        let Outgoing::Frame { bytes, slot } = outgoing else { break };
+        if !broken && let Err(error) = stream.write_all(&bytes) {
+            log_write_error(&stream, &error);
+            broken = true;
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        if let Some(slot) = slot {
+            in_flight.release(slot);
+        }
+    }
+}
+
+fn log_write_error(stream: &TcpStream, error: &std::io::Error) {
+    let peer = stream.peer_addr().map_or_else(|_| "?".to_owned(), |peer| peer.to_string());
+    eprintln!("tally: connection {peer}: write failed: {error}; closing");
+}
+
+/// Where the pipeline's reply stage sends a connection's replies: encoded there, written
+/// by the connection's writer thread.
+pub struct ConnectionReplies {
+    pub in_flight: Arc<InFlight>,
+    pub queue: Sender<Outgoing>,
+}
+
+impl ReplyTo for ConnectionReplies {
+    fn reply(&self, slot: u64, reply: &Reply) {
+        let Ok(slot) = usize::try_from(slot) else { return };
+        let Some(origin) = self.in_flight.origin(slot) else { return };
+        let mut bytes = Vec::new();
+        if let Err(error) = reply.encode(origin.request_id, origin.client_id, &mut bytes) {
+            // Replies hold at most a request's worth of records, so this is a bug; the
+            // client still gets an answer rather than a hang.
+            eprintln!("tally: reply to request {} could not be encoded: {error}", origin.request_id);
+            bytes.clear();
+            encode_error_reply(origin.request_id, ErrorCode::Malformed, &mut bytes);
+        }
+        if self.queue.send(Outgoing::Frame { bytes, slot: Some(slot) }).is_err() {
+            self.in_flight.release(slot);
+        }
+    }
+}

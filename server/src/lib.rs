@@ -1,0 +1,15 @@
+//! tally: the Tally node and its command-line tool.
+//!
+//! - [`node`]: a data directory opened as a running node: recovery (journal replay), the
+//!   pipeline with its journal stage and outcome log. [`Node`] is also the in-process
+//!   embedding API: `node.submitter().execute(request)`.
+//! - [`gateway`]: the TCP gateway in front of a node.
+//! - [`cli`]: the `tally` command line.
+
+pub mod cli;
+pub mod error;
+pub mod gateway;
+pub mod node;
+
+pub use error::NodeError;
+pub use node::{Node, NodeConfig};

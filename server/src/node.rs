@@ -1,0 +1,140 @@
+//! A node: the data directory, recovery, and the running pipeline.
+//!
+//! Layout of a data directory:
+//!
+//! ```text
+//! DIR/journal/     the journal segments (the inputs; the source of truth)
+//! DIR/snapshots/   snapshot files
+//! DIR/events/      outcomes.log, the derived log of every mutation's results
+//! ```
+
+pub mod input_log;
+pub mod journal_codec;
+pub mod outcome_log;
+mod replay;
+mod status;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tally_engine::Ledger;
+use tally_engine::pipeline::{Durability, Pipeline, PipelineConfig, Submitter, Wait};
+use tally_journal::{Journal, JournalConfig};
+
+use self::input_log::JournalInputLog;
+use self::outcome_log::OutcomeFile;
+pub use self::status::StatusSource;
+use crate::error::NodeError;
+
+/// How to run a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    pub wait: Wait,
+    /// How often a tick input drives pending-transfer expiry.
+    pub tick_interval: Duration,
+}
+
+impl NodeConfig {
+    /// A node over `data_dir` with `local` durability and the parking wait strategy.
+    pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
+        let defaults = PipelineConfig::default();
+        NodeConfig {
+            data_dir: data_dir.into(),
+            durability: Durability::Local,
+            wait: Wait::Parking,
+            tick_interval: defaults.tick_interval,
+        }
+    }
+}
+
+/// What recovery did at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// Journal records applied on top of the (empty) starting state.
+    pub records_replayed: u64,
+    /// The journal's last sequence after recovery.
+    pub last_sequence: u64,
+    pub state_hash: u128,
+}
+
+/// A running node: the pipeline over the recovered ledger. Dropping it stops the
+/// pipeline; [`Node::shutdown`] also hands the ledger back.
+pub struct Node {
+    pipeline: Pipeline,
+    status: StatusSource,
+    recovery: Recovery,
+}
+
+impl Node {
+    /// Opens the data directory (creating it), recovers the ledger from the journal and
+    /// starts the pipeline.
+    pub fn open(config: &NodeConfig) -> Result<Node, NodeError> {
+        let dirs = DataDir::create(&config.data_dir)?;
+        let (journal, report) = Journal::open(&JournalConfig::new(&dirs.journal))?;
+        if let Some(torn) = &report.torn_tail {
+            eprintln!(
+                "tally: journal recovery cut a torn tail of {} bytes in {} at offset {}",
+                torn.bytes_discarded, torn.segment, torn.offset
+            );
+        }
+        let (sequences, sequences_received) = crossbeam::channel::unbounded();
+        let mut outcomes = OutcomeFile::open(&dirs.outcomes, report.last_sequence, sequences_received)?;
+        let mut ledger = Ledger::new();
+        let records_replayed = replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes)?;
+        let recovery =
+            Recovery { records_replayed, last_sequence: journal.last_sequence(), state_hash: ledger.state_hash() };
+
+        let durable_sequence = journal.durable_mark();
+        let input_log = JournalInputLog::new(journal, sequences);
+        let last_sequence = input_log.last_sequence();
+        let pipeline_config = PipelineConfig {
+            durability: config.durability,
+            wait: config.wait,
+            tick_interval: config.tick_interval,
+            ..PipelineConfig::default()
+        };
+        let pipeline = Pipeline::start(pipeline_config, ledger, Box::new(input_log), Box::new(outcomes));
+        let status = StatusSource::new(pipeline.stats(), last_sequence, durable_sequence, Instant::now());
+        Ok(Node { pipeline, status, recovery })
+    }
+
+    /// A handle for submitting requests: [`Submitter::execute`] is the blocking,
+    /// in-process way to run one.
+    pub fn submitter(&self) -> Submitter {
+        self.pipeline.submitter()
+    }
+
+    pub fn status(&self) -> StatusSource {
+        self.status.clone()
+    }
+
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
+    }
+
+    /// Applies everything submitted, stops the pipeline, closes the journal and returns
+    /// the final ledger.
+    pub fn shutdown(self) -> Ledger {
+        self.pipeline.shutdown()
+    }
+}
+
+/// The paths of a data directory.
+struct DataDir {
+    journal: PathBuf,
+    outcomes: PathBuf,
+}
+
+impl DataDir {
+    fn create(root: &Path) -> Result<DataDir, NodeError> {
+        let journal = root.join("journal");
+        let snapshots = root.join("snapshots");
+        let events = root.join("events");
+        for dir in [&journal, &snapshots, &events] {
+            std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir { path: dir.clone(), source })?;
+        }
+        Ok(DataDir { journal, outcomes: events.join("outcomes.log") })
+    }
+}

@@ -1,0 +1,81 @@
+//! The pipeline's journal stage over the memory-mapped journal.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam::channel::Sender;
+use tally_engine::pipeline::{Command, Durability, InputLog};
+use tally_journal::Journal;
+
+use super::journal_codec;
+
+/// Every record of this node is written in epoch 0 until replication brings epochs.
+pub const EPOCH: u32 = 0;
+
+pub struct JournalInputLog {
+    /// Always `Some` until dropped; taken then to close the journal cleanly.
+    journal: Option<Journal>,
+    /// Reused for every payload, so appending allocates nothing once it has grown.
+    payload: Vec<u8>,
+    last_sequence: Arc<AtomicU64>,
+    /// Sequences of appended requests, for the outcome log (see `OutcomeFile`).
+    sequences: Sender<u64>,
+}
+
+impl JournalInputLog {
+    pub fn new(journal: Journal, sequences: Sender<u64>) -> JournalInputLog {
+        let last_sequence = Arc::new(AtomicU64::new(journal.last_sequence()));
+        JournalInputLog { journal: Some(journal), payload: Vec::new(), last_sequence, sequences }
+    }
+
+    /// The last sequence appended (durable or not), for status.
+    pub fn last_sequence(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.last_sequence)
+    }
+}
+
+impl InputLog for JournalInputLog {
+    fn append(&mut self, timestamp: u64, command: &Command) {
+        let Some(journal) = self.journal.as_mut() else { return };
+        self.payload.clear();
+        journal_codec::encode(command, &mut self.payload);
+        // The sequencer's clock starts from the wall clock, which may have stepped back
+        // since the journal's last record. Raising the timestamp to the journal's keeps it
+        // monotonic without changing what the input does: the ledger commits at
+        // max(timestamp, last + 1), and the journal's last timestamp is at most the
+        // ledger's, so replaying the raised value gives the same commit timestamps.
+        let timestamp = timestamp.max(journal.last_timestamp());
+        match journal.append(EPOCH, timestamp, command.operation() as u8, &self.payload) {
+            Ok(sequence) => {
+                self.last_sequence.store(sequence, Ordering::Release);
+                if matches!(command, Command::Request(_)) {
+                    // The outcome log may have stopped; the journal does not depend on it.
+                    let _ = self.sequences.send(sequence);
+                }
+            }
+            // The input would be applied without being journaled, and the state would no
+            // longer be a function of the journal: stop, as for a failed flush.
+            Err(error) => stop(&format!("journal append failed: {error}")),
+        }
+    }
+
+    fn commit(&mut self, durability: Durability) {
+        if let (Durability::Local, Some(journal)) = (durability, self.journal.as_mut()) {
+            // Aborts the process on failure (the journal's flush-failure hook).
+            journal.flush();
+        }
+    }
+}
+
+impl Drop for JournalInputLog {
+    fn drop(&mut self) {
+        if let Some(journal) = self.journal.take() {
+            journal.close();
+        }
+    }
+}
+
+fn stop(reason: &str) -> ! {
+    eprintln!("tally: stopping the node: {reason}");
+    std::process::abort()
+}
