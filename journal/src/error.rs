@@ -11,6 +11,10 @@ pub enum DamageReason {
     BadSegmentHeader,
     #[error("segment header claims first sequence {header} but the file is named for {name}")]
     SegmentNameMismatch { name: u64, header: u64 },
+    #[error("unused bytes of the segment prefix are not zero")]
+    NonZeroPrefix,
+    #[error("bytes after the last record of a sealed segment are not zero")]
+    NonZeroAfterLastRecord,
     #[error("both durable-mark slots are damaged")]
     MarkSlotsDamaged,
     #[error("segment is sealed (a successor was created) but its successor is missing")]

@@ -36,6 +36,20 @@ pub fn record_bytes(payload_bytes: usize) -> Option<usize> {
     unpadded.checked_next_multiple_of(RECORD_ALIGN_BYTES)
 }
 
+/// Whether every prefix byte outside the header and the mark slots is zero (they are
+/// never written, so anything else there is damage).
+pub fn prefix_padding_is_zero(prefix: &[u8]) -> bool {
+    let Some(prefix) = prefix.get(..SEGMENT_PREFIX_BYTES) else {
+        return false;
+    };
+    let mut used = [false; SEGMENT_PREFIX_BYTES];
+    used[..SEGMENT_HEADER_BYTES].fill(true);
+    for offset in MARK_SLOT_OFFSETS {
+        used[offset..offset + MARK_SLOT_BYTES].fill(true);
+    }
+    prefix.iter().zip(used).all(|(&byte, used)| used || byte == 0)
+}
+
 /// The header of a segment, written once when the segment is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
@@ -116,6 +130,23 @@ impl MarkSlot {
             durable_sequence: read_u64(slot, 16),
             flags: read_u32(slot, 24),
         })
+    }
+
+    /// How many of the prefix's slots are damaged: neither valid nor blank, or blank
+    /// although the newest slot's generation shows it was written. (Generation `g` lives
+    /// in slot `g % 2`; a new segment writes generation 1 only, so its slot 0 is blank.)
+    pub fn damaged_slots(prefix: &[u8]) -> usize {
+        let newest_generation = MarkSlot::newest(prefix).map_or(0, |slot| slot.generation);
+        MARK_SLOT_OFFSETS
+            .iter()
+            .filter(|&&offset| {
+                let Some(slot) = prefix.get(offset..offset + MARK_SLOT_BYTES) else {
+                    return true;
+                };
+                let blank = slot.iter().all(|&byte| byte == 0);
+                if blank { newest_generation >= 2 } else { MarkSlot::decode(slot).is_none() }
+            })
+            .count()
     }
 
     /// The newest valid slot of a segment prefix, or `None` when both are damaged.

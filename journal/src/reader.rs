@@ -107,7 +107,13 @@ impl<S: Storage> JournalReader<S> {
                 Ok(None) => {}
             }
             let successor = segment_name(self.cursor.next_sequence);
-            match open_segment(&self.storage, &successor, self.cursor.next_sequence) {
+            // An empty segment would name itself as its successor.
+            let opened = if successor == *name {
+                Err(JournalError::io(name.clone(), std::io::ErrorKind::NotFound.into()))
+            } else {
+                open_segment(&self.storage, &successor, self.cursor.next_sequence)
+            };
+            match opened {
                 Ok((next, header)) => {
                     if header.previous_chain != self.cursor.chain {
                         return Err(JournalError::Corrupt {

@@ -8,8 +8,11 @@
 //! [`RecoveryMode::TruncateAt`].
 
 use crate::error::{DamageReason, JournalError};
-use crate::format::{ChainHash, MARK_FLAG_SEALED, MARK_SLOT_OFFSETS, MarkSlot, SegmentHeader, parse_segment_name};
-use crate::scan::{Cursor, parse_next};
+use crate::format::{
+    ChainHash, MARK_FLAG_SEALED, MARK_SLOT_OFFSETS, MarkSlot, SEGMENT_HEADER_BYTES, SegmentHeader, parse_segment_name,
+    prefix_padding_is_zero,
+};
+use crate::scan::{Cursor, last_nonzero, parse_next};
 use crate::segment::{
     FlushFailureHook, TEMPORARY_SUFFIX, create_segment, new_header, segment_capacity, sync_or_stop, write_mark,
     zero_tail,
@@ -41,6 +44,9 @@ pub struct RecoveryReport {
     pub recorded_durable_mark: u64,
     /// A torn tail that was cut, if any.
     pub torn_tail: Option<TornTail>,
+    /// Mark slots found damaged (neither valid nor blank), e.g. by a torn slot write
+    /// during a crash; the other slot of the pair was used.
+    pub mark_slots_damaged: usize,
     /// Segments deleted by [`RecoveryMode::TruncateAt`].
     pub segments_removed: Vec<String>,
     /// Temporary files of interrupted segment creations that were deleted.
@@ -85,6 +91,8 @@ pub(crate) struct JournalScan {
     pub damage: Option<Damage>,
     pub last_header: Option<SegmentHeader>,
     pub last_mark: Option<MarkSlot>,
+    /// Mark slots that are neither valid nor blank, over all segments read.
+    pub mark_slots_damaged: usize,
 }
 
 impl JournalScan {
@@ -117,7 +125,15 @@ pub(crate) fn list_segments<S: Storage>(storage: &S) -> Result<Vec<SegmentEntry>
 pub(crate) fn scan_journal<S: Storage>(storage: &S, segments: Vec<SegmentEntry>) -> Result<JournalScan, JournalError> {
     let first_sequence = segments.first().map_or(1, |entry| entry.first_sequence);
     let mut scan =
-        JournalScan { segments, first_sequence, end: None, damage: None, last_header: None, last_mark: None };
+        JournalScan {
+        segments,
+        first_sequence,
+        end: None,
+        damage: None,
+        last_header: None,
+        last_mark: None,
+        mark_slots_damaged: 0,
+    };
     let count = scan.segments.len();
     for index in 0..count {
         let name = &scan.segments[index].name;
@@ -151,6 +167,20 @@ pub(crate) fn scan_journal<S: Storage>(storage: &S, segments: Vec<SegmentEntry>)
             }
         }
         scan.end = Some((index, cursor));
+        scan.mark_slots_damaged += MarkSlot::damaged_slots(segment.bytes());
+        // Nothing is ever written after the last record of a sealed segment: the writer
+        // rolled over because the next record did not fit.
+        if !is_last && scan.damage.is_none() {
+            if let Some(stray) = last_nonzero(segment.bytes(), cursor.offset) {
+                scan.damage = Some(Damage {
+                    segment: index,
+                    offset: stray,
+                    sequence: cursor.next_sequence,
+                    reason: DamageReason::NonZeroAfterLastRecord,
+                    tail_candidate: false,
+                });
+            }
+        }
         if is_last {
             scan.last_header = Some(header);
             scan.last_mark = MarkSlot::newest(segment.bytes());
@@ -184,6 +214,9 @@ fn check_header(
     }
     if segment_capacity(&header).is_none() {
         return Err((0, DamageReason::BadSegmentHeader));
+    }
+    if !prefix_padding_is_zero(bytes) {
+        return Err((SEGMENT_HEADER_BYTES, DamageReason::NonZeroPrefix));
     }
     if let Some((_, cursor)) = previous {
         if header.first_sequence != cursor.next_sequence {
@@ -329,6 +362,7 @@ fn cut_torn_tail<S: Storage>(
             records_recovered: last_sequence + 1 - scan.first_sequence,
             recorded_durable_mark: mark.durable_sequence,
             torn_tail,
+            mark_slots_damaged: scan.mark_slots_damaged,
             ..RecoveryReport::default()
         },
     })
@@ -398,6 +432,7 @@ fn truncate_at<S: Storage>(
             last_sequence: sequence,
             records_recovered: sequence + 1 - scan.first_sequence,
             recorded_durable_mark: scan.last_mark.map_or(0, |mark| mark.durable_sequence),
+            mark_slots_damaged: scan.mark_slots_damaged,
             segments_removed,
             ..RecoveryReport::default()
         },

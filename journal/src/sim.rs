@@ -22,9 +22,12 @@ struct MemFile {
     durable: Vec<u8>,
 }
 
+/// Names point at inodes, so a handle keeps working after its file is renamed or
+/// removed, as on a POSIX file system.
 #[derive(Default)]
 struct Disk {
-    files: BTreeMap<String, MemFile>,
+    names: BTreeMap<String, usize>,
+    inodes: Vec<MemFile>,
     /// Syncs that succeeded so far.
     syncs_done: u64,
     /// When set, the sync after this many successful ones fails with EIO.
@@ -50,7 +53,7 @@ impl MemStorage {
     /// An independent copy of this disk (cache and durable images).
     pub fn fork(&self) -> MemStorage {
         let disk = self.disk();
-        let copy = Disk { files: disk.files.clone(), syncs_done: 0, fail_sync_after: None };
+        let copy = Disk { names: disk.names.clone(), inodes: disk.inodes.clone(), syncs_done: 0, fail_sync_after: None };
         MemStorage { disk: Arc::new(Mutex::new(copy)) }
     }
 
@@ -60,6 +63,11 @@ impl MemStorage {
         disk.fail_sync_after = Some(disk.syncs_done + successful_syncs);
     }
 
+    /// Removes an injected sync failure (the "disk" was replaced), so recovery can run.
+    pub fn heal(&self) {
+        self.disk().fail_sync_after = None;
+    }
+
     /// Successful syncs so far.
     pub fn syncs_done(&self) -> u64 {
         self.disk().syncs_done
@@ -67,7 +75,7 @@ impl MemStorage {
 
     /// Power loss: everything not synced is lost.
     pub fn crash(&self) {
-        for file in self.disk().files.values_mut() {
+        for file in &mut self.disk().inodes {
             file.cache.clone_from(&file.durable);
         }
     }
@@ -76,7 +84,7 @@ impl MemStorage {
     /// of the dirty sectors, in no particular order.
     pub fn crash_with_partial_writeback(&self, seed: u64) {
         let mut state = seed | 1;
-        for file in self.disk().files.values_mut() {
+        for file in &mut self.disk().inodes {
             let cache_bytes = file.cache.len();
             file.durable.resize(cache_bytes, 0);
             for start in (0..cache_bytes).step_by(SECTOR_BYTES) {
@@ -95,13 +103,17 @@ impl MemStorage {
 
     /// The durable image of `name`.
     pub fn durable_image(&self, name: &str) -> Option<Vec<u8>> {
-        self.disk().files.get(name).map(|file| file.durable.clone())
+        let disk = self.disk();
+        disk.names.get(name).map(|&inode| disk.inodes[inode].durable.clone())
     }
 
     /// Replaces both images of `name` (creating it), e.g. with a damaged copy.
     pub fn set_image(&self, name: &str, bytes: Vec<u8>) {
         let file = MemFile { cache: bytes.clone(), durable: bytes };
-        self.disk().files.insert(name.to_string(), file);
+        let mut disk = self.disk();
+        disk.inodes.push(file);
+        let inode = disk.inodes.len() - 1;
+        disk.names.insert(name.to_string(), inode);
     }
 
     fn file_error(name: &str) -> io::Error {
@@ -113,33 +125,37 @@ impl Storage for MemStorage {
     type Segment = MemSegment;
 
     fn list(&self) -> io::Result<Vec<String>> {
-        Ok(self.disk().files.keys().cloned().collect())
+        Ok(self.disk().names.keys().cloned().collect())
     }
 
     fn create(&self, name: &str, bytes: usize) -> io::Result<MemSegment> {
         let mut disk = self.disk();
-        if disk.files.contains_key(name) {
+        if disk.names.contains_key(name) {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, name.to_string()));
         }
         let zeros = vec![0u8; bytes];
-        disk.files.insert(name.to_string(), MemFile { cache: zeros.clone(), durable: zeros.clone() });
-        Ok(MemSegment { storage: self.clone(), name: name.to_string(), view: zeros, writable: true })
+        disk.inodes.push(MemFile { cache: zeros.clone(), durable: zeros.clone() });
+        let inode = disk.inodes.len() - 1;
+        disk.names.insert(name.to_string(), inode);
+        Ok(MemSegment { storage: self.clone(), inode, view: zeros, writable: true })
     }
 
     fn open(&self, name: &str, writable: bool) -> io::Result<MemSegment> {
-        let view = self.disk().files.get(name).ok_or_else(|| Self::file_error(name))?.cache.clone();
-        Ok(MemSegment { storage: self.clone(), name: name.to_string(), view, writable })
+        let disk = self.disk();
+        let inode = *disk.names.get(name).ok_or_else(|| Self::file_error(name))?;
+        let view = disk.inodes[inode].cache.clone();
+        Ok(MemSegment { storage: self.clone(), inode, view, writable })
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let mut disk = self.disk();
-        let file = disk.files.remove(from).ok_or_else(|| Self::file_error(from))?;
-        disk.files.insert(to.to_string(), file);
+        let inode = disk.names.remove(from).ok_or_else(|| Self::file_error(from))?;
+        disk.names.insert(to.to_string(), inode);
         Ok(())
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        self.disk().files.remove(name).map(|_| ()).ok_or_else(|| Self::file_error(name))
+        self.disk().names.remove(name).map(|_| ()).ok_or_else(|| Self::file_error(name))
     }
 
     fn sync_dir(&self) -> io::Result<()> {
@@ -155,7 +171,7 @@ impl Storage for MemStorage {
 /// its own writes: other handles' later writes are not seen (unlike a shared mapping).
 pub struct MemSegment {
     storage: MemStorage,
-    name: String,
+    inode: usize,
     view: Vec<u8>,
     writable: bool,
 }
@@ -173,7 +189,7 @@ impl SegmentFile for MemSegment {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write outside the segment"))?;
         self.view[range.clone()].copy_from_slice(data);
         let mut disk = self.storage.disk();
-        let file = disk.files.get_mut(&self.name).ok_or_else(|| MemStorage::file_error(&self.name))?;
+        let file = &mut disk.inodes[self.inode];
         file.cache.resize(file.cache.len().max(range.end), 0);
         file.cache[range].copy_from_slice(data);
         Ok(())
@@ -185,7 +201,7 @@ impl SegmentFile for MemSegment {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         disk.syncs_done += 1;
-        let file = disk.files.get_mut(&self.name).ok_or_else(|| MemStorage::file_error(&self.name))?;
+        let file = &mut disk.inodes[self.inode];
         file.durable.clone_from(&file.cache);
         Ok(())
     }
@@ -196,7 +212,7 @@ impl SegmentFile for MemSegment {
         }
         self.view.resize(bytes, 0);
         let mut disk = self.storage.disk();
-        let file = disk.files.get_mut(&self.name).ok_or_else(|| MemStorage::file_error(&self.name))?;
+        let file = &mut disk.inodes[self.inode];
         file.cache.resize(bytes, 0);
         file.durable.resize(bytes, 0);
         Ok(())

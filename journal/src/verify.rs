@@ -17,6 +17,8 @@ pub struct VerifyReport {
     pub last_sequence: u64,
     pub records: u64,
     pub recorded_durable_mark: u64,
+    /// Mark slots that are neither valid nor blank.
+    pub mark_slots_damaged: usize,
     /// Bytes after the last valid record that recovery would cut (never below the mark).
     pub torn_tail: Option<TornTail>,
 }
@@ -44,6 +46,7 @@ pub fn verify_on<S: Storage>(storage: &S) -> Result<VerifyReport, JournalError> 
             last_sequence: 0,
             records: 0,
             recorded_durable_mark: 0,
+            mark_slots_damaged: 0,
             torn_tail: None,
         });
     }
@@ -83,6 +86,7 @@ pub fn verify_on<S: Storage>(storage: &S) -> Result<VerifyReport, JournalError> 
         last_sequence,
         records: last_sequence + 1 - scan.first_sequence,
         recorded_durable_mark: mark.durable_sequence,
+        mark_slots_damaged: scan.mark_slots_damaged,
         torn_tail,
     })
 }

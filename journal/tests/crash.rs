@@ -1,0 +1,193 @@
+//! Crashes and failed flushes: recovery returns exactly what was made durable, a cut
+//! below the recorded durable mark is an error, and a failed flush stops the writer.
+
+mod common;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use common::*;
+use tally_journal::sim::MemStorage;
+use tally_journal::{RECORD_HEADER_BYTES, SEGMENT_PREFIX_BYTES, record_bytes, verify_on};
+
+const RECORDS: u64 = 240;
+const FLUSH_EVERY: u64 = 10;
+
+/// Offset inside its segment where each record's bytes end, per segment:
+/// (first_sequence, ends). `padded` counts the zero padding as part of the record (a
+/// truncation that drops padding damages the record; zeroing padding changes nothing).
+fn record_ends(names: &[String], padded: bool) -> Vec<(u64, Vec<usize>)> {
+    let firsts: Vec<u64> = names.iter().map(|name| name[..20].parse().expect("segment name")).collect();
+    firsts
+        .iter()
+        .enumerate()
+        .map(|(index, &first)| {
+            let next = firsts.get(index + 1).copied().unwrap_or(RECORDS + 1);
+            let mut offset = SEGMENT_PREFIX_BYTES;
+            let ends = (first..next)
+                .map(|sequence| {
+                    let payload = test_record(sequence).payload.len();
+                    let start = offset;
+                    offset += record_bytes(payload).expect("size");
+                    if padded { offset } else { start + RECORD_HEADER_BYTES + payload }
+                })
+                .collect();
+            (first, ends)
+        })
+        .collect()
+}
+
+/// Damages one segment image with `damage` at every offset and checks each recovery.
+fn check_every_cut(damage: fn(&[u8], usize) -> Vec<u8>, padded: bool, segments_to_cut: usize) {
+    let storage = MemStorage::new();
+    let config = mem_config(SMALL_SEGMENT_BYTES);
+    drop(write_records(&storage, &config, RECORDS, FLUSH_EVERY));
+    let names = segment_names(&storage);
+    assert!(names.len() >= 3, "the journal should span several segments");
+    let images: Vec<Vec<u8>> = names.iter().map(|name| storage.durable_image(name).expect("image")).collect();
+    let durable_mark = verify_on(&storage).expect("sound journal").recorded_durable_mark;
+    assert!((RECORDS - FLUSH_EVERY..RECORDS).contains(&durable_mark), "the mark lags by one flush: {durable_mark}");
+    let chains = expected_chains(RECORDS);
+    let ends = record_ends(&names, padded);
+    for index in names.len().saturating_sub(segments_to_cut)..names.len() {
+        let (first, record_ends) = &ends[index];
+        for cut in 0..images[index].len() {
+            let damaged = MemStorage::new();
+            for (other, name) in names.iter().enumerate() {
+                let image = if other == index { damage(&images[index], cut) } else { images[other].clone() };
+                damaged.set_image(name, image);
+            }
+            let kept_here = record_ends.iter().take_while(|&&end| end <= cut).count() as u64;
+            let kept = if kept_here == record_ends.len() as u64 { RECORDS } else { first - 1 + kept_here };
+            match recover(&damaged, &config) {
+                Ok((journal, report)) => {
+                    assert!(kept >= durable_mark, "cut at {cut} of {} lost records below the mark", names[index]);
+                    assert_eq!(report.last_sequence, kept, "longest valid prefix, cut at {cut} of {}", names[index]);
+                    assert_eq!(journal.last_chain(), chains[kept as usize]);
+                }
+                Err(error) => assert!(
+                    kept < durable_mark || cut < SEGMENT_PREFIX_BYTES,
+                    "cut at {cut} of {} keeps {kept} >= mark {durable_mark} yet failed: {error}",
+                    names[index]
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn truncation_at_every_byte_offset_recovers_the_longest_prefix_or_reports_a_cut_below_the_mark() {
+    check_every_cut(|image, cut| image[..cut].to_vec(), true, usize::MAX);
+}
+
+#[test]
+fn zeroing_from_every_byte_offset_recovers_the_longest_prefix_or_reports_a_cut_below_the_mark() {
+    fn zero_from(image: &[u8], cut: usize) -> Vec<u8> {
+        let mut damaged = image.to_vec();
+        damaged[cut..].fill(0);
+        damaged
+    }
+    check_every_cut(zero_from, false, 2);
+}
+
+#[test]
+fn crash_loses_exactly_the_unflushed_records() {
+    let config = mem_config(SMALL_SEGMENT_BYTES);
+    let chains = expected_chains(120);
+    for crash_after in 0..=120u64 {
+        let storage = MemStorage::new();
+        let (mut journal, _) = recover(&storage, &config).expect("open");
+        for sequence in 1..=crash_after {
+            append_record(&mut journal, sequence);
+            if sequence % 7 == 0 {
+                journal.flush();
+            }
+        }
+        let durable = journal.durable_sequence();
+        drop(journal);
+        storage.crash();
+        let (journal, report) = recover(&storage, &config).expect("recover after crash");
+        assert_eq!(report.last_sequence, durable, "crash after {crash_after} appends");
+        assert_eq!(journal.last_chain(), chains[durable as usize]);
+    }
+}
+
+#[test]
+fn crash_with_out_of_order_writeback_keeps_every_flushed_record_and_nothing_unwritten() {
+    let config = mem_config(SMALL_SEGMENT_BYTES);
+    let chains = expected_chains(150);
+    for seed in 1..=150u64 {
+        let storage = MemStorage::new();
+        let (mut journal, _) = recover(&storage, &config).expect("open");
+        let appended = seed;
+        for sequence in 1..=appended {
+            append_record(&mut journal, sequence);
+            if sequence % 9 == 0 {
+                journal.flush();
+            }
+        }
+        let durable = journal.durable_sequence();
+        drop(journal);
+        storage.crash_with_partial_writeback(seed * 7919);
+        let (journal, report) = recover(&storage, &config).expect("a torn tail above the mark is tolerated");
+        assert!((durable..=appended).contains(&report.last_sequence), "seed {seed}: {report:?}");
+        assert_eq!(journal.last_chain(), chains[report.last_sequence as usize]);
+        assert_eq!(assert_records_match_written(&storage, 1), report.last_sequence);
+    }
+}
+
+#[test]
+fn failed_flush_fires_the_hook_and_the_writer_never_continues() {
+    let storage = MemStorage::new();
+    let config = mem_config(SMALL_SEGMENT_BYTES);
+    let mut journal = write_records(&storage, &config, 5, 5);
+    storage.fail_sync_after(0);
+    for sequence in 6..=8 {
+        append_record(&mut journal, sequence);
+    }
+    HOOK_FIRED.with(|fired| fired.set(0));
+    let outcome = catch_unwind(AssertUnwindSafe(|| journal.flush()));
+    assert!(outcome.is_err(), "a failed flush must not return");
+    assert_eq!(HOOK_FIRED.with(|fired| fired.get()), 1);
+    assert_eq!(journal.durable_sequence(), 5, "the durable mark does not advance past a failed flush");
+    drop(journal);
+    storage.crash();
+    storage.heal();
+    let (_, report) = recover(&storage, &config).expect("recover");
+    assert_eq!(report.last_sequence, 5);
+}
+
+#[test]
+fn flush_failure_at_every_sync_point_leaves_exactly_the_flushed_records() {
+    let config = mem_config(SMALL_SEGMENT_BYTES);
+    let chains = expected_chains(100);
+    // Count the syncs of a clean run, then fail each one in turn. Syncs include record
+    // flushes, segment creation and sealing at roll-over.
+    let clean = MemStorage::new();
+    drop(write_records(&clean, &config, 100, 4));
+    let total_syncs = clean.syncs_done();
+    for failing_sync in 0..total_syncs {
+        let storage = MemStorage::new();
+        storage.fail_sync_after(failing_sync);
+        HOOK_FIRED.with(|fired| fired.set(0));
+        let mut durable = 0;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let (mut journal, _) = recover(&storage, &config).expect("open");
+            for sequence in 1..=100 {
+                append_record(&mut journal, sequence);
+                if sequence % 4 == 0 {
+                    journal.flush();
+                    durable = journal.durable_sequence();
+                }
+            }
+        }));
+        assert!(outcome.is_err(), "sync {failing_sync} failed yet the writer carried on");
+        assert_eq!(HOOK_FIRED.with(|fired| fired.get()), 1);
+        storage.crash();
+        storage.heal();
+        let (journal, report) = recover(&storage, &config).expect("recover after the failed flush");
+        assert!(report.last_sequence >= durable, "sync {failing_sync}: lost acknowledged records");
+        assert!(report.last_sequence <= durable + 4, "sync {failing_sync}: {report:?}");
+        assert_eq!(journal.last_chain(), chains[report.last_sequence as usize]);
+    }
+}
+
