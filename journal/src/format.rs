@@ -132,20 +132,12 @@ impl MarkSlot {
         })
     }
 
-    /// How many of the prefix's slots are damaged: neither valid nor blank, or blank
-    /// although the newest slot's generation shows it was written. (Generation `g` lives
-    /// in slot `g % 2`; a new segment writes generation 1 only, so its slot 0 is blank.)
+    /// How many of the prefix's slots do not verify. Both slots are written when a
+    /// segment is created, so a blank slot is damage too.
     pub fn damaged_slots(prefix: &[u8]) -> usize {
-        let newest_generation = MarkSlot::newest(prefix).map_or(0, |slot| slot.generation);
         MARK_SLOT_OFFSETS
             .iter()
-            .filter(|&&offset| {
-                let Some(slot) = prefix.get(offset..offset + MARK_SLOT_BYTES) else {
-                    return true;
-                };
-                let blank = slot.iter().all(|&byte| byte == 0);
-                if blank { newest_generation >= 2 } else { MarkSlot::decode(slot).is_none() }
-            })
+            .filter(|&&offset| prefix.get(offset..).and_then(MarkSlot::decode).is_none())
             .count()
     }
 

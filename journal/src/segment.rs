@@ -85,9 +85,12 @@ pub(crate) fn create_segment<S: Storage>(
         .map_err(|error| JournalError::io(storage.path_of(&temporary), error))?;
     let path = || storage.path_of(&temporary);
     write_or_stop(&mut segment, 0, &header.encode(), path, hook);
-    let mark = MarkSlot { generation: 1, durable_sequence, flags: 0 };
-    if let Err(error) = write_mark(&mut segment, mark) {
-        hook(&FlushFailure { path: path(), error });
+    // Both slots, so that a blank slot is always damage.
+    for generation in [0, 1] {
+        let mark = MarkSlot { generation, durable_sequence, flags: 0 };
+        if let Err(error) = write_mark(&mut segment, mark) {
+            hook(&FlushFailure { path: path(), error });
+        }
     }
     sync_or_stop(&mut segment, 0..SEGMENT_PREFIX_BYTES, path(), hook);
     storage
