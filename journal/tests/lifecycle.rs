@@ -1,0 +1,159 @@
+//! Segment roll-over, sealing, retention, open after a snapshot, operator truncation,
+//! and the writer's argument checks.
+
+mod common;
+
+use common::*;
+use tally_journal::sim::MemStorage;
+use tally_journal::{DamageReason, JournalError, RecoveryMode, Storage, segment_name, verify_on};
+
+#[test]
+fn segments_roll_over_and_are_named_by_their_first_sequence() {
+    let storage = MemStorage::new();
+    let config = mem_config(SMALL_SEGMENT_BYTES);
+    let journal = write_records(&storage, &config, 300, 25);
+    let firsts = journal.segment_first_sequences().to_vec();
+    assert!(firsts.len() >= 5, "{firsts:?}");
+    assert_eq!(firsts[0], 1);
+    let names: Vec<String> = firsts.iter().map(|&first| segment_name(first)).collect();
+    assert_eq!(segment_names(&storage), names);
+    assert_eq!(names[0], "00000000000000000001.seg");
+    journal.close();
+    let (reopened, report) = recover(&storage, &config).expect("reopen");
+    assert_eq!((report.first_sequence, report.last_sequence, report.records_recovered), (1, 300, 300));
+    assert_eq!(report.recorded_durable_mark, 300, "close records the exact mark");
+    assert_eq!(reopened.segment_first_sequences(), &firsts[..]);
+    assert_eq!(assert_records_match_written(&storage, 1), 300);
+}
+
+#[test]
+fn losing_the_newest_segment_file_is_detected_by_the_seal() {
+    let storage = MemStorage::new();
+    let config = mem_config(SMALL_SEGMENT_BYTES);
+    drop(write_records(&storage, &config, 100, 10));
+    let names = segment_names(&storage);
+    storage.remove(&names[names.len() - 1]).expect("remove");
+    let error = recover(&storage, &config).err().expect("must refuse");
+    assert!(
+        matches!(error, JournalError::Corrupt { reason: DamageReason::SuccessorMissing, .. }),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_missing_middle_segment_is_a_sequence_gap() {
+    let storage = MemStorage::new();
+    let config = mem_config(SMALL_SEGMENT_BYTES);
+    drop(write_records(&storage, &config, 100, 10));
+    let names = segment_names(&storage);
+    storage.remove(&names[1]).expect("remove");
+    let error = recover(&storage, &config).err().expect("must refuse");
+    assert!(matches!(error, JournalError::Corrupt { reason: DamageReason::SequenceGap { .. }, .. }), "{error}");
+}
+
+#[test]
+fn retention_removes_only_segments_the_snapshot_covers_entirely() {
+    let storage = MemStorage::new();
+    let config = mem_config(SMALL_SEGMENT_BYTES);
+    let mut journal = write_records(&storage, &config, 200, 10);
+    let firsts = journal.segment_first_sequences().to_vec();
+    let snapshot = firsts[2]; // covers segments 0 and 1 entirely, segment 2 only in part
+    let removed = journal.remove_segments_covered_by(snapshot).expect("retention");
+    assert_eq!(removed, vec![segment_name(firsts[0]), segment_name(firsts[1])]);
+    assert_eq!(journal.segment_first_sequences(), &firsts[2..]);
+    let everything = journal.remove_segments_covered_by(u64::MAX).expect("retention");
+    assert_eq!(everything.len(), firsts.len() - 3, "the active segment is never removed");
+    drop(journal);
+    let mut reopen = config.clone();
+    reopen.snapshot_sequence = 195;
+    let (_, report) = recover(&storage, &reopen).expect("a journal starting later still opens");
+    assert_eq!((report.first_sequence, report.last_sequence, report.replay_from), (firsts[firsts.len() - 1], 200, 196));
+}
+
+#[test]
+fn open_after_a_snapshot_replays_from_the_next_sequence() {
+    let storage = MemStorage::new();
+    let mut config = mem_config(SMALL_SEGMENT_BYTES);
+    drop(write_records(&storage, &config, 50, 50));
+    config.snapshot_sequence = 30;
+    let (_, report) = recover(&storage, &config).expect("open");
+    assert_eq!(report.replay_from, 31);
+    config.snapshot_sequence = 60;
+    let error = recover(&storage, &config).err().expect("a snapshot ahead of the journal means lost records");
+    assert!(matches!(error, JournalError::Corrupt { reason: DamageReason::SnapshotNotCovered { .. }, .. }));
+}
+
+#[test]
+fn empty_journal_opened_after_a_snapshot_starts_at_the_next_sequence() {
+    let storage = MemStorage::new();
+    let mut config = mem_config(SMALL_SEGMENT_BYTES);
+    config.snapshot_sequence = 1_000;
+    config.genesis_chain = [9; 16];
+    let (mut journal, report) = recover(&storage, &config).expect("open");
+    assert_eq!((report.first_sequence, report.last_sequence, report.replay_from), (1_001, 1_000, 1_001));
+    assert_eq!(journal.last_chain(), [9; 16]);
+    assert_eq!(journal.append(1, 5, 2, b"after snapshot").expect("append"), 1_001);
+    assert_eq!(segment_names(&storage), vec![segment_name(1_001)]);
+}
+
+#[test]
+fn operator_truncation_discards_damage_below_the_mark_and_later_segments() {
+    let storage = MemStorage::new();
+    let mut config = mem_config(SMALL_SEGMENT_BYTES);
+    drop(write_records(&storage, &config, 150, 10));
+    let names = segment_names(&storage);
+    let mut image = storage.durable_image(&names[1]).expect("image");
+    image[tally_journal::SEGMENT_PREFIX_BYTES + 200] ^= 0xFF;
+    storage.set_image(&names[1], image);
+    let error = recover(&storage, &config).err().expect("damage below the mark");
+    let JournalError::Corrupt { sequence: damaged, .. } = error else { panic!("expected Corrupt: {error}") };
+    config.recovery = RecoveryMode::TruncateAt(damaged + 5);
+    assert!(matches!(recover(&storage, &config), Err(JournalError::TruncateBeyondEnd { .. })));
+    config.recovery = RecoveryMode::TruncateAt(damaged - 1);
+    let (mut journal, report) = recover(&storage, &config).expect("operator truncation");
+    assert_eq!(report.last_sequence, damaged - 1);
+    assert_eq!(report.segments_removed.len(), names.len() - 2);
+    assert_eq!(journal.append(9, 10_000, 1, b"new history").expect("append"), damaged);
+    journal.close();
+    config.recovery = RecoveryMode::TolerateTornTail;
+    let (_, report) = recover(&storage, &config).expect("sound again");
+    assert_eq!(report.last_sequence, damaged);
+    assert!(verify_on(&storage).is_ok());
+}
+
+#[test]
+fn oversized_payloads_and_regressing_epochs_or_timestamps_are_errors() {
+    let storage = MemStorage::new();
+    let config = mem_config(SMALL_SEGMENT_BYTES);
+    let (mut journal, _) = recover(&storage, &config).expect("open");
+    let too_big = vec![0u8; config.payload_bytes_max + 1];
+    assert!(matches!(journal.append(1, 1, 1, &too_big), Err(JournalError::RecordTooLarge { .. })));
+    assert_eq!(journal.append(2, 100, 1, b"x").expect("append"), 1);
+    assert!(matches!(journal.append(1, 100, 1, b"x"), Err(JournalError::EpochRegressed { .. })));
+    assert!(matches!(journal.append(2, 99, 1, b"x"), Err(JournalError::TimestampRegressed { .. })));
+    assert_eq!(journal.append(2, 100, 1, b"").expect("empty payload"), 2);
+    assert_eq!((journal.last_sequence(), journal.last_timestamp(), journal.last_epoch()), (2, 100, 2));
+}
+
+#[test]
+fn invalid_configurations_are_refused() {
+    let storage = MemStorage::new();
+    let mut config = mem_config(SMALL_SEGMENT_BYTES);
+    config.segment_bytes = 5_000;
+    assert!(matches!(recover(&storage, &config), Err(JournalError::InvalidConfig(_))));
+    config.segment_bytes = SMALL_SEGMENT_BYTES;
+    config.payload_bytes_max = SMALL_SEGMENT_BYTES;
+    assert!(matches!(recover(&storage, &config), Err(JournalError::InvalidConfig(_))));
+}
+
+#[test]
+fn interrupted_segment_creation_leaves_a_temporary_that_recovery_removes() {
+    let storage = MemStorage::new();
+    let config = mem_config(SMALL_SEGMENT_BYTES);
+    drop(write_records(&storage, &config, 20, 20));
+    storage.set_image("00000000000000000021.seg.tmp", vec![0u8; 100]);
+    let (_, report) = recover(&storage, &config).expect("open");
+    assert_eq!(report.temporaries_removed, vec!["00000000000000000021.seg.tmp".to_string()]);
+    assert_eq!(report.last_sequence, 20);
+    assert!(!storage.list().expect("list").iter().any(|name| name.ends_with(".tmp")));
+}
