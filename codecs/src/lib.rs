@@ -11,6 +11,7 @@ compile_error!("Tally's records are little-endian in memory and on disk; big-end
 pub mod flags;
 pub mod json;
 pub mod operation;
+pub mod payload;
 pub mod records;
 pub mod result;
 pub mod snapshot;
