@@ -52,6 +52,8 @@ pub struct Batcher {
     reconnect_at: Instant,
     reconnect_pause: Duration,
     next_request_id: u64,
+    /// Why the last connection was dropped or could not be made, for `Timeout` errors.
+    last_failure: String,
 }
 
 impl Batcher {
@@ -68,6 +70,7 @@ impl Batcher {
             reconnect_at: Instant::now(),
             reconnect_pause: RECONNECT_PAUSE_MIN,
             next_request_id: 1,
+            last_failure: "none: the node did not answer in time".to_owned(),
         }
     }
 
@@ -176,12 +179,9 @@ impl Batcher {
     /// `move_on`: start with the next address (this node is not the one to talk to).
     fn drop_connection(&mut self, reason: &str, move_on: bool) {
         let Some(connection) = self.connection.take() else { return };
+        self.last_failure = format!("{}: {reason}", connection.address);
         if move_on {
             self.address_index = self.address_index.wrapping_add(1);
-        }
-        // Silent when nothing was lost: an idle connection closed by the node is routine.
-        if !self.in_flight.is_empty() {
-            eprintln!("tally-client: {}: {reason}; retrying {} requests", connection.address, self.in_flight.len());
         }
         for sent in self.in_flight.values_mut() {
             sent.sent_at = None;
@@ -240,7 +240,7 @@ impl Batcher {
         for request_id in late {
             if let Some(sent) = self.in_flight.remove(&request_id) {
                 let waited = now.saturating_duration_since(sent.batch.since);
-                sent.batch.fail(|| ClientError::Timeout { waited });
+                sent.batch.fail(|| ClientError::Timeout { waited, last_failure: self.last_failure.clone() });
             }
         }
         while let Some(caller) = self.waiting.front() {
@@ -249,7 +249,8 @@ impl Batcher {
             }
             if let Some(caller) = self.waiting.pop_front() {
                 let waited = now.saturating_duration_since(caller.since);
-                let _ = caller.waiter.send(Err(ClientError::Timeout { waited }));
+                let last_failure = self.last_failure.clone();
+                let _ = caller.waiter.send(Err(ClientError::Timeout { waited, last_failure }));
             }
         }
     }
@@ -275,7 +276,7 @@ impl Batcher {
                 return;
             }
             if let Err(reason) = self.connect() {
-                eprintln!("tally-client: no node reachable ({reason}); retrying");
+                self.last_failure = reason;
                 return;
             }
         }

@@ -14,8 +14,8 @@ pub enum ClientError {
     TooManyEvents { count: usize, max: usize },
     /// No node answered within the client's `give_up_after`. The request may or may not
     /// have been applied; sending it again with the same ids is safe.
-    #[error("no reply after {waited:?}; the request may or may not have been applied")]
-    Timeout { waited: Duration },
+    #[error("no reply after {waited:?} (last problem: {last_failure}); the request may or may not have been applied")]
+    Timeout { waited: Duration, last_failure: String },
     #[error("the node refused the request: {0}")]
     Rejected(ErrorCode),
     #[error("the node broke the protocol: {0}")]

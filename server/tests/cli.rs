@@ -1,0 +1,209 @@
+//! The `tally` command line as a user runs it: `exec` conversing in JSON lines, the
+//! journal tools, and argument errors.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use common::{TALLY, TempDir, free_address};
+
+/// A running `tally exec`, answered one line at a time.
+struct Exec {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Exec {
+    fn start(data: &std::path::Path) -> Exec {
+        let mut child = Command::new(TALLY)
+            .args(["exec", "--data"])
+            .arg(data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tally exec starts");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Exec { child, stdin, stdout }
+    }
+
+    /// Sends one line and reads its reply before sending anything else: this only works
+    /// because `exec` flushes each reply before it reads the next line.
+    fn ask(&mut self, line: &str) -> Value {
+        writeln!(self.stdin, "{line}").expect("write a line");
+        self.stdin.flush().expect("flush");
+        let mut reply = String::new();
+        self.stdout.read_line(&mut reply).expect("read a reply");
+        serde_json::from_str(&reply).unwrap_or_else(|error| panic!("reply {reply:?} is not JSON: {error}"))
+    }
+
+    fn finish(self) {
+        let Exec { mut child, stdin, .. } = self;
+        drop(stdin);
+        let status = child.wait().expect("tally exec exits");
+        assert!(status.success(), "tally exec exited with {status}");
+    }
+}
+
+fn statuses(reply: &Value) -> Vec<&str> {
+    reply["results"].as_array().expect("a results reply").iter().map(|r| r["status"].as_str().unwrap_or("?")).collect()
+}
+
+fn ids(reply: &Value, key: &str) -> Vec<String> {
+    let records = reply[key].as_array().unwrap_or_else(|| panic!("a {key} reply: {reply}"));
+    records.iter().map(|record| record["id"].as_str().unwrap_or("?").to_owned()).collect()
+}
+
+#[test]
+fn exec_answers_json_lines() {
+    let dir = TempDir::new("exec");
+    let data = dir.path().join("data");
+    let mut exec = Exec::start(&data);
+
+    let reply = exec.ask(
+        r#"{"op": "create_accounts", "events": [{"id": 1, "ledger": 1, "code": 1, "flags": ["history"]}, {"id": "2", "ledger": 1, "code": 1}, {"id": 0, "ledger": 1, "code": 1}]}"#,
+    );
+    assert_eq!(statuses(&reply), ["created", "created", "id_must_not_be_zero"]);
+    assert!(reply["results"][0]["timestamp"].as_u64().is_some_and(|timestamp| timestamp > 0));
+
+    let reply =
+        exec.ask(r#"{"op": "upsert_limit_profiles", "events": [{"id": 7, "ledger": 1, "max_single_debit": "1000"}]}"#);
+    assert_eq!(statuses(&reply), ["created"]);
+
+    let reply = exec.ask(
+        r#"{"op": "create_transfers", "events": [{"id": 10, "debit_account_id": 1, "credit_account_id": 2, "amount": "250", "ledger": 1, "code": 1}, {"id": 11, "debit_account_id": 1, "credit_account_id": 1, "amount": 1, "ledger": 1, "code": 1}]}"#,
+    );
+    assert_eq!(statuses(&reply), ["created", "accounts_must_be_different"]);
+
+    let reply = exec.ask(r#"{"op": "create_transfers", "events": [{"id": 12, "oops": 1}]}"#);
+    assert!(reply["error"].as_str().is_some_and(|error| error.contains("oops")), "{reply}");
+    let reply = exec.ask("this is not JSON");
+    assert!(reply["error"].as_str().is_some_and(|error| error.starts_with("malformed JSON")), "{reply}");
+
+    let reply = exec.ask(r#"{"op": "lookup_accounts", "ids": [2, 99, 1]}"#);
+    assert_eq!(ids(&reply, "accounts"), ["2", "1"]);
+    assert_eq!(reply["accounts"][0]["credits_posted"], json!("250"));
+    assert_eq!(reply["accounts"][1]["debits_posted"], json!("250"));
+
+    let reply = exec.ask(r#"{"op": "lookup_transfers", "ids": [11, 10]}"#);
+    assert_eq!(ids(&reply, "transfers"), ["10"]);
+    assert_eq!(reply["transfers"][0]["amount"], json!("250"));
+
+    let filter = r#"{"account_id": 1, "limit": 10, "flags": ["debits", "credits"]}"#;
+    let reply = exec.ask(&format!(r#"{{"op": "get_account_transfers", "filter": {filter}}}"#));
+    assert_eq!(ids(&reply, "transfers"), ["10"]);
+    let reply = exec.ask(&format!(r#"{{"op": "get_account_balances", "filter": {filter}}}"#));
+    let balances = reply["balances"].as_array().expect("a balances reply");
+    assert_eq!(balances.len(), 1);
+    assert_eq!(balances[0]["debits_posted"], json!("250"));
+
+    // A line longer than the limit is an error, and the next line is still read.
+    let long = format!(r#"{{"op": "lookup_accounts", "ids": [{}1]}}"#, "1, ".repeat(3 << 20));
+    let reply = exec.ask(&long);
+    assert!(reply["error"].as_str().is_some_and(|error| error.contains("longer than")), "{reply}");
+    let reply = exec.ask(r#"{"op": "lookup_accounts", "ids": [1]}"#);
+    assert_eq!(ids(&reply, "accounts"), ["1"]);
+    exec.finish();
+
+    // A second run over the same directory starts from what the first one wrote.
+    let mut exec = Exec::start(&data);
+    let reply = exec.ask(r#"{"op": "lookup_accounts", "ids": [1, 2]}"#);
+    assert_eq!(reply["accounts"][0]["debits_posted"], json!("250"));
+    let reply = exec.ask(r#"{"op": "create_transfers", "events": [{"id": 10, "debit_account_id": 1, "credit_account_id": 2, "amount": "250", "ledger": 1, "code": 1}]}"#);
+    assert_eq!(statuses(&reply), ["exists"]);
+    exec.finish();
+
+    // The journal holds the three mutations of the first run and the retried one.
+    let output = Command::new(TALLY).args(["journal", "verify"]).arg(&data).output().expect("verify runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(TALLY).args(["journal", "dump"]).arg(&data).output().expect("dump runs");
+    assert!(output.status.success());
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("dump lines are JSON"))
+        .filter(|line: &Value| line["operation"] != "tick")
+        .collect();
+    let operations: Vec<&str> = lines.iter().map(|line| line["operation"].as_str().unwrap_or("?")).collect();
+    assert_eq!(operations, ["create_accounts", "upsert_limit_profiles", "create_transfers", "create_transfers"]);
+    assert_eq!(lines[2]["events"][1]["id"], json!("11"));
+    assert_eq!(lines[0]["epoch"], json!(0));
+    let first = lines[0]["sequence"].as_u64().expect("a sequence");
+    let output = Command::new(TALLY)
+        .args(["journal", "dump", "--count", "1", "--from"])
+        .arg(first.to_string())
+        .arg(&data)
+        .output()
+        .expect("dump runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.contains(r#""operation":"create_accounts""#), "{text}");
+}
+
+#[test]
+fn journal_verify_reports_damage_with_a_nonzero_exit() {
+    let dir = TempDir::new("verify");
+    let data = dir.path().join("data");
+    let mut exec = Exec::start(&data);
+    exec.ask(r#"{"op": "create_accounts", "events": [{"id": 1, "ledger": 1, "code": 1}, {"id": 2, "ledger": 1, "code": 1}]}"#);
+    exec.ask(r#"{"op": "create_accounts", "events": [{"id": 3, "ledger": 1, "code": 1}]}"#);
+    exec.finish();
+
+    let segment = std::fs::read_dir(data.join("journal"))
+        .expect("the journal directory")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|extension| extension == "seg"))
+        .expect("a segment file");
+    let mut bytes = std::fs::read(&segment).expect("read the segment");
+    // A bit inside the first record's payload (after the segment prefix and the record header).
+    let offset = tally_journal::SEGMENT_PREFIX_BYTES + tally_journal::RECORD_HEADER_BYTES + 3;
+    bytes[offset] ^= 0x01;
+    std::fs::write(&segment, &bytes).expect("write the segment back");
+
+    let output = Command::new(TALLY).args(["journal", "verify"]).arg(&data).output().expect("verify runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("corrupt"), "{stderr}");
+}
+
+#[test]
+fn bad_arguments_exit_2_with_a_message() {
+    let dir = TempDir::new("args");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("a UTF-8 path");
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"x").expect("write a file");
+    let under_a_file = not_a_dir.join("data");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = taken.local_addr().expect("an address").to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![], "Usage"),
+        (vec!["launch"], "unrecognized subcommand"),
+        (vec!["serve"], "--data"),
+        (vec!["exec", "--data", data, "--durability", "sometimes"], "durability"),
+        (vec!["exec", "--data", data, "--wait", "nap"], "wait strategy"),
+        (vec!["exec", "--data", data, "--tick-interval-ms", "0"], "tick-interval-ms"),
+        (vec!["serve", "--data", data, "--listen", "localhost"], "--listen"),
+        (vec!["serve", "--data", data, "--listen", &taken], "cannot listen"),
+        (vec!["exec", "--data", under_a_file.to_str().expect("UTF-8")], "data directory"),
+        (vec!["client"], "--addr"),
+        (vec!["status", "--addr", "nowhere:port"], "--addr"),
+        (vec!["journal", "verify", not_a_dir.to_str().expect("UTF-8")], "not a directory"),
+        (vec!["journal", "dump", data, "--from", "minus one"], "--from"),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(TALLY).args(&args).stdin(Stdio::null()).output().expect("tally runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "tally {args:?}: {stderr}");
+        assert!(stderr.contains(expected), "tally {args:?}: expected {expected:?} in {stderr}");
+        assert!(!stderr.contains("panicked"), "tally {args:?}: {stderr}");
+    }
+    // A node that is not there is a failure, not a usage error.
+    let output = Command::new(TALLY).args(["status", "--addr", &free_address().to_string()]).output().expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+}

@@ -1,0 +1,129 @@
+//! Helpers shared by the end-to-end tests: temporary data directories, free loopback
+//! ports, `tally serve` as a real child process, and ledger records.
+
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+pub mod proxy;
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tally_client::{Client, ClientConfig};
+use tally_codecs::{Account, Transfer};
+
+pub const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+
+/// How long a node may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A directory under the system's temporary directory, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!("tally-test-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("the temporary directory can be created");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback address nobody listens on: bound to port 0, then released.
+pub fn free_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port can be bound");
+    listener.local_addr().expect("a bound listener has an address")
+}
+
+/// `tally serve` as a child process; killed (SIGKILL) when dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub address: SocketAddr,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `tally serve --data DATA --listen ADDRESS ARGS…` and waits until it accepts
+    /// connections. Its stderr goes to `DATA/../<port>.log`, shown if it fails to start.
+    pub fn start(data: &Path, address: SocketAddr, args: &[&str]) -> ServerProcess {
+        let log = data.with_extension(format!("{}.log", address.port()));
+        let stderr = File::options().create(true).append(true).open(&log).expect("the log file can be created");
+        let child = Command::new(TALLY)
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .arg("--listen")
+            .arg(address.to_string())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("tally serve starts");
+        let mut server = ServerProcess { child, address, log };
+        server.wait_until_listening();
+        server
+    }
+
+    fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(self.address).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tally serve exited with {status}:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "tally serve did not listen in time:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL (`Child::kill` sends SIGKILL on Unix): no clean shutdown of any kind.
+    pub fn kill(mut self) {
+        self.kill_now();
+    }
+
+    fn kill_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}
+
+/// A client with short timeouts, so that tests that break connections finish quickly.
+pub fn client(addresses: &[SocketAddr], give_up_after: Duration) -> Client {
+    let config = ClientConfig {
+        request_timeout: Duration::from_secs(2),
+        give_up_after,
+        connect_timeout: Duration::from_millis(500),
+        ..ClientConfig::new(addresses)
+    };
+    Client::with_config(config).expect("the node is reachable")
+}
+
+pub fn account(id: u128) -> Account {
+    Account { id, ledger: 1, code: 1, ..Account::default() }
+}
+
+pub fn transfer(id: u128, debit_account_id: u128, credit_account_id: u128, amount: u128) -> Transfer {
+    Transfer { id, debit_account_id, credit_account_id, amount, ledger: 1, code: 1, ..Transfer::default() }
+}
