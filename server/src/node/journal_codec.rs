@@ -1,7 +1,9 @@
-//! How an input becomes a journal record and back: the operation byte plus the payload.
+//! How an input becomes a journal record and back: the operation byte, plus the payload
+//! in the compact encoding of `tally_codecs::payload`.
 
+use tally_codecs::Operation;
+use tally_codecs::payload::{self, PayloadError};
 use tally_codecs::wire::Request;
-use tally_codecs::{Account, LimitProfile, Operation, Transfer};
 use tally_engine::pipeline::Command;
 
 /// Why a journal record does not decode to an input. The journal has already checked the
@@ -10,8 +12,12 @@ use tally_engine::pipeline::Command;
 pub enum RecordError {
     #[error("operation {0} is not an input the journal holds")]
     NotAnInput(u8),
-    #[error("{operation} payload of {payload_bytes} bytes is not a whole number of records")]
-    Misaligned { operation: &'static str, payload_bytes: usize },
+    #[error("{operation} payload: {source}")]
+    Payload {
+        operation: &'static str,
+        #[source]
+        source: PayloadError,
+    },
     #[error("a tick carries no payload, found {0} bytes")]
     TickWithPayload(usize),
 }
@@ -20,40 +26,84 @@ pub enum RecordError {
 /// journal; asked for one, this writes nothing.
 pub fn encode(command: &Command, out: &mut Vec<u8>) {
     match command {
-        Command::Request(Request::CreateAccounts(accounts)) => out.extend_from_slice(bytemuck::cast_slice(accounts)),
-        Command::Request(Request::CreateTransfers(transfers)) => {
-            out.extend_from_slice(bytemuck::cast_slice(transfers));
-        }
-        Command::Request(Request::UpsertLimitProfiles(profiles)) => {
-            out.extend_from_slice(bytemuck::cast_slice(profiles));
-        }
+        Command::Request(Request::CreateAccounts(accounts)) => payload::encode_accounts(accounts, out),
+        Command::Request(Request::CreateTransfers(transfers)) => payload::encode_transfers(transfers, out),
+        Command::Request(Request::UpsertLimitProfiles(profiles)) => payload::encode_limit_profiles(profiles, out),
         Command::Tick | Command::Request(_) => {}
     }
 }
 
 /// The input a journal record holds.
-pub fn decode(operation: u8, payload: &[u8]) -> Result<Command, RecordError> {
-    let request = match Operation::from_u8(operation) {
-        Some(Operation::CreateAccounts) => {
-            Request::CreateAccounts(records::<Account>(Operation::CreateAccounts, payload)?)
+pub fn decode(operation: u8, bytes: &[u8]) -> Result<Command, RecordError> {
+    let operation = Operation::from_u8(operation).ok_or(RecordError::NotAnInput(operation))?;
+    let failed = |source| RecordError::Payload { operation: operation.name(), source };
+    let request = match operation {
+        Operation::CreateAccounts => {
+            let mut accounts = Vec::new();
+            payload::decode_accounts(bytes, &mut accounts).map_err(failed)?;
+            Request::CreateAccounts(accounts)
         }
-        Some(Operation::CreateTransfers) => {
-            Request::CreateTransfers(records::<Transfer>(Operation::CreateTransfers, payload)?)
+        Operation::CreateTransfers => {
+            let mut transfers = Vec::new();
+            payload::decode_transfers(bytes, &mut transfers).map_err(failed)?;
+            Request::CreateTransfers(transfers)
         }
-        Some(Operation::UpsertLimitProfiles) => {
-            Request::UpsertLimitProfiles(records::<LimitProfile>(Operation::UpsertLimitProfiles, payload)?)
+        Operation::UpsertLimitProfiles => {
+            let mut profiles = Vec::new();
+            payload::decode_limit_profiles(bytes, &mut profiles).map_err(failed)?;
+            Request::UpsertLimitProfiles(profiles)
         }
-        Some(Operation::Tick) if payload.is_empty() => return Ok(Command::Tick),
-        Some(Operation::Tick) => return Err(RecordError::TickWithPayload(payload.len())),
-        Some(_) | None => return Err(RecordError::NotAnInput(operation)),
+        Operation::Tick if bytes.is_empty() => return Ok(Command::Tick),
+        Operation::Tick => return Err(RecordError::TickWithPayload(bytes.len())),
+        Operation::LookupAccounts
+        | Operation::LookupTransfers
+        | Operation::GetAccountTransfers
+        | Operation::GetAccountBalances => return Err(RecordError::NotAnInput(operation as u8)),
     };
     Ok(Command::Request(request))
 }
 
-fn records<T: bytemuck::Pod>(operation: Operation, payload: &[u8]) -> Result<Vec<T>, RecordError> {
-    if !payload.len().is_multiple_of(size_of::<T>()) {
-        return Err(RecordError::Misaligned { operation: operation.name(), payload_bytes: payload.len() });
+#[cfg(test)]
+mod tests {
+    use tally_codecs::{Account, LimitProfile, Transfer};
+
+    use super::*;
+
+    #[test]
+    fn every_mutation_round_trips_and_queries_are_refused() {
+        let transfer = Transfer {
+            id: 9,
+            debit_account_id: 1,
+            credit_account_id: 2,
+            amount: 3,
+            ledger: 1,
+            code: 1,
+            ..Transfer::default()
+        };
+        let commands = [
+            Command::Request(Request::CreateAccounts(vec![Account {
+                id: 1,
+                ledger: 1,
+                code: 1,
+                ..Account::default()
+            }])),
+            Command::Request(Request::CreateTransfers(vec![transfer, Transfer { id: 10, ..transfer }])),
+            Command::Request(Request::UpsertLimitProfiles(vec![LimitProfile {
+                id: 4,
+                ledger: 1,
+                ..LimitProfile::default()
+            }])),
+            Command::Tick,
+        ];
+        for command in commands {
+            let mut bytes = Vec::new();
+            encode(&command, &mut bytes);
+            let decoded = decode(command.operation() as u8, &bytes).expect("an encoded input decodes");
+            assert_eq!(decoded, command);
+        }
+        assert!(matches!(decode(Operation::LookupAccounts as u8, &[]), Err(RecordError::NotAnInput(_))));
+        assert!(matches!(decode(200, &[]), Err(RecordError::NotAnInput(200))));
+        assert!(matches!(decode(Operation::Tick as u8, &[0]), Err(RecordError::TickWithPayload(1))));
+        assert!(matches!(decode(Operation::CreateTransfers as u8, &[5]), Err(RecordError::Payload { .. })));
     }
-    // Copied, not cast in place: the mapping gives no alignment guarantee for u128 fields.
-    Ok(bytemuck::pod_collect_to_vec(payload))
 }
