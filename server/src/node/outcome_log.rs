@@ -174,3 +174,65 @@ fn read_exact_or_end(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Resu
         Err(error) => Err(error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tally_codecs::EventResult;
+
+    use super::*;
+
+    fn path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tally-outcomes-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        dir.join("outcomes.log")
+    }
+
+    fn open(path: &Path, journal_last_sequence: u64) -> OutcomeFile {
+        let (_, sequences) = crossbeam::channel::unbounded();
+        OutcomeFile::open(path, journal_last_sequence, sequences).expect("the log opens")
+    }
+
+    fn reply(timestamp: u64) -> Reply {
+        Reply::CreateTransfers(vec![EventResult { timestamp, status: 0, reserved: 0 }; 3])
+    }
+
+    #[test]
+    fn reopening_keeps_whole_records_and_cuts_a_torn_tail() {
+        let path = path("torn");
+        let mut log = open(&path, 10);
+        for sequence in 1..=3 {
+            log.catch_up(sequence, sequence * 100, &reply(sequence));
+        }
+        log.end_of_batch();
+        drop(log);
+        let whole = std::fs::metadata(&path).expect("the log exists").len();
+        assert_eq!(whole, 3 * (32 + 3 * 16));
+        let mut file = OpenOptions::new().append(true).open(&path).expect("open for append");
+        file.write_all(&[0x54; 40]).expect("append a torn record");
+        drop(file);
+
+        let mut log = open(&path, 10);
+        assert_eq!(log.last_sequence, 3);
+        log.catch_up(3, 300, &reply(3));
+        log.catch_up(4, 400, &reply(4));
+        log.end_of_batch();
+        drop(log);
+        assert_eq!(std::fs::metadata(&path).expect("the log exists").len(), whole + 32 + 3 * 16);
+        let _ = std::fs::remove_dir_all(path.parent().expect("a parent directory"));
+    }
+
+    #[test]
+    fn records_beyond_the_journal_are_dropped() {
+        let path = path("beyond");
+        let mut log = open(&path, 10);
+        for sequence in 1..=5 {
+            log.catch_up(sequence, sequence, &reply(sequence));
+        }
+        drop(log);
+        let log = open(&path, 2);
+        assert_eq!(log.last_sequence, 2);
+        drop(log);
+        assert_eq!(std::fs::metadata(&path).expect("the log exists").len(), 2 * (32 + 3 * 16));
+        let _ = std::fs::remove_dir_all(path.parent().expect("a parent directory"));
+    }
+}

@@ -1,0 +1,180 @@
+//! The client against a scripted node on loopback: automatic batching of concurrent
+//! callers, retries with the same ids after a timeout or a dropped connection, and the
+//! move to the next address on `not_primary`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tally_client::{Client, ClientConfig, ClientError};
+use tally_codecs::wire::{Body, ErrorCode, FrameDecoder, Message, NodeStatus, Reply, Request, encode_error_reply};
+use tally_codecs::wire::{EVENTS_PER_REQUEST_MAX, encode_status_reply};
+use tally_codecs::{EventResult, Transfer};
+
+/// What the fake node does with a request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// One `created` result per event (stamped with the event's id as its timestamp).
+    Results,
+    /// The same, after a pause in which other callers pile up behind this request.
+    SlowResults,
+    /// Nothing, ever: the client must time out.
+    Silence,
+    /// Close the connection without answering.
+    HangUp,
+    NotPrimary,
+}
+
+/// A node on a loopback port that answers the n-th request (counted over all its
+/// connections) as `script(n)` says, and reports each request it read.
+fn fake_node(script: fn(usize) -> Answer) -> (SocketAddr, mpsc::Receiver<Request>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("an address");
+    let (seen, requests) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut count = 0usize;
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            serve(stream, script, &mut count, &seen);
+        }
+    });
+    (address, requests)
+}
+
+fn serve(mut stream: TcpStream, script: fn(usize) -> Answer, count: &mut usize, seen: &mpsc::Sender<Request>) {
+    let mut decoder = FrameDecoder::new();
+    let mut buffer = [0u8; 64 * 1024];
+    loop {
+        let Ok(read) = stream.read(&mut buffer) else { return };
+        if read == 0 {
+            return;
+        }
+        decoder.feed(&buffer[..read]);
+        while let Ok(Some(message)) = decoder.next_message() {
+            let mut out = Vec::new();
+            match message {
+                Message::StatusRequest { request_id, client_id } => {
+                    let status = NodeStatus { last_sequence: 42, ..NodeStatus::default() };
+                    encode_status_reply(request_id, client_id, &status, &mut out);
+                }
+                Message::Frame(frame) => {
+                    let Body::Request(request) = frame.body else { return };
+                    let _ = seen.send(request.clone());
+                    *count += 1;
+                    let answer = script(*count);
+                    if answer == Answer::SlowResults {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    match answer {
+                        Answer::Results | Answer::SlowResults => {
+                            let Request::CreateTransfers(transfers) = request else { return };
+                            let results: Vec<EventResult> = transfers
+                                .iter()
+                                .map(|transfer| EventResult { timestamp: transfer.id as u64, ..EventResult::default() })
+                                .collect();
+                            Reply::CreateTransfers(results)
+                                .encode(frame.request_id, frame.client_id, &mut out)
+                                .expect("encodes");
+                        }
+                        Answer::Silence => continue,
+                        Answer::HangUp => return,
+                        Answer::NotPrimary => encode_error_reply(frame.request_id, ErrorCode::NotPrimary, &mut out),
+                    }
+                }
+                Message::StatusReply { .. } => return,
+            }
+            if stream.write_all(&out).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn transfers(ids: std::ops::Range<u128>) -> Vec<Transfer> {
+    ids.map(|id| Transfer { id, ..Transfer::default() }).collect()
+}
+
+fn config(addresses: &[SocketAddr]) -> ClientConfig {
+    ClientConfig {
+        request_timeout: Duration::from_millis(300),
+        give_up_after: Duration::from_secs(10),
+        in_flight_max: 1,
+        ..ClientConfig::new(addresses)
+    }
+}
+
+#[test]
+fn concurrent_callers_are_batched_and_get_their_own_results() {
+    // While the first request is held up, the other callers queue behind it.
+    let (address, requests) = fake_node(|n| if n == 1 { Answer::SlowResults } else { Answer::Results });
+    let config = ClientConfig { request_timeout: Duration::from_secs(5), ..config(&[address]) };
+    let client = Client::with_config(config).expect("connect");
+    let callers = 16u128;
+    std::thread::scope(|scope| {
+        for caller in 0..callers {
+            let client = client.clone();
+            scope.spawn(move || {
+                let first = caller * 100 + 1;
+                let results = client.create_transfers(&transfers(first..first + 10)).expect("results");
+                let timestamps: Vec<u64> = results.iter().map(|result| result.timestamp).collect();
+                assert_eq!(timestamps, (first as u64..first as u64 + 10).collect::<Vec<_>>(), "caller {caller}");
+            });
+        }
+    });
+    let requests: Vec<Request> = requests.try_iter().collect();
+    let events: usize = requests
+        .iter()
+        .map(|request| match request {
+            Request::CreateTransfers(transfers) => transfers.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(events, (callers * 10) as usize, "every event sent exactly once");
+    assert!(
+        requests.len() < callers as usize,
+        "{} requests for {callers} callers: nothing was batched",
+        requests.len()
+    );
+}
+
+#[test]
+fn a_request_that_times_out_is_resent_with_the_same_ids() {
+    // The first request is never answered; the retry is.
+    let (address, requests) = fake_node(|n| if n == 1 { Answer::Silence } else { Answer::Results });
+    let client = Client::with_config(config(&[address])).expect("connect");
+    let results = client.create_transfers(&transfers(7..10)).expect("answered on the retry");
+    assert_eq!(results.len(), 3);
+    let requests: Vec<Request> = requests.try_iter().collect();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0], requests[1], "the retry carries the very same events");
+}
+
+#[test]
+fn a_dropped_connection_is_retried_and_not_primary_moves_on() {
+    let (hangs_up_once, _) = fake_node(|n| if n == 1 { Answer::HangUp } else { Answer::Results });
+    let client = Client::with_config(config(&[hangs_up_once])).expect("connect");
+    assert_eq!(client.create_transfers(&transfers(1..3)).expect("retried").len(), 2);
+
+    let (standby, _) = fake_node(|_| Answer::NotPrimary);
+    let (primary, seen_by_primary) = fake_node(|_| Answer::Results);
+    let client = Client::with_config(config(&[standby, primary])).expect("connect");
+    assert_eq!(client.create_transfers(&transfers(1..5)).expect("answered by the primary").len(), 4);
+    assert_eq!(seen_by_primary.try_iter().count(), 1);
+    assert_eq!(client.status().expect("status").last_sequence, 42);
+}
+
+#[test]
+fn calls_fail_cleanly_when_no_node_answers() {
+    let (silent, _) = fake_node(|_| Answer::Silence);
+    let config = ClientConfig { give_up_after: Duration::from_millis(800), ..config(&[silent]) };
+    let client = Client::with_config(config).expect("connect");
+    assert!(matches!(client.create_transfers(&transfers(1..2)), Err(ClientError::Timeout { .. })));
+
+    let too_many = transfers(1..EVENTS_PER_REQUEST_MAX as u128 + 2);
+    assert!(matches!(client.create_transfers(&too_many), Err(ClientError::TooManyEvents { .. })));
+
+    let nobody = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("an address");
+    assert!(matches!(Client::connect(&[nobody]), Err(ClientError::Unreachable { .. })));
+    assert!(matches!(Client::connect(&[]), Err(ClientError::NoAddresses)));
+}
