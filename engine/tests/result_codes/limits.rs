@@ -1,0 +1,113 @@
+//! Codes of the balance checks: limits, overflows and balance constraints (§3.2 steps 12–16).
+
+use super::support::*;
+
+#[test]
+pub fn exceeds_single_debit_limit() {
+    let limits = LimitProfile { max_single_debit: 10, ..profile(1) };
+    let mut ledger = ledger_with(&[limits], &[account_with(1, 0, 1), account(2)]);
+    transfer_fails(&mut ledger, transfer(10, 1, 2, 11), R::ExceedsSingleDebitLimit);
+    succeed(&mut ledger, &[transfer(11, 1, 2, 10), transfer(12, 2, 1, 11)]);
+}
+
+#[test]
+pub fn overflows_debits_pending() {
+    let mut ledger = ledger_with(&[], &[account(1), account(2), account(3)]);
+    succeed(&mut ledger, &[pending(10, 1, 2, u128::MAX)]);
+    transfer_fails(&mut ledger, pending(11, 1, 3, 1), R::OverflowsDebitsPending);
+}
+
+#[test]
+pub fn overflows_credits_pending() {
+    let mut ledger = ledger_with(&[], &[account(1), account(2), account(3)]);
+    succeed(&mut ledger, &[pending(10, 1, 2, u128::MAX)]);
+    transfer_fails(&mut ledger, pending(11, 3, 2, 1), R::OverflowsCreditsPending);
+}
+
+#[test]
+pub fn overflows_debits_posted() {
+    let mut ledger = ledger_with(&[], &[account(1), account(2), account(3)]);
+    succeed(&mut ledger, &[transfer(10, 1, 2, u128::MAX)]);
+    transfer_fails(&mut ledger, transfer(11, 1, 3, 1), R::OverflowsDebitsPosted);
+}
+
+#[test]
+pub fn overflows_credits_posted() {
+    let mut ledger = ledger_with(&[], &[account(1), account(2), account(3)]);
+    succeed(&mut ledger, &[transfer(10, 1, 2, u128::MAX)]);
+    transfer_fails(&mut ledger, transfer(11, 3, 2, 1), R::OverflowsCreditsPosted);
+}
+
+#[test]
+pub fn overflows_debits() {
+    let mut ledger = ledger_with(&[], &[account(1), account(2), account(3)]);
+    succeed(&mut ledger, &[pending(10, 1, 2, u128::MAX - 1)]);
+    transfer_fails(&mut ledger, transfer(11, 1, 3, 2), R::OverflowsDebits);
+    succeed(&mut ledger, &[transfer(12, 1, 3, 1)]);
+}
+
+#[test]
+pub fn overflows_credits() {
+    let mut ledger = ledger_with(&[], &[account(1), account(2), account(3)]);
+    succeed(&mut ledger, &[transfer(10, 1, 2, u128::MAX - 1)]);
+    transfer_fails(&mut ledger, pending(11, 3, 2, 2), R::OverflowsCredits);
+}
+
+#[test]
+pub fn overflows_timeout() {
+    let mut ledger = two_accounts();
+    let late = u64::MAX - 20 * NS_PER_S;
+    let mut results = Vec::new();
+    ledger.create_transfers(late, &[Transfer { timeout: 21, ..pending(10, 1, 2, 5) }], &mut results);
+    ledger.create_transfers(late, &[Transfer { timeout: 19, ..pending(11, 1, 2, 5) }], &mut results);
+    assert_eq!(codes(&results), vec![R::OverflowsTimeout, R::Created]);
+    assert_eq!(lookup_account(&ledger, 1).debits_pending, 5);
+}
+
+#[test]
+pub fn exceeds_credits() {
+    let limited = account_with(1, account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS, 0);
+    let mut ledger = ledger_with(&[], &[limited, account(2)]);
+    transfer_fails(&mut ledger, transfer(10, 1, 2, 1), R::ExceedsCredits);
+    succeed(&mut ledger, &[transfer(11, 2, 1, 5), pending(12, 1, 2, 3), transfer(13, 1, 2, 2)]);
+    // Pending debits count against the credits too.
+    transfer_fails(&mut ledger, transfer(14, 1, 2, 1), R::ExceedsCredits);
+}
+
+#[test]
+pub fn exceeds_overdraft() {
+    let limits = LimitProfile { overdraft_max: 10, ..profile(1) };
+    let limited = account_with(1, account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS, 1);
+    let mut ledger = ledger_with(&[limits], &[limited, account(2)]);
+    succeed(&mut ledger, &[transfer(10, 1, 2, 10)]);
+    transfer_fails(&mut ledger, transfer(11, 1, 2, 1), R::ExceedsOverdraft);
+}
+
+#[test]
+pub fn exceeds_debits() {
+    let limited = account_with(2, account_flags::CREDITS_MUST_NOT_EXCEED_DEBITS, 0);
+    let mut ledger = ledger_with(&[], &[account(1), limited]);
+    transfer_fails(&mut ledger, pending(10, 1, 2, 1), R::ExceedsDebits);
+    succeed(&mut ledger, &[transfer(11, 2, 1, 3), transfer(12, 1, 2, 3)]);
+    transfer_fails(&mut ledger, transfer(13, 1, 2, 1), R::ExceedsDebits);
+}
+
+#[test]
+pub fn exceeds_window_debit_limit() {
+    let limits = LimitProfile { window_debit_max: 100, window_seconds: 10, ..profile(1) };
+    let mut ledger = ledger_with(&[limits], &[account_with(1, 0, 1), account(2)]);
+    let mut results = Vec::new();
+    let start = 100 * NS_PER_S;
+    ledger.create_transfers(start, &[pending(10, 1, 2, 60), transfer(11, 1, 2, 41)], &mut results);
+    assert_eq!(codes(&results), vec![R::Created, R::ExceedsWindowDebitLimit]);
+    // A void does not give the debit back.
+    results.clear();
+    ledger.create_transfers(start + 2, &[void(12, 10), transfer(13, 1, 2, 41), transfer(14, 1, 2, 40)], &mut results);
+    assert_eq!(codes(&results), vec![R::Created, R::ExceedsWindowDebitLimit, R::Created]);
+    // The window holds the debits with timestamp > now − window: one nanosecond before
+    // `start + window` the first debit (60, at `start`) still counts, at it no longer.
+    results.clear();
+    ledger.create_transfers(start + 10 * NS_PER_S - 1, &[transfer(15, 1, 2, 1)], &mut results);
+    ledger.create_transfers(start + 10 * NS_PER_S, &[transfer(16, 1, 2, 60)], &mut results);
+    assert_eq!(codes(&results), vec![R::ExceedsWindowDebitLimit, R::Created]);
+}
