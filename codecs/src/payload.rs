@@ -74,10 +74,8 @@ fn encode_transfer(transfer: &Transfer, previous: &Transfer, out: &mut Vec<u8>) 
         (transfer.flags != previous.flags, u128::from(transfer.flags)),
         (transfer.timestamp != 0, u128::from(transfer.timestamp)),
     ];
-    let bitmap = fields
-        .iter()
-        .enumerate()
-        .fold(0u16, |bitmap, (bit, (present, _))| bitmap | (u16::from(*present) << bit));
+    let bitmap =
+        fields.iter().enumerate().fold(0u16, |bitmap, (bit, (present, _))| bitmap | (u16::from(*present) << bit));
     out.extend_from_slice(&bitmap.to_le_bytes());
     for (_, value) in fields.iter().filter(|(present, _)| *present) {
         put_varint(out, *value);
@@ -271,23 +269,25 @@ mod tests {
             (small_or_any_u128(), small_or_any_u128(), any::<u64>(), any::<u32>()),
             (any::<u32>(), 0u32..3, 0u16..3, any::<u16>(), prop_oneof![Just(0u64), any::<u64>()]),
         )
-            .prop_map(|((id, debit, credit, amount), (pending, ud128, ud64, ud32), (timeout, ledger, code, flags, ts))| {
-                Transfer {
-                    id,
-                    debit_account_id: debit,
-                    credit_account_id: credit,
-                    amount,
-                    pending_id: pending,
-                    user_data_128: ud128,
-                    user_data_64: ud64,
-                    user_data_32: ud32,
-                    timeout,
-                    ledger,
-                    code,
-                    flags,
-                    timestamp: ts,
-                }
-            })
+            .prop_map(
+                |((id, debit, credit, amount), (pending, ud128, ud64, ud32), (timeout, ledger, code, flags, ts))| {
+                    Transfer {
+                        id,
+                        debit_account_id: debit,
+                        credit_account_id: credit,
+                        amount,
+                        pending_id: pending,
+                        user_data_128: ud128,
+                        user_data_64: ud64,
+                        user_data_32: ud32,
+                        timeout,
+                        ledger,
+                        code,
+                        flags,
+                        timestamp: ts,
+                    }
+                },
+            )
     }
 
     proptest! {

@@ -58,12 +58,7 @@ pub enum JournalError {
         source: std::io::Error,
     },
     #[error("journal corrupt in segment {segment} at offset {offset} (sequence {sequence}): {reason}")]
-    Corrupt {
-        segment: String,
-        offset: u64,
-        sequence: u64,
-        reason: DamageReason,
-    },
+    Corrupt { segment: String, offset: u64, sequence: u64, reason: DamageReason },
     #[error("invalid journal configuration: {0}")]
     InvalidConfig(&'static str),
     #[error("record payload of {payload_bytes} bytes exceeds the maximum of {max_payload_bytes}")]

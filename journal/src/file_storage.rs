@@ -86,7 +86,11 @@ fn effective_flush_method(requested: FlushMethod) -> FlushMethod {
 
 #[cfg(not(feature = "io-uring"))]
 fn effective_flush_method(requested: FlushMethod) -> FlushMethod {
-    requested
+    if requested != FlushMethod::IoUring {
+        return requested;
+    }
+    eprintln!("tally-journal: built without the io-uring feature; flushing with fdatasync instead");
+    FlushMethod::Fdatasync
 }
 
 impl Storage for FileStorage {
@@ -211,6 +215,9 @@ impl SegmentFile for FileSegment {
                 Some(staged) => staged.sync(&self.file),
                 None => self.file.sync_data(),
             },
+            // Never chosen: FileStorage::new falls back to Fdatasync without the feature.
+            #[cfg(not(feature = "io-uring"))]
+            (FlushMethod::IoUring, _) => self.file.sync_data(),
         }
     }
 

@@ -91,11 +91,7 @@ impl SegmentHeader {
         }
         let mut previous_chain = [0u8; 16];
         previous_chain.copy_from_slice(&header[32..48]);
-        Ok(SegmentHeader {
-            first_sequence: read_u64(header, 16),
-            segment_bytes: read_u64(header, 24),
-            previous_chain,
-        })
+        Ok(SegmentHeader { first_sequence: read_u64(header, 16), segment_bytes: read_u64(header, 24), previous_chain })
     }
 }
 
@@ -135,10 +131,7 @@ impl MarkSlot {
     /// How many of the prefix's slots do not verify. Both slots are written when a
     /// segment is created, so a blank slot is damage too.
     pub fn damaged_slots(prefix: &[u8]) -> usize {
-        MARK_SLOT_OFFSETS
-            .iter()
-            .filter(|&&offset| prefix.get(offset..).and_then(MarkSlot::decode).is_none())
-            .count()
+        MARK_SLOT_OFFSETS.iter().filter(|&&offset| prefix.get(offset..).and_then(MarkSlot::decode).is_none()).count()
     }
 
     /// The newest valid slot of a segment prefix, or `None` when both are damaged.

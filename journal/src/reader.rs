@@ -133,7 +133,9 @@ impl<S: Storage> JournalReader<S> {
                     // The writer published this sequence, so it is in this segment: the
                     // view predates it (a storage whose handles do not share pages).
                     if refreshed {
-                        return Err(self.corrupt(self.cursor.offset, DamageReason::PublishedRecordMissing { published: limit }));
+                        return Err(
+                            self.corrupt(self.cursor.offset, DamageReason::PublishedRecordMissing { published: limit })
+                        );
                     }
                     let name = name.clone();
                     let reopened = self.storage.open(&name, false);
@@ -163,7 +165,8 @@ fn open_segment<S: Storage>(
     first_sequence: u64,
 ) -> Result<(S::Segment, SegmentHeader), JournalError> {
     let segment = storage.open(name, false).map_err(|error| JournalError::io(storage.path_of(name), error))?;
-    let corrupt = |reason| JournalError::Corrupt { segment: name.to_string(), offset: 0, sequence: first_sequence, reason };
+    let corrupt =
+        |reason| JournalError::Corrupt { segment: name.to_string(), offset: 0, sequence: first_sequence, reason };
     let header = SegmentHeader::decode(segment.bytes()).map_err(corrupt)?;
     if header.first_sequence != first_sequence {
         return Err(corrupt(DamageReason::SegmentNameMismatch { name: first_sequence, header: header.first_sequence }));

@@ -124,8 +124,7 @@ pub(crate) fn list_segments<S: Storage>(storage: &S) -> Result<Vec<SegmentEntry>
 /// Scans and verifies every segment, stopping at the first problem.
 pub(crate) fn scan_journal<S: Storage>(storage: &S, segments: Vec<SegmentEntry>) -> Result<JournalScan, JournalError> {
     let first_sequence = segments.first().map_or(1, |entry| entry.first_sequence);
-    let mut scan =
-        JournalScan {
+    let mut scan = JournalScan {
         segments,
         first_sequence,
         end: None,
@@ -139,7 +138,8 @@ pub(crate) fn scan_journal<S: Storage>(storage: &S, segments: Vec<SegmentEntry>)
         let name = &scan.segments[index].name;
         let segment = storage.open(name, false).map_err(|error| JournalError::io(storage.path_of(name), error))?;
         let expected = scan.end.map_or(scan.segments[index].first_sequence, |(_, cursor)| cursor.next_sequence);
-        let structural = |offset, reason| Damage { segment: index, offset, sequence: expected, reason, tail_candidate: false };
+        let structural =
+            |offset, reason| Damage { segment: index, offset, sequence: expected, reason, tail_candidate: false };
         let header = match check_header(segment.bytes(), &scan.segments[index], scan.end.as_ref()) {
             Ok(header) => header,
             Err((offset, reason)) => {
@@ -170,16 +170,17 @@ pub(crate) fn scan_journal<S: Storage>(storage: &S, segments: Vec<SegmentEntry>)
         scan.mark_slots_damaged += MarkSlot::damaged_slots(segment.bytes());
         // Nothing is ever written after the last record of a sealed segment: the writer
         // rolled over because the next record did not fit.
-        if !is_last && scan.damage.is_none() {
-            if let Some(stray) = last_nonzero(segment.bytes(), cursor.offset) {
-                scan.damage = Some(Damage {
-                    segment: index,
-                    offset: stray,
-                    sequence: cursor.next_sequence,
-                    reason: DamageReason::NonZeroAfterLastRecord,
-                    tail_candidate: false,
-                });
-            }
+        if !is_last
+            && scan.damage.is_none()
+            && let Some(stray) = last_nonzero(segment.bytes(), cursor.offset)
+        {
+            scan.damage = Some(Damage {
+                segment: index,
+                offset: stray,
+                sequence: cursor.next_sequence,
+                reason: DamageReason::NonZeroAfterLastRecord,
+                tail_candidate: false,
+            });
         }
         if is_last {
             scan.last_header = Some(header);
@@ -249,7 +250,10 @@ pub(crate) struct Recovered<F> {
     pub report: RecoveryReport,
 }
 
-pub(crate) fn recover<S: Storage>(storage: &S, options: &RecoverOptions) -> Result<Recovered<S::Segment>, JournalError> {
+pub(crate) fn recover<S: Storage>(
+    storage: &S,
+    options: &RecoverOptions,
+) -> Result<Recovered<S::Segment>, JournalError> {
     let temporaries_removed = remove_temporaries(storage, options.hook)?;
     let segments = list_segments(storage)?;
     let mut recovered = if segments.is_empty() {
@@ -302,8 +306,12 @@ fn start_empty<S: Storage>(storage: &S, options: &RecoverOptions) -> Result<Reco
     let header = new_header(first_sequence, options.segment_bytes, options.genesis_chain);
     let durable = first_sequence - 1;
     let active = create_segment(storage, header, durable, options.hook)?;
-    let report =
-        RecoveryReport { first_sequence, last_sequence: durable, recorded_durable_mark: durable, ..RecoveryReport::default() };
+    let report = RecoveryReport {
+        first_sequence,
+        last_sequence: durable,
+        recorded_durable_mark: durable,
+        ..RecoveryReport::default()
+    };
     Ok(Recovered {
         segments: vec![first_sequence],
         active,
@@ -343,7 +351,8 @@ fn cut_torn_tail<S: Storage>(
         });
     }
     let name = scan.segments[end_index].name.clone();
-    let (active, capacity, bytes_discarded) = reopen_and_clean(storage, &name, &header, end.offset, last_sequence, mark, hook)?;
+    let (active, capacity, bytes_discarded) =
+        reopen_and_clean(storage, &name, &header, end.offset, last_sequence, mark, hook)?;
     let torn_tail = (bytes_discarded > 0 || scan.damage.is_some()).then(|| TornTail {
         segment: name,
         offset: end.offset as u64,

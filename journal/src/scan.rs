@@ -84,10 +84,8 @@ impl ParsedRecord {
 /// Parses and verifies the record at `cursor`. `Ok(None)` is a clean end of the segment's
 /// records: an all-zero header (pre-allocated space) or no room left for a header.
 pub(crate) fn parse_next(bytes: &[u8], cursor: &Cursor) -> Result<Option<ParsedRecord>, DamageReason> {
-    let Some(header_bytes) = cursor
-        .offset
-        .checked_add(RECORD_HEADER_BYTES)
-        .and_then(|end| bytes.get(cursor.offset..end))
+    let Some(header_bytes) =
+        cursor.offset.checked_add(RECORD_HEADER_BYTES).and_then(|end| bytes.get(cursor.offset..end))
     else {
         return Ok(None);
     };
@@ -97,7 +95,8 @@ pub(crate) fn parse_next(bytes: &[u8], cursor: &Cursor) -> Result<Option<ParsedR
     let header_array: &[u8; RECORD_HEADER_BYTES] =
         header_bytes.try_into().map_err(|_| DamageReason::SegmentTooShort)?;
     let header = RecordHeader::decode(header_array)?;
-    let payload_bytes = usize::try_from(header.payload_bytes).map_err(|_| DamageReason::LengthOutOfBounds(header.payload_bytes))?;
+    let payload_bytes =
+        usize::try_from(header.payload_bytes).map_err(|_| DamageReason::LengthOutOfBounds(header.payload_bytes))?;
     let payload_start = cursor.offset + RECORD_HEADER_BYTES;
     let payload_end = payload_start.checked_add(payload_bytes);
     let end = record_bytes(payload_bytes).and_then(|total| cursor.offset.checked_add(total));

@@ -40,7 +40,12 @@ pub fn abort_on_flush_failure(failure: &FlushFailure) -> ! {
 }
 
 /// Syncs `range` of `segment`, or hands the failure to `hook`.
-pub(crate) fn sync_or_stop<F: SegmentFile>(segment: &mut F, range: Range<usize>, path: PathBuf, hook: FlushFailureHook) {
+pub(crate) fn sync_or_stop<F: SegmentFile>(
+    segment: &mut F,
+    range: Range<usize>,
+    path: PathBuf,
+    hook: FlushFailureHook,
+) {
     if let Err(error) = segment.sync(range) {
         hook(&FlushFailure { path, error });
     }
@@ -93,9 +98,7 @@ pub(crate) fn create_segment<S: Storage>(
         }
     }
     sync_or_stop(&mut segment, 0..SEGMENT_PREFIX_BYTES, path(), hook);
-    storage
-        .rename(&temporary, &name)
-        .map_err(|error| JournalError::io(storage.path_of(&name), error))?;
+    storage.rename(&temporary, &name).map_err(|error| JournalError::io(storage.path_of(&name), error))?;
     if let Err(error) = storage.sync_dir() {
         hook(&FlushFailure { path: storage.path_of(&name), error });
     }
@@ -126,7 +129,5 @@ pub(crate) fn zero_tail<F: SegmentFile>(segment: &mut F, from: usize) -> io::Res
 
 /// The segment size recorded in a header, as a usize no smaller than the prefix.
 pub(crate) fn segment_capacity(header: &SegmentHeader) -> Option<usize> {
-    usize::try_from(header.segment_bytes)
-        .ok()
-        .filter(|&bytes| bytes >= SEGMENT_PREFIX_BYTES.max(SEGMENT_HEADER_BYTES))
+    usize::try_from(header.segment_bytes).ok().filter(|&bytes| bytes >= SEGMENT_PREFIX_BYTES.max(SEGMENT_HEADER_BYTES))
 }

@@ -53,7 +53,8 @@ impl MemStorage {
     /// An independent copy of this disk (cache and durable images).
     pub fn fork(&self) -> MemStorage {
         let disk = self.disk();
-        let copy = Disk { names: disk.names.clone(), inodes: disk.inodes.clone(), syncs_done: 0, fail_sync_after: None };
+        let copy =
+            Disk { names: disk.names.clone(), inodes: disk.inodes.clone(), syncs_done: 0, fail_sync_after: None };
         MemStorage { disk: Arc::new(Mutex::new(copy)) }
     }
 
@@ -92,7 +93,7 @@ impl MemStorage {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                if state % 2 == 0 {
+                if state.is_multiple_of(2) {
                     let sector = file.cache[start..end].to_vec();
                     file.durable[start..end].copy_from_slice(&sector);
                 }

@@ -168,9 +168,7 @@ impl SnapshotStore {
     }
 
     fn sync_dir(&self) -> Result<(), JournalError> {
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|error| JournalError::io(&self.dir, error))
+        File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(|error| JournalError::io(&self.dir, error))
     }
 }
 

@@ -16,8 +16,9 @@ pub enum FlushMethod {
     #[default]
     Fdatasync,
     /// Record bytes are staged in memory and written with `pwrite` plus a linked
-    /// `fdatasync` through io_uring, instead of through the mapping.
-    #[cfg(feature = "io-uring")]
+    /// `fdatasync` through io_uring, instead of through the mapping. Needs the cargo
+    /// feature `io-uring` and a kernel that allows it; otherwise [`crate::FileStorage`]
+    /// falls back to `Fdatasync` and says why on stderr.
     IoUring,
 }
 

@@ -21,9 +21,7 @@ const EXTENTS_PER_SUBMISSION_MAX: usize = RING_ENTRIES as usize - 1;
 pub fn probe() -> Result<(), String> {
     let ring = IoUring::new(RING_ENTRIES).map_err(|error| format!("io_uring_setup: {error}"))?;
     let mut probe = Probe::new();
-    ring.submitter()
-        .register_probe(&mut probe)
-        .map_err(|error| format!("io_uring probe: {error}"))?;
+    ring.submitter().register_probe(&mut probe).map_err(|error| format!("io_uring probe: {error}"))?;
     if !probe.is_supported(opcode::Write::CODE) || !probe.is_supported(opcode::Fsync::CODE) {
         return Err("kernel lacks IORING_OP_WRITE or IORING_OP_FSYNC".to_string());
     }

@@ -62,7 +62,7 @@ impl JournalConfig {
     }
 
     fn validate(&self) -> Result<(), JournalError> {
-        if self.segment_bytes % 4096 != 0 || self.segment_bytes < 2 * SEGMENT_PREFIX_BYTES {
+        if !self.segment_bytes.is_multiple_of(4096) || self.segment_bytes < 2 * SEGMENT_PREFIX_BYTES {
             return Err(JournalError::InvalidConfig("segment_bytes must be a multiple of 4096 and at least 8192"));
         }
         if u32::try_from(self.payload_bytes_max).is_err() {
@@ -166,7 +166,13 @@ impl<S: Storage + Clone> Journal<S> {
         write_or_stop(&mut self.active, offset, &header, path, hook);
         write_or_stop(&mut self.active, offset + RECORD_HEADER_BYTES, payload, path, hook);
         if padding > 0 {
-            write_or_stop(&mut self.active, offset + total - padding, &[0u8; RECORD_ALIGN_BYTES][..padding], path, hook);
+            write_or_stop(
+                &mut self.active,
+                offset + total - padding,
+                &[0u8; RECORD_ALIGN_BYTES][..padding],
+                path,
+                hook,
+            );
         }
         self.end.offset = offset + total;
         self.end.next_sequence = sequence + 1;
@@ -261,10 +267,10 @@ impl<S: Storage + Clone> Journal<S> {
             removed.push(name);
         }
         self.segments.drain(..covered);
-        if !removed.is_empty() {
-            if let Err(error) = self.storage.sync_dir() {
-                (self.hook)(&FlushFailure { path: self.storage.path_of(""), error });
-            }
+        if !removed.is_empty()
+            && let Err(error) = self.storage.sync_dir()
+        {
+            (self.hook)(&FlushFailure { path: self.storage.path_of(""), error });
         }
         Ok(removed)
     }

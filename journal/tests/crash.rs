@@ -190,4 +190,3 @@ fn flush_failure_at_every_sync_point_leaves_exactly_the_flushed_records() {
         assert_eq!(journal.last_chain(), chains[report.last_sequence as usize]);
     }
 }
-

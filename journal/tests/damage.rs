@@ -92,7 +92,7 @@ fn damage_in_a_sealed_segment_is_corrupt_with_its_position() {
         }
         other => panic!("expected Corrupt, got {other}"),
     }
-    let verified = verify_on(&storage).err().expect("verify must report it too");
+    let verified = verify_on(&storage).expect_err("verify must report it too");
     assert!(matches!(verified, JournalError::Corrupt { .. }));
 }
 
@@ -109,7 +109,7 @@ fn a_valid_record_copied_to_the_wrong_place_is_caught_by_sequence_and_chain() {
     damaged[first + length..first + 2 * length].copy_from_slice(&copy);
     storage.set_image(&names[0], images[0].clone());
     storage.set_image(&names[1], damaged);
-    let verified = verify_on(&storage).err().expect("a misdirected record below the mark is corrupt");
+    let verified = verify_on(&storage).expect_err("a misdirected record below the mark is corrupt");
     let JournalError::Corrupt { reason, .. } = verified else { panic!("expected Corrupt") };
     assert!(matches!(reason, DamageReason::BelowDurableMark { .. }), "{reason}");
 }

@@ -46,7 +46,7 @@ fn msync_journal_survives_reopen() {
     write_and_reopen(FlushMethod::Msync);
 }
 
-#[cfg(feature = "io-uring")]
+/// With the feature and a willing kernel this runs io_uring; otherwise the fallback.
 #[test]
 fn io_uring_journal_survives_reopen() {
     write_and_reopen(FlushMethod::IoUring);
@@ -66,7 +66,8 @@ fn truncated_last_segment_file_is_regrown_and_its_torn_tail_reported() {
     drop(journal);
     // Cut into record 55, above the recorded mark (40), as a torn write would.
     let segment = dir.path().join("00000000000000000001.seg");
-    let ends: usize = (1..55).map(|sequence| tally_journal::record_bytes(test_record(sequence).payload.len()).expect("size")).sum();
+    let ends: usize =
+        (1..55).map(|sequence| tally_journal::record_bytes(test_record(sequence).payload.len()).expect("size")).sum();
     let cut = (tally_journal::SEGMENT_PREFIX_BYTES + ends + 20) as u64;
     std::fs::OpenOptions::new().write(true).open(&segment).expect("open").set_len(cut).expect("truncate");
     let (mut journal, report) = Journal::open(&config).expect("a torn tail is tolerated");
@@ -92,7 +93,10 @@ fn dump_reads_every_record_of_a_closed_journal() {
     while let Some(record) = dump.next_record().expect("sound") {
         count += 1;
         let written = test_record(record.sequence);
-        assert_eq!((record.operation, record.timestamp, record.payload), (written.operation, written.timestamp, &written.payload[..]));
+        assert_eq!(
+            (record.operation, record.timestamp, record.payload),
+            (written.operation, written.timestamp, &written.payload[..])
+        );
     }
     assert_eq!(count, 500);
 }

@@ -34,10 +34,7 @@ fn losing_the_newest_segment_file_is_detected_by_the_seal() {
     let names = segment_names(&storage);
     storage.remove(&names[names.len() - 1]).expect("remove");
     let error = recover(&storage, &config).err().expect("must refuse");
-    assert!(
-        matches!(error, JournalError::Corrupt { reason: DamageReason::SuccessorMissing, .. }),
-        "{error}"
-    );
+    assert!(matches!(error, JournalError::Corrupt { reason: DamageReason::SuccessorMissing, .. }), "{error}");
 }
 
 #[test]

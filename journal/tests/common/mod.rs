@@ -41,19 +41,28 @@ pub struct TestRecord {
 pub fn test_record(sequence: u64) -> TestRecord {
     let length = (sequence * 37 % 151) as usize;
     let payload = (0..length).map(|index| (sequence as usize * 31 + index * 7) as u8).collect();
-    TestRecord { epoch: 1 + (sequence / 100) as u32, timestamp: 1_000 + sequence * 3, operation: (sequence % 8) as u8 + 1, payload }
+    TestRecord {
+        epoch: 1 + (sequence / 100) as u32,
+        timestamp: 1_000 + sequence * 3,
+        operation: (sequence % 8) as u8 + 1,
+        payload,
+    }
 }
 
 pub fn append_record<S: tally_journal::Storage + Clone>(journal: &mut Journal<S>, sequence: u64) {
     let record = test_record(sequence);
-    let appended = journal
-        .append(record.epoch, record.timestamp, record.operation, &record.payload)
-        .expect("append succeeds");
+    let appended =
+        journal.append(record.epoch, record.timestamp, record.operation, &record.payload).expect("append succeeds");
     assert_eq!(appended, sequence);
 }
 
 /// Writes `count` records, flushing after every `flush_every`, and returns the journal.
-pub fn write_records(storage: &MemStorage, config: &JournalConfig, count: u64, flush_every: u64) -> Journal<MemStorage> {
+pub fn write_records(
+    storage: &MemStorage,
+    config: &JournalConfig,
+    count: u64,
+    flush_every: u64,
+) -> Journal<MemStorage> {
     let (mut journal, _) = Journal::open_on(storage.clone(), config).expect("open fresh journal");
     for sequence in 1..=count {
         append_record(&mut journal, sequence);
@@ -65,15 +74,18 @@ pub fn write_records(storage: &MemStorage, config: &JournalConfig, count: u64, f
 }
 
 /// Opens (recovering) the journal on `storage`.
-pub fn recover(storage: &MemStorage, config: &JournalConfig) -> Result<(Journal<MemStorage>, RecoveryReport), tally_journal::JournalError> {
+pub fn recover(
+    storage: &MemStorage,
+    config: &JournalConfig,
+) -> Result<(Journal<MemStorage>, RecoveryReport), tally_journal::JournalError> {
     Journal::open_on(storage.clone(), config)
 }
 
 /// Reads every record back with an offline reader and checks each against what was
 /// written; returns how many there were.
 pub fn assert_records_match_written(storage: &MemStorage, first: u64) -> u64 {
-    let mut reader = tally_journal::JournalReader::open_on(storage.clone(), first, ReadLimit::Everything)
-        .expect("open reader");
+    let mut reader =
+        tally_journal::JournalReader::open_on(storage.clone(), first, ReadLimit::Everything).expect("open reader");
     let mut expected = first;
     while let Some(record) = reader.next_record().expect("no damage after recovery") {
         let written = test_record(expected);
@@ -91,7 +103,8 @@ pub fn assert_records_match_written(storage: &MemStorage, first: u64) -> u64 {
 /// Segment file names on `storage`, in order.
 pub fn segment_names(storage: &MemStorage) -> Vec<String> {
     use tally_journal::Storage;
-    let mut names: Vec<String> = storage.list().expect("list").into_iter().filter(|name| name.ends_with(".seg")).collect();
+    let mut names: Vec<String> =
+        storage.list().expect("list").into_iter().filter(|name| name.ends_with(".seg")).collect();
     names.sort();
     names
 }
