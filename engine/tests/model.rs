@@ -12,6 +12,10 @@
 mod plan;
 #[path = "model/reference.rs"]
 mod reference;
+#[path = "model/rules.rs"]
+mod rules;
+#[path = "model/strategy.rs"]
+mod strategy;
 
 use std::collections::BTreeMap;
 
@@ -21,8 +25,9 @@ use tally_codecs::flags::{account as account_flags, filter as filter_flags, tran
 use tally_codecs::{Account, AccountFilter, EventResult, LimitProfile, ResultCode, Transfer};
 use tally_engine::{Ledger, PendingStatus};
 
-use plan::{ACCOUNTS_MAX, Case, FilterPlan, PROFILES_MAX, Planner, Step};
+use plan::{ACCOUNTS_MAX, PROFILES_MAX, Planner, Step};
 use reference::Model;
+use strategy::{Case, FilterPlan};
 
 /// Steps in one generated history; a transfer step holds up to 8 events.
 const STEPS_PER_CASE: std::ops::RangeInclusive<usize> = 50..=150;
@@ -257,7 +262,7 @@ proptest! {
     })]
 
     #[test]
-    fn ledger_matches_reference_model(case in plan::case(STEPS_PER_CASE)) {
+    fn ledger_matches_reference_model(case in strategy::case(STEPS_PER_CASE)) {
         run_case(&case)?;
     }
 }
