@@ -129,7 +129,7 @@ pub enum CliError {
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) | CliError::Node(NodeError::DataDir { .. }) => 2,
+            CliError::Usage(_) | CliError::Node(NodeError::DataDir { .. } | NodeError::Locked { .. }) => 2,
             _ => 1,
         }
     }

@@ -14,6 +14,8 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("data directory {path} is in use by another tally process")]
+    Locked { path: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -6,6 +6,7 @@
 //! DIR/journal/     the journal segments (the inputs; the source of truth)
 //! DIR/snapshots/   snapshot files
 //! DIR/events/      outcomes.log, the derived log of every mutation's results
+//! DIR/LOCK         locked while a node has the directory open
 //! ```
 
 pub mod input_log;
@@ -14,6 +15,7 @@ pub mod outcome_log;
 mod replay;
 mod status;
 
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -65,6 +67,8 @@ pub struct Node {
     pipeline: Pipeline,
     status: StatusSource,
     recovery: Recovery,
+    /// Held until the pipeline (and with it the journal) is gone: fields drop in order.
+    _lock: File,
 }
 
 impl Node {
@@ -72,6 +76,7 @@ impl Node {
     /// starts the pipeline.
     pub fn open(config: &NodeConfig) -> Result<Node, NodeError> {
         let dirs = DataDir::create(&config.data_dir)?;
+        let lock = dirs.lock()?;
         let (journal, report) = Journal::open(&JournalConfig::new(&dirs.journal))?;
         if let Some(torn) = &report.torn_tail {
             eprintln!(
@@ -97,7 +102,7 @@ impl Node {
         };
         let pipeline = Pipeline::start(pipeline_config, ledger, Box::new(input_log), Box::new(outcomes));
         let status = StatusSource::new(pipeline.stats(), last_sequence, durable_sequence, Instant::now());
-        Ok(Node { pipeline, status, recovery })
+        Ok(Node { pipeline, status, recovery, _lock: lock })
     }
 
     /// A handle for submitting requests: [`Submitter::execute`] is the blocking,
@@ -123,6 +128,7 @@ impl Node {
 
 /// The paths of a data directory.
 struct DataDir {
+    root: PathBuf,
     journal: PathBuf,
     outcomes: PathBuf,
 }
@@ -135,6 +141,23 @@ impl DataDir {
         for dir in [&journal, &snapshots, &events] {
             std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir { path: dir.clone(), source })?;
         }
-        Ok(DataDir { journal, outcomes: events.join("outcomes.log") })
+        Ok(DataDir { root: root.to_path_buf(), journal, outcomes: events.join("outcomes.log") })
+    }
+
+    /// Locks the directory for this process: two writers on one journal would corrupt
+    /// it. The kernel drops the lock when the process ends, however it ends.
+    fn lock(&self) -> Result<File, NodeError> {
+        let path = self.root.join("LOCK");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| NodeError::DataDir { path: path.clone(), source })?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(TryLockError::WouldBlock) => Err(NodeError::Locked { path: self.root.clone() }),
+            Err(TryLockError::Error(source)) => Err(NodeError::DataDir { path, source }),
+        }
     }
 }

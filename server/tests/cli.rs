@@ -203,6 +203,14 @@ fn bad_arguments_exit_2_with_a_message() {
         assert!(stderr.contains(expected), "tally {args:?}: expected {expected:?} in {stderr}");
         assert!(!stderr.contains("panicked"), "tally {args:?}: {stderr}");
     }
+    // A data directory another process has open is refused.
+    let mut running = Exec::start(std::path::Path::new(data));
+    running.ask(r#"{"op": "lookup_accounts", "ids": [1]}"#);
+    let output = Command::new(TALLY).args(["exec", "--data", data]).stdin(Stdio::null()).output().expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("in use"));
+    running.finish();
+
     // A node that is not there is a failure, not a usage error.
     let output = Command::new(TALLY).args(["status", "--addr", &free_address().to_string()]).output().expect("runs");
     assert_eq!(output.status.code(), Some(1));

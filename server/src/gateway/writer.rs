@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender};
 use tally_codecs::wire::{ErrorCode, Reply, encode_error_reply};
@@ -19,9 +20,17 @@ pub enum Outgoing {
     Close,
 }
 
+/// How long one reply may wait for a client that does not read. Past it the client is
+/// taken to be stuck and is disconnected, so that its connection's threads and buffers are
+/// freed; until then the reply stage never waits for it (replies queue here).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Writes queued frames until [`Outgoing::Close`]. After a failed write the connection is
 /// shut down (so its reader stops too) and the rest is dropped, but slots are still freed.
 pub fn run(mut stream: TcpStream, queue: Receiver<Outgoing>, in_flight: Arc<InFlight>) {
+    // Without the timeout (it cannot fail on a connected socket) a stuck client would only
+    // hold its own connection.
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut broken = false;
     for outgoing in queue {
         let Outgoing::Frame { bytes, slot } = outgoing else { break };
