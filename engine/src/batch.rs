@@ -31,15 +31,15 @@ pub(crate) fn apply_batch<E>(
             ledger.expire_due(event_timestamp);
             if linked {
                 chain_start = Some(index);
-                chain_failed = false;
                 ledger.start_chain();
             }
         }
 
-        let code = if chain_failed {
-            ResultCode::LinkedEventFailed
-        } else if linked && index + 1 == events.len() {
+        let last = index + 1 == events.len();
+        let code = if linked && last {
             ResultCode::LinkedEventChainOpen
+        } else if chain_failed {
+            ResultCode::LinkedEventFailed
         } else {
             apply_one(ledger, event, event_timestamp)
         };
@@ -53,11 +53,14 @@ pub(crate) fn apply_batch<E>(
                 earlier.status = ResultCode::LinkedEventFailed as u32;
             }
         }
-        if !linked || index + 1 == events.len() {
+        if !linked || last {
             if !chain_failed {
                 ledger.commit_chain();
             }
             chain_start = None;
+            chain_failed = false;
+            // Deadlines that passed while the chain was open are released right after it.
+            ledger.expire_due(event_timestamp);
         }
     }
     debug_assert!(!ledger.recording && ledger.undo.is_empty());

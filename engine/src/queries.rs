@@ -79,6 +79,7 @@ impl Selection {
             limit: (filter.limit as usize).min(QUERY_ROWS_MAX),
         };
         let valid = filter.flags & !filter_flags::KNOWN == 0
+            && filter.reserved == [0; 24]
             && (selection.debits || selection.credits)
             && selection.limit > 0
             && selection.timestamp_min <= selection.timestamp_max;

@@ -130,9 +130,18 @@ impl Ledger {
         let mut amount = transfer.amount;
         if transfer.has(flags::BALANCING_DEBIT) {
             let account = &self.accounts[debit as usize];
-            let ceiling = account.credits_posted.saturating_add(self.overdraft_of(debit));
             let used = account.debits_pending.saturating_add(account.debits_posted);
-            amount = amount.min(ceiling.saturating_sub(used));
+            let overdraft = self.overdraft_of(debit);
+            // credits_posted + overdraft − used, computed without losing the exact value
+            // when credits_posted + overdraft alone would not fit a u128.
+            let available = if account.credits_posted >= used {
+                (account.credits_posted - used).checked_add(overdraft)
+            } else {
+                Some(overdraft.saturating_sub(used - account.credits_posted))
+            };
+            if let Some(available) = available {
+                amount = amount.min(available);
+            }
         }
         if transfer.has(flags::BALANCING_CREDIT) {
             let account = &self.accounts[credit as usize];
