@@ -18,6 +18,11 @@ pub const IN_FLIGHT_MAX_DEFAULT: usize = 4;
 /// The most requests in flight a client may be configured with: the node reads no more
 /// than 64 requests ahead per connection.
 pub const IN_FLIGHT_MAX: usize = 64;
+/// Bounds on every configured duration: a zero timeout would retry in a tight loop (and
+/// a zero connect timeout is an error), and deadlines far in the future must still be
+/// representable as an `Instant`.
+const DURATION_MIN: Duration = Duration::from_millis(1);
+const DURATION_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -43,6 +48,18 @@ impl ClientConfig {
             in_flight_max: IN_FLIGHT_MAX_DEFAULT,
             client_id: random_client_id(),
         }
+    }
+}
+
+impl ClientConfig {
+    /// The same settings, each within its bounds.
+    pub(crate) fn clamped(mut self) -> ClientConfig {
+        let clamp = |duration: Duration| duration.clamp(DURATION_MIN, DURATION_MAX);
+        self.request_timeout = clamp(self.request_timeout);
+        self.give_up_after = clamp(self.give_up_after);
+        self.connect_timeout = clamp(self.connect_timeout);
+        self.in_flight_max = self.in_flight_max.clamp(1, IN_FLIGHT_MAX);
+        self
     }
 }
 

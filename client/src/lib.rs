@@ -69,11 +69,13 @@ impl Client {
         Client::with_config(ClientConfig::new(addresses))
     }
 
-    pub fn with_config(mut config: ClientConfig) -> Result<Client, ClientError> {
+    /// Connects with explicit settings; durations and `in_flight_max` are brought within
+    /// their bounds.
+    pub fn with_config(config: ClientConfig) -> Result<Client, ClientError> {
         if config.addresses.is_empty() {
             return Err(ClientError::NoAddresses);
         }
-        config.in_flight_max = config.in_flight_max.clamp(1, config::IN_FLIGHT_MAX);
+        let config = config.clamped();
         let (events, received) = unbounded();
         let mut batcher = Batcher::new(config, received, events.clone());
         batcher.connect_first()?;
