@@ -181,8 +181,12 @@ fn node_config(args: &NodeArgs) -> NodeConfig {
 fn open_node(args: &NodeArgs) -> Result<Node, CliError> {
     let node = Node::open(&node_config(args))?;
     let recovery = node.recovery();
+    let from = match recovery.snapshot_sequence {
+        0 => "the journal".to_owned(),
+        sequence => format!("the snapshot at sequence {sequence} and the journal after it"),
+    };
     eprintln!(
-        "tally: recovered {} journal records (last sequence {}), state hash {:#034x}",
+        "tally: recovered from {from}: {} records replayed, last sequence {}, state hash {:#034x}",
         recovery.records_replayed, recovery.last_sequence, recovery.state_hash
     );
     Ok(node)

@@ -24,6 +24,12 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Journal(#[from] tally_journal::JournalError),
+    #[error("snapshot covering sequence {sequence} is refused: {source}")]
+    Snapshot {
+        sequence: u64,
+        #[source]
+        source: tally_engine::ImageError,
+    },
     #[error("journal record {sequence} cannot be replayed: {source}")]
     Replay {
         sequence: u64,

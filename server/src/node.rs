@@ -13,15 +13,18 @@ pub mod input_log;
 pub mod journal_codec;
 pub mod outcome_log;
 mod replay;
+mod snapshots;
 mod status;
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tally_engine::Ledger;
 use tally_engine::pipeline::{Durability, Pipeline, PipelineConfig, Submitter, Wait};
-use tally_journal::{Journal, JournalConfig};
+use tally_journal::{Journal, JournalConfig, SnapshotStore};
 
 use self::input_log::JournalInputLog;
 use self::outcome_log::OutcomeFile;
@@ -54,7 +57,9 @@ impl NodeConfig {
 /// What recovery did at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Recovery {
-    /// Journal records applied on top of the (empty) starting state.
+    /// The last journal sequence the snapshot loaded at start covers (0: no snapshot).
+    pub snapshot_sequence: u64,
+    /// Journal records applied on top of the snapshot (or the empty ledger).
     pub records_replayed: u64,
     /// The journal's last sequence after recovery.
     pub last_sequence: u64,
@@ -67,6 +72,8 @@ pub struct Node {
     pipeline: Pipeline,
     status: StatusSource,
     recovery: Recovery,
+    snapshots: SnapshotStore,
+    last_sequence: Arc<AtomicU64>,
     /// Held until the pipeline (and with it the journal) is gone: fields drop in order.
     _lock: File,
 }
@@ -77,7 +84,11 @@ impl Node {
     pub fn open(config: &NodeConfig) -> Result<Node, NodeError> {
         let dirs = DataDir::create(&config.data_dir)?;
         let lock = dirs.lock()?;
-        let (journal, report) = Journal::open(&JournalConfig::new(&dirs.journal))?;
+        let snapshots = SnapshotStore::open(&dirs.snapshots)?;
+        let restored = snapshots::load(&snapshots)?;
+        let journal_config =
+            JournalConfig { snapshot_sequence: restored.sequence, ..JournalConfig::new(&dirs.journal) };
+        let (journal, report) = Journal::open(&journal_config)?;
         if let Some(torn) = &report.torn_tail {
             eprintln!(
                 "tally: journal recovery cut a torn tail of {} bytes in {} at offset {}",
@@ -86,10 +97,14 @@ impl Node {
         }
         let (sequences, sequences_received) = crossbeam::channel::unbounded();
         let mut outcomes = OutcomeFile::open(&dirs.outcomes, report.last_sequence, sequences_received)?;
-        let mut ledger = Ledger::new();
+        let mut ledger = restored.ledger;
         let records_replayed = replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes)?;
-        let recovery =
-            Recovery { records_replayed, last_sequence: journal.last_sequence(), state_hash: ledger.state_hash() };
+        let recovery = Recovery {
+            snapshot_sequence: restored.sequence,
+            records_replayed,
+            last_sequence: journal.last_sequence(),
+            state_hash: ledger.state_hash(),
+        };
 
         let durable_sequence = journal.durable_mark();
         let input_log = JournalInputLog::new(journal, sequences);
@@ -101,8 +116,8 @@ impl Node {
             ..PipelineConfig::default()
         };
         let pipeline = Pipeline::start(pipeline_config, ledger, Box::new(input_log), Box::new(outcomes));
-        let status = StatusSource::new(pipeline.stats(), last_sequence, durable_sequence, Instant::now());
-        Ok(Node { pipeline, status, recovery, _lock: lock })
+        let status = StatusSource::new(pipeline.stats(), last_sequence.clone(), durable_sequence, Instant::now());
+        Ok(Node { pipeline, status, recovery, snapshots, last_sequence, _lock: lock })
     }
 
     /// A handle for submitting requests: [`Submitter::execute`] is the blocking,
@@ -119,10 +134,20 @@ impl Node {
         self.recovery
     }
 
-    /// Applies everything submitted, stops the pipeline, closes the journal and returns
-    /// the final ledger.
+    /// Applies everything submitted, stops the pipeline, closes the journal, writes a
+    /// snapshot of the final state (a failure is logged: the journal still has it all)
+    /// and returns the final ledger.
     pub fn shutdown(self) -> Ledger {
-        self.pipeline.shutdown()
+        let ledger = self.pipeline.shutdown();
+        // Every journaled input has been applied and nothing else has: the ledger is the
+        // state after the journal's last record.
+        let sequence = self.last_sequence.load(Ordering::Acquire);
+        if sequence > self.recovery.snapshot_sequence
+            && let Err(error) = snapshots::write(&self.snapshots, sequence, &ledger)
+        {
+            eprintln!("tally: no snapshot written at shutdown: {error}");
+        }
+        ledger
     }
 }
 
@@ -130,6 +155,7 @@ impl Node {
 struct DataDir {
     root: PathBuf,
     journal: PathBuf,
+    snapshots: PathBuf,
     outcomes: PathBuf,
 }
 
@@ -141,7 +167,8 @@ impl DataDir {
         for dir in [&journal, &snapshots, &events] {
             std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir { path: dir.clone(), source })?;
         }
-        Ok(DataDir { root: root.to_path_buf(), journal, outcomes: events.join("outcomes.log") })
+        let outcomes = events.join("outcomes.log");
+        Ok(DataDir { root: root.to_path_buf(), journal, snapshots, outcomes })
     }
 
     /// Locks the directory for this process: two writers on one journal would corrupt

@@ -110,7 +110,10 @@ fn exec_answers_json_lines() {
     assert_eq!(ids(&reply, "accounts"), ["1"]);
     exec.finish();
 
-    // A second run over the same directory starts from what the first one wrote.
+    // A second run over the same directory starts from what the first one wrote: the
+    // snapshot its clean shutdown left, and the journal.
+    let snapshots = std::fs::read_dir(data.join("snapshots")).expect("the snapshot directory").count();
+    assert_eq!(snapshots, 1);
     let mut exec = Exec::start(&data);
     let reply = exec.ask(r#"{"op": "lookup_accounts", "ids": [1, 2]}"#);
     assert_eq!(reply["accounts"][0]["debits_posted"], json!("250"));

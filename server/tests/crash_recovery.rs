@@ -31,6 +31,30 @@ fn observe(client: &Client, transfer_ids: &[u128]) -> (Vec<Account>, Vec<Transfe
     (accounts, transfers, state_hash)
 }
 
+fn create_accounts_embedded(data: &std::path::Path) {
+    let accounts: Vec<Account> = (1..=ACCOUNTS).map(account).collect();
+    let line = tally_codecs::json::request_line(&tally_codecs::wire::Request::CreateAccounts(accounts));
+    let mut exec = std::process::Command::new(common::TALLY)
+        .args(["exec", "--data"])
+        .arg(data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tally exec starts");
+    let mut stdin = exec.stdin.take().expect("piped stdin");
+    std::io::Write::write_all(&mut stdin, format!("{line}\n").as_bytes()).expect("write the request");
+    drop(stdin);
+    let output = exec.wait_with_output().expect("tally exec finishes");
+    assert!(output.status.success());
+    let reply = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(reply.matches(r#""status":"created""#).count(), ACCOUNTS as usize, "{reply}");
+}
+
+fn snapshot_count(data: &std::path::Path) -> usize {
+    std::fs::read_dir(data.join("snapshots")).map_or(0, |entries| entries.filter_map(Result::ok).count())
+}
+
 fn assert_all_created(results: &[tally_codecs::EventResult]) {
     for result in results {
         assert_eq!(ResultCode::from_u32(result.status), Some(ResultCode::Created), "{result:?}");
@@ -43,11 +67,14 @@ fn acknowledged_transfers_survive_sigkill() {
     let data = dir.path().join("data");
     let address = free_address();
 
+    // The accounts come from an embedded run that ends cleanly, with a snapshot: the
+    // recoveries below start from it and replay the journal after it.
+    create_accounts_embedded(&data);
+    assert!(snapshot_count(&data) > 0, "a clean shutdown writes a snapshot");
+
     // Phase 1: a quiescent ledger, compared in full across a SIGKILL.
     let server = serve(&data, address);
     let node = client(&[address], Duration::from_secs(10));
-    let accounts: Vec<Account> = (1..=ACCOUNTS).map(account).collect();
-    assert_all_created(&node.create_accounts(&accounts).expect("create accounts"));
     let mut transfer_ids = Vec::new();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..4u128)
