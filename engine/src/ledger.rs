@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, VecDeque};
 use tally_codecs::flags::account as account_flags;
 use tally_codecs::{Account, LimitProfile, Transfer};
 
+use crate::id_index::IdIndex;
 use crate::id_map::{IdMap, id_map_with_capacity};
 use crate::state_hash;
 
@@ -93,7 +94,7 @@ pub struct Ledger {
     /// Balance history, only for accounts created with the `history` flag.
     pub(crate) history: IdMap<u32, Vec<HistoryRow>>,
     pub(crate) transfers: Vec<Transfer>,
-    pub(crate) transfer_index: IdMap<u128, u32>,
+    pub(crate) transfer_index: IdIndex,
     pub(crate) pending: IdMap<u32, PendingState>,
     /// Pending transfers with a timeout, by `(deadline, transfer index)`.
     pub(crate) expiry: BTreeSet<(u64, u32)>,
@@ -125,7 +126,7 @@ impl Ledger {
     pub fn with_capacity(accounts: usize, transfers: usize) -> Ledger {
         let mut ledger = Ledger::with_capacity_untouched(accounts, transfers);
         prefault_map(&mut ledger.account_index, accounts);
-        prefault_map(&mut ledger.transfer_index, transfers);
+        ledger.transfer_index.prefault();
         prefault_vec(&mut ledger.accounts);
         prefault_vec(&mut ledger.transfers);
         ledger
@@ -139,7 +140,7 @@ impl Ledger {
             account_transfers: Vec::with_capacity(accounts),
             history: id_map_with_capacity(0),
             transfers: Vec::with_capacity(transfers),
-            transfer_index: id_map_with_capacity(transfers),
+            transfer_index: IdIndex::with_capacity(transfers),
             pending: id_map_with_capacity(0),
             expiry: BTreeSet::new(),
             profiles: id_map_with_capacity(0),
@@ -285,7 +286,7 @@ impl Ledger {
             self.hash_sum = self.hash_sum.wrapping_sub(state_hash::pending_status(transfer.id, state.status as u8));
             self.expiry.remove(&(state.expires_at, index));
         }
-        self.transfer_index.remove(&transfer.id);
+        self.transfer_index.remove_last_inserted(transfer.id);
         self.hash_sum = self.hash_sum.wrapping_sub(state_hash::transfer(&transfer));
     }
 
@@ -381,8 +382,8 @@ impl Ledger {
     }
 
     pub fn pending_status(&self, id: u128) -> Option<PendingStatus> {
-        let index = self.transfer_index.get(&id)?;
-        self.pending.get(index).map(|state| state.status)
+        let index = self.transfer_index.get(id)?;
+        self.pending.get(&index).map(|state| state.status)
     }
 }
 

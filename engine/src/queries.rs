@@ -17,7 +17,7 @@ impl Ledger {
     /// Appends the transfers found, in the order asked; unknown ids are left out.
     pub fn lookup_transfers(&self, ids: &[u128], out: &mut Vec<Transfer>) {
         out.extend(
-            ids.iter().filter_map(|id| self.transfer_index.get(id)).map(|index| self.transfers[*index as usize]),
+            ids.iter().filter_map(|id| self.transfer_index.get(*id)).map(|index| self.transfers[index as usize]),
         );
     }
 

@@ -91,7 +91,7 @@ impl Ledger {
             let (Some(debit), Some(credit)) = (debit, credit) else {
                 return Err(inconsistent(format!("transfer {} names an unknown account", transfer.id)));
             };
-            if debit == credit || ledger.transfer_index.contains_key(&transfer.id) {
+            if debit == credit || ledger.transfer_index.contains(transfer.id) {
                 return Err(inconsistent(format!("transfer {} is malformed or appears twice", transfer.id)));
             }
             ledger.insert_transfer(transfer, debit, credit);

@@ -44,8 +44,8 @@ impl Ledger {
         if transfer.id == u128::MAX {
             return ResultCode::IdMustNotBeIntMax;
         }
-        if let Some(index) = self.transfer_index.get(&transfer.id) {
-            return transfer_exists(transfer, &self.transfers[*index as usize]);
+        if let Some(index) = self.transfer_index.get(transfer.id) {
+            return transfer_exists(transfer, &self.transfers[index as usize]);
         }
         if !self.failed_transfers.is_empty() && self.failed_transfers.contains_key(&transfer.id) {
             return ResultCode::IdAlreadyFailed;

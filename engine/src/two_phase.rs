@@ -7,7 +7,7 @@ use crate::ledger::{Balances, Ledger, PendingStatus};
 
 impl Ledger {
     pub(crate) fn post_or_void(&mut self, transfer: &Transfer, timestamp: u64) -> ResultCode {
-        let Some(&pending_index) = self.transfer_index.get(&transfer.pending_id) else {
+        let Some(pending_index) = self.transfer_index.get(transfer.pending_id) else {
             return ResultCode::PendingTransferNotFound;
         };
         let pending = self.transfers[pending_index as usize];
