@@ -70,6 +70,11 @@ struct NodeArgs {
     /// How often pending transfers with a timeout are expired.
     #[arg(long, default_value_t = 1000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     tick_interval_ms: u64,
+    /// How often a background replica of the ledger writes a snapshot (0: never; a clean
+    /// `exec` exit still writes one). It doubles the ledger's memory; the business logic
+    /// never pauses for it.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    snapshot_interval_s: u64,
 }
 
 #[derive(Args)]
@@ -174,6 +179,7 @@ fn node_config(args: &NodeArgs) -> NodeConfig {
         durability: args.durability,
         wait: args.wait,
         tick_interval: Duration::from_millis(args.tick_interval_ms),
+        snapshot_interval: (args.snapshot_interval_s > 0).then(|| Duration::from_secs(args.snapshot_interval_s)),
         ..NodeConfig::new(&args.data)
     }
 }

@@ -14,6 +14,7 @@ pub mod journal_codec;
 pub mod outcome_log;
 mod replay;
 mod snapshots;
+mod snapshotter;
 mod status;
 
 use std::fs::{File, TryLockError};
@@ -28,6 +29,7 @@ use tally_journal::{Journal, JournalConfig, SnapshotStore};
 
 use self::input_log::JournalInputLog;
 use self::outcome_log::OutcomeFile;
+use self::snapshotter::{Snapshotter, SnapshotterConfig};
 pub use self::status::StatusSource;
 use crate::error::NodeError;
 
@@ -39,7 +41,13 @@ pub struct NodeConfig {
     pub wait: Wait,
     /// How often a tick input drives pending-transfer expiry.
     pub tick_interval: Duration,
+    /// How often the background snapshotter writes a snapshot; `None`: never (then only
+    /// a clean shutdown writes one).
+    pub snapshot_interval: Option<Duration>,
 }
+
+/// Periodic snapshots by default: a restart then replays minutes of journal, not all of it.
+pub const SNAPSHOT_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
 
 impl NodeConfig {
     /// A node over `data_dir` with `local` durability and the parking wait strategy.
@@ -50,6 +58,7 @@ impl NodeConfig {
             durability: Durability::Local,
             wait: Wait::Parking,
             tick_interval: defaults.tick_interval,
+            snapshot_interval: Some(SNAPSHOT_INTERVAL_DEFAULT),
         }
     }
 }
@@ -69,6 +78,8 @@ pub struct Recovery {
 /// A running node: the pipeline over the recovered ledger. Dropping it stops the
 /// pipeline; [`Node::shutdown`] also hands the ledger back.
 pub struct Node {
+    /// Stopped first: it reads the journal the pipeline writes.
+    snapshotter: Option<Snapshotter>,
     pipeline: Pipeline,
     status: StatusSource,
     recovery: Recovery,
@@ -107,7 +118,17 @@ impl Node {
         };
 
         let durable_sequence = journal.durable_mark();
-        let input_log = JournalInputLog::new(journal, sequences);
+        let (retained_sender, retained_from) = crossbeam::channel::unbounded();
+        let snapshotter = config.snapshot_interval.map(|interval| {
+            Snapshotter::spawn(SnapshotterConfig {
+                journal_dir: dirs.journal.clone(),
+                snapshots_dir: dirs.snapshots.clone(),
+                durable_mark: durable_sequence.clone(),
+                interval,
+                retained_from: retained_sender,
+            })
+        });
+        let input_log = JournalInputLog::new(journal, sequences, Some(retained_from));
         let last_sequence = input_log.last_sequence();
         let pipeline_config = PipelineConfig {
             durability: config.durability,
@@ -117,7 +138,7 @@ impl Node {
         };
         let pipeline = Pipeline::start(pipeline_config, ledger, Box::new(input_log), Box::new(outcomes));
         let status = StatusSource::new(pipeline.stats(), last_sequence.clone(), durable_sequence, Instant::now());
-        Ok(Node { pipeline, status, recovery, snapshots, last_sequence, _lock: lock })
+        Ok(Node { snapshotter, pipeline, status, recovery, snapshots, last_sequence, _lock: lock })
     }
 
     /// A handle for submitting requests: [`Submitter::execute`] is the blocking,
@@ -137,7 +158,9 @@ impl Node {
     /// Applies everything submitted, stops the pipeline, closes the journal, writes a
     /// snapshot of the final state (a failure is logged: the journal still has it all)
     /// and returns the final ledger.
-    pub fn shutdown(self) -> Ledger {
+    pub fn shutdown(mut self) -> Ledger {
+        // One snapshot writer at a time: the background one stops before the final one.
+        drop(self.snapshotter.take());
         let ledger = self.pipeline.shutdown();
         // Every journaled input has been applied and nothing else has: the ledger is the
         // state after the journal's last record.

@@ -229,9 +229,10 @@ impl Pipeline {
         let stats = Arc::new(PipelineStats::default());
         stats.publish(0, 0, &ledger);
         let (ledger_sender, ledger_back) = channel::bounded(1);
+        let resume_after = ledger.last_timestamp();
         let stages = stages::Stages { config: config.clone(), ledger, input_log, outcome_log, stats: stats.clone() };
         let producer = stages.build(ledger_sender);
-        let sequencer = sequencer::spawn(producer, receiver, config.tick_interval);
+        let sequencer = sequencer::spawn(producer, receiver, config.tick_interval, resume_after);
         Pipeline { submitter: Submitter { sender }, stats, sequencer: Some(sequencer), ledger_back }
     }
 

@@ -24,13 +24,16 @@ impl Clock {
     }
 }
 
+/// Starts the sequencer; its timestamps continue after `resume_after`, the recovered
+/// ledger's last one, even if the wall clock has stepped back since.
 pub(crate) fn spawn(
     mut producer: InputProducer,
     receiver: Receiver<Message>,
     tick_interval: Duration,
+    resume_after: u64,
 ) -> JoinHandle<()> {
     let body = move || {
-        let mut clock = Clock { last: 0 };
+        let mut clock = Clock { last: resume_after };
         let mut last_tick = Instant::now();
         loop {
             let until_tick = tick_interval.saturating_sub(last_tick.elapsed());

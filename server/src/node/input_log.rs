@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam::channel::Sender;
+use crossbeam::channel::{Receiver, Sender};
 use tally_engine::pipeline::{Command, Durability, InputLog};
 use tally_journal::Journal;
 
@@ -20,12 +20,28 @@ pub struct JournalInputLog {
     last_sequence: Arc<AtomicU64>,
     /// Sequences of appended requests, for the outcome log (see `OutcomeFile`).
     sequences: Sender<u64>,
+    /// The oldest snapshot kept, from the snapshotter: segments it covers may go.
+    retained_from: Option<Receiver<u64>>,
 }
 
 impl JournalInputLog {
-    pub fn new(journal: Journal, sequences: Sender<u64>) -> JournalInputLog {
+    pub fn new(journal: Journal, sequences: Sender<u64>, retained_from: Option<Receiver<u64>>) -> JournalInputLog {
         let last_sequence = Arc::new(AtomicU64::new(journal.last_sequence()));
-        JournalInputLog { journal: Some(journal), payload: Vec::new(), last_sequence, sequences }
+        JournalInputLog { journal: Some(journal), payload: Vec::new(), last_sequence, sequences, retained_from }
+    }
+
+    /// Deletes the journal segments that the oldest kept snapshot covers entirely.
+    fn remove_covered_segments(&mut self) {
+        let (Some(retained_from), Some(journal)) = (&self.retained_from, self.journal.as_mut()) else { return };
+        let Some(sequence) = retained_from.try_iter().max() else { return };
+        match journal.remove_segments_covered_by(sequence) {
+            Ok(removed) if !removed.is_empty() => {
+                eprintln!("tally: removed {} journal segments covered by snapshot {sequence}", removed.len());
+            }
+            Ok(_) => {}
+            // The segments stay; they cost disk space, not correctness.
+            Err(error) => eprintln!("tally: could not remove journal segments covered by snapshot {sequence}: {error}"),
+        }
     }
 
     /// The last sequence appended (durable or not), for status.
@@ -64,6 +80,7 @@ impl InputLog for JournalInputLog {
             // Aborts the process on failure (the journal's flush-failure hook).
             journal.flush();
         }
+        self.remove_covered_segments();
     }
 }
 

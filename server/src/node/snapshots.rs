@@ -36,13 +36,14 @@ pub fn load(store: &SnapshotStore) -> Result<Restored, NodeError> {
 }
 
 /// Writes a snapshot of `ledger`, which must be the state after journal record `sequence`
-/// and nothing else, then drops the older snapshots beyond [`SNAPSHOTS_KEPT`].
-pub fn write(store: &SnapshotStore, sequence: u64, ledger: &Ledger) -> Result<(), NodeError> {
+/// and nothing else, then drops the older snapshots beyond [`SNAPSHOTS_KEPT`]. Returns the
+/// sequence of the oldest snapshot kept: journal records up to it are no longer needed.
+pub fn write(store: &SnapshotStore, sequence: u64, ledger: &Ledger) -> Result<u64, NodeError> {
     let bytes = ledger
         .to_image()
         .to_bytes()
         .map_err(|error| NodeError::Snapshot { sequence, source: ImageError::from(error) })?;
     store.write(sequence, &bytes)?;
-    store.retain(SNAPSHOTS_KEPT)?;
-    Ok(())
+    let retention = store.retain(SNAPSHOTS_KEPT)?;
+    Ok(retention.kept.iter().copied().min().unwrap_or(sequence))
 }

@@ -41,10 +41,20 @@ impl Drop for TempDir {
     }
 }
 
-/// A loopback address nobody listens on: bound to port 0, then released.
+/// A loopback address nobody listens on. Ports come from a counter below the kernel's
+/// ephemeral range, so two tests of one process never get the same port (two `bind(:0)`
+/// calls can, once the first port is released), and each is checked free before use.
 pub fn free_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port can be bound");
-    listener.local_addr().expect("a bound listener has an address")
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 100) * 100;
+    loop {
+        let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(offset < 10_000, "no free loopback port found");
+        let port = u16::try_from(base + offset % 10_000).expect("ports stay below 32 000");
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().expect("a bound listener has an address");
+        }
+    }
 }
 
 /// `tally serve` as a child process; killed (SIGKILL) when dropped.

@@ -1,0 +1,66 @@
+//! Periodic snapshots from the background replica: they appear while the node runs, and a
+//! node killed afterwards restarts from one, with the same state.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use tally_codecs::{ResultCode, Transfer};
+
+use common::{ServerProcess, TempDir, account, client, free_address, transfer};
+
+const ACCOUNTS: u128 = 16;
+
+fn serve(data: &std::path::Path, address: std::net::SocketAddr) -> ServerProcess {
+    let args = ["--durability", "local", "--tick-interval-ms", "3600000", "--snapshot-interval-s", "1"];
+    ServerProcess::start(data, address, &args)
+}
+
+fn snapshot_files(data: &std::path::Path) -> usize {
+    std::fs::read_dir(data.join("snapshots")).map_or(0, |entries| {
+        entries.filter_map(Result::ok).filter(|entry| entry.path().extension().is_some_and(|ext| ext == "snap")).count()
+    })
+}
+
+fn batch(first_id: u128, count: u128) -> Vec<Transfer> {
+    (first_id..first_id + count)
+        .map(|id| transfer(id, 1 + id % ACCOUNTS, 1 + (id + 1) % ACCOUNTS, id % 97 + 1))
+        .collect()
+}
+
+#[test]
+fn node_restarts_from_a_periodic_snapshot_with_the_same_state() {
+    let dir = TempDir::new("periodic-snapshot");
+    let data = dir.path().join("data");
+    let address = free_address();
+    let server = serve(&data, address);
+    let node = client(&[address], Duration::from_secs(20));
+    let accounts: Vec<_> = (1..=ACCOUNTS).map(account).collect();
+    assert!(node.create_accounts(&accounts).expect("create accounts").iter().all(|r| r.status == 0));
+    let results = node.create_transfers(&batch(1, 2_000)).expect("create transfers");
+    assert!(results.iter().all(|result| ResultCode::from_u32(result.status) == Some(ResultCode::Created)));
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while snapshot_files(&data) == 0 {
+        assert!(Instant::now() < deadline, "no periodic snapshot appeared:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // More inputs after the snapshot: the restart must replay them on top of it.
+    let results = node.create_transfers(&batch(10_000, 500)).expect("create more transfers");
+    assert!(results.iter().all(|result| ResultCode::from_u32(result.status) == Some(ResultCode::Created)));
+    let ids: Vec<u128> = (1..=ACCOUNTS).collect();
+    let before = (node.lookup_accounts(&ids).expect("lookup"), node.status().expect("status").state_hash);
+    drop(node);
+    server.kill();
+
+    let server = serve(&data, address);
+    // The listener is bound before recovery runs, so the recovery line may come a little later.
+    let node = client(&[address], Duration::from_secs(20));
+    node.status().expect("the restarted node answers");
+    let log = server.log();
+    assert!(log.contains("recovered from the snapshot at sequence"), "the restart used a snapshot:\n{log}");
+    drop(node);
+    let node = client(&[address], Duration::from_secs(20));
+    let after = (node.lookup_accounts(&ids).expect("lookup"), node.status().expect("status").state_hash);
+    assert_eq!(before, after, "the restarted node has the same balances and state hash");
+}
