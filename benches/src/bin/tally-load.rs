@@ -1,0 +1,505 @@
+//! tally-load: the end-to-end harness. It starts real nodes and measures them:
+//!
+//! - `ledger`: the raw apply rate of `Ledger::create_transfers`, no pipeline (baseline);
+//! - `in-process`: full batches through an in-process node's pipeline (`Submitter`), no TCP;
+//! - `tcp`: full batches as raw frames over TCP to a `tally serve` child process;
+//! - `client`: the same through `tally-client`, with as many calling threads as requests in flight;
+//! - `open-loop`: single-transfer requests at fixed offered rates, latency measured from
+//!   each request's intended send time (coordinated omission corrected).
+//!
+//! Build and run (the node binary must be built in the same profile):
+//!
+//! ```text
+//! cargo build --release -p tally -p tally-bench
+//! target/release/tally-load [--phases tcp,open-loop] [--durability none,local] …
+//! ```
+//!
+//! Every node gets a fresh data directory under `--work-dir` (default `/var/tmp`), which
+//! must be on a disk, not tmpfs. Results are Markdown tables on stdout; progress on stderr.
+
+#[path = "../load/mod.rs"]
+mod load;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use tally::{Node, NodeConfig};
+use tally_bench::workload::{self, Distribution, TransferGenerator};
+use tally_codecs::wire::{Reply, Request};
+use tally_codecs::{Account, Transfer};
+use tally_engine::Ledger;
+use tally_engine::pipeline::{Durability, Wait};
+
+use load::batches::{self, BatchRun};
+use load::cpu::{Cpu, QuietPolicy, sampled, until_quiet};
+use load::node::{JournalBytes, NodeOptions, NodeProcess, RunDir, disk_file_system, journal_bytes};
+use load::open_loop::{self, OpenLoopConfig};
+use load::report::{self, quantiles};
+use load::wire::{self, Tally};
+
+/// The longest a measured open-loop rate may run, so that a typo cannot start an hour.
+const RATE_SECONDS_MAX: f64 = 600.0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    Ledger,
+    InProcess,
+    Tcp,
+    Client,
+    OpenLoop,
+}
+
+/// Measures a Tally node end to end: throughput of full batches and open-loop latency.
+///
+/// Phases: `ledger` (the ledger alone, no pipeline), `in-process` (the pipeline through
+/// `Submitter`, no TCP), `tcp` (raw frames to a `tally serve` child process), `client`
+/// (the same through tally-client), `open-loop` (single-transfer requests at fixed rates,
+/// latency from each request's intended send time). Results are Markdown on stdout.
+#[derive(Parser)]
+#[command(name = "tally-load", version)]
+struct Args {
+    /// Phases to run, in this order whatever order they are given in.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ledger,in-process,tcp,client,open-loop")]
+    phases: Vec<Phase>,
+    /// Durability policies to run each node phase with.
+    #[arg(long, value_delimiter = ',', default_value = "none,local", value_name = "none|local,…")]
+    durability: Vec<Durability>,
+    /// Accounts created before the transfers (at least 2: a transfer needs two).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2..=100_000_000))]
+    accounts: u64,
+    /// Transfers pushed in the throughput phases, uniform over the accounts.
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    transfers: u64,
+    /// Transfers per request in the throughput phases.
+    #[arg(long, default_value_t = 8189, value_parser = clap::value_parser!(u64).range(1..=8189))]
+    batch: u64,
+    /// Requests in flight in the throughput phases; each phase runs once per value (the
+    /// node reads at most 64 ahead per connection).
+    #[arg(long, value_delimiter = ',', default_value = "4", value_parser = clap::value_parser!(u64).range(1..=64))]
+    in_flight: Vec<u64>,
+    /// Offered rates of the open-loop phase, in single-transfer requests per second.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,50000",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    rates: Vec<u64>,
+    /// Measured seconds per open-loop rate.
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
+    rate_seconds: f64,
+    /// Seconds sent at each rate before measuring.
+    #[arg(long, default_value_t = 1.0, value_parser = seconds_or_zero)]
+    warmup_seconds: f64,
+    /// Connections the open-loop requests are spread over (the node reads at most 64
+    /// requests ahead per connection).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    connections: u64,
+    /// How the node's pipeline threads wait.
+    #[arg(long, default_value = "parking", value_name = "parking|busy-spin")]
+    wait: Wait,
+    /// Snapshot interval of the nodes (0: no periodic snapshots, so no background replica
+    /// applying the journal a second time); by default the node's own default.
+    #[arg(long, value_name = "SECONDS")]
+    snapshot_interval_s: Option<u64>,
+    /// The `tally` binary; by default the one next to this program.
+    #[arg(long, value_name = "PATH")]
+    tally_bin: Option<PathBuf>,
+    /// Where the nodes' data directories go; must be a disk, not tmpfs.
+    #[arg(long, default_value = "/var/tmp", value_name = "DIR")]
+    work_dir: PathBuf,
+    /// Seed of the account picker.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Keep the data directories (and node logs) instead of removing them.
+    #[arg(long)]
+    keep: bool,
+    /// A measurement during which the rest of the machine (other processes) kept more than
+    /// this share of one core busy, in percent, is taken again, up to `--attempts` times.
+    #[arg(long, default_value_t = 10.0, value_parser = percent)]
+    other_load_max: f64,
+    /// How many times a measurement may be taken because of other load; the last is kept.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=10))]
+    attempts: u64,
+}
+
+impl Args {
+    fn quiet(&self) -> QuietPolicy {
+        QuietPolicy { other_load_max_percent: self.other_load_max, attempts: self.attempts }
+    }
+
+    /// What `tally serve` is told besides its data directory, address and durability.
+    fn node_options(&self) -> NodeOptions {
+        NodeOptions { wait: self.wait, snapshot_interval_s: self.snapshot_interval_s }
+    }
+}
+
+fn percent(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=200.0).contains(&value) => Ok(value),
+        _ => Err("expected a percentage of one core, 0 to 200".to_owned()),
+    }
+}
+
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value > 0.0 && value <= RATE_SECONDS_MAX => Ok(value),
+        _ => Err(format!("expected seconds above 0 and at most {RATE_SECONDS_MAX}")),
+    }
+}
+
+fn seconds_or_zero(text: &str) -> Result<f64, String> {
+    if text.parse::<f64>().is_ok_and(|value| value == 0.0) { Ok(0.0) } else { seconds(text) }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tally-load: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workload every throughput phase pushes: the same transfers in the same batches.
+struct Workload {
+    accounts: Vec<Account>,
+    batches: Vec<Vec<Transfer>>,
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let (device, fs_type) = disk_file_system(&args.work_dir)?;
+    let wants = |phase: Phase| args.phases.contains(&phase);
+    let tally_bin = tally_binary(args)?;
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!("# tally-load\n");
+    println!("- cores seen: {cores} (client and node share them)");
+    println!("- data directories under {} ({fs_type} on {device})", args.work_dir.display());
+    let snapshots = match args.snapshot_interval_s {
+        None => "the node's default".to_owned(),
+        Some(0) => "off".to_owned(),
+        Some(seconds) => format!("every {seconds} s"),
+    };
+    println!("- node binary: {}; wait strategy: {}; periodic snapshots: {snapshots}", tally_bin.display(), args.wait);
+    let throughput = [Phase::Ledger, Phase::InProcess, Phase::Tcp, Phase::Client].into_iter().any(wants);
+    let workload = Workload {
+        accounts: workload::accounts(args.accounts),
+        batches: if throughput { transfer_batches(args) } else { Vec::new() },
+    };
+    println!(
+        "- workload: {} accounts, {} transfers uniform over them, {} per request, {:?} requests in flight\n",
+        args.accounts, args.transfers, args.batch, args.in_flight
+    );
+    if wants(Phase::Ledger) {
+        ledger_phase(args, &workload)?;
+    }
+    let rows = throughput_rows(args, &tally_bin, &workload)?;
+    if !rows.is_empty() {
+        print_throughput(&rows);
+    }
+    if wants(Phase::OpenLoop) {
+        open_loop_phase(args, &tally_bin, &workload)?;
+    }
+    Ok(())
+}
+
+/// The closed-loop phases that were asked for, each per durability and in-flight count.
+fn throughput_rows(args: &Args, tally_bin: &Path, workload: &Workload) -> Result<Vec<Row>, String> {
+    let wants = |phase: Phase| args.phases.contains(&phase);
+    let mut rows = Vec::new();
+    let runs = || {
+        args.durability
+            .iter()
+            .flat_map(|&durability| args.in_flight.iter().map(move |&in_flight| (durability, in_flight as usize)))
+    };
+    if wants(Phase::InProcess) {
+        for (durability, in_flight) in runs() {
+            let attempt = || in_process_phase(args, workload, durability, in_flight);
+            rows.push(until_quiet(&args.quiet(), "in-process", None, attempt, Row::other_load)?);
+        }
+    }
+    if wants(Phase::Tcp) {
+        let events: Vec<u64> = workload.batches.iter().map(|batch| batch.len() as u64).collect();
+        let mut frames = Vec::with_capacity(workload.batches.len());
+        for (index, batch) in workload.batches.iter().enumerate() {
+            let mut frame = Vec::new();
+            wire::transfer_frame(index as u64 + 1, batch, &mut frame)?;
+            frames.push(frame);
+        }
+        for (durability, in_flight) in runs() {
+            let measure =
+                |address, finished: &mut dyn FnMut()| batches::over_tcp(address, &frames, &events, in_flight, finished);
+            let path = "tcp (raw frames)";
+            let attempt = || child_phase(args, tally_bin, workload, (durability, in_flight), path, &measure);
+            rows.push(until_quiet(&args.quiet(), path, None, attempt, Row::other_load)?);
+        }
+    }
+    if wants(Phase::Client) {
+        for (durability, in_flight) in runs() {
+            let measure = |address, finished: &mut dyn FnMut()| {
+                batches::via_client(address, &workload.batches, in_flight, finished)
+            };
+            let path = "tcp (tally-client)";
+            let attempt = || child_phase(args, tally_bin, workload, (durability, in_flight), path, &measure);
+            rows.push(until_quiet(&args.quiet(), path, None, attempt, Row::other_load)?);
+        }
+    }
+    Ok(rows)
+}
+
+/// The throughput phases' transfers, uniform over the accounts, in requests of `--batch`.
+fn transfer_batches(args: &Args) -> Vec<Vec<Transfer>> {
+    let mut generator = TransferGenerator::new(args.accounts, Distribution::Uniform, args.seed);
+    let mut batches = Vec::new();
+    let mut left = args.transfers;
+    while left > 0 {
+        let count = left.min(args.batch);
+        batches.push(generator.single_phase(count as usize));
+        left -= count;
+    }
+    batches
+}
+
+fn tally_binary(args: &Args) -> Result<PathBuf, String> {
+    let path = match &args.tally_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .map_err(|error| format!("cannot find this program's path: {error}"))?
+            .with_file_name("tally"),
+    };
+    let needed = [Phase::Tcp, Phase::Client, Phase::OpenLoop].iter().any(|phase| args.phases.contains(phase));
+    if needed && !path.is_file() {
+        return Err(format!(
+            "no node binary at {}: build it with `cargo build --release -p tally` or pass --tally-bin",
+            path.display()
+        ));
+    }
+    Ok(path)
+}
+
+/// The raw apply rate: the ledger alone, on this thread, no pipeline, no journal. Twice,
+/// on two fresh ledgers: the first pass takes its memory fresh from the kernel (page
+/// faults, as a new node does), the second reuses what the allocator got back.
+fn ledger_phase(args: &Args, workload: &Workload) -> Result<(), String> {
+    println!("## Ledger apply alone (baseline, one thread, no pipeline)\n");
+    for pass in ["first pass, fresh memory", "second pass, reused memory"] {
+        let attempt = || sampled(None, |_| Ok(apply_alone(workload)));
+        let ((tally, elapsed), cpu) =
+            until_quiet(&args.quiet(), "ledger", None, attempt, |((_, elapsed), cpu)| cpu.other_load(*elapsed))?;
+        let transfers = tally.created + tally.failed;
+        println!(
+            "- {pass}: {} transfers in {:.3} s = **{} transfers/s**; {}; other load {:.0} %",
+            transfers,
+            elapsed.as_secs_f64(),
+            report::rate(transfers as f64 / elapsed.as_secs_f64().max(1e-9)),
+            tally.summary(),
+            cpu.other_load(elapsed) * 100.0
+        );
+    }
+    println!();
+    Ok(())
+}
+
+fn apply_alone(workload: &Workload) -> (Tally, Duration) {
+    let mut ledger = Ledger::new();
+    let mut results = Vec::new();
+    for chunk in workload.accounts.chunks(wire_batch_max()) {
+        ledger.create_accounts(1, chunk, &mut results);
+    }
+    let mut tally = Tally::default();
+    let mut timestamp = 1_000_000u64;
+    let began = Instant::now();
+    for batch in &workload.batches {
+        results.clear();
+        ledger.create_transfers(timestamp, batch, &mut results);
+        tally.add(&results);
+        timestamp += 1_000_000;
+    }
+    (tally, began.elapsed())
+}
+
+fn wire_batch_max() -> usize {
+    tally_codecs::wire::EVENTS_PER_REQUEST_MAX
+}
+
+/// One throughput measurement, ready to print.
+struct Row {
+    path: &'static str,
+    durability: Durability,
+    in_flight: usize,
+    run: BatchRun,
+    journal: JournalBytes,
+    cpu: Cpu,
+}
+
+impl Row {
+    fn other_load(&self) -> f64 {
+        self.cpu.other_load(self.run.elapsed)
+    }
+}
+
+/// A node in this process, driven through its `Submitter`: the pipeline without TCP.
+fn in_process_phase(args: &Args, workload: &Workload, durability: Durability, in_flight: usize) -> Result<Row, String> {
+    eprintln!("tally-load: in-process, durability {durability}, {in_flight} in flight");
+    let dir = RunDir::create(&args.work_dir, &format!("in-process-{durability}"), args.keep)?;
+    let mut config = NodeConfig { durability, wait: args.wait, ..NodeConfig::new(dir.data()) };
+    if let Some(seconds) = args.snapshot_interval_s {
+        config.snapshot_interval = (seconds > 0).then(|| Duration::from_secs(seconds));
+    }
+    let node = Node::open(&config).map_err(|error| format!("cannot open an in-process node: {error}"))?;
+    let submitter = node.submitter();
+    let mut tally = Tally::default();
+    for chunk in workload.accounts.chunks(wire_batch_max()) {
+        match submitter.execute(Request::CreateAccounts(chunk.to_vec())) {
+            Ok(Reply::CreateAccounts(results)) => tally.add(&results),
+            Ok(other) => return Err(format!("a {} reply to create_accounts", other.operation().name())),
+            Err(error) => return Err(format!("creating the accounts: {error}")),
+        }
+    }
+    if tally.failed > 0 {
+        return Err(format!("creating the accounts: {}", tally.summary()));
+    }
+    let batches = workload.batches.clone();
+    let (run, cpu) = sampled(None, |finished| batches::in_process(&submitter, batches, in_flight, finished))?;
+    drop(submitter);
+    // Dropped rather than shut down: the shutdown snapshot is not part of the measurement.
+    drop(node);
+    let journal = journal_bytes(&dir.data())?;
+    Ok(Row { path: "in-process (Submitter)", durability, in_flight, run, journal, cpu })
+}
+
+/// A closed-loop measurement against a node's address; it calls its second argument once
+/// the last reply is in, while its connections are still open.
+type Measure<'a> = dyn Fn(SocketAddr, &mut dyn FnMut()) -> Result<BatchRun, String> + 'a;
+
+/// A `tally serve` child process with accounts created, measured by `measure`.
+fn child_phase(
+    args: &Args,
+    tally_bin: &Path,
+    workload: &Workload,
+    (durability, in_flight): (Durability, usize),
+    path: &'static str,
+    measure: &Measure,
+) -> Result<Row, String> {
+    eprintln!("tally-load: {path}, durability {durability}, {in_flight} in flight");
+    let dir = RunDir::create(&args.work_dir, &format!("throughput-{durability}"), args.keep)?;
+    let node = NodeProcess::start(tally_bin, &dir, durability, &args.node_options())?;
+    wire::create_accounts(node.address, &workload.accounts, wire_batch_max())?;
+    let (run, cpu) = sampled(Some(node.pid()), |finished| measure(node.address, finished))?;
+    node.stop()?;
+    let journal = journal_bytes(&dir.data())?;
+    Ok(Row { path, durability, in_flight, run, journal, cpu })
+}
+
+fn print_throughput(rows: &[Row]) {
+    println!("## Throughput: full batches, closed loop\n");
+    println!(
+        "| path | durability | in flight | transfers | steady transfers/s | overall transfers/s | batch p50 ms | p99 ms | max ms | journal B/transfer | other load | results |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for row in rows {
+        let run = &row.run;
+        let per_transfer = |bytes: u64| bytes as f64 / run.transfers.max(1) as f64;
+        println!(
+            "| {} | {} | {} | {} | **{}** | {} | {} | {:.1} ({:.1} with accounts) | {:.0} % | {} |",
+            row.path,
+            row.durability,
+            row.in_flight,
+            run.transfers,
+            report::rate(run.steady_per_second),
+            report::rate(run.overall_per_second()),
+            quantiles(&run.latency, &[0.5, 0.99]),
+            per_transfer(row.journal.transfer_bytes),
+            per_transfer(row.journal.bytes),
+            row.other_load() * 100.0,
+            run.results.summary(),
+        );
+    }
+    println!("\nCPU seconds during each run (node threads by their name's first word):\n");
+    for row in rows {
+        let run = &row.run;
+        println!(
+            "- {}, {}, {} in flight: {} batches in {:.2} s; {}",
+            row.path,
+            row.durability,
+            row.in_flight,
+            run.batches,
+            run.elapsed.as_secs_f64(),
+            row.cpu.describe(run.elapsed)
+        );
+    }
+    println!(
+        "\nJournal: {} records for the last run ({} of transfers).\n",
+        rows.last().map_or(0, |row| row.journal.records),
+        rows.last().map_or(0, |row| row.journal.transfer_records)
+    );
+}
+
+/// Open-loop latency at each rate, one node per durability.
+fn open_loop_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result<(), String> {
+    let slack = if open_loop::fine_timer_slack() { "1 ns" } else { "the default 50 µs (could not be set)" };
+    println!("## Open-loop latency: single-transfer requests at a fixed offered rate\n");
+    println!(
+        "{} measured s per rate after {} s of warm-up, {} connections, one node per durability; latency from each \
+         request's intended send time. Sender timer slack: {slack}.\n",
+        args.rate_seconds, args.warmup_seconds, args.connections
+    );
+    println!(
+        "| durability | offered req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms | harness send lag p99 ms | kept up | results | other load |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|");
+    let mut cpu_lines = Vec::new();
+    for &durability in &args.durability {
+        let dir = RunDir::create(&args.work_dir, &format!("open-loop-{durability}"), args.keep)?;
+        let node = NodeProcess::start(tally_bin, &dir, durability, &args.node_options())?;
+        wire::create_accounts(node.address, &workload.accounts, wire_batch_max())?;
+        let mut generator = TransferGenerator::new(args.accounts, Distribution::Uniform, args.seed + 1);
+        for &rate in &args.rates {
+            eprintln!("tally-load: open loop, durability {durability}, {rate} requests/s");
+            let config = OpenLoopConfig {
+                rate_per_second: rate,
+                measured: Duration::from_secs_f64(args.rate_seconds),
+                warmup: Duration::from_secs_f64(args.warmup_seconds),
+                connections: args.connections as usize,
+            };
+            let attempt = || {
+                let began = Instant::now();
+                let measure =
+                    |finished: &mut dyn FnMut()| open_loop::run(node.address, &config, &mut generator, finished);
+                let (run, cpu) = sampled(Some(node.pid()), measure)?;
+                Ok((run, cpu, began.elapsed()))
+            };
+            let label = format!("open loop at {rate} requests/s");
+            let (run, cpu, wall) =
+                until_quiet(&args.quiet(), &label, Some(node.pid()), attempt, |(_, cpu, wall)| cpu.other_load(*wall))?;
+            println!("| {durability} | {} | {:.0} % |", open_loop_cells(&run), cpu.other_load(wall) * 100.0);
+            cpu_lines.push(format!("- {durability}, {} requests/s: {}", report::rate(rate as f64), cpu.describe(wall)));
+        }
+        node.stop()?;
+    }
+    println!("\nCPU seconds during each rate (warm-up included):\n\n{}\n", cpu_lines.join("\n"));
+    Ok(())
+}
+
+fn open_loop_cells(run: &open_loop::OpenLoopRun) -> String {
+    let kept_up = match (&run.broken, run.kept_up()) {
+        (Some(reason), _) => format!("**no**: {reason}"),
+        (None, true) => "yes".to_owned(),
+        (None, false) => format!(
+            "**no**: {}/{} replies, the last {} ms after the last send",
+            run.measured_completed,
+            run.measured_requests,
+            run.backlog_at_end.as_millis()
+        ),
+    };
+    format!(
+        "{} | {} | {} | {} | {} | {}",
+        report::rate(run.rate_per_second as f64),
+        report::rate(run.achieved_per_second),
+        quantiles(&run.latency, &[0.5, 0.99, 0.999]),
+        report::ms(run.send_lag.value_at_quantile(0.99)),
+        kept_up,
+        run.results.summary(),
+    )
+}
