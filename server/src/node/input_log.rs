@@ -2,12 +2,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
 use tally_engine::pipeline::{Command, Durability, InputLog};
 use tally_journal::Journal;
 
 use super::journal_codec;
+
+/// Under `none` durability, the longest the journal goes without a flush while inputs
+/// keep coming.
+pub const NONE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Every record of this node is written in epoch 0 until replication brings epochs.
 pub const EPOCH: u32 = 0;
@@ -22,12 +27,20 @@ pub struct JournalInputLog {
     sequences: Sender<u64>,
     /// The oldest snapshot kept, from the snapshotter: segments it covers may go.
     retained_from: Option<Receiver<u64>>,
+    last_flush: Instant,
 }
 
 impl JournalInputLog {
     pub fn new(journal: Journal, sequences: Sender<u64>, retained_from: Option<Receiver<u64>>) -> JournalInputLog {
         let last_sequence = Arc::new(AtomicU64::new(journal.last_sequence()));
-        JournalInputLog { journal: Some(journal), payload: Vec::new(), last_sequence, sequences, retained_from }
+        JournalInputLog {
+            journal: Some(journal),
+            payload: Vec::new(),
+            last_sequence,
+            sequences,
+            retained_from,
+            last_flush: Instant::now(),
+        }
     }
 
     /// Deletes the journal segments that the oldest kept snapshot covers entirely.
@@ -76,9 +89,18 @@ impl InputLog for JournalInputLog {
     }
 
     fn commit(&mut self, durability: Durability) {
-        if let (Durability::Local, Some(journal)) = (durability, self.journal.as_mut()) {
+        let Some(journal) = self.journal.as_mut() else { return };
+        // Under `none` replies do not wait for the disk, but the journal still reaches it
+        // within a bounded time, as a database's asynchronous commit does: the durable
+        // mark then moves, and snapshots and segment retention keep working.
+        let due = match durability {
+            Durability::Local => true,
+            Durability::None => self.last_flush.elapsed() >= NONE_FLUSH_INTERVAL,
+        };
+        if due {
             // Aborts the process on failure (the journal's flush-failure hook).
             journal.flush();
+            self.last_flush = Instant::now();
         }
         self.remove_covered_segments();
     }
