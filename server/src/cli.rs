@@ -30,6 +30,7 @@ use tally_engine::pipeline::{Durability, Wait};
 use crate::error::NodeError;
 use crate::gateway;
 use crate::node::{Node, NodeConfig};
+use crate::signals;
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Tally: an in-memory double-entry ledger engine")]
@@ -204,8 +205,13 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
     let node = open_node(&args.node)?;
     let address = listener.local_addr()?;
+    signals::install()?;
     eprintln!("tally: listening on {address} (durability {}, wait {})", args.node.durability, args.node.wait);
-    gateway::serve(&listener, &node.submitter(), &node.status())
+    gateway::serve(&listener, &node.submitter(), &node.status(), signals::stop_requested)?;
+    eprintln!("tally: stopping: applying what was submitted, then writing a snapshot");
+    let ledger = node.shutdown();
+    eprintln!("tally: stopped cleanly, state hash {:#034x}", ledger.state_hash());
+    Ok(())
 }
 
 fn exec(args: &NodeArgs) -> Result<(), CliError> {

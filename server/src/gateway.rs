@@ -28,12 +28,29 @@ pub const LISTEN_DEFAULT: &str = "127.0.0.1:3000";
 /// lasts a while, and retrying at once would spin.
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(10);
 
-/// Accepts and serves connections, forever.
-pub fn serve(listener: &TcpListener, submitter: &Submitter, status: &StatusSource) -> ! {
+/// How often an idle accept loop looks for a stop request.
+const STOP_POLL: Duration = Duration::from_millis(10);
+
+/// Accepts and serves connections until `stop` says so (SIGTERM or SIGINT for `tally serve`).
+pub fn serve(
+    listener: &TcpListener,
+    submitter: &Submitter,
+    status: &StatusSource,
+    stop: impl Fn() -> bool,
+) -> std::io::Result<()> {
+    // Non-blocking, so the loop can notice a stop request between connections.
+    listener.set_nonblocking(true)?;
     let open = Arc::new(AtomicUsize::new(0));
     loop {
+        if stop() {
+            return Ok(());
+        }
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(STOP_POLL);
+                continue;
+            }
             // A connection that failed before it was accepted, or a shortage of file
             // descriptors: both pass, and the listener itself stays usable.
             Err(error) => {
@@ -45,6 +62,11 @@ pub fn serve(listener: &TcpListener, submitter: &Submitter, status: &StatusSourc
         if open.fetch_add(1, Ordering::AcqRel) >= CONNECTIONS_MAX {
             open.fetch_sub(1, Ordering::AcqRel);
             eprintln!("tally: connection {peer}: refused, {CONNECTIONS_MAX} connections already open");
+            continue;
+        }
+        // Connections are served with blocking reads and writes, whatever the listener is.
+        if let Err(error) = stream.set_nonblocking(false) {
+            eprintln!("tally: connection {peer}: refused: {error}");
             continue;
         }
         // Replies are small and latency matters more than packet count.

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod error;
 pub mod gateway;
 pub mod node;
+pub mod signals;
 
 pub use error::NodeError;
 pub use node::{Node, NodeConfig};

@@ -64,3 +64,31 @@ fn node_restarts_from_a_periodic_snapshot_with_the_same_state() {
     let after = (node.lookup_accounts(&ids).expect("lookup"), node.status().expect("status").state_hash);
     assert_eq!(before, after, "the restarted node has the same balances and state hash");
 }
+
+#[test]
+fn sigterm_stops_cleanly_and_the_restart_starts_from_its_snapshot() {
+    let dir = TempDir::new("sigterm");
+    let data = dir.path().join("data");
+    let address = free_address();
+    let args = ["--durability", "local", "--tick-interval-ms", "3600000", "--snapshot-interval-s", "0"];
+    let server = ServerProcess::start(&data, address, &args);
+    let node = client(&[address], Duration::from_secs(20));
+    let accounts: Vec<_> = (1..=ACCOUNTS).map(account).collect();
+    assert!(node.create_accounts(&accounts).expect("create accounts").iter().all(|r| r.status == 0));
+    let results = node.create_transfers(&batch(1, 1_000)).expect("create transfers");
+    assert!(results.iter().all(|result| ResultCode::from_u32(result.status) == Some(ResultCode::Created)));
+    let ids: Vec<u128> = (1..=ACCOUNTS).collect();
+    let before = (node.lookup_accounts(&ids).expect("lookup"), node.status().expect("status").state_hash);
+    drop(node);
+    assert_eq!(snapshot_files(&data), 0, "periodic snapshots are off in this test");
+    assert!(server.terminate(), "SIGTERM ends the node with exit code 0");
+    assert_eq!(snapshot_files(&data), 1, "a clean stop writes a snapshot");
+
+    let server = ServerProcess::start(&data, address, &args);
+    let node = client(&[address], Duration::from_secs(20));
+    let after = (node.lookup_accounts(&ids).expect("lookup"), node.status().expect("status").state_hash);
+    assert_eq!(before, after);
+    let log = server.log();
+    assert!(log.contains("stopped cleanly"), "{log}");
+    assert!(log.contains("recovered from the snapshot at sequence"), "{log}");
+}

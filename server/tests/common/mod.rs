@@ -102,6 +102,21 @@ impl ServerProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGTERM, then waits (up to 30 s) for the node to stop; returns whether it exited 0.
+    pub fn terminate(mut self) -> bool {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
+        // SAFETY: kill only sends a signal to the child this value owns.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM is sent");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "tally serve did not stop after SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL (`Child::kill` sends SIGKILL on Unix): no clean shutdown of any kind.
     pub fn kill(mut self) {
         self.kill_now();

@@ -1,0 +1,30 @@
+//! SIGTERM and SIGINT as a request to stop cleanly.
+//!
+//! The handler only stores to an atomic (the one thing a signal handler may safely do);
+//! the gateway's accept loop polls it. A node that is killed instead loses nothing either
+//! (the journal has every acknowledged input); a clean stop also writes a snapshot.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    STOP_REQUESTED.store(true, Ordering::Release);
+}
+
+/// Routes SIGTERM and SIGINT to [`stop_requested`].
+pub fn install() -> std::io::Result<()> {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: the handler is an `extern "C"` function that only stores to an atomic,
+        // which is async-signal-safe; `signal` has no other preconditions.
+        if unsafe { libc::signal(signal, handler) } == libc::SIG_ERR {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::Acquire)
+}
