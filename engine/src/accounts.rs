@@ -3,7 +3,7 @@
 use tally_codecs::flags::account as flags;
 use tally_codecs::{Account, EventResult, ResultCode};
 
-use crate::batch::apply_batch;
+use crate::batch::{apply_batch, check_identity};
 use crate::ledger::Ledger;
 
 impl Ledger {
@@ -26,17 +26,8 @@ impl Ledger {
     }
 
     fn create_account(&mut self, account: &Account, timestamp: u64) -> ResultCode {
-        if account.timestamp != 0 {
-            return ResultCode::TimestampMustBeZero;
-        }
-        if account.flags & !flags::KNOWN != 0 {
-            return ResultCode::ReservedFlag;
-        }
-        if account.id == 0 {
-            return ResultCode::IdMustNotBeZero;
-        }
-        if account.id == u128::MAX {
-            return ResultCode::IdMustNotBeIntMax;
+        if let Some(code) = check_identity(account.timestamp, account.flags & !flags::KNOWN != 0, account.id) {
+            return code;
         }
         if let Some(index) = self.account_index.get(&account.id) {
             return account_exists(account, &self.accounts[*index as usize]);

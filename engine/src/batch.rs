@@ -65,3 +65,19 @@ pub(crate) fn apply_batch<E>(
     }
     debug_assert!(!ledger.recording && ledger.undo.is_empty());
 }
+
+/// The first checks of every account and transfer, in precedence order: a client-chosen
+/// timestamp, unknown flag bits, and the two ids that can never be used.
+pub(crate) fn check_identity(timestamp: u64, unknown_flags: bool, id: u128) -> Option<ResultCode> {
+    if timestamp != 0 {
+        Some(ResultCode::TimestampMustBeZero)
+    } else if unknown_flags {
+        Some(ResultCode::ReservedFlag)
+    } else if id == 0 {
+        Some(ResultCode::IdMustNotBeZero)
+    } else if id == u128::MAX {
+        Some(ResultCode::IdMustNotBeIntMax)
+    } else {
+        None
+    }
+}

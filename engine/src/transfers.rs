@@ -4,7 +4,7 @@
 use tally_codecs::flags::{account as account_flags, transfer as flags};
 use tally_codecs::{EventResult, ResultCode, Transfer};
 
-use crate::batch::apply_batch;
+use crate::batch::{apply_batch, check_identity};
 use crate::ledger::{Balances, Ledger};
 use crate::limits::NANOSECONDS_PER_SECOND;
 
@@ -32,17 +32,8 @@ impl Ledger {
     }
 
     fn create_transfer(&mut self, transfer: &Transfer, timestamp: u64) -> ResultCode {
-        if transfer.timestamp != 0 {
-            return ResultCode::TimestampMustBeZero;
-        }
-        if transfer.flags & !flags::KNOWN != 0 {
-            return ResultCode::ReservedFlag;
-        }
-        if transfer.id == 0 {
-            return ResultCode::IdMustNotBeZero;
-        }
-        if transfer.id == u128::MAX {
-            return ResultCode::IdMustNotBeIntMax;
+        if let Some(code) = check_identity(transfer.timestamp, transfer.flags & !flags::KNOWN != 0, transfer.id) {
+            return code;
         }
         if let Some(index) = self.transfer_index.get(transfer.id) {
             return transfer_exists(transfer, &self.transfers[index as usize]);
