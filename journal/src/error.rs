@@ -43,8 +43,28 @@ pub enum DamageReason {
     BelowDurableMark { last: u64, durable_mark: u64 },
     #[error("the writer published sequence {published} but the record is not there")]
     PublishedRecordMissing { published: u64 },
-    #[error("journal starts at sequence {first}, after the snapshot's next sequence {needed}")]
+    #[error(
+        "the journal (from sequence {first}) does not hold sequence {needed}, where replay must start (the \
+         sequence after the newest snapshot, or 1 without one)"
+    )]
     SnapshotNotCovered { first: u64, needed: u64 },
+    #[error(
+        "the manifest records segments from {first_segment} to {last_segment} (durable through sequence \
+         {durable_sequence}) but this segment file is missing"
+    )]
+    SegmentMissing { first_segment: u64, last_segment: u64, durable_sequence: u64 },
+    #[error(
+        "valid records end at sequence {last}, but sequence {recorded} was recorded as durable: the journal \
+         lost records (a segment missing or rolled back to an older copy?)"
+    )]
+    RolledBack { last: u64, recorded: u64 },
+    #[error(
+        "records from sequence {first} are damaged but intact records up to sequence {last} follow them, \
+         written on this boot: this is damage to records that may have been acknowledged, not a torn write"
+    )]
+    DamagedBeforeIntact { first: u64, last: u64 },
+    #[error("both manifest slots are damaged")]
+    ManifestDamaged,
 }
 
 /// Errors returned by the journal. A failed flush is not among them: it stops the
@@ -71,6 +91,8 @@ pub enum JournalError {
     TruncateBeyondEnd { requested: u64, last: u64 },
     #[error("sequence {0} is not in the journal")]
     SequenceNotFound(u64),
+    #[error("no journal here: {dir} holds no journal segments and no manifest")]
+    NoJournal { dir: PathBuf },
     #[error("snapshot {path} is damaged: {reason}")]
     SnapshotDamaged { path: PathBuf, reason: &'static str },
 }

@@ -135,6 +135,24 @@ impl Storage for FileStorage {
     fn path_of(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+
+    fn boot_id(&self) -> [u8; 16] {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map_or([0; 16], |text| parse_boot_id(&text))
+    }
+}
+
+/// The 32 hex digits of a boot id such as `4f1c…-…`, or zero when it does not parse.
+fn parse_boot_id(text: &str) -> [u8; 16] {
+    let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+    let mut id = [0u8; 16];
+    if digits.len() != 32 {
+        return id;
+    }
+    for (byte, pair) in id.iter_mut().zip(digits.chunks(2)) {
+        let text = std::str::from_utf8(pair).unwrap_or("00");
+        *byte = u8::from_str_radix(text, 16).unwrap_or(0);
+    }
+    id
 }
 
 /// An open, mapped segment file.

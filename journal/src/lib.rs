@@ -11,9 +11,11 @@
 //!
 //! The on-disk format, commit protocol and recovery rules are in `journal/README.md`.
 
+mod assess;
 mod error;
 mod file_storage;
 mod format;
+mod manifest;
 mod reader;
 mod recovery;
 mod scan;
@@ -21,19 +23,22 @@ mod segment;
 pub mod sim;
 mod snapshot;
 mod storage;
+mod survey;
 #[cfg(feature = "io-uring")]
 mod uring;
 mod verify;
 mod writer;
 
+pub use assess::SET_ASIDE_SUFFIX;
 pub use error::{DamageReason, JournalError};
 pub use file_storage::{FileSegment, FileStorage};
 pub use format::{ChainHash, RECORD_HEADER_BYTES, SEGMENT_PREFIX_BYTES, record_bytes, segment_name};
+pub use manifest::{MANIFEST_NAME, ManifestState};
 pub use reader::{JournalReader, ReadLimit};
 pub use recovery::{RecoveryMode, RecoveryReport, TornTail};
 pub use scan::RecordRef;
 pub use segment::{FlushFailure, FlushFailureHook, abort_on_flush_failure};
 pub use snapshot::{Retention, Snapshot, SnapshotLoad, SnapshotStore};
 pub use storage::{FlushMethod, SegmentFile, Storage};
-pub use verify::{VerifyReport, verify, verify_on};
+pub use verify::{VerifyReport, verify, verify_after_snapshot, verify_on, verify_on_after_snapshot};
 pub use writer::{Journal, JournalConfig, PAYLOAD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT};

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{DamageReason, JournalError};
 use crate::file_storage::FileStorage;
 use crate::format::{SegmentHeader, segment_name};
-use crate::recovery::list_segments;
 use crate::scan::{Cursor, ParsedRecord, RecordRef, parse_next};
 use crate::storage::{FlushMethod, SegmentFile, Storage};
+use crate::survey::list_segments;
 
 /// How far a reader may go.
 #[derive(Clone, Debug)]

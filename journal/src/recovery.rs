@@ -7,17 +7,17 @@
 //! below the recorded mark is [`JournalError::Corrupt`] unless the operator chose
 //! [`RecoveryMode::TruncateAt`].
 
+use crate::assess::{Keep, Plan, SET_ASIDE_SUFFIX, assess};
 use crate::error::{DamageReason, JournalError};
-use crate::format::{
-    ChainHash, MARK_FLAG_SEALED, MARK_SLOT_OFFSETS, MarkSlot, SEGMENT_HEADER_BYTES, SegmentHeader, parse_segment_name,
-    prefix_padding_is_zero,
-};
-use crate::scan::{Cursor, last_nonzero, parse_next};
+use crate::format::{ChainHash, MarkSlot, SegmentHeader, parse_segment_name};
+use crate::manifest::{MANIFEST_TEMPORARY_NAME, Manifest, ManifestState};
+use crate::scan::{Cursor, parse_next};
 use crate::segment::{
     FlushFailureHook, TEMPORARY_SUFFIX, create_segment, new_header, segment_capacity, sync_or_stop, write_mark,
     zero_tail,
 };
 use crate::storage::{SegmentFile, Storage};
+use crate::survey::JournalScan;
 
 /// What recovery may do with a journal whose end is not clean.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,6 +53,19 @@ pub struct RecoveryReport {
     pub temporaries_removed: Vec<String>,
     /// The first sequence to replay on top of the snapshot.
     pub replay_from: u64,
+    /// Segments renamed with the suffix `.damaged` because the snapshot covers every
+    /// record in them and they hold damage (named in `damage_covered_by_snapshot`).
+    pub set_aside: Vec<String>,
+    /// The damage start-up would have refused, had the snapshot not covered it.
+    pub damage_covered_by_snapshot: Option<String>,
+    /// The journal had no manifest (new, or written by a version without one): it was
+    /// created from what was found.
+    pub manifest_created: bool,
+    /// Manifest slots that did not verify; the other one was used.
+    pub manifest_slots_damaged: usize,
+    /// The newest snapshot the manifest recorded (0: none). A start from an older one
+    /// means that snapshot is missing or damaged.
+    pub manifest_snapshot_sequence: u64,
 }
 
 /// Bytes discarded after the last valid record.
@@ -64,171 +77,14 @@ pub struct TornTail {
     /// Why the record at `offset` was not valid; `None` when it read as clean free space
     /// and only stray bytes further on (or a short file) were discarded.
     pub reason: Option<DamageReason>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct SegmentEntry {
-    pub name: String,
-    pub first_sequence: u64,
-}
-
-/// The first problem found, and whether it may be a torn tail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Damage {
-    pub segment: usize,
-    pub offset: usize,
-    pub sequence: u64,
-    pub reason: DamageReason,
-    pub tail_candidate: bool,
-}
-
-/// The result of scanning every segment.
-pub(crate) struct JournalScan {
-    pub segments: Vec<SegmentEntry>,
-    pub first_sequence: u64,
-    /// The segment holding the end of the valid prefix, and the cursor after it.
-    pub end: Option<(usize, Cursor)>,
-    pub damage: Option<Damage>,
-    pub last_header: Option<SegmentHeader>,
-    pub last_mark: Option<MarkSlot>,
-    /// Mark slots that are neither valid nor blank, over all segments read.
-    pub mark_slots_damaged: usize,
-}
-
-impl JournalScan {
-    pub fn last_sequence(&self) -> u64 {
-        self.end.map_or(self.first_sequence.saturating_sub(1), |(_, cursor)| cursor.last_sequence())
-    }
-
-    pub fn corrupt(&self, damage: &Damage) -> JournalError {
-        JournalError::Corrupt {
-            segment: self.segments[damage.segment].name.clone(),
-            offset: damage.offset as u64,
-            sequence: damage.sequence,
-            reason: damage.reason,
-        }
-    }
-}
-
-/// Segment files in sequence order; other files are ignored.
-pub(crate) fn list_segments<S: Storage>(storage: &S) -> Result<Vec<SegmentEntry>, JournalError> {
-    let names = storage.list().map_err(|error| JournalError::io(storage.path_of(""), error))?;
-    let mut segments: Vec<SegmentEntry> = names
-        .into_iter()
-        .filter_map(|name| parse_segment_name(&name).map(|first_sequence| SegmentEntry { name, first_sequence }))
-        .collect();
-    segments.sort_by_key(|entry| entry.first_sequence);
-    Ok(segments)
-}
-
-/// Scans and verifies every segment, stopping at the first problem.
-pub(crate) fn scan_journal<S: Storage>(storage: &S, segments: Vec<SegmentEntry>) -> Result<JournalScan, JournalError> {
-    let first_sequence = segments.first().map_or(1, |entry| entry.first_sequence);
-    let mut scan = JournalScan {
-        segments,
-        first_sequence,
-        end: None,
-        damage: None,
-        last_header: None,
-        last_mark: None,
-        mark_slots_damaged: 0,
-    };
-    let count = scan.segments.len();
-    for index in 0..count {
-        let name = &scan.segments[index].name;
-        let segment = storage.open(name, false).map_err(|error| JournalError::io(storage.path_of(name), error))?;
-        let expected = scan.end.map_or(scan.segments[index].first_sequence, |(_, cursor)| cursor.next_sequence);
-        let structural =
-            |offset, reason| Damage { segment: index, offset, sequence: expected, reason, tail_candidate: false };
-        let header = match check_header(segment.bytes(), &scan.segments[index], scan.end.as_ref()) {
-            Ok(header) => header,
-            Err((offset, reason)) => {
-                scan.damage = Some(structural(offset, reason));
-                return Ok(scan);
-            }
-        };
-        let mut cursor = Cursor::at_segment_start(&header, scan.end.as_ref().map(|(_, cursor)| cursor));
-        let is_last = index + 1 == count;
-        loop {
-            match parse_next(segment.bytes(), &cursor) {
-                Ok(Some(record)) => cursor.advance(&record),
-                Ok(None) => break,
-                Err(reason) => {
-                    scan.end = Some((index, cursor));
-                    scan.damage = Some(Damage {
-                        segment: index,
-                        offset: cursor.offset,
-                        sequence: cursor.next_sequence,
-                        reason,
-                        tail_candidate: is_last,
-                    });
-                    break;
-                }
-            }
-        }
-        scan.end = Some((index, cursor));
-        scan.mark_slots_damaged += MarkSlot::damaged_slots(segment.bytes());
-        // Nothing is ever written after the last record of a sealed segment: the writer
-        // rolled over because the next record did not fit.
-        if !is_last
-            && scan.damage.is_none()
-            && let Some(stray) = last_nonzero(segment.bytes(), cursor.offset)
-        {
-            scan.damage = Some(Damage {
-                segment: index,
-                offset: stray,
-                sequence: cursor.next_sequence,
-                reason: DamageReason::NonZeroAfterLastRecord,
-                tail_candidate: false,
-            });
-        }
-        if is_last {
-            scan.last_header = Some(header);
-            scan.last_mark = MarkSlot::newest(segment.bytes());
-            let mark_damage = match scan.last_mark {
-                None => Some(DamageReason::MarkSlotsDamaged),
-                Some(mark) if mark.flags & MARK_FLAG_SEALED != 0 => Some(DamageReason::SuccessorMissing),
-                Some(_) => None,
-            };
-            if let (None, Some(reason)) = (scan.damage, mark_damage) {
-                scan.damage = Some(structural(MARK_SLOT_OFFSETS[0], reason));
-            }
-        }
-        if scan.damage.is_some() {
-            return Ok(scan);
-        }
-    }
-    Ok(scan)
-}
-
-/// Checks a segment's header against its name and against the end of its predecessor.
-/// On failure returns the offset to blame and why.
-fn check_header(
-    bytes: &[u8],
-    entry: &SegmentEntry,
-    previous: Option<&(usize, Cursor)>,
-) -> Result<SegmentHeader, (usize, DamageReason)> {
-    let header = SegmentHeader::decode(bytes).map_err(|reason| (0, reason))?;
-    if header.first_sequence != entry.first_sequence {
-        let reason = DamageReason::SegmentNameMismatch { name: entry.first_sequence, header: header.first_sequence };
-        return Err((0, reason));
-    }
-    if segment_capacity(&header).is_none() {
-        return Err((0, DamageReason::BadSegmentHeader));
-    }
-    if !prefix_padding_is_zero(bytes) {
-        return Err((SEGMENT_HEADER_BYTES, DamageReason::NonZeroPrefix));
-    }
-    if let Some((_, cursor)) = previous {
-        if header.first_sequence != cursor.next_sequence {
-            let reason = DamageReason::SequenceGap { last: cursor.last_sequence(), next: header.first_sequence };
-            return Err((0, reason));
-        }
-        if header.previous_chain != cursor.chain {
-            return Err((0, DamageReason::ChainMismatch));
-        }
-    }
-    Ok(header)
+    /// The sequence the record at `offset` should have had: with a `reason`, records from
+    /// it on were cut. They lie above the durable mark recorded on disk, which lags one
+    /// flush, so they may have been acknowledged.
+    pub first_sequence_cut: u64,
+    /// The highest sequence of a record found intact after the damage, when any (found
+    /// only when the boot that wrote the journal cannot be confirmed, e.g. after a
+    /// power loss, where such records can be what a torn write left).
+    pub last_intact_sequence_cut: Option<u64>,
 }
 
 /// Settings recovery needs from the journal configuration.
@@ -253,37 +109,49 @@ pub(crate) struct Recovered<F> {
 pub(crate) fn recover<S: Storage>(
     storage: &S,
     options: &RecoverOptions,
-) -> Result<Recovered<S::Segment>, JournalError> {
+) -> Result<(Recovered<S::Segment>, Manifest<S::Segment>), JournalError> {
     let temporaries_removed = remove_temporaries(storage, options.hook)?;
-    let segments = list_segments(storage)?;
-    let mut recovered = if segments.is_empty() {
-        start_empty(storage, options)?
-    } else {
-        let scan = scan_journal(storage, segments)?;
-        match options.mode {
-            RecoveryMode::TolerateTornTail => cut_torn_tail(storage, scan, options.hook)?,
-            RecoveryMode::TruncateAt(sequence) => truncate_at(storage, scan, sequence, options.hook)?,
-        }
-    };
-    recovered.report.temporaries_removed = temporaries_removed;
-    recovered.report.replay_from = options.snapshot_sequence.saturating_add(1);
-    let report = &recovered.report;
-    if report.first_sequence > report.replay_from || report.last_sequence < options.snapshot_sequence {
-        return Err(JournalError::Corrupt {
-            segment: crate::format::segment_name(report.first_sequence),
-            offset: 0,
-            sequence: report.replay_from,
-            reason: DamageReason::SnapshotNotCovered { first: report.first_sequence, needed: report.replay_from },
-        });
+    let assessment = assess(storage, options.mode, options.snapshot_sequence, options.genesis_chain)?;
+    for name in &assessment.set_aside {
+        let target = format!("{name}{SET_ASIDE_SUFFIX}");
+        storage.rename(name, &target).map_err(|error| JournalError::io(storage.path_of(name), error))?;
     }
-    Ok(recovered)
+    if !assessment.set_aside.is_empty() {
+        sync_dir_or_stop(storage, options.hook);
+    }
+    let mut recovered = match assessment.plan {
+        Plan::Empty { first_sequence, genesis_chain } => start_empty(storage, first_sequence, genesis_chain, options)?,
+        Plan::Keep { scan, keep } => keep_prefix(storage, scan, keep, options.hook)?,
+        Plan::Truncate { scan, sequence } => truncate_at(storage, scan, sequence, options.hook)?,
+    };
+    let report = &mut recovered.report;
+    report.temporaries_removed = temporaries_removed;
+    report.replay_from = options.snapshot_sequence.saturating_add(1);
+    report.set_aside = assessment.set_aside;
+    report.damage_covered_by_snapshot = assessment.damage_covered;
+    report.manifest_created = assessment.recorded.is_none();
+    report.manifest_slots_damaged = assessment.manifest_slots_damaged;
+    report.manifest_snapshot_sequence = assessment.recorded.map_or(0, |state| state.snapshot_sequence);
+    let state = ManifestState {
+        generation: 0,
+        first_segment: recovered.segments[0],
+        last_segment: recovered.segments[recovered.segments.len() - 1],
+        durable_sequence: report.last_sequence,
+        snapshot_sequence: options.snapshot_sequence,
+        writer_boot: storage.boot_id(),
+    };
+    let manifest = record_manifest(storage, assessment.recorded, state, options.hook)?;
+    Ok((recovered, manifest))
 }
 
 fn remove_temporaries<S: Storage>(storage: &S, hook: FlushFailureHook) -> Result<Vec<String>, JournalError> {
     let names = storage.list().map_err(|error| JournalError::io(storage.path_of(""), error))?;
     let temporaries: Vec<String> = names
         .into_iter()
-        .filter(|name| name.strip_suffix(TEMPORARY_SUFFIX).is_some_and(|base| parse_segment_name(base).is_some()))
+        .filter(|name| {
+            name == MANIFEST_TEMPORARY_NAME
+                || name.strip_suffix(TEMPORARY_SUFFIX).is_some_and(|base| parse_segment_name(base).is_some())
+        })
         .collect();
     for name in &temporaries {
         storage.remove(name).map_err(|error| JournalError::io(storage.path_of(name), error))?;
@@ -300,10 +168,30 @@ fn sync_dir_or_stop<S: Storage>(storage: &S, hook: FlushFailureHook) {
     }
 }
 
-/// A new journal: one empty segment starting right after the snapshot.
-fn start_empty<S: Storage>(storage: &S, options: &RecoverOptions) -> Result<Recovered<S::Segment>, JournalError> {
-    let first_sequence = options.snapshot_sequence.saturating_add(1);
-    let header = new_header(first_sequence, options.segment_bytes, options.genesis_chain);
+/// Opens the manifest for the writer and records `state` in it, creating it when the
+/// journal has none yet (a new journal, or one written before manifests existed).
+fn record_manifest<S: Storage>(
+    storage: &S,
+    recorded: Option<ManifestState>,
+    state: ManifestState,
+    hook: FlushFailureHook,
+) -> Result<Manifest<S::Segment>, JournalError> {
+    let Some(recorded) = recorded else {
+        return Manifest::open(storage, false, state, hook);
+    };
+    let mut manifest = Manifest::open(storage, true, recorded, hook)?;
+    manifest.record(storage, state, hook);
+    Ok(manifest)
+}
+
+/// A new journal: one empty segment starting at `first_sequence`.
+fn start_empty<S: Storage>(
+    storage: &S,
+    first_sequence: u64,
+    genesis_chain: ChainHash,
+    options: &RecoverOptions,
+) -> Result<Recovered<S::Segment>, JournalError> {
+    let header = new_header(first_sequence, options.segment_bytes, genesis_chain);
     let durable = first_sequence - 1;
     let active = create_segment(storage, header, durable, options.hook)?;
     let report = RecoveryReport {
@@ -322,34 +210,15 @@ fn start_empty<S: Storage>(storage: &S, options: &RecoverOptions) -> Result<Reco
     })
 }
 
-fn cut_torn_tail<S: Storage>(
+/// Keeps the valid prefix the assessment found and cuts whatever follows it.
+fn keep_prefix<S: Storage>(
     storage: &S,
     scan: JournalScan,
+    keep: Keep,
     hook: FlushFailureHook,
 ) -> Result<Recovered<S::Segment>, JournalError> {
-    if let Some(damage) = scan.damage.filter(|damage| !damage.tail_candidate) {
-        return Err(scan.corrupt(&damage));
-    }
-    // Without a damage report the scan always read the last segment's header and mark.
-    let (Some((end_index, end)), Some(header), Some(mark)) = (scan.end, scan.last_header, scan.last_mark) else {
-        let damage = Damage {
-            segment: scan.segments.len() - 1,
-            offset: MARK_SLOT_OFFSETS[0],
-            sequence: scan.last_sequence() + 1,
-            reason: DamageReason::MarkSlotsDamaged,
-            tail_candidate: false,
-        };
-        return Err(scan.corrupt(&damage));
-    };
+    let Keep { end_index, end, header, mark, intact_after } = keep;
     let last_sequence = end.last_sequence();
-    if last_sequence < mark.durable_sequence {
-        return Err(JournalError::Corrupt {
-            segment: scan.segments[end_index].name.clone(),
-            offset: end.offset as u64,
-            sequence: end.next_sequence,
-            reason: DamageReason::BelowDurableMark { last: last_sequence, durable_mark: mark.durable_sequence },
-        });
-    }
     let name = scan.segments[end_index].name.clone();
     let (active, capacity, bytes_discarded) =
         reopen_and_clean(storage, &name, &header, end.offset, last_sequence, mark, hook)?;
@@ -358,6 +227,8 @@ fn cut_torn_tail<S: Storage>(
         offset: end.offset as u64,
         bytes_discarded,
         reason: scan.damage.map(|damage| damage.reason),
+        first_sequence_cut: end.next_sequence,
+        last_intact_sequence_cut: intact_after.iter().copied().max(),
     });
     Ok(Recovered {
         segments: scan.segments.iter().map(|entry| entry.first_sequence).collect(),

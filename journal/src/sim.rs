@@ -32,6 +32,8 @@ struct Disk {
     syncs_done: u64,
     /// When set, the sync after this many successful ones fails with EIO.
     fail_sync_after: Option<u64>,
+    /// Power losses so far: the simulated machine's boot.
+    boots: u64,
 }
 
 /// A shared in-memory "disk". Clones share it; [`MemStorage::fork`] copies it.
@@ -53,8 +55,13 @@ impl MemStorage {
     /// An independent copy of this disk (cache and durable images).
     pub fn fork(&self) -> MemStorage {
         let disk = self.disk();
-        let copy =
-            Disk { names: disk.names.clone(), inodes: disk.inodes.clone(), syncs_done: 0, fail_sync_after: None };
+        let copy = Disk {
+            names: disk.names.clone(),
+            inodes: disk.inodes.clone(),
+            syncs_done: 0,
+            fail_sync_after: None,
+            boots: disk.boots,
+        };
         MemStorage { disk: Arc::new(Mutex::new(copy)) }
     }
 
@@ -74,18 +81,28 @@ impl MemStorage {
         self.disk().syncs_done
     }
 
-    /// Power loss: everything not synced is lost.
+    /// Power loss: everything not synced is lost, and the machine boots again.
     pub fn crash(&self) {
-        for file in &mut self.disk().inodes {
+        let mut disk = self.disk();
+        disk.boots += 1;
+        for file in &mut disk.inodes {
             file.cache.clone_from(&file.durable);
         }
+    }
+
+    /// The machine reboots without losing anything (a clean reboot, or the disk moved
+    /// to another machine): the page cache was written back first.
+    pub fn reboot(&self) {
+        self.disk().boots += 1;
     }
 
     /// Power loss after the kernel wrote back a pseudo-random subset (chosen by `seed`)
     /// of the dirty sectors, in no particular order.
     pub fn crash_with_partial_writeback(&self, seed: u64) {
         let mut state = seed | 1;
-        for file in &mut self.disk().inodes {
+        let mut disk = self.disk();
+        disk.boots += 1;
+        for file in &mut disk.inodes {
             let cache_bytes = file.cache.len();
             file.durable.resize(cache_bytes, 0);
             for start in (0..cache_bytes).step_by(SECTOR_BYTES) {
@@ -165,6 +182,12 @@ impl Storage for MemStorage {
 
     fn path_of(&self, name: &str) -> PathBuf {
         PathBuf::from("mem").join(name)
+    }
+
+    fn boot_id(&self) -> [u8; 16] {
+        let mut id = [0xB0; 16];
+        id[..8].copy_from_slice(&self.disk().boots.to_le_bytes());
+        id
     }
 }
 

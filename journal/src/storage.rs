@@ -39,6 +39,12 @@ pub trait Storage: Send + Sync {
     fn sync_dir(&self) -> io::Result<()>;
     /// Where `name` lives, for error messages.
     fn path_of(&self, name: &str) -> PathBuf;
+    /// An id of the current boot of the machine (zero: unknown). Equal ids before and
+    /// after a crash mean the process died but the machine did not: the page cache kept
+    /// every byte written, so no write can have been torn by the disk.
+    fn boot_id(&self) -> [u8; 16] {
+        [0; 16]
+    }
 }
 
 /// One open segment file.

@@ -1,15 +1,19 @@
-//! Library side of the operator tools: `verify` checks a journal without changing it;
-//! `dump` is a [`crate::JournalReader`] opened with [`crate::ReadLimit::Everything`].
+//! Library side of the operator tools: `verify` checks a journal without changing it, by
+//! making the same decision start-up makes ([`crate::assess`]) and reporting it; `dump`
+//! is a [`crate::JournalReader`] opened with [`crate::ReadLimit::Everything`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::error::{DamageReason, JournalError};
+use crate::assess::{Plan, assess};
+use crate::error::JournalError;
 use crate::file_storage::FileStorage;
-use crate::recovery::{TornTail, list_segments, scan_journal};
+use crate::manifest::MANIFEST_NAME;
+use crate::recovery::{RecoveryMode, TornTail};
 use crate::scan::last_nonzero;
 use crate::storage::{FlushMethod, SegmentFile, Storage};
+use crate::survey::list_segments;
 
-/// A sound journal, as `verify` found it.
+/// A journal start-up would accept, as `verify` found it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyReport {
     pub segments: usize,
@@ -21,72 +25,81 @@ pub struct VerifyReport {
     pub mark_slots_damaged: usize,
     /// Bytes after the last valid record that recovery would cut (never below the mark).
     pub torn_tail: Option<TornTail>,
+    /// The journal has no manifest yet; the next start creates it.
+    pub manifest_missing: bool,
+    /// Manifest slots that do not verify.
+    pub manifest_slots_damaged: usize,
+    /// Segments the next start would set aside because the snapshot covers their damage.
+    pub set_aside: Vec<String>,
+    /// The damage those segments hold.
+    pub damage_covered_by_snapshot: Option<String>,
 }
 
-/// Verifies every record of the journal in `dir` (CRC, chain, gapless sequence, segment
-/// boundaries, durable mark) without writing anything. `Err(Corrupt)` names the first
-/// problem with its segment, offset and sequence.
+/// Verifies the journal in `dir` as a start without a snapshot would: every record (CRC,
+/// chain, gapless sequence, segment boundaries, durable mark) and the manifest, without
+/// writing anything. `Err(Corrupt)` names the first problem with its segment, offset and
+/// sequence; a directory with no journal is [`JournalError::NoJournal`].
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, JournalError> {
+    verify_after_snapshot(dir, 0)
+}
+
+/// [`verify`] for a node whose newest valid snapshot covers `snapshot_sequence`.
+pub fn verify_after_snapshot(dir: impl AsRef<Path>, snapshot_sequence: u64) -> Result<VerifyReport, JournalError> {
     let dir = dir.as_ref();
     if !dir.is_dir() {
         let error = std::io::Error::new(std::io::ErrorKind::NotFound, "journal directory not found");
         return Err(JournalError::io(dir, error));
     }
-    verify_on(&FileStorage::new(dir, FlushMethod::default())?)
+    verify_on_after_snapshot(&FileStorage::new(dir, FlushMethod::default())?, snapshot_sequence)
 }
 
 /// [`verify`] over any storage.
 pub fn verify_on<S: Storage>(storage: &S) -> Result<VerifyReport, JournalError> {
-    let segments = list_segments(storage)?;
-    let segment_count = segments.len();
-    if segments.is_empty() {
-        return Ok(VerifyReport {
-            segments: 0,
-            first_sequence: 1,
-            last_sequence: 0,
-            records: 0,
-            recorded_durable_mark: 0,
-            mark_slots_damaged: 0,
-            torn_tail: None,
-        });
+    verify_on_after_snapshot(storage, 0)
+}
+
+/// [`verify_after_snapshot`] over any storage.
+pub fn verify_on_after_snapshot<S: Storage>(storage: &S, snapshot_sequence: u64) -> Result<VerifyReport, JournalError> {
+    let names = storage.list().map_err(|error| JournalError::io(storage.path_of(""), error))?;
+    let manifest_missing = !names.iter().any(|name| name == MANIFEST_NAME);
+    if manifest_missing && list_segments(storage)?.is_empty() {
+        return Err(JournalError::NoJournal { dir: PathBuf::from(storage.path_of("")) });
     }
-    let scan = scan_journal(storage, segments)?;
-    if let Some(damage) = scan.damage.filter(|damage| !damage.tail_candidate) {
-        return Err(scan.corrupt(&damage));
-    }
-    let (Some((end_index, end)), Some(mark)) = (scan.end, scan.last_mark) else {
-        return Err(JournalError::Corrupt {
-            segment: scan.segments[segment_count - 1].name.clone(),
-            offset: 0,
-            sequence: scan.last_sequence() + 1,
-            reason: DamageReason::MarkSlotsDamaged,
-        });
+    let assessment = assess(storage, RecoveryMode::TolerateTornTail, snapshot_sequence, [0; 16])?;
+    let mut report = VerifyReport {
+        segments: 0,
+        first_sequence: snapshot_sequence + 1,
+        last_sequence: snapshot_sequence,
+        records: 0,
+        recorded_durable_mark: snapshot_sequence,
+        mark_slots_damaged: 0,
+        torn_tail: None,
+        manifest_missing,
+        manifest_slots_damaged: assessment.manifest_slots_damaged,
+        set_aside: assessment.set_aside,
+        damage_covered_by_snapshot: assessment.damage_covered,
     };
-    let name = &scan.segments[end_index].name;
-    let last_sequence = end.last_sequence();
-    if last_sequence < mark.durable_sequence {
-        return Err(JournalError::Corrupt {
-            segment: name.clone(),
-            offset: end.offset as u64,
-            sequence: end.next_sequence,
-            reason: DamageReason::BelowDurableMark { last: last_sequence, durable_mark: mark.durable_sequence },
-        });
-    }
+    let Plan::Keep { scan, keep } = assessment.plan else {
+        return Ok(report);
+    };
+    let name = &scan.segments[keep.end_index].name;
+    let last_sequence = keep.end.last_sequence();
     let segment = storage.open(name, false).map_err(|error| JournalError::io(storage.path_of(name), error))?;
-    let stray_bytes = last_nonzero(segment.bytes(), end.offset).map_or(0, |last| (last + 1 - end.offset) as u64);
-    let torn_tail = (stray_bytes > 0 || scan.damage.is_some()).then(|| TornTail {
+    let stray_bytes =
+        last_nonzero(segment.bytes(), keep.end.offset).map_or(0, |last| (last + 1 - keep.end.offset) as u64);
+    report.torn_tail = (stray_bytes > 0 || scan.damage.is_some()).then(|| TornTail {
         segment: name.clone(),
-        offset: end.offset as u64,
+        offset: keep.end.offset as u64,
         bytes_discarded: stray_bytes,
         reason: scan.damage.map(|damage| damage.reason),
+        first_sequence_cut: keep.end.next_sequence,
+        last_intact_sequence_cut: keep.intact_after.iter().copied().max(),
     });
-    Ok(VerifyReport {
-        segments: segment_count,
-        first_sequence: scan.first_sequence,
-        last_sequence,
-        records: last_sequence + 1 - scan.first_sequence,
-        recorded_durable_mark: mark.durable_sequence,
-        mark_slots_damaged: scan.mark_slots_damaged,
-        torn_tail,
-    })
+    report.segments = scan.segments.len();
+    report.first_sequence = scan.first_sequence;
+    report.last_sequence = last_sequence;
+    report.records = last_sequence + 1 - scan.first_sequence;
+    report.recorded_durable_mark = keep.mark.durable_sequence;
+    report.mark_slots_damaged = scan.mark_slots_damaged;
+    Ok(report)
 }

@@ -9,6 +9,7 @@ use crate::error::JournalError;
 use crate::file_storage::FileStorage;
 use crate::format::{ChainHash, MARK_FLAG_SEALED, MarkSlot, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, RecordHeader};
 use crate::format::{SEGMENT_PREFIX_BYTES, record_bytes, segment_name};
+use crate::manifest::{Manifest, ManifestState};
 use crate::reader::{JournalReader, ReadLimit};
 use crate::recovery::{RecoverOptions, RecoveryMode, RecoveryReport, recover};
 use crate::scan::Cursor;
@@ -96,6 +97,8 @@ pub struct Journal<S: Storage = FileStorage> {
     mark: MarkSlot,
     durable: Arc<AtomicU64>,
     visible: Arc<AtomicU64>,
+    /// What the journal holds, kept current at roll-over, retention, snapshot and close.
+    manifest: Manifest<S::Segment>,
 }
 
 impl Journal<FileStorage> {
@@ -118,7 +121,7 @@ impl<S: Storage + Clone> Journal<S> {
             genesis_chain: config.genesis_chain,
             hook: config.on_flush_failure,
         };
-        let recovered = recover(&storage, &options)?;
+        let (recovered, manifest) = recover(&storage, &options)?;
         let last_sequence = recovered.end.last_sequence();
         let journal = Journal {
             storage,
@@ -133,6 +136,7 @@ impl<S: Storage + Clone> Journal<S> {
             mark: recovered.mark,
             durable: Arc::new(AtomicU64::new(last_sequence)),
             visible: Arc::new(AtomicU64::new(last_sequence)),
+            manifest,
         };
         Ok((journal, recovered.report))
     }
@@ -217,6 +221,23 @@ impl<S: Storage + Clone> Journal<S> {
             self.write_mark(last_sequence, 0);
             self.sync_active(0..SEGMENT_PREFIX_BYTES);
         }
+        self.record_manifest(|state| ManifestState { durable_sequence: last_sequence, ..state });
+    }
+
+    /// Records in the manifest that a snapshot covering `snapshot_sequence` was written,
+    /// so a start that cannot find it says so.
+    pub fn note_snapshot(&mut self, snapshot_sequence: u64) {
+        let durable_sequence = self.durable_sequence();
+        self.record_manifest(|state| ManifestState {
+            snapshot_sequence: snapshot_sequence.max(state.snapshot_sequence),
+            durable_sequence: durable_sequence.max(state.durable_sequence),
+            ..state
+        });
+    }
+
+    /// What the manifest records now.
+    pub fn manifest(&self) -> ManifestState {
+        self.manifest.state()
     }
 
     pub fn last_sequence(&self) -> u64 {
@@ -260,6 +281,13 @@ impl<S: Storage + Clone> Journal<S> {
     /// (never the active one), oldest first, and returns their names.
     pub fn remove_segments_covered_by(&mut self, snapshot_sequence: u64) -> Result<Vec<String>, JournalError> {
         let covered = self.segments.windows(2).take_while(|pair| pair[1] - 1 <= snapshot_sequence).count();
+        if covered == 0 {
+            return Ok(Vec::new());
+        }
+        // The manifest first: a crash before the files go leaves extra old segments,
+        // which are harmless, never a manifest naming files that are gone.
+        let first_kept = self.segments[covered];
+        self.record_manifest(|state| ManifestState { first_segment: first_kept, ..state });
         let mut removed = Vec::with_capacity(covered);
         for &first_sequence in &self.segments[..covered] {
             let name = segment_name(first_sequence);
@@ -267,9 +295,7 @@ impl<S: Storage + Clone> Journal<S> {
             removed.push(name);
         }
         self.segments.drain(..covered);
-        if !removed.is_empty()
-            && let Err(error) = self.storage.sync_dir()
-        {
+        if let Err(error) = self.storage.sync_dir() {
             (self.hook)(&FlushFailure { path: self.storage.path_of(""), error });
         }
         Ok(removed)
@@ -294,6 +320,13 @@ impl<S: Storage + Clone> Journal<S> {
         self.active_capacity = self.segment_bytes;
         self.segments.push(last_sequence + 1);
         self.mark = MarkSlot { generation: 1, durable_sequence: last_sequence, flags: 0 };
+        // After the new file is in place: a crash before this leaves the manifest one
+        // segment behind, which recovery accepts (the seal guards the new file).
+        self.record_manifest(|state| ManifestState {
+            last_segment: last_sequence + 1,
+            durable_sequence: last_sequence,
+            ..state
+        });
         self.end.offset = SEGMENT_PREFIX_BYTES;
         self.synced_offset = SEGMENT_PREFIX_BYTES;
         Ok(())
@@ -305,6 +338,11 @@ impl<S: Storage + Clone> Journal<S> {
             (self.hook)(&FlushFailure { path: self.active_path(), error });
         }
         self.mark = mark;
+    }
+
+    fn record_manifest(&mut self, change: impl FnOnce(ManifestState) -> ManifestState) {
+        let state = change(self.manifest.state());
+        self.manifest.record(&self.storage, state, self.hook);
     }
 
     fn sync_active(&mut self, range: std::ops::Range<usize>) {

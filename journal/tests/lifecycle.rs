@@ -32,7 +32,14 @@ fn losing_the_newest_segment_file_is_detected_by_the_seal() {
     let config = mem_config(SMALL_SEGMENT_BYTES);
     drop(write_records(&storage, &config, 100, 10));
     let names = segment_names(&storage);
-    storage.remove(&names[names.len() - 1]).expect("remove");
+    let newest = &names[names.len() - 1];
+    storage.remove(newest).expect("remove");
+    let error = recover(&storage, &config).err().expect("must refuse");
+    let JournalError::Corrupt { segment, reason, .. } = &error else { panic!("expected Corrupt: {error}") };
+    assert!(matches!(reason, DamageReason::SegmentMissing { .. }), "the manifest names it first: {error}");
+    assert_eq!(segment, newest);
+    // Without the manifest, the seal of the segment before it still catches it.
+    storage.remove(tally_journal::MANIFEST_NAME).expect("remove manifest");
     let error = recover(&storage, &config).err().expect("must refuse");
     assert!(matches!(error, JournalError::Corrupt { reason: DamageReason::SuccessorMissing, .. }), "{error}");
 }
