@@ -91,6 +91,11 @@ pub enum JournalError {
     TruncateBeyondEnd { requested: u64, last: u64 },
     #[error("sequence {0} is not in the journal")]
     SequenceNotFound(u64),
+    #[error(
+        "not enough disk space for journal segment {path}: it needs {needed_bytes} bytes, {available_bytes} are \
+         free (free space, or choose a smaller segment size)"
+    )]
+    NoSpace { path: PathBuf, needed_bytes: u64, available_bytes: u64 },
     #[error("no journal here: {dir} holds no journal segments and no manifest")]
     NoJournal { dir: PathBuf },
     #[error("snapshot {path} is damaged: {reason}")]

@@ -107,11 +107,16 @@ impl Storage for FileStorage {
     }
 
     fn create(&self, name: &str, bytes: usize) -> io::Result<FileSegment> {
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(self.dir.join(name))?;
-        preallocate(&file, bytes)?;
+        let path = self.dir.join(name);
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
         // The new length is metadata: make it durable before anything relies on the
         // file being this long (redb once lost a file extension this way).
-        file.sync_all()?;
+        let prepared = preallocate(&file, bytes).and_then(|()| file.sync_all());
+        if let Err(error) = prepared {
+            // Nothing refers to the half-made file yet; leaving it would only confuse.
+            let _ = std::fs::remove_file(&path);
+            return Err(error);
+        }
         self.segment(file, true)
     }
 
@@ -134,6 +139,20 @@ impl Storage for FileStorage {
 
     fn path_of(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    fn available_bytes(&self) -> Option<u64> {
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()).ok()?;
+        let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `path` is a NUL-terminated string that outlives the call, and `stats`
+        // points at writable memory of the size statvfs fills.
+        let result = unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) };
+        if result != 0 {
+            return None;
+        }
+        // SAFETY: statvfs returned 0, so it filled the structure.
+        let stats = unsafe { stats.assume_init() };
+        Some(stats.f_bavail.saturating_mul(stats.f_frsize))
     }
 
     fn boot_id(&self) -> [u8; 16] {

@@ -106,10 +106,13 @@ pub(crate) struct Recovered<F> {
     pub report: RecoveryReport,
 }
 
+/// The recovered writer state and its open manifest.
+pub(crate) type WithManifest<F> = (Recovered<F>, Manifest<F>);
+
 pub(crate) fn recover<S: Storage>(
     storage: &S,
     options: &RecoverOptions,
-) -> Result<(Recovered<S::Segment>, Manifest<S::Segment>), JournalError> {
+) -> Result<WithManifest<S::Segment>, JournalError> {
     let temporaries_removed = remove_temporaries(storage, options.hook)?;
     let assessment = assess(storage, options.mode, options.snapshot_sequence, options.genesis_chain)?;
     for name in &assessment.set_aside {

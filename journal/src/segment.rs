@@ -85,6 +85,15 @@ pub(crate) fn create_segment<S: Storage>(
     let temporary = format!("{name}{TEMPORARY_SUFFIX}");
     let segment_bytes = usize::try_from(header.segment_bytes)
         .map_err(|_| JournalError::InvalidConfig("segment size exceeds the address space"))?;
+    if let Some(available_bytes) = storage.available_bytes()
+        && available_bytes < header.segment_bytes
+    {
+        return Err(JournalError::NoSpace {
+            path: storage.path_of(&name),
+            needed_bytes: header.segment_bytes,
+            available_bytes,
+        });
+    }
     let mut segment = storage
         .create(&temporary, segment_bytes)
         .map_err(|error| JournalError::io(storage.path_of(&temporary), error))?;

@@ -45,6 +45,10 @@ pub trait Storage: Send + Sync {
     fn boot_id(&self) -> [u8; 16] {
         [0; 16]
     }
+    /// Bytes free for new files, when the backend can tell.
+    fn available_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// One open segment file.

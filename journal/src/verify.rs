@@ -2,7 +2,7 @@
 //! making the same decision start-up makes ([`crate::assess`]) and reporting it; `dump`
 //! is a [`crate::JournalReader`] opened with [`crate::ReadLimit::Everything`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::assess::{Plan, assess};
 use crate::error::JournalError;
@@ -63,7 +63,7 @@ pub fn verify_on_after_snapshot<S: Storage>(storage: &S, snapshot_sequence: u64)
     let names = storage.list().map_err(|error| JournalError::io(storage.path_of(""), error))?;
     let manifest_missing = !names.iter().any(|name| name == MANIFEST_NAME);
     if manifest_missing && list_segments(storage)?.is_empty() {
-        return Err(JournalError::NoJournal { dir: PathBuf::from(storage.path_of("")) });
+        return Err(JournalError::NoJournal { dir: storage.path_of("") });
     }
     let assessment = assess(storage, RecoveryMode::TolerateTornTail, snapshot_sequence, [0; 16])?;
     let mut report = VerifyReport {

@@ -7,6 +7,7 @@
 //! tally status  --addr ADDR[,ADDR…]
 //! tally journal verify DIR
 //! tally journal dump DIR [--from SEQ] [--count N]
+//! tally journal truncate DIR --at SEQ [--yes]
 //! ```
 //!
 //! Exit codes: 0 success, 1 a failure while running, 2 bad arguments or configuration.
@@ -76,6 +77,10 @@ struct NodeArgs {
     /// never pauses for it.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     snapshot_interval_s: u64,
+    /// Size of each new journal segment file in MiB, allocated in full when it is created
+    /// (existing segments keep their size). The disk needs this much free at each roll-over.
+    #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = clap::value_parser!(u64).range(4..=65536))]
+    journal_segment_mib: u64,
 }
 
 #[derive(Args)]
@@ -96,7 +101,8 @@ struct AddressArgs {
 
 #[derive(Subcommand)]
 enum JournalCommand {
-    /// Check every record (checksums, chain, sequence, durable mark); exit 0 when sound.
+    /// Check the journal as start-up would (every record, checksums, chain, sequence, durable
+    /// mark, manifest, snapshot coverage); exit 0 only when start-up would accept it.
     Verify {
         /// A node's data directory (or its journal directory).
         dir: PathBuf,
@@ -111,6 +117,18 @@ enum JournalCommand {
         /// Print at most this many records.
         #[arg(long, value_name = "N")]
         count: Option<u64>,
+    },
+    /// Keep records up to SEQ and discard every later one, damaged or not. Without `--yes`
+    /// it only shows what would be discarded.
+    Truncate {
+        /// A node's data directory (or its journal directory).
+        dir: PathBuf,
+        /// The last sequence to keep.
+        #[arg(long, value_name = "SEQ")]
+        at: u64,
+        /// Really discard the records after SEQ.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -172,6 +190,7 @@ fn execute(command: CliCommand) -> Result<(), CliError> {
         CliCommand::Journal(JournalCommand::Dump { dir, from, count }) => {
             journal_tools::dump(&dir, from, count, &mut std::io::stdout().lock())
         }
+        CliCommand::Journal(JournalCommand::Truncate { dir, at, yes }) => journal_tools::truncate(&dir, at, yes),
     }
 }
 
@@ -181,6 +200,8 @@ fn node_config(args: &NodeArgs) -> NodeConfig {
         wait: args.wait,
         tick_interval: Duration::from_millis(args.tick_interval_ms),
         snapshot_interval: (args.snapshot_interval_s > 0).then(|| Duration::from_secs(args.snapshot_interval_s)),
+        // At most 65 536 MiB by the argument's range: fits any 64-bit usize.
+        journal_segment_bytes: usize::try_from(args.journal_segment_mib << 20).unwrap_or(usize::MAX),
         ..NodeConfig::new(&args.data)
     }
 }

@@ -12,6 +12,7 @@
 pub mod input_log;
 pub mod journal_codec;
 pub mod outcome_log;
+mod recovery_messages;
 mod replay;
 mod snapshots;
 mod snapshotter;
@@ -44,6 +45,8 @@ pub struct NodeConfig {
     /// How often the background snapshotter writes a snapshot; `None`: never (then only
     /// a clean shutdown writes one).
     pub snapshot_interval: Option<Duration>,
+    /// Size of each new journal segment file (pre-allocated in full).
+    pub journal_segment_bytes: usize,
 }
 
 /// Periodic snapshots by default: a restart then replays minutes of journal, not all of it.
@@ -59,6 +62,7 @@ impl NodeConfig {
             wait: Wait::Parking,
             tick_interval: defaults.tick_interval,
             snapshot_interval: Some(SNAPSHOT_INTERVAL_DEFAULT),
+            journal_segment_bytes: tally_journal::SEGMENT_BYTES_DEFAULT,
         }
     }
 }
@@ -97,15 +101,13 @@ impl Node {
         let lock = dirs.lock()?;
         let snapshots = SnapshotStore::open(&dirs.snapshots)?;
         let restored = snapshots::load(&snapshots)?;
-        let journal_config =
-            JournalConfig { snapshot_sequence: restored.sequence, ..JournalConfig::new(&dirs.journal) };
+        let journal_config = JournalConfig {
+            snapshot_sequence: restored.sequence,
+            segment_bytes: config.journal_segment_bytes,
+            ..JournalConfig::new(&dirs.journal)
+        };
         let (journal, report) = Journal::open(&journal_config)?;
-        if let Some(torn) = &report.torn_tail {
-            eprintln!(
-                "tally: journal recovery cut a torn tail of {} bytes in {} at offset {}",
-                torn.bytes_discarded, torn.segment, torn.offset
-            );
-        }
+        recovery_messages::print(&report, restored.sequence);
         let (sequences, sequences_received) = crossbeam::channel::unbounded();
         let mut outcomes = OutcomeFile::open(&dirs.outcomes, report.last_sequence, sequences_received)?;
         let mut ledger = restored.ledger;
@@ -172,6 +174,13 @@ impl Node {
         }
         ledger
     }
+}
+
+/// Locks the data directory at `root` for an operator tool, as a node does, so that the
+/// tool never works on a journal a node has open.
+pub fn lock_data_dir(root: &Path) -> Result<File, NodeError> {
+    DataDir { root: root.to_path_buf(), journal: PathBuf::new(), snapshots: PathBuf::new(), outcomes: PathBuf::new() }
+        .lock()
 }
 
 /// The paths of a data directory.

@@ -1,6 +1,8 @@
-//! `tally journal verify` and `tally journal dump`: operator tools over a node's data
-//! directory, run while no node has it open.
+//! `tally journal verify`, `dump` and `truncate`: operator tools over a node's data
+//! directory. `verify` and `truncate` lock the directory as a node does, so they refuse
+//! while a node has it open.
 
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -8,10 +10,11 @@ use serde::Serialize;
 use tally_codecs::wire::Request;
 use tally_codecs::{Account, LimitProfile, Operation, Transfer};
 use tally_engine::pipeline::Command;
-use tally_journal::{JournalReader, ReadLimit, RecordRef};
+use tally_journal::{Journal, JournalConfig, JournalReader, ReadLimit, RecordRef, RecoveryMode, SnapshotStore};
 
 use super::CliError;
-use crate::node::journal_codec;
+use crate::error::NodeError;
+use crate::node::{self, journal_codec};
 
 /// The journal directory of a data directory, or the directory itself when it has no
 /// `journal/` (so the tools also take a journal directory directly).
@@ -23,22 +26,137 @@ pub fn journal_dir(dir: &Path) -> Result<PathBuf, CliError> {
     Ok(if nested.is_dir() { nested } else { dir.to_path_buf() })
 }
 
-pub fn verify(dir: &Path) -> Result<(), CliError> {
+/// A journal and the data directory it belongs to, locked as a node locks it, with the
+/// snapshot start-up would load.
+struct Target {
+    journal: PathBuf,
+    snapshot_sequence: u64,
+    /// Held while the tool runs.
+    _lock: Option<File>,
+}
+
+fn open_target(dir: &Path) -> Result<Target, CliError> {
     let journal = journal_dir(dir)?;
-    let report = tally_journal::verify(&journal)?;
+    let root = journal.parent().filter(|parent| {
+        journal.file_name().is_some_and(|name| name == "journal")
+            && (parent.join("LOCK").is_file() || parent.join("snapshots").is_dir())
+    });
+    let Some(root) = root else {
+        return Ok(Target { journal, snapshot_sequence: 0, _lock: None });
+    };
+    let lock = node::lock_data_dir(root).map_err(|error| match error {
+        NodeError::Locked { path } => CliError::Failed(format!(
+            "{} is in use by a running tally node: stop it first (the tools never read or change a journal a \
+             node has open)",
+            path.display()
+        )),
+        other => CliError::Node(other),
+    })?;
+    let snapshots = root.join("snapshots");
+    let snapshot_sequence = if snapshots.is_dir() {
+        SnapshotStore::open(&snapshots)?.load_newest()?.newest.map_or(0, |snapshot| snapshot.sequence)
+    } else {
+        0
+    };
+    Ok(Target { journal, snapshot_sequence, _lock: Some(lock) })
+}
+
+/// Checks the journal as start-up would and says what start-up would do.
+pub fn verify(dir: &Path) -> Result<(), CliError> {
+    let target = open_target(dir)?;
+    let report = tally_journal::verify_after_snapshot(&target.journal, target.snapshot_sequence)?;
+    let after = match target.snapshot_sequence {
+        0 => String::new(),
+        sequence => format!(", replayed after the snapshot at sequence {sequence}"),
+    };
     println!(
-        "journal {} is sound: {} records (sequences {} to {}) in {} segments, durable mark {}",
-        journal.display(),
+        "journal {} is sound: {} records (sequences {} to {}) in {} segments, durable mark {}{after}",
+        target.journal.display(),
         report.records,
         report.first_sequence,
         report.last_sequence,
         report.segments,
         report.recorded_durable_mark
     );
+    if report.manifest_missing {
+        println!("no manifest yet: the next start creates one");
+    }
+    if report.manifest_slots_damaged > 0 {
+        println!("WARNING: {} manifest slot(s) damaged; the other is used", report.manifest_slots_damaged);
+    }
+    if report.mark_slots_damaged > 0 {
+        println!("WARNING: {} durable-mark slot(s) damaged; the other of each pair is used", report.mark_slots_damaged);
+    }
+    if let Some(damage) = &report.damage_covered_by_snapshot {
+        println!(
+            "WARNING: damage covered by the snapshot ({damage}); the next start sets aside: {}",
+            report.set_aside.join(", ")
+        );
+    }
     if let Some(torn) = report.torn_tail {
-        println!("a torn tail of {} bytes after the last record would be cut at the next start", torn.bytes_discarded);
+        match (torn.reason, torn.last_intact_sequence_cut) {
+            (None, _) => {
+                println!("{} stray bytes after the last record would be zeroed at the next start", torn.bytes_discarded)
+            }
+            (Some(reason), last) => println!(
+                "WARNING: the next start would cut records from sequence {}{} ({reason}); they may have been \
+                 acknowledged",
+                torn.first_sequence_cut,
+                last.map_or_else(String::new, |last| format!(" to {last}"))
+            ),
+        }
     }
     Ok(())
+}
+
+/// Shows what truncating at `at` discards and, with `yes`, does it.
+pub fn truncate(dir: &Path, at: u64, yes: bool) -> Result<(), CliError> {
+    let target = open_target(dir)?;
+    if at < target.snapshot_sequence {
+        return Err(CliError::Failed(format!(
+            "cannot truncate at {at}: the newest snapshot covers sequence {} and replay starts after it",
+            target.snapshot_sequence
+        )));
+    }
+    let (intact, damage) = intact_after(&target.journal, at)?;
+    let discarded = match intact {
+        0 => "no intact record".to_owned(),
+        count => format!("{count} intact records (sequences {} to {})", at + 1, at + count),
+    };
+    let damage = damage.map_or_else(String::new, |damage| format!(", then everything from the damage: {damage}"));
+    if !yes {
+        println!("truncating at {at} would discard {discarded}{damage}");
+        println!("nothing changed; run again with --yes to discard them");
+        return Ok(());
+    }
+    let config = JournalConfig {
+        recovery: RecoveryMode::TruncateAt(at),
+        snapshot_sequence: target.snapshot_sequence,
+        ..JournalConfig::new(&target.journal)
+    };
+    let (journal, report) = Journal::open(&config)?;
+    journal.close();
+    println!(
+        "truncated at {at}: discarded {discarded}{damage}; {} segments removed; the journal holds sequences {} to {}",
+        report.segments_removed.len(),
+        report.first_sequence,
+        report.last_sequence
+    );
+    Ok(())
+}
+
+/// How many intact records follow `at`, and the damage that ends them, if any.
+fn intact_after(journal: &Path, at: u64) -> Result<(u64, Option<String>), CliError> {
+    let mut reader = JournalReader::open(journal, at.saturating_add(1), ReadLimit::Everything)
+        .map_err(|error| CliError::Failed(format!("sequence {at} is not in the journal: {error}")))?;
+    let mut count = 0u64;
+    loop {
+        match reader.next_record() {
+            Ok(Some(_)) => count += 1,
+            Ok(None) => return Ok((count, None)),
+            Err(error) => return Ok((count, Some(error.to_string()))),
+        }
+    }
 }
 
 /// Writes one JSON line per record from `from` on, at most `count` of them.
