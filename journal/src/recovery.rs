@@ -58,8 +58,8 @@ pub struct RecoveryReport {
     pub set_aside: Vec<String>,
     /// The damage start-up would have refused, had the snapshot not covered it.
     pub damage_covered_by_snapshot: Option<String>,
-    /// The journal had no manifest (new, or written by a version without one): it was
-    /// created from what was found.
+    /// The journal had segments but no manifest (written by a version without one): it
+    /// was created from what was found.
     pub manifest_created: bool,
     /// Manifest slots that did not verify; the other one was used.
     pub manifest_slots_damaged: usize,
@@ -122,6 +122,7 @@ pub(crate) fn recover<S: Storage>(
     if !assessment.set_aside.is_empty() {
         sync_dir_or_stop(storage, options.hook);
     }
+    let manifest_created = assessment.recorded.is_none() && !matches!(assessment.plan, Plan::Empty { .. });
     let mut recovered = match assessment.plan {
         Plan::Empty { first_sequence, genesis_chain } => start_empty(storage, first_sequence, genesis_chain, options)?,
         Plan::Keep { scan, keep } => keep_prefix(storage, scan, keep, options.hook)?,
@@ -132,7 +133,7 @@ pub(crate) fn recover<S: Storage>(
     report.replay_from = options.snapshot_sequence.saturating_add(1);
     report.set_aside = assessment.set_aside;
     report.damage_covered_by_snapshot = assessment.damage_covered;
-    report.manifest_created = assessment.recorded.is_none();
+    report.manifest_created = manifest_created;
     report.manifest_slots_damaged = assessment.manifest_slots_damaged;
     report.manifest_snapshot_sequence = assessment.recorded.map_or(0, |state| state.snapshot_sequence);
     let state = ManifestState {

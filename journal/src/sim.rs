@@ -34,6 +34,8 @@ struct Disk {
     fail_sync_after: Option<u64>,
     /// Power losses so far: the simulated machine's boot.
     boots: u64,
+    /// Free space the disk reports, when limited.
+    available_bytes: Option<u64>,
 }
 
 /// A shared in-memory "disk". Clones share it; [`MemStorage::fork`] copies it.
@@ -61,6 +63,7 @@ impl MemStorage {
             syncs_done: 0,
             fail_sync_after: None,
             boots: disk.boots,
+            available_bytes: disk.available_bytes,
         };
         MemStorage { disk: Arc::new(Mutex::new(copy)) }
     }
@@ -74,6 +77,11 @@ impl MemStorage {
     /// Removes an injected sync failure (the "disk" was replaced), so recovery can run.
     pub fn heal(&self) {
         self.disk().fail_sync_after = None;
+    }
+
+    /// Makes the disk report `bytes` free (it does not enforce it).
+    pub fn limit_space(&self, bytes: u64) {
+        self.disk().available_bytes = Some(bytes);
     }
 
     /// Successful syncs so far.
@@ -182,6 +190,10 @@ impl Storage for MemStorage {
 
     fn path_of(&self, name: &str) -> PathBuf {
         PathBuf::from("mem").join(name)
+    }
+
+    fn available_bytes(&self) -> Option<u64> {
+        self.disk().available_bytes
     }
 
     fn boot_id(&self) -> [u8; 16] {

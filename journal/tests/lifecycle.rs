@@ -161,3 +161,18 @@ fn interrupted_segment_creation_leaves_a_temporary_that_recovery_removes() {
     assert_eq!(report.last_sequence, 20);
     assert!(!storage.list().expect("list").iter().any(|name| name.ends_with(".tmp")));
 }
+
+#[test]
+fn too_little_free_space_for_a_segment_is_an_error_naming_the_size_and_leaves_no_file() {
+    let storage = MemStorage::new();
+    let config = mem_config(SMALL_SEGMENT_BYTES);
+    storage.limit_space(SMALL_SEGMENT_BYTES as u64 - 1);
+    let error = recover(&storage, &config).err().expect("no room for the first segment");
+    assert!(
+        matches!(error, JournalError::NoSpace { needed_bytes, .. } if needed_bytes == SMALL_SEGMENT_BYTES as u64),
+        "{error}"
+    );
+    assert!(storage.list().expect("list").is_empty(), "nothing left behind");
+    storage.limit_space(SMALL_SEGMENT_BYTES as u64);
+    assert!(recover(&storage, &config).is_ok());
+}

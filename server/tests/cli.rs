@@ -167,6 +167,9 @@ fn journal_verify_reports_damage_with_a_nonzero_exit() {
     let offset = tally_journal::SEGMENT_PREFIX_BYTES + tally_journal::RECORD_HEADER_BYTES + 3;
     bytes[offset] ^= 0x01;
     std::fs::write(&segment, &bytes).expect("write the segment back");
+    // Without the snapshot the clean exit wrote: a snapshot covering the damage would let
+    // start-up (and so verify) start after it.
+    std::fs::remove_dir_all(data.join("snapshots")).expect("remove the snapshots");
 
     let output = Command::new(TALLY).args(["journal", "verify"]).arg(&data).output().expect("verify runs");
     assert_eq!(output.status.code(), Some(1));
