@@ -200,3 +200,23 @@ fn the_segment_size_is_a_setting() {
     let output = exec(&data, &["--journal-segment-mib", "1"], &[]);
     assert_eq!(output.status.code(), Some(2), "below the smallest size");
 }
+
+#[test]
+fn a_snapshot_the_manifest_records_but_that_is_gone_is_reported_at_start() {
+    let dir = TempDir::new("snapshot-gone");
+    let data = data_with_records(&dir);
+    // The second run records the first run's snapshot in the manifest and writes another.
+    let output = exec(&data, &[], &[transfer(20)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = exec(&data, &[], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut snapshots: Vec<PathBuf> = std::fs::read_dir(data.join("snapshots"))
+        .expect("snapshots")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    snapshots.sort();
+    std::fs::remove_file(snapshots.last().expect("a snapshot")).expect("remove the newest snapshot");
+    let output = exec(&data, &[], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("that snapshot is missing or damaged"), "{}", stderr(&output));
+}

@@ -9,6 +9,7 @@ use tally_engine::pipeline::{Command, Durability, InputLog};
 use tally_journal::Journal;
 
 use super::journal_codec;
+use super::snapshots::Written;
 
 /// Under `none` durability, the longest the journal goes without a flush while inputs
 /// keep coming.
@@ -25,13 +26,14 @@ pub struct JournalInputLog {
     last_sequence: Arc<AtomicU64>,
     /// Sequences of appended requests, for the outcome log (see `OutcomeFile`).
     sequences: Sender<u64>,
-    /// The oldest snapshot kept, from the snapshotter: segments it covers may go.
-    retained_from: Option<Receiver<u64>>,
+    /// Snapshots written by the snapshotter: recorded in the manifest, and the segments
+    /// the oldest kept one covers may go.
+    retained_from: Option<Receiver<Written>>,
     last_flush: Instant,
 }
 
 impl JournalInputLog {
-    pub fn new(journal: Journal, sequences: Sender<u64>, retained_from: Option<Receiver<u64>>) -> JournalInputLog {
+    pub fn new(journal: Journal, sequences: Sender<u64>, retained_from: Option<Receiver<Written>>) -> JournalInputLog {
         let last_sequence = Arc::new(AtomicU64::new(journal.last_sequence()));
         JournalInputLog {
             journal: Some(journal),
@@ -43,10 +45,13 @@ impl JournalInputLog {
         }
     }
 
-    /// Deletes the journal segments that the oldest kept snapshot covers entirely.
+    /// Records a new snapshot in the journal's manifest and deletes the journal segments
+    /// that the oldest kept snapshot covers entirely.
     fn remove_covered_segments(&mut self) {
         let (Some(retained_from), Some(journal)) = (&self.retained_from, self.journal.as_mut()) else { return };
-        let Some(sequence) = retained_from.try_iter().max() else { return };
+        let Some(written) = retained_from.try_iter().max_by_key(|written| written.sequence) else { return };
+        journal.note_snapshot(written.sequence);
+        let sequence = written.oldest_kept;
         match journal.remove_segments_covered_by(sequence) {
             Ok(removed) if !removed.is_empty() => {
                 eprintln!("tally: removed {} journal segments covered by snapshot {sequence}", removed.len());

@@ -35,6 +35,15 @@ pub fn load(store: &SnapshotStore) -> Result<Restored, NodeError> {
     Ok(Restored { ledger, sequence: snapshot.sequence })
 }
 
+/// A snapshot the background snapshotter wrote, as the journal stage learns of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The sequence the new snapshot covers (recorded in the journal's manifest).
+    pub sequence: u64,
+    /// The oldest snapshot still kept: journal records up to it are no longer needed.
+    pub oldest_kept: u64,
+}
+
 /// Writes a snapshot of `ledger`, which must be the state after journal record `sequence`
 /// and nothing else, then drops the older snapshots beyond [`SNAPSHOTS_KEPT`]. Returns the
 /// sequence of the oldest snapshot kept: journal records up to it are no longer needed.

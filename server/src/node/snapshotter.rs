@@ -35,9 +35,9 @@ pub struct SnapshotterConfig {
     pub snapshots_dir: PathBuf,
     pub durable_mark: Arc<AtomicU64>,
     pub interval: Duration,
-    /// Receives the oldest snapshot still kept after each snapshot, so the journal stage
-    /// can delete the segments it covers.
-    pub retained_from: Sender<u64>,
+    /// Told of each snapshot, so the journal stage can record it in the journal's
+    /// manifest and delete the segments the oldest kept snapshot covers.
+    pub retained_from: Sender<snapshots::Written>,
 }
 
 impl Snapshotter {
@@ -122,7 +122,7 @@ fn run(config: &SnapshotterConfig, stop: &AtomicBool) -> Result<(), NodeError> {
                 started.elapsed().as_millis()
             );
             // The journal stage may have stopped; then nobody deletes segments, which is safe.
-            let _ = config.retained_from.send(oldest_kept);
+            let _ = config.retained_from.send(snapshots::Written { sequence, oldest_kept });
             snapshot_sequence = sequence;
             last_snapshot = Instant::now();
         }
