@@ -220,3 +220,53 @@ fn a_snapshot_the_manifest_records_but_that_is_gone_is_reported_at_start() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stderr(&output).contains("that snapshot is missing or damaged"), "{}", stderr(&output));
 }
+
+/// (offset, sequence) of every record in a segment file, walking the record headers.
+fn record_positions(bytes: &[u8]) -> Vec<(usize, u64)> {
+    let header_bytes = tally_journal::RECORD_HEADER_BYTES;
+    let mut offset = tally_journal::SEGMENT_PREFIX_BYTES;
+    let mut positions = Vec::new();
+    while offset + header_bytes <= bytes.len() && bytes[offset..offset + header_bytes].iter().any(|&byte| byte != 0) {
+        let payload = u32::from_le_bytes(bytes[offset + 8..offset + 12].try_into().expect("4 bytes")) as usize;
+        let sequence = u64::from_le_bytes(bytes[offset + 16..offset + 24].try_into().expect("8 bytes"));
+        positions.push((offset, sequence));
+        offset += tally_journal::record_bytes(payload).expect("a record size");
+    }
+    positions
+}
+
+#[test]
+fn a_cut_in_the_last_group_commit_is_a_loud_warning_naming_the_sequence() {
+    let dir = TempDir::new("last-commit");
+    let data = dir.path().join("data");
+    let mut child = Command::new(TALLY)
+        .args(["exec", "--data"])
+        .arg(&data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tally exec starts");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut replies = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    for line in std::iter::once(ACCOUNTS.to_owned()).chain((30..33).map(transfer)) {
+        writeln!(stdin, "{line}").expect("write a line");
+        stdin.flush().expect("flush");
+        let mut reply = String::new();
+        std::io::BufRead::read_line(&mut replies, &mut reply).expect("a reply");
+        assert!(reply.contains("created"), "{reply}");
+    }
+    // SIGKILL: no clean close, so the durable mark on disk lags the last flush.
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    let segment = only_segment(&data);
+    let mut bytes = std::fs::read(&segment).expect("read");
+    let &(offset, last) = record_positions(&bytes).last().expect("records");
+    bytes[offset + 20] ^= 0x01;
+    std::fs::write(&segment, &bytes).expect("write");
+    let output = exec(&data, &[], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains(&format!("WARNING: journal recovery CUT the record at sequence {last}")), "{text}");
+    assert!(text.contains("MAY HAVE BEEN ACKNOWLEDGED"), "{text}");
+}
