@@ -2,7 +2,7 @@
 //! acknowledged input is a WARNING, said in full: an operator must be able to act on it
 //! (compare with a replica, re-submit) without reading the code.
 
-use tally_journal::RecoveryReport;
+use tally_journal::{RecoveryReport, SET_ASIDE_SUFFIX};
 
 pub fn print(report: &RecoveryReport, snapshot_sequence: u64) {
     if report.manifest_created {
@@ -34,7 +34,7 @@ pub fn print(report: &RecoveryReport, snapshot_sequence: u64) {
         eprintln!(
             "tally: WARNING: the journal is damaged ({damage}), but the snapshot at sequence {snapshot_sequence} \
              covers every damaged record: starting from the snapshot; set aside, not deleted: {}",
-            report.set_aside.iter().map(|name| format!("{name}.damaged")).collect::<Vec<_>>().join(", ")
+            report.set_aside.iter().map(|name| format!("{name}{SET_ASIDE_SUFFIX}")).collect::<Vec<_>>().join(", ")
         );
     }
     let Some(torn) = &report.torn_tail else { return };
