@@ -82,13 +82,6 @@ impl Harness {
             }
         };
         prop_assert_eq!(describe(&got), describe(&want), "results of {}", events);
-        {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().append(true).create(true).open("/tmp/codes.txt").unwrap();
-            for r in &want {
-                writeln!(f, "{}", ResultCode::from_u32(r.status).unwrap().name()).unwrap();
-            }
-        }
         for id in 0..=PROFILES_MAX {
             if let Some(profile) = self.model.limit_profile(id) {
                 let ever = self.overdraft_max_ever.entry(id).or_default();
@@ -393,4 +386,22 @@ fn account_transfers_are_capped_at_8189_rows() {
         harness.ledger.get_account_balances(&filter, &mut balances);
         assert_eq!(balances, harness.model.account_balances(&filter));
     }
+}
+
+/// §3.2 step 16 for a window of up to 1 024 s: whole seconds. A debit made in second 10
+/// counts through second 10 + 60 and not from second 71 on, on the engine and the model.
+#[test]
+fn window_edge_is_the_end_of_the_last_second_that_counts() {
+    let mut harness = Harness::new();
+    let profile =
+        LimitProfile { id: 1, ledger: 1, window_debit_max: 100, window_seconds: 60, ..LimitProfile::default() };
+    harness.run(&Step::Profiles(plan::Advance::By(1), vec![profile])).expect("profile");
+    let payer = Account { id: 1, ledger: 1, code: 1, limit_profile: 1, ..Account::default() };
+    let payee = Account { id: 2, ledger: 1, code: 1, ..Account::default() };
+    harness.run(&Step::Accounts(plan::Advance::By(1), vec![payer, payee])).expect("accounts");
+    let second = 1_000_000_000;
+    assert_eq!(harness.send(10 * second + second / 2, &[transfer(10, 1, 2, 100, 0)]), [ResultCode::Created]);
+    let last_counted = 71 * second - 1;
+    assert_eq!(harness.send(last_counted, &[transfer(11, 1, 2, 1, 0)]), [ResultCode::ExceedsWindowDebitLimit]);
+    assert_eq!(harness.send(last_counted + 1, &[transfer(12, 1, 2, 100, 0)]), [ResultCode::Created]);
 }

@@ -10,8 +10,8 @@ use tally_codecs::{Account, AccountBalance, AccountFilter, EventResult, LimitPro
 use tally_engine::PendingStatus;
 
 use crate::rules::{
-    NS_PER_S, account_exists, check_against_pending, check_overflows, check_transfer_fields, deadline, exceeds,
-    headroom, transfer_exists,
+    account_exists, check_against_pending, check_overflows, check_transfer_fields, deadline, exceeds, headroom,
+    transfer_exists, window_counts,
 };
 
 /// The most rows one query returns (§3.6).
@@ -358,9 +358,9 @@ impl Model {
             return code;
         }
         if debit_profile.window_debit_max != 0 {
-            let window_start = now.saturating_sub(u64::from(debit_profile.window_seconds) * NS_PER_S);
+            let counts = window_counts(debit_profile.window_seconds, now);
             let recent = self.debits_made.get(&debit.id).into_iter().flatten();
-            let mut in_window = recent.filter(|(timestamp, _)| *timestamp > window_start);
+            let mut in_window = recent.filter(|(timestamp, _)| counts(*timestamp));
             let total = in_window.try_fold(amount, |sum, (_, made)| sum.checked_add(*made));
             if total.is_none_or(|total| total > debit_profile.window_debit_max) {
                 return R::ExceedsWindowDebitLimit;

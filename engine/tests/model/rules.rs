@@ -133,3 +133,14 @@ pub fn exceeds(amount: u128, limit: u128, extra: u128, used: u128) -> bool {
     let total = used.checked_add(amount).expect("step 13 rejects a total that does not fit");
     limit.checked_add(extra).is_some_and(|allowed| total > allowed)
 }
+
+/// §3.2 step 16: whether a debit made at `made` counts against a debit at `now`. Buckets
+/// of `g = ⌈window_seconds / 1024⌉` seconds from timestamp 0; with `n = ⌈window_seconds / g⌉`
+/// the debits of buckets `⌊now / g⌋ − n` to `⌊now / g⌋` count.
+pub fn window_counts(window_seconds: u32, now: u64) -> impl Fn(u64) -> bool {
+    let seconds = u64::from(window_seconds);
+    let bucket_seconds = seconds.div_ceil(1024).max(1);
+    let span = seconds.div_ceil(bucket_seconds);
+    let bucket = move |timestamp: u64| timestamp / (bucket_seconds * NS_PER_S);
+    move |made: u64| bucket(made) + span >= bucket(now)
+}

@@ -104,10 +104,10 @@ pub fn exceeds_window_debit_limit() {
     results.clear();
     ledger.create_transfers(start + 2, &[void(12, 10), transfer(13, 1, 2, 41), transfer(14, 1, 2, 40)], &mut results);
     assert_eq!(codes(&results), vec![R::Created, R::ExceedsWindowDebitLimit, R::Created]);
-    // The window holds the debits with timestamp > now − window: one nanosecond before
-    // `start + window` the first debit (60, at `start`) still counts, at it no longer.
+    // Windows of up to 1 024 s count in whole seconds: the first debit (60, in second 100)
+    // counts through second 100 + 10, and no longer from second 111 on.
     results.clear();
-    ledger.create_transfers(start + 10 * NS_PER_S - 1, &[transfer(15, 1, 2, 1)], &mut results);
-    ledger.create_transfers(start + 10 * NS_PER_S, &[transfer(16, 1, 2, 60)], &mut results);
+    ledger.create_transfers(start + 11 * NS_PER_S - 1, &[transfer(15, 1, 2, 1)], &mut results);
+    ledger.create_transfers(start + 11 * NS_PER_S, &[transfer(16, 1, 2, 60)], &mut results);
     assert_eq!(codes(&results), vec![R::ExceedsWindowDebitLimit, R::Created]);
 }
