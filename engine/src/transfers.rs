@@ -178,11 +178,12 @@ impl Ledger {
         {
             return Err(ResultCode::OverflowsTimeout);
         }
-        if debit_account.has(account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
-            let overdraft = self.overdraft_of(debit);
-            if total_debits > debits.credits_posted.saturating_add(overdraft) {
-                return Err(if overdraft == 0 { ResultCode::ExceedsCredits } else { ResultCode::ExceedsOverdraft });
-            }
+        // An overdraft is a limit in itself: it binds the account whatever its flags.
+        let overdraft = self.overdraft_of(debit);
+        if (debit_account.has(account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS) || overdraft != 0)
+            && total_debits > debits.credits_posted.saturating_add(overdraft)
+        {
+            return Err(if overdraft == 0 { ResultCode::ExceedsCredits } else { ResultCode::ExceedsOverdraft });
         }
         if credit_account.has(account_flags::CREDITS_MUST_NOT_EXCEED_DEBITS) && total_credits > credits.debits_posted {
             return Err(ResultCode::ExceedsDebits);

@@ -17,7 +17,7 @@ mod rules;
 #[path = "model/strategy.rs"]
 mod strategy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -39,6 +39,9 @@ struct Harness {
     /// The largest `overdraft_max` each profile has had: a lowered overdraft leaves
     /// balances that were allowed when they were made.
     overdraft_max_ever: BTreeMap<u32, u128>,
+    /// The profiles whose `overdraft_max` has been 0 at some time: only while it is not
+    /// does an overdraft bind an account without `debits_must_not_exceed_credits`.
+    overdraft_zero_ever: BTreeSet<u32>,
 }
 
 impl Harness {
@@ -48,6 +51,7 @@ impl Harness {
             model: Model::default(),
             planner: Planner::default(),
             overdraft_max_ever: BTreeMap::new(),
+            overdraft_zero_ever: BTreeSet::new(),
         }
     }
 
@@ -86,6 +90,9 @@ impl Harness {
             if let Some(profile) = self.model.limit_profile(id) {
                 let ever = self.overdraft_max_ever.entry(id).or_default();
                 *ever = (*ever).max(profile.overdraft_max);
+                if profile.overdraft_max == 0 {
+                    self.overdraft_zero_ever.insert(id);
+                }
             }
         }
         self.check_state()
@@ -137,15 +144,18 @@ impl Harness {
         Ok(())
     }
 
-    /// The constraints of §3.2 steps 13–15 hold on every account, whatever happened since.
+    /// The constraints of §3.2 steps 13–15 hold on every account, whatever happened since;
+    /// an overdraft binds an account without balance flags too.
     fn check_balance_constraints(&self, accounts: &[Account]) -> Result<(), TestCaseError> {
         for account in accounts {
             let debits = account.debits_pending.checked_add(account.debits_posted);
             let credits = account.credits_pending.checked_add(account.credits_posted);
             prop_assert!(debits.is_some() && credits.is_some(), "totals overflow: {:?}", account);
             let (debits, credits) = (debits.unwrap_or_default(), credits.unwrap_or_default());
-            if account.flags & account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0 {
-                let overdraft = self.overdraft_max_ever.get(&account.limit_profile).copied().unwrap_or(0);
+            let profile = account.limit_profile;
+            let overdraft_binds = profile != 0 && !self.overdraft_zero_ever.contains(&profile);
+            if account.flags & account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0 || overdraft_binds {
+                let overdraft = self.overdraft_max_ever.get(&profile).copied().unwrap_or(0);
                 let allowed = account.credits_posted.saturating_add(overdraft);
                 prop_assert!(debits <= allowed, "debits exceed credits + overdraft {}: {:?}", overdraft, account);
             }

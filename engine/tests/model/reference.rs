@@ -392,10 +392,11 @@ impl Model {
         amount
     }
 
-    /// §3.2 steps 14 and 15; the mirror rule of step 15 has no overdraft (see above).
+    /// §3.2 steps 14 and 15: an overdraft binds the account whatever its flags; the mirror
+    /// rule of step 15 has no overdraft (see above).
     fn check_balance_limits(&self, amount: u128, debit: &Account, credit: &Account) -> Option<ResultCode> {
-        if debit.flags & account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0 {
-            let overdraft = self.profile_of(debit).overdraft_max;
+        let overdraft = self.profile_of(debit).overdraft_max;
+        if debit.flags & account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0 || overdraft != 0 {
             let used = debit.debits_pending + debit.debits_posted;
             if exceeds(amount, debit.credits_posted, overdraft, used) {
                 return Some(if overdraft != 0 { ResultCode::ExceedsOverdraft } else { ResultCode::ExceedsCredits });

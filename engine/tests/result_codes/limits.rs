@@ -83,6 +83,19 @@ pub fn exceeds_overdraft() {
     transfer_fails(&mut ledger, transfer(11, 1, 2, 1), R::ExceedsOverdraft);
 }
 
+/// An overdraft binds the account whatever its flags: without
+/// `debits_must_not_exceed_credits` it may still go only `overdraft_max` below zero.
+#[test]
+fn overdraft_binds_an_account_without_balance_flags() {
+    let limits = LimitProfile { overdraft_max: 10, ..profile(1) };
+    let mut ledger = ledger_with(&[limits], &[account_with(1, 0, 1), account(2)]);
+    succeed(&mut ledger, &[transfer(10, 2, 1, 5), pending(11, 1, 2, 12)]);
+    transfer_fails(&mut ledger, transfer(12, 1, 2, 4), R::ExceedsOverdraft);
+    succeed(&mut ledger, &[transfer(13, 1, 2, 3)]);
+    let account = lookup_account(&ledger, 1);
+    assert_eq!(account.debits_pending + account.debits_posted, account.credits_posted + 10);
+}
+
 #[test]
 pub fn exceeds_debits() {
     let limited = account_with(2, account_flags::CREDITS_MUST_NOT_EXCEED_DEBITS, 0);
