@@ -8,6 +8,8 @@ mod chains_and_ids;
 mod fields;
 #[path = "result_codes/limits.rs"]
 mod limits;
+#[path = "result_codes/post_rules.rs"]
+mod post_rules;
 #[path = "result_codes/retries.rs"]
 mod retries;
 #[path = "result_codes/support.rs"]

@@ -283,7 +283,9 @@ impl Model {
             return R::IdMustNotBeIntMax;
         }
         if let Some(stored) = self.transfers.get(&event.id) {
-            return transfer_exists(event, stored);
+            let post_or_void = stored.flags & (F::POST_PENDING_TRANSFER | F::VOID_PENDING_TRANSFER) != 0;
+            let pending = self.transfers.get(&stored.pending_id).filter(|_| post_or_void);
+            return transfer_exists(event, stored, pending);
         }
         if self.failed_transfer_ids.contains(&event.id) {
             return R::IdAlreadyFailed;
@@ -463,6 +465,13 @@ impl Model {
         if post {
             let debit = self.accounts[&pending.debit_account_id];
             let credit = self.accounts[&pending.credit_account_id];
+            // A post into a closed account is refused; a void is not.
+            if debit.flags & account_flags::CLOSED != 0 {
+                return R::DebitAccountAlreadyClosed;
+            }
+            if credit.flags & account_flags::CLOSED != 0 {
+                return R::CreditAccountAlreadyClosed;
+            }
             if debit.debits_posted.checked_add(amount).is_none() {
                 return R::OverflowsDebitsPosted;
             }
@@ -482,12 +491,19 @@ impl Model {
         }
         let status = if post { PendingStatus::Posted } else { PendingStatus::Voided };
         self.statuses.insert(pending.id, status);
+        // User data left zero is the pending transfer's.
+        let user_data_128 = if event.user_data_128 == 0 { pending.user_data_128 } else { event.user_data_128 };
+        let user_data_64 = if event.user_data_64 == 0 { pending.user_data_64 } else { event.user_data_64 };
+        let user_data_32 = if event.user_data_32 == 0 { pending.user_data_32 } else { event.user_data_32 };
         self.store(Transfer {
             debit_account_id: pending.debit_account_id,
             credit_account_id: pending.credit_account_id,
             ledger: pending.ledger,
             code: pending.code,
             amount,
+            user_data_128,
+            user_data_64,
+            user_data_32,
             timestamp: now,
             ..*event
         });
