@@ -27,7 +27,11 @@ impl Ledger {
                 if code.is_transient() {
                     ledger.remember_failed_transfer(transfer.id, code as u32);
                 }
-                code
+                if code != ResultCode::Exists {
+                    return (code, timestamp);
+                }
+                let stored = ledger.transfer_index.get(transfer.id).expect("invariant: an existing id is indexed");
+                (code, ledger.transfers[stored as usize].timestamp)
             },
         );
     }

@@ -82,7 +82,13 @@ impl Model {
 
     pub fn upsert_limit_profiles(&mut self, timestamp: u64, events: &[LimitProfile], results: &mut Vec<EventResult>) {
         // Limit profiles have no `linked` flag, so they never form chains.
-        self.run_batch(timestamp, events, |_| false, Model::upsert_limit_profile, results);
+        self.run_batch(
+            timestamp,
+            events,
+            |_| false,
+            |model, event, now| (model.upsert_limit_profile(event, now), now),
+            results,
+        );
     }
 
     /// §3.4: a tick commits one timestamp and expires what is due at it.
@@ -99,7 +105,7 @@ impl Model {
         timestamp: u64,
         events: &[E],
         linked: impl Fn(&E) -> bool,
-        apply: impl Fn(&mut Model, &E, u64) -> ResultCode,
+        apply: impl Fn(&mut Model, &E, u64) -> (ResultCode, u64),
         results: &mut Vec<EventResult>,
     ) {
         if events.is_empty() {
@@ -124,21 +130,23 @@ impl Model {
             // §3.5: the last event of a chain left open gets `linked_event_chain_open`, even
             // when an earlier event of the chain failed; after a failure nothing more of the
             // chain is evaluated.
-            let code = if event_linked && last_event {
-                ResultCode::LinkedEventChainOpen
+            let (code, reported) = if event_linked && last_event {
+                (ResultCode::LinkedEventChainOpen, now)
             } else if chain_broken {
-                ResultCode::LinkedEventFailed
+                (ResultCode::LinkedEventFailed, now)
             } else {
                 apply(self, event, now)
             };
             if let Some((chain_first, saved)) = chain.as_ref().filter(|_| !code.is_ok() && !chain_broken) {
                 self.undo_chain(saved);
-                for result in &mut results[first_result + chain_first..] {
+                // Failed with the chain: each result carries its own commit timestamp again.
+                for (position, result) in results[first_result + chain_first..].iter_mut().enumerate() {
                     result.status = ResultCode::LinkedEventFailed as u32;
+                    result.timestamp = base + (chain_first + position) as u64;
                 }
                 chain_broken = true;
             }
-            results.push(EventResult { timestamp: now, status: code as u32, reserved: 0 });
+            results.push(EventResult { timestamp: reported, status: code as u32, reserved: 0 });
             if chain.is_some() && (!event_linked || last_event) {
                 // §3.5: the first event without `linked` closes the chain.
                 chain = None;
@@ -199,12 +207,17 @@ impl Model {
 
     // ---------------------------------------------------------------- accounts (§3.1)
 
-    fn create_account(&mut self, event: &Account, now: u64) -> ResultCode {
+    /// The code, and the timestamp the result carries: an `exists` answers with the stored
+    /// record's original commit timestamp (issue 12).
+    fn create_account(&mut self, event: &Account, now: u64) -> (ResultCode, u64) {
         let code = self.check_and_create_account(event, now);
         if code.is_transient() {
             self.failed_account_ids.insert(event.id);
         }
-        code
+        match code {
+            ResultCode::Exists => (code, self.accounts[&event.id].timestamp),
+            _ => (code, now),
+        }
     }
 
     fn check_and_create_account(&mut self, event: &Account, now: u64) -> ResultCode {
@@ -259,12 +272,15 @@ impl Model {
 
     // --------------------------------------------------------------- transfers (§3.2)
 
-    fn create_transfer(&mut self, event: &Transfer, now: u64) -> ResultCode {
+    fn create_transfer(&mut self, event: &Transfer, now: u64) -> (ResultCode, u64) {
         let code = self.check_and_create_transfer(event, now);
         if code.is_transient() {
             self.failed_transfer_ids.insert(event.id);
         }
-        code
+        match code {
+            ResultCode::Exists => (code, self.transfers[&event.id].timestamp),
+            _ => (code, now),
+        }
     }
 
     fn check_and_create_transfer(&mut self, event: &Transfer, now: u64) -> ResultCode {
