@@ -80,8 +80,10 @@ fn limit_profile_form_has_exact_field_names() {
         ledger: 5,
         window_seconds: 6,
         flags: 0,
+        version: 7,
+        timestamp: 8,
     };
-    let golden = r#"{"max_single_debit":"1","window_debit_max":"2","overdraft_max":"3","id":4,"ledger":5,"window_seconds":6,"flags":[]}"#;
+    let golden = r#"{"max_single_debit":"1","window_debit_max":"2","overdraft_max":"3","id":4,"ledger":5,"window_seconds":6,"flags":[],"version":7,"timestamp":8}"#;
     assert_eq!(to_json(&profile), golden);
     assert_eq!(from_json::<LimitProfile>(golden), Ok(profile));
 }

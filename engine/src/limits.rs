@@ -16,12 +16,19 @@ impl Ledger {
         for (index, profile) in events.iter().enumerate() {
             let event_timestamp = base.saturating_add(index as u64);
             self.expire_due(event_timestamp);
-            let code = self.upsert_limit_profile(profile);
-            results.push(EventResult { timestamp: event_timestamp, status: code as u32, reserved: 0 });
+            let code = self.upsert_limit_profile(profile, event_timestamp);
+            let reported = match code {
+                ResultCode::Exists => self.profiles.get(&profile.id).map_or(event_timestamp, |stored| stored.timestamp),
+                _ => event_timestamp,
+            };
+            results.push(EventResult { timestamp: reported, status: code as u32, reserved: 0 });
         }
     }
 
-    fn upsert_limit_profile(&mut self, profile: &LimitProfile) -> ResultCode {
+    fn upsert_limit_profile(&mut self, profile: &LimitProfile, timestamp: u64) -> ResultCode {
+        if profile.timestamp != 0 {
+            return ResultCode::TimestampMustBeZero;
+        }
         if profile.flags & !flags::KNOWN != 0 {
             return ResultCode::ReservedFlag;
         }
@@ -38,10 +45,19 @@ impl Ledger {
             if existing.ledger != profile.ledger {
                 return ResultCode::ExistsWithDifferentLedger;
             }
+            // Compare-and-set on the version: a retry of the stored version is `exists`,
+            // anything else at or below it would undo a newer upsert.
+            if (LimitProfile { timestamp: 0, ..*existing }) == *profile {
+                return ResultCode::Exists;
+            }
+            if profile.version <= existing.version {
+                return ResultCode::LimitProfileVersionStale;
+            }
             self.hash_sum = self.hash_sum.wrapping_sub(state_hash::limit_profile(existing));
         }
-        self.hash_sum = self.hash_sum.wrapping_add(state_hash::limit_profile(profile));
-        self.profiles.insert(profile.id, *profile);
+        let stored = LimitProfile { timestamp, ..*profile };
+        self.hash_sum = self.hash_sum.wrapping_add(state_hash::limit_profile(&stored));
+        self.profiles.insert(profile.id, stored);
         ResultCode::Created
     }
 

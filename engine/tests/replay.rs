@@ -98,6 +98,8 @@ impl Generator {
             window_seconds: 1 + self.rng.below(5) as u32,
             overdraft_max: self.rng.pick(&[0u128, 0, 50, 1_000]),
             flags: 0,
+            version: self.rng.below(4),
+            timestamp: 0,
         }
     }
 

@@ -57,7 +57,7 @@ tested![
     limits: [
         exceeds_single_debit_limit, overflows_debits_pending, overflows_credits_pending, overflows_debits_posted,
         overflows_credits_posted, overflows_debits, overflows_credits, overflows_timeout, exceeds_credits,
-        exceeds_overdraft, exceeds_debits, exceeds_window_debit_limit,
+        exceeds_overdraft, exceeds_debits, exceeds_window_debit_limit, limit_profile_version_stale,
     ],
 ];
 

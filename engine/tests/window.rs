@@ -57,6 +57,7 @@ fn many_debits_under_a_long_window_keep_bounded_state_and_an_exact_sum() {
         ledger: 1,
         window_debit_max: counted + 1,
         window_seconds: DAY_SECONDS,
+        version: 1,
         ..LimitProfile::default()
     };
     ledger.upsert_limit_profiles(now - 2, &[exact], &mut results);

@@ -82,13 +82,12 @@ impl Model {
 
     pub fn upsert_limit_profiles(&mut self, timestamp: u64, events: &[LimitProfile], results: &mut Vec<EventResult>) {
         // Limit profiles have no `linked` flag, so they never form chains.
-        self.run_batch(
-            timestamp,
-            events,
-            |_| false,
-            |model, event, now| (model.upsert_limit_profile(event, now), now),
-            results,
-        );
+        let upsert = |model: &mut Model, event: &LimitProfile, now: u64| {
+            let code = model.upsert_limit_profile(event, now);
+            let stored = model.profiles.get(&event.id).filter(|_| code == ResultCode::Exists);
+            (code, stored.map_or(now, |profile| profile.timestamp))
+        };
+        self.run_batch(timestamp, events, |_| false, upsert, results);
     }
 
     /// §3.4: a tick commits one timestamp and expires what is due at it.
@@ -556,8 +555,11 @@ impl Model {
 
     // ----------------------------------------------------------- limit profiles (§3.3)
 
-    fn upsert_limit_profile(&mut self, event: &LimitProfile, _now: u64) -> ResultCode {
+    fn upsert_limit_profile(&mut self, event: &LimitProfile, now: u64) -> ResultCode {
         use ResultCode as R;
+        if event.timestamp != 0 {
+            return R::TimestampMustBeZero;
+        }
         if event.flags != 0 {
             return R::ReservedFlag;
         }
@@ -570,10 +572,20 @@ impl Model {
         if event.window_debit_max != 0 && event.window_seconds == 0 {
             return R::WindowSecondsMustNotBeZero;
         }
-        if self.profiles.get(&event.id).is_some_and(|stored| stored.ledger != event.ledger) {
-            return R::ExistsWithDifferentLedger;
+        if let Some(stored) = self.profiles.get(&event.id) {
+            if stored.ledger != event.ledger {
+                return R::ExistsWithDifferentLedger;
+            }
+            // §3.3: the stored version with the same limits is a retry; any other version
+            // at or below the stored one is stale.
+            if (LimitProfile { timestamp: 0, ..*stored }) == *event {
+                return R::Exists;
+            }
+            if event.version <= stored.version {
+                return R::LimitProfileVersionStale;
+            }
         }
-        self.profiles.insert(event.id, *event);
+        self.profiles.insert(event.id, LimitProfile { timestamp: now, ..*event });
         R::Created
     }
 

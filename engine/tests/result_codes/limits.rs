@@ -124,3 +124,23 @@ pub fn exceeds_window_debit_limit() {
     ledger.create_transfers(start + 11 * NS_PER_S, &[transfer(16, 1, 2, 60)], &mut results);
     assert_eq!(codes(&results), vec![R::ExceedsWindowDebitLimit, R::Created]);
 }
+
+/// A client resends an upsert that timed out after a newer one was applied: the resent
+/// one is stale and changes nothing, while a retry of the stored version is `exists`
+/// with the original commit timestamp.
+#[test]
+pub fn limit_profile_version_stale() {
+    let tier = |version: u64, max_single_debit: u128| LimitProfile { version, max_single_debit, ..profile(1) };
+    let mut ledger = Ledger::new();
+    let mut results = Vec::new();
+    ledger.upsert_limit_profiles(100, &[tier(1, 10), tier(2, 20)], &mut results);
+    assert_eq!(codes(&results), [R::Created, R::Created]);
+    profile_fails(&mut ledger, tier(1, 10), R::LimitProfileVersionStale);
+    profile_fails(&mut ledger, tier(2, 30), R::LimitProfileVersionStale);
+    assert_eq!(ledger.lookup_limit_profile(1), Some(LimitProfile { timestamp: 101, ..tier(2, 20) }));
+    results.clear();
+    ledger.upsert_limit_profiles(1_000, &[tier(2, 20), LimitProfile { timestamp: 1, ..tier(3, 30) }], &mut results);
+    let answered: Vec<(u64, u32)> = results.iter().map(|result| (result.timestamp, result.status)).collect();
+    assert_eq!(answered, [(101, R::Exists as u32), (1_001, R::TimestampMustBeZero as u32)]);
+    assert_eq!(upsert_profiles(&mut ledger, &[tier(5, 50)]), [R::Created]);
+}
