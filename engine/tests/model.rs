@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tally_codecs::flags::{account as account_flags, filter as filter_flags, transfer as transfer_flags};
-use tally_codecs::{Account, AccountFilter, EventResult, LimitProfile, ResultCode, Transfer};
+use tally_codecs::{Account, AccountFilter, EventResult, FilterError, LimitProfile, ResultCode, Transfer};
 use tally_engine::{Ledger, PendingStatus};
 
 use plan::{ACCOUNTS_MAX, PROFILES_MAX, Planner, Step};
@@ -196,10 +196,10 @@ impl Harness {
         });
         for filter in all.into_iter().chain(planned) {
             let mut transfers = Vec::new();
-            self.ledger.get_account_transfers(&filter, &mut transfers);
+            let transfers = self.ledger.get_account_transfers(&filter, &mut transfers).map(|()| transfers);
             prop_assert_eq!(transfers, self.model.account_transfers(&filter), "transfers for {:?}", filter);
             let mut balances = Vec::new();
-            self.ledger.get_account_balances(&filter, &mut balances);
+            let balances = self.ledger.get_account_balances(&filter, &mut balances).map(|()| balances);
             prop_assert_eq!(balances, self.model.account_balances(&filter), "balances for {:?}", filter);
         }
         Ok(())
@@ -357,15 +357,16 @@ fn balance_history_has_a_row_for_an_expiry() {
     harness.run(&Step::Tick(plan::Advance::By(2_000_000_000))).expect("tick");
     let filter = AccountFilter { account_id: 1, flags: filter_flags::DEBITS, limit: 10, ..AccountFilter::default() };
     let mut rows = Vec::new();
-    harness.ledger.get_account_balances(&filter, &mut rows);
-    assert_eq!(rows, harness.model.account_balances(&filter));
+    harness.ledger.get_account_balances(&filter, &mut rows).expect("a valid filter");
+    assert_eq!(Ok(rows.clone()), harness.model.account_balances(&filter));
     let pending_then_released: Vec<(u128, u64)> = rows.iter().map(|row| (row.debits_pending, row.timestamp)).collect();
     assert_eq!(pending_then_released, [(5, 1_000), (0, harness.ledger.last_timestamp())]);
 }
 
-/// The query cap of §3.6 needs more transfers than a generated history makes.
+/// §3.6: a filter may ask for up to 8 189 rows, which needs more transfers than a
+/// generated history makes; asking for more is refused, not silently cut.
 #[test]
-fn account_transfers_are_capped_at_8189_rows() {
+fn account_transfers_return_up_to_8189_rows_and_refuse_a_larger_limit() {
     let mut harness = Harness::new();
     let accounts: Vec<Account> = (1..=2)
         .map(|id| Account { id, ledger: 1, code: 1, flags: account_flags::HISTORY, ..Account::default() })
@@ -387,14 +388,20 @@ fn account_transfers_are_capped_at_8189_rows() {
     harness.model.create_transfers(10, &transfers, &mut Vec::new());
     assert!(results.iter().all(|result| result.status == ResultCode::Created as u32));
     for (account_id, flags) in [(1, filter_flags::DEBITS), (2, filter_flags::CREDITS | filter_flags::REVERSED)] {
-        let filter = AccountFilter { account_id, flags, limit: u32::MAX, ..AccountFilter::default() };
+        let filter = AccountFilter { account_id, flags, limit: 8_189, ..AccountFilter::default() };
         let mut rows = Vec::new();
-        harness.ledger.get_account_transfers(&filter, &mut rows);
+        harness.ledger.get_account_transfers(&filter, &mut rows).expect("a valid filter");
         assert_eq!(rows.len(), 8_189);
-        assert_eq!(rows, harness.model.account_transfers(&filter));
+        assert_eq!(Ok(rows), harness.model.account_transfers(&filter));
         let mut balances = Vec::new();
-        harness.ledger.get_account_balances(&filter, &mut balances);
-        assert_eq!(balances, harness.model.account_balances(&filter));
+        harness.ledger.get_account_balances(&filter, &mut balances).expect("a valid filter");
+        assert_eq!(Ok(balances), harness.model.account_balances(&filter));
+
+        let too_many = AccountFilter { limit: 8_190, ..filter };
+        let refused = Err(FilterError::LimitAboveMax { limit: 8_190 });
+        assert_eq!(harness.ledger.get_account_transfers(&too_many, &mut Vec::new()), refused);
+        assert_eq!(harness.model.account_transfers(&too_many), refused.map(|()| Vec::new()));
+        assert_eq!(harness.ledger.get_account_balances(&too_many, &mut Vec::new()), refused);
     }
 }
 

@@ -203,10 +203,10 @@ fn observe(ledger: &Ledger) -> Observed {
         let flags = filter_flags::DEBITS | filter_flags::CREDITS;
         let filter = AccountFilter { account_id, flags, limit: 8_189, ..AccountFilter::default() };
         let mut rows = Vec::new();
-        ledger.get_account_transfers(&filter, &mut rows);
+        ledger.get_account_transfers(&filter, &mut rows).expect("a valid filter");
         account_transfers.push(rows);
         let mut rows = Vec::new();
-        ledger.get_account_balances(&filter, &mut rows);
+        ledger.get_account_balances(&filter, &mut rows).expect("a valid filter");
         account_balances.push(rows);
     }
     Observed {

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tally_codecs::flags::{account as account_flags, filter as filter_flags, transfer as transfer_flags};
-use tally_codecs::{Account, AccountBalance, AccountFilter, EventResult, LimitProfile, ResultCode, Transfer};
+use tally_codecs::{
+    Account, AccountBalance, AccountFilter, EventResult, FilterError, LimitProfile, ResultCode, Transfer,
+};
 use tally_engine::PendingStatus;
 
 use crate::rules::{
@@ -591,11 +593,29 @@ impl Model {
 
     // ------------------------------------------------------------------ queries (§3.6)
 
+    /// §3.6: a filter that is not a valid question is refused before anything is read.
+    fn check_filter(filter: &AccountFilter) -> Result<(), FilterError> {
+        use filter_flags as F;
+        let sides = F::DEBITS | F::CREDITS;
+        let checks = [
+            (
+                filter.flags & !(sides | F::REVERSED) != 0,
+                FilterError::UnknownFlags { bits: filter.flags & !(sides | F::REVERSED) },
+            ),
+            (filter.reserved.iter().any(|byte| *byte != 0), FilterError::ReservedNotZero),
+            (filter.flags & sides == 0, FilterError::NoSide),
+            (filter.limit == 0, FilterError::LimitZero),
+            (filter.limit > QUERY_ROWS_MAX, FilterError::LimitAboveMax { limit: filter.limit }),
+            (
+                filter.timestamp_max != 0 && filter.timestamp_min > filter.timestamp_max,
+                FilterError::EmptyRange { min: filter.timestamp_min, max: filter.timestamp_max },
+            ),
+        ];
+        checks.iter().find(|(fails, _)| *fails).map_or(Ok(()), |(_, error)| Err(*error))
+    }
+
     /// The rows of §3.6 that `filter` selects, in the order asked, limit applied.
     fn select<T: Copy>(filter: &AccountFilter, rows: impl DoubleEndedIterator<Item = (bool, u64, T)>) -> Vec<T> {
-        if filter.limit == 0 {
-            return Vec::new();
-        }
         let wanted = |debit_side: bool| {
             let flag = if debit_side { filter_flags::DEBITS } else { filter_flags::CREDITS };
             filter.flags & flag != 0
@@ -611,11 +631,12 @@ impl Model {
         if filter.flags & filter_flags::REVERSED != 0 {
             selected.reverse();
         }
-        selected.truncate(filter.limit.min(QUERY_ROWS_MAX) as usize);
+        selected.truncate(filter.limit as usize);
         selected
     }
 
-    pub fn account_transfers(&self, filter: &AccountFilter) -> Vec<Transfer> {
+    pub fn account_transfers(&self, filter: &AccountFilter) -> Result<Vec<Transfer>, FilterError> {
+        Model::check_filter(filter)?;
         let account_id = filter.account_id;
         let sides = self.transfer_order.iter().map(|id| &self.transfers[id]).flat_map(|transfer| {
             let debit = (transfer.debit_account_id == account_id).then_some((true, transfer.timestamp, *transfer));
@@ -623,15 +644,16 @@ impl Model {
             debit.into_iter().chain(credit)
         });
         // A transfer is one row even when both of its sides are wanted (its accounts differ).
-        Model::select(filter, sides)
+        Ok(Model::select(filter, sides))
     }
 
-    pub fn account_balances(&self, filter: &AccountFilter) -> Vec<AccountBalance> {
+    pub fn account_balances(&self, filter: &AccountFilter) -> Result<Vec<AccountBalance>, FilterError> {
+        Model::check_filter(filter)?;
         let has_history =
             self.accounts.get(&filter.account_id).is_some_and(|account| account.flags & account_flags::HISTORY != 0);
         let Some(rows) = self.history.get(&filter.account_id).filter(|_| has_history) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        Model::select(filter, rows.iter().map(|row| (row.debit_side, row.balance.timestamp, row.balance)))
+        Ok(Model::select(filter, rows.iter().map(|row| (row.debit_side, row.balance.timestamp, row.balance))))
     }
 }

@@ -267,6 +267,7 @@ pub struct FilterPlan {
 fn filter_plan() -> impl Strategy<Value = FilterPlan> {
     use filter_flags as F;
     let flags = prop_oneof![
+        Just(F::REVERSED),
         Just(F::DEBITS),
         Just(F::CREDITS),
         Just(F::DEBITS | F::CREDITS),
@@ -274,7 +275,7 @@ fn filter_plan() -> impl Strategy<Value = FilterPlan> {
         Just(F::CREDITS | F::REVERSED),
         Just(F::DEBITS | F::CREDITS | F::REVERSED),
     ];
-    let limit = prop_oneof![Just(1u32), Just(3u32), Just(8_189u32), Just(u32::MAX), Just(0u32)];
+    let limit = prop_oneof![Just(1u32), Just(3u32), Just(8_189u32), Just(8_190u32), Just(u32::MAX), Just(0u32)];
     let bounds = prop_oneof![Just(None), (any::<usize>(), any::<usize>()).prop_map(Some)];
     (1..=ACCOUNTS_MAX + 1, flags, limit, bounds).prop_map(|(account_id, flags, limit, bounds)| FilterPlan {
         account_id,
