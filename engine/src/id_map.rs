@@ -21,14 +21,14 @@ pub(crate) fn folded_multiply(a: u64, b: u64) -> u64 {
 }
 
 pub struct IdHasher {
-    seeds: [u64; 3],
+    seeds: [u64; 2],
     state: u64,
 }
 
 impl Hasher for IdHasher {
     #[inline]
     fn finish(&self) -> u64 {
-        folded_multiply(self.state, self.seeds[2])
+        self.state
     }
 
     #[inline]
@@ -61,7 +61,7 @@ impl Hasher for IdHasher {
 /// Builds [`IdHasher`]s with the map's own random seeds.
 #[derive(Clone, Copy)]
 pub struct IdBuildHasher {
-    seeds: [u64; 3],
+    seeds: [u64; 2],
 }
 
 impl IdBuildHasher {
@@ -69,8 +69,8 @@ impl IdBuildHasher {
     /// (it increments thread-local random keys), and a map is built rarely.
     pub fn random() -> IdBuildHasher {
         let random = RandomState::new();
-        // Odd multipliers keep the folded multiply from collapsing to zero.
-        let seeds = [random.hash_one(0u8), random.hash_one(1u8) | 1, random.hash_one(2u8) | 1];
+        // An odd multiplier keeps the folded multiply from collapsing to zero.
+        let seeds = [random.hash_one(0u8), random.hash_one(1u8) | 1];
         IdBuildHasher { seeds }
     }
 }
