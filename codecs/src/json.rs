@@ -42,6 +42,8 @@ pub enum JsonError {
     Invalid(serde_json::Error),
     #[error("{count} events or ids in one request, more than the {max} allowed")]
     TooManyEvents { count: usize, max: usize },
+    #[error("invalid filter: {0}")]
+    Filter(#[from] crate::FilterError),
 }
 
 impl From<serde_json::Error> for JsonError {
@@ -113,6 +115,9 @@ pub fn parse_request(line: &str) -> Result<Request, JsonError> {
     };
     if count > EVENTS_PER_REQUEST_MAX {
         return Err(JsonError::TooManyEvents { count, max: EVENTS_PER_REQUEST_MAX });
+    }
+    if let Request::GetAccountTransfers(filter) | Request::GetAccountBalances(filter) = &request {
+        filter.validate()?;
     }
     Ok(request)
 }

@@ -1,7 +1,7 @@
 //! Compact journal payloads. The journal holds every input; at ~200 MB/s of disk a
 //! 128-byte transfer caps durable throughput at ~1.5 M transfers/s, so transfers are
 //! stored as a presence bitmap plus LEB128 varints (≈ 9 bytes for a typical transfer).
-//! Accounts and limit profiles are rare and stored as their fixed 128/64-byte records.
+//! Accounts and limit profiles are rare and stored as their fixed 128/80-byte records.
 //!
 //! Transfer batch: `varint count`, then per transfer `u16 LE presence bitmap` followed by
 //! the present fields in bit order:
@@ -142,7 +142,7 @@ pub fn decode_accounts(bytes: &[u8], out: &mut Vec<Account>) -> Result<(), Paylo
     decode_records(bytes, out)
 }
 
-/// Appends `varint count` and the profiles' fixed 64-byte records.
+/// Appends `varint count` and the profiles' fixed 80-byte records.
 pub fn encode_limit_profiles(profiles: &[LimitProfile], out: &mut Vec<u8>) {
     encode_records(profiles, out);
 }
@@ -319,7 +319,7 @@ mod tests {
         #[test]
         fn accounts_and_limit_profiles_round_trip(seeds in prop::collection::vec(any::<[u8; 128]>(), 0..16)) {
             let accounts: Vec<Account> = seeds.iter().map(|seed| bytemuck::pod_read_unaligned(seed)).collect();
-            let profiles: Vec<LimitProfile> = seeds.iter().map(|seed| bytemuck::pod_read_unaligned(&seed[..64])).collect();
+            let profiles: Vec<LimitProfile> = seeds.iter().map(|seed| bytemuck::pod_read_unaligned(&seed[..80])).collect();
             let (mut bytes, mut decoded) = (Vec::new(), Vec::new());
             encode_accounts(&accounts, &mut bytes);
             decode_accounts(&bytes, &mut decoded).expect("decodes");

@@ -45,7 +45,7 @@ pub struct Transfer {
     pub timestamp: u64,
 }
 
-/// A wallet's limit profile (KYC tier). 64 bytes. A zero limit means "no limit".
+/// A wallet's limit profile (KYC tier). 80 bytes. A zero limit means "no limit".
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct LimitProfile {
@@ -53,12 +53,17 @@ pub struct LimitProfile {
     pub max_single_debit: u128,
     /// Largest sum of debits within the rolling window; 0 = no velocity limit.
     pub window_debit_max: u128,
-    /// How far below zero the balance of a `debits_must_not_exceed_credits` account may go.
+    /// How far below zero the balance of an account on this profile may go.
     pub overdraft_max: u128,
     pub id: u32,
     pub ledger: u32,
     pub window_seconds: u32,
     pub flags: u32,
+    /// The revision this upsert writes: it must be above the stored profile's, so that a
+    /// retried or reordered upsert cannot undo a newer one (compare-and-set).
+    pub version: u64,
+    /// Commit timestamp of the upsert that stored this version; 0 on input.
+    pub timestamp: u64,
 }
 
 /// The result of one event: its status and the commit timestamp. 16 bytes.
@@ -101,7 +106,7 @@ pub struct AccountBalance {
 
 const _: () = assert!(size_of::<Account>() == 128);
 const _: () = assert!(size_of::<Transfer>() == 128);
-const _: () = assert!(size_of::<LimitProfile>() == 64);
+const _: () = assert!(size_of::<LimitProfile>() == 80);
 const _: () = assert!(size_of::<EventResult>() == 16);
 const _: () = assert!(size_of::<AccountFilter>() == 64);
 const _: () = assert!(size_of::<AccountBalance>() == 128);

@@ -112,6 +112,7 @@ result_codes! {
     ExceedsOverdraft = 69 => "exceeds_overdraft",
     ExceedsDebits = 70 => "exceeds_debits",
     ExceedsWindowDebitLimit = 71 => "exceeds_window_debit_limit",
+    LimitProfileVersionStale = 72 => "limit_profile_version_stale",
 }
 
 impl ResultCode {

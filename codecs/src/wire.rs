@@ -120,6 +120,8 @@ error_codes! {
     Malformed = 7 => "malformed",
     Busy = 8 => "busy",
     NotPrimary = 9 => "not_primary",
+    // A query filter that is not a valid question (`crate::FilterError`).
+    InvalidFilter = 10 => "invalid_filter",
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 use tally_codecs::flags;
 use tally_codecs::json::{self, JsonError, Request};
 use tally_codecs::wire::{EVENTS_PER_REQUEST_MAX, Reply};
-use tally_codecs::{Account, AccountBalance, AccountFilter, EventResult, LimitProfile, ResultCode, Transfer};
+use tally_codecs::{
+    Account, AccountBalance, AccountFilter, EventResult, FilterError, LimitProfile, ResultCode, Transfer,
+};
 
 fn to_json<T: Serialize>(record: &T) -> String {
     serde_json::to_string(record).expect("records serialize")
@@ -80,8 +82,10 @@ fn limit_profile_form_has_exact_field_names() {
         ledger: 5,
         window_seconds: 6,
         flags: 0,
+        version: 7,
+        timestamp: 8,
     };
-    let golden = r#"{"max_single_debit":"1","window_debit_max":"2","overdraft_max":"3","id":4,"ledger":5,"window_seconds":6,"flags":[]}"#;
+    let golden = r#"{"max_single_debit":"1","window_debit_max":"2","overdraft_max":"3","id":4,"ledger":5,"window_seconds":6,"flags":[],"version":7,"timestamp":8}"#;
     assert_eq!(to_json(&profile), golden);
     assert_eq!(from_json::<LimitProfile>(golden), Ok(profile));
 }
@@ -227,7 +231,14 @@ fn each_request_line_parses_to_its_request() {
                 ..AccountFilter::default()
             }),
         ),
-        (r#"{"op":"get_account_balances","filter":{}}"#, Request::GetAccountBalances(AccountFilter::default())),
+        (
+            r#"{"op":"get_account_balances","filter":{"limit":1,"flags":["debits"]}}"#,
+            Request::GetAccountBalances(AccountFilter {
+                limit: 1,
+                flags: flags::filter::DEBITS,
+                ..AccountFilter::default()
+            }),
+        ),
     ];
     for (line, expected) in cases {
         assert_eq!(json::parse_request(line).expect(line), expected, "{line}");
@@ -253,6 +264,22 @@ fn malformed_and_invalid_request_lines_are_told_apart() {
         match json::parse_request(line) {
             Err(JsonError::Invalid(error)) => assert!(error.to_string().contains(expected), "{line}: {error}"),
             other => panic!("{line}: expected an invalid-request error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn invalid_filters_are_refused_with_their_reason() {
+    let line = |filter: &str| format!(r#"{{"op":"get_account_transfers","filter":{filter}}}"#);
+    let cases = [
+        (r#"{"limit":10}"#, FilterError::NoSide),
+        (r#"{"flags":["debits"]}"#, FilterError::LimitZero),
+        (r#"{"limit":8190,"flags":["credits"]}"#, FilterError::LimitAboveMax { limit: 8_190 }),
+    ];
+    for (filter, expected) in cases {
+        match json::parse_request(&line(filter)) {
+            Err(JsonError::Filter(error)) => assert_eq!(error, expected, "{filter}"),
+            other => panic!("{filter}: expected a filter error, got {other:?}"),
         }
     }
 }
@@ -324,7 +351,11 @@ proptest! {
         ids in proptest::collection::vec(any::<u128>(), 0..4),
         filter in common::record::<AccountFilter>(),
     ) {
-        let filter = AccountFilter { reserved: [0; 24], ..filter };
+        // A valid filter: known flags with a side, a limit from 1 to 8 189, an ordered range.
+        let flags = (filter.flags & flags::filter::KNOWN) | flags::filter::DEBITS;
+        let limit = 1 + filter.limit % EVENTS_PER_REQUEST_MAX as u32;
+        let timestamp_max = if filter.timestamp_max == 0 { 0 } else { filter.timestamp_max.max(filter.timestamp_min) };
+        let filter = AccountFilter { reserved: [0; 24], flags, limit, timestamp_max, ..filter };
         for request in [Request::CreateAccounts(accounts.clone()), Request::LookupTransfers(ids.clone()), Request::GetAccountBalances(filter)] {
             let line = json::request_line(&request);
             prop_assert_eq!(json::parse_request(&line).map_err(|error| error.to_string()), Ok(request), "via {}", line);

@@ -20,7 +20,10 @@ impl Ledger {
                 if code.is_transient() {
                     ledger.remember_failed_account(account.id, code as u32);
                 }
-                code
+                match code {
+                    ResultCode::Exists => (code, ledger.accounts[ledger.account_index[&account.id] as usize].timestamp),
+                    _ => (code, timestamp),
+                }
             },
         );
     }

@@ -7,7 +7,8 @@ use crate::ledger::Ledger;
 /// Applies `events` in order, one result each, with linked-chain atomicity.
 ///
 /// `apply_one` evaluates a single event at its commit timestamp and, on success, applies
-/// it. A chain is opened by the first event with `linked` and closed by the next event
+/// it; it returns the code and the timestamp to report (the event's own, or for `exists`
+/// the stored record's original commit timestamp). A chain is opened by the first event with `linked` and closed by the next event
 /// without it; while a chain is open every mutation is recorded so that a failure anywhere
 /// in the chain can undo the whole of it.
 pub(crate) fn apply_batch<E>(
@@ -16,7 +17,7 @@ pub(crate) fn apply_batch<E>(
     events: &[E],
     results: &mut Vec<EventResult>,
     is_linked: impl Fn(&E) -> bool,
-    mut apply_one: impl FnMut(&mut Ledger, &E, u64) -> ResultCode,
+    mut apply_one: impl FnMut(&mut Ledger, &E, u64) -> (ResultCode, u64),
 ) {
     let base = ledger.begin_batch(timestamp, events.len());
     let first_result = results.len();
@@ -36,20 +37,22 @@ pub(crate) fn apply_batch<E>(
         }
 
         let last = index + 1 == events.len();
-        let code = if linked && last {
-            ResultCode::LinkedEventChainOpen
+        let (code, reported_timestamp) = if linked && last {
+            (ResultCode::LinkedEventChainOpen, event_timestamp)
         } else if chain_failed {
-            ResultCode::LinkedEventFailed
+            (ResultCode::LinkedEventFailed, event_timestamp)
         } else {
             apply_one(ledger, event, event_timestamp)
         };
-        results.push(EventResult { timestamp: event_timestamp, status: code as u32, reserved: 0 });
+        results.push(EventResult { timestamp: reported_timestamp, status: code as u32, reserved: 0 });
 
         let Some(start) = chain_start else { continue };
         if !chain_failed && !code.is_ok() {
             chain_failed = true;
             ledger.rollback_chain();
-            for earlier in &mut results[first_result + start..first_result + index] {
+            for (position, earlier) in results[first_result + start..first_result + index].iter_mut().enumerate() {
+                // An `exists` that reported its original timestamp now failed with the chain.
+                earlier.timestamp = base.saturating_add((start + position) as u64);
                 earlier.status = ResultCode::LinkedEventFailed as u32;
             }
         }

@@ -1,16 +1,18 @@
-//! Hash maps keyed by client-chosen `u128` ids.
+//! Hash maps keyed by client-chosen ids.
 //!
 //! The std SipHash is built for hostile keys and costs ~20 ns per lookup; an id lookup is
 //! on the hot path twice or three times per transfer, so Tally uses a folded 64×64→128
-//! multiply instead. The seeds are fixed so that every replica lays out its maps alike;
-//! map iteration order never reaches any output (the state hash is order-free, snapshots
-//! serialise the record vectors), so the choice of seed cannot change a result.
+//! multiply (the construction of foldhash) instead. Its seeds are secret and random per
+//! map, drawn from std's `RandomState` (the operating system's randomness): with a fixed,
+//! public seed a client could choose ids that all land in one bucket and make every insert
+//! on the business-logic thread walk them. Map iteration order therefore differs between
+//! replicas and between runs, and must never reach an output: the state hash is a sum,
+//! snapshots serialise the record vectors and sort what they take from maps, and queries
+//! read vectors, never a map's iteration.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-
-const SEED_LOW: u64 = 0x243f_6a88_85a3_08d3;
-const SEED_HIGH: u64 = 0x1319_8a2e_0370_7344;
 
 #[inline]
 pub(crate) fn folded_multiply(a: u64, b: u64) -> u64 {
@@ -18,8 +20,8 @@ pub(crate) fn folded_multiply(a: u64, b: u64) -> u64 {
     (product as u64) ^ ((product >> 64) as u64)
 }
 
-#[derive(Default)]
 pub struct IdHasher {
+    seeds: [u64; 2],
     state: u64,
 }
 
@@ -45,31 +47,61 @@ impl Hasher for IdHasher {
 
     #[inline]
     fn write_u64(&mut self, value: u64) {
-        self.state = folded_multiply(self.state ^ value ^ SEED_LOW, SEED_HIGH);
+        self.state = folded_multiply(self.state ^ value ^ self.seeds[0], self.seeds[1]);
     }
 
     #[inline]
     fn write_u128(&mut self, value: u128) {
         let low = value as u64;
         let high = (value >> 64) as u64;
-        self.state = folded_multiply(self.state ^ low ^ SEED_LOW, high ^ SEED_HIGH);
+        self.state = folded_multiply(self.state ^ low ^ self.seeds[0], high ^ self.seeds[1]);
     }
 }
 
-#[derive(Clone, Copy, Default)]
-pub struct IdBuildHasher;
+/// Builds [`IdHasher`]s with the map's own random seeds.
+#[derive(Clone, Copy)]
+pub struct IdBuildHasher {
+    seeds: [u64; 2],
+}
+
+impl IdBuildHasher {
+    /// Fresh secret seeds. `RandomState::new` is cheap after its first call on a thread
+    /// (it increments thread-local random keys), and a map is built rarely.
+    pub fn random() -> IdBuildHasher {
+        let random = RandomState::new();
+        // An odd multiplier keeps the folded multiply from collapsing to zero.
+        let seeds = [random.hash_one(0u8), random.hash_one(1u8) | 1];
+        IdBuildHasher { seeds }
+    }
+}
 
 impl BuildHasher for IdBuildHasher {
     type Hasher = IdHasher;
 
     #[inline]
     fn build_hasher(&self) -> IdHasher {
-        IdHasher::default()
+        IdHasher { seeds: self.seeds, state: 0 }
     }
 }
 
 pub type IdMap<K, V> = HashMap<K, V, IdBuildHasher>;
 
 pub fn id_map_with_capacity<K, V>(capacity: usize) -> IdMap<K, V> {
-    HashMap::with_capacity_and_hasher(capacity, IdBuildHasher)
+    HashMap::with_capacity_and_hasher(capacity, IdBuildHasher::random())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::IdBuildHasher;
+
+    /// Two maps hash the same id differently: no one seed an attacker could learn once
+    /// and then aim colliding ids at.
+    #[test]
+    fn every_map_gets_its_own_secret_seeds() {
+        let (first, second) = (IdBuildHasher::random(), IdBuildHasher::random());
+        let differing = (1..=64u128).filter(|id| first.hash_one(*id) != second.hash_one(*id)).count();
+        assert!(differing >= 63, "only {differing} of 64 ids hash differently");
+    }
 }

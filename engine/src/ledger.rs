@@ -5,7 +5,7 @@
 //! that a failed chain is rolled back by replaying the undo log backwards through the same
 //! primitives.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use tally_codecs::flags::account as account_flags;
 use tally_codecs::{Account, LimitProfile, Transfer};
@@ -13,6 +13,7 @@ use tally_codecs::{Account, LimitProfile, Transfer};
 use crate::id_index::IdIndex;
 use crate::id_map::{IdMap, id_map_with_capacity};
 use crate::state_hash;
+use crate::window::Window;
 
 /// Where a two-phase transfer stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,15 +64,6 @@ impl Balances {
     }
 }
 
-/// The debits an account made recently, for its rolling-window limit.
-#[derive(Debug, Default)]
-pub(crate) struct Window {
-    /// The window length the entries were collected for; a longer window needs a rebuild.
-    pub window_ns: u64,
-    /// `(timestamp, amount)`, oldest first.
-    pub entries: VecDeque<(u64, u128)>,
-}
-
 /// How to undo one primitive mutation.
 #[derive(Debug)]
 pub(crate) enum Undo {
@@ -80,7 +72,7 @@ pub(crate) enum Undo {
     AccountChanged { index: u32, balances: Balances, flags: u16 },
     PendingStatusChanged { transfer: u32, status: PendingStatus },
     HistoryPushed { account: u32 },
-    WindowPushed { account: u32 },
+    WindowAdded { account: u32, amount: u128, opened_bucket: bool },
 }
 
 /// The ledger: every account, transfer and limit profile, and the indexes over them.
@@ -199,9 +191,9 @@ impl Ledger {
                 Undo::HistoryPushed { account } => {
                     self.history.get_mut(&account).and_then(Vec::pop);
                 }
-                Undo::WindowPushed { account } => {
+                Undo::WindowAdded { account, amount, opened_bucket } => {
                     if let Some(window) = self.windows.get_mut(&account) {
-                        window.entries.pop_back();
+                        window.remove_last(amount, opened_bucket);
                     }
                 }
             }
@@ -337,8 +329,8 @@ impl Ledger {
             return;
         }
         if let Some(window) = self.windows.get_mut(&account) {
-            window.entries.push_back((timestamp, amount));
-            self.record(Undo::WindowPushed { account });
+            let opened_bucket = window.add(timestamp, amount);
+            self.record(Undo::WindowAdded { account, amount, opened_bucket });
         }
     }
 

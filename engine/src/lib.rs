@@ -15,8 +15,10 @@ mod snapshot;
 mod state_hash;
 mod transfers;
 mod two_phase;
+mod window;
 
 pub use ledger::{Ledger, PendingStatus};
 pub use queries::QUERY_ROWS_MAX;
 pub use snapshot::ImageError;
+pub use window::WINDOW_BUCKETS_MAX;
 pub mod pipeline;

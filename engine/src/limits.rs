@@ -3,8 +3,9 @@
 use tally_codecs::flags::limit_profile as flags;
 use tally_codecs::{EventResult, LimitProfile, ResultCode};
 
-use crate::ledger::{Ledger, Window};
+use crate::ledger::Ledger;
 use crate::state_hash;
+use crate::window::{Shape, Window};
 
 pub(crate) const NANOSECONDS_PER_SECOND: u64 = 1_000_000_000;
 
@@ -15,12 +16,19 @@ impl Ledger {
         for (index, profile) in events.iter().enumerate() {
             let event_timestamp = base.saturating_add(index as u64);
             self.expire_due(event_timestamp);
-            let code = self.upsert_limit_profile(profile);
-            results.push(EventResult { timestamp: event_timestamp, status: code as u32, reserved: 0 });
+            let code = self.upsert_limit_profile(profile, event_timestamp);
+            let reported = match code {
+                ResultCode::Exists => self.profiles.get(&profile.id).map_or(event_timestamp, |stored| stored.timestamp),
+                _ => event_timestamp,
+            };
+            results.push(EventResult { timestamp: reported, status: code as u32, reserved: 0 });
         }
     }
 
-    fn upsert_limit_profile(&mut self, profile: &LimitProfile) -> ResultCode {
+    fn upsert_limit_profile(&mut self, profile: &LimitProfile, timestamp: u64) -> ResultCode {
+        if profile.timestamp != 0 {
+            return ResultCode::TimestampMustBeZero;
+        }
         if profile.flags & !flags::KNOWN != 0 {
             return ResultCode::ReservedFlag;
         }
@@ -37,10 +45,19 @@ impl Ledger {
             if existing.ledger != profile.ledger {
                 return ResultCode::ExistsWithDifferentLedger;
             }
+            // Compare-and-set on the version: a retry of the stored version is `exists`,
+            // anything else at or below it would undo a newer upsert.
+            if (LimitProfile { timestamp: 0, ..*existing }) == *profile {
+                return ResultCode::Exists;
+            }
+            if profile.version <= existing.version {
+                return ResultCode::LimitProfileVersionStale;
+            }
             self.hash_sum = self.hash_sum.wrapping_sub(state_hash::limit_profile(existing));
         }
-        self.hash_sum = self.hash_sum.wrapping_add(state_hash::limit_profile(profile));
-        self.profiles.insert(profile.id, *profile);
+        let stored = LimitProfile { timestamp, ..*profile };
+        self.hash_sum = self.hash_sum.wrapping_add(state_hash::limit_profile(&stored));
+        self.profiles.insert(profile.id, stored);
         ResultCode::Created
     }
 
@@ -61,60 +78,51 @@ impl Ledger {
     }
 
     /// Whether debiting `amount` now would take the account's debits within its rolling
-    /// window above the profile's `window_debit_max`. Brings the window up to date first.
+    /// window above the profile's `window_debit_max` (docs/design.md §3.2 step 16). Brings
+    /// the window up to date first.
     pub(crate) fn exceeds_window(&mut self, index: u32, timestamp: u64, amount: u128) -> bool {
         let Some(profile) = self.profile_of(index) else { return false };
         if profile.window_debit_max == 0 {
             return false;
         }
         let limit = profile.window_debit_max;
-        let window_ns = u64::from(profile.window_seconds).saturating_mul(NANOSECONDS_PER_SECOND);
-        let window = self.current_window(index, timestamp, window_ns);
-        let mut sum = amount;
-        for (_, earlier) in &window.entries {
-            match sum.checked_add(*earlier) {
-                Some(total) if total <= limit => sum = total,
-                _ => return true,
-            }
-        }
-        sum > limit
-    }
-
-    /// The account's window, evicted up to `timestamp`, rebuilt from its transfers if the
-    /// window it was collected for is shorter than the profile's current one.
-    fn current_window(&mut self, index: u32, timestamp: u64, window_ns: u64) -> &Window {
-        let stale = self.windows.get(&index).is_none_or(|window| window.window_ns < window_ns);
-        if stale {
-            let rebuilt = self.collect_window(index, timestamp, window_ns);
+        let shape = Shape::of(profile.window_seconds);
+        if self.windows.get(&index).is_none_or(|window| window.shape() != shape) {
+            let rebuilt = self.collect_window(index, timestamp, shape);
             self.windows.insert(index, rebuilt);
         }
         let window = self.windows.get_mut(&index).expect("invariant: window was just ensured");
-        while let Some((entry_timestamp, _)) = window.entries.front() {
-            if entry_timestamp.saturating_add(window_ns) > timestamp {
-                break;
+        window.evict(timestamp);
+        window.exceeds(amount, limit)
+    }
+
+    /// Builds the account's window from its transfers: the first time its limit is checked,
+    /// or after its profile's window changed shape. Walks back only over the buckets that
+    /// still count, collecting the debits that count against a window (single-phase and
+    /// pending debits, not posts or voids).
+    fn collect_window(&self, index: u32, timestamp: u64, shape: Shape) -> Window {
+        let account_id = self.accounts[index as usize].id;
+        let oldest = shape.oldest(timestamp);
+        let transfers = &self.account_transfers[index as usize];
+        let first = transfers
+            .iter()
+            .rposition(|transfer| shape.bucket(self.transfers[*transfer as usize].timestamp) < oldest)
+            .map_or(0, |position| position + 1);
+        let mut window = Window::new(shape);
+        for transfer_index in &transfers[first..] {
+            let transfer = &self.transfers[*transfer_index as usize];
+            if transfer.debit_account_id == account_id && counts_against_window(transfer.flags) {
+                window.add(transfer.timestamp, transfer.amount);
             }
-            window.entries.pop_front();
         }
-        // Entries older than this window are gone now; a longer window later must rebuild.
-        window.window_ns = window_ns;
         window
     }
 
-    /// Walks the account's transfers backwards, collecting the debits that count against
-    /// its window (single-phase and pending debits, not posts or voids).
-    fn collect_window(&self, index: u32, timestamp: u64, window_ns: u64) -> Window {
-        let account_id = self.accounts[index as usize].id;
-        let mut entries = std::collections::VecDeque::new();
-        for transfer_index in self.account_transfers[index as usize].iter().rev() {
-            let transfer = &self.transfers[*transfer_index as usize];
-            if transfer.timestamp.saturating_add(window_ns) <= timestamp {
-                break;
-            }
-            if transfer.debit_account_id == account_id && counts_against_window(transfer.flags) {
-                entries.push_front((transfer.timestamp, transfer.amount));
-            }
-        }
-        Window { window_ns, entries }
+    /// The number of buckets the account's window state holds (0 without one): bounded
+    /// by [`crate::WINDOW_BUCKETS_MAX`] + 1 whatever the debit rate. For tests and metrics.
+    pub fn window_bucket_count(&self, account_id: u128) -> usize {
+        let Some(index) = self.account_index.get(&account_id) else { return 0 };
+        self.windows.get(index).map_or(0, Window::bucket_count)
     }
 }
 

@@ -1,12 +1,13 @@
 //! Read-only queries: lookups by id, an account's transfers and its balance history.
 
 use tally_codecs::flags::filter as filter_flags;
-use tally_codecs::{Account, AccountBalance, AccountFilter, Transfer};
+use tally_codecs::{Account, AccountBalance, AccountFilter, FilterError, Transfer};
 
 use crate::ledger::Ledger;
 
-/// The most rows one query returns; matches the largest batch a request may carry.
-pub const QUERY_ROWS_MAX: usize = 8189;
+/// The most rows one query returns; matches the largest batch a request may carry. A
+/// filter asking for more is refused ([`FilterError::LimitAboveMax`]).
+pub const QUERY_ROWS_MAX: usize = tally_codecs::wire::EVENTS_PER_REQUEST_MAX;
 
 impl Ledger {
     /// Appends the accounts found, in the order asked; unknown ids are left out.
@@ -21,21 +22,27 @@ impl Ledger {
         );
     }
 
-    /// Appends the account's transfers selected by the filter.
-    pub fn get_account_transfers(&self, filter: &AccountFilter, out: &mut Vec<Transfer>) {
-        let Some(selection) = Selection::new(filter) else { return };
-        let Some(&account) = self.account_index.get(&filter.account_id) else { return };
+    /// Appends the account's transfers selected by the filter; an invalid filter is refused
+    /// (the gateway and `tally exec` refuse it before it gets here).
+    pub fn get_account_transfers(&self, filter: &AccountFilter, out: &mut Vec<Transfer>) -> Result<(), FilterError> {
+        let selection = Selection::new(filter)?;
+        let Some(&account) = self.account_index.get(&filter.account_id) else { return Ok(()) };
         let indexes = &self.account_transfers[account as usize];
         let rows = indexes.iter().map(|index| &self.transfers[*index as usize]);
         selection.collect(rows, |transfer| transfer, |transfer| **transfer, out);
+        Ok(())
     }
 
     /// Appends the balance history of an account created with the `history` flag: its
     /// balances right after each selected transfer (or expiry).
-    pub fn get_account_balances(&self, filter: &AccountFilter, out: &mut Vec<AccountBalance>) {
-        let Some(selection) = Selection::new(filter) else { return };
-        let Some(&account) = self.account_index.get(&filter.account_id) else { return };
-        let Some(rows) = self.history.get(&account) else { return };
+    pub fn get_account_balances(
+        &self,
+        filter: &AccountFilter,
+        out: &mut Vec<AccountBalance>,
+    ) -> Result<(), FilterError> {
+        let selection = Selection::new(filter)?;
+        let Some(&account) = self.account_index.get(&filter.account_id) else { return Ok(()) };
+        let Some(rows) = self.history.get(&account) else { return Ok(()) };
         let rows = rows.iter().map(|row| (row, &self.transfers[row.transfer as usize]));
         selection.collect(
             rows,
@@ -50,6 +57,7 @@ impl Ledger {
             },
             out,
         );
+        Ok(())
     }
 }
 
@@ -65,25 +73,17 @@ struct Selection {
 }
 
 impl Selection {
-    /// `None` when the filter can select nothing (no side, zero limit, unknown flags,
-    /// an empty range).
-    fn new(filter: &AccountFilter) -> Option<Selection> {
-        let timestamp_max = if filter.timestamp_max == 0 { u64::MAX } else { filter.timestamp_max };
-        let selection = Selection {
+    fn new(filter: &AccountFilter) -> Result<Selection, FilterError> {
+        filter.validate()?;
+        Ok(Selection {
             account_id: filter.account_id,
             debits: filter.flags & filter_flags::DEBITS != 0,
             credits: filter.flags & filter_flags::CREDITS != 0,
             reversed: filter.flags & filter_flags::REVERSED != 0,
             timestamp_min: filter.timestamp_min,
-            timestamp_max,
-            limit: (filter.limit as usize).min(QUERY_ROWS_MAX),
-        };
-        let valid = filter.flags & !filter_flags::KNOWN == 0
-            && filter.reserved == [0; 24]
-            && (selection.debits || selection.credits)
-            && selection.limit > 0
-            && selection.timestamp_min <= selection.timestamp_max;
-        valid.then_some(selection)
+            timestamp_max: if filter.timestamp_max == 0 { u64::MAX } else { filter.timestamp_max },
+            limit: filter.limit as usize,
+        })
     }
 
     /// Filters rows (ordered by timestamp) by side and time, in the asked direction, up to

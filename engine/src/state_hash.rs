@@ -111,7 +111,7 @@ pub fn pending_status(transfer_id: u128, status: u8) -> u128 {
 }
 
 pub fn limit_profile(profile: &LimitProfile) -> u128 {
-    let words: &[u128; 4] = bytemuck::cast_ref(profile);
+    let words: &[u128; 5] = bytemuck::cast_ref(profile);
     mix_words(DOMAIN_PROFILE, words)
 }
 

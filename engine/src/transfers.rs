@@ -7,6 +7,7 @@ use tally_codecs::{EventResult, ResultCode, Transfer};
 use crate::batch::{apply_batch, check_identity};
 use crate::ledger::{Balances, Ledger};
 use crate::limits::NANOSECONDS_PER_SECOND;
+use crate::two_phase::inherit;
 
 const POST_OR_VOID: u16 = flags::POST_PENDING_TRANSFER | flags::VOID_PENDING_TRANSFER;
 const BALANCING: u16 = flags::BALANCING_DEBIT | flags::BALANCING_CREDIT;
@@ -26,7 +27,11 @@ impl Ledger {
                 if code.is_transient() {
                     ledger.remember_failed_transfer(transfer.id, code as u32);
                 }
-                code
+                if code != ResultCode::Exists {
+                    return (code, timestamp);
+                }
+                let stored = ledger.transfer_index.get(transfer.id).expect("invariant: an existing id is indexed");
+                (code, ledger.transfers[stored as usize].timestamp)
             },
         );
     }
@@ -36,7 +41,12 @@ impl Ledger {
             return code;
         }
         if let Some(index) = self.transfer_index.get(transfer.id) {
-            return transfer_exists(transfer, &self.transfers[index as usize]);
+            let stored = &self.transfers[index as usize];
+            let pending = match stored.flags & POST_OR_VOID {
+                0 => None,
+                _ => self.transfer_index.get(stored.pending_id).map(|pending| &self.transfers[pending as usize]),
+            };
+            return transfer_exists(transfer, stored, pending);
         }
         if !self.failed_transfers.is_empty() && self.failed_transfers.contains_key(&transfer.id) {
             return ResultCode::IdAlreadyFailed;
@@ -178,11 +188,12 @@ impl Ledger {
         {
             return Err(ResultCode::OverflowsTimeout);
         }
-        if debit_account.has(account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
-            let overdraft = self.overdraft_of(debit);
-            if total_debits > debits.credits_posted.saturating_add(overdraft) {
-                return Err(if overdraft == 0 { ResultCode::ExceedsCredits } else { ResultCode::ExceedsOverdraft });
-            }
+        // An overdraft is a limit in itself: it binds the account whatever its flags.
+        let overdraft = self.overdraft_of(debit);
+        if (debit_account.has(account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS) || overdraft != 0)
+            && total_debits > debits.credits_posted.saturating_add(overdraft)
+        {
+            return Err(if overdraft == 0 { ResultCode::ExceedsCredits } else { ResultCode::ExceedsOverdraft });
         }
         if credit_account.has(account_flags::CREDITS_MUST_NOT_EXCEED_DEBITS) && total_credits > credits.debits_posted {
             return Err(ResultCode::ExceedsDebits);
@@ -250,18 +261,26 @@ fn check_accounts_and_amount(transfer: &Transfer) -> Option<ResultCode> {
     }
 }
 
-/// Compares a retried transfer with the stored one, first differing field first.
-fn transfer_exists(new: &Transfer, stored: &Transfer) -> ResultCode {
-    // A post or void inherits zero fields from its pending transfer.
-    let inherits = new.flags & POST_OR_VOID != 0;
-    let differs = |new: u128, stored: u128| new != stored && !(inherits && new == 0);
+/// Compares a retried transfer with the stored one, first differing field first. A retried
+/// post or void is first completed from `pending` exactly as it would be applied (zero
+/// fields inherited, amount 0 meaning the pending amount), so it matches only when it asks
+/// for what was applied: a retry of a partial post with amount 0 asks for more.
+fn transfer_exists(new: &Transfer, stored: &Transfer, pending: Option<&Transfer>) -> ResultCode {
+    let resolved = match pending {
+        Some(pending) => {
+            let amount = if new.amount == 0 { pending.amount } else { new.amount };
+            Transfer { amount, ..inherit(new, pending) }
+        }
+        None => *new,
+    };
+    let new = &resolved;
     let amount_differs =
-        if new.flags & BALANCING != 0 { new.amount < stored.amount } else { differs(new.amount, stored.amount) };
+        if new.flags & BALANCING != 0 { new.amount < stored.amount } else { new.amount != stored.amount };
     if new.flags != stored.flags {
         ResultCode::ExistsWithDifferentFlags
-    } else if differs(new.debit_account_id, stored.debit_account_id) {
+    } else if new.debit_account_id != stored.debit_account_id {
         ResultCode::ExistsWithDifferentDebitAccountId
-    } else if differs(new.credit_account_id, stored.credit_account_id) {
+    } else if new.credit_account_id != stored.credit_account_id {
         ResultCode::ExistsWithDifferentCreditAccountId
     } else if amount_differs {
         ResultCode::ExistsWithDifferentAmount
@@ -275,9 +294,9 @@ fn transfer_exists(new: &Transfer, stored: &Transfer) -> ResultCode {
         ResultCode::ExistsWithDifferentUserData32
     } else if new.timeout != stored.timeout {
         ResultCode::ExistsWithDifferentTimeout
-    } else if differs(u128::from(new.ledger), u128::from(stored.ledger)) {
+    } else if new.ledger != stored.ledger {
         ResultCode::ExistsWithDifferentLedger
-    } else if differs(u128::from(new.code), u128::from(stored.code)) {
+    } else if new.code != stored.code {
         ResultCode::ExistsWithDifferentCode
     } else {
         ResultCode::Exists

@@ -33,6 +33,15 @@ impl Ledger {
         };
         let debit = self.account_index[&pending.debit_account_id];
         let credit = self.account_index[&pending.credit_account_id];
+        // A post moves money into and out of its accounts, so a closed one refuses it (a
+        // closing transfer closed its own account, so it can only be voided); a void only
+        // releases and stays allowed.
+        if post && self.accounts[debit as usize].has(account_flags::CLOSED) {
+            return ResultCode::DebitAccountAlreadyClosed;
+        }
+        if post && self.accounts[credit as usize].has(account_flags::CLOSED) {
+            return ResultCode::CreditAccountAlreadyClosed;
+        }
         let mut debits = release(Balances::of(&self.accounts[debit as usize]), &pending, Side::Debit);
         let mut credits = release(Balances::of(&self.accounts[credit as usize]), &pending, Side::Credit);
         if post {
@@ -46,15 +55,7 @@ impl Ledger {
             credits.credits_posted = credits_posted;
         }
 
-        let stored = Transfer {
-            debit_account_id: pending.debit_account_id,
-            credit_account_id: pending.credit_account_id,
-            ledger: pending.ledger,
-            code: pending.code,
-            amount,
-            timestamp,
-            ..*transfer
-        };
+        let stored = Transfer { amount, timestamp, ..inherit(transfer, &pending) };
         let index = self.insert_transfer(stored, debit, credit);
         let status = if post { PendingStatus::Posted } else { PendingStatus::Voided };
         self.set_pending_status(pending_index, status);
@@ -149,4 +150,24 @@ fn check_against_pending(transfer: &Transfer, pending: &Transfer) -> Option<Resu
     } else {
         None
     }
+}
+
+/// A post or void with the fields it leaves zero taken from its pending transfer: the
+/// accounts, ledger and code (which must match when given) and the user data, as
+/// TigerBeetle does.
+pub(crate) fn inherit(transfer: &Transfer, pending: &Transfer) -> Transfer {
+    Transfer {
+        debit_account_id: or_inherited(transfer.debit_account_id, pending.debit_account_id),
+        credit_account_id: or_inherited(transfer.credit_account_id, pending.credit_account_id),
+        ledger: or_inherited(transfer.ledger, pending.ledger),
+        code: or_inherited(transfer.code, pending.code),
+        user_data_128: or_inherited(transfer.user_data_128, pending.user_data_128),
+        user_data_64: or_inherited(transfer.user_data_64, pending.user_data_64),
+        user_data_32: or_inherited(transfer.user_data_32, pending.user_data_32),
+        ..*transfer
+    }
+}
+
+fn or_inherited<T: Copy + Default + PartialEq>(own: T, inherited: T) -> T {
+    if own == T::default() { inherited } else { own }
 }

@@ -17,12 +17,12 @@ mod rules;
 #[path = "model/strategy.rs"]
 mod strategy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tally_codecs::flags::{account as account_flags, filter as filter_flags, transfer as transfer_flags};
-use tally_codecs::{Account, AccountFilter, EventResult, LimitProfile, ResultCode, Transfer};
+use tally_codecs::{Account, AccountFilter, EventResult, FilterError, LimitProfile, ResultCode, Transfer};
 use tally_engine::{Ledger, PendingStatus};
 
 use plan::{ACCOUNTS_MAX, PROFILES_MAX, Planner, Step};
@@ -39,6 +39,9 @@ struct Harness {
     /// The largest `overdraft_max` each profile has had: a lowered overdraft leaves
     /// balances that were allowed when they were made.
     overdraft_max_ever: BTreeMap<u32, u128>,
+    /// The profiles whose `overdraft_max` has been 0 at some time: only while it is not
+    /// does an overdraft bind an account without `debits_must_not_exceed_credits`.
+    overdraft_zero_ever: BTreeSet<u32>,
 }
 
 impl Harness {
@@ -48,6 +51,7 @@ impl Harness {
             model: Model::default(),
             planner: Planner::default(),
             overdraft_max_ever: BTreeMap::new(),
+            overdraft_zero_ever: BTreeSet::new(),
         }
     }
 
@@ -82,17 +86,13 @@ impl Harness {
             }
         };
         prop_assert_eq!(describe(&got), describe(&want), "results of {}", events);
-        {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().append(true).create(true).open("/tmp/codes.txt").unwrap();
-            for r in &want {
-                writeln!(f, "{}", ResultCode::from_u32(r.status).unwrap().name()).unwrap();
-            }
-        }
         for id in 0..=PROFILES_MAX {
             if let Some(profile) = self.model.limit_profile(id) {
                 let ever = self.overdraft_max_ever.entry(id).or_default();
                 *ever = (*ever).max(profile.overdraft_max);
+                if profile.overdraft_max == 0 {
+                    self.overdraft_zero_ever.insert(id);
+                }
             }
         }
         self.check_state()
@@ -144,15 +144,18 @@ impl Harness {
         Ok(())
     }
 
-    /// The constraints of §3.2 steps 13–15 hold on every account, whatever happened since.
+    /// The constraints of §3.2 steps 13–15 hold on every account, whatever happened since;
+    /// an overdraft binds an account without balance flags too.
     fn check_balance_constraints(&self, accounts: &[Account]) -> Result<(), TestCaseError> {
         for account in accounts {
             let debits = account.debits_pending.checked_add(account.debits_posted);
             let credits = account.credits_pending.checked_add(account.credits_posted);
             prop_assert!(debits.is_some() && credits.is_some(), "totals overflow: {:?}", account);
             let (debits, credits) = (debits.unwrap_or_default(), credits.unwrap_or_default());
-            if account.flags & account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0 {
-                let overdraft = self.overdraft_max_ever.get(&account.limit_profile).copied().unwrap_or(0);
+            let profile = account.limit_profile;
+            let overdraft_binds = profile != 0 && !self.overdraft_zero_ever.contains(&profile);
+            if account.flags & account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0 || overdraft_binds {
+                let overdraft = self.overdraft_max_ever.get(&profile).copied().unwrap_or(0);
                 let allowed = account.credits_posted.saturating_add(overdraft);
                 prop_assert!(debits <= allowed, "debits exceed credits + overdraft {}: {:?}", overdraft, account);
             }
@@ -193,10 +196,10 @@ impl Harness {
         });
         for filter in all.into_iter().chain(planned) {
             let mut transfers = Vec::new();
-            self.ledger.get_account_transfers(&filter, &mut transfers);
+            let transfers = self.ledger.get_account_transfers(&filter, &mut transfers).map(|()| transfers);
             prop_assert_eq!(transfers, self.model.account_transfers(&filter), "transfers for {:?}", filter);
             let mut balances = Vec::new();
-            self.ledger.get_account_balances(&filter, &mut balances);
+            let balances = self.ledger.get_account_balances(&filter, &mut balances).map(|()| balances);
             prop_assert_eq!(balances, self.model.account_balances(&filter), "balances for {:?}", filter);
         }
         Ok(())
@@ -354,15 +357,16 @@ fn balance_history_has_a_row_for_an_expiry() {
     harness.run(&Step::Tick(plan::Advance::By(2_000_000_000))).expect("tick");
     let filter = AccountFilter { account_id: 1, flags: filter_flags::DEBITS, limit: 10, ..AccountFilter::default() };
     let mut rows = Vec::new();
-    harness.ledger.get_account_balances(&filter, &mut rows);
-    assert_eq!(rows, harness.model.account_balances(&filter));
+    harness.ledger.get_account_balances(&filter, &mut rows).expect("a valid filter");
+    assert_eq!(Ok(rows.clone()), harness.model.account_balances(&filter));
     let pending_then_released: Vec<(u128, u64)> = rows.iter().map(|row| (row.debits_pending, row.timestamp)).collect();
     assert_eq!(pending_then_released, [(5, 1_000), (0, harness.ledger.last_timestamp())]);
 }
 
-/// The query cap of §3.6 needs more transfers than a generated history makes.
+/// §3.6: a filter may ask for up to 8 189 rows, which needs more transfers than a
+/// generated history makes; asking for more is refused, not silently cut.
 #[test]
-fn account_transfers_are_capped_at_8189_rows() {
+fn account_transfers_return_up_to_8189_rows_and_refuse_a_larger_limit() {
     let mut harness = Harness::new();
     let accounts: Vec<Account> = (1..=2)
         .map(|id| Account { id, ledger: 1, code: 1, flags: account_flags::HISTORY, ..Account::default() })
@@ -384,13 +388,37 @@ fn account_transfers_are_capped_at_8189_rows() {
     harness.model.create_transfers(10, &transfers, &mut Vec::new());
     assert!(results.iter().all(|result| result.status == ResultCode::Created as u32));
     for (account_id, flags) in [(1, filter_flags::DEBITS), (2, filter_flags::CREDITS | filter_flags::REVERSED)] {
-        let filter = AccountFilter { account_id, flags, limit: u32::MAX, ..AccountFilter::default() };
+        let filter = AccountFilter { account_id, flags, limit: 8_189, ..AccountFilter::default() };
         let mut rows = Vec::new();
-        harness.ledger.get_account_transfers(&filter, &mut rows);
+        harness.ledger.get_account_transfers(&filter, &mut rows).expect("a valid filter");
         assert_eq!(rows.len(), 8_189);
-        assert_eq!(rows, harness.model.account_transfers(&filter));
+        assert_eq!(Ok(rows), harness.model.account_transfers(&filter));
         let mut balances = Vec::new();
-        harness.ledger.get_account_balances(&filter, &mut balances);
-        assert_eq!(balances, harness.model.account_balances(&filter));
+        harness.ledger.get_account_balances(&filter, &mut balances).expect("a valid filter");
+        assert_eq!(Ok(balances), harness.model.account_balances(&filter));
+
+        let too_many = AccountFilter { limit: 8_190, ..filter };
+        let refused = Err(FilterError::LimitAboveMax { limit: 8_190 });
+        assert_eq!(harness.ledger.get_account_transfers(&too_many, &mut Vec::new()), refused);
+        assert_eq!(harness.model.account_transfers(&too_many), refused.map(|()| Vec::new()));
+        assert_eq!(harness.ledger.get_account_balances(&too_many, &mut Vec::new()), refused);
     }
+}
+
+/// §3.2 step 16 for a window of up to 1 024 s: whole seconds. A debit made in second 10
+/// counts through second 10 + 60 and not from second 71 on, on the engine and the model.
+#[test]
+fn window_edge_is_the_end_of_the_last_second_that_counts() {
+    let mut harness = Harness::new();
+    let profile =
+        LimitProfile { id: 1, ledger: 1, window_debit_max: 100, window_seconds: 60, ..LimitProfile::default() };
+    harness.run(&Step::Profiles(plan::Advance::By(1), vec![profile])).expect("profile");
+    let payer = Account { id: 1, ledger: 1, code: 1, limit_profile: 1, ..Account::default() };
+    let payee = Account { id: 2, ledger: 1, code: 1, ..Account::default() };
+    harness.run(&Step::Accounts(plan::Advance::By(1), vec![payer, payee])).expect("accounts");
+    let second = 1_000_000_000;
+    assert_eq!(harness.send(10 * second + second / 2, &[transfer(10, 1, 2, 100, 0)]), [ResultCode::Created]);
+    let last_counted = 71 * second - 1;
+    assert_eq!(harness.send(last_counted, &[transfer(11, 1, 2, 1, 0)]), [ResultCode::ExceedsWindowDebitLimit]);
+    assert_eq!(harness.send(last_counted + 1, &[transfer(12, 1, 2, 100, 0)]), [ResultCode::Created]);
 }

@@ -8,6 +8,8 @@ mod chains_and_ids;
 mod fields;
 #[path = "result_codes/limits.rs"]
 mod limits;
+#[path = "result_codes/post_rules.rs"]
+mod post_rules;
 #[path = "result_codes/retries.rs"]
 mod retries;
 #[path = "result_codes/support.rs"]
@@ -55,7 +57,7 @@ tested![
     limits: [
         exceeds_single_debit_limit, overflows_debits_pending, overflows_credits_pending, overflows_debits_posted,
         overflows_credits_posted, overflows_debits, overflows_credits, overflows_timeout, exceeds_credits,
-        exceeds_overdraft, exceeds_debits, exceeds_window_debit_limit,
+        exceeds_overdraft, exceeds_debits, exceeds_window_debit_limit, limit_profile_version_stale,
     ],
 ];
 

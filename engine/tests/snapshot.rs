@@ -113,3 +113,48 @@ fn image_whose_balances_do_not_add_up_is_refused() {
     image.accounts[64] = image.accounts[64].wrapping_add(1);
     assert!(Ledger::from_image(&image).is_err());
 }
+
+/// Issue 12: limits apply to the next debit. An account 100 below zero under an overdraft
+/// of 100 is left 90 beyond it when the overdraft is lowered to 10; that state is valid,
+/// so a snapshot of it loads with the same hash, and the next debit is refused.
+#[test]
+fn account_beyond_a_lowered_overdraft_survives_a_snapshot() {
+    let mut ledger = Ledger::new();
+    let mut results = Vec::new();
+    let overdraft = |version: u64, overdraft_max: u128| LimitProfile {
+        id: 1,
+        ledger: 1,
+        overdraft_max,
+        version,
+        ..LimitProfile::default()
+    };
+    ledger.upsert_limit_profiles(1, &[overdraft(1, 100)], &mut results);
+    let limited = Account {
+        id: 1,
+        ledger: 1,
+        code: 1,
+        flags: account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+        limit_profile: 1,
+        ..Account::default()
+    };
+    let other = Account { id: 2, ledger: 1, code: 1, ..Account::default() };
+    ledger.create_accounts(2, &[limited, other], &mut results);
+    let debit = |id: u128, amount: u128| Transfer {
+        id,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount,
+        ledger: 1,
+        code: 1,
+        ..Transfer::default()
+    };
+    ledger.create_transfers(3, &[debit(10, 100)], &mut results);
+    ledger.upsert_limit_profiles(4, &[overdraft(2, 10)], &mut results);
+    assert!(results.iter().all(|result| result.status == 0), "{results:?}");
+
+    let mut loaded = round_trip(&ledger);
+    assert_eq!(loaded.state_hash(), ledger.state_hash());
+    results.clear();
+    loaded.create_transfers(5, &[debit(11, 1)], &mut results);
+    assert_eq!(results[0].status, tally_codecs::ResultCode::ExceedsOverdraft as u32);
+}

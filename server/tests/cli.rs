@@ -101,6 +101,13 @@ fn exec_answers_json_lines() {
     let balances = reply["balances"].as_array().expect("a balances reply");
     assert_eq!(balances.len(), 1);
     assert_eq!(balances[0]["debits_posted"], json!("250"));
+    // A filter that cannot be answered is an error, not an empty list.
+    let no_side = r#"{"account_id": 1, "limit": 10}"#;
+    let reply = exec.ask(&format!(r#"{{"op": "get_account_transfers", "filter": {no_side}}}"#));
+    assert!(reply["error"].as_str().is_some_and(|error| error.contains("neither side")), "{reply}");
+    let too_many = r#"{"account_id": 1, "limit": 8190, "flags": ["debits"]}"#;
+    let reply = exec.ask(&format!(r#"{{"op": "get_account_balances", "filter": {too_many}}}"#));
+    assert!(reply["error"].as_str().is_some_and(|error| error.contains("limit 8190")), "{reply}");
 
     // A line longer than the limit is an error, and the next line is still read.
     let long = format!(r#"{{"op": "lookup_accounts", "ids": [{}1]}}"#, "1, ".repeat(3 << 20));

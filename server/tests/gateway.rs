@@ -179,3 +179,39 @@ fn pipelined_frames_on_one_connection_are_answered_in_order() {
     writer.join().expect("the writer finishes");
     assert_eq!(answered, (1..=requests).collect::<Vec<_>>());
 }
+
+/// A query filter that is not a valid question (here: no side, limit 0, a limit above
+/// 8 189) gets the error `invalid_filter` for its own request id, not an empty list, and
+/// the connection goes on to answer the next request.
+#[test]
+fn invalid_filter_gets_its_own_error_and_the_connection_goes_on() {
+    use tally_codecs::AccountFilter;
+    use tally_codecs::flags::filter as filter_flags;
+    let dir = TempDir::new("invalid-filter");
+    let server = ServerProcess::start(&dir.path().join("data"), free_address(), &["--durability", "none"]);
+    let valid = AccountFilter { account_id: 1, flags: filter_flags::DEBITS, limit: 10, ..AccountFilter::default() };
+    let invalid = [
+        AccountFilter { flags: filter_flags::REVERSED, ..valid },
+        AccountFilter { limit: 0, ..valid },
+        AccountFilter { limit: 8_190, ..valid },
+    ];
+    let mut bytes = Vec::new();
+    for (request_id, filter) in (1..).zip(invalid) {
+        bytes.extend(encoded(&Request::GetAccountTransfers(filter), request_id));
+    }
+    bytes.extend(encoded(&Request::GetAccountBalances(valid), 4));
+    let messages = send_raw(server.address, &bytes, true);
+    let answers: Vec<(u64, Option<ErrorCode>)> = messages
+        .iter()
+        .filter_map(|message| match message {
+            Message::Frame(frame) => match frame.body {
+                Body::Error(code) => Some((frame.request_id, Some(code))),
+                Body::Reply(_) => Some((frame.request_id, None)),
+                Body::Request(_) => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let refused = Some(ErrorCode::InvalidFilter);
+    assert_eq!(answers, [(1, refused), (2, refused), (3, refused), (4, None)]);
+}

@@ -165,6 +165,8 @@ struct LimitProfileForm {
     ledger: u32,
     window_seconds: u32,
     flags: Vec<FlagEntry>,
+    version: U64,
+    timestamp: U64,
 }
 
 impl From<&LimitProfile> for LimitProfileForm {
@@ -177,6 +179,8 @@ impl From<&LimitProfile> for LimitProfileForm {
             ledger: profile.ledger,
             window_seconds: profile.window_seconds,
             flags: to_entries(profile.flags, flags::limit_profile::NAMES),
+            version: U64(profile.version),
+            timestamp: U64(profile.timestamp),
         }
     }
 }
@@ -191,6 +195,8 @@ impl LimitProfileForm {
             ledger: self.ledger,
             window_seconds: self.window_seconds,
             flags: from_entries(&self.flags, flags::limit_profile::NAMES, "limit profile")?,
+            version: self.version.0,
+            timestamp: self.timestamp.0,
         })
     }
 }

@@ -6,12 +6,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tally_codecs::flags::{account as account_flags, filter as filter_flags, transfer as transfer_flags};
-use tally_codecs::{Account, AccountBalance, AccountFilter, EventResult, LimitProfile, ResultCode, Transfer};
+use tally_codecs::{
+    Account, AccountBalance, AccountFilter, EventResult, FilterError, LimitProfile, ResultCode, Transfer,
+};
 use tally_engine::PendingStatus;
 
 use crate::rules::{
-    NS_PER_S, account_exists, check_against_pending, check_overflows, check_transfer_fields, deadline, exceeds,
-    headroom, transfer_exists,
+    account_exists, check_against_pending, check_overflows, check_transfer_fields, deadline, exceeds, headroom,
+    transfer_exists, window_counts,
 };
 
 /// The most rows one query returns (§3.6).
@@ -82,7 +84,12 @@ impl Model {
 
     pub fn upsert_limit_profiles(&mut self, timestamp: u64, events: &[LimitProfile], results: &mut Vec<EventResult>) {
         // Limit profiles have no `linked` flag, so they never form chains.
-        self.run_batch(timestamp, events, |_| false, Model::upsert_limit_profile, results);
+        let upsert = |model: &mut Model, event: &LimitProfile, now: u64| {
+            let code = model.upsert_limit_profile(event, now);
+            let stored = model.profiles.get(&event.id).filter(|_| code == ResultCode::Exists);
+            (code, stored.map_or(now, |profile| profile.timestamp))
+        };
+        self.run_batch(timestamp, events, |_| false, upsert, results);
     }
 
     /// §3.4: a tick commits one timestamp and expires what is due at it.
@@ -99,7 +106,7 @@ impl Model {
         timestamp: u64,
         events: &[E],
         linked: impl Fn(&E) -> bool,
-        apply: impl Fn(&mut Model, &E, u64) -> ResultCode,
+        apply: impl Fn(&mut Model, &E, u64) -> (ResultCode, u64),
         results: &mut Vec<EventResult>,
     ) {
         if events.is_empty() {
@@ -124,21 +131,23 @@ impl Model {
             // §3.5: the last event of a chain left open gets `linked_event_chain_open`, even
             // when an earlier event of the chain failed; after a failure nothing more of the
             // chain is evaluated.
-            let code = if event_linked && last_event {
-                ResultCode::LinkedEventChainOpen
+            let (code, reported) = if event_linked && last_event {
+                (ResultCode::LinkedEventChainOpen, now)
             } else if chain_broken {
-                ResultCode::LinkedEventFailed
+                (ResultCode::LinkedEventFailed, now)
             } else {
                 apply(self, event, now)
             };
             if let Some((chain_first, saved)) = chain.as_ref().filter(|_| !code.is_ok() && !chain_broken) {
                 self.undo_chain(saved);
-                for result in &mut results[first_result + chain_first..] {
+                // Failed with the chain: each result carries its own commit timestamp again.
+                for (position, result) in results[first_result + chain_first..].iter_mut().enumerate() {
                     result.status = ResultCode::LinkedEventFailed as u32;
+                    result.timestamp = base + (chain_first + position) as u64;
                 }
                 chain_broken = true;
             }
-            results.push(EventResult { timestamp: now, status: code as u32, reserved: 0 });
+            results.push(EventResult { timestamp: reported, status: code as u32, reserved: 0 });
             if chain.is_some() && (!event_linked || last_event) {
                 // §3.5: the first event without `linked` closes the chain.
                 chain = None;
@@ -199,12 +208,17 @@ impl Model {
 
     // ---------------------------------------------------------------- accounts (§3.1)
 
-    fn create_account(&mut self, event: &Account, now: u64) -> ResultCode {
+    /// The code, and the timestamp the result carries: an `exists` answers with the stored
+    /// record's original commit timestamp (issue 12).
+    fn create_account(&mut self, event: &Account, now: u64) -> (ResultCode, u64) {
         let code = self.check_and_create_account(event, now);
         if code.is_transient() {
             self.failed_account_ids.insert(event.id);
         }
-        code
+        match code {
+            ResultCode::Exists => (code, self.accounts[&event.id].timestamp),
+            _ => (code, now),
+        }
     }
 
     fn check_and_create_account(&mut self, event: &Account, now: u64) -> ResultCode {
@@ -259,12 +273,15 @@ impl Model {
 
     // --------------------------------------------------------------- transfers (§3.2)
 
-    fn create_transfer(&mut self, event: &Transfer, now: u64) -> ResultCode {
+    fn create_transfer(&mut self, event: &Transfer, now: u64) -> (ResultCode, u64) {
         let code = self.check_and_create_transfer(event, now);
         if code.is_transient() {
             self.failed_transfer_ids.insert(event.id);
         }
-        code
+        match code {
+            ResultCode::Exists => (code, self.transfers[&event.id].timestamp),
+            _ => (code, now),
+        }
     }
 
     fn check_and_create_transfer(&mut self, event: &Transfer, now: u64) -> ResultCode {
@@ -283,7 +300,9 @@ impl Model {
             return R::IdMustNotBeIntMax;
         }
         if let Some(stored) = self.transfers.get(&event.id) {
-            return transfer_exists(event, stored);
+            let post_or_void = stored.flags & (F::POST_PENDING_TRANSFER | F::VOID_PENDING_TRANSFER) != 0;
+            let pending = self.transfers.get(&stored.pending_id).filter(|_| post_or_void);
+            return transfer_exists(event, stored, pending);
         }
         if self.failed_transfer_ids.contains(&event.id) {
             return R::IdAlreadyFailed;
@@ -358,9 +377,9 @@ impl Model {
             return code;
         }
         if debit_profile.window_debit_max != 0 {
-            let window_start = now.saturating_sub(u64::from(debit_profile.window_seconds) * NS_PER_S);
+            let counts = window_counts(debit_profile.window_seconds, now);
             let recent = self.debits_made.get(&debit.id).into_iter().flatten();
-            let mut in_window = recent.filter(|(timestamp, _)| *timestamp > window_start);
+            let mut in_window = recent.filter(|(timestamp, _)| counts(*timestamp));
             let total = in_window.try_fold(amount, |sum, (_, made)| sum.checked_add(*made));
             if total.is_none_or(|total| total > debit_profile.window_debit_max) {
                 return R::ExceedsWindowDebitLimit;
@@ -392,10 +411,11 @@ impl Model {
         amount
     }
 
-    /// §3.2 steps 14 and 15; the mirror rule of step 15 has no overdraft (see above).
+    /// §3.2 steps 14 and 15: an overdraft binds the account whatever its flags; the mirror
+    /// rule of step 15 has no overdraft (see above).
     fn check_balance_limits(&self, amount: u128, debit: &Account, credit: &Account) -> Option<ResultCode> {
-        if debit.flags & account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0 {
-            let overdraft = self.profile_of(debit).overdraft_max;
+        let overdraft = self.profile_of(debit).overdraft_max;
+        if debit.flags & account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0 || overdraft != 0 {
             let used = debit.debits_pending + debit.debits_posted;
             if exceeds(amount, debit.credits_posted, overdraft, used) {
                 return Some(if overdraft != 0 { ResultCode::ExceedsOverdraft } else { ResultCode::ExceedsCredits });
@@ -462,6 +482,13 @@ impl Model {
         if post {
             let debit = self.accounts[&pending.debit_account_id];
             let credit = self.accounts[&pending.credit_account_id];
+            // A post into a closed account is refused; a void is not.
+            if debit.flags & account_flags::CLOSED != 0 {
+                return R::DebitAccountAlreadyClosed;
+            }
+            if credit.flags & account_flags::CLOSED != 0 {
+                return R::CreditAccountAlreadyClosed;
+            }
             if debit.debits_posted.checked_add(amount).is_none() {
                 return R::OverflowsDebitsPosted;
             }
@@ -481,12 +508,19 @@ impl Model {
         }
         let status = if post { PendingStatus::Posted } else { PendingStatus::Voided };
         self.statuses.insert(pending.id, status);
+        // User data left zero is the pending transfer's.
+        let user_data_128 = if event.user_data_128 == 0 { pending.user_data_128 } else { event.user_data_128 };
+        let user_data_64 = if event.user_data_64 == 0 { pending.user_data_64 } else { event.user_data_64 };
+        let user_data_32 = if event.user_data_32 == 0 { pending.user_data_32 } else { event.user_data_32 };
         self.store(Transfer {
             debit_account_id: pending.debit_account_id,
             credit_account_id: pending.credit_account_id,
             ledger: pending.ledger,
             code: pending.code,
             amount,
+            user_data_128,
+            user_data_64,
+            user_data_32,
             timestamp: now,
             ..*event
         });
@@ -523,8 +557,11 @@ impl Model {
 
     // ----------------------------------------------------------- limit profiles (§3.3)
 
-    fn upsert_limit_profile(&mut self, event: &LimitProfile, _now: u64) -> ResultCode {
+    fn upsert_limit_profile(&mut self, event: &LimitProfile, now: u64) -> ResultCode {
         use ResultCode as R;
+        if event.timestamp != 0 {
+            return R::TimestampMustBeZero;
+        }
         if event.flags != 0 {
             return R::ReservedFlag;
         }
@@ -537,20 +574,48 @@ impl Model {
         if event.window_debit_max != 0 && event.window_seconds == 0 {
             return R::WindowSecondsMustNotBeZero;
         }
-        if self.profiles.get(&event.id).is_some_and(|stored| stored.ledger != event.ledger) {
-            return R::ExistsWithDifferentLedger;
+        if let Some(stored) = self.profiles.get(&event.id) {
+            if stored.ledger != event.ledger {
+                return R::ExistsWithDifferentLedger;
+            }
+            // §3.3: the stored version with the same limits is a retry; any other version
+            // at or below the stored one is stale.
+            if (LimitProfile { timestamp: 0, ..*stored }) == *event {
+                return R::Exists;
+            }
+            if event.version <= stored.version {
+                return R::LimitProfileVersionStale;
+            }
         }
-        self.profiles.insert(event.id, *event);
+        self.profiles.insert(event.id, LimitProfile { timestamp: now, ..*event });
         R::Created
     }
 
     // ------------------------------------------------------------------ queries (§3.6)
 
+    /// §3.6: a filter that is not a valid question is refused before anything is read.
+    fn check_filter(filter: &AccountFilter) -> Result<(), FilterError> {
+        use filter_flags as F;
+        let sides = F::DEBITS | F::CREDITS;
+        let checks = [
+            (
+                filter.flags & !(sides | F::REVERSED) != 0,
+                FilterError::UnknownFlags { bits: filter.flags & !(sides | F::REVERSED) },
+            ),
+            (filter.reserved.iter().any(|byte| *byte != 0), FilterError::ReservedNotZero),
+            (filter.flags & sides == 0, FilterError::NoSide),
+            (filter.limit == 0, FilterError::LimitZero),
+            (filter.limit > QUERY_ROWS_MAX, FilterError::LimitAboveMax { limit: filter.limit }),
+            (
+                filter.timestamp_max != 0 && filter.timestamp_min > filter.timestamp_max,
+                FilterError::EmptyRange { min: filter.timestamp_min, max: filter.timestamp_max },
+            ),
+        ];
+        checks.iter().find(|(fails, _)| *fails).map_or(Ok(()), |(_, error)| Err(*error))
+    }
+
     /// The rows of §3.6 that `filter` selects, in the order asked, limit applied.
     fn select<T: Copy>(filter: &AccountFilter, rows: impl DoubleEndedIterator<Item = (bool, u64, T)>) -> Vec<T> {
-        if filter.limit == 0 {
-            return Vec::new();
-        }
         let wanted = |debit_side: bool| {
             let flag = if debit_side { filter_flags::DEBITS } else { filter_flags::CREDITS };
             filter.flags & flag != 0
@@ -566,11 +631,12 @@ impl Model {
         if filter.flags & filter_flags::REVERSED != 0 {
             selected.reverse();
         }
-        selected.truncate(filter.limit.min(QUERY_ROWS_MAX) as usize);
+        selected.truncate(filter.limit as usize);
         selected
     }
 
-    pub fn account_transfers(&self, filter: &AccountFilter) -> Vec<Transfer> {
+    pub fn account_transfers(&self, filter: &AccountFilter) -> Result<Vec<Transfer>, FilterError> {
+        Model::check_filter(filter)?;
         let account_id = filter.account_id;
         let sides = self.transfer_order.iter().map(|id| &self.transfers[id]).flat_map(|transfer| {
             let debit = (transfer.debit_account_id == account_id).then_some((true, transfer.timestamp, *transfer));
@@ -578,15 +644,16 @@ impl Model {
             debit.into_iter().chain(credit)
         });
         // A transfer is one row even when both of its sides are wanted (its accounts differ).
-        Model::select(filter, sides)
+        Ok(Model::select(filter, sides))
     }
 
-    pub fn account_balances(&self, filter: &AccountFilter) -> Vec<AccountBalance> {
+    pub fn account_balances(&self, filter: &AccountFilter) -> Result<Vec<AccountBalance>, FilterError> {
+        Model::check_filter(filter)?;
         let has_history =
             self.accounts.get(&filter.account_id).is_some_and(|account| account.flags & account_flags::HISTORY != 0);
         let Some(rows) = self.history.get(&filter.account_id).filter(|_| has_history) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        Model::select(filter, rows.iter().map(|row| (row.debit_side, row.balance.timestamp, row.balance)))
+        Ok(Model::select(filter, rows.iter().map(|row| (row.debit_side, row.balance.timestamp, row.balance))))
     }
 }

@@ -30,30 +30,41 @@ pub fn account_exists(event: &Account, stored: &Account) -> ResultCode {
     }
 }
 
-/// §3.2 step 2. For a post or void the fields it inherited from the pending transfer
-/// (accounts, amount, ledger, code) match when the retry leaves them zero; for a
+/// §3.2 step 2. A retried post or void is first completed as it would be applied: every
+/// zero field among the accounts, ledger, code and user data taken from `pending`, amount 0
+/// meaning the pending amount. Then each field must equal the stored one, except that for a
 /// balancing transfer any amount at least the one moved matches.
-pub fn transfer_exists(event: &Transfer, stored: &Transfer) -> ResultCode {
+pub fn transfer_exists(event: &Transfer, stored: &Transfer, pending: Option<&Transfer>) -> ResultCode {
     use ResultCode as R;
     use transfer_flags as F;
     if event.flags != stored.flags {
         return R::ExistsWithDifferentFlags;
     }
-    let inherits = stored.flags & (F::POST_PENDING_TRANSFER | F::VOID_PENDING_TRANSFER) != 0;
+    let mut event = *event;
+    if let Some(pending) = pending {
+        let fill = |own: u128, inherited: u128| if own == 0 { inherited } else { own };
+        event.debit_account_id = fill(event.debit_account_id, pending.debit_account_id);
+        event.credit_account_id = fill(event.credit_account_id, pending.credit_account_id);
+        event.amount = fill(event.amount, pending.amount);
+        event.user_data_128 = fill(event.user_data_128, pending.user_data_128);
+        event.user_data_64 = fill(event.user_data_64.into(), pending.user_data_64.into()) as u64;
+        event.user_data_32 = fill(event.user_data_32.into(), pending.user_data_32.into()) as u32;
+        event.ledger = fill(event.ledger.into(), pending.ledger.into()) as u32;
+        event.code = fill(event.code.into(), pending.code.into()) as u16;
+    }
     let balancing = stored.flags & (F::BALANCING_DEBIT | F::BALANCING_CREDIT) != 0;
-    let same = |retry: u128, kept: u128| retry == kept || (inherits && retry == 0);
-    let amount_matches = if balancing { event.amount >= stored.amount } else { same(event.amount, stored.amount) };
+    let amount_matches = if balancing { event.amount >= stored.amount } else { event.amount == stored.amount };
     let checks = [
-        (same(event.debit_account_id, stored.debit_account_id), R::ExistsWithDifferentDebitAccountId),
-        (same(event.credit_account_id, stored.credit_account_id), R::ExistsWithDifferentCreditAccountId),
+        (event.debit_account_id == stored.debit_account_id, R::ExistsWithDifferentDebitAccountId),
+        (event.credit_account_id == stored.credit_account_id, R::ExistsWithDifferentCreditAccountId),
         (amount_matches, R::ExistsWithDifferentAmount),
         (event.pending_id == stored.pending_id, R::ExistsWithDifferentPendingId),
         (event.user_data_128 == stored.user_data_128, R::ExistsWithDifferentUserData128),
         (event.user_data_64 == stored.user_data_64, R::ExistsWithDifferentUserData64),
         (event.user_data_32 == stored.user_data_32, R::ExistsWithDifferentUserData32),
         (event.timeout == stored.timeout, R::ExistsWithDifferentTimeout),
-        (same(event.ledger.into(), stored.ledger.into()), R::ExistsWithDifferentLedger),
-        (same(event.code.into(), stored.code.into()), R::ExistsWithDifferentCode),
+        (event.ledger == stored.ledger, R::ExistsWithDifferentLedger),
+        (event.code == stored.code, R::ExistsWithDifferentCode),
     ];
     checks.iter().find(|(matches, _)| !matches).map_or(R::Exists, |(_, code)| *code)
 }
@@ -132,4 +143,15 @@ pub fn headroom(limit: u128, extra: u128, used: u128) -> Option<u128> {
 pub fn exceeds(amount: u128, limit: u128, extra: u128, used: u128) -> bool {
     let total = used.checked_add(amount).expect("step 13 rejects a total that does not fit");
     limit.checked_add(extra).is_some_and(|allowed| total > allowed)
+}
+
+/// §3.2 step 16: whether a debit made at `made` counts against a debit at `now`. Buckets
+/// of `g = ⌈window_seconds / 1024⌉` seconds from timestamp 0; with `n = ⌈window_seconds / g⌉`
+/// the debits of buckets `⌊now / g⌋ − n` to `⌊now / g⌋` count.
+pub fn window_counts(window_seconds: u32, now: u64) -> impl Fn(u64) -> bool {
+    let seconds = u64::from(window_seconds);
+    let bucket_seconds = seconds.div_ceil(1024).max(1);
+    let span = seconds.div_ceil(bucket_seconds);
+    let bucket = move |timestamp: u64| timestamp / (bucket_seconds * NS_PER_S);
+    move |made: u64| bucket(made) + span >= bucket(now)
 }

@@ -106,15 +106,29 @@ pub fn limit_profile() -> impl Strategy<Value = LimitProfile> {
     ];
     let overdraft_max = prop_oneof![3 => Just(0u128), 2 => 1..=200u128, 1 => (u128::MAX - 100)..=u128::MAX];
     let flags = prop_oneof![30 => Just(0u32), 1 => Just(1u32)];
-    (id, ledger(), max_single_debit, window, overdraft_max, flags).prop_map(
-        |(id, ledger, max_single_debit, (window_debit_max, window_seconds), overdraft_max, flags)| LimitProfile {
+    // Versions from a small range, so that upserts are as often stale as they are new.
+    let version_and_timestamp = (0..=6u64, prop_oneof![30 => Just(0u64), 1 => Just(1u64)]);
+    (id, ledger(), max_single_debit, window, overdraft_max, flags, version_and_timestamp).prop_map(
+        |(
             id,
             ledger,
             max_single_debit,
-            window_debit_max,
-            window_seconds,
+            (window_debit_max, window_seconds),
             overdraft_max,
             flags,
+            (version, timestamp),
+        )| {
+            LimitProfile {
+                id,
+                ledger,
+                max_single_debit,
+                window_debit_max,
+                window_seconds,
+                overdraft_max,
+                flags,
+                version,
+                timestamp,
+            }
         },
     )
 }
@@ -253,6 +267,7 @@ pub struct FilterPlan {
 fn filter_plan() -> impl Strategy<Value = FilterPlan> {
     use filter_flags as F;
     let flags = prop_oneof![
+        Just(F::REVERSED),
         Just(F::DEBITS),
         Just(F::CREDITS),
         Just(F::DEBITS | F::CREDITS),
@@ -260,7 +275,7 @@ fn filter_plan() -> impl Strategy<Value = FilterPlan> {
         Just(F::CREDITS | F::REVERSED),
         Just(F::DEBITS | F::CREDITS | F::REVERSED),
     ];
-    let limit = prop_oneof![Just(1u32), Just(3u32), Just(8_189u32), Just(u32::MAX), Just(0u32)];
+    let limit = prop_oneof![Just(1u32), Just(3u32), Just(8_189u32), Just(8_190u32), Just(u32::MAX), Just(0u32)];
     let bounds = prop_oneof![Just(None), (any::<usize>(), any::<usize>()).prop_map(Some)];
     (1..=ACCOUNTS_MAX + 1, flags, limit, bounds).prop_map(|(account_id, flags, limit, bounds)| FilterPlan {
         account_id,
@@ -285,6 +300,8 @@ fn initial_profile() -> impl Strategy<Value = LimitProfile> {
         ledger,
         flags: 0,
         window_seconds: profile.window_seconds.max(1),
+        version: 1,
+        timestamp: 0,
         ..profile
     })
 }

@@ -151,3 +151,26 @@ pub fn flags_are_mutually_exclusive() {
         transfer_fails(&mut ledger, with_flags(transfer(10, 1, 2, 5), flags), R::FlagsAreMutuallyExclusive);
     }
 }
+
+/// An `exists` answer carries the stored record's original commit timestamp, so a client
+/// learns when its event was committed; if its chain fails, the result is
+/// `linked_event_failed` at the event's own timestamp again.
+#[test]
+fn exists_carries_the_original_commit_timestamp() {
+    let mut ledger = Ledger::new();
+    let mut results = Vec::new();
+    let chain = [with_flags(transfer(10, 1, 2, 5), transfer_flags::LINKED), transfer(11, 1, 2, 5)];
+    ledger.create_accounts(100, &[account(1), account(2)], &mut results);
+    ledger.create_transfers(200, &chain, &mut results);
+    let answered = |results: &[EventResult]| -> Vec<(u64, ResultCode)> {
+        results.iter().map(|result| (result.timestamp, codes(&[*result])[0])).collect()
+    };
+    results.clear();
+    ledger.create_accounts(1_000, &[account(1)], &mut results);
+    ledger.create_transfers(2_000, &chain, &mut results);
+    assert_eq!(answered(&results), [(100, R::Exists), (200, R::Exists), (201, R::Exists)]);
+
+    results.clear();
+    ledger.create_transfers(3_000, &[chain[0], transfer(12, 1, 2, 0)], &mut results);
+    assert_eq!(answered(&results), [(3_000, R::LinkedEventFailed), (3_001, R::AmountMustNotBeZero)]);
+}

@@ -119,7 +119,7 @@ pub fn credit_account_already_closed() {
     let closing = with_flags(pending(10, 1, 2, 5), transfer_flags::PENDING | transfer_flags::CLOSING_CREDIT);
     succeed(&mut ledger, &[closing]);
     transfer_fails(&mut ledger, pending(11, 1, 2, 5), R::CreditAccountAlreadyClosed);
-    // Posting the closing transfer leaves the account closed.
-    succeed(&mut ledger, &[post(12, 10, 0)]);
+    // The closing transfer closed the account it credits, so it cannot be posted either.
+    transfer_fails(&mut ledger, post(12, 10, 0), R::CreditAccountAlreadyClosed);
     transfer_fails(&mut ledger, transfer(13, 1, 2, 5), R::CreditAccountAlreadyClosed);
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
-use tally_codecs::wire::{Body, ErrorCode, FrameDecoder, FrameError, Message, encode_error_reply, encode_status_reply};
+use tally_codecs::wire::{
+    Body, ErrorCode, FrameDecoder, FrameError, Message, Request, encode_error_reply, encode_status_reply,
+};
 use tally_engine::pipeline::{ReplyTo, Submitter};
 
 use super::in_flight::{InFlight, Origin};
@@ -135,6 +137,18 @@ impl Connection {
                     return Some(End::Refused { reason, reply: Some(ErrorCode::Malformed) });
                 };
                 let slot = in_flight.acquire(Origin { request_id: frame.request_id, client_id: frame.client_id });
+                if let Request::GetAccountTransfers(filter) | Request::GetAccountBalances(filter) = &request
+                    && filter.validate().is_err()
+                {
+                    // A filter that is not a valid question gets its own error, not an
+                    // empty list; nothing is sequenced.
+                    let mut bytes = Vec::new();
+                    encode_error_reply(frame.request_id, ErrorCode::InvalidFilter, &mut bytes);
+                    if queue.send(Outgoing::Frame { bytes, slot: Some(slot) }).is_err() {
+                        in_flight.release(slot);
+                    }
+                    return None;
+                }
                 // Blocks while the pipeline's queue is full: back-pressure, this
                 // connection stops reading.
                 if self.submitter.submit(request, slot as u64, replies.clone()).is_err() {
