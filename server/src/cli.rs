@@ -69,7 +69,8 @@ struct NodeArgs {
     /// (lowest latency, one core per stage).
     #[arg(long, default_value = "parking", value_name = "busy-spin|parking")]
     wait: Wait,
-    /// How often pending transfers with a timeout are expired.
+    /// How often the node checks whether a pending transfer's timeout has passed; only
+    /// then does it journal a tick that expires it.
     #[arg(long, default_value_t = 1000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     tick_interval_ms: u64,
     /// How often a background replica of the ledger writes a snapshot (0: never; a clean
