@@ -54,6 +54,8 @@ pub struct Batcher {
     next_request_id: u64,
     /// Why the last connection was dropped or could not be made, for `Timeout` errors.
     last_failure: String,
+    /// Since when no address has accepted a connection, while there was work.
+    unreachable_since: Option<Instant>,
 }
 
 impl Batcher {
@@ -71,6 +73,7 @@ impl Batcher {
             reconnect_pause: RECONNECT_PAUSE_MIN,
             next_request_id: 1,
             last_failure: "none: the node did not answer in time".to_owned(),
+            unreachable_since: None,
         }
     }
 
@@ -78,10 +81,7 @@ impl Batcher {
     pub fn connect_first(&mut self) -> Result<(), ClientError> {
         match self.connect() {
             Ok(()) => Ok(()),
-            Err(reason) => {
-                let addresses: Vec<String> = self.config.addresses.iter().map(ToString::to_string).collect();
-                Err(ClientError::Unreachable { addresses: addresses.join(","), reason })
-            }
+            Err(reason) => Err(self.unreachable(reason)),
         }
     }
 
@@ -107,6 +107,7 @@ impl Batcher {
             self.give_up_late_calls();
             self.resend_timed_out();
             self.send();
+            self.fail_if_unreachable();
         }
         for (_, sent) in std::mem::take(&mut self.in_flight) {
             sent.batch.fail(|| ClientError::Closed);
@@ -123,6 +124,7 @@ impl Batcher {
             Event::Received { generation, received } if generation == self.generation => match received {
                 Received::Message(message) => self.receive(message),
                 Received::Lost(reason) => self.drop_connection(&reason, false),
+                Received::Garbled(reason) => self.garbled(&reason),
             },
             // From a connection already given up.
             Event::Received { .. } => {}
@@ -175,6 +177,39 @@ impl Batcher {
         }
     }
 
+    /// The peer does not speak the protocol: sending again to it cannot help, so the
+    /// calls in flight fail at once, and the next call starts on the next address.
+    fn garbled(&mut self, reason: &str) {
+        let Some(address) = self.connection.as_ref().map(|connection| connection.address) else { return };
+        let error = ClientError::Protocol(format!("{address} does not speak the Tally protocol ({reason})"));
+        for (_, sent) in std::mem::take(&mut self.in_flight) {
+            sent.batch.fail(|| error.clone());
+        }
+        self.drop_connection(reason, true);
+    }
+
+    fn unreachable(&self, reason: String) -> ClientError {
+        let addresses: Vec<String> = self.config.addresses.iter().map(ToString::to_string).collect();
+        ClientError::Unreachable { addresses: addresses.join(","), reason }
+    }
+
+    /// Fails every call once no address has accepted a connection for
+    /// `unreachable_after`. Each later call still gets one fresh round of attempts.
+    fn fail_if_unreachable(&mut self) {
+        let Some(since) = self.unreachable_since else { return };
+        if self.connection.is_some() || since + self.config.unreachable_after > Instant::now() || !self.has_work() {
+            return;
+        }
+        let error = self.unreachable(self.last_failure.clone());
+        for (_, sent) in std::mem::take(&mut self.in_flight) {
+            sent.batch.fail(|| error.clone());
+        }
+        for caller in self.waiting.drain(..) {
+            let _ = caller.waiter.send(Err(error.clone()));
+        }
+        self.reconnect_at = Instant::now();
+    }
+
     /// Gives the connection up; every request in flight is sent again on the next one.
     /// `move_on`: start with the next address (this node is not the one to talk to).
     fn drop_connection(&mut self, reason: &str, move_on: bool) {
@@ -204,12 +239,15 @@ impl Batcher {
                     self.connection = Some(connection);
                     self.address_index = index;
                     self.reconnect_pause = RECONNECT_PAUSE_MIN;
+                    self.unreachable_since = None;
                     return Ok(());
                 }
                 Err(error) => reasons.push(format!("{address}: {error}")),
             }
         }
-        self.reconnect_at = Instant::now() + self.reconnect_pause;
+        let now = Instant::now();
+        self.unreachable_since.get_or_insert(now);
+        self.reconnect_at = now + self.reconnect_pause;
         self.reconnect_pause = (self.reconnect_pause * 2).min(RECONNECT_PAUSE_MAX);
         Err(reasons.join("; "))
     }
@@ -223,8 +261,11 @@ impl Batcher {
             Some(sent_at) => (sent_at + self.config.request_timeout).min(sent.batch.since + give_up),
             None => sent.not_before.min(sent.batch.since + give_up),
         });
-        let reconnect = (self.connection.is_none() && self.has_work()).then_some(self.reconnect_at);
-        calls.chain(requests).chain(reconnect).min()
+        let unconnected = self.connection.is_none() && self.has_work();
+        let reconnect = unconnected.then_some(self.reconnect_at);
+        let unreachable =
+            self.unreachable_since.filter(|_| unconnected).map(|since| since + self.config.unreachable_after);
+        calls.chain(requests).chain(reconnect).chain(unreachable).min()
     }
 
     fn has_work(&self) -> bool {

@@ -12,6 +12,9 @@ pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 pub const GIVE_UP_AFTER_DEFAULT: Duration = Duration::from_secs(60);
 /// How long one connection attempt to one address may take.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
+/// How long calls wait while no address accepts a connection: as long as a call may
+/// take at all, so that a client rides out a node's restart or a failover.
+pub const UNREACHABLE_AFTER_DEFAULT: Duration = GIVE_UP_AFTER_DEFAULT;
 /// Requests the client keeps in flight on its connection. More lets batches overlap the
 /// round trip; each one holds at most one frame (1 MiB) on each side.
 pub const IN_FLIGHT_MAX_DEFAULT: usize = 4;
@@ -32,6 +35,10 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     pub give_up_after: Duration,
     pub connect_timeout: Duration,
+    /// Once no address has accepted a connection for this long, the calls waiting fail
+    /// with `Unreachable` (a command-line tool wants this short; a gateway riding out a
+    /// failover, long). Counted from the first failed attempt; a connection resets it.
+    pub unreachable_after: Duration,
     /// 1 to [`IN_FLIGHT_MAX`].
     pub in_flight_max: usize,
     /// The client's identity in every frame; random unless set.
@@ -45,6 +52,7 @@ impl ClientConfig {
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             give_up_after: GIVE_UP_AFTER_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            unreachable_after: UNREACHABLE_AFTER_DEFAULT,
             in_flight_max: IN_FLIGHT_MAX_DEFAULT,
             client_id: random_client_id(),
         }
@@ -58,6 +66,7 @@ impl ClientConfig {
         self.request_timeout = clamp(self.request_timeout);
         self.give_up_after = clamp(self.give_up_after);
         self.connect_timeout = clamp(self.connect_timeout);
+        self.unreachable_after = clamp(self.unreachable_after);
         self.in_flight_max = self.in_flight_max.clamp(1, IN_FLIGHT_MAX);
         self
     }

@@ -18,6 +18,9 @@ pub enum Received {
     Message(Message),
     /// The connection is gone; nothing more comes from it.
     Lost(String),
+    /// The peer sent bytes that are not a Tally frame (a bad magic, a bad checksum): it
+    /// does not speak the protocol, and resending will not change that.
+    Garbled(String),
 }
 
 /// An open connection. Dropping it closes the socket, which also ends its reader.
@@ -65,10 +68,10 @@ fn read_frames(mut stream: TcpStream, events: &Sender<Event>, generation: u64) {
     let mut buffer = vec![0u8; READ_BUFFER_BYTES];
     let lost = loop {
         let read = match stream.read(&mut buffer) {
-            Ok(0) => break "the node closed the connection".to_owned(),
+            Ok(0) => break Received::Lost("the node closed the connection".to_owned()),
             Ok(read) => read,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(error) => break format!("read failed: {error}"),
+            Err(error) => break Received::Lost(format!("read failed: {error}")),
         };
         decoder.feed(&buffer[..read]);
         let failed = loop {
@@ -79,12 +82,12 @@ fn read_frames(mut stream: TcpStream, events: &Sender<Event>, generation: u64) {
                     }
                 }
                 Ok(None) => break None,
-                Err(error) => break Some(format!("bad frame from the node: {error}")),
+                Err(error) => break Some(Received::Garbled(error.to_string())),
             }
         };
-        if let Some(reason) = failed {
-            break reason;
+        if let Some(garbled) = failed {
+            break garbled;
         }
     };
-    let _ = events.send(wrap(Received::Lost(lost)));
+    let _ = events.send(wrap(lost));
 }

@@ -1,7 +1,8 @@
 //! JSON forms of the records, and the request and reply lines of `tally exec`.
 //!
 //! Every record implements `Serialize` and `Deserialize` with the record's own field names:
-//! u128 values are decimal strings (numbers accepted on input), flags are arrays of names,
+//! u128 values are decimal strings, and every integer is accepted on input as a number or
+//! a decimal string ([`parse_request`] reads numbers of any size exactly), flags are arrays of names,
 //! a result's status is its code's name, `reserved` fields are neither shown nor accepted,
 //! omitted fields are zero and unknown fields are an error.
 //!
@@ -21,6 +22,7 @@
 //! `{"balances": […]}`, or `{"error": "…"}`.
 
 mod flags;
+mod literals;
 mod number;
 mod records;
 
@@ -97,7 +99,8 @@ enum ReplyLineRef<'a> {
 /// Parses one request line. The whole line is parsed before the event count is checked,
 /// so the caller should bound the line's length (a full request is about 4 MiB of JSON).
 pub fn parse_request(line: &str) -> Result<Request, JsonError> {
-    let request = match serde_json::from_str(line)? {
+    let line = literals::quote_wide_numbers(line);
+    let request = match serde_json::from_str(&line)? {
         RequestLine::CreateAccounts { events } => Request::CreateAccounts(events),
         RequestLine::CreateTransfers { events } => Request::CreateTransfers(events),
         RequestLine::UpsertLimitProfiles { events } => Request::UpsertLimitProfiles(events),

@@ -159,8 +159,61 @@ fn u128_max_is_accepted_as_a_string_and_u64_range_as_a_number() {
 }
 
 #[test]
-fn numbers_beyond_u64_must_be_strings() {
+fn a_reader_that_rounds_numbers_beyond_u64_is_told_to_use_strings() {
+    // serde_json on its own reads such a literal as an f64; `parse_request` does not.
     assert_error_mentions::<Account>(&format!(r#"{{"id":{}}}"#, u128::MAX), "write it as a decimal string");
+}
+
+fn parse_error(line: &str) -> String {
+    match json::parse_request(line) {
+        Err(error) => error.to_string(),
+        Ok(request) => panic!("{line} parsed as {request:?}"),
+    }
+}
+
+#[test]
+fn request_lines_read_numbers_of_any_size_exactly() {
+    let line = format!(
+        r#"{{"op": "create_transfers", "events": [{{"id": {}, "amount": 18446744073709551616, "user_data_64": 18446744073709551615}}]}}"#,
+        u128::MAX - 1
+    );
+    let Ok(Request::CreateTransfers(transfers)) = json::parse_request(&line) else { panic!("{line} parses") };
+    assert_eq!(transfers[0].id, u128::MAX - 1);
+    assert_eq!(transfers[0].amount, 1u128 << 64);
+    assert_eq!(transfers[0].user_data_64, u64::MAX);
+    let Ok(Request::LookupAccounts(ids)) =
+        json::parse_request(&format!(r#"{{"op": "lookup_accounts", "ids": [{}]}}"#, u128::MAX))
+    else {
+        panic!("a lookup parses")
+    };
+    assert_eq!(ids, [u128::MAX]);
+}
+
+#[test]
+fn number_errors_echo_the_input_digits() {
+    let error = parse_error(r#"{"op": "lookup_accounts", "ids": [340282366920938463463374607431768211456]}"#);
+    assert!(error.contains("`340282366920938463463374607431768211456`: out of range"), "{error}");
+    let error = parse_error(r#"{"op": "create_accounts", "events": [{"user_data_64": 18446744073709551616}]}"#);
+    assert!(error.contains("`18446744073709551616` is out of range"), "{error}");
+    let error = parse_error(r#"{"op": "create_transfers", "events": [{"amount": 1.50e3}]}"#);
+    assert!(error.contains("`1.50e3`: not an integer"), "{error}");
+    let error = parse_error(r#"{"op": "create_transfers", "events": [{"amount": -18446744073709551617}]}"#);
+    assert!(error.contains("`-18446744073709551617`: negative"), "{error}");
+}
+
+#[test]
+fn every_integer_field_is_accepted_as_a_string() {
+    let line = r#"{"op": "upsert_limit_profiles", "events": [{"id": "7", "ledger": "1", "window_seconds": "60"}]}"#;
+    let Ok(Request::UpsertLimitProfiles(profiles)) = json::parse_request(line) else { panic!("{line} parses") };
+    assert_eq!((profiles[0].id, profiles[0].ledger, profiles[0].window_seconds), (7, 1, 60));
+    let line = r#"{"op": "create_accounts", "events": [{"limit_profile": "7", "ledger": "1", "code": "2", "user_data_32": "3"}]}"#;
+    let Ok(Request::CreateAccounts(accounts)) = json::parse_request(line) else { panic!("{line} parses") };
+    assert_eq!(
+        (accounts[0].limit_profile, accounts[0].ledger, accounts[0].code, accounts[0].user_data_32),
+        (7, 1, 2, 3)
+    );
+    assert_error_mentions::<Account>(r#"{"code":"65536"}"#, "u16 `65536` is out of range");
+    assert_error_mentions::<LimitProfile>(r#"{"id":"x"}"#, "invalid u32 `x`");
 }
 
 #[test]

@@ -155,6 +155,16 @@ fn header_layout_is_pinned() {
 }
 
 #[test]
+fn a_short_reply_that_is_not_tally_is_bad_magic_at_once() {
+    let mut decoder = FrameDecoder::new();
+    decoder.feed(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    assert!(matches!(decoder.next_frame(), Err(FrameError::BadMagic { .. })), "not waiting for a whole header");
+    let mut decoder = FrameDecoder::new();
+    decoder.feed(&MAGIC.to_le_bytes()[..3]);
+    assert!(matches!(decoder.next_frame(), Ok(None)), "a partial magic that matches waits for more");
+}
+
+#[test]
 fn bad_magic_is_rejected() {
     let bytes = patched(encoded_request(&all_requests()[0], 1), |header| header.magic = u32::from_le_bytes(*b"HTTP"));
     assert!(matches!(decode_error(&bytes), FrameError::BadMagic { .. }));

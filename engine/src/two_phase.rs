@@ -84,6 +84,11 @@ impl Ledger {
         }
     }
 
+    /// The earliest deadline of a pending transfer, if any: before it, a tick expires nothing.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expiry.first().map(|&(deadline, _)| deadline)
+    }
+
     /// Advances time to `timestamp` (one commit timestamp) and expires what is due.
     pub fn tick(&mut self, timestamp: u64) {
         let now = self.begin_batch(timestamp, 1);

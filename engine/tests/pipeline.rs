@@ -95,10 +95,6 @@ fn pipeline_applies_journals_and_replies_in_order() {
         }
         assert_eq!(replayed.state_hash(), ledger.state_hash());
         assert!(
-            log.inputs.lock().unwrap().iter().any(|(_, command)| *command == Command::Tick),
-            "the sequencer injected ticks"
-        );
-        assert!(
             !log.inputs
                 .lock()
                 .unwrap()
@@ -107,6 +103,65 @@ fn pipeline_applies_journals_and_replies_in_order() {
             "queries are not journaled"
         );
     }
+}
+
+fn ticks(log: &MemoryLog) -> usize {
+    log.inputs.lock().unwrap().iter().filter(|(_, command)| *command == Command::Tick).count()
+}
+
+#[test]
+fn idle_pipeline_journals_nothing_and_empty_creates_are_not_journaled() {
+    let log = MemoryLog::default();
+    let pipeline = Pipeline::start(
+        config(Wait::Parking),
+        Ledger::new(),
+        Box::new(log.clone()),
+        Box::new(CountingOutcomes::default()),
+    );
+    let submitter = pipeline.submitter();
+    submitter.execute(Request::CreateAccounts(accounts())).unwrap();
+    let stamp = pipeline.stats().last_timestamp();
+    assert_eq!(submitter.execute(Request::CreateTransfers(Vec::new())), Ok(Reply::CreateTransfers(Vec::new())));
+    assert_eq!(submitter.execute(Request::CreateAccounts(Vec::new())), Ok(Reply::CreateAccounts(Vec::new())));
+    // Sixty tick intervals with no pending transfer.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pipeline.stats().last_timestamp(), stamp, "an empty create spends no timestamp");
+    pipeline.shutdown();
+    assert_eq!(
+        log.inputs.lock().unwrap().len(),
+        1,
+        "only the non-empty create is journaled: no ticks, no empty batches"
+    );
+}
+
+#[test]
+fn a_due_pending_transfer_is_expired_by_a_journaled_tick() {
+    let log = MemoryLog::default();
+    let pipeline = Pipeline::start(
+        config(Wait::Parking),
+        Ledger::new(),
+        Box::new(log.clone()),
+        Box::new(CountingOutcomes::default()),
+    );
+    let submitter = pipeline.submitter();
+    submitter.execute(Request::CreateAccounts(accounts())).unwrap();
+    let pending = Transfer { timeout: 1, flags: tally_codecs::flags::transfer::PENDING, ..transfer(1, 1, 2, 5) };
+    submitter.execute(Request::CreateTransfers(vec![pending])).unwrap();
+    let stats = pipeline.stats();
+    assert!(stats.next_expiry().is_some(), "the business logic publishes the deadline");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stats.next_expiry().is_some() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(stats.next_expiry(), None, "the transfer expired about a second after it was created");
+    std::thread::sleep(Duration::from_millis(100));
+    let ledger = pipeline.shutdown();
+    assert_eq!(ticks(&log), 1, "one tick expired it; none before the deadline, none after");
+    let mut replayed = Ledger::new();
+    for (timestamp, command) in log.inputs.lock().unwrap().iter() {
+        apply(&mut replayed, *timestamp, command);
+    }
+    assert_eq!(replayed.state_hash(), ledger.state_hash(), "expiry is a function of the journal");
 }
 
 /// A reply target that never answers until released, to hold the pipeline's queues full.

@@ -3,14 +3,15 @@
 //! ```text
 //! tally serve   --data DIR [--listen ADDR] [--durability none|local] [--wait busy-spin|parking]
 //! tally exec    --data DIR [--durability none|local] [--wait busy-spin|parking]
-//! tally client  --addr ADDR[,ADDR…]
-//! tally status  --addr ADDR[,ADDR…]
+//! tally client  --addr ADDR[,ADDR…] [--connect-timeout-ms MS]
+//! tally status  --addr ADDR[,ADDR…] [--connect-timeout-ms MS]
 //! tally journal verify DIR
 //! tally journal dump DIR [--from SEQ] [--count N]
 //! tally journal truncate DIR --at SEQ [--yes]
 //! ```
 //!
-//! Exit codes: 0 success, 1 a failure while running, 2 bad arguments or configuration.
+//! Exit codes: 0 success, 1 a failure while running (for `exec` and `client`: a request
+//! that could not be executed, or a closed stdout), 2 bad arguments or configuration.
 
 mod journal_tools;
 mod line_reader;
@@ -24,7 +25,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tally_client::{Client, ClientError};
+use tally_client::{Client, ClientConfig, ClientError};
 use tally_codecs::wire::NodeStatus;
 use tally_engine::pipeline::{Durability, Wait};
 
@@ -69,7 +70,8 @@ struct NodeArgs {
     /// (lowest latency, one core per stage).
     #[arg(long, default_value = "parking", value_name = "busy-spin|parking")]
     wait: Wait,
-    /// How often pending transfers with a timeout are expired.
+    /// How often the node checks whether a pending transfer's timeout has passed; only
+    /// then does it journal a tick that expires it.
     #[arg(long, default_value_t = 1000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     tick_interval_ms: u64,
     /// How often a background replica of the ledger writes a snapshot (0: never; a clean
@@ -97,6 +99,21 @@ struct AddressArgs {
     /// Node addresses, tried in order.
     #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',', required = true)]
     addr: Vec<SocketAddr>,
+    /// How long to keep trying to connect when no node accepts; then the request fails.
+    #[arg(long, default_value_t = CONNECT_TIMEOUT_MS_DEFAULT, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    connect_timeout_ms: u64,
+}
+
+/// A person or a script at the command line wants a dead node reported quickly.
+const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 1000;
+
+impl AddressArgs {
+    fn connect(&self) -> Result<Client, ClientError> {
+        let connect_timeout = Duration::from_millis(self.connect_timeout_ms);
+        let config =
+            ClientConfig { connect_timeout, unreachable_after: connect_timeout, ..ClientConfig::new(&self.addr) };
+        Client::with_config(config)
+    }
 }
 
 #[derive(Subcommand)]
@@ -245,21 +262,35 @@ fn exec(args: &NodeArgs) -> Result<(), CliError> {
     });
     // Everything submitted was answered; this stops the threads and closes the journal.
     node.shutdown();
-    Ok(conversation?)
+    finished(conversation)
 }
 
 fn client(args: &AddressArgs) -> Result<(), CliError> {
-    let client = Client::connect(&args.addr)?;
+    let client = args.connect()?;
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
-    lines::converse(stdin.lock(), std::io::stdout().lock(), interactive, |request| {
+    let conversation = lines::converse(stdin.lock(), std::io::stdout().lock(), interactive, |request| {
         client.execute(request).map_err(|error| error.to_string())
-    })?;
+    });
+    finished(conversation)
+}
+
+/// The exit of a conversation: a failure when any request could not be executed or the
+/// replies could not be written.
+fn finished(conversation: Result<lines::Conversation, lines::ConverseError>) -> Result<(), CliError> {
+    let conversation = conversation.map_err(|error| CliError::Failed(error.to_string()))?;
+    if conversation.failed > 0 {
+        let total = conversation.failed + conversation.applied;
+        return Err(CliError::Failed(format!(
+            "{} of {total} requests failed (see their error replies)",
+            conversation.failed
+        )));
+    }
     Ok(())
 }
 
 fn status(args: &AddressArgs) -> Result<(), CliError> {
-    let status = Client::connect(&args.addr)?.status()?;
+    let status = args.connect()?.status()?;
     print!("{}", status_text(&status));
     Ok(())
 }

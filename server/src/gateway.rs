@@ -6,6 +6,7 @@ mod in_flight;
 mod writer;
 
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -28,8 +29,9 @@ pub const LISTEN_DEFAULT: &str = "127.0.0.1:3000";
 /// lasts a while, and retrying at once would spin.
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(10);
 
-/// How often an idle accept loop looks for a stop request.
-const STOP_POLL: Duration = Duration::from_millis(10);
+/// How often an idle accept loop looks for a stop request. It sleeps in `poll(2)`, so a
+/// new connection wakes it at once; this only bounds how late a stop is noticed.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Accepts and serves connections until `stop` says so (SIGTERM or SIGINT for `tally serve`).
 pub fn serve(
@@ -48,7 +50,7 @@ pub fn serve(
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(STOP_POLL);
+                wait_for_connection(listener, STOP_POLL);
                 continue;
             }
             // A connection that failed before it was accepted, or a shortage of file
@@ -84,6 +86,17 @@ pub fn serve(
             eprintln!("tally: connection {peer}: cannot start a thread: {error}");
         }
     }
+}
+
+/// Sleeps until `listener` has a connection to accept, a signal arrives, or `timeout`
+/// passes; the caller's accept finds out which.
+fn wait_for_connection(listener: &TcpListener, timeout: Duration) {
+    let mut pollfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let timeout_ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `pollfd` is one valid, initialised entry that outlives the call, and the
+    // count passed is 1. Its result (ready, timed out, interrupted) needs no handling:
+    // the accept that follows tells.
+    unsafe { libc::poll(&raw mut pollfd, 1, timeout_ms) };
 }
 
 /// Counts a connection as open for as long as its thread runs.

@@ -1,8 +1,10 @@
 //! Integers wider than a JSON reader can be trusted with.
 //!
 //! Most JSON readers hold numbers as f64 and silently round anything past 2^53, so u128
-//! values are written as decimal strings. Input accepts either form; a number past u64
-//! reaches us as an f64 already rounded, so it is refused with a hint to use a string.
+//! values are written as decimal strings. Input accepts either form for every integer
+//! field. `parse_request` hands a literal past 64 bits over as its exact digits (see
+//! `literals`); a reader of one's own that rounds it to an f64 first gets a refusal with
+//! a hint to use a string.
 
 use std::fmt;
 
@@ -42,6 +44,18 @@ impl<'de> Deserialize<'de> for U64 {
         let value = deserializer.deserialize_any(visitor)?;
         u64::try_from(value).map(U64).map_err(|_| de::Error::custom("u64 out of range"))
     }
+}
+
+/// Reads a u32 field from a JSON number or a decimal string (`"limit_profile": "7"`).
+pub(crate) fn u32_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = deserializer.deserialize_any(IntegerVisitor { max: u128::from(u32::MAX), type_name: "u32" })?;
+    u32::try_from(value).map_err(|_| de::Error::custom("u32 out of range"))
+}
+
+/// Reads a u16 field from a JSON number or a decimal string.
+pub(crate) fn u16_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    let value = deserializer.deserialize_any(IntegerVisitor { max: u128::from(u16::MAX), type_name: "u16" })?;
+    u16::try_from(value).map_err(|_| de::Error::custom("u16 out of range"))
 }
 
 /// Reads a non-negative integer no larger than `max` from a JSON number or decimal string.

@@ -10,7 +10,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::flags::{FlagEntry, from_entries, to_entries};
-use super::number::{U64, U128};
+use super::number::{U64, U128, u16_field, u32_field};
 use crate::flags;
 use crate::{Account, AccountBalance, AccountFilter, EventResult, LimitProfile, ResultCode, Transfer};
 
@@ -49,9 +49,13 @@ struct AccountForm {
     credits_posted: U128,
     user_data_128: U128,
     user_data_64: U64,
+    #[serde(deserialize_with = "u32_field")]
     user_data_32: u32,
+    #[serde(deserialize_with = "u32_field")]
     limit_profile: u32,
+    #[serde(deserialize_with = "u32_field")]
     ledger: u32,
+    #[serde(deserialize_with = "u16_field")]
     code: u16,
     flags: Vec<FlagEntry>,
     timestamp: U64,
@@ -107,9 +111,13 @@ struct TransferForm {
     pending_id: U128,
     user_data_128: U128,
     user_data_64: U64,
+    #[serde(deserialize_with = "u32_field")]
     user_data_32: u32,
+    #[serde(deserialize_with = "u32_field")]
     timeout: u32,
+    #[serde(deserialize_with = "u32_field")]
     ledger: u32,
+    #[serde(deserialize_with = "u16_field")]
     code: u16,
     flags: Vec<FlagEntry>,
     timestamp: U64,
@@ -161,8 +169,11 @@ struct LimitProfileForm {
     max_single_debit: U128,
     window_debit_max: U128,
     overdraft_max: U128,
+    #[serde(deserialize_with = "u32_field")]
     id: u32,
+    #[serde(deserialize_with = "u32_field")]
     ledger: u32,
+    #[serde(deserialize_with = "u32_field")]
     window_seconds: u32,
     flags: Vec<FlagEntry>,
     version: U64,
@@ -207,6 +218,7 @@ struct AccountFilterForm {
     account_id: U128,
     timestamp_min: U64,
     timestamp_max: U64,
+    #[serde(deserialize_with = "u32_field")]
     limit: u32,
     flags: Vec<FlagEntry>,
 }

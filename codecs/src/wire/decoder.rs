@@ -89,6 +89,15 @@ impl FrameDecoder {
     fn decode_next(&mut self, admin: Admin) -> Result<Option<Message>, FrameError> {
         let pending = &self.buffer[self.consumed..];
         let Some(header_bytes) = pending.get(..HEADER_BYTES) else {
+            // A peer that does not speak the protocol shows it in its first bytes; waiting
+            // for a whole header first could wait forever (an HTTP error is shorter).
+            let magic = MAGIC.to_le_bytes();
+            let seen = pending.len().min(magic.len());
+            if pending[..seen] != magic[..seen] {
+                let mut first = [0u8; 4];
+                first[..seen].copy_from_slice(&pending[..seen]);
+                return Err(FrameError::BadMagic { magic: u32::from_le_bytes(first) });
+            }
             return Ok(None);
         };
         // `header_bytes` is exactly HEADER_BYTES long, so this read cannot fail.

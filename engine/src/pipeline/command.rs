@@ -1,7 +1,7 @@
 //! What flows through the input ring, and how the business logic applies it.
 
-use tally_codecs::Operation;
 use tally_codecs::wire::{Reply, Request};
+use tally_codecs::{EventResult, Operation};
 
 use crate::Ledger;
 
@@ -20,9 +20,14 @@ impl Command {
         }
     }
 
-    /// Mutations go through the journal; queries only need their place in the order.
+    /// Mutations go through the journal; queries only need their place in the order. A
+    /// create or upsert with no events changes nothing, so it is not one: it is answered
+    /// without a journal record, and [`apply`] keeps it away from the ledger.
     pub fn is_mutation(&self) -> bool {
-        self.operation().is_mutation()
+        match self {
+            Command::Tick => true,
+            Command::Request(request) => request.operation().is_mutation() && self.events() > 0,
+        }
     }
 
     /// How many events (records, ids or filters) the command carries.
@@ -49,21 +54,15 @@ pub fn apply(ledger: &mut Ledger, timestamp: u64, command: &Command) -> Option<R
         Command::Request(request) => request,
     };
     let reply = match request {
-        Request::CreateAccounts(events) => {
-            let mut results = Vec::with_capacity(events.len());
-            ledger.create_accounts(timestamp, events, &mut results);
-            Reply::CreateAccounts(results)
-        }
-        Request::CreateTransfers(events) => {
-            let mut results = Vec::with_capacity(events.len());
-            ledger.create_transfers(timestamp, events, &mut results);
-            Reply::CreateTransfers(results)
-        }
-        Request::UpsertLimitProfiles(events) => {
-            let mut results = Vec::with_capacity(events.len());
-            ledger.upsert_limit_profiles(timestamp, events, &mut results);
-            Reply::UpsertLimitProfiles(results)
-        }
+        Request::CreateAccounts(events) => Reply::CreateAccounts(results(events.len(), |results| {
+            ledger.create_accounts(timestamp, events, results);
+        })),
+        Request::CreateTransfers(events) => Reply::CreateTransfers(results(events.len(), |results| {
+            ledger.create_transfers(timestamp, events, results);
+        })),
+        Request::UpsertLimitProfiles(events) => Reply::UpsertLimitProfiles(results(events.len(), |results| {
+            ledger.upsert_limit_profiles(timestamp, events, results);
+        })),
         Request::LookupAccounts(ids) => {
             let mut found = Vec::with_capacity(ids.len());
             ledger.lookup_accounts(ids, &mut found);
@@ -92,4 +91,15 @@ pub fn apply(ledger: &mut Ledger, timestamp: u64, command: &Command) -> Option<R
         }
     };
     Some(reply)
+}
+
+/// The results of a batch of `count` events. An empty batch does not reach the ledger:
+/// the ledger would spend a commit timestamp on it, a change of state that the journal
+/// (which skips empty batches, see [`Command::is_mutation`]) would not hold.
+fn results(count: usize, apply_batch: impl FnOnce(&mut Vec<EventResult>)) -> Vec<EventResult> {
+    let mut results = Vec::with_capacity(count);
+    if count > 0 {
+        apply_batch(&mut results);
+    }
+    results
 }

@@ -18,6 +18,7 @@
 //!   the server supplies ([`InputLog`], [`OutcomeLog`]).
 
 mod command;
+mod doorbell;
 mod sequencer;
 mod stages;
 mod wait;
@@ -77,7 +78,8 @@ pub struct PipelineConfig {
     pub submission_queue: usize,
     pub durability: Durability,
     pub wait: Wait,
-    /// How often the sequencer injects a `tick` so pending transfers expire on time.
+    /// How often the sequencer checks whether a pending transfer's deadline has passed;
+    /// only then does it inject a `tick` (a journaled input) to expire it.
     pub tick_interval: Duration,
 }
 
@@ -120,6 +122,8 @@ pub struct PipelineStats {
     applied_inputs: AtomicU64,
     applied_events: AtomicU64,
     last_timestamp: AtomicU64,
+    /// The earliest pending deadline; `u64::MAX` when nothing can expire.
+    next_expiry: AtomicU64,
     state_hash: Mutex<u128>,
 }
 
@@ -136,6 +140,11 @@ impl PipelineStats {
         self.last_timestamp.load(Ordering::Acquire)
     }
 
+    /// The earliest deadline of a pending transfer as of the last batch, or `None`.
+    pub fn next_expiry(&self) -> Option<u64> {
+        Some(self.next_expiry.load(Ordering::Acquire)).filter(|&deadline| deadline != u64::MAX)
+    }
+
     pub fn state_hash(&self) -> u128 {
         *self.state_hash.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -144,6 +153,7 @@ impl PipelineStats {
         self.applied_inputs.fetch_add(inputs, Ordering::AcqRel);
         self.applied_events.fetch_add(events, Ordering::AcqRel);
         self.last_timestamp.store(ledger.last_timestamp(), Ordering::Release);
+        self.next_expiry.store(ledger.next_expiry().unwrap_or(u64::MAX), Ordering::Release);
         *self.state_hash.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ledger.state_hash();
     }
 }
@@ -232,7 +242,7 @@ impl Pipeline {
         let resume_after = ledger.last_timestamp();
         let stages = stages::Stages { config: config.clone(), ledger, input_log, outcome_log, stats: stats.clone() };
         let producer = stages.build(ledger_sender);
-        let sequencer = sequencer::spawn(producer, receiver, config.tick_interval, resume_after);
+        let sequencer = sequencer::spawn(producer, receiver, config.tick_interval, resume_after, stats.clone());
         Pipeline { submitter: Submitter { sender }, stats, sequencer: Some(sequencer), ledger_back }
     }
 

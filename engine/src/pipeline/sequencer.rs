@@ -1,13 +1,15 @@
 //! The sequencer: the input ring's single producer. It takes submissions in arrival
-//! order, stamps each with the next timestamp, publishes it, and injects ticks.
+//! order, stamps each with the next timestamp, publishes it, and injects a tick when a
+//! pending transfer is due.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 
 use super::stages::{InputProducer, InputSlot, publish};
-use super::{Command, Message};
+use super::{Command, Message, PipelineStats};
 
 /// Strictly increasing nanosecond timestamps that follow the wall clock when it moves
 /// forward and ignore it when it steps back.
@@ -16,28 +18,42 @@ struct Clock {
 }
 
 impl Clock {
-    fn next(&mut self) -> u64 {
+    /// The timestamp [`Clock::next`] would give now, without taking it.
+    fn peek(&self) -> u64 {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_nanos());
         let now = u64::try_from(now).unwrap_or(u64::MAX);
-        self.last = now.max(self.last.saturating_add(1));
+        now.max(self.last.saturating_add(1))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.last = self.peek();
         self.last
     }
 }
 
 /// Starts the sequencer; its timestamps continue after `resume_after`, the recovered
 /// ledger's last one, even if the wall clock has stepped back since.
+///
+/// Every `tick_interval` it looks at the earliest pending deadline the business logic
+/// published, and injects a `tick` only when that deadline has passed: an idle ledger
+/// with nothing to expire journals nothing. A tick is still an input with its own
+/// timestamp and sequence, so expiry stays a function of the journal.
 pub(crate) fn spawn(
     mut producer: InputProducer,
     receiver: Receiver<Message>,
     tick_interval: Duration,
     resume_after: u64,
+    stats: Arc<PipelineStats>,
 ) -> JoinHandle<()> {
     let body = move || {
         let mut clock = Clock { last: resume_after };
-        let mut last_tick = Instant::now();
+        let mut last_check = Instant::now();
+        // The timestamp of the last tick: a deadline at or before it was expired by that
+        // tick, even if the business logic has not yet published the next one.
+        let mut last_tick = 0u64;
         loop {
-            let until_tick = tick_interval.saturating_sub(last_tick.elapsed());
-            match receiver.recv_timeout(until_tick) {
+            let until_check = tick_interval.saturating_sub(last_check.elapsed());
+            match receiver.recv_timeout(until_check) {
                 Ok(Message::Submit(submission)) => {
                     let timestamp = clock.next();
                     publish(&mut producer, |slot: &mut InputSlot| {
@@ -52,7 +68,12 @@ pub(crate) fn spawn(
                 Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            if last_tick.elapsed() >= tick_interval {
+            if last_check.elapsed() < tick_interval {
+                continue;
+            }
+            last_check = Instant::now();
+            let due = stats.next_expiry().is_some_and(|deadline| deadline > last_tick && deadline <= clock.peek());
+            if due {
                 let timestamp = clock.next();
                 publish(&mut producer, |slot: &mut InputSlot| {
                     slot.timestamp = timestamp;
@@ -60,7 +81,7 @@ pub(crate) fn spawn(
                     *slot.command.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Command::Tick;
                     *slot.reply_to.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 });
-                last_tick = Instant::now();
+                last_tick = timestamp;
             }
         }
         // Dropping the producer lets every stage drain what was published, then joins them.

@@ -6,6 +6,7 @@ use crossbeam::channel::Sender;
 use disruptor::{ProcessorSettings, Producer, Sequence, SingleConsumerBarrier, SingleProducer, build_single_producer};
 use tally_codecs::wire::Reply;
 
+use super::doorbell;
 use super::wait::backoff;
 use super::{Command, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo, apply};
 use crate::Ledger;
@@ -48,7 +49,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Publishes into a ring, backing off (not spinning a core) while it is full.
+/// Publishes into a ring, backing off (not spinning a core) while it is full, then rings
+/// the doorbell for the ring's parked consumers.
 pub(crate) fn publish<E, C, F>(producer: &mut SingleProducer<E, C>, fill: F)
 where
     F: FnOnce(&mut E),
@@ -63,6 +65,7 @@ where
             }
         });
         if published.is_ok() {
+            doorbell::ring();
             return;
         }
         backoff(attempts);
@@ -118,11 +121,17 @@ impl Stages {
             .build();
 
         let mut home = LedgerHome { ledger, back: ledger_back };
+        let mut batch_ended = false;
         let mut inputs = 0u64;
         let mut events = 0u64;
         build_single_producer(slots, InputSlot::empty, wait)
             .thread_name("journal")
             .handle_events_with(move |slot: &InputSlot, _: Sequence, end_of_batch: bool| {
+                // The previous batch's cursor has moved by now (the ring stores it between
+                // batches), so the business logic, parked behind it, may go on.
+                if std::mem::take(&mut batch_ended) {
+                    doorbell::ring();
+                }
                 let command = lock(&slot.command);
                 if command.is_mutation() {
                     input_log.append(slot.timestamp, &command);
@@ -131,6 +140,7 @@ impl Stages {
                 // The business-logic thread sees this batch only after this returns.
                 if end_of_batch {
                     input_log.commit(durability);
+                    batch_ended = true;
                 }
             })
             .and_then()

@@ -2,21 +2,21 @@
 //!
 //! The disruptor crate's strategies are a zero-sized type chosen at compile time; Tally
 //! chooses at start-up, so one strategy type carries the choice. `Parking` spins briefly
-//! (a burst usually arrives within microseconds), then yields, then sleeps with a backoff
-//! that doubles up to a millisecond: an idle node wakes each stage about once a
-//! millisecond, which is near 0 % of a core, and a busy one never sleeps.
+//! (a burst usually arrives within microseconds), then yields, then blocks on the
+//! [`doorbell`](super::doorbell) until a producer rings it. An idle node therefore sleeps
+//! in the kernel instead of waking to poll; the doorbell's fallback timeout bounds what a
+//! missed ring could cost, and a busy node never blocks.
 
 use std::cell::Cell;
-use std::time::Duration;
 
 use disruptor::Sequence;
 
-const SPINS_BEFORE_YIELD: u32 = 200;
-const YIELDS_BEFORE_SLEEP: u32 = 50;
-const SLEEP_MIN: Duration = Duration::from_micros(10);
-const SLEEP_MAX: Duration = Duration::from_millis(1);
+use super::doorbell;
 
-/// How a stage waits for work: burn a core, or back off to sleeping.
+const SPINS_BEFORE_YIELD: u32 = 200;
+const YIELDS_BEFORE_BLOCKING: u32 = 50;
+
+/// How a stage waits for work: burn a core, or back off to blocking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wait {
     BusySpin,
@@ -44,9 +44,18 @@ impl std::fmt::Display for Wait {
     }
 }
 
+/// What a parking thread remembers between calls while it waits for one sequence.
+#[derive(Clone, Copy)]
+struct Waiting {
+    sequence: Sequence,
+    attempts: u32,
+    /// The doorbell's count read at the end of the previous call, which was before the
+    /// ring's last (fruitless) check: a ring since then means there may be work.
+    seen: u64,
+}
+
 thread_local! {
-    /// `(sequence waited for, attempts so far)`: the backoff restarts for a new sequence.
-    static BACKOFF: Cell<(Sequence, u32)> = const { Cell::new((-1, 0)) };
+    static WAITING: Cell<Waiting> = const { Cell::new(Waiting { sequence: -1, attempts: 0, seen: 0 }) };
 }
 
 impl disruptor::wait_strategies::WaitStrategy for Wait {
@@ -55,24 +64,38 @@ impl disruptor::wait_strategies::WaitStrategy for Wait {
             std::hint::spin_loop();
             return;
         }
-        let attempts = BACKOFF.with(|backoff| {
-            let (waited_for, attempts) = backoff.get();
-            let attempts = if waited_for == sequence { attempts.saturating_add(1) } else { 0 };
-            backoff.set((sequence, attempts));
-            attempts
-        });
-        backoff(attempts);
+        let mut waiting = WAITING.with(Cell::get);
+        if waiting.sequence != sequence {
+            // This thread just finished a batch and stored its cursor, which is what a
+            // stage behind it on the same ring waits for: ring for that stage.
+            doorbell::ring();
+            waiting = Waiting { sequence, attempts: 0, seen: 0 };
+        } else if waiting.attempts < SPINS_BEFORE_YIELD {
+            std::hint::spin_loop();
+        } else if waiting.attempts < SPINS_BEFORE_YIELD + YIELDS_BEFORE_BLOCKING {
+            std::thread::yield_now();
+        } else if doorbell::block_unless_rung_since(waiting.seen) {
+            // Rung: the work is usually published a moment later (a stage rings before
+            // its cursor moves), so spin again before blocking again.
+            waiting.attempts = 0;
+        }
+        waiting.attempts = waiting.attempts.saturating_add(1);
+        waiting.seen = doorbell::rings();
+        WAITING.with(|cell| cell.set(waiting));
     }
 }
 
-/// One step of the backoff after `attempts` fruitless checks.
+/// One step of a producer's backoff while its ring is full, after `attempts` tries: the
+/// consumers are busy then, so a short sleep is all the waiting needed.
 pub(crate) fn backoff(attempts: u32) {
+    const SLEEP_MIN: std::time::Duration = std::time::Duration::from_micros(10);
+    const SLEEP_MAX: std::time::Duration = std::time::Duration::from_millis(1);
     if attempts < SPINS_BEFORE_YIELD {
         std::hint::spin_loop();
-    } else if attempts < SPINS_BEFORE_YIELD + YIELDS_BEFORE_SLEEP {
+    } else if attempts < SPINS_BEFORE_YIELD + YIELDS_BEFORE_BLOCKING {
         std::thread::yield_now();
     } else {
-        let doublings = (attempts - SPINS_BEFORE_YIELD - YIELDS_BEFORE_SLEEP).min(10);
+        let doublings = (attempts - SPINS_BEFORE_YIELD - YIELDS_BEFORE_BLOCKING).min(10);
         std::thread::sleep((SLEEP_MIN * (1 << doublings)).min(SLEEP_MAX));
     }
 }
