@@ -49,16 +49,17 @@ pub(crate) fn ring() {
     }
 }
 
-/// Sleeps until the doorbell rings after `seen` (at most [`FALLBACK_TIMEOUT`]); returns
-/// at once if it already has. `true` when it was rung, `false` on the timeout.
-pub(crate) fn block_unless_rung_since(seen: u64) -> bool {
+/// Sleeps until the doorbell rings after `seen` (at most `timeout`, which is
+/// [`FALLBACK_TIMEOUT`] in the pipeline); returns at once if it already has. `true` when
+/// it was rung, `false` on the timeout.
+pub(crate) fn block_unless_rung_since(seen: u64, timeout: Duration) -> bool {
     // Registered before the count is checked: a ringer that moves the count after the
     // check sees the sleeper and notifies (both are sequentially consistent).
     DOORBELL.sleepers.fetch_add(1, Ordering::SeqCst);
     let guard = DOORBELL.lock.lock().unwrap_or_else(PoisonError::into_inner);
     let (guard, timeout) = DOORBELL
         .rung
-        .wait_timeout_while(guard, FALLBACK_TIMEOUT, |_| DOORBELL.rings.load(Ordering::SeqCst) == seen)
+        .wait_timeout_while(guard, timeout, |_| DOORBELL.rings.load(Ordering::SeqCst) == seen)
         .unwrap_or_else(PoisonError::into_inner);
     drop(guard);
     DOORBELL.sleepers.fetch_sub(1, Ordering::SeqCst);
@@ -73,18 +74,22 @@ mod tests {
     fn a_ring_before_the_sleep_is_not_missed() {
         let seen = rings();
         ring();
-        assert!(block_unless_rung_since(seen), "the count had moved, so it did not sleep out the timeout");
+        assert!(block_unless_rung_since(seen, FALLBACK_TIMEOUT), "the count had moved, so it did not sleep");
     }
 
     #[test]
     fn a_ring_wakes_a_sleeper() {
+        // A timeout far longer than a wake-up takes: only a notification ends the sleep early.
+        let timeout = Duration::from_secs(20);
         let seen = rings();
-        let sleeper = std::thread::spawn(move || block_unless_rung_since(seen));
+        let started = std::time::Instant::now();
+        let sleeper = std::thread::spawn(move || block_unless_rung_since(seen, timeout));
         // A ring from a test running alongside may have woken it already.
         while DOORBELL.sleepers.load(Ordering::SeqCst) == 0 && !sleeper.is_finished() {
             std::thread::yield_now();
         }
         ring();
         assert!(sleeper.join().expect("the sleeper returns"));
+        assert!(started.elapsed() < timeout / 2, "the ring woke the sleeper; it did not sleep out its timeout");
     }
 }

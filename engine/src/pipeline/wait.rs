@@ -74,7 +74,7 @@ impl disruptor::wait_strategies::WaitStrategy for Wait {
             std::hint::spin_loop();
         } else if waiting.attempts < SPINS_BEFORE_YIELD + YIELDS_BEFORE_BLOCKING {
             std::thread::yield_now();
-        } else if doorbell::block_unless_rung_since(waiting.seen) {
+        } else if doorbell::block_unless_rung_since(waiting.seen, doorbell::FALLBACK_TIMEOUT) {
             // Rung: the work is usually published a moment later (a stage rings before
             // its cursor moves), so spin again before blocking again.
             waiting.attempts = 0;
