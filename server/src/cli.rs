@@ -62,7 +62,7 @@ struct NodeArgs {
     data: PathBuf,
     /// When a reply may be sent: `local` once the input is flushed to disk, `none` once it
     /// is in the page cache (lost on a machine crash, not on a process crash).
-    #[arg(long, default_value = "local", value_name = "none|local")]
+    #[arg(long, default_value = "local", value_name = "none|local|replicated:K|local+replicated:K")]
     durability: Durability,
     /// How idle pipeline threads wait: `parking` (near 0 % CPU when idle) or `busy-spin`
     /// (lowest latency, one core per stage).
@@ -186,6 +186,12 @@ fn node_config(args: &NodeArgs) -> NodeConfig {
 }
 
 fn open_node(args: &NodeArgs) -> Result<Node, CliError> {
+    if args.durability.replicas() > 0 {
+        return Err(CliError::Usage(format!(
+            "durability {} waits for standbys, and this node has none: use none or local",
+            args.durability
+        )));
+    }
     let node = Node::open(&node_config(args))?;
     let recovery = node.recovery();
     let from = match recovery.snapshot_sequence {

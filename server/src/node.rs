@@ -20,7 +20,7 @@ mod status;
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use tally_engine::Ledger;
@@ -84,7 +84,6 @@ pub struct Node {
     status: StatusSource,
     recovery: Recovery,
     snapshots: SnapshotStore,
-    last_sequence: Arc<AtomicU64>,
     /// Held until the pipeline (and with it the journal) is gone: fields drop in order.
     _lock: File,
 }
@@ -128,7 +127,8 @@ impl Node {
                 retained_from: retained_sender,
             })
         });
-        let input_log = JournalInputLog::new(journal, sequences, Some(retained_from));
+        let replicated = Arc::new(AtomicU64::new(0));
+        let input_log = JournalInputLog::new(journal, sequences, Some(retained_from), replicated);
         let last_sequence = input_log.last_sequence();
         let pipeline_config = PipelineConfig {
             durability: config.durability,
@@ -138,7 +138,7 @@ impl Node {
         };
         let pipeline = Pipeline::start(pipeline_config, ledger, Box::new(input_log), Box::new(outcomes));
         let status = StatusSource::new(pipeline.stats(), last_sequence.clone(), durable_sequence, Instant::now());
-        Ok(Node { snapshotter, pipeline, status, recovery, snapshots, last_sequence, _lock: lock })
+        Ok(Node { snapshotter, pipeline, status, recovery, snapshots, _lock: lock })
     }
 
     /// A handle for submitting requests: [`Submitter::execute`] is the blocking,
@@ -161,10 +161,11 @@ impl Node {
     pub fn shutdown(mut self) -> Ledger {
         // One snapshot writer at a time: the background one stops before the final one.
         drop(self.snapshotter.take());
+        // The ledger is the state after the last input the durability gate let through;
+        // inputs still waiting for a standby at shutdown stay in the journal only.
+        let stats = self.pipeline.stats();
         let ledger = self.pipeline.shutdown();
-        // Every journaled input has been applied and nothing else has: the ledger is the
-        // state after the journal's last record.
-        let sequence = self.last_sequence.load(Ordering::Acquire);
+        let sequence = stats.applied_sequence();
         if sequence > self.recovery.snapshot_sequence
             && let Err(error) = snapshots::write(&self.snapshots, sequence, &ledger)
         {
