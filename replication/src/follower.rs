@@ -41,7 +41,6 @@ pub struct Follower {
     expected: VecDeque<(u64, ChainHash)>,
     /// Epoch of the last record checked by [`Follower::on_records`].
     checked_epoch: u32,
-    checkpoints: VecDeque<(u64, u128)>,
     acked: u64,
 }
 
@@ -49,7 +48,7 @@ impl Follower {
     /// A follower whose journal ends at `position`, knowing `epoch` (from its epoch file).
     pub fn new(epoch: u32, position: LogPosition) -> Follower {
         let checked_epoch = position.last_epoch;
-        Follower { epoch, position, expected: VecDeque::new(), checked_epoch, checkpoints: VecDeque::new(), acked: 0 }
+        Follower { epoch, position, expected: VecDeque::new(), checked_epoch, acked: 0 }
     }
 
     pub fn epoch(&self) -> u32 {
@@ -120,27 +119,50 @@ impl Follower {
         self.acked = durable_sequence;
         Some(Message::Ack { epoch: self.epoch, durable_sequence })
     }
+}
 
-    /// The primary's checkpoint; compared once this standby has applied `sequence`.
-    pub fn on_checkpoint(&mut self, sequence: u64, state_hash: u128) {
-        if self.checkpoints.len() == CHECKPOINTS_PENDING_MAX {
-            self.checkpoints.pop_front();
+/// The primary's state-hash checkpoints, compared on the standby's business-logic thread
+/// as it applies each checkpoint's sequence.
+#[derive(Default)]
+pub struct Checkpoints {
+    pending: VecDeque<(u64, u128)>,
+}
+
+impl Checkpoints {
+    /// The primary's hash after `sequence`. Compared at once if this standby is exactly
+    /// there (`applied`, `state_hash`), kept for later if it is behind, and dropped if it is
+    /// already past (the next checkpoint will be compared).
+    pub fn on_checkpoint(
+        &mut self,
+        sequence: u64,
+        primary: u128,
+        applied: u64,
+        state_hash: u128,
+    ) -> Result<(), FollowError> {
+        if sequence == applied && primary != state_hash {
+            return Err(FollowError::StateDiverged { sequence, primary, standby: state_hash });
         }
-        self.checkpoints.push_back((sequence, state_hash));
+        if sequence > applied {
+            if self.pending.len() == CHECKPOINTS_PENDING_MAX {
+                self.pending.pop_front();
+            }
+            self.pending.push_back((sequence, primary));
+        }
+        Ok(())
     }
 
-    /// Whether the driver should compute the state hash after applying `sequence`.
+    /// Whether the state hash is wanted right after applying `sequence`.
     pub fn wants_hash_at(&self, sequence: u64) -> bool {
-        self.checkpoints.iter().any(|&(at, _)| at == sequence)
+        self.pending.front().is_some_and(|&(at, _)| at == sequence)
     }
 
-    /// The driver applied up to `sequence`, and (when asked) its state hash is `state_hash`.
+    /// The standby applied `sequence`; `state_hash` is its hash then, if it was wanted.
     pub fn applied(&mut self, sequence: u64, state_hash: Option<u128>) -> Result<(), FollowError> {
-        while let Some(&(at, primary)) = self.checkpoints.front() {
+        while let Some(&(at, primary)) = self.pending.front() {
             if at > sequence {
                 break;
             }
-            self.checkpoints.pop_front();
+            self.pending.pop_front();
             if at == sequence
                 && let Some(standby) = state_hash
                 && standby != primary
@@ -196,15 +218,15 @@ mod tests {
 
     #[test]
     fn a_checkpoint_that_disagrees_is_divergence() {
-        let mut follower = follower();
-        follower.on_checkpoint(20, 7);
-        follower.on_checkpoint(30, 8);
-        assert!(follower.wants_hash_at(20));
-        assert_eq!(follower.applied(19, None), Ok(()));
-        assert_eq!(follower.applied(20, Some(7)), Ok(()));
-        assert_eq!(
-            follower.applied(30, Some(9)),
-            Err(FollowError::StateDiverged { sequence: 30, primary: 8, standby: 9 })
-        );
+        let mut checkpoints = Checkpoints::default();
+        assert_eq!(checkpoints.on_checkpoint(20, 7, 10, 0), Ok(()));
+        assert_eq!(checkpoints.on_checkpoint(30, 8, 10, 0), Ok(()));
+        assert!(checkpoints.wants_hash_at(20));
+        assert_eq!(checkpoints.applied(19, None), Ok(()));
+        assert_eq!(checkpoints.applied(20, Some(7)), Ok(()));
+        let diverged = Err(FollowError::StateDiverged { sequence: 30, primary: 8, standby: 9 });
+        assert_eq!(checkpoints.applied(30, Some(9)), diverged);
+        assert_eq!(checkpoints.on_checkpoint(30, 8, 30, 9), diverged, "compared at once when exactly there");
+        assert_eq!(checkpoints.on_checkpoint(25, 8, 30, 9), Ok(()), "one already passed is dropped");
     }
 }

@@ -27,6 +27,6 @@ pub type Mac = [u8; 32];
 
 pub use auth::{Accepting, AuthError, ClusterKey, Connecting};
 pub use election::{Decision, Election, ElectionError, Prepared, on_prepare};
-pub use follower::{FollowError, Follower, Step};
+pub use follower::{Checkpoints, FollowError, Follower, Step};
 pub use message::{DecodeError, LogPosition, Message, MessageDecoder, Record};
 pub use primary::{Fenced, Primary};

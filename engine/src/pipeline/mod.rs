@@ -96,17 +96,22 @@ pub trait OutcomeLog: Send + 'static {
 /// Counters the business-logic thread publishes after each ring batch.
 #[derive(Default)]
 pub struct PipelineStats {
-    applied_sequence: AtomicU64,
     applied_inputs: AtomicU64,
     applied_events: AtomicU64,
     last_timestamp: AtomicU64,
-    state_hash: Mutex<u128>,
+    /// The last applied sequence and the state hash after it, read together.
+    applied: Mutex<(u64, u128)>,
 }
 
 impl PipelineStats {
     /// The journal sequence of the last mutation applied.
     pub fn applied_sequence(&self) -> u64 {
-        self.applied_sequence.load(Ordering::Acquire)
+        self.applied_state().0
+    }
+
+    /// The last applied sequence and the state hash right after it: a checkpoint.
+    pub fn applied_state(&self) -> (u64, u128) {
+        *self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn applied_inputs(&self) -> u64 {
@@ -122,15 +127,19 @@ impl PipelineStats {
     }
 
     pub fn state_hash(&self) -> u128 {
-        *self.state_hash.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.applied_state().1
     }
 
-    fn publish(&self, sequence: u64, inputs: u64, events: u64, ledger: &Ledger) {
-        self.applied_sequence.fetch_max(sequence, Ordering::AcqRel);
+    /// Publishes the state after a batch: `ledger` holds every input up to `sequence`.
+    /// Called by the business-logic thread (a primary's, or a standby's).
+    pub fn publish(&self, sequence: u64, inputs: u64, events: u64, ledger: &Ledger) {
         self.applied_inputs.fetch_add(inputs, Ordering::AcqRel);
         self.applied_events.fetch_add(events, Ordering::AcqRel);
         self.last_timestamp.store(ledger.last_timestamp(), Ordering::Release);
-        *self.state_hash.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ledger.state_hash();
+        let mut applied = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sequence >= applied.0 {
+            *applied = (sequence, ledger.state_hash());
+        }
     }
 }
 

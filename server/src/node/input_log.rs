@@ -14,9 +14,6 @@ use super::journal_codec;
 /// keep coming.
 pub const NONE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Every record of this node is written in epoch 0 until replication brings epochs.
-pub const EPOCH: u32 = 0;
-
 pub struct JournalInputLog {
     /// Always `Some` until dropped; taken then to close the journal cleanly.
     journal: Option<Journal>,
@@ -29,6 +26,8 @@ pub struct JournalInputLog {
     /// The oldest snapshot kept, from the snapshotter: segments it covers may go.
     retained_from: Option<Receiver<u64>>,
     last_flush: Instant,
+    /// The epoch this node is primary in: every record it appends carries it.
+    epoch: u32,
 }
 
 impl JournalInputLog {
@@ -38,6 +37,7 @@ impl JournalInputLog {
         sequences: Sender<u64>,
         retained_from: Option<Receiver<u64>>,
         replicated: Arc<AtomicU64>,
+        epoch: u32,
     ) -> JournalInputLog {
         let appended = Arc::new(AtomicU64::new(journal.last_sequence()));
         let watermarks = Watermarks { appended, flushed: journal.durable_mark(), replicated };
@@ -48,6 +48,7 @@ impl JournalInputLog {
             sequences,
             retained_from,
             last_flush: Instant::now(),
+            epoch,
         }
     }
 
@@ -82,7 +83,7 @@ impl InputLog for JournalInputLog {
         // max(timestamp, last + 1), and the journal's last timestamp is at most the
         // ledger's, so replaying the raised value gives the same commit timestamps.
         let timestamp = timestamp.max(journal.last_timestamp());
-        match journal.append(EPOCH, timestamp, command.operation() as u8, &self.payload) {
+        match journal.append(self.epoch, timestamp, command.operation() as u8, &self.payload) {
             Ok(sequence) => {
                 self.watermarks.appended.store(sequence, Ordering::Release);
                 if matches!(command, Command::Request(_)) {
