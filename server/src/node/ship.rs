@@ -176,6 +176,8 @@ fn read_acks(mut peer: PeerStream, node: &str, shipping: &Shipping, closed: &Ato
             }
         };
         let outcome = match message {
+            // A fenced node's gate is halted; its watermark stays where it was.
+            Message::Ack { .. } if shipping.role.kind() != RoleKind::Primary => break,
             Message::Ack { epoch, durable_sequence } => shipping.core().on_ack(node, epoch, durable_sequence),
             Message::NewerEpoch { epoch } => shipping.core().check_epoch(epoch).map(|()| None),
             other => {

@@ -26,6 +26,7 @@ use tally_journal::{Journal, JournalConfig, SnapshotStore};
 use tally_replication::{Checkpoints, ClusterKey, FollowError, Follower, LogPosition, Message, Record, Step};
 
 use super::peer_io::{self, PeerError, PeerStream};
+use super::peers::LocalLog;
 use super::role::{Role, RoleKind};
 use super::snapshotter::{Snapshotter, SnapshotterConfig};
 use super::{DataDir, StatusSource, journal_codec, snapshots};
@@ -40,6 +41,7 @@ const STOP_POLL: Duration = Duration::from_millis(200);
 /// Batches waiting for the business-logic thread, at most (back-pressure on the stream).
 const APPLY_QUEUE: usize = 64;
 
+#[derive(Clone)]
 pub struct StandbyConfig {
     pub data_dir: PathBuf,
     /// This node's address: how the primary names it among its standbys.
@@ -58,7 +60,8 @@ enum Work {
 pub struct Standby {
     snapshotter: Option<Snapshotter>,
     stop: Arc<AtomicBool>,
-    follow: Option<JoinHandle<()>>,
+    follow: Option<JoinHandle<LogPosition>>,
+    log: LocalLog,
     apply: Option<JoinHandle<Ledger>>,
     status: StatusSource,
     stats: Arc<PipelineStats>,
@@ -92,6 +95,11 @@ impl Standby {
         let durable = journal.durable_mark();
         let status =
             StatusSource::new(stats.clone(), last_sequence.clone(), durable.clone(), role.clone(), Instant::now());
+        let log = LocalLog {
+            journal_dir: dirs.journal.clone(),
+            limit: durable.clone(),
+            follow_lock: Arc::new(std::sync::Mutex::new(())),
+        };
         let (retained_sender, _retained) = crossbeam::channel::unbounded();
         let snapshotter = config.snapshot_interval.map(|interval| {
             Snapshotter::spawn(SnapshotterConfig {
@@ -110,7 +118,15 @@ impl Standby {
             .name("business-logic".into())
             .spawn(move || apply_loop(ledger, applied_from, &queued, &apply_stats))
             .map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
-        let following = Following { config, role, journal: Some(journal), last_sequence, work, stop: stop.clone() };
+        let following = Following {
+            config,
+            role,
+            journal: Some(journal),
+            last_sequence,
+            work,
+            stop: stop.clone(),
+            follow_lock: log.follow_lock.clone(),
+        };
         let follow = std::thread::Builder::new()
             .name("follow".into())
             .spawn(move || following.run())
@@ -119,6 +135,7 @@ impl Standby {
             snapshotter,
             stop,
             follow: Some(follow),
+            log,
             apply: Some(apply),
             status,
             stats,
@@ -132,21 +149,28 @@ impl Standby {
         self.status.clone()
     }
 
+    /// This standby's journal as peers may read it.
+    pub fn log(&self) -> LocalLog {
+        self.log.clone()
+    }
+
     /// Stops following, applies what was received, closes the journal, writes a snapshot
-    /// and returns the ledger.
-    pub fn shutdown(mut self) -> Ledger {
+    /// and returns the ledger and where the journal ends.
+    pub fn shutdown(mut self) -> (Ledger, LogPosition) {
         drop(self.snapshotter.take());
         self.stop.store(true, Ordering::Release);
-        if let Some(follow) = self.follow.take()
-            && follow.join().is_err()
-        {
-            eprintln!("tally: the follow thread panicked");
-        }
+        let position = match self.follow.take().map(JoinHandle::join) {
+            Some(Ok(position)) => position,
+            _ => {
+                eprintln!("tally: the follow thread panicked");
+                LogPosition::default()
+            }
+        };
         let ledger = match self.apply.take().map(JoinHandle::join) {
             Some(Ok(ledger)) => ledger,
             _ => {
                 eprintln!("tally: the standby's business-logic thread panicked");
-                return Ledger::new();
+                return (Ledger::new(), position);
             }
         };
         let sequence = self.stats.applied_sequence();
@@ -155,7 +179,7 @@ impl Standby {
         {
             eprintln!("tally: no snapshot written at shutdown: {error}");
         }
-        ledger
+        (ledger, position)
     }
 }
 
@@ -173,10 +197,12 @@ struct Following {
     last_sequence: Arc<AtomicU64>,
     work: Sender<Work>,
     stop: Arc<AtomicBool>,
+    /// See [`LocalLog::follow_lock`].
+    follow_lock: Arc<std::sync::Mutex<()>>,
 }
 
 impl Following {
-    fn run(mut self) {
+    fn run(mut self) -> LogPosition {
         while !self.stop.load(Ordering::Acquire) {
             for index in 0..self.config.primaries.len() {
                 let address = self.config.primaries[index];
@@ -192,9 +218,11 @@ impl Following {
             }
             std::thread::sleep(RETRY_PAUSE);
         }
+        let position = self.position();
         if let Some(journal) = self.journal.take() {
             journal.close();
         }
+        position
     }
 
     fn journal(&mut self) -> &mut Journal {
@@ -228,7 +256,16 @@ impl Following {
                 Err(error) => return Err(error.into()),
             };
             match message {
-                Message::Records { epoch, records } => self.on_records(&mut peer, &mut follower, epoch, records)?,
+                Message::Records { epoch, records } => {
+                    let lock = Arc::clone(&self.follow_lock);
+                    let _following = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // A promise made since the last message: the old primary learns of it.
+                    if self.role.epoch() > follower.epoch() {
+                        peer.send(&Message::NewerEpoch { epoch: self.role.epoch() })?;
+                        return Err(PeerError::Refused("this node promised a newer epoch".into()).into());
+                    }
+                    self.on_records(&mut peer, &mut follower, epoch, records)?;
+                }
                 Message::Checkpoint { sequence, state_hash, .. } => {
                     // The business-logic thread has stopped only if the node is stopping.
                     let _ = self.work.send(Work::Checkpoint { sequence, state_hash });
