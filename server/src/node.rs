@@ -16,6 +16,7 @@ pub mod outcome_log;
 mod peer_io;
 pub mod peers;
 pub mod promote;
+mod rejoin;
 mod replay;
 pub mod role;
 pub mod ship;

@@ -122,3 +122,36 @@ fn promotion_without_enough_promises_is_refused_unless_forced() {
     assert!(promoted, "--force promotes: {text}");
     assert_eq!(status(cluster.addresses[1]).role_name(), "primary");
 }
+
+#[test]
+fn a_diverged_old_primary_truncates_its_unacknowledged_suffix_and_converges() {
+    let dir = TempDir::new("diverged");
+    let cluster = Cluster::new(dir.path(), 2);
+    let primary = cluster.start(dir.path(), 0, "serve", "replicated:1");
+    let standby = cluster.start(dir.path(), 1, "standby", "replicated:1");
+    client(&[cluster.addresses[0]], Duration::from_secs(10))
+        .create_accounts(&[account(1), account(2)])
+        .expect("acknowledged with the standby");
+    standby.kill();
+    // Appended on the primary, never acknowledged: no standby holds it.
+    let unacknowledged =
+        client(&[cluster.addresses[0]], Duration::from_millis(800)).create_transfers(&[transfer(77, 1, 2, 5)]);
+    assert!(unacknowledged.is_err(), "nothing is acknowledged without a standby: {unacknowledged:?}");
+    let suffix_end = status(cluster.addresses[0]).last_sequence;
+    primary.kill();
+
+    let _new_primary = cluster.start(dir.path(), 1, "standby", "replicated:1");
+    let (promoted, text) = promote(cluster.addresses[1], &[]);
+    assert!(promoted, "with N = 2 and k = 1 the standby alone decides: {text}");
+    assert!(status(cluster.addresses[1]).last_sequence < suffix_end, "the new primary lacks the suffix");
+
+    let old_primary = cluster.start(dir.path(), 0, "standby", "replicated:1");
+    client(&[cluster.addresses[1]], Duration::from_secs(20))
+        .create_transfers(&[transfer(78, 1, 2, 6)])
+        .expect("acknowledged once the old primary follows");
+    let statuses = wait_converged(&[cluster.addresses[1], cluster.addresses[0]]);
+    assert_eq!(statuses[0].state_hash, statuses[1].state_hash, "equal state: {statuses:?}");
+    assert!(old_primary.log().contains("truncating"), "{}", old_primary.log());
+    let found = client(&[cluster.addresses[1]], Duration::from_secs(5)).lookup_transfers(&[77, 78]).expect("lookup");
+    assert_eq!(found.iter().map(|t| t.id).collect::<Vec<_>>(), vec![78], "the unacknowledged transfer is gone");
+}

@@ -58,13 +58,31 @@ impl PeerService {
                 return;
             }
         };
-        let first = match peer.recv() {
+        let mut first = match peer.recv() {
             Ok(message) => message,
             Err(error) => {
                 eprintln!("tally: peer {address}: {error}");
                 return;
             }
         };
+        // A returning node may probe any number of its records before it subscribes.
+        while let Message::Probe { position, .. } = first {
+            let log = self.log.read().unwrap_or_else(PoisonError::into_inner).clone();
+            // Only the primary's log is the one to converge to.
+            let answer = if self.role.kind() == RoleKind::Primary {
+                let matches = ship::check_position(&log.journal_dir, &position).is_ok();
+                Message::Probed { sequence: position.last_sequence, matches }
+            } else {
+                Message::Refused { reason: "not primary".into() }
+            };
+            first = match peer.send(&answer).and_then(|()| peer.recv()) {
+                Ok(message) => message,
+                Err(error) => {
+                    eprintln!("tally: peer {address}: {error}");
+                    return;
+                }
+            };
+        }
         let result = match first {
             Message::Subscribe { epoch, node, position } => {
                 self.subscribe(peer, epoch, node, position);

@@ -94,7 +94,7 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
 
 /// The standby's last record must be ours too (same sequence, same chain hash): then its
 /// log is a prefix of ours and streaming continues it.
-fn check_position(journal_dir: &std::path::Path, position: &LogPosition) -> Result<(), String> {
+pub fn check_position(journal_dir: &std::path::Path, position: &LogPosition) -> Result<(), String> {
     if position.last_sequence == 0 {
         return match JournalReader::open(journal_dir, 1, ReadLimit::Everything) {
             Ok(_) => Ok(()),

@@ -76,6 +76,7 @@ impl Standby {
         let dirs = DataDir::create(&config.data_dir)?;
         let lock = dirs.lock()?;
         role.enter(role.epoch(), RoleKind::Standby)?;
+        super::rejoin::truncate_divergent_suffix(&config, &dirs)?;
         let snapshots = SnapshotStore::open(&dirs.snapshots)?;
         let restored = snapshots::load(&snapshots)?;
         let journal_config =
@@ -206,6 +207,9 @@ impl Following {
         while !self.stop.load(Ordering::Acquire) {
             for index in 0..self.config.primaries.len() {
                 let address = self.config.primaries[index];
+                if address == self.config.node {
+                    continue;
+                }
                 if self.stop.load(Ordering::Acquire) {
                     break;
                 }
