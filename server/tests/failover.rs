@@ -155,3 +155,41 @@ fn a_diverged_old_primary_truncates_its_unacknowledged_suffix_and_converges() {
     let found = client(&[cluster.addresses[1]], Duration::from_secs(5)).lookup_transfers(&[77, 78]).expect("lookup");
     assert_eq!(found.iter().map(|t| t.id).collect::<Vec<_>>(), vec![78], "the unacknowledged transfer is gone");
 }
+
+#[test]
+fn standbys_elect_a_primary_themselves_with_auto_promote() {
+    let dir = TempDir::new("auto-promote");
+    let cluster = Cluster::new(dir.path(), 3);
+    let primary = cluster.start(dir.path(), 0, "serve", "replicated:1");
+    let mut standbys = Vec::new();
+    for index in 1..3 {
+        let mut args = vec!["--cluster", &cluster.list, "--cluster-secret-file", &cluster.secret];
+        args.extend(["--durability", "replicated:1", "--primary", &cluster.list, "--auto-promote-after-ms", "1500"]);
+        let data = dir.path().join(format!("node{index}"));
+        standbys.push(ServerProcess::start_as("standby", &data, cluster.addresses[index], &args));
+    }
+    client(&[cluster.addresses[0]], Duration::from_secs(10)).create_accounts(&[account(1), account(2)]).expect("ok");
+    primary.kill();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let elected = loop {
+        let primaries: Vec<SocketAddr> = cluster.addresses[1..]
+            .iter()
+            .copied()
+            .filter(|&address| status(address).role_name() == "primary")
+            .collect();
+        if let [one] = primaries[..] {
+            break one;
+        }
+        assert!(primaries.len() < 2, "two primaries at once");
+        assert!(Instant::now() < deadline, "no standby promoted itself");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    client(&cluster.addresses[1..], Duration::from_secs(20))
+        .create_transfers(&[transfer(9, 1, 2, 3)])
+        .expect("the elected primary acknowledges with the other standby");
+    let statuses = wait_converged(&cluster.addresses[1..]);
+    assert_eq!(statuses[0].state_hash, statuses[1].state_hash);
+    assert!(statuses.iter().all(|s| s.epoch >= 1), "{statuses:?}");
+    assert_eq!(status(elected).role_name(), "primary");
+}

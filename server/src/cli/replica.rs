@@ -76,6 +76,12 @@ pub struct StandbyArgs {
     primary: Vec<SocketAddr>,
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// Ask for promotion (under the same rule as `tally promote`) when no primary was heard
+    /// from for MS plus a random part of MS. Off by default: a person usually decides.
+    /// Keep it well above the tick interval (1 s by default): an idle primary sends a
+    /// record per tick.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    auto_promote_after_ms: Option<u64>,
 }
 
 pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
@@ -116,6 +122,9 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         log: log.clone(),
     });
     signals::install()?;
+    if let Some(after_ms) = args.auto_promote_after_ms {
+        promoter.watch(Duration::from_millis(after_ms), signals::stop_requested);
+    }
     eprintln!("tally: standby listening on {}, following {:?}", args.listen, args.primary);
     let peers = PeerService { key: Some(replication.key), role, shipping, log, promoter: Some(promoter.clone()) };
     let frontend = Frontend { status, peers };

@@ -82,6 +82,36 @@ impl Promoter {
         Ok(status)
     }
 
+    /// `--auto-promote-after-ms`: while this node is a standby, asks for promotion when no
+    /// primary was heard from for `after` plus a random part of it (so two standbys do
+    /// not keep starting elections together). The rule is the same as for `tally promote`
+    /// without `--force`: without N − k promises nothing happens and the standby follows.
+    pub fn watch(self: &Arc<Self>, after: Duration, stop: impl Fn() -> bool + Send + 'static) {
+        let promoter = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("auto-promote".into()).spawn(move || {
+            let mut wait = randomised(after);
+            while !stop() {
+                std::thread::sleep(WATCH_POLL);
+                let silence = match &*promoter.running.lock().unwrap_or_else(PoisonError::into_inner) {
+                    Running::Standby(standby) => standby.silence(),
+                    Running::Primary(_) | Running::Neither => return,
+                };
+                if silence < wait {
+                    continue;
+                }
+                eprintln!("tally: no primary heard for {} ms: asking for promotion", silence.as_millis());
+                match promoter.promote(false, u32::try_from(after.as_millis()).unwrap_or(u32::MAX)) {
+                    Ok(status) => eprintln!("tally: auto-promoted to epoch {}", status.epoch),
+                    Err(reason) => eprintln!("tally: auto-promotion refused: {reason}"),
+                }
+                wait = randomised(after);
+            }
+        });
+        if let Err(error) = spawned {
+            eprintln!("tally: --auto-promote-after-ms is off: no thread: {error}");
+        }
+    }
+
     fn switch(&self, status: StatusSource, shipping: Option<Arc<Shipping>>, log: LocalLog) {
         *self.status.write().unwrap_or_else(PoisonError::into_inner) = status;
         *self.shipping.write().unwrap_or_else(PoisonError::into_inner) = shipping;
@@ -183,6 +213,17 @@ impl Promoter {
         }
         Ok(())
     }
+}
+
+/// How often the auto-promotion watch looks at the silence.
+const WATCH_POLL: Duration = Duration::from_millis(50);
+
+/// `after` plus a random share of it, up to double.
+fn randomised(after: Duration) -> Duration {
+    let random =
+        peer_io::nonce().map_or(0, |bytes| u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], 0, 0, 0, 0]));
+    let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(after_ms.saturating_add(random % after_ms.max(1)))
 }
 
 fn ask(peer: SocketAddr, key: &ClusterKey, prepare: &Message, timeout: Duration) -> Result<Message, PeerError> {

@@ -65,6 +65,9 @@ pub struct Standby {
     apply: Option<JoinHandle<Ledger>>,
     status: StatusSource,
     stats: Arc<PipelineStats>,
+    /// Milliseconds since `started` when a message last came from a primary.
+    heard_ms: Arc<AtomicU64>,
+    started: Instant,
     snapshots: SnapshotStore,
     snapshot_sequence: u64,
     _lock: std::fs::File,
@@ -119,7 +122,11 @@ impl Standby {
             .name("business-logic".into())
             .spawn(move || apply_loop(ledger, applied_from, &queued, &apply_stats))
             .map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
+        let started = Instant::now();
+        let heard_ms = Arc::new(AtomicU64::new(0));
         let following = Following {
+            heard_ms: heard_ms.clone(),
+            started,
             config,
             role,
             journal: Some(journal),
@@ -140,6 +147,8 @@ impl Standby {
             apply: Some(apply),
             status,
             stats,
+            heard_ms,
+            started,
             snapshots,
             snapshot_sequence: restored.sequence,
             _lock: lock,
@@ -153,6 +162,12 @@ impl Standby {
     /// This standby's journal as peers may read it.
     pub fn log(&self) -> LocalLog {
         self.log.clone()
+    }
+
+    /// How long since a primary was last heard from (since start if never).
+    pub fn silence(&self) -> Duration {
+        let heard = Duration::from_millis(self.heard_ms.load(Ordering::Acquire));
+        self.started.elapsed().saturating_sub(heard)
     }
 
     /// Stops following, applies what was received, closes the journal, writes a snapshot
@@ -200,6 +215,8 @@ struct Following {
     stop: Arc<AtomicBool>,
     /// See [`LocalLog::follow_lock`].
     follow_lock: Arc<std::sync::Mutex<()>>,
+    heard_ms: Arc<AtomicU64>,
+    started: Instant,
 }
 
 impl Following {
@@ -259,6 +276,8 @@ impl Following {
                 }
                 Err(error) => return Err(error.into()),
             };
+            let heard = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.heard_ms.store(heard, Ordering::Release);
             match message {
                 Message::Records { epoch, records } => {
                     let lock = Arc::clone(&self.follow_lock);
