@@ -7,29 +7,42 @@
 //! DIR/snapshots/   snapshot files
 //! DIR/events/      outcomes.log, the derived log of every mutation's results
 //! DIR/LOCK         locked while a node has the directory open
+//! DIR/EPOCH        the epoch and role this node last acted in (see `role`)
 //! ```
 
 pub mod input_log;
 pub mod journal_codec;
 pub mod outcome_log;
 mod recovery_messages;
+mod peer_io;
+pub mod peers;
+pub mod promote;
+mod rejoin;
 mod replay;
+pub mod role;
+pub mod ship;
 mod snapshots;
 mod snapshotter;
+pub mod standby;
 mod status;
 
 use std::fs::{File, TryLockError};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tally_engine::Ledger;
 use tally_engine::pipeline::{Durability, Pipeline, PipelineConfig, Submitter, Wait};
 use tally_journal::{Journal, JournalConfig, SnapshotStore};
+use tally_replication::{ClusterKey, Primary};
 
 use self::input_log::JournalInputLog;
 use self::outcome_log::OutcomeFile;
+use self::peers::{LocalLog, PeerService};
+use self::role::{Role, RoleKind};
+use self::ship::Shipping;
 use self::snapshotter::{Snapshotter, SnapshotterConfig};
 pub use self::status::StatusSource;
 use crate::error::NodeError;
@@ -47,6 +60,16 @@ pub struct NodeConfig {
     pub snapshot_interval: Option<Duration>,
     /// Size of each new journal segment file (pre-allocated in full).
     pub journal_segment_bytes: usize,
+    /// The replica set, when this node is part of one.
+    pub replication: Option<ReplicationConfig>,
+}
+
+/// A node's place in a replica set.
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    pub key: ClusterKey,
+    /// Every node of the set, this one included.
+    pub cluster: Vec<SocketAddr>,
 }
 
 /// Periodic snapshots by default: a restart then replays minutes of journal, not all of it.
@@ -63,6 +86,7 @@ impl NodeConfig {
             tick_interval: defaults.tick_interval,
             snapshot_interval: Some(SNAPSHOT_INTERVAL_DEFAULT),
             journal_segment_bytes: tally_journal::SEGMENT_BYTES_DEFAULT,
+            replication: None,
         }
     }
 }
@@ -88,7 +112,9 @@ pub struct Node {
     status: StatusSource,
     recovery: Recovery,
     snapshots: SnapshotStore,
-    last_sequence: Arc<AtomicU64>,
+    peers: PeerService,
+    shipping: Option<Arc<Shipping>>,
+    log: LocalLog,
     /// Held until the pipeline (and with it the journal) is gone: fields drop in order.
     _lock: File,
 }
@@ -97,8 +123,20 @@ impl Node {
     /// Opens the data directory (creating it), recovers the ledger from the journal and
     /// starts the pipeline.
     pub fn open(config: &NodeConfig) -> Result<Node, NodeError> {
+        DataDir::create(&config.data_dir)?;
+        Node::open_with_role(config, Arc::new(Role::load(&config.data_dir)?))
+    }
+
+    /// [`Node::open`] with the role a process already shares with its gateway (a
+    /// promoted standby's).
+    pub fn open_with_role(config: &NodeConfig, role: Arc<Role>) -> Result<Node, NodeError> {
         let dirs = DataDir::create(&config.data_dir)?;
         let lock = dirs.lock()?;
+        if role.kind() == RoleKind::Standby {
+            // Started with `serve` over a standby's directory: it stays a follower in
+            // spirit and refuses writes; `tally standby` (or a promotion) is the way on.
+            role.enter(role.epoch(), RoleKind::Fenced)?;
+        }
         let snapshots = SnapshotStore::open(&dirs.snapshots)?;
         let restored = snapshots::load(&snapshots)?;
         let journal_config = JournalConfig {
@@ -130,7 +168,17 @@ impl Node {
                 retained_from: retained_sender,
             })
         });
-        let input_log = JournalInputLog::new(journal, sequences, Some(retained_from));
+        let replicated = Arc::new(AtomicU64::new(0));
+        let visible = journal.visible_mark();
+        let visible_limit = visible.clone();
+        let input_log = JournalInputLog::new(
+            journal,
+            sequences,
+            Some(retained_from),
+            replicated.clone(),
+            role.halted(),
+            role.epoch(),
+        );
         let last_sequence = input_log.last_sequence();
         let pipeline_config = PipelineConfig {
             durability: config.durability,
@@ -139,8 +187,32 @@ impl Node {
             ..PipelineConfig::default()
         };
         let pipeline = Pipeline::start(pipeline_config, ledger, Box::new(input_log), Box::new(outcomes));
-        let status = StatusSource::new(pipeline.stats(), last_sequence.clone(), durable_sequence, Instant::now());
-        Ok(Node { snapshotter, pipeline, status, recovery, snapshots, last_sequence, _lock: lock })
+        let status = StatusSource::new(pipeline.stats(), last_sequence, durable_sequence, role.clone(), Instant::now());
+        let shipping = config.replication.as_ref().map(|_| {
+            let replicas = usize::from(config.durability.replicas());
+            Arc::new(Shipping {
+                journal_dir: dirs.journal.clone(),
+                visible,
+                primary: Mutex::new(Primary::new(role.epoch(), replicas, ship::CHECKPOINT_INTERVAL)),
+                replicated,
+                stats: pipeline.stats(),
+                role: role.clone(),
+            })
+        });
+        if role.kind() == RoleKind::Primary {
+            role.enter(role.epoch(), RoleKind::Primary)?;
+            role.set_submitter(Some(pipeline.submitter()));
+        }
+        let log =
+            LocalLog { journal_dir: dirs.journal.clone(), limit: visible_limit, follow_lock: Arc::new(Mutex::new(())) };
+        let peers = PeerService {
+            key: config.replication.as_ref().map(|r| r.key.clone()),
+            role,
+            shipping: Arc::new(RwLock::new(shipping.clone())),
+            log: Arc::new(RwLock::new(log.clone())),
+            promoter: None,
+        };
+        Ok(Node { snapshotter, pipeline, status, recovery, snapshots, peers, shipping, log, _lock: lock })
     }
 
     /// A handle for submitting requests: [`Submitter::execute`] is the blocking,
@@ -153,6 +225,21 @@ impl Node {
         self.status.clone()
     }
 
+    /// What this node offers peers on its port.
+    pub fn peers(&self) -> PeerService {
+        self.peers.clone()
+    }
+
+    /// The journal shipping of a primary in a replica set.
+    pub fn shipping(&self) -> Option<Arc<Shipping>> {
+        self.shipping.clone()
+    }
+
+    /// This node's journal as peers may read it.
+    pub fn log(&self) -> LocalLog {
+        self.log.clone()
+    }
+
     pub fn recovery(&self) -> Recovery {
         self.recovery
     }
@@ -161,12 +248,14 @@ impl Node {
     /// snapshot of the final state (a failure is logged: the journal still has it all)
     /// and returns the final ledger.
     pub fn shutdown(mut self) -> Ledger {
+        self.peers.role.set_submitter(None);
         // One snapshot writer at a time: the background one stops before the final one.
         drop(self.snapshotter.take());
+        // The ledger is the state after the last input the durability gate let through;
+        // inputs still waiting for a standby at shutdown stay in the journal only.
+        let stats = self.pipeline.stats();
         let ledger = self.pipeline.shutdown();
-        // Every journaled input has been applied and nothing else has: the ledger is the
-        // state after the journal's last record.
-        let sequence = self.last_sequence.load(Ordering::Acquire);
+        let sequence = stats.applied_sequence();
         if sequence > self.recovery.snapshot_sequence
             && let Err(error) = snapshots::write(&self.snapshots, sequence, &ledger)
         {

@@ -101,6 +101,10 @@ struct Args {
     /// applying the journal a second time); by default the node's own default.
     #[arg(long, value_name = "SECONDS")]
     snapshot_interval_s: Option<u64>,
+    /// Hot standbys (`tally standby` processes on this machine) following each node, for
+    /// `replicated:k` durabilities.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=4))]
+    standbys: u64,
     /// The `tally` binary; by default the one next to this program.
     #[arg(long, value_name = "PATH")]
     tally_bin: Option<PathBuf>,
@@ -129,7 +133,11 @@ impl Args {
 
     /// What `tally serve` is told besides its data directory, address and durability.
     fn node_options(&self) -> NodeOptions {
-        NodeOptions { wait: self.wait, snapshot_interval_s: self.snapshot_interval_s }
+        NodeOptions {
+            wait: self.wait,
+            snapshot_interval_s: self.snapshot_interval_s,
+            standbys: usize::try_from(self.standbys).unwrap_or(0),
+        }
     }
 }
 

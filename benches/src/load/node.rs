@@ -79,13 +79,22 @@ pub struct NodeOptions {
     pub wait: Wait,
     /// `--snapshot-interval-s`; `None` leaves the node's default.
     pub snapshot_interval_s: Option<u64>,
+    /// `tally standby` processes following the node (a replica set on this machine).
+    pub standbys: usize,
 }
+
+/// The shared secret of the harness's replica sets (loopback only).
+const CLUSTER_SECRET: &str = "tally-load-cluster-secret";
+/// What a standby logs once it listens.
+const STANDBY_READY_LINE: &str = "tally: standby listening on";
 
 /// A `tally serve` child process on loopback. Killed when dropped.
 pub struct NodeProcess {
     child: Child,
     pub address: SocketAddr,
     log: PathBuf,
+    /// The standbys following this node; killed with it.
+    standbys: Vec<Child>,
 }
 
 impl NodeProcess {
@@ -97,6 +106,17 @@ impl NodeProcess {
         options: &NodeOptions,
     ) -> Result<NodeProcess, String> {
         let address = free_loopback_address()?;
+        let standby_addresses =
+            (0..options.standbys).map(|_| free_loopback_address()).collect::<Result<Vec<_>, _>>()?;
+        let cluster: Vec<String> =
+            std::iter::once(address).chain(standby_addresses.iter().copied()).map(|a| a.to_string()).collect();
+        let secret = dir.path.join("cluster-secret");
+        std::fs::write(&secret, CLUSTER_SECRET).map_err(|error| format!("cannot write the secret: {error}"))?;
+        let replica_set = |command: &mut Command| {
+            if !standby_addresses.is_empty() {
+                command.arg("--cluster").arg(cluster.join(",")).arg("--cluster-secret-file").arg(&secret);
+            }
+        };
         let log = dir.path.join("node.log");
         let log_file = File::create(&log).map_err(|error| format!("cannot create {}: {error}", log.display()))?;
         let mut command = Command::new(binary);
@@ -113,14 +133,41 @@ impl NodeProcess {
         if let Some(seconds) = options.snapshot_interval_s {
             command.arg("--snapshot-interval-s").arg(seconds.to_string());
         }
+        replica_set(&mut command);
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
-        let mut node = NodeProcess { child, address, log };
+        let mut node = NodeProcess { child, address, log, standbys: Vec::new() };
         node.wait_ready()?;
+        for (index, standby) in standby_addresses.iter().enumerate() {
+            let log = dir.path.join(format!("standby{index}.log"));
+            let log_file = File::create(&log).map_err(|error| format!("cannot create {}: {error}", log.display()))?;
+            let mut command = Command::new(binary);
+            command
+                .arg("standby")
+                .arg("--data")
+                .arg(dir.path.join(format!("standby{index}")))
+                .arg("--listen")
+                .arg(standby.to_string())
+                .arg("--primary")
+                .arg(address.to_string())
+                .arg("--durability")
+                .arg(durability.to_string())
+                .arg("--wait")
+                .arg(options.wait.to_string());
+            replica_set(&mut command);
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
+            node.standbys.push(child);
+            wait_for_line(&log, STANDBY_READY_LINE)?;
+        }
         Ok(node)
     }
 
@@ -149,14 +196,34 @@ impl NodeProcess {
     /// `local` every acknowledged input is on disk; under `none` it is in the page cache,
     /// which a process kill does not lose, so the journal can be read afterwards.
     pub fn stop(mut self) -> Result<(), String> {
+        for standby in &mut self.standbys {
+            let _ = standby.kill();
+            let _ = standby.wait();
+        }
         self.child.kill().map_err(|error| format!("cannot stop the node: {error}"))?;
         self.child.wait().map_err(|error| format!("cannot reap the node: {error}"))?;
         Ok(())
     }
 }
 
+/// Waits until a child's log holds `line`.
+fn wait_for_line(log: &Path, line: &str) -> Result<(), String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !std::fs::read_to_string(log).unwrap_or_default().contains(line) {
+        if Instant::now() >= deadline {
+            return Err(format!("{} never said {line:?}", log.display()));
+        }
+        std::thread::sleep(READY_POLL);
+    }
+    Ok(())
+}
+
 impl Drop for NodeProcess {
     fn drop(&mut self) {
+        for standby in &mut self.standbys {
+            let _ = standby.kill();
+            let _ = standby.wait();
+        }
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();

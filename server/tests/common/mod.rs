@@ -68,10 +68,15 @@ impl ServerProcess {
     /// Starts `tally serve --data DATA --listen ADDRESS ARGS…` and waits until it accepts
     /// connections. Its stderr goes to `DATA/../<port>.log`, shown if it fails to start.
     pub fn start(data: &Path, address: SocketAddr, args: &[&str]) -> ServerProcess {
+        ServerProcess::start_as("serve", data, address, args)
+    }
+
+    /// Like [`ServerProcess::start`] for another node command (`standby`).
+    pub fn start_as(command: &str, data: &Path, address: SocketAddr, args: &[&str]) -> ServerProcess {
         let log = data.with_extension(format!("{}.log", address.port()));
         let stderr = File::options().create(true).append(true).open(&log).expect("the log file can be created");
         let child = Command::new(TALLY)
-            .arg("serve")
+            .arg(command)
             .arg("--data")
             .arg(data)
             .arg("--listen")
