@@ -7,10 +7,13 @@
 //! tally status  --addr ADDR[,ADDR…]
 //! tally journal verify DIR
 //! tally journal dump DIR [--from SEQ] [--count N]
+//! tally drill   [--rounds N] [--durability POLICY] [--data-root DIR] [--json FILE]
+//!               [--transfers-per-round N] [--seed S]
 //! ```
 //!
 //! Exit codes: 0 success, 1 a failure while running, 2 bad arguments or configuration.
 
+mod drill;
 mod journal_tools;
 mod line_reader;
 mod lines;
@@ -53,6 +56,9 @@ enum CliCommand {
     /// Operator tools for a node's journal (run them while no node has it open).
     #[command(subcommand)]
     Journal(JournalCommand),
+    /// Rehearse failover on this machine: a primary and two standbys as child processes,
+    /// SIGKILL of the primary under load, promotion, and checks an auditor can read.
+    Drill(drill::DrillArgs),
 }
 
 #[derive(Args)]
@@ -172,6 +178,7 @@ fn execute(command: CliCommand) -> Result<(), CliError> {
         CliCommand::Journal(JournalCommand::Dump { dir, from, count }) => {
             journal_tools::dump(&dir, from, count, &mut std::io::stdout().lock())
         }
+        CliCommand::Drill(args) => drill::drill(&args),
     }
 }
 
