@@ -1,8 +1,9 @@
 //! Helpers shared by the end-to-end tests: temporary data directories, free loopback
-//! ports, `tally serve` as a real child process, and ledger records.
+//! ports, `tally serve` (or `tally standby`) as a real child process, and ledger records.
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod cluster;
 pub mod proxy;
 
 use std::fs::File;
@@ -68,10 +69,16 @@ impl ServerProcess {
     /// Starts `tally serve --data DATA --listen ADDRESS ARGS…` and waits until it accepts
     /// connections. Its stderr goes to `DATA/../<port>.log`, shown if it fails to start.
     pub fn start(data: &Path, address: SocketAddr, args: &[&str]) -> ServerProcess {
+        ServerProcess::start_as("serve", data, address, args)
+    }
+
+    /// Starts `tally ROLE --data DATA --listen ADDRESS ARGS…` (`serve` or `standby`) and
+    /// waits until it accepts connections.
+    pub fn start_as(role: &str, data: &Path, address: SocketAddr, args: &[&str]) -> ServerProcess {
         let log = data.with_extension(format!("{}.log", address.port()));
         let stderr = File::options().create(true).append(true).open(&log).expect("the log file can be created");
         let child = Command::new(TALLY)
-            .arg("serve")
+            .arg(role)
             .arg("--data")
             .arg(data)
             .arg("--listen")
@@ -81,7 +88,7 @@ impl ServerProcess {
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .expect("tally serve starts");
+            .expect("tally starts");
         let mut server = ServerProcess { child, address, log };
         server.wait_until_listening();
         server
@@ -91,9 +98,9 @@ impl ServerProcess {
         let deadline = Instant::now() + START_TIMEOUT;
         while TcpStream::connect(self.address).is_err() {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("tally serve exited with {status}:\n{}", self.log());
+                panic!("the node exited with {status}:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "tally serve did not listen in time:\n{}", self.log());
+            assert!(Instant::now() < deadline, "the node did not listen in time:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
