@@ -72,13 +72,12 @@ impl ServerProcess {
         ServerProcess::start_as("serve", data, address, args)
     }
 
-    /// Starts `tally ROLE --data DATA --listen ADDRESS ARGS…` (`serve` or `standby`) and
-    /// waits until it accepts connections.
-    pub fn start_as(role: &str, data: &Path, address: SocketAddr, args: &[&str]) -> ServerProcess {
+    /// Like [`ServerProcess::start`] for another node command (`standby`).
+    pub fn start_as(command: &str, data: &Path, address: SocketAddr, args: &[&str]) -> ServerProcess {
         let log = data.with_extension(format!("{}.log", address.port()));
         let stderr = File::options().create(true).append(true).open(&log).expect("the log file can be created");
         let child = Command::new(TALLY)
-            .arg(role)
+            .arg(command)
             .arg("--data")
             .arg(data)
             .arg("--listen")
@@ -88,7 +87,7 @@ impl ServerProcess {
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .expect("tally starts");
+            .expect("tally serve starts");
         let mut server = ServerProcess { child, address, log };
         server.wait_until_listening();
         server
@@ -98,9 +97,9 @@ impl ServerProcess {
         let deadline = Instant::now() + START_TIMEOUT;
         while TcpStream::connect(self.address).is_err() {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the node exited with {status}:\n{}", self.log());
+                panic!("tally serve exited with {status}:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "the node did not listen in time:\n{}", self.log());
+            assert!(Instant::now() < deadline, "tally serve did not listen in time:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
