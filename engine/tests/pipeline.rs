@@ -1,5 +1,6 @@
 //! The pipeline end to end in one process, with an in-memory journal stage.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use tally_codecs::wire::{Reply, Request};
 use tally_codecs::{Account, ResultCode, Transfer};
 use tally_engine::Ledger;
 use tally_engine::pipeline::{
-    Command, Durability, InputLog, OutcomeLog, Pipeline, PipelineConfig, ReplyTo, SubmitError, Wait, apply,
+    Command, Durability, InputLog, OutcomeLog, Pipeline, PipelineConfig, ReplyTo, SubmitError, Wait, Watermarks, apply,
 };
 
 /// Records what the journal stage was given, and how often it was asked to commit.
@@ -15,16 +16,56 @@ use tally_engine::pipeline::{
 struct MemoryLog {
     inputs: Arc<Mutex<Vec<(u64, Command)>>>,
     commits: Arc<Mutex<u64>>,
+    watermarks: Watermarks,
 }
 
 impl InputLog for MemoryLog {
-    fn append(&mut self, timestamp: u64, command: &Command) {
-        self.inputs.lock().unwrap().push((timestamp, command.clone()));
+    fn append(&mut self, timestamp: u64, command: &Command) -> u64 {
+        let mut inputs = self.inputs.lock().unwrap();
+        inputs.push((timestamp, command.clone()));
+        let sequence = inputs.len() as u64;
+        self.watermarks.appended.store(sequence, Ordering::Release);
+        sequence
     }
 
     fn commit(&mut self, durability: Durability) {
         assert_eq!(durability, Durability::Local);
         *self.commits.lock().unwrap() += 1;
+        let appended = self.watermarks.appended.load(Ordering::Acquire);
+        self.watermarks.flushed.store(appended, Ordering::Release);
+    }
+
+    fn watermarks(&self) -> Watermarks {
+        self.watermarks.clone()
+    }
+}
+
+/// A journal stage whose flush completes `FLUSH_DELAY` after the commit asked for it, on
+/// another thread: what a slow disk, or a standby's acknowledgement, looks like.
+struct DelayedFlushLog {
+    watermarks: Watermarks,
+    appended: u64,
+}
+
+const FLUSH_DELAY: Duration = Duration::from_millis(20);
+
+impl InputLog for DelayedFlushLog {
+    fn append(&mut self, _: u64, _: &Command) -> u64 {
+        self.appended += 1;
+        self.watermarks.appended.store(self.appended, Ordering::Release);
+        self.appended
+    }
+
+    fn commit(&mut self, _: Durability) {
+        let (flushed, sequence) = (self.watermarks.flushed.clone(), self.appended);
+        std::thread::spawn(move || {
+            std::thread::sleep(FLUSH_DELAY);
+            flushed.fetch_max(sequence, Ordering::AcqRel);
+        });
+    }
+
+    fn watermarks(&self) -> Watermarks {
+        self.watermarks.clone()
     }
 }
 
@@ -139,4 +180,22 @@ fn full_queue_answers_busy_and_recovers() {
     assert!(matches!(submitter.execute(Request::LookupAccounts(vec![1])), Ok(Reply::LookupAccounts(_))));
     pipeline.shutdown();
     assert_eq!(submitter.execute(Request::LookupAccounts(vec![1])), Err(SubmitError::Stopped));
+}
+
+#[test]
+fn no_reply_overtakes_a_delayed_flush() {
+    // No ticks: the n-th request is the n-th journal record.
+    let quiet = PipelineConfig { tick_interval: Duration::from_secs(3600), ..config(Wait::Parking) };
+    let log = DelayedFlushLog { watermarks: Watermarks::default(), appended: 0 };
+    let flushed = log.watermarks.flushed.clone();
+    let pipeline = Pipeline::start(quiet, Ledger::new(), Box::new(log), Box::new(CountingOutcomes::default()));
+    let submitter = pipeline.submitter();
+    for (sequence, account) in (1u64..).zip(accounts()) {
+        let reply = submitter.execute(Request::CreateAccounts(vec![account])).unwrap();
+        assert!(matches!(reply, Reply::CreateAccounts(_)));
+        let durable = flushed.load(Ordering::Acquire);
+        assert!(durable >= sequence, "the reply to record {sequence} came before its flush (flushed: {durable})");
+    }
+    assert_eq!(pipeline.stats().applied_sequence(), 4);
+    pipeline.shutdown();
 }

@@ -245,6 +245,11 @@ impl<S: Storage + Clone> Journal<S> {
         Arc::clone(&self.durable)
     }
 
+    /// The last sequence readers may see before it is durable (in the shared page cache).
+    pub fn visible_mark(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.visible)
+    }
+
     /// A reader from `from_sequence` that never passes the durable mark.
     pub fn reader(&self, from_sequence: u64) -> Result<JournalReader<S>, JournalError> {
         JournalReader::open_on(self.storage.clone(), from_sequence, ReadLimit::Durable(Arc::clone(&self.durable)))

@@ -1,2 +1,32 @@
-//! tally-replication: primary→standby log shipping, acknowledgements, catch-up, epochs and
-//! promotion. Its issue has not been taken yet; see docs/design.md for the plan.
+//! tally-replication: the sans-I/O protocol core of primary→standby log shipping.
+//!
+//! Messages in; messages, disk actions and timers out; no sockets, files, clocks or
+//! randomness here (nonces and times are passed in), so a simulator can drive it.
+//!
+//! - [`message`]: the replication frames and their decoder.
+//! - [`auth`]: the handshake proving the cluster id and shared secret.
+//! - [`primary`]: per-standby acknowledgements, the replicated watermark, checkpoints,
+//!   fencing by a higher epoch.
+//! - [`follower`]: the standby's checks on records, acknowledgements, checkpoint
+//!   comparison.
+//! - [`election`]: the promotion rule (promises from N − k nodes, longest log in the
+//!   highest epoch).
+
+pub mod auth;
+pub mod election;
+pub mod follower;
+pub mod message;
+pub mod primary;
+
+/// A journal record's chain hash (BLAKE3, truncated), as `tally-journal` computes it.
+pub type ChainHash = [u8; 16];
+/// A handshake nonce.
+pub type Nonce = [u8; 32];
+/// A handshake MAC.
+pub type Mac = [u8; 32];
+
+pub use auth::{Accepting, AuthError, ClusterKey, Connecting};
+pub use election::{Decision, Election, ElectionError, Prepared, on_prepare};
+pub use follower::{Checkpoints, FollowError, Follower, Step};
+pub use message::{DecodeError, LogPosition, Message, MessageDecoder, Record};
+pub use primary::{Fenced, Primary};

@@ -1,7 +1,9 @@
 //! The `tally` command line.
 //!
 //! ```text
-//! tally serve   --data DIR [--listen ADDR] [--durability none|local] [--wait busy-spin|parking]
+//! tally serve   --data DIR [--listen ADDR] [--durability none|local|replicated:K|local+replicated:K]
+//!               [--wait busy-spin|parking] [--cluster ADDR,… --cluster-id ID --cluster-secret-file FILE]
+//! tally standby --data DIR --listen ADDR --primary ADDR[,ADDR…] --cluster-secret-file FILE [--cluster …]
 //! tally exec    --data DIR [--durability none|local] [--wait busy-spin|parking]
 //! tally client  --addr ADDR[,ADDR…]
 //! tally status  --addr ADDR[,ADDR…]
@@ -17,6 +19,7 @@ mod drill;
 mod journal_tools;
 mod line_reader;
 mod lines;
+mod replica;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -46,13 +49,15 @@ struct Cli {
 enum CliCommand {
     /// Run a primary node: recover the data directory, then serve clients over TCP.
     Serve(ServeArgs),
+    /// Run a hot standby: follow a primary's journal, apply it, refuse requests.
+    Standby(replica::StandbyArgs),
     /// Run the pipeline in this process over a data directory, with no network: JSON
     /// requests on stdin, one per line; one JSON reply per line on stdout.
     Exec(NodeArgs),
     /// Send JSON request lines to a running node; a prompt when stdin is a terminal.
     Client(AddressArgs),
-    /// Print a node's role, epoch, sequences, throughput and state hash.
-    Status(AddressArgs),
+    /// Print a node's role, epoch, sequences, throughput, state hash and primary.
+    Status(StatusArgs),
     /// Operator tools for a node's journal (run them while no node has it open).
     #[command(subcommand)]
     Journal(JournalCommand),
@@ -68,7 +73,7 @@ struct NodeArgs {
     data: PathBuf,
     /// When a reply may be sent: `local` once the input is flushed to disk, `none` once it
     /// is in the page cache (lost on a machine crash, not on a process crash).
-    #[arg(long, default_value = "local", value_name = "none|local")]
+    #[arg(long, default_value = "local", value_name = "none|local|replicated:K|local+replicated:K")]
     durability: Durability,
     /// How idle pipeline threads wait: `parking` (near 0 % CPU when idle) or `busy-spin`
     /// (lowest latency, one core per stage).
@@ -91,6 +96,8 @@ struct ServeArgs {
     /// The address to listen on; loopback by default.
     #[arg(long, default_value = gateway::LISTEN_DEFAULT, value_name = "ADDR")]
     listen: SocketAddr,
+    #[command(flatten)]
+    cluster: replica::ClusterArgs,
 }
 
 #[derive(Args)]
@@ -98,6 +105,16 @@ struct AddressArgs {
     /// Node addresses, tried in order.
     #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',', required = true)]
     addr: Vec<SocketAddr>,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    address: AddressArgs,
+    /// One JSON object: role, epoch, last_sequence, durable_sequence, applied_sequence,
+    /// state_hash (hex) and primary (null when unknown).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -171,6 +188,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 fn execute(command: CliCommand) -> Result<(), CliError> {
     match command {
         CliCommand::Serve(args) => serve(&args),
+        CliCommand::Standby(args) => replica::standby(&args),
         CliCommand::Exec(args) => exec(&args),
         CliCommand::Client(args) => client(&args),
         CliCommand::Status(args) => status(&args),
@@ -192,8 +210,14 @@ fn node_config(args: &NodeArgs) -> NodeConfig {
     }
 }
 
-fn open_node(args: &NodeArgs) -> Result<Node, CliError> {
-    let node = Node::open(&node_config(args))?;
+fn open_node(config: &NodeConfig) -> Result<Node, CliError> {
+    if config.durability.replicas() > 0 && config.replication.is_none() {
+        return Err(CliError::Usage(format!(
+            "durability {} waits for standbys, and this node has none: use none or local",
+            config.durability
+        )));
+    }
+    let node = Node::open(config)?;
     let recovery = node.recovery();
     let from = match recovery.snapshot_sequence {
         0 => "the journal".to_owned(),
@@ -210,11 +234,16 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
     // Bound before recovery, so that a taken port fails at once rather than after a replay.
     let listener = TcpListener::bind(args.listen)
         .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
-    let node = open_node(&args.node)?;
+    let replication = args.cluster.replication(args.listen, args.node.durability)?;
+    let node = open_node(&NodeConfig { replication, ..node_config(&args.node) })?;
     let address = listener.local_addr()?;
+    if node.peers().role.kind() == crate::node::role::RoleKind::Primary {
+        node.peers().role.set_primary(Some(address));
+    }
     signals::install()?;
     eprintln!("tally: listening on {address} (durability {}, wait {})", args.node.durability, args.node.wait);
-    gateway::serve(&listener, &node.submitter(), &node.status(), signals::stop_requested)?;
+    let frontend = gateway::Frontend { status: node.status(), peers: node.peers() };
+    gateway::serve(&listener, &frontend, signals::stop_requested)?;
     eprintln!("tally: stopping: applying what was submitted, then writing a snapshot");
     let ledger = node.shutdown();
     eprintln!("tally: stopped cleanly, state hash {:#034x}", ledger.state_hash());
@@ -222,7 +251,7 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
 }
 
 fn exec(args: &NodeArgs) -> Result<(), CliError> {
-    let node = open_node(args)?;
+    let node = open_node(&node_config(args))?;
     let submitter = node.submitter();
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
@@ -244,24 +273,43 @@ fn client(args: &AddressArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn status(args: &AddressArgs) -> Result<(), CliError> {
-    let status = Client::connect(&args.addr)?.status()?;
-    print!("{}", status_text(&status));
+fn status(args: &StatusArgs) -> Result<(), CliError> {
+    let status = Client::connect(&args.address.addr)?.status()?;
+    if args.json {
+        println!("{}", status_json(&status));
+    } else {
+        print!("{}", status_text(&status));
+    }
     Ok(())
+}
+
+fn status_json(status: &NodeStatus) -> serde_json::Value {
+    serde_json::json!({
+        "role": status.role_name(),
+        "epoch": status.epoch,
+        "last_sequence": status.last_sequence,
+        "durable_sequence": status.durable_sequence,
+        "applied_sequence": status.applied_sequence,
+        "state_hash": format!("{:#034x}", status.state_hash),
+        "primary": status.primary().map(|address| address.to_string()),
+    })
 }
 
 fn status_text(status: &NodeStatus) -> String {
     let uptime_seconds = status.uptime_ns as f64 / 1e9;
     let throughput = if uptime_seconds > 0.0 { status.applied_events as f64 / uptime_seconds } else { 0.0 };
     format!(
-        "role: {}\nepoch: {}\nlast_sequence: {}\ndurable_sequence: {}\napplied_inputs: {}\napplied_events: {}\n\
-         uptime_seconds: {uptime_seconds:.3}\nthroughput_events_per_second: {throughput:.1}\nstate_hash: {:#034x}\n",
+        "role: {}\nepoch: {}\nlast_sequence: {}\ndurable_sequence: {}\napplied_sequence: {}\napplied_inputs: {}\n\
+         applied_events: {}\nuptime_seconds: {uptime_seconds:.3}\nthroughput_events_per_second: {throughput:.1}\n\
+         state_hash: {:#034x}\nprimary: {}\n",
         status.role_name(),
         status.epoch,
         status.last_sequence,
         status.durable_sequence,
+        status.applied_sequence,
         status.applied_inputs,
         status.applied_events,
         status.state_hash,
+        status.primary().map_or_else(|| "unknown".to_owned(), |address| address.to_string()),
     )
 }

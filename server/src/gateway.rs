@@ -10,10 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tally_engine::pipeline::Submitter;
-
 pub use self::in_flight::IN_FLIGHT_PER_CONNECTION_MAX;
 use crate::node::StatusSource;
+use crate::node::peers::PeerService;
+
+/// Everything a connection may be served by: the ledger (while this node is primary,
+/// through its role), status, and peers.
+#[derive(Clone)]
+pub struct Frontend {
+    pub status: StatusSource,
+    pub peers: PeerService,
+}
 
 /// Connections served at once; more are refused (closed at once, with a log line). With
 /// [`IN_FLIGHT_PER_CONNECTION_MAX`] replies of at most one frame each, this bounds the
@@ -32,12 +39,7 @@ const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(10);
 const STOP_POLL: Duration = Duration::from_millis(10);
 
 /// Accepts and serves connections until `stop` says so (SIGTERM or SIGINT for `tally serve`).
-pub fn serve(
-    listener: &TcpListener,
-    submitter: &Submitter,
-    status: &StatusSource,
-    stop: impl Fn() -> bool,
-) -> std::io::Result<()> {
+pub fn serve(listener: &TcpListener, frontend: &Frontend, stop: impl Fn() -> bool) -> std::io::Result<()> {
     // Non-blocking, so the loop can notice a stop request between connections.
     listener.set_nonblocking(true)?;
     let open = Arc::new(AtomicUsize::new(0));
@@ -71,7 +73,7 @@ pub fn serve(
         }
         // Replies are small and latency matters more than packet count.
         let _ = stream.set_nodelay(true);
-        let connection = connection::Connection { stream, peer, submitter: submitter.clone(), status: status.clone() };
+        let connection = connection::Connection { stream, peer, frontend: frontend.clone() };
         let guard = OpenGuard(open.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("conn {peer}"))

@@ -7,28 +7,39 @@
 //! DIR/snapshots/   snapshot files
 //! DIR/events/      outcomes.log, the derived log of every mutation's results
 //! DIR/LOCK         locked while a node has the directory open
+//! DIR/EPOCH        the epoch and role this node last acted in (see `role`)
 //! ```
 
 pub mod input_log;
 pub mod journal_codec;
 pub mod outcome_log;
+mod peer_io;
+pub mod peers;
 mod replay;
+pub mod role;
+mod ship;
 mod snapshots;
 mod snapshotter;
+pub mod standby;
 mod status;
 
 use std::fs::{File, TryLockError};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tally_engine::Ledger;
 use tally_engine::pipeline::{Durability, Pipeline, PipelineConfig, Submitter, Wait};
 use tally_journal::{Journal, JournalConfig, SnapshotStore};
+use tally_replication::{ClusterKey, Primary};
 
 use self::input_log::JournalInputLog;
 use self::outcome_log::OutcomeFile;
+use self::peers::PeerService;
+use self::role::{Role, RoleKind};
+use self::ship::Shipping;
 use self::snapshotter::{Snapshotter, SnapshotterConfig};
 pub use self::status::StatusSource;
 use crate::error::NodeError;
@@ -44,6 +55,16 @@ pub struct NodeConfig {
     /// How often the background snapshotter writes a snapshot; `None`: never (then only
     /// a clean shutdown writes one).
     pub snapshot_interval: Option<Duration>,
+    /// The replica set, when this node is part of one.
+    pub replication: Option<ReplicationConfig>,
+}
+
+/// A node's place in a replica set.
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    pub key: ClusterKey,
+    /// Every node of the set, this one included.
+    pub cluster: Vec<SocketAddr>,
 }
 
 /// Periodic snapshots by default: a restart then replays minutes of journal, not all of it.
@@ -59,6 +80,7 @@ impl NodeConfig {
             wait: Wait::Parking,
             tick_interval: defaults.tick_interval,
             snapshot_interval: Some(SNAPSHOT_INTERVAL_DEFAULT),
+            replication: None,
         }
     }
 }
@@ -84,7 +106,7 @@ pub struct Node {
     status: StatusSource,
     recovery: Recovery,
     snapshots: SnapshotStore,
-    last_sequence: Arc<AtomicU64>,
+    peers: PeerService,
     /// Held until the pipeline (and with it the journal) is gone: fields drop in order.
     _lock: File,
 }
@@ -95,6 +117,12 @@ impl Node {
     pub fn open(config: &NodeConfig) -> Result<Node, NodeError> {
         let dirs = DataDir::create(&config.data_dir)?;
         let lock = dirs.lock()?;
+        let role = Arc::new(Role::load(&dirs.root)?);
+        if role.kind() == RoleKind::Standby {
+            // Started with `serve` over a standby's directory: it stays a follower in
+            // spirit and refuses writes; `tally standby` (or a promotion) is the way on.
+            role.enter(role.epoch(), RoleKind::Fenced)?;
+        }
         let snapshots = SnapshotStore::open(&dirs.snapshots)?;
         let restored = snapshots::load(&snapshots)?;
         let journal_config =
@@ -128,7 +156,9 @@ impl Node {
                 retained_from: retained_sender,
             })
         });
-        let input_log = JournalInputLog::new(journal, sequences, Some(retained_from));
+        let replicated = Arc::new(AtomicU64::new(0));
+        let visible = journal.visible_mark();
+        let input_log = JournalInputLog::new(journal, sequences, Some(retained_from), replicated.clone(), role.epoch());
         let last_sequence = input_log.last_sequence();
         let pipeline_config = PipelineConfig {
             durability: config.durability,
@@ -137,8 +167,24 @@ impl Node {
             ..PipelineConfig::default()
         };
         let pipeline = Pipeline::start(pipeline_config, ledger, Box::new(input_log), Box::new(outcomes));
-        let status = StatusSource::new(pipeline.stats(), last_sequence.clone(), durable_sequence, Instant::now());
-        Ok(Node { snapshotter, pipeline, status, recovery, snapshots, last_sequence, _lock: lock })
+        let status = StatusSource::new(pipeline.stats(), last_sequence, durable_sequence, role.clone(), Instant::now());
+        let shipping = config.replication.as_ref().map(|_| {
+            let replicas = usize::from(config.durability.replicas());
+            Arc::new(Shipping {
+                journal_dir: dirs.journal.clone(),
+                visible,
+                primary: Mutex::new(Primary::new(role.epoch(), replicas, ship::CHECKPOINT_INTERVAL)),
+                replicated,
+                stats: pipeline.stats(),
+                role: role.clone(),
+            })
+        });
+        if role.kind() == RoleKind::Primary {
+            role.enter(role.epoch(), RoleKind::Primary)?;
+            role.set_submitter(Some(pipeline.submitter()));
+        }
+        let peers = PeerService { key: config.replication.as_ref().map(|r| r.key.clone()), role, shipping };
+        Ok(Node { snapshotter, pipeline, status, recovery, snapshots, peers, _lock: lock })
     }
 
     /// A handle for submitting requests: [`Submitter::execute`] is the blocking,
@@ -151,6 +197,11 @@ impl Node {
         self.status.clone()
     }
 
+    /// What this node offers peers on its port.
+    pub fn peers(&self) -> PeerService {
+        self.peers.clone()
+    }
+
     pub fn recovery(&self) -> Recovery {
         self.recovery
     }
@@ -159,12 +210,14 @@ impl Node {
     /// snapshot of the final state (a failure is logged: the journal still has it all)
     /// and returns the final ledger.
     pub fn shutdown(mut self) -> Ledger {
+        self.peers.role.set_submitter(None);
         // One snapshot writer at a time: the background one stops before the final one.
         drop(self.snapshotter.take());
+        // The ledger is the state after the last input the durability gate let through;
+        // inputs still waiting for a standby at shutdown stay in the journal only.
+        let stats = self.pipeline.stats();
         let ledger = self.pipeline.shutdown();
-        // Every journaled input has been applied and nothing else has: the ledger is the
-        // state after the journal's last record.
-        let sequence = self.last_sequence.load(Ordering::Acquire);
+        let sequence = stats.applied_sequence();
         if sequence > self.recovery.snapshot_sequence
             && let Err(error) = snapshots::write(&self.snapshots, sequence, &ledger)
         {

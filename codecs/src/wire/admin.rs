@@ -10,6 +10,8 @@
 //!
 //! [`FrameDecoder::next_frame`]: super::FrameDecoder::next_frame
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use bytemuck::{Pod, Zeroable};
 
 use super::Frame;
@@ -19,8 +21,13 @@ pub const OPERATION_STATUS: u8 = 128;
 
 /// [`NodeStatus::role`] of a node that accepts requests.
 pub const ROLE_PRIMARY: u8 = 1;
+/// [`NodeStatus::role`] of a hot standby: it follows a primary and refuses requests.
+pub const ROLE_STANDBY: u8 = 2;
+/// [`NodeStatus::role`] of a former primary that learnt of a newer epoch: it refuses
+/// requests until it follows the new primary.
+pub const ROLE_FENCED: u8 = 3;
 
-/// What a node reports about itself. 80 bytes.
+/// What a node reports about itself. 96 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct NodeStatus {
@@ -38,21 +45,55 @@ pub struct NodeStatus {
     pub last_timestamp: u64,
     /// Nanoseconds since the node started.
     pub uptime_ns: u64,
+    /// The journal sequence of the last input applied to the ledger.
+    pub applied_sequence: u64,
     pub epoch: u32,
-    /// [`ROLE_PRIMARY`].
+    /// [`ROLE_PRIMARY`], [`ROLE_STANDBY`] or [`ROLE_FENCED`].
     pub role: u8,
-    pub reserved: [u8; 11],
+    /// 0: no primary known; 4 or 6: `primary_ip` holds an IPv4 (first 4 bytes) or IPv6 address.
+    pub primary_family: u8,
+    pub primary_port: u16,
+    pub primary_ip: [u8; 16],
 }
 
-const _: () = assert!(size_of::<NodeStatus>() == 80);
+const _: () = assert!(size_of::<NodeStatus>() == 96);
 
 impl NodeStatus {
     /// The role's name as the CLI prints it.
     pub fn role_name(&self) -> &'static str {
         match self.role {
             ROLE_PRIMARY => "primary",
+            ROLE_STANDBY => "standby",
+            ROLE_FENCED => "fenced",
             _ => "unknown",
         }
+    }
+
+    /// The primary's address, as far as this node knows it.
+    pub fn primary(&self) -> Option<SocketAddr> {
+        let ip = match self.primary_family {
+            4 => IpAddr::V4(Ipv4Addr::new(
+                self.primary_ip[0],
+                self.primary_ip[1],
+                self.primary_ip[2],
+                self.primary_ip[3],
+            )),
+            6 => IpAddr::V6(Ipv6Addr::from(self.primary_ip)),
+            _ => return None,
+        };
+        Some(SocketAddr::new(ip, self.primary_port))
+    }
+
+    pub fn set_primary(&mut self, primary: Option<SocketAddr>) {
+        (self.primary_family, self.primary_port, self.primary_ip) = match primary {
+            None => (0, 0, [0; 16]),
+            Some(SocketAddr::V4(address)) => {
+                let mut ip = [0; 16];
+                ip[..4].copy_from_slice(&address.ip().octets());
+                (4, address.port(), ip)
+            }
+            Some(SocketAddr::V6(address)) => (6, address.port(), address.ip().octets()),
+        };
     }
 }
 
@@ -79,10 +120,24 @@ mod tests {
             applied_events: 6,
             last_timestamp: 5,
             uptime_ns: 4,
+            applied_sequence: 9,
             epoch: 3,
             role: ROLE_PRIMARY,
-            reserved: [0; 11],
+            ..NodeStatus::default()
         }
+    }
+
+    #[test]
+    fn primary_address_round_trips() {
+        let mut status = status();
+        assert_eq!(status.primary(), None);
+        for address in ["127.0.0.1:3001", "[::1]:4000"] {
+            let address: SocketAddr = address.parse().unwrap();
+            status.set_primary(Some(address));
+            assert_eq!(status.primary(), Some(address));
+        }
+        status.primary_family = 9;
+        assert_eq!(status.primary(), None, "an unknown family names no address");
     }
 
     fn decode(bytes: &[u8]) -> Result<Option<Message>, FrameError> {

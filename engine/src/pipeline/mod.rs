@@ -10,19 +10,23 @@
 //!
 //! - One sequencer thread is the input ring's only producer, so timestamps are assigned
 //!   once, in ring order, before the journal sees the input.
-//! - The business-logic thread sees an input only after the journal stage has finished the
-//!   whole ring batch it arrived in, and the journal stage commits (flushes) at the end of
-//!   every batch: an input is applied only once it is durable under the policy. Batches are
+//! - The journal stage appends each mutation and writes its journal sequence into the slot;
+//!   at the end of every ring batch it commits (flushes under `local`). Batches are
 //!   whatever is waiting, so the flush is amortised exactly as far as the load allows.
+//! - The business-logic thread applies a slot only once the watermark its durability
+//!   policy requires has passed the slot's sequence (see `gate`): explicit code, not a
+//!   consequence of when the ring publishes cursors. Under `replicated:k` that watermark
+//!   moves when standbys acknowledge, on threads the pipeline does not know.
 //! - The engine does no I/O itself: the journal stage and the outcome log are trait objects
 //!   the server supplies ([`InputLog`], [`OutcomeLog`]).
 
 mod command;
+mod gate;
 mod sequencer;
 mod stages;
 mod wait;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -33,42 +37,13 @@ use tally_codecs::wire::{Reply, Request};
 use crate::Ledger;
 
 pub use command::{Command, apply};
+pub use gate::{Durability, REPLICAS_MAX, Watermarks};
 pub use wait::Wait;
 
 /// Input ring slots by default; a slot may hold a full request (≤ 1 MiB).
 pub const RING_SLOTS_DEFAULT: usize = 256;
 /// Requests that may wait for the sequencer before submitters block.
 pub const SUBMISSION_QUEUE_DEFAULT: usize = 64;
-
-/// When a reply may be sent, relative to the journal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    /// Once written to the page cache: fast, lost on a machine crash.
-    None,
-    /// Once flushed to the local disk.
-    Local,
-}
-
-impl std::str::FromStr for Durability {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Durability, String> {
-        match text {
-            "none" => Ok(Durability::None),
-            "local" => Ok(Durability::Local),
-            other => Err(format!("unknown durability {other:?}: expected none or local")),
-        }
-    }
-}
-
-impl std::fmt::Display for Durability {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Durability::None => "none",
-            Durability::Local => "local",
-        })
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
@@ -96,10 +71,14 @@ impl Default for PipelineConfig {
 /// The journal stage, supplied by the server. Called on the journal thread, in sequence
 /// order, for mutations only.
 pub trait InputLog: Send + 'static {
-    fn append(&mut self, timestamp: u64, command: &Command);
-    /// End of a ring batch: under `Local`, make everything appended durable. A failure
-    /// must abort the process, never return.
+    /// Appends a mutation and returns its journal sequence (gapless, increasing).
+    fn append(&mut self, timestamp: u64, command: &Command) -> u64;
+    /// End of a ring batch: start making everything appended durable as the policy asks
+    /// (it may finish later, on another thread; the watermarks say when). A failure must
+    /// abort the process, never return.
     fn commit(&mut self, durability: Durability);
+    /// The watermarks the gate reads; `appended` holds the last sequence recovered.
+    fn watermarks(&self) -> Watermarks;
 }
 
 /// Where a reply goes; called on the reply-stage thread.
@@ -120,10 +99,21 @@ pub struct PipelineStats {
     applied_inputs: AtomicU64,
     applied_events: AtomicU64,
     last_timestamp: AtomicU64,
-    state_hash: Mutex<u128>,
+    /// The last applied sequence and the state hash after it, read together.
+    applied: Mutex<(u64, u128)>,
 }
 
 impl PipelineStats {
+    /// The journal sequence of the last mutation applied.
+    pub fn applied_sequence(&self) -> u64 {
+        self.applied_state().0
+    }
+
+    /// The last applied sequence and the state hash right after it: a checkpoint.
+    pub fn applied_state(&self) -> (u64, u128) {
+        *self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn applied_inputs(&self) -> u64 {
         self.applied_inputs.load(Ordering::Acquire)
     }
@@ -137,14 +127,19 @@ impl PipelineStats {
     }
 
     pub fn state_hash(&self) -> u128 {
-        *self.state_hash.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.applied_state().1
     }
 
-    fn publish(&self, inputs: u64, events: u64, ledger: &Ledger) {
+    /// Publishes the state after a batch: `ledger` holds every input up to `sequence`.
+    /// Called by the business-logic thread (a primary's, or a standby's).
+    pub fn publish(&self, sequence: u64, inputs: u64, events: u64, ledger: &Ledger) {
         self.applied_inputs.fetch_add(inputs, Ordering::AcqRel);
         self.applied_events.fetch_add(events, Ordering::AcqRel);
         self.last_timestamp.store(ledger.last_timestamp(), Ordering::Release);
-        *self.state_hash.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ledger.state_hash();
+        let mut applied = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sequence >= applied.0 {
+            *applied = (sequence, ledger.state_hash());
+        }
     }
 }
 
@@ -214,7 +209,14 @@ pub struct Pipeline {
     stats: Arc<PipelineStats>,
     sequencer: Option<JoinHandle<()>>,
     ledger_back: Receiver<Ledger>,
+    /// Releases the durability gate at shutdown, after [`STOP_GRACE`].
+    stopping: Arc<AtomicBool>,
 }
+
+/// At shutdown, how long inputs may still wait for their watermark (a standby's
+/// acknowledgement) before the gate gives up on them: they are then neither applied nor
+/// answered, and stay in the journal for a follower to truncate or a restart to replay.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 impl Pipeline {
     /// Starts the sequencer, the stages and the business-logic thread over `ledger`, which
@@ -227,13 +229,21 @@ impl Pipeline {
     ) -> Pipeline {
         let (sender, receiver) = channel::bounded(config.submission_queue.max(1));
         let stats = Arc::new(PipelineStats::default());
-        stats.publish(0, 0, &ledger);
+        let recovered = input_log.watermarks().appended.load(Ordering::Acquire);
+        stats.publish(recovered, 0, 0, &ledger);
         let (ledger_sender, ledger_back) = channel::bounded(1);
         let resume_after = ledger.last_timestamp();
-        let stages = stages::Stages { config: config.clone(), ledger, input_log, outcome_log, stats: stats.clone() };
+        let stopping = Arc::new(AtomicBool::new(false));
+        let gate = gate::Gate {
+            durability: config.durability,
+            watermarks: input_log.watermarks(),
+            stopping: stopping.clone(),
+        };
+        let stages =
+            stages::Stages { config: config.clone(), ledger, input_log, outcome_log, stats: stats.clone(), gate };
         let producer = stages.build(ledger_sender);
         let sequencer = sequencer::spawn(producer, receiver, config.tick_interval, resume_after);
-        Pipeline { submitter: Submitter { sender }, stats, sequencer: Some(sequencer), ledger_back }
+        Pipeline { submitter: Submitter { sender }, stats, sequencer: Some(sequencer), ledger_back, stopping }
     }
 
     pub fn submitter(&self) -> Submitter {
@@ -244,7 +254,8 @@ impl Pipeline {
         self.stats.clone()
     }
 
-    /// Applies everything already submitted, stops every thread and returns the ledger.
+    /// Applies everything already submitted (inputs whose watermark does not pass within
+    /// [`STOP_GRACE`] excepted), stops every thread and returns the ledger.
     pub fn shutdown(mut self) -> Ledger {
         self.stop();
         self.ledger_back.recv().expect("invariant: the business-logic thread hands the ledger back when it stops")
@@ -254,6 +265,11 @@ impl Pipeline {
         if let Some(sequencer) = self.sequencer.take() {
             // The sequencer may already be gone if a stage panicked; then there is nothing to stop.
             let _ = self.submitter.sender.send(Message::Stop);
+            let deadline = std::time::Instant::now() + STOP_GRACE;
+            while !sequencer.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.stopping.store(true, Ordering::Release);
             if sequencer.join().is_err() {
                 eprintln!("tally: the sequencer thread panicked");
             }

@@ -1,11 +1,13 @@
 //! The two rings and the stages on them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crossbeam::channel::Sender;
 use disruptor::{ProcessorSettings, Producer, Sequence, SingleConsumerBarrier, SingleProducer, build_single_producer};
 use tally_codecs::wire::Reply;
 
+use super::gate::Gate;
 use super::wait::backoff;
 use super::{Command, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo, apply};
 use crate::Ledger;
@@ -14,6 +16,8 @@ use crate::Ledger;
 /// only get `&`, so the parts the business logic moves out sit behind (uncontended) locks.
 pub(crate) struct InputSlot {
     pub timestamp: u64,
+    /// The journal sequence of a mutation, written by the journal stage; 0 for a query.
+    pub sequence: AtomicU64,
     pub request_id: u64,
     pub command: Mutex<Command>,
     pub reply_to: Mutex<Option<Arc<dyn ReplyTo>>>,
@@ -21,7 +25,13 @@ pub(crate) struct InputSlot {
 
 impl InputSlot {
     fn empty() -> InputSlot {
-        InputSlot { timestamp: 0, request_id: 0, command: Mutex::new(Command::Tick), reply_to: Mutex::new(None) }
+        InputSlot {
+            timestamp: 0,
+            sequence: AtomicU64::new(0),
+            request_id: 0,
+            command: Mutex::new(Command::Tick),
+            reply_to: Mutex::new(None),
+        }
     }
 }
 
@@ -76,6 +86,7 @@ pub(crate) struct Stages {
     pub input_log: Box<dyn InputLog>,
     pub outcome_log: Box<dyn OutcomeLog>,
     pub stats: Arc<PipelineStats>,
+    pub gate: Gate,
 }
 
 /// Owns the ledger on the business-logic thread and hands it back when the thread ends.
@@ -94,7 +105,7 @@ impl Drop for LedgerHome {
 impl Stages {
     /// Starts the output ring, then the input ring, and returns the input producer.
     pub fn build(self, ledger_back: Sender<Ledger>) -> InputProducer {
-        let Stages { config, ledger, mut input_log, mut outcome_log, stats } = self;
+        let Stages { config, ledger, mut input_log, mut outcome_log, stats, gate } = self;
         let slots = config.ring_slots.max(2).next_power_of_two();
         let wait = config.wait;
         let durability = config.durability;
@@ -120,15 +131,16 @@ impl Stages {
         let mut home = LedgerHome { ledger, back: ledger_back };
         let mut inputs = 0u64;
         let mut events = 0u64;
+        let mut applied_sequence = 0u64;
         build_single_producer(slots, InputSlot::empty, wait)
             .thread_name("journal")
             .handle_events_with(move |slot: &InputSlot, _: Sequence, end_of_batch: bool| {
                 let command = lock(&slot.command);
-                if command.is_mutation() {
-                    input_log.append(slot.timestamp, &command);
-                }
+                let sequence = if command.is_mutation() { input_log.append(slot.timestamp, &command) } else { 0 };
                 drop(command);
-                // The business-logic thread sees this batch only after this returns.
+                // The ring's cursor publishes this store to the business-logic thread.
+                slot.sequence.store(sequence, Ordering::Relaxed);
+                // Under `local` this flushes before returning; the gate does not rely on it.
                 if end_of_batch {
                     input_log.commit(durability);
                 }
@@ -138,17 +150,23 @@ impl Stages {
             .handle_events_with(move |slot: &InputSlot, _: Sequence, end_of_batch: bool| {
                 let command = std::mem::replace(&mut *lock(&slot.command), Command::Tick);
                 let reply_to = lock(&slot.reply_to).take();
-                let reply = apply(&mut home.ledger, slot.timestamp, &command);
-                inputs += 1;
-                events += command.events() as u64;
-                if reply.is_some() {
-                    let (timestamp, request_id) = (slot.timestamp, slot.request_id);
-                    publish(&mut output, |out: &mut OutputSlot| {
-                        *out = OutputSlot { timestamp, request_id, command, reply, reply_to };
-                    });
+                let sequence = slot.sequence.load(Ordering::Relaxed);
+                // The durability gate: nothing is applied, so nothing answered, before the
+                // policy's watermark has passed it. Refused only when the pipeline stops.
+                if gate.wait_for(sequence) {
+                    events += command.events() as u64;
+                    let reply = apply(&mut home.ledger, slot.timestamp, &command);
+                    if reply.is_some() {
+                        let (timestamp, request_id) = (slot.timestamp, slot.request_id);
+                        publish(&mut output, |out: &mut OutputSlot| {
+                            *out = OutputSlot { timestamp, request_id, command, reply, reply_to };
+                        });
+                    }
+                    inputs += 1;
+                    applied_sequence = applied_sequence.max(sequence);
                 }
                 if end_of_batch {
-                    stats.publish(inputs, events, &home.ledger);
+                    stats.publish(applied_sequence, inputs, events, &home.ledger);
                     (inputs, events) = (0, 0);
                 }
             })

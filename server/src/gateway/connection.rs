@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 use tally_codecs::wire::{Body, ErrorCode, FrameDecoder, FrameError, Message, encode_error_reply, encode_status_reply};
-use tally_engine::pipeline::{ReplyTo, Submitter};
+use tally_engine::pipeline::ReplyTo;
 
+use super::Frontend;
 use super::in_flight::{InFlight, Origin};
 use super::writer::{self, ConnectionReplies, Outgoing};
-use crate::node::StatusSource;
 
 /// Bytes read from the socket at a time.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -37,13 +37,41 @@ enum End {
 pub struct Connection {
     pub stream: TcpStream,
     pub peer: SocketAddr,
-    pub submitter: Submitter,
-    pub status: StatusSource,
+    pub frontend: Frontend,
 }
 
+/// How long a new connection may take to send the four bytes that say what it is.
+const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Connection {
-    /// Serves the connection until it ends, then closes it.
+    /// Serves the connection until it ends, then closes it: a replication peer (its first
+    /// frame starts with the replication magic) or a client.
     pub fn serve(self) {
+        if self.is_peer() {
+            self.frontend.peers.serve(self.stream, self.peer);
+            return;
+        }
+        self.serve_client();
+    }
+
+    fn is_peer(&self) -> bool {
+        let mut magic = [0u8; 4];
+        if self.stream.set_read_timeout(Some(IDENTIFY_TIMEOUT)).is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + IDENTIFY_TIMEOUT;
+        let peeked = loop {
+            match self.stream.peek(&mut magic) {
+                Ok(4) | Ok(0) | Err(_) => break magic,
+                Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                Ok(_) => break magic,
+            }
+        };
+        let _ = self.stream.set_read_timeout(None);
+        peeked == tally_replication::message::MAGIC
+    }
+
+    fn serve_client(self) {
         let in_flight = Arc::new(InFlight::new());
         let (queue, queued) = crossbeam::channel::unbounded();
         let writer = match self.stream.try_clone() {
@@ -135,9 +163,19 @@ impl Connection {
                     return Some(End::Refused { reason, reply: Some(ErrorCode::Malformed) });
                 };
                 let slot = in_flight.acquire(Origin { request_id: frame.request_id, client_id: frame.client_id });
+                // Only a primary serves requests, lookups included: a standby's ledger may
+                // lag, and a client should not read a balance older than one it wrote.
+                let Some(submitter) = self.frontend.peers.role.submitter() else {
+                    let mut bytes = Vec::new();
+                    encode_error_reply(frame.request_id, ErrorCode::NotPrimary, &mut bytes);
+                    if queue.send(Outgoing::Frame { bytes, slot: Some(slot) }).is_err() {
+                        in_flight.release(slot);
+                    }
+                    return None;
+                };
                 // Blocks while the pipeline's queue is full: back-pressure, this
                 // connection stops reading.
-                if self.submitter.submit(request, slot as u64, replies.clone()).is_err() {
+                if submitter.submit(request, slot as u64, replies.clone()).is_err() {
                     in_flight.release(slot);
                     return Some(End::Failed("the node is stopping".to_owned()));
                 }
@@ -146,7 +184,7 @@ impl Connection {
             Message::StatusRequest { request_id, client_id } => {
                 let slot = in_flight.acquire(Origin { request_id, client_id });
                 let mut bytes = Vec::new();
-                encode_status_reply(request_id, client_id, &self.status.read(), &mut bytes);
+                encode_status_reply(request_id, client_id, &self.frontend.status.read(), &mut bytes);
                 if queue.send(Outgoing::Frame { bytes, slot: Some(slot) }).is_err() {
                     in_flight.release(slot);
                 }

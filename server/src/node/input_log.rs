@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
-use tally_engine::pipeline::{Command, Durability, InputLog};
+use tally_engine::pipeline::{Command, Durability, InputLog, Watermarks};
 use tally_journal::Journal;
 
 use super::journal_codec;
@@ -14,32 +14,41 @@ use super::journal_codec;
 /// keep coming.
 pub const NONE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Every record of this node is written in epoch 0 until replication brings epochs.
-pub const EPOCH: u32 = 0;
-
 pub struct JournalInputLog {
     /// Always `Some` until dropped; taken then to close the journal cleanly.
     journal: Option<Journal>,
     /// Reused for every payload, so appending allocates nothing once it has grown.
     payload: Vec<u8>,
-    last_sequence: Arc<AtomicU64>,
+    /// `appended` is the last sequence appended (durable or not), also for status.
+    watermarks: Watermarks,
     /// Sequences of appended requests, for the outcome log (see `OutcomeFile`).
     sequences: Sender<u64>,
     /// The oldest snapshot kept, from the snapshotter: segments it covers may go.
     retained_from: Option<Receiver<u64>>,
     last_flush: Instant,
+    /// The epoch this node is primary in: every record it appends carries it.
+    epoch: u32,
 }
 
 impl JournalInputLog {
-    pub fn new(journal: Journal, sequences: Sender<u64>, retained_from: Option<Receiver<u64>>) -> JournalInputLog {
-        let last_sequence = Arc::new(AtomicU64::new(journal.last_sequence()));
+    /// `replicated` is the watermark the replication stage advances as standbys acknowledge.
+    pub fn new(
+        journal: Journal,
+        sequences: Sender<u64>,
+        retained_from: Option<Receiver<u64>>,
+        replicated: Arc<AtomicU64>,
+        epoch: u32,
+    ) -> JournalInputLog {
+        let appended = Arc::new(AtomicU64::new(journal.last_sequence()));
+        let watermarks = Watermarks { appended, flushed: journal.durable_mark(), replicated };
         JournalInputLog {
             journal: Some(journal),
             payload: Vec::new(),
-            last_sequence,
+            watermarks,
             sequences,
             retained_from,
             last_flush: Instant::now(),
+            epoch,
         }
     }
 
@@ -59,13 +68,13 @@ impl JournalInputLog {
 
     /// The last sequence appended (durable or not), for status.
     pub fn last_sequence(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.last_sequence)
+        Arc::clone(&self.watermarks.appended)
     }
 }
 
 impl InputLog for JournalInputLog {
-    fn append(&mut self, timestamp: u64, command: &Command) {
-        let Some(journal) = self.journal.as_mut() else { return };
+    fn append(&mut self, timestamp: u64, command: &Command) -> u64 {
+        let Some(journal) = self.journal.as_mut() else { stop("append after the journal was closed") };
         self.payload.clear();
         journal_codec::encode(command, &mut self.payload);
         // The sequencer's clock starts from the wall clock, which may have stepped back
@@ -74,13 +83,14 @@ impl InputLog for JournalInputLog {
         // max(timestamp, last + 1), and the journal's last timestamp is at most the
         // ledger's, so replaying the raised value gives the same commit timestamps.
         let timestamp = timestamp.max(journal.last_timestamp());
-        match journal.append(EPOCH, timestamp, command.operation() as u8, &self.payload) {
+        match journal.append(self.epoch, timestamp, command.operation() as u8, &self.payload) {
             Ok(sequence) => {
-                self.last_sequence.store(sequence, Ordering::Release);
+                self.watermarks.appended.store(sequence, Ordering::Release);
                 if matches!(command, Command::Request(_)) {
                     // The outcome log may have stopped; the journal does not depend on it.
                     let _ = self.sequences.send(sequence);
                 }
+                sequence
             }
             // The input would be applied without being journaled, and the state would no
             // longer be a function of the journal: stop, as for a failed flush.
@@ -93,16 +103,19 @@ impl InputLog for JournalInputLog {
         // Under `none` replies do not wait for the disk, but the journal still reaches it
         // within a bounded time, as a database's asynchronous commit does: the durable
         // mark then moves, and snapshots and segment retention keep working.
-        let due = match durability {
-            Durability::Local => true,
-            Durability::None => self.last_flush.elapsed() >= NONE_FLUSH_INTERVAL,
-        };
+        // Under `replicated:k` alone the standbys' disks hold the data; the local flush
+        // follows on the same bounded schedule as under `none`.
+        let due = durability.flushes_locally() || self.last_flush.elapsed() >= NONE_FLUSH_INTERVAL;
         if due {
             // Aborts the process on failure (the journal's flush-failure hook).
             journal.flush();
             self.last_flush = Instant::now();
         }
         self.remove_covered_segments();
+    }
+
+    fn watermarks(&self) -> Watermarks {
+        self.watermarks.clone()
     }
 }
 

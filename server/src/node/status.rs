@@ -5,16 +5,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use tally_codecs::wire::NodeStatus;
-use tally_codecs::wire::admin::ROLE_PRIMARY;
 use tally_engine::pipeline::PipelineStats;
 
-use super::input_log::EPOCH;
+use super::role::Role;
 
 #[derive(Clone)]
 pub struct StatusSource {
     stats: Arc<PipelineStats>,
     last_sequence: Arc<AtomicU64>,
     durable_sequence: Arc<AtomicU64>,
+    role: Arc<Role>,
     started: Instant,
 }
 
@@ -23,23 +23,32 @@ impl StatusSource {
         stats: Arc<PipelineStats>,
         last_sequence: Arc<AtomicU64>,
         durable_sequence: Arc<AtomicU64>,
+        role: Arc<Role>,
         started: Instant,
     ) -> StatusSource {
-        StatusSource { stats, last_sequence, durable_sequence, started }
+        StatusSource { stats, last_sequence, durable_sequence, role, started }
+    }
+
+    pub fn role(&self) -> &Arc<Role> {
+        &self.role
     }
 
     pub fn read(&self) -> NodeStatus {
-        NodeStatus {
-            state_hash: self.stats.state_hash(),
+        let (applied_sequence, state_hash) = self.stats.applied_state();
+        let mut status = NodeStatus {
+            state_hash,
             last_sequence: self.last_sequence.load(Ordering::Acquire),
             durable_sequence: self.durable_sequence.load(Ordering::Acquire),
             applied_inputs: self.stats.applied_inputs(),
             applied_events: self.stats.applied_events(),
             last_timestamp: self.stats.last_timestamp(),
             uptime_ns: u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX),
-            epoch: EPOCH,
-            role: ROLE_PRIMARY,
-            reserved: [0; 11],
-        }
+            applied_sequence,
+            epoch: self.role.epoch(),
+            role: self.role.kind().wire(),
+            ..NodeStatus::default()
+        };
+        status.set_primary(self.role.primary());
+        status
     }
 }

@@ -1,0 +1,166 @@
+//! Promotion: the rule by which a standby becomes primary of a new epoch without losing an
+//! acknowledged input (docs/design.md, "Replication", has the proof sketch).
+//!
+//! With N nodes and a policy that waits for k standbys, an acknowledged input is held by
+//! k + 1 nodes. A candidate for epoch e + 1 collects promises from N − k nodes (itself
+//! included); any N − k nodes and any k + 1 nodes share at least one, so some promiser holds
+//! every acknowledged input. Each promiser reports its log's last (epoch, sequence); the
+//! candidate takes the log that is longest in the highest epoch, fetches what it lacks from
+//! that promiser, and only then serves. A promiser refuses anything of a lower epoch from
+//! then on, which leaves the old primary fewer than k nodes to acknowledge with.
+
+use std::collections::BTreeMap;
+
+use crate::message::{LogPosition, Message};
+
+/// The acceptor's rule, on every node: promise a higher epoch (after persisting it), tell
+/// a lower or equal one about the epoch already promised.
+pub fn on_prepare(current_epoch: u32, position: LogPosition, epoch: u32) -> Prepared {
+    if epoch <= current_epoch {
+        return Prepared::Refuse(Message::NewerEpoch { epoch: current_epoch });
+    }
+    Prepared::Promise { persist_epoch: epoch, reply: Message::Promise { epoch, position } }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Prepared {
+    /// Persist (fsync) `persist_epoch`, stop acting in any older epoch, then send `reply`.
+    Promise {
+        persist_epoch: u32,
+        reply: Message,
+    },
+    Refuse(Message),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ElectionError {
+    #[error("a node already holds epoch {epoch}, at least as new as the one asked for")]
+    Superseded { epoch: u32 },
+    #[error("only {promised} of the {needed} nodes needed promised epoch {epoch}")]
+    NotEnoughPromises { epoch: u32, promised: usize, needed: usize },
+}
+
+/// What the candidate does once the rule is met.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub epoch: u32,
+    /// The promiser whose log to fetch from, or `None` when the candidate's own log is the
+    /// longest in the highest epoch.
+    pub source: Option<String>,
+    /// The log the new primary must hold before it serves.
+    pub target: LogPosition,
+}
+
+pub struct Election {
+    epoch: u32,
+    needed: usize,
+    own: LogPosition,
+    promises: BTreeMap<String, LogPosition>,
+}
+
+impl Election {
+    /// A candidate holding `own`, in a replica set of `nodes`, asks for `epoch` under a
+    /// policy that waits for `replicas` standbys. Send the returned `Prepare` to every peer.
+    pub fn start(epoch: u32, own: LogPosition, nodes: usize, replicas: usize) -> (Election, Message) {
+        let needed = nodes.saturating_sub(replicas).max(1);
+        (Election { epoch, needed, own, promises: BTreeMap::new() }, Message::Prepare { epoch })
+    }
+
+    pub fn needed(&self) -> usize {
+        self.needed
+    }
+
+    /// Promises so far, the candidate's own included.
+    pub fn promised(&self) -> usize {
+        self.promises.len() + 1
+    }
+
+    /// A peer's answer to the `Prepare`.
+    pub fn on_message(&mut self, peer: &str, message: &Message) -> Result<(), ElectionError> {
+        match *message {
+            Message::Promise { epoch, position } if epoch == self.epoch => {
+                self.promises.insert(peer.to_owned(), position);
+                Ok(())
+            }
+            Message::NewerEpoch { epoch } if epoch >= self.epoch => Err(ElectionError::Superseded { epoch }),
+            // A stale answer to an older election: ignored.
+            _ => Ok(()),
+        }
+    }
+
+    /// The decision once N − k nodes have promised; `None` until then.
+    pub fn decision(&self) -> Option<Decision> {
+        (self.promised() >= self.needed).then(|| self.decide())
+    }
+
+    /// `--force`: decide with whatever promises arrived, and say how many of the nodes
+    /// the rule needs did not promise. Any input acknowledged after the decided log's
+    /// last sequence may be held only by those nodes, and is lost by forcing.
+    pub fn force(&self) -> (Decision, usize) {
+        (self.decide(), self.needed.saturating_sub(self.promised()))
+    }
+
+    /// Refusal without `--force`.
+    pub fn refuse(&self) -> ElectionError {
+        ElectionError::NotEnoughPromises { epoch: self.epoch, promised: self.promised(), needed: self.needed }
+    }
+
+    fn decide(&self) -> Decision {
+        let mut best = (None, self.own);
+        for (peer, position) in &self.promises {
+            let longer = (position.last_epoch, position.last_sequence) > (best.1.last_epoch, best.1.last_sequence);
+            if longer {
+                best = (Some(peer.clone()), *position);
+            }
+        }
+        Decision { epoch: self.epoch, source: best.0, target: best.1 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(last_epoch: u32, last_sequence: u64) -> LogPosition {
+        LogPosition { last_epoch, last_sequence, last_chain: [last_sequence as u8; 16] }
+    }
+
+    #[test]
+    fn acceptors_promise_only_higher_epochs() {
+        assert_eq!(
+            on_prepare(3, at(3, 9), 4),
+            Prepared::Promise { persist_epoch: 4, reply: Message::Promise { epoch: 4, position: at(3, 9) } }
+        );
+        assert_eq!(on_prepare(4, at(3, 9), 4), Prepared::Refuse(Message::NewerEpoch { epoch: 4 }));
+    }
+
+    #[test]
+    fn the_candidate_waits_for_n_minus_k_and_takes_the_longest_log_in_the_highest_epoch() {
+        // N = 3, replicated:1: the candidate and one more.
+        let (mut election, prepare) = Election::start(5, at(3, 10), 3, 1);
+        assert_eq!(prepare, Message::Prepare { epoch: 5 });
+        assert_eq!(election.decision(), None);
+        // A longer log of an older epoch loses to a shorter one of a newer epoch.
+        election.on_message("b", &Message::Promise { epoch: 5, position: at(2, 50) }).unwrap();
+        assert_eq!(election.decision(), Some(Decision { epoch: 5, source: None, target: at(3, 10) }));
+        election.on_message("c", &Message::Promise { epoch: 5, position: at(3, 12) }).unwrap();
+        assert_eq!(election.decision(), Some(Decision { epoch: 5, source: Some("c".into()), target: at(3, 12) }));
+    }
+
+    #[test]
+    fn too_few_promises_refuse_unless_forced_and_a_newer_epoch_ends_the_election() {
+        // N = 3, replicated:0 would need all three.
+        let (mut election, _) = Election::start(2, at(1, 4), 3, 0);
+        election.on_message("b", &Message::Promise { epoch: 2, position: at(1, 3) }).unwrap();
+        assert_eq!(election.decision(), None);
+        assert_eq!(election.refuse(), ElectionError::NotEnoughPromises { epoch: 2, promised: 2, needed: 3 });
+        let (decision, missing) = election.force();
+        assert_eq!((decision.source, missing), (None, 1));
+        assert_eq!(
+            election.on_message("c", &Message::NewerEpoch { epoch: 2 }),
+            Err(ElectionError::Superseded { epoch: 2 })
+        );
+        assert_eq!(election.on_message("c", &Message::Promise { epoch: 1, position: at(1, 9) }), Ok(()));
+        assert_eq!(election.promised(), 2, "a promise for another epoch does not count");
+    }
+}

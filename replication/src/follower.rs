@@ -1,0 +1,232 @@
+//! The standby's side: accept the primary's records in order, have them appended and made
+//! durable, acknowledge, and compare the primary's state-hash checkpoints with its own.
+//!
+//! The driver owns the journal and the ledger; this core says what to do with each record
+//! and checks what the driver reports back.
+
+use std::collections::VecDeque;
+
+use crate::ChainHash;
+use crate::message::{LogPosition, Message, Record};
+
+/// Checkpoints waiting for the standby to apply their sequence, at most.
+const CHECKPOINTS_PENDING_MAX: usize = 64;
+
+/// Why a standby must stop following (loudly: these are never retried silently).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FollowError {
+    #[error("record {got} arrived where {expected} was expected")]
+    Gap { expected: u64, got: u64 },
+    #[error("record {sequence} has epoch {record_epoch}, outside {last_epoch}..={message_epoch}")]
+    EpochOrder { sequence: u64, record_epoch: u32, last_epoch: u32, message_epoch: u32 },
+    #[error("record {sequence}: the primary's chain hash differs from the one appending it here gave")]
+    ChainMismatch { sequence: u64 },
+    #[error("state diverged at sequence {sequence}: primary {primary:#034x}, this standby {standby:#034x}")]
+    StateDiverged { sequence: u64, primary: u128, standby: u128 },
+}
+
+/// What the driver must do for a batch of records.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A message from an older epoch: answer it with this and drop the records.
+    Answer(Message),
+    /// Persist (fsync) this epoch before appending anything of it.
+    PersistEpoch(u32),
+}
+
+pub struct Follower {
+    epoch: u32,
+    position: LogPosition,
+    /// Chains the primary sent for records appended but not yet confirmed by the driver.
+    expected: VecDeque<(u64, ChainHash)>,
+    /// Epoch of the last record checked by [`Follower::on_records`].
+    checked_epoch: u32,
+    acked: u64,
+}
+
+impl Follower {
+    /// A follower whose journal ends at `position`, knowing `epoch` (from its epoch file).
+    pub fn new(epoch: u32, position: LogPosition) -> Follower {
+        let checked_epoch = position.last_epoch;
+        Follower { epoch, position, expected: VecDeque::new(), checked_epoch, acked: 0 }
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    pub fn position(&self) -> LogPosition {
+        self.position
+    }
+
+    /// The first message on an authenticated connection to the primary.
+    pub fn subscribe(&self, node: &str) -> Message {
+        Message::Subscribe { epoch: self.epoch, node: node.to_owned(), position: self.position }
+    }
+
+    /// Checks a batch of records before the driver appends them. `Ok(steps)` lists what
+    /// to do first; then append every record, calling [`Follower::appended`] for each.
+    pub fn on_records(&mut self, epoch: u32, records: &[Record]) -> Result<Vec<Step>, FollowError> {
+        if epoch < self.epoch {
+            return Ok(vec![Step::Answer(Message::NewerEpoch { epoch: self.epoch })]);
+        }
+        let mut steps = Vec::new();
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            steps.push(Step::PersistEpoch(epoch));
+        }
+        let first = self.position.last_sequence + 1 + self.expected.len() as u64;
+        let mut last_epoch = self.checked_epoch;
+        for (expected, record) in (first..).zip(records) {
+            if record.sequence != expected {
+                return Err(FollowError::Gap { expected, got: record.sequence });
+            }
+            if record.epoch < last_epoch || record.epoch > epoch {
+                return Err(FollowError::EpochOrder {
+                    sequence: record.sequence,
+                    record_epoch: record.epoch,
+                    last_epoch,
+                    message_epoch: epoch,
+                });
+            }
+            last_epoch = record.epoch;
+        }
+        self.checked_epoch = last_epoch;
+        self.expected.extend(records.iter().map(|record| (record.sequence, record.chain)));
+        Ok(steps)
+    }
+
+    /// The driver appended record `sequence` (of `epoch`) and its journal computed `chain`.
+    pub fn appended(&mut self, sequence: u64, epoch: u32, chain: ChainHash) -> Result<(), FollowError> {
+        let Some((expected_sequence, expected_chain)) = self.expected.pop_front() else {
+            return Err(FollowError::Gap { expected: self.position.last_sequence + 1, got: sequence });
+        };
+        if expected_sequence != sequence {
+            return Err(FollowError::Gap { expected: expected_sequence, got: sequence });
+        }
+        if expected_chain != chain {
+            return Err(FollowError::ChainMismatch { sequence });
+        }
+        self.position = LogPosition { last_epoch: epoch, last_sequence: sequence, last_chain: chain };
+        Ok(())
+    }
+
+    /// Everything up to `durable_sequence` is on this standby's disk: the ack to send.
+    pub fn durable(&mut self, durable_sequence: u64) -> Option<Message> {
+        if durable_sequence <= self.acked {
+            return None;
+        }
+        self.acked = durable_sequence;
+        Some(Message::Ack { epoch: self.epoch, durable_sequence })
+    }
+}
+
+/// The primary's state-hash checkpoints, compared on the standby's business-logic thread
+/// as it applies each checkpoint's sequence.
+#[derive(Default)]
+pub struct Checkpoints {
+    pending: VecDeque<(u64, u128)>,
+}
+
+impl Checkpoints {
+    /// The primary's hash after `sequence`. Compared at once if this standby is exactly
+    /// there (`applied`, `state_hash`), kept for later if it is behind, and dropped if it is
+    /// already past (the next checkpoint will be compared).
+    pub fn on_checkpoint(
+        &mut self,
+        sequence: u64,
+        primary: u128,
+        applied: u64,
+        state_hash: u128,
+    ) -> Result<(), FollowError> {
+        if sequence == applied && primary != state_hash {
+            return Err(FollowError::StateDiverged { sequence, primary, standby: state_hash });
+        }
+        if sequence > applied {
+            if self.pending.len() == CHECKPOINTS_PENDING_MAX {
+                self.pending.pop_front();
+            }
+            self.pending.push_back((sequence, primary));
+        }
+        Ok(())
+    }
+
+    /// Whether the state hash is wanted right after applying `sequence`.
+    pub fn wants_hash_at(&self, sequence: u64) -> bool {
+        self.pending.front().is_some_and(|&(at, _)| at == sequence)
+    }
+
+    /// The standby applied `sequence`; `state_hash` is its hash then, if it was wanted.
+    pub fn applied(&mut self, sequence: u64, state_hash: Option<u128>) -> Result<(), FollowError> {
+        while let Some(&(at, primary)) = self.pending.front() {
+            if at > sequence {
+                break;
+            }
+            self.pending.pop_front();
+            if at == sequence
+                && let Some(standby) = state_hash
+                && standby != primary
+            {
+                return Err(FollowError::StateDiverged { sequence, primary, standby });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(sequence: u64, epoch: u32) -> Record {
+        Record { sequence, epoch, timestamp: sequence, operation: 1, chain: [sequence as u8; 16], payload: vec![] }
+    }
+
+    fn follower() -> Follower {
+        Follower::new(2, LogPosition { last_epoch: 2, last_sequence: 10, last_chain: [10; 16] })
+    }
+
+    #[test]
+    fn records_in_order_are_appended_and_acknowledged() {
+        let mut follower = follower();
+        assert_eq!(follower.on_records(2, &[record(11, 2), record(12, 2)]), Ok(vec![]));
+        assert_eq!(follower.appended(11, 2, [11; 16]), Ok(()));
+        assert_eq!(follower.on_records(2, &[record(13, 2)]), Ok(vec![]), "continues after those in flight");
+        assert_eq!(follower.appended(12, 2, [12; 16]), Ok(()));
+        assert_eq!(follower.durable(12), Some(Message::Ack { epoch: 2, durable_sequence: 12 }));
+        assert_eq!(follower.durable(12), None);
+        assert_eq!(follower.position().last_sequence, 12);
+    }
+
+    #[test]
+    fn gaps_epoch_regressions_and_chain_mismatches_stop_the_standby() {
+        let mut follower = follower();
+        assert_eq!(follower.on_records(2, &[record(12, 2)]), Err(FollowError::Gap { expected: 11, got: 12 }));
+        assert!(matches!(follower.on_records(2, &[record(11, 1)]), Err(FollowError::EpochOrder { .. })));
+        assert!(matches!(follower.on_records(2, &[record(11, 3)]), Err(FollowError::EpochOrder { .. })));
+        assert_eq!(follower.on_records(2, &[record(11, 2)]), Ok(vec![]));
+        assert_eq!(follower.appended(11, 2, [99; 16]), Err(FollowError::ChainMismatch { sequence: 11 }));
+    }
+
+    #[test]
+    fn an_older_epoch_is_told_the_newer_one_and_a_newer_one_is_persisted_first() {
+        let mut follower = follower();
+        assert_eq!(follower.on_records(1, &[record(11, 1)]), Ok(vec![Step::Answer(Message::NewerEpoch { epoch: 2 })]));
+        assert_eq!(follower.on_records(3, &[record(11, 3)]), Ok(vec![Step::PersistEpoch(3)]));
+        assert_eq!(follower.epoch(), 3);
+    }
+
+    #[test]
+    fn a_checkpoint_that_disagrees_is_divergence() {
+        let mut checkpoints = Checkpoints::default();
+        assert_eq!(checkpoints.on_checkpoint(20, 7, 10, 0), Ok(()));
+        assert_eq!(checkpoints.on_checkpoint(30, 8, 10, 0), Ok(()));
+        assert!(checkpoints.wants_hash_at(20));
+        assert_eq!(checkpoints.applied(19, None), Ok(()));
+        assert_eq!(checkpoints.applied(20, Some(7)), Ok(()));
+        let diverged = Err(FollowError::StateDiverged { sequence: 30, primary: 8, standby: 9 });
+        assert_eq!(checkpoints.applied(30, Some(9)), diverged);
+        assert_eq!(checkpoints.on_checkpoint(30, 8, 30, 9), diverged, "compared at once when exactly there");
+        assert_eq!(checkpoints.on_checkpoint(25, 8, 30, 9), Ok(()), "one already passed is dropped");
+    }
+}

@@ -1,0 +1,445 @@
+//! Replication messages and their frames: bytes in, messages out, no I/O.
+//!
+//! A frame is a 16-byte header and a payload:
+//!
+//! ```text
+//! magic "TREP" | kind u8 | 3 zero | payload_bytes u32 | crc32c u32 (header with this field zeroed, then payload)
+//! ```
+//!
+//! The magic differs from the client protocol's "TALY", so a node's single port tells a
+//! peer from a client by the first four bytes. All integers are little-endian. Every field
+//! read from a peer is bounds-checked; a frame that does not decode is an error, never a
+//! panic.
+
+use crate::{ChainHash, Mac, Nonce};
+
+pub const MAGIC: [u8; 4] = *b"TREP";
+pub const HEADER_BYTES: usize = 16;
+/// Largest payload: a batch of records of up to 2 MiB each is split to fit.
+pub const PAYLOAD_BYTES_MAX: usize = 8 << 20;
+/// Longest cluster id.
+pub const CLUSTER_ID_BYTES_MAX: usize = 64;
+/// Most records in one `Records` message.
+pub const RECORDS_PER_MESSAGE_MAX: usize = 4096;
+
+/// One journal record as shipped: everything a standby needs to append the identical
+/// record and to check that its chain hash comes out the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub sequence: u64,
+    pub epoch: u32,
+    pub timestamp: u64,
+    pub operation: u8,
+    pub chain: ChainHash,
+    pub payload: Vec<u8>,
+}
+
+/// What a follower reports about its log, in a subscribe or a promise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogPosition {
+    pub last_epoch: u32,
+    pub last_sequence: u64,
+    pub last_chain: ChainHash,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// The connecting side's first frame.
+    Hello { cluster_id: String, nonce: Nonce },
+    /// The accepting side proves the secret over both nonces and sends its own.
+    Challenge { nonce: Nonce, proof: Mac },
+    /// The connecting side proves the secret in turn.
+    Proof { proof: Mac },
+    /// A standby (named by its own address, stable across reconnections) asks for every
+    /// record after `position`, whose chain must match the primary's.
+    Subscribe { epoch: u32, node: String, position: LogPosition },
+    /// The primary's records, in sequence order, gapless.
+    Records { epoch: u32, records: Vec<Record> },
+    /// The primary no longer holds the records a subscriber needs: a snapshot follows in
+    /// chunks, covering `sequence`, whose last record's chain is `chain`.
+    SnapshotChunk { epoch: u32, sequence: u64, chain: ChainHash, total_bytes: u64, offset: u64, bytes: Vec<u8> },
+    /// The primary's state hash after applying `sequence`.
+    Checkpoint { epoch: u32, sequence: u64, state_hash: u128 },
+    /// A standby holds everything up to `durable_sequence` on its disk.
+    Ack { epoch: u32, durable_sequence: u64 },
+    /// A candidate asks for a promise not to follow anyone of a lower epoch.
+    Prepare { epoch: u32 },
+    /// The promise, with the log the promiser holds.
+    Promise { epoch: u32, position: LogPosition },
+    /// Records `from..=to` please (a candidate catching up, or a repair).
+    Fetch { epoch: u32, from: u64, to: u64 },
+    /// The sender knows a higher epoch than the message it answers.
+    NewerEpoch { epoch: u32 },
+    /// The sender refuses, for the reason given; the connection then closes.
+    Refused { reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("bad magic: the peer does not speak Tally replication")]
+    BadMagic,
+    #[error("reserved header bytes are not zero")]
+    Reserved,
+    #[error("payload of {0} bytes exceeds the limit")]
+    TooLarge(u32),
+    #[error("bad checksum")]
+    BadChecksum,
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    #[error("{0}")]
+    Malformed(&'static str),
+}
+
+const KIND_HELLO: u8 = 1;
+const KIND_CHALLENGE: u8 = 2;
+const KIND_PROOF: u8 = 3;
+const KIND_SUBSCRIBE: u8 = 4;
+const KIND_RECORDS: u8 = 5;
+const KIND_SNAPSHOT_CHUNK: u8 = 6;
+const KIND_CHECKPOINT: u8 = 7;
+const KIND_ACK: u8 = 8;
+const KIND_PREPARE: u8 = 9;
+const KIND_PROMISE: u8 = 10;
+const KIND_FETCH: u8 = 11;
+const KIND_NEWER_EPOCH: u8 = 12;
+const KIND_REFUSED: u8 = 13;
+
+impl Message {
+    /// Appends this message as one frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; HEADER_BYTES]);
+        let kind = self.encode_payload(out);
+        let payload_bytes = u32::try_from(out.len() - start - HEADER_BYTES).unwrap_or(u32::MAX);
+        let header = &mut out[start..start + HEADER_BYTES];
+        header[..4].copy_from_slice(&MAGIC);
+        header[4] = kind;
+        header[8..12].copy_from_slice(&payload_bytes.to_le_bytes());
+        let crc =
+            crc32c::crc32c_append(crc32c::crc32c(&out[start..start + HEADER_BYTES]), &out[start + HEADER_BYTES..]);
+        out[start + 12..start + 16].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn encode_payload(&self, out: &mut Vec<u8>) -> u8 {
+        match self {
+            Message::Hello { cluster_id, nonce } => {
+                put_bytes(out, cluster_id.as_bytes());
+                out.extend_from_slice(nonce);
+                KIND_HELLO
+            }
+            Message::Challenge { nonce, proof } => {
+                out.extend_from_slice(nonce);
+                out.extend_from_slice(proof);
+                KIND_CHALLENGE
+            }
+            Message::Proof { proof } => {
+                out.extend_from_slice(proof);
+                KIND_PROOF
+            }
+            Message::Subscribe { epoch, node, position } => {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                put_bytes(out, node.as_bytes());
+                put_position(out, position);
+                KIND_SUBSCRIBE
+            }
+            Message::Records { epoch, records } => {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+                for record in records {
+                    out.extend_from_slice(&record.sequence.to_le_bytes());
+                    out.extend_from_slice(&record.epoch.to_le_bytes());
+                    out.extend_from_slice(&record.timestamp.to_le_bytes());
+                    out.push(record.operation);
+                    out.extend_from_slice(&record.chain);
+                    put_bytes(out, &record.payload);
+                }
+                KIND_RECORDS
+            }
+            Message::SnapshotChunk { epoch, sequence, chain, total_bytes, offset, bytes } => {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                out.extend_from_slice(&sequence.to_le_bytes());
+                out.extend_from_slice(chain);
+                out.extend_from_slice(&total_bytes.to_le_bytes());
+                out.extend_from_slice(&offset.to_le_bytes());
+                put_bytes(out, bytes);
+                KIND_SNAPSHOT_CHUNK
+            }
+            Message::Checkpoint { epoch, sequence, state_hash } => {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                out.extend_from_slice(&sequence.to_le_bytes());
+                out.extend_from_slice(&state_hash.to_le_bytes());
+                KIND_CHECKPOINT
+            }
+            Message::Ack { epoch, durable_sequence } => {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                out.extend_from_slice(&durable_sequence.to_le_bytes());
+                KIND_ACK
+            }
+            Message::Prepare { epoch } => {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                KIND_PREPARE
+            }
+            Message::Promise { epoch, position } => {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                put_position(out, position);
+                KIND_PROMISE
+            }
+            Message::Fetch { epoch, from, to } => {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                out.extend_from_slice(&from.to_le_bytes());
+                out.extend_from_slice(&to.to_le_bytes());
+                KIND_FETCH
+            }
+            Message::NewerEpoch { epoch } => {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                KIND_NEWER_EPOCH
+            }
+            Message::Refused { reason } => {
+                put_bytes(out, reason.as_bytes());
+                KIND_REFUSED
+            }
+        }
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_position(out: &mut Vec<u8>, position: &LogPosition) {
+    out.extend_from_slice(&position.last_epoch.to_le_bytes());
+    out.extend_from_slice(&position.last_sequence.to_le_bytes());
+    out.extend_from_slice(&position.last_chain);
+}
+
+/// Reads fields off a payload, failing (never panicking) when it runs short.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, count: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < count {
+            return Err(DecodeError::Malformed("payload ends inside a field"));
+        }
+        let (head, rest) = self.0.split_at(count);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut array = [0u8; N];
+        array.copy_from_slice(self.take(N)?);
+        Ok(array)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn u128(&mut self) -> Result<u128, DecodeError> {
+        Ok(u128::from_le_bytes(self.array()?))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let length = self.u32()? as usize;
+        self.take(length)
+    }
+
+    fn text(&mut self, max: usize) -> Result<String, DecodeError> {
+        let bytes = self.bytes()?;
+        if bytes.len() > max {
+            return Err(DecodeError::Malformed("text field too long"));
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Malformed("text field is not UTF-8"))
+    }
+
+    fn position(&mut self) -> Result<LogPosition, DecodeError> {
+        Ok(LogPosition { last_epoch: self.u32()?, last_sequence: self.u64()?, last_chain: self.array()? })
+    }
+
+    fn end(self) -> Result<(), DecodeError> {
+        if self.0.is_empty() { Ok(()) } else { Err(DecodeError::Malformed("bytes after the last field")) }
+    }
+}
+
+/// Turns a byte stream into messages. After an error the stream cannot be trusted; the
+/// caller closes the connection.
+#[derive(Debug, Default)]
+pub struct MessageDecoder {
+    buffer: Vec<u8>,
+    consumed: usize,
+}
+
+impl MessageDecoder {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.consumed > 0 {
+            self.buffer.drain(..self.consumed);
+            self.consumed = 0;
+        }
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next complete message, or `Ok(None)` if more bytes are needed.
+    pub fn next_message(&mut self) -> Result<Option<Message>, DecodeError> {
+        let pending = &self.buffer[self.consumed..];
+        let Some(header) = pending.get(..HEADER_BYTES) else { return Ok(None) };
+        if header[..4] != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        if header[5..8] != [0; 3] {
+            return Err(DecodeError::Reserved);
+        }
+        let payload_bytes = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+        if payload_bytes as usize > PAYLOAD_BYTES_MAX {
+            return Err(DecodeError::TooLarge(payload_bytes));
+        }
+        let Some(frame) = pending.get(..HEADER_BYTES + payload_bytes as usize) else { return Ok(None) };
+        let expected = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+        let mut zeroed = [0u8; HEADER_BYTES];
+        zeroed[..12].copy_from_slice(&header[..12]);
+        if crc32c::crc32c_append(crc32c::crc32c(&zeroed), &frame[HEADER_BYTES..]) != expected {
+            return Err(DecodeError::BadChecksum);
+        }
+        let message = decode_payload(header[4], &frame[HEADER_BYTES..])?;
+        self.consumed += frame.len();
+        Ok(Some(message))
+    }
+}
+
+fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, DecodeError> {
+    let mut fields = Fields(payload);
+    let message = match kind {
+        KIND_HELLO => Message::Hello { cluster_id: fields.text(CLUSTER_ID_BYTES_MAX)?, nonce: fields.array()? },
+        KIND_CHALLENGE => Message::Challenge { nonce: fields.array()?, proof: fields.array()? },
+        KIND_PROOF => Message::Proof { proof: fields.array()? },
+        KIND_SUBSCRIBE => Message::Subscribe {
+            epoch: fields.u32()?,
+            node: fields.text(CLUSTER_ID_BYTES_MAX)?,
+            position: fields.position()?,
+        },
+        KIND_RECORDS => {
+            let epoch = fields.u32()?;
+            let count = fields.u32()? as usize;
+            if count > RECORDS_PER_MESSAGE_MAX {
+                return Err(DecodeError::Malformed("too many records in one message"));
+            }
+            let mut records = Vec::with_capacity(count);
+            for _ in 0..count {
+                records.push(Record {
+                    sequence: fields.u64()?,
+                    epoch: fields.u32()?,
+                    timestamp: fields.u64()?,
+                    operation: fields.u8()?,
+                    chain: fields.array()?,
+                    payload: fields.bytes()?.to_vec(),
+                });
+            }
+            Message::Records { epoch, records }
+        }
+        KIND_SNAPSHOT_CHUNK => Message::SnapshotChunk {
+            epoch: fields.u32()?,
+            sequence: fields.u64()?,
+            chain: fields.array()?,
+            total_bytes: fields.u64()?,
+            offset: fields.u64()?,
+            bytes: fields.bytes()?.to_vec(),
+        },
+        KIND_CHECKPOINT => {
+            Message::Checkpoint { epoch: fields.u32()?, sequence: fields.u64()?, state_hash: fields.u128()? }
+        }
+        KIND_ACK => Message::Ack { epoch: fields.u32()?, durable_sequence: fields.u64()? },
+        KIND_PREPARE => Message::Prepare { epoch: fields.u32()? },
+        KIND_PROMISE => Message::Promise { epoch: fields.u32()?, position: fields.position()? },
+        KIND_FETCH => Message::Fetch { epoch: fields.u32()?, from: fields.u64()?, to: fields.u64()? },
+        KIND_NEWER_EPOCH => Message::NewerEpoch { epoch: fields.u32()? },
+        KIND_REFUSED => Message::Refused { reason: fields.text(1024)? },
+        other => return Err(DecodeError::UnknownKind(other)),
+    };
+    fields.end()?;
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Message> {
+        let position = LogPosition { last_epoch: 2, last_sequence: 9, last_chain: [7; 16] };
+        let record =
+            Record { sequence: 10, epoch: 2, timestamp: 99, operation: 3, chain: [1; 16], payload: vec![4, 5] };
+        vec![
+            Message::Hello { cluster_id: "c1".into(), nonce: [3; 32] },
+            Message::Challenge { nonce: [4; 32], proof: [5; 32] },
+            Message::Proof { proof: [6; 32] },
+            Message::Subscribe { epoch: 2, node: "127.0.0.1:3001".into(), position },
+            Message::Records { epoch: 2, records: vec![record.clone(), Record { sequence: 11, ..record }] },
+            Message::SnapshotChunk {
+                epoch: 1,
+                sequence: 5,
+                chain: [2; 16],
+                total_bytes: 3,
+                offset: 0,
+                bytes: vec![1, 2, 3],
+            },
+            Message::Checkpoint { epoch: 2, sequence: 10, state_hash: u128::MAX - 1 },
+            Message::Ack { epoch: 2, durable_sequence: 10 },
+            Message::Prepare { epoch: 3 },
+            Message::Promise { epoch: 3, position },
+            Message::Fetch { epoch: 3, from: 4, to: 9 },
+            Message::NewerEpoch { epoch: 4 },
+            Message::Refused { reason: "wrong secret".into() },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_even_one_byte_at_a_time() {
+        let mut bytes = Vec::new();
+        for message in samples() {
+            message.encode(&mut bytes);
+        }
+        let mut decoder = MessageDecoder::default();
+        let mut decoded = Vec::new();
+        for byte in bytes {
+            decoder.feed(&[byte]);
+            while let Some(message) = decoder.next_message().expect("valid frames decode") {
+                decoded.push(message);
+            }
+        }
+        assert_eq!(decoded, samples());
+    }
+
+    #[test]
+    fn damaged_or_truncated_frames_are_errors_not_panics() {
+        for message in samples() {
+            let mut bytes = Vec::new();
+            message.encode(&mut bytes);
+            for index in 0..bytes.len() {
+                let mut damaged = bytes.clone();
+                damaged[index] ^= 0x40;
+                let mut decoder = MessageDecoder::default();
+                decoder.feed(&damaged);
+                assert!(!matches!(decoder.next_message(), Ok(Some(ref m)) if *m == message), "flip at {index}");
+            }
+            // A payload cut short but with a valid checksum over what is there.
+            let mut short = bytes[..bytes.len() - 1].to_vec();
+            let payload_bytes = (short.len() - HEADER_BYTES) as u32;
+            short[8..12].copy_from_slice(&payload_bytes.to_le_bytes());
+            short[12..16].fill(0);
+            let mut zeroed = [0u8; HEADER_BYTES];
+            zeroed[..12].copy_from_slice(&short[..12]);
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&zeroed), &short[HEADER_BYTES..]);
+            short[12..16].copy_from_slice(&crc.to_le_bytes());
+            let mut decoder = MessageDecoder::default();
+            decoder.feed(&short);
+            assert!(decoder.next_message().is_err(), "a short {message:?} is refused");
+        }
+    }
+}

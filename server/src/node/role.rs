@@ -1,0 +1,181 @@
+//! A node's role (primary, standby, fenced), its epoch, and the primary it knows, shared
+//! by the gateway, the status reply and the replication threads.
+//!
+//! The epoch lives in `DIR/EPOCH` (`epoch role\n`), written to a temporary file, fsynced,
+//! renamed into place and the directory fsynced *before* the node acts in that epoch: a
+//! promise or a promotion that a crash could forget would let two primaries share an epoch.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use tally_codecs::wire::admin::{ROLE_FENCED, ROLE_PRIMARY, ROLE_STANDBY};
+use tally_engine::pipeline::Submitter;
+
+use crate::error::NodeError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleKind {
+    Primary,
+    Standby,
+    Fenced,
+}
+
+impl RoleKind {
+    pub fn wire(self) -> u8 {
+        match self {
+            RoleKind::Primary => ROLE_PRIMARY,
+            RoleKind::Standby => ROLE_STANDBY,
+            RoleKind::Fenced => ROLE_FENCED,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RoleKind::Primary => "primary",
+            RoleKind::Standby => "standby",
+            RoleKind::Fenced => "fenced",
+        }
+    }
+
+    fn from_wire(value: u8) -> RoleKind {
+        match value {
+            ROLE_PRIMARY => RoleKind::Primary,
+            ROLE_STANDBY => RoleKind::Standby,
+            _ => RoleKind::Fenced,
+        }
+    }
+}
+
+pub struct Role {
+    kind: AtomicU8,
+    epoch: AtomicU32,
+    primary: Mutex<Option<SocketAddr>>,
+    /// Where requests go while this node is primary.
+    submitter: Mutex<Option<Submitter>>,
+    epoch_file: PathBuf,
+    /// Serialises epoch changes so the file and the atomic never disagree.
+    persist: Mutex<()>,
+}
+
+impl Role {
+    /// Reads `DIR/EPOCH` (epoch 0, primary, when absent: a new node).
+    pub fn load(data_dir: &Path) -> Result<Role, NodeError> {
+        let epoch_file = data_dir.join("EPOCH");
+        let (epoch, kind) = match std::fs::read_to_string(&epoch_file) {
+            Ok(text) => parse(&text).ok_or_else(|| NodeError::Io {
+                path: epoch_file.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not `EPOCH ROLE`: {text:?}")),
+            })?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => (0, RoleKind::Primary),
+            Err(source) => return Err(NodeError::Io { path: epoch_file, source }),
+        };
+        Ok(Role {
+            kind: AtomicU8::new(kind.wire()),
+            epoch: AtomicU32::new(epoch),
+            primary: Mutex::new(None),
+            submitter: Mutex::new(None),
+            epoch_file,
+            persist: Mutex::new(()),
+        })
+    }
+
+    pub fn kind(&self) -> RoleKind {
+        RoleKind::from_wire(self.kind.load(Ordering::Acquire))
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn primary(&self) -> Option<SocketAddr> {
+        *self.primary.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn set_primary(&self, primary: Option<SocketAddr>) {
+        *self.primary.lock().unwrap_or_else(PoisonError::into_inner) = primary;
+    }
+
+    /// The submitter while this node is primary; `None` otherwise.
+    pub fn submitter(&self) -> Option<Submitter> {
+        if self.kind() != RoleKind::Primary {
+            return None;
+        }
+        self.submitter.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn set_submitter(&self, submitter: Option<Submitter>) {
+        *self.submitter.lock().unwrap_or_else(PoisonError::into_inner) = submitter;
+    }
+
+    /// Persists (fsynced) `epoch` and `kind`, then publishes them. An epoch never goes
+    /// back: asked for a lower one, this keeps the current one and says so.
+    pub fn enter(&self, epoch: u32, kind: RoleKind) -> Result<bool, NodeError> {
+        let _guard = self.persist.lock().unwrap_or_else(PoisonError::into_inner);
+        if epoch < self.epoch() {
+            return Ok(false);
+        }
+        write_synced(&self.epoch_file, &format!("{epoch} {}\n", kind.name()))?;
+        self.epoch.store(epoch, Ordering::Release);
+        self.kind.store(kind.wire(), Ordering::Release);
+        Ok(true)
+    }
+
+    /// Stops accepting writes at once (before anything is written to disk): a newer epoch
+    /// exists. The fenced state is then persisted so a restart does not serve again.
+    pub fn fence(&self, newer_epoch: u32) {
+        self.kind.store(ROLE_FENCED, Ordering::Release);
+        self.set_submitter(None);
+        if let Err(error) = self.enter(newer_epoch, RoleKind::Fenced) {
+            // The process cannot promise to stay fenced across a restart: stop it.
+            eprintln!("tally: stopping: cannot record the fenced state: {error}");
+            std::process::abort();
+        }
+    }
+}
+
+fn parse(text: &str) -> Option<(u32, RoleKind)> {
+    let mut fields = text.split_whitespace();
+    let epoch = fields.next()?.parse().ok()?;
+    let kind = match fields.next()? {
+        "primary" => RoleKind::Primary,
+        "standby" => RoleKind::Standby,
+        "fenced" => RoleKind::Fenced,
+        _ => return None,
+    };
+    fields.next().is_none().then_some((epoch, kind))
+}
+
+fn write_synced(path: &Path, text: &str) -> Result<(), NodeError> {
+    let io = |source| NodeError::Io { path: path.to_path_buf(), source };
+    let temporary = path.with_extension("tmp");
+    let mut file = File::create(&temporary).map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&temporary, path).map_err(io)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_persist_and_never_go_back() {
+        let dir = std::env::temp_dir().join(format!("tally-role-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let role = Role::load(&dir).unwrap();
+        assert_eq!((role.epoch(), role.kind()), (0, RoleKind::Primary));
+        assert!(role.enter(3, RoleKind::Standby).unwrap());
+        assert!(!role.enter(2, RoleKind::Primary).unwrap());
+        let reloaded = Role::load(&dir).unwrap();
+        assert_eq!((reloaded.epoch(), reloaded.kind()), (3, RoleKind::Standby));
+        std::fs::write(dir.join("EPOCH"), "x y").unwrap();
+        assert!(Role::load(&dir).is_err(), "a damaged epoch file stops the start");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

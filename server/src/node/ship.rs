@@ -1,0 +1,199 @@
+//! The primary's side of replication: for each subscribed standby, one thread streams the
+//! journal (from the standby's last record, then live) and another reads its
+//! acknowledgements into the replicated watermark the durability gate waits on.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tally_engine::pipeline::PipelineStats;
+use tally_journal::{JournalReader, ReadLimit};
+use tally_replication::{LogPosition, Message, Primary, Record};
+
+use super::peer_io::{PeerError, PeerStream};
+use super::role::{Role, RoleKind};
+
+/// Records per `Records` message, at most; and their payload bytes, at most.
+const RECORDS_PER_SEND_MAX: usize = 1024;
+const SEND_BYTES_MAX: usize = 4 << 20;
+/// Idle polls of the journal that only yield before the shipper starts to sleep.
+const YIELDS_BEFORE_SLEEP: u32 = 64;
+/// The shipper's sleep while the journal is idle: it bounds the latency a standby adds.
+const IDLE_SLEEP: Duration = Duration::from_micros(100);
+
+/// Applied sequences between two state-hash checkpoints shipped to standbys.
+pub const CHECKPOINT_INTERVAL: u64 = 64;
+
+/// What the shipping threads share with the node.
+pub struct Shipping {
+    pub journal_dir: PathBuf,
+    /// The journal's visible mark: records are shipped before the local flush, so a
+    /// standby's flush and the primary's run in parallel.
+    pub visible: Arc<AtomicU64>,
+    pub primary: Mutex<Primary>,
+    /// The watermark `replicated:k` waits for.
+    pub replicated: Arc<AtomicU64>,
+    pub stats: Arc<PipelineStats>,
+    pub role: Arc<Role>,
+}
+
+impl Shipping {
+    fn core(&self) -> std::sync::MutexGuard<'_, Primary> {
+        self.primary.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A peer told of a higher epoch: stop acknowledging at once.
+    fn fence(&self, epoch: u32) {
+        if self.role.kind() == RoleKind::Primary {
+            eprintln!("tally: FENCED: a newer primary holds epoch {epoch}; this node accepts no more writes");
+        }
+        self.role.fence(epoch);
+    }
+}
+
+/// Serves one authenticated standby that subscribed at `position`.
+pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: LogPosition, shipping: &Arc<Shipping>) {
+    let our_epoch = shipping.role.epoch();
+    if let Err(fenced) = shipping.core().on_subscribe(epoch) {
+        shipping.fence(fenced.epoch);
+        let _ = peer.send(&Message::NewerEpoch { epoch: fenced.epoch });
+        return;
+    }
+    if epoch < our_epoch {
+        // The standby persists our epoch when the first records arrive.
+        eprintln!("tally: standby {node} follows from epoch {epoch}; this primary is in epoch {our_epoch}");
+    }
+    if let Err(reason) = check_position(&shipping.journal_dir, &position) {
+        eprintln!("tally: standby {node} refused: {reason}");
+        let _ = peer.send(&Message::Refused { reason });
+        return;
+    }
+    eprintln!("tally: standby {node} ({}) follows from sequence {}", peer.peer, position.last_sequence + 1);
+    let closed = Arc::new(AtomicBool::new(false));
+    let acks = match peer.try_clone() {
+        Ok(reader) => {
+            let (shipping, closed, node) = (Arc::clone(shipping), Arc::clone(&closed), node.clone());
+            std::thread::Builder::new()
+                .name(format!("acks {node}"))
+                .spawn(move || read_acks(reader, &node, &shipping, &closed))
+        }
+        Err(error) => Err(error),
+    };
+    let Ok(acks) = acks else {
+        eprintln!("tally: standby {node}: cannot start its acknowledgement reader");
+        return;
+    };
+    if let Err(error) = stream(&mut peer, position.last_sequence + 1, shipping, &closed) {
+        eprintln!("tally: standby {node}: stream ended: {error}");
+    }
+    peer.shutdown();
+    closed.store(true, Ordering::Release);
+    let _ = acks.join();
+}
+
+/// The standby's last record must be ours too (same sequence, same chain hash): then its
+/// log is a prefix of ours and streaming continues it.
+fn check_position(journal_dir: &std::path::Path, position: &LogPosition) -> Result<(), String> {
+    if position.last_sequence == 0 {
+        return match JournalReader::open(journal_dir, 1, ReadLimit::Everything) {
+            Ok(_) => Ok(()),
+            Err(error) => Err(format!("this primary no longer holds sequence 1 ({error}); bootstrap needs a snapshot")),
+        };
+    }
+    let mut reader = JournalReader::open(journal_dir, position.last_sequence, ReadLimit::Everything)
+        .map_err(|error| format!("this primary cannot read sequence {}: {error}", position.last_sequence))?;
+    match reader.next_record() {
+        Ok(Some(record)) if record.sequence == position.last_sequence && record.chain == position.last_chain => Ok(()),
+        Ok(Some(_)) => Err(format!(
+            "the standby's log diverges from the primary's at or before sequence {}",
+            position.last_sequence
+        )),
+        Ok(None) => Err(format!(
+            "the standby holds sequence {} and this primary does not: its log diverges",
+            position.last_sequence
+        )),
+        Err(error) => Err(format!("this primary cannot read sequence {}: {error}", position.last_sequence)),
+    }
+}
+
+fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &AtomicBool) -> Result<(), PeerError> {
+    let mut reader = JournalReader::open(&shipping.journal_dir, from, ReadLimit::Visible(shipping.visible.clone()))
+        .map_err(|error| PeerError::Refused(error.to_string()))?;
+    let mut idle = 0u32;
+    let mut batch = Vec::new();
+    loop {
+        if closed.load(Ordering::Acquire) {
+            return Err(PeerError::Closed);
+        }
+        if shipping.role.kind() != RoleKind::Primary {
+            return Err(PeerError::Refused("this node is no longer primary".into()));
+        }
+        let epoch = shipping.role.epoch();
+        batch.clear();
+        let mut bytes = 0usize;
+        while batch.len() < RECORDS_PER_SEND_MAX && bytes < SEND_BYTES_MAX {
+            let record = reader.next_record().map_err(|error| PeerError::Refused(error.to_string()))?;
+            let Some(record) = record else { break };
+            bytes += record.payload.len();
+            batch.push(Record {
+                sequence: record.sequence,
+                epoch: record.epoch,
+                timestamp: record.timestamp,
+                operation: record.operation,
+                chain: record.chain,
+                payload: record.payload.to_vec(),
+            });
+        }
+        if !batch.is_empty() {
+            peer.send(&Message::Records { epoch, records: std::mem::take(&mut batch) })?;
+            idle = 0;
+            continue;
+        }
+        let (applied, state_hash) = shipping.stats.applied_state();
+        let checkpoint = shipping.core().checkpoint_due(applied, state_hash);
+        if let Some(checkpoint) = checkpoint {
+            peer.send(&checkpoint)?;
+        }
+        if idle < YIELDS_BEFORE_SLEEP {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(IDLE_SLEEP);
+        }
+        idle = idle.saturating_add(1);
+    }
+}
+
+fn read_acks(mut peer: PeerStream, node: &str, shipping: &Shipping, closed: &AtomicBool) {
+    while !closed.load(Ordering::Acquire) {
+        let message = match peer.recv() {
+            Ok(message) => message,
+            Err(error) => {
+                if !closed.load(Ordering::Acquire) {
+                    eprintln!("tally: standby {node}: {error}");
+                }
+                break;
+            }
+        };
+        let outcome = match message {
+            Message::Ack { epoch, durable_sequence } => shipping.core().on_ack(node, epoch, durable_sequence),
+            Message::NewerEpoch { epoch } => shipping.core().check_epoch(epoch).map(|()| None),
+            other => {
+                eprintln!("tally: standby {node} sent an unexpected {other:?}; closing");
+                break;
+            }
+        };
+        match outcome {
+            Ok(Some(watermark)) => {
+                shipping.replicated.fetch_max(watermark, Ordering::AcqRel);
+            }
+            Ok(None) => {}
+            Err(fenced) => {
+                shipping.fence(fenced.epoch);
+                break;
+            }
+        }
+    }
+    closed.store(true, Ordering::Release);
+    peer.shutdown();
+}

@@ -1,0 +1,344 @@
+//! A hot standby: it follows a primary's journal and keeps its own ledger current.
+//!
+//! ```text
+//! primary ──Records──▶ follow thread: check (Follower), append, flush, Ack ──▶ primary
+//!                          │ (records, checkpoints, in order)
+//!                          ▼
+//!                      business-logic thread: apply each record, compare checkpoints
+//! ```
+//!
+//! Records are journaled, then acknowledged, then applied: an acknowledgement promises
+//! only what is on this standby's disk. A record whose chain hash differs from the
+//! primary's, a gap, or a checkpoint whose state hash differs from this ledger's stops the
+//! process with a message: a standby that silently disagreed would be promoted one day.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Receiver, Sender};
+use tally_engine::Ledger;
+use tally_engine::pipeline::{PipelineStats, apply};
+use tally_journal::{Journal, JournalConfig, SnapshotStore};
+use tally_replication::{Checkpoints, ClusterKey, FollowError, Follower, LogPosition, Message, Record, Step};
+
+use super::peer_io::{self, PeerError, PeerStream};
+use super::role::{Role, RoleKind};
+use super::snapshotter::{Snapshotter, SnapshotterConfig};
+use super::{DataDir, StatusSource, journal_codec, snapshots};
+use crate::error::NodeError;
+
+/// How long a connection attempt to a primary may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause between rounds of connection attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How often a blocked read looks for a stop request.
+const STOP_POLL: Duration = Duration::from_millis(200);
+/// Batches waiting for the business-logic thread, at most (back-pressure on the stream).
+const APPLY_QUEUE: usize = 64;
+
+pub struct StandbyConfig {
+    pub data_dir: PathBuf,
+    /// This node's address: how the primary names it among its standbys.
+    pub node: SocketAddr,
+    pub primaries: Vec<SocketAddr>,
+    pub key: ClusterKey,
+    pub snapshot_interval: Option<Duration>,
+}
+
+/// What the follow thread hands the business-logic thread, in stream order.
+enum Work {
+    Records(Vec<Record>),
+    Checkpoint { sequence: u64, state_hash: u128 },
+}
+
+pub struct Standby {
+    snapshotter: Option<Snapshotter>,
+    stop: Arc<AtomicBool>,
+    follow: Option<JoinHandle<()>>,
+    apply: Option<JoinHandle<Ledger>>,
+    status: StatusSource,
+    stats: Arc<PipelineStats>,
+    snapshots: SnapshotStore,
+    snapshot_sequence: u64,
+    _lock: std::fs::File,
+}
+
+impl Standby {
+    /// Recovers the data directory as a node does, then follows the primaries.
+    pub fn open(config: StandbyConfig, role: Arc<Role>) -> Result<Standby, NodeError> {
+        let dirs = DataDir::create(&config.data_dir)?;
+        let lock = dirs.lock()?;
+        role.enter(role.epoch(), RoleKind::Standby)?;
+        let snapshots = SnapshotStore::open(&dirs.snapshots)?;
+        let restored = snapshots::load(&snapshots)?;
+        let journal_config =
+            JournalConfig { snapshot_sequence: restored.sequence, ..JournalConfig::new(&dirs.journal) };
+        let (journal, report) = Journal::open(&journal_config)?;
+        let mut ledger = restored.ledger;
+        let mut reader = journal.reader(report.replay_from)?;
+        while let Some(record) = reader.next_record()? {
+            let command = journal_codec::decode(record.operation, record.payload)
+                .map_err(|source| NodeError::Replay { sequence: record.sequence, source })?;
+            apply(&mut ledger, record.timestamp, &command);
+        }
+        drop(reader);
+        let stats = Arc::new(PipelineStats::default());
+        stats.publish(journal.last_sequence(), 0, 0, &ledger);
+        let last_sequence = Arc::new(AtomicU64::new(journal.last_sequence()));
+        let durable = journal.durable_mark();
+        let status =
+            StatusSource::new(stats.clone(), last_sequence.clone(), durable.clone(), role.clone(), Instant::now());
+        let (retained_sender, _retained) = crossbeam::channel::unbounded();
+        let snapshotter = config.snapshot_interval.map(|interval| {
+            Snapshotter::spawn(SnapshotterConfig {
+                journal_dir: dirs.journal.clone(),
+                snapshots_dir: dirs.snapshots.clone(),
+                durable_mark: durable,
+                interval,
+                retained_from: retained_sender,
+            })
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let (work, queued) = crossbeam::channel::bounded(APPLY_QUEUE);
+        let applied_from = journal.last_sequence();
+        let apply_stats = stats.clone();
+        let apply = std::thread::Builder::new()
+            .name("business-logic".into())
+            .spawn(move || apply_loop(ledger, applied_from, &queued, &apply_stats))
+            .map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
+        let following = Following { config, role, journal: Some(journal), last_sequence, work, stop: stop.clone() };
+        let follow = std::thread::Builder::new()
+            .name("follow".into())
+            .spawn(move || following.run())
+            .map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
+        Ok(Standby {
+            snapshotter,
+            stop,
+            follow: Some(follow),
+            apply: Some(apply),
+            status,
+            stats,
+            snapshots,
+            snapshot_sequence: restored.sequence,
+            _lock: lock,
+        })
+    }
+
+    pub fn status(&self) -> StatusSource {
+        self.status.clone()
+    }
+
+    /// Stops following, applies what was received, closes the journal, writes a snapshot
+    /// and returns the ledger.
+    pub fn shutdown(mut self) -> Ledger {
+        drop(self.snapshotter.take());
+        self.stop.store(true, Ordering::Release);
+        if let Some(follow) = self.follow.take()
+            && follow.join().is_err()
+        {
+            eprintln!("tally: the follow thread panicked");
+        }
+        let ledger = match self.apply.take().map(JoinHandle::join) {
+            Some(Ok(ledger)) => ledger,
+            _ => {
+                eprintln!("tally: the standby's business-logic thread panicked");
+                return Ledger::new();
+            }
+        };
+        let sequence = self.stats.applied_sequence();
+        if sequence > self.snapshot_sequence
+            && let Err(error) = snapshots::write(&self.snapshots, sequence, &ledger)
+        {
+            eprintln!("tally: no snapshot written at shutdown: {error}");
+        }
+        ledger
+    }
+}
+
+/// A disagreement with the primary: never papered over.
+fn stop_loudly(error: &FollowError) -> ! {
+    eprintln!("tally: STANDBY STOPPED: {error}. This node's copy cannot be trusted; rebuild it from the primary.");
+    std::process::exit(1)
+}
+
+struct Following {
+    config: StandbyConfig,
+    role: Arc<Role>,
+    /// Closed (taken) when the thread ends.
+    journal: Option<Journal>,
+    last_sequence: Arc<AtomicU64>,
+    work: Sender<Work>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Following {
+    fn run(mut self) {
+        while !self.stop.load(Ordering::Acquire) {
+            for index in 0..self.config.primaries.len() {
+                let address = self.config.primaries[index];
+                if self.stop.load(Ordering::Acquire) {
+                    break;
+                }
+                match self.follow(address) {
+                    Ok(()) => {}
+                    Err(FollowEnd::Peer(error)) => eprintln!("tally: following {address}: {error}"),
+                    Err(FollowEnd::Diverged(error)) => stop_loudly(&error),
+                }
+                self.role.set_primary(None);
+            }
+            std::thread::sleep(RETRY_PAUSE);
+        }
+        if let Some(journal) = self.journal.take() {
+            journal.close();
+        }
+    }
+
+    fn journal(&mut self) -> &mut Journal {
+        self.journal.as_mut().expect("invariant: the journal is open while the follow thread runs")
+    }
+
+    fn position(&mut self) -> LogPosition {
+        let journal = self.journal();
+        LogPosition {
+            last_epoch: journal.last_epoch(),
+            last_sequence: journal.last_sequence(),
+            last_chain: journal.last_chain(),
+        }
+    }
+
+    /// Follows one primary until the connection ends or the node stops.
+    fn follow(&mut self, address: SocketAddr) -> Result<(), FollowEnd> {
+        let mut peer = peer_io::connect(address, &self.config.key, CONNECT_TIMEOUT)?;
+        let mut follower = Follower::new(self.role.epoch(), self.position());
+        peer.send(&follower.subscribe(&self.config.node.to_string()))?;
+        peer.set_read_timeout(Some(STOP_POLL)).map_err(PeerError::Io)?;
+        self.role.set_primary(Some(address));
+        while !self.stop.load(Ordering::Acquire) {
+            let message = match peer.recv() {
+                Ok(message) => message,
+                Err(PeerError::Io(error))
+                    if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            match message {
+                Message::Records { epoch, records } => self.on_records(&mut peer, &mut follower, epoch, records)?,
+                Message::Checkpoint { sequence, state_hash, .. } => {
+                    // The business-logic thread has stopped only if the node is stopping.
+                    let _ = self.work.send(Work::Checkpoint { sequence, state_hash });
+                }
+                Message::NewerEpoch { epoch } => {
+                    return Err(
+                        PeerError::Refused(format!("this node knows epoch {epoch}, newer than the peer's")).into()
+                    );
+                }
+                other => return Err(PeerError::Refused(format!("unexpected {other:?} from the primary")).into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn on_records(
+        &mut self,
+        peer: &mut PeerStream,
+        follower: &mut Follower,
+        epoch: u32,
+        records: Vec<Record>,
+    ) -> Result<(), FollowEnd> {
+        for step in follower.on_records(epoch, &records)? {
+            match step {
+                Step::Answer(answer) => {
+                    peer.send(&answer)?;
+                    return Ok(());
+                }
+                Step::PersistEpoch(epoch) => {
+                    if let Err(error) = self.role.enter(epoch, RoleKind::Standby) {
+                        eprintln!("tally: stopping: cannot record epoch {epoch}: {error}");
+                        std::process::abort()
+                    }
+                }
+            }
+        }
+        for record in &records {
+            let journal = self.journal();
+            let sequence = match journal.append(record.epoch, record.timestamp, record.operation, &record.payload) {
+                Ok(sequence) => sequence,
+                Err(error) => {
+                    eprintln!("tally: stopping: journal append failed: {error}");
+                    std::process::abort()
+                }
+            };
+            let chain = journal.last_chain();
+            follower.appended(sequence, record.epoch, chain)?;
+        }
+        // One flush per message: group commit on the standby too.
+        let journal = self.journal();
+        journal.flush();
+        let (durable, last) = (journal.durable_sequence(), journal.last_sequence());
+        self.last_sequence.store(last, Ordering::Release);
+        if let Some(ack) = follower.durable(durable) {
+            peer.send(&ack)?;
+        }
+        let _ = self.work.send(Work::Records(records));
+        Ok(())
+    }
+}
+
+enum FollowEnd {
+    Peer(PeerError),
+    Diverged(FollowError),
+}
+
+impl From<PeerError> for FollowEnd {
+    fn from(error: PeerError) -> FollowEnd {
+        FollowEnd::Peer(error)
+    }
+}
+
+impl From<FollowError> for FollowEnd {
+    fn from(error: FollowError) -> FollowEnd {
+        FollowEnd::Diverged(error)
+    }
+}
+
+/// The standby's business-logic thread: applies records in order with their journaled
+/// timestamps, exactly as replay does, and compares the primary's checkpoints.
+fn apply_loop(mut ledger: Ledger, mut applied: u64, queued: &Receiver<Work>, stats: &PipelineStats) -> Ledger {
+    let mut checkpoints = Checkpoints::default();
+    for work in queued {
+        match work {
+            Work::Checkpoint { sequence, state_hash } => {
+                if let Err(error) = checkpoints.on_checkpoint(sequence, state_hash, applied, ledger.state_hash()) {
+                    stop_loudly(&error);
+                }
+            }
+            Work::Records(records) => {
+                let mut events = 0u64;
+                for record in &records {
+                    let command = match journal_codec::decode(record.operation, &record.payload) {
+                        Ok(command) => command,
+                        Err(error) => {
+                            eprintln!("tally: STANDBY STOPPED: record {} does not decode: {error}", record.sequence);
+                            std::process::exit(1)
+                        }
+                    };
+                    events += command.events() as u64;
+                    apply(&mut ledger, record.timestamp, &command);
+                    applied = record.sequence;
+                    let hash = checkpoints.wants_hash_at(applied).then(|| ledger.state_hash());
+                    if let Err(error) = checkpoints.applied(applied, hash) {
+                        stop_loudly(&error);
+                    }
+                }
+                stats.publish(applied, records.len() as u64, events, &ledger);
+            }
+        }
+    }
+    ledger
+}
