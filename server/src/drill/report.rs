@@ -66,6 +66,8 @@ pub struct RoundReport {
     pub accounts_off: Vec<String>,
     pub ledgers: Vec<LedgerTotals>,
     pub nodes: Vec<NodeState>,
+    /// Whether the round got as far as its checks (if not, the check fields mean nothing).
+    pub checked: bool,
     pub checks: Checks,
     pub client_errors: Vec<String>,
     /// Why a round could not be completed or checked.
@@ -148,10 +150,10 @@ impl DrillReport {
                 round.rto_ms.map_or("-".into(), |rto| format!("{rto:.1}")),
                 round.acknowledged,
                 round.in_doubt,
-                round.lost,
-                round.applied_twice,
-                yes_no(round.checks.conservation),
-                if round.checks.equal_state_hashes { "equal" } else { "DIFFER" },
+                checked(round, round.lost.to_string()),
+                checked(round, round.applied_twice.to_string()),
+                checked(round, yes_no(round.checks.conservation).to_owned()),
+                checked(round, if round.checks.equal_state_hashes { "equal" } else { "DIFFER" }.to_owned()),
                 if round.passed { "PASS" } else { "FAIL" },
             );
         }
@@ -224,6 +226,11 @@ impl DrillReport {
             writeln!(out, "Result: {verdict} ({} of {} rounds passed)", summary.rounds_passed, self.rounds_requested);
         out
     }
+}
+
+/// A check's cell, or "-" for a round that did not get as far as its checks.
+fn checked(round: &RoundReport, cell: String) -> String {
+    if round.checked { cell } else { "-".to_owned() }
 }
 
 fn yes_no(value: bool) -> &'static str {

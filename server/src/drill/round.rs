@@ -144,6 +144,7 @@ impl Drill {
 
     /// Waits for the nodes to agree, then reads the ledger back from the primary.
     fn check(&mut self, report: &mut RoundReport) -> Result<(), String> {
+        report.checked = true;
         let (views, agreed) = self.wait_for_one_state();
         report.checks.equal_state_hashes = agreed;
         report.nodes = views
