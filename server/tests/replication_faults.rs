@@ -136,7 +136,7 @@ fn diverged_old_primary_truncates_its_unacknowledged_suffix_and_converges() {
 }
 
 #[test]
-#[ignore = "needs a way to make a primary drop its first journal segment (segments are 256 MiB and no option sets them)"]
+#[ignore = "needs the checkpoint transfer to a standby, and a way to make a primary drop its first journal segment (segments are 256 MiB; no option sets them)"]
 fn standby_from_an_empty_directory_gets_the_checkpoint_and_converges() {
     let mut cluster = TestCluster::new("empty-standby", 2, "local");
     cluster.start_primary(0, &["--snapshot-interval-s", "1"]);
