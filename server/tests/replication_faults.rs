@@ -45,8 +45,8 @@ fn ids(transfers: &[Transfer]) -> Vec<u128> {
 fn three_nodes(name: &str) -> TestCluster {
     let mut cluster = TestCluster::new(name, 3, "replicated:1");
     cluster.start_primary(0, &[]);
-    cluster.start_standby(1, &[0], &[]);
-    cluster.start_standby(2, &[0], &[]);
+    cluster.start_standby(1, &[0, 2], &[]);
+    cluster.start_standby(2, &[0, 1], &[]);
     let node = client(&[cluster.addresses[0]], Duration::from_secs(20));
     create_accounts(&node);
     all_acknowledged(&node, &batch(1, 500));

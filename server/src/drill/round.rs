@@ -43,8 +43,10 @@ impl Drill {
     /// accounts.
     pub fn start(config: &DrillConfig, mut cluster: Cluster) -> Result<Drill, String> {
         cluster.start_primary(0)?;
-        cluster.start_standby(1, &[0])?;
-        cluster.start_standby(2, &[0])?;
+        // A standby is told every other node, so that after a promotion it finds the new
+        // primary (the others answer that they are not primary).
+        cluster.start_standby(1, &others(1))?;
+        cluster.start_standby(2, &others(2))?;
         let drill = Drill {
             cluster,
             policy: config.policy,
