@@ -114,11 +114,16 @@ impl Cluster {
         self.nodes.iter_mut().flatten().try_for_each(NodeProcess::check_running)
     }
 
-    /// `tally promote --addr NODE`: the epoch it printed on success, or why it refused.
-    pub fn promote(&self, index: usize) -> Result<Promotion, String> {
+    /// `tally promote --addr NODE [--force]`: the epoch it printed on success, or why it
+    /// refused.
+    pub fn promote(&self, index: usize, force: bool) -> Result<Promotion, String> {
         let timeout_ms = PROMOTE_TIMEOUT.as_millis().to_string();
         let address = self.addresses[index].to_string();
-        let output = self.command(&["promote", "--addr", &address, "--timeout-ms", &timeout_ms])?;
+        let mut args = vec!["promote", "--addr", &address, "--timeout-ms", &timeout_ms];
+        if force {
+            args.push("--force");
+        }
+        let output = self.command(&args)?;
         let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
         if !output.status.success() {
             return Err(format!("`tally promote --addr {address}` failed ({}): {}", output.status, text.trim()));

@@ -48,6 +48,8 @@ pub struct RoundReport {
     pub kill_after_acknowledged: u64,
     /// How long `tally promote` took.
     pub promote_ms: Option<f64>,
+    /// Whether `tally promote --force` was used (policies that wait for no standby).
+    pub promotion_forced: bool,
     /// SIGKILL → the first acknowledgement of a call sent after the kill (so answered by
     /// the new primary).
     pub rto_ms: Option<f64>,

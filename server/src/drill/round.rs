@@ -114,7 +114,11 @@ impl Drill {
         let killed = self.cluster.kill(old);
         *killed_at = Some(killed);
         let promote_started = Instant::now();
-        let promotion = self.cluster.promote(promoted)?;
+        // Without a policy that waits for standbys, every node must promise, and the dead
+        // primary cannot: an operator then forces the promotion and accepts the loss the
+        // drill measures.
+        report.promotion_forced = !self.policy.failover_loses_nothing();
+        let promotion = self.cluster.promote(promoted, report.promotion_forced)?;
         report.promote_ms = Some(promote_started.elapsed().as_secs_f64() * 1e3);
         report.epoch = promotion.epoch;
         eprintln!("tally drill: round {}: promoted {}: {}", report.round, report.promoted, promotion.output);
