@@ -109,10 +109,12 @@ impl DrillReport {
     pub fn conclude(&mut self) {
         let mut rtos: Vec<f64> = self.rounds.iter().filter_map(|round| round.rto_ms).collect();
         rtos.sort_by(f64::total_cmp);
+        // Each round's checks cover every round before it: the last checked round has the totals.
+        let last_checked = self.rounds.iter().rev().find(|round| round.checked);
         self.summary = Summary {
             acknowledged: self.rounds.iter().map(|round| round.acknowledged).sum(),
-            lost: self.rounds.last().map_or(0, |round| round.lost),
-            applied_twice: self.rounds.last().map_or(0, |round| round.applied_twice),
+            lost: last_checked.map_or(0, |round| round.lost),
+            applied_twice: last_checked.map_or(0, |round| round.applied_twice),
             rto_ms_min: rtos.first().copied(),
             rto_ms_median: rtos.get(rtos.len() / 2).copied(),
             rto_ms_max: rtos.last().copied(),
@@ -255,6 +257,7 @@ mod tests {
             round,
             rto_ms: Some(f64::from(round) * 100.0),
             acknowledged: 10,
+            checked: true,
             checks,
             passed: true,
             ..RoundReport::default()
@@ -273,6 +276,11 @@ mod tests {
         report.rounds[1].passed = false;
         report.conclude();
         assert!(!report.passed, "a failed round fails the drill");
+
+        report.rounds[1].lost = 7;
+        report.rounds[2].checked = false;
+        report.conclude();
+        assert_eq!(report.summary.lost, 7, "a round that stopped before its checks does not hide an earlier loss");
 
         let mut short =
             DrillReport { rounds_requested: 3, rounds: (1..=2).map(passing_round).collect(), ..DrillReport::default() };
