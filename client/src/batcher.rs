@@ -146,7 +146,9 @@ impl Batcher {
                 }
                 return;
             }
-            Message::StatusRequest { .. } => return self.drop_connection("the node sent a status request", false),
+            Message::StatusRequest { .. } | Message::PromoteRequest { .. } | Message::PromoteReply { .. } => {
+                return self.drop_connection("the node sent an admin frame this client never asked for", false);
+            }
         };
         match answer {
             Ok(reply) => {

@@ -82,7 +82,7 @@ fn serve(mut stream: TcpStream, script: fn(usize) -> Answer, count: &mut usize, 
                         Answer::NotPrimary => encode_error_reply(frame.request_id, ErrorCode::NotPrimary, &mut out),
                     }
                 }
-                Message::StatusReply { .. } => return,
+                Message::StatusReply { .. } | Message::PromoteRequest { .. } | Message::PromoteReply { .. } => return,
             }
             if stream.write_all(&out).is_err() {
                 return;

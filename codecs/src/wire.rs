@@ -28,10 +28,11 @@ mod message;
 
 use bytemuck::{Pod, Zeroable};
 
-pub use admin::{Message, NodeStatus};
+pub use admin::{Message, NodeStatus, PromoteRequest};
 pub use decoder::FrameDecoder;
 pub use encoder::{
-    EncodeError, encode_error_reply, encode_reply, encode_request, encode_status_reply, encode_status_request,
+    EncodeError, encode_error_reply, encode_promote_reply, encode_promote_request, encode_reply, encode_request,
+    encode_status_reply, encode_status_request,
 };
 pub use message::{Body, Frame, Reply, Request};
 
@@ -120,6 +121,7 @@ error_codes! {
     Malformed = 7 => "malformed",
     Busy = 8 => "busy",
     NotPrimary = 9 => "not_primary",
+    PromotionRefused = 10 => "promotion_refused",
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -72,6 +72,11 @@ pub enum Message {
     NewerEpoch { epoch: u32 },
     /// The sender refuses, for the reason given; the connection then closes.
     Refused { reason: String },
+    /// A returning node asks whether the primary holds its record at `position` (same
+    /// sequence, same chain): how it finds where its log and the primary's diverge.
+    Probe { epoch: u32, position: LogPosition },
+    /// The answer to a `Probe`.
+    Probed { sequence: u64, matches: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +108,8 @@ const KIND_PROMISE: u8 = 10;
 const KIND_FETCH: u8 = 11;
 const KIND_NEWER_EPOCH: u8 = 12;
 const KIND_REFUSED: u8 = 13;
+const KIND_PROBE: u8 = 14;
+const KIND_PROBED: u8 = 15;
 
 impl Message {
     /// Appends this message as one frame to `out`.
@@ -197,6 +204,16 @@ impl Message {
             Message::Refused { reason } => {
                 put_bytes(out, reason.as_bytes());
                 KIND_REFUSED
+            }
+            Message::Probe { epoch, position } => {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                put_position(out, position);
+                KIND_PROBE
+            }
+            Message::Probed { sequence, matches } => {
+                out.extend_from_slice(&sequence.to_le_bytes());
+                out.push(u8::from(*matches));
+                KIND_PROBED
             }
         }
     }
@@ -361,6 +378,15 @@ fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, DecodeError> {
         KIND_FETCH => Message::Fetch { epoch: fields.u32()?, from: fields.u64()?, to: fields.u64()? },
         KIND_NEWER_EPOCH => Message::NewerEpoch { epoch: fields.u32()? },
         KIND_REFUSED => Message::Refused { reason: fields.text(1024)? },
+        KIND_PROBE => Message::Probe { epoch: fields.u32()?, position: fields.position()? },
+        KIND_PROBED => Message::Probed {
+            sequence: fields.u64()?,
+            matches: match fields.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::Malformed("a boolean is 0 or 1")),
+            },
+        },
         other => return Err(DecodeError::UnknownKind(other)),
     };
     fields.end()?;
@@ -396,6 +422,8 @@ mod tests {
             Message::Fetch { epoch: 3, from: 4, to: 9 },
             Message::NewerEpoch { epoch: 4 },
             Message::Refused { reason: "wrong secret".into() },
+            Message::Probe { epoch: 3, position },
+            Message::Probed { sequence: 9, matches: true },
         ]
     }
 

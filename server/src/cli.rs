@@ -4,6 +4,7 @@
 //! tally serve   --data DIR [--listen ADDR] [--durability none|local|replicated:K|local+replicated:K]
 //!               [--wait busy-spin|parking] [--cluster ADDR,… --cluster-id ID --cluster-secret-file FILE]
 //! tally standby --data DIR --listen ADDR --primary ADDR[,ADDR…] --cluster-secret-file FILE [--cluster …]
+//! tally promote --addr ADDR [--force] [--timeout-ms MS]
 //! tally exec    --data DIR [--durability none|local] [--wait busy-spin|parking]
 //! tally client  --addr ADDR[,ADDR…]
 //! tally status  --addr ADDR[,ADDR…]
@@ -51,6 +52,8 @@ enum CliCommand {
     Serve(ServeArgs),
     /// Run a hot standby: follow a primary's journal, apply it, refuse requests.
     Standby(replica::StandbyArgs),
+    /// Ask a standby to become primary (epoch + 1) under the promotion rule.
+    Promote(replica::PromoteArgs),
     /// Run the pipeline in this process over a data directory, with no network: JSON
     /// requests on stdin, one per line; one JSON reply per line on stdout.
     Exec(NodeArgs),
@@ -189,6 +192,7 @@ fn execute(command: CliCommand) -> Result<(), CliError> {
     match command {
         CliCommand::Serve(args) => serve(&args),
         CliCommand::Standby(args) => replica::standby(&args),
+        CliCommand::Promote(args) => replica::promote(&args),
         CliCommand::Exec(args) => exec(&args),
         CliCommand::Client(args) => client(&args),
         CliCommand::Status(args) => status(&args),
@@ -242,7 +246,8 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
     }
     signals::install()?;
     eprintln!("tally: listening on {address} (durability {}, wait {})", args.node.durability, args.node.wait);
-    let frontend = gateway::Frontend { status: node.status(), peers: node.peers() };
+    let status = std::sync::Arc::new(std::sync::RwLock::new(node.status()));
+    let frontend = gateway::Frontend { status, peers: node.peers() };
     gateway::serve(&listener, &frontend, signals::stop_requested)?;
     eprintln!("tally: stopping: applying what was submitted, then writing a snapshot");
     let ledger = node.shutdown();

@@ -18,7 +18,8 @@ use crate::node::peers::PeerService;
 /// through its role), status, and peers.
 #[derive(Clone)]
 pub struct Frontend {
-    pub status: StatusSource,
+    /// Switched to the new primary's when a standby is promoted.
+    pub status: Arc<std::sync::RwLock<StatusSource>>,
     pub peers: PeerService,
 }
 

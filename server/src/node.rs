@@ -15,9 +15,11 @@ pub mod journal_codec;
 pub mod outcome_log;
 mod peer_io;
 pub mod peers;
+pub mod promote;
+mod rejoin;
 mod replay;
 pub mod role;
-mod ship;
+pub mod ship;
 mod snapshots;
 mod snapshotter;
 pub mod standby;
@@ -27,7 +29,7 @@ use std::fs::{File, TryLockError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tally_engine::Ledger;
@@ -37,7 +39,7 @@ use tally_replication::{ClusterKey, Primary};
 
 use self::input_log::JournalInputLog;
 use self::outcome_log::OutcomeFile;
-use self::peers::PeerService;
+use self::peers::{LocalLog, PeerService};
 use self::role::{Role, RoleKind};
 use self::ship::Shipping;
 use self::snapshotter::{Snapshotter, SnapshotterConfig};
@@ -107,6 +109,8 @@ pub struct Node {
     recovery: Recovery,
     snapshots: SnapshotStore,
     peers: PeerService,
+    shipping: Option<Arc<Shipping>>,
+    log: LocalLog,
     /// Held until the pipeline (and with it the journal) is gone: fields drop in order.
     _lock: File,
 }
@@ -115,9 +119,15 @@ impl Node {
     /// Opens the data directory (creating it), recovers the ledger from the journal and
     /// starts the pipeline.
     pub fn open(config: &NodeConfig) -> Result<Node, NodeError> {
+        DataDir::create(&config.data_dir)?;
+        Node::open_with_role(config, Arc::new(Role::load(&config.data_dir)?))
+    }
+
+    /// [`Node::open`] with the role a process already shares with its gateway (a
+    /// promoted standby's).
+    pub fn open_with_role(config: &NodeConfig, role: Arc<Role>) -> Result<Node, NodeError> {
         let dirs = DataDir::create(&config.data_dir)?;
         let lock = dirs.lock()?;
-        let role = Arc::new(Role::load(&dirs.root)?);
         if role.kind() == RoleKind::Standby {
             // Started with `serve` over a standby's directory: it stays a follower in
             // spirit and refuses writes; `tally standby` (or a promotion) is the way on.
@@ -158,7 +168,15 @@ impl Node {
         });
         let replicated = Arc::new(AtomicU64::new(0));
         let visible = journal.visible_mark();
-        let input_log = JournalInputLog::new(journal, sequences, Some(retained_from), replicated.clone(), role.epoch());
+        let visible_limit = visible.clone();
+        let input_log = JournalInputLog::new(
+            journal,
+            sequences,
+            Some(retained_from),
+            replicated.clone(),
+            role.halted(),
+            role.epoch(),
+        );
         let last_sequence = input_log.last_sequence();
         let pipeline_config = PipelineConfig {
             durability: config.durability,
@@ -183,8 +201,16 @@ impl Node {
             role.enter(role.epoch(), RoleKind::Primary)?;
             role.set_submitter(Some(pipeline.submitter()));
         }
-        let peers = PeerService { key: config.replication.as_ref().map(|r| r.key.clone()), role, shipping };
-        Ok(Node { snapshotter, pipeline, status, recovery, snapshots, peers, _lock: lock })
+        let log =
+            LocalLog { journal_dir: dirs.journal.clone(), limit: visible_limit, follow_lock: Arc::new(Mutex::new(())) };
+        let peers = PeerService {
+            key: config.replication.as_ref().map(|r| r.key.clone()),
+            role,
+            shipping: Arc::new(RwLock::new(shipping.clone())),
+            log: Arc::new(RwLock::new(log.clone())),
+            promoter: None,
+        };
+        Ok(Node { snapshotter, pipeline, status, recovery, snapshots, peers, shipping, log, _lock: lock })
     }
 
     /// A handle for submitting requests: [`Submitter::execute`] is the blocking,
@@ -200,6 +226,16 @@ impl Node {
     /// What this node offers peers on its port.
     pub fn peers(&self) -> PeerService {
         self.peers.clone()
+    }
+
+    /// The journal shipping of a primary in a replica set.
+    pub fn shipping(&self) -> Option<Arc<Shipping>> {
+        self.shipping.clone()
+    }
+
+    /// This node's journal as peers may read it.
+    pub fn log(&self) -> LocalLog {
+        self.log.clone()
     }
 
     pub fn recovery(&self) -> Recovery {

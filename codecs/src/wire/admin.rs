@@ -7,6 +7,7 @@
 //! | operation | request payload | reply payload    |
 //! |----------:|-----------------|------------------|
 //! |       128 | empty           | one [`NodeStatus`] |
+//! |       129 | one [`PromoteRequest`] | one [`NodeStatus`] (or error `promotion_refused`) |
 //!
 //! [`FrameDecoder::next_frame`]: super::FrameDecoder::next_frame
 
@@ -18,6 +19,20 @@ use super::Frame;
 
 /// The operation number of a status request and its reply.
 pub const OPERATION_STATUS: u8 = 128;
+/// The operation number of a promotion request (`tally promote`); its reply is a status
+/// reply of the node as the new primary, or an error reply `promotion_refused`.
+pub const OPERATION_PROMOTE: u8 = 129;
+
+/// The payload of a promotion request. 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PromoteRequest {
+    /// How long the node may wait for promises from its peers, in milliseconds.
+    pub timeout_ms: u32,
+    /// 1: promote even without promises from N − k nodes (acknowledged inputs may be lost).
+    pub force: u8,
+    pub reserved: [u8; 3],
+}
 
 /// [`NodeStatus::role`] of a node that accepts requests.
 pub const ROLE_PRIMARY: u8 = 1;
@@ -104,6 +119,8 @@ pub enum Message {
     Frame(Frame),
     StatusRequest { request_id: u64, client_id: u128 },
     StatusReply { request_id: u64, client_id: u128, status: NodeStatus },
+    PromoteRequest { request_id: u64, client_id: u128, request: PromoteRequest },
+    PromoteReply { request_id: u64, client_id: u128, status: NodeStatus },
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The streaming frame decoder: bytes in, frames out, no I/O.
 
-use super::admin::{Message, NodeStatus, OPERATION_STATUS};
+use super::admin::{Message, OPERATION_PROMOTE, OPERATION_STATUS};
 use super::layout::{self, PayloadLayout};
 use super::message::{Body, Frame, Reply, Request};
 use super::{Direction, ErrorCode, FRAME_BYTES_MAX, FrameError, HEADER_BYTES, Header, MAGIC, VERSION};
@@ -49,7 +49,13 @@ impl FrameDecoder {
         match self.next(Admin::Refused)? {
             Some(Message::Frame(frame)) => Ok(Some(frame)),
             // `Admin::Refused` never decodes an admin frame.
-            Some(Message::StatusRequest { .. } | Message::StatusReply { .. }) | None => Ok(None),
+            Some(
+                Message::StatusRequest { .. }
+                | Message::StatusReply { .. }
+                | Message::PromoteRequest { .. }
+                | Message::PromoteReply { .. },
+            )
+            | None => Ok(None),
         }
     }
 
@@ -112,19 +118,24 @@ impl FrameDecoder {
             Kind::Reply(operation) => frame(Body::Reply(Reply::decode(operation, payload)?)),
             Kind::Error(code) => frame(Body::Error(code)),
             Kind::StatusRequest => Message::StatusRequest { request_id, client_id },
-            Kind::StatusReply => {
-                // The layout admits exactly one NodeStatus, so the read cannot fail.
-                let status: NodeStatus =
-                    bytemuck::try_pod_read_unaligned(payload).map_err(|_| FrameError::Misaligned {
-                        payload_bytes: header.payload_bytes,
-                        record_bytes: layout.record_bytes as u32,
-                    })?;
-                Message::StatusReply { request_id, client_id, status }
+            Kind::StatusReply => Message::StatusReply { request_id, client_id, status: read_one(payload, &layout)? },
+            Kind::PromoteRequest => {
+                Message::PromoteRequest { request_id, client_id, request: read_one(payload, &layout)? }
             }
+            Kind::PromoteReply => Message::PromoteReply { request_id, client_id, status: read_one(payload, &layout)? },
         };
         self.consumed += frame_bytes;
         Ok(Some(message))
     }
+}
+
+/// The one record an admin payload holds; the layout has checked its length, so this
+/// cannot fail, but a failure would still be an error, not a panic.
+fn read_one<T: bytemuck::AnyBitPattern>(payload: &[u8], layout: &PayloadLayout) -> Result<T, FrameError> {
+    bytemuck::try_pod_read_unaligned(payload).map_err(|_| FrameError::Misaligned {
+        payload_bytes: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+        record_bytes: layout.record_bytes as u32,
+    })
 }
 
 /// Whether the caller wants admin frames decoded or refused.
@@ -141,6 +152,8 @@ enum Kind {
     Error(ErrorCode),
     StatusRequest,
     StatusReply,
+    PromoteRequest,
+    PromoteReply,
 }
 
 /// Everything that can be checked from the header alone, in the order a reader of a hex
@@ -174,6 +187,12 @@ fn check_header(header: &Header, admin: Admin) -> Result<(Kind, PayloadLayout), 
         }
         Direction::Reply if admin == Admin::Accepted && header.operation == OPERATION_STATUS => {
             Ok((Kind::StatusReply, layout::status_reply()))
+        }
+        Direction::Request if admin == Admin::Accepted && header.operation == OPERATION_PROMOTE => {
+            Ok((Kind::PromoteRequest, layout::promote_request()))
+        }
+        Direction::Reply if admin == Admin::Accepted && header.operation == OPERATION_PROMOTE => {
+            Ok((Kind::PromoteReply, layout::status_reply()))
         }
         Direction::Request => {
             let operation = Operation::from_u8(header.operation).ok_or(unknown.clone())?;

@@ -5,7 +5,7 @@ use std::any::TypeId;
 
 use bytemuck::Pod;
 
-use super::admin::{NodeStatus, OPERATION_STATUS};
+use super::admin::{NodeStatus, OPERATION_PROMOTE, OPERATION_STATUS, PromoteRequest};
 use super::layout::{self, PayloadLayout};
 use super::{Direction, ErrorCode, HEADER_BYTES, Header, MAGIC, VERSION};
 use crate::Operation;
@@ -66,9 +66,29 @@ pub fn encode_status_request(request_id: u64, client_id: u128, out: &mut Vec<u8>
 
 /// Appends an admin status reply carrying `status`.
 pub fn encode_status_reply(request_id: u64, client_id: u128, status: &NodeStatus, out: &mut Vec<u8>) {
-    let payload = bytemuck::bytes_of(status);
-    let mut header = header(OPERATION_STATUS, Direction::Reply, request_id, client_id);
-    header.payload_bytes = size_of::<NodeStatus>() as u32;
+    encode_admin(OPERATION_STATUS, Direction::Reply, request_id, client_id, bytemuck::bytes_of(status), out);
+}
+
+/// Appends a promotion request (`tally promote`).
+pub fn encode_promote_request(request_id: u64, client_id: u128, request: &PromoteRequest, out: &mut Vec<u8>) {
+    encode_admin(OPERATION_PROMOTE, Direction::Request, request_id, client_id, bytemuck::bytes_of(request), out);
+}
+
+/// Appends the reply to a promotion: the node's status as the new primary.
+pub fn encode_promote_reply(request_id: u64, client_id: u128, status: &NodeStatus, out: &mut Vec<u8>) {
+    encode_admin(OPERATION_PROMOTE, Direction::Reply, request_id, client_id, bytemuck::bytes_of(status), out);
+}
+
+fn encode_admin(
+    operation: u8,
+    direction: Direction,
+    request_id: u64,
+    client_id: u128,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let mut header = header(operation, direction, request_id, client_id);
+    header.payload_bytes = payload.len() as u32;
     header.checksum = header.compute_checksum(payload);
     out.extend_from_slice(bytemuck::bytes_of(&header));
     out.extend_from_slice(payload);

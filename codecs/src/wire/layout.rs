@@ -95,6 +95,11 @@ pub fn status_reply() -> PayloadLayout {
     PayloadLayout::of::<NodeStatus>(1, 1)
 }
 
+/// The payload of a promotion request: exactly one [`PromoteRequest`].
+pub fn promote_request() -> PayloadLayout {
+    PayloadLayout::of::<super::admin::PromoteRequest>(1, 1)
+}
+
 /// The payload of an error reply: nothing.
 pub fn error_reply() -> PayloadLayout {
     PayloadLayout::of::<u8>(0, 0)

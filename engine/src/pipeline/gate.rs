@@ -90,11 +90,17 @@ pub struct Watermarks {
     pub flushed: Arc<AtomicU64>,
     /// Held durable by as many standbys as the policy asks for.
     pub replicated: Arc<AtomicU64>,
+    /// Set when this node learns that a newer primary exists: from then on nothing passes
+    /// the gate, so nothing more is applied or acknowledged here.
+    pub halted: Arc<AtomicBool>,
 }
 
 impl Watermarks {
     /// The highest sequence that `durability` lets the business logic apply.
     pub fn passed(&self, durability: Durability) -> u64 {
+        if self.halted.load(Ordering::Acquire) {
+            return 0;
+        }
         let flushed = || self.flushed.load(Ordering::Acquire);
         let replicated = || self.replicated.load(Ordering::Acquire);
         match durability {
@@ -156,5 +162,7 @@ mod tests {
         assert_eq!(marks.passed(Durability::Replicated(1)), 5);
         marks.replicated.store(8, Ordering::Release);
         assert_eq!(marks.passed(Durability::LocalReplicated(1)), 7);
+        marks.halted.store(true, Ordering::Release);
+        assert_eq!(marks.passed(Durability::None), 0, "a halted node lets nothing through");
     }
 }

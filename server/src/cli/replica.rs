@@ -1,17 +1,23 @@
 //! The replica-set side of the command line: cluster flags, `tally standby`.
 
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use clap::Args;
+use tally_codecs::wire::{Body, Frame, FrameDecoder, Message, PromoteRequest, encode_promote_request};
 use tally_engine::pipeline::Durability;
 use tally_replication::ClusterKey;
 
 use super::{CliError, NodeArgs, node_config};
 use crate::gateway::{self, Frontend};
-use crate::node::ReplicationConfig;
+use crate::node::peers::PeerService;
+use crate::node::promote::{Promoter, Running};
 use crate::node::role::Role;
 use crate::node::standby::{Standby, StandbyConfig};
+use crate::node::{NodeConfig, ReplicationConfig};
 use crate::signals;
 
 #[derive(Args, Clone)]
@@ -70,33 +76,122 @@ pub struct StandbyArgs {
     primary: Vec<SocketAddr>,
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// Ask for promotion (under the same rule as `tally promote`) when no primary was heard
+    /// from for MS plus a random part of MS. Off by default: a person usually decides.
+    /// Keep it well above the tick interval (1 s by default): an idle primary sends a
+    /// record per tick.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    auto_promote_after_ms: Option<u64>,
 }
 
 pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
     let listener = TcpListener::bind(args.listen)
         .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
-    let Some(replication) = args.cluster.replication(args.listen, Durability::None)? else {
+    let Some(replication) = args.cluster.replication(args.listen, args.node.durability)? else {
         return Err(CliError::Usage("a standby needs --cluster-secret-file".into()));
     };
-    let config = node_config(&args.node);
-    let role = std::sync::Arc::new(Role::load(&config.data_dir)?);
-    let standby = Standby::open(
-        StandbyConfig {
-            data_dir: config.data_dir.clone(),
-            node: args.listen,
-            primaries: args.primary.clone(),
-            key: replication.key.clone(),
-            snapshot_interval: config.snapshot_interval,
-        },
-        role.clone(),
-    )?;
+    let mut cluster = args.cluster.cluster.clone();
+    if cluster.is_empty() {
+        // Without --cluster the replica set is this standby and the primaries it knows.
+        cluster = std::iter::once(args.listen).chain(args.primary.iter().copied()).collect();
+    }
+    let node_config = NodeConfig { replication: Some(replication.clone()), ..node_config(&args.node) };
+    std::fs::create_dir_all(&node_config.data_dir)
+        .map_err(|error| CliError::Usage(format!("cannot create {}: {error}", node_config.data_dir.display())))?;
+    let role = Arc::new(Role::load(&node_config.data_dir)?);
+    let standby_config = StandbyConfig {
+        data_dir: node_config.data_dir.clone(),
+        node: args.listen,
+        primaries: args.primary.clone(),
+        key: replication.key.clone(),
+        snapshot_interval: node_config.snapshot_interval,
+    };
+    let standby = Standby::open(standby_config.clone(), role.clone())?;
+    let status = Arc::new(RwLock::new(standby.status()));
+    let shipping = Arc::new(RwLock::new(None));
+    let log = Arc::new(RwLock::new(standby.log()));
+    let promoter = Arc::new(Promoter {
+        running: Mutex::new(Running::Standby(standby)),
+        node_config,
+        standby_config,
+        key: replication.key.clone(),
+        cluster,
+        role: role.clone(),
+        status: status.clone(),
+        shipping: shipping.clone(),
+        log: log.clone(),
+    });
     signals::install()?;
+    if let Some(after_ms) = args.auto_promote_after_ms {
+        promoter.watch(Duration::from_millis(after_ms), signals::stop_requested);
+    }
     eprintln!("tally: standby listening on {}, following {:?}", args.listen, args.primary);
-    let peers = crate::node::peers::PeerService { key: Some(replication.key), role, shipping: None };
-    let frontend = Frontend { status: standby.status(), peers };
+    let peers = PeerService { key: Some(replication.key), role, shipping, log, promoter: Some(promoter.clone()) };
+    let frontend = Frontend { status, peers };
     gateway::serve(&listener, &frontend, signals::stop_requested)?;
-    eprintln!("tally: stopping the standby");
-    let ledger = standby.shutdown();
+    eprintln!("tally: stopping");
+    let running =
+        std::mem::replace(&mut *promoter.running.lock().unwrap_or_else(PoisonError::into_inner), Running::Neither);
+    let ledger = match running {
+        Running::Standby(standby) => standby.shutdown().0,
+        Running::Primary(node) => node.shutdown(),
+        Running::Neither => return Ok(()),
+    };
     eprintln!("tally: stopped cleanly, state hash {:#034x}", ledger.state_hash());
     Ok(())
 }
+
+#[derive(Args)]
+pub struct PromoteArgs {
+    /// The standby to promote.
+    #[arg(long, value_name = "ADDR")]
+    addr: SocketAddr,
+    /// Promote even if fewer than N − k nodes promise the new epoch: inputs acknowledged
+    /// by the old primary and held only by unreachable nodes are then lost.
+    #[arg(long)]
+    force: bool,
+    /// How long the standby waits for its peers' promises.
+    #[arg(long, default_value_t = 5000, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..))]
+    timeout_ms: u32,
+}
+
+/// Sends the promotion request and waits for the answer (a little longer than the
+/// standby waits for its peers).
+pub fn promote(args: &PromoteArgs) -> Result<(), CliError> {
+    let request = PromoteRequest { timeout_ms: args.timeout_ms, force: u8::from(args.force), reserved: [0; 3] };
+    let mut bytes = Vec::new();
+    encode_promote_request(1, 0, &request, &mut bytes);
+    let mut stream = TcpStream::connect_timeout(&args.addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_millis(u64::from(args.timeout_ms)) + PROMOTE_REPLY_GRACE))?;
+    stream.write_all(&bytes)?;
+    let mut decoder = FrameDecoder::new();
+    let mut buffer = vec![0u8; 4096];
+    loop {
+        match decoder.next_message() {
+            Ok(Some(Message::PromoteReply { status, .. })) => {
+                println!(
+                    "promoted: {} is primary in epoch {}, last sequence {}",
+                    args.addr, status.epoch, status.last_sequence
+                );
+                return Ok(());
+            }
+            Ok(Some(Message::Frame(Frame { body: Body::Error(code), .. }))) => {
+                return Err(CliError::Failed(format!(
+                    "{} refused the promotion ({code}); its log says why",
+                    args.addr
+                )));
+            }
+            Ok(Some(other)) => return Err(CliError::Failed(format!("unexpected answer {other:?}"))),
+            Ok(None) => {}
+            Err(error) => return Err(CliError::Failed(format!("bad answer: {error}"))),
+        }
+        let read = stream.read(&mut buffer)?;
+        if read == 0 {
+            return Err(CliError::Failed(format!("{} closed the connection", args.addr)));
+        }
+        decoder.feed(&buffer[..read]);
+    }
+}
+
+/// Beyond the peers' timeout: fetching, opening the journal, replaying since the snapshot.
+const PROMOTE_REPLY_GRACE: Duration = Duration::from_secs(30);

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
-use tally_codecs::wire::{Body, ErrorCode, FrameDecoder, FrameError, Message, encode_error_reply, encode_status_reply};
+use tally_codecs::wire::{
+    Body, ErrorCode, FrameDecoder, FrameError, Message, encode_error_reply, encode_promote_reply, encode_status_reply,
+};
 use tally_engine::pipeline::ReplyTo;
 
 use super::Frontend;
@@ -184,14 +186,31 @@ impl Connection {
             Message::StatusRequest { request_id, client_id } => {
                 let slot = in_flight.acquire(Origin { request_id, client_id });
                 let mut bytes = Vec::new();
-                encode_status_reply(request_id, client_id, &self.frontend.status.read(), &mut bytes);
+                let status = self.frontend.status.read().unwrap_or_else(std::sync::PoisonError::into_inner).read();
+                encode_status_reply(request_id, client_id, &status, &mut bytes);
                 if queue.send(Outgoing::Frame { bytes, slot: Some(slot) }).is_err() {
                     in_flight.release(slot);
                 }
                 None
             }
-            Message::StatusReply { .. } => {
-                let reason = "a client sent a status reply".to_owned();
+            Message::PromoteRequest { request_id, client_id, request } => {
+                let slot = in_flight.acquire(Origin { request_id, client_id });
+                let mut bytes = Vec::new();
+                // Runs the promotion on this connection's thread: the operator waits for it.
+                match self.frontend.peers.promote(request) {
+                    Ok(status) => encode_promote_reply(request_id, client_id, &status, &mut bytes),
+                    Err(reason) => {
+                        eprintln!("tally: promotion refused: {reason}");
+                        encode_error_reply(request_id, ErrorCode::PromotionRefused, &mut bytes);
+                    }
+                }
+                if queue.send(Outgoing::Frame { bytes, slot: Some(slot) }).is_err() {
+                    in_flight.release(slot);
+                }
+                None
+            }
+            Message::StatusReply { .. } | Message::PromoteReply { .. } => {
+                let reason = "a client sent a reply".to_owned();
                 Some(End::Refused { reason, reply: Some(ErrorCode::Malformed) })
             }
         }

@@ -37,10 +37,11 @@ impl JournalInputLog {
         sequences: Sender<u64>,
         retained_from: Option<Receiver<u64>>,
         replicated: Arc<AtomicU64>,
+        halted: Arc<std::sync::atomic::AtomicBool>,
         epoch: u32,
     ) -> JournalInputLog {
         let appended = Arc::new(AtomicU64::new(journal.last_sequence()));
-        let watermarks = Watermarks { appended, flushed: journal.durable_mark(), replicated };
+        let watermarks = Watermarks { appended, flushed: journal.durable_mark(), replicated, halted };
         JournalInputLog {
             journal: Some(journal),
             payload: Vec::new(),

@@ -1,22 +1,45 @@
 //! Peer connections arriving on the node's one port: authenticated, then served by what
-//! they ask for first.
+//! they ask for first: a standby's subscription, a candidate's `Prepare`, a `Fetch`.
 
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use tally_replication::{ClusterKey, Message};
+use tally_codecs::wire::{NodeStatus, PromoteRequest};
+use tally_journal::{JournalReader, ReadLimit};
+use tally_replication::{ClusterKey, LogPosition, Message, Prepared, Record, on_prepare};
 
-use super::peer_io::{self, PeerStream};
+use super::peer_io::{self, PeerError, PeerStream};
+use super::promote::Promoter;
 use super::role::{Role, RoleKind};
 use super::ship::{self, Shipping};
 
-/// What a node offers its peers.
+/// Records per message when answering a `Fetch`.
+const FETCH_RECORDS_PER_MESSAGE: usize = 1024;
+
+/// This node's journal as peers may read it.
+#[derive(Clone)]
+pub struct LocalLog {
+    pub journal_dir: PathBuf,
+    /// Readers never pass this mark (the visible mark on a primary, durable on a standby).
+    pub limit: Arc<AtomicU64>,
+    /// Held by a standby's follow thread while it appends and acknowledges a message, and
+    /// by a promise while it records the epoch and reads the log's end: nothing is
+    /// acknowledged to an older primary after a promise reported the log.
+    pub follow_lock: Arc<Mutex<()>>,
+}
+
+/// What a node offers its peers; shared by every connection.
 #[derive(Clone)]
 pub struct PeerService {
     pub key: Option<ClusterKey>,
     pub role: Arc<Role>,
     /// Present while this node is a primary that ships its journal.
-    pub shipping: Option<Arc<Shipping>>,
+    pub shipping: Arc<RwLock<Option<Arc<Shipping>>>>,
+    pub log: Arc<RwLock<LocalLog>>,
+    /// Present on a standby that `tally promote` may promote.
+    pub promoter: Option<Arc<Promoter>>,
 }
 
 impl PeerService {
@@ -35,28 +58,139 @@ impl PeerService {
                 return;
             }
         };
-        let first = match peer.recv() {
+        let mut first = match peer.recv() {
             Ok(message) => message,
             Err(error) => {
                 eprintln!("tally: peer {address}: {error}");
                 return;
             }
         };
-        match first {
-            Message::Subscribe { epoch, node, position } => match (&self.shipping, self.role.kind()) {
-                (Some(shipping), RoleKind::Primary) => ship::serve_standby(peer, epoch, node, position, shipping),
-                _ => {
-                    let reason = match self.role.primary() {
-                        Some(primary) => format!("not primary; the primary is {primary}"),
-                        None => "not primary".to_owned(),
-                    };
-                    let _ = peer.send(&Message::Refused { reason });
+        // A returning node may probe any number of its records before it subscribes.
+        while let Message::Probe { position, .. } = first {
+            let log = self.log.read().unwrap_or_else(PoisonError::into_inner).clone();
+            // Only the primary's log is the one to converge to.
+            let answer = if self.role.kind() == RoleKind::Primary {
+                let matches = ship::check_position(&log.journal_dir, &position).is_ok();
+                Message::Probed { sequence: position.last_sequence, matches }
+            } else {
+                Message::Refused { reason: "not primary".into() }
+            };
+            first = match peer.send(&answer).and_then(|()| peer.recv()) {
+                Ok(message) => message,
+                Err(error) => {
+                    eprintln!("tally: peer {address}: {error}");
+                    return;
                 }
-            },
-            other => {
-                eprintln!("tally: peer {address}: unexpected first message {other:?}");
-                let _ = peer.send(&Message::Refused { reason: "unexpected message".into() });
+            };
+        }
+        let result = match first {
+            Message::Subscribe { epoch, node, position } => {
+                self.subscribe(peer, epoch, node, position);
+                Ok(())
+            }
+            Message::Prepare { epoch } => self.prepare(&mut peer, epoch),
+            Message::Fetch { epoch, from, to } => self.fetch(&mut peer, epoch, from, to),
+            other => Err(PeerError::Refused(format!("unexpected first message {other:?}"))),
+        };
+        if let Err(error) = result {
+            eprintln!("tally: peer {address}: {error}");
+        }
+    }
+
+    fn subscribe(&self, mut peer: PeerStream, epoch: u32, node: String, position: LogPosition) {
+        let shipping = self.shipping.read().unwrap_or_else(PoisonError::into_inner).clone();
+        match (shipping, self.role.kind()) {
+            (Some(shipping), RoleKind::Primary) => ship::serve_standby(peer, epoch, node, position, &shipping),
+            _ => {
+                let reason = match self.role.primary() {
+                    Some(primary) => format!("not primary; the primary is {primary}"),
+                    None => "not primary".to_owned(),
+                };
+                let _ = peer.send(&Message::Refused { reason });
             }
         }
     }
+
+    /// The acceptor's side of a promotion: promise a higher epoch (a primary fences itself
+    /// first), reporting this node's log.
+    fn prepare(&self, peer: &mut PeerStream, epoch: u32) -> Result<(), PeerError> {
+        let log = self.log.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let _following = log.follow_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if epoch > self.role.epoch() && self.role.kind() == RoleKind::Primary {
+            eprintln!("tally: FENCED: a candidate asks for epoch {epoch}; this node accepts no more writes");
+            self.role.fence(epoch);
+        }
+        let position = log_end(&log).map_err(PeerError::Refused)?;
+        match on_prepare(self.role.epoch(), position, epoch) {
+            Prepared::Promise { persist_epoch, reply } => {
+                let kind = if self.role.kind() == RoleKind::Primary { RoleKind::Fenced } else { self.role.kind() };
+                self.role.enter(persist_epoch, kind).map_err(|error| PeerError::Refused(error.to_string()))?;
+                self.role.set_primary(None);
+                eprintln!("tally: promised epoch {epoch} at sequence {}", position.last_sequence);
+                peer.send(&reply)
+            }
+            // An equal epoch was promised already (perhaps by this very candidate's retry);
+            // the candidate learns it and gives up.
+            Prepared::Refuse(reply) => peer.send(&reply),
+        }
+    }
+
+    /// Sends records `from..=to` of this node's journal.
+    fn fetch(&self, peer: &mut PeerStream, epoch: u32, from: u64, to: u64) -> Result<(), PeerError> {
+        if epoch < self.role.epoch() {
+            return peer.send(&Message::NewerEpoch { epoch: self.role.epoch() });
+        }
+        let log = self.log.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut reader = JournalReader::open(&log.journal_dir, from.max(1), ReadLimit::Visible(log.limit.clone()))
+            .map_err(|error| PeerError::Refused(error.to_string()))?;
+        let mut batch = Vec::new();
+        loop {
+            let record = reader.next_record().map_err(|error| PeerError::Refused(error.to_string()))?;
+            let done = match record {
+                Some(record) if record.sequence <= to => {
+                    batch.push(Record {
+                        sequence: record.sequence,
+                        epoch: record.epoch,
+                        timestamp: record.timestamp,
+                        operation: record.operation,
+                        chain: record.chain,
+                        payload: record.payload.to_vec(),
+                    });
+                    false
+                }
+                _ => true,
+            };
+            if done || batch.len() == FETCH_RECORDS_PER_MESSAGE {
+                peer.send(&Message::Records { epoch: self.role.epoch(), records: std::mem::take(&mut batch) })?;
+            }
+            if done {
+                // An empty message ends the answer.
+                return peer.send(&Message::Records { epoch: self.role.epoch(), records: Vec::new() });
+            }
+        }
+    }
+
+    /// `tally promote` asked this node to become primary.
+    pub fn promote(&self, request: PromoteRequest) -> Result<NodeStatus, String> {
+        match &self.promoter {
+            Some(promoter) => promoter.promote(request.force != 0, request.timeout_ms),
+            None if self.role.kind() == RoleKind::Primary => Err("this node is already primary".into()),
+            None => Err("this node was not started as a standby (tally standby)".into()),
+        }
+    }
+}
+
+/// The last record of a journal (epoch, sequence, chain), read up to the log's mark.
+pub fn log_end(log: &LocalLog) -> Result<LogPosition, String> {
+    let last = log.limit.load(Ordering::Acquire);
+    if last == 0 {
+        return Ok(LogPosition::default());
+    }
+    let mut reader = JournalReader::open(&log.journal_dir, last, ReadLimit::Visible(log.limit.clone()))
+        .map_err(|error| format!("cannot read this node's journal at {last}: {error}"))?;
+    let mut position = LogPosition::default();
+    while let Some(record) = reader.next_record().map_err(|error| error.to_string())? {
+        position = LogPosition { last_epoch: record.epoch, last_sequence: record.sequence, last_chain: record.chain };
+    }
+    Ok(position)
 }

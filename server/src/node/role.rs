@@ -9,8 +9,8 @@ use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tally_codecs::wire::admin::{ROLE_FENCED, ROLE_PRIMARY, ROLE_STANDBY};
 use tally_engine::pipeline::Submitter;
@@ -57,6 +57,8 @@ pub struct Role {
     /// Where requests go while this node is primary.
     submitter: Mutex<Option<Submitter>>,
     epoch_file: PathBuf,
+    /// The durability gate's halt switch (see `Watermarks::halted`).
+    halted: Arc<AtomicBool>,
     /// Serialises epoch changes so the file and the atomic never disagree.
     persist: Mutex<()>,
 }
@@ -79,8 +81,15 @@ impl Role {
             primary: Mutex::new(None),
             submitter: Mutex::new(None),
             epoch_file,
+            // A node that was fenced stays so across restarts until it follows again.
+            halted: Arc::new(AtomicBool::new(kind == RoleKind::Fenced)),
             persist: Mutex::new(()),
         })
+    }
+
+    /// The switch that stops the durability gate when this node is fenced.
+    pub fn halted(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.halted)
     }
 
     pub fn kind(&self) -> RoleKind {
@@ -127,6 +136,7 @@ impl Role {
     /// Stops accepting writes at once (before anything is written to disk): a newer epoch
     /// exists. The fenced state is then persisted so a restart does not serve again.
     pub fn fence(&self, newer_epoch: u32) {
+        self.halted.store(true, Ordering::Release);
         self.kind.store(ROLE_FENCED, Ordering::Release);
         self.set_submitter(None);
         if let Err(error) = self.enter(newer_epoch, RoleKind::Fenced) {

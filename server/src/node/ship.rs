@@ -94,7 +94,7 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
 
 /// The standby's last record must be ours too (same sequence, same chain hash): then its
 /// log is a prefix of ours and streaming continues it.
-fn check_position(journal_dir: &std::path::Path, position: &LogPosition) -> Result<(), String> {
+pub fn check_position(journal_dir: &std::path::Path, position: &LogPosition) -> Result<(), String> {
     if position.last_sequence == 0 {
         return match JournalReader::open(journal_dir, 1, ReadLimit::Everything) {
             Ok(_) => Ok(()),
@@ -176,6 +176,8 @@ fn read_acks(mut peer: PeerStream, node: &str, shipping: &Shipping, closed: &Ato
             }
         };
         let outcome = match message {
+            // A fenced node's gate is halted; its watermark stays where it was.
+            Message::Ack { .. } if shipping.role.kind() != RoleKind::Primary => break,
             Message::Ack { epoch, durable_sequence } => shipping.core().on_ack(node, epoch, durable_sequence),
             Message::NewerEpoch { epoch } => shipping.core().check_epoch(epoch).map(|()| None),
             other => {

@@ -26,6 +26,7 @@ use tally_journal::{Journal, JournalConfig, SnapshotStore};
 use tally_replication::{Checkpoints, ClusterKey, FollowError, Follower, LogPosition, Message, Record, Step};
 
 use super::peer_io::{self, PeerError, PeerStream};
+use super::peers::LocalLog;
 use super::role::{Role, RoleKind};
 use super::snapshotter::{Snapshotter, SnapshotterConfig};
 use super::{DataDir, StatusSource, journal_codec, snapshots};
@@ -40,6 +41,7 @@ const STOP_POLL: Duration = Duration::from_millis(200);
 /// Batches waiting for the business-logic thread, at most (back-pressure on the stream).
 const APPLY_QUEUE: usize = 64;
 
+#[derive(Clone)]
 pub struct StandbyConfig {
     pub data_dir: PathBuf,
     /// This node's address: how the primary names it among its standbys.
@@ -58,10 +60,14 @@ enum Work {
 pub struct Standby {
     snapshotter: Option<Snapshotter>,
     stop: Arc<AtomicBool>,
-    follow: Option<JoinHandle<()>>,
+    follow: Option<JoinHandle<LogPosition>>,
+    log: LocalLog,
     apply: Option<JoinHandle<Ledger>>,
     status: StatusSource,
     stats: Arc<PipelineStats>,
+    /// Milliseconds since `started` when a message last came from a primary.
+    heard_ms: Arc<AtomicU64>,
+    started: Instant,
     snapshots: SnapshotStore,
     snapshot_sequence: u64,
     _lock: std::fs::File,
@@ -73,6 +79,7 @@ impl Standby {
         let dirs = DataDir::create(&config.data_dir)?;
         let lock = dirs.lock()?;
         role.enter(role.epoch(), RoleKind::Standby)?;
+        super::rejoin::truncate_divergent_suffix(&config, &dirs)?;
         let snapshots = SnapshotStore::open(&dirs.snapshots)?;
         let restored = snapshots::load(&snapshots)?;
         let journal_config =
@@ -92,6 +99,11 @@ impl Standby {
         let durable = journal.durable_mark();
         let status =
             StatusSource::new(stats.clone(), last_sequence.clone(), durable.clone(), role.clone(), Instant::now());
+        let log = LocalLog {
+            journal_dir: dirs.journal.clone(),
+            limit: durable.clone(),
+            follow_lock: Arc::new(std::sync::Mutex::new(())),
+        };
         let (retained_sender, _retained) = crossbeam::channel::unbounded();
         let snapshotter = config.snapshot_interval.map(|interval| {
             Snapshotter::spawn(SnapshotterConfig {
@@ -110,7 +122,19 @@ impl Standby {
             .name("business-logic".into())
             .spawn(move || apply_loop(ledger, applied_from, &queued, &apply_stats))
             .map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
-        let following = Following { config, role, journal: Some(journal), last_sequence, work, stop: stop.clone() };
+        let started = Instant::now();
+        let heard_ms = Arc::new(AtomicU64::new(0));
+        let following = Following {
+            heard_ms: heard_ms.clone(),
+            started,
+            config,
+            role,
+            journal: Some(journal),
+            last_sequence,
+            work,
+            stop: stop.clone(),
+            follow_lock: log.follow_lock.clone(),
+        };
         let follow = std::thread::Builder::new()
             .name("follow".into())
             .spawn(move || following.run())
@@ -119,9 +143,12 @@ impl Standby {
             snapshotter,
             stop,
             follow: Some(follow),
+            log,
             apply: Some(apply),
             status,
             stats,
+            heard_ms,
+            started,
             snapshots,
             snapshot_sequence: restored.sequence,
             _lock: lock,
@@ -132,21 +159,34 @@ impl Standby {
         self.status.clone()
     }
 
+    /// This standby's journal as peers may read it.
+    pub fn log(&self) -> LocalLog {
+        self.log.clone()
+    }
+
+    /// How long since a primary was last heard from (since start if never).
+    pub fn silence(&self) -> Duration {
+        let heard = Duration::from_millis(self.heard_ms.load(Ordering::Acquire));
+        self.started.elapsed().saturating_sub(heard)
+    }
+
     /// Stops following, applies what was received, closes the journal, writes a snapshot
-    /// and returns the ledger.
-    pub fn shutdown(mut self) -> Ledger {
+    /// and returns the ledger and where the journal ends.
+    pub fn shutdown(mut self) -> (Ledger, LogPosition) {
         drop(self.snapshotter.take());
         self.stop.store(true, Ordering::Release);
-        if let Some(follow) = self.follow.take()
-            && follow.join().is_err()
-        {
-            eprintln!("tally: the follow thread panicked");
-        }
+        let position = match self.follow.take().map(JoinHandle::join) {
+            Some(Ok(position)) => position,
+            _ => {
+                eprintln!("tally: the follow thread panicked");
+                LogPosition::default()
+            }
+        };
         let ledger = match self.apply.take().map(JoinHandle::join) {
             Some(Ok(ledger)) => ledger,
             _ => {
                 eprintln!("tally: the standby's business-logic thread panicked");
-                return Ledger::new();
+                return (Ledger::new(), position);
             }
         };
         let sequence = self.stats.applied_sequence();
@@ -155,7 +195,7 @@ impl Standby {
         {
             eprintln!("tally: no snapshot written at shutdown: {error}");
         }
-        ledger
+        (ledger, position)
     }
 }
 
@@ -173,13 +213,20 @@ struct Following {
     last_sequence: Arc<AtomicU64>,
     work: Sender<Work>,
     stop: Arc<AtomicBool>,
+    /// See [`LocalLog::follow_lock`].
+    follow_lock: Arc<std::sync::Mutex<()>>,
+    heard_ms: Arc<AtomicU64>,
+    started: Instant,
 }
 
 impl Following {
-    fn run(mut self) {
+    fn run(mut self) -> LogPosition {
         while !self.stop.load(Ordering::Acquire) {
             for index in 0..self.config.primaries.len() {
                 let address = self.config.primaries[index];
+                if address == self.config.node {
+                    continue;
+                }
                 if self.stop.load(Ordering::Acquire) {
                     break;
                 }
@@ -192,9 +239,11 @@ impl Following {
             }
             std::thread::sleep(RETRY_PAUSE);
         }
+        let position = self.position();
         if let Some(journal) = self.journal.take() {
             journal.close();
         }
+        position
     }
 
     fn journal(&mut self) -> &mut Journal {
@@ -227,8 +276,19 @@ impl Following {
                 }
                 Err(error) => return Err(error.into()),
             };
+            let heard = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.heard_ms.store(heard, Ordering::Release);
             match message {
-                Message::Records { epoch, records } => self.on_records(&mut peer, &mut follower, epoch, records)?,
+                Message::Records { epoch, records } => {
+                    let lock = Arc::clone(&self.follow_lock);
+                    let _following = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // A promise made since the last message: the old primary learns of it.
+                    if self.role.epoch() > follower.epoch() {
+                        peer.send(&Message::NewerEpoch { epoch: self.role.epoch() })?;
+                        return Err(PeerError::Refused("this node promised a newer epoch".into()).into());
+                    }
+                    self.on_records(&mut peer, &mut follower, epoch, records)?;
+                }
                 Message::Checkpoint { sequence, state_hash, .. } => {
                     // The business-logic thread has stopped only if the node is stopping.
                     let _ = self.work.send(Work::Checkpoint { sequence, state_hash });

@@ -1,0 +1,234 @@
+//! `tally promote` on a standby: the promotion rule of `tally_replication::election`,
+//! driven over real connections, then the switch from following to serving.
+//!
+//! 1. Stop following (the standby's journal is closed, a snapshot written) and promise
+//!    the new epoch to itself.
+//! 2. Ask every other node of `--cluster` for a promise; wait until N − k promised (or the
+//!    timeout; then refuse, or with `--force` go on and say what may be lost).
+//! 3. Fetch what the longest log in the highest epoch has and this one lacks, checking
+//!    the chain hash of every record (and of this node's last one) on the way in.
+//! 4. Record the epoch as primary and open the node: it serves from then on.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use crossbeam::channel;
+use tally_codecs::wire::NodeStatus;
+use tally_journal::{Journal, JournalConfig, SnapshotStore};
+use tally_replication::{ClusterKey, Decision, Election, LogPosition, Message};
+
+use super::peer_io::{self, PeerError};
+use super::peers::LocalLog;
+use super::role::{Role, RoleKind};
+use super::ship::Shipping;
+use super::standby::{Standby, StandbyConfig};
+use super::{Node, NodeConfig, StatusSource};
+
+/// The promotion timeout when `tally promote` names none.
+pub const PROMOTE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+
+/// What a standby process runs now.
+pub enum Running {
+    Standby(Standby),
+    Primary(Node),
+    /// Between the two, or after a failed restart.
+    Neither,
+}
+
+pub struct Promoter {
+    pub running: Mutex<Running>,
+    pub node_config: NodeConfig,
+    pub standby_config: StandbyConfig,
+    pub key: ClusterKey,
+    /// Every node of the replica set, this one included.
+    pub cluster: Vec<SocketAddr>,
+    pub role: Arc<Role>,
+    /// The gateway's views, switched to the new primary's once it runs.
+    pub status: Arc<RwLock<StatusSource>>,
+    pub shipping: Arc<RwLock<Option<Arc<Shipping>>>>,
+    pub log: Arc<RwLock<LocalLog>>,
+}
+
+impl Promoter {
+    pub fn promote(&self, force: bool, timeout_ms: u32) -> Result<NodeStatus, String> {
+        let timeout = if timeout_ms == 0 { PROMOTE_TIMEOUT_DEFAULT } else { Duration::from_millis(timeout_ms.into()) };
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let Running::Standby(standby) = std::mem::replace(&mut *running, Running::Neither) else {
+            *running = Running::Neither;
+            return Err("this node is not a standby".into());
+        };
+        let (_, own) = standby.shutdown();
+        match self.elect_and_catch_up(own, force, timeout) {
+            Ok(()) => {}
+            Err(reason) => {
+                // Back to following: nothing was served in the new epoch.
+                match Standby::open(self.standby_config.clone(), self.role.clone()) {
+                    Ok(standby) => {
+                        self.switch(standby.status(), None, standby.log());
+                        *running = Running::Standby(standby);
+                    }
+                    Err(error) => eprintln!("tally: cannot resume following after a refused promotion: {error}"),
+                }
+                return Err(reason);
+            }
+        }
+        let node = Node::open_with_role(&self.node_config, self.role.clone()).map_err(|error| error.to_string())?;
+        self.role.set_primary(Some(self.standby_config.node));
+        self.switch(node.status(), node.shipping(), node.log());
+        let status = node.status().read();
+        *running = Running::Primary(node);
+        eprintln!("tally: PROMOTED: primary in epoch {} at sequence {}", status.epoch, status.last_sequence);
+        Ok(status)
+    }
+
+    /// `--auto-promote-after-ms`: while this node is a standby, asks for promotion when no
+    /// primary was heard from for `after` plus a random part of it (so two standbys do
+    /// not keep starting elections together). The rule is the same as for `tally promote`
+    /// without `--force`: without N − k promises nothing happens and the standby follows.
+    pub fn watch(self: &Arc<Self>, after: Duration, stop: impl Fn() -> bool + Send + 'static) {
+        let promoter = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("auto-promote".into()).spawn(move || {
+            let mut wait = randomised(after);
+            while !stop() {
+                std::thread::sleep(WATCH_POLL);
+                let silence = match &*promoter.running.lock().unwrap_or_else(PoisonError::into_inner) {
+                    Running::Standby(standby) => standby.silence(),
+                    Running::Primary(_) | Running::Neither => return,
+                };
+                if silence < wait {
+                    continue;
+                }
+                eprintln!("tally: no primary heard for {} ms: asking for promotion", silence.as_millis());
+                match promoter.promote(false, u32::try_from(after.as_millis()).unwrap_or(u32::MAX)) {
+                    Ok(status) => eprintln!("tally: auto-promoted to epoch {}", status.epoch),
+                    Err(reason) => eprintln!("tally: auto-promotion refused: {reason}"),
+                }
+                wait = randomised(after);
+            }
+        });
+        if let Err(error) = spawned {
+            eprintln!("tally: --auto-promote-after-ms is off: no thread: {error}");
+        }
+    }
+
+    fn switch(&self, status: StatusSource, shipping: Option<Arc<Shipping>>, log: LocalLog) {
+        *self.status.write().unwrap_or_else(PoisonError::into_inner) = status;
+        *self.shipping.write().unwrap_or_else(PoisonError::into_inner) = shipping;
+        *self.log.write().unwrap_or_else(PoisonError::into_inner) = log;
+    }
+
+    fn elect_and_catch_up(&self, own: LogPosition, force: bool, timeout: Duration) -> Result<(), String> {
+        let epoch = self.role.epoch() + 1;
+        self.role.enter(epoch, RoleKind::Standby).map_err(|error| error.to_string())?;
+        let replicas = usize::from(self.node_config.durability.replicas());
+        let (mut election, prepare) = Election::start(epoch, own, self.cluster.len(), replicas);
+        let (answers, answered) = channel::unbounded();
+        for &peer in self.cluster.iter().filter(|&&peer| peer != self.standby_config.node) {
+            let (key, prepare, answers) = (self.key.clone(), prepare.clone(), answers.clone());
+            std::thread::spawn(move || {
+                let answer = ask(peer, &key, &prepare, timeout);
+                let _ = answers.send((peer, answer));
+            });
+        }
+        drop(answers);
+        let deadline = Instant::now() + timeout;
+        while election.decision().is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok((peer, answer)) = answered.recv_timeout(left) else { break };
+            match answer {
+                Ok(message) => election.on_message(&peer.to_string(), &message).map_err(|error| error.to_string())?,
+                Err(error) => eprintln!("tally: promotion: {peer} did not promise: {error}"),
+            }
+        }
+        let decision = match election.decision() {
+            Some(decision) => decision,
+            None if force => {
+                let (decision, missing) = election.force();
+                eprintln!(
+                    "tally: FORCED promotion: {missing} of the {} nodes the rule needs did not promise; any input \
+                     acknowledged after sequence {} and held only by them is lost",
+                    election.needed(),
+                    decision.target.last_sequence
+                );
+                decision
+            }
+            None => return Err(election.refuse().to_string()),
+        };
+        self.catch_up(own, &decision)?;
+        self.role.enter(epoch, RoleKind::Primary).map_err(|error| error.to_string())?;
+        Ok(())
+    }
+
+    /// Fetches `own.last_sequence..=target` from the decision's source and appends it.
+    fn catch_up(&self, own: LogPosition, decision: &Decision) -> Result<(), String> {
+        let Some(source) = &decision.source else { return Ok(()) };
+        if decision.target.last_sequence <= own.last_sequence {
+            return Ok(());
+        }
+        let address: SocketAddr = source.parse().map_err(|_| format!("bad peer address {source}"))?;
+        let mut peer = peer_io::connect(address, &self.key, peer_io::HANDSHAKE_TIMEOUT).map_err(|e| e.to_string())?;
+        let from = own.last_sequence.max(1);
+        let to = decision.target.last_sequence;
+        peer.send(&Message::Fetch { epoch: decision.epoch, from, to }).map_err(|e| e.to_string())?;
+        let data = &self.standby_config.data_dir;
+        let snapshot_sequence = SnapshotStore::open(data.join("snapshots"))
+            .and_then(|store| store.list())
+            .map_err(|error| error.to_string())?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        let config = JournalConfig { snapshot_sequence, ..JournalConfig::new(data.join("journal")) };
+        let (mut journal, _) = Journal::open(&config).map_err(|error| error.to_string())?;
+        loop {
+            let records = match peer.recv().map_err(|error| error.to_string())? {
+                Message::Records { records, .. } => records,
+                other => return Err(format!("{address} answered a fetch with {other:?}")),
+            };
+            if records.is_empty() {
+                break;
+            }
+            for record in records {
+                if record.sequence <= own.last_sequence {
+                    if record.sequence == own.last_sequence && record.chain != own.last_chain {
+                        return Err(format!(
+                            "this node's log diverges from {address}'s at sequence {}: promote {address} instead",
+                            own.last_sequence
+                        ));
+                    }
+                    continue;
+                }
+                journal
+                    .append(record.epoch, record.timestamp, record.operation, &record.payload)
+                    .map_err(|error| error.to_string())?;
+                if journal.last_chain() != record.chain {
+                    return Err(format!("record {} from {address} does not continue this log", record.sequence));
+                }
+            }
+        }
+        let fetched = journal.last_sequence();
+        journal.close();
+        if fetched < to {
+            return Err(format!("{address} sent records up to {fetched}, not {to}"));
+        }
+        Ok(())
+    }
+}
+
+/// How often the auto-promotion watch looks at the silence.
+const WATCH_POLL: Duration = Duration::from_millis(50);
+
+/// `after` plus a random share of it, up to double.
+fn randomised(after: Duration) -> Duration {
+    let random =
+        peer_io::nonce().map_or(0, |bytes| u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], 0, 0, 0, 0]));
+    let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(after_ms.saturating_add(random % after_ms.max(1)))
+}
+
+fn ask(peer: SocketAddr, key: &ClusterKey, prepare: &Message, timeout: Duration) -> Result<Message, PeerError> {
+    let mut stream = peer_io::connect(peer, key, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.send(prepare)?;
+    stream.recv()
+}

@@ -1,0 +1,125 @@
+//! A node returning as a standby (typically a former primary) finds where its journal
+//! and the primary's part, and truncates its own suffix after that point before it
+//! follows. That suffix was never acknowledged: the promotion rule gave the new primary
+//! every acknowledged input (docs/design.md §7a), so what the new primary lacks was not.
+//!
+//! The search probes the primary with this node's records at exponentially growing
+//! distances from its end, then bisects: O(log n) round trips on one connection. A chain
+//! hash that matches at a sequence matches at every sequence before it.
+
+use tally_journal::{Journal, JournalConfig, RecoveryMode, SnapshotStore};
+use tally_replication::{LogPosition, Message};
+
+use super::peer_io::{self, PeerError, PeerStream};
+use super::standby::StandbyConfig;
+use super::{DataDir, snapshots};
+use crate::error::NodeError;
+
+/// Truncates this node's journal after the last record it shares with the primary, if
+/// a primary answers and the logs differ. Unreachable primaries change nothing.
+pub fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Result<(), NodeError> {
+    let store = SnapshotStore::open(&dirs.snapshots)?;
+    let restored = snapshots::load(&store)?;
+    let journal_config = JournalConfig { snapshot_sequence: restored.sequence, ..JournalConfig::new(&dirs.journal) };
+    let (journal, _) = Journal::open(&journal_config)?;
+    let end = position_at(&journal, journal.last_sequence())?;
+    if end.last_sequence == 0 {
+        journal.close();
+        return Ok(());
+    }
+    let mut found = None;
+    for &address in config.primaries.iter().filter(|&&address| address != config.node) {
+        let Ok(mut peer) = peer_io::connect(address, &config.key, peer_io::HANDSHAKE_TIMEOUT) else { continue };
+        let _ = peer.set_read_timeout(Some(peer_io::HANDSHAKE_TIMEOUT));
+        match find_common(&mut peer, &journal, end, restored.sequence) {
+            Ok(common) => {
+                found = Some((address, common));
+                break;
+            }
+            // Not the primary, or it could not answer: try the next address.
+            Err(error) => eprintln!("tally: could not compare this journal with {address}'s: {error}"),
+        }
+    }
+    journal.close();
+    let Some((address, Some(common))) = found else { return Ok(()) };
+    eprintln!(
+        "tally: this journal diverges from {address}'s after sequence {common}: truncating the {} records after it \
+         (never acknowledged: the new primary would hold them)",
+        end.last_sequence - common
+    );
+    for sequence in store.list()? {
+        if sequence > common {
+            let path = dirs.snapshots.join(format!("{sequence:020}.snap"));
+            std::fs::remove_file(&path).map_err(|source| NodeError::Io { path, source })?;
+        }
+    }
+    let restored = snapshots::load(&store)?;
+    let truncate = JournalConfig {
+        snapshot_sequence: restored.sequence,
+        recovery: RecoveryMode::TruncateAt(common),
+        ..JournalConfig::new(&dirs.journal)
+    };
+    let (journal, _) = Journal::open(&truncate)?;
+    journal.close();
+    Ok(())
+}
+
+/// `None` when the primary holds this journal's last record; otherwise the last
+/// sequence both hold.
+fn find_common(
+    peer: &mut PeerStream,
+    journal: &Journal,
+    end: LogPosition,
+    first_kept: u64,
+) -> Result<Option<u64>, String> {
+    if probe(peer, end)? {
+        return Ok(None);
+    }
+    // `above` is known not to match; find some `below` that does.
+    let (mut above, mut distance) = (end.last_sequence, 1u64);
+    let mut below = loop {
+        let candidate = end.last_sequence.saturating_sub(distance).max(first_kept);
+        let matches = candidate == 0 || probe(peer, position_at(journal, candidate).map_err(|e| e.to_string())?)?;
+        if matches {
+            break candidate;
+        }
+        if candidate == first_kept {
+            return Err(format!("the logs differ at or before sequence {first_kept}, the oldest this node holds"));
+        }
+        above = candidate;
+        distance = distance.saturating_mul(2);
+    };
+    while above - below > 1 {
+        let middle = below + (above - below) / 2;
+        if probe(peer, position_at(journal, middle).map_err(|e| e.to_string())?)? {
+            below = middle;
+        } else {
+            above = middle;
+        }
+    }
+    Ok(Some(below))
+}
+
+fn probe(peer: &mut PeerStream, position: LogPosition) -> Result<bool, String> {
+    let asked = Message::Probe { epoch: 0, position };
+    match peer.send(&asked).and_then(|()| peer.recv()) {
+        Ok(Message::Probed { sequence, matches }) if sequence == position.last_sequence => Ok(matches),
+        Ok(other) => Err(format!("unexpected answer {other:?}")),
+        Err(PeerError::Refused(reason)) => Err(reason),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Epoch, sequence and chain of record `sequence` (the empty log's for 0).
+fn position_at(journal: &Journal, sequence: u64) -> Result<LogPosition, NodeError> {
+    if sequence == 0 {
+        return Ok(LogPosition::default());
+    }
+    let mut reader = journal.reader(sequence)?;
+    match reader.next_record()? {
+        Some(record) => {
+            Ok(LogPosition { last_epoch: record.epoch, last_sequence: record.sequence, last_chain: record.chain })
+        }
+        None => Ok(LogPosition::default()),
+    }
+}

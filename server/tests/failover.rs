@@ -1,0 +1,195 @@
+//! Promotion as real processes: a primary is killed, `tally promote` makes a standby
+//! primary of the next epoch under the rule, nothing acknowledged is lost, the other
+//! standby follows the new primary, and the old primary returns as a standby.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{ServerProcess, TALLY, TempDir, account, client, free_address, transfer};
+use tally_codecs::wire::NodeStatus;
+
+fn status(address: SocketAddr) -> NodeStatus {
+    client(&[address], Duration::from_secs(5)).status().expect("the node answers status")
+}
+
+fn promote(address: SocketAddr, extra: &[&str]) -> (bool, String) {
+    let output = Command::new(TALLY)
+        .args(["promote", "--addr", &address.to_string(), "--timeout-ms", "1000"])
+        .args(extra)
+        .output()
+        .expect("tally promote runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+struct Cluster {
+    addresses: Vec<SocketAddr>,
+    list: String,
+    secret: String,
+}
+
+impl Cluster {
+    fn new(dir: &Path, nodes: usize) -> Cluster {
+        let addresses: Vec<SocketAddr> = (0..nodes).map(|_| free_address()).collect();
+        let list = addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "failover-test-cluster-secret").expect("the secret is written");
+        Cluster { addresses, list, secret: secret.to_string_lossy().into_owned() }
+    }
+
+    fn start(&self, dir: &Path, index: usize, command: &str, durability: &str) -> ServerProcess {
+        let mut args = vec!["--cluster", &self.list, "--cluster-secret-file", &self.secret, "--durability", durability];
+        args.extend(["--snapshot-interval-s", "0"]);
+        if command == "standby" {
+            args.extend(["--primary", &self.list]);
+        }
+        ServerProcess::start_as(command, &dir.join(format!("node{index}")), self.addresses[index], &args)
+    }
+}
+
+fn wait_converged(addresses: &[SocketAddr]) -> Vec<NodeStatus> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let statuses: Vec<NodeStatus> = addresses.iter().map(|&address| status(address)).collect();
+        let first = statuses[0];
+        if statuses.iter().all(|s| s.applied_sequence == first.last_sequence && s.last_sequence == first.last_sequence)
+        {
+            return statuses;
+        }
+        assert!(Instant::now() < deadline, "the nodes did not converge: {statuses:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn promoted_standby_keeps_every_acknowledged_transfer_and_the_old_primary_follows() {
+    let dir = TempDir::new("failover");
+    let cluster = Cluster::new(dir.path(), 3);
+    let primary = cluster.start(dir.path(), 0, "serve", "replicated:1");
+    let _standby_one = cluster.start(dir.path(), 1, "standby", "replicated:1");
+    let _standby_two = cluster.start(dir.path(), 2, "standby", "replicated:1");
+
+    let writer = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    writer.create_accounts(&[account(1), account(2)]).expect("accounts are acknowledged");
+    let acknowledged: Vec<u128> = (100..140).collect();
+    for &id in &acknowledged {
+        writer.create_transfers(&[transfer(id, 1, 2, 1)]).expect("a transfer is acknowledged");
+    }
+    drop(writer);
+    primary.kill();
+
+    let (promoted, text) = promote(cluster.addresses[1], &[]);
+    assert!(promoted, "the promotion succeeds with 2 of 3 nodes: {text}");
+    assert!(text.contains("epoch 1"), "{text}");
+    let after = status(cluster.addresses[1]);
+    assert_eq!((after.role_name(), after.epoch), ("primary", 1));
+
+    let found = client(&cluster.addresses[1..], Duration::from_secs(20))
+        .lookup_transfers(&acknowledged)
+        .expect("the new primary answers lookups");
+    assert_eq!(found.len(), acknowledged.len(), "no acknowledged transfer is lost by the failover");
+    client(&cluster.addresses[1..], Duration::from_secs(20))
+        .create_transfers(&[transfer(500, 1, 2, 1)])
+        .expect("the new primary acknowledges with the other standby");
+
+    let _old_primary = cluster.start(dir.path(), 0, "standby", "replicated:1");
+    let statuses = wait_converged(&[cluster.addresses[1], cluster.addresses[0], cluster.addresses[2]]);
+    assert!(statuses.iter().all(|s| s.state_hash == statuses[0].state_hash), "equal state: {statuses:?}");
+    assert_eq!(statuses[1].role_name(), "standby");
+    assert_eq!(statuses[1].epoch, 1, "the old primary learnt the new epoch");
+}
+
+#[test]
+fn promotion_without_enough_promises_is_refused_unless_forced() {
+    let dir = TempDir::new("promote-refused");
+    let cluster = Cluster::new(dir.path(), 2);
+    // Under `local` the standby's copy may lag what the primary acknowledged, so the rule
+    // needs every node: with the primary gone, only --force promotes.
+    let primary = cluster.start(dir.path(), 0, "serve", "local");
+    let _standby = cluster.start(dir.path(), 1, "standby", "local");
+    client(&[cluster.addresses[0]], Duration::from_secs(5)).create_accounts(&[account(1)]).expect("created");
+    primary.kill();
+
+    let (promoted, text) = promote(cluster.addresses[1], &[]);
+    assert!(!promoted, "refused without the primary's promise: {text}");
+    assert_eq!(status(cluster.addresses[1]).role_name(), "standby", "it follows again");
+
+    let (promoted, text) = promote(cluster.addresses[1], &["--force"]);
+    assert!(promoted, "--force promotes: {text}");
+    assert_eq!(status(cluster.addresses[1]).role_name(), "primary");
+}
+
+#[test]
+fn a_diverged_old_primary_truncates_its_unacknowledged_suffix_and_converges() {
+    let dir = TempDir::new("diverged");
+    let cluster = Cluster::new(dir.path(), 2);
+    let primary = cluster.start(dir.path(), 0, "serve", "replicated:1");
+    let standby = cluster.start(dir.path(), 1, "standby", "replicated:1");
+    client(&[cluster.addresses[0]], Duration::from_secs(10))
+        .create_accounts(&[account(1), account(2)])
+        .expect("acknowledged with the standby");
+    standby.kill();
+    // Appended on the primary, never acknowledged: no standby holds it.
+    let unacknowledged =
+        client(&[cluster.addresses[0]], Duration::from_millis(800)).create_transfers(&[transfer(77, 1, 2, 5)]);
+    assert!(unacknowledged.is_err(), "nothing is acknowledged without a standby: {unacknowledged:?}");
+    let suffix_end = status(cluster.addresses[0]).last_sequence;
+    primary.kill();
+
+    let _new_primary = cluster.start(dir.path(), 1, "standby", "replicated:1");
+    let (promoted, text) = promote(cluster.addresses[1], &[]);
+    assert!(promoted, "with N = 2 and k = 1 the standby alone decides: {text}");
+    assert!(status(cluster.addresses[1]).last_sequence < suffix_end, "the new primary lacks the suffix");
+
+    let old_primary = cluster.start(dir.path(), 0, "standby", "replicated:1");
+    client(&[cluster.addresses[1]], Duration::from_secs(20))
+        .create_transfers(&[transfer(78, 1, 2, 6)])
+        .expect("acknowledged once the old primary follows");
+    let statuses = wait_converged(&[cluster.addresses[1], cluster.addresses[0]]);
+    assert_eq!(statuses[0].state_hash, statuses[1].state_hash, "equal state: {statuses:?}");
+    assert!(old_primary.log().contains("truncating"), "{}", old_primary.log());
+    let found = client(&[cluster.addresses[1]], Duration::from_secs(5)).lookup_transfers(&[77, 78]).expect("lookup");
+    assert_eq!(found.iter().map(|t| t.id).collect::<Vec<_>>(), vec![78], "the unacknowledged transfer is gone");
+}
+
+#[test]
+fn standbys_elect_a_primary_themselves_with_auto_promote() {
+    let dir = TempDir::new("auto-promote");
+    let cluster = Cluster::new(dir.path(), 3);
+    let primary = cluster.start(dir.path(), 0, "serve", "replicated:1");
+    let mut standbys = Vec::new();
+    for index in 1..3 {
+        let mut args = vec!["--cluster", &cluster.list, "--cluster-secret-file", &cluster.secret];
+        args.extend(["--durability", "replicated:1", "--primary", &cluster.list, "--auto-promote-after-ms", "1500"]);
+        let data = dir.path().join(format!("node{index}"));
+        standbys.push(ServerProcess::start_as("standby", &data, cluster.addresses[index], &args));
+    }
+    client(&[cluster.addresses[0]], Duration::from_secs(10)).create_accounts(&[account(1), account(2)]).expect("ok");
+    primary.kill();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let elected = loop {
+        let primaries: Vec<SocketAddr> = cluster.addresses[1..]
+            .iter()
+            .copied()
+            .filter(|&address| status(address).role_name() == "primary")
+            .collect();
+        if let [one] = primaries[..] {
+            break one;
+        }
+        assert!(primaries.len() < 2, "two primaries at once");
+        assert!(Instant::now() < deadline, "no standby promoted itself");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    client(&cluster.addresses[1..], Duration::from_secs(20))
+        .create_transfers(&[transfer(9, 1, 2, 3)])
+        .expect("the elected primary acknowledges with the other standby");
+    let statuses = wait_converged(&cluster.addresses[1..]);
+    assert_eq!(statuses[0].state_hash, statuses[1].state_hash);
+    assert!(statuses.iter().all(|s| s.epoch >= 1), "{statuses:?}");
+    assert_eq!(status(elected).role_name(), "primary");
+}
