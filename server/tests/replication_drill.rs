@@ -12,7 +12,6 @@ fn drill(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-#[ignore = "needs tally standby, tally promote and status --json from the replication branch"]
 fn drill_with_three_rounds_passes_every_check() {
     let dir = TempDir::new("drill");
     let json = dir.path().join("drill.json");

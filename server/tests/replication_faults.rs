@@ -55,7 +55,6 @@ fn three_nodes(name: &str) -> TestCluster {
 }
 
 #[test]
-#[ignore = "needs tally promote from the replication branch"]
 fn partitioned_old_primary_acknowledges_nothing_after_the_promotion() {
     let cluster = three_nodes("partitioned-primary");
     // Node 1 loses the primary; node 2 still hears it, so the primary still gets the one
@@ -104,7 +103,6 @@ fn cut_off_standby_catches_up_when_healed() {
 }
 
 #[test]
-#[ignore = "needs tally promote, and the old primary truncating its unacknowledged suffix when it rejoins, from the replication branch"]
 fn diverged_old_primary_truncates_its_unacknowledged_suffix_and_converges() {
     let mut cluster = three_nodes("diverged-primary");
     // The standbys lose the primary's stream at once; what the primary itself sends to
@@ -139,7 +137,7 @@ fn diverged_old_primary_truncates_its_unacknowledged_suffix_and_converges() {
 }
 
 #[test]
-#[ignore = "needs the checkpoint transfer to a standby, and a way to make a primary drop its first journal segment (segments are 256 MiB; no option sets them)"]
+#[ignore = "needs snapshot (checkpoint) shipping to a standby, not built on the replication branch, and a way to make a primary drop its first journal segment (segments are 256 MiB; no option sets them)"]
 fn standby_from_an_empty_directory_gets_the_checkpoint_and_converges() {
     let mut cluster = TestCluster::new("empty-standby", 2, "local");
     cluster.start_primary(0, &["--snapshot-interval-s", "1"]);
