@@ -123,13 +123,27 @@ impl Drill {
         report.epoch = promotion.epoch;
         eprintln!("tally drill: round {}: promoted {}: {}", report.round, report.promoted, promotion.output);
         self.primary = promoted;
+        // Under replicated:2 the new primary has one standby left and cannot acknowledge
+        // until the old primary is back: it returns at once, and the RTO includes its
+        // restart. Otherwise it returns after the first acknowledgement, under load.
+        let needs_old_back = self.policy.replicated.is_some_and(|count| count >= super::policy::STANDBYS);
+        if needs_old_back {
+            self.rejoin(old, report.round)?;
+        }
         self.wait_for("an acknowledged transfer from the new primary", || {
             load.first_ack_started_after(killed).is_some() || load.is_done()
         })?;
-        // The old primary returns while the load still runs, so it catches up under load.
-        self.cluster.start_standby(old, &others(old))?;
-        eprintln!("tally drill: round {}: {} restarted as a standby", report.round, report.killed);
+        if !needs_old_back {
+            self.rejoin(old, report.round)?;
+        }
         self.wait_for("the round's load to finish", || load.is_done())
+    }
+
+    /// Restarts the killed node as a standby of the others.
+    fn rejoin(&mut self, old: usize, round: u32) -> Result<(), String> {
+        self.cluster.start_standby(old, &others(old))?;
+        eprintln!("tally drill: round {round}: {} restarted as a standby", self.cluster.addresses[old]);
+        Ok(())
     }
 
     fn take_record(&mut self, record: &Record, report: &mut RoundReport) {
