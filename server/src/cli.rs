@@ -11,11 +11,14 @@
 //! tally journal verify DIR
 //! tally journal dump DIR [--from SEQ] [--count N]
 //! tally journal truncate DIR --at SEQ [--yes]
+//! tally drill   [--rounds N] [--durability POLICY] [--data-root DIR] [--json FILE]
+//!               [--transfers-per-round N] [--seed S]
 //! ```
 //!
 //! Exit codes: 0 success, 1 a failure while running (for `exec` and `client`: a request
 //! that could not be executed, or a closed stdout), 2 bad arguments or configuration.
 
+mod drill;
 mod journal_tools;
 mod line_reader;
 mod lines;
@@ -63,6 +66,9 @@ enum CliCommand {
     /// Operator tools for a node's journal (run them while no node has it open).
     #[command(subcommand)]
     Journal(JournalCommand),
+    /// Rehearse failover on this machine: a primary and two standbys as child processes,
+    /// SIGKILL of the primary under load, promotion, and checks an auditor can read.
+    Drill(drill::DrillArgs),
 }
 
 #[derive(Args)]
@@ -230,6 +236,7 @@ fn execute(command: CliCommand) -> Result<(), CliError> {
             journal_tools::dump(&dir, from, count, &mut std::io::stdout().lock())
         }
         CliCommand::Journal(JournalCommand::Truncate { dir, at, yes }) => journal_tools::truncate(&dir, at, yes),
+        CliCommand::Drill(args) => drill::drill(&args),
     }
 }
 

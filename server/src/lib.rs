@@ -5,8 +5,10 @@
 //!   embedding API: `node.submitter().execute(request)`.
 //! - [`gateway`]: the TCP gateway in front of a node.
 //! - [`cli`]: the `tally` command line.
+//! - [`drill`]: `tally drill`, a failover rehearsal over child processes of this binary.
 
 pub mod cli;
+pub mod drill;
 pub mod error;
 pub mod gateway;
 pub mod node;

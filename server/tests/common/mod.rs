@@ -1,8 +1,9 @@
 //! Helpers shared by the end-to-end tests: temporary data directories, free loopback
-//! ports, `tally serve` as a real child process, and ledger records.
+//! ports, `tally serve` (or `tally standby`) as a real child process, and ledger records.
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod cluster;
 pub mod proxy;
 
 use std::fs::File;

@@ -1,0 +1,291 @@
+//! What a drill found: one report per round and a summary, printed as a table an auditor
+//! can read and written as JSON with `--json`.
+
+use std::fmt::Write as _;
+
+use super::checks::LedgerTotals;
+
+/// One node as `tally status --json` described it after the round's catch-up.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct NodeState {
+    pub address: String,
+    pub role: String,
+    pub epoch: u64,
+    pub applied_sequence: u64,
+    pub state_hash: String,
+}
+
+/// Each check of a round: `true` when it held.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Checks {
+    /// An acknowledged transfer came back from the new primary.
+    pub recovered: bool,
+    /// No acknowledged transfer is missing, or the policy does not promise it.
+    pub no_acknowledged_loss: bool,
+    pub nothing_applied_twice: bool,
+    pub conservation: bool,
+    pub equal_state_hashes: bool,
+}
+
+impl Checks {
+    pub fn all(&self) -> bool {
+        self.recovered
+            && self.no_acknowledged_loss
+            && self.nothing_applied_twice
+            && self.conservation
+            && self.equal_state_hashes
+    }
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RoundReport {
+    pub round: u32,
+    pub killed: String,
+    pub promoted: String,
+    /// The epoch `tally promote` printed.
+    pub epoch: Option<u64>,
+    /// Acknowledged transfers of the round before the SIGKILL (drawn from the seed).
+    pub kill_after_acknowledged: u64,
+    /// How long `tally promote` took.
+    pub promote_ms: Option<f64>,
+    /// Whether `tally promote --force` was used (policies that wait for no standby).
+    pub promotion_forced: bool,
+    /// SIGKILL → the first acknowledgement of a call sent after the kill (so answered by
+    /// the new primary).
+    pub rto_ms: Option<f64>,
+    pub sent: u64,
+    pub acknowledged: u64,
+    /// Calls the client gave up on: each transfer may or may not have been applied.
+    pub in_doubt: u64,
+    /// Transfers answered with a code other than `created` or `exists`.
+    pub rejected: u64,
+    /// Acknowledged transfers (of every round so far) missing on the new primary.
+    pub lost: u64,
+    pub lost_ids_sample: Vec<String>,
+    /// Whether the policy allows losses on failover (`none`, `local`).
+    pub loss_allowed_by_policy: bool,
+    pub applied_twice: u64,
+    pub accounts_off: Vec<String>,
+    pub ledgers: Vec<LedgerTotals>,
+    pub nodes: Vec<NodeState>,
+    /// Whether the round got as far as its checks (if not, the check fields mean nothing).
+    pub checked: bool,
+    pub checks: Checks,
+    pub client_errors: Vec<String>,
+    /// Why a round could not be completed or checked.
+    pub problems: Vec<String>,
+    pub passed: bool,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Summary {
+    pub acknowledged: u64,
+    pub lost: u64,
+    pub applied_twice: u64,
+    pub rto_ms_min: Option<f64>,
+    pub rto_ms_median: Option<f64>,
+    pub rto_ms_max: Option<f64>,
+    pub rounds_passed: u32,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DrillReport {
+    pub tally_version: String,
+    pub durability: String,
+    /// A decimal string: JSON readers that hold numbers as doubles would round a u64.
+    pub seed: String,
+    pub rounds_requested: u32,
+    pub transfers_per_round: u64,
+    pub data_root: String,
+    pub rounds: Vec<RoundReport>,
+    pub summary: Summary,
+    /// Why the drill stopped early, if it did.
+    pub problems: Vec<String>,
+    pub passed: bool,
+}
+
+impl DrillReport {
+    /// Fills the summary and the verdict from the rounds.
+    pub fn conclude(&mut self) {
+        let mut rtos: Vec<f64> = self.rounds.iter().filter_map(|round| round.rto_ms).collect();
+        rtos.sort_by(f64::total_cmp);
+        // Each round's checks cover every round before it: the last checked round has the totals.
+        let last_checked = self.rounds.iter().rev().find(|round| round.checked);
+        self.summary = Summary {
+            acknowledged: self.rounds.iter().map(|round| round.acknowledged).sum(),
+            lost: last_checked.map_or(0, |round| round.lost),
+            applied_twice: last_checked.map_or(0, |round| round.applied_twice),
+            rto_ms_min: rtos.first().copied(),
+            rto_ms_median: rtos.get(rtos.len() / 2).copied(),
+            rto_ms_max: rtos.last().copied(),
+            rounds_passed: u32::try_from(self.rounds.iter().filter(|round| round.passed).count()).unwrap_or(u32::MAX),
+        };
+        self.passed = self.problems.is_empty()
+            && u32::try_from(self.rounds.len()).is_ok_and(|rounds| rounds == self.rounds_requested)
+            && self.rounds.iter().all(|round| round.passed);
+    }
+
+    /// The table of rounds, then the summary.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:>5}  {:<21} {:<21} {:>5} {:>9} {:>8} {:>8} {:>5} {:>5} {:>9} {:>7}  result",
+            "round",
+            "killed",
+            "promoted",
+            "epoch",
+            "rto_ms",
+            "acked",
+            "in_doubt",
+            "lost",
+            "twice",
+            "conserved",
+            "hashes"
+        );
+        for round in &self.rounds {
+            let _ = writeln!(
+                out,
+                "{:>5}  {:<21} {:<21} {:>5} {:>9} {:>8} {:>8} {:>5} {:>5} {:>9} {:>7}  {}",
+                round.round,
+                round.killed,
+                round.promoted,
+                round.epoch.map_or("?".into(), |epoch| epoch.to_string()),
+                round.rto_ms.map_or("-".into(), |rto| format!("{rto:.1}")),
+                round.acknowledged,
+                round.in_doubt,
+                checked(round, round.lost.to_string()),
+                checked(round, round.applied_twice.to_string()),
+                checked(round, yes_no(round.checks.conservation).to_owned()),
+                checked(round, if round.checks.equal_state_hashes { "equal" } else { "DIFFER" }.to_owned()),
+                if round.passed { "PASS" } else { "FAIL" },
+            );
+        }
+        out.push('\n');
+        out.push_str(&self.summary_text());
+        out
+    }
+
+    fn summary_text(&self) -> String {
+        let mut out = String::new();
+        let summary = &self.summary;
+        let _ = writeln!(
+            out,
+            "Failover drill, tally {}: {} of {} rounds run, durability {}, seed {}, {} transfers per round",
+            self.tally_version,
+            self.rounds.len(),
+            self.rounds_requested,
+            self.durability,
+            self.seed,
+            self.transfers_per_round
+        );
+        let _ = writeln!(out, "Data and node logs: {}", self.data_root);
+        let promise = if self.rounds.first().is_some_and(|round| round.loss_allowed_by_policy) {
+            "this policy does not promise zero on failover"
+        } else {
+            "this policy promises zero"
+        };
+        let _ = writeln!(
+            out,
+            "Acknowledged transfers: {}; lost: {} ({promise}); applied twice: {}",
+            summary.acknowledged, summary.lost, summary.applied_twice
+        );
+        let millis = |value: Option<f64>| value.map_or("-".into(), |ms| format!("{ms:.1} ms"));
+        let _ = writeln!(
+            out,
+            "RTO (SIGKILL of the primary -> first acknowledged transfer on the new primary): min {}, median {}, max {}",
+            millis(summary.rto_ms_min),
+            millis(summary.rto_ms_median),
+            millis(summary.rto_ms_max)
+        );
+        if let Some(last) = self.rounds.last() {
+            for ledger in &last.ledgers {
+                let _ = writeln!(
+                    out,
+                    "Ledger {} after the last round: debits posted {}, credits posted {}: {}",
+                    ledger.ledger,
+                    ledger.debits_posted,
+                    ledger.credits_posted,
+                    if ledger.balanced { "balanced" } else { "NOT BALANCED" }
+                );
+            }
+            for node in &last.nodes {
+                let _ = writeln!(
+                    out,
+                    "Node {}: {} in epoch {}, applied sequence {}, state hash {}",
+                    node.address, node.role, node.epoch, node.applied_sequence, node.state_hash
+                );
+            }
+        }
+        for round in &self.rounds {
+            for problem in &round.problems {
+                let _ = writeln!(out, "Round {}: {problem}", round.round);
+            }
+        }
+        for problem in &self.problems {
+            let _ = writeln!(out, "Drill: {problem}");
+        }
+        let verdict = if self.passed { "PASSED: every check held in every round" } else { "FAILED" };
+        let _ =
+            writeln!(out, "Result: {verdict} ({} of {} rounds passed)", summary.rounds_passed, self.rounds_requested);
+        out
+    }
+}
+
+/// A check's cell, or "-" for a round that did not get as far as its checks.
+fn checked(round: &RoundReport, cell: String) -> String {
+    if round.checked { cell } else { "-".to_owned() }
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "NO" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passing_round(round: u32) -> RoundReport {
+        let checks = Checks {
+            recovered: true,
+            no_acknowledged_loss: true,
+            nothing_applied_twice: true,
+            conservation: true,
+            equal_state_hashes: true,
+        };
+        RoundReport {
+            round,
+            rto_ms: Some(f64::from(round) * 100.0),
+            acknowledged: 10,
+            checked: true,
+            checks,
+            passed: true,
+            ..RoundReport::default()
+        }
+    }
+
+    #[test]
+    fn a_drill_passes_only_when_every_requested_round_passed() {
+        let mut report =
+            DrillReport { rounds_requested: 3, rounds: (1..=3).map(passing_round).collect(), ..DrillReport::default() };
+        report.conclude();
+        assert!(report.passed);
+        assert_eq!(report.summary.acknowledged, 30);
+        assert_eq!((report.summary.rto_ms_min, report.summary.rto_ms_max), (Some(100.0), Some(300.0)));
+
+        report.rounds[1].passed = false;
+        report.conclude();
+        assert!(!report.passed, "a failed round fails the drill");
+
+        report.rounds[1].lost = 7;
+        report.rounds[2].checked = false;
+        report.conclude();
+        assert_eq!(report.summary.lost, 7, "a round that stopped before its checks does not hide an earlier loss");
+
+        let mut short =
+            DrillReport { rounds_requested: 3, rounds: (1..=2).map(passing_round).collect(), ..DrillReport::default() };
+        short.conclude();
+        assert!(!short.passed, "a drill that stopped early fails");
+        assert!(short.text().contains("FAILED"));
+    }
+}

@@ -1,0 +1,191 @@
+//! Multi-process replication tests on loopback: real `tally serve` / `tally standby`
+//! processes with a fault proxy on every directed link between two nodes
+//! (`common::cluster`), driven through the command line of the replication contract.
+
+mod common;
+
+use std::time::Duration;
+
+use tally_client::Client;
+use tally_codecs::{ResultCode, Transfer};
+
+use common::cluster::TestCluster;
+use common::{account, client, transfer};
+
+const ACCOUNTS: u128 = 8;
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn batch(first_id: u128, count: u128) -> Vec<Transfer> {
+    (first_id..first_id + count).map(|id| transfer(id, 1 + id % ACCOUNTS, 1 + (id + 1) % ACCOUNTS, 1)).collect()
+}
+
+fn all_acknowledged(node: &Client, transfers: &[Transfer]) {
+    let results = node.create_transfers(transfers).expect("the transfers are answered");
+    assert!(results.iter().all(|result| ResultCode::from_u32(result.status).is_some_and(ResultCode::is_ok)));
+}
+
+fn create_accounts(node: &Client) {
+    let accounts: Vec<_> = (1..=ACCOUNTS).map(account).collect();
+    let results = node.create_accounts(&accounts).expect("the accounts are answered");
+    assert!(results.iter().all(|result| ResultCode::from_u32(result.status).is_some_and(ResultCode::is_ok)));
+}
+
+/// Whether any of `transfers` got acknowledged (`created` or `exists`) by the node.
+fn any_acknowledged(answer: Result<Vec<tally_codecs::EventResult>, tally_client::ClientError>) -> bool {
+    answer.is_ok_and(|results| {
+        results.iter().any(|result| ResultCode::from_u32(result.status).is_some_and(ResultCode::is_ok))
+    })
+}
+
+fn ids(transfers: &[Transfer]) -> Vec<u128> {
+    transfers.iter().map(|transfer| transfer.id).collect()
+}
+
+/// A primary and two standbys, converged after some acknowledged load.
+fn three_nodes(name: &str) -> TestCluster {
+    let mut cluster = TestCluster::new(name, 3, "replicated:1");
+    cluster.start_primary(0, &[]);
+    cluster.start_standby(1, &[0, 2], &[]);
+    cluster.start_standby(2, &[0, 1], &[]);
+    let node = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&node);
+    all_acknowledged(&node, &batch(1, 500));
+    cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
+    cluster
+}
+
+#[test]
+fn partitioned_old_primary_acknowledges_nothing_after_the_promotion() {
+    let cluster = three_nodes("partitioned-primary");
+    // Node 1 loses the primary; node 2 still hears it, so the primary still gets the one
+    // standby acknowledgement replicated:1 needs.
+    for link in [cluster.link(0, 1), cluster.link(1, 0)] {
+        link.cut();
+    }
+    let old_primary = client(&[cluster.addresses[0]], Duration::from_secs(3));
+    all_acknowledged(&old_primary, &batch(1_000, 100));
+
+    cluster.promote_ok(1);
+    // Node 2 promised the new epoch: the old primary, still connected to it, must never
+    // again collect an acknowledgement.
+    let late = batch(2_000, 100);
+    assert!(!any_acknowledged(old_primary.create_transfers(&late)), "the old primary acknowledged after the promotion");
+    let new_primary = client(&[cluster.addresses[1]], Duration::from_secs(10));
+    assert!(
+        new_primary.lookup_transfers(&ids(&late)).expect("lookup").is_empty(),
+        "no late transfer reached the new primary"
+    );
+    all_acknowledged(&new_primary, &batch(3_000, 100));
+    let found = new_primary.lookup_transfers(&ids(&batch(1_000, 100))).expect("lookup");
+    assert_eq!(found.len(), 100, "what the old primary acknowledged before the promotion survives it");
+}
+
+#[test]
+fn cut_off_standby_catches_up_when_healed() {
+    let cluster = three_nodes("cut-off-standby");
+    for link in cluster.links_of(2) {
+        link.cut();
+    }
+    // The other standby is slow but connected: the primary still acknowledges through it.
+    cluster.link(0, 1).delay(Duration::from_millis(5));
+    cluster.link(1, 0).delay(Duration::from_millis(5));
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    for first in (10_000..12_000).step_by(200) {
+        all_acknowledged(&primary, &batch(first, 200));
+    }
+    let ahead = cluster.status(0).expect("the primary answers");
+    let behind = cluster.status(2).expect("the cut-off standby answers");
+    assert!(behind.last_sequence < ahead.last_sequence, "the cut really cut: {behind:?} vs {ahead:?}");
+
+    cluster.heal_all();
+    let converged = cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
+    assert!(converged.applied_sequence >= ahead.last_sequence, "the standby caught up past what it missed");
+}
+
+#[test]
+fn diverged_old_primary_truncates_its_unacknowledged_suffix_and_converges() {
+    let mut cluster = three_nodes("diverged-primary");
+    // The standbys lose the primary's stream at once; what the primary itself sends to
+    // them goes into a black hole.
+    for standby in [1, 2] {
+        cluster.link(standby, 0).cut();
+        cluster.link(0, standby).drop_traffic();
+    }
+    // The cut-off primary journals these but can never get them acknowledged.
+    let unacknowledged = batch(20_000, 300);
+    let old_primary = client(&[cluster.addresses[0]], Duration::from_secs(2));
+    assert!(!any_acknowledged(old_primary.create_transfers(&unacknowledged)));
+    let diverged = cluster.status(0).expect("the old primary answers");
+    let follower = cluster.status(1).expect("the standby answers");
+    assert!(
+        diverged.last_sequence > follower.last_sequence,
+        "the old primary has a suffix: {diverged:?} vs {follower:?}"
+    );
+
+    cluster.promote_ok(1);
+    let new_primary = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    let acknowledged = batch(30_000, 300);
+    all_acknowledged(&new_primary, &acknowledged);
+    cluster.kill(0);
+    cluster.heal_all();
+    cluster.start_standby(0, &[1, 2], &[]);
+
+    let converged = cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
+    assert!(converged.epoch > diverged.epoch, "the old primary follows the new epoch: {converged:?}");
+    assert!(new_primary.lookup_transfers(&ids(&unacknowledged)).expect("lookup").is_empty(), "the suffix is gone");
+    assert_eq!(new_primary.lookup_transfers(&ids(&acknowledged)).expect("lookup").len(), acknowledged.len());
+}
+
+#[test]
+#[ignore = "needs snapshot (checkpoint) shipping to a standby, not built on the replication branch, and a way to make a primary drop its first journal segment (segments are 256 MiB; no option sets them)"]
+fn standby_from_an_empty_directory_gets_the_checkpoint_and_converges() {
+    let mut cluster = TestCluster::new("empty-standby", 2, "local");
+    cluster.start_primary(0, &["--snapshot-interval-s", "1"]);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary);
+    for first in (100_000..120_000).step_by(4_000) {
+        all_acknowledged(&primary, &batch(first, 4_000));
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let oldest = oldest_segment(&cluster.data(0).join("journal"));
+    assert!(
+        oldest > 1,
+        "the primary no longer holds sequence 1 (oldest segment starts at {oldest}), so only a checkpoint can help"
+    );
+
+    cluster.start_standby(1, &[0], &[]);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    assert!(
+        std::fs::read_dir(cluster.data(1).join("snapshots")).is_ok_and(|mut entries| entries.next().is_some()),
+        "the standby holds the checkpoint it started from"
+    );
+}
+
+/// The first sequence of the oldest segment file in a journal directory.
+fn oldest_segment(journal: &std::path::Path) -> u64 {
+    std::fs::read_dir(journal)
+        .expect("the journal directory exists")
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+        .min()
+        .unwrap_or(0)
+}
+
+#[test]
+fn peer_with_the_wrong_secret_is_refused_and_never_receives_a_record() {
+    let mut cluster = TestCluster::new("wrong-secret", 3, "local");
+    cluster.set_secret(2, "not the secret the replica set shares");
+    cluster.start_primary(0, &[]);
+    cluster.start_standby(1, &[0], &[]);
+    cluster.start_standby(2, &[0], &[]);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary);
+    all_acknowledged(&primary, &batch(40_000, 500));
+
+    // The standby with the right secret is the control: the same setup does replicate.
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    let outsider = cluster.status(2).expect("the outsider answers status");
+    assert_eq!(outsider.last_sequence, 0, "a peer that cannot prove the secret received records: {outsider:?}");
+    let log = cluster.log(0).to_ascii_lowercase();
+    assert!(log.contains("refused"), "the primary logs the refused peer:\n{log}");
+}
