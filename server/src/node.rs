@@ -13,10 +13,10 @@
 pub mod input_log;
 pub mod journal_codec;
 pub mod outcome_log;
-mod recovery_messages;
 mod peer_io;
 pub mod peers;
 pub mod promote;
+mod recovery_messages;
 mod rejoin;
 mod replay;
 pub mod role;

@@ -193,3 +193,24 @@ fn standbys_elect_a_primary_themselves_with_auto_promote() {
     assert!(statuses.iter().all(|s| s.epoch >= 1), "{statuses:?}");
     assert_eq!(status(elected).role_name(), "primary");
 }
+
+#[test]
+fn an_idle_primary_keeps_auto_promoting_standbys_following() {
+    // An idle primary journals nothing; its heartbeat alone tells the standby it is alive.
+    let dir = TempDir::new("idle-heartbeat");
+    let cluster = Cluster::new(dir.path(), 2);
+    let primary = cluster.start(dir.path(), 0, "serve", "replicated:1");
+    let mut args = vec!["--cluster", &cluster.list, "--cluster-secret-file", &cluster.secret];
+    args.extend(["--durability", "replicated:1", "--primary", &cluster.list, "--auto-promote-after-ms", "400"]);
+    let standby = ServerProcess::start_as("standby", &dir.path().join("node1"), cluster.addresses[1], &args);
+    client(&[cluster.addresses[0]], Duration::from_secs(10)).create_accounts(&[account(1), account(2)]).expect("ok");
+
+    // Several auto-promotion timeouts of silence but for the heartbeat.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(status(cluster.addresses[0]).role_name(), "primary", "{}", standby.log());
+    assert_eq!(status(cluster.addresses[1]).role_name(), "standby", "{}", standby.log());
+    client(&[cluster.addresses[0]], Duration::from_secs(10))
+        .create_transfers(&[transfer(5, 1, 2, 3)])
+        .expect("the primary still acknowledges with its standby");
+    drop(primary);
+}

@@ -120,6 +120,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         status: status.clone(),
         shipping: shipping.clone(),
         log: log.clone(),
+        promised_at: Mutex::new(None),
     });
     signals::install()?;
     if let Some(after_ms) = args.auto_promote_after_ms {

@@ -127,6 +127,9 @@ impl PeerService {
                 self.role.enter(persist_epoch, kind).map_err(|error| PeerError::Refused(error.to_string()))?;
                 self.role.set_primary(None);
                 eprintln!("tally: promised epoch {epoch} at sequence {}", position.last_sequence);
+                if let Some(promoter) = &self.promoter {
+                    promoter.note_promise();
+                }
                 peer.send(&reply)
             }
             // An equal epoch was promised already (perhaps by this very candidate's retry);

@@ -48,9 +48,23 @@ pub struct Promoter {
     pub status: Arc<RwLock<StatusSource>>,
     pub shipping: Arc<RwLock<Option<Arc<Shipping>>>>,
     pub log: Arc<RwLock<LocalLog>>,
+    /// When this node last promised an epoch to a candidate: the candidate is about to
+    /// serve, so the auto-promotion timer restarts then, as a Raft follower's election
+    /// timer restarts when it grants a vote. Without it, a standby that just promised would
+    /// start a rival election at once and fence the primary it promised to.
+    pub promised_at: Mutex<Option<Instant>>,
 }
 
 impl Promoter {
+    /// Called when this node promised an epoch to another node.
+    pub fn note_promise(&self) {
+        *self.promised_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    fn since_promise(&self) -> Option<Duration> {
+        self.promised_at.lock().unwrap_or_else(PoisonError::into_inner).map(|at| at.elapsed())
+    }
+
     pub fn promote(&self, force: bool, timeout_ms: u32) -> Result<NodeStatus, String> {
         let timeout = if timeout_ms == 0 { PROMOTE_TIMEOUT_DEFAULT } else { Duration::from_millis(timeout_ms.into()) };
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
@@ -96,6 +110,7 @@ impl Promoter {
                     Running::Standby(standby) => standby.silence(),
                     Running::Primary(_) | Running::Neither => return,
                 };
+                let silence = promoter.since_promise().map_or(silence, |since| silence.min(since));
                 if silence < wait {
                     continue;
                 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tally_engine::pipeline::PipelineStats;
 use tally_journal::{JournalReader, ReadLimit};
@@ -21,6 +21,12 @@ const SEND_BYTES_MAX: usize = 4 << 20;
 const YIELDS_BEFORE_SLEEP: u32 = 64;
 /// The shipper's sleep while the journal is idle: it bounds the latency a standby adds.
 const IDLE_SLEEP: Duration = Duration::from_micros(100);
+
+/// The longest a standby goes without a message while the primary is idle. An idle
+/// primary journals nothing (no tick without a due deadline), so without this a standby
+/// could not tell an idle primary from a dead one, and `--auto-promote-after-ms` would
+/// depose a healthy primary. An empty `Records` message is the heartbeat.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Applied sequences between two state-hash checkpoints shipped to standbys.
 pub const CHECKPOINT_INTERVAL: u64 = 64;
@@ -122,6 +128,10 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
         .map_err(|error| PeerError::Refused(error.to_string()))?;
     let mut idle = 0u32;
     let mut batch = Vec::new();
+    // `None` until the first send: a new subscriber hears from its primary at once, before
+    // its auto-promotion timer (which has been running since the old primary went quiet)
+    // can mistake the new primary for an absent one.
+    let mut last_sent: Option<Instant> = None;
     loop {
         if closed.load(Ordering::Acquire) {
             return Err(PeerError::Closed);
@@ -147,8 +157,13 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
         }
         if !batch.is_empty() {
             peer.send(&Message::Records { epoch, records: std::mem::take(&mut batch) })?;
+            last_sent = Some(Instant::now());
             idle = 0;
             continue;
+        }
+        if last_sent.is_none_or(|sent| sent.elapsed() >= HEARTBEAT_INTERVAL) {
+            peer.send(&Message::Records { epoch, records: Vec::new() })?;
+            last_sent = Some(Instant::now());
         }
         let (applied, state_hash) = shipping.stats.applied_state();
         let checkpoint = shipping.core().checkpoint_due(applied, state_hash);

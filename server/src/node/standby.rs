@@ -325,6 +325,10 @@ impl Following {
                 }
             }
         }
+        if records.is_empty() {
+            // A heartbeat: the primary is alive and idle; nothing to journal or apply.
+            return Ok(());
+        }
         for record in &records {
             let journal = self.journal();
             let sequence = match journal.append(record.epoch, record.timestamp, record.operation, &record.payload) {
