@@ -3,7 +3,9 @@
 //! roll-overs happen in a few seconds. A timing run, not a test: the numbers depend on the
 //! disk and on whatever else the machine is doing.
 //!
-//! `cargo run --release -p tally-journal --example roll_latency [SEGMENT_MIB] [SEGMENTS]`
+//! `cargo run --release -p tally-journal --example roll_latency [SEGMENT_MIB] [SEGMENTS] [sync]`
+//! With `sync`, no spare is prepared in the background: every roll-over creates its
+//! segment on the writer's thread (the behaviour before the spare existed).
 //! Data goes to a temporary directory under `$TALLY_BENCH_DIR`, else /var/tmp.
 
 use std::path::PathBuf;
@@ -18,10 +20,14 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let segment_mib: usize = args.next().and_then(|text| text.parse().ok()).unwrap_or(4);
     let segments: usize = args.next().and_then(|text| text.parse().ok()).unwrap_or(20);
+    let synchronous = args.next().is_some_and(|text| text == "sync");
     let root = std::env::var_os("TALLY_BENCH_DIR").map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from);
     let dir = tempfile::tempdir_in(root).expect("temporary directory");
     let mut config = JournalConfig::new(dir.path());
     config.segment_bytes = segment_mib << 20;
+    if synchronous {
+        config.spare_at_fill_percent = None;
+    }
     let (mut journal, _) = Journal::open(&config).expect("open");
     let payload = [0x5Au8; PAYLOAD_BYTES];
     let batches = segments * config.segment_bytes / (FLUSH_EVERY * record_bytes(PAYLOAD_BYTES).expect("size"));
