@@ -171,3 +171,35 @@ fn prepared_roll_over_recovers_from_a_failed_sync_and_crash_at_every_step() {
         }
     }
 }
+
+#[test]
+fn file_backed_spare_is_made_used_and_left_for_the_next_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = JournalConfig::new(dir.path());
+    config.segment_bytes = 64 << 10;
+    config.payload_bytes_max = 1024;
+    config.on_flush_failure = panicking_hook;
+    config.spare_at_fill_percent = Some(0);
+    let spare = dir.path().join("SPARE");
+    let (mut journal, _) = tally_journal::Journal::open(&config).expect("open");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !spare.exists() {
+        assert!(Instant::now() < deadline, "the spare never appeared");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(std::fs::metadata(&spare).expect("stat").len(), 64 << 10, "allocated in full");
+    let mut sequence = 1;
+    while journal.segment_first_sequences().len() < 3 {
+        append_record(&mut journal, sequence);
+        sequence += 1;
+    }
+    journal.close();
+    let (journal, report) = tally_journal::Journal::open(&config).expect("reopen");
+    assert!(report.spare_reused, "the spare asked for at the last roll-over is reused: {report:?}");
+    assert_eq!(journal.last_sequence(), sequence - 1);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|entry| entry.expect("entry").file_name().into_string().expect("utf-8"))
+        .collect();
+    assert!(names.iter().all(|name| !name.ends_with(".tmp")), "{names:?}");
+}
