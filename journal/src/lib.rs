@@ -22,6 +22,7 @@ mod scan;
 mod segment;
 pub mod sim;
 mod snapshot;
+mod spare;
 mod storage;
 mod survey;
 #[cfg(feature = "io-uring")]
@@ -41,4 +42,6 @@ pub use segment::{FlushFailure, FlushFailureHook, abort_on_flush_failure};
 pub use snapshot::{Retention, Snapshot, SnapshotLoad, SnapshotStore};
 pub use storage::{FlushMethod, SegmentFile, Storage};
 pub use verify::{VerifyReport, verify, verify_after_snapshot, verify_on, verify_on_after_snapshot};
-pub use writer::{Journal, JournalConfig, PAYLOAD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT};
+pub use writer::{
+    Journal, JournalConfig, PAYLOAD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT, SPARE_AT_FILL_PERCENT_DEFAULT,
+};

@@ -16,6 +16,7 @@ use crate::segment::{
     FlushFailureHook, TEMPORARY_SUFFIX, create_segment, new_header, segment_capacity, sync_or_stop, write_mark,
     zero_tail,
 };
+use crate::spare::SPARE_TEMPORARY_NAME;
 use crate::storage::{SegmentFile, Storage};
 use crate::survey::JournalScan;
 
@@ -49,8 +50,12 @@ pub struct RecoveryReport {
     pub mark_slots_damaged: usize,
     /// Segments deleted by [`RecoveryMode::TruncateAt`].
     pub segments_removed: Vec<String>,
-    /// Temporary files of interrupted segment creations that were deleted.
+    /// Temporary files of interrupted segment, spare and manifest creations that were
+    /// deleted, and a spare of another segment size.
     pub temporaries_removed: Vec<String>,
+    /// A complete spare (the next segment's file, prepared ahead) was found and will be
+    /// used by the next roll-over.
+    pub spare_reused: bool,
     /// The first sequence to replay on top of the snapshot.
     pub replay_from: u64,
     /// Segments renamed with the suffix `.damaged` because the snapshot covers every
@@ -154,6 +159,7 @@ fn remove_temporaries<S: Storage>(storage: &S, hook: FlushFailureHook) -> Result
         .into_iter()
         .filter(|name| {
             name == MANIFEST_TEMPORARY_NAME
+                || name == SPARE_TEMPORARY_NAME
                 || name.strip_suffix(TEMPORARY_SUFFIX).is_some_and(|base| parse_segment_name(base).is_some())
         })
         .collect();

@@ -85,33 +85,57 @@ pub(crate) fn create_segment<S: Storage>(
     let temporary = format!("{name}{TEMPORARY_SUFFIX}");
     let segment_bytes = usize::try_from(header.segment_bytes)
         .map_err(|_| JournalError::InvalidConfig("segment size exceeds the address space"))?;
-    if let Some(available_bytes) = storage.available_bytes()
-        && available_bytes < header.segment_bytes
-    {
-        return Err(JournalError::NoSpace {
-            path: storage.path_of(&name),
-            needed_bytes: header.segment_bytes,
-            available_bytes,
-        });
-    }
+    check_space(storage, &name, header.segment_bytes)?;
     let mut segment = storage
         .create(&temporary, segment_bytes)
         .map_err(|error| JournalError::io(storage.path_of(&temporary), error))?;
-    let path = || storage.path_of(&temporary);
-    write_or_stop(&mut segment, 0, &header.encode(), path, hook);
+    write_prefix_and_sync(&mut segment, header, durable_sequence, storage.path_of(&temporary), hook);
+    rename_into_place(storage, &temporary, &name, hook)?;
+    Ok(segment)
+}
+
+/// `NoSpace` when the file system reports less than `needed_bytes` free for `name`.
+pub(crate) fn check_space<S: Storage>(storage: &S, name: &str, needed_bytes: u64) -> Result<(), JournalError> {
+    match storage.available_bytes() {
+        Some(available_bytes) if available_bytes < needed_bytes => {
+            Err(JournalError::NoSpace { path: storage.path_of(name), needed_bytes, available_bytes })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes a new segment's header and both mark slots (= `durable_sequence`) into an
+/// allocated, zeroed file and syncs them.
+pub(crate) fn write_prefix_and_sync<F: SegmentFile>(
+    segment: &mut F,
+    header: SegmentHeader,
+    durable_sequence: u64,
+    path: PathBuf,
+    hook: FlushFailureHook,
+) {
+    write_or_stop(segment, 0, &header.encode(), || path.clone(), hook);
     // Both slots, so that a blank slot is always damage.
     for generation in [0, 1] {
         let mark = MarkSlot { generation, durable_sequence, flags: 0 };
-        if let Err(error) = write_mark(&mut segment, mark) {
-            hook(&FlushFailure { path: path(), error });
+        if let Err(error) = write_mark(segment, mark) {
+            hook(&FlushFailure { path: path.clone(), error });
         }
     }
-    sync_or_stop(&mut segment, 0..SEGMENT_PREFIX_BYTES, path(), hook);
-    storage.rename(&temporary, &name).map_err(|error| JournalError::io(storage.path_of(&name), error))?;
+    sync_or_stop(segment, 0..SEGMENT_PREFIX_BYTES, path, hook);
+}
+
+/// Renames a complete segment file to its segment name and makes the rename durable.
+pub(crate) fn rename_into_place<S: Storage>(
+    storage: &S,
+    from: &str,
+    name: &str,
+    hook: FlushFailureHook,
+) -> Result<(), JournalError> {
+    storage.rename(from, name).map_err(|error| JournalError::io(storage.path_of(name), error))?;
     if let Err(error) = storage.sync_dir() {
-        hook(&FlushFailure { path: storage.path_of(&name), error });
+        hook(&FlushFailure { path: storage.path_of(name), error });
     }
-    Ok(segment)
+    Ok(())
 }
 
 /// A fresh segment header.

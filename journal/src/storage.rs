@@ -22,8 +22,9 @@ pub enum FlushMethod {
     IoUring,
 }
 
-/// A directory of segment files.
-pub trait Storage: Send + Sync {
+/// A directory of segment files. `'static` and `Send` so a clone can prepare the next
+/// segment on a background thread.
+pub trait Storage: Send + Sync + 'static {
     type Segment: SegmentFile;
 
     /// Names of all files in the directory (segment files and anything else).
@@ -52,7 +53,7 @@ pub trait Storage: Send + Sync {
 }
 
 /// One open segment file.
-pub trait SegmentFile: Send {
+pub trait SegmentFile: Send + 'static {
     /// The file's contents as this handle sees them. For a writable handle that writes
     /// through its mapping this includes its own non-durable writes.
     fn bytes(&self) -> &[u8];

@@ -17,10 +17,14 @@ use crate::segment::{
     FlushFailure, FlushFailureHook, abort_on_flush_failure, create_segment, new_header, sync_or_stop, write_mark,
     write_or_stop,
 };
+use crate::spare::{Found, Spare, install_spare};
 use crate::storage::{FlushMethod, SegmentFile, Storage};
 
 /// Default segment size: large enough that roll-overs (three syncs each) are rare.
 pub const SEGMENT_BYTES_DEFAULT: usize = 256 << 20;
+/// Default fill (percent of a segment's record space) at which the next segment's file
+/// starts being prepared in the background.
+pub const SPARE_AT_FILL_PERCENT_DEFAULT: u8 = 50;
 /// Default payload limit: a full batch of 8 189 uncompressed 128-byte events is 1 MiB.
 pub const PAYLOAD_BYTES_MAX_DEFAULT: usize = 2 << 20;
 
@@ -46,6 +50,11 @@ pub struct JournalConfig {
     pub genesis_chain: ChainHash,
     /// Called on any failed sync; never returns. Tests replace it to observe the failure.
     pub on_flush_failure: FlushFailureHook,
+    /// When the active segment is this full (percent of its record space, 0 to 100), a
+    /// background thread creates and pre-allocates the next segment's file (the spare),
+    /// so the roll-over only writes its header, syncs and renames it. `None`: no thread,
+    /// every roll-over creates its segment on the writer's thread.
+    pub spare_at_fill_percent: Option<u8>,
 }
 
 impl JournalConfig {
@@ -59,12 +68,16 @@ impl JournalConfig {
             snapshot_sequence: 0,
             genesis_chain: [0; 16],
             on_flush_failure: abort_on_flush_failure,
+            spare_at_fill_percent: Some(SPARE_AT_FILL_PERCENT_DEFAULT),
         }
     }
 
     fn validate(&self) -> Result<(), JournalError> {
         if !self.segment_bytes.is_multiple_of(4096) || self.segment_bytes < 2 * SEGMENT_PREFIX_BYTES {
             return Err(JournalError::InvalidConfig("segment_bytes must be a multiple of 4096 and at least 8192"));
+        }
+        if self.spare_at_fill_percent.is_some_and(|percent| percent > 100) {
+            return Err(JournalError::InvalidConfig("spare_at_fill_percent must be at most 100"));
         }
         if u32::try_from(self.payload_bytes_max).is_err() {
             return Err(JournalError::InvalidConfig("payload_bytes_max must fit in a u32"));
@@ -99,6 +112,12 @@ pub struct Journal<S: Storage = FileStorage> {
     visible: Arc<AtomicU64>,
     /// What the journal holds, kept current at roll-over, retention, snapshot and close.
     manifest: Manifest<S::Segment>,
+    /// The next segment's file, prepared ahead of the roll-over.
+    spare: Spare<S>,
+    spare_at_fill_percent: Option<u8>,
+    /// The offset in the active segment past which the spare is asked for (`usize::MAX`:
+    /// not now), so the append path pays one comparison.
+    spare_due_offset: usize,
 }
 
 impl Journal<FileStorage> {
@@ -122,8 +141,15 @@ impl<S: Storage + Clone> Journal<S> {
             hook: config.on_flush_failure,
         };
         let (recovered, manifest) = recover(&storage, &options)?;
+        let (spare, found) = Spare::open(&storage, config.segment_bytes, config.spare_at_fill_percent.is_some())?;
+        let mut report = recovered.report;
+        match found {
+            Found::Nothing => {}
+            Found::Reused => report.spare_reused = true,
+            Found::Removed(name) => report.temporaries_removed.push(name),
+        }
         let last_sequence = recovered.end.last_sequence();
-        let journal = Journal {
+        let mut journal = Journal {
             storage,
             segment_bytes: config.segment_bytes,
             payload_bytes_max: config.payload_bytes_max,
@@ -137,8 +163,12 @@ impl<S: Storage + Clone> Journal<S> {
             durable: Arc::new(AtomicU64::new(last_sequence)),
             visible: Arc::new(AtomicU64::new(last_sequence)),
             manifest,
+            spare,
+            spare_at_fill_percent: config.spare_at_fill_percent,
+            spare_due_offset: usize::MAX,
         };
-        Ok((journal, recovered.report))
+        journal.schedule_spare();
+        Ok((journal, report))
     }
 
     /// Copies one record into the active segment and returns its sequence. Not durable
@@ -185,6 +215,10 @@ impl<S: Storage + Clone> Journal<S> {
         self.end.timestamp = timestamp;
         if self.active.writes_visible_at_once() {
             self.visible.store(sequence, Ordering::Release);
+        }
+        if self.end.offset >= self.spare_due_offset {
+            self.spare_due_offset = usize::MAX;
+            self.spare.request();
         }
         Ok(sequence)
     }
@@ -312,13 +346,18 @@ impl<S: Storage + Clone> Journal<S> {
     }
 
     /// Seals the active segment and continues in a new one. Order matters: (1) flush the
-    /// old segment, so the new one's mark never names records not yet on disk; (2) create
-    /// the new one; (3) seal the old one, so losing the new file later is detected.
+    /// old segment, so the new one's mark never names records not yet on disk; (2) put
+    /// the new one in place, from the spare prepared in the background when there is one
+    /// (otherwise created here); (3) seal the old one, so losing the new file later is
+    /// detected.
     fn roll(&mut self) -> Result<(), JournalError> {
         self.flush();
         let last_sequence = self.end.last_sequence();
         let header = new_header(last_sequence + 1, self.segment_bytes, self.end.chain);
-        let next = create_segment(&self.storage, header, last_sequence, self.hook)?;
+        let next = match self.spare.take() {
+            Some(spare) => install_spare(&self.storage, spare, header, last_sequence, self.hook)?,
+            None => create_segment(&self.storage, header, last_sequence, self.hook)?,
+        };
         self.write_mark(last_sequence, MARK_FLAG_SEALED);
         self.sync_active(0..SEGMENT_PREFIX_BYTES);
         self.active = next;
@@ -334,7 +373,24 @@ impl<S: Storage + Clone> Journal<S> {
         });
         self.end.offset = SEGMENT_PREFIX_BYTES;
         self.synced_offset = SEGMENT_PREFIX_BYTES;
+        self.schedule_spare();
         Ok(())
+    }
+
+    /// Sets where in the active segment the next spare is asked for, and asks at once when
+    /// the segment is already that full.
+    fn schedule_spare(&mut self) {
+        self.spare_due_offset = match self.spare_at_fill_percent {
+            Some(percent) if self.spare.wanted() => {
+                let record_space = self.active_capacity.saturating_sub(SEGMENT_PREFIX_BYTES);
+                SEGMENT_PREFIX_BYTES + record_space / 100 * usize::from(percent)
+            }
+            _ => usize::MAX,
+        };
+        if self.end.offset >= self.spare_due_offset {
+            self.spare_due_offset = usize::MAX;
+            self.spare.request();
+        }
     }
 
     fn write_mark(&mut self, durable_sequence: u64, flags: u32) {
