@@ -105,6 +105,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         primaries: args.primary.clone(),
         key: replication.key.clone(),
         snapshot_interval: node_config.snapshot_interval,
+        journal_segment_bytes: node_config.journal_segment_bytes,
     };
     let standby = Standby::open(standby_config.clone(), role.clone())?;
     let status = Arc::new(RwLock::new(standby.status()));

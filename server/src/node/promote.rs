@@ -193,7 +193,11 @@ impl Promoter {
             .into_iter()
             .max()
             .unwrap_or(0);
-        let config = JournalConfig { snapshot_sequence, ..JournalConfig::new(data.join("journal")) };
+        let config = JournalConfig {
+            snapshot_sequence,
+            segment_bytes: self.standby_config.journal_segment_bytes,
+            ..JournalConfig::new(data.join("journal"))
+        };
         let (mut journal, _) = Journal::open(&config).map_err(|error| error.to_string())?;
         loop {
             let records = match peer.recv().map_err(|error| error.to_string())? {

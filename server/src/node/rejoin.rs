@@ -20,7 +20,11 @@ use crate::error::NodeError;
 pub fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Result<(), NodeError> {
     let store = SnapshotStore::open(&dirs.snapshots)?;
     let restored = snapshots::load(&store)?;
-    let journal_config = JournalConfig { snapshot_sequence: restored.sequence, ..JournalConfig::new(&dirs.journal) };
+    let journal_config = JournalConfig {
+        snapshot_sequence: restored.sequence,
+        segment_bytes: config.journal_segment_bytes,
+        ..JournalConfig::new(&dirs.journal)
+    };
     let (journal, _) = Journal::open(&journal_config)?;
     let end = position_at(&journal, journal.last_sequence())?;
     if end.last_sequence == 0 {
@@ -57,6 +61,7 @@ pub fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Resu
     let truncate = JournalConfig {
         snapshot_sequence: restored.sequence,
         recovery: RecoveryMode::TruncateAt(common),
+        segment_bytes: config.journal_segment_bytes,
         ..JournalConfig::new(&dirs.journal)
     };
     let (journal, _) = Journal::open(&truncate)?;

@@ -49,6 +49,8 @@ pub struct StandbyConfig {
     pub primaries: Vec<SocketAddr>,
     pub key: ClusterKey,
     pub snapshot_interval: Option<Duration>,
+    /// Size of each new journal segment file (`--journal-segment-mib`).
+    pub journal_segment_bytes: usize,
 }
 
 /// What the follow thread hands the business-logic thread, in stream order.
@@ -82,9 +84,13 @@ impl Standby {
         super::rejoin::truncate_divergent_suffix(&config, &dirs)?;
         let snapshots = SnapshotStore::open(&dirs.snapshots)?;
         let restored = snapshots::load(&snapshots)?;
-        let journal_config =
-            JournalConfig { snapshot_sequence: restored.sequence, ..JournalConfig::new(&dirs.journal) };
+        let journal_config = JournalConfig {
+            snapshot_sequence: restored.sequence,
+            segment_bytes: config.journal_segment_bytes,
+            ..JournalConfig::new(&dirs.journal)
+        };
         let (journal, report) = Journal::open(&journal_config)?;
+        super::recovery_messages::print(&report, restored.sequence);
         let mut ledger = restored.ledger;
         let mut reader = journal.reader(report.replay_from)?;
         while let Some(record) = reader.next_record()? {
