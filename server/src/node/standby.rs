@@ -352,10 +352,15 @@ impl Following {
         journal.flush();
         let (durable, last) = (journal.durable_sequence(), journal.last_sequence());
         self.last_sequence.store(last, Ordering::Release);
-        if let Some(ack) = follower.durable(durable) {
+        // Hand the records to the business-logic thread before acknowledging: if the ack
+        // cannot be sent (the primary has just died), these records are journaled all the
+        // same, and the next primary streams from the journal's end, so records skipped
+        // here would never be applied and the ledger would silently fall behind its journal.
+        let ack = follower.durable(durable);
+        let _ = self.work.send(Work::Records(records));
+        if let Some(ack) = ack {
             peer.send(&ack)?;
         }
-        let _ = self.work.send(Work::Records(records));
         Ok(())
     }
 }
@@ -391,6 +396,13 @@ fn apply_loop(mut ledger: Ledger, mut applied: u64, queued: &Receiver<Work>, sta
             Work::Records(records) => {
                 let mut events = 0u64;
                 for record in &records {
+                    if record.sequence != applied + 1 {
+                        eprintln!(
+                            "tally: STANDBY STOPPED: record {} reached the business logic after {applied}: the ledger would no longer be its journal's state",
+                            record.sequence
+                        );
+                        std::process::exit(1)
+                    }
                     let command = match journal_codec::decode(record.operation, &record.payload) {
                         Ok(command) => command,
                         Err(error) => {
