@@ -139,13 +139,7 @@ impl Node {
         }
         let snapshots = SnapshotStore::open(&dirs.snapshots)?;
         let restored = snapshots::load(&snapshots)?;
-        let journal_config = JournalConfig {
-            snapshot_sequence: restored.sequence,
-            segment_bytes: config.journal_segment_bytes,
-            ..JournalConfig::new(&dirs.journal)
-        };
-        let (journal, report) = Journal::open(&journal_config)?;
-        recovery_messages::print(&report, restored.sequence);
+        let (journal, report) = open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes)?;
         let (sequences, sequences_received) = crossbeam::channel::unbounded();
         let mut outcomes = OutcomeFile::open(&dirs.outcomes, report.last_sequence, sequences_received)?;
         let mut ledger = restored.ledger;
@@ -270,6 +264,19 @@ impl Node {
 pub fn lock_data_dir(root: &Path) -> Result<File, NodeError> {
     DataDir { root: root.to_path_buf(), journal: PathBuf::new(), snapshots: PathBuf::new(), outcomes: PathBuf::new() }
         .lock()
+}
+
+/// Opens (recovers) the journal after the snapshot at `snapshot_sequence` and prints what
+/// recovery found, as every role does at start: a node, a standby.
+fn open_journal(
+    dir: &Path,
+    snapshot_sequence: u64,
+    segment_bytes: usize,
+) -> Result<(Journal, tally_journal::RecoveryReport), NodeError> {
+    let config = JournalConfig { snapshot_sequence, segment_bytes, ..JournalConfig::new(dir) };
+    let (journal, report) = Journal::open(&config)?;
+    recovery_messages::print(&report, snapshot_sequence);
+    Ok((journal, report))
 }
 
 /// The paths of a data directory.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tally_codecs::wire::{NodeStatus, PromoteRequest};
 use tally_journal::{JournalReader, ReadLimit};
-use tally_replication::{ClusterKey, LogPosition, Message, Prepared, Record, on_prepare};
+use tally_replication::{ClusterKey, LogPosition, Message, Prepared, on_prepare};
 
 use super::peer_io::{self, PeerError, PeerStream};
 use super::promote::Promoter;
@@ -151,14 +151,7 @@ impl PeerService {
             let record = reader.next_record().map_err(|error| PeerError::Refused(error.to_string()))?;
             let done = match record {
                 Some(record) if record.sequence <= to => {
-                    batch.push(Record {
-                        sequence: record.sequence,
-                        epoch: record.epoch,
-                        timestamp: record.timestamp,
-                        operation: record.operation,
-                        chain: record.chain,
-                        payload: record.payload.to_vec(),
-                    });
+                    batch.push(ship::to_record(&record));
                     false
                 }
                 _ => true,

@@ -123,6 +123,18 @@ pub fn check_position(journal_dir: &std::path::Path, position: &LogPosition) -> 
     }
 }
 
+/// A journal record as a replication message carries it.
+pub fn to_record(record: &tally_journal::RecordRef<'_>) -> Record {
+    Record {
+        sequence: record.sequence,
+        epoch: record.epoch,
+        timestamp: record.timestamp,
+        operation: record.operation,
+        chain: record.chain,
+        payload: record.payload.to_vec(),
+    }
+}
+
 fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &AtomicBool) -> Result<(), PeerError> {
     let mut reader = JournalReader::open(&shipping.journal_dir, from, ReadLimit::Visible(shipping.visible.clone()))
         .map_err(|error| PeerError::Refused(error.to_string()))?;
@@ -146,14 +158,7 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
             let record = reader.next_record().map_err(|error| PeerError::Refused(error.to_string()))?;
             let Some(record) = record else { break };
             bytes += record.payload.len();
-            batch.push(Record {
-                sequence: record.sequence,
-                epoch: record.epoch,
-                timestamp: record.timestamp,
-                operation: record.operation,
-                chain: record.chain,
-                payload: record.payload.to_vec(),
-            });
+            batch.push(to_record(&record));
         }
         if !batch.is_empty() {
             peer.send(&Message::Records { epoch, records: std::mem::take(&mut batch) })?;

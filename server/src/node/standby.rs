@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, Sender};
 use tally_engine::Ledger;
 use tally_engine::pipeline::{PipelineStats, apply};
-use tally_journal::{Journal, JournalConfig, SnapshotStore};
+use tally_journal::{Journal, SnapshotStore};
 use tally_replication::{Checkpoints, ClusterKey, FollowError, Follower, LogPosition, Message, Record, Step};
 
 use super::peer_io::{self, PeerError, PeerStream};
@@ -84,13 +84,7 @@ impl Standby {
         super::rejoin::truncate_divergent_suffix(&config, &dirs)?;
         let snapshots = SnapshotStore::open(&dirs.snapshots)?;
         let restored = snapshots::load(&snapshots)?;
-        let journal_config = JournalConfig {
-            snapshot_sequence: restored.sequence,
-            segment_bytes: config.journal_segment_bytes,
-            ..JournalConfig::new(&dirs.journal)
-        };
-        let (journal, report) = Journal::open(&journal_config)?;
-        super::recovery_messages::print(&report, restored.sequence);
+        let (journal, report) = super::open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes)?;
         let mut ledger = restored.ledger;
         let mut reader = journal.reader(report.replay_from)?;
         while let Some(record) = reader.next_record()? {
