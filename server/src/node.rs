@@ -10,6 +10,7 @@
 //! DIR/EPOCH        the epoch and role this node last acted in (see `role`)
 //! ```
 
+pub mod derived;
 pub mod input_log;
 pub mod journal_codec;
 pub mod outcome_log;
