@@ -169,7 +169,9 @@ pub const HOT_ACCOUNTS_PERCENT: u64 = 1;
 pub enum Picking {
     Uniform,
     /// Zipf with exponent `s`.
-    Zipf { s: f64 },
+    Zipf {
+        s: f64,
+    },
     /// [`HOT_TRAFFIC_PERCENT`] of picks among the first [`HOT_ACCOUNTS_PERCENT`] of accounts.
     Hot,
 }

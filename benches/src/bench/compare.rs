@@ -29,7 +29,11 @@ pub fn compare(a: &Summary, b: &Summary, (a_name, b_name): (&str, &str)) -> Stri
     let _ = writeln!(out, "| configuration | {} | {} |", a.key, b.key);
     let _ = writeln!(out, "| date (UTC) | {} | {} |", a.date_utc, b.date_utc);
     let _ = writeln!(out, "| commit | {} | {} |", a.git_commit, b.git_commit);
-    let _ = writeln!(out, "| machine | {} × {} | {} × {} |", a.machine.cores, a.machine.cpu_model, b.machine.cores, b.machine.cpu_model);
+    let _ = writeln!(
+        out,
+        "| machine | {} × {} | {} × {} |",
+        a.machine.cores, a.machine.cpu_model, b.machine.cores, b.machine.cpu_model
+    );
     let _ = writeln!(out, "| other load | {:.0} % | {:.0} % |", a.other_load_percent, b.other_load_percent);
     if a.key != b.key {
         let _ = writeln!(out, "\n**The configurations differ**: the ratios compare different work.");
@@ -43,7 +47,8 @@ pub fn compare(a: &Summary, b: &Summary, (a_name, b_name): (&str, &str)) -> Stri
             continue;
         };
         let (rate_a, rate_b) = (run_a.transfers_per_second, run_b.transfers_per_second);
-        let _ = writeln!(out, "| {} | transfers/s | {rate_a:.0} | {rate_b:.0} | {} |", run_a.label, ratio(rate_a, rate_b));
+        let _ =
+            writeln!(out, "| {} | transfers/s | {rate_a:.0} | {rate_b:.0} | {} |", run_a.label, ratio(rate_a, rate_b));
         for ((name, value_a), (_, value_b)) in run_a.latency_ms.named().into_iter().zip(run_b.latency_ms.named()) {
             let _ = writeln!(out, "| | {name} ms | {value_a:.3} | {value_b:.3} | {} |", ratio(value_a, value_b));
         }

@@ -40,7 +40,10 @@ pub enum Baseline {
     None,
     /// PostgreSQL at `url` (`postgres://USER@HOST:PORT/DB`, trust authentication), for at
     /// most `seconds` per variant.
-    Postgres { url: String, seconds: f64 },
+    Postgres {
+        url: String,
+        seconds: f64,
+    },
 }
 
 /// One run, everything decided.
@@ -107,7 +110,9 @@ impl Config {
     /// A short key naming the configuration, for the headline table and `--compare`.
     pub fn key(&self) -> String {
         let mode = match &self.mode {
-            Mode::Throughput => format!("throughput, batch {}, {}×{} in flight", self.batch, self.clients, self.in_flight),
+            Mode::Throughput => {
+                format!("throughput, batch {}, {}×{} in flight", self.batch, self.clients, self.in_flight)
+            }
             Mode::Latency { rates } => {
                 let rates: Vec<String> = rates.iter().map(u64::to_string).collect();
                 format!("latency at {} req/s", rates.join(","))
@@ -123,7 +128,11 @@ impl Config {
             self.accounts,
             self.distribution_name().split(' ').next().unwrap_or("?"),
             self.ids_name(),
-            if self.two_phase_percent > 0 { format!(", {} % two-phase", self.two_phase_percent) } else { String::new() },
+            if self.two_phase_percent > 0 {
+                format!(", {} % two-phase", self.two_phase_percent)
+            } else {
+                String::new()
+            },
         )
     }
 }

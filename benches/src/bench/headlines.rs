@@ -24,7 +24,9 @@ pub fn update(readme: &Path, summary: &Summary, report: &str) -> Result<(), Stri
         (Some(begin), Some(end)) if begin < end => {
             let rows: Vec<String> = text[begin + BEGIN.len()..end]
                 .lines()
-                .filter(|line| line.starts_with("| ") && !line.starts_with("| configuration") && !line.starts_with("|---"))
+                .filter(|line| {
+                    line.starts_with("| ") && !line.starts_with("| configuration") && !line.starts_with("|---")
+                })
                 .map(str::to_owned)
                 .collect();
             (text[..begin].to_owned(), rows, text[end + END.len()..].to_owned())
@@ -51,4 +53,49 @@ fn row(summary: &Summary, report: &str) -> String {
         "| {} | {rate:.0} | {p99:.3} | {baseline_cell} | {ratio_cell} | {} | {} | [{report}]({report}/report.md) |",
         summary.key, summary.date_utc, summary.git_commit
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::update;
+    use crate::bench::summary::Summary;
+
+    fn summary(key: &str, rate: f64) -> Summary {
+        let mut summary: Summary = serde_json::from_value(serde_json::json!({
+            "format": 1, "command": "tally bench", "date_utc": "2026-12-02 08:00:00", "git_commit": "abc", "key": key,
+            "config": {"mode": "throughput", "accounts": 10, "distribution": "uniform", "ids": "increasing",
+                "batch": 8189, "clients": 1, "in_flight": 4, "transfers": 100, "duration_s": null, "rates": [],
+                "two_phase_percent": 0, "durability": "local", "standbys": 0, "target": "t", "seed": 7},
+            "machine": {"cpu_model": "cpu", "cores": 2, "kernel": "6", "memory_bytes": 1, "data_file_system": "ext4",
+                "load_average_at_start": "0"},
+            "runs": [], "node_rss_peak_bytes": null, "node_rss_final_bytes": null, "other_load_percent": 0.0,
+            "baseline": {"status": "not asked", "runs": []}
+        }))
+        .expect("a valid summary");
+        summary.runs.push(serde_json::from_value(serde_json::json!({
+            "label": "throughput", "latency_of": "batch", "transfers": 100, "elapsed_s": 1.0,
+            "transfers_per_second": rate, "steady_transfers_per_second": null, "offered_per_second": null,
+            "kept_up": null, "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0, "p99_9": 4.0, "p99_99": 5.0, "max": 6.0},
+            "created": 100, "not_created": 0, "first_failure": null
+        })).expect("a valid run"));
+        summary
+    }
+
+    #[test]
+    fn a_run_replaces_its_configurations_row_and_keeps_the_rest_of_the_readme() {
+        let dir = std::env::temp_dir().join(format!("tally-headlines-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let readme = dir.join("README.md");
+        std::fs::write(&readme, "# Reports\n\nWritten by hand.\n").expect("write");
+        update(&readme, &summary("config one", 1000.0), "run-1").expect("first row");
+        update(&readme, &summary("config two", 2000.0), "run-2").expect("second row");
+        update(&readme, &summary("config one", 3000.0), "run-3").expect("replaced row");
+        let text = std::fs::read_to_string(&readme).expect("read");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+        assert!(text.starts_with("# Reports\n\nWritten by hand.\n"), "{text}");
+        let rows: Vec<&str> = text.lines().filter(|line| line.starts_with("| config")).collect();
+        assert_eq!(rows.len(), 3, "the header and one row per configuration: {text}");
+        assert!(rows[1].starts_with("| config one | 3000 |") && rows[1].contains("[run-3](run-3/report.md)"), "{text}");
+        assert!(rows[2].starts_with("| config two | 2000 |"), "{text}");
+    }
 }

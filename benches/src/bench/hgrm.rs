@@ -33,7 +33,12 @@ pub fn percentile_distribution(histogram: &Histogram<u64>) -> String {
         histogram.mean() / scale,
         histogram.stdev() / scale
     );
-    let _ = writeln!(out, "#[Max     = {:>12.3}, Total count    = {:>12}]", histogram.max() as f64 / scale, histogram.len());
+    let _ = writeln!(
+        out,
+        "#[Max     = {:>12.3}, Total count    = {:>12}]",
+        histogram.max() as f64 / scale,
+        histogram.len()
+    );
     let _ = writeln!(
         out,
         "#[Buckets = {:>12}, SubBuckets     = {:>12}]",

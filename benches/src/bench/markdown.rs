@@ -8,15 +8,19 @@ use super::run::{Outcome, file_stem};
 use super::summary::{RunSummary, best_rate};
 
 fn mib(bytes: Option<u64>) -> String {
-    bytes.map_or_else(|| "not known (the bench did not start the node)".to_owned(), |bytes| {
-        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-    })
+    bytes.map_or_else(
+        || "not known (the bench did not start the node)".to_owned(),
+        |bytes| format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0)),
+    )
 }
 
 /// The results table's rows (shared with the terminal output).
 pub fn results_table(runs: &[RunSummary]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "| run | transfers | transfers/s | p50 ms | p90 ms | p99 ms | p99.9 ms | p99.99 ms | max ms | results |");
+    let _ = writeln!(
+        out,
+        "| run | transfers | transfers/s | p50 ms | p90 ms | p99 ms | p99.9 ms | p99.99 ms | max ms | results |"
+    );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for run in runs {
         let latency: Vec<String> = run.latency_ms.named().iter().map(|(_, value)| format!("{value:.3}")).collect();
@@ -79,14 +83,23 @@ pub fn report(config: &Config, outcome: &Outcome) -> String {
     let _ = writeln!(out, "- Node peak resident memory (VmHWM): {}", mib(summary.node_rss_peak_bytes));
     let _ = writeln!(out, "- Node resident memory at the end (VmRSS): {}\n", mib(summary.node_rss_final_bytes));
     let _ = writeln!(out, "## Charts\n");
-    for (file, caption) in [("latency.svg", "latency by percentile"), ("throughput.svg", "throughput over time"), ("rss.svg", "node RSS over time")] {
+    for (file, caption) in [
+        ("latency.svg", "latency by percentile"),
+        ("throughput.svg", "throughput over time"),
+        ("rss.svg", "node RSS over time"),
+    ] {
         if outcome.files.iter().any(|name| name == file) {
             let _ = writeln!(out, "![{caption}]({file})\n");
         }
     }
     let _ = writeln!(out, "## Files\n");
     for run in outcome.measured.iter().chain(&outcome.baseline) {
-        let _ = writeln!(out, "- `{}.hgrm`: {}, HdrHistogram percentile distribution (ms)", file_stem(&run.summary.label), run.summary.label);
+        let _ = writeln!(
+            out,
+            "- `{}.hgrm`: {}, HdrHistogram percentile distribution (ms)",
+            file_stem(&run.summary.label),
+            run.summary.label
+        );
     }
     let _ = writeln!(out, "- `summary.json`: this report's numbers (`tally bench --compare A.json B.json`)");
     out
@@ -111,7 +124,8 @@ fn configuration(out: &mut String, config: &Config) {
         Target::Spawn { standbys, wait, snapshot_interval_s, .. } => format!(
             "a `tally serve` child process on a fresh data directory, {standbys} standbys, wait {wait}, periodic \
              snapshots {}",
-            snapshot_interval_s.map_or_else(|| "at the node's default".to_owned(), |seconds| format!("every {seconds} s (0 = off)"))
+            snapshot_interval_s
+                .map_or_else(|| "at the node's default".to_owned(), |seconds| format!("every {seconds} s (0 = off)"))
         ),
         Target::Existing(address) => format!("the node at {address} (not started by the bench)"),
     };

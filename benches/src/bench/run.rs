@@ -62,19 +62,36 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         Target::Existing(_) => u128::from(machine_now_ms()) << 64,
         Target::Spawn { .. } => 0,
     };
-    let workload = Workload::new(config.accounts, config.picking, config.ids, id_base, config.two_phase_percent, config.seed);
+    let workload =
+        Workload::new(config.accounts, config.picking, config.ids, id_base, config.two_phase_percent, config.seed);
     create_accounts(node.address, config.accounts)?;
     let completed = Arc::new(AtomicU64::new(0));
     let sampler = Sampler::start("tally".to_owned(), goal(config), Arc::clone(&completed), node.pid());
+    let standby_pids = node.process.as_ref().map(|(process, _)| process.standby_pids()).unwrap_or_default();
+    let standbys_before: Vec<CpuSample> = standby_pids.iter().map(|pid| CpuSample::take(*pid)).collect();
     let measuring = Instant::now();
     let measurement = measure(config, &node, &workload, &completed);
     let wall = measuring.elapsed();
+    let standby_cpu: Vec<String> = standby_pids
+        .iter()
+        .zip(&standbys_before)
+        .enumerate()
+        .map(|(index, (pid, before))| {
+            let spent = CpuSample::take(*pid).since(before);
+            format!(
+                "standby {index} during the measurement{}: {}",
+                if matches!(config.mode, Mode::Latency { .. }) { "s (all rates, warm-up included)" } else { "" },
+                spent.describe()
+            )
+        })
+        .collect();
     let samples = sampler.stop();
     let (measured, cpu) = measurement?;
     let rss_peak = node.pid().and_then(|pid| status_bytes(pid, "VmHWM:"));
     let rss_final = node.pid().and_then(|pid| status_bytes(pid, "VmRSS:"));
     let other_load = cpu.iter().map(|(cpu, wall)| cpu.other_load(*wall)).fold(0.0, f64::max) * 100.0;
-    let cpu_lines = cpu_lines(config, &node, &measured, &cpu);
+    let mut cpu_lines = cpu_lines(config, &node, &measured, &cpu);
+    cpu_lines.extend(standby_cpu);
     if let Some((process, _dir)) = node.process {
         process.stop()?;
     }
@@ -92,7 +109,10 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         node_rss_peak_bytes: rss_peak,
         node_rss_final_bytes: rss_final,
         other_load_percent: other_load,
-        baseline: BaselineSummary { status: baseline_status, runs: baseline.iter().map(|run| run.summary.clone()).collect() },
+        baseline: BaselineSummary {
+            status: baseline_status,
+            runs: baseline.iter().map(|run| run.summary.clone()).collect(),
+        },
     };
     let mut outcome = Outcome { summary, measured, baseline, samples, cpu: cpu_lines, files: Vec::new() };
     write_report(config, &mut outcome)?;
@@ -119,7 +139,11 @@ fn start_node(config: &Config) -> Result<Node, String> {
             crate::load::node::disk_file_system(work_dir)?;
             let dir = RunDir::create(work_dir, "bench", false)?;
             let options = NodeOptions { wait: *wait, snapshot_interval_s: *snapshot_interval_s, standbys: *standbys };
-            eprintln!("tally bench: starting a node ({}, {standbys} standbys) under {}", config.durability, dir.path.display());
+            eprintln!(
+                "tally bench: starting a node ({}, {standbys} standbys) under {}",
+                config.durability,
+                dir.path.display()
+            );
             let process = NodeProcess::start(tally_bin, &dir, config.durability, &options)?;
             Ok(Node { address: process.address, process: Some((process, dir)) })
         }
@@ -130,12 +154,13 @@ fn start_node(config: &Config) -> Result<Node, String> {
 /// hold them from an earlier run).
 fn create_accounts(address: SocketAddr, count: u64) -> Result<(), String> {
     eprintln!("tally bench: creating {count} accounts");
-    let client = Client::with_config(ClientConfig::new(&[address])).map_err(|error| format!("tally-client: {error}"))?;
+    let client =
+        Client::with_config(ClientConfig::new(&[address])).map_err(|error| format!("tally-client: {error}"))?;
     for chunk in accounts(count).chunks(EVENTS_PER_REQUEST_MAX) {
         let results = client.create_accounts(chunk).map_err(|error| format!("creating the accounts: {error}"))?;
-        let refused = results.iter().find(|result| {
-            result.status != ResultCode::Created as u32 && result.status != ResultCode::Exists as u32
-        });
+        let refused = results
+            .iter()
+            .find(|result| result.status != ResultCode::Created as u32 && result.status != ResultCode::Exists as u32);
         if let Some(result) = refused {
             let name = ResultCode::from_u32(result.status).map_or("unknown code", ResultCode::name);
             return Err(format!("creating the accounts: an account was refused with {name}"));
@@ -197,11 +222,17 @@ fn measure(
                     sampled(node.pid(), |finished| open_loop::run(node.address, &open, &mut next, finished))?;
                 let wall = began.elapsed();
                 offset += ((seconds + config.warmup.as_secs_f64()) * rate as f64).ceil() as u64 + 1;
-                let elapsed = Duration::from_secs_f64(run.measured_completed as f64 / run.achieved_per_second.max(1e-9));
+                let elapsed =
+                    Duration::from_secs_f64(run.measured_completed as f64 / run.achieved_per_second.max(1e-9));
                 let label = format!("rate {rate}/s");
                 let kept_up = run.kept_up();
-                let mut one =
-                    Measured::new(label, "one request, from its intended send time", elapsed, &run.results, run.latency);
+                let mut one = Measured::new(
+                    label,
+                    "one request, from its intended send time",
+                    elapsed,
+                    &run.results,
+                    run.latency,
+                );
                 one.summary.offered_per_second = Some(rate);
                 one.summary.kept_up = Some(kept_up);
                 if let Some(reason) = run.broken {
@@ -229,7 +260,8 @@ fn cpu_lines(config: &Config, node: &Node, measured: &[Measured], cpu: &[(Cpu, D
                 (cpu.node.machine - cpu.node.process).max(0.0)
             ),
         };
-        let standbys = if standbys > 0 { format!(" ({standbys} standby processes are in the rest)") } else { String::new() };
+        let standbys =
+            if standbys > 0 { format!(" ({standbys} standby processes are in the rest)") } else { String::new() };
         lines.push(format!("{} over {:.2} s: {description}{standbys}", run.summary.label, wall.as_secs_f64()));
     }
     if let Some((process, _)) = &node.process {
@@ -324,7 +356,8 @@ fn config_summary(config: &Config) -> ConfigSummary {
 fn write_report(config: &Config, outcome: &mut Outcome) -> Result<(), String> {
     let out = &config.out;
     let write = |name: &str, text: &str| {
-        std::fs::write(out.join(name), text).map_err(|error| format!("cannot write {}: {error}", out.join(name).display()))
+        std::fs::write(out.join(name), text)
+            .map_err(|error| format!("cannot write {}: {error}", out.join(name).display()))
     };
     let mut files = Vec::new();
     for run in outcome.measured.iter().chain(&outcome.baseline) {
@@ -332,27 +365,29 @@ fn write_report(config: &Config, outcome: &mut Outcome) -> Result<(), String> {
         write(&name, &hgrm::percentile_distribution(&run.latency))?;
         files.push(name);
     }
-    let histograms: Vec<(String, &hdrhistogram::Histogram<u64>)> = outcome
-        .measured
-        .iter()
-        .chain(&outcome.baseline)
-        .map(|run| (run.summary.label.clone(), &run.latency))
-        .collect();
+    let histograms: Vec<(String, &hdrhistogram::Histogram<u64>)> =
+        outcome.measured.iter().chain(&outcome.baseline).map(|run| (run.summary.label.clone(), &run.latency)).collect();
     charts::latency_by_percentile(&out.join("latency.svg"), "Latency by percentile", &histograms)?;
     files.push("latency.svg".to_owned());
-    charts::throughput_over_time(&out.join("throughput.svg"), "Tally: transfers answered per second", &outcome.samples)?;
+    charts::throughput_over_time(
+        &out.join("throughput.svg"),
+        "Tally: transfers answered per second",
+        &outcome.samples,
+    )?;
     files.push("throughput.svg".to_owned());
     if charts::rss_over_time(&out.join("rss.svg"), "Tally node: resident memory", &outcome.samples)? {
         files.push("rss.svg".to_owned());
     }
-    let json = serde_json::to_string_pretty(&outcome.summary).map_err(|error| format!("cannot encode the summary: {error}"))?;
+    let json = serde_json::to_string_pretty(&outcome.summary)
+        .map_err(|error| format!("cannot encode the summary: {error}"))?;
     write("summary.json", &(json + "\n"))?;
     files.push("summary.json".to_owned());
     files.push("report.md".to_owned());
     outcome.files = files;
     write("report.md", &markdown::report(config, outcome))?;
     if let Some(readme) = &config.headlines {
-        let name = out.file_name().map_or_else(|| out.display().to_string(), |name| name.to_string_lossy().into_owned());
+        let name =
+            out.file_name().map_or_else(|| out.display().to_string(), |name| name.to_string_lossy().into_owned());
         headlines::update(readme, &outcome.summary, &name)?;
     }
     Ok(())
@@ -361,7 +396,7 @@ fn write_report(config: &Config, outcome: &mut Outcome) -> Result<(), String> {
 /// `rate 20000/s` → `rate-20000`, `postgres: batches of …` → `postgres-batches-of-…`.
 pub fn file_stem(label: &str) -> String {
     let mut stem = String::new();
-    for character in label.chars() {
+    for character in label.replace("/s", "").chars() {
         if character.is_ascii_alphanumeric() {
             stem.push(character.to_ascii_lowercase());
         } else if !stem.ends_with('-') && !stem.is_empty() {

@@ -57,9 +57,7 @@ fn bar(label: &str, goal: &Goal) -> ProgressBar {
         Goal::Count(count) => {
             (*count, "{prefix} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} transfers, {msg} (eta {eta})")
         }
-        Goal::Time(time) => {
-            (time.as_millis() as u64, "{prefix} [{elapsed_precise}] {wide_bar} {msg}")
-        }
+        Goal::Time(time) => (time.as_millis() as u64, "{prefix} [{elapsed_precise}] {wide_bar} {msg}"),
     };
     let style = ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
     let bar = ProgressBar::new(length).with_style(style).with_prefix(label.to_owned());

@@ -61,7 +61,14 @@ impl Latency {
     pub fn of(histogram: &Histogram<u64>) -> Latency {
         let ms = |ns: u64| ns as f64 / 1e6;
         let at = |quantile: f64| ms(histogram.value_at_quantile(quantile));
-        Latency { p50: at(0.5), p90: at(0.9), p99: at(0.99), p99_9: at(0.999), p99_99: at(0.9999), max: ms(histogram.max()) }
+        Latency {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            p99_9: at(0.999),
+            p99_99: at(0.9999),
+            max: ms(histogram.max()),
+        }
     }
 
     /// `(name, value)` in display order.

@@ -438,8 +438,7 @@ fn open_loop_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result
             };
             let attempt = || {
                 let began = Instant::now();
-                let measure =
-                    |finished: &mut dyn FnMut()| open_loop::run(node.address, &config, &mut next, finished);
+                let measure = |finished: &mut dyn FnMut()| open_loop::run(node.address, &config, &mut next, finished);
                 let (run, cpu) = sampled(Some(node.pid()), measure)?;
                 Ok((run, cpu, began.elapsed()))
             };

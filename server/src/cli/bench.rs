@@ -144,7 +144,8 @@ fn seconds_or_zero(text: &str) -> Result<f64, String> {
 pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
     if let Some(paths) = &args.compare {
         let [a, b] = &paths[..] else { return Err(CliError::Usage("--compare takes two files".into())) };
-        let (summary_a, summary_b) = (compare::load(a).map_err(CliError::Usage)?, compare::load(b).map_err(CliError::Usage)?);
+        let (summary_a, summary_b) =
+            (compare::load(a).map_err(CliError::Usage)?, compare::load(b).map_err(CliError::Usage)?);
         let names = (a.display().to_string(), b.display().to_string());
         print!("{}", compare::compare(&summary_a, &summary_b, (&names.0, &names.1)));
         return Ok(());
@@ -179,7 +180,9 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
     };
     let latency = mode != Mode::Throughput;
     let batch = match (latency, args.batch) {
-        (true, Some(batch)) if batch != 1 => return usage("--mode latency sends single-transfer requests: leave out --batch"),
+        (true, Some(batch)) if batch != 1 => {
+            return usage("--mode latency sends single-transfer requests: leave out --batch");
+        }
         (true, _) => 1,
         (false, batch) => batch.unwrap_or(8189) as usize,
     };
@@ -194,7 +197,9 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
     };
     let replicas = u64::from(args.durability.replicas());
     let target = match args.addr {
-        Some(_) if args.standbys > 0 => return usage("--standbys starts standbys for a node the bench starts: leave out --addr"),
+        Some(_) if args.standbys > 0 => {
+            return usage("--standbys starts standbys for a node the bench starts: leave out --addr");
+        }
         Some(address) => Target::Existing(address),
         None => {
             if replicas > args.standbys {

@@ -137,10 +137,9 @@ pub fn run(setup: &Setup, variant: Variant, completed: &AtomicU64) -> Result<Mea
         elapsed = elapsed.max(last);
     }
     let (label, latency_of) = match variant {
-        Variant::OnePerTransaction => (
-            format!("postgres: one transfer per transaction, {sessions} sessions"),
-            "one transaction (one transfer)",
-        ),
+        Variant::OnePerTransaction => {
+            (format!("postgres: one transfer per transaction, {sessions} sessions"), "one transaction (one transfer)")
+        }
         Variant::Batched => (
             format!("postgres: batches of {} per transaction, {sessions} sessions", setup.batch),
             "one transaction (one batch)",

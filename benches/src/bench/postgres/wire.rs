@@ -185,9 +185,18 @@ mod tests {
     #[test]
     fn urls_name_user_host_port_and_database() {
         let url = Url::parse("postgres://root@127.0.0.1:5432/test").expect("valid");
-        assert_eq!((url.user.as_str(), url.host.as_str(), url.port, url.database.as_str()), ("root", "127.0.0.1", 5432, "test"));
+        assert_eq!(
+            (url.user.as_str(), url.host.as_str(), url.port, url.database.as_str()),
+            ("root", "127.0.0.1", 5432, "test")
+        );
         assert_eq!(Url::parse("postgresql://me@db/ledger").expect("valid").port, 5432);
-        for bad in ["mysql://root@h/db", "postgres://h:5432/db", "postgres://a:secret@h/db", "postgres://a@h:x/db", "postgres://a@h"] {
+        for bad in [
+            "mysql://root@h/db",
+            "postgres://h:5432/db",
+            "postgres://a:secret@h/db",
+            "postgres://a@h:x/db",
+            "postgres://a@h",
+        ] {
             assert!(Url::parse(bad).is_err(), "{bad} is refused");
         }
     }
