@@ -61,7 +61,7 @@ mod tests {
         let text = percentile_distribution(&histogram);
         let rows: Vec<&str> = text.lines().filter(|line| !line.is_empty() && !line.starts_with(['#', ' '])).collect();
         assert!(rows.is_empty(), "every row is right-aligned: {rows:?}");
-        let last = text.lines().filter(|line| line.trim_start().starts_with(char::is_numeric)).last().expect("rows");
+        let last = text.lines().rfind(|line| line.trim_start().starts_with(char::is_numeric)).expect("rows");
         let fields: Vec<&str> = last.split_whitespace().collect();
         assert_eq!(fields[1].parse::<f64>().expect("percentile"), 1.0);
         assert_eq!(fields[2], "1000");

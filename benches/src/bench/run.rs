@@ -178,13 +178,16 @@ fn goal(config: &Config) -> Goal {
     }
 }
 
+/// The measurements, each with the CPU spent and the wall time it took.
+type Measurements = (Vec<Measured>, Vec<(Cpu, Duration)>);
+
 /// The measurement itself: one closed-loop run, or one open-loop run per rate.
 fn measure(
     config: &Config,
     node: &Node,
     workload: &Workload,
     completed: &Arc<AtomicU64>,
-) -> Result<(Vec<Measured>, Vec<(Cpu, Duration)>), String> {
+) -> Result<Measurements, String> {
     match &config.mode {
         Mode::Throughput => {
             let until = match config.amount {

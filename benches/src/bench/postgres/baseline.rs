@@ -111,6 +111,9 @@ fn prepare(setup: &Setup) -> Result<(), String> {
     Ok(())
 }
 
+/// What one session measured: its latencies, its results, and when its last call ended.
+type SessionRun = (hdrhistogram::Histogram<u64>, Tally, Duration);
+
 /// Runs one variant on a fresh schema.
 pub fn run(setup: &Setup, variant: Variant, completed: &AtomicU64) -> Result<Measured, String> {
     prepare(setup)?;
@@ -121,7 +124,7 @@ pub fn run(setup: &Setup, variant: Variant, completed: &AtomicU64) -> Result<Mea
     let next_batch = AtomicU64::new(0);
     let start = Instant::now();
     let deadline = start + setup.time_max;
-    let outcomes: Vec<Result<(hdrhistogram::Histogram<u64>, Tally, Duration), String>> = std::thread::scope(|scope| {
+    let outcomes: Vec<Result<SessionRun, String>> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..sessions)
             .map(|_| scope.spawn(|| session(setup, variant, (&next_batch, completed), (start, deadline))))
             .collect();
@@ -154,7 +157,7 @@ fn session(
     variant: Variant,
     (next_batch, completed): (&AtomicU64, &AtomicU64),
     (start, deadline): (Instant, Instant),
-) -> Result<(hdrhistogram::Histogram<u64>, Tally, Duration), String> {
+) -> Result<SessionRun, String> {
     let mut connection = Connection::connect(setup.url)?;
     connection.query(&format!("SET synchronous_commit = {}", setup.synchronous_commit))?;
     let mut latency = histogram();
