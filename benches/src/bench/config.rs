@@ -122,8 +122,12 @@ impl Config {
             0 => String::new(),
             count => format!(", {count} standbys"),
         };
+        let amount = match self.amount {
+            Amount::Transfers(count) => format!("{count} transfers"),
+            Amount::Duration(time) => format!("{} s", time.as_secs_f64()),
+        };
         format!(
-            "{mode}, {}, {} accounts {}, ids {}{}{standbys}",
+            "{mode}, {amount}, {}, {} accounts {}, ids {}{}{standbys}",
             self.durability,
             self.accounts,
             self.distribution_name().split(' ').next().unwrap_or("?"),
