@@ -48,13 +48,60 @@ pub fn latency_by_percentile(path: &Path, title: &str, histograms: &[(String, &H
             Line { label: label.clone(), points }
         })
         .collect();
-    let axis = |nines: &f64| match nines.round() as i64 {
+    draw_log(path, title, &lines)
+}
+
+/// The percentile axis's label at `nines` (0 → 0 %, 1 → 90 %, 3 → 99.9 %).
+fn percentile_label(nines: &f64) -> String {
+    match nines.round() as i64 {
         0 => "0 %".to_owned(),
         1 => "90 %".to_owned(),
         2 => "99 %".to_owned(),
         nines => format!("99.{} %", "9".repeat((nines - 2).max(0) as usize)),
-    };
-    draw(path, title, ("percentile", "latency ms"), &lines, Some(&axis))
+    }
+}
+
+/// Latency lines on a logarithmic latency axis, so that a baseline seconds long and a
+/// node answering in microseconds both show.
+fn draw_log(path: &Path, title: &str, lines: &[Line]) -> Result<(), String> {
+    let failed = failed(path);
+    let all = || lines.iter().flat_map(|line| line.points.iter()).map(|point| point.1).filter(|ms| *ms > 0.0);
+    let y_min = all().fold(f64::INFINITY, f64::min).min(1.0) / 2.0;
+    let y_max = all().fold(0.0, f64::max).max(y_min * 10.0) * 2.0;
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|error| failed(&error))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..NINES_MAX, (y_min..y_max).log_scale())
+        .map_err(|error| failed(&error))?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency ms (log)")
+        .x_labels(NINES_MAX as usize + 1)
+        .x_label_formatter(&percentile_label)
+        .draw()
+        .map_err(|error| failed(&error))?;
+    for (index, line) in lines.iter().enumerate() {
+        let color = COLORS[index % COLORS.len()];
+        let points = line.points.iter().map(|(x, y)| (*x, y.max(y_min)));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|error| failed(&error))?
+            .label(line.label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|error| failed(&error))?;
+    root.present().map_err(|error| failed(&error))
 }
 
 /// Transfers per second in each sampling interval.
@@ -67,7 +114,7 @@ pub fn throughput_over_time(path: &Path, title: &str, samples: &[Sample]) -> Res
         })
         .collect();
     let lines = [Line { label: "transfers/s".to_owned(), points }];
-    draw(path, title, ("seconds", "transfers/s"), &lines, None)
+    draw(path, title, ("seconds", "transfers/s"), &lines)
 }
 
 /// The node's resident memory in MiB; `false` (and no file) when it was not sampled.
@@ -79,19 +126,11 @@ pub fn rss_over_time(path: &Path, title: &str, samples: &[Sample]) -> Result<boo
     if points.is_empty() {
         return Ok(false);
     }
-    draw(path, title, ("seconds", "resident MiB"), &[Line { label: "node RSS".to_owned(), points }], None)?;
+    draw(path, title, ("seconds", "resident MiB"), &[Line { label: "node RSS".to_owned(), points }])?;
     Ok(true)
 }
 
-type AxisFormat<'a> = &'a dyn Fn(&f64) -> String;
-
-fn draw(
-    path: &Path,
-    title: &str,
-    (x_name, y_name): (&str, &str),
-    lines: &[Line],
-    x_format: Option<AxisFormat>,
-) -> Result<(), String> {
+fn draw(path: &Path, title: &str, (x_name, y_name): (&str, &str), lines: &[Line]) -> Result<(), String> {
     let failed = failed(path);
     let all = || lines.iter().flat_map(|line| line.points.iter());
     let x_max = all().map(|point| point.0).fold(0.0, f64::max).max(1e-3);
@@ -105,12 +144,7 @@ fn draw(
         .y_label_area_size(80)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(|error| failed(&error))?;
-    let mut mesh = chart.configure_mesh();
-    mesh.x_desc(x_name).y_desc(y_name);
-    if let Some(format) = x_format {
-        mesh.x_labels(NINES_MAX as usize + 1).x_label_formatter(format);
-    }
-    mesh.draw().map_err(|error| failed(&error))?;
+    chart.configure_mesh().x_desc(x_name).y_desc(y_name).draw().map_err(|error| failed(&error))?;
     for (index, line) in lines.iter().enumerate() {
         let color = COLORS[index % COLORS.len()];
         chart
