@@ -114,6 +114,8 @@ fn a_tiny_throughput_run_writes_its_report_directory() {
     assert!(peak >= last && last > 0, "peak {peak}, final {last}");
     assert_eq!(summary.config.two_phase_percent, 20);
     assert!(summary.baseline.status.starts_with("not asked"));
+    let disk = summary.disk_fdatasync_ms.expect("the disk's fdatasync is timed");
+    assert!(disk.p50 > 0.0 && disk.p50 <= disk.max);
 
     let report = read(&out.join("report.md"));
     for section in [
@@ -127,6 +129,7 @@ fn a_tiny_throughput_run_writes_its_report_directory() {
         "## Results",
         "| throughput | 3000 |",
         "## Baseline measured in the same run",
+        "`fdatasync`, 200 times",
         "## CPU by process and thread",
         "node process since it started",
         "## Memory",

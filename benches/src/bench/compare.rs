@@ -60,6 +60,15 @@ pub fn compare(a: &Summary, b: &Summary, (a_name, b_name): (&str, &str)) -> Stri
     ] {
         let _ = writeln!(out, "| node | {name} | {value_a:.1} | {value_b:.1} | {} |", ratio(value_a, value_b));
     }
+    if let (Some(disk_a), Some(disk_b)) = (&a.disk_fdatasync_ms, &b.disk_fdatasync_ms) {
+        let _ = writeln!(
+            out,
+            "| disk | fdatasync p99 ms | {:.3} | {:.3} | {} |",
+            disk_a.p99,
+            disk_b.p99,
+            ratio(disk_a.p99, disk_b.p99)
+        );
+    }
     for run_b in &runs_b {
         if !a.runs.iter().chain(&a.baseline.runs).any(|run| run.label == run_b.label) {
             unpaired.push(&run_b.label);

@@ -11,6 +11,7 @@ pub mod charts;
 pub mod closed;
 pub mod compare;
 pub mod config;
+pub mod disk;
 pub mod headlines;
 pub mod hgrm;
 pub mod machine;

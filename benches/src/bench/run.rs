@@ -16,7 +16,7 @@ use super::config::{Amount, Baseline, Config, Mode, Target};
 use super::machine::{self, Machine};
 use super::postgres::{self, Variant, wire::Url};
 use super::sampler::{Goal, Sample, Sampler, status_bytes};
-use super::summary::{BaselineSummary, ConfigSummary, FORMAT, Measured, Summary};
+use super::summary::{BaselineSummary, ConfigSummary, FORMAT, Latency, Measured, Summary};
 use super::{charts, headlines, hgrm, markdown};
 use crate::load::cpu::{Cpu, sampled};
 use crate::load::node::{CpuSample, NodeOptions, NodeProcess, RunDir};
@@ -56,6 +56,10 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         Target::Existing(_) => None,
     };
     let machine = Machine::read(data_parent);
+    let disk = match data_parent {
+        Some(dir) => Some(super::disk::fdatasync_latency(dir)?),
+        None => None,
+    };
     let node = start_node(config)?;
     let id_base = match config.target {
         // A node that may hold earlier runs' transfers gets ids no earlier run used.
@@ -113,6 +117,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
             status: baseline_status,
             runs: baseline.iter().map(|run| run.summary.clone()).collect(),
         },
+        disk_fdatasync_ms: disk.as_ref().map(Latency::of),
     };
     let mut outcome = Outcome { summary, measured, baseline, samples, cpu: cpu_lines, files: Vec::new() };
     write_report(config, &mut outcome)?;

@@ -25,6 +25,10 @@ pub struct Summary {
     /// The share of one core other processes kept busy during the measurement, percent.
     pub other_load_percent: f64,
     pub baseline: BaselineSummary,
+    /// The data directory's disk: append 4 KiB + `fdatasync`, measured in the same run
+    /// (absent for a node given by address).
+    #[serde(default)]
+    pub disk_fdatasync_ms: Option<Latency>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
