@@ -60,7 +60,7 @@ pub fn report(config: &Config, outcome: &Outcome) -> String {
     let _ = writeln!(
         out,
         "- Load average when the run started: {}; other processes kept {:.0} % of a core busy during the \
-         measurement (the bench, the node and its standbys all share the machine's cores).\n",
+         measurement (the bench, the node and any standbys share the machine's cores).\n",
         machine.load_average_at_start, summary.other_load_percent
     );
     configuration(&mut out, config);

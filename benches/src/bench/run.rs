@@ -262,7 +262,7 @@ fn cpu_lines(config: &Config, node: &Node, measured: &[Measured], cpu: &[(Cpu, D
         let description = match config.target {
             Target::Spawn { .. } => cpu.describe(*wall),
             Target::Existing(_) => format!(
-                "bench (this process) {:.2} s; the node is not this machine's child, so its CPU is in the rest: \
+                "bench (this process) {:.2} s; the node was not started by the bench, so its CPU is in the rest: \
                  rest of the machine {:.2} s",
                 cpu.node.process,
                 (cpu.node.machine - cpu.node.process).max(0.0)
