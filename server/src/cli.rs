@@ -13,11 +13,15 @@
 //! tally journal truncate DIR --at SEQ [--yes]
 //! tally drill   [--rounds N] [--durability POLICY] [--data-root DIR] [--json FILE]
 //!               [--transfers-per-round N] [--seed S]
+//! tally bench   [--mode throughput|latency] [--rate R,…] [--accounts N] [--batch B] …
+//!               [--addr ADDR] [--standbys N] [--baseline postgres] [--out DIR] [--json]
+//! tally bench   --compare A.json B.json
 //! ```
 //!
 //! Exit codes: 0 success, 1 a failure while running (for `exec` and `client`: a request
 //! that could not be executed, or a closed stdout), 2 bad arguments or configuration.
 
+mod bench;
 mod drill;
 mod journal_tools;
 mod line_reader;
@@ -69,6 +73,10 @@ enum CliCommand {
     /// Rehearse failover on this machine: a primary and two standbys as child processes,
     /// SIGKILL of the primary under load, promotion, and checks an auditor can read.
     Drill(drill::DrillArgs),
+    /// Measure a node: throughput (closed loop) or latency (open loop at fixed rates), with
+    /// a report directory (Markdown, .hgrm, SVG charts, JSON) and an optional PostgreSQL
+    /// baseline; `--compare A.json B.json` puts two runs side by side.
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Args)]
@@ -237,6 +245,7 @@ fn execute(command: CliCommand) -> Result<(), CliError> {
         }
         CliCommand::Journal(JournalCommand::Truncate { dir, at, yes }) => journal_tools::truncate(&dir, at, yes),
         CliCommand::Drill(args) => drill::drill(&args),
+        CliCommand::Bench(args) => bench::bench(&args),
     }
 }
 

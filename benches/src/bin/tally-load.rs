@@ -1,7 +1,6 @@
 //! tally-load: the end-to-end harness. It starts real nodes and measures them:
 //!
 //! - `ledger`: the raw apply rate of `Ledger::create_transfers`, no pipeline (baseline);
-//! - `in-process`: full batches through an in-process node's pipeline (`Submitter`), no TCP;
 //! - `tcp`: full batches as raw frames over TCP to a `tally serve` child process;
 //! - `client`: the same through `tally-client`, with as many calling threads as requests in flight;
 //! - `open-loop`: single-transfer requests at fixed offered rates, latency measured from
@@ -14,11 +13,13 @@
 //! target/release/tally-load [--phases tcp,open-loop] [--durability none,local] …
 //! ```
 //!
+//! `tally bench` is the product built on the same parts (a report directory, charts, a
+//! baseline); this program stays for comparing paths (raw frames against the client).
+//! Its in-process phase went when `tally` came to depend on this crate (a node in this
+//! process would need the `tally` crate back).
+//!
 //! Every node gets a fresh data directory under `--work-dir` (default `/var/tmp`), which
 //! must be on a disk, not tmpfs. Results are Markdown tables on stdout; progress on stderr.
-
-#[path = "../load/mod.rs"]
-mod load;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,12 +27,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use tally::{Node, NodeConfig};
 use tally_bench::workload::{self, Distribution, TransferGenerator};
-use tally_codecs::wire::{Reply, Request};
 use tally_codecs::{Account, Transfer};
 use tally_engine::Ledger;
 use tally_engine::pipeline::{Durability, Wait};
+
+use tally_bench::load;
 
 use load::batches::{self, BatchRun};
 use load::cpu::{Cpu, QuietPolicy, sampled, until_quiet};
@@ -46,7 +47,6 @@ const RATE_SECONDS_MAX: f64 = 600.0;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Phase {
     Ledger,
-    InProcess,
     Tcp,
     Client,
     OpenLoop,
@@ -54,15 +54,14 @@ enum Phase {
 
 /// Measures a Tally node end to end: throughput of full batches and open-loop latency.
 ///
-/// Phases: `ledger` (the ledger alone, no pipeline), `in-process` (the pipeline through
-/// `Submitter`, no TCP), `tcp` (raw frames to a `tally serve` child process), `client`
+/// Phases: `ledger` (the ledger alone, no pipeline), `tcp` (raw frames to a `tally serve` child process), `client`
 /// (the same through tally-client), `open-loop` (single-transfer requests at fixed rates,
 /// latency from each request's intended send time). Results are Markdown on stdout.
 #[derive(Parser)]
 #[command(name = "tally-load", version)]
 struct Args {
     /// Phases to run, in this order whatever order they are given in.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "ledger,in-process,tcp,client,open-loop")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ledger,tcp,client,open-loop")]
     phases: Vec<Phase>,
     /// Durability policies to run each node phase with.
     #[arg(long, value_delimiter = ',', default_value = "none,local", value_name = "none|local,…")]
@@ -190,7 +189,7 @@ fn run(args: &Args) -> Result<(), String> {
         Some(seconds) => format!("every {seconds} s"),
     };
     println!("- node binary: {}; wait strategy: {}; periodic snapshots: {snapshots}", tally_bin.display(), args.wait);
-    let throughput = [Phase::Ledger, Phase::InProcess, Phase::Tcp, Phase::Client].into_iter().any(wants);
+    let throughput = [Phase::Ledger, Phase::Tcp, Phase::Client].into_iter().any(wants);
     let workload = Workload {
         accounts: workload::accounts(args.accounts),
         batches: if throughput { transfer_batches(args) } else { Vec::new() },
@@ -221,12 +220,6 @@ fn throughput_rows(args: &Args, tally_bin: &Path, workload: &Workload) -> Result
             .iter()
             .flat_map(|&durability| args.in_flight.iter().map(move |&in_flight| (durability, in_flight as usize)))
     };
-    if wants(Phase::InProcess) {
-        for (durability, in_flight) in runs() {
-            let attempt = || in_process_phase(args, workload, durability, in_flight);
-            rows.push(until_quiet(&args.quiet(), "in-process", None, attempt, Row::other_load)?);
-        }
-    }
     if wants(Phase::Tcp) {
         let events: Vec<u64> = workload.batches.iter().map(|batch| batch.len() as u64).collect();
         let mut frames = Vec::with_capacity(workload.batches.len());
@@ -347,36 +340,6 @@ impl Row {
     }
 }
 
-/// A node in this process, driven through its `Submitter`: the pipeline without TCP.
-fn in_process_phase(args: &Args, workload: &Workload, durability: Durability, in_flight: usize) -> Result<Row, String> {
-    eprintln!("tally-load: in-process, durability {durability}, {in_flight} in flight");
-    let dir = RunDir::create(&args.work_dir, &format!("in-process-{durability}"), args.keep)?;
-    let mut config = NodeConfig { durability, wait: args.wait, ..NodeConfig::new(dir.data()) };
-    if let Some(seconds) = args.snapshot_interval_s {
-        config.snapshot_interval = (seconds > 0).then(|| Duration::from_secs(seconds));
-    }
-    let node = Node::open(&config).map_err(|error| format!("cannot open an in-process node: {error}"))?;
-    let submitter = node.submitter();
-    let mut tally = Tally::default();
-    for chunk in workload.accounts.chunks(wire_batch_max()) {
-        match submitter.execute(Request::CreateAccounts(chunk.to_vec())) {
-            Ok(Reply::CreateAccounts(results)) => tally.add(&results),
-            Ok(other) => return Err(format!("a {} reply to create_accounts", other.operation().name())),
-            Err(error) => return Err(format!("creating the accounts: {error}")),
-        }
-    }
-    if tally.failed > 0 {
-        return Err(format!("creating the accounts: {}", tally.summary()));
-    }
-    let batches = workload.batches.clone();
-    let (run, cpu) = sampled(None, |finished| batches::in_process(&submitter, batches, in_flight, finished))?;
-    drop(submitter);
-    // Dropped rather than shut down: the shutdown snapshot is not part of the measurement.
-    drop(node);
-    let journal = journal_bytes(&dir.data())?;
-    Ok(Row { path: "in-process (Submitter)", durability, in_flight, run, journal, cpu })
-}
-
 /// A closed-loop measurement against a node's address; it calls its second argument once
 /// the last reply is in, while its connections are still open.
 type Measure<'a> = dyn Fn(SocketAddr, &mut dyn FnMut()) -> Result<BatchRun, String> + 'a;
@@ -463,6 +426,7 @@ fn open_loop_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result
         let node = NodeProcess::start(tally_bin, &dir, durability, &args.node_options())?;
         wire::create_accounts(node.address, &workload.accounts, wire_batch_max())?;
         let mut generator = TransferGenerator::new(args.accounts, Distribution::Uniform, args.seed + 1);
+        let mut next = |_: u64| generator.single_phase(1)[0];
         for &rate in &args.rates {
             eprintln!("tally-load: open loop, durability {durability}, {rate} requests/s");
             let config = OpenLoopConfig {
@@ -470,11 +434,11 @@ fn open_loop_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result
                 measured: Duration::from_secs_f64(args.rate_seconds),
                 warmup: Duration::from_secs_f64(args.warmup_seconds),
                 connections: args.connections as usize,
+                completed: None,
             };
             let attempt = || {
                 let began = Instant::now();
-                let measure =
-                    |finished: &mut dyn FnMut()| open_loop::run(node.address, &config, &mut generator, finished);
+                let measure = |finished: &mut dyn FnMut()| open_loop::run(node.address, &config, &mut next, finished);
                 let (run, cpu) = sampled(Some(node.pid()), measure)?;
                 Ok((run, cpu, began.elapsed()))
             };

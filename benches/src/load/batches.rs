@@ -1,6 +1,5 @@
 //! Closed-loop throughput: full batches of transfers with a fixed number of requests in
-//! flight, over raw TCP frames, through `tally-client`, or in process through the
-//! pipeline's `Submitter` (no TCP), so that the three can be compared.
+//! flight, over raw TCP frames or through `tally-client`, so that the two can be compared.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,8 +9,6 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tally_client::{Client, ClientConfig};
 use tally_codecs::Transfer;
-use tally_codecs::wire::{Reply, Request};
-use tally_engine::pipeline::{ReplyTo, Submitter};
 
 use super::report::{histogram, merge};
 use super::wire::{self, Replies, Tally};
@@ -77,7 +74,7 @@ impl Collected {
 }
 
 /// Transfers per second over the completions after the first and up to the last tenth.
-fn steady_rate(completions: &[(u64, u64)]) -> f64 {
+pub fn steady_rate(completions: &[(u64, u64)]) -> f64 {
     let count = completions.len();
     let (low, high) = if count >= STEADY_BATCHES_MIN {
         let edge = (count as f64 * STEADY_EDGE_FRACTION) as usize;
@@ -182,47 +179,6 @@ pub fn over_tcp(
         Ok(Completion { index, events: expected, results: tally })
     };
     pipelined(frames.len(), in_flight, finished, send, receive)
-}
-
-/// Hands each reply's tally to the collecting thread.
-struct Collect(mpsc::Sender<Completion>);
-
-impl ReplyTo for Collect {
-    fn reply(&self, request_id: u64, reply: &Reply) {
-        let mut results = Tally::default();
-        let events = match reply {
-            Reply::CreateTransfers(transfers) => {
-                results.add(transfers);
-                transfers.len() as u64
-            }
-            other => {
-                results.add_failure(1, format!("a {} reply", other.operation().name()));
-                0
-            }
-        };
-        // The collector stops listening only after an error of its own.
-        let _ = self.0.send(Completion { index: request_id as usize, events, results });
-    }
-}
-
-/// The same batches submitted to an in-process node's pipeline: no TCP, no frames.
-pub fn in_process(
-    submitter: &Submitter,
-    mut batches: Vec<Vec<Transfer>>,
-    in_flight: usize,
-    finished: &mut dyn FnMut(),
-) -> Result<BatchRun, String> {
-    let (replies, completions) = mpsc::channel();
-    let reply_to: std::sync::Arc<dyn ReplyTo> = std::sync::Arc::new(Collect(replies));
-    let count = batches.len();
-    let send = |index: usize| {
-        let request = Request::CreateTransfers(std::mem::take(&mut batches[index]));
-        submitter.submit(request, index as u64, reply_to.clone()).map_err(|error| error.to_string())
-    };
-    let receive = move || {
-        completions.recv_timeout(wire::REPLY_TIMEOUT).map_err(|error| format!("no reply from the pipeline: {error}"))
-    };
-    pipelined(count, in_flight, finished, send, receive)
 }
 
 /// The batches through `tally-client`: `in_flight` threads each call `create_transfers`

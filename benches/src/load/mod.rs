@@ -1,4 +1,4 @@
-//! The parts of `tally-load`, the end-to-end harness (see `src/bin/tally-load.rs`).
+//! The end-to-end harness's parts, shared by `tally bench` and `tally-load`.
 
 pub mod batches;
 pub mod cpu;

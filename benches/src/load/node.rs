@@ -175,6 +175,11 @@ impl NodeProcess {
         self.child.id()
     }
 
+    /// The process ids of the standbys following this node.
+    pub fn standby_pids(&self) -> Vec<u32> {
+        self.standbys.iter().map(Child::id).collect()
+    }
+
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {

@@ -11,7 +11,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tally_bench::workload::{BATCH_EVENTS, TransferGenerator};
 use tally_codecs::wire::HEADER_BYTES;
 
 use super::report::{histogram, merge};
@@ -36,6 +35,8 @@ pub struct OpenLoopConfig {
     /// Sent at the same rate before the measured part, not recorded.
     pub warmup: Duration,
     pub connections: usize,
+    /// Counts measured replies as they come, for a progress display.
+    pub completed: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 pub struct OpenLoopRun {
@@ -91,13 +92,16 @@ pub fn fine_timer_slack() -> bool {
     std::fs::write(format!("/proc/{thread_id}/timerslack_ns"), TIMER_SLACK_NS.to_string()).is_ok()
 }
 
+/// The `index`-th transfer an open-loop run sends (a fresh id each).
+pub type NextTransfer<'a> = dyn FnMut(u64) -> tally_codecs::Transfer + 'a;
+
 /// Runs one rate against the node at `address`, with fresh transfers from `generator`.
 /// The sending is done on the calling thread. `finished` runs after the last reply,
 /// while the connections are still open.
 pub fn run(
     address: SocketAddr,
     config: &OpenLoopConfig,
-    generator: &mut TransferGenerator,
+    generator: &mut NextTransfer,
     finished: &mut dyn FnMut(),
 ) -> Result<OpenLoopRun, String> {
     let rate = config.rate_per_second.max(1);
@@ -120,7 +124,8 @@ pub fn run(
             .enumerate()
             .map(|(connection, replies)| {
                 let expected = on_connection(total, connection as u64, connections);
-                scope.spawn(move || gather(replies, expected, start, rate, warmup_requests))
+                let completed = config.completed.clone();
+                scope.spawn(move || gather(replies, expected, (start, rate, warmup_requests), completed))
             })
             .collect();
         let sending = send_on_schedule(&mut streams, &frames, total, rate, start, warmup_requests);
@@ -164,17 +169,13 @@ pub fn run(
 }
 
 /// One frame per request, each connection's in the order it sends them.
-fn encode_frames(total: u64, connections: u64, generator: &mut TransferGenerator) -> Result<Vec<Vec<u8>>, String> {
+fn encode_frames(total: u64, connections: u64, generator: &mut NextTransfer) -> Result<Vec<Vec<u8>>, String> {
     let per_connection = (total / connections + 1) as usize * FRAME_BYTES;
     let mut frames: Vec<Vec<u8>> = (0..connections).map(|_| Vec::with_capacity(per_connection)).collect();
-    let mut index = 0u64;
-    while index < total {
-        let chunk = generator.single_phase((total - index).min(BATCH_EVENTS as u64) as usize);
-        for transfer in &chunk {
-            let connection = (index % connections) as usize;
-            wire::transfer_frame(index + 1, std::slice::from_ref(transfer), &mut frames[connection])?;
-            index += 1;
-        }
+    for index in 0..total {
+        let transfer = generator(index);
+        let connection = (index % connections) as usize;
+        wire::transfer_frame(index + 1, std::slice::from_ref(&transfer), &mut frames[connection])?;
     }
     Ok(frames)
 }
@@ -249,9 +250,8 @@ impl Gathered {
 fn gather(
     mut replies: Replies,
     expected: u64,
-    start: Instant,
-    rate: u64,
-    warmup_requests: u64,
+    (start, rate, warmup_requests): (Instant, u64, u64),
+    completed: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 ) -> Result<Gathered, String> {
     let mut gathered = Gathered::default();
     for _ in 0..expected {
@@ -269,6 +269,9 @@ fn gather(
         }
         gathered.latency.saturating_record(now.saturating_sub(intended_ns(index, rate)));
         gathered.completed += 1;
+        if let Some(completed) = &completed {
+            completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         gathered.last_reply_ns = gathered.last_reply_ns.max(now);
         gathered.results.add(&results);
         if results.len() != 1 {
