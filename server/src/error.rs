@@ -36,4 +36,7 @@ pub enum NodeError {
         #[source]
         source: RecordError,
     },
+    /// A standby could not receive or install its primary's checkpoint.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }

@@ -10,6 +10,7 @@
 //! DIR/EPOCH        the epoch and role this node last acted in (see `role`)
 //! ```
 
+mod bootstrap;
 pub mod derived;
 pub mod input_log;
 pub mod journal_codec;
@@ -187,6 +188,7 @@ impl Node {
             let replicas = usize::from(config.durability.replicas());
             Arc::new(Shipping {
                 journal_dir: dirs.journal.clone(),
+                snapshots_dir: dirs.snapshots.clone(),
                 visible,
                 primary: Mutex::new(Primary::new(role.epoch(), replicas, ship::CHECKPOINT_INTERVAL)),
                 replicated,

@@ -82,17 +82,19 @@ impl Standby {
         let lock = dirs.lock()?;
         role.enter(role.epoch(), RoleKind::Standby)?;
         super::rejoin::truncate_divergent_suffix(&config, &dirs)?;
-        let snapshots = SnapshotStore::open(&dirs.snapshots)?;
-        let restored = snapshots::load(&snapshots)?;
-        let (journal, report) = super::open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes)?;
-        let mut ledger = restored.ledger;
-        let mut reader = journal.reader(report.replay_from)?;
-        while let Some(record) = reader.next_record()? {
-            let command = journal_codec::decode(record.operation, record.payload)
-                .map_err(|source| NodeError::Replay { sequence: record.sequence, source })?;
-            apply(&mut ledger, record.timestamp, &command);
+        super::bootstrap::clear_interrupted_install(&dirs)?;
+        let (mut snapshots, mut restored, mut journal, mut ledger) = recover_local(&dirs, &config)?;
+        let position = LogPosition {
+            last_epoch: journal.last_epoch(),
+            last_sequence: journal.last_sequence(),
+            last_chain: journal.last_chain(),
+        };
+        if let Some(checkpoint) = super::bootstrap::fetch_checkpoint_if_needed(&config, role.epoch(), position)? {
+            journal.close();
+            super::bootstrap::install(&checkpoint, &dirs, config.journal_segment_bytes)?;
+            eprintln!("tally: installed the checkpoint at sequence {}; following from there", checkpoint.sequence);
+            (snapshots, restored, journal, ledger) = recover_local(&dirs, &config)?;
         }
-        drop(reader);
         let stats = Arc::new(PipelineStats::default());
         stats.publish(journal.last_sequence(), 0, 0, &ledger);
         let last_sequence = Arc::new(AtomicU64::new(journal.last_sequence()));
@@ -150,7 +152,7 @@ impl Standby {
             heard_ms,
             started,
             snapshots,
-            snapshot_sequence: restored.sequence,
+            snapshot_sequence: restored,
             _lock: lock,
         })
     }
@@ -197,6 +199,23 @@ impl Standby {
         }
         (ledger, position)
     }
+}
+
+/// Loads the newest snapshot, opens the journal and replays it: the snapshot store, the
+/// sequence the snapshot covers, the journal and the ledger at the journal's end.
+fn recover_local(dirs: &DataDir, config: &StandbyConfig) -> Result<(SnapshotStore, u64, Journal, Ledger), NodeError> {
+    let snapshots = SnapshotStore::open(&dirs.snapshots)?;
+    let restored = snapshots::load(&snapshots)?;
+    let (journal, report) = super::open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes)?;
+    let mut ledger = restored.ledger;
+    let mut reader = journal.reader(report.replay_from)?;
+    while let Some(record) = reader.next_record()? {
+        let command = journal_codec::decode(record.operation, record.payload)
+            .map_err(|source| NodeError::Replay { sequence: record.sequence, source })?;
+        apply(&mut ledger, record.timestamp, &command);
+    }
+    drop(reader);
+    Ok((snapshots, restored.sequence, journal, ledger))
 }
 
 /// A disagreement with the primary: never papered over.
@@ -292,6 +311,15 @@ impl Following {
                 Message::Checkpoint { sequence, state_hash, .. } => {
                     // The business-logic thread has stopped only if the node is stopping.
                     let _ = self.work.send(Work::Checkpoint { sequence, state_hash });
+                }
+                Message::CheckpointOffer { sequence, .. } => {
+                    // The journal and ledger are in use by the running standby; the
+                    // checkpoint is installed at start-up, before they are.
+                    eprintln!(
+                        "tally: STANDBY STOPPED: the primary {address} no longer holds the records after {} and offers its checkpoint at sequence {sequence}; restart this standby to install it",
+                        follower.position().last_sequence
+                    );
+                    std::process::exit(1)
                 }
                 Message::NewerEpoch { epoch } => {
                     return Err(
