@@ -20,6 +20,7 @@ pub mod peers;
 pub mod promote;
 mod recovery_messages;
 mod rejoin;
+pub mod repair;
 mod replay;
 pub mod role;
 pub mod ship;
@@ -64,6 +65,9 @@ pub struct NodeConfig {
     pub journal_segment_bytes: usize,
     /// The replica set, when this node is part of one.
     pub replication: Option<ReplicationConfig>,
+    /// Peers to fetch damaged journal records from at start-up (`--repair-from`); needs
+    /// `replication` for the cluster secret.
+    pub repair_from: Vec<SocketAddr>,
 }
 
 /// A node's place in a replica set.
@@ -89,6 +93,7 @@ impl NodeConfig {
             snapshot_interval: Some(SNAPSHOT_INTERVAL_DEFAULT),
             journal_segment_bytes: tally_journal::SEGMENT_BYTES_DEFAULT,
             replication: None,
+            repair_from: Vec::new(),
         }
     }
 }
@@ -141,7 +146,16 @@ impl Node {
         }
         let snapshots = SnapshotStore::open(&dirs.snapshots)?;
         let restored = snapshots::load(&snapshots)?;
-        let (journal, report) = open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes)?;
+        let repair_source = match (&config.replication, config.repair_from.is_empty()) {
+            (Some(replication), false) => Some(repair::RepairSource {
+                peers: config.repair_from.clone(),
+                key: replication.key.clone(),
+                epoch: role.epoch(),
+            }),
+            _ => None,
+        };
+        let (journal, report) =
+            open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes, repair_source.as_ref())?;
         let (sequences, sequences_received) = crossbeam::channel::unbounded();
         let mut outcomes = OutcomeFile::open(&dirs.outcomes, report.last_sequence, sequences_received)?;
         let mut ledger = restored.ledger;
@@ -275,9 +289,32 @@ fn open_journal(
     dir: &Path,
     snapshot_sequence: u64,
     segment_bytes: usize,
+    repair_source: Option<&repair::RepairSource>,
 ) -> Result<(Journal, tally_journal::RecoveryReport), NodeError> {
     let config = JournalConfig { snapshot_sequence, segment_bytes, ..JournalConfig::new(dir) };
-    let (journal, report) = Journal::open(&config)?;
+    let (journal, report) = match Journal::open(&config) {
+        Ok(opened) => opened,
+        Err(error @ tally_journal::JournalError::Corrupt { reason, .. })
+            if matches!(
+                reason,
+                tally_journal::DamageReason::DamagedBeforeIntact { .. }
+                    | tally_journal::DamageReason::BelowDurableMark { .. }
+            ) =>
+        {
+            let Some(range) = repair::find(dir) else { return Err(error.into()) };
+            match repair_source {
+                Some(source) => repair::repair_from(dir, &range, source)?,
+                None => {
+                    return Err(repair::damaged(
+                        &range,
+                        "start it with --repair-from ADDR, a peer of the replica set that holds them",
+                    ));
+                }
+            }
+            Journal::open(&config)?
+        }
+        Err(error) => return Err(error.into()),
+    };
     recovery_messages::print(&report, snapshot_sequence);
     Ok((journal, report))
 }

@@ -51,6 +51,8 @@ pub struct StandbyConfig {
     pub snapshot_interval: Option<Duration>,
     /// Size of each new journal segment file (`--journal-segment-mib`).
     pub journal_segment_bytes: usize,
+    /// Peers besides the primaries to repair damaged journal records from (`--repair-from`).
+    pub repair_from: Vec<SocketAddr>,
 }
 
 /// What the follow thread hands the business-logic thread, in stream order.
@@ -83,7 +85,7 @@ impl Standby {
         role.enter(role.epoch(), RoleKind::Standby)?;
         super::rejoin::truncate_divergent_suffix(&config, &dirs)?;
         super::bootstrap::clear_interrupted_install(&dirs)?;
-        let (mut snapshots, mut restored, mut journal, mut ledger) = recover_local(&dirs, &config)?;
+        let (mut snapshots, mut restored, mut journal, mut ledger) = recover_local(&dirs, &config, role.epoch())?;
         let position = LogPosition {
             last_epoch: journal.last_epoch(),
             last_sequence: journal.last_sequence(),
@@ -93,7 +95,7 @@ impl Standby {
             journal.close();
             super::bootstrap::install(&checkpoint, &dirs, config.journal_segment_bytes)?;
             eprintln!("tally: installed the checkpoint at sequence {}; following from there", checkpoint.sequence);
-            (snapshots, restored, journal, ledger) = recover_local(&dirs, &config)?;
+            (snapshots, restored, journal, ledger) = recover_local(&dirs, &config, role.epoch())?;
         }
         let stats = Arc::new(PipelineStats::default());
         stats.publish(journal.last_sequence(), 0, 0, &ledger);
@@ -203,10 +205,18 @@ impl Standby {
 
 /// Loads the newest snapshot, opens the journal and replays it: the snapshot store, the
 /// sequence the snapshot covers, the journal and the ledger at the journal's end.
-fn recover_local(dirs: &DataDir, config: &StandbyConfig) -> Result<(SnapshotStore, u64, Journal, Ledger), NodeError> {
+/// Damaged journal records are repaired from the primaries (and `--repair-from`).
+fn recover_local(
+    dirs: &DataDir,
+    config: &StandbyConfig,
+    epoch: u32,
+) -> Result<(SnapshotStore, u64, Journal, Ledger), NodeError> {
     let snapshots = SnapshotStore::open(&dirs.snapshots)?;
     let restored = snapshots::load(&snapshots)?;
-    let (journal, report) = super::open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes)?;
+    let peers = config.primaries.iter().chain(&config.repair_from).copied().filter(|peer| *peer != config.node);
+    let repair_source = super::repair::RepairSource { peers: peers.collect(), key: config.key.clone(), epoch };
+    let (journal, report) =
+        super::open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes, Some(&repair_source))?;
     let mut ledger = restored.ledger;
     let mut reader = journal.reader(report.replay_from)?;
     while let Some(record) = reader.next_record()? {
