@@ -6,8 +6,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use tally_codecs::{ResultCode, Transfer};
 use tally_journal::{JournalReader, ReadLimit};
@@ -18,6 +18,8 @@ use common::{TALLY, account, client, free_address, transfer};
 const ACCOUNTS: u128 = 4;
 const BATCHES: u128 = 6;
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A refusal comes within a second or two; a node still running after this has started.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Batch `index` of 50 transfers moving `amount` each.
 fn batch(index: u128, amount: u128) -> Vec<Transfer> {
@@ -84,17 +86,34 @@ fn journal_bytes(cluster: &TestCluster) -> Vec<u8> {
     segment_files(&cluster.data(0).join("journal")).iter().flat_map(|file| std::fs::read(file).expect("read")).collect()
 }
 
-/// `tally serve` over node 0's data, expected to refuse to start.
+/// `tally serve` over node 0's data, expected to refuse to start. A node that starts
+/// instead is killed and the test fails (rather than waiting for it forever).
 fn serve_refused(cluster: &TestCluster, extra: &[String]) -> Output {
-    let output = Command::new(TALLY)
+    let mut child = Command::new(TALLY)
         .arg("serve")
         .arg("--data")
         .arg(cluster.data(0))
         .args(["--listen", &free_address().to_string()])
         .args(extra)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("tally runs");
-    assert!(!output.status.success(), "the node must not start:\n{}", String::from_utf8_lossy(&output.stderr));
+    let deadline = Instant::now() + REFUSAL_TIMEOUT;
+    while child.try_wait().expect("waitable").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let still_running = child.try_wait().expect("waitable").is_none();
+    if still_running {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("tally exits");
+    assert!(
+        !still_running && !output.status.success(),
+        "the node must not start:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 

@@ -93,6 +93,15 @@ impl Drill {
         let outcome = self.kill_promote_and_rejoin(&load, promoted, report, &mut timing);
         let record = load.finish();
         self.take_record(&record, report);
+        // The probe is a transfer of the round like the others.
+        if timing.probe_sent {
+            report.sent += 1;
+            if timing.probe_acked.is_some() {
+                report.acknowledged += 1;
+            } else {
+                report.in_doubt += 1;
+            }
+        }
         // The first acknowledgement on the new primary: the probe's, or a load call's that
         // was sent after the kill, whichever came first (the load may have sent everything
         // before the kill; the probe is always sent).
@@ -164,6 +173,7 @@ impl Drill {
         if needs_old_back {
             self.rejoin(old, report.round)?;
         }
+        timing.probe_sent = true;
         timing.probe_acked = Some(self.probe(report)?);
         if !needs_old_back {
             self.rejoin(old, report.round)?;
@@ -283,7 +293,9 @@ struct FailoverTiming {
     killed: Option<Instant>,
     /// `tally promote` was started.
     promote_started: Option<Instant>,
-    /// The probe transfer, sent right after the promotion, was acknowledged.
+    /// The probe transfer was sent right after the promotion,
+    probe_sent: bool,
+    /// and acknowledged then.
     probe_acked: Option<Instant>,
 }
 
