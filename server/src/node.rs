@@ -294,13 +294,14 @@ fn open_journal(
     let config = JournalConfig { snapshot_sequence, segment_bytes, ..JournalConfig::new(dir) };
     let (journal, report) = match Journal::open(&config) {
         Ok(opened) => opened,
-        Err(error @ tally_journal::JournalError::Corrupt { reason, .. })
-            if matches!(
-                reason,
-                tally_journal::DamageReason::DamagedBeforeIntact { .. }
-                    | tally_journal::DamageReason::BelowDurableMark { .. }
-            ) =>
-        {
+        Err(
+            error @ tally_journal::JournalError::Corrupt {
+                reason:
+                    tally_journal::DamageReason::DamagedBeforeIntact { .. }
+                    | tally_journal::DamageReason::BelowDurableMark { .. },
+                ..
+            },
+        ) => {
             let Some(range) = repair::find(dir) else { return Err(error.into()) };
             match repair_source {
                 Some(source) => repair::repair_from(dir, &range, source)?,
