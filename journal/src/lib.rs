@@ -18,6 +18,7 @@ mod format;
 mod manifest;
 mod reader;
 mod recovery;
+pub mod repair;
 mod scan;
 mod segment;
 pub mod sim;

@@ -74,6 +74,21 @@ impl<S: Storage> JournalReader<S> {
         self.cursor.next_sequence.max(self.from_sequence)
     }
 
+    /// The chain hash of the record just before the reader's first sequence (the segment
+    /// header's for a segment's first record, so it is known even when the segment holding
+    /// that record is gone). Skips the records below the first sequence; call it before
+    /// [`JournalReader::next_record`]. `SequenceNotFound` if the journal (within the
+    /// limit) ends before that record.
+    pub fn chain_before(&mut self) -> Result<[u8; 16], JournalError> {
+        while self.cursor.next_sequence < self.from_sequence {
+            match self.next_parsed()? {
+                Some(record) => self.cursor.advance(&record),
+                None => return Err(JournalError::SequenceNotFound(self.from_sequence.saturating_sub(1))),
+            }
+        }
+        Ok(self.cursor.chain)
+    }
+
     /// The next record, `Ok(None)` when there is none (yet) within the limit, or an error
     /// describing damage. After an error the reader stays at the damaged record.
     pub fn next_record(&mut self) -> Result<Option<RecordRef<'_>>, JournalError> {

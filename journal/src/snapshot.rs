@@ -60,6 +60,12 @@ impl SnapshotStore {
         Ok(store)
     }
 
+    /// The store in an existing directory, left as it is (no temporary file removed): for
+    /// a reader beside the process that writes snapshots there.
+    pub fn existing(dir: impl Into<PathBuf>) -> SnapshotStore {
+        SnapshotStore { dir: dir.into() }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -151,7 +157,8 @@ impl SnapshotStore {
         Ok(retention)
     }
 
-    fn path_of(&self, sequence: u64) -> PathBuf {
+    /// The file of the snapshot covering `sequence`.
+    pub fn path_of(&self, sequence: u64) -> PathBuf {
         self.dir.join(format!("{sequence:020}{SNAPSHOT_SUFFIX}"))
     }
 

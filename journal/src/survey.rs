@@ -197,7 +197,7 @@ pub(crate) fn intact_after(bytes: &[u8], damaged_offset: usize, damaged_sequence
 }
 
 /// The record at `offset` if its header decodes and its CRC holds, with its end offset.
-fn intact_record_at(bytes: &[u8], offset: usize) -> Option<(RecordHeader, usize)> {
+pub(crate) fn intact_record_at(bytes: &[u8], offset: usize) -> Option<(RecordHeader, usize)> {
     let header_bytes: &[u8; RECORD_HEADER_BYTES] = bytes.get(offset..offset + RECORD_HEADER_BYTES)?.try_into().ok()?;
     let header = RecordHeader::decode(header_bytes).ok()?;
     let payload_bytes = usize::try_from(header.payload_bytes).ok()?;

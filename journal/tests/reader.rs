@@ -115,3 +115,32 @@ fn reader_below_the_first_retained_record_is_refused() {
     assert!(!removed.is_empty());
     assert!(matches!(journal.reader(1), Err(JournalError::SequenceNotFound(1))));
 }
+
+#[test]
+fn chain_before_gives_the_previous_records_chain_even_when_its_segment_is_gone() {
+    let storage = MemStorage::new();
+    let config = mem_config(8192);
+    let mut journal = write_records(&storage, &config, 200, 1);
+    journal.flush();
+    let chains = expected_chains(200);
+    let segments = segment_names(&storage);
+    assert!(segments.len() > 3, "small segments rolled over: {segments:?}");
+    for sequence in [1, 2, 57, 150, 200, 201] {
+        let mut reader = JournalReader::open_on(storage.clone(), sequence, ReadLimit::Everything).expect("reader");
+        assert_eq!(reader.chain_before().expect("the record before is there"), chains[sequence as usize - 1]);
+    }
+    let mut past_the_end = JournalReader::open_on(storage.clone(), 203, ReadLimit::Everything).expect("reader");
+    assert!(matches!(past_the_end.chain_before(), Err(JournalError::SequenceNotFound(202))));
+
+    // The segment holding the record before a segment's first record is deleted: its
+    // chain still comes from the next segment's header.
+    let second_first: u64 = segments[1].trim_end_matches(".seg").parse().expect("a segment name");
+    journal.remove_segments_covered_by(second_first - 1).expect("removed");
+    assert!(matches!(
+        JournalReader::open_on(storage.clone(), second_first - 1, ReadLimit::Everything),
+        Err(JournalError::SequenceNotFound(_))
+    ));
+    let mut reader = JournalReader::open_on(storage.clone(), second_first, ReadLimit::Everything).expect("reader");
+    assert_eq!(reader.chain_before().expect("from the header"), chains[second_first as usize - 1]);
+    drop(journal);
+}

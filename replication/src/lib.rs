@@ -9,10 +9,13 @@
 //!   fencing by a higher epoch.
 //! - [`follower`]: the standby's checks on records, acknowledgements, checkpoint
 //!   comparison.
+//! - [`checkpoint`]: the files a standby needs when the primary no longer holds its
+//!   next record, offered and sent in checked chunks.
 //! - [`election`]: the promotion rule (promises from N − k nodes, longest log in the
 //!   highest epoch).
 
 pub mod auth;
+pub mod checkpoint;
 pub mod election;
 pub mod follower;
 pub mod message;
@@ -26,7 +29,8 @@ pub type Nonce = [u8; 32];
 pub type Mac = [u8; 32];
 
 pub use auth::{Accepting, AuthError, ClusterKey, Connecting};
+pub use checkpoint::{Checkpoint, CheckpointError, CheckpointFile, Receiving};
 pub use election::{Decision, Election, ElectionError, Prepared, on_prepare};
 pub use follower::{Checkpoints, FollowError, Follower, Step};
-pub use message::{DecodeError, LogPosition, Message, MessageDecoder, Record};
+pub use message::{CheckpointFileInfo, DecodeError, LogPosition, Message, MessageDecoder, Record};
 pub use primary::{Fenced, Primary};

@@ -42,6 +42,14 @@ pub struct LogPosition {
     pub last_chain: ChainHash,
 }
 
+/// One file of a checkpoint offer: its name, length and BLAKE3 hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointFileInfo {
+    pub name: String,
+    pub length: u64,
+    pub hash: [u8; 32],
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// The connecting side's first frame.
@@ -55,9 +63,12 @@ pub enum Message {
     Subscribe { epoch: u32, node: String, position: LogPosition },
     /// The primary's records, in sequence order, gapless.
     Records { epoch: u32, records: Vec<Record> },
-    /// The primary no longer holds the records a subscriber needs: a snapshot follows in
-    /// chunks, covering `sequence`, whose last record's chain is `chain`.
-    SnapshotChunk { epoch: u32, sequence: u64, chain: ChainHash, total_bytes: u64, offset: u64, bytes: Vec<u8> },
+    /// The primary no longer holds the records a subscriber needs: its checkpoint follows,
+    /// these files in this order (see [`crate::checkpoint`]), covering records up to
+    /// `sequence`, whose chain hash is `chain`; then the records after it.
+    CheckpointOffer { epoch: u32, sequence: u64, chain: ChainHash, files: Vec<CheckpointFileInfo> },
+    /// Bytes `offset..` of the offer's file number `file`.
+    CheckpointChunk { epoch: u32, file: u32, offset: u64, bytes: Vec<u8> },
     /// The primary's state hash after applying `sequence`.
     Checkpoint { epoch: u32, sequence: u64, state_hash: u128 },
     /// A standby holds everything up to `durable_sequence` on its disk.
@@ -100,7 +111,7 @@ const KIND_CHALLENGE: u8 = 2;
 const KIND_PROOF: u8 = 3;
 const KIND_SUBSCRIBE: u8 = 4;
 const KIND_RECORDS: u8 = 5;
-const KIND_SNAPSHOT_CHUNK: u8 = 6;
+const KIND_CHECKPOINT_OFFER: u8 = 6;
 const KIND_CHECKPOINT: u8 = 7;
 const KIND_ACK: u8 = 8;
 const KIND_PREPARE: u8 = 9;
@@ -110,6 +121,10 @@ const KIND_NEWER_EPOCH: u8 = 12;
 const KIND_REFUSED: u8 = 13;
 const KIND_PROBE: u8 = 14;
 const KIND_PROBED: u8 = 15;
+const KIND_CHECKPOINT_CHUNK: u8 = 16;
+/// Files in one checkpoint offer, at most (see [`crate::checkpoint::FILES_MAX`]).
+const OFFER_FILES_MAX: usize = 64;
+const FILE_NAME_BYTES_MAX: usize = 255;
 
 impl Message {
     /// Appends this message as one frame to `out`.
@@ -162,14 +177,24 @@ impl Message {
                 }
                 KIND_RECORDS
             }
-            Message::SnapshotChunk { epoch, sequence, chain, total_bytes, offset, bytes } => {
+            Message::CheckpointOffer { epoch, sequence, chain, files } => {
                 out.extend_from_slice(&epoch.to_le_bytes());
                 out.extend_from_slice(&sequence.to_le_bytes());
                 out.extend_from_slice(chain);
-                out.extend_from_slice(&total_bytes.to_le_bytes());
+                out.extend_from_slice(&(files.len() as u32).to_le_bytes());
+                for file in files {
+                    put_bytes(out, file.name.as_bytes());
+                    out.extend_from_slice(&file.length.to_le_bytes());
+                    out.extend_from_slice(&file.hash);
+                }
+                KIND_CHECKPOINT_OFFER
+            }
+            Message::CheckpointChunk { epoch, file, offset, bytes } => {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                out.extend_from_slice(&file.to_le_bytes());
                 out.extend_from_slice(&offset.to_le_bytes());
                 put_bytes(out, bytes);
-                KIND_SNAPSHOT_CHUNK
+                KIND_CHECKPOINT_CHUNK
             }
             Message::Checkpoint { epoch, sequence, state_hash } => {
                 out.extend_from_slice(&epoch.to_le_bytes());
@@ -361,11 +386,27 @@ fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, DecodeError> {
             }
             Message::Records { epoch, records }
         }
-        KIND_SNAPSHOT_CHUNK => Message::SnapshotChunk {
+        KIND_CHECKPOINT_OFFER => {
+            let epoch = fields.u32()?;
+            let sequence = fields.u64()?;
+            let chain = fields.array()?;
+            let count = fields.u32()? as usize;
+            if count > OFFER_FILES_MAX {
+                return Err(DecodeError::Malformed("too many files in one checkpoint offer"));
+            }
+            let mut files = Vec::with_capacity(count);
+            for _ in 0..count {
+                files.push(CheckpointFileInfo {
+                    name: fields.text(FILE_NAME_BYTES_MAX)?,
+                    length: fields.u64()?,
+                    hash: fields.array()?,
+                });
+            }
+            Message::CheckpointOffer { epoch, sequence, chain, files }
+        }
+        KIND_CHECKPOINT_CHUNK => Message::CheckpointChunk {
             epoch: fields.u32()?,
-            sequence: fields.u64()?,
-            chain: fields.array()?,
-            total_bytes: fields.u64()?,
+            file: fields.u32()?,
             offset: fields.u64()?,
             bytes: fields.bytes()?.to_vec(),
         },
@@ -407,14 +448,13 @@ mod tests {
             Message::Proof { proof: [6; 32] },
             Message::Subscribe { epoch: 2, node: "127.0.0.1:3001".into(), position },
             Message::Records { epoch: 2, records: vec![record.clone(), Record { sequence: 11, ..record }] },
-            Message::SnapshotChunk {
+            Message::CheckpointOffer {
                 epoch: 1,
                 sequence: 5,
                 chain: [2; 16],
-                total_bytes: 3,
-                offset: 0,
-                bytes: vec![1, 2, 3],
+                files: vec![CheckpointFileInfo { name: "00000000000000000005.snap".into(), length: 3, hash: [8; 32] }],
             },
+            Message::CheckpointChunk { epoch: 1, file: 0, offset: 0, bytes: vec![1, 2, 3] },
             Message::Checkpoint { epoch: 2, sequence: 10, state_hash: u128::MAX - 1 },
             Message::Ack { epoch: 2, durable_sequence: 10 },
             Message::Prepare { epoch: 3 },

@@ -116,6 +116,12 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     cluster: replica::ClusterArgs,
+    /// If start-up finds damaged journal records with intact ones after them (flushed,
+    /// perhaps acknowledged), fetch exactly those from these peers (tried in order, over
+    /// the authenticated peer port: needs --cluster-secret-file) and write them in place
+    /// if they match the hash chain on both sides. Without it such a node refuses to start.
+    #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',')]
+    repair_from: Vec<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -286,7 +292,13 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
     let listener = TcpListener::bind(args.listen)
         .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
     let replication = args.cluster.replication(args.listen, args.node.durability)?;
-    let node = open_node(&NodeConfig { replication, ..node_config(&args.node) })?;
+    if !args.repair_from.is_empty() && replication.is_none() {
+        return Err(CliError::Usage(
+            "--repair-from fetches from peers of the replica set: it needs --cluster-secret-file".into(),
+        ));
+    }
+    let node =
+        open_node(&NodeConfig { replication, repair_from: args.repair_from.clone(), ..node_config(&args.node) })?;
     let address = listener.local_addr()?;
     if node.peers().role.kind() == crate::node::role::RoleKind::Primary {
         node.peers().role.set_primary(Some(address));

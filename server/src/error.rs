@@ -36,4 +36,13 @@ pub enum NodeError {
         #[source]
         source: RecordError,
     },
+    /// A standby could not receive or install its primary's checkpoint.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// Damaged journal records with intact ones after them: flushed, perhaps
+    /// acknowledged, so never dropped silently.
+    #[error(
+        "journal records {first}..={last} (in {segment}) are damaged and intact records follow them: they were flushed and may have been acknowledged, so this node will not start without them; {why}"
+    )]
+    Damaged { first: u64, last: u64, segment: String, why: String },
 }

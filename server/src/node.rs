@@ -10,6 +10,7 @@
 //! DIR/EPOCH        the epoch and role this node last acted in (see `role`)
 //! ```
 
+mod bootstrap;
 pub mod derived;
 pub mod input_log;
 pub mod journal_codec;
@@ -19,6 +20,7 @@ pub mod peers;
 pub mod promote;
 mod recovery_messages;
 mod rejoin;
+pub mod repair;
 mod replay;
 pub mod role;
 pub mod ship;
@@ -63,6 +65,9 @@ pub struct NodeConfig {
     pub journal_segment_bytes: usize,
     /// The replica set, when this node is part of one.
     pub replication: Option<ReplicationConfig>,
+    /// Peers to fetch damaged journal records from at start-up (`--repair-from`); needs
+    /// `replication` for the cluster secret.
+    pub repair_from: Vec<SocketAddr>,
 }
 
 /// A node's place in a replica set.
@@ -88,6 +93,7 @@ impl NodeConfig {
             snapshot_interval: Some(SNAPSHOT_INTERVAL_DEFAULT),
             journal_segment_bytes: tally_journal::SEGMENT_BYTES_DEFAULT,
             replication: None,
+            repair_from: Vec::new(),
         }
     }
 }
@@ -140,7 +146,16 @@ impl Node {
         }
         let snapshots = SnapshotStore::open(&dirs.snapshots)?;
         let restored = snapshots::load(&snapshots)?;
-        let (journal, report) = open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes)?;
+        let repair_source = match (&config.replication, config.repair_from.is_empty()) {
+            (Some(replication), false) => Some(repair::RepairSource {
+                peers: config.repair_from.clone(),
+                key: replication.key.clone(),
+                epoch: role.epoch(),
+            }),
+            _ => None,
+        };
+        let (journal, report) =
+            open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes, repair_source.as_ref())?;
         let (sequences, sequences_received) = crossbeam::channel::unbounded();
         let mut outcomes = OutcomeFile::open(&dirs.outcomes, report.last_sequence, sequences_received)?;
         let mut ledger = restored.ledger;
@@ -187,6 +202,7 @@ impl Node {
             let replicas = usize::from(config.durability.replicas());
             Arc::new(Shipping {
                 journal_dir: dirs.journal.clone(),
+                snapshots_dir: dirs.snapshots.clone(),
                 visible,
                 primary: Mutex::new(Primary::new(role.epoch(), replicas, ship::CHECKPOINT_INTERVAL)),
                 replicated,
@@ -273,9 +289,33 @@ fn open_journal(
     dir: &Path,
     snapshot_sequence: u64,
     segment_bytes: usize,
+    repair_source: Option<&repair::RepairSource>,
 ) -> Result<(Journal, tally_journal::RecoveryReport), NodeError> {
     let config = JournalConfig { snapshot_sequence, segment_bytes, ..JournalConfig::new(dir) };
-    let (journal, report) = Journal::open(&config)?;
+    let (journal, report) = match Journal::open(&config) {
+        Ok(opened) => opened,
+        Err(
+            error @ tally_journal::JournalError::Corrupt {
+                reason:
+                    tally_journal::DamageReason::DamagedBeforeIntact { .. }
+                    | tally_journal::DamageReason::BelowDurableMark { .. },
+                ..
+            },
+        ) => {
+            let Some(range) = repair::find(dir) else { return Err(error.into()) };
+            match repair_source {
+                Some(source) => repair::repair_from(dir, &range, source)?,
+                None => {
+                    return Err(repair::damaged(
+                        &range,
+                        "start it with --repair-from ADDR, a peer of the replica set that holds them",
+                    ));
+                }
+            }
+            Journal::open(&config)?
+        }
+        Err(error) => return Err(error.into()),
+    };
     recovery_messages::print(&report, snapshot_sequence);
     Ok((journal, report))
 }

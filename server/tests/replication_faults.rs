@@ -137,28 +137,59 @@ fn diverged_old_primary_truncates_its_unacknowledged_suffix_and_converges() {
 }
 
 #[test]
-#[ignore = "needs snapshot (checkpoint) shipping to a standby, not built on the replication branch, and a way to make a primary drop its first journal segment (segments are 256 MiB; no option sets them)"]
 fn standby_from_an_empty_directory_gets_the_checkpoint_and_converges() {
     let mut cluster = TestCluster::new("empty-standby", 2, "local");
-    cluster.start_primary(0, &["--snapshot-interval-s", "1"]);
+    // Small segments roll over often; each snapshot lets the primary delete the segments
+    // below the oldest one it keeps.
+    cluster.start_primary(0, &["--snapshot-interval-s", "1", "--journal-segment-mib", "4"]);
     let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
     create_accounts(&primary);
-    for first in (100_000..120_000).step_by(4_000) {
-        all_acknowledged(&primary, &batch(first, 4_000));
-        std::thread::sleep(Duration::from_millis(600));
+    let mut first = 100_000;
+    while oldest_segment(&cluster.data(0).join("journal")) <= 1 {
+        assert!(
+            first < 100_000 + 400_000,
+            "the primary never dropped its first segment:\n{:?}\n{}",
+            std::fs::read_dir(cluster.data(0).join("journal"))
+                .map(|entries| entries.filter_map(Result::ok).map(|entry| entry.file_name()).collect::<Vec<_>>()),
+            cluster.log(0)
+        );
+        all_acknowledged(&primary, &bulky_batch(first, 8_000));
+        first += 8_000;
+        std::thread::sleep(Duration::from_millis(200));
     }
     let oldest = oldest_segment(&cluster.data(0).join("journal"));
-    assert!(
-        oldest > 1,
-        "the primary no longer holds sequence 1 (oldest segment starts at {oldest}), so only a checkpoint can help"
-    );
 
     cluster.start_standby(1, &[0], &[]);
-    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    let converged = cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    assert!(converged.applied_sequence >= oldest, "the standby holds what the primary holds");
     assert!(
         std::fs::read_dir(cluster.data(1).join("snapshots")).is_ok_and(|mut entries| entries.next().is_some()),
         "the standby holds the checkpoint it started from"
     );
+    assert!(
+        oldest_segment(&cluster.data(1).join("journal")) > 1,
+        "the standby's journal starts after the checkpoint, not at sequence 1"
+    );
+    assert!(cluster.log(1).contains("installed the checkpoint"), "the standby says what it did:\n{}", cluster.log(1));
+
+    // It follows from there: new transfers reach it, and a restart resumes from its disk.
+    all_acknowledged(&primary, &batch(first, 1_000));
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    cluster.kill(1);
+    cluster.start_standby(1, &[0], &[]);
+    all_acknowledged(&primary, &batch(first + 1_000, 1_000));
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+}
+
+/// Like [`batch`], with user data that the journal's compact encoding cannot shrink, so
+/// that a few batches fill a small segment.
+fn bulky_batch(first_id: u128, count: u128) -> Vec<Transfer> {
+    let mut transfers = batch(first_id, count);
+    for transfer in &mut transfers {
+        transfer.user_data_128 = transfer.id.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835) | (1 << 127);
+        transfer.user_data_64 = (transfer.user_data_128 >> 64) as u64 | (1 << 63);
+    }
+    transfers
 }
 
 /// The first sequence of the oldest segment file in a journal directory.

@@ -82,6 +82,10 @@ pub struct StandbyArgs {
     /// record per tick.
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     auto_promote_after_ms: Option<u64>,
+    /// Peers besides the primaries to fetch damaged journal records from at start-up (a
+    /// standby tries its primaries first); see `tally serve --repair-from`.
+    #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',')]
+    repair_from: Vec<SocketAddr>,
 }
 
 pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
@@ -106,6 +110,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         key: replication.key.clone(),
         snapshot_interval: node_config.snapshot_interval,
         journal_segment_bytes: node_config.journal_segment_bytes,
+        repair_from: args.repair_from.clone(),
     };
     let standby = Standby::open(standby_config.clone(), role.clone())?;
     let status = Arc::new(RwLock::new(standby.status()));

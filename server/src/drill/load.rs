@@ -128,11 +128,6 @@ impl Load {
         self.threads.iter().all(JoinHandle::is_finished)
     }
 
-    /// The first acknowledgement of a call that started after `instant`, so far.
-    pub fn first_ack_started_after(&self, instant: Instant) -> Option<Instant> {
-        self.shared.record().first_ack_started_after(instant)
-    }
-
     /// Stops sending new calls, waits for those in flight, and returns the record.
     pub fn finish(self) -> Record {
         self.shared.stop.store(true, Ordering::Release);

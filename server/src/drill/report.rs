@@ -50,9 +50,14 @@ pub struct RoundReport {
     pub promote_ms: Option<f64>,
     /// Whether `tally promote --force` was used (policies that wait for no standby).
     pub promotion_forced: bool,
-    /// SIGKILL → the first acknowledgement of a call sent after the kill (so answered by
-    /// the new primary).
+    /// SIGKILL → the first acknowledged transfer on the new primary: the probe transfer
+    /// sent right after `tally promote` returned, or a load call sent after the kill if one
+    /// was acknowledged earlier.
     pub rto_ms: Option<f64>,
+    /// `tally promote` started → that same first acknowledgement (target: at most 1 s).
+    pub promote_to_ack_ms: Option<f64>,
+    /// The id of the round's probe transfer, once acknowledged.
+    pub probe_id: Option<String>,
     pub sent: u64,
     pub acknowledged: u64,
     /// Calls the client gave up on: each transfer may or may not have been applied.
@@ -85,6 +90,8 @@ pub struct Summary {
     pub rto_ms_min: Option<f64>,
     pub rto_ms_median: Option<f64>,
     pub rto_ms_max: Option<f64>,
+    /// The slowest round's `tally promote` start → first acknowledgement (target ≤ 1 s).
+    pub promote_to_ack_ms_max: Option<f64>,
     pub rounds_passed: u32,
 }
 
@@ -118,6 +125,11 @@ impl DrillReport {
             rto_ms_min: rtos.first().copied(),
             rto_ms_median: rtos.get(rtos.len() / 2).copied(),
             rto_ms_max: rtos.last().copied(),
+            promote_to_ack_ms_max: self
+                .rounds
+                .iter()
+                .filter_map(|round| round.promote_to_ack_ms)
+                .max_by(f64::total_cmp),
             rounds_passed: u32::try_from(self.rounds.iter().filter(|round| round.passed).count()).unwrap_or(u32::MAX),
         };
         self.passed = self.problems.is_empty()
@@ -130,12 +142,13 @@ impl DrillReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:>5}  {:<21} {:<21} {:>5} {:>9} {:>8} {:>8} {:>5} {:>5} {:>9} {:>7}  result",
+            "{:>5}  {:<21} {:<21} {:>5} {:>9} {:>11} {:>8} {:>8} {:>5} {:>5} {:>9} {:>7}  result",
             "round",
             "killed",
             "promoted",
             "epoch",
             "rto_ms",
+            "prom_ack_ms",
             "acked",
             "in_doubt",
             "lost",
@@ -146,12 +159,13 @@ impl DrillReport {
         for round in &self.rounds {
             let _ = writeln!(
                 out,
-                "{:>5}  {:<21} {:<21} {:>5} {:>9} {:>8} {:>8} {:>5} {:>5} {:>9} {:>7}  {}",
+                "{:>5}  {:<21} {:<21} {:>5} {:>9} {:>11} {:>8} {:>8} {:>5} {:>5} {:>9} {:>7}  {}",
                 round.round,
                 round.killed,
                 round.promoted,
                 round.epoch.map_or("?".into(), |epoch| epoch.to_string()),
                 round.rto_ms.map_or("-".into(), |rto| format!("{rto:.1}")),
+                round.promote_to_ack_ms.map_or("-".into(), |ms| format!("{ms:.1}")),
                 round.acknowledged,
                 round.in_doubt,
                 checked(round, round.lost.to_string()),
@@ -197,6 +211,11 @@ impl DrillReport {
             millis(summary.rto_ms_min),
             millis(summary.rto_ms_median),
             millis(summary.rto_ms_max)
+        );
+        let _ = writeln!(
+            out,
+            "Promotion (`tally promote` started -> first acknowledged transfer on the new primary): max {} (target 1000 ms)",
+            millis(summary.promote_to_ack_ms_max)
         );
         if let Some(last) = self.rounds.last() {
             for ledger in &last.ledgers {

@@ -89,15 +89,57 @@ impl Drill {
         report.promoted = self.cluster.addresses[promoted].to_string();
         let load = Load::start(self.load_client()?, self.next_id, count);
         self.next_id += u128::from(count);
-        let mut killed_at = None;
-        let outcome = self.kill_promote_and_rejoin(&load, promoted, report, &mut killed_at);
+        let mut timing = FailoverTiming::default();
+        let outcome = self.kill_promote_and_rejoin(&load, promoted, report, &mut timing);
         let record = load.finish();
         self.take_record(&record, report);
-        report.rto_ms = killed_at
-            .and_then(|killed| Some(record.first_ack_started_after(killed)?.duration_since(killed)))
-            .map(|rto| rto.as_secs_f64() * 1e3);
+        // The probe is a transfer of the round like the others.
+        if timing.probe_sent {
+            report.sent += 1;
+            if timing.probe_acked.is_some() {
+                report.acknowledged += 1;
+            } else {
+                report.in_doubt += 1;
+            }
+        }
+        // The first acknowledgement on the new primary: the probe's, or a load call's that
+        // was sent after the kill, whichever came first (the load may have sent everything
+        // before the kill; the probe is always sent).
+        let first_ack = timing.killed.and_then(|killed| {
+            let load_ack = record.first_ack_started_after(killed);
+            [load_ack, timing.probe_acked].into_iter().flatten().min()
+        });
+        let millis = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+        report.rto_ms = timing.killed.zip(first_ack).map(|(killed, acked)| millis(killed, acked));
+        report.promote_to_ack_ms = timing.promote_started.zip(first_ack).map(|(started, acked)| millis(started, acked));
         report.checks.recovered = report.rto_ms.is_some();
         outcome
+    }
+
+    /// Sends one fresh transfer to the new primary (the client retries it with the same id
+    /// and follows `not_primary`) and returns when it was acknowledged.
+    fn probe(&mut self, report: &mut RoundReport) -> Result<Instant, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        // Sent counts it before the answer: if the client gives up, the id is in doubt and
+        // the checks still look it up.
+        self.sent.push(id);
+        let client = self.load_client()?;
+        let answer = client.create_transfers(&[load::transfer(id)]);
+        let acked = Instant::now();
+        let results = answer.map_err(|error| format!("the probe transfer {id} got no answer: {error}"))?;
+        match results.first().map(|result| ResultCode::from_u32(result.status)) {
+            Some(Some(code)) if code.is_ok() => {
+                self.acknowledged.push(id);
+                report.probe_id = Some(id.to_string());
+                Ok(acked)
+            }
+            Some(code) => Err(format!(
+                "the probe transfer {id} was answered {}",
+                code.map_or_else(|| "an unknown code".to_owned(), |code| code.to_string())
+            )),
+            None => Err(format!("the probe transfer {id} got no result")),
+        }
     }
 
     fn kill_promote_and_rejoin(
@@ -105,15 +147,16 @@ impl Drill {
         load: &Load,
         promoted: usize,
         report: &mut RoundReport,
-        killed_at: &mut Option<Instant>,
+        timing: &mut FailoverTiming,
     ) -> Result<(), String> {
         let kill_after = report.kill_after_acknowledged;
         self.wait_for("the load to reach the kill point", || load.acked() >= kill_after || load.is_done())?;
         let old = self.primary;
         eprintln!("tally drill: round {}: SIGKILL of the primary {}", report.round, report.killed);
         let killed = self.cluster.kill(old);
-        *killed_at = Some(killed);
+        timing.killed = Some(killed);
         let promote_started = Instant::now();
+        timing.promote_started = Some(promote_started);
         // Without a policy that waits for standbys, every node must promise, and the dead
         // primary cannot: an operator then forces the promotion and accepts the loss the
         // drill measures.
@@ -130,9 +173,8 @@ impl Drill {
         if needs_old_back {
             self.rejoin(old, report.round)?;
         }
-        self.wait_for("an acknowledged transfer from the new primary", || {
-            load.first_ack_started_after(killed).is_some() || load.is_done()
-        })?;
+        timing.probe_sent = true;
+        timing.probe_acked = Some(self.probe(report)?);
         if !needs_old_back {
             self.rejoin(old, report.round)?;
         }
@@ -242,6 +284,19 @@ impl Drill {
         };
         Client::with_config(config).map_err(|error| format!("cannot connect a client: {error}"))
     }
+}
+
+/// The moments a round's recovery time is measured between.
+#[derive(Default)]
+struct FailoverTiming {
+    /// The SIGKILL of the primary.
+    killed: Option<Instant>,
+    /// `tally promote` was started.
+    promote_started: Option<Instant>,
+    /// The probe transfer was sent right after the promotion,
+    probe_sent: bool,
+    /// and acknowledged then.
+    probe_acked: Option<Instant>,
 }
 
 /// The two nodes other than `index`.

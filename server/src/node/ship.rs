@@ -13,6 +13,7 @@ use tally_replication::{LogPosition, Message, Primary, Record};
 
 use super::peer_io::{PeerError, PeerStream};
 use super::role::{Role, RoleKind};
+use super::snapshots;
 
 /// Records per `Records` message, at most; and their payload bytes, at most.
 const RECORDS_PER_SEND_MAX: usize = 1024;
@@ -34,6 +35,9 @@ pub const CHECKPOINT_INTERVAL: u64 = 64;
 /// What the shipping threads share with the node.
 pub struct Shipping {
     pub journal_dir: PathBuf,
+    /// Where the checkpoint for a standby that needs records this node no longer holds
+    /// comes from.
+    pub snapshots_dir: PathBuf,
     /// The journal's visible mark: records are shipped before the local flush, so a
     /// standby's flush and the primary's run in parallel.
     pub visible: Arc<AtomicU64>,
@@ -70,12 +74,27 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
         // The standby persists our epoch when the first records arrive.
         eprintln!("tally: standby {node} follows from epoch {epoch}; this primary is in epoch {our_epoch}");
     }
-    if let Err(reason) = check_position(&shipping.journal_dir, &position) {
-        eprintln!("tally: standby {node} refused: {reason}");
-        let _ = peer.send(&Message::Refused { reason });
-        return;
+    let mut from = position.last_sequence + 1;
+    match assess_position(&shipping.journal_dir, &position) {
+        Ok(()) => {}
+        Err(PositionError::NotRetained(reason)) => match send_checkpoint(&mut peer, &node, shipping) {
+            Ok(sequence) => {
+                eprintln!("tally: standby {node}: {reason}; sent the checkpoint at sequence {sequence}");
+                from = sequence + 1;
+            }
+            Err(error) => {
+                eprintln!("tally: standby {node} refused: {reason}, and no checkpoint could be sent: {error}");
+                let _ = peer.send(&Message::Refused { reason: format!("{reason}; no checkpoint: {error}") });
+                return;
+            }
+        },
+        Err(PositionError::Diverged(reason)) => {
+            eprintln!("tally: standby {node} refused: {reason}");
+            let _ = peer.send(&Message::Refused { reason });
+            return;
+        }
     }
-    eprintln!("tally: standby {node} ({}) follows from sequence {}", peer.peer, position.last_sequence + 1);
+    eprintln!("tally: standby {node} ({}) follows from sequence {from}", peer.peer);
     let closed = Arc::new(AtomicBool::new(false));
     let acks = match peer.try_clone() {
         Ok(reader) => {
@@ -90,7 +109,7 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
         eprintln!("tally: standby {node}: cannot start its acknowledgement reader");
         return;
     };
-    if let Err(error) = stream(&mut peer, position.last_sequence + 1, shipping, &closed) {
+    if let Err(error) = stream(&mut peer, from, shipping, &closed) {
         eprintln!("tally: standby {node}: stream ended: {error}");
     }
     peer.shutdown();
@@ -98,28 +117,65 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
     let _ = acks.join();
 }
 
+/// Sends this node's checkpoint (see [`snapshots::checkpoint`]) to an authenticated
+/// standby; returns the sequence it covers.
+fn send_checkpoint(peer: &mut PeerStream, node: &str, shipping: &Shipping) -> Result<u64, String> {
+    let checkpoint = snapshots::checkpoint(&shipping.snapshots_dir, &shipping.journal_dir)?;
+    let bytes: usize = checkpoint.files.iter().map(|file| file.bytes.len()).sum();
+    eprintln!(
+        "tally: standby {node}: sending the checkpoint at sequence {} ({} files, {bytes} bytes)",
+        checkpoint.sequence,
+        checkpoint.files.len()
+    );
+    for message in tally_replication::checkpoint::messages(shipping.role.epoch(), &checkpoint) {
+        peer.send(&message).map_err(|error| error.to_string())?;
+    }
+    Ok(checkpoint.sequence)
+}
+
+/// Why a subscriber's position cannot simply be continued.
+pub enum PositionError {
+    /// This node no longer holds the record after it: only a checkpoint can help.
+    NotRetained(String),
+    /// Its log is not a prefix of ours.
+    Diverged(String),
+}
+
 /// The standby's last record must be ours too (same sequence, same chain hash): then its
 /// log is a prefix of ours and streaming continues it.
 pub fn check_position(journal_dir: &std::path::Path, position: &LogPosition) -> Result<(), String> {
-    if position.last_sequence == 0 {
-        return match JournalReader::open(journal_dir, 1, ReadLimit::Everything) {
-            Ok(_) => Ok(()),
-            Err(error) => Err(format!("this primary no longer holds sequence 1 ({error}); bootstrap needs a snapshot")),
-        };
-    }
-    let mut reader = JournalReader::open(journal_dir, position.last_sequence, ReadLimit::Everything)
-        .map_err(|error| format!("this primary cannot read sequence {}: {error}", position.last_sequence))?;
-    match reader.next_record() {
-        Ok(Some(record)) if record.sequence == position.last_sequence && record.chain == position.last_chain => Ok(()),
-        Ok(Some(_)) => Err(format!(
+    assess_position(journal_dir, position)
+        .map_err(|(PositionError::NotRetained(reason) | PositionError::Diverged(reason))| reason)
+}
+
+/// [`check_position`], telling a position too old for this journal from a diverged one.
+/// The chain of the standby's last record is read from our record, or from the header of
+/// the segment that starts right after it.
+pub fn assess_position(journal_dir: &std::path::Path, position: &LogPosition) -> Result<(), PositionError> {
+    let next = position.last_sequence + 1;
+    let mut reader = match JournalReader::open(journal_dir, next, ReadLimit::Everything) {
+        Ok(reader) => reader,
+        Err(tally_journal::JournalError::SequenceNotFound(_)) => {
+            return Err(PositionError::NotRetained(format!("this primary no longer holds sequence {next}")));
+        }
+        Err(error) => {
+            return Err(PositionError::Diverged(format!("this primary cannot read sequence {next}: {error}")));
+        }
+    };
+    match reader.chain_before() {
+        Ok(chain) if chain == position.last_chain => Ok(()),
+        Ok(_) => Err(PositionError::Diverged(format!(
             "the standby's log diverges from the primary's at or before sequence {}",
             position.last_sequence
-        )),
-        Ok(None) => Err(format!(
+        ))),
+        Err(tally_journal::JournalError::SequenceNotFound(_)) => Err(PositionError::Diverged(format!(
             "the standby holds sequence {} and this primary does not: its log diverges",
             position.last_sequence
-        )),
-        Err(error) => Err(format!("this primary cannot read sequence {}: {error}", position.last_sequence)),
+        ))),
+        Err(error) => Err(PositionError::Diverged(format!(
+            "this primary cannot read sequence {}: {error}",
+            position.last_sequence
+        ))),
     }
 }
 

@@ -2,9 +2,12 @@
 //! begins after it; a node that shuts down cleanly writes one covering its whole journal.
 //! A snapshot only shortens recovery; the journal keeps every record.
 
+use std::path::Path;
 use tally_codecs::snapshot::LedgerImage;
 use tally_engine::{ImageError, Ledger};
-use tally_journal::SnapshotStore;
+
+use tally_journal::{JournalReader, ReadLimit, SnapshotStore};
+use tally_replication::{Checkpoint, CheckpointFile};
 
 use crate::error::NodeError;
 
@@ -55,4 +58,49 @@ pub fn write(store: &SnapshotStore, sequence: u64, ledger: &Ledger) -> Result<u6
     store.write(sequence, &bytes)?;
     let retention = store.retain(SNAPSHOTS_KEPT)?;
     Ok(retention.kept.iter().copied().min().unwrap_or(sequence))
+}
+
+/// The files a standby needs to restart from this node's state when this node no longer
+/// holds the records it lacks: today the newest snapshot file that verifies, as it is on
+/// disk, with the chain hash of the last record it covers (read from the journal, which
+/// keeps every record after the oldest kept snapshot, or from the header of the segment
+/// that starts after it). The files are opaque to the shipping: whatever this module
+/// writes, [`verify_checkpoint`] on the standby loads before anything uses it.
+pub fn checkpoint(snapshots_dir: &Path, journal_dir: &Path) -> Result<Checkpoint, String> {
+    // The snapshotter writes beside this reader: leave its temporary files alone.
+    let store = SnapshotStore::existing(snapshots_dir);
+    let newest = store.load_newest().map_err(|error| format!("cannot read the snapshots: {error}"))?;
+    let Some(snapshot) = newest.newest else {
+        return Err("this node has no snapshot".to_owned());
+    };
+    let sequence = snapshot.sequence;
+    let path = store.path_of(sequence);
+    let bytes = std::fs::read(&path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .ok_or_else(|| format!("{} has no file name", path.display()))?
+        .to_owned();
+    let chain = JournalReader::open(journal_dir, sequence + 1, ReadLimit::Everything)
+        .and_then(|mut reader| reader.chain_before())
+        .map_err(|error| format!("cannot read the chain hash of record {sequence}: {error}"))?;
+    Ok(Checkpoint { sequence, chain, files: vec![CheckpointFile { name, bytes }] })
+}
+
+/// Loads a received checkpoint from the directory its files were written to: the ledger
+/// it holds and the sequence it covers, which must be the one the primary announced.
+pub fn verify_checkpoint(dir: &Path, announced: u64) -> Result<Restored, NodeError> {
+    let store = SnapshotStore::open(dir)?;
+    let loaded = store.load_newest()?;
+    if let Some(damaged) = loaded.damaged.first() {
+        return Err(NodeError::Checkpoint(format!("a received file is damaged: {damaged}")));
+    }
+    let restored = load(&store)?;
+    if restored.sequence != announced {
+        return Err(NodeError::Checkpoint(format!(
+            "the files cover sequence {}, the primary announced {announced}",
+            restored.sequence
+        )));
+    }
+    Ok(restored)
 }

@@ -51,6 +51,8 @@ pub struct StandbyConfig {
     pub snapshot_interval: Option<Duration>,
     /// Size of each new journal segment file (`--journal-segment-mib`).
     pub journal_segment_bytes: usize,
+    /// Peers besides the primaries to repair damaged journal records from (`--repair-from`).
+    pub repair_from: Vec<SocketAddr>,
 }
 
 /// What the follow thread hands the business-logic thread, in stream order.
@@ -82,17 +84,19 @@ impl Standby {
         let lock = dirs.lock()?;
         role.enter(role.epoch(), RoleKind::Standby)?;
         super::rejoin::truncate_divergent_suffix(&config, &dirs)?;
-        let snapshots = SnapshotStore::open(&dirs.snapshots)?;
-        let restored = snapshots::load(&snapshots)?;
-        let (journal, report) = super::open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes)?;
-        let mut ledger = restored.ledger;
-        let mut reader = journal.reader(report.replay_from)?;
-        while let Some(record) = reader.next_record()? {
-            let command = journal_codec::decode(record.operation, record.payload)
-                .map_err(|source| NodeError::Replay { sequence: record.sequence, source })?;
-            apply(&mut ledger, record.timestamp, &command);
+        super::bootstrap::clear_interrupted_install(&dirs)?;
+        let (mut snapshots, mut restored, mut journal, mut ledger) = recover_local(&dirs, &config, role.epoch())?;
+        let position = LogPosition {
+            last_epoch: journal.last_epoch(),
+            last_sequence: journal.last_sequence(),
+            last_chain: journal.last_chain(),
+        };
+        if let Some(checkpoint) = super::bootstrap::fetch_checkpoint_if_needed(&config, role.epoch(), position)? {
+            journal.close();
+            super::bootstrap::install(&checkpoint, &dirs, config.journal_segment_bytes)?;
+            eprintln!("tally: installed the checkpoint at sequence {}; following from there", checkpoint.sequence);
+            (snapshots, restored, journal, ledger) = recover_local(&dirs, &config, role.epoch())?;
         }
-        drop(reader);
         let stats = Arc::new(PipelineStats::default());
         stats.publish(journal.last_sequence(), 0, 0, &ledger);
         let last_sequence = Arc::new(AtomicU64::new(journal.last_sequence()));
@@ -150,7 +154,7 @@ impl Standby {
             heard_ms,
             started,
             snapshots,
-            snapshot_sequence: restored.sequence,
+            snapshot_sequence: restored,
             _lock: lock,
         })
     }
@@ -197,6 +201,31 @@ impl Standby {
         }
         (ledger, position)
     }
+}
+
+/// Loads the newest snapshot, opens the journal and replays it: the snapshot store, the
+/// sequence the snapshot covers, the journal and the ledger at the journal's end.
+/// Damaged journal records are repaired from the primaries (and `--repair-from`).
+fn recover_local(
+    dirs: &DataDir,
+    config: &StandbyConfig,
+    epoch: u32,
+) -> Result<(SnapshotStore, u64, Journal, Ledger), NodeError> {
+    let snapshots = SnapshotStore::open(&dirs.snapshots)?;
+    let restored = snapshots::load(&snapshots)?;
+    let peers = config.primaries.iter().chain(&config.repair_from).copied().filter(|peer| *peer != config.node);
+    let repair_source = super::repair::RepairSource { peers: peers.collect(), key: config.key.clone(), epoch };
+    let (journal, report) =
+        super::open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes, Some(&repair_source))?;
+    let mut ledger = restored.ledger;
+    let mut reader = journal.reader(report.replay_from)?;
+    while let Some(record) = reader.next_record()? {
+        let command = journal_codec::decode(record.operation, record.payload)
+            .map_err(|source| NodeError::Replay { sequence: record.sequence, source })?;
+        apply(&mut ledger, record.timestamp, &command);
+    }
+    drop(reader);
+    Ok((snapshots, restored.sequence, journal, ledger))
 }
 
 /// A disagreement with the primary: never papered over.
@@ -292,6 +321,15 @@ impl Following {
                 Message::Checkpoint { sequence, state_hash, .. } => {
                     // The business-logic thread has stopped only if the node is stopping.
                     let _ = self.work.send(Work::Checkpoint { sequence, state_hash });
+                }
+                Message::CheckpointOffer { sequence, .. } => {
+                    // The journal and ledger are in use by the running standby; the
+                    // checkpoint is installed at start-up, before they are.
+                    eprintln!(
+                        "tally: STANDBY STOPPED: the primary {address} no longer holds the records after {} and offers its checkpoint at sequence {sequence}; restart this standby to install it",
+                        follower.position().last_sequence
+                    );
+                    std::process::exit(1)
                 }
                 Message::NewerEpoch { epoch } => {
                     return Err(
