@@ -10,6 +10,7 @@
 
 use crate::id_map::{IdMap, id_map_with_capacity};
 
+#[derive(Clone)]
 pub(crate) struct IdIndex {
     /// Ids that were larger than every earlier id when inserted: sorted by construction.
     ascending_ids: Vec<u128>,

@@ -65,7 +65,7 @@ impl Balances {
 }
 
 /// How to undo one primitive mutation.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Undo {
     AccountInserted,
     TransferInserted,
@@ -76,6 +76,8 @@ pub(crate) enum Undo {
 }
 
 /// The ledger: every account, transfer and limit profile, and the indexes over them.
+/// `Clone` is the checkpoint's copy (see `pipeline::checkpoint`).
+#[derive(Clone)]
 pub struct Ledger {
     pub(crate) accounts: Vec<Account>,
     /// Each account's multiplier in the state hash's balance term, computed once.
