@@ -308,3 +308,124 @@ pub fn at_shutdown(writer: Option<CheckpointWriter>, sequence: u64, ledger: &Led
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use tally_codecs::{Account, Transfer};
+
+    use super::*;
+
+    /// A ledger with two accounts and `transfers` transfers between them.
+    fn ledger(transfers: u128) -> Ledger {
+        let mut ledger = Ledger::new();
+        let accounts: Vec<Account> =
+            (1..=2).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
+        let mut results = Vec::new();
+        ledger.create_accounts(1, &accounts, &mut results);
+        let batch: Vec<Transfer> = (1..=transfers)
+            .map(|id| Transfer {
+                id,
+                debit_account_id: 1,
+                credit_account_id: 2,
+                amount: id,
+                ledger: 1,
+                code: 1,
+                ..Transfer::default()
+            })
+            .collect();
+        ledger.create_transfers(2, &batch, &mut results);
+        ledger
+    }
+
+    fn writer(dir: &std::path::Path, derived: &DerivedMarks) -> (CheckpointWriter, Arc<PipelineStats>) {
+        let store = SnapshotStore::open(dir).expect("open the store");
+        let stats = Arc::new(PipelineStats::default());
+        (CheckpointWriter::new(store, stats.clone(), derived.clone(), None, 0), stats)
+    }
+
+    /// The snapshot a start would load (read without reopening the store, which would
+    /// delete the staged file).
+    fn recovery_point(dir: &std::path::Path) -> Option<u64> {
+        let names = std::fs::read_dir(dir).expect("list").map(|entry| entry.expect("entry").file_name());
+        names.filter_map(|name| name.to_str()?.strip_suffix(".snap")?.parse().ok()).max()
+    }
+
+    #[test]
+    fn a_checkpoint_becomes_the_recovery_point_only_once_every_derived_store_holds_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let derived = DerivedMarks::new();
+        let history = derived.register("history", 3);
+        let (mut writer, stats) = writer(dir.path(), &derived);
+        let ledger = ledger(10);
+        assert!(writer.take(12, ledger.state_hash(), &ledger), "written and verified");
+        assert_eq!(writer.try_commit(), None, "the history store holds only sequence 3");
+        assert_eq!(recovery_point(dir.path()), None, "a staged checkpoint is not loaded at start");
+        history.store(11, Ordering::Release);
+        assert_eq!(writer.try_commit(), None, "one short is still short");
+        history.store(12, Ordering::Release);
+        assert_eq!(writer.try_commit(), Some(12));
+        assert_eq!(recovery_point(dir.path()), Some(12));
+        assert_eq!(stats.checkpoints(), (1, 12, 0));
+    }
+
+    #[test]
+    fn with_no_derived_store_a_checkpoint_commits_at_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut writer, _stats) = writer(dir.path(), &DerivedMarks::new());
+        let ledger = ledger(3);
+        assert!(writer.take(5, ledger.state_hash(), &ledger));
+        assert_eq!(writer.try_commit(), Some(5));
+        assert_eq!(recovery_point(dir.path()), Some(5));
+    }
+
+    #[test]
+    fn a_verification_mismatch_is_counted_never_committed_and_the_next_checkpoint_still_commits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut writer, stats) = writer(dir.path(), &DerivedMarks::new());
+        let ledger = ledger(4);
+        assert!(!writer.take(6, ledger.state_hash() ^ 1, &ledger), "a hash the image does not give");
+        assert_eq!(writer.try_commit(), None);
+        assert_eq!(recovery_point(dir.path()), None);
+        assert_eq!(stats.checkpoints(), (0, 0, 1));
+        assert!(std::fs::read_dir(dir.path()).expect("list").next().is_none(), "the staged file is deleted");
+        assert!(writer.take(6, ledger.state_hash(), &ledger));
+        assert_eq!(writer.try_commit(), Some(6));
+        assert_eq!(stats.checkpoints(), (1, 6, 1));
+    }
+
+    #[test]
+    fn a_write_error_is_counted_and_the_next_checkpoint_still_commits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let snapshots = dir.path().join("snapshots");
+        let (mut writer, stats) = writer(&snapshots, &DerivedMarks::new());
+        let ledger = ledger(4);
+        std::fs::remove_dir(&snapshots).expect("take the directory away");
+        assert!(!writer.take(6, ledger.state_hash(), &ledger));
+        assert_eq!(stats.checkpoints(), (0, 0, 1));
+        std::fs::create_dir(&snapshots).expect("give it back");
+        assert!(writer.take(7, ledger.state_hash(), &ledger));
+        assert_eq!(writer.try_commit(), Some(7));
+        assert_eq!(stats.checkpoints(), (1, 7, 1));
+    }
+
+    #[test]
+    fn the_periodic_thread_takes_a_copy_from_the_business_logic_and_commits_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (writer, stats) = writer(dir.path(), &DerivedMarks::new());
+        let (taker, requests) = tally_engine::pipeline::checkpoint_channel();
+        let ledger = ledger(5);
+        stats.publish(9, 1, 1, &ledger);
+        let thread = CheckpointThread::spawn(writer, requests, Duration::ZERO);
+        // The business-logic side: offer the state at each "batch" until it is committed.
+        while stats.checkpoints().0 == 0 {
+            taker.offer(9, &ledger, &stats);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let writer = thread.stop().expect("the writer comes back");
+        assert_eq!(writer.committed(), 9);
+        assert_eq!(recovery_point(dir.path()), Some(9));
+        assert_eq!(stats.checkpoint_stalls().0, 1, "one copy was asked for and made");
+    }
+}

@@ -148,3 +148,44 @@ fn stop(reason: &str) -> ! {
     eprintln!("tally: stopping the node: {reason}");
     std::process::abort()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use tally_journal::JournalConfig;
+
+    use super::*;
+
+    #[test]
+    fn journal_segments_stay_until_every_derived_store_has_passed_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = JournalConfig { segment_bytes: 8192, payload_bytes_max: 1024, ..JournalConfig::new(dir.path()) };
+        let (journal, _) = Journal::open(&config).expect("open the journal");
+        let derived = DerivedMarks::new();
+        let history = derived.register("history", 0);
+        let (retained_to, retained_from) = crossbeam::channel::unbounded();
+        let (sequences, _sequences) = crossbeam::channel::unbounded();
+        let replicated = Arc::new(AtomicU64::new(0));
+        let halted = Arc::new(AtomicBool::new(false));
+        let mut log = JournalInputLog::new(journal, sequences, Some(retained_from), derived, replicated, halted, 1);
+        let mut last = 0;
+        for timestamp in 1..=400 {
+            last = log.append(timestamp, &Command::Tick);
+        }
+        log.commit(Durability::Local);
+        let segments = log.journal.as_ref().expect("open").segment_first_sequences().len();
+        assert!(segments >= 3, "the test needs several segments, has {segments}");
+
+        retained_to.send(Written { sequence: last, oldest_kept: last }).expect("send");
+        log.commit(Durability::Local);
+        let kept = log.journal.as_ref().expect("open").segment_first_sequences().len();
+        assert_eq!(kept, segments, "the history store holds nothing yet: every segment stays");
+
+        history.store(last, Ordering::Release);
+        retained_to.send(Written { sequence: last, oldest_kept: last }).expect("send");
+        log.commit(Durability::Local);
+        let kept = log.journal.as_ref().expect("open").segment_first_sequences().len();
+        assert_eq!(kept, 1, "everything but the active segment is covered now");
+    }
+}
