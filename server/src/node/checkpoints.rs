@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 use tally_engine::Ledger;
-use tally_engine::pipeline::{CheckpointRequests, PipelineStats};
+use tally_codecs::wire::{Reply, Request};
+use tally_engine::pipeline::{CheckpointRequests, PipelineStats, ReplyTo, Submitter};
 use tally_journal::SnapshotStore;
 
 use super::derived::DerivedMarks;
@@ -167,6 +168,10 @@ impl CheckpointWriter {
     }
 }
 
+/// Makes an idle business-logic thread end a batch (a primary submits an empty query),
+/// so that a checkpoint asked for after the last input is still taken.
+pub type Nudge = Box<dyn Fn() + Send>;
+
 /// The writer thread. Dropping it without [`CheckpointThread::stop`] stops it too.
 pub struct CheckpointThread {
     stop: Arc<AtomicBool>,
@@ -174,12 +179,17 @@ pub struct CheckpointThread {
 }
 
 impl CheckpointThread {
-    pub fn spawn(writer: CheckpointWriter, requests: CheckpointRequests, interval: Duration) -> CheckpointThread {
+    pub fn spawn(
+        writer: CheckpointWriter,
+        requests: CheckpointRequests,
+        interval: Duration,
+        nudge: Option<Nudge>,
+    ) -> CheckpointThread {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let body = move || {
             lower_priority();
-            run(writer, &requests, interval, &stopping)
+            run(writer, &requests, interval, nudge.as_ref(), &stopping)
         };
         let thread = std::thread::Builder::new().name("checkpoints".into()).spawn(body);
         let thread = match thread {
@@ -217,6 +227,7 @@ fn run(
     mut writer: CheckpointWriter,
     requests: &CheckpointRequests,
     interval: Duration,
+    nudge: Option<&Nudge>,
     stop: &AtomicBool,
 ) -> CheckpointWriter {
     let mut last_attempt = Instant::now();
@@ -232,8 +243,9 @@ fn run(
             continue;
         }
         requests.request();
-        // The copy comes at the end of the business logic's next batch; an idle pipeline
-        // has no batch, and then there is nothing new to wait for but a stop request.
+        // The copy comes at the end of the business logic's next batch; an idle one is
+        // nudged into a batch once it has not answered for a poll interval.
+        let mut nudged = false;
         let copy = loop {
             if stop.load(Ordering::Acquire) {
                 requests.withdraw();
@@ -241,6 +253,10 @@ fn run(
             }
             if let Some(copy) = requests.receive(POLL) {
                 break copy;
+            }
+            if let Some(nudge) = nudge.filter(|_| !nudged) {
+                nudge();
+                nudged = true;
             }
         };
         last_attempt = Instant::now();
@@ -268,6 +284,20 @@ fn lower_priority() {
 /// The nice value of the checkpoint writer thread: the lowest priority.
 const CHECKPOINT_NICE: libc::c_int = 19;
 
+/// A nudge for a primary's pipeline: an empty `lookup_accounts`, a query (never
+/// journaled), whose reply nobody reads. Refused when the queue is full, and then the
+/// pipeline is busy and ends batches anyway.
+pub fn nudge_by_empty_query(submitter: Submitter) -> Nudge {
+    struct Nobody;
+    impl ReplyTo for Nobody {
+        fn reply(&self, _request_id: u64, _reply: &Reply) {}
+    }
+    let nobody: Arc<dyn ReplyTo> = Arc::new(Nobody);
+    Box::new(move || {
+        let _ = submitter.try_submit(Request::LookupAccounts(Vec::new()), 0, nobody.clone());
+    })
+}
+
 /// A node's checkpointing: periodic (a writer thread), or only at shutdown.
 pub enum Checkpointing {
     Periodic(CheckpointThread),
@@ -276,9 +306,14 @@ pub enum Checkpointing {
 
 impl Checkpointing {
     /// Starts the writer thread when `interval` is set.
-    pub fn start(writer: CheckpointWriter, requests: CheckpointRequests, interval: Option<Duration>) -> Checkpointing {
+    pub fn start(
+        writer: CheckpointWriter,
+        requests: CheckpointRequests,
+        interval: Option<Duration>,
+        nudge: Option<Nudge>,
+    ) -> Checkpointing {
         match interval {
-            Some(interval) => Checkpointing::Periodic(CheckpointThread::spawn(writer, requests, interval)),
+            Some(interval) => Checkpointing::Periodic(CheckpointThread::spawn(writer, requests, interval, nudge)),
             None => Checkpointing::AtShutdownOnly(writer),
         }
     }
@@ -417,7 +452,7 @@ mod tests {
         let (taker, requests) = tally_engine::pipeline::checkpoint_channel();
         let ledger = ledger(5);
         stats.publish(9, 1, 1, &ledger);
-        let thread = CheckpointThread::spawn(writer, requests, Duration::ZERO);
+        let thread = CheckpointThread::spawn(writer, requests, Duration::ZERO, None);
         // The business-logic side: offer the state at each "batch" until it is committed.
         while stats.checkpoints().0 == 0 {
             taker.offer(9, &ledger, &stats);

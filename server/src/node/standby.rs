@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, Sender};
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 use tally_engine::Ledger;
 use tally_engine::pipeline::{CheckpointTaker, PipelineStats, apply, checkpoint_channel};
 use tally_journal::{Journal, SnapshotStore};
@@ -39,6 +39,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// How often a blocked read looks for a stop request.
 const STOP_POLL: Duration = Duration::from_millis(200);
+/// How long the standby's business-logic thread waits for work before it offers its state
+/// to a checkpoint that was asked for (a primary that has gone quiet sends no batches).
+const IDLE_OFFER: Duration = Duration::from_millis(100);
 /// Batches waiting for the business-logic thread, at most (back-pressure on the stream).
 const APPLY_QUEUE: usize = 64;
 
@@ -107,7 +110,8 @@ impl Standby {
         let (taker, requests) = checkpoint_channel();
         let taker = config.snapshot_interval.is_some().then_some(taker);
         let writer = CheckpointWriter::new(snapshots, stats.clone(), DerivedMarks::new(), None, restored.sequence);
-        let checkpoints = Some(Checkpointing::start(writer, requests, config.snapshot_interval));
+        // An idle standby's business-logic thread offers a copy on its own (see `apply_loop`).
+        let checkpoints = Some(Checkpointing::start(writer, requests, config.snapshot_interval, None));
         let stop = Arc::new(AtomicBool::new(false));
         let (work, queued) = crossbeam::channel::bounded(APPLY_QUEUE);
         let applied_from = journal.last_sequence();
@@ -374,7 +378,18 @@ fn apply_loop(
     checkpoint_taker: Option<&CheckpointTaker>,
 ) -> Ledger {
     let mut checkpoints = Checkpoints::default();
-    for work in queued {
+    loop {
+        let work = match queued.recv_timeout(IDLE_OFFER) {
+            Ok(work) => work,
+            Err(RecvTimeoutError::Timeout) => {
+                // Idle: the ledger is the state after `applied`, as at a batch's end.
+                if let Some(taker) = checkpoint_taker {
+                    taker.offer(applied, &ledger, stats);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         match work {
             Work::Checkpoint { sequence, state_hash } => {
                 if let Err(error) = checkpoints.on_checkpoint(sequence, state_hash, applied, ledger.state_hash()) {
