@@ -90,11 +90,15 @@ impl CheckpointWriter {
         });
         match staged {
             Ok(()) => {
+                let (_, stall_ns_max, stall_ns_last) = self.stats.checkpoint_stalls();
                 eprintln!(
-                    "tally: checkpoint at sequence {sequence} ({} accounts, {} transfers) written and verified in {} ms",
+                    "tally: checkpoint at sequence {sequence} ({} accounts, {} transfers) written and verified in {} ms; \
+                     the copy stalled the business logic {} us (worst so far {} us)",
                     ledger.accounts_count(),
                     ledger.transfers_count(),
-                    started.elapsed().as_millis()
+                    started.elapsed().as_millis(),
+                    stall_ns_last / 1_000,
+                    stall_ns_max / 1_000,
                 );
                 self.staged = Some(sequence);
                 self.wait_reported = None;
