@@ -10,7 +10,6 @@
 
 use crate::id_map::{IdMap, id_map_with_capacity};
 
-#[derive(Clone)]
 pub(crate) struct IdIndex {
     /// Ids that were larger than every earlier id when inserted: sorted by construction.
     ascending_ids: Vec<u128>,
@@ -19,6 +18,22 @@ pub(crate) struct IdIndex {
     /// Every other id. Each is below the last ascending id, because it was not above the
     /// largest id when it came.
     others: IdMap<u128, u32>,
+}
+
+/// By hand for `clone_from`, which copies into the room the target already has (see
+/// `copy.rs`); every field is named so that a new one cannot be forgotten.
+impl Clone for IdIndex {
+    fn clone(&self) -> IdIndex {
+        let IdIndex { ascending_ids, ascending_slots, others } = self;
+        IdIndex { ascending_ids: ascending_ids.clone(), ascending_slots: ascending_slots.clone(), others: others.clone() }
+    }
+
+    fn clone_from(&mut self, source: &IdIndex) {
+        let IdIndex { ascending_ids, ascending_slots, others } = self;
+        ascending_ids.clone_from(&source.ascending_ids);
+        ascending_slots.clone_from(&source.ascending_slots);
+        others.clone_from(&source.others);
+    }
 }
 
 impl IdIndex {

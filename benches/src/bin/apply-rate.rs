@@ -5,8 +5,10 @@
 //! Run: `cargo run --release -p tally-bench --bin apply-rate -- --accounts 10000
 //! --transfers 20000000 --distribution uniform --ids increasing --checkpoint-every 1000000`
 //!
-//! Prints one line of `key=value` pairs: the rate over all batches, the worst batch,
-//! and the checkpoint copies' median, p99 and worst, with the ledger size at the worst.
+//! Prints one line of `key=value` pairs: the rate over all batches, the worst batch, and
+//! what the checkpoint copies cost (into fresh memory, and into the previous copy as the
+//! node does). `--transfers 0 --checkpoint-every 1` with `--repeat-copies N` times N
+//! copies of a ledger that holds accounts only: the hot state alone.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,7 @@ struct Options {
     distribution: Distribution,
     random_ids: bool,
     checkpoint_every: u64,
+    repeat_copies: u64,
 }
 
 fn value<'a>(arguments: &'a [String], name: &str) -> Option<&'a str> {
@@ -48,7 +51,27 @@ fn options() -> Result<Options, String> {
         distribution,
         random_ids,
         checkpoint_every: number(&arguments, "--checkpoint-every", 0)?,
+        repeat_copies: number(&arguments, "--repeat-copies", 0)?,
     })
+}
+
+/// What `CheckpointTaker::offer` does on the business-logic thread, timed into fresh
+/// memory and into the previous copy.
+fn copy_twice(ledger: &Ledger, fresh: &mut Vec<Duration>, reused: &mut Vec<Duration>, spare: &mut Option<Ledger>) {
+    let began = Instant::now();
+    let copy = (ledger.state_hash(), ledger.clone());
+    fresh.push(began.elapsed());
+    drop(copy);
+    match spare.as_mut() {
+        Some(spare) => {
+            let began = Instant::now();
+            let hash = ledger.state_hash();
+            spare.clone_from(ledger);
+            reused.push(began.elapsed());
+            assert_eq!(spare.state_hash(), hash, "the copy is the state");
+        }
+        None => *spare = Some(ledger.clone()),
+    }
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -70,8 +93,11 @@ fn main() -> Result<(), String> {
     let mut ids = Rng::new(11);
     let (mut applied, mut timestamp) = (0u64, 1_000_000u64);
     let (mut busy, mut worst_batch) = (Duration::ZERO, Duration::ZERO);
+    // Each checkpoint is timed twice: into fresh memory (`clone`, the first checkpoint of
+    // a run) and into the previous copy (`clone_from`, every later one).
     let mut copies: Vec<Duration> = Vec::new();
-    let mut worst_copy_transfers = 0usize;
+    let mut reused_copies: Vec<Duration> = Vec::new();
+    let mut spare: Option<Ledger> = None;
     let mut next_checkpoint = options.checkpoint_every;
     while applied < options.transfers {
         let count = (options.transfers - applied).min(BATCH_EVENTS as u64) as usize;
@@ -92,22 +118,20 @@ fn main() -> Result<(), String> {
         timestamp += 1_000_000;
         if options.checkpoint_every > 0 && applied >= next_checkpoint {
             next_checkpoint += options.checkpoint_every;
-            // What `CheckpointTaker::offer` does on the business-logic thread.
-            let began = Instant::now();
-            let copy = (ledger.state_hash(), ledger.clone());
-            let took = began.elapsed();
-            if copies.iter().all(|&copy_took| took > copy_took) {
-                worst_copy_transfers = ledger.transfers_count();
-            }
-            copies.push(took);
-            drop(copy);
+            copy_twice(&ledger, &mut copies, &mut reused_copies, &mut spare);
         }
+    }
+    for _ in 0..options.repeat_copies {
+        copy_twice(&ledger, &mut copies, &mut reused_copies, &mut spare);
     }
     let created = results.iter().filter(|result| result.status == 0).count();
     copies.sort_unstable();
+    reused_copies.sort_unstable();
+    let millis = |duration: Duration| duration.as_secs_f64() * 1e3;
     println!(
         "accounts={} transfers={} distribution={} ids={} rate_m_per_s={:.2} worst_batch_ms={:.2} last_batch_created={}/{} \
-         checkpoint_copies={} copy_p50_ms={:.2} copy_p99_ms={:.2} copy_max_ms={:.2} copy_max_at_transfers={}",
+         checkpoints={} fresh_copy_p50_ms={:.3} fresh_copy_max_ms={:.3} reused_copy_p50_ms={:.3} reused_copy_p99_ms={:.3} \
+         reused_copy_max_ms={:.3} ledger_transfers_at_end={}",
         options.accounts,
         options.transfers,
         if matches!(options.distribution, Distribution::Uniform) { "uniform" } else { "zipf" },
@@ -117,10 +141,12 @@ fn main() -> Result<(), String> {
         created,
         results.len(),
         copies.len(),
-        percentile(&copies, 0.5).as_secs_f64() * 1e3,
-        percentile(&copies, 0.99).as_secs_f64() * 1e3,
-        copies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
-        worst_copy_transfers,
+        millis(percentile(&copies, 0.5)),
+        millis(copies.last().copied().unwrap_or_default()),
+        millis(percentile(&reused_copies, 0.5)),
+        millis(percentile(&reused_copies, 0.99)),
+        millis(reused_copies.last().copied().unwrap_or_default()),
+        ledger.transfers_count(),
     );
     Ok(())
 }

@@ -7,7 +7,9 @@
 //!
 //! The writer asks with [`CheckpointRequests::request`]; the business-logic thread looks
 //! at one flag per batch (a relaxed load when nothing is asked) and, when asked, hands a
-//! [`StateCopy`] over a channel of one slot.
+//! [`StateCopy`] over a channel of one slot. The writer hands each copy back when it is
+//! done with it, and the next copy is made into it ([`Clone::clone_from`]): memory that
+//! is already allocated and faulted in, so the stall is a copy, not an allocation.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,20 +33,28 @@ pub struct StateCopy {
 pub struct CheckpointTaker {
     due: Arc<AtomicBool>,
     copies: Sender<StateCopy>,
+    /// The last copy, handed back by the writer, to copy the next one into.
+    spares: Receiver<Ledger>,
 }
 
 /// The checkpoint writer's side.
 pub struct CheckpointRequests {
     due: Arc<AtomicBool>,
     copies: Receiver<StateCopy>,
+    spares: Sender<Ledger>,
 }
 
 /// A connected taker and requester.
 pub fn checkpoint_channel() -> (CheckpointTaker, CheckpointRequests) {
     let due = Arc::new(AtomicBool::new(false));
-    // One slot: the writer asks for one copy at a time and takes it before asking again.
+    // One slot each way: the writer asks for one copy at a time, takes it before asking
+    // again, and hands it back when done.
     let (copies, received) = channel::bounded(1);
-    (CheckpointTaker { due: due.clone(), copies }, CheckpointRequests { due, copies: received })
+    let (spares, spare) = channel::bounded(1);
+    (
+        CheckpointTaker { due: due.clone(), copies, spares: spare },
+        CheckpointRequests { due, copies: received, spares },
+    )
 }
 
 impl CheckpointTaker {
@@ -57,7 +67,14 @@ impl CheckpointTaker {
         }
         self.due.store(false, Ordering::Relaxed);
         let started = Instant::now();
-        let copy = StateCopy { sequence, state_hash: ledger.state_hash(), ledger: ledger.clone() };
+        let copy = match self.spares.try_recv() {
+            Ok(mut spare) => {
+                spare.clone_from(ledger);
+                spare
+            }
+            Err(_) => ledger.clone(),
+        };
+        let copy = StateCopy { sequence, state_hash: ledger.state_hash(), ledger: copy };
         let stall = started.elapsed();
         stats.record_checkpoint_stall(stall);
         // The slot is free (the writer asks only after taking the last copy); it is gone
@@ -70,6 +87,13 @@ impl CheckpointRequests {
     /// Asks for a copy at the next batch boundary.
     pub fn request(&self) {
         self.due.store(true, Ordering::Relaxed);
+    }
+
+    /// Hands a copy back once written, for the next one to be made into.
+    pub fn give_back(&self, ledger: Ledger) {
+        // The slot holds at most the one copy in circulation; if the business-logic thread
+        // is gone, nobody needs it.
+        let _ = self.spares.try_send(ledger);
     }
 
     /// Takes back an unanswered request (when the writer stops).

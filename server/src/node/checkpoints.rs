@@ -264,8 +264,9 @@ fn run(
             }
         };
         last_attempt = Instant::now();
-        if writer.take(copy.sequence, copy.state_hash, &copy.ledger) {
-            drop(copy);
+        let staged = writer.take(copy.sequence, copy.state_hash, &copy.ledger);
+        requests.give_back(copy.ledger);
+        if staged {
             writer.try_commit();
         }
     }
