@@ -20,6 +20,22 @@ pub(crate) struct IdIndex {
     others: IdMap<u128, u32>,
 }
 
+/// By hand for `clone_from`, which copies into the room the target already has (see
+/// `copy.rs`); every field is named so that a new one cannot be forgotten.
+impl Clone for IdIndex {
+    fn clone(&self) -> IdIndex {
+        let IdIndex { ascending_ids, ascending_slots, others } = self;
+        IdIndex { ascending_ids: ascending_ids.clone(), ascending_slots: ascending_slots.clone(), others: others.clone() }
+    }
+
+    fn clone_from(&mut self, source: &IdIndex) {
+        let IdIndex { ascending_ids, ascending_slots, others } = self;
+        ascending_ids.clone_from(&source.ascending_ids);
+        ascending_slots.clone_from(&source.ascending_slots);
+        others.clone_from(&source.others);
+    }
+}
+
 impl IdIndex {
     pub fn with_capacity(capacity: usize) -> IdIndex {
         IdIndex {

@@ -65,7 +65,7 @@ impl Balances {
 }
 
 /// How to undo one primitive mutation.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Undo {
     AccountInserted,
     TransferInserted,
@@ -76,6 +76,7 @@ pub(crate) enum Undo {
 }
 
 /// The ledger: every account, transfer and limit profile, and the indexes over them.
+/// `Clone` (in `copy.rs`) is the checkpoint's copy (see `pipeline::checkpoint`).
 pub struct Ledger {
     pub(crate) accounts: Vec<Account>,
     /// Each account's multiplier in the state hash's balance term, computed once.

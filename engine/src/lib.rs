@@ -6,6 +6,7 @@
 
 mod accounts;
 mod batch;
+mod copy;
 mod id_index;
 mod id_map;
 mod ledger;

@@ -72,7 +72,7 @@ impl WideSum {
 }
 
 /// One account's debits in the buckets that still count.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Window {
     shape: Shape,
     /// `(bucket, debits made in it)`, oldest first, buckets strictly increasing.

@@ -74,3 +74,21 @@ fn retention_keeps_the_newest_valid_snapshots_and_removes_older_ones() {
     assert_eq!(retention.removed, vec![10]);
     assert_eq!(store.list().expect("list"), vec![20, 30, 40]);
 }
+
+#[test]
+fn a_staged_checkpoint_is_no_recovery_point_until_promoted_and_is_dropped_at_open() {
+    let (dir, store) = store();
+    store.write(100, b"state at 100").expect("write");
+    store.write_staged(200, b"state at 200").expect("stage");
+    assert_eq!(store.list().expect("list"), vec![100], "a staged checkpoint is not listed");
+    assert_eq!(store.load_newest().expect("load").newest.expect("a snapshot").sequence, 100);
+    assert_eq!(store.load_staged(200).expect("staged verifies").bytes, b"state at 200");
+    store.promote(200).expect("promote");
+    assert_eq!(store.load_newest().expect("load").newest.expect("a snapshot").sequence, 200);
+
+    store.write_staged(300, b"state at 300").expect("stage");
+    let reopened = SnapshotStore::open(dir.path().join("snapshots")).expect("reopen");
+    assert!(matches!(reopened.load_staged(300), Err(JournalError::Io { .. })), "deleted at open");
+    assert_eq!(reopened.list().expect("list"), vec![100, 200]);
+    reopened.discard_staged(300).expect("discarding a missing staged file is fine");
+}

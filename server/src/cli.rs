@@ -96,9 +96,8 @@ struct NodeArgs {
     /// then does it journal a tick that expires it.
     #[arg(long, default_value_t = 1000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     tick_interval_ms: u64,
-    /// How often a background replica of the ledger writes a snapshot (0: never; a clean
-    /// `exec` exit still writes one). It doubles the ledger's memory; the business logic
-    /// never pauses for it.
+    /// How often a checkpoint is taken (0: never; a clean `exec` exit still writes one). The
+    /// business logic pauses for a copy of its state (docs/design.md §5).
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     snapshot_interval_s: u64,
     /// Size of each new journal segment file in MiB, allocated in full when it is created

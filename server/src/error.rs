@@ -30,6 +30,10 @@ pub enum NodeError {
         #[source]
         source: tally_engine::ImageError,
     },
+    #[error(
+        "checkpoint at sequence {sequence} decodes to state hash {found:#034x}, but the business logic published {published:#034x}: the state is not a function of the checkpoint (nondeterminism or an image bug)"
+    )]
+    CheckpointMismatch { sequence: u64, published: u128, found: u128 },
     #[error("journal record {sequence} cannot be replayed: {source}")]
     Replay {
         sequence: u64,

@@ -11,6 +11,7 @@
 //! ```
 
 mod bootstrap;
+mod checkpoints;
 pub mod derived;
 pub mod input_log;
 pub mod journal_codec;
@@ -25,7 +26,6 @@ mod replay;
 pub mod role;
 pub mod ship;
 mod snapshots;
-mod snapshotter;
 pub mod standby;
 mod status;
 
@@ -37,16 +37,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tally_engine::Ledger;
-use tally_engine::pipeline::{Durability, Pipeline, PipelineConfig, Submitter, Wait};
+use tally_engine::pipeline::{Durability, Pipeline, PipelineConfig, Submitter, Wait, checkpoint_channel};
 use tally_journal::{Journal, JournalConfig, SnapshotStore};
 use tally_replication::{ClusterKey, Primary};
 
+use self::checkpoints::{CheckpointWriter, Checkpointing};
+use self::derived::DerivedMarks;
 use self::input_log::JournalInputLog;
 use self::outcome_log::OutcomeFile;
 use self::peers::{LocalLog, PeerService};
 use self::role::{Role, RoleKind};
 use self::ship::Shipping;
-use self::snapshotter::{Snapshotter, SnapshotterConfig};
 pub use self::status::StatusSource;
 use crate::error::NodeError;
 
@@ -58,8 +59,8 @@ pub struct NodeConfig {
     pub wait: Wait,
     /// How often a tick input drives pending-transfer expiry.
     pub tick_interval: Duration,
-    /// How often the background snapshotter writes a snapshot; `None`: never (then only
-    /// a clean shutdown writes one).
+    /// How often a checkpoint is taken; `None`: never (then only a clean shutdown
+    /// writes one).
     pub snapshot_interval: Option<Duration>,
     /// Size of each new journal segment file (pre-allocated in full).
     pub journal_segment_bytes: usize,
@@ -78,7 +79,7 @@ pub struct ReplicationConfig {
     pub cluster: Vec<SocketAddr>,
 }
 
-/// Periodic snapshots by default: a restart then replays minutes of journal, not all of it.
+/// Periodic checkpoints by default: a restart then replays minutes of journal, not all of it.
 pub const SNAPSHOT_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
 
 impl NodeConfig {
@@ -113,12 +114,12 @@ pub struct Recovery {
 /// A running node: the pipeline over the recovered ledger. Dropping it stops the
 /// pipeline; [`Node::shutdown`] also hands the ledger back.
 pub struct Node {
-    /// Stopped first: it reads the journal the pipeline writes.
-    snapshotter: Option<Snapshotter>,
+    /// Stopped first: it waits on the business-logic thread for copies.
+    checkpoints: Option<Checkpointing>,
     pipeline: Pipeline,
     status: StatusSource,
     recovery: Recovery,
-    snapshots: SnapshotStore,
+    derived: DerivedMarks,
     peers: PeerService,
     shipping: Option<Arc<Shipping>>,
     log: LocalLog,
@@ -168,16 +169,9 @@ impl Node {
         };
 
         let durable_sequence = journal.durable_mark();
+        let derived = DerivedMarks::new();
         let (retained_sender, retained_from) = crossbeam::channel::unbounded();
-        let snapshotter = config.snapshot_interval.map(|interval| {
-            Snapshotter::spawn(SnapshotterConfig {
-                journal_dir: dirs.journal.clone(),
-                snapshots_dir: dirs.snapshots.clone(),
-                durable_mark: durable_sequence.clone(),
-                interval,
-                retained_from: retained_sender,
-            })
-        });
+        let (checkpoint_taker, checkpoint_requests) = checkpoint_channel();
         let replicated = Arc::new(AtomicU64::new(0));
         let visible = journal.visible_mark();
         let visible_limit = visible.clone();
@@ -185,6 +179,7 @@ impl Node {
             journal,
             sequences,
             Some(retained_from),
+            derived.clone(),
             replicated.clone(),
             role.halted(),
             role.epoch(),
@@ -194,9 +189,14 @@ impl Node {
             durability: config.durability,
             wait: config.wait,
             tick_interval: config.tick_interval,
+            checkpoints: config.snapshot_interval.is_some().then_some(checkpoint_taker),
             ..PipelineConfig::default()
         };
         let pipeline = Pipeline::start(pipeline_config, ledger, Box::new(input_log), Box::new(outcomes));
+        let writer =
+            CheckpointWriter::new(snapshots, pipeline.stats(), derived.clone(), Some(retained_sender), restored.sequence);
+        let nudge = checkpoints::nudge_by_empty_query(pipeline.submitter());
+        let checkpoints = Some(Checkpointing::start(writer, checkpoint_requests, config.snapshot_interval, Some(nudge)));
         let status = StatusSource::new(pipeline.stats(), last_sequence, durable_sequence, role.clone(), Instant::now());
         let shipping = config.replication.as_ref().map(|_| {
             let replicas = usize::from(config.durability.replicas());
@@ -223,7 +223,7 @@ impl Node {
             log: Arc::new(RwLock::new(log.clone())),
             promoter: None,
         };
-        Ok(Node { snapshotter, pipeline, status, recovery, snapshots, peers, shipping, log, _lock: lock })
+        Ok(Node { checkpoints, pipeline, status, recovery, derived, peers, shipping, log, _lock: lock })
     }
 
     /// A handle for submitting requests: [`Submitter::execute`] is the blocking,
@@ -255,23 +255,24 @@ impl Node {
         self.recovery
     }
 
+    /// The registry where stores derived from the journal publish their durable marks:
+    /// checkpoints and journal retention wait on the lowest.
+    pub fn derived_marks(&self) -> DerivedMarks {
+        self.derived.clone()
+    }
+
     /// Applies everything submitted, stops the pipeline, closes the journal, writes a
-    /// snapshot of the final state (a failure is logged: the journal still has it all)
+    /// checkpoint of the final state (a failure is logged: the journal still has it all)
     /// and returns the final ledger.
     pub fn shutdown(mut self) -> Ledger {
         self.peers.role.set_submitter(None);
-        // One snapshot writer at a time: the background one stops before the final one.
-        drop(self.snapshotter.take());
+        // One checkpoint writer at a time: the periodic one stops before the final one.
+        let writer = self.checkpoints.take().and_then(Checkpointing::stop);
         // The ledger is the state after the last input the durability gate let through;
         // inputs still waiting for a standby at shutdown stay in the journal only.
         let stats = self.pipeline.stats();
         let ledger = self.pipeline.shutdown();
-        let sequence = stats.applied_sequence();
-        if sequence > self.recovery.snapshot_sequence
-            && let Err(error) = snapshots::write(&self.snapshots, sequence, &ledger)
-        {
-            eprintln!("tally: no snapshot written at shutdown: {error}");
-        }
+        checkpoints::at_shutdown(writer, stats.applied_sequence(), &ledger);
         ledger
     }
 }

@@ -1,4 +1,4 @@
-//! Periodic snapshots from the background replica: they appear while the node runs, and a
+//! Periodic checkpoints: they appear while the node runs (also after the load has stopped), and a
 //! node killed afterwards restarts from one, with the same state.
 
 mod common;

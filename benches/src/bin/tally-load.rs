@@ -96,8 +96,8 @@ struct Args {
     /// How the node's pipeline threads wait.
     #[arg(long, default_value = "parking", value_name = "parking|busy-spin")]
     wait: Wait,
-    /// Snapshot interval of the nodes (0: no periodic snapshots, so no background replica
-    /// applying the journal a second time); by default the node's own default.
+    /// Checkpoint interval of the nodes (0: no periodic checkpoints); by default the node's
+    /// own default.
     #[arg(long, value_name = "SECONDS")]
     snapshot_interval_s: Option<u64>,
     /// Hot standbys (`tally standby` processes on this machine) following each node, for

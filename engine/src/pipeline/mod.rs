@@ -20,6 +20,7 @@
 //! - The engine does no I/O itself: the journal stage and the outcome log are trait objects
 //!   the server supplies ([`InputLog`], [`OutcomeLog`]).
 
+mod checkpoint;
 mod command;
 mod doorbell;
 mod gate;
@@ -37,6 +38,7 @@ use tally_codecs::wire::{Reply, Request};
 
 use crate::Ledger;
 
+pub use checkpoint::{CheckpointRequests, CheckpointTaker, StateCopy, checkpoint_channel};
 pub use command::{Command, apply};
 pub use gate::{Durability, REPLICAS_MAX, Watermarks};
 pub use wait::Wait;
@@ -56,6 +58,9 @@ pub struct PipelineConfig {
     /// How often the sequencer checks whether a pending transfer's deadline has passed;
     /// only then does it inject a `tick` (a journaled input) to expire it.
     pub tick_interval: Duration,
+    /// Where the business-logic thread hands a copy of the state when a checkpoint is
+    /// asked for; `None`: checkpoints are off.
+    pub checkpoints: Option<CheckpointTaker>,
 }
 
 impl Default for PipelineConfig {
@@ -66,6 +71,7 @@ impl Default for PipelineConfig {
             durability: Durability::Local,
             wait: Wait::Parking,
             tick_interval: Duration::from_secs(1),
+            checkpoints: None,
         }
     }
 }
@@ -105,6 +111,22 @@ pub struct PipelineStats {
     next_expiry: AtomicU64,
     /// The last applied sequence and the state hash after it, read together.
     applied: Mutex<(u64, u128)>,
+    checkpoint: CheckpointCounters,
+}
+
+/// What checkpoints cost and how they fare, for status and metrics.
+#[derive(Default)]
+struct CheckpointCounters {
+    /// Copies the business-logic thread made.
+    copies: AtomicU64,
+    /// The longest and the last pause a copy cost the business-logic thread.
+    stall_ns_max: AtomicU64,
+    stall_ns_last: AtomicU64,
+    /// Checkpoints that became the recovery point, and the newest one's sequence.
+    committed: AtomicU64,
+    committed_sequence: AtomicU64,
+    /// Checkpoints that failed (write error, verification mismatch); each is logged.
+    failed: AtomicU64,
 }
 
 impl PipelineStats {
@@ -137,6 +159,48 @@ impl PipelineStats {
 
     pub fn state_hash(&self) -> u128 {
         self.applied_state().1
+    }
+
+    /// Called by the business-logic thread after copying the state for a checkpoint.
+    pub fn record_checkpoint_stall(&self, stall: Duration) {
+        let nanoseconds = u64::try_from(stall.as_nanos()).unwrap_or(u64::MAX);
+        self.checkpoint.copies.fetch_add(1, Ordering::AcqRel);
+        self.checkpoint.stall_ns_last.store(nanoseconds, Ordering::Release);
+        self.checkpoint.stall_ns_max.fetch_max(nanoseconds, Ordering::AcqRel);
+    }
+
+    /// Called by the checkpoint writer when the checkpoint at `sequence` became the
+    /// recovery point.
+    pub fn record_checkpoint_committed(&self, sequence: u64) {
+        self.checkpoint.committed.fetch_add(1, Ordering::AcqRel);
+        self.checkpoint.committed_sequence.fetch_max(sequence, Ordering::AcqRel);
+    }
+
+    /// Called by the checkpoint writer for each checkpoint that failed.
+    pub fn record_checkpoint_failed(&self) {
+        self.checkpoint.failed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Copies made for checkpoints, and the longest and last stall (ns) each cost the
+    /// business-logic thread.
+    pub fn checkpoint_stalls(&self) -> (u64, u64, u64) {
+        let counters = &self.checkpoint;
+        (
+            counters.copies.load(Ordering::Acquire),
+            counters.stall_ns_max.load(Ordering::Acquire),
+            counters.stall_ns_last.load(Ordering::Acquire),
+        )
+    }
+
+    /// Checkpoints committed, the newest committed one's sequence (0: none) and
+    /// checkpoints failed since start.
+    pub fn checkpoints(&self) -> (u64, u64, u64) {
+        let counters = &self.checkpoint;
+        (
+            counters.committed.load(Ordering::Acquire),
+            counters.committed_sequence.load(Ordering::Acquire),
+            counters.failed.load(Ordering::Acquire),
+        )
     }
 
     /// Publishes the state after a batch: `ledger` holds every input up to `sequence`.

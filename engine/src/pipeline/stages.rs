@@ -112,6 +112,7 @@ impl Stages {
         let slots = config.ring_slots.max(2).next_power_of_two();
         let wait = config.wait;
         let durability = config.durability;
+        let checkpoints = config.checkpoints.clone();
 
         let mut output = build_single_producer(slots, OutputSlot::empty, wait)
             .thread_name("reply")
@@ -178,6 +179,10 @@ impl Stages {
                 if end_of_batch {
                     stats.publish(applied_sequence, inputs, events, &home.ledger);
                     (inputs, events) = (0, 0);
+                    // A batch boundary: the ledger is exactly the state after `applied_sequence`.
+                    if let Some(checkpoints) = &checkpoints {
+                        checkpoints.offer(applied_sequence, &home.ledger, &stats);
+                    }
                 }
             })
             .build()

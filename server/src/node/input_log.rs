@@ -8,6 +8,7 @@ use crossbeam::channel::{Receiver, Sender};
 use tally_engine::pipeline::{Command, Durability, InputLog, Watermarks};
 use tally_journal::Journal;
 
+use super::derived::DerivedMarks;
 use super::journal_codec;
 use super::snapshots::Written;
 
@@ -24,9 +25,10 @@ pub struct JournalInputLog {
     watermarks: Watermarks,
     /// Sequences of appended requests, for the outcome log (see `OutcomeFile`).
     sequences: Sender<u64>,
-    /// Snapshots written by the snapshotter: recorded in the manifest, and the segments
-    /// the oldest kept one covers may go.
+    /// Checkpoints that became the recovery point: recorded in the manifest, and the
+    /// segments below both the oldest kept one and every derived store's mark may go.
     retained_from: Option<Receiver<Written>>,
+    derived: DerivedMarks,
     last_flush: Instant,
     /// The epoch this node is primary in: every record it appends carries it.
     epoch: u32,
@@ -38,6 +40,7 @@ impl JournalInputLog {
         journal: Journal,
         sequences: Sender<u64>,
         retained_from: Option<Receiver<Written>>,
+        derived: DerivedMarks,
         replicated: Arc<AtomicU64>,
         halted: Arc<std::sync::atomic::AtomicBool>,
         epoch: u32,
@@ -50,25 +53,27 @@ impl JournalInputLog {
             watermarks,
             sequences,
             retained_from,
+            derived,
             last_flush: Instant::now(),
             epoch,
         }
     }
 
-    /// Records a new snapshot in the journal's manifest and deletes the journal segments
-    /// that the oldest kept snapshot covers entirely.
+    /// Records a new recovery point in the journal's manifest and deletes the journal
+    /// segments that are below both the oldest kept checkpoint and every derived store's
+    /// durable mark (a derived store rebuilds from the journal after its mark).
     fn remove_covered_segments(&mut self) {
         let (Some(retained_from), Some(journal)) = (&self.retained_from, self.journal.as_mut()) else { return };
         let Some(written) = retained_from.try_iter().max_by_key(|written| written.sequence) else { return };
         journal.note_snapshot(written.sequence);
-        let sequence = written.oldest_kept;
+        let sequence = retention_bound(written.oldest_kept, self.derived.lowest());
         match journal.remove_segments_covered_by(sequence) {
             Ok(removed) if !removed.is_empty() => {
-                eprintln!("tally: removed {} journal segments covered by snapshot {sequence}", removed.len());
+                eprintln!("tally: removed {} journal segments covered up to sequence {sequence}", removed.len());
             }
             Ok(_) => {}
             // The segments stay; they cost disk space, not correctness.
-            Err(error) => eprintln!("tally: could not remove journal segments covered by snapshot {sequence}: {error}"),
+            Err(error) => eprintln!("tally: could not remove journal segments covered up to {sequence}: {error}"),
         }
     }
 
@@ -133,7 +138,54 @@ impl Drop for JournalInputLog {
     }
 }
 
+/// The last sequence journal retention may delete up to: what the oldest kept checkpoint
+/// covers, and no further than the lowest derived store's durable mark.
+fn retention_bound(oldest_checkpoint: u64, lowest_derived: Option<u64>) -> u64 {
+    lowest_derived.map_or(oldest_checkpoint, |lowest| lowest.min(oldest_checkpoint))
+}
+
 fn stop(reason: &str) -> ! {
     eprintln!("tally: stopping the node: {reason}");
     std::process::abort()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use tally_journal::JournalConfig;
+
+    use super::*;
+
+    #[test]
+    fn journal_segments_stay_until_every_derived_store_has_passed_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = JournalConfig { segment_bytes: 8192, payload_bytes_max: 1024, ..JournalConfig::new(dir.path()) };
+        let (journal, _) = Journal::open(&config).expect("open the journal");
+        let derived = DerivedMarks::new();
+        let history = derived.register("history", 0);
+        let (retained_to, retained_from) = crossbeam::channel::unbounded();
+        let (sequences, _sequences) = crossbeam::channel::unbounded();
+        let replicated = Arc::new(AtomicU64::new(0));
+        let halted = Arc::new(AtomicBool::new(false));
+        let mut log = JournalInputLog::new(journal, sequences, Some(retained_from), derived, replicated, halted, 1);
+        let mut last = 0;
+        for timestamp in 1..=400 {
+            last = log.append(timestamp, &Command::Tick);
+        }
+        log.commit(Durability::Local);
+        let segments = log.journal.as_ref().expect("open").segment_first_sequences().len();
+        assert!(segments >= 3, "the test needs several segments, has {segments}");
+
+        retained_to.send(Written { sequence: last, oldest_kept: last }).expect("send");
+        log.commit(Durability::Local);
+        let kept = log.journal.as_ref().expect("open").segment_first_sequences().len();
+        assert_eq!(kept, segments, "the history store holds nothing yet: every segment stays");
+
+        history.store(last, Ordering::Release);
+        retained_to.send(Written { sequence: last, oldest_kept: last }).expect("send");
+        log.commit(Durability::Local);
+        let kept = log.journal.as_ref().expect("open").segment_first_sequences().len();
+        assert_eq!(kept, 1, "everything but the active segment is covered now");
+    }
 }

@@ -38,24 +38,41 @@ pub fn load(store: &SnapshotStore) -> Result<Restored, NodeError> {
     Ok(Restored { ledger, sequence: snapshot.sequence })
 }
 
-/// A snapshot the background snapshotter wrote, as the journal stage learns of it.
+/// A checkpoint that became the recovery point, as the journal stage learns of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Written {
-    /// The sequence the new snapshot covers (recorded in the journal's manifest).
+    /// The sequence the new checkpoint covers (recorded in the journal's manifest).
     pub sequence: u64,
-    /// The oldest snapshot still kept: journal records up to it are no longer needed.
+    /// The oldest checkpoint still kept: journal records up to it are no longer needed
+    /// by recovery (the derived stores' marks may still hold them back).
     pub oldest_kept: u64,
 }
 
-/// Writes a snapshot of `ledger`, which must be the state after journal record `sequence`
-/// and nothing else, then drops the older snapshots beyond [`SNAPSHOTS_KEPT`]. Returns the
-/// sequence of the oldest snapshot kept: journal records up to it are no longer needed.
-pub fn write(store: &SnapshotStore, sequence: u64, ledger: &Ledger) -> Result<u64, NodeError> {
-    let bytes = ledger
-        .to_image()
-        .to_bytes()
-        .map_err(|error| NodeError::Snapshot { sequence, source: ImageError::from(error) })?;
-    store.write(sequence, &bytes)?;
+/// The snapshot image of `ledger`, which is the state after journal record `sequence`.
+pub fn encode(sequence: u64, ledger: &Ledger) -> Result<impl AsRef<[u8]>, NodeError> {
+    ledger.to_image().to_bytes().map_err(|error| NodeError::Snapshot { sequence, source: ImageError::from(error) })
+}
+
+/// The cross-check: the staged bytes, decoded into a ledger from scratch, must have the
+/// state hash the business logic published for `sequence`. A difference means the state
+/// is not a function of what the checkpoint holds (nondeterminism, or an image bug).
+pub fn verify(snapshot: &tally_journal::Snapshot, published_hash: u128) -> Result<(), NodeError> {
+    let sequence = snapshot.sequence;
+    let ledger = LedgerImage::from_bytes(&snapshot.bytes)
+        .map_err(ImageError::from)
+        .and_then(|image| Ledger::from_image(&image))
+        .map_err(|source| NodeError::Snapshot { sequence, source })?;
+    let found = ledger.state_hash();
+    if found != published_hash {
+        return Err(NodeError::CheckpointMismatch { sequence, published: published_hash, found });
+    }
+    Ok(())
+}
+
+/// Makes the staged checkpoint at `sequence` the recovery point, then drops the older
+/// snapshots beyond [`SNAPSHOTS_KEPT`]. Returns the sequence of the oldest snapshot kept.
+pub fn commit(store: &SnapshotStore, sequence: u64) -> Result<u64, NodeError> {
+    store.promote(sequence)?;
     let retention = store.retain(SNAPSHOTS_KEPT)?;
     Ok(retention.kept.iter().copied().min().unwrap_or(sequence))
 }
@@ -67,7 +84,7 @@ pub fn write(store: &SnapshotStore, sequence: u64, ledger: &Ledger) -> Result<u6
 /// that starts after it). The files are opaque to the shipping: whatever this module
 /// writes, [`verify_checkpoint`] on the standby loads before anything uses it.
 pub fn checkpoint(snapshots_dir: &Path, journal_dir: &Path) -> Result<Checkpoint, String> {
-    // The snapshotter writes beside this reader: leave its temporary files alone.
+    // The checkpoint writer stages files beside this reader: leave them alone.
     let store = SnapshotStore::existing(snapshots_dir);
     let newest = store.load_newest().map_err(|error| format!("cannot read the snapshots: {error}"))?;
     let Some(snapshot) = newest.newest else {

@@ -19,16 +19,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, Sender};
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 use tally_engine::Ledger;
-use tally_engine::pipeline::{PipelineStats, apply};
+use tally_engine::pipeline::{CheckpointTaker, PipelineStats, apply, checkpoint_channel};
 use tally_journal::{Journal, SnapshotStore};
 use tally_replication::{Checkpoints, ClusterKey, FollowError, Follower, LogPosition, Message, Record, Step};
 
 use super::peer_io::{self, PeerError, PeerStream};
 use super::peers::LocalLog;
 use super::role::{Role, RoleKind};
-use super::snapshotter::{Snapshotter, SnapshotterConfig};
+use super::checkpoints::{self, CheckpointWriter, Checkpointing};
+use super::derived::DerivedMarks;
 use super::{DataDir, StatusSource, journal_codec, snapshots};
 use crate::error::NodeError;
 
@@ -38,6 +39,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// How often a blocked read looks for a stop request.
 const STOP_POLL: Duration = Duration::from_millis(200);
+/// How long the standby's business-logic thread waits for work before it offers its state
+/// to a checkpoint that was asked for (a primary that has gone quiet sends no batches).
+const IDLE_OFFER: Duration = Duration::from_millis(100);
 /// Batches waiting for the business-logic thread, at most (back-pressure on the stream).
 const APPLY_QUEUE: usize = 64;
 
@@ -62,7 +66,7 @@ enum Work {
 }
 
 pub struct Standby {
-    snapshotter: Option<Snapshotter>,
+    checkpoints: Option<Checkpointing>,
     stop: Arc<AtomicBool>,
     follow: Option<JoinHandle<LogPosition>>,
     log: LocalLog,
@@ -72,8 +76,6 @@ pub struct Standby {
     /// Milliseconds since `started` when a message last came from a primary.
     heard_ms: Arc<AtomicU64>,
     started: Instant,
-    snapshots: SnapshotStore,
-    snapshot_sequence: u64,
     _lock: std::fs::File,
 }
 
@@ -108,23 +110,19 @@ impl Standby {
             limit: durable.clone(),
             follow_lock: Arc::new(std::sync::Mutex::new(())),
         };
-        let (retained_sender, _retained) = crossbeam::channel::unbounded();
-        let snapshotter = config.snapshot_interval.map(|interval| {
-            Snapshotter::spawn(SnapshotterConfig {
-                journal_dir: dirs.journal.clone(),
-                snapshots_dir: dirs.snapshots.clone(),
-                durable_mark: durable,
-                interval,
-                retained_from: retained_sender,
-            })
-        });
+        // A standby keeps its whole journal (the follow thread owns it): no retention here.
+        let (taker, requests) = checkpoint_channel();
+        let taker = config.snapshot_interval.is_some().then_some(taker);
+        let writer = CheckpointWriter::new(snapshots, stats.clone(), DerivedMarks::new(), None, restored);
+        // An idle standby's business-logic thread offers a copy on its own (see `apply_loop`).
+        let checkpoints = Some(Checkpointing::start(writer, requests, config.snapshot_interval, None));
         let stop = Arc::new(AtomicBool::new(false));
         let (work, queued) = crossbeam::channel::bounded(APPLY_QUEUE);
         let applied_from = journal.last_sequence();
         let apply_stats = stats.clone();
         let apply = std::thread::Builder::new()
             .name("business-logic".into())
-            .spawn(move || apply_loop(ledger, applied_from, &queued, &apply_stats))
+            .spawn(move || apply_loop(ledger, applied_from, &queued, &apply_stats, taker.as_ref()))
             .map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
         let started = Instant::now();
         let heard_ms = Arc::new(AtomicU64::new(0));
@@ -144,7 +142,7 @@ impl Standby {
             .spawn(move || following.run())
             .map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
         Ok(Standby {
-            snapshotter,
+            checkpoints,
             stop,
             follow: Some(follow),
             log,
@@ -153,8 +151,6 @@ impl Standby {
             stats,
             heard_ms,
             started,
-            snapshots,
-            snapshot_sequence: restored,
             _lock: lock,
         })
     }
@@ -174,10 +170,10 @@ impl Standby {
         self.started.elapsed().saturating_sub(heard)
     }
 
-    /// Stops following, applies what was received, closes the journal, writes a snapshot
-    /// and returns the ledger and where the journal ends.
+    /// Stops following, applies what was received, closes the journal, writes a
+    /// checkpoint and returns the ledger and where the journal ends.
     pub fn shutdown(mut self) -> (Ledger, LogPosition) {
-        drop(self.snapshotter.take());
+        let writer = self.checkpoints.take().and_then(Checkpointing::stop);
         self.stop.store(true, Ordering::Release);
         let position = match self.follow.take().map(JoinHandle::join) {
             Some(Ok(position)) => position,
@@ -193,12 +189,7 @@ impl Standby {
                 return (Ledger::new(), position);
             }
         };
-        let sequence = self.stats.applied_sequence();
-        if sequence > self.snapshot_sequence
-            && let Err(error) = snapshots::write(&self.snapshots, sequence, &ledger)
-        {
-            eprintln!("tally: no snapshot written at shutdown: {error}");
-        }
+        checkpoints::at_shutdown(writer, self.stats.applied_sequence(), &ledger);
         (ledger, position)
     }
 }
@@ -415,10 +406,28 @@ impl From<FollowError> for FollowEnd {
 }
 
 /// The standby's business-logic thread: applies records in order with their journaled
-/// timestamps, exactly as replay does, and compares the primary's checkpoints.
-fn apply_loop(mut ledger: Ledger, mut applied: u64, queued: &Receiver<Work>, stats: &PipelineStats) -> Ledger {
+/// timestamps, exactly as replay does, compares the primary's checkpoints and, when its
+/// own checkpoint writer asks, copies its state after a batch.
+fn apply_loop(
+    mut ledger: Ledger,
+    mut applied: u64,
+    queued: &Receiver<Work>,
+    stats: &PipelineStats,
+    checkpoint_taker: Option<&CheckpointTaker>,
+) -> Ledger {
     let mut checkpoints = Checkpoints::default();
-    for work in queued {
+    loop {
+        let work = match queued.recv_timeout(IDLE_OFFER) {
+            Ok(work) => work,
+            Err(RecvTimeoutError::Timeout) => {
+                // Idle: the ledger is the state after `applied`, as at a batch's end.
+                if let Some(taker) = checkpoint_taker {
+                    taker.offer(applied, &ledger, stats);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         match work {
             Work::Checkpoint { sequence, state_hash } => {
                 if let Err(error) = checkpoints.on_checkpoint(sequence, state_hash, applied, ledger.state_hash()) {
@@ -451,6 +460,9 @@ fn apply_loop(mut ledger: Ledger, mut applied: u64, queued: &Receiver<Work>, sta
                     }
                 }
                 stats.publish(applied, records.len() as u64, events, &ledger);
+                if let Some(taker) = checkpoint_taker {
+                    taker.offer(applied, &ledger, stats);
+                }
             }
         }
     }

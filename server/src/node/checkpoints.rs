@@ -1,0 +1,471 @@
+//! Periodic checkpoints: a copy of the state taken by the business-logic thread at a
+//! batch boundary, written and verified here, on the checkpoint writer's thread.
+//!
+//! Every `--snapshot-interval-s` (when something was applied since the last one) the
+//! writer asks for a copy ([`CheckpointRequests`]); the business-logic thread clones its
+//! ledger at the end of its next batch (its only cost: the stall, counted in
+//! `PipelineStats`) and hands the clone over. The writer then:
+//!
+//! 1. encodes the image and writes it as a *staged* file, synced (nothing loads it);
+//! 2. reads it back and verifies it: the decoded ledger's state hash must equal the hash
+//!    the business logic published for that sequence (a mismatch means nondeterminism and
+//!    is reported as such);
+//! 3. waits until every derived store ([`DerivedMarks`]) holds the sequence durably;
+//! 4. promotes it (rename, directory sync): now it is the recovery point; older ones
+//!    beyond two are deleted, and the journal stage records it in the manifest and
+//!    deletes the segments below both the oldest kept checkpoint and the lowest mark.
+//!
+//! A failure (write error, verification mismatch) is an error line and a counter, the
+//! staged file is deleted, and the next interval tries again: checkpoints never stop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::Sender;
+use tally_engine::Ledger;
+use tally_codecs::wire::{Reply, Request};
+use tally_engine::pipeline::{CheckpointRequests, PipelineStats, ReplyTo, Submitter};
+use tally_journal::SnapshotStore;
+
+use super::derived::DerivedMarks;
+use super::snapshots::{self, Written};
+use crate::error::NodeError;
+
+/// How often the writer thread looks for a stop request, a due checkpoint or a derived
+/// store that has caught up. Rare wake-ups keep an idle node idle.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The writer's work, without the thread: tests drive it step by step.
+pub struct CheckpointWriter {
+    store: SnapshotStore,
+    stats: Arc<PipelineStats>,
+    derived: DerivedMarks,
+    /// The journal stage, told of each recovery point (`None` on a standby, whose journal
+    /// the follow thread owns and keeps whole).
+    retained_to: Option<Sender<Written>>,
+    /// A verified checkpoint waiting for the derived stores.
+    staged: Option<u64>,
+    /// The newest recovery point (the snapshot loaded at start until a checkpoint commits).
+    committed: u64,
+    /// When the writer last said it is waiting for a derived store.
+    wait_reported: Option<Instant>,
+}
+
+impl CheckpointWriter {
+    pub fn new(
+        store: SnapshotStore,
+        stats: Arc<PipelineStats>,
+        derived: DerivedMarks,
+        retained_to: Option<Sender<Written>>,
+        committed: u64,
+    ) -> CheckpointWriter {
+        CheckpointWriter { store, stats, derived, retained_to, staged: None, committed, wait_reported: None }
+    }
+
+    /// The newest recovery point's sequence.
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// The verified checkpoint that waits for the derived stores, if any.
+    pub fn staged(&self) -> Option<u64> {
+        self.staged
+    }
+
+    /// Writes and verifies a checkpoint of `ledger`, the state after `sequence` whose hash
+    /// the business logic published as `published_hash`. Returns whether it is staged; a
+    /// failure is logged and counted here, and its file deleted. A checkpoint staged
+    /// before and still waiting is replaced (the newer one covers more).
+    pub fn take(&mut self, sequence: u64, published_hash: u128, ledger: &Ledger) -> bool {
+        if let Some(older) = self.staged.take() {
+            self.discard(older);
+        }
+        let started = Instant::now();
+        let staged = snapshots::encode(sequence, ledger).and_then(|bytes| {
+            self.store.write_staged(sequence, bytes.as_ref())?;
+            let written = self.store.load_staged(sequence)?;
+            snapshots::verify(&written, published_hash)
+        });
+        match staged {
+            Ok(()) => {
+                let (_, stall_ns_max, stall_ns_last) = self.stats.checkpoint_stalls();
+                eprintln!(
+                    "tally: checkpoint at sequence {sequence} ({} accounts, {} transfers) written and verified in {} ms; \
+                     the copy stalled the business logic {} us (worst so far {} us)",
+                    ledger.accounts_count(),
+                    ledger.transfers_count(),
+                    started.elapsed().as_millis(),
+                    stall_ns_last / 1_000,
+                    stall_ns_max / 1_000,
+                );
+                self.staged = Some(sequence);
+                self.wait_reported = None;
+                true
+            }
+            Err(error) => {
+                self.fail(sequence, &error);
+                false
+            }
+        }
+    }
+
+    /// Promotes the staged checkpoint once every derived store holds its sequence. Returns
+    /// the sequence that became the recovery point.
+    pub fn try_commit(&mut self) -> Option<u64> {
+        let sequence = self.staged?;
+        if let Some(lowest) = self.derived.lowest()
+            && lowest < sequence
+        {
+            self.report_wait(sequence);
+            return None;
+        }
+        self.staged = None;
+        match snapshots::commit(&self.store, sequence) {
+            Ok(oldest_kept) => {
+                self.committed = sequence;
+                self.stats.record_checkpoint_committed(sequence);
+                if let Some(retained_to) = &self.retained_to {
+                    // The journal stage may have stopped; then nobody deletes segments, which is safe.
+                    let _ = retained_to.send(Written { sequence, oldest_kept });
+                }
+                Some(sequence)
+            }
+            Err(error) => {
+                self.fail(sequence, &error);
+                None
+            }
+        }
+    }
+
+    fn fail(&mut self, sequence: u64, error: &NodeError) {
+        self.stats.record_checkpoint_failed();
+        let loud = if matches!(error, NodeError::CheckpointMismatch { .. }) { "CHECKPOINT MISMATCH" } else { "checkpoint failed" };
+        eprintln!("tally: {loud} at sequence {sequence}: {error}; the next interval tries again");
+        self.discard(sequence);
+    }
+
+    fn discard(&self, sequence: u64) {
+        if let Err(error) = self.store.discard_staged(sequence) {
+            eprintln!("tally: could not delete the staged checkpoint at sequence {sequence}: {error}");
+        }
+    }
+
+    /// Says (once a minute at most) which store holds the recovery point back.
+    fn report_wait(&mut self, sequence: u64) {
+        if self.wait_reported.is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
+            return;
+        }
+        self.wait_reported = Some(Instant::now());
+        let behind: Vec<String> = self
+            .derived
+            .each()
+            .into_iter()
+            .filter(|&(_, mark)| mark < sequence)
+            .map(|(name, mark)| format!("{name} at {mark}"))
+            .collect();
+        eprintln!(
+            "tally: checkpoint at sequence {sequence} waits for derived stores before it becomes the recovery point: {}",
+            behind.join(", ")
+        );
+    }
+}
+
+/// Makes an idle business-logic thread end a batch (a primary submits an empty query),
+/// so that a checkpoint asked for after the last input is still taken.
+pub type Nudge = Box<dyn Fn() + Send>;
+
+/// The writer thread. Dropping it without [`CheckpointThread::stop`] stops it too.
+pub struct CheckpointThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<CheckpointWriter>>,
+}
+
+impl CheckpointThread {
+    pub fn spawn(
+        writer: CheckpointWriter,
+        requests: CheckpointRequests,
+        interval: Duration,
+        nudge: Option<Nudge>,
+    ) -> CheckpointThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let body = move || {
+            lower_priority();
+            run(writer, &requests, interval, nudge.as_ref(), &stopping)
+        };
+        let thread = std::thread::Builder::new().name("checkpoints".into()).spawn(body);
+        let thread = match thread {
+            Ok(thread) => Some(thread),
+            Err(error) => {
+                eprintln!("tally: periodic checkpoints are off: no thread: {error}");
+                None
+            }
+        };
+        CheckpointThread { stop, thread }
+    }
+
+    /// Stops the thread and hands its writer back (for the checkpoint at shutdown).
+    pub fn stop(mut self) -> Option<CheckpointWriter> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Option<CheckpointWriter> {
+        self.stop.store(true, Ordering::Release);
+        let joined = self.thread.take()?.join();
+        if joined.is_err() {
+            eprintln!("tally: the checkpoint thread panicked");
+        }
+        joined.ok()
+    }
+}
+
+impl Drop for CheckpointThread {
+    fn drop(&mut self) {
+        self.join();
+    }
+}
+
+fn run(
+    mut writer: CheckpointWriter,
+    requests: &CheckpointRequests,
+    interval: Duration,
+    nudge: Option<&Nudge>,
+    stop: &AtomicBool,
+) -> CheckpointWriter {
+    let mut last_attempt = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        if writer.staged().is_some() {
+            writer.try_commit();
+            std::thread::sleep(POLL);
+            continue;
+        }
+        let applied_since = writer.stats.applied_sequence() > writer.committed();
+        if last_attempt.elapsed() < interval || !applied_since {
+            std::thread::sleep(POLL);
+            continue;
+        }
+        requests.request();
+        // The copy comes at the end of the business logic's next batch; an idle one is
+        // nudged into a batch once it has not answered for a poll interval.
+        let mut nudged = false;
+        let copy = loop {
+            if stop.load(Ordering::Acquire) {
+                requests.withdraw();
+                return writer;
+            }
+            if let Some(copy) = requests.receive(POLL) {
+                break copy;
+            }
+            if let Some(nudge) = nudge.filter(|_| !nudged) {
+                nudge();
+                nudged = true;
+            }
+        };
+        last_attempt = Instant::now();
+        let staged = writer.take(copy.sequence, copy.state_hash, &copy.ledger);
+        requests.give_back(copy.ledger);
+        if staged {
+            writer.try_commit();
+        }
+    }
+    writer
+}
+
+/// Background work yields to the pipeline: on a machine with few cores the writer's
+/// encoding and verification take CPU only when the business logic leaves some.
+fn lower_priority() {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    let thread = unsafe { libc::gettid() };
+    // SAFETY: setpriority only reads its integer arguments; for PRIO_PROCESS with a
+    // thread id, Linux changes the nice value of that one thread.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, CHECKPOINT_NICE) };
+    if result != 0 {
+        eprintln!("tally: the checkpoint writer runs at normal priority: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// The nice value of the checkpoint writer thread: the lowest priority.
+const CHECKPOINT_NICE: libc::c_int = 19;
+
+/// A nudge for a primary's pipeline: an empty `lookup_accounts`, a query (never
+/// journaled), whose reply nobody reads. Refused when the queue is full, and then the
+/// pipeline is busy and ends batches anyway.
+pub fn nudge_by_empty_query(submitter: Submitter) -> Nudge {
+    struct Nobody;
+    impl ReplyTo for Nobody {
+        fn reply(&self, _request_id: u64, _reply: &Reply) {}
+    }
+    let nobody: Arc<dyn ReplyTo> = Arc::new(Nobody);
+    Box::new(move || {
+        let _ = submitter.try_submit(Request::LookupAccounts(Vec::new()), 0, nobody.clone());
+    })
+}
+
+/// A node's checkpointing: periodic (a writer thread), or only at shutdown.
+pub enum Checkpointing {
+    Periodic(CheckpointThread),
+    AtShutdownOnly(CheckpointWriter),
+}
+
+impl Checkpointing {
+    /// Starts the writer thread when `interval` is set.
+    pub fn start(
+        writer: CheckpointWriter,
+        requests: CheckpointRequests,
+        interval: Option<Duration>,
+        nudge: Option<Nudge>,
+    ) -> Checkpointing {
+        match interval {
+            Some(interval) => Checkpointing::Periodic(CheckpointThread::spawn(writer, requests, interval, nudge)),
+            None => Checkpointing::AtShutdownOnly(writer),
+        }
+    }
+
+    /// Stops periodic checkpoints and hands the writer back.
+    pub fn stop(self) -> Option<CheckpointWriter> {
+        match self {
+            Checkpointing::Periodic(thread) => thread.stop(),
+            Checkpointing::AtShutdownOnly(writer) => Some(writer),
+        }
+    }
+}
+
+/// The checkpoint at shutdown: the final state, when it covers more than the last
+/// recovery point. It becomes the recovery point only if the derived stores hold it.
+pub fn at_shutdown(writer: Option<CheckpointWriter>, sequence: u64, ledger: &Ledger) {
+    let Some(mut writer) = writer else {
+        eprintln!("tally: no checkpoint at shutdown: the checkpoint writer is gone");
+        return;
+    };
+    if sequence <= writer.committed() {
+        return;
+    }
+    if writer.take(sequence, ledger.state_hash(), ledger) && writer.try_commit().is_none() {
+        eprintln!(
+            "tally: the checkpoint at shutdown (sequence {sequence}) is not the recovery point: a derived store does not hold it yet"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use tally_codecs::{Account, Transfer};
+
+    use super::*;
+
+    /// A ledger with two accounts and `transfers` transfers between them.
+    fn ledger(transfers: u128) -> Ledger {
+        let mut ledger = Ledger::new();
+        let accounts: Vec<Account> =
+            (1..=2).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
+        let mut results = Vec::new();
+        ledger.create_accounts(1, &accounts, &mut results);
+        let batch: Vec<Transfer> = (1..=transfers)
+            .map(|id| Transfer {
+                id,
+                debit_account_id: 1,
+                credit_account_id: 2,
+                amount: id,
+                ledger: 1,
+                code: 1,
+                ..Transfer::default()
+            })
+            .collect();
+        ledger.create_transfers(2, &batch, &mut results);
+        ledger
+    }
+
+    fn writer(dir: &std::path::Path, derived: &DerivedMarks) -> (CheckpointWriter, Arc<PipelineStats>) {
+        let store = SnapshotStore::open(dir).expect("open the store");
+        let stats = Arc::new(PipelineStats::default());
+        (CheckpointWriter::new(store, stats.clone(), derived.clone(), None, 0), stats)
+    }
+
+    /// The snapshot a start would load (read without reopening the store, which would
+    /// delete the staged file).
+    fn recovery_point(dir: &std::path::Path) -> Option<u64> {
+        let names = std::fs::read_dir(dir).expect("list").map(|entry| entry.expect("entry").file_name());
+        names.filter_map(|name| name.to_str()?.strip_suffix(".snap")?.parse().ok()).max()
+    }
+
+    #[test]
+    fn a_checkpoint_becomes_the_recovery_point_only_once_every_derived_store_holds_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let derived = DerivedMarks::new();
+        let history = derived.register("history", 3);
+        let (mut writer, stats) = writer(dir.path(), &derived);
+        let ledger = ledger(10);
+        assert!(writer.take(12, ledger.state_hash(), &ledger), "written and verified");
+        assert_eq!(writer.try_commit(), None, "the history store holds only sequence 3");
+        assert_eq!(recovery_point(dir.path()), None, "a staged checkpoint is not loaded at start");
+        history.store(11, Ordering::Release);
+        assert_eq!(writer.try_commit(), None, "one short is still short");
+        history.store(12, Ordering::Release);
+        assert_eq!(writer.try_commit(), Some(12));
+        assert_eq!(recovery_point(dir.path()), Some(12));
+        assert_eq!(stats.checkpoints(), (1, 12, 0));
+    }
+
+    #[test]
+    fn with_no_derived_store_a_checkpoint_commits_at_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut writer, _stats) = writer(dir.path(), &DerivedMarks::new());
+        let ledger = ledger(3);
+        assert!(writer.take(5, ledger.state_hash(), &ledger));
+        assert_eq!(writer.try_commit(), Some(5));
+        assert_eq!(recovery_point(dir.path()), Some(5));
+    }
+
+    #[test]
+    fn a_verification_mismatch_is_counted_never_committed_and_the_next_checkpoint_still_commits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut writer, stats) = writer(dir.path(), &DerivedMarks::new());
+        let ledger = ledger(4);
+        assert!(!writer.take(6, ledger.state_hash() ^ 1, &ledger), "a hash the image does not give");
+        assert_eq!(writer.try_commit(), None);
+        assert_eq!(recovery_point(dir.path()), None);
+        assert_eq!(stats.checkpoints(), (0, 0, 1));
+        assert!(std::fs::read_dir(dir.path()).expect("list").next().is_none(), "the staged file is deleted");
+        assert!(writer.take(6, ledger.state_hash(), &ledger));
+        assert_eq!(writer.try_commit(), Some(6));
+        assert_eq!(stats.checkpoints(), (1, 6, 1));
+    }
+
+    #[test]
+    fn a_write_error_is_counted_and_the_next_checkpoint_still_commits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let snapshots = dir.path().join("snapshots");
+        let (mut writer, stats) = writer(&snapshots, &DerivedMarks::new());
+        let ledger = ledger(4);
+        std::fs::remove_dir(&snapshots).expect("take the directory away");
+        assert!(!writer.take(6, ledger.state_hash(), &ledger));
+        assert_eq!(stats.checkpoints(), (0, 0, 1));
+        std::fs::create_dir(&snapshots).expect("give it back");
+        assert!(writer.take(7, ledger.state_hash(), &ledger));
+        assert_eq!(writer.try_commit(), Some(7));
+        assert_eq!(stats.checkpoints(), (1, 7, 1));
+    }
+
+    #[test]
+    fn the_periodic_thread_takes_a_copy_from_the_business_logic_and_commits_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (writer, stats) = writer(dir.path(), &DerivedMarks::new());
+        let (taker, requests) = tally_engine::pipeline::checkpoint_channel();
+        let ledger = ledger(5);
+        stats.publish(9, 1, 1, &ledger);
+        let thread = CheckpointThread::spawn(writer, requests, Duration::ZERO, None);
+        // The business-logic side: offer the state at each "batch" until it is committed.
+        while stats.checkpoints().0 == 0 {
+            taker.offer(9, &ledger, &stats);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let writer = thread.stop().expect("the writer comes back");
+        assert_eq!(writer.committed(), 9);
+        assert_eq!(recovery_point(dir.path()), Some(9));
+        assert_eq!(stats.checkpoint_stalls().0, 1, "one copy was asked for and made");
+    }
+}
