@@ -1,6 +1,6 @@
 //! `tally bench` end to end: bad arguments exit 2 before anything starts, a tiny run
 //! writes its report directory, `--compare` puts two summaries side by side, and the
-//! PostgreSQL baseline runs against a real server when `TALLY_BENCH_PG` names one (and is
+//! PostgreSQL baseline runs against a real server when `TALLY_TEST_PG` names one (and is
 //! skipped, not failed, when none answers).
 
 mod common;
@@ -244,12 +244,12 @@ fn an_unreachable_postgres_baseline_is_skipped_and_said() {
     assert!(read(&out.join("report.md")).contains("PostgreSQL: skipped: cannot connect"));
 }
 
-/// Runs only where `TALLY_BENCH_PG` names a PostgreSQL server with trust authentication,
+/// Runs only where `TALLY_TEST_PG` names a PostgreSQL server with trust authentication,
 /// e.g. `postgres://root@127.0.0.1:5432/test`; CI has none and skips it.
 #[test]
 fn the_postgres_baseline_runs_the_same_transfers_against_a_real_server() {
-    let Ok(pg) = std::env::var("TALLY_BENCH_PG") else {
-        eprintln!("skipped: set TALLY_BENCH_PG=postgres://USER@HOST:PORT/DB to run it");
+    let Ok(pg) = std::env::var("TALLY_TEST_PG") else {
+        eprintln!("skipped: set TALLY_TEST_PG=postgres://USER@HOST:PORT/DB to run it");
         return;
     };
     let dir = TempDir::new("bench-pg");
