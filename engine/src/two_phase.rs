@@ -95,6 +95,15 @@ impl Ledger {
         self.expire_due(now);
     }
 
+    /// [`Ledger::tick`], appending the ids of the pending transfers it expires, in the
+    /// order it expires them, to `expired` (for the outcome stream).
+    pub fn tick_collecting(&mut self, timestamp: u64, expired: &mut Vec<u128>) {
+        let now = self.begin_batch(timestamp, 1);
+        let due = self.expiry.iter().take_while(|&&(deadline, _)| deadline <= now);
+        expired.extend(due.map(|&(_, index)| self.transfers[index as usize].id));
+        self.expire_due(now);
+    }
+
     /// Writes the released balances back; a void or an expiry of a closing transfer
     /// reopens the account it closed.
     fn finish_release(

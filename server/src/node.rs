@@ -5,7 +5,7 @@
 //! ```text
 //! DIR/journal/     the journal segments (the inputs; the source of truth)
 //! DIR/snapshots/   snapshot files
-//! DIR/events/      outcomes.log, the derived log of every mutation's results
+//! DIR/outcomes/    the outcome stream: one entry per journal sequence, for sinks
 //! DIR/LOCK         locked while a node has the directory open
 //! DIR/EPOCH        the epoch and role this node last acted in (see `role`)
 //! ```
@@ -36,11 +36,12 @@ use std::time::{Duration, Instant};
 
 use tally_engine::Ledger;
 use tally_engine::pipeline::{Durability, Pipeline, PipelineConfig, Submitter, Wait};
-use tally_journal::{Journal, JournalConfig, SnapshotStore};
+use tally_journal::{FileStorage, FlushMethod, Journal, JournalConfig, SnapshotStore};
 use tally_replication::{ClusterKey, Primary};
 
+use self::derived::DerivedMarks;
 use self::input_log::JournalInputLog;
-use self::outcome_log::OutcomeFile;
+use self::outcome_log::OutcomeStream;
 use self::peers::{LocalLog, PeerService};
 use self::role::{Role, RoleKind};
 use self::ship::Shipping;
@@ -116,6 +117,10 @@ pub struct Node {
     peers: PeerService,
     shipping: Option<Arc<Shipping>>,
     log: LocalLog,
+    /// Durable marks of the stores derived from the journal (the outcome stream, sinks).
+    derived: DerivedMarks,
+    /// The outcome stream's durable mark: no snapshot may cover more.
+    outcomes_durable: Arc<AtomicU64>,
     /// Held until the pipeline (and with it the journal) is gone: fields drop in order.
     _lock: File,
 }
@@ -141,10 +146,15 @@ impl Node {
         let snapshots = SnapshotStore::open(&dirs.snapshots)?;
         let restored = snapshots::load(&snapshots)?;
         let (journal, report) = open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes)?;
-        let (sequences, sequences_received) = crossbeam::channel::unbounded();
-        let mut outcomes = OutcomeFile::open(&dirs.outcomes, report.last_sequence, sequences_received)?;
+        let outcome_storage = FileStorage::new(&dirs.outcomes, FlushMethod::Fdatasync)?;
+        let segment_bytes = tally_sinks::stream::SEGMENT_BYTES_DEFAULT;
+        let mut outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
         let mut ledger = restored.ledger;
         let records_replayed = replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes)?;
+        let derived = DerivedMarks::new();
+        outcomes.cap_at(journal.durable_mark());
+        outcomes.publish_to(derived.register("outcomes", outcomes.last_sequence()));
+        let outcomes_durable = outcomes.durable_mark();
         let recovery = Recovery {
             snapshot_sequence: restored.sequence,
             records_replayed,
@@ -158,7 +168,9 @@ impl Node {
             Snapshotter::spawn(SnapshotterConfig {
                 journal_dir: dirs.journal.clone(),
                 snapshots_dir: dirs.snapshots.clone(),
-                durable_mark: durable_sequence.clone(),
+                // A snapshot covers only what the outcome stream holds durably (which is
+                // journaled durably too): the stream is rebuilt from the snapshot on.
+                durable_mark: outcomes_durable.clone(),
                 interval,
                 retained_from: retained_sender,
             })
@@ -166,14 +178,8 @@ impl Node {
         let replicated = Arc::new(AtomicU64::new(0));
         let visible = journal.visible_mark();
         let visible_limit = visible.clone();
-        let input_log = JournalInputLog::new(
-            journal,
-            sequences,
-            Some(retained_from),
-            replicated.clone(),
-            role.halted(),
-            role.epoch(),
-        );
+        let input_log =
+            JournalInputLog::new(journal, Some(retained_from), replicated.clone(), role.halted(), role.epoch());
         let last_sequence = input_log.last_sequence();
         let pipeline_config = PipelineConfig {
             durability: config.durability,
@@ -207,7 +213,19 @@ impl Node {
             log: Arc::new(RwLock::new(log.clone())),
             promoter: None,
         };
-        Ok(Node { snapshotter, pipeline, status, recovery, snapshots, peers, shipping, log, _lock: lock })
+        Ok(Node {
+            snapshotter,
+            pipeline,
+            status,
+            recovery,
+            snapshots,
+            peers,
+            shipping,
+            log,
+            derived,
+            outcomes_durable,
+            _lock: lock,
+        })
     }
 
     /// A handle for submitting requests: [`Submitter::execute`] is the blocking,
@@ -239,6 +257,11 @@ impl Node {
         self.recovery
     }
 
+    /// The durable marks of the derived stores (the outcome stream, each sink).
+    pub fn derived(&self) -> DerivedMarks {
+        self.derived.clone()
+    }
+
     /// Applies everything submitted, stops the pipeline, closes the journal, writes a
     /// snapshot of the final state (a failure is logged: the journal still has it all)
     /// and returns the final ledger.
@@ -251,7 +274,14 @@ impl Node {
         let stats = self.pipeline.stats();
         let ledger = self.pipeline.shutdown();
         let sequence = stats.applied_sequence();
-        if sequence > self.recovery.snapshot_sequence
+        // The outcome stream synced its last entries when the pipeline dropped it; if it
+        // stopped on an error it holds less, and a snapshot past it would leave a gap.
+        let outcomes_hold = self.outcomes_durable.load(std::sync::atomic::Ordering::Acquire) >= sequence;
+        if !outcomes_hold {
+            eprintln!("tally: no snapshot written at shutdown: the outcome stream does not hold sequence {sequence}");
+        }
+        if outcomes_hold
+            && sequence > self.recovery.snapshot_sequence
             && let Err(error) = snapshots::write(&self.snapshots, sequence, &ledger)
         {
             eprintln!("tally: no snapshot written at shutdown: {error}");
@@ -292,11 +322,10 @@ impl DataDir {
     fn create(root: &Path) -> Result<DataDir, NodeError> {
         let journal = root.join("journal");
         let snapshots = root.join("snapshots");
-        let events = root.join("events");
-        for dir in [&journal, &snapshots, &events] {
+        let outcomes = root.join("outcomes");
+        for dir in [&journal, &snapshots, &outcomes] {
             std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir { path: dir.clone(), source })?;
         }
-        let outcomes = events.join("outcomes.log");
         Ok(DataDir { root: root.to_path_buf(), journal, snapshots, outcomes })
     }
 

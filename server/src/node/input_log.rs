@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, Sender};
+use crossbeam::channel::Receiver;
 use tally_engine::pipeline::{Command, Durability, InputLog, Watermarks};
 use tally_journal::Journal;
 
@@ -22,8 +22,6 @@ pub struct JournalInputLog {
     payload: Vec<u8>,
     /// `appended` is the last sequence appended (durable or not), also for status.
     watermarks: Watermarks,
-    /// Sequences of appended requests, for the outcome log (see `OutcomeFile`).
-    sequences: Sender<u64>,
     /// Snapshots written by the snapshotter: recorded in the manifest, and the segments
     /// the oldest kept one covers may go.
     retained_from: Option<Receiver<Written>>,
@@ -36,7 +34,6 @@ impl JournalInputLog {
     /// `replicated` is the watermark the replication stage advances as standbys acknowledge.
     pub fn new(
         journal: Journal,
-        sequences: Sender<u64>,
         retained_from: Option<Receiver<Written>>,
         replicated: Arc<AtomicU64>,
         halted: Arc<std::sync::atomic::AtomicBool>,
@@ -48,7 +45,6 @@ impl JournalInputLog {
             journal: Some(journal),
             payload: Vec::new(),
             watermarks,
-            sequences,
             retained_from,
             last_flush: Instant::now(),
             epoch,
@@ -92,10 +88,6 @@ impl InputLog for JournalInputLog {
         match journal.append(self.epoch, timestamp, command.operation() as u8, &self.payload) {
             Ok(sequence) => {
                 self.watermarks.appended.store(sequence, Ordering::Release);
-                if matches!(command, Command::Request(_)) {
-                    // The outcome log may have stopped; the journal does not depend on it.
-                    let _ = self.sequences.send(sequence);
-                }
                 sequence
             }
             // The input would be applied without being journaled, and the state would no
