@@ -39,6 +39,7 @@ use tally_engine::pipeline::{Durability, Wait};
 use crate::error::NodeError;
 use crate::gateway;
 use crate::node::{Node, NodeConfig};
+use tally_sinks::postgres::PostgresConfig;
 use crate::signals;
 
 #[derive(Parser)]
@@ -108,6 +109,15 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     cluster: replica::ClusterArgs,
+    /// Settle every committed transfer into PostgreSQL (`postgres://USER@HOST:PORT/DB`):
+    /// transfers, postings, balances and the sink's watermark, exactly once, in the schema
+    /// `--settlement-schema`. The node never waits for it; an unreachable database only
+    /// makes it lag.
+    #[arg(long, value_name = "URL")]
+    settlement: Option<String>,
+    /// The schema the settlement tables live in (created and migrated by the sink).
+    #[arg(long, default_value = tally_sinks::postgres::SCHEMA_DEFAULT, value_name = "NAME")]
+    settlement_schema: String,
 }
 
 #[derive(Args)]
@@ -277,7 +287,13 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
     let listener = TcpListener::bind(args.listen)
         .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
     let replication = args.cluster.replication(args.listen, args.node.durability)?;
-    let node = open_node(&NodeConfig { replication, ..node_config(&args.node) })?;
+    let settlement = args
+        .settlement
+        .as_deref()
+        .map(|url| PostgresConfig::new(url, &args.settlement_schema))
+        .transpose()
+        .map_err(CliError::Usage)?;
+    let node = open_node(&NodeConfig { replication, settlement, ..node_config(&args.node) })?;
     let address = listener.local_addr()?;
     if node.peers().role.kind() == crate::node::role::RoleKind::Primary {
         node.peers().role.set_primary(Some(address));

@@ -20,6 +20,7 @@ pub mod promote;
 mod recovery_messages;
 mod rejoin;
 mod replay;
+pub mod sinks;
 pub mod role;
 pub mod ship;
 mod snapshots;
@@ -45,6 +46,7 @@ use self::outcome_log::OutcomeStream;
 use self::peers::{LocalLog, PeerService};
 use self::role::{Role, RoleKind};
 use self::ship::Shipping;
+use self::sinks::Sinks;
 use self::snapshotter::{Snapshotter, SnapshotterConfig};
 pub use self::status::StatusSource;
 use crate::error::NodeError;
@@ -64,6 +66,8 @@ pub struct NodeConfig {
     pub journal_segment_bytes: usize,
     /// The replica set, when this node is part of one.
     pub replication: Option<ReplicationConfig>,
+    /// Settlement into PostgreSQL, when configured.
+    pub settlement: Option<tally_sinks::postgres::PostgresConfig>,
 }
 
 /// A node's place in a replica set.
@@ -89,6 +93,7 @@ impl NodeConfig {
             snapshot_interval: Some(SNAPSHOT_INTERVAL_DEFAULT),
             journal_segment_bytes: tally_journal::SEGMENT_BYTES_DEFAULT,
             replication: None,
+            settlement: None,
         }
     }
 }
@@ -108,6 +113,8 @@ pub struct Recovery {
 /// A running node: the pipeline over the recovered ledger. Dropping it stops the
 /// pipeline; [`Node::shutdown`] also hands the ledger back.
 pub struct Node {
+    /// Stopped first: they only read the outcome stream.
+    sinks: Sinks,
     /// Stopped first: it reads the journal the pipeline writes.
     snapshotter: Option<Snapshotter>,
     pipeline: Pipeline,
@@ -155,6 +162,7 @@ impl Node {
         outcomes.cap_at(journal.durable_mark());
         outcomes.publish_to(derived.register("outcomes", outcomes.last_sequence()));
         let outcomes_durable = outcomes.durable_mark();
+        let sinks = Sinks::start(config.settlement.as_ref(), &dirs.outcomes, &derived, &outcomes_durable)?;
         let recovery = Recovery {
             snapshot_sequence: restored.sequence,
             records_replayed,
@@ -214,6 +222,7 @@ impl Node {
             promoter: None,
         };
         Ok(Node {
+            sinks,
             snapshotter,
             pipeline,
             status,
@@ -260,6 +269,11 @@ impl Node {
     /// The durable marks of the derived stores (the outcome stream, each sink).
     pub fn derived(&self) -> DerivedMarks {
         self.derived.clone()
+    }
+
+    /// Each sink's name and counters.
+    pub fn sink_stats(&self) -> Vec<(&'static str, Arc<tally_sinks::sink::SinkStats>)> {
+        self.sinks.stats.clone()
     }
 
     /// Applies everything submitted, stops the pipeline, closes the journal, writes a

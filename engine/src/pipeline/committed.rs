@@ -21,43 +21,33 @@ pub struct Committed {
 /// same entries as the one written live.
 pub fn apply_collecting(ledger: &mut Ledger, timestamp: u64, command: &Command) -> (Option<Reply>, Committed) {
     let mut committed = Committed::default();
-    let reply = match command {
-        Command::Tick => {
-            ledger.tick_collecting(timestamp, &mut committed.expired);
-            let mut pendings = Vec::with_capacity(committed.expired.len());
-            ledger.lookup_transfers(&committed.expired, &mut pendings);
-            touched_accounts(ledger, &pendings, &mut committed.accounts);
-            return (None, committed);
-        }
-        Command::Request(request) => apply(ledger, timestamp, command).map(|reply| (request, reply)),
-    };
-    let Some((request, reply)) = reply else { return (None, committed) };
-    match (request, &reply) {
-        (Request::CreateTransfers(events), Reply::CreateTransfers(results)) => {
+    let reply = ledger.collect_expired(&mut committed.expired, |ledger| apply(ledger, timestamp, command));
+    let mut touched = Vec::new();
+    if !committed.expired.is_empty() {
+        let mut pendings = Vec::with_capacity(committed.expired.len());
+        ledger.lookup_transfers(&committed.expired, &mut pendings);
+        touched.extend(pendings.iter().flat_map(|pending| [pending.debit_account_id, pending.credit_account_id]));
+    }
+    match (command, &reply) {
+        (Command::Request(Request::CreateTransfers(events)), Some(Reply::CreateTransfers(results))) => {
             let ids: Vec<u128> = created(results).map(|index| events[index].id).collect();
             ledger.lookup_transfers(&ids, &mut committed.transfers);
-            touched_accounts(ledger, &committed.transfers, &mut committed.accounts);
+            let sides = committed.transfers.iter().flat_map(|transfer| [transfer.debit_account_id, transfer.credit_account_id]);
+            touched.extend(sides);
         }
-        (Request::CreateAccounts(events), Reply::CreateAccounts(results)) => {
-            let ids: Vec<u128> = created(results).map(|index| events[index].id).collect();
-            ledger.lookup_accounts(&ids, &mut committed.accounts);
+        (Command::Request(Request::CreateAccounts(events)), Some(Reply::CreateAccounts(results))) => {
+            touched.extend(created(results).map(|index| events[index].id));
         }
         _ => {}
     }
-    (Some(reply), committed)
+    touched.sort_unstable();
+    touched.dedup();
+    ledger.lookup_accounts(&touched, &mut committed.accounts);
+    (reply, committed)
 }
 
 /// Indices of the events that were created (not those that already existed or failed).
 fn created(results: &[tally_codecs::EventResult]) -> impl Iterator<Item = usize> + '_ {
     let created = ResultCode::Created as u32;
     results.iter().enumerate().filter(move |(_, result)| result.status == created).map(|(index, _)| index)
-}
-
-/// The accounts on either side of `transfers`, each once, as they are now.
-fn touched_accounts(ledger: &Ledger, transfers: &[Transfer], accounts: &mut Vec<Account>) {
-    let mut ids: Vec<u128> =
-        transfers.iter().flat_map(|transfer| [transfer.debit_account_id, transfer.credit_account_id]).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ledger.lookup_accounts(&ids, accounts);
 }
