@@ -32,7 +32,8 @@ pub fn apply_collecting(ledger: &mut Ledger, timestamp: u64, command: &Command) 
         (Command::Request(Request::CreateTransfers(events)), Some(Reply::CreateTransfers(results))) => {
             let ids: Vec<u128> = created(results).map(|index| events[index].id).collect();
             ledger.lookup_transfers(&ids, &mut committed.transfers);
-            let sides = committed.transfers.iter().flat_map(|transfer| [transfer.debit_account_id, transfer.credit_account_id]);
+            let sides =
+                committed.transfers.iter().flat_map(|transfer| [transfer.debit_account_id, transfer.credit_account_id]);
             touched.extend(sides);
         }
         (Command::Request(Request::CreateAccounts(events)), Some(Reply::CreateAccounts(results))) => {
