@@ -292,3 +292,20 @@ impl Rows {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_outside_the_safe_set_are_refused() {
+        let url = "postgres://root@127.0.0.1:5432/test";
+        assert!(PostgresConfig::new(url, "tally").is_ok());
+        assert!(PostgresConfig::new(url, "tally_test_2").is_ok());
+        let too_long = "a".repeat(64);
+        for bad in ["", "Tally", "1tally", "tally; DROP TABLE x", "tally.x", "tal-ly", "\"t\"", too_long.as_str()] {
+            assert!(PostgresConfig::new(url, bad).is_err(), "{bad:?} is refused");
+        }
+        assert!(PostgresConfig::new("mysql://x", "tally").is_err(), "only postgres URLs");
+    }
+}

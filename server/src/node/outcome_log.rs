@@ -141,7 +141,7 @@ impl<S: Storage> OutcomeStream<S> {
         if !self.healthy {
             return;
         }
-        if self.last_sequence != 0 && sequence != self.last_sequence + 1 {
+        if sequence != self.last_sequence + 1 {
             eprintln!(
                 "tally: outcome stream gap: entries {} to {} cannot be rebuilt (a checkpoint covers them and the \
                  stream did not hold them); sinks stop at the gap",
