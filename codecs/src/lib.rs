@@ -13,6 +13,7 @@ pub mod filter;
 pub mod flags;
 pub mod json;
 pub mod operation;
+pub mod outcome;
 pub mod payload;
 pub mod records;
 pub mod result;

@@ -31,6 +31,7 @@ impl Clone for Ledger {
             hash_sum,
             undo,
             recording,
+            expired_log,
         } = self;
         Ledger {
             accounts: accounts.clone(),
@@ -50,6 +51,7 @@ impl Clone for Ledger {
             hash_sum: *hash_sum,
             undo: undo.clone(),
             recording: *recording,
+            expired_log: expired_log.clone(),
         }
     }
 
@@ -72,6 +74,7 @@ impl Clone for Ledger {
             hash_sum,
             undo,
             recording,
+            expired_log,
         } = self;
         accounts.clone_from(&source.accounts);
         balance_keys.clone_from(&source.balance_keys);
@@ -88,6 +91,7 @@ impl Clone for Ledger {
         failed_transfers.clone_from(&source.failed_transfers);
         *last_timestamp = source.last_timestamp;
         *hash_sum = source.hash_sum;
+        expired_log.clone_from(&source.expired_log);
         undo.clone_from(&source.undo);
         *recording = source.recording;
     }

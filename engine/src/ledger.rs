@@ -100,6 +100,9 @@ pub struct Ledger {
     pub(crate) hash_sum: u128,
     pub(crate) undo: Vec<Undo>,
     pub(crate) recording: bool,
+    /// While [`Ledger::collect_expired`] runs: the ids of the pending transfers expired.
+    /// Not part of the state (nor of its hash or image).
+    pub(crate) expired_log: Option<Vec<u128>>,
 }
 
 impl Default for Ledger {
@@ -144,6 +147,7 @@ impl Ledger {
             hash_sum: 0,
             undo: Vec::new(),
             recording: false,
+            expired_log: None,
         }
     }
 

@@ -78,6 +78,9 @@ impl Ledger {
             let debits = release(Balances::of(&self.accounts[debit as usize]), &pending, Side::Debit);
             let credits = release(Balances::of(&self.accounts[credit as usize]), &pending, Side::Credit);
             self.set_pending_status(pending_index, PendingStatus::Expired);
+            if let Some(expired) = self.expired_log.as_mut() {
+                expired.push(pending.id);
+            }
             self.finish_release(&pending, debit, credit, debits, credits, true);
             self.push_history(debit, pending_index, timestamp);
             self.push_history(credit, pending_index, timestamp);
@@ -93,6 +96,16 @@ impl Ledger {
     pub fn tick(&mut self, timestamp: u64) {
         let now = self.begin_batch(timestamp, 1);
         self.expire_due(now);
+    }
+
+    /// Runs `apply` on the ledger and appends to `expired` the ids of the pending
+    /// transfers that expire meanwhile (by a tick, or between the events of a batch), in
+    /// the order they expire (for the outcome stream).
+    pub fn collect_expired<R>(&mut self, expired: &mut Vec<u128>, apply: impl FnOnce(&mut Ledger) -> R) -> R {
+        self.expired_log = Some(std::mem::take(expired));
+        let result = apply(self);
+        *expired = self.expired_log.take().unwrap_or_default();
+        result
     }
 
     /// Writes the released balances back; a void or an expiry of a closing transfer

@@ -8,7 +8,8 @@ use tally_codecs::wire::{Reply, Request};
 use tally_codecs::{Account, ResultCode, Transfer};
 use tally_engine::Ledger;
 use tally_engine::pipeline::{
-    Command, Durability, InputLog, OutcomeLog, Pipeline, PipelineConfig, ReplyTo, SubmitError, Wait, Watermarks, apply,
+    Command, Committed, Durability, InputLog, OutcomeLog, Pipeline, PipelineConfig, ReplyTo, SubmitError, Wait,
+    Watermarks, apply,
 };
 
 /// Records what the journal stage was given, and how often it was asked to commit.
@@ -69,12 +70,16 @@ impl InputLog for DelayedFlushLog {
     }
 }
 
+/// Counts the requests' outcomes and keeps every sequence the outcome log is handed.
 #[derive(Clone, Default)]
-struct CountingOutcomes(Arc<Mutex<u64>>);
+struct CountingOutcomes(Arc<Mutex<u64>>, Arc<Mutex<Vec<u64>>>);
 
 impl OutcomeLog for CountingOutcomes {
-    fn record(&mut self, _: u64, _: &Command, _: &Reply) {
-        *self.0.lock().unwrap() += 1;
+    fn record(&mut self, sequence: u64, _: u64, command: &Command, _: Option<&Reply>, _: &Committed) {
+        if matches!(command, Command::Request(_)) {
+            *self.0.lock().unwrap() += 1;
+        }
+        self.1.lock().unwrap().push(sequence);
     }
 
     fn end_of_batch(&mut self) {}
@@ -127,7 +132,11 @@ fn pipeline_applies_journals_and_replies_in_order() {
         let ledger = pipeline.shutdown();
         assert_eq!(stats.state_hash(), ledger.state_hash());
         assert!(*log.commits.lock().unwrap() > 0);
-        assert_eq!(*outcomes.0.lock().unwrap(), 3, "every request's outcome is logged, ticks are not");
+        assert_eq!(*outcomes.0.lock().unwrap(), 2, "every mutation's outcome is logged, queries' are not");
+        let sequences = outcomes.1.lock().unwrap().clone();
+        let expected: Vec<u64> = (1..=sequences.len() as u64).collect();
+        assert_eq!(sequences, expected, "the outcome log sees every journal sequence, ticks included, in order");
+        assert_eq!(sequences.len(), log.inputs.lock().unwrap().len(), "one outcome per journaled input");
 
         // The journal alone rebuilds the same state: the state is a function of the inputs.
         let mut replayed = Ledger::new();

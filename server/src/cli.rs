@@ -42,8 +42,10 @@ use tally_engine::pipeline::{Durability, Wait};
 
 use crate::error::NodeError;
 use crate::gateway;
+use crate::metrics::{MetricsServer, MetricsSource};
 use crate::node::{Node, NodeConfig};
 use crate::signals;
+use tally_sinks::postgres::PostgresConfig;
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Tally: an in-memory double-entry ledger engine")]
@@ -121,6 +123,18 @@ struct ServeArgs {
     /// if they match the hash chain on both sides. Without it such a node refuses to start.
     #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',')]
     repair_from: Vec<SocketAddr>,
+    /// Settle every committed transfer into PostgreSQL (`postgres://USER@HOST:PORT/DB`):
+    /// transfers, postings, balances and the sink's watermark, exactly once, in the schema
+    /// `--settlement-schema`. The node never waits for it; an unreachable database only
+    /// makes it lag.
+    #[arg(long, value_name = "URL")]
+    settlement: Option<String>,
+    /// The schema the settlement tables live in (created and migrated by the sink).
+    #[arg(long, default_value = tally_sinks::postgres::SCHEMA_DEFAULT, value_name = "NAME")]
+    settlement_schema: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (and /health); off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -296,17 +310,33 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
             "--repair-from fetches from peers of the replica set: it needs --cluster-secret-file".into(),
         ));
     }
-    let node =
-        open_node(&NodeConfig { replication, repair_from: args.repair_from.clone(), ..node_config(&args.node) })?;
+    let settlement = args
+        .settlement
+        .as_deref()
+        .map(|url| PostgresConfig::new(url, &args.settlement_schema))
+        .transpose()
+        .map_err(CliError::Usage)?;
+    let node = open_node(&NodeConfig {
+        replication,
+        repair_from: args.repair_from.clone(),
+        settlement,
+        ..node_config(&args.node)
+    })?;
     let address = listener.local_addr()?;
     if node.peers().role.kind() == crate::node::role::RoleKind::Primary {
         node.peers().role.set_primary(Some(address));
+    }
+    let metrics = args.metrics.map(|address| MetricsServer::start(address, MetricsSource::of(&node))).transpose();
+    let metrics = metrics.map_err(|error| CliError::Usage(format!("cannot serve metrics: {error}")))?;
+    if let Some(metrics) = &metrics {
+        eprintln!("tally: metrics at http://{}/metrics", metrics.address);
     }
     signals::install()?;
     eprintln!("tally: listening on {address} (durability {}, wait {})", args.node.durability, args.node.wait);
     let status = std::sync::Arc::new(std::sync::RwLock::new(node.status()));
     let frontend = gateway::Frontend { status, peers: node.peers() };
     gateway::serve(&listener, &frontend, signals::stop_requested)?;
+    drop(metrics);
     eprintln!("tally: stopping: applying what was submitted, then writing a snapshot");
     let ledger = node.shutdown();
     eprintln!("tally: stopped cleanly, state hash {:#034x}", ledger.state_hash());

@@ -5,7 +5,7 @@
 //! ```text
 //! DIR/journal/     the journal segments (the inputs; the source of truth)
 //! DIR/snapshots/   snapshot files
-//! DIR/events/      outcomes.log, the derived log of every mutation's results
+//! DIR/outcomes/    the outcome stream: one entry per journal sequence, for sinks
 //! DIR/LOCK         locked while a node has the directory open
 //! DIR/EPOCH        the epoch and role this node last acted in (see `role`)
 //! ```
@@ -25,6 +25,7 @@ pub mod repair;
 mod replay;
 pub mod role;
 pub mod ship;
+pub mod sinks;
 mod snapshots;
 pub mod standby;
 mod status;
@@ -38,16 +39,17 @@ use std::time::{Duration, Instant};
 
 use tally_engine::Ledger;
 use tally_engine::pipeline::{Durability, Pipeline, PipelineConfig, Submitter, Wait, checkpoint_channel};
-use tally_journal::{Journal, JournalConfig, SnapshotStore};
+use tally_journal::{FileStorage, FlushMethod, Journal, JournalConfig, SnapshotStore};
 use tally_replication::{ClusterKey, Primary};
 
 use self::checkpoints::{CheckpointWriter, Checkpointing};
 use self::derived::DerivedMarks;
 use self::input_log::JournalInputLog;
-use self::outcome_log::OutcomeFile;
+use self::outcome_log::OutcomeStream;
 use self::peers::{LocalLog, PeerService};
 use self::role::{Role, RoleKind};
 use self::ship::Shipping;
+use self::sinks::Sinks;
 pub use self::status::StatusSource;
 use crate::error::NodeError;
 
@@ -69,6 +71,8 @@ pub struct NodeConfig {
     /// Peers to fetch damaged journal records from at start-up (`--repair-from`); needs
     /// `replication` for the cluster secret.
     pub repair_from: Vec<SocketAddr>,
+    /// Settlement into PostgreSQL, when configured.
+    pub settlement: Option<tally_sinks::postgres::PostgresConfig>,
 }
 
 /// A node's place in a replica set.
@@ -95,6 +99,7 @@ impl NodeConfig {
             journal_segment_bytes: tally_journal::SEGMENT_BYTES_DEFAULT,
             replication: None,
             repair_from: Vec::new(),
+            settlement: None,
         }
     }
 }
@@ -114,11 +119,15 @@ pub struct Recovery {
 /// A running node: the pipeline over the recovered ledger. Dropping it stops the
 /// pipeline; [`Node::shutdown`] also hands the ledger back.
 pub struct Node {
+    /// Stopped first: they only read the outcome stream.
+    sinks: Sinks,
     /// Stopped first: it waits on the business-logic thread for copies.
     checkpoints: Option<Checkpointing>,
     pipeline: Pipeline,
     status: StatusSource,
     recovery: Recovery,
+    /// Durable marks of the stores derived from the journal (the outcome stream):
+    /// checkpoints and journal retention wait on the lowest.
     derived: DerivedMarks,
     peers: PeerService,
     shipping: Option<Arc<Shipping>>,
@@ -157,10 +166,16 @@ impl Node {
         };
         let (journal, report) =
             open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes, repair_source.as_ref())?;
-        let (sequences, sequences_received) = crossbeam::channel::unbounded();
-        let mut outcomes = OutcomeFile::open(&dirs.outcomes, report.last_sequence, sequences_received)?;
+        let outcome_storage = FileStorage::new(&dirs.outcomes, FlushMethod::Fdatasync)?;
+        let segment_bytes = tally_sinks::stream::SEGMENT_BYTES_DEFAULT;
+        let mut outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
         let mut ledger = restored.ledger;
         let records_replayed = replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes)?;
+        let derived = DerivedMarks::new();
+        outcomes.cap_at(journal.durable_mark());
+        outcomes.publish_to(derived.register("outcomes", outcomes.last_sequence()));
+        let outcomes_durable = outcomes.durable_mark();
+        let sinks = Sinks::start(config.settlement.as_ref(), &dirs.outcomes, &outcomes_durable)?;
         let recovery = Recovery {
             snapshot_sequence: restored.sequence,
             records_replayed,
@@ -169,7 +184,6 @@ impl Node {
         };
 
         let durable_sequence = journal.durable_mark();
-        let derived = DerivedMarks::new();
         let (retained_sender, retained_from) = crossbeam::channel::unbounded();
         let (checkpoint_taker, checkpoint_requests) = checkpoint_channel();
         let replicated = Arc::new(AtomicU64::new(0));
@@ -177,7 +191,6 @@ impl Node {
         let visible_limit = visible.clone();
         let input_log = JournalInputLog::new(
             journal,
-            sequences,
             Some(retained_from),
             derived.clone(),
             replicated.clone(),
@@ -223,7 +236,7 @@ impl Node {
             log: Arc::new(RwLock::new(log.clone())),
             promoter: None,
         };
-        Ok(Node { checkpoints, pipeline, status, recovery, derived, peers, shipping, log, _lock: lock })
+        Ok(Node { sinks, checkpoints, pipeline, status, recovery, derived, peers, shipping, log, _lock: lock })
     }
 
     /// A handle for submitting requests: [`Submitter::execute`] is the blocking,
@@ -259,6 +272,11 @@ impl Node {
     /// checkpoints and journal retention wait on the lowest.
     pub fn derived_marks(&self) -> DerivedMarks {
         self.derived.clone()
+    }
+
+    /// Each sink's name and counters.
+    pub fn sink_stats(&self) -> Vec<(&'static str, Arc<tally_sinks::sink::SinkStats>)> {
+        self.sinks.stats.clone()
     }
 
     /// Applies everything submitted, stops the pipeline, closes the journal, writes a
@@ -333,11 +351,10 @@ impl DataDir {
     fn create(root: &Path) -> Result<DataDir, NodeError> {
         let journal = root.join("journal");
         let snapshots = root.join("snapshots");
-        let events = root.join("events");
-        for dir in [&journal, &snapshots, &events] {
+        let outcomes = root.join("outcomes");
+        for dir in [&journal, &snapshots, &outcomes] {
             std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir { path: dir.clone(), source })?;
         }
-        let outcomes = events.join("outcomes.log");
         Ok(DataDir { root: root.to_path_buf(), journal, snapshots, outcomes })
     }
 

@@ -1,2 +1,6 @@
-//! tally-sinks: settlement and observability publishers that tail the event log. Its
-//! issue has not been taken yet; see docs/design.md for the plan.
+//! tally-sinks: the outcome stream's reader and the publishers that tail it from their
+//! own durable watermarks (settlement in PostgreSQL; see docs/design.md, "Sinks").
+
+pub mod postgres;
+pub mod sink;
+pub mod stream;

@@ -22,6 +22,7 @@
 
 mod checkpoint;
 mod command;
+mod committed;
 mod doorbell;
 mod gate;
 mod sequencer;
@@ -40,6 +41,7 @@ use crate::Ledger;
 
 pub use checkpoint::{CheckpointRequests, CheckpointTaker, StateCopy, checkpoint_channel};
 pub use command::{Command, apply};
+pub use committed::{Committed, apply_collecting};
 pub use gate::{Durability, REPLICAS_MAX, Watermarks};
 pub use wait::Wait;
 
@@ -97,7 +99,16 @@ pub trait ReplyTo: Send + Sync + 'static {
 /// The derived log of outcomes, supplied by the server; called on its own thread, after
 /// the business logic, so a slow log can only lag, never slow the ledger down.
 pub trait OutcomeLog: Send + 'static {
-    fn record(&mut self, timestamp: u64, command: &Command, reply: &Reply);
+    /// One applied mutation, in journal order with no sequence missing: a tick has no
+    /// reply, every request has one.
+    fn record(
+        &mut self,
+        sequence: u64,
+        timestamp: u64,
+        command: &Command,
+        reply: Option<&Reply>,
+        committed: &Committed,
+    );
     fn end_of_batch(&mut self);
 }
 

@@ -7,10 +7,11 @@ use crossbeam::channel::Sender;
 use disruptor::{ProcessorSettings, Producer, Sequence, SingleConsumerBarrier, SingleProducer, build_single_producer};
 use tally_codecs::wire::Reply;
 
+use super::committed::{Committed, apply_collecting};
 use super::doorbell;
 use super::gate::Gate;
 use super::wait::backoff;
-use super::{Command, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo, apply};
+use super::{Command, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo};
 use crate::Ledger;
 
 /// A slot of the input ring. The sequencer fills it through `&mut`; the stages after it
@@ -36,18 +37,30 @@ impl InputSlot {
     }
 }
 
-/// A slot of the output ring: the input, its reply, and where the reply goes.
+/// A slot of the output ring: the input, its reply, where the reply goes, and for a
+/// mutation (ticks included) its journal sequence and what it committed.
 pub(crate) struct OutputSlot {
     timestamp: u64,
+    /// 0 for a query.
+    sequence: u64,
     request_id: u64,
     command: Command,
     reply: Option<Reply>,
     reply_to: Option<Arc<dyn ReplyTo>>,
+    committed: Committed,
 }
 
 impl OutputSlot {
     fn empty() -> OutputSlot {
-        OutputSlot { timestamp: 0, request_id: 0, command: Command::Tick, reply: None, reply_to: None }
+        OutputSlot {
+            timestamp: 0,
+            sequence: 0,
+            request_id: 0,
+            command: Command::Tick,
+            reply: None,
+            reply_to: None,
+            committed: Committed::default(),
+        }
     }
 }
 
@@ -123,8 +136,16 @@ impl Stages {
             })
             .thread_name("outcome-log")
             .handle_events_with(move |slot: &OutputSlot, _: Sequence, end_of_batch: bool| {
-                if let Some(reply) = &slot.reply {
-                    outcome_log.record(slot.timestamp, &slot.command, reply);
+                // Every journal sequence reaches the outcome log, ticks included: the
+                // stream it writes is gapless by sequence.
+                if slot.sequence != 0 {
+                    outcome_log.record(
+                        slot.sequence,
+                        slot.timestamp,
+                        &slot.command,
+                        slot.reply.as_ref(),
+                        &slot.committed,
+                    );
                 }
                 if end_of_batch {
                     outcome_log.end_of_batch();
@@ -166,11 +187,11 @@ impl Stages {
                 // policy's watermark has passed it. Refused only when the pipeline stops.
                 if gate.wait_for(sequence) {
                     events += command.events() as u64;
-                    let reply = apply(&mut home.ledger, slot.timestamp, &command);
-                    if reply.is_some() {
+                    let (reply, committed) = apply_collecting(&mut home.ledger, slot.timestamp, &command);
+                    if reply.is_some() || sequence != 0 {
                         let (timestamp, request_id) = (slot.timestamp, slot.request_id);
                         publish(&mut output, |out: &mut OutputSlot| {
-                            *out = OutputSlot { timestamp, request_id, command, reply, reply_to };
+                            *out = OutputSlot { timestamp, sequence, request_id, command, reply, reply_to, committed };
                         });
                     }
                     inputs += 1;

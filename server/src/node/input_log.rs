@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, Sender};
+use crossbeam::channel::Receiver;
 use tally_engine::pipeline::{Command, Durability, InputLog, Watermarks};
 use tally_journal::Journal;
 
@@ -23,8 +23,6 @@ pub struct JournalInputLog {
     payload: Vec<u8>,
     /// `appended` is the last sequence appended (durable or not), also for status.
     watermarks: Watermarks,
-    /// Sequences of appended requests, for the outcome log (see `OutcomeFile`).
-    sequences: Sender<u64>,
     /// Checkpoints that became the recovery point: recorded in the manifest, and the
     /// segments below both the oldest kept one and every derived store's mark may go.
     retained_from: Option<Receiver<Written>>,
@@ -38,7 +36,6 @@ impl JournalInputLog {
     /// `replicated` is the watermark the replication stage advances as standbys acknowledge.
     pub fn new(
         journal: Journal,
-        sequences: Sender<u64>,
         retained_from: Option<Receiver<Written>>,
         derived: DerivedMarks,
         replicated: Arc<AtomicU64>,
@@ -51,7 +48,6 @@ impl JournalInputLog {
             journal: Some(journal),
             payload: Vec::new(),
             watermarks,
-            sequences,
             retained_from,
             derived,
             last_flush: Instant::now(),
@@ -97,10 +93,6 @@ impl InputLog for JournalInputLog {
         match journal.append(self.epoch, timestamp, command.operation() as u8, &self.payload) {
             Ok(sequence) => {
                 self.watermarks.appended.store(sequence, Ordering::Release);
-                if matches!(command, Command::Request(_)) {
-                    // The outcome log may have stopped; the journal does not depend on it.
-                    let _ = self.sequences.send(sequence);
-                }
                 sequence
             }
             // The input would be applied without being journaled, and the state would no
@@ -165,10 +157,9 @@ mod tests {
         let derived = DerivedMarks::new();
         let history = derived.register("history", 0);
         let (retained_to, retained_from) = crossbeam::channel::unbounded();
-        let (sequences, _sequences) = crossbeam::channel::unbounded();
         let replicated = Arc::new(AtomicU64::new(0));
         let halted = Arc::new(AtomicBool::new(false));
-        let mut log = JournalInputLog::new(journal, sequences, Some(retained_from), derived, replicated, halted, 1);
+        let mut log = JournalInputLog::new(journal, Some(retained_from), derived, replicated, halted, 1);
         let mut last = 0;
         for timestamp in 1..=400 {
             last = log.append(timestamp, &Command::Tick);

@@ -1,238 +1,268 @@
-//! The outcome log: `DIR/events/outcomes.log`, the result of every applied mutation, in
-//! journal order, for sinks to tail. It is derived from the journal and rebuilt from it on
-//! start, so it is written through a buffer and never synced: a crash loses only a tail
-//! that the next start's replay writes again.
+//! The outcome stream's writer: `DIR/outcomes/`, one entry per journal sequence (ticks
+//! included) with the input's records, their results and what the ledger committed, in
+//! checksummed entries in segment files (format: `tally_codecs::outcome`; segments and the
+//! reader: `tally_sinks::stream`). Sinks tail it from their own watermarks.
 //!
-//! Record layout (little-endian): an [`OutcomeHeader`] of 32 bytes, then `count`
-//! [`EventResult`]s of 16 bytes. The checksum is CRC32C over the header (checksum zeroed)
-//! and the results, so a torn tail is recognised and cut.
+//! Durability: entries are written at each batch of the output ring and synced once per
+//! batch (group commit on the outcome thread, never on the business-logic thread); the
+//! durable mark moves only after the sync. The stream is derived from the journal: at
+//! start it is cut after its last whole, consecutive entry that the journal still holds,
+//! and replay writes what follows. A checkpoint must not cover sequences the stream does
+//! not hold durably (the mark is registered with `derived::DerivedMarks`), or those
+//! entries could never be rebuilt; when that happens anyway the writer says so loudly and
+//! readers stop at the gap.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytemuck::{Pod, Zeroable};
-use crossbeam::channel::Receiver;
-use tally_codecs::EventResult;
-use tally_codecs::wire::{EVENTS_PER_REQUEST_MAX, Reply};
-use tally_engine::pipeline::{Command, OutcomeLog};
+use tally_codecs::outcome::{OutcomeParts, encode_outcome};
+use tally_codecs::wire::{Reply, Request};
+use tally_engine::pipeline::{Command, Committed, OutcomeLog};
+use tally_journal::{SegmentFile, Storage};
+use tally_sinks::stream::{scan_segment, segment_name, segments};
 
 use crate::error::NodeError;
 
-/// "TOUT" as a little-endian u32.
-const OUTCOME_MAGIC: u32 = u32::from_le_bytes(*b"TOUT");
-/// Buffered bytes before a write reaches the file: a few full batches of results.
-const WRITE_BUFFER_BYTES: usize = 1 << 20;
+/// Zeros written per call when a damaged tail is wiped at open.
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-struct OutcomeHeader {
-    magic: u32,
-    operation: u8,
-    reserved: [u8; 3],
-    count: u32,
-    checksum: u32,
-    /// The journal sequence of the input.
-    sequence: u64,
-    /// The input's timestamp as the sequencer assigned it.
-    timestamp: u64,
-}
-
-const _: () = assert!(size_of::<OutcomeHeader>() == 32);
-
-impl OutcomeHeader {
-    fn checksum(&self, results: &[u8]) -> u32 {
-        let zeroed = OutcomeHeader { checksum: 0, ..*self };
-        crc32c::crc32c_append(crc32c::crc32c(bytemuck::bytes_of(&zeroed)), results)
-    }
-}
-
-/// The writer of the outcome log.
-pub struct OutcomeFile {
-    path: PathBuf,
-    /// `None` after a write failed: the log then stops, and the next start rebuilds it.
-    writer: Option<BufWriter<File>>,
-    /// The last sequence written; replay writes only what follows it.
+/// The writer of the outcome stream.
+pub struct OutcomeStream<S: Storage> {
+    storage: S,
+    segment_bytes: usize,
+    /// The segment being written, and the offset of its next entry; `None` before the
+    /// first entry of a new stream.
+    segment: Option<(S::Segment, usize)>,
+    /// Where the writes since the last sync start in the open segment.
+    unsynced_from: usize,
+    /// The entry being encoded (reused).
+    buffer: Vec<u8>,
+    /// The last sequence written (synced or not).
     last_sequence: u64,
-    /// Journal sequences of the requests the journal stage appended, in order: the
-    /// pipeline hands this stage only timestamps, commands and replies.
-    sequences: Receiver<u64>,
+    /// The last sequence synced and journaled durably; sinks read up to here.
+    durable: Arc<AtomicU64>,
+    /// The journal's durable mark: under `none` durability the business logic runs ahead
+    /// of the journal's flush, and an entry whose input a crash could still take away
+    /// must not be handed to a sink.
+    journal_durable: Option<Arc<AtomicU64>>,
+    /// `false` after a write or sync failed: the stream stops, and the next start
+    /// rebuilds it from the journal.
+    healthy: bool,
 }
 
-impl OutcomeFile {
-    /// Opens the log, keeping its valid records up to `journal_last_sequence` and cutting
-    /// whatever follows (a torn tail, or records of inputs the journal no longer holds).
-    pub fn open(path: &Path, journal_last_sequence: u64, sequences: Receiver<u64>) -> Result<OutcomeFile, NodeError> {
-        let io = |source| NodeError::Io { path: path.to_path_buf(), source };
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
-        let (valid_bytes, last_sequence) = scan(&mut file, journal_last_sequence).map_err(io)?;
-        file.set_len(valid_bytes).map_err(io)?;
-        file.seek(SeekFrom::Start(valid_bytes)).map_err(io)?;
-        let writer = Some(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file));
-        Ok(OutcomeFile { path: path.to_path_buf(), writer, last_sequence, sequences })
+impl<S: Storage> OutcomeStream<S> {
+    /// Opens the stream, keeping its whole, consecutive entries up to
+    /// `journal_last_sequence` and wiping whatever follows (a torn tail, or entries of
+    /// inputs the journal lost).
+    pub fn open(storage: S, segment_bytes: usize, journal_last_sequence: u64) -> Result<OutcomeStream<S>, NodeError> {
+        let io = |source| NodeError::Io { path: storage.path_of(""), source };
+        let mut found = segments(&storage).map_err(io)?.into_iter();
+        let mut previous: Option<u64> = None;
+        let mut open: Option<(S::Segment, usize)> = None;
+        let mut cut = false;
+        for (first, name) in found.by_ref() {
+            let expected_first = previous.map_or(first, |previous| previous + 1);
+            if first != expected_first || first > journal_last_sequence {
+                storage.remove(&name).map_err(io)?;
+                cut = true;
+                break;
+            }
+            let mut segment = storage.open(&name, true).map_err(io)?;
+            let end = scan_segment(segment.bytes(), previous, journal_last_sequence);
+            if end.damaged_tail {
+                wipe(&mut segment, end.valid_bytes).map_err(io)?;
+            }
+            previous = end.last.map(|header| header.sequence).or(previous);
+            open = Some((segment, end.valid_bytes));
+            if end.damaged_tail || end.last.is_none() {
+                cut = true;
+                break;
+            }
+        }
+        // Segments after a cut hold entries that no longer follow on.
+        for (_, name) in found {
+            storage.remove(&name).map_err(io)?;
+        }
+        if cut {
+            storage.sync_dir().map_err(io)?;
+        }
+        let last_sequence = previous.unwrap_or(0);
+        let unsynced_from = open.as_ref().map_or(0, |(_, offset)| *offset);
+        Ok(OutcomeStream {
+            storage,
+            segment_bytes,
+            segment: open,
+            unsynced_from,
+            buffer: Vec::new(),
+            last_sequence,
+            durable: Arc::new(AtomicU64::new(last_sequence)),
+            journal_durable: None,
+            healthy: true,
+        })
     }
 
-    /// Records the outcome of the journal record `sequence` during replay, unless the log
+    /// The last sequence the stream holds.
+    pub fn last_sequence(&self) -> u64 {
+        self.last_sequence
+    }
+
+    /// The last sequence the stream holds durably: readers stop there.
+    pub fn durable_mark(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.durable)
+    }
+
+    /// Holds the durable mark at or below the journal's durable mark from now on.
+    pub fn cap_at(&mut self, journal_durable: Arc<AtomicU64>) {
+        self.journal_durable = Some(journal_durable);
+    }
+
+    /// Where the durable mark is published as well (the derived-stores registry).
+    pub fn publish_to(&mut self, mark: Arc<AtomicU64>) {
+        mark.fetch_max(self.durable.load(Ordering::Acquire), Ordering::AcqRel);
+        self.durable = mark;
+    }
+
+    /// Writes the entry of the journal record `sequence` during replay, unless the stream
     /// already has it.
-    pub fn catch_up(&mut self, sequence: u64, timestamp: u64, reply: &Reply) {
+    pub fn catch_up(
+        &mut self,
+        sequence: u64,
+        timestamp: u64,
+        command: &Command,
+        reply: Option<&Reply>,
+        committed: &Committed,
+    ) {
         if sequence > self.last_sequence {
-            self.write(sequence, timestamp, reply);
+            self.add(sequence, timestamp, command, reply, committed);
         }
     }
 
-    fn write(&mut self, sequence: u64, timestamp: u64, reply: &Reply) {
-        let results = match reply {
-            Reply::CreateAccounts(results) | Reply::CreateTransfers(results) | Reply::UpsertLimitProfiles(results) => {
-                results
+    fn add(&mut self, sequence: u64, timestamp: u64, command: &Command, reply: Option<&Reply>, committed: &Committed) {
+        if !self.healthy {
+            return;
+        }
+        if sequence != self.last_sequence + 1 {
+            eprintln!(
+                "tally: outcome stream gap: entries {} to {} cannot be rebuilt (a checkpoint covers them and the \
+                 stream did not hold them); sinks stop at the gap",
+                self.last_sequence + 1,
+                sequence - 1
+            );
+        }
+        let (events, results): (&[u8], &[tally_codecs::EventResult]) = match (command, reply) {
+            (Command::Request(Request::CreateAccounts(events)), Some(Reply::CreateAccounts(results))) => {
+                (bytemuck::cast_slice(events), results)
             }
-            _ => return,
+            (Command::Request(Request::CreateTransfers(events)), Some(Reply::CreateTransfers(results))) => {
+                (bytemuck::cast_slice(events), results)
+            }
+            (Command::Request(Request::UpsertLimitProfiles(events)), Some(Reply::UpsertLimitProfiles(results))) => {
+                (bytemuck::cast_slice(events), results)
+            }
+            _ => (&[], &[]),
         };
-        let Some(writer) = self.writer.as_mut() else { return };
-        let bytes: &[u8] = bytemuck::cast_slice(results);
-        // A reply never holds more than EVENTS_PER_REQUEST_MAX results, so the count fits.
-        let count = u32::try_from(results.len()).unwrap_or(u32::MAX);
-        let mut header = OutcomeHeader {
-            magic: OUTCOME_MAGIC,
-            operation: reply.operation() as u8,
-            reserved: [0; 3],
-            count,
-            checksum: 0,
+        let parts = OutcomeParts {
             sequence,
             timestamp,
+            operation: command.operation(),
+            events,
+            results,
+            transfers: &committed.transfers,
+            accounts: &committed.accounts,
+            expired: &committed.expired,
         };
-        header.checksum = header.checksum(bytes);
-        let written = writer.write_all(bytemuck::bytes_of(&header)).and_then(|()| writer.write_all(bytes));
-        match written {
-            Ok(()) => self.last_sequence = sequence,
-            Err(error) => self.fail(&error),
+        self.buffer.clear();
+        encode_outcome(&parts, &mut self.buffer);
+        if let Err(error) = self.place(sequence) {
+            self.fail(&error);
+            return;
+        }
+        self.last_sequence = sequence;
+    }
+
+    /// Writes the entry of `sequence` encoded in the buffer into the open segment, first
+    /// syncing it and starting the next one when the entry does not fit.
+    fn place(&mut self, sequence: u64) -> std::io::Result<()> {
+        let length = self.buffer.len();
+        let fits = self.segment.as_ref().is_some_and(|(segment, offset)| offset + length <= segment.bytes().len());
+        if !fits {
+            self.sync()?;
+            let segment = self.storage.create(&segment_name(sequence), self.segment_bytes.max(length))?;
+            self.storage.sync_dir()?;
+            self.segment = Some((segment, 0));
+            self.unsynced_from = 0;
+        }
+        let Some((segment, offset)) = self.segment.as_mut() else { return Err(std::io::Error::other("no segment")) };
+        segment.write(*offset, &self.buffer)?;
+        *offset += length;
+        Ok(())
+    }
+
+    /// Makes everything written durable and moves the durable mark.
+    fn sync(&mut self) -> std::io::Result<()> {
+        if let Some((segment, offset)) = self.segment.as_mut()
+            && *offset > self.unsynced_from
+        {
+            segment.sync(self.unsynced_from..*offset)?;
+            self.unsynced_from = *offset;
+        }
+        let journal_durable = self.journal_durable.as_ref().map_or(u64::MAX, |mark| mark.load(Ordering::Acquire));
+        self.durable.fetch_max(self.last_sequence.min(journal_durable), Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Ends a batch: syncs it.
+    pub fn commit(&mut self) {
+        if self.healthy
+            && let Err(error) = self.sync()
+        {
+            self.fail(&error);
         }
     }
 
     fn fail(&mut self, error: &std::io::Error) {
-        let path = self.path.display();
-        eprintln!("tally: outcome log {path} stopped: {error}; the next start rebuilds it from the journal");
-        self.writer = None;
+        let path = self.storage.path_of("");
+        eprintln!(
+            "tally: outcome stream {} stopped: {error}; the next start rebuilds it from the journal",
+            path.display()
+        );
+        self.healthy = false;
     }
 }
 
-impl OutcomeLog for OutcomeFile {
-    fn record(&mut self, timestamp: u64, command: &Command, reply: &Reply) {
-        if !command.is_mutation() {
-            return;
-        }
-        // The journal stage appended this input (and sent its sequence) before the
-        // business logic applied it, so the sequence is always there.
-        match self.sequences.try_recv() {
-            Ok(sequence) => self.write(sequence, timestamp, reply),
-            Err(_) => {
-                let error = std::io::Error::other("the journal sequence of an outcome is missing");
-                self.fail(&error);
-            }
-        }
+impl<S: Storage> OutcomeLog for OutcomeStream<S> {
+    fn record(
+        &mut self,
+        sequence: u64,
+        timestamp: u64,
+        command: &Command,
+        reply: Option<&Reply>,
+        committed: &Committed,
+    ) {
+        self.add(sequence, timestamp, command, reply, committed);
     }
 
     fn end_of_batch(&mut self) {
-        // Makes the batch visible to tailers; the log is derived, so no sync.
-        if let Some(Err(error)) = self.writer.as_mut().map(BufWriter::flush) {
-            self.fail(&error);
-        }
+        self.commit();
     }
 }
 
-/// Bytes of valid records from the start, and the last sequence among them.
-fn scan(file: &mut File, journal_last_sequence: u64) -> std::io::Result<(u64, u64)> {
-    let mut reader = BufReader::new(file);
-    let mut results = vec![0u8; EVENTS_PER_REQUEST_MAX * size_of::<EventResult>()];
-    let (mut valid_bytes, mut last_sequence) = (0u64, 0u64);
-    loop {
-        let mut header = OutcomeHeader::default();
-        if !read_exact_or_end(&mut reader, bytemuck::bytes_of_mut(&mut header))? {
-            return Ok((valid_bytes, last_sequence));
-        }
-        let count = header.count as usize;
-        let plausible = header.magic == OUTCOME_MAGIC
-            && count <= EVENTS_PER_REQUEST_MAX
-            && header.sequence > last_sequence
-            && header.sequence <= journal_last_sequence;
-        if !plausible {
-            return Ok((valid_bytes, last_sequence));
-        }
-        let body = &mut results[..count * size_of::<EventResult>()];
-        if !read_exact_or_end(&mut reader, body)? || header.checksum(body) != header.checksum {
-            return Ok((valid_bytes, last_sequence));
-        }
-        valid_bytes += (size_of::<OutcomeHeader>() + body.len()) as u64;
-        last_sequence = header.sequence;
+impl<S: Storage> Drop for OutcomeStream<S> {
+    fn drop(&mut self) {
+        self.commit();
     }
 }
 
-/// Fills `buffer`, or answers `false` when the file ends first.
-fn read_exact_or_end(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<bool> {
-    match reader.read_exact(buffer) {
-        Ok(()) => Ok(true),
-        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(error) => Err(error),
+/// Zeros a segment from `from` to its end and syncs it, so no stale entry can follow the
+/// valid ones.
+fn wipe<F: SegmentFile>(segment: &mut F, from: usize) -> std::io::Result<()> {
+    let end = segment.bytes().len();
+    let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(end - from)];
+    let mut offset = from;
+    while offset < end {
+        let length = zeros.len().min(end - offset);
+        segment.write(offset, &zeros[..length])?;
+        offset += length;
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use tally_codecs::EventResult;
-
-    use super::*;
-
-    fn path(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tally-outcomes-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
-        dir.join("outcomes.log")
-    }
-
-    fn open(path: &Path, journal_last_sequence: u64) -> OutcomeFile {
-        let (_, sequences) = crossbeam::channel::unbounded();
-        OutcomeFile::open(path, journal_last_sequence, sequences).expect("the log opens")
-    }
-
-    fn reply(timestamp: u64) -> Reply {
-        Reply::CreateTransfers(vec![EventResult { timestamp, status: 0, reserved: 0 }; 3])
-    }
-
-    #[test]
-    fn reopening_keeps_whole_records_and_cuts_a_torn_tail() {
-        let path = path("torn");
-        let mut log = open(&path, 10);
-        for sequence in 1..=3 {
-            log.catch_up(sequence, sequence * 100, &reply(sequence));
-        }
-        log.end_of_batch();
-        drop(log);
-        let whole = std::fs::metadata(&path).expect("the log exists").len();
-        assert_eq!(whole, 3 * (32 + 3 * 16));
-        let mut file = OpenOptions::new().append(true).open(&path).expect("open for append");
-        file.write_all(&[0x54; 40]).expect("append a torn record");
-        drop(file);
-
-        let mut log = open(&path, 10);
-        assert_eq!(log.last_sequence, 3);
-        log.catch_up(3, 300, &reply(3));
-        log.catch_up(4, 400, &reply(4));
-        log.end_of_batch();
-        drop(log);
-        assert_eq!(std::fs::metadata(&path).expect("the log exists").len(), whole + 32 + 3 * 16);
-        let _ = std::fs::remove_dir_all(path.parent().expect("a parent directory"));
-    }
-
-    #[test]
-    fn records_beyond_the_journal_are_dropped() {
-        let path = path("beyond");
-        let mut log = open(&path, 10);
-        for sequence in 1..=5 {
-            log.catch_up(sequence, sequence, &reply(sequence));
-        }
-        drop(log);
-        let log = open(&path, 2);
-        assert_eq!(log.last_sequence, 2);
-        drop(log);
-        assert_eq!(std::fs::metadata(&path).expect("the log exists").len(), 2 * (32 + 3 * 16));
-        let _ = std::fs::remove_dir_all(path.parent().expect("a parent directory"));
-    }
+    segment.sync(from..end)
 }

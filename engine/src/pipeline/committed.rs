@@ -1,0 +1,54 @@
+//! What the ledger committed because of one input, gathered on the business-logic thread
+//! for the outcome stream (the only thread that can read the ledger).
+
+use tally_codecs::wire::{Reply, Request};
+use tally_codecs::{Account, ResultCode, Transfer};
+
+use super::{Command, apply};
+use crate::Ledger;
+
+/// The transfers an input committed (as stored), the accounts it created or changed (as
+/// they are after it) and the pending transfers a tick expired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    pub transfers: Vec<Transfer>,
+    pub accounts: Vec<Account>,
+    pub expired: Vec<u128>,
+}
+
+/// Applies one input exactly as [`apply`] does, and gathers what it committed. The
+/// business-logic thread and replay both use it, so a rebuilt outcome stream holds the
+/// same entries as the one written live.
+pub fn apply_collecting(ledger: &mut Ledger, timestamp: u64, command: &Command) -> (Option<Reply>, Committed) {
+    let mut committed = Committed::default();
+    let reply = ledger.collect_expired(&mut committed.expired, |ledger| apply(ledger, timestamp, command));
+    let mut touched = Vec::new();
+    if !committed.expired.is_empty() {
+        let mut pendings = Vec::with_capacity(committed.expired.len());
+        ledger.lookup_transfers(&committed.expired, &mut pendings);
+        touched.extend(pendings.iter().flat_map(|pending| [pending.debit_account_id, pending.credit_account_id]));
+    }
+    match (command, &reply) {
+        (Command::Request(Request::CreateTransfers(events)), Some(Reply::CreateTransfers(results))) => {
+            let ids: Vec<u128> = created(results).map(|index| events[index].id).collect();
+            ledger.lookup_transfers(&ids, &mut committed.transfers);
+            let sides =
+                committed.transfers.iter().flat_map(|transfer| [transfer.debit_account_id, transfer.credit_account_id]);
+            touched.extend(sides);
+        }
+        (Command::Request(Request::CreateAccounts(events)), Some(Reply::CreateAccounts(results))) => {
+            touched.extend(created(results).map(|index| events[index].id));
+        }
+        _ => {}
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    ledger.lookup_accounts(&touched, &mut committed.accounts);
+    (reply, committed)
+}
+
+/// Indices of the events that were created (not those that already existed or failed).
+fn created(results: &[tally_codecs::EventResult]) -> impl Iterator<Item = usize> + '_ {
+    let created = ResultCode::Created as u32;
+    results.iter().enumerate().filter(move |(_, result)| result.status == created).map(|(index, _)| index)
+}

@@ -1,0 +1,311 @@
+//! Settlement in PostgreSQL: every committed transfer, its postings and every account's
+//! balances, in a schema the sink creates and migrates (`sinks/migrations/postgres/`).
+//!
+//! Each batch of outcomes goes in with one transaction: `COPY` for transfers and postings,
+//! one multi-row upsert for the balances, and the watermark row, so after a crash of the
+//! node, of the sink or of PostgreSQL the sink resumes right after the last committed
+//! batch: no duplicate, no gap.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use postgres::{Client, NoTls, Transaction};
+use tally_codecs::flags::transfer as flags;
+use tally_codecs::outcome::Outcome;
+use tally_codecs::{Account, Transfer};
+
+use crate::sink::{Sink, SinkError};
+
+/// The schema the tables live in unless told otherwise.
+pub const SCHEMA_DEFAULT: &str = "tally";
+/// The watermark row of this sink.
+const WATERMARK_NAME: &str = "settlement";
+/// The migrations, in order: (version, SQL with `{schema}` for the schema name).
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/postgres/0001_settlement.sql"))];
+/// Longest schema name PostgreSQL keeps (NAMEDATALEN - 1).
+const SCHEMA_NAME_BYTES_MAX: usize = 63;
+
+/// Where settlement goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// A `postgres://` URL (or a key=value connection string).
+    pub url: String,
+    pub schema: String,
+}
+
+impl PostgresConfig {
+    /// Checks the schema name: lower-case letters, digits and `_`, not starting with a
+    /// digit, at most 63 bytes (it is written into SQL, so nothing else is accepted).
+    pub fn new(url: &str, schema: &str) -> Result<PostgresConfig, String> {
+        let valid = !schema.is_empty()
+            && schema.len() <= SCHEMA_NAME_BYTES_MAX
+            && schema.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
+            && !schema.as_bytes()[0].is_ascii_digit();
+        if !valid {
+            return Err(format!(
+                "invalid schema name {schema:?}: use a-z, 0-9 and _, up to 63, not starting with a digit"
+            ));
+        }
+        if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            return Err(format!("the settlement URL must start with postgres:// ({url:?})"));
+        }
+        Ok(PostgresConfig { url: url.to_string(), schema: schema.to_string() })
+    }
+}
+
+/// The PostgreSQL settlement sink.
+pub struct PostgresSink {
+    config: PostgresConfig,
+    client: Option<Client>,
+}
+
+impl PostgresSink {
+    pub fn new(config: PostgresConfig) -> PostgresSink {
+        PostgresSink { config, client: None }
+    }
+
+    fn sql(&self, template: &str) -> String {
+        template.replace("{schema}", &self.config.schema)
+    }
+
+    fn connect(&mut self) -> Result<&mut Client, SinkError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let mut client = Client::connect(&self.config.url, NoTls).map_err(destination)?;
+            migrate(&mut client, &self.config.schema)?;
+            self.client = Some(client);
+        }
+        self.client.as_mut().ok_or_else(|| SinkError::Destination("not connected".into()))
+    }
+
+    fn write_batch(&mut self, batch: &[Outcome]) -> Result<(), SinkError> {
+        let [copy_transfers, copy_postings, resolve, expire, upsert, watermark] = [
+            "COPY {schema}.transfers (id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, \
+             user_data_64, user_data_32, timeout, ledger, code, flags, timestamp, sequence) FROM STDIN",
+            "COPY {schema}.postings (transfer_id, kind, side, account_id, ledger, resolves, pending_delta, \
+             posted_delta, sequence) FROM STDIN",
+            "UPDATE {schema}.postings p SET pending_delta = -t.amount FROM {schema}.transfers t \
+             WHERE p.pending_delta IS NULL AND t.id = p.resolves",
+            "INSERT INTO {schema}.postings (transfer_id, kind, side, account_id, ledger, resolves, pending_delta, \
+             posted_delta, sequence) \
+             SELECT t.id, 'expiry', s.side, CASE s.side WHEN 'debit' THEN t.debit_account_id ELSE t.credit_account_id END, \
+             t.ledger, t.id, -t.amount, 0, e.sequence \
+             FROM unnest($1::text[], $2::bigint[]) AS e(id, sequence) \
+             JOIN {schema}.transfers t ON t.id = e.id::numeric \
+             CROSS JOIN (VALUES ('debit'), ('credit')) AS s(side)",
+            "INSERT INTO {schema}.balances (id, debits_pending, debits_posted, credits_pending, credits_posted, sequence) \
+             SELECT a::numeric, b::numeric, c::numeric, d::numeric, e::numeric, s \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) AS u(a, b, c, d, e, s) \
+             ON CONFLICT (id) DO UPDATE SET debits_pending = EXCLUDED.debits_pending, \
+             debits_posted = EXCLUDED.debits_posted, credits_pending = EXCLUDED.credits_pending, \
+             credits_posted = EXCLUDED.credits_posted, sequence = EXCLUDED.sequence",
+            "UPDATE {schema}.watermark SET sequence = $1 WHERE sink = $2 AND sequence = $3",
+        ]
+        .map(|template| self.sql(template));
+        let rows = Rows::of(batch);
+        let first = batch.first().map_or(0, |outcome| outcome.sequence);
+        let last = batch.last().map_or(0, |outcome| outcome.sequence);
+        let client = self.connect()?;
+        let mut transaction = client.transaction().map_err(destination)?;
+        copy(&mut transaction, &copy_transfers, &rows.transfers)?;
+        copy(&mut transaction, &copy_postings, &rows.postings)?;
+        if rows.resolving {
+            transaction.execute(&resolve, &[]).map_err(destination)?;
+        }
+        if !rows.expired_ids.is_empty() {
+            transaction.execute(&expire, &[&rows.expired_ids, &rows.expired_sequences]).map_err(destination)?;
+        }
+        if !rows.balances.is_empty() {
+            let columns: [Vec<String>; 5] = std::array::from_fn(|column| {
+                rows.balances.values().map(|(account, _)| balance_column(account, column)).collect()
+            });
+            let sequences: Vec<i64> = rows.balances.values().map(|(_, sequence)| *sequence).collect();
+            let [ids, debits_pending, debits_posted, credits_pending, credits_posted] = &columns;
+            transaction
+                .execute(&upsert, &[ids, debits_pending, debits_posted, credits_pending, credits_posted, &sequences])
+                .map_err(destination)?;
+        }
+        // The watermark moves only from where this batch starts: a second writer, or a
+        // batch that was in fact committed before, makes this fail instead of duplicate.
+        let (from, to) = (sequence_column(first.saturating_sub(1))?, sequence_column(last)?);
+        let moved = transaction.execute(&watermark, &[&to, &WATERMARK_NAME, &from]).map_err(destination)?;
+        if moved != 1 {
+            return Err(SinkError::Destination(format!("the watermark is not at {from}: another writer?")));
+        }
+        transaction.commit().map_err(destination)
+    }
+}
+
+impl Sink for PostgresSink {
+    fn resume(&mut self) -> Result<u64, SinkError> {
+        let query = self.sql("SELECT sequence FROM {schema}.watermark WHERE sink = $1");
+        let client = self.connect()?;
+        let row = client.query_one(&query, &[&WATERMARK_NAME]).map_err(destination)?;
+        let sequence: i64 = row.get(0);
+        u64::try_from(sequence).map_err(|_| SinkError::Destination(format!("a negative watermark: {sequence}")))
+    }
+
+    fn write(&mut self, batch: &[Outcome]) -> Result<(), SinkError> {
+        let result = self.write_batch(batch);
+        if result.is_err() {
+            // A failed transaction leaves the session unusable; the next attempt reconnects.
+            self.client = None;
+        }
+        result
+    }
+}
+
+/// Creates the schema and applies the migrations it lacks, each in its own transaction,
+/// under an advisory lock so two sinks starting together do not race.
+pub fn migrate(client: &mut Client, schema: &str) -> Result<(), SinkError> {
+    let mut transaction = client.transaction().map_err(destination)?;
+    transaction.execute("SELECT pg_advisory_xact_lock(7406003)", &[]).map_err(destination)?;
+    transaction
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}; CREATE TABLE IF NOT EXISTS {schema}.migrations \
+             (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        ))
+        .map_err(destination)?;
+    let applied: Vec<i32> = transaction
+        .query(&format!("SELECT version FROM {schema}.migrations"), &[])
+        .map_err(destination)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| !applied.contains(version)) {
+        transaction.batch_execute(&sql.replace("{schema}", schema)).map_err(destination)?;
+        transaction
+            .execute(&format!("INSERT INTO {schema}.migrations (version) VALUES ($1)"), &[version])
+            .map_err(destination)?;
+    }
+    transaction.commit().map_err(destination)
+}
+
+fn destination(error: postgres::Error) -> SinkError {
+    SinkError::Destination(error.to_string())
+}
+
+fn sequence_column(sequence: u64) -> Result<i64, SinkError> {
+    i64::try_from(sequence).map_err(|_| SinkError::Destination(format!("sequence {sequence} exceeds bigint")))
+}
+
+fn copy(transaction: &mut Transaction<'_>, statement: &str, rows: &str) -> Result<(), SinkError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut writer = transaction.copy_in(statement).map_err(destination)?;
+    writer.write_all(rows.as_bytes()).map_err(|error| SinkError::Destination(error.to_string()))?;
+    writer.finish().map_err(destination)?;
+    Ok(())
+}
+
+fn balance_column(account: &Account, column: usize) -> String {
+    let value = match column {
+        0 => account.id,
+        1 => account.debits_pending,
+        2 => account.debits_posted,
+        3 => account.credits_pending,
+        _ => account.credits_posted,
+    };
+    value.to_string()
+}
+
+/// A batch as rows: COPY text for transfers and postings, the expired ids, and each
+/// account's last state in the batch.
+struct Rows {
+    transfers: String,
+    postings: String,
+    /// Whether some posting releases a pending transfer (its amount is filled in by SQL
+    /// from the pending transfer's row).
+    resolving: bool,
+    expired_ids: Vec<String>,
+    expired_sequences: Vec<i64>,
+    balances: BTreeMap<u128, (Account, i64)>,
+}
+
+impl Rows {
+    fn of(batch: &[Outcome]) -> Rows {
+        let mut rows = Rows {
+            transfers: String::new(),
+            postings: String::new(),
+            resolving: false,
+            expired_ids: Vec::new(),
+            expired_sequences: Vec::new(),
+            balances: BTreeMap::new(),
+        };
+        for outcome in batch {
+            // Sequences fit in bigint: the journal would need 2^63 records first.
+            let sequence = i64::try_from(outcome.sequence).unwrap_or(i64::MAX);
+            for transfer in &outcome.transfers {
+                rows.add_transfer(transfer, sequence);
+            }
+            for &id in &outcome.expired {
+                rows.expired_ids.push(id.to_string());
+                rows.expired_sequences.push(sequence);
+            }
+            for account in &outcome.accounts {
+                rows.balances.insert(account.id, (*account, sequence));
+            }
+        }
+        rows
+    }
+
+    fn add_transfer(&mut self, transfer: &Transfer, sequence: i64) {
+        let t = transfer;
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            self.transfers,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            t.id,
+            t.debit_account_id,
+            t.credit_account_id,
+            t.amount,
+            t.pending_id,
+            t.user_data_128,
+            t.user_data_64,
+            t.user_data_32,
+            t.timeout,
+            t.ledger,
+            t.code,
+            t.flags,
+            t.timestamp,
+            sequence
+        );
+        let resolves_pending = t.flags & (flags::POST_PENDING_TRANSFER | flags::VOID_PENDING_TRANSFER) != 0;
+        let (pending_delta, posted_delta) = if resolves_pending {
+            self.resolving = true;
+            // \N: NULL, filled with minus the pending amount once the batch's rows are in.
+            let posted = if t.flags & flags::POST_PENDING_TRANSFER != 0 { t.amount } else { 0 };
+            ("\\N".to_string(), posted)
+        } else if t.flags & flags::PENDING != 0 {
+            (t.amount.to_string(), 0)
+        } else {
+            ("0".to_string(), t.amount)
+        };
+        let resolves = if resolves_pending { t.pending_id } else { 0 };
+        for (side, account) in [("debit", t.debit_account_id), ("credit", t.credit_account_id)] {
+            let _ = writeln!(
+                self.postings,
+                "{}\ttransfer\t{side}\t{account}\t{}\t{resolves}\t{pending_delta}\t{posted_delta}\t{sequence}",
+                t.id, t.ledger
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_outside_the_safe_set_are_refused() {
+        let url = "postgres://root@127.0.0.1:5432/test";
+        assert!(PostgresConfig::new(url, "tally").is_ok());
+        assert!(PostgresConfig::new(url, "tally_test_2").is_ok());
+        let too_long = "a".repeat(64);
+        for bad in ["", "Tally", "1tally", "tally; DROP TABLE x", "tally.x", "tal-ly", "\"t\"", too_long.as_str()] {
+            assert!(PostgresConfig::new(url, bad).is_err(), "{bad:?} is refused");
+        }
+        assert!(PostgresConfig::new("mysql://x", "tally").is_err(), "only postgres URLs");
+    }
+}
