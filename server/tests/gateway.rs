@@ -207,7 +207,7 @@ fn invalid_filter_gets_its_own_error_and_the_connection_goes_on() {
             Message::Frame(frame) => match frame.body {
                 Body::Error(code) => Some((frame.request_id, Some(code))),
                 Body::Reply(_) => Some((frame.request_id, None)),
-                Body::Request(_) => None,
+                Body::Request(_) | Body::Redirect(_) => None,
             },
             _ => None,
         })

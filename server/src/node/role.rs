@@ -139,6 +139,8 @@ impl Role {
         self.halted.store(true, Ordering::Release);
         self.kind.store(ROLE_FENCED, Ordering::Release);
         self.set_submitter(None);
+        // A promoted node names itself as primary; fenced, it must not send clients to itself.
+        self.set_primary(None);
         if let Err(error) = self.enter(newer_epoch, RoleKind::Fenced) {
             // The process cannot promise to stay fenced across a restart: stop it.
             eprintln!("tally: stopping: cannot record the fenced state: {error}");
