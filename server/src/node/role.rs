@@ -129,6 +129,11 @@ impl Role {
         }
         write_synced(&self.epoch_file, &format!("{epoch} {}\n", kind.name()))?;
         self.epoch.store(epoch, Ordering::Release);
+        if kind == RoleKind::Primary {
+            // A node fenced once (then a standby) and now primary again: its new pipeline's
+            // gate must let inputs through. The old pipeline that the switch halted is gone.
+            self.halted.store(false, Ordering::Release);
+        }
         self.kind.store(kind.wire(), Ordering::Release);
         Ok(true)
     }
