@@ -32,7 +32,7 @@ enum Answer {
 /// connections) as `script(n)` says, and reports each request it read.
 fn fake_node(script: fn(usize) -> Answer) -> (SocketAddr, mpsc::Receiver<Request>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    fake_node_on(listener, move |n| script(n))
+    fake_node_on(listener, script)
 }
 
 /// [`fake_node`] on a listener bound already (so that two fakes can name each other).
