@@ -6,6 +6,7 @@
 //! through the node addresses.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
@@ -21,6 +22,10 @@ const BUSY_PAUSE: Duration = Duration::from_millis(10);
 /// First pause before reconnecting after every address failed; it doubles up to the max.
 const RECONNECT_PAUSE_MIN: Duration = Duration::from_millis(20);
 const RECONNECT_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// Redirects followed in a row without an answer from a primary. Two nodes that each name
+/// the other (a stale view during a failover) would otherwise bounce a request forever;
+/// past this the client pauses, as when no address answers, and then follows again.
+pub const REDIRECT_HOPS_MAX: u32 = 8;
 
 pub enum Event {
     Call(Caller),
@@ -49,6 +54,14 @@ pub struct Batcher {
     generation: u64,
     /// The address to try first when connecting.
     address_index: usize,
+    /// Where the last `not_primary` said the primary is: tried before the address list,
+    /// even if the list does not hold it.
+    redirect: Option<SocketAddr>,
+    /// Redirects followed since a primary last answered.
+    redirect_hops: u32,
+    /// The pause after the next run of [`REDIRECT_HOPS_MAX`] redirects; it doubles up to
+    /// the reconnection maximum and returns to the minimum once a primary answers.
+    redirect_pause: Duration,
     reconnect_at: Instant,
     reconnect_pause: Duration,
     next_request_id: u64,
@@ -69,6 +82,9 @@ impl Batcher {
             connection: None,
             generation: 0,
             address_index: 0,
+            redirect: None,
+            redirect_hops: 0,
+            redirect_pause: RECONNECT_PAUSE_MIN,
             reconnect_at: Instant::now(),
             reconnect_pause: RECONNECT_PAUSE_MIN,
             next_request_id: 1,
@@ -138,6 +154,7 @@ impl Batcher {
             Message::Frame(frame) => match frame.body {
                 Body::Reply(reply) => (frame.request_id, Ok(reply)),
                 Body::Error(code) => (frame.request_id, Err(code)),
+                Body::Redirect(primary) => return self.follow_redirect(primary),
                 Body::Request(_) => return self.drop_connection("the node sent a request", false),
             },
             Message::StatusReply { request_id, status, .. } => {
@@ -154,6 +171,7 @@ impl Batcher {
         };
         match answer {
             Ok(reply) => {
+                (self.redirect_hops, self.redirect_pause) = (0, RECONNECT_PAUSE_MIN);
                 let Some(sent) = self.in_flight.remove(&request_id) else { return };
                 match split(&sent.batch.call, &sent.batch.parts, reply) {
                     Ok(replies) => {
@@ -177,6 +195,27 @@ impl Batcher {
                 }
             }
         }
+    }
+
+    /// `not_primary`, naming the primary: every request in flight goes there (unchanged:
+    /// their ids make a resend safe). After [`REDIRECT_HOPS_MAX`] hops without an answer
+    /// the client stops following for one reconnection pause.
+    fn follow_redirect(&mut self, primary: SocketAddr) {
+        let from = self.connection.as_ref().map(|connection| connection.address);
+        if from == Some(primary) {
+            // A node naming itself is not the primary it thinks it follows: move on.
+            return self.drop_connection("the node is not the primary and names itself", true);
+        }
+        if self.redirect_hops >= REDIRECT_HOPS_MAX {
+            self.redirect_hops = 0;
+            self.drop_connection(&format!("{REDIRECT_HOPS_MAX} redirects without reaching a primary"), true);
+            self.reconnect_at = Instant::now() + self.redirect_pause;
+            self.redirect_pause = (self.redirect_pause * 2).min(RECONNECT_PAUSE_MAX);
+            return;
+        }
+        self.redirect_hops += 1;
+        self.redirect = Some(primary);
+        self.drop_connection(&format!("the node is not the primary; it names {primary}"), false);
     }
 
     /// The peer does not speak the protocol: sending again to it cannot help, so the
@@ -226,22 +265,23 @@ impl Batcher {
         self.reconnect_at = Instant::now();
     }
 
-    /// Tries each address once, starting with the current one.
+    /// Tries the address a redirect named, if any, then each address once, starting with
+    /// the current one.
     fn connect(&mut self) -> Result<(), String> {
         let count = self.config.addresses.len();
         let mut reasons = Vec::new();
+        if let Some(address) = self.redirect.take() {
+            match self.open(address) {
+                Ok(()) => return Ok(()),
+                Err(error) => reasons.push(format!("{address} (named as the primary): {error}")),
+            }
+        }
         for attempt in 0..count {
             let index = (self.address_index + attempt) % count;
             let address = self.config.addresses[index];
-            let generation = self.generation.wrapping_add(1);
-            let timeouts = (self.config.connect_timeout, self.config.request_timeout);
-            match Connection::open(address, timeouts.0, timeouts.1, self.events_sender.clone(), generation) {
-                Ok(connection) => {
-                    self.generation = generation;
-                    self.connection = Some(connection);
+            match self.open(address) {
+                Ok(()) => {
                     self.address_index = index;
-                    self.reconnect_pause = RECONNECT_PAUSE_MIN;
-                    self.unreachable_since = None;
                     return Ok(());
                 }
                 Err(error) => reasons.push(format!("{address}: {error}")),
@@ -252,6 +292,17 @@ impl Batcher {
         self.reconnect_at = now + self.reconnect_pause;
         self.reconnect_pause = (self.reconnect_pause * 2).min(RECONNECT_PAUSE_MAX);
         Err(reasons.join("; "))
+    }
+
+    fn open(&mut self, address: SocketAddr) -> std::io::Result<()> {
+        let generation = self.generation.wrapping_add(1);
+        let timeouts = (self.config.connect_timeout, self.config.request_timeout);
+        let connection = Connection::open(address, timeouts.0, timeouts.1, self.events_sender.clone(), generation)?;
+        self.generation = generation;
+        self.connection = Some(connection);
+        self.reconnect_pause = RECONNECT_PAUSE_MIN;
+        self.unreachable_since = None;
+        Ok(())
     }
 
     /// The next moment something is due without an event: a request's timeout, a call's

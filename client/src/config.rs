@@ -29,8 +29,8 @@ const DURATION_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// The nodes to try, in order; a node that answers `not_primary` sends the client on
-    /// to the next.
+    /// The nodes to try, in order; a node that answers `not_primary` sends the client to
+    /// the primary it names, or else on to the next address.
     pub addresses: Vec<SocketAddr>,
     pub request_timeout: Duration,
     pub give_up_after: Duration,

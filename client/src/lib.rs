@@ -17,7 +17,9 @@
 //! - Every call blocks until its reply. A request that is not answered within
 //!   `request_timeout`, or whose connection drops, is sent again unchanged on a new
 //!   connection, going through the node addresses; a node that answers `not_primary`
-//!   sends the client on to the next address. After `give_up_after`, the call fails with
+//!   and names the primary (protocol version 2) sends the client there, even to an address
+//!   not in its list (at most `REDIRECT_HOPS_MAX` redirects in a row, then a pause); one
+//!   that names none sends it on to the next address. After `give_up_after`, the call fails with
 //!   [`ClientError::Timeout`].
 //! - Retrying is safe because ids are idempotency keys: an event that was applied by an
 //!   earlier attempt answers `exists` (for a retry with the same body) instead of
@@ -38,6 +40,7 @@ use tally_codecs::wire::{EVENTS_PER_REQUEST_MAX, NodeStatus, Reply, Request};
 use tally_codecs::{Account, AccountBalance, AccountFilter, EventResult, LimitProfile, Transfer};
 
 use self::batch::{Answer, Call, Caller};
+pub use self::batcher::REDIRECT_HOPS_MAX;
 use self::batcher::{Batcher, Event};
 pub use self::config::ClientConfig;
 pub use self::error::ClientError;

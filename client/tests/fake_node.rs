@@ -1,6 +1,6 @@
 //! The client against a scripted node on loopback: automatic batching of concurrent
 //! callers, retries with the same ids after a timeout or a dropped connection, and the
-//! move to the next address on `not_primary`.
+//! move to the next address on `not_primary`, and redirects (followed, but not forever).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tally_client::{Client, ClientConfig, ClientError};
 use tally_codecs::wire::{Body, ErrorCode, FrameDecoder, Message, NodeStatus, Reply, Request, encode_error_reply};
-use tally_codecs::wire::{EVENTS_PER_REQUEST_MAX, encode_status_reply};
+use tally_codecs::wire::{EVENTS_PER_REQUEST_MAX, encode_redirect, encode_status_reply};
 use tally_codecs::{EventResult, Transfer};
 
 /// What the fake node does with a request.
@@ -24,25 +24,35 @@ enum Answer {
     /// Close the connection without answering.
     HangUp,
     NotPrimary,
+    /// `not_primary`, naming this address as the primary.
+    Redirect(SocketAddr),
 }
 
 /// A node on a loopback port that answers the n-th request (counted over all its
 /// connections) as `script(n)` says, and reports each request it read.
 fn fake_node(script: fn(usize) -> Answer) -> (SocketAddr, mpsc::Receiver<Request>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    fake_node_on(listener, script)
+}
+
+/// [`fake_node`] on a listener bound already (so that two fakes can name each other).
+fn fake_node_on(
+    listener: TcpListener,
+    script: impl Fn(usize) -> Answer + Send + 'static,
+) -> (SocketAddr, mpsc::Receiver<Request>) {
     let address = listener.local_addr().expect("an address");
     let (seen, requests) = mpsc::channel();
     std::thread::spawn(move || {
         let mut count = 0usize;
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            serve(stream, script, &mut count, &seen);
+            serve(stream, &script, &mut count, &seen);
         }
     });
     (address, requests)
 }
 
-fn serve(mut stream: TcpStream, script: fn(usize) -> Answer, count: &mut usize, seen: &mpsc::Sender<Request>) {
+fn serve(mut stream: TcpStream, script: &dyn Fn(usize) -> Answer, count: &mut usize, seen: &mpsc::Sender<Request>) {
     let mut decoder = FrameDecoder::new();
     let mut buffer = [0u8; 64 * 1024];
     loop {
@@ -80,6 +90,7 @@ fn serve(mut stream: TcpStream, script: fn(usize) -> Answer, count: &mut usize, 
                         Answer::Silence => continue,
                         Answer::HangUp => return,
                         Answer::NotPrimary => encode_error_reply(frame.request_id, ErrorCode::NotPrimary, &mut out),
+                        Answer::Redirect(primary) => encode_redirect(frame.request_id, primary, &mut out),
                     }
                 }
                 Message::StatusReply { .. } | Message::PromoteRequest { .. } | Message::PromoteReply { .. } => return,
@@ -177,4 +188,39 @@ fn calls_fail_cleanly_when_no_node_answers() {
     let nobody = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("an address");
     assert!(matches!(Client::connect(&[nobody]), Err(ClientError::Unreachable { .. })));
     assert!(matches!(Client::connect(&[]), Err(ClientError::NoAddresses)));
+}
+
+#[test]
+fn a_redirect_moves_the_client_to_a_primary_missing_from_its_list() {
+    let (primary, seen_by_primary) = fake_node_on(TcpListener::bind("127.0.0.1:0").expect("bind"), |_| Answer::Results);
+    let (standby, seen_by_standby) =
+        fake_node_on(TcpListener::bind("127.0.0.1:0").expect("bind"), move |_| Answer::Redirect(primary));
+    let client = Client::with_config(config(&[standby])).expect("connect");
+    let sent = transfers(1..5);
+    assert_eq!(client.create_transfers(&sent).expect("answered by the primary").len(), 4);
+    let at_standby: Vec<Request> = seen_by_standby.try_iter().collect();
+    let at_primary: Vec<Request> = seen_by_primary.try_iter().collect();
+    assert_eq!(at_standby, vec![Request::CreateTransfers(sent.clone())]);
+    assert_eq!(at_primary, vec![Request::CreateTransfers(sent)], "the same request, resent once, to the primary");
+}
+
+#[test]
+fn two_nodes_naming_each_other_do_not_bounce_a_request_without_end() {
+    let (first, second) =
+        (TcpListener::bind("127.0.0.1:0").expect("bind"), TcpListener::bind("127.0.0.1:0").expect("bind"));
+    let (first_address, second_address) = (first.local_addr().unwrap(), second.local_addr().unwrap());
+    let (_, seen_by_first) = fake_node_on(first, move |_| Answer::Redirect(second_address));
+    let (_, seen_by_second) = fake_node_on(second, move |_| Answer::Redirect(first_address));
+    let give_up_after = Duration::from_millis(1500);
+    let client = Client::with_config(ClientConfig { give_up_after, ..config(&[first_address]) }).expect("connect");
+    assert!(matches!(client.create_transfers(&transfers(1..2)), Err(ClientError::Timeout { .. })));
+    // Within 1.5 s the reconnection pauses after each run of hops (20 ms, doubling) allow
+    // about seven runs of REDIRECT_HOPS_MAX + 1 requests; bouncing without a bound sends
+    // one request per loopback round trip, thousands.
+    let bounced = seen_by_first.try_iter().count() + seen_by_second.try_iter().count();
+    let runs_max = 8;
+    assert!(
+        bounced <= runs_max * (tally_client::REDIRECT_HOPS_MAX as usize + 1),
+        "{bounced} requests bounced between two nodes naming each other"
+    );
 }

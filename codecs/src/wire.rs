@@ -6,7 +6,7 @@
 //! | offset | field           | type      | meaning                                                      |
 //! |-------:|-----------------|-----------|--------------------------------------------------------------|
 //! |      0 | `magic`         | u32       | [`MAGIC`]                                                    |
-//! |      4 | `version`       | u16       | [`VERSION`]                                                  |
+//! |      4 | `version`       | u16       | [`VERSION_OLDEST`] to [`VERSION`]; see below                 |
 //! |      6 | `operation`     | u8        | an [`Operation`](crate::Operation); 0 in an error reply      |
 //! |      7 | `status`        | u8        | 0 request, 1 reply, else the [`ErrorCode`] of an error reply |
 //! |      8 | `request_id`    | u64       | chosen by the client, echoed in the reply                    |
@@ -19,27 +19,42 @@
 //! `Pod` layout is the encoding). The payload of each operation is in [`layout`]: an array
 //! of records whose count the header's length implies, or exactly one filter. Admin frames
 //! (`tally status`) are in [`admin`].
+//!
+//! **Versions.** A frame's `version` is the newest version its sender speaks, and a reply is
+//! never of a newer version than its request. Version 2 added one thing: a `not_primary`
+//! error reply to a version-2 request may carry one [`Redirect`] (the primary's address);
+//! to a version-1 request it stays empty, as in version 1. Every other frame has the same
+//! layout in both versions, so nodes send those replies as version 1 and clients of either
+//! version read them. A version-1 client therefore works unchanged with a version-2 node;
+//! a version-2 client needs a version-2 node (an older one answers `unsupported_version`).
 
 pub mod admin;
 mod decoder;
 mod encoder;
 pub mod layout;
 mod message;
+mod redirect;
 
 use bytemuck::{Pod, Zeroable};
 
 pub use admin::{Message, NodeStatus, PromoteRequest};
 pub use decoder::FrameDecoder;
 pub use encoder::{
-    EncodeError, encode_error_reply, encode_promote_reply, encode_promote_request, encode_reply, encode_request,
-    encode_status_reply, encode_status_request,
+    EncodeError, encode_error_reply, encode_promote_reply, encode_promote_request, encode_redirect, encode_reply,
+    encode_request, encode_status_reply, encode_status_request,
 };
 pub use message::{Body, Frame, Reply, Request};
+pub use redirect::Redirect;
 
 /// "TALY" as a little-endian u32: lets a node reject a peer that speaks another protocol.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"TALY");
-/// The only protocol version this build speaks; a frame of any other is refused.
-pub const VERSION: u16 = 1;
+/// The newest protocol version this build speaks (see the module documentation).
+pub const VERSION: u16 = 2;
+/// The oldest version this build still reads and answers; a frame of any version outside
+/// `VERSION_OLDEST..=VERSION` is refused.
+pub const VERSION_OLDEST: u16 = 1;
+/// The first version whose `not_primary` replies may carry a [`Redirect`].
+pub const VERSION_REDIRECT: u16 = 2;
 /// Size of [`Header`].
 pub const HEADER_BYTES: usize = 48;
 /// Largest frame, header included. It bounds the memory one connection can make a node hold.
@@ -139,7 +154,7 @@ impl std::fmt::Display for ErrorCode {
 pub enum FrameError {
     #[error("bad magic {magic:#010x}: the peer does not speak the Tally protocol")]
     BadMagic { magic: u32 },
-    #[error("unknown protocol version {version} (this build speaks {VERSION})")]
+    #[error("unknown protocol version {version} (this build speaks {VERSION_OLDEST} to {VERSION})")]
     UnknownVersion { version: u16 },
     #[error("unknown frame status {status}")]
     UnknownStatus { status: u8 },
@@ -155,6 +170,8 @@ pub enum FrameError {
     Misaligned { payload_bytes: u32, record_bytes: u32 },
     #[error("bad checksum: header says {expected:#010x}, frame hashes to {actual:#010x}")]
     BadChecksum { expected: u32, actual: u32 },
+    #[error("a redirect names no valid address (family {family})")]
+    BadRedirect { family: u8 },
     #[error("stream ended inside a frame, {bytes_buffered} bytes into it")]
     Truncated { bytes_buffered: usize },
 }
@@ -168,9 +185,10 @@ impl FrameError {
             FrameError::BadMagic { .. } | FrameError::Truncated { .. } => None,
             FrameError::UnknownVersion { .. } => Some(ErrorCode::UnsupportedVersion),
             FrameError::UnknownOperation { .. } => Some(ErrorCode::UnknownOperation),
-            FrameError::UnknownStatus { .. } | FrameError::ReservedNotZero | FrameError::TooSmall { .. } => {
-                Some(ErrorCode::Malformed)
-            }
+            FrameError::UnknownStatus { .. }
+            | FrameError::ReservedNotZero
+            | FrameError::TooSmall { .. }
+            | FrameError::BadRedirect { .. } => Some(ErrorCode::Malformed),
             FrameError::TooLarge { .. } => Some(ErrorCode::TooLarge),
             FrameError::Misaligned { .. } => Some(ErrorCode::Misaligned),
             FrameError::BadChecksum { .. } => Some(ErrorCode::BadChecksum),

@@ -7,7 +7,8 @@ mod common;
 use proptest::prelude::*;
 use tally_codecs::wire::{
     Body, EVENTS_PER_REQUEST_MAX, EncodeError, ErrorCode, FRAME_BYTES_MAX, Frame, FrameDecoder, FrameError,
-    HEADER_BYTES, Header, MAGIC, Reply, Request, VERSION, encode_error_reply, encode_reply, encode_request,
+    HEADER_BYTES, Header, MAGIC, Redirect, Reply, Request, VERSION, VERSION_OLDEST, encode_error_reply,
+    encode_redirect, encode_reply, encode_request,
 };
 use tally_codecs::{Account, AccountBalance, AccountFilter, EventResult, LimitProfile, Operation, Transfer};
 
@@ -173,8 +174,70 @@ fn bad_magic_is_rejected() {
 
 #[test]
 fn unknown_version_is_rejected() {
-    let bytes = patched(encoded_request(&all_requests()[0], 1), |header| header.version = VERSION + 1);
-    assert_eq!(decode_error(&bytes), FrameError::UnknownVersion { version: VERSION + 1 });
+    for version in [0, VERSION + 1, u16::MAX] {
+        let bytes = patched(encoded_request(&all_requests()[0], 1), |header| header.version = version);
+        assert_eq!(decode_error(&bytes), FrameError::UnknownVersion { version });
+    }
+}
+
+#[test]
+fn version_one_requests_are_still_read_and_their_version_is_reported() {
+    let mut decoder = FrameDecoder::new();
+    assert_eq!(decoder.last_version(), 0);
+    decoder.feed(&encoded_request(&all_requests()[0], 1));
+    decoder.feed(&patched(encoded_request(&all_requests()[1], 2), |header| header.version = VERSION_OLDEST));
+    assert!(decoder.next_frame().expect("a version-2 request").is_some());
+    assert_eq!(decoder.last_version(), VERSION);
+    assert!(decoder.next_frame().expect("a version-1 request").is_some());
+    assert_eq!(decoder.last_version(), VERSION_OLDEST);
+}
+
+#[test]
+fn redirect_round_trips_for_both_address_families() {
+    for address in ["127.0.0.1:3001", "[::1]:4000", "[2001:db8::7]:65535", "0.0.0.0:0"] {
+        let address: std::net::SocketAddr = address.parse().unwrap();
+        let mut bytes = Vec::new();
+        encode_redirect(9, address, &mut bytes);
+        assert_eq!(bytes.len(), HEADER_BYTES + size_of::<Redirect>());
+        assert_eq!(&bytes[4..6], &2u16.to_le_bytes(), "a redirect is a version-2 frame");
+        assert_eq!(bytes[7], ErrorCode::NotPrimary as u8);
+        let expected = Frame { request_id: 9, client_id: 0, body: Body::Redirect(address) };
+        assert_eq!(decode_all(&bytes), (vec![expected], Ok(())));
+    }
+}
+
+#[test]
+fn replies_stay_version_one_so_that_old_clients_read_them() {
+    let mut bytes = Vec::new();
+    encode_error_reply(1, ErrorCode::NotPrimary, &mut bytes);
+    all_replies()[0].encode(2, CLIENT_ID, &mut bytes).unwrap();
+    assert_eq!(&bytes[4..6], &VERSION_OLDEST.to_le_bytes());
+    assert_eq!(&bytes[HEADER_BYTES + 4..HEADER_BYTES + 6], &VERSION_OLDEST.to_le_bytes());
+}
+
+#[test]
+fn malformed_redirects_are_refused() {
+    let address = "10.1.2.3:99".parse().unwrap();
+    let mut good = Vec::new();
+    encode_redirect(1, address, &mut good);
+    // family, reserved byte, padding, and IPv4 bytes beyond the first four
+    for (offset, value, family) in [(0, 5, 5), (0, 0, 0), (1, 1, 4), (5, 1, 4), (20, 1, 4)] {
+        let mut bytes = good.clone();
+        bytes[HEADER_BYTES + offset] = value;
+        let bytes = patched(bytes, |_| {});
+        assert_eq!(decode_error(&bytes), FrameError::BadRedirect { family }, "byte {offset} set to {value}");
+    }
+    // Two redirects, or a redirect on another error code, or in a version-1 frame.
+    let mut two = good.clone();
+    two.extend_from_slice(&good[HEADER_BYTES..]);
+    let two = patched(two, |header| header.payload_bytes = 48);
+    assert_eq!(decode_error(&two), FrameError::TooLarge { payload_bytes: 48, max_bytes: 24 });
+    let busy = patched(good.clone(), |header| header.status = ErrorCode::Busy as u8);
+    assert_eq!(decode_error(&busy), FrameError::TooLarge { payload_bytes: 24, max_bytes: 0 });
+    let old = patched(good.clone(), |header| header.version = VERSION_OLDEST);
+    assert_eq!(decode_error(&old), FrameError::TooLarge { payload_bytes: 24, max_bytes: 0 });
+    let short = patched(good[..HEADER_BYTES + 8].to_vec(), |header| header.payload_bytes = 8);
+    assert_eq!(decode_error(&short), FrameError::Misaligned { payload_bytes: 8, record_bytes: 24 });
 }
 
 #[test]
@@ -331,7 +394,8 @@ fn largest_requests_fit_one_frame() {
 fn frame_errors_map_to_reply_codes() {
     assert_eq!(FrameError::BadChecksum { expected: 0, actual: 1 }.reply_code(), Some(ErrorCode::BadChecksum));
     assert_eq!(FrameError::Misaligned { payload_bytes: 1, record_bytes: 2 }.reply_code(), Some(ErrorCode::Misaligned));
-    assert_eq!(FrameError::UnknownVersion { version: 2 }.reply_code(), Some(ErrorCode::UnsupportedVersion));
+    assert_eq!(FrameError::UnknownVersion { version: 3 }.reply_code(), Some(ErrorCode::UnsupportedVersion));
+    assert_eq!(FrameError::BadRedirect { family: 0 }.reply_code(), Some(ErrorCode::Malformed));
     assert_eq!(FrameError::BadMagic { magic: 0 }.reply_code(), None);
     assert_eq!(FrameError::Truncated { bytes_buffered: 1 }.reply_code(), None);
 }
@@ -359,11 +423,25 @@ fn check_stream(bytes: &[u8], chunks: &[usize]) -> Result<(), TestCaseError> {
                     encode_error_reply(frame.request_id, *code, &mut again);
                     Ok(())
                 }
+                Body::Redirect(address) => {
+                    encode_redirect(frame.request_id, *address, &mut again);
+                    Ok(())
+                }
             };
             encoded.map_err(|error| TestCaseError::fail(error.to_string()))?;
             // The encoder writes error replies with client id 0; a peer may send another.
-            if frame.client_id == 0 || !matches!(frame.body, Body::Error(_)) {
-                prop_assert_eq!(&again[..], raw);
+            // Each frame is written in one version; a peer may send one in another (a
+            // version-1 request, a version-2 reply): compare all but version and checksum.
+            let same_version = decoder.last_version() == u16::from_le_bytes([again[4], again[5]]);
+            let errors = matches!(frame.body, Body::Error(_) | Body::Redirect(_));
+            if frame.client_id == 0 || !errors {
+                if same_version {
+                    prop_assert_eq!(&again[..], raw);
+                } else {
+                    prop_assert_eq!(&again[..4], &raw[..4]);
+                    prop_assert_eq!(&again[6..36], &raw[6..36]);
+                    prop_assert_eq!(&again[40..], &raw[40..]);
+                }
             }
             offset += length;
         }
@@ -372,6 +450,27 @@ fn check_stream(bytes: &[u8], chunks: &[usize]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
+    #[test]
+    fn arbitrary_redirect_payloads_never_panic_and_valid_ones_round_trip(
+        payload in proptest::collection::vec(any::<u8>(), 24),
+    ) {
+        let mut bytes = Vec::new();
+        encode_redirect(1, "127.0.0.1:1".parse().unwrap(), &mut bytes);
+        bytes.truncate(HEADER_BYTES);
+        bytes.extend_from_slice(&payload);
+        let bytes = patched(bytes, |_| {});
+        let (frames, end) = decode_all(&bytes);
+        match (frames.as_slice(), end) {
+            ([Frame { body: Body::Redirect(address), .. }], Ok(())) => {
+                let mut again = Vec::new();
+                encode_redirect(1, *address, &mut again);
+                prop_assert_eq!(again, bytes);
+            }
+            ([], Err(FrameError::BadRedirect { .. })) => {}
+            (frames, end) => prop_assert!(false, "unexpected {:?} {:?}", frames, end),
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic_or_pass_a_bad_checksum(
         bytes in proptest::collection::vec(any::<u8>(), 0..512),
@@ -394,6 +493,7 @@ proptest! {
     fn mutated_streams_never_panic_or_pass_a_bad_checksum(
         accounts in proptest::collection::vec(common::record::<Account>(), 0..3),
         ids in proptest::collection::vec(any::<u128>(), 0..3),
+        redirect in any::<std::net::SocketAddr>(),
         mutations in proptest::collection::vec((any::<prop::sample::Index>(), 1..=255u8), 0..4),
         chunks in proptest::collection::vec(1..200usize, 0..8),
     ) {
@@ -401,6 +501,7 @@ proptest! {
         Request::CreateAccounts(accounts).encode(1, CLIENT_ID, &mut stream).map_err(|error| TestCaseError::fail(error.to_string()))?;
         Reply::LookupTransfers(vec![]).encode(2, CLIENT_ID, &mut stream).map_err(|error| TestCaseError::fail(error.to_string()))?;
         Request::LookupAccounts(ids).encode(3, CLIENT_ID, &mut stream).map_err(|error| TestCaseError::fail(error.to_string()))?;
+        encode_redirect(4, redirect, &mut stream);
         for (index, flip) in mutations {
             let at = index.index(stream.len());
             stream[at] ^= flip;

@@ -316,12 +316,9 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         .map(|url| PostgresConfig::new(url, &args.settlement_schema))
         .transpose()
         .map_err(CliError::Usage)?;
-    let node = open_node(&NodeConfig {
-        replication,
-        repair_from: args.repair_from.clone(),
-        settlement,
-        ..node_config(&args.node)
-    })?;
+    let node_config =
+        NodeConfig { replication, repair_from: args.repair_from.clone(), settlement, ..node_config(&args.node) };
+    let node = open_node(&node_config)?;
     let address = listener.local_addr()?;
     if node.peers().role.kind() == crate::node::role::RoleKind::Primary {
         node.peers().role.set_primary(Some(address));
@@ -334,12 +331,22 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
     signals::install()?;
     eprintln!("tally: listening on {address} (durability {}, wait {})", args.node.durability, args.node.wait);
     let status = std::sync::Arc::new(std::sync::RwLock::new(node.status()));
-    let frontend = gateway::Frontend { status, peers: node.peers() };
+    let Some(replication) = node_config.replication.clone() else {
+        let frontend = gateway::Frontend { status, peers: node.peers() };
+        gateway::serve(&listener, &frontend, signals::stop_requested)?;
+        drop(metrics);
+        eprintln!("tally: stopping: applying what was submitted, then writing a snapshot");
+        let ledger = node.shutdown();
+        eprintln!("tally: stopped cleanly, state hash {:#034x}", ledger.state_hash());
+        return Ok(());
+    };
+    // In a replica set the node may be fenced and then rejoin as a standby while it runs.
+    let promoter = replica::fenced_primary_rejoins(node, node_config, replication, address, status.clone());
+    let frontend = gateway::Frontend { status, peers: promoter.peers() };
     gateway::serve(&listener, &frontend, signals::stop_requested)?;
     drop(metrics);
-    eprintln!("tally: stopping: applying what was submitted, then writing a snapshot");
-    let ledger = node.shutdown();
-    eprintln!("tally: stopped cleanly, state hash {:#034x}", ledger.state_hash());
+    eprintln!("tally: stopping");
+    replica::stop(&promoter);
     Ok(())
 }
 

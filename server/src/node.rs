@@ -10,6 +10,7 @@
 //! DIR/EPOCH        the epoch and role this node last acted in (see `role`)
 //! ```
 
+mod bell;
 mod bootstrap;
 mod checkpoints;
 pub mod derived;
@@ -189,6 +190,7 @@ impl Node {
         let replicated = Arc::new(AtomicU64::new(0));
         let visible = journal.visible_mark();
         let visible_limit = visible.clone();
+        let bell = Arc::new(bell::Bell::default());
         let input_log = JournalInputLog::new(
             journal,
             Some(retained_from),
@@ -196,6 +198,7 @@ impl Node {
             replicated.clone(),
             role.halted(),
             role.epoch(),
+            bell.clone(),
         );
         let last_sequence = input_log.last_sequence();
         let pipeline_config = PipelineConfig {
@@ -221,6 +224,8 @@ impl Node {
                 replicated,
                 stats: pipeline.stats(),
                 role: role.clone(),
+                followers: std::sync::atomic::AtomicUsize::new(0),
+                bell,
             })
         });
         if role.kind() == RoleKind::Primary {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tally_codecs::wire::{
-    Body, ErrorCode, FRAME_BYTES_MAX, FrameDecoder, HEADER_BYTES, Header, Message, Reply, Request,
+    Body, ErrorCode, FRAME_BYTES_MAX, FrameDecoder, HEADER_BYTES, Header, Message, Reply, Request, VERSION,
 };
 use tally_codecs::{Account, ResultCode, Transfer};
 
@@ -97,7 +97,7 @@ fn garbage_frames_do_not_disturb_other_clients() {
     bad_checksum[HEADER_BYTES + 20] ^= 0x40;
     let oversized = patched(valid[..HEADER_BYTES].to_vec(), |header| header.payload_bytes = 2 * FRAME_BYTES_MAX as u32);
     let unknown_operation = patched(valid.clone(), |header| header.operation = 99);
-    let unknown_version = patched(valid.clone(), |header| header.version = 2);
+    let unknown_version = patched(valid.clone(), |header| header.version = VERSION + 1);
     let misaligned = {
         let mut bytes = valid[..HEADER_BYTES + 100].to_vec();
         bytes = patched(bytes, |header| header.payload_bytes = 100);
@@ -207,7 +207,7 @@ fn invalid_filter_gets_its_own_error_and_the_connection_goes_on() {
             Message::Frame(frame) => match frame.body {
                 Body::Error(code) => Some((frame.request_id, Some(code))),
                 Body::Reply(_) => Some((frame.request_id, None)),
-                Body::Request(_) => None,
+                Body::Request(_) | Body::Redirect(_) => None,
             },
             _ => None,
         })

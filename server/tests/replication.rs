@@ -1,5 +1,6 @@
 //! Hot standbys as real processes on loopback: catch-up from an empty directory, the
-//! live stream under `replicated:1`, `not_primary` on a standby, and peers that cannot
+//! live stream under `replicated:1`, `not_primary` naming the primary on a standby (and a
+//! client that follows it), and peers that cannot
 //! prove the cluster secret.
 
 mod common;
@@ -9,8 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{ServerProcess, TempDir, account, client, free_address, transfer};
-use tally_client::ClientError;
-use tally_codecs::wire::{ErrorCode, NodeStatus};
+use std::io::{Read, Write};
+
+use tally_codecs::ResultCode;
+use tally_codecs::wire::{
+    Body, ErrorCode, FrameDecoder, HEADER_BYTES, Header, NodeStatus, Request, VERSION, VERSION_OLDEST,
+};
 
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -41,8 +46,32 @@ fn wait_converged(primary: SocketAddr, standby: SocketAddr) -> (NodeStatus, Node
     }
 }
 
+/// Sends one `create_accounts` frame of `version` to `address` and returns the answer.
+fn raw_answer(address: SocketAddr, version: u16) -> Body {
+    let mut bytes = Vec::new();
+    Request::CreateAccounts(vec![account(99)]).encode(7, 1, &mut bytes).expect("a valid request");
+    let mut header: Header = bytemuck::pod_read_unaligned(&bytes[..HEADER_BYTES]);
+    header.version = version;
+    header.checksum = header.compute_checksum(&bytes[HEADER_BYTES..]);
+    bytes[..HEADER_BYTES].copy_from_slice(bytemuck::bytes_of(&header));
+    let mut stream = std::net::TcpStream::connect(address).expect("the node accepts");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("a timeout");
+    stream.write_all(&bytes).expect("the request is sent");
+    let mut decoder = FrameDecoder::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(frame) = decoder.next_frame().expect("a valid answer") {
+            assert_eq!(frame.request_id, 7);
+            return frame.body;
+        }
+        let read = stream.read(&mut buffer).expect("the node answers");
+        assert!(read > 0, "the node closed the connection without answering");
+        decoder.feed(&buffer[..read]);
+    }
+}
+
 #[test]
-fn standby_from_an_empty_directory_converges_and_refuses_writes() {
+fn standby_from_an_empty_directory_converges_and_redirects_writes_to_the_primary() {
     let dir = TempDir::new("standby-converges");
     let key = secret(dir.path(), "secret", "a-shared-cluster-secret\n");
     let (primary_address, standby_address) = (free_address(), free_address());
@@ -68,11 +97,17 @@ fn standby_from_an_empty_directory_converges_and_refuses_writes() {
     assert_eq!(theirs.role_name(), "standby");
     assert_eq!(theirs.primary(), Some(primary_address));
 
-    let to_standby = client(&[standby_address], Duration::from_secs(1));
-    match to_standby.create_accounts(&[account(3)]) {
-        Err(ClientError::Timeout { .. } | ClientError::Rejected(ErrorCode::NotPrimary)) => {}
-        other => panic!("a standby must refuse writes, got {other:?}"),
-    }
+    // A standby applies no client write: it names its primary, and a client given only
+    // the standby's address follows and gets its write applied there.
+    let via_standby = client(&[standby_address], Duration::from_secs(10));
+    let results = via_standby.create_accounts(&[account(3)]).expect("the standby sends the client to the primary");
+    assert!(results.iter().all(|result| ResultCode::from_u32(result.status).is_some_and(ResultCode::is_ok)));
+    let found = writer.lookup_accounts(&[3]).expect("lookup on the primary");
+    assert_eq!(found.len(), 1, "the write reached the primary");
+    // On the wire: a version-2 request is answered with the primary's address, a
+    // version-1 request with a bare `not_primary`, as before version 2.
+    assert_eq!(raw_answer(standby_address, VERSION), Body::Redirect(primary_address));
+    assert_eq!(raw_answer(standby_address, VERSION_OLDEST), Body::Error(ErrorCode::NotPrimary));
     assert!(status(primary_address).applied_events > 0);
     drop((standby, primary));
 }

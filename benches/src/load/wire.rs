@@ -57,6 +57,7 @@ impl Replies {
                             Ok((id, results))
                         }
                         Body::Error(code) => Err(format!("the node refused request {id}: {}", code.name())),
+                        Body::Redirect(primary) => Err(format!("the node is not the primary; it names {primary}")),
                         Body::Reply(reply) => Err(format!("a {} reply to request {id}", reply.operation().name())),
                         Body::Request(_) => Err("the node sent a request".to_owned()),
                     };

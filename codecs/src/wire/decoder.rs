@@ -3,7 +3,9 @@
 use super::admin::{Message, OPERATION_PROMOTE, OPERATION_STATUS};
 use super::layout::{self, PayloadLayout};
 use super::message::{Body, Frame, Reply, Request};
-use super::{Direction, ErrorCode, FRAME_BYTES_MAX, FrameError, HEADER_BYTES, Header, MAGIC, VERSION};
+use super::{
+    Direction, ErrorCode, FRAME_BYTES_MAX, FrameError, HEADER_BYTES, Header, MAGIC, Redirect, VERSION, VERSION_OLDEST,
+};
 use crate::Operation;
 
 /// Turns a byte stream into frames. Feed it what each socket read returns, then call
@@ -23,6 +25,8 @@ pub struct FrameDecoder {
     /// Bytes at the front of `buffer` already returned as frames.
     consumed: usize,
     failed: Option<FrameError>,
+    /// The version of the last frame returned (0 before the first).
+    last_version: u16,
 }
 
 impl FrameDecoder {
@@ -76,6 +80,12 @@ impl FrameDecoder {
         result
     }
 
+    /// The protocol version of the frame last returned: a node answers a request in it
+    /// (0 before any frame).
+    pub fn last_version(&self) -> u16 {
+        self.last_version
+    }
+
     /// Bytes received but not yet returned as frames.
     pub fn bytes_buffered(&self) -> usize {
         self.buffer.len() - self.consumed
@@ -125,7 +135,11 @@ impl FrameDecoder {
         let message = match kind {
             Kind::Request(operation) => frame(Body::Request(Request::decode(operation, payload)?)),
             Kind::Reply(operation) => frame(Body::Reply(Reply::decode(operation, payload)?)),
-            Kind::Error(code) => frame(Body::Error(code)),
+            Kind::Error(code) if payload.is_empty() => frame(Body::Error(code)),
+            Kind::Error(_) => {
+                let redirect: Redirect = read_one(payload, &layout)?;
+                frame(Body::Redirect(redirect.address()?))
+            }
             Kind::StatusRequest => Message::StatusRequest { request_id, client_id },
             Kind::StatusReply => Message::StatusReply { request_id, client_id, status: read_one(payload, &layout)? },
             Kind::PromoteRequest => {
@@ -134,6 +148,7 @@ impl FrameDecoder {
             Kind::PromoteReply => Message::PromoteReply { request_id, client_id, status: read_one(payload, &layout)? },
         };
         self.consumed += frame_bytes;
+        self.last_version = header.version;
         Ok(Some(message))
     }
 }
@@ -171,7 +186,7 @@ fn check_header(header: &Header, admin: Admin) -> Result<(Kind, PayloadLayout), 
     if header.magic != MAGIC {
         return Err(FrameError::BadMagic { magic: header.magic });
     }
-    if header.version != VERSION {
+    if !(VERSION_OLDEST..=VERSION).contains(&header.version) {
         return Err(FrameError::UnknownVersion { version: header.version });
     }
     let frame_payload_max = (FRAME_BYTES_MAX - HEADER_BYTES) as u32;
@@ -189,7 +204,7 @@ fn check_header(header: &Header, admin: Admin) -> Result<(Kind, PayloadLayout), 
             if header.operation != 0 {
                 return Err(FrameError::ReservedNotZero);
             }
-            Ok((Kind::Error(code), layout::error_reply()))
+            Ok((Kind::Error(code), layout::error_reply(header.version, code)))
         }
         Direction::Request if admin == Admin::Accepted && header.operation == OPERATION_STATUS => {
             Ok((Kind::StatusRequest, layout::status_request()))

@@ -7,7 +7,7 @@ use bytemuck::Pod;
 
 use super::admin::{NodeStatus, OPERATION_PROMOTE, OPERATION_STATUS, PromoteRequest};
 use super::layout::{self, PayloadLayout};
-use super::{Direction, ErrorCode, HEADER_BYTES, Header, MAGIC, VERSION};
+use super::{Direction, ErrorCode, HEADER_BYTES, Header, MAGIC, Redirect, VERSION, VERSION_OLDEST, VERSION_REDIRECT};
 use crate::Operation;
 
 /// Why a frame could not be encoded: always a bug in the caller, reported rather than
@@ -32,7 +32,7 @@ pub fn encode_request<T: Pod>(
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     let layout = layout::request(operation).ok_or(EncodeError::NotAWireOperation { operation })?;
-    let header = header(operation as u8, Direction::Request, request_id, client_id);
+    let header = header(VERSION, operation as u8, Direction::Request, request_id, client_id);
     encode_frame(operation, header, layout, records, out)
 }
 
@@ -45,41 +45,78 @@ pub fn encode_reply<T: Pod>(
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     let layout = layout::reply(operation).ok_or(EncodeError::NotAWireOperation { operation })?;
-    let header = header(operation as u8, Direction::Reply, request_id, client_id);
+    let header = header(VERSION_OLDEST, operation as u8, Direction::Reply, request_id, client_id);
     encode_frame(operation, header, layout, records, out)
 }
 
 /// Appends an error reply. It names neither the operation nor the client, since a node may
 /// refuse a frame whose header it could not trust.
 pub fn encode_error_reply(request_id: u64, code: ErrorCode, out: &mut Vec<u8>) {
-    let mut header = header(0, Direction::Error(code), request_id, 0);
+    let mut header = header(VERSION_OLDEST, 0, Direction::Error(code), request_id, 0);
     header.checksum = header.compute_checksum(&[]);
     out.extend_from_slice(bytemuck::bytes_of(&header));
 }
 
+/// Appends a `not_primary` reply that names the primary: version 2, so send it only to a
+/// request of version 2 or later (an older client gets [`encode_error_reply`]).
+pub fn encode_redirect(request_id: u64, primary: std::net::SocketAddr, out: &mut Vec<u8>) {
+    let payload = Redirect::new(primary);
+    let payload = bytemuck::bytes_of(&payload);
+    let mut header = header(VERSION_REDIRECT, 0, Direction::Error(ErrorCode::NotPrimary), request_id, 0);
+    header.payload_bytes = payload.len() as u32;
+    header.checksum = header.compute_checksum(payload);
+    out.extend_from_slice(bytemuck::bytes_of(&header));
+    out.extend_from_slice(payload);
+}
+
 /// Appends an admin status request (no payload).
 pub fn encode_status_request(request_id: u64, client_id: u128, out: &mut Vec<u8>) {
-    let mut header = header(OPERATION_STATUS, Direction::Request, request_id, client_id);
+    let mut header = header(VERSION, OPERATION_STATUS, Direction::Request, request_id, client_id);
     header.checksum = header.compute_checksum(&[]);
     out.extend_from_slice(bytemuck::bytes_of(&header));
 }
 
 /// Appends an admin status reply carrying `status`.
 pub fn encode_status_reply(request_id: u64, client_id: u128, status: &NodeStatus, out: &mut Vec<u8>) {
-    encode_admin(OPERATION_STATUS, Direction::Reply, request_id, client_id, bytemuck::bytes_of(status), out);
+    encode_admin(
+        VERSION_OLDEST,
+        OPERATION_STATUS,
+        Direction::Reply,
+        request_id,
+        client_id,
+        bytemuck::bytes_of(status),
+        out,
+    );
 }
 
 /// Appends a promotion request (`tally promote`).
 pub fn encode_promote_request(request_id: u64, client_id: u128, request: &PromoteRequest, out: &mut Vec<u8>) {
-    encode_admin(OPERATION_PROMOTE, Direction::Request, request_id, client_id, bytemuck::bytes_of(request), out);
+    encode_admin(
+        VERSION,
+        OPERATION_PROMOTE,
+        Direction::Request,
+        request_id,
+        client_id,
+        bytemuck::bytes_of(request),
+        out,
+    );
 }
 
 /// Appends the reply to a promotion: the node's status as the new primary.
 pub fn encode_promote_reply(request_id: u64, client_id: u128, status: &NodeStatus, out: &mut Vec<u8>) {
-    encode_admin(OPERATION_PROMOTE, Direction::Reply, request_id, client_id, bytemuck::bytes_of(status), out);
+    encode_admin(
+        VERSION_OLDEST,
+        OPERATION_PROMOTE,
+        Direction::Reply,
+        request_id,
+        client_id,
+        bytemuck::bytes_of(status),
+        out,
+    );
 }
 
 fn encode_admin(
+    version: u16,
     operation: u8,
     direction: Direction,
     request_id: u64,
@@ -87,17 +124,20 @@ fn encode_admin(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) {
-    let mut header = header(operation, direction, request_id, client_id);
+    let mut header = header(version, operation, direction, request_id, client_id);
     header.payload_bytes = payload.len() as u32;
     header.checksum = header.compute_checksum(payload);
     out.extend_from_slice(bytemuck::bytes_of(&header));
     out.extend_from_slice(payload);
 }
 
-fn header(operation: u8, direction: Direction, request_id: u64, client_id: u128) -> Header {
+/// A header of `version`: requests carry the newest version this build speaks (it tells
+/// the node which replies the client reads); replies carry the oldest version whose layout
+/// they fit, so that every client reads them (see the module documentation of `wire`).
+fn header(version: u16, operation: u8, direction: Direction, request_id: u64, client_id: u128) -> Header {
     Header {
         magic: MAGIC,
-        version: VERSION,
+        version,
         operation,
         status: direction.status(),
         request_id,

@@ -11,7 +11,8 @@
 //! | `get_account_transfers` | one `AccountFilter`    | `Transfer[]`            |
 //! | `get_account_balances`  | one `AccountFilter`    | `AccountBalance[]`      |
 //!
-//! An error reply has an empty payload; the admin frames' payloads are in
+//! An error reply has an empty payload, except a `not_primary` reply of version 2 or later,
+//! which holds at most one [`Redirect`](super::Redirect); the admin frames' payloads are in
 //! [`admin`](super::admin). Arrays hold 0 to [`EVENTS_PER_REQUEST_MAX`] records.
 
 use std::any::{TypeId, type_name};
@@ -100,7 +101,11 @@ pub fn promote_request() -> PayloadLayout {
     PayloadLayout::of::<super::admin::PromoteRequest>(1, 1)
 }
 
-/// The payload of an error reply: nothing.
-pub fn error_reply() -> PayloadLayout {
+/// The payload of an error reply with `code` in a frame of `version`: nothing, or for
+/// `not_primary` from version 2 on, at most one redirect.
+pub fn error_reply(version: u16, code: super::ErrorCode) -> PayloadLayout {
+    if code == super::ErrorCode::NotPrimary && version >= super::VERSION_REDIRECT {
+        return PayloadLayout::of::<super::Redirect>(0, 1);
+    }
     PayloadLayout::of::<u8>(0, 0)
 }

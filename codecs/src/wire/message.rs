@@ -43,6 +43,8 @@ pub enum Body {
     Reply(Reply),
     /// The node refused the request with this id, for the reason the code gives.
     Error(ErrorCode),
+    /// `not_primary`, naming the primary (a version-2 reply): send the request there.
+    Redirect(std::net::SocketAddr),
 }
 
 impl Request {

@@ -17,7 +17,7 @@ use crate::node::peers::PeerService;
 use crate::node::promote::{Promoter, Running};
 use crate::node::role::Role;
 use crate::node::standby::{Standby, StandbyConfig};
-use crate::node::{NodeConfig, ReplicationConfig};
+use crate::node::{Node, NodeConfig, ReplicationConfig};
 use crate::signals;
 
 #[derive(Args, Clone)]
@@ -132,20 +132,62 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
     if let Some(after_ms) = args.auto_promote_after_ms {
         promoter.watch(Duration::from_millis(after_ms), signals::stop_requested);
     }
+    // Once promoted, this node may be fenced in turn: it then rejoins as a standby.
+    promoter.rejoin_when_fenced(signals::stop_requested);
     eprintln!("tally: standby listening on {}, following {:?}", args.listen, args.primary);
     let peers = PeerService { key: Some(replication.key), role, shipping, log, promoter: Some(promoter.clone()) };
     let frontend = Frontend { status, peers };
     gateway::serve(&listener, &frontend, signals::stop_requested)?;
     eprintln!("tally: stopping");
+    stop(&promoter);
+    Ok(())
+}
+
+/// Stops whatever the process runs now (a standby, or the primary it became) cleanly.
+pub fn stop(promoter: &Promoter) {
     let running =
         std::mem::replace(&mut *promoter.running.lock().unwrap_or_else(PoisonError::into_inner), Running::Neither);
     let ledger = match running {
         Running::Standby(standby) => standby.shutdown().0,
         Running::Primary(node) => node.shutdown(),
-        Running::Neither => return Ok(()),
+        Running::Neither => return,
     };
     eprintln!("tally: stopped cleanly, state hash {:#034x}", ledger.state_hash());
-    Ok(())
+}
+
+/// `tally serve` in a replica set: the running node under a [`Promoter`], whose watch
+/// turns it into a standby of the new primary once it is fenced (no restart needed).
+pub fn fenced_primary_rejoins(
+    node: Node,
+    node_config: NodeConfig,
+    replication: ReplicationConfig,
+    listen: SocketAddr,
+    status: Arc<RwLock<crate::node::StatusSource>>,
+) -> Arc<Promoter> {
+    let peers = node.peers();
+    let standby_config = StandbyConfig {
+        data_dir: node_config.data_dir.clone(),
+        node: listen,
+        primaries: replication.cluster.iter().copied().filter(|&peer| peer != listen).collect(),
+        key: replication.key.clone(),
+        snapshot_interval: node_config.snapshot_interval,
+        journal_segment_bytes: node_config.journal_segment_bytes,
+        repair_from: node_config.repair_from.clone(),
+    };
+    let promoter = Arc::new(Promoter {
+        running: Mutex::new(Running::Primary(node)),
+        node_config,
+        standby_config,
+        key: replication.key,
+        cluster: replication.cluster,
+        role: peers.role,
+        status,
+        shipping: peers.shipping,
+        log: peers.log,
+        promised_at: Mutex::new(None),
+    });
+    promoter.rejoin_when_fenced(signals::stop_requested);
+    promoter
 }
 
 #[derive(Args)]

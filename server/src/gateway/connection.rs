@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 use tally_codecs::wire::{
-    Body, ErrorCode, FrameDecoder, FrameError, Message, Request, encode_error_reply, encode_promote_reply,
-    encode_status_reply,
+    Body, ErrorCode, FrameDecoder, FrameError, Message, Request, VERSION_REDIRECT, encode_error_reply,
+    encode_promote_reply, encode_redirect, encode_status_reply,
 };
 use tally_engine::pipeline::ReplyTo;
 
@@ -141,7 +141,8 @@ impl Connection {
                 match decoder.next_message() {
                     Ok(None) => break,
                     Ok(Some(message)) => {
-                        if let Some(end) = self.handle(message, in_flight, &replies, queue) {
+                        let version = decoder.last_version();
+                        if let Some(end) = self.handle(message, version, in_flight, &replies, queue) {
                             return end;
                         }
                     }
@@ -155,6 +156,7 @@ impl Connection {
     fn handle(
         &self,
         message: Message,
+        version: u16,
         in_flight: &InFlight,
         replies: &Arc<dyn ReplyTo>,
         queue: &Sender<Outgoing>,
@@ -167,10 +169,16 @@ impl Connection {
                 };
                 let slot = in_flight.acquire(Origin { request_id: frame.request_id, client_id: frame.client_id });
                 // Only a primary serves requests, lookups included: a standby's ledger may
-                // lag, and a client should not read a balance older than one it wrote.
+                // lag, and a client should not read a balance older than one it wrote. A
+                // client that reads redirects (version 2) is told where the primary is.
                 let Some(submitter) = self.frontend.peers.role.submitter() else {
                     let mut bytes = Vec::new();
-                    encode_error_reply(frame.request_id, ErrorCode::NotPrimary, &mut bytes);
+                    match self.frontend.peers.role.primary() {
+                        Some(primary) if version >= VERSION_REDIRECT => {
+                            encode_redirect(frame.request_id, primary, &mut bytes);
+                        }
+                        _ => encode_error_reply(frame.request_id, ErrorCode::NotPrimary, &mut bytes),
+                    }
                     if queue.send(Outgoing::Frame { bytes, slot: Some(slot) }).is_err() {
                         in_flight.release(slot);
                     }

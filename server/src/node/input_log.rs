@@ -30,6 +30,8 @@ pub struct JournalInputLog {
     last_flush: Instant,
     /// The epoch this node is primary in: every record it appends carries it.
     epoch: u32,
+    /// Rung after each commit, when the visible mark has moved: wakes the shippers.
+    bell: Arc<super::bell::Bell>,
 }
 
 impl JournalInputLog {
@@ -41,6 +43,7 @@ impl JournalInputLog {
         replicated: Arc<AtomicU64>,
         halted: Arc<std::sync::atomic::AtomicBool>,
         epoch: u32,
+        bell: Arc<super::bell::Bell>,
     ) -> JournalInputLog {
         let appended = Arc::new(AtomicU64::new(journal.last_sequence()));
         let watermarks = Watermarks { appended, flushed: journal.durable_mark(), replicated, halted };
@@ -52,6 +55,7 @@ impl JournalInputLog {
             derived,
             last_flush: Instant::now(),
             epoch,
+            bell,
         }
     }
 
@@ -114,6 +118,8 @@ impl InputLog for JournalInputLog {
             journal.flush();
             self.last_flush = Instant::now();
         }
+        // The batch's records are visible now (at their append, or at the flush).
+        self.bell.ring();
         self.remove_covered_segments();
     }
 

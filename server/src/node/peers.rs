@@ -169,8 +169,8 @@ impl PeerService {
     /// `tally promote` asked this node to become primary.
     pub fn promote(&self, request: PromoteRequest) -> Result<NodeStatus, String> {
         match &self.promoter {
+            _ if self.role.kind() == RoleKind::Primary => Err("this node is already primary".into()),
             Some(promoter) => promoter.promote(request.force != 0, request.timeout_ms),
-            None if self.role.kind() == RoleKind::Primary => Err("this node is already primary".into()),
             None => Err("this node was not started as a standby (tally standby)".into()),
         }
     }

@@ -56,6 +56,17 @@ pub struct Promoter {
 }
 
 impl Promoter {
+    /// What this process offers peers, with this promoter behind it.
+    pub fn peers(self: &Arc<Self>) -> super::peers::PeerService {
+        super::peers::PeerService {
+            key: Some(self.key.clone()),
+            role: self.role.clone(),
+            shipping: self.shipping.clone(),
+            log: self.log.clone(),
+            promoter: Some(Arc::clone(self)),
+        }
+    }
+
     /// Called when this node promised an epoch to another node.
     pub fn note_promise(&self) {
         *self.promised_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
@@ -68,9 +79,13 @@ impl Promoter {
     pub fn promote(&self, force: bool, timeout_ms: u32) -> Result<NodeStatus, String> {
         let timeout = if timeout_ms == 0 { PROMOTE_TIMEOUT_DEFAULT } else { Duration::from_millis(timeout_ms.into()) };
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let Running::Standby(standby) = std::mem::replace(&mut *running, Running::Neither) else {
-            *running = Running::Neither;
-            return Err("this node is not a standby".into());
+        let standby = match std::mem::replace(&mut *running, Running::Neither) {
+            Running::Standby(standby) => standby,
+            // A primary (a `serve` node, or one promoted before) keeps serving.
+            other => {
+                *running = other;
+                return Err("this node is not a standby".into());
+            }
         };
         let (_, own) = standby.shutdown();
         match self.elect_and_catch_up(own, force, timeout) {
@@ -124,6 +139,92 @@ impl Promoter {
         });
         if let Err(error) = spawned {
             eprintln!("tally: --auto-promote-after-ms is off: no thread: {error}");
+        }
+    }
+
+    /// While this process serves as primary, watches for it being fenced (a newer epoch
+    /// exists) and then turns it into a standby of the new primary without a restart:
+    /// find the new primary → stop the pipeline → truncate the suffix that diverges →
+    /// rebuild (snapshot + replay) → follow. Each step is logged with `REJOIN:`.
+    pub fn rejoin_when_fenced(self: &Arc<Self>, stop: impl Fn() -> bool + Send + 'static) {
+        let promoter = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("rejoin".into()).spawn(move || {
+            let mut asked_at = Instant::now();
+            while !stop() {
+                std::thread::sleep(WATCH_POLL);
+                let serving =
+                    matches!(&*promoter.running.lock().unwrap_or_else(PoisonError::into_inner), Running::Primary(_));
+                if !serving {
+                    continue;
+                }
+                if promoter.role.kind() == RoleKind::Fenced {
+                    promoter.rejoin(&stop);
+                } else if asked_at.elapsed() >= EPOCH_QUESTION_INTERVAL && promoter.missing_followers() {
+                    asked_at = Instant::now();
+                    promoter.ask_epochs();
+                }
+            }
+        });
+        if let Err(error) = spawned {
+            eprintln!("tally: a fenced primary will not rejoin by itself: no thread: {error}");
+        }
+    }
+
+    /// Whether some other node of the set is not following this primary: it may have
+    /// been promoted while this one was cut off.
+    fn missing_followers(&self) -> bool {
+        let shipping = self.shipping.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let following = shipping.map_or(0, |shipping| shipping.followers.load(std::sync::atomic::Ordering::Acquire));
+        following + 1 < self.cluster.len()
+    }
+
+    /// Asks the peers their epochs; fenced at once if one is newer.
+    fn ask_epochs(&self) {
+        let me = self.standby_config.node;
+        let peers: Vec<SocketAddr> = self.cluster.iter().copied().filter(|&peer| peer != me).collect();
+        if let Some((peer, epoch)) = super::rejoin::newer_epoch(&peers, &self.key, self.role.epoch()) {
+            eprintln!("tally: FENCED: {peer} is in epoch {epoch}, newer than ours; this node accepts no more writes");
+            self.role.fence(epoch);
+        }
+    }
+
+    fn rejoin(&self, stop: &dyn Fn() -> bool) {
+        let me = self.standby_config.node;
+        let peers: Vec<SocketAddr> = self.cluster.iter().copied().filter(|&peer| peer != me).collect();
+        eprintln!(
+            "tally: REJOIN: fenced in epoch {}; asking {peers:?} which node is the new primary",
+            self.role.epoch()
+        );
+        let Some(primary) = super::rejoin::find_primary(&peers, &self.key, stop) else { return };
+        // Clients are sent there from now on, while this node turns into a standby.
+        self.role.set_primary(Some(primary));
+        eprintln!("tally: REJOIN: the new primary is {primary}; stopping this node's pipeline");
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let Running::Primary(node) = std::mem::replace(&mut *running, Running::Neither) else { return };
+        let ledger = node.shutdown();
+        eprintln!(
+            "tally: REJOIN: pipeline stopped at state hash {:#034x}; comparing this journal with {primary}'s,              truncating what diverges, rebuilding from the snapshot and the journal",
+            ledger.state_hash()
+        );
+        drop(ledger);
+        let primaries = std::iter::once(primary).chain(peers.iter().copied().filter(|&peer| peer != primary));
+        let config = StandbyConfig { primaries: primaries.collect(), ..self.standby_config.clone() };
+        match Standby::open(config, self.role.clone()) {
+            Ok(standby) => {
+                let status = standby.status().read();
+                self.switch(standby.status(), None, standby.log());
+                *running = Running::Standby(standby);
+                eprintln!(
+                    "tally: REJOIN: rebuilt at sequence {} (state hash {:#034x}); following {primary} as a standby \
+                     in epoch {}",
+                    status.applied_sequence,
+                    status.state_hash,
+                    self.role.epoch()
+                );
+            }
+            // The process serves nothing then; its status still answers, and a restart
+            // with `tally standby` retries.
+            Err(error) => eprintln!("tally: REJOIN FAILED: cannot open this node as a standby: {error}"),
         }
     }
 
@@ -234,8 +335,10 @@ impl Promoter {
     }
 }
 
-/// How often the auto-promotion watch looks at the silence.
+/// How often the auto-promotion and rejoin watches look at the node.
 const WATCH_POLL: Duration = Duration::from_millis(50);
+/// How often a primary that some node does not follow asks its peers for their epochs.
+const EPOCH_QUESTION_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `after` plus a random share of it, up to double.
 fn randomised(after: Duration) -> Duration {

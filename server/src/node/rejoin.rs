@@ -128,3 +128,54 @@ fn position_at(journal: &Journal, sequence: u64) -> Result<LogPosition, NodeErro
         None => Ok(LogPosition::default()),
     }
 }
+
+/// How long a fenced node waits between rounds of asking its peers which is primary.
+pub const FIND_PRIMARY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Asks each peer in turn (probing the empty log, which any primary answers and any other
+/// node refuses) until one answers as primary; `None` if `stop` says so first. A fenced
+/// node does not know who fenced it: a `Prepare` names only the epoch, and the newer
+/// primary may still be collecting promises.
+pub fn find_primary(
+    peers: &[std::net::SocketAddr],
+    key: &tally_replication::ClusterKey,
+    stop: &dyn Fn() -> bool,
+) -> Option<std::net::SocketAddr> {
+    while !stop() {
+        for &address in peers {
+            let Ok(mut peer) = peer_io::connect(address, key, peer_io::HANDSHAKE_TIMEOUT) else { continue };
+            let _ = peer.set_read_timeout(Some(peer_io::HANDSHAKE_TIMEOUT));
+            let asked = Message::Probe { epoch: 0, position: LogPosition::default() };
+            if let Ok(Message::Probed { .. }) = peer.send(&asked).and_then(|()| peer.recv()) {
+                return Some(address);
+            }
+        }
+        std::thread::sleep(FIND_PRIMARY_PAUSE);
+    }
+    None
+}
+
+/// The first peer found in an epoch newer than `epoch`, and that epoch. A peer answers a
+/// `Fetch` from an older epoch with `NewerEpoch` (and an empty range with nothing), so an
+/// empty fetch asks a peer's epoch without touching its state. Unreachable peers are
+/// skipped.
+pub fn newer_epoch(
+    peers: &[std::net::SocketAddr],
+    key: &tally_replication::ClusterKey,
+    epoch: u32,
+) -> Option<(std::net::SocketAddr, u32)> {
+    for &address in peers {
+        let Ok(mut peer) = peer_io::connect(address, key, EPOCH_QUESTION_TIMEOUT) else { continue };
+        let _ = peer.set_read_timeout(Some(EPOCH_QUESTION_TIMEOUT));
+        let asked = Message::Fetch { epoch, from: 1, to: 0 };
+        if let Ok(Message::NewerEpoch { epoch: newer }) = peer.send(&asked).and_then(|()| peer.recv())
+            && newer > epoch
+        {
+            return Some((address, newer));
+        }
+    }
+    None
+}
+
+/// How long asking one peer its epoch may take.
+const EPOCH_QUESTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);

@@ -129,6 +129,11 @@ impl Role {
         }
         write_synced(&self.epoch_file, &format!("{epoch} {}\n", kind.name()))?;
         self.epoch.store(epoch, Ordering::Release);
+        if kind == RoleKind::Primary {
+            // A node fenced once (then a standby) and now primary again: its new pipeline's
+            // gate must let inputs through. The old pipeline that the switch halted is gone.
+            self.halted.store(false, Ordering::Release);
+        }
         self.kind.store(kind.wire(), Ordering::Release);
         Ok(true)
     }
@@ -139,6 +144,8 @@ impl Role {
         self.halted.store(true, Ordering::Release);
         self.kind.store(ROLE_FENCED, Ordering::Release);
         self.set_submitter(None);
+        // A promoted node names itself as primary; fenced, it must not send clients to itself.
+        self.set_primary(None);
         if let Err(error) = self.enter(newer_epoch, RoleKind::Fenced) {
             // The process cannot promise to stay fenced across a restart: stop it.
             eprintln!("tally: stopping: cannot record the fenced state: {error}");

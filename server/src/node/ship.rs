@@ -3,7 +3,7 @@
 //! acknowledgements into the replicated watermark the durability gate waits on.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -18,10 +18,10 @@ use super::snapshots;
 /// Records per `Records` message, at most; and their payload bytes, at most.
 const RECORDS_PER_SEND_MAX: usize = 1024;
 const SEND_BYTES_MAX: usize = 4 << 20;
-/// Idle polls of the journal that only yield before the shipper starts to sleep.
-const YIELDS_BEFORE_SLEEP: u32 = 64;
-/// The shipper's sleep while the journal is idle: it bounds the latency a standby adds.
-const IDLE_SLEEP: Duration = Duration::from_micros(100);
+/// The longest an idle shipper sleeps without a ring of the journal bell: it bounds how
+/// late a due checkpoint or a closed connection is noticed (not how late records go out:
+/// the bell wakes the shipper for those).
+const IDLE_WAIT_MAX: Duration = Duration::from_millis(20);
 
 /// The longest a standby goes without a message while the primary is idle. An idle
 /// primary journals nothing (no tick without a due deadline), so without this a standby
@@ -46,6 +46,12 @@ pub struct Shipping {
     pub replicated: Arc<AtomicU64>,
     pub stats: Arc<PipelineStats>,
     pub role: Arc<Role>,
+    /// Standbys being streamed to now. While some node of the set is not among them, the
+    /// primary asks its peers for their epochs (a partitioned primary learns that way,
+    /// once healed, that it was replaced; see `Promoter::rejoin_when_fenced`).
+    pub followers: AtomicUsize,
+    /// Rung by the journal stage after each commit: the visible mark may have moved.
+    pub bell: Arc<super::bell::Bell>,
 }
 
 impl Shipping {
@@ -109,9 +115,11 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
         eprintln!("tally: standby {node}: cannot start its acknowledgement reader");
         return;
     };
+    shipping.followers.fetch_add(1, Ordering::AcqRel);
     if let Err(error) = stream(&mut peer, from, shipping, &closed) {
         eprintln!("tally: standby {node}: stream ended: {error}");
     }
+    shipping.followers.fetch_sub(1, Ordering::AcqRel);
     peer.shutdown();
     closed.store(true, Ordering::Release);
     let _ = acks.join();
@@ -194,7 +202,6 @@ pub fn to_record(record: &tally_journal::RecordRef<'_>) -> Record {
 fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &AtomicBool) -> Result<(), PeerError> {
     let mut reader = JournalReader::open(&shipping.journal_dir, from, ReadLimit::Visible(shipping.visible.clone()))
         .map_err(|error| PeerError::Refused(error.to_string()))?;
-    let mut idle = 0u32;
     let mut batch = Vec::new();
     // `None` until the first send: a new subscriber hears from its primary at once, before
     // its auto-promotion timer (which has been running since the old primary went quiet)
@@ -208,6 +215,9 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
             return Err(PeerError::Refused("this node is no longer primary".into()));
         }
         let epoch = shipping.role.epoch();
+        // Read before the journal: a commit after this read rings, and the wait below
+        // then returns at once.
+        let rings = shipping.bell.rings();
         batch.clear();
         let mut bytes = 0usize;
         while batch.len() < RECORDS_PER_SEND_MAX && bytes < SEND_BYTES_MAX {
@@ -219,7 +229,6 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
         if !batch.is_empty() {
             peer.send(&Message::Records { epoch, records: std::mem::take(&mut batch) })?;
             last_sent = Some(Instant::now());
-            idle = 0;
             continue;
         }
         if last_sent.is_none_or(|sent| sent.elapsed() >= HEARTBEAT_INTERVAL) {
@@ -231,12 +240,8 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
         if let Some(checkpoint) = checkpoint {
             peer.send(&checkpoint)?;
         }
-        if idle < YIELDS_BEFORE_SLEEP {
-            std::thread::yield_now();
-        } else {
-            std::thread::sleep(IDLE_SLEEP);
-        }
-        idle = idle.saturating_add(1);
+        let heartbeat_due = last_sent.map_or(Duration::ZERO, |sent| HEARTBEAT_INTERVAL.saturating_sub(sent.elapsed()));
+        shipping.bell.wait_unless_rung_since(rings, heartbeat_due.min(IDLE_WAIT_MAX));
     }
 }
 
