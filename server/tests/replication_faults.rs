@@ -179,6 +179,17 @@ fn standby_from_an_empty_directory_gets_the_checkpoint_and_converges() {
     cluster.start_standby(1, &[0], &[]);
     all_acknowledged(&primary, &batch(first + 1_000, 1_000));
     cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+
+    // A crash in the middle of an install leaves the staging directory: the next start
+    // trusts nothing it holds, clears it and installs the checkpoint again.
+    cluster.kill(1);
+    std::fs::create_dir(cluster.data(1).join("checkpoint-incoming")).expect("created");
+    cluster.start_standby(1, &[0], &[]);
+    all_acknowledged(&primary, &batch(first + 2_000, 1_000));
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    let log = cluster.log(1);
+    assert!(log.contains("interrupted checkpoint install"), "{log}");
+    assert!(!cluster.data(1).join("checkpoint-incoming").exists(), "the staging directory is gone");
 }
 
 /// Like [`batch`], with user data that the journal's compact encoding cannot shrink, so

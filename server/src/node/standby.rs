@@ -85,8 +85,10 @@ impl Standby {
         let dirs = DataDir::create(&config.data_dir)?;
         let lock = dirs.lock()?;
         role.enter(role.epoch(), RoleKind::Standby)?;
-        super::rejoin::truncate_divergent_suffix(&config, &dirs)?;
+        // Before anything reads the journal: an interrupted checkpoint install leaves one
+        // that must not be trusted.
         super::bootstrap::clear_interrupted_install(&dirs)?;
+        super::rejoin::truncate_divergent_suffix(&config, &dirs)?;
         let (mut snapshots, mut restored, mut journal, mut ledger) = recover_local(&dirs, &config, role.epoch())?;
         let position = LogPosition {
             last_epoch: journal.last_epoch(),
