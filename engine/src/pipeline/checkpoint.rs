@@ -51,10 +51,7 @@ pub fn checkpoint_channel() -> (CheckpointTaker, CheckpointRequests) {
     // again, and hands it back when done.
     let (copies, received) = channel::bounded(1);
     let (spares, spare) = channel::bounded(1);
-    (
-        CheckpointTaker { due: due.clone(), copies, spares: spare },
-        CheckpointRequests { due, copies: received, spares },
-    )
+    (CheckpointTaker { due: due.clone(), copies, spares: spare }, CheckpointRequests { due, copies: received, spares })
 }
 
 impl CheckpointTaker {
