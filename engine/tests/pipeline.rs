@@ -283,7 +283,7 @@ fn a_checkpoint_copy_is_the_state_after_its_sequence_also_when_made_into_the_las
         for (timestamp, command) in journal.iter().take(copy.sequence as usize) {
             apply(&mut replayed, *timestamp, command);
         }
-        assert!(copy.sequence >= 2 + round, "the copy covers the transfers just applied");
+        assert!(u128::from(copy.sequence) >= 2 + round, "the copy covers the transfers just applied");
         assert_eq!(copy.state_hash, replayed.state_hash(), "the published hash is the replayed state's");
         assert_eq!(copy.ledger.state_hash(), replayed.state_hash(), "the copy is the replayed state");
         // The hash is kept incrementally and copied with the rest, so the tables are
