@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
+use crossbeam::channel::{self, Receiver, Sender};
 
 use super::PipelineStats;
 use crate::Ledger;
@@ -101,9 +101,6 @@ impl CheckpointRequests {
     /// The copy, once the business-logic thread has made it; `None` after `timeout` or
     /// when the business-logic thread has gone.
     pub fn receive(&self, timeout: Duration) -> Option<StateCopy> {
-        match self.copies.recv_timeout(timeout) {
-            Ok(copy) => Some(copy),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.copies.recv_timeout(timeout).ok()
     }
 }

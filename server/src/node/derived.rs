@@ -16,10 +16,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// One registered store: its name and its durable mark.
+type Registered = (&'static str, Arc<AtomicU64>);
+
 /// The registered stores' marks. Cheap to clone; all clones see the same registry.
 #[derive(Clone, Default)]
 pub struct DerivedMarks {
-    marks: Arc<Mutex<Vec<(&'static str, Arc<AtomicU64>)>>>,
+    marks: Arc<Mutex<Vec<Registered>>>,
 }
 
 impl DerivedMarks {
