@@ -25,7 +25,11 @@ pub(crate) struct IdIndex {
 impl Clone for IdIndex {
     fn clone(&self) -> IdIndex {
         let IdIndex { ascending_ids, ascending_slots, others } = self;
-        IdIndex { ascending_ids: ascending_ids.clone(), ascending_slots: ascending_slots.clone(), others: others.clone() }
+        IdIndex {
+            ascending_ids: ascending_ids.clone(),
+            ascending_slots: ascending_slots.clone(),
+            others: others.clone(),
+        }
     }
 
     fn clone_from(&mut self, source: &IdIndex) {

@@ -9,7 +9,7 @@ use tally_codecs::{Account, ResultCode, Transfer};
 use tally_engine::Ledger;
 use tally_engine::pipeline::{
     Command, Committed, Durability, InputLog, OutcomeLog, Pipeline, PipelineConfig, ReplyTo, SubmitError, Wait,
-    Watermarks, apply,
+    Watermarks, apply, checkpoint_channel,
 };
 
 /// Records what the journal stage was given, and how often it was asked to commit.
@@ -265,4 +265,40 @@ fn no_reply_overtakes_a_delayed_flush() {
     let stats = pipeline.stats();
     pipeline.shutdown();
     assert_eq!(stats.applied_sequence(), 4);
+}
+
+/// A checkpoint's copy, taken by the business-logic thread at a batch boundary, is exactly
+/// the state a replay of the journal up to the copy's sequence gives; the second copy is
+/// made into the first (handed back), and must be just as exact.
+#[test]
+fn a_checkpoint_copy_is_the_state_after_its_sequence_also_when_made_into_the_last_one() {
+    let log = MemoryLog::default();
+    let (taker, requests) = checkpoint_channel();
+    let config = PipelineConfig { checkpoints: Some(taker), ..config(Wait::Parking) };
+    let pipeline = Pipeline::start(config, Ledger::new(), Box::new(log.clone()), Box::new(CountingOutcomes::default()));
+    let submitter = pipeline.submitter();
+    submitter.execute(Request::CreateAccounts(accounts())).unwrap();
+    for round in 0..2u128 {
+        let transfers: Vec<Transfer> =
+            (1..=50u128).map(|n| transfer(round * 1000 + n, 1 + n % 4, 1 + (n + round + 1) % 4, n)).collect();
+        submitter.execute(Request::CreateTransfers(transfers)).unwrap();
+        requests.request();
+        // An empty query ends a batch, where the copy is made.
+        submitter.execute(Request::LookupAccounts(Vec::new())).unwrap();
+        let copy = requests.receive(Duration::from_secs(60)).expect("the business-logic thread hands a copy");
+        let journal = log.inputs.lock().unwrap().clone();
+        let mut replayed = Ledger::new();
+        for (timestamp, command) in journal.iter().take(copy.sequence as usize) {
+            apply(&mut replayed, *timestamp, command);
+        }
+        assert!(u128::from(copy.sequence) >= 2 + round, "the copy covers the transfers just applied");
+        assert_eq!(copy.state_hash, replayed.state_hash(), "the published hash is the replayed state's");
+        assert_eq!(copy.ledger.state_hash(), replayed.state_hash(), "the copy is the replayed state");
+        // The hash is kept incrementally and copied with the rest, so the tables are
+        // compared too: as images, which list every table in a fixed order.
+        assert!(copy.ledger.to_image() == replayed.to_image(), "the copy's tables are the replayed ones");
+        requests.give_back(copy.ledger);
+    }
+    assert_eq!(pipeline.stats().checkpoint_stalls().0, 2, "one copy per request");
+    drop(pipeline);
 }

@@ -209,10 +209,16 @@ impl Node {
             ..PipelineConfig::default()
         };
         let pipeline = Pipeline::start(pipeline_config, ledger, Box::new(input_log), Box::new(outcomes));
-        let writer =
-            CheckpointWriter::new(snapshots, pipeline.stats(), derived.clone(), Some(retained_sender), restored.sequence);
+        let writer = CheckpointWriter::new(
+            snapshots,
+            pipeline.stats(),
+            derived.clone(),
+            Some(retained_sender),
+            restored.sequence,
+        );
         let nudge = checkpoints::nudge_by_empty_query(pipeline.submitter());
-        let checkpoints = Some(Checkpointing::start(writer, checkpoint_requests, config.snapshot_interval, Some(nudge)));
+        let checkpoints =
+            Some(Checkpointing::start(writer, checkpoint_requests, config.snapshot_interval, Some(nudge)));
         let status = StatusSource::new(pipeline.stats(), last_sequence, durable_sequence, role.clone(), Instant::now());
         let shipping = config.replication.as_ref().map(|_| {
             let replicas = usize::from(config.durability.replicas());

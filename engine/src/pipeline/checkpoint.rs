@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
+use crossbeam::channel::{self, Receiver, Sender};
 
 use super::PipelineStats;
 use crate::Ledger;
@@ -51,10 +51,7 @@ pub fn checkpoint_channel() -> (CheckpointTaker, CheckpointRequests) {
     // again, and hands it back when done.
     let (copies, received) = channel::bounded(1);
     let (spares, spare) = channel::bounded(1);
-    (
-        CheckpointTaker { due: due.clone(), copies, spares: spare },
-        CheckpointRequests { due, copies: received, spares },
-    )
+    (CheckpointTaker { due: due.clone(), copies, spares: spare }, CheckpointRequests { due, copies: received, spares })
 }
 
 impl CheckpointTaker {
@@ -104,9 +101,6 @@ impl CheckpointRequests {
     /// The copy, once the business-logic thread has made it; `None` after `timeout` or
     /// when the business-logic thread has gone.
     pub fn receive(&self, timeout: Duration) -> Option<StateCopy> {
-        match self.copies.recv_timeout(timeout) {
-            Ok(copy) => Some(copy),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.copies.recv_timeout(timeout).ok()
     }
 }

@@ -24,8 +24,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
-use tally_engine::Ledger;
 use tally_codecs::wire::{Reply, Request};
+use tally_engine::Ledger;
 use tally_engine::pipeline::{CheckpointRequests, PipelineStats, ReplyTo, Submitter};
 use tally_journal::SnapshotStore;
 
@@ -141,7 +141,11 @@ impl CheckpointWriter {
 
     fn fail(&mut self, sequence: u64, error: &NodeError) {
         self.stats.record_checkpoint_failed();
-        let loud = if matches!(error, NodeError::CheckpointMismatch { .. }) { "CHECKPOINT MISMATCH" } else { "checkpoint failed" };
+        let loud = if matches!(error, NodeError::CheckpointMismatch { .. }) {
+            "CHECKPOINT MISMATCH"
+        } else {
+            "checkpoint failed"
+        };
         eprintln!("tally: {loud} at sequence {sequence}: {error}; the next interval tries again");
         self.discard(sequence);
     }

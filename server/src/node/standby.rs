@@ -25,11 +25,11 @@ use tally_engine::pipeline::{CheckpointTaker, PipelineStats, apply, checkpoint_c
 use tally_journal::{Journal, SnapshotStore};
 use tally_replication::{Checkpoints, ClusterKey, FollowError, Follower, LogPosition, Message, Record, Step};
 
+use super::checkpoints::{self, CheckpointWriter, Checkpointing};
+use super::derived::DerivedMarks;
 use super::peer_io::{self, PeerError, PeerStream};
 use super::peers::LocalLog;
 use super::role::{Role, RoleKind};
-use super::checkpoints::{self, CheckpointWriter, Checkpointing};
-use super::derived::DerivedMarks;
 use super::{DataDir, StatusSource, journal_codec, snapshots};
 use crate::error::NodeError;
 
