@@ -74,7 +74,7 @@ fn snapshot_round_trip_keeps_state_hash_and_behaviour() {
 #[test]
 fn inconsistent_image_is_refused() {
     let mut image = busy_ledger().to_image();
-    image.pending[0].transfer = 10_000;
+    image.pending[0].number = 10_000;
     assert!(Ledger::from_image(&image).is_err());
     let mut image = busy_ledger().to_image();
     image.transfers.truncate(image.transfers.len() - 3);

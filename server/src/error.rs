@@ -30,6 +30,8 @@ pub enum NodeError {
         #[source]
         source: tally_engine::ImageError,
     },
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
     #[error("journal record {sequence} cannot be replayed: {source}")]
     Replay {
         sequence: u64,

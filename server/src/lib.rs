@@ -11,6 +11,7 @@ pub mod cli;
 pub mod drill;
 pub mod error;
 pub mod gateway;
+pub mod history;
 pub mod node;
 pub mod signals;
 

@@ -6,6 +6,7 @@
 //! DIR/journal/     the journal segments (the inputs; the source of truth)
 //! DIR/snapshots/   snapshot files
 //! DIR/events/      outcomes.log, the derived log of every mutation's results
+//! DIR/history/     history.redb, the history store (every transfer, lists, balance rows)
 //! DIR/LOCK         locked while a node has the directory open
 //! DIR/EPOCH        the epoch and role this node last acted in (see `role`)
 //! ```
@@ -35,10 +36,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tally_engine::Ledger;
-use tally_engine::pipeline::{Durability, Pipeline, PipelineConfig, Submitter, Wait};
+use tally_engine::pipeline::{Durability, History, Pipeline, PipelineConfig, Submitter, Wait};
 use tally_journal::{Journal, JournalConfig, SnapshotStore};
 use tally_replication::{ClusterKey, Primary};
 
+use self::derived::DerivedMarks;
 use self::input_log::JournalInputLog;
 use self::outcome_log::OutcomeFile;
 use self::peers::{LocalLog, PeerService};
@@ -46,6 +48,7 @@ use self::role::{Role, RoleKind};
 use self::ship::Shipping;
 use self::snapshotter::{Snapshotter, SnapshotterConfig};
 pub use self::status::StatusSource;
+use crate::history::{HistoryStage, HistoryStore};
 use crate::error::NodeError;
 
 /// How to run a node.
@@ -63,6 +66,10 @@ pub struct NodeConfig {
     pub journal_segment_bytes: usize,
     /// The replica set, when this node is part of one.
     pub replication: Option<ReplicationConfig>,
+    /// The hot window in inputs (docs/design.md §3.9): what an input at sequence `S`
+    /// commits leaves memory when `S + W` is applied, and is read from the history store
+    /// after that. Every node of a replica set must use the same value.
+    pub hot_window: u64,
 }
 
 /// A node's place in a replica set.
@@ -88,6 +95,7 @@ impl NodeConfig {
             snapshot_interval: Some(SNAPSHOT_INTERVAL_DEFAULT),
             journal_segment_bytes: tally_journal::SEGMENT_BYTES_DEFAULT,
             replication: None,
+            hot_window: tally_engine::HOT_WINDOW_DEFAULT,
         }
     }
 }
@@ -116,6 +124,8 @@ pub struct Node {
     peers: PeerService,
     shipping: Option<Arc<Shipping>>,
     log: LocalLog,
+    /// The derived stores' durable marks (the history store's among them).
+    derived: DerivedMarks,
     /// Held until the pipeline (and with it the journal) is gone: fields drop in order.
     _lock: File,
 }
@@ -139,12 +149,28 @@ impl Node {
             role.enter(role.epoch(), RoleKind::Fenced)?;
         }
         let snapshots = SnapshotStore::open(&dirs.snapshots)?;
-        let restored = snapshots::load(&snapshots)?;
+        let mut restored = snapshots::load(&snapshots)?;
+        let (history_store, history_start) = HistoryStore::open(&dirs.history)?;
+        if restored.sequence > history_start {
+            // The history store must hold everything the snapshot's state has left behind
+            // (docs/design.md §3.9): replay from the start of the journal instead.
+            eprintln!(
+                "tally: the history store holds sequences up to {history_start}, behind the snapshot at {}: \
+                 replaying the journal from its start instead",
+                restored.sequence
+            );
+            restored = snapshots::Restored { ledger: Ledger::new(), sequence: 0 };
+        }
         let (journal, report) = open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes)?;
         let (sequences, sequences_received) = crossbeam::channel::unbounded();
         let mut outcomes = OutcomeFile::open(&dirs.outcomes, report.last_sequence, sequences_received)?;
         let mut ledger = restored.ledger;
-        let records_replayed = replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes)?;
+        ledger.set_hot_window(config.hot_window);
+        let derived = DerivedMarks::new();
+        let history_mark = derived.register("history", history_start);
+        let mut history = HistoryStage::new(history_store.clone(), history_mark.clone());
+        let records_replayed =
+            replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes, &mut history, history_start)?;
         let recovery = Recovery {
             snapshot_sequence: restored.sequence,
             records_replayed,
@@ -181,7 +207,19 @@ impl Node {
             tick_interval: config.tick_interval,
             ..PipelineConfig::default()
         };
-        let pipeline = Pipeline::start(pipeline_config, ledger, Box::new(input_log), Box::new(outcomes));
+        let history = History {
+            lookup: history_store,
+            writer: Box::new(history),
+            mark: history_mark,
+            hot_window: config.hot_window,
+        };
+        let pipeline = Pipeline::start_with_history(
+            pipeline_config,
+            ledger,
+            Box::new(input_log),
+            Box::new(outcomes),
+            Some(history),
+        );
         let status = StatusSource::new(pipeline.stats(), last_sequence, durable_sequence, role.clone(), Instant::now());
         let shipping = config.replication.as_ref().map(|_| {
             let replicas = usize::from(config.durability.replicas());
@@ -207,7 +245,7 @@ impl Node {
             log: Arc::new(RwLock::new(log.clone())),
             promoter: None,
         };
-        Ok(Node { snapshotter, pipeline, status, recovery, snapshots, peers, shipping, log, _lock: lock })
+        Ok(Node { snapshotter, pipeline, status, recovery, snapshots, peers, shipping, log, derived, _lock: lock })
     }
 
     /// A handle for submitting requests: [`Submitter::execute`] is the blocking,
@@ -233,6 +271,11 @@ impl Node {
     /// This node's journal as peers may read it.
     pub fn log(&self) -> LocalLog {
         self.log.clone()
+    }
+
+    /// The derived stores' durable marks: checkpoints and journal retention wait on them.
+    pub fn derived_marks(&self) -> DerivedMarks {
+        self.derived.clone()
     }
 
     pub fn recovery(&self) -> Recovery {
@@ -263,8 +306,14 @@ impl Node {
 /// Locks the data directory at `root` for an operator tool, as a node does, so that the
 /// tool never works on a journal a node has open.
 pub fn lock_data_dir(root: &Path) -> Result<File, NodeError> {
-    DataDir { root: root.to_path_buf(), journal: PathBuf::new(), snapshots: PathBuf::new(), outcomes: PathBuf::new() }
-        .lock()
+    DataDir {
+        root: root.to_path_buf(),
+        journal: PathBuf::new(),
+        snapshots: PathBuf::new(),
+        outcomes: PathBuf::new(),
+        history: PathBuf::new(),
+    }
+    .lock()
 }
 
 /// Opens (recovers) the journal after the snapshot at `snapshot_sequence` and prints what
@@ -286,6 +335,7 @@ struct DataDir {
     journal: PathBuf,
     snapshots: PathBuf,
     outcomes: PathBuf,
+    history: PathBuf,
 }
 
 impl DataDir {
@@ -297,7 +347,8 @@ impl DataDir {
             std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir { path: dir.clone(), source })?;
         }
         let outcomes = events.join("outcomes.log");
-        Ok(DataDir { root: root.to_path_buf(), journal, snapshots, outcomes })
+        let history = root.join("history");
+        Ok(DataDir { root: root.to_path_buf(), journal, snapshots, outcomes, history })
     }
 
     /// Locks the directory for this process: two writers on one journal would corrupt

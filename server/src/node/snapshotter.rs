@@ -106,7 +106,7 @@ fn run(config: &SnapshotterConfig, stop: &AtomicBool) -> Result<(), NodeError> {
         while let Some(record) = reader.next_record()? {
             let command = journal_codec::decode(record.operation, record.payload)
                 .map_err(|source| NodeError::Replay { sequence: record.sequence, source })?;
-            apply(&mut ledger, record.timestamp, &command);
+            apply(&mut ledger, record.sequence, record.timestamp, &command, Default::default());
             sequence = record.sequence;
             if stop.load(Ordering::Acquire) {
                 caught_up = false;
