@@ -628,7 +628,7 @@ impl Ledger {
         let first = self.history_rows.len() - rows;
         for (offset, row) in self.history_rows.iter().enumerate().skip(first) {
             let number = self.history_base + offset as u64;
-            let balance = row.to_account_balance();
+            let balance = row.account_balance();
             let account_id = self.accounts[row.account as usize].id;
             effects.balances.push((account_id, StoredBalance { number, debit: row.debit, balance }));
         }
@@ -637,7 +637,7 @@ impl Ledger {
 }
 
 impl HistoryRow {
-    pub(crate) fn to_account_balance(&self) -> tally_codecs::AccountBalance {
+    pub(crate) fn account_balance(&self) -> tally_codecs::AccountBalance {
         tally_codecs::AccountBalance {
             debits_pending: self.balances.debits_pending,
             debits_posted: self.balances.debits_posted,

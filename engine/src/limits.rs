@@ -106,7 +106,8 @@ impl Ledger {
         let oldest = shape.oldest(timestamp);
         let mut window = Window::new(shape);
         if let Some(debits) = self.window_debits.get(&index) {
-            let first = debits.iter().rposition(|(at, _)| shape.bucket(*at) < oldest).map_or(0, |position| position + 1);
+            let first =
+                debits.iter().rposition(|(at, _)| shape.bucket(*at) < oldest).map_or(0, |position| position + 1);
             for (at, amount) in debits.iter().skip(first) {
                 window.add(*at, *amount);
             }

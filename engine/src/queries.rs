@@ -34,10 +34,13 @@ impl Ledger {
         let mut cold: Vec<&crate::cold::StoredTransfer> =
             self.cold.query_transfers.iter().filter(|stored| stored.number < self.transfers_base).collect();
         cold.sort_by_key(|stored| stored.number);
-        let cold = cold.into_iter().map(|stored| (stored.transfer.timestamp, side_of(&stored.transfer, filter.account_id), stored.transfer));
-        let hot = self.account_transfers[account as usize].iter().filter_map(|number| self.hot_transfer(*number)).map(|transfer| {
-            (transfer.timestamp, side_of(transfer, filter.account_id), *transfer)
-        });
+        let cold = cold
+            .into_iter()
+            .map(|stored| (stored.transfer.timestamp, side_of(&stored.transfer, filter.account_id), stored.transfer));
+        let hot = self.account_transfers[account as usize]
+            .iter()
+            .filter_map(|number| self.hot_transfer(*number))
+            .map(|transfer| (transfer.timestamp, side_of(transfer, filter.account_id), *transfer));
         selection.collect(cold.chain(hot), |(_, _, transfer)| *transfer, out);
         Ok(())
     }
@@ -60,7 +63,7 @@ impl Ledger {
         let hot = rows.iter().filter_map(|number| {
             let offset = usize::try_from(number.checked_sub(self.history_base)?).ok()?;
             let row = self.history_rows.get(offset)?;
-            Some((row.timestamp, Side::of(row.debit), row.to_account_balance()))
+            Some((row.timestamp, Side::of(row.debit), row.account_balance()))
         });
         selection.collect(cold.chain(hot), |(_, _, balance)| *balance, out);
         Ok(())

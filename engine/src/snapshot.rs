@@ -71,13 +71,11 @@ impl Ledger {
         window_accounts.sort();
         let mut window_debits = Vec::new();
         for account in window_accounts {
-            window_debits.extend(
-                self.window_debits[account].iter().map(|(timestamp, amount)| WindowDebit {
-                    account: *account,
-                    timestamp: *timestamp,
-                    amount: *amount,
-                }),
-            );
+            window_debits.extend(self.window_debits[account].iter().map(|(timestamp, amount)| WindowDebit {
+                account: *account,
+                timestamp: *timestamp,
+                amount: *amount,
+            }));
         }
         let transfers: Vec<Transfer> = self.transfers.iter().copied().collect();
         LedgerImage {
@@ -112,7 +110,8 @@ impl Ledger {
             return Err(inconsistent("a table and its companion differ in length"));
         }
         let room = |base: u64, len: usize| base.checked_add(len as u64).and_then(|end| end.checked_add(1 << 32));
-        if room(image.transfers_base, transfers.len()).is_none() || room(image.history_base, image.history.len()).is_none()
+        if room(image.transfers_base, transfers.len()).is_none()
+            || room(image.history_base, image.history.len()).is_none()
         {
             return Err(inconsistent("a commit number is out of range"));
         }
@@ -141,7 +140,10 @@ impl Ledger {
                 return Err(inconsistent(format!("transfer {} names an unknown account", transfer.id)));
             };
             if debit == credit || ledger.transfer_index.contains(transfer.id) || *sequence < previous_sequence {
-                return Err(inconsistent(format!("transfer {} is malformed, out of order or appears twice", transfer.id)));
+                return Err(inconsistent(format!(
+                    "transfer {} is malformed, out of order or appears twice",
+                    transfer.id
+                )));
             }
             previous_sequence = *sequence;
             ledger.sequence = *sequence;
@@ -213,7 +215,8 @@ impl Ledger {
             {
                 return Err(inconsistent(format!("pending transfer {id} is malformed")));
             }
-            let state = PendingState { status, expires_at: entry.expires_at, number: entry.number, transfer: *transfer };
+            let state =
+                PendingState { status, expires_at: entry.expires_at, number: entry.number, transfer: *transfer };
             if self.pending.insert(id, state).is_some() {
                 return Err(inconsistent(format!("pending transfer {id} appears twice")));
             }

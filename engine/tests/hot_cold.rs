@@ -122,8 +122,13 @@ fn a_retry_of_an_evicted_id_waits_for_the_history_store_and_answers_exists() {
     let history =
         History { lookup: Arc::new(store.clone()), writer: Box::new(writer), mark: mark.clone(), hot_window: 1 };
     let config = PipelineConfig { tick_interval: Duration::from_secs(3600), ..PipelineConfig::default() };
-    let pipeline =
-        Pipeline::start_with_history(config, ledger, Box::new(MemoryLog::default()), Box::new(NoOutcomes), Some(history));
+    let pipeline = Pipeline::start_with_history(
+        config,
+        ledger,
+        Box::new(MemoryLog::default()),
+        Box::new(NoOutcomes),
+        Some(history),
+    );
     let submitter = pipeline.submitter();
     let accounts = (1..=2u128).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
     assert!(matches!(submitter.execute(Request::CreateAccounts(accounts)).unwrap(), Reply::CreateAccounts(_)));

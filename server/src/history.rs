@@ -36,6 +36,12 @@ const BALANCES: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("bala
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const MARK: &str = "mark";
 
+/// One entry of an account's transfer list, as a range yields it.
+type ListEntry<'a> = Result<(redb::AccessGuard<'a, (u128, u64)>, redb::AccessGuard<'a, u128>), redb::StorageError>;
+/// One balance row, as a range yields it.
+type RowEntry<'a> =
+    Result<(redb::AccessGuard<'a, (u128, u64)>, redb::AccessGuard<'a, &'static [u8]>), redb::StorageError>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     #[error("history store {path}: {message}")]
@@ -173,7 +179,7 @@ impl HistoryLookup for HistoryStore {
         let account = filter.account_id;
         let range = list.range((account, 0)..=(account, u64::MAX)).unwrap_or_else(|error| self.fatal(error));
         let mut out = Vec::new();
-        let mut take = |entry: Result<(redb::AccessGuard<(u128, u64)>, redb::AccessGuard<u128>), redb::StorageError>| {
+        let mut take = |entry: ListEntry<'_>| {
             let (_, id) = entry.unwrap_or_else(|error| self.fatal(error));
             let Some(found) = transfers.get(id.value()).unwrap_or_else(|error| self.fatal(error)) else {
                 self.fatal("an account's transfer list names a missing transfer")
@@ -206,7 +212,7 @@ impl HistoryLookup for HistoryStore {
         let account = filter.account_id;
         let range = table.range((account, 0)..=(account, u64::MAX)).unwrap_or_else(|error| self.fatal(error));
         let mut out = Vec::new();
-        let mut take = |entry: Result<(redb::AccessGuard<(u128, u64)>, redb::AccessGuard<&[u8]>), redb::StorageError>| {
+        let mut take = |entry: RowEntry<'_>| {
             let (key, value) = entry.unwrap_or_else(|error| self.fatal(error));
             let bytes = value.value();
             if bytes.len() != 129 {

@@ -48,8 +48,8 @@ use self::role::{Role, RoleKind};
 use self::ship::Shipping;
 use self::snapshotter::{Snapshotter, SnapshotterConfig};
 pub use self::status::StatusSource;
-use crate::history::{HistoryStage, HistoryStore};
 use crate::error::NodeError;
+use crate::history::{HistoryStage, HistoryStore};
 
 /// How to run a node.
 #[derive(Clone, Debug)]

@@ -51,12 +51,19 @@ fn check_history(node: &Node) {
     assert_eq!(send(node, transfer(10, 1, 2, 8, 0)), ResultCode::ExistsWithDifferentAmount);
     assert_eq!(send(node, transfer(10, 2, 1, 7, 0)), ResultCode::ExistsWithDifferentDebitAccountId);
     assert_eq!(send(node, transfer(11, 5, 2, 1_000, 0)), ResultCode::IdAlreadyFailed);
-    assert_eq!(send(node, resolve(20, 30, transfer_flags::POST_PENDING_TRANSFER)), ResultCode::PendingTransferAlreadyPosted);
-    assert_eq!(send(node, resolve(21, 31, transfer_flags::VOID_PENDING_TRANSFER)), ResultCode::PendingTransferAlreadyVoided);
+    assert_eq!(
+        send(node, resolve(20, 30, transfer_flags::POST_PENDING_TRANSFER)),
+        ResultCode::PendingTransferAlreadyPosted
+    );
+    assert_eq!(
+        send(node, resolve(21, 31, transfer_flags::VOID_PENDING_TRANSFER)),
+        ResultCode::PendingTransferAlreadyVoided
+    );
     // The retry of the post itself, completed from its (evicted) pending transfer.
     assert_eq!(send(node, resolve(20, 22, transfer_flags::POST_PENDING_TRANSFER)), ResultCode::Exists);
 
-    let Reply::LookupTransfers(found) = node.submitter().execute(Request::LookupTransfers(vec![10, 20, 22, 11])).unwrap()
+    let Reply::LookupTransfers(found) =
+        node.submitter().execute(Request::LookupTransfers(vec![10, 20, 22, 11])).unwrap()
     else {
         panic!("unexpected reply")
     };
@@ -69,7 +76,8 @@ fn check_history(node: &Node) {
         limit: 100,
         ..AccountFilter::default()
     };
-    let Reply::GetAccountTransfers(rows) = node.submitter().execute(Request::GetAccountTransfers(filter)).unwrap() else {
+    let Reply::GetAccountTransfers(rows) = node.submitter().execute(Request::GetAccountTransfers(filter)).unwrap()
+    else {
         panic!("unexpected reply")
     };
     assert_eq!(rows.iter().map(|t| t.id).collect::<Vec<_>>(), [10, 20, 21, 22, 23]);

@@ -56,7 +56,10 @@ fn main() -> Result<(), String> {
     let mut busy = Duration::ZERO;
     let mut worst = Duration::ZERO;
     let mut next_report = transfers / 10;
-    println!("hot window {hot_window} inputs, {accounts} accounts, ids {}", if random_ids { "random" } else { "increasing" });
+    println!(
+        "hot window {hot_window} inputs, {accounts} accounts, ids {}",
+        if random_ids { "random" } else { "increasing" }
+    );
     println!("transfers applied   resident MiB   hot transfers");
     while applied < transfers {
         let count = (transfers - applied).min(BATCH_EVENTS as u64) as usize;

@@ -38,8 +38,8 @@ use tally_codecs::wire::{Reply, Request};
 use crate::Ledger;
 
 pub use command::{Command, apply};
-pub use stages::wait_for_history;
 pub use gate::{Durability, REPLICAS_MAX, Watermarks};
+pub use stages::wait_for_history;
 pub use wait::Wait;
 
 /// Input ring slots by default; a slot may hold a full request (≤ 1 MiB).

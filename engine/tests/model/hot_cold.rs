@@ -160,7 +160,11 @@ impl HotCold {
         }
     }
 
-    pub fn get_account_transfers(&mut self, filter: &AccountFilter, out: &mut Vec<Transfer>) -> Result<(), FilterError> {
+    pub fn get_account_transfers(
+        &mut self,
+        filter: &AccountFilter,
+        out: &mut Vec<Transfer>,
+    ) -> Result<(), FilterError> {
         filter.validate()?;
         match self.query(Request::GetAccountTransfers(*filter)) {
             Reply::GetAccountTransfers(found) => out.extend(found),

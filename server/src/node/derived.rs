@@ -19,8 +19,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// The registered stores' marks. Cheap to clone; all clones see the same registry.
 #[derive(Clone, Default)]
 pub struct DerivedMarks {
-    marks: Arc<Mutex<Vec<(&'static str, Arc<AtomicU64>)>>>,
+    marks: Arc<Mutex<Registered>>,
 }
+
+/// Each registered store's name and mark.
+type Registered = Vec<(&'static str, Arc<AtomicU64>)>;
 
 impl DerivedMarks {
     pub fn new() -> DerivedMarks {
