@@ -9,47 +9,78 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 /// Bump when any field or record layout of the image changes.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 
-/// A pending transfer's state: its index in the transfer table, status, deadline.
+/// A pending transfer the hot state holds: its commit number, status, deadline, and the
+/// sequence that resolved it (0 while it is open). Its transfer record is at the same
+/// position in [`LedgerImage::pending_transfers`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct PendingEntry {
-    pub transfer: u32,
+    pub number: u64,
     pub status: u8,
     pub expires_at: u64,
+    pub resolved_at: u64,
 }
 
-/// An id whose first attempt failed for a transient reason, and the code it got.
+/// An id whose first attempt failed for a transient reason, the code it got, and the
+/// sequence of the input that failed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct FailedId {
     pub id: u128,
     pub code: u32,
+    pub sequence: u64,
 }
 
-/// One balance-history row of a `history` account.
+/// One hot balance-history row of a `history` account (by account index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct HistoryEntry {
     pub account: u32,
-    pub transfer: u32,
+    pub sequence: u64,
+    pub debit: bool,
     pub timestamp: u64,
     pub balances: [u128; 4],
 }
 
-/// Everything needed to rebuild a ledger; indexes are rebuilt from it on load.
+/// A debit kept for rolling windows (by account index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct WindowDebit {
+    pub account: u32,
+    pub timestamp: u64,
+    pub amount: u128,
+}
+
+/// The hot state of a ledger (docs/design.md §3.9, §5); indexes are rebuilt on load. What
+/// has left the hot window is in the history store, and only its share of the state hash
+/// (`evicted_hash`) is here.
 #[derive(Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct LedgerImage {
     pub format_version: u32,
     pub last_timestamp: u64,
+    /// The sequence of the last input applied.
+    pub sequence: u64,
     /// `Account` records, in creation order, as bytes.
     pub accounts: Vec<u8>,
-    /// `Transfer` records, in commit order, as bytes.
+    /// The hot `Transfer` records, in commit order, as bytes; the first has number
+    /// `transfers_base`, and `transfer_sequences` holds each one's committing sequence.
     pub transfers: Vec<u8>,
+    pub transfer_sequences: Vec<u64>,
+    pub transfers_base: u64,
     /// `LimitProfile` records, sorted by id, as bytes.
     pub profiles: Vec<u8>,
+    /// Open pending transfers by number, then resolved ones by resolving sequence.
     pub pending: Vec<PendingEntry>,
+    /// The `Transfer` record of each entry of `pending`, as bytes.
+    pub pending_transfers: Vec<u8>,
     pub failed_accounts: Vec<FailedId>,
+    /// Hot failed transfer ids, in the order they failed.
     pub failed_transfers: Vec<FailedId>,
+    /// Hot balance-history rows in commit order; the first has number `history_base`.
     pub history: Vec<HistoryEntry>,
+    pub history_base: u64,
+    pub window_debits: Vec<WindowDebit>,
+    pub window_seconds_max: u32,
+    /// The state-hash terms of everything that has left the hot state.
+    pub evicted_hash: u128,
 }
 
 #[derive(Debug, thiserror::Error)]

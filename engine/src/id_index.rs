@@ -8,51 +8,58 @@
 //! out of order go to an ordinary hash map, so any id pattern stays correct; only the
 //! speed differs.
 
+use std::collections::VecDeque;
+
 use crate::id_map::{IdMap, id_map_with_capacity};
 
+/// Maps the ids of the hot transfers to their commit numbers. The oldest leave first
+/// (eviction), the newest may be taken back (a failed linked chain).
 pub(crate) struct IdIndex {
     /// Ids that were larger than every earlier id when inserted: sorted by construction.
-    ascending_ids: Vec<u128>,
-    /// The slot of each id in `ascending_ids`, at the same position.
-    ascending_slots: Vec<u32>,
-    /// Every other id. Each is below the last ascending id, because it was not above the
-    /// largest id when it came.
-    others: IdMap<u128, u32>,
+    ascending_ids: VecDeque<u128>,
+    /// The number of each id in `ascending_ids`, at the same position.
+    ascending_slots: VecDeque<u64>,
+    /// Every other id.
+    others: IdMap<u128, u64>,
+    /// At least every id in the index (the largest ever inserted): an id above it is new.
+    largest: Option<u128>,
 }
 
 /// By hand for `clone_from`, which copies into the room the target already has (see
 /// `copy.rs`); every field is named so that a new one cannot be forgotten.
 impl Clone for IdIndex {
     fn clone(&self) -> IdIndex {
-        let IdIndex { ascending_ids, ascending_slots, others } = self;
+        let IdIndex { ascending_ids, ascending_slots, others, largest } = self;
         IdIndex {
             ascending_ids: ascending_ids.clone(),
             ascending_slots: ascending_slots.clone(),
             others: others.clone(),
+            largest: *largest,
         }
     }
 
     fn clone_from(&mut self, source: &IdIndex) {
-        let IdIndex { ascending_ids, ascending_slots, others } = self;
+        let IdIndex { ascending_ids, ascending_slots, others, largest } = self;
         ascending_ids.clone_from(&source.ascending_ids);
         ascending_slots.clone_from(&source.ascending_slots);
         others.clone_from(&source.others);
+        *largest = source.largest;
     }
 }
 
 impl IdIndex {
     pub fn with_capacity(capacity: usize) -> IdIndex {
         IdIndex {
-            ascending_ids: Vec::with_capacity(capacity),
-            ascending_slots: Vec::with_capacity(capacity),
+            ascending_ids: VecDeque::with_capacity(capacity),
+            ascending_slots: VecDeque::with_capacity(capacity),
             others: id_map_with_capacity(0),
+            largest: None,
         }
     }
 
     #[inline]
-    pub fn get(&self, id: u128) -> Option<u32> {
-        let largest = *self.ascending_ids.last()?;
-        if id > largest {
+    pub fn get(&self, id: u128) -> Option<u64> {
+        if id > self.largest? {
             return None;
         }
         match self.ascending_ids.binary_search(&id) {
@@ -68,11 +75,12 @@ impl IdIndex {
 
     /// Adds an id that is not in the index.
     #[inline]
-    pub fn insert(&mut self, id: u128, slot: u32) {
+    pub fn insert(&mut self, id: u128, slot: u64) {
         debug_assert!(!self.contains(id));
-        if self.ascending_ids.last().is_none_or(|largest| id > *largest) {
-            self.ascending_ids.push(id);
-            self.ascending_slots.push(slot);
+        if self.largest.is_none_or(|largest| id > largest) {
+            self.largest = Some(id);
+            self.ascending_ids.push_back(id);
+            self.ascending_slots.push_back(slot);
         } else {
             self.others.insert(id, slot);
         }
@@ -80,9 +88,20 @@ impl IdIndex {
 
     /// Removes the id inserted last (undo of a failed linked chain).
     pub fn remove_last_inserted(&mut self, id: u128) {
-        if self.ascending_ids.last() == Some(&id) {
-            self.ascending_ids.pop();
-            self.ascending_slots.pop();
+        if self.ascending_ids.back() == Some(&id) {
+            self.ascending_ids.pop_back();
+            self.ascending_slots.pop_back();
+        } else {
+            let removed = self.others.remove(&id);
+            debug_assert!(removed.is_some());
+        }
+    }
+
+    /// Removes the oldest id still indexed, `id` with number `slot` (eviction).
+    pub fn remove_oldest(&mut self, id: u128, slot: u64) {
+        if self.ascending_slots.front() == Some(&slot) {
+            self.ascending_ids.pop_front();
+            self.ascending_slots.pop_front();
         } else {
             let removed = self.others.remove(&id);
             debug_assert!(removed.is_some());
@@ -92,12 +111,12 @@ impl IdIndex {
     /// Touches the reserved memory of the sorted run so that appending to it never page
     /// faults on the hot path.
     pub fn prefault(&mut self) {
-        for slot in self.ascending_ids.spare_capacity_mut() {
-            slot.write(0);
-        }
-        for slot in self.ascending_slots.spare_capacity_mut() {
-            slot.write(0);
-        }
+        let capacity = self.ascending_ids.capacity();
+        self.ascending_ids.resize(capacity, 0);
+        self.ascending_ids.clear();
+        let capacity = self.ascending_slots.capacity();
+        self.ascending_slots.resize(capacity, 0);
+        self.ascending_slots.clear();
     }
 }
 
@@ -111,10 +130,10 @@ mod tests {
         let ids = [10u128, 20, 15, 30, 5, u128::MAX - 1, 25];
         for (slot, id) in ids.iter().enumerate() {
             assert_eq!(index.get(*id), None);
-            index.insert(*id, slot as u32);
+            index.insert(*id, slot as u64);
         }
         for (slot, id) in ids.iter().enumerate() {
-            assert_eq!(index.get(*id), Some(slot as u32));
+            assert_eq!(index.get(*id), Some(slot as u64));
         }
         for absent in [0u128, 1, 11, 29, 31, u128::MAX] {
             assert_eq!(index.get(absent), None);
@@ -124,5 +143,24 @@ mod tests {
         assert_eq!(index.get(25), None);
         assert_eq!(index.get(u128::MAX - 1), None);
         assert_eq!(index.get(30), Some(3));
+    }
+
+    #[test]
+    fn evicting_the_oldest_forgets_exactly_them() {
+        let mut index = IdIndex::with_capacity(0);
+        let ids = [10u128, 20, 15, 30, 5];
+        for (slot, id) in ids.iter().enumerate() {
+            index.insert(*id, slot as u64);
+        }
+        for (slot, id) in ids.iter().enumerate().take(3) {
+            index.remove_oldest(*id, slot as u64);
+        }
+        assert_eq!((index.get(10), index.get(20), index.get(15)), (None, None, None));
+        assert_eq!((index.get(30), index.get(5)), (Some(3), Some(4)));
+        index.remove_oldest(30, 3);
+        index.remove_oldest(5, 4);
+        assert_eq!(index.get(5), None);
+        index.insert(7, 5);
+        assert_eq!(index.get(7), Some(5));
     }
 }

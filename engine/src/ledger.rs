@@ -5,11 +5,12 @@
 //! that a failed chain is rolled back by replaying the undo log backwards through the same
 //! primitives.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, VecDeque};
 
 use tally_codecs::flags::account as account_flags;
 use tally_codecs::{Account, LimitProfile, Transfer};
 
+use crate::cold::ColdFacts;
 use crate::id_index::IdIndex;
 use crate::id_map::{IdMap, id_map_with_capacity};
 use crate::state_hash;
@@ -25,18 +26,39 @@ pub enum PendingStatus {
     Expired = 4,
 }
 
+impl PendingStatus {
+    pub fn from_u8(value: u8) -> Option<PendingStatus> {
+        match value {
+            1 => Some(PendingStatus::Pending),
+            2 => Some(PendingStatus::Posted),
+            3 => Some(PendingStatus::Voided),
+            4 => Some(PendingStatus::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// A pending transfer the hot state still holds: every open one, and a resolved one until
+/// its resolution leaves the hot window. It keeps its own copy of the transfer, which may
+/// leave the hot window of transfers long before the pending transfer is resolved.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PendingState {
     pub status: PendingStatus,
     /// Absolute deadline in nanoseconds; `u64::MAX` for a transfer without a timeout.
     pub expires_at: u64,
+    /// The transfer's commit number (its place among all transfers ever committed).
+    pub number: u64,
+    pub transfer: Transfer,
 }
 
 /// One row of an account's balance history.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HistoryRow {
-    /// The transfer whose application produced these balances.
-    pub transfer: u32,
+    /// The input (journal sequence) that produced it.
+    pub sequence: u64,
+    pub account: u32,
+    /// Whether the account was the debit side of the transfer that produced the row.
+    pub debit: bool,
     pub timestamp: u64,
     pub balances: Balances,
 }
@@ -70,34 +92,69 @@ pub(crate) enum Undo {
     AccountInserted,
     TransferInserted,
     AccountChanged { index: u32, balances: Balances, flags: u16 },
-    PendingStatusChanged { transfer: u32, status: PendingStatus },
-    HistoryPushed { account: u32 },
+    PendingStatusChanged { id: u128, status: PendingStatus },
+    HistoryPushed,
     WindowAdded { account: u32, amount: u128, opened_bucket: bool },
+    WindowDebitPushed { account: u32 },
 }
 
-/// The ledger: every account, transfer and limit profile, and the indexes over them.
+/// The hot window, in inputs (journal sequences): when the input at sequence `S` is
+/// applied, everything committed by an input below `S − W` leaves the hot state (it is in
+/// the history store by then). The default bounds the hot transfers at 256 × 8 189 ≈ 2.1 M
+/// (≈ 350 MB) whatever the request sizes.
+pub const HOT_WINDOW_DEFAULT: u64 = 256;
+
+/// The ledger's hot state: every account and limit profile, the open pending transfers,
+/// the rolling-window sums, and a bounded window of recent transfers, failed ids, resolved
+/// pending transfers and balance-history rows (docs/design.md §3.9). Older history lives
+/// in the history store; what a decision needs from it arrives as [`ColdFacts`].
 /// `Clone` (in `copy.rs`) is the checkpoint's copy (see `pipeline::checkpoint`).
 pub struct Ledger {
     pub(crate) accounts: Vec<Account>,
     /// Each account's multiplier in the state hash's balance term, computed once.
     pub(crate) balance_keys: Vec<u128>,
     pub(crate) account_index: IdMap<u128, u32>,
-    /// Per account, the indexes of its transfers in commit order.
-    pub(crate) account_transfers: Vec<Vec<u32>>,
-    /// Balance history, only for accounts created with the `history` flag.
-    pub(crate) history: IdMap<u32, Vec<HistoryRow>>,
-    pub(crate) transfers: Vec<Transfer>,
+    /// Per account, the numbers of its hot transfers in commit order.
+    pub(crate) account_transfers: Vec<VecDeque<u64>>,
+    /// Balance history rows still hot, per account created with the `history` flag (their
+    /// row numbers), and all of them in commit order.
+    pub(crate) history: IdMap<u32, VecDeque<u64>>,
+    pub(crate) history_rows: VecDeque<HistoryRow>,
+    pub(crate) history_base: u64,
+    /// Hot transfers in commit order, with the sequence of the input that committed each;
+    /// `transfers_base` is the number of the first.
+    pub(crate) transfers: VecDeque<Transfer>,
+    pub(crate) transfer_sequences: VecDeque<u64>,
+    pub(crate) transfers_base: u64,
     pub(crate) transfer_index: IdIndex,
-    pub(crate) pending: IdMap<u32, PendingState>,
-    /// Pending transfers with a timeout, by `(deadline, transfer index)`.
-    pub(crate) expiry: BTreeSet<(u64, u32)>,
+    pub(crate) pending: IdMap<u128, PendingState>,
+    /// Resolved pending transfers still hot, by the sequence that resolved them.
+    pub(crate) resolved: VecDeque<(u64, u128)>,
+    /// Pending transfers with a timeout, by `(deadline, transfer number)`, with their id.
+    pub(crate) expiry: BTreeMap<(u64, u64), u128>,
     pub(crate) profiles: IdMap<u32, LimitProfile>,
     pub(crate) windows: IdMap<u32, Window>,
+    /// Debits that count against a rolling window, `(timestamp, amount)`, of accounts with
+    /// a limit profile, kept as long as the longest window any profile has had could
+    /// still count them: a window built later (first check, or a new length) is exact
+    /// without the transfers themselves.
+    pub(crate) window_debits: IdMap<u32, VecDeque<(u64, u128)>>,
+    pub(crate) window_seconds_max: u32,
     pub(crate) failed_accounts: IdMap<u128, u32>,
     pub(crate) failed_transfers: IdMap<u128, u32>,
+    /// Failed transfer ids still hot, by the sequence that failed them.
+    pub(crate) failed_order: VecDeque<(u64, u128)>,
     pub(crate) last_timestamp: u64,
-    /// The order-free sum of every item's hash term (the timestamp is mixed in on read).
+    /// The order-free sum of every item's hash term (the timestamp is mixed in on read),
+    /// including items that have left the hot state.
     pub(crate) hash_sum: u128,
+    /// The part of `hash_sum` contributed by items that have left the hot state.
+    pub(crate) evicted_sum: u128,
+    /// The sequence of the input being applied (0 outside a pipeline).
+    pub(crate) sequence: u64,
+    pub(crate) hot_window: u64,
+    /// What the history store held about the current input's ids.
+    pub(crate) cold: ColdFacts,
     pub(crate) undo: Vec<Undo>,
     pub(crate) recording: bool,
     /// While [`Ledger::collect_expired`] runs: the ids of the pending transfers expired.
@@ -112,6 +169,7 @@ impl Default for Ledger {
 }
 
 impl Ledger {
+    /// An empty ledger that never evicts (everything stays hot): for tests and tools.
     pub fn new() -> Ledger {
         Ledger::with_capacity_untouched(0, 0)
     }
@@ -124,7 +182,6 @@ impl Ledger {
         prefault_map(&mut ledger.account_index, accounts);
         ledger.transfer_index.prefault();
         prefault_vec(&mut ledger.accounts);
-        prefault_vec(&mut ledger.transfers);
         ledger
     }
 
@@ -135,20 +192,66 @@ impl Ledger {
             account_index: id_map_with_capacity(accounts),
             account_transfers: Vec::with_capacity(accounts),
             history: id_map_with_capacity(0),
-            transfers: Vec::with_capacity(transfers),
+            history_rows: VecDeque::new(),
+            history_base: 0,
+            transfers: VecDeque::with_capacity(transfers),
+            transfer_sequences: VecDeque::with_capacity(transfers),
+            transfers_base: 0,
             transfer_index: IdIndex::with_capacity(transfers),
             pending: id_map_with_capacity(0),
-            expiry: BTreeSet::new(),
+            resolved: VecDeque::new(),
+            expiry: BTreeMap::new(),
             profiles: id_map_with_capacity(0),
             windows: id_map_with_capacity(0),
+            window_debits: id_map_with_capacity(0),
+            window_seconds_max: 0,
             failed_accounts: id_map_with_capacity(0),
             failed_transfers: id_map_with_capacity(0),
+            failed_order: VecDeque::new(),
             last_timestamp: 0,
             hash_sum: 0,
+            evicted_sum: 0,
+            sequence: 0,
+            hot_window: u64::MAX,
+            cold: ColdFacts::default(),
             undo: Vec::new(),
             recording: false,
             expired_log: None,
         }
+    }
+
+    /// Sets the hot window `W` in inputs (see [`HOT_WINDOW_DEFAULT`]); `u64::MAX` keeps
+    /// everything hot. Every replica of one journal must use the same value.
+    pub fn set_hot_window(&mut self, inputs: u64) {
+        self.hot_window = inputs.max(1);
+    }
+
+    pub fn hot_window(&self) -> u64 {
+        self.hot_window
+    }
+
+    /// Starts applying the input at journal sequence `sequence` (a mutation; queries keep
+    /// the last one): evicts what fell out of the hot window and takes the cold facts the
+    /// cold-lookup stage attached. `cold` must hold what the history store has about the
+    /// input's ids with a sequence below [`Ledger::cold_cutoff`]`(sequence)`, nothing else.
+    pub fn begin_input(&mut self, sequence: u64, cold: ColdFacts) {
+        if sequence > self.sequence {
+            self.sequence = sequence;
+            self.evict(cold_cutoff(sequence, self.hot_window));
+        }
+        self.cold = cold;
+    }
+
+    /// Drops the current input's cold facts.
+    pub fn end_input(&mut self) {
+        if !self.cold.is_empty() {
+            self.cold = ColdFacts::default();
+        }
+    }
+
+    /// The sequence of the input last begun.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
     }
 
     pub fn state_hash(&self) -> u128 {
@@ -163,8 +266,24 @@ impl Ledger {
         self.accounts.len()
     }
 
+    /// Transfers ever committed (hot or not).
     pub fn transfers_count(&self) -> usize {
+        usize::try_from(self.transfers_base).unwrap_or(usize::MAX).saturating_add(self.transfers.len())
+    }
+
+    /// Transfers still in the hot window.
+    pub fn hot_transfers_count(&self) -> usize {
         self.transfers.len()
+    }
+
+    /// The number the next committed transfer gets.
+    pub(crate) fn next_transfer_number(&self) -> u64 {
+        self.transfers_base + self.transfers.len() as u64
+    }
+
+    pub(crate) fn hot_transfer(&self, number: u64) -> Option<&Transfer> {
+        let offset = number.checked_sub(self.transfers_base)?;
+        self.transfers.get(usize::try_from(offset).ok()?)
     }
 
     /// Reserves the commit timestamps of a batch of `count` events and returns the first.
@@ -192,13 +311,25 @@ impl Ledger {
                 Undo::AccountInserted => self.remove_last_account(),
                 Undo::TransferInserted => self.remove_last_transfer(),
                 Undo::AccountChanged { index, balances, flags } => self.set_account(index, balances, flags),
-                Undo::PendingStatusChanged { transfer, status } => self.set_pending_status(transfer, status),
-                Undo::HistoryPushed { account } => {
-                    self.history.get_mut(&account).and_then(Vec::pop);
+                Undo::PendingStatusChanged { id, status } => {
+                    self.resolved.pop_back();
+                    self.set_pending_status(id, status);
+                }
+                Undo::HistoryPushed => {
+                    if let Some(row) = self.history_rows.pop_back()
+                        && let Some(rows) = self.history.get_mut(&row.account)
+                    {
+                        rows.pop_back();
+                    }
                 }
                 Undo::WindowAdded { account, amount, opened_bucket } => {
                     if let Some(window) = self.windows.get_mut(&account) {
                         window.remove_last(amount, opened_bucket);
+                    }
+                }
+                Undo::WindowDebitPushed { account } => {
+                    if let Some(debits) = self.window_debits.get_mut(&account) {
+                        debits.pop_back();
                     }
                 }
             }
@@ -220,9 +351,12 @@ impl Ledger {
         self.account_index.insert(account.id, index);
         self.balance_keys.push(state_hash::balance_key(account.id));
         self.accounts.push(account);
-        self.account_transfers.push(Vec::new());
+        self.account_transfers.push(VecDeque::new());
         if account.has(account_flags::HISTORY) {
-            self.history.insert(index, Vec::new());
+            self.history.insert(index, VecDeque::new());
+        }
+        if account.limit_profile != 0 {
+            self.window_debits.insert(index, VecDeque::new());
         }
         self.record(Undo::AccountInserted);
     }
@@ -234,6 +368,7 @@ impl Ledger {
         self.account_transfers.pop();
         self.history.remove(&index);
         self.windows.remove(&index);
+        self.window_debits.remove(&index);
         self.account_index.remove(&account.id);
         self.hash_sum = self
             .hash_sum
@@ -259,53 +394,57 @@ impl Ledger {
         }
     }
 
-    /// Appends a transfer and indexes it under both of its accounts.
-    pub(crate) fn insert_transfer(&mut self, transfer: Transfer, debit: u32, credit: u32) -> u32 {
-        let index = u32::try_from(self.transfers.len()).expect("invariant: fewer than 2^32 transfers");
+    /// Appends a transfer and indexes it under both of its accounts; returns its number.
+    pub(crate) fn insert_transfer(&mut self, transfer: Transfer, debit: u32, credit: u32) -> u64 {
+        let number = self.next_transfer_number();
         self.hash_sum = self.hash_sum.wrapping_add(state_hash::transfer(&transfer));
-        self.transfer_index.insert(transfer.id, index);
-        self.transfers.push(transfer);
-        self.account_transfers[debit as usize].push(index);
-        self.account_transfers[credit as usize].push(index);
+        self.transfer_index.insert(transfer.id, number);
+        self.transfers.push_back(transfer);
+        self.transfer_sequences.push_back(self.sequence);
+        self.account_transfers[debit as usize].push_back(number);
+        self.account_transfers[credit as usize].push_back(number);
         self.record(Undo::TransferInserted);
-        index
+        number
     }
 
     fn remove_last_transfer(&mut self) {
-        let transfer = self.transfers.pop().expect("invariant: undo removes a transfer it inserted");
-        let index = self.transfers.len() as u32;
+        let transfer = self.transfers.pop_back().expect("invariant: undo removes a transfer it inserted");
+        self.transfer_sequences.pop_back();
+        let number = self.next_transfer_number();
         for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
             let account = self.account_index[&account_id];
-            let popped = self.account_transfers[account as usize].pop();
-            debug_assert_eq!(popped, Some(index));
+            let popped = self.account_transfers[account as usize].pop_back();
+            debug_assert_eq!(popped, Some(number));
         }
-        if let Some(state) = self.pending.remove(&index) {
+        if let Some(state) = self.pending.remove(&transfer.id) {
             self.hash_sum = self.hash_sum.wrapping_sub(state_hash::pending_status(transfer.id, state.status as u8));
-            self.expiry.remove(&(state.expires_at, index));
+            self.expiry.remove(&(state.expires_at, state.number));
         }
         self.transfer_index.remove_last_inserted(transfer.id);
         self.hash_sum = self.hash_sum.wrapping_sub(state_hash::transfer(&transfer));
     }
 
     /// Registers a new pending transfer (undone together with the transfer's insertion).
-    pub(crate) fn insert_pending(&mut self, transfer: u32, expires_at: u64) {
-        let id = self.transfers[transfer as usize].id;
-        self.pending.insert(transfer, PendingState { status: PendingStatus::Pending, expires_at });
+    pub(crate) fn insert_pending(&mut self, number: u64, expires_at: u64) {
+        let transfer = *self.hot_transfer(number).expect("invariant: a new pending transfer is hot");
+        let id = transfer.id;
+        self.pending.insert(id, PendingState { status: PendingStatus::Pending, expires_at, number, transfer });
         if expires_at != u64::MAX {
-            self.expiry.insert((expires_at, transfer));
+            self.expiry.insert((expires_at, number), id);
         }
         self.hash_sum = self.hash_sum.wrapping_add(state_hash::pending_status(id, PendingStatus::Pending as u8));
     }
 
-    pub(crate) fn set_pending_status(&mut self, transfer: u32, status: PendingStatus) {
-        let id = self.transfers[transfer as usize].id;
-        let state = self.pending.get_mut(&transfer).expect("invariant: status of a known pending transfer");
+    /// Changes a hot pending transfer's status; a resolution is remembered by the sequence
+    /// that made it, for eviction.
+    pub(crate) fn set_pending_status(&mut self, id: u128, status: PendingStatus) {
+        let state = self.pending.get_mut(&id).expect("invariant: status of a known pending transfer");
         let before = state.status;
         state.status = status;
-        let deadline = (state.expires_at, transfer);
+        let deadline = (state.expires_at, state.number);
         if deadline.0 != u64::MAX {
             if status == PendingStatus::Pending {
-                self.expiry.insert(deadline);
+                self.expiry.insert(deadline, id);
             } else {
                 self.expiry.remove(&deadline);
             }
@@ -314,22 +453,36 @@ impl Ledger {
             .hash_sum
             .wrapping_sub(state_hash::pending_status(id, before as u8))
             .wrapping_add(state_hash::pending_status(id, status as u8));
-        self.record(Undo::PendingStatusChanged { transfer, status: before });
+        // Forward changes only resolve; an undo restores `Pending` (and pops the entry).
+        if status != PendingStatus::Pending {
+            self.resolved.push_back((self.sequence, id));
+        }
+        self.record(Undo::PendingStatusChanged { id, status: before });
     }
 
     /// Records an account's balances after a change, if it keeps a history.
-    pub(crate) fn push_history(&mut self, account: u32, transfer: u32, timestamp: u64) {
+    pub(crate) fn push_history(&mut self, account: u32, debit: bool, timestamp: u64) {
         if !self.accounts[account as usize].has(account_flags::HISTORY) {
             return;
         }
         let balances = Balances::of(&self.accounts[account as usize]);
+        let number = self.history_base + self.history_rows.len() as u64;
         if let Some(rows) = self.history.get_mut(&account) {
-            rows.push(HistoryRow { transfer, timestamp, balances });
-            self.record(Undo::HistoryPushed { account });
+            rows.push_back(number);
+            self.history_rows.push_back(HistoryRow { sequence: self.sequence, account, debit, timestamp, balances });
+            self.record(Undo::HistoryPushed);
         }
     }
 
     pub(crate) fn push_window(&mut self, account: u32, timestamp: u64, amount: u128) {
+        if let Some(debits) = self.window_debits.get_mut(&account) {
+            let horizon = window_horizon(self.window_seconds_max);
+            while debits.front().is_some_and(|(at, _)| at.saturating_add(horizon) < timestamp) {
+                debits.pop_front();
+            }
+            debits.push_back((timestamp, amount));
+            self.record(Undo::WindowDebitPushed { account });
+        }
         if self.windows.is_empty() {
             return;
         }
@@ -348,12 +501,53 @@ impl Ledger {
     pub(crate) fn remember_failed_transfer(&mut self, id: u128, code: u32) {
         if self.failed_transfers.insert(id, code).is_none() {
             self.hash_sum = self.hash_sum.wrapping_add(state_hash::failed_transfer(id, code));
+            self.failed_order.push_back((self.sequence, id));
         }
     }
 
-    /// The state hash computed from scratch; equal to [`Ledger::state_hash`] by invariant.
+    /// Drops from the hot state everything committed by an input below `cutoff`; its hash
+    /// terms stay in the running sum (and move to `evicted_sum`).
+    fn evict(&mut self, cutoff: u64) {
+        while self.transfer_sequences.front().is_some_and(|sequence| *sequence < cutoff) {
+            self.transfer_sequences.pop_front();
+            let transfer = self.transfers.pop_front().expect("invariant: one sequence per hot transfer");
+            let number = self.transfers_base;
+            self.transfers_base += 1;
+            self.transfer_index.remove_oldest(transfer.id, number);
+            for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
+                if let Some(account) = self.account_index.get(&account_id) {
+                    let popped = self.account_transfers[*account as usize].pop_front();
+                    debug_assert_eq!(popped, Some(number));
+                }
+            }
+            self.evicted_sum = self.evicted_sum.wrapping_add(state_hash::transfer(&transfer));
+        }
+        while self.resolved.front().is_some_and(|(sequence, _)| *sequence < cutoff) {
+            let (_, id) = self.resolved.pop_front().expect("invariant: checked above");
+            if let Some(state) = self.pending.remove(&id) {
+                debug_assert!(state.status != PendingStatus::Pending);
+                self.evicted_sum = self.evicted_sum.wrapping_add(state_hash::pending_status(id, state.status as u8));
+            }
+        }
+        while self.failed_order.front().is_some_and(|(sequence, _)| *sequence < cutoff) {
+            let (_, id) = self.failed_order.pop_front().expect("invariant: checked above");
+            if let Some(code) = self.failed_transfers.remove(&id) {
+                self.evicted_sum = self.evicted_sum.wrapping_add(state_hash::failed_transfer(id, code));
+            }
+        }
+        while self.history_rows.front().is_some_and(|row| row.sequence < cutoff) {
+            let row = self.history_rows.pop_front().expect("invariant: checked above");
+            self.history_base += 1;
+            if let Some(rows) = self.history.get_mut(&row.account) {
+                rows.pop_front();
+            }
+        }
+    }
+
+    /// The state hash computed from scratch over the hot state, plus the terms of what was
+    /// evicted (kept as a running sum); equal to [`Ledger::state_hash`] by invariant.
     pub fn recompute_state_hash(&self) -> u128 {
-        let mut sum = 0u128;
+        let mut sum = self.evicted_sum;
         for account in &self.accounts {
             sum = sum
                 .wrapping_add(state_hash::account_identity(account))
@@ -362,9 +556,8 @@ impl Ledger {
         for transfer in &self.transfers {
             sum = sum.wrapping_add(state_hash::transfer(transfer));
         }
-        for (index, state) in &self.pending {
-            let id = self.transfers[*index as usize].id;
-            sum = sum.wrapping_add(state_hash::pending_status(id, state.status as u8));
+        for (id, state) in &self.pending {
+            sum = sum.wrapping_add(state_hash::pending_status(*id, state.status as u8));
         }
         for profile in self.profiles.values() {
             sum = sum.wrapping_add(state_hash::limit_profile(profile));
@@ -378,10 +571,22 @@ impl Ledger {
         sum.wrapping_add(state_hash::timestamp(self.last_timestamp))
     }
 
+    /// A pending transfer's status, if the hot state still holds it (every open one does).
     pub fn pending_status(&self, id: u128) -> Option<PendingStatus> {
-        let index = self.transfer_index.get(id)?;
-        self.pending.get(&index).map(|state| state.status)
+        self.pending.get(&id).map(|state| state.status)
     }
+}
+
+/// The sequences whose records a decision at `sequence` takes from the history store:
+/// those below `sequence − hot_window` (everything at or above it is hot).
+pub fn cold_cutoff(sequence: u64, hot_window: u64) -> u64 {
+    sequence.saturating_sub(hot_window)
+}
+
+/// How long a debit may still count against some window: two of the longest window (a
+/// window's buckets round its start down by less than one window) plus a second.
+fn window_horizon(window_seconds_max: u32) -> u64 {
+    (u64::from(window_seconds_max) * 2 + 1).saturating_mul(crate::limits::NANOSECONDS_PER_SECOND)
 }
 
 /// Fills and empties a map so that its buckets are resident; `clear` keeps the allocation.
@@ -396,5 +601,55 @@ fn prefault_map<V: Default>(map: &mut crate::id_map::IdMap<u128, V>, capacity: u
 fn prefault_vec<T: bytemuck::Zeroable>(vec: &mut Vec<T>) {
     for slot in vec.spare_capacity_mut() {
         slot.write(T::zeroed());
+    }
+}
+
+impl Ledger {
+    /// What the input at the current sequence committed (for the history stage). Call
+    /// right after applying it, before the next input begins.
+    pub fn effects(&self) -> crate::cold::Effects {
+        use crate::cold::{Effects, StoredBalance, StoredTransfer};
+        let sequence = self.sequence;
+        let mut effects = Effects { sequence, ..Effects::default() };
+        let fresh = self.transfer_sequences.iter().rev().take_while(|at| **at == sequence).count();
+        let first = self.transfers.len() - fresh;
+        for (offset, transfer) in self.transfers.iter().enumerate().skip(first) {
+            let number = self.transfers_base + offset as u64;
+            effects.transfers.push(StoredTransfer { transfer: *transfer, number, sequence });
+        }
+        let failed = self.failed_order.iter().rev().take_while(|(at, _)| *at == sequence).count();
+        for (_, id) in self.failed_order.iter().skip(self.failed_order.len() - failed) {
+            if let Some(code) = self.failed_transfers.get(id) {
+                effects.failed.push((*id, *code));
+            }
+        }
+        let resolved = self.resolved.iter().rev().take_while(|(at, _)| *at == sequence).count();
+        for (_, id) in self.resolved.iter().skip(self.resolved.len() - resolved) {
+            if let Some(state) = self.pending.get(id) {
+                effects.resolutions.push((*id, state.status));
+            }
+        }
+        let rows = self.history_rows.iter().rev().take_while(|row| row.sequence == sequence).count();
+        let first = self.history_rows.len() - rows;
+        for (offset, row) in self.history_rows.iter().enumerate().skip(first) {
+            let number = self.history_base + offset as u64;
+            let balance = row.account_balance();
+            let account_id = self.accounts[row.account as usize].id;
+            effects.balances.push((account_id, StoredBalance { number, debit: row.debit, balance }));
+        }
+        effects
+    }
+}
+
+impl HistoryRow {
+    pub(crate) fn account_balance(&self) -> tally_codecs::AccountBalance {
+        tally_codecs::AccountBalance {
+            debits_pending: self.balances.debits_pending,
+            debits_posted: self.balances.debits_posted,
+            credits_pending: self.balances.credits_pending,
+            credits_posted: self.balances.credits_posted,
+            timestamp: self.timestamp,
+            reserved: [0; 7],
+        }
     }
 }

@@ -7,6 +7,7 @@
 mod accounts;
 mod batch;
 mod copy;
+pub mod cold;
 mod id_index;
 mod id_map;
 mod ledger;
@@ -18,7 +19,8 @@ mod transfers;
 mod two_phase;
 mod window;
 
-pub use ledger::{Ledger, PendingStatus};
+pub use cold::{ColdFacts, Effects, HistoryLookup, StoredBalance, StoredTransfer};
+pub use ledger::{HOT_WINDOW_DEFAULT, Ledger, PendingStatus, cold_cutoff};
 pub use queries::QUERY_ROWS_MAX;
 pub use snapshot::ImageError;
 pub use window::WINDOW_BUCKETS_MAX;

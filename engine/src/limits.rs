@@ -56,6 +56,7 @@ impl Ledger {
             self.hash_sum = self.hash_sum.wrapping_sub(state_hash::limit_profile(existing));
         }
         let stored = LimitProfile { timestamp, ..*profile };
+        self.window_seconds_max = self.window_seconds_max.max(stored.window_seconds);
         self.hash_sum = self.hash_sum.wrapping_add(state_hash::limit_profile(&stored));
         self.profiles.insert(profile.id, stored);
         ResultCode::Created
@@ -96,23 +97,19 @@ impl Ledger {
         window.exceeds(amount, limit)
     }
 
-    /// Builds the account's window from its transfers: the first time its limit is checked,
-    /// or after its profile's window changed shape. Walks back only over the buckets that
-    /// still count, collecting the debits that count against a window (single-phase and
-    /// pending debits, not posts or voids).
+    /// Builds the account's window from its kept window debits (single-phase and pending
+    /// debits, not posts or voids): the first time its limit is checked, or after its
+    /// profile's window changed shape. The debits are kept for twice the longest window any
+    /// profile has had (not the transfers, which leave the hot window), so a window
+    /// lengthened beyond every earlier one counts only debits from that horizon on.
     fn collect_window(&self, index: u32, timestamp: u64, shape: Shape) -> Window {
-        let account_id = self.accounts[index as usize].id;
         let oldest = shape.oldest(timestamp);
-        let transfers = &self.account_transfers[index as usize];
-        let first = transfers
-            .iter()
-            .rposition(|transfer| shape.bucket(self.transfers[*transfer as usize].timestamp) < oldest)
-            .map_or(0, |position| position + 1);
         let mut window = Window::new(shape);
-        for transfer_index in &transfers[first..] {
-            let transfer = &self.transfers[*transfer_index as usize];
-            if transfer.debit_account_id == account_id && counts_against_window(transfer.flags) {
-                window.add(transfer.timestamp, transfer.amount);
+        if let Some(debits) = self.window_debits.get(&index) {
+            let first =
+                debits.iter().rposition(|(at, _)| shape.bucket(*at) < oldest).map_or(0, |position| position + 1);
+            for (at, amount) in debits.iter().skip(first) {
+                window.add(*at, *amount);
             }
         }
         window

@@ -15,26 +15,39 @@ impl Ledger {
         out.extend(ids.iter().filter_map(|id| self.account_index.get(id)).map(|index| self.accounts[*index as usize]));
     }
 
-    /// Appends the transfers found, in the order asked; unknown ids are left out.
+    /// Appends the transfers found, in the order asked; unknown ids are left out. Reads the
+    /// hot state, then what the cold-lookup stage attached from the history store.
     pub fn lookup_transfers(&self, ids: &[u128], out: &mut Vec<Transfer>) {
-        out.extend(
-            ids.iter().filter_map(|id| self.transfer_index.get(*id)).map(|index| self.transfers[index as usize]),
-        );
+        out.extend(ids.iter().filter_map(|id| {
+            self.find_transfer(*id).or_else(|| {
+                self.cold.query_transfers.iter().find(|stored| stored.transfer.id == *id).map(|stored| stored.transfer)
+            })
+        }));
     }
 
     /// Appends the account's transfers selected by the filter; an invalid filter is refused
-    /// (the gateway and `tally exec` refuse it before it gets here).
+    /// (the gateway and `tally exec` refuse it before it gets here). The rows are the
+    /// history store's (attached by the cold-lookup stage) followed by the hot ones.
     pub fn get_account_transfers(&self, filter: &AccountFilter, out: &mut Vec<Transfer>) -> Result<(), FilterError> {
         let selection = Selection::new(filter)?;
         let Some(&account) = self.account_index.get(&filter.account_id) else { return Ok(()) };
-        let indexes = &self.account_transfers[account as usize];
-        let rows = indexes.iter().map(|index| &self.transfers[*index as usize]);
-        selection.collect(rows, |transfer| transfer, |transfer| **transfer, out);
+        let mut cold: Vec<&crate::cold::StoredTransfer> =
+            self.cold.query_transfers.iter().filter(|stored| stored.number < self.transfers_base).collect();
+        cold.sort_by_key(|stored| stored.number);
+        let cold = cold
+            .into_iter()
+            .map(|stored| (stored.transfer.timestamp, side_of(&stored.transfer, filter.account_id), stored.transfer));
+        let hot = self.account_transfers[account as usize]
+            .iter()
+            .filter_map(|number| self.hot_transfer(*number))
+            .map(|transfer| (transfer.timestamp, side_of(transfer, filter.account_id), *transfer));
+        selection.collect(cold.chain(hot), |(_, _, transfer)| *transfer, out);
         Ok(())
     }
 
     /// Appends the balance history of an account created with the `history` flag: its
-    /// balances right after each selected transfer (or expiry).
+    /// balances right after each selected transfer (or expiry), from the history store and
+    /// the hot rows.
     pub fn get_account_balances(
         &self,
         filter: &AccountFilter,
@@ -43,27 +56,38 @@ impl Ledger {
         let selection = Selection::new(filter)?;
         let Some(&account) = self.account_index.get(&filter.account_id) else { return Ok(()) };
         let Some(rows) = self.history.get(&account) else { return Ok(()) };
-        let rows = rows.iter().map(|row| (row, &self.transfers[row.transfer as usize]));
-        selection.collect(
-            rows,
-            |(_, transfer)| transfer,
-            |(row, _)| AccountBalance {
-                debits_pending: row.balances.debits_pending,
-                debits_posted: row.balances.debits_posted,
-                credits_pending: row.balances.credits_pending,
-                credits_posted: row.balances.credits_posted,
-                timestamp: row.timestamp,
-                reserved: [0; 7],
-            },
-            out,
-        );
+        let mut cold: Vec<&crate::cold::StoredBalance> =
+            self.cold.query_balances.iter().filter(|stored| stored.number < self.history_base).collect();
+        cold.sort_by_key(|stored| stored.number);
+        let cold = cold.into_iter().map(|stored| (stored.balance.timestamp, Side::of(stored.debit), stored.balance));
+        let hot = rows.iter().filter_map(|number| {
+            let offset = usize::try_from(number.checked_sub(self.history_base)?).ok()?;
+            let row = self.history_rows.get(offset)?;
+            Some((row.timestamp, Side::of(row.debit), row.account_balance()))
+        });
+        selection.collect(cold.chain(hot), |(_, _, balance)| *balance, out);
         Ok(())
     }
 }
 
+#[derive(Clone, Copy)]
+enum Side {
+    Debit,
+    Credit,
+}
+
+impl Side {
+    fn of(debit: bool) -> Side {
+        if debit { Side::Debit } else { Side::Credit }
+    }
+}
+
+fn side_of(transfer: &Transfer, account_id: u128) -> Side {
+    Side::of(transfer.debit_account_id == account_id)
+}
+
 /// A validated filter.
 struct Selection {
-    account_id: u128,
     debits: bool,
     credits: bool,
     reversed: bool,
@@ -76,7 +100,6 @@ impl Selection {
     fn new(filter: &AccountFilter) -> Result<Selection, FilterError> {
         filter.validate()?;
         Ok(Selection {
-            account_id: filter.account_id,
             debits: filter.flags & filter_flags::DEBITS != 0,
             credits: filter.flags & filter_flags::CREDITS != 0,
             reversed: filter.flags & filter_flags::REVERSED != 0,
@@ -86,23 +109,21 @@ impl Selection {
         })
     }
 
-    /// Filters rows (ordered by timestamp) by side and time, in the asked direction, up to
-    /// the limit. `timestamp_of` rows use the row's own timestamp for the range.
-    fn collect<'a, R, T>(
+    /// Filters rows `(timestamp, side, value)`, ordered by commit, by side and time, in the
+    /// asked direction, up to the limit.
+    fn collect<R, T>(
         &self,
-        rows: impl DoubleEndedIterator<Item = R>,
-        transfer_of: impl Fn(&R) -> &'a Transfer,
-        output: impl Fn(&R) -> T,
+        rows: impl DoubleEndedIterator<Item = (u64, Side, R)>,
+        output: impl Fn(&(u64, Side, R)) -> T,
         out: &mut Vec<T>,
-    ) where
-        R: RowTimestamp,
-    {
-        let wanted = |row: &R| {
-            let transfer = transfer_of(row);
-            let timestamp = row.timestamp(transfer);
-            let side = (self.debits && transfer.debit_account_id == self.account_id)
-                || (self.credits && transfer.credit_account_id == self.account_id);
-            side && timestamp >= self.timestamp_min && timestamp <= self.timestamp_max
+    ) {
+        let wanted = |row: &(u64, Side, R)| {
+            let (timestamp, side, _) = row;
+            let side = match side {
+                Side::Debit => self.debits,
+                Side::Credit => self.credits,
+            };
+            side && *timestamp >= self.timestamp_min && *timestamp <= self.timestamp_max
         };
         let start = out.len();
         if self.reversed {
@@ -111,22 +132,5 @@ impl Selection {
             out.extend(rows.filter(|row| wanted(row)).take(self.limit).map(|row| output(&row)));
         }
         debug_assert!(out.len() - start <= self.limit);
-    }
-}
-
-/// The timestamp a row is filtered by: a transfer's own, or a history row's.
-trait RowTimestamp {
-    fn timestamp(&self, transfer: &Transfer) -> u64;
-}
-
-impl RowTimestamp for &Transfer {
-    fn timestamp(&self, transfer: &Transfer) -> u64 {
-        transfer.timestamp
-    }
-}
-
-impl RowTimestamp for (&crate::ledger::HistoryRow, &Transfer) {
-    fn timestamp(&self, _: &Transfer) -> u64 {
-        self.0.timestamp
     }
 }

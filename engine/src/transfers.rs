@@ -23,42 +23,54 @@ impl Ledger {
             results,
             |transfer| transfer.has(flags::LINKED),
             |ledger, transfer, timestamp| {
-                let code = ledger.create_transfer(transfer, timestamp);
+                let (code, original) = ledger.create_transfer(transfer, timestamp);
                 if code.is_transient() {
                     ledger.remember_failed_transfer(transfer.id, code as u32);
                 }
-                if code != ResultCode::Exists {
-                    return (code, timestamp);
-                }
-                let stored = ledger.transfer_index.get(transfer.id).expect("invariant: an existing id is indexed");
-                (code, ledger.transfers[stored as usize].timestamp)
+                (code, original.unwrap_or(timestamp))
             },
         );
     }
 
-    fn create_transfer(&mut self, transfer: &Transfer, timestamp: u64) -> ResultCode {
+    /// The result, and for `exists` the stored transfer's commit timestamp.
+    fn create_transfer(&mut self, transfer: &Transfer, timestamp: u64) -> (ResultCode, Option<u64>) {
         if let Some(code) = check_identity(transfer.timestamp, transfer.flags & !flags::KNOWN != 0, transfer.id) {
-            return code;
+            return (code, None);
         }
-        if let Some(index) = self.transfer_index.get(transfer.id) {
-            let stored = &self.transfers[index as usize];
+        if let Some(stored) = self.find_transfer(transfer.id) {
             let pending = match stored.flags & POST_OR_VOID {
                 0 => None,
-                _ => self.transfer_index.get(stored.pending_id).map(|pending| &self.transfers[pending as usize]),
+                _ => self.find_transfer(stored.pending_id),
             };
-            return transfer_exists(transfer, stored, pending);
+            let code = transfer_exists(transfer, &stored, pending.as_ref());
+            return (code, (code == ResultCode::Exists).then_some(stored.timestamp));
         }
-        if !self.failed_transfers.is_empty() && self.failed_transfers.contains_key(&transfer.id) {
-            return ResultCode::IdAlreadyFailed;
+        let failed = (!self.failed_transfers.is_empty() && self.failed_transfers.contains_key(&transfer.id))
+            || self.cold.failed(transfer.id).is_some();
+        if failed {
+            return (ResultCode::IdAlreadyFailed, None);
         }
         if let Some(code) = check_flags_and_pending_fields(transfer) {
-            return code;
+            return (code, None);
         }
-        if transfer.flags & POST_OR_VOID != 0 {
+        let code = if transfer.flags & POST_OR_VOID != 0 {
             self.post_or_void(transfer, timestamp)
         } else {
             self.single_phase_or_pending(transfer, timestamp)
+        };
+        (code, None)
+    }
+
+    /// A committed transfer by id: hot (the window, or an open pending transfer's own
+    /// copy), else from the cold facts attached to this input.
+    pub(crate) fn find_transfer(&self, id: u128) -> Option<Transfer> {
+        if let Some(number) = self.transfer_index.get(id) {
+            return self.hot_transfer(number).copied();
         }
+        if let Some(state) = self.pending.get(&id) {
+            return Some(state.transfer);
+        }
+        self.cold.transfer(id).copied()
     }
 
     fn single_phase_or_pending(&mut self, transfer: &Transfer, timestamp: u64) -> ResultCode {
@@ -120,9 +132,11 @@ impl Ledger {
         }
         self.set_account(debit, debits, debit_flags);
         self.set_account(credit, credits, credit_flags);
-        self.push_window(debit, timestamp, amount);
-        self.push_history(debit, index, timestamp);
-        self.push_history(credit, index, timestamp);
+        if crate::limits::counts_against_window(transfer.flags) {
+            self.push_window(debit, timestamp, amount);
+        }
+        self.push_history(debit, true, timestamp);
+        self.push_history(credit, false, timestamp);
         ResultCode::Created
     }
 

@@ -7,22 +7,29 @@ use crate::ledger::{Balances, Ledger, PendingStatus};
 
 impl Ledger {
     pub(crate) fn post_or_void(&mut self, transfer: &Transfer, timestamp: u64) -> ResultCode {
-        let Some(pending_index) = self.transfer_index.get(transfer.pending_id) else {
+        let Some(pending) = self.find_transfer(transfer.pending_id) else {
             return ResultCode::PendingTransferNotFound;
         };
-        let pending = self.transfers[pending_index as usize];
         if !pending.has(flags::PENDING) {
             return ResultCode::PendingTransferNotPending;
         }
         if let Some(code) = check_against_pending(transfer, &pending) {
             return code;
         }
-        let state = self.pending[&pending_index];
-        match state.status {
+        // Every open pending transfer is hot; one that is not was resolved long ago and
+        // the cold facts say how.
+        let (status, expires_at) = match self.pending.get(&pending.id) {
+            Some(state) => (state.status, state.expires_at),
+            None => match self.cold.resolution(pending.id) {
+                Some(status) => (status, u64::MAX),
+                None => return ResultCode::PendingTransferNotFound,
+            },
+        };
+        match status {
             PendingStatus::Posted => return ResultCode::PendingTransferAlreadyPosted,
             PendingStatus::Voided => return ResultCode::PendingTransferAlreadyVoided,
             PendingStatus::Expired => return ResultCode::PendingTransferExpired,
-            PendingStatus::Pending if state.expires_at <= timestamp => return ResultCode::PendingTransferExpired,
+            PendingStatus::Pending if expires_at <= timestamp => return ResultCode::PendingTransferExpired,
             PendingStatus::Pending => {}
         }
 
@@ -56,46 +63,52 @@ impl Ledger {
         }
 
         let stored = Transfer { amount, timestamp, ..inherit(transfer, &pending) };
-        let index = self.insert_transfer(stored, debit, credit);
+        self.insert_transfer(stored, debit, credit);
         let status = if post { PendingStatus::Posted } else { PendingStatus::Voided };
-        self.set_pending_status(pending_index, status);
+        self.set_pending_status(pending.id, status);
         self.finish_release(&pending, debit, credit, debits, credits, !post);
-        self.push_history(debit, index, timestamp);
-        self.push_history(credit, index, timestamp);
+        self.push_history(debit, true, timestamp);
+        self.push_history(credit, false, timestamp);
         ResultCode::Created
     }
 
     /// Expires, in deadline order, every pending transfer whose deadline is at or before
     /// `timestamp`, releasing what it reserved.
     pub(crate) fn expire_due(&mut self, timestamp: u64) {
-        while let Some(&(deadline, pending_index)) = self.expiry.first() {
+        while let Some((&(deadline, _), &id)) = self.expiry.first_key_value() {
             if deadline > timestamp {
                 break;
             }
-            let pending = self.transfers[pending_index as usize];
+            let pending = self.pending[&id].transfer;
             let debit = self.account_index[&pending.debit_account_id];
             let credit = self.account_index[&pending.credit_account_id];
             let debits = release(Balances::of(&self.accounts[debit as usize]), &pending, Side::Debit);
             let credits = release(Balances::of(&self.accounts[credit as usize]), &pending, Side::Credit);
-            self.set_pending_status(pending_index, PendingStatus::Expired);
+            self.set_pending_status(id, PendingStatus::Expired);
             if let Some(expired) = self.expired_log.as_mut() {
                 expired.push(pending.id);
             }
             self.finish_release(&pending, debit, credit, debits, credits, true);
-            self.push_history(debit, pending_index, timestamp);
-            self.push_history(credit, pending_index, timestamp);
+            self.push_history(debit, true, timestamp);
+            self.push_history(credit, false, timestamp);
         }
     }
 
     /// The earliest deadline of a pending transfer, if any: before it, a tick expires nothing.
     pub fn next_expiry(&self) -> Option<u64> {
-        self.expiry.first().map(|&(deadline, _)| deadline)
+        self.expiry.first_key_value().map(|(&(deadline, _), _)| deadline)
     }
 
     /// Advances time to `timestamp` (one commit timestamp) and expires what is due.
     pub fn tick(&mut self, timestamp: u64) {
         let now = self.begin_batch(timestamp, 1);
         self.expire_due(now);
+    }
+
+    /// The pending transfer `id` as it is still held (open, or resolved within the hot
+    /// window), e.g. one that just expired.
+    pub fn held_pending_transfer(&self, id: u128) -> Option<Transfer> {
+        self.pending.get(&id).map(|pending| pending.transfer)
     }
 
     /// Runs `apply` on the ledger and appends to `expired` the ids of the pending

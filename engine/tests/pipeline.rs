@@ -141,7 +141,7 @@ fn pipeline_applies_journals_and_replies_in_order() {
         // The journal alone rebuilds the same state: the state is a function of the inputs.
         let mut replayed = Ledger::new();
         for (timestamp, command) in log.inputs.lock().unwrap().iter() {
-            apply(&mut replayed, *timestamp, command);
+            apply(&mut replayed, 0, *timestamp, command, Default::default());
         }
         assert_eq!(replayed.state_hash(), ledger.state_hash());
         assert!(
@@ -209,7 +209,7 @@ fn a_due_pending_transfer_is_expired_by_a_journaled_tick() {
     assert_eq!(ticks(&log), 1, "one tick expired it; none before the deadline, none after");
     let mut replayed = Ledger::new();
     for (timestamp, command) in log.inputs.lock().unwrap().iter() {
-        apply(&mut replayed, *timestamp, command);
+        apply(&mut replayed, 0, *timestamp, command, Default::default());
     }
     assert_eq!(replayed.state_hash(), ledger.state_hash(), "expiry is a function of the journal");
 }

@@ -74,7 +74,7 @@ fn snapshot_round_trip_keeps_state_hash_and_behaviour() {
 #[test]
 fn inconsistent_image_is_refused() {
     let mut image = busy_ledger().to_image();
-    image.pending[0].transfer = 10_000;
+    image.pending[0].number = 10_000;
     assert!(Ledger::from_image(&image).is_err());
     let mut image = busy_ledger().to_image();
     image.transfers.truncate(image.transfers.len() - 3);
@@ -157,4 +157,51 @@ fn account_beyond_a_lowered_overdraft_survives_a_snapshot() {
     results.clear();
     loaded.create_transfers(5, &[debit(11, 1)], &mut results);
     assert_eq!(results[0].status, tally_codecs::ResultCode::ExceedsOverdraft as u32);
+}
+
+/// §5: an image holds only the hot state plus the evicted items' share of the state hash;
+/// a ledger that has evicted most of its history round-trips with the same hash, and
+/// goes on to decide the same.
+#[test]
+fn an_image_of_an_evicting_ledger_keeps_its_state_hash() {
+    use tally_codecs::wire::Request;
+    use tally_engine::pipeline::{Command, apply};
+
+    let mut ledger = Ledger::new();
+    ledger.set_hot_window(2);
+    let accounts = (1..=3u128).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
+    let mut sequence = 1;
+    apply(&mut ledger, sequence, 1_000, &Command::Request(Request::CreateAccounts(accounts)), Default::default());
+    let transfer = |id: u128, flags: u16, pending_id: u128| Transfer {
+        id,
+        debit_account_id: if pending_id == 0 { 1 } else { 0 },
+        credit_account_id: if pending_id == 0 { 2 } else { 0 },
+        amount: if pending_id == 0 { 3 } else { 0 },
+        ledger: if pending_id == 0 { 1 } else { 0 },
+        code: if pending_id == 0 { 1 } else { 0 },
+        flags,
+        pending_id,
+        ..Transfer::default()
+    };
+    let mut inputs = vec![vec![transfer(100, transfer_flags::PENDING, 0)]];
+    inputs.extend((0..10).map(|n| vec![transfer(200 + n, 0, 0)]));
+    inputs.push(vec![transfer(300, transfer_flags::POST_PENDING_TRANSFER, 100)]);
+    inputs.extend((0..10).map(|n| vec![transfer(400 + n, 0, 0)]));
+    for events in inputs {
+        sequence += 1;
+        let command = Command::Request(Request::CreateTransfers(events));
+        apply(&mut ledger, sequence, 1_000 + sequence, &command, Default::default());
+    }
+    assert!(ledger.hot_transfers_count() < ledger.transfers_count(), "most transfers were evicted");
+    let mut restored = round_trip(&ledger);
+    restored.set_hot_window(2);
+    assert_eq!(restored.state_hash(), ledger.state_hash());
+    assert_eq!(restored.recompute_state_hash(), ledger.state_hash());
+    assert_eq!(restored.transfers_count(), ledger.transfers_count());
+    for target in [&mut ledger, &mut restored] {
+        let command = Command::Request(Request::CreateTransfers(vec![transfer(500, 0, 0)]));
+        apply(target, sequence + 5, 1_000_000, &command, Default::default());
+    }
+    assert_eq!(restored.state_hash(), ledger.state_hash(), "the same next input, the same state");
+    assert_eq!(restored.hot_transfers_count(), ledger.hot_transfers_count(), "the same evictions");
 }

@@ -106,6 +106,13 @@ struct NodeArgs {
     /// (existing segments keep their size). The disk needs this much free at each roll-over.
     #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = clap::value_parser!(u64).range(4..=65536))]
     journal_segment_mib: u64,
+    /// The hot window in inputs: what an input commits stays in memory until this many
+    /// later inputs are applied, then is read from the history store (DIR/history/). Every
+    /// node of a replica set must use the same value. Memory for recent transfers is at
+    /// most about W × 8 189 × 170 bytes.
+    #[arg(long, default_value_t = tally_engine::HOT_WINDOW_DEFAULT, value_name = "INPUTS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    hot_window: u64,
 }
 
 #[derive(Args)]
@@ -276,6 +283,7 @@ fn node_config(args: &NodeArgs) -> NodeConfig {
         snapshot_interval: (args.snapshot_interval_s > 0).then(|| Duration::from_secs(args.snapshot_interval_s)),
         // At most 65 536 MiB by the argument's range: fits any 64-bit usize.
         journal_segment_bytes: usize::try_from(args.journal_segment_mib << 20).unwrap_or(usize::MAX),
+        hot_window: args.hot_window,
         ..NodeConfig::new(&args.data)
     }
 }

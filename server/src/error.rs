@@ -34,6 +34,8 @@ pub enum NodeError {
         "checkpoint at sequence {sequence} decodes to state hash {found:#034x}, but the business logic published {published:#034x}: the state is not a function of the checkpoint (nondeterminism or an image bug)"
     )]
     CheckpointMismatch { sequence: u64, published: u128, found: u128 },
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
     #[error("journal record {sequence} cannot be replayed: {source}")]
     Replay {
         sequence: u64,

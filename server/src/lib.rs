@@ -12,6 +12,7 @@ pub mod drill;
 pub mod error;
 pub mod gateway;
 pub mod metrics;
+pub mod history;
 pub mod node;
 pub mod signals;
 

@@ -6,6 +6,7 @@
 //! DIR/journal/     the journal segments (the inputs; the source of truth)
 //! DIR/snapshots/   snapshot files
 //! DIR/outcomes/    the outcome stream: one entry per journal sequence, for sinks
+//! DIR/history/     history.redb, the history store (every transfer, lists, balance rows)
 //! DIR/LOCK         locked while a node has the directory open
 //! DIR/EPOCH        the epoch and role this node last acted in (see `role`)
 //! ```
@@ -39,7 +40,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tally_engine::Ledger;
-use tally_engine::pipeline::{Durability, Pipeline, PipelineConfig, Submitter, Wait, checkpoint_channel};
+use tally_engine::pipeline::{Durability, History, Pipeline, PipelineConfig, Submitter, Wait, checkpoint_channel};
 use tally_journal::{FileStorage, FlushMethod, Journal, JournalConfig, SnapshotStore};
 use tally_replication::{ClusterKey, Primary};
 
@@ -53,6 +54,7 @@ use self::ship::Shipping;
 use self::sinks::Sinks;
 pub use self::status::StatusSource;
 use crate::error::NodeError;
+use crate::history::{HistoryStage, HistoryStore};
 
 /// How to run a node.
 #[derive(Clone, Debug)]
@@ -74,6 +76,10 @@ pub struct NodeConfig {
     pub repair_from: Vec<SocketAddr>,
     /// Settlement into PostgreSQL, when configured.
     pub settlement: Option<tally_sinks::postgres::PostgresConfig>,
+    /// The hot window in inputs (docs/design.md §3.9): what an input at sequence `S`
+    /// commits leaves memory when `S + W` is applied, and is read from the history store
+    /// after that. Every node of a replica set must use the same value.
+    pub hot_window: u64,
 }
 
 /// A node's place in a replica set.
@@ -101,6 +107,7 @@ impl NodeConfig {
             replication: None,
             repair_from: Vec::new(),
             settlement: None,
+            hot_window: tally_engine::HOT_WINDOW_DEFAULT,
         }
     }
 }
@@ -127,8 +134,8 @@ pub struct Node {
     pipeline: Pipeline,
     status: StatusSource,
     recovery: Recovery,
-    /// Durable marks of the stores derived from the journal (the outcome stream):
-    /// checkpoints and journal retention wait on the lowest.
+    /// Durable marks of the stores derived from the journal (the history store, the
+    /// outcome stream): checkpoints and journal retention wait on the lowest.
     derived: DerivedMarks,
     peers: PeerService,
     shipping: Option<Arc<Shipping>>,
@@ -156,7 +163,20 @@ impl Node {
             role.enter(role.epoch(), RoleKind::Fenced)?;
         }
         let snapshots = SnapshotStore::open(&dirs.snapshots)?;
-        let restored = snapshots::load(&snapshots)?;
+        let mut restored = snapshots::load(&snapshots)?;
+        let (history_store, history_start) = HistoryStore::open(&dirs.history)?;
+        if restored.sequence > history_start {
+            // The history store must hold everything the snapshot's state has left behind
+            // (docs/design.md §3.9): replay from the start of the journal instead.
+            // (Checkpoints wait for the history store's mark, so this takes a store that
+            // was lost or replaced.)
+            eprintln!(
+                "tally: the history store holds sequences up to {history_start}, behind the snapshot at {}: \
+                 replaying the journal from its start instead",
+                restored.sequence
+            );
+            restored = snapshots::Restored { ledger: Ledger::new(), sequence: 0 };
+        }
         let repair_source = match (&config.replication, config.repair_from.is_empty()) {
             (Some(replication), false) => Some(repair::RepairSource {
                 peers: config.repair_from.clone(),
@@ -171,8 +191,12 @@ impl Node {
         let segment_bytes = tally_sinks::stream::SEGMENT_BYTES_DEFAULT;
         let mut outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
         let mut ledger = restored.ledger;
-        let records_replayed = replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes)?;
+        ledger.set_hot_window(config.hot_window);
         let derived = DerivedMarks::new();
+        let history_mark = derived.register("history", history_start);
+        let mut history = HistoryStage::new(history_store.clone(), history_mark.clone());
+        let records_replayed =
+            replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes, &mut history, history_start)?;
         outcomes.cap_at(journal.durable_mark());
         outcomes.publish_to(derived.register("outcomes", outcomes.last_sequence()));
         let outcomes_durable = outcomes.durable_mark();
@@ -208,7 +232,19 @@ impl Node {
             checkpoints: config.snapshot_interval.is_some().then_some(checkpoint_taker),
             ..PipelineConfig::default()
         };
-        let pipeline = Pipeline::start(pipeline_config, ledger, Box::new(input_log), Box::new(outcomes));
+        let history = History {
+            lookup: history_store,
+            writer: Box::new(history),
+            mark: history_mark,
+            hot_window: config.hot_window,
+        };
+        let pipeline = Pipeline::start_with_history(
+            pipeline_config,
+            ledger,
+            Box::new(input_log),
+            Box::new(outcomes),
+            Some(history),
+        );
         let writer = CheckpointWriter::new(
             snapshots,
             pipeline.stats(),
@@ -309,8 +345,14 @@ impl Node {
 /// Locks the data directory at `root` for an operator tool, as a node does, so that the
 /// tool never works on a journal a node has open.
 pub fn lock_data_dir(root: &Path) -> Result<File, NodeError> {
-    DataDir { root: root.to_path_buf(), journal: PathBuf::new(), snapshots: PathBuf::new(), outcomes: PathBuf::new() }
-        .lock()
+    DataDir {
+        root: root.to_path_buf(),
+        journal: PathBuf::new(),
+        snapshots: PathBuf::new(),
+        outcomes: PathBuf::new(),
+        history: PathBuf::new(),
+    }
+    .lock()
 }
 
 /// Opens (recovers) the journal after the snapshot at `snapshot_sequence` and prints what
@@ -356,6 +398,7 @@ struct DataDir {
     journal: PathBuf,
     snapshots: PathBuf,
     outcomes: PathBuf,
+    history: PathBuf,
 }
 
 impl DataDir {
@@ -366,7 +409,8 @@ impl DataDir {
         for dir in [&journal, &snapshots, &outcomes] {
             std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir { path: dir.clone(), source })?;
         }
-        Ok(DataDir { root: root.to_path_buf(), journal, snapshots, outcomes })
+        let history = root.join("history");
+        Ok(DataDir { root: root.to_path_buf(), journal, snapshots, outcomes, history })
     }
 
     /// Locks the directory for this process: two writers on one journal would corrupt

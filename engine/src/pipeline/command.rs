@@ -4,6 +4,7 @@ use tally_codecs::wire::{Reply, Request};
 use tally_codecs::{EventResult, Operation};
 
 use crate::Ledger;
+use crate::cold::ColdFacts;
 
 /// One input of the pipeline: a client's request, or a tick that advances time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,9 +44,20 @@ impl Command {
     }
 }
 
-/// Applies one input at its sequencer timestamp: the single definition of what an input
-/// does, used by the business-logic thread and by replay alike.
-pub fn apply(ledger: &mut Ledger, timestamp: u64, command: &Command) -> Option<Reply> {
+/// Applies one input, the mutation at journal `sequence` (or a query, for which
+/// `sequence` is ignored), at its sequencer timestamp, with the cold facts gathered for it
+/// ([`crate::cold::gather`]; empty when nothing can have left the hot window): the single
+/// definition of what an input does, used by the business-logic thread and by replay
+/// alike.
+pub fn apply(ledger: &mut Ledger, sequence: u64, timestamp: u64, command: &Command, cold: ColdFacts) -> Option<Reply> {
+    let sequence = if command.is_mutation() { sequence } else { 0 };
+    ledger.begin_input(sequence, cold);
+    let reply = apply_input(ledger, timestamp, command);
+    ledger.end_input();
+    reply
+}
+
+fn apply_input(ledger: &mut Ledger, timestamp: u64, command: &Command) -> Option<Reply> {
     let request = match command {
         Command::Tick => {
             ledger.tick(timestamp);

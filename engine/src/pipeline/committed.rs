@@ -6,6 +6,7 @@ use tally_codecs::{Account, ResultCode, Transfer};
 
 use super::{Command, apply};
 use crate::Ledger;
+use crate::cold::ColdFacts;
 
 /// The transfers an input committed (as stored), the accounts it created or changed (as
 /// they are after it) and the pending transfers a tick expired.
@@ -19,15 +20,21 @@ pub struct Committed {
 /// Applies one input exactly as [`apply`] does, and gathers what it committed. The
 /// business-logic thread and replay both use it, so a rebuilt outcome stream holds the
 /// same entries as the one written live.
-pub fn apply_collecting(ledger: &mut Ledger, timestamp: u64, command: &Command) -> (Option<Reply>, Committed) {
+pub fn apply_collecting(
+    ledger: &mut Ledger,
+    sequence: u64,
+    timestamp: u64,
+    command: &Command,
+    cold: ColdFacts,
+) -> (Option<Reply>, Committed) {
     let mut committed = Committed::default();
-    let reply = ledger.collect_expired(&mut committed.expired, |ledger| apply(ledger, timestamp, command));
+    let reply =
+        ledger.collect_expired(&mut committed.expired, |ledger| apply(ledger, sequence, timestamp, command, cold));
     let mut touched = Vec::new();
-    if !committed.expired.is_empty() {
-        let mut pendings = Vec::with_capacity(committed.expired.len());
-        ledger.lookup_transfers(&committed.expired, &mut pendings);
-        touched.extend(pendings.iter().flat_map(|pending| [pending.debit_account_id, pending.credit_account_id]));
-    }
+    // A pending transfer that just expired is still held (its state stays hot for the hot
+    // window after it is resolved), even when its own commit has left the hot state.
+    let expired = committed.expired.iter().filter_map(|id| ledger.held_pending_transfer(*id));
+    touched.extend(expired.flat_map(|pending| [pending.debit_account_id, pending.credit_account_id]));
     match (command, &reply) {
         (Command::Request(Request::CreateTransfers(events)), Some(Reply::CreateTransfers(results))) => {
             let ids: Vec<u128> = created(results).map(|index| events[index].id).collect();

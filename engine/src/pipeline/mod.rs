@@ -43,6 +43,7 @@ pub use checkpoint::{CheckpointRequests, CheckpointTaker, StateCopy, checkpoint_
 pub use command::{Command, apply};
 pub use committed::{Committed, apply_collecting};
 pub use gate::{Durability, REPLICAS_MAX, Watermarks};
+pub use stages::wait_for_history;
 pub use wait::Wait;
 
 /// Input ring slots by default; a slot may hold a full request (≤ 1 MiB).
@@ -112,6 +113,24 @@ pub trait OutcomeLog: Send + 'static {
     fn end_of_batch(&mut self);
 }
 
+/// The history store's writer, supplied by the server; called on the history-stage thread
+/// (after the business logic, like the outcome log) with what each mutation committed.
+/// After each batch it commits and advances its mark (see [`History::mark`]).
+pub trait HistoryWriter: Send + 'static {
+    fn record(&mut self, effects: &crate::Effects);
+    fn end_of_batch(&mut self);
+}
+
+/// Hot and cold (docs/design.md §3.9): the store the cold-lookup stage reads ahead of the
+/// business logic, the writer the history stage feeds after it, and the hot window.
+pub struct History {
+    pub lookup: Arc<dyn crate::HistoryLookup + Send + Sync>,
+    pub writer: Box<dyn HistoryWriter>,
+    /// Every record of a sequence at or below this is findable through `lookup`.
+    pub mark: Arc<AtomicU64>,
+    pub hot_window: u64,
+}
+
 /// Counters the business-logic thread publishes after each ring batch.
 #[derive(Default)]
 pub struct PipelineStats {
@@ -123,6 +142,9 @@ pub struct PipelineStats {
     /// The last applied sequence and the state hash after it, read together.
     applied: Mutex<(u64, u128)>,
     checkpoint: CheckpointCounters,
+    /// Inputs whose cold look-up had to be redone on the business-logic thread because the
+    /// history store was more than the hot window behind (docs/design.md §3.9).
+    pub cold_lookups_on_business_logic: AtomicU64,
 }
 
 /// What checkpoints cost and how they fare, for status and metrics.
@@ -312,6 +334,18 @@ impl Pipeline {
         input_log: Box<dyn InputLog>,
         outcome_log: Box<dyn OutcomeLog>,
     ) -> Pipeline {
+        Pipeline::start_with_history(config, ledger, input_log, outcome_log, None)
+    }
+
+    /// [`Pipeline::start`] with a history store: a cold-lookup stage before the business
+    /// logic and a history stage after it. `ledger` must already use `history.hot_window`.
+    pub fn start_with_history(
+        config: PipelineConfig,
+        ledger: Ledger,
+        input_log: Box<dyn InputLog>,
+        outcome_log: Box<dyn OutcomeLog>,
+        history: Option<History>,
+    ) -> Pipeline {
         let (sender, receiver) = channel::bounded(config.submission_queue.max(1));
         let stats = Arc::new(PipelineStats::default());
         let recovered = input_log.watermarks().appended.load(Ordering::Acquire);
@@ -324,8 +358,16 @@ impl Pipeline {
             watermarks: input_log.watermarks(),
             stopping: stopping.clone(),
         };
-        let stages =
-            stages::Stages { config: config.clone(), ledger, input_log, outcome_log, stats: stats.clone(), gate };
+        let stages = stages::Stages {
+            config: config.clone(),
+            ledger,
+            input_log,
+            outcome_log,
+            stats: stats.clone(),
+            gate,
+            history,
+            stopping: stopping.clone(),
+        };
         let producer = stages.build(ledger_sender);
         let sequencer = sequencer::spawn(producer, receiver, config.tick_interval, resume_after, stats.clone());
         Pipeline { submitter: Submitter { sender }, stats, sequencer: Some(sequencer), ledger_back, stopping }

@@ -1,6 +1,6 @@
 //! The two rings and the stages on them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crossbeam::channel::Sender;
@@ -11,8 +11,9 @@ use super::committed::{Committed, apply_collecting};
 use super::doorbell;
 use super::gate::Gate;
 use super::wait::backoff;
-use super::{Command, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo};
+use super::{Command, History, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo};
 use crate::Ledger;
+use crate::cold::{ColdFacts, Effects, gather};
 
 /// A slot of the input ring. The sequencer fills it through `&mut`; the stages after it
 /// only get `&`, so the parts the business logic moves out sit behind (uncontended) locks.
@@ -23,6 +24,10 @@ pub(crate) struct InputSlot {
     pub request_id: u64,
     pub command: Mutex<Command>,
     pub reply_to: Mutex<Option<Arc<dyn ReplyTo>>>,
+    /// What the cold-lookup stage found in the history store for this input.
+    pub cold: Mutex<ColdFacts>,
+    /// The history store's mark the cold-lookup stage read before it gathered `cold`.
+    pub cold_mark: AtomicU64,
 }
 
 impl InputSlot {
@@ -33,6 +38,8 @@ impl InputSlot {
             request_id: 0,
             command: Mutex::new(Command::Tick),
             reply_to: Mutex::new(None),
+            cold: Mutex::new(ColdFacts::default()),
+            cold_mark: AtomicU64::new(0),
         }
     }
 }
@@ -48,6 +55,8 @@ pub(crate) struct OutputSlot {
     reply: Option<Reply>,
     reply_to: Option<Arc<dyn ReplyTo>>,
     committed: Committed,
+    /// What a mutation committed, for the history stage (with a history store only).
+    effects: Option<Effects>,
 }
 
 impl OutputSlot {
@@ -60,8 +69,26 @@ impl OutputSlot {
             reply: None,
             reply_to: None,
             committed: Committed::default(),
+            effects: None,
         }
     }
+}
+
+/// Waits until the history store holds every record that a decision at `sequence` may
+/// take from it (all sequences below `sequence − hot_window`): the rule that makes the
+/// cold facts, and so every decision, a function of the journal alone (docs/design.md
+/// §3.9). Returns false if `stopping` was raised first.
+pub fn wait_for_history(mark: &AtomicU64, sequence: u64, hot_window: u64, stopping: &AtomicBool) -> bool {
+    let needed = crate::ledger::cold_cutoff(sequence, hot_window);
+    let mut attempts = 0u32;
+    while mark.load(Ordering::Acquire).saturating_add(1) < needed {
+        if stopping.load(Ordering::Acquire) {
+            return false;
+        }
+        backoff(attempts);
+        attempts = attempts.saturating_add(1);
+    }
+    true
 }
 
 pub(crate) type InputProducer = SingleProducer<InputSlot, SingleConsumerBarrier>;
@@ -103,6 +130,8 @@ pub(crate) struct Stages {
     pub outcome_log: Box<dyn OutcomeLog>,
     pub stats: Arc<PipelineStats>,
     pub gate: Gate,
+    pub history: Option<History>,
+    pub stopping: Arc<AtomicBool>,
 }
 
 /// Owns the ledger on the business-logic thread and hands it back when the thread ends.
@@ -121,7 +150,12 @@ impl Drop for LedgerHome {
 impl Stages {
     /// Starts the output ring, then the input ring, and returns the input producer.
     pub fn build(self, ledger_back: Sender<Ledger>) -> InputProducer {
-        let Stages { config, ledger, mut input_log, mut outcome_log, stats, gate } = self;
+        let Stages { config, ledger, mut input_log, mut outcome_log, stats, gate, history, stopping } = self;
+        let (lookup, mut writer, mark, hot_window) = match history {
+            Some(History { lookup, writer, mark, hot_window }) => (Some(lookup), Some(writer), mark, hot_window),
+            None => (None, None, Arc::new(AtomicU64::new(0)), u64::MAX),
+        };
+        let with_history = lookup.is_some();
         let slots = config.ring_slots.max(2).next_power_of_two();
         let wait = config.wait;
         let durability = config.durability;
@@ -151,6 +185,17 @@ impl Stages {
                     outcome_log.end_of_batch();
                 }
             })
+            .thread_name("history")
+            .handle_events_with(move |slot: &OutputSlot, _: Sequence, end_of_batch: bool| {
+                if let Some(writer) = writer.as_mut() {
+                    if let Some(effects) = &slot.effects {
+                        writer.record(effects);
+                    }
+                    if end_of_batch {
+                        writer.end_of_batch();
+                    }
+                }
+            })
             .build();
 
         let mut home = LedgerHome { ledger, back: ledger_back };
@@ -158,6 +203,8 @@ impl Stages {
         let mut inputs = 0u64;
         let mut events = 0u64;
         let mut applied_sequence = 0u64;
+        let stage_lookup = lookup.clone();
+        let bl_mark = mark.clone();
         build_single_producer(slots, InputSlot::empty, wait)
             .thread_name("journal")
             .handle_events_with(move |slot: &InputSlot, _: Sequence, end_of_batch: bool| {
@@ -178,20 +225,61 @@ impl Stages {
                 }
             })
             .and_then()
+            .thread_name("cold-lookup")
+            .handle_events_with(move |slot: &InputSlot, _: Sequence, _: bool| {
+                let Some(lookup) = &stage_lookup else { return };
+                let sequence = slot.sequence.load(Ordering::Relaxed);
+                let command = lock(&slot.command);
+                // What the store held before the look-up began: the business logic checks
+                // that it covers the input's cut-off. (Waiting here instead would stall
+                // the ring: this stage releases its slots only at the end of its batch.)
+                let seen = mark.load(Ordering::Acquire);
+                *lock(&slot.cold) = gather(lookup.as_ref(), &command, sequence, hot_window);
+                slot.cold_mark.store(seen, Ordering::Relaxed);
+            })
+            .and_then()
             .thread_name("business-logic")
             .handle_events_with(move |slot: &InputSlot, _: Sequence, end_of_batch: bool| {
                 let command = std::mem::replace(&mut *lock(&slot.command), Command::Tick);
                 let reply_to = lock(&slot.reply_to).take();
                 let sequence = slot.sequence.load(Ordering::Relaxed);
+                let mut cold = std::mem::take(&mut *lock(&slot.cold));
+                // The cold-lookup rule (docs/design.md §3.9): the facts must come from a
+                // store holding every record below the input's cut-off. When the history
+                // stage was more than the hot window behind as the look-up ran, wait for it
+                // here and look again (the one case where this thread reads the store).
+                let mut cold_ready = true;
+                if let Some(lookup) = &lookup {
+                    let at = if command.is_mutation() { sequence } else { home.ledger.sequence() };
+                    let needed = crate::ledger::cold_cutoff(at, hot_window);
+                    if slot.cold_mark.load(Ordering::Relaxed).saturating_add(1) < needed {
+                        cold_ready = wait_for_history(&bl_mark, at, hot_window, &stopping);
+                        cold = gather(lookup.as_ref(), &command, sequence, hot_window);
+                        stats.cold_lookups_on_business_logic.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 // The durability gate: nothing is applied, so nothing answered, before the
-                // policy's watermark has passed it. Refused only when the pipeline stops.
-                if gate.wait_for(sequence) {
+                // policy's watermark has passed it. Refused only when the pipeline stops
+                // (and so is an input whose history wait gave up).
+                if cold_ready && gate.wait_for(sequence) {
                     events += command.events() as u64;
-                    let (reply, committed) = apply_collecting(&mut home.ledger, slot.timestamp, &command);
-                    if reply.is_some() || sequence != 0 {
+                    let mutation = command.is_mutation();
+                    let (reply, committed) =
+                        apply_collecting(&mut home.ledger, sequence, slot.timestamp, &command, cold);
+                    let effects = (with_history && mutation).then(|| home.ledger.effects());
+                    if reply.is_some() || sequence != 0 || effects.is_some() {
                         let (timestamp, request_id) = (slot.timestamp, slot.request_id);
                         publish(&mut output, |out: &mut OutputSlot| {
-                            *out = OutputSlot { timestamp, sequence, request_id, command, reply, reply_to, committed };
+                            *out = OutputSlot {
+                                timestamp,
+                                sequence,
+                                request_id,
+                                command,
+                                reply,
+                                reply_to,
+                                committed,
+                                effects,
+                            };
                         });
                     }
                     inputs += 1;

@@ -215,7 +215,7 @@ fn recover_local(
     while let Some(record) = reader.next_record()? {
         let command = journal_codec::decode(record.operation, record.payload)
             .map_err(|source| NodeError::Replay { sequence: record.sequence, source })?;
-        apply(&mut ledger, record.timestamp, &command);
+        apply(&mut ledger, record.sequence, record.timestamp, &command, Default::default());
     }
     drop(reader);
     Ok((snapshots, restored.sequence, journal, ledger))
@@ -454,7 +454,7 @@ fn apply_loop(
                         }
                     };
                     events += command.events() as u64;
-                    apply(&mut ledger, record.timestamp, &command);
+                    apply(&mut ledger, record.sequence, record.timestamp, &command, Default::default());
                     applied = record.sequence;
                     let hash = checkpoints.wants_hash_at(applied).then(|| ledger.state_hash());
                     if let Err(error) = checkpoints.applied(applied, hash) {

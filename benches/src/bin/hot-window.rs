@@ -1,0 +1,100 @@
+//! Resident memory and single-thread apply rate of the ledger as the business-logic thread
+//! runs it: each batch of 8 189 single-phase transfers is one input with its own sequence,
+//! applied through `pipeline::apply`, followed by `Ledger::effects()` (what the history
+//! stage receives). With `--hot-window W` (0: everything stays hot, the old behaviour)
+//! transfers older than W inputs leave memory. Prints the resident size every tenth of the
+//! run, so a flat line after the window fills shows bounded memory.
+//!
+//! Run: `cargo run --release -p tally-bench --bin hot-window -- [--accounts N]
+//! [--transfers N] [--hot-window W] [--random-ids 0|1]`
+
+use std::time::{Duration, Instant};
+
+use tally_bench::workload::{self, BATCH_EVENTS, Distribution, Rng, TransferGenerator};
+use tally_codecs::wire::Request;
+use tally_engine::Ledger;
+use tally_engine::pipeline::{Command, apply};
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|field| field.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+fn argument(name: &str, default: u64) -> Result<u64, String> {
+    let arguments: Vec<String> = std::env::args().collect();
+    match arguments.iter().position(|argument| argument == name) {
+        None => Ok(default),
+        Some(index) => arguments
+            .get(index + 1)
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| format!("{name} needs a whole number")),
+    }
+}
+
+fn main() -> Result<(), String> {
+    let accounts = argument("--accounts", 10_000)?;
+    let transfers = argument("--transfers", 20_000_000)?;
+    let hot_window = argument("--hot-window", 0)?;
+    let random_ids = argument("--random-ids", 0)? != 0;
+
+    let mut ledger = Ledger::new();
+    if hot_window > 0 {
+        ledger.set_hot_window(hot_window);
+    }
+    let mut sequence = 0u64;
+    let mut timestamp = 1_000_000u64;
+    for chunk in workload::accounts(accounts).chunks(BATCH_EVENTS) {
+        sequence += 1;
+        let command = Command::Request(Request::CreateAccounts(chunk.to_vec()));
+        apply(&mut ledger, sequence, timestamp, &command, Default::default());
+        timestamp += 1_000_000;
+    }
+    let mut generator = TransferGenerator::new(accounts, Distribution::Uniform, 3);
+    let mut rng = Rng::new(11);
+    let mut applied = 0u64;
+    let mut busy = Duration::ZERO;
+    let mut worst = Duration::ZERO;
+    let mut next_report = transfers / 10;
+    println!(
+        "hot window {hot_window} inputs, {accounts} accounts, ids {}",
+        if random_ids { "random" } else { "increasing" }
+    );
+    println!("transfers applied   resident MiB   hot transfers");
+    while applied < transfers {
+        let count = (transfers - applied).min(BATCH_EVENTS as u64) as usize;
+        let mut batch = generator.single_phase(count);
+        if random_ids {
+            for transfer in &mut batch {
+                transfer.id = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())).max(1);
+            }
+        }
+        sequence += 1;
+        let command = Command::Request(Request::CreateTransfers(batch));
+        let began = Instant::now();
+        apply(&mut ledger, sequence, timestamp, &command, Default::default());
+        let effects = ledger.effects();
+        let took = began.elapsed();
+        drop(effects);
+        busy += took;
+        worst = worst.max(took);
+        applied += count as u64;
+        timestamp += 1_000_000;
+        if applied >= next_report {
+            println!(
+                "{applied:>17}   {:>12.1}   {:>13}",
+                resident_bytes() as f64 / 1048576.0,
+                ledger.hot_transfers_count()
+            );
+            next_report += transfers / 10;
+        }
+    }
+    println!(
+        "apply + effects: {:.2} s = {:.2} M transfers/s; worst batch {:.2} ms; transfers ever {}",
+        busy.as_secs_f64(),
+        transfers as f64 / busy.as_secs_f64() / 1e6,
+        worst.as_secs_f64() * 1e3,
+        ledger.transfers_count()
+    );
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! The history store: every committed transfer, failed transfer id, pending resolution,
+//! per-account transfer list and balance-history row, on disk in one redb file
+//! (`DIR/history/history.redb`; why redb: docs/design.md §3.9 and
+//! perf-reports/2026-12-02-history-store.md).
+//!
+//! It is derived: written only by the history stage after the business logic (and by
+//! replay at start-up), rebuilt from checkpoint + journal. Its mark is the last sequence
+//! whose records are all committed, durably (each batch is one `Durability::Immediate`
+//! transaction); the cold-lookup stage and the business logic read it to apply the
+//! cold-lookup rule, and the derived-store registry holds checkpoints and journal
+//! retention back to it.
+//!
+//! A read or write error of the store stops the process: a look-up that silently found
+//! nothing would let a retried id apply twice.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use tally_codecs::flags::filter as filter_flags;
+use tally_codecs::{AccountBalance, AccountFilter, Transfer};
+use tally_engine::pipeline::HistoryWriter;
+use tally_engine::{Effects, HistoryLookup, PendingStatus, StoredBalance, StoredTransfer};
+
+/// id → transfer (128 bytes), number, sequence.
+const TRANSFERS: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers");
+/// id → (code, sequence).
+const FAILED: TableDefinition<u128, (u32, u64)> = TableDefinition::new("failed");
+/// pending id → (status, sequence).
+const RESOLUTIONS: TableDefinition<u128, (u8, u64)> = TableDefinition::new("resolutions");
+/// (account id, transfer number) → transfer id.
+const ACCOUNT_TRANSFERS: TableDefinition<(u128, u64), u128> = TableDefinition::new("account_transfers");
+/// (account id, row number) → debit side (1 byte) and the `AccountBalance` (128 bytes).
+const BALANCES: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("balances");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const MARK: &str = "mark";
+
+/// One entry of an account's transfer list, as a range yields it.
+type ListEntry<'a> = Result<(redb::AccessGuard<'a, (u128, u64)>, redb::AccessGuard<'a, u128>), redb::StorageError>;
+/// One balance row, as a range yields it.
+type RowEntry<'a> =
+    Result<(redb::AccessGuard<'a, (u128, u64)>, redb::AccessGuard<'a, &'static [u8]>), redb::StorageError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history store {path}: {message}")]
+    Store { path: PathBuf, message: String },
+}
+
+/// The open store; cheap to share (`Arc`).
+pub struct HistoryStore {
+    db: redb::Database,
+    path: PathBuf,
+}
+
+fn store_error(path: &Path, error: impl std::fmt::Display) -> HistoryError {
+    HistoryError::Store { path: path.to_path_buf(), message: error.to_string() }
+}
+
+impl HistoryStore {
+    /// Opens (or creates) the store in `dir`; returns it and its mark.
+    pub fn open(dir: &Path) -> Result<(Arc<HistoryStore>, u64), HistoryError> {
+        std::fs::create_dir_all(dir).map_err(|error| store_error(dir, error))?;
+        let path = dir.join("history.redb");
+        let db = redb::Database::create(&path).map_err(|error| store_error(&path, error))?;
+        let txn = db.begin_write().map_err(|error| store_error(&path, error))?;
+        let mark = {
+            txn.open_table(TRANSFERS).map_err(|error| store_error(&path, error))?;
+            txn.open_table(FAILED).map_err(|error| store_error(&path, error))?;
+            txn.open_table(RESOLUTIONS).map_err(|error| store_error(&path, error))?;
+            txn.open_table(ACCOUNT_TRANSFERS).map_err(|error| store_error(&path, error))?;
+            txn.open_table(BALANCES).map_err(|error| store_error(&path, error))?;
+            let meta = txn.open_table(META).map_err(|error| store_error(&path, error))?;
+            meta.get(MARK).map_err(|error| store_error(&path, error))?.map_or(0, |mark| mark.value())
+        };
+        txn.commit().map_err(|error| store_error(&path, error))?;
+        Ok((Arc::new(HistoryStore { db, path }), mark))
+    }
+
+    fn fatal(&self, error: impl std::fmt::Display) -> ! {
+        eprintln!("tally: HISTORY STORE FAILED, stopping: {}: {error}", self.path.display());
+        std::process::exit(1)
+    }
+
+    fn read(&self) -> redb::ReadTransaction {
+        self.db.begin_read().unwrap_or_else(|error| self.fatal(error))
+    }
+
+    /// Writes a batch of effects and the new mark in one durable transaction.
+    pub fn write(&self, batch: &[Effects], mark: u64) {
+        self.try_write(batch, mark).unwrap_or_else(|error| self.fatal(error));
+    }
+
+    fn try_write(&self, batch: &[Effects], mark: u64) -> Result<(), redb::Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut transfers = txn.open_table(TRANSFERS)?;
+            let mut failed = txn.open_table(FAILED)?;
+            let mut resolutions = txn.open_table(RESOLUTIONS)?;
+            let mut account_transfers = txn.open_table(ACCOUNT_TRANSFERS)?;
+            let mut balances = txn.open_table(BALANCES)?;
+            let mut meta = txn.open_table(META)?;
+            let mut value = [0u8; 144];
+            let mut row = [0u8; 129];
+            for effects in batch {
+                for stored in &effects.transfers {
+                    value[..128].copy_from_slice(bytemuck::bytes_of(&stored.transfer));
+                    value[128..136].copy_from_slice(&stored.number.to_le_bytes());
+                    value[136..].copy_from_slice(&stored.sequence.to_le_bytes());
+                    transfers.insert(stored.transfer.id, value.as_slice())?;
+                    let transfer = &stored.transfer;
+                    account_transfers.insert((transfer.debit_account_id, stored.number), transfer.id)?;
+                    account_transfers.insert((transfer.credit_account_id, stored.number), transfer.id)?;
+                }
+                for (id, code) in &effects.failed {
+                    failed.insert(*id, (*code, effects.sequence))?;
+                }
+                for (id, status) in &effects.resolutions {
+                    resolutions.insert(*id, (*status as u8, effects.sequence))?;
+                }
+                for (account, stored) in &effects.balances {
+                    row[0] = u8::from(stored.debit);
+                    row[1..].copy_from_slice(bytemuck::bytes_of(&stored.balance));
+                    balances.insert((*account, stored.number), row.as_slice())?;
+                }
+            }
+            let previous = meta.get(MARK)?.map_or(0, |mark| mark.value());
+            meta.insert(MARK, mark.max(previous))?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn decode_transfer(&self, bytes: &[u8]) -> StoredTransfer {
+        if bytes.len() != 144 {
+            self.fatal(format!("a transfer record is {} bytes, not 144", bytes.len()));
+        }
+        let transfer: Transfer = bytemuck::pod_read_unaligned(&bytes[..128]);
+        let word = |range: std::ops::Range<usize>| {
+            u64::from_le_bytes(bytes[range].try_into().unwrap_or_else(|_| self.fatal("short record")))
+        };
+        StoredTransfer { transfer, number: word(128..136), sequence: word(136..144) }
+    }
+}
+
+fn wanted(filter: &AccountFilter, debit: bool, timestamp: u64) -> bool {
+    let side = if debit { filter.flags & filter_flags::DEBITS != 0 } else { filter.flags & filter_flags::CREDITS != 0 };
+    let max = if filter.timestamp_max == 0 { u64::MAX } else { filter.timestamp_max };
+    side && timestamp >= filter.timestamp_min && timestamp <= max
+}
+
+impl HistoryLookup for HistoryStore {
+    fn transfer(&self, id: u128) -> Option<StoredTransfer> {
+        let txn = self.read();
+        let table = txn.open_table(TRANSFERS).unwrap_or_else(|error| self.fatal(error));
+        let found = table.get(id).unwrap_or_else(|error| self.fatal(error))?;
+        Some(self.decode_transfer(found.value()))
+    }
+
+    fn failed(&self, id: u128) -> Option<(u32, u64)> {
+        let txn = self.read();
+        let table = txn.open_table(FAILED).unwrap_or_else(|error| self.fatal(error));
+        table.get(id).unwrap_or_else(|error| self.fatal(error)).map(|found| found.value())
+    }
+
+    fn resolution(&self, pending_id: u128) -> Option<(PendingStatus, u64)> {
+        let txn = self.read();
+        let table = txn.open_table(RESOLUTIONS).unwrap_or_else(|error| self.fatal(error));
+        let (status, sequence) = table.get(pending_id).unwrap_or_else(|error| self.fatal(error))?.value();
+        let status = PendingStatus::from_u8(status).unwrap_or_else(|| self.fatal(format!("pending status {status}")));
+        Some((status, sequence))
+    }
+
+    fn account_transfers(&self, filter: &AccountFilter) -> Vec<StoredTransfer> {
+        let txn = self.read();
+        let list = txn.open_table(ACCOUNT_TRANSFERS).unwrap_or_else(|error| self.fatal(error));
+        let transfers = txn.open_table(TRANSFERS).unwrap_or_else(|error| self.fatal(error));
+        let account = filter.account_id;
+        let range = list.range((account, 0)..=(account, u64::MAX)).unwrap_or_else(|error| self.fatal(error));
+        let mut out = Vec::new();
+        let mut take = |entry: ListEntry<'_>| {
+            let (_, id) = entry.unwrap_or_else(|error| self.fatal(error));
+            let Some(found) = transfers.get(id.value()).unwrap_or_else(|error| self.fatal(error)) else {
+                self.fatal("an account's transfer list names a missing transfer")
+            };
+            let stored = self.decode_transfer(found.value());
+            if wanted(filter, stored.transfer.debit_account_id == account, stored.transfer.timestamp) {
+                out.push(stored);
+            }
+            out.len() >= filter.limit as usize
+        };
+        if filter.flags & filter_flags::REVERSED != 0 {
+            for entry in range.rev() {
+                if take(entry) {
+                    break;
+                }
+            }
+        } else {
+            for entry in range {
+                if take(entry) {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn account_balances(&self, filter: &AccountFilter) -> Vec<StoredBalance> {
+        let txn = self.read();
+        let table = txn.open_table(BALANCES).unwrap_or_else(|error| self.fatal(error));
+        let account = filter.account_id;
+        let range = table.range((account, 0)..=(account, u64::MAX)).unwrap_or_else(|error| self.fatal(error));
+        let mut out = Vec::new();
+        let mut take = |entry: RowEntry<'_>| {
+            let (key, value) = entry.unwrap_or_else(|error| self.fatal(error));
+            let bytes = value.value();
+            if bytes.len() != 129 {
+                self.fatal("a balance row is not 129 bytes");
+            }
+            let balance: AccountBalance = bytemuck::pod_read_unaligned(&bytes[1..]);
+            let stored = StoredBalance { number: key.value().1, debit: bytes[0] == 1, balance };
+            if wanted(filter, stored.debit, balance.timestamp) {
+                out.push(stored);
+            }
+            out.len() >= filter.limit as usize
+        };
+        if filter.flags & filter_flags::REVERSED != 0 {
+            for entry in range.rev() {
+                if take(entry) {
+                    break;
+                }
+            }
+        } else {
+            for entry in range {
+                if take(entry) {
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The history stage's writer: collects a ring batch's effects, then writes them in one
+/// durable transaction and moves the mark.
+pub struct HistoryStage {
+    pub store: Arc<HistoryStore>,
+    pub mark: Arc<AtomicU64>,
+    batch: Vec<Effects>,
+}
+
+impl HistoryStage {
+    pub fn new(store: Arc<HistoryStore>, mark: Arc<AtomicU64>) -> HistoryStage {
+        HistoryStage { store, mark, batch: Vec::new() }
+    }
+
+    /// Adds one input's effects (replay calls this directly).
+    pub fn push(&mut self, effects: Effects) {
+        self.batch.push(effects);
+    }
+
+    /// Writes what was pushed, if anything, and publishes the new mark.
+    pub fn flush(&mut self) {
+        let Some(last) = self.batch.last().map(|effects| effects.sequence) else { return };
+        self.store.write(&self.batch, last);
+        self.batch.clear();
+        self.mark.fetch_max(last, Ordering::AcqRel);
+    }
+
+    pub fn pending(&self) -> usize {
+        self.batch.len()
+    }
+}
+
+impl HistoryWriter for HistoryStage {
+    fn record(&mut self, effects: &Effects) {
+        self.batch.push(effects.clone());
+    }
+
+    fn end_of_batch(&mut self) {
+        self.flush();
+    }
+}

@@ -1,0 +1,138 @@
+//! A node with a hot window of two inputs: answers that need history long evicted from
+//! memory (retries, posts and voids of resolved pending transfers, lookups and account
+//! queries) come from the history store exactly as before, and still do after a restart
+//! (docs/design.md §3.9).
+
+use tally::{Node, NodeConfig};
+use tally_codecs::flags::{account as account_flags, filter as filter_flags, transfer as transfer_flags};
+use tally_codecs::wire::{Reply, Request};
+use tally_codecs::{Account, AccountFilter, ResultCode, Transfer};
+
+fn node(dir: &std::path::Path) -> Node {
+    let config = NodeConfig { hot_window: 2, snapshot_interval: None, ..NodeConfig::new(dir) };
+    Node::open(&config).expect("the node opens")
+}
+
+fn transfer(id: u128, debit: u128, credit: u128, amount: u128, flags: u16) -> Transfer {
+    Transfer {
+        id,
+        debit_account_id: debit,
+        credit_account_id: credit,
+        amount,
+        flags,
+        ledger: 1,
+        code: 1,
+        ..Transfer::default()
+    }
+}
+
+fn resolve(pending_id: u128, id: u128, flags: u16) -> Transfer {
+    Transfer { id, pending_id, flags, ..Transfer::default() }
+}
+
+fn send(node: &Node, event: Transfer) -> ResultCode {
+    match node.submitter().execute(Request::CreateTransfers(vec![event])).expect("answered") {
+        Reply::CreateTransfers(results) => ResultCode::from_u32(results[0].status).expect("a known code"),
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+/// Pushes everything before it out of the hot window: more single-event inputs than W.
+fn fill(node: &Node, next_id: &mut u128) {
+    for _ in 0..5 {
+        assert_eq!(send(node, transfer(*next_id, 3, 4, 1, 0)), ResultCode::Created);
+        *next_id += 1;
+    }
+}
+
+/// The answers that need the evicted history.
+fn check_history(node: &Node) {
+    assert_eq!(send(node, transfer(10, 1, 2, 7, 0)), ResultCode::Exists);
+    assert_eq!(send(node, transfer(10, 1, 2, 8, 0)), ResultCode::ExistsWithDifferentAmount);
+    assert_eq!(send(node, transfer(10, 2, 1, 7, 0)), ResultCode::ExistsWithDifferentDebitAccountId);
+    assert_eq!(send(node, transfer(11, 5, 2, 1_000, 0)), ResultCode::IdAlreadyFailed);
+    assert_eq!(
+        send(node, resolve(20, 30, transfer_flags::POST_PENDING_TRANSFER)),
+        ResultCode::PendingTransferAlreadyPosted
+    );
+    assert_eq!(
+        send(node, resolve(21, 31, transfer_flags::VOID_PENDING_TRANSFER)),
+        ResultCode::PendingTransferAlreadyVoided
+    );
+    // The retry of the post itself, completed from its (evicted) pending transfer.
+    assert_eq!(send(node, resolve(20, 22, transfer_flags::POST_PENDING_TRANSFER)), ResultCode::Exists);
+
+    let Reply::LookupTransfers(found) =
+        node.submitter().execute(Request::LookupTransfers(vec![10, 20, 22, 11])).unwrap()
+    else {
+        panic!("unexpected reply")
+    };
+    assert_eq!(found.iter().map(|t| t.id).collect::<Vec<_>>(), [10, 20, 22], "failed 11 was never a transfer");
+    assert_eq!(found[0].amount, 7);
+
+    let filter = AccountFilter {
+        account_id: 1,
+        flags: filter_flags::DEBITS | filter_flags::CREDITS,
+        limit: 100,
+        ..AccountFilter::default()
+    };
+    let Reply::GetAccountTransfers(rows) = node.submitter().execute(Request::GetAccountTransfers(filter)).unwrap()
+    else {
+        panic!("unexpected reply")
+    };
+    assert_eq!(rows.iter().map(|t| t.id).collect::<Vec<_>>(), [10, 20, 21, 22, 23]);
+    let reversed = AccountFilter { flags: filter.flags | filter_flags::REVERSED, limit: 2, ..filter };
+    let Reply::GetAccountTransfers(rows) = node.submitter().execute(Request::GetAccountTransfers(reversed)).unwrap()
+    else {
+        panic!("unexpected reply")
+    };
+    assert_eq!(rows.iter().map(|t| t.id).collect::<Vec<_>>(), [23, 22]);
+    let Reply::GetAccountBalances(rows) = node.submitter().execute(Request::GetAccountBalances(filter)).unwrap() else {
+        panic!("unexpected reply")
+    };
+    let posted: Vec<u128> = rows.iter().map(|row| row.debits_posted).collect();
+    assert_eq!(posted, [7, 7, 7, 12, 12], "one row per change: 10, pending 20, pending 21, post 22, void 23");
+}
+
+#[test]
+fn evicted_history_answers_as_before_and_after_a_restart() {
+    let dir = tempfile_dir();
+    let mut next_id = 1_000u128;
+    {
+        let node = node(&dir);
+        let accounts = (1..=5u128)
+            .map(|id| Account {
+                id,
+                ledger: 1,
+                code: 1,
+                flags: if id == 5 { account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS } else { account_flags::HISTORY },
+                ..Account::default()
+            })
+            .collect();
+        node.submitter().execute(Request::CreateAccounts(accounts)).unwrap();
+        assert_eq!(send(&node, transfer(10, 1, 2, 7, 0)), ResultCode::Created);
+        assert_eq!(send(&node, transfer(11, 5, 2, 1_000, 0)), ResultCode::ExceedsCredits);
+        assert_eq!(send(&node, transfer(20, 1, 2, 5, transfer_flags::PENDING)), ResultCode::Created);
+        assert_eq!(send(&node, transfer(21, 1, 2, 4, transfer_flags::PENDING)), ResultCode::Created);
+        fill(&node, &mut next_id);
+        // Both pending transfers are long out of the hot window of transfers, still open.
+        assert_eq!(send(&node, resolve(20, 22, transfer_flags::POST_PENDING_TRANSFER)), ResultCode::Created);
+        assert_eq!(send(&node, resolve(21, 23, transfer_flags::VOID_PENDING_TRANSFER)), ResultCode::Created);
+        fill(&node, &mut next_id);
+        check_history(&node);
+        let ledger = node.shutdown();
+        assert!(ledger.hot_transfers_count() < ledger.transfers_count(), "transfers were evicted");
+    }
+    let node = node(&dir);
+    check_history(&node);
+    fill(&node, &mut next_id);
+    check_history(&node);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tally-hot-cold-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
