@@ -46,7 +46,7 @@ impl InputLog for MemoryLog {
 struct NoOutcomes;
 
 impl OutcomeLog for NoOutcomes {
-    fn record(&mut self, _: u64, _: &Command, _: &Reply) {}
+    fn record(&mut self, _: u64, _: u64, _: &Command, _: Option<&Reply>, _: &tally_engine::pipeline::Committed) {}
     fn end_of_batch(&mut self) {}
 }
 

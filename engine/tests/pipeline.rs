@@ -288,8 +288,8 @@ fn a_checkpoint_copy_is_the_state_after_its_sequence_also_when_made_into_the_las
         let copy = requests.receive(Duration::from_secs(60)).expect("the business-logic thread hands a copy");
         let journal = log.inputs.lock().unwrap().clone();
         let mut replayed = Ledger::new();
-        for (timestamp, command) in journal.iter().take(copy.sequence as usize) {
-            apply(&mut replayed, *timestamp, command);
+        for (index, (timestamp, command)) in journal.iter().take(copy.sequence as usize).enumerate() {
+            apply(&mut replayed, index as u64 + 1, *timestamp, command, Default::default());
         }
         assert!(u128::from(copy.sequence) >= 2 + round, "the copy covers the transfers just applied");
         assert_eq!(copy.state_hash, replayed.state_hash(), "the published hash is the replayed state's");

@@ -79,7 +79,7 @@ fn run_live(
     to: usize,
 ) {
     for (index, (timestamp, command)) in inputs.iter().enumerate().take(to).skip(from) {
-        let (reply, committed) = apply_collecting(ledger, *timestamp, command);
+        let (reply, committed) = apply_collecting(ledger, index as u64 + 1, *timestamp, command, Default::default());
         stream.record(index as u64 + 1, *timestamp, command, reply.as_ref(), &committed);
         if (index + 1) % BATCH == 0 {
             stream.end_of_batch();
@@ -94,9 +94,10 @@ fn rebuild(stream: &mut OutcomeStream<MemStorage>, inputs: &[(u64, Command)], jo
     for (index, (timestamp, command)) in inputs.iter().enumerate().take(journaled) {
         let sequence = index as u64 + 1;
         if sequence <= stream.last_sequence() {
-            apply(&mut ledger, *timestamp, command);
+            apply(&mut ledger, sequence, *timestamp, command, Default::default());
         } else {
-            let (reply, committed) = apply_collecting(&mut ledger, *timestamp, command);
+            let (reply, committed) =
+                apply_collecting(&mut ledger, sequence, *timestamp, command, Default::default());
             stream.catch_up(sequence, *timestamp, command, reply.as_ref(), &committed);
         }
     }
