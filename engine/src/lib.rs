@@ -6,8 +6,8 @@
 
 mod accounts;
 mod batch;
-mod copy;
 pub mod cold;
+mod copy;
 mod id_index;
 mod id_map;
 mod ledger;

@@ -11,8 +11,8 @@ pub mod cli;
 pub mod drill;
 pub mod error;
 pub mod gateway;
-pub mod metrics;
 pub mod history;
+pub mod metrics;
 pub mod node;
 pub mod signals;
 

@@ -96,8 +96,7 @@ fn rebuild(stream: &mut OutcomeStream<MemStorage>, inputs: &[(u64, Command)], jo
         if sequence <= stream.last_sequence() {
             apply(&mut ledger, sequence, *timestamp, command, Default::default());
         } else {
-            let (reply, committed) =
-                apply_collecting(&mut ledger, sequence, *timestamp, command, Default::default());
+            let (reply, committed) = apply_collecting(&mut ledger, sequence, *timestamp, command, Default::default());
             stream.catch_up(sequence, *timestamp, command, reply.as_ref(), &committed);
         }
     }

@@ -165,7 +165,8 @@ mod tests {
         let (retained_to, retained_from) = crossbeam::channel::unbounded();
         let replicated = Arc::new(AtomicU64::new(0));
         let halted = Arc::new(AtomicBool::new(false));
-        let mut log = JournalInputLog::new(journal, Some(retained_from), derived, replicated, halted, 1, Arc::default());
+        let mut log =
+            JournalInputLog::new(journal, Some(retained_from), derived, replicated, halted, 1, Arc::default());
         let mut last = 0;
         for timestamp in 1..=400 {
             last = log.append(timestamp, &Command::Tick);
