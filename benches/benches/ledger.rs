@@ -29,7 +29,7 @@ fn bench_case(c: &mut Criterion, name: &str, accounts: u64, distribution: Distri
     let events = make(&mut TransferGenerator::new(accounts, distribution, 42)).len();
     let mut group = c.benchmark_group("ledger");
     group.throughput(Throughput::Elements(events as u64));
-    group.measurement_time(Duration::from_secs(4));
+    group.sample_size(10).measurement_time(Duration::from_secs(2));
     group.bench_function(name, |b| {
         let mut ledger = fresh_ledger(accounts);
         let mut generator = TransferGenerator::new(accounts, distribution, 7);
