@@ -39,6 +39,9 @@ fn bad_bench_arguments_exit_2_with_a_message() {
     let taken = taken.to_str().expect("UTF-8");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--accounts", "1"], "--accounts"),
+        (vec!["--sinks", "nats"], "--sinks"),
+        (vec!["--sinks", "settlement", "--addr", "127.0.0.1:9"], "--sinks"),
+        (vec!["--sinks", "settlement", "--pg", "mysql://x"], "postgres"),
         (vec!["--distribution", "pareto"], "--distribution"),
         (vec!["--ids", "sorted"], "--ids"),
         (vec!["--batch", "8190"], "--batch"),
@@ -281,4 +284,48 @@ fn the_postgres_baseline_runs_the_same_transfers_against_a_real_server() {
         assert!(run.created > 0 && run.created <= 2000, "{}: {}", run.label, run.created);
     }
     assert!(read(&out.join("report.md")).contains("Tally ÷ PostgreSQL's best"));
+}
+
+/// `--sinks settlement` starts the node with a settlement sink into a schema of the
+/// bench's own, reports how far it got, and drops the schema. Runs only where
+/// `TALLY_TEST_PG` names a PostgreSQL server (CI sets it).
+#[test]
+fn the_settlement_sink_runs_beside_the_load_and_its_schema_is_dropped() {
+    let Ok(pg) = std::env::var("TALLY_TEST_PG") else {
+        eprintln!("skipped: set TALLY_TEST_PG=postgres://USER@HOST:PORT/DB to run it");
+        return;
+    };
+    let dir = TempDir::new("bench-sinks");
+    let out = dir.path().join("report");
+    let args = [
+        "bench",
+        "--transfers",
+        "3000",
+        "--accounts",
+        "50",
+        "--batch",
+        "100",
+        "--sinks",
+        "settlement",
+        "--pg",
+        &pg,
+        "--out",
+        out.to_str().expect("UTF-8"),
+        "--json",
+    ];
+    let summary = summary_of(&tally(&args));
+    assert!(summary.key.contains("settlement sink"), "{}", summary.key);
+    let report = read(&out.join("report.md"));
+    let line = report
+        .lines()
+        .find(|line| line.contains("settlement sink (PostgreSQL schema `"))
+        .unwrap_or_else(|| panic!("the report says how far the sink got:\n{report}"));
+    assert!(line.contains("transfers settled"), "{line}");
+    let schema = line.split('`').nth(1).expect("the schema is named");
+    let url = tally_bench::bench::postgres::wire::Url::parse(&pg).expect("a URL");
+    let mut connection = tally_bench::bench::postgres::wire::Connection::connect(&url).expect("connect");
+    let rows = connection
+        .query(&format!("SELECT count(*) FROM information_schema.schemata WHERE schema_name = '{schema}'"))
+        .expect("query");
+    assert_eq!(rows[0][0].as_deref(), Some("0"), "the bench dropped {schema}");
 }

@@ -29,9 +29,25 @@ pub enum Amount {
 pub enum Target {
     /// A `tally serve` child process (and `standbys` `tally standby` processes) on a fresh
     /// data directory under `work_dir`, removed afterwards.
-    Spawn { tally_bin: PathBuf, work_dir: PathBuf, standbys: usize, wait: Wait, snapshot_interval_s: Option<u64> },
+    Spawn {
+        tally_bin: PathBuf,
+        work_dir: PathBuf,
+        standbys: usize,
+        wait: Wait,
+        snapshot_interval_s: Option<u64>,
+        /// The node settles into PostgreSQL (`--settlement`) during the run.
+        settlement: Option<Settlement>,
+    },
     /// A node already running; its memory and CPU are not visible to the bench.
     Existing(SocketAddr),
+}
+
+/// The settlement sink a started node runs beside the load: the server and a schema of
+/// the bench's own (dropped after the run).
+#[derive(Clone, Debug)]
+pub struct Settlement {
+    pub url: String,
+    pub schema: String,
 }
 
 /// A store measured in the same run with the same transfers.
@@ -118,10 +134,13 @@ impl Config {
                 format!("latency at {} req/s", rates.join(","))
             }
         };
-        let standbys = match self.standbys() {
+        let mut standbys = match self.standbys() {
             0 => String::new(),
             count => format!(", {count} standbys"),
         };
+        if matches!(&self.target, Target::Spawn { settlement: Some(_), .. }) {
+            standbys.push_str(", settlement sink");
+        }
         let amount = match self.amount {
             Amount::Transfers(count) => format!("{count} transfers"),
             Amount::Duration(time) => format!("{} s", time.as_secs_f64()),

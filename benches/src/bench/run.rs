@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tally_client::{Client, ClientConfig};
@@ -12,7 +12,7 @@ use tally_codecs::{ResultCode, wire::EVENTS_PER_REQUEST_MAX};
 use tally_engine::pipeline::Durability;
 
 use super::closed::{self, Until};
-use super::config::{Amount, Baseline, Config, Mode, Target};
+use super::config::{Amount, Baseline, Config, Mode, Settlement, Target};
 use super::machine::{self, Machine};
 use super::postgres::{self, Variant, wire::Url};
 use super::sampler::{Goal, Sample, Sampler, status_bytes};
@@ -99,6 +99,9 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
     if let Some((process, _dir)) = node.process {
         process.stop()?;
     }
+    if let Target::Spawn { settlement: Some(settlement), .. } = &config.target {
+        cpu_lines.push(settled(settlement, completed.load(Ordering::Acquire)));
+    }
     let (baseline_status, baseline) = run_baseline(config, &workload, &measured);
     eprintln!("tally bench: measured in {:.1} s", wall.as_secs_f64());
     let summary = Summary {
@@ -140,10 +143,15 @@ fn prepare_out(out: &Path) -> Result<(), String> {
 fn start_node(config: &Config) -> Result<Node, String> {
     match &config.target {
         Target::Existing(address) => Ok(Node { address: *address, process: None }),
-        Target::Spawn { tally_bin, work_dir, standbys, wait, snapshot_interval_s } => {
+        Target::Spawn { tally_bin, work_dir, standbys, wait, snapshot_interval_s, settlement } => {
             crate::load::node::disk_file_system(work_dir)?;
             let dir = RunDir::create(work_dir, "bench", false)?;
-            let options = NodeOptions { wait: *wait, snapshot_interval_s: *snapshot_interval_s, standbys: *standbys };
+            let options = NodeOptions {
+                wait: *wait,
+                snapshot_interval_s: *snapshot_interval_s,
+                standbys: *standbys,
+                settlement: settlement.as_ref().map(|settlement| (settlement.url.clone(), settlement.schema.clone())),
+            };
             eprintln!(
                 "tally bench: starting a node ({}, {standbys} standbys) under {}",
                 config.durability,
@@ -152,6 +160,30 @@ fn start_node(config: &Config) -> Result<Node, String> {
             let process = NodeProcess::start(tally_bin, &dir, config.durability, &options)?;
             Ok(Node { address: process.address, process: Some((process, dir)) })
         }
+    }
+}
+
+/// How far the settlement sink got while the node ran (it stops with the node), then
+/// drops the bench's schema. A failure is reported in the line, never fails the run.
+fn settled(settlement: &Settlement, acknowledged: u64) -> String {
+    let counted = Url::parse(&settlement.url).and_then(|url| postgres::wire::Connection::connect(&url)).and_then(
+        |mut connection| {
+            let rows = connection.query(&format!("SELECT count(*) FROM {}.transfers", settlement.schema));
+            let dropped = connection.query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", settlement.schema));
+            if let Err(error) = dropped {
+                eprintln!("tally bench: the schema {} was not dropped: {error}", settlement.schema);
+            }
+            rows
+        },
+    );
+    let count = counted.map(|rows| rows.first().and_then(|row| row.first().cloned().flatten()));
+    match count {
+        Ok(Some(count)) => format!(
+            "settlement sink (PostgreSQL schema `{}`): {count} transfers settled by the time the node stopped, of {acknowledged} acknowledged",
+            settlement.schema
+        ),
+        Ok(None) => format!("settlement sink (schema `{}`): no count returned", settlement.schema),
+        Err(error) => format!("settlement sink (schema `{}`): not read back: {error}", settlement.schema),
     }
 }
 

@@ -135,6 +135,7 @@ impl Args {
         NodeOptions {
             wait: self.wait,
             snapshot_interval_s: self.snapshot_interval_s,
+            settlement: None,
             standbys: usize::try_from(self.standbys).unwrap_or(0),
         }
     }

@@ -81,6 +81,8 @@ pub struct NodeOptions {
     pub snapshot_interval_s: Option<u64>,
     /// `tally standby` processes following the node (a replica set on this machine).
     pub standbys: usize,
+    /// `--settlement URL --settlement-schema SCHEMA`: the node settles into PostgreSQL.
+    pub settlement: Option<(String, String)>,
 }
 
 /// The shared secret of the harness's replica sets (loopback only).
@@ -132,6 +134,9 @@ impl NodeProcess {
             .arg(options.wait.to_string());
         if let Some(seconds) = options.snapshot_interval_s {
             command.arg("--snapshot-interval-s").arg(seconds.to_string());
+        }
+        if let Some((url, schema)) = &options.settlement {
+            command.arg("--settlement").arg(url).arg("--settlement-schema").arg(schema);
         }
         replica_set(&mut command);
         let child = command

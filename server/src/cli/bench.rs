@@ -41,6 +41,13 @@ enum IdsArg {
     Random,
 }
 
+/// `--sinks`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SinksArg {
+    None,
+    Settlement,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BaselineArg {
     None,
@@ -107,7 +114,12 @@ pub struct BenchArgs {
     /// A store measured in the same run with the same transfers (throughput mode).
     #[arg(long, value_enum, default_value = "none")]
     baseline: BaselineArg,
-    /// The PostgreSQL server of `--baseline postgres` (trust authentication).
+    /// Sinks the started node runs beside the load: `settlement` settles every transfer
+    /// into the PostgreSQL server of `--pg`, in a schema of the bench's own (dropped after).
+    #[arg(long, value_enum, default_value = "none")]
+    sinks: SinksArg,
+    /// The PostgreSQL server of `--baseline postgres` and `--sinks settlement` (trust
+    /// authentication).
     #[arg(long, value_name = "URL", default_value = "postgres://root@127.0.0.1:5432/test")]
     pg: String,
     /// The most seconds each baseline variant runs.
@@ -197,6 +209,9 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
     };
     let replicas = u64::from(args.durability.replicas());
     let target = match args.addr {
+        Some(_) if args.sinks != SinksArg::None => {
+            return usage("--sinks configures a node the bench starts: leave out --addr");
+        }
         Some(_) if args.standbys > 0 => {
             return usage("--standbys starts standbys for a node the bench starts: leave out --addr");
         }
@@ -209,12 +224,21 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
                 )));
             }
             tally_bench::load::node::disk_file_system(&args.work_dir).map_err(CliError::Usage)?;
+            let settlement = match args.sinks {
+                SinksArg::None => None,
+                SinksArg::Settlement => {
+                    bench::postgres::wire::Url::parse(&args.pg).map_err(CliError::Usage)?;
+                    let schema = format!("tally_bench_{}", std::process::id());
+                    Some(bench::config::Settlement { url: args.pg.clone(), schema })
+                }
+            };
             Target::Spawn {
                 tally_bin: std::env::current_exe()?,
                 work_dir: args.work_dir.clone(),
                 standbys: args.standbys as usize,
                 wait: args.wait,
                 snapshot_interval_s: args.snapshot_interval_s,
+                settlement,
             }
         }
     };
