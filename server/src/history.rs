@@ -190,19 +190,12 @@ impl HistoryLookup for HistoryStore {
             }
             out.len() >= filter.limit as usize
         };
-        if filter.flags & filter_flags::REVERSED != 0 {
-            for entry in range.rev() {
-                if take(entry) {
-                    break;
-                }
-            }
+        // `take` answers whether the limit is reached: `any` stops there.
+        let _limit_reached = if filter.flags & filter_flags::REVERSED != 0 {
+            range.rev().any(&mut take)
         } else {
-            for entry in range {
-                if take(entry) {
-                    break;
-                }
-            }
-        }
+            range.into_iter().any(&mut take)
+        };
         out
     }
 
@@ -225,19 +218,12 @@ impl HistoryLookup for HistoryStore {
             }
             out.len() >= filter.limit as usize
         };
-        if filter.flags & filter_flags::REVERSED != 0 {
-            for entry in range.rev() {
-                if take(entry) {
-                    break;
-                }
-            }
+        // `take` answers whether the limit is reached: `any` stops there.
+        let _limit_reached = if filter.flags & filter_flags::REVERSED != 0 {
+            range.rev().any(&mut take)
         } else {
-            for entry in range {
-                if take(entry) {
-                    break;
-                }
-            }
-        }
+            range.into_iter().any(&mut take)
+        };
         out
     }
 }
