@@ -16,17 +16,21 @@
 //! tally bench   [--mode throughput|latency] [--rate R,…] [--accounts N] [--batch B] …
 //!               [--addr ADDR] [--standbys N] [--baseline postgres] [--out DIR] [--json]
 //! tally bench   --compare A.json B.json
+//! tally reconcile --pg URL [--schema S] --addr ADDR[,ADDR…] [--catch-up-s S]
 //! ```
 //!
 //! Exit codes: 0 success, 1 a failure while running (for `exec` and `client`: a request
-//! that could not be executed, or a closed stdout), 2 bad arguments or configuration.
+//! that could not be executed, or a closed stdout; for `reconcile`: mismatches), 2 bad
+//! arguments or configuration, 3 (`reconcile`) the comparison could not be made.
 
 mod bench;
 mod drill;
 mod journal_tools;
 mod line_reader;
 mod lines;
+mod reconcile;
 mod replica;
+mod sink_args;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -79,6 +83,10 @@ enum CliCommand {
     /// a report directory (Markdown, .hgrm, SVG charts, JSON) and an optional PostgreSQL
     /// baseline; `--compare A.json B.json` puts two runs side by side.
     Bench(Box<bench::BenchArgs>),
+    /// Compare every account's balances in the engine with the settlement tables in
+    /// PostgreSQL (its balances row and the sum of its postings); print each mismatch.
+    /// Exit 0 clean, 1 mismatches, 2 bad arguments, 3 could not compare.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 #[derive(Args)]
@@ -139,6 +147,8 @@ struct ServeArgs {
     /// The schema the settlement tables live in (created and migrated by the sink).
     #[arg(long, default_value = tally_sinks::postgres::SCHEMA_DEFAULT, value_name = "NAME")]
     settlement_schema: String,
+    #[command(flatten)]
+    sinks: sink_args::SinkArgs,
     /// Serve Prometheus metrics at http://ADDR/metrics (and /health); off by default.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -225,12 +235,16 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Failed(String),
+    /// A check could not be carried out (an unreachable service, no quiet point): exit 3.
+    #[error("{0}")]
+    Unverified(String),
 }
 
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Node(NodeError::DataDir { .. } | NodeError::Locked { .. }) => 2,
+            CliError::Unverified(_) => 3,
             _ => 1,
         }
     }
@@ -272,6 +286,7 @@ fn execute(command: CliCommand) -> Result<(), CliError> {
         CliCommand::Journal(JournalCommand::Truncate { dir, at, yes }) => journal_tools::truncate(&dir, at, yes),
         CliCommand::Drill(args) => drill::drill(&args),
         CliCommand::Bench(args) => bench::bench(&args),
+        CliCommand::Reconcile(args) => reconcile::reconcile(&args),
     }
 }
 
@@ -324,8 +339,15 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         .map(|url| PostgresConfig::new(url, &args.settlement_schema))
         .transpose()
         .map_err(CliError::Usage)?;
-    let node_config =
-        NodeConfig { replication, repair_from: args.repair_from.clone(), settlement, ..node_config(&args.node) };
+    let (events, files) = args.sinks.configs(&args.node.data, settlement.is_some()).map_err(CliError::Usage)?;
+    let node_config = NodeConfig {
+        replication,
+        repair_from: args.repair_from.clone(),
+        settlement,
+        events,
+        files,
+        ..node_config(&args.node)
+    };
     let node = open_node(&node_config)?;
     let address = listener.local_addr()?;
     if node.peers().role.kind() == crate::node::role::RoleKind::Primary {

@@ -76,6 +76,10 @@ pub struct NodeConfig {
     pub repair_from: Vec<SocketAddr>,
     /// Settlement into PostgreSQL, when configured.
     pub settlement: Option<tally_sinks::postgres::PostgresConfig>,
+    /// Events into NATS JetStream, when configured.
+    pub events: Option<tally_sinks::nats::NatsConfig>,
+    /// JSON lines in rotating files, when configured (`tally serve` sets it by default).
+    pub files: Option<tally_sinks::file::FileConfig>,
     /// The hot window in inputs (docs/design.md §3.9): what an input at sequence `S`
     /// commits leaves memory when `S + W` is applied, and is read from the history store
     /// after that. Every node of a replica set must use the same value.
@@ -107,6 +111,8 @@ impl NodeConfig {
             replication: None,
             repair_from: Vec::new(),
             settlement: None,
+            events: None,
+            files: None,
             hot_window: tally_engine::HOT_WINDOW_DEFAULT,
         }
     }
@@ -200,7 +206,7 @@ impl Node {
         outcomes.cap_at(journal.durable_mark());
         outcomes.publish_to(derived.register("outcomes", outcomes.last_sequence()));
         let outcomes_durable = outcomes.durable_mark();
-        let sinks = Sinks::start(config.settlement.as_ref(), &dirs.outcomes, &outcomes_durable)?;
+        let sinks = Sinks::start(config, &dirs.outcomes, &outcomes_durable)?;
         let recovery = Recovery {
             snapshot_sequence: restored.sequence,
             records_replayed,

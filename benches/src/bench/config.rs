@@ -37,6 +37,10 @@ pub enum Target {
         snapshot_interval_s: Option<u64>,
         /// The node settles into PostgreSQL (`--settlement`) during the run.
         settlement: Option<Settlement>,
+        /// The node publishes events to NATS (`--events`) into a stream of the bench's own.
+        events: Option<tally_sinks::nats::NatsConfig>,
+        /// The node runs its file sink (off otherwise, unlike a plain `tally serve`).
+        files: bool,
     },
     /// A node already running; its memory and CPU are not visible to the bench.
     Existing(SocketAddr),
@@ -140,6 +144,12 @@ impl Config {
         };
         if matches!(&self.target, Target::Spawn { settlement: Some(_), .. }) {
             standbys.push_str(", settlement sink");
+        }
+        if matches!(&self.target, Target::Spawn { events: Some(_), .. }) {
+            standbys.push_str(", events sink");
+        }
+        if matches!(&self.target, Target::Spawn { files: true, .. }) {
+            standbys.push_str(", file sink");
         }
         let amount = match self.amount {
             Amount::Transfers(count) => format!("{count} transfers"),

@@ -102,6 +102,9 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
     if let Target::Spawn { settlement: Some(settlement), .. } = &config.target {
         cpu_lines.push(settled(settlement, completed.load(Ordering::Acquire)));
     }
+    if let Target::Spawn { events: Some(events), .. } = &config.target {
+        cpu_lines.push(published(events, completed.load(Ordering::Acquire)));
+    }
     let (baseline_status, baseline) = run_baseline(config, &workload, &measured);
     eprintln!("tally bench: measured in {:.1} s", wall.as_secs_f64());
     let summary = Summary {
@@ -143,7 +146,7 @@ fn prepare_out(out: &Path) -> Result<(), String> {
 fn start_node(config: &Config) -> Result<Node, String> {
     match &config.target {
         Target::Existing(address) => Ok(Node { address: *address, process: None }),
-        Target::Spawn { tally_bin, work_dir, standbys, wait, snapshot_interval_s, settlement } => {
+        Target::Spawn { tally_bin, work_dir, standbys, wait, snapshot_interval_s, settlement, events, files } => {
             crate::load::node::disk_file_system(work_dir)?;
             let dir = RunDir::create(work_dir, "bench", false)?;
             let options = NodeOptions {
@@ -151,6 +154,7 @@ fn start_node(config: &Config) -> Result<Node, String> {
                 snapshot_interval_s: *snapshot_interval_s,
                 standbys: *standbys,
                 settlement: settlement.as_ref().map(|settlement| (settlement.url.clone(), settlement.schema.clone())),
+                extra_args: sink_args(events.as_ref(), *files),
             };
             eprintln!(
                 "tally bench: starting a node ({}, {standbys} standbys) under {}",
@@ -160,6 +164,36 @@ fn start_node(config: &Config) -> Result<Node, String> {
             let process = NodeProcess::start(tally_bin, &dir, config.durability, &options)?;
             Ok(Node { address: process.address, process: Some((process, dir)) })
         }
+    }
+}
+
+/// The node's events and file sink arguments.
+fn sink_args(events: Option<&tally_sinks::nats::NatsConfig>, files: bool) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(events) = events {
+        let options = ["--events", &events.url, "--events-stream", &events.stream];
+        args.extend(options.iter().map(|option| option.to_string()));
+        args.extend(["--events-subject-prefix".to_string(), events.subject_prefix.clone()]);
+    }
+    let files_dir = if files { "files" } else { "off" };
+    args.extend(["--files".to_string(), files_dir.to_string()]);
+    args
+}
+
+/// How far the events sink got while the node ran (it stops with the node): the events
+/// stored and the span of their store times, then deletes the bench's stream.
+fn published(events: &tally_sinks::nats::NatsConfig, acknowledged: u64) -> String {
+    match tally_sinks::nats::summarize_and_delete(events) {
+        Ok(summary) => {
+            let rate =
+                if summary.stored_seconds > 0.0 { summary.messages as f64 / summary.stored_seconds } else { 0.0 };
+            format!(
+                "events sink (NATS stream `{}`): {} events stored by the time the node stopped, of {acknowledged} \
+                 transfers acknowledged; stored over {:.1} s, {rate:.0} events/s",
+                events.stream, summary.messages, summary.stored_seconds
+            )
+        }
+        Err(error) => format!("events sink (stream `{}`): not read back: {error}", events.stream),
     }
 }
 

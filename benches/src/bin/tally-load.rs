@@ -136,6 +136,8 @@ impl Args {
             wait: self.wait,
             snapshot_interval_s: self.snapshot_interval_s,
             settlement: None,
+            // No sinks: the file sink a node runs by default is turned off.
+            extra_args: vec!["--files".into(), "off".into()],
             standbys: usize::try_from(self.standbys).unwrap_or(0),
         }
     }

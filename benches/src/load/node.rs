@@ -83,6 +83,8 @@ pub struct NodeOptions {
     pub standbys: usize,
     /// `--settlement URL --settlement-schema SCHEMA`: the node settles into PostgreSQL.
     pub settlement: Option<(String, String)>,
+    /// More `tally serve` arguments (the events and file sinks' options).
+    pub extra_args: Vec<String>,
 }
 
 /// The shared secret of the harness's replica sets (loopback only).
@@ -138,6 +140,7 @@ impl NodeProcess {
         if let Some((url, schema)) = &options.settlement {
             command.arg("--settlement").arg(url).arg("--settlement-schema").arg(schema);
         }
+        command.args(&options.extra_args);
         replica_set(&mut command);
         let child = command
             .stdin(Stdio::null())

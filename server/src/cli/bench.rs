@@ -46,6 +46,8 @@ enum IdsArg {
 enum SinksArg {
     None,
     Settlement,
+    Events,
+    Files,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -115,13 +117,19 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "none")]
     baseline: BaselineArg,
     /// Sinks the started node runs beside the load: `settlement` settles every transfer
-    /// into the PostgreSQL server of `--pg`, in a schema of the bench's own (dropped after).
+    /// into the PostgreSQL server of `--pg`, in a schema of the bench's own (dropped after);
+    /// `events` publishes to the NATS server of `--nats`, in a stream of its own (deleted
+    /// after); `files` runs the file sink in the data directory. `none` turns every sink
+    /// off, the file sink too.
     #[arg(long, value_enum, default_value = "none")]
     sinks: SinksArg,
     /// The PostgreSQL server of `--baseline postgres` and `--sinks settlement` (trust
     /// authentication).
     #[arg(long, value_name = "URL", default_value = "postgres://root@127.0.0.1:5432/test")]
     pg: String,
+    /// The NATS server of `--sinks events`.
+    #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
     /// The most seconds each baseline variant runs.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = seconds)]
     baseline_seconds: f64,
@@ -231,6 +239,14 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
                     let schema = format!("tally_bench_{}", std::process::id());
                     Some(bench::config::Settlement { url: args.pg.clone(), schema })
                 }
+                SinksArg::Events | SinksArg::Files => None,
+            };
+            let events = match args.sinks {
+                SinksArg::Events => {
+                    let stream = format!("tally_bench_{}", std::process::id());
+                    Some(tally_sinks::nats::NatsConfig::new(&args.nats, &stream, &stream).map_err(CliError::Usage)?)
+                }
+                _ => None,
             };
             Target::Spawn {
                 tally_bin: std::env::current_exe()?,
@@ -239,6 +255,8 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
                 wait: args.wait,
                 snapshot_interval_s: args.snapshot_interval_s,
                 settlement,
+                events,
+                files: args.sinks == SinksArg::Files,
             }
         }
     };

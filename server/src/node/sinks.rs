@@ -9,10 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use tally_journal::{FileStorage, FlushMethod};
-use tally_sinks::postgres::{PostgresConfig, PostgresSink};
-use tally_sinks::sink::{SinkStats, SinkThread, TailConfig, spawn};
+use tally_sinks::file::FileSink;
+use tally_sinks::nats::NatsSink;
+use tally_sinks::postgres::PostgresSink;
+use tally_sinks::sink::{Sink, SinkStats, SinkThread, TailConfig, spawn};
 
+use super::NodeConfig;
 use crate::error::NodeError;
+
+/// Entries per events batch: an entry may hold thousands of events (one message each),
+/// and the stream is the watermark, so small batches cost nothing.
+const EVENTS_BATCH_ENTRIES_MAX: usize = 16;
 
 /// The running sinks; dropping it stops their threads.
 #[derive(Default)]
@@ -23,25 +30,43 @@ pub struct Sinks {
 }
 
 impl Sinks {
-    /// Starts the configured sinks over the stream in `outcomes_dir`, reading up to
+    /// Starts the sinks `config` names over the stream in `outcomes_dir`, reading up to
     /// `limit` (the stream's durable mark).
-    pub fn start(
-        settlement: Option<&PostgresConfig>,
-        outcomes_dir: &Path,
-        limit: &Arc<AtomicU64>,
-    ) -> Result<Sinks, NodeError> {
+    pub fn start(config: &NodeConfig, outcomes_dir: &Path, limit: &Arc<AtomicU64>) -> Result<Sinks, NodeError> {
         let mut sinks = Sinks::default();
-        if let Some(config) = settlement {
-            let storage = FileStorage::new(outcomes_dir, FlushMethod::Fdatasync)?;
-            // 0 until the sink has read its watermark from the database.
-            let stats = Arc::new(SinkStats { watermark: Arc::new(AtomicU64::new(0)), ..SinkStats::default() });
-            let sink = PostgresSink::new(config.clone());
-            let thread =
-                spawn("settlement", sink, storage, Arc::clone(limit), Arc::clone(&stats), TailConfig::default())
-                    .map_err(|source| NodeError::Io { path: outcomes_dir.to_path_buf(), source })?;
-            sinks.stats.push(("settlement", stats));
-            sinks.threads.push(thread);
+        if let Some(settlement) = &config.settlement {
+            let sink = PostgresSink::new(settlement.clone());
+            sinks.add("settlement", sink, TailConfig::default(), outcomes_dir, limit)?;
+        }
+        if let Some(events) = &config.events {
+            let sink = NatsSink::new(events.clone()).map_err(|error| NodeError::Io {
+                path: outcomes_dir.to_path_buf(),
+                source: std::io::Error::other(error),
+            })?;
+            let tail = TailConfig { batch_entries_max: EVENTS_BATCH_ENTRIES_MAX, ..TailConfig::default() };
+            sinks.add("events", sink, tail, outcomes_dir, limit)?;
+        }
+        if let Some(files) = &config.files {
+            sinks.add("files", FileSink::new(files.clone()), TailConfig::default(), outcomes_dir, limit)?;
         }
         Ok(sinks)
+    }
+
+    fn add(
+        &mut self,
+        name: &'static str,
+        sink: impl Sink,
+        tail: TailConfig,
+        outcomes_dir: &Path,
+        limit: &Arc<AtomicU64>,
+    ) -> Result<(), NodeError> {
+        let storage = FileStorage::new(outcomes_dir, FlushMethod::Fdatasync)?;
+        // 0 until the sink has read its watermark from its destination.
+        let stats = Arc::new(SinkStats { watermark: Arc::new(AtomicU64::new(0)), ..SinkStats::default() });
+        let thread = spawn(name, sink, storage, Arc::clone(limit), Arc::clone(&stats), tail)
+            .map_err(|source| NodeError::Io { path: outcomes_dir.to_path_buf(), source })?;
+        self.stats.push((name, stats));
+        self.threads.push(thread);
+        Ok(())
     }
 }

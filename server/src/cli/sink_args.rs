@@ -1,0 +1,64 @@
+//! `tally serve`'s options for the events and file sinks (settlement's are beside the
+//! other serve options).
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use tally_sinks::file::{FILE_BYTES_DEFAULT, FILES_KEEP_DEFAULT, FileConfig};
+use tally_sinks::nats::{NatsConfig, STREAM_DEFAULT, SUBJECT_PREFIX_DEFAULT};
+
+/// The file sink's folder inside the data directory when none is named.
+pub const FILES_DIR_DEFAULT: &str = "files";
+
+#[derive(Args)]
+pub struct SinkArgs {
+    /// Publish every event of every committed outcome to NATS JetStream
+    /// (`nats://HOST:PORT`), one message each, on PREFIX.KIND.LEDGER subjects, exactly once
+    /// (the stream is the watermark; message ids drop resent copies). The node never waits
+    /// for it.
+    #[arg(long, value_name = "URL")]
+    events: Option<String>,
+    /// The JetStream stream (created over PREFIX.> if missing).
+    #[arg(long, default_value = STREAM_DEFAULT, value_name = "NAME")]
+    events_stream: String,
+    /// The first token(s) of every subject.
+    #[arg(long, default_value = SUBJECT_PREFIX_DEFAULT, value_name = "PREFIX")]
+    events_subject_prefix: String,
+    /// Write every outcome as a JSON line into rotating files in DIR, exactly once. On by
+    /// default, in DATA/files/, when neither --settlement nor --events is set; `off`
+    /// turns it off.
+    #[arg(long, value_name = "DIR|off")]
+    files: Option<String>,
+    /// Size at which a new JSON-lines file is begun.
+    #[arg(long, default_value_t = FILE_BYTES_DEFAULT >> 20, value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    files_mib: u64,
+    /// How many JSON-lines files are kept (the oldest are deleted); 0 keeps all.
+    #[arg(long, default_value_t = FILES_KEEP_DEFAULT, value_name = "N")]
+    files_keep: usize,
+}
+
+impl SinkArgs {
+    /// The events and file sinks to run for a node over `data`; `settlement` says whether
+    /// the settlement sink runs too.
+    pub fn configs(&self, data: &Path, settlement: bool) -> Result<(Option<NatsConfig>, Option<FileConfig>), String> {
+        let events = self
+            .events
+            .as_deref()
+            .map(|url| NatsConfig::new(url, &self.events_stream, &self.events_subject_prefix))
+            .transpose()?;
+        let dir = match self.files.as_deref() {
+            Some("off") => None,
+            Some("") => return Err("--files needs a directory or `off`".into()),
+            Some(dir) => Some(PathBuf::from(dir)),
+            None if settlement || events.is_some() => None,
+            None => Some(data.join(FILES_DIR_DEFAULT)),
+        };
+        let files = dir.map(|dir| FileConfig {
+            file_bytes_max: self.files_mib << 20,
+            files_keep: self.files_keep,
+            ..FileConfig::new(dir)
+        });
+        Ok((events, files))
+    }
+}
