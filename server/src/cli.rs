@@ -44,9 +44,11 @@ use tally_client::{Client, ClientConfig, ClientError};
 use tally_codecs::wire::NodeStatus;
 use tally_engine::pipeline::{Durability, Wait};
 
+use crate::admin::{self, AdminServer, Attached};
 use crate::error::NodeError;
 use crate::gateway;
-use crate::metrics::{MetricsServer, MetricsSource};
+use crate::logging::{self, LogFormat};
+use crate::metrics::MetricsSource;
 use crate::node::{Node, NodeConfig};
 use crate::signals;
 use tally_sinks::postgres::PostgresConfig;
@@ -56,6 +58,10 @@ use tally_sinks::postgres::PostgresConfig;
 struct Cli {
     #[command(subcommand)]
     command: CliCommand,
+    /// How log events are written to stderr: `text` lines (`tally: message key=value`) or
+    /// `json`, one object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "text|json")]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -149,9 +155,11 @@ struct ServeArgs {
     settlement_schema: String,
     #[command(flatten)]
     sinks: sink_args::SinkArgs,
-    /// Serve Prometheus metrics at http://ADDR/metrics (and /health); off by default.
-    #[arg(long, value_name = "ADDR")]
-    metrics: Option<SocketAddr>,
+    /// The admin HTTP listener: Prometheus metrics at /metrics, liveness at /health,
+    /// readiness at /ready. `HOST:PORT`, or a bare `PORT` for loopback (127.0.0.1:PORT);
+    /// off by default. `--metrics` is the same flag.
+    #[arg(long, alias = "metrics", value_name = "ADDR|PORT", value_parser = admin::parse_address)]
+    admin: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -260,6 +268,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
         }
     };
+    logging::init(cli.log_format);
     match execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         // A closed stdout (`tally journal dump DIR | head`) is the reader's choice, not a failure.
@@ -316,9 +325,11 @@ fn open_node(config: &NodeConfig) -> Result<Node, CliError> {
         0 => "the journal".to_owned(),
         sequence => format!("the snapshot at sequence {sequence} and the journal after it"),
     };
-    eprintln!(
-        "tally: recovered from {from}: {} records replayed, last sequence {}, state hash {:#034x}",
-        recovery.records_replayed, recovery.last_sequence, recovery.state_hash
+    tracing::info!(
+        records_replayed = recovery.records_replayed,
+        last_sequence = recovery.last_sequence,
+        state_hash = %format_args!("{:#034x}", recovery.state_hash),
+        "recovered from {from}"
     );
     Ok(node)
 }
@@ -348,36 +359,55 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         files,
         ..node_config(&args.node)
     };
+    // Before recovery: probes see a live node that is not ready yet during a long replay.
+    let admin = start_admin(args.admin)?;
     let node = open_node(&node_config)?;
     let address = listener.local_addr()?;
     if node.peers().role.kind() == crate::node::role::RoleKind::Primary {
         node.peers().role.set_primary(Some(address));
     }
-    let metrics = args.metrics.map(|address| MetricsServer::start(address, MetricsSource::of(&node))).transpose();
-    let metrics = metrics.map_err(|error| CliError::Usage(format!("cannot serve metrics: {error}")))?;
-    if let Some(metrics) = &metrics {
-        eprintln!("tally: metrics at http://{}/metrics", metrics.address);
-    }
     signals::install()?;
-    eprintln!("tally: listening on {address} (durability {}, wait {})", args.node.durability, args.node.wait);
     let status = std::sync::Arc::new(std::sync::RwLock::new(node.status()));
+    let metrics = MetricsSource::of(&node, status.clone());
+    tracing::info!(
+        durability = %args.node.durability,
+        wait = %args.node.wait,
+        role = node.peers().role.kind().name(),
+        epoch = node.peers().role.epoch(),
+        "listening on {address}"
+    );
     let Some(replication) = node_config.replication.clone() else {
+        if let Some(admin) = &admin {
+            admin.attach(Attached { metrics, readiness: admin::primary_readiness(node.peers().role) });
+        }
         let frontend = gateway::Frontend { status, peers: node.peers() };
         gateway::serve(&listener, &frontend, signals::stop_requested)?;
-        drop(metrics);
-        eprintln!("tally: stopping: applying what was submitted, then writing a snapshot");
+        drop(admin);
+        tracing::info!("stopping: applying what was submitted, then writing a snapshot");
         let ledger = node.shutdown();
-        eprintln!("tally: stopped cleanly, state hash {:#034x}", ledger.state_hash());
+        tracing::info!(state_hash = %format_args!("{:#034x}", ledger.state_hash()), "stopped cleanly");
         return Ok(());
     };
     // In a replica set the node may be fenced and then rejoin as a standby while it runs.
     let promoter = replica::fenced_primary_rejoins(node, node_config, replication, address, status.clone());
+    if let Some(admin) = &admin {
+        admin.attach(Attached { metrics, readiness: admin::promoter_readiness(promoter.clone()) });
+    }
     let frontend = gateway::Frontend { status, peers: promoter.peers() };
     gateway::serve(&listener, &frontend, signals::stop_requested)?;
-    drop(metrics);
-    eprintln!("tally: stopping");
+    drop(admin);
+    tracing::info!("stopping");
     replica::stop(&promoter);
     Ok(())
+}
+
+/// Binds the admin listener, if asked for; a taken port is a usage error.
+fn start_admin(address: Option<SocketAddr>) -> Result<Option<AdminServer>, CliError> {
+    let Some(address) = address else { return Ok(None) };
+    let admin = AdminServer::start(address)
+        .map_err(|error| CliError::Usage(format!("cannot serve the admin listener on {address}: {error}")))?;
+    tracing::info!("admin at http://{}/ (metrics, health, ready)", admin.address);
+    Ok(Some(admin))
 }
 
 fn exec(args: &NodeArgs) -> Result<(), CliError> {

@@ -7,11 +7,13 @@
 //! - [`cli`]: the `tally` command line.
 //! - [`drill`]: `tally drill`, a failover rehearsal over child processes of this binary.
 
+pub mod admin;
 pub mod cli;
 pub mod drill;
 pub mod error;
 pub mod gateway;
 pub mod history;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod signals;

@@ -1,49 +1,103 @@
-//! Prometheus text at `GET /metrics` (and `GET /health`), on a small HTTP/1.0 responder
-//! of its own thread: one request per connection, answered and closed. It only reads
-//! atomics the node publishes, so scraping never touches the pipeline.
+//! The node's metrics in Prometheus' text format, served at `GET /metrics` by the admin
+//! listener ([`crate::admin`]). Rendering only reads atomics the node publishes, so
+//! scraping never touches the pipeline. Every name is listed in [`METRIC_NAMES`]; the
+//! Grafana dashboard (`ops/grafana/tally.json`) is checked against that list by a test.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
 
 use tally_sinks::sink::SinkStats;
 
 use crate::node::derived::DerivedMarks;
+use crate::node::outcome_log::RetentionStats;
+use crate::node::role::RoleKind;
 use crate::node::{Node, StatusSource};
 
-/// The longest request head read; a scrape's is a few hundred bytes.
-const REQUEST_BYTES_MAX: usize = 8 << 10;
-/// How long a connection may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the accept loop checks whether it should stop.
-const ACCEPT_POLL: Duration = Duration::from_millis(100);
+/// Every metric name `render` can write (histogram series add `_bucket`, `_sum`, `_count`).
+pub const METRIC_NAMES: &[&str] = &[
+    "tally_up",
+    "tally_role",
+    "tally_epoch",
+    "tally_applied_inputs_total",
+    "tally_applied_events_total",
+    "tally_journal_sequence",
+    "tally_inputs_in_flight",
+    "tally_journal_flush_seconds",
+    "tally_derived_durable_sequence",
+    "tally_checkpoints_total",
+    "tally_checkpoint_sequence",
+    "tally_checkpoint_age_seconds",
+    "tally_outcome_segments",
+    "tally_outcome_first_sequence",
+    "tally_outcome_segments_removed_total",
+    "tally_sink_watermark",
+    "tally_sink_lag",
+    "tally_sink_entries_total",
+    "tally_sink_batches_total",
+    "tally_sink_errors_total",
+    "tally_sink_up",
+    "tally_replicated_sequence",
+    "tally_replication_lag",
+];
 
 /// What the metrics are read from.
 #[derive(Clone)]
 pub struct MetricsSource {
-    status: StatusSource,
+    /// The gateway's view, switched when the process changes role.
+    status: Arc<RwLock<StatusSource>>,
     derived: DerivedMarks,
     sinks: Vec<(&'static str, Arc<SinkStats>)>,
     replicated: Option<Arc<AtomicU64>>,
+    outcomes: Option<Arc<RetentionStats>>,
+    flush_latency: Option<Arc<LatencyHistogram>>,
+    /// The checkpoint count last seen and when it was first seen: the age of the newest
+    /// checkpoint, to within a scrape interval (since start when none was taken yet).
+    checkpoint_seen: Arc<Mutex<(u64, Instant)>>,
 }
 
 impl MetricsSource {
-    pub fn of(node: &Node) -> MetricsSource {
+    /// A node's metrics; `status` is the view the gateway answers from.
+    pub fn of(node: &Node, status: Arc<RwLock<StatusSource>>) -> MetricsSource {
         MetricsSource {
-            status: node.status(),
+            status,
             derived: node.derived_marks(),
             sinks: node.sink_stats(),
             replicated: node.shipping().map(|shipping| Arc::clone(&shipping.replicated)),
+            outcomes: Some(node.outcome_retention()),
+            flush_latency: Some(node.flush_latency()),
+            checkpoint_seen: Arc::new(Mutex::new((0, Instant::now()))),
         }
+    }
+
+    /// A standby's metrics: the status only (it keeps no outcome stream and runs no sinks).
+    pub fn of_status(status: Arc<RwLock<StatusSource>>) -> MetricsSource {
+        MetricsSource {
+            status,
+            derived: DerivedMarks::new(),
+            sinks: Vec::new(),
+            replicated: None,
+            outcomes: None,
+            flush_latency: None,
+            checkpoint_seen: Arc::new(Mutex::new((0, Instant::now()))),
+        }
+    }
+
+    /// Seconds since the checkpoint count last changed (or since this source was made).
+    fn checkpoint_age_seconds(&self, committed: u64) -> u64 {
+        let mut seen = self.checkpoint_seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.0 != committed {
+            *seen = (committed, Instant::now());
+        }
+        seen.1.elapsed().as_secs()
     }
 
     /// The metrics in Prometheus' text format (version 0.0.4).
     pub fn render(&self) -> String {
-        let status = self.status.read();
+        let source = self.status.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let status = source.read();
+        let stats = source.stats();
         let mut text = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
             let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -52,6 +106,14 @@ impl MetricsSource {
             }
         };
         let one = |value: u64| vec![(String::new(), value)];
+        metric("tally_up", "gauge", "1 while the process serves metrics.", &one(1));
+        let role = source.role().kind();
+        let roles: Vec<(String, u64)> = [RoleKind::Primary, RoleKind::Standby, RoleKind::Fenced]
+            .iter()
+            .map(|&kind| (format!("{{role=\"{}\"}}", kind.name()), u64::from(kind == role)))
+            .collect();
+        metric("tally_role", "gauge", "1 for the role this node acts in now.", &roles);
+        metric("tally_epoch", "gauge", "The epoch this node acts in.", &one(u64::from(status.epoch)));
         metric(
             "tally_applied_inputs_total",
             "counter",
@@ -67,6 +129,48 @@ impl MetricsSource {
         let sequences: Vec<(String, u64)> =
             sequences.iter().map(|(kind, value)| (format!("{{kind=\"{kind}\"}}"), *value)).collect();
         metric("tally_journal_sequence", "gauge", "Journal sequences: last appended, durable, applied.", &sequences);
+        metric(
+            "tally_inputs_in_flight",
+            "gauge",
+            "Inputs appended to the journal and not yet applied (the input ring's occupancy).",
+            &one(status.last_sequence.saturating_sub(status.applied_sequence)),
+        );
+        let (committed, checkpoint_sequence, failed) = stats.checkpoints();
+        let checkpoints =
+            vec![("{result=\"committed\"}".to_string(), committed), ("{result=\"failed\"}".to_string(), failed)];
+        metric("tally_checkpoints_total", "counter", "Checkpoints committed and failed since start.", &checkpoints);
+        metric(
+            "tally_checkpoint_sequence",
+            "gauge",
+            "Sequence of the newest checkpoint committed since start (0: none yet).",
+            &one(checkpoint_sequence),
+        );
+        metric(
+            "tally_checkpoint_age_seconds",
+            "gauge",
+            "Seconds since the newest checkpoint was committed (to within a scrape interval; since start when none).",
+            &one(self.checkpoint_age_seconds(committed)),
+        );
+        if let Some(outcomes) = &self.outcomes {
+            metric(
+                "tally_outcome_segments",
+                "gauge",
+                "Outcome stream segments on disk (kept until every sink has consumed them).",
+                &one(outcomes.segments.load(Ordering::Acquire)),
+            );
+            metric(
+                "tally_outcome_first_sequence",
+                "gauge",
+                "First sequence the oldest kept outcome segment holds.",
+                &one(outcomes.first_sequence.load(Ordering::Acquire)),
+            );
+            metric(
+                "tally_outcome_segments_removed_total",
+                "counter",
+                "Outcome segments deleted because every sink had consumed them.",
+                &one(outcomes.segments_removed.load(Ordering::Acquire)),
+            );
+        }
         let derived: Vec<(String, u64)> =
             self.derived.each().iter().map(|(store, mark)| (format!("{{store=\"{store}\"}}"), *mark)).collect();
         metric("tally_derived_durable_sequence", "gauge", "Last sequence each derived store holds durably.", &derived);
@@ -122,79 +226,60 @@ impl MetricsSource {
                 &one(status.last_sequence.saturating_sub(replicated)),
             );
         }
+        // Histograms last: the closure above borrows `text` until its last use.
+        if let Some(flush) = &self.flush_latency {
+            let _ = writeln!(
+                text,
+                "# HELP tally_journal_flush_seconds How long each journal flush (group commit of a batch) took.\n\
+                 # TYPE tally_journal_flush_seconds histogram"
+            );
+            flush.render("tally_journal_flush_seconds", &mut text);
+        }
         text
     }
 }
 
-/// The metrics listener's thread; dropping it stops the thread.
-pub struct MetricsServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    pub address: SocketAddr,
+/// Upper bounds of the latency buckets, in microseconds: 50 µs to 1 s, about three per
+/// decade. Recording is one relaxed add on a bucket, the count and the sum.
+const LATENCY_BUCKETS_US: [u64; 13] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
+
+/// A Prometheus histogram of durations with fixed buckets, fed from a hot thread once
+/// per batch (never per input) and read by the scrape.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Samples in each bucket (not cumulative); the last one is above every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
 }
 
-impl MetricsServer {
-    pub fn start(address: SocketAddr, source: MetricsSource) -> std::io::Result<MetricsServer> {
-        let listener = TcpListener::bind(address)?;
-        listener.set_nonblocking(true)?;
-        let address = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let thread = std::thread::Builder::new().name("metrics".into()).spawn(move || {
-            while !stopping.load(Ordering::Acquire) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        if let Err(error) = answer(stream, &source) {
-                            eprintln!("tally: metrics request failed: {error}");
-                        }
-                    }
-                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
-                    Err(error) => {
-                        eprintln!("tally: metrics listener: {error}");
-                        std::thread::sleep(ACCEPT_POLL);
-                    }
-                }
-            }
-        })?;
-        Ok(MetricsServer { stop, thread: Some(thread), address })
+impl LatencyHistogram {
+    pub fn record(&self, duration: std::time::Duration) {
+        let microseconds = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let bucket =
+            LATENCY_BUCKETS_US.iter().position(|&bound| microseconds <= bound).unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let nanoseconds = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(nanoseconds, Ordering::Relaxed);
     }
-}
 
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+    /// Samples recorded so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Writes the `_bucket` (cumulative, `le` in seconds), `_sum` and `_count` series.
+    fn render(&self, name: &str, text: &mut String) {
+        let mut cumulative = 0u64;
+        for (index, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
+            cumulative += self.buckets[index].load(Ordering::Relaxed);
+            let _ = writeln!(text, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
         }
+        cumulative += self.buckets[LATENCY_BUCKETS_US.len()].load(Ordering::Relaxed);
+        let _ = writeln!(text, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(text, "{name}_sum {}", self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9);
+        let _ = writeln!(text, "{name}_count {cumulative}");
     }
-}
-
-/// Reads one request head and answers it.
-fn answer(mut stream: TcpStream, source: &MetricsSource) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 512];
-    while !head.windows(4).any(|window| window == b"\r\n\r\n") && !head.windows(2).any(|window| window == b"\n\n") {
-        let read = stream.read(&mut chunk)?;
-        if read == 0 || head.len() + read > REQUEST_BYTES_MAX {
-            break;
-        }
-        head.extend_from_slice(&chunk[..read]);
-    }
-    let line = head.split(|&byte| byte == b'\n').next().unwrap_or_default();
-    let mut words = line.split(|&byte| byte == b' ');
-    let (method, path) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
-    let (status, content_type, body) = match (method, path) {
-        (b"GET", b"/metrics") => ("200 OK", "text/plain; version=0.0.4", source.render()),
-        (b"GET", b"/health") => ("200 OK", "text/plain", "ok\n".to_string()),
-        (b"GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-        _ => ("405 Method Not Allowed", "text/plain", "only GET\n".to_string()),
-    };
-    let response = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes())
 }

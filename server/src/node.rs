@@ -146,6 +146,10 @@ pub struct Node {
     peers: PeerService,
     shipping: Option<Arc<Shipping>>,
     log: LocalLog,
+    /// What the outcome stream keeps on disk (segments deleted once every sink has them).
+    outcome_retention: Arc<outcome_log::RetentionStats>,
+    /// How long the journal stage's flushes take, for metrics.
+    flush_latency: Arc<crate::metrics::LatencyHistogram>,
     /// Held until the pipeline (and with it the journal) is gone: fields drop in order.
     _lock: File,
 }
@@ -207,6 +211,8 @@ impl Node {
         outcomes.publish_to(derived.register("outcomes", outcomes.last_sequence()));
         let outcomes_durable = outcomes.durable_mark();
         let sinks = Sinks::start(config, &dirs.outcomes, &outcomes_durable)?;
+        outcomes.retain_for(sinks.watermarks());
+        let outcome_retention = outcomes.retention();
         let recovery = Recovery {
             snapshot_sequence: restored.sequence,
             records_replayed,
@@ -231,6 +237,7 @@ impl Node {
             bell.clone(),
         );
         let last_sequence = input_log.last_sequence();
+        let flush_latency = input_log.flush_latency();
         let pipeline_config = PipelineConfig {
             durability: config.durability,
             wait: config.wait,
@@ -289,7 +296,20 @@ impl Node {
             log: Arc::new(RwLock::new(log.clone())),
             promoter: None,
         };
-        Ok(Node { sinks, checkpoints, pipeline, status, recovery, derived, peers, shipping, log, _lock: lock })
+        Ok(Node {
+            sinks,
+            checkpoints,
+            pipeline,
+            status,
+            recovery,
+            derived,
+            peers,
+            shipping,
+            log,
+            outcome_retention,
+            flush_latency,
+            _lock: lock,
+        })
     }
 
     /// A handle for submitting requests: [`Submitter::execute`] is the blocking,
@@ -325,6 +345,16 @@ impl Node {
     /// checkpoints and journal retention wait on the lowest.
     pub fn derived_marks(&self) -> DerivedMarks {
         self.derived.clone()
+    }
+
+    /// What the outcome stream keeps on disk, for metrics.
+    pub fn outcome_retention(&self) -> Arc<outcome_log::RetentionStats> {
+        Arc::clone(&self.outcome_retention)
+    }
+
+    /// How long the journal stage's flushes take (one sample per flushed batch).
+    pub fn flush_latency(&self) -> Arc<crate::metrics::LatencyHistogram> {
+        Arc::clone(&self.flush_latency)
     }
 
     /// Each sink's name and counters.

@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use tally::metrics::METRIC_NAMES;
 use tally_codecs::ResultCode;
 
 use common::{ServerProcess, TempDir, account, client, free_address, transfer};
@@ -26,9 +27,20 @@ fn get(address: SocketAddr, path: &str) -> (String, String) {
     (head.lines().next().unwrap_or_default().to_string(), body.to_string())
 }
 
-/// Parses Prometheus text: every sample's metric has HELP and TYPE lines before it, and
-/// every value is an integer. Returns `name{labels}` → value.
+/// The metric a series belongs to: a histogram's `_bucket`, `_sum` and `_count` series
+/// belong to the histogram.
+fn metric_of<'a>(name: &'a str, histograms: &[String]) -> &'a str {
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix).filter(|base| histograms.iter().any(|known| known == base)))
+        .unwrap_or(name)
+}
+
+/// Parses Prometheus text: every sample's metric has HELP and TYPE lines before it, is one
+/// the node lists in `METRIC_NAMES`, and every value is an integer (a histogram's `_sum`
+/// may be a fraction). Returns `name{labels}` → value, without the `_sum` series.
 fn parse(text: &str) -> BTreeMap<String, u64> {
+    let mut histograms = Vec::new();
     let mut described = BTreeMap::new();
     let mut samples = BTreeMap::new();
     for line in text.lines() {
@@ -37,13 +49,23 @@ fn parse(text: &str) -> BTreeMap<String, u64> {
             described.entry(name.to_string()).or_insert((false, false)).0 = true;
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("a name and a type");
-            assert!(["counter", "gauge"].contains(&kind), "known type: {line}");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "known type: {line}");
+            if kind == "histogram" {
+                histograms.push(name.to_string());
+            }
             described.entry(name.to_string()).or_insert((false, false)).1 = true;
         } else {
             let (series, value) = line.rsplit_once(' ').expect("a sample line: series value");
             let name = series.split('{').next().expect("a name");
             assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "a valid name: {line}");
-            assert_eq!(described.get(name), Some(&(true, true)), "HELP and TYPE precede {name}");
+            let metric = metric_of(name, &histograms);
+            assert_eq!(described.get(metric), Some(&(true, true)), "HELP and TYPE precede {name}");
+            assert!(METRIC_NAMES.contains(&metric), "{metric} is listed in METRIC_NAMES");
+            if metric != name && name.ends_with("_sum") {
+                let sum: f64 = value.parse().expect("a number");
+                assert!(sum.is_finite() && sum >= 0.0, "{line}");
+                continue;
+            }
             let value: u64 = value.parse().expect("an integer value");
             assert!(samples.insert(series.to_string(), value).is_none(), "one sample per series: {line}");
         }
@@ -96,10 +118,67 @@ fn metrics_parse_and_count_the_work_done() {
     assert_eq!(samples["tally_sink_lag{sink=\"settlement\"}"], 4, "the sink lags by the whole stream");
     assert_eq!(samples["tally_sink_up{sink=\"settlement\"}"], 0);
     assert_eq!(samples["tally_sink_entries_total{sink=\"settlement\"}"], 0);
+    assert_eq!(samples["tally_role{role=\"primary\"}"], 1);
+    assert_eq!(samples["tally_role{role=\"standby\"}"], 0);
+    assert_eq!(samples["tally_inputs_in_flight"], 0, "everything journaled was applied");
+    assert_eq!(samples["tally_checkpoints_total{result=\"failed\"}"], 0);
+    let flushes = samples["tally_journal_flush_seconds_count"];
+    assert!((1..=4).contains(&flushes), "one flush per batch, at most one batch per input: {flushes}");
+    assert_eq!(samples["tally_journal_flush_seconds_bucket{le=\"+Inf\"}"], flushes);
+    assert_eq!(samples["tally_outcome_segments"], 1, "the lagging sink holds the only segment");
+    assert_eq!(samples["tally_outcome_first_sequence"], 1);
 
     let (status, body) = get(metrics, "/health");
     assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.0 200 OK", "ok\n"));
     let (status, _) = get(metrics, "/nothing");
     assert_eq!(status, "HTTP/1.0 404 Not Found");
     assert!(server.terminate(), "the node stops cleanly with a dead sink");
+}
+
+/// Every `tally_…` name in a PromQL expression.
+fn metric_names_in(expression: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expression;
+    while let Some(start) = rest.find("tally_") {
+        let tail = &rest[start..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Every string under an `expr` or `query` key, at any depth.
+fn queries(value: &serde_json::Value, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr" | "query", serde_json::Value::String(query)) => found.push(query.clone()),
+                    _ => queries(value, found),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| queries(item, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_the_node_exports() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/grafana/tally.json");
+    let text = std::fs::read_to_string(path).expect("the dashboard is in the repository");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut found = Vec::new();
+    queries(&dashboard, &mut found);
+    let names: Vec<String> = found.iter().flat_map(|query| metric_names_in(query)).collect();
+    assert!(names.len() >= 20, "the dashboard's queries name the node's metrics: {names:?}");
+    let histograms = ["tally_journal_flush_seconds".to_string()];
+    for name in &names {
+        let metric = metric_of(name, &histograms);
+        assert!(METRIC_NAMES.contains(&metric), "the dashboard queries {name}, which the node does not export");
+    }
+    let unused: Vec<&&str> =
+        METRIC_NAMES.iter().filter(|metric| !names.iter().any(|name| name.starts_with(**metric))).collect();
+    assert!(unused.is_empty(), "every exported metric has a panel; without one: {unused:?}");
 }

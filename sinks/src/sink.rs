@@ -140,7 +140,7 @@ impl<S: Storage + Clone> Tail<S> {
                     Ok(Some(outcome)) => batch.push(outcome),
                     Ok(None) => break,
                     Err(error) => {
-                        eprintln!("tally: sink {} stopped: {error}", self.name);
+                        tracing::error!(sink = self.name, %error, "sink stopped: the stream cannot be read on");
                         self.stats.stopped.store(true, Ordering::Release);
                         return;
                     }
@@ -180,7 +180,7 @@ impl<S: Storage + Clone> Tail<S> {
     }
 
     fn failed(&self, what: &str, error: &SinkError, backoff: &mut Duration) {
-        eprintln!("tally: sink {}: {what}: {error}; retrying in {} ms", self.name, backoff.as_millis());
+        tracing::warn!(sink = self.name, %error, retry_ms = backoff.as_millis() as u64, "sink error: {what}");
         self.stats.errors.fetch_add(1, Ordering::AcqRel);
         self.stats.connected.store(false, Ordering::Release);
         self.pause(*backoff);

@@ -86,6 +86,9 @@ pub struct StandbyArgs {
     /// standby tries its primaries first); see `tally serve --repair-from`.
     #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',')]
     repair_from: Vec<SocketAddr>,
+    /// The admin HTTP listener (/metrics, /health, /ready); see `tally serve --admin`.
+    #[arg(long, alias = "metrics", value_name = "ADDR|PORT", value_parser = crate::admin::parse_address)]
+    admin: Option<SocketAddr>,
 }
 
 pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
@@ -103,6 +106,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&node_config.data_dir)
         .map_err(|error| CliError::Usage(format!("cannot create {}: {error}", node_config.data_dir.display())))?;
     let role = Arc::new(Role::load(&node_config.data_dir)?);
+    let admin = super::start_admin(args.admin)?;
     let standby_config = StandbyConfig {
         data_dir: node_config.data_dir.clone(),
         node: args.listen,
@@ -128,17 +132,24 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         log: log.clone(),
         promised_at: Mutex::new(None),
     });
+    if let Some(admin) = &admin {
+        admin.attach(crate::admin::Attached {
+            metrics: crate::metrics::MetricsSource::of_status(status.clone()),
+            readiness: crate::admin::promoter_readiness(promoter.clone()),
+        });
+    }
     signals::install()?;
     if let Some(after_ms) = args.auto_promote_after_ms {
         promoter.watch(Duration::from_millis(after_ms), signals::stop_requested);
     }
     // Once promoted, this node may be fenced in turn: it then rejoins as a standby.
     promoter.rejoin_when_fenced(signals::stop_requested);
-    eprintln!("tally: standby listening on {}, following {:?}", args.listen, args.primary);
+    tracing::info!(primaries = ?args.primary, role = "standby", "standby listening on {}", args.listen);
     let peers = PeerService { key: Some(replication.key), role, shipping, log, promoter: Some(promoter.clone()) };
     let frontend = Frontend { status, peers };
     gateway::serve(&listener, &frontend, signals::stop_requested)?;
-    eprintln!("tally: stopping");
+    drop(admin);
+    tracing::info!("stopping");
     stop(&promoter);
     Ok(())
 }
@@ -152,7 +163,7 @@ pub fn stop(promoter: &Promoter) {
         Running::Primary(node) => node.shutdown(),
         Running::Neither => return,
     };
-    eprintln!("tally: stopped cleanly, state hash {:#034x}", ledger.state_hash());
+    tracing::info!(state_hash = %format_args!("{:#034x}", ledger.state_hash()), "stopped cleanly");
 }
 
 /// `tally serve` in a replica set: the running node under a [`Promoter`], whose watch

@@ -99,7 +99,7 @@ impl Connection {
         // before the refusal and the close.
         in_flight.wait_idle();
         if let End::Refused { reason, reply } = &end {
-            eprintln!("tally: connection {}: refused: {reason}; closing", self.peer);
+            tracing::warn!(peer = %self.peer, %reason, "refused frame: closing the connection");
             if let Some(code) = reply {
                 let mut bytes = Vec::new();
                 // The header of a refused frame is not trusted, so the reply names no request.

@@ -146,7 +146,7 @@ impl CheckpointWriter {
         } else {
             "checkpoint failed"
         };
-        eprintln!("tally: {loud} at sequence {sequence}: {error}; the next interval tries again");
+        tracing::error!(sequence, %error, "{loud}; the next interval tries again");
         self.discard(sequence);
     }
 

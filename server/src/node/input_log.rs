@@ -11,10 +11,15 @@ use tally_journal::Journal;
 use super::derived::DerivedMarks;
 use super::journal_codec;
 use super::snapshots::Written;
+use crate::metrics::LatencyHistogram;
 
 /// Under `none` durability, the longest the journal goes without a flush while inputs
 /// keep coming.
 pub const NONE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// A flush at least this long is logged (at most once per [`SLOW_FLUSH_REPORT_INTERVAL`]):
+/// an fdatasync here takes about 1 ms, so this is a disk in trouble.
+const SLOW_FLUSH: Duration = Duration::from_millis(100);
+const SLOW_FLUSH_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 pub struct JournalInputLog {
     /// Always `Some` until dropped; taken then to close the journal cleanly.
@@ -32,6 +37,10 @@ pub struct JournalInputLog {
     epoch: u32,
     /// Rung after each commit, when the visible mark has moved: wakes the shippers.
     bell: Arc<super::bell::Bell>,
+    /// How long each flush took (one sample per batch), for metrics.
+    flush_latency: Arc<LatencyHistogram>,
+    /// When a slow flush was last logged.
+    slow_flush_reported: Option<Instant>,
 }
 
 impl JournalInputLog {
@@ -56,7 +65,14 @@ impl JournalInputLog {
             last_flush: Instant::now(),
             epoch,
             bell,
+            flush_latency: Arc::default(),
+            slow_flush_reported: None,
         }
+    }
+
+    /// The histogram of flush durations (one sample per flushed batch).
+    pub fn flush_latency(&self) -> Arc<LatencyHistogram> {
+        Arc::clone(&self.flush_latency)
     }
 
     /// Records a new recovery point in the journal's manifest and deletes the journal
@@ -114,9 +130,18 @@ impl InputLog for JournalInputLog {
         // follows on the same bounded schedule as under `none`.
         let due = durability.flushes_locally() || self.last_flush.elapsed() >= NONE_FLUSH_INTERVAL;
         if due {
+            let started = Instant::now();
             // Aborts the process on failure (the journal's flush-failure hook).
             journal.flush();
             self.last_flush = Instant::now();
+            let took = self.last_flush - started;
+            self.flush_latency.record(took);
+            if took >= SLOW_FLUSH
+                && self.slow_flush_reported.is_none_or(|at| at.elapsed() >= SLOW_FLUSH_REPORT_INTERVAL)
+            {
+                self.slow_flush_reported = Some(self.last_flush);
+                tracing::warn!(flush_ms = took.as_millis() as u64, "slow journal flush");
+            }
         }
         // The batch's records are visible now (at their append, or at the flush).
         self.bell.ring();
@@ -143,7 +168,7 @@ fn retention_bound(oldest_checkpoint: u64, lowest_derived: Option<u64>) -> u64 {
 }
 
 fn stop(reason: &str) -> ! {
-    eprintln!("tally: stopping the node: {reason}");
+    tracing::error!(%reason, "stopping the node");
     std::process::abort()
 }
 

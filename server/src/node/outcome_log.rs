@@ -11,7 +11,15 @@
 //! not hold durably (the mark is registered with `derived::DerivedMarks`), or those
 //! entries could never be rebuilt; when that happens anyway the writer says so loudly and
 //! readers stop at the gap.
+//!
+//! Retention: once [`OutcomeStream::retain_for`] names the sinks' watermarks, a segment is
+//! deleted (at the end of a batch, on the outcome thread) when every registered sink holds
+//! all its entries and the next segment starts at a durable entry. A checkpoint needs
+//! nothing below the stream's newest durable entry (replay rebuilds only what follows the
+//! stream's end), and the newest segment is never deleted, so a restart still finds where
+//! the stream ends. Sink watermarks only hold deletion back; they never hold checkpoints.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,6 +56,22 @@ pub struct OutcomeStream<S: Storage> {
     /// `false` after a write or sync failed: the stream stops, and the next start
     /// rebuilds it from the journal.
     healthy: bool,
+    /// The first sequence of each segment on disk, oldest first (the last is the open one).
+    segment_firsts: VecDeque<u64>,
+    /// The registered sinks' durable watermarks; `None`: nothing is ever deleted (replay,
+    /// tools and tests that read the whole stream).
+    retained_for: Option<Vec<Arc<AtomicU64>>>,
+    /// Segments kept and the first sequence still held, for metrics.
+    retention: Arc<RetentionStats>,
+}
+
+/// What the stream keeps on disk, for metrics.
+#[derive(Debug, Default)]
+pub struct RetentionStats {
+    pub segments: AtomicU64,
+    /// The first sequence the oldest kept segment holds.
+    pub first_sequence: AtomicU64,
+    pub segments_removed: AtomicU64,
 }
 
 impl<S: Storage> OutcomeStream<S> {
@@ -60,6 +84,7 @@ impl<S: Storage> OutcomeStream<S> {
         let mut previous: Option<u64> = None;
         let mut open: Option<(S::Segment, usize)> = None;
         let mut cut = false;
+        let mut segment_firsts = VecDeque::new();
         for (first, name) in found.by_ref() {
             let expected_first = previous.map_or(first, |previous| previous + 1);
             if first != expected_first || first > journal_last_sequence {
@@ -68,6 +93,7 @@ impl<S: Storage> OutcomeStream<S> {
                 break;
             }
             let mut segment = storage.open(&name, true).map_err(io)?;
+            segment_firsts.push_back(first);
             let end = scan_segment(segment.bytes(), previous, journal_last_sequence);
             if end.damaged_tail {
                 wipe(&mut segment, end.valid_bytes).map_err(io)?;
@@ -88,6 +114,8 @@ impl<S: Storage> OutcomeStream<S> {
         }
         let last_sequence = previous.unwrap_or(0);
         let unsynced_from = open.as_ref().map_or(0, |(_, offset)| *offset);
+        let retention = Arc::new(RetentionStats::default());
+        retention.publish(&segment_firsts);
         Ok(OutcomeStream {
             storage,
             segment_bytes,
@@ -98,7 +126,22 @@ impl<S: Storage> OutcomeStream<S> {
             durable: Arc::new(AtomicU64::new(last_sequence)),
             journal_durable: None,
             healthy: true,
+            segment_firsts,
+            retained_for: None,
+            retention,
         })
+    }
+
+    /// Deletes segments from now on once every sink whose durable watermark is in
+    /// `sink_watermarks` holds all their entries (with no sink: once the stream holds
+    /// them durably and has moved on to a later segment).
+    pub fn retain_for(&mut self, sink_watermarks: Vec<Arc<AtomicU64>>) {
+        self.retained_for = Some(sink_watermarks);
+    }
+
+    /// Segments kept, the first sequence held and segments deleted.
+    pub fn retention(&self) -> Arc<RetentionStats> {
+        Arc::clone(&self.retention)
     }
 
     /// The last sequence the stream holds.
@@ -191,6 +234,8 @@ impl<S: Storage> OutcomeStream<S> {
             self.storage.sync_dir()?;
             self.segment = Some((segment, 0));
             self.unsynced_from = 0;
+            self.segment_firsts.push_back(sequence);
+            self.retention.publish(&self.segment_firsts);
         }
         let Some((segment, offset)) = self.segment.as_mut() else { return Err(std::io::Error::other("no segment")) };
         segment.write(*offset, &self.buffer)?;
@@ -211,12 +256,56 @@ impl<S: Storage> OutcomeStream<S> {
         Ok(())
     }
 
-    /// Ends a batch: syncs it.
+    /// Ends a batch: syncs it, then deletes the segments every sink has consumed.
     pub fn commit(&mut self) {
-        if self.healthy
-            && let Err(error) = self.sync()
-        {
+        if !self.healthy {
+            return;
+        }
+        if let Err(error) = self.sync() {
             self.fail(&error);
+            return;
+        }
+        self.trim();
+    }
+
+    /// Deletes the oldest segments while every registered sink holds all their entries
+    /// and the segment after them starts at a durable entry (so the newest segment, and
+    /// with it the stream's end, survives any crash). O(1) when there is nothing to delete.
+    fn trim(&mut self) {
+        let Some(sinks) = &self.retained_for else { return };
+        if self.segment_firsts.len() < 2 {
+            return;
+        }
+        let durable = self.durable.load(Ordering::Acquire);
+        let consumed = sinks.iter().map(|mark| mark.load(Ordering::Acquire)).min().unwrap_or(u64::MAX);
+        // The oldest segment holds the entries up to its successor's first, exclusive.
+        let successor_first_max = consumed.saturating_add(1).min(durable);
+        let mut removed = 0u64;
+        while let (Some(&oldest), Some(&successor)) = (self.segment_firsts.front(), self.segment_firsts.get(1))
+            && successor <= successor_first_max
+        {
+            if let Err(error) = self.storage.remove(&segment_name(oldest)) {
+                // The segments stay: they cost disk space, not correctness.
+                tracing::warn!(segment = oldest, %error, "outcome segment not deleted; outcome retention is off until restart");
+                self.retained_for = None;
+                break;
+            }
+            self.segment_firsts.pop_front();
+            removed += 1;
+        }
+        if removed > 0 {
+            if let Err(error) = self.storage.sync_dir() {
+                // A deletion that did not reach the disk leaves a segment that still
+                // follows on: the next start keeps it, and the next trim deletes it.
+                tracing::warn!(%error, "outcome stream directory sync after deleting segments failed");
+            }
+            self.retention.segments_removed.fetch_add(removed, Ordering::AcqRel);
+            tracing::info!(
+                removed,
+                first_kept = self.segment_firsts.front().copied(),
+                "outcome segments every sink holds deleted"
+            );
+            self.retention.publish(&self.segment_firsts);
         }
     }
 
@@ -250,6 +339,13 @@ impl<S: Storage> OutcomeLog for OutcomeStream<S> {
 impl<S: Storage> Drop for OutcomeStream<S> {
     fn drop(&mut self) {
         self.commit();
+    }
+}
+
+impl RetentionStats {
+    fn publish(&self, segment_firsts: &VecDeque<u64>) {
+        self.segments.store(segment_firsts.len() as u64, Ordering::Release);
+        self.first_sequence.store(segment_firsts.front().copied().unwrap_or(0), Ordering::Release);
     }
 }
 

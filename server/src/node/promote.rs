@@ -107,7 +107,7 @@ impl Promoter {
         self.switch(node.status(), node.shipping(), node.log());
         let status = node.status().read();
         *running = Running::Primary(node);
-        eprintln!("tally: PROMOTED: primary in epoch {} at sequence {}", status.epoch, status.last_sequence);
+        tracing::warn!(epoch = status.epoch, last_sequence = status.last_sequence, role = "primary", "PROMOTED");
         Ok(status)
     }
 
@@ -183,7 +183,7 @@ impl Promoter {
         let me = self.standby_config.node;
         let peers: Vec<SocketAddr> = self.cluster.iter().copied().filter(|&peer| peer != me).collect();
         if let Some((peer, epoch)) = super::rejoin::newer_epoch(&peers, &self.key, self.role.epoch()) {
-            eprintln!("tally: FENCED: {peer} is in epoch {epoch}, newer than ours; this node accepts no more writes");
+            tracing::warn!(%peer, epoch, role = "fenced", "FENCED: a peer is in a newer epoch; this node accepts no more writes");
             self.role.fence(epoch);
         }
     }
@@ -214,17 +214,18 @@ impl Promoter {
                 let status = standby.status().read();
                 self.switch(standby.status(), None, standby.log());
                 *running = Running::Standby(standby);
-                eprintln!(
-                    "tally: REJOIN: rebuilt at sequence {} (state hash {:#034x}); following {primary} as a standby \
-                     in epoch {}",
-                    status.applied_sequence,
-                    status.state_hash,
-                    self.role.epoch()
+                tracing::warn!(
+                    applied_sequence = status.applied_sequence,
+                    state_hash = %format_args!("{:#034x}", status.state_hash),
+                    %primary,
+                    epoch = self.role.epoch(),
+                    role = "standby",
+                    "REJOIN: rebuilt; following the new primary as a standby"
                 );
             }
             // The process serves nothing then; its status still answers, and a restart
             // with `tally standby` retries.
-            Err(error) => eprintln!("tally: REJOIN FAILED: cannot open this node as a standby: {error}"),
+            Err(error) => tracing::error!(%error, "REJOIN FAILED: cannot open this node as a standby"),
         }
     }
 

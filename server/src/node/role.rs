@@ -33,7 +33,7 @@ impl RoleKind {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             RoleKind::Primary => "primary",
             RoleKind::Standby => "standby",

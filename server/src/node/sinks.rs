@@ -1,8 +1,8 @@
 //! The node's sinks: a thread per configured sink, each tailing the outcome stream from
 //! its own watermark. A sink's watermark is deliberately *not* in the derived-stores
 //! registry: that registry holds checkpoints back, and a dead database must not stop
-//! checkpoints. Sinks read the outcome stream, which keeps every segment today (its
-//! trimming below the slowest sink is not built yet), so nothing a sink needs is deleted.
+//! checkpoints. It holds back only the deletion of outcome segments: the stream keeps
+//! every segment some sink has not consumed yet ([`Sinks::watermarks`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +30,12 @@ pub struct Sinks {
 }
 
 impl Sinks {
+    /// Every sink's durable watermark: the outcome stream deletes a segment only once
+    /// all of them hold its entries. A sink started here registers by being in `stats`.
+    pub fn watermarks(&self) -> Vec<Arc<AtomicU64>> {
+        self.stats.iter().map(|(_, stats)| Arc::clone(&stats.watermark)).collect()
+    }
+
     /// Starts the sinks `config` names over the stream in `outcomes_dir`, reading up to
     /// `limit` (the stream's durable mark).
     pub fn start(config: &NodeConfig, outcomes_dir: &Path, limit: &Arc<AtomicU64>) -> Result<Sinks, NodeError> {

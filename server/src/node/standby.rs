@@ -223,7 +223,7 @@ fn recover_local(
 
 /// A disagreement with the primary: never papered over.
 fn stop_loudly(error: &FollowError) -> ! {
-    eprintln!("tally: STANDBY STOPPED: {error}. This node's copy cannot be trusted; rebuild it from the primary.");
+    tracing::error!(%error, "STANDBY STOPPED: this node's copy cannot be trusted; rebuild it from the primary");
     std::process::exit(1)
 }
 

@@ -29,6 +29,11 @@ impl StatusSource {
         StatusSource { stats, last_sequence, durable_sequence, role, started }
     }
 
+    /// The pipeline's counters (checkpoints, stalls), for metrics.
+    pub fn stats(&self) -> &Arc<PipelineStats> {
+        &self.stats
+    }
+
     pub fn role(&self) -> &Arc<Role> {
         &self.role
     }

@@ -1,0 +1,92 @@
+//! The admin listener (`--admin`): `/health` answers while the process runs, `/ready` only
+//! while the node serves its role (a primary accepting writes, a standby hearing its
+//! primary), with a one-line reason otherwise; `--metrics` is the same flag.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::cluster::TestCluster;
+use common::{ServerProcess, TempDir, free_address};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The status line and the body of `GET path`.
+fn get(address: SocketAddr, path: &str) -> (String, String) {
+    request(address, &format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n"))
+}
+
+fn request(address: SocketAddr, head: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(address).expect("the admin listener accepts");
+    stream.write_all(head.as_bytes()).expect("send the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+/// Polls `/ready` until its status line starts with `status`; returns the body.
+fn ready_becomes(address: SocketAddr, status: &str) -> String {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let (line, body) = get(address, "/ready");
+        if line.starts_with(status) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "/ready never answered {status}; last: {line} {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_primary_is_live_and_ready_and_a_bare_port_binds_loopback() {
+    let dir = TempDir::new("admin-primary");
+    let admin = free_address();
+    let port = admin.port().to_string();
+    let server = ServerProcess::start(&dir.path().join("node"), free_address(), &["--admin", &port]);
+    assert_eq!(get(admin, "/health"), ("HTTP/1.0 200 OK".into(), "ok\n".into()));
+    assert_eq!(get(admin, "/ready"), ("HTTP/1.0 200 OK".into(), "ready\n".into()));
+    let (line, body) = get(admin, "/metrics");
+    assert_eq!(line, "HTTP/1.0 200 OK");
+    assert!(body.contains("tally_role{role=\"primary\"} 1"), "{body}");
+    assert_eq!(get(admin, "/nothing").0, "HTTP/1.0 404 Not Found");
+    assert_eq!(request(admin, "POST /ready HTTP/1.0\r\n\r\n").0, "HTTP/1.0 405 Method Not Allowed");
+    assert!(server.terminate(), "the node stops cleanly");
+}
+
+#[test]
+fn a_fenced_node_is_live_but_not_ready_and_says_why() {
+    let dir = TempDir::new("admin-fenced");
+    let data = dir.path().join("node");
+    std::fs::create_dir_all(&data).expect("the data directory");
+    // A node that was fenced in epoch 2 stays fenced across a restart.
+    std::fs::write(data.join("EPOCH"), "2 fenced\n").expect("the epoch file");
+    let admin = free_address();
+    let admin_arg = admin.to_string();
+    let server = ServerProcess::start(&data, free_address(), &["--metrics", &admin_arg]);
+    assert_eq!(get(admin, "/health").0, "HTTP/1.0 200 OK");
+    let (line, body) = get(admin, "/ready");
+    assert_eq!(line, "HTTP/1.0 503 Service Unavailable");
+    assert!(body.starts_with("not ready: fenced") && body.ends_with('\n') && body.lines().count() == 1, "{body:?}");
+    assert!(server.terminate(), "the node stops cleanly");
+}
+
+#[test]
+fn a_standby_is_ready_while_it_hears_its_primary_and_not_after_it_died() {
+    let mut cluster = TestCluster::new("admin-standby", 2, "local");
+    let (primary_admin, standby_admin) = (free_address(), free_address());
+    let (primary_arg, standby_arg) = (primary_admin.to_string(), standby_admin.to_string());
+    cluster.start_primary(0, &["--admin", &primary_arg]);
+    cluster.start_standby(1, &[0], &["--admin", &standby_arg]);
+    ready_becomes(primary_admin, "HTTP/1.0 200");
+    ready_becomes(standby_admin, "HTTP/1.0 200");
+    let (_, metrics) = get(standby_admin, "/metrics");
+    assert!(metrics.contains("tally_role{role=\"standby\"} 1"), "{metrics}");
+
+    cluster.kill(0);
+    let reason = ready_becomes(standby_admin, "HTTP/1.0 503");
+    assert!(reason.starts_with("not ready: standby has not heard from a primary"), "{reason}");
+    assert_eq!(get(standby_admin, "/health").0, "HTTP/1.0 200 OK", "the standby itself is alive");
+}
