@@ -343,6 +343,10 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         let frontend = gateway::Frontend { status, peers: node.peers() };
         gateway::serve(&listener, &frontend, signals::stop_requested)?;
         drop(metrics);
+        // Where requests spent their time, stage by stage; `tally-load` reads these lines.
+        for line in node.submitter().stats().stage_latencies().describe() {
+            eprintln!("tally: stage latency {line}");
+        }
         eprintln!("tally: stopping: applying what was submitted, then writing a snapshot");
         let ledger = node.shutdown();
         eprintln!("tally: stopped cleanly, state hash {:#034x}", ledger.state_hash());
