@@ -8,7 +8,7 @@ use tally_codecs::wire::{Reply, Request};
 use tally_codecs::{Account, ResultCode, Transfer};
 use tally_engine::Ledger;
 use tally_engine::pipeline::{
-    Command, Committed, Durability, InputLog, OutcomeLog, Pipeline, PipelineConfig, ReplyTo, SubmitError, Wait,
+    Command, Committed, Durability, InputLog, OutcomeLog, Pipeline, PipelineConfig, ReplyTo, Stage, SubmitError, Wait,
     Watermarks, apply, checkpoint_channel,
 };
 
@@ -152,6 +152,42 @@ fn pipeline_applies_journals_and_replies_in_order() {
                 .any(|(_, command)| matches!(command, Command::Request(Request::LookupTransfers(_)))),
             "queries are not journaled"
         );
+    }
+}
+
+#[test]
+fn every_request_is_timed_at_each_hand_off() {
+    for wait in [Wait::Parking, Wait::BusySpin] {
+        let pipeline = Pipeline::start(
+            config(wait),
+            Ledger::new(),
+            Box::new(MemoryLog::default()),
+            Box::new(CountingOutcomes::default()),
+        );
+        let submitter = pipeline.submitter();
+        submitter.execute(Request::CreateAccounts(accounts())).unwrap();
+        submitter.execute(Request::CreateTransfers(vec![transfer(1, 1, 2, 5)])).unwrap();
+        submitter.execute(Request::LookupTransfers(vec![1])).unwrap();
+        let stats = pipeline.stats();
+        // Shut down first: the reply stage records after it has handed the reply over.
+        pipeline.shutdown();
+        let latencies = stats.stage_latencies();
+        for stage in [
+            Stage::Submission,
+            Stage::JournalWait,
+            Stage::BusinessLogicWait,
+            Stage::Apply,
+            Stage::ReplyWait,
+            Stage::Reply,
+            Stage::InNode,
+        ] {
+            assert_eq!(latencies.snapshot(stage).len(), 3, "{wait}: one sample per request at {}", stage.name());
+        }
+        assert!(latencies.snapshot(Stage::JournalCommit).len() >= 1, "{wait}: each ring batch's commit is timed");
+        assert_eq!(latencies.snapshot(Stage::Write).len(), 0, "only a gateway writes to a socket");
+        let in_node = latencies.snapshot(Stage::InNode).max();
+        let apply = latencies.snapshot(Stage::Apply).max();
+        assert!(in_node >= apply, "{wait}: the whole is at least its part ({in_node} ns against {apply} ns)");
     }
 }
 

@@ -383,6 +383,10 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         let frontend = gateway::Frontend { status, peers: node.peers() };
         gateway::serve(&listener, &frontend, signals::stop_requested)?;
         drop(admin);
+        // Where requests spent their time, stage by stage; `tally-load` reads these lines.
+        for line in node.submitter().stats().stage_latencies().describe() {
+            eprintln!("tally: stage latency {line}");
+        }
         tracing::info!("stopping: applying what was submitted, then writing a snapshot");
         let ledger = node.shutdown();
         tracing::info!(state_hash = %format_args!("{:#034x}", ledger.state_hash()), "stopped cleanly");

@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use tally_codecs::flags::filter as filter_flags;
@@ -87,13 +88,19 @@ impl HistoryStore {
         self.db.begin_read().unwrap_or_else(|error| self.fatal(error))
     }
 
-    /// Writes a batch of effects and the new mark in one durable transaction.
-    pub fn write(&self, batch: &[Effects], mark: u64) {
-        self.try_write(batch, mark).unwrap_or_else(|error| self.fatal(error));
+    /// Writes a batch of effects and the new mark in one transaction: durable (it and
+    /// every non-durable one before it reach the disk before this returns) or not
+    /// (visible to look-ups at once; lost in a crash unless a durable one follows).
+    pub fn write(&self, batch: &[Effects], mark: u64, durable: bool) {
+        self.try_write(batch, mark, durable).unwrap_or_else(|error| self.fatal(error));
     }
 
-    fn try_write(&self, batch: &[Effects], mark: u64) -> Result<(), redb::Error> {
-        let txn = self.db.begin_write()?;
+    fn try_write(&self, batch: &[Effects], mark: u64, durable: bool) -> Result<(), redb::Error> {
+        let mut txn = self.db.begin_write()?;
+        if !durable {
+            // Refused only while a persistent savepoint is being changed; this store makes none.
+            txn.set_durability(redb::Durability::None)?;
+        }
         {
             let mut transfers = txn.open_table(TRANSFERS)?;
             let mut failed = txn.open_table(FAILED)?;
@@ -228,17 +235,38 @@ impl HistoryLookup for HistoryStore {
     }
 }
 
+/// How long the history stage may go without a durable commit while inputs keep coming.
+/// In between, each ring batch is one transaction without an fsync: visible to look-ups
+/// at once, durable with the next durable one. An fsync per ring batch cost most of a
+/// core under single-transfer requests on a 2-core machine
+/// (perf-reports/2026-12-02-latency.md).
+pub const DURABLE_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The history stage's writer: collects a ring batch's effects, then writes them in one
-/// durable transaction and moves the mark.
+/// transaction and moves the marks.
 pub struct HistoryStage {
     pub store: Arc<HistoryStore>,
+    /// The last sequence whose records are all durable: what the derived-store registry
+    /// holds checkpoints and journal retention back to.
     pub mark: Arc<AtomicU64>,
+    /// The last sequence whose records look-ups find (durable or not yet): what the
+    /// cold-lookup rule reads (docs/design.md §3.9).
+    visible: Arc<AtomicU64>,
     batch: Vec<Effects>,
+    /// The last sequence committed without an fsync since the last durable commit.
+    not_durable: Option<u64>,
+    last_durable: Instant,
 }
 
 impl HistoryStage {
     pub fn new(store: Arc<HistoryStore>, mark: Arc<AtomicU64>) -> HistoryStage {
-        HistoryStage { store, mark, batch: Vec::new() }
+        let visible = Arc::new(AtomicU64::new(mark.load(Ordering::Acquire)));
+        HistoryStage { store, mark, visible, batch: Vec::new(), not_durable: None, last_durable: Instant::now() }
+    }
+
+    /// The mark look-ups may rely on (see the field); the pipeline's `History::mark`.
+    pub fn visible_mark(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.visible)
     }
 
     /// Adds one input's effects (replay calls this directly).
@@ -246,12 +274,36 @@ impl HistoryStage {
         self.batch.push(effects);
     }
 
-    /// Writes what was pushed, if anything, and publishes the new mark.
+    /// Writes what was pushed, if anything, durably (with whatever was committed without
+    /// an fsync before it), and publishes the new marks.
     pub fn flush(&mut self) {
-        let Some(last) = self.batch.last().map(|effects| effects.sequence) else { return };
-        self.store.write(&self.batch, last);
+        self.commit(true);
+    }
+
+    fn commit(&mut self, durable: bool) {
+        let Some(last) = self.batch.last().map(|effects| effects.sequence) else {
+            if durable && let Some(last) = self.not_durable {
+                // Nothing new: one empty durable transaction makes the earlier ones durable.
+                self.store.write(&[], last, true);
+                self.durable_up_to(last);
+            }
+            return;
+        };
+        self.store.write(&self.batch, last, durable);
         self.batch.clear();
+        self.visible.fetch_max(last, Ordering::AcqRel);
+        if durable {
+            self.durable_up_to(last);
+        } else {
+            self.not_durable = Some(last);
+        }
+    }
+
+    fn durable_up_to(&mut self, last: u64) {
+        self.visible.fetch_max(last, Ordering::AcqRel);
         self.mark.fetch_max(last, Ordering::AcqRel);
+        self.not_durable = None;
+        self.last_durable = Instant::now();
     }
 
     pub fn pending(&self) -> usize {
@@ -265,6 +317,43 @@ impl HistoryWriter for HistoryStage {
     }
 
     fn end_of_batch(&mut self) {
-        self.flush();
+        let durable = self.last_durable.elapsed() >= DURABLE_COMMIT_INTERVAL;
+        self.commit(durable);
+    }
+}
+
+impl Drop for HistoryStage {
+    /// At a clean stop, what was committed without an fsync becomes durable, so the next
+    /// start does not rebuild it from the journal.
+    fn drop(&mut self) {
+        if !self.batch.is_empty() || self.not_durable.is_some() {
+            self.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_between_durable_commits_is_visible_but_not_yet_given_to_retention() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, mark) = HistoryStore::open(dir.path()).expect("open the store");
+        assert_eq!(mark, 0);
+        let durable = Arc::new(AtomicU64::new(0));
+        let mut stage = HistoryStage::new(store.clone(), durable.clone());
+        let visible = stage.visible_mark();
+        // The first batch comes right after the stage started: well inside the interval.
+        stage.record(&Effects { sequence: 5, failed: vec![(77, 3)], ..Effects::default() });
+        stage.end_of_batch();
+        assert_eq!(visible.load(Ordering::Acquire), 5, "the cold-lookup rule may rely on it at once");
+        assert_eq!(store.failed(77), Some((3, 5)), "look-ups find it at once");
+        assert_eq!(durable.load(Ordering::Acquire), 0, "retention is not told before it is durable");
+        drop(stage);
+        assert_eq!(durable.load(Ordering::Acquire), 5, "a clean stop makes it durable");
+        drop(store);
+        let (_, reopened_mark) = HistoryStore::open(dir.path()).expect("reopen the store");
+        assert_eq!(reopened_mark, 5);
     }
 }

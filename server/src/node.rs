@@ -204,7 +204,7 @@ impl Node {
         ledger.set_hot_window(config.hot_window);
         let derived = DerivedMarks::new();
         let history_mark = derived.register("history", history_start);
-        let mut history = HistoryStage::new(history_store.clone(), history_mark.clone());
+        let mut history = HistoryStage::new(history_store.clone(), history_mark);
         let records_replayed =
             replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes, &mut history, history_start)?;
         outcomes.cap_at(journal.durable_mark());
@@ -245,10 +245,13 @@ impl Node {
             checkpoints: config.snapshot_interval.is_some().then_some(checkpoint_taker),
             ..PipelineConfig::default()
         };
+        // The cold-lookup rule reads what look-ups find; retention reads the durable mark
+        // (durable), which the registry already holds.
+        let history_visible = history.visible_mark();
         let history = History {
             lookup: history_store,
             writer: Box::new(history),
-            mark: history_mark,
+            mark: history_visible,
             hot_window: config.hot_window,
         };
         let pipeline = Pipeline::start_with_history(

@@ -424,6 +424,7 @@ fn open_loop_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|");
     let mut cpu_lines = Vec::new();
+    let mut stage_rows = Vec::new();
     for &durability in &args.durability {
         let dir = RunDir::create(&args.work_dir, &format!("open-loop-{durability}"), args.keep)?;
         let node = NodeProcess::start(tally_bin, &dir, durability, &args.node_options())?;
@@ -451,10 +452,30 @@ fn open_loop_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result
             println!("| {durability} | {} | {:.0} % |", open_loop_cells(&run), cpu.other_load(wall) * 100.0);
             cpu_lines.push(format!("- {durability}, {} requests/s: {}", report::rate(rate as f64), cpu.describe(wall)));
         }
-        node.stop()?;
+        for line in node.stop_reporting_stages()? {
+            stage_rows.push(stage_row(durability, &line));
+        }
     }
     println!("\nCPU seconds during each rate (warm-up included):\n\n{}\n", cpu_lines.join("\n"));
+    println!("Where the node's time went, stage by stage (docs/design.md, \"Stage latencies\"), over every rate");
+    println!("of that node, warm-up and account creation included; journal_commit is per ring batch:\n");
+    println!("| durability | stage | samples | p50 µs | p99 µs | p99.9 µs | max µs |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for row in &stage_rows {
+        println!("{row}");
+    }
+    println!();
     Ok(())
+}
+
+/// A table row from one of the node's stage lines (`NAME count N p50_us X …`).
+fn stage_row(durability: Durability, line: &str) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let value = |key: &str| words.iter().position(|word| *word == key).and_then(|at| words.get(at + 1)).copied();
+    let name = words.first().copied().unwrap_or("?");
+    let cells: Vec<&str> =
+        ["count", "p50_us", "p99_us", "p99.9_us", "max_us"].iter().map(|key| value(key).unwrap_or("?")).collect();
+    format!("| {durability} | {name} | {} |", cells.join(" | "))
 }
 
 fn open_loop_cells(run: &open_loop::OpenLoopRun) -> String {

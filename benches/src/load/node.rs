@@ -219,6 +219,44 @@ impl NodeProcess {
     }
 }
 
+/// What `tally serve` logs at a clean stop, once per pipeline stage (see
+/// `tally_engine::pipeline::StageLatencies::describe`).
+const STAGE_LINE: &str = "tally: stage latency ";
+/// How long a node may take to stop cleanly (apply what was submitted, write a snapshot).
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl NodeProcess {
+    /// Stops the node as an operator does (SIGTERM: it applies what was submitted, logs
+    /// where requests spent their time and writes a snapshot), waits for it, and returns
+    /// those stage lines: `NAME count N p50_us X p99_us Y p99.9_us Z max_us W`. A node that
+    /// does not stop within [`STOP_TIMEOUT`] is killed, and the lines are an error.
+    pub fn stop_reporting_stages(mut self) -> Result<Vec<String>, String> {
+        for standby in &mut self.standbys {
+            let _ = standby.kill();
+            let _ = standby.wait();
+        }
+        let signalled = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .map_err(|error| format!("cannot run kill: {error}"))?;
+        if !signalled.success() {
+            return Err(format!("kill -TERM {} failed: {signalled}", self.child.id()));
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(READY_POLL),
+                Ok(None) => return Err(format!("the node did not stop within {STOP_TIMEOUT:?} of SIGTERM")),
+                Err(error) => return Err(format!("cannot wait for the node: {error}")),
+            }
+        }
+        let log = std::fs::read_to_string(&self.log).map_err(|error| format!("{}: {error}", self.log.display()))?;
+        Ok(log.lines().filter_map(|line| line.strip_prefix(STAGE_LINE)).map(str::to_owned).collect())
+    }
+}
+
 /// Waits until a child's log holds `line`.
 fn wait_for_line(log: &Path, line: &str) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;

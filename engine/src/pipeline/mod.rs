@@ -25,6 +25,7 @@ mod command;
 mod committed;
 mod doorbell;
 mod gate;
+mod latency;
 mod sequencer;
 mod stages;
 mod wait;
@@ -43,6 +44,7 @@ pub use checkpoint::{CheckpointRequests, CheckpointTaker, StateCopy, checkpoint_
 pub use command::{Command, apply};
 pub use committed::{Committed, apply_collecting};
 pub use gate::{Durability, REPLICAS_MAX, Watermarks};
+pub use latency::{Stage, StageLatencies, now_ns};
 pub use stages::wait_for_history;
 pub use wait::Wait;
 
@@ -145,6 +147,8 @@ pub struct PipelineStats {
     /// Inputs whose cold look-up had to be redone on the business-logic thread because the
     /// history store was more than the hot window behind (docs/design.md §3.9).
     pub cold_lookups_on_business_logic: AtomicU64,
+    /// Where requests spend their time, stage by stage (see [`StageLatencies`]).
+    stage_latencies: StageLatencies,
 }
 
 /// What checkpoints cost and how they fare, for status and metrics.
@@ -188,6 +192,11 @@ impl PipelineStats {
     /// The earliest deadline of a pending transfer as of the last batch, or `None`.
     pub fn next_expiry(&self) -> Option<u64> {
         Some(self.next_expiry.load(Ordering::Acquire)).filter(|&deadline| deadline != u64::MAX)
+    }
+
+    /// Where requests spend their time in the pipeline, stage by stage.
+    pub fn stage_latencies(&self) -> &StageLatencies {
+        &self.stage_latencies
     }
 
     pub fn state_hash(&self) -> u128 {
@@ -262,6 +271,8 @@ pub(crate) struct Submission {
     pub request: Request,
     pub request_id: u64,
     pub reply_to: Arc<dyn ReplyTo>,
+    /// When it was submitted, on the stage clock ([`now_ns`]).
+    pub submitted_ns: u64,
 }
 
 pub(crate) enum Message {
@@ -273,23 +284,29 @@ pub(crate) enum Message {
 #[derive(Clone)]
 pub struct Submitter {
     sender: Sender<Message>,
+    stats: Arc<PipelineStats>,
 }
 
 impl Submitter {
     /// Queues a request; blocks while the queue is full, which is the back-pressure that
     /// makes a gateway stop reading from its sockets.
     pub fn submit(&self, request: Request, request_id: u64, reply_to: Arc<dyn ReplyTo>) -> Result<(), SubmitError> {
-        let message = Message::Submit(Submission { request, request_id, reply_to });
+        let message = Message::Submit(Submission { request, request_id, reply_to, submitted_ns: now_ns() });
         self.sender.send(message).map_err(|_| SubmitError::Stopped)
     }
 
     /// Queues a request, or answers `Busy` at once when the queue is full.
     pub fn try_submit(&self, request: Request, request_id: u64, reply_to: Arc<dyn ReplyTo>) -> Result<(), SubmitError> {
-        let message = Message::Submit(Submission { request, request_id, reply_to });
+        let message = Message::Submit(Submission { request, request_id, reply_to, submitted_ns: now_ns() });
         self.sender.try_send(message).map_err(|error| match error {
             TrySendError::Full(_) => SubmitError::Busy,
             TrySendError::Disconnected(_) => SubmitError::Stopped,
         })
+    }
+
+    /// The pipeline's counters and stage latencies; the gateway records the write stage.
+    pub fn stats(&self) -> &Arc<PipelineStats> {
+        &self.stats
     }
 
     /// Submits and waits for the reply: the in-process embedding API.
@@ -370,7 +387,8 @@ impl Pipeline {
         };
         let producer = stages.build(ledger_sender);
         let sequencer = sequencer::spawn(producer, receiver, config.tick_interval, resume_after, stats.clone());
-        Pipeline { submitter: Submitter { sender }, stats, sequencer: Some(sequencer), ledger_back, stopping }
+        let submitter = Submitter { sender, stats: stats.clone() };
+        Pipeline { submitter, stats, sequencer: Some(sequencer), ledger_back, stopping }
     }
 
     pub fn submitter(&self) -> Submitter {

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 
+use super::doorbell::INPUT_PUBLISHED;
+use super::latency::{Stage, now_ns};
 use super::stages::{InputProducer, InputSlot, publish};
 use super::{Command, Message, PipelineStats};
 
@@ -56,8 +58,13 @@ pub(crate) fn spawn(
             match receiver.recv_timeout(until_check) {
                 Ok(Message::Submit(submission)) => {
                     let timestamp = clock.next();
-                    publish(&mut producer, |slot: &mut InputSlot| {
+                    let submitted_ns = submission.submitted_ns;
+                    let published_ns = now_ns();
+                    stats.stage_latencies().record_between(Stage::Submission, submitted_ns, published_ns);
+                    publish(&mut producer, &INPUT_PUBLISHED, |slot: &mut InputSlot| {
                         slot.timestamp = timestamp;
+                        slot.submitted_ns = submitted_ns;
+                        slot.published_ns = published_ns;
                         slot.request_id = submission.request_id;
                         *slot.command.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) =
                             Command::Request(submission.request);
@@ -75,8 +82,10 @@ pub(crate) fn spawn(
             let due = stats.next_expiry().is_some_and(|deadline| deadline > last_tick && deadline <= clock.peek());
             if due {
                 let timestamp = clock.next();
-                publish(&mut producer, |slot: &mut InputSlot| {
+                publish(&mut producer, &INPUT_PUBLISHED, |slot: &mut InputSlot| {
                     slot.timestamp = timestamp;
+                    slot.submitted_ns = 0;
+                    slot.published_ns = 0;
                     slot.request_id = 0;
                     *slot.command.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Command::Tick;
                     *slot.reply_to.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = None;

@@ -2,19 +2,28 @@
 //!
 //! The disruptor crate's strategies are a zero-sized type chosen at compile time; Tally
 //! chooses at start-up, so one strategy type carries the choice. `Parking` spins briefly
-//! (a burst usually arrives within microseconds), then yields, then blocks on the
-//! [`doorbell`](super::doorbell) until a producer rings it. An idle node therefore sleeps
-//! in the kernel instead of waking to poll; the doorbell's fallback timeout bounds what a
-//! missed ring could cost, and a busy node never blocks.
+//! (a burst usually arrives within microseconds), then blocks on the
+//! [`doorbell`](super::doorbell) of the one hand-off it waits on until that is rung. An
+//! idle node therefore sleeps in the kernel instead of waking to poll, and a ring wakes
+//! only the stage that can use it. There is no `yield` step: with more pipeline threads
+//! than cores, a yield hands the core to another spinning or woken thread and costs a
+//! context switch without the wake-up it waits for. The doorbell's fallback timeout
+//! bounds what a missed ring could cost, and a busy node never blocks. `BusySpin` never
+//! sleeps: for machines with a core per stage.
 
 use std::cell::Cell;
 
 use disruptor::Sequence;
 
-use super::doorbell;
+use super::doorbell::{self, Doorbell};
 
+/// Spins (each one look at the ring) before a parking stage blocks: about a microsecond
+/// or two, enough for the rest of a burst, short enough that on a small machine the
+/// thread that has to publish the work gets the core back soon.
+const SPINS_BEFORE_BLOCKING: u32 = 64;
+/// The producers' backoff while their ring is full (see [`backoff`]).
 const SPINS_BEFORE_YIELD: u32 = 200;
-const YIELDS_BEFORE_BLOCKING: u32 = 50;
+const YIELDS_BEFORE_SLEEPING: u32 = 50;
 
 /// How a stage waits for work: burn a core, or back off to blocking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,9 +67,19 @@ thread_local! {
     static WAITING: Cell<Waiting> = const { Cell::new(Waiting { sequence: -1, attempts: 0, seen: 0 }) };
 }
 
-impl disruptor::wait_strategies::WaitStrategy for Wait {
+/// The wait strategy of one stage: how it waits, the doorbell of the cursor it waits on,
+/// and the doorbell it rings when its own cursor moves (for the stage behind it on the
+/// same ring; `None` for a stage nothing on its ring waits for).
+#[derive(Clone, Copy)]
+pub(crate) struct StageWait {
+    pub wait: Wait,
+    pub waits_on: &'static Doorbell,
+    pub rings: Option<&'static Doorbell>,
+}
+
+impl disruptor::wait_strategies::WaitStrategy for StageWait {
     fn wait_for(&self, sequence: Sequence) {
-        if *self == Wait::BusySpin {
+        if self.wait == Wait::BusySpin {
             std::hint::spin_loop();
             return;
         }
@@ -68,19 +87,19 @@ impl disruptor::wait_strategies::WaitStrategy for Wait {
         if waiting.sequence != sequence {
             // This thread just finished a batch and stored its cursor, which is what a
             // stage behind it on the same ring waits for: ring for that stage.
-            doorbell::ring();
+            if let Some(bell) = self.rings {
+                bell.ring();
+            }
             waiting = Waiting { sequence, attempts: 0, seen: 0 };
-        } else if waiting.attempts < SPINS_BEFORE_YIELD {
+        } else if waiting.attempts < SPINS_BEFORE_BLOCKING {
             std::hint::spin_loop();
-        } else if waiting.attempts < SPINS_BEFORE_YIELD + YIELDS_BEFORE_BLOCKING {
-            std::thread::yield_now();
-        } else if doorbell::block_unless_rung_since(waiting.seen, doorbell::FALLBACK_TIMEOUT) {
-            // Rung: the work is usually published a moment later (a stage rings before
-            // its cursor moves), so spin again before blocking again.
+        } else if self.waits_on.block_unless_rung_since(waiting.seen, doorbell::FALLBACK_TIMEOUT) {
+            // Rung: the cursor has moved (rings come after the move), or another pipeline
+            // in this process rang; look, and spin a little before blocking again.
             waiting.attempts = 0;
         }
         waiting.attempts = waiting.attempts.saturating_add(1);
-        waiting.seen = doorbell::rings();
+        waiting.seen = self.waits_on.rings();
         WAITING.with(|cell| cell.set(waiting));
     }
 }
@@ -92,10 +111,10 @@ pub(crate) fn backoff(attempts: u32) {
     const SLEEP_MAX: std::time::Duration = std::time::Duration::from_millis(1);
     if attempts < SPINS_BEFORE_YIELD {
         std::hint::spin_loop();
-    } else if attempts < SPINS_BEFORE_YIELD + YIELDS_BEFORE_BLOCKING {
+    } else if attempts < SPINS_BEFORE_YIELD + YIELDS_BEFORE_SLEEPING {
         std::thread::yield_now();
     } else {
-        let doublings = (attempts - SPINS_BEFORE_YIELD - YIELDS_BEFORE_BLOCKING).min(10);
+        let doublings = (attempts - SPINS_BEFORE_YIELD - YIELDS_BEFORE_SLEEPING).min(10);
         std::thread::sleep((SLEEP_MIN * (1 << doublings)).min(SLEEP_MAX));
     }
 }

@@ -93,7 +93,8 @@ impl Connection {
                 return;
             }
         };
-        let replies = Arc::new(ConnectionReplies { in_flight: in_flight.clone(), queue: queue.clone() });
+        let stats = self.frontend.peers.role.submitter().map(|submitter| submitter.stats().clone());
+        let replies = Arc::new(ConnectionReplies { in_flight: in_flight.clone(), queue: queue.clone(), stats });
         let end = self.read_requests(&in_flight, &replies, &queue);
         // Every request read was submitted and will be answered: let those answers out
         // before the refusal and the close.

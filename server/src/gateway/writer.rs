@@ -9,13 +9,16 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender};
 use tally_codecs::wire::{ErrorCode, Reply, encode_error_reply};
-use tally_engine::pipeline::ReplyTo;
+use tally_engine::pipeline::{PipelineStats, ReplyTo, Stage, now_ns};
 
 use super::in_flight::InFlight;
 
 pub enum Outgoing {
     /// A frame, and the in-flight slot to free once it is written.
     Frame { bytes: Vec<u8>, slot: Option<usize> },
+    /// A reply from the pipeline: a frame, its slot, and when it was queued (stage clock),
+    /// so that the write is recorded as the pipeline's last stage.
+    Reply { bytes: Vec<u8>, slot: usize, queued_ns: u64, stats: Arc<PipelineStats> },
     /// Everything queued before this has been written: stop.
     Close,
 }
@@ -33,11 +36,18 @@ pub fn run(mut stream: TcpStream, queue: Receiver<Outgoing>, in_flight: Arc<InFl
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut broken = false;
     for outgoing in queue {
-        let Outgoing::Frame { bytes, slot } = outgoing else { break };
+        let (bytes, slot, written) = match outgoing {
+            Outgoing::Frame { bytes, slot } => (bytes, slot, None),
+            Outgoing::Reply { bytes, slot, queued_ns, stats } => (bytes, Some(slot), Some((queued_ns, stats))),
+            Outgoing::Close => break,
+        };
         if !broken && let Err(error) = stream.write_all(&bytes) {
             log_write_error(&stream, &error);
             broken = true;
             let _ = stream.shutdown(Shutdown::Both);
+        }
+        if let Some((queued_ns, stats)) = written {
+            stats.stage_latencies().record_between(Stage::Write, queued_ns, now_ns());
         }
         if let Some(slot) = slot {
             in_flight.release(slot);
@@ -55,6 +65,9 @@ fn log_write_error(stream: &TcpStream, error: &std::io::Error) {
 pub struct ConnectionReplies {
     pub in_flight: Arc<InFlight>,
     pub queue: Sender<Outgoing>,
+    /// The pipeline the connection submits to, whose stage latencies the write is
+    /// recorded in; `None` when it had none (a standby's connection).
+    pub stats: Option<Arc<PipelineStats>>,
 }
 
 impl ReplyTo for ConnectionReplies {
@@ -69,7 +82,11 @@ impl ReplyTo for ConnectionReplies {
             bytes.clear();
             encode_error_reply(origin.request_id, ErrorCode::Malformed, &mut bytes);
         }
-        if self.queue.send(Outgoing::Frame { bytes, slot: Some(slot) }).is_err() {
+        let outgoing = match &self.stats {
+            Some(stats) => Outgoing::Reply { bytes, slot, queued_ns: now_ns(), stats: stats.clone() },
+            None => Outgoing::Frame { bytes, slot: Some(slot) },
+        };
+        if self.queue.send(outgoing).is_err() {
             self.in_flight.release(slot);
         }
     }
