@@ -46,7 +46,7 @@ impl Clone for Ledger {
             undo,
             recording,
             expired_log,
-            copy_tracking,
+            copy_tracking: _,
         } = self;
         Ledger {
             accounts: accounts.clone(),
@@ -79,7 +79,10 @@ impl Clone for Ledger {
             undo: undo.clone(),
             recording: *recording,
             expired_log: expired_log.clone(),
-            copy_tracking: copy_tracking.copy_taken(),
+            // A fresh copy is not tracked (its next `clone_from` copies everything): only
+            // `clone_from` counts copies, so a clone made for another purpose does not
+            // make the checkpoint's spare stale.
+            copy_tracking: CopyTracking::new(),
         }
     }
 
@@ -185,7 +188,8 @@ impl Clone for Ledger {
 /// cache) keeps each account once in `changed` per period between copies. The first mark
 /// after a copy starts a new period. A copy remembers which ledger and which copy it is
 /// (`copied_from`); `changed_since` answers only for the copy taken last, so any other
-/// target (a fresh ledger, an older copy, another ledger's copy) gets a full copy.
+/// target (a fresh ledger, an older copy, another ledger's copy, a `clone`) gets a full
+/// copy.
 pub(crate) struct CopyTracking {
     /// This ledger's identity among all ledgers of the process.
     lineage: u64,
@@ -321,11 +325,13 @@ mod tests {
         // A target that is not the last copy gets a full copy.
         let mut other = Ledger::new();
         other.create_accounts(1, &[account(77_777)], &mut results);
-        let mut stale = ledger.clone();
-        let _newer = ledger.clone();
+        let mut stale = Ledger::new();
+        stale.clone_from(&ledger);
+        let mut newer = Ledger::new();
+        newer.clone_from(&ledger);
         ledger.begin_input(1_000, Default::default());
         ledger.create_transfers(99_000_000, &[transfer(next_id + 1, 1, 2, 9, 0)], &mut results);
-        for target in [&mut other, &mut stale] {
+        for target in [&mut other, &mut stale, &mut newer] {
             target.clone_from(&ledger);
             assert_eq!(target.accounts, ledger.accounts);
             assert_eq!(target.account_last, ledger.account_last);
