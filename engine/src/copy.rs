@@ -9,20 +9,22 @@
 //! Both functions name every field (a destructuring pattern), so a field added to
 //! [`Ledger`] without being copied here does not compile.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::ledger::Ledger;
 
 impl Clone for Ledger {
     fn clone(&self) -> Ledger {
         let Ledger {
             accounts,
-            balance_keys,
             account_index,
-            account_transfers,
+            account_last,
             history,
             history_rows,
             history_base,
             transfers,
             transfer_sequences,
+            transfer_links,
             transfers_base,
             transfer_index,
             pending,
@@ -44,17 +46,18 @@ impl Clone for Ledger {
             undo,
             recording,
             expired_log,
+            copy_tracking: _,
         } = self;
         Ledger {
             accounts: accounts.clone(),
-            balance_keys: balance_keys.clone(),
             account_index: account_index.clone(),
-            account_transfers: account_transfers.clone(),
+            account_last: account_last.clone(),
             history: history.clone(),
             history_rows: history_rows.clone(),
             history_base: *history_base,
             transfers: transfers.clone(),
             transfer_sequences: transfer_sequences.clone(),
+            transfer_links: transfer_links.clone(),
             transfers_base: *transfers_base,
             transfer_index: transfer_index.clone(),
             pending: pending.clone(),
@@ -76,20 +79,24 @@ impl Clone for Ledger {
             undo: undo.clone(),
             recording: *recording,
             expired_log: expired_log.clone(),
+            // A fresh copy is not tracked (its next `clone_from` copies everything): only
+            // `clone_from` counts copies, so a clone made for another purpose does not
+            // make the checkpoint's spare stale.
+            copy_tracking: CopyTracking::new(),
         }
     }
 
     fn clone_from(&mut self, source: &Ledger) {
         let Ledger {
             accounts,
-            balance_keys,
             account_index,
-            account_transfers,
+            account_last,
             history,
             history_rows,
             history_base,
             transfers,
             transfer_sequences,
+            transfer_links,
             transfers_base,
             transfer_index,
             pending,
@@ -111,16 +118,42 @@ impl Clone for Ledger {
             undo,
             recording,
             expired_log,
+            copy_tracking,
         } = self;
-        accounts.clone_from(&source.accounts);
-        balance_keys.clone_from(&source.balance_keys);
-        account_index.clone_from(&source.account_index);
-        account_transfers.clone_from(&source.account_transfers);
+        // Accounts only grow between batch boundaries (an undo removes only what its own
+        // chain added), so a copy made into the previous copy of the same ledger needs the
+        // accounts changed since then and the ones added; anything else is copied whole.
+        let previous = copy_tracking.copied_from;
+        match source.copy_tracking.changed_since(previous) {
+            Some(changed) if accounts.len() <= source.accounts.len() && account_last.len() == accounts.len() => {
+                for &index in changed {
+                    let index = index as usize;
+                    if index < accounts.len() {
+                        accounts[index] = source.accounts[index];
+                        account_last[index] = source.account_last[index];
+                    }
+                }
+                let known = accounts.len();
+                for (offset, account) in source.accounts[known..].iter().enumerate() {
+                    let index = u32::try_from(known + offset).expect("invariant: fewer than 2^32 accounts");
+                    account_index.insert(account.id, index);
+                }
+                accounts.extend_from_slice(&source.accounts[known..]);
+                account_last.extend_from_slice(&source.account_last[known..]);
+            }
+            _ => {
+                accounts.clone_from(&source.accounts);
+                account_index.clone_from(&source.account_index);
+                account_last.clone_from(&source.account_last);
+            }
+        }
+        *copy_tracking = source.copy_tracking.copy_taken();
         history.clone_from(&source.history);
         history_rows.clone_from(&source.history_rows);
         *history_base = source.history_base;
         transfers.clone_from(&source.transfers);
         transfer_sequences.clone_from(&source.transfer_sequences);
+        transfer_links.clone_from(&source.transfer_links);
         *transfers_base = source.transfers_base;
         transfer_index.clone_from(&source.transfer_index);
         pending.clone_from(&source.pending);
@@ -142,5 +175,167 @@ impl Clone for Ledger {
         undo.clone_from(&source.undo);
         *recording = source.recording;
         expired_log.clone_from(&source.expired_log);
+    }
+}
+
+/// Which accounts changed since the last checkpoint copy, so that the next copy, made into
+/// that previous copy, copies only them (the stall then follows the accounts touched
+/// between checkpoints, not the accounts held).
+///
+/// `copies` counts the copies taken of this ledger; it is atomic because a copy is taken
+/// through `&Ledger` (`Clone`). The business-logic thread marks an account on each change
+/// (`changed`): a bit in `marked` (an eighth of a byte per account, which stays in the
+/// cache) keeps each account once in `changed` per period between copies. The first mark
+/// after a copy starts a new period. A copy remembers which ledger and which copy it is
+/// (`copied_from`); `changed_since` answers only for the copy taken last, so any other
+/// target (a fresh ledger, an older copy, another ledger's copy, a `clone`) gets a full
+/// copy.
+pub(crate) struct CopyTracking {
+    /// This ledger's identity among all ledgers of the process.
+    lineage: u64,
+    copies: AtomicU64,
+    /// The value of `copies` when `changed` was last emptied.
+    period: u64,
+    marked: Vec<u64>,
+    changed: Vec<u32>,
+    /// For a copy: the lineage of the ledger it copies and the copy count it was taken at.
+    pub(crate) copied_from: (u64, u64),
+}
+
+static LINEAGES: AtomicU64 = AtomicU64::new(1);
+
+impl CopyTracking {
+    pub(crate) fn new() -> CopyTracking {
+        CopyTracking {
+            lineage: LINEAGES.fetch_add(1, Ordering::Relaxed),
+            copies: AtomicU64::new(0),
+            period: 0,
+            marked: Vec::new(),
+            changed: Vec::new(),
+            copied_from: (0, 0),
+        }
+    }
+
+    /// Marks account `index` as changed since the last copy.
+    #[inline]
+    pub(crate) fn changed(&mut self, index: u32) {
+        let copies = *self.copies.get_mut();
+        if self.period != copies {
+            self.period = copies;
+            self.changed.clear();
+            self.marked.fill(0);
+        }
+        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
+        if word >= self.marked.len() {
+            self.marked.resize(word + 1, 0);
+        }
+        if self.marked[word] & bit == 0 {
+            self.marked[word] |= bit;
+            self.changed.push(index);
+        }
+    }
+
+    /// The accounts changed since the copy `copied_from` names, if that is the last copy
+    /// taken of this ledger; `None` otherwise (copy everything).
+    pub(crate) fn changed_since(&self, copied_from: (u64, u64)) -> Option<&[u32]> {
+        let copies = self.copies.load(Ordering::Relaxed);
+        if copied_from != (self.lineage, copies) || copies == 0 {
+            return None;
+        }
+        Some(if self.period == copies { &self.changed } else { &[] })
+    }
+
+    /// Counts a copy of this ledger and returns the tracking the copy gets: its own
+    /// lineage, and which copy it is.
+    pub(crate) fn copy_taken(&self) -> CopyTracking {
+        let copies = self.copies.fetch_add(1, Ordering::Relaxed) + 1;
+        CopyTracking { copied_from: (self.lineage, copies), ..CopyTracking::new() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tally_codecs::flags::transfer as transfer_flags;
+    use tally_codecs::{Account, Transfer};
+
+    use crate::Ledger;
+
+    fn account(id: u128) -> Account {
+        Account { id, ledger: 1, code: 1, ..Account::default() }
+    }
+
+    fn transfer(id: u128, debit: u128, credit: u128, amount: u128, flags: u16) -> Transfer {
+        Transfer {
+            id,
+            debit_account_id: debit,
+            credit_account_id: credit,
+            amount,
+            ledger: 1,
+            code: 1,
+            flags,
+            ..Transfer::default()
+        }
+    }
+
+    /// The copy into the previous copy (only the accounts changed since) equals the ledger,
+    /// through new accounts, transfers, a failed linked chain (undone changes), eviction,
+    /// batches with no change, and a foreign copy target (which gets everything).
+    #[test]
+    fn a_copy_into_the_previous_copy_is_the_whole_state() {
+        let mut ledger = Ledger::new();
+        ledger.set_hot_window(2);
+        let mut results = Vec::new();
+        let accounts: Vec<Account> = (1..=200).map(account).collect();
+        ledger.create_accounts(1, &accounts, &mut results);
+        let mut spare = ledger.clone();
+        let mut next_id = 1_000u128;
+        for round in 0..40u64 {
+            let sequence = round + 1;
+            ledger.begin_input(sequence, Default::default());
+            let mut batch = Vec::new();
+            for step in 0..(round % 5) {
+                next_id += 1;
+                let debit = 1 + (round * 7 + step * 13) as u128 % 200;
+                let credit = 1 + (debit + 1 + step as u128) % 200;
+                batch.push(transfer(next_id, debit, credit, 1 + u128::from(step), 0));
+            }
+            if round % 3 == 0 {
+                // A chain whose second event fails: the first one's changes are undone.
+                next_id += 2;
+                batch.push(transfer(next_id - 1, 3, 4, 5, transfer_flags::LINKED));
+                batch.push(transfer(next_id, 3, 999_999, 5, 0));
+            }
+            ledger.create_transfers(10 + round * 1_000, &batch, &mut results);
+            if round % 4 == 1 {
+                let new = [account(10_000 + u128::from(round))];
+                ledger.create_accounts(10 + round * 1_000 + 500, &new, &mut results);
+            }
+            ledger.end_input();
+            if round % 2 == 0 {
+                spare.clone_from(&ledger);
+                assert_eq!(spare.accounts, ledger.accounts, "round {round}");
+                assert_eq!(spare.account_last, ledger.account_last, "round {round}");
+                assert_eq!(spare.recompute_state_hash(), ledger.state_hash(), "round {round}");
+                assert_eq!(spare.account_index.len(), ledger.account_index.len());
+                for (index, account) in ledger.accounts.iter().enumerate() {
+                    assert_eq!(spare.account_index.get(&account.id), Some(&(index as u32)));
+                }
+            }
+        }
+        // A target that is not the last copy gets a full copy.
+        let mut other = Ledger::new();
+        other.create_accounts(1, &[account(77_777)], &mut results);
+        let mut stale = Ledger::new();
+        stale.clone_from(&ledger);
+        let mut newer = Ledger::new();
+        newer.clone_from(&ledger);
+        ledger.begin_input(1_000, Default::default());
+        ledger.create_transfers(99_000_000, &[transfer(next_id + 1, 1, 2, 9, 0)], &mut results);
+        for target in [&mut other, &mut stale, &mut newer] {
+            target.clone_from(&ledger);
+            assert_eq!(target.accounts, ledger.accounts);
+            assert_eq!(target.account_last, ledger.account_last);
+            assert_eq!(target.account_index.len(), ledger.account_index.len());
+        }
     }
 }

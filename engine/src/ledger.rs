@@ -86,6 +86,22 @@ impl Balances {
     }
 }
 
+/// Marks "no transfer" in [`Ledger::account_last`] and [`TransferLinks`].
+pub(crate) const NO_TRANSFER: u64 = u64::MAX;
+
+/// Where a hot transfer sits in its two accounts' transfer lists. The lists are threaded
+/// through the transfers themselves (each names the account's previous transfer) instead
+/// of one growable list per account: committing a transfer touches one word per account,
+/// and eviction touches no account at all (an account's list simply ends where the hot
+/// window does). A query walks the list back from the account's newest transfer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TransferLinks {
+    pub debit: u32,
+    pub credit: u32,
+    pub previous_debit: u64,
+    pub previous_credit: u64,
+}
+
 /// How to undo one primitive mutation.
 #[derive(Clone, Debug)]
 pub(crate) enum Undo {
@@ -111,11 +127,11 @@ pub const HOT_WINDOW_DEFAULT: u64 = 256;
 /// `Clone` (in `copy.rs`) is the checkpoint's copy (see `pipeline::checkpoint`).
 pub struct Ledger {
     pub(crate) accounts: Vec<Account>,
-    /// Each account's multiplier in the state hash's balance term, computed once.
-    pub(crate) balance_keys: Vec<u128>,
     pub(crate) account_index: IdMap<u128, u32>,
-    /// Per account, the numbers of its hot transfers in commit order.
-    pub(crate) account_transfers: Vec<VecDeque<u64>>,
+    /// Per account, the number of its newest transfer ([`NO_TRANSFER`] if none): the head
+    /// of a list threaded backwards through `transfer_links`. A number below
+    /// `transfers_base` has left the hot window and ends the list.
+    pub(crate) account_last: Vec<u64>,
     /// Balance history rows still hot, per account created with the `history` flag (their
     /// row numbers), and all of them in commit order.
     pub(crate) history: IdMap<u32, VecDeque<u64>>,
@@ -125,6 +141,9 @@ pub struct Ledger {
     /// `transfers_base` is the number of the first.
     pub(crate) transfers: VecDeque<Transfer>,
     pub(crate) transfer_sequences: VecDeque<u64>,
+    /// Each hot transfer's accounts and, per side, the account's previous transfer, at the
+    /// same position as the transfer (see [`TransferLinks`]).
+    pub(crate) transfer_links: VecDeque<TransferLinks>,
     pub(crate) transfers_base: u64,
     pub(crate) transfer_index: IdIndex,
     pub(crate) pending: IdMap<u128, PendingState>,
@@ -160,6 +179,8 @@ pub struct Ledger {
     /// While [`Ledger::collect_expired`] runs: the ids of the pending transfers expired.
     /// Not part of the state (nor of its hash or image).
     pub(crate) expired_log: Option<Vec<u128>>,
+    /// What the checkpoint copy needs to copy only what changed (`copy.rs`); not state.
+    pub(crate) copy_tracking: crate::copy::CopyTracking,
 }
 
 impl Default for Ledger {
@@ -188,14 +209,14 @@ impl Ledger {
     fn with_capacity_untouched(accounts: usize, transfers: usize) -> Ledger {
         Ledger {
             accounts: Vec::with_capacity(accounts),
-            balance_keys: Vec::with_capacity(accounts),
             account_index: id_map_with_capacity(accounts),
-            account_transfers: Vec::with_capacity(accounts),
+            account_last: Vec::with_capacity(accounts),
             history: id_map_with_capacity(0),
             history_rows: VecDeque::new(),
             history_base: 0,
             transfers: VecDeque::with_capacity(transfers),
             transfer_sequences: VecDeque::with_capacity(transfers),
+            transfer_links: VecDeque::with_capacity(transfers),
             transfers_base: 0,
             transfer_index: IdIndex::with_capacity(transfers),
             pending: id_map_with_capacity(0),
@@ -217,6 +238,7 @@ impl Ledger {
             undo: Vec::new(),
             recording: false,
             expired_log: None,
+            copy_tracking: crate::copy::CopyTracking::new(),
         }
     }
 
@@ -349,9 +371,8 @@ impl Ledger {
             .wrapping_add(state_hash::account_identity(&account))
             .wrapping_add(state_hash::account_balances(&account));
         self.account_index.insert(account.id, index);
-        self.balance_keys.push(state_hash::balance_key(account.id));
         self.accounts.push(account);
-        self.account_transfers.push(VecDeque::new());
+        self.account_last.push(NO_TRANSFER);
         if account.has(account_flags::HISTORY) {
             self.history.insert(index, VecDeque::new());
         }
@@ -363,9 +384,8 @@ impl Ledger {
 
     fn remove_last_account(&mut self) {
         let account = self.accounts.pop().expect("invariant: undo removes an account it inserted");
-        self.balance_keys.pop();
         let index = self.accounts.len() as u32;
-        self.account_transfers.pop();
+        self.account_last.pop();
         self.history.remove(&index);
         self.windows.remove(&index);
         self.window_debits.remove(&index);
@@ -378,6 +398,7 @@ impl Ledger {
 
     /// Replaces an account's balances and flags (its only mutable parts).
     pub(crate) fn set_account(&mut self, index: u32, balances: Balances, flags: u16) {
+        self.copy_tracking.changed(index);
         let account = &mut self.accounts[index as usize];
         let before = Balances::of(account);
         let flags_before = account.flags;
@@ -387,7 +408,10 @@ impl Ledger {
         account.credits_posted = balances.credits_posted;
         account.flags = flags;
         let weights = state_hash::balance_weights_delta(before.as_array(), flags_before, balances.as_array(), flags);
-        let delta = self.balance_keys[index as usize].wrapping_mul(weights);
+        // The account's multiplier is recomputed (two multiplies on the id, which sits in
+        // the cache line just written) rather than read from a table of keys: that read
+        // was a cache miss per account change, the largest cost of this function.
+        let delta = state_hash::balance_key(account.id).wrapping_mul(weights);
         self.hash_sum = self.hash_sum.wrapping_add(delta);
         if self.recording {
             self.undo.push(Undo::AccountChanged { index, balances: before, flags: flags_before });
@@ -401,8 +425,11 @@ impl Ledger {
         self.transfer_index.insert(transfer.id, number);
         self.transfers.push_back(transfer);
         self.transfer_sequences.push_back(self.sequence);
-        self.account_transfers[debit as usize].push_back(number);
-        self.account_transfers[credit as usize].push_back(number);
+        self.copy_tracking.changed(debit);
+        self.copy_tracking.changed(credit);
+        let previous_debit = std::mem::replace(&mut self.account_last[debit as usize], number);
+        let previous_credit = std::mem::replace(&mut self.account_last[credit as usize], number);
+        self.transfer_links.push_back(TransferLinks { debit, credit, previous_debit, previous_credit });
         self.record(Undo::TransferInserted);
         number
     }
@@ -410,12 +437,12 @@ impl Ledger {
     fn remove_last_transfer(&mut self) {
         let transfer = self.transfers.pop_back().expect("invariant: undo removes a transfer it inserted");
         self.transfer_sequences.pop_back();
-        let number = self.next_transfer_number();
-        for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
-            let account = self.account_index[&account_id];
-            let popped = self.account_transfers[account as usize].pop_back();
-            debug_assert_eq!(popped, Some(number));
-        }
+        let links = self.transfer_links.pop_back().expect("invariant: one link entry per hot transfer");
+        debug_assert_eq!(self.account_last[links.credit as usize], self.next_transfer_number());
+        self.copy_tracking.changed(links.debit);
+        self.copy_tracking.changed(links.credit);
+        self.account_last[links.credit as usize] = links.previous_credit;
+        self.account_last[links.debit as usize] = links.previous_debit;
         if let Some(state) = self.pending.remove(&transfer.id) {
             self.hash_sum = self.hash_sum.wrapping_sub(state_hash::pending_status(transfer.id, state.status as u8));
             self.expiry.remove(&(state.expires_at, state.number));
@@ -514,12 +541,7 @@ impl Ledger {
             let number = self.transfers_base;
             self.transfers_base += 1;
             self.transfer_index.remove_oldest(transfer.id, number);
-            for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
-                if let Some(account) = self.account_index.get(&account_id) {
-                    let popped = self.account_transfers[*account as usize].pop_front();
-                    debug_assert_eq!(popped, Some(number));
-                }
-            }
+            self.transfer_links.pop_front();
             self.evicted_sum = self.evicted_sum.wrapping_add(state_hash::transfer(&transfer));
         }
         while self.resolved.front().is_some_and(|(sequence, _)| *sequence < cutoff) {
@@ -569,6 +591,18 @@ impl Ledger {
             sum = sum.wrapping_add(state_hash::failed_transfer(*id, *code));
         }
         sum.wrapping_add(state_hash::timestamp(self.last_timestamp))
+    }
+
+    /// The numbers of the account's hot transfers, newest first.
+    pub(crate) fn hot_transfers_of(&self, account: u32) -> impl Iterator<Item = u64> + '_ {
+        let mut next = self.account_last.get(account as usize).copied().unwrap_or(NO_TRANSFER);
+        std::iter::from_fn(move || {
+            let number = next;
+            let offset = usize::try_from(number.checked_sub(self.transfers_base)?).ok()?;
+            let links = self.transfer_links.get(offset)?;
+            next = if links.debit == account { links.previous_debit } else { links.previous_credit };
+            Some(number)
+        })
     }
 
     /// A pending transfer's status, if the hot state still holds it (every open one does).

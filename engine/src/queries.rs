@@ -37,9 +37,11 @@ impl Ledger {
         let cold = cold
             .into_iter()
             .map(|stored| (stored.transfer.timestamp, side_of(&stored.transfer, filter.account_id), stored.transfer));
-        let hot = self.account_transfers[account as usize]
-            .iter()
-            .filter_map(|number| self.hot_transfer(*number))
+        let mut numbers: Vec<u64> = self.hot_transfers_of(account).collect();
+        numbers.reverse();
+        let hot = numbers
+            .into_iter()
+            .filter_map(|number| self.hot_transfer(number))
             .map(|transfer| (transfer.timestamp, side_of(transfer, filter.account_id), *transfer));
         selection.collect(cold.chain(hot), |(_, _, transfer)| *transfer, out);
         Ok(())

@@ -14,8 +14,8 @@
 //! nothing would let a retried id apply twice.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -53,6 +53,23 @@ pub enum HistoryError {
 pub struct HistoryStore {
     db: redb::Database,
     path: PathBuf,
+    /// The largest key each id table holds (0: empty), in [`IdTable`] order: an id above
+    /// it is not there, so a new id (with increasing ids, every new one) is answered
+    /// without a read transaction. Raised before the write that adds a larger id commits,
+    /// so a reader that can see a record also sees a bound at or above its id; read from
+    /// the tables' last keys on open. Only skips reads, never changes what a look-up
+    /// answers: the cold facts still depend only on the journal.
+    largest: Mutex<[u128; 3]>,
+    /// Read transactions opened (for tests and reports).
+    reads: AtomicU64,
+}
+
+/// The tables keyed by a transfer id, as indices into `HistoryStore::largest`.
+#[derive(Clone, Copy)]
+enum IdTable {
+    Transfers = 0,
+    Failed = 1,
+    Resolutions = 2,
 }
 
 fn store_error(path: &Path, error: impl std::fmt::Display) -> HistoryError {
@@ -76,7 +93,40 @@ impl HistoryStore {
             meta.get(MARK).map_err(|error| store_error(&path, error))?.map_or(0, |mark| mark.value())
         };
         txn.commit().map_err(|error| store_error(&path, error))?;
-        Ok((Arc::new(HistoryStore { db, path }), mark))
+        let largest = largest_ids(&db).map_err(|error| store_error(&path, error))?;
+        let store = HistoryStore { db, path, largest: Mutex::new(largest), reads: AtomicU64::new(0) };
+        Ok((Arc::new(store), mark))
+    }
+
+    /// Read transactions opened since the store was opened.
+    pub fn read_transactions(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Whether `id` may be in `table`: false when it is above the table's largest key.
+    fn may_hold(&self, table: IdTable, id: u128) -> bool {
+        let largest = self.largest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        id <= largest[table as usize]
+    }
+
+    /// Raises the bounds to cover a batch about to be written.
+    fn raise_bounds(&self, batch: &[Effects]) {
+        let mut raised = [0u128; 3];
+        for effects in batch {
+            for stored in &effects.transfers {
+                raised[IdTable::Transfers as usize] = raised[IdTable::Transfers as usize].max(stored.transfer.id);
+            }
+            for (id, _) in &effects.failed {
+                raised[IdTable::Failed as usize] = raised[IdTable::Failed as usize].max(*id);
+            }
+            for (id, _) in &effects.resolutions {
+                raised[IdTable::Resolutions as usize] = raised[IdTable::Resolutions as usize].max(*id);
+            }
+        }
+        let mut largest = self.largest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (bound, new) in largest.iter_mut().zip(raised) {
+            *bound = (*bound).max(new);
+        }
     }
 
     fn fatal(&self, error: impl std::fmt::Display) -> ! {
@@ -85,6 +135,7 @@ impl HistoryStore {
     }
 
     fn read(&self) -> redb::ReadTransaction {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         self.db.begin_read().unwrap_or_else(|error| self.fatal(error))
     }
 
@@ -96,6 +147,7 @@ impl HistoryStore {
     }
 
     fn try_write(&self, batch: &[Effects], mark: u64, durable: bool) -> Result<(), redb::Error> {
+        self.raise_bounds(batch);
         let mut txn = self.db.begin_write()?;
         if !durable {
             // Refused only while a persistent savepoint is being changed; this store makes none.
@@ -151,6 +203,15 @@ impl HistoryStore {
     }
 }
 
+/// The largest key of each id table, in [`IdTable`] order (0 for an empty table).
+fn largest_ids(db: &redb::Database) -> Result<[u128; 3], redb::Error> {
+    let txn = db.begin_read()?;
+    let transfers = txn.open_table(TRANSFERS)?.last()?.map_or(0, |(id, _)| id.value());
+    let failed = txn.open_table(FAILED)?.last()?.map_or(0, |(id, _)| id.value());
+    let resolutions = txn.open_table(RESOLUTIONS)?.last()?.map_or(0, |(id, _)| id.value());
+    Ok([transfers, failed, resolutions])
+}
+
 fn wanted(filter: &AccountFilter, debit: bool, timestamp: u64) -> bool {
     let side = if debit { filter.flags & filter_flags::DEBITS != 0 } else { filter.flags & filter_flags::CREDITS != 0 };
     let max = if filter.timestamp_max == 0 { u64::MAX } else { filter.timestamp_max };
@@ -159,6 +220,9 @@ fn wanted(filter: &AccountFilter, debit: bool, timestamp: u64) -> bool {
 
 impl HistoryLookup for HistoryStore {
     fn transfer(&self, id: u128) -> Option<StoredTransfer> {
+        if !self.may_hold(IdTable::Transfers, id) {
+            return None;
+        }
         let txn = self.read();
         let table = txn.open_table(TRANSFERS).unwrap_or_else(|error| self.fatal(error));
         let found = table.get(id).unwrap_or_else(|error| self.fatal(error))?;
@@ -166,12 +230,18 @@ impl HistoryLookup for HistoryStore {
     }
 
     fn failed(&self, id: u128) -> Option<(u32, u64)> {
+        if !self.may_hold(IdTable::Failed, id) {
+            return None;
+        }
         let txn = self.read();
         let table = txn.open_table(FAILED).unwrap_or_else(|error| self.fatal(error));
         table.get(id).unwrap_or_else(|error| self.fatal(error)).map(|found| found.value())
     }
 
     fn resolution(&self, pending_id: u128) -> Option<(PendingStatus, u64)> {
+        if !self.may_hold(IdTable::Resolutions, pending_id) {
+            return None;
+        }
         let txn = self.read();
         let table = txn.open_table(RESOLUTIONS).unwrap_or_else(|error| self.fatal(error));
         let (status, sequence) = table.get(pending_id).unwrap_or_else(|error| self.fatal(error))?.value();
@@ -355,5 +425,60 @@ mod tests {
         drop(store);
         let (_, reopened_mark) = HistoryStore::open(dir.path()).expect("reopen the store");
         assert_eq!(reopened_mark, 5);
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use tally_codecs::Transfer;
+    use tally_engine::{Effects, HistoryLookup, PendingStatus, StoredTransfer};
+
+    use super::HistoryStore;
+
+    fn effects(sequence: u64, ids: std::ops::RangeInclusive<u128>) -> Effects {
+        let transfers = ids
+            .map(|id| StoredTransfer {
+                transfer: Transfer { id, debit_account_id: 1, credit_account_id: 2, amount: 1, ..Transfer::default() },
+                number: id as u64,
+                sequence,
+            })
+            .collect();
+        Effects {
+            sequence,
+            transfers,
+            failed: vec![(500, 7)],
+            resolutions: vec![(3, PendingStatus::Posted)],
+            balances: vec![],
+        }
+    }
+
+    /// An id above every stored one is answered without a read transaction, before and
+    /// after a reopen (the bound comes back from the tables); a stored id is still read.
+    #[test]
+    fn new_ids_above_every_stored_id_skip_the_store() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let (store, _) = HistoryStore::open(dir.path()).expect("open");
+            assert_eq!(store.transfer(1), None);
+            assert_eq!(store.read_transactions(), 0, "an empty store is never read");
+            store.write(&[effects(1, 1..=100)], 1, true);
+            for id in [101u128, 5_000, u128::MAX - 1] {
+                assert_eq!(store.transfer(id), None);
+                assert_eq!(store.failed(id), None);
+                assert_eq!(store.resolution(id), None);
+            }
+            assert_eq!(store.read_transactions(), 0, "new ids opened read transactions");
+            assert_eq!(store.transfer(42).map(|stored| stored.transfer.id), Some(42));
+            assert_eq!(store.failed(500), Some((7, 1)));
+            assert_eq!(store.read_transactions(), 2);
+        }
+        let (store, mark) = HistoryStore::open(dir.path()).expect("reopen");
+        assert_eq!(mark, 1);
+        assert_eq!(store.transfer(101), None);
+        assert_eq!(store.failed(501), None);
+        assert_eq!(store.resolution(4), None);
+        assert_eq!(store.read_transactions(), 0, "the bound was not rebuilt on open");
+        assert_eq!(store.transfer(100).map(|stored| stored.number), Some(100));
+        assert_eq!(store.resolution(3), Some((PendingStatus::Posted, 1)));
     }
 }
