@@ -139,9 +139,37 @@ fn check_order(header: &RecordHeader, cursor: &Cursor) -> Result<(), DamageReaso
 pub(crate) fn last_nonzero(bytes: &[u8], from: usize) -> Option<usize> {
     const PAGE_BYTES: usize = 4096;
     let tail = bytes.get(from..)?;
-    let page = tail.chunks(PAGE_BYTES).rposition(|chunk| chunk.iter().any(|&byte| byte != 0))?;
+    let page = tail.chunks(PAGE_BYTES).rposition(|chunk| !all_zero(chunk))?;
     let page_start = page * PAGE_BYTES;
     let page_end = (page_start + PAGE_BYTES).min(tail.len());
     let within = tail[page_start..page_end].iter().rposition(|&byte| byte != 0)?;
     Some(from + page_start + within)
+}
+
+/// Whether every byte is zero. The bytes are ORed together without stopping early, which
+/// the compiler turns into wide vector instructions; a byte-wise `any` stops to test each
+/// byte. A segment's tail is hundreds of MiB of zeros that every start (and every
+/// promotion) scans, so this is the difference between tens and hundreds of milliseconds.
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0u8, |acc, &byte| acc | byte) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_nonzero;
+
+    #[test]
+    fn last_nonzero_finds_the_last_set_byte_in_any_page() {
+        let mut bytes = vec![0u8; 5 * 4096 + 100];
+        assert_eq!(last_nonzero(&bytes, 0), None, "all zeros");
+        bytes[7] = 1;
+        assert_eq!(last_nonzero(&bytes, 0), Some(7));
+        assert_eq!(last_nonzero(&bytes, 8), None, "only what is at or after `from` counts");
+        bytes[3 * 4096 + 17] = 0x80;
+        assert_eq!(last_nonzero(&bytes, 8), Some(3 * 4096 + 17));
+        let last = bytes.len() - 1;
+        bytes[last] = 2;
+        assert_eq!(last_nonzero(&bytes, 8), Some(last), "the short last page is checked too");
+        assert_eq!(last_nonzero(&bytes, bytes.len() + 1), None, "past the end");
+    }
 }

@@ -217,7 +217,10 @@ impl CheckpointThread {
 
     fn join(&mut self) -> Option<CheckpointWriter> {
         self.stop.store(true, Ordering::Release);
-        let joined = self.thread.take()?.join();
+        let thread = self.thread.take()?;
+        // Wakes it from its pause now: a promotion waits for this join.
+        thread.thread().unpark();
+        let joined = thread.join();
         if joined.is_err() {
             eprintln!("tally: the checkpoint thread panicked");
         }
@@ -242,12 +245,12 @@ fn run(
     while !stop.load(Ordering::Acquire) {
         if writer.staged().is_some() {
             writer.try_commit();
-            std::thread::sleep(POLL);
+            std::thread::park_timeout(POLL);
             continue;
         }
         let applied_since = writer.stats.applied_sequence() > writer.committed();
         if last_attempt.elapsed() < interval || !applied_since {
-            std::thread::sleep(POLL);
+            std::thread::park_timeout(POLL);
             continue;
         }
         requests.request();

@@ -87,8 +87,10 @@ impl Promoter {
                 return Err("this node is not a standby".into());
             }
         };
+        let mut steps = Steps::start();
         let (_, own) = standby.shutdown();
-        match self.elect_and_catch_up(own, force, timeout) {
+        steps.done("standby stopped");
+        match self.elect_and_catch_up(own, force, timeout, &mut steps) {
             Ok(()) => {}
             Err(reason) => {
                 // Back to following: nothing was served in the new epoch.
@@ -103,11 +105,18 @@ impl Promoter {
             }
         }
         let node = Node::open_with_role(&self.node_config, self.role.clone()).map_err(|error| error.to_string())?;
+        steps.done("node opened");
         self.role.set_primary(Some(self.standby_config.node));
         self.switch(node.status(), node.shipping(), node.log());
         let status = node.status().read();
         *running = Running::Primary(node);
-        tracing::warn!(epoch = status.epoch, last_sequence = status.last_sequence, role = "primary", "PROMOTED");
+        tracing::warn!(
+            epoch = status.epoch,
+            last_sequence = status.last_sequence,
+            role = "primary",
+            steps = %steps.summary(),
+            "PROMOTED"
+        );
         Ok(status)
     }
 
@@ -235,9 +244,16 @@ impl Promoter {
         *self.log.write().unwrap_or_else(PoisonError::into_inner) = log;
     }
 
-    fn elect_and_catch_up(&self, own: LogPosition, force: bool, timeout: Duration) -> Result<(), String> {
+    fn elect_and_catch_up(
+        &self,
+        own: LogPosition,
+        force: bool,
+        timeout: Duration,
+        steps: &mut Steps,
+    ) -> Result<(), String> {
         let epoch = self.role.epoch() + 1;
         self.role.enter(epoch, RoleKind::Standby).map_err(|error| error.to_string())?;
+        steps.done("own promise");
         let replicas = usize::from(self.node_config.durability.replicas());
         let (mut election, prepare) = Election::start(epoch, own, self.cluster.len(), replicas);
         let (answers, answered) = channel::unbounded();
@@ -272,8 +288,11 @@ impl Promoter {
             }
             None => return Err(election.refuse().to_string()),
         };
+        steps.done("promises");
         self.catch_up(own, &decision)?;
+        steps.done("catch-up");
         self.role.enter(epoch, RoleKind::Primary).map_err(|error| error.to_string())?;
+        steps.done("epoch recorded");
         Ok(())
     }
 
@@ -333,6 +352,32 @@ impl Promoter {
             return Err(format!("{address} sent records up to {fetched}, not {to}"));
         }
         Ok(())
+    }
+}
+
+/// The promotion's steps and how long each took, for the `PROMOTED` line: an operator
+/// (and `tally drill`) sees where a slow failover spent its time.
+struct Steps {
+    last: Instant,
+    taken: Vec<(&'static str, Duration)>,
+}
+
+impl Steps {
+    fn start() -> Steps {
+        Steps { last: Instant::now(), taken: Vec::new() }
+    }
+
+    fn done(&mut self, step: &'static str) {
+        let now = Instant::now();
+        self.taken.push((step, now - self.last));
+        self.last = now;
+    }
+
+    fn summary(&self) -> String {
+        let total: Duration = self.taken.iter().map(|(_, took)| *took).sum();
+        let steps: Vec<String> =
+            self.taken.iter().map(|(step, took)| format!("{step} {:.1} ms", took.as_secs_f64() * 1e3)).collect();
+        format!("{:.1} ms: {}", total.as_secs_f64() * 1e3, steps.join(", "))
     }
 }
 

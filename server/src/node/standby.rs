@@ -35,10 +35,14 @@ use crate::error::NodeError;
 
 /// How long a connection attempt to a primary may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Pause between rounds of connection attempts.
-const RETRY_PAUSE: Duration = Duration::from_millis(200);
-/// How often a blocked read looks for a stop request.
-const STOP_POLL: Duration = Duration::from_millis(200);
+/// Pause between rounds of connection attempts: short at first, so that a standby finds a
+/// just-promoted primary within milliseconds (under `replicated:k` the new primary
+/// acknowledges nothing until k standbys follow it), then doubling up to the longest.
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(10);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(200);
+/// How often a blocked read or a pause looks for a stop request: it bounds how long
+/// `tally promote` waits for the follow thread to stop.
+const STOP_POLL: Duration = Duration::from_millis(20);
 /// How long the standby's business-logic thread waits for work before it offers its state
 /// to a checkpoint that was asked for (a primary that has gone quiet sends no batches).
 const IDLE_OFFER: Duration = Duration::from_millis(100);
@@ -175,8 +179,10 @@ impl Standby {
     /// Stops following, applies what was received, closes the journal, writes a
     /// checkpoint and returns the ledger and where the journal ends.
     pub fn shutdown(mut self) -> (Ledger, LogPosition) {
-        let writer = self.checkpoints.take().and_then(Checkpointing::stop);
+        // The follow thread stops while the checkpoint thread is joined: a promotion waits
+        // for the slower of the two, not for both in turn.
         self.stop.store(true, Ordering::Release);
+        let writer = self.checkpoints.take().and_then(Checkpointing::stop);
         let position = match self.follow.take().map(JoinHandle::join) {
             Some(Ok(position)) => position,
             _ => {
@@ -243,6 +249,7 @@ struct Following {
 
 impl Following {
     fn run(mut self) -> LogPosition {
+        let mut pause = RETRY_PAUSE_MIN;
         while !self.stop.load(Ordering::Acquire) {
             for index in 0..self.config.primaries.len() {
                 let address = self.config.primaries[index];
@@ -252,20 +259,38 @@ impl Following {
                 if self.stop.load(Ordering::Acquire) {
                     break;
                 }
+                let heard_before = self.heard_ms.load(Ordering::Acquire);
                 match self.follow(address) {
                     Ok(()) => {}
                     Err(FollowEnd::Peer(error)) => eprintln!("tally: following {address}: {error}"),
                     Err(FollowEnd::Diverged(error)) => stop_loudly(&error),
                 }
                 self.role.set_primary(None);
+                if self.heard_ms.load(Ordering::Acquire) != heard_before {
+                    // A primary was followed: when it goes, look for the next one at once.
+                    pause = RETRY_PAUSE_MIN;
+                }
             }
-            std::thread::sleep(RETRY_PAUSE);
+            self.pause(pause);
+            pause = (pause * 2).min(RETRY_PAUSE_MAX);
         }
         let position = self.position();
         if let Some(journal) = self.journal.take() {
             journal.close();
         }
         position
+    }
+
+    /// Sleeps `pause`, or less if the node is stopping.
+    fn pause(&self, pause: Duration) {
+        let until = Instant::now() + pause;
+        while !self.stop.load(Ordering::Acquire) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(STOP_POLL));
+        }
     }
 
     fn journal(&mut self) -> &mut Journal {
