@@ -133,7 +133,7 @@ impl StageLatencies {
             .iter()
             .filter_map(|&stage| {
                 let histogram = self.snapshot(stage);
-                (histogram.len() > 0).then(|| {
+                (!histogram.is_empty()).then(|| {
                     format!(
                         "{} count {} p50_us {:.1} p99_us {:.1} p99.9_us {:.1} max_us {:.1}",
                         stage.name(),
