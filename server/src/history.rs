@@ -446,7 +446,7 @@ mod bound_tests {
         Effects {
             sequence,
             transfers,
-            failed: vec![(500, 7)],
+            failed: vec![(50, 7)],
             resolutions: vec![(3, PendingStatus::Posted)],
             balances: vec![],
         }
@@ -469,7 +469,7 @@ mod bound_tests {
             }
             assert_eq!(store.read_transactions(), 0, "new ids opened read transactions");
             assert_eq!(store.transfer(42).map(|stored| stored.transfer.id), Some(42));
-            assert_eq!(store.failed(500), Some((7, 1)));
+            assert_eq!(store.failed(50), Some((7, 1)));
             assert_eq!(store.read_transactions(), 2);
         }
         let (store, mark) = HistoryStore::open(dir.path()).expect("reopen");
