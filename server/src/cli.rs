@@ -331,7 +331,8 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
     if node.peers().role.kind() == crate::node::role::RoleKind::Primary {
         node.peers().role.set_primary(Some(address));
     }
-    let metrics = args.metrics.map(|address| MetricsServer::start(address, MetricsSource::of(&node))).transpose();
+    let metrics_source = MetricsSource::of(&node);
+    let metrics = args.metrics.map(|address| MetricsServer::start(address, metrics_source.clone())).transpose();
     let metrics = metrics.map_err(|error| CliError::Usage(format!("cannot serve metrics: {error}")))?;
     if let Some(metrics) = &metrics {
         eprintln!("tally: metrics at http://{}/metrics", metrics.address);
@@ -349,7 +350,14 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         return Ok(());
     };
     // In a replica set the node may be fenced and then rejoin as a standby while it runs.
-    let promoter = replica::fenced_primary_rejoins(node, node_config, replication, address, status.clone());
+    let promoter = replica::fenced_primary_rejoins(
+        node,
+        node_config,
+        replication,
+        address,
+        status.clone(),
+        metrics.is_some().then_some(metrics_source),
+    );
     let frontend = gateway::Frontend { status, peers: promoter.peers() };
     gateway::serve(&listener, &frontend, signals::stop_requested)?;
     drop(metrics);

@@ -5,14 +5,15 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tally_sinks::sink::SinkStats;
 
 use crate::node::derived::DerivedMarks;
+use crate::node::standby::Standby;
 use crate::node::{Node, StatusSource};
 
 /// The longest request head read; a scrape's is a few hundred bytes.
@@ -22,18 +23,18 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the accept loop checks whether it should stop.
 const ACCEPT_POLL: Duration = Duration::from_millis(100);
 
-/// What the metrics are read from.
+/// What the metrics of one running node are read from.
 #[derive(Clone)]
-pub struct MetricsSource {
+pub struct MetricsParts {
     status: StatusSource,
     derived: DerivedMarks,
     sinks: Vec<(&'static str, Arc<SinkStats>)>,
     replicated: Option<Arc<AtomicU64>>,
 }
 
-impl MetricsSource {
-    pub fn of(node: &Node) -> MetricsSource {
-        MetricsSource {
+impl MetricsParts {
+    pub fn of(node: &Node) -> MetricsParts {
+        MetricsParts {
             status: node.status(),
             derived: node.derived_marks(),
             sinks: node.sink_stats(),
@@ -41,8 +42,43 @@ impl MetricsSource {
         }
     }
 
+    /// A standby's: it runs no sinks and ships to nobody.
+    pub fn of_standby(standby: &Standby) -> MetricsParts {
+        MetricsParts { status: standby.status(), derived: standby.derived_marks(), sinks: Vec::new(), replicated: None }
+    }
+}
+
+/// What the metrics are read from: the node the process runs *now*. A process that turns
+/// from primary into standby (a fenced primary rejoining) or back (a promotion) replaces
+/// its node; [`MetricsSource::switch`] points the scrape at the new one's counters.
+#[derive(Clone)]
+pub struct MetricsSource {
+    current: Arc<RwLock<MetricsParts>>,
+}
+
+impl MetricsSource {
+    pub fn new(parts: MetricsParts) -> MetricsSource {
+        MetricsSource { current: Arc::new(RwLock::new(parts)) }
+    }
+
+    pub fn of(node: &Node) -> MetricsSource {
+        MetricsSource::new(MetricsParts::of(node))
+    }
+
+    /// From now on the metrics are those of the node `parts` describes.
+    pub fn switch(&self, parts: MetricsParts) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = parts;
+    }
+
     /// The metrics in Prometheus' text format (version 0.0.4).
     pub fn render(&self) -> String {
+        let parts = self.current.read().unwrap_or_else(PoisonError::into_inner).clone();
+        parts.render()
+    }
+}
+
+impl MetricsParts {
+    fn render(&self) -> String {
         let status = self.status.read();
         let mut text = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {

@@ -13,6 +13,7 @@ use tally_replication::ClusterKey;
 
 use super::{CliError, NodeArgs, node_config};
 use crate::gateway::{self, Frontend};
+use crate::metrics::{MetricsParts, MetricsServer, MetricsSource};
 use crate::node::peers::PeerService;
 use crate::node::promote::{Promoter, Running};
 use crate::node::role::Role;
@@ -86,6 +87,11 @@ pub struct StandbyArgs {
     /// standby tries its primaries first); see `tally serve --repair-from`.
     #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',')]
     repair_from: Vec<SocketAddr>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (and /health); off by default.
+    /// They follow the node this process runs: the standby's, then, once promoted, the
+    /// primary's.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
@@ -111,8 +117,15 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         snapshot_interval: node_config.snapshot_interval,
         journal_segment_bytes: node_config.journal_segment_bytes,
         repair_from: args.repair_from.clone(),
+        hot_window: node_config.hot_window,
     };
     let standby = Standby::open(standby_config.clone(), role.clone())?;
+    let metrics_source = MetricsSource::new(MetricsParts::of_standby(&standby));
+    let metrics = args.metrics.map(|address| MetricsServer::start(address, metrics_source.clone())).transpose();
+    let metrics = metrics.map_err(|error| CliError::Usage(format!("cannot serve metrics: {error}")))?;
+    if let Some(metrics) = &metrics {
+        eprintln!("tally: metrics at http://{}/metrics", metrics.address);
+    }
     let status = Arc::new(RwLock::new(standby.status()));
     let shipping = Arc::new(RwLock::new(None));
     let log = Arc::new(RwLock::new(standby.log()));
@@ -127,6 +140,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         shipping: shipping.clone(),
         log: log.clone(),
         promised_at: Mutex::new(None),
+        metrics: metrics.is_some().then_some(metrics_source),
     });
     signals::install()?;
     if let Some(after_ms) = args.auto_promote_after_ms {
@@ -138,6 +152,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
     let peers = PeerService { key: Some(replication.key), role, shipping, log, promoter: Some(promoter.clone()) };
     let frontend = Frontend { status, peers };
     gateway::serve(&listener, &frontend, signals::stop_requested)?;
+    drop(metrics);
     eprintln!("tally: stopping");
     stop(&promoter);
     Ok(())
@@ -163,6 +178,7 @@ pub fn fenced_primary_rejoins(
     replication: ReplicationConfig,
     listen: SocketAddr,
     status: Arc<RwLock<crate::node::StatusSource>>,
+    metrics: Option<MetricsSource>,
 ) -> Arc<Promoter> {
     let peers = node.peers();
     let standby_config = StandbyConfig {
@@ -173,6 +189,7 @@ pub fn fenced_primary_rejoins(
         snapshot_interval: node_config.snapshot_interval,
         journal_segment_bytes: node_config.journal_segment_bytes,
         repair_from: node_config.repair_from.clone(),
+        hot_window: node_config.hot_window,
     };
     let promoter = Arc::new(Promoter {
         running: Mutex::new(Running::Primary(node)),
@@ -185,6 +202,7 @@ pub fn fenced_primary_rejoins(
         shipping: peers.shipping,
         log: peers.log,
         promised_at: Mutex::new(None),
+        metrics,
     });
     promoter.rejoin_when_fenced(signals::stop_requested);
     promoter
