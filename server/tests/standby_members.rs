@@ -138,7 +138,8 @@ fn a_standby_at_a_small_hot_window_decides_retries_of_evicted_ids_as_the_primary
     evict(&primary, &mut next_id);
     cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
 
-    cluster.promote_ok(1);
+    cluster.kill(0);
+    force_promote(&cluster, 1);
     let promoted = client(&[cluster.addresses[1]], Duration::from_secs(20));
     let on_promoted = answers(&promoted);
     assert_eq!(on_promoted, on_primary, "the promoted standby answers as the old primary did");
@@ -223,7 +224,8 @@ fn standby_from_an_empty_directory_is_promoted_and_answers_like_the_old_primary_
     check(&on_primary, "the primary");
     evict(&primary, &mut next_id);
     cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
-    cluster.promote_ok(1);
+    cluster.kill(0);
+    force_promote(&cluster, 1);
     let promoted = client(&[cluster.addresses[1]], Duration::from_secs(20));
     assert_eq!(answers(&promoted), on_primary, "the promoted standby answers as the old primary did");
     // What such a node does not hold, as the README states: the history from before the
@@ -231,8 +233,10 @@ fn standby_from_an_empty_directory_is_promoted_and_answers_like_the_old_primary_
     let before = promoted.lookup_transfers(&[100_000]).expect("lookup answered");
     assert!(before.is_empty(), "history before the checkpoint is not on this node: {before:?}");
 
-    // The old primary, fenced by the promotion, rejoins as a standby while it runs; its
-    // /metrics now read the standby it became, not the stopped pipeline.
+    // The old primary, restarted as it was, learns of the newer epoch, is fenced and
+    // rejoins as a standby while it runs; its /metrics now read the standby it became,
+    // not the stopped pipeline.
+    cluster.start_primary(0, &primary_args);
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
     while cluster.status(0).is_none_or(|status| status.role != "standby") {
         assert!(Instant::now() < deadline, "the old primary never rejoined:\n{}", cluster.logs());
@@ -245,6 +249,22 @@ fn standby_from_an_empty_directory_is_promoted_and_answers_like_the_old_primary_
     scrape_until(metrics_1, |samples| {
         samples.get(APPLIED) == Some(&converged.applied_sequence) && samples.contains_key("tally_replicated_sequence")
     });
+}
+
+/// `tally promote --force`: with the primary gone, a two-node set under `local` cannot
+/// collect both promises.
+fn force_promote(cluster: &TestCluster, index: usize) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["promote", "--addr", &cluster.addresses[index].to_string(), "--force", "--timeout-ms", "2000"])
+        .output()
+        .expect("tally promote runs");
+    assert!(
+        output.status.success(),
+        "promotion failed: {}{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        cluster.logs()
+    );
 }
 
 /// User data the journal's compact encoding cannot shrink, so that a few batches fill a
