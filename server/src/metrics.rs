@@ -13,6 +13,7 @@ use tally_sinks::sink::SinkStats;
 use crate::node::derived::DerivedMarks;
 use crate::node::outcome_log::RetentionStats;
 use crate::node::role::RoleKind;
+use crate::node::standby::Standby;
 use crate::node::{Node, StatusSource};
 
 /// Every metric name `render` can write (histogram series add `_bucket`, `_sum`, `_count`).
@@ -42,46 +43,71 @@ pub const METRIC_NAMES: &[&str] = &[
     "tally_replication_lag",
 ];
 
-/// What the metrics are read from.
+/// The counters of one running node (primary or standby) that the status does not carry.
 #[derive(Clone)]
-pub struct MetricsSource {
-    /// The gateway's view, switched when the process changes role.
-    status: Arc<RwLock<StatusSource>>,
+pub struct MetricsParts {
     derived: DerivedMarks,
     sinks: Vec<(&'static str, Arc<SinkStats>)>,
     replicated: Option<Arc<AtomicU64>>,
     outcomes: Option<Arc<RetentionStats>>,
     flush_latency: Option<Arc<LatencyHistogram>>,
+}
+
+impl MetricsParts {
+    /// A primary's (or a node started without replication).
+    pub fn of(node: &Node) -> MetricsParts {
+        MetricsParts {
+            derived: node.derived_marks(),
+            sinks: node.sink_stats(),
+            replicated: node.shipping().map(|shipping| Arc::clone(&shipping.replicated)),
+            outcomes: Some(node.outcome_retention()),
+            flush_latency: Some(node.flush_latency()),
+        }
+    }
+
+    /// A standby's: its derived stores; it runs no sinks and ships to nobody.
+    pub fn of_standby(standby: &Standby) -> MetricsParts {
+        MetricsParts {
+            derived: standby.derived_marks(),
+            sinks: Vec::new(),
+            replicated: None,
+            outcomes: None,
+            flush_latency: None,
+        }
+    }
+}
+
+/// What the metrics are read from: the node the process runs *now*. A process that turns
+/// from primary into standby (a fenced primary rejoining) or back (a promotion) replaces
+/// its node; the status view is switched with the gateway's, and [`MetricsSource::switch`]
+/// points the rest at the new node's counters.
+#[derive(Clone)]
+pub struct MetricsSource {
+    /// The gateway's view, switched when the process changes role.
+    status: Arc<RwLock<StatusSource>>,
+    parts: Arc<RwLock<MetricsParts>>,
     /// The checkpoint count last seen and when it was first seen: the age of the newest
     /// checkpoint, to within a scrape interval (since start when none was taken yet).
     checkpoint_seen: Arc<Mutex<(u64, Instant)>>,
 }
 
 impl MetricsSource {
-    /// A node's metrics; `status` is the view the gateway answers from.
-    pub fn of(node: &Node, status: Arc<RwLock<StatusSource>>) -> MetricsSource {
+    pub fn new(status: Arc<RwLock<StatusSource>>, parts: MetricsParts) -> MetricsSource {
         MetricsSource {
             status,
-            derived: node.derived_marks(),
-            sinks: node.sink_stats(),
-            replicated: node.shipping().map(|shipping| Arc::clone(&shipping.replicated)),
-            outcomes: Some(node.outcome_retention()),
-            flush_latency: Some(node.flush_latency()),
+            parts: Arc::new(RwLock::new(parts)),
             checkpoint_seen: Arc::new(Mutex::new((0, Instant::now()))),
         }
     }
 
-    /// A standby's metrics: the status only (it keeps no outcome stream and runs no sinks).
-    pub fn of_status(status: Arc<RwLock<StatusSource>>) -> MetricsSource {
-        MetricsSource {
-            status,
-            derived: DerivedMarks::new(),
-            sinks: Vec::new(),
-            replicated: None,
-            outcomes: None,
-            flush_latency: None,
-            checkpoint_seen: Arc::new(Mutex::new((0, Instant::now()))),
-        }
+    /// A node's metrics; `status` is the view the gateway answers from.
+    pub fn of(node: &Node, status: Arc<RwLock<StatusSource>>) -> MetricsSource {
+        MetricsSource::new(status, MetricsParts::of(node))
+    }
+
+    /// From now on the counters are those of the node `parts` describes.
+    pub fn switch(&self, parts: MetricsParts) {
+        *self.parts.write().unwrap_or_else(PoisonError::into_inner) = parts;
     }
 
     /// Seconds since the checkpoint count last changed (or since this source was made).
@@ -96,6 +122,7 @@ impl MetricsSource {
     /// The metrics in Prometheus' text format (version 0.0.4).
     pub fn render(&self) -> String {
         let source = self.status.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let parts = self.parts.read().unwrap_or_else(PoisonError::into_inner).clone();
         let status = source.read();
         let stats = source.stats();
         let mut text = String::new();
@@ -151,7 +178,7 @@ impl MetricsSource {
             "Seconds since the newest checkpoint was committed (to within a scrape interval; since start when none).",
             &one(self.checkpoint_age_seconds(committed)),
         );
-        if let Some(outcomes) = &self.outcomes {
+        if let Some(outcomes) = &parts.outcomes {
             metric(
                 "tally_outcome_segments",
                 "gauge",
@@ -172,11 +199,11 @@ impl MetricsSource {
             );
         }
         let derived: Vec<(String, u64)> =
-            self.derived.each().iter().map(|(store, mark)| (format!("{{store=\"{store}\"}}"), *mark)).collect();
+            parts.derived.each().iter().map(|(store, mark)| (format!("{{store=\"{store}\"}}"), *mark)).collect();
         metric("tally_derived_durable_sequence", "gauge", "Last sequence each derived store holds durably.", &derived);
-        let stream = self.derived.each().iter().find(|(store, _)| *store == "outcomes").map_or(0, |(_, mark)| *mark);
+        let stream = parts.derived.each().iter().find(|(store, _)| *store == "outcomes").map_or(0, |(_, mark)| *mark);
         let per_sink = |read: &dyn Fn(&SinkStats) -> u64| -> Vec<(String, u64)> {
-            self.sinks.iter().map(|(name, stats)| (format!("{{sink=\"{name}\"}}"), read(stats))).collect()
+            parts.sinks.iter().map(|(name, stats)| (format!("{{sink=\"{name}\"}}"), read(stats))).collect()
         };
         metric(
             "tally_sink_watermark",
@@ -216,7 +243,7 @@ impl MetricsSource {
                 u64::from(stats.connected.load(Ordering::Acquire) && !stats.stopped.load(Ordering::Acquire))
             }),
         );
-        if let Some(replicated) = &self.replicated {
+        if let Some(replicated) = &parts.replicated {
             let replicated = replicated.load(Ordering::Acquire);
             metric("tally_replicated_sequence", "gauge", "Last sequence the required standbys hold.", &one(replicated));
             metric(
@@ -227,7 +254,7 @@ impl MetricsSource {
             );
         }
         // Histograms last: the closure above borrows `text` until its last use.
-        if let Some(flush) = &self.flush_latency {
+        if let Some(flush) = &parts.flush_latency {
             let _ = writeln!(
                 text,
                 "# HELP tally_journal_flush_seconds How long each journal flush (group commit of a batch) took.\n\

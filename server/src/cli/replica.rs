@@ -13,6 +13,7 @@ use tally_replication::ClusterKey;
 
 use super::{CliError, NodeArgs, node_config};
 use crate::gateway::{self, Frontend};
+use crate::metrics::{MetricsParts, MetricsSource};
 use crate::node::peers::PeerService;
 use crate::node::promote::{Promoter, Running};
 use crate::node::role::Role;
@@ -115,9 +116,11 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         snapshot_interval: node_config.snapshot_interval,
         journal_segment_bytes: node_config.journal_segment_bytes,
         repair_from: args.repair_from.clone(),
+        hot_window: node_config.hot_window,
     };
     let standby = Standby::open(standby_config.clone(), role.clone())?;
     let status = Arc::new(RwLock::new(standby.status()));
+    let metrics = MetricsSource::new(status.clone(), MetricsParts::of_standby(&standby));
     let shipping = Arc::new(RwLock::new(None));
     let log = Arc::new(RwLock::new(standby.log()));
     let promoter = Arc::new(Promoter {
@@ -131,10 +134,11 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         shipping: shipping.clone(),
         log: log.clone(),
         promised_at: Mutex::new(None),
+        metrics: Some(metrics.clone()),
     });
     if let Some(admin) = &admin {
         admin.attach(crate::admin::Attached {
-            metrics: crate::metrics::MetricsSource::of_status(status.clone()),
+            metrics,
             readiness: crate::admin::promoter_readiness(promoter.clone()),
         });
     }
@@ -174,6 +178,7 @@ pub fn fenced_primary_rejoins(
     replication: ReplicationConfig,
     listen: SocketAddr,
     status: Arc<RwLock<crate::node::StatusSource>>,
+    metrics: Option<MetricsSource>,
 ) -> Arc<Promoter> {
     let peers = node.peers();
     let standby_config = StandbyConfig {
@@ -184,6 +189,7 @@ pub fn fenced_primary_rejoins(
         snapshot_interval: node_config.snapshot_interval,
         journal_segment_bytes: node_config.journal_segment_bytes,
         repair_from: node_config.repair_from.clone(),
+        hot_window: node_config.hot_window,
     };
     let promoter = Arc::new(Promoter {
         running: Mutex::new(Running::Primary(node)),
@@ -196,6 +202,7 @@ pub fn fenced_primary_rejoins(
         shipping: peers.shipping,
         log: peers.log,
         promised_at: Mutex::new(None),
+        metrics,
     });
     promoter.rejoin_when_fenced(signals::stop_requested);
     promoter

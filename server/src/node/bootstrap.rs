@@ -33,6 +33,7 @@ use super::peer_io::{self, PeerError};
 use super::snapshots;
 use super::standby::StandbyConfig;
 use crate::error::NodeError;
+use crate::history::HistoryStore;
 
 /// The staging directory under the data directory.
 pub const STAGING: &str = "checkpoint-incoming";
@@ -163,6 +164,7 @@ pub fn install(checkpoint: &Checkpoint, dirs: &DataDir, segment_bytes: usize) ->
         let _ = std::fs::remove_dir_all(&staging);
         return Err(error);
     }
+    record_history_start(dirs, checkpoint.sequence)?;
     clear_files(&dirs.journal)?;
     clear_files(&dirs.snapshots)?;
     for file in &checkpoint.files {
@@ -180,6 +182,24 @@ pub fn install(checkpoint: &Checkpoint, dirs: &DataDir, segment_bytes: usize) ->
     journal.close();
     std::fs::remove_dir_all(&staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
     sync_dir(&dirs.root)
+}
+
+/// Records in the history store that it starts at the checkpoint: history before it
+/// was not shipped and is not on this node (see the README's replication section), and
+/// what follows is written from the records that follow. Without this a start would see
+/// a snapshot ahead of the history store and replay from a journal that now begins after
+/// the checkpoint. Done before the journal is cleared, so a crash in between leaves the
+/// staging directory and the next start fetches the checkpoint again.
+fn record_history_start(dirs: &DataDir, sequence: u64) -> Result<(), NodeError> {
+    let (store, start) = HistoryStore::open(&dirs.history)?;
+    if start < sequence {
+        eprintln!(
+            "tally: the history store holds sequences up to {start}; the checkpoint is at {sequence}: \
+             lookups of transfers committed before it are not answered by this node"
+        );
+        store.write(&[], sequence);
+    }
+    Ok(())
 }
 
 fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), NodeError> {

@@ -24,6 +24,7 @@ use super::role::{Role, RoleKind};
 use super::ship::Shipping;
 use super::standby::{Standby, StandbyConfig};
 use super::{Node, NodeConfig, StatusSource};
+use crate::metrics::MetricsParts;
 
 /// The promotion timeout when `tally promote` names none.
 pub const PROMOTE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
@@ -53,6 +54,8 @@ pub struct Promoter {
     /// timer restarts when it grants a vote. Without it, a standby that just promised would
     /// start a rival election at once and fence the primary it promised to.
     pub promised_at: Mutex<Option<Instant>>,
+    /// `/metrics`, when served: switched with the gateway's views.
+    pub metrics: Option<crate::metrics::MetricsSource>,
 }
 
 impl Promoter {
@@ -97,6 +100,7 @@ impl Promoter {
                 match Standby::open(self.standby_config.clone(), self.role.clone()) {
                     Ok(standby) => {
                         self.switch(standby.status(), None, standby.log());
+                        self.switch_metrics(MetricsParts::of_standby(&standby));
                         *running = Running::Standby(standby);
                     }
                     Err(error) => eprintln!("tally: cannot resume following after a refused promotion: {error}"),
@@ -108,6 +112,7 @@ impl Promoter {
         steps.done("node opened");
         self.role.set_primary(Some(self.standby_config.node));
         self.switch(node.status(), node.shipping(), node.log());
+        self.switch_metrics(MetricsParts::of(&node));
         let status = node.status().read();
         *running = Running::Primary(node);
         tracing::warn!(
@@ -222,6 +227,7 @@ impl Promoter {
             Ok(standby) => {
                 let status = standby.status().read();
                 self.switch(standby.status(), None, standby.log());
+                self.switch_metrics(MetricsParts::of_standby(&standby));
                 *running = Running::Standby(standby);
                 tracing::warn!(
                     applied_sequence = status.applied_sequence,
@@ -242,6 +248,12 @@ impl Promoter {
         *self.status.write().unwrap_or_else(PoisonError::into_inner) = status;
         *self.shipping.write().unwrap_or_else(PoisonError::into_inner) = shipping;
         *self.log.write().unwrap_or_else(PoisonError::into_inner) = log;
+    }
+
+    fn switch_metrics(&self, parts: MetricsParts) {
+        if let Some(metrics) = &self.metrics {
+            metrics.switch(parts);
+        }
     }
 
     fn elect_and_catch_up(

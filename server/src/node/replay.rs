@@ -2,7 +2,13 @@
 //! with its recorded timestamp by the same function the business-logic thread uses, with
 //! the same cold look-ups (docs/design.md §3.9); what each record commits goes to the
 //! history store as the history stage would write it.
+//!
+//! [`Deriving`] is that one step, shared by replay at start-up and by a standby's
+//! business-logic thread, which applies the primary's records the same way for as long
+//! as it follows: a standby's history store and outcome stream are therefore what the
+//! primary's would be after the same journal.
 
+use tally_codecs::wire::Reply;
 use tally_engine::pipeline::{Command, apply_collecting};
 use tally_engine::{Ledger, cold, cold_cutoff};
 use tally_journal::{FileStorage, Journal};
@@ -13,7 +19,45 @@ use crate::error::NodeError;
 use crate::history::HistoryStage;
 
 /// Records replay writes to the history store in one transaction.
-const HISTORY_BATCH: usize = 4_096;
+pub const HISTORY_BATCH: usize = 4_096;
+
+/// Applies journal records to a ledger and writes what they derive: the outcome-stream
+/// entries the stream lacks and the history above `history_from`.
+pub struct Deriving<'a> {
+    pub outcomes: &'a mut OutcomeStream<FileStorage>,
+    pub history: &'a mut HistoryStage,
+    /// The history store held everything up to here when it was opened: records at or
+    /// below it are not written again.
+    pub history_from: u64,
+}
+
+impl Deriving<'_> {
+    /// Applies the journal record `sequence` (with its recorded timestamp) as the
+    /// business-logic thread would: the cold facts come from the history store, which is
+    /// first made to hold every record below the cut-off (the determinism rule, §3.9).
+    pub fn apply(&mut self, ledger: &mut Ledger, sequence: u64, timestamp: u64, command: &Command) -> Option<Reply> {
+        let mark = self.history.mark.load(std::sync::atomic::Ordering::Acquire);
+        if mark.saturating_add(1) < cold_cutoff(sequence, ledger.hot_window()) {
+            self.history.flush();
+        }
+        let facts = cold::gather(self.history.store.as_ref(), command, sequence, ledger.hot_window());
+        let (reply, committed) = apply_collecting(ledger, sequence, timestamp, command, facts);
+        if sequence > self.outcomes.last_sequence() {
+            self.outcomes.catch_up(sequence, timestamp, command, reply.as_ref(), &committed);
+        }
+        if sequence > self.history_from {
+            self.history.push(ledger.effects());
+        }
+        reply
+    }
+
+    /// Makes what was derived so far durable: syncs the outcome entries, writes the
+    /// history in one transaction, and moves both marks.
+    pub fn commit(&mut self) {
+        self.outcomes.commit();
+        self.history.flush();
+    }
+}
 
 /// Applies the journal's records from `from_sequence` on, writes the entries the outcome
 /// stream is missing (then syncs them) and the history the history store is missing
@@ -28,29 +72,16 @@ pub fn replay(
 ) -> Result<u64, NodeError> {
     let mut reader = journal.reader(from_sequence)?;
     let mut applied = 0u64;
-    let mut written = history_mark;
+    let mut deriving = Deriving { outcomes, history, history_from: history_mark };
     while let Some(record) = reader.next_record()? {
         let command: Command = journal_codec::decode(record.operation, record.payload)
             .map_err(|source| NodeError::Replay { sequence: record.sequence, source })?;
-        // The cold-lookup rule: the store must hold everything below the cut-off.
-        written = written.max(history.mark.load(std::sync::atomic::Ordering::Acquire));
-        if written.saturating_add(1) < cold_cutoff(record.sequence, ledger.hot_window()) {
-            history.flush();
-        }
-        let facts = cold::gather(history.store.as_ref(), &command, record.sequence, ledger.hot_window());
-        let (reply, committed) = apply_collecting(ledger, record.sequence, record.timestamp, &command, facts);
-        if record.sequence > outcomes.last_sequence() {
-            outcomes.catch_up(record.sequence, record.timestamp, &command, reply.as_ref(), &committed);
-        }
-        if record.sequence > history_mark {
-            history.push(ledger.effects());
-            if history.pending() >= HISTORY_BATCH {
-                history.flush();
-            }
+        deriving.apply(ledger, record.sequence, record.timestamp, &command);
+        if deriving.history.pending() >= HISTORY_BATCH {
+            deriving.history.flush();
         }
         applied += 1;
     }
-    outcomes.commit();
-    history.flush();
+    deriving.commit();
     Ok(applied)
 }

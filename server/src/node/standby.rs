@@ -8,7 +8,13 @@
 //! ```
 //!
 //! Records are journaled, then acknowledged, then applied: an acknowledgement promises
-//! only what is on this standby's disk. A record whose chain hash differs from the
+//! only what is on this standby's disk. The business-logic thread applies each record
+//! exactly as replay does (`replay::Deriving`): the same hot window and eviction, the same
+//! cold look-ups, and the same derived stores as the primary — the history store
+//! (`DIR/history/`) and the outcome stream (`DIR/outcomes/`), registered in its
+//! `DerivedMarks` — so a promoted standby answers lookups, account queries and retries of
+//! old ids as the old primary did, and its checkpoints wait for those stores as a
+//! primary's do. A record whose chain hash differs from the
 //! primary's, a gap, or a checkpoint whose state hash differs from this ledger's stops the
 //! process with a message: a standby that silently disagreed would be promoted one day.
 
@@ -21,17 +27,20 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 use tally_engine::Ledger;
-use tally_engine::pipeline::{CheckpointTaker, PipelineStats, apply, checkpoint_channel};
-use tally_journal::{Journal, SnapshotStore};
+use tally_engine::pipeline::{CheckpointTaker, PipelineStats, checkpoint_channel};
+use tally_journal::{FileStorage, FlushMethod, Journal, SnapshotStore};
 use tally_replication::{Checkpoints, ClusterKey, FollowError, Follower, LogPosition, Message, Record, Step};
 
 use super::checkpoints::{self, CheckpointWriter, Checkpointing};
 use super::derived::DerivedMarks;
+use super::outcome_log::OutcomeStream;
 use super::peer_io::{self, PeerError, PeerStream};
 use super::peers::LocalLog;
+use super::replay::{self, Deriving};
 use super::role::{Role, RoleKind};
 use super::{DataDir, StatusSource, journal_codec, snapshots};
 use crate::error::NodeError;
+use crate::history::{HistoryStage, HistoryStore};
 
 /// How long a connection attempt to a primary may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -61,6 +70,9 @@ pub struct StandbyConfig {
     pub journal_segment_bytes: usize,
     /// Peers besides the primaries to repair damaged journal records from (`--repair-from`).
     pub repair_from: Vec<SocketAddr>,
+    /// The hot window (`--hot-window`): every node of a replica set must use the same one,
+    /// since cold look-ups, and so the results, depend on it (docs/design.md §3.9).
+    pub hot_window: u64,
 }
 
 /// What the follow thread hands the business-logic thread, in stream order.
@@ -80,6 +92,7 @@ pub struct Standby {
     /// Milliseconds since `started` when a message last came from a primary.
     heard_ms: Arc<AtomicU64>,
     started: Instant,
+    marks: DerivedMarks,
     _lock: std::fs::File,
 }
 
@@ -93,18 +106,22 @@ impl Standby {
         // that must not be trusted.
         super::bootstrap::clear_interrupted_install(&dirs)?;
         super::rejoin::truncate_divergent_suffix(&config, &dirs)?;
-        let (mut snapshots, mut restored, mut journal, mut ledger) = recover_local(&dirs, &config, role.epoch())?;
+        let mut local = recover_local(&dirs, &config, role.epoch())?;
         let position = LogPosition {
-            last_epoch: journal.last_epoch(),
-            last_sequence: journal.last_sequence(),
-            last_chain: journal.last_chain(),
+            last_epoch: local.journal.last_epoch(),
+            last_sequence: local.journal.last_sequence(),
+            last_chain: local.journal.last_chain(),
         };
         if let Some(checkpoint) = super::bootstrap::fetch_checkpoint_if_needed(&config, role.epoch(), position)? {
+            // The history store is opened once per process: everything recovered goes first.
+            let Local { journal, derived, .. } = local;
             journal.close();
+            drop(derived);
             super::bootstrap::install(&checkpoint, &dirs, config.journal_segment_bytes)?;
             eprintln!("tally: installed the checkpoint at sequence {}; following from there", checkpoint.sequence);
-            (snapshots, restored, journal, ledger) = recover_local(&dirs, &config, role.epoch())?;
+            local = recover_local(&dirs, &config, role.epoch())?;
         }
+        let Local { snapshots, restored, journal, ledger, derived: stores, marks } = local;
         let stats = Arc::new(PipelineStats::default());
         stats.publish(journal.last_sequence(), 0, 0, &ledger);
         let last_sequence = Arc::new(AtomicU64::new(journal.last_sequence()));
@@ -119,7 +136,7 @@ impl Standby {
         // A standby keeps its whole journal (the follow thread owns it): no retention here.
         let (taker, requests) = checkpoint_channel();
         let taker = config.snapshot_interval.is_some().then_some(taker);
-        let writer = CheckpointWriter::new(snapshots, stats.clone(), DerivedMarks::new(), None, restored);
+        let writer = CheckpointWriter::new(snapshots, stats.clone(), marks.clone(), None, restored);
         // An idle standby's business-logic thread offers a copy on its own (see `apply_loop`).
         let checkpoints = Some(Checkpointing::start(writer, requests, config.snapshot_interval, None));
         let stop = Arc::new(AtomicBool::new(false));
@@ -128,7 +145,7 @@ impl Standby {
         let apply_stats = stats.clone();
         let apply = std::thread::Builder::new()
             .name("business-logic".into())
-            .spawn(move || apply_loop(ledger, applied_from, &queued, &apply_stats, taker.as_ref()))
+            .spawn(move || apply_loop(ledger, stores, applied_from, &queued, &apply_stats, taker.as_ref()))
             .map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
         let started = Instant::now();
         let heard_ms = Arc::new(AtomicU64::new(0));
@@ -157,8 +174,14 @@ impl Standby {
             stats,
             heard_ms,
             started,
+            marks,
             _lock: lock,
         })
+    }
+
+    /// The durable marks of this standby's derived stores (history, outcomes).
+    pub fn derived_marks(&self) -> DerivedMarks {
+        self.marks.clone()
     }
 
     pub fn status(&self) -> StatusSource {
@@ -202,29 +225,62 @@ impl Standby {
     }
 }
 
-/// Loads the newest snapshot, opens the journal and replays it: the snapshot store, the
-/// sequence the snapshot covers, the journal and the ledger at the journal's end.
-/// Damaged journal records are repaired from the primaries (and `--repair-from`).
-fn recover_local(
-    dirs: &DataDir,
-    config: &StandbyConfig,
-    epoch: u32,
-) -> Result<(SnapshotStore, u64, Journal, Ledger), NodeError> {
+/// What a standby's business-logic thread writes besides its ledger: the stores derived
+/// from the journal, as the primary's history and outcome stages write them.
+struct DerivedStores {
+    outcomes: OutcomeStream<FileStorage>,
+    history: HistoryStage,
+    /// Records at or below this were in the history store when it was opened.
+    history_from: u64,
+}
+
+/// A standby's directory, recovered.
+struct Local {
+    snapshots: SnapshotStore,
+    /// The sequence the loaded snapshot covers (0: none).
+    restored: u64,
+    journal: Journal,
+    /// The state after the journal's last record.
+    ledger: Ledger,
+    derived: DerivedStores,
+    marks: DerivedMarks,
+}
+
+/// Loads the newest snapshot, opens the journal and the derived stores and replays the
+/// journal into all of them, as a node's start-up does (`replay::replay`). Damaged
+/// journal records are repaired from the primaries (and `--repair-from`).
+fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<Local, NodeError> {
     let snapshots = SnapshotStore::open(&dirs.snapshots)?;
-    let restored = snapshots::load(&snapshots)?;
+    let mut restored = snapshots::load(&snapshots)?;
+    let (history_store, history_start) = HistoryStore::open(&dirs.history)?;
+    if restored.sequence > history_start {
+        // As at a node's start (`Node::open_with_role`): the history store must hold
+        // what the snapshot's state has left behind. (A checkpoint install records its
+        // sequence in the store, so this takes a store that was lost or replaced.)
+        eprintln!(
+            "tally: the history store holds sequences up to {history_start}, behind the snapshot at {}: \
+             replaying the journal from its start instead",
+            restored.sequence
+        );
+        restored = snapshots::Restored { ledger: Ledger::new(), sequence: 0 };
+    }
     let peers = config.primaries.iter().chain(&config.repair_from).copied().filter(|peer| *peer != config.node);
     let repair_source = super::repair::RepairSource { peers: peers.collect(), key: config.key.clone(), epoch };
     let (journal, report) =
         super::open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes, Some(&repair_source))?;
+    let outcome_storage = FileStorage::new(&dirs.outcomes, FlushMethod::Fdatasync)?;
+    let segment_bytes = tally_sinks::stream::SEGMENT_BYTES_DEFAULT;
+    let mut outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
     let mut ledger = restored.ledger;
-    let mut reader = journal.reader(report.replay_from)?;
-    while let Some(record) = reader.next_record()? {
-        let command = journal_codec::decode(record.operation, record.payload)
-            .map_err(|source| NodeError::Replay { sequence: record.sequence, source })?;
-        apply(&mut ledger, record.sequence, record.timestamp, &command, Default::default());
-    }
-    drop(reader);
-    Ok((snapshots, restored.sequence, journal, ledger))
+    ledger.set_hot_window(config.hot_window);
+    let marks = DerivedMarks::new();
+    let mut history = HistoryStage::new(history_store, marks.register("history", history_start));
+    replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes, &mut history, history_start)?;
+    outcomes.cap_at(journal.durable_mark());
+    outcomes.publish_to(marks.register("outcomes", outcomes.last_sequence()));
+    let history_from = history.mark.load(Ordering::Acquire);
+    let derived = DerivedStores { outcomes, history, history_from };
+    Ok(Local { snapshots, restored: restored.sequence, journal, ledger, derived, marks })
 }
 
 /// A disagreement with the primary: never papered over.
@@ -437,6 +493,7 @@ impl From<FollowError> for FollowEnd {
 /// own checkpoint writer asks, copies its state after a batch.
 fn apply_loop(
     mut ledger: Ledger,
+    mut stores: DerivedStores,
     mut applied: u64,
     queued: &Receiver<Work>,
     stats: &PipelineStats,
@@ -463,6 +520,11 @@ fn apply_loop(
             }
             Work::Records(records) => {
                 let mut events = 0u64;
+                let mut deriving = Deriving {
+                    outcomes: &mut stores.outcomes,
+                    history: &mut stores.history,
+                    history_from: stores.history_from,
+                };
                 for record in &records {
                     if record.sequence != applied + 1 {
                         eprintln!(
@@ -479,13 +541,16 @@ fn apply_loop(
                         }
                     };
                     events += command.events() as u64;
-                    apply(&mut ledger, record.sequence, record.timestamp, &command, Default::default());
+                    deriving.apply(&mut ledger, record.sequence, record.timestamp, &command);
                     applied = record.sequence;
                     let hash = checkpoints.wants_hash_at(applied).then(|| ledger.state_hash());
                     if let Err(error) = checkpoints.applied(applied, hash) {
                         stop_loudly(&error);
                     }
                 }
+                // Before the state is published or offered to a checkpoint: a checkpoint
+                // must never cover what the derived stores do not hold durably.
+                deriving.commit();
                 stats.publish(applied, records.len() as u64, events, &ledger);
                 if let Some(taker) = checkpoint_taker {
                     taker.offer(applied, &ledger, stats);

@@ -1,0 +1,286 @@
+//! Standbys as full members under the hot/cold design (docs/design.md §3.9, §7a): a
+//! standby keeps the primary's hot window, decides with the same cold look-ups, writes
+//! its own history store and outcome stream, and once promoted answers lookups, account
+//! queries and retries of evicted ids as the old primary did; `/metrics` follows the node
+//! a process runs after a promotion or a rejoin. Real processes on loopback.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use tally_client::Client;
+use tally_codecs::flags::{account as account_flags, filter as filter_flags, transfer as transfer_flags};
+use tally_codecs::{Account, AccountFilter, ResultCode, Transfer};
+
+use common::cluster::TestCluster;
+use common::{account, client, free_address, transfer};
+
+const ACCOUNTS: u128 = 8;
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The hot window every node of these replica sets uses: two inputs, so that almost
+/// everything a test checks has been evicted to the history store.
+const HOT_WINDOW: &str = "2";
+
+fn send(node: &Client, event: Transfer) -> ResultCode {
+    let results = node.create_transfers(&[event]).expect("the transfer is answered");
+    ResultCode::from_u32(results[0].status).expect("a known code")
+}
+
+fn create_accounts(node: &Client, ids: impl Iterator<Item = u128>) {
+    let accounts: Vec<_> = ids.map(account).collect();
+    let results = node.create_accounts(&accounts).expect("the accounts are answered");
+    assert!(results.iter().all(|result| ResultCode::from_u32(result.status).is_some_and(ResultCode::is_ok)));
+}
+
+/// More single-event inputs than the hot window: everything before them is evicted.
+fn evict(node: &Client, next_id: &mut u128) {
+    for _ in 0..5 {
+        assert_eq!(send(node, transfer(*next_id, 3, 4, 1)), ResultCode::Created);
+        *next_id += 1;
+    }
+}
+
+fn both_sides(account_id: u128) -> AccountFilter {
+    AccountFilter {
+        account_id,
+        flags: filter_flags::DEBITS | filter_flags::CREDITS,
+        limit: 100,
+        ..AccountFilter::default()
+    }
+}
+
+fn resolve(pending_id: u128, id: u128, flags: u16) -> Transfer {
+    Transfer { id, pending_id, flags, ..Transfer::default() }
+}
+
+/// Transfers, a failure, and two pending transfers resolved after they were evicted,
+/// all between accounts 101 and 102; then everything is evicted again.
+fn history_to_remember(node: &Client, next_id: &mut u128) {
+    create_accounts(node, 101..=102);
+    let strict = Account { flags: account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS, ..account(103) };
+    let results = node.create_accounts(&[strict]).expect("the account is answered");
+    assert_eq!(results[0].status, ResultCode::Created as u32);
+    assert_eq!(send(node, transfer(10, 101, 102, 7)), ResultCode::Created);
+    assert_eq!(send(node, transfer(11, 103, 102, 1_000)), ResultCode::ExceedsCredits);
+    assert_eq!(
+        send(node, Transfer { flags: transfer_flags::PENDING, ..transfer(20, 101, 102, 5) }),
+        ResultCode::Created
+    );
+    assert_eq!(
+        send(node, Transfer { flags: transfer_flags::PENDING, ..transfer(21, 101, 102, 4) }),
+        ResultCode::Created
+    );
+    evict(node, next_id);
+    assert_eq!(send(node, resolve(20, 22, transfer_flags::POST_PENDING_TRANSFER)), ResultCode::Created);
+    assert_eq!(send(node, resolve(21, 23, transfer_flags::VOID_PENDING_TRANSFER)), ResultCode::Created);
+    evict(node, next_id);
+}
+
+/// What a node answers about that history, every item of it evicted from memory.
+#[derive(Debug, PartialEq)]
+struct Answers {
+    retries: Vec<ResultCode>,
+    found: Vec<Transfer>,
+    rows: Vec<Transfer>,
+}
+
+fn answers(node: &Client) -> Answers {
+    let retries = vec![
+        send(node, transfer(10, 101, 102, 7)),
+        send(node, transfer(10, 101, 102, 8)),
+        send(node, transfer(11, 103, 102, 1_000)),
+        send(node, resolve(20, 30, transfer_flags::POST_PENDING_TRANSFER)),
+        send(node, resolve(21, 31, transfer_flags::VOID_PENDING_TRANSFER)),
+        send(node, resolve(20, 22, transfer_flags::POST_PENDING_TRANSFER)),
+    ];
+    let found = node.lookup_transfers(&[10, 20, 21, 22, 23, 11]).expect("lookup answered");
+    let rows = node.get_account_transfers(both_sides(101)).expect("account transfers answered");
+    Answers { retries, found, rows }
+}
+
+fn expected_retries() -> Vec<ResultCode> {
+    vec![
+        ResultCode::Exists,
+        ResultCode::ExistsWithDifferentAmount,
+        ResultCode::IdAlreadyFailed,
+        ResultCode::PendingTransferAlreadyPosted,
+        ResultCode::PendingTransferAlreadyVoided,
+        ResultCode::Exists,
+    ]
+}
+
+fn check(answers: &Answers, who: &str) {
+    assert_eq!(answers.retries, expected_retries(), "{who}: retries of evicted ids");
+    let ids: Vec<u128> = answers.found.iter().map(|found| found.id).collect();
+    assert_eq!(ids, [10, 20, 21, 22, 23], "{who}: lookups of evicted transfers");
+    let rows: Vec<u128> = answers.rows.iter().map(|row| row.id).collect();
+    assert_eq!(rows, [10, 20, 21, 22, 23], "{who}: account 101's transfers");
+}
+
+#[test]
+fn a_standby_at_a_small_hot_window_decides_retries_of_evicted_ids_as_the_primary_and_serves_them_once_promoted() {
+    let mut cluster = TestCluster::new("standby-hot-cold", 2, "local");
+    cluster.start_primary(0, &["--hot-window", HOT_WINDOW]);
+    cluster.start_standby(1, &[0], &["--hot-window", HOT_WINDOW, "--snapshot-interval-s", "1"]);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary, 1..=ACCOUNTS);
+    let mut next_id = 1_000u128;
+    history_to_remember(&primary, &mut next_id);
+    // The retries change nothing on the primary; a standby that did not find the evicted
+    // ids in its own history store would apply them as new transfers and its state hash
+    // would part from the primary's (it stops loudly at the next shipped checkpoint).
+    let on_primary = answers(&primary);
+    check(&on_primary, "the primary");
+    evict(&primary, &mut next_id);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+
+    cluster.kill(0);
+    force_promote(&cluster, 1);
+    let promoted = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    let on_promoted = answers(&promoted);
+    assert_eq!(on_promoted, on_primary, "the promoted standby answers as the old primary did");
+    let log = cluster.log(1);
+    assert!(
+        !log.contains("replaying the journal from its start"),
+        "the promoted standby had its own history store and did not rebuild it:\n{log}"
+    );
+}
+
+fn get(address: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).expect("the metrics listener accepts");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("send the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the response");
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+}
+
+fn samples(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter_map(|(series, value)| Some((series.to_owned(), value.parse().ok()?)))
+        .collect()
+}
+
+/// Scrapes until `done`; panics with the last scrape after [`SCRAPE_TIMEOUT`].
+fn scrape_until(address: SocketAddr, done: impl Fn(&BTreeMap<String, u64>) -> bool) -> BTreeMap<String, u64> {
+    let deadline = Instant::now() + SCRAPE_TIMEOUT;
+    loop {
+        let body = get(address, "/metrics");
+        let samples = samples(&body);
+        if done(&samples) {
+            return samples;
+        }
+        assert!(Instant::now() < deadline, "the metrics never showed the expected state:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const APPLIED: &str = "tally_journal_sequence{kind=\"applied\"}";
+const HISTORY_MARK: &str = "tally_derived_durable_sequence{store=\"history\"}";
+
+#[test]
+fn standby_from_an_empty_directory_is_promoted_and_answers_like_the_old_primary_and_metrics_follow_the_running_node() {
+    let mut cluster = TestCluster::new("standby-from-checkpoint", 2, "local");
+    let (metrics_0, metrics_1) = (free_address(), free_address());
+    let (metrics_0_arg, metrics_1_arg) = (metrics_0.to_string(), metrics_1.to_string());
+    let small = ["--snapshot-interval-s", "1", "--journal-segment-mib", "4", "--hot-window", HOT_WINDOW];
+    let mut primary_args = small.to_vec();
+    primary_args.extend(["--metrics", &metrics_0_arg]);
+    cluster.start_primary(0, &primary_args);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary, 1..=ACCOUNTS);
+    // History from before the checkpoint the standby will start from.
+    let mut next_id = 100_000u128;
+    while oldest_segment(&cluster.data(0).join("journal")) <= 1 {
+        assert!(next_id < 100_000 + 400_000, "the primary never dropped its first segment:\n{}", cluster.log(0));
+        let transfers: Vec<Transfer> = (next_id..next_id + 8_000)
+            .map(|id| bulky(transfer(id, 1 + id % ACCOUNTS, 1 + (id + 1) % ACCOUNTS, 1)))
+            .collect();
+        let results = primary.create_transfers(&transfers).expect("answered");
+        assert!(results.iter().all(|result| result.status == ResultCode::Created as u32));
+        next_id += 8_000;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let mut standby_args = small.to_vec();
+    standby_args.extend(["--metrics", &metrics_1_arg]);
+    cluster.start_standby(1, &[0], &standby_args);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    assert!(cluster.log(1).contains("installed the checkpoint"), "{}", cluster.log(1));
+    // The standby's own metrics: its history store follows the records it applies.
+    let applied = cluster.status(1).expect("the standby answers").applied_sequence;
+    scrape_until(metrics_1, |samples| {
+        samples.get(APPLIED) == Some(&applied) && samples.get(HISTORY_MARK).is_some_and(|&mark| mark >= applied)
+    });
+
+    // History after the checkpoint, evicted everywhere, then a planned switch-over.
+    history_to_remember(&primary, &mut next_id);
+    let on_primary = answers(&primary);
+    check(&on_primary, "the primary");
+    evict(&primary, &mut next_id);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    cluster.kill(0);
+    force_promote(&cluster, 1);
+    let promoted = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    assert_eq!(answers(&promoted), on_primary, "the promoted standby answers as the old primary did");
+    // What such a node does not hold, as the README states: the history from before the
+    // checkpoint it was bootstrapped from.
+    let before = promoted.lookup_transfers(&[100_000]).expect("lookup answered");
+    assert!(before.is_empty(), "history before the checkpoint is not on this node: {before:?}");
+
+    // The old primary, restarted as it was, learns of the newer epoch, is fenced and
+    // rejoins as a standby while it runs; its /metrics now read the standby it became,
+    // not the stopped pipeline.
+    cluster.start_primary(0, &primary_args);
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    while cluster.status(0).is_none_or(|status| status.role != "standby") {
+        assert!(Instant::now() < deadline, "the old primary never rejoined:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    evict(&promoted, &mut next_id);
+    let converged = cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    scrape_until(metrics_0, |samples| samples.get(APPLIED) == Some(&converged.applied_sequence));
+    // And the promoted standby's metrics read the primary it became.
+    scrape_until(metrics_1, |samples| {
+        samples.get(APPLIED) == Some(&converged.applied_sequence) && samples.contains_key("tally_replicated_sequence")
+    });
+}
+
+/// `tally promote --force`: with the primary gone, a two-node set under `local` cannot
+/// collect both promises.
+fn force_promote(cluster: &TestCluster, index: usize) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["promote", "--addr", &cluster.addresses[index].to_string(), "--force", "--timeout-ms", "2000"])
+        .output()
+        .expect("tally promote runs");
+    assert!(
+        output.status.success(),
+        "promotion failed: {}{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        cluster.logs()
+    );
+}
+
+/// User data the journal's compact encoding cannot shrink, so that a few batches fill a
+/// small segment.
+fn bulky(mut transfer: Transfer) -> Transfer {
+    transfer.user_data_128 = transfer.id.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835) | (1 << 127);
+    transfer.user_data_64 = (transfer.user_data_128 >> 64) as u64 | (1 << 63);
+    transfer
+}
+
+/// The first sequence of the oldest segment file in a journal directory.
+fn oldest_segment(journal: &std::path::Path) -> u64 {
+    std::fs::read_dir(journal)
+        .expect("the journal directory exists")
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+        .min()
+        .unwrap_or(0)
+}
