@@ -7,6 +7,7 @@
 //! - [`cli`]: the `tally` command line.
 //! - [`drill`]: `tally drill`, a failover rehearsal over child processes of this binary.
 
+pub mod auth;
 pub mod cli;
 pub mod drill;
 pub mod error;

@@ -122,6 +122,15 @@ impl MetricsSource {
                 &one(status.last_sequence.saturating_sub(replicated)),
             );
         }
+        let auth_failures = crate::auth::AUTH_FAILURES.load(Ordering::Relaxed);
+        metric("tally_auth_failures_total", "counter", "Client handshakes refused.", &one(auth_failures));
+        let forbidden = crate::auth::FORBIDDEN.load(Ordering::Relaxed);
+        metric(
+            "tally_auth_forbidden_total",
+            "counter",
+            "Requests refused as outside their key's scope.",
+            &one(forbidden),
+        );
         text
     }
 }
