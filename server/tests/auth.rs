@@ -154,7 +154,7 @@ fn wrong_missing_replayed_and_old_client_handshakes_are_refused_and_apply_nothin
     let good_key = key(&format!("42 1 {SECRET_A}"));
     let good = client_with(node.address, Some(good_key.clone())).expect("the right key connects");
     let created = good.create_accounts(&[account(1, 1), account(2, 1)]).expect("create");
-    assert!(created.iter().all(|result| result.result == ResultCode::Ok as u32), "{created:?}");
+    assert!(created.iter().all(|result| result.status == ResultCode::Created as u32), "{created:?}");
 
     // No key: the Rust client fails at once with `unauthenticated`.
     let refused = client_with(node.address, None).and_then(|client| client.create_transfers(&[transfer(9, 1, 2, 1)]));
@@ -193,7 +193,7 @@ fn wrong_missing_replayed_and_old_client_handshakes_are_refused_and_apply_nothin
     // Nothing of the refused transfers was applied; the good client is still served.
     assert_eq!(balances(&good, &[1, 2]), vec![(0, 0), (0, 0)]);
     let results = good.create_transfers(&[transfer(11, 1, 2, 1)]).expect("transfer");
-    assert_eq!(results[0].result, ResultCode::Ok as u32);
+    assert_eq!(results[0].status, ResultCode::Created as u32);
     assert_eq!(balances(&good, &[1, 2]), vec![(5, 0), (0, 5)]);
     assert!(node.log().contains("authentication refused"), "{}", node.log());
 }
@@ -249,7 +249,7 @@ fn scoped_keys_get_forbidden_outside_their_scope_and_nothing_is_applied() {
     let refused = limited.create_transfers(&[transfer(11, 3, 4, 2)]);
     assert!(matches!(refused, Err(ClientError::Rejected(ErrorCode::Forbidden))), "{refused:?}");
     let done = limited.create_transfers(&[transfer(12, 1, 2, 1)]).expect("its own ledger");
-    assert_eq!(done[0].result, ResultCode::Ok as u32);
+    assert_eq!(done[0].status, ResultCode::Created as u32);
     // Accounts of ledger 2 are not shown to it.
     let seen: Vec<u128> = limited.lookup_accounts(&[1, 3]).expect("lookup").iter().map(|a| a.id).collect();
     assert_eq!(seen, vec![1]);

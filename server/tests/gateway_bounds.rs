@@ -139,7 +139,7 @@ fn a_flood_of_slow_handshakes_is_timed_out_and_then_clients_are_served() {
     let key = ClientKey::parse(&format!("42 1 {SECRET}")).expect("a key").0;
     let good = client(gateway.address, Some(key));
     let results = good.create_accounts(&[account(1)]).expect("served");
-    assert_eq!(results[0].result, ResultCode::Ok as u32);
+    assert_eq!(results[0].status, ResultCode::Created as u32);
     assert!(gateway.config.keys.is_some());
 }
 
@@ -184,7 +184,7 @@ fn a_client_that_stops_reading_is_held_to_the_budget_while_others_are_served() {
     // Meanwhile every other client is served: transfers and lookups.
     for id in 0..20u128 {
         let results = other.create_transfers(&[transfer(10_000 + id, 1, 2, 1)]).expect("served");
-        assert_eq!(results[0].result, ResultCode::Ok as u32);
+        assert_eq!(results[0].status, ResultCode::Created as u32);
     }
     let balances = other.lookup_accounts(&[1, 2]).expect("lookup");
     assert_eq!((balances[0].debits_posted, balances[1].credits_posted), (20, 20));

@@ -92,7 +92,7 @@ impl Connection {
                 let deadline = Instant::now() + self.config.auth_timeout;
                 match handshake::authenticate(&self.stream, keys, &mut decoder, deadline) {
                     Ok(authenticated) => Some(authenticated),
-                    Err(refusal) => return self.refuse_unauthenticated(&refusal.reason, refusal.reply),
+                    Err(refusal) => return self.refuse_unauthenticated(&refusal),
                 }
             }
         };
@@ -145,12 +145,14 @@ impl Connection {
 
     /// Refuses a connection that did not authenticate: a log line, the metric, one error
     /// frame `unauthenticated` (when the client is there to read it), and the close.
-    fn refuse_unauthenticated(&self, reason: &str, reply: bool) {
-        count_failure();
-        eprintln!("tally: connection {}: authentication refused: {reason}; closing", self.peer);
-        if reply {
+    /// A peer that closed or failed mid-handshake is logged but not counted: a port probe
+    /// is not an attack on a key.
+    fn refuse_unauthenticated(&self, refusal: &handshake::Refusal) {
+        eprintln!("tally: connection {}: authentication refused: {}; closing", self.peer, refusal.reason);
+        if refusal.reply {
+            count_failure();
             let mut bytes = Vec::new();
-            encode_error_reply(0, ErrorCode::Unauthenticated, &mut bytes);
+            encode_error_reply(refusal.request_id, ErrorCode::Unauthenticated, &mut bytes);
             let _ = self.stream.set_write_timeout(Some(LINGER));
             let _ = (&self.stream).write_all(&bytes);
             self.linger();

@@ -25,14 +25,31 @@ pub struct Authenticated {
 }
 
 /// Why a handshake failed. `reply`: whether the client should get `unauthenticated` (it
-/// is still there to read it).
+/// is still there to read it); `request_id`: the request the reply answers (a client
+/// that sent a request without a handshake learns that this request was refused).
 pub struct Refusal {
     pub reason: String,
     pub reply: bool,
+    pub request_id: u64,
 }
 
 fn refuse(reason: impl Into<String>) -> Refusal {
-    Refusal { reason: reason.into(), reply: true }
+    Refusal { reason: reason.into(), reply: true, request_id: 0 }
+}
+
+fn gone(reason: String) -> Refusal {
+    Refusal { reason, reply: false, request_id: 0 }
+}
+
+fn request_id_of(message: &Message) -> u64 {
+    match message {
+        Message::Frame(frame) => frame.request_id,
+        Message::StatusRequest { request_id, .. }
+        | Message::PromoteRequest { request_id, .. }
+        | Message::AuthHello { request_id, .. }
+        | Message::AuthProof { request_id, .. } => *request_id,
+        _ => 0,
+    }
 }
 
 /// Runs the handshake; on success, `decoder` holds whatever the client sent after its
@@ -45,22 +62,29 @@ pub fn authenticate(
 ) -> Result<Authenticated, Refusal> {
     let (request_id, client_id, hello) = match next(stream, decoder, deadline)? {
         Message::AuthHello { request_id, client_id, hello } => (request_id, client_id, hello),
-        other => return Err(refuse(format!("{} before authenticating", describe(&other)))),
+        other => {
+            let reason = format!("{} before authenticating", describe(&other));
+            return Err(Refusal { request_id: request_id_of(&other), ..refuse(reason) });
+        }
     };
     let node_nonce = node_nonce().map_err(|error| refuse(format!("no random nonce: {error}")))?;
     let mut bytes = Vec::new();
     encode_auth_challenge(request_id, client_id, &AuthChallenge { node_nonce }, &mut bytes);
-    stream.write_all(&bytes).map_err(|error| Refusal { reason: format!("write failed: {error}"), reply: false })?;
+    stream.write_all(&bytes).map_err(|error| gone(format!("write failed: {error}")))?;
     let (request_id, proof) = match next(stream, decoder, deadline)? {
         Message::AuthProof { request_id, client_id: proof_client, proof } if proof_client == client_id => {
             (request_id, proof)
         }
-        other => return Err(refuse(format!("{} instead of a proof", describe(&other)))),
+        other => {
+            let reason = format!("{} instead of a proof", describe(&other));
+            return Err(Refusal { request_id: request_id_of(&other), ..refuse(reason) });
+        }
     };
-    let scope = keys.current().verify(client_id, &hello, &node_nonce, &proof, now_unix_s()).map_err(refuse)?;
+    let verified = keys.current().verify(client_id, &hello, &node_nonce, &proof, now_unix_s());
+    let scope = verified.map_err(|reason| Refusal { request_id, ..refuse(reason) })?;
     bytes.clear();
     encode_auth_grant(request_id, client_id, &AuthGrant { scope: scope.bits(), reserved: 0 }, &mut bytes);
-    stream.write_all(&bytes).map_err(|error| Refusal { reason: format!("write failed: {error}"), reply: false })?;
+    stream.write_all(&bytes).map_err(|error| gone(format!("write failed: {error}")))?;
     Ok(Authenticated { client_id, scope })
 }
 
@@ -81,13 +105,13 @@ fn next(mut stream: &TcpStream, decoder: &mut FrameDecoder, deadline: Instant) -
             return Err(refuse("no handshake within the time allowed"));
         }
         match stream.read(&mut buffer) {
-            Ok(0) => return Err(Refusal { reason: "closed during the handshake".to_owned(), reply: false }),
+            Ok(0) => return Err(gone("closed during the handshake".to_owned())),
             Ok(read) => decoder.feed(&buffer[..read]),
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
             Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 return Err(refuse("no handshake within the time allowed"));
             }
-            Err(error) => return Err(Refusal { reason: format!("read failed: {error}"), reply: false }),
+            Err(error) => return Err(gone(format!("read failed: {error}"))),
         }
     }
 }
