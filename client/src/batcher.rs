@@ -69,6 +69,8 @@ pub struct Batcher {
     last_failure: String,
     /// Since when no address has accepted a connection, while there was work.
     unreachable_since: Option<Instant>,
+    /// The last connection attempt was refused by the node's authentication.
+    auth_refused: bool,
 }
 
 impl Batcher {
@@ -90,6 +92,7 @@ impl Batcher {
             next_request_id: 1,
             last_failure: "none: the node did not answer in time".to_owned(),
             unreachable_since: None,
+            auth_refused: false,
         }
     }
 
@@ -97,6 +100,11 @@ impl Batcher {
     pub fn connect_first(&mut self) -> Result<(), ClientError> {
         match self.connect() {
             Ok(()) => Ok(()),
+            // A refused key will not be accepted by retrying: say so at once.
+            Err(reason) if self.auth_refused => {
+                self.last_failure = reason;
+                Err(ClientError::Rejected(tally_codecs::wire::ErrorCode::Unauthenticated))
+            }
             Err(reason) => Err(self.unreachable(reason)),
         }
     }
@@ -165,7 +173,13 @@ impl Batcher {
                 }
                 return;
             }
-            Message::StatusRequest { .. } | Message::PromoteRequest { .. } | Message::PromoteReply { .. } => {
+            Message::StatusRequest { .. }
+            | Message::PromoteRequest { .. }
+            | Message::PromoteReply { .. }
+            | Message::AuthHello { .. }
+            | Message::AuthChallenge { .. }
+            | Message::AuthProof { .. }
+            | Message::AuthGrant { .. } => {
                 return self.drop_connection("the node sent an admin frame this client never asked for", false);
             }
         };
@@ -297,7 +311,10 @@ impl Batcher {
     fn open(&mut self, address: SocketAddr) -> std::io::Result<()> {
         let generation = self.generation.wrapping_add(1);
         let timeouts = (self.config.connect_timeout, self.config.request_timeout);
-        let connection = Connection::open(address, timeouts.0, timeouts.1, self.events_sender.clone(), generation)?;
+        let key = self.config.key.as_ref();
+        let opened = Connection::open(address, timeouts.0, timeouts.1, key, self.events_sender.clone(), generation);
+        self.auth_refused = matches!(&opened, Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied);
+        let connection = opened?;
         self.generation = generation;
         self.connection = Some(connection);
         self.reconnect_pause = RECONNECT_PAUSE_MIN;

@@ -4,6 +4,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::key::ClientKey;
+
 /// How long one attempt of a request may take before it is sent again on a new
 /// connection. Well above a durable batch (a flush is about a millisecond), well below
 /// what a person notices as a hang.
@@ -41,8 +43,12 @@ pub struct ClientConfig {
     pub unreachable_after: Duration,
     /// 1 to [`IN_FLIGHT_MAX`].
     pub in_flight_max: usize,
-    /// The client's identity in every frame; random unless set.
+    /// The client's identity in every frame; random unless set. A `key` overrides it
+    /// with the key's client id.
     pub client_id: u128,
+    /// The key each connection proves before its first request (`wire::auth`); `None`
+    /// for a node without `--keys`.
+    pub key: Option<ClientKey>,
 }
 
 impl ClientConfig {
@@ -55,6 +61,7 @@ impl ClientConfig {
             unreachable_after: UNREACHABLE_AFTER_DEFAULT,
             in_flight_max: IN_FLIGHT_MAX_DEFAULT,
             client_id: random_client_id(),
+            key: None,
         }
     }
 }
@@ -68,6 +75,9 @@ impl ClientConfig {
         self.connect_timeout = clamp(self.connect_timeout);
         self.unreachable_after = clamp(self.unreachable_after);
         self.in_flight_max = self.in_flight_max.clamp(1, IN_FLIGHT_MAX);
+        if let Some(key) = &self.key {
+            self.client_id = key.client_id;
+        }
         self
     }
 }
@@ -77,4 +87,14 @@ impl ClientConfig {
 fn random_client_id() -> u128 {
     let half = || std::collections::hash_map::RandomState::new().build_hasher().finish();
     (u128::from(half()) << 64) | u128::from(half())
+}
+
+/// A handshake nonce. The node's nonce is what makes each handshake fresh; this one only
+/// has to differ between connections, so the standard library's random keys suffice.
+pub(crate) fn random_nonce() -> [u8; 32] {
+    let mut nonce = [0u8; 32];
+    for chunk in nonce.chunks_mut(16) {
+        chunk.copy_from_slice(&random_client_id().to_le_bytes());
+    }
+    nonce
 }

@@ -6,9 +6,11 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crossbeam::channel::Sender;
-use tally_codecs::wire::{FrameDecoder, Message};
+use tally_codecs::wire::auth::auth_mac;
+use tally_codecs::wire::{AuthHello, AuthProof, Body, FrameDecoder, Message, encode_auth_hello, encode_auth_proof};
 
 use crate::batcher::Event;
+use crate::key::ClientKey;
 
 /// Bytes read from the socket at a time.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -36,11 +38,18 @@ impl Connection {
         address: SocketAddr,
         connect_timeout: Duration,
         write_timeout: Duration,
+        key: Option<&ClientKey>,
         events: Sender<Event>,
         generation: u64,
     ) -> std::io::Result<Connection> {
-        let stream = TcpStream::connect_timeout(&address, connect_timeout)?;
+        let mut stream = TcpStream::connect_timeout(&address, connect_timeout)?;
         stream.set_nodelay(true)?;
+        if let Some(key) = key {
+            // The handshake's replies are bounded by the request timeout, then reads block.
+            stream.set_read_timeout(Some(write_timeout))?;
+            authenticate(&mut stream, key)?;
+            stream.set_read_timeout(None)?;
+        }
         // A node that stops reading must not hang the batcher forever: the write fails
         // and the request is retried elsewhere.
         stream.set_write_timeout(Some(write_timeout))?;
@@ -60,6 +69,58 @@ impl Drop for Connection {
     fn drop(&mut self) {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
+}
+
+/// Proves `key` to the node (`wire::auth`). A refusal is `PermissionDenied`, so that the
+/// caller can tell it from a node that is down.
+fn authenticate(stream: &mut TcpStream, key: &ClientKey) -> std::io::Result<()> {
+    let client_nonce = crate::config::random_nonce();
+    let hello = AuthHello { key_id: key.key_id, reserved: [0; 8], client_nonce };
+    let mut bytes = Vec::new();
+    encode_auth_hello(0, key.client_id, &hello, &mut bytes);
+    stream.write_all(&bytes)?;
+    let mut decoder = FrameDecoder::new();
+    let challenge = match next_message(stream, &mut decoder)? {
+        Message::AuthChallenge { challenge, .. } => challenge,
+        other => return Err(refusal(&other)),
+    };
+    let mac = auth_mac(&key.secret, key.client_id, key.key_id, &client_nonce, &challenge.node_nonce);
+    bytes.clear();
+    encode_auth_proof(0, key.client_id, &AuthProof { mac }, &mut bytes);
+    stream.write_all(&bytes)?;
+    match next_message(stream, &mut decoder)? {
+        Message::AuthGrant { .. } => Ok(()),
+        other => Err(refusal(&other)),
+    }
+}
+
+fn next_message(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> std::io::Result<Message> {
+    let mut buffer = [0u8; 512];
+    loop {
+        match decoder.next_message() {
+            Ok(Some(message)) => return Ok(message),
+            Ok(None) => {}
+            Err(error) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())),
+        }
+        match stream.read(&mut buffer)? {
+            0 => {
+                let reason = "the node closed the connection during authentication";
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, reason));
+            }
+            read => decoder.feed(&buffer[..read]),
+        }
+    }
+}
+
+fn refusal(message: &Message) -> std::io::Error {
+    let reason = match message {
+        Message::Frame(frame) => match &frame.body {
+            Body::Error(code) => format!("the node refused authentication: {code}"),
+            _ => "the node answered the handshake with a ledger frame".to_owned(),
+        },
+        _ => "the node answered the handshake out of order".to_owned(),
+    };
+    std::io::Error::new(std::io::ErrorKind::PermissionDenied, reason)
 }
 
 fn read_frames(mut stream: TcpStream, events: &Sender<Event>, generation: u64) {

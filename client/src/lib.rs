@@ -21,6 +21,10 @@
 //!   not in its list (at most `REDIRECT_HOPS_MAX` redirects in a row, then a pause); one
 //!   that names none sends it on to the next address. After `give_up_after`, the call fails with
 //!   [`ClientError::Timeout`].
+//! - With [`ClientConfig::key`] set, every connection first proves the key to the node
+//!   (protocol version 3, `wire::auth`); the key never crosses the wire. A node that
+//!   refuses the first connection's proof fails `connect` with
+//!   `Rejected(unauthenticated)`.
 //! - Retrying is safe because ids are idempotency keys: an event that was applied by an
 //!   earlier attempt answers `exists` (for a retry with the same body) instead of
 //!   `created`. **Treat `exists` as success** when retrying your own events.
@@ -30,6 +34,7 @@ mod batcher;
 pub mod config;
 mod connection;
 mod error;
+mod key;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,6 +49,7 @@ pub use self::batcher::REDIRECT_HOPS_MAX;
 use self::batcher::{Batcher, Event};
 pub use self::config::ClientConfig;
 pub use self::error::ClientError;
+pub use self::key::{ClientKey, KEY_ENV};
 
 /// A connection to a Tally node, shared by any number of threads.
 #[derive(Clone)]

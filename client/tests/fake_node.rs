@@ -93,7 +93,7 @@ fn serve(mut stream: TcpStream, script: &dyn Fn(usize) -> Answer, count: &mut us
                         Answer::Redirect(primary) => encode_redirect(frame.request_id, primary, &mut out),
                     }
                 }
-                Message::StatusReply { .. } | Message::PromoteRequest { .. } | Message::PromoteReply { .. } => return,
+                _ => return,
             }
             if stream.write_all(&out).is_err() {
                 return;

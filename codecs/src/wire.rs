@@ -27,8 +27,16 @@
 //! layout in both versions, so nodes send those replies as version 1 and clients of either
 //! version read them. A version-1 client therefore works unchanged with a version-2 node;
 //! a version-2 client needs a version-2 node (an older one answers `unsupported_version`).
+//!
+//! Version 3 added the authentication handshake of [`auth`] (operations 130 and 131),
+//! answered in version 3. A node with no keys serves every version as before. A node with
+//! keys answers any other frame before a completed handshake (so every frame of a version-1
+//! or version-2 client) with the error reply `unauthenticated`, in the version-1 layout
+//! those clients read, and closes the connection. A request outside its key's scope gets
+//! `forbidden` and the connection goes on.
 
 pub mod admin;
+pub mod auth;
 mod decoder;
 mod encoder;
 pub mod layout;
@@ -38,10 +46,12 @@ mod redirect;
 use bytemuck::{Pod, Zeroable};
 
 pub use admin::{Message, NodeStatus, PromoteRequest};
+pub use auth::{AuthChallenge, AuthGrant, AuthHello, AuthProof};
 pub use decoder::FrameDecoder;
 pub use encoder::{
-    EncodeError, encode_error_reply, encode_promote_reply, encode_promote_request, encode_redirect, encode_reply,
-    encode_request, encode_status_reply, encode_status_request,
+    EncodeError, encode_auth_challenge, encode_auth_grant, encode_auth_hello, encode_auth_proof, encode_error_reply,
+    encode_promote_reply, encode_promote_request, encode_redirect, encode_reply, encode_request, encode_status_reply,
+    encode_status_request,
 };
 pub use message::{Body, Frame, Reply, Request};
 pub use redirect::Redirect;
@@ -49,12 +59,14 @@ pub use redirect::Redirect;
 /// "TALY" as a little-endian u32: lets a node reject a peer that speaks another protocol.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"TALY");
 /// The newest protocol version this build speaks (see the module documentation).
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The oldest version this build still reads and answers; a frame of any version outside
 /// `VERSION_OLDEST..=VERSION` is refused.
 pub const VERSION_OLDEST: u16 = 1;
 /// The first version whose `not_primary` replies may carry a [`Redirect`].
 pub const VERSION_REDIRECT: u16 = 2;
+/// The first version with the authentication handshake ([`auth`]).
+pub const VERSION_AUTH: u16 = 3;
 /// Size of [`Header`].
 pub const HEADER_BYTES: usize = 48;
 /// Largest frame, header included. It bounds the memory one connection can make a node hold.
@@ -139,6 +151,12 @@ error_codes! {
     // A query filter that is not a valid question (`crate::FilterError`).
     InvalidFilter = 10 => "invalid_filter",
     PromotionRefused = 11 => "promotion_refused",
+    // The node needs a completed handshake with a valid key first (`wire::auth`); the
+    // connection is closed after this reply.
+    Unauthenticated = 12 => "unauthenticated",
+    // The authenticated key's scope does not allow this request (read-only, or another
+    // ledger); nothing was applied and the connection goes on.
+    Forbidden = 13 => "forbidden",
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -3,11 +3,13 @@
 //! ```text
 //! tally serve   --data DIR [--listen ADDR] [--durability none|local|replicated:K|local+replicated:K]
 //!               [--wait busy-spin|parking] [--cluster ADDR,… --cluster-id ID --cluster-secret-file FILE]
+//!               [--keys FILE | --insecure] [--auth-timeout-ms MS] [--idle-timeout-s S]
+//!               [--gateway-memory-mib MIB] [--max-connections N]
 //! tally standby --data DIR --listen ADDR --primary ADDR[,ADDR…] --cluster-secret-file FILE [--cluster …]
 //! tally promote --addr ADDR [--force] [--timeout-ms MS]
 //! tally exec    --data DIR [--durability none|local] [--wait busy-spin|parking]
-//! tally client  --addr ADDR[,ADDR…] [--connect-timeout-ms MS]
-//! tally status  --addr ADDR[,ADDR…] [--connect-timeout-ms MS]
+//! tally client  --addr ADDR[,ADDR…] [--connect-timeout-ms MS] [--key-file FILE]   (or TALLY_KEY)
+//! tally status  --addr ADDR[,ADDR…] [--connect-timeout-ms MS] [--key-file FILE]   (or TALLY_KEY)
 //! tally journal verify DIR
 //! tally journal dump DIR [--from SEQ] [--count N]
 //! tally journal truncate DIR --at SEQ [--yes]
@@ -160,6 +162,54 @@ struct ServeArgs {
     /// off by default. `--metrics` is the same flag.
     #[arg(long, alias = "metrics", value_name = "ADDR|PORT", value_parser = admin::parse_address)]
     admin: Option<SocketAddr>,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+}
+
+/// Who may connect to the client port, and what the gateway may hold.
+#[derive(Args)]
+struct GatewayArgs {
+    /// Client keys (one `CLIENT_ID KEY_ID SECRET [read-only] [ledgers=…] [expires=…]` per
+    /// line): every connection must prove one before its first request. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    keys: Option<PathBuf>,
+    /// Listen beyond loopback without --keys: anyone who can reach the port can move money.
+    #[arg(long)]
+    insecure: bool,
+    /// How long a new connection has to complete the key handshake.
+    #[arg(long, default_value_t = 5000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    auth_timeout_ms: u64,
+    /// Close a connection that sends nothing for this long while it is owed no reply.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_s: u64,
+    /// Bytes of requests and replies the gateway may hold, all connections together; a
+    /// connection that would pass it stops being read until replies are written.
+    #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = clap::value_parser!(u64).range(4..=1_048_576))]
+    gateway_memory_mib: u64,
+    /// Connections served at once; more are closed at once.
+    #[arg(long, default_value_t = gateway::CONNECTIONS_MAX, value_name = "N")]
+    max_connections: usize,
+}
+
+impl GatewayArgs {
+    fn config(&self, listen: SocketAddr) -> Result<gateway::GatewayConfig, CliError> {
+        if self.keys.is_none() && !self.insecure && !listen.ip().is_loopback() {
+            return Err(CliError::Usage(format!(
+                "{listen} is reachable beyond this machine and no --keys were given: anyone who can reach it \
+                 could move money. Give --keys FILE, or --insecure to serve without authentication"
+            )));
+        }
+        let keys = self.keys.as_deref().map(crate::auth::Keys::load).transpose().map_err(CliError::Usage)?;
+        let memory_bytes = usize::try_from(self.gateway_memory_mib << 20).unwrap_or(usize::MAX);
+        Ok(gateway::GatewayConfig {
+            keys: keys.map(std::sync::Arc::new),
+            connections_max: self.max_connections.max(1),
+            auth_timeout: Duration::from_millis(self.auth_timeout_ms),
+            idle_timeout: Duration::from_secs(self.idle_timeout_s),
+            budget: std::sync::Arc::new(gateway::memory_budget(memory_bytes)),
+            ..gateway::GatewayConfig::new()
+        })
+    }
 }
 
 #[derive(Args)]
@@ -170,17 +220,30 @@ struct AddressArgs {
     /// How long to keep trying to connect when no node accepts; then the request fails.
     #[arg(long, default_value_t = CONNECT_TIMEOUT_MS_DEFAULT, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     connect_timeout_ms: u64,
+    /// A file whose first line is this client's key (`CLIENT_ID KEY_ID SECRET`), for a
+    /// node with --keys. Without it, the environment variable TALLY_KEY may hold the line.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
 }
 
 /// A person or a script at the command line wants a dead node reported quickly.
 const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 1000;
 
 impl AddressArgs {
-    fn connect(&self) -> Result<Client, ClientError> {
+    fn connect(&self) -> Result<Client, CliError> {
         let connect_timeout = Duration::from_millis(self.connect_timeout_ms);
+        let key = match (&self.key_file, std::env::var(tally_client::KEY_ENV)) {
+            (Some(path), _) => Some(tally_client::ClientKey::from_file(path).map_err(CliError::Usage)?),
+            (None, Ok(line)) => Some(
+                tally_client::ClientKey::parse(&line)
+                    .map(|(key, _)| key)
+                    .map_err(|error| CliError::Usage(format!("{}: {error}", tally_client::KEY_ENV)))?,
+            ),
+            (None, Err(_)) => None,
+        };
         let config =
-            ClientConfig { connect_timeout, unreachable_after: connect_timeout, ..ClientConfig::new(&self.addr) };
-        Client::with_config(config)
+            ClientConfig { connect_timeout, unreachable_after: connect_timeout, key, ..ClientConfig::new(&self.addr) };
+        Ok(Client::with_config(config)?)
     }
 }
 
@@ -335,6 +398,7 @@ fn open_node(config: &NodeConfig) -> Result<Node, CliError> {
 }
 
 fn serve(args: &ServeArgs) -> Result<(), CliError> {
+    let gateway_config = std::sync::Arc::new(args.gateway.config(args.listen)?);
     // Bound before recovery, so that a taken port fails at once rather than after a replay.
     let listener = TcpListener::bind(args.listen)
         .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
@@ -367,6 +431,11 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         node.peers().role.set_primary(Some(address));
     }
     signals::install()?;
+    signals::install_reload()?;
+    let auth = gateway_config
+        .keys
+        .as_ref()
+        .map_or_else(|| "no client keys".to_owned(), |keys| format!("{} client keys", keys.current().len()));
     let status = std::sync::Arc::new(std::sync::RwLock::new(node.status()));
     let metrics = MetricsSource::of(&node, status.clone());
     tracing::info!(
@@ -374,6 +443,7 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         wait = %args.node.wait,
         role = node.peers().role.kind().name(),
         epoch = node.peers().role.epoch(),
+        auth = %auth,
         "listening on {address}"
     );
     let Some(replication) = node_config.replication.clone() else {
@@ -381,7 +451,7 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
             admin.attach(Attached { metrics, readiness: admin::primary_readiness(node.peers().role) });
         }
         let frontend = gateway::Frontend { status, peers: node.peers() };
-        gateway::serve(&listener, &frontend, signals::stop_requested)?;
+        gateway::serve_with(&listener, &frontend, gateway_config, signals::stop_requested)?;
         drop(admin);
         // Where requests spent their time, stage by stage; `tally-load` reads these lines.
         for line in node.submitter().stats().stage_latencies().describe() {
@@ -405,7 +475,7 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         admin.attach(Attached { metrics, readiness: admin::promoter_readiness(promoter.clone()) });
     }
     let frontend = gateway::Frontend { status, peers: promoter.peers() };
-    gateway::serve(&listener, &frontend, signals::stop_requested)?;
+    gateway::serve_with(&listener, &frontend, gateway_config, signals::stop_requested)?;
     drop(admin);
     tracing::info!("stopping");
     replica::stop(&promoter);

@@ -1,7 +1,15 @@
 //! The TCP gateway: accepts connections and serves each on its own thread (see
 //! `connection`). Loopback only unless told otherwise.
+//!
+//! What it holds is bounded: connections ([`GatewayConfig::connections_max`]), bytes of
+//! requests and replies ([`GatewayConfig::budget`], shared, plus a share per connection),
+//! and time: a connection that does not complete its handshake within
+//! [`GatewayConfig::auth_timeout`], or sends nothing for [`GatewayConfig::idle_timeout`]
+//! while no reply is owed (a silent or half-open peer), is closed.
 
+mod budget;
 mod connection;
+mod handshake;
 mod in_flight;
 mod writer;
 
@@ -11,7 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+pub use self::budget::{Budget, MemoryBudget};
 pub use self::in_flight::IN_FLIGHT_PER_CONNECTION_MAX;
+use crate::auth::Keys;
 use crate::node::StatusSource;
 use crate::node::peers::PeerService;
 
@@ -24,10 +34,65 @@ pub struct Frontend {
     pub peers: PeerService,
 }
 
-/// Connections served at once; more are refused (closed at once, with a log line). With
-/// [`IN_FLIGHT_PER_CONNECTION_MAX`] replies of at most one frame each, this bounds the
-/// memory replies can hold.
+/// Connections served at once by default; more are refused (closed at once, with a log
+/// line). Each holds two threads and a read buffer; request and reply bytes are bounded
+/// by the memory budget, not by this.
 pub const CONNECTIONS_MAX: usize = 1024;
+/// The default budget for request and reply bytes, all connections together. Replies
+/// reserve the most their request can produce (up to one 1 MiB frame) until written.
+pub const MEMORY_BUDGET_BYTES_DEFAULT: usize = 256 << 20;
+/// One connection may hold at most this fraction of the budget, so that a few clients
+/// that stop reading cannot stall every other one.
+const CONNECTION_SHARE_DIVISOR: usize = 8;
+/// How long a new connection has to complete the handshake when the node has keys.
+pub const AUTH_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// How long a connection may send nothing while it is owed no reply.
+pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(300);
+/// How long one reply may wait for a client that does not read; then it is disconnected.
+pub const WRITE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+
+/// How the gateway serves connections.
+pub struct GatewayConfig {
+    /// `Some`: every connection must authenticate first (`tally serve --keys`).
+    pub keys: Option<Arc<Keys>>,
+    pub connections_max: usize,
+    pub auth_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+    /// Bytes of requests and replies held, all connections together.
+    pub budget: Arc<MemoryBudget>,
+}
+
+impl GatewayConfig {
+    pub fn new() -> GatewayConfig {
+        GatewayConfig {
+            keys: None,
+            connections_max: CONNECTIONS_MAX,
+            auth_timeout: AUTH_TIMEOUT_DEFAULT,
+            idle_timeout: IDLE_TIMEOUT_DEFAULT,
+            write_timeout: WRITE_TIMEOUT_DEFAULT,
+            budget: Arc::new(memory_budget(MEMORY_BUDGET_BYTES_DEFAULT)),
+        }
+    }
+
+    /// What one connection's replies may hold: a fraction of the replies budget, but at
+    /// least one frame, so that any valid request can be served.
+    fn connection_bytes_max(&self) -> usize {
+        (self.budget.replies.bytes_max() / CONNECTION_SHARE_DIVISOR).max(tally_codecs::wire::FRAME_BYTES_MAX)
+    }
+}
+
+/// A memory budget of `bytes_max` (`tally serve --gateway-memory-mib`), split as
+/// [`MemoryBudget::new`] says.
+pub fn memory_budget(bytes_max: usize) -> MemoryBudget {
+    MemoryBudget::new(bytes_max, connection::CONNECTION_BYTES_MIN)
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig::new()
+    }
+}
 /// Stack of each connection thread: they hold a read buffer on the heap and little else.
 const CONNECTION_STACK_BYTES: usize = 256 * 1024;
 /// The address `tally serve` listens on unless told otherwise: loopback only.
@@ -41,14 +106,33 @@ const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(10);
 /// new connection wakes it at once; this only bounds how late a stop is noticed.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
-/// Accepts and serves connections until `stop` says so (SIGTERM or SIGINT for `tally serve`).
+/// Accepts and serves connections with the default settings until `stop` says so.
 pub fn serve(listener: &TcpListener, frontend: &Frontend, stop: impl Fn() -> bool) -> std::io::Result<()> {
+    serve_with(listener, frontend, Arc::new(GatewayConfig::new()), stop)
+}
+
+/// Accepts and serves connections until `stop` says so (SIGTERM or SIGINT for `tally
+/// serve`); reloads the keys on SIGHUP.
+pub fn serve_with(
+    listener: &TcpListener,
+    frontend: &Frontend,
+    config: Arc<GatewayConfig>,
+    stop: impl Fn() -> bool,
+) -> std::io::Result<()> {
     // Non-blocking, so the loop can notice a stop request between connections.
     listener.set_nonblocking(true)?;
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         if stop() {
             return Ok(());
+        }
+        if let Some(keys) = &config.keys
+            && crate::signals::take_reload_request()
+        {
+            match keys.reload() {
+                Ok(count) => eprintln!("tally: keys reloaded: {count} keys"),
+                Err(error) => eprintln!("tally: keys not reloaded, the old ones stay in force: {error}"),
+            }
         }
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -64,20 +148,14 @@ pub fn serve(listener: &TcpListener, frontend: &Frontend, stop: impl Fn() -> boo
                 continue;
             }
         };
-        if open.fetch_add(1, Ordering::AcqRel) >= CONNECTIONS_MAX {
-            open.fetch_sub(1, Ordering::AcqRel);
-            eprintln!("tally: connection {peer}: refused, {CONNECTIONS_MAX} connections already open");
-            continue;
-        }
-        // Connections are served with blocking reads and writes, whatever the listener is.
-        if let Err(error) = stream.set_nonblocking(false) {
-            eprintln!("tally: connection {peer}: refused: {error}");
-            continue;
-        }
-        // Replies are small and latency matters more than packet count.
-        let _ = stream.set_nodelay(true);
-        let connection = connection::Connection { stream, peer, frontend: frontend.clone() };
-        let guard = OpenGuard(open.clone());
+        let (stream, guard) = match admit(&open, config.connections_max, || prepare(stream)) {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                eprintln!("tally: connection {peer}: refused: {reason}");
+                continue;
+            }
+        };
+        let connection = connection::Connection { stream, peer, frontend: frontend.clone(), config: config.clone() };
         let spawned = std::thread::Builder::new()
             .name(format!("conn {peer}"))
             .stack_size(CONNECTION_STACK_BYTES)
@@ -102,11 +180,55 @@ fn wait_for_connection(listener: &TcpListener, timeout: Duration) {
     unsafe { libc::poll(&raw mut pollfd, 1, timeout_ms) };
 }
 
+/// Readies an accepted socket to be served.
+fn prepare(stream: std::net::TcpStream) -> std::io::Result<std::net::TcpStream> {
+    // Connections are served with blocking reads and writes, whatever the listener is.
+    stream.set_nonblocking(false)?;
+    // Replies are small and latency matters more than packet count.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Counts a connection as open if fewer than `connections_max` are, then runs `setup`;
+/// the count is given back if `setup` fails (the guard is dropped), so that no failure
+/// on the way in leaks a connection slot.
+fn admit<T>(
+    open: &Arc<AtomicUsize>,
+    connections_max: usize,
+    setup: impl FnOnce() -> std::io::Result<T>,
+) -> Result<(T, OpenGuard), String> {
+    if open.fetch_add(1, Ordering::AcqRel) >= connections_max {
+        open.fetch_sub(1, Ordering::AcqRel);
+        return Err(format!("{connections_max} connections already open"));
+    }
+    let guard = OpenGuard(open.clone());
+    let prepared = setup().map_err(|error| error.to_string())?;
+    Ok((prepared, guard))
+}
+
 /// Counts a connection as open for as long as its thread runs.
 struct OpenGuard(Arc<AtomicUsize>);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_setup_gives_the_connection_slot_back() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let failed = admit(&open, 1, || Err::<(), _>(std::io::Error::other("set_nonblocking failed")));
+        assert!(failed.is_err());
+        assert_eq!(open.load(Ordering::Acquire), 0);
+        // The one slot is still there for the next connection, and refused past it.
+        let (_, guard) = admit(&open, 1, || Ok(())).expect("the slot is free");
+        assert!(admit(&open, 1, || Ok(())).is_err());
+        drop(guard);
+        assert_eq!(open.load(Ordering::Acquire), 0);
     }
 }

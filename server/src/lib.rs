@@ -8,6 +8,7 @@
 //! - [`drill`]: `tally drill`, a failover rehearsal over child processes of this binary.
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod drill;
 pub mod error;

@@ -41,6 +41,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "tally_sink_up",
     "tally_replicated_sequence",
     "tally_replication_lag",
+    "tally_auth_failures_total",
+    "tally_auth_forbidden_total",
 ];
 
 /// The counters of one running node (primary or standby) that the status does not carry.
@@ -253,6 +255,15 @@ impl MetricsSource {
                 &one(status.last_sequence.saturating_sub(replicated)),
             );
         }
+        let auth_failures = crate::auth::AUTH_FAILURES.load(Ordering::Relaxed);
+        metric("tally_auth_failures_total", "counter", "Client handshakes refused.", &one(auth_failures));
+        let forbidden = crate::auth::FORBIDDEN.load(Ordering::Relaxed);
+        metric(
+            "tally_auth_forbidden_total",
+            "counter",
+            "Requests refused as outside their key's scope.",
+            &one(forbidden),
+        );
         // Histograms last: the closure above borrows `text` until its last use.
         if let Some(flush) = &parts.flush_latency {
             let _ = writeln!(

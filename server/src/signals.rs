@@ -7,6 +7,26 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+static RELOAD_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_reload(_signal: libc::c_int) {
+    RELOAD_REQUESTED.store(true, Ordering::Release);
+}
+
+/// Routes SIGHUP to [`take_reload_request`] (the gateway then reloads its keys file).
+pub fn install_reload() -> std::io::Result<()> {
+    let handler = request_reload as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: as in `install`: the handler only stores to an atomic.
+    if unsafe { libc::signal(libc::SIGHUP, handler) } == libc::SIG_ERR {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether a SIGHUP arrived since the last call.
+pub fn take_reload_request() -> bool {
+    RELOAD_REQUESTED.swap(false, Ordering::AcqRel)
+}
 
 extern "C" fn request_stop(_signal: libc::c_int) {
     STOP_REQUESTED.store(true, Ordering::Release);

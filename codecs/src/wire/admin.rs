@@ -117,10 +117,46 @@ impl NodeStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     Frame(Frame),
-    StatusRequest { request_id: u64, client_id: u128 },
-    StatusReply { request_id: u64, client_id: u128, status: NodeStatus },
-    PromoteRequest { request_id: u64, client_id: u128, request: PromoteRequest },
-    PromoteReply { request_id: u64, client_id: u128, status: NodeStatus },
+    StatusRequest {
+        request_id: u64,
+        client_id: u128,
+    },
+    StatusReply {
+        request_id: u64,
+        client_id: u128,
+        status: NodeStatus,
+    },
+    PromoteRequest {
+        request_id: u64,
+        client_id: u128,
+        request: PromoteRequest,
+    },
+    PromoteReply {
+        request_id: u64,
+        client_id: u128,
+        status: NodeStatus,
+    },
+    /// The handshake of [`auth`](super::auth).
+    AuthHello {
+        request_id: u64,
+        client_id: u128,
+        hello: super::AuthHello,
+    },
+    AuthChallenge {
+        request_id: u64,
+        client_id: u128,
+        challenge: super::AuthChallenge,
+    },
+    AuthProof {
+        request_id: u64,
+        client_id: u128,
+        proof: super::AuthProof,
+    },
+    AuthGrant {
+        request_id: u64,
+        client_id: u128,
+        grant: super::AuthGrant,
+    },
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The streaming frame decoder: bytes in, frames out, no I/O.
 
 use super::admin::{Message, OPERATION_PROMOTE, OPERATION_STATUS};
+use super::auth::{OPERATION_AUTH_HELLO, OPERATION_AUTH_PROOF};
 use super::layout::{self, PayloadLayout};
 use super::message::{Body, Frame, Reply, Request};
 use super::{
@@ -57,7 +58,11 @@ impl FrameDecoder {
                 Message::StatusRequest { .. }
                 | Message::StatusReply { .. }
                 | Message::PromoteRequest { .. }
-                | Message::PromoteReply { .. },
+                | Message::PromoteReply { .. }
+                | Message::AuthHello { .. }
+                | Message::AuthChallenge { .. }
+                | Message::AuthProof { .. }
+                | Message::AuthGrant { .. },
             )
             | None => Ok(None),
         }
@@ -146,6 +151,12 @@ impl FrameDecoder {
                 Message::PromoteRequest { request_id, client_id, request: read_one(payload, &layout)? }
             }
             Kind::PromoteReply => Message::PromoteReply { request_id, client_id, status: read_one(payload, &layout)? },
+            Kind::AuthHello => Message::AuthHello { request_id, client_id, hello: read_one(payload, &layout)? },
+            Kind::AuthChallenge => {
+                Message::AuthChallenge { request_id, client_id, challenge: read_one(payload, &layout)? }
+            }
+            Kind::AuthProof => Message::AuthProof { request_id, client_id, proof: read_one(payload, &layout)? },
+            Kind::AuthGrant => Message::AuthGrant { request_id, client_id, grant: read_one(payload, &layout)? },
         };
         self.consumed += frame_bytes;
         self.last_version = header.version;
@@ -178,6 +189,10 @@ enum Kind {
     StatusReply,
     PromoteRequest,
     PromoteReply,
+    AuthHello,
+    AuthChallenge,
+    AuthProof,
+    AuthGrant,
 }
 
 /// Everything that can be checked from the header alone, in the order a reader of a hex
@@ -217,6 +232,18 @@ fn check_header(header: &Header, admin: Admin) -> Result<(Kind, PayloadLayout), 
         }
         Direction::Reply if admin == Admin::Accepted && header.operation == OPERATION_PROMOTE => {
             Ok((Kind::PromoteReply, layout::status_reply()))
+        }
+        Direction::Request | Direction::Reply
+            if admin == Admin::Accepted && matches!(header.operation, OPERATION_AUTH_HELLO | OPERATION_AUTH_PROOF) =>
+        {
+            let request = direction == Direction::Request;
+            let kind = match (header.operation == OPERATION_AUTH_HELLO, request) {
+                (true, true) => Kind::AuthHello,
+                (true, false) => Kind::AuthChallenge,
+                (false, true) => Kind::AuthProof,
+                (false, false) => Kind::AuthGrant,
+            };
+            Ok((kind, layout::auth(header.operation, request)))
         }
         Direction::Request => {
             let operation = Operation::from_u8(header.operation).ok_or(unknown.clone())?;

@@ -6,8 +6,12 @@ use std::any::TypeId;
 use bytemuck::Pod;
 
 use super::admin::{NodeStatus, OPERATION_PROMOTE, OPERATION_STATUS, PromoteRequest};
+use super::auth::{AuthChallenge, AuthGrant, AuthHello, AuthProof, OPERATION_AUTH_HELLO, OPERATION_AUTH_PROOF};
 use super::layout::{self, PayloadLayout};
-use super::{Direction, ErrorCode, HEADER_BYTES, Header, MAGIC, Redirect, VERSION, VERSION_OLDEST, VERSION_REDIRECT};
+use super::{
+    Direction, ErrorCode, HEADER_BYTES, Header, MAGIC, Redirect, VERSION, VERSION_AUTH, VERSION_OLDEST,
+    VERSION_REDIRECT,
+};
 use crate::Operation;
 
 /// Why a frame could not be encoded: always a bug in the caller, reported rather than
@@ -113,6 +117,30 @@ pub fn encode_promote_reply(request_id: u64, client_id: u128, status: &NodeStatu
         bytemuck::bytes_of(status),
         out,
     );
+}
+
+/// Appends the first frame of the authentication handshake (see [`super::auth`]).
+pub fn encode_auth_hello(request_id: u64, client_id: u128, hello: &AuthHello, out: &mut Vec<u8>) {
+    let payload = bytemuck::bytes_of(hello);
+    encode_admin(VERSION, OPERATION_AUTH_HELLO, Direction::Request, request_id, client_id, payload, out);
+}
+
+/// Appends the node's answer to an [`AuthHello`].
+pub fn encode_auth_challenge(request_id: u64, client_id: u128, challenge: &AuthChallenge, out: &mut Vec<u8>) {
+    let payload = bytemuck::bytes_of(challenge);
+    encode_admin(VERSION_AUTH, OPERATION_AUTH_HELLO, Direction::Reply, request_id, client_id, payload, out);
+}
+
+/// Appends the client's proof.
+pub fn encode_auth_proof(request_id: u64, client_id: u128, proof: &AuthProof, out: &mut Vec<u8>) {
+    let payload = bytemuck::bytes_of(proof);
+    encode_admin(VERSION, OPERATION_AUTH_PROOF, Direction::Request, request_id, client_id, payload, out);
+}
+
+/// Appends the node's acceptance of a proof.
+pub fn encode_auth_grant(request_id: u64, client_id: u128, grant: &AuthGrant, out: &mut Vec<u8>) {
+    let payload = bytemuck::bytes_of(grant);
+    encode_admin(VERSION_AUTH, OPERATION_AUTH_PROOF, Direction::Reply, request_id, client_id, payload, out);
 }
 
 fn encode_admin(

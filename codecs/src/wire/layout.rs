@@ -101,6 +101,17 @@ pub fn promote_request() -> PayloadLayout {
     PayloadLayout::of::<super::admin::PromoteRequest>(1, 1)
 }
 
+/// The payload of the auth frame of `operation` ([`super::auth`]), request or reply.
+pub fn auth(operation: u8, request: bool) -> PayloadLayout {
+    use super::auth::{AuthChallenge, AuthGrant, AuthHello, AuthProof, OPERATION_AUTH_HELLO};
+    match (operation == OPERATION_AUTH_HELLO, request) {
+        (true, true) => PayloadLayout::of::<AuthHello>(1, 1),
+        (true, false) => PayloadLayout::of::<AuthChallenge>(1, 1),
+        (false, true) => PayloadLayout::of::<AuthProof>(1, 1),
+        (false, false) => PayloadLayout::of::<AuthGrant>(1, 1),
+    }
+}
+
 /// The payload of an error reply with `code` in a frame of `version`: nothing, or for
 /// `not_primary` from version 2 on, at most one redirect.
 pub fn error_reply(version: u16, code: super::ErrorCode) -> PayloadLayout {

@@ -2,24 +2,33 @@
 //! writer thread (see `writer`) sends the replies back as the pipeline produces them, so
 //! a client may have many requests in flight.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 use tally_codecs::wire::{
-    Body, ErrorCode, FrameDecoder, FrameError, Message, Request, VERSION_REDIRECT, encode_error_reply,
-    encode_promote_reply, encode_redirect, encode_status_reply,
+    Body, ErrorCode, FRAME_BYTES_MAX, FrameDecoder, FrameError, HEADER_BYTES, Message, Request, VERSION_REDIRECT,
+    encode_error_reply, encode_promote_reply, encode_redirect, encode_status_reply,
 };
+use tally_codecs::{Account, AccountBalance, EventResult, Transfer};
 use tally_engine::pipeline::ReplyTo;
 
-use super::Frontend;
+use super::budget::Budget;
+use super::handshake::{self, Authenticated};
 use super::in_flight::{InFlight, Origin};
 use super::writer::{self, ConnectionReplies, Outgoing};
+use super::{Frontend, GatewayConfig};
+use crate::auth::{Scope, count_failure};
 
 /// Bytes read from the socket at a time.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// The least input budget that lets one connection make progress: a whole frame buffered
+/// and the read that completes it.
+pub const CONNECTION_BYTES_MIN: usize = FRAME_BYTES_MAX + READ_BUFFER_BYTES;
+/// Reserved for an error, status or handshake reply: a header and the largest admin payload.
+const SMALL_REPLY_BYTES: usize = HEADER_BYTES + 128;
 /// After refusing a frame, how long to drain what the client still sends, so that the
 /// close reaches it as a FIN after the error reply rather than as a reset that may
 /// discard the reply.
@@ -41,6 +50,7 @@ pub struct Connection {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub frontend: Frontend,
+    pub config: Arc<GatewayConfig>,
 }
 
 /// How long a new connection may take to send the four bytes that say what it is.
@@ -75,14 +85,27 @@ impl Connection {
     }
 
     fn serve_client(self) {
-        let in_flight = Arc::new(InFlight::new());
+        let mut decoder = FrameDecoder::new();
+        let authenticated = match &self.config.keys {
+            None => None,
+            Some(keys) => {
+                let deadline = Instant::now() + self.config.auth_timeout;
+                match handshake::authenticate(&self.stream, keys, &mut decoder, deadline) {
+                    Ok(authenticated) => Some(authenticated),
+                    Err(refusal) => return self.refuse_unauthenticated(&refusal),
+                }
+            }
+        };
+        let scope = authenticated.as_ref().map_or_else(Scope::full, |authenticated| authenticated.scope.clone());
+        let in_flight = Arc::new(InFlight::new(self.config.connection_bytes_max(), self.config.budget.clone()));
         let (queue, queued) = crossbeam::channel::unbounded();
         let writer = match self.stream.try_clone() {
             Ok(stream) => {
                 let in_flight = in_flight.clone();
-                std::thread::Builder::new()
-                    .name(format!("writer {}", self.peer))
-                    .spawn(move || writer::run(stream, queued, in_flight))
+                std::thread::Builder::new().name(format!("writer {}", self.peer)).spawn({
+                    let write_timeout = self.config.write_timeout;
+                    move || writer::run(stream, queued, in_flight, write_timeout)
+                })
             }
             Err(error) => Err(error),
         };
@@ -94,8 +117,9 @@ impl Connection {
             }
         };
         let stats = self.frontend.peers.role.submitter().map(|submitter| submitter.stats().clone());
-        let replies = Arc::new(ConnectionReplies { in_flight: in_flight.clone(), queue: queue.clone(), stats });
-        let end = self.read_requests(&in_flight, &replies, &queue);
+        let replies = Arc::new(ConnectionReplies { in_flight: in_flight.clone(), queue: queue.clone(), stats, scope });
+        let session = Session { in_flight: &in_flight, queue: &queue, authenticated: authenticated.as_ref() };
+        let end = self.read_requests(&session, &replies, decoder);
         // Every request read was submitted and will be answered: let those answers out
         // before the refusal and the close.
         in_flight.wait_idle();
@@ -120,12 +144,33 @@ impl Connection {
         }
     }
 
-    fn read_requests(&self, in_flight: &InFlight, replies: &Arc<ConnectionReplies>, queue: &Sender<Outgoing>) -> End {
+    /// Refuses a connection that did not authenticate: a log line, the metric, one error
+    /// frame `unauthenticated` (when the client is there to read it), and the close.
+    /// A peer that closed or failed mid-handshake is logged but not counted: a port probe
+    /// is not an attack on a key.
+    fn refuse_unauthenticated(&self, refusal: &handshake::Refusal) {
+        eprintln!("tally: connection {}: authentication refused: {}; closing", self.peer, refusal.reason);
+        if refusal.reply {
+            count_failure();
+            let mut bytes = Vec::new();
+            encode_error_reply(refusal.request_id, ErrorCode::Unauthenticated, &mut bytes);
+            let _ = self.stream.set_write_timeout(Some(LINGER));
+            let _ = (&self.stream).write_all(&bytes);
+            self.linger();
+        }
+    }
+
+    fn read_requests(&self, session: &Session<'_>, replies: &Arc<ConnectionReplies>, mut decoder: FrameDecoder) -> End {
         let replies: Arc<dyn ReplyTo> = replies.clone();
-        let mut decoder = FrameDecoder::new();
         let mut buffer = vec![0u8; READ_BUFFER_BYTES];
         let mut stream = &self.stream;
+        // A silent connection is closed once it is owed nothing; the timeout cannot fail
+        // on a connected socket with a non-zero duration.
+        let _ = stream.set_read_timeout(Some(self.config.idle_timeout));
+        let mut input = InputCharge { budget: &self.config.budget.input, held: 0 };
         loop {
+            // Past the input budget, this waits: the connection stops reading.
+            input.reserve(READ_BUFFER_BYTES);
             let read = match stream.read(&mut buffer) {
                 Ok(0) => {
                     return match decoder.finish() {
@@ -135,40 +180,67 @@ impl Connection {
                 }
                 Ok(read) => read,
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    if session.in_flight.is_idle() {
+                        let idle = self.config.idle_timeout;
+                        return End::Failed(format!("silent for {idle:?} with nothing in flight"));
+                    }
+                    input.settle(decoder.bytes_buffered());
+                    continue;
+                }
                 Err(error) => return End::Failed(format!("read failed: {error}")),
             };
             decoder.feed(&buffer[..read]);
             loop {
+                // What is decoded is no longer input: give it back before waiting for
+                // a reply's reservation (the budgets never wait on each other in a circle).
                 match decoder.next_message() {
                     Ok(None) => break,
                     Ok(Some(message)) => {
+                        input.settle(decoder.bytes_buffered());
                         let version = decoder.last_version();
-                        if let Some(end) = self.handle(message, version, in_flight, &replies, queue) {
+                        if let Some(end) = self.handle(message, version, session, &replies) {
                             return end;
                         }
                     }
                     Err(error) => return refused(&error),
                 }
             }
+            input.settle(decoder.bytes_buffered());
         }
     }
 
     /// Submits a request or answers a status request; `Some` when the connection must end.
-    fn handle(
-        &self,
-        message: Message,
-        version: u16,
-        in_flight: &InFlight,
-        replies: &Arc<dyn ReplyTo>,
-        queue: &Sender<Outgoing>,
-    ) -> Option<End> {
+    fn handle(&self, message: Message, version: u16, session: &Session<'_>, replies: &Arc<dyn ReplyTo>) -> Option<End> {
+        let (in_flight, queue) = (session.in_flight, session.queue);
+        if let Some(authenticated) = session.authenticated
+            && let Some(end) = check_identity(&message, authenticated)
+        {
+            return Some(end);
+        }
         match message {
             Message::Frame(frame) => {
                 let Body::Request(request) = frame.body else {
                     let reason = "a client sent a reply frame".to_owned();
                     return Some(End::Refused { reason, reply: Some(ErrorCode::Malformed) });
                 };
-                let slot = in_flight.acquire(Origin { request_id: frame.request_id, client_id: frame.client_id });
+                let origin = Origin {
+                    request_id: frame.request_id,
+                    client_id: frame.client_id,
+                    reply_bytes: reply_bytes_max(&request),
+                };
+                let slot = in_flight.acquire(origin);
+                let scope = session.authenticated.map(|authenticated| &authenticated.scope);
+                if let Some(Err(reason)) = scope.map(|scope| scope.check(&request)) {
+                    crate::auth::FORBIDDEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    eprintln!("tally: connection {}: request {} forbidden: {reason}", self.peer, frame.request_id);
+                    let mut bytes = Vec::new();
+                    encode_error_reply(frame.request_id, ErrorCode::Forbidden, &mut bytes);
+                    if queue.send(Outgoing::Frame { bytes, slot: Some(slot) }).is_err() {
+                        in_flight.release(slot);
+                    }
+                    return None;
+                }
                 // Only a primary serves requests, lookups included: a standby's ledger may
                 // lag, and a client should not read a balance older than one it wrote. A
                 // client that reads redirects (version 2) is told where the primary is.
@@ -206,7 +278,7 @@ impl Connection {
                 None
             }
             Message::StatusRequest { request_id, client_id } => {
-                let slot = in_flight.acquire(Origin { request_id, client_id });
+                let slot = in_flight.acquire(Origin { request_id, client_id, reply_bytes: SMALL_REPLY_BYTES });
                 let mut bytes = Vec::new();
                 let status = self.frontend.status.read().unwrap_or_else(std::sync::PoisonError::into_inner).read();
                 encode_status_reply(request_id, client_id, &status, &mut bytes);
@@ -216,7 +288,7 @@ impl Connection {
                 None
             }
             Message::PromoteRequest { request_id, client_id, request } => {
-                let slot = in_flight.acquire(Origin { request_id, client_id });
+                let slot = in_flight.acquire(Origin { request_id, client_id, reply_bytes: SMALL_REPLY_BYTES });
                 let mut bytes = Vec::new();
                 // Runs the promotion on this connection's thread: the operator waits for it.
                 match self.frontend.peers.promote(request) {
@@ -231,7 +303,33 @@ impl Connection {
                 }
                 None
             }
-            Message::StatusReply { .. } | Message::PromoteReply { .. } => {
+            Message::AuthHello { request_id, client_id, .. } | Message::AuthProof { request_id, client_id, .. }
+                if session.authenticated.is_none() =>
+            {
+                // A node without keys: see `handshake::open_challenge`.
+                let slot = in_flight.acquire(Origin { request_id, client_id, reply_bytes: SMALL_REPLY_BYTES });
+                let mut bytes = Vec::new();
+                if matches!(message, Message::AuthHello { .. }) {
+                    if let Err(error) = handshake::open_challenge(request_id, client_id, &mut bytes) {
+                        in_flight.release(slot);
+                        return Some(End::Failed(format!("no random nonce: {error}")));
+                    }
+                } else {
+                    handshake::open_grant(request_id, client_id, &mut bytes);
+                }
+                if queue.send(Outgoing::Frame { bytes, slot: Some(slot) }).is_err() {
+                    in_flight.release(slot);
+                }
+                None
+            }
+            Message::AuthHello { .. } | Message::AuthProof { .. } => {
+                let reason = "a second handshake on an authenticated connection".to_owned();
+                Some(End::Refused { reason, reply: Some(ErrorCode::Malformed) })
+            }
+            Message::StatusReply { .. }
+            | Message::PromoteReply { .. }
+            | Message::AuthChallenge { .. }
+            | Message::AuthGrant { .. } => {
                 let reason = "a client sent a reply".to_owned();
                 Some(End::Refused { reason, reply: Some(ErrorCode::Malformed) })
             }
@@ -255,6 +353,69 @@ impl Connection {
                 Ok(read) => drained += read,
             }
         }
+    }
+}
+
+/// What the reader of one connection works with.
+struct Session<'a> {
+    in_flight: &'a InFlight,
+    queue: &'a Sender<Outgoing>,
+    /// `Some` on a node with keys, once the handshake succeeded.
+    authenticated: Option<&'a Authenticated>,
+}
+
+/// Every frame of an authenticated connection must name the client that authenticated.
+fn check_identity(message: &Message, authenticated: &Authenticated) -> Option<End> {
+    let client_id = match message {
+        Message::Frame(frame) => frame.client_id,
+        Message::StatusRequest { client_id, .. } | Message::PromoteRequest { client_id, .. } => *client_id,
+        _ => return None,
+    };
+    (client_id != authenticated.client_id).then(|| End::Refused {
+        reason: format!("a frame for client {client_id} on a connection authenticated as {}", authenticated.client_id),
+        reply: Some(ErrorCode::Unauthenticated),
+    })
+}
+
+/// The most bytes the reply to `request` can take: what the gateway reserves for it.
+fn reply_bytes_max(request: &Request) -> usize {
+    let rows = |limit: u32| (limit as usize).min(tally_codecs::wire::EVENTS_PER_REQUEST_MAX);
+    let payload = match request {
+        Request::CreateAccounts(events) => events.len() * size_of::<EventResult>(),
+        Request::CreateTransfers(events) => events.len() * size_of::<EventResult>(),
+        Request::UpsertLimitProfiles(events) => events.len() * size_of::<EventResult>(),
+        Request::LookupAccounts(ids) => ids.len() * size_of::<Account>(),
+        Request::LookupTransfers(ids) => ids.len() * size_of::<Transfer>(),
+        Request::GetAccountTransfers(filter) => rows(filter.limit) * size_of::<Transfer>(),
+        Request::GetAccountBalances(filter) => rows(filter.limit) * size_of::<AccountBalance>(),
+    };
+    (HEADER_BYTES + payload).clamp(SMALL_REPLY_BYTES, FRAME_BYTES_MAX)
+}
+
+/// The input budget this connection holds: bytes read and not yet decoded.
+struct InputCharge<'a> {
+    budget: &'a Budget,
+    held: usize,
+}
+
+impl InputCharge<'_> {
+    fn reserve(&mut self, bytes: usize) {
+        self.budget.acquire(bytes);
+        self.held += bytes;
+    }
+
+    /// Keeps only `buffered` bytes charged (what the decoder still holds).
+    fn settle(&mut self, buffered: usize) {
+        if buffered < self.held {
+            self.budget.release(self.held - buffered);
+            self.held = buffered;
+        }
+    }
+}
+
+impl Drop for InputCharge<'_> {
+    fn drop(&mut self) {
+        self.budget.release(self.held);
     }
 }
 

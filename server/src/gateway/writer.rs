@@ -23,17 +23,15 @@ pub enum Outgoing {
     Close,
 }
 
-/// How long one reply may wait for a client that does not read. Past it the client is
-/// taken to be stuck and is disconnected, so that its connection's threads and buffers are
-/// freed; until then the reply stage never waits for it (replies queue here).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Writes queued frames until [`Outgoing::Close`]. After a failed write the connection is
 /// shut down (so its reader stops too) and the rest is dropped, but slots are still freed.
-pub fn run(mut stream: TcpStream, queue: Receiver<Outgoing>, in_flight: Arc<InFlight>) {
+/// `write_timeout`: how long one reply may wait for a client that does not read; past it
+/// the client is taken to be stuck and is disconnected, so that its connection's threads
+/// and reserved bytes are freed; until then the reply stage never waits for it.
+pub fn run(mut stream: TcpStream, queue: Receiver<Outgoing>, in_flight: Arc<InFlight>, write_timeout: Duration) {
     // Without the timeout (it cannot fail on a connected socket) a stuck client would only
     // hold its own connection.
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(write_timeout));
     let mut broken = false;
     for outgoing in queue {
         let (bytes, slot, written) = match outgoing {
@@ -68,12 +66,22 @@ pub struct ConnectionReplies {
     /// The pipeline the connection submits to, whose stage latencies the write is
     /// recorded in; `None` when it had none (a standby's connection).
     pub stats: Option<Arc<PipelineStats>>,
+    /// The connection's key scope: records of other ledgers are left out of replies.
+    pub scope: crate::auth::Scope,
 }
 
 impl ReplyTo for ConnectionReplies {
     fn reply(&self, slot: u64, reply: &Reply) {
         let Ok(slot) = usize::try_from(slot) else { return };
         let Some(origin) = self.in_flight.origin(slot) else { return };
+        let mut filtered;
+        let reply = if self.scope.ledgers.is_some() {
+            filtered = reply.clone();
+            self.scope.filter(&mut filtered);
+            &filtered
+        } else {
+            reply
+        };
         let mut bytes = Vec::new();
         if let Err(error) = reply.encode(origin.request_id, origin.client_id, &mut bytes) {
             // Replies hold at most a request's worth of records, so this is a bug; the

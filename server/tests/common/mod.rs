@@ -123,6 +123,13 @@ impl ServerProcess {
         }
     }
 
+    /// Sends `signal` (SIGHUP: reload the keys file) and returns at once.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
+        // SAFETY: kill only sends a signal to the child this value owns.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "the signal is sent");
+    }
+
     /// SIGKILL (`Child::kill` sends SIGKILL on Unix): no clean shutdown of any kind.
     pub fn kill(mut self) {
         self.kill_now();

@@ -1,0 +1,206 @@
+//! What the gateway holds is bounded, and the bounds protect the other clients: a flood
+//! of connections that authenticate slowly is timed out, a silent connection is closed,
+//! and a client that stops reading its replies is held to its share of the memory budget
+//! (and then disconnected) while everyone else is served. The gateway runs in this process
+//! so that the tests can read its budget.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tally::auth::Keys;
+use tally::gateway::{self, Frontend, GatewayConfig};
+use tally::{Node, NodeConfig};
+use tally_client::{Client, ClientConfig, ClientKey};
+use tally_codecs::wire::{Body, ErrorCode, FrameDecoder, Message, Request};
+use tally_codecs::{Account, ResultCode};
+
+use common::{TempDir, account, transfer};
+
+const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// A node and its gateway on a loopback port, stopped when dropped.
+struct Gateway {
+    address: SocketAddr,
+    config: Arc<GatewayConfig>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Node>>,
+    _dir: TempDir,
+}
+
+impl Gateway {
+    fn start(name: &str, config: GatewayConfig) -> Gateway {
+        let dir = TempDir::new(name);
+        let node_config = NodeConfig { snapshot_interval: None, ..NodeConfig::new(&dir.path().join("data")) };
+        let node = Node::open(&node_config).expect("the node opens");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("an address");
+        let config = Arc::new(config);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (config, stop) = (config.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let status = Arc::new(std::sync::RwLock::new(node.status()));
+                let frontend = Frontend { status, peers: node.peers() };
+                gateway::serve_with(&listener, &frontend, config, || stop.load(Ordering::Acquire)).expect("serve");
+                node
+            })
+        };
+        Gateway { address, config, stop, thread: Some(thread), _dir: dir }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take()
+            && let Ok(node) = thread.join()
+        {
+            node.shutdown();
+        }
+    }
+}
+
+fn client(address: SocketAddr, key: Option<ClientKey>) -> Client {
+    let config = ClientConfig {
+        request_timeout: Duration::from_secs(5),
+        give_up_after: Duration::from_secs(30),
+        connect_timeout: Duration::from_millis(500),
+        key,
+        ..ClientConfig::new(&[address])
+    };
+    Client::with_config(config).expect("the gateway serves")
+}
+
+/// Reads until the node closes; the error codes it sent, or `None` if it did not close
+/// within `limit` (a generous bound, not a timing claim).
+fn codes_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Vec<ErrorCode>> {
+    stream.set_read_timeout(Some(limit)).expect("set timeout");
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => received.extend_from_slice(&buffer[..read]),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(_) => return None,
+        }
+    }
+    let mut decoder = FrameDecoder::new();
+    decoder.feed(&received);
+    let messages = std::iter::from_fn(|| decoder.next_message().ok().flatten());
+    Some(
+        messages
+            .filter_map(|message| match message {
+                Message::Frame(frame) => match frame.body {
+                    Body::Error(code) => Some(code),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+fn keys_file(dir: &std::path::Path) -> Arc<Keys> {
+    let path = dir.join("keys");
+    std::fs::write(&path, format!("42 1 {SECRET}\n")).expect("write keys");
+    Arc::new(Keys::load(&path).expect("valid keys"))
+}
+
+#[test]
+fn a_flood_of_slow_handshakes_is_timed_out_and_then_clients_are_served() {
+    let scratch = TempDir::new("bounds-keys");
+    let config = GatewayConfig {
+        keys: Some(keys_file(scratch.path())),
+        connections_max: 8,
+        auth_timeout: Duration::from_millis(500),
+        ..GatewayConfig::new()
+    };
+    let gateway = Gateway::start("bounds-flood", config);
+    // Eight connections take every slot and send half a hello, then nothing.
+    let mut flood: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut stream = TcpStream::connect(gateway.address).expect("connect");
+            stream.write_all(&tally_codecs::wire::MAGIC.to_le_bytes()).expect("send a little");
+            stream
+        })
+        .collect();
+    // Each is refused with `unauthenticated` once its handshake time is up.
+    for stream in &mut flood {
+        let codes = codes_until_closed(stream, Duration::from_secs(20));
+        assert_eq!(codes, Some(vec![ErrorCode::Unauthenticated]));
+    }
+    // The slots are free again: a client with the key is served.
+    let key = ClientKey::parse(&format!("42 1 {SECRET}")).expect("a key").0;
+    let good = client(gateway.address, Some(key));
+    let results = good.create_accounts(&[account(1)]).expect("served");
+    assert_eq!(results[0].status, ResultCode::Created as u32);
+    assert!(gateway.config.keys.is_some());
+}
+
+#[test]
+fn a_silent_connection_is_closed_once_it_is_owed_nothing() {
+    let config = GatewayConfig { idle_timeout: Duration::from_millis(300), ..GatewayConfig::new() };
+    let gateway = Gateway::start("bounds-idle", config);
+    let mut silent = TcpStream::connect(gateway.address).expect("connect");
+    // Not a replication peer either: a Tally frame's magic, then silence.
+    silent.write_all(&tally_codecs::wire::MAGIC.to_le_bytes()).expect("send");
+    assert_eq!(codes_until_closed(&mut silent, Duration::from_secs(20)), Some(vec![]));
+    // A client that keeps talking is not affected.
+    let talker = client(gateway.address, None);
+    talker.create_accounts(&[account(1)]).expect("served");
+}
+
+#[test]
+fn a_client_that_stops_reading_is_held_to_the_budget_while_others_are_served() {
+    let config = GatewayConfig {
+        budget: Arc::new(gateway::memory_budget(8 << 20)),
+        write_timeout: Duration::from_secs(1),
+        ..GatewayConfig::new()
+    };
+    let gateway = Gateway::start("bounds-stuck", config);
+    let other = client(gateway.address, None);
+    let ids: Vec<u128> = (1..=4000).collect();
+    let accounts: Vec<Account> = ids.iter().map(|&id| account(id)).collect();
+    other.create_accounts(&accounts).expect("create");
+
+    // The stuck client asks for 64 lookups of 512 KB each and never reads a reply.
+    let mut stuck = TcpStream::connect(gateway.address).expect("connect");
+    let mut request = Vec::new();
+    for request_id in 0..64 {
+        Request::LookupAccounts(ids.clone()).encode(request_id, 5, &mut request).expect("encode");
+    }
+    stuck.set_write_timeout(Some(Duration::from_secs(20))).expect("set timeout");
+    let writer = std::thread::spawn(move || {
+        let _ = stuck.write_all(&request);
+        stuck
+    });
+
+    // Meanwhile every other client is served: transfers and lookups.
+    for id in 0..20u128 {
+        let results = other.create_transfers(&[transfer(10_000 + id, 1, 2, 1)]).expect("served");
+        assert_eq!(results[0].status, ResultCode::Created as u32);
+    }
+    let balances = other.lookup_accounts(&[1, 2]).expect("lookup");
+    assert_eq!((balances[0].debits_posted, balances[1].credits_posted), (20, 20));
+
+    // The stuck client is disconnected by the write timeout, and everything it held is
+    // given back (the other client closes too: an open connection holds its next read);
+    // at no moment did the gateway hold more than its budget.
+    let stuck = writer.join().expect("the writer ends");
+    drop(other);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway.config.budget.used() > 0 {
+        assert!(Instant::now() < deadline, "the stuck client's bytes were never given back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stuck);
+    let budget = &gateway.config.budget;
+    assert!(budget.high_water() <= budget.bytes_max(), "held {} of {}", budget.high_water(), budget.bytes_max());
+    assert!(budget.replies.high_water() > 0, "replies were counted");
+}
