@@ -82,7 +82,8 @@ mod tests {
     #[test]
     fn key_lines_parse_and_bad_ones_are_refused() {
         let secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-        let (key, options) = ClientKey::parse(&format!("0x2a 7 {secret} read-only")).unwrap();
+        let line = format!("0x2a 7 {secret} read-only");
+        let (key, options) = ClientKey::parse(&line).unwrap();
         assert_eq!((key.client_id, key.key_id, key.secret[1], options), (42, 7, 0x11, vec!["read-only"]));
         assert!(ClientKey::parse("42 7").is_err());
         assert!(ClientKey::parse(&format!("0 7 {secret}")).is_err());

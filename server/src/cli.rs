@@ -463,14 +463,8 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         return Ok(());
     };
     // In a replica set the node may be fenced and then rejoin as a standby while it runs.
-    let promoter = replica::fenced_primary_rejoins(
-        node,
-        node_config,
-        replication,
-        address,
-        status.clone(),
-        Some(metrics.clone()),
-    );
+    let promoter =
+        replica::fenced_primary_rejoins(node, node_config, replication, address, status.clone(), Some(metrics.clone()));
     if let Some(admin) = &admin {
         admin.attach(Attached { metrics, readiness: admin::promoter_readiness(promoter.clone()) });
     }

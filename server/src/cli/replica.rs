@@ -137,10 +137,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         metrics: Some(metrics.clone()),
     });
     if let Some(admin) = &admin {
-        admin.attach(crate::admin::Attached {
-            metrics,
-            readiness: crate::admin::promoter_readiness(promoter.clone()),
-        });
+        admin.attach(crate::admin::Attached { metrics, readiness: crate::admin::promoter_readiness(promoter.clone()) });
     }
     signals::install()?;
     if let Some(after_ms) = args.auto_promote_after_ms {

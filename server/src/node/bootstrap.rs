@@ -197,7 +197,7 @@ fn record_history_start(dirs: &DataDir, sequence: u64) -> Result<(), NodeError> 
             "tally: the history store holds sequences up to {start}; the checkpoint is at {sequence}: \
              lookups of transfers committed before it are not answered by this node"
         );
-        store.write(&[], sequence);
+        store.write(&[], sequence, true);
     }
     Ok(())
 }
