@@ -282,7 +282,8 @@ fn tally_client_takes_the_key_from_a_file_or_the_environment() {
     assert!(run(&["client", "--addr", &address], Some(&format!("42 1 {SECRET_A}"))).status.success());
     let without = run(&["client", "--addr", &address], None);
     assert!(!without.status.success());
-    assert!(String::from_utf8_lossy(&without.stderr).contains("unauthenticated"), "{without:?}");
+    // The refusal is the request's error reply (stdout); the exit code says a request failed.
+    assert!(String::from_utf8_lossy(&without.stdout).contains("unauthenticated"), "{without:?}");
 }
 
 #[test]
