@@ -265,6 +265,7 @@ fn an_unreachable_database_only_makes_settlement_lag() {
     let last = settled_last_sequence(&node).max(last);
     schema.wait_for(last);
     schema.check_against(&node, &(1..2101).collect::<Vec<u128>>());
-    assert!(server.log().contains("sink settlement"), "the outage is logged:\n{}", server.log());
+    let log = server.log();
+    assert!(log.contains("sink error") && log.contains("settlement"), "the outage is logged:\n{log}");
     assert!(server.terminate(), "the node stops cleanly");
 }
