@@ -35,7 +35,7 @@ struct Gateway {
 impl Gateway {
     fn start(name: &str, config: GatewayConfig) -> Gateway {
         let dir = TempDir::new(name);
-        let node_config = NodeConfig { snapshot_interval: None, ..NodeConfig::new(&dir.path().join("data")) };
+        let node_config = NodeConfig { snapshot_interval: None, ..NodeConfig::new(dir.path().join("data")) };
         let node = Node::open(&node_config).expect("the node opens");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("an address");

@@ -30,6 +30,9 @@ use crate::metrics::MetricsParts;
 pub const PROMOTE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 
 /// What a standby process runs now.
+// One of these lives behind the promoter's mutex for the life of the process: the size of
+// its larger variant costs nothing, boxing it would only add an indirection.
+#[allow(clippy::large_enum_variant)]
 pub enum Running {
     Standby(Standby),
     Primary(Node),
