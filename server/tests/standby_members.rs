@@ -268,7 +268,7 @@ fn a_retry_of_an_id_from_before_the_checkpoint_a_standby_started_from_answers_ex
     cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
 
     // The standby trims its own journal below its checkpoints, as the primary does.
-    next_id = load_until_the_oldest_segment_is_dropped(&cluster, 1, &primary, next_id);
+    load_until_the_oldest_segment_is_dropped(&cluster, 1, &primary, next_id);
     cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
 
     cluster.kill(0);
