@@ -248,3 +248,65 @@ fn clear_files(dir: &Path) -> Result<(), NodeError> {
 fn sync_dir(dir: &Path) -> Result<(), NodeError> {
     File::open(dir).and_then(|dir| dir.sync_all()).map_err(|source| NodeError::Io { path: dir.to_path_buf(), source })
 }
+
+#[cfg(test)]
+mod tests {
+    use tally_engine::{Effects, HistoryLookup, Ledger};
+    use tally_journal::SnapshotStore;
+    use tally_replication::CheckpointFile;
+
+    use super::*;
+    use crate::history::HistoryStore;
+
+    const SEQUENCE: u64 = 9;
+
+    /// A checkpoint as a primary would send it: an empty ledger's snapshot at
+    /// [`SEQUENCE`] and its history dump.
+    fn checkpoint(root: &Path) -> Checkpoint {
+        let ledger = Ledger::new();
+        let store = SnapshotStore::open(root.join("primary-snapshots")).expect("snapshot store");
+        let image = snapshots::encode(SEQUENCE, &ledger).expect("encode");
+        store.write_staged(SEQUENCE, image.as_ref()).expect("stage");
+        let path = store.promote(SEQUENCE).expect("promote");
+        let name = path.file_name().and_then(|name| name.to_str()).expect("a file name").to_owned();
+        let snapshot = CheckpointFile { name, bytes: std::fs::read(&path).expect("read the snapshot") };
+        let (history, _) = HistoryStore::open(&root.join("primary-history")).expect("history");
+        history.write(&[], SEQUENCE, true);
+        let bytes = history.dump(dump::Cut::of(SEQUENCE, &ledger)).expect("dump");
+        let dump = CheckpointFile { name: dump::FILE_NAME.to_owned(), bytes };
+        Checkpoint { sequence: SEQUENCE, chain: [7; 16], files: vec![snapshot, dump] }
+    }
+
+    /// A standby directory whose history store already holds failed id 5 at sequence 3.
+    fn standby(root: &Path) -> DataDir {
+        let dirs = DataDir::create(&root.join("standby")).expect("data dir");
+        let (history, _) = HistoryStore::open(&dirs.history).expect("history");
+        history.write(&[Effects { sequence: 3, failed: vec![(5, 1)], ..Effects::default() }], 3, true);
+        dirs
+    }
+
+    #[test]
+    fn a_refused_history_dump_installs_nothing_and_a_good_one_replaces_the_store() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dirs = standby(root.path());
+        let good = checkpoint(root.path());
+        let mut damaged = good.clone();
+        damaged.files[1].bytes.truncate(20);
+        let mut without = good.clone();
+        without.files.pop();
+        for bad in [&damaged, &without] {
+            let error = install(bad, &dirs, 16 << 20).expect_err("refused");
+            assert!(matches!(error, NodeError::Checkpoint(_)), "{error}");
+            assert!(!dirs.root.join(STAGING).exists(), "the staging directory is cleared");
+            assert_eq!(std::fs::read_dir(&dirs.snapshots).expect("snapshots").count(), 0, "no snapshot installed");
+            let (history, mark) = HistoryStore::open(&dirs.history).expect("history");
+            assert_eq!((mark, history.failed(5)), (3, Some((1, 3))), "the history store is untouched");
+        }
+        install(&good, &dirs, 16 << 20).expect("installed");
+        assert!(!dirs.root.join(STAGING).exists());
+        let (history, mark) = HistoryStore::open(&dirs.history).expect("history");
+        assert_eq!((mark, history.failed(5)), (SEQUENCE, None), "the primary's store replaced the standby's");
+        assert!(dirs.snapshots.join(&good.files[0].name).exists(), "the snapshot is in place");
+        assert!(!dirs.snapshots.join(dump::FILE_NAME).exists(), "the dump is not a snapshot");
+    }
+}
