@@ -298,6 +298,14 @@ impl Ledger {
         self.transfers.len()
     }
 
+    /// The numbers the next committed transfer and the next balance-history row get.
+    /// Both count up in commit order, so the history store's transfers, account-list
+    /// entries and balance rows numbered below them are exactly those committed at or
+    /// before this ledger's sequence: where a shipped history dump is cut.
+    pub fn next_history_numbers(&self) -> (u64, u64) {
+        (self.next_transfer_number(), self.history_base + self.history_rows.len() as u64)
+    }
+
     /// The number the next committed transfer gets.
     pub(crate) fn next_transfer_number(&self) -> u64 {
         self.transfers_base + self.transfers.len() as u64

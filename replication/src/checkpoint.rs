@@ -15,6 +15,12 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 pub const FILES_MAX: usize = 16;
 /// Longest file name.
 pub const FILE_NAME_BYTES_MAX: usize = 128;
+/// Bytes of all files of one checkpoint together, at most. The receiver holds the files
+/// in memory until they are complete (docs/design.md §7a, "Limits"), so an offer that
+/// announces more is refused before a chunk is read: 4 GiB is the snapshot of a few
+/// million open accounts plus the history dump of a few million transfers (≈ 550 bytes
+/// each with their list and balance rows).
+pub const CHECKPOINT_BYTES_MAX: u64 = 4 << 30;
 
 /// A checkpoint as the primary reads it and as the standby receives it: the files a
 /// restart needs, covering journal records up to `sequence`, whose chain hash is `chain`.
@@ -37,6 +43,8 @@ pub enum CheckpointError {
     TooManyFiles(usize),
     #[error("a checkpoint with no file")]
     NoFiles,
+    #[error("a checkpoint of {0} bytes (at most {CHECKPOINT_BYTES_MAX})")]
+    TooLarge(u64),
     #[error("checkpoint file name {0:?} is not a plain file name")]
     BadName(String),
     #[error("checkpoint file name {0:?} appears twice")]
@@ -99,6 +107,12 @@ impl Receiving {
         }
         if infos.len() > FILES_MAX {
             return Err(CheckpointError::TooManyFiles(infos.len()));
+        }
+        let total = infos.iter().try_fold(0u64, |total, info| total.checked_add(info.length));
+        match total {
+            Some(total) if total <= CHECKPOINT_BYTES_MAX => {}
+            Some(total) => return Err(CheckpointError::TooLarge(total)),
+            None => return Err(CheckpointError::TooLarge(u64::MAX)),
         }
         for (index, info) in infos.iter().enumerate() {
             if !plain_file_name(&info.name) {
@@ -237,5 +251,16 @@ mod tests {
             Err(CheckpointError::DuplicateName(_))
         ));
         assert_eq!(Receiving::offer(1, [0; 16], vec![]).err(), Some(CheckpointError::NoFiles));
+    }
+
+    #[test]
+    fn an_offer_announcing_more_than_the_limit_is_refused_before_any_chunk() {
+        let file = |name: &str, length: u64| CheckpointFileInfo { name: name.into(), length, hash: [0; 32] };
+        let at_limit = vec![file("a", CHECKPOINT_BYTES_MAX - 1), file("b", 1)];
+        assert!(Receiving::offer(1, [0; 16], at_limit).is_ok());
+        let over = vec![file("a", CHECKPOINT_BYTES_MAX), file("b", 1)];
+        assert_eq!(Receiving::offer(1, [0; 16], over).err(), Some(CheckpointError::TooLarge(CHECKPOINT_BYTES_MAX + 1)));
+        let overflowing = vec![file("a", u64::MAX), file("b", 1)];
+        assert_eq!(Receiving::offer(1, [0; 16], overflowing).err(), Some(CheckpointError::TooLarge(u64::MAX)));
     }
 }

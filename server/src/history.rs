@@ -13,6 +13,8 @@
 //! A read or write error of the store stops the process: a look-up that silently found
 //! nothing would let a retried id apply twice.
 
+pub mod dump;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +37,8 @@ const ACCOUNT_TRANSFERS: TableDefinition<(u128, u64), u128> = TableDefinition::n
 /// (account id, row number) → debit side (1 byte) and the `AccountBalance` (128 bytes).
 const BALANCES: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("balances");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The store's one file, in the directory [`HistoryStore::open`] is given.
+pub const FILE_NAME: &str = "history.redb";
 const MARK: &str = "mark";
 
 /// One entry of an account's transfer list, as a range yields it.
@@ -80,7 +84,7 @@ impl HistoryStore {
     /// Opens (or creates) the store in `dir`; returns it and its mark.
     pub fn open(dir: &Path) -> Result<(Arc<HistoryStore>, u64), HistoryError> {
         std::fs::create_dir_all(dir).map_err(|error| store_error(dir, error))?;
-        let path = dir.join("history.redb");
+        let path = dir.join(FILE_NAME);
         let db = redb::Database::create(&path).map_err(|error| store_error(&path, error))?;
         let txn = db.begin_write().map_err(|error| store_error(&path, error))?;
         let mark = {

@@ -248,6 +248,7 @@ impl Node {
         // The cold-lookup rule reads what look-ups find; retention reads the durable mark
         // (durable), which the registry already holds.
         let history_visible = history.visible_mark();
+        let shipped_history = Arc::downgrade(&history_store);
         let history = History {
             lookup: history_store,
             writer: Box::new(history),
@@ -277,6 +278,7 @@ impl Node {
             Arc::new(Shipping {
                 journal_dir: dirs.journal.clone(),
                 snapshots_dir: dirs.snapshots.clone(),
+                history: shipped_history.clone(),
                 visible,
                 primary: Mutex::new(Primary::new(role.epoch(), replicas, ship::CHECKPOINT_INTERVAL)),
                 replicated,

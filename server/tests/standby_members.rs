@@ -195,17 +195,7 @@ fn standby_from_an_empty_directory_is_promoted_and_answers_like_the_old_primary_
     let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
     create_accounts(&primary, 1..=ACCOUNTS);
     // History from before the checkpoint the standby will start from.
-    let mut next_id = 100_000u128;
-    while oldest_segment(&cluster.data(0).join("journal")) <= 1 {
-        assert!(next_id < 100_000 + 400_000, "the primary never dropped its first segment:\n{}", cluster.log(0));
-        let transfers: Vec<Transfer> = (next_id..next_id + 8_000)
-            .map(|id| bulky(transfer(id, 1 + id % ACCOUNTS, 1 + (id + 1) % ACCOUNTS, 1)))
-            .collect();
-        let results = primary.create_transfers(&transfers).expect("answered");
-        assert!(results.iter().all(|result| result.status == ResultCode::Created as u32));
-        next_id += 8_000;
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut next_id = load_until_the_oldest_segment_is_dropped(&cluster, 0, &primary, 100_000);
 
     let mut standby_args = small.to_vec();
     standby_args.extend(["--metrics", &metrics_1_arg]);
@@ -228,10 +218,9 @@ fn standby_from_an_empty_directory_is_promoted_and_answers_like_the_old_primary_
     force_promote(&cluster, 1);
     let promoted = client(&[cluster.addresses[1]], Duration::from_secs(20));
     assert_eq!(answers(&promoted), on_primary, "the promoted standby answers as the old primary did");
-    // What such a node does not hold, as the README states: the history from before the
-    // checkpoint it was bootstrapped from.
+    // The history from before the checkpoint it was bootstrapped from came with it.
     let before = promoted.lookup_transfers(&[100_000]).expect("lookup answered");
-    assert!(before.is_empty(), "history before the checkpoint is not on this node: {before:?}");
+    assert_eq!(before.iter().map(|found| found.id).collect::<Vec<_>>(), [100_000], "history before the checkpoint");
 
     // The old primary, restarted as it was, learns of the newer epoch, is fenced and
     // rejoins as a standby while it runs; its /metrics now read the standby it became,
@@ -249,6 +238,79 @@ fn standby_from_an_empty_directory_is_promoted_and_answers_like_the_old_primary_
     scrape_until(metrics_1, |samples| {
         samples.get(APPLIED) == Some(&converged.applied_sequence) && samples.contains_key("tally_replicated_sequence")
     });
+}
+
+/// The gap this guards: a standby bootstrapped from a shipped checkpoint without the
+/// primary's history store treats its store as complete from the checkpoint on, so a
+/// retry of an id used before the checkpoint and evicted from the hot window finds
+/// nothing there: the standby applies it (its state hash parts from the primary's), and
+/// once promoted it moves the money a second time.
+#[test]
+fn a_retry_of_an_id_from_before_the_checkpoint_a_standby_started_from_answers_exists_there_and_moves_nothing() {
+    let mut cluster = TestCluster::new("standby-checkpoint-history", 2, "local");
+    let small = ["--snapshot-interval-s", "1", "--journal-segment-mib", "4", "--hot-window", "4"];
+    cluster.start_primary(0, &small);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary, 1..=ACCOUNTS);
+    let originals: Vec<Transfer> = (1..=5).map(|id| transfer(id, 1, 2, 10 + id)).collect();
+    for original in &originals {
+        assert_eq!(send(&primary, *original), ResultCode::Created);
+    }
+    let mut next_id = load_until_the_oldest_segment_is_dropped(&cluster, 0, &primary, 100_000);
+    cluster.start_standby(1, &[0], &small);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    assert!(cluster.log(1).contains("installed the checkpoint"), "{}", cluster.log(1));
+
+    // The retry on the primary, then more inputs than the hot window: the standby applies
+    // the retry as the primary did, or its state hash differs and this never converges.
+    assert_eq!(send(&primary, originals[0]), ResultCode::Exists);
+    evict(&primary, &mut next_id);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+
+    // The standby trims its own journal below its checkpoints, as the primary does.
+    load_until_the_oldest_segment_is_dropped(&cluster, 1, &primary, next_id);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+
+    cluster.kill(0);
+    force_promote(&cluster, 1);
+    let promoted = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    let accounts_before = promoted.lookup_accounts(&[1, 2]).expect("accounts answered");
+    assert_eq!(send(&promoted, originals[0]), ResultCode::Exists, "the retry on the promoted standby");
+    let different = Transfer { amount: 99, ..originals[1] };
+    assert_eq!(send(&promoted, different), ResultCode::ExistsWithDifferentAmount);
+    let accounts_after = promoted.lookup_accounts(&[1, 2]).expect("accounts answered");
+    assert_eq!(accounts_after, accounts_before, "no balance moved");
+    let found = promoted.lookup_transfers(&[1, 2, 3, 4, 5]).expect("lookup answered");
+    assert_eq!(found.iter().map(|found| found.id).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+}
+
+/// Loads `primary` with bulky transfers from id `next_id` on until node `index` has
+/// deleted the oldest journal segment it had (after a checkpoint): on the primary, so
+/// that a new standby must start from that checkpoint; on a standby, to see it trim.
+/// Returns the next unused id.
+fn load_until_the_oldest_segment_is_dropped(
+    cluster: &TestCluster,
+    index: usize,
+    primary: &Client,
+    mut next_id: u128,
+) -> u128 {
+    let (first_id, journal) = (next_id, cluster.data(index).join("journal"));
+    let oldest = oldest_segment(&journal);
+    while oldest_segment(&journal) <= oldest {
+        assert!(
+            next_id < first_id + 400_000,
+            "node {index} never dropped its oldest segment (first sequence {oldest}):\n{}",
+            cluster.logs()
+        );
+        let transfers: Vec<Transfer> = (next_id..next_id + 8_000)
+            .map(|id| bulky(transfer(id, 1 + id % ACCOUNTS, 1 + (id + 1) % ACCOUNTS, 1)))
+            .collect();
+        let results = primary.create_transfers(&transfers).expect("answered");
+        assert!(results.iter().all(|result| result.status == ResultCode::Created as u32));
+        next_id += 8_000;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    next_id
 }
 
 /// `tally promote --force`: with the primary gone, a two-node set under `local` cannot

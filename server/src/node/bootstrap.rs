@@ -1,28 +1,37 @@
 //! A standby that needs records its primary no longer holds starts from the primary's
 //! checkpoint: received over the authenticated peer port, checked (names, lengths, BLAKE3
 //! hashes: `tally_replication::checkpoint`), written durably to a staging directory,
-//! loaded there, and only then installed in place of the standby's snapshots and journal.
+//! loaded there, and only then installed in place of the standby's snapshots, history
+//! store and journal. The checkpoint is a snapshot and the primary's history store cut at
+//! the snapshot's sequence (`history::dump`): without the history, this node's cold
+//! look-ups would not find ids used before the checkpoint, and a retry of one would be
+//! applied again.
 //!
 //! Install order, so that a crash at any point leaves a directory that start-up can use:
 //!
 //! 1. files → `DIR/checkpoint-incoming/` (temporary name, fsync, rename, fsync the
-//!    directory and `DIR`), then loaded there: a checkpoint that does not load is refused
-//!    and nothing else changes;
-//! 2. the journal's files are removed (fsync);
-//! 3. the snapshots are removed and the checkpoint's files renamed into `DIR/snapshots/`
-//!    (fsync);
-//! 4. a new, empty journal is created that starts after the checkpoint's sequence and
+//!    directory and `DIR`), then loaded there: the snapshot into a ledger, and the history
+//!    dump, checked row by row against the cut that ledger gives, into a fresh store file
+//!    `DIR/checkpoint-incoming/history.redb` (one durable transaction whose mark is the
+//!    checkpoint's sequence). A checkpoint that does not load is refused and nothing else
+//!    changes;
+//! 2. that store file is renamed over `DIR/history/history.redb` (fsync `DIR/history`);
+//! 3. the journal's files are removed (fsync);
+//! 4. the snapshots are removed and the checkpoint's snapshot renamed into
+//!    `DIR/snapshots/` (fsync);
+//! 5. a new, empty journal is created that starts after the checkpoint's sequence and
 //!    chains from its chain hash (the journal syncs its first segment and directory);
-//! 5. the staging directory is removed (fsync `DIR`).
+//! 6. the staging directory is removed (fsync `DIR`).
 //!
 //! Start-up finding `DIR/checkpoint-incoming/` knows an install was interrupted somewhere
-//! in 1–5: it clears the journal, the snapshots and the staging directory, and the standby
-//! asks for the checkpoint again (it now holds nothing, so the primary offers it again).
+//! in 1–6: it clears the journal, the snapshots, the history store and the staging
+//! directory, and the standby asks for the checkpoint again (it now holds nothing, so the
+//! primary offers it again).
 
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tally_journal::{Journal, JournalConfig};
@@ -33,7 +42,7 @@ use super::peer_io::{self, PeerError};
 use super::snapshots;
 use super::standby::StandbyConfig;
 use crate::error::NodeError;
-use crate::history::HistoryStore;
+use crate::history::{self, dump};
 
 /// The staging directory under the data directory.
 pub const STAGING: &str = "checkpoint-incoming";
@@ -48,11 +57,14 @@ pub fn clear_interrupted_install(dirs: &DataDir) -> Result<(), NodeError> {
         return Ok(());
     }
     eprintln!(
-        "tally: an interrupted checkpoint install was found ({}): clearing the journal and snapshots; the primary's checkpoint will be fetched again",
+        "tally: an interrupted checkpoint install was found ({}): clearing the journal, snapshots and history store; the primary's checkpoint will be fetched again",
         staging.display()
     );
     clear_files(&dirs.journal)?;
     clear_files(&dirs.snapshots)?;
+    if dirs.history.exists() {
+        clear_files(&dirs.history)?;
+    }
     std::fs::remove_dir_all(&staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
     sync_dir(&dirs.root)
 }
@@ -147,7 +159,7 @@ fn kind_of(message: &Message) -> &'static str {
 }
 
 /// Installs a received checkpoint (see the module's documentation for the order). The
-/// journal must be closed.
+/// journal and the history store must be closed.
 pub fn install(checkpoint: &Checkpoint, dirs: &DataDir, segment_bytes: usize) -> Result<(), NodeError> {
     let staging = dirs.root.join(STAGING);
     if staging.exists() {
@@ -160,14 +172,20 @@ pub fn install(checkpoint: &Checkpoint, dirs: &DataDir, segment_bytes: usize) ->
     }
     sync_dir(&staging)?;
     // Loaded before use: a checkpoint that does not load changes nothing but the staging.
-    if let Err(error) = snapshots::verify_checkpoint(&staging, checkpoint.sequence) {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(error);
-    }
-    record_history_start(dirs, checkpoint.sequence)?;
+    let staged_store = match load_staged(checkpoint, &staging) {
+        Ok(staged_store) => staged_store,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(error);
+        }
+    };
+    std::fs::create_dir_all(&dirs.history).map_err(|source| NodeError::Io { path: dirs.history.clone(), source })?;
+    let store = dirs.history.join(history::FILE_NAME);
+    std::fs::rename(&staged_store, &store).map_err(|source| NodeError::Io { path: store, source })?;
+    sync_dir(&dirs.history)?;
     clear_files(&dirs.journal)?;
     clear_files(&dirs.snapshots)?;
-    for file in &checkpoint.files {
+    for file in checkpoint.files.iter().filter(|file| file.name != dump::FILE_NAME) {
         let to = dirs.snapshots.join(&file.name);
         std::fs::rename(staging.join(&file.name), &to).map_err(|source| NodeError::Io { path: to, source })?;
     }
@@ -184,22 +202,24 @@ pub fn install(checkpoint: &Checkpoint, dirs: &DataDir, segment_bytes: usize) ->
     sync_dir(&dirs.root)
 }
 
-/// Records in the history store that it starts at the checkpoint: history before it
-/// was not shipped and is not on this node (see the README's replication section), and
-/// what follows is written from the records that follow. Without this a start would see
-/// a snapshot ahead of the history store and replay from a journal that now begins after
-/// the checkpoint. Done before the journal is cleared, so a crash in between leaves the
-/// staging directory and the next start fetches the checkpoint again.
-fn record_history_start(dirs: &DataDir, sequence: u64) -> Result<(), NodeError> {
-    let (store, start) = HistoryStore::open(&dirs.history)?;
-    if start < sequence {
-        eprintln!(
-            "tally: the history store holds sequences up to {start}; the checkpoint is at {sequence}: \
-             lookups of transfers committed before it are not answered by this node"
-        );
-        store.write(&[], sequence, true);
-    }
-    Ok(())
+/// Loads the staged snapshot and builds the history store from the staged dump, cut
+/// where that snapshot's ledger says; returns the built store's path (in `staging`).
+fn load_staged(checkpoint: &Checkpoint, staging: &Path) -> Result<PathBuf, NodeError> {
+    let Some(dump) = checkpoint.files.iter().find(|file| file.name == dump::FILE_NAME) else {
+        return Err(NodeError::Checkpoint(format!(
+            "the checkpoint at sequence {} carries no history dump ({})",
+            checkpoint.sequence,
+            dump::FILE_NAME
+        )));
+    };
+    let restored = snapshots::verify_checkpoint(staging, checkpoint.sequence)?;
+    let cut = dump::Cut::of(checkpoint.sequence, &restored.ledger);
+    let staged_store = staging.join(history::FILE_NAME);
+    let rows = dump::build_store(&dump.bytes, cut, &staged_store)
+        .map_err(|error| NodeError::Checkpoint(format!("the history dump is refused: {error}")))?;
+    sync_dir(staging)?;
+    eprintln!("tally: the checkpoint's history store holds {rows} rows up to sequence {}", checkpoint.sequence);
+    Ok(staged_store)
 }
 
 fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), NodeError> {
@@ -227,4 +247,66 @@ fn clear_files(dir: &Path) -> Result<(), NodeError> {
 
 fn sync_dir(dir: &Path) -> Result<(), NodeError> {
     File::open(dir).and_then(|dir| dir.sync_all()).map_err(|source| NodeError::Io { path: dir.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use tally_engine::{Effects, HistoryLookup, Ledger};
+    use tally_journal::SnapshotStore;
+    use tally_replication::CheckpointFile;
+
+    use super::*;
+    use crate::history::HistoryStore;
+
+    const SEQUENCE: u64 = 9;
+
+    /// A checkpoint as a primary would send it: an empty ledger's snapshot at
+    /// [`SEQUENCE`] and its history dump.
+    fn checkpoint(root: &Path) -> Checkpoint {
+        let ledger = Ledger::new();
+        let store = SnapshotStore::open(root.join("primary-snapshots")).expect("snapshot store");
+        let image = snapshots::encode(SEQUENCE, &ledger).expect("encode");
+        store.write_staged(SEQUENCE, image.as_ref()).expect("stage");
+        let path = store.promote(SEQUENCE).expect("promote");
+        let name = path.file_name().and_then(|name| name.to_str()).expect("a file name").to_owned();
+        let snapshot = CheckpointFile { name, bytes: std::fs::read(&path).expect("read the snapshot") };
+        let (history, _) = HistoryStore::open(&root.join("primary-history")).expect("history");
+        history.write(&[], SEQUENCE, true);
+        let bytes = history.dump(dump::Cut::of(SEQUENCE, &ledger)).expect("dump");
+        let dump = CheckpointFile { name: dump::FILE_NAME.to_owned(), bytes };
+        Checkpoint { sequence: SEQUENCE, chain: [7; 16], files: vec![snapshot, dump] }
+    }
+
+    /// A standby directory whose history store already holds failed id 5 at sequence 3.
+    fn standby(root: &Path) -> DataDir {
+        let dirs = DataDir::create(&root.join("standby")).expect("data dir");
+        let (history, _) = HistoryStore::open(&dirs.history).expect("history");
+        history.write(&[Effects { sequence: 3, failed: vec![(5, 1)], ..Effects::default() }], 3, true);
+        dirs
+    }
+
+    #[test]
+    fn a_refused_history_dump_installs_nothing_and_a_good_one_replaces_the_store() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dirs = standby(root.path());
+        let good = checkpoint(root.path());
+        let mut damaged = good.clone();
+        damaged.files[1].bytes.truncate(20);
+        let mut without = good.clone();
+        without.files.pop();
+        for bad in [&damaged, &without] {
+            let error = install(bad, &dirs, 16 << 20).expect_err("refused");
+            assert!(matches!(error, NodeError::Checkpoint(_)), "{error}");
+            assert!(!dirs.root.join(STAGING).exists(), "the staging directory is cleared");
+            assert_eq!(std::fs::read_dir(&dirs.snapshots).expect("snapshots").count(), 0, "no snapshot installed");
+            let (history, mark) = HistoryStore::open(&dirs.history).expect("history");
+            assert_eq!((mark, history.failed(5)), (3, Some((1, 3))), "the history store is untouched");
+        }
+        install(&good, &dirs, 16 << 20).expect("installed");
+        assert!(!dirs.root.join(STAGING).exists());
+        let (history, mark) = HistoryStore::open(&dirs.history).expect("history");
+        assert_eq!((mark, history.failed(5)), (SEQUENCE, None), "the primary's store replaced the standby's");
+        assert!(dirs.snapshots.join(&good.files[0].name).exists(), "the snapshot is in place");
+        assert!(!dirs.snapshots.join(dump::FILE_NAME).exists(), "the dump is not a snapshot");
+    }
 }

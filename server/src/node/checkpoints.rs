@@ -42,8 +42,8 @@ pub struct CheckpointWriter {
     store: SnapshotStore,
     stats: Arc<PipelineStats>,
     derived: DerivedMarks,
-    /// The journal stage, told of each recovery point (`None` on a standby, whose journal
-    /// the follow thread owns and keeps whole).
+    /// The journal's owner (the primary's journal stage, a standby's follow thread), told
+    /// of each recovery point; `None` keeps the whole journal (tests).
     retained_to: Option<Sender<Written>>,
     /// A verified checkpoint waiting for the derived stores.
     staged: Option<u64>,

@@ -75,22 +75,10 @@ impl JournalInputLog {
         Arc::clone(&self.flush_latency)
     }
 
-    /// Records a new recovery point in the journal's manifest and deletes the journal
-    /// segments that are below both the oldest kept checkpoint and every derived store's
-    /// durable mark (a derived store rebuilds from the journal after its mark).
+    /// See [`retain`].
     fn remove_covered_segments(&mut self) {
         let (Some(retained_from), Some(journal)) = (&self.retained_from, self.journal.as_mut()) else { return };
-        let Some(written) = retained_from.try_iter().max_by_key(|written| written.sequence) else { return };
-        journal.note_snapshot(written.sequence);
-        let sequence = retention_bound(written.oldest_kept, self.derived.lowest());
-        match journal.remove_segments_covered_by(sequence) {
-            Ok(removed) if !removed.is_empty() => {
-                eprintln!("tally: removed {} journal segments covered up to sequence {sequence}", removed.len());
-            }
-            Ok(_) => {}
-            // The segments stay; they cost disk space, not correctness.
-            Err(error) => eprintln!("tally: could not remove journal segments covered up to {sequence}: {error}"),
-        }
+        retain(journal, retained_from, &self.derived);
     }
 
     /// The last sequence appended (durable or not), for status.
@@ -158,6 +146,25 @@ impl Drop for JournalInputLog {
         if let Some(journal) = self.journal.take() {
             journal.close();
         }
+    }
+}
+
+/// Records the newest recovery point the checkpoint writer sent (if any) in the
+/// journal's manifest and deletes the journal segments that are below both the oldest
+/// kept checkpoint and every derived store's durable mark (a derived store rebuilds from
+/// the journal after its mark). The primary's journal stage and a standby's follow
+/// thread, each the owner of its journal, call it between appends.
+pub fn retain(journal: &mut Journal, retained_from: &Receiver<Written>, derived: &DerivedMarks) {
+    let Some(written) = retained_from.try_iter().max_by_key(|written| written.sequence) else { return };
+    journal.note_snapshot(written.sequence);
+    let sequence = retention_bound(written.oldest_kept, derived.lowest());
+    match journal.remove_segments_covered_by(sequence) {
+        Ok(removed) if !removed.is_empty() => {
+            eprintln!("tally: removed {} journal segments covered up to sequence {sequence}", removed.len());
+        }
+        Ok(_) => {}
+        // The segments stay; they cost disk space, not correctness.
+        Err(error) => eprintln!("tally: could not remove journal segments covered up to {sequence}: {error}"),
     }
 }
 

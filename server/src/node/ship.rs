@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use tally_engine::pipeline::PipelineStats;
@@ -14,6 +14,7 @@ use tally_replication::{LogPosition, Message, Primary, Record};
 use super::peer_io::{PeerError, PeerStream};
 use super::role::{Role, RoleKind};
 use super::snapshots;
+use crate::history::HistoryStore;
 
 /// Records per `Records` message, at most; and their payload bytes, at most.
 const RECORDS_PER_SEND_MAX: usize = 1024;
@@ -38,6 +39,10 @@ pub struct Shipping {
     /// Where the checkpoint for a standby that needs records this node no longer holds
     /// comes from.
     pub snapshots_dir: PathBuf,
+    /// The history store, whose rows up to that checkpoint go with it. Weak: the store
+    /// closes with the pipeline, so a fenced primary that rejoins as a standby can open it
+    /// again (this is held only while a dump is read).
+    pub history: Weak<HistoryStore>,
     /// The journal's visible mark: records are shipped before the local flush, so a
     /// standby's flush and the primary's run in parallel.
     pub visible: Arc<AtomicU64>,
@@ -128,7 +133,9 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
 /// Sends this node's checkpoint (see [`snapshots::checkpoint`]) to an authenticated
 /// standby; returns the sequence it covers.
 fn send_checkpoint(peer: &mut PeerStream, node: &str, shipping: &Shipping) -> Result<u64, String> {
-    let checkpoint = snapshots::checkpoint(&shipping.snapshots_dir, &shipping.journal_dir)?;
+    let history = shipping.history.upgrade().ok_or("the history store is closed: this node is stopping")?;
+    let checkpoint = snapshots::checkpoint(&shipping.snapshots_dir, &shipping.journal_dir, &history)?;
+    drop(history);
     let bytes: usize = checkpoint.files.iter().map(|file| file.bytes.len()).sum();
     eprintln!(
         "tally: standby {node}: sending the checkpoint at sequence {} ({} files, {bytes} bytes)",

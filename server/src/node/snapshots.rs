@@ -10,6 +10,7 @@ use tally_journal::{JournalReader, ReadLimit, SnapshotStore};
 use tally_replication::{Checkpoint, CheckpointFile};
 
 use crate::error::NodeError;
+use crate::history::{HistoryStore, dump};
 
 /// Snapshot files kept: the newest, and one before it in case the newest is damaged.
 const SNAPSHOTS_KEPT: usize = 2;
@@ -78,12 +79,15 @@ pub fn commit(store: &SnapshotStore, sequence: u64) -> Result<u64, NodeError> {
 }
 
 /// The files a standby needs to restart from this node's state when this node no longer
-/// holds the records it lacks: today the newest snapshot file that verifies, as it is on
-/// disk, with the chain hash of the last record it covers (read from the journal, which
-/// keeps every record after the oldest kept snapshot, or from the header of the segment
-/// that starts after it). The files are opaque to the shipping: whatever this module
-/// writes, [`verify_checkpoint`] on the standby loads before anything uses it.
-pub fn checkpoint(snapshots_dir: &Path, journal_dir: &Path) -> Result<Checkpoint, String> {
+/// holds the records it lacks: the newest snapshot file that verifies, as it is on disk,
+/// and the history store's rows that snapshot covers ([`dump`]: without them the
+/// standby's cold look-ups would miss every id used before the checkpoint), with the
+/// chain hash of the last record it covers (read from the journal, which keeps every
+/// record after the oldest kept snapshot, or from the header of the segment that starts
+/// after it). The files are opaque to the shipping: whatever this module writes,
+/// [`verify_checkpoint`] and `bootstrap::install` on the standby load and check before
+/// anything uses it.
+pub fn checkpoint(snapshots_dir: &Path, journal_dir: &Path, history: &HistoryStore) -> Result<Checkpoint, String> {
     // The checkpoint writer stages files beside this reader: leave them alone.
     let store = SnapshotStore::existing(snapshots_dir);
     let newest = store.load_newest().map_err(|error| format!("cannot read the snapshots: {error}"))?;
@@ -101,7 +105,16 @@ pub fn checkpoint(snapshots_dir: &Path, journal_dir: &Path) -> Result<Checkpoint
     let chain = JournalReader::open(journal_dir, sequence + 1, ReadLimit::Everything)
         .and_then(|mut reader| reader.chain_before())
         .map_err(|error| format!("cannot read the chain hash of record {sequence}: {error}"))?;
-    Ok(Checkpoint { sequence, chain, files: vec![CheckpointFile { name, bytes }] })
+    let ledger = LedgerImage::from_bytes(&snapshot.bytes)
+        .map_err(ImageError::from)
+        .and_then(|image| Ledger::from_image(&image))
+        .map_err(|error| format!("cannot load the snapshot at sequence {sequence}: {error}"))?;
+    let history = history
+        .dump(dump::Cut::of(sequence, &ledger))
+        .map_err(|error| format!("cannot dump the history store at sequence {sequence}: {error}"))?;
+    let files =
+        vec![CheckpointFile { name, bytes }, CheckpointFile { name: dump::FILE_NAME.to_owned(), bytes: history }];
+    Ok(Checkpoint { sequence, chain, files })
 }
 
 /// Loads a received checkpoint from the directory its files were written to: the ledger

@@ -38,6 +38,7 @@ use super::peer_io::{self, PeerError, PeerStream};
 use super::peers::LocalLog;
 use super::replay::{self, Deriving};
 use super::role::{Role, RoleKind};
+use super::snapshots::Written;
 use super::{DataDir, StatusSource, journal_codec, snapshots};
 use crate::error::NodeError;
 use crate::history::{HistoryStage, HistoryStore};
@@ -133,10 +134,12 @@ impl Standby {
             limit: durable.clone(),
             follow_lock: Arc::new(std::sync::Mutex::new(())),
         };
-        // A standby keeps its whole journal (the follow thread owns it): no retention here.
+        // Journal retention as on a primary: the checkpoint writer tells the follow thread,
+        // which owns the journal, of each recovery point (`input_log::retain`).
+        let (retained_to, retained_from) = crossbeam::channel::unbounded();
         let (taker, requests) = checkpoint_channel();
         let taker = config.snapshot_interval.is_some().then_some(taker);
-        let writer = CheckpointWriter::new(snapshots, stats.clone(), marks.clone(), None, restored);
+        let writer = CheckpointWriter::new(snapshots, stats.clone(), marks.clone(), Some(retained_to), restored);
         // An idle standby's business-logic thread offers a copy on its own (see `apply_loop`).
         let checkpoints = Some(Checkpointing::start(writer, requests, config.snapshot_interval, None));
         let stop = Arc::new(AtomicBool::new(false));
@@ -159,6 +162,8 @@ impl Standby {
             work,
             stop: stop.clone(),
             follow_lock: log.follow_lock.clone(),
+            retained_from,
+            derived: marks.clone(),
         };
         let follow = std::thread::Builder::new()
             .name("follow".into())
@@ -255,8 +260,9 @@ fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<L
     let (history_store, history_start) = HistoryStore::open(&dirs.history)?;
     if restored.sequence > history_start {
         // As at a node's start (`Node::open_with_role`): the history store must hold
-        // what the snapshot's state has left behind. (A checkpoint install records its
-        // sequence in the store, so this takes a store that was lost or replaced.)
+        // what the snapshot's state has left behind. (A checkpoint install brings the
+        // primary's store cut at its sequence, so this takes a store that was lost or
+        // replaced.)
         eprintln!(
             "tally: the history store holds sequences up to {history_start}, behind the snapshot at {}: \
              replaying the journal from its start instead",
@@ -301,6 +307,10 @@ struct Following {
     follow_lock: Arc<std::sync::Mutex<()>>,
     heard_ms: Arc<AtomicU64>,
     started: Instant,
+    /// Recovery points from the checkpoint writer, and the derived stores' marks: what
+    /// journal retention may delete below.
+    retained_from: Receiver<Written>,
+    derived: DerivedMarks,
 }
 
 impl Following {
@@ -381,6 +391,9 @@ impl Following {
             };
             let heard = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.heard_ms.store(heard, Ordering::Release);
+            if let Some(journal) = self.journal.as_mut() {
+                super::input_log::retain(journal, &self.retained_from, &self.derived);
+            }
             match message {
                 Message::Records { epoch, records } => {
                     let lock = Arc::clone(&self.follow_lock);
