@@ -172,21 +172,7 @@ impl Node {
             // spirit and refuses writes; `tally standby` (or a promotion) is the way on.
             role.enter(role.epoch(), RoleKind::Fenced)?;
         }
-        let snapshots = SnapshotStore::open(&dirs.snapshots)?;
-        let mut restored = snapshots::load(&snapshots)?;
-        let (history_store, history_start) = HistoryStore::open(&dirs.history)?;
-        if restored.sequence > history_start {
-            // The history store must hold everything the snapshot's state has left behind
-            // (docs/design.md §3.9): replay from the start of the journal instead.
-            // (Checkpoints wait for the history store's mark, so this takes a store that
-            // was lost or replaced.)
-            eprintln!(
-                "tally: the history store holds sequences up to {history_start}, behind the snapshot at {}: \
-                 replaying the journal from its start instead",
-                restored.sequence
-            );
-            restored = snapshots::Restored { ledger: Ledger::new(), sequence: 0 };
-        }
+        let (snapshots, restored, history_store, history_start) = restore_with_history(&dirs)?;
         let repair_source = match (&config.replication, config.repair_from.is_empty()) {
             (Some(replication), false) => Some(repair::RepairSource {
                 peers: config.repair_from.clone(),
@@ -470,4 +456,26 @@ impl DataDir {
             Err(TryLockError::Error(source)) => Err(NodeError::DataDir { path, source }),
         }
     }
+}
+
+/// The newest snapshot that verifies and the history store, checked against each other:
+/// the store must hold everything the snapshot's state has left behind (docs/design.md
+/// §3.9), otherwise recovery replays the journal from its start instead. (Checkpoints wait
+/// for the history store's mark and a checkpoint install brings the primary's store cut
+/// at its sequence, so this catches a store that was lost or replaced.)
+fn restore_with_history(
+    dirs: &DataDir,
+) -> Result<(SnapshotStore, snapshots::Restored, Arc<HistoryStore>, u64), NodeError> {
+    let snapshots = SnapshotStore::open(&dirs.snapshots)?;
+    let mut restored = snapshots::load(&snapshots)?;
+    let (history_store, history_start) = HistoryStore::open(&dirs.history)?;
+    if restored.sequence > history_start {
+        eprintln!(
+            "tally: the history store holds sequences up to {history_start}, behind the snapshot at {}: \
+             replaying the journal from its start instead",
+            restored.sequence
+        );
+        restored = snapshots::Restored { ledger: Ledger::new(), sequence: 0 };
+    }
+    Ok((snapshots, restored, history_store, history_start))
 }

@@ -39,9 +39,9 @@ use super::peers::LocalLog;
 use super::replay::{self, Deriving};
 use super::role::{Role, RoleKind};
 use super::snapshots::Written;
-use super::{DataDir, StatusSource, journal_codec, snapshots};
+use super::{DataDir, StatusSource, journal_codec};
 use crate::error::NodeError;
-use crate::history::{HistoryStage, HistoryStore};
+use crate::history::HistoryStage;
 
 /// How long a connection attempt to a primary may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -255,21 +255,7 @@ struct Local {
 /// journal into all of them, as a node's start-up does (`replay::replay`). Damaged
 /// journal records are repaired from the primaries (and `--repair-from`).
 fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<Local, NodeError> {
-    let snapshots = SnapshotStore::open(&dirs.snapshots)?;
-    let mut restored = snapshots::load(&snapshots)?;
-    let (history_store, history_start) = HistoryStore::open(&dirs.history)?;
-    if restored.sequence > history_start {
-        // As at a node's start (`Node::open_with_role`): the history store must hold
-        // what the snapshot's state has left behind. (A checkpoint install brings the
-        // primary's store cut at its sequence, so this takes a store that was lost or
-        // replaced.)
-        eprintln!(
-            "tally: the history store holds sequences up to {history_start}, behind the snapshot at {}: \
-             replaying the journal from its start instead",
-            restored.sequence
-        );
-        restored = snapshots::Restored { ledger: Ledger::new(), sequence: 0 };
-    }
+    let (snapshots, restored, history_store, history_start) = super::restore_with_history(dirs)?;
     let peers = config.primaries.iter().chain(&config.repair_from).copied().filter(|peer| *peer != config.node);
     let repair_source = super::repair::RepairSource { peers: peers.collect(), key: config.key.clone(), epoch };
     let (journal, report) =
