@@ -35,6 +35,7 @@ pub mod config;
 mod connection;
 mod error;
 mod key;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -50,6 +51,7 @@ use self::batcher::{Batcher, Event};
 pub use self::config::ClientConfig;
 pub use self::error::ClientError;
 pub use self::key::{ClientKey, KEY_ENV};
+pub use self::tls::TlsClientConfig;
 
 /// A connection to a Tally node, shared by any number of threads.
 #[derive(Clone)]
