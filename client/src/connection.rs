@@ -158,7 +158,9 @@ fn read_frames(mut stream: Stream, events: &Sender<Event>, generation: u64) {
             Ok(read) => read,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
             // Only the TLS layer reports invalid data.
-            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => break Received::TlsFailed(error.to_string()),
+            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                break Received::TlsFailed(error.to_string());
+            }
             Err(error) => break Received::Lost(format!("read failed: {error}")),
         };
         decoder.feed(&buffer[..read]);

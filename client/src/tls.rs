@@ -291,7 +291,8 @@ pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, St
 
 /// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
 pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|error| format!("{}: no usable PEM private key: {error}", path.display()))
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|error| format!("{}: no usable PEM private key: {error}", path.display()))
 }
 
 /// A trust store of every certificate in a PEM file.
@@ -327,7 +328,11 @@ impl TlsClientConfig {
                 let chain = load_certificates(cert_path)?;
                 let key = load_private_key(key_path)?;
                 builder.with_client_auth_cert(chain, key).map_err(|error| {
-                    format!("{} and {} are not a usable client identity: {error}", cert_path.display(), key_path.display())
+                    format!(
+                        "{} and {} are not a usable client identity: {error}",
+                        cert_path.display(),
+                        key_path.display()
+                    )
                 })?
             }
         };

@@ -13,9 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType};
 use tally_client::{Client, ClientConfig, ClientError, TlsClientConfig};
 use tally_codecs::wire::{Body, ErrorCode, FrameDecoder, Message, Request};
 use tally_codecs::{Account, ResultCode, Transfer};
@@ -182,7 +180,8 @@ fn with_a_client_ca_clients_without_a_certificate_from_it_are_refused_and_apply_
     assert!(created(&good_client.create_accounts(&[account(1), account(2)]).expect("create")));
 
     // No certificate: the handshake (or the first request after it) fails; nothing applied.
-    let refused = tls_client(node.address, with_identity(None)).and_then(|client| client.create_accounts(&[account(3)]));
+    let refused =
+        tls_client(node.address, with_identity(None)).and_then(|client| client.create_accounts(&[account(3)]));
     assert!(refused.is_err(), "{refused:?}");
     // A certificate from a CA the node does not trust: the same.
     let refused = tls_client(node.address, with_identity(Some(&bad))).and_then(|client| {

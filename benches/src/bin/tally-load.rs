@@ -314,7 +314,8 @@ fn tally_binary(args: &Args) -> Result<PathBuf, String> {
             .map_err(|error| format!("cannot find this program's path: {error}"))?
             .with_file_name("tally"),
     };
-    let needed = [Phase::Tcp, Phase::Client, Phase::ClientTls, Phase::OpenLoop].iter().any(|phase| args.phases.contains(phase));
+    let needed =
+        [Phase::Tcp, Phase::Client, Phase::ClientTls, Phase::OpenLoop].iter().any(|phase| args.phases.contains(phase));
     if needed && !path.is_file() {
         return Err(format!(
             "no node binary at {}: build it with `cargo build --release -p tally` or pass --tally-bin",

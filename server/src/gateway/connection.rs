@@ -4,12 +4,11 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-
-use tally_client::tls::{HANDSHAKE_RECORD_TYPE, Stream, TlsStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
+use tally_client::tls::{HANDSHAKE_RECORD_TYPE, Stream, TlsStream};
 use tally_codecs::wire::{
     Body, ErrorCode, FRAME_BYTES_MAX, FrameDecoder, FrameError, HEADER_BYTES, Message, Request, VERSION_REDIRECT,
     encode_error_reply, encode_promote_reply, encode_redirect, encode_status_reply,
@@ -135,7 +134,10 @@ impl Client {
     /// an `unauthenticated` error frame so that a Tally client learns why.
     fn refuse_plain(&self, mut stream: Stream) {
         TLS_REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        eprintln!("tally: connection {}: refused: plain TCP on a port that requires TLS (--tls-cert); closing", self.peer);
+        eprintln!(
+            "tally: connection {}: refused: plain TCP on a port that requires TLS (--tls-cert); closing",
+            self.peer
+        );
         let mut bytes = Vec::new();
         encode_error_reply(0, ErrorCode::Unauthenticated, &mut bytes);
         let _ = stream.socket().set_write_timeout(Some(LINGER));
@@ -399,7 +401,6 @@ impl Client {
             }
         }
     }
-
 }
 
 /// Half-closes (after a TLS `close_notify`), then drains (bounded in time and bytes)
