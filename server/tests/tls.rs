@@ -92,7 +92,10 @@ fn transfer(id: u128) -> Transfer {
 /// Each account's (debits posted, credits posted); `None` for one that does not exist.
 fn balances(client: &Client, ids: &[u128]) -> Vec<Option<(u128, u128)>> {
     let found = client.lookup_accounts(ids).expect("lookup");
-    let of = |id| found.iter().find(|account| account.id == id).map(|a| (a.debits_posted, a.credits_posted));
+    let of = |id| {
+        let account = found.iter().find(|account| account.id == id);
+        account.map(|account| (account.debits_posted, account.credits_posted))
+    };
     ids.iter().map(|&id| of(id)).collect()
 }
 
