@@ -37,8 +37,8 @@ pub struct Connection {
 impl Connection {
     /// Connects and starts the reader, which sends what it receives to `events`, tagged
     /// with `generation` so that the batcher can ignore a connection it has given up.
-    /// With `tls`, the TLS handshake comes first; a failed one is `PermissionDenied`
-    /// when the node refused this client's certificate or could not be verified.
+    /// With `tls`, the TLS handshake comes first; a failed one is `InvalidData` when the
+    /// node's certificate did not verify or the node refused this client's.
     pub fn open(
         address: SocketAddr,
         connect_timeout: Duration,
@@ -60,7 +60,7 @@ impl Connection {
                     .map_err(|error| std::io::Error::other(format!("TLS: {error}")))?;
                 // Bounded like the key handshake below: by the request timeout.
                 let deadline = Instant::now() + write_timeout;
-                Stream::Tls(Box::new(TlsStream::handshake(socket, session, deadline).map_err(tls_refusal)?))
+                Stream::Tls(Box::new(TlsStream::handshake(socket, session, deadline)?))
             }
         };
         // The handshakes' replies are bounded by the request timeout, then reads block.
@@ -137,15 +137,6 @@ fn refusal(message: &Message) -> std::io::Error {
         _ => "the node answered the handshake out of order".to_owned(),
     };
     std::io::Error::new(std::io::ErrorKind::PermissionDenied, reason)
-}
-
-/// A TLS handshake the node refused (a certificate it does not accept) or that did not
-/// verify (a node certificate this client does not trust) will not succeed on a retry.
-fn tls_refusal(error: std::io::Error) -> std::io::Error {
-    if error.kind() == std::io::ErrorKind::InvalidData {
-        return std::io::Error::new(std::io::ErrorKind::PermissionDenied, error.to_string());
-    }
-    error
 }
 
 fn read_frames(mut stream: Stream, events: &Sender<Event>, generation: u64) {

@@ -28,8 +28,9 @@
 //! - With [`ClientConfig::tls`] set ([`TlsClientConfig::from_files`]: the CA to trust and,
 //!   for a node with `--tls-client-ca`, a client certificate), every connection is TLS
 //!   (rustls, `ring`), handshaken before the key handshake. A node whose certificate does
-//!   not verify fails `connect`; a node that refuses this client's certificate ends the
-//!   session with an alert, which fails the calls in flight with `Protocol`.
+//!   not verify fails `connect` with [`ClientError::Tls`]; a node that refuses this
+//!   client's certificate ends the session with an alert, which fails the calls in
+//!   flight with `Tls` too.
 //! - Retrying is safe because ids are idempotency keys: an event that was applied by an
 //!   earlier attempt answers `exists` (for a retry with the same body) instead of
 //!   `created`. **Treat `exists` as success** when retrying your own events.
