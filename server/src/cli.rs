@@ -71,7 +71,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum CliCommand {
     /// Run a primary node: recover the data directory, then serve clients over TCP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a hot standby: follow a primary's journal, apply it, refuse requests.
     Standby(replica::StandbyArgs),
     /// Ask a standby to become primary (epoch + 1) under the promotion rule.
