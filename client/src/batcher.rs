@@ -71,6 +71,8 @@ pub struct Batcher {
     unreachable_since: Option<Instant>,
     /// The last connection attempt was refused by the node's authentication.
     auth_refused: bool,
+    /// Whether the last attempt's TLS handshake failed (see `ClientError::Tls`).
+    tls_failed: bool,
 }
 
 impl Batcher {
@@ -93,6 +95,7 @@ impl Batcher {
             last_failure: "none: the node did not answer in time".to_owned(),
             unreachable_since: None,
             auth_refused: false,
+            tls_failed: false,
         }
     }
 
@@ -105,6 +108,7 @@ impl Batcher {
                 self.last_failure = reason;
                 Err(ClientError::Rejected(tally_codecs::wire::ErrorCode::Unauthenticated))
             }
+            Err(reason) if self.tls_failed => Err(ClientError::Tls(reason)),
             Err(reason) => Err(self.unreachable(reason)),
         }
     }
@@ -149,6 +153,7 @@ impl Batcher {
                 Received::Message(message) => self.receive(message),
                 Received::Lost(reason) => self.drop_connection(&reason, false),
                 Received::Garbled(reason) => self.garbled(&reason),
+                Received::TlsFailed(reason) => self.tls_failed(&reason),
             },
             // From a connection already given up.
             Event::Received { .. } => {}
@@ -243,6 +248,17 @@ impl Batcher {
         self.drop_connection(reason, true);
     }
 
+    /// The node ended the TLS session with an alert (it refused this client's
+    /// certificate, or none was shown): a retry would be refused the same way.
+    fn tls_failed(&mut self, reason: &str) {
+        let Some(address) = self.connection.as_ref().map(|connection| connection.address) else { return };
+        let error = ClientError::Tls(format!("{address} ended the TLS session: {reason}"));
+        for (_, sent) in std::mem::take(&mut self.in_flight) {
+            sent.batch.fail(|| error.clone());
+        }
+        self.drop_connection(reason, true);
+    }
+
     fn unreachable(&self, reason: String) -> ClientError {
         let addresses: Vec<String> = self.config.addresses.iter().map(ToString::to_string).collect();
         ClientError::Unreachable { addresses: addresses.join(","), reason }
@@ -312,8 +328,11 @@ impl Batcher {
         let generation = self.generation.wrapping_add(1);
         let timeouts = (self.config.connect_timeout, self.config.request_timeout);
         let key = self.config.key.as_ref();
-        let opened = Connection::open(address, timeouts.0, timeouts.1, key, self.events_sender.clone(), generation);
+        let tls = self.config.tls.as_ref();
+        let events = self.events_sender.clone();
+        let opened = Connection::open(address, timeouts.0, timeouts.1, key, tls, events, generation);
         self.auth_refused = matches!(&opened, Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied);
+        self.tls_failed = matches!(&opened, Err(error) if error.kind() == std::io::ErrorKind::InvalidData);
         let connection = opened?;
         self.generation = generation;
         self.connection = Some(connection);

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::key::ClientKey;
+use crate::tls::TlsClientConfig;
 
 /// How long one attempt of a request may take before it is sent again on a new
 /// connection. Well above a durable batch (a flush is about a millisecond), well below
@@ -49,6 +50,9 @@ pub struct ClientConfig {
     /// The key each connection proves before its first request (`wire::auth`); `None`
     /// for a node without `--keys`.
     pub key: Option<ClientKey>,
+    /// `Some`: every connection is TLS, verified against this trust root (a node with
+    /// `--tls-cert`); `None`: plain TCP.
+    pub tls: Option<TlsClientConfig>,
 }
 
 impl ClientConfig {
@@ -62,6 +66,7 @@ impl ClientConfig {
             in_flight_max: IN_FLIGHT_MAX_DEFAULT,
             client_id: random_client_id(),
             key: None,
+            tls: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 use tally_codecs::wire::auth::auth_mac;
@@ -11,6 +11,7 @@ use tally_codecs::wire::{AuthHello, AuthProof, Body, FrameDecoder, Message, enco
 
 use crate::batcher::Event;
 use crate::key::ClientKey;
+use crate::tls::{Stream, TlsClientConfig, TlsStream};
 
 /// Bytes read from the socket at a time.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -23,36 +24,51 @@ pub enum Received {
     /// The peer sent bytes that are not a Tally frame (a bad magic, a bad checksum): it
     /// does not speak the protocol, and resending will not change that.
     Garbled(String),
+    /// The TLS session failed (the node sent an alert, or a record did not verify).
+    TlsFailed(String),
 }
 
 /// An open connection. Dropping it closes the socket, which also ends its reader.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     pub address: SocketAddr,
 }
 
 impl Connection {
     /// Connects and starts the reader, which sends what it receives to `events`, tagged
     /// with `generation` so that the batcher can ignore a connection it has given up.
+    /// With `tls`, the TLS handshake comes first; a failed one is `InvalidData` when the
+    /// node's certificate did not verify or the node refused this client's.
     pub fn open(
         address: SocketAddr,
         connect_timeout: Duration,
         write_timeout: Duration,
         key: Option<&ClientKey>,
+        tls: Option<&TlsClientConfig>,
         events: Sender<Event>,
         generation: u64,
     ) -> std::io::Result<Connection> {
-        let mut stream = TcpStream::connect_timeout(&address, connect_timeout)?;
-        stream.set_nodelay(true)?;
-        if let Some(key) = key {
-            // The handshake's replies are bounded by the request timeout, then reads block.
-            stream.set_read_timeout(Some(write_timeout))?;
-            authenticate(&mut stream, key)?;
-            stream.set_read_timeout(None)?;
-        }
+        let socket = TcpStream::connect_timeout(&address, connect_timeout)?;
+        socket.set_nodelay(true)?;
         // A node that stops reading must not hang the batcher forever: the write fails
         // and the request is retried elsewhere.
-        stream.set_write_timeout(Some(write_timeout))?;
+        socket.set_write_timeout(Some(write_timeout))?;
+        let mut stream = match tls {
+            None => Stream::Plain(socket),
+            Some(tls) => {
+                let session = rustls::ClientConnection::new(tls.config.clone(), tls.server_name_for(address))
+                    .map_err(|error| std::io::Error::other(format!("TLS: {error}")))?;
+                // Bounded like the key handshake below: by the request timeout.
+                let deadline = Instant::now() + write_timeout;
+                Stream::Tls(Box::new(TlsStream::handshake(socket, session, deadline)?))
+            }
+        };
+        // The handshakes' replies are bounded by the request timeout, then reads block.
+        stream.socket().set_read_timeout(Some(write_timeout))?;
+        if let Some(key) = key {
+            authenticate(&mut stream, key)?;
+        }
+        stream.socket().set_read_timeout(None)?;
         let reader = stream.try_clone()?;
         std::thread::Builder::new()
             .name(format!("tally-client reader {address}"))
@@ -73,7 +89,7 @@ impl Drop for Connection {
 
 /// Proves `key` to the node (`wire::auth`). A refusal is `PermissionDenied`, so that the
 /// caller can tell it from a node that is down.
-fn authenticate(stream: &mut TcpStream, key: &ClientKey) -> std::io::Result<()> {
+fn authenticate(stream: &mut Stream, key: &ClientKey) -> std::io::Result<()> {
     let client_nonce = crate::config::random_nonce();
     let hello = AuthHello { key_id: key.key_id, reserved: [0; 8], client_nonce };
     let mut bytes = Vec::new();
@@ -94,7 +110,7 @@ fn authenticate(stream: &mut TcpStream, key: &ClientKey) -> std::io::Result<()> 
     }
 }
 
-fn next_message(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> std::io::Result<Message> {
+fn next_message(stream: &mut Stream, decoder: &mut FrameDecoder) -> std::io::Result<Message> {
     let mut buffer = [0u8; 512];
     loop {
         match decoder.next_message() {
@@ -123,7 +139,7 @@ fn refusal(message: &Message) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::PermissionDenied, reason)
 }
 
-fn read_frames(mut stream: TcpStream, events: &Sender<Event>, generation: u64) {
+fn read_frames(mut stream: Stream, events: &Sender<Event>, generation: u64) {
     let wrap = |received| Event::Received { generation, received };
     let mut decoder = FrameDecoder::new();
     let mut buffer = vec![0u8; READ_BUFFER_BYTES];
@@ -132,6 +148,10 @@ fn read_frames(mut stream: TcpStream, events: &Sender<Event>, generation: u64) {
             Ok(0) => break Received::Lost("the node closed the connection".to_owned()),
             Ok(read) => read,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            // Only the TLS layer reports invalid data.
+            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                break Received::TlsFailed(error.to_string());
+            }
             Err(error) => break Received::Lost(format!("read failed: {error}")),
         };
         decoder.feed(&buffer[..read]);

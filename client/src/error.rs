@@ -20,6 +20,11 @@ pub enum ClientError {
     Rejected(ErrorCode),
     #[error("the node broke the protocol: {0}")]
     Protocol(String),
+    /// The TLS session could not be set up or was ended by an alert: the node's
+    /// certificate did not verify, or the node refused this client's certificate.
+    /// Retrying would fail the same way.
+    #[error("TLS failed: {0}")]
+    Tls(String),
     #[error("the client has shut down")]
     Closed,
 }

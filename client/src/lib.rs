@@ -25,6 +25,12 @@
 //!   (protocol version 3, `wire::auth`); the key never crosses the wire. A node that
 //!   refuses the first connection's proof fails `connect` with
 //!   `Rejected(unauthenticated)`.
+//! - With [`ClientConfig::tls`] set ([`TlsClientConfig::from_files`]: the CA to trust and,
+//!   for a node with `--tls-client-ca`, a client certificate), every connection is TLS
+//!   (rustls, `ring`), handshaken before the key handshake. A node whose certificate does
+//!   not verify fails `connect` with [`ClientError::Tls`]; a node that refuses this
+//!   client's certificate ends the session with an alert, which fails the calls in
+//!   flight with `Tls` too.
 //! - Retrying is safe because ids are idempotency keys: an event that was applied by an
 //!   earlier attempt answers `exists` (for a retry with the same body) instead of
 //!   `created`. **Treat `exists` as success** when retrying your own events.
@@ -35,6 +41,7 @@ pub mod config;
 mod connection;
 mod error;
 mod key;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -50,6 +57,7 @@ use self::batcher::{Batcher, Event};
 pub use self::config::ClientConfig;
 pub use self::error::ClientError;
 pub use self::key::{ClientKey, KEY_ENV};
+pub use self::tls::TlsClientConfig;
 
 /// A connection to a Tally node, shared by any number of threads.
 #[derive(Clone)]

@@ -64,8 +64,8 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Binds `address` and serves at once: `/health` answers, `/ready` says "recovering"
-    /// until [`AdminServer::attach`].
-    pub fn start(address: SocketAddr) -> std::io::Result<AdminServer> {
+    /// until [`AdminServer::attach`]. With `tls`, it speaks HTTPS only.
+    pub fn start(address: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<AdminServer> {
         let listener = TcpListener::bind(address)?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
@@ -76,7 +76,7 @@ impl AdminServer {
             while !stopping.load(Ordering::Acquire) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        if let Err(error) = answer(stream, &source) {
+                        if let Err(error) = accept(stream, tls.as_ref(), &source) {
                             tracing::debug!(%error, "admin request failed");
                         }
                     }
@@ -156,11 +156,26 @@ fn standby_ready(standby: &Standby, role: &Role) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads one request head and answers it.
-fn answer(mut stream: TcpStream, attached: &RwLock<Option<Attached>>) -> std::io::Result<()> {
+/// Answers one connection, over TLS when the node has a certificate; the timeouts bound
+/// each read and write of the TLS handshake as they do the request's.
+fn accept(
+    stream: TcpStream,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    attached: &RwLock<Option<Attached>>,
+) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    let Some(tls) = tls else { return answer(stream, attached) };
+    let session = rustls::ServerConnection::new(tls.clone()).map_err(std::io::Error::other)?;
+    let mut stream = rustls::StreamOwned::new(session, stream);
+    answer(&mut stream, attached)?;
+    stream.conn.send_close_notify();
+    stream.flush()
+}
+
+/// Reads one request head and answers it.
+fn answer(mut stream: impl Read + Write, attached: &RwLock<Option<Attached>>) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     while !head.windows(4).any(|window| window == b"\r\n\r\n") && !head.windows(2).any(|window| window == b"\n\n") {
@@ -212,7 +227,7 @@ mod tests {
 
     #[test]
     fn before_recovery_ends_the_node_is_live_but_not_ready() {
-        let admin = AdminServer::start("127.0.0.1:0".parse().expect("an address")).expect("bind");
+        let admin = AdminServer::start("127.0.0.1:0".parse().expect("an address"), None).expect("bind");
         assert!(get(admin.address, "/health").starts_with("HTTP/1.0 200 OK"));
         let ready = get(admin.address, "/ready");
         assert!(ready.starts_with("HTTP/1.0 503") && ready.ends_with("not ready: recovering\n"), "{ready}");

@@ -5,11 +5,13 @@
 //!               [--wait busy-spin|parking] [--cluster ADDR,… --cluster-id ID --cluster-secret-file FILE]
 //!               [--keys FILE | --insecure] [--auth-timeout-ms MS] [--idle-timeout-s S]
 //!               [--gateway-memory-mib MIB] [--max-connections N]
+//!               [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
 //! tally standby --data DIR --listen ADDR --primary ADDR[,ADDR…] --cluster-secret-file FILE [--cluster …]
 //! tally promote --addr ADDR [--force] [--timeout-ms MS]
 //! tally exec    --data DIR [--durability none|local] [--wait busy-spin|parking]
 //! tally client  --addr ADDR[,ADDR…] [--connect-timeout-ms MS] [--key-file FILE]   (or TALLY_KEY)
-//! tally status  --addr ADDR[,ADDR…] [--connect-timeout-ms MS] [--key-file FILE]   (or TALLY_KEY)
+//!               [--tls-ca PEM [--tls-cert PEM --tls-key PEM] [--tls-server-name NAME]]
+//! tally status  --addr ADDR[,ADDR…] (the same connection flags as client)
 //! tally journal verify DIR
 //! tally journal dump DIR [--from SEQ] [--count N]
 //! tally journal truncate DIR --at SEQ [--yes]
@@ -69,7 +71,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum CliCommand {
     /// Run a primary node: recover the data directory, then serve clients over TCP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a hot standby: follow a primary's journal, apply it, refuse requests.
     Standby(replica::StandbyArgs),
     /// Ask a standby to become primary (epoch + 1) under the promotion rule.
@@ -189,9 +191,34 @@ struct GatewayArgs {
     /// Connections served at once; more are closed at once.
     #[arg(long, default_value_t = gateway::CONNECTIONS_MAX, value_name = "N")]
     max_connections: usize,
+    /// Serve clients (and the admin listener) over TLS with this PEM certificate chain;
+    /// plain client connections are then refused. Replication peers stay plain (HMAC).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: a client must show a certificate signed by a CA in this PEM file.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+/// How the start-up line describes TLS.
+fn tls_summary(tls: Option<&crate::tls::TlsServer>) -> &'static str {
+    match tls {
+        None => "off",
+        Some(tls) if tls.mutual => "on, client certificates required",
+        Some(_) => "on",
+    }
 }
 
 impl GatewayArgs {
+    /// The TLS configuration, read now so that a bad file stops start-up (exit 2).
+    fn tls(&self) -> Result<Option<crate::tls::TlsServer>, CliError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        crate::tls::TlsServer::load(cert, key, self.tls_client_ca.as_deref()).map(Some).map_err(CliError::Usage)
+    }
+
     fn config(&self, listen: SocketAddr) -> Result<gateway::GatewayConfig, CliError> {
         if self.keys.is_none() && !self.insecure && !listen.ip().is_loopback() {
             return Err(CliError::Usage(format!(
@@ -224,6 +251,20 @@ struct AddressArgs {
     /// node with --keys. Without it, the environment variable TALLY_KEY may hold the line.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+    /// Connect with TLS, trusting the CA certificates in this PEM file (a node with
+    /// --tls-cert). The node's certificate must name its address (an IP SAN) unless
+    /// --tls-server-name says otherwise.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// The client certificate chain to show a node with --tls-client-ca.
+    #[arg(long, value_name = "PEM", requires = "tls_ca", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The name (DNS name or IP address) the node's certificate must carry.
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
 }
 
 /// A person or a script at the command line wants a dead node reported quickly.
@@ -241,9 +282,25 @@ impl AddressArgs {
             ),
             (None, Err(_)) => None,
         };
-        let config =
-            ClientConfig { connect_timeout, unreachable_after: connect_timeout, key, ..ClientConfig::new(&self.addr) };
+        let tls = self.tls()?;
+        let config = ClientConfig {
+            connect_timeout,
+            unreachable_after: connect_timeout,
+            key,
+            tls,
+            ..ClientConfig::new(&self.addr)
+        };
         Ok(Client::with_config(config)?)
+    }
+
+    fn tls(&self) -> Result<Option<tally_client::TlsClientConfig>, CliError> {
+        let Some(ca) = &self.tls_ca else { return Ok(None) };
+        let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+        let mut tls = tally_client::TlsClientConfig::from_files(ca, identity).map_err(CliError::Usage)?;
+        if let Some(name) = &self.tls_server_name {
+            tls = tls.with_server_name(name).map_err(CliError::Usage)?;
+        }
+        Ok(Some(tls))
     }
 }
 
@@ -398,7 +455,11 @@ fn open_node(config: &NodeConfig) -> Result<Node, CliError> {
 }
 
 fn serve(args: &ServeArgs) -> Result<(), CliError> {
-    let gateway_config = std::sync::Arc::new(args.gateway.config(args.listen)?);
+    let tls = args.gateway.tls()?;
+    let gateway_config = std::sync::Arc::new(gateway::GatewayConfig {
+        tls: tls.as_ref().map(|tls| tls.clients.clone()),
+        ..args.gateway.config(args.listen)?
+    });
     // Bound before recovery, so that a taken port fails at once rather than after a replay.
     let listener = TcpListener::bind(args.listen)
         .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
@@ -424,7 +485,7 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         ..node_config(&args.node)
     };
     // Before recovery: probes see a live node that is not ready yet during a long replay.
-    let admin = start_admin(args.admin)?;
+    let admin = start_admin(args.admin, tls.as_ref().map(|tls| tls.admin.clone()))?;
     let node = open_node(&node_config)?;
     let address = listener.local_addr()?;
     if node.peers().role.kind() == crate::node::role::RoleKind::Primary {
@@ -444,6 +505,7 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         role = node.peers().role.kind().name(),
         epoch = node.peers().role.epoch(),
         auth = %auth,
+        tls = tls_summary(tls.as_ref()),
         "listening on {address}"
     );
     let Some(replication) = node_config.replication.clone() else {
@@ -477,11 +539,15 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
 }
 
 /// Binds the admin listener, if asked for; a taken port is a usage error.
-fn start_admin(address: Option<SocketAddr>) -> Result<Option<AdminServer>, CliError> {
+fn start_admin(
+    address: Option<SocketAddr>,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> Result<Option<AdminServer>, CliError> {
     let Some(address) = address else { return Ok(None) };
-    let admin = AdminServer::start(address)
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let admin = AdminServer::start(address, tls)
         .map_err(|error| CliError::Usage(format!("cannot serve the admin listener on {address}: {error}")))?;
-    tracing::info!("admin at http://{}/ (metrics, health, ready)", admin.address);
+    tracing::info!("admin at {scheme}://{}/ (metrics, health, ready)", admin.address);
     Ok(Some(admin))
 }
 

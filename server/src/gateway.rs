@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub use self::budget::{Budget, MemoryBudget};
+pub use self::connection::TLS_REFUSED;
 pub use self::in_flight::IN_FLIGHT_PER_CONNECTION_MAX;
 use crate::auth::Keys;
 use crate::node::StatusSource;
@@ -61,6 +62,9 @@ pub struct GatewayConfig {
     pub write_timeout: Duration,
     /// Bytes of requests and replies held, all connections together.
     pub budget: Arc<MemoryBudget>,
+    /// `Some`: client connections must be TLS (`tally serve --tls-cert`); plain ones are
+    /// refused. Replication peers on the same port stay plain.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl GatewayConfig {
@@ -72,6 +76,7 @@ impl GatewayConfig {
             idle_timeout: IDLE_TIMEOUT_DEFAULT,
             write_timeout: WRITE_TIMEOUT_DEFAULT,
             budget: Arc::new(memory_budget(MEMORY_BUDGET_BYTES_DEFAULT)),
+            tls: None,
         }
     }
 

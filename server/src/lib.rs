@@ -18,6 +18,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod signals;
+pub mod tls;
 
 pub use error::NodeError;
 pub use node::{Node, NodeConfig};

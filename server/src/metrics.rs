@@ -43,6 +43,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "tally_replication_lag",
     "tally_auth_failures_total",
     "tally_auth_forbidden_total",
+    "tally_tls_refused_total",
 ];
 
 /// The counters of one running node (primary or standby) that the status does not carry.
@@ -263,6 +264,13 @@ impl MetricsSource {
             "counter",
             "Requests refused as outside their key's scope.",
             &one(forbidden),
+        );
+        let tls_refused = crate::gateway::TLS_REFUSED.load(Ordering::Relaxed);
+        metric(
+            "tally_tls_refused_total",
+            "counter",
+            "Client connections refused for TLS: a failed handshake, or plain TCP on a TLS port.",
+            &one(tls_refused),
         );
         // Histograms last: the closure above borrows `text` until its last use.
         if let Some(flush) = &parts.flush_latency {

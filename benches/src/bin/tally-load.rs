@@ -3,6 +3,8 @@
 //! - `ledger`: the raw apply rate of `Ledger::create_transfers`, no pipeline (baseline);
 //! - `tcp`: full batches as raw frames over TCP to a `tally serve` child process;
 //! - `client`: the same through `tally-client`, with as many calling threads as requests in flight;
+//! - `client-tls`: `client` over TLS (`--tls-cert`, `--tls-key`, `--tls-ca`), to measure
+//!   what TLS costs; `--repeat N` runs the throughput phases N times in turn (A/B pairs);
 //! - `open-loop`: single-transfer requests at fixed offered rates, latency measured from
 //!   each request's intended send time (coordinated omission corrected).
 //!
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use tally_bench::workload::{self, Distribution, TransferGenerator};
+use tally_client::TlsClientConfig;
 use tally_codecs::{Account, Transfer};
 use tally_engine::Ledger;
 use tally_engine::pipeline::{Durability, Wait};
@@ -49,6 +52,7 @@ enum Phase {
     Ledger,
     Tcp,
     Client,
+    ClientTls,
     OpenLoop,
 }
 
@@ -116,6 +120,19 @@ struct Args {
     /// Keep the data directories (and node logs) instead of removing them.
     #[arg(long)]
     keep: bool,
+    /// Run the throughput phases this many times, in turn (tcp, client, client-tls, tcp,
+    /// …), so that paths are compared under the same drift of the machine.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+    repeat: u64,
+    /// The node's certificate for `client-tls` (its SAN must hold 127.0.0.1).
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// The CA the client trusts for `client-tls`.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
     /// A measurement during which the rest of the machine (other processes) kept more than
     /// this share of one core busy, in percent, is taken again, up to `--attempts` times.
     #[arg(long, default_value_t = 10.0, value_parser = percent)]
@@ -140,6 +157,16 @@ impl Args {
             extra_args: vec!["--files".into(), "off".into()],
             standbys: usize::try_from(self.standbys).unwrap_or(0),
         }
+    }
+
+    /// The client side of `client-tls`, and the node arguments that turn TLS on.
+    fn tls(&self) -> Result<(TlsClientConfig, Vec<String>), String> {
+        let (Some(cert), Some(key), Some(ca)) = (&self.tls_cert, &self.tls_key, &self.tls_ca) else {
+            return Err("the client-tls phase needs --tls-cert, --tls-key and --tls-ca".to_owned());
+        };
+        let client = TlsClientConfig::from_files(ca, None)?;
+        let text = |path: &PathBuf| path.to_string_lossy().into_owned();
+        Ok((client, vec!["--tls-cert".into(), text(cert), "--tls-key".into(), text(key)]))
     }
 }
 
@@ -192,7 +219,7 @@ fn run(args: &Args) -> Result<(), String> {
         Some(seconds) => format!("every {seconds} s"),
     };
     println!("- node binary: {}; wait strategy: {}; periodic snapshots: {snapshots}", tally_bin.display(), args.wait);
-    let throughput = [Phase::Ledger, Phase::Tcp, Phase::Client].into_iter().any(wants);
+    let throughput = [Phase::Ledger, Phase::Tcp, Phase::Client, Phase::ClientTls].into_iter().any(wants);
     let workload = Workload {
         accounts: workload::accounts(args.accounts),
         batches: if throughput { transfer_batches(args) } else { Vec::new() },
@@ -214,39 +241,54 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// The closed-loop phases that were asked for, each per durability and in-flight count.
+/// The closed-loop phases that were asked for, each per durability and in-flight count,
+/// all of them `--repeat` times in turn.
 fn throughput_rows(args: &Args, tally_bin: &Path, workload: &Workload) -> Result<Vec<Row>, String> {
     let wants = |phase: Phase| args.phases.contains(&phase);
-    let mut rows = Vec::new();
-    let runs = || {
-        args.durability
-            .iter()
-            .flat_map(|&durability| args.in_flight.iter().map(move |&in_flight| (durability, in_flight as usize)))
-    };
+    let tls = if wants(Phase::ClientTls) { Some(args.tls()?) } else { None };
+    let mut frames = Vec::new();
+    let events: Vec<u64> = workload.batches.iter().map(|batch| batch.len() as u64).collect();
     if wants(Phase::Tcp) {
-        let events: Vec<u64> = workload.batches.iter().map(|batch| batch.len() as u64).collect();
-        let mut frames = Vec::with_capacity(workload.batches.len());
         for (index, batch) in workload.batches.iter().enumerate() {
             let mut frame = Vec::new();
             wire::transfer_frame(index as u64 + 1, batch, &mut frame)?;
             frames.push(frame);
         }
-        for (durability, in_flight) in runs() {
-            let measure =
-                |address, finished: &mut dyn FnMut()| batches::over_tcp(address, &frames, &events, in_flight, finished);
-            let path = "tcp (raw frames)";
-            let attempt = || child_phase(args, tally_bin, workload, (durability, in_flight), path, &measure);
-            rows.push(until_quiet(&args.quiet(), path, None, attempt, Row::other_load)?);
-        }
     }
-    if wants(Phase::Client) {
+    let runs = || {
+        args.durability
+            .iter()
+            .flat_map(|&durability| args.in_flight.iter().map(move |&in_flight| (durability, in_flight as usize)))
+    };
+    let mut rows = Vec::new();
+    for _ in 0..args.repeat {
         for (durability, in_flight) in runs() {
-            let measure = |address, finished: &mut dyn FnMut()| {
-                batches::via_client(address, &workload.batches, in_flight, finished)
-            };
-            let path = "tcp (tally-client)";
-            let attempt = || child_phase(args, tally_bin, workload, (durability, in_flight), path, &measure);
-            rows.push(until_quiet(&args.quiet(), path, None, attempt, Row::other_load)?);
+            let run = (durability, in_flight);
+            if wants(Phase::Tcp) {
+                let measure = |address, finished: &mut dyn FnMut()| {
+                    batches::over_tcp(address, &frames, &events, in_flight, finished)
+                };
+                let path = "tcp (raw frames)";
+                let attempt = || child_phase(args, tally_bin, workload, run, (path, None), &measure);
+                rows.push(until_quiet(&args.quiet(), path, None, attempt, Row::other_load)?);
+            }
+            if wants(Phase::Client) {
+                let measure = |address, finished: &mut dyn FnMut()| {
+                    batches::via_client(address, &workload.batches, in_flight, None, finished)
+                };
+                let path = "tcp (tally-client)";
+                let attempt = || child_phase(args, tally_bin, workload, run, (path, None), &measure);
+                rows.push(until_quiet(&args.quiet(), path, None, attempt, Row::other_load)?);
+            }
+            if let Some((client_tls, node_args)) = &tls {
+                let measure = |address, finished: &mut dyn FnMut()| {
+                    batches::via_client(address, &workload.batches, in_flight, Some(client_tls), finished)
+                };
+                let path = "tls (tally-client)";
+                let node_tls = Some((client_tls, node_args.as_slice()));
+                let attempt = || child_phase(args, tally_bin, workload, run, (path, node_tls), &measure);
+                rows.push(until_quiet(&args.quiet(), path, None, attempt, Row::other_load)?);
+            }
         }
     }
     Ok(rows)
@@ -272,7 +314,8 @@ fn tally_binary(args: &Args) -> Result<PathBuf, String> {
             .map_err(|error| format!("cannot find this program's path: {error}"))?
             .with_file_name("tally"),
     };
-    let needed = [Phase::Tcp, Phase::Client, Phase::OpenLoop].iter().any(|phase| args.phases.contains(phase));
+    let needed =
+        [Phase::Tcp, Phase::Client, Phase::ClientTls, Phase::OpenLoop].iter().any(|phase| args.phases.contains(phase));
     if needed && !path.is_file() {
         return Err(format!(
             "no node binary at {}: build it with `cargo build --release -p tally` or pass --tally-bin",
@@ -347,19 +390,30 @@ impl Row {
 /// the last reply is in, while its connections are still open.
 type Measure<'a> = dyn Fn(SocketAddr, &mut dyn FnMut()) -> Result<BatchRun, String> + 'a;
 
-/// A `tally serve` child process with accounts created, measured by `measure`.
+/// The TLS client configuration and the node arguments of a TLS phase.
+type NodeTls<'a> = Option<(&'a TlsClientConfig, &'a [String])>;
+
+/// A `tally serve` child process with accounts created, measured by `measure`; with TLS
+/// when the path asks for it.
 fn child_phase(
     args: &Args,
     tally_bin: &Path,
     workload: &Workload,
     (durability, in_flight): (Durability, usize),
-    path: &'static str,
+    (path, tls): (&'static str, NodeTls<'_>),
     measure: &Measure,
 ) -> Result<Row, String> {
     eprintln!("tally-load: {path}, durability {durability}, {in_flight} in flight");
     let dir = RunDir::create(&args.work_dir, &format!("throughput-{durability}"), args.keep)?;
-    let node = NodeProcess::start(tally_bin, &dir, durability, &args.node_options())?;
-    wire::create_accounts(node.address, &workload.accounts, wire_batch_max())?;
+    let mut options = args.node_options();
+    if let Some((_, node_args)) = tls {
+        options.extra_args.extend(node_args.iter().cloned());
+    }
+    let node = NodeProcess::start(tally_bin, &dir, durability, &options)?;
+    match tls {
+        None => wire::create_accounts(node.address, &workload.accounts, wire_batch_max())?,
+        Some((client, _)) => batches::create_accounts_via_client(node.address, &workload.accounts, Some(client))?,
+    }
     let (run, cpu) = sampled(Some(node.pid()), |finished| measure(node.address, finished))?;
     node.stop()?;
     let journal = journal_bytes(&dir.data())?;

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tally_client::{Client, ClientConfig};
+use tally_client::{Client, ClientConfig, TlsClientConfig};
 use tally_codecs::Transfer;
 
 use super::report::{histogram, merge};
@@ -183,14 +183,16 @@ pub fn over_tcp(
 
 /// The batches through `tally-client`: `in_flight` threads each call `create_transfers`
 /// with a whole batch at a time, and the client keeps as many requests on its connection.
-/// (A full batch never merges with another, so each call is one request.)
+/// (A full batch never merges with another, so each call is one request.) With `tls`,
+/// the connection is TLS.
 pub fn via_client(
     address: SocketAddr,
     batches: &[Vec<Transfer>],
     in_flight: usize,
+    tls: Option<&TlsClientConfig>,
     finished: &mut dyn FnMut(),
 ) -> Result<BatchRun, String> {
-    let config = ClientConfig { in_flight_max: in_flight, ..ClientConfig::new(&[address]) };
+    let config = ClientConfig { in_flight_max: in_flight, tls: tls.cloned(), ..ClientConfig::new(&[address]) };
     let client = Client::with_config(config).map_err(|error| format!("tally-client: {error}"))?;
     let next = AtomicUsize::new(0);
     let start = Instant::now();
@@ -216,6 +218,24 @@ pub fn via_client(
         total.merge(outcome?);
     }
     Ok(total.finish(batches.len()))
+}
+
+/// Creates `accounts` through `tally-client` (over TLS with `tls`), a request per chunk.
+pub fn create_accounts_via_client(
+    address: SocketAddr,
+    accounts: &[tally_codecs::Account],
+    tls: Option<&TlsClientConfig>,
+) -> Result<(), String> {
+    let client = Client::with_config(ClientConfig { tls: tls.cloned(), ..ClientConfig::new(&[address]) })
+        .map_err(|error| format!("tally-client: {error}"))?;
+    let mut tally = Tally::default();
+    for chunk in accounts.chunks(tally_codecs::wire::EVENTS_PER_REQUEST_MAX) {
+        tally.add(&client.create_accounts(chunk).map_err(|error| format!("tally-client: {error}"))?);
+    }
+    match tally.first_failure {
+        None => Ok(()),
+        Some(_) => Err(format!("creating the accounts: {}", tally.summary())),
+    }
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&node_config.data_dir)
         .map_err(|error| CliError::Usage(format!("cannot create {}: {error}", node_config.data_dir.display())))?;
     let role = Arc::new(Role::load(&node_config.data_dir)?);
-    let admin = super::start_admin(args.admin)?;
+    let admin = super::start_admin(args.admin, None)?;
     let standby_config = StandbyConfig {
         data_dir: node_config.data_dir.clone(),
         node: args.listen,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
+use tally_client::tls::{HANDSHAKE_RECORD_TYPE, Stream, TlsStream};
 use tally_codecs::wire::{
     Body, ErrorCode, FRAME_BYTES_MAX, FrameDecoder, FrameError, HEADER_BYTES, Message, Request, VERSION_REDIRECT,
     encode_error_reply, encode_promote_reply, encode_redirect, encode_status_reply,
@@ -58,48 +59,108 @@ const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Connection {
     /// Serves the connection until it ends, then closes it: a replication peer (its first
-    /// frame starts with the replication magic) or a client.
+    /// frame starts with the replication magic) or a client, over TLS when the node has a
+    /// certificate. Peers stay plain: they authenticate every message themselves.
     pub fn serve(self) {
-        if self.is_peer() {
-            self.frontend.peers.serve(self.stream, self.peer);
+        let (first, sent) = self.identify();
+        let Connection { stream, peer, frontend, config } = self;
+        if first == tally_replication::message::MAGIC {
+            frontend.peers.serve(stream, peer);
             return;
         }
-        self.serve_client();
+        let client = Client { peer, frontend, config };
+        let Some(tls) = client.config.tls.clone() else {
+            client.serve(Stream::Plain(stream));
+            return;
+        };
+        if sent == 0 {
+            // Closed (or silent) before its first byte: a port probe, nothing to refuse.
+            return;
+        }
+        if first[0] != HANDSHAKE_RECORD_TYPE {
+            client.refuse_plain(Stream::Plain(stream));
+            return;
+        }
+        let handshake = rustls::ServerConnection::new(tls).map_err(std::io::Error::other).and_then(|session| {
+            // Bounded like the key handshake: a client that trickles its hello is cut off.
+            let _ = stream.set_write_timeout(Some(client.config.auth_timeout));
+            let deadline = Instant::now() + client.config.auth_timeout;
+            TlsStream::handshake(stream, session, deadline)
+        });
+        match handshake {
+            Ok(stream) => client.serve(Stream::Tls(Box::new(stream))),
+            Err(error) => {
+                TLS_REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                eprintln!("tally: connection {}: TLS handshake failed: {error}; closing", client.peer);
+            }
+        }
     }
 
-    fn is_peer(&self) -> bool {
-        let mut magic = [0u8; 4];
+    /// The first four bytes the connection sent (zero-padded if it sent fewer within
+    /// [`IDENTIFY_TIMEOUT`]), left unread, and how many it sent.
+    fn identify(&self) -> ([u8; 4], usize) {
+        let mut first = [0u8; 4];
         if self.stream.set_read_timeout(Some(IDENTIFY_TIMEOUT)).is_err() {
-            return false;
+            return (first, 0);
         }
         let deadline = Instant::now() + IDENTIFY_TIMEOUT;
-        let peeked = loop {
-            match self.stream.peek(&mut magic) {
-                Ok(4) | Ok(0) | Err(_) => break magic,
+        let sent = loop {
+            match self.stream.peek(&mut first) {
+                Ok(sent @ (4 | 0)) => break sent,
+                Err(_) => break 0,
                 Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
-                Ok(_) => break magic,
+                Ok(sent) => break sent,
             }
         };
         let _ = self.stream.set_read_timeout(None);
-        peeked == tally_replication::message::MAGIC
+        (first, sent)
+    }
+}
+
+/// Client connections refused before any frame was read because their TLS handshake
+/// failed (no certificate or an untrusted one on a node with `--tls-client-ca`, a client
+/// that does not trust the node, a timeout) or because they spoke plain TCP to a TLS port.
+pub static TLS_REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A client connection, plain or TLS, and what serves it.
+struct Client {
+    peer: SocketAddr,
+    frontend: Frontend,
+    config: Arc<GatewayConfig>,
+}
+
+impl Client {
+    /// A plain client on a node that requires TLS: refused before anything is read, with
+    /// an `unauthenticated` error frame so that a Tally client learns why.
+    fn refuse_plain(&self, mut stream: Stream) {
+        TLS_REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        eprintln!(
+            "tally: connection {}: refused: plain TCP on a port that requires TLS (--tls-cert); closing",
+            self.peer
+        );
+        let mut bytes = Vec::new();
+        encode_error_reply(0, ErrorCode::Unauthenticated, &mut bytes);
+        let _ = stream.socket().set_write_timeout(Some(LINGER));
+        let _ = stream.write_all(&bytes);
+        linger(&mut stream);
     }
 
-    fn serve_client(self) {
+    fn serve(self, mut stream: Stream) {
         let mut decoder = FrameDecoder::new();
         let authenticated = match &self.config.keys {
             None => None,
             Some(keys) => {
                 let deadline = Instant::now() + self.config.auth_timeout;
-                match handshake::authenticate(&self.stream, keys, &mut decoder, deadline) {
+                match handshake::authenticate(&mut stream, keys, &mut decoder, deadline) {
                     Ok(authenticated) => Some(authenticated),
-                    Err(refusal) => return self.refuse_unauthenticated(&refusal),
+                    Err(refusal) => return self.refuse_unauthenticated(&mut stream, &refusal),
                 }
             }
         };
         let scope = authenticated.as_ref().map_or_else(Scope::full, |authenticated| authenticated.scope.clone());
         let in_flight = Arc::new(InFlight::new(self.config.connection_bytes_max(), self.config.budget.clone()));
         let (queue, queued) = crossbeam::channel::unbounded();
-        let writer = match self.stream.try_clone() {
+        let writer = match stream.try_clone() {
             Ok(stream) => {
                 let in_flight = in_flight.clone();
                 std::thread::Builder::new().name(format!("writer {}", self.peer)).spawn({
@@ -119,7 +180,7 @@ impl Connection {
         let stats = self.frontend.peers.role.submitter().map(|submitter| submitter.stats().clone());
         let replies = Arc::new(ConnectionReplies { in_flight: in_flight.clone(), queue: queue.clone(), stats, scope });
         let session = Session { in_flight: &in_flight, queue: &queue, authenticated: authenticated.as_ref() };
-        let end = self.read_requests(&session, &replies, decoder);
+        let end = self.read_requests(&mut stream, &session, &replies, decoder);
         // Every request read was submitted and will be answered: let those answers out
         // before the refusal and the close.
         in_flight.wait_idle();
@@ -140,7 +201,7 @@ impl Connection {
             eprintln!("tally: connection {}: its writer panicked", self.peer);
         }
         if matches!(end, End::Refused { .. }) {
-            self.linger();
+            linger(&mut stream);
         }
     }
 
@@ -148,25 +209,30 @@ impl Connection {
     /// frame `unauthenticated` (when the client is there to read it), and the close.
     /// A peer that closed or failed mid-handshake is logged but not counted: a port probe
     /// is not an attack on a key.
-    fn refuse_unauthenticated(&self, refusal: &handshake::Refusal) {
+    fn refuse_unauthenticated(&self, stream: &mut Stream, refusal: &handshake::Refusal) {
         eprintln!("tally: connection {}: authentication refused: {}; closing", self.peer, refusal.reason);
         if refusal.reply {
             count_failure();
             let mut bytes = Vec::new();
             encode_error_reply(refusal.request_id, ErrorCode::Unauthenticated, &mut bytes);
-            let _ = self.stream.set_write_timeout(Some(LINGER));
-            let _ = (&self.stream).write_all(&bytes);
-            self.linger();
+            let _ = stream.socket().set_write_timeout(Some(LINGER));
+            let _ = stream.write_all(&bytes);
+            linger(stream);
         }
     }
 
-    fn read_requests(&self, session: &Session<'_>, replies: &Arc<ConnectionReplies>, mut decoder: FrameDecoder) -> End {
+    fn read_requests(
+        &self,
+        stream: &mut Stream,
+        session: &Session<'_>,
+        replies: &Arc<ConnectionReplies>,
+        mut decoder: FrameDecoder,
+    ) -> End {
         let replies: Arc<dyn ReplyTo> = replies.clone();
         let mut buffer = vec![0u8; READ_BUFFER_BYTES];
-        let mut stream = &self.stream;
         // A silent connection is closed once it is owed nothing; the timeout cannot fail
         // on a connected socket with a non-zero duration.
-        let _ = stream.set_read_timeout(Some(self.config.idle_timeout));
+        let _ = stream.socket().set_read_timeout(Some(self.config.idle_timeout));
         let mut input = InputCharge { budget: &self.config.budget.input, held: 0 };
         loop {
             // Past the input budget, this waits: the connection stops reading.
@@ -335,23 +401,23 @@ impl Connection {
             }
         }
     }
+}
 
-    /// Half-closes, then drains (bounded in time and bytes) until the client closes.
-    fn linger(&self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-        let deadline = Instant::now() + LINGER;
-        let mut buffer = [0u8; 4096];
-        let mut drained = 0usize;
-        let mut stream = &self.stream;
-        while drained < LINGER_BYTES_MAX {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-                break;
-            }
-            match stream.read(&mut buffer) {
-                Ok(0) | Err(_) => break,
-                Ok(read) => drained += read,
-            }
+/// Half-closes (after a TLS `close_notify`), then drains (bounded in time and bytes)
+/// until the client closes.
+fn linger(stream: &mut Stream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    let mut buffer = [0u8; 4096];
+    let mut drained = 0usize;
+    while drained < LINGER_BYTES_MAX {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.socket().set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => drained += read,
         }
     }
 }

@@ -5,9 +5,9 @@
 //! refused.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Instant;
 
+use tally_client::tls::Stream;
 use tally_codecs::wire::{AuthChallenge, AuthGrant, FrameDecoder, Message, encode_auth_challenge, encode_auth_grant};
 
 use crate::auth::{Keys, Scope, node_nonce, now_unix_s};
@@ -55,7 +55,7 @@ fn request_id_of(message: &Message) -> u64 {
 /// Runs the handshake; on success, `decoder` holds whatever the client sent after its
 /// proof, for the connection to go on with.
 pub fn authenticate(
-    mut stream: &TcpStream,
+    stream: &mut Stream,
     keys: &Keys,
     decoder: &mut FrameDecoder,
     deadline: Instant,
@@ -89,7 +89,7 @@ pub fn authenticate(
 }
 
 /// The next message, read before `deadline`.
-fn next(mut stream: &TcpStream, decoder: &mut FrameDecoder, deadline: Instant) -> Result<Message, Refusal> {
+fn next(stream: &mut Stream, decoder: &mut FrameDecoder, deadline: Instant) -> Result<Message, Refusal> {
     let mut buffer = [0u8; HANDSHAKE_READ_BYTES];
     loop {
         match decoder.next_message() {
@@ -101,7 +101,7 @@ fn next(mut stream: &TcpStream, decoder: &mut FrameDecoder, deadline: Instant) -
             return Err(refuse(format!("more than {HANDSHAKE_BYTES_MAX} bytes before authenticating")));
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+        if left.is_zero() || stream.socket().set_read_timeout(Some(left)).is_err() {
             return Err(refuse("no handshake within the time allowed"));
         }
         match stream.read(&mut buffer) {

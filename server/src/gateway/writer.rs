@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender};
+use tally_client::tls::Stream;
 use tally_codecs::wire::{ErrorCode, Reply, encode_error_reply};
 use tally_engine::pipeline::{PipelineStats, ReplyTo, Stage, now_ns};
 
@@ -28,10 +29,10 @@ pub enum Outgoing {
 /// `write_timeout`: how long one reply may wait for a client that does not read; past it
 /// the client is taken to be stuck and is disconnected, so that its connection's threads
 /// and reserved bytes are freed; until then the reply stage never waits for it.
-pub fn run(mut stream: TcpStream, queue: Receiver<Outgoing>, in_flight: Arc<InFlight>, write_timeout: Duration) {
+pub fn run(mut stream: Stream, queue: Receiver<Outgoing>, in_flight: Arc<InFlight>, write_timeout: Duration) {
     // Without the timeout (it cannot fail on a connected socket) a stuck client would only
     // hold its own connection.
-    let _ = stream.set_write_timeout(Some(write_timeout));
+    let _ = stream.socket().set_write_timeout(Some(write_timeout));
     let mut broken = false;
     for outgoing in queue {
         let (bytes, slot, written) = match outgoing {
@@ -40,9 +41,10 @@ pub fn run(mut stream: TcpStream, queue: Receiver<Outgoing>, in_flight: Arc<InFl
             Outgoing::Close => break,
         };
         if !broken && let Err(error) = stream.write_all(&bytes) {
-            log_write_error(&stream, &error);
+            log_write_error(stream.socket(), &error);
             broken = true;
-            let _ = stream.shutdown(Shutdown::Both);
+            // The socket itself, not a TLS close: a write to this client just failed.
+            let _ = stream.socket().shutdown(Shutdown::Both);
         }
         if let Some((queued_ns, stats)) = written {
             stats.stage_latencies().record_between(Stage::Write, queued_ns, now_ns());
