@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Plots the sinks' lag over time from the `sinks.csv` files `tally bench --sinks ...`
 writes (one per report directory), one panel per run: lag in outcome-stream entries and
-transfers written per second, with the end of the load marked.
+transfers written so far, with the end of the load marked.
 
-    python3 benches/scripts/plot_sink_lag.py OUT.png DIR [DIR ...]
+    python3 benches/scripts/plot_sink_lag.py OUT.png DIR|CSV [DIR|CSV ...]
 
 Needs matplotlib (`pip install matplotlib`).
 """
@@ -18,9 +18,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def read(directory):
+def read(source):
+    """A report directory's `sinks.csv`, or a CSV file of that form."""
+    path = Path(source)
     by_sink = {}
-    with open(Path(directory) / "sinks.csv", newline="") as handle:
+    with open(path if path.suffix == ".csv" else path / "sinks.csv", newline="") as handle:
         for row in csv.DictReader(handle):
             by_sink.setdefault(row["sink"], []).append(row)
     return by_sink
@@ -38,11 +40,10 @@ def main():
             times = [float(row["at_s"]) for row in rows]
             lags = [int(row["lag"]) for row in rows]
             axis.plot(times, lags, label=f"{sink} lag (entries)")
-            transfers = [int(row["transfers"]) for row in rows]
-            rates = [0.0] + [
-                (transfers[i] - transfers[i - 1]) / max(times[i] - times[i - 1], 1e-3) for i in range(1, len(rows))
-            ]
-            rate_axis.plot(times, rates, linestyle=":", label=f"{sink} transfers/s written")
+            # Cumulative: a sink commits whole batches (seconds apart), so a per-sample rate
+            # is all spikes; the slope of this line is its rate.
+            transfers = [int(row["transfers"]) / 1000 for row in rows]
+            rate_axis.plot(times, transfers, linestyle=":", label=f"{sink} transfers written (thousands)")
             ends = [float(row["at_s"]) for row in rows if row["loading"] == "0"]
             if ends:
                 load_end = min(ends) if load_end is None else min(load_end, min(ends))
@@ -51,7 +52,7 @@ def main():
         axis.set_title(Path(directory).name, fontsize=9)
         axis.set_xlabel("seconds since the load started")
         axis.set_ylabel("lag (outcome-stream entries)")
-        rate_axis.set_ylabel("transfers/s written")
+        rate_axis.set_ylabel("transfers written (thousands)")
         lines = axis.get_legend_handles_labels()
         rate_lines = rate_axis.get_legend_handles_labels()
         axis.legend(lines[0] + rate_lines[0], lines[1] + rate_lines[1], fontsize=7, loc="upper right")

@@ -317,10 +317,8 @@ impl MetricsSource {
         );
         if let Some(pipeline) = &parts.pipeline {
             let rings = pipeline.ring_occupancy();
-            let slots = vec![
-                ("{ring=\"input\"}".to_string(), rings.slots),
-                ("{ring=\"output\"}".to_string(), rings.slots),
-            ];
+            let slots =
+                vec![("{ring=\"input\"}".to_string(), rings.slots), ("{ring=\"output\"}".to_string(), rings.slots)];
             metric("tally_ring_slots", "gauge", "Slots in each of the pipeline's rings.", &slots);
             let occupancy =
                 vec![("{ring=\"input\"}".to_string(), rings.input), ("{ring=\"output\"}".to_string(), rings.output)];
