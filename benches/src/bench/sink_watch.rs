@@ -144,8 +144,7 @@ impl SinkRun {
             .iter()
             .map(|(sink, samples)| {
                 let total = samples.last().map_or(0, |sample| sample.transfers);
-                let during =
-                    samples.iter().filter(|sample| sample.loading).next_back().map_or(0, |sample| sample.transfers);
+                let during = samples.iter().rfind(|sample| sample.loading).map_or(0, |sample| sample.transfers);
                 let first = samples.iter().find(|sample| sample.transfers > 0).map_or(0.0, |sample| sample.at_s);
                 let end = self.caught_up_s.unwrap_or_else(|| samples.last().map_or(0.0, |sample| sample.at_s));
                 let sustained = total as f64 / (end - first).max(1e-3);
