@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
+use tally_engine::pipeline::{PipelineStats, Stage};
 use tally_sinks::sink::SinkStats;
 
 use crate::node::derived::DerivedMarks;
 use crate::node::outcome_log::RetentionStats;
 use crate::node::role::RoleKind;
+use crate::node::ship::StandbyProgress;
 use crate::node::standby::Standby;
 use crate::node::{Node, StatusSource};
 
@@ -26,6 +28,9 @@ pub const METRIC_NAMES: &[&str] = &[
     "tally_journal_sequence",
     "tally_inputs_in_flight",
     "tally_journal_flush_seconds",
+    "tally_stage_latency_seconds",
+    "tally_ring_slots",
+    "tally_ring_occupancy",
     "tally_derived_durable_sequence",
     "tally_checkpoints_total",
     "tally_checkpoint_sequence",
@@ -36,11 +41,16 @@ pub const METRIC_NAMES: &[&str] = &[
     "tally_sink_watermark",
     "tally_sink_lag",
     "tally_sink_entries_total",
+    "tally_sink_transfers_total",
     "tally_sink_batches_total",
     "tally_sink_errors_total",
     "tally_sink_up",
     "tally_replicated_sequence",
     "tally_replication_lag",
+    "tally_standby_acknowledged_sequence",
+    "tally_standby_lag",
+    "tally_standby_ack_age_seconds",
+    "tally_standby_connected",
     "tally_auth_failures_total",
     "tally_auth_forbidden_total",
     "tally_tls_refused_total",
@@ -54,6 +64,10 @@ pub struct MetricsParts {
     replicated: Option<Arc<AtomicU64>>,
     outcomes: Option<Arc<RetentionStats>>,
     flush_latency: Option<Arc<LatencyHistogram>>,
+    /// The running pipeline's stage latencies and ring counters (a primary's).
+    pipeline: Option<Arc<PipelineStats>>,
+    /// What each standby acknowledged (a replicating primary's).
+    standbys: Option<StandbyProgress>,
 }
 
 impl MetricsParts {
@@ -65,6 +79,8 @@ impl MetricsParts {
             replicated: node.shipping().map(|shipping| Arc::clone(&shipping.replicated)),
             outcomes: Some(node.outcome_retention()),
             flush_latency: Some(node.flush_latency()),
+            pipeline: Some(Arc::clone(node.submitter().stats())),
+            standbys: node.shipping().map(|shipping| shipping.standbys.clone()),
         }
     }
 
@@ -76,6 +92,8 @@ impl MetricsParts {
             replicated: None,
             outcomes: None,
             flush_latency: None,
+            pipeline: None,
+            standbys: None,
         }
     }
 }
@@ -227,6 +245,12 @@ impl MetricsSource {
             &per_sink(&|stats| stats.entries_written.load(Ordering::Acquire)),
         );
         metric(
+            "tally_sink_transfers_total",
+            "counter",
+            "Committed transfers in the entries a sink has written.",
+            &per_sink(&|stats| stats.transfers_written.load(Ordering::Acquire)),
+        );
+        metric(
             "tally_sink_batches_total",
             "counter",
             "Batches (transactions) a sink has written.",
@@ -256,6 +280,33 @@ impl MetricsSource {
                 &one(status.last_sequence.saturating_sub(replicated)),
             );
         }
+        if let Some(standbys) = &parts.standbys {
+            let standbys = standbys.each();
+            let per_standby = |read: &dyn Fn(&crate::node::ship::StandbyAcks) -> u64| -> Vec<(String, u64)> {
+                standbys
+                    .iter()
+                    .map(|(node, acks)| (format!("{{standby=\"{}\"}}", label_value(node)), read(acks)))
+                    .collect()
+            };
+            metric(
+                "tally_standby_acknowledged_sequence",
+                "gauge",
+                "Last sequence each standby acknowledged as durable (or held when it subscribed).",
+                &per_standby(&|acks| acks.acknowledged.load(Ordering::Acquire)),
+            );
+            metric(
+                "tally_standby_lag",
+                "gauge",
+                "Journal records appended here that a standby has not acknowledged.",
+                &per_standby(&|acks| status.last_sequence.saturating_sub(acks.acknowledged.load(Ordering::Acquire))),
+            );
+            metric(
+                "tally_standby_connected",
+                "gauge",
+                "1 while this primary streams to the standby.",
+                &per_standby(&|acks| u64::from(acks.connected())),
+            );
+        }
         let auth_failures = crate::auth::AUTH_FAILURES.load(Ordering::Relaxed);
         metric("tally_auth_failures_total", "counter", "Client handshakes refused.", &one(auth_failures));
         let forbidden = crate::auth::FORBIDDEN.load(Ordering::Relaxed);
@@ -272,7 +323,37 @@ impl MetricsSource {
             "Client connections refused for TLS: a failed handshake, or plain TCP on a TLS port.",
             &one(tls_refused),
         );
-        // Histograms last: the closure above borrows `text` until its last use.
+        if let Some(pipeline) = &parts.pipeline {
+            let rings = pipeline.ring_occupancy();
+            let slots =
+                vec![("{ring=\"input\"}".to_string(), rings.slots), ("{ring=\"output\"}".to_string(), rings.slots)];
+            metric("tally_ring_slots", "gauge", "Slots in each of the pipeline's rings.", &slots);
+            let occupancy =
+                vec![("{ring=\"input\"}".to_string(), rings.input), ("{ring=\"output\"}".to_string(), rings.output)];
+            metric(
+                "tally_ring_occupancy",
+                "gauge",
+                "Slots published into a ring and not yet taken by its last consumer.",
+                &occupancy,
+            );
+        }
+        // Fractional values and histograms last: the closure above borrows `text` until
+        // its last use.
+        if let Some(standbys) = &parts.standbys {
+            let _ = writeln!(
+                text,
+                "# HELP tally_standby_ack_age_seconds Seconds since a standby last acknowledged (an idle primary's \
+                 heartbeats are not acknowledged: read with tally_standby_lag).\n\
+                 # TYPE tally_standby_ack_age_seconds gauge"
+            );
+            for (node, acks) in standbys.each() {
+                let age = acks.since_last_ack().as_secs_f64();
+                let _ = writeln!(text, "tally_standby_ack_age_seconds{{standby=\"{}\"}} {age:.3}", label_value(&node));
+            }
+        }
+        if let Some(pipeline) = &parts.pipeline {
+            render_stage_latencies(pipeline, &mut text);
+        }
         if let Some(flush) = &parts.flush_latency {
             let _ = writeln!(
                 text,
@@ -282,6 +363,62 @@ impl MetricsSource {
             flush.render("tally_journal_flush_seconds", &mut text);
         }
         text
+    }
+}
+
+/// A label value with `\`, `"` and line feeds escaped, as the text format requires.
+fn label_value(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Upper bounds of the stage-latency buckets, in nanoseconds: 250 ns to 10 s, about three
+/// per decade (a stage ranges from the sub-microsecond hand-offs to a slow flush).
+const STAGE_BUCKETS_NS: [u64; 24] = [
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// `tally_stage_latency_seconds{stage}`: one Prometheus histogram per pipeline stage
+/// (docs/design.md §7b), read from the stages' lock-free histograms.
+fn render_stage_latencies(pipeline: &PipelineStats, text: &mut String) {
+    let name = "tally_stage_latency_seconds";
+    let _ = writeln!(
+        text,
+        "# HELP {name} Time requests spend in each pipeline stage (journal_commit: per ring batch).\n\
+         # TYPE {name} histogram"
+    );
+    for stage in Stage::ALL {
+        let histogram = pipeline.stage_latencies().histogram(stage);
+        let (below, total) = histogram.cumulative(&STAGE_BUCKETS_NS);
+        let stage = stage.name();
+        for (bound, count) in STAGE_BUCKETS_NS.iter().zip(below) {
+            let _ = writeln!(text, "{name}_bucket{{stage=\"{stage}\",le=\"{}\"}} {count}", *bound as f64 / 1e9);
+        }
+        let _ = writeln!(text, "{name}_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {total}");
+        let _ = writeln!(text, "{name}_sum{{stage=\"{stage}\"}} {}", histogram.sum_ns() as f64 / 1e9);
+        let _ = writeln!(text, "{name}_count{{stage=\"{stage}\"}} {total}");
     }
 }
 

@@ -272,6 +272,7 @@ impl Node {
                 role: role.clone(),
                 followers: std::sync::atomic::AtomicUsize::new(0),
                 bell,
+                standbys: ship::StandbyProgress::default(),
             })
         });
         if role.kind() == RoleKind::Primary {

@@ -321,6 +321,13 @@ fn the_settlement_sink_runs_beside_the_load_and_its_schema_is_dropped() {
         .find(|line| line.contains("settlement sink (PostgreSQL schema `"))
         .unwrap_or_else(|| panic!("the report says how far the sink got:\n{report}"));
     assert!(line.contains("transfers settled"), "{line}");
+    // The sink was watched through the node's /metrics until it had caught up.
+    let watched = report.lines().find(|line| line.contains("sink settlement (from /metrics"));
+    let watched = watched.unwrap_or_else(|| panic!("the report has the sink's rate:\n{report}"));
+    assert!(watched.contains("3000 transfers written") && watched.contains("; caught up"), "{watched}");
+    let csv = read(&out.join("sinks.csv"));
+    assert!(csv.starts_with("at_s,sink,watermark,lag,transfers,last_sequence,loading\n"), "{csv}");
+    assert!(csv.lines().any(|row| row.contains(",settlement,") && row.ends_with(",0")), "samples after the load");
     let schema = line.split('`').nth(1).expect("the schema is named");
     let url = tally_bench::bench::postgres::wire::Url::parse(&pg).expect("a URL");
     let mut connection = tally_bench::bench::postgres::wire::Connection::connect(&url).expect("connect");

@@ -3,8 +3,9 @@
 //! schema of its own and drops it after. Unset: the tests say SKIP and pass.
 //!
 //! What they prove: every committed transfer lands exactly once and the balances equal
-//! the ledger's, across a SIGKILL of the node under load, lost database connections and a
-//! database that is unreachable for a while; the node serves on meanwhile.
+//! the ledger's, across a SIGKILL of the node under load, the sink's database connections
+//! killed by the server (`pg_terminate_backend`, mid-transaction too) and a database that
+//! is unreachable for a while; the node serves on meanwhile.
 
 mod common;
 
@@ -267,5 +268,59 @@ fn an_unreachable_database_only_makes_settlement_lag() {
     schema.check_against(&node, &(1..2101).collect::<Vec<u128>>());
     let log = server.log();
     assert!(log.contains("sink error") && log.contains("settlement"), "the outage is logged:\n{log}");
+    assert!(server.terminate(), "the node stops cleanly");
+}
+
+/// `url` with `application_name` set, so the test can find the sink's connections.
+fn with_application_name(url: &str, name: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={name}")
+}
+
+#[test]
+fn every_committed_transfer_is_settled_once_across_killed_database_connections() {
+    let Some(url) = database() else { return };
+    let schema = Schema::new(&url, "terminate");
+    let sink_url = with_application_name(&url, &schema.name);
+    let dir = TempDir::new("settle-terminate");
+    let data = dir.path().join("node");
+    let address = free_address();
+    let server = serve(&data, address, &sink_url, &schema.name);
+    let node = client(&[address], Duration::from_secs(5));
+    node.create_accounts(&(1..=ACCOUNTS).map(account).collect::<Vec<_>>()).expect("create accounts");
+    let (stop, next_id) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(1)));
+    let loader = {
+        let (client, stop, next_id) = (client(&[address], Duration::from_secs(5)), stop.clone(), next_id.clone());
+        std::thread::spawn(move || load(client, stop, next_id))
+    };
+    schema.wait_for(2);
+
+    // The server kills the sink's connections again and again while it settles the load,
+    // until it has caught three of them inside a transaction (or 40 s have passed).
+    let mut admin = schema.connect();
+    // Materialized first, so that only the sink's own connections are ever terminated.
+    let terminate = "WITH sink AS MATERIALIZED (SELECT pid, state FROM pg_stat_activity \
+                     WHERE application_name = $1) SELECT state FROM sink WHERE pg_terminate_backend(pid)";
+    let (mut killed, mut mid_transaction) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while mid_transaction < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20 + (killed as u64 * 37) % 150));
+        for row in admin.query(terminate, &[&schema.name]).expect("terminate the sink's connections") {
+            killed += 1;
+            let state: Option<String> = row.get(0);
+            if matches!(state.as_deref(), Some("active" | "idle in transaction")) {
+                mid_transaction += 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::Release);
+    loader.join().expect("the load thread ends");
+    println!("killed {killed} sink connections, {mid_transaction} inside a transaction");
+    assert!(mid_transaction >= 1, "no connection was caught inside a transaction ({killed} killed)");
+
+    let last = settled_last_sequence(&node);
+    schema.wait_for(last);
+    schema.check_against(&node, &(1..next_id.load(Ordering::Acquire) as u128).collect::<Vec<u128>>());
+    assert!(server.log().contains("sink error"), "the lost connections are logged:\n{}", server.log());
     assert!(server.terminate(), "the node stops cleanly");
 }

@@ -39,6 +39,8 @@ pub struct SinkStats {
     /// The last sequence the destination holds durably.
     pub watermark: Arc<AtomicU64>,
     pub entries_written: AtomicU64,
+    /// Committed transfers in the entries written (the settlement rate in transfers).
+    pub transfers_written: AtomicU64,
     pub batches_written: AtomicU64,
     /// Failed connects and writes.
     pub errors: AtomicU64,
@@ -53,6 +55,10 @@ pub struct SinkStats {
 pub struct TailConfig {
     /// The most entries written in one batch (one transaction).
     pub batch_entries_max: usize,
+    /// A batch ends once it holds this many events (an entry may hold 8 189): this bounds
+    /// a batch's memory and transaction size, not only its entry count. At least one
+    /// entry goes into every batch.
+    pub batch_events_max: usize,
     /// How long the thread sleeps when it has caught up.
     pub idle_poll: Duration,
     /// The first and the longest wait after a failure.
@@ -64,6 +70,7 @@ impl Default for TailConfig {
     fn default() -> Self {
         TailConfig {
             batch_entries_max: 4096,
+            batch_events_max: 65_536,
             idle_poll: Duration::from_millis(20),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
@@ -135,9 +142,13 @@ impl<S: Storage + Clone> Tail<S> {
             };
             let limit = self.limit.load(Ordering::Acquire);
             batch.clear();
-            while batch.len() < self.config.batch_entries_max {
+            let mut events = 0usize;
+            while batch.len() < self.config.batch_entries_max && events < self.config.batch_events_max {
                 match stream.next(limit) {
-                    Ok(Some(outcome)) => batch.push(outcome),
+                    Ok(Some(outcome)) => {
+                        events += outcome.results.len().max(outcome.transfers.len() + outcome.expired.len());
+                        batch.push(outcome);
+                    }
                     Ok(None) => break,
                     Err(error) => {
                         tracing::error!(sink = self.name, %error, "sink stopped: the stream cannot be read on");
@@ -154,6 +165,8 @@ impl<S: Storage + Clone> Tail<S> {
                 Ok(()) => {
                     self.stats.watermark.store(last, Ordering::Release);
                     self.stats.entries_written.fetch_add(batch.len() as u64, Ordering::AcqRel);
+                    let transfers: usize = batch.iter().map(|outcome| outcome.transfers.len()).sum();
+                    self.stats.transfers_written.fetch_add(transfers as u64, Ordering::AcqRel);
                     self.stats.batches_written.fetch_add(1, Ordering::AcqRel);
                     self.stats.connected.store(true, Ordering::Release);
                     backoff = self.config.backoff_min;

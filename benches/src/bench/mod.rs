@@ -19,6 +19,7 @@ pub mod markdown;
 pub mod postgres;
 pub mod run;
 pub mod sampler;
+pub mod sink_watch;
 pub mod summary;
 
 pub use config::{Amount, Baseline, Config, Mode, Target};

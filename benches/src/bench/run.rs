@@ -16,6 +16,7 @@ use super::config::{Amount, Baseline, Config, Mode, Settlement, Target};
 use super::machine::{self, Machine};
 use super::postgres::{self, Variant, wire::Url};
 use super::sampler::{Goal, Sample, Sampler, status_bytes};
+use super::sink_watch::SinkWatch;
 use super::summary::{BaselineSummary, ConfigSummary, FORMAT, Latency, Measured, Summary};
 use super::{charts, headlines, hgrm, markdown};
 use crate::load::cpu::{Cpu, sampled};
@@ -39,6 +40,8 @@ pub struct Outcome {
 struct Node {
     address: SocketAddr,
     process: Option<(NodeProcess, RunDir)>,
+    /// Its admin listener, when the bench watches its sinks through `/metrics`.
+    admin: Option<SocketAddr>,
 }
 
 impl Node {
@@ -73,9 +76,13 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
     let sampler = Sampler::start("tally".to_owned(), goal(config), Arc::clone(&completed), node.pid());
     let standby_pids = node.process.as_ref().map(|(process, _)| process.standby_pids()).unwrap_or_default();
     let standbys_before: Vec<CpuSample> = standby_pids.iter().map(|pid| CpuSample::take(*pid)).collect();
+    let sink_watch = node.admin.map(SinkWatch::start);
     let measuring = Instant::now();
     let measurement = measure(config, &node, &workload, &completed);
     let wall = measuring.elapsed();
+    if let Some(watch) = &sink_watch {
+        watch.load_done();
+    }
     let standby_cpu: Vec<String> = standby_pids
         .iter()
         .zip(&standbys_before)
@@ -96,6 +103,13 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
     let other_load = cpu.iter().map(|(cpu, wall)| cpu.other_load(*wall)).fold(0.0, f64::max) * 100.0;
     let mut cpu_lines = cpu_lines(config, &node, &measured, &cpu);
     cpu_lines.extend(standby_cpu);
+    if let (Some(watch), Some(admin)) = (sink_watch, node.admin) {
+        eprintln!("tally bench: waiting for the sinks to catch up");
+        let sinks = watch.wait_caught_up(admin);
+        cpu_lines.extend(sinks.describe());
+        let csv = config.out.join("sinks.csv");
+        std::fs::write(&csv, sinks.csv()).map_err(|error| format!("cannot write {}: {error}", csv.display()))?;
+    }
     if let Some((process, _dir)) = node.process {
         process.stop()?;
     }
@@ -145,16 +159,25 @@ fn prepare_out(out: &Path) -> Result<(), String> {
 
 fn start_node(config: &Config) -> Result<Node, String> {
     match &config.target {
-        Target::Existing(address) => Ok(Node { address: *address, process: None }),
+        Target::Existing(address) => Ok(Node { address: *address, process: None, admin: None }),
         Target::Spawn { tally_bin, work_dir, standbys, wait, snapshot_interval_s, settlement, events, files } => {
             crate::load::node::disk_file_system(work_dir)?;
             let dir = RunDir::create(work_dir, "bench", false)?;
+            let mut extra_args = sink_args(events.as_ref(), *files);
+            // With a settlement or events sink, the bench watches their lag in `/metrics`.
+            let admin = if settlement.is_some() || events.is_some() {
+                let admin = crate::load::node::free_loopback_address()?;
+                extra_args.extend(["--admin".to_owned(), admin.to_string()]);
+                Some(admin)
+            } else {
+                None
+            };
             let options = NodeOptions {
                 wait: *wait,
                 snapshot_interval_s: *snapshot_interval_s,
                 standbys: *standbys,
                 settlement: settlement.as_ref().map(|settlement| (settlement.url.clone(), settlement.schema.clone())),
-                extra_args: sink_args(events.as_ref(), *files),
+                extra_args,
             };
             eprintln!(
                 "tally bench: starting a node ({}, {standbys} standbys) under {}",
@@ -162,7 +185,7 @@ fn start_node(config: &Config) -> Result<Node, String> {
                 dir.path.display()
             );
             let process = NodeProcess::start(tally_bin, &dir, config.durability, &options)?;
-            Ok(Node { address: process.address, process: Some((process, dir)) })
+            Ok(Node { address: process.address, process: Some((process, dir)), admin })
         }
     }
 }

@@ -283,7 +283,8 @@ impl Drop for NodeProcess {
 }
 
 /// A loopback address with a port the kernel just handed out (bound, then released).
-fn free_loopback_address() -> Result<SocketAddr, String> {
+/// A loopback address with a port nobody listens on now.
+pub fn free_loopback_address() -> Result<SocketAddr, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|error| format!("cannot bind a loopback port: {error}"))?;
     listener.local_addr().map_err(|error| format!("cannot read the bound port: {error}"))
 }

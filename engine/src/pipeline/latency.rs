@@ -7,21 +7,18 @@
 //!   └──────────────────────────────── in-node ─────────────────────────────────────┘
 //! ```
 //!
-//! Each histogram is recorded by one thread only (its stage's), so its lock is never
-//! contended on the hot path; a reader (`/metrics`, the shutdown log) takes it briefly.
+//! Each histogram is an [`AtomicHistogram`]: recording is two relaxed atomic adds and
+//! takes no lock, so a reader (`/metrics`, the shutdown log) never holds up a stage.
 //! The journal commit is one sample per ring batch (append and flush of the whole batch);
 //! every other stage is one sample per request. Ticks are not requests and are not
 //! recorded.
 
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
-/// The longest duration a histogram holds; longer ones are recorded as this.
-const LATENCY_NS_MAX: u64 = 60_000_000_000;
-/// Two significant figures: 1 % resolution, ≈ 25 KiB per histogram.
-const SIGNIFICANT_FIGURES: u8 = 2;
+use super::histogram::AtomicHistogram;
 
 /// One interval of a request's way through the node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,30 +84,20 @@ pub fn now_ns() -> u64 {
 }
 
 /// One histogram per [`Stage`], in nanoseconds.
+#[derive(Default)]
 pub struct StageLatencies {
-    histograms: [Mutex<Histogram<u64>>; Stage::ALL.len()],
-}
-
-impl Default for StageLatencies {
-    fn default() -> StageLatencies {
-        StageLatencies { histograms: std::array::from_fn(|_| Mutex::new(empty())) }
-    }
-}
-
-fn empty() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, LATENCY_NS_MAX, SIGNIFICANT_FIGURES)
-        .expect("invariant: constant bounds that hdrhistogram accepts")
+    histograms: [AtomicHistogram; Stage::ALL.len()],
 }
 
 impl StageLatencies {
-    fn histogram(&self, stage: Stage) -> std::sync::MutexGuard<'_, Histogram<u64>> {
-        // A poisoned histogram only means a recorder panicked; the counts are still whole.
-        self.histograms[stage as usize].lock().unwrap_or_else(PoisonError::into_inner)
+    /// One stage's histogram, as it fills.
+    pub fn histogram(&self, stage: Stage) -> &AtomicHistogram {
+        &self.histograms[stage as usize]
     }
 
     /// Records one duration.
     pub fn record(&self, stage: Stage, nanoseconds: u64) {
-        self.histogram(stage).saturating_record(nanoseconds.clamp(1, LATENCY_NS_MAX));
+        self.histogram(stage).record(nanoseconds);
     }
 
     /// Records the time from `since` (a [`now_ns`] reading; 0: none, nothing recorded)
@@ -123,7 +110,7 @@ impl StageLatencies {
 
     /// A copy of one stage's histogram.
     pub fn snapshot(&self, stage: Stage) -> Histogram<u64> {
-        self.histogram(stage).clone()
+        self.histogram(stage).to_hdr()
     }
 
     /// One line per stage that has samples: count, p50, p99, p99.9 and max in µs.

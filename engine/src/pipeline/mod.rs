@@ -25,6 +25,7 @@ mod command;
 mod committed;
 mod doorbell;
 mod gate;
+mod histogram;
 mod latency;
 mod sequencer;
 mod stages;
@@ -44,6 +45,7 @@ pub use checkpoint::{CheckpointRequests, CheckpointTaker, StateCopy, checkpoint_
 pub use command::{Command, apply};
 pub use committed::{Committed, apply_collecting};
 pub use gate::{Durability, REPLICAS_MAX, Watermarks};
+pub use histogram::AtomicHistogram;
 pub use latency::{Stage, StageLatencies, now_ns};
 pub use stages::wait_for_history;
 pub use wait::Wait;
@@ -149,6 +151,37 @@ pub struct PipelineStats {
     pub cold_lookups_on_business_logic: AtomicU64,
     /// Where requests spend their time, stage by stage (see [`StageLatencies`]).
     stage_latencies: StageLatencies,
+    rings: RingCounters,
+}
+
+/// Slots put into and taken out of the two rings, for their occupancy. Each counter has
+/// one writer, which stores its running total (no read-modify-write), once per slot on
+/// the sequencer and once per ring batch everywhere else.
+#[derive(Default)]
+struct RingCounters {
+    /// Slots per ring (both have the same size); 0 until the rings are built.
+    slots: AtomicU64,
+    /// Published by the sequencer, taken by the business logic (its ring's last stage).
+    input_published: AtomicU64,
+    input_taken: AtomicU64,
+    /// Published by the business logic, taken by each of its consumers (reply,
+    /// outcome-log, history stage).
+    output_published: AtomicU64,
+    output_taken: [AtomicU64; OUTPUT_CONSUMERS],
+}
+
+/// The output ring's consumers: the reply, outcome-log and history stages.
+pub(crate) const OUTPUT_CONSUMERS: usize = 3;
+
+/// How full the rings are, in slots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingOccupancy {
+    /// Slots in each ring (0: the pipeline has not started).
+    pub slots: u64,
+    /// Published by the sequencer and not yet taken by the business logic.
+    pub input: u64,
+    /// Published by the business logic and not yet taken by its slowest consumer.
+    pub output: u64,
 }
 
 /// What checkpoints cost and how they fare, for status and metrics.
@@ -201,6 +234,41 @@ impl PipelineStats {
 
     pub fn state_hash(&self) -> u128 {
         self.applied_state().1
+    }
+
+    /// How full the input and output rings are now.
+    pub fn ring_occupancy(&self) -> RingOccupancy {
+        let rings = &self.rings;
+        // Taken before published: a slot taken between the two loads is counted as in
+        // the ring, never as taken before it was put in.
+        let input_taken = rings.input_taken.load(Ordering::Acquire);
+        let output_taken =
+            rings.output_taken.iter().map(|taken| taken.load(Ordering::Acquire)).min().unwrap_or_default();
+        RingOccupancy {
+            slots: rings.slots.load(Ordering::Acquire),
+            input: rings.input_published.load(Ordering::Acquire).saturating_sub(input_taken),
+            output: rings.output_published.load(Ordering::Acquire).saturating_sub(output_taken),
+        }
+    }
+
+    pub(crate) fn set_ring_slots(&self, slots: u64) {
+        self.rings.slots.store(slots, Ordering::Release);
+    }
+
+    /// The sequencer's running total of slots it published.
+    pub(crate) fn input_published(&self, total: u64) {
+        self.rings.input_published.store(total, Ordering::Release);
+    }
+
+    /// The business logic's running totals of input slots taken and output slots published.
+    pub(crate) fn business_logic_moved(&self, input_taken: u64, output_published: u64) {
+        self.rings.input_taken.store(input_taken, Ordering::Release);
+        self.rings.output_published.store(output_published, Ordering::Release);
+    }
+
+    /// Output consumer `consumer`'s running total of slots taken.
+    pub(crate) fn output_taken(&self, consumer: usize, total: u64) {
+        self.rings.output_taken[consumer].store(total, Ordering::Release);
     }
 
     /// Called by the business-logic thread after copying the state for a checkpoint.

@@ -53,6 +53,8 @@ pub(crate) fn spawn(
         // The timestamp of the last tick: a deadline at or before it was expired by that
         // tick, even if the business logic has not yet published the next one.
         let mut last_tick = 0u64;
+        // Slots published, ticks included (for the input ring's occupancy).
+        let mut published = 0u64;
         loop {
             let until_check = tick_interval.saturating_sub(last_check.elapsed());
             match receiver.recv_timeout(until_check) {
@@ -71,6 +73,8 @@ pub(crate) fn spawn(
                         *slot.reply_to.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) =
                             Some(submission.reply_to);
                     });
+                    published += 1;
+                    stats.input_published(published);
                 }
                 Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
@@ -91,6 +95,8 @@ pub(crate) fn spawn(
                     *slot.reply_to.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 });
                 last_tick = timestamp;
+                published += 1;
+                stats.input_published(published);
             }
         }
         // Dropping the producer lets every stage drain what was published, then joins them.

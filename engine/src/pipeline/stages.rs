@@ -176,6 +176,7 @@ impl Stages {
         let wait = config.wait;
         let durability = config.durability;
         let checkpoints = config.checkpoints.clone();
+        stats.set_ring_slots(slots as u64);
 
         // Who waits on which doorbell, and who rings which (docs/design.md, "Waiting"):
         // each hand-off has its own, so a ring wakes only the stage that can go on.
@@ -184,9 +185,16 @@ impl Stages {
         let cold_lookup_wait = StageWait { wait, waits_on: &JOURNALED, rings: Some(&LOOKED_UP) };
         let business_logic_wait = StageWait { wait, waits_on: &LOOKED_UP, rings: None };
         let reply_stats = stats.clone();
+        let (outcome_stats, history_stats) = (stats.clone(), stats.clone());
+        // Output slots each consumer has taken (for the output ring's occupancy).
+        let (mut replied, mut outcomes_logged, mut history_recorded) = (0u64, 0u64, 0u64);
         let mut output = build_single_producer(slots, OutputSlot::empty, on_output)
             .thread_name("reply")
-            .handle_events_with(move |slot: &OutputSlot, _: Sequence, _: bool| {
+            .handle_events_with(move |slot: &OutputSlot, _: Sequence, end_of_batch: bool| {
+                replied += 1;
+                if end_of_batch {
+                    reply_stats.output_taken(0, replied);
+                }
                 let latencies = reply_stats.stage_latencies();
                 let started_ns = if slot.submitted_ns != 0 { now_ns() } else { 0 };
                 latencies.record_between(Stage::ReplyWait, slot.applied_ns, started_ns);
@@ -215,6 +223,10 @@ impl Stages {
                 if end_of_batch {
                     outcome_log.end_of_batch();
                 }
+                outcomes_logged += 1;
+                if end_of_batch {
+                    outcome_stats.output_taken(1, outcomes_logged);
+                }
             })
             .thread_name("history")
             .handle_events_with(move |slot: &OutputSlot, _: Sequence, end_of_batch: bool| {
@@ -226,6 +238,10 @@ impl Stages {
                         writer.end_of_batch();
                     }
                 }
+                history_recorded += 1;
+                if end_of_batch {
+                    history_stats.output_taken(2, history_recorded);
+                }
             })
             .build();
 
@@ -236,6 +252,8 @@ impl Stages {
         let mut inputs = 0u64;
         let mut events = 0u64;
         let mut applied_sequence = 0u64;
+        // Input slots taken and output slots published (for the rings' occupancy).
+        let (mut inputs_taken, mut outputs_published) = (0u64, 0u64);
         let stage_lookup = lookup.clone();
         let bl_mark = mark.clone();
         build_single_producer(slots, InputSlot::empty, journal_wait)
@@ -292,6 +310,7 @@ impl Stages {
             .thread_name("business-logic")
             .handle_events_with_wait_strategy(
                 move |slot: &InputSlot, _: Sequence, end_of_batch: bool| {
+                    inputs_taken += 1;
                     let taken_ns = if slot.submitted_ns != 0 { now_ns() } else { 0 };
                     stats.stage_latencies().record_between(
                         Stage::BusinessLogicWait,
@@ -344,11 +363,13 @@ impl Stages {
                                     effects,
                                 };
                             });
+                            outputs_published += 1;
                         }
                         inputs += 1;
                         applied_sequence = applied_sequence.max(sequence);
                     }
                     if end_of_batch {
+                        stats.business_logic_moved(inputs_taken, outputs_published);
                         stats.publish(applied_sequence, inputs, events, &home.ledger);
                         (inputs, events) = (0, 0);
                         // A batch boundary: the ledger is exactly the state after `applied_sequence`.

@@ -45,9 +45,13 @@ enum IdsArg {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum SinksArg {
     None,
-    Settlement,
+    /// PostgreSQL settlement (`settlement` is the same).
+    #[value(alias = "settlement")]
+    Postgres,
     Events,
     Files,
+    /// PostgreSQL settlement and NATS events together.
+    All,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,11 +120,13 @@ pub struct BenchArgs {
     /// A store measured in the same run with the same transfers (throughput mode).
     #[arg(long, value_enum, default_value = "none")]
     baseline: BaselineArg,
-    /// Sinks the started node runs beside the load: `settlement` settles every transfer
-    /// into the PostgreSQL server of `--pg`, in a schema of the bench's own (dropped after);
-    /// `events` publishes to the NATS server of `--nats`, in a stream of its own (deleted
-    /// after); `files` runs the file sink in the data directory. `none` turns every sink
-    /// off, the file sink too.
+    /// Sinks the started node runs beside the load: `postgres` (or `settlement`) settles
+    /// every transfer into the PostgreSQL server of `--pg`, in a schema of the bench's own
+    /// (dropped after); `events` publishes to the NATS server of `--nats`, in a stream of
+    /// its own (deleted after); `all` runs both; `files` runs the file sink in the data
+    /// directory. `none` turns every sink off, the file sink too. With `postgres`, `events`
+    /// or `all` the bench reads the node's `/metrics` every 200 ms during and after the
+    /// load, waits (up to 300 s) for the sinks to catch up, and writes `sinks.csv`.
     #[arg(long, value_enum, default_value = "none")]
     sinks: SinksArg,
     /// The PostgreSQL server of `--baseline postgres` and `--sinks settlement` (trust
@@ -234,7 +240,7 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
             tally_bench::load::node::disk_file_system(&args.work_dir).map_err(CliError::Usage)?;
             let settlement = match args.sinks {
                 SinksArg::None => None,
-                SinksArg::Settlement => {
+                SinksArg::Postgres | SinksArg::All => {
                     bench::postgres::wire::Url::parse(&args.pg).map_err(CliError::Usage)?;
                     let schema = format!("tally_bench_{}", std::process::id());
                     Some(bench::config::Settlement { url: args.pg.clone(), schema })
@@ -242,7 +248,7 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
                 SinksArg::Events | SinksArg::Files => None,
             };
             let events = match args.sinks {
-                SinksArg::Events => {
+                SinksArg::Events | SinksArg::All => {
                     let stream = format!("tally_bench_{}", std::process::id());
                     Some(tally_sinks::nats::NatsConfig::new(&args.nats, &stream, &stream).map_err(CliError::Usage)?)
                 }

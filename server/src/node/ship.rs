@@ -2,6 +2,7 @@
 //! journal (from the standby's last record, then live) and another reads its
 //! acknowledgements into the replicated watermark the durability gate waits on.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -57,6 +58,76 @@ pub struct Shipping {
     pub followers: AtomicUsize,
     /// Rung by the journal stage after each commit: the visible mark may have moved.
     pub bell: Arc<super::bell::Bell>,
+    /// What each standby that subscribed holds, for `/metrics`.
+    pub standbys: StandbyProgress,
+}
+
+/// Standbys tracked at most; one subscribing beyond that is served but not tracked (a
+/// replica set has a handful of members; this bounds what a misconfigured one can cost).
+const STANDBYS_TRACKED_MAX: usize = 32;
+
+/// Per standby (by the node address it subscribes with): the last sequence it
+/// acknowledged as durable, and when it last acknowledged. Written by its acknowledgement
+/// reader, read by the scrape; the business logic never touches it.
+#[derive(Clone, Default)]
+pub struct StandbyProgress {
+    standbys: Arc<Mutex<BTreeMap<String, Arc<StandbyAcks>>>>,
+}
+
+/// One standby's acknowledgements.
+pub struct StandbyAcks {
+    /// The highest sequence it holds durably, as far as this primary knows.
+    pub acknowledged: AtomicU64,
+    /// When it last acknowledged (or subscribed, before its first acknowledgement).
+    last_ack: Mutex<Instant>,
+    /// Streams this primary runs to it now (a reconnecting standby's old stream may
+    /// end after its new one began).
+    streams: AtomicUsize,
+}
+
+impl StandbyAcks {
+    /// Time since its last acknowledgement. An idle primary sends heartbeats, which a
+    /// standby does not acknowledge: read this together with the sequences it is behind.
+    pub fn since_last_ack(&self) -> Duration {
+        self.last_ack.lock().unwrap_or_else(PoisonError::into_inner).elapsed()
+    }
+
+    /// Whether this primary streams to it now.
+    pub fn connected(&self) -> bool {
+        self.streams.load(Ordering::Acquire) > 0
+    }
+
+    fn acknowledged(&self, sequence: u64) {
+        self.acknowledged.fetch_max(sequence, Ordering::AcqRel);
+        *self.last_ack.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+}
+
+impl StandbyProgress {
+    /// A standby subscribed holding everything up to `holds`; `None` when too many are
+    /// tracked already.
+    fn subscribed(&self, node: &str, holds: u64) -> Option<Arc<StandbyAcks>> {
+        let mut standbys = self.standbys.lock().unwrap_or_else(PoisonError::into_inner);
+        if !standbys.contains_key(node) && standbys.len() >= STANDBYS_TRACKED_MAX {
+            return None;
+        }
+        let acks = standbys.entry(node.to_owned()).or_insert_with(|| {
+            Arc::new(StandbyAcks {
+                acknowledged: AtomicU64::new(0),
+                last_ack: Mutex::new(Instant::now()),
+                streams: AtomicUsize::new(0),
+            })
+        });
+        acks.acknowledged(holds);
+        acks.streams.fetch_add(1, Ordering::AcqRel);
+        Some(Arc::clone(acks))
+    }
+
+    /// Every standby tracked, by node address.
+    pub fn each(&self) -> Vec<(String, Arc<StandbyAcks>)> {
+        let standbys = self.standbys.lock().unwrap_or_else(PoisonError::into_inner);
+        standbys.iter().map(|(node, acks)| (node.clone(), Arc::clone(acks))).collect()
+    }
 }
 
 impl Shipping {
@@ -107,12 +178,14 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
     }
     eprintln!("tally: standby {node} ({}) follows from sequence {from}", peer.peer);
     let closed = Arc::new(AtomicBool::new(false));
+    let progress = shipping.standbys.subscribed(&node, from - 1);
     let acks = match peer.try_clone() {
         Ok(reader) => {
             let (shipping, closed, node) = (Arc::clone(shipping), Arc::clone(&closed), node.clone());
+            let progress = progress.clone();
             std::thread::Builder::new()
                 .name(format!("acks {node}"))
-                .spawn(move || read_acks(reader, &node, &shipping, &closed))
+                .spawn(move || read_acks(reader, &node, &shipping, &closed, progress.as_deref()))
         }
         Err(error) => Err(error),
     };
@@ -128,6 +201,9 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
     peer.shutdown();
     closed.store(true, Ordering::Release);
     let _ = acks.join();
+    if let Some(progress) = progress {
+        progress.streams.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Sends this node's checkpoint (see [`snapshots::checkpoint`]) to an authenticated
@@ -252,7 +328,13 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
     }
 }
 
-fn read_acks(mut peer: PeerStream, node: &str, shipping: &Shipping, closed: &AtomicBool) {
+fn read_acks(
+    mut peer: PeerStream,
+    node: &str,
+    shipping: &Shipping,
+    closed: &AtomicBool,
+    progress: Option<&StandbyAcks>,
+) {
     while !closed.load(Ordering::Acquire) {
         let message = match peer.recv() {
             Ok(message) => message,
@@ -266,7 +348,17 @@ fn read_acks(mut peer: PeerStream, node: &str, shipping: &Shipping, closed: &Ato
         let outcome = match message {
             // A fenced node's gate is halted; its watermark stays where it was.
             Message::Ack { .. } if shipping.role.kind() != RoleKind::Primary => break,
-            Message::Ack { epoch, durable_sequence } => shipping.core().on_ack(node, epoch, durable_sequence),
+            Message::Ack { epoch, durable_sequence } => {
+                let mut core = shipping.core();
+                let outcome = core.on_ack(node, epoch, durable_sequence);
+                // An acknowledgement given to an older primary says nothing of our records.
+                let ours = epoch == core.epoch();
+                drop(core);
+                if let (Ok(_), true, Some(progress)) = (&outcome, ours, progress) {
+                    progress.acknowledged(durable_sequence);
+                }
+                outcome
+            }
             Message::NewerEpoch { epoch } => shipping.core().check_epoch(epoch).map(|()| None),
             other => {
                 eprintln!("tally: standby {node} sent an unexpected {other:?}; closing");
