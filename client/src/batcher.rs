@@ -241,18 +241,22 @@ impl Batcher {
     /// calls in flight fail at once, and the next call starts on the next address.
     fn garbled(&mut self, reason: &str) {
         let Some(address) = self.connection.as_ref().map(|connection| connection.address) else { return };
-        let error = ClientError::Protocol(format!("{address} does not speak the Tally protocol ({reason})"));
-        for (_, sent) in std::mem::take(&mut self.in_flight) {
-            sent.batch.fail(|| error.clone());
-        }
-        self.drop_connection(reason, true);
+        self.fail_in_flight(
+            ClientError::Protocol(format!("{address} does not speak the Tally protocol ({reason})")),
+            reason,
+        );
     }
 
     /// The node ended the TLS session with an alert (it refused this client's
     /// certificate, or none was shown): a retry would be refused the same way.
     fn tls_failed(&mut self, reason: &str) {
         let Some(address) = self.connection.as_ref().map(|connection| connection.address) else { return };
-        let error = ClientError::Tls(format!("{address} ended the TLS session: {reason}"));
+        self.fail_in_flight(ClientError::Tls(format!("{address} ended the TLS session: {reason}")), reason);
+    }
+
+    /// Fails every call in flight with `error` (no retry can help) and drops the
+    /// connection, so the next call starts on the next address.
+    fn fail_in_flight(&mut self, error: ClientError, reason: &str) {
         for (_, sent) in std::mem::take(&mut self.in_flight) {
             sent.batch.fail(|| error.clone());
         }
