@@ -48,26 +48,10 @@ impl Connection {
         events: Sender<Event>,
         generation: u64,
     ) -> std::io::Result<Connection> {
-        let socket = TcpStream::connect_timeout(&address, connect_timeout)?;
-        socket.set_nodelay(true)?;
+        let stream = open_stream(address, connect_timeout, write_timeout, key, tls)?;
         // A node that stops reading must not hang the batcher forever: the write fails
         // and the request is retried elsewhere.
-        socket.set_write_timeout(Some(write_timeout))?;
-        let mut stream = match tls {
-            None => Stream::Plain(socket),
-            Some(tls) => {
-                let session = rustls::ClientConnection::new(tls.config.clone(), tls.server_name_for(address))
-                    .map_err(|error| std::io::Error::other(format!("TLS: {error}")))?;
-                // Bounded like the key handshake below: by the request timeout.
-                let deadline = Instant::now() + write_timeout;
-                Stream::Tls(Box::new(TlsStream::handshake(socket, session, deadline)?))
-            }
-        };
-        // The handshakes' replies are bounded by the request timeout, then reads block.
-        stream.socket().set_read_timeout(Some(write_timeout))?;
-        if let Some(key) = key {
-            authenticate(&mut stream, key)?;
-        }
+        stream.socket().set_write_timeout(Some(write_timeout))?;
         stream.socket().set_read_timeout(None)?;
         let reader = stream.try_clone()?;
         std::thread::Builder::new()
@@ -85,6 +69,38 @@ impl Drop for Connection {
     fn drop(&mut self) {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
+}
+
+/// Connects to `address` and runs the handshakes a node asks for: TLS first when `tls`
+/// is given (a failed one is `InvalidData` when the node's certificate did not verify or
+/// the node refused this client's), then the key's proof when `key` is given (a refusal
+/// is `PermissionDenied`). Each handshake's replies are bounded by `timeout`, which is
+/// left set as the socket's read and write timeout. For one-off requests such as
+/// `tally promote`; the [`Client`](crate::Client) keeps its own connections.
+pub fn open_stream(
+    address: SocketAddr,
+    connect_timeout: Duration,
+    timeout: Duration,
+    key: Option<&ClientKey>,
+    tls: Option<&TlsClientConfig>,
+) -> std::io::Result<Stream> {
+    let socket = TcpStream::connect_timeout(&address, connect_timeout)?;
+    socket.set_nodelay(true)?;
+    socket.set_write_timeout(Some(timeout))?;
+    let mut stream = match tls {
+        None => Stream::Plain(socket),
+        Some(tls) => {
+            let session = rustls::ClientConnection::new(tls.config.clone(), tls.server_name_for(address))
+                .map_err(|error| std::io::Error::other(format!("TLS: {error}")))?;
+            let deadline = Instant::now() + timeout;
+            Stream::Tls(Box::new(TlsStream::handshake(socket, session, deadline)?))
+        }
+    };
+    stream.socket().set_read_timeout(Some(timeout))?;
+    if let Some(key) = key {
+        authenticate(&mut stream, key)?;
+    }
+    Ok(stream)
 }
 
 /// Proves `key` to the node (`wire::auth`). A refusal is `PermissionDenied`, so that the

@@ -55,6 +55,7 @@ use self::batch::{Answer, Call, Caller};
 pub use self::batcher::REDIRECT_HOPS_MAX;
 use self::batcher::{Batcher, Event};
 pub use self::config::ClientConfig;
+pub use self::connection::open_stream;
 pub use self::error::ClientError;
 pub use self::key::{ClientKey, KEY_ENV};
 pub use self::tls::TlsClientConfig;

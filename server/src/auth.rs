@@ -78,6 +78,18 @@ impl Scope {
         if in_scope { Ok(()) } else { Err("an event names a ledger outside the key's scope") }
     }
 
+    /// `Err` with the reason when this key may not promote a standby: promotion changes
+    /// who takes every write, so it needs a key that may write to every ledger.
+    pub fn check_promote(&self) -> Result<(), &'static str> {
+        if self.read_only {
+            return Err("the key is read-only; promotion needs a key that may write to every ledger");
+        }
+        if self.ledgers.is_some() {
+            return Err("the key is limited to some ledgers; promotion needs a key that may write to every ledger");
+        }
+        Ok(())
+    }
+
     /// Drops the records of ledgers outside the scope from a lookup or query reply, as if
     /// they did not exist.
     pub fn filter(&self, reply: &mut Reply) {

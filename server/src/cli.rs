@@ -170,7 +170,7 @@ struct ServeArgs {
 
 /// Who may connect to the client port, and what the gateway may hold.
 #[derive(Args)]
-struct GatewayArgs {
+pub(super) struct GatewayArgs {
     /// Client keys (one `CLIENT_ID KEY_ID SECRET [read-only] [ledgers=…] [expires=…]` per
     /// line): every connection must prove one before its first request. Reloaded on SIGHUP.
     #[arg(long, value_name = "FILE")]
@@ -204,7 +204,7 @@ struct GatewayArgs {
 }
 
 /// How the start-up line describes TLS.
-fn tls_summary(tls: Option<&crate::tls::TlsServer>) -> &'static str {
+pub(super) fn tls_summary(tls: Option<&crate::tls::TlsServer>) -> &'static str {
     match tls {
         None => "off",
         Some(tls) if tls.mutual => "on, client certificates required",
@@ -214,9 +214,21 @@ fn tls_summary(tls: Option<&crate::tls::TlsServer>) -> &'static str {
 
 impl GatewayArgs {
     /// The TLS configuration, read now so that a bad file stops start-up (exit 2).
-    fn tls(&self) -> Result<Option<crate::tls::TlsServer>, CliError> {
+    pub(super) fn tls(&self) -> Result<Option<crate::tls::TlsServer>, CliError> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
         crate::tls::TlsServer::load(cert, key, self.tls_client_ca.as_deref()).map(Some).map_err(CliError::Usage)
+    }
+
+    /// The gateway's configuration, client TLS included; a bad keys or PEM file stops
+    /// start-up (exit 2). Also returns the TLS set-up for the admin listener and the log.
+    pub(super) fn gateway(
+        &self,
+        listen: SocketAddr,
+    ) -> Result<(std::sync::Arc<gateway::GatewayConfig>, Option<crate::tls::TlsServer>), CliError> {
+        let tls = self.tls()?;
+        let config =
+            gateway::GatewayConfig { tls: tls.as_ref().map(|tls| tls.clients.clone()), ..self.config(listen)? };
+        Ok((std::sync::Arc::new(config), tls))
     }
 
     fn config(&self, listen: SocketAddr) -> Result<gateway::GatewayConfig, CliError> {
@@ -247,6 +259,13 @@ struct AddressArgs {
     /// How long to keep trying to connect when no node accepts; then the request fails.
     #[arg(long, default_value_t = CONNECT_TIMEOUT_MS_DEFAULT, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     connect_timeout_ms: u64,
+    #[command(flatten)]
+    security: SecurityArgs,
+}
+
+/// How a command-line client proves itself to a node and protects the connection.
+#[derive(Args)]
+pub(super) struct SecurityArgs {
     /// A file whose first line is this client's key (`CLIENT_ID KEY_ID SECRET`), for a
     /// node with --keys. Without it, the environment variable TALLY_KEY may hold the line.
     #[arg(long, value_name = "FILE")]
@@ -273,27 +292,32 @@ const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 1000;
 impl AddressArgs {
     fn connect(&self) -> Result<Client, CliError> {
         let connect_timeout = Duration::from_millis(self.connect_timeout_ms);
-        let key = match (&self.key_file, std::env::var(tally_client::KEY_ENV)) {
-            (Some(path), _) => Some(tally_client::ClientKey::from_file(path).map_err(CliError::Usage)?),
-            (None, Ok(line)) => Some(
-                tally_client::ClientKey::parse(&line)
-                    .map(|(key, _)| key)
-                    .map_err(|error| CliError::Usage(format!("{}: {error}", tally_client::KEY_ENV)))?,
-            ),
-            (None, Err(_)) => None,
-        };
-        let tls = self.tls()?;
         let config = ClientConfig {
             connect_timeout,
             unreachable_after: connect_timeout,
-            key,
-            tls,
+            key: self.security.key()?,
+            tls: self.security.tls()?,
             ..ClientConfig::new(&self.addr)
         };
         Ok(Client::with_config(config)?)
     }
+}
 
-    fn tls(&self) -> Result<Option<tally_client::TlsClientConfig>, CliError> {
+impl SecurityArgs {
+    /// The key from --key-file, else from the environment variable, else none.
+    pub(super) fn key(&self) -> Result<Option<tally_client::ClientKey>, CliError> {
+        match (&self.key_file, std::env::var(tally_client::KEY_ENV)) {
+            (Some(path), _) => Ok(Some(tally_client::ClientKey::from_file(path).map_err(CliError::Usage)?)),
+            (None, Ok(line)) => Ok(Some(
+                tally_client::ClientKey::parse(&line)
+                    .map(|(key, _)| key)
+                    .map_err(|error| CliError::Usage(format!("{}: {error}", tally_client::KEY_ENV)))?,
+            )),
+            (None, Err(_)) => Ok(None),
+        }
+    }
+
+    pub(super) fn tls(&self) -> Result<Option<tally_client::TlsClientConfig>, CliError> {
         let Some(ca) = &self.tls_ca else { return Ok(None) };
         let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
         let mut tls = tally_client::TlsClientConfig::from_files(ca, identity).map_err(CliError::Usage)?;
@@ -455,11 +479,7 @@ fn open_node(config: &NodeConfig) -> Result<Node, CliError> {
 }
 
 fn serve(args: &ServeArgs) -> Result<(), CliError> {
-    let tls = args.gateway.tls()?;
-    let gateway_config = std::sync::Arc::new(gateway::GatewayConfig {
-        tls: tls.as_ref().map(|tls| tls.clients.clone()),
-        ..args.gateway.config(args.listen)?
-    });
+    let (gateway_config, tls) = args.gateway.gateway(args.listen)?;
     // Bound before recovery, so that a taken port fails at once rather than after a replay.
     let listener = TcpListener::bind(args.listen)
         .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
@@ -493,10 +513,7 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
     }
     signals::install()?;
     signals::install_reload()?;
-    let auth = gateway_config
-        .keys
-        .as_ref()
-        .map_or_else(|| "no client keys".to_owned(), |keys| format!("{} client keys", keys.current().len()));
+    let auth = auth_summary(&gateway_config);
     let status = std::sync::Arc::new(std::sync::RwLock::new(node.status()));
     let metrics = MetricsSource::of(&node, status.clone());
     tracing::info!(
@@ -536,6 +553,14 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
     tracing::info!("stopping");
     replica::stop(&promoter);
     Ok(())
+}
+
+/// How the start-up line describes client authentication.
+pub(super) fn auth_summary(config: &gateway::GatewayConfig) -> String {
+    config
+        .keys
+        .as_ref()
+        .map_or_else(|| "no client keys".to_owned(), |keys| format!("{} client keys", keys.current().len()))
 }
 
 /// Binds the admin listener, if asked for; a taken port is a usage error.

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType};
-use tally_client::{Client, ClientConfig, ClientError, TlsClientConfig};
+use tally_client::{Client, ClientConfig, ClientError, ClientKey, TlsClientConfig};
 use tally_codecs::wire::{Body, ErrorCode, FrameDecoder, Message, Request};
 use tally_codecs::{Account, ResultCode, Transfer};
 
@@ -235,4 +235,129 @@ fn bad_or_missing_pem_files_stop_start_up_with_exit_2_and_name_the_file() {
         .expect("tally status runs");
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains(text(&missing)), "{output:?}");
+}
+
+/// `tally promote` against `address` with `extra` flags; (exit 0, what it printed).
+fn promote(address: SocketAddr, extra: &[&str]) -> (bool, String) {
+    let output = Command::new(TALLY)
+        .args(["promote", "--addr", &address.to_string(), "--timeout-ms", "2000"])
+        .args(extra)
+        .env_remove(tally_client::KEY_ENV)
+        .output()
+        .expect("tally promote runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// A client with TLS and, optionally, a key.
+fn secured_client(address: SocketAddr, tls: TlsClientConfig, key: Option<ClientKey>) -> Result<Client, ClientError> {
+    let config = ClientConfig {
+        request_timeout: Duration::from_secs(2),
+        give_up_after: Duration::from_secs(10),
+        connect_timeout: Duration::from_millis(500),
+        unreachable_after: Duration::from_secs(3),
+        tls: Some(tls),
+        key,
+        ..ClientConfig::new(&[address])
+    };
+    Client::with_config(config)
+}
+
+/// What a plain, keyless client that sends a request to `address` gets back.
+fn plain_request_answer(address: SocketAddr) -> Vec<Message> {
+    let mut plain = TcpStream::connect(address).expect("connect");
+    plain.set_read_timeout(Some(Duration::from_secs(10))).expect("set timeout");
+    let mut request = Vec::new();
+    Request::CreateAccounts(vec![account(5), account(6)]).encode(1, 42, &mut request).expect("encode");
+    plain.write_all(&request).expect("send");
+    let mut received = Vec::new();
+    let _ = plain.read_to_end(&mut received);
+    let mut decoder = FrameDecoder::new();
+    decoder.feed(&received);
+    std::iter::from_fn(|| decoder.next_message().ok().flatten()).collect()
+}
+
+#[test]
+fn a_promoted_standby_serves_clients_with_the_same_keys_and_tls_and_promote_needs_a_full_key() {
+    const SECRET_FULL: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    const SECRET_READ: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+    let dir = TempDir::new("tls-promote");
+    let authority = Authority::new(dir.path(), "cluster");
+    let server = authority.issue(dir.path(), "node", ExtendedKeyUsagePurpose::ServerAuth);
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, format!("7 1 {SECRET_FULL}\n8 1 {SECRET_READ} read-only\n")).expect("write the keys");
+    let full_key_file = dir.path().join("full.key");
+    std::fs::write(&full_key_file, format!("7 1 {SECRET_FULL}\n")).expect("write a client key");
+    let read_key_file = dir.path().join("read.key");
+    std::fs::write(&read_key_file, format!("8 1 {SECRET_READ}\n")).expect("write a client key");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "tls-promote-test-cluster-secret").expect("write the cluster secret");
+    let addresses = [free_address(), free_address()];
+    let list = format!("{},{}", addresses[0], addresses[1]);
+    let security = [
+        "--keys",
+        text(&keys),
+        "--tls-cert",
+        text(&server.0),
+        "--tls-key",
+        text(&server.1),
+        "--cluster",
+        &list,
+        "--cluster-secret-file",
+        text(&secret),
+        "--durability",
+        "replicated:1",
+        "--snapshot-interval-s",
+        "0",
+    ];
+    let primary = ServerProcess::start(&dir.path().join("node0"), addresses[0], &security);
+    let standby_args: Vec<&str> = security.iter().copied().chain(["--primary", &list]).collect();
+    let standby = ServerProcess::start_as("standby", &dir.path().join("node1"), addresses[1], &standby_args);
+
+    let tls = || TlsClientConfig::from_files(&authority.cert_path, None).expect("the CA loads");
+    let full = || Some(ClientKey::from_file(&full_key_file).expect("the key file reads"));
+    let writer = secured_client(addresses[0], tls(), full()).expect("a keyed TLS client reaches the primary");
+    assert!(created(&writer.create_accounts(&[account(1), account(2)]).expect("create accounts")));
+    assert!(created(&writer.create_transfers(&[transfer(10), transfer(11)]).expect("create transfers")));
+    drop(writer);
+    primary.kill();
+
+    // The standby already asks for both: a plain client is refused before it is read.
+    assert!(
+        matches!(plain_request_answer(addresses[1]).as_slice(), [Message::Frame(frame)] if matches!(frame.body, Body::Error(ErrorCode::Unauthenticated))),
+        "{}",
+        standby.log()
+    );
+    let ca = text(&authority.cert_path);
+    let (promoted, said) = promote(addresses[1], &[]);
+    assert!(!promoted, "a plain, keyless promote is refused: {said}");
+    let (promoted, said) = promote(addresses[1], &["--tls-ca", ca]);
+    assert!(!promoted && said.contains("unauthenticated"), "a keyless promote is refused: {said}");
+    let (promoted, said) = promote(addresses[1], &["--tls-ca", ca, "--key-file", text(&read_key_file)]);
+    assert!(!promoted && said.contains("forbidden"), "a read-only key may not promote: {said}");
+    assert_eq!(
+        secured_client(addresses[1], tls(), full()).and_then(|client| client.status()).map(|status| status.epoch).ok(),
+        Some(0),
+        "the refused promotions changed nothing"
+    );
+    let (promoted, said) = promote(addresses[1], &["--tls-ca", ca, "--key-file", text(&full_key_file)]);
+    assert!(promoted, "a full key over TLS promotes: {said}\n{}", standby.log());
+
+    // The new primary keeps the keys and TLS it was started with.
+    assert!(
+        matches!(plain_request_answer(addresses[1]).as_slice(), [Message::Frame(frame)] if matches!(frame.body, Body::Error(ErrorCode::Unauthenticated))),
+        "a plain client is refused by the promoted standby: {}",
+        standby.log()
+    );
+    let keyless = secured_client(addresses[1], tls(), None).and_then(|client| client.create_accounts(&[account(5)]));
+    assert!(
+        matches!(&keyless, Err(ClientError::Rejected(code)) if *code == ErrorCode::Unauthenticated),
+        "a TLS client without a key is refused: {keyless:?}"
+    );
+    let client = secured_client(addresses[1], tls(), full()).expect("a keyed TLS client reaches the new primary");
+    assert_eq!(balances(&client, &[1, 2, 5, 6]), vec![Some((14, 0)), Some((0, 14)), None, None]);
+    // Under replicated:1 a write waits for a standby: the old primary returns as one.
+    let _returned = ServerProcess::start_as("standby", &dir.path().join("node0"), addresses[0], &standby_args);
+    assert!(created(&client.create_transfers(&[transfer(12)]).expect("the new primary takes writes")));
+    assert_eq!(balances(&client, &[1, 2]), vec![Some((21, 0)), Some((0, 21))]);
 }

@@ -1,7 +1,7 @@
 //! The replica-set side of the command line: cluster flags, `tally standby`.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -90,9 +90,15 @@ pub struct StandbyArgs {
     /// The admin HTTP listener (/metrics, /health, /ready); see `tally serve --admin`.
     #[arg(long, alias = "metrics", value_name = "ADDR|PORT", value_parser = crate::admin::parse_address)]
     admin: Option<SocketAddr>,
+    /// Client keys, TLS and the gateway's bounds, as for `tally serve`: a standby checks
+    /// them on every client connection (a redirect or a lookup, and every write once it is
+    /// promoted), so that promotion never opens the port to anyone.
+    #[command(flatten)]
+    gateway: super::GatewayArgs,
 }
 
 pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
+    let (gateway_config, tls) = args.gateway.gateway(args.listen)?;
     let listener = TcpListener::bind(args.listen)
         .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
     let Some(replication) = args.cluster.replication(args.listen, args.node.durability)? else {
@@ -107,7 +113,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&node_config.data_dir)
         .map_err(|error| CliError::Usage(format!("cannot create {}: {error}", node_config.data_dir.display())))?;
     let role = Arc::new(Role::load(&node_config.data_dir)?);
-    let admin = super::start_admin(args.admin, None)?;
+    let admin = super::start_admin(args.admin, tls.as_ref().map(|tls| tls.admin.clone()))?;
     let standby_config = StandbyConfig {
         data_dir: node_config.data_dir.clone(),
         node: args.listen,
@@ -140,15 +146,23 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         admin.attach(crate::admin::Attached { metrics, readiness: crate::admin::promoter_readiness(promoter.clone()) });
     }
     signals::install()?;
+    signals::install_reload()?;
     if let Some(after_ms) = args.auto_promote_after_ms {
         promoter.watch(Duration::from_millis(after_ms), signals::stop_requested);
     }
     // Once promoted, this node may be fenced in turn: it then rejoins as a standby.
     promoter.rejoin_when_fenced(signals::stop_requested);
-    tracing::info!(primaries = ?args.primary, role = "standby", "standby listening on {}", args.listen);
+    tracing::info!(
+        primaries = ?args.primary,
+        role = "standby",
+        auth = %super::auth_summary(&gateway_config),
+        tls = super::tls_summary(tls.as_ref()),
+        "standby listening on {}",
+        args.listen
+    );
     let peers = PeerService { key: Some(replication.key), role, shipping, log, promoter: Some(promoter.clone()) };
     let frontend = Frontend { status, peers };
-    gateway::serve(&listener, &frontend, signals::stop_requested)?;
+    gateway::serve_with(&listener, &frontend, gateway_config, signals::stop_requested)?;
     drop(admin);
     tracing::info!("stopping");
     stop(&promoter);
@@ -217,16 +231,35 @@ pub struct PromoteArgs {
     /// How long the standby waits for its peers' promises.
     #[arg(long, default_value_t = 5000, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..))]
     timeout_ms: u32,
+    /// The standby's client port may ask for a key and TLS, as for `tally client`;
+    /// promotion needs a key that is neither read-only nor limited to some ledgers.
+    #[command(flatten)]
+    security: super::SecurityArgs,
 }
 
 /// Sends the promotion request and waits for the answer (a little longer than the
 /// standby waits for its peers).
 pub fn promote(args: &PromoteArgs) -> Result<(), CliError> {
     let request = PromoteRequest { timeout_ms: args.timeout_ms, force: u8::from(args.force), reserved: [0; 3] };
+    let key = args.security.key()?;
+    let tls = args.security.tls()?;
     let mut bytes = Vec::new();
-    encode_promote_request(1, 0, &request, &mut bytes);
-    let mut stream = TcpStream::connect_timeout(&args.addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_millis(u64::from(args.timeout_ms)) + PROMOTE_REPLY_GRACE))?;
+    // On an authenticated connection every frame must name the client that proved its key.
+    let client_id = key.as_ref().map_or(0, |key| key.client_id);
+    encode_promote_request(1, client_id, &request, &mut bytes);
+    let opened = tally_client::open_stream(
+        args.addr,
+        PROMOTE_CONNECT_TIMEOUT,
+        PROMOTE_CONNECT_TIMEOUT,
+        key.as_ref(),
+        tls.as_ref(),
+    );
+    let mut stream = opened.map_err(|error| match error.kind() {
+        std::io::ErrorKind::PermissionDenied => CliError::Failed(format!("{}: {error}", args.addr)),
+        std::io::ErrorKind::InvalidData => CliError::Failed(format!("{}: TLS failed: {error}", args.addr)),
+        _ => CliError::Io(error),
+    })?;
+    stream.socket().set_read_timeout(Some(Duration::from_millis(u64::from(args.timeout_ms)) + PROMOTE_REPLY_GRACE))?;
     stream.write_all(&bytes)?;
     let mut decoder = FrameDecoder::new();
     let mut buffer = vec![0u8; 4096];
@@ -256,6 +289,9 @@ pub fn promote(args: &PromoteArgs) -> Result<(), CliError> {
         decoder.feed(&buffer[..read]);
     }
 }
+
+/// For the connection and its handshakes (TLS, key), before the request is sent.
+const PROMOTE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Beyond the peers' timeout: fetching, opening the journal, replaying since the snapshot.
 const PROMOTE_REPLY_GRACE: Duration = Duration::from_secs(30);

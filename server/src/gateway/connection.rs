@@ -356,6 +356,16 @@ impl Client {
             Message::PromoteRequest { request_id, client_id, request } => {
                 let slot = in_flight.acquire(Origin { request_id, client_id, reply_bytes: SMALL_REPLY_BYTES });
                 let mut bytes = Vec::new();
+                let scope = session.authenticated.map(|authenticated| &authenticated.scope);
+                if let Some(Err(reason)) = scope.map(crate::auth::Scope::check_promote) {
+                    crate::auth::FORBIDDEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    eprintln!("tally: connection {}: promotion forbidden: {reason}", self.peer);
+                    encode_error_reply(request_id, ErrorCode::Forbidden, &mut bytes);
+                    if queue.send(Outgoing::Frame { bytes, slot: Some(slot) }).is_err() {
+                        in_flight.release(slot);
+                    }
+                    return None;
+                }
                 // Runs the promotion on this connection's thread: the operator waits for it.
                 match self.frontend.peers.promote(request) {
                     Ok(status) => encode_promote_reply(request_id, client_id, &status, &mut bytes),
