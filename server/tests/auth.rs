@@ -290,10 +290,22 @@ fn tally_client_takes_the_key_from_a_file_or_the_environment() {
 fn a_node_beyond_loopback_without_keys_refuses_to_start() {
     let dir = TempDir::new("auth-insecure");
     let data = dir.path().join("data");
-    let output = Command::new(TALLY)
+    let mut child = Command::new(TALLY)
         .args(["serve", "--data", data.to_str().expect("UTF-8"), "--listen", "0.0.0.0:0"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("tally serve runs");
+    // A node that starts anyway would serve forever: give it a deadline, not a hang.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait for tally serve").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tally serve started beyond loopback without --keys or --insecure");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("tally serve's output");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--insecure"), "{output:?}");
     assert!(!Path::new(&data).join("journal").exists(), "nothing was opened");
