@@ -82,9 +82,8 @@ mod tests {
     fn effects(sequence: u64) -> Effects {
         let id = u128::from(sequence);
         let transfer = Transfer { id, debit_account_id: 1, credit_account_id: 2, amount: 1, ..Transfer::default() };
-        let row = |account, number, debit| {
-            (account, StoredBalance { number, debit, balance: AccountBalance::default() })
-        };
+        let row =
+            |account, number, debit| (account, StoredBalance { number, debit, balance: AccountBalance::default() });
         Effects {
             sequence,
             transfers: vec![StoredTransfer { transfer, number: sequence - 1, sequence }],

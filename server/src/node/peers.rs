@@ -129,8 +129,10 @@ impl PeerService {
         match on_prepare(current, position, epoch) {
             Prepared::Promise { persist_epoch, reply } => {
                 let kind = if self.role.kind() == RoleKind::Primary { RoleKind::Fenced } else { self.role.kind() };
-                let promised =
-                    self.role.enter_newer(persist_epoch, kind).map_err(|error| PeerError::Refused(error.to_string()))?;
+                let promised = self
+                    .role
+                    .enter_newer(persist_epoch, kind)
+                    .map_err(|error| PeerError::Refused(error.to_string()))?;
                 if !promised {
                     // The epoch moved on between the check and the promise: never promise
                     // an epoch this node may already have promised to another candidate.
