@@ -56,16 +56,6 @@ impl HistoryStore {
         txn.commit()?;
         Ok(removed)
     }
-
-    /// The mark as the store's file holds it (the last sequence it holds durably).
-    pub fn stored_mark(&self) -> Result<u64, HistoryError> {
-        let read = || -> Result<u64, redb::Error> {
-            let txn = redb::ReadableDatabase::begin_read(&self.db)?;
-            let mark = txn.open_table(META)?.get(MARK)?.map_or(0, |mark| mark.value());
-            Ok(mark)
-        };
-        read().map_err(|error| super::store_error(&self.path, error))
-    }
 }
 
 #[cfg(test)]
@@ -93,6 +83,12 @@ mod tests {
         }
     }
 
+    /// The mark as the store's file holds it.
+    fn stored_mark(store: &HistoryStore) -> u64 {
+        let txn = redb::ReadableDatabase::begin_read(&store.db).expect("read");
+        txn.open_table(META).expect("meta").get(MARK).expect("mark").map_or(0, |mark| mark.value())
+    }
+
     fn all(account_id: u128) -> AccountFilter {
         AccountFilter { account_id, flags: filter::DEBITS | filter::CREDITS, limit: 1000, ..AccountFilter::default() }
     }
@@ -104,7 +100,7 @@ mod tests {
         store.write(&(1..=10).map(effects).collect::<Vec<_>>(), 10, true);
         let cut = Cut { sequence: 6, transfers_below: 6, balances_below: 12 };
         assert_eq!(store.remove_above(cut).expect("cut"), 4 * 7, "four sequences of seven rows each");
-        assert_eq!(store.stored_mark().expect("mark"), 6);
+        assert_eq!(stored_mark(&store), 6);
         assert_eq!(store.transfer(6).map(|stored| stored.sequence), Some(6));
         assert_eq!((store.transfer(7), store.failed(1007), store.resolution(2007)), (None, None, None));
         assert_eq!(store.failed(1006), Some((7, 6)));
