@@ -14,6 +14,7 @@
 //! nothing would let a retried id apply twice.
 
 pub mod dump;
+mod truncate;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

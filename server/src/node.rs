@@ -189,10 +189,13 @@ impl Node {
         let mut ledger = restored.ledger;
         ledger.set_hot_window(config.hot_window);
         let derived = DerivedMarks::new();
-        let history_mark = derived.register("history", history_start);
+        let history_trusted = replay::trusted_history_mark(history_start, &journal, restored.sequence);
+        let history_mark = derived.register("history", history_trusted);
         let mut history = HistoryStage::new(history_store.clone(), history_mark);
         let records_replayed =
-            replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes, &mut history, history_start)?;
+            replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes, &mut history, history_trusted)?;
+        let replayed_to = journal.last_sequence().max(restored.sequence);
+        replay::cut_history_to(&history_store, history_start, replayed_to, &ledger)?;
         outcomes.cap_at(journal.durable_mark());
         outcomes.publish_to(derived.register("outcomes", outcomes.last_sequence()));
         let outcomes_durable = outcomes.durable_mark();

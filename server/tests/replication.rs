@@ -9,13 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, TempDir, account, client, free_address, transfer};
-use std::io::{Read, Write};
+use common::{ServerProcess, TempDir, account, client, free_address, raw_answer, transfer};
 
 use tally_codecs::ResultCode;
-use tally_codecs::wire::{
-    Body, ErrorCode, FrameDecoder, HEADER_BYTES, Header, NodeStatus, Request, VERSION, VERSION_OLDEST,
-};
+use tally_codecs::wire::{Body, ErrorCode, NodeStatus, VERSION, VERSION_OLDEST};
 
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -47,29 +44,6 @@ fn wait_converged(primary: SocketAddr, standby: SocketAddr) -> (NodeStatus, Node
 }
 
 /// Sends one `create_accounts` frame of `version` to `address` and returns the answer.
-fn raw_answer(address: SocketAddr, version: u16) -> Body {
-    let mut bytes = Vec::new();
-    Request::CreateAccounts(vec![account(99)]).encode(7, 1, &mut bytes).expect("a valid request");
-    let mut header: Header = bytemuck::pod_read_unaligned(&bytes[..HEADER_BYTES]);
-    header.version = version;
-    header.checksum = header.compute_checksum(&bytes[HEADER_BYTES..]);
-    bytes[..HEADER_BYTES].copy_from_slice(bytemuck::bytes_of(&header));
-    let mut stream = std::net::TcpStream::connect(address).expect("the node accepts");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("a timeout");
-    stream.write_all(&bytes).expect("the request is sent");
-    let mut decoder = FrameDecoder::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        if let Some(frame) = decoder.next_frame().expect("a valid answer") {
-            assert_eq!(frame.request_id, 7);
-            return frame.body;
-        }
-        let read = stream.read(&mut buffer).expect("the node answers");
-        assert!(read > 0, "the node closed the connection without answering");
-        decoder.feed(&buffer[..read]);
-    }
-}
-
 #[test]
 fn standby_from_an_empty_directory_converges_and_redirects_writes_to_the_primary() {
     let dir = TempDir::new("standby-converges");

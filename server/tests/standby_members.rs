@@ -284,6 +284,64 @@ fn a_retry_of_an_id_from_before_the_checkpoint_a_standby_started_from_answers_ex
     assert_eq!(found.iter().map(|found| found.id).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
 }
 
+/// The gap this guards: an old primary that returns truncates the suffix of its journal
+/// that the new primary lacks, but under `local` it had applied that suffix, so its
+/// history store holds the suffix's rows and a mark past the truncation. Left there, a
+/// retry on the new primary of an id from that suffix, once evicted from the hot window,
+/// finds the old row on the returning node (`exists…` where the primary creates it: the
+/// state hashes part), and lookups there find transfers that never happened.
+#[test]
+fn a_returning_primary_removes_the_history_of_the_suffix_it_truncates() {
+    let mut cluster = TestCluster::new("rejoin-history", 2, "local");
+    let small = ["--hot-window", HOT_WINDOW];
+    cluster.start_primary(0, &small);
+    cluster.start_standby(1, &[0], &small);
+    let old_primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&old_primary, 1..=ACCOUNTS);
+    let mut next_id = 1_000u128;
+    evict(&old_primary, &mut next_id);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+
+    // Cut off, the old primary acknowledges alone (`local`) and writes history rows.
+    for link in cluster.links_of(0) {
+        link.cut();
+    }
+    let suffix: Vec<Transfer> = (50_000..50_010).map(|id| transfer(id, 1, 2, 5)).collect();
+    for event in &suffix {
+        assert_eq!(send(&old_primary, *event), ResultCode::Created);
+    }
+    force_promote(&cluster, 1);
+    let new_primary = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    evict(&new_primary, &mut next_id);
+    cluster.heal_all();
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    while !cluster.log(0).contains("REJOIN: rebuilt") {
+        assert!(Instant::now() < deadline, "the old primary never rejoined:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(cluster.log(0).contains("truncating the"), "{}", cluster.log(0));
+
+    // Half the suffix's ids are sent again to the new primary, with another amount: new
+    // there, so created; then evicted everywhere.
+    let retried: Vec<Transfer> = suffix[..5].iter().map(|event| Transfer { amount: 7, ..*event }).collect();
+    for event in &retried {
+        assert_eq!(send(&new_primary, *event), ResultCode::Created);
+    }
+    evict(&new_primary, &mut next_id);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+
+    // The returning node, promoted in turn, knows the new primary's history only.
+    cluster.kill(1);
+    force_promote(&cluster, 0);
+    let promoted = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    let ids: Vec<u128> = suffix.iter().map(|event| event.id).collect();
+    let found = promoted.lookup_transfers(&ids).expect("lookup answered");
+    let found: Vec<(u128, u128)> = found.iter().map(|found| (found.id, found.amount)).collect();
+    let expected: Vec<(u128, u128)> = retried.iter().map(|event| (event.id, 7)).collect();
+    assert_eq!(found, expected, "only the retried ids, as the new primary created them");
+    assert_eq!(send(&promoted, suffix[9]), ResultCode::Created, "an id only the truncated suffix used");
+}
+
 /// Loads `primary` with bulky transfers from id `next_id` on until node `index` has
 /// deleted the oldest journal segment it had (after a checkpoint): on the primary, so
 /// that a new standby must start from that checkpoint; on a standby, to see it trim.

@@ -111,20 +111,33 @@ impl PeerService {
         }
     }
 
-    /// The acceptor's side of a promotion: promise a higher epoch (a primary fences itself
-    /// first), reporting this node's log.
+    /// The acceptor's side of a promotion: promise a higher epoch, reporting this node's
+    /// log. A live primary (a planned switch-over) first stops accepting writes, so that
+    /// nothing is acknowledged past the log it reports; the promise is then judged against
+    /// the epoch it held before, and the new epoch persisted with the promise. (Persisting
+    /// the candidate's epoch before judging made the primary refuse the very candidate
+    /// that fenced it: "a node already holds epoch e".)
     fn prepare(&self, peer: &mut PeerStream, epoch: u32) -> Result<(), PeerError> {
         let log = self.log.read().unwrap_or_else(PoisonError::into_inner).clone();
         let _following = log.follow_lock.lock().unwrap_or_else(PoisonError::into_inner);
-        if epoch > self.role.epoch() && self.role.kind() == RoleKind::Primary {
+        let current = self.role.epoch();
+        if epoch > current && self.role.kind() == RoleKind::Primary {
             eprintln!("tally: FENCED: a candidate asks for epoch {epoch}; this node accepts no more writes");
-            self.role.fence(epoch);
+            self.role.stop_writes();
         }
         let position = log_end(&log).map_err(PeerError::Refused)?;
-        match on_prepare(self.role.epoch(), position, epoch) {
+        match on_prepare(current, position, epoch) {
             Prepared::Promise { persist_epoch, reply } => {
                 let kind = if self.role.kind() == RoleKind::Primary { RoleKind::Fenced } else { self.role.kind() };
-                self.role.enter(persist_epoch, kind).map_err(|error| PeerError::Refused(error.to_string()))?;
+                let promised = self
+                    .role
+                    .enter_newer(persist_epoch, kind)
+                    .map_err(|error| PeerError::Refused(error.to_string()))?;
+                if !promised {
+                    // The epoch moved on between the check and the promise: never promise
+                    // an epoch this node may already have promised to another candidate.
+                    return peer.send(&Message::NewerEpoch { epoch: self.role.epoch() });
+                }
                 self.role.set_primary(None);
                 eprintln!("tally: promised epoch {epoch} at sequence {}", position.last_sequence);
                 if let Some(promoter) = &self.promoter {

@@ -201,7 +201,7 @@ impl Promoter {
         let peers: Vec<SocketAddr> = self.cluster.iter().copied().filter(|&peer| peer != me).collect();
         if let Some((peer, epoch)) = super::rejoin::newer_epoch(&peers, &self.key, self.role.epoch()) {
             tracing::warn!(%peer, epoch, role = "fenced", "FENCED: a peer is in a newer epoch; this node accepts no more writes");
-            self.role.fence(epoch);
+            self.role.fence();
         }
     }
 

@@ -31,11 +31,16 @@ pub fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Resu
         journal.close();
         return Ok(());
     }
+    // The search may go back to the oldest record this journal still holds, not just to
+    // the newest snapshot: a primary that applied its suffix (`local`, `none`) may have
+    // written a snapshot inside it, when it was stopped to rejoin if not before.
+    let oldest_held = journal.segment_first_sequences().first().copied().unwrap_or(1);
+    let first_kept = if oldest_held <= 1 { 0 } else { oldest_held };
     let mut found = None;
     for &address in config.primaries.iter().filter(|&&address| address != config.node) {
         let Ok(mut peer) = peer_io::connect(address, &config.key, peer_io::HANDSHAKE_TIMEOUT) else { continue };
         let _ = peer.set_read_timeout(Some(peer_io::HANDSHAKE_TIMEOUT));
-        match find_common(&mut peer, &journal, end, restored.sequence) {
+        match find_common(&mut peer, &journal, end, first_kept) {
             Ok(common) => {
                 found = Some((address, common));
                 break;

@@ -16,7 +16,8 @@ use tally_journal::{FileStorage, Journal};
 use super::journal_codec;
 use super::outcome_log::OutcomeStream;
 use crate::error::NodeError;
-use crate::history::HistoryStage;
+use crate::history::dump::Cut;
+use crate::history::{HistoryStage, HistoryStore};
 
 /// Records replay writes to the history store in one transaction.
 pub const HISTORY_BATCH: usize = 4_096;
@@ -84,4 +85,27 @@ pub fn replay(
     }
     deriving.commit();
     Ok(applied)
+}
+
+/// The history store's mark as far as recovery may trust it: never past the state
+/// recovery rebuilds (the journal's end, or the snapshot if that is later). A store found
+/// ahead holds rows of records the journal lost or truncated; replay then writes from
+/// this mark on, and [`cut_history_to`] removes those rows once the ledger is there.
+pub fn trusted_history_mark(store_mark: u64, journal: &Journal, snapshot_sequence: u64) -> u64 {
+    store_mark.min(journal.last_sequence().max(snapshot_sequence))
+}
+
+/// After replay, with `ledger` the state after `sequence` (the journal's end): removes
+/// the history rows of records after `sequence` if the store, whose mark was `store_mark`
+/// when it was opened, holds any (`history/truncate.rs`).
+pub fn cut_history_to(store: &HistoryStore, store_mark: u64, sequence: u64, ledger: &Ledger) -> Result<(), NodeError> {
+    if store_mark <= sequence {
+        return Ok(());
+    }
+    let removed = store.remove_above(Cut::of(sequence, ledger))?;
+    eprintln!(
+        "tally: the history store held sequences up to {store_mark}, past the journal's end at {sequence}: \
+         removed the {removed} rows of the records after {sequence}"
+    );
+    Ok(())
 }

@@ -138,15 +138,43 @@ impl Role {
         Ok(true)
     }
 
-    /// Stops accepting writes at once (before anything is written to disk): a newer epoch
-    /// exists. The fenced state is then persisted so a restart does not serve again.
-    pub fn fence(&self, newer_epoch: u32) {
+    /// Persists `epoch` and `kind` only if `epoch` is newer than the current one, checked
+    /// under the same lock as every other epoch change: a promise. `false` when it is not
+    /// newer (another thread moved the epoch on meanwhile); nothing is written then.
+    pub fn enter_newer(&self, epoch: u32, kind: RoleKind) -> Result<bool, NodeError> {
+        let _guard = self.persist.lock().unwrap_or_else(PoisonError::into_inner);
+        if epoch <= self.epoch() {
+            return Ok(false);
+        }
+        write_synced(&self.epoch_file, &format!("{epoch} {}\n", kind.name()))?;
+        self.epoch.store(epoch, Ordering::Release);
+        self.kind.store(kind.wire(), Ordering::Release);
+        Ok(true)
+    }
+
+    /// Stops accepting writes at once, in memory only: the durability gate halts (nothing
+    /// more is applied or acknowledged), the gateway answers `not_primary`, and clients are
+    /// not sent to this node. What is persisted, and in which epoch, is the caller's.
+    pub fn stop_writes(&self) {
         self.halted.store(true, Ordering::Release);
         self.kind.store(ROLE_FENCED, Ordering::Release);
         self.set_submitter(None);
         // A promoted node names itself as primary; fenced, it must not send clients to itself.
         self.set_primary(None);
-        if let Err(error) = self.enter(newer_epoch, RoleKind::Fenced) {
+    }
+
+    /// Stops accepting writes at once (before anything is written to disk): a newer epoch
+    /// exists. The fenced state is then persisted so a restart does not serve again.
+    ///
+    /// In the epoch this node already holds, not the newer one it heard of: the epoch file
+    /// records what this node promised, and it promised nothing. Adopting the newer epoch
+    /// would make it refuse that epoch's candidate (a live primary hearing of a planned
+    /// switch-over from a standby, then asked for its promise), as a Raft node that adopts
+    /// a newer term may still grant its vote in that term. It learns the epoch from the new
+    /// primary's records when it follows.
+    pub fn fence(&self) {
+        self.stop_writes();
+        if let Err(error) = self.enter(self.epoch(), RoleKind::Fenced) {
             // The process cannot promise to stay fenced across a restart: stop it.
             eprintln!("tally: stopping: cannot record the fenced state: {error}");
             std::process::abort();

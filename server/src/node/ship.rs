@@ -140,7 +140,7 @@ impl Shipping {
         if self.role.kind() == RoleKind::Primary {
             eprintln!("tally: FENCED: a newer primary holds epoch {epoch}; this node accepts no more writes");
         }
-        self.role.fence(epoch);
+        self.role.fence();
     }
 }
 

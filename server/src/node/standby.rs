@@ -266,8 +266,10 @@ fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<L
     let mut ledger = restored.ledger;
     ledger.set_hot_window(config.hot_window);
     let marks = DerivedMarks::new();
-    let mut history = HistoryStage::new(history_store, marks.register("history", history_start));
-    replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes, &mut history, history_start)?;
+    let history_trusted = replay::trusted_history_mark(history_start, &journal, restored.sequence);
+    let mut history = HistoryStage::new(history_store.clone(), marks.register("history", history_trusted));
+    replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes, &mut history, history_trusted)?;
+    replay::cut_history_to(&history_store, history_start, journal.last_sequence().max(restored.sequence), &ledger)?;
     outcomes.cap_at(journal.durable_mark());
     outcomes.publish_to(marks.register("outcomes", outcomes.last_sequence()));
     let history_from = history.mark.load(Ordering::Acquire);

@@ -7,12 +7,14 @@ pub mod cluster;
 pub mod proxy;
 
 use std::fs::File;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tally_client::{Client, ClientConfig};
+use tally_codecs::wire::{Body, FrameDecoder, HEADER_BYTES, Header, Request};
 use tally_codecs::{Account, Transfer};
 
 pub const TALLY: &str = env!("CARGO_BIN_EXE_tally");
@@ -164,4 +166,29 @@ pub fn account(id: u128) -> Account {
 
 pub fn transfer(id: u128, debit_account_id: u128, credit_account_id: u128, amount: u128) -> Transfer {
     Transfer { id, debit_account_id, credit_account_id, amount, ledger: 1, code: 1, ..Transfer::default() }
+}
+
+/// Sends one `create_accounts` frame of `version` to `address` and returns the answer,
+/// as the node put it on the wire (a client would follow a redirect).
+pub fn raw_answer(address: SocketAddr, version: u16) -> Body {
+    let mut bytes = Vec::new();
+    Request::CreateAccounts(vec![account(99)]).encode(7, 1, &mut bytes).expect("a valid request");
+    let mut header: Header = bytemuck::pod_read_unaligned(&bytes[..HEADER_BYTES]);
+    header.version = version;
+    header.checksum = header.compute_checksum(&bytes[HEADER_BYTES..]);
+    bytes[..HEADER_BYTES].copy_from_slice(bytemuck::bytes_of(&header));
+    let mut stream = std::net::TcpStream::connect(address).expect("the node accepts");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("a timeout");
+    stream.write_all(&bytes).expect("the request is sent");
+    let mut decoder = FrameDecoder::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(frame) = decoder.next_frame().expect("a valid answer") {
+            assert_eq!(frame.request_id, 7);
+            return frame.body;
+        }
+        let read = stream.read(&mut buffer).expect("the node answers");
+        assert!(read > 0, "the node closed the connection without answering");
+        decoder.feed(&buffer[..read]);
+    }
 }
