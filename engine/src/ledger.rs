@@ -14,6 +14,7 @@ use crate::cold::ColdFacts;
 use crate::id_index::IdIndex;
 use crate::id_map::{IdMap, id_map_with_capacity};
 use crate::state_hash;
+use crate::warm::WARM_EVENTS;
 use crate::window::Window;
 
 /// Where a two-phase transfer stands.
@@ -543,14 +544,29 @@ impl Ledger {
     /// Drops from the hot state everything committed by an input below `cutoff`; its hash
     /// terms stay in the running sum (and move to `evicted_sum`).
     fn evict(&mut self, cutoff: u64) {
-        while self.transfer_sequences.front().is_some_and(|sequence| *sequence < cutoff) {
-            self.transfer_sequences.pop_front();
-            let transfer = self.transfers.pop_front().expect("invariant: one sequence per hot transfer");
-            let number = self.transfers_base;
-            self.transfers_base += 1;
-            self.transfer_index.remove_oldest(transfer.id, number);
-            self.transfer_links.pop_front();
-            self.evicted_sum = self.evicted_sum.wrapping_add(state_hash::transfer(&transfer));
+        loop {
+            // The next few transfers to leave: their id index entries are read first, in
+            // one loop, so that the misses overlap (`warm.rs`).
+            let leaving = self.transfer_sequences.iter().take(WARM_EVENTS).take_while(|sequence| **sequence < cutoff);
+            let leaving = leaving.count();
+            if leaving == 0 {
+                break;
+            }
+            let warmed = self
+                .transfers
+                .iter()
+                .take(leaving)
+                .fold(0, |touched, transfer| touched ^ self.transfer_index.warm(transfer.id));
+            std::hint::black_box(warmed);
+            for _ in 0..leaving {
+                self.transfer_sequences.pop_front();
+                let transfer = self.transfers.pop_front().expect("invariant: one sequence per hot transfer");
+                let number = self.transfers_base;
+                self.transfers_base += 1;
+                self.transfer_index.remove_oldest(transfer.id, number);
+                self.transfer_links.pop_front();
+                self.evicted_sum = self.evicted_sum.wrapping_add(state_hash::transfer(&transfer));
+            }
         }
         while self.resolved.front().is_some_and(|(sequence, _)| *sequence < cutoff) {
             let (_, id) = self.resolved.pop_front().expect("invariant: checked above");

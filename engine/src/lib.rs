@@ -17,6 +17,7 @@ mod snapshot;
 mod state_hash;
 mod transfers;
 mod two_phase;
+mod warm;
 mod window;
 
 pub use cold::{ColdFacts, Effects, HistoryLookup, StoredBalance, StoredTransfer};
