@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use tally_codecs::flags::account as account_flags;
 use tally_codecs::{Account, LimitProfile, Transfer};
 
+use crate::account_index::AccountIndex;
 use crate::cold::ColdFacts;
 use crate::id_index::IdIndex;
 use crate::id_map::{IdMap, id_map_with_capacity};
@@ -128,7 +129,7 @@ pub const HOT_WINDOW_DEFAULT: u64 = 256;
 /// `Clone` (in `copy.rs`) is the checkpoint's copy (see `pipeline::checkpoint`).
 pub struct Ledger {
     pub(crate) accounts: Vec<Account>,
-    pub(crate) account_index: IdMap<u128, u32>,
+    pub(crate) account_index: AccountIndex,
     /// Per account, the number of its newest transfer ([`NO_TRANSFER`] if none): the head
     /// of a list threaded backwards through `transfer_links`. A number below
     /// `transfers_base` has left the hot window and ends the list.
@@ -201,7 +202,7 @@ impl Ledger {
     /// and resident memory proportional to the capacities at start.
     pub fn with_capacity(accounts: usize, transfers: usize) -> Ledger {
         let mut ledger = Ledger::with_capacity_untouched(accounts, transfers);
-        prefault_map(&mut ledger.account_index, accounts);
+        ledger.account_index.clear();
         ledger.transfer_index.prefault();
         prefault_vec(&mut ledger.accounts);
         ledger
@@ -210,7 +211,7 @@ impl Ledger {
     fn with_capacity_untouched(accounts: usize, transfers: usize) -> Ledger {
         Ledger {
             accounts: Vec::with_capacity(accounts),
-            account_index: id_map_with_capacity(accounts),
+            account_index: AccountIndex::with_capacity(accounts),
             account_last: Vec::with_capacity(accounts),
             history: id_map_with_capacity(0),
             history_rows: VecDeque::new(),
@@ -645,14 +646,6 @@ pub fn cold_cutoff(sequence: u64, hot_window: u64) -> u64 {
 /// window's buckets round its start down by less than one window) plus a second.
 fn window_horizon(window_seconds_max: u32) -> u64 {
     (u64::from(window_seconds_max) * 2 + 1).saturating_mul(crate::limits::NANOSECONDS_PER_SECOND)
-}
-
-/// Fills and empties a map so that its buckets are resident; `clear` keeps the allocation.
-fn prefault_map<V: Default>(map: &mut crate::id_map::IdMap<u128, V>, capacity: usize) {
-    for key in 0..capacity as u128 {
-        map.insert(key, V::default());
-    }
-    map.clear();
 }
 
 /// Writes zeros over a vector's spare capacity so that its pages are resident.

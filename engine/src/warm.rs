@@ -24,11 +24,17 @@ use crate::ledger::Ledger;
 pub(crate) const WARM_EVENTS: usize = 16;
 
 impl Ledger {
-    /// Loads what applying `events` will read (see the module's documentation). Returns a
+    /// Warms the look-ups of the events in `near` (the chunk after the one about to be
+    /// applied) and asks for the account index slots of the events in `far` (the chunk
+    /// after that), so that each miss has a whole chunk's work to hide behind. Returns a
     /// value made from the loads so that they are not optimised away.
-    pub(crate) fn warm_transfers(&self, events: &[Transfer]) -> u64 {
+    pub(crate) fn warm_transfers(&self, near: &[Transfer], far: &[Transfer]) -> u64 {
+        for event in far {
+            prefetch(std::ptr::from_ref(self.account_index.first_slot(event.debit_account_id)).cast());
+            prefetch(std::ptr::from_ref(self.account_index.first_slot(event.credit_account_id)).cast());
+        }
         let mut touched = 0u64;
-        for event in events {
+        for event in near {
             touched ^= self.warm_account(event.debit_account_id);
             touched ^= self.warm_account(event.credit_account_id);
             touched ^= self.transfer_index.warm(event.id);
@@ -36,7 +42,7 @@ impl Ledger {
         touched
     }
 
-    /// Reads the account's index bucket and asks the processor to fetch the cache lines its
+    /// Reads the account's index slot and asks the processor to fetch the cache lines its
     /// record may span and its transfer-list head, without waiting for them.
     #[inline]
     fn warm_account(&self, id: u128) -> u64 {
