@@ -182,13 +182,13 @@ mod tests {
         for step in 0..20_000u32 {
             state = folded_multiply(state ^ u64::from(step), 0x9e37_79b9_7f4a_7c15);
             let id = u128::from(state % 600) + 1;
-            if (state >> 32) % 3 == 0 {
+            if (state >> 32).is_multiple_of(3) {
                 assert_eq!(index.remove(&id), model.remove(&id), "step {step}");
             } else {
                 assert_eq!(index.insert(id, step), model.insert(id, step), "step {step}");
             }
             assert_eq!(index.len(), model.len());
-            if step % 97 == 0 {
+            if step.is_multiple_of(97) {
                 for probe in 0..=601u128 {
                     assert_eq!(index.get(&probe), model.get(&probe), "step {step} id {probe}");
                 }
