@@ -15,6 +15,7 @@ impl Ledger {
             events,
             results,
             |account| account.has(flags::LINKED),
+            |_, _, _| 0,
             |ledger, account, timestamp| {
                 let code = ledger.create_account(account, timestamp);
                 if code.is_transient() {

@@ -3,6 +3,7 @@
 use tally_codecs::{EventResult, ResultCode};
 
 use crate::ledger::Ledger;
+use crate::warm::WARM_EVENTS;
 
 /// Applies `events` in order, one result each, with linked-chain atomicity.
 ///
@@ -10,13 +11,15 @@ use crate::ledger::Ledger;
 /// it; it returns the code and the timestamp to report (the event's own, or for `exists`
 /// the stored record's original commit timestamp). A chain is opened by the first event with `linked` and closed by the next event
 /// without it; while a chain is open every mutation is recorded so that a failure anywhere
-/// in the chain can undo the whole of it.
+/// in the chain can undo the whole of it. Every [`WARM_EVENTS`] events, `warm` reads or
+/// prefetches what the next events will read (`warm.rs`); it must not change anything.
 pub(crate) fn apply_batch<E>(
     ledger: &mut Ledger,
     timestamp: u64,
     events: &[E],
     results: &mut Vec<EventResult>,
     is_linked: impl Fn(&E) -> bool,
+    warm: impl Fn(&Ledger, &[E], &[E]) -> u64,
     mut apply_one: impl FnMut(&mut Ledger, &E, u64) -> (ResultCode, u64),
 ) {
     let base = ledger.begin_batch(timestamp, events.len());
@@ -26,6 +29,15 @@ pub(crate) fn apply_batch<E>(
     let mut chain_failed = false;
 
     for (index, event) in events.iter().enumerate() {
+        if index % WARM_EVENTS == 0 {
+            // Chunk by chunk: the chunk after the next one gets its first look-ups asked
+            // for, the next one its look-ups warmed (at the start, the first two chunks).
+            let chunk = |from: usize, to: usize| &events[from.min(events.len())..to.min(events.len())];
+            let near_from = if index == 0 { 0 } else { index + WARM_EVENTS };
+            let far_from = index + 2 * WARM_EVENTS;
+            let touched = warm(ledger, chunk(near_from, far_from), chunk(far_from, far_from + WARM_EVENTS));
+            std::hint::black_box(touched);
+        }
         let event_timestamp = base.saturating_add(index as u64);
         let linked = is_linked(event);
         if chain_start.is_none() {

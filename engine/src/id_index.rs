@@ -69,6 +69,16 @@ impl IdIndex {
         }
     }
 
+    /// Reads what [`IdIndex::get`] of `id` would read, for `warm.rs`; an id above every
+    /// indexed one (the common case with increasing ids) reads nothing.
+    #[inline]
+    pub fn warm(&self, id: u128) -> u64 {
+        match self.largest {
+            Some(largest) if id <= largest && !self.others.is_empty() => self.others.get(&id).copied().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     pub fn contains(&self, id: u128) -> bool {
         self.get(id).is_some()
     }

@@ -10,10 +10,12 @@ use std::collections::{BTreeMap, VecDeque};
 use tally_codecs::flags::account as account_flags;
 use tally_codecs::{Account, LimitProfile, Transfer};
 
+use crate::account_index::AccountIndex;
 use crate::cold::ColdFacts;
 use crate::id_index::IdIndex;
 use crate::id_map::{IdMap, id_map_with_capacity};
 use crate::state_hash;
+use crate::warm::WARM_EVENTS;
 use crate::window::Window;
 
 /// Where a two-phase transfer stands.
@@ -127,7 +129,7 @@ pub const HOT_WINDOW_DEFAULT: u64 = 256;
 /// `Clone` (in `copy.rs`) is the checkpoint's copy (see `pipeline::checkpoint`).
 pub struct Ledger {
     pub(crate) accounts: Vec<Account>,
-    pub(crate) account_index: IdMap<u128, u32>,
+    pub(crate) account_index: AccountIndex,
     /// Per account, the number of its newest transfer ([`NO_TRANSFER`] if none): the head
     /// of a list threaded backwards through `transfer_links`. A number below
     /// `transfers_base` has left the hot window and ends the list.
@@ -200,7 +202,7 @@ impl Ledger {
     /// and resident memory proportional to the capacities at start.
     pub fn with_capacity(accounts: usize, transfers: usize) -> Ledger {
         let mut ledger = Ledger::with_capacity_untouched(accounts, transfers);
-        prefault_map(&mut ledger.account_index, accounts);
+        ledger.account_index.clear();
         ledger.transfer_index.prefault();
         prefault_vec(&mut ledger.accounts);
         ledger
@@ -209,7 +211,7 @@ impl Ledger {
     fn with_capacity_untouched(accounts: usize, transfers: usize) -> Ledger {
         Ledger {
             accounts: Vec::with_capacity(accounts),
-            account_index: id_map_with_capacity(accounts),
+            account_index: AccountIndex::with_capacity(accounts),
             account_last: Vec::with_capacity(accounts),
             history: id_map_with_capacity(0),
             history_rows: VecDeque::new(),
@@ -543,14 +545,29 @@ impl Ledger {
     /// Drops from the hot state everything committed by an input below `cutoff`; its hash
     /// terms stay in the running sum (and move to `evicted_sum`).
     fn evict(&mut self, cutoff: u64) {
-        while self.transfer_sequences.front().is_some_and(|sequence| *sequence < cutoff) {
-            self.transfer_sequences.pop_front();
-            let transfer = self.transfers.pop_front().expect("invariant: one sequence per hot transfer");
-            let number = self.transfers_base;
-            self.transfers_base += 1;
-            self.transfer_index.remove_oldest(transfer.id, number);
-            self.transfer_links.pop_front();
-            self.evicted_sum = self.evicted_sum.wrapping_add(state_hash::transfer(&transfer));
+        loop {
+            // The next few transfers to leave: their id index entries are read first, in
+            // one loop, so that the misses overlap (`warm.rs`).
+            let leaving = self.transfer_sequences.iter().take(WARM_EVENTS).take_while(|sequence| **sequence < cutoff);
+            let leaving = leaving.count();
+            if leaving == 0 {
+                break;
+            }
+            let warmed = self
+                .transfers
+                .iter()
+                .take(leaving)
+                .fold(0, |touched, transfer| touched ^ self.transfer_index.warm(transfer.id));
+            std::hint::black_box(warmed);
+            for _ in 0..leaving {
+                self.transfer_sequences.pop_front();
+                let transfer = self.transfers.pop_front().expect("invariant: one sequence per hot transfer");
+                let number = self.transfers_base;
+                self.transfers_base += 1;
+                self.transfer_index.remove_oldest(transfer.id, number);
+                self.transfer_links.pop_front();
+                self.evicted_sum = self.evicted_sum.wrapping_add(state_hash::transfer(&transfer));
+            }
         }
         while self.resolved.front().is_some_and(|(sequence, _)| *sequence < cutoff) {
             let (_, id) = self.resolved.pop_front().expect("invariant: checked above");
@@ -629,14 +646,6 @@ pub fn cold_cutoff(sequence: u64, hot_window: u64) -> u64 {
 /// window's buckets round its start down by less than one window) plus a second.
 fn window_horizon(window_seconds_max: u32) -> u64 {
     (u64::from(window_seconds_max) * 2 + 1).saturating_mul(crate::limits::NANOSECONDS_PER_SECOND)
-}
-
-/// Fills and empties a map so that its buckets are resident; `clear` keeps the allocation.
-fn prefault_map<V: Default>(map: &mut crate::id_map::IdMap<u128, V>, capacity: usize) {
-    for key in 0..capacity as u128 {
-        map.insert(key, V::default());
-    }
-    map.clear();
 }
 
 /// Writes zeros over a vector's spare capacity so that its pages are resident.

@@ -4,6 +4,7 @@
 //! carries its timestamp; the same inputs in the same order give the same results and the
 //! same [`Ledger::state_hash`]. The rules it enforces are written down in docs/design.md §3.
 
+mod account_index;
 mod accounts;
 mod batch;
 pub mod cold;
@@ -17,6 +18,7 @@ mod snapshot;
 mod state_hash;
 mod transfers;
 mod two_phase;
+mod warm;
 mod window;
 
 pub use cold::{ColdFacts, Effects, HistoryLookup, StoredBalance, StoredTransfer};

@@ -22,6 +22,7 @@ impl Ledger {
             events,
             results,
             |transfer| transfer.has(flags::LINKED),
+            Ledger::warm_transfers,
             |ledger, transfer, timestamp| {
                 let (code, original) = ledger.create_transfer(transfer, timestamp);
                 if code.is_transient() {
