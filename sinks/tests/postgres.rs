@@ -63,8 +63,15 @@ impl Drop for Schema {
 
 /// One entry with one committed transfer of 5 from account 1 to account 2.
 fn entry(sequence: u64, id: u128) -> Outcome {
-    let transfer =
-        Transfer { id, debit_account_id: 1, credit_account_id: 2, amount: 5, ledger: 1, code: 1, ..Transfer::default() };
+    let transfer = Transfer {
+        id,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount: 5,
+        ledger: 1,
+        code: 1,
+        ..Transfer::default()
+    };
     let created = EventResult { timestamp: sequence, status: ResultCode::Created as u32, reserved: 0 };
     let debit = Account { id: 1, ledger: 1, code: 1, debits_posted: 5, ..Account::default() };
     let credit = Account { id: 2, ledger: 1, code: 1, credits_posted: 5, ..Account::default() };
@@ -120,9 +127,8 @@ fn a_version_1_schema_with_settled_rows_migrates_and_the_sink_goes_on_from_its_w
     // The sink settles on after the old rows, and the sums per account still hold.
     first.write(&[entry(2, 8)]).expect("settle after the migration");
     assert_eq!((schema.count("transfers"), schema.count("postings")), (2, 4), "old rows kept, new ones added");
-    let sums = format!(
-        "SELECT account_id::text, sum(posted_delta)::text FROM {name}.postings GROUP BY account_id ORDER BY 1"
-    );
+    let sums =
+        format!("SELECT account_id::text, sum(posted_delta)::text FROM {name}.postings GROUP BY account_id ORDER BY 1");
     let rows = schema.client.query(&sums, &[]).expect("sum postings");
     let sums: Vec<(String, String)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
     assert_eq!(sums, vec![("1".into(), "10".into()), ("2".into(), "10".into())]);

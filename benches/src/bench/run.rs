@@ -161,7 +161,15 @@ fn start_node(config: &Config) -> Result<Node, String> {
     match &config.target {
         Target::Existing(address) => Ok(Node { address: *address, process: None, admin: None }),
         Target::Spawn {
-            tally_bin, work_dir, standbys, wait, snapshot_interval_s, settlement, events, files, sink_nice,
+            tally_bin,
+            work_dir,
+            standbys,
+            wait,
+            snapshot_interval_s,
+            settlement,
+            events,
+            files,
+            sink_nice,
         } => {
             crate::load::node::disk_file_system(work_dir)?;
             let dir = RunDir::create(work_dir, "bench", false)?;
