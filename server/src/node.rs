@@ -81,7 +81,7 @@ pub struct NodeConfig {
     /// JSON lines in rotating files, when configured (`tally serve` sets it by default).
     pub files: Option<tally_sinks::file::FileConfig>,
     /// The nice value of the sink threads (`--sink-nice`): 19 by default, so that sinks
-    /// take CPU the pipeline leaves; 0 runs them at normal priority.
+    /// take CPU the pipeline leaves; 0 leaves them at the node's own priority.
     pub sink_nice: i32,
     /// The hot window in inputs (docs/design.md §3.9): what an input at sequence `S`
     /// commits leaves memory when `S + W` is applied, and is read from the history store

@@ -130,7 +130,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "none")]
     sinks: SinksArg,
     /// The started node's `--sink-nice`: the nice value of its sink threads (19, the
-    /// lowest priority, by default, as for `tally serve`; 0: normal priority).
+    /// lowest priority, by default, as for `tally serve`; 0: the node's own priority).
     #[arg(long, default_value_t = tally_sinks::sink::NICE_DEFAULT, value_name = "0-19",
           value_parser = clap::value_parser!(i32).range(0..=i64::from(tally_sinks::sink::NICE_MAX)))]
     sink_nice: i32,

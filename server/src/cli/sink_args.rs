@@ -39,8 +39,8 @@ pub struct SinkArgs {
     files_keep: usize,
     /// The nice value of the sink threads (settlement, events, files): 19, the lowest
     /// priority, by default, so that on a busy machine the sinks take only the CPU the
-    /// node's pipeline leaves, lag during a burst and catch up after it; 0 runs them at
-    /// normal priority.
+    /// node's pipeline leaves, lag during a burst and catch up after it; 0 leaves them at
+    /// the node's own priority.
     #[arg(long, default_value_t = NICE_DEFAULT, value_name = "0-19",
           value_parser = clap::value_parser!(i32).range(0..=i64::from(NICE_MAX)))]
     pub sink_nice: i32,
