@@ -502,6 +502,7 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         settlement,
         events,
         files,
+        sink_nice: args.sinks.sink_nice,
         ..node_config(&args.node)
     };
     // Before recovery: probes see a live node that is not ready yet during a long replay.

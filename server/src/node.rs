@@ -80,6 +80,9 @@ pub struct NodeConfig {
     pub events: Option<tally_sinks::nats::NatsConfig>,
     /// JSON lines in rotating files, when configured (`tally serve` sets it by default).
     pub files: Option<tally_sinks::file::FileConfig>,
+    /// The nice value of the sink threads (`--sink-nice`): 19 by default, so that sinks
+    /// take CPU the pipeline leaves; 0 leaves them at the node's own priority.
+    pub sink_nice: i32,
     /// The hot window in inputs (docs/design.md §3.9): what an input at sequence `S`
     /// commits leaves memory when `S + W` is applied, and is read from the history store
     /// after that. Every node of a replica set must use the same value.
@@ -113,6 +116,7 @@ impl NodeConfig {
             settlement: None,
             events: None,
             files: None,
+            sink_nice: tally_sinks::sink::NICE_DEFAULT,
             hot_window: tally_engine::HOT_WINDOW_DEFAULT,
         }
     }

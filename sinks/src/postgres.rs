@@ -22,7 +22,10 @@ pub const SCHEMA_DEFAULT: &str = "tally";
 /// The watermark row of this sink.
 const WATERMARK_NAME: &str = "settlement";
 /// The migrations, in order: (version, SQL with `{schema}` for the schema name).
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/postgres/0001_settlement.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_settlement.sql")),
+    (2, include_str!("../migrations/postgres/0002_drop_postings_account_index.sql")),
+];
 /// Longest schema name PostgreSQL keeps (NAMEDATALEN - 1).
 const SCHEMA_NAME_BYTES_MAX: usize = 63;
 

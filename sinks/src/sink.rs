@@ -50,6 +50,13 @@ pub struct SinkStats {
     pub stopped: AtomicBool,
 }
 
+/// The nice value sink threads run at unless told otherwise: the lowest priority, so that
+/// on a machine with few cores a sink takes CPU only when the pipeline leaves some. During
+/// a burst it lags (the stream keeps what it has not consumed) and it catches up after.
+pub const NICE_DEFAULT: i32 = 19;
+/// The highest nice value Linux accepts; a sink is never raised above normal priority (0).
+pub const NICE_MAX: i32 = 19;
+
 /// How a sink thread paces itself.
 #[derive(Clone, Copy, Debug)]
 pub struct TailConfig {
@@ -64,6 +71,8 @@ pub struct TailConfig {
     /// The first and the longest wait after a failure.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// The thread's nice value, 0 (normal) to [`NICE_MAX`] (yields the most).
+    pub nice: i32,
 }
 
 impl Default for TailConfig {
@@ -74,6 +83,7 @@ impl Default for TailConfig {
             idle_poll: Duration::from_millis(20),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            nice: NICE_DEFAULT,
         }
     }
 }
@@ -112,10 +122,29 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = Arc::clone(&stop);
     let thread = std::thread::Builder::new().name(format!("sink-{name}")).spawn(move || {
+        lower_priority(name, config.nice);
         let mut tail = Tail { name, storage, limit, stats, config, stop: stopping };
         tail.run(&mut sink);
     })?;
     Ok(SinkThread { stop, thread: Some(thread) })
+}
+
+/// Sets the calling thread's nice value (clamped to 0..=[`NICE_MAX`]); 0 leaves it as it
+/// is. A failure is logged and the sink runs at the priority it has.
+fn lower_priority(name: &str, nice: i32) {
+    let nice = nice.clamp(0, NICE_MAX);
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: gettid takes no arguments and cannot fail.
+    let thread = unsafe { libc::gettid() };
+    // SAFETY: setpriority only reads its integer arguments; for PRIO_PROCESS with a
+    // thread id, Linux changes the nice value of that one thread, not of the process.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, nice) };
+    if result != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(sink = name, nice, %error, "the sink thread runs at normal priority");
+    }
 }
 
 struct Tail<S: Storage> {
@@ -208,5 +237,64 @@ impl<S: Storage + Clone> Tail<S> {
             std::thread::sleep(step.min(duration - slept));
             slept += step;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicI32;
+
+    use tally_journal::sim::MemStorage;
+
+    use super::*;
+
+    /// A destination that only notes the nice value of the thread that calls it.
+    struct NiceProbe {
+        seen: Arc<AtomicI32>,
+    }
+
+    impl Sink for NiceProbe {
+        fn resume(&mut self) -> Result<u64, SinkError> {
+            // SAFETY: gettid takes no arguments and cannot fail.
+            let thread = unsafe { libc::gettid() };
+            // SAFETY: getpriority only reads its integer arguments.
+            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, thread as libc::id_t) };
+            self.seen.store(nice, Ordering::Release);
+            Ok(0)
+        }
+
+        fn write(&mut self, _batch: &[Outcome]) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    fn nice_of_a_sink_thread(nice: i32) -> i32 {
+        let seen = Arc::new(AtomicI32::new(i32::MIN));
+        let probe = NiceProbe { seen: Arc::clone(&seen) };
+        let config = TailConfig { nice, ..TailConfig::default() };
+        let stats = Arc::new(SinkStats::default());
+        let thread = spawn("probe", probe, MemStorage::new(), Arc::new(AtomicU64::new(0)), stats, config)
+            .expect("a sink thread");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while seen.load(Ordering::Acquire) == i32::MIN {
+            assert!(std::time::Instant::now() < deadline, "the sink thread never resumed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(thread);
+        seen.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn a_sink_thread_runs_at_its_configured_nice_value_and_never_above_normal_priority() {
+        // SAFETY: getpriority only reads its integer arguments (0: the calling thread).
+        let own = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        assert_eq!(nice_of_a_sink_thread(NICE_DEFAULT), NICE_MAX, "the default yields to the core");
+        if own <= 7 {
+            assert_eq!(nice_of_a_sink_thread(7), 7);
+        }
+        assert_eq!(nice_of_a_sink_thread(-5), own, "a negative value is not a raise: it leaves the priority alone");
+        // SAFETY: as above.
+        let after = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        assert_eq!(after, own, "only the sink's thread changed");
     }
 }

@@ -41,6 +41,8 @@ pub enum Target {
         events: Option<tally_sinks::nats::NatsConfig>,
         /// The node runs its file sink (off otherwise, unlike a plain `tally serve`).
         files: bool,
+        /// The nice value of the node's sink threads (`--sink-nice`).
+        sink_nice: i32,
     },
     /// A node already running; its memory and CPU are not visible to the bench.
     Existing(SocketAddr),

@@ -160,10 +160,21 @@ fn prepare_out(out: &Path) -> Result<(), String> {
 fn start_node(config: &Config) -> Result<Node, String> {
     match &config.target {
         Target::Existing(address) => Ok(Node { address: *address, process: None, admin: None }),
-        Target::Spawn { tally_bin, work_dir, standbys, wait, snapshot_interval_s, settlement, events, files } => {
+        Target::Spawn {
+            tally_bin,
+            work_dir,
+            standbys,
+            wait,
+            snapshot_interval_s,
+            settlement,
+            events,
+            files,
+            sink_nice,
+        } => {
             crate::load::node::disk_file_system(work_dir)?;
             let dir = RunDir::create(work_dir, "bench", false)?;
             let mut extra_args = sink_args(events.as_ref(), *files);
+            extra_args.extend(["--sink-nice".to_owned(), sink_nice.to_string()]);
             // With a settlement or events sink, the bench watches their lag in `/metrics`.
             let admin = if settlement.is_some() || events.is_some() {
                 let admin = crate::load::node::free_loopback_address()?;

@@ -129,6 +129,11 @@ pub struct BenchArgs {
     /// load, waits (up to 300 s) for the sinks to catch up, and writes `sinks.csv`.
     #[arg(long, value_enum, default_value = "none")]
     sinks: SinksArg,
+    /// The started node's `--sink-nice`: the nice value of its sink threads (19, the
+    /// lowest priority, by default, as for `tally serve`; 0: the node's own priority).
+    #[arg(long, default_value_t = tally_sinks::sink::NICE_DEFAULT, value_name = "0-19",
+          value_parser = clap::value_parser!(i32).range(0..=i64::from(tally_sinks::sink::NICE_MAX)))]
+    sink_nice: i32,
     /// The PostgreSQL server of `--baseline postgres` and `--sinks settlement` (trust
     /// authentication).
     #[arg(long, value_name = "URL", default_value = "postgres://root@127.0.0.1:5432/test")]
@@ -263,6 +268,7 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
                 settlement,
                 events,
                 files: args.sinks == SinksArg::Files,
+                sink_nice: args.sink_nice,
             }
         }
     };

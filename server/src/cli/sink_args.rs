@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tally_sinks::file::{FILE_BYTES_DEFAULT, FILES_KEEP_DEFAULT, FileConfig};
 use tally_sinks::nats::{NatsConfig, STREAM_DEFAULT, SUBJECT_PREFIX_DEFAULT};
+use tally_sinks::sink::{NICE_DEFAULT, NICE_MAX};
 
 /// The file sink's folder inside the data directory when none is named.
 pub const FILES_DIR_DEFAULT: &str = "files";
@@ -36,6 +37,13 @@ pub struct SinkArgs {
     /// How many JSON-lines files are kept (the oldest are deleted); 0 keeps all.
     #[arg(long, default_value_t = FILES_KEEP_DEFAULT, value_name = "N")]
     files_keep: usize,
+    /// The nice value of the sink threads (settlement, events, files): 19, the lowest
+    /// priority, by default, so that on a busy machine the sinks take only the CPU the
+    /// node's pipeline leaves, lag during a burst and catch up after it; 0 leaves them at
+    /// the node's own priority.
+    #[arg(long, default_value_t = NICE_DEFAULT, value_name = "0-19",
+          value_parser = clap::value_parser!(i32).range(0..=i64::from(NICE_MAX)))]
+    pub sink_nice: i32,
 }
 
 impl SinkArgs {

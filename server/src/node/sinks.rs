@@ -40,20 +40,21 @@ impl Sinks {
     /// `limit` (the stream's durable mark).
     pub fn start(config: &NodeConfig, outcomes_dir: &Path, limit: &Arc<AtomicU64>) -> Result<Sinks, NodeError> {
         let mut sinks = Sinks::default();
+        let tail = TailConfig { nice: config.sink_nice, ..TailConfig::default() };
         if let Some(settlement) = &config.settlement {
             let sink = PostgresSink::new(settlement.clone());
-            sinks.add("settlement", sink, TailConfig::default(), outcomes_dir, limit)?;
+            sinks.add("settlement", sink, tail, outcomes_dir, limit)?;
         }
         if let Some(events) = &config.events {
             let sink = NatsSink::new(events.clone()).map_err(|error| NodeError::Io {
                 path: outcomes_dir.to_path_buf(),
                 source: std::io::Error::other(error),
             })?;
-            let tail = TailConfig { batch_entries_max: EVENTS_BATCH_ENTRIES_MAX, ..TailConfig::default() };
-            sinks.add("events", sink, tail, outcomes_dir, limit)?;
+            let events_tail = TailConfig { batch_entries_max: EVENTS_BATCH_ENTRIES_MAX, ..tail };
+            sinks.add("events", sink, events_tail, outcomes_dir, limit)?;
         }
         if let Some(files) = &config.files {
-            sinks.add("files", FileSink::new(files.clone()), TailConfig::default(), outcomes_dir, limit)?;
+            sinks.add("files", FileSink::new(files.clone()), tail, outcomes_dir, limit)?;
         }
         Ok(sinks)
     }

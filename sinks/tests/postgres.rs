@@ -1,0 +1,137 @@
+//! The settlement sink's schema migrations against the PostgreSQL server that
+//! `TALLY_TEST_PG` names (e.g. `postgres://root@127.0.0.1:5432/test`); each test uses a
+//! schema of its own and drops it after. Unset: the tests say SKIP and pass.
+
+use tally_codecs::outcome::{Outcome, OutcomeEvents};
+use tally_codecs::{Account, EventResult, ResultCode, Transfer};
+use tally_sinks::postgres::{PostgresConfig, PostgresSink, migrate};
+use tally_sinks::sink::Sink;
+
+/// The schema exactly as version 1 of the sink created it.
+const VERSION_1: &str = include_str!("../migrations/postgres/0001_settlement.sql");
+
+fn database() -> Option<String> {
+    match std::env::var("TALLY_TEST_PG") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            println!("SKIP: TALLY_TEST_PG is not set; the PostgreSQL migration tests did not run");
+            None
+        }
+    }
+}
+
+/// A schema of the test's own, dropped when the test ends.
+struct Schema {
+    client: postgres::Client,
+    name: String,
+}
+
+impl Schema {
+    fn new(url: &str, test: &str) -> Schema {
+        let client = postgres::Client::connect(url, postgres::NoTls).expect("the test database is reachable");
+        let mut schema = Schema { client, name: format!("tally_test_{test}_{}", std::process::id()) };
+        schema.drop_schema();
+        schema
+    }
+
+    fn drop_schema(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        self.client.batch_execute(&sql).expect("drop the schema");
+    }
+
+    fn indexes(&mut self) -> Vec<String> {
+        let query = "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 ORDER BY 1";
+        self.client.query(query, &[&self.name]).expect("list indexes").iter().map(|row| row.get(0)).collect()
+    }
+
+    fn versions(&mut self) -> Vec<i32> {
+        let query = format!("SELECT version FROM {}.migrations ORDER BY version", self.name);
+        self.client.query(&query, &[]).expect("list versions").iter().map(|row| row.get(0)).collect()
+    }
+
+    fn count(&mut self, table: &str) -> i64 {
+        let query = format!("SELECT count(*) FROM {}.{table}", self.name);
+        self.client.query_one(&query, &[]).expect("count").get(0)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        self.drop_schema();
+    }
+}
+
+/// One entry with one committed transfer of 5 from account 1 to account 2.
+fn entry(sequence: u64, id: u128) -> Outcome {
+    let transfer = Transfer {
+        id,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount: 5,
+        ledger: 1,
+        code: 1,
+        ..Transfer::default()
+    };
+    let created = EventResult { timestamp: sequence, status: ResultCode::Created as u32, reserved: 0 };
+    let debit = Account { id: 1, ledger: 1, code: 1, debits_posted: 5, ..Account::default() };
+    let credit = Account { id: 2, ledger: 1, code: 1, credits_posted: 5, ..Account::default() };
+    Outcome {
+        sequence,
+        timestamp: sequence,
+        results: vec![created],
+        transfers: vec![transfer],
+        events: OutcomeEvents::Transfers(vec![transfer]),
+        accounts: vec![debit, credit],
+        expired: Vec::new(),
+    }
+}
+
+#[test]
+fn a_version_1_schema_with_settled_rows_migrates_and_the_sink_goes_on_from_its_watermark() {
+    let Some(url) = database() else { return };
+    let mut schema = Schema::new(&url, "migrate_v1");
+    let config = PostgresConfig::new(&url, &schema.name).expect("a valid config");
+
+    // The schema as a version-1 sink left it: tables, the postings account index, one
+    // settled batch and its watermark.
+    let mut first = PostgresSink::new(config.clone());
+    let name = schema.name.clone();
+    schema
+        .client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {name}; CREATE TABLE {name}.migrations \
+             (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now()); \
+             {} INSERT INTO {name}.migrations (version) VALUES (1);",
+            VERSION_1.replace("{schema}", &name)
+        ))
+        .expect("create a version-1 schema");
+    assert!(schema.indexes().contains(&"postings_account".to_string()), "version 1 has the account index");
+    schema
+        .client
+        .batch_execute(&format!(
+            "INSERT INTO {name}.transfers VALUES (7, 1, 2, 5, 0, 0, 0, 0, 0, 1, 1, 0, 1, 1); \
+             INSERT INTO {name}.postings VALUES (7, 'transfer', 'debit', 1, 1, 0, 0, 5, 1), \
+             (7, 'transfer', 'credit', 2, 1, 0, 0, 5, 1); \
+             UPDATE {name}.watermark SET sequence = 1;"
+        ))
+        .expect("settle one batch the version-1 way");
+
+    // Connecting migrates; a second sink finds nothing left to do.
+    assert_eq!(first.resume().expect("resume on the old schema"), 1, "the watermark survives the migration");
+    migrate(&mut schema.client, &name).expect("migrating again is a no-op");
+    assert_eq!(schema.versions(), vec![1, 2], "each migration is recorded once");
+    let indexes = schema.indexes();
+    assert!(!indexes.contains(&"postings_account".to_string()), "migration 2 drops the account index: {indexes:?}");
+    assert!(indexes.contains(&"postings_pkey".to_string()) && indexes.contains(&"transfers_pkey".to_string()));
+
+    // The sink settles on after the old rows, and the sums per account still hold.
+    first.write(&[entry(2, 8)]).expect("settle after the migration");
+    assert_eq!((schema.count("transfers"), schema.count("postings")), (2, 4), "old rows kept, new ones added");
+    let sums =
+        format!("SELECT account_id::text, sum(posted_delta)::text FROM {name}.postings GROUP BY account_id ORDER BY 1");
+    let rows = schema.client.query(&sums, &[]).expect("sum postings");
+    let sums: Vec<(String, String)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(sums, vec![("1".into(), "10".into()), ("2".into(), "10".into())]);
+    let mut restarted = PostgresSink::new(config);
+    assert_eq!(restarted.resume().expect("resume"), 2);
+}
