@@ -253,11 +253,13 @@ impl Ledger {
     /// Sets the hot window `W` in inputs (see [`HOT_WINDOW_DEFAULT`]); `u64::MAX` keeps
     /// everything hot. Every replica of one journal must use the same value.
     /// Also sizes the id index's out-of-order table for the transfers such a window can
-    /// hold (every input a full request), up to [`ID_INDEX_EXPECTED_MAX`] ids, so that it
-    /// does not grow inline while the window fills.
+    /// hold (`inputs + 1` inputs: the window and the one being applied, every one a full
+    /// request), up to [`ID_INDEX_EXPECTED_MAX`] ids, so that it does not grow inline
+    /// while the window fills.
     pub fn set_hot_window(&mut self, inputs: u64) {
         self.hot_window = inputs.max(1);
-        let ids = usize::try_from(self.hot_window).unwrap_or(usize::MAX).saturating_mul(EVENTS_PER_REQUEST_MAX);
+        let inputs = usize::try_from(self.hot_window).unwrap_or(usize::MAX).saturating_add(1);
+        let ids = inputs.saturating_mul(EVENTS_PER_REQUEST_MAX);
         self.transfer_index.expect(ids.min(ID_INDEX_EXPECTED_MAX));
     }
 
