@@ -187,6 +187,27 @@ mod tests {
         assert_eq!(index.get(30), Some(3));
     }
 
+    /// The out-of-order table gets the expected room when its first id arrives (or at
+    /// once, if it holds ids already), so that filling the hot window never grows it.
+    #[test]
+    fn the_out_of_order_table_is_sized_for_the_window_at_its_first_id() {
+        let mut index = IdIndex::with_capacity(0);
+        index.expect(5_000);
+        index.insert(1_000_000, 0);
+        assert!(index.others.capacity() < 5_000, "nothing out of order yet, nothing reserved");
+        index.insert(7, 1);
+        let capacity = index.others.capacity();
+        assert!(capacity >= 5_000);
+        for slot in 2..5_000u64 {
+            index.insert(u128::from(slot) * 97 % 999_983 + 8, slot);
+        }
+        assert_eq!(index.others.capacity(), capacity);
+        assert_eq!((index.get(7), index.get(1_000_000)), (Some(1), Some(0)));
+        index.expect(20_000);
+        assert!(index.others.capacity() >= 20_000);
+        assert_eq!(index.get(u128::from(4_999u64) * 97 % 999_983 + 8), Some(4_999));
+    }
+
     #[test]
     fn evicting_the_oldest_forgets_exactly_them() {
         let mut index = IdIndex::with_capacity(0);
