@@ -11,10 +11,10 @@ use tally_codecs::flags::account as account_flags;
 use tally_codecs::wire::EVENTS_PER_REQUEST_MAX;
 use tally_codecs::{Account, LimitProfile, Transfer};
 
-use crate::id_table::AccountIndex;
 use crate::cold::ColdFacts;
 use crate::id_index::IdIndex;
 use crate::id_map::{IdMap, id_map_with_capacity};
+use crate::id_table::AccountIndex;
 use crate::state_hash;
 use crate::warm::WARM_EVENTS;
 use crate::window::Window;
