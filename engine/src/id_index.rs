@@ -5,12 +5,15 @@
 //! that increase over time (a millisecond clock in the high bits, as TigerBeetle
 //! recommends), and for those no hash is needed: an id above every id seen so far cannot
 //! exist yet, and is appended to a sorted run that binary search answers. Ids that arrive
-//! out of order go to an ordinary hash map, so any id pattern stays correct; only the
-//! speed differs.
+//! out of order go to an [`IdTable`] (`id_table.rs`), so any id pattern stays correct; only
+//! the speed differs. That table is the account index's: `warm.rs` prefetches the slot an
+//! id hashes to ahead of the look-up, and it is sized for the whole hot window the first
+//! time an id arrives out of order, so that it does not grow (rehash millions of ids) in
+//! the middle of a batch while the window fills.
 
 use std::collections::VecDeque;
 
-use crate::id_map::{IdMap, id_map_with_capacity};
+use crate::id_table::IdTable;
 
 /// Maps the ids of the hot transfers to their commit numbers. The oldest leave first
 /// (eviction), the newest may be taken back (a failed linked chain).
@@ -20,7 +23,10 @@ pub(crate) struct IdIndex {
     /// The number of each id in `ascending_ids`, at the same position.
     ascending_slots: VecDeque<u64>,
     /// Every other id.
-    others: IdMap<u128, u64>,
+    others: IdTable<u64>,
+    /// How many ids `others` gets room for when the first one arrives: the hot window's
+    /// largest number of transfers ([`IdIndex::expect`]).
+    others_expected: usize,
     /// At least every id in the index (the largest ever inserted): an id above it is new.
     largest: Option<u128>,
 }
@@ -29,20 +35,22 @@ pub(crate) struct IdIndex {
 /// `copy.rs`); every field is named so that a new one cannot be forgotten.
 impl Clone for IdIndex {
     fn clone(&self) -> IdIndex {
-        let IdIndex { ascending_ids, ascending_slots, others, largest } = self;
+        let IdIndex { ascending_ids, ascending_slots, others, others_expected, largest } = self;
         IdIndex {
             ascending_ids: ascending_ids.clone(),
             ascending_slots: ascending_slots.clone(),
             others: others.clone(),
+            others_expected: *others_expected,
             largest: *largest,
         }
     }
 
     fn clone_from(&mut self, source: &IdIndex) {
-        let IdIndex { ascending_ids, ascending_slots, others, largest } = self;
+        let IdIndex { ascending_ids, ascending_slots, others, others_expected, largest } = self;
         ascending_ids.clone_from(&source.ascending_ids);
         ascending_slots.clone_from(&source.ascending_slots);
         others.clone_from(&source.others);
+        *others_expected = source.others_expected;
         *largest = source.largest;
     }
 }
@@ -52,8 +60,19 @@ impl IdIndex {
         IdIndex {
             ascending_ids: VecDeque::with_capacity(capacity),
             ascending_slots: VecDeque::with_capacity(capacity),
-            others: id_map_with_capacity(0),
+            others: IdTable::with_capacity(0),
+            others_expected: 0,
             largest: None,
+        }
+    }
+
+    /// Up to `ids` ids may be indexed at once (the hot window): the out-of-order table is
+    /// given room for them when its first id arrives (one allocation of zero pages, not
+    /// written), and an index that holds out-of-order ids already gets it now.
+    pub fn expect(&mut self, ids: usize) {
+        self.others_expected = ids;
+        if !self.others.is_empty() {
+            self.others.reserve(ids);
         }
     }
 
@@ -66,6 +85,16 @@ impl IdIndex {
             Ok(position) => Some(self.ascending_slots[position]),
             Err(_) if self.others.is_empty() => None,
             Err(_) => self.others.get(&id).copied(),
+        }
+    }
+
+    /// The slot of the out-of-order table that a look-up of `id` reads first, if a
+    /// look-up reads that table at all (for a prefetch in `warm.rs`).
+    #[inline]
+    pub fn first_slot(&self, id: u128) -> Option<&(u128, u64)> {
+        match self.largest {
+            Some(largest) if id <= largest && !self.others.is_empty() => Some(self.others.first_slot(id)),
+            _ => None,
         }
     }
 
@@ -92,6 +121,9 @@ impl IdIndex {
             self.ascending_ids.push_back(id);
             self.ascending_slots.push_back(slot);
         } else {
+            if self.others.capacity() < self.others_expected {
+                self.others.reserve(self.others_expected);
+            }
             self.others.insert(id, slot);
         }
     }
@@ -153,6 +185,27 @@ mod tests {
         assert_eq!(index.get(25), None);
         assert_eq!(index.get(u128::MAX - 1), None);
         assert_eq!(index.get(30), Some(3));
+    }
+
+    /// The out-of-order table gets the expected room when its first id arrives (or at
+    /// once, if it holds ids already), so that filling the hot window never grows it.
+    #[test]
+    fn the_out_of_order_table_is_sized_for_the_window_at_its_first_id() {
+        let mut index = IdIndex::with_capacity(0);
+        index.expect(5_000);
+        index.insert(1_000_000, 0);
+        assert!(index.others.capacity() < 5_000, "nothing out of order yet, nothing reserved");
+        index.insert(7, 1);
+        let capacity = index.others.capacity();
+        assert!(capacity >= 5_000);
+        for slot in 2..5_000u64 {
+            index.insert(u128::from(slot) * 97 % 999_983 + 8, slot);
+        }
+        assert_eq!(index.others.capacity(), capacity);
+        assert_eq!((index.get(7), index.get(1_000_000)), (Some(1), Some(0)));
+        index.expect(20_000);
+        assert!(index.others.capacity() >= 20_000);
+        assert_eq!(index.get(u128::from(4_999u64) * 97 % 999_983 + 8), Some(4_999));
     }
 
     #[test]

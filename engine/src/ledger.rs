@@ -8,12 +8,13 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use tally_codecs::flags::account as account_flags;
+use tally_codecs::wire::EVENTS_PER_REQUEST_MAX;
 use tally_codecs::{Account, LimitProfile, Transfer};
 
-use crate::account_index::AccountIndex;
 use crate::cold::ColdFacts;
 use crate::id_index::IdIndex;
 use crate::id_map::{IdMap, id_map_with_capacity};
+use crate::id_table::AccountIndex;
 use crate::state_hash;
 use crate::warm::WARM_EVENTS;
 use crate::window::Window;
@@ -185,6 +186,11 @@ pub struct Ledger {
     pub(crate) copy_tracking: crate::copy::CopyTracking,
 }
 
+/// The most ids the id index's out-of-order table is sized for up front (256 MiB of
+/// address space at 32 bytes a slot, half full; resident only where ids land). A window
+/// holding more transfers grows the table when it gets there.
+pub const ID_INDEX_EXPECTED_MAX: usize = 1 << 22;
+
 impl Default for Ledger {
     fn default() -> Self {
         Ledger::new()
@@ -246,8 +252,15 @@ impl Ledger {
 
     /// Sets the hot window `W` in inputs (see [`HOT_WINDOW_DEFAULT`]); `u64::MAX` keeps
     /// everything hot. Every replica of one journal must use the same value.
+    /// Also sizes the id index's out-of-order table for the transfers such a window can
+    /// hold (`inputs + 1` inputs: the window and the one being applied, every one a full
+    /// request), up to [`ID_INDEX_EXPECTED_MAX`] ids, so that it does not grow inline
+    /// while the window fills.
     pub fn set_hot_window(&mut self, inputs: u64) {
         self.hot_window = inputs.max(1);
+        let inputs = usize::try_from(self.hot_window).unwrap_or(usize::MAX).saturating_add(1);
+        let ids = inputs.saturating_mul(EVENTS_PER_REQUEST_MAX);
+        self.transfer_index.expect(ids.min(ID_INDEX_EXPECTED_MAX));
     }
 
     pub fn hot_window(&self) -> u64 {

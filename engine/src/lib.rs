@@ -4,13 +4,13 @@
 //! carries its timestamp; the same inputs in the same order give the same results and the
 //! same [`Ledger::state_hash`]. The rules it enforces are written down in docs/design.md §3.
 
-mod account_index;
 mod accounts;
 mod batch;
 pub mod cold;
 mod copy;
 mod id_index;
 mod id_map;
+mod id_table;
 mod ledger;
 mod limits;
 mod queries;

@@ -139,7 +139,11 @@ impl Ledger {
             let (Some(debit), Some(credit)) = (debit, credit) else {
                 return Err(inconsistent(format!("transfer {} names an unknown account", transfer.id)));
             };
-            if debit == credit || ledger.transfer_index.contains(transfer.id) || *sequence < previous_sequence {
+            if debit == credit
+                || transfer.id == 0
+                || ledger.transfer_index.contains(transfer.id)
+                || *sequence < previous_sequence
+            {
                 return Err(inconsistent(format!(
                     "transfer {} is malformed, out of order or appears twice",
                     transfer.id

@@ -3,14 +3,15 @@
 //! Applying a transfer is a handful of dependent loads into memory that the stream of
 //! transfers keeps pushing out of the cache: the account index's bucket for each account
 //! id, then each account's record, its transfer-list head, and (for ids that do not
-//! increase) the id index's bucket. Taken one transfer at a time each load waits for the
+//! increase) the id index's slot. Taken one transfer at a time each load waits for the
 //! one before it, so a transfer costs several memory latencies (~100 ns each on a loaded
 //! machine, the largest part of applying it; perf-reports/2026-12-03-apply-rate.md).
 //!
 //! The look-ups of different transfers do not depend on each other, so `apply_batch`
 //! works through a batch in chunks of [`WARM_EVENTS`] events and, before each chunk,
-//! prefetches the account index slots of the chunk two ahead (the slot an id hashes to
-//! is known without reading the table, `account_index.rs`), and for the chunk one ahead
+//! prefetches the account index slots and the id index slots of the chunk two ahead (the
+//! slot an id hashes to is known without reading the table, `id_table.rs`), and for the
+//! chunk one ahead
 //! looks the accounts up and prefetches their records and list heads
 //! ([`Ledger::warm_transfers`]). The processor then has many misses in flight at once,
 //! each with a chunk of work to hide behind, and the real look-ups hit the cache. Warming
@@ -41,6 +42,9 @@ impl Ledger {
         for event in far {
             prefetch(std::ptr::from_ref(self.account_index.first_slot(event.debit_account_id)).cast());
             prefetch(std::ptr::from_ref(self.account_index.first_slot(event.credit_account_id)).cast());
+            if let Some(slot) = self.transfer_index.first_slot(event.id) {
+                prefetch(std::ptr::from_ref(slot).cast());
+            }
         }
         let mut touched = 0u64;
         for event in near {

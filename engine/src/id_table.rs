@@ -1,11 +1,14 @@
-//! The index from account id to account number: an open-addressing table with linear
-//! probing, at most half full, keyed by the map's own secret random hash (`id_map.rs`).
+//! A table from a client-chosen id (never 0) to a small number: open addressing with
+//! linear probing, at most half full, keyed by the table's own secret random hash
+//! (`id_map.rs`). Two uses: the account index (id to account number, [`AccountIndex`])
+//! and the id index's out-of-order transfer ids (id to commit number, `id_index.rs`).
 //!
 //! It replaces a `HashMap` for one reason: the slot an id hashes to is known without
 //! reading the table, so `warm.rs` can ask for that cache line two chunks of events before
-//! the look-up, instead of waiting for it. With a million accounts the table (32 bytes a
-//! slot) is far larger than the cache, and that wait was most of applying a transfer.
-//! Nothing iterates it: replicas hash differently, and no output may depend on its order.
+//! the look-up, instead of waiting for it. With a million accounts, or two million hot
+//! transfers with random ids, the table (32 bytes a slot) is far larger than the cache,
+//! and that wait was most of applying a transfer. Nothing iterates it: replicas hash
+//! differently, and no output may depend on its order.
 
 use std::hash::BuildHasher;
 
@@ -15,35 +18,57 @@ use crate::id_map::IdBuildHasher;
 const EMPTY: u128 = 0;
 const SLOTS_MIN: usize = 16;
 
-pub(crate) struct AccountIndex {
+/// The account index: account id to the account's number (its position in `accounts`).
+pub(crate) type AccountIndex = IdTable<u32>;
+
+pub(crate) struct IdTable<V> {
     /// `(id, number)`; a power of two long, at most half used, so a probe ends soon.
-    slots: Vec<(u128, u32)>,
+    slots: Vec<(u128, V)>,
     len: usize,
     hasher: IdBuildHasher,
 }
 
 /// By hand for `clone_from`, which copies into the room the target already has (`copy.rs`).
-impl Clone for AccountIndex {
-    fn clone(&self) -> AccountIndex {
-        AccountIndex { slots: self.slots.clone(), len: self.len, hasher: self.hasher }
+impl<V: Copy + Default> Clone for IdTable<V> {
+    fn clone(&self) -> IdTable<V> {
+        IdTable { slots: self.slots.clone(), len: self.len, hasher: self.hasher }
     }
 
-    fn clone_from(&mut self, source: &AccountIndex) {
+    fn clone_from(&mut self, source: &IdTable<V>) {
         self.slots.clone_from(&source.slots);
         self.len = source.len;
         self.hasher = source.hasher;
     }
 }
 
-impl AccountIndex {
-    pub fn with_capacity(accounts: usize) -> AccountIndex {
-        let slots = accounts.saturating_mul(2).max(SLOTS_MIN).next_power_of_two();
-        AccountIndex { slots: vec![(EMPTY, 0); slots], len: 0, hasher: IdBuildHasher::random() }
+impl<V: Copy + Default> IdTable<V> {
+    /// Room for `entries` ids without growing. The slots are zeroed memory that is not
+    /// written here (`vec!` of zeros asks the allocator for fresh zero pages), so a large
+    /// reserve costs no resident memory until ids land in it.
+    pub fn with_capacity(entries: usize) -> IdTable<V> {
+        IdTable { slots: vec![(EMPTY, V::default()); slots_for(entries)], len: 0, hasher: IdBuildHasher::random() }
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many ids fit before the table grows.
+    pub fn capacity(&self) -> usize {
+        self.slots.len() / 2
+    }
+
+    /// Makes room for `entries` ids now (one rehash), so that no later insert up to that
+    /// many grows the table.
+    pub fn reserve(&mut self, entries: usize) {
+        if entries > self.capacity() {
+            self.rehash(slots_for(entries));
+        }
     }
 
     #[inline]
@@ -53,12 +78,12 @@ impl AccountIndex {
 
     /// The slot a look-up of `id` reads first (for a prefetch; it reads nothing).
     #[inline]
-    pub fn first_slot(&self, id: u128) -> &(u128, u32) {
+    pub fn first_slot(&self, id: u128) -> &(u128, V) {
         &self.slots[self.home(id)]
     }
 
     #[inline]
-    pub fn get(&self, id: &u128) -> Option<&u32> {
+    pub fn get(&self, id: &u128) -> Option<&V> {
         if *id == EMPTY {
             return None;
         }
@@ -81,8 +106,8 @@ impl AccountIndex {
     }
 
     /// Adds or replaces `id`; returns the number it had.
-    pub fn insert(&mut self, id: u128, number: u32) -> Option<u32> {
-        assert!(id != EMPTY, "invariant: account id 0 is never indexed");
+    pub fn insert(&mut self, id: u128, number: V) -> Option<V> {
+        assert!(id != EMPTY, "invariant: id 0 is never indexed");
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
         }
@@ -104,7 +129,7 @@ impl AccountIndex {
 
     /// Removes `id`, shifting back the entries after it that probed past its slot, so that
     /// no probe ever meets a hole before its entry (no tombstones).
-    pub fn remove(&mut self, id: &u128) -> Option<u32> {
+    pub fn remove(&mut self, id: &u128) -> Option<V> {
         let mask = self.slots.len() - 1;
         let mut hole = self.home(*id);
         loop {
@@ -133,20 +158,24 @@ impl AccountIndex {
                 hole = next;
             }
         }
-        self.slots[hole] = (EMPTY, 0);
+        self.slots[hole] = (EMPTY, V::default());
         self.len -= 1;
         Some(removed)
     }
 
     /// Empties the index and writes every slot, so that its pages are resident.
     pub fn clear(&mut self) {
-        self.slots.fill((EMPTY, 0));
+        self.slots.fill((EMPTY, V::default()));
         self.len = 0;
     }
 
     fn grow(&mut self) {
-        let doubled = vec![(EMPTY, 0); self.slots.len() * 2];
-        let old = std::mem::replace(&mut self.slots, doubled);
+        self.rehash(self.slots.len() * 2);
+    }
+
+    fn rehash(&mut self, slots: usize) {
+        let fresh = vec![(EMPTY, V::default()); slots];
+        let old = std::mem::replace(&mut self.slots, fresh);
         self.len = 0;
         for (id, number) in old {
             if id != EMPTY {
@@ -156,11 +185,16 @@ impl AccountIndex {
     }
 }
 
-impl std::ops::Index<&u128> for AccountIndex {
-    type Output = u32;
+/// Twice `entries` (at most half full), a power of two.
+fn slots_for(entries: usize) -> usize {
+    entries.saturating_mul(2).max(SLOTS_MIN).next_power_of_two()
+}
 
-    fn index(&self, id: &u128) -> &u32 {
-        self.get(id).expect("invariant: the account is indexed")
+impl<V: Copy + Default> std::ops::Index<&u128> for IdTable<V> {
+    type Output = V;
+
+    fn index(&self, id: &u128) -> &V {
+        self.get(id).expect("invariant: the id is indexed")
     }
 }
 
@@ -168,7 +202,7 @@ impl std::ops::Index<&u128> for AccountIndex {
 mod tests {
     use std::collections::HashMap;
 
-    use super::AccountIndex;
+    use super::{AccountIndex, IdTable};
     use crate::id_map::folded_multiply;
 
     /// Inserts, replacements and removals in a pseudo-random order agree with a `HashMap`
@@ -201,5 +235,42 @@ mod tests {
         }
         index.clear();
         assert_eq!((index.len(), index.get(&1)), (0, None));
+    }
+
+    /// The id index's use: random 128-bit ids to commit numbers. A reserve made while the
+    /// table holds ids keeps them, and no insert up to the reserve grows the table; inserts
+    /// and removals agree with a `HashMap` throughout.
+    #[test]
+    fn reserve_keeps_the_ids_and_no_insert_up_to_it_grows_the_table() {
+        let mut table: IdTable<u64> = IdTable::with_capacity(0);
+        let mut model: HashMap<u128, u64> = HashMap::new();
+        let mut ids = Vec::new();
+        let mut state = 0x0fed_cba9_8765_4321u64;
+        for step in 0..4_000u64 {
+            state = folded_multiply(state ^ step, 0x9e37_79b9_7f4a_7c15);
+            let id = (u128::from(state) << 64 | u128::from(state.rotate_left(29))) | 1;
+            if step == 200 {
+                table.reserve(4_000);
+                assert!(table.capacity() >= 4_000);
+                for id in &ids {
+                    assert_eq!(table.get(id), model.get(id), "after the reserve");
+                }
+            }
+            let capacity = table.capacity();
+            assert_eq!(table.insert(id, step), model.insert(id, step), "step {step}");
+            if step >= 200 {
+                assert_eq!(table.capacity(), capacity, "step {step} grew the table");
+            }
+            ids.push(id);
+            if step % 3 == 2 {
+                let old = ids[(state % ids.len() as u64) as usize];
+                assert_eq!(table.remove(&old), model.remove(&old), "step {step}");
+            }
+            assert_eq!(table.len(), model.len());
+        }
+        for id in &ids {
+            assert_eq!(table.get(id), model.get(id));
+            assert_eq!(table.get(&(id ^ 2)), model.get(&(id ^ 2)));
+        }
     }
 }
