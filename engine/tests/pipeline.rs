@@ -206,6 +206,13 @@ fn idle_pipeline_journals_nothing_and_empty_creates_are_not_journaled() {
     );
     let submitter = pipeline.submitter();
     submitter.execute(Request::CreateAccounts(accounts())).unwrap();
+    // The statistics are published at the end of the business logic's batch, which may
+    // come just after the reply: wait for the create's timestamp to show.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pipeline.stats().last_timestamp() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the create's timestamp is never published");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let stamp = pipeline.stats().last_timestamp();
     assert_eq!(submitter.execute(Request::CreateTransfers(Vec::new())), Ok(Reply::CreateTransfers(Vec::new())));
     assert_eq!(submitter.execute(Request::CreateAccounts(Vec::new())), Ok(Reply::CreateAccounts(Vec::new())));

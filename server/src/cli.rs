@@ -73,7 +73,7 @@ enum CliCommand {
     /// Run a primary node: recover the data directory, then serve clients over TCP.
     Serve(Box<ServeArgs>),
     /// Run a hot standby: follow a primary's journal, apply it, refuse requests.
-    Standby(replica::StandbyArgs),
+    Standby(Box<replica::StandbyArgs>),
     /// Ask a standby to become primary (epoch + 1) under the promotion rule.
     Promote(replica::PromoteArgs),
     /// Run the pipeline in this process over a data directory, with no network: JSON
