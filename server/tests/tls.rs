@@ -145,16 +145,7 @@ fn a_plain_client_on_a_tls_node_is_refused_and_applies_nothing() {
     let authority = Authority::new(dir.path(), "node");
     let server = authority.issue(dir.path(), "node", ExtendedKeyUsagePurpose::ServerAuth);
     let (node, _) = start(&dir, &server, None);
-    let mut plain = TcpStream::connect(node.address).expect("connect");
-    plain.set_read_timeout(Some(Duration::from_secs(10))).expect("set timeout");
-    let mut request = Vec::new();
-    Request::CreateAccounts(vec![account(5), account(6)]).encode(1, 42, &mut request).expect("encode");
-    plain.write_all(&request).expect("send");
-    let mut received = Vec::new();
-    let _ = plain.read_to_end(&mut received);
-    let mut decoder = FrameDecoder::new();
-    decoder.feed(&received);
-    let answer: Vec<Message> = std::iter::from_fn(|| decoder.next_message().ok().flatten()).collect();
+    let answer = plain_request_answer(node.address);
     assert!(
         matches!(answer.as_slice(), [Message::Frame(frame)] if matches!(frame.body, Body::Error(ErrorCode::Unauthenticated))),
         "{answer:?}"
