@@ -33,20 +33,50 @@ const TRANSFERS: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers"
 const FAILED: TableDefinition<u128, (u32, u64)> = TableDefinition::new("failed");
 /// pending id → (status, sequence).
 const RESOLUTIONS: TableDefinition<u128, (u8, u64)> = TableDefinition::new("resolutions");
-/// (account id, transfer number) → transfer id.
-const ACCOUNT_TRANSFERS: TableDefinition<(u128, u64), u128> = TableDefinition::new("account_transfers");
-/// (account id, row number) → debit side (1 byte) and the `AccountBalance` (128 bytes).
-const BALANCES: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("balances");
+/// (bucket, account id, transfer number) → transfer id; the bucket is the number's
+/// [`bucket`], so that a batch's rows land in the newest bucket's key range only (see
+/// [`BUCKET_BITS`]).
+const ACCOUNT_TRANSFERS: TableDefinition<BucketKey, u128> = TableDefinition::new("account_transfers_by_bucket");
+/// (bucket, account id, row number) → debit side (1 byte) and the `AccountBalance`
+/// (128 bytes).
+const BALANCES: TableDefinition<BucketKey, &[u8]> = TableDefinition::new("balances_by_bucket");
+/// The tables of the first layout, keyed (account id, number): rows found there on open
+/// are moved to the bucketed tables once, and the tables deleted.
+const ACCOUNT_TRANSFERS_UNBUCKETED: TableDefinition<(u128, u64), u128> = TableDefinition::new("account_transfers");
+const BALANCES_UNBUCKETED: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("balances");
+
+/// The key of an account-list entry or a balance row: (bucket, account id, number).
+type BucketKey = (u64, u128, u64);
+
+/// Numbers per bucket, as a power of two. An account's rows are spread over the buckets
+/// (a query seeks once per bucket), and a batch's rows go into one or two buckets. Keyed
+/// by (account, number) alone, every batch inserted into random leaves of a tree that
+/// grows with history, and a B-tree copies each leaf it changes once per transaction:
+/// the history stage's cost per transfer grew with the length of history (10 µs per
+/// transfer after 6 M transfers, the slowest stage of the node;
+/// perf-reports/2026-12-03-history-buckets.md). Within one bucket the tree a batch
+/// touches stays small, whatever the history's length.
+pub const BUCKET_BITS: u32 = 16;
+
+/// The bucket a list entry or balance row numbered `number` lives in.
+fn bucket(number: u64) -> u64 {
+    number >> BUCKET_BITS
+}
+
+/// The key of the list entry or balance row numbered `number` of `account`.
+fn bucket_key(account: u128, number: u64) -> BucketKey {
+    (bucket(number), account, number)
+}
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The store's one file, in the directory [`HistoryStore::open`] is given.
 pub const FILE_NAME: &str = "history.redb";
 const MARK: &str = "mark";
 
 /// One entry of an account's transfer list, as a range yields it.
-type ListEntry<'a> = Result<(redb::AccessGuard<'a, (u128, u64)>, redb::AccessGuard<'a, u128>), redb::StorageError>;
+type ListEntry<'a> = Result<(redb::AccessGuard<'a, BucketKey>, redb::AccessGuard<'a, u128>), redb::StorageError>;
 /// One balance row, as a range yields it.
 type RowEntry<'a> =
-    Result<(redb::AccessGuard<'a, (u128, u64)>, redb::AccessGuard<'a, &'static [u8]>), redb::StorageError>;
+    Result<(redb::AccessGuard<'a, BucketKey>, redb::AccessGuard<'a, &'static [u8]>), redb::StorageError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -92,8 +122,7 @@ impl HistoryStore {
             txn.open_table(TRANSFERS).map_err(|error| store_error(&path, error))?;
             txn.open_table(FAILED).map_err(|error| store_error(&path, error))?;
             txn.open_table(RESOLUTIONS).map_err(|error| store_error(&path, error))?;
-            txn.open_table(ACCOUNT_TRANSFERS).map_err(|error| store_error(&path, error))?;
-            txn.open_table(BALANCES).map_err(|error| store_error(&path, error))?;
+            move_unbucketed_rows(&txn).map_err(|error| store_error(&path, error))?;
             let meta = txn.open_table(META).map_err(|error| store_error(&path, error))?;
             meta.get(MARK).map_err(|error| store_error(&path, error))?.map_or(0, |mark| mark.value())
         };
@@ -174,8 +203,8 @@ impl HistoryStore {
                     value[136..].copy_from_slice(&stored.sequence.to_le_bytes());
                     transfers.insert(stored.transfer.id, value.as_slice())?;
                     let transfer = &stored.transfer;
-                    account_transfers.insert((transfer.debit_account_id, stored.number), transfer.id)?;
-                    account_transfers.insert((transfer.credit_account_id, stored.number), transfer.id)?;
+                    account_transfers.insert(bucket_key(transfer.debit_account_id, stored.number), transfer.id)?;
+                    account_transfers.insert(bucket_key(transfer.credit_account_id, stored.number), transfer.id)?;
                 }
                 for (id, code) in &effects.failed {
                     failed.insert(*id, (*code, effects.sequence))?;
@@ -186,7 +215,7 @@ impl HistoryStore {
                 for (account, stored) in &effects.balances {
                     row[0] = u8::from(stored.debit);
                     row[1..].copy_from_slice(bytemuck::bytes_of(&stored.balance));
-                    balances.insert((*account, stored.number), row.as_slice())?;
+                    balances.insert(bucket_key(*account, stored.number), row.as_slice())?;
                 }
             }
             let previous = meta.get(MARK)?.map_or(0, |mark| mark.value());
@@ -215,6 +244,39 @@ fn largest_ids(db: &redb::Database) -> Result<[u128; 3], redb::Error> {
     let failed = txn.open_table(FAILED)?.last()?.map_or(0, |(id, _)| id.value());
     let resolutions = txn.open_table(RESOLUTIONS)?.last()?.map_or(0, |(id, _)| id.value());
     Ok([transfers, failed, resolutions])
+}
+
+/// Moves the rows of the first layout's account lists and balance rows into the bucketed
+/// tables (a no-op, creating and deleting two empty tables, on a store made with buckets).
+fn move_unbucketed_rows(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    let mut lists = txn.open_table(ACCOUNT_TRANSFERS)?;
+    for entry in txn.open_table(ACCOUNT_TRANSFERS_UNBUCKETED)?.iter()? {
+        let (key, id) = entry?;
+        let (account, number) = key.value();
+        lists.insert(bucket_key(account, number), id.value())?;
+    }
+    let mut balances = txn.open_table(BALANCES)?;
+    for entry in txn.open_table(BALANCES_UNBUCKETED)?.iter()? {
+        let (key, row) = entry?;
+        let (account, number) = key.value();
+        balances.insert(bucket_key(account, number), row.value())?;
+    }
+    txn.delete_table(ACCOUNT_TRANSFERS_UNBUCKETED)?;
+    txn.delete_table(BALANCES_UNBUCKETED)?;
+    Ok(())
+}
+
+/// The buckets a query visits, oldest first: from the table's first key's bucket to its
+/// last key's (none when the table is empty).
+fn buckets<V: redb::Value + 'static>(
+    table: &redb::ReadOnlyTable<BucketKey, V>,
+) -> Result<std::ops::RangeInclusive<u64>, redb::StorageError> {
+    let first = table.first()?.map(|(key, _)| key.value().0);
+    let last = table.last()?.map(|(key, _)| key.value().0);
+    Ok(match (first, last) {
+        (Some(first), Some(last)) => first..=last,
+        _ => 1..=0,
+    })
 }
 
 fn wanted(filter: &AccountFilter, debit: bool, timestamp: u64) -> bool {
@@ -259,7 +321,10 @@ impl HistoryLookup for HistoryStore {
         let list = txn.open_table(ACCOUNT_TRANSFERS).unwrap_or_else(|error| self.fatal(error));
         let transfers = txn.open_table(TRANSFERS).unwrap_or_else(|error| self.fatal(error));
         let account = filter.account_id;
-        let range = list.range((account, 0)..=(account, u64::MAX)).unwrap_or_else(|error| self.fatal(error));
+        let buckets = buckets(&list).unwrap_or_else(|error| self.fatal(error));
+        let range = |bucket: u64| {
+            list.range((bucket, account, 0)..=(bucket, account, u64::MAX)).unwrap_or_else(|error| self.fatal(error))
+        };
         let mut out = Vec::new();
         let mut take = |entry: ListEntry<'_>| {
             let (_, id) = entry.unwrap_or_else(|error| self.fatal(error));
@@ -274,9 +339,9 @@ impl HistoryLookup for HistoryStore {
         };
         // `take` answers whether the limit is reached: `any` stops there.
         let _limit_reached = if filter.flags & filter_flags::REVERSED != 0 {
-            range.rev().any(&mut take)
+            buckets.rev().any(|bucket| range(bucket).rev().any(&mut take))
         } else {
-            range.into_iter().any(&mut take)
+            buckets.into_iter().any(|bucket| range(bucket).any(&mut take))
         };
         out
     }
@@ -285,7 +350,10 @@ impl HistoryLookup for HistoryStore {
         let txn = self.read();
         let table = txn.open_table(BALANCES).unwrap_or_else(|error| self.fatal(error));
         let account = filter.account_id;
-        let range = table.range((account, 0)..=(account, u64::MAX)).unwrap_or_else(|error| self.fatal(error));
+        let buckets = buckets(&table).unwrap_or_else(|error| self.fatal(error));
+        let range = |bucket: u64| {
+            table.range((bucket, account, 0)..=(bucket, account, u64::MAX)).unwrap_or_else(|error| self.fatal(error))
+        };
         let mut out = Vec::new();
         let mut take = |entry: RowEntry<'_>| {
             let (key, value) = entry.unwrap_or_else(|error| self.fatal(error));
@@ -294,7 +362,7 @@ impl HistoryLookup for HistoryStore {
                 self.fatal("a balance row is not 129 bytes");
             }
             let balance: AccountBalance = bytemuck::pod_read_unaligned(&bytes[1..]);
-            let stored = StoredBalance { number: key.value().1, debit: bytes[0] == 1, balance };
+            let stored = StoredBalance { number: key.value().2, debit: bytes[0] == 1, balance };
             if wanted(filter, stored.debit, balance.timestamp) {
                 out.push(stored);
             }
@@ -302,9 +370,9 @@ impl HistoryLookup for HistoryStore {
         };
         // `take` answers whether the limit is reached: `any` stops there.
         let _limit_reached = if filter.flags & filter_flags::REVERSED != 0 {
-            range.rev().any(&mut take)
+            buckets.rev().any(|bucket| range(bucket).rev().any(&mut take))
         } else {
-            range.into_iter().any(&mut take)
+            buckets.into_iter().any(|bucket| range(bucket).any(&mut take))
         };
         out
     }
@@ -485,5 +553,117 @@ mod bound_tests {
         assert_eq!(store.read_transactions(), 0, "the bound was not rebuilt on open");
         assert_eq!(store.transfer(100).map(|stored| stored.number), Some(100));
         assert_eq!(store.resolution(3), Some((PendingStatus::Posted, 1)));
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use redb::TableDefinition;
+    use tally_codecs::flags::filter as filter_flags;
+    use tally_codecs::{AccountBalance, AccountFilter, Transfer};
+    use tally_engine::{Effects, HistoryLookup, StoredBalance, StoredTransfer};
+
+    use super::{BUCKET_BITS, FILE_NAME, HistoryStore};
+
+    const ACCOUNT: u128 = 7;
+
+    /// Numbers spread over seven buckets, with rows of other accounts between them.
+    fn numbers() -> Vec<u64> {
+        (0..14u64).map(|k| k * (1 << BUCKET_BITS) / 2 + k).collect()
+    }
+
+    fn effects(sequence: u64, number: u64) -> Effects {
+        let id = u128::from(number) + 1;
+        let (debit, credit) = if number % 2 == 0 { (ACCOUNT, 9) } else { (9, ACCOUNT) };
+        let transfer =
+            Transfer { id, debit_account_id: debit, credit_account_id: credit, amount: 1, ..Transfer::default() };
+        let balance = |account: u128| {
+            let balance = AccountBalance {
+                debits_posted: u128::from(number),
+                timestamp: number + 1,
+                ..AccountBalance::default()
+            };
+            (account, StoredBalance { number, debit: account == debit, balance })
+        };
+        Effects {
+            sequence,
+            transfers: vec![StoredTransfer { transfer, number, sequence }],
+            failed: vec![],
+            resolutions: vec![],
+            balances: vec![balance(debit), balance(credit)],
+        }
+    }
+
+    fn filter(limit: u32, reversed: bool) -> AccountFilter {
+        let mut flags = filter_flags::DEBITS | filter_flags::CREDITS;
+        if reversed {
+            flags |= filter_flags::REVERSED;
+        }
+        AccountFilter { account_id: ACCOUNT, limit, flags, ..AccountFilter::default() }
+    }
+
+    fn check(store: &HistoryStore) {
+        let all = numbers();
+        let listed = |limit, reversed| -> Vec<u64> {
+            store.account_transfers(&filter(limit, reversed)).iter().map(|stored| stored.number).collect()
+        };
+        let rows = |limit, reversed| -> Vec<u64> {
+            store.account_balances(&filter(limit, reversed)).iter().map(|row| row.number).collect()
+        };
+        let newest: Vec<u64> = all.iter().rev().take(3).copied().collect();
+        assert_eq!(listed(100, false), all, "every bucket, oldest first");
+        assert_eq!(listed(4, false), all[..4]);
+        assert_eq!(listed(3, true), newest, "newest first, across buckets");
+        assert_eq!(rows(100, false), all);
+        assert_eq!(rows(3, true), newest);
+    }
+
+    /// An account's list and balance rows in several buckets come back in number order,
+    /// forwards and reversed, the limit counted across buckets.
+    #[test]
+    fn queries_read_an_accounts_rows_across_buckets_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, _) = HistoryStore::open(dir.path()).expect("open");
+        for (sequence, number) in numbers().into_iter().enumerate() {
+            let sequence = sequence as u64 + 1;
+            store.write(&[effects(sequence, number)], sequence, true);
+        }
+        check(&store);
+    }
+
+    /// A store written with the first layout, keyed (account, number), is moved into buckets
+    /// when it is opened, and answers the same.
+    #[test]
+    fn a_store_of_the_unbucketed_layout_is_moved_into_buckets_on_open() {
+        const LISTS: TableDefinition<(u128, u64), u128> = TableDefinition::new("account_transfers");
+        const ROWS: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("balances");
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let db = redb::Database::create(dir.path().join(FILE_NAME)).expect("create");
+            let txn = db.begin_write().expect("write");
+            {
+                let mut lists = txn.open_table(LISTS).expect("lists");
+                let mut rows = txn.open_table(ROWS).expect("rows");
+                for number in numbers() {
+                    lists.insert((ACCOUNT, number), u128::from(number) + 1).expect("insert");
+                    let balance = AccountBalance { timestamp: number + 1, ..AccountBalance::default() };
+                    let mut row = vec![1u8];
+                    row.extend_from_slice(bytemuck::bytes_of(&balance));
+                    rows.insert((ACCOUNT, number), row.as_slice()).expect("insert");
+                }
+            }
+            txn.commit().expect("commit");
+        }
+        let (store, _) = HistoryStore::open(dir.path()).expect("open");
+        let rows: Vec<u64> = store.account_balances(&filter(100, false)).iter().map(|row| row.number).collect();
+        assert_eq!(rows, numbers());
+        // The transfers themselves were not in the old tables written here: the list
+        // entries are checked through the raw table.
+        drop(store);
+        let db = redb::Database::open(dir.path().join(FILE_NAME)).expect("open raw");
+        let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
+        let lists = txn.open_table(super::ACCOUNT_TRANSFERS).expect("bucketed lists");
+        assert_eq!(redb::ReadableTableMetadata::len(&lists).expect("len"), numbers().len() as u64);
+        assert!(txn.open_table(LISTS).is_err(), "the old table is deleted");
     }
 }

@@ -26,7 +26,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use tally_codecs::Transfer;
 use tally_engine::PendingStatus;
 
-use super::{ACCOUNT_TRANSFERS, BALANCES, FAILED, HistoryStore, MARK, META, RESOLUTIONS, TRANSFERS};
+use super::{ACCOUNT_TRANSFERS, BALANCES, FAILED, HistoryStore, MARK, META, RESOLUTIONS, TRANSFERS, bucket_key};
 
 /// The name of the dump among a checkpoint's files.
 pub const FILE_NAME: &str = "history.dump";
@@ -157,7 +157,7 @@ impl HistoryStore {
         let mut section = Section::start(&mut out);
         for entry in txn.open_table(ACCOUNT_TRANSFERS).map_err(store)?.iter().map_err(store)? {
             let (key, id) = entry.map_err(store)?;
-            let (account, number) = key.value();
+            let (_, account, number) = key.value();
             if number < cut.transfers_below {
                 section.row(&[&account.to_le_bytes(), &number.to_le_bytes(), &id.value().to_le_bytes()])?;
             }
@@ -166,7 +166,7 @@ impl HistoryStore {
         let mut section = Section::start(&mut out);
         for entry in txn.open_table(BALANCES).map_err(store)?.iter().map_err(store)? {
             let (key, row) = entry.map_err(store)?;
-            let (account, number) = key.value();
+            let (_, account, number) = key.value();
             if number < cut.balances_below {
                 section.row(&[&account.to_le_bytes(), &number.to_le_bytes(), row.value()])?;
             }
@@ -283,7 +283,7 @@ fn write_rows(txn: &redb::WriteTransaction, reader: &mut Reader<'_>, cut: Cut) -
         if number >= cut.transfers_below {
             return Err(malformed(format!("account {account}'s entry number {number} is not covered")));
         }
-        lists.insert((account, number), id).map_err(store)?;
+        lists.insert(bucket_key(account, number), id).map_err(store)?;
         rows += 1;
     }
     let mut balances = txn.open_table(BALANCES).map_err(store)?;
@@ -293,7 +293,7 @@ fn write_rows(txn: &redb::WriteTransaction, reader: &mut Reader<'_>, cut: Cut) -
         if number >= cut.balances_below || row[0] > 1 {
             return Err(malformed(format!("account {account}'s balance row {number} is not covered")));
         }
-        balances.insert((account, number), row).map_err(store)?;
+        balances.insert(bucket_key(account, number), row).map_err(store)?;
         rows += 1;
     }
     txn.open_table(META).map_err(store)?.insert(MARK, cut.sequence).map_err(store)?;

@@ -49,8 +49,8 @@ impl HistoryStore {
             })?;
             txn.open_table(FAILED)?.retain(|_, (_, sequence)| keep(sequence <= cut.sequence))?;
             txn.open_table(RESOLUTIONS)?.retain(|_, (_, sequence)| keep(sequence <= cut.sequence))?;
-            txn.open_table(ACCOUNT_TRANSFERS)?.retain(|(_, number), _| keep(number < cut.transfers_below))?;
-            txn.open_table(BALANCES)?.retain(|(_, number), _| keep(number < cut.balances_below))?;
+            txn.open_table(ACCOUNT_TRANSFERS)?.retain(|(_, _, number), _| keep(number < cut.transfers_below))?;
+            txn.open_table(BALANCES)?.retain(|(_, _, number), _| keep(number < cut.balances_below))?;
             txn.open_table(META)?.insert(MARK, cut.sequence)?;
         }
         txn.commit()?;
