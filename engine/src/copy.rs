@@ -6,6 +6,10 @@
 //! vectors and maps already have the room (the previous checkpoint's copy, handed back by
 //! the writer), which leaves only the copying.
 //!
+//! The hot transfers (and their sequences, links, balance rows and the id index's sorted
+//! run) are copy-on-write chunks (`cow.rs`): their copy clones one pointer per full chunk
+//! and copies only the last, partly filled one, so it no longer grows with the window.
+//!
 //! Both functions name every field (a destructuring pattern), so a field added to
 //! [`Ledger`] without being copied here does not compile.
 
@@ -178,6 +182,23 @@ impl Clone for Ledger {
     }
 }
 
+impl Ledger {
+    /// Drops the chunks this copy shares with the live ledger (the hot transfers, their
+    /// sequences and links, the balance rows, the id index's sorted run), keeping the rest
+    /// (accounts, account index) for the next [`Clone::clone_from`] into it. The checkpoint
+    /// writer calls it on its own thread when it hands the copy back, so that the chunks
+    /// only this copy still held (evicted from the ledger since) are freed there, not in
+    /// the next copy on the business-logic thread. The copy is then only fit to be copied
+    /// into (`clone_from` overwrites every field).
+    pub fn release_shared(&mut self) {
+        self.transfers.release();
+        self.transfer_sequences.release();
+        self.transfer_links.release();
+        self.history_rows.release();
+        self.transfer_index.release();
+    }
+}
+
 /// Which accounts changed since the last checkpoint copy, so that the next copy, made into
 /// that previous copy, copies only them (the stall then follows the accounts touched
 /// between checkpoints, not the accounts held).
@@ -274,6 +295,70 @@ mod tests {
             code: 1,
             flags,
             ..Transfer::default()
+        }
+    }
+
+    /// The copy-on-write property at the ledger's level: a copy (fresh, and into a spare
+    /// that was handed back) keeps the state it was taken with while the ledger goes on:
+    /// more transfers, failed linked chains (transfers taken back), and eviction of
+    /// everything the copy holds. Enough
+    /// transfers to fill several chunks of every queue (16 384 sequences to a chunk).
+    #[test]
+    fn a_copy_keeps_the_state_it_was_taken_with_while_the_ledger_goes_on() {
+        let mut ledger = Ledger::new();
+        ledger.set_hot_window(4);
+        let mut results = Vec::new();
+        let accounts: Vec<Account> = (1..=50).map(account).collect();
+        ledger.begin_input(1, Default::default());
+        ledger.create_accounts(1, &accounts, &mut results);
+        ledger.end_input();
+        let mut next_id = 1_000u128;
+        let mut sequence = 1u64;
+        let mut apply = |ledger: &mut Ledger, sequence: &mut u64, transfers: usize, failing_chains: usize| {
+            *sequence += 1;
+            ledger.begin_input(*sequence, Default::default());
+            let mut batch = Vec::new();
+            for step in 0..transfers {
+                next_id += 1;
+                let debit = 1 + (next_id % 50);
+                batch.push(transfer(next_id, debit, 1 + (debit % 50), 1 + (step as u128 % 7), 0));
+            }
+            for _ in 0..failing_chains {
+                // The second event names no account: the first one is taken back.
+                next_id += 2;
+                batch.push(transfer(next_id - 1, 3, 4, 5, transfer_flags::LINKED));
+                batch.push(transfer(next_id, 3, 999_999, 5, 0));
+            }
+            ledger.create_transfers(*sequence * 1_000_000, &batch, &mut results);
+            ledger.end_input();
+        };
+        for _ in 0..5 {
+            apply(&mut ledger, &mut sequence, 8_000, 0);
+        }
+        let hash = ledger.state_hash();
+        let transfers: Vec<Transfer> = ledger.transfers.iter().copied().collect();
+        let sequences: Vec<u64> = ledger.transfer_sequences.iter().copied().collect();
+        let fresh = ledger.clone();
+        let mut spare = ledger.clone();
+        spare.release_shared();
+        spare.clone_from(&ledger);
+        assert!(fresh.transfers.shared_chunks() > 0 && fresh.transfer_sequences.shared_chunks() > 0);
+        // Chains taken back right after the copy, then the window moves past everything the
+        // copy holds (the take-back into a chunk a copy shares is `cow.rs`'s own test).
+        apply(&mut ledger, &mut sequence, 0, 3);
+        for _ in 0..8 {
+            apply(&mut ledger, &mut sequence, 8_000, 2);
+        }
+        assert_ne!(ledger.state_hash(), hash);
+        assert!(ledger.transfers.iter().all(|transfer| !transfers.contains(transfer)), "all evicted");
+        for (name, copy) in [("clone", &fresh), ("clone_from", &spare)] {
+            assert_eq!(copy.state_hash(), hash, "{name}");
+            assert_eq!(copy.recompute_state_hash(), hash, "{name}: the copy's contents changed");
+            assert!(copy.transfers.iter().eq(transfers.iter()), "{name}");
+            assert!(copy.transfer_sequences.iter().eq(sequences.iter()), "{name}");
+            for transfer in &transfers {
+                assert!(copy.transfer_index.contains(transfer.id), "{name}: {}", transfer.id);
+            }
         }
     }
 

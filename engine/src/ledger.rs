@@ -12,6 +12,7 @@ use tally_codecs::wire::EVENTS_PER_REQUEST_MAX;
 use tally_codecs::{Account, LimitProfile, Transfer};
 
 use crate::cold::ColdFacts;
+use crate::cow::CowDeque;
 use crate::id_index::IdIndex;
 use crate::id_map::{IdMap, id_map_with_capacity};
 use crate::id_table::AccountIndex;
@@ -138,15 +139,17 @@ pub struct Ledger {
     /// Balance history rows still hot, per account created with the `history` flag (their
     /// row numbers), and all of them in commit order.
     pub(crate) history: IdMap<u32, VecDeque<u64>>,
-    pub(crate) history_rows: VecDeque<HistoryRow>,
+    pub(crate) history_rows: CowDeque<HistoryRow>,
     pub(crate) history_base: u64,
     /// Hot transfers in commit order, with the sequence of the input that committed each;
     /// `transfers_base` is the number of the first.
-    pub(crate) transfers: VecDeque<Transfer>,
-    pub(crate) transfer_sequences: VecDeque<u64>,
+    /// These three queues and the id index's sorted run are copy-on-write chunks
+    /// (`cow.rs`): a checkpoint's copy shares their full chunks.
+    pub(crate) transfers: CowDeque<Transfer>,
+    pub(crate) transfer_sequences: CowDeque<u64>,
     /// Each hot transfer's accounts and, per side, the account's previous transfer, at the
     /// same position as the transfer (see [`TransferLinks`]).
-    pub(crate) transfer_links: VecDeque<TransferLinks>,
+    pub(crate) transfer_links: CowDeque<TransferLinks>,
     pub(crate) transfers_base: u64,
     pub(crate) transfer_index: IdIndex,
     pub(crate) pending: IdMap<u128, PendingState>,
@@ -200,33 +203,34 @@ impl Default for Ledger {
 impl Ledger {
     /// An empty ledger that never evicts (everything stays hot): for tests and tools.
     pub fn new() -> Ledger {
-        Ledger::with_capacity_untouched(0, 0)
+        Ledger::with_capacity_untouched(0)
     }
 
-    /// Reserves room up front, and touches it, so that neither growing an index nor the
-    /// first write to a fresh page (a page fault, ~1 µs) lands on the hot path. Costs time
-    /// and resident memory proportional to the capacities at start.
+    /// Reserves room for the accounts up front, and touches it, so that neither growing
+    /// the account index nor the first write to a fresh page (a page fault, ~1 µs) lands
+    /// on the hot path. The hot transfers grow a chunk at a time (`cow.rs`), so there is
+    /// nothing to reserve for them; `transfers` is kept for the callers' sake.
     pub fn with_capacity(accounts: usize, transfers: usize) -> Ledger {
-        let mut ledger = Ledger::with_capacity_untouched(accounts, transfers);
+        let _ = transfers;
+        let mut ledger = Ledger::with_capacity_untouched(accounts);
         ledger.account_index.clear();
-        ledger.transfer_index.prefault();
         prefault_vec(&mut ledger.accounts);
         ledger
     }
 
-    fn with_capacity_untouched(accounts: usize, transfers: usize) -> Ledger {
+    fn with_capacity_untouched(accounts: usize) -> Ledger {
         Ledger {
             accounts: Vec::with_capacity(accounts),
             account_index: AccountIndex::with_capacity(accounts),
             account_last: Vec::with_capacity(accounts),
             history: id_map_with_capacity(0),
-            history_rows: VecDeque::new(),
+            history_rows: CowDeque::new(),
             history_base: 0,
-            transfers: VecDeque::with_capacity(transfers),
-            transfer_sequences: VecDeque::with_capacity(transfers),
-            transfer_links: VecDeque::with_capacity(transfers),
+            transfers: CowDeque::new(),
+            transfer_sequences: CowDeque::new(),
+            transfer_links: CowDeque::new(),
             transfers_base: 0,
-            transfer_index: IdIndex::with_capacity(transfers),
+            transfer_index: IdIndex::new(),
             pending: id_map_with_capacity(0),
             resolved: VecDeque::new(),
             expiry: BTreeMap::new(),
@@ -677,7 +681,7 @@ impl Ledger {
         let mut effects = Effects { sequence, ..Effects::default() };
         let fresh = self.transfer_sequences.iter().rev().take_while(|at| **at == sequence).count();
         let first = self.transfers.len() - fresh;
-        for (offset, transfer) in self.transfers.iter().enumerate().skip(first) {
+        for (offset, transfer) in (first..).zip(self.transfers.iter_from(first)) {
             let number = self.transfers_base + offset as u64;
             effects.transfers.push(StoredTransfer { transfer: *transfer, number, sequence });
         }
@@ -695,7 +699,7 @@ impl Ledger {
         }
         let rows = self.history_rows.iter().rev().take_while(|row| row.sequence == sequence).count();
         let first = self.history_rows.len() - rows;
-        for (offset, row) in self.history_rows.iter().enumerate().skip(first) {
+        for (offset, row) in (first..).zip(self.history_rows.iter_from(first)) {
             let number = self.history_base + offset as u64;
             let balance = row.account_balance();
             let account_id = self.accounts[row.account as usize].id;
