@@ -55,10 +55,6 @@ impl<T: Copy> CowDeque<T> {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     #[inline]
     pub fn push_back(&mut self, item: T) {
         if self.tail.len() == Self::CHUNK {

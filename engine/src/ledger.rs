@@ -617,7 +617,7 @@ impl Ledger {
                 .wrapping_add(state_hash::account_identity(account))
                 .wrapping_add(state_hash::account_balances(account));
         }
-        for transfer in &self.transfers {
+        for transfer in self.transfers.iter() {
             sum = sum.wrapping_add(state_hash::transfer(transfer));
         }
         for (id, state) in &self.pending {
