@@ -15,6 +15,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::cow::CowVec;
 use crate::ledger::Ledger;
 
 impl Clone for Ledger {
@@ -124,34 +125,22 @@ impl Clone for Ledger {
             expired_log,
             copy_tracking,
         } = self;
-        // Accounts only grow between batch boundaries (an undo removes only what its own
-        // chain added), so a copy made into the previous copy of the same ledger needs the
-        // accounts changed since then and the ones added; anything else is copied whole.
-        let previous = copy_tracking.copied_from;
-        match source.copy_tracking.changed_since(previous) {
-            Some(changed) if accounts.len() <= source.accounts.len() && account_last.len() == accounts.len() => {
-                for &index in changed {
-                    let index = index as usize;
-                    if index < accounts.len() {
-                        accounts[index] = source.accounts[index];
-                        account_last[index] = source.account_last[index];
-                    }
-                }
-                let known = accounts.len();
-                for (offset, account) in source.accounts[known..].iter().enumerate() {
-                    let index = u32::try_from(known + offset).expect("invariant: fewer than 2^32 accounts");
-                    account_index.insert(account.id, index);
-                }
-                accounts.extend_from_slice(&source.accounts[known..]);
-                account_last.extend_from_slice(&source.account_last[known..]);
+        // The accounts are copy-on-write chunks: the copy shares them. The account index
+        // only grows between batch boundaries (an undo removes only what its own chain
+        // added), so into the previous copy of the same ledger only the accounts added
+        // since are inserted; any other target gets the whole index.
+        let known = copy_tracking.accounts;
+        if source.copy_tracking.is_last_copy(copy_tracking.copied_from) && known <= source.accounts.len() {
+            for (offset, account) in source.accounts.iter_from(known).enumerate() {
+                let index = u32::try_from(known + offset).expect("invariant: fewer than 2^32 accounts");
+                account_index.insert(account.id, index);
             }
-            _ => {
-                accounts.clone_from(&source.accounts);
-                account_index.clone_from(&source.account_index);
-                account_last.clone_from(&source.account_last);
-            }
+        } else {
+            account_index.clone_from(&source.account_index);
         }
-        *copy_tracking = source.copy_tracking.copy_taken();
+        accounts.clone_from(&source.accounts);
+        account_last.clone_from(&source.account_last);
+        *copy_tracking = source.copy_tracking.copy_taken(source.accounts.len());
         history.clone_from(&source.history);
         history_rows.clone_from(&source.history_rows);
         *history_base = source.history_base;
@@ -183,14 +172,18 @@ impl Clone for Ledger {
 }
 
 impl Ledger {
-    /// Drops the chunks this copy shares with the live ledger (the hot transfers, their
-    /// sequences and links, the balance rows, the id index's sorted run), keeping the rest
-    /// (accounts, account index) for the next [`Clone::clone_from`] into it. The checkpoint
+    /// Drops the chunks this copy shares with the live ledger (the accounts and their list
+    /// heads, the hot transfers, their sequences and links, the balance rows, the id
+    /// index's sorted run), keeping the rest (the account index) for the next
+    /// [`Clone::clone_from`] into it. A copy that kept sharing account chunks would make
+    /// the ledger copy each chunk again on its next write. The checkpoint
     /// writer calls it on its own thread when it hands the copy back, so that the chunks
     /// only this copy still held (evicted from the ledger since) are freed there, not in
     /// the next copy on the business-logic thread. The copy is then only fit to be copied
     /// into (`clone_from` overwrites every field).
     pub fn release_shared(&mut self) {
+        self.accounts = CowVec::new();
+        self.account_last = CowVec::new();
         self.transfers.release();
         self.transfer_sequences.release();
         self.transfer_links.release();
@@ -199,28 +192,22 @@ impl Ledger {
     }
 }
 
-/// Which accounts changed since the last checkpoint copy, so that the next copy, made into
-/// that previous copy, copies only them (the stall then follows the accounts touched
-/// between checkpoints, not the accounts held).
+/// Which copy of which ledger a copy is, so that the next copy made into it adds only
+/// the accounts created since to its account index (the one part not shared).
 ///
 /// `copies` counts the copies taken of this ledger; it is atomic because a copy is taken
-/// through `&Ledger` (`Clone`). The business-logic thread marks an account on each change
-/// (`changed`): a bit in `marked` (an eighth of a byte per account, which stays in the
-/// cache) keeps each account once in `changed` per period between copies. The first mark
-/// after a copy starts a new period. A copy remembers which ledger and which copy it is
-/// (`copied_from`); `changed_since` answers only for the copy taken last, so any other
-/// target (a fresh ledger, an older copy, another ledger's copy, a `clone`) gets a full
-/// copy.
+/// through `&Ledger` (`Clone`). A copy remembers which ledger and which copy it is
+/// (`copied_from`) and how many accounts it holds; only a copy into the copy taken last
+/// is incremental, so any other target (a fresh ledger, an older copy, another ledger's
+/// copy, a `clone`) gets the whole index.
 pub(crate) struct CopyTracking {
     /// This ledger's identity among all ledgers of the process.
     lineage: u64,
     copies: AtomicU64,
-    /// The value of `copies` when `changed` was last emptied.
-    period: u64,
-    marked: Vec<u64>,
-    changed: Vec<u32>,
     /// For a copy: the lineage of the ledger it copies and the copy count it was taken at.
     pub(crate) copied_from: (u64, u64),
+    /// For a copy: the accounts its account index holds.
+    pub(crate) accounts: usize,
 }
 
 static LINEAGES: AtomicU64 = AtomicU64::new(1);
@@ -230,47 +217,22 @@ impl CopyTracking {
         CopyTracking {
             lineage: LINEAGES.fetch_add(1, Ordering::Relaxed),
             copies: AtomicU64::new(0),
-            period: 0,
-            marked: Vec::new(),
-            changed: Vec::new(),
             copied_from: (0, 0),
+            accounts: 0,
         }
     }
 
-    /// Marks account `index` as changed since the last copy.
-    #[inline]
-    pub(crate) fn changed(&mut self, index: u32) {
-        let copies = *self.copies.get_mut();
-        if self.period != copies {
-            self.period = copies;
-            self.changed.clear();
-            self.marked.fill(0);
-        }
-        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
-        if word >= self.marked.len() {
-            self.marked.resize(word + 1, 0);
-        }
-        if self.marked[word] & bit == 0 {
-            self.marked[word] |= bit;
-            self.changed.push(index);
-        }
-    }
-
-    /// The accounts changed since the copy `copied_from` names, if that is the last copy
-    /// taken of this ledger; `None` otherwise (copy everything).
-    pub(crate) fn changed_since(&self, copied_from: (u64, u64)) -> Option<&[u32]> {
+    /// Whether `copied_from` names the copy of this ledger taken last.
+    pub(crate) fn is_last_copy(&self, copied_from: (u64, u64)) -> bool {
         let copies = self.copies.load(Ordering::Relaxed);
-        if copied_from != (self.lineage, copies) || copies == 0 {
-            return None;
-        }
-        Some(if self.period == copies { &self.changed } else { &[] })
+        copies != 0 && copied_from == (self.lineage, copies)
     }
 
-    /// Counts a copy of this ledger and returns the tracking the copy gets: its own
-    /// lineage, and which copy it is.
-    pub(crate) fn copy_taken(&self) -> CopyTracking {
+    /// Counts a copy of this ledger, holding `accounts` accounts, and returns the tracking
+    /// the copy gets: its own lineage, and which copy it is.
+    pub(crate) fn copy_taken(&self, accounts: usize) -> CopyTracking {
         let copies = self.copies.fetch_add(1, Ordering::Relaxed) + 1;
-        CopyTracking { copied_from: (self.lineage, copies), ..CopyTracking::new() }
+        CopyTracking { copied_from: (self.lineage, copies), accounts, ..CopyTracking::new() }
     }
 }
 
@@ -343,6 +305,7 @@ mod tests {
         spare.release_shared();
         spare.clone_from(&ledger);
         assert!(fresh.transfers.shared_chunks() > 0 && fresh.transfer_sequences.shared_chunks() > 0);
+        assert!(fresh.accounts.shared_chunks() > 0 && spare.account_last.shared_chunks() > 0);
         // Chains taken back right after the copy, then the window moves past everything the
         // copy holds (the take-back into a chunk a copy shares is `cow.rs`'s own test).
         apply(&mut ledger, &mut sequence, 0, 3);

@@ -248,6 +248,126 @@ impl<T: Copy + PartialEq> PartialEq for CowDeque<T> {
     }
 }
 
+/// A vector whose copy shares its chunks: every write into a chunk a copy still shares
+/// copies that chunk first (`Arc::make_mut`), so a copy never sees a later change. Unlike
+/// [`CowDeque`], any item may be written, so each write pays one atomic check of the
+/// chunk's reference count; the copy clones one pointer per chunk.
+pub(crate) struct CowVec<T> {
+    /// Full chunks of `CHUNK` items, the last one possibly partly filled.
+    chunks: Vec<Arc<Vec<T>>>,
+    len: usize,
+}
+
+impl<T: Copy> CowVec<T> {
+    const CHUNK: usize = chunk_items(size_of::<T>()) / ACCOUNT_CHUNK_DIVISOR;
+
+    pub fn new() -> CowVec<T> {
+        CowVec { chunks: Vec::new(), len: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn push(&mut self, item: T) {
+        if self.len.is_multiple_of(Self::CHUNK) {
+            self.chunks.push(Arc::new(Vec::with_capacity(Self::CHUNK)));
+        }
+        let last = self.chunks.last_mut().expect("invariant: a chunk with room");
+        Arc::make_mut(last).push(item);
+        self.len += 1;
+    }
+
+    pub fn pop(&mut self) -> Option<T> {
+        let last = self.chunks.last_mut()?;
+        let item = Arc::make_mut(last).pop();
+        if last.is_empty() {
+            self.chunks.pop();
+        }
+        self.len -= 1;
+        item
+    }
+
+    #[inline]
+    pub fn get(&self, index: usize) -> Option<&T> {
+        if index >= self.len {
+            return None;
+        }
+        Some(&self.chunks[index / Self::CHUNK][index % Self::CHUNK])
+    }
+
+    /// The item at `index`, its chunk copied first if a copy shares it.
+    #[inline]
+    pub fn get_mut(&mut self, index: usize) -> &mut T {
+        assert!(index < self.len, "invariant: index within the vector");
+        &mut Arc::make_mut(&mut self.chunks[index / Self::CHUNK])[index % Self::CHUNK]
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &T> + '_ {
+        self.chunks.iter().flat_map(|chunk| chunk.iter())
+    }
+
+    /// The items from `start` on.
+    pub fn iter_from(&self, start: usize) -> impl Iterator<Item = &T> + '_ {
+        (start..self.len).filter_map(move |index| self.get(index))
+    }
+
+    /// The chunks this vector shares with a copy (for tests).
+    #[cfg(test)]
+    pub fn shared_chunks(&self) -> usize {
+        self.chunks.iter().filter(|chunk| Arc::strong_count(chunk) > 1).count()
+    }
+}
+
+/// Account chunks are smaller than the queues' (16 KiB of 128-byte accounts): a write
+/// after a checkpoint copies the whole chunk it lands in.
+const ACCOUNT_CHUNK_DIVISOR: usize = 8;
+
+impl<T: Copy> Default for CowVec<T> {
+    fn default() -> Self {
+        CowVec::new()
+    }
+}
+
+impl<T: Copy> std::ops::Index<usize> for CowVec<T> {
+    type Output = T;
+
+    #[inline]
+    fn index(&self, index: usize) -> &T {
+        self.get(index).expect("invariant: index within the vector")
+    }
+}
+
+impl<T: Copy> std::ops::IndexMut<usize> for CowVec<T> {
+    #[inline]
+    fn index_mut(&mut self, index: usize) -> &mut T {
+        self.get_mut(index)
+    }
+}
+
+impl<T: Copy> Clone for CowVec<T> {
+    fn clone(&self) -> CowVec<T> {
+        CowVec { chunks: self.chunks.clone(), len: self.len }
+    }
+
+    fn clone_from(&mut self, source: &CowVec<T>) {
+        self.chunks.clone_from(&source.chunks);
+        self.len = source.len;
+    }
+}
+
+impl<T: Copy + std::fmt::Debug> std::fmt::Debug for CowVec<T> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<T: Copy + PartialEq> PartialEq for CowVec<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;

@@ -12,7 +12,7 @@ use tally_codecs::wire::EVENTS_PER_REQUEST_MAX;
 use tally_codecs::{Account, LimitProfile, Transfer};
 
 use crate::cold::ColdFacts;
-use crate::cow::CowDeque;
+use crate::cow::{CowDeque, CowVec};
 use crate::id_index::IdIndex;
 use crate::id_map::{IdMap, id_map_with_capacity};
 use crate::id_table::AccountIndex;
@@ -130,12 +130,14 @@ pub const HOT_WINDOW_DEFAULT: u64 = 256;
 /// in the history store; what a decision needs from it arrives as [`ColdFacts`].
 /// `Clone` (in `copy.rs`) is the checkpoint's copy (see `pipeline::checkpoint`).
 pub struct Ledger {
-    pub(crate) accounts: Vec<Account>,
+    /// Copy-on-write chunks (`cow.rs`): a checkpoint's copy shares them, and the first
+    /// write into a chunk after a copy copies that chunk.
+    pub(crate) accounts: CowVec<Account>,
     pub(crate) account_index: AccountIndex,
     /// Per account, the number of its newest transfer ([`NO_TRANSFER`] if none): the head
     /// of a list threaded backwards through `transfer_links`. A number below
     /// `transfers_base` has left the hot window and ends the list.
-    pub(crate) account_last: Vec<u64>,
+    pub(crate) account_last: CowVec<u64>,
     /// Balance history rows still hot, per account created with the `history` flag (their
     /// row numbers), and all of them in commit order.
     pub(crate) history: IdMap<u32, VecDeque<u64>>,
@@ -214,15 +216,14 @@ impl Ledger {
         let _ = transfers;
         let mut ledger = Ledger::with_capacity_untouched(accounts);
         ledger.account_index.clear();
-        prefault_vec(&mut ledger.accounts);
         ledger
     }
 
     fn with_capacity_untouched(accounts: usize) -> Ledger {
         Ledger {
-            accounts: Vec::with_capacity(accounts),
+            accounts: CowVec::new(),
             account_index: AccountIndex::with_capacity(accounts),
-            account_last: Vec::with_capacity(accounts),
+            account_last: CowVec::new(),
             history: id_map_with_capacity(0),
             history_rows: CowDeque::new(),
             history_base: 0,
@@ -425,7 +426,6 @@ impl Ledger {
 
     /// Replaces an account's balances and flags (its only mutable parts).
     pub(crate) fn set_account(&mut self, index: u32, balances: Balances, flags: u16) {
-        self.copy_tracking.changed(index);
         let account = &mut self.accounts[index as usize];
         let before = Balances::of(account);
         let flags_before = account.flags;
@@ -452,8 +452,6 @@ impl Ledger {
         self.transfer_index.insert(transfer.id, number);
         self.transfers.push_back(transfer);
         self.transfer_sequences.push_back(self.sequence);
-        self.copy_tracking.changed(debit);
-        self.copy_tracking.changed(credit);
         let previous_debit = std::mem::replace(&mut self.account_last[debit as usize], number);
         let previous_credit = std::mem::replace(&mut self.account_last[credit as usize], number);
         self.transfer_links.push_back(TransferLinks { debit, credit, previous_debit, previous_credit });
@@ -466,8 +464,6 @@ impl Ledger {
         self.transfer_sequences.pop_back();
         let links = self.transfer_links.pop_back().expect("invariant: one link entry per hot transfer");
         debug_assert_eq!(self.account_last[links.credit as usize], self.next_transfer_number());
-        self.copy_tracking.changed(links.debit);
-        self.copy_tracking.changed(links.credit);
         self.account_last[links.credit as usize] = links.previous_credit;
         self.account_last[links.debit as usize] = links.previous_debit;
         if let Some(state) = self.pending.remove(&transfer.id) {
@@ -612,7 +608,7 @@ impl Ledger {
     /// evicted (kept as a running sum); equal to [`Ledger::state_hash`] by invariant.
     pub fn recompute_state_hash(&self) -> u128 {
         let mut sum = self.evicted_sum;
-        for account in &self.accounts {
+        for account in self.accounts.iter() {
             sum = sum
                 .wrapping_add(state_hash::account_identity(account))
                 .wrapping_add(state_hash::account_balances(account));
@@ -665,12 +661,6 @@ fn window_horizon(window_seconds_max: u32) -> u64 {
     (u64::from(window_seconds_max) * 2 + 1).saturating_mul(crate::limits::NANOSECONDS_PER_SECOND)
 }
 
-/// Writes zeros over a vector's spare capacity so that its pages are resident.
-fn prefault_vec<T: bytemuck::Zeroable>(vec: &mut Vec<T>) {
-    for slot in vec.spare_capacity_mut() {
-        slot.write(T::zeroed());
-    }
-}
 
 impl Ledger {
     /// What the input at the current sequence committed (for the history stage). Call
