@@ -114,7 +114,8 @@ impl<T: Copy> CowDeque<T> {
         if self.tail.is_empty() {
             // The newest item is in the last full chunk: it becomes the last chunk again,
             // copied first if a copy of the queue still shares it.
-            let last = self.sealed.pop_back().expect("invariant: a non-empty queue with an empty tail has a full chunk");
+            let last =
+                self.sealed.pop_back().expect("invariant: a non-empty queue with an empty tail has a full chunk");
             let mut chunk = Arc::try_unwrap(last).unwrap_or_else(|shared| shared.as_ref().clone());
             chunk.reserve_exact(Self::CHUNK.saturating_sub(chunk.len()));
             self.tail = chunk;

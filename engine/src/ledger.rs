@@ -661,7 +661,6 @@ fn window_horizon(window_seconds_max: u32) -> u64 {
     (u64::from(window_seconds_max) * 2 + 1).saturating_mul(crate::limits::NANOSECONDS_PER_SECOND)
 }
 
-
 impl Ledger {
     /// What the input at the current sequence committed (for the history stage). Call
     /// right after applying it, before the next input begins.
