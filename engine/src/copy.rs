@@ -6,11 +6,16 @@
 //! vectors and maps already have the room (the previous checkpoint's copy, handed back by
 //! the writer), which leaves only the copying.
 //!
+//! The hot transfers (and their sequences, links, balance rows and the id index's sorted
+//! run) are copy-on-write chunks (`cow.rs`): their copy clones one pointer per full chunk
+//! and copies only the last, partly filled one, so it no longer grows with the window.
+//!
 //! Both functions name every field (a destructuring pattern), so a field added to
 //! [`Ledger`] without being copied here does not compile.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::cow::CowVec;
 use crate::ledger::Ledger;
 
 impl Clone for Ledger {
@@ -120,34 +125,22 @@ impl Clone for Ledger {
             expired_log,
             copy_tracking,
         } = self;
-        // Accounts only grow between batch boundaries (an undo removes only what its own
-        // chain added), so a copy made into the previous copy of the same ledger needs the
-        // accounts changed since then and the ones added; anything else is copied whole.
-        let previous = copy_tracking.copied_from;
-        match source.copy_tracking.changed_since(previous) {
-            Some(changed) if accounts.len() <= source.accounts.len() && account_last.len() == accounts.len() => {
-                for &index in changed {
-                    let index = index as usize;
-                    if index < accounts.len() {
-                        accounts[index] = source.accounts[index];
-                        account_last[index] = source.account_last[index];
-                    }
-                }
-                let known = accounts.len();
-                for (offset, account) in source.accounts[known..].iter().enumerate() {
-                    let index = u32::try_from(known + offset).expect("invariant: fewer than 2^32 accounts");
-                    account_index.insert(account.id, index);
-                }
-                accounts.extend_from_slice(&source.accounts[known..]);
-                account_last.extend_from_slice(&source.account_last[known..]);
+        // The accounts are copy-on-write chunks: the copy shares them. The account index
+        // only grows between batch boundaries (an undo removes only what its own chain
+        // added), so into the previous copy of the same ledger only the accounts added
+        // since are inserted; any other target gets the whole index.
+        let known = copy_tracking.accounts;
+        if source.copy_tracking.is_last_copy(copy_tracking.copied_from) && known <= source.accounts.len() {
+            for (offset, account) in source.accounts.iter_from(known).enumerate() {
+                let index = u32::try_from(known + offset).expect("invariant: fewer than 2^32 accounts");
+                account_index.insert(account.id, index);
             }
-            _ => {
-                accounts.clone_from(&source.accounts);
-                account_index.clone_from(&source.account_index);
-                account_last.clone_from(&source.account_last);
-            }
+        } else {
+            account_index.clone_from(&source.account_index);
         }
-        *copy_tracking = source.copy_tracking.copy_taken();
+        accounts.clone_from(&source.accounts);
+        account_last.clone_from(&source.account_last);
+        *copy_tracking = source.copy_tracking.copy_taken(source.accounts.len());
         history.clone_from(&source.history);
         history_rows.clone_from(&source.history_rows);
         *history_base = source.history_base;
@@ -178,28 +171,43 @@ impl Clone for Ledger {
     }
 }
 
-/// Which accounts changed since the last checkpoint copy, so that the next copy, made into
-/// that previous copy, copies only them (the stall then follows the accounts touched
-/// between checkpoints, not the accounts held).
+impl Ledger {
+    /// Drops the chunks this copy shares with the live ledger (the accounts and their list
+    /// heads, the hot transfers, their sequences and links, the balance rows, the id
+    /// index's sorted run), keeping the rest (the account index) for the next
+    /// [`Clone::clone_from`] into it. A copy that kept sharing account chunks would make
+    /// the ledger copy each chunk again on its next write. The checkpoint
+    /// writer calls it on its own thread when it hands the copy back, so that the chunks
+    /// only this copy still held (evicted from the ledger since) are freed there, not in
+    /// the next copy on the business-logic thread. The copy is then only fit to be copied
+    /// into (`clone_from` overwrites every field).
+    pub fn release_shared(&mut self) {
+        self.accounts = CowVec::new();
+        self.account_last = CowVec::new();
+        self.transfers.release();
+        self.transfer_sequences.release();
+        self.transfer_links.release();
+        self.history_rows.release();
+        self.transfer_index.release();
+    }
+}
+
+/// Which copy of which ledger a copy is, so that the next copy made into it adds only
+/// the accounts created since to its account index (the one part not shared).
 ///
 /// `copies` counts the copies taken of this ledger; it is atomic because a copy is taken
-/// through `&Ledger` (`Clone`). The business-logic thread marks an account on each change
-/// (`changed`): a bit in `marked` (an eighth of a byte per account, which stays in the
-/// cache) keeps each account once in `changed` per period between copies. The first mark
-/// after a copy starts a new period. A copy remembers which ledger and which copy it is
-/// (`copied_from`); `changed_since` answers only for the copy taken last, so any other
-/// target (a fresh ledger, an older copy, another ledger's copy, a `clone`) gets a full
-/// copy.
+/// through `&Ledger` (`Clone`). A copy remembers which ledger and which copy it is
+/// (`copied_from`) and how many accounts it holds; only a copy into the copy taken last
+/// is incremental, so any other target (a fresh ledger, an older copy, another ledger's
+/// copy, a `clone`) gets the whole index.
 pub(crate) struct CopyTracking {
     /// This ledger's identity among all ledgers of the process.
     lineage: u64,
     copies: AtomicU64,
-    /// The value of `copies` when `changed` was last emptied.
-    period: u64,
-    marked: Vec<u64>,
-    changed: Vec<u32>,
     /// For a copy: the lineage of the ledger it copies and the copy count it was taken at.
     pub(crate) copied_from: (u64, u64),
+    /// For a copy: the accounts its account index holds.
+    pub(crate) accounts: usize,
 }
 
 static LINEAGES: AtomicU64 = AtomicU64::new(1);
@@ -209,47 +217,22 @@ impl CopyTracking {
         CopyTracking {
             lineage: LINEAGES.fetch_add(1, Ordering::Relaxed),
             copies: AtomicU64::new(0),
-            period: 0,
-            marked: Vec::new(),
-            changed: Vec::new(),
             copied_from: (0, 0),
+            accounts: 0,
         }
     }
 
-    /// Marks account `index` as changed since the last copy.
-    #[inline]
-    pub(crate) fn changed(&mut self, index: u32) {
-        let copies = *self.copies.get_mut();
-        if self.period != copies {
-            self.period = copies;
-            self.changed.clear();
-            self.marked.fill(0);
-        }
-        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
-        if word >= self.marked.len() {
-            self.marked.resize(word + 1, 0);
-        }
-        if self.marked[word] & bit == 0 {
-            self.marked[word] |= bit;
-            self.changed.push(index);
-        }
-    }
-
-    /// The accounts changed since the copy `copied_from` names, if that is the last copy
-    /// taken of this ledger; `None` otherwise (copy everything).
-    pub(crate) fn changed_since(&self, copied_from: (u64, u64)) -> Option<&[u32]> {
+    /// Whether `copied_from` names the copy of this ledger taken last.
+    pub(crate) fn is_last_copy(&self, copied_from: (u64, u64)) -> bool {
         let copies = self.copies.load(Ordering::Relaxed);
-        if copied_from != (self.lineage, copies) || copies == 0 {
-            return None;
-        }
-        Some(if self.period == copies { &self.changed } else { &[] })
+        copies != 0 && copied_from == (self.lineage, copies)
     }
 
-    /// Counts a copy of this ledger and returns the tracking the copy gets: its own
-    /// lineage, and which copy it is.
-    pub(crate) fn copy_taken(&self) -> CopyTracking {
+    /// Counts a copy of this ledger, holding `accounts` accounts, and returns the tracking
+    /// the copy gets: its own lineage, and which copy it is.
+    pub(crate) fn copy_taken(&self, accounts: usize) -> CopyTracking {
         let copies = self.copies.fetch_add(1, Ordering::Relaxed) + 1;
-        CopyTracking { copied_from: (self.lineage, copies), ..CopyTracking::new() }
+        CopyTracking { copied_from: (self.lineage, copies), accounts, ..CopyTracking::new() }
     }
 }
 
@@ -274,6 +257,71 @@ mod tests {
             code: 1,
             flags,
             ..Transfer::default()
+        }
+    }
+
+    /// The copy-on-write property at the ledger's level: a copy (fresh, and into a spare
+    /// that was handed back) keeps the state it was taken with while the ledger goes on:
+    /// more transfers, failed linked chains (transfers taken back), and eviction of
+    /// everything the copy holds. Enough
+    /// transfers to fill several chunks of every queue (16 384 sequences to a chunk).
+    #[test]
+    fn a_copy_keeps_the_state_it_was_taken_with_while_the_ledger_goes_on() {
+        let mut ledger = Ledger::new();
+        ledger.set_hot_window(4);
+        let mut results = Vec::new();
+        let accounts: Vec<Account> = (1..=50).map(account).collect();
+        ledger.begin_input(1, Default::default());
+        ledger.create_accounts(1, &accounts, &mut results);
+        ledger.end_input();
+        let mut next_id = 1_000u128;
+        let mut sequence = 1u64;
+        let mut apply = |ledger: &mut Ledger, sequence: &mut u64, transfers: usize, failing_chains: usize| {
+            *sequence += 1;
+            ledger.begin_input(*sequence, Default::default());
+            let mut batch = Vec::new();
+            for step in 0..transfers {
+                next_id += 1;
+                let debit = 1 + (next_id % 50);
+                batch.push(transfer(next_id, debit, 1 + (debit % 50), 1 + (step as u128 % 7), 0));
+            }
+            for _ in 0..failing_chains {
+                // The second event names no account: the first one is taken back.
+                next_id += 2;
+                batch.push(transfer(next_id - 1, 3, 4, 5, transfer_flags::LINKED));
+                batch.push(transfer(next_id, 3, 999_999, 5, 0));
+            }
+            ledger.create_transfers(*sequence * 1_000_000, &batch, &mut results);
+            ledger.end_input();
+        };
+        for _ in 0..5 {
+            apply(&mut ledger, &mut sequence, 8_000, 0);
+        }
+        let hash = ledger.state_hash();
+        let transfers: Vec<Transfer> = ledger.transfers.iter().copied().collect();
+        let sequences: Vec<u64> = ledger.transfer_sequences.iter().copied().collect();
+        let fresh = ledger.clone();
+        let mut spare = ledger.clone();
+        spare.release_shared();
+        spare.clone_from(&ledger);
+        assert!(fresh.transfers.shared_chunks() > 0 && fresh.transfer_sequences.shared_chunks() > 0);
+        assert!(fresh.accounts.shared_chunks() > 0 && spare.account_last.shared_chunks() > 0);
+        // Chains taken back right after the copy, then the window moves past everything the
+        // copy holds (the take-back into a chunk a copy shares is `cow.rs`'s own test).
+        apply(&mut ledger, &mut sequence, 0, 3);
+        for _ in 0..8 {
+            apply(&mut ledger, &mut sequence, 8_000, 2);
+        }
+        assert_ne!(ledger.state_hash(), hash);
+        assert!(ledger.transfers.iter().all(|transfer| !transfers.contains(transfer)), "all evicted");
+        for (name, copy) in [("clone", &fresh), ("clone_from", &spare)] {
+            assert_eq!(copy.state_hash(), hash, "{name}");
+            assert_eq!(copy.recompute_state_hash(), hash, "{name}: the copy's contents changed");
+            assert!(copy.transfers.iter().eq(transfers.iter()), "{name}");
+            assert!(copy.transfer_sequences.iter().eq(sequences.iter()), "{name}");
+            for transfer in &transfers {
+                assert!(copy.transfer_index.contains(transfer.id), "{name}: {}", transfer.id);
+            }
         }
     }
 

@@ -11,17 +11,18 @@
 //! time an id arrives out of order, so that it does not grow (rehash millions of ids) in
 //! the middle of a batch while the window fills.
 
-use std::collections::VecDeque;
-
+use crate::cow::CowDeque;
 use crate::id_table::IdTable;
 
 /// Maps the ids of the hot transfers to their commit numbers. The oldest leave first
 /// (eviction), the newest may be taken back (a failed linked chain).
 pub(crate) struct IdIndex {
     /// Ids that were larger than every earlier id when inserted: sorted by construction.
-    ascending_ids: VecDeque<u128>,
+    /// Copy-on-write chunks (`cow.rs`), like the hot transfers, so a checkpoint's copy
+    /// shares them.
+    ascending_ids: CowDeque<u128>,
     /// The number of each id in `ascending_ids`, at the same position.
-    ascending_slots: VecDeque<u64>,
+    ascending_slots: CowDeque<u64>,
     /// Every other id.
     others: IdTable<u64>,
     /// How many ids `others` gets room for when the first one arrives: the hot window's
@@ -56,10 +57,10 @@ impl Clone for IdIndex {
 }
 
 impl IdIndex {
-    pub fn with_capacity(capacity: usize) -> IdIndex {
+    pub fn new() -> IdIndex {
         IdIndex {
-            ascending_ids: VecDeque::with_capacity(capacity),
-            ascending_slots: VecDeque::with_capacity(capacity),
+            ascending_ids: CowDeque::new(),
+            ascending_slots: CowDeque::new(),
             others: IdTable::with_capacity(0),
             others_expected: 0,
             largest: None,
@@ -74,6 +75,13 @@ impl IdIndex {
         if !self.others.is_empty() {
             self.others.reserve(ids);
         }
+    }
+
+    /// Empties the sorted run's chunks (see [`crate::cow::CowDeque::release`]); the index
+    /// is then only fit to be copied into.
+    pub fn release(&mut self) {
+        self.ascending_ids.release();
+        self.ascending_slots.release();
     }
 
     #[inline]
@@ -149,17 +157,6 @@ impl IdIndex {
             debug_assert!(removed.is_some());
         }
     }
-
-    /// Touches the reserved memory of the sorted run so that appending to it never page
-    /// faults on the hot path.
-    pub fn prefault(&mut self) {
-        let capacity = self.ascending_ids.capacity();
-        self.ascending_ids.resize(capacity, 0);
-        self.ascending_ids.clear();
-        let capacity = self.ascending_slots.capacity();
-        self.ascending_slots.resize(capacity, 0);
-        self.ascending_slots.clear();
-    }
 }
 
 #[cfg(test)]
@@ -168,7 +165,7 @@ mod tests {
 
     #[test]
     fn any_id_order_finds_every_id_and_nothing_else() {
-        let mut index = IdIndex::with_capacity(0);
+        let mut index = IdIndex::new();
         let ids = [10u128, 20, 15, 30, 5, u128::MAX - 1, 25];
         for (slot, id) in ids.iter().enumerate() {
             assert_eq!(index.get(*id), None);
@@ -191,7 +188,7 @@ mod tests {
     /// once, if it holds ids already), so that filling the hot window never grows it.
     #[test]
     fn the_out_of_order_table_is_sized_for_the_window_at_its_first_id() {
-        let mut index = IdIndex::with_capacity(0);
+        let mut index = IdIndex::new();
         index.expect(5_000);
         index.insert(1_000_000, 0);
         assert!(index.others.capacity() < 5_000, "nothing out of order yet, nothing reserved");
@@ -210,7 +207,7 @@ mod tests {
 
     #[test]
     fn evicting_the_oldest_forgets_exactly_them() {
-        let mut index = IdIndex::with_capacity(0);
+        let mut index = IdIndex::new();
         let ids = [10u128, 20, 15, 30, 5];
         for (slot, id) in ids.iter().enumerate() {
             index.insert(*id, slot as u64);

@@ -12,6 +12,7 @@ use tally_codecs::wire::EVENTS_PER_REQUEST_MAX;
 use tally_codecs::{Account, LimitProfile, Transfer};
 
 use crate::cold::ColdFacts;
+use crate::cow::{CowDeque, CowVec};
 use crate::id_index::IdIndex;
 use crate::id_map::{IdMap, id_map_with_capacity};
 use crate::id_table::AccountIndex;
@@ -129,24 +130,28 @@ pub const HOT_WINDOW_DEFAULT: u64 = 256;
 /// in the history store; what a decision needs from it arrives as [`ColdFacts`].
 /// `Clone` (in `copy.rs`) is the checkpoint's copy (see `pipeline::checkpoint`).
 pub struct Ledger {
-    pub(crate) accounts: Vec<Account>,
+    /// Copy-on-write chunks (`cow.rs`): a checkpoint's copy shares them, and the first
+    /// write into a chunk after a copy copies that chunk.
+    pub(crate) accounts: CowVec<Account>,
     pub(crate) account_index: AccountIndex,
     /// Per account, the number of its newest transfer ([`NO_TRANSFER`] if none): the head
     /// of a list threaded backwards through `transfer_links`. A number below
     /// `transfers_base` has left the hot window and ends the list.
-    pub(crate) account_last: Vec<u64>,
+    pub(crate) account_last: CowVec<u64>,
     /// Balance history rows still hot, per account created with the `history` flag (their
     /// row numbers), and all of them in commit order.
     pub(crate) history: IdMap<u32, VecDeque<u64>>,
-    pub(crate) history_rows: VecDeque<HistoryRow>,
+    pub(crate) history_rows: CowDeque<HistoryRow>,
     pub(crate) history_base: u64,
     /// Hot transfers in commit order, with the sequence of the input that committed each;
     /// `transfers_base` is the number of the first.
-    pub(crate) transfers: VecDeque<Transfer>,
-    pub(crate) transfer_sequences: VecDeque<u64>,
+    /// These three queues and the id index's sorted run are copy-on-write chunks
+    /// (`cow.rs`): a checkpoint's copy shares their full chunks.
+    pub(crate) transfers: CowDeque<Transfer>,
+    pub(crate) transfer_sequences: CowDeque<u64>,
     /// Each hot transfer's accounts and, per side, the account's previous transfer, at the
     /// same position as the transfer (see [`TransferLinks`]).
-    pub(crate) transfer_links: VecDeque<TransferLinks>,
+    pub(crate) transfer_links: CowDeque<TransferLinks>,
     pub(crate) transfers_base: u64,
     pub(crate) transfer_index: IdIndex,
     pub(crate) pending: IdMap<u128, PendingState>,
@@ -200,33 +205,33 @@ impl Default for Ledger {
 impl Ledger {
     /// An empty ledger that never evicts (everything stays hot): for tests and tools.
     pub fn new() -> Ledger {
-        Ledger::with_capacity_untouched(0, 0)
+        Ledger::with_capacity_untouched(0)
     }
 
-    /// Reserves room up front, and touches it, so that neither growing an index nor the
-    /// first write to a fresh page (a page fault, ~1 µs) lands on the hot path. Costs time
-    /// and resident memory proportional to the capacities at start.
+    /// Reserves room for the accounts up front, and touches it, so that neither growing
+    /// the account index nor the first write to a fresh page (a page fault, ~1 µs) lands
+    /// on the hot path. The hot transfers grow a chunk at a time (`cow.rs`), so there is
+    /// nothing to reserve for them; `transfers` is kept for the callers' sake.
     pub fn with_capacity(accounts: usize, transfers: usize) -> Ledger {
-        let mut ledger = Ledger::with_capacity_untouched(accounts, transfers);
+        let _ = transfers;
+        let mut ledger = Ledger::with_capacity_untouched(accounts);
         ledger.account_index.clear();
-        ledger.transfer_index.prefault();
-        prefault_vec(&mut ledger.accounts);
         ledger
     }
 
-    fn with_capacity_untouched(accounts: usize, transfers: usize) -> Ledger {
+    fn with_capacity_untouched(accounts: usize) -> Ledger {
         Ledger {
-            accounts: Vec::with_capacity(accounts),
+            accounts: CowVec::new(),
             account_index: AccountIndex::with_capacity(accounts),
-            account_last: Vec::with_capacity(accounts),
+            account_last: CowVec::new(),
             history: id_map_with_capacity(0),
-            history_rows: VecDeque::new(),
+            history_rows: CowDeque::new(),
             history_base: 0,
-            transfers: VecDeque::with_capacity(transfers),
-            transfer_sequences: VecDeque::with_capacity(transfers),
-            transfer_links: VecDeque::with_capacity(transfers),
+            transfers: CowDeque::new(),
+            transfer_sequences: CowDeque::new(),
+            transfer_links: CowDeque::new(),
             transfers_base: 0,
-            transfer_index: IdIndex::with_capacity(transfers),
+            transfer_index: IdIndex::new(),
             pending: id_map_with_capacity(0),
             resolved: VecDeque::new(),
             expiry: BTreeMap::new(),
@@ -421,7 +426,6 @@ impl Ledger {
 
     /// Replaces an account's balances and flags (its only mutable parts).
     pub(crate) fn set_account(&mut self, index: u32, balances: Balances, flags: u16) {
-        self.copy_tracking.changed(index);
         let account = &mut self.accounts[index as usize];
         let before = Balances::of(account);
         let flags_before = account.flags;
@@ -448,8 +452,6 @@ impl Ledger {
         self.transfer_index.insert(transfer.id, number);
         self.transfers.push_back(transfer);
         self.transfer_sequences.push_back(self.sequence);
-        self.copy_tracking.changed(debit);
-        self.copy_tracking.changed(credit);
         let previous_debit = std::mem::replace(&mut self.account_last[debit as usize], number);
         let previous_credit = std::mem::replace(&mut self.account_last[credit as usize], number);
         self.transfer_links.push_back(TransferLinks { debit, credit, previous_debit, previous_credit });
@@ -462,8 +464,6 @@ impl Ledger {
         self.transfer_sequences.pop_back();
         let links = self.transfer_links.pop_back().expect("invariant: one link entry per hot transfer");
         debug_assert_eq!(self.account_last[links.credit as usize], self.next_transfer_number());
-        self.copy_tracking.changed(links.debit);
-        self.copy_tracking.changed(links.credit);
         self.account_last[links.credit as usize] = links.previous_credit;
         self.account_last[links.debit as usize] = links.previous_debit;
         if let Some(state) = self.pending.remove(&transfer.id) {
@@ -608,12 +608,12 @@ impl Ledger {
     /// evicted (kept as a running sum); equal to [`Ledger::state_hash`] by invariant.
     pub fn recompute_state_hash(&self) -> u128 {
         let mut sum = self.evicted_sum;
-        for account in &self.accounts {
+        for account in self.accounts.iter() {
             sum = sum
                 .wrapping_add(state_hash::account_identity(account))
                 .wrapping_add(state_hash::account_balances(account));
         }
-        for transfer in &self.transfers {
+        for transfer in self.transfers.iter() {
             sum = sum.wrapping_add(state_hash::transfer(transfer));
         }
         for (id, state) in &self.pending {
@@ -661,13 +661,6 @@ fn window_horizon(window_seconds_max: u32) -> u64 {
     (u64::from(window_seconds_max) * 2 + 1).saturating_mul(crate::limits::NANOSECONDS_PER_SECOND)
 }
 
-/// Writes zeros over a vector's spare capacity so that its pages are resident.
-fn prefault_vec<T: bytemuck::Zeroable>(vec: &mut Vec<T>) {
-    for slot in vec.spare_capacity_mut() {
-        slot.write(T::zeroed());
-    }
-}
-
 impl Ledger {
     /// What the input at the current sequence committed (for the history stage). Call
     /// right after applying it, before the next input begins.
@@ -677,7 +670,7 @@ impl Ledger {
         let mut effects = Effects { sequence, ..Effects::default() };
         let fresh = self.transfer_sequences.iter().rev().take_while(|at| **at == sequence).count();
         let first = self.transfers.len() - fresh;
-        for (offset, transfer) in self.transfers.iter().enumerate().skip(first) {
+        for (offset, transfer) in (first..).zip(self.transfers.iter_from(first)) {
             let number = self.transfers_base + offset as u64;
             effects.transfers.push(StoredTransfer { transfer: *transfer, number, sequence });
         }
@@ -695,7 +688,7 @@ impl Ledger {
         }
         let rows = self.history_rows.iter().rev().take_while(|row| row.sequence == sequence).count();
         let first = self.history_rows.len() - rows;
-        for (offset, row) in self.history_rows.iter().enumerate().skip(first) {
+        for (offset, row) in (first..).zip(self.history_rows.iter_from(first)) {
             let number = self.history_base + offset as u64;
             let balance = row.account_balance();
             let account_id = self.accounts[row.account as usize].id;

@@ -8,6 +8,7 @@ mod accounts;
 mod batch;
 pub mod cold;
 mod copy;
+mod cow;
 mod id_index;
 mod id_map;
 mod id_table;

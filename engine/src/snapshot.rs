@@ -82,7 +82,7 @@ impl Ledger {
             format_version: SNAPSHOT_FORMAT_VERSION,
             last_timestamp: self.last_timestamp,
             sequence: self.sequence,
-            accounts: bytemuck::cast_slice(&self.accounts).to_vec(),
+            accounts: bytemuck::cast_slice(&self.accounts.iter().copied().collect::<Vec<Account>>()).to_vec(),
             transfers: bytemuck::cast_slice(&transfers).to_vec(),
             transfer_sequences: self.transfer_sequences.iter().copied().collect(),
             transfers_base: self.transfers_base,

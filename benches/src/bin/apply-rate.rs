@@ -77,8 +77,15 @@ fn copy_twice(ledger: &Ledger, fresh: &mut Vec<Duration>, reused: &mut Vec<Durat
             spare.clone_from(ledger);
             reused.push(began.elapsed());
             assert_eq!(spare.state_hash(), hash, "the copy is the state");
+            // What the checkpoint writer does when it hands the copy back (untimed: on
+            // the writer's thread in a node).
+            spare.release_shared();
         }
-        None => *spare = Some(ledger.clone()),
+        None => {
+            let mut copy = ledger.clone();
+            copy.release_shared();
+            *spare = Some(copy);
+        }
     }
 }
 

@@ -87,7 +87,10 @@ impl CheckpointRequests {
     }
 
     /// Hands a copy back once written, for the next one to be made into.
-    pub fn give_back(&self, ledger: Ledger) {
+    pub fn give_back(&self, mut ledger: Ledger) {
+        // The chunks the copy shares with the live ledger are dropped here, on the
+        // writer's thread, not in the next copy on the business-logic thread.
+        ledger.release_shared();
         // The slot holds at most the one copy in circulation; if the business-logic thread
         // is gone, nobody needs it.
         let _ = self.spares.try_send(ledger);
