@@ -57,7 +57,10 @@ pub struct Checker {
 }
 
 fn matches(log: &[Held], acked: &Acked) -> bool {
-    usize::try_from(acked.sequence - 1).ok().and_then(|index| log.get(index)).is_some_and(|held| held.chain == acked.held.chain)
+    usize::try_from(acked.sequence - 1)
+        .ok()
+        .and_then(|index| log.get(index))
+        .is_some_and(|held| held.chain == acked.held.chain)
 }
 
 impl Checker {
@@ -109,9 +112,9 @@ impl Checker {
     /// The node serving the newest epoch any primary reached, if it is running and
     /// serves.
     pub fn current_primary<'a>(&self, nodes: &'a [SimNode]) -> Option<&'a SimNode> {
-        nodes.iter().find(|node| {
-            node.up.as_ref().is_some_and(|up| up.primary_epoch() == Some(self.newest_primary_epoch))
-        })
+        nodes
+            .iter()
+            .find(|node| node.up.as_ref().is_some_and(|up| up.primary_epoch() == Some(self.newest_primary_epoch)))
     }
 
     /// The invariants checked after every step.

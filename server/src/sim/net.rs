@@ -27,8 +27,14 @@ pub enum Answer {
 pub enum Payload {
     /// A replication message, carried in its wire encoding (so the real codec runs).
     Peer(Vec<u8>),
-    Request { request_id: u64, request: Request },
-    Answer { request_id: u64, answer: Answer },
+    Request {
+        request_id: u64,
+        request: Request,
+    },
+    Answer {
+        request_id: u64,
+        answer: Answer,
+    },
 }
 
 impl Payload {
@@ -112,7 +118,13 @@ impl Net {
             };
             self.serial += 1;
             let payload = payload.clone();
-            self.in_flight.push(Envelope { deliver_at: now + delay * 1_000_000, serial: self.serial, from, to, payload });
+            self.in_flight.push(Envelope {
+                deliver_at: now + delay * 1_000_000,
+                serial: self.serial,
+                from,
+                to,
+                payload,
+            });
         }
     }
 

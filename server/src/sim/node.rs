@@ -720,12 +720,7 @@ impl SimNode {
     /// comparing chains where `tally` probes the primary), and follows again.
     pub fn rejoin(&mut self, source: &[Held], ctx: &mut Ctx) -> Result<(), String> {
         let Some(up) = self.up.as_ref() else { return Ok(()) };
-        let common = up
-            .log
-            .iter()
-            .zip(source)
-            .take_while(|(mine, theirs)| mine.chain == theirs.chain)
-            .count() as u64;
+        let common = up.log.iter().zip(source).take_while(|(mine, theirs)| mine.chain == theirs.chain).count() as u64;
         if common == up.last_sequence() {
             return Ok(());
         }

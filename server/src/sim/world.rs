@@ -138,8 +138,7 @@ impl World {
                 Err(error) => problems.push(format!("n{id} did not open: {error}")),
             }
         }
-        let clients =
-            (0..CLIENTS).map(|_| Client { target: 0, outstanding: None, next_request_id: 1 }).collect();
+        let clients = (0..CLIENTS).map(|_| Client { target: 0, outstanding: None, next_request_id: 1 }).collect();
         World {
             config,
             rng: Rng::new(config.seed),
@@ -294,7 +293,8 @@ impl World {
                 client.target = target;
                 let Some(outstanding) = &mut client.outstanding else { continue };
                 outstanding.sent_at = self.now;
-                let payload = Payload::Request { request_id: outstanding.request_id, request: outstanding.request.clone() };
+                let payload =
+                    Payload::Request { request_id: outstanding.request_id, request: outstanding.request.clone() };
                 self.send_from_client(index, target, payload);
                 continue;
             }
