@@ -86,9 +86,9 @@ impl Checker {
                 self.ackers.insert(epoch, acked.node);
             }
         }
-        // Acknowledged in an epoch older than one forced short of the rule: the forced
-        // primary may never have had it.
-        let forfeited = self.forced.iter().any(|&forced| forced > epoch);
+        // Acknowledged in an epoch no newer than one forced short of the rule: the forced
+        // primary may never have had it (and two forced nodes can claim the same epoch).
+        let forfeited = self.forced.iter().any(|&forced| forced >= epoch);
         self.forfeited += u64::from(forfeited);
         self.entries.push(Entry { acked, forfeited });
         Ok(())
@@ -130,7 +130,7 @@ impl Checker {
             if matches(&up.log, &entry.acked) {
                 continue;
             }
-            if self.forced.iter().any(|&forced| forced > entry.acked.epoch) {
+            if self.forced.iter().any(|&forced| forced >= entry.acked.epoch) {
                 entry.forfeited = true;
                 self.forfeited += 1;
                 continue;

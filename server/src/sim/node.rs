@@ -62,6 +62,10 @@ struct StandbyRole {
     follower: Follower,
     checkpoints: Checkpoints,
     primary: Option<usize>,
+    /// The primary accepted this subscription (it sent records or a heartbeat): only
+    /// then are acknowledgements sent, since only then is this log known to be a prefix
+    /// of the primary's.
+    confirmed: bool,
     last_heard: u64,
 }
 
@@ -239,6 +243,7 @@ fn standby(epoch: u32, position: LogPosition, now: u64) -> Role {
         follower: Follower::new(epoch, position),
         checkpoints: Checkpoints::default(),
         primary: None,
+        confirmed: false,
         // Subscribe at the next tick.
         last_heard: now.saturating_sub(SILENCE_NS),
     })
@@ -382,9 +387,10 @@ impl SimNode {
                         ctx.send(me, Addr::Node(standby), Payload::peer(&message));
                     }
                 }
-                // `ask_epochs`: while some peer does not follow, ask every peer its epoch
-                // with an empty fetch (a newer one answers `NewerEpoch`).
-                if primary.subscribers.len() + 1 < SIM_NODES && ctx.rng.per_mille(50) {
+                // `ask_epochs`: ask every peer its epoch with an empty fetch (a newer one
+                // answers `NewerEpoch`). `tally` asks while some peer does not follow; the
+                // simulator does not track live connections, so it asks now and then.
+                if ctx.rng.per_mille(30) {
                     let ask = Message::Fetch { epoch, from: 1, to: 0 };
                     for peer in (0..SIM_NODES).filter(|&peer| peer != id) {
                         ctx.send(me, Addr::Node(peer), Payload::peer(&ask));
@@ -415,8 +421,9 @@ impl SimNode {
                 }
             }
             Role::Standby(standby) => {
-                if let Some(ack) = standby.follower.durable(up.journal.durable_sequence())
+                if standby.confirmed
                     && let Some(primary) = standby.primary
+                    && let Some(ack) = standby.follower.durable(up.journal.durable_sequence())
                 {
                     ctx.send(me, Addr::Node(primary), Payload::peer(&ack));
                 }
@@ -429,6 +436,7 @@ impl SimNode {
                     standby.follower = Follower::new(node_epoch, position_of(&up.journal));
                     standby.checkpoints = Checkpoints::default();
                     standby.primary = Some(target);
+                    standby.confirmed = false;
                     standby.last_heard = ctx.now;
                     let subscribe = standby.follower.subscribe(&name(id));
                     ctx.send(me, Addr::Node(target), Payload::peer(&subscribe));
@@ -690,6 +698,7 @@ impl SimNode {
                 Step::PersistEpoch(new) => self.epoch = self.epoch.max(new),
             }
         }
+        standby.confirmed = true;
         standby.last_heard = ctx.now;
         for record in fresh {
             let held = Held {

@@ -419,10 +419,14 @@ impl World {
         }
         self.operator_at = self.now + 400 * MS;
         let electing = self.nodes.iter().any(|node| node.up.as_ref().is_some_and(|up| up.is_candidate()));
-        if electing || self.checker.current_primary(&self.nodes).is_some() {
+        let serving =
+            self.nodes.iter().filter(|node| node.up.as_ref().is_some_and(|up| up.primary_epoch().is_some())).count();
+        if electing || (serving == 1 && self.checker.current_primary(&self.nodes).is_some()) {
             return;
         }
-        let best = (0..SIM_NODES).filter(|&id| self.nodes[id].up.is_some()).max_by_key(|&id| {
+        // No primary, or two (forced into one epoch): a new election fences them.
+        let standby = |id: &usize| self.nodes[*id].up.as_ref().is_some_and(|up| up.role_name() == "standby");
+        let best = (0..SIM_NODES).filter(standby).max_by_key(|&id| {
             let up = self.nodes[id].up.as_ref().map(|up| up.position());
             up.map(|position| (position.last_epoch, position.last_sequence, std::cmp::Reverse(id)))
         });
