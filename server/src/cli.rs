@@ -34,6 +34,7 @@ mod line_reader;
 mod lines;
 mod reconcile;
 mod replica;
+mod sim;
 mod sink_args;
 
 use std::ffi::OsString;
@@ -97,6 +98,9 @@ enum CliCommand {
     /// PostgreSQL (its balances row and the sum of its postings); print each mismatch.
     /// Exit 0 clean, 1 mismatches, 2 bad arguments, 3 could not compare.
     Reconcile(reconcile::ReconcileArgs),
+    /// Deterministic simulation of a replica set (one thread, virtual clock, seeded
+    /// faults): run `--seeds N` from `--seed S`, or replay `--seed S` exactly.
+    Sim(sim::SimArgs),
 }
 
 #[derive(Args)]
@@ -440,6 +444,7 @@ fn execute(command: CliCommand) -> Result<(), CliError> {
         CliCommand::Drill(args) => drill::drill(&args),
         CliCommand::Bench(args) => bench::bench(&args),
         CliCommand::Reconcile(args) => reconcile::reconcile(&args),
+        CliCommand::Sim(args) => sim::sim(&args),
     }
 }
 

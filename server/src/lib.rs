@@ -6,6 +6,7 @@
 //! - [`gateway`]: the TCP gateway in front of a node.
 //! - [`cli`]: the `tally` command line.
 //! - [`drill`]: `tally drill`, a failover rehearsal over child processes of this binary.
+//! - [`sim`]: `tally sim`, the deterministic simulation of a replica set.
 
 pub mod admin;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod signals;
+pub mod sim;
 pub mod tls;
 
 pub use error::NodeError;

@@ -1,0 +1,154 @@
+//! Deterministic simulation of a replica set (`tally sim`): a primary, two standbys and
+//! clients in one thread, with a virtual clock and one seeded PRNG, so a seed replays
+//! exactly. Each node runs the real ledger, the real journal over the simulated disk of
+//! `tally_journal::sim` and the real replication cores; the network drops, duplicates,
+//! delays and partitions; nodes crash (losing unflushed writes) and restart from their
+//! journal; an operator promotes standbys at random moments. A checker runs after every
+//! step and at the end. What is and is not under simulation: docs/design.md,
+//! "Deterministic simulation".
+
+mod check;
+mod net;
+mod node;
+mod world;
+
+pub use check::Violation;
+pub use world::{Report, World};
+
+/// Nodes in the simulated replica set.
+pub const SIM_NODES: usize = 3;
+/// Standbys the durability policy waits for (`replicated:1`).
+pub const REPLICAS: usize = 1;
+/// Steps of one run unless told otherwise.
+pub const STEPS_DEFAULT: u64 = 2_000;
+
+/// A planted bug (cargo feature `sim-bugs`), to show the checker catches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// The primary answers a client before the input is durable here and on a standby.
+    AckBeforeDurable,
+    /// A standby accepts records from a primary of an older epoch than it promised.
+    AcceptLowerEpoch,
+    /// A candidate becomes primary without waiting for the N − k promises.
+    PromoteWithoutPromises,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 3] = [Bug::AckBeforeDurable, Bug::AcceptLowerEpoch, Bug::PromoteWithoutPromises];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckBeforeDurable => "ack-before-durable",
+            Bug::AcceptLowerEpoch => "accept-lower-epoch",
+            Bug::PromoteWithoutPromises => "promote-without-promises",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|bug| bug.name() == name)
+    }
+}
+
+/// One run's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Steps with faults; the heal phase follows.
+    pub steps: u64,
+    /// The planted bug to switch on; always `None` without the `sim-bugs` feature.
+    pub bug: Option<Bug>,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64, steps: u64) -> SimConfig {
+        SimConfig { seed, steps, bug: None }
+    }
+
+    /// Switches a planted bug on. Only with the `sim-bugs` feature.
+    #[cfg(feature = "sim-bugs")]
+    pub fn with_bug(self, bug: Bug) -> SimConfig {
+        SimConfig { bug: Some(bug), ..self }
+    }
+}
+
+/// Runs one seed to its end (or its first violation).
+pub fn run(config: SimConfig) -> Report {
+    World::new(config).run()
+}
+
+/// The simulation's only source of randomness (xorshift64*, seeded through splitmix64).
+pub struct Rng {
+    state: u64,
+}
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        Rng { state: z | 1 }
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (`n` > 0; 0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    /// Uniform in `low..=high`.
+    pub fn range(&mut self, low: u64, high: u64) -> u64 {
+        low + self.below(high.saturating_sub(low) + 1)
+    }
+
+    /// True with probability `per_mille` / 1000.
+    pub fn per_mille(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+}
+
+/// What a node's handler may do to the world: send, report acknowledgements, promotions,
+/// rejoins and problems. Built by the world for each call.
+pub struct Ctx<'a> {
+    pub now: u64,
+    pub rng: &'a mut Rng,
+    net: &'a mut net::Net,
+    faults: Option<net::NetFaults>,
+    pub report: &'a mut Report,
+    pub acked: &'a mut Vec<node::Acked>,
+    pub promoted: &'a mut Vec<(usize, u32)>,
+    pub rejoin: &'a mut Vec<(usize, usize)>,
+    problems: &'a mut Vec<String>,
+    bug: Option<Bug>,
+}
+
+impl Ctx<'_> {
+    pub fn send(&mut self, from: net::Addr, to: net::Addr, payload: net::Payload) {
+        self.net.send(self.rng, self.now, self.faults, from, to, payload);
+    }
+
+    /// Something the design promises never happens.
+    pub fn violation(&mut self, what: String) {
+        self.problems.push(what);
+    }
+
+    /// Something that is a violation unless an operator forced a promotion short of the
+    /// rule (after which logs may legitimately diverge): then it is counted only.
+    pub fn anomaly(&mut self, what: String) {
+        if self.report.forced_short.is_empty() {
+            self.problems.push(what);
+        } else {
+            self.report.anomalies_after_force += 1;
+        }
+    }
+
+    pub fn bug(&self, bug: Bug) -> bool {
+        self.bug == Some(bug)
+    }
+}

@@ -1,0 +1,169 @@
+//! The simulated network: every message is an envelope with a delivery time. It drops,
+//! duplicates, delays (and so reorders) messages, and cuts links between nodes
+//! (partitions) until they are healed. All of it is driven by the simulation's one PRNG.
+
+use std::collections::BTreeSet;
+
+use tally_codecs::wire::{Reply, Request};
+use tally_replication::{Message, MessageDecoder};
+
+use super::Rng;
+
+/// A party on the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Addr {
+    Node(usize),
+    Client(usize),
+}
+
+/// What a client is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Done(Reply),
+    NotPrimary,
+}
+
+#[derive(Clone, Debug)]
+pub enum Payload {
+    /// A replication message, carried in its wire encoding (so the real codec runs).
+    Peer(Vec<u8>),
+    Request {
+        request_id: u64,
+        request: Request,
+    },
+    Answer {
+        request_id: u64,
+        answer: Answer,
+    },
+}
+
+impl Payload {
+    pub fn peer(message: &Message) -> Payload {
+        let mut bytes = Vec::new();
+        message.encode(&mut bytes);
+        Payload::Peer(bytes)
+    }
+
+    /// A small tag for the trace hash.
+    pub fn tag(&self) -> u64 {
+        match self {
+            Payload::Peer(bytes) => 0x100 | bytes.get(4).copied().map_or(0, u64::from) ^ bytes.len() as u64,
+            Payload::Request { request_id, .. } => 0x200 ^ request_id,
+            Payload::Answer { request_id, .. } => 0x300 ^ request_id,
+        }
+    }
+}
+
+/// Decodes a replication message that travelled as bytes.
+pub fn decode_peer(bytes: &[u8]) -> Result<Message, String> {
+    let mut decoder = MessageDecoder::default();
+    decoder.feed(bytes);
+    match decoder.next_message() {
+        Ok(Some(message)) => Ok(message),
+        Ok(None) => Err("a truncated replication frame".into()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+pub struct Envelope {
+    pub deliver_at: u64,
+    /// Send order, to break ties deterministically.
+    pub serial: u64,
+    pub from: Addr,
+    pub to: Addr,
+    pub payload: Payload,
+}
+
+/// Fault rates, in parts per thousand.
+#[derive(Clone, Copy, Debug)]
+pub struct NetFaults {
+    pub drop_per_mille: u64,
+    pub duplicate_per_mille: u64,
+    pub long_delay_per_mille: u64,
+}
+
+#[derive(Default)]
+pub struct Net {
+    in_flight: Vec<Envelope>,
+    serial: u64,
+    /// Cut links between nodes, as (lower, higher) pairs.
+    cut: BTreeSet<(usize, usize)>,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub delivered: u64,
+}
+
+impl Net {
+    pub fn send(&mut self, rng: &mut Rng, now: u64, faults: Option<NetFaults>, from: Addr, to: Addr, payload: Payload) {
+        if self.is_cut(from, to) {
+            self.dropped += 1;
+            return;
+        }
+        let copies = match faults {
+            Some(faults) if rng.per_mille(faults.drop_per_mille) => {
+                self.dropped += 1;
+                0
+            }
+            Some(faults) if rng.per_mille(faults.duplicate_per_mille) => {
+                self.duplicated += 1;
+                2
+            }
+            _ => 1,
+        };
+        for copy in 0..copies {
+            let delay = match faults {
+                Some(faults) if rng.per_mille(faults.long_delay_per_mille) => rng.range(20, 200),
+                Some(_) => rng.range(1, 12),
+                None => 1 + copy,
+            };
+            self.serial += 1;
+            let payload = payload.clone();
+            self.in_flight.push(Envelope {
+                deliver_at: now + delay * 1_000_000,
+                serial: self.serial,
+                from,
+                to,
+                payload,
+            });
+        }
+    }
+
+    /// Removes and returns the messages due by `now`, in delivery order. A link cut after
+    /// a message was sent still loses it.
+    pub fn due(&mut self, now: u64) -> Vec<Envelope> {
+        let (mut due, later): (Vec<Envelope>, Vec<Envelope>) =
+            std::mem::take(&mut self.in_flight).into_iter().partition(|envelope| envelope.deliver_at <= now);
+        self.in_flight = later;
+        due.sort_by_key(|envelope| (envelope.deliver_at, envelope.serial));
+        let before = due.len();
+        due.retain(|envelope| !self.is_cut(envelope.from, envelope.to));
+        self.dropped += (before - due.len()) as u64;
+        self.delivered += due.len() as u64;
+        due
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn cut_link(&mut self, a: usize, b: usize) {
+        if a != b {
+            self.cut.insert((a.min(b), a.max(b)));
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    pub fn partitioned(&self) -> bool {
+        !self.cut.is_empty()
+    }
+
+    fn is_cut(&self, from: Addr, to: Addr) -> bool {
+        match (from, to) {
+            (Addr::Node(a), Addr::Node(b)) => self.cut.contains(&(a.min(b), a.max(b))),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,743 @@
+//! One simulated node: the real [`Ledger`], the real [`Journal`] over the simulated disk
+//! ([`MemStorage`]), and the real replication cores ([`Primary`], [`Follower`],
+//! [`Checkpoints`], [`Election`], [`on_prepare`]). The glue between them (what a message
+//! makes the node do) is the simulator's own and mirrors `server/src/node` in
+//! simplified form: see docs/design.md, "Deterministic simulation".
+
+use std::collections::BTreeMap;
+
+use tally_codecs::wire::{Reply, Request};
+use tally_engine::Ledger;
+use tally_engine::cold::ColdFacts;
+use tally_engine::pipeline::{Command, apply};
+use tally_journal::sim::MemStorage;
+use tally_journal::{ChainHash, Journal, JournalConfig, RecoveryMode};
+use tally_replication::{
+    Checkpoints, Decision, Election, FollowError, Follower, LogPosition, Message, Prepared, Primary, Record, Step,
+    on_prepare,
+};
+
+use super::net::{Addr, Answer, Payload};
+use super::{Bug, Ctx, REPLICAS, SIM_NODES};
+use crate::node::journal_codec;
+
+/// Records between two state-hash checkpoints the primary ships.
+const CHECKPOINT_INTERVAL: u64 = 8;
+/// Records in one `Records` message at most.
+const RECORDS_PER_MESSAGE: usize = 32;
+/// A standby that heard nothing from its primary for this long subscribes again.
+const SILENCE_NS: u64 = 150_000_000;
+/// How long a candidate waits for promises (and then for its catch-up).
+const PROMOTE_TIMEOUT_NS: u64 = 300_000_000;
+const FETCH_RETRY_NS: u64 = 60_000_000;
+
+/// One journal record as this node holds it (a mirror of its journal, rebuilt from the
+/// journal itself on every restart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub epoch: u32,
+    pub timestamp: u64,
+    pub operation: u8,
+    pub chain: ChainHash,
+    pub payload: Vec<u8>,
+}
+
+/// A reply the primary holds back until its input is durable here and on `REPLICAS`
+/// standbys.
+struct Pending {
+    sequence: u64,
+    client: usize,
+    request_id: u64,
+    reply: Option<Reply>,
+}
+
+struct PrimaryRole {
+    core: Primary,
+    /// Standbys subscribed, and the next sequence to send each.
+    subscribers: BTreeMap<usize, u64>,
+    pending: Vec<Pending>,
+}
+
+struct StandbyRole {
+    follower: Follower,
+    checkpoints: Checkpoints,
+    primary: Option<usize>,
+    /// The primary accepted this subscription (it sent records or a heartbeat): only
+    /// then are acknowledgements sent, since only then is this log known to be a prefix
+    /// of the primary's.
+    confirmed: bool,
+    last_heard: u64,
+}
+
+struct CandidateRole {
+    election: Election,
+    force: bool,
+    deadline: u64,
+    decision: Option<Decision>,
+    fetched_at: u64,
+}
+
+enum Role {
+    Primary(PrimaryRole),
+    Standby(StandbyRole),
+    Candidate(CandidateRole),
+}
+
+pub struct Up {
+    pub journal: Journal<MemStorage>,
+    pub ledger: Ledger,
+    /// `log[s - 1]` is record `s`.
+    pub log: Vec<Held>,
+    role: Role,
+}
+
+pub struct SimNode {
+    pub id: usize,
+    pub storage: MemStorage,
+    /// The epoch file: written durably whenever it changes, so it survives a crash.
+    pub epoch: u32,
+    pub up: Option<Up>,
+}
+
+/// An input the primary acknowledged to a client.
+#[derive(Clone, Debug)]
+pub struct Acked {
+    pub node: usize,
+    pub epoch: u32,
+    pub sequence: u64,
+    pub held: Held,
+    pub reply: Option<Reply>,
+}
+
+pub fn name(id: usize) -> String {
+    format!("n{id}")
+}
+
+fn journal_config(recovery: RecoveryMode) -> JournalConfig {
+    JournalConfig {
+        // Small segments, so roll-overs happen in short runs; no spare thread: the
+        // simulation is one thread.
+        segment_bytes: 64 << 10,
+        payload_bytes_max: 16 << 10,
+        recovery,
+        spare_at_fill_percent: None,
+        ..JournalConfig::new("sim")
+    }
+}
+
+/// Applies one journal record to the ledger as the business-logic thread and replay do.
+fn apply_held(ledger: &mut Ledger, sequence: u64, held: &Held) -> Result<Option<Reply>, String> {
+    let command = journal_codec::decode(held.operation, &held.payload).map_err(|error| error.to_string())?;
+    Ok(apply(ledger, sequence, held.timestamp, &command, ColdFacts::default()))
+}
+
+fn position_of(journal: &Journal<MemStorage>) -> LogPosition {
+    LogPosition {
+        last_epoch: journal.last_epoch(),
+        last_sequence: journal.last_sequence(),
+        last_chain: journal.last_chain(),
+    }
+}
+
+fn chain_at(log: &[Held], sequence: u64) -> Option<ChainHash> {
+    match sequence {
+        0 => Some([0; 16]),
+        s => log.get(usize::try_from(s - 1).ok()?).map(|held| held.chain),
+    }
+}
+
+fn records_of(log: &[Held], from: u64, to: u64) -> Vec<Record> {
+    let last = log.len() as u64;
+    (from.max(1)..=to.min(last))
+        .take(RECORDS_PER_MESSAGE)
+        .map(|sequence| {
+            let held = &log[(sequence - 1) as usize];
+            Record {
+                sequence,
+                epoch: held.epoch,
+                timestamp: held.timestamp,
+                operation: held.operation,
+                chain: held.chain,
+                payload: held.payload.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Appends a record to the journal, mirrors it and applies it to the ledger.
+fn append_to(
+    journal: &mut Journal<MemStorage>,
+    ledger: &mut Ledger,
+    log: &mut Vec<Held>,
+    held: Held,
+) -> Result<(u64, Option<Reply>), String> {
+    let sequence =
+        journal.append(held.epoch, held.timestamp, held.operation, &held.payload).map_err(|error| error.to_string())?;
+    let held = Held { chain: journal.last_chain(), ..held };
+    let reply = apply_held(ledger, sequence, &held)?;
+    log.push(held);
+    Ok((sequence, reply))
+}
+
+impl Up {
+    /// Opens the journal on `storage` (recovery), then replays it into a fresh ledger.
+    fn open(storage: &MemStorage, recovery: RecoveryMode) -> Result<(Journal<MemStorage>, Ledger, Vec<Held>), String> {
+        let (journal, _report) =
+            Journal::open_on(storage.clone(), &journal_config(recovery)).map_err(|error| error.to_string())?;
+        let mut ledger = Ledger::new();
+        let mut log = Vec::new();
+        if journal.last_sequence() > 0 {
+            let mut reader = journal.reader(0).map_err(|error| error.to_string())?;
+            while let Some(record) = reader.next_record().map_err(|error| error.to_string())? {
+                let held = Held {
+                    epoch: record.epoch,
+                    timestamp: record.timestamp,
+                    operation: record.operation,
+                    chain: record.chain,
+                    payload: record.payload.to_vec(),
+                };
+                if record.sequence != log.len() as u64 + 1 {
+                    return Err(format!("replay found record {} after {}", record.sequence, log.len()));
+                }
+                apply_held(&mut ledger, record.sequence, &held)?;
+                log.push(held);
+            }
+        }
+        if log.len() as u64 != journal.last_sequence() {
+            return Err(format!("replay read {} records, the journal ends at {}", log.len(), journal.last_sequence()));
+        }
+        Ok((journal, ledger, log))
+    }
+
+    pub fn position(&self) -> LogPosition {
+        position_of(&self.journal)
+    }
+
+    pub fn last_sequence(&self) -> u64 {
+        self.log.len() as u64
+    }
+
+    /// The epoch this node serves as primary in, unless it is not a primary or fenced.
+    pub fn primary_epoch(&self) -> Option<u32> {
+        match &self.role {
+            Role::Primary(primary) if primary.core.fenced().is_none() => Some(primary.core.epoch()),
+            _ => None,
+        }
+    }
+
+    pub fn is_candidate(&self) -> bool {
+        matches!(self.role, Role::Candidate(_))
+    }
+
+    pub fn role_name(&self) -> &'static str {
+        match self.role {
+            Role::Primary(_) => "primary",
+            Role::Standby(_) => "standby",
+            Role::Candidate(_) => "candidate",
+        }
+    }
+}
+
+fn standby(epoch: u32, position: LogPosition, now: u64) -> Role {
+    Role::Standby(StandbyRole {
+        follower: Follower::new(epoch, position),
+        checkpoints: Checkpoints::default(),
+        primary: None,
+        confirmed: false,
+        // Subscribe at the next tick.
+        last_heard: now.saturating_sub(SILENCE_NS),
+    })
+}
+
+impl SimNode {
+    /// A node whose journal is empty, started as the primary of epoch 1 or a standby.
+    pub fn new(id: usize, primary: bool) -> Result<SimNode, String> {
+        let storage = MemStorage::new();
+        let (journal, ledger, log) = Up::open(&storage, RecoveryMode::TolerateTornTail)?;
+        let epoch = 1;
+        let role = if primary {
+            Role::Primary(PrimaryRole {
+                core: Primary::new(epoch, REPLICAS, CHECKPOINT_INTERVAL),
+                subscribers: BTreeMap::new(),
+                pending: Vec::new(),
+            })
+        } else {
+            standby(epoch, LogPosition::default(), 0)
+        };
+        Ok(SimNode { id, storage, epoch, up: Some(Up { journal, ledger, log, role }) })
+    }
+
+    /// Power loss: unflushed writes are lost (some dirty sectors may reach the disk).
+    pub fn crash(&mut self, writeback_seed: Option<u64>) {
+        self.up = None;
+        match writeback_seed {
+            Some(seed) => self.storage.crash_with_partial_writeback(seed),
+            None => self.storage.crash(),
+        }
+    }
+
+    /// Restart after a crash: recovery and replay, then follow as a standby.
+    pub fn restart(&mut self, now: u64) -> Result<(), String> {
+        let (journal, ledger, log) = Up::open(&self.storage, RecoveryMode::TolerateTornTail)?;
+        let mut up = Up { journal, ledger, log, role: standby(self.epoch, LogPosition::default(), now) };
+        up.role = standby(self.epoch, up.position(), now);
+        self.up = Some(up);
+        Ok(())
+    }
+
+    /// Cuts this node's log back to `keep` records (the suffix after it diverged from the
+    /// primary's), as `tally`'s rejoin does, and follows again.
+    fn truncate_to(&mut self, keep: u64, ctx: &mut Ctx) -> Result<(), String> {
+        let Some(up) = self.up.take() else { return Ok(()) };
+        up.journal.close();
+        if keep == 0 {
+            // Nothing in common: start from an empty journal (a bootstrap).
+            self.storage = MemStorage::new();
+        }
+        let recovery = if keep == 0 { RecoveryMode::TolerateTornTail } else { RecoveryMode::TruncateAt(keep) };
+        let (journal, ledger, log) = Up::open(&self.storage, recovery)?;
+        let mut up = Up { journal, ledger, log, role: standby(self.epoch, LogPosition::default(), ctx.now) };
+        up.role = standby(self.epoch, up.position(), ctx.now);
+        ctx.report.truncations += 1;
+        self.up = Some(up);
+        Ok(())
+    }
+
+    /// An operator asks this node to become primary of the next epoch.
+    pub fn promote(&mut self, force: bool, ctx: &mut Ctx) -> Result<(), String> {
+        let Some(up) = self.up.as_mut() else { return Err("down".into()) };
+        if !matches!(up.role, Role::Standby(_)) {
+            return Err("not a standby".into());
+        }
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let own = up.position();
+        let (election, prepare) = Election::start(epoch, own, SIM_NODES, REPLICAS);
+        let decision = if ctx.bug(Bug::PromoteWithoutPromises) {
+            Some(Decision { epoch, source: None, target: own })
+        } else {
+            None
+        };
+        up.role = Role::Candidate(CandidateRole {
+            election,
+            force,
+            deadline: ctx.now + PROMOTE_TIMEOUT_NS,
+            decision,
+            fetched_at: 0,
+        });
+        for peer in (0..SIM_NODES).filter(|&peer| peer != self.id) {
+            ctx.send(Addr::Node(self.id), Addr::Node(peer), Payload::peer(&prepare));
+        }
+        Ok(())
+    }
+
+    /// A client's request.
+    pub fn on_request(&mut self, client: usize, request_id: u64, request: Request, ctx: &mut Ctx) {
+        let from = Addr::Node(self.id);
+        let not_primary = Payload::Answer { request_id, answer: Answer::NotPrimary };
+        let Some(up) = self.up.as_mut() else { return };
+        let Role::Primary(primary) = &mut up.role else {
+            ctx.send(from, Addr::Client(client), not_primary);
+            return;
+        };
+        if primary.core.fenced().is_some() {
+            ctx.send(from, Addr::Client(client), not_primary);
+            return;
+        }
+        let command = Command::Request(request);
+        let mut payload = Vec::new();
+        journal_codec::encode(&command, &mut payload);
+        let timestamp = ctx.now.max(up.journal.last_timestamp() + 1);
+        let operation = command.operation() as u8;
+        let held = Held { epoch: primary.core.epoch(), timestamp, operation, chain: [0; 16], payload };
+        match append_to(&mut up.journal, &mut up.ledger, &mut up.log, held) {
+            Ok((sequence, reply)) => primary.pending.push(Pending { sequence, client, request_id, reply }),
+            Err(error) => ctx.violation(format!("n{}: the primary could not append an input: {error}", self.id)),
+        }
+    }
+
+    /// Timers and background work: group commit, shipping, heartbeats, checkpoints,
+    /// releasing replies, asking peers' epochs, re-subscribing, election deadlines.
+    pub fn tick(&mut self, ctx: &mut Ctx) {
+        let id = self.id;
+        let me = Addr::Node(id);
+        let node_epoch = self.epoch;
+        let Some(up) = self.up.as_mut() else { return };
+        if ctx.rng.per_mille(400) {
+            up.journal.flush();
+        }
+        let mut become_primary = None;
+        match &mut up.role {
+            Role::Primary(primary) => {
+                let epoch = primary.core.epoch();
+                if primary.core.fenced().is_some() {
+                    return;
+                }
+                let last = up.log.len() as u64;
+                let heartbeat = ctx.rng.per_mille(100);
+                for (&standby, next) in &mut primary.subscribers {
+                    if *next > last && heartbeat {
+                        let beat = Message::Records { epoch, records: Vec::new() };
+                        ctx.send(me, Addr::Node(standby), Payload::peer(&beat));
+                    }
+                    while *next <= last {
+                        let records = records_of(&up.log, *next, last);
+                        *next += records.len() as u64;
+                        let message = Message::Records { epoch, records };
+                        ctx.send(me, Addr::Node(standby), Payload::peer(&message));
+                    }
+                }
+                // `ask_epochs`: ask every peer its epoch with an empty fetch (a newer one
+                // answers `NewerEpoch`). `tally` asks while some peer does not follow; the
+                // simulator does not track live connections, so it asks now and then.
+                if ctx.rng.per_mille(30) {
+                    let ask = Message::Fetch { epoch, from: 1, to: 0 };
+                    for peer in (0..SIM_NODES).filter(|&peer| peer != id) {
+                        ctx.send(me, Addr::Node(peer), Payload::peer(&ask));
+                    }
+                }
+                if let Some(checkpoint) = primary.core.checkpoint_due(up.ledger.sequence(), up.ledger.state_hash()) {
+                    for &standby in primary.subscribers.keys() {
+                        ctx.send(me, Addr::Node(standby), Payload::peer(&checkpoint));
+                    }
+                }
+                let released = if ctx.bug(Bug::AckBeforeDurable) {
+                    last
+                } else {
+                    up.journal.durable_sequence().min(primary.core.replicated_watermark())
+                };
+                let (done, waiting): (Vec<Pending>, Vec<Pending>) =
+                    std::mem::take(&mut primary.pending).into_iter().partition(|pending| pending.sequence <= released);
+                primary.pending = waiting;
+                for pending in done {
+                    let held = up.log[(pending.sequence - 1) as usize].clone();
+                    let acked =
+                        Acked { node: id, epoch, sequence: pending.sequence, held, reply: pending.reply.clone() };
+                    ctx.acked.push(acked);
+                    if let Some(reply) = pending.reply {
+                        let answer = Payload::Answer { request_id: pending.request_id, answer: Answer::Done(reply) };
+                        ctx.send(me, Addr::Client(pending.client), answer);
+                    }
+                }
+            }
+            Role::Standby(standby) => {
+                if standby.confirmed
+                    && let Some(primary) = standby.primary
+                    && let Some(ack) = standby.follower.durable(up.journal.durable_sequence())
+                {
+                    ctx.send(me, Addr::Node(primary), Payload::peer(&ack));
+                }
+                if ctx.now.saturating_sub(standby.last_heard) >= SILENCE_NS {
+                    // Ask the last primary again, or someone else.
+                    let target = match standby.primary {
+                        Some(primary) if ctx.rng.per_mille(500) => primary,
+                        _ => (id + 1 + ctx.rng.below(SIM_NODES as u64 - 1) as usize) % SIM_NODES,
+                    };
+                    standby.follower = Follower::new(node_epoch, position_of(&up.journal));
+                    standby.checkpoints = Checkpoints::default();
+                    standby.primary = Some(target);
+                    standby.confirmed = false;
+                    standby.last_heard = ctx.now;
+                    let subscribe = standby.follower.subscribe(&name(id));
+                    ctx.send(me, Addr::Node(target), Payload::peer(&subscribe));
+                }
+            }
+            Role::Candidate(candidate) => {
+                if candidate.decision.is_none() {
+                    candidate.decision = candidate.election.decision();
+                }
+                if candidate.decision.is_none() && ctx.now >= candidate.deadline {
+                    if !candidate.force {
+                        ctx.report.promotions_refused += 1;
+                        up.role = standby(node_epoch, position_of(&up.journal), ctx.now);
+                        return;
+                    }
+                    let (decision, missing) = candidate.election.force();
+                    if missing > 0 {
+                        ctx.report.forced_short.push(decision.epoch);
+                    }
+                    candidate.decision = Some(decision);
+                }
+                let Some(decision) = candidate.decision.clone() else { return };
+                let own = up.log.len() as u64;
+                if own >= decision.target.last_sequence || decision.source.is_none() {
+                    become_primary = Some(decision.epoch);
+                } else if ctx.now >= candidate.deadline.saturating_add(PROMOTE_TIMEOUT_NS) {
+                    ctx.report.promotions_refused += 1;
+                    up.role = standby(node_epoch, position_of(&up.journal), ctx.now);
+                    return;
+                } else if ctx.now.saturating_sub(candidate.fetched_at) >= FETCH_RETRY_NS
+                    && let Some(source) = decision.source.as_deref().and_then(node_of)
+                {
+                    candidate.fetched_at = ctx.now;
+                    let to = decision.target.last_sequence;
+                    let fetch = Message::Fetch { epoch: decision.epoch, from: own.max(1), to };
+                    ctx.send(me, Addr::Node(source), Payload::peer(&fetch));
+                }
+            }
+        }
+        if let Some(epoch) = become_primary {
+            up.journal.flush();
+            up.role = Role::Primary(PrimaryRole {
+                core: Primary::new(epoch, REPLICAS, CHECKPOINT_INTERVAL),
+                subscribers: BTreeMap::new(),
+                pending: Vec::new(),
+            });
+            ctx.report.promotions += 1;
+            ctx.promoted.push((id, epoch));
+        }
+    }
+
+    /// A replication message from node `from`.
+    pub fn on_peer(&mut self, from: usize, bytes: &[u8], ctx: &mut Ctx) {
+        let message = match super::net::decode_peer(bytes) {
+            Ok(message) => message,
+            Err(error) => {
+                ctx.violation(format!("n{}: a replication frame from n{from} did not decode: {error}", self.id));
+                return;
+            }
+        };
+        let id = self.id;
+        let me = Addr::Node(id);
+        let Some(up) = self.up.as_mut() else { return };
+        let position = position_of(&up.journal);
+        // Messages every role answers the same way.
+        match &message {
+            Message::Prepare { epoch } => {
+                match on_prepare(self.epoch, position, *epoch) {
+                    Prepared::Promise { persist_epoch, reply } => {
+                        self.epoch = persist_epoch;
+                        // A promise ends whatever this node did in an older epoch. A
+                        // standby keeps its connection, but refuses older epochs on it.
+                        up.role = match std::mem::replace(&mut up.role, standby(persist_epoch, position, ctx.now)) {
+                            Role::Standby(mut following) => {
+                                following.follower = Follower::new(persist_epoch, position);
+                                following.checkpoints = Checkpoints::default();
+                                Role::Standby(following)
+                            }
+                            Role::Primary(_) => {
+                                ctx.report.fenced += 1;
+                                standby(persist_epoch, position, ctx.now)
+                            }
+                            Role::Candidate(_) => standby(persist_epoch, position, ctx.now),
+                        };
+                        ctx.send(me, Addr::Node(from), Payload::peer(&reply));
+                    }
+                    Prepared::Refuse(reply) => ctx.send(me, Addr::Node(from), Payload::peer(&reply)),
+                }
+                return;
+            }
+            Message::Fetch { epoch, from: first, to } => {
+                let reply = if *epoch < self.epoch {
+                    Message::NewerEpoch { epoch: self.epoch }
+                } else if first > to {
+                    return;
+                } else {
+                    Message::Records { epoch: self.epoch, records: records_of(&up.log, *first, *to) }
+                };
+                ctx.send(me, Addr::Node(from), Payload::peer(&reply));
+                return;
+            }
+            _ => {}
+        }
+        let mut records_for_standby = None;
+        match &mut up.role {
+            Role::Primary(primary) => {
+                let outcome = match message {
+                    Message::Subscribe { epoch, position, .. } => primary.core.on_subscribe(epoch).map(|()| {
+                        let matches = position.last_sequence <= up.log.len() as u64
+                            && chain_at(&up.log, position.last_sequence) == Some(position.last_chain);
+                        if matches {
+                            primary.subscribers.insert(from, position.last_sequence + 1);
+                        } else {
+                            primary.subscribers.remove(&from);
+                            let refused = Message::Refused { reason: "diverged".into() };
+                            ctx.send(me, Addr::Node(from), Payload::peer(&refused));
+                        }
+                    }),
+                    Message::Ack { epoch, durable_sequence } => {
+                        primary.core.on_ack(&name(from), epoch, durable_sequence).map(|_| ())
+                    }
+                    Message::NewerEpoch { epoch }
+                    | Message::Records { epoch, .. }
+                    | Message::Checkpoint { epoch, .. }
+                    | Message::Promise { epoch, .. } => primary.core.check_epoch(epoch),
+                    _ => Ok(()),
+                };
+                if outcome.is_err() {
+                    // Fenced: unacknowledged replies are never sent; rejoin as a standby.
+                    ctx.report.fenced += 1;
+                    up.role = standby(self.epoch, position, ctx.now);
+                }
+            }
+            Role::Candidate(candidate) => match message {
+                Message::Promise { .. } | Message::NewerEpoch { .. } => {
+                    if candidate.election.on_message(&name(from), &message).is_err() {
+                        ctx.report.promotions_refused += 1;
+                        up.role = standby(self.epoch, position, ctx.now);
+                    }
+                }
+                Message::Records { records, .. } => {
+                    let Some(decision) = candidate.decision.clone() else { return };
+                    if decision.source.as_deref().and_then(node_of) != Some(from) {
+                        return;
+                    }
+                    for record in records {
+                        let own = up.log.len() as u64;
+                        if record.sequence <= own {
+                            if record.sequence == own && chain_at(&up.log, own) != Some(record.chain) {
+                                // This log diverges from the source's: the real `promote`
+                                // refuses ("promote the source instead").
+                                ctx.report.promotions_refused += 1;
+                                up.role = standby(self.epoch, position, ctx.now);
+                                return;
+                            }
+                            continue;
+                        }
+                        if record.sequence != own + 1 || record.sequence > decision.target.last_sequence {
+                            break;
+                        }
+                        let held = Held {
+                            epoch: record.epoch,
+                            timestamp: record.timestamp,
+                            operation: record.operation,
+                            chain: [0; 16],
+                            payload: record.payload,
+                        };
+                        match append_to(&mut up.journal, &mut up.ledger, &mut up.log, held) {
+                            Ok(_) if up.journal.last_chain() == record.chain => {}
+                            Ok(_) => {
+                                ctx.anomaly(format!("n{id}: fetched record {} does not chain", record.sequence));
+                                return;
+                            }
+                            Err(error) => {
+                                ctx.anomaly(format!("n{id}: fetched record {}: {error}", record.sequence));
+                                return;
+                            }
+                        }
+                    }
+                    up.journal.flush();
+                }
+                _ => {}
+            },
+            Role::Standby(standby) => match message {
+                Message::Records { epoch, records } => records_for_standby = Some((epoch, records)),
+                Message::Refused { .. } => {
+                    if standby.primary == Some(from) {
+                        // The primary's log and this one diverged: keep the common prefix.
+                        ctx.rejoin.push((id, from));
+                    }
+                }
+                Message::Checkpoint { epoch, sequence, state_hash } => {
+                    if epoch != standby.follower.epoch() || standby.primary != Some(from) {
+                        return;
+                    }
+                    let applied = up.ledger.sequence();
+                    let own = up.ledger.state_hash();
+                    if let Err(error) = standby.checkpoints.on_checkpoint(sequence, state_hash, applied, own) {
+                        ctx.anomaly(format!("n{id}: {error}"));
+                    }
+                }
+                _ => {}
+            },
+        }
+        if let Some((epoch, records)) = records_for_standby {
+            self.on_records(from, epoch, records, ctx);
+        }
+    }
+
+    fn on_records(&mut self, from: usize, epoch: u32, records: Vec<Record>, ctx: &mut Ctx) {
+        let id = self.id;
+        let me = Addr::Node(id);
+        let Some(up) = self.up.as_mut() else { return };
+        let Role::Standby(standby) = &mut up.role else { return };
+        if standby.primary != Some(from) {
+            // Not the connection this standby follows (a stale or unasked sender): only
+            // tell an older epoch about the newer one.
+            if epoch < standby.follower.epoch() {
+                let newer = Message::NewerEpoch { epoch: standby.follower.epoch() };
+                ctx.send(me, Addr::Node(from), Payload::peer(&newer));
+            }
+            return;
+        }
+        if ctx.bug(Bug::AcceptLowerEpoch) && epoch < standby.follower.epoch() {
+            // Planted bug: act in the sender's older epoch.
+            standby.follower = Follower::new(epoch, position_of(&up.journal));
+        }
+        // Records this node already holds (a duplicate or a resend) are skipped; one that
+        // differs from what is held here is stale, from an older subscription.
+        let held_last = up.log.len() as u64;
+        let mut fresh = Vec::with_capacity(records.len());
+        for record in records {
+            if record.sequence <= held_last {
+                if chain_at(&up.log, record.sequence) != Some(record.chain) {
+                    return;
+                }
+                continue;
+            }
+            fresh.push(record);
+        }
+        let steps = match standby.follower.on_records(epoch, &fresh) {
+            Ok(steps) => steps,
+            Err(FollowError::Gap { .. } | FollowError::EpochOrder { .. }) => {
+                // Records lost or reordered on the way: subscribe again at once.
+                standby.last_heard = 0;
+                return;
+            }
+            Err(error) => {
+                ctx.anomaly(format!("n{id}: {error}"));
+                return;
+            }
+        };
+        for step in steps {
+            match step {
+                Step::Answer(answer) => {
+                    ctx.send(me, Addr::Node(from), Payload::peer(&answer));
+                    return;
+                }
+                Step::PersistEpoch(new) => self.epoch = self.epoch.max(new),
+            }
+        }
+        standby.confirmed = true;
+        standby.last_heard = ctx.now;
+        for record in fresh {
+            let held = Held {
+                epoch: record.epoch,
+                timestamp: record.timestamp,
+                operation: record.operation,
+                chain: [0; 16],
+                payload: record.payload,
+            };
+            if let Err(error) = append_to(&mut up.journal, &mut up.ledger, &mut up.log, held) {
+                ctx.anomaly(format!("n{id}: record {} from n{from}: {error}", record.sequence));
+                return;
+            }
+            let chain = up.journal.last_chain();
+            if let Err(error) = standby.follower.appended(record.sequence, record.epoch, chain) {
+                ctx.anomaly(format!("n{id}: {error}"));
+                return;
+            }
+            let hash = standby.checkpoints.wants_hash_at(record.sequence).then(|| up.ledger.state_hash());
+            if let Err(error) = standby.checkpoints.applied(record.sequence, hash) {
+                ctx.anomaly(format!("n{id}: {error}"));
+                return;
+            }
+        }
+    }
+
+    /// Keeps the prefix this node shares with `source`'s log (the simulator finds it by
+    /// comparing chains where `tally` probes the primary), and follows again.
+    pub fn rejoin(&mut self, source: &[Held], ctx: &mut Ctx) -> Result<(), String> {
+        let Some(up) = self.up.as_ref() else { return Ok(()) };
+        let common = up.log.iter().zip(source).take_while(|(mine, theirs)| mine.chain == theirs.chain).count() as u64;
+        if common == up.last_sequence() {
+            return Ok(());
+        }
+        self.truncate_to(common, ctx)
+    }
+}
+
+/// `n3` → 3.
+pub fn node_of(name: &str) -> Option<usize> {
+    name.strip_prefix('n')?.parse().ok()
+}

@@ -1,0 +1,497 @@
+//! The world: nodes, network, clients, faults and the operator, stepped on a virtual
+//! clock by one seeded PRNG; then a heal phase in which faults stop and the set must
+//! settle.
+
+use tally_codecs::wire::Request;
+use tally_codecs::{Account, Transfer};
+
+use super::check::{ACCOUNTS, Checker, Violation, ledger_of};
+use super::net::{Addr, Answer, Net, NetFaults, Payload};
+use super::node::{Acked, SimNode};
+use super::{Ctx, Rng, SIM_NODES, SimConfig};
+
+const MS: u64 = 1_000_000;
+/// Virtual time at the start (timestamps must be non-zero).
+const START_NS: u64 = 1_000_000_000;
+const CLIENTS: usize = 3;
+/// A client resends a request unanswered for this long (to another node).
+const CLIENT_TIMEOUT_NS: u64 = 250 * MS;
+/// Steps the heal phase may take to settle before that is a liveness violation.
+const HEAL_STEPS_MAX: u64 = 6_000;
+const FAULTS: NetFaults = NetFaults { drop_per_mille: 20, duplicate_per_mille: 20, long_delay_per_mille: 30 };
+
+/// What one run did and found.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub seed: u64,
+    pub steps: u64,
+    pub heal_steps: u64,
+    /// FNV-1a over every delivery, fault, acknowledgement and promotion: equal for equal
+    /// runs.
+    pub trace: u64,
+    pub violation: Option<Violation>,
+    pub crashes: u64,
+    pub torn_crashes: u64,
+    pub restarts: u64,
+    pub partitions: u64,
+    pub heals: u64,
+    pub promotions_asked: u64,
+    pub promotions_forced_asked: u64,
+    pub promotions: u64,
+    pub promotions_refused: u64,
+    /// Epochs whose primary was forced short of the rule.
+    pub forced_short: Vec<u32>,
+    pub fenced: u64,
+    pub truncations: u64,
+    pub anomalies_after_force: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub delivered: u64,
+    pub requests: u64,
+    pub acked: u64,
+    pub forfeited: u64,
+    pub final_sequence: u64,
+}
+
+impl Report {
+    /// The fault schedule in one line.
+    pub fn faults(&self) -> String {
+        format!(
+            "crashes {} ({} with torn writeback), restarts {}, partitions {}, heals {}, promotions asked {} ({} \
+             forced), promoted {}, refused {}, forced short {:?}, fenced {}, truncations {}, messages delivered {} \
+             dropped {} duplicated {}",
+            self.crashes,
+            self.torn_crashes,
+            self.restarts,
+            self.partitions,
+            self.heals,
+            self.promotions_asked,
+            self.promotions_forced_asked,
+            self.promotions,
+            self.promotions_refused,
+            self.forced_short,
+            self.fenced,
+            self.truncations,
+            self.delivered,
+            self.dropped,
+            self.duplicated
+        )
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "seed {}: {} steps + {} heal steps, trace {:016x}, requests {}, acknowledged {} (forfeited by force {}), \
+             final log {} records; {}",
+            self.seed,
+            self.steps,
+            self.heal_steps,
+            self.trace,
+            self.requests,
+            self.acked,
+            self.forfeited,
+            self.final_sequence,
+            self.faults()
+        )
+    }
+}
+
+struct Outstanding {
+    request_id: u64,
+    request: Request,
+    sent_at: u64,
+}
+
+struct Client {
+    target: usize,
+    outstanding: Option<Outstanding>,
+    next_request_id: u64,
+}
+
+pub struct World {
+    config: SimConfig,
+    rng: Rng,
+    now: u64,
+    step: u64,
+    nodes: Vec<SimNode>,
+    net: Net,
+    clients: Vec<Client>,
+    checker: Checker,
+    report: Report,
+    faults_on: bool,
+    /// Transfers sent so far, for resends of the same id.
+    sent: Vec<Transfer>,
+    next_transfer_id: u128,
+    operator_at: u64,
+    acked: Vec<Acked>,
+    promoted: Vec<(usize, u32)>,
+    rejoin: Vec<(usize, usize)>,
+    problems: Vec<String>,
+}
+
+impl World {
+    pub fn new(config: SimConfig) -> World {
+        let mut nodes = Vec::with_capacity(SIM_NODES);
+        let mut problems = Vec::new();
+        for id in 0..SIM_NODES {
+            match SimNode::new(id, id == 0) {
+                Ok(node) => nodes.push(node),
+                Err(error) => problems.push(format!("n{id} did not open: {error}")),
+            }
+        }
+        let clients = (0..CLIENTS).map(|_| Client { target: 0, outstanding: None, next_request_id: 1 }).collect();
+        World {
+            config,
+            rng: Rng::new(config.seed),
+            now: START_NS,
+            step: 0,
+            nodes,
+            net: Net::default(),
+            clients,
+            checker: Checker::new(),
+            report: Report { seed: config.seed, trace: 0xcbf2_9ce4_8422_2325, ..Report::default() },
+            faults_on: true,
+            sent: Vec::new(),
+            next_transfer_id: 1_000,
+            operator_at: 0,
+            acked: Vec::new(),
+            promoted: Vec::new(),
+            rejoin: Vec::new(),
+            problems,
+        }
+    }
+
+    fn trace(&mut self, value: u64) {
+        for byte in value.to_le_bytes() {
+            self.report.trace ^= u64::from(byte);
+            self.report.trace = self.report.trace.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+
+    /// Runs `f` on node `id` with a context, then handles what it reported.
+    fn with_node(&mut self, id: usize, f: impl FnOnce(&mut SimNode, &mut Ctx)) {
+        let faults = self.faults_on.then_some(FAULTS);
+        let mut ctx = Ctx {
+            now: self.now,
+            rng: &mut self.rng,
+            net: &mut self.net,
+            faults,
+            report: &mut self.report,
+            acked: &mut self.acked,
+            promoted: &mut self.promoted,
+            rejoin: &mut self.rejoin,
+            problems: &mut self.problems,
+            bug: self.config.bug,
+        };
+        f(&mut self.nodes[id], &mut ctx);
+        self.settle_events();
+    }
+
+    fn settle_events(&mut self) {
+        for (id, epoch) in std::mem::take(&mut self.promoted) {
+            self.trace(0xA0 ^ (id as u64) << 8 ^ u64::from(epoch) << 16);
+            let forced = self.report.forced_short.contains(&epoch);
+            if let Some(up) = &self.nodes[id].up {
+                self.checker.on_promoted(epoch, &up.log, forced);
+            }
+        }
+        for acked in std::mem::take(&mut self.acked) {
+            self.trace(0xB0 ^ acked.sequence << 8);
+            self.report.acked += 1;
+            if let Err(what) = self.checker.on_acked(acked) {
+                self.problems.push(what);
+            }
+        }
+        for (id, source) in std::mem::take(&mut self.rejoin) {
+            let Some(log) = self.nodes[source].up.as_ref().map(|up| up.log.clone()) else { continue };
+            self.trace(0xC0 ^ (id as u64) << 8);
+            self.with_node(id, |node, ctx| {
+                if let Err(error) = node.rejoin(&log, ctx) {
+                    ctx.violation(format!("n{}: rejoin failed: {error}", node.id));
+                }
+            });
+        }
+    }
+
+    fn fail(&mut self, what: String) {
+        if self.report.violation.is_none() {
+            self.report.violation = Some(Violation { step: self.step, time_ns: self.now - START_NS, what });
+        }
+    }
+
+    /// One step: time passes, due messages arrive, nodes run their timers, clients send,
+    /// faults strike, and the checker runs.
+    fn step(&mut self) {
+        self.step += 1;
+        self.now += self.rng.range(1, 5) * MS;
+        for envelope in self.net.due(self.now) {
+            self.trace(envelope.deliver_at ^ envelope.payload.tag().rotate_left(32));
+            match (envelope.to, envelope.payload) {
+                (Addr::Node(id), Payload::Peer(bytes)) => {
+                    let Addr::Node(from) = envelope.from else { continue };
+                    self.with_node(id, |node, ctx| node.on_peer(from, &bytes, ctx));
+                }
+                (Addr::Node(id), Payload::Request { request_id, request }) => {
+                    let Addr::Client(client) = envelope.from else { continue };
+                    self.with_node(id, |node, ctx| node.on_request(client, request_id, request, ctx));
+                }
+                (Addr::Client(client), Payload::Answer { request_id, answer }) => {
+                    self.on_answer(client, request_id, answer);
+                }
+                _ => {}
+            }
+        }
+        for id in 0..SIM_NODES {
+            self.with_node(id, |node, ctx| node.tick(ctx));
+        }
+        self.clients_act();
+        if self.faults_on {
+            self.inject_faults();
+        } else {
+            self.operator_heals();
+        }
+        for problem in std::mem::take(&mut self.problems) {
+            self.fail(problem);
+        }
+        if self.report.violation.is_none()
+            && let Err(what) = self.checker.after_step(&self.nodes)
+        {
+            self.fail(what);
+        }
+    }
+
+    fn on_answer(&mut self, client: usize, request_id: u64, answer: Answer) {
+        let now = self.now;
+        let target = self.rng.below(SIM_NODES as u64) as usize;
+        let client = &mut self.clients[client];
+        let Some(outstanding) = &mut client.outstanding else { return };
+        if outstanding.request_id != request_id {
+            return;
+        }
+        match answer {
+            Answer::Done(_) => client.outstanding = None,
+            Answer::NotPrimary => {
+                // Try another node soon.
+                client.target = target;
+                outstanding.sent_at = now.saturating_sub(CLIENT_TIMEOUT_NS - 20 * MS);
+            }
+        }
+    }
+
+    fn clients_act(&mut self) {
+        for index in 0..CLIENTS {
+            let resend = match &self.clients[index].outstanding {
+                Some(outstanding) => self.now.saturating_sub(outstanding.sent_at) >= CLIENT_TIMEOUT_NS,
+                None => false,
+            };
+            if resend {
+                let target = if self.rng.per_mille(500) {
+                    self.rng.below(SIM_NODES as u64) as usize
+                } else {
+                    self.clients[index].target
+                };
+                let client = &mut self.clients[index];
+                client.target = target;
+                let Some(outstanding) = &mut client.outstanding else { continue };
+                outstanding.sent_at = self.now;
+                let payload =
+                    Payload::Request { request_id: outstanding.request_id, request: outstanding.request.clone() };
+                self.send_from_client(index, target, payload);
+                continue;
+            }
+            if self.clients[index].outstanding.is_some() || !self.faults_on || !self.rng.per_mille(300) {
+                continue;
+            }
+            let request = if index == 0 && self.clients[0].next_request_id == 1 {
+                Request::CreateAccounts(ACCOUNTS.iter().map(|&id| account(id)).collect())
+            } else {
+                Request::CreateTransfers(self.new_transfers())
+            };
+            let client = &mut self.clients[index];
+            let request_id = client.next_request_id;
+            client.next_request_id += 1;
+            client.outstanding = Some(Outstanding { request_id, request: request.clone(), sent_at: self.now });
+            let target = client.target;
+            self.report.requests += 1;
+            self.send_from_client(index, target, Payload::Request { request_id, request });
+        }
+    }
+
+    fn send_from_client(&mut self, client: usize, node: usize, payload: Payload) {
+        let faults = self.faults_on.then_some(FAULTS);
+        self.net.send(&mut self.rng, self.now, faults, Addr::Client(client), Addr::Node(node), payload);
+    }
+
+    fn new_transfers(&mut self) -> Vec<Transfer> {
+        let count = self.rng.range(1, 3);
+        let mut transfers = Vec::new();
+        for _ in 0..count {
+            if !self.sent.is_empty() && self.rng.per_mille(100) {
+                // The same id again: the same body, or (rarely) another amount.
+                let mut again = self.sent[self.rng.below(self.sent.len() as u64) as usize];
+                if self.rng.per_mille(200) {
+                    again.amount += 1;
+                }
+                transfers.push(again);
+                continue;
+            }
+            let debit = ACCOUNTS[self.rng.below(ACCOUNTS.len() as u64) as usize];
+            let credit = ACCOUNTS[self.rng.below(ACCOUNTS.len() as u64) as usize];
+            let transfer = Transfer {
+                id: self.next_transfer_id,
+                debit_account_id: debit,
+                credit_account_id: credit,
+                amount: u128::from(self.rng.range(1, 1_000)),
+                ledger: ledger_of(debit),
+                code: 1,
+                ..Transfer::default()
+            };
+            self.next_transfer_id += 1;
+            self.sent.push(transfer);
+            transfers.push(transfer);
+        }
+        transfers
+    }
+
+    fn inject_faults(&mut self) {
+        let roll = self.rng.below(1000);
+        let node = self.rng.below(SIM_NODES as u64) as usize;
+        match roll {
+            // A running node loses power.
+            0..4 => {
+                if self.nodes[node].up.is_some() {
+                    let torn = self.rng.per_mille(500);
+                    let seed = self.rng.next();
+                    self.nodes[node].crash(torn.then_some(seed));
+                    self.report.crashes += 1;
+                    self.report.torn_crashes += u64::from(torn);
+                    self.trace(0xD0 ^ (node as u64) << 8);
+                }
+            }
+            // A partition: one node cut from one peer or from both.
+            4..9 => {
+                let peer = (node + 1 + self.rng.below(SIM_NODES as u64 - 1) as usize) % SIM_NODES;
+                self.net.cut_link(node, peer);
+                if self.rng.per_mille(500) {
+                    for other in (0..SIM_NODES).filter(|&other| other != node) {
+                        self.net.cut_link(node, other);
+                    }
+                }
+                self.report.partitions += 1;
+                self.trace(0xE0 ^ (node as u64) << 8);
+            }
+            9..19 if self.net.partitioned() => {
+                self.net.heal();
+                self.report.heals += 1;
+                self.trace(0xE1);
+            }
+            // The operator promotes a node: perhaps the wrong one, perhaps with --force.
+            19..25 => {
+                let force = self.rng.per_mille(300);
+                self.report.promotions_asked += 1;
+                self.report.promotions_forced_asked += u64::from(force);
+                self.trace(0xF0 ^ (node as u64) << 8 ^ u64::from(force) << 16);
+                self.with_node(node, |target, ctx| {
+                    let _ = target.promote(force, ctx);
+                });
+            }
+            _ => {}
+        }
+        for id in 0..SIM_NODES {
+            if self.nodes[id].up.is_none() && self.rng.per_mille(30) {
+                self.restart(id);
+            }
+        }
+    }
+
+    fn restart(&mut self, id: usize) {
+        self.report.restarts += 1;
+        self.trace(0xD1 ^ (id as u64) << 8);
+        if let Err(error) = self.nodes[id].restart(self.now) {
+            self.problems.push(format!("n{id}: recovery after a crash failed: {error}"));
+        }
+    }
+
+    /// In the heal phase: with no primary and no election running, the operator
+    /// promotes the node with the longest log in the highest epoch (without --force).
+    fn operator_heals(&mut self) {
+        if self.now < self.operator_at {
+            return;
+        }
+        self.operator_at = self.now + 400 * MS;
+        let electing = self.nodes.iter().any(|node| node.up.as_ref().is_some_and(|up| up.is_candidate()));
+        let serving =
+            self.nodes.iter().filter(|node| node.up.as_ref().is_some_and(|up| up.primary_epoch().is_some())).count();
+        if electing || (serving == 1 && self.checker.current_primary(&self.nodes).is_some()) {
+            return;
+        }
+        // No primary, or two (forced into one epoch): a new election fences them.
+        let standby = |id: &usize| self.nodes[*id].up.as_ref().is_some_and(|up| up.role_name() == "standby");
+        let best = (0..SIM_NODES).filter(standby).max_by_key(|&id| {
+            let up = self.nodes[id].up.as_ref().map(|up| up.position());
+            up.map(|position| (position.last_epoch, position.last_sequence, std::cmp::Reverse(id)))
+        });
+        if let Some(id) = best {
+            self.report.promotions_asked += 1;
+            self.with_node(id, |node, ctx| {
+                let _ = node.promote(false, ctx);
+            });
+        }
+    }
+
+    /// Runs the faulty phase, then heals and waits for the set to settle, then checks.
+    pub fn run(mut self) -> Report {
+        for problem in std::mem::take(&mut self.problems) {
+            self.fail(problem);
+        }
+        while self.report.violation.is_none() && self.step < self.config.steps {
+            self.step();
+        }
+        self.report.steps = self.step;
+        if self.report.violation.is_none() {
+            self.faults_on = false;
+            self.net.heal();
+            for id in 0..SIM_NODES {
+                if self.nodes[id].up.is_none() {
+                    self.restart(id);
+                }
+            }
+            let start = self.step;
+            let mut settled = false;
+            while self.report.violation.is_none() && self.step - start < HEAL_STEPS_MAX {
+                self.step();
+                if self.clients.iter().all(|client| client.outstanding.is_none())
+                    && self.net.in_flight() == 0
+                    && self.checker.converged(&self.nodes)
+                {
+                    settled = true;
+                    break;
+                }
+            }
+            self.report.heal_steps = self.step - start;
+            if self.report.violation.is_none() && !settled {
+                let state = self.checker.describe(&self.nodes);
+                self.fail(format!("liveness: the set did not settle after faults stopped: {state}"));
+            }
+            if self.report.violation.is_none()
+                && let Err(what) = self.checker.at_end(&self.nodes)
+            {
+                self.fail(what);
+            }
+        }
+        if let Some(up) = self.checker.current_primary(&self.nodes).and_then(|node| node.up.as_ref()) {
+            self.report.final_sequence = up.log.len() as u64;
+            let hash = up.ledger.state_hash();
+            self.trace(hash as u64 ^ (hash >> 64) as u64);
+        }
+        self.report.acked = self.checker.acked() as u64;
+        self.report.forfeited = self.checker.forfeited;
+        self.report.dropped = self.net.dropped;
+        self.report.duplicated = self.net.duplicated;
+        self.report.delivered = self.net.delivered;
+        self.report
+    }
+}
+
+fn account(id: u128) -> Account {
+    Account { id, ledger: ledger_of(id), code: 1, ..Account::default() }
+}
