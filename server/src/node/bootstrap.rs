@@ -91,13 +91,20 @@ pub fn clear_interrupted_install(dirs: &DataDir) -> Result<(), NodeError> {
         "tally: an interrupted checkpoint install was found ({}): clearing the journal, snapshots and history store; the primary's checkpoint will be fetched again",
         staging.display()
     );
+    clear_for_checkpoint(dirs)?;
+    std::fs::remove_dir_all(&staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
+    sync_dir(&dirs.root)
+}
+
+/// Removes the journal, the snapshots and the history store: this node then holds
+/// nothing, and its primary offers its checkpoint (or streams from the first record).
+pub fn clear_for_checkpoint(dirs: &DataDir) -> Result<(), NodeError> {
     clear_files(&dirs.journal)?;
     clear_files(&dirs.snapshots)?;
     if dirs.history.exists() {
         clear_files(&dirs.history)?;
     }
-    std::fs::remove_dir_all(&staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
-    sync_dir(&dirs.root)
+    Ok(())
 }
 
 /// Subscribes at `position` to the first primary that answers; if it no longer holds the
