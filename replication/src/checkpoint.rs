@@ -177,12 +177,7 @@ impl Receiving {
     pub fn chunk(&mut self, file: u32, offset: u64, bytes: &[u8], hash: &[u8; 32]) -> Result<Write, CheckpointError> {
         let expected_file = u32::try_from(self.current).unwrap_or(u32::MAX);
         if self.is_complete() || file != expected_file || offset != self.received {
-            return Err(CheckpointError::OutOfOrder {
-                file,
-                offset,
-                expected_file,
-                expected_offset: self.received,
-            });
+            return Err(CheckpointError::OutOfOrder { file, offset, expected_file, expected_offset: self.received });
         }
         if bytes.len() > self.chunk_bytes_max {
             return Err(CheckpointError::ChunkTooLarge { bytes: bytes.len(), max: self.chunk_bytes_max });
@@ -304,7 +299,10 @@ mod tests {
         let expected: Vec<Vec<u8>> = files.iter().map(|(_, bytes)| bytes.clone()).collect();
         assert_eq!(receive(&files, &messages), Ok(expected));
         let larger = self::messages(&files, SMALL_CHUNK + 1);
-        assert_eq!(receive(&files, &larger), Err(CheckpointError::ChunkTooLarge { bytes: SMALL_CHUNK + 1, max: SMALL_CHUNK }));
+        assert_eq!(
+            receive(&files, &larger),
+            Err(CheckpointError::ChunkTooLarge { bytes: SMALL_CHUNK + 1, max: SMALL_CHUNK })
+        );
     }
 
     #[test]

@@ -330,8 +330,7 @@ fn write_rows<R: Read>(db: &redb::Database, reader: &mut Reader<R>, cut: Cut) ->
             let id = reader.u128()?;
             let value: [u8; 144] = reader.array()?;
             let transfer: Transfer = bytemuck::pod_read_unaligned(&value[..128]);
-            let (number, sequence) =
-                stored_number_and_sequence(&value).ok_or_else(|| malformed("a short transfer"))?;
+            let (number, sequence) = stored_number_and_sequence(&value).ok_or_else(|| malformed("a short transfer"))?;
             if transfer.id != id || sequence > cut.sequence || number >= cut.transfers_below {
                 return Err(malformed(format!("transfer {id} (number {number}, sequence {sequence}) is not covered")));
             }

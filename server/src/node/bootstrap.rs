@@ -200,7 +200,8 @@ fn ask(
 /// from its dump (about the dump's size again; counted twice for the store's own
 /// overhead).
 fn check_free_space(dirs: &DataDir, receiving: &Receiving) -> Result<(), AskError> {
-    let dump_bytes = receiving.files().iter().filter(|file| file.name == dump::FILE_NAME).map(|file| file.length).sum::<u64>();
+    let dump_bytes =
+        receiving.files().iter().filter(|file| file.name == dump::FILE_NAME).map(|file| file.length).sum::<u64>();
     let needed = receiving.total_bytes().saturating_add(dump_bytes.saturating_mul(2));
     let storage = tally_journal::FileStorage::new(&dirs.root, FlushMethod::Fdatasync).map_err(NodeError::from)?;
     match storage.available_bytes() {
@@ -231,10 +232,12 @@ fn receive(peer: &mut peer_io::PeerStream, mut receiving: Receiving, into: &Path
     while !receiving.is_complete() {
         match peer.recv()? {
             Message::CheckpointChunk { file, offset, bytes, hash, .. } => {
-                let write =
-                    receiving.chunk(file, offset, &bytes, &hash).map_err(|error| AskError::Checkpoint(error.to_string()))?;
+                let write = receiving
+                    .chunk(file, offset, &bytes, &hash)
+                    .map_err(|error| AskError::Checkpoint(error.to_string()))?;
                 let (file, path) = &staged[write.file];
-                file.write_all_at(&bytes, write.offset).map_err(|source| NodeError::Io { path: path.clone(), source })?;
+                file.write_all_at(&bytes, write.offset)
+                    .map_err(|source| NodeError::Io { path: path.clone(), source })?;
             }
             other => {
                 return Err(AskError::Checkpoint(format!("expected a checkpoint chunk, got {}", kind_of(&other))));
@@ -374,7 +377,11 @@ mod tests {
             .iter()
             .map(|(name, bytes)| {
                 std::fs::write(into.join(name), bytes).expect("a received file");
-                CheckpointFileInfo { name: name.clone(), length: bytes.len() as u64, hash: *blake3::hash(bytes).as_bytes() }
+                CheckpointFileInfo {
+                    name: name.clone(),
+                    length: bytes.len() as u64,
+                    hash: *blake3::hash(bytes).as_bytes(),
+                }
             })
             .collect();
         Received { sequence: SEQUENCE, chain: [7; 16], files }

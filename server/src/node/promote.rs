@@ -172,11 +172,12 @@ impl Promoter {
             let mut asked_at = Instant::now();
             while !stop() {
                 std::thread::sleep(WATCH_POLL);
-                let (serving, needs_checkpoint) = match &*promoter.running.lock().unwrap_or_else(PoisonError::into_inner) {
-                    Running::Primary(_) => (true, false),
-                    Running::Standby(standby) => (false, standby.needs_checkpoint()),
-                    Running::Neither => (false, false),
-                };
+                let (serving, needs_checkpoint) =
+                    match &*promoter.running.lock().unwrap_or_else(PoisonError::into_inner) {
+                        Running::Primary(_) => (true, false),
+                        Running::Standby(standby) => (false, standby.needs_checkpoint()),
+                        Running::Neither => (false, false),
+                    };
                 if needs_checkpoint {
                     promoter.install_offered_checkpoint();
                 }

@@ -227,7 +227,8 @@ fn send_checkpoint(peer: &mut PeerStream, node: &str, shipping: &Shipping) -> Re
     let mut preparing = || -> std::io::Result<()> {
         if told.elapsed() >= PREPARING_INTERVAL {
             told = Instant::now();
-            peer.send(&Message::CheckpointPreparing { epoch }).map_err(|error| std::io::Error::other(error.to_string()))?;
+            peer.send(&Message::CheckpointPreparing { epoch })
+                .map_err(|error| std::io::Error::other(error.to_string()))?;
         }
         Ok(())
     };

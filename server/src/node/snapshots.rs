@@ -144,7 +144,8 @@ pub fn checkpoint(
         .map_err(|error| format!("cannot load the snapshot at sequence {sequence}: {error}"))?;
     drop(snapshot);
     let dump_file = unnamed_file(scratch_dir)?;
-    let mut writer = std::io::BufWriter::with_capacity(HASH_READ_BYTES, Ticking { file: &dump_file, preparing: &mut *preparing });
+    let mut writer =
+        std::io::BufWriter::with_capacity(HASH_READ_BYTES, Ticking { file: &dump_file, preparing: &mut *preparing });
     history
         .dump_to(dump::Cut::of(sequence, &ledger), &mut writer)
         .map_err(|error| format!("cannot dump the history store at sequence {sequence}: {error}"))?;

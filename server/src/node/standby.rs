@@ -120,7 +120,8 @@ impl Standby {
             last_sequence: local.journal.last_sequence(),
             last_chain: local.journal.last_chain(),
         };
-        if let Some(checkpoint) = super::bootstrap::fetch_checkpoint_if_needed(&config, &dirs, role.epoch(), position)? {
+        if let Some(checkpoint) = super::bootstrap::fetch_checkpoint_if_needed(&config, &dirs, role.epoch(), position)?
+        {
             // The history store is opened once per process: everything recovered goes first.
             let Local { journal, derived, .. } = local;
             journal.close();
