@@ -29,7 +29,7 @@ pub type Nonce = [u8; 32];
 pub type Mac = [u8; 32];
 
 pub use auth::{Accepting, AuthError, ClusterKey, Connecting};
-pub use checkpoint::{Checkpoint, CheckpointError, CheckpointFile, Receiving};
+pub use checkpoint::{CheckpointError, ChunkRead, Receiving};
 pub use election::{Decision, Election, ElectionError, Prepared, on_prepare};
 pub use follower::{Checkpoints, FollowError, Follower, Step};
 pub use message::{CheckpointFileInfo, DecodeError, LogPosition, Message, MessageDecoder, Record};

@@ -67,8 +67,11 @@ pub enum Message {
     /// these files in this order (see [`crate::checkpoint`]), covering records up to
     /// `sequence`, whose chain hash is `chain`; then the records after it.
     CheckpointOffer { epoch: u32, sequence: u64, chain: ChainHash, files: Vec<CheckpointFileInfo> },
-    /// Bytes `offset..` of the offer's file number `file`.
-    CheckpointChunk { epoch: u32, file: u32, offset: u64, bytes: Vec<u8> },
+    /// Bytes `offset..` of the offer's file number `file`, with their BLAKE3 hash.
+    CheckpointChunk { epoch: u32, file: u32, offset: u64, bytes: Vec<u8>, hash: [u8; 32] },
+    /// The primary is still writing the checkpoint it will offer (its history dump can
+    /// take a while): the subscriber's progress timeout starts again.
+    CheckpointPreparing { epoch: u32 },
     /// The primary's state hash after applying `sequence`.
     Checkpoint { epoch: u32, sequence: u64, state_hash: u128 },
     /// A standby holds everything up to `durable_sequence` on its disk.
@@ -122,6 +125,7 @@ const KIND_REFUSED: u8 = 13;
 const KIND_PROBE: u8 = 14;
 const KIND_PROBED: u8 = 15;
 const KIND_CHECKPOINT_CHUNK: u8 = 16;
+const KIND_CHECKPOINT_PREPARING: u8 = 17;
 /// Files in one checkpoint offer, at most (see [`crate::checkpoint::FILES_MAX`]).
 const OFFER_FILES_MAX: usize = 64;
 const FILE_NAME_BYTES_MAX: usize = 255;
@@ -189,12 +193,17 @@ impl Message {
                 }
                 KIND_CHECKPOINT_OFFER
             }
-            Message::CheckpointChunk { epoch, file, offset, bytes } => {
+            Message::CheckpointChunk { epoch, file, offset, bytes, hash } => {
                 out.extend_from_slice(&epoch.to_le_bytes());
                 out.extend_from_slice(&file.to_le_bytes());
                 out.extend_from_slice(&offset.to_le_bytes());
                 put_bytes(out, bytes);
+                out.extend_from_slice(hash);
                 KIND_CHECKPOINT_CHUNK
+            }
+            Message::CheckpointPreparing { epoch } => {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                KIND_CHECKPOINT_PREPARING
             }
             Message::Checkpoint { epoch, sequence, state_hash } => {
                 out.extend_from_slice(&epoch.to_le_bytes());
@@ -409,7 +418,9 @@ fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, DecodeError> {
             file: fields.u32()?,
             offset: fields.u64()?,
             bytes: fields.bytes()?.to_vec(),
+            hash: fields.array()?,
         },
+        KIND_CHECKPOINT_PREPARING => Message::CheckpointPreparing { epoch: fields.u32()? },
         KIND_CHECKPOINT => {
             Message::Checkpoint { epoch: fields.u32()?, sequence: fields.u64()?, state_hash: fields.u128()? }
         }
@@ -454,7 +465,8 @@ mod tests {
                 chain: [2; 16],
                 files: vec![CheckpointFileInfo { name: "00000000000000000005.snap".into(), length: 3, hash: [8; 32] }],
             },
-            Message::CheckpointChunk { epoch: 1, file: 0, offset: 0, bytes: vec![1, 2, 3] },
+            Message::CheckpointChunk { epoch: 1, file: 0, offset: 0, bytes: vec![1, 2, 3], hash: [9; 32] },
+            Message::CheckpointPreparing { epoch: 1 },
             Message::Checkpoint { epoch: 2, sequence: 10, state_hash: u128::MAX - 1 },
             Message::Ack { epoch: 2, durable_sequence: 10 },
             Message::Prepare { epoch: 3 },

@@ -135,6 +135,12 @@ struct NodeArgs {
     #[arg(long, default_value_t = tally_engine::HOT_WINDOW_DEFAULT, value_name = "INPUTS",
           value_parser = clap::value_parser!(u64).range(1..))]
     hot_window: u64,
+    /// Bytes of file data per checkpoint chunk sent to a standby, and the largest chunk
+    /// accepted from a primary: the only part of a checkpoint held in memory. A test knob
+    /// (hidden); every node of a replica set must use the same value.
+    #[arg(long, hide = true, default_value_t = tally_replication::checkpoint::CHUNK_BYTES as u64, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(tally_replication::checkpoint::CHUNK_BYTES_MIN as u64..=tally_replication::checkpoint::CHUNK_BYTES_MAX as u64))]
+    checkpoint_chunk_bytes: u64,
 }
 
 #[derive(Args)]
@@ -457,6 +463,9 @@ fn node_config(args: &NodeArgs) -> NodeConfig {
         // At most 65 536 MiB by the argument's range: fits any 64-bit usize.
         journal_segment_bytes: usize::try_from(args.journal_segment_mib << 20).unwrap_or(usize::MAX),
         hot_window: args.hot_window,
+        // At most CHUNK_BYTES_MAX by the argument's range.
+        checkpoint_chunk_bytes: usize::try_from(args.checkpoint_chunk_bytes)
+            .unwrap_or(tally_replication::checkpoint::CHUNK_BYTES),
         ..NodeConfig::new(&args.data)
     }
 }

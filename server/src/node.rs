@@ -87,6 +87,9 @@ pub struct NodeConfig {
     /// commits leaves memory when `S + W` is applied, and is read from the history store
     /// after that. Every node of a replica set must use the same value.
     pub hot_window: u64,
+    /// Bytes of file data per checkpoint chunk this node sends, and the largest it accepts
+    /// (`--checkpoint-chunk-bytes`, a test knob; every node of a set must agree).
+    pub checkpoint_chunk_bytes: usize,
 }
 
 /// A node's place in a replica set.
@@ -118,6 +121,7 @@ impl NodeConfig {
             files: None,
             sink_nice: tally_sinks::sink::NICE_DEFAULT,
             hot_window: tally_engine::HOT_WINDOW_DEFAULT,
+            checkpoint_chunk_bytes: tally_replication::checkpoint::CHUNK_BYTES,
         }
     }
 }
@@ -271,6 +275,8 @@ impl Node {
             Arc::new(Shipping {
                 journal_dir: dirs.journal.clone(),
                 snapshots_dir: dirs.snapshots.clone(),
+                outgoing_dir: dirs.root.join(ship::OUTGOING),
+                chunk_bytes: config.checkpoint_chunk_bytes,
                 history: shipped_history.clone(),
                 visible,
                 primary: Mutex::new(Primary::new(role.epoch(), replicas, ship::CHECKPOINT_INTERVAL)),

@@ -342,6 +342,96 @@ fn a_returning_primary_removes_the_history_of_the_suffix_it_truncates() {
     assert_eq!(send(&promoted, suffix[9]), ResultCode::Created, "an id only the truncated suffix used");
 }
 
+/// The gap this guards: a checkpoint was collected in memory on both sides, under a
+/// 4 GiB cap, so a primary with a large history could not bootstrap a standby. Here every
+/// node takes and sends chunks of 4 KiB (`--checkpoint-chunk-bytes`, the only part of a
+/// checkpoint a standby holds in memory; a larger chunk is refused), and a checkpoint
+/// hundreds of times that size is streamed through disk, installed, and followed.
+#[test]
+fn a_checkpoint_hundreds_of_chunks_long_is_streamed_through_disk_installed_and_followed() {
+    const CHUNK: u64 = 4096;
+    let mut cluster = TestCluster::new("standby-streamed-checkpoint", 2, "local");
+    let chunk = CHUNK.to_string();
+    let small = [
+        "--snapshot-interval-s",
+        "1",
+        "--journal-segment-mib",
+        "4",
+        "--hot-window",
+        HOT_WINDOW,
+        "--checkpoint-chunk-bytes",
+        &chunk,
+    ];
+    cluster.start_primary(0, &small);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary, 1..=ACCOUNTS);
+    let mut next_id = load_until_the_oldest_segment_is_dropped(&cluster, 0, &primary, 100_000);
+
+    cluster.start_standby(1, &[0], &small);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    let log = cluster.log(1);
+    assert!(log.contains("installed the checkpoint"), "{log}");
+    let bytes = received_checkpoint_bytes(&log);
+    assert!(bytes > 100 * CHUNK, "a checkpoint of {bytes} bytes is not hundreds of chunks");
+    for left in ["checkpoint-receiving", "checkpoint-incoming"] {
+        assert!(!cluster.data(1).join(left).exists(), "{left} is removed after the install");
+    }
+    // It follows on from the checkpoint, history included.
+    evict(&primary, &mut next_id);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    cluster.kill(0);
+    force_promote(&cluster, 1);
+    let promoted = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    let before = promoted.lookup_transfers(&[100_000]).expect("lookup answered");
+    assert_eq!(before.iter().map(|found| found.id).collect::<Vec<_>>(), [100_000], "history before the checkpoint");
+}
+
+/// The gap this guards: a running standby whose primary trimmed its journal past the
+/// standby's next record (the standby was cut off meanwhile) stopped with "restart this
+/// standby". It now stops following, installs the primary's checkpoint in place and
+/// follows on, in the same process.
+#[test]
+fn a_standby_cut_off_while_the_primary_trims_past_it_installs_the_checkpoint_in_place_and_follows() {
+    let mut cluster = TestCluster::new("standby-checkpoint-in-place", 2, "local");
+    let small = ["--snapshot-interval-s", "1", "--journal-segment-mib", "4", "--hot-window", HOT_WINDOW];
+    cluster.start_primary(0, &small);
+    cluster.start_standby(1, &[0], &small);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary, 1..=ACCOUNTS);
+    let mut next_id = 1_000u128;
+    evict(&primary, &mut next_id);
+    let held_at = cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT).applied_sequence;
+
+    // Cut off, the standby falls behind the primary's oldest journal record.
+    cluster.link(1, 0).cut();
+    let journal = cluster.data(0).join("journal");
+    while oldest_segment(&journal) <= held_at + 1 {
+        assert!(next_id < 1_000 + 400_000, "the primary never trimmed past {held_at}:\n{}", cluster.logs());
+        let transfers: Vec<Transfer> = (next_id..next_id + 8_000)
+            .map(|id| bulky(transfer(id, 1 + id % ACCOUNTS, 1 + (id + 1) % ACCOUNTS, 1)))
+            .collect();
+        let results = primary.create_transfers(&transfers).expect("answered");
+        assert!(results.iter().all(|result| result.status == ResultCode::Created as u32));
+        next_id += 8_000;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cluster.heal_all();
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    let log = cluster.log(1);
+    assert!(log.contains("installed in place"), "{log}");
+    assert_eq!(cluster.status(1).expect("the standby answers").role, "standby");
+    // And it follows on.
+    evict(&primary, &mut next_id);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+}
+
+/// The size the standby logs for the checkpoint it received ("… (N bytes)").
+fn received_checkpoint_bytes(log: &str) -> u64 {
+    let line = log.lines().find(|line| line.contains("received its checkpoint")).expect("a received checkpoint");
+    let bytes = line.rsplit_once('(').and_then(|(_, rest)| rest.split(' ').next()).and_then(|n| n.parse().ok());
+    bytes.unwrap_or_else(|| panic!("no size in {line:?}"))
+}
+
 /// Loads `primary` with bulky transfers from id `next_id` on until node `index` has
 /// deleted the oldest journal segment it had (after a checkpoint): on the primary, so
 /// that a new standby must start from that checkpoint; on a standby, to see it trim.

@@ -123,6 +123,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         journal_segment_bytes: node_config.journal_segment_bytes,
         repair_from: args.repair_from.clone(),
         hot_window: node_config.hot_window,
+        checkpoint_chunk_bytes: node_config.checkpoint_chunk_bytes,
     };
     let standby = Standby::open(standby_config.clone(), role.clone())?;
     let status = Arc::new(RwLock::new(standby.status()));
@@ -201,6 +202,7 @@ pub fn fenced_primary_rejoins(
         journal_segment_bytes: node_config.journal_segment_bytes,
         repair_from: node_config.repair_from.clone(),
         hot_window: node_config.hot_window,
+        checkpoint_chunk_bytes: node_config.checkpoint_chunk_bytes,
     };
     let promoter = Arc::new(Promoter {
         running: Mutex::new(Running::Primary(node)),

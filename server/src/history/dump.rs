@@ -9,7 +9,9 @@
 //! ledger gives its next transfer and next balance row ([`Cut`]; both count up in
 //! commit order). The standby checks every row against the same cut, read from the
 //! checkpoint's own ledger, writes them into a fresh store file in its staging directory
-//! (one durable transaction, with the mark `C`), and renames that file into place.
+//! (the mark `C` in the last, durable transaction), and renames that file into place.
+//! Both sides stream: the primary writes the dump to a file (`dump_to`), the standby
+//! reads the staged file row by row (`build_store`); neither holds it in memory.
 //!
 //! Format (little-endian): `TALLYHD1`, then the cut (`sequence`, `transfers_below`,
 //! `balances_below`, u64 each), then five sections in this order, each a u64 row count
@@ -20,6 +22,7 @@
 //! the checkpoint protocol's BLAKE3 hash; this format only has to be refused cleanly when
 //! it is wrong.
 
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable};
@@ -30,7 +33,8 @@ use super::{ACCOUNT_TRANSFERS, BALANCES, FAILED, HistoryStore, MARK, META, RESOL
 
 /// The name of the dump among a checkpoint's files.
 pub const FILE_NAME: &str = "history.dump";
-/// The largest dump written or read: all of a checkpoint may be no larger.
+/// The largest dump written or read: all of a checkpoint may be no larger. It lives on
+/// disk on both sides, never whole in memory.
 pub const DUMP_BYTES_MAX: u64 = tally_replication::checkpoint::CHECKPOINT_BYTES_MAX;
 const MAGIC: &[u8; 8] = b"TALLYHD1";
 const HEADER_BYTES: usize = 8 + 3 * 8;
@@ -85,142 +89,184 @@ fn stored_number_and_sequence(value: &[u8]) -> Option<(u64, u64)> {
     Some((number, sequence))
 }
 
-/// Appends a section: a row count, then the rows `push` writes for each entry it keeps.
-struct Section<'a> {
-    out: &'a mut Vec<u8>,
-    count_at: usize,
+/// Writes the dump through any seekable writer (a file on the primary): each section's
+/// row count is written as 0 first and patched once its rows are out, so no section is
+/// held in memory. Counts the bytes written.
+struct DumpWriter<W: Write + Seek> {
+    out: W,
+    written: u64,
+}
+
+impl<W: Write + Seek> DumpWriter<W> {
+    fn put(&mut self, parts: &[&[u8]]) -> Result<(), DumpError> {
+        for part in parts {
+            self.out.write_all(part).map_err(store)?;
+            self.written += part.len() as u64;
+        }
+        if self.written > DUMP_BYTES_MAX { Err(DumpError::TooLarge) } else { Ok(()) }
+    }
+
+    /// Starts a section: its count's place, to patch in [`DumpWriter::end`].
+    fn start(&mut self) -> Result<Section, DumpError> {
+        let count_at = self.written;
+        self.put(&[&0u64.to_le_bytes()])?;
+        Ok(Section { count_at, count: 0 })
+    }
+
+    fn row(&mut self, section: &mut Section, parts: &[&[u8]]) -> Result<(), DumpError> {
+        section.count += 1;
+        self.put(parts)
+    }
+
+    fn end(&mut self, section: Section) -> Result<(), DumpError> {
+        self.out.seek(SeekFrom::Start(section.count_at)).map_err(store)?;
+        self.out.write_all(&section.count.to_le_bytes()).map_err(store)?;
+        self.out.seek(SeekFrom::Start(self.written)).map_err(store)?;
+        Ok(())
+    }
+}
+
+struct Section {
+    count_at: u64,
     count: u64,
 }
 
-impl<'a> Section<'a> {
-    fn start(out: &'a mut Vec<u8>) -> Section<'a> {
-        let count_at = out.len();
-        out.extend_from_slice(&0u64.to_le_bytes());
-        Section { out, count_at, count: 0 }
-    }
-
-    fn row(&mut self, parts: &[&[u8]]) -> Result<(), DumpError> {
-        for part in parts {
-            self.out.extend_from_slice(part);
-        }
-        self.count += 1;
-        if self.out.len() as u64 > DUMP_BYTES_MAX { Err(DumpError::TooLarge) } else { Ok(()) }
-    }
-
-    fn end(self) {
-        self.out[self.count_at..self.count_at + 8].copy_from_slice(&self.count.to_le_bytes());
-    }
-}
-
 impl HistoryStore {
-    /// The rows the checkpoint `cut` covers, from one read transaction (see the module's
-    /// documentation). Refused when the store does not hold the checkpoint's sequence yet.
+    /// [`HistoryStore::dump_to`] into memory (tests of the format).
+    #[cfg(test)]
     pub fn dump(&self, cut: Cut) -> Result<Vec<u8>, DumpError> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        self.dump_to(cut, &mut out)?;
+        Ok(out.into_inner())
+    }
+
+    /// Writes the rows the checkpoint `cut` covers to `out`, from one read transaction
+    /// (see the module's documentation); returns the bytes written. Refused when the
+    /// store does not hold the checkpoint's sequence yet.
+    pub fn dump_to<W: Write + Seek>(&self, cut: Cut, out: W) -> Result<u64, DumpError> {
         let txn = self.db.begin_read().map_err(store)?;
         let mark = txn.open_table(META).map_err(store)?.get(MARK).map_err(store)?.map_or(0, |mark| mark.value());
         if mark < cut.sequence {
             return Err(DumpError::Behind { mark, sequence: cut.sequence });
         }
-        let mut out = Vec::with_capacity(HEADER_BYTES);
-        out.extend_from_slice(MAGIC);
+        let mut out = DumpWriter { out, written: 0 };
+        out.put(&[MAGIC])?;
         for word in [cut.sequence, cut.transfers_below, cut.balances_below] {
-            out.extend_from_slice(&word.to_le_bytes());
+            out.put(&[&word.to_le_bytes()])?;
         }
-        let mut section = Section::start(&mut out);
+        let mut section = out.start()?;
         for entry in txn.open_table(TRANSFERS).map_err(store)?.iter().map_err(store)? {
             let (id, value) = entry.map_err(store)?;
             let value = value.value();
             let (_, sequence) = stored_number_and_sequence(value).ok_or_else(|| store("a short transfer record"))?;
             if sequence <= cut.sequence {
-                section.row(&[&id.value().to_le_bytes(), value])?;
+                out.row(&mut section, &[&id.value().to_le_bytes(), value])?;
             }
         }
-        section.end();
-        let mut section = Section::start(&mut out);
+        out.end(section)?;
+        let mut section = out.start()?;
         for entry in txn.open_table(FAILED).map_err(store)?.iter().map_err(store)? {
             let (id, value) = entry.map_err(store)?;
             let (code, sequence) = value.value();
             if sequence <= cut.sequence {
-                section.row(&[&id.value().to_le_bytes(), &code.to_le_bytes(), &sequence.to_le_bytes()])?;
+                out.row(&mut section, &[&id.value().to_le_bytes(), &code.to_le_bytes(), &sequence.to_le_bytes()])?;
             }
         }
-        section.end();
-        let mut section = Section::start(&mut out);
+        out.end(section)?;
+        let mut section = out.start()?;
         for entry in txn.open_table(RESOLUTIONS).map_err(store)?.iter().map_err(store)? {
             let (id, value) = entry.map_err(store)?;
             let (status, sequence) = value.value();
             if sequence <= cut.sequence {
-                section.row(&[&id.value().to_le_bytes(), &[status], &sequence.to_le_bytes()])?;
+                out.row(&mut section, &[&id.value().to_le_bytes(), &[status], &sequence.to_le_bytes()])?;
             }
         }
-        section.end();
-        let mut section = Section::start(&mut out);
+        out.end(section)?;
+        let mut section = out.start()?;
         for entry in txn.open_table(ACCOUNT_TRANSFERS).map_err(store)?.iter().map_err(store)? {
             let (key, id) = entry.map_err(store)?;
             let (_, account, number) = key.value();
             if number < cut.transfers_below {
-                section.row(&[&account.to_le_bytes(), &number.to_le_bytes(), &id.value().to_le_bytes()])?;
+                out.row(&mut section, &[&account.to_le_bytes(), &number.to_le_bytes(), &id.value().to_le_bytes()])?;
             }
         }
-        section.end();
-        let mut section = Section::start(&mut out);
+        out.end(section)?;
+        let mut section = out.start()?;
         for entry in txn.open_table(BALANCES).map_err(store)?.iter().map_err(store)? {
             let (key, row) = entry.map_err(store)?;
             let (_, account, number) = key.value();
             if number < cut.balances_below {
-                section.row(&[&account.to_le_bytes(), &number.to_le_bytes(), row.value()])?;
+                out.row(&mut section, &[&account.to_le_bytes(), &number.to_le_bytes(), row.value()])?;
             }
         }
-        section.end();
-        Ok(out)
+        out.end(section)?;
+        out.out.flush().map_err(store)?;
+        Ok(out.written)
     }
 }
 
 /// Reads a dump from the peer's bytes, field by field, never past its end.
-struct Reader<'a> {
-    bytes: &'a [u8],
+struct Reader<R: Read> {
+    input: R,
+    /// Bytes not yet read.
+    remaining: u64,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, count: usize) -> Result<&'a [u8], DumpError> {
-        if self.bytes.len() < count {
+impl<R: Read> Reader<R> {
+    fn fill(&mut self, buffer: &mut [u8]) -> Result<(), DumpError> {
+        if self.remaining < buffer.len() as u64 {
             return Err(malformed("it ends inside a row"));
         }
-        let (taken, rest) = self.bytes.split_at(count);
-        self.bytes = rest;
-        Ok(taken)
+        self.input.read_exact(buffer).map_err(|error| DumpError::Store(format!("reading the dump: {error}")))?;
+        self.remaining -= buffer.len() as u64;
+        Ok(())
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DumpError> {
+        let mut array = [0u8; N];
+        self.fill(&mut array)?;
+        Ok(array)
     }
 
     fn u64(&mut self) -> Result<u64, DumpError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| malformed("a short word"))?))
+        Ok(u64::from_le_bytes(self.array()?))
     }
 
     fn u128(&mut self) -> Result<u128, DumpError> {
-        Ok(u128::from_le_bytes(self.take(16)?.try_into().map_err(|_| malformed("a short id"))?))
+        Ok(u128::from_le_bytes(self.array()?))
     }
 
     /// A section's row count, refused unless that many rows of `row_bytes` follow.
     fn count(&mut self, row_bytes: usize, what: &str) -> Result<u64, DumpError> {
         let count = self.u64()?;
-        let needed = usize::try_from(count).ok().and_then(|count| count.checked_mul(row_bytes));
-        if needed.is_none_or(|needed| needed > self.bytes.len()) {
+        if count.checked_mul(row_bytes as u64).is_none_or(|needed| needed > self.remaining) {
             return Err(malformed(format!("it announces {count} {what}, more than its bytes hold")));
         }
         Ok(count)
     }
 }
 
-/// Builds a fresh history store at `path` (replacing any file there) from `dump`, which
-/// must be cut exactly at `expected` (the received checkpoint's own cut) and hold only
-/// rows that cut covers; its mark is the cut's sequence. One durable transaction: the
-/// file is either complete or refused by the caller (it lives in the staging directory
-/// until the caller renames it into place). Returns the number of rows written.
-pub fn build_store(dump: &[u8], expected: Cut, path: &Path) -> Result<u64, DumpError> {
-    if dump.len() as u64 > DUMP_BYTES_MAX {
+/// Rows written per transaction while a store is built: what one transaction holds
+/// uncommitted stays bounded however large the dump (≈ 150 MiB of rows at the largest
+/// row size). Only the last transaction, which writes the mark, is durable; a build that
+/// stops before it leaves a file its caller removes.
+const ROWS_PER_TRANSACTION: u64 = 1 << 20;
+
+/// Builds a fresh history store at `path` (replacing any file there) from the dump file
+/// `dump`, read as a stream, which must be cut exactly at `expected` (the received
+/// checkpoint's own cut) and hold only rows that cut covers; its mark is the cut's
+/// sequence. A refused dump leaves no file at `path`. Returns the number of rows written.
+pub fn build_store(dump: &Path, expected: Cut, path: &Path) -> Result<u64, DumpError> {
+    let file = std::fs::File::open(dump).map_err(|error| DumpError::Store(format!("{}: {error}", dump.display())))?;
+    let length = file.metadata().map_err(store)?.len();
+    if length > DUMP_BYTES_MAX {
         return Err(DumpError::TooLarge);
     }
-    let mut reader = Reader { bytes: dump };
-    if reader.take(MAGIC.len())? != MAGIC {
+    if length < HEADER_BYTES as u64 {
+        return Err(malformed("it is shorter than its header"));
+    }
+    let mut reader = Reader { input: std::io::BufReader::with_capacity(1 << 20, file), remaining: length };
+    if &reader.array::<8>()? != MAGIC {
         return Err(malformed("it does not start with the history dump's magic"));
     }
     let cut = Cut { sequence: reader.u64()?, transfers_below: reader.u64()?, balances_below: reader.u64()? };
@@ -230,73 +276,121 @@ pub fn build_store(dump: &[u8], expected: Cut, path: &Path) -> Result<u64, DumpE
     if path.exists() {
         std::fs::remove_file(path).map_err(store)?;
     }
-    let db = redb::Database::create(path).map_err(store)?;
-    let txn = db.begin_write().map_err(store)?;
-    let rows = write_rows(&txn, &mut reader, cut)?;
-    if !reader.bytes.is_empty() {
-        return Err(malformed(format!("{} bytes follow its last section", reader.bytes.len())));
+    let built = write_store(&mut reader, cut, path);
+    if built.is_err() {
+        let _ = std::fs::remove_file(path);
     }
+    built
+}
+
+fn write_store<R: Read>(reader: &mut Reader<R>, cut: Cut, path: &Path) -> Result<u64, DumpError> {
+    let db = redb::Database::create(path).map_err(store)?;
+    let rows = write_rows(&db, reader, cut)?;
+    if reader.remaining > 0 {
+        return Err(malformed(format!("{} bytes follow its last section", reader.remaining)));
+    }
+    let txn = db.begin_write().map_err(store)?;
+    // Every table exists afterwards, even one whose section was empty.
+    txn.open_table(TRANSFERS).map_err(store)?;
+    txn.open_table(FAILED).map_err(store)?;
+    txn.open_table(RESOLUTIONS).map_err(store)?;
+    txn.open_table(ACCOUNT_TRANSFERS).map_err(store)?;
+    txn.open_table(BALANCES).map_err(store)?;
+    txn.open_table(META).map_err(store)?.insert(MARK, cut.sequence).map_err(store)?;
     txn.commit().map_err(store)?;
     Ok(rows)
 }
 
+/// Runs `write` over `count` rows in transactions of at most [`ROWS_PER_TRANSACTION`],
+/// none of them durable (the caller's last transaction makes them so).
+fn in_transactions(
+    db: &redb::Database,
+    count: u64,
+    mut write: impl FnMut(&redb::WriteTransaction, u64) -> Result<(), DumpError>,
+) -> Result<u64, DumpError> {
+    let mut left = count;
+    while left > 0 {
+        let rows = left.min(ROWS_PER_TRANSACTION);
+        let mut txn = db.begin_write().map_err(store)?;
+        txn.set_durability(redb::Durability::None).map_err(store)?;
+        write(&txn, rows)?;
+        txn.commit().map_err(store)?;
+        left -= rows;
+    }
+    Ok(count)
+}
+
 /// Writes every section's rows, checking each against the cut; returns how many.
-fn write_rows(txn: &redb::WriteTransaction, reader: &mut Reader<'_>, cut: Cut) -> Result<u64, DumpError> {
+fn write_rows<R: Read>(db: &redb::Database, reader: &mut Reader<R>, cut: Cut) -> Result<u64, DumpError> {
     let mut rows = 0u64;
-    let mut transfers = txn.open_table(TRANSFERS).map_err(store)?;
-    for _ in 0..reader.count(TRANSFER_ROW, "transfers")? {
-        let id = reader.u128()?;
-        let value = reader.take(144)?;
-        let transfer: Transfer = bytemuck::pod_read_unaligned(&value[..128]);
-        let (number, sequence) = stored_number_and_sequence(value).ok_or_else(|| malformed("a short transfer"))?;
-        if transfer.id != id || sequence > cut.sequence || number >= cut.transfers_below {
-            return Err(malformed(format!("transfer {id} (number {number}, sequence {sequence}) is not covered")));
+    let count = reader.count(TRANSFER_ROW, "transfers")?;
+    rows += in_transactions(db, count, |txn, batch| {
+        let mut transfers = txn.open_table(TRANSFERS).map_err(store)?;
+        for _ in 0..batch {
+            let id = reader.u128()?;
+            let value: [u8; 144] = reader.array()?;
+            let transfer: Transfer = bytemuck::pod_read_unaligned(&value[..128]);
+            let (number, sequence) = stored_number_and_sequence(&value).ok_or_else(|| malformed("a short transfer"))?;
+            if transfer.id != id || sequence > cut.sequence || number >= cut.transfers_below {
+                return Err(malformed(format!("transfer {id} (number {number}, sequence {sequence}) is not covered")));
+            }
+            transfers.insert(id, value.as_slice()).map_err(store)?;
         }
-        transfers.insert(id, value).map_err(store)?;
-        rows += 1;
-    }
-    let mut failed = txn.open_table(FAILED).map_err(store)?;
-    for _ in 0..reader.count(FAILED_ROW, "failed ids")? {
-        let id = reader.u128()?;
-        let code = u32::from_le_bytes(reader.take(4)?.try_into().map_err(|_| malformed("a short code"))?);
-        let sequence = reader.u64()?;
-        if sequence > cut.sequence {
-            return Err(malformed(format!("failed id {id} at sequence {sequence} is not covered")));
+        Ok(())
+    })?;
+    let count = reader.count(FAILED_ROW, "failed ids")?;
+    rows += in_transactions(db, count, |txn, batch| {
+        let mut failed = txn.open_table(FAILED).map_err(store)?;
+        for _ in 0..batch {
+            let id = reader.u128()?;
+            let code = u32::from_le_bytes(reader.array()?);
+            let sequence = reader.u64()?;
+            if sequence > cut.sequence {
+                return Err(malformed(format!("failed id {id} at sequence {sequence} is not covered")));
+            }
+            failed.insert(id, (code, sequence)).map_err(store)?;
         }
-        failed.insert(id, (code, sequence)).map_err(store)?;
-        rows += 1;
-    }
-    let mut resolutions = txn.open_table(RESOLUTIONS).map_err(store)?;
-    for _ in 0..reader.count(RESOLUTION_ROW, "resolutions")? {
-        let id = reader.u128()?;
-        let status = reader.take(1)?[0];
-        let sequence = reader.u64()?;
-        if PendingStatus::from_u8(status).is_none() || sequence > cut.sequence {
-            return Err(malformed(format!("resolution of {id} (status {status}, sequence {sequence})")));
+        Ok(())
+    })?;
+    let count = reader.count(RESOLUTION_ROW, "resolutions")?;
+    rows += in_transactions(db, count, |txn, batch| {
+        let mut resolutions = txn.open_table(RESOLUTIONS).map_err(store)?;
+        for _ in 0..batch {
+            let id = reader.u128()?;
+            let [status] = reader.array()?;
+            let sequence = reader.u64()?;
+            if PendingStatus::from_u8(status).is_none() || sequence > cut.sequence {
+                return Err(malformed(format!("resolution of {id} (status {status}, sequence {sequence})")));
+            }
+            resolutions.insert(id, (status, sequence)).map_err(store)?;
         }
-        resolutions.insert(id, (status, sequence)).map_err(store)?;
-        rows += 1;
-    }
-    let mut lists = txn.open_table(ACCOUNT_TRANSFERS).map_err(store)?;
-    for _ in 0..reader.count(LIST_ROW, "account-list entries")? {
-        let (account, number, id) = (reader.u128()?, reader.u64()?, reader.u128()?);
-        if number >= cut.transfers_below {
-            return Err(malformed(format!("account {account}'s entry number {number} is not covered")));
+        Ok(())
+    })?;
+    let count = reader.count(LIST_ROW, "account-list entries")?;
+    rows += in_transactions(db, count, |txn, batch| {
+        let mut lists = txn.open_table(ACCOUNT_TRANSFERS).map_err(store)?;
+        for _ in 0..batch {
+            let (account, number, id) = (reader.u128()?, reader.u64()?, reader.u128()?);
+            if number >= cut.transfers_below {
+                return Err(malformed(format!("account {account}'s entry number {number} is not covered")));
+            }
+            lists.insert(bucket_key(account, number), id).map_err(store)?;
         }
-        lists.insert(bucket_key(account, number), id).map_err(store)?;
-        rows += 1;
-    }
-    let mut balances = txn.open_table(BALANCES).map_err(store)?;
-    for _ in 0..reader.count(BALANCE_ROW, "balance rows")? {
-        let (account, number) = (reader.u128()?, reader.u64()?);
-        let row = reader.take(129)?;
-        if number >= cut.balances_below || row[0] > 1 {
-            return Err(malformed(format!("account {account}'s balance row {number} is not covered")));
+        Ok(())
+    })?;
+    let count = reader.count(BALANCE_ROW, "balance rows")?;
+    rows += in_transactions(db, count, |txn, batch| {
+        let mut balances = txn.open_table(BALANCES).map_err(store)?;
+        for _ in 0..batch {
+            let (account, number) = (reader.u128()?, reader.u64()?);
+            let row: [u8; 129] = reader.array()?;
+            if number >= cut.balances_below || row[0] > 1 {
+                return Err(malformed(format!("account {account}'s balance row {number} is not covered")));
+            }
+            balances.insert(bucket_key(account, number), row.as_slice()).map_err(store)?;
         }
-        balances.insert(bucket_key(account, number), row).map_err(store)?;
-        rows += 1;
-    }
-    txn.open_table(META).map_err(store)?.insert(MARK, cut.sequence).map_err(store)?;
+        Ok(())
+    })?;
     Ok(rows)
 }
 
@@ -349,7 +443,9 @@ mod tests {
         let dump = primary.dump(CUT).expect("dump");
         let standby_dir = tempfile::tempdir().expect("temp dir");
         let path = standby_dir.path().join("history.redb");
-        let rows = build_store(&dump, CUT, &path).expect("install");
+        let staged = standby_dir.path().join(FILE_NAME);
+        std::fs::write(&staged, &dump).expect("the dump is staged");
+        let rows = build_store(&staged, CUT, &path).expect("install");
         assert_eq!(rows, 6 * (1 + 1 + 1 + 2 + 2), "six sequences of seven rows each");
         let (installed, mark) = HistoryStore::open(standby_dir.path()).expect("open the installed store");
         assert_eq!(mark, 6);
@@ -377,8 +473,11 @@ mod tests {
         let good = primary.dump(CUT).expect("dump");
         let target = tempfile::tempdir().expect("temp dir");
         let path = target.path().join("history.redb");
+        let staged = target.path().join(FILE_NAME);
         let refused = |dump: &[u8], cut: Cut| {
-            let result = build_store(dump, cut, &path);
+            std::fs::write(&staged, dump).expect("the dump is staged");
+            let result = build_store(&staged, cut, &path);
+            assert!(!path.exists(), "a refused dump leaves no store file");
             assert!(matches!(result, Err(DumpError::Malformed(_))), "{result:?}");
         };
         refused(&good[..good.len() - 1], CUT);

@@ -1,20 +1,28 @@
 //! A standby that needs records its primary no longer holds starts from the primary's
-//! checkpoint: received over the authenticated peer port, checked (names, lengths, BLAKE3
-//! hashes: `tally_replication::checkpoint`), written durably to a staging directory,
-//! loaded there, and only then installed in place of the standby's snapshots, history
-//! store and journal. The checkpoint is a snapshot and the primary's history store cut at
-//! the snapshot's sequence (`history::dump`): without the history, this node's cold
-//! look-ups would not find ids used before the checkpoint, and a retry of one would be
-//! applied again.
+//! checkpoint: received over the authenticated peer port, checked chunk by chunk (names,
+//! lengths, BLAKE3 hashes per chunk and per file: `tally_replication::checkpoint`, whose
+//! sans-I/O `Receiving` says where each accepted chunk goes; this module does the
+//! writing), written to disk as it arrives, loaded, and only then installed in place of
+//! the standby's snapshots, history store and journal. The checkpoint is a snapshot and
+//! the primary's history store cut at the snapshot's sequence (`history::dump`): without
+//! the history, this node's cold look-ups would not find ids used before the checkpoint,
+//! and a retry of one would be applied again. Nothing of it is held in memory but one
+//! chunk (and, once loaded, the snapshot's ledger): a checkpoint may be as large as the
+//! disk allows, which is checked against the offer before the first chunk is read, and
+//! the primary may take as long as it needs while it keeps sending (a progress timeout).
 //!
-//! Install order, so that a crash at any point leaves a directory that start-up can use:
+//! Receive and install order, so that a crash at any point leaves a directory that
+//! start-up can use:
 //!
-//! 1. files → `DIR/checkpoint-incoming/` (temporary name, fsync, rename, fsync the
-//!    directory and `DIR`), then loaded there: the snapshot into a ledger, and the history
-//!    dump, checked row by row against the cut that ledger gives, into a fresh store file
-//!    `DIR/checkpoint-incoming/history.redb` (one durable transaction whose mark is the
-//!    checkpoint's sequence). A checkpoint that does not load is refused and nothing else
-//!    changes;
+//! 0. chunks → `DIR/checkpoint-receiving/NAME.incoming` at their offsets; once every
+//!    file is complete: fsync each, rename to `NAME`, fsync the directory. Start-up
+//!    removes this directory: an unfinished transfer changed nothing else;
+//! 1. `DIR/checkpoint-receiving/` is renamed to `DIR/checkpoint-incoming/` (fsync `DIR`),
+//!    then loaded there: the snapshot into a ledger, and the history dump, read as a
+//!    stream and checked row by row against the cut that ledger gives, into a fresh store
+//!    file `DIR/checkpoint-incoming/history.redb` (its last, durable transaction writes
+//!    the checkpoint's sequence as its mark). A checkpoint that does not load is refused
+//!    and nothing else changes;
 //! 2. that store file is renamed over `DIR/history/history.redb` (fsync `DIR/history`);
 //! 3. the journal's files are removed (fsync);
 //! 4. the snapshots are removed and the checkpoint's snapshot renamed into
@@ -29,13 +37,13 @@
 //! primary offers it again).
 
 use std::fs::File;
-use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tally_journal::{Journal, JournalConfig};
-use tally_replication::{Checkpoint, LogPosition, Message, Receiving};
+use tally_journal::{FlushMethod, Journal, JournalConfig, Storage};
+use tally_replication::{ChainHash, CheckpointFileInfo, LogPosition, Message, Receiving};
 
 use super::DataDir;
 use super::peer_io::{self, PeerError};
@@ -44,14 +52,37 @@ use super::standby::StandbyConfig;
 use crate::error::NodeError;
 use crate::history::{self, dump};
 
-/// The staging directory under the data directory.
+/// The staging directory under the data directory: its presence marks an install in
+/// progress.
 pub const STAGING: &str = "checkpoint-incoming";
+/// Where the chunks of a checkpoint are written as they arrive; renamed to [`STAGING`]
+/// once every file is complete and durable. Start-up removes it: a transfer that did
+/// not finish changed nothing else.
+pub const RECEIVING: &str = "checkpoint-receiving";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long the primary may take between two messages while it answers the subscription.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest the primary may stay silent while it answers the subscription: before its
+/// offer (it sends `CheckpointPreparing` every second while it writes the files), and
+/// between two chunks. A progress timeout: a transfer of any size may take as long as it
+/// needs while bytes flow.
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Clears what an interrupted install left (see the module's documentation).
+/// A checkpoint received whole: its files are durable in `DIR/checkpoint-receiving/`,
+/// each checked against its BLAKE3 hash, not yet loaded (see [`install`]).
+#[derive(Debug)]
+pub struct Received {
+    pub sequence: u64,
+    pub chain: ChainHash,
+    pub files: Vec<CheckpointFileInfo>,
+}
+
+/// Clears what an interrupted install left (see the module's documentation), and the
+/// files of a transfer that did not finish.
 pub fn clear_interrupted_install(dirs: &DataDir) -> Result<(), NodeError> {
+    let receiving = dirs.root.join(RECEIVING);
+    if receiving.exists() {
+        std::fs::remove_dir_all(&receiving).map_err(|source| NodeError::Io { path: receiving.clone(), source })?;
+        sync_dir(&dirs.root)?;
+    }
     let staging = dirs.root.join(STAGING);
     if !staging.exists() {
         return Ok(());
@@ -60,38 +91,46 @@ pub fn clear_interrupted_install(dirs: &DataDir) -> Result<(), NodeError> {
         "tally: an interrupted checkpoint install was found ({}): clearing the journal, snapshots and history store; the primary's checkpoint will be fetched again",
         staging.display()
     );
+    clear_for_checkpoint(dirs)?;
+    std::fs::remove_dir_all(&staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
+    sync_dir(&dirs.root)
+}
+
+/// Removes the journal, the snapshots and the history store: this node then holds
+/// nothing, and its primary offers its checkpoint (or streams from the first record).
+pub fn clear_for_checkpoint(dirs: &DataDir) -> Result<(), NodeError> {
     clear_files(&dirs.journal)?;
     clear_files(&dirs.snapshots)?;
     if dirs.history.exists() {
         clear_files(&dirs.history)?;
     }
-    std::fs::remove_dir_all(&staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
-    sync_dir(&dirs.root)
+    Ok(())
 }
 
 /// Subscribes at `position` to the first primary that answers; if it no longer holds the
-/// records after `position` it sends its checkpoint, returned here (checked, not yet
-/// installed: see [`install`]). Unreachable peers and peers that are not primary are
-/// skipped: following then starts as usual (and a checkpoint offered later stops the
-/// standby with a message asking for a restart).
+/// records after `position` it sends its checkpoint, received here into
+/// `DIR/checkpoint-receiving/` (checked, not yet installed: see [`install`]). Unreachable
+/// peers and peers that are not primary are skipped: following then starts as usual (and
+/// a checkpoint offered later makes the running standby come back here).
 pub fn fetch_checkpoint_if_needed(
     config: &StandbyConfig,
+    dirs: &DataDir,
     epoch: u32,
     position: LogPosition,
-) -> Result<Option<Checkpoint>, NodeError> {
+) -> Result<Option<Received>, NodeError> {
     for &address in &config.primaries {
         if address == config.node {
             continue;
         }
-        match ask(config, address, epoch, position) {
-            Ok(Some(checkpoint)) => {
-                let files: usize = checkpoint.files.iter().map(|file| file.bytes.len()).sum();
+        match ask(config, dirs, address, epoch, position) {
+            Ok(Some(received)) => {
+                let bytes: u64 = received.files.iter().map(|file| file.length).sum();
                 eprintln!(
-                    "tally: {address} no longer holds record {}: received its checkpoint at sequence {} ({files} bytes)",
+                    "tally: {address} no longer holds record {}: received its checkpoint at sequence {} ({bytes} bytes)",
                     position.last_sequence + 1,
-                    checkpoint.sequence
+                    received.sequence
                 );
-                return Ok(Some(checkpoint));
+                return Ok(Some(received));
             }
             Ok(None) => return Ok(None),
             Err(AskError::Peer(error)) => eprintln!("tally: asking {address} for the stream: {error}"),
@@ -114,40 +153,107 @@ impl From<PeerError> for AskError {
     }
 }
 
-/// One subscription: `Some` checkpoint if the primary offered one, `None` if it streams
-/// records (nothing to install).
+impl From<NodeError> for AskError {
+    fn from(error: NodeError) -> AskError {
+        AskError::Checkpoint(error.to_string())
+    }
+}
+
+/// One subscription: `Some` checkpoint if the primary offered one (received whole), `None`
+/// if it streams records (nothing to install). A transfer that fails leaves nothing.
 fn ask(
     config: &StandbyConfig,
+    dirs: &DataDir,
     address: SocketAddr,
     epoch: u32,
     position: LogPosition,
-) -> Result<Option<Checkpoint>, AskError> {
+) -> Result<Option<Received>, AskError> {
     let mut peer = peer_io::connect(address, &config.key, CONNECT_TIMEOUT)?;
     peer.send(&Message::Subscribe { epoch, node: config.node.to_string(), position })?;
-    peer.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(PeerError::Io)?;
-    let mut receiving = match peer.recv()? {
-        Message::CheckpointOffer { sequence, chain, files, .. } => {
-            Receiving::offer(sequence, chain, files).map_err(|error| AskError::Checkpoint(error.to_string()))?
+    peer.set_read_timeout(Some(PROGRESS_TIMEOUT)).map_err(PeerError::Io)?;
+    let receiving = loop {
+        match peer.recv()? {
+            Message::CheckpointPreparing { .. } => {}
+            Message::CheckpointOffer { sequence, chain, files, .. } => {
+                break Receiving::offer(sequence, chain, files, config.checkpoint_chunk_bytes)
+                    .map_err(|error| AskError::Checkpoint(error.to_string()))?;
+            }
+            Message::Records { .. } | Message::Checkpoint { .. } => {
+                peer.shutdown();
+                return Ok(None);
+            }
+            other => return Err(PeerError::Refused(format!("unexpected {other:?}")).into()),
         }
-        Message::Records { .. } | Message::Checkpoint { .. } => {
-            peer.shutdown();
-            return Ok(None);
-        }
-        other => return Err(PeerError::Refused(format!("unexpected {other:?}")).into()),
     };
+    check_free_space(dirs, &receiving)?;
+    let into = dirs.root.join(RECEIVING);
+    let received = receive(&mut peer, receiving, &into);
+    // The primary now streams the tail; following subscribes again from the checkpoint.
+    peer.shutdown();
+    if received.is_err() {
+        let _ = std::fs::remove_dir_all(&into);
+    }
+    received.map(Some)
+}
+
+/// Refuses a checkpoint this disk cannot hold: its files, and the history store built
+/// from its dump (about the dump's size again; counted twice for the store's own
+/// overhead).
+fn check_free_space(dirs: &DataDir, receiving: &Receiving) -> Result<(), AskError> {
+    let dump_bytes =
+        receiving.files().iter().filter(|file| file.name == dump::FILE_NAME).map(|file| file.length).sum::<u64>();
+    let needed = receiving.total_bytes().saturating_add(dump_bytes.saturating_mul(2));
+    let storage = tally_journal::FileStorage::new(&dirs.root, FlushMethod::Fdatasync).map_err(NodeError::from)?;
+    match storage.available_bytes() {
+        Some(free) if free < needed => Err(AskError::Checkpoint(format!(
+            "the checkpoint at sequence {} needs about {needed} bytes free in {} ({} bytes of files and the history store built from its {dump_bytes}-byte dump); {free} bytes are free",
+            receiving.sequence(),
+            dirs.root.display(),
+            receiving.total_bytes()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Receives every chunk into `into` (created afresh): each accepted chunk is written at
+/// its offset in its file's `.incoming` file; once all are complete they are synced and
+/// renamed to their names, and `into` and `DIR` are synced.
+fn receive(peer: &mut peer_io::PeerStream, mut receiving: Receiving, into: &Path) -> Result<Received, AskError> {
+    if into.exists() {
+        std::fs::remove_dir_all(into).map_err(|source| NodeError::Io { path: into.to_path_buf(), source })?;
+    }
+    std::fs::create_dir(into).map_err(|source| NodeError::Io { path: into.to_path_buf(), source })?;
+    let mut staged = Vec::with_capacity(receiving.files().len());
+    for info in receiving.files() {
+        let path = into.join(format!("{}.incoming", info.name));
+        let file = File::create(&path).map_err(|source| NodeError::Io { path: path.clone(), source })?;
+        staged.push((file, path));
+    }
     while !receiving.is_complete() {
         match peer.recv()? {
-            Message::CheckpointChunk { file, offset, bytes, .. } => {
-                receiving.chunk(file, offset, &bytes).map_err(|error| AskError::Checkpoint(error.to_string()))?;
+            Message::CheckpointChunk { file, offset, bytes, hash, .. } => {
+                let write = receiving
+                    .chunk(file, offset, &bytes, &hash)
+                    .map_err(|error| AskError::Checkpoint(error.to_string()))?;
+                let (file, path) = &staged[write.file];
+                file.write_all_at(&bytes, write.offset)
+                    .map_err(|source| NodeError::Io { path: path.clone(), source })?;
             }
             other => {
                 return Err(AskError::Checkpoint(format!("expected a checkpoint chunk, got {}", kind_of(&other))));
             }
         }
     }
-    // The primary now streams the tail; following subscribes again from the checkpoint.
-    peer.shutdown();
-    receiving.finish().map(Some).map_err(|error| AskError::Checkpoint(error.to_string()))
+    let (sequence, chain) = (receiving.sequence(), receiving.chain());
+    let files = receiving.finish().map_err(|error| AskError::Checkpoint(error.to_string()))?;
+    for ((file, path), info) in staged.into_iter().zip(&files) {
+        file.sync_all().map_err(|source| NodeError::Io { path: path.clone(), source })?;
+        drop(file);
+        let to = into.join(&info.name);
+        std::fs::rename(&path, &to).map_err(|source| NodeError::Io { path: to, source })?;
+    }
+    sync_dir(into)?;
+    Ok(Received { sequence, chain, files })
 }
 
 fn kind_of(message: &Message) -> &'static str {
@@ -160,19 +266,16 @@ fn kind_of(message: &Message) -> &'static str {
 
 /// Installs a received checkpoint (see the module's documentation for the order). The
 /// journal and the history store must be closed.
-pub fn install(checkpoint: &Checkpoint, dirs: &DataDir, segment_bytes: usize) -> Result<(), NodeError> {
+pub fn install(received: &Received, dirs: &DataDir, segment_bytes: usize) -> Result<(), NodeError> {
     let staging = dirs.root.join(STAGING);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
     }
-    std::fs::create_dir(&staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
+    let receiving = dirs.root.join(RECEIVING);
+    std::fs::rename(&receiving, &staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
     sync_dir(&dirs.root)?;
-    for file in &checkpoint.files {
-        write_durably(&staging, &file.name, &file.bytes)?;
-    }
-    sync_dir(&staging)?;
     // Loaded before use: a checkpoint that does not load changes nothing but the staging.
-    let staged_store = match load_staged(checkpoint, &staging) {
+    let staged_store = match load_staged(received, &staging) {
         Ok(staged_store) => staged_store,
         Err(error) => {
             let _ = std::fs::remove_dir_all(&staging);
@@ -185,14 +288,14 @@ pub fn install(checkpoint: &Checkpoint, dirs: &DataDir, segment_bytes: usize) ->
     sync_dir(&dirs.history)?;
     clear_files(&dirs.journal)?;
     clear_files(&dirs.snapshots)?;
-    for file in checkpoint.files.iter().filter(|file| file.name != dump::FILE_NAME) {
+    for file in received.files.iter().filter(|file| file.name != dump::FILE_NAME) {
         let to = dirs.snapshots.join(&file.name);
         std::fs::rename(staging.join(&file.name), &to).map_err(|source| NodeError::Io { path: to, source })?;
     }
     sync_dir(&dirs.snapshots)?;
     let config = JournalConfig {
-        snapshot_sequence: checkpoint.sequence,
-        genesis_chain: checkpoint.chain,
+        snapshot_sequence: received.sequence,
+        genesis_chain: received.chain,
         segment_bytes,
         ..JournalConfig::new(&dirs.journal)
     };
@@ -202,35 +305,26 @@ pub fn install(checkpoint: &Checkpoint, dirs: &DataDir, segment_bytes: usize) ->
     sync_dir(&dirs.root)
 }
 
-/// Loads the staged snapshot and builds the history store from the staged dump, cut
-/// where that snapshot's ledger says; returns the built store's path (in `staging`).
-fn load_staged(checkpoint: &Checkpoint, staging: &Path) -> Result<PathBuf, NodeError> {
-    let Some(dump) = checkpoint.files.iter().find(|file| file.name == dump::FILE_NAME) else {
+/// Loads the staged snapshot and builds the history store from the staged dump (read as
+/// a stream), cut where that snapshot's ledger says; returns the built store's path (in
+/// `staging`).
+fn load_staged(received: &Received, staging: &Path) -> Result<PathBuf, NodeError> {
+    if !received.files.iter().any(|file| file.name == dump::FILE_NAME) {
         return Err(NodeError::Checkpoint(format!(
             "the checkpoint at sequence {} carries no history dump ({})",
-            checkpoint.sequence,
+            received.sequence,
             dump::FILE_NAME
         )));
-    };
-    let restored = snapshots::verify_checkpoint(staging, checkpoint.sequence)?;
-    let cut = dump::Cut::of(checkpoint.sequence, &restored.ledger);
+    }
+    let restored = snapshots::verify_checkpoint(staging, received.sequence)?;
+    let cut = dump::Cut::of(received.sequence, &restored.ledger);
+    drop(restored);
     let staged_store = staging.join(history::FILE_NAME);
-    let rows = dump::build_store(&dump.bytes, cut, &staged_store)
+    let rows = dump::build_store(&staging.join(dump::FILE_NAME), cut, &staged_store)
         .map_err(|error| NodeError::Checkpoint(format!("the history dump is refused: {error}")))?;
     sync_dir(staging)?;
-    eprintln!("tally: the checkpoint's history store holds {rows} rows up to sequence {}", checkpoint.sequence);
+    eprintln!("tally: the checkpoint's history store holds {rows} rows up to sequence {}", received.sequence);
     Ok(staged_store)
-}
-
-fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), NodeError> {
-    let temporary = dir.join(format!("{name}.incoming"));
-    let io = |source| NodeError::Io { path: temporary.clone(), source };
-    let mut file = File::create(&temporary).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    let path = dir.join(name);
-    std::fs::rename(&temporary, &path).map_err(|source| NodeError::Io { path, source })
 }
 
 /// Removes every file directly in `dir` and syncs it.
@@ -253,28 +347,44 @@ fn sync_dir(dir: &Path) -> Result<(), NodeError> {
 mod tests {
     use tally_engine::{Effects, HistoryLookup, Ledger};
     use tally_journal::SnapshotStore;
-    use tally_replication::CheckpointFile;
 
     use super::*;
     use crate::history::HistoryStore;
 
     const SEQUENCE: u64 = 9;
 
-    /// A checkpoint as a primary would send it: an empty ledger's snapshot at
-    /// [`SEQUENCE`] and its history dump.
-    fn checkpoint(root: &Path) -> Checkpoint {
+    /// The files of a checkpoint as a primary would send them: an empty ledger's snapshot
+    /// at [`SEQUENCE`] and its history dump.
+    fn checkpoint_files(root: &Path) -> Vec<(String, Vec<u8>)> {
         let ledger = Ledger::new();
         let store = SnapshotStore::open(root.join("primary-snapshots")).expect("snapshot store");
         let image = snapshots::encode(SEQUENCE, &ledger).expect("encode");
         store.write_staged(SEQUENCE, image.as_ref()).expect("stage");
         let path = store.promote(SEQUENCE).expect("promote");
         let name = path.file_name().and_then(|name| name.to_str()).expect("a file name").to_owned();
-        let snapshot = CheckpointFile { name, bytes: std::fs::read(&path).expect("read the snapshot") };
+        let snapshot = (name, std::fs::read(&path).expect("read the snapshot"));
         let (history, _) = HistoryStore::open(&root.join("primary-history")).expect("history");
         history.write(&[], SEQUENCE, true);
         let bytes = history.dump(dump::Cut::of(SEQUENCE, &ledger)).expect("dump");
-        let dump = CheckpointFile { name: dump::FILE_NAME.to_owned(), bytes };
-        Checkpoint { sequence: SEQUENCE, chain: [7; 16], files: vec![snapshot, dump] }
+        vec![snapshot, (dump::FILE_NAME.to_owned(), bytes)]
+    }
+
+    /// `files` as `receive` leaves them: in `DIR/checkpoint-receiving/`.
+    fn received(dirs: &DataDir, files: &[(String, Vec<u8>)]) -> Received {
+        let into = dirs.root.join(RECEIVING);
+        std::fs::create_dir_all(&into).expect("receiving directory");
+        let files = files
+            .iter()
+            .map(|(name, bytes)| {
+                std::fs::write(into.join(name), bytes).expect("a received file");
+                CheckpointFileInfo {
+                    name: name.clone(),
+                    length: bytes.len() as u64,
+                    hash: *blake3::hash(bytes).as_bytes(),
+                }
+            })
+            .collect();
+        Received { sequence: SEQUENCE, chain: [7; 16], files }
     }
 
     /// A standby directory whose history store already holds failed id 5 at sequence 3.
@@ -289,24 +399,37 @@ mod tests {
     fn a_refused_history_dump_installs_nothing_and_a_good_one_replaces_the_store() {
         let root = tempfile::tempdir().expect("temp dir");
         let dirs = standby(root.path());
-        let good = checkpoint(root.path());
+        let good = checkpoint_files(root.path());
         let mut damaged = good.clone();
-        damaged.files[1].bytes.truncate(20);
+        damaged[1].1.truncate(20);
         let mut without = good.clone();
-        without.files.pop();
+        without.pop();
         for bad in [&damaged, &without] {
-            let error = install(bad, &dirs, 16 << 20).expect_err("refused");
+            let error = install(&received(&dirs, bad), &dirs, 16 << 20).expect_err("refused");
             assert!(matches!(error, NodeError::Checkpoint(_)), "{error}");
             assert!(!dirs.root.join(STAGING).exists(), "the staging directory is cleared");
             assert_eq!(std::fs::read_dir(&dirs.snapshots).expect("snapshots").count(), 0, "no snapshot installed");
             let (history, mark) = HistoryStore::open(&dirs.history).expect("history");
             assert_eq!((mark, history.failed(5)), (3, Some((1, 3))), "the history store is untouched");
         }
-        install(&good, &dirs, 16 << 20).expect("installed");
+        install(&received(&dirs, &good), &dirs, 16 << 20).expect("installed");
         assert!(!dirs.root.join(STAGING).exists());
+        assert!(!dirs.root.join(RECEIVING).exists());
         let (history, mark) = HistoryStore::open(&dirs.history).expect("history");
         assert_eq!((mark, history.failed(5)), (SEQUENCE, None), "the primary's store replaced the standby's");
-        assert!(dirs.snapshots.join(&good.files[0].name).exists(), "the snapshot is in place");
+        assert!(dirs.snapshots.join(&good[0].0).exists(), "the snapshot is in place");
         assert!(!dirs.snapshots.join(dump::FILE_NAME).exists(), "the dump is not a snapshot");
+    }
+
+    #[test]
+    fn an_unfinished_transfer_is_removed_at_start_up_and_nothing_else_is_cleared() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dirs = standby(root.path());
+        let files = checkpoint_files(root.path());
+        received(&dirs, &files[..1]);
+        clear_interrupted_install(&dirs).expect("cleared");
+        assert!(!dirs.root.join(RECEIVING).exists());
+        let (history, mark) = HistoryStore::open(&dirs.history).expect("history");
+        assert_eq!((mark, history.failed(5)), (3, Some((1, 3))), "the history store is untouched");
     }
 }

@@ -162,15 +162,25 @@ impl Promoter {
     /// While this process serves as primary, watches for it being fenced (a newer epoch
     /// exists) and then turns it into a standby of the new primary without a restart:
     /// find the new primary → stop the pipeline → truncate the suffix that diverges →
-    /// rebuild (snapshot + replay) → follow. Each step is logged with `REJOIN:`.
+    /// rebuild (snapshot + replay) → follow. Each step is logged with `REJOIN:`. While it
+    /// runs a standby, watches for the primary offering its checkpoint (it no longer holds
+    /// the standby's next record) and installs it in place
+    /// ([`Promoter::install_offered_checkpoint`]).
     pub fn rejoin_when_fenced(self: &Arc<Self>, stop: impl Fn() -> bool + Send + 'static) {
         let promoter = Arc::clone(self);
         let spawned = std::thread::Builder::new().name("rejoin".into()).spawn(move || {
             let mut asked_at = Instant::now();
             while !stop() {
                 std::thread::sleep(WATCH_POLL);
-                let serving =
-                    matches!(&*promoter.running.lock().unwrap_or_else(PoisonError::into_inner), Running::Primary(_));
+                let (serving, needs_checkpoint) =
+                    match &*promoter.running.lock().unwrap_or_else(PoisonError::into_inner) {
+                        Running::Primary(_) => (true, false),
+                        Running::Standby(standby) => (false, standby.needs_checkpoint()),
+                        Running::Neither => (false, false),
+                    };
+                if needs_checkpoint {
+                    promoter.install_offered_checkpoint();
+                }
                 if !serving {
                     continue;
                 }
@@ -244,6 +254,43 @@ impl Promoter {
             // The process serves nothing then; its status still answers, and a restart
             // with `tally standby` retries.
             Err(error) => tracing::error!(%error, "REJOIN FAILED: cannot open this node as a standby"),
+        }
+    }
+
+    /// A running standby whose primary no longer holds its next record (it was held up
+    /// while the primary trimmed its journal) has stopped following: stop it (its
+    /// pipeline, journal and history store close; a snapshot is written) and open it
+    /// again, which is the start-up path: subscribe, receive the primary's checkpoint,
+    /// install it (`bootstrap`), rebuild, follow. No restart of the process; logged with
+    /// `CHECKPOINT:`.
+    pub fn install_offered_checkpoint(&self) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let Running::Standby(standby) = std::mem::replace(&mut *running, Running::Neither) else { return };
+        if !standby.needs_checkpoint() {
+            *running = Running::Standby(standby);
+            return;
+        }
+        let (_, position) = standby.shutdown();
+        eprintln!(
+            "tally: CHECKPOINT: standby stopped at sequence {}; fetching and installing the primary's checkpoint",
+            position.last_sequence
+        );
+        match Standby::open(self.standby_config.clone(), self.role.clone()) {
+            Ok(standby) => {
+                let status = standby.status().read();
+                self.switch(standby.status(), None, standby.log());
+                self.switch_metrics(MetricsParts::of_standby(&standby));
+                *running = Running::Standby(standby);
+                tracing::warn!(
+                    applied_sequence = status.applied_sequence,
+                    state_hash = %format_args!("{:#034x}", status.state_hash),
+                    role = "standby",
+                    "CHECKPOINT: installed in place; following the primary again"
+                );
+            }
+            // The process serves nothing then; its status still answers, and a restart
+            // with `tally standby` retries.
+            Err(error) => tracing::error!(%error, "CHECKPOINT INSTALL FAILED: cannot open this node as a standby"),
         }
     }
 

@@ -45,8 +45,23 @@ pub fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Resu
                 found = Some((address, common));
                 break;
             }
+            Err(CompareError::NothingShared) => {
+                journal.close();
+                // The primary holds none of the records this journal still has as this
+                // node does: the point where the logs part is older than this journal
+                // (or than the primary's). Only the primary's checkpoint can help: what
+                // this node holds beyond it was never acknowledged, or the checkpoint
+                // covers it.
+                eprintln!(
+                    "tally: REJOIN: no record this journal holds ({first_kept}..={}) matches {address}'s: clearing the journal, snapshots and history store to start from {address}'s checkpoint",
+                    end.last_sequence
+                );
+                return super::bootstrap::clear_for_checkpoint(dirs);
+            }
             // Not the primary, or it could not answer: try the next address.
-            Err(error) => eprintln!("tally: could not compare this journal with {address}'s: {error}"),
+            Err(CompareError::Failed(error)) => {
+                eprintln!("tally: could not compare this journal with {address}'s: {error}");
+            }
         }
     }
     journal.close();
@@ -74,6 +89,19 @@ pub fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Resu
     Ok(())
 }
 
+enum CompareError {
+    /// No record from `first_kept` on is the primary's too.
+    NothingShared,
+    /// The peer is not the primary, or the comparison could not be made.
+    Failed(String),
+}
+
+impl From<String> for CompareError {
+    fn from(error: String) -> CompareError {
+        CompareError::Failed(error)
+    }
+}
+
 /// `None` when the primary holds this journal's last record; otherwise the last
 /// sequence both hold.
 fn find_common(
@@ -81,7 +109,7 @@ fn find_common(
     journal: &Journal,
     end: LogPosition,
     first_kept: u64,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, CompareError> {
     if probe(peer, end)? {
         return Ok(None);
     }
@@ -94,7 +122,7 @@ fn find_common(
             break candidate;
         }
         if candidate == first_kept {
-            return Err(format!("the logs differ at or before sequence {first_kept}, the oldest this node holds"));
+            return Err(CompareError::NothingShared);
         }
         above = candidate;
         distance = distance.saturating_mul(2);

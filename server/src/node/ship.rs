@@ -3,6 +3,7 @@
 //! acknowledgements into the replicated watermark the durability gate waits on.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tally_engine::pipeline::PipelineStats;
 use tally_journal::{JournalReader, ReadLimit};
-use tally_replication::{LogPosition, Message, Primary, Record};
+use tally_replication::{CheckpointFileInfo, LogPosition, Message, Primary, Record};
 
 use super::peer_io::{PeerError, PeerStream};
 use super::role::{Role, RoleKind};
@@ -31,6 +32,11 @@ const IDLE_WAIT_MAX: Duration = Duration::from_millis(20);
 /// depose a healthy primary. An empty `Records` message is the heartbeat.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 
+/// The directory under the data directory where checkpoint dumps being sent are written.
+pub const OUTGOING: &str = "checkpoint-outgoing";
+/// How often a standby waiting for a checkpoint hears that it is still being prepared.
+const PREPARING_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Applied sequences between two state-hash checkpoints shipped to standbys.
 pub const CHECKPOINT_INTERVAL: u64 = 64;
 
@@ -40,6 +46,10 @@ pub struct Shipping {
     /// Where the checkpoint for a standby that needs records this node no longer holds
     /// comes from.
     pub snapshots_dir: PathBuf,
+    /// Where the history dump of a checkpoint being sent is written (an unnamed file).
+    pub outgoing_dir: PathBuf,
+    /// Bytes of file data per checkpoint chunk (`--checkpoint-chunk-bytes`).
+    pub chunk_bytes: usize,
     /// The history store, whose rows up to that checkpoint go with it. Weak: the store
     /// closes with the pipeline, so a fenced primary that rejoins as a standby can open it
     /// again (this is held only while a dump is read).
@@ -207,19 +217,50 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
 }
 
 /// Sends this node's checkpoint (see [`snapshots::checkpoint`]) to an authenticated
-/// standby; returns the sequence it covers.
+/// standby, one chunk read from disk at a time; returns the sequence it covers. While
+/// the files are written and hashed, the standby hears `CheckpointPreparing` every
+/// [`PREPARING_INTERVAL`], so its progress timeout does not expire.
 fn send_checkpoint(peer: &mut PeerStream, node: &str, shipping: &Shipping) -> Result<u64, String> {
     let history = shipping.history.upgrade().ok_or("the history store is closed: this node is stopping")?;
-    let checkpoint = snapshots::checkpoint(&shipping.snapshots_dir, &shipping.journal_dir, &history)?;
+    let epoch = shipping.role.epoch();
+    let mut told = Instant::now();
+    let mut preparing = || -> std::io::Result<()> {
+        if told.elapsed() >= PREPARING_INTERVAL {
+            told = Instant::now();
+            peer.send(&Message::CheckpointPreparing { epoch })
+                .map_err(|error| std::io::Error::other(error.to_string()))?;
+        }
+        Ok(())
+    };
+    let checkpoint = snapshots::checkpoint(
+        &shipping.snapshots_dir,
+        &shipping.journal_dir,
+        &history,
+        &shipping.outgoing_dir,
+        &mut preparing,
+    )?;
     drop(history);
-    let bytes: usize = checkpoint.files.iter().map(|file| file.bytes.len()).sum();
+    let bytes: u64 = checkpoint.files.iter().map(|file| file.length).sum();
     eprintln!(
         "tally: standby {node}: sending the checkpoint at sequence {} ({} files, {bytes} bytes)",
         checkpoint.sequence,
         checkpoint.files.len()
     );
-    for message in tally_replication::checkpoint::messages(shipping.role.epoch(), &checkpoint) {
-        peer.send(&message).map_err(|error| error.to_string())?;
+    let files = checkpoint
+        .files
+        .iter()
+        .map(|file| CheckpointFileInfo { name: file.name.clone(), length: file.length, hash: file.hash })
+        .collect();
+    let offer = Message::CheckpointOffer { epoch, sequence: checkpoint.sequence, chain: checkpoint.chain, files };
+    peer.send(&offer).map_err(|error| error.to_string())?;
+    let lengths: Vec<u64> = checkpoint.files.iter().map(|file| file.length).collect();
+    for read in tally_replication::checkpoint::chunks(&lengths, shipping.chunk_bytes) {
+        let file = &checkpoint.files[read.file as usize];
+        let mut bytes = vec![0u8; read.length];
+        file.file
+            .read_exact_at(&mut bytes, read.offset)
+            .map_err(|error| format!("cannot read {} at {}: {error}", file.name, read.offset))?;
+        peer.send(&tally_replication::checkpoint::chunk(epoch, read, bytes)).map_err(|error| error.to_string())?;
     }
     Ok(checkpoint.sequence)
 }

@@ -2,12 +2,15 @@
 //! begins after it; a node that shuts down cleanly writes one covering its whole journal.
 //! A snapshot only shortens recovery; the journal keeps every record.
 
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+
 use tally_codecs::snapshot::LedgerImage;
 use tally_engine::{ImageError, Ledger};
 
 use tally_journal::{JournalReader, ReadLimit, SnapshotStore};
-use tally_replication::{Checkpoint, CheckpointFile};
 
 use crate::error::NodeError;
 use crate::history::{HistoryStore, dump};
@@ -78,16 +81,46 @@ pub fn commit(store: &SnapshotStore, sequence: u64) -> Result<u64, NodeError> {
     Ok(retention.kept.iter().copied().min().unwrap_or(sequence))
 }
 
+/// A checkpoint as the primary sends it: the files a restart needs, open on disk, with
+/// their lengths and BLAKE3 hashes, covering journal records up to `sequence`, whose
+/// chain hash is `chain`.
+pub struct Outgoing {
+    pub sequence: u64,
+    pub chain: tally_replication::ChainHash,
+    pub files: Vec<OutgoingFile>,
+}
+
+pub struct OutgoingFile {
+    pub name: String,
+    /// Open for reading: the snapshot file stays readable if retention removes it while
+    /// it is sent, and the dump's file has no name at all (removed once created).
+    pub file: File,
+    pub length: u64,
+    pub hash: [u8; 32],
+}
+
+/// Bytes read at a time while a file is hashed.
+const HASH_READ_BYTES: usize = 1 << 20;
+
 /// The files a standby needs to restart from this node's state when this node no longer
 /// holds the records it lacks: the newest snapshot file that verifies, as it is on disk,
 /// and the history store's rows that snapshot covers ([`dump`]: without them the
-/// standby's cold look-ups would miss every id used before the checkpoint), with the
-/// chain hash of the last record it covers (read from the journal, which keeps every
-/// record after the oldest kept snapshot, or from the header of the segment that starts
-/// after it). The files are opaque to the shipping: whatever this module writes,
-/// [`verify_checkpoint`] and `bootstrap::install` on the standby load and check before
-/// anything uses it.
-pub fn checkpoint(snapshots_dir: &Path, journal_dir: &Path, history: &HistoryStore) -> Result<Checkpoint, String> {
+/// standby's cold look-ups would miss every id used before the checkpoint), written to
+/// an unnamed file in `scratch_dir`, with the chain hash of the last record it covers
+/// (read from the journal, which keeps every record after the oldest kept snapshot, or
+/// from the header of the segment that starts after it). Nothing is held in memory but
+/// the snapshot's ledger (for the dump's cut): both files are hashed as they are read
+/// back. `preparing` is called at least every megabyte written or hashed (it keeps the
+/// standby's progress timeout from expiring while a large dump is written). The files
+/// are opaque to the shipping: [`verify_checkpoint`] and `bootstrap::install` on the
+/// standby load and check them before anything uses them.
+pub fn checkpoint(
+    snapshots_dir: &Path,
+    journal_dir: &Path,
+    history: &HistoryStore,
+    scratch_dir: &Path,
+    preparing: &mut dyn FnMut() -> std::io::Result<()>,
+) -> Result<Outgoing, String> {
     // The checkpoint writer stages files beside this reader: leave them alone.
     let store = SnapshotStore::existing(snapshots_dir);
     let newest = store.load_newest().map_err(|error| format!("cannot read the snapshots: {error}"))?;
@@ -96,7 +129,7 @@ pub fn checkpoint(snapshots_dir: &Path, journal_dir: &Path, history: &HistorySto
     };
     let sequence = snapshot.sequence;
     let path = store.path_of(sequence);
-    let bytes = std::fs::read(&path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let snapshot_file = File::open(&path).map_err(|error| format!("cannot open {}: {error}", path.display()))?;
     let name = path
         .file_name()
         .and_then(|name| name.to_str())
@@ -109,12 +142,78 @@ pub fn checkpoint(snapshots_dir: &Path, journal_dir: &Path, history: &HistorySto
         .map_err(ImageError::from)
         .and_then(|image| Ledger::from_image(&image))
         .map_err(|error| format!("cannot load the snapshot at sequence {sequence}: {error}"))?;
-    let history = history
-        .dump(dump::Cut::of(sequence, &ledger))
+    drop(snapshot);
+    let dump_file = unnamed_file(scratch_dir)?;
+    let mut writer =
+        std::io::BufWriter::with_capacity(HASH_READ_BYTES, Ticking { file: &dump_file, preparing: &mut *preparing });
+    history
+        .dump_to(dump::Cut::of(sequence, &ledger), &mut writer)
         .map_err(|error| format!("cannot dump the history store at sequence {sequence}: {error}"))?;
-    let files =
-        vec![CheckpointFile { name, bytes }, CheckpointFile { name: dump::FILE_NAME.to_owned(), bytes: history }];
-    Ok(Checkpoint { sequence, chain, files })
+    drop(writer);
+    drop(ledger);
+    let mut files = Vec::with_capacity(2);
+    for (name, file) in [(name, snapshot_file), (dump::FILE_NAME.to_owned(), dump_file)] {
+        let (length, hash) =
+            hash_file(&file, preparing).map_err(|error| format!("cannot read back {name}: {error}"))?;
+        files.push(OutgoingFile { name, file, length, hash });
+    }
+    Ok(Outgoing { sequence, chain, files })
+}
+
+/// A new file in `dir` whose name is removed at once: it disappears when closed, and a
+/// crash leaves nothing to clean up.
+fn unnamed_file(dir: &Path) -> Result<File, String> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    std::fs::create_dir_all(dir).map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    let number = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("{}-{number}.dump", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|error| format!("cannot create {}: {error}", path.display()))?;
+    std::fs::remove_file(&path).map_err(|error| format!("cannot remove {}: {error}", path.display()))?;
+    Ok(file)
+}
+
+/// Length and BLAKE3 hash of a file, read from its start.
+fn hash_file(file: &File, preparing: &mut dyn FnMut() -> std::io::Result<()>) -> std::io::Result<(u64, [u8; 32])> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; HASH_READ_BYTES];
+    let mut offset = 0u64;
+    loop {
+        let read = file.read_at(&mut buffer, offset)?;
+        if read == 0 {
+            return Ok((offset, *hasher.finalize().as_bytes()));
+        }
+        hasher.update(&buffer[..read]);
+        offset += read as u64;
+        preparing()?;
+    }
+}
+
+/// The dump's file, telling `preparing` of each write (a write of the buffer above it).
+struct Ticking<'a, 'b> {
+    file: &'a File,
+    preparing: &'b mut dyn FnMut() -> std::io::Result<()>,
+}
+
+impl Write for Ticking<'_, '_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        (self.preparing)()?;
+        self.file.write(bytes)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Seek for Ticking<'_, '_> {
+    fn seek(&mut self, position: SeekFrom) -> std::io::Result<u64> {
+        self.file.seek(position)
+    }
 }
 
 /// Loads a received checkpoint from the directory its files were written to: the ledger

@@ -74,6 +74,8 @@ pub struct StandbyConfig {
     /// The hot window (`--hot-window`): every node of a replica set must use the same one,
     /// since cold look-ups, and so the results, depend on it (docs/design.md §3.9).
     pub hot_window: u64,
+    /// The largest checkpoint chunk accepted (`--checkpoint-chunk-bytes`).
+    pub checkpoint_chunk_bytes: usize,
 }
 
 /// What the follow thread hands the business-logic thread, in stream order.
@@ -94,6 +96,11 @@ pub struct Standby {
     heard_ms: Arc<AtomicU64>,
     started: Instant,
     marks: DerivedMarks,
+    /// Set by the follow thread when the primary no longer holds the next record and
+    /// offers its checkpoint: the follow thread has stopped, and whoever runs this standby
+    /// stops it and opens it again, which fetches and installs the checkpoint
+    /// (`Promoter::install_offered_checkpoint`).
+    needs_checkpoint: Arc<AtomicBool>,
     _lock: std::fs::File,
 }
 
@@ -113,7 +120,8 @@ impl Standby {
             last_sequence: local.journal.last_sequence(),
             last_chain: local.journal.last_chain(),
         };
-        if let Some(checkpoint) = super::bootstrap::fetch_checkpoint_if_needed(&config, role.epoch(), position)? {
+        if let Some(checkpoint) = super::bootstrap::fetch_checkpoint_if_needed(&config, &dirs, role.epoch(), position)?
+        {
             // The history store is opened once per process: everything recovered goes first.
             let Local { journal, derived, .. } = local;
             journal.close();
@@ -152,7 +160,9 @@ impl Standby {
             .map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
         let started = Instant::now();
         let heard_ms = Arc::new(AtomicU64::new(0));
+        let needs_checkpoint = Arc::new(AtomicBool::new(false));
         let following = Following {
+            needs_checkpoint: needs_checkpoint.clone(),
             heard_ms: heard_ms.clone(),
             started,
             config,
@@ -180,8 +190,15 @@ impl Standby {
             heard_ms,
             started,
             marks,
+            needs_checkpoint,
             _lock: lock,
         })
+    }
+
+    /// Whether the primary offered its checkpoint: this standby no longer follows, and
+    /// must be stopped and opened again to install it.
+    pub fn needs_checkpoint(&self) -> bool {
+        self.needs_checkpoint.load(Ordering::Acquire)
     }
 
     /// The durable marks of this standby's derived stores (history, outcomes).
@@ -299,6 +316,8 @@ struct Following {
     /// journal retention may delete below.
     retained_from: Receiver<Written>,
     derived: DerivedMarks,
+    /// See [`Standby::needs_checkpoint`].
+    needs_checkpoint: Arc<AtomicBool>,
 }
 
 impl Following {
@@ -318,6 +337,15 @@ impl Following {
                     Ok(()) => {}
                     Err(FollowEnd::Peer(error)) => eprintln!("tally: following {address}: {error}"),
                     Err(FollowEnd::Diverged(error)) => stop_loudly(&error),
+                    Err(FollowEnd::CheckpointOffered) => {
+                        eprintln!(
+                            "tally: CHECKPOINT: the primary {address} no longer holds the records after {} and offers its checkpoint: this standby stops following to install it",
+                            self.position().last_sequence
+                        );
+                        self.role.set_primary(None);
+                        self.needs_checkpoint.store(true, Ordering::Release);
+                        return self.end();
+                    }
                 }
                 self.role.set_primary(None);
                 if self.heard_ms.load(Ordering::Acquire) != heard_before {
@@ -328,6 +356,11 @@ impl Following {
             self.pause(pause);
             pause = (pause * 2).min(RETRY_PAUSE_MAX);
         }
+        self.end()
+    }
+
+    /// Closes the journal; returns where it ends.
+    fn end(mut self) -> LogPosition {
         let position = self.position();
         if let Some(journal) = self.journal.take() {
             journal.close();
@@ -397,14 +430,14 @@ impl Following {
                     // The business-logic thread has stopped only if the node is stopping.
                     let _ = self.work.send(Work::Checkpoint { sequence, state_hash });
                 }
-                Message::CheckpointOffer { sequence, .. } => {
-                    // The journal and ledger are in use by the running standby; the
-                    // checkpoint is installed at start-up, before they are.
-                    eprintln!(
-                        "tally: STANDBY STOPPED: the primary {address} no longer holds the records after {} and offers its checkpoint at sequence {sequence}; restart this standby to install it",
-                        follower.position().last_sequence
-                    );
-                    std::process::exit(1)
+                // The primary no longer holds the next record and prepares or offers its
+                // checkpoint. The journal and ledger are in use by the running standby: it
+                // is stopped and opened again, which subscribes again, receives the
+                // checkpoint and installs it before they are in use (`Standby::open`).
+                // This connection closes at once, so the primary stops preparing for it.
+                Message::CheckpointOffer { .. } | Message::CheckpointPreparing { .. } => {
+                    peer.shutdown();
+                    return Err(FollowEnd::CheckpointOffered);
                 }
                 Message::NewerEpoch { epoch } => {
                     return Err(
@@ -475,6 +508,8 @@ impl Following {
 enum FollowEnd {
     Peer(PeerError),
     Diverged(FollowError),
+    /// The primary no longer holds the next record: it prepares or offers its checkpoint.
+    CheckpointOffered,
 }
 
 impl From<PeerError> for FollowEnd {
