@@ -12,7 +12,7 @@ use super::committed::{Committed, apply_collecting};
 use super::doorbell::{Doorbell, INPUT_PUBLISHED, JOURNALED, LOOKED_UP, OUTPUT_PUBLISHED};
 use super::gate::Gate;
 use super::latency::{Stage, now_ns};
-use super::wait::{StageWait, backoff, clear_idle_work, set_idle_work};
+use super::wait::{StageWait, backoff, clear_idle_work, set_idle_work, set_linger};
 use super::{Command, History, HistoryWriter, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo};
 use crate::Ledger;
 use crate::cold::{ColdFacts, Effects, gather};
@@ -196,6 +196,10 @@ impl Drop for HistoryGroup {
     }
 }
 
+/// How long the outcome-log and history stages sleep after a batch before they wait on
+/// the output ring's doorbell again (see `wait::set_linger`).
+pub(crate) const DEFERRED_STAGE_LINGER: Duration = Duration::from_millis(1);
+
 /// Held by a stage's handler: registers the stage's idle work on the handler's thread at
 /// its first call, and drops it when the handler ends, so the shared part it holds is
 /// dropped there too (not in the thread-local destructors at thread exit).
@@ -209,6 +213,7 @@ impl IdleWorkGuard {
             self.registered = true;
             let part = Arc::clone(part);
             set_idle_work(Box::new(move || work(&mut lock(&part))));
+            set_linger(DEFERRED_STAGE_LINGER);
         }
     }
 }
@@ -217,6 +222,7 @@ impl Drop for IdleWorkGuard {
     fn drop(&mut self) {
         if self.registered {
             clear_idle_work();
+            set_linger(Duration::ZERO);
         }
     }
 }

@@ -65,6 +65,8 @@ struct Waiting {
     /// The doorbell's count read at the end of the previous call, which was before the
     /// ring's last (fruitless) check: a ring since then means there may be work.
     seen: u64,
+    /// Whether the stage has lingered (see [`set_linger`]) since its last batch.
+    lingered: bool,
 }
 
 /// Deferred work of the stage on this thread (a sync or commit it held back to group
@@ -73,8 +75,19 @@ struct Waiting {
 type IdleWork = Box<dyn FnMut() -> Option<Duration>>;
 
 thread_local! {
-    static WAITING: Cell<Waiting> = const { Cell::new(Waiting { sequence: -1, attempts: 0, seen: 0 }) };
+    static WAITING: Cell<Waiting> = const { Cell::new(Waiting { sequence: -1, attempts: 0, seen: 0, lingered: false }) };
     static IDLE_WORK: RefCell<Option<IdleWork>> = const { RefCell::new(None) };
+    static LINGER: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
+
+/// Makes the parking stage on this thread, after each batch, sleep `linger` once without
+/// waiting on its doorbell before it blocks on it: for stages whose work need not be done
+/// at once (the outcome log, the history store). Under steady load such a stage wakes at
+/// most once per `linger` and takes what came meanwhile as one batch, instead of being
+/// woken (and waking, a context switch) for every published output; its producer's rings
+/// do not notify it. An idle stage still blocks on its doorbell after the one sleep.
+pub(crate) fn set_linger(linger: Duration) {
+    let _ = LINGER.try_with(|cell| cell.set(linger));
 }
 
 /// Registers the idle work of the stage running on this thread. A stage that groups
@@ -108,7 +121,7 @@ impl disruptor::wait_strategies::WaitStrategy for StageWait {
         let mut waiting = WAITING.with(Cell::get);
         if self.wait == Wait::BusySpin {
             if waiting.sequence != sequence {
-                waiting = Waiting { sequence, attempts: 0, seen: 0 };
+                waiting = Waiting { sequence, attempts: 0, seen: 0, lingered: false };
             }
             waiting.attempts = waiting.attempts.wrapping_add(1);
             if waiting.attempts % BUSY_SPINS_PER_IDLE_WORK == 0 {
@@ -124,9 +137,12 @@ impl disruptor::wait_strategies::WaitStrategy for StageWait {
             if let Some(bell) = self.rings {
                 bell.ring();
             }
-            waiting = Waiting { sequence, attempts: 0, seen: 0 };
+            waiting = Waiting { sequence, attempts: 0, seen: 0, lingered: false };
         } else if waiting.attempts < SPINS_BEFORE_BLOCKING {
             std::hint::spin_loop();
+        } else if !waiting.lingered && !LINGER.with(Cell::get).is_zero() {
+            waiting.lingered = true;
+            std::thread::sleep(LINGER.with(Cell::get));
         } else if self.waits_on.block_unless_rung_since(
             waiting.seen,
             // Held-back work shortens the sleep to when it falls due; after a timeout the
