@@ -208,7 +208,7 @@ struct IdleWorkGuard {
 }
 
 impl IdleWorkGuard {
-    fn register<T: ?Sized + 'static>(&mut self, part: &Arc<Mutex<T>>, work: fn(&mut T) -> Option<Duration>) {
+    fn register<T: 'static>(&mut self, part: &Arc<Mutex<T>>, work: fn(&mut T) -> Option<Duration>) {
         if !self.registered {
             self.registered = true;
             let part = Arc::clone(part);
