@@ -68,7 +68,10 @@ pub fn run(mut stream: Stream, queue: Receiver<Outgoing>, in_flight: Arc<InFligh
                 next = queue.try_recv().ok();
             }
         }
-        if !broken && !gathered.is_empty() && let Err(error) = stream.write_all(&gathered) {
+        if !broken
+            && !gathered.is_empty()
+            && let Err(error) = stream.write_all(&gathered)
+        {
             log_write_error(stream.socket(), &error);
             broken = true;
             // The socket itself, not a TLS close: a write to this client just failed.
