@@ -463,6 +463,18 @@ impl HistoryWriter for HistoryStage {
         let durable = self.last_durable.elapsed() >= DURABLE_COMMIT_INTERVAL;
         self.commit(durable);
     }
+
+    /// The stage is idle: what was committed without an fsync is made durable once the
+    /// interval has passed, so a quiet node's checkpoints and journal retention need not
+    /// wait for the next input (a tick).
+    fn idle(&mut self) -> Option<Duration> {
+        self.not_durable?;
+        let left = DURABLE_COMMIT_INTERVAL.checked_sub(self.last_durable.elapsed()).filter(|left| !left.is_zero());
+        if left.is_none() {
+            self.flush();
+        }
+        left
+    }
 }
 
 impl Drop for HistoryStage {

@@ -206,6 +206,7 @@ impl Node {
         replay::cut_history_to(&history_store, history_start, replayed_to, &ledger)?;
         outcomes.cap_at(journal.durable_mark());
         outcomes.publish_to(derived.register("outcomes", outcomes.last_sequence()));
+        outcomes.set_sync_interval(outcome_log::SYNC_INTERVAL);
         let outcomes_durable = outcomes.durable_mark();
         let sinks = Sinks::start(config, &dirs.outcomes, &outcomes_durable)?;
         outcomes.retain_for(sinks.watermarks());

@@ -3,6 +3,9 @@
 //! after the restart's rebuild from the journal the stream is gapless and equal, entry for
 //! entry, to one written without a crash.
 
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
 use tally::node::outcome_log::OutcomeStream;
 use tally_codecs::flags::transfer as flags;
 use tally_codecs::outcome::Outcome;
@@ -154,6 +157,58 @@ fn power_loss_at_any_point_loses_nothing_durable_and_leaves_no_gap() {
             assert!(read == expected, "crash after {crash_after}: the rebuilt stream equals the uncrashed one");
         }
     }
+}
+
+/// As `run_live` with every batch ending at `now` (the stream's sync-interval clock).
+fn run_live_at(
+    stream: &mut OutcomeStream<MemStorage>,
+    ledger: &mut Ledger,
+    inputs: &[(u64, Command)],
+    (from, to): (usize, usize),
+    now: Instant,
+) {
+    for (index, (timestamp, command)) in inputs.iter().enumerate().take(to).skip(from) {
+        let (reply, committed) = apply_collecting(ledger, index as u64 + 1, *timestamp, command, Default::default());
+        stream.record(index as u64 + 1, *timestamp, command, reply.as_ref(), &committed);
+        if (index + 1) % BATCH == 0 {
+            stream.end_of_batch_at(now);
+        }
+    }
+}
+
+#[test]
+fn with_a_sync_interval_batches_share_a_sync_the_idle_stage_syncs_a_due_tail_and_a_power_loss_rebuilds() {
+    let inputs = inputs();
+    let expected = reference(&inputs);
+    let storage = MemStorage::new();
+    // One segment for all: a segment rolling over syncs the one it leaves.
+    let mut stream = OutcomeStream::open(storage.clone(), 1 << 20, 0).expect("the stream opens");
+    // Far longer than the test: only the clock readings passed in make a sync due.
+    let interval = Duration::from_secs(3600);
+    stream.set_sync_interval(interval);
+    let durable = stream.durable_mark();
+    let start = Instant::now();
+    let mut ledger = Ledger::new();
+    run_live_at(&mut stream, &mut ledger, &inputs, (0, 30), start);
+    assert_eq!(durable.load(Ordering::Acquire), 0, "ten batch ends inside the interval: no sync yet");
+    let left = stream.idle_at(start + interval / 2);
+    assert!(left.is_some_and(|left| left <= interval / 2), "idle before it is due: wait ({left:?})");
+    assert_eq!(durable.load(Ordering::Acquire), 0);
+    assert_eq!(stream.idle_at(start + interval), None, "idle once it is due: synced, nothing left");
+    assert_eq!(durable.load(Ordering::Acquire), 30, "the tail is durable without another batch");
+
+    // More batches inside the new interval, then a power loss: what was not synced is
+    // lost, what was is kept, and the rebuild from the journal fills the rest.
+    run_live_at(&mut stream, &mut ledger, &inputs, (30, 45), start);
+    assert_eq!(durable.load(Ordering::Acquire), 30);
+    std::mem::forget(stream);
+    storage.crash();
+    let mut stream = open(&storage, 45);
+    assert!(stream.last_sequence() >= 30, "the synced entries survive: {}", stream.last_sequence());
+    let mut ledger = rebuild(&mut stream, &inputs, 45);
+    run_live(&mut stream, &mut ledger, &inputs, 45, INPUTS);
+    drop(stream);
+    assert!(read_all(&storage, 1, INPUTS as u64) == expected, "the rebuilt stream equals the uncrashed one");
 }
 
 #[test]

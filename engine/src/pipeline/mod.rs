@@ -114,7 +114,15 @@ pub trait OutcomeLog: Send + 'static {
         reply: Option<&Reply>,
         committed: &Committed,
     );
+    /// The end of a ring batch: make what was recorded durable, now or (to share one sync
+    /// among several batches) later, from [`OutcomeLog::idle`] or a later batch's end.
     fn end_of_batch(&mut self);
+    /// Called on the same thread when the stage has found the ring empty, before it
+    /// sleeps: do held-back work that is due. Returns how long until what is still held
+    /// back falls due (the stage sleeps no longer), `None` when nothing is held back.
+    fn idle(&mut self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// The history store's writer, supplied by the server; called on the history-stage thread
@@ -122,7 +130,14 @@ pub trait OutcomeLog: Send + 'static {
 /// After each batch it commits and advances its mark (see [`History::mark`]).
 pub trait HistoryWriter: Send + 'static {
     fn record(&mut self, effects: &crate::Effects);
+    /// Commit what was recorded (the history stage calls it once per group of ring
+    /// batches, see `stages::HistoryGroup`) and move the visible mark.
     fn end_of_batch(&mut self);
+    /// As [`OutcomeLog::idle`]: held-back work that is due (a durable commit), and how
+    /// long until what is still held back falls due.
+    fn idle(&mut self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Hot and cold (docs/design.md §3.9): the store the cold-lookup stage reads ahead of the

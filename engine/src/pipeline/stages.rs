@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 use disruptor::{ProcessorSettings, Producer, Sequence, SingleConsumerBarrier, SingleProducer, build_single_producer};
@@ -11,8 +12,8 @@ use super::committed::{Committed, apply_collecting};
 use super::doorbell::{Doorbell, INPUT_PUBLISHED, JOURNALED, LOOKED_UP, OUTPUT_PUBLISHED};
 use super::gate::Gate;
 use super::latency::{Stage, now_ns};
-use super::wait::{StageWait, backoff};
-use super::{Command, History, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo};
+use super::wait::{StageWait, backoff, clear_idle_work, set_idle_work, set_linger};
+use super::{Command, History, HistoryWriter, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo};
 use crate::Ledger;
 use crate::cold::{ColdFacts, Effects, gather};
 
@@ -107,6 +108,125 @@ pub fn wait_for_history(mark: &AtomicU64, sequence: u64, hot_window: u64, stoppi
     true
 }
 
+/// The longest the history stage holds ring batches back to write them in one store
+/// transaction (see [`HistoryGroup`]).
+pub(crate) const HISTORY_GROUP_MAX: Duration = Duration::from_millis(2);
+
+/// The history stage's grouping of ring batches into one store transaction
+/// (docs/design.md §3.9). A transaction per ring batch costs tens of microseconds, which
+/// single-request batches each pay in full; so batches are held back while
+///
+/// - the held inputs span fewer than `hold_span` = W/4 sequences (W the hot window), and
+/// - the oldest held input was taken less than [`HISTORY_GROUP_MAX`] ago,
+///
+/// and written once either bound is reached, at a batch end or when the stage goes idle
+/// (its idle work). The first bound is what keeps `wait_for_history` from waiting on a
+/// commit that only a later input would trigger: every journaled input reaches the
+/// output ring with effects, so once the stage has taken every output below `S`, its
+/// visible mark is at least `S − 1 − W/4 ≥ S − W − 1`, the mark input `S` waits for.
+pub(crate) struct HistoryGroup {
+    writer: Box<dyn HistoryWriter>,
+    hold_span: u64,
+    /// The first sequence held back and when it was taken; `None`: nothing held.
+    first: Option<(u64, Instant)>,
+    last: u64,
+}
+
+impl HistoryGroup {
+    pub(crate) fn new(writer: Box<dyn HistoryWriter>, hot_window: u64) -> HistoryGroup {
+        HistoryGroup { writer, hold_span: hot_window / 4, first: None, last: 0 }
+    }
+
+    pub(crate) fn record(&mut self, effects: &Effects) {
+        self.record_at(effects, Instant::now());
+    }
+
+    fn record_at(&mut self, effects: &Effects, now: Instant) {
+        self.writer.record(effects);
+        self.first.get_or_insert((effects.sequence, now));
+        self.last = effects.sequence;
+    }
+
+    /// How long the held inputs may still wait; `None`: commit now (or nothing held).
+    fn hold_for(&self, now: Instant) -> Option<Duration> {
+        let (first, since) = self.first?;
+        if self.last.saturating_sub(first).saturating_add(1) >= self.hold_span {
+            return None;
+        }
+        HISTORY_GROUP_MAX.checked_sub(now.saturating_duration_since(since)).filter(|left| !left.is_zero())
+    }
+
+    fn commit(&mut self) {
+        if self.first.take().is_some() {
+            self.writer.end_of_batch();
+        }
+    }
+
+    pub(crate) fn end_of_batch(&mut self) {
+        self.end_of_batch_at(Instant::now());
+    }
+
+    fn end_of_batch_at(&mut self, now: Instant) {
+        if self.hold_for(now).is_none() {
+            self.commit();
+        }
+    }
+
+    /// The stage's idle work: writes a group that is due, then the writer's own.
+    pub(crate) fn idle(&mut self) -> Option<Duration> {
+        self.idle_at(Instant::now())
+    }
+
+    fn idle_at(&mut self, now: Instant) -> Option<Duration> {
+        let held = self.hold_for(now);
+        if held.is_none() {
+            self.commit();
+        }
+        match (held, self.writer.idle()) {
+            (Some(held), Some(writer)) => Some(held.min(writer)),
+            (held, writer) => held.or(writer),
+        }
+    }
+}
+
+impl Drop for HistoryGroup {
+    /// A stopping stage writes what it held back (the writer's own drop makes it durable).
+    fn drop(&mut self) {
+        self.commit();
+    }
+}
+
+/// How long the outcome-log and history stages sleep after a batch before they wait on
+/// the output ring's doorbell again (see `wait::set_linger`).
+pub(crate) const DEFERRED_STAGE_LINGER: Duration = Duration::from_millis(1);
+
+/// Held by a stage's handler: registers the stage's idle work on the handler's thread at
+/// its first call, and drops it when the handler ends, so the shared part it holds is
+/// dropped there too (not in the thread-local destructors at thread exit).
+struct IdleWorkGuard {
+    registered: bool,
+}
+
+impl IdleWorkGuard {
+    fn register<T: 'static>(&mut self, part: &Arc<Mutex<T>>, work: fn(&mut T) -> Option<Duration>) {
+        if !self.registered {
+            self.registered = true;
+            let part = Arc::clone(part);
+            set_idle_work(Box::new(move || work(&mut lock(&part))));
+            set_linger(DEFERRED_STAGE_LINGER);
+        }
+    }
+}
+
+impl Drop for IdleWorkGuard {
+    fn drop(&mut self) {
+        if self.registered {
+            clear_idle_work();
+            set_linger(Duration::ZERO);
+        }
+    }
+}
+
 pub(crate) type InputProducer = SingleProducer<InputSlot, SingleConsumerBarrier>;
 
 /// Locks a slot part; a poisoned lock only means another stage panicked mid-way, and
@@ -166,11 +286,19 @@ impl Drop for LedgerHome {
 impl Stages {
     /// Starts the output ring, then the input ring, and returns the input producer.
     pub fn build(self, ledger_back: Sender<Ledger>) -> InputProducer {
-        let Stages { config, ledger, mut input_log, mut outcome_log, stats, gate, history, stopping } = self;
-        let (lookup, mut writer, mark, hot_window) = match history {
-            Some(History { lookup, writer, mark, hot_window }) => (Some(lookup), Some(writer), mark, hot_window),
+        let Stages { config, ledger, mut input_log, outcome_log, stats, gate, history, stopping } = self;
+        let (lookup, writer, mark, hot_window) = match history {
+            Some(History { lookup, writer, mark, hot_window }) => {
+                (Some(lookup), Some(HistoryGroup::new(writer, hot_window)), mark, hot_window)
+            }
             None => (None, None, Arc::new(AtomicU64::new(0)), u64::MAX),
         };
+        // Shared with the idle work each of the two stages registers on its own thread
+        // (never contended: both run on that thread).
+        let writer = writer.map(|writer| Arc::new(Mutex::new(writer)));
+        let outcome_log = Arc::new(Mutex::new(outcome_log));
+        let (mut outcome_idle, mut history_idle) =
+            (IdleWorkGuard { registered: false }, IdleWorkGuard { registered: false });
         let with_history = lookup.is_some();
         let slots = config.ring_slots.max(2).next_power_of_two();
         let wait = config.wait;
@@ -209,6 +337,8 @@ impl Stages {
             })
             .thread_name("outcome-log")
             .handle_events_with(move |slot: &OutputSlot, _: Sequence, end_of_batch: bool| {
+                outcome_idle.register(&outcome_log, |log: &mut Box<dyn OutcomeLog>| log.idle());
+                let mut outcome_log = lock(&outcome_log);
                 // Every journal sequence reaches the outcome log, ticks included: the
                 // stream it writes is gapless by sequence.
                 if slot.sequence != 0 {
@@ -230,7 +360,9 @@ impl Stages {
             })
             .thread_name("history")
             .handle_events_with(move |slot: &OutputSlot, _: Sequence, end_of_batch: bool| {
-                if let Some(writer) = writer.as_mut() {
+                if let Some(writer) = &writer {
+                    history_idle.register(writer, HistoryGroup::idle);
+                    let mut writer = lock(writer);
                     if let Some(effects) = &slot.effects {
                         writer.record(effects);
                     }
@@ -381,5 +513,102 @@ impl Stages {
                 business_logic_wait,
             )
             .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use super::{HISTORY_GROUP_MAX, HistoryGroup};
+    use crate::Effects;
+    use crate::pipeline::HistoryWriter;
+
+    /// Counts commits and records the sequences each one wrote.
+    #[derive(Default)]
+    struct Commits {
+        held: Vec<u64>,
+        written: Arc<Mutex<Vec<Vec<u64>>>>,
+        idle_calls: Arc<AtomicU64>,
+    }
+
+    impl HistoryWriter for Commits {
+        fn record(&mut self, effects: &Effects) {
+            self.held.push(effects.sequence);
+        }
+
+        fn end_of_batch(&mut self) {
+            let batch = std::mem::take(&mut self.held);
+            self.written.lock().expect("not poisoned").push(batch);
+        }
+
+        fn idle(&mut self) -> Option<Duration> {
+            self.idle_calls.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    fn effects(sequence: u64) -> Effects {
+        Effects { sequence, ..Effects::default() }
+    }
+
+    #[test]
+    fn batches_are_grouped_until_a_quarter_of_the_hot_window_or_the_time_bound_and_idle_writes_a_due_group() {
+        let writer = Commits::default();
+        let written = Arc::clone(&writer.written);
+        let commits = || written.lock().expect("not poisoned").clone();
+        // W = 64: held while the group spans fewer than 16 sequences.
+        let mut group = HistoryGroup::new(Box::new(writer), 64);
+        let start = Instant::now();
+        for sequence in 1..=15 {
+            group.record_at(&effects(sequence), start);
+            group.end_of_batch_at(start);
+        }
+        assert!(commits().is_empty(), "fifteen single-input batches are held back: {:?}", commits());
+        group.record_at(&effects(16), start);
+        group.end_of_batch_at(start);
+        assert_eq!(commits(), vec![(1..=16).collect::<Vec<_>>()], "the sixteenth reaches W/4: one commit");
+
+        // The time bound: a short group is written once it is due, by the idle work.
+        group.record_at(&effects(17), start);
+        group.end_of_batch_at(start);
+        let half = HISTORY_GROUP_MAX / 2;
+        assert_eq!(group.idle_at(start + half), Some(HISTORY_GROUP_MAX - half), "not due yet: sleep until it is");
+        assert_eq!(commits().len(), 1);
+        assert_eq!(group.idle_at(start + HISTORY_GROUP_MAX), None, "written: nothing left held");
+        assert_eq!(commits().last(), Some(&vec![17]));
+        // And by a batch end past the bound.
+        group.record_at(&effects(18), start);
+        group.end_of_batch_at(start + HISTORY_GROUP_MAX);
+        assert_eq!(commits().last(), Some(&vec![18]));
+        assert_eq!(group.idle_at(start), None, "nothing held");
+    }
+
+    #[test]
+    fn a_small_hot_window_commits_every_batch_and_a_stop_writes_what_is_held() {
+        let writer = Commits::default();
+        let written = Arc::clone(&writer.written);
+        let idle_calls = Arc::clone(&writer.idle_calls);
+        // W = 3: W/4 is 0, so nothing is ever held (the rule `wait_for_history` relies on).
+        let mut group = HistoryGroup::new(Box::new(writer), 3);
+        let start = Instant::now();
+        for sequence in 1..=3 {
+            group.record_at(&effects(sequence), start);
+            group.end_of_batch_at(start);
+        }
+        assert_eq!(written.lock().expect("not poisoned").len(), 3);
+        group.idle_at(start);
+        assert_eq!(idle_calls.load(Ordering::Relaxed), 1, "the writer's own idle work runs too");
+
+        let writer = Commits::default();
+        let written = Arc::clone(&writer.written);
+        let mut group = HistoryGroup::new(Box::new(writer), 256);
+        group.record_at(&effects(1), start);
+        group.end_of_batch_at(start);
+        assert!(written.lock().expect("not poisoned").is_empty());
+        drop(group);
+        assert_eq!(*written.lock().expect("not poisoned"), vec![vec![1]], "a stop writes the held group");
     }
 }

@@ -11,7 +11,8 @@
 //! bounds what a missed ring could cost, and a busy node never blocks. `BusySpin` never
 //! sleeps: for machines with a core per stage.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
 
 use disruptor::Sequence;
 
@@ -24,6 +25,9 @@ const SPINS_BEFORE_BLOCKING: u32 = 64;
 /// The producers' backoff while their ring is full (see [`backoff`]).
 const SPINS_BEFORE_YIELD: u32 = 200;
 const YIELDS_BEFORE_SLEEPING: u32 = 50;
+/// A busy-spinning stage runs its idle work (see [`set_idle_work`]) once per this many
+/// fruitless looks at the ring.
+const BUSY_SPINS_PER_IDLE_WORK: u32 = 4096;
 
 /// How a stage waits for work: burn a core, or back off to blocking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,10 +65,45 @@ struct Waiting {
     /// The doorbell's count read at the end of the previous call, which was before the
     /// ring's last (fruitless) check: a ring since then means there may be work.
     seen: u64,
+    /// Whether the stage has lingered (see [`set_linger`]) since its last batch.
+    lingered: bool,
 }
 
+/// Deferred work of the stage on this thread (a sync or commit it held back to group
+/// several batches): run when the stage has found its ring empty, before it blocks;
+/// returns how long until the work it still holds back falls due (`None`: nothing held).
+type IdleWork = Box<dyn FnMut() -> Option<Duration>>;
+
 thread_local! {
-    static WAITING: Cell<Waiting> = const { Cell::new(Waiting { sequence: -1, attempts: 0, seen: 0 }) };
+    static WAITING: Cell<Waiting> = const { Cell::new(Waiting { sequence: -1, attempts: 0, seen: 0, lingered: false }) };
+    static IDLE_WORK: RefCell<Option<IdleWork>> = const { RefCell::new(None) };
+    static LINGER: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
+
+/// Makes the parking stage on this thread, after each batch, sleep `linger` once without
+/// waiting on its doorbell before it blocks on it: for stages whose work need not be done
+/// at once (the outcome log, the history store). Under steady load such a stage wakes at
+/// most once per `linger` and takes what came meanwhile as one batch, instead of being
+/// woken (and waking, a context switch) for every published output; its producer's rings
+/// do not notify it. An idle stage still blocks on its doorbell after the one sleep.
+pub(crate) fn set_linger(linger: Duration) {
+    let _ = LINGER.try_with(|cell| cell.set(linger));
+}
+
+/// Registers the idle work of the stage running on this thread. A stage that groups
+/// batches must register it: when the inputs stop, nothing else calls it back.
+pub(crate) fn set_idle_work(work: IdleWork) {
+    IDLE_WORK.with(|cell| *cell.borrow_mut() = Some(work));
+}
+
+/// Drops this thread's idle work (the stage's handler ends); harmless during thread exit.
+pub(crate) fn clear_idle_work() {
+    let _ = IDLE_WORK.try_with(|cell| cell.borrow_mut().take());
+}
+
+/// Runs this thread's idle work, if any; how long until held-back work falls due.
+fn idle_work() -> Option<Duration> {
+    IDLE_WORK.with(|cell| cell.borrow_mut().as_mut().and_then(|work| work()))
 }
 
 /// The wait strategy of one stage: how it waits, the doorbell of the cursor it waits on,
@@ -79,21 +118,37 @@ pub(crate) struct StageWait {
 
 impl disruptor::wait_strategies::WaitStrategy for StageWait {
     fn wait_for(&self, sequence: Sequence) {
+        let mut waiting = WAITING.with(Cell::get);
         if self.wait == Wait::BusySpin {
+            if waiting.sequence != sequence {
+                waiting = Waiting { sequence, attempts: 0, seen: 0, lingered: false };
+            }
+            waiting.attempts = waiting.attempts.wrapping_add(1);
+            if waiting.attempts % BUSY_SPINS_PER_IDLE_WORK == 0 {
+                idle_work();
+            }
+            WAITING.with(|cell| cell.set(waiting));
             std::hint::spin_loop();
             return;
         }
-        let mut waiting = WAITING.with(Cell::get);
         if waiting.sequence != sequence {
             // This thread just finished a batch and stored its cursor, which is what a
             // stage behind it on the same ring waits for: ring for that stage.
             if let Some(bell) = self.rings {
                 bell.ring();
             }
-            waiting = Waiting { sequence, attempts: 0, seen: 0 };
+            waiting = Waiting { sequence, attempts: 0, seen: 0, lingered: false };
         } else if waiting.attempts < SPINS_BEFORE_BLOCKING {
             std::hint::spin_loop();
-        } else if self.waits_on.block_unless_rung_since(waiting.seen, doorbell::FALLBACK_TIMEOUT) {
+        } else if !waiting.lingered && !LINGER.with(Cell::get).is_zero() {
+            waiting.lingered = true;
+            std::thread::sleep(LINGER.with(Cell::get));
+        } else if self.waits_on.block_unless_rung_since(
+            waiting.seen,
+            // Held-back work shortens the sleep to when it falls due; after a timeout the
+            // next call lands here again and runs it.
+            idle_work().map_or(doorbell::FALLBACK_TIMEOUT, |due| due.min(doorbell::FALLBACK_TIMEOUT)),
+        ) {
             // Rung: the cursor has moved (rings come after the move), or another pipeline
             // in this process rang; look, and spin a little before blocking again.
             waiting.attempts = 0;

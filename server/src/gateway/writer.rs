@@ -24,33 +24,68 @@ pub enum Outgoing {
     Close,
 }
 
+/// At most this many bytes of queued frames are gathered into one write.
+const GATHER_BYTES_MAX: usize = 256 * 1024;
+
 /// Writes queued frames until [`Outgoing::Close`]. After a failed write the connection is
 /// shut down (so its reader stops too) and the rest is dropped, but slots are still freed.
 /// `write_timeout`: how long one reply may wait for a client that does not read; past it
 /// the client is taken to be stuck and is disconnected, so that its connection's threads
 /// and reserved bytes are freed; until then the reply stage never waits for it.
+///
+/// The frames already queued when the thread wakes are written together, in order, with
+/// one write (up to [`GATHER_BYTES_MAX`]): one system call and one wake-up for a burst of
+/// replies instead of one each.
 pub fn run(mut stream: Stream, queue: Receiver<Outgoing>, in_flight: Arc<InFlight>, write_timeout: Duration) {
     // Without the timeout (it cannot fail on a connected socket) a stuck client would only
     // hold its own connection.
     let _ = stream.socket().set_write_timeout(Some(write_timeout));
     let mut broken = false;
-    for outgoing in queue {
-        let (bytes, slot, written) = match outgoing {
-            Outgoing::Frame { bytes, slot } => (bytes, slot, None),
-            Outgoing::Reply { bytes, slot, queued_ns, stats } => (bytes, Some(slot), Some((queued_ns, stats))),
-            Outgoing::Close => break,
-        };
-        if !broken && let Err(error) = stream.write_all(&bytes) {
+    let mut gathered: Vec<u8> = Vec::new();
+    // Per gathered frame: the slot to free and, for a pipeline reply, when it was queued.
+    let mut written: Vec<(Option<usize>, Option<(u64, Arc<PipelineStats>)>)> = Vec::new();
+    let mut closing = false;
+    while !closing {
+        let Ok(first) = queue.recv() else { break };
+        let mut next = Some(first);
+        while let Some(outgoing) = next.take() {
+            let (bytes, slot, queued) = match outgoing {
+                Outgoing::Frame { bytes, slot } => (bytes, slot, None),
+                Outgoing::Reply { bytes, slot, queued_ns, stats } => (bytes, Some(slot), Some((queued_ns, stats))),
+                Outgoing::Close => {
+                    closing = true;
+                    break;
+                }
+            };
+            if gathered.is_empty() {
+                // The first frame is taken as it is, not copied.
+                gathered = bytes;
+            } else {
+                gathered.extend_from_slice(&bytes);
+            }
+            written.push((slot, queued));
+            if gathered.len() < GATHER_BYTES_MAX {
+                next = queue.try_recv().ok();
+            }
+        }
+        if !broken
+            && !gathered.is_empty()
+            && let Err(error) = stream.write_all(&gathered)
+        {
             log_write_error(stream.socket(), &error);
             broken = true;
             // The socket itself, not a TLS close: a write to this client just failed.
             let _ = stream.socket().shutdown(Shutdown::Both);
         }
-        if let Some((queued_ns, stats)) = written {
-            stats.stage_latencies().record_between(Stage::Write, queued_ns, now_ns());
-        }
-        if let Some(slot) = slot {
-            in_flight.release(slot);
+        gathered.clear();
+        let written_ns = now_ns();
+        for (slot, queued) in written.drain(..) {
+            if let Some((queued_ns, stats)) = queued {
+                stats.stage_latencies().record_between(Stage::Write, queued_ns, written_ns);
+            }
+            if let Some(slot) = slot {
+                in_flight.release(slot);
+            }
         }
     }
 }

@@ -3,9 +3,12 @@
 //! checksummed entries in segment files (format: `tally_codecs::outcome`; segments and the
 //! reader: `tally_sinks::stream`). Sinks tail it from their own watermarks.
 //!
-//! Durability: entries are written at each batch of the output ring and synced once per
-//! batch (group commit on the outcome thread, never on the business-logic thread); the
-//! durable mark moves only after the sync. The stream is derived from the journal: at
+//! Durability: entries are written at each batch of the output ring and synced on the
+//! outcome thread, never on the business-logic thread: once per batch by default, and in
+//! a running node (`set_sync_interval`, [`SYNC_INTERVAL`]) at most once per interval while
+//! entries keep coming, at the first batch end or idle moment after it is due (the stage
+//! calls [`OutcomeLog::idle`] before it sleeps, so a quiet stream's tail is synced within
+//! the interval). The durable mark moves only after the sync. The stream is derived from the journal: at
 //! start it is cut after its last whole, consecutive entry that the journal still holds,
 //! and replay writes what follows. A checkpoint must not cover sequences the stream does
 //! not hold durably (the mark is registered with `derived::DerivedMarks`), or those
@@ -22,6 +25,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tally_codecs::outcome::{OutcomeParts, encode_outcome};
 use tally_codecs::wire::{Reply, Request};
@@ -30,6 +34,12 @@ use tally_journal::{SegmentFile, Storage};
 use tally_sinks::stream::{scan_segment, segment_name, segments};
 
 use crate::error::NodeError;
+
+/// How often a running node's stream syncs while entries keep coming. An `fdatasync` per
+/// ring batch cost about 50 µs of CPU per single-transfer request
+/// (perf-reports/2026-12-03-latency-quiet.md); the stream is derived and its durable mark
+/// gates checkpoints, journal retention and sinks, none of which need it sooner.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Zeros written per call when a damaged tail is wiped at open.
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
@@ -63,6 +73,10 @@ pub struct OutcomeStream<S: Storage> {
     retained_for: Option<Vec<Arc<AtomicU64>>>,
     /// Segments kept and the first sequence still held, for metrics.
     retention: Arc<RetentionStats>,
+    /// The shortest time between two syncs at batch ends (zero: every batch).
+    sync_interval: Duration,
+    /// When the last sync ended.
+    last_sync: Instant,
 }
 
 /// What the stream keeps on disk, for metrics.
@@ -129,6 +143,8 @@ impl<S: Storage> OutcomeStream<S> {
             segment_firsts,
             retained_for: None,
             retention,
+            sync_interval: Duration::ZERO,
+            last_sync: Instant::now(),
         })
     }
 
@@ -152,6 +168,13 @@ impl<S: Storage> OutcomeStream<S> {
     /// The last sequence the stream holds durably: readers stop there.
     pub fn durable_mark(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.durable)
+    }
+
+    /// Syncs at batch ends at most once per `interval` from now on; what is written in
+    /// between is synced when the interval has passed, at a batch end or from
+    /// [`OutcomeStream::idle_at`] (a node: [`SYNC_INTERVAL`]).
+    pub fn set_sync_interval(&mut self, interval: Duration) {
+        self.sync_interval = interval;
     }
 
     /// Holds the durable mark at or below the journal's durable mark from now on.
@@ -250,10 +273,47 @@ impl<S: Storage> OutcomeStream<S> {
         {
             segment.sync(self.unsynced_from..*offset)?;
             self.unsynced_from = *offset;
+            self.last_sync = Instant::now();
         }
         let journal_durable = self.journal_durable.as_ref().map_or(u64::MAX, |mark| mark.load(Ordering::Acquire));
         self.durable.fetch_max(self.last_sequence.min(journal_durable), Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Whether bytes are written that are not yet synced.
+    fn unsynced(&self) -> bool {
+        self.segment.as_ref().is_some_and(|(_, offset)| *offset > self.unsynced_from)
+    }
+
+    /// How long until the unsynced writes are due for a sync; `None`: due now (or none).
+    fn sync_due_in(&self, now: Instant) -> Option<Duration> {
+        if !self.unsynced() {
+            return None;
+        }
+        self.sync_interval.checked_sub(now.saturating_duration_since(self.last_sync)).filter(|left| !left.is_zero())
+    }
+
+    /// The end of a ring batch at `now`: syncs (as [`OutcomeStream::commit`]) unless the
+    /// last sync is more recent than the sync interval.
+    pub fn end_of_batch_at(&mut self, now: Instant) {
+        if self.sync_due_in(now).is_none() {
+            self.commit();
+        }
+    }
+
+    /// The outcome stage is idle at `now`: syncs what is written once it is due. Returns
+    /// how long until unsynced writes fall due; `None` when nothing is left unsynced.
+    pub fn idle_at(&mut self, now: Instant) -> Option<Duration> {
+        if !self.healthy {
+            return None;
+        }
+        let due_in = self.sync_due_in(now);
+        if due_in.is_none() {
+            // With nothing to sync this only moves the durable mark up to the journal's
+            // (which, under `none`, becomes durable after the entries were written).
+            self.commit();
+        }
+        due_in
     }
 
     /// Ends a batch: syncs it, then deletes the segments every sink has consumed.
@@ -332,7 +392,11 @@ impl<S: Storage> OutcomeLog for OutcomeStream<S> {
     }
 
     fn end_of_batch(&mut self) {
-        self.commit();
+        self.end_of_batch_at(Instant::now());
+    }
+
+    fn idle(&mut self) -> Option<Duration> {
+        self.idle_at(Instant::now())
     }
 }
 
