@@ -26,7 +26,10 @@ pub(crate) const CHUNK_BYTES: usize = 128 * 1024;
 
 /// The largest power of two of items of `size` bytes that fits in [`CHUNK_BYTES`] (at least 1).
 const fn chunk_items(size: usize) -> usize {
-    let fit = if size == 0 { CHUNK_BYTES } else { CHUNK_BYTES / size };
+    let fit = match CHUNK_BYTES.checked_div(size) {
+        Some(fit) => fit,
+        None => CHUNK_BYTES,
+    };
     if fit <= 1 { 1 } else { 1 << fit.ilog2() }
 }
 

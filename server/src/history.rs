@@ -268,6 +268,7 @@ fn move_unbucketed_rows(txn: &redb::WriteTransaction) -> Result<(), redb::Error>
 
 /// The buckets a query visits, oldest first: from the table's first key's bucket to its
 /// last key's (none when the table is empty).
+#[allow(clippy::reversed_empty_ranges)] // `1..=0` is the empty range on purpose
 fn buckets<V: redb::Value + 'static>(
     table: &redb::ReadOnlyTable<BucketKey, V>,
 ) -> Result<std::ops::RangeInclusive<u64>, redb::StorageError> {
@@ -586,7 +587,7 @@ mod bucket_tests {
 
     fn effects(sequence: u64, number: u64) -> Effects {
         let id = u128::from(number) + 1;
-        let (debit, credit) = if number % 2 == 0 { (ACCOUNT, 9) } else { (9, ACCOUNT) };
+        let (debit, credit) = if number.is_multiple_of(2) { (ACCOUNT, 9) } else { (9, ACCOUNT) };
         let transfer =
             Transfer { id, debit_account_id: debit, credit_account_id: credit, amount: 1, ..Transfer::default() };
         let balance = |account: u128| {

@@ -124,7 +124,7 @@ impl disruptor::wait_strategies::WaitStrategy for StageWait {
                 waiting = Waiting { sequence, attempts: 0, seen: 0, lingered: false };
             }
             waiting.attempts = waiting.attempts.wrapping_add(1);
-            if waiting.attempts % BUSY_SPINS_PER_IDLE_WORK == 0 {
+            if waiting.attempts.is_multiple_of(BUSY_SPINS_PER_IDLE_WORK) {
                 idle_work();
             }
             WAITING.with(|cell| cell.set(waiting));

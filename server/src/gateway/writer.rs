@@ -36,6 +36,7 @@ const GATHER_BYTES_MAX: usize = 256 * 1024;
 /// The frames already queued when the thread wakes are written together, in order, with
 /// one write (up to [`GATHER_BYTES_MAX`]): one system call and one wake-up for a burst of
 /// replies instead of one each.
+#[allow(clippy::type_complexity)]
 pub fn run(mut stream: Stream, queue: Receiver<Outgoing>, in_flight: Arc<InFlight>, write_timeout: Duration) {
     // Without the timeout (it cannot fail on a connected socket) a stuck client would only
     // hold its own connection.
