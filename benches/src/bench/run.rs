@@ -189,6 +189,7 @@ fn start_node(config: &Config) -> Result<Node, String> {
                 standbys: *standbys,
                 settlement: settlement.as_ref().map(|settlement| (settlement.url.clone(), settlement.schema.clone())),
                 extra_args,
+                defer_standbys: false,
             };
             eprintln!(
                 "tally bench: starting a node ({}, {standbys} standbys) under {}",

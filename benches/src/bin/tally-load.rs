@@ -6,7 +6,9 @@
 //! - `client-tls`: `client` over TLS (`--tls-cert`, `--tls-key`, `--tls-ca`), to measure
 //!   what TLS costs; `--repeat N` runs the throughput phases N times in turn (A/B pairs);
 //! - `open-loop`: single-transfer requests at fixed offered rates, latency measured from
-//!   each request's intended send time (coordinated omission corrected).
+//!   each request's intended send time (coordinated omission corrected);
+//! - `catch-up`: a primary takes the workload alone; then a standby starts from an empty
+//!   directory and the time until it has applied the primary's last sequence is measured.
 //!
 //! Build and run (the node binary must be built in the same profile):
 //!
@@ -39,7 +41,7 @@ use tally_bench::load;
 
 use load::batches::{self, BatchRun};
 use load::cpu::{Cpu, QuietPolicy, sampled, until_quiet};
-use load::node::{JournalBytes, NodeOptions, NodeProcess, RunDir, disk_file_system, journal_bytes};
+use load::node::{CpuSample, JournalBytes, NodeOptions, NodeProcess, RunDir, disk_file_system, journal_bytes};
 use load::open_loop::{self, OpenLoopConfig};
 use load::report::{self, quantiles};
 use load::wire::{self, Tally};
@@ -54,13 +56,15 @@ enum Phase {
     Client,
     ClientTls,
     OpenLoop,
+    CatchUp,
 }
 
 /// Measures a Tally node end to end: throughput of full batches and open-loop latency.
 ///
 /// Phases: `ledger` (the ledger alone, no pipeline), `tcp` (raw frames to a `tally serve` child process), `client`
 /// (the same through tally-client), `open-loop` (single-transfer requests at fixed rates,
-/// latency from each request's intended send time). Results are Markdown on stdout.
+/// latency from each request's intended send time), `catch-up` (a standby started after the
+/// primary took the workload, timed until it has applied it). Results are Markdown on stdout.
 #[derive(Parser)]
 #[command(name = "tally-load", version)]
 struct Args {
@@ -156,6 +160,7 @@ impl Args {
             // No sinks: the file sink a node runs by default is turned off.
             extra_args: vec!["--files".into(), "off".into()],
             standbys: usize::try_from(self.standbys).unwrap_or(0),
+            defer_standbys: false,
         }
     }
 
@@ -219,7 +224,8 @@ fn run(args: &Args) -> Result<(), String> {
         Some(seconds) => format!("every {seconds} s"),
     };
     println!("- node binary: {}; wait strategy: {}; periodic snapshots: {snapshots}", tally_bin.display(), args.wait);
-    let throughput = [Phase::Ledger, Phase::Tcp, Phase::Client, Phase::ClientTls].into_iter().any(wants);
+    let throughput =
+        [Phase::Ledger, Phase::Tcp, Phase::Client, Phase::ClientTls, Phase::CatchUp].into_iter().any(wants);
     let workload = Workload {
         accounts: workload::accounts(args.accounts),
         batches: if throughput { transfer_batches(args) } else { Vec::new() },
@@ -238,6 +244,87 @@ fn run(args: &Args) -> Result<(), String> {
     if wants(Phase::OpenLoop) {
         open_loop_phase(args, &tally_bin, &workload)?;
     }
+    if wants(Phase::CatchUp) {
+        catch_up_phase(args, &tally_bin, &workload)?;
+    }
+    Ok(())
+}
+
+/// How often the catch-up phase asks the standby how far it has applied.
+const CATCH_UP_POLL: Duration = Duration::from_millis(50);
+/// The longest a standby may take to catch up before the phase gives up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// A standby catching up from an empty directory: the primary takes the whole workload
+/// (raw frames, with no standby running), then one standby starts and the clock runs until
+/// its applied sequence reaches the primary's last. Once per durability.
+fn catch_up_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result<(), String> {
+    println!("## Standby catch-up from an empty directory\n");
+    println!("| durability | records | transfers | seconds | records/s | transfers/s | standby CPU | primary CPU |");
+    println!("|---|---:|---:|---:|---:|---:|---|---|");
+    let mut frames = Vec::new();
+    for (index, batch) in workload.batches.iter().enumerate() {
+        let mut frame = Vec::new();
+        wire::transfer_frame(index as u64 + 1, batch, &mut frame)?;
+        frames.push(frame);
+    }
+    let events: Vec<u64> = workload.batches.iter().map(|batch| batch.len() as u64).collect();
+    let in_flight = args.in_flight.first().copied().unwrap_or(4) as usize;
+    for &durability in &args.durability {
+        if durability.replicas() > 0 {
+            // The primary takes its load before any standby runs: it could not acknowledge.
+            println!("| {durability} | skipped: the primary must acknowledge alone (none or local) | | | | | | |");
+            continue;
+        }
+        eprintln!("tally-load: catch-up, durability {durability}");
+        let dir = RunDir::create(&args.work_dir, &format!("catch-up-{durability}"), args.keep)?;
+        let options = NodeOptions { standbys: 1, defer_standbys: true, ..args.node_options() };
+        let mut node = NodeProcess::start(tally_bin, &dir, durability, &options)?;
+        wire::create_accounts(node.address, &workload.accounts, wire_batch_max())?;
+        let run = batches::over_tcp(node.address, &frames, &events, in_flight, &mut || {})?;
+        let primary = tally_client::Client::connect(&[node.address]).map_err(|error| format!("primary: {error}"))?;
+        let target = primary.status().map_err(|error| format!("primary status: {error}"))?.last_sequence;
+        let standby_address = *node.standby_addresses.first().ok_or("no standby address")?;
+        let primary_pid = node.pid();
+        let began = Instant::now();
+        let primary_before = CpuSample::take(primary_pid);
+        node.start_standbys()?;
+        let standby_pid = *node.standby_pids().first().ok_or("the standby did not start")?;
+        let standby_before = CpuSample::take(standby_pid);
+        let standby = tally_client::Client::connect(&[standby_address]).map_err(|error| format!("standby: {error}"))?;
+        loop {
+            let status = standby.status().map_err(|error| format!("standby status: {error}"))?;
+            if status.applied_sequence >= target {
+                break;
+            }
+            if began.elapsed() > CATCH_UP_TIMEOUT {
+                return Err(format!(
+                    "the standby applied {} of {target} sequences in {CATCH_UP_TIMEOUT:?}",
+                    status.applied_sequence
+                ));
+            }
+            std::thread::sleep(CATCH_UP_POLL);
+        }
+        let elapsed = began.elapsed();
+        let standby_cpu = CpuSample::take(standby_pid).since(&standby_before);
+        let primary_cpu = CpuSample::take(primary_pid).since(&primary_before);
+        drop((primary, standby));
+        node.stop()?;
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        let transfers = run.transfers;
+        println!(
+            "| {durability} | {target} | {transfers} | {seconds:.2} | {} | {} | {} | {} |",
+            report::rate(target as f64 / seconds),
+            report::rate(transfers as f64 / seconds),
+            standby_cpu.describe(),
+            primary_cpu.describe(),
+        );
+    }
+    println!(
+        "\nRecords are journal sequences (requests, account batches, ticks); the standby starts \
+         with an empty directory (the primary holds its whole journal, so no checkpoint is \
+         sent) and the clock includes its start-up.\n"
+    );
     Ok(())
 }
 
@@ -314,8 +401,9 @@ fn tally_binary(args: &Args) -> Result<PathBuf, String> {
             .map_err(|error| format!("cannot find this program's path: {error}"))?
             .with_file_name("tally"),
     };
-    let needed =
-        [Phase::Tcp, Phase::Client, Phase::ClientTls, Phase::OpenLoop].iter().any(|phase| args.phases.contains(phase));
+    let needed = [Phase::Tcp, Phase::Client, Phase::ClientTls, Phase::OpenLoop, Phase::CatchUp]
+        .iter()
+        .any(|phase| args.phases.contains(phase));
     if needed && !path.is_file() {
         return Err(format!(
             "no node binary at {}: build it with `cargo build --release -p tally` or pass --tally-bin",

@@ -85,6 +85,9 @@ pub struct NodeOptions {
     pub settlement: Option<(String, String)>,
     /// More `tally serve` arguments (the events and file sinks' options).
     pub extra_args: Vec<String>,
+    /// Start the standbys only when [`NodeProcess::start_standbys`] is called (the catch-up
+    /// measurement: the primary takes its load first).
+    pub defer_standbys: bool,
 }
 
 /// The shared secret of the harness's replica sets (loopback only).
@@ -99,6 +102,10 @@ pub struct NodeProcess {
     log: PathBuf,
     /// The standbys following this node; killed with it.
     standbys: Vec<Child>,
+    /// Standbys not started yet (`NodeOptions::defer_standbys`): the command and its log.
+    deferred: Vec<(Command, PathBuf)>,
+    /// Where the standbys listen, in the order they were started (or will be).
+    pub standby_addresses: Vec<SocketAddr>,
 }
 
 impl NodeProcess {
@@ -148,11 +155,17 @@ impl NodeProcess {
             .stderr(log_file)
             .spawn()
             .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
-        let mut node = NodeProcess { child, address, log, standbys: Vec::new() };
+        let mut node = NodeProcess {
+            child,
+            address,
+            log,
+            standbys: Vec::new(),
+            deferred: Vec::new(),
+            standby_addresses: standby_addresses.clone(),
+        };
         node.wait_ready()?;
         for (index, standby) in standby_addresses.iter().enumerate() {
             let log = dir.path.join(format!("standby{index}.log"));
-            let log_file = File::create(&log).map_err(|error| format!("cannot create {}: {error}", log.display()))?;
             let mut command = Command::new(binary);
             command
                 .arg("standby")
@@ -167,20 +180,32 @@ impl NodeProcess {
                 .arg("--wait")
                 .arg(options.wait.to_string());
             replica_set(&mut command);
-            let child = command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log_file)
-                .spawn()
-                .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
-            node.standbys.push(child);
-            wait_for_line(&log, STANDBY_READY_LINE)?;
+            node.deferred.push((command, log));
+        }
+        if !options.defer_standbys {
+            node.start_standbys()?;
         }
         Ok(node)
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Starts the standbys not started yet and waits until each listens.
+    pub fn start_standbys(&mut self) -> Result<(), String> {
+        for (mut command, log) in std::mem::take(&mut self.deferred) {
+            let log_file = File::create(&log).map_err(|error| format!("cannot create {}: {error}", log.display()))?;
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .map_err(|error| format!("cannot start the standby: {error}"))?;
+            self.standbys.push(child);
+            wait_for_line(&log, STANDBY_READY_LINE)?;
+        }
+        Ok(())
     }
 
     /// The process ids of the standbys following this node.
