@@ -255,13 +255,35 @@ const CATCH_UP_POLL: Duration = Duration::from_millis(50);
 /// The longest a standby may take to catch up before the phase gives up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// The primary counts as settled below this share of one core over [`SETTLED_WINDOW`].
+const SETTLED_SHARE: f64 = 0.05;
+const SETTLED_WINDOW: Duration = Duration::from_secs(1);
+/// The longest the catch-up phase waits for the primary to settle.
+const SETTLE_MAX: Duration = Duration::from_secs(300);
+
+/// Waits until the process `pid` uses less than [`SETTLED_SHARE`] of a core over
+/// [`SETTLED_WINDOW`] (or [`SETTLE_MAX`] has passed); returns how long that took.
+fn primary_settled(pid: u32) -> Duration {
+    let began = Instant::now();
+    loop {
+        let before = CpuSample::take(pid);
+        std::thread::sleep(SETTLED_WINDOW);
+        let spent = CpuSample::take(pid).since(&before).process;
+        if spent < SETTLED_SHARE * SETTLED_WINDOW.as_secs_f64() || began.elapsed() > SETTLE_MAX {
+            return began.elapsed();
+        }
+    }
+}
+
 /// A standby catching up from an empty directory: the primary takes the whole workload
 /// (raw frames, with no standby running), then one standby starts and the clock runs until
 /// its applied sequence reaches the primary's last. Once per durability.
 fn catch_up_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result<(), String> {
     println!("## Standby catch-up from an empty directory\n");
-    println!("| durability | records | transfers | seconds | records/s | transfers/s | standby CPU | primary CPU |");
-    println!("|---|---:|---:|---:|---:|---:|---|---|");
+    println!(
+        "| durability | records | transfers | primary settled after | seconds | records/s | transfers/s | standby CPU | primary CPU |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|---|");
     let mut frames = Vec::new();
     for (index, batch) in workload.batches.iter().enumerate() {
         let mut frame = Vec::new();
@@ -273,7 +295,7 @@ fn catch_up_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result<
     for &durability in &args.durability {
         if durability.replicas() > 0 {
             // The primary takes its load before any standby runs: it could not acknowledge.
-            println!("| {durability} | skipped: the primary must acknowledge alone (none or local) | | | | | | |");
+            println!("| {durability} | skipped: the primary must acknowledge alone (none or local) | | | | | | | |");
             continue;
         }
         eprintln!("tally-load: catch-up, durability {durability}");
@@ -286,6 +308,9 @@ fn catch_up_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result<
         let target = primary.status().map_err(|error| format!("primary status: {error}"))?.last_sequence;
         let standby_address = *node.standby_addresses.first().ok_or("no standby address")?;
         let primary_pid = node.pid();
+        // The primary's history stage may still be writing what the load left behind:
+        // wait until it is done, so the standby does not share the cores with it.
+        let settle = primary_settled(primary_pid);
         let began = Instant::now();
         let primary_before = CpuSample::take(primary_pid);
         node.start_standbys()?;
@@ -313,13 +338,20 @@ fn catch_up_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result<
         let seconds = elapsed.as_secs_f64().max(1e-9);
         let transfers = run.transfers;
         println!(
-            "| {durability} | {target} | {transfers} | {seconds:.2} | {} | {} | {} | {} |",
+            "| {durability} | {target} | {transfers} | {:.1} s | {seconds:.2} | {} | {} | {} | {} |",
+            settle.as_secs_f64(),
             report::rate(target as f64 / seconds),
             report::rate(transfers as f64 / seconds),
             standby_cpu.describe(),
             primary_cpu.describe(),
         );
     }
+    println!(
+        "\nBefore the standby starts, the primary is left until it used under {} % of a core \
+         over {:?} (its history stage finishing what the load left).",
+        SETTLED_SHARE * 100.0,
+        SETTLED_WINDOW
+    );
     println!(
         "\nRecords are journal sequences (requests, account batches, ticks); the standby starts \
          with an empty directory (the primary holds its whole journal, so no checkpoint is \
