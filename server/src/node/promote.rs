@@ -100,13 +100,8 @@ impl Promoter {
             Ok(()) => {}
             Err(reason) => {
                 // Back to following: nothing was served in the new epoch.
-                match Standby::open(self.standby_config.clone(), self.role.clone()) {
-                    Ok(standby) => {
-                        self.switch(standby.status(), None, standby.log());
-                        self.switch_metrics(MetricsParts::of_standby(&standby));
-                        *running = Running::Standby(standby);
-                    }
-                    Err(error) => eprintln!("tally: cannot resume following after a refused promotion: {error}"),
+                if let Err(error) = self.run_as_standby(&mut running, self.standby_config.clone()) {
+                    eprintln!("tally: cannot resume following after a refused promotion: {error}");
                 }
                 return Err(reason);
             }
@@ -236,21 +231,15 @@ impl Promoter {
         drop(ledger);
         let primaries = std::iter::once(primary).chain(peers.iter().copied().filter(|&peer| peer != primary));
         let config = StandbyConfig { primaries: primaries.collect(), ..self.standby_config.clone() };
-        match Standby::open(config, self.role.clone()) {
-            Ok(standby) => {
-                let status = standby.status().read();
-                self.switch(standby.status(), None, standby.log());
-                self.switch_metrics(MetricsParts::of_standby(&standby));
-                *running = Running::Standby(standby);
-                tracing::warn!(
-                    applied_sequence = status.applied_sequence,
-                    state_hash = %format_args!("{:#034x}", status.state_hash),
-                    %primary,
-                    epoch = self.role.epoch(),
-                    role = "standby",
-                    "REJOIN: rebuilt; following the new primary as a standby"
-                );
-            }
+        match self.run_as_standby(&mut running, config) {
+            Ok(status) => tracing::warn!(
+                applied_sequence = status.applied_sequence,
+                state_hash = %format_args!("{:#034x}", status.state_hash),
+                %primary,
+                epoch = self.role.epoch(),
+                role = "standby",
+                "REJOIN: rebuilt; following the new primary as a standby"
+            ),
             // The process serves nothing then; its status still answers, and a restart
             // with `tally standby` retries.
             Err(error) => tracing::error!(%error, "REJOIN FAILED: cannot open this node as a standby"),
@@ -275,23 +264,36 @@ impl Promoter {
             "tally: CHECKPOINT: standby stopped at sequence {}; fetching and installing the primary's checkpoint",
             position.last_sequence
         );
-        match Standby::open(self.standby_config.clone(), self.role.clone()) {
-            Ok(standby) => {
-                let status = standby.status().read();
-                self.switch(standby.status(), None, standby.log());
-                self.switch_metrics(MetricsParts::of_standby(&standby));
-                *running = Running::Standby(standby);
-                tracing::warn!(
-                    applied_sequence = status.applied_sequence,
-                    state_hash = %format_args!("{:#034x}", status.state_hash),
-                    role = "standby",
-                    "CHECKPOINT: installed in place; following the primary again"
-                );
-            }
+        match self.run_as_standby(&mut running, self.standby_config.clone()) {
+            Ok(status) => tracing::warn!(
+                applied_sequence = status.applied_sequence,
+                state_hash = %format_args!("{:#034x}", status.state_hash),
+                role = "standby",
+                "CHECKPOINT: installed in place; following the primary again"
+            ),
             // The process serves nothing then; its status still answers, and a restart
             // with `tally standby` retries.
             Err(error) => tracing::error!(%error, "CHECKPOINT INSTALL FAILED: cannot open this node as a standby"),
         }
+    }
+
+    /// Opens this node's directory as a standby following `config.primaries` (the
+    /// start-up path: compare the journal with the primary's and truncate what diverges,
+    /// fetch and install a checkpoint if the primary no longer holds the next record,
+    /// rebuild, follow) and makes it what this process runs: the gateway's status, the
+    /// peers' view of the log and `/metrics` switch to it. Returns its status as it
+    /// starts following. On an error `running` stays [`Running::Neither`].
+    fn run_as_standby(
+        &self,
+        running: &mut Running,
+        config: StandbyConfig,
+    ) -> Result<NodeStatus, crate::error::NodeError> {
+        let standby = Standby::open(config, self.role.clone())?;
+        let status = standby.status().read();
+        self.switch(standby.status(), None, standby.log());
+        self.switch_metrics(MetricsParts::of_standby(&standby));
+        *running = Running::Standby(standby);
+        Ok(status)
     }
 
     fn switch(&self, status: StatusSource, shipping: Option<Arc<Shipping>>, log: LocalLog) {
