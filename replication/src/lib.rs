@@ -33,7 +33,7 @@ pub type Mac = [u8; 32];
 
 pub use auth::{Accepting, AuthError, ClusterKey, Connecting};
 pub use checkpoint::{CheckpointError, ChunkRead, Receiving};
-pub use election::{Decision, Election, ElectionError, Prepared, on_prepare};
+pub use election::{Decision, Election, ElectionError, Prepared, candidate_epoch, epoch_owner, on_prepare};
 pub use follower::{Checkpoints, FollowError, Follower, Step};
 pub use message::{CheckpointFileInfo, DecodeError, LogPosition, Message, MessageDecoder, ProbeAnswer, Record};
 pub use probe::{CommonSearch, Found, NextProbe};

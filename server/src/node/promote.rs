@@ -2,7 +2,8 @@
 //! driven over real connections, then the switch from following to serving.
 //!
 //! 1. Stop following (the standby's journal is closed, a snapshot written) and promise
-//!    the new epoch to itself.
+//!    itself the new epoch: the next above every epoch it knows that this node owns
+//!    (`tally_replication::candidate_epoch`), persisted before it is used.
 //! 2. Ask every other node of `--cluster` for a promise; wait until N − k promised (or the
 //!    timeout; then refuse, or with `--force` go on and say what may be lost).
 //! 3. Fetch what the longest log in the highest epoch has and this one lacks, checking
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel;
 use tally_codecs::wire::NodeStatus;
 use tally_journal::{Journal, JournalConfig, SnapshotStore};
-use tally_replication::{ClusterKey, Decision, Election, LogPosition, Message};
+use tally_replication::{ClusterKey, Decision, Election, LogPosition, Message, candidate_epoch};
 
 use super::peer_io::{self, PeerError};
 use super::peers::LocalLog;
@@ -205,6 +206,7 @@ impl Promoter {
         let me = self.standby_config.node;
         let peers: Vec<SocketAddr> = self.cluster.iter().copied().filter(|&peer| peer != me).collect();
         if let Some((peer, epoch)) = super::rejoin::newer_epoch(&peers, &self.key, self.role.epoch()) {
+            self.role.heard_of(epoch);
             tracing::warn!(%peer, epoch, role = "fenced", "FENCED: a peer is in a newer epoch; this node accepts no more writes");
             self.role.fence();
         }
@@ -315,8 +317,19 @@ impl Promoter {
         timeout: Duration,
         steps: &mut Steps,
     ) -> Result<(), String> {
-        let epoch = self.role.epoch() + 1;
-        self.role.enter(epoch, RoleKind::Standby).map_err(|error| error.to_string())?;
+        // An epoch no other node can take (each epoch has one owner: its position in
+        // `--cluster`), above every epoch this node has promised or heard of, persisted
+        // before anyone is asked: two promotions, even forced apart, never share an epoch.
+        let me = self.standby_config.node;
+        let index = self.cluster.iter().position(|&node| node == me).unwrap_or(0);
+        let known = self.role.epoch().max(self.role.highest_heard());
+        let epoch = candidate_epoch(known, index, self.cluster.len())
+            .ok_or_else(|| format!("no epoch is left above {known}"))?;
+        let entered = self.role.enter_newer(epoch, RoleKind::Standby).map_err(|error| error.to_string())?;
+        if !entered {
+            // Another candidate's `Prepare` moved this node past the epoch meanwhile.
+            return Err(format!("this node promised epoch {} meanwhile", self.role.epoch()));
+        }
         steps.done("own promise");
         let replicas = usize::from(self.node_config.durability.replicas());
         let (mut election, prepare) = Election::start(epoch, own, self.cluster.len(), replicas);
@@ -334,7 +347,13 @@ impl Promoter {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok((peer, answer)) = answered.recv_timeout(left) else { break };
             match answer {
-                Ok(message) => election.on_message(&peer.to_string(), &message).map_err(|error| error.to_string())?,
+                Ok(message) => {
+                    if let Message::NewerEpoch { epoch } = message {
+                        // The next attempt asks above it.
+                        self.role.heard_of(epoch);
+                    }
+                    election.on_message(&peer.to_string(), &message).map_err(|error| error.to_string())?;
+                }
                 Err(error) => eprintln!("tally: promotion: {peer} did not promise: {error}"),
             }
         }

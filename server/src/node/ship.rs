@@ -147,6 +147,7 @@ impl Shipping {
 
     /// A peer told of a higher epoch: stop acknowledging at once.
     fn fence(&self, epoch: u32) {
+        self.role.heard_of(epoch);
         if self.role.kind() == RoleKind::Primary {
             eprintln!("tally: FENCED: a newer primary holds epoch {epoch}; this node accepts no more writes");
         }
