@@ -571,10 +571,13 @@ fn received_checkpoint_bytes(log: &str) -> u64 {
     bytes.unwrap_or_else(|| panic!("no size in {line:?}"))
 }
 
-/// Loads `primary` with bulky transfers from id `next_id` on until node `index` has
-/// deleted the oldest journal segment it had (after a checkpoint): on the primary, so
+/// Loads `primary` (node 0) with bulky transfers from id `next_id` on until node `index`
+/// has deleted the oldest journal segment it had (after a checkpoint): on the primary, so
 /// that a new standby must start from that checkpoint; on a standby, to see it trim.
-/// Returns the next unused id.
+/// Returns the next unused id. A standby is waited for after each batch: it trims only
+/// what it has applied and checkpointed, and on a loaded machine it fell so far behind
+/// the primary that the id bound below was reached before it had trimmed anything (the
+/// bound counts what was sent, not what the standby had done).
 fn load_until_the_oldest_segment_is_dropped(
     cluster: &TestCluster,
     index: usize,
@@ -595,6 +598,9 @@ fn load_until_the_oldest_segment_is_dropped(
         let results = primary.create_transfers(&transfers).expect("answered");
         assert!(results.iter().all(|result| result.status == ResultCode::Created as u32));
         next_id += 8_000;
+        if index != 0 {
+            cluster.wait_converged(&[0, index], CONVERGE_TIMEOUT);
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     next_id

@@ -348,9 +348,9 @@ impl Promoter {
             let Ok((peer, answer)) = answered.recv_timeout(left) else { break };
             match answer {
                 Ok(message) => {
-                    if let Message::NewerEpoch { epoch } = message {
+                    if let Message::NewerEpoch { epoch: newer } = &message {
                         // The next attempt asks above it.
-                        self.role.heard_of(epoch);
+                        self.role.heard_of(*newer);
                     }
                     election.on_message(&peer.to_string(), &message).map_err(|error| error.to_string())?;
                 }
