@@ -19,8 +19,8 @@ use crate::message::ProbeAnswer;
 pub enum Found {
     /// The primary holds this node's last record: nothing to truncate.
     Holds,
-    /// The last record both hold, which the primary still holds (0: the empty log):
-    /// truncate after it and follow from there.
+    /// The last record both hold, which the primary still holds (0: the empty log, when
+    /// the primary still holds sequence 1): truncate after it and follow from there.
     Common(u64),
     /// No record this node holds is both shared and still held by the primary: only the
     /// primary's checkpoint helps. What this node holds past it was never acknowledged,
@@ -71,7 +71,8 @@ pub struct CommonSearch {
 
 impl CommonSearch {
     /// A node whose log ends at `end` and still holds every record from `first_kept` on
-    /// (0 when it holds them all from the first: the empty log is always shared).
+    /// (0 when it holds them all from the first: then the search may probe sequence 0,
+    /// the empty log, whose position is the default one).
     pub fn start(end: u64, first_kept: u64) -> (CommonSearch, NextProbe) {
         let search = CommonSearch {
             end,
@@ -120,19 +121,18 @@ impl CommonSearch {
         }
     }
 
+    /// The next candidate going back. Sequence 0 is the empty log: probed like a record
+    /// (the primary holds it while it holds sequence 1, and it is shared by every log).
     fn widen(&mut self) -> NextProbe {
         let candidate = self.end.saturating_sub(self.distance).max(self.first_kept);
-        if candidate == 0 {
-            self.below = Some((0, true));
-            return self.bisect();
-        }
         self.asked = candidate;
         NextProbe::Probe(candidate)
     }
 
     fn bisect(&mut self) -> NextProbe {
         self.phase = Phase::Bisecting;
-        let (below, shared) = self.below.unwrap_or((0, true));
+        // Set by every answer that leads here.
+        let (below, shared) = self.below.unwrap_or((self.first_kept, false));
         if self.above - below <= 1 {
             return NextProbe::Done(if shared {
                 Found::Common(below)
@@ -158,6 +158,7 @@ mod tests {
     }
 
     impl Primary {
+        /// Sequence 0, the empty log, is shared by every log and held while sequence 1 is.
         fn answer(&self, sequence: u64) -> ProbeAnswer {
             let answer = if sequence + 1 < self.oldest {
                 ProbeAnswer::NotHeld
@@ -178,7 +179,7 @@ mod tests {
             match next {
                 NextProbe::Done(found) => return (found, asked),
                 NextProbe::Probe(sequence) => {
-                    assert!(sequence >= first_kept.max(1) && sequence <= end, "asked {sequence} outside the log");
+                    assert!(sequence >= first_kept && sequence <= end, "asked {sequence} outside the log");
                     assert!(asked.len() < 200, "the search does not end: {asked:?}");
                     asked.push(sequence);
                     next = search.on_answer(primary.answer(sequence));
@@ -239,12 +240,12 @@ mod tests {
                         let primary = Primary { shared, oldest, reason: true };
                         let (found, _) = run(end, first_kept, &primary);
                         // The highest record held here, shared, and still held there.
-                        let followable = (first_kept..=shared).rev().find(|&s| s == 0 || s + 1 >= oldest);
+                        let followable = (first_kept..=shared).rev().find(|&s| s + 1 >= oldest);
                         let expected = match followable {
                             Some(s) if s == end => Found::Holds,
                             Some(s) => Found::Common(s),
                             // The oldest record held here is held there too, and differs.
-                            None if first_kept.max(1) > shared && first_kept + 1 >= oldest => {
+                            None if first_kept > shared && first_kept + 1 >= oldest => {
                                 Found::Checkpoint(NothingShared::PartBeforeOldest)
                             }
                             None => Found::Checkpoint(NothingShared::TrimmedPast),
