@@ -250,7 +250,10 @@ mod tests {
                             }
                             None => Found::Checkpoint(NothingShared::TrimmedPast),
                         };
-                        assert_eq!(found, expected, "end {end} first_kept {first_kept} oldest {oldest} shared {shared}");
+                        assert_eq!(
+                            found, expected,
+                            "end {end} first_kept {first_kept} oldest {oldest} shared {shared}"
+                        );
                         assert!(!matches!(found, Found::Common(s) if s > shared), "never past the shared records");
                     }
                 }

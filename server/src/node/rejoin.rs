@@ -76,7 +76,9 @@ pub fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Resu
                     continue 'primaries;
                 }
                 Err(error) if reason => {
-                    eprintln!("tally: {address} did not answer a probe asking why records differ ({error}): asking without");
+                    eprintln!(
+                        "tally: {address} did not answer a probe asking why records differ ({error}): asking without"
+                    );
                 }
                 Err(error) => eprintln!("tally: could not compare this journal with {address}'s: {error}"),
             }
