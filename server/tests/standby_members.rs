@@ -575,9 +575,10 @@ fn received_checkpoint_bytes(log: &str) -> u64 {
 /// has deleted the oldest journal segment it had (after a checkpoint): on the primary, so
 /// that a new standby must start from that checkpoint; on a standby, to see it trim.
 /// Returns the next unused id. A standby is waited for after each batch: it trims only
-/// what it has applied and checkpointed, and on a loaded machine it fell so far behind
-/// the primary that the id bound below was reached before it had trimmed anything (the
-/// bound counts what was sent, not what the standby had done).
+/// what it has applied and checkpointed, and on a loaded machine it can fall so far
+/// behind the primary that the id bound below is reached before it has trimmed anything
+/// (the bound counts what was sent, not what the standby has done). The likeliest cause
+/// of one failure of the checkpoint-retry test under load; not reproduced.
 fn load_until_the_oldest_segment_is_dropped(
     cluster: &TestCluster,
     index: usize,
