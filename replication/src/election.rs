@@ -22,6 +22,28 @@ pub fn on_prepare(current_epoch: u32, position: LogPosition, epoch: u32) -> Prep
     Prepared::Promise { persist_epoch: epoch, reply: Message::Promise { epoch, position } }
 }
 
+/// The epoch a candidate at position `index` of a replica set of `nodes` (`--cluster`, in
+/// the same order on every node) asks for when the highest epoch it knows is `known`: the
+/// smallest above it that is `index` modulo `nodes`. Each epoch has one owner, so no two
+/// candidates ever ask for the same one, forced or not: two promotions forced on both
+/// sides of a partition take different epochs, and the higher fences the lower when they
+/// meet. With one candidate per epoch, which persists the epoch before it asks anyone and
+/// never goes back to it, at most one node is ever primary of an epoch (invariant 6). At
+/// most `nodes` above `known`; `None` past `u32::MAX`.
+pub fn candidate_epoch(known: u32, index: usize, nodes: usize) -> Option<u32> {
+    let nodes = u64::try_from(nodes.max(1)).ok()?;
+    let index = u64::try_from(index).ok()? % nodes;
+    let next = u64::from(known) + 1;
+    let epoch = next + (index + nodes - next % nodes) % nodes;
+    u32::try_from(epoch).ok()
+}
+
+/// The node that may be candidate for (and so primary of) `epoch`: its position in
+/// `--cluster`. Epoch 0 is the first primary's, started with `tally serve`.
+pub fn epoch_owner(epoch: u32, nodes: usize) -> usize {
+    usize::try_from(u64::from(epoch) % u64::try_from(nodes.max(1)).unwrap_or(1)).unwrap_or(0)
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Prepared {
     /// Persist (fsync) `persist_epoch`, stop acting in any older epoch, then send `reply`.
@@ -123,6 +145,44 @@ mod tests {
 
     fn at(last_epoch: u32, last_sequence: u64) -> LogPosition {
         LogPosition { last_epoch, last_sequence, last_chain: [last_sequence as u8; 16] }
+    }
+
+    #[test]
+    fn each_epoch_has_one_candidate_and_it_is_above_every_epoch_known() {
+        for nodes in 1..=7usize {
+            for known in 0..60u32 {
+                let epochs: Vec<u32> =
+                    (0..nodes).map(|index| candidate_epoch(known, index, nodes).expect("an epoch")).collect();
+                for (index, &epoch) in epochs.iter().enumerate() {
+                    assert!(epoch > known && u64::from(epoch) <= u64::from(known) + nodes as u64, "{epoch} {known}");
+                    assert_eq!(epoch_owner(epoch, nodes), index, "epoch {epoch} of {nodes} nodes");
+                }
+                let mut distinct = epochs.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                assert_eq!(distinct.len(), nodes, "two candidates never ask for the same epoch: {epochs:?}");
+            }
+        }
+        assert_eq!(candidate_epoch(u32::MAX, 0, 3), None);
+        assert_eq!(candidate_epoch(u32::MAX - 1, 0, 1), Some(u32::MAX));
+    }
+
+    /// The case that made this rule: two promotions forced in the same epoch on both sides
+    /// of a partition (each hears from nobody) took e + 1 both, and neither fenced the
+    /// other when they met, each an acknowledging primary of e + 1.
+    #[test]
+    fn promotions_forced_apart_from_the_same_epoch_take_different_epochs_and_the_higher_fences() {
+        let (nodes, known) = (3, 4);
+        let first = candidate_epoch(known, 1, nodes).expect("an epoch");
+        let second = candidate_epoch(known, 2, nodes).expect("an epoch");
+        assert_ne!(first, second);
+        let (lower, higher) = (first.min(second), first.max(second));
+        // Each forces with its own promise only.
+        let (lone, _) = Election::start(lower, at(1, 9), nodes, 0);
+        assert_eq!(lone.force().0.epoch, lower);
+        // When they meet, the lower is told of the higher (and is fenced), never the reverse.
+        assert_eq!(on_prepare(higher, at(higher, 12), lower), Prepared::Refuse(Message::NewerEpoch { epoch: higher }));
+        assert!(matches!(on_prepare(lower, at(lower, 12), higher), Prepared::Promise { .. }));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!   comparison.
 //! - [`checkpoint`]: the files a standby needs when the primary no longer holds its
 //!   next record, offered and sent in checked chunks.
+//! - [`probe`]: a returning node's search for the last record its log shares with the
+//!   primary's.
 //! - [`election`]: the promotion rule (promises from N − k nodes, longest log in the
 //!   highest epoch).
 
@@ -20,6 +22,7 @@ pub mod election;
 pub mod follower;
 pub mod message;
 pub mod primary;
+pub mod probe;
 
 /// A journal record's chain hash (BLAKE3, truncated), as `tally-journal` computes it.
 pub type ChainHash = [u8; 16];
@@ -30,7 +33,8 @@ pub type Mac = [u8; 32];
 
 pub use auth::{Accepting, AuthError, ClusterKey, Connecting};
 pub use checkpoint::{CheckpointError, ChunkRead, Receiving};
-pub use election::{Decision, Election, ElectionError, Prepared, on_prepare};
+pub use election::{Decision, Election, ElectionError, Prepared, candidate_epoch, epoch_owner, on_prepare};
 pub use follower::{Checkpoints, FollowError, Follower, Step};
-pub use message::{CheckpointFileInfo, DecodeError, LogPosition, Message, MessageDecoder, Record};
+pub use message::{CheckpointFileInfo, DecodeError, LogPosition, Message, MessageDecoder, ProbeAnswer, Record};
 pub use primary::{Fenced, Primary};
+pub use probe::{CommonSearch, Found, NextProbe};

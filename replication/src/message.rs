@@ -3,8 +3,14 @@
 //! A frame is a 16-byte header and a payload:
 //!
 //! ```text
-//! magic "TREP" | kind u8 | 3 zero | payload_bytes u32 | crc32c u32 (header with this field zeroed, then payload)
+//! magic "TREP" | kind u8 | version u8 | 2 zero | payload_bytes u32 | crc32c u32 (header with this field zeroed, then payload)
 //! ```
+//!
+//! The version byte was reserved (zero) before probes said why they differ, and a node
+//! built then refuses a frame where it is not: version 0 is that layout, and every
+//! message is still sent in it except the two that need more ([`VERSION_PROBE_REASON`]).
+//! As in the client protocol (a `not_primary` redirect goes only to a request of the
+//! version that reads it), the newer layout goes only to a peer that asked in it.
 //!
 //! The magic differs from the client protocol's "TALY", so a node's single port tells a
 //! peer from a client by the first four bytes. All integers are little-endian. Every field
@@ -15,6 +21,13 @@ use crate::{ChainHash, Mac, Nonce};
 
 pub const MAGIC: [u8; 4] = *b"TREP";
 pub const HEADER_BYTES: usize = 16;
+/// The layout of every message since the first release.
+pub const VERSION_ORIGINAL: u8 = 0;
+/// A `Probe` asking for the reason of a mismatch (same payload) and the `Probed` that
+/// gives it (one more byte): sent only when asked for; an older node refuses the frame
+/// (reserved byte not zero) and closes the connection, and the prober asks again in
+/// version 0.
+pub const VERSION_PROBE_REASON: u8 = 1;
 /// Largest payload: a batch of records of up to 2 MiB each is split to fit.
 pub const PAYLOAD_BYTES_MAX: usize = 8 << 20;
 /// Longest cluster id.
@@ -88,9 +101,41 @@ pub enum Message {
     Refused { reason: String },
     /// A returning node asks whether the primary holds its record at `position` (same
     /// sequence, same chain): how it finds where its log and the primary's diverge.
-    Probe { epoch: u32, position: LogPosition },
+    /// `reason`: the prober reads why a record differs ([`ProbeAnswer::Diverged`] or
+    /// [`ProbeAnswer::NotHeld`]); sent as a [`VERSION_PROBE_REASON`] frame.
+    Probe { epoch: u32, position: LogPosition, reason: bool },
     /// The answer to a `Probe`.
-    Probed { sequence: u64, matches: bool },
+    Probed { sequence: u64, answer: ProbeAnswer },
+}
+
+/// What a primary says of a probed record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeAnswer {
+    /// It holds the record, with the same chain hash.
+    Holds,
+    /// It does not (a version-0 answer: diverged or no longer held, it does not say which).
+    Differs,
+    /// Its log differs there: another record at that sequence, or none yet (the prober
+    /// holds more than the primary).
+    Diverged,
+    /// It no longer holds the records needed to tell (its journal was trimmed past them):
+    /// the prober's record may be shared or not.
+    NotHeld,
+}
+
+impl ProbeAnswer {
+    /// The answer as a prober that asked with `reason` reads it: one that did not gets
+    /// the version-0 answer, which does not say why the record differs.
+    pub fn for_prober(self, reason: bool) -> ProbeAnswer {
+        match self {
+            ProbeAnswer::Diverged | ProbeAnswer::NotHeld if !reason => ProbeAnswer::Differs,
+            answer => answer,
+        }
+    }
+
+    pub fn holds(self) -> bool {
+        self == ProbeAnswer::Holds
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -126,6 +171,10 @@ const KIND_PROBE: u8 = 14;
 const KIND_PROBED: u8 = 15;
 const KIND_CHECKPOINT_CHUNK: u8 = 16;
 const KIND_CHECKPOINT_PREPARING: u8 = 17;
+/// The byte after `matches` in a version-1 `Probed`.
+const PROBED_REASON_NONE: u8 = 0;
+const PROBED_REASON_DIVERGED: u8 = 1;
+const PROBED_REASON_NOT_HELD: u8 = 2;
 /// Files in one checkpoint offer, at most (see [`crate::checkpoint::FILES_MAX`]).
 const OFFER_FILES_MAX: usize = 64;
 const FILE_NAME_BYTES_MAX: usize = 255;
@@ -137,13 +186,25 @@ impl Message {
         out.extend_from_slice(&[0; HEADER_BYTES]);
         let kind = self.encode_payload(out);
         let payload_bytes = u32::try_from(out.len() - start - HEADER_BYTES).unwrap_or(u32::MAX);
+        let version = self.version();
         let header = &mut out[start..start + HEADER_BYTES];
         header[..4].copy_from_slice(&MAGIC);
         header[4] = kind;
+        header[5] = version;
         header[8..12].copy_from_slice(&payload_bytes.to_le_bytes());
         let crc =
             crc32c::crc32c_append(crc32c::crc32c(&out[start..start + HEADER_BYTES]), &out[start + HEADER_BYTES..]);
         out[start + 12..start + 16].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// The oldest layout that carries this message: version 0 for all but a probe that
+    /// asks for the reason and an answer that gives one.
+    pub fn version(&self) -> u8 {
+        match self {
+            Message::Probe { reason: true, .. }
+            | Message::Probed { answer: ProbeAnswer::Diverged | ProbeAnswer::NotHeld, .. } => VERSION_PROBE_REASON,
+            _ => VERSION_ORIGINAL,
+        }
     }
 
     fn encode_payload(&self, out: &mut Vec<u8>) -> u8 {
@@ -239,14 +300,19 @@ impl Message {
                 put_bytes(out, reason.as_bytes());
                 KIND_REFUSED
             }
-            Message::Probe { epoch, position } => {
+            Message::Probe { epoch, position, .. } => {
                 out.extend_from_slice(&epoch.to_le_bytes());
                 put_position(out, position);
                 KIND_PROBE
             }
-            Message::Probed { sequence, matches } => {
+            Message::Probed { sequence, answer } => {
                 out.extend_from_slice(&sequence.to_le_bytes());
-                out.push(u8::from(*matches));
+                out.push(u8::from(answer.holds()));
+                match answer {
+                    ProbeAnswer::Holds | ProbeAnswer::Differs => {}
+                    ProbeAnswer::Diverged => out.push(PROBED_REASON_DIVERGED),
+                    ProbeAnswer::NotHeld => out.push(PROBED_REASON_NOT_HELD),
+                }
                 KIND_PROBED
             }
         }
@@ -345,7 +411,8 @@ impl MessageDecoder {
         if header[..4] != MAGIC {
             return Err(DecodeError::BadMagic);
         }
-        if header[5..8] != [0; 3] {
+        let version = header[5];
+        if version > VERSION_PROBE_REASON || header[6..8] != [0; 2] {
             return Err(DecodeError::Reserved);
         }
         let payload_bytes = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
@@ -359,13 +426,16 @@ impl MessageDecoder {
         if crc32c::crc32c_append(crc32c::crc32c(&zeroed), &frame[HEADER_BYTES..]) != expected {
             return Err(DecodeError::BadChecksum);
         }
-        let message = decode_payload(header[4], &frame[HEADER_BYTES..])?;
+        let message = decode_payload(header[4], version, &frame[HEADER_BYTES..])?;
         self.consumed += frame.len();
         Ok(Some(message))
     }
 }
 
-fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, DecodeError> {
+fn decode_payload(kind: u8, version: u8, payload: &[u8]) -> Result<Message, DecodeError> {
+    if version == VERSION_PROBE_REASON && !matches!(kind, KIND_PROBE | KIND_PROBED) {
+        return Err(DecodeError::Malformed("only probes and their answers have a version 1"));
+    }
     let mut fields = Fields(payload);
     let message = match kind {
         KIND_HELLO => Message::Hello { cluster_id: fields.text(CLUSTER_ID_BYTES_MAX)?, nonce: fields.array()? },
@@ -430,15 +500,28 @@ fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, DecodeError> {
         KIND_FETCH => Message::Fetch { epoch: fields.u32()?, from: fields.u64()?, to: fields.u64()? },
         KIND_NEWER_EPOCH => Message::NewerEpoch { epoch: fields.u32()? },
         KIND_REFUSED => Message::Refused { reason: fields.text(1024)? },
-        KIND_PROBE => Message::Probe { epoch: fields.u32()?, position: fields.position()? },
-        KIND_PROBED => Message::Probed {
-            sequence: fields.u64()?,
-            matches: match fields.u8()? {
+        KIND_PROBE => Message::Probe {
+            epoch: fields.u32()?,
+            position: fields.position()?,
+            reason: version == VERSION_PROBE_REASON,
+        },
+        KIND_PROBED => {
+            let sequence = fields.u64()?;
+            let matches = match fields.u8()? {
                 0 => false,
                 1 => true,
                 _ => return Err(DecodeError::Malformed("a boolean is 0 or 1")),
-            },
-        },
+            };
+            let reason = if version == VERSION_PROBE_REASON { fields.u8()? } else { PROBED_REASON_NONE };
+            let answer = match (matches, reason, version) {
+                (true, PROBED_REASON_NONE, _) => ProbeAnswer::Holds,
+                (false, PROBED_REASON_NONE, VERSION_ORIGINAL) => ProbeAnswer::Differs,
+                (false, PROBED_REASON_DIVERGED, _) => ProbeAnswer::Diverged,
+                (false, PROBED_REASON_NOT_HELD, _) => ProbeAnswer::NotHeld,
+                _ => return Err(DecodeError::Malformed("a probe answer's reason does not fit it")),
+            };
+            Message::Probed { sequence, answer }
+        }
         other => return Err(DecodeError::UnknownKind(other)),
     };
     fields.end()?;
@@ -474,9 +557,101 @@ mod tests {
             Message::Fetch { epoch: 3, from: 4, to: 9 },
             Message::NewerEpoch { epoch: 4 },
             Message::Refused { reason: "wrong secret".into() },
-            Message::Probe { epoch: 3, position },
-            Message::Probed { sequence: 9, matches: true },
+            Message::Probe { epoch: 3, position, reason: false },
+            Message::Probe { epoch: 3, position, reason: true },
+            Message::Probed { sequence: 9, answer: ProbeAnswer::Holds },
+            Message::Probed { sequence: 9, answer: ProbeAnswer::Differs },
+            Message::Probed { sequence: 9, answer: ProbeAnswer::Diverged },
+            Message::Probed { sequence: 9, answer: ProbeAnswer::NotHeld },
         ]
+    }
+
+    fn frame(message: &Message) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        message.encode(&mut bytes);
+        bytes
+    }
+
+    /// A frame of `kind` and `version` around `payload`, with a valid checksum.
+    fn raw_frame(kind: u8, version: u8, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![0u8; HEADER_BYTES];
+        bytes[..4].copy_from_slice(&MAGIC);
+        bytes[4] = kind;
+        bytes[5] = version;
+        bytes[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[..HEADER_BYTES]), &bytes[HEADER_BYTES..]);
+        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Option<Message>, DecodeError> {
+        let mut decoder = MessageDecoder::default();
+        decoder.feed(bytes);
+        decoder.next_message()
+    }
+
+    /// What a node built before the reason existed sends and reads: the version byte zero
+    /// on every message, a `Probed` of sequence and one boolean.
+    #[test]
+    fn probes_keep_the_original_layout_unless_the_reason_is_asked_for() {
+        let position = LogPosition { last_epoch: 2, last_sequence: 9, last_chain: [7; 16] };
+        for message in samples() {
+            let asks_or_gives_reason = matches!(
+                message,
+                Message::Probe { reason: true, .. }
+                    | Message::Probed { answer: ProbeAnswer::Diverged | ProbeAnswer::NotHeld, .. }
+            );
+            let expected = if asks_or_gives_reason { VERSION_PROBE_REASON } else { VERSION_ORIGINAL };
+            assert_eq!(frame(&message)[5], expected, "{message:?}");
+        }
+        // The original `Probed` bytes, as an older primary writes them.
+        let mut payload = 9u64.to_le_bytes().to_vec();
+        payload.push(0);
+        assert_eq!(
+            decode(&raw_frame(KIND_PROBED, 0, &payload)),
+            Ok(Some(Message::Probed { sequence: 9, answer: ProbeAnswer::Differs }))
+        );
+        payload[8] = 1;
+        assert_eq!(
+            decode(&raw_frame(KIND_PROBED, 0, &payload)),
+            Ok(Some(Message::Probed { sequence: 9, answer: ProbeAnswer::Holds }))
+        );
+        // A version-0 probe (an older prober) is one that does not ask for the reason.
+        let old_probe = frame(&Message::Probe { epoch: 0, position, reason: false });
+        let new_probe = frame(&Message::Probe { epoch: 0, position, reason: true });
+        assert_eq!(old_probe[HEADER_BYTES..], new_probe[HEADER_BYTES..], "the same payload");
+        // The answer such a prober gets says only "differs".
+        for answer in [ProbeAnswer::Diverged, ProbeAnswer::NotHeld] {
+            assert_eq!(answer.for_prober(false), ProbeAnswer::Differs);
+            assert_eq!(answer.for_prober(true), answer);
+            assert_eq!(frame(&Message::Probed { sequence: 9, answer: answer.for_prober(false) })[5], VERSION_ORIGINAL);
+        }
+        assert_eq!(ProbeAnswer::Holds.for_prober(false), ProbeAnswer::Holds);
+    }
+
+    #[test]
+    fn version_one_is_only_for_probes_and_its_reasons_are_checked() {
+        // Any other message in version 1, and versions past 1, are refused.
+        let ack = frame(&Message::Ack { epoch: 1, durable_sequence: 5 });
+        assert!(decode(&raw_frame(KIND_ACK, VERSION_PROBE_REASON, &ack[HEADER_BYTES..])).is_err());
+        let probe = frame(&Message::Probe { epoch: 0, position: LogPosition::default(), reason: false });
+        assert_eq!(decode(&raw_frame(KIND_PROBE, 2, &probe[HEADER_BYTES..])), Err(DecodeError::Reserved));
+        let answer = |matches: u8, reason: u8| {
+            let mut payload = 9u64.to_le_bytes().to_vec();
+            payload.extend_from_slice(&[matches, reason]);
+            decode(&raw_frame(KIND_PROBED, VERSION_PROBE_REASON, &payload))
+        };
+        assert_eq!(answer(1, 0), Ok(Some(Message::Probed { sequence: 9, answer: ProbeAnswer::Holds })));
+        assert_eq!(answer(0, 1), Ok(Some(Message::Probed { sequence: 9, answer: ProbeAnswer::Diverged })));
+        assert_eq!(answer(0, 2), Ok(Some(Message::Probed { sequence: 9, answer: ProbeAnswer::NotHeld })));
+        for (matches, reason) in [(0, 0), (1, 1), (1, 2), (0, 3), (2, 1)] {
+            assert!(answer(matches, reason).is_err(), "matches {matches}, reason {reason}");
+        }
+        // A version-0 answer has no reason byte.
+        let mut payload = 9u64.to_le_bytes().to_vec();
+        payload.extend_from_slice(&[0, 1]);
+        assert!(decode(&raw_frame(KIND_PROBED, VERSION_ORIGINAL, &payload)).is_err());
     }
 
     #[test]

@@ -425,6 +425,145 @@ fn a_standby_cut_off_while_the_primary_trims_past_it_installs_the_checkpoint_in_
     cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
 }
 
+/// The gap this guards: a returning node none of whose held records the primary can be
+/// followed from (here an old primary that, cut off, acknowledged alone under `local`
+/// until its own retention deleted the segment where its log and the new primary's part)
+/// must clear its journal, snapshots and history store and start from the primary's
+/// checkpoint. Kept, its journal is refused by the primary for good and the nodes never
+/// converge.
+#[test]
+fn a_returning_primary_that_holds_no_record_the_new_primary_shares_starts_from_the_checkpoint() {
+    let mut cluster = TestCluster::new("rejoin-nothing-shared", 2, "local");
+    let small = ["--snapshot-interval-s", "1", "--journal-segment-mib", "4", "--hot-window", HOT_WINDOW];
+    cluster.start_primary(0, &small);
+    cluster.start_standby(1, &[0], &small);
+    let old_primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&old_primary, (1..=ACCOUNTS).chain([WITNESS_DEBIT, WITNESS_CREDIT]));
+    let mut acknowledged = Vec::new();
+    for id in 1..=5 {
+        assert_eq!(send(&old_primary, witness(id)), ResultCode::Created);
+        acknowledged.push(id);
+    }
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+
+    // Cut off, the old primary goes on alone; the standby is promoted with what it has.
+    for link in cluster.links_of(0) {
+        link.cut();
+    }
+    let shared_at = cluster.status(1).expect("the standby answers").last_sequence;
+    force_promote(&cluster, 1);
+    let new_primary = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    for id in 11..=15 {
+        assert_eq!(send(&new_primary, witness(id)), ResultCode::Created);
+        acknowledged.push(id);
+    }
+    // Acknowledged by the old primary alone: forfeited by the forced promotion.
+    let forfeited: Vec<u128> = (21..=25).collect();
+    for &id in &forfeited {
+        assert_eq!(send(&old_primary, witness(id)), ResultCode::Created);
+    }
+    // Until the old primary's oldest record is past the last one the logs share.
+    let journal = cluster.data(0).join("journal");
+    let mut next_id = 100_000u128;
+    while oldest_segment(&journal) <= shared_at + 1 {
+        assert!(next_id < 100_000 + 400_000, "node 0 never trimmed past {shared_at}:\n{}", cluster.logs());
+        let transfers: Vec<Transfer> = (next_id..next_id + 8_000)
+            .map(|id| bulky(transfer(id, 1 + id % ACCOUNTS, 1 + (id + 1) % ACCOUNTS, 1)))
+            .collect();
+        let results = old_primary.create_transfers(&transfers).expect("answered");
+        assert!(results.iter().all(|result| result.status == ResultCode::Created as u32));
+        next_id += 8_000;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(old_primary);
+
+    cluster.heal_all();
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    while !cluster.log(0).contains("REJOIN: rebuilt") {
+        assert!(Instant::now() < deadline, "the old primary never rejoined:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = cluster.log(0);
+    assert!(log.contains("clearing the journal, snapshots and history store"), "{log}");
+    assert!(!log.contains("truncating the"), "nothing to truncate to: {log}");
+    for id in 31..=35 {
+        assert_eq!(send(&new_primary, witness(id)), ResultCode::Created);
+        acknowledged.push(id);
+    }
+    let converged = cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    assert_eq!(cluster.status(0).expect("node 0 answers").role, "standby");
+    assert!(converged.epoch >= 1, "{converged:?}");
+
+    // Every acknowledged transfer exactly once, none of the forfeited ones, and the
+    // witness balances say each moved money once.
+    let found = new_primary.lookup_transfers(&acknowledged).expect("lookup answered");
+    assert_eq!(found.iter().map(|found| found.id).collect::<Vec<_>>(), acknowledged);
+    assert!(new_primary.lookup_transfers(&forfeited).expect("lookup answered").is_empty());
+    let accounts = new_primary.lookup_accounts(&[WITNESS_DEBIT, WITNESS_CREDIT]).expect("accounts answered");
+    let total: u128 = acknowledged.iter().sum();
+    assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (total, total));
+}
+
+/// The gap this guards (invariant 6: at most one primary acknowledges in an epoch): two
+/// promotions forced in the same epoch on both sides of a partition took epoch + 1 both;
+/// each acknowledged as primary of that epoch, and once healed neither fenced the other
+/// (an equal epoch is not newer), so the set never converged. Each epoch now has one
+/// owner: they take different epochs, and the higher fences the lower.
+#[test]
+fn two_promotions_forced_apart_from_the_same_epoch_take_different_epochs_and_the_higher_fences_the_lower() {
+    let mut cluster = TestCluster::new("forced-apart", 3, "local");
+    let small = ["--hot-window", HOT_WINDOW];
+    cluster.start_primary(0, &small);
+    cluster.start_standby(1, &[0], &small);
+    cluster.start_standby(2, &[0], &small);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary, (1..=ACCOUNTS).chain([WITNESS_DEBIT, WITNESS_CREDIT]));
+    for id in 1..=5 {
+        assert_eq!(send(&primary, witness(id)), ResultCode::Created);
+    }
+    drop(primary);
+    cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
+    cluster.kill(0);
+    cluster.link(1, 2).cut();
+    cluster.link(2, 1).cut();
+
+    // Each standby, alone, is promoted by force from epoch 0.
+    force_promote(&cluster, 1);
+    force_promote(&cluster, 2);
+    let one = cluster.status(1).expect("node 1 answers");
+    let two = cluster.status(2).expect("node 2 answers");
+    assert_eq!((one.role.as_str(), two.role.as_str()), ("primary", "primary"));
+    assert_ne!(one.epoch, two.epoch, "two forced promotions took the same epoch");
+    let (lower, higher) = if one.epoch < two.epoch { (1, 2) } else { (2, 1) };
+    let lower_client = client(&[cluster.addresses[lower]], Duration::from_secs(20));
+    let higher_client = client(&[cluster.addresses[higher]], Duration::from_secs(20));
+    assert_eq!(send(&lower_client, witness(40)), ResultCode::Created);
+    assert_eq!(send(&higher_client, witness(41)), ResultCode::Created);
+
+    cluster.heal_all();
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    while !cluster.log(lower).contains("REJOIN: rebuilt") {
+        assert!(Instant::now() < deadline, "node {lower} never rejoined:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(send(&higher_client, witness(42)), ResultCode::Created);
+    let converged = cluster.wait_converged(&[1, 2], CONVERGE_TIMEOUT);
+    assert_eq!(cluster.status(higher).expect("answers").role, "primary");
+    assert_eq!(cluster.status(lower).expect("answers").role, "standby");
+    assert_eq!(converged.epoch, one.epoch.max(two.epoch), "{converged:?}");
+    let found = higher_client.lookup_transfers(&[1, 2, 3, 4, 5, 40, 41, 42]).expect("lookup answered");
+    assert_eq!(found.iter().map(|found| found.id).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 41, 42]);
+}
+
+const WITNESS_DEBIT: u128 = 101;
+const WITNESS_CREDIT: u128 = 102;
+
+/// A transfer between the witness accounts of `id` units, so that their balances say
+/// which transfers were applied, each once.
+fn witness(id: u128) -> Transfer {
+    transfer(id, WITNESS_DEBIT, WITNESS_CREDIT, id)
+}
+
 /// The size the standby logs for the checkpoint it received ("… (N bytes)").
 fn received_checkpoint_bytes(log: &str) -> u64 {
     let line = log.lines().find(|line| line.contains("received its checkpoint")).expect("a received checkpoint");
@@ -432,10 +571,14 @@ fn received_checkpoint_bytes(log: &str) -> u64 {
     bytes.unwrap_or_else(|| panic!("no size in {line:?}"))
 }
 
-/// Loads `primary` with bulky transfers from id `next_id` on until node `index` has
-/// deleted the oldest journal segment it had (after a checkpoint): on the primary, so
+/// Loads `primary` (node 0) with bulky transfers from id `next_id` on until node `index`
+/// has deleted the oldest journal segment it had (after a checkpoint): on the primary, so
 /// that a new standby must start from that checkpoint; on a standby, to see it trim.
-/// Returns the next unused id.
+/// Returns the next unused id. A standby is waited for after each batch: it trims only
+/// what it has applied and checkpointed, and on a loaded machine it can fall so far
+/// behind the primary that the id bound below is reached before it has trimmed anything
+/// (the bound counts what was sent, not what the standby has done). The likeliest cause
+/// of one failure of the checkpoint-retry test under load; not reproduced.
 fn load_until_the_oldest_segment_is_dropped(
     cluster: &TestCluster,
     index: usize,
@@ -456,6 +599,9 @@ fn load_until_the_oldest_segment_is_dropped(
         let results = primary.create_transfers(&transfers).expect("answered");
         assert!(results.iter().all(|result| result.status == ResultCode::Created as u32));
         next_id += 8_000;
+        if index != 0 {
+            cluster.wait_converged(&[0, index], CONVERGE_TIMEOUT);
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     next_id

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tally_codecs::wire::{NodeStatus, PromoteRequest};
 use tally_journal::{JournalReader, ReadLimit};
-use tally_replication::{ClusterKey, LogPosition, Message, Prepared, on_prepare};
+use tally_replication::{ClusterKey, LogPosition, Message, Prepared, ProbeAnswer, on_prepare};
 
 use super::peer_io::{self, PeerError, PeerStream};
 use super::promote::Promoter;
@@ -66,12 +66,18 @@ impl PeerService {
             }
         };
         // A returning node may probe any number of its records before it subscribes.
-        while let Message::Probe { position, .. } = first {
+        while let Message::Probe { position, reason, .. } = first {
             let log = self.log.read().unwrap_or_else(PoisonError::into_inner).clone();
             // Only the primary's log is the one to converge to.
             let answer = if self.role.kind() == RoleKind::Primary {
-                let matches = ship::check_position(&log.journal_dir, &position).is_ok();
-                Message::Probed { sequence: position.last_sequence, matches }
+                let answer = match ship::assess_position(&log.journal_dir, &position) {
+                    Ok(()) => ProbeAnswer::Holds,
+                    Err(ship::PositionError::NotRetained(_)) => ProbeAnswer::NotHeld,
+                    Err(ship::PositionError::Diverged(_)) => ProbeAnswer::Diverged,
+                };
+                // A prober that did not ask for the reason (an earlier release) reads only
+                // the version-0 answer.
+                Message::Probed { sequence: position.last_sequence, answer: answer.for_prober(reason) }
             } else {
                 Message::Refused { reason: "not primary".into() }
             };

@@ -2,7 +2,8 @@
 //! driven over real connections, then the switch from following to serving.
 //!
 //! 1. Stop following (the standby's journal is closed, a snapshot written) and promise
-//!    the new epoch to itself.
+//!    itself the new epoch: the next above every epoch it knows that this node owns
+//!    (`tally_replication::candidate_epoch`), persisted before it is used.
 //! 2. Ask every other node of `--cluster` for a promise; wait until N − k promised (or the
 //!    timeout; then refuse, or with `--force` go on and say what may be lost).
 //! 3. Fetch what the longest log in the highest epoch has and this one lacks, checking
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel;
 use tally_codecs::wire::NodeStatus;
 use tally_journal::{Journal, JournalConfig, SnapshotStore};
-use tally_replication::{ClusterKey, Decision, Election, LogPosition, Message};
+use tally_replication::{ClusterKey, Decision, Election, LogPosition, Message, candidate_epoch};
 
 use super::peer_io::{self, PeerError};
 use super::peers::LocalLog;
@@ -100,13 +101,8 @@ impl Promoter {
             Ok(()) => {}
             Err(reason) => {
                 // Back to following: nothing was served in the new epoch.
-                match Standby::open(self.standby_config.clone(), self.role.clone()) {
-                    Ok(standby) => {
-                        self.switch(standby.status(), None, standby.log());
-                        self.switch_metrics(MetricsParts::of_standby(&standby));
-                        *running = Running::Standby(standby);
-                    }
-                    Err(error) => eprintln!("tally: cannot resume following after a refused promotion: {error}"),
+                if let Err(error) = self.run_as_standby(&mut running, self.standby_config.clone()) {
+                    eprintln!("tally: cannot resume following after a refused promotion: {error}");
                 }
                 return Err(reason);
             }
@@ -210,6 +206,7 @@ impl Promoter {
         let me = self.standby_config.node;
         let peers: Vec<SocketAddr> = self.cluster.iter().copied().filter(|&peer| peer != me).collect();
         if let Some((peer, epoch)) = super::rejoin::newer_epoch(&peers, &self.key, self.role.epoch()) {
+            self.role.heard_of(epoch);
             tracing::warn!(%peer, epoch, role = "fenced", "FENCED: a peer is in a newer epoch; this node accepts no more writes");
             self.role.fence();
         }
@@ -236,21 +233,15 @@ impl Promoter {
         drop(ledger);
         let primaries = std::iter::once(primary).chain(peers.iter().copied().filter(|&peer| peer != primary));
         let config = StandbyConfig { primaries: primaries.collect(), ..self.standby_config.clone() };
-        match Standby::open(config, self.role.clone()) {
-            Ok(standby) => {
-                let status = standby.status().read();
-                self.switch(standby.status(), None, standby.log());
-                self.switch_metrics(MetricsParts::of_standby(&standby));
-                *running = Running::Standby(standby);
-                tracing::warn!(
-                    applied_sequence = status.applied_sequence,
-                    state_hash = %format_args!("{:#034x}", status.state_hash),
-                    %primary,
-                    epoch = self.role.epoch(),
-                    role = "standby",
-                    "REJOIN: rebuilt; following the new primary as a standby"
-                );
-            }
+        match self.run_as_standby(&mut running, config) {
+            Ok(status) => tracing::warn!(
+                applied_sequence = status.applied_sequence,
+                state_hash = %format_args!("{:#034x}", status.state_hash),
+                %primary,
+                epoch = self.role.epoch(),
+                role = "standby",
+                "REJOIN: rebuilt; following the new primary as a standby"
+            ),
             // The process serves nothing then; its status still answers, and a restart
             // with `tally standby` retries.
             Err(error) => tracing::error!(%error, "REJOIN FAILED: cannot open this node as a standby"),
@@ -275,23 +266,36 @@ impl Promoter {
             "tally: CHECKPOINT: standby stopped at sequence {}; fetching and installing the primary's checkpoint",
             position.last_sequence
         );
-        match Standby::open(self.standby_config.clone(), self.role.clone()) {
-            Ok(standby) => {
-                let status = standby.status().read();
-                self.switch(standby.status(), None, standby.log());
-                self.switch_metrics(MetricsParts::of_standby(&standby));
-                *running = Running::Standby(standby);
-                tracing::warn!(
-                    applied_sequence = status.applied_sequence,
-                    state_hash = %format_args!("{:#034x}", status.state_hash),
-                    role = "standby",
-                    "CHECKPOINT: installed in place; following the primary again"
-                );
-            }
+        match self.run_as_standby(&mut running, self.standby_config.clone()) {
+            Ok(status) => tracing::warn!(
+                applied_sequence = status.applied_sequence,
+                state_hash = %format_args!("{:#034x}", status.state_hash),
+                role = "standby",
+                "CHECKPOINT: installed in place; following the primary again"
+            ),
             // The process serves nothing then; its status still answers, and a restart
             // with `tally standby` retries.
             Err(error) => tracing::error!(%error, "CHECKPOINT INSTALL FAILED: cannot open this node as a standby"),
         }
+    }
+
+    /// Opens this node's directory as a standby following `config.primaries` (the
+    /// start-up path: compare the journal with the primary's and truncate what diverges,
+    /// fetch and install a checkpoint if the primary no longer holds the next record,
+    /// rebuild, follow) and makes it what this process runs: the gateway's status, the
+    /// peers' view of the log and `/metrics` switch to it. Returns its status as it
+    /// starts following. On an error `running` stays [`Running::Neither`].
+    fn run_as_standby(
+        &self,
+        running: &mut Running,
+        config: StandbyConfig,
+    ) -> Result<NodeStatus, crate::error::NodeError> {
+        let standby = Standby::open(config, self.role.clone())?;
+        let status = standby.status().read();
+        self.switch(standby.status(), None, standby.log());
+        self.switch_metrics(MetricsParts::of_standby(&standby));
+        *running = Running::Standby(standby);
+        Ok(status)
     }
 
     fn switch(&self, status: StatusSource, shipping: Option<Arc<Shipping>>, log: LocalLog) {
@@ -313,8 +317,19 @@ impl Promoter {
         timeout: Duration,
         steps: &mut Steps,
     ) -> Result<(), String> {
-        let epoch = self.role.epoch() + 1;
-        self.role.enter(epoch, RoleKind::Standby).map_err(|error| error.to_string())?;
+        // An epoch no other node can take (each epoch has one owner: its position in
+        // `--cluster`), above every epoch this node has promised or heard of, persisted
+        // before anyone is asked: two promotions, even forced apart, never share an epoch.
+        let me = self.standby_config.node;
+        let index = self.cluster.iter().position(|&node| node == me).unwrap_or(0);
+        let known = self.role.epoch().max(self.role.highest_heard());
+        let epoch = candidate_epoch(known, index, self.cluster.len())
+            .ok_or_else(|| format!("no epoch is left above {known}"))?;
+        let entered = self.role.enter_newer(epoch, RoleKind::Standby).map_err(|error| error.to_string())?;
+        if !entered {
+            // Another candidate's `Prepare` moved this node past the epoch meanwhile.
+            return Err(format!("this node promised epoch {} meanwhile", self.role.epoch()));
+        }
         steps.done("own promise");
         let replicas = usize::from(self.node_config.durability.replicas());
         let (mut election, prepare) = Election::start(epoch, own, self.cluster.len(), replicas);
@@ -332,7 +347,13 @@ impl Promoter {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok((peer, answer)) = answered.recv_timeout(left) else { break };
             match answer {
-                Ok(message) => election.on_message(&peer.to_string(), &message).map_err(|error| error.to_string())?,
+                Ok(message) => {
+                    if let Message::NewerEpoch { epoch: newer } = &message {
+                        // The next attempt asks above it.
+                        self.role.heard_of(*newer);
+                    }
+                    election.on_message(&peer.to_string(), &message).map_err(|error| error.to_string())?;
+                }
                 Err(error) => eprintln!("tally: promotion: {peer} did not promise: {error}"),
             }
         }

@@ -3,12 +3,16 @@
 //! follows. That suffix was never acknowledged: the promotion rule gave the new primary
 //! every acknowledged input (docs/design.md §7a), so what the new primary lacks was not.
 //!
-//! The search probes the primary with this node's records at exponentially growing
-//! distances from its end, then bisects: O(log n) round trips on one connection. A chain
-//! hash that matches at a sequence matches at every sequence before it.
+//! The search (`tally_replication::probe`) probes the primary with this node's records at
+//! exponentially growing distances from its end, then bisects: O(log n) round trips on
+//! one connection. A chain hash that matches at a sequence matches at every sequence
+//! before it. The primary says of each record whether it holds it, diverged there, or no
+//! longer holds what is needed to tell (a primary of an earlier release says only
+//! "differs", and the search treats that as divergence).
 
 use tally_journal::{Journal, JournalConfig, RecoveryMode, SnapshotStore};
-use tally_replication::{LogPosition, Message};
+use tally_replication::probe::NothingShared;
+use tally_replication::{CommonSearch, Found, LogPosition, Message, NextProbe, ProbeAnswer};
 
 use super::peer_io::{self, PeerError, PeerStream};
 use super::standby::StandbyConfig;
@@ -37,35 +41,51 @@ pub fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Resu
     let oldest_held = journal.segment_first_sequences().first().copied().unwrap_or(1);
     let first_kept = if oldest_held <= 1 { 0 } else { oldest_held };
     let mut found = None;
-    for &address in config.primaries.iter().filter(|&&address| address != config.node) {
-        let Ok(mut peer) = peer_io::connect(address, &config.key, peer_io::HANDSHAKE_TIMEOUT) else { continue };
-        let _ = peer.set_read_timeout(Some(peer_io::HANDSHAKE_TIMEOUT));
-        match find_common(&mut peer, &journal, end, first_kept) {
-            Ok(common) => {
-                found = Some((address, common));
-                break;
-            }
-            Err(CompareError::NothingShared) => {
-                journal.close();
-                // The primary holds none of the records this journal still has as this
-                // node does: the point where the logs part is older than this journal
-                // (or than the primary's). Only the primary's checkpoint can help: what
-                // this node holds beyond it was never acknowledged, or the checkpoint
-                // covers it.
-                eprintln!(
-                    "tally: REJOIN: no record this journal holds ({first_kept}..={}) matches {address}'s: clearing the journal, snapshots and history store to start from {address}'s checkpoint",
-                    end.last_sequence
-                );
-                return super::bootstrap::clear_for_checkpoint(dirs);
-            }
-            // Not the primary, or it could not answer: try the next address.
-            Err(CompareError::Failed(error)) => {
-                eprintln!("tally: could not compare this journal with {address}'s: {error}");
+    'primaries: for &address in config.primaries.iter().filter(|&&address| address != config.node) {
+        // Asked with the reason first; a primary of an earlier release refuses that frame
+        // and closes the connection, and is asked again without it.
+        for reason in [true, false] {
+            let Ok(mut peer) = peer_io::connect(address, &config.key, peer_io::HANDSHAKE_TIMEOUT) else {
+                continue 'primaries;
+            };
+            let _ = peer.set_read_timeout(Some(peer_io::HANDSHAKE_TIMEOUT));
+            match find_common(&mut peer, &journal, end, first_kept, reason) {
+                Ok(Found::Checkpoint(why)) => {
+                    journal.close();
+                    // No record this journal still holds is both shared with the primary
+                    // and still held there. Only the primary's checkpoint can help: what
+                    // this node holds beyond it was never acknowledged, or the checkpoint
+                    // covers it.
+                    let why = match why {
+                        NothingShared::PartBeforeOldest => "the logs part before this journal's oldest record",
+                        NothingShared::TrimmedPast => "it no longer holds the records where the logs part",
+                    };
+                    eprintln!(
+                        "tally: REJOIN: no record this journal holds ({first_kept}..={}) can be followed from on {address} ({why}): clearing the journal, snapshots and history store to start from {address}'s checkpoint",
+                        end.last_sequence
+                    );
+                    return super::bootstrap::clear_for_checkpoint(dirs);
+                }
+                Ok(common) => {
+                    found = Some((address, common));
+                    break 'primaries;
+                }
+                // Not the primary: try the next address.
+                Err(PeerError::Refused(error)) => {
+                    eprintln!("tally: could not compare this journal with {address}'s: {error}");
+                    continue 'primaries;
+                }
+                Err(error) if reason => {
+                    eprintln!(
+                        "tally: {address} did not answer a probe asking why records differ ({error}): asking without"
+                    );
+                }
+                Err(error) => eprintln!("tally: could not compare this journal with {address}'s: {error}"),
             }
         }
     }
     journal.close();
-    let Some((address, Some(common))) = found else { return Ok(()) };
+    let Some((address, Found::Common(common))) = found else { return Ok(()) };
     eprintln!(
         "tally: this journal diverges from {address}'s after sequence {common}: truncating the {} records after it \
          (never acknowledged: the new primary would hold them)",
@@ -89,62 +109,36 @@ pub fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Resu
     Ok(())
 }
 
-enum CompareError {
-    /// No record from `first_kept` on is the primary's too.
-    NothingShared,
-    /// The peer is not the primary, or the comparison could not be made.
-    Failed(String),
-}
-
-impl From<String> for CompareError {
-    fn from(error: String) -> CompareError {
-        CompareError::Failed(error)
-    }
-}
-
-/// `None` when the primary holds this journal's last record; otherwise the last
-/// sequence both hold.
+/// Runs the search for the last record this journal shares with the primary's, probing
+/// it over `peer` (asking why records differ if `reason`).
 fn find_common(
     peer: &mut PeerStream,
     journal: &Journal,
     end: LogPosition,
     first_kept: u64,
-) -> Result<Option<u64>, CompareError> {
-    if probe(peer, end)? {
-        return Ok(None);
-    }
-    // `above` is known not to match; find some `below` that does.
-    let (mut above, mut distance) = (end.last_sequence, 1u64);
-    let mut below = loop {
-        let candidate = end.last_sequence.saturating_sub(distance).max(first_kept);
-        let matches = candidate == 0 || probe(peer, position_at(journal, candidate).map_err(|e| e.to_string())?)?;
-        if matches {
-            break candidate;
-        }
-        if candidate == first_kept {
-            return Err(CompareError::NothingShared);
-        }
-        above = candidate;
-        distance = distance.saturating_mul(2);
-    };
-    while above - below > 1 {
-        let middle = below + (above - below) / 2;
-        if probe(peer, position_at(journal, middle).map_err(|e| e.to_string())?)? {
-            below = middle;
-        } else {
-            above = middle;
+    reason: bool,
+) -> Result<Found, PeerError> {
+    let (mut search, mut next) = CommonSearch::start(end.last_sequence, first_kept);
+    loop {
+        match next {
+            NextProbe::Done(found) => return Ok(found),
+            NextProbe::Probe(sequence) => {
+                let position = if sequence == end.last_sequence {
+                    end
+                } else {
+                    position_at(journal, sequence).map_err(|error| PeerError::Refused(error.to_string()))?
+                };
+                next = search.on_answer(probe(peer, position, reason)?);
+            }
         }
     }
-    Ok(Some(below))
 }
 
-fn probe(peer: &mut PeerStream, position: LogPosition) -> Result<bool, String> {
-    let asked = Message::Probe { epoch: 0, position };
-    match peer.send(&asked).and_then(|()| peer.recv()) {
-        Ok(Message::Probed { sequence, matches }) if sequence == position.last_sequence => Ok(matches),
-        Ok(other) => Err(format!("unexpected answer {other:?}")),
-        Err(PeerError::Refused(reason)) => Err(reason),
-        Err(error) => Err(error.to_string()),
+fn probe(peer: &mut PeerStream, position: LogPosition, reason: bool) -> Result<ProbeAnswer, PeerError> {
+    peer.send(&Message::Probe { epoch: 0, position, reason })?;
+    match peer.recv()? {
+        Message::Probed { sequence, answer } if sequence == position.last_sequence => Ok(answer),
+        other => Err(PeerError::Refused(format!("unexpected answer {other:?}"))),
     }
 }
 
@@ -178,7 +172,7 @@ pub fn find_primary(
         for &address in peers {
             let Ok(mut peer) = peer_io::connect(address, key, peer_io::HANDSHAKE_TIMEOUT) else { continue };
             let _ = peer.set_read_timeout(Some(peer_io::HANDSHAKE_TIMEOUT));
-            let asked = Message::Probe { epoch: 0, position: LogPosition::default() };
+            let asked = Message::Probe { epoch: 0, position: LogPosition::default(), reason: false };
             if let Ok(Message::Probed { .. }) = peer.send(&asked).and_then(|()| peer.recv()) {
                 return Some(address);
             }

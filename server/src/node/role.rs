@@ -61,6 +61,9 @@ pub struct Role {
     halted: Arc<AtomicBool>,
     /// Serialises epoch changes so the file and the atomic never disagree.
     persist: Mutex<()>,
+    /// The highest epoch a peer told this node of (in memory: hearing of an epoch is not
+    /// promising it). A candidate asks for an epoch above it.
+    heard: AtomicU32,
 }
 
 impl Role {
@@ -84,6 +87,7 @@ impl Role {
             // A node that was fenced stays so across restarts until it follows again.
             halted: Arc::new(AtomicBool::new(kind == RoleKind::Fenced)),
             persist: Mutex::new(()),
+            heard: AtomicU32::new(epoch),
         })
     }
 
@@ -98,6 +102,16 @@ impl Role {
 
     pub fn epoch(&self) -> u32 {
         self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A peer knows `epoch`.
+    pub fn heard_of(&self, epoch: u32) {
+        self.heard.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// The highest epoch heard of or held.
+    pub fn highest_heard(&self) -> u32 {
+        self.heard.load(Ordering::Acquire).max(self.epoch())
     }
 
     pub fn primary(&self) -> Option<SocketAddr> {

@@ -147,6 +147,7 @@ impl Shipping {
 
     /// A peer told of a higher epoch: stop acknowledging at once.
     fn fence(&self, epoch: u32) {
+        self.role.heard_of(epoch);
         if self.role.kind() == RoleKind::Primary {
             eprintln!("tally: FENCED: a newer primary holds epoch {epoch}; this node accepts no more writes");
         }
@@ -274,15 +275,10 @@ pub enum PositionError {
 }
 
 /// The standby's last record must be ours too (same sequence, same chain hash): then its
-/// log is a prefix of ours and streaming continues it.
-pub fn check_position(journal_dir: &std::path::Path, position: &LogPosition) -> Result<(), String> {
-    assess_position(journal_dir, position)
-        .map_err(|(PositionError::NotRetained(reason) | PositionError::Diverged(reason))| reason)
-}
-
-/// [`check_position`], telling a position too old for this journal from a diverged one.
-/// The chain of the standby's last record is read from our record, or from the header of
-/// the segment that starts right after it.
+/// log is a prefix of ours and streaming continues it. Otherwise says whether the
+/// position is too old for this journal or diverged (also what a `Probe` is answered
+/// with). The chain of the standby's last record is read from our record, or from the
+/// header of the segment that starts right after it.
 pub fn assess_position(journal_dir: &std::path::Path, position: &LogPosition) -> Result<(), PositionError> {
     let next = position.last_sequence + 1;
     let mut reader = match JournalReader::open(journal_dir, next, ReadLimit::Everything) {
