@@ -418,6 +418,17 @@ impl HistoryStage {
         self.batch.push(effects);
     }
 
+    /// The last sequence look-ups find (see `visible`).
+    pub fn visible(&self) -> u64 {
+        self.visible.load(Ordering::Acquire)
+    }
+
+    /// Writes what was pushed, if anything, without an fsync: look-ups find it at once, and
+    /// it becomes durable with the next durable commit.
+    pub fn make_visible(&mut self) {
+        self.commit(false);
+    }
+
     /// Writes what was pushed, if anything, durably (with whatever was committed without
     /// an fsync before it), and publishes the new marks.
     pub fn flush(&mut self) {

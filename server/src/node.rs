@@ -15,6 +15,7 @@ mod bell;
 mod bootstrap;
 mod checkpoints;
 pub mod derived;
+mod history_thread;
 pub mod input_log;
 pub mod journal_codec;
 pub mod outcome_log;

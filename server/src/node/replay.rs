@@ -10,7 +10,7 @@
 
 use tally_codecs::wire::Reply;
 use tally_engine::pipeline::{Command, apply_collecting};
-use tally_engine::{Ledger, cold, cold_cutoff};
+use tally_engine::{Effects, Ledger, cold, cold_cutoff};
 use tally_journal::{FileStorage, Journal};
 
 use super::journal_codec;
@@ -22,26 +22,56 @@ use crate::history::{HistoryStage, HistoryStore};
 /// Records replay writes to the history store in one transaction.
 pub const HISTORY_BATCH: usize = 4_096;
 
+/// Where [`Deriving`] writes the history: the history stage itself (replay at start-up)
+/// or a standby's history thread (`history_thread.rs`).
+pub trait HistorySink {
+    fn store(&self) -> &HistoryStore;
+    /// The last sequence whose records look-ups find.
+    fn visible(&self) -> u64;
+    /// Makes everything pushed findable by look-ups; returns once it is.
+    fn make_visible(&mut self);
+    fn push(&mut self, effects: Effects);
+}
+
+impl HistorySink for HistoryStage {
+    fn store(&self) -> &HistoryStore {
+        &self.store
+    }
+
+    fn visible(&self) -> u64 {
+        HistoryStage::visible(self)
+    }
+
+    /// A commit without an fsync: findable at once, durable with the next durable one.
+    fn make_visible(&mut self) {
+        HistoryStage::make_visible(self);
+    }
+
+    fn push(&mut self, effects: Effects) {
+        HistoryStage::push(self, effects);
+    }
+}
+
 /// Applies journal records to a ledger and writes what they derive: the outcome-stream
 /// entries the stream lacks and the history above `history_from`.
-pub struct Deriving<'a> {
+pub struct Deriving<'a, H: HistorySink = HistoryStage> {
     pub outcomes: &'a mut OutcomeStream<FileStorage>,
-    pub history: &'a mut HistoryStage,
+    pub history: &'a mut H,
     /// The history store held everything up to here when it was opened: records at or
     /// below it are not written again.
     pub history_from: u64,
 }
 
-impl Deriving<'_> {
+impl<H: HistorySink> Deriving<'_, H> {
     /// Applies the journal record `sequence` (with its recorded timestamp) as the
     /// business-logic thread would: the cold facts come from the history store, which is
     /// first made to hold every record below the cut-off (the determinism rule, §3.9).
     pub fn apply(&mut self, ledger: &mut Ledger, sequence: u64, timestamp: u64, command: &Command) -> Option<Reply> {
-        let mark = self.history.mark.load(std::sync::atomic::Ordering::Acquire);
-        if mark.saturating_add(1) < cold_cutoff(sequence, ledger.hot_window()) {
-            self.history.flush();
+        // Look-ups need the records findable, not yet durable.
+        if self.history.visible().saturating_add(1) < cold_cutoff(sequence, ledger.hot_window()) {
+            self.history.make_visible();
         }
-        let facts = cold::gather(self.history.store.as_ref(), command, sequence, ledger.hot_window());
+        let facts = cold::gather(self.history.store(), command, sequence, ledger.hot_window());
         let (reply, committed) = apply_collecting(ledger, sequence, timestamp, command, facts);
         if sequence > self.outcomes.last_sequence() {
             self.outcomes.catch_up(sequence, timestamp, command, reply.as_ref(), &committed);
@@ -51,7 +81,9 @@ impl Deriving<'_> {
         }
         reply
     }
+}
 
+impl Deriving<'_, HistoryStage> {
     /// Makes what was derived so far durable: syncs the outcome entries, writes the
     /// history in one transaction, and moves both marks.
     pub fn commit(&mut self) {

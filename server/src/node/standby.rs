@@ -33,6 +33,7 @@ use tally_replication::{Checkpoints, ClusterKey, FollowError, Follower, LogPosit
 
 use super::checkpoints::{self, CheckpointWriter, Checkpointing};
 use super::derived::DerivedMarks;
+use super::history_thread::HistoryThread;
 use super::outcome_log::OutcomeStream;
 use super::peer_io::{self, PeerError, PeerStream};
 use super::peers::LocalLog;
@@ -251,7 +252,7 @@ impl Standby {
 /// from the journal, as the primary's history and outcome stages write them.
 struct DerivedStores {
     outcomes: OutcomeStream<FileStorage>,
-    history: HistoryStage,
+    history: HistoryThread,
     /// Records at or below this were in the history store when it was opened.
     history_from: u64,
 }
@@ -288,8 +289,10 @@ fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<L
     replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes, &mut history, history_trusted)?;
     replay::cut_history_to(&history_store, history_start, journal.last_sequence().max(restored.sequence), &ledger)?;
     outcomes.cap_at(journal.durable_mark());
+    outcomes.set_sync_interval(super::outcome_log::SYNC_INTERVAL);
     outcomes.publish_to(marks.register("outcomes", outcomes.last_sequence()));
     let history_from = history.mark.load(Ordering::Acquire);
+    let history = HistoryThread::start(history).map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
     let derived = DerivedStores { outcomes, history, history_from };
     Ok(Local { snapshots, restored: restored.sequence, journal, ledger, derived, marks })
 }
@@ -536,10 +539,15 @@ fn apply_loop(
     checkpoint_taker: Option<&CheckpointTaker>,
 ) -> Ledger {
     let mut checkpoints = Checkpoints::default();
+    // How long the outcome stream may wait before what it holds falls due for an fsync.
+    let mut derived_due: Option<Duration> = None;
     loop {
-        let work = match queued.recv_timeout(IDLE_OFFER) {
+        let wait = derived_due.map_or(IDLE_OFFER, |due| due.min(IDLE_OFFER));
+        let work = match queued.recv_timeout(wait) {
             Ok(work) => work,
             Err(RecvTimeoutError::Timeout) => {
+                // The history thread makes its own commits durable when they fall due.
+                derived_due = stores.outcomes.idle_at(Instant::now());
                 // Idle: the ledger is the state after `applied`, as at a batch's end.
                 if let Some(taker) = checkpoint_taker {
                     taker.offer(applied, &ledger, stats);
@@ -584,9 +592,14 @@ fn apply_loop(
                         stop_loudly(&error);
                     }
                 }
-                // Before the state is published or offered to a checkpoint: a checkpoint
-                // must never cover what the derived stores do not hold durably.
-                deriving.commit();
+                // The outcome entries are synced at most once per interval; the history
+                // goes to its thread. A checkpoint offered below never covers what the
+                // derived stores do not hold durably: the checkpoint writer waits for
+                // their marks.
+                let now = Instant::now();
+                stores.outcomes.end_of_batch_at(now);
+                stores.history.end_of_batch();
+                derived_due = stores.outcomes.idle_at(now);
                 stats.publish(applied, records.len() as u64, events, &ledger);
                 if let Some(taker) = checkpoint_taker {
                     taker.offer(applied, &ledger, stats);
