@@ -19,6 +19,8 @@ pub mod checkpoint;
 pub mod election;
 pub mod follower;
 pub mod message;
+#[cfg(feature = "sim-bugs")]
+pub mod planted;
 pub mod primary;
 
 /// A journal record's chain hash (BLAKE3, truncated), as `tally-journal` computes it.

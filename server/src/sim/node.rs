@@ -18,7 +18,10 @@ use tally_replication::{
 };
 
 use super::net::{Addr, Answer, Payload};
-use super::{Bug, Ctx, REPLICAS, SIM_NODES};
+use super::strace;
+#[cfg(feature = "sim-bugs")]
+use super::Bug;
+use super::{Ctx, REPLICAS, SIM_NODES};
 use crate::node::journal_codec;
 
 /// Records between two state-hash checkpoints the primary ships.
@@ -313,16 +316,11 @@ impl SimNode {
         let epoch = self.epoch;
         let own = up.position();
         let (election, prepare) = Election::start(epoch, own, SIM_NODES, REPLICAS);
-        let decision = if ctx.bug(Bug::PromoteWithoutPromises) {
-            Some(Decision { epoch, source: None, target: own })
-        } else {
-            None
-        };
         up.role = Role::Candidate(CandidateRole {
             election,
             force,
             deadline: ctx.now + PROMOTE_TIMEOUT_NS,
-            decision,
+            decision: None,
             fetched_at: 0,
         });
         for peer in (0..SIM_NODES).filter(|&peer| peer != self.id) {
@@ -401,11 +399,9 @@ impl SimNode {
                         ctx.send(me, Addr::Node(standby), Payload::peer(&checkpoint));
                     }
                 }
-                let released = if ctx.bug(Bug::AckBeforeDurable) {
-                    last
-                } else {
-                    up.journal.durable_sequence().min(primary.core.replicated_watermark())
-                };
+                let released = up.journal.durable_sequence().min(primary.core.replicated_watermark());
+                #[cfg(feature = "sim-bugs")]
+                let released = if ctx.bug(Bug::AckBeforeDurable) { last } else { released };
                 let (done, waiting): (Vec<Pending>, Vec<Pending>) =
                     std::mem::take(&mut primary.pending).into_iter().partition(|pending| pending.sequence <= released);
                 primary.pending = waiting;
@@ -444,22 +440,34 @@ impl SimNode {
             }
             Role::Candidate(candidate) => {
                 if candidate.decision.is_none() {
-                    candidate.decision = candidate.election.decision();
-                }
-                if candidate.decision.is_none() && ctx.now >= candidate.deadline {
-                    if !candidate.force {
-                        ctx.report.promotions_refused += 1;
-                        up.role = standby(node_epoch, position_of(&up.journal), ctx.now);
-                        return;
+                    let decision = match candidate.election.decision() {
+                        Some(decision) => Some((decision, 0)),
+                        None if ctx.now < candidate.deadline => None,
+                        None if candidate.force => Some(candidate.election.force()),
+                        None => {
+                            ctx.report.promotions_refused += 1;
+                            up.role = standby(node_epoch, position_of(&up.journal), ctx.now);
+                            return;
+                        }
+                    };
+                    if let Some((decision, missing)) = decision {
+                        // Nothing fetched yet: this is the log the candidate decided with.
+                        // One that holds more records of an older epoch than the decided
+                        // log must not serve (`tally` refuses the same way in `catch_up`).
+                        if decision.check_own(position_of(&up.journal)).is_err() {
+                            ctx.report.promotions_refused += 1;
+                            up.role = standby(node_epoch, position_of(&up.journal), ctx.now);
+                            return;
+                        }
+                        if missing > 0 {
+                            ctx.report.forced_short.push(decision.epoch);
+                        }
+                        candidate.decision = Some(decision);
                     }
-                    let (decision, missing) = candidate.election.force();
-                    if missing > 0 {
-                        ctx.report.forced_short.push(decision.epoch);
-                    }
-                    candidate.decision = Some(decision);
                 }
                 let Some(decision) = candidate.decision.clone() else { return };
                 let own = up.log.len() as u64;
+                strace!("t={} n{id} candidate e{} own {:?} decision src {:?} target {:?}", ctx.now/1000000, decision.epoch, up.journal.last_epoch(), decision.source, (decision.target.last_epoch, decision.target.last_sequence));
                 if own >= decision.target.last_sequence || decision.source.is_none() {
                     become_primary = Some(decision.epoch);
                 } else if ctx.now >= candidate.deadline.saturating_add(PROMOTE_TIMEOUT_NS) {
@@ -547,6 +555,7 @@ impl SimNode {
                     Message::Subscribe { epoch, position, .. } => primary.core.on_subscribe(epoch).map(|()| {
                         let matches = position.last_sequence <= up.log.len() as u64
                             && chain_at(&up.log, position.last_sequence) == Some(position.last_chain);
+                        strace!("t={} n{id} primary e{} subscribe from n{from} e{epoch} pos ({},{}) matches {matches}", ctx.now/1000000, primary.core.epoch(), position.last_epoch, position.last_sequence);
                         if matches {
                             primary.subscribers.insert(from, position.last_sequence + 1);
                         } else {
@@ -556,6 +565,7 @@ impl SimNode {
                         }
                     }),
                     Message::Ack { epoch, durable_sequence } => {
+                        strace!("t={} n{id} primary e{} ack from n{from} e{epoch} durable {durable_sequence} (log {})", ctx.now/1000000, primary.core.epoch(), up.log.len());
                         primary.core.on_ack(&name(from), epoch, durable_sequence).map(|_| ())
                     }
                     Message::NewerEpoch { epoch }
@@ -565,6 +575,7 @@ impl SimNode {
                     _ => Ok(()),
                 };
                 if outcome.is_err() {
+                    strace!("t={} n{id} FENCED", ctx.now/1000000);
                     // Fenced: unacknowledged replies are never sent; rejoin as a standby.
                     ctx.report.fenced += 1;
                     up.role = standby(self.epoch, position, ctx.now);
@@ -659,10 +670,6 @@ impl SimNode {
                 ctx.send(me, Addr::Node(from), Payload::peer(&newer));
             }
             return;
-        }
-        if ctx.bug(Bug::AcceptLowerEpoch) && epoch < standby.follower.epoch() {
-            // Planted bug: act in the sender's older epoch.
-            standby.follower = Follower::new(epoch, position_of(&up.journal));
         }
         // Records this node already holds (a duplicate or a resend) are skipped; one that
         // differs from what is held here is stale, from an older subscription.

@@ -8,7 +8,7 @@ use tally_codecs::{Account, Transfer};
 use super::check::{ACCOUNTS, Checker, Violation, ledger_of};
 use super::net::{Addr, Answer, Net, NetFaults, Payload};
 use super::node::{Acked, SimNode};
-use super::{Ctx, Rng, SIM_NODES, SimConfig};
+use super::{Ctx, Rng, SIM_NODES, SimConfig, strace};
 
 const MS: u64 = 1_000_000;
 /// Virtual time at the start (timestamps must be non-zero).
@@ -180,6 +180,7 @@ impl World {
             promoted: &mut self.promoted,
             rejoin: &mut self.rejoin,
             problems: &mut self.problems,
+            #[cfg(feature = "sim-bugs")]
             bug: self.config.bug,
         };
         f(&mut self.nodes[id], &mut ctx);
@@ -190,12 +191,14 @@ impl World {
         for (id, epoch) in std::mem::take(&mut self.promoted) {
             self.trace(0xA0 ^ (id as u64) << 8 ^ u64::from(epoch) << 16);
             let forced = self.report.forced_short.contains(&epoch);
+            strace!("t={} PROMOTED n{id} e{epoch} forced {forced} log {:?}", self.now/1000000, self.nodes[id].up.as_ref().map(|u| (u.journal.last_epoch(), u.log.len())));
             if let Some(up) = &self.nodes[id].up {
                 self.checker.on_promoted(epoch, &up.log, forced);
             }
         }
         for acked in std::mem::take(&mut self.acked) {
             self.trace(0xB0 ^ acked.sequence << 8);
+            strace!("t={} ACKED n{} e{} seq {}", self.now/1000000, acked.node, acked.epoch, acked.sequence);
             self.report.acked += 1;
             if let Err(what) = self.checker.on_acked(acked) {
                 self.problems.push(what);
@@ -204,6 +207,7 @@ impl World {
         for (id, source) in std::mem::take(&mut self.rejoin) {
             let Some(log) = self.nodes[source].up.as_ref().map(|up| up.log.clone()) else { continue };
             self.trace(0xC0 ^ (id as u64) << 8);
+            strace!("t={} REJOIN n{id} from n{source}", self.now/1000000);
             self.with_node(id, |node, ctx| {
                 if let Err(error) = node.rejoin(&log, ctx) {
                     ctx.violation(format!("n{}: rejoin failed: {error}", node.id));
@@ -361,6 +365,7 @@ impl World {
                 if self.nodes[node].up.is_some() {
                     let torn = self.rng.per_mille(500);
                     let seed = self.rng.next();
+                    strace!("t={} CRASH n{node}", self.now/1000000);
                     self.nodes[node].crash(torn.then_some(seed));
                     self.report.crashes += 1;
                     self.report.torn_crashes += u64::from(torn);
@@ -390,6 +395,7 @@ impl World {
                 self.report.promotions_asked += 1;
                 self.report.promotions_forced_asked += u64::from(force);
                 self.trace(0xF0 ^ (node as u64) << 8 ^ u64::from(force) << 16);
+                strace!("t={} PROMOTE ASK n{node} force {force}", self.now/1000000);
                 self.with_node(node, |target, ctx| {
                     let _ = target.promote(force, ctx);
                 });
