@@ -172,8 +172,11 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    pub fn send(&mut self, from: net::Addr, to: net::Addr, payload: net::Payload) {
-        self.net.send(self.rng, self.now, self.faults, from, to, payload);
+    /// Sends `payload`; false when the network dropped it at once. Between nodes `tally`
+    /// runs on TCP, where a lost message means a broken connection: a sender that learns
+    /// of the loss treats it so (`sim/node.rs`).
+    pub fn send(&mut self, from: net::Addr, to: net::Addr, payload: net::Payload) -> bool {
+        self.net.send(self.rng, self.now, self.faults, from, to, payload)
     }
 
     /// Something the design promises never happens.

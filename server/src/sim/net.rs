@@ -94,10 +94,19 @@ pub struct Net {
 }
 
 impl Net {
-    pub fn send(&mut self, rng: &mut Rng, now: u64, faults: Option<NetFaults>, from: Addr, to: Addr, payload: Payload) {
+    /// Queues `payload` (perhaps twice); false when the network dropped it at once.
+    pub fn send(
+        &mut self,
+        rng: &mut Rng,
+        now: u64,
+        faults: Option<NetFaults>,
+        from: Addr,
+        to: Addr,
+        payload: Payload,
+    ) -> bool {
         if self.is_cut(from, to) {
             self.dropped += 1;
-            return;
+            return false;
         }
         let copies = match faults {
             Some(faults) if rng.per_mille(faults.drop_per_mille) => {
@@ -126,6 +135,7 @@ impl Net {
                 payload,
             });
         }
+        copies > 0
     }
 
     /// Removes and returns the messages due by `now`, in delivery order. A link cut after

@@ -373,17 +373,29 @@ impl SimNode {
                 }
                 let last = up.log.len() as u64;
                 let heartbeat = ctx.rng.per_mille(100);
+                let mut broken = Vec::new();
                 for (&standby, next) in &mut primary.subscribers {
+                    let mut sent = true;
                     if *next > last && heartbeat {
                         let beat = Message::Records { epoch, records: Vec::new() };
-                        ctx.send(me, Addr::Node(standby), Payload::peer(&beat));
+                        sent &= ctx.send(me, Addr::Node(standby), Payload::peer(&beat));
                     }
-                    while *next <= last {
+                    while sent && *next <= last {
                         let records = records_of(&up.log, *next, last);
                         *next += records.len() as u64;
                         let message = Message::Records { epoch, records };
-                        ctx.send(me, Addr::Node(standby), Payload::peer(&message));
+                        sent &= ctx.send(me, Addr::Node(standby), Payload::peer(&message));
                     }
+                    if !sent {
+                        broken.push(standby);
+                    }
+                }
+                // A lost message is a broken connection: the shipping to that standby ends
+                // (no more heartbeats), so it falls silent and subscribes again. Without
+                // this a standby kept alive by heartbeats would wait forever for records
+                // lost after its last one.
+                for standby in broken {
+                    primary.subscribers.remove(&standby);
                 }
                 // `ask_epochs`: ask every peer its epoch with an empty fetch (a newer one
                 // answers `NewerEpoch`). `tally` asks while some peer does not follow; the
@@ -420,8 +432,10 @@ impl SimNode {
                 if standby.confirmed
                     && let Some(primary) = standby.primary
                     && let Some(ack) = standby.follower.durable(up.journal.durable_sequence())
+                    && !ctx.send(me, Addr::Node(primary), Payload::peer(&ack))
                 {
-                    ctx.send(me, Addr::Node(primary), Payload::peer(&ack));
+                    // A lost acknowledgement is a broken connection: subscribe again.
+                    standby.last_heard = 0;
                 }
                 if ctx.now.saturating_sub(standby.last_heard) >= SILENCE_NS {
                     // Ask the last primary again, or someone else.
@@ -531,7 +545,9 @@ impl SimNode {
                         };
                         ctx.send(me, Addr::Node(from), Payload::peer(&reply));
                     }
-                    Prepared::Refuse(reply) => ctx.send(me, Addr::Node(from), Payload::peer(&reply)),
+                    Prepared::Refuse(reply) => {
+                        ctx.send(me, Addr::Node(from), Payload::peer(&reply));
+                    }
                 }
                 return;
             }

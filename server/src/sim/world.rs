@@ -322,7 +322,7 @@ impl World {
 
     fn send_from_client(&mut self, client: usize, node: usize, payload: Payload) {
         let faults = self.faults_on.then_some(FAULTS);
-        self.net.send(&mut self.rng, self.now, faults, Addr::Client(client), Addr::Node(node), payload);
+        let _ = self.net.send(&mut self.rng, self.now, faults, Addr::Client(client), Addr::Node(node), payload);
     }
 
     fn new_transfers(&mut self) -> Vec<Transfer> {
