@@ -23,15 +23,22 @@ fn the_same_seed_replays_exactly_and_another_seed_differs() {
     assert_ne!(first.trace, other.trace, "the trace hash must depend on the seed");
 }
 
-/// Seed 194 found a real bug of the promotion: a candidate holding 72 records ending in
-/// epoch 1 decided for the promiser's log ending at 71 in epoch 2, found it had "enough"
-/// records and served its own log, losing inputs 66..=71 acknowledged in epoch 2. Now the
-/// candidate refuses (`Decision::check_own`, also in `tally promote`).
+/// Seed 194 (before the simulator's network changed) found a real bug of the promotion:
+/// a candidate holding 72 records ending in epoch 1 decided for a promiser's log ending at
+/// 71 in epoch 2, saw it had "enough" records and served its own log, losing inputs
+/// acknowledged in epoch 2. Now such a candidate refuses (`Decision::check_own`, also in
+/// `tally promote`). The situation must really arise in these seeds, and lose nothing.
 #[test]
-fn seed_194_refuses_the_candidate_whose_log_diverged_from_the_decided_one() {
-    let report = run(194);
-    assert!(report.violation.is_none(), "{:?}\n{}", report.violation, report.summary());
-    assert!(report.promotions_refused > 0, "{}", report.summary());
+fn candidates_whose_log_diverged_from_the_decided_one_are_refused_and_nothing_is_lost() {
+    let mut refused = 0;
+    for seed in 0..1_000 {
+        let report = run(seed);
+        if let Some(violation) = &report.violation {
+            panic!("seed {seed} failed at step {}: {}\n{}", violation.step, violation.what, report.summary());
+        }
+        refused += report.promotions_refused_diverged;
+    }
+    assert!(refused > 0, "no candidate had a log that diverged from the decided one");
 }
 
 #[test]

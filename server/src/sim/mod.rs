@@ -10,14 +10,6 @@
 // scenario it checks, and the PRNG's `next` is not an iterator.
 #![allow(clippy::collapsible_match, clippy::should_implement_trait)]
 
-// DEBUG-TRACE (temporary)
-pub(crate) fn tracing_on() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("SIM_TRACE").is_some())
-}
-macro_rules! strace { ($($arg:tt)*) => { if $crate::sim::tracing_on() { eprintln!($($arg)*); } } }
-pub(crate) use strace;
-
 mod check;
 mod net;
 mod node;
@@ -177,6 +169,12 @@ impl Ctx<'_> {
     /// of the loss treats it so (`sim/node.rs`).
     pub fn send(&mut self, from: net::Addr, to: net::Addr, payload: net::Payload) -> bool {
         self.net.send(self.rng, self.now, self.faults, from, to, payload)
+    }
+
+    /// Whether a message from node `from` to node `to` was lost since the last call: on
+    /// TCP a broken connection, which `from` notices.
+    pub fn connection_broke(&mut self, from: usize, to: usize) -> bool {
+        self.net.take_broken(from, to)
     }
 
     /// Something the design promises never happens.

@@ -17,10 +17,9 @@ use tally_replication::{
     on_prepare,
 };
 
-use super::net::{Addr, Answer, Payload};
-use super::strace;
 #[cfg(feature = "sim-bugs")]
 use super::Bug;
+use super::net::{Addr, Answer, Payload};
 use super::{Ctx, REPLICAS, SIM_NODES};
 use crate::node::journal_codec;
 
@@ -373,8 +372,12 @@ impl SimNode {
                 }
                 let last = up.log.len() as u64;
                 let heartbeat = ctx.rng.per_mille(100);
-                let mut broken = Vec::new();
+                let mut broken: Vec<usize> =
+                    primary.subscribers.keys().copied().filter(|&standby| ctx.connection_broke(id, standby)).collect();
                 for (&standby, next) in &mut primary.subscribers {
+                    if broken.contains(&standby) {
+                        continue;
+                    }
                     let mut sent = true;
                     if *next > last && heartbeat {
                         let beat = Message::Records { epoch, records: Vec::new() };
@@ -390,10 +393,10 @@ impl SimNode {
                         broken.push(standby);
                     }
                 }
-                // A lost message is a broken connection: the shipping to that standby ends
-                // (no more heartbeats), so it falls silent and subscribes again. Without
-                // this a standby kept alive by heartbeats would wait forever for records
-                // lost after its last one.
+                // A lost message (dropped, or on a link cut before it arrived) is a broken
+                // connection: the shipping to that standby ends (no more heartbeats), so it
+                // falls silent and subscribes again. Without this a standby kept alive by
+                // heartbeats would wait forever for records lost after its last one.
                 for standby in broken {
                     primary.subscribers.remove(&standby);
                 }
@@ -429,13 +432,17 @@ impl SimNode {
                 }
             }
             Role::Standby(standby) => {
-                if standby.confirmed
-                    && let Some(primary) = standby.primary
-                    && let Some(ack) = standby.follower.durable(up.journal.durable_sequence())
-                    && !ctx.send(me, Addr::Node(primary), Payload::peer(&ack))
+                if let Some(primary) = standby.primary
+                    && ctx.connection_broke(id, primary)
                 {
                     // A lost acknowledgement is a broken connection: subscribe again.
                     standby.last_heard = 0;
+                }
+                if standby.confirmed
+                    && let Some(primary) = standby.primary
+                    && let Some(ack) = standby.follower.durable(up.journal.durable_sequence())
+                {
+                    ctx.send(me, Addr::Node(primary), Payload::peer(&ack));
                 }
                 if ctx.now.saturating_sub(standby.last_heard) >= SILENCE_NS {
                     // Ask the last primary again, or someone else.
@@ -470,6 +477,7 @@ impl SimNode {
                         // log must not serve (`tally` refuses the same way in `catch_up`).
                         if decision.check_own(position_of(&up.journal)).is_err() {
                             ctx.report.promotions_refused += 1;
+                            ctx.report.promotions_refused_diverged += 1;
                             up.role = standby(node_epoch, position_of(&up.journal), ctx.now);
                             return;
                         }
@@ -481,7 +489,6 @@ impl SimNode {
                 }
                 let Some(decision) = candidate.decision.clone() else { return };
                 let own = up.log.len() as u64;
-                strace!("t={} n{id} candidate e{} own {:?} decision src {:?} target {:?}", ctx.now/1000000, decision.epoch, up.journal.last_epoch(), decision.source, (decision.target.last_epoch, decision.target.last_sequence));
                 if own >= decision.target.last_sequence || decision.source.is_none() {
                     become_primary = Some(decision.epoch);
                 } else if ctx.now >= candidate.deadline.saturating_add(PROMOTE_TIMEOUT_NS) {
@@ -571,8 +578,9 @@ impl SimNode {
                     Message::Subscribe { epoch, position, .. } => primary.core.on_subscribe(epoch).map(|()| {
                         let matches = position.last_sequence <= up.log.len() as u64
                             && chain_at(&up.log, position.last_sequence) == Some(position.last_chain);
-                        strace!("t={} n{id} primary e{} subscribe from n{from} e{epoch} pos ({},{}) matches {matches}", ctx.now/1000000, primary.core.epoch(), position.last_epoch, position.last_sequence);
                         if matches {
+                            // A new connection: losses on an older one no longer matter.
+                            ctx.connection_broke(id, from);
                             primary.subscribers.insert(from, position.last_sequence + 1);
                         } else {
                             primary.subscribers.remove(&from);
@@ -581,7 +589,6 @@ impl SimNode {
                         }
                     }),
                     Message::Ack { epoch, durable_sequence } => {
-                        strace!("t={} n{id} primary e{} ack from n{from} e{epoch} durable {durable_sequence} (log {})", ctx.now/1000000, primary.core.epoch(), up.log.len());
                         primary.core.on_ack(&name(from), epoch, durable_sequence).map(|_| ())
                     }
                     Message::NewerEpoch { epoch }
@@ -591,7 +598,6 @@ impl SimNode {
                     _ => Ok(()),
                 };
                 if outcome.is_err() {
-                    strace!("t={} n{id} FENCED", ctx.now/1000000);
                     // Fenced: unacknowledged replies are never sent; rejoin as a standby.
                     ctx.report.fenced += 1;
                     up.role = standby(self.epoch, position, ctx.now);

@@ -8,7 +8,7 @@ use tally_codecs::{Account, Transfer};
 use super::check::{ACCOUNTS, Checker, Violation, ledger_of};
 use super::net::{Addr, Answer, Net, NetFaults, Payload};
 use super::node::{Acked, SimNode};
-use super::{Ctx, Rng, SIM_NODES, SimConfig, strace};
+use super::{Ctx, Rng, SIM_NODES, SimConfig};
 
 const MS: u64 = 1_000_000;
 /// Virtual time at the start (timestamps must be non-zero).
@@ -39,6 +39,9 @@ pub struct Report {
     pub promotions_forced_asked: u64,
     pub promotions: u64,
     pub promotions_refused: u64,
+    /// Of those, candidates whose log held more records of an older epoch than the
+    /// decided log (`Decision::check_own`).
+    pub promotions_refused_diverged: u64,
     /// Epochs whose primary was forced short of the rule.
     pub forced_short: Vec<u32>,
     pub fenced: u64,
@@ -58,7 +61,7 @@ impl Report {
     pub fn faults(&self) -> String {
         format!(
             "crashes {} ({} with torn writeback), restarts {}, partitions {}, heals {}, promotions asked {} ({} \
-             forced), promoted {}, refused {}, forced short {:?}, fenced {}, truncations {}, messages delivered {} \
+             forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, messages delivered {} \
              dropped {} duplicated {}",
             self.crashes,
             self.torn_crashes,
@@ -69,6 +72,7 @@ impl Report {
             self.promotions_forced_asked,
             self.promotions,
             self.promotions_refused,
+            self.promotions_refused_diverged,
             self.forced_short,
             self.fenced,
             self.truncations,
@@ -191,14 +195,12 @@ impl World {
         for (id, epoch) in std::mem::take(&mut self.promoted) {
             self.trace(0xA0 ^ (id as u64) << 8 ^ u64::from(epoch) << 16);
             let forced = self.report.forced_short.contains(&epoch);
-            strace!("t={} PROMOTED n{id} e{epoch} forced {forced} log {:?}", self.now/1000000, self.nodes[id].up.as_ref().map(|u| (u.journal.last_epoch(), u.log.len())));
             if let Some(up) = &self.nodes[id].up {
                 self.checker.on_promoted(epoch, &up.log, forced);
             }
         }
         for acked in std::mem::take(&mut self.acked) {
             self.trace(0xB0 ^ acked.sequence << 8);
-            strace!("t={} ACKED n{} e{} seq {}", self.now/1000000, acked.node, acked.epoch, acked.sequence);
             self.report.acked += 1;
             if let Err(what) = self.checker.on_acked(acked) {
                 self.problems.push(what);
@@ -207,7 +209,6 @@ impl World {
         for (id, source) in std::mem::take(&mut self.rejoin) {
             let Some(log) = self.nodes[source].up.as_ref().map(|up| up.log.clone()) else { continue };
             self.trace(0xC0 ^ (id as u64) << 8);
-            strace!("t={} REJOIN n{id} from n{source}", self.now/1000000);
             self.with_node(id, |node, ctx| {
                 if let Err(error) = node.rejoin(&log, ctx) {
                     ctx.violation(format!("n{}: rejoin failed: {error}", node.id));
@@ -365,7 +366,6 @@ impl World {
                 if self.nodes[node].up.is_some() {
                     let torn = self.rng.per_mille(500);
                     let seed = self.rng.next();
-                    strace!("t={} CRASH n{node}", self.now/1000000);
                     self.nodes[node].crash(torn.then_some(seed));
                     self.report.crashes += 1;
                     self.report.torn_crashes += u64::from(torn);
@@ -395,7 +395,6 @@ impl World {
                 self.report.promotions_asked += 1;
                 self.report.promotions_forced_asked += u64::from(force);
                 self.trace(0xF0 ^ (node as u64) << 8 ^ u64::from(force) << 16);
-                strace!("t={} PROMOTE ASK n{node} force {force}", self.now/1000000);
                 self.with_node(node, |target, ctx| {
                     let _ = target.promote(force, ctx);
                 });
