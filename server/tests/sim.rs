@@ -95,10 +95,11 @@ mod planted {
     }
 
     // The bounds have margin over what was measured (seeds 0..500 of 1 500 steps):
-    // ack-before-durable was caught by 378 of them, the first being seed 0;
-    // promote-without-promises by 422, the first seed 0; accept-lower-epoch by 3 only
-    // (seeds 38, 89, 458), since it needs the candidate's `Prepare` to the old primary
-    // lost while that primary's records still reach a standby that promised.
+    // ack-before-durable was caught by 368 of them, the first being seed 0;
+    // promote-without-promises by 425, the first seed 0; accept-lower-epoch by 64 of
+    // 5 000 only (the first seed 304, then 308, 351, 458), since it needs the candidate's
+    // `Prepare` to the old primary lost while that primary's records still reach a
+    // standby that promised.
 
     #[test]
     fn acknowledging_before_the_durable_watermark_is_caught_within_10_seeds() {
@@ -106,8 +107,8 @@ mod planted {
     }
 
     #[test]
-    fn accepting_a_lower_epoch_is_caught_within_100_seeds() {
-        caught(Bug::AcceptLowerEpoch, 100);
+    fn accepting_a_lower_epoch_is_caught_within_1000_seeds() {
+        caught(Bug::AcceptLowerEpoch, 1_000);
     }
 
     #[test]
