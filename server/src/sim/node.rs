@@ -728,7 +728,14 @@ impl SimNode {
             }
         }
         standby.confirmed = true;
-        standby.last_heard = ctx.now;
+        // Only new records count as hearing from the primary, not heartbeats: on TCP a
+        // subscription is one connection, but here a delayed `Subscribe` from before a
+        // crash (a longer log than the journal kept) can reach the primary after the new
+        // one and make it ship from past this log's end; heartbeats would then keep the
+        // standby waiting forever. An idle standby so subscribes again now and then.
+        if !fresh.is_empty() {
+            standby.last_heard = ctx.now;
+        }
         for record in fresh {
             let held = Held {
                 epoch: record.epoch,
