@@ -94,10 +94,10 @@ mod planted {
         }
     }
 
-    // The bounds have margin over what was measured (seeds 0..500 of 1 500 steps):
-    // ack-before-durable was caught by 368 of them, the first being seed 0;
-    // promote-without-promises by 425, the first seed 0; accept-lower-epoch by 64 of
-    // 5 000 only (the first seed 304, then 308, 351, 458), since it needs the candidate's
+    // The bounds have margin over what was measured (1 500 steps): of seeds 0..500,
+    // ack-before-durable was caught by 379, the first being seed 0, and
+    // promote-without-promises by 428, the first seed 0; accept-lower-epoch by 66 of seeds
+    // 0..5 000 only (the first 61, 111, 131, 304), since it needs the candidate's
     // `Prepare` to the old primary lost while that primary's records still reach a
     // standby that promised.
 
