@@ -542,6 +542,15 @@ impl SimNode {
                             Role::Standby(mut following) => {
                                 following.follower = Follower::new(persist_epoch, position);
                                 following.checkpoints = Checkpoints::default();
+                                // No acknowledgement in the new epoch on this connection
+                                // until the primary sends records on it again: `tally` ends
+                                // the old connection at its next message. Seed 5867: the
+                                // primary this node followed crashed, lost the record it
+                                // had shipped here, and became primary of the promised
+                                // epoch; this node acknowledged that record in the new
+                                // epoch and the primary counted it for its own, other
+                                // record at that sequence.
+                                following.confirmed = false;
                                 Role::Standby(following)
                             }
                             Role::Primary(_) => {
