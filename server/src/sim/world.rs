@@ -440,6 +440,22 @@ impl World {
             self.with_node(id, |node, ctx| {
                 let _ = node.promote(false, ctx);
             });
+            return;
+        }
+        // Every running node serves (forced promotions into one epoch, which nothing
+        // fences; seed 28186): the operator restarts the one with the shortest log, which
+        // comes back as a standby to promote.
+        let shortest = (0..SIM_NODES)
+            .filter(|&id| self.nodes[id].up.as_ref().is_some_and(|up| up.primary_epoch().is_some()))
+            .min_by_key(|&id| self.nodes[id].up.as_ref().map_or(0, |up| up.last_sequence()));
+        if serving >= 2
+            && let Some(id) = shortest
+        {
+            if let Some(up) = self.nodes[id].up.as_mut() {
+                up.journal.flush();
+            }
+            self.nodes[id].crash(None);
+            self.restart(id);
         }
     }
 
