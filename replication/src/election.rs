@@ -60,6 +60,11 @@ pub enum ElectionError {
     Superseded { epoch: u32 },
     #[error("only {promised} of the {needed} nodes needed promised epoch {epoch}")]
     NotEnoughPromises { epoch: u32, promised: usize, needed: usize },
+    #[error(
+        "this node's log (to sequence {own} of epoch {own_epoch}) is not a prefix of the longest log in the highest \
+         epoch (to sequence {target} of epoch {target_epoch}): promote that log's holder instead"
+    )]
+    Diverged { own: u64, own_epoch: u32, target: u64, target_epoch: u32 },
 }
 
 /// What the candidate does once the rule is met.
@@ -71,6 +76,26 @@ pub struct Decision {
     pub source: Option<String>,
     /// The log the new primary must hold before it serves.
     pub target: LogPosition,
+}
+
+impl Decision {
+    /// Whether a candidate whose log ended at `own` when it decided can serve after
+    /// fetching `own.last_sequence + 1..=target` from the source. A source's log beats
+    /// `own` by a higher last epoch or by more records in the same epoch; if it is no
+    /// longer than `own`, its last record is of a newer epoch than the record `own` holds
+    /// at that sequence, so `own` diverged from it (and may lack acknowledged inputs it
+    /// holds): nothing to fetch would mend that, and serving `own` would lose them.
+    pub fn check_own(&self, own: LogPosition) -> Result<(), ElectionError> {
+        if self.source.is_some() && self.target.last_sequence <= own.last_sequence {
+            return Err(ElectionError::Diverged {
+                own: own.last_sequence,
+                own_epoch: own.last_epoch,
+                target: self.target.last_sequence,
+                target_epoch: self.target.last_epoch,
+            });
+        }
+        Ok(())
+    }
 }
 
 pub struct Election {
@@ -112,6 +137,10 @@ impl Election {
 
     /// The decision once N − k nodes have promised; `None` until then.
     pub fn decision(&self) -> Option<Decision> {
+        #[cfg(feature = "sim-bugs")]
+        if crate::planted::on(crate::planted::Planted::PromoteWithoutPromises) {
+            return Some(self.decide());
+        }
         (self.promised() >= self.needed).then(|| self.decide())
     }
 
@@ -205,6 +234,25 @@ mod tests {
         assert_eq!(election.decision(), Some(Decision { epoch: 5, source: None, target: at(3, 10) }));
         election.on_message("c", &Message::Promise { epoch: 5, position: at(3, 12) }).unwrap();
         assert_eq!(election.decision(), Some(Decision { epoch: 5, source: Some("c".into()), target: at(3, 12) }));
+    }
+
+    #[test]
+    fn a_candidate_with_more_records_of_an_older_epoch_than_the_decided_log_must_not_serve() {
+        // The candidate holds 70 records ending in epoch 1; a promiser holds 66 ending in
+        // epoch 2 (a primary of epoch 2 took 60 of epoch 1 and acknowledged 61..=66). The
+        // rule picks the promiser's log; the candidate's records 61..=70 are not it.
+        let (mut election, _) = Election::start(3, at(1, 70), 3, 1);
+        election.on_message("b", &Message::Promise { epoch: 3, position: at(2, 66) }).unwrap();
+        let decision = election.decision().unwrap();
+        assert_eq!((decision.source.as_deref(), decision.target), (Some("b"), at(2, 66)));
+        assert_eq!(
+            decision.check_own(at(1, 70)),
+            Err(ElectionError::Diverged { own: 70, own_epoch: 1, target: 66, target_epoch: 2 })
+        );
+        assert!(decision.check_own(at(1, 66)).is_err(), "as long, but of an older epoch: diverged too");
+        assert_eq!(decision.check_own(at(1, 60)), Ok(()), "shorter: fetch 61..=66 (the fetch checks the chain)");
+        let own = Decision { epoch: 3, source: None, target: at(1, 70) };
+        assert_eq!(own.check_own(at(1, 70)), Ok(()), "its own log is the decided one");
     }
 
     #[test]

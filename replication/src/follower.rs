@@ -67,6 +67,10 @@ impl Follower {
     /// Checks a batch of records before the driver appends them. `Ok(steps)` lists what
     /// to do first; then append every record, calling [`Follower::appended`] for each.
     pub fn on_records(&mut self, epoch: u32, records: &[Record]) -> Result<Vec<Step>, FollowError> {
+        #[cfg(feature = "sim-bugs")]
+        if epoch < self.epoch && crate::planted::on(crate::planted::Planted::AcceptLowerEpoch) {
+            self.epoch = epoch;
+        }
         if epoch < self.epoch {
             return Ok(vec![Step::Answer(Message::NewerEpoch { epoch: self.epoch })]);
         }

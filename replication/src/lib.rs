@@ -21,6 +21,8 @@ pub mod checkpoint;
 pub mod election;
 pub mod follower;
 pub mod message;
+#[cfg(feature = "sim-bugs")]
+pub mod planted;
 pub mod primary;
 pub mod probe;
 

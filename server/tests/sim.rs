@@ -4,8 +4,9 @@
 
 use tally::sim::{self, Report, SimConfig};
 
-/// Seeds the CI test runs (a few seconds in release on two cores).
-const CI_SEEDS: u64 = 200;
+/// Seeds the CI test runs: about 20 s in release on the shared two-core VM (5 000 seeds of
+/// 1 500 steps took 22 s with `tally sim` at load 6; perf-reports/2026-12-03-sim-seeds.md).
+const CI_SEEDS: u64 = 5_000;
 const CI_STEPS: u64 = 1_500;
 
 fn run(seed: u64) -> Report {
@@ -22,9 +23,25 @@ fn the_same_seed_replays_exactly_and_another_seed_differs() {
     assert_ne!(first.trace, other.trace, "the trace hash must depend on the seed");
 }
 
+/// Seed 194 (before the simulator's network changed) found a real bug of the promotion:
+/// a candidate holding 72 records ending in epoch 1 decided for a promiser's log ending at
+/// 71 in epoch 2, saw it had "enough" records and served its own log, losing inputs
+/// acknowledged in epoch 2. Now such a candidate refuses (`Decision::check_own`, also in
+/// `tally promote`). The situation must really arise in these seeds, and lose nothing.
 #[test]
-#[ignore = "seed 194 loses an acknowledged input (sequence 66, epoch 2 -> 3), cause not yet found: \
-            replay with `tally sim --seed 194 --steps 1500`"]
+fn candidates_whose_log_diverged_from_the_decided_one_are_refused_and_nothing_is_lost() {
+    let mut refused = 0;
+    for seed in 0..1_000 {
+        let report = run(seed);
+        if let Some(violation) = &report.violation {
+            panic!("seed {seed} failed at step {}: {}\n{}", violation.step, violation.what, report.summary());
+        }
+        refused += report.promotions_refused_diverged;
+    }
+    assert!(refused > 0, "no candidate had a log that diverged from the decided one");
+}
+
+#[test]
 fn a_ci_batch_of_seeds_keeps_every_invariant_under_real_faults() {
     let mut totals = Report::default();
     for seed in 0..CI_SEEDS {
@@ -77,18 +94,25 @@ mod planted {
         }
     }
 
+    // The bounds have margin over what was measured (1 500 steps): of seeds 0..500,
+    // ack-before-durable was caught by 379, the first being seed 0, and
+    // promote-without-promises by 428, the first seed 0; accept-lower-epoch by 66 of seeds
+    // 0..5 000 only (the first 61, 111, 131, 304), since it needs the candidate's
+    // `Prepare` to the old primary lost while that primary's records still reach a
+    // standby that promised.
+
     #[test]
-    fn acknowledging_before_the_durable_watermark_is_caught_within_50_seeds() {
-        caught(Bug::AckBeforeDurable, 50);
+    fn acknowledging_before_the_durable_watermark_is_caught_within_10_seeds() {
+        caught(Bug::AckBeforeDurable, 10);
     }
 
     #[test]
-    fn accepting_a_lower_epoch_is_caught_within_200_seeds() {
-        caught(Bug::AcceptLowerEpoch, 200);
+    fn accepting_a_lower_epoch_is_caught_within_1000_seeds() {
+        caught(Bug::AcceptLowerEpoch, 1_000);
     }
 
     #[test]
-    fn promoting_without_the_promises_is_caught_within_50_seeds() {
-        caught(Bug::PromoteWithoutPromises, 50);
+    fn promoting_without_the_promises_is_caught_within_10_seeds() {
+        caught(Bug::PromoteWithoutPromises, 10);
     }
 }

@@ -382,6 +382,7 @@ impl Promoter {
     /// Fetches `own.last_sequence..=target` from the decision's source and appends it.
     fn catch_up(&self, own: LogPosition, decision: &Decision) -> Result<(), String> {
         let Some(source) = &decision.source else { return Ok(()) };
+        decision.check_own(own).map_err(|error| error.to_string())?;
         if decision.target.last_sequence <= own.last_sequence {
             return Ok(());
         }

@@ -28,11 +28,14 @@ pub const STEPS_DEFAULT: u64 = 2_000;
 /// A planted bug (cargo feature `sim-bugs`), to show the checker catches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bug {
-    /// The primary answers a client before the input is durable here and on a standby.
+    /// The primary answers a client before the input is durable here and on a standby
+    /// (planted in the glue's reply gate, `sim/node.rs`, which mirrors the node's).
     AckBeforeDurable,
-    /// A standby accepts records from a primary of an older epoch than it promised.
+    /// A standby accepts records from a primary of an older epoch than it promised
+    /// (planted in `tally_replication::Follower::on_records`).
     AcceptLowerEpoch,
-    /// A candidate becomes primary without waiting for the N − k promises.
+    /// A candidate becomes primary without waiting for the N − k promises (planted in
+    /// `tally_replication::Election::decision`).
     PromoteWithoutPromises,
 }
 
@@ -76,7 +79,35 @@ impl SimConfig {
 
 /// Runs one seed to its end (or its first violation).
 pub fn run(config: SimConfig) -> Report {
+    #[cfg(feature = "sim-bugs")]
+    let _planted = Planted::switch(config.bug);
     World::new(config).run()
+}
+
+/// Switches the protocol core's planted bug for this thread while a run lasts (the
+/// simulation is one thread; parallel tests each have their own switch).
+#[cfg(feature = "sim-bugs")]
+struct Planted;
+
+#[cfg(feature = "sim-bugs")]
+impl Planted {
+    fn switch(bug: Option<Bug>) -> Planted {
+        use tally_replication::planted::{self, Planted as Core};
+        planted::switch(match bug {
+            Some(Bug::AcceptLowerEpoch) => Some(Core::AcceptLowerEpoch),
+            Some(Bug::PromoteWithoutPromises) => Some(Core::PromoteWithoutPromises),
+            // Planted in the simulator's glue (the primary's reply gate), not in the core.
+            Some(Bug::AckBeforeDurable) | None => None,
+        });
+        Planted
+    }
+}
+
+#[cfg(feature = "sim-bugs")]
+impl Drop for Planted {
+    fn drop(&mut self) {
+        tally_replication::planted::switch(None);
+    }
 }
 
 /// The simulation's only source of randomness (xorshift64*, seeded through splitmix64).
@@ -128,12 +159,22 @@ pub struct Ctx<'a> {
     pub promoted: &'a mut Vec<(usize, u32)>,
     pub rejoin: &'a mut Vec<(usize, usize)>,
     problems: &'a mut Vec<String>,
+    #[cfg(feature = "sim-bugs")]
     bug: Option<Bug>,
 }
 
 impl Ctx<'_> {
-    pub fn send(&mut self, from: net::Addr, to: net::Addr, payload: net::Payload) {
-        self.net.send(self.rng, self.now, self.faults, from, to, payload);
+    /// Sends `payload`; false when the network dropped it at once. Between nodes `tally`
+    /// runs on TCP, where a lost message means a broken connection: a sender that learns
+    /// of the loss treats it so (`sim/node.rs`).
+    pub fn send(&mut self, from: net::Addr, to: net::Addr, payload: net::Payload) -> bool {
+        self.net.send(self.rng, self.now, self.faults, from, to, payload)
+    }
+
+    /// Whether a message from node `from` to node `to` was lost since the last call: on
+    /// TCP a broken connection, which `from` notices.
+    pub fn connection_broke(&mut self, from: usize, to: usize) -> bool {
+        self.net.take_broken(from, to)
     }
 
     /// Something the design promises never happens.
@@ -151,6 +192,8 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whether a planted bug of the glue is switched on (a `sim-bugs` build only).
+    #[cfg(feature = "sim-bugs")]
     pub fn bug(&self, bug: Bug) -> bool {
         self.bug == Some(bug)
     }

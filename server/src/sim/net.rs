@@ -88,20 +88,32 @@ pub struct Net {
     serial: u64,
     /// Cut links between nodes, as (lower, higher) pairs.
     cut: BTreeSet<(usize, usize)>,
+    /// (from, to) node pairs that lost a message since the sender last looked: on TCP
+    /// that is a broken connection, which the sender notices.
+    broken: BTreeSet<(usize, usize)>,
     pub dropped: u64,
     pub duplicated: u64,
     pub delivered: u64,
 }
 
 impl Net {
-    pub fn send(&mut self, rng: &mut Rng, now: u64, faults: Option<NetFaults>, from: Addr, to: Addr, payload: Payload) {
+    /// Queues `payload` (perhaps twice); false when the network dropped it at once.
+    pub fn send(
+        &mut self,
+        rng: &mut Rng,
+        now: u64,
+        faults: Option<NetFaults>,
+        from: Addr,
+        to: Addr,
+        payload: Payload,
+    ) -> bool {
         if self.is_cut(from, to) {
-            self.dropped += 1;
-            return;
+            self.lost(from, to);
+            return false;
         }
         let copies = match faults {
             Some(faults) if rng.per_mille(faults.drop_per_mille) => {
-                self.dropped += 1;
+                self.lost(from, to);
                 0
             }
             Some(faults) if rng.per_mille(faults.duplicate_per_mille) => {
@@ -126,6 +138,7 @@ impl Net {
                 payload,
             });
         }
+        copies > 0
     }
 
     /// Removes and returns the messages due by `now`, in delivery order. A link cut after
@@ -135,11 +148,26 @@ impl Net {
             std::mem::take(&mut self.in_flight).into_iter().partition(|envelope| envelope.deliver_at <= now);
         self.in_flight = later;
         due.sort_by_key(|envelope| (envelope.deliver_at, envelope.serial));
-        let before = due.len();
-        due.retain(|envelope| !self.is_cut(envelope.from, envelope.to));
-        self.dropped += (before - due.len()) as u64;
+        let (due, cut): (Vec<Envelope>, Vec<Envelope>) =
+            due.into_iter().partition(|envelope| !self.is_cut(envelope.from, envelope.to));
+        for envelope in cut {
+            self.lost(envelope.from, envelope.to);
+        }
         self.delivered += due.len() as u64;
         due
+    }
+
+    fn lost(&mut self, from: Addr, to: Addr) {
+        self.dropped += 1;
+        if let (Addr::Node(from), Addr::Node(to)) = (from, to) {
+            self.broken.insert((from, to));
+        }
+    }
+
+    /// Whether a message from node `from` to node `to` was lost since the last call (the
+    /// connection broke); clears it.
+    pub fn take_broken(&mut self, from: usize, to: usize) -> bool {
+        self.broken.remove(&(from, to))
     }
 
     pub fn in_flight(&self) -> usize {

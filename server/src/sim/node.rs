@@ -17,8 +17,10 @@ use tally_replication::{
     on_prepare,
 };
 
+#[cfg(feature = "sim-bugs")]
+use super::Bug;
 use super::net::{Addr, Answer, Payload};
-use super::{Bug, Ctx, REPLICAS, SIM_NODES};
+use super::{Ctx, REPLICAS, SIM_NODES};
 use crate::node::journal_codec;
 
 /// Records between two state-hash checkpoints the primary ships.
@@ -313,16 +315,11 @@ impl SimNode {
         let epoch = self.epoch;
         let own = up.position();
         let (election, prepare) = Election::start(epoch, own, SIM_NODES, REPLICAS);
-        let decision = if ctx.bug(Bug::PromoteWithoutPromises) {
-            Some(Decision { epoch, source: None, target: own })
-        } else {
-            None
-        };
         up.role = Role::Candidate(CandidateRole {
             election,
             force,
             deadline: ctx.now + PROMOTE_TIMEOUT_NS,
-            decision,
+            decision: None,
             fetched_at: 0,
         });
         for peer in (0..SIM_NODES).filter(|&peer| peer != self.id) {
@@ -375,17 +372,33 @@ impl SimNode {
                 }
                 let last = up.log.len() as u64;
                 let heartbeat = ctx.rng.per_mille(100);
+                let mut broken: Vec<usize> =
+                    primary.subscribers.keys().copied().filter(|&standby| ctx.connection_broke(id, standby)).collect();
                 for (&standby, next) in &mut primary.subscribers {
+                    if broken.contains(&standby) {
+                        continue;
+                    }
+                    let mut sent = true;
                     if *next > last && heartbeat {
                         let beat = Message::Records { epoch, records: Vec::new() };
-                        ctx.send(me, Addr::Node(standby), Payload::peer(&beat));
+                        sent &= ctx.send(me, Addr::Node(standby), Payload::peer(&beat));
                     }
-                    while *next <= last {
+                    while sent && *next <= last {
                         let records = records_of(&up.log, *next, last);
                         *next += records.len() as u64;
                         let message = Message::Records { epoch, records };
-                        ctx.send(me, Addr::Node(standby), Payload::peer(&message));
+                        sent &= ctx.send(me, Addr::Node(standby), Payload::peer(&message));
                     }
+                    if !sent {
+                        broken.push(standby);
+                    }
+                }
+                // A lost message (dropped, or on a link cut before it arrived) is a broken
+                // connection: the shipping to that standby ends (no more heartbeats), so it
+                // falls silent and subscribes again. Without this a standby kept alive by
+                // heartbeats would wait forever for records lost after its last one.
+                for standby in broken {
+                    primary.subscribers.remove(&standby);
                 }
                 // `ask_epochs`: ask every peer its epoch with an empty fetch (a newer one
                 // answers `NewerEpoch`). `tally` asks while some peer does not follow; the
@@ -401,11 +414,9 @@ impl SimNode {
                         ctx.send(me, Addr::Node(standby), Payload::peer(&checkpoint));
                     }
                 }
-                let released = if ctx.bug(Bug::AckBeforeDurable) {
-                    last
-                } else {
-                    up.journal.durable_sequence().min(primary.core.replicated_watermark())
-                };
+                let released = up.journal.durable_sequence().min(primary.core.replicated_watermark());
+                #[cfg(feature = "sim-bugs")]
+                let released = if ctx.bug(Bug::AckBeforeDurable) { last } else { released };
                 let (done, waiting): (Vec<Pending>, Vec<Pending>) =
                     std::mem::take(&mut primary.pending).into_iter().partition(|pending| pending.sequence <= released);
                 primary.pending = waiting;
@@ -421,6 +432,12 @@ impl SimNode {
                 }
             }
             Role::Standby(standby) => {
+                if let Some(primary) = standby.primary
+                    && ctx.connection_broke(id, primary)
+                {
+                    // A lost acknowledgement is a broken connection: subscribe again.
+                    standby.last_heard = 0;
+                }
                 if standby.confirmed
                     && let Some(primary) = standby.primary
                     && let Some(ack) = standby.follower.durable(up.journal.durable_sequence())
@@ -444,19 +461,31 @@ impl SimNode {
             }
             Role::Candidate(candidate) => {
                 if candidate.decision.is_none() {
-                    candidate.decision = candidate.election.decision();
-                }
-                if candidate.decision.is_none() && ctx.now >= candidate.deadline {
-                    if !candidate.force {
-                        ctx.report.promotions_refused += 1;
-                        up.role = standby(node_epoch, position_of(&up.journal), ctx.now);
-                        return;
+                    let decision = match candidate.election.decision() {
+                        Some(decision) => Some((decision, 0)),
+                        None if ctx.now < candidate.deadline => None,
+                        None if candidate.force => Some(candidate.election.force()),
+                        None => {
+                            ctx.report.promotions_refused += 1;
+                            up.role = standby(node_epoch, position_of(&up.journal), ctx.now);
+                            return;
+                        }
+                    };
+                    if let Some((decision, missing)) = decision {
+                        // Nothing fetched yet: this is the log the candidate decided with.
+                        // One that holds more records of an older epoch than the decided
+                        // log must not serve (`tally` refuses the same way in `catch_up`).
+                        if decision.check_own(position_of(&up.journal)).is_err() {
+                            ctx.report.promotions_refused += 1;
+                            ctx.report.promotions_refused_diverged += 1;
+                            up.role = standby(node_epoch, position_of(&up.journal), ctx.now);
+                            return;
+                        }
+                        if missing > 0 {
+                            ctx.report.forced_short.push(decision.epoch);
+                        }
+                        candidate.decision = Some(decision);
                     }
-                    let (decision, missing) = candidate.election.force();
-                    if missing > 0 {
-                        ctx.report.forced_short.push(decision.epoch);
-                    }
-                    candidate.decision = Some(decision);
                 }
                 let Some(decision) = candidate.decision.clone() else { return };
                 let own = up.log.len() as u64;
@@ -513,6 +542,15 @@ impl SimNode {
                             Role::Standby(mut following) => {
                                 following.follower = Follower::new(persist_epoch, position);
                                 following.checkpoints = Checkpoints::default();
+                                // No acknowledgement in the new epoch on this connection
+                                // until the primary sends records on it again: `tally` ends
+                                // the old connection at its next message. Seed 5867: the
+                                // primary this node followed crashed, lost the record it
+                                // had shipped here, and became primary of the promised
+                                // epoch; this node acknowledged that record in the new
+                                // epoch and the primary counted it for its own, other
+                                // record at that sequence.
+                                following.confirmed = false;
                                 Role::Standby(following)
                             }
                             Role::Primary(_) => {
@@ -523,7 +561,9 @@ impl SimNode {
                         };
                         ctx.send(me, Addr::Node(from), Payload::peer(&reply));
                     }
-                    Prepared::Refuse(reply) => ctx.send(me, Addr::Node(from), Payload::peer(&reply)),
+                    Prepared::Refuse(reply) => {
+                        ctx.send(me, Addr::Node(from), Payload::peer(&reply));
+                    }
                 }
                 return;
             }
@@ -548,6 +588,8 @@ impl SimNode {
                         let matches = position.last_sequence <= up.log.len() as u64
                             && chain_at(&up.log, position.last_sequence) == Some(position.last_chain);
                         if matches {
+                            // A new connection: losses on an older one no longer matter.
+                            ctx.connection_broke(id, from);
                             primary.subscribers.insert(from, position.last_sequence + 1);
                         } else {
                             primary.subscribers.remove(&from);
@@ -660,10 +702,6 @@ impl SimNode {
             }
             return;
         }
-        if ctx.bug(Bug::AcceptLowerEpoch) && epoch < standby.follower.epoch() {
-            // Planted bug: act in the sender's older epoch.
-            standby.follower = Follower::new(epoch, position_of(&up.journal));
-        }
         // Records this node already holds (a duplicate or a resend) are skipped; one that
         // differs from what is held here is stale, from an older subscription.
         let held_last = up.log.len() as u64;
@@ -699,7 +737,14 @@ impl SimNode {
             }
         }
         standby.confirmed = true;
-        standby.last_heard = ctx.now;
+        // Only new records count as hearing from the primary, not heartbeats: on TCP a
+        // subscription is one connection, but here a delayed `Subscribe` from before a
+        // crash (a longer log than the journal kept) can reach the primary after the new
+        // one and make it ship from past this log's end; heartbeats would then keep the
+        // standby waiting forever. An idle standby so subscribes again now and then.
+        if !fresh.is_empty() {
+            standby.last_heard = ctx.now;
+        }
         for record in fresh {
             let held = Held {
                 epoch: record.epoch,

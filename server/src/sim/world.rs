@@ -39,6 +39,9 @@ pub struct Report {
     pub promotions_forced_asked: u64,
     pub promotions: u64,
     pub promotions_refused: u64,
+    /// Of those, candidates whose log held more records of an older epoch than the
+    /// decided log (`Decision::check_own`).
+    pub promotions_refused_diverged: u64,
     /// Epochs whose primary was forced short of the rule.
     pub forced_short: Vec<u32>,
     pub fenced: u64,
@@ -58,7 +61,7 @@ impl Report {
     pub fn faults(&self) -> String {
         format!(
             "crashes {} ({} with torn writeback), restarts {}, partitions {}, heals {}, promotions asked {} ({} \
-             forced), promoted {}, refused {}, forced short {:?}, fenced {}, truncations {}, messages delivered {} \
+             forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, messages delivered {} \
              dropped {} duplicated {}",
             self.crashes,
             self.torn_crashes,
@@ -69,6 +72,7 @@ impl Report {
             self.promotions_forced_asked,
             self.promotions,
             self.promotions_refused,
+            self.promotions_refused_diverged,
             self.forced_short,
             self.fenced,
             self.truncations,
@@ -180,6 +184,7 @@ impl World {
             promoted: &mut self.promoted,
             rejoin: &mut self.rejoin,
             problems: &mut self.problems,
+            #[cfg(feature = "sim-bugs")]
             bug: self.config.bug,
         };
         f(&mut self.nodes[id], &mut ctx);
@@ -318,7 +323,7 @@ impl World {
 
     fn send_from_client(&mut self, client: usize, node: usize, payload: Payload) {
         let faults = self.faults_on.then_some(FAULTS);
-        self.net.send(&mut self.rng, self.now, faults, Addr::Client(client), Addr::Node(node), payload);
+        let _ = self.net.send(&mut self.rng, self.now, faults, Addr::Client(client), Addr::Node(node), payload);
     }
 
     fn new_transfers(&mut self) -> Vec<Transfer> {
@@ -435,6 +440,22 @@ impl World {
             self.with_node(id, |node, ctx| {
                 let _ = node.promote(false, ctx);
             });
+            return;
+        }
+        // Every running node serves (forced promotions into one epoch, which nothing
+        // fences; seed 28186): the operator restarts the one with the shortest log, which
+        // comes back as a standby to promote.
+        let shortest = (0..SIM_NODES)
+            .filter(|&id| self.nodes[id].up.as_ref().is_some_and(|up| up.primary_epoch().is_some()))
+            .min_by_key(|&id| self.nodes[id].up.as_ref().map_or(0, |up| up.last_sequence()));
+        if serving >= 2
+            && let Some(id) = shortest
+        {
+            if let Some(up) = self.nodes[id].up.as_mut() {
+                up.journal.flush();
+            }
+            self.nodes[id].crash(None);
+            self.restart(id);
         }
     }
 
