@@ -14,7 +14,7 @@ use tally_journal::sim::MemStorage;
 use tally_journal::{ChainHash, Journal, JournalConfig, RecoveryMode};
 use tally_replication::{
     Checkpoints, Decision, Election, FollowError, Follower, LogPosition, Message, Prepared, Primary, Record, Step,
-    on_prepare,
+    candidate_epoch, on_prepare,
 };
 
 #[cfg(feature = "sim-bugs")]
@@ -311,8 +311,11 @@ impl SimNode {
         if !matches!(up.role, Role::Standby(_)) {
             return Err("not a standby".into());
         }
-        self.epoch += 1;
-        let epoch = self.epoch;
+        // As `tally promote` does: the smallest epoch above every one this node knows that
+        // it owns (each epoch has one owner, its index modulo the set's size), persisted
+        // before anyone is asked, so two promotions never share an epoch.
+        let epoch = candidate_epoch(self.epoch, self.id, SIM_NODES).ok_or("no epoch is left")?;
+        self.epoch = epoch;
         let own = up.position();
         let (election, prepare) = Election::start(epoch, own, SIM_NODES, REPLICAS);
         up.role = Role::Candidate(CandidateRole {
