@@ -241,7 +241,13 @@ fn a_due_pending_transfer_is_expired_by_a_journaled_tick() {
     let pending = Transfer { timeout: 1, flags: tally_codecs::flags::transfer::PENDING, ..transfer(1, 1, 2, 5) };
     submitter.execute(Request::CreateTransfers(vec![pending])).unwrap();
     let stats = pipeline.stats();
-    assert!(stats.next_expiry().is_some(), "the business logic publishes the deadline");
+    // The statistics are published at the end of the business logic's batch, which may
+    // come just after the reply: wait for the deadline to show.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stats.next_expiry().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the business logic never publishes the deadline");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while stats.next_expiry().is_some() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
