@@ -121,6 +121,10 @@ impl Ledger {
         ledger.history_base = image.history_base;
         ledger.window_seconds_max = image.window_seconds_max;
         for account in accounts {
+            if account.id == 0 {
+                // The account index never holds id 0 (it marks an empty slot).
+                return Err(inconsistent("an account has id 0"));
+            }
             if ledger.account_index.contains_key(&account.id) {
                 return Err(inconsistent(format!("account {} appears twice", account.id)));
             }

@@ -106,6 +106,15 @@ proptest! {
     }
 }
 
+/// Found by `flipping_a_byte_of_an_image_never_panics` (a flipped bit turned account 4's
+/// id into 0): the account index asserted instead of the image being refused.
+#[test]
+fn image_with_an_account_of_id_zero_is_refused_without_a_panic() {
+    let mut image = busy_ledger().to_image();
+    image.accounts[..16].fill(0);
+    assert!(Ledger::from_image(&image).is_err());
+}
+
 #[test]
 fn image_whose_balances_do_not_add_up_is_refused() {
     let mut image = busy_ledger().to_image();
