@@ -402,6 +402,36 @@ pub struct HistoryStage {
     last_durable: Instant,
 }
 
+/// Where replay's `Deriving` writes the history: the history stage itself (replay at
+/// start-up) or a standby's history thread (`node/history_thread.rs`).
+pub trait HistorySink {
+    fn store(&self) -> &HistoryStore;
+    /// The last sequence whose records look-ups find.
+    fn visible(&self) -> u64;
+    /// Makes everything pushed findable by look-ups; returns once it is.
+    fn make_visible(&mut self);
+    fn push(&mut self, effects: Effects);
+}
+
+impl HistorySink for HistoryStage {
+    fn store(&self) -> &HistoryStore {
+        &self.store
+    }
+
+    fn visible(&self) -> u64 {
+        self.visible.load(Ordering::Acquire)
+    }
+
+    /// A commit without an fsync: findable at once, durable with the next durable one.
+    fn make_visible(&mut self) {
+        self.commit(false);
+    }
+
+    fn push(&mut self, effects: Effects) {
+        HistoryStage::push(self, effects);
+    }
+}
+
 impl HistoryStage {
     pub fn new(store: Arc<HistoryStore>, mark: Arc<AtomicU64>) -> HistoryStage {
         let visible = Arc::new(AtomicU64::new(mark.load(Ordering::Acquire)));
@@ -416,17 +446,6 @@ impl HistoryStage {
     /// Adds one input's effects (replay calls this directly).
     pub fn push(&mut self, effects: Effects) {
         self.batch.push(effects);
-    }
-
-    /// The last sequence look-ups find (see `visible`).
-    pub fn visible(&self) -> u64 {
-        self.visible.load(Ordering::Acquire)
-    }
-
-    /// Writes what was pushed, if anything, without an fsync: look-ups find it at once, and
-    /// it becomes durable with the next durable commit.
-    pub fn make_visible(&mut self) {
-        self.commit(false);
     }
 
     /// Writes what was pushed, if anything, durably (with whatever was committed without

@@ -404,17 +404,7 @@ fn a_standby_cut_off_while_the_primary_trims_past_it_installs_the_checkpoint_in_
 
     // Cut off, the standby falls behind the primary's oldest journal record.
     cluster.link(1, 0).cut();
-    let journal = cluster.data(0).join("journal");
-    while oldest_segment(&journal) <= held_at + 1 {
-        assert!(next_id < 1_000 + 400_000, "the primary never trimmed past {held_at}:\n{}", cluster.logs());
-        let transfers: Vec<Transfer> = (next_id..next_id + 8_000)
-            .map(|id| bulky(transfer(id, 1 + id % ACCOUNTS, 1 + (id + 1) % ACCOUNTS, 1)))
-            .collect();
-        let results = primary.create_transfers(&transfers).expect("answered");
-        assert!(results.iter().all(|result| result.status == ResultCode::Created as u32));
-        next_id += 8_000;
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    next_id = load_until_trimmed_past(&cluster, 0, &primary, next_id, held_at + 1);
     cluster.heal_all();
     cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
     let log = cluster.log(1);
@@ -463,18 +453,7 @@ fn a_returning_primary_that_holds_no_record_the_new_primary_shares_starts_from_t
         assert_eq!(send(&old_primary, witness(id)), ResultCode::Created);
     }
     // Until the old primary's oldest record is past the last one the logs share.
-    let journal = cluster.data(0).join("journal");
-    let mut next_id = 100_000u128;
-    while oldest_segment(&journal) <= shared_at + 1 {
-        assert!(next_id < 100_000 + 400_000, "node 0 never trimmed past {shared_at}:\n{}", cluster.logs());
-        let transfers: Vec<Transfer> = (next_id..next_id + 8_000)
-            .map(|id| bulky(transfer(id, 1 + id % ACCOUNTS, 1 + (id + 1) % ACCOUNTS, 1)))
-            .collect();
-        let results = old_primary.create_transfers(&transfers).expect("answered");
-        assert!(results.iter().all(|result| result.status == ResultCode::Created as u32));
-        next_id += 8_000;
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    load_until_trimmed_past(&cluster, 0, &old_primary, 100_000, shared_at + 1);
     drop(old_primary);
 
     cluster.heal_all();
@@ -583,20 +562,22 @@ fn load_until_the_oldest_segment_is_dropped(
     cluster: &TestCluster,
     index: usize,
     primary: &Client,
-    mut next_id: u128,
+    next_id: u128,
 ) -> u128 {
+    let oldest = oldest_segment(&cluster.data(index).join("journal"));
+    load_until_trimmed_past(cluster, index, primary, next_id, oldest)
+}
+
+/// Loads `node` as above until node `index`'s oldest journal segment starts after
+/// sequence `past`; returns the next unused id.
+fn load_until_trimmed_past(cluster: &TestCluster, index: usize, node: &Client, mut next_id: u128, past: u64) -> u128 {
     let (first_id, journal) = (next_id, cluster.data(index).join("journal"));
-    let oldest = oldest_segment(&journal);
-    while oldest_segment(&journal) <= oldest {
-        assert!(
-            next_id < first_id + 400_000,
-            "node {index} never dropped its oldest segment (first sequence {oldest}):\n{}",
-            cluster.logs()
-        );
+    while oldest_segment(&journal) <= past {
+        assert!(next_id < first_id + 400_000, "node {index} never trimmed past sequence {past}:\n{}", cluster.logs());
         let transfers: Vec<Transfer> = (next_id..next_id + 8_000)
             .map(|id| bulky(transfer(id, 1 + id % ACCOUNTS, 1 + (id + 1) % ACCOUNTS, 1)))
             .collect();
-        let results = primary.create_transfers(&transfers).expect("answered");
+        let results = node.create_transfers(&transfers).expect("answered");
         assert!(results.iter().all(|result| result.status == ResultCode::Created as u32));
         next_id += 8_000;
         if index != 0 {

@@ -284,12 +284,7 @@ fn catch_up_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result<
         "| durability | records | transfers | primary settled after | seconds | records/s | transfers/s | standby CPU | primary CPU |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---|---|");
-    let mut frames = Vec::new();
-    for (index, batch) in workload.batches.iter().enumerate() {
-        let mut frame = Vec::new();
-        wire::transfer_frame(index as u64 + 1, batch, &mut frame)?;
-        frames.push(frame);
-    }
+    let frames = transfer_frames(workload)?;
     let events: Vec<u64> = workload.batches.iter().map(|batch| batch.len() as u64).collect();
     let in_flight = args.in_flight.first().copied().unwrap_or(4) as usize;
     for &durability in &args.durability {
@@ -365,15 +360,8 @@ fn catch_up_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result<
 fn throughput_rows(args: &Args, tally_bin: &Path, workload: &Workload) -> Result<Vec<Row>, String> {
     let wants = |phase: Phase| args.phases.contains(&phase);
     let tls = if wants(Phase::ClientTls) { Some(args.tls()?) } else { None };
-    let mut frames = Vec::new();
     let events: Vec<u64> = workload.batches.iter().map(|batch| batch.len() as u64).collect();
-    if wants(Phase::Tcp) {
-        for (index, batch) in workload.batches.iter().enumerate() {
-            let mut frame = Vec::new();
-            wire::transfer_frame(index as u64 + 1, batch, &mut frame)?;
-            frames.push(frame);
-        }
-    }
+    let frames = if wants(Phase::Tcp) { transfer_frames(workload)? } else { Vec::new() };
     let runs = || {
         args.durability
             .iter()
@@ -411,6 +399,17 @@ fn throughput_rows(args: &Args, tally_bin: &Path, workload: &Workload) -> Result
         }
     }
     Ok(rows)
+}
+
+/// The workload's requests as raw frames, numbered from 1.
+fn transfer_frames(workload: &Workload) -> Result<Vec<Vec<u8>>, String> {
+    let mut frames = Vec::new();
+    for (index, batch) in workload.batches.iter().enumerate() {
+        let mut frame = Vec::new();
+        wire::transfer_frame(index as u64 + 1, batch, &mut frame)?;
+        frames.push(frame);
+    }
+    Ok(frames)
 }
 
 /// The throughput phases' transfers, uniform over the accounts, in requests of `--batch`.

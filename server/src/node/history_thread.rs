@@ -19,8 +19,7 @@ use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 use tally_engine::Effects;
 use tally_engine::pipeline::HistoryWriter;
 
-use super::replay::HistorySink;
-use crate::history::{HistoryStage, HistoryStore};
+use crate::history::{HistorySink, HistoryStage, HistoryStore};
 
 /// Batches handed over and not yet taken by the thread before the business logic waits.
 const QUEUED_BATCHES: usize = 64;
@@ -138,8 +137,7 @@ mod tests {
     use tally_engine::{Effects, HistoryLookup};
 
     use super::HistoryThread;
-    use crate::history::{HistoryStage, HistoryStore};
-    use crate::node::replay::HistorySink;
+    use crate::history::{HistorySink, HistoryStage, HistoryStore};
 
     fn failed_at(sequence: u64) -> Effects {
         Effects { sequence, failed: vec![(u128::from(sequence) * 10, 3)], ..Effects::default() }

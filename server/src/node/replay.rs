@@ -10,47 +10,17 @@
 
 use tally_codecs::wire::Reply;
 use tally_engine::pipeline::{Command, apply_collecting};
-use tally_engine::{Effects, Ledger, cold, cold_cutoff};
+use tally_engine::{Ledger, cold, cold_cutoff};
 use tally_journal::{FileStorage, Journal};
 
 use super::journal_codec;
 use super::outcome_log::OutcomeStream;
 use crate::error::NodeError;
 use crate::history::dump::Cut;
-use crate::history::{HistoryStage, HistoryStore};
+use crate::history::{HistorySink, HistoryStage, HistoryStore};
 
 /// Records replay writes to the history store in one transaction.
 pub const HISTORY_BATCH: usize = 4_096;
-
-/// Where [`Deriving`] writes the history: the history stage itself (replay at start-up)
-/// or a standby's history thread (`history_thread.rs`).
-pub trait HistorySink {
-    fn store(&self) -> &HistoryStore;
-    /// The last sequence whose records look-ups find.
-    fn visible(&self) -> u64;
-    /// Makes everything pushed findable by look-ups; returns once it is.
-    fn make_visible(&mut self);
-    fn push(&mut self, effects: Effects);
-}
-
-impl HistorySink for HistoryStage {
-    fn store(&self) -> &HistoryStore {
-        &self.store
-    }
-
-    fn visible(&self) -> u64 {
-        HistoryStage::visible(self)
-    }
-
-    /// A commit without an fsync: findable at once, durable with the next durable one.
-    fn make_visible(&mut self) {
-        HistoryStage::make_visible(self);
-    }
-
-    fn push(&mut self, effects: Effects) {
-        HistoryStage::push(self, effects);
-    }
-}
 
 /// Applies journal records to a ledger and writes what they derive: the outcome-stream
 /// entries the stream lacks and the history above `history_from`.
