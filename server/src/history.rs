@@ -14,6 +14,7 @@
 //! nothing would let a retried id apply twice.
 
 pub mod dump;
+mod lists;
 mod truncate;
 
 use std::path::{Path, PathBuf};
@@ -33,15 +34,12 @@ const TRANSFERS: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers"
 const FAILED: TableDefinition<u128, (u32, u64)> = TableDefinition::new("failed");
 /// pending id → (status, sequence).
 const RESOLUTIONS: TableDefinition<u128, (u8, u64)> = TableDefinition::new("resolutions");
-/// (bucket, account id, transfer number) → transfer id; the bucket is the number's
-/// [`bucket`], so that a batch's rows land in the newest bucket's key range only (see
-/// [`BUCKET_BITS`]).
-const ACCOUNT_TRANSFERS: TableDefinition<BucketKey, u128> = TableDefinition::new("account_transfers_by_bucket");
 /// (bucket, account id, row number) → debit side (1 byte) and the `AccountBalance`
 /// (128 bytes).
 const BALANCES: TableDefinition<BucketKey, &[u8]> = TableDefinition::new("balances_by_bucket");
 /// The tables of the first layout, keyed (account id, number): rows found there on open
-/// are moved to the bucketed tables once, and the tables deleted.
+/// are moved to the bucketed tables once, and the tables deleted. (Account lists:
+/// `lists::ACCOUNT_LISTS`, packed.)
 const ACCOUNT_TRANSFERS_UNBUCKETED: TableDefinition<(u128, u64), u128> = TableDefinition::new("account_transfers");
 const BALANCES_UNBUCKETED: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("balances");
 
@@ -72,8 +70,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const FILE_NAME: &str = "history.redb";
 const MARK: &str = "mark";
 
-/// One entry of an account's transfer list, as a range yields it.
-type ListEntry<'a> = Result<(redb::AccessGuard<'a, BucketKey>, redb::AccessGuard<'a, u128>), redb::StorageError>;
+/// One packed entry of an account's transfer list, as a range yields it.
+type ListEntry<'a> =
+    Result<(redb::AccessGuard<'a, BucketKey>, redb::AccessGuard<'a, &'static [u8]>), redb::StorageError>;
 /// One balance row, as a range yields it.
 type RowEntry<'a> =
     Result<(redb::AccessGuard<'a, BucketKey>, redb::AccessGuard<'a, &'static [u8]>), redb::StorageError>;
@@ -122,7 +121,7 @@ impl HistoryStore {
             txn.open_table(TRANSFERS).map_err(|error| store_error(&path, error))?;
             txn.open_table(FAILED).map_err(|error| store_error(&path, error))?;
             txn.open_table(RESOLUTIONS).map_err(|error| store_error(&path, error))?;
-            move_unbucketed_rows(&txn).map_err(|error| store_error(&path, error))?;
+            move_old_layouts(&txn).map_err(|error| store_error(&path, error))?;
             let meta = txn.open_table(META).map_err(|error| store_error(&path, error))?;
             meta.get(MARK).map_err(|error| store_error(&path, error))?.map_or(0, |mark| mark.value())
         };
@@ -191,7 +190,8 @@ impl HistoryStore {
             let mut transfers = txn.open_table(TRANSFERS)?;
             let mut failed = txn.open_table(FAILED)?;
             let mut resolutions = txn.open_table(RESOLUTIONS)?;
-            let mut account_transfers = txn.open_table(ACCOUNT_TRANSFERS)?;
+            let mut lists = txn.open_table(lists::ACCOUNT_LISTS)?;
+            let mut sides = Vec::new();
             let mut balances = txn.open_table(BALANCES)?;
             let mut meta = txn.open_table(META)?;
             let mut value = [0u8; 144];
@@ -203,8 +203,8 @@ impl HistoryStore {
                     value[136..].copy_from_slice(&stored.sequence.to_le_bytes());
                     transfers.insert(stored.transfer.id, value.as_slice())?;
                     let transfer = &stored.transfer;
-                    account_transfers.insert(bucket_key(transfer.debit_account_id, stored.number), transfer.id)?;
-                    account_transfers.insert(bucket_key(transfer.credit_account_id, stored.number), transfer.id)?;
+                    sides.push(lists::Side::new(transfer.debit_account_id, stored.number, transfer.id));
+                    sides.push(lists::Side::new(transfer.credit_account_id, stored.number, transfer.id));
                 }
                 for (id, code) in &effects.failed {
                     failed.insert(*id, (*code, effects.sequence))?;
@@ -218,6 +218,7 @@ impl HistoryStore {
                     balances.insert(bucket_key(*account, stored.number), row.as_slice())?;
                 }
             }
+            lists::insert_sides(&mut lists, &mut sides)?;
             let previous = meta.get(MARK)?.map_or(0, |mark| mark.value());
             meta.insert(MARK, mark.max(previous))?;
         }
@@ -246,22 +247,18 @@ fn largest_ids(db: &redb::Database) -> Result<[u128; 3], redb::Error> {
     Ok([transfers, failed, resolutions])
 }
 
-/// Moves the rows of the first layout's account lists and balance rows into the bucketed
-/// tables (a no-op, creating and deleting two empty tables, on a store made with buckets).
-fn move_unbucketed_rows(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
-    let mut lists = txn.open_table(ACCOUNT_TRANSFERS)?;
-    for entry in txn.open_table(ACCOUNT_TRANSFERS_UNBUCKETED)?.iter()? {
-        let (key, id) = entry?;
-        let (account, number) = key.value();
-        lists.insert(bucket_key(account, number), id.value())?;
-    }
+/// Moves the rows of the earlier layouts into this one: the first layout's balance rows
+/// into buckets, and both earlier layouts' account lists into packed entries
+/// (`lists::move_old_layouts`). A no-op, creating and deleting empty tables, on a store
+/// of this layout.
+fn move_old_layouts(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    lists::move_old_layouts(txn, ACCOUNT_TRANSFERS_UNBUCKETED)?;
     let mut balances = txn.open_table(BALANCES)?;
     for entry in txn.open_table(BALANCES_UNBUCKETED)?.iter()? {
         let (key, row) = entry?;
         let (account, number) = key.value();
         balances.insert(bucket_key(account, number), row.value())?;
     }
-    txn.delete_table(ACCOUNT_TRANSFERS_UNBUCKETED)?;
     txn.delete_table(BALANCES_UNBUCKETED)?;
     Ok(())
 }
@@ -319,17 +316,17 @@ impl HistoryLookup for HistoryStore {
 
     fn account_transfers(&self, filter: &AccountFilter) -> Vec<StoredTransfer> {
         let txn = self.read();
-        let list = txn.open_table(ACCOUNT_TRANSFERS).unwrap_or_else(|error| self.fatal(error));
+        let list = txn.open_table(lists::ACCOUNT_LISTS).unwrap_or_else(|error| self.fatal(error));
         let transfers = txn.open_table(TRANSFERS).unwrap_or_else(|error| self.fatal(error));
         let account = filter.account_id;
+        let reversed = filter.flags & filter_flags::REVERSED != 0;
         let buckets = buckets(&list).unwrap_or_else(|error| self.fatal(error));
         let range = |bucket: u64| {
             list.range((bucket, account, 0)..=(bucket, account, u64::MAX)).unwrap_or_else(|error| self.fatal(error))
         };
         let mut out = Vec::new();
-        let mut take = |entry: ListEntry<'_>| {
-            let (_, id) = entry.unwrap_or_else(|error| self.fatal(error));
-            let Some(found) = transfers.get(id.value()).unwrap_or_else(|error| self.fatal(error)) else {
+        let mut take = |id: u128| {
+            let Some(found) = transfers.get(id).unwrap_or_else(|error| self.fatal(error)) else {
                 self.fatal("an account's transfer list names a missing transfer")
             };
             let stored = self.decode_transfer(found.value());
@@ -338,11 +335,19 @@ impl HistoryLookup for HistoryStore {
             }
             out.len() >= filter.limit as usize
         };
-        // `take` answers whether the limit is reached: `any` stops there.
-        let _limit_reached = if filter.flags & filter_flags::REVERSED != 0 {
-            buckets.rev().any(|bucket| range(bucket).rev().any(&mut take))
+        // Each closure answers whether the limit is reached: `any` stops there.
+        let mut take_entry = |entry: ListEntry<'_>| {
+            let (_, value) = entry.unwrap_or_else(|error| self.fatal(error));
+            let value = value.value();
+            let Some(mut items) = lists::items(value) else {
+                self.fatal(format!("an account-list entry of {} bytes", value.len()))
+            };
+            if reversed { items.rev().any(|(_, id)| take(id)) } else { items.any(|(_, id)| take(id)) }
+        };
+        let _limit_reached = if reversed {
+            buckets.rev().any(|bucket| range(bucket).rev().any(&mut take_entry))
         } else {
-            buckets.into_iter().any(|bucket| range(bucket).any(&mut take))
+            buckets.into_iter().any(|bucket| range(bucket).any(&mut take_entry))
         };
         out
     }
@@ -674,6 +679,52 @@ mod bucket_tests {
         check(&store);
     }
 
+    /// Many of an account's transfers in one write are packed into one entry per bucket;
+    /// queries and their limits read inside entries, forwards and reversed.
+    #[test]
+    fn queries_read_inside_packed_entries_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, _) = HistoryStore::open(dir.path()).expect("open");
+        let all: Vec<Effects> =
+            numbers().into_iter().enumerate().map(|(sequence, number)| effects(sequence as u64 + 1, number)).collect();
+        let (first, second) = all.split_at(5);
+        store.write(first, 5, false);
+        store.write(second, all.len() as u64, true);
+        check(&store);
+    }
+
+    /// A store of the second layout, one list entry per side, is packed when it is opened.
+    #[test]
+    fn a_store_of_one_entry_per_side_is_packed_on_open() {
+        const ONE_PER_SIDE: TableDefinition<(u64, u128, u64), u128> =
+            TableDefinition::new("account_transfers_by_bucket");
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let (store, _) = HistoryStore::open(dir.path()).expect("open");
+            for (sequence, number) in numbers().into_iter().enumerate() {
+                let sequence = sequence as u64 + 1;
+                store.write(&[effects(sequence, number)], sequence, true);
+            }
+            // Back to the second layout: the packed entries become one entry per side.
+            let txn = store.db.begin_write().expect("write");
+            {
+                let mut old = txn.open_table(ONE_PER_SIDE).expect("old table");
+                let packed = txn.open_table(super::lists::ACCOUNT_LISTS).expect("lists");
+                for entry in redb::ReadableTable::iter(&packed).expect("iter") {
+                    let (key, value) = entry.expect("entry");
+                    let (bucket, account, _) = key.value();
+                    for (number, id) in super::lists::items(value.value()).expect("items") {
+                        old.insert((bucket, account, number), id).expect("insert");
+                    }
+                }
+            }
+            txn.delete_table(super::lists::ACCOUNT_LISTS).expect("delete");
+            txn.commit().expect("commit");
+        }
+        let (store, _) = HistoryStore::open(dir.path()).expect("reopen");
+        check(&store);
+    }
+
     /// A store written with the first layout, keyed (account, number), is moved into buckets
     /// when it is opened, and answers the same.
     #[test]
@@ -705,8 +756,16 @@ mod bucket_tests {
         drop(store);
         let db = redb::Database::open(dir.path().join(FILE_NAME)).expect("open raw");
         let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
-        let lists = txn.open_table(super::ACCOUNT_TRANSFERS).expect("bucketed lists");
-        assert_eq!(redb::ReadableTableMetadata::len(&lists).expect("len"), numbers().len() as u64);
+        let lists = txn.open_table(super::lists::ACCOUNT_LISTS).expect("packed lists");
+        let mut listed = Vec::new();
+        for entry in redb::ReadableTable::iter(&lists).expect("iter") {
+            let (key, value) = entry.expect("entry");
+            let items = super::lists::items(value.value()).expect("whole items");
+            listed.extend(items.map(|(number, id)| (key.value().1, number, id)));
+        }
+        let expected: Vec<(u128, u64, u128)> =
+            numbers().into_iter().map(|number| (ACCOUNT, number, u128::from(number) + 1)).collect();
+        assert_eq!(listed, expected, "every entry moved, in number order, packed per bucket");
         assert!(txn.open_table(LISTS).is_err(), "the old table is deleted");
     }
 }

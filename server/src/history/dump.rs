@@ -29,7 +29,8 @@ use redb::{ReadableDatabase, ReadableTable};
 use tally_codecs::Transfer;
 use tally_engine::PendingStatus;
 
-use super::{ACCOUNT_TRANSFERS, BALANCES, FAILED, HistoryStore, MARK, META, RESOLUTIONS, TRANSFERS, bucket_key};
+use super::lists::{ACCOUNT_LISTS, Packer, Side, items};
+use super::{BALANCES, FAILED, HistoryStore, MARK, META, RESOLUTIONS, TRANSFERS, bucket_key};
 
 /// The name of the dump among a checkpoint's files.
 pub const FILE_NAME: &str = "history.dump";
@@ -183,11 +184,12 @@ impl HistoryStore {
         }
         out.end(section)?;
         let mut section = out.start()?;
-        for entry in txn.open_table(ACCOUNT_TRANSFERS).map_err(store)?.iter().map_err(store)? {
-            let (key, id) = entry.map_err(store)?;
-            let (_, account, number) = key.value();
-            if number < cut.transfers_below {
-                out.row(&mut section, &[&account.to_le_bytes(), &number.to_le_bytes(), &id.value().to_le_bytes()])?;
+        for entry in txn.open_table(ACCOUNT_LISTS).map_err(store)?.iter().map_err(store)? {
+            let (key, value) = entry.map_err(store)?;
+            let (_, account, _) = key.value();
+            let entry_items = items(value.value()).ok_or_else(|| store("an account-list entry is not whole items"))?;
+            for (number, id) in entry_items.filter(|(number, _)| *number < cut.transfers_below) {
+                out.row(&mut section, &[&account.to_le_bytes(), &number.to_le_bytes(), &id.to_le_bytes()])?;
             }
         }
         out.end(section)?;
@@ -294,7 +296,7 @@ fn write_store<R: Read>(reader: &mut Reader<R>, cut: Cut, path: &Path) -> Result
     txn.open_table(TRANSFERS).map_err(store)?;
     txn.open_table(FAILED).map_err(store)?;
     txn.open_table(RESOLUTIONS).map_err(store)?;
-    txn.open_table(ACCOUNT_TRANSFERS).map_err(store)?;
+    txn.open_table(ACCOUNT_LISTS).map_err(store)?;
     txn.open_table(BALANCES).map_err(store)?;
     txn.open_table(META).map_err(store)?.insert(MARK, cut.sequence).map_err(store)?;
     txn.commit().map_err(store)?;
@@ -367,16 +369,32 @@ fn write_rows<R: Read>(db: &redb::Database, reader: &mut Reader<R>, cut: Cut) ->
         Ok(())
     })?;
     let count = reader.count(LIST_ROW, "account-list entries")?;
+    // Packed as they come; they must come in key order, each after the one before, so
+    // that no two packed entries share a key (one would silently replace the other).
+    let mut previous: Option<Side> = None;
     rows += in_transactions(db, count, |txn, batch| {
-        let mut lists = txn.open_table(ACCOUNT_TRANSFERS).map_err(store)?;
+        let mut lists = txn.open_table(ACCOUNT_LISTS).map_err(store)?;
+        let mut packer = Packer::new();
         for _ in 0..batch {
-            let (account, number, id) = (reader.u128()?, reader.u64()?, reader.u128()?);
-            if number >= cut.transfers_below {
-                return Err(malformed(format!("account {account}'s entry number {number} is not covered")));
+            let side = Side::new(reader.u128()?, reader.u64()?, reader.u128()?);
+            if side.number >= cut.transfers_below {
+                return Err(malformed(format!(
+                    "account {}'s entry number {} is not covered",
+                    side.account, side.number
+                )));
             }
-            lists.insert(bucket_key(account, number), id).map_err(store)?;
+            if previous.is_some_and(|previous| {
+                (previous.bucket, previous.account, previous.number) >= (side.bucket, side.account, side.number)
+            }) {
+                return Err(malformed(format!(
+                    "account {}'s entry number {} is out of order",
+                    side.account, side.number
+                )));
+            }
+            previous = Some(side);
+            packer.push(&mut lists, side).map_err(store)?;
         }
-        Ok(())
+        packer.finish(&mut lists).map_err(store)
     })?;
     let count = reader.count(BALANCE_ROW, "balance rows")?;
     rows += in_transactions(db, count, |txn, batch| {
@@ -491,6 +509,12 @@ mod tests {
         let sequence_at = HEADER_BYTES + 8 + 16 + 136;
         uncovered[sequence_at..sequence_at + 8].copy_from_slice(&9u64.to_le_bytes());
         refused(&uncovered, CUT);
+        // Two account-list rows swapped: packed out of order they could share a key.
+        let mut swapped = good.clone();
+        let lists_at = HEADER_BYTES + (8 + 6 * TRANSFER_ROW) + (8 + 6 * FAILED_ROW) + (8 + 6 * RESOLUTION_ROW) + 8;
+        let (first, second) = swapped[lists_at..lists_at + 2 * LIST_ROW].split_at_mut(LIST_ROW);
+        first.swap_with_slice(second);
+        refused(&swapped, CUT);
         // A count far beyond the bytes that follow is refused before any row is read.
         let mut huge = good.clone();
         huge[HEADER_BYTES..HEADER_BYTES + 8].copy_from_slice(&u64::MAX.to_le_bytes());

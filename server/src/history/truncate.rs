@@ -22,7 +22,7 @@
 //! when the store is found ahead of the journal.
 
 use super::dump::Cut;
-use super::{ACCOUNT_TRANSFERS, BALANCES, FAILED, HistoryError, HistoryStore, MARK, META, RESOLUTIONS, TRANSFERS};
+use super::{BALANCES, FAILED, HistoryError, HistoryStore, MARK, META, RESOLUTIONS, TRANSFERS};
 
 impl HistoryStore {
     /// Removes every row written by a record after `cut.sequence` and sets the mark to
@@ -35,6 +35,7 @@ impl HistoryStore {
 
     fn try_remove_above(&self, cut: Cut) -> Result<u64, redb::Error> {
         let mut removed = 0u64;
+        let list_items;
         let txn = self.db.begin_write()?;
         {
             let mut keep = |covered: bool| {
@@ -49,12 +50,13 @@ impl HistoryStore {
             })?;
             txn.open_table(FAILED)?.retain(|_, (_, sequence)| keep(sequence <= cut.sequence))?;
             txn.open_table(RESOLUTIONS)?.retain(|_, (_, sequence)| keep(sequence <= cut.sequence))?;
-            txn.open_table(ACCOUNT_TRANSFERS)?.retain(|(_, _, number), _| keep(number < cut.transfers_below))?;
+            list_items =
+                super::lists::remove_from(&mut txn.open_table(super::lists::ACCOUNT_LISTS)?, cut.transfers_below)?;
             txn.open_table(BALANCES)?.retain(|(_, _, number), _| keep(number < cut.balances_below))?;
             txn.open_table(META)?.insert(MARK, cut.sequence)?;
         }
         txn.commit()?;
-        Ok(removed)
+        Ok(removed + list_items)
     }
 }
 
