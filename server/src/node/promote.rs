@@ -227,7 +227,8 @@ impl Promoter {
         let Running::Primary(node) = std::mem::replace(&mut *running, Running::Neither) else { return };
         let ledger = node.shutdown();
         eprintln!(
-            "tally: REJOIN: pipeline stopped at state hash {:#034x}; comparing this journal with {primary}'s,              truncating what diverges, rebuilding from the snapshot and the journal",
+            "tally: REJOIN: pipeline stopped at state hash {:#034x}; comparing this journal with {primary}'s, \
+             truncating what diverges, rebuilding from the snapshot and the journal",
             ledger.state_hash()
         );
         drop(ledger);
