@@ -80,7 +80,7 @@ pub struct StandbyArgs {
     /// Ask for promotion (under the same rule as `tally promote`) when no primary was heard
     /// from for MS plus a random part of MS. Off by default: a person usually decides.
     /// Keep it well above the tick interval (1 s by default): an idle primary sends a
-    /// record per tick.
+    /// record per tick. Needs --cluster (the node's position decides its epochs).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     auto_promote_after_ms: Option<u64>,
     /// Peers besides the primaries to fetch damaged journal records from at start-up (a
