@@ -511,14 +511,20 @@ fn a_returning_primary_whose_log_parts_above_the_new_primarys_oldest_record_trun
     load_until_the_oldest_segment_is_dropped(&cluster, 1, &old_primary, 100_000);
     cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
 
-    // Cut off, the old primary acknowledges alone (forfeited by the forced promotion): a
-    // suffix long enough that the search's doubling steps below the new primary's oldest
-    // record.
+    // Cut off, the old primary acknowledges alone (forfeited by the forced promotion) a
+    // suffix long enough that the search steps below the new primary's oldest record. It
+    // probes 1, 2, 4, … records back from its end: after a suffix of 2^j + 1 records the
+    // first probe at or below the last shared record lands 2^j − 1 under it. 2^j is more
+    // than twice what the new primary still holds, with room for the ticks journaled
+    // meanwhile (they lengthen the suffix and move that probe up).
     for link in cluster.links_of(0) {
         link.cut();
     }
+    let shared_end = cluster.status(1).expect("the standby answers").last_sequence;
+    let held = shared_end + 1 - oldest_segment(&cluster.data(1).join("journal"));
+    let suffix = u128::from((2 * held + 16).next_power_of_two()) + 1;
     force_promote(&cluster, 1);
-    let forfeited: Vec<u128> = (1_001..=1_040).collect();
+    let forfeited: Vec<u128> = (1_001..1_001 + suffix).collect();
     for &id in &forfeited {
         assert_eq!(send(&old_primary, witness(id)), ResultCode::Created);
     }
