@@ -214,3 +214,57 @@ fn an_idle_primary_keeps_auto_promoting_standbys_following() {
         .expect("the primary still acknowledges with its standby");
     drop(primary);
 }
+
+/// The gap this guards (invariant 6): each epoch belongs to one position in `--cluster`.
+/// A standby started without `--cluster` used to count itself first, so two such standbys
+/// owned the same epochs and, promoted by force on both sides of a partition, could both
+/// serve as primary of one epoch. Such a standby now follows but is never promoted: `tally
+/// promote`, even forced, is refused before anything is stopped (it keeps following), and
+/// `--auto-promote-after-ms` without `--cluster` is a usage error at start.
+#[test]
+fn a_standby_started_without_cluster_is_never_promoted_and_says_why() {
+    let dir = TempDir::new("no-cluster");
+    let cluster = Cluster::new(dir.path(), 2);
+    let _primary = cluster.start(dir.path(), 0, "serve", "local");
+    let primary_address = cluster.addresses[0].to_string();
+    let mut args = vec!["--cluster-secret-file", &cluster.secret, "--durability", "local"];
+    args.extend(["--snapshot-interval-s", "0", "--primary", &primary_address]);
+    let standby = ServerProcess::start_as("standby", &dir.path().join("node1"), cluster.addresses[1], &args);
+    let writer = client(&[cluster.addresses[0]], Duration::from_secs(10));
+    writer.create_accounts(&[account(1), account(2)]).expect("created");
+
+    let (promoted, text) = promote(cluster.addresses[1], &["--force"]);
+    assert!(!promoted, "a standby without --cluster is not promoted, even forced: {text}");
+    assert!(standby.log().contains("started without --cluster"), "it says why:\n{}", standby.log());
+    assert_eq!(status(cluster.addresses[1]).role_name(), "standby");
+    assert_eq!(status(cluster.addresses[0]).role_name(), "primary", "the primary was not fenced");
+    writer.create_transfers(&[transfer(9, 1, 2, 4)]).expect("the primary still acknowledges");
+    let statuses = wait_converged(&[cluster.addresses[0], cluster.addresses[1]]);
+    assert_eq!(statuses[0].state_hash, statuses[1].state_hash, "the standby still follows: {statuses:?}");
+
+    // Automatic promotion without --cluster is refused at start.
+    let auto = free_address().to_string();
+    let data = dir.path().join("node2");
+    let mut starting = Command::new(TALLY)
+        .args(["standby", "--data", data.to_str().expect("a UTF-8 path"), "--listen", &auto])
+        .args(&args)
+        .args(["--auto-promote-after-ms", "500"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tally standby runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = starting.try_wait().expect("the child can be waited for") {
+            break exit;
+        }
+        if Instant::now() >= deadline {
+            let _ = starting.kill();
+            panic!("tally standby --auto-promote-after-ms without --cluster started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut starting.stderr.take().expect("stderr is piped"), &mut said).expect("read");
+    assert_eq!(exit.code(), Some(2), "a usage error: {said}");
+    assert!(said.contains("--auto-promote-after-ms needs --cluster"), "{said}");
+}

@@ -483,6 +483,92 @@ fn a_returning_primary_that_holds_no_record_the_new_primary_shares_starts_from_t
     assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (total, total));
 }
 
+/// The gap this guards: a returning old primary whose log parts from the new primary's
+/// above the new primary's oldest journal record, while its own journal reaches further
+/// back. Its search for the last shared record steps below the new primary's oldest
+/// record (it doubles its distance from the end), where the new primary can only say
+/// "no longer held". Taken for divergence (the answer of earlier releases), the search
+/// ends at "nothing shared" and the node throws its journal away for a checkpoint; it must
+/// instead truncate after the last shared record and stream the rest from the new
+/// primary's journal. The other rejoin tests have a new primary that trimmed nothing
+/// (`failover.rs::a_diverged_old_primary_truncates_its_unacknowledged_suffix_and_converges`,
+/// `replication_rejoin.rs`) or nothing to follow from (the checkpoint test above).
+#[test]
+fn a_returning_primary_whose_log_parts_above_the_new_primarys_oldest_record_truncates_and_streams() {
+    let mut cluster = TestCluster::new("rejoin-past-trimmed", 2, "local");
+    // Node 0 keeps every record (one large segment); node 1 trims after each snapshot.
+    cluster.start_primary(0, &["--hot-window", HOT_WINDOW]);
+    let trimming = ["--snapshot-interval-s", "1", "--journal-segment-mib", "4", "--hot-window", HOT_WINDOW];
+    cluster.start_standby(1, &[0], &trimming);
+    let old_primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&old_primary, (1..=ACCOUNTS).chain([WITNESS_DEBIT, WITNESS_CREDIT]));
+    let mut acknowledged: Vec<u128> = (1..=5).collect();
+    for &id in &acknowledged {
+        assert_eq!(send(&old_primary, witness(id)), ResultCode::Created);
+    }
+    // Until the standby has deleted its oldest segment: the few records it still holds
+    // end where the logs will part.
+    load_until_the_oldest_segment_is_dropped(&cluster, 1, &old_primary, 100_000);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+
+    // Cut off, the old primary acknowledges alone (forfeited by the forced promotion) a
+    // suffix long enough that the search steps below the new primary's oldest record. It
+    // probes 1, 2, 4, … records back from its end: after a suffix of 2^j + 1 records the
+    // first probe at or below the last shared record lands 2^j − 1 under it. 2^j is more
+    // than twice what the new primary still holds, with room for the ticks journaled
+    // meanwhile (they lengthen the suffix and move that probe up).
+    for link in cluster.links_of(0) {
+        link.cut();
+    }
+    let shared_end = cluster.status(1).expect("the standby answers").last_sequence;
+    let held = shared_end + 1 - oldest_segment(&cluster.data(1).join("journal"));
+    let suffix = u128::from((2 * held + 16).next_power_of_two()) + 1;
+    force_promote(&cluster, 1);
+    let forfeited: Vec<u128> = (1_001..1_001 + suffix).collect();
+    for &id in &forfeited {
+        assert_eq!(send(&old_primary, witness(id)), ResultCode::Created);
+    }
+    drop(old_primary);
+    let new_primary = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    for id in 11..=15 {
+        assert_eq!(send(&new_primary, witness(id)), ResultCode::Created);
+        acknowledged.push(id);
+    }
+    let (kept_by_old, kept_by_new) =
+        (oldest_segment(&cluster.data(0).join("journal")), oldest_segment(&cluster.data(1).join("journal")));
+    assert!(
+        kept_by_new > kept_by_old,
+        "the new primary trimmed records the old one holds: {kept_by_new} vs {kept_by_old}"
+    );
+
+    cluster.heal_all();
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    while !cluster.log(0).contains("REJOIN: rebuilt") {
+        assert!(Instant::now() < deadline, "the old primary never rejoined:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = cluster.log(0);
+    assert!(log.contains("truncating the"), "{log}");
+    for checkpoint in ["clearing the journal", "received its checkpoint", "installed the checkpoint"] {
+        assert!(!log.contains(checkpoint), "streamed, not from a checkpoint (`{checkpoint}`): {log}");
+    }
+    for id in 21..=25 {
+        assert_eq!(send(&new_primary, witness(id)), ResultCode::Created);
+        acknowledged.push(id);
+    }
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    assert_eq!(cluster.status(0).expect("node 0 answers").role, "standby");
+
+    // Every acknowledged transfer once, none of the forfeited ones; the witness balances
+    // say each moved money once.
+    let found = new_primary.lookup_transfers(&acknowledged).expect("lookup answered");
+    assert_eq!(found.iter().map(|found| found.id).collect::<Vec<_>>(), acknowledged);
+    assert!(new_primary.lookup_transfers(&forfeited).expect("lookup answered").is_empty());
+    let accounts = new_primary.lookup_accounts(&[WITNESS_DEBIT, WITNESS_CREDIT]).expect("accounts answered");
+    let total: u128 = acknowledged.iter().sum();
+    assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (total, total));
+}
+
 /// The gap this guards (invariant 6: at most one primary acknowledges in an epoch): two
 /// promotions forced in the same epoch on both sides of a partition took epoch + 1 both;
 /// each acknowledged as primary of that epoch, and once healed neither fenced the other

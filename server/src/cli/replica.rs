@@ -15,7 +15,7 @@ use super::{CliError, NodeArgs, node_config};
 use crate::gateway::{self, Frontend};
 use crate::metrics::{MetricsParts, MetricsSource};
 use crate::node::peers::PeerService;
-use crate::node::promote::{Promoter, Running};
+use crate::node::promote::{NOT_PROMOTABLE, Promoter, Running};
 use crate::node::role::Role;
 use crate::node::standby::{Standby, StandbyConfig};
 use crate::node::{Node, NodeConfig, ReplicationConfig};
@@ -80,7 +80,7 @@ pub struct StandbyArgs {
     /// Ask for promotion (under the same rule as `tally promote`) when no primary was heard
     /// from for MS plus a random part of MS. Off by default: a person usually decides.
     /// Keep it well above the tick interval (1 s by default): an idle primary sends a
-    /// record per tick.
+    /// record per tick. Needs --cluster (the node's position decides its epochs).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     auto_promote_after_ms: Option<u64>,
     /// Peers besides the primaries to fetch damaged journal records from at start-up (a
@@ -98,17 +98,17 @@ pub struct StandbyArgs {
 }
 
 pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
+    // Without --cluster this standby follows but owns no epochs: never promoted.
+    if args.cluster.cluster.is_empty() && args.auto_promote_after_ms.is_some() {
+        return Err(CliError::Usage(format!("--auto-promote-after-ms needs --cluster: {NOT_PROMOTABLE}")));
+    }
     let (gateway_config, tls) = args.gateway.gateway(args.listen)?;
     let listener = TcpListener::bind(args.listen)
         .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
     let Some(replication) = args.cluster.replication(args.listen, args.node.durability)? else {
         return Err(CliError::Usage("a standby needs --cluster-secret-file".into()));
     };
-    let mut cluster = args.cluster.cluster.clone();
-    if cluster.is_empty() {
-        // Without --cluster the replica set is this standby and the primaries it knows.
-        cluster = std::iter::once(args.listen).chain(args.primary.iter().copied()).collect();
-    }
+    let cluster = args.cluster.cluster.clone();
     let node_config = NodeConfig { replication: Some(replication.clone()), ..node_config(&args.node) };
     std::fs::create_dir_all(&node_config.data_dir)
         .map_err(|error| CliError::Usage(format!("cannot create {}: {error}", node_config.data_dir.display())))?;

@@ -27,6 +27,12 @@ use super::standby::{Standby, StandbyConfig};
 use super::{Node, NodeConfig, StatusSource};
 use crate::metrics::MetricsParts;
 
+/// Why a node started without `--cluster` is not promoted (`tally promote`), and why
+/// `tally standby` refuses `--auto-promote-after-ms` without it.
+pub const NOT_PROMOTABLE: &str = "this node was started without --cluster, so it owns no epochs and is never promoted: \
+     a promotion takes an epoch owned by the node's position in --cluster (the same list, in the same order, on \
+     every node); restart it with --cluster ADDR,ADDR,… to make it promotable";
+
 /// The promotion timeout when `tally promote` names none.
 pub const PROMOTE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 
@@ -46,7 +52,9 @@ pub struct Promoter {
     pub node_config: NodeConfig,
     pub standby_config: StandbyConfig,
     pub key: ClusterKey,
-    /// Every node of the replica set, this one included.
+    /// Every node of the replica set, this one included, as `--cluster` lists them (the
+    /// same order on every node); empty when the node was started without it, and then
+    /// it is never promoted ([`Promoter::own_position`]).
     pub cluster: Vec<SocketAddr>,
     pub role: Arc<Role>,
     /// The gateway's views, switched to the new primary's once it runs.
@@ -83,7 +91,17 @@ impl Promoter {
         self.promised_at.lock().unwrap_or_else(PoisonError::into_inner).map(|at| at.elapsed())
     }
 
+    /// This node's position in `--cluster`, which decides the epochs it may take. A node
+    /// started without `--cluster` has none: numbering itself first, as it once did, two
+    /// such standbys owned the same epochs and could both serve as primary of one epoch
+    /// (invariant 6), so it is refused before anything is stopped.
+    pub fn own_position(&self) -> Result<usize, String> {
+        let me = self.standby_config.node;
+        self.cluster.iter().position(|&node| node == me).ok_or_else(|| NOT_PROMOTABLE.to_owned())
+    }
+
     pub fn promote(&self, force: bool, timeout_ms: u32) -> Result<NodeStatus, String> {
+        self.own_position()?;
         let timeout = if timeout_ms == 0 { PROMOTE_TIMEOUT_DEFAULT } else { Duration::from_millis(timeout_ms.into()) };
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let standby = match std::mem::replace(&mut *running, Running::Neither) {
@@ -227,7 +245,8 @@ impl Promoter {
         let Running::Primary(node) = std::mem::replace(&mut *running, Running::Neither) else { return };
         let ledger = node.shutdown();
         eprintln!(
-            "tally: REJOIN: pipeline stopped at state hash {:#034x}; comparing this journal with {primary}'s,              truncating what diverges, rebuilding from the snapshot and the journal",
+            "tally: REJOIN: pipeline stopped at state hash {:#034x}; comparing this journal with {primary}'s, \
+             truncating what diverges, rebuilding from the snapshot and the journal",
             ledger.state_hash()
         );
         drop(ledger);
@@ -320,8 +339,7 @@ impl Promoter {
         // An epoch no other node can take (each epoch has one owner: its position in
         // `--cluster`), above every epoch this node has promised or heard of, persisted
         // before anyone is asked: two promotions, even forced apart, never share an epoch.
-        let me = self.standby_config.node;
-        let index = self.cluster.iter().position(|&node| node == me).unwrap_or(0);
+        let index = self.own_position()?;
         let known = self.role.epoch().max(self.role.highest_heard());
         let epoch = candidate_epoch(known, index, self.cluster.len())
             .ok_or_else(|| format!("no epoch is left above {known}"))?;

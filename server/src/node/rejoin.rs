@@ -206,3 +206,110 @@ pub fn newer_epoch(
 
 /// How long asking one peer its epoch may take.
 const EPOCH_QUESTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, TcpListener};
+    use std::sync::mpsc;
+
+    use tally_replication::ClusterKey;
+    use tally_replication::message::VERSION_ORIGINAL;
+
+    use super::*;
+    use crate::node::peer_io::PeerStream;
+
+    /// Records in the returning node's journal, and how many of them the primary shares.
+    const RECORDS: u64 = 40;
+    const SHARED: u64 = 23;
+    /// The smallest segment that fits the largest payload.
+    const SEGMENT_BYTES: usize = 4 << 20;
+
+    fn key() -> ClusterKey {
+        ClusterKey::new("rejoin-test", b"a secret of the rejoin unit test").expect("a valid key")
+    }
+
+    /// A journal of [`RECORDS`] records in `dirs`; the position of each (index 0: the
+    /// empty log's).
+    fn journal_with_records(dirs: &DataDir) -> Vec<LogPosition> {
+        let config = JournalConfig { segment_bytes: SEGMENT_BYTES, ..JournalConfig::new(&dirs.journal) };
+        let (mut journal, _) = Journal::open(&config).expect("a new journal");
+        for sequence in 1..=RECORDS {
+            journal.append(1, sequence, 1, &sequence.to_le_bytes()).expect("appended");
+        }
+        journal.flush();
+        let positions = (0..=RECORDS).map(|sequence| position_at(&journal, sequence).expect("a position")).collect();
+        journal.close();
+        positions
+    }
+
+    /// A primary of the release before probes said why records differ: it shares the
+    /// returning node's records up to [`SHARED`] and answers a probe only "holds" or
+    /// "differs", in version-0 frames. Its decoder refused a frame whose version byte is
+    /// not zero ("reserved header bytes are not zero"), and it closed the connection; a
+    /// message decoded here that needs version 1 is treated the same way. Reports the
+    /// version of each connection's first probe.
+    fn old_primary(shared: Vec<LogPosition>) -> (SocketAddr, mpsc::Receiver<u8>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let address = listener.local_addr().expect("an address");
+        let (versions, seen) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let Ok(mut peer) = peer_io::accept(PeerStream::new(stream, address), &key()) else { continue };
+                let mut first = true;
+                while let Ok(message) = peer.recv() {
+                    if first {
+                        let _ = versions.send(message.version());
+                        first = false;
+                    }
+                    if message.version() != VERSION_ORIGINAL {
+                        break;
+                    }
+                    let Message::Probe { position, .. } = message else { break };
+                    let answer = if shared.get(position.last_sequence as usize) == Some(&position) {
+                        ProbeAnswer::Holds
+                    } else {
+                        ProbeAnswer::Differs
+                    };
+                    if peer.send(&Message::Probed { sequence: position.last_sequence, answer }).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        (address, seen)
+    }
+
+    /// The gap this guards: a returning node asks in version 1 first; a primary of an
+    /// earlier release refuses that frame and closes the connection, and the node must ask
+    /// again in version 0. Without that second attempt it finds no common record, truncates
+    /// nothing, and its diverged suffix is refused by the primary for good.
+    #[test]
+    fn a_primary_of_an_earlier_release_that_refuses_the_version_one_probe_is_probed_again_in_version_zero() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dirs = DataDir::create(root.path()).expect("data dir");
+        let positions = journal_with_records(&dirs);
+        let (primary, versions) = old_primary(positions[..=SHARED as usize].to_vec());
+        let config = StandbyConfig {
+            data_dir: dirs.root.clone(),
+            node: "127.0.0.1:1".parse().expect("an address"),
+            primaries: vec![primary],
+            key: key(),
+            snapshot_interval: None,
+            journal_segment_bytes: SEGMENT_BYTES,
+            repair_from: Vec::new(),
+            hot_window: 2,
+            checkpoint_chunk_bytes: 1 << 20,
+        };
+
+        truncate_divergent_suffix(&config, &dirs).expect("the rejoin search runs");
+
+        let config = JournalConfig { segment_bytes: SEGMENT_BYTES, ..JournalConfig::new(&dirs.journal) };
+        let (journal, _) = Journal::open(&config).expect("the journal reopens");
+        assert_eq!(journal.last_sequence(), SHARED, "truncated after the last shared record");
+        assert_eq!(position_at(&journal, SHARED).expect("a position"), positions[SHARED as usize]);
+        journal.close();
+        let first_probes: Vec<u8> = versions.try_iter().collect();
+        assert_eq!(first_probes, [1, 0], "asked in version 1, then again in version 0");
+    }
+}
