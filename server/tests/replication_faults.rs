@@ -4,9 +4,12 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use tally_client::Client;
+use tally_codecs::wire::{Body, FrameDecoder, Reply, Request};
 use tally_codecs::{ResultCode, Transfer};
 
 use common::cluster::TestCluster;
@@ -78,6 +81,67 @@ fn partitioned_old_primary_acknowledges_nothing_after_the_promotion() {
     all_acknowledged(&new_primary, &batch(3_000, 100));
     let found = new_primary.lookup_transfers(&ids(&batch(1_000, 100))).expect("lookup");
     assert_eq!(found.len(), 100, "what the old primary acknowledged before the promotion survives it");
+}
+
+/// A primary that stops running without dying (SIGSTOP: a frozen virtual machine, a
+/// stalled disk) while a standby is promoted, then runs on as if nothing happened. The
+/// request it finds waiting when it resumes must not be acknowledged: its standbys have
+/// left it for the new primary, and what it hears of the newer epoch fences it (its gate
+/// halts); it then rejoins as a standby. Today the waiting request gets no answer at all
+/// (the client's own timeout ends the wait), which this test accepts.
+#[test]
+fn primary_paused_past_the_promotion_acknowledges_nothing_when_resumed() {
+    let cluster = three_nodes("paused-primary");
+    let mut waiting = TcpStream::connect(cluster.addresses[0]).expect("the primary accepts");
+    waiting.set_read_timeout(Some(Duration::from_secs(20))).expect("a timeout");
+    let before = cluster.status(0).expect("the primary answers");
+
+    cluster.signal(0, libc::SIGSTOP);
+    cluster.promote_ok(1);
+    // Sent while the old primary is paused: the bytes wait in its socket for the resume.
+    let late = batch(2_000, 100);
+    let mut request = Vec::new();
+    Request::CreateTransfers(late.clone()).encode(1, 7, &mut request).expect("a valid request");
+    waiting.write_all(&request).expect("the kernel takes the request");
+    cluster.signal(0, libc::SIGCONT);
+
+    let answer = read_answer(&mut waiting);
+    if let Some(Body::Reply(Reply::CreateTransfers(results))) = &answer {
+        let acknowledged =
+            results.iter().any(|result| ResultCode::from_u32(result.status).is_some_and(ResultCode::is_ok));
+        assert!(!acknowledged, "the resumed old primary acknowledged: {results:?}\n{}", cluster.logs());
+    }
+    let new_primary = client(&[cluster.addresses[1]], Duration::from_secs(10));
+    assert!(
+        new_primary.lookup_transfers(&ids(&late)).expect("lookup").is_empty(),
+        "nothing late reached the new primary"
+    );
+    all_acknowledged(&new_primary, &batch(3_000, 100));
+
+    let converged = cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
+    assert!(converged.epoch > before.epoch, "every node is in the new epoch: {converged:?}");
+    let old = cluster.status(0).expect("the old primary answers");
+    assert_eq!(old.role, "standby", "the old primary follows: {old:?}\n{}", cluster.logs());
+    assert!(new_primary.lookup_transfers(&ids(&late)).expect("lookup").is_empty(), "and the late batch never did");
+    assert_eq!(new_primary.lookup_transfers(&ids(&batch(1, 500))).expect("lookup").len(), 500);
+}
+
+/// The node's answer to the one request sent on `stream`, or `None` if it closed the
+/// connection or said nothing within the stream's read timeout.
+fn read_answer(stream: &mut TcpStream) -> Option<Body> {
+    let mut decoder = FrameDecoder::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => return Some(frame.body),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => return None,
+            Ok(read) => decoder.feed(&buffer[..read]),
+        }
+    }
 }
 
 #[test]

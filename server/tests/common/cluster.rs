@@ -129,6 +129,11 @@ impl TestCluster {
         }
     }
 
+    /// Sends `signal` to node `index` (SIGSTOP and SIGCONT: a node paused and resumed).
+    pub fn signal(&self, index: usize, signal: libc::c_int) {
+        self.nodes[index].as_ref().expect("the node runs").signal(signal);
+    }
+
     pub fn log(&self, index: usize) -> String {
         self.nodes[index].as_ref().map(ServerProcess::log).unwrap_or_default()
     }
