@@ -13,7 +13,7 @@ use tally_codecs::wire::{Body, FrameDecoder, Reply, Request};
 use tally_codecs::{ResultCode, Transfer};
 
 use common::cluster::TestCluster;
-use common::{account, client, transfer};
+use common::{ServerProcess, TempDir, account, client, free_address, transfer};
 
 const ACCOUNTS: u128 = 8;
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -142,6 +142,69 @@ fn read_answer(stream: &mut TcpStream) -> Option<Body> {
             Ok(read) => decoder.feed(&buffer[..read]),
         }
     }
+}
+
+/// A standby whose state is not the one its journal gives (here: its snapshot was swapped
+/// for one of another history at the same sequence, a stand-in for a bug or a bad disk
+/// under a ledger) must not go on serving as a copy of the primary. The primary sends its
+/// state hash every `CHECKPOINT_INTERVAL` records; the standby compares it with its own at
+/// that sequence and stops loudly.
+#[test]
+fn a_standby_whose_state_hash_disagrees_with_the_primarys_stops_loudly() {
+    let mut cluster = TestCluster::new("diverged-state", 2, "local");
+    let quiet = ["--snapshot-interval-s", "0", "--tick-interval-ms", "3600000"];
+    cluster.start_primary(0, &quiet);
+    cluster.start_standby(1, &[0], &quiet);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary);
+    all_acknowledged(&primary, &batch(1, 100));
+    let converged = cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    // A clean stop: the standby's history store then holds everything its snapshot
+    // covers, so its next start trusts the snapshot (a killed one may replay instead).
+    assert!(cluster.terminate(1), "the standby stops cleanly");
+
+    // Another node with the same number of inputs and other amounts: its snapshot at
+    // the same sequence holds a different state.
+    let other = TempDir::new("diverged-state-other");
+    let other_data = other.path().join("data");
+    let node = ServerProcess::start(&other_data, free_address(), &quiet);
+    let other_client = client(&[node.address], Duration::from_secs(20));
+    create_accounts(&other_client);
+    let doubled: Vec<Transfer> = batch(1, 100).into_iter().map(|transfer| Transfer { amount: 2, ..transfer }).collect();
+    all_acknowledged(&other_client, &doubled);
+    assert_eq!(other_client.status().expect("status").last_sequence, converged.last_sequence, "the same sequence");
+    drop(other_client);
+    assert!(node.terminate(), "a clean stop writes a snapshot");
+    let snapshots = cluster.data(1).join("snapshots");
+    std::fs::create_dir_all(&snapshots).expect("the standby's snapshot directory");
+    for entry in std::fs::read_dir(other_data.join("snapshots")).expect("the other node's snapshots") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_some_and(|ext| ext == "snap") {
+            std::fs::copy(&path, snapshots.join(path.file_name().expect("a name"))).expect("copied");
+        }
+    }
+
+    cluster.start_standby(1, &[0], &quiet);
+    // Up to three state-hash intervals of records, one per request, with a pause after
+    // each. The primary sends its hash when its shipper is idle, and the standby drops a
+    // hash for a sequence it has already passed; with requests back to back this test
+    // never saw the standby stop (an open problem, see the README's fault table), so
+    // the pause lets each record be applied on the primary before the next is shipped.
+    for id in 1_000..1_000 + 3 * 64 {
+        if cluster.log(1).contains("STANDBY STOPPED") {
+            break;
+        }
+        all_acknowledged(&primary, &batch(id, 1));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while cluster.status(1).is_some() {
+        assert!(std::time::Instant::now() < deadline, "the standby goes on:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = cluster.log(1);
+    assert!(log.contains("STANDBY STOPPED") && log.contains("state diverged at sequence"), "it says why:\n{log}");
+    all_acknowledged(&primary, &batch(5_000, 10));
 }
 
 #[test]

@@ -123,6 +123,11 @@ impl TestCluster {
         self.nodes[index] = Some(ServerProcess::start_as("standby", &self.data(index), self.addresses[index], &args));
     }
 
+    /// SIGTERM to node `index`; whether it stopped cleanly (exit code 0).
+    pub fn terminate(&mut self, index: usize) -> bool {
+        self.nodes[index].take().is_some_and(ServerProcess::terminate)
+    }
+
     pub fn kill(&mut self, index: usize) {
         if let Some(node) = self.nodes[index].take() {
             node.kill();
