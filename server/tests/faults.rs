@@ -45,7 +45,8 @@ impl SmallDisk {
             .output()
             .map_err(|error| format!("cannot run mount: {error}"))?;
         if !output.status.success() {
-            return Err(format!("mount -t tmpfs failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+            let reason = String::from_utf8_lossy(&output.stderr).trim().replace('\n', " ");
+            return Err(format!("mount -t tmpfs failed: {reason}"));
         }
         Ok(SmallDisk { mount_point: mount_point.to_owned() })
     }
@@ -90,7 +91,10 @@ fn a_full_disk_stops_the_node_and_a_restart_with_space_keeps_every_acknowledged_
     let disk = match SmallDisk::mount(&data, SMALL_DISK_MIB) {
         Ok(disk) => disk,
         Err(reason) => {
-            println!("SKIP a_full_disk_stops_the_node…: no small file system can be made here ({reason})");
+            println!(
+                "SKIP a_full_disk_stops_the_node_and_a_restart_with_space_keeps_every_acknowledged_transfer: \
+                 no small file system can be made here ({reason})"
+            );
             return;
         }
     };
