@@ -4,13 +4,16 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use tally_client::Client;
+use tally_codecs::wire::{Body, FrameDecoder, Reply, Request};
 use tally_codecs::{ResultCode, Transfer};
 
 use common::cluster::TestCluster;
-use common::{account, client, transfer};
+use common::{ServerProcess, TempDir, account, client, free_address, transfer};
 
 const ACCOUNTS: u128 = 8;
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -78,6 +81,130 @@ fn partitioned_old_primary_acknowledges_nothing_after_the_promotion() {
     all_acknowledged(&new_primary, &batch(3_000, 100));
     let found = new_primary.lookup_transfers(&ids(&batch(1_000, 100))).expect("lookup");
     assert_eq!(found.len(), 100, "what the old primary acknowledged before the promotion survives it");
+}
+
+/// A primary that stops running without dying (SIGSTOP: a frozen virtual machine, a
+/// stalled disk) while a standby is promoted, then runs on as if nothing happened. The
+/// request it finds waiting when it resumes must not be acknowledged: its standbys have
+/// left it for the new primary, and what it hears of the newer epoch fences it (its gate
+/// halts); it then rejoins as a standby. Today the waiting request gets no answer at all
+/// (the client's own timeout ends the wait), which this test accepts.
+#[test]
+fn primary_paused_past_the_promotion_acknowledges_nothing_when_resumed() {
+    let cluster = three_nodes("paused-primary");
+    let mut waiting = TcpStream::connect(cluster.addresses[0]).expect("the primary accepts");
+    waiting.set_read_timeout(Some(Duration::from_secs(20))).expect("a timeout");
+    let before = cluster.status(0).expect("the primary answers");
+
+    cluster.signal(0, libc::SIGSTOP);
+    cluster.promote_ok(1);
+    // Sent while the old primary is paused: the bytes wait in its socket for the resume.
+    let late = batch(2_000, 100);
+    let mut request = Vec::new();
+    Request::CreateTransfers(late.clone()).encode(1, 7, &mut request).expect("a valid request");
+    waiting.write_all(&request).expect("the kernel takes the request");
+    cluster.signal(0, libc::SIGCONT);
+
+    let answer = read_answer(&mut waiting);
+    if let Some(Body::Reply(Reply::CreateTransfers(results))) = &answer {
+        let acknowledged =
+            results.iter().any(|result| ResultCode::from_u32(result.status).is_some_and(ResultCode::is_ok));
+        assert!(!acknowledged, "the resumed old primary acknowledged: {results:?}\n{}", cluster.logs());
+    }
+    let new_primary = client(&[cluster.addresses[1]], Duration::from_secs(10));
+    assert!(
+        new_primary.lookup_transfers(&ids(&late)).expect("lookup").is_empty(),
+        "nothing late reached the new primary"
+    );
+    all_acknowledged(&new_primary, &batch(3_000, 100));
+
+    let converged = cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
+    assert!(converged.epoch > before.epoch, "every node is in the new epoch: {converged:?}");
+    let old = cluster.status(0).expect("the old primary answers");
+    assert_eq!(old.role, "standby", "the old primary follows: {old:?}\n{}", cluster.logs());
+    assert!(new_primary.lookup_transfers(&ids(&late)).expect("lookup").is_empty(), "and the late batch never did");
+    assert_eq!(new_primary.lookup_transfers(&ids(&batch(1, 500))).expect("lookup").len(), 500);
+}
+
+/// The node's answer to the one request sent on `stream`, or `None` if it closed the
+/// connection or said nothing within the stream's read timeout.
+fn read_answer(stream: &mut TcpStream) -> Option<Body> {
+    let mut decoder = FrameDecoder::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => return Some(frame.body),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => return None,
+            Ok(read) => decoder.feed(&buffer[..read]),
+        }
+    }
+}
+
+/// A standby whose state is not the one its journal gives (here: its snapshot was swapped
+/// for one of another history at the same sequence, a stand-in for a bug or a bad disk
+/// under a ledger) must not go on serving as a copy of the primary. The primary sends its
+/// state hash every `CHECKPOINT_INTERVAL` records; the standby compares it with its own at
+/// that sequence and stops loudly.
+#[test]
+fn a_standby_whose_state_hash_disagrees_with_the_primarys_stops_loudly() {
+    let mut cluster = TestCluster::new("diverged-state", 2, "local");
+    let quiet = ["--snapshot-interval-s", "0", "--tick-interval-ms", "3600000"];
+    cluster.start_primary(0, &quiet);
+    cluster.start_standby(1, &[0], &quiet);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary);
+    all_acknowledged(&primary, &batch(1, 100));
+    let converged = cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    // A clean stop: the standby's history store then holds everything its snapshot
+    // covers, so its next start trusts the snapshot (a killed one may replay instead).
+    assert!(cluster.terminate(1), "the standby stops cleanly");
+
+    // Another node with the same number of inputs and other amounts: its snapshot at
+    // the same sequence holds a different state.
+    let other = TempDir::new("diverged-state-other");
+    let other_data = other.path().join("data");
+    let node = ServerProcess::start(&other_data, free_address(), &quiet);
+    let other_client = client(&[node.address], Duration::from_secs(20));
+    create_accounts(&other_client);
+    let doubled: Vec<Transfer> = batch(1, 100).into_iter().map(|transfer| Transfer { amount: 2, ..transfer }).collect();
+    all_acknowledged(&other_client, &doubled);
+    assert_eq!(other_client.status().expect("status").last_sequence, converged.last_sequence, "the same sequence");
+    drop(other_client);
+    assert!(node.terminate(), "a clean stop writes a snapshot");
+    let snapshots = cluster.data(1).join("snapshots");
+    std::fs::create_dir_all(&snapshots).expect("the standby's snapshot directory");
+    for entry in std::fs::read_dir(other_data.join("snapshots")).expect("the other node's snapshots") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_some_and(|ext| ext == "snap") {
+            std::fs::copy(&path, snapshots.join(path.file_name().expect("a name"))).expect("copied");
+        }
+    }
+
+    cluster.start_standby(1, &[0], &quiet);
+    // Up to three state-hash intervals of records, one per request, with a pause after
+    // each. The primary sends its hash when its shipper is idle, and the standby drops a
+    // hash for a sequence it has already passed; with requests back to back this test
+    // never saw the standby stop (an open problem, see the README's fault table), so
+    // the pause lets each record be applied on the primary before the next is shipped.
+    for id in 1_000..1_000 + 3 * 64 {
+        if cluster.log(1).contains("STANDBY STOPPED") {
+            break;
+        }
+        all_acknowledged(&primary, &batch(id, 1));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while cluster.status(1).is_some() {
+        assert!(std::time::Instant::now() < deadline, "the standby goes on:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = cluster.log(1);
+    assert!(log.contains("STANDBY STOPPED") && log.contains("state diverged at sequence"), "it says why:\n{log}");
+    all_acknowledged(&primary, &batch(5_000, 10));
 }
 
 #[test]

@@ -92,3 +92,52 @@ fn sigterm_stops_cleanly_and_the_restart_starts_from_its_snapshot() {
     assert!(log.contains("stopped cleanly"), "{log}");
     assert!(log.contains("recovered from the snapshot at sequence"), "{log}");
 }
+
+/// The newest snapshot on disk is damaged (one flipped bit): the node names it, starts
+/// from the one before it and replays the journal from there, to the same state.
+#[test]
+fn a_damaged_newest_snapshot_is_named_and_the_restart_reaches_the_same_state_from_the_one_before() {
+    let dir = TempDir::new("damaged-snapshot");
+    let data = dir.path().join("data");
+    let address = free_address();
+    let server = serve(&data, address);
+    let node = client(&[address], Duration::from_secs(20));
+    let accounts: Vec<_> = (1..=ACCOUNTS).map(account).collect();
+    assert!(node.create_accounts(&accounts).expect("create accounts").iter().all(|r| r.status == 0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut first = 1;
+    while snapshot_files(&data) < 2 {
+        assert!(Instant::now() < deadline, "two periodic snapshots never appeared:\n{}", server.log());
+        let results = node.create_transfers(&batch(first, 200)).expect("create transfers");
+        assert!(results.iter().all(|result| ResultCode::from_u32(result.status) == Some(ResultCode::Created)));
+        first += 200;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let results = node.create_transfers(&batch(first, 500)).expect("create more transfers");
+    assert!(results.iter().all(|result| ResultCode::from_u32(result.status) == Some(ResultCode::Created)));
+    let ids: Vec<u128> = (1..=ACCOUNTS).collect();
+    let before = (node.lookup_accounts(&ids).expect("lookup"), node.status().expect("status").state_hash);
+    drop(node);
+    server.kill();
+
+    let newest = std::fs::read_dir(data.join("snapshots"))
+        .expect("the snapshot directory")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "snap"))
+        .max()
+        .expect("a snapshot");
+    let mut bytes = std::fs::read(&newest).expect("read the snapshot");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&newest, bytes).expect("damage the snapshot");
+
+    let server = serve(&data, address);
+    let node = client(&[address], Duration::from_secs(20));
+    let after = (node.lookup_accounts(&ids).expect("lookup"), node.status().expect("status").state_hash);
+    assert_eq!(before, after, "the restart reaches the same balances and state hash");
+    let log = server.log();
+    let name = newest.file_name().and_then(|name| name.to_str()).expect("a file name");
+    assert!(log.contains("skipped a damaged snapshot") && log.contains(name), "the damage is named:\n{log}");
+    assert!(log.contains("recovered from the snapshot at sequence"), "an older snapshot was used:\n{log}");
+}

@@ -23,8 +23,14 @@ impl Clock {
     /// The timestamp [`Clock::next`] would give now, without taking it.
     fn peek(&self) -> u64 {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_nanos());
-        let now = u64::try_from(now).unwrap_or(u64::MAX);
-        now.max(self.last.saturating_add(1))
+        self.after_reading(u64::try_from(now).unwrap_or(u64::MAX))
+    }
+
+    /// The timestamp for a wall clock reading of `wall_ns`: the reading itself, unless it
+    /// is not past the last timestamp given (the clock stepped back, or two readings fell
+    /// in the same nanosecond).
+    fn after_reading(&self, wall_ns: u64) -> u64 {
+        wall_ns.max(self.last.saturating_add(1))
     }
 
     fn next(&mut self) -> u64 {
@@ -103,4 +109,32 @@ pub(crate) fn spawn(
         drop(producer);
     };
     std::thread::Builder::new().name("sequencer".into()).spawn(body).expect("the sequencer thread starts")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Clock;
+
+    /// NTP (or an operator) sets the wall clock back an hour between two inputs: the
+    /// timestamps go on from the last one given, one nanosecond apart, until the wall
+    /// clock passes it again, and then follow the wall clock.
+    #[test]
+    fn a_wall_clock_stepping_back_never_moves_timestamps_back() {
+        const HOUR_NS: u64 = 3_600 * 1_000_000_000;
+        let start = 1_800_000_000 * 1_000_000_000;
+        let mut clock = Clock { last: 0 };
+        let readings = [start, start + 10, start + 10 - HOUR_NS, start - HOUR_NS + 20, start, start + 11, start + 500];
+        let mut given = Vec::new();
+        for wall_ns in readings {
+            clock.last = clock.after_reading(wall_ns);
+            given.push(clock.last);
+        }
+        assert_eq!(given, [start, start + 10, start + 11, start + 12, start + 13, start + 14, start + 500]);
+        // A node restarted after the step starts from its recovered ledger's last timestamp.
+        let resumed = Clock { last: start + 500 };
+        assert_eq!(resumed.after_reading(start - HOUR_NS), start + 501);
+        // At the top of the range it saturates instead of wrapping to the past.
+        let top = Clock { last: u64::MAX };
+        assert_eq!(top.after_reading(0), u64::MAX);
+    }
 }

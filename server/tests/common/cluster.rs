@@ -123,10 +123,20 @@ impl TestCluster {
         self.nodes[index] = Some(ServerProcess::start_as("standby", &self.data(index), self.addresses[index], &args));
     }
 
+    /// SIGTERM to node `index`; whether it stopped cleanly (exit code 0).
+    pub fn terminate(&mut self, index: usize) -> bool {
+        self.nodes[index].take().is_some_and(ServerProcess::terminate)
+    }
+
     pub fn kill(&mut self, index: usize) {
         if let Some(node) = self.nodes[index].take() {
             node.kill();
         }
+    }
+
+    /// Sends `signal` to node `index` (SIGSTOP and SIGCONT: a node paused and resumed).
+    pub fn signal(&self, index: usize, signal: libc::c_int) {
+        self.nodes[index].as_ref().expect("the node runs").signal(signal);
     }
 
     pub fn log(&self, index: usize) -> String {
