@@ -16,6 +16,15 @@ fn serve(data: &std::path::Path, address: std::net::SocketAddr) -> ServerProcess
     ServerProcess::start(data, address, &args)
 }
 
+/// A node on `data` at `address` with the test's accounts created, and a client of it.
+fn serve_with_accounts(data: &std::path::Path, address: std::net::SocketAddr) -> (ServerProcess, tally_client::Client) {
+    let server = serve(data, address);
+    let node = client(&[address], Duration::from_secs(20));
+    let accounts: Vec<_> = (1..=ACCOUNTS).map(account).collect();
+    assert!(node.create_accounts(&accounts).expect("create accounts").iter().all(|r| r.status == 0));
+    (server, node)
+}
+
 fn snapshot_files(data: &std::path::Path) -> usize {
     std::fs::read_dir(data.join("snapshots")).map_or(0, |entries| {
         entries.filter_map(Result::ok).filter(|entry| entry.path().extension().is_some_and(|ext| ext == "snap")).count()
@@ -33,10 +42,7 @@ fn node_restarts_from_a_periodic_snapshot_with_the_same_state() {
     let dir = TempDir::new("periodic-snapshot");
     let data = dir.path().join("data");
     let address = free_address();
-    let server = serve(&data, address);
-    let node = client(&[address], Duration::from_secs(20));
-    let accounts: Vec<_> = (1..=ACCOUNTS).map(account).collect();
-    assert!(node.create_accounts(&accounts).expect("create accounts").iter().all(|r| r.status == 0));
+    let (server, node) = serve_with_accounts(&data, address);
     let results = node.create_transfers(&batch(1, 2_000)).expect("create transfers");
     assert!(results.iter().all(|result| ResultCode::from_u32(result.status) == Some(ResultCode::Created)));
 
@@ -100,10 +106,7 @@ fn a_damaged_newest_snapshot_is_named_and_the_restart_reaches_the_same_state_fro
     let dir = TempDir::new("damaged-snapshot");
     let data = dir.path().join("data");
     let address = free_address();
-    let server = serve(&data, address);
-    let node = client(&[address], Duration::from_secs(20));
-    let accounts: Vec<_> = (1..=ACCOUNTS).map(account).collect();
-    assert!(node.create_accounts(&accounts).expect("create accounts").iter().all(|r| r.status == 0));
+    let (server, node) = serve_with_accounts(&data, address);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut first = 1;
     while snapshot_files(&data) < 2 {

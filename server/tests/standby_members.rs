@@ -314,11 +314,7 @@ fn a_returning_primary_removes_the_history_of_the_suffix_it_truncates() {
     let new_primary = client(&[cluster.addresses[1]], Duration::from_secs(20));
     evict(&new_primary, &mut next_id);
     cluster.heal_all();
-    let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    while !cluster.log(0).contains("REJOIN: rebuilt") {
-        assert!(Instant::now() < deadline, "the old primary never rejoined:\n{}", cluster.logs());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_rejoin(&cluster, 0);
     assert!(cluster.log(0).contains("truncating the"), "{}", cluster.log(0));
 
     // Half the suffix's ids are sent again to the new primary, with another amount: new
@@ -457,11 +453,7 @@ fn a_returning_primary_that_holds_no_record_the_new_primary_shares_starts_from_t
     drop(old_primary);
 
     cluster.heal_all();
-    let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    while !cluster.log(0).contains("REJOIN: rebuilt") {
-        assert!(Instant::now() < deadline, "the old primary never rejoined:\n{}", cluster.logs());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_rejoin(&cluster, 0);
     let log = cluster.log(0);
     assert!(log.contains("clearing the journal, snapshots and history store"), "{log}");
     assert!(!log.contains("truncating the"), "nothing to truncate to: {log}");
@@ -473,14 +465,7 @@ fn a_returning_primary_that_holds_no_record_the_new_primary_shares_starts_from_t
     assert_eq!(cluster.status(0).expect("node 0 answers").role, "standby");
     assert!(converged.epoch >= 1, "{converged:?}");
 
-    // Every acknowledged transfer exactly once, none of the forfeited ones, and the
-    // witness balances say each moved money once.
-    let found = new_primary.lookup_transfers(&acknowledged).expect("lookup answered");
-    assert_eq!(found.iter().map(|found| found.id).collect::<Vec<_>>(), acknowledged);
-    assert!(new_primary.lookup_transfers(&forfeited).expect("lookup answered").is_empty());
-    let accounts = new_primary.lookup_accounts(&[WITNESS_DEBIT, WITNESS_CREDIT]).expect("accounts answered");
-    let total: u128 = acknowledged.iter().sum();
-    assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (total, total));
+    check_witnesses(&new_primary, &acknowledged, &forfeited);
 }
 
 /// The gap this guards: a returning old primary whose log parts from the new primary's
@@ -542,11 +527,7 @@ fn a_returning_primary_whose_log_parts_above_the_new_primarys_oldest_record_trun
     );
 
     cluster.heal_all();
-    let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    while !cluster.log(0).contains("REJOIN: rebuilt") {
-        assert!(Instant::now() < deadline, "the old primary never rejoined:\n{}", cluster.logs());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_rejoin(&cluster, 0);
     let log = cluster.log(0);
     assert!(log.contains("truncating the"), "{log}");
     for checkpoint in ["clearing the journal", "received its checkpoint", "installed the checkpoint"] {
@@ -559,14 +540,7 @@ fn a_returning_primary_whose_log_parts_above_the_new_primarys_oldest_record_trun
     cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
     assert_eq!(cluster.status(0).expect("node 0 answers").role, "standby");
 
-    // Every acknowledged transfer once, none of the forfeited ones; the witness balances
-    // say each moved money once.
-    let found = new_primary.lookup_transfers(&acknowledged).expect("lookup answered");
-    assert_eq!(found.iter().map(|found| found.id).collect::<Vec<_>>(), acknowledged);
-    assert!(new_primary.lookup_transfers(&forfeited).expect("lookup answered").is_empty());
-    let accounts = new_primary.lookup_accounts(&[WITNESS_DEBIT, WITNESS_CREDIT]).expect("accounts answered");
-    let total: u128 = acknowledged.iter().sum();
-    assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (total, total));
+    check_witnesses(&new_primary, &acknowledged, &forfeited);
 }
 
 /// The gap this guards (invariant 6: at most one primary acknowledges in an epoch): two
@@ -606,11 +580,7 @@ fn two_promotions_forced_apart_from_the_same_epoch_take_different_epochs_and_the
     assert_eq!(send(&higher_client, witness(41)), ResultCode::Created);
 
     cluster.heal_all();
-    let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    while !cluster.log(lower).contains("REJOIN: rebuilt") {
-        assert!(Instant::now() < deadline, "node {lower} never rejoined:\n{}", cluster.logs());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_rejoin(&cluster, lower);
     assert_eq!(send(&higher_client, witness(42)), ResultCode::Created);
     let converged = cluster.wait_converged(&[1, 2], CONVERGE_TIMEOUT);
     assert_eq!(cluster.status(higher).expect("answers").role, "primary");
@@ -676,6 +646,26 @@ fn load_until_trimmed_past(cluster: &TestCluster, index: usize, node: &Client, m
 
 /// `tally promote --force`: with the primary gone, a two-node set under `local` cannot
 /// collect both promises.
+/// Every acknowledged witness transfer is on `node` exactly once, none of the forfeited
+/// ones, and the witness balances say each moved money once.
+fn check_witnesses(node: &Client, acknowledged: &[u128], forfeited: &[u128]) {
+    let found = node.lookup_transfers(acknowledged).expect("lookup answered");
+    assert_eq!(found.iter().map(|found| found.id).collect::<Vec<_>>(), acknowledged);
+    assert!(node.lookup_transfers(forfeited).expect("lookup answered").is_empty());
+    let accounts = node.lookup_accounts(&[WITNESS_DEBIT, WITNESS_CREDIT]).expect("accounts answered");
+    let total: u128 = acknowledged.iter().sum();
+    assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (total, total));
+}
+
+/// Waits until node `index` has rejoined as a standby (its log says it rebuilt).
+fn wait_for_rejoin(cluster: &TestCluster, index: usize) {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    while !cluster.log(index).contains("REJOIN: rebuilt") {
+        assert!(Instant::now() < deadline, "node {index} never rejoined:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn force_promote(cluster: &TestCluster, index: usize) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
         .args(["promote", "--addr", &cluster.addresses[index].to_string(), "--force", "--timeout-ms", "2000"])
