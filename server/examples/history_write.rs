@@ -98,14 +98,14 @@ fn main() {
                 timestamp: number + 1,
                 ..Transfer::default()
             };
-            if number % 997 == 0 {
+            if number.is_multiple_of(997) {
                 ids.push(id);
             }
             effects.transfers.push(StoredTransfer { transfer, number, sequence });
             number += 1;
         }
         stage.record(&effects);
-        if sequence % args.inputs_per_commit == 0 {
+        if sequence.is_multiple_of(args.inputs_per_commit) {
             stage.end_of_batch();
         }
         in_slice += number - before;

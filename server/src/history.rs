@@ -115,7 +115,8 @@ impl HistoryStore {
     pub fn open(dir: &Path) -> Result<(Arc<HistoryStore>, u64), HistoryError> {
         std::fs::create_dir_all(dir).map_err(|error| store_error(dir, error))?;
         let path = dir.join(FILE_NAME);
-        let db = redb::Database::create(&path).map_err(|error| store_error(&path, error))?;
+        let db = crate::cold_cache::create_database(&path, crate::cold_cache::HISTORY_CACHE_BYTES)
+            .map_err(|error| store_error(&path, error))?;
         let txn = db.begin_write().map_err(|error| store_error(&path, error))?;
         let mark = {
             txn.open_table(TRANSFERS).map_err(|error| store_error(&path, error))?;

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod cold_cache;
 pub mod drill;
 pub mod error;
 pub mod gateway;
