@@ -83,8 +83,8 @@ struct SlowWriter {
 const SLOW: Duration = Duration::from_millis(50);
 
 impl HistoryWriter for SlowWriter {
-    fn record(&mut self, effects: &Effects) {
-        self.batch.push(effects.clone());
+    fn record(&mut self, effects: Effects) {
+        self.batch.push(effects);
     }
 
     fn end_of_batch(&mut self) {

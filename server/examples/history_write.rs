@@ -104,7 +104,7 @@ fn main() {
             effects.transfers.push(StoredTransfer { transfer, number, sequence });
             number += 1;
         }
-        stage.record(&effects);
+        stage.record(effects);
         if sequence.is_multiple_of(args.inputs_per_commit) {
             stage.end_of_batch();
         }

@@ -492,8 +492,8 @@ impl HistoryStage {
 }
 
 impl HistoryWriter for HistoryStage {
-    fn record(&mut self, effects: &Effects) {
-        self.batch.push(effects.clone());
+    fn record(&mut self, effects: Effects) {
+        self.batch.push(effects);
     }
 
     fn end_of_batch(&mut self) {
@@ -537,7 +537,7 @@ mod tests {
         let mut stage = HistoryStage::new(store.clone(), durable.clone());
         let visible = stage.visible_mark();
         // The first batch comes right after the stage started: well inside the interval.
-        stage.record(&Effects { sequence: 5, failed: vec![(77, 3)], ..Effects::default() });
+        stage.record(Effects { sequence: 5, failed: vec![(77, 3)], ..Effects::default() });
         stage.end_of_batch();
         assert_eq!(visible.load(Ordering::Acquire), 5, "the cold-lookup rule may rely on it at once");
         assert_eq!(store.failed(77), Some((3, 5)), "look-ups find it at once");

@@ -129,7 +129,9 @@ pub trait OutcomeLog: Send + 'static {
 /// (after the business logic, like the outcome log) with what each mutation committed.
 /// After each batch it commits and advances its mark (see [`History::mark`]).
 pub trait HistoryWriter: Send + 'static {
-    fn record(&mut self, effects: &crate::Effects);
+    /// Takes one input's effects (moved out of its output slot, so the slot no longer
+    /// holds them while it waits to be reused).
+    fn record(&mut self, effects: crate::Effects);
     /// Commit what was recorded (the history stage calls it once per group of ring
     /// batches, see `stages::HistoryGroup`) and move the visible mark.
     fn end_of_batch(&mut self);

@@ -66,12 +66,17 @@ pub(crate) struct OutputSlot {
     /// 0 for a query.
     sequence: u64,
     request_id: u64,
-    command: Command,
+    /// The input and what it committed, for the outcome-log stage, which takes them out
+    /// (as the history stage takes the effects): a request's records would otherwise
+    /// stay in the slot until the ring comes round to it again.
+    command: Mutex<Command>,
     reply: Option<Reply>,
     reply_to: Option<Arc<dyn ReplyTo>>,
-    committed: Committed,
-    /// What a mutation committed, for the history stage (with a history store only).
-    effects: Option<Effects>,
+    committed: Mutex<Committed>,
+    /// What a mutation committed, for the history stage (with a history store only),
+    /// which takes it out: a slot keeps its contents until the ring comes round to it
+    /// again, and a request's effects are as large as the request.
+    effects: Mutex<Option<Effects>>,
 }
 
 impl OutputSlot {
@@ -82,11 +87,11 @@ impl OutputSlot {
             applied_ns: 0,
             sequence: 0,
             request_id: 0,
-            command: Command::Tick,
+            command: Mutex::new(Command::Tick),
             reply: None,
             reply_to: None,
-            committed: Committed::default(),
-            effects: None,
+            committed: Mutex::new(Committed::default()),
+            effects: Mutex::new(None),
         }
     }
 }
@@ -137,14 +142,15 @@ impl HistoryGroup {
         HistoryGroup { writer, hold_span: hot_window / 4, first: None, last: 0 }
     }
 
-    pub(crate) fn record(&mut self, effects: &Effects) {
+    pub(crate) fn record(&mut self, effects: Effects) {
         self.record_at(effects, Instant::now());
     }
 
-    fn record_at(&mut self, effects: &Effects, now: Instant) {
+    fn record_at(&mut self, effects: Effects, now: Instant) {
+        let sequence = effects.sequence;
         self.writer.record(effects);
-        self.first.get_or_insert((effects.sequence, now));
-        self.last = effects.sequence;
+        self.first.get_or_insert((sequence, now));
+        self.last = sequence;
     }
 
     /// How long the held inputs may still wait; `None`: commit now (or nothing held).
@@ -342,13 +348,9 @@ impl Stages {
                 // Every journal sequence reaches the outcome log, ticks included: the
                 // stream it writes is gapless by sequence.
                 if slot.sequence != 0 {
-                    outcome_log.record(
-                        slot.sequence,
-                        slot.timestamp,
-                        &slot.command,
-                        slot.reply.as_ref(),
-                        &slot.committed,
-                    );
+                    let command = std::mem::replace(&mut *lock(&slot.command), Command::Tick);
+                    let committed = std::mem::take(&mut *lock(&slot.committed));
+                    outcome_log.record(slot.sequence, slot.timestamp, &command, slot.reply.as_ref(), &committed);
                 }
                 if end_of_batch {
                     outcome_log.end_of_batch();
@@ -363,7 +365,7 @@ impl Stages {
                 if let Some(writer) = &writer {
                     history_idle.register(writer, HistoryGroup::idle);
                     let mut writer = lock(writer);
-                    if let Some(effects) = &slot.effects {
+                    if let Some(effects) = lock(&slot.effects).take() {
                         writer.record(effects);
                     }
                     if end_of_batch {
@@ -488,11 +490,11 @@ impl Stages {
                                     applied_ns,
                                     sequence,
                                     request_id,
-                                    command,
+                                    command: Mutex::new(command),
                                     reply,
                                     reply_to,
-                                    committed,
-                                    effects,
+                                    committed: Mutex::new(committed),
+                                    effects: Mutex::new(effects),
                                 };
                             });
                             outputs_published += 1;
@@ -535,7 +537,7 @@ mod tests {
     }
 
     impl HistoryWriter for Commits {
-        fn record(&mut self, effects: &Effects) {
+        fn record(&mut self, effects: Effects) {
             self.held.push(effects.sequence);
         }
 
@@ -563,16 +565,16 @@ mod tests {
         let mut group = HistoryGroup::new(Box::new(writer), 64);
         let start = Instant::now();
         for sequence in 1..=15 {
-            group.record_at(&effects(sequence), start);
+            group.record_at(effects(sequence), start);
             group.end_of_batch_at(start);
         }
         assert!(commits().is_empty(), "fifteen single-input batches are held back: {:?}", commits());
-        group.record_at(&effects(16), start);
+        group.record_at(effects(16), start);
         group.end_of_batch_at(start);
         assert_eq!(commits(), vec![(1..=16).collect::<Vec<_>>()], "the sixteenth reaches W/4: one commit");
 
         // The time bound: a short group is written once it is due, by the idle work.
-        group.record_at(&effects(17), start);
+        group.record_at(effects(17), start);
         group.end_of_batch_at(start);
         let half = HISTORY_GROUP_MAX / 2;
         assert_eq!(group.idle_at(start + half), Some(HISTORY_GROUP_MAX - half), "not due yet: sleep until it is");
@@ -580,7 +582,7 @@ mod tests {
         assert_eq!(group.idle_at(start + HISTORY_GROUP_MAX), None, "written: nothing left held");
         assert_eq!(commits().last(), Some(&vec![17]));
         // And by a batch end past the bound.
-        group.record_at(&effects(18), start);
+        group.record_at(effects(18), start);
         group.end_of_batch_at(start + HISTORY_GROUP_MAX);
         assert_eq!(commits().last(), Some(&vec![18]));
         assert_eq!(group.idle_at(start), None, "nothing held");
@@ -595,7 +597,7 @@ mod tests {
         let mut group = HistoryGroup::new(Box::new(writer), 3);
         let start = Instant::now();
         for sequence in 1..=3 {
-            group.record_at(&effects(sequence), start);
+            group.record_at(effects(sequence), start);
             group.end_of_batch_at(start);
         }
         assert_eq!(written.lock().expect("not poisoned").len(), 3);
@@ -605,7 +607,7 @@ mod tests {
         let writer = Commits::default();
         let written = Arc::clone(&writer.written);
         let mut group = HistoryGroup::new(Box::new(writer), 256);
-        group.record_at(&effects(1), start);
+        group.record_at(effects(1), start);
         group.end_of_batch_at(start);
         assert!(written.lock().expect("not poisoned").is_empty());
         drop(group);
