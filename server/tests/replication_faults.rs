@@ -198,7 +198,13 @@ fn a_standby_whose_state_hash_disagrees_with_the_primarys_stops_loudly() {
     }
     let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
     while cluster.status(1).is_some() {
-        assert!(std::time::Instant::now() < deadline, "the standby goes on:\n{}", cluster.logs());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby goes on: {:?} vs the primary's {:?}\n{}",
+            cluster.status(1),
+            cluster.status(0),
+            cluster.logs()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = cluster.log(1);
