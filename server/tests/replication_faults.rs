@@ -186,16 +186,32 @@ fn a_standby_whose_state_hash_disagrees_with_the_primarys_stops_loudly() {
     }
 
     cluster.start_standby(1, &[0], &quiet);
-    // Up to three state-hash intervals of records, one per request, back to back. The
-    // primary sends the hash after the sequence it has applied, which is then behind what
-    // it has already shipped: the standby has passed that sequence when the hash arrives
-    // and compares it with the hash it kept for it.
-    for id in 1_000..1_000 + 3 * 64 {
-        if cluster.log(1).contains("STANDBY STOPPED") {
-            break;
-        }
-        all_acknowledged(&primary, &batch(id, 1));
+    // The load must meet a standby that follows live, not one that catches up afterwards.
+    all_acknowledged(&primary, &batch(900, 1));
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while cluster.status(1).is_none_or(|status| status.applied_sequence <= converged.last_sequence) {
+        assert!(std::time::Instant::now() < deadline, "the standby follows again:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(20));
     }
+    // Up to three state-hash intervals of records, one per request, back to back from
+    // four clients at once. The primary sends the hash after the sequence it has applied,
+    // which then trails what it has journaled and shipped: the standby has usually passed
+    // that sequence when the hash arrives and compares it with the hash it kept for it.
+    let address = cluster.addresses[0];
+    std::thread::scope(|scope| {
+        for sender in 0..4u128 {
+            let cluster = &cluster;
+            scope.spawn(move || {
+                let primary = client(&[address], Duration::from_secs(20));
+                for id in (1_000 + sender * 1_000..).take(48) {
+                    if cluster.log(1).contains("STANDBY STOPPED") {
+                        break;
+                    }
+                    all_acknowledged(&primary, &batch(id, 1));
+                }
+            });
+        }
+    });
     let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
     while cluster.status(1).is_some() {
         assert!(
