@@ -12,6 +12,13 @@ use crate::message::{LogPosition, Message, Record};
 /// Checkpoints waiting for the standby to apply their sequence, at most.
 const CHECKPOINTS_PENDING_MAX: usize = 64;
 
+/// Records whose resulting state hash the standby keeps, so that a checkpoint arriving
+/// after the standby applied past its sequence is still compared. A checkpoint trails the
+/// records shipped with it by what the primary had journaled but not yet applied (its
+/// pipeline's requests in flight, 256 input-ring slots by default); this is 16 times that.
+/// 32 bytes each: 128 KiB.
+pub const STATE_HASHES_KEPT: usize = 4096;
+
 /// Why a standby must stop following (loudly: these are never retried silently).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FollowError {
@@ -125,17 +132,28 @@ impl Follower {
     }
 }
 
-/// The primary's state-hash checkpoints, compared on the standby's business-logic thread
-/// as it applies each checkpoint's sequence.
+/// The primary's state-hash checkpoints, compared on the standby's business-logic thread.
+///
+/// The primary sends the hash after its *applied* sequence, which under load trails what it
+/// has already shipped, so a checkpoint often reaches a standby that has applied past it.
+/// The standby therefore keeps its own hash after each of its last
+/// [`STATE_HASHES_KEPT`] records (the ledger's hash is a running sum: reading it costs two
+/// multiplies) and compares a late checkpoint against that.
 #[derive(Default)]
 pub struct Checkpoints {
+    /// Checkpoints for sequences this standby has not applied yet, in order.
     pending: VecDeque<(u64, u128)>,
+    /// This standby's own (sequence, state hash) after each recent record, in order.
+    recent: VecDeque<(u64, u128)>,
+    /// Checkpoints that arrived after this standby had applied past them by more than
+    /// [`STATE_HASHES_KEPT`] records, or past where it started: never compared.
+    too_late: u64,
 }
 
 impl Checkpoints {
-    /// The primary's hash after `sequence`. Compared at once if this standby is exactly
-    /// there (`applied`, `state_hash`), kept for later if it is behind, and dropped if it is
-    /// already past (the next checkpoint will be compared).
+    /// The primary's hash after `sequence`; `applied` and `state_hash` are this standby's
+    /// position and hash now. Compared at once if this standby is there or has passed it
+    /// (against the hash it kept), kept for later if it is behind.
     pub fn on_checkpoint(
         &mut self,
         sequence: u64,
@@ -143,38 +161,54 @@ impl Checkpoints {
         applied: u64,
         state_hash: u128,
     ) -> Result<(), FollowError> {
-        if sequence == applied && primary != state_hash {
-            return Err(FollowError::StateDiverged { sequence, primary, standby: state_hash });
-        }
         if sequence > applied {
             if self.pending.len() == CHECKPOINTS_PENDING_MAX {
                 self.pending.pop_front();
             }
             self.pending.push_back((sequence, primary));
+            return Ok(());
         }
-        Ok(())
+        let own = if sequence == applied {
+            Some(state_hash)
+        } else {
+            self.recent.binary_search_by_key(&sequence, |&(at, _)| at).ok().map(|index| self.recent[index].1)
+        };
+        match own {
+            Some(standby) if standby != primary => Err(FollowError::StateDiverged { sequence, primary, standby }),
+            Some(_) => Ok(()),
+            None => {
+                self.too_late += 1;
+                Ok(())
+            }
+        }
     }
 
-    /// Whether the state hash is wanted right after applying `sequence`.
-    pub fn wants_hash_at(&self, sequence: u64) -> bool {
-        self.pending.front().is_some_and(|&(at, _)| at == sequence)
-    }
-
-    /// The standby applied `sequence`; `state_hash` is its hash then, if it was wanted.
-    pub fn applied(&mut self, sequence: u64, state_hash: Option<u128>) -> Result<(), FollowError> {
+    /// The standby applied `sequence`, after which its state hash is `state_hash`.
+    pub fn applied(&mut self, sequence: u64, state_hash: u128) -> Result<(), FollowError> {
+        // Entries at or past `sequence` belong to records this standby no longer holds
+        // (its journal was cut back and is being refilled): the new hash replaces them.
+        while self.recent.back().is_some_and(|&(at, _)| at >= sequence) {
+            self.recent.pop_back();
+        }
+        if self.recent.len() == STATE_HASHES_KEPT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((sequence, state_hash));
         while let Some(&(at, primary)) = self.pending.front() {
             if at > sequence {
                 break;
             }
             self.pending.pop_front();
-            if at == sequence
-                && let Some(standby) = state_hash
-                && standby != primary
-            {
-                return Err(FollowError::StateDiverged { sequence, primary, standby });
+            if at == sequence && state_hash != primary {
+                return Err(FollowError::StateDiverged { sequence, primary, standby: state_hash });
             }
         }
         Ok(())
+    }
+
+    /// Checkpoints that came too late to be compared (see [`Checkpoints::on_checkpoint`]).
+    pub fn too_late(&self) -> u64 {
+        self.too_late
     }
 }
 
@@ -225,12 +259,55 @@ mod tests {
         let mut checkpoints = Checkpoints::default();
         assert_eq!(checkpoints.on_checkpoint(20, 7, 10, 0), Ok(()));
         assert_eq!(checkpoints.on_checkpoint(30, 8, 10, 0), Ok(()));
-        assert!(checkpoints.wants_hash_at(20));
-        assert_eq!(checkpoints.applied(19, None), Ok(()));
-        assert_eq!(checkpoints.applied(20, Some(7)), Ok(()));
+        assert_eq!(checkpoints.applied(19, 6), Ok(()));
+        assert_eq!(checkpoints.applied(20, 7), Ok(()));
         let diverged = Err(FollowError::StateDiverged { sequence: 30, primary: 8, standby: 9 });
-        assert_eq!(checkpoints.applied(30, Some(9)), diverged);
+        assert_eq!(checkpoints.applied(30, 9), diverged);
         assert_eq!(checkpoints.on_checkpoint(30, 8, 30, 9), diverged, "compared at once when exactly there");
-        assert_eq!(checkpoints.on_checkpoint(25, 8, 30, 9), Ok(()), "one already passed is dropped");
+    }
+
+    /// Under load the primary's checkpoint names a sequence the standby has already passed.
+    #[test]
+    fn a_late_checkpoint_is_compared_against_the_hash_kept_for_its_sequence() {
+        let mut checkpoints = Checkpoints::default();
+        for sequence in 1..=100 {
+            assert_eq!(checkpoints.applied(sequence, u128::from(sequence) * 10), Ok(()));
+        }
+        assert_eq!(checkpoints.on_checkpoint(60, 600, 100, 1000), Ok(()), "agrees with the hash after 60");
+        assert_eq!(
+            checkpoints.on_checkpoint(60, 601, 100, 1000),
+            Err(FollowError::StateDiverged { sequence: 60, primary: 601, standby: 600 }),
+            "disagrees with the hash after 60, not with the current one"
+        );
+        assert_eq!(checkpoints.too_late(), 0);
+    }
+
+    #[test]
+    fn a_checkpoint_older_than_the_kept_hashes_is_counted_not_compared() {
+        let mut checkpoints = Checkpoints::default();
+        let last = STATE_HASHES_KEPT as u64 + 11;
+        for sequence in 11..=last {
+            assert_eq!(checkpoints.applied(sequence, u128::from(sequence)), Ok(()));
+        }
+        assert_eq!(checkpoints.on_checkpoint(10, 99, last, 0), Ok(()), "before this standby started");
+        assert_eq!(checkpoints.on_checkpoint(11, 99, last, 0), Ok(()), "pushed out of the ring");
+        assert_eq!(checkpoints.too_late(), 2);
+        let oldest_kept = last - STATE_HASHES_KEPT as u64 + 1;
+        assert!(checkpoints.on_checkpoint(oldest_kept, 99, last, 0).is_err(), "the oldest kept one still counts");
+    }
+
+    #[test]
+    fn hashes_of_records_cut_back_are_replaced_by_those_applied_again() {
+        let mut checkpoints = Checkpoints::default();
+        for sequence in 1..=10 {
+            assert_eq!(checkpoints.applied(sequence, u128::from(sequence)), Ok(()));
+        }
+        // The journal is cut back to 6 and 7..=9 are applied again with other contents.
+        for sequence in 7..=9 {
+            assert_eq!(checkpoints.applied(sequence, u128::from(sequence) + 100), Ok(()));
+        }
+        assert_eq!(checkpoints.on_checkpoint(8, 108, 9, 109), Ok(()));
+        assert_eq!(checkpoints.on_checkpoint(6, 6, 9, 109), Ok(()));
+        assert!(checkpoints.on_checkpoint(8, 8, 9, 109).is_err(), "the hash before the cut is gone");
     }
 }

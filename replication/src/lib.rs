@@ -38,5 +38,5 @@ pub use checkpoint::{CheckpointError, ChunkRead, Receiving};
 pub use election::{Decision, Election, ElectionError, Prepared, candidate_epoch, epoch_owner, on_prepare};
 pub use follower::{Checkpoints, FollowError, Follower, Step};
 pub use message::{CheckpointFileInfo, DecodeError, LogPosition, Message, MessageDecoder, ProbeAnswer, Record};
-pub use primary::{Fenced, Primary};
+pub use primary::{CheckpointSchedule, Fenced, Primary};
 pub use probe::{CommonSearch, Found, NextProbe};

@@ -22,9 +22,34 @@ pub struct Primary {
     /// The durable sequence each standby (by its node address) has acknowledged.
     acks: BTreeMap<String, u64>,
     watermark: u64,
-    checkpoint_interval: u64,
-    last_checkpoint: u64,
+    checkpoints: CheckpointSchedule,
     fenced: Option<Fenced>,
+}
+
+/// When to ship the state hash on one stream. Each stream keeps its own: with one
+/// schedule per primary, a checkpoint went to whichever stream asked first, so another
+/// standby, or the live connection of a standby whose closed one was still being wound
+/// down, missed it.
+#[derive(Clone, Debug)]
+pub struct CheckpointSchedule {
+    interval: u64,
+    last: u64,
+}
+
+impl CheckpointSchedule {
+    pub fn new(interval: u64) -> CheckpointSchedule {
+        CheckpointSchedule { interval: interval.max(1), last: 0 }
+    }
+
+    /// A checkpoint to ship when the applied state has moved at least one interval past
+    /// the last one shipped on this stream.
+    pub fn due(&mut self, epoch: u32, applied_sequence: u64, state_hash: u128) -> Option<Message> {
+        if applied_sequence < self.last.saturating_add(self.interval) {
+            return None;
+        }
+        self.last = applied_sequence;
+        Some(Message::Checkpoint { epoch, sequence: applied_sequence, state_hash })
+    }
 }
 
 impl Primary {
@@ -34,8 +59,7 @@ impl Primary {
             replicas,
             acks: BTreeMap::new(),
             watermark: 0,
-            checkpoint_interval: checkpoint_interval.max(1),
-            last_checkpoint: 0,
+            checkpoints: CheckpointSchedule::new(checkpoint_interval),
             fenced: None,
         }
     }
@@ -92,13 +116,9 @@ impl Primary {
     }
 
     /// A checkpoint to ship when the applied state has moved at least one interval past
-    /// the last one shipped.
+    /// the last one shipped (one schedule for the whole primary: the simulator's).
     pub fn checkpoint_due(&mut self, applied_sequence: u64, state_hash: u128) -> Option<Message> {
-        if applied_sequence < self.last_checkpoint.saturating_add(self.checkpoint_interval) {
-            return None;
-        }
-        self.last_checkpoint = applied_sequence;
-        Some(Message::Checkpoint { epoch: self.epoch, sequence: applied_sequence, state_hash })
+        self.checkpoints.due(self.epoch, applied_sequence, state_hash)
     }
 }
 
@@ -134,5 +154,16 @@ mod tests {
         assert_eq!(primary.checkpoint_due(12, 2), Some(Message::Checkpoint { epoch: 1, sequence: 12, state_hash: 2 }));
         assert_eq!(primary.checkpoint_due(20, 3), None);
         assert!(primary.checkpoint_due(22, 4).is_some());
+    }
+
+    #[test]
+    fn each_stream_gets_every_checkpoint() {
+        let mut one = CheckpointSchedule::new(10);
+        let mut other = CheckpointSchedule::new(10);
+        let checkpoint = Some(Message::Checkpoint { epoch: 1, sequence: 12, state_hash: 2 });
+        assert_eq!(one.due(1, 12, 2), checkpoint);
+        assert_eq!(other.due(1, 12, 2), checkpoint, "not taken by the first stream");
+        assert_eq!(one.due(1, 21, 3), None);
+        assert!(one.due(1, 22, 4).is_some());
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tally_engine::pipeline::PipelineStats;
 use tally_journal::{JournalReader, ReadLimit};
-use tally_replication::{CheckpointFileInfo, LogPosition, Message, Primary, Record};
+use tally_replication::{CheckpointFileInfo, CheckpointSchedule, LogPosition, Message, Primary, Record};
 
 use super::peer_io::{PeerError, PeerStream};
 use super::role::{Role, RoleKind};
@@ -327,6 +327,8 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
     // its auto-promotion timer (which has been running since the old primary went quiet)
     // can mistake the new primary for an absent one.
     let mut last_sent: Option<Instant> = None;
+    // This stream's own: every standby, on every connection, gets every interval's hash.
+    let mut checkpoints = CheckpointSchedule::new(CHECKPOINT_INTERVAL);
     loop {
         if closed.load(Ordering::Acquire) {
             return Err(PeerError::Closed);
@@ -346,19 +348,24 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
             bytes += record.payload.len();
             batch.push(to_record(&record));
         }
-        if !batch.is_empty() {
+        let shipped = !batch.is_empty();
+        if shipped {
             peer.send(&Message::Records { epoch, records: std::mem::take(&mut batch) })?;
             last_sent = Some(Instant::now());
-            continue;
-        }
-        if last_sent.is_none_or(|sent| sent.elapsed() >= HEARTBEAT_INTERVAL) {
+        } else if last_sent.is_none_or(|sent| sent.elapsed() >= HEARTBEAT_INTERVAL) {
             peer.send(&Message::Records { epoch, records: Vec::new() })?;
             last_sent = Some(Instant::now());
         }
+        // Asked after every send, not only when idle: under steady load the reader is
+        // never idle, and the standby would get no hash until the load stopped. The
+        // applied sequence then trails what was shipped; the standby keeps its recent
+        // hashes to compare such a late one.
         let (applied, state_hash) = shipping.stats.applied_state();
-        let checkpoint = shipping.core().checkpoint_due(applied, state_hash);
-        if let Some(checkpoint) = checkpoint {
+        if let Some(checkpoint) = checkpoints.due(epoch, applied, state_hash) {
             peer.send(&checkpoint)?;
+        }
+        if shipped {
+            continue;
         }
         let heartbeat_due = last_sent.map_or(Duration::ZERO, |sent| HEARTBEAT_INTERVAL.saturating_sub(sent.elapsed()));
         shipping.bell.wait_unless_rung_since(rings, heartbeat_due.min(IDLE_WAIT_MAX));

@@ -558,8 +558,16 @@ fn apply_loop(
         };
         match work {
             Work::Checkpoint { sequence, state_hash } => {
+                let too_late = checkpoints.too_late();
                 if let Err(error) = checkpoints.on_checkpoint(sequence, state_hash, applied, ledger.state_hash()) {
                     stop_loudly(&error);
+                }
+                let now_too_late = checkpoints.too_late();
+                // Said at the 1st, 2nd, 4th, ... so that a standby far behind does not flood the log.
+                if now_too_late > too_late && now_too_late.is_power_of_two() {
+                    eprintln!(
+                        "tally: standby: the primary's state hash after {sequence} came when this standby was at {applied}, past the hashes it keeps: not compared ({now_too_late} so far)"
+                    );
                 }
             }
             Work::Records(records) => {
@@ -587,8 +595,9 @@ fn apply_loop(
                     events += command.events() as u64;
                     deriving.apply(&mut ledger, record.sequence, record.timestamp, &command);
                     applied = record.sequence;
-                    let hash = checkpoints.wants_hash_at(applied).then(|| ledger.state_hash());
-                    if let Err(error) = checkpoints.applied(applied, hash) {
+                    // The hash is a running sum (O(1) to read): kept after every record
+                    // so that a checkpoint arriving after this one is still compared.
+                    if let Err(error) = checkpoints.applied(applied, ledger.state_hash()) {
                         stop_loudly(&error);
                     }
                 }

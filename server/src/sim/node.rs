@@ -765,8 +765,7 @@ impl SimNode {
                 ctx.anomaly(format!("n{id}: {error}"));
                 return;
             }
-            let hash = standby.checkpoints.wants_hash_at(record.sequence).then(|| up.ledger.state_hash());
-            if let Err(error) = standby.checkpoints.applied(record.sequence, hash) {
+            if let Err(error) = standby.checkpoints.applied(record.sequence, up.ledger.state_hash()) {
                 ctx.anomaly(format!("n{id}: {error}"));
                 return;
             }
