@@ -191,7 +191,11 @@ fn standbys_elect_a_primary_themselves_with_auto_promote() {
     let statuses = wait_converged(&cluster.addresses[1..]);
     assert_eq!(statuses[0].state_hash, statuses[1].state_hash);
     assert!(statuses.iter().all(|s| s.epoch >= 1), "{statuses:?}");
-    assert_eq!(status(elected).role_name(), "primary");
+    // One primary at the end. Usually the one elected first; on a loaded machine the other
+    // standby may not reach it within its own timeout and hold a second election (a
+    // higher epoch, which fences the first): still one primary, never two.
+    let primaries = cluster.addresses[1..].iter().filter(|&&address| status(address).role_name() == "primary").count();
+    assert_eq!(primaries, 1, "elected first: {elected}; {statuses:?}");
 }
 
 #[test]
