@@ -22,7 +22,6 @@ pub struct Primary {
     /// The durable sequence each standby (by its node address) has acknowledged.
     acks: BTreeMap<String, u64>,
     watermark: u64,
-    checkpoints: CheckpointSchedule,
     fenced: Option<Fenced>,
 }
 
@@ -53,15 +52,8 @@ impl CheckpointSchedule {
 }
 
 impl Primary {
-    pub fn new(epoch: u32, replicas: usize, checkpoint_interval: u64) -> Primary {
-        Primary {
-            epoch,
-            replicas,
-            acks: BTreeMap::new(),
-            watermark: 0,
-            checkpoints: CheckpointSchedule::new(checkpoint_interval),
-            fenced: None,
-        }
+    pub fn new(epoch: u32, replicas: usize) -> Primary {
+        Primary { epoch, replicas, acks: BTreeMap::new(), watermark: 0, fenced: None }
     }
 
     pub fn epoch(&self) -> u32 {
@@ -114,12 +106,6 @@ impl Primary {
     pub fn replicated_watermark(&self) -> u64 {
         self.watermark
     }
-
-    /// A checkpoint to ship when the applied state has moved at least one interval past
-    /// the last one shipped (one schedule for the whole primary: the simulator's).
-    pub fn checkpoint_due(&mut self, applied_sequence: u64, state_hash: u128) -> Option<Message> {
-        self.checkpoints.due(self.epoch, applied_sequence, state_hash)
-    }
 }
 
 #[cfg(test)]
@@ -128,7 +114,7 @@ mod tests {
 
     #[test]
     fn watermark_is_the_kth_highest_acknowledgement_and_never_moves_back() {
-        let mut primary = Primary::new(3, 2, 10);
+        let mut primary = Primary::new(3, 2);
         assert_eq!(primary.on_ack("a", 3, 10), Ok(None), "one standby is not two");
         assert_eq!(primary.on_ack("b", 3, 7), Ok(Some(7)));
         assert_eq!(primary.on_ack("a", 3, 12), Ok(None), "b still holds only 7");
@@ -140,7 +126,7 @@ mod tests {
 
     #[test]
     fn a_higher_epoch_fences_the_primary_for_good() {
-        let mut primary = Primary::new(3, 1, 10);
+        let mut primary = Primary::new(3, 1);
         assert_eq!(primary.on_ack("a", 3, 5), Ok(Some(5)));
         assert_eq!(primary.on_ack("a", 4, 9), Err(Fenced { epoch: 4 }));
         assert_eq!(primary.on_ack("b", 3, 9), Err(Fenced { epoch: 4 }), "fenced stays fenced");
@@ -149,11 +135,11 @@ mod tests {
 
     #[test]
     fn checkpoints_follow_the_interval() {
-        let mut primary = Primary::new(1, 1, 10);
-        assert_eq!(primary.checkpoint_due(9, 1), None);
-        assert_eq!(primary.checkpoint_due(12, 2), Some(Message::Checkpoint { epoch: 1, sequence: 12, state_hash: 2 }));
-        assert_eq!(primary.checkpoint_due(20, 3), None);
-        assert!(primary.checkpoint_due(22, 4).is_some());
+        let mut schedule = CheckpointSchedule::new(10);
+        assert_eq!(schedule.due(1, 9, 1), None);
+        assert_eq!(schedule.due(1, 12, 2), Some(Message::Checkpoint { epoch: 1, sequence: 12, state_hash: 2 }));
+        assert_eq!(schedule.due(1, 20, 3), None);
+        assert!(schedule.due(1, 22, 4).is_some());
     }
 
     #[test]

@@ -281,7 +281,7 @@ impl Node {
                 chunk_bytes: config.checkpoint_chunk_bytes,
                 history: shipped_history.clone(),
                 visible,
-                primary: Mutex::new(Primary::new(role.epoch(), replicas, ship::CHECKPOINT_INTERVAL)),
+                primary: Mutex::new(Primary::new(role.epoch(), replicas)),
                 replicated,
                 stats: pipeline.stats(),
                 role: role.clone(),

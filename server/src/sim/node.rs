@@ -13,8 +13,8 @@ use tally_engine::pipeline::{Command, apply};
 use tally_journal::sim::MemStorage;
 use tally_journal::{ChainHash, Journal, JournalConfig, RecoveryMode};
 use tally_replication::{
-    Checkpoints, Decision, Election, FollowError, Follower, LogPosition, Message, Prepared, Primary, Record, Step,
-    candidate_epoch, on_prepare,
+    CheckpointSchedule, Checkpoints, Decision, Election, FollowError, Follower, LogPosition, Message, Prepared,
+    Primary, Record, Step, candidate_epoch, on_prepare,
 };
 
 #[cfg(feature = "sim-bugs")]
@@ -55,6 +55,9 @@ struct Pending {
 
 struct PrimaryRole {
     core: Primary,
+    /// When to send the state hash (to every subscriber at once: each gets every one, as
+    /// each of `tally`'s streams has its own schedule).
+    checkpoints: CheckpointSchedule,
     /// Standbys subscribed, and the next sequence to send each.
     subscribers: BTreeMap<usize, u64>,
     pending: Vec<Pending>,
@@ -259,7 +262,8 @@ impl SimNode {
         let epoch = 1;
         let role = if primary {
             Role::Primary(PrimaryRole {
-                core: Primary::new(epoch, REPLICAS, CHECKPOINT_INTERVAL),
+                core: Primary::new(epoch, REPLICAS),
+                checkpoints: CheckpointSchedule::new(CHECKPOINT_INTERVAL),
                 subscribers: BTreeMap::new(),
                 pending: Vec::new(),
             })
@@ -412,7 +416,7 @@ impl SimNode {
                         ctx.send(me, Addr::Node(peer), Payload::peer(&ask));
                     }
                 }
-                if let Some(checkpoint) = primary.core.checkpoint_due(up.ledger.sequence(), up.ledger.state_hash()) {
+                if let Some(checkpoint) = primary.checkpoints.due(epoch, up.ledger.sequence(), up.ledger.state_hash()) {
                     for &standby in primary.subscribers.keys() {
                         ctx.send(me, Addr::Node(standby), Payload::peer(&checkpoint));
                     }
@@ -511,7 +515,8 @@ impl SimNode {
         if let Some(epoch) = become_primary {
             up.journal.flush();
             up.role = Role::Primary(PrimaryRole {
-                core: Primary::new(epoch, REPLICAS, CHECKPOINT_INTERVAL),
+                core: Primary::new(epoch, REPLICAS),
+                checkpoints: CheckpointSchedule::new(CHECKPOINT_INTERVAL),
                 subscribers: BTreeMap::new(),
                 pending: Vec::new(),
             });
