@@ -26,19 +26,20 @@ use tally_engine::{Effects, HistoryLookup, StoredTransfer};
 struct Args {
     /// A directory for the store (its `history` subdirectory is replaced).
     dir: PathBuf,
-    #[arg(long, default_value_t = 10_000_000)]
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     transfers: u64,
-    #[arg(long, default_value_t = 8189)]
+    #[arg(long, default_value_t = 8189, value_parser = clap::value_parser!(u64).range(1..))]
     per_input: u64,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     inputs_per_commit: u64,
-    #[arg(long, default_value_t = 10_000)]
+    /// At least 2: a transfer needs two accounts.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2..))]
     accounts: u64,
     /// Transfer ids drawn at random instead of counting up.
     #[arg(long)]
     random_ids: bool,
     /// Transfers per reported slice.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     slice: u64,
 }
 
@@ -66,7 +67,13 @@ fn main() {
     let args = Args::parse();
     let dir = args.dir.join("history");
     let _ = std::fs::remove_dir_all(&dir);
-    let (store, _) = HistoryStore::open(&dir).unwrap_or_else(|error| panic!("open: {error}"));
+    let (store, _) = match HistoryStore::open(&dir) {
+        Ok(opened) => opened,
+        Err(error) => {
+            eprintln!("history_write: {error}");
+            std::process::exit(2)
+        }
+    };
     let mut stage = HistoryStage::new(Arc::clone(&store), Arc::new(AtomicU64::new(0)));
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut number = 0u64;

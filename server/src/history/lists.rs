@@ -3,7 +3,7 @@
 //! An account's list is every (number, transfer id) it took part in, in number order. One
 //! store entry per side (two per transfer) made the lists the history store's largest cost:
 //! each insert walks and copies a B-tree path, about 2 µs per entry on the development box,
-//! 4 of the 5.5 µs a transfer cost the history stage (examples/history_write.rs,
+//! about 4 of the 6.5–6.9 µs a transfer cost the history stage (examples/history_write.rs,
 //! perf-reports/2026-12-03-history-lists.md). So a write packs all of its sides of one
 //! account in one bucket into one entry, keyed (bucket, account, first number) and holding
 //! the (number, id) items in number order, [`ITEM_BYTES`] each. The more transfers a
