@@ -11,6 +11,9 @@ use rkyv::util::AlignedVec;
 /// Bump when any field or record layout of the image changes.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 
+/// The alignment an image is decoded at.
+const IMAGE_ALIGN: usize = 16;
+
 /// A pending transfer the hot state holds: its commit number, status, deadline, and the
 /// sequence that resolved it (0 while it is open). Its transfer record is at the same
 /// position in [`LedgerImage::pending_transfers`].
@@ -98,13 +101,28 @@ impl LedgerImage {
         rkyv::to_bytes::<rancor::Error>(self).map_err(|error| SnapshotError::Malformed(error.to_string()))
     }
 
+    /// Serialises the image into `writer` as it goes, without the whole image in memory
+    /// at once: the bytes are exactly those of [`LedgerImage::to_bytes`] (rkyv aligns
+    /// relative to the start of the stream, which a reader copies to an aligned buffer).
+    pub fn write_to(&self, writer: &mut dyn std::io::Write) -> std::io::Result<()> {
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, rkyv::ser::writer::IoWriter::new(writer))
+            .map(drop)
+            .map_err(std::io::Error::other)
+    }
+
     /// Validates and decodes an image; the bytes may come from a damaged file.
     pub fn from_bytes(bytes: &[u8]) -> Result<LedgerImage, SnapshotError> {
-        // rkyv needs its input aligned; a copy into an aligned buffer costs one memcpy.
-        let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(bytes);
-        let image = rkyv::from_bytes::<LedgerImage, rancor::Error>(&aligned)
-            .map_err(|error| SnapshotError::Malformed(error.to_string()))?;
+        // rkyv needs its input aligned. A large buffer from the allocator is (16 bytes on
+        // every 64-bit target we build for), and then it is read where it is; otherwise
+        // it is copied into an aligned buffer (one memcpy, as large as the image).
+        let decoded = if (bytes.as_ptr() as usize).is_multiple_of(IMAGE_ALIGN) {
+            rkyv::from_bytes::<LedgerImage, rancor::Error>(bytes)
+        } else {
+            let mut aligned = AlignedVec::<IMAGE_ALIGN>::with_capacity(bytes.len());
+            aligned.extend_from_slice(bytes);
+            rkyv::from_bytes::<LedgerImage, rancor::Error>(&aligned)
+        };
+        let image = decoded.map_err(|error| SnapshotError::Malformed(error.to_string()))?;
         if image.format_version != SNAPSHOT_FORMAT_VERSION {
             return Err(SnapshotError::Version { found: image.format_version, expected: SNAPSHOT_FORMAT_VERSION });
         }
@@ -119,4 +137,27 @@ pub fn records<T: bytemuck::Pod>(table: &'static str, bytes: &[u8]) -> Result<Ve
         return Err(SnapshotError::Misaligned { table, bytes: bytes.len(), record_bytes });
     }
     Ok(bytemuck::pod_collect_to_vec(bytes))
+}
+
+/// The records of a table one by one, read from its bytes where they lie (no copy of the
+/// table), refusing a partial record.
+pub fn record_iter<'a, T: bytemuck::Pod>(
+    table: &'static str,
+    bytes: &'a [u8],
+) -> Result<impl ExactSizeIterator<Item = T> + 'a, SnapshotError> {
+    let record_bytes = size_of::<T>();
+    if !bytes.len().is_multiple_of(record_bytes) {
+        return Err(SnapshotError::Misaligned { table, bytes: bytes.len(), record_bytes });
+    }
+    Ok(bytes.chunks_exact(record_bytes).map(bytemuck::pod_read_unaligned))
+}
+
+/// The bytes of a table of `Pod` records, collected from `records` (of which there are
+/// `count`) into one buffer of exactly that size, without a second copy.
+pub fn record_bytes<'a, T: bytemuck::Pod>(count: usize, records: impl Iterator<Item = &'a T>) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(count * size_of::<T>());
+    for record in records {
+        bytes.extend_from_slice(bytemuck::bytes_of(record));
+    }
+    bytes
 }

@@ -5,7 +5,8 @@
 
 use tally_codecs::flags::transfer as transfer_flags;
 use tally_codecs::snapshot::{
-    FailedId, HistoryEntry, LedgerImage, PendingEntry, SNAPSHOT_FORMAT_VERSION, WindowDebit, records,
+    FailedId, HistoryEntry, LedgerImage, PendingEntry, SNAPSHOT_FORMAT_VERSION, WindowDebit, record_bytes, record_iter,
+    records,
 };
 use tally_codecs::{Account, LimitProfile, Transfer};
 
@@ -77,13 +78,15 @@ impl Ledger {
                 amount: *amount,
             }));
         }
-        let transfers: Vec<Transfer> = self.transfers.iter().copied().collect();
         LedgerImage {
             format_version: SNAPSHOT_FORMAT_VERSION,
             last_timestamp: self.last_timestamp,
             sequence: self.sequence,
-            accounts: bytemuck::cast_slice(&self.accounts.iter().copied().collect::<Vec<Account>>()).to_vec(),
-            transfers: bytemuck::cast_slice(&transfers).to_vec(),
+            // The tables are written as bytes straight from the ledger: the hot transfers
+            // are the largest part of a checkpoint, and a copy as records first would
+            // double the writer's memory.
+            accounts: record_bytes(self.accounts.len(), self.accounts.iter()),
+            transfers: record_bytes(self.transfers.len(), self.transfers.iter()),
             transfer_sequences: self.transfer_sequences.iter().copied().collect(),
             transfers_base: self.transfers_base,
             profiles: bytemuck::cast_slice(&profiles).to_vec(),
@@ -103,7 +106,8 @@ impl Ledger {
     /// of the state: set it afterwards ([`Ledger::set_hot_window`]).
     pub fn from_image(image: &LedgerImage) -> Result<Ledger, ImageError> {
         let accounts: Vec<Account> = records("accounts", &image.accounts)?;
-        let transfers: Vec<Transfer> = records("transfers", &image.transfers)?;
+        // Read in place: the hot transfers are most of the image.
+        let transfers = record_iter::<Transfer>("transfers", &image.transfers)?;
         let profiles: Vec<LimitProfile> = records("profiles", &image.profiles)?;
         let pending_transfers: Vec<Transfer> = records("pending transfers", &image.pending_transfers)?;
         if transfers.len() != image.transfer_sequences.len() || pending_transfers.len() != image.pending.len() {
@@ -137,7 +141,7 @@ impl Ledger {
             }
         }
         let mut previous_sequence = 0;
-        for (transfer, sequence) in transfers.into_iter().zip(&image.transfer_sequences) {
+        for (transfer, sequence) in transfers.zip(&image.transfer_sequences) {
             let debit = ledger.account_index.get(&transfer.debit_account_id).copied();
             let credit = ledger.account_index.get(&transfer.credit_account_id).copied();
             let (Some(debit), Some(credit)) = (debit, credit) else {

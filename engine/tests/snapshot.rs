@@ -214,3 +214,43 @@ fn an_image_of_an_evicting_ledger_keeps_its_state_hash() {
     assert_eq!(restored.state_hash(), ledger.state_hash(), "the same next input, the same state");
     assert_eq!(restored.hot_transfers_count(), ledger.hot_transfers_count(), "the same evictions");
 }
+
+/// The streamed encoding writes exactly the bytes of `to_bytes`, and an image is decoded
+/// the same from an aligned buffer (read in place) and a misaligned one (copied first).
+#[test]
+fn a_streamed_image_is_the_buffered_one_and_decodes_at_any_alignment() {
+    let image = busy_ledger().to_image();
+    let buffered = image.to_bytes().expect("an image serialises");
+    let mut streamed = Vec::new();
+    image.write_to(&mut streamed).expect("an image streams");
+    assert_eq!(&streamed[..], &buffered[..]);
+    assert_eq!(LedgerImage::from_bytes(&buffered).expect("aligned"), image);
+    let mut shifted = vec![0u8; streamed.len() + 1];
+    shifted[1..].copy_from_slice(&streamed);
+    assert_eq!(LedgerImage::from_bytes(&shifted[1..]).expect("misaligned"), image);
+}
+
+/// A copy for a checkpoint has the ledger's image and state hash without its transfer
+/// id index, made fresh and into the previous copy after more transfers.
+#[test]
+fn a_checkpoint_copy_has_the_image_and_hash_but_no_id_index() {
+    let mut ledger = busy_ledger();
+    let mut copy = Ledger::new();
+    copy.copy_for_checkpoint_from(&ledger);
+    assert_eq!(copy.to_image(), ledger.to_image());
+    assert_eq!(copy.state_hash(), ledger.state_hash());
+    assert_eq!(copy.recompute_state_hash(), ledger.state_hash());
+    let found = |ledger: &Ledger, id: u128| {
+        let mut out = Vec::new();
+        ledger.lookup_transfers(&[id], &mut out);
+        !out.is_empty()
+    };
+    assert!(!found(&copy, 100) && found(&ledger, 100), "no id index");
+    let more = Transfer { id: 200, debit_account_id: 3, credit_account_id: 4, amount: 3, ledger: 1, code: 1, ..Transfer::default() };
+    ledger.create_transfers(6_000_000_000, &[more], &mut Vec::new());
+    copy.release_shared();
+    copy.copy_for_checkpoint_from(&ledger);
+    assert_eq!(copy.to_image(), ledger.to_image());
+    assert_eq!(copy.state_hash(), ledger.state_hash());
+    assert!(!found(&copy, 200) && found(&ledger, 200), "no id index");
+}

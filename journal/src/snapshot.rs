@@ -13,7 +13,8 @@
 //! of the header's first 32 bytes followed by the payload.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::JournalError;
@@ -25,6 +26,8 @@ const SNAPSHOT_HEADER_BYTES: usize = 64;
 const SNAPSHOT_SUFFIX: &str = ".snap";
 const TEMPORARY_SUFFIX: &str = ".snap.tmp";
 const STAGED_SUFFIX: &str = ".snap.staged";
+/// Bytes read at a time when a streamed payload is read back for its checksum.
+const HASH_READ_BYTES: usize = 1 << 20;
 
 /// A directory of snapshots.
 #[derive(Clone, Debug)]
@@ -103,6 +106,59 @@ impl SnapshotStore {
         let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&staged).map_err(io_error)?;
         file.write_all(&encode_header(sequence, bytes)).map_err(io_error)?;
         file.write_all(bytes).map_err(io_error)?;
+        file.sync_all().map_err(io_error)?;
+        Ok(staged)
+    }
+
+    /// Writes a checkpoint covering `sequence` under its staged name as
+    /// [`SnapshotStore::write_staged`] does, with the payload streamed by `payload` into
+    /// the file instead of held in memory: the payload is written after room for the
+    /// header, then read back from the file (in [`HASH_READ_BYTES`] pieces) for its
+    /// checksum, and the header goes in last, before the sync. The file is the same as
+    /// `write_staged` writes for the same payload. An error of `payload` is returned as
+    /// an I/O error of the file; a half-written staged file is never loaded (the caller
+    /// discards it, and an open deletes it).
+    pub fn write_staged_with(
+        &self,
+        sequence: u64,
+        payload: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<PathBuf, JournalError> {
+        let staged = self.staged_path_of(sequence);
+        let io_error = |error| JournalError::io(&staged, error);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&staged)
+            .map_err(io_error)?;
+        let mut counted = Counted { inner: std::io::BufWriter::with_capacity(HASH_READ_BYTES, &file), bytes: 0 };
+        counted.write_all(&[0u8; SNAPSHOT_HEADER_BYTES]).map_err(io_error)?;
+        counted.bytes = 0;
+        payload(&mut counted).map_err(io_error)?;
+        counted.flush().map_err(io_error)?;
+        let length = counted.bytes;
+        drop(counted);
+        let mut header = header_fields(sequence, length);
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&header[..32]);
+        let mut buffer = vec![0u8; HASH_READ_BYTES];
+        let mut offset = SNAPSHOT_HEADER_BYTES as u64;
+        let end = offset + length;
+        while offset < end {
+            let want = usize::try_from(end - offset).unwrap_or(usize::MAX).min(buffer.len());
+            let read = file.read_at(&mut buffer[..want], offset).map_err(io_error)?;
+            if read == 0 {
+                return Err(io_error(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the staged file is shorter than what was written to it",
+                )));
+            }
+            hasher.update(&buffer[..read]);
+            offset += read as u64;
+        }
+        header[32..64].copy_from_slice(hasher.finalize().as_bytes());
+        file.write_all_at(&header, 0).map_err(io_error)?;
         file.sync_all().map_err(io_error)?;
         Ok(staged)
     }
@@ -210,36 +266,78 @@ impl SnapshotStore {
     }
 }
 
-/// Reads the file at `path` and checks its header and checksum against `sequence`.
+/// Reads the file at `path` and checks its header and checksum against `sequence`. The
+/// payload is read straight into the one buffer returned (a snapshot can be hundreds of
+/// megabytes: no second copy of it is made).
 fn read_verified(path: PathBuf, sequence: u64) -> Result<Snapshot, JournalError> {
-    let file = std::fs::read(&path).map_err(|error| JournalError::io(&path, error))?;
+    let io_error = |error| JournalError::io(&path, error);
     let damaged = |reason| JournalError::SnapshotDamaged { path: path.clone(), reason };
-    let header = file.get(..SNAPSHOT_HEADER_BYTES).ok_or(damaged("shorter than its header"))?;
+    let mut file = File::open(&path).map_err(io_error)?;
+    let file_bytes = file.metadata().map_err(io_error)?.len();
+    let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
+    match file.read_exact(&mut header) {
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(damaged("shorter than its header"));
+        }
+        other => other.map_err(io_error)?,
+    }
     if header[..8] != SNAPSHOT_MAGIC || header[8..12] != SNAPSHOT_VERSION.to_le_bytes() {
         return Err(damaged("bad magic or version"));
     }
-    if read_u64(header, 16) != sequence {
+    if read_u64(&header, 16) != sequence {
         return Err(damaged("covered sequence does not match the file name"));
     }
-    let payload = &file[SNAPSHOT_HEADER_BYTES..];
-    if u64::try_from(payload.len()).ok() != Some(read_u64(header, 24)) {
+    let length = read_u64(&header, 24);
+    if Some(length) != file_bytes.checked_sub(SNAPSHOT_HEADER_BYTES as u64) {
         return Err(damaged("length does not match the file"));
     }
-    if checksum(&header[..32], payload) != header[32..64] {
+    let length = usize::try_from(length).map_err(|_| damaged("larger than this machine can address"))?;
+    let mut payload = Vec::new();
+    payload.try_reserve_exact(length).map_err(|_| damaged("larger than the memory this process can get"))?;
+    (&mut file).take(length as u64).read_to_end(&mut payload).map_err(io_error)?;
+    if payload.len() != length {
+        return Err(damaged("length does not match the file"));
+    }
+    if checksum(&header[..32], &payload) != header[32..64] {
         return Err(damaged("BLAKE3 checksum mismatch"));
     }
-    Ok(Snapshot { sequence, bytes: payload.to_vec() })
+    Ok(Snapshot { sequence, bytes: payload })
 }
 
-fn encode_header(sequence: u64, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_BYTES] {
+/// The header's first 32 bytes (magic, version, sequence, payload length); the checksum
+/// goes into the rest.
+fn header_fields(sequence: u64, payload_bytes: u64) -> [u8; SNAPSHOT_HEADER_BYTES] {
     let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
     header[..8].copy_from_slice(&SNAPSHOT_MAGIC);
     header[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
     header[16..24].copy_from_slice(&sequence.to_le_bytes());
-    header[24..32].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    header[24..32].copy_from_slice(&payload_bytes.to_le_bytes());
+    header
+}
+
+fn encode_header(sequence: u64, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_BYTES] {
+    let mut header = header_fields(sequence, payload.len() as u64);
     let sum = checksum(&header[..32], payload);
     header[32..64].copy_from_slice(&sum);
     header
+}
+
+/// A writer that counts the bytes written through it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn checksum(header_fields: &[u8], payload: &[u8]) -> [u8; 32] {

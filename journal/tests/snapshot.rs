@@ -1,6 +1,8 @@
 //! Snapshots on disk: round trip, newest valid wins, damage skipped and reported,
 //! interrupted writes invisible, retention.
 
+use std::io::Write;
+
 use tally_journal::{JournalError, SnapshotStore};
 
 fn store() -> (tempfile::TempDir, SnapshotStore) {
@@ -91,4 +93,35 @@ fn a_staged_checkpoint_is_no_recovery_point_until_promoted_and_is_dropped_at_ope
     assert!(matches!(reopened.load_staged(300), Err(JournalError::Io { .. })), "deleted at open");
     assert_eq!(reopened.list().expect("list"), vec![100, 200]);
     reopened.discard_staged(300).expect("discarding a missing staged file is fine");
+}
+
+/// A checkpoint streamed into its staged file (in pieces, larger than the read-back
+/// buffer) is the same file as one written from a buffer, and loads the same; a payload
+/// that fails leaves nothing that loads.
+#[test]
+fn a_streamed_staged_checkpoint_is_the_same_file_as_a_buffered_one() {
+    let payload: Vec<u8> = (0..3_000_017u32).map(|index| (index.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let (dir_a, buffered) = store();
+    let (dir_b, streamed) = store();
+    let path_a = buffered.write_staged(42, &payload).expect("stage from a buffer");
+    let path_b = streamed
+        .write_staged_with(42, |file| {
+            for piece in payload.chunks(70_001) {
+                file.write_all(piece)?;
+            }
+            Ok(())
+        })
+        .expect("stage as a stream");
+    assert_eq!(std::fs::read(&path_a).expect("read"), std::fs::read(&path_b).expect("read"));
+    assert_eq!(streamed.load_staged(42).expect("verifies").bytes, payload);
+    streamed.promote(42).expect("promote");
+    assert_eq!(streamed.load_newest().expect("load").newest.expect("a snapshot").bytes, payload);
+
+    let failed = streamed.write_staged_with(43, |file| {
+        file.write_all(&payload[..1_000])?;
+        Err(std::io::Error::other("the image could not be encoded"))
+    });
+    assert!(matches!(failed, Err(JournalError::Io { .. })), "{failed:?}");
+    assert!(streamed.load_staged(43).is_err(), "a half-written staged file does not verify");
+    drop((dir_a, dir_b));
 }

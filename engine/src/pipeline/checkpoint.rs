@@ -8,8 +8,9 @@
 //! The writer asks with [`CheckpointRequests::request`]; the business-logic thread looks
 //! at one flag per batch (a relaxed load when nothing is asked) and, when asked, hands a
 //! [`StateCopy`] over a channel of one slot. The writer hands each copy back when it is
-//! done with it, and the next copy is made into it ([`Clone::clone_from`]): memory that
-//! is already allocated and faulted in, so the stall is a copy, not an allocation.
+//! done with it, and the next copy is made into it ([`Ledger::copy_for_checkpoint_from`]):
+//! memory that is already allocated and faulted in, so the stall is a copy, not an
+//! allocation. The copy has no transfer id index (the writer does not read it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,13 +65,10 @@ impl CheckpointTaker {
         }
         self.due.store(false, Ordering::Relaxed);
         let started = Instant::now();
-        let copy = match self.spares.try_recv() {
-            Ok(mut spare) => {
-                spare.clone_from(ledger);
-                spare
-            }
-            Err(_) => ledger.clone(),
-        };
+        // The copy leaves out the transfer id index (`Ledger::copy_for_checkpoint_from`):
+        // the writer does not need it, and it is the one large table not shared.
+        let mut copy = self.spares.try_recv().unwrap_or_else(|_| Ledger::new());
+        copy.copy_for_checkpoint_from(ledger);
         let copy = StateCopy { sequence, state_hash: ledger.state_hash(), ledger: copy };
         let stall = started.elapsed();
         stats.record_checkpoint_stall(stall);

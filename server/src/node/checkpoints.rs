@@ -79,23 +79,48 @@ impl CheckpointWriter {
     /// failure is logged and counted here, and its file deleted. A checkpoint staged
     /// before and still waiting is replaced (the newer one covers more).
     pub fn take(&mut self, sequence: u64, published_hash: u128, ledger: &Ledger) -> bool {
+        self.write(sequence, ledger).is_some_and(|written| self.verify(written, published_hash))
+    }
+
+    /// The first half of [`CheckpointWriter::take`]: writes the image of `ledger` as the
+    /// staged checkpoint at `sequence`. After it the ledger is no longer needed (the
+    /// periodic writer hands its copy back before [`CheckpointWriter::verify`], so the
+    /// copy and the verification's ledger are never in memory together). `None`: failed
+    /// (logged, counted, file deleted).
+    pub fn write(&mut self, sequence: u64, ledger: &Ledger) -> Option<Staging> {
         if let Some(older) = self.staged.take() {
             self.discard(older);
         }
         let started = Instant::now();
-        let staged = snapshots::encode(sequence, ledger).and_then(|bytes| {
-            self.store.write_staged(sequence, bytes.as_ref())?;
-            let written = self.store.load_staged(sequence)?;
-            snapshots::verify(&written, published_hash)
-        });
-        match staged {
+        match snapshots::write_staged(&self.store, sequence, ledger) {
+            Ok(()) => Some(Staging {
+                sequence,
+                started,
+                accounts: ledger.accounts_count(),
+                transfers: ledger.transfers_count(),
+            }),
+            Err(error) => {
+                self.fail(sequence, &error);
+                None
+            }
+        }
+    }
+
+    /// The second half of [`CheckpointWriter::take`]: reads the staged file back and
+    /// cross-checks its state hash against `published_hash`. Returns whether it is staged.
+    pub fn verify(&mut self, written: Staging, published_hash: u128) -> bool {
+        let Staging { sequence, started, accounts, transfers } = written;
+        let verified = self
+            .store
+            .load_staged(sequence)
+            .map_err(NodeError::from)
+            .and_then(|snapshot| snapshots::verify(snapshot, published_hash));
+        match verified {
             Ok(()) => {
                 let (_, stall_ns_max, stall_ns_last) = self.stats.checkpoint_stalls();
                 eprintln!(
-                    "tally: checkpoint at sequence {sequence} ({} accounts, {} transfers) written and verified in {} ms; \
+                    "tally: checkpoint at sequence {sequence} ({accounts} accounts, {transfers} transfers) written and verified in {} ms; \
                      the copy stalled the business logic {} us (worst so far {} us)",
-                    ledger.accounts_count(),
-                    ledger.transfers_count(),
                     started.elapsed().as_millis(),
                     stall_ns_last / 1_000,
                     stall_ns_max / 1_000,
@@ -174,6 +199,15 @@ impl CheckpointWriter {
             behind.join(", ")
         );
     }
+}
+
+/// A checkpoint written but not yet verified ([`CheckpointWriter::write`]).
+#[derive(Debug)]
+pub struct Staging {
+    sequence: u64,
+    started: Instant,
+    accounts: usize,
+    transfers: usize,
 }
 
 /// Makes an idle business-logic thread end a batch (a primary submits an empty query),
@@ -271,9 +305,11 @@ fn run(
             }
         };
         last_attempt = Instant::now();
-        let staged = writer.take(copy.sequence, copy.state_hash, &copy.ledger);
+        let written = writer.write(copy.sequence, &copy.ledger);
+        // The copy goes back before the verification builds a ledger of its own: its
+        // chunks the live ledger no longer shares are freed now.
         requests.give_back(copy.ledger);
-        if staged {
+        if written.is_some_and(|written| writer.verify(written, copy.state_hash)) {
             writer.try_commit();
         }
     }
@@ -455,6 +491,97 @@ mod tests {
         assert!(writer.take(7, ledger.state_hash(), &ledger));
         assert_eq!(writer.try_commit(), Some(7));
         assert_eq!(stats.checkpoints(), (1, 7, 1));
+    }
+
+    /// Counts the bytes allocated by one thread while it is measured (other tests of this
+    /// binary run on other threads and are not counted).
+    mod peak {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            static MEASURING: Cell<bool> = const { Cell::new(false) };
+            static NOW: Cell<isize> = const { Cell::new(0) };
+            static PEAK: Cell<isize> = const { Cell::new(0) };
+        }
+
+        pub struct Counting;
+
+        #[global_allocator]
+        static COUNTING: Counting = Counting;
+
+        fn grew(bytes: isize) {
+            let _ = MEASURING.try_with(|measuring| {
+                if measuring.get() {
+                    let now = NOW.get() + bytes;
+                    NOW.set(now);
+                    PEAK.set(PEAK.get().max(now));
+                }
+            });
+        }
+
+        // SAFETY: every call goes to `System` unchanged; only the sizes are counted.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                // SAFETY: as the caller's contract.
+                let pointer = unsafe { System.alloc(layout) };
+                if !pointer.is_null() {
+                    grew(layout.size() as isize);
+                }
+                pointer
+            }
+
+            unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+                // SAFETY: as the caller's contract.
+                let pointer = unsafe { System.alloc_zeroed(layout) };
+                if !pointer.is_null() {
+                    grew(layout.size() as isize);
+                }
+                pointer
+            }
+
+            unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+                // SAFETY: as the caller's contract.
+                unsafe { System.dealloc(pointer, layout) };
+                grew(-(layout.size() as isize));
+            }
+
+            unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                // SAFETY: as the caller's contract.
+                let moved = unsafe { System.realloc(pointer, layout, new_size) };
+                if !moved.is_null() {
+                    grew(new_size as isize - layout.size() as isize);
+                }
+                moved
+            }
+        }
+
+        /// Runs `work` and returns the most bytes this thread held at once during it,
+        /// above what it held when it began.
+        pub fn measure<R>(work: impl FnOnce() -> R) -> (R, usize) {
+            NOW.set(0);
+            PEAK.set(0);
+            MEASURING.set(true);
+            let result = work();
+            MEASURING.set(false);
+            (result, PEAK.get().max(0) as usize)
+        }
+    }
+
+    /// Writing and verifying a checkpoint holds at most about two forms of the state at
+    /// once (the image and the ledger the verification builds), never the encoded bytes
+    /// beside the image, or the file read back twice.
+    #[test]
+    fn a_checkpoint_holds_at_most_two_forms_of_the_state_at_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut writer, _stats) = writer(dir.path(), &DerivedMarks::new());
+        let ledger = ledger(200_000);
+        let image_bytes = ledger.to_image().to_bytes().expect("encode").len();
+        let (staged, peak) = peak::measure(|| writer.take(5, ledger.state_hash(), &ledger));
+        assert!(staged);
+        let ratio = peak as f64 / image_bytes as f64;
+        eprintln!("peak {peak} bytes for an image of {image_bytes} bytes ({ratio:.2} times)");
+        assert!(ratio < 3.0, "the checkpoint held {ratio:.2} times its image at once");
     }
 
     #[test]

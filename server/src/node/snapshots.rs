@@ -35,11 +35,12 @@ pub fn load(store: &SnapshotStore) -> Result<Restored, NodeError> {
     let Some(snapshot) = load.newest else {
         return Ok(Restored { ledger: Ledger::new(), sequence: 0 });
     };
-    let ledger = LedgerImage::from_bytes(&snapshot.bytes)
-        .map_err(ImageError::from)
-        .and_then(|image| Ledger::from_image(&image))
-        .map_err(|source| NodeError::Snapshot { sequence: snapshot.sequence, source })?;
-    Ok(Restored { ledger, sequence: snapshot.sequence })
+    let tally_journal::Snapshot { sequence, bytes } = snapshot;
+    let image = LedgerImage::from_bytes(&bytes).map_err(|error| NodeError::Snapshot { sequence, source: error.into() });
+    // The bytes go before the ledger is built: a start holds at most two forms at once.
+    drop(bytes);
+    let ledger = Ledger::from_image(&image?).map_err(|source| NodeError::Snapshot { sequence, source })?;
+    Ok(Restored { ledger, sequence })
 }
 
 /// A checkpoint that became the recovery point, as the journal stage learns of it.
@@ -53,19 +54,30 @@ pub struct Written {
 }
 
 /// The snapshot image of `ledger`, which is the state after journal record `sequence`.
+#[cfg(test)]
 pub fn encode(sequence: u64, ledger: &Ledger) -> Result<impl AsRef<[u8]>, NodeError> {
     ledger.to_image().to_bytes().map_err(|error| NodeError::Snapshot { sequence, source: ImageError::from(error) })
 }
 
+/// Writes the image of `ledger`, the state after journal record `sequence`, as the staged
+/// checkpoint at `sequence`, serialised straight into the file: the writer holds the
+/// image (as large as the hot state) but never its bytes as well.
+pub fn write_staged(store: &SnapshotStore, sequence: u64, ledger: &Ledger) -> Result<(), NodeError> {
+    let image = ledger.to_image();
+    store.write_staged_with(sequence, |file| image.write_to(file))?;
+    Ok(())
+}
+
 /// The cross-check: the staged bytes, decoded into a ledger from scratch, must have the
 /// state hash the business logic published for `sequence`. A difference means the state
-/// is not a function of what the checkpoint holds (nondeterminism, or an image bug).
-pub fn verify(snapshot: &tally_journal::Snapshot, published_hash: u128) -> Result<(), NodeError> {
-    let sequence = snapshot.sequence;
-    let ledger = LedgerImage::from_bytes(&snapshot.bytes)
-        .map_err(ImageError::from)
-        .and_then(|image| Ledger::from_image(&image))
-        .map_err(|source| NodeError::Snapshot { sequence, source })?;
+/// is not a function of what the checkpoint holds (nondeterminism, or an image bug). Each
+/// form is dropped as soon as the next one is built (bytes, image, ledger), so the check
+/// holds at most two of them.
+pub fn verify(snapshot: tally_journal::Snapshot, published_hash: u128) -> Result<(), NodeError> {
+    let tally_journal::Snapshot { sequence, bytes } = snapshot;
+    let image = LedgerImage::from_bytes(&bytes).map_err(|error| NodeError::Snapshot { sequence, source: error.into() });
+    drop(bytes);
+    let ledger = Ledger::from_image(&image?).map_err(|source| NodeError::Snapshot { sequence, source })?;
     let found = ledger.state_hash();
     if found != published_hash {
         return Err(NodeError::CheckpointMismatch { sequence, published: published_hash, found });
