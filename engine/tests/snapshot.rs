@@ -246,7 +246,15 @@ fn a_checkpoint_copy_has_the_image_and_hash_but_no_id_index() {
         !out.is_empty()
     };
     assert!(!found(&copy, 100) && found(&ledger, 100), "no id index");
-    let more = Transfer { id: 200, debit_account_id: 3, credit_account_id: 4, amount: 3, ledger: 1, code: 1, ..Transfer::default() };
+    let more = Transfer {
+        id: 200,
+        debit_account_id: 3,
+        credit_account_id: 4,
+        amount: 3,
+        ledger: 1,
+        code: 1,
+        ..Transfer::default()
+    };
     ledger.create_transfers(6_000_000_000, &[more], &mut Vec::new());
     copy.release_shared();
     copy.copy_for_checkpoint_from(&ledger);

@@ -125,13 +125,8 @@ impl SnapshotStore {
     ) -> Result<PathBuf, JournalError> {
         let staged = self.staged_path_of(sequence);
         let io_error = |error| JournalError::io(&staged, error);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&staged)
-            .map_err(io_error)?;
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&staged).map_err(io_error)?;
         let mut counted = Counted { inner: std::io::BufWriter::with_capacity(HASH_READ_BYTES, &file), bytes: 0 };
         counted.write_all(&[0u8; SNAPSHOT_HEADER_BYTES]).map_err(io_error)?;
         counted.bytes = 0;
