@@ -263,6 +263,15 @@ fn a_due_pending_transfer_is_expired_by_a_journaled_tick() {
     assert_eq!(replayed.state_hash(), ledger.state_hash(), "expiry is a function of the journal");
 }
 
+/// Sends each reply's request id back to the test.
+struct Replies(Mutex<std::sync::mpsc::Sender<u64>>);
+
+impl ReplyTo for Replies {
+    fn reply(&self, request_id: u64, _: &Reply) {
+        let _ = self.0.lock().unwrap().send(request_id);
+    }
+}
+
 /// A reply target that never answers until released, to hold the pipeline's queues full.
 struct Gate(Mutex<()>);
 
@@ -274,7 +283,7 @@ impl ReplyTo for Gate {
 
 #[test]
 fn full_queue_answers_busy_and_recovers() {
-    let small = PipelineConfig { ring_slots: 2, submission_queue: 1, ..config(Wait::Parking) };
+    let small = PipelineConfig { ring_slots: 2, ..config(Wait::Parking) };
     let pipeline =
         Pipeline::start(small, Ledger::new(), Box::new(MemoryLog::default()), Box::new(CountingOutcomes::default()));
     let submitter = pipeline.submitter();
@@ -288,11 +297,35 @@ fn full_queue_answers_busy_and_recovers() {
             Err(SubmitError::Stopped) => panic!("the pipeline is running"),
         }
     }
-    assert!(busy > 0, "a blocked reply stage fills the rings and the queue, and submitters hear busy");
+    assert!(busy > 0, "a blocked reply stage fills the rings, and submitters hear busy");
     drop(held);
     assert!(matches!(submitter.execute(Request::LookupAccounts(vec![1])), Ok(Reply::LookupAccounts(_))));
     pipeline.shutdown();
     assert_eq!(submitter.execute(Request::LookupAccounts(vec![1])), Err(SubmitError::Stopped));
+}
+
+/// The submitter publishes into the input ring itself (docs/design.md §4, "Sequencer"):
+/// when `submit` returns, the request is in the ring, with no thread in between to wake.
+#[test]
+fn a_request_is_in_the_input_ring_when_submit_returns() {
+    let pipeline = Pipeline::start(
+        config(Wait::Parking),
+        Ledger::new(),
+        Box::new(MemoryLog::default()),
+        Box::new(CountingOutcomes::default()),
+    );
+    let submitter = pipeline.submitter();
+    let stats = submitter.stats().clone();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let replies = Arc::new(Replies(Mutex::new(sender)));
+    for id in 1..=200u64 {
+        submitter.submit(Request::LookupAccounts(vec![1]), id, replies.clone()).expect("running");
+        assert_eq!(stats.inputs_published(), id, "request {id} was published before submit returned");
+    }
+    for _ in 1..=200 {
+        receiver.recv_timeout(Duration::from_secs(10)).expect("every request is answered");
+    }
+    pipeline.shutdown();
 }
 
 #[test]

@@ -139,6 +139,7 @@ struct Args {
     tls_ca: Option<PathBuf>,
     /// A measurement during which the rest of the machine (other processes) kept more than
     /// this share of one core busy, in percent, is taken again, up to `--attempts` times.
+    /// 200 (two cores) means any load: measure at once, without waiting for a quiet machine.
     #[arg(long, default_value_t = 10.0, value_parser = percent)]
     other_load_max: f64,
     /// How many times a measurement may be taken because of other load; the last is kept.
@@ -597,8 +598,18 @@ fn open_loop_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|");
     let mut cpu_lines = Vec::new();
+    let mut per_request_lines = Vec::new();
+    let mut disk_lines = Vec::new();
     let mut stage_rows = Vec::new();
     for &durability in &args.durability {
+        // The yardstick of the `local` target (p99 ≤ 3× the disk's), timed in the same run.
+        let syncs = tally_bench::bench::disk::fdatasync_latency(&args.work_dir)?;
+        disk_lines.push(format!(
+            "- before the `{durability}` node: p50 {} ms, p99 {} ms, max {} ms",
+            report::ms(syncs.value_at_quantile(0.5)),
+            report::ms(syncs.value_at_quantile(0.99)),
+            report::ms(syncs.max())
+        ));
         let dir = RunDir::create(&args.work_dir, &format!("open-loop-{durability}"), args.keep)?;
         let node = NodeProcess::start(tally_bin, &dir, durability, &args.node_options())?;
         wire::create_accounts(node.address, &workload.accounts, wire_batch_max())?;
@@ -624,12 +635,27 @@ fn open_loop_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result
                 until_quiet(&args.quiet(), &label, Some(node.pid()), attempt, |(_, cpu, wall)| cpu.other_load(*wall))?;
             println!("| {durability} | {} | {:.0} % |", open_loop_cells(&run), cpu.other_load(wall) * 100.0);
             cpu_lines.push(format!("- {durability}, {} requests/s: {}", report::rate(rate as f64), cpu.describe(wall)));
+            // Every request sent, warm-up included, as the CPU seconds are.
+            let sent = rate as f64 * (args.warmup_seconds + args.rate_seconds);
+            per_request_lines.push(format!(
+                "- {durability}, {} requests/s: {}",
+                report::rate(rate as f64),
+                per_request(&cpu.node, sent)
+            ));
         }
         for line in node.stop_reporting_stages()? {
             stage_rows.push(stage_row(durability, &line));
         }
     }
     println!("\nCPU seconds during each rate (warm-up included):\n\n{}\n", cpu_lines.join("\n"));
+    println!(
+        "The node's CPU per request sent (warm-up included), µs, by thread:\n\n{}\n",
+        per_request_lines.join("\n")
+    );
+    println!(
+        "The disk's own `fdatasync` after a 4 KiB append (200 syncs on the data directory's file system):\n\n{}\n",
+        disk_lines.join("\n")
+    );
     println!("Where the node's time went, stage by stage (docs/design.md, \"Stage latencies\"), over every rate");
     println!("of that node, warm-up and account creation included; journal_commit is per ring batch:\n");
     println!("| durability | stage | samples | p50 µs | p99 µs | p99.9 µs | max µs |");
@@ -639,6 +665,14 @@ fn open_loop_phase(args: &Args, tally_bin: &Path, workload: &Workload) -> Result
     }
     println!();
     Ok(())
+}
+
+/// `123.4 µs (history 40.1, writer 20.3, …)`: a process's CPU divided by `requests`.
+fn per_request(node: &load::node::CpuSpent, requests: f64) -> String {
+    let micros = |seconds: f64| seconds * 1e6 / requests.max(1.0);
+    let threads: Vec<String> =
+        node.threads.iter().map(|(name, seconds)| format!("{name} {:.1}", micros(*seconds))).collect();
+    format!("{:.1} µs ({})", micros(node.process), threads.join(", "))
 }
 
 /// A table row from one of the node's stage lines (`NAME count N p50_us X …`).

@@ -23,8 +23,8 @@ use super::histogram::AtomicHistogram;
 /// One interval of a request's way through the node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
-    /// From `Submitter::submit` to the sequencer's publish into the input ring: the
-    /// submission queue and the sequencer's wake-up.
+    /// From `Submitter::submit` to its publish into the input ring: waiting for the
+    /// sequencer's lock (other submitters, a tick) and for room in the ring.
     Submission,
     /// From that publish to the journal stage taking the slot: the input ring hand-off.
     JournalWait,

@@ -1,15 +1,16 @@
 //! The LMAX pipeline around the ledger.
 //!
 //! ```text
-//! Submitter ─(bounded queue)─▶ sequencer ─▶ input ring ─▶ journal stage ─▶ business logic
+//! Submitter ─(lock)─▶ sequencer ─▶ input ring ─▶ journal stage ─▶ business logic
 //!                               timestamps                 append; flush      Ledger::apply
 //!                                                          per ring batch          │
 //!                                                                                   ▼
 //!                                                 output ring ─▶ reply stage, outcome-log stage
 //! ```
 //!
-//! - One sequencer thread is the input ring's only producer, so timestamps are assigned
-//!   once, in ring order, before the journal sees the input.
+//! - The sequencer is the input ring's only producer, behind a lock that submitters take
+//!   on their own threads, so timestamps are assigned once, in ring order, before the
+//!   journal sees the input; a ticker thread takes the same lock to inject ticks.
 //! - The journal stage appends each mutation and writes its journal sequence into the slot;
 //!   at the end of every ring batch it commits (flushes under `local`). Batches are
 //!   whatever is waiting, so the flush is amortised exactly as far as the load allows.
@@ -31,12 +32,14 @@ mod sequencer;
 mod stages;
 mod wait;
 
+use sequencer::Sequencer;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam::channel::{self, Receiver, Sender, TrySendError};
+use crossbeam::channel::{self, Receiver, Sender};
 use tally_codecs::wire::{Reply, Request};
 
 use crate::Ledger;
@@ -52,14 +55,11 @@ pub use wait::Wait;
 
 /// Input ring slots by default; a slot may hold a full request (≤ 1 MiB).
 pub const RING_SLOTS_DEFAULT: usize = 256;
-/// Requests that may wait for the sequencer before submitters block.
-pub const SUBMISSION_QUEUE_DEFAULT: usize = 64;
 
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
     /// Input and output ring sizes; rounded up to a power of two.
     pub ring_slots: usize,
-    pub submission_queue: usize,
     pub durability: Durability,
     pub wait: Wait,
     /// How often the sequencer checks whether a pending transfer's deadline has passed;
@@ -74,7 +74,6 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             ring_slots: RING_SLOTS_DEFAULT,
-            submission_queue: SUBMISSION_QUEUE_DEFAULT,
             durability: Durability::Local,
             wait: Wait::Parking,
             tick_interval: Duration::from_secs(1),
@@ -245,6 +244,11 @@ impl PipelineStats {
     }
 
     /// Where requests spend their time in the pipeline, stage by stage.
+    /// Slots published into the input ring so far, ticks included.
+    pub fn inputs_published(&self) -> u64 {
+        self.rings.input_published.load(Ordering::Acquire)
+    }
+
     pub fn stage_latencies(&self) -> &StageLatencies {
         &self.stage_latencies
     }
@@ -346,7 +350,7 @@ impl PipelineStats {
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
-    #[error("the node is busy: its submission queue is full")]
+    #[error("the node is busy: its input ring is full")]
     Busy,
     #[error("the pipeline has stopped")]
     Stopped,
@@ -360,33 +364,24 @@ pub(crate) struct Submission {
     pub submitted_ns: u64,
 }
 
-pub(crate) enum Message {
-    Submit(Submission),
-    Stop,
-}
-
 /// A handle for submitting requests; cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct Submitter {
-    sender: Sender<Message>,
+    sequencer: Arc<Sequencer>,
     stats: Arc<PipelineStats>,
 }
 
 impl Submitter {
-    /// Queues a request; blocks while the queue is full, which is the back-pressure that
-    /// makes a gateway stop reading from its sockets.
+    /// Stamps the request and publishes it into the input ring on the calling thread;
+    /// blocks while the ring is full, which is the back-pressure that makes a gateway stop
+    /// reading from its sockets.
     pub fn submit(&self, request: Request, request_id: u64, reply_to: Arc<dyn ReplyTo>) -> Result<(), SubmitError> {
-        let message = Message::Submit(Submission { request, request_id, reply_to, submitted_ns: now_ns() });
-        self.sender.send(message).map_err(|_| SubmitError::Stopped)
+        self.sequencer.submit(Submission { request, request_id, reply_to, submitted_ns: now_ns() })
     }
 
-    /// Queues a request, or answers `Busy` at once when the queue is full.
+    /// As [`Submitter::submit`], or answers `Busy` at once when the input ring is full.
     pub fn try_submit(&self, request: Request, request_id: u64, reply_to: Arc<dyn ReplyTo>) -> Result<(), SubmitError> {
-        let message = Message::Submit(Submission { request, request_id, reply_to, submitted_ns: now_ns() });
-        self.sender.try_send(message).map_err(|error| match error {
-            TrySendError::Full(_) => SubmitError::Busy,
-            TrySendError::Disconnected(_) => SubmitError::Stopped,
-        })
+        self.sequencer.try_submit(Submission { request, request_id, reply_to, submitted_ns: now_ns() })
     }
 
     /// The pipeline's counters and stage latencies; the gateway records the write stage.
@@ -416,7 +411,8 @@ impl ReplyTo for ReplySlot {
 pub struct Pipeline {
     submitter: Submitter,
     stats: Arc<PipelineStats>,
-    sequencer: Option<JoinHandle<()>>,
+    /// The ticker thread, and how to tell it to close the sequencer and drain the stages.
+    ticker: Option<(JoinHandle<()>, Sender<()>)>,
     ledger_back: Receiver<Ledger>,
     /// Releases the durability gate at shutdown, after [`STOP_GRACE`].
     stopping: Arc<AtomicBool>,
@@ -448,7 +444,6 @@ impl Pipeline {
         outcome_log: Box<dyn OutcomeLog>,
         history: Option<History>,
     ) -> Pipeline {
-        let (sender, receiver) = channel::bounded(config.submission_queue.max(1));
         let stats = Arc::new(PipelineStats::default());
         let recovered = input_log.watermarks().appended.load(Ordering::Acquire);
         stats.publish(recovered, 0, 0, &ledger);
@@ -471,9 +466,11 @@ impl Pipeline {
             stopping: stopping.clone(),
         };
         let producer = stages.build(ledger_sender);
-        let sequencer = sequencer::spawn(producer, receiver, config.tick_interval, resume_after, stats.clone());
-        let submitter = Submitter { sender, stats: stats.clone() };
-        Pipeline { submitter, stats, sequencer: Some(sequencer), ledger_back, stopping }
+        let sequencer = Arc::new(Sequencer::new(producer, resume_after, stats.clone()));
+        let (stop, stop_receiver) = channel::bounded(1);
+        let ticker = sequencer::spawn_ticker(sequencer.clone(), stop_receiver, config.tick_interval);
+        let submitter = Submitter { sequencer, stats: stats.clone() };
+        Pipeline { submitter, stats, ticker: Some((ticker, stop)), ledger_back, stopping }
     }
 
     pub fn submitter(&self) -> Submitter {
@@ -492,16 +489,18 @@ impl Pipeline {
     }
 
     fn stop(&mut self) {
-        if let Some(sequencer) = self.sequencer.take() {
-            // The sequencer may already be gone if a stage panicked; then there is nothing to stop.
-            let _ = self.submitter.sender.send(Message::Stop);
+        if let Some((ticker, stop)) = self.ticker.take() {
+            // The ticker may already be gone if a stage panicked; then there is nothing to stop.
+            // Everything submitted is in the ring already: the ticker closes the sequencer
+            // behind it and waits for the stages to drain.
+            let _ = stop.send(());
             let deadline = std::time::Instant::now() + STOP_GRACE;
-            while !sequencer.is_finished() && std::time::Instant::now() < deadline {
+            while !ticker.is_finished() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
             self.stopping.store(true, Ordering::Release);
-            if sequencer.join().is_err() {
-                eprintln!("tally: the sequencer thread panicked");
+            if ticker.join().is_err() {
+                eprintln!("tally: the sequencer's ticker thread panicked");
             }
         }
     }

@@ -1,17 +1,21 @@
-//! The sequencer: the input ring's single producer. It takes submissions in arrival
-//! order, stamps each with the next timestamp, publishes it, and injects a tick when a
-//! pending transfer is due.
-
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+//! The sequencer: the input ring's single producer, behind a lock. A submitter takes the
+//! lock, stamps its request with the next timestamp and publishes it into the ring on its
+//! own thread; a ticker thread takes the same lock to inject a tick when a pending
+//! transfer is due. Before, a sequencer thread took submissions from a queue and published
+//! them: one more thread wake-up (two futex calls and a context switch) per request,
+//! ≈ 14 µs of CPU per single-transfer request at 5 000 requests/s on the 2-core VM
+//! (perf-reports/2026-12-03-request-cpu.md). The lock keeps what the thread gave: one
+//! producer at a time, so timestamps increase in ring order.
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::doorbell::INPUT_PUBLISHED;
 use super::latency::{Stage, now_ns};
 use super::stages::{InputProducer, InputSlot, publish};
-use super::{Command, Message, PipelineStats};
+use super::{Command, PipelineStats, Submission, SubmitError};
 
 /// Strictly increasing nanosecond timestamps that follow the wall clock when it moves
 /// forward and ignore it when it steps back.
@@ -39,76 +43,141 @@ impl Clock {
     }
 }
 
-/// Starts the sequencer; its timestamps continue after `resume_after`, the recovered
-/// ledger's last one, even if the wall clock has stepped back since.
-///
-/// Every `tick_interval` it looks at the earliest pending deadline the business logic
-/// published, and injects a `tick` only when that deadline has passed: an idle ledger
-/// with nothing to expire journals nothing. A tick is still an input with its own
-/// timestamp and sequence, so expiry stays a function of the journal.
-pub(crate) fn spawn(
-    mut producer: InputProducer,
-    receiver: Receiver<Message>,
-    tick_interval: Duration,
-    resume_after: u64,
+/// The input ring's producer and the clock that stamps what goes into it; `producer` is
+/// `None` once the pipeline stops (its drop drains and joins the stages).
+struct Entry {
+    producer: Option<InputProducer>,
+    clock: Clock,
+    /// Slots published, ticks included (for the input ring's occupancy).
+    published: u64,
+}
+
+/// The shared sequencer: every submitter and the ticker publish through it.
+pub(crate) struct Sequencer {
+    entry: Mutex<Entry>,
     stats: Arc<PipelineStats>,
-) -> JoinHandle<()> {
+}
+
+impl Sequencer {
+    /// Timestamps continue after `resume_after`, the recovered ledger's last one, even if
+    /// the wall clock has stepped back since.
+    pub(crate) fn new(producer: InputProducer, resume_after: u64, stats: Arc<PipelineStats>) -> Sequencer {
+        let entry = Entry { producer: Some(producer), clock: Clock { last: resume_after }, published: 0 };
+        Sequencer { entry: Mutex::new(entry), stats }
+    }
+
+    fn entry(&self) -> MutexGuard<'_, Entry> {
+        self.entry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stamps and publishes a request; blocks while the ring is full.
+    pub(crate) fn submit(&self, submission: Submission) -> Result<(), SubmitError> {
+        let mut entry = self.entry();
+        let Entry { producer, clock, published } = &mut *entry;
+        let producer = producer.as_mut().ok_or(SubmitError::Stopped)?;
+        let timestamp = clock.next();
+        let published_ns = now_ns();
+        self.stats.stage_latencies().record_between(Stage::Submission, submission.submitted_ns, published_ns);
+        publish(producer, &INPUT_PUBLISHED, |slot: &mut InputSlot| fill(slot, timestamp, published_ns, submission));
+        *published += 1;
+        self.stats.input_published(*published);
+        Ok(())
+    }
+
+    /// As [`Sequencer::submit`], but answers `Busy` instead of waiting for a full ring.
+    pub(crate) fn try_submit(&self, submission: Submission) -> Result<(), SubmitError> {
+        let mut entry = self.entry();
+        let Entry { producer, clock, published } = &mut *entry;
+        let producer = producer.as_mut().ok_or(SubmitError::Stopped)?;
+        let mut submission = Some(submission);
+        let mut stamped = None;
+        let result = disruptor::Producer::try_publish(producer, |slot: &mut InputSlot| {
+            if let Some(submission) = submission.take() {
+                // Stamped only once the slot is there, so a refused request spends no timestamp.
+                let timestamp = clock.next();
+                let published_ns = now_ns();
+                stamped = Some((submission.submitted_ns, published_ns));
+                fill(slot, timestamp, published_ns, submission);
+            }
+        });
+        if result.is_err() {
+            return Err(SubmitError::Busy);
+        }
+        INPUT_PUBLISHED.ring();
+        if let Some((submitted_ns, published_ns)) = stamped {
+            self.stats.stage_latencies().record_between(Stage::Submission, submitted_ns, published_ns);
+        }
+        *published += 1;
+        self.stats.input_published(*published);
+        Ok(())
+    }
+
+    /// Injects a tick when the earliest pending deadline the business logic published has
+    /// passed and is later than the last tick; returns the tick's timestamp.
+    fn tick_if_due(&self, last_tick: u64) -> Option<u64> {
+        let mut entry = self.entry();
+        let Entry { producer, clock, published } = &mut *entry;
+        let producer = producer.as_mut()?;
+        let due = self.stats.next_expiry().is_some_and(|deadline| deadline > last_tick && deadline <= clock.peek());
+        if !due {
+            return None;
+        }
+        let timestamp = clock.next();
+        publish(producer, &INPUT_PUBLISHED, |slot: &mut InputSlot| {
+            slot.timestamp = timestamp;
+            slot.submitted_ns = 0;
+            slot.published_ns = 0;
+            slot.request_id = 0;
+            *slot.command.get_mut().unwrap_or_else(PoisonError::into_inner) = Command::Tick;
+            *slot.reply_to.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+        });
+        *published += 1;
+        self.stats.input_published(*published);
+        Some(timestamp)
+    }
+
+    /// Takes the producer out (later submissions are refused) and drops it, which lets
+    /// every stage drain what was published and joins them.
+    fn close(&self) {
+        let producer = self.entry().producer.take();
+        drop(producer);
+    }
+}
+
+fn fill(slot: &mut InputSlot, timestamp: u64, published_ns: u64, submission: Submission) {
+    slot.timestamp = timestamp;
+    slot.submitted_ns = submission.submitted_ns;
+    slot.published_ns = published_ns;
+    slot.request_id = submission.request_id;
+    *slot.command.get_mut().unwrap_or_else(PoisonError::into_inner) = Command::Request(submission.request);
+    *slot.reply_to.get_mut().unwrap_or_else(PoisonError::into_inner) = Some(submission.reply_to);
+}
+
+/// Starts the ticker: every `tick_interval` it injects a tick if one is due (an idle
+/// ledger with nothing to expire journals nothing; a tick is still an input with its own
+/// timestamp and sequence, so expiry stays a function of the journal). When `stop` is
+/// signalled or dropped it closes the sequencer (behind everything already published) and
+/// ends once the stages have drained.
+pub(crate) fn spawn_ticker(sequencer: Arc<Sequencer>, stop: Receiver<()>, tick_interval: Duration) -> JoinHandle<()> {
     let body = move || {
-        let mut clock = Clock { last: resume_after };
-        let mut last_check = Instant::now();
         // The timestamp of the last tick: a deadline at or before it was expired by that
         // tick, even if the business logic has not yet published the next one.
         let mut last_tick = 0u64;
-        // Slots published, ticks included (for the input ring's occupancy).
-        let mut published = 0u64;
+        let mut last_check = Instant::now();
         loop {
             let until_check = tick_interval.saturating_sub(last_check.elapsed());
-            match receiver.recv_timeout(until_check) {
-                Ok(Message::Submit(submission)) => {
-                    let timestamp = clock.next();
-                    let submitted_ns = submission.submitted_ns;
-                    let published_ns = now_ns();
-                    stats.stage_latencies().record_between(Stage::Submission, submitted_ns, published_ns);
-                    publish(&mut producer, &INPUT_PUBLISHED, |slot: &mut InputSlot| {
-                        slot.timestamp = timestamp;
-                        slot.submitted_ns = submitted_ns;
-                        slot.published_ns = published_ns;
-                        slot.request_id = submission.request_id;
-                        *slot.command.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                            Command::Request(submission.request);
-                        *slot.reply_to.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                            Some(submission.reply_to);
-                    });
-                    published += 1;
-                    stats.input_published(published);
-                }
-                Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            match stop.recv_timeout(until_check) {
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            if last_check.elapsed() < tick_interval {
-                continue;
-            }
             last_check = Instant::now();
-            let due = stats.next_expiry().is_some_and(|deadline| deadline > last_tick && deadline <= clock.peek());
-            if due {
-                let timestamp = clock.next();
-                publish(&mut producer, &INPUT_PUBLISHED, |slot: &mut InputSlot| {
-                    slot.timestamp = timestamp;
-                    slot.submitted_ns = 0;
-                    slot.published_ns = 0;
-                    slot.request_id = 0;
-                    *slot.command.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Command::Tick;
-                    *slot.reply_to.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-                });
+            if let Some(timestamp) = sequencer.tick_if_due(last_tick) {
                 last_tick = timestamp;
-                published += 1;
-                stats.input_published(published);
             }
         }
-        // Dropping the producer lets every stage drain what was published, then joins them.
-        drop(producer);
+        sequencer.close();
     };
-    std::thread::Builder::new().name("sequencer".into()).spawn(body).expect("the sequencer thread starts")
+    std::thread::Builder::new().name("sequencer".into()).spawn(body).expect("the ticker thread starts")
 }
 
 #[cfg(test)]
