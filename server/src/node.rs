@@ -192,7 +192,7 @@ impl Node {
         };
         let (journal, report) =
             open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes, repair_source.as_ref())?;
-        let outcome_storage = FileStorage::new(&dirs.outcomes, FlushMethod::Fdatasync)?;
+        let outcome_storage = FileStorage::new(&dirs.outcomes, FlushMethod::Fdatasync)?.with_file_writes();
         let segment_bytes = tally_sinks::stream::SEGMENT_BYTES_DEFAULT;
         let mut outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
         let mut ledger = restored.ledger;

@@ -278,7 +278,7 @@ fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<L
     let repair_source = super::repair::RepairSource { peers: peers.collect(), key: config.key.clone(), epoch };
     let (journal, report) =
         super::open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes, Some(&repair_source))?;
-    let outcome_storage = FileStorage::new(&dirs.outcomes, FlushMethod::Fdatasync)?;
+    let outcome_storage = FileStorage::new(&dirs.outcomes, FlushMethod::Fdatasync)?.with_file_writes();
     let segment_bytes = tally_sinks::stream::SEGMENT_BYTES_DEFAULT;
     let mut outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
     let mut ledger = restored.ledger;
