@@ -59,7 +59,14 @@ fn main() {
 
 const TABLE: redb::TableDefinition<u128, &[u8]> = redb::TableDefinition::new("t");
 
-fn run_redb(path: &Path, records: u64, batch: u64, every: u64, value: usize, key_of: &dyn Fn(u64) -> u128) -> (f64, f64) {
+fn run_redb(
+    path: &Path,
+    records: u64,
+    batch: u64,
+    every: u64,
+    value: usize,
+    key_of: &dyn Fn(u64) -> u128,
+) -> (f64, f64) {
     let db = redb::Database::create(path.join("t.redb")).expect("create");
     let bytes = vec![7u8; value];
     let (mut probe, mut write) = (0.0, 0.0);
@@ -97,7 +104,14 @@ fn run_redb(path: &Path, records: u64, batch: u64, every: u64, value: usize, key
     (probe, write)
 }
 
-fn run_fjall(path: &Path, records: u64, batch: u64, every: u64, value: usize, key_of: &dyn Fn(u64) -> u128) -> (f64, f64) {
+fn run_fjall(
+    path: &Path,
+    records: u64,
+    batch: u64,
+    every: u64,
+    value: usize,
+    key_of: &dyn Fn(u64) -> u128,
+) -> (f64, f64) {
     let tuned = std::env::var("TUNED").is_ok();
     let mut builder = fjall::Database::builder(path);
     if tuned {
@@ -108,7 +122,8 @@ fn run_fjall(path: &Path, records: u64, batch: u64, every: u64, value: usize, ke
         .keyspace("t", || {
             let options = fjall::KeyspaceCreateOptions::default().manual_journal_persist(true);
             if tuned {
-                options.filter_block_pinning_policy(fjall::config::PinningPolicy::all(true))
+                options
+                    .filter_block_pinning_policy(fjall::config::PinningPolicy::all(true))
                     .index_block_pinning_policy(fjall::config::PinningPolicy::all(true))
             } else {
                 options

@@ -466,8 +466,11 @@ mod tests {
     fn a_sink_thread_writes_nothing_while_the_stream_grows_fast_and_catches_up_after_the_longest_hold() {
         let written = Arc::new(AtomicU64::new(0));
         let activity = Arc::new(AtomicU64::new(0));
-        let source =
-            Source { storage: stream_of_ticks(10), limit: Arc::new(AtomicU64::new(10)), activity: Arc::clone(&activity) };
+        let source = Source {
+            storage: stream_of_ticks(10),
+            limit: Arc::new(AtomicU64::new(10)),
+            activity: Arc::clone(&activity),
+        };
         let hold = HoldConfig { busy_events_per_s: 1_000, longest: Duration::from_millis(1_500) };
         let config = TailConfig { hold: Some(hold), nice: 0, ..TailConfig::default() };
         let stats = Arc::new(SinkStats::default());
