@@ -124,10 +124,7 @@ impl NodeConfig {
             events: None,
             files: None,
             sink_nice: tally_sinks::sink::NICE_DEFAULT,
-            sink_hold: Some(tally_sinks::sink::HoldConfig {
-                busy_events_per_s: tally_sinks::sink::HOLD_BUSY_EVENTS_PER_S_DEFAULT,
-                longest: tally_sinks::sink::HOLD_LONGEST_DEFAULT,
-            }),
+            sink_hold: None,
             hot_window: tally_engine::HOT_WINDOW_DEFAULT,
             checkpoint_chunk_bytes: tally_replication::checkpoint::CHUNK_BYTES,
         }

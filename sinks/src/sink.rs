@@ -95,10 +95,11 @@ pub struct HoldConfig {
     pub longest: Duration,
 }
 
-/// Events per second at and above which sinks hold back by default: a node serving a
-/// gateway's traffic stays below it and is settled at once; a bulk load or a benchmark
-/// burst is above it.
-pub const HOLD_BUSY_EVENTS_PER_S_DEFAULT: u64 = 200_000;
+/// A rate to start from when turning the hold on (it is off by default: measured on 2 shared
+/// cores it lowered the servers' CPU during a burst but not the node's throughput loss,
+/// perf-reports/2026-12-03-sink-hold.md): a node serving a gateway's traffic stays below
+/// it and is settled at once; a bulk load or a benchmark burst is above it.
+pub const HOLD_BUSY_EVENTS_PER_S_SUGGESTED: u64 = 200_000;
 /// How long a sink holds back at most, by default.
 pub const HOLD_LONGEST_DEFAULT: Duration = Duration::from_secs(5);
 /// The window over which the stream's rate is measured.

@@ -135,8 +135,9 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(i32).range(0..=i64::from(tally_sinks::sink::NICE_MAX)))]
     sink_nice: i32,
     /// The started node's `--sink-hold-above`: while events enter its outcome stream this
-    /// fast, its sinks write nothing (up to `tally serve`'s `--sink-hold-ms`); 0: never.
-    #[arg(long, default_value_t = tally_sinks::sink::HOLD_BUSY_EVENTS_PER_S_DEFAULT, value_name = "EVENTS_PER_S")]
+    /// fast, its sinks write nothing (up to `tally serve`'s `--sink-hold-ms`); 0 (the
+    /// default, as for `tally serve`): never.
+    #[arg(long, default_value_t = 0, value_name = "EVENTS_PER_S")]
     sink_hold_above: u64,
     /// The PostgreSQL server of `--baseline postgres` and `--sinks settlement` (trust
     /// authentication).

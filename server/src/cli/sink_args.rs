@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tally_sinks::file::{FILE_BYTES_DEFAULT, FILES_KEEP_DEFAULT, FileConfig};
 use tally_sinks::nats::{NatsConfig, STREAM_DEFAULT, SUBJECT_PREFIX_DEFAULT};
-use tally_sinks::sink::{HOLD_BUSY_EVENTS_PER_S_DEFAULT, HOLD_LONGEST_DEFAULT, HoldConfig, NICE_DEFAULT, NICE_MAX};
+use tally_sinks::sink::{HOLD_LONGEST_DEFAULT, HoldConfig, NICE_DEFAULT, NICE_MAX};
 
 /// The file sink's folder inside the data directory when none is named.
 pub const FILES_DIR_DEFAULT: &str = "files";
@@ -46,9 +46,10 @@ pub struct SinkArgs {
     pub sink_nice: i32,
     /// While events enter the outcome stream at this rate per second or faster (a bulk
     /// load, a burst), the sinks write nothing, so that neither they nor their servers
-    /// (PostgreSQL, NATS) take CPU from the core; 0: they never hold back. A gateway's
-    /// steady traffic below the rate is settled at once.
-    #[arg(long, default_value_t = HOLD_BUSY_EVENTS_PER_S_DEFAULT, value_name = "EVENTS_PER_S")]
+    /// (PostgreSQL, NATS) take CPU from the core; 0 (the default): they never hold back.
+    /// A gateway's steady traffic below the rate is settled at once; 200000 is a value to
+    /// start from.
+    #[arg(long, default_value_t = 0, value_name = "EVENTS_PER_S")]
     pub sink_hold_above: u64,
     /// The longest a sink holds back; then it writes until it has caught up, busy or not.
     #[arg(long, default_value_t = HOLD_LONGEST_DEFAULT.as_millis() as u64, value_name = "MS",
