@@ -517,6 +517,7 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         events,
         files,
         sink_nice: args.sinks.sink_nice,
+        sink_hold: args.sinks.hold(),
         ..node_config(&args.node)
     };
     // Before recovery: probes see a live node that is not ready yet during a long replay.

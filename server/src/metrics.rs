@@ -44,6 +44,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "tally_sink_transfers_total",
     "tally_sink_batches_total",
     "tally_sink_errors_total",
+    "tally_sink_held_seconds_total",
     "tally_sink_up",
     "tally_replicated_sequence",
     "tally_replication_lag",
@@ -261,6 +262,13 @@ impl MetricsSource {
             "counter",
             "Failed connects and writes of a sink.",
             &per_sink(&|stats| stats.errors.load(Ordering::Acquire)),
+        );
+        let held = |stats: &SinkStats| stats.held_ms.load(Ordering::Acquire) / 1000;
+        metric(
+            "tally_sink_held_seconds_total",
+            "counter",
+            "Seconds a sink held back, with entries to write, while the core was busy (--sink-hold-above).",
+            &per_sink(&held),
         );
         metric(
             "tally_sink_up",

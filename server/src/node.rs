@@ -84,6 +84,9 @@ pub struct NodeConfig {
     /// The nice value of the sink threads (`--sink-nice`): 19 by default, so that sinks
     /// take CPU the pipeline leaves; 0 leaves them at the node's own priority.
     pub sink_nice: i32,
+    /// Whether sinks hold back while the core is busy (`--sink-hold-above`,
+    /// `--sink-hold-ms`); `None`: they never do.
+    pub sink_hold: Option<tally_sinks::sink::HoldConfig>,
     /// The hot window in inputs (docs/design.md §3.9): what an input at sequence `S`
     /// commits leaves memory when `S + W` is applied, and is read from the history store
     /// after that. Every node of a replica set must use the same value.
@@ -121,6 +124,7 @@ impl NodeConfig {
             events: None,
             files: None,
             sink_nice: tally_sinks::sink::NICE_DEFAULT,
+            sink_hold: None,
             hot_window: tally_engine::HOT_WINDOW_DEFAULT,
             checkpoint_chunk_bytes: tally_replication::checkpoint::CHUNK_BYTES,
         }
@@ -209,7 +213,7 @@ impl Node {
         outcomes.publish_to(derived.register("outcomes", outcomes.last_sequence()));
         outcomes.set_sync_interval(outcome_log::SYNC_INTERVAL);
         let outcomes_durable = outcomes.durable_mark();
-        let sinks = Sinks::start(config, &dirs.outcomes, &outcomes_durable)?;
+        let sinks = Sinks::start(config, &dirs.outcomes, &outcomes_durable, &outcomes.activity())?;
         outcomes.retain_for(sinks.watermarks());
         let outcome_retention = outcomes.retention();
         let recovery = Recovery {

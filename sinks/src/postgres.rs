@@ -25,6 +25,7 @@ const WATERMARK_NAME: &str = "settlement";
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_settlement.sql")),
     (2, include_str!("../migrations/postgres/0002_drop_postings_account_index.sql")),
+    (3, include_str!("../migrations/postgres/0003_postings_keyed_by_sequence.sql")),
 ];
 /// Longest schema name PostgreSQL keeps (NAMEDATALEN - 1).
 const SCHEMA_NAME_BYTES_MAX: usize = 63;
@@ -86,16 +87,16 @@ impl PostgresSink {
             "COPY {schema}.transfers (id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, \
              user_data_64, user_data_32, timeout, ledger, code, flags, timestamp, sequence) FROM STDIN",
             "COPY {schema}.postings (transfer_id, kind, side, account_id, ledger, resolves, pending_delta, \
-             posted_delta, sequence) FROM STDIN",
+             posted_delta, sequence, position) FROM STDIN",
             "UPDATE {schema}.postings p SET pending_delta = -t.amount FROM {schema}.transfers t \
              WHERE p.pending_delta IS NULL AND t.id = p.resolves",
             "INSERT INTO {schema}.postings (transfer_id, kind, side, account_id, ledger, resolves, pending_delta, \
-             posted_delta, sequence) \
+             posted_delta, sequence, position) \
              SELECT t.id, 'expiry', s.side, CASE s.side WHEN 'debit' THEN t.debit_account_id ELSE t.credit_account_id END, \
-             t.ledger, t.id, -t.amount, 0, e.sequence \
-             FROM unnest($1::text[], $2::bigint[]) AS e(id, sequence) \
+             t.ledger, t.id, -t.amount, 0, e.sequence, e.position + s.shift \
+             FROM unnest($1::text[], $2::bigint[], $3::integer[]) AS e(id, sequence, position) \
              JOIN {schema}.transfers t ON t.id = e.id::numeric \
-             CROSS JOIN (VALUES ('debit'), ('credit')) AS s(side)",
+             CROSS JOIN (VALUES ('debit', 0), ('credit', 1)) AS s(side, shift)",
             "INSERT INTO {schema}.balances (id, debits_pending, debits_posted, credits_pending, credits_posted, sequence) \
              SELECT a::numeric, b::numeric, c::numeric, d::numeric, e::numeric, s \
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) AS u(a, b, c, d, e, s) \
@@ -116,7 +117,9 @@ impl PostgresSink {
             transaction.execute(&resolve, &[]).map_err(destination)?;
         }
         if !rows.expired_ids.is_empty() {
-            transaction.execute(&expire, &[&rows.expired_ids, &rows.expired_sequences]).map_err(destination)?;
+            let columns: [&(dyn postgres::types::ToSql + Sync); 3] =
+                [&rows.expired_ids, &rows.expired_sequences, &rows.expired_positions];
+            transaction.execute(&expire, &columns).map_err(destination)?;
         }
         if !rows.balances.is_empty() {
             let columns: [Vec<String>; 5] = std::array::from_fn(|column| {
@@ -223,6 +226,8 @@ struct Rows {
     resolving: bool,
     expired_ids: Vec<String>,
     expired_sequences: Vec<i64>,
+    /// The position of each expiry's debit posting in its entry (the credit's is one more).
+    expired_positions: Vec<i32>,
     balances: BTreeMap<u128, (Account, i64)>,
 }
 
@@ -234,17 +239,24 @@ impl Rows {
             resolving: false,
             expired_ids: Vec::new(),
             expired_sequences: Vec::new(),
+            expired_positions: Vec::new(),
             balances: BTreeMap::new(),
         };
         for outcome in batch {
             // Sequences fit in bigint: the journal would need 2^63 records first.
             let sequence = i64::try_from(outcome.sequence).unwrap_or(i64::MAX);
+            // Positions: two per transfer, then two per expiry (migration 3); an entry holds
+            // at most 8 189 of each, far below i32::MAX.
+            let mut position = 0i32;
             for transfer in &outcome.transfers {
-                rows.add_transfer(transfer, sequence);
+                rows.add_transfer(transfer, sequence, position);
+                position = position.saturating_add(2);
             }
             for &id in &outcome.expired {
                 rows.expired_ids.push(id.to_string());
                 rows.expired_sequences.push(sequence);
+                rows.expired_positions.push(position);
+                position = position.saturating_add(2);
             }
             for account in &outcome.accounts {
                 rows.balances.insert(account.id, (*account, sequence));
@@ -253,7 +265,8 @@ impl Rows {
         rows
     }
 
-    fn add_transfer(&mut self, transfer: &Transfer, sequence: i64) {
+    /// Adds `transfer`'s row and its two postings, at `position` and `position + 1`.
+    fn add_transfer(&mut self, transfer: &Transfer, sequence: i64, position: i32) {
         let t = transfer;
         // Writing to a String cannot fail.
         let _ = writeln!(
@@ -286,11 +299,13 @@ impl Rows {
             ("0".to_string(), t.amount)
         };
         let resolves = if resolves_pending { t.pending_id } else { 0 };
-        for (side, account) in [("debit", t.debit_account_id), ("credit", t.credit_account_id)] {
+        for (side, account, offset) in [("debit", t.debit_account_id, 0), ("credit", t.credit_account_id, 1)] {
             let _ = writeln!(
                 self.postings,
-                "{}\ttransfer\t{side}\t{account}\t{}\t{resolves}\t{pending_delta}\t{posted_delta}\t{sequence}",
-                t.id, t.ledger
+                "{}\ttransfer\t{side}\t{account}\t{}\t{resolves}\t{pending_delta}\t{posted_delta}\t{sequence}\t{}",
+                t.id,
+                t.ledger,
+                position + offset
             );
         }
     }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tally_codecs::outcome::Outcome;
 use tally_journal::Storage;
@@ -48,6 +48,9 @@ pub struct SinkStats {
     pub connected: AtomicBool,
     /// The stream could not be read on (damage or a gap): the sink stopped for good.
     pub stopped: AtomicBool,
+    /// Milliseconds the sink held back with entries to write because the core was busy
+    /// ([`HoldConfig`]).
+    pub held_ms: AtomicU64,
 }
 
 /// The nice value sink threads run at unless told otherwise: the lowest priority, so that
@@ -73,7 +76,34 @@ pub struct TailConfig {
     pub backoff_max: Duration,
     /// The thread's nice value, 0 (normal) to [`NICE_MAX`] (yields the most).
     pub nice: i32,
+    /// Whether and how long the sink holds back while the core is busy; `None`: never.
+    pub hold: Option<HoldConfig>,
 }
+
+/// A sink that holds back during a burst. Nice alone cannot keep a sink out of a burst's
+/// way: what the sink sends, its destination's server (PostgreSQL, NATS) works on at its
+/// own priority. So while the stream grows faster than `busy_events_per_s`, the sink writes
+/// nothing, until it has held for `longest` (then it writes, busy or not, until it has
+/// caught up: a steady load above the rate delays settlement by at most that long plus
+/// the time to catch up, and never starves it).
+#[derive(Clone, Copy, Debug)]
+pub struct HoldConfig {
+    /// The rate of events entering the stream (per second, measured over
+    /// [`HOLD_SAMPLE`]) at and above which the core counts as busy.
+    pub busy_events_per_s: u64,
+    /// The longest a sink holds back with entries to write.
+    pub longest: Duration,
+}
+
+/// A rate to start from when turning the hold on (it is off by default: measured on 2 shared
+/// cores it lowered the servers' CPU during a burst but not the node's throughput loss,
+/// perf-reports/2026-12-03-sink-hold.md): a node serving a gateway's traffic stays below
+/// it and is settled at once; a bulk load or a benchmark burst is above it.
+pub const HOLD_BUSY_EVENTS_PER_S_SUGGESTED: u64 = 200_000;
+/// How long a sink holds back at most, by default.
+pub const HOLD_LONGEST_DEFAULT: Duration = Duration::from_secs(5);
+/// The window over which the stream's rate is measured.
+pub const HOLD_SAMPLE: Duration = Duration::from_millis(100);
 
 impl Default for TailConfig {
     fn default() -> Self {
@@ -84,6 +114,7 @@ impl Default for TailConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             nice: NICE_DEFAULT,
+            hold: None,
         }
     }
 }
@@ -105,13 +136,20 @@ impl Drop for SinkThread {
     }
 }
 
-/// Starts a thread that feeds `sink` from the stream in `storage`, reading entries up to
-/// `limit` (the stream's durable mark).
+/// What a sink thread reads: the stream in `storage` up to `limit` (the stream's durable
+/// mark), and `activity`, the running count of events written into the stream, from
+/// which [`HoldConfig`] tells a busy core.
+pub struct Source<S> {
+    pub storage: S,
+    pub limit: Arc<AtomicU64>,
+    pub activity: Arc<AtomicU64>,
+}
+
+/// Starts a thread that feeds `sink` from `source`.
 pub fn spawn<S, K>(
     name: &'static str,
     mut sink: K,
-    storage: S,
-    limit: Arc<AtomicU64>,
+    source: Source<S>,
     stats: Arc<SinkStats>,
     config: TailConfig,
 ) -> std::io::Result<SinkThread>
@@ -123,7 +161,9 @@ where
     let stopping = Arc::clone(&stop);
     let thread = std::thread::Builder::new().name(format!("sink-{name}")).spawn(move || {
         lower_priority(name, config.nice);
-        let mut tail = Tail { name, storage, limit, stats, config, stop: stopping };
+        let Source { storage, limit, activity } = source;
+        let hold = config.hold.map(|config| Hold::new(config, activity));
+        let mut tail = Tail { name, storage, limit, stats, config, hold, stop: stopping };
         tail.run(&mut sink);
     })?;
     Ok(SinkThread { stop, thread: Some(thread) })
@@ -147,12 +187,60 @@ fn lower_priority(name: &str, nice: i32) {
     }
 }
 
+/// The state of [`HoldConfig`]'s rule.
+struct Hold {
+    config: HoldConfig,
+    activity: Arc<AtomicU64>,
+    /// The last rate sample: when, and the activity count then.
+    sampled: (Instant, u64),
+    /// Whether the last sample's rate was at or above the configured one.
+    busy: bool,
+    /// Since when the sink has had entries to write and held them back.
+    holding_since: Option<Instant>,
+}
+
+impl Hold {
+    fn new(config: HoldConfig, activity: Arc<AtomicU64>) -> Hold {
+        let count = activity.load(Ordering::Acquire);
+        // Busy until the first sample says otherwise: a sink started (or restarted) in
+        // the middle of a burst does not add to it before it has measured the rate.
+        Hold { config, activity, sampled: (Instant::now(), count), busy: true, holding_since: None }
+    }
+
+    /// Whether to hold back now, at `now`, with entries to write or not.
+    fn holds(&mut self, now: Instant, behind: bool) -> bool {
+        let elapsed = now.saturating_duration_since(self.sampled.0);
+        if elapsed >= HOLD_SAMPLE {
+            let count = self.activity.load(Ordering::Acquire);
+            let events = count.saturating_sub(self.sampled.1);
+            let rate = events as f64 / elapsed.as_secs_f64();
+            self.busy = rate >= self.config.busy_events_per_s as f64;
+            self.sampled = (now, count);
+        }
+        if !behind {
+            self.holding_since = None;
+            return false;
+        }
+        if !self.busy {
+            return false;
+        }
+        let since = *self.holding_since.get_or_insert(now);
+        now.saturating_duration_since(since) < self.config.longest
+    }
+
+    /// The sink has caught up: the next hold may last the whole [`HoldConfig::longest`].
+    fn caught_up(&mut self) {
+        self.holding_since = None;
+    }
+}
+
 struct Tail<S: Storage> {
     name: &'static str,
     storage: S,
     limit: Arc<AtomicU64>,
     stats: Arc<SinkStats>,
     config: TailConfig,
+    hold: Option<Hold>,
     stop: Arc<AtomicBool>,
 }
 
@@ -170,6 +258,15 @@ impl<S: Storage + Clone> Tail<S> {
                 continue;
             };
             let limit = self.limit.load(Ordering::Acquire);
+            if let Some(hold) = self.hold.as_mut() {
+                let behind = limit > self.stats.watermark.load(Ordering::Acquire);
+                if hold.holds(Instant::now(), behind) {
+                    self.pause(self.config.idle_poll);
+                    let held = self.config.idle_poll.as_millis() as u64;
+                    self.stats.held_ms.fetch_add(held, Ordering::AcqRel);
+                    continue;
+                }
+            }
             batch.clear();
             let mut events = 0usize;
             while batch.len() < self.config.batch_entries_max && events < self.config.batch_events_max {
@@ -187,6 +284,9 @@ impl<S: Storage + Clone> Tail<S> {
                 }
             }
             let Some(last) = batch.last().map(|outcome| outcome.sequence) else {
+                if let Some(hold) = self.hold.as_mut() {
+                    hold.caught_up();
+                }
                 self.pause(self.config.idle_poll);
                 continue;
             };
@@ -244,6 +344,7 @@ impl<S: Storage + Clone> Tail<S> {
 mod tests {
     use std::sync::atomic::AtomicI32;
 
+    use tally_journal::SegmentFile;
     use tally_journal::sim::MemStorage;
 
     use super::*;
@@ -273,8 +374,9 @@ mod tests {
         let probe = NiceProbe { seen: Arc::clone(&seen) };
         let config = TailConfig { nice, ..TailConfig::default() };
         let stats = Arc::new(SinkStats::default());
-        let thread = spawn("probe", probe, MemStorage::new(), Arc::new(AtomicU64::new(0)), stats, config)
-            .expect("a sink thread");
+        let source =
+            Source { storage: MemStorage::new(), limit: Arc::new(AtomicU64::new(0)), activity: Arc::default() };
+        let thread = spawn("probe", probe, source, stats, config).expect("a sink thread");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while seen.load(Ordering::Acquire) == i32::MIN {
             assert!(std::time::Instant::now() < deadline, "the sink thread never resumed");
@@ -282,6 +384,113 @@ mod tests {
         }
         drop(thread);
         seen.load(Ordering::Acquire)
+    }
+
+    const HOLD: HoldConfig = HoldConfig { busy_events_per_s: 1_000, longest: Duration::from_secs(1) };
+
+    #[test]
+    fn a_busy_core_is_held_back_from_until_the_longest_hold_has_passed() {
+        let activity = Arc::new(AtomicU64::new(0));
+        let mut hold = Hold::new(HOLD, Arc::clone(&activity));
+        let start = hold.sampled.0;
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // 500 events in 100 ms: 5 000 per second, busy.
+        activity.store(500, Ordering::Release);
+        assert!(hold.holds(at(100), true), "busy, entries to write: held");
+        activity.store(1_000, Ordering::Release);
+        assert!(hold.holds(at(200), true));
+        activity.store(5_000, Ordering::Release);
+        assert!(hold.holds(at(1_050), true), "0.95 s into the hold");
+        activity.store(5_600, Ordering::Release);
+        assert!(!hold.holds(at(1_150), true), "held 1.05 s: writes, busy as the core is");
+        activity.store(6_000, Ordering::Release);
+        assert!(!hold.holds(at(1_250), true), "and goes on writing until it has caught up");
+        hold.caught_up();
+        activity.store(6_600, Ordering::Release);
+        assert!(hold.holds(at(1_350), true), "caught up: the next burst is held again");
+    }
+
+    #[test]
+    fn a_core_below_the_rate_or_nothing_to_write_is_never_held_back_from() {
+        let activity = Arc::new(AtomicU64::new(0));
+        let mut hold = Hold::new(HOLD, Arc::clone(&activity));
+        let start = hold.sampled.0;
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // 50 events in 100 ms: 500 per second, below the rate.
+        activity.store(50, Ordering::Release);
+        assert!(!hold.holds(at(100), true), "a quiet core: written at once");
+        activity.store(1_000, Ordering::Release);
+        assert!(!hold.holds(at(200), false), "busy, but nothing to write");
+        assert!(hold.holds(at(250), true), "busy (the last sample), entries to write");
+    }
+
+    /// A destination that counts the entries written to it.
+    struct Counting {
+        written: Arc<AtomicU64>,
+    }
+
+    impl Sink for Counting {
+        fn resume(&mut self) -> Result<u64, SinkError> {
+            Ok(self.written.load(Ordering::Acquire))
+        }
+
+        fn write(&mut self, batch: &[Outcome]) -> Result<(), SinkError> {
+            self.written.fetch_add(batch.len() as u64, Ordering::AcqRel);
+            Ok(())
+        }
+    }
+
+    /// A stream of `entries` ticks (sequences 1..=entries) in memory.
+    fn stream_of_ticks(entries: u64) -> MemStorage {
+        let storage = MemStorage::new();
+        let mut bytes = Vec::new();
+        for sequence in 1..=entries {
+            let parts = tally_codecs::outcome::OutcomeParts {
+                sequence,
+                timestamp: sequence,
+                operation: tally_codecs::Operation::Tick,
+                events: &[],
+                results: &[],
+                transfers: &[],
+                accounts: &[],
+                expired: &[],
+            };
+            tally_codecs::outcome::encode_outcome(&parts, &mut bytes);
+        }
+        let mut segment = storage.create(&crate::stream::segment_name(1), bytes.len()).expect("a segment");
+        segment.write(0, &bytes).expect("written");
+        segment.sync(0..bytes.len()).expect("synced");
+        storage
+    }
+
+    #[test]
+    fn a_sink_thread_writes_nothing_while_the_stream_grows_fast_and_catches_up_after_the_longest_hold() {
+        let written = Arc::new(AtomicU64::new(0));
+        let activity = Arc::new(AtomicU64::new(0));
+        let source = Source {
+            storage: stream_of_ticks(10),
+            limit: Arc::new(AtomicU64::new(10)),
+            activity: Arc::clone(&activity),
+        };
+        let hold = HoldConfig { busy_events_per_s: 1_000, longest: Duration::from_millis(1_500) };
+        let config = TailConfig { hold: Some(hold), nice: 0, ..TailConfig::default() };
+        let stats = Arc::new(SinkStats::default());
+        let started = Instant::now();
+        let counting = Counting { written: Arc::clone(&written) };
+        let thread = spawn("held", counting, source, Arc::clone(&stats), config).expect("a sink thread");
+        // The core commits 100 000 events per second, far above the rate.
+        let deadline = started + Duration::from_secs(20);
+        while written.load(Ordering::Acquire) < 10 {
+            assert!(Instant::now() < deadline, "the held sink never caught up");
+            activity.fetch_add(1_000, Ordering::AcqRel);
+            std::thread::sleep(Duration::from_millis(10));
+            if started.elapsed() < Duration::from_secs(1) {
+                assert_eq!(written.load(Ordering::Acquire), 0, "written while the core was busy");
+            }
+        }
+        assert!(started.elapsed() >= Duration::from_secs(1), "held for at least the first second");
+        assert!(stats.held_ms.load(Ordering::Acquire) >= 1_000, "the hold is counted");
+        drop(thread);
     }
 
     #[test]

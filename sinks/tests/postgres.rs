@@ -49,6 +49,13 @@ impl Schema {
         self.client.query(&query, &[]).expect("list versions").iter().map(|row| row.get(0)).collect()
     }
 
+    /// Every posting's (sequence, position, side), in key order.
+    fn keys(&mut self) -> Vec<(i64, i32, String)> {
+        let query = format!("SELECT sequence, position, side FROM {}.postings ORDER BY 1, 2", self.name);
+        let rows = self.client.query(&query, &[]).expect("list posting keys");
+        rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect()
+    }
+
     fn count(&mut self, table: &str) -> i64 {
         let query = format!("SELECT count(*) FROM {}.{table}", self.name);
         self.client.query_one(&query, &[]).expect("count").get(0)
@@ -119,7 +126,7 @@ fn a_version_1_schema_with_settled_rows_migrates_and_the_sink_goes_on_from_its_w
     // Connecting migrates; a second sink finds nothing left to do.
     assert_eq!(first.resume().expect("resume on the old schema"), 1, "the watermark survives the migration");
     migrate(&mut schema.client, &name).expect("migrating again is a no-op");
-    assert_eq!(schema.versions(), vec![1, 2], "each migration is recorded once");
+    assert_eq!(schema.versions(), vec![1, 2, 3], "each migration is recorded once");
     let indexes = schema.indexes();
     assert!(!indexes.contains(&"postings_account".to_string()), "migration 2 drops the account index: {indexes:?}");
     assert!(indexes.contains(&"postings_pkey".to_string()) && indexes.contains(&"transfers_pkey".to_string()));
@@ -132,6 +139,53 @@ fn a_version_1_schema_with_settled_rows_migrates_and_the_sink_goes_on_from_its_w
     let rows = schema.client.query(&sums, &[]).expect("sum postings");
     let sums: Vec<(String, String)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
     assert_eq!(sums, vec![("1".into(), "10".into()), ("2".into(), "10".into())]);
+    assert_eq!(
+        schema.keys(),
+        vec![(1, 0, "credit".into()), (1, 1, "debit".into()), (2, 0, "debit".into()), (2, 1, "credit".into())],
+        "old rows numbered within their sequence by migration 3, new ones by the sink"
+    );
     let mut restarted = PostgresSink::new(config);
     assert_eq!(restarted.resume().expect("resume"), 2);
+}
+
+#[test]
+fn postings_are_keyed_by_sequence_and_position_and_a_duplicate_is_refused() {
+    let Some(url) = database() else { return };
+    let mut schema = Schema::new(&url, "posting_keys");
+    let config = PostgresConfig::new(&url, &schema.name).expect("a valid config");
+    let mut sink = PostgresSink::new(config);
+    assert_eq!(sink.resume().expect("resume on an empty database"), 0);
+    let pending = Transfer { flags: tally_codecs::flags::transfer::PENDING, timeout: 1, ..entry(1, 7).transfers[0] };
+    let mut first = entry(1, 7);
+    first.transfers = vec![pending];
+    first.events = OutcomeEvents::Transfers(vec![pending]);
+    // One entry with two transfers and the expiry of the pending one.
+    let mut second = entry(2, 8);
+    let other = Transfer { id: 9, ..second.transfers[0] };
+    second.transfers.push(other);
+    second.expired = vec![7];
+    sink.write(&[first, second]).expect("settle");
+    assert_eq!(
+        schema.keys(),
+        vec![
+            (1, 0, "debit".into()),
+            (1, 1, "credit".into()),
+            (2, 0, "debit".into()),
+            (2, 1, "credit".into()),
+            (2, 2, "debit".into()),
+            (2, 3, "credit".into()),
+            (2, 4, "debit".into()),
+            (2, 5, "credit".into()),
+        ],
+        "two positions per transfer, then two per expiry"
+    );
+    let kinds = format!("SELECT kind FROM {}.postings WHERE sequence = 2 AND position >= 4", schema.name);
+    let rows = schema.client.query(&kinds, &[]).expect("expiry postings");
+    assert!(rows.len() == 2 && rows.iter().all(|row| row.get::<_, String>(0) == "expiry"));
+    let duplicate = format!(
+        "INSERT INTO {}.postings (transfer_id, kind, side, account_id, ledger, resolves, pending_delta, posted_delta, \
+         sequence, position) VALUES (8, 'transfer', 'debit', 1, 1, 0, 0, 5, 2, 0)",
+        schema.name
+    );
+    assert!(schema.client.batch_execute(&duplicate).is_err(), "a posting at a taken (sequence, position) is refused");
 }

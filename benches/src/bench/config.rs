@@ -43,6 +43,8 @@ pub enum Target {
         files: bool,
         /// The nice value of the node's sink threads (`--sink-nice`).
         sink_nice: i32,
+        /// The node's `--sink-hold-above` (0: sinks never hold back during the load).
+        sink_hold_above: u64,
     },
     /// A node already running; its memory and CPU are not visible to the bench.
     Existing(SocketAddr),

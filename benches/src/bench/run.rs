@@ -170,11 +170,13 @@ fn start_node(config: &Config) -> Result<Node, String> {
             events,
             files,
             sink_nice,
+            sink_hold_above,
         } => {
             crate::load::node::disk_file_system(work_dir)?;
             let dir = RunDir::create(work_dir, "bench", false)?;
             let mut extra_args = sink_args(events.as_ref(), *files);
             extra_args.extend(["--sink-nice".to_owned(), sink_nice.to_string()]);
+            extra_args.extend(["--sink-hold-above".to_owned(), sink_hold_above.to_string()]);
             // With a settlement or events sink, the bench watches their lag in `/metrics`.
             let admin = if settlement.is_some() || events.is_some() {
                 let admin = crate::load::node::free_loopback_address()?;

@@ -134,6 +134,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = tally_sinks::sink::NICE_DEFAULT, value_name = "0-19",
           value_parser = clap::value_parser!(i32).range(0..=i64::from(tally_sinks::sink::NICE_MAX)))]
     sink_nice: i32,
+    /// The started node's `--sink-hold-above`: while events enter its outcome stream this
+    /// fast, its sinks write nothing (up to `tally serve`'s `--sink-hold-ms`); 0 (the
+    /// default, as for `tally serve`): never.
+    #[arg(long, default_value_t = 0, value_name = "EVENTS_PER_S")]
+    sink_hold_above: u64,
     /// The PostgreSQL server of `--baseline postgres` and `--sinks settlement` (trust
     /// authentication).
     #[arg(long, value_name = "URL", default_value = "postgres://root@127.0.0.1:5432/test")]
@@ -269,6 +274,7 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
                 events,
                 files: args.sinks == SinksArg::Files,
                 sink_nice: args.sink_nice,
+                sink_hold_above: args.sink_hold_above,
             }
         }
     };

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tally_sinks::file::{FILE_BYTES_DEFAULT, FILES_KEEP_DEFAULT, FileConfig};
 use tally_sinks::nats::{NatsConfig, STREAM_DEFAULT, SUBJECT_PREFIX_DEFAULT};
-use tally_sinks::sink::{NICE_DEFAULT, NICE_MAX};
+use tally_sinks::sink::{HOLD_LONGEST_DEFAULT, HoldConfig, NICE_DEFAULT, NICE_MAX};
 
 /// The file sink's folder inside the data directory when none is named.
 pub const FILES_DIR_DEFAULT: &str = "files";
@@ -44,9 +44,28 @@ pub struct SinkArgs {
     #[arg(long, default_value_t = NICE_DEFAULT, value_name = "0-19",
           value_parser = clap::value_parser!(i32).range(0..=i64::from(NICE_MAX)))]
     pub sink_nice: i32,
+    /// While events enter the outcome stream at this rate per second or faster (a bulk
+    /// load, a burst), the sinks write nothing, so that neither they nor their servers
+    /// (PostgreSQL, NATS) take CPU from the core; 0 (the default): they never hold back.
+    /// A gateway's steady traffic below the rate is settled at once; 200000 is a value to
+    /// start from.
+    #[arg(long, default_value_t = 0, value_name = "EVENTS_PER_S")]
+    pub sink_hold_above: u64,
+    /// The longest a sink holds back; then it writes until it has caught up, busy or not.
+    #[arg(long, default_value_t = HOLD_LONGEST_DEFAULT.as_millis() as u64, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub sink_hold_ms: u64,
 }
 
 impl SinkArgs {
+    /// The sinks' hold rule (`None` when `--sink-hold-above 0`).
+    pub fn hold(&self) -> Option<HoldConfig> {
+        (self.sink_hold_above > 0).then(|| HoldConfig {
+            busy_events_per_s: self.sink_hold_above,
+            longest: std::time::Duration::from_millis(self.sink_hold_ms),
+        })
+    }
+
     /// The events and file sinks to run for a node over `data`; `settlement` says whether
     /// the settlement sink runs too.
     pub fn configs(&self, data: &Path, settlement: bool) -> Result<(Option<NatsConfig>, Option<FileConfig>), String> {

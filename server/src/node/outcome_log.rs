@@ -77,6 +77,10 @@ pub struct OutcomeStream<S: Storage> {
     sync_interval: Duration,
     /// When the last sync ended.
     last_sync: Instant,
+    /// Events written into the stream since it was opened (each entry's results, or its
+    /// committed transfers and expiries if more): how fast the core commits, for sinks
+    /// that hold back while it is busy.
+    activity: Arc<AtomicU64>,
 }
 
 /// What the stream keeps on disk, for metrics.
@@ -145,6 +149,7 @@ impl<S: Storage> OutcomeStream<S> {
             retention,
             sync_interval: Duration::ZERO,
             last_sync: Instant::now(),
+            activity: Arc::default(),
         })
     }
 
@@ -163,6 +168,11 @@ impl<S: Storage> OutcomeStream<S> {
     /// The last sequence the stream holds.
     pub fn last_sequence(&self) -> u64 {
         self.last_sequence
+    }
+
+    /// The running count of events written into the stream (see the field).
+    pub fn activity(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.activity)
     }
 
     /// The last sequence the stream holds durably: readers stop there.
@@ -244,6 +254,8 @@ impl<S: Storage> OutcomeStream<S> {
             return;
         }
         self.last_sequence = sequence;
+        let events = results.len().max(committed.transfers.len() + committed.expired.len());
+        self.activity.fetch_add(events as u64, Ordering::Relaxed);
     }
 
     /// Writes the entry of `sequence` encoded in the buffer into the open segment, first

@@ -12,7 +12,7 @@ use tally_journal::{FileStorage, FlushMethod};
 use tally_sinks::file::FileSink;
 use tally_sinks::nats::NatsSink;
 use tally_sinks::postgres::PostgresSink;
-use tally_sinks::sink::{Sink, SinkStats, SinkThread, TailConfig, spawn};
+use tally_sinks::sink::{Sink, SinkStats, SinkThread, Source, TailConfig, spawn};
 
 use super::NodeConfig;
 use crate::error::NodeError;
@@ -27,6 +27,8 @@ pub struct Sinks {
     /// Each sink's name and counters (for metrics).
     pub stats: Vec<(&'static str, Arc<SinkStats>)>,
     threads: Vec<SinkThread>,
+    /// The stream's running count of events, which each sink reads.
+    activity: Arc<AtomicU64>,
 }
 
 impl Sinks {
@@ -37,10 +39,16 @@ impl Sinks {
     }
 
     /// Starts the sinks `config` names over the stream in `outcomes_dir`, reading up to
-    /// `limit` (the stream's durable mark).
-    pub fn start(config: &NodeConfig, outcomes_dir: &Path, limit: &Arc<AtomicU64>) -> Result<Sinks, NodeError> {
-        let mut sinks = Sinks::default();
-        let tail = TailConfig { nice: config.sink_nice, ..TailConfig::default() };
+    /// `limit` (the stream's durable mark); `activity` counts the events written into
+    /// the stream (for `config.sink_hold`).
+    pub fn start(
+        config: &NodeConfig,
+        outcomes_dir: &Path,
+        limit: &Arc<AtomicU64>,
+        activity: &Arc<AtomicU64>,
+    ) -> Result<Sinks, NodeError> {
+        let mut sinks = Sinks { activity: Arc::clone(activity), ..Sinks::default() };
+        let tail = TailConfig { nice: config.sink_nice, hold: config.sink_hold, ..TailConfig::default() };
         if let Some(settlement) = &config.settlement {
             let sink = PostgresSink::new(settlement.clone());
             sinks.add("settlement", sink, tail, outcomes_dir, limit)?;
@@ -70,7 +78,8 @@ impl Sinks {
         let storage = FileStorage::new(outcomes_dir, FlushMethod::Fdatasync)?;
         // 0 until the sink has read its watermark from its destination.
         let stats = Arc::new(SinkStats { watermark: Arc::new(AtomicU64::new(0)), ..SinkStats::default() });
-        let thread = spawn(name, sink, storage, Arc::clone(limit), Arc::clone(&stats), tail)
+        let source = Source { storage, limit: Arc::clone(limit), activity: Arc::clone(&self.activity) };
+        let thread = spawn(name, sink, source, Arc::clone(&stats), tail)
             .map_err(|source| NodeError::Io { path: outcomes_dir.to_path_buf(), source })?;
         self.stats.push((name, stats));
         self.threads.push(thread);
