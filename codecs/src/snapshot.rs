@@ -9,7 +9,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 /// Bump when any field or record layout of the image changes.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 
 /// The alignment an image is decoded at.
 const IMAGE_ALIGN: usize = 16;
@@ -84,6 +84,9 @@ pub struct LedgerImage {
     pub window_seconds_max: u32,
     /// The state-hash terms of everything that has left the hot state.
     pub evicted_hash: u128,
+    /// The largest transfer id ever committed or failed, evicted ones included (added in
+    /// format version 4).
+    pub largest_id: u128,
 }
 
 #[derive(Debug, thiserror::Error)]

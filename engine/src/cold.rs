@@ -50,6 +50,45 @@ pub trait HistoryLookup {
     fn account_balances(&self, filter: &AccountFilter) -> Vec<StoredBalance>;
 }
 
+/// A look-up that asks `store` only about ids at or below `bound` and answers `None` above
+/// it, for replay: the store may be ahead of the ledger being rebuilt (it held records
+/// past the checkpoint when it was opened), so its own bounds do not exclude the ids that
+/// increase with every input, and each of them would cost a read. With `bound` the
+/// ledger's [`crate::Ledger::largest_id`], the answer below an input's cut-off is the
+/// same: every record there was applied to the ledger first, and raised its bound.
+pub struct Bounded<'a> {
+    store: &'a dyn HistoryLookup,
+    bound: u128,
+}
+
+impl<'a> Bounded<'a> {
+    pub fn new(store: &'a dyn HistoryLookup, bound: u128) -> Bounded<'a> {
+        Bounded { store, bound }
+    }
+}
+
+impl HistoryLookup for Bounded<'_> {
+    fn transfer(&self, id: u128) -> Option<StoredTransfer> {
+        if id > self.bound { None } else { self.store.transfer(id) }
+    }
+
+    fn failed(&self, id: u128) -> Option<(u32, u64)> {
+        if id > self.bound { None } else { self.store.failed(id) }
+    }
+
+    fn resolution(&self, pending_id: u128) -> Option<(PendingStatus, u64)> {
+        if pending_id > self.bound { None } else { self.store.resolution(pending_id) }
+    }
+
+    fn account_transfers(&self, filter: &AccountFilter) -> Vec<StoredTransfer> {
+        self.store.account_transfers(filter)
+    }
+
+    fn account_balances(&self, filter: &AccountFilter) -> Vec<StoredBalance> {
+        self.store.account_balances(filter)
+    }
+}
+
 /// What the history store held about one input's ids, below the input's cut-off.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ColdFacts {
@@ -166,5 +205,57 @@ pub struct Effects {
 impl Effects {
     pub fn is_empty(&self) -> bool {
         self.transfers.is_empty() && self.failed.is_empty() && self.resolutions.is_empty() && self.balances.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    /// Counts the id look-ups that reach it; holds nothing.
+    #[derive(Default)]
+    struct Counting {
+        asked: Cell<u32>,
+    }
+
+    impl HistoryLookup for Counting {
+        fn transfer(&self, _: u128) -> Option<StoredTransfer> {
+            self.asked.set(self.asked.get() + 1);
+            None
+        }
+        fn failed(&self, _: u128) -> Option<(u32, u64)> {
+            self.asked.set(self.asked.get() + 1);
+            None
+        }
+        fn resolution(&self, _: u128) -> Option<(PendingStatus, u64)> {
+            self.asked.set(self.asked.get() + 1);
+            None
+        }
+        fn account_transfers(&self, _: &AccountFilter) -> Vec<StoredTransfer> {
+            Vec::new()
+        }
+        fn account_balances(&self, _: &AccountFilter) -> Vec<StoredBalance> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn a_bounded_lookup_asks_the_store_only_at_or_below_the_bound() {
+        let store = Counting::default();
+        let bounded = Bounded::new(&store, 10);
+        for id in [1, 10] {
+            assert_eq!(bounded.transfer(id), None);
+            assert_eq!(bounded.failed(id), None);
+            assert_eq!(bounded.resolution(id), None);
+        }
+        assert_eq!(store.asked.get(), 6);
+        for id in [11, u128::MAX] {
+            assert_eq!(bounded.transfer(id), None);
+            assert_eq!(bounded.failed(id), None);
+            assert_eq!(bounded.resolution(id), None);
+        }
+        assert_eq!(store.asked.get(), 6, "ids above the bound reached the store");
     }
 }

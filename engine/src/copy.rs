@@ -45,6 +45,7 @@ impl Clone for Ledger {
             last_timestamp,
             hash_sum,
             evicted_sum,
+            largest_id,
             sequence,
             hot_window,
             cold,
@@ -78,6 +79,7 @@ impl Clone for Ledger {
             last_timestamp: *last_timestamp,
             hash_sum: *hash_sum,
             evicted_sum: *evicted_sum,
+            largest_id: *largest_id,
             sequence: *sequence,
             hot_window: *hot_window,
             cold: cold.clone(),
@@ -135,6 +137,7 @@ impl Ledger {
             last_timestamp,
             hash_sum,
             evicted_sum,
+            largest_id,
             sequence,
             hot_window,
             cold,
@@ -184,6 +187,7 @@ impl Ledger {
         *last_timestamp = source.last_timestamp;
         *hash_sum = source.hash_sum;
         *evicted_sum = source.evicted_sum;
+        *largest_id = source.largest_id;
         *sequence = source.sequence;
         *hot_window = source.hot_window;
         cold.clone_from(&source.cold);

@@ -177,6 +177,11 @@ pub struct Ledger {
     pub(crate) hash_sum: u128,
     /// The part of `hash_sum` contributed by items that have left the hot state.
     pub(crate) evicted_sum: u128,
+    /// The largest transfer id ever committed or failed (0 if none), hot or evicted; never
+    /// lowered (an undone insert leaves it raised, which only widens the bound). Replay
+    /// asks the history store only about ids at or below it ([`crate::cold::Bounded`]).
+    /// Not part of the state hash.
+    pub(crate) largest_id: u128,
     /// The sequence of the input being applied (0 outside a pipeline).
     pub(crate) sequence: u64,
     pub(crate) hot_window: u64,
@@ -245,6 +250,7 @@ impl Ledger {
             last_timestamp: 0,
             hash_sum: 0,
             evicted_sum: 0,
+            largest_id: 0,
             sequence: 0,
             hot_window: u64::MAX,
             cold: ColdFacts::default(),
@@ -270,6 +276,13 @@ impl Ledger {
 
     pub fn hot_window(&self) -> u64 {
         self.hot_window
+    }
+
+    /// The largest transfer id ever committed or failed, evicted ones included (0 if
+    /// none). The history store holds no transfer, failure or resolution of a larger id
+    /// from any input this ledger has applied.
+    pub fn largest_id(&self) -> u128 {
+        self.largest_id
     }
 
     /// Starts applying the input at journal sequence `sequence` (a mutation; queries keep
@@ -449,6 +462,7 @@ impl Ledger {
     pub(crate) fn insert_transfer(&mut self, transfer: Transfer, debit: u32, credit: u32) -> u64 {
         let number = self.next_transfer_number();
         self.hash_sum = self.hash_sum.wrapping_add(state_hash::transfer(&transfer));
+        self.largest_id = self.largest_id.max(transfer.id);
         self.transfer_index.insert(transfer.id, number);
         self.transfers.push_back(transfer);
         self.transfer_sequences.push_back(self.sequence);
@@ -549,6 +563,7 @@ impl Ledger {
     }
 
     pub(crate) fn remember_failed_transfer(&mut self, id: u128, code: u32) {
+        self.largest_id = self.largest_id.max(id);
         if self.failed_transfers.insert(id, code).is_none() {
             self.hash_sum = self.hash_sum.wrapping_add(state_hash::failed_transfer(id, code));
             self.failed_order.push_back((self.sequence, id));

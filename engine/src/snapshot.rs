@@ -99,6 +99,7 @@ impl Ledger {
             window_debits,
             window_seconds_max: self.window_seconds_max,
             evicted_hash: self.evicted_sum,
+            largest_id: self.largest_id,
         }
     }
 
@@ -173,6 +174,8 @@ impl Ledger {
         ledger.load_window_debits(&image.window_debits)?;
         ledger.sequence = image.sequence;
         ledger.evicted_sum = image.evicted_hash;
+        // Loading the hot ids raised it to the largest of them; evicted ones may be larger.
+        ledger.largest_id = ledger.largest_id.max(image.largest_id);
         ledger.hash_sum = ledger.hash_sum.wrapping_add(image.evicted_hash);
         ledger.check_balances()?;
         Ok(ledger)

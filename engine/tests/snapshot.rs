@@ -262,3 +262,53 @@ fn a_checkpoint_copy_has_the_image_and_hash_but_no_id_index() {
     assert_eq!(copy.state_hash(), ledger.state_hash());
     assert!(!found(&copy, 200) && found(&ledger, 200), "no id index");
 }
+
+/// The bound replay puts on history look-ups (`cold::Bounded`): the largest id committed
+/// or failed stays after the transfer that set it leaves the hot window, and survives an
+/// image round trip and a checkpoint copy, where the hot ids alone would lower it.
+#[test]
+fn the_largest_id_committed_or_failed_outlives_eviction_the_image_and_the_checkpoint_copy() {
+    use tally_codecs::wire::Request;
+    use tally_engine::pipeline::{Command, apply};
+
+    let mut ledger = Ledger::new();
+    ledger.set_hot_window(2);
+    assert_eq!(ledger.largest_id(), 0);
+    let accounts = (1..=2u128).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
+    apply(&mut ledger, 1, 1_000, &Command::Request(Request::CreateAccounts(accounts)), Default::default());
+    let transfer = |id: u128, credit: u128| Transfer {
+        id,
+        debit_account_id: 1,
+        credit_account_id: credit,
+        amount: 1,
+        ledger: 1,
+        code: 1,
+        ..Transfer::default()
+    };
+    // A committed id, then a larger one that fails (an unknown account: remembered).
+    let inputs = [vec![transfer(9_000, 2)], vec![transfer(50_000, 7)]];
+    let mut sequence = 1;
+    for events in inputs {
+        sequence += 1;
+        apply(
+            &mut ledger,
+            sequence,
+            1_000 + sequence,
+            &Command::Request(Request::CreateTransfers(events)),
+            Default::default(),
+        );
+    }
+    assert_eq!(ledger.largest_id(), 50_000, "a failed id counts");
+    for n in 0..6 {
+        sequence += 1;
+        let command = Command::Request(Request::CreateTransfers(vec![transfer(10 + n, 2)]));
+        apply(&mut ledger, sequence, 1_000 + sequence, &command, Default::default());
+    }
+    assert!(ledger.hot_transfers_count() < 6, "9 000 has left the hot window");
+    assert_eq!(ledger.largest_id(), 50_000, "eviction keeps it");
+    assert_eq!(round_trip(&ledger).largest_id(), 50_000, "the image keeps it");
+    let mut copy = Ledger::new();
+    copy.copy_for_checkpoint_from(&ledger);
+    assert_eq!(copy.largest_id(), 50_000, "the checkpoint copy keeps it");
+    assert_eq!(Ledger::from_image(&copy.to_image()).expect("loads").largest_id(), 50_000);
+}

@@ -124,6 +124,11 @@ struct NodeArgs {
     /// business logic pauses for a copy of its state (docs/design.md §5).
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     snapshot_interval_s: u64,
+    /// With periodic checkpoints on, also take one once this many events (accounts,
+    /// transfers, profiles) were applied since the last (0: by time only). It bounds the
+    /// journal a restart after a crash replays at full speed.
+    #[arg(long, default_value_t = crate::node::SNAPSHOT_AFTER_EVENTS_DEFAULT, value_name = "EVENTS")]
+    snapshot_after_events: u64,
     /// Size of each new journal segment file in MiB, allocated in full when it is created
     /// (existing segments keep their size). The disk needs this much free at each roll-over.
     #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = clap::value_parser!(u64).range(4..=65536))]
@@ -460,6 +465,7 @@ fn node_config(args: &NodeArgs) -> NodeConfig {
         wait: args.wait,
         tick_interval: Duration::from_millis(args.tick_interval_ms),
         snapshot_interval: (args.snapshot_interval_s > 0).then(|| Duration::from_secs(args.snapshot_interval_s)),
+        snapshot_after_events: args.snapshot_after_events,
         // At most 65 536 MiB by the argument's range: fits any 64-bit usize.
         journal_segment_bytes: usize::try_from(args.journal_segment_mib << 20).unwrap_or(usize::MAX),
         hot_window: args.hot_window,
@@ -477,6 +483,7 @@ fn open_node(config: &NodeConfig) -> Result<Node, CliError> {
             config.durability
         )));
     }
+    let started = std::time::Instant::now();
     let node = Node::open(config)?;
     let recovery = node.recovery();
     let from = match recovery.snapshot_sequence {
@@ -485,6 +492,8 @@ fn open_node(config: &NodeConfig) -> Result<Node, CliError> {
     };
     tracing::info!(
         records_replayed = recovery.records_replayed,
+        history_reads = recovery.history_reads,
+        seconds = started.elapsed().as_secs_f64(),
         last_sequence = recovery.last_sequence,
         state_hash = %format_args!("{:#034x}", recovery.state_hash),
         "recovered from {from}"

@@ -45,7 +45,7 @@ use tally_engine::pipeline::{Durability, History, Pipeline, PipelineConfig, Subm
 use tally_journal::{FileStorage, FlushMethod, Journal, JournalConfig, SnapshotStore};
 use tally_replication::{ClusterKey, Primary};
 
-use self::checkpoints::{CheckpointWriter, Checkpointing};
+use self::checkpoints::{CheckpointWriter, Checkpointing, Due};
 use self::derived::DerivedMarks;
 use self::input_log::JournalInputLog;
 use self::outcome_log::OutcomeStream;
@@ -68,6 +68,10 @@ pub struct NodeConfig {
     /// How often a checkpoint is taken; `None`: never (then only a clean shutdown
     /// writes one).
     pub snapshot_interval: Option<Duration>,
+    /// With periodic checkpoints on, one is also taken once this many events were applied
+    /// since the last attempt (0: by time only), so that a restart at full speed replays a
+    /// bounded tail of the journal.
+    pub snapshot_after_events: u64,
     /// Size of each new journal segment file (pre-allocated in full).
     pub journal_segment_bytes: usize,
     /// The replica set, when this node is part of one.
@@ -107,6 +111,11 @@ pub struct ReplicationConfig {
 /// Periodic checkpoints by default: a restart then replays minutes of journal, not all of it.
 pub const SNAPSHOT_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
 
+/// A checkpoint at least every this many applied events: at the node's full rate a minute
+/// holds tens of millions, and replaying them after a crash took minutes; this many replay
+/// in about a second or two (perf-reports/2026-12-04-restart.md).
+pub const SNAPSHOT_AFTER_EVENTS_DEFAULT: u64 = 4_000_000;
+
 impl NodeConfig {
     /// A node over `data_dir` with `local` durability and the parking wait strategy.
     pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
@@ -117,6 +126,7 @@ impl NodeConfig {
             wait: Wait::Parking,
             tick_interval: defaults.tick_interval,
             snapshot_interval: Some(SNAPSHOT_INTERVAL_DEFAULT),
+            snapshot_after_events: SNAPSHOT_AFTER_EVENTS_DEFAULT,
             journal_segment_bytes: tally_journal::SEGMENT_BYTES_DEFAULT,
             replication: None,
             repair_from: Vec::new(),
@@ -138,6 +148,8 @@ pub struct Recovery {
     pub snapshot_sequence: u64,
     /// Journal records applied on top of the snapshot (or the empty ledger).
     pub records_replayed: u64,
+    /// Read transactions replay opened on the history store (its cold look-ups).
+    pub history_reads: u64,
     /// The journal's last sequence after recovery.
     pub last_sequence: u64,
     pub state_hash: u128,
@@ -205,6 +217,7 @@ impl Node {
         let history_trusted = replay::trusted_history_mark(history_start, &journal, restored.sequence);
         let history_mark = derived.register("history", history_trusted);
         let mut history = HistoryStage::new(history_store.clone(), history_mark);
+        let reads_before = history_store.read_transactions();
         let records_replayed =
             replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes, &mut history, history_trusted)?;
         let replayed_to = journal.last_sequence().max(restored.sequence);
@@ -219,6 +232,7 @@ impl Node {
         let recovery = Recovery {
             snapshot_sequence: restored.sequence,
             records_replayed,
+            history_reads: history_store.read_transactions() - reads_before,
             last_sequence: journal.last_sequence(),
             state_hash: ledger.state_hash(),
         };
@@ -273,8 +287,12 @@ impl Node {
             restored.sequence,
         );
         let nudge = checkpoints::nudge_by_empty_query(pipeline.submitter());
-        let checkpoints =
-            Some(Checkpointing::start(writer, checkpoint_requests, config.snapshot_interval, Some(nudge)));
+        let checkpoints = Some(Checkpointing::start(
+            writer,
+            checkpoint_requests,
+            Due::of(config.snapshot_interval, config.snapshot_after_events),
+            Some(nudge),
+        ));
         let status = StatusSource::new(pipeline.stats(), last_sequence, durable_sequence, role.clone(), Instant::now());
         let shipping = config.replication.as_ref().map(|_| {
             let replicas = usize::from(config.durability.replicas());

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use tally::node::outcome_log::OutcomeStream;
 use tally_codecs::flags::transfer as flags;
-use tally_codecs::outcome::Outcome;
+use tally_codecs::outcome::{OUTCOME_HEADER_BYTES, Outcome};
 use tally_codecs::wire::Request;
 use tally_codecs::{Account, Transfer};
 use tally_engine::Ledger;
 use tally_engine::pipeline::{Command, OutcomeLog, apply, apply_collecting};
 use tally_journal::sim::MemStorage;
-use tally_sinks::stream::{StreamReader, segments};
+use tally_sinks::stream::{StreamError, StreamReader, segments};
 
 /// Small segments, so the stream rolls over every few entries.
 const SEGMENT_BYTES: usize = 4096;
@@ -259,4 +259,41 @@ fn a_reader_starts_at_any_sequence() {
         let read = read_all(&storage, from, INPUTS as u64);
         assert!(read == expected[from as usize - 1..], "reading from {from}");
     }
+}
+
+/// A start reads only the newest segment (a lagging sink can keep gigabytes of them):
+/// damage inside a sealed segment neither cuts the stream at open nor is read past; the
+/// reader that reaches it stops with an error naming the entry.
+#[test]
+fn open_reads_only_the_newest_segment_and_a_reader_stops_at_damage_in_a_sealed_one() {
+    let inputs = inputs();
+    let storage = MemStorage::new();
+    let mut stream = open(&storage, 0);
+    run_live(&mut stream, &mut Ledger::new(), &inputs, 0, INPUTS);
+    drop(stream);
+    let found = segments(&storage).expect("list");
+    assert!(found.len() > 5, "the stream spans many segments");
+    let (first, name) = &found[0];
+    assert_eq!(*first, 1);
+    // A flipped bit in the body of entry 1 (its accounts).
+    let mut bytes = storage.durable_image(name).expect("the first segment");
+    bytes[OUTCOME_HEADER_BYTES + 5] ^= 0x10;
+    storage.set_image(name, bytes);
+    storage.reboot();
+
+    let stream = open(&storage, INPUTS as u64);
+    assert_eq!(stream.last_sequence(), INPUTS as u64, "the sealed segment was neither read nor cut");
+    drop(stream);
+    assert_eq!(segments(&storage).expect("list"), found, "no segment removed");
+    let mut reader = StreamReader::new(storage.clone(), 1);
+    match reader.next(INPUTS as u64) {
+        Err(StreamError::Damaged { sequence: 1, .. }) => {}
+        other => panic!("expected damage at entry 1, got {other:?}"),
+    }
+    let from = found[1].0;
+    assert_eq!(
+        read_all(&storage, from, INPUTS as u64).len() as u64,
+        INPUTS as u64 + 1 - from,
+        "later segments read on"
+    );
 }

@@ -1,8 +1,9 @@
 //! Periodic checkpoints: a copy of the state taken by the business-logic thread at a
 //! batch boundary, written and verified here, on the checkpoint writer's thread.
 //!
-//! Every `--snapshot-interval-s` (when something was applied since the last one) the
-//! writer asks for a copy ([`CheckpointRequests`]); the business-logic thread clones its
+//! Every `--snapshot-interval-s`, or sooner once `--snapshot-after-events` events were
+//! applied since the last attempt ([`Due`]), when something was applied since the last
+//! one, the writer asks for a copy ([`CheckpointRequests`]); the business-logic thread clones its
 //! ledger at the end of its next batch (its only cost: the stall, counted in
 //! `PipelineStats`) and hands the clone over. The writer then:
 //!
@@ -36,6 +37,29 @@ use crate::error::NodeError;
 /// How often the writer thread looks for a stop request, a due checkpoint or a derived
 /// store that has caught up. Rare wake-ups keep an idle node idle.
 const POLL: Duration = Duration::from_millis(100);
+
+/// When a periodic checkpoint is due: `interval` after the last attempt, or sooner once
+/// `after_events` events were applied since it (0: by time only). A restart replays the
+/// journal after the recovery point, so the event count bounds its length at full speed,
+/// where a time alone would let it grow with the rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Due {
+    pub interval: Duration,
+    pub after_events: u64,
+}
+
+impl Due {
+    /// Periodic checkpoints when `interval` is set; `None`: only at shutdown.
+    pub fn of(interval: Option<Duration>, after_events: u64) -> Option<Due> {
+        interval.map(|interval| Due { interval, after_events })
+    }
+
+    /// Whether a checkpoint is due `since_attempt` after the last attempt, with
+    /// `events_since` events applied since it.
+    pub fn now(&self, since_attempt: Duration, events_since: u64) -> bool {
+        since_attempt >= self.interval || (self.after_events > 0 && events_since >= self.after_events)
+    }
+}
 
 /// The writer's work, without the thread: tests drive it step by step.
 pub struct CheckpointWriter {
@@ -224,14 +248,16 @@ impl CheckpointThread {
     pub fn spawn(
         writer: CheckpointWriter,
         requests: CheckpointRequests,
-        interval: Duration,
+        due: Due,
         nudge: Option<Nudge>,
     ) -> CheckpointThread {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
+        // Counted from here, not from when the thread first runs.
+        let events_at_start = writer.stats.applied_events();
         let body = move || {
             lower_priority();
-            run(writer, &requests, interval, nudge.as_ref(), &stopping)
+            run(writer, &requests, (due, events_at_start), nudge.as_ref(), &stopping)
         };
         let thread = std::thread::Builder::new().name("checkpoints".into()).spawn(body);
         let thread = match thread {
@@ -271,7 +297,7 @@ impl Drop for CheckpointThread {
 fn run(
     mut writer: CheckpointWriter,
     requests: &CheckpointRequests,
-    interval: Duration,
+    (due, mut events_at_attempt): (Due, u64),
     nudge: Option<&Nudge>,
     stop: &AtomicBool,
 ) -> CheckpointWriter {
@@ -283,7 +309,8 @@ fn run(
             continue;
         }
         let applied_since = writer.stats.applied_sequence() > writer.committed();
-        if last_attempt.elapsed() < interval || !applied_since {
+        let events_since = writer.stats.applied_events().saturating_sub(events_at_attempt);
+        if !due.now(last_attempt.elapsed(), events_since) || !applied_since {
             std::thread::park_timeout(POLL);
             continue;
         }
@@ -305,6 +332,7 @@ fn run(
             }
         };
         last_attempt = Instant::now();
+        events_at_attempt = writer.stats.applied_events();
         let written = writer.write(copy.sequence, &copy.ledger);
         // The copy goes back before the verification builds a ledger of its own: its
         // chunks the live ledger no longer shares are freed now.
@@ -353,15 +381,15 @@ pub enum Checkpointing {
 }
 
 impl Checkpointing {
-    /// Starts the writer thread when `interval` is set.
+    /// Starts the writer thread when `due` is set.
     pub fn start(
         writer: CheckpointWriter,
         requests: CheckpointRequests,
-        interval: Option<Duration>,
+        due: Option<Due>,
         nudge: Option<Nudge>,
     ) -> Checkpointing {
-        match interval {
-            Some(interval) => Checkpointing::Periodic(CheckpointThread::spawn(writer, requests, interval, nudge)),
+        match due {
+            Some(due) => Checkpointing::Periodic(CheckpointThread::spawn(writer, requests, due, nudge)),
             None => Checkpointing::AtShutdownOnly(writer),
         }
     }
@@ -591,7 +619,7 @@ mod tests {
         let (taker, requests) = tally_engine::pipeline::checkpoint_channel();
         let ledger = ledger(5);
         stats.publish(9, 1, 1, &ledger);
-        let thread = CheckpointThread::spawn(writer, requests, Duration::ZERO, None);
+        let thread = CheckpointThread::spawn(writer, requests, Due { interval: Duration::ZERO, after_events: 0 }, None);
         // The business-logic side: offer the state at each "batch" until it is committed.
         while stats.checkpoints().0 == 0 {
             taker.offer(9, &ledger, &stats);
@@ -601,5 +629,43 @@ mod tests {
         assert_eq!(writer.committed(), 9);
         assert_eq!(recovery_point(dir.path()), Some(9));
         assert_eq!(stats.checkpoint_stalls().0, 1, "one copy was asked for and made");
+    }
+
+    /// `--snapshot-after-events`: with an interval far longer than the test, no copy is
+    /// asked for until that many events were applied after the thread started, then one is.
+    #[test]
+    fn the_periodic_thread_takes_a_checkpoint_once_enough_events_were_applied() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (writer, stats) = writer(dir.path(), &DerivedMarks::new());
+        let (taker, requests) = tally_engine::pipeline::checkpoint_channel();
+        let ledger = ledger(5);
+        stats.publish(9, 1, 50, &ledger);
+        let due = Due { interval: Duration::from_secs(3_600), after_events: 100 };
+        let thread = CheckpointThread::spawn(writer, requests, due, None);
+        stats.publish(10, 1, 99, &ledger);
+        for _ in 0..40 {
+            taker.offer(10, &ledger, &stats);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(stats.checkpoint_stalls().0, 0, "99 events since the start: not due");
+        stats.publish(11, 1, 1, &ledger);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while stats.checkpoints().0 == 0 && Instant::now() < deadline {
+            taker.offer(11, &ledger, &stats);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let writer = thread.stop().expect("the writer comes back");
+        assert_eq!(writer.committed(), 11, "100 events since the start: due");
+    }
+
+    #[test]
+    fn due_by_time_or_by_events_and_zero_events_means_by_time_only() {
+        let due = Due { interval: Duration::from_secs(60), after_events: 1_000 };
+        assert!(!due.now(Duration::from_secs(1), 999));
+        assert!(due.now(Duration::from_secs(1), 1_000));
+        assert!(due.now(Duration::from_secs(60), 0));
+        let by_time = Due { after_events: 0, ..due };
+        assert!(!by_time.now(Duration::from_secs(59), u64::MAX));
+        assert_eq!(Due::of(None, 5), None);
     }
 }

@@ -96,22 +96,39 @@ impl<S: Storage> OutcomeStream<S> {
     /// Opens the stream, keeping its whole, consecutive entries up to
     /// `journal_last_sequence` and wiping whatever follows (a torn tail, or entries of
     /// inputs the journal lost).
+    ///
+    /// A sealed segment (one with a successor that starts at or below the journal's end
+    /// plus one) is not read: the writer synced it whole before it created the successor
+    /// (`place`), so it holds exactly the entries up to the successor's first. Only the
+    /// newest segment, and any the journal does not cover, is scanned: with a lagging sink
+    /// the stream can keep gigabytes, and a start must not read them all. Damage inside a
+    /// sealed segment is found by the reader that reaches it (`StreamError::Damaged`).
     pub fn open(storage: S, segment_bytes: usize, journal_last_sequence: u64) -> Result<OutcomeStream<S>, NodeError> {
         let io = |source| NodeError::Io { path: storage.path_of(""), source };
-        let mut found = segments(&storage).map_err(io)?.into_iter();
+        let listed = segments(&storage).map_err(io)?;
+        let successors: Vec<Option<u64>> =
+            listed.iter().skip(1).map(|(first, _)| Some(*first)).chain(std::iter::once(None)).collect();
+        let mut found = listed.into_iter().zip(successors);
         let mut previous: Option<u64> = None;
         let mut open: Option<(S::Segment, usize)> = None;
         let mut cut = false;
         let mut segment_firsts = VecDeque::new();
-        for (first, name) in found.by_ref() {
+        for ((first, name), successor) in found.by_ref() {
             let expected_first = previous.map_or(first, |previous| previous + 1);
             if first != expected_first || first > journal_last_sequence {
                 storage.remove(&name).map_err(io)?;
                 cut = true;
                 break;
             }
-            let mut segment = storage.open(&name, true).map_err(io)?;
             segment_firsts.push_back(first);
+            if let Some(successor) = successor
+                && successor > first
+                && successor - 1 <= journal_last_sequence
+            {
+                previous = Some(successor - 1);
+                continue;
+            }
+            let mut segment = storage.open(&name, true).map_err(io)?;
             let end = scan_segment(segment.bytes(), previous, journal_last_sequence);
             if end.damaged_tail {
                 wipe(&mut segment, end.valid_bytes).map_err(io)?;
@@ -124,7 +141,7 @@ impl<S: Storage> OutcomeStream<S> {
             }
         }
         // Segments after a cut hold entries that no longer follow on.
-        for (_, name) in found {
+        for ((_, name), _) in found {
             storage.remove(&name).map_err(io)?;
         }
         if cut {

@@ -296,6 +296,7 @@ mod tests {
             primaries: vec![primary],
             key: key(),
             snapshot_interval: None,
+            snapshot_after_events: 0,
             journal_segment_bytes: SEGMENT_BYTES,
             repair_from: Vec::new(),
             hot_window: 2,

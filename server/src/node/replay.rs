@@ -41,7 +41,10 @@ impl<H: HistorySink> Deriving<'_, H> {
         if self.history.visible().saturating_add(1) < cold_cutoff(sequence, ledger.hot_window()) {
             self.history.make_visible();
         }
-        let facts = cold::gather(self.history.store(), command, sequence, ledger.hot_window());
+        // The store may be ahead of this ledger (replay after a crash): ids above the
+        // largest the ledger has applied cannot be below the cut-off, so are not asked.
+        let store = cold::Bounded::new(self.history.store(), ledger.largest_id());
+        let facts = cold::gather(&store, command, sequence, ledger.hot_window());
         let (reply, committed) = apply_collecting(ledger, sequence, timestamp, command, facts);
         if sequence > self.outcomes.last_sequence() {
             self.outcomes.catch_up(sequence, timestamp, command, reply.as_ref(), &committed);

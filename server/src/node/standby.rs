@@ -31,7 +31,7 @@ use tally_engine::pipeline::{CheckpointTaker, PipelineStats, checkpoint_channel}
 use tally_journal::{FileStorage, FlushMethod, Journal, SnapshotStore};
 use tally_replication::{Checkpoints, ClusterKey, FollowError, Follower, LogPosition, Message, Record, Step};
 
-use super::checkpoints::{self, CheckpointWriter, Checkpointing};
+use super::checkpoints::{self, CheckpointWriter, Checkpointing, Due};
 use super::derived::DerivedMarks;
 use super::history_thread::HistoryThread;
 use super::outcome_log::OutcomeStream;
@@ -68,6 +68,9 @@ pub struct StandbyConfig {
     pub primaries: Vec<SocketAddr>,
     pub key: ClusterKey,
     pub snapshot_interval: Option<Duration>,
+    /// A checkpoint also once this many events were applied since the last attempt (0: by
+    /// time only; `NodeConfig::snapshot_after_events`).
+    pub snapshot_after_events: u64,
     /// Size of each new journal segment file (`--journal-segment-mib`).
     pub journal_segment_bytes: usize,
     /// Peers besides the primaries to repair damaged journal records from (`--repair-from`).
@@ -150,7 +153,12 @@ impl Standby {
         let taker = config.snapshot_interval.is_some().then_some(taker);
         let writer = CheckpointWriter::new(snapshots, stats.clone(), marks.clone(), Some(retained_to), restored);
         // An idle standby's business-logic thread offers a copy on its own (see `apply_loop`).
-        let checkpoints = Some(Checkpointing::start(writer, requests, config.snapshot_interval, None));
+        let checkpoints = Some(Checkpointing::start(
+            writer,
+            requests,
+            Due::of(config.snapshot_interval, config.snapshot_after_events),
+            None,
+        ));
         let stop = Arc::new(AtomicBool::new(false));
         let (work, queued) = crossbeam::channel::bounded(APPLY_QUEUE);
         let applied_from = journal.last_sequence();
