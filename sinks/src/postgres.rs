@@ -1,13 +1,14 @@
 //! Settlement in PostgreSQL: every committed transfer, its postings and every account's
 //! balances, in a schema the sink creates and migrates (`sinks/migrations/postgres/`).
 //!
-//! Each batch of outcomes goes in with one transaction: `COPY` for transfers and postings,
-//! one multi-row upsert for the balances, and the watermark row, so after a crash of the
+//! Each batch of outcomes goes in with one transaction: binary `COPY` for transfers and
+//! postings (`binary.rs`), one multi-row upsert for the balances, and the watermark row, so after a crash of the
 //! node, of the sink or of PostgreSQL the sink resumes right after the last committed
 //! batch: no duplicate, no gap.
 
+mod binary;
+
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::Write as _;
 
 use postgres::{Client, NoTls, Transaction};
@@ -16,6 +17,7 @@ use tally_codecs::outcome::Outcome;
 use tally_codecs::{Account, Transfer};
 
 use crate::sink::{Sink, SinkError};
+use binary::BinaryRows;
 
 /// The schema the tables live in unless told otherwise.
 pub const SCHEMA_DEFAULT: &str = "tally";
@@ -26,7 +28,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_settlement.sql")),
     (2, include_str!("../migrations/postgres/0002_drop_postings_account_index.sql")),
     (3, include_str!("../migrations/postgres/0003_postings_keyed_by_sequence.sql")),
+    (4, include_str!("../migrations/postgres/0004_balances_fillfactor.sql")),
 ];
+/// The columns of the transfers and postings `COPY` statements in `write_batch`.
+const TRANSFER_COLUMNS: i16 = 14;
+const POSTING_COLUMNS: i16 = 10;
 /// Longest schema name PostgreSQL keeps (NAMEDATALEN - 1).
 const SCHEMA_NAME_BYTES_MAX: usize = 63;
 
@@ -85,9 +91,9 @@ impl PostgresSink {
     fn write_batch(&mut self, batch: &[Outcome]) -> Result<(), SinkError> {
         let [copy_transfers, copy_postings, resolve, expire, upsert, watermark] = [
             "COPY {schema}.transfers (id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, \
-             user_data_64, user_data_32, timeout, ledger, code, flags, timestamp, sequence) FROM STDIN",
+             user_data_64, user_data_32, timeout, ledger, code, flags, timestamp, sequence) FROM STDIN (FORMAT binary)",
             "COPY {schema}.postings (transfer_id, kind, side, account_id, ledger, resolves, pending_delta, \
-             posted_delta, sequence, position) FROM STDIN",
+             posted_delta, sequence, position) FROM STDIN (FORMAT binary)",
             "UPDATE {schema}.postings p SET pending_delta = -t.amount FROM {schema}.transfers t \
              WHERE p.pending_delta IS NULL AND t.id = p.resolves",
             "INSERT INTO {schema}.postings (transfer_id, kind, side, account_id, ledger, resolves, pending_delta, \
@@ -106,13 +112,13 @@ impl PostgresSink {
             "UPDATE {schema}.watermark SET sequence = $1 WHERE sink = $2 AND sequence = $3",
         ]
         .map(|template| self.sql(template));
-        let rows = Rows::of(batch);
+        let mut rows = Rows::of(batch);
         let first = batch.first().map_or(0, |outcome| outcome.sequence);
         let last = batch.last().map_or(0, |outcome| outcome.sequence);
         let client = self.connect()?;
         let mut transaction = client.transaction().map_err(destination)?;
-        copy(&mut transaction, &copy_transfers, &rows.transfers)?;
-        copy(&mut transaction, &copy_postings, &rows.postings)?;
+        copy(&mut transaction, &copy_transfers, &rows.transfers.finish())?;
+        copy(&mut transaction, &copy_postings, &rows.postings.finish())?;
         if rows.resolving {
             transaction.execute(&resolve, &[]).map_err(destination)?;
         }
@@ -195,12 +201,13 @@ fn sequence_column(sequence: u64) -> Result<i64, SinkError> {
     i64::try_from(sequence).map_err(|_| SinkError::Destination(format!("sequence {sequence} exceeds bigint")))
 }
 
-fn copy(transaction: &mut Transaction<'_>, statement: &str, rows: &str) -> Result<(), SinkError> {
-    if rows.is_empty() {
+/// Sends one `COPY` payload (nothing if it is empty).
+fn copy(transaction: &mut Transaction<'_>, statement: &str, payload: &[u8]) -> Result<(), SinkError> {
+    if payload.is_empty() {
         return Ok(());
     }
     let mut writer = transaction.copy_in(statement).map_err(destination)?;
-    writer.write_all(rows.as_bytes()).map_err(|error| SinkError::Destination(error.to_string()))?;
+    writer.write_all(payload).map_err(|error| SinkError::Destination(error.to_string()))?;
     writer.finish().map_err(destination)?;
     Ok(())
 }
@@ -216,11 +223,11 @@ fn balance_column(account: &Account, column: usize) -> String {
     value.to_string()
 }
 
-/// A batch as rows: COPY text for transfers and postings, the expired ids, and each
-/// account's last state in the batch.
+/// A batch as rows: binary COPY payloads for transfers and postings, the expired ids,
+/// and each account's last state in the batch.
 struct Rows {
-    transfers: String,
-    postings: String,
+    transfers: BinaryRows,
+    postings: BinaryRows,
     /// Whether some posting releases a pending transfer (its amount is filled in by SQL
     /// from the pending transfer's row).
     resolving: bool,
@@ -234,8 +241,8 @@ struct Rows {
 impl Rows {
     fn of(batch: &[Outcome]) -> Rows {
         let mut rows = Rows {
-            transfers: String::new(),
-            postings: String::new(),
+            transfers: BinaryRows::new(TRANSFER_COLUMNS),
+            postings: BinaryRows::new(POSTING_COLUMNS),
             resolving: false,
             expired_ids: Vec::new(),
             expired_sequences: Vec::new(),
@@ -265,48 +272,51 @@ impl Rows {
         rows
     }
 
-    /// Adds `transfer`'s row and its two postings, at `position` and `position + 1`.
+    /// Adds `transfer`'s row and its two postings, at `position` and `position + 1`, in
+    /// the column order of the `COPY` statements in `write_batch`.
     fn add_transfer(&mut self, transfer: &Transfer, sequence: i64, position: i32) {
         let t = transfer;
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            self.transfers,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            t.id,
-            t.debit_account_id,
-            t.credit_account_id,
-            t.amount,
-            t.pending_id,
-            t.user_data_128,
-            t.user_data_64,
-            t.user_data_32,
-            t.timeout,
-            t.ledger,
-            t.code,
-            t.flags,
-            t.timestamp,
-            sequence
-        );
+        let row = &mut self.transfers;
+        row.row();
+        for value in [t.id, t.debit_account_id, t.credit_account_id, t.amount, t.pending_id, t.user_data_128] {
+            row.numeric(value);
+        }
+        row.numeric(u128::from(t.user_data_64));
+        for value in [t.user_data_32, t.timeout, t.ledger] {
+            row.bigint(i64::from(value));
+        }
+        row.integer(i32::from(t.code));
+        row.integer(i32::from(t.flags));
+        row.numeric(u128::from(t.timestamp));
+        row.bigint(sequence);
+
         let resolves_pending = t.flags & (flags::POST_PENDING_TRANSFER | flags::VOID_PENDING_TRANSFER) != 0;
+        // None: NULL, filled with minus the pending amount once the batch's rows are in.
         let (pending_delta, posted_delta) = if resolves_pending {
             self.resolving = true;
-            // \N: NULL, filled with minus the pending amount once the batch's rows are in.
-            let posted = if t.flags & flags::POST_PENDING_TRANSFER != 0 { t.amount } else { 0 };
-            ("\\N".to_string(), posted)
+            (None, if t.flags & flags::POST_PENDING_TRANSFER != 0 { t.amount } else { 0 })
         } else if t.flags & flags::PENDING != 0 {
-            (t.amount.to_string(), 0)
+            (Some(t.amount), 0)
         } else {
-            ("0".to_string(), t.amount)
+            (Some(0), t.amount)
         };
         let resolves = if resolves_pending { t.pending_id } else { 0 };
         for (side, account, offset) in [("debit", t.debit_account_id, 0), ("credit", t.credit_account_id, 1)] {
-            let _ = writeln!(
-                self.postings,
-                "{}\ttransfer\t{side}\t{account}\t{}\t{resolves}\t{pending_delta}\t{posted_delta}\t{sequence}\t{}",
-                t.id,
-                t.ledger,
-                position + offset
-            );
+            let row = &mut self.postings;
+            row.row();
+            row.numeric(t.id);
+            row.text("transfer");
+            row.text(side);
+            row.numeric(account);
+            row.bigint(i64::from(t.ledger));
+            row.numeric(resolves);
+            match pending_delta {
+                Some(delta) => row.numeric(delta),
+                None => row.null(),
+            }
+            row.numeric(posted_delta);
+            row.bigint(sequence);
+            row.integer(position + offset);
         }
     }
 }
