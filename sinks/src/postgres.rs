@@ -9,7 +9,6 @@
 mod binary;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 
 use postgres::{Client, NoTls, Transaction};
 use tally_codecs::flags::transfer as flags;
@@ -33,6 +32,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
 /// The columns of the transfers and postings `COPY` statements in `write_batch`.
 const TRANSFER_COLUMNS: i16 = 14;
 const POSTING_COLUMNS: i16 = 10;
+/// A `COPY` is sent on in chunks of this many bytes (about 300 transfer rows): large
+/// enough that the per-message cost is small, small enough that PostgreSQL starts on a
+/// batch's rows while the sink is still encoding them.
+const COPY_CHUNK_BYTES: usize = 64 * 1024;
 /// Longest schema name PostgreSQL keeps (NAMEDATALEN - 1).
 const SCHEMA_NAME_BYTES_MAX: usize = 63;
 
@@ -112,13 +115,15 @@ impl PostgresSink {
             "UPDATE {schema}.watermark SET sequence = $1 WHERE sink = $2 AND sequence = $3",
         ]
         .map(|template| self.sql(template));
-        let mut rows = Rows::of(batch);
+        let rows = Rows::of(batch)?;
         let first = batch.first().map_or(0, |outcome| outcome.sequence);
         let last = batch.last().map_or(0, |outcome| outcome.sequence);
         let client = self.connect()?;
         let mut transaction = client.transaction().map_err(destination)?;
-        copy(&mut transaction, &copy_transfers, &rows.transfers.finish())?;
-        copy(&mut transaction, &copy_postings, &rows.postings.finish())?;
+        if batch.iter().any(|outcome| !outcome.transfers.is_empty()) {
+            copy(&mut transaction, &copy_transfers, TRANSFER_COLUMNS, batch, transfer_row)?;
+            copy(&mut transaction, &copy_postings, POSTING_COLUMNS, batch, posting_rows)?;
+        }
         if rows.resolving {
             transaction.execute(&resolve, &[]).map_err(destination)?;
         }
@@ -201,15 +206,97 @@ fn sequence_column(sequence: u64) -> Result<i64, SinkError> {
     i64::try_from(sequence).map_err(|_| SinkError::Destination(format!("sequence {sequence} exceeds bigint")))
 }
 
-/// Sends one `COPY` payload (nothing if it is empty).
-fn copy(transaction: &mut Transaction<'_>, statement: &str, payload: &[u8]) -> Result<(), SinkError> {
-    if payload.is_empty() {
-        return Ok(());
-    }
+/// Streams one binary `COPY` of `add`'s rows for each transfer of `batch`, in chunks of
+/// `COPY_CHUNK_BYTES`: PostgreSQL parses and inserts one chunk while the next is encoded,
+/// and the sink never holds a whole batch's payload.
+fn copy(
+    transaction: &mut Transaction<'_>,
+    statement: &str,
+    columns: i16,
+    batch: &[Outcome],
+    add: fn(&mut BinaryRows, &Transfer, i64, i32),
+) -> Result<(), SinkError> {
+    let failed = |error: std::io::Error| SinkError::Destination(error.to_string());
     let mut writer = transaction.copy_in(statement).map_err(destination)?;
-    writer.write_all(payload).map_err(|error| SinkError::Destination(error.to_string()))?;
+    let mut rows = BinaryRows::new(columns);
+    for outcome in batch {
+        let sequence = sequence_column(outcome.sequence)?;
+        for (index, transfer) in outcome.transfers.iter().enumerate() {
+            add(&mut rows, transfer, sequence, position(index)?);
+            if rows.buffered_bytes() >= COPY_CHUNK_BYTES {
+                rows.drain_to(&mut writer).map_err(failed)?;
+            }
+        }
+    }
+    rows.finish();
+    rows.drain_to(&mut writer).map_err(failed)?;
     writer.finish().map_err(destination)?;
     Ok(())
+}
+
+/// The position of the `index`-th pair of postings of an entry (migration 3): its debit
+/// posting's; the credit's is one more. An entry holds at most 8 189 transfers and as many
+/// expiries, far below `i32::MAX / 2`.
+fn position(index: usize) -> Result<i32, SinkError> {
+    i32::try_from(index)
+        .ok()
+        .and_then(|index| index.checked_mul(2))
+        .ok_or_else(|| SinkError::Destination(format!("posting position {index} exceeds integer")))
+}
+
+/// Whether `transfer` posts or voids a pending transfer: its postings' pending release is
+/// filled in by SQL from the pending transfer's row.
+fn resolves_pending(transfer: &Transfer) -> bool {
+    transfer.flags & (flags::POST_PENDING_TRANSFER | flags::VOID_PENDING_TRANSFER) != 0
+}
+
+/// `transfer`'s row, in the column order of the transfers `COPY` in `write_batch`.
+fn transfer_row(rows: &mut BinaryRows, transfer: &Transfer, sequence: i64, _position: i32) {
+    let t = transfer;
+    rows.row();
+    for value in [t.id, t.debit_account_id, t.credit_account_id, t.amount, t.pending_id, t.user_data_128] {
+        rows.numeric(value);
+    }
+    rows.numeric(u128::from(t.user_data_64));
+    for value in [t.user_data_32, t.timeout, t.ledger] {
+        rows.bigint(i64::from(value));
+    }
+    rows.integer(i32::from(t.code));
+    rows.integer(i32::from(t.flags));
+    rows.numeric(u128::from(t.timestamp));
+    rows.bigint(sequence);
+}
+
+/// `transfer`'s debit and credit postings, at `position` and `position + 1`, in the column
+/// order of the postings `COPY` in `write_batch`.
+fn posting_rows(rows: &mut BinaryRows, transfer: &Transfer, sequence: i64, position: i32) {
+    let t = transfer;
+    // None: NULL, filled with minus the pending amount once the batch's rows are in.
+    let (pending_delta, posted_delta) = if resolves_pending(t) {
+        (None, if t.flags & flags::POST_PENDING_TRANSFER != 0 { t.amount } else { 0 })
+    } else if t.flags & flags::PENDING != 0 {
+        (Some(t.amount), 0)
+    } else {
+        (Some(0), t.amount)
+    };
+    let resolves = if resolves_pending(t) { t.pending_id } else { 0 };
+    for (side, account, offset) in [("debit", t.debit_account_id, 0), ("credit", t.credit_account_id, 1)] {
+        rows.row();
+        rows.numeric(t.id);
+        rows.text("transfer");
+        rows.text(side);
+        rows.numeric(account);
+        rows.bigint(i64::from(t.ledger));
+        rows.numeric(resolves);
+        match pending_delta {
+            Some(delta) => rows.numeric(delta),
+            None => rows.null(),
+        }
+        rows.numeric(posted_delta);
+        rows.bigint(sequence);
+        // position is even and below i32::MAX / 2 (see `position`).
+        rows.integer(position + offset);
+    }
 }
 
 fn balance_column(account: &Account, column: usize) -> String {
@@ -223,11 +310,9 @@ fn balance_column(account: &Account, column: usize) -> String {
     value.to_string()
 }
 
-/// A batch as rows: binary COPY payloads for transfers and postings, the expired ids,
-/// and each account's last state in the batch.
+/// What a batch needs besides its `COPY` rows: whether it resolves pending transfers, the
+/// expired ids, and each account's last state in the batch.
 struct Rows {
-    transfers: BinaryRows,
-    postings: BinaryRows,
     /// Whether some posting releases a pending transfer (its amount is filled in by SQL
     /// from the pending transfer's row).
     resolving: bool,
@@ -239,10 +324,8 @@ struct Rows {
 }
 
 impl Rows {
-    fn of(batch: &[Outcome]) -> Rows {
+    fn of(batch: &[Outcome]) -> Result<Rows, SinkError> {
         let mut rows = Rows {
-            transfers: BinaryRows::new(TRANSFER_COLUMNS),
-            postings: BinaryRows::new(POSTING_COLUMNS),
             resolving: false,
             expired_ids: Vec::new(),
             expired_sequences: Vec::new(),
@@ -250,74 +333,21 @@ impl Rows {
             balances: BTreeMap::new(),
         };
         for outcome in batch {
-            // Sequences fit in bigint: the journal would need 2^63 records first.
-            let sequence = i64::try_from(outcome.sequence).unwrap_or(i64::MAX);
-            // Positions: two per transfer, then two per expiry (migration 3); an entry holds
-            // at most 8 189 of each, far below i32::MAX.
-            let mut position = 0i32;
-            for transfer in &outcome.transfers {
-                rows.add_transfer(transfer, sequence, position);
-                position = position.saturating_add(2);
-            }
-            for &id in &outcome.expired {
+            let sequence = sequence_column(outcome.sequence)?;
+            rows.resolving |= outcome.transfers.iter().any(resolves_pending);
+            // Expiries' postings follow the entry's transfers' (migration 3).
+            for (index, &id) in outcome.expired.iter().enumerate() {
+                // Saturated, `position` refuses it.
+                let index = outcome.transfers.len().saturating_add(index);
                 rows.expired_ids.push(id.to_string());
                 rows.expired_sequences.push(sequence);
-                rows.expired_positions.push(position);
-                position = position.saturating_add(2);
+                rows.expired_positions.push(position(index)?);
             }
             for account in &outcome.accounts {
                 rows.balances.insert(account.id, (*account, sequence));
             }
         }
-        rows
-    }
-
-    /// Adds `transfer`'s row and its two postings, at `position` and `position + 1`, in
-    /// the column order of the `COPY` statements in `write_batch`.
-    fn add_transfer(&mut self, transfer: &Transfer, sequence: i64, position: i32) {
-        let t = transfer;
-        let row = &mut self.transfers;
-        row.row();
-        for value in [t.id, t.debit_account_id, t.credit_account_id, t.amount, t.pending_id, t.user_data_128] {
-            row.numeric(value);
-        }
-        row.numeric(u128::from(t.user_data_64));
-        for value in [t.user_data_32, t.timeout, t.ledger] {
-            row.bigint(i64::from(value));
-        }
-        row.integer(i32::from(t.code));
-        row.integer(i32::from(t.flags));
-        row.numeric(u128::from(t.timestamp));
-        row.bigint(sequence);
-
-        let resolves_pending = t.flags & (flags::POST_PENDING_TRANSFER | flags::VOID_PENDING_TRANSFER) != 0;
-        // None: NULL, filled with minus the pending amount once the batch's rows are in.
-        let (pending_delta, posted_delta) = if resolves_pending {
-            self.resolving = true;
-            (None, if t.flags & flags::POST_PENDING_TRANSFER != 0 { t.amount } else { 0 })
-        } else if t.flags & flags::PENDING != 0 {
-            (Some(t.amount), 0)
-        } else {
-            (Some(0), t.amount)
-        };
-        let resolves = if resolves_pending { t.pending_id } else { 0 };
-        for (side, account, offset) in [("debit", t.debit_account_id, 0), ("credit", t.credit_account_id, 1)] {
-            let row = &mut self.postings;
-            row.row();
-            row.numeric(t.id);
-            row.text("transfer");
-            row.text(side);
-            row.numeric(account);
-            row.bigint(i64::from(t.ledger));
-            row.numeric(resolves);
-            match pending_delta {
-                Some(delta) => row.numeric(delta),
-                None => row.null(),
-            }
-            row.numeric(posted_delta);
-            row.bigint(sequence);
-            row.integer(position + offset);
-        }
+        Ok(rows)
     }
 }
 

@@ -266,3 +266,30 @@ fn numerics_sent_in_binary_read_back_as_the_same_decimal_text() {
         .collect();
     assert_eq!(postings, expected);
 }
+
+#[test]
+fn a_batch_larger_than_one_copy_chunk_is_settled_whole() {
+    let Some(url) = database() else { return };
+    let mut schema = Schema::new(&url, "copy_chunks");
+    let config = PostgresConfig::new(&url, &schema.name).expect("a valid config");
+    let mut sink = PostgresSink::new(config);
+    assert_eq!(sink.resume().expect("resume on an empty database"), 0);
+    // 3 000 transfers: about 0.5 MB of transfer rows and 0.8 MB of postings, several
+    // 64 KiB chunks each.
+    let transfers: Vec<Transfer> =
+        (1..=3_000u128).map(|id| Transfer { id, amount: id, ..entry(1, id).transfers[0] }).collect();
+    let mut outcome = entry(1, 1);
+    outcome.transfers = transfers.clone();
+    outcome.events = OutcomeEvents::Transfers(transfers);
+    sink.write(&[outcome]).expect("settle");
+    assert_eq!((schema.count("transfers"), schema.count("postings")), (3_000, 6_000));
+    let query = format!(
+        "SELECT sum(amount)::text, (SELECT sum(posted_delta)::text FROM {0}.postings), \
+         (SELECT max(position) FROM {0}.postings) FROM {0}.transfers",
+        schema.name
+    );
+    let row = schema.client.query_one(&query, &[]).expect("sums");
+    let (amounts, posted, position): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((amounts.as_str(), posted.as_str(), position), ("4501500", "9003000", 5_999));
+    assert_eq!(sink.resume().expect("resume"), 1);
+}
