@@ -1,14 +1,14 @@
 //! Settlement in PostgreSQL: every committed transfer, its postings and every account's
 //! balances, in a schema the sink creates and migrates (`sinks/migrations/postgres/`).
 //!
-//! Each batch of outcomes goes in with one transaction: `COPY` for transfers and postings,
-//! one multi-row upsert for the balances, and the watermark row, so after a crash of the
+//! Each batch of outcomes goes in with one transaction: binary `COPY` for transfers and
+//! postings (`binary.rs`), one multi-row upsert for the balances, and the watermark row, so after a crash of the
 //! node, of the sink or of PostgreSQL the sink resumes right after the last committed
 //! batch: no duplicate, no gap.
 
+mod binary;
+
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::io::Write as _;
 
 use postgres::{Client, NoTls, Transaction};
 use tally_codecs::flags::transfer as flags;
@@ -16,6 +16,7 @@ use tally_codecs::outcome::Outcome;
 use tally_codecs::{Account, Transfer};
 
 use crate::sink::{Sink, SinkError};
+use binary::BinaryRows;
 
 /// The schema the tables live in unless told otherwise.
 pub const SCHEMA_DEFAULT: &str = "tally";
@@ -26,7 +27,15 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_settlement.sql")),
     (2, include_str!("../migrations/postgres/0002_drop_postings_account_index.sql")),
     (3, include_str!("../migrations/postgres/0003_postings_keyed_by_sequence.sql")),
+    (4, include_str!("../migrations/postgres/0004_balances_fillfactor.sql")),
 ];
+/// The columns of the transfers and postings `COPY` statements in `write_batch`.
+const TRANSFER_COLUMNS: i16 = 14;
+const POSTING_COLUMNS: i16 = 10;
+/// A `COPY` is sent on in chunks of this many bytes (about 300 transfer rows): large
+/// enough that the per-message cost is small, small enough that PostgreSQL starts on a
+/// batch's rows while the sink is still encoding them.
+const COPY_CHUNK_BYTES: usize = 64 * 1024;
 /// Longest schema name PostgreSQL keeps (NAMEDATALEN - 1).
 const SCHEMA_NAME_BYTES_MAX: usize = 63;
 
@@ -85,9 +94,9 @@ impl PostgresSink {
     fn write_batch(&mut self, batch: &[Outcome]) -> Result<(), SinkError> {
         let [copy_transfers, copy_postings, resolve, expire, upsert, watermark] = [
             "COPY {schema}.transfers (id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, \
-             user_data_64, user_data_32, timeout, ledger, code, flags, timestamp, sequence) FROM STDIN",
+             user_data_64, user_data_32, timeout, ledger, code, flags, timestamp, sequence) FROM STDIN (FORMAT binary)",
             "COPY {schema}.postings (transfer_id, kind, side, account_id, ledger, resolves, pending_delta, \
-             posted_delta, sequence, position) FROM STDIN",
+             posted_delta, sequence, position) FROM STDIN (FORMAT binary)",
             "UPDATE {schema}.postings p SET pending_delta = -t.amount FROM {schema}.transfers t \
              WHERE p.pending_delta IS NULL AND t.id = p.resolves",
             "INSERT INTO {schema}.postings (transfer_id, kind, side, account_id, ledger, resolves, pending_delta, \
@@ -106,13 +115,15 @@ impl PostgresSink {
             "UPDATE {schema}.watermark SET sequence = $1 WHERE sink = $2 AND sequence = $3",
         ]
         .map(|template| self.sql(template));
-        let rows = Rows::of(batch);
+        let rows = Rows::of(batch)?;
         let first = batch.first().map_or(0, |outcome| outcome.sequence);
         let last = batch.last().map_or(0, |outcome| outcome.sequence);
         let client = self.connect()?;
         let mut transaction = client.transaction().map_err(destination)?;
-        copy(&mut transaction, &copy_transfers, &rows.transfers)?;
-        copy(&mut transaction, &copy_postings, &rows.postings)?;
+        if batch.iter().any(|outcome| !outcome.transfers.is_empty()) {
+            copy(&mut transaction, &copy_transfers, TRANSFER_COLUMNS, batch, transfer_row)?;
+            copy(&mut transaction, &copy_postings, POSTING_COLUMNS, batch, posting_rows)?;
+        }
         if rows.resolving {
             transaction.execute(&resolve, &[]).map_err(destination)?;
         }
@@ -195,14 +206,97 @@ fn sequence_column(sequence: u64) -> Result<i64, SinkError> {
     i64::try_from(sequence).map_err(|_| SinkError::Destination(format!("sequence {sequence} exceeds bigint")))
 }
 
-fn copy(transaction: &mut Transaction<'_>, statement: &str, rows: &str) -> Result<(), SinkError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
+/// Streams one binary `COPY` of `add`'s rows for each transfer of `batch`, in chunks of
+/// `COPY_CHUNK_BYTES`: PostgreSQL parses and inserts one chunk while the next is encoded,
+/// and the sink never holds a whole batch's payload.
+fn copy(
+    transaction: &mut Transaction<'_>,
+    statement: &str,
+    columns: i16,
+    batch: &[Outcome],
+    add: fn(&mut BinaryRows, &Transfer, i64, i32),
+) -> Result<(), SinkError> {
+    let failed = |error: std::io::Error| SinkError::Destination(error.to_string());
     let mut writer = transaction.copy_in(statement).map_err(destination)?;
-    writer.write_all(rows.as_bytes()).map_err(|error| SinkError::Destination(error.to_string()))?;
+    let mut rows = BinaryRows::new(columns);
+    for outcome in batch {
+        let sequence = sequence_column(outcome.sequence)?;
+        for (index, transfer) in outcome.transfers.iter().enumerate() {
+            add(&mut rows, transfer, sequence, position(index)?);
+            if rows.buffered_bytes() >= COPY_CHUNK_BYTES {
+                rows.drain_to(&mut writer).map_err(failed)?;
+            }
+        }
+    }
+    rows.finish();
+    rows.drain_to(&mut writer).map_err(failed)?;
     writer.finish().map_err(destination)?;
     Ok(())
+}
+
+/// The position of the `index`-th pair of postings of an entry (migration 3): its debit
+/// posting's; the credit's is one more. An entry holds at most 8 189 transfers and as many
+/// expiries, far below `i32::MAX / 2`.
+fn position(index: usize) -> Result<i32, SinkError> {
+    i32::try_from(index)
+        .ok()
+        .and_then(|index| index.checked_mul(2))
+        .ok_or_else(|| SinkError::Destination(format!("posting position {index} exceeds integer")))
+}
+
+/// Whether `transfer` posts or voids a pending transfer: its postings' pending release is
+/// filled in by SQL from the pending transfer's row.
+fn resolves_pending(transfer: &Transfer) -> bool {
+    transfer.flags & (flags::POST_PENDING_TRANSFER | flags::VOID_PENDING_TRANSFER) != 0
+}
+
+/// `transfer`'s row, in the column order of the transfers `COPY` in `write_batch`.
+fn transfer_row(rows: &mut BinaryRows, transfer: &Transfer, sequence: i64, _position: i32) {
+    let t = transfer;
+    rows.row();
+    for value in [t.id, t.debit_account_id, t.credit_account_id, t.amount, t.pending_id, t.user_data_128] {
+        rows.numeric(value);
+    }
+    rows.numeric(u128::from(t.user_data_64));
+    for value in [t.user_data_32, t.timeout, t.ledger] {
+        rows.bigint(i64::from(value));
+    }
+    rows.integer(i32::from(t.code));
+    rows.integer(i32::from(t.flags));
+    rows.numeric(u128::from(t.timestamp));
+    rows.bigint(sequence);
+}
+
+/// `transfer`'s debit and credit postings, at `position` and `position + 1`, in the column
+/// order of the postings `COPY` in `write_batch`.
+fn posting_rows(rows: &mut BinaryRows, transfer: &Transfer, sequence: i64, position: i32) {
+    let t = transfer;
+    // None: NULL, filled with minus the pending amount once the batch's rows are in.
+    let (pending_delta, posted_delta) = if resolves_pending(t) {
+        (None, if t.flags & flags::POST_PENDING_TRANSFER != 0 { t.amount } else { 0 })
+    } else if t.flags & flags::PENDING != 0 {
+        (Some(t.amount), 0)
+    } else {
+        (Some(0), t.amount)
+    };
+    let resolves = if resolves_pending(t) { t.pending_id } else { 0 };
+    for (side, account, offset) in [("debit", t.debit_account_id, 0), ("credit", t.credit_account_id, 1)] {
+        rows.row();
+        rows.numeric(t.id);
+        rows.text("transfer");
+        rows.text(side);
+        rows.numeric(account);
+        rows.bigint(i64::from(t.ledger));
+        rows.numeric(resolves);
+        match pending_delta {
+            Some(delta) => rows.numeric(delta),
+            None => rows.null(),
+        }
+        rows.numeric(posted_delta);
+        rows.bigint(sequence);
+        // position is even and below i32::MAX / 2 (see `position`).
+        rows.integer(position + offset);
+    }
 }
 
 fn balance_column(account: &Account, column: usize) -> String {
@@ -216,11 +310,9 @@ fn balance_column(account: &Account, column: usize) -> String {
     value.to_string()
 }
 
-/// A batch as rows: COPY text for transfers and postings, the expired ids, and each
-/// account's last state in the batch.
+/// What a batch needs besides its `COPY` rows: whether it resolves pending transfers, the
+/// expired ids, and each account's last state in the batch.
 struct Rows {
-    transfers: String,
-    postings: String,
     /// Whether some posting releases a pending transfer (its amount is filled in by SQL
     /// from the pending transfer's row).
     resolving: bool,
@@ -232,10 +324,8 @@ struct Rows {
 }
 
 impl Rows {
-    fn of(batch: &[Outcome]) -> Rows {
+    fn of(batch: &[Outcome]) -> Result<Rows, SinkError> {
         let mut rows = Rows {
-            transfers: String::new(),
-            postings: String::new(),
             resolving: false,
             expired_ids: Vec::new(),
             expired_sequences: Vec::new(),
@@ -243,71 +333,21 @@ impl Rows {
             balances: BTreeMap::new(),
         };
         for outcome in batch {
-            // Sequences fit in bigint: the journal would need 2^63 records first.
-            let sequence = i64::try_from(outcome.sequence).unwrap_or(i64::MAX);
-            // Positions: two per transfer, then two per expiry (migration 3); an entry holds
-            // at most 8 189 of each, far below i32::MAX.
-            let mut position = 0i32;
-            for transfer in &outcome.transfers {
-                rows.add_transfer(transfer, sequence, position);
-                position = position.saturating_add(2);
-            }
-            for &id in &outcome.expired {
+            let sequence = sequence_column(outcome.sequence)?;
+            rows.resolving |= outcome.transfers.iter().any(resolves_pending);
+            // Expiries' postings follow the entry's transfers' (migration 3).
+            for (index, &id) in outcome.expired.iter().enumerate() {
+                // Saturated, `position` refuses it.
+                let index = outcome.transfers.len().saturating_add(index);
                 rows.expired_ids.push(id.to_string());
                 rows.expired_sequences.push(sequence);
-                rows.expired_positions.push(position);
-                position = position.saturating_add(2);
+                rows.expired_positions.push(position(index)?);
             }
             for account in &outcome.accounts {
                 rows.balances.insert(account.id, (*account, sequence));
             }
         }
-        rows
-    }
-
-    /// Adds `transfer`'s row and its two postings, at `position` and `position + 1`.
-    fn add_transfer(&mut self, transfer: &Transfer, sequence: i64, position: i32) {
-        let t = transfer;
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            self.transfers,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            t.id,
-            t.debit_account_id,
-            t.credit_account_id,
-            t.amount,
-            t.pending_id,
-            t.user_data_128,
-            t.user_data_64,
-            t.user_data_32,
-            t.timeout,
-            t.ledger,
-            t.code,
-            t.flags,
-            t.timestamp,
-            sequence
-        );
-        let resolves_pending = t.flags & (flags::POST_PENDING_TRANSFER | flags::VOID_PENDING_TRANSFER) != 0;
-        let (pending_delta, posted_delta) = if resolves_pending {
-            self.resolving = true;
-            // \N: NULL, filled with minus the pending amount once the batch's rows are in.
-            let posted = if t.flags & flags::POST_PENDING_TRANSFER != 0 { t.amount } else { 0 };
-            ("\\N".to_string(), posted)
-        } else if t.flags & flags::PENDING != 0 {
-            (t.amount.to_string(), 0)
-        } else {
-            ("0".to_string(), t.amount)
-        };
-        let resolves = if resolves_pending { t.pending_id } else { 0 };
-        for (side, account, offset) in [("debit", t.debit_account_id, 0), ("credit", t.credit_account_id, 1)] {
-            let _ = writeln!(
-                self.postings,
-                "{}\ttransfer\t{side}\t{account}\t{}\t{resolves}\t{pending_delta}\t{posted_delta}\t{sequence}\t{}",
-                t.id,
-                t.ledger,
-                position + offset
-            );
-        }
+        Ok(rows)
     }
 }
 

@@ -126,7 +126,10 @@ fn a_version_1_schema_with_settled_rows_migrates_and_the_sink_goes_on_from_its_w
     // Connecting migrates; a second sink finds nothing left to do.
     assert_eq!(first.resume().expect("resume on the old schema"), 1, "the watermark survives the migration");
     migrate(&mut schema.client, &name).expect("migrating again is a no-op");
-    assert_eq!(schema.versions(), vec![1, 2, 3], "each migration is recorded once");
+    assert_eq!(schema.versions(), vec![1, 2, 3, 4], "each migration is recorded once");
+    let options = format!("SELECT reloptions::text FROM pg_class WHERE oid = '{name}.balances'::regclass");
+    let options: Option<String> = schema.client.query_one(&options, &[]).expect("balances options").get(0);
+    assert_eq!(options.as_deref(), Some("{fillfactor=40}"), "migration 4 leaves room for in-place balance updates");
     let indexes = schema.indexes();
     assert!(!indexes.contains(&"postings_account".to_string()), "migration 2 drops the account index: {indexes:?}");
     assert!(indexes.contains(&"postings_pkey".to_string()) && indexes.contains(&"transfers_pkey".to_string()));
@@ -188,4 +191,105 @@ fn postings_are_keyed_by_sequence_and_position_and_a_duplicate_is_refused() {
         schema.name
     );
     assert!(schema.client.batch_execute(&duplicate).is_err(), "a posting at a taken (sequence, position) is refused");
+}
+
+#[test]
+fn numerics_sent_in_binary_read_back_as_the_same_decimal_text() {
+    let Some(url) = database() else { return };
+    let mut schema = Schema::new(&url, "numeric_binary");
+    let config = PostgresConfig::new(&url, &schema.name).expect("a valid config");
+    let mut sink = PostgresSink::new(config);
+    assert_eq!(sink.resume().expect("resume on an empty database"), 0);
+    // Each value across every u128 column of a transfer and its postings: base-10 000
+    // digit boundaries, trailing zero digits, and the largest value.
+    let values = [0, 1, 9_999, 10_000, 10_001, 100_000_000, 123_456_789_012_345_678_901_234_567_890, u128::MAX];
+    let mut outcome = entry(1, 1);
+    outcome.transfers = values
+        .iter()
+        .map(|&value| Transfer {
+            id: value,
+            debit_account_id: value,
+            credit_account_id: value.wrapping_add(1),
+            amount: value,
+            pending_id: value,
+            user_data_128: value,
+            user_data_64: u64::try_from(value).unwrap_or(u64::MAX),
+            user_data_32: u32::MAX,
+            timeout: u32::MAX,
+            ledger: u32::MAX,
+            code: u16::MAX,
+            timestamp: u64::MAX,
+            ..Transfer::default()
+        })
+        .collect();
+    outcome.events = OutcomeEvents::Transfers(outcome.transfers.clone());
+    sink.write(&[outcome]).expect("settle");
+
+    let query = format!(
+        "SELECT id::text, debit_account_id::text, credit_account_id::text, amount::text, pending_id::text, \
+         user_data_128::text, user_data_64::text, user_data_32::text, timeout::text, ledger::text, code::text, \
+         timestamp::text FROM {}.transfers t ORDER BY t.id",
+        schema.name
+    );
+    // Ordered by the numeric column, not by its text (which the output column is).
+    let rows = schema.client.query(&query, &[]).expect("read transfers");
+    assert_eq!(rows.len(), values.len());
+    for (row, value) in rows.iter().zip(values) {
+        let text: Vec<String> = (0..12).map(|column| row.get(column)).collect();
+        let small = u64::try_from(value).unwrap_or(u64::MAX).to_string();
+        let expected = [
+            value.to_string(),
+            value.to_string(),
+            value.wrapping_add(1).to_string(),
+            value.to_string(),
+            value.to_string(),
+            value.to_string(),
+            small,
+            u32::MAX.to_string(),
+            u32::MAX.to_string(),
+            u32::MAX.to_string(),
+            u16::MAX.to_string(),
+            u64::MAX.to_string(),
+        ];
+        assert_eq!(text, expected, "transfer {value}");
+    }
+    let query = format!(
+        "SELECT transfer_id::text, account_id::text, pending_delta::text, posted_delta::text, resolves::text \
+         FROM {}.postings p WHERE side = 'debit' ORDER BY p.transfer_id",
+        schema.name
+    );
+    let rows = schema.client.query(&query, &[]).expect("read postings");
+    let postings: Vec<[String; 5]> = rows.iter().map(|row| std::array::from_fn(|column| row.get(column))).collect();
+    let expected: Vec<[String; 5]> = values
+        .iter()
+        .map(|value| [value.to_string(), value.to_string(), "0".into(), value.to_string(), "0".into()])
+        .collect();
+    assert_eq!(postings, expected);
+}
+
+#[test]
+fn a_batch_larger_than_one_copy_chunk_is_settled_whole() {
+    let Some(url) = database() else { return };
+    let mut schema = Schema::new(&url, "copy_chunks");
+    let config = PostgresConfig::new(&url, &schema.name).expect("a valid config");
+    let mut sink = PostgresSink::new(config);
+    assert_eq!(sink.resume().expect("resume on an empty database"), 0);
+    // 3 000 transfers: about 0.5 MB of transfer rows and 0.8 MB of postings, several
+    // 64 KiB chunks each.
+    let transfers: Vec<Transfer> =
+        (1..=3_000u128).map(|id| Transfer { id, amount: id, ..entry(1, id).transfers[0] }).collect();
+    let mut outcome = entry(1, 1);
+    outcome.transfers = transfers.clone();
+    outcome.events = OutcomeEvents::Transfers(transfers);
+    sink.write(&[outcome]).expect("settle");
+    assert_eq!((schema.count("transfers"), schema.count("postings")), (3_000, 6_000));
+    let query = format!(
+        "SELECT sum(amount)::text, (SELECT sum(posted_delta)::text FROM {0}.postings), \
+         (SELECT max(position) FROM {0}.postings) FROM {0}.transfers",
+        schema.name
+    );
+    let row = schema.client.query_one(&query, &[]).expect("sums");
+    let (amounts, posted, position): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((amounts.as_str(), posted.as_str(), position), ("4501500", "9003000", 5_999));
+    assert_eq!(sink.resume().expect("resume"), 1);
 }
