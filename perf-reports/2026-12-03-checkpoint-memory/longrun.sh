@@ -4,6 +4,7 @@
 # otherwise), driven by `tally bench --addr` (10 000 accounts, 8 189 per request, 4 in
 # flight, local durability); RSS sampled every 2 s against the applied sequence. Then:
 # kill -9 and restart (checkpoint + journal tail), SIGTERM and restart (clean).
+# BENCH_ARGS (environment) is added to the bench command, e.g. "--accounts 1000000".
 set -u
 label=$1; bin=$2; n=$3; port=$4; shift 4
 extra=("$@")
@@ -29,7 +30,7 @@ sleep 1
   done
 ) &
 samp=$!
-"$bin" bench --addr 127.0.0.1:$port --transfers "$n" --durability local --out "$out/bench" > "$out/bench.txt" 2> "$out/bench.err" &
+"$bin" bench --addr 127.0.0.1:$port --transfers "$n" --durability local ${BENCH_ARGS:-} --out "$out/bench" > "$out/bench.txt" 2> "$out/bench.err" &
 echo $! > "$out/bench.pid"
 wait $!
 sleep 3
