@@ -117,8 +117,7 @@ impl HistoryStore {
         let path = dir.join(FILE_NAME);
         let db = crate::cold_cache::create_database(&path, crate::cold_cache::HISTORY_CACHE_BYTES)
             .map_err(|error| store_error(&path, error))?;
-        let mut txn = db.begin_write().map_err(|error| store_error(&path, error))?;
-        txn.set_quick_repair(true);
+        let txn = begin_durable(&db).map_err(|error| store_error(&path, error))?;
         let mark = {
             txn.open_table(TRANSFERS).map_err(|error| store_error(&path, error))?;
             txn.open_table(FAILED).map_err(|error| store_error(&path, error))?;
@@ -183,17 +182,14 @@ impl HistoryStore {
 
     fn try_write(&self, batch: &[Effects], mark: u64, durable: bool) -> Result<(), redb::Error> {
         self.raise_bounds(batch);
-        let mut txn = self.db.begin_write()?;
-        if durable {
-            // Saves the allocator state with the commit (and commits in two phases), so that
-            // the open after a crash loads it instead of walking every page of the file to
-            // rebuild it: that walk grows with history and was 31 s of a 39.6 s restart
-            // after 12 M transfers (perf-reports/2026-12-04-restart.md).
-            txn.set_quick_repair(true);
+        let txn = if durable {
+            begin_durable(&self.db)?
         } else {
+            let mut txn = self.db.begin_write()?;
             // Refused only while a persistent savepoint is being changed; this store makes none.
             txn.set_durability(redb::Durability::None)?;
-        }
+            txn
+        };
         {
             let mut transfers = txn.open_table(TRANSFERS)?;
             let mut failed = txn.open_table(FAILED)?;
@@ -244,6 +240,17 @@ impl HistoryStore {
         };
         StoredTransfer { transfer, number: word(128..136), sequence: word(136..144) }
     }
+}
+
+/// A durable write transaction that also saves redb's allocator state with its commit
+/// (quick repair, two-phase commit), so that the open after a crash loads that state
+/// instead of walking every page of the file to rebuild it: the walk grows with history
+/// and was 31 s of a 39.6 s restart after 12 M transfers
+/// (perf-reports/2026-12-04-restart.md, 2026-12-04-quick-repair.md).
+fn begin_durable(db: &redb::Database) -> Result<redb::WriteTransaction, redb::TransactionError> {
+    let mut txn = db.begin_write()?;
+    txn.set_quick_repair(true);
+    Ok(txn)
 }
 
 /// The largest key of each id table, in [`IdTable`] order (0 for an empty table).
