@@ -156,7 +156,17 @@ impl ServerProcess {
 }
 
 impl Drop for ServerProcess {
+    /// A test that fails while the node is alive shows how the node ended (if it did) and
+    /// its log: the harness prints what a failed test wrote, so a node that exited early
+    /// says why.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let state = match self.child.try_wait() {
+                Ok(Some(status)) => format!("had exited with {status}"),
+                _ => "was running".to_owned(),
+            };
+            eprintln!("tally on {} {state}; its log:\n{}", self.address, self.log());
+        }
         self.kill_now();
     }
 }
