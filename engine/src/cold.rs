@@ -12,7 +12,7 @@ use tally_codecs::flags::transfer as transfer_flags;
 use tally_codecs::wire::Request;
 use tally_codecs::{AccountBalance, AccountFilter, Transfer};
 
-use crate::ledger::PendingStatus;
+use crate::ledger::{HotWindow, PendingStatus};
 use crate::pipeline::Command;
 
 /// A committed transfer as the history store holds it.
@@ -136,11 +136,11 @@ impl ColdFacts {
 }
 
 /// Gathers the cold facts for `command`, the input at `sequence` (a mutation) under hot
-/// window `hot_window`; for a query, `sequence` is 0 and it gathers the stored rows it
+/// window `window`; for a query, `sequence` is 0 and it gathers the stored rows it
 /// asks about. The caller must first have waited until the store holds every record
-/// below [`crate::ledger::cold_cutoff`]`(sequence, hot_window)`.
-pub fn gather(store: &dyn HistoryLookup, command: &Command, sequence: u64, hot_window: u64) -> ColdFacts {
-    let cutoff = crate::ledger::cold_cutoff(sequence, hot_window);
+/// below `window.cutoff(sequence)`.
+pub fn gather(store: &dyn HistoryLookup, command: &Command, sequence: u64, window: HotWindow) -> ColdFacts {
+    let cutoff = window.cutoff(sequence);
     let mut facts = ColdFacts::default();
     let Command::Request(request) = command else { return facts };
     match request {

@@ -124,6 +124,27 @@ pub(crate) enum Undo {
 /// (≈ 350 MB) whatever the request sizes.
 pub const HOT_WINDOW_DEFAULT: u64 = 256;
 
+/// Which inputs' records a decision takes from the history store rather than from the hot
+/// state: the hot window `inputs` (W) and a `floor` below which nothing is hot whatever W
+/// says. The floor is where the hot state began when W was set: a ledger restored from a
+/// checkpoint taken under a smaller W holds less than a larger W would (docs/design.md §3.9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HotWindow {
+    pub inputs: u64,
+    pub floor: u64,
+}
+
+impl HotWindow {
+    /// Everything stays hot: nothing is ever taken from the history store.
+    pub const EVERYTHING: HotWindow = HotWindow { inputs: u64::MAX, floor: 0 };
+
+    /// The cut-off of the input at `sequence`: records of inputs below it come from the
+    /// history store, records at or above it are hot.
+    pub fn cutoff(self, sequence: u64) -> u64 {
+        sequence.saturating_sub(self.inputs).max(self.floor)
+    }
+}
+
 /// The ledger's hot state: every account and limit profile, the open pending transfers,
 /// the rolling-window sums, and a bounded window of recent transfers, failed ids, resolved
 /// pending transfers and balance-history rows (docs/design.md §3.9). Older history lives
@@ -184,7 +205,7 @@ pub struct Ledger {
     pub(crate) largest_id: u128,
     /// The sequence of the input being applied (0 outside a pipeline).
     pub(crate) sequence: u64,
-    pub(crate) hot_window: u64,
+    pub(crate) hot_window: HotWindow,
     /// What the history store held about the current input's ids.
     pub(crate) cold: ColdFacts,
     pub(crate) undo: Vec<Undo>,
@@ -252,7 +273,7 @@ impl Ledger {
             evicted_sum: 0,
             largest_id: 0,
             sequence: 0,
-            hot_window: u64::MAX,
+            hot_window: HotWindow::EVERYTHING,
             cold: ColdFacts::default(),
             undo: Vec::new(),
             recording: false,
@@ -262,20 +283,39 @@ impl Ledger {
     }
 
     /// Sets the hot window `W` in inputs (see [`HOT_WINDOW_DEFAULT`]); `u64::MAX` keeps
-    /// everything hot. Every replica of one journal must use the same value.
+    /// everything hot. Its floor is the lowest sequence the hot state holds anything of
+    /// now (the last applied input's if it holds nothing): what was evicted under an
+    /// earlier, smaller window stays cold, so a larger W grows back one input at a time
+    /// instead of leaving a gap that is neither hot nor looked up (test
+    /// `server/tests/hot_cold.rs::a_restart_with_a_larger_hot_window_still_finds_every_earlier_transfer`).
     /// Also sizes the id index's out-of-order table for the transfers such a window can
     /// hold (`inputs + 1` inputs: the window and the one being applied, every one a full
     /// request), up to [`ID_INDEX_EXPECTED_MAX`] ids, so that it does not grow inline
     /// while the window fills.
     pub fn set_hot_window(&mut self, inputs: u64) {
-        self.hot_window = inputs.max(1);
-        let inputs = usize::try_from(self.hot_window).unwrap_or(usize::MAX).saturating_add(1);
+        self.hot_window = HotWindow { inputs: inputs.max(1), floor: self.hot_floor() };
+        let inputs = usize::try_from(self.hot_window.inputs).unwrap_or(usize::MAX).saturating_add(1);
         let ids = inputs.saturating_mul(EVENTS_PER_REQUEST_MAX);
         self.transfer_index.expect(ids.min(ID_INDEX_EXPECTED_MAX));
     }
 
-    pub fn hot_window(&self) -> u64 {
+    pub fn hot_window(&self) -> HotWindow {
         self.hot_window
+    }
+
+    /// The lowest sequence of anything the hot window holds, or the last applied input's
+    /// when it holds nothing (that input committed nothing, or it would be hot).
+    fn hot_floor(&self) -> u64 {
+        [
+            self.transfer_sequences.front().copied(),
+            self.resolved.front().map(|(sequence, _)| *sequence),
+            self.failed_order.front().map(|(sequence, _)| *sequence),
+            self.history_rows.front().map(|row| row.sequence),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.sequence)
     }
 
     /// The largest transfer id ever committed or failed, evicted ones included (0 if
@@ -288,11 +328,11 @@ impl Ledger {
     /// Starts applying the input at journal sequence `sequence` (a mutation; queries keep
     /// the last one): evicts what fell out of the hot window and takes the cold facts the
     /// cold-lookup stage attached. `cold` must hold what the history store has about the
-    /// input's ids with a sequence below [`Ledger::cold_cutoff`]`(sequence)`, nothing else.
+    /// input's ids with a sequence below [`HotWindow::cutoff`]`(sequence)`, nothing else.
     pub fn begin_input(&mut self, sequence: u64, cold: ColdFacts) {
         if sequence > self.sequence {
             self.sequence = sequence;
-            self.evict(cold_cutoff(sequence, self.hot_window));
+            self.evict(self.hot_window.cutoff(sequence));
         }
         self.cold = cold;
     }
@@ -662,12 +702,6 @@ impl Ledger {
     pub fn pending_status(&self, id: u128) -> Option<PendingStatus> {
         self.pending.get(&id).map(|state| state.status)
     }
-}
-
-/// The sequences whose records a decision at `sequence` takes from the history store:
-/// those below `sequence − hot_window` (everything at or above it is hot).
-pub fn cold_cutoff(sequence: u64, hot_window: u64) -> u64 {
-    sequence.saturating_sub(hot_window)
 }
 
 /// How long a debit may still count against some window: two of the longest window (a

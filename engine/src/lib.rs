@@ -23,7 +23,7 @@ mod warm;
 mod window;
 
 pub use cold::{ColdFacts, Effects, HistoryLookup, StoredBalance, StoredTransfer};
-pub use ledger::{HOT_WINDOW_DEFAULT, Ledger, PendingStatus, cold_cutoff};
+pub use ledger::{HOT_WINDOW_DEFAULT, HotWindow, Ledger, PendingStatus};
 pub use queries::QUERY_ROWS_MAX;
 pub use snapshot::ImageError;
 pub use window::WINDOW_BUCKETS_MAX;

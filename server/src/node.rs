@@ -267,12 +267,7 @@ impl Node {
         // (durable), which the registry already holds.
         let history_visible = history.visible_mark();
         let shipped_history = Arc::downgrade(&history_store);
-        let history = History {
-            lookup: history_store,
-            writer: Box::new(history),
-            mark: history_visible,
-            hot_window: config.hot_window,
-        };
+        let history = History { lookup: history_store, writer: Box::new(history), mark: history_visible };
         let pipeline = Pipeline::start_with_history(
             pipeline_config,
             ledger,

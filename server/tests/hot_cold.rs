@@ -177,3 +177,28 @@ fn tempfile_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
+
+/// A node restarted with a larger hot window than the one its checkpoint was taken under:
+/// the checkpoint holds only what the old window kept, so the inputs between the new
+/// window's cut-off and the old one's are neither hot nor below the cut-off. A retry of a
+/// transfer from there must still answer `exists`, never apply a second time.
+#[test]
+fn a_restart_with_a_larger_hot_window_still_finds_every_earlier_transfer() {
+    let dir = tempfile_dir("larger-window");
+    let mut next_id = 1_000u128;
+    {
+        let node = node(&dir);
+        let accounts = (1..=4u128).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
+        node.submitter().execute(Request::CreateAccounts(accounts)).unwrap();
+        assert_eq!(send(&node, transfer(10, 1, 2, 7, 0)), ResultCode::Created);
+        fill(&node, &mut next_id);
+        node.shutdown();
+    }
+    let config = NodeConfig { hot_window: 64, snapshot_interval: None, ..NodeConfig::new(&dir) };
+    let node = Node::open(&config).expect("the node opens");
+    assert_eq!(node.recovery().records_replayed, 0, "the restart starts from the clean stop's checkpoint");
+    assert_eq!(send(&node, transfer(10, 1, 2, 7, 0)), ResultCode::Exists, "the retry is not applied again");
+    assert_eq!(send(&node, transfer(1_000, 3, 4, 1, 0)), ResultCode::Exists);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

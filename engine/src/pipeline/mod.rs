@@ -142,13 +142,13 @@ pub trait HistoryWriter: Send + 'static {
 }
 
 /// Hot and cold (docs/design.md §3.9): the store the cold-lookup stage reads ahead of the
-/// business logic, the writer the history stage feeds after it, and the hot window.
+/// business logic and the writer the history stage feeds after it. The hot window is the
+/// ledger's ([`crate::Ledger::set_hot_window`]).
 pub struct History {
     pub lookup: Arc<dyn crate::HistoryLookup + Send + Sync>,
     pub writer: Box<dyn HistoryWriter>,
     /// Every record of a sequence at or below this is findable through `lookup`.
     pub mark: Arc<AtomicU64>,
-    pub hot_window: u64,
 }
 
 /// Counters the business-logic thread publishes after each ring batch.

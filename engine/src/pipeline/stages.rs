@@ -16,6 +16,7 @@ use super::wait::{StageWait, backoff, clear_idle_work, set_idle_work, set_linger
 use super::{Command, History, HistoryWriter, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo};
 use crate::Ledger;
 use crate::cold::{ColdFacts, Effects, gather};
+use crate::ledger::HotWindow;
 
 /// A slot of the input ring. The sequencer fills it through `&mut`; the stages after it
 /// only get `&`, so the parts the business logic moves out sit behind (uncontended) locks.
@@ -100,8 +101,8 @@ impl OutputSlot {
 /// take from it (all sequences below `sequence − hot_window`): the rule that makes the
 /// cold facts, and so every decision, a function of the journal alone (docs/design.md
 /// §3.9). Returns false if `stopping` was raised first.
-pub fn wait_for_history(mark: &AtomicU64, sequence: u64, hot_window: u64, stopping: &AtomicBool) -> bool {
-    let needed = crate::ledger::cold_cutoff(sequence, hot_window);
+pub fn wait_for_history(mark: &AtomicU64, sequence: u64, window: HotWindow, stopping: &AtomicBool) -> bool {
+    let needed = window.cutoff(sequence);
     let mut attempts = 0u32;
     while mark.load(Ordering::Acquire).saturating_add(1) < needed {
         if stopping.load(Ordering::Acquire) {
@@ -293,11 +294,14 @@ impl Stages {
     /// Starts the output ring, then the input ring, and returns the input producer.
     pub fn build(self, ledger_back: Sender<Ledger>) -> InputProducer {
         let Stages { config, ledger, mut input_log, outcome_log, stats, gate, history, stopping } = self;
+        // The ledger's own window, floor included: the look-ups ahead of it and its
+        // eviction must draw the same line.
         let (lookup, writer, mark, hot_window) = match history {
-            Some(History { lookup, writer, mark, hot_window }) => {
-                (Some(lookup), Some(HistoryGroup::new(writer, hot_window)), mark, hot_window)
+            Some(History { lookup, writer, mark }) => {
+                let window = ledger.hot_window();
+                (Some(lookup), Some(HistoryGroup::new(writer, window.inputs)), mark, window)
             }
-            None => (None, None, Arc::new(AtomicU64::new(0)), u64::MAX),
+            None => (None, None, Arc::new(AtomicU64::new(0)), HotWindow::EVERYTHING),
         };
         // Shared with the idle work each of the two stages registers on its own thread
         // (never contended: both run on that thread).
@@ -462,7 +466,7 @@ impl Stages {
                     let mut cold_ready = true;
                     if let Some(lookup) = &lookup {
                         let at = if command.is_mutation() { sequence } else { home.ledger.sequence() };
-                        let needed = crate::ledger::cold_cutoff(at, hot_window);
+                        let needed = hot_window.cutoff(at);
                         if slot.cold_mark.load(Ordering::Relaxed).saturating_add(1) < needed {
                             cold_ready = wait_for_history(&bl_mark, at, hot_window, &stopping);
                             cold = gather(lookup.as_ref(), &command, sequence, hot_window);

@@ -10,7 +10,7 @@
 
 use tally_codecs::wire::Reply;
 use tally_engine::pipeline::{Command, apply_collecting};
-use tally_engine::{Ledger, cold, cold_cutoff};
+use tally_engine::{Ledger, cold};
 use tally_journal::{FileStorage, Journal};
 
 use super::journal_codec;
@@ -38,7 +38,7 @@ impl<H: HistorySink> Deriving<'_, H> {
     /// first made to hold every record below the cut-off (the determinism rule, §3.9).
     pub fn apply(&mut self, ledger: &mut Ledger, sequence: u64, timestamp: u64, command: &Command) -> Option<Reply> {
         // Look-ups need the records findable, not yet durable.
-        if self.history.visible().saturating_add(1) < cold_cutoff(sequence, ledger.hot_window()) {
+        if self.history.visible().saturating_add(1) < ledger.hot_window().cutoff(sequence) {
             self.history.make_visible();
         }
         // The store may be ahead of this ledger (replay after a crash): ids above the
