@@ -12,7 +12,7 @@ use tally_codecs::flags::transfer as transfer_flags;
 use tally_codecs::wire::Request;
 use tally_codecs::{AccountBalance, AccountFilter, Transfer};
 
-use crate::ledger::{HotWindow, PendingStatus};
+use crate::ledger::PendingStatus;
 use crate::pipeline::Command;
 
 /// A committed transfer as the history store holds it.
@@ -135,12 +135,11 @@ impl ColdFacts {
     }
 }
 
-/// Gathers the cold facts for `command`, the input at `sequence` (a mutation) under hot
-/// window `window`; for a query, `sequence` is 0 and it gathers the stored rows it
-/// asks about. The caller must first have waited until the store holds every record
-/// below `window.cutoff(sequence)`.
-pub fn gather(store: &dyn HistoryLookup, command: &Command, sequence: u64, window: HotWindow) -> ColdFacts {
-    let cutoff = window.cutoff(sequence);
+/// Gathers the cold facts for `command`, a mutation whose cut-off is `cutoff`
+/// ([`crate::Ledger::hot_cutoff`]: the records of inputs below it); for a query it
+/// gathers the stored rows it asks about. The caller must first have waited until the
+/// store holds every record below `cutoff`.
+pub fn gather(store: &dyn HistoryLookup, command: &Command, cutoff: u64) -> ColdFacts {
     let mut facts = ColdFacts::default();
     let Command::Request(request) = command else { return facts };
     match request {

@@ -48,6 +48,7 @@ impl Clone for Ledger {
             largest_id,
             sequence,
             hot_window,
+            last_cutoff,
             cold,
             undo,
             recording,
@@ -81,7 +82,8 @@ impl Clone for Ledger {
             evicted_sum: *evicted_sum,
             largest_id: *largest_id,
             sequence: *sequence,
-            hot_window: *hot_window,
+            hot_window: hot_window.clone(),
+            last_cutoff: *last_cutoff,
             cold: cold.clone(),
             undo: undo.clone(),
             recording: *recording,
@@ -140,6 +142,7 @@ impl Ledger {
             largest_id,
             sequence,
             hot_window,
+            last_cutoff,
             cold,
             undo,
             recording,
@@ -189,7 +192,8 @@ impl Ledger {
         *evicted_sum = source.evicted_sum;
         *largest_id = source.largest_id;
         *sequence = source.sequence;
-        *hot_window = source.hot_window;
+        hot_window.clone_from(&source.hot_window);
+        *last_cutoff = source.last_cutoff;
         cold.clone_from(&source.cold);
         undo.clone_from(&source.undo);
         *recording = source.recording;
@@ -294,17 +298,17 @@ mod tests {
     #[test]
     fn a_copy_keeps_the_state_it_was_taken_with_while_the_ledger_goes_on() {
         let mut ledger = Ledger::new();
-        ledger.set_hot_window(4);
+        ledger.set_hot_window(4, u64::MAX);
         let mut results = Vec::new();
         let accounts: Vec<Account> = (1..=50).map(account).collect();
-        ledger.begin_input(1, Default::default());
+        ledger.begin_input(1, 0, Default::default());
         ledger.create_accounts(1, &accounts, &mut results);
         ledger.end_input();
         let mut next_id = 1_000u128;
         let mut sequence = 1u64;
         let mut apply = |ledger: &mut Ledger, sequence: &mut u64, transfers: usize, failing_chains: usize| {
             *sequence += 1;
-            ledger.begin_input(*sequence, Default::default());
+            ledger.begin_input(*sequence, transfers as u64, Default::default());
             let mut batch = Vec::new();
             for step in 0..transfers {
                 next_id += 1;
@@ -357,7 +361,7 @@ mod tests {
     #[test]
     fn a_copy_into_the_previous_copy_is_the_whole_state() {
         let mut ledger = Ledger::new();
-        ledger.set_hot_window(2);
+        ledger.set_hot_window(2, u64::MAX);
         let mut results = Vec::new();
         let accounts: Vec<Account> = (1..=200).map(account).collect();
         ledger.create_accounts(1, &accounts, &mut results);
@@ -365,7 +369,7 @@ mod tests {
         let mut next_id = 1_000u128;
         for round in 0..40u64 {
             let sequence = round + 1;
-            ledger.begin_input(sequence, Default::default());
+            ledger.begin_input(sequence, round % 5, Default::default());
             let mut batch = Vec::new();
             for step in 0..(round % 5) {
                 next_id += 1;
@@ -403,7 +407,7 @@ mod tests {
         stale.clone_from(&ledger);
         let mut newer = Ledger::new();
         newer.clone_from(&ledger);
-        ledger.begin_input(1_000, Default::default());
+        ledger.begin_input(1_000, 1, Default::default());
         ledger.create_transfers(99_000_000, &[transfer(next_id + 1, 1, 2, 9, 0)], &mut results);
         for target in [&mut other, &mut stale, &mut newer] {
             target.clone_from(&ledger);

@@ -13,6 +13,7 @@ use tally_codecs::{Account, LimitProfile, Transfer};
 
 use crate::cold::ColdFacts;
 use crate::cow::{CowDeque, CowVec};
+use crate::hot_window::HotWindow;
 use crate::id_index::IdIndex;
 use crate::id_map::{IdMap, id_map_with_capacity};
 use crate::id_table::AccountIndex;
@@ -118,33 +119,6 @@ pub(crate) enum Undo {
     WindowDebitPushed { account: u32 },
 }
 
-/// The hot window, in inputs (journal sequences): when the input at sequence `S` is
-/// applied, everything committed by an input below `S − W` leaves the hot state (it is in
-/// the history store by then). The default bounds the hot transfers at 256 × 8 189 ≈ 2.1 M
-/// (≈ 350 MB) whatever the request sizes.
-pub const HOT_WINDOW_DEFAULT: u64 = 256;
-
-/// Which inputs' records a decision takes from the history store rather than from the hot
-/// state: the hot window `inputs` (W) and a `floor` below which nothing is hot whatever W
-/// says. The floor is where the hot state began when W was set: a ledger restored from a
-/// checkpoint taken under a smaller W holds less than a larger W would (docs/design.md §3.9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HotWindow {
-    pub inputs: u64,
-    pub floor: u64,
-}
-
-impl HotWindow {
-    /// Everything stays hot: nothing is ever taken from the history store.
-    pub const EVERYTHING: HotWindow = HotWindow { inputs: u64::MAX, floor: 0 };
-
-    /// The cut-off of the input at `sequence`: records of inputs below it come from the
-    /// history store, records at or above it are hot.
-    pub fn cutoff(self, sequence: u64) -> u64 {
-        sequence.saturating_sub(self.inputs).max(self.floor)
-    }
-}
-
 /// The ledger's hot state: every account and limit profile, the open pending transfers,
 /// the rolling-window sums, and a bounded window of recent transfers, failed ids, resolved
 /// pending transfers and balance-history rows (docs/design.md §3.9). Older history lives
@@ -206,6 +180,9 @@ pub struct Ledger {
     /// The sequence of the input being applied (0 outside a pipeline).
     pub(crate) sequence: u64,
     pub(crate) hot_window: HotWindow,
+    /// The cut-off the last applied input was evicted at (not state: the window's
+    /// bookkeeping).
+    pub(crate) last_cutoff: u64,
     /// What the history store held about the current input's ids.
     pub(crate) cold: ColdFacts,
     pub(crate) undo: Vec<Undo>,
@@ -273,7 +250,8 @@ impl Ledger {
             evicted_sum: 0,
             largest_id: 0,
             sequence: 0,
-            hot_window: HotWindow::EVERYTHING,
+            hot_window: HotWindow::everything(),
+            last_cutoff: 0,
             cold: ColdFacts::default(),
             undo: Vec::new(),
             recording: false,
@@ -282,25 +260,35 @@ impl Ledger {
         }
     }
 
-    /// Sets the hot window `W` in inputs (see [`HOT_WINDOW_DEFAULT`]); `u64::MAX` keeps
-    /// everything hot. Its floor is the lowest sequence the hot state holds anything of
+    /// Sets the hot window: at most `inputs` inputs holding at most `events` transfer
+    /// events (see [`crate::HOT_WINDOW_DEFAULT`], [`crate::HOT_WINDOW_EVENTS_DEFAULT`]);
+    /// `u64::MAX` for both keeps everything hot. Its floor is the lowest sequence the hot state holds anything of
     /// now (the last applied input's if it holds nothing): what was evicted under an
     /// earlier, smaller window stays cold, so a larger W grows back one input at a time
     /// instead of leaving a gap that is neither hot nor looked up (test
     /// `server/tests/hot_cold.rs::a_restart_with_a_larger_hot_window_still_finds_every_earlier_transfer`).
     /// Also sizes the id index's out-of-order table for the transfers such a window can
-    /// hold (`inputs + 1` inputs: the window and the one being applied, every one a full
-    /// request), up to [`ID_INDEX_EXPECTED_MAX`] ids, so that it does not grow inline
-    /// while the window fills.
-    pub fn set_hot_window(&mut self, inputs: u64) {
-        self.hot_window = HotWindow { inputs: inputs.max(1), floor: self.hot_floor() };
-        let inputs = usize::try_from(self.hot_window.inputs).unwrap_or(usize::MAX).saturating_add(1);
-        let ids = inputs.saturating_mul(EVENTS_PER_REQUEST_MAX);
-        self.transfer_index.expect(ids.min(ID_INDEX_EXPECTED_MAX));
+    /// hold (its events and one more full request, fewer if the input bound is smaller),
+    /// up to [`ID_INDEX_EXPECTED_MAX`] ids, so that it does not grow inline while the
+    /// window fills.
+    pub fn set_hot_window(&mut self, inputs: u64, events: u64) {
+        let floor = self.hot_floor();
+        self.hot_window = HotWindow::new(inputs, events, floor);
+        self.last_cutoff = self.last_cutoff.max(floor);
+        let full = EVENTS_PER_REQUEST_MAX as u64;
+        let by_inputs = self.hot_window.inputs().saturating_add(1).saturating_mul(full);
+        let ids = self.hot_window.events().saturating_add(full).min(by_inputs);
+        self.transfer_index.expect(usize::try_from(ids).unwrap_or(usize::MAX).min(ID_INDEX_EXPECTED_MAX));
     }
 
-    pub fn hot_window(&self) -> HotWindow {
-        self.hot_window
+    pub fn hot_window(&self) -> &HotWindow {
+        &self.hot_window
+    }
+
+    /// The cut-off of the input at `sequence` (a mutation not applied yet), or, for a
+    /// query (`sequence` at or below the last applied input), the last applied input's.
+    pub fn hot_cutoff(&mut self, sequence: u64) -> u64 {
+        if sequence > self.sequence { self.hot_window.cutoff(sequence) } else { self.last_cutoff }
     }
 
     /// The lowest sequence of anything the hot window holds, or the last applied input's
@@ -328,11 +316,15 @@ impl Ledger {
     /// Starts applying the input at journal sequence `sequence` (a mutation; queries keep
     /// the last one): evicts what fell out of the hot window and takes the cold facts the
     /// cold-lookup stage attached. `cold` must hold what the history store has about the
-    /// input's ids with a sequence below [`HotWindow::cutoff`]`(sequence)`, nothing else.
-    pub fn begin_input(&mut self, sequence: u64, cold: ColdFacts) {
+    /// input's ids with a sequence below [`Ledger::hot_cutoff`]`(sequence)`, nothing else;
+    /// `window_events` is what the input adds to the window ([`crate::hot_window::window_events`]).
+    pub fn begin_input(&mut self, sequence: u64, window_events: u64, cold: ColdFacts) {
         if sequence > self.sequence {
+            let cutoff = self.hot_window.cutoff(sequence);
             self.sequence = sequence;
-            self.evict(self.hot_window.cutoff(sequence));
+            self.last_cutoff = cutoff;
+            self.evict(cutoff);
+            self.hot_window.record(sequence, window_events);
         }
         self.cold = cold;
     }

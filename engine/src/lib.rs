@@ -9,6 +9,7 @@ mod batch;
 pub mod cold;
 mod copy;
 mod cow;
+pub mod hot_window;
 mod id_index;
 mod id_map;
 mod id_table;
@@ -23,7 +24,8 @@ mod warm;
 mod window;
 
 pub use cold::{ColdFacts, Effects, HistoryLookup, StoredBalance, StoredTransfer};
-pub use ledger::{HOT_WINDOW_DEFAULT, HotWindow, Ledger, PendingStatus};
+pub use hot_window::{HOT_WINDOW_DEFAULT, HOT_WINDOW_EVENTS_DEFAULT, HotWindow, window_events};
+pub use ledger::{Ledger, PendingStatus};
 pub use queries::QUERY_ROWS_MAX;
 pub use snapshot::ImageError;
 pub use window::WINDOW_BUCKETS_MAX;

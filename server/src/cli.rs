@@ -133,13 +133,18 @@ struct NodeArgs {
     /// (existing segments keep their size). The disk needs this much free at each roll-over.
     #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = clap::value_parser!(u64).range(4..=65536))]
     journal_segment_mib: u64,
-    /// The hot window in inputs: what an input commits stays in memory until this many
-    /// later inputs are applied, then is read from the history store (DIR/history/). Every
-    /// node of a replica set must use the same value. Memory for recent transfers is at
-    /// most about W × 8 189 × 170 bytes.
+    /// The hot window's bound in inputs: what an input commits stays in memory until this
+    /// many later inputs are applied (or the events bound is reached first), then is read
+    /// from the history store (DIR/history/).
     #[arg(long, default_value_t = tally_engine::HOT_WINDOW_DEFAULT, value_name = "INPUTS",
           value_parser = clap::value_parser!(u64).range(1..))]
     hot_window: u64,
+    /// The hot window's bound in transfer events: what an input commits leaves memory once
+    /// the inputs after it carry more than this many (at least 32 756, four full
+    /// requests). Memory for recent transfers is at most about E × 170 bytes.
+    #[arg(long, default_value_t = tally_engine::HOT_WINDOW_EVENTS_DEFAULT, value_name = "EVENTS",
+          value_parser = clap::value_parser!(u64).range(32_756..))]
+    hot_window_events: u64,
     /// Bytes of file data per checkpoint chunk sent to a standby, and the largest chunk
     /// accepted from a primary: the only part of a checkpoint held in memory. A test knob
     /// (hidden); every node of a replica set must use the same value.
@@ -469,6 +474,7 @@ fn node_config(args: &NodeArgs) -> NodeConfig {
         // At most 65 536 MiB by the argument's range: fits any 64-bit usize.
         journal_segment_bytes: usize::try_from(args.journal_segment_mib << 20).unwrap_or(usize::MAX),
         hot_window: args.hot_window,
+        hot_window_events: args.hot_window_events,
         // At most CHUNK_BYTES_MAX by the argument's range.
         checkpoint_chunk_bytes: usize::try_from(args.checkpoint_chunk_bytes)
             .unwrap_or(tally_replication::checkpoint::CHUNK_BYTES),

@@ -91,10 +91,13 @@ pub struct NodeConfig {
     /// Whether sinks hold back while the core is busy (`--sink-hold-above`,
     /// `--sink-hold-ms`); `None`: they never do.
     pub sink_hold: Option<tally_sinks::sink::HoldConfig>,
-    /// The hot window in inputs (docs/design.md §3.9): what an input at sequence `S`
-    /// commits leaves memory when `S + W` is applied, and is read from the history store
-    /// after that. Every node of a replica set must use the same value.
+    /// The hot window's bound in inputs (docs/design.md §3.9): what an input at sequence
+    /// `S` commits leaves memory when `S + W` is applied at the latest, and is read from
+    /// the history store after that.
     pub hot_window: u64,
+    /// The hot window's bound in transfer events: what an input commits leaves memory
+    /// once the inputs after it carry more than this many.
+    pub hot_window_events: u64,
     /// Bytes of file data per checkpoint chunk this node sends, and the largest it accepts
     /// (`--checkpoint-chunk-bytes`, a test knob; every node of a set must agree).
     pub checkpoint_chunk_bytes: usize,
@@ -137,6 +140,7 @@ impl NodeConfig {
             sink_nice: tally_sinks::sink::NICE_DEFAULT,
             sink_hold: None,
             hot_window: tally_engine::HOT_WINDOW_DEFAULT,
+            hot_window_events: tally_engine::HOT_WINDOW_EVENTS_DEFAULT,
             checkpoint_chunk_bytes: tally_replication::checkpoint::CHUNK_BYTES,
         }
     }
@@ -213,7 +217,7 @@ impl Node {
         let segment_bytes = tally_sinks::stream::SEGMENT_BYTES_DEFAULT;
         let mut outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
         let mut ledger = restored.ledger;
-        ledger.set_hot_window(config.hot_window);
+        ledger.set_hot_window(config.hot_window, config.hot_window_events);
         let derived = DerivedMarks::new();
         let history_trusted = replay::trusted_history_mark(history_start, &journal, restored.sequence);
         let history_mark = derived.register("history", history_trusted);

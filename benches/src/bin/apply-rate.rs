@@ -108,13 +108,13 @@ fn main() -> Result<(), String> {
     let options = options()?;
     let mut ledger = Ledger::new();
     if options.hot_window > 0 {
-        ledger.set_hot_window(options.hot_window);
+        ledger.set_hot_window(options.hot_window, tally_engine::HOT_WINDOW_EVENTS_DEFAULT);
     }
     let mut results = Vec::with_capacity(BATCH_EVENTS);
     let mut sequence = 0u64;
     for chunk in workload::accounts(options.accounts).chunks(BATCH_EVENTS) {
         sequence += 1;
-        ledger.begin_input(sequence, Default::default());
+        ledger.begin_input(sequence, 0, Default::default());
         ledger.create_accounts(1, chunk, &mut results);
         ledger.end_input();
     }
@@ -141,7 +141,7 @@ fn main() -> Result<(), String> {
         sequence += 1;
         let cpu_before = thread_cpu_ns();
         let began = Instant::now();
-        ledger.begin_input(sequence, Default::default());
+        ledger.begin_input(sequence, batch.len() as u64, Default::default());
         ledger.create_transfers(timestamp, &batch, &mut results);
         ledger.end_input();
         let took = began.elapsed();

@@ -50,7 +50,7 @@ fn main() -> Result<(), String> {
 
     let mut ledger = Ledger::new();
     if hot_window > 0 {
-        ledger.set_hot_window(hot_window);
+        ledger.set_hot_window(hot_window, u64::MAX);
     }
     let mut sequence = 0u64;
     let mut timestamp = 1_000_000u64;

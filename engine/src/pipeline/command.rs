@@ -51,7 +51,7 @@ impl Command {
 /// alike.
 pub fn apply(ledger: &mut Ledger, sequence: u64, timestamp: u64, command: &Command, cold: ColdFacts) -> Option<Reply> {
     let sequence = if command.is_mutation() { sequence } else { 0 };
-    ledger.begin_input(sequence, cold);
+    ledger.begin_input(sequence, crate::hot_window::window_events(command), cold);
     let reply = apply_input(ledger, timestamp, command);
     ledger.end_input();
     reply

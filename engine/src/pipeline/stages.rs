@@ -16,7 +16,7 @@ use super::wait::{StageWait, backoff, clear_idle_work, set_idle_work, set_linger
 use super::{Command, History, HistoryWriter, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo};
 use crate::Ledger;
 use crate::cold::{ColdFacts, Effects, gather};
-use crate::ledger::HotWindow;
+use crate::hot_window::{HotWindow, window_events};
 
 /// A slot of the input ring. The sequencer fills it through `&mut`; the stages after it
 /// only get `&`, so the parts the business logic moves out sit behind (uncontended) locks.
@@ -37,6 +37,8 @@ pub(crate) struct InputSlot {
     pub cold: Mutex<ColdFacts>,
     /// The history store's mark the cold-lookup stage read before it gathered `cold`.
     pub cold_mark: AtomicU64,
+    /// The cut-off the cold-lookup stage gathered `cold` for.
+    pub cold_cutoff: AtomicU64,
 }
 
 impl InputSlot {
@@ -52,6 +54,7 @@ impl InputSlot {
             reply_to: Mutex::new(None),
             cold: Mutex::new(ColdFacts::default()),
             cold_mark: AtomicU64::new(0),
+            cold_cutoff: AtomicU64::new(0),
         }
     }
 }
@@ -97,12 +100,12 @@ impl OutputSlot {
     }
 }
 
-/// Waits until the history store holds every record that a decision at `sequence` may
-/// take from it (all sequences below `sequence − hot_window`): the rule that makes the
-/// cold facts, and so every decision, a function of the journal alone (docs/design.md
-/// §3.9). Returns false if `stopping` was raised first.
-pub fn wait_for_history(mark: &AtomicU64, sequence: u64, window: HotWindow, stopping: &AtomicBool) -> bool {
-    let needed = window.cutoff(sequence);
+/// Waits until the history store holds every record that a decision with cut-off
+/// `cutoff` may take from it (all sequences below it): the rule that makes the cold
+/// facts, and so every decision, a function of the journal alone (docs/design.md §3.9).
+/// Returns false if `stopping` was raised first.
+pub fn wait_for_history(mark: &AtomicU64, cutoff: u64, stopping: &AtomicBool) -> bool {
+    let needed = cutoff;
     let mut attempts = 0u32;
     while mark.load(Ordering::Acquire).saturating_add(1) < needed {
         if stopping.load(Ordering::Acquire) {
@@ -122,25 +125,41 @@ pub(crate) const HISTORY_GROUP_MAX: Duration = Duration::from_millis(2);
 /// (docs/design.md §3.9). A transaction per ring batch costs tens of microseconds, which
 /// single-request batches each pay in full; so batches are held back while
 ///
-/// - the held inputs span fewer than `hold_span` = W/4 sequences (W the hot window), and
+/// - the held inputs span fewer than `hold_span` = W/4 sequences (W the hot window's
+///   input bound) and carry fewer than a quarter of its events bound E in transfers and
+///   failed ids, and
 /// - the oldest held input was taken less than [`HISTORY_GROUP_MAX`] ago,
 ///
-/// and written once either bound is reached, at a batch end or when the stage goes idle
-/// (its idle work). The first bound is what keeps `wait_for_history` from waiting on a
-/// commit that only a later input would trigger: every journaled input reaches the
-/// output ring with effects, so once the stage has taken every output below `S`, its
-/// visible mark is at least `S − 1 − W/4 ≥ S − W − 1`, the mark input `S` waits for.
+/// and written once a bound is reached, at a batch end or when the stage goes idle
+/// (its idle work). The first bounds keep `wait_for_history` from waiting on a commit
+/// that only a later input would trigger: a window cut by W holds W inputs, more than a
+/// held group spans, and one cut by E holds more than E − 8 189 ≥ E/4 events, more than a
+/// held group carries (E is at least 4 full requests), so the held inputs are all at or
+/// above the cut-off and the store already shows everything below it. (Failed-free
+/// events such as `exists` are not counted; should a group outgrow the window by them,
+/// the time bound still writes it.)
 pub(crate) struct HistoryGroup {
     writer: Box<dyn HistoryWriter>,
     hold_span: u64,
+    /// And while they carry fewer than this many transfers and failed ids (a quarter of
+    /// the window's events).
+    hold_events: u64,
+    held_events: u64,
     /// The first sequence held back and when it was taken; `None`: nothing held.
     first: Option<(u64, Instant)>,
     last: u64,
 }
 
 impl HistoryGroup {
-    pub(crate) fn new(writer: Box<dyn HistoryWriter>, hot_window: u64) -> HistoryGroup {
-        HistoryGroup { writer, hold_span: hot_window / 4, first: None, last: 0 }
+    pub(crate) fn new(writer: Box<dyn HistoryWriter>, window: &HotWindow) -> HistoryGroup {
+        HistoryGroup {
+            writer,
+            hold_span: window.inputs() / 4,
+            hold_events: window.events() / 4,
+            held_events: 0,
+            first: None,
+            last: 0,
+        }
     }
 
     pub(crate) fn record(&mut self, effects: Effects) {
@@ -149,6 +168,7 @@ impl HistoryGroup {
 
     fn record_at(&mut self, effects: Effects, now: Instant) {
         let sequence = effects.sequence;
+        self.held_events = self.held_events.saturating_add((effects.transfers.len() + effects.failed.len()) as u64);
         self.writer.record(effects);
         self.first.get_or_insert((sequence, now));
         self.last = sequence;
@@ -157,13 +177,14 @@ impl HistoryGroup {
     /// How long the held inputs may still wait; `None`: commit now (or nothing held).
     fn hold_for(&self, now: Instant) -> Option<Duration> {
         let (first, since) = self.first?;
-        if self.last.saturating_sub(first).saturating_add(1) >= self.hold_span {
+        if self.last.saturating_sub(first).saturating_add(1) >= self.hold_span || self.held_events >= self.hold_events {
             return None;
         }
         HISTORY_GROUP_MAX.checked_sub(now.saturating_duration_since(since)).filter(|left| !left.is_zero())
     }
 
     fn commit(&mut self) {
+        self.held_events = 0;
         if self.first.take().is_some() {
             self.writer.end_of_batch();
         }
@@ -296,12 +317,12 @@ impl Stages {
         let Stages { config, ledger, mut input_log, outcome_log, stats, gate, history, stopping } = self;
         // The ledger's own window, floor included: the look-ups ahead of it and its
         // eviction must draw the same line.
-        let (lookup, writer, mark, hot_window) = match history {
+        let (lookup, writer, mark, mut window) = match history {
             Some(History { lookup, writer, mark }) => {
-                let window = ledger.hot_window();
-                (Some(lookup), Some(HistoryGroup::new(writer, window.inputs)), mark, window)
+                let window = ledger.hot_window().clone();
+                (Some(lookup), Some(HistoryGroup::new(writer, &window)), mark, window)
             }
-            None => (None, None, Arc::new(AtomicU64::new(0)), HotWindow::EVERYTHING),
+            None => (None, None, Arc::new(AtomicU64::new(0)), HotWindow::everything()),
         };
         // Shared with the idle work each of the two stages registers on its own thread
         // (never contended: both run on that thread).
@@ -439,8 +460,18 @@ impl Stages {
                     // stall the ring: this stage releases its slots only at the end of its
                     // batch.)
                     let seen = mark.load(Ordering::Acquire);
-                    *lock(&slot.cold) = gather(lookup.as_ref(), &command, sequence, hot_window);
+                    // Its own copy of the ledger's window, fed the same inputs in the same
+                    // order; the business logic checks the line against the ledger's.
+                    let cutoff = if command.is_mutation() {
+                        let cutoff = window.cutoff(sequence);
+                        window.record(sequence, window_events(&command));
+                        cutoff
+                    } else {
+                        0
+                    };
+                    *lock(&slot.cold) = gather(lookup.as_ref(), &command, cutoff);
                     slot.cold_mark.store(seen, Ordering::Relaxed);
+                    slot.cold_cutoff.store(cutoff, Ordering::Relaxed);
                 },
                 cold_lookup_wait,
             )
@@ -460,16 +491,19 @@ impl Stages {
                     let sequence = slot.sequence.load(Ordering::Relaxed);
                     let mut cold = std::mem::take(&mut *lock(&slot.cold));
                     // The cold-lookup rule (docs/design.md §3.9): the facts must come from a
-                    // store holding every record below the input's cut-off. When the history
-                    // stage was more than the hot window behind as the look-up ran, wait for it
-                    // here and look again (the one case where this thread reads the store).
+                    // store holding every record below the input's cut-off, the ledger's. When
+                    // the history stage was behind that as the look-up ran, or the look-up
+                    // drew another line (it never should), wait for the store here and look
+                    // again (the one case where this thread reads the store).
                     let mut cold_ready = true;
                     if let Some(lookup) = &lookup {
-                        let at = if command.is_mutation() { sequence } else { home.ledger.sequence() };
-                        let needed = hot_window.cutoff(at);
-                        if slot.cold_mark.load(Ordering::Relaxed).saturating_add(1) < needed {
-                            cold_ready = wait_for_history(&bl_mark, at, hot_window, &stopping);
-                            cold = gather(lookup.as_ref(), &command, sequence, hot_window);
+                        let mutation = command.is_mutation();
+                        let needed = home.ledger.hot_cutoff(if mutation { sequence } else { 0 });
+                        if slot.cold_mark.load(Ordering::Relaxed).saturating_add(1) < needed
+                            || (mutation && slot.cold_cutoff.load(Ordering::Relaxed) != needed)
+                        {
+                            cold_ready = wait_for_history(&bl_mark, needed, &stopping);
+                            cold = gather(lookup.as_ref(), &command, needed);
                             stats.cold_lookups_on_business_logic.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -566,7 +600,7 @@ mod tests {
         let written = Arc::clone(&writer.written);
         let commits = || written.lock().expect("not poisoned").clone();
         // W = 64: held while the group spans fewer than 16 sequences.
-        let mut group = HistoryGroup::new(Box::new(writer), 64);
+        let mut group = HistoryGroup::new(Box::new(writer), &crate::HotWindow::new(64, u64::MAX, 0));
         let start = Instant::now();
         for sequence in 1..=15 {
             group.record_at(effects(sequence), start);
@@ -598,7 +632,7 @@ mod tests {
         let written = Arc::clone(&writer.written);
         let idle_calls = Arc::clone(&writer.idle_calls);
         // W = 3: W/4 is 0, so nothing is ever held (the rule `wait_for_history` relies on).
-        let mut group = HistoryGroup::new(Box::new(writer), 3);
+        let mut group = HistoryGroup::new(Box::new(writer), &crate::HotWindow::new(3, u64::MAX, 0));
         let start = Instant::now();
         for sequence in 1..=3 {
             group.record_at(effects(sequence), start);
@@ -610,7 +644,7 @@ mod tests {
 
         let writer = Commits::default();
         let written = Arc::clone(&writer.written);
-        let mut group = HistoryGroup::new(Box::new(writer), 256);
+        let mut group = HistoryGroup::new(Box::new(writer), &crate::HotWindow::new(256, u64::MAX, 0));
         group.record_at(effects(1), start);
         group.end_of_batch_at(start);
         assert!(written.lock().expect("not poisoned").is_empty());

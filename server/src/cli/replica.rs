@@ -124,6 +124,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         journal_segment_bytes: node_config.journal_segment_bytes,
         repair_from: args.repair_from.clone(),
         hot_window: node_config.hot_window,
+        hot_window_events: node_config.hot_window_events,
         checkpoint_chunk_bytes: node_config.checkpoint_chunk_bytes,
     };
     let standby = Standby::open(standby_config.clone(), role.clone())?;
@@ -204,6 +205,7 @@ pub fn fenced_primary_rejoins(
         journal_segment_bytes: node_config.journal_segment_bytes,
         repair_from: node_config.repair_from.clone(),
         hot_window: node_config.hot_window,
+        hot_window_events: node_config.hot_window_events,
         checkpoint_chunk_bytes: node_config.checkpoint_chunk_bytes,
     };
     let promoter = Arc::new(Promoter {

@@ -300,6 +300,7 @@ mod tests {
             journal_segment_bytes: SEGMENT_BYTES,
             repair_from: Vec::new(),
             hot_window: 2,
+            hot_window_events: tally_engine::HOT_WINDOW_EVENTS_DEFAULT,
             checkpoint_chunk_bytes: 1 << 20,
         };
 

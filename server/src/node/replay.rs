@@ -38,13 +38,14 @@ impl<H: HistorySink> Deriving<'_, H> {
     /// first made to hold every record below the cut-off (the determinism rule, §3.9).
     pub fn apply(&mut self, ledger: &mut Ledger, sequence: u64, timestamp: u64, command: &Command) -> Option<Reply> {
         // Look-ups need the records findable, not yet durable.
-        if self.history.visible().saturating_add(1) < ledger.hot_window().cutoff(sequence) {
+        let cutoff = ledger.hot_cutoff(sequence);
+        if self.history.visible().saturating_add(1) < cutoff {
             self.history.make_visible();
         }
         // The store may be ahead of this ledger (replay after a crash): ids above the
         // largest the ledger has applied cannot be below the cut-off, so are not asked.
         let store = cold::Bounded::new(self.history.store(), ledger.largest_id());
-        let facts = cold::gather(&store, command, sequence, ledger.hot_window());
+        let facts = cold::gather(&store, command, cutoff);
         let (reply, committed) = apply_collecting(ledger, sequence, timestamp, command, facts);
         if sequence > self.outcomes.last_sequence() {
             self.outcomes.catch_up(sequence, timestamp, command, reply.as_ref(), &committed);

@@ -75,9 +75,9 @@ pub struct StandbyConfig {
     pub journal_segment_bytes: usize,
     /// Peers besides the primaries to repair damaged journal records from (`--repair-from`).
     pub repair_from: Vec<SocketAddr>,
-    /// The hot window (`--hot-window`): every node of a replica set must use the same one,
-    /// since cold look-ups, and so the results, depend on it (docs/design.md §3.9).
+    /// The hot window's bounds (`--hot-window`, `--hot-window-events`, docs/design.md §3.9).
     pub hot_window: u64,
+    pub hot_window_events: u64,
     /// The largest checkpoint chunk accepted (`--checkpoint-chunk-bytes`).
     pub checkpoint_chunk_bytes: usize,
 }
@@ -290,7 +290,7 @@ fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<L
     let segment_bytes = tally_sinks::stream::SEGMENT_BYTES_DEFAULT;
     let mut outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
     let mut ledger = restored.ledger;
-    ledger.set_hot_window(config.hot_window);
+    ledger.set_hot_window(config.hot_window, config.hot_window_events);
     let marks = DerivedMarks::new();
     let history_trusted = replay::trusted_history_mark(history_start, &journal, restored.sequence);
     let mut history = HistoryStage::new(history_store.clone(), marks.register("history", history_trusted));
