@@ -12,6 +12,11 @@ pub const HOT_WINDOW_DEFAULT: u64 = 65_536;
 /// (≈ 350 MB) whatever the request sizes.
 pub const HOT_WINDOW_EVENTS_DEFAULT: u64 = 256 * tally_codecs::wire::EVENTS_PER_REQUEST_MAX as u64;
 
+/// The smallest events bound a node accepts: four full requests, so that a window cut by
+/// its events still holds more than a quarter of them after the cut (the history stage's
+/// grouping, docs/design.md §3.9).
+pub const HOT_WINDOW_EVENTS_MIN: u64 = 4 * tally_codecs::wire::EVENTS_PER_REQUEST_MAX as u64;
+
 /// The window's state: the recent inputs that carried transfer events, so that the cut-off
 /// of the next input can be found. Each party that draws the line (the ledger's eviction,
 /// the cold-lookup stage ahead of it, replay) keeps one and feeds it the same inputs in
@@ -46,13 +51,15 @@ impl HotWindow {
         HotWindow::new(u64::MAX, u64::MAX, 0)
     }
 
-    /// A window of at most `inputs` inputs (at least 1) holding at most `events` transfer
-    /// events (at least four full requests', which the history stage's grouping relies
-    /// on), nothing below `floor`.
+    /// A window of at most `inputs` inputs holding at most `events` transfer events (each
+    /// at least 1; the input that crosses the events bound stays, so the window may hold
+    /// one request more), nothing below `floor`. A node asks for at least
+    /// [`HOT_WINDOW_EVENTS_MIN`] events: below that the history stage's groups stop at
+    /// their time bound instead of their size (slower, never wrong).
     pub fn new(inputs: u64, events: u64, floor: u64) -> HotWindow {
         HotWindow {
             inputs: inputs.max(1),
-            events: events.max(4 * tally_codecs::wire::EVENTS_PER_REQUEST_MAX as u64),
+            events: events.max(1),
             floor,
             recent: VecDeque::new(),
             held: 0,
@@ -144,7 +151,7 @@ mod tests {
 
     #[test]
     fn inputs_without_transfer_events_only_count_as_inputs_and_the_floor_holds() {
-        let mut window = HotWindow::new(3, FULL, 10);
+        let mut window = HotWindow::new(3, 4 * FULL, 10);
         assert_eq!(cutoffs(&mut window, &[(11, 0), (12, FULL), (13, 0), (14, 0), (15, 1), (16, 0)]), [10, 10, 10, 11, 12, 13]);
         let mut everything = HotWindow::everything();
         assert_eq!(cutoffs(&mut everything, &[(1, FULL), (2, FULL), (1_000, FULL)]), [0, 0, 0]);

@@ -24,7 +24,7 @@ mod warm;
 mod window;
 
 pub use cold::{ColdFacts, Effects, HistoryLookup, StoredBalance, StoredTransfer};
-pub use hot_window::{HOT_WINDOW_DEFAULT, HOT_WINDOW_EVENTS_DEFAULT, HotWindow, window_events};
+pub use hot_window::{HOT_WINDOW_DEFAULT, HOT_WINDOW_EVENTS_DEFAULT, HOT_WINDOW_EVENTS_MIN, HotWindow, window_events};
 pub use ledger::{Ledger, PendingStatus};
 pub use queries::QUERY_ROWS_MAX;
 pub use snapshot::ImageError;

@@ -118,7 +118,7 @@ fn a_retry_of_an_evicted_id_waits_for_the_history_store_and_answers_exists() {
     let mark = Arc::new(AtomicU64::new(0));
     let writer = SlowWriter { store: store.clone(), mark: mark.clone(), batch: Vec::new() };
     let mut ledger = Ledger::new();
-    ledger.set_hot_window(1);
+    ledger.set_hot_window(1, u64::MAX);
     let history = History { lookup: Arc::new(store.clone()), writer: Box::new(writer), mark: mark.clone() };
     let config = PipelineConfig { tick_interval: Duration::from_secs(3600), ..PipelineConfig::default() };
     let pipeline = Pipeline::start_with_history(

@@ -36,9 +36,14 @@ use strategy::{Case, FilterPlan};
 /// Steps in one generated history; a transfer step holds up to 8 events.
 const STEPS_PER_CASE: std::ops::RangeInclusive<usize> = 50..=150;
 
-/// The hot window the model test runs the ledger with: two inputs, so that nearly every
-/// retry, post, void and query needs the history store (docs/design.md §3.9).
-const HOT_WINDOW: u64 = 2;
+/// The hot window the model test runs the ledger with, `(inputs, events)`: two inputs, so
+/// that nearly every retry, post, void and query needs the history store (docs/design.md
+/// §3.9).
+const HOT_WINDOW: (u64, u64) = (2, u64::MAX);
+
+/// A window cut by its events bound instead: six transfer events, fewer than one transfer
+/// step can hold, over a long input bound.
+const HOT_WINDOW_BY_EVENTS: (u64, u64) = (1_000, 6);
 
 struct Harness {
     ledger: HotCold,
@@ -54,8 +59,12 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with_window(HOT_WINDOW)
+    }
+
+    fn with_window((inputs, events): (u64, u64)) -> Harness {
         Harness {
-            ledger: HotCold::new(HOT_WINDOW),
+            ledger: HotCold::new(inputs, events),
             model: Model::default(),
             planner: Planner::default(),
             overdraft_max_ever: BTreeMap::new(),
@@ -255,8 +264,8 @@ fn describe(results: &[EventResult]) -> Vec<(u64, String)> {
     results.iter().map(|result| (result.timestamp, name(result.status))).collect()
 }
 
-fn run_case(case: &Case) -> Result<(), TestCaseError> {
-    let mut harness = Harness::new();
+fn run_case(case: &Case, window: (u64, u64)) -> Result<(), TestCaseError> {
+    let mut harness = Harness::with_window(window);
     harness.run(&Step::Profiles(plan::Advance::By(1), case.profiles.clone()))?;
     harness.run(&Step::Accounts(plan::Advance::By(1), case.accounts.clone()))?;
     for (index, step) in case.steps.iter().enumerate() {
@@ -275,7 +284,12 @@ proptest! {
 
     #[test]
     fn ledger_matches_reference_model(case in strategy::case(STEPS_PER_CASE)) {
-        run_case(&case)?;
+        run_case(&case, HOT_WINDOW)?;
+    }
+
+    #[test]
+    fn ledger_matches_reference_model_with_a_window_bounded_by_events(case in strategy::case(STEPS_PER_CASE)) {
+        run_case(&case, HOT_WINDOW_BY_EVENTS)?;
     }
 }
 

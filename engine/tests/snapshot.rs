@@ -177,7 +177,7 @@ fn an_image_of_an_evicting_ledger_keeps_its_state_hash() {
     use tally_engine::pipeline::{Command, apply};
 
     let mut ledger = Ledger::new();
-    ledger.set_hot_window(2);
+    ledger.set_hot_window(2, u64::MAX);
     let accounts = (1..=3u128).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
     let mut sequence = 1;
     apply(&mut ledger, sequence, 1_000, &Command::Request(Request::CreateAccounts(accounts)), Default::default());
@@ -203,7 +203,7 @@ fn an_image_of_an_evicting_ledger_keeps_its_state_hash() {
     }
     assert!(ledger.hot_transfers_count() < ledger.transfers_count(), "most transfers were evicted");
     let mut restored = round_trip(&ledger);
-    restored.set_hot_window(2);
+    restored.set_hot_window(2, u64::MAX);
     assert_eq!(restored.state_hash(), ledger.state_hash());
     assert_eq!(restored.recompute_state_hash(), ledger.state_hash());
     assert_eq!(restored.transfers_count(), ledger.transfers_count());
@@ -272,7 +272,7 @@ fn the_largest_id_committed_or_failed_outlives_eviction_the_image_and_the_checkp
     use tally_engine::pipeline::{Command, apply};
 
     let mut ledger = Ledger::new();
-    ledger.set_hot_window(2);
+    ledger.set_hot_window(2, u64::MAX);
     assert_eq!(ledger.largest_id(), 0);
     let accounts = (1..=2u128).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
     apply(&mut ledger, 1, 1_000, &Command::Request(Request::CreateAccounts(accounts)), Default::default());

@@ -143,7 +143,7 @@ struct NodeArgs {
     /// the inputs after it carry more than this many (at least 32 756, four full
     /// requests). Memory for recent transfers is at most about E × 170 bytes.
     #[arg(long, default_value_t = tally_engine::HOT_WINDOW_EVENTS_DEFAULT, value_name = "EVENTS",
-          value_parser = clap::value_parser!(u64).range(32_756..))]
+          value_parser = clap::value_parser!(u64).range(tally_engine::HOT_WINDOW_EVENTS_MIN..))]
     hot_window_events: u64,
     /// Bytes of file data per checkpoint chunk sent to a standby, and the largest chunk
     /// accepted from a primary: the only part of a checkpoint held in memory. A test knob

@@ -96,15 +96,17 @@ pub struct HotCold {
 }
 
 impl HotCold {
-    pub fn new(hot_window: u64) -> HotCold {
+    /// A window of at most `inputs` inputs holding at most `events` transfer events.
+    pub fn new(inputs: u64, events: u64) -> HotCold {
         let mut ledger = Ledger::new();
-        ledger.set_hot_window(hot_window);
+        ledger.set_hot_window(inputs, events);
         HotCold { ledger, store: FakeStore::default(), sequence: 0 }
     }
 
     fn mutate(&mut self, timestamp: u64, command: Command) -> Option<Reply> {
         self.sequence += 1;
-        let facts = cold::gather(&self.store, &command, self.sequence, self.ledger.hot_window());
+        let cutoff = self.ledger.hot_cutoff(self.sequence);
+        let facts = cold::gather(&self.store, &command, cutoff);
         let reply = apply(&mut self.ledger, self.sequence, timestamp, &command, facts);
         self.store.record(&self.ledger.effects());
         reply
@@ -112,7 +114,8 @@ impl HotCold {
 
     fn query(&mut self, request: Request) -> Reply {
         let command = Command::Request(request);
-        let facts = cold::gather(&self.store, &command, 0, self.ledger.hot_window());
+        let cutoff = self.ledger.hot_cutoff(0);
+        let facts = cold::gather(&self.store, &command, cutoff);
         apply(&mut self.ledger, 0, 0, &command, facts).expect("a query is answered")
     }
 
