@@ -81,6 +81,9 @@ pub(crate) struct OutputSlot {
     /// which takes it out: a slot keeps its contents until the ring comes round to it
     /// again, and a request's effects are as large as the request.
     effects: Mutex<Option<Effects>>,
+    /// What the input added to the hot window ([`window_events`]), for the history
+    /// stage's grouping (the outcome stage may have taken the command by then).
+    window_events: u64,
 }
 
 impl OutputSlot {
@@ -92,6 +95,7 @@ impl OutputSlot {
             sequence: 0,
             request_id: 0,
             command: Mutex::new(Command::Tick),
+            window_events: 0,
             reply: None,
             reply_to: None,
             committed: Mutex::new(Committed::default()),
@@ -126,23 +130,22 @@ pub(crate) const HISTORY_GROUP_MAX: Duration = Duration::from_millis(2);
 /// single-request batches each pay in full; so batches are held back while
 ///
 /// - the held inputs span fewer than `hold_span` = W/4 sequences (W the hot window's
-///   input bound) and carry fewer than a quarter of its events bound E in transfers and
-///   failed ids, and
+///   input bound) and carry fewer than a quarter of its events bound E (counted as the
+///   window counts them, [`window_events`]), and
 /// - the oldest held input was taken less than [`HISTORY_GROUP_MAX`] ago,
 ///
 /// and written once a bound is reached, at a batch end or when the stage goes idle
 /// (its idle work). The first bounds keep `wait_for_history` from waiting on a commit
 /// that only a later input would trigger: a window cut by W holds W inputs, more than a
-/// held group spans, and one cut by E holds more than E − 8 189 ≥ E/4 events, more than a
-/// held group carries (E is at least 4 full requests), so the held inputs are all at or
-/// above the cut-off and the store already shows everything below it. (Failed-free
-/// events such as `exists` are not counted; should a group outgrow the window by them,
-/// the time bound still writes it.)
+/// held group spans, and one cut by E holds more than E − 8 189 ≥ E/4 events (E is at
+/// least [`crate::HOT_WINDOW_EVENTS_MIN`] on a node), more than a held group carries, so
+/// the held inputs are all at or above the cut-off and the store already shows
+/// everything below it. (With a smaller E, as tests use, the time bound writes the group.)
 pub(crate) struct HistoryGroup {
     writer: Box<dyn HistoryWriter>,
     hold_span: u64,
-    /// And while they carry fewer than this many transfers and failed ids (a quarter of
-    /// the window's events).
+    /// And while they carry fewer than this many transfer events (a quarter of the
+    /// window's events bound).
     hold_events: u64,
     held_events: u64,
     /// The first sequence held back and when it was taken; `None`: nothing held.
@@ -162,13 +165,14 @@ impl HistoryGroup {
         }
     }
 
-    pub(crate) fn record(&mut self, effects: Effects) {
-        self.record_at(effects, Instant::now());
+    /// Holds one input's effects; `events` is what the input added to the hot window.
+    pub(crate) fn record(&mut self, effects: Effects, events: u64) {
+        self.record_at(effects, events, Instant::now());
     }
 
-    fn record_at(&mut self, effects: Effects, now: Instant) {
+    fn record_at(&mut self, effects: Effects, events: u64, now: Instant) {
         let sequence = effects.sequence;
-        self.held_events = self.held_events.saturating_add((effects.transfers.len() + effects.failed.len()) as u64);
+        self.held_events = self.held_events.saturating_add(events);
         self.writer.record(effects);
         self.first.get_or_insert((sequence, now));
         self.last = sequence;
@@ -391,7 +395,7 @@ impl Stages {
                     history_idle.register(writer, HistoryGroup::idle);
                     let mut writer = lock(writer);
                     if let Some(effects) = lock(&slot.effects).take() {
-                        writer.record(effects);
+                        writer.record(effects, slot.window_events);
                     }
                     if end_of_batch {
                         writer.end_of_batch();
@@ -521,6 +525,7 @@ impl Stages {
                                 (slot.timestamp, slot.request_id, slot.submitted_ns);
                             let applied_ns = if taken_ns != 0 { now_ns() } else { 0 };
                             stats.stage_latencies().record_between(Stage::Apply, taken_ns, applied_ns);
+                            let window_events = if mutation { window_events(&command) } else { 0 };
                             publish(&mut output, &OUTPUT_PUBLISHED, |out: &mut OutputSlot| {
                                 *out = OutputSlot {
                                     timestamp,
@@ -533,6 +538,7 @@ impl Stages {
                                     reply_to,
                                     committed: Mutex::new(committed),
                                     effects: Mutex::new(effects),
+                                    window_events,
                                 };
                             });
                             outputs_published += 1;
@@ -603,16 +609,16 @@ mod tests {
         let mut group = HistoryGroup::new(Box::new(writer), &crate::HotWindow::new(64, u64::MAX, 0));
         let start = Instant::now();
         for sequence in 1..=15 {
-            group.record_at(effects(sequence), start);
+            group.record_at(effects(sequence), 0, start);
             group.end_of_batch_at(start);
         }
         assert!(commits().is_empty(), "fifteen single-input batches are held back: {:?}", commits());
-        group.record_at(effects(16), start);
+        group.record_at(effects(16), 0, start);
         group.end_of_batch_at(start);
         assert_eq!(commits(), vec![(1..=16).collect::<Vec<_>>()], "the sixteenth reaches W/4: one commit");
 
         // The time bound: a short group is written once it is due, by the idle work.
-        group.record_at(effects(17), start);
+        group.record_at(effects(17), 0, start);
         group.end_of_batch_at(start);
         let half = HISTORY_GROUP_MAX / 2;
         assert_eq!(group.idle_at(start + half), Some(HISTORY_GROUP_MAX - half), "not due yet: sleep until it is");
@@ -620,7 +626,7 @@ mod tests {
         assert_eq!(group.idle_at(start + HISTORY_GROUP_MAX), None, "written: nothing left held");
         assert_eq!(commits().last(), Some(&vec![17]));
         // And by a batch end past the bound.
-        group.record_at(effects(18), start);
+        group.record_at(effects(18), 0, start);
         group.end_of_batch_at(start + HISTORY_GROUP_MAX);
         assert_eq!(commits().last(), Some(&vec![18]));
         assert_eq!(group.idle_at(start), None, "nothing held");
@@ -635,7 +641,7 @@ mod tests {
         let mut group = HistoryGroup::new(Box::new(writer), &crate::HotWindow::new(3, u64::MAX, 0));
         let start = Instant::now();
         for sequence in 1..=3 {
-            group.record_at(effects(sequence), start);
+            group.record_at(effects(sequence), 0, start);
             group.end_of_batch_at(start);
         }
         assert_eq!(written.lock().expect("not poisoned").len(), 3);
@@ -645,7 +651,7 @@ mod tests {
         let writer = Commits::default();
         let written = Arc::clone(&writer.written);
         let mut group = HistoryGroup::new(Box::new(writer), &crate::HotWindow::new(256, u64::MAX, 0));
-        group.record_at(effects(1), start);
+        group.record_at(effects(1), 0, start);
         group.end_of_batch_at(start);
         assert!(written.lock().expect("not poisoned").is_empty());
         drop(group);
