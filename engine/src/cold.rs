@@ -4,9 +4,10 @@
 //! retried id that has left the hot window, a pending transfer resolved long ago) is read
 //! by a stage ahead of it, through [`HistoryLookup`], and attached to the input as
 //! [`ColdFacts`]. For the input at sequence `S` the facts are exactly the store's records
-//! with a sequence below `S − W` about the input's ids: the stage waits until the store
-//! holds every such record, and drops newer ones (on replay the store may be ahead), so
-//! the facts, and with them every decision, depend only on the journal.
+//! with a sequence below its hot-window cut-off ([`crate::HotWindow::cutoff`]) about the
+//! input's ids: the pipeline waits until the store holds every such record, and drops
+//! newer ones (on replay the store may be ahead), so the facts, and with them every
+//! decision, depend only on the journal.
 
 use tally_codecs::flags::transfer as transfer_flags;
 use tally_codecs::wire::Request;

@@ -152,7 +152,10 @@ mod tests {
     #[test]
     fn inputs_without_transfer_events_only_count_as_inputs_and_the_floor_holds() {
         let mut window = HotWindow::new(3, 4 * FULL, 10);
-        assert_eq!(cutoffs(&mut window, &[(11, 0), (12, FULL), (13, 0), (14, 0), (15, 1), (16, 0)]), [10, 10, 10, 11, 12, 13]);
+        assert_eq!(
+            cutoffs(&mut window, &[(11, 0), (12, FULL), (13, 0), (14, 0), (15, 1), (16, 0)]),
+            [10, 10, 10, 11, 12, 13]
+        );
         let mut everything = HotWindow::everything();
         assert_eq!(cutoffs(&mut everything, &[(1, FULL), (2, FULL), (1_000, FULL)]), [0, 0, 0]);
         assert!(everything.recent.is_empty(), "a window that keeps everything keeps no bookkeeping");

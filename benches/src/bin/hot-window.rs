@@ -1,12 +1,15 @@
 //! Resident memory and single-thread apply rate of the ledger as the business-logic thread
-//! runs it: each batch of 8 189 single-phase transfers is one input with its own sequence,
+//! runs it: each batch of 8 189 single-phase transfers (`--batch B` for fewer) is one
+//! input with its own sequence,
 //! applied through `pipeline::apply`, followed by `Ledger::effects()` (what the history
 //! stage receives). With `--hot-window W` (0: everything stays hot, the old behaviour)
-//! transfers older than W inputs leave memory. Prints the resident size every tenth of the
+//! transfers older than W inputs leave memory, and with `--hot-window-events E` (0: no
+//! bound in events) also those the window's last E transfer events push out. Prints the resident size every tenth of the
 //! run, so a flat line after the window fills shows bounded memory.
 //!
 //! Run: `cargo run --release -p tally-bench --bin hot-window -- [--accounts N]
-//! [--transfers N] [--hot-window W] [--random-ids 0|1] [--zipf 0|1]`
+//! [--transfers N] [--batch B] [--hot-window W] [--hot-window-events E] [--random-ids 0|1]
+//! [--zipf 0|1]`
 
 use std::time::{Duration, Instant};
 
@@ -44,13 +47,19 @@ fn main() -> Result<(), String> {
     let accounts = argument("--accounts", 10_000)?;
     let transfers = argument("--transfers", 20_000_000)?;
     let hot_window = argument("--hot-window", 0)?;
+    let hot_window_events = argument("--hot-window-events", 0)?;
+    let batch_events = usize::try_from(argument("--batch", BATCH_EVENTS as u64)?)
+        .ok()
+        .filter(|batch| (1..=BATCH_EVENTS).contains(batch))
+        .ok_or_else(|| format!("--batch must be 1 to {BATCH_EVENTS}"))?;
     let random_ids = argument("--random-ids", 0)? != 0;
     let distribution =
         if argument("--zipf", 0)? != 0 { Distribution::Zipfian { s: 1.0 } } else { Distribution::Uniform };
 
     let mut ledger = Ledger::new();
-    if hot_window > 0 {
-        ledger.set_hot_window(hot_window, u64::MAX);
+    if hot_window > 0 || hot_window_events > 0 {
+        let bound = |value: u64| if value == 0 { u64::MAX } else { value };
+        ledger.set_hot_window(bound(hot_window), bound(hot_window_events));
     }
     let mut sequence = 0u64;
     let mut timestamp = 1_000_000u64;
@@ -68,13 +77,13 @@ fn main() -> Result<(), String> {
     let mut cpu_ns = 0u64;
     let mut next_report = transfers / 10;
     println!(
-        "hot window {hot_window} inputs, {accounts} accounts {}, ids {}",
+        "hot window {hot_window} inputs / {hot_window_events} events (0: unbounded), {batch_events} transfers per input, {accounts} accounts {}, ids {}",
         if matches!(distribution, Distribution::Uniform) { "uniform" } else { "zipf" },
         if random_ids { "random" } else { "increasing" }
     );
     println!("transfers applied   resident MiB   hot transfers");
     while applied < transfers {
-        let count = (transfers - applied).min(BATCH_EVENTS as u64) as usize;
+        let count = (transfers - applied).min(batch_events as u64) as usize;
         let mut batch = generator.single_phase(count);
         if random_ids {
             for transfer in &mut batch {
