@@ -27,6 +27,7 @@ mod committed;
 mod doorbell;
 mod gate;
 mod histogram;
+mod history_feed;
 mod latency;
 mod sequencer;
 mod stages;

@@ -11,6 +11,7 @@ use tally_codecs::wire::Reply;
 use super::committed::{Committed, apply_collecting};
 use super::doorbell::{Doorbell, INPUT_PUBLISHED, JOURNALED, LOOKED_UP, OUTPUT_PUBLISHED};
 use super::gate::Gate;
+use super::history_feed::HistoryFeed;
 use super::latency::{Stage, now_ns};
 use super::wait::{StageWait, backoff, clear_idle_work, set_idle_work, set_linger};
 use super::{Command, History, HistoryWriter, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo};
@@ -328,12 +329,17 @@ impl Stages {
             }
             None => (None, None, Arc::new(AtomicU64::new(0)), HotWindow::everything()),
         };
-        // Shared with the idle work each of the two stages registers on its own thread
-        // (never contended: both run on that thread).
-        let writer = writer.map(|writer| Arc::new(Mutex::new(writer)));
+        // The history store is written by a thread of its own, off the output ring
+        // (`history_feed`); the ring's history consumer only queues effects for it.
+        let mut feed = match writer.map(HistoryFeed::start).transpose() {
+            Ok(feed) => feed,
+            Err(error) => panic!("cannot start the history writer thread: {error}"),
+        };
+        // Shared with the idle work the outcome stage registers on its own thread (never
+        // contended: both run on that thread).
         let outcome_log = Arc::new(Mutex::new(outcome_log));
-        let (mut outcome_idle, mut history_idle) =
-            (IdleWorkGuard { registered: false }, IdleWorkGuard { registered: false });
+        let mut outcome_idle = IdleWorkGuard { registered: false };
+        let mut history_lingers = false;
         let with_history = lookup.is_some();
         let slots = config.ring_slots.max(2).next_power_of_two();
         let wait = config.wait;
@@ -391,15 +397,15 @@ impl Stages {
             })
             .thread_name("history")
             .handle_events_with(move |slot: &OutputSlot, _: Sequence, end_of_batch: bool| {
-                if let Some(writer) = &writer {
-                    history_idle.register(writer, HistoryGroup::idle);
-                    let mut writer = lock(writer);
-                    if let Some(effects) = lock(&slot.effects).take() {
-                        writer.record(effects, slot.window_events);
-                    }
-                    if end_of_batch {
-                        writer.end_of_batch();
-                    }
+                if !history_lingers {
+                    // Like the outcome stage: take what a millisecond brings in one wake-up.
+                    set_linger(DEFERRED_STAGE_LINGER);
+                    history_lingers = true;
+                }
+                if let Some(feed) = &mut feed
+                    && let Some(effects) = lock(&slot.effects).take()
+                {
+                    feed.record(effects, slot.window_events);
                 }
                 history_recorded += 1;
                 if end_of_batch {
