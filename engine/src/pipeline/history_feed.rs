@@ -150,7 +150,10 @@ mod tests {
         }
     }
 
-    fn feed(gated: bool) -> (HistoryFeed, Arc<Mutex<Vec<u64>>>, Option<Sender<()>>) {
+    /// The sequences the writer has committed, in order.
+    type Written = Arc<Mutex<Vec<u64>>>;
+
+    fn feed(gated: bool) -> (HistoryFeed, Written, Option<Sender<()>>) {
         let written = Arc::new(Mutex::new(Vec::new()));
         let (permit, permits) = channel();
         let writer = Gated { held: Vec::new(), written: Arc::clone(&written), permits: gated.then_some(permits) };
