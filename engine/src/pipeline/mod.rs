@@ -25,9 +25,9 @@ mod checkpoint;
 mod command;
 mod committed;
 mod doorbell;
+mod feed;
 mod gate;
 mod histogram;
-mod history_feed;
 mod latency;
 mod sequencer;
 mod stages;
@@ -101,8 +101,10 @@ pub trait ReplyTo: Send + Sync + 'static {
     fn reply(&self, request_id: u64, reply: &Reply);
 }
 
-/// The derived log of outcomes, supplied by the server; called on its own thread, after
-/// the business logic, so a slow log can only lag, never slow the ledger down.
+/// The derived log of outcomes, supplied by the server; called on its own thread
+/// (`outcome-writer`, fed from the output ring through a queue bounded in events), after
+/// the business logic, so a slow log can only lag, never slow the ledger down until it
+/// lags by a whole queue.
 pub trait OutcomeLog: Send + 'static {
     /// One applied mutation, in journal order with no sequence missing: a tick has no
     /// reply, every request has one.
@@ -114,10 +116,11 @@ pub trait OutcomeLog: Send + 'static {
         reply: Option<&Reply>,
         committed: &Committed,
     );
-    /// The end of a ring batch: make what was recorded durable, now or (to share one sync
-    /// among several batches) later, from [`OutcomeLog::idle`] or a later batch's end.
+    /// The end of a batch (what was queued at once): make what was recorded durable, now
+    /// or (to share one sync among several batches) later, from [`OutcomeLog::idle`] or a
+    /// later batch's end.
     fn end_of_batch(&mut self);
-    /// Called on the same thread when the stage has found the ring empty, before it
+    /// Called on the same thread when the writer has found its queue empty, before it
     /// sleeps: do held-back work that is due. Returns how long until what is still held
     /// back falls due (the stage sleeps no longer), `None` when nothing is held back.
     fn idle(&mut self) -> Option<std::time::Duration> {
@@ -125,8 +128,9 @@ pub trait OutcomeLog: Send + 'static {
     }
 }
 
-/// The history store's writer, supplied by the server; called on the history-stage thread
-/// (after the business logic, like the outcome log) with what each mutation committed.
+/// The history store's writer, supplied by the server; called on the `history-writer`
+/// thread (after the business logic, like the outcome log) with what each mutation
+/// committed.
 /// After each batch it commits and advances its mark (see [`History::mark`]).
 pub trait HistoryWriter: Send + 'static {
     /// Takes one input's effects (moved out of its output slot, so the slot no longer

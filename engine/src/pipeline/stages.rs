@@ -10,10 +10,10 @@ use tally_codecs::wire::Reply;
 
 use super::committed::{Committed, apply_collecting};
 use super::doorbell::{Doorbell, INPUT_PUBLISHED, JOURNALED, LOOKED_UP, OUTPUT_PUBLISHED};
+use super::feed::{Fed, Feed};
 use super::gate::Gate;
-use super::history_feed::HistoryFeed;
 use super::latency::{Stage, now_ns};
-use super::wait::{StageWait, backoff, clear_idle_work, set_idle_work, set_linger};
+use super::wait::{StageWait, backoff, set_linger};
 use super::{Command, History, HistoryWriter, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo};
 use crate::Ledger;
 use crate::cold::{ColdFacts, Effects, gather};
@@ -122,21 +122,23 @@ pub fn wait_for_history(mark: &AtomicU64, cutoff: u64, stopping: &AtomicBool) ->
     true
 }
 
-/// The longest the history stage holds ring batches back to write them in one store
+/// The longest the history writer holds inputs back to write them in one store
 /// transaction (see [`HistoryGroup`]).
 pub(crate) const HISTORY_GROUP_MAX: Duration = Duration::from_millis(2);
 
-/// The history stage's grouping of ring batches into one store transaction
-/// (docs/design.md §3.9). A transaction per ring batch costs tens of microseconds, which
-/// single-request batches each pay in full; so batches are held back while
+/// The history writer's grouping of inputs into one store transaction (docs/design.md
+/// §3.9; it runs on the `history-writer` thread, fed by the ring's history consumer
+/// through a [`Feed`], and a "batch" is what it found queued at once). A transaction per
+/// batch costs tens of microseconds, which single-request batches each pay in full; so
+/// batches are held back while
 ///
 /// - the held inputs span fewer than `hold_span` = W/4 sequences (W the hot window's
 ///   input bound) and carry fewer than a quarter of its events bound E (counted as the
 ///   window counts them, [`window_events`]), and
 /// - the oldest held input was taken less than [`HISTORY_GROUP_MAX`] ago,
 ///
-/// and written once a bound is reached, at a batch end or when the stage goes idle
-/// (its idle work). The first bounds keep `wait_for_history` from waiting on a commit
+/// and written once a bound is reached, at a batch end or when the writer finds its feed
+/// empty (its idle work). The first bounds keep `wait_for_history` from waiting on a commit
 /// that only a later input would trigger: a window cut by W holds W inputs, more than a
 /// held group spans, and one cut by E holds more than E − 8 189 ≥ E/4 events (E is at
 /// least [`crate::HOT_WINDOW_EVENTS_MIN`] on a node), more than a held group carries, so
@@ -205,7 +207,7 @@ impl HistoryGroup {
         }
     }
 
-    /// The stage's idle work: writes a group that is due, then the writer's own.
+    /// The idle work (the feed is empty): writes a group that is due, then the writer's own.
     pub(crate) fn idle(&mut self) -> Option<Duration> {
         self.idle_at(Instant::now())
     }
@@ -233,30 +235,64 @@ impl Drop for HistoryGroup {
 /// the output ring's doorbell again (see `wait::set_linger`).
 pub(crate) const DEFERRED_STAGE_LINGER: Duration = Duration::from_millis(1);
 
-/// Held by a stage's handler: registers the stage's idle work on the handler's thread at
-/// its first call, and drops it when the handler ends, so the shared part it holds is
-/// dropped there too (not in the thread-local destructors at thread exit).
-struct IdleWorkGuard {
-    registered: bool,
+/// Makes the calling ring consumer take what a millisecond brings in one wake-up (the
+/// outcome-log and history consumers: no request waits for them).
+struct Linger {
+    set: bool,
 }
 
-impl IdleWorkGuard {
-    fn register<T: 'static>(&mut self, part: &Arc<Mutex<T>>, work: fn(&mut T) -> Option<Duration>) {
-        if !self.registered {
-            self.registered = true;
-            let part = Arc::clone(part);
-            set_idle_work(Box::new(move || work(&mut lock(&part))));
+impl Linger {
+    fn once(&mut self) {
+        if !self.set {
+            self.set = true;
             set_linger(DEFERRED_STAGE_LINGER);
         }
     }
 }
 
-impl Drop for IdleWorkGuard {
-    fn drop(&mut self) {
-        if self.registered {
-            clear_idle_work();
-            set_linger(Duration::ZERO);
-        }
+impl Fed for HistoryGroup {
+    /// One input's effects and what it added to the hot window.
+    type Entry = (Effects, u64);
+
+    fn take(&mut self, (effects, events): (Effects, u64)) {
+        self.record(effects, events);
+    }
+
+    fn end_of_batch(&mut self) {
+        HistoryGroup::end_of_batch(self);
+    }
+
+    fn idle(&mut self) -> Option<Duration> {
+        HistoryGroup::idle(self)
+    }
+}
+
+/// One mutation as the outcome log records it, moved (the reply copied) out of its
+/// output slot.
+pub(crate) struct OutcomeEntry {
+    sequence: u64,
+    timestamp: u64,
+    command: Command,
+    reply: Option<Reply>,
+    committed: Committed,
+}
+
+/// The outcome log as its writer thread drives it.
+struct OutcomeWriter(Box<dyn OutcomeLog>);
+
+impl Fed for OutcomeWriter {
+    type Entry = OutcomeEntry;
+
+    fn take(&mut self, entry: OutcomeEntry) {
+        self.0.record(entry.sequence, entry.timestamp, &entry.command, entry.reply.as_ref(), &entry.committed);
+    }
+
+    fn end_of_batch(&mut self) {
+        self.0.end_of_batch();
+    }
+
+    fn idle(&mut self) -> Option<Duration> {
+        self.0.idle()
     }
 }
 
@@ -329,17 +365,15 @@ impl Stages {
             }
             None => (None, None, Arc::new(AtomicU64::new(0)), HotWindow::everything()),
         };
-        // The history store is written by a thread of its own, off the output ring
-        // (`history_feed`); the ring's history consumer only queues effects for it.
-        let mut feed = match writer.map(HistoryFeed::start).transpose() {
-            Ok(feed) => feed,
-            Err(error) => panic!("cannot start the history writer thread: {error}"),
+        // The outcome stream and the history store are written by threads of their own,
+        // off the output ring (`feed`); the ring's two consumers only queue for them.
+        let started = Feed::start(OutcomeWriter(outcome_log), "outcome-writer")
+            .and_then(|outcomes| Ok((outcomes, writer.map(|group| Feed::start(group, "history-writer")).transpose()?)));
+        let (mut outcome_feed, mut history_feed) = match started {
+            Ok(feeds) => feeds,
+            Err(error) => panic!("cannot start a deferred writer thread: {error}"),
         };
-        // Shared with the idle work the outcome stage registers on its own thread (never
-        // contended: both run on that thread).
-        let outcome_log = Arc::new(Mutex::new(outcome_log));
-        let mut outcome_idle = IdleWorkGuard { registered: false };
-        let mut history_lingers = false;
+        let (mut outcome_linger, mut history_linger) = (Linger { set: false }, Linger { set: false });
         let with_history = lookup.is_some();
         let slots = config.ring_slots.max(2).next_power_of_two();
         let wait = config.wait;
@@ -378,17 +412,15 @@ impl Stages {
             })
             .thread_name("outcome-log")
             .handle_events_with(move |slot: &OutputSlot, _: Sequence, end_of_batch: bool| {
-                outcome_idle.register(&outcome_log, |log: &mut Box<dyn OutcomeLog>| log.idle());
-                let mut outcome_log = lock(&outcome_log);
+                outcome_linger.once();
                 // Every journal sequence reaches the outcome log, ticks included: the
                 // stream it writes is gapless by sequence.
                 if slot.sequence != 0 {
                     let command = std::mem::replace(&mut *lock(&slot.command), Command::Tick);
                     let committed = std::mem::take(&mut *lock(&slot.committed));
-                    outcome_log.record(slot.sequence, slot.timestamp, &command, slot.reply.as_ref(), &committed);
-                }
-                if end_of_batch {
-                    outcome_log.end_of_batch();
+                    let events = command.events() as u64;
+                    let (sequence, timestamp, reply) = (slot.sequence, slot.timestamp, slot.reply.clone());
+                    outcome_feed.record(OutcomeEntry { sequence, timestamp, command, reply, committed }, events);
                 }
                 outcomes_logged += 1;
                 if end_of_batch {
@@ -397,15 +429,11 @@ impl Stages {
             })
             .thread_name("history")
             .handle_events_with(move |slot: &OutputSlot, _: Sequence, end_of_batch: bool| {
-                if !history_lingers {
-                    // Like the outcome stage: take what a millisecond brings in one wake-up.
-                    set_linger(DEFERRED_STAGE_LINGER);
-                    history_lingers = true;
-                }
-                if let Some(feed) = &mut feed
+                history_linger.once();
+                if let Some(feed) = &mut history_feed
                     && let Some(effects) = lock(&slot.effects).take()
                 {
-                    feed.record(effects, slot.window_events);
+                    feed.record((effects, slot.window_events), slot.window_events);
                 }
                 history_recorded += 1;
                 if end_of_batch {

@@ -11,7 +11,7 @@
 //! bounds what a missed ring could cost, and a busy node never blocks. `BusySpin` never
 //! sleeps: for machines with a core per stage.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::time::Duration;
 
 use disruptor::Sequence;
@@ -25,9 +25,6 @@ const SPINS_BEFORE_BLOCKING: u32 = 64;
 /// The producers' backoff while their ring is full (see [`backoff`]).
 const SPINS_BEFORE_YIELD: u32 = 200;
 const YIELDS_BEFORE_SLEEPING: u32 = 50;
-/// A busy-spinning stage runs its idle work (see [`set_idle_work`]) once per this many
-/// fruitless looks at the ring.
-const BUSY_SPINS_PER_IDLE_WORK: u32 = 4096;
 
 /// How a stage waits for work: burn a core, or back off to blocking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,14 +66,8 @@ struct Waiting {
     lingered: bool,
 }
 
-/// Deferred work of the stage on this thread (a sync or commit it held back to group
-/// several batches): run when the stage has found its ring empty, before it blocks;
-/// returns how long until the work it still holds back falls due (`None`: nothing held).
-type IdleWork = Box<dyn FnMut() -> Option<Duration>>;
-
 thread_local! {
     static WAITING: Cell<Waiting> = const { Cell::new(Waiting { sequence: -1, attempts: 0, seen: 0, lingered: false }) };
-    static IDLE_WORK: RefCell<Option<IdleWork>> = const { RefCell::new(None) };
     static LINGER: Cell<Duration> = const { Cell::new(Duration::ZERO) };
 }
 
@@ -88,22 +79,6 @@ thread_local! {
 /// do not notify it. An idle stage still blocks on its doorbell after the one sleep.
 pub(crate) fn set_linger(linger: Duration) {
     let _ = LINGER.try_with(|cell| cell.set(linger));
-}
-
-/// Registers the idle work of the stage running on this thread. A stage that groups
-/// batches must register it: when the inputs stop, nothing else calls it back.
-pub(crate) fn set_idle_work(work: IdleWork) {
-    IDLE_WORK.with(|cell| *cell.borrow_mut() = Some(work));
-}
-
-/// Drops this thread's idle work (the stage's handler ends); harmless during thread exit.
-pub(crate) fn clear_idle_work() {
-    let _ = IDLE_WORK.try_with(|cell| cell.borrow_mut().take());
-}
-
-/// Runs this thread's idle work, if any; how long until held-back work falls due.
-fn idle_work() -> Option<Duration> {
-    IDLE_WORK.with(|cell| cell.borrow_mut().as_mut().and_then(|work| work()))
 }
 
 /// The wait strategy of one stage: how it waits, the doorbell of the cursor it waits on,
@@ -120,14 +95,6 @@ impl disruptor::wait_strategies::WaitStrategy for StageWait {
     fn wait_for(&self, sequence: Sequence) {
         let mut waiting = WAITING.with(Cell::get);
         if self.wait == Wait::BusySpin {
-            if waiting.sequence != sequence {
-                waiting = Waiting { sequence, attempts: 0, seen: 0, lingered: false };
-            }
-            waiting.attempts = waiting.attempts.wrapping_add(1);
-            if waiting.attempts.is_multiple_of(BUSY_SPINS_PER_IDLE_WORK) {
-                idle_work();
-            }
-            WAITING.with(|cell| cell.set(waiting));
             std::hint::spin_loop();
             return;
         }
@@ -143,12 +110,7 @@ impl disruptor::wait_strategies::WaitStrategy for StageWait {
         } else if !waiting.lingered && !LINGER.with(Cell::get).is_zero() {
             waiting.lingered = true;
             std::thread::sleep(LINGER.with(Cell::get));
-        } else if self.waits_on.block_unless_rung_since(
-            waiting.seen,
-            // Held-back work shortens the sleep to when it falls due; after a timeout the
-            // next call lands here again and runs it.
-            idle_work().map_or(doorbell::FALLBACK_TIMEOUT, |due| due.min(doorbell::FALLBACK_TIMEOUT)),
-        ) {
+        } else if self.waits_on.block_unless_rung_since(waiting.seen, doorbell::FALLBACK_TIMEOUT) {
             // Rung: the cursor has moved (rings come after the move), or another pipeline
             // in this process rang; look, and spin a little before blocking again.
             waiting.attempts = 0;

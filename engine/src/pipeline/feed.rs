@@ -1,105 +1,111 @@
-//! The history stage's hand-off to its own writer thread (docs/design.md §3.9, "The
-//! history writer off the ring").
+//! The deferred stages' hand-off to writer threads of their own (docs/design.md §4,
+//! "Deferred writers off the output ring").
 //!
-//! The history store's commits stall: a non-durable redb commit writes every page the
-//! group dirtied, and a durable one syncs twice; measured on the 2-core VM at 20 000
-//! single-transfer requests/s, 300 commits in 6 s took more than 3 ms, the slowest 91 ms
-//! (perf-reports/2026-12-05-events-window.md). Done on the output ring's consumer thread,
-//! each such stall held the ring's 256 slots (12.8 ms of traffic at that rate), the ring
-//! filled, and the business logic, and so every request, waited for the disk of a stage
-//! no request needs. So the ring's consumer only moves each input's effects into a queue,
-//! and a `history-writer` thread feeds them to the [`HistoryGroup`] and the store.
+//! The outcome stream and the history store stall now and then: the stream syncs every
+//! few milliseconds, a non-durable redb commit writes every page its group dirtied and a
+//! durable one syncs twice. Measured on the 2-core VM at 20 000 single-transfer
+//! requests/s, in 6 s 300 history commits took more than 3 ms (the slowest 91 ms) and
+//! outcome syncs up to 22 ms, idle-time durable work up to 57 ms
+//! (perf-reports/2026-12-05-events-window.md). Done on the output ring's consumer
+//! threads, each such stall held the ring's 256 slots (12.8 ms of traffic at that rate),
+//! the ring filled, and the business logic, so every request, waited for a disk that no
+//! request needs. So each of those consumers only moves what it needs out of the slot
+//! into a [`Feed`], and a writer thread (`outcome-writer`, `history-writer`) does the
+//! writing: the [`Fed`] side, which keeps its rules (grouping, sync intervals, marks)
+//! as they were.
 //!
-//! The queue is bounded in transfer events ([`HISTORY_QUEUE_EVENTS_MAX`], each input
-//! counting at least 1), so memory stays bounded when the store falls behind: the
-//! consumer then waits, the ring fills and the business logic waits, as before, only
-//! later. (The writer takes everything queued before it commits, so what waits for the
-//! store is at most twice the bound: ≈ 40 MB of effects under full batches.) Nothing else changes: the writer commits groups by the same rules, moves the
-//! same marks, and a stop commits what is held (the feed's drop joins the writer).
+//! A feed is bounded in events ([`FEED_EVENTS_MAX`], each entry counting at least 1), so
+//! memory stays bounded when the writer falls behind: the consumer then waits, the ring
+//! fills and the business logic waits, as before, only later. The writer takes
+//! everything queued before it writes, so what waits for the disk is at most twice the
+//! bound (≈ 40 MB of effects under full batches). A stop (the feed dropped) joins the
+//! writer after it has taken and written everything.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 
-use super::stages::HistoryGroup;
 use super::wait::backoff;
-use crate::Effects;
 
-/// The most transfer events the queue holds before the ring's consumer waits: eight full
-/// requests (about 20 MB of effects), or 65 512 single-transfer inputs (over 3 s at
-/// 20 000/s).
-pub(crate) const HISTORY_QUEUE_EVENTS_MAX: u64 = 8 * tally_codecs::wire::EVENTS_PER_REQUEST_MAX as u64;
+/// The most events a feed holds before its consumer waits: eight full requests, or 65 512
+/// single-transfer inputs (over 3 s at 20 000/s).
+pub(crate) const FEED_EVENTS_MAX: u64 = 8 * tally_codecs::wire::EVENTS_PER_REQUEST_MAX as u64;
 
-/// One input's effects and what it added to the hot window.
-type Entry = (Effects, u64);
-
-/// What an entry counts for in the queue's bound.
-fn weight(events: u64) -> u64 {
-    events.max(1)
+/// What a writer thread drives.
+pub(crate) trait Fed: Send + 'static {
+    type Entry: Send + 'static;
+    /// One entry, in the order fed.
+    fn take(&mut self, entry: Self::Entry);
+    /// Everything queued so far has been taken.
+    fn end_of_batch(&mut self);
+    /// Nothing is queued: held-back work that is due, and how long until more falls due.
+    fn idle(&mut self) -> Option<Duration>;
 }
 
-pub(crate) struct HistoryFeed {
-    sender: Option<Sender<Entry>>,
-    /// Events sent and not yet taken by the writer.
+pub(crate) struct Feed<F: Fed> {
+    sender: Option<Sender<(F::Entry, u64)>>,
+    /// Weight sent and not yet taken by the writer.
     queued: Arc<AtomicU64>,
     writer: Option<JoinHandle<()>>,
 }
 
-impl HistoryFeed {
-    /// Starts the writer thread, which owns `group` until the feed is dropped.
-    pub(crate) fn start(group: HistoryGroup) -> std::io::Result<HistoryFeed> {
+impl<F: Fed> Feed<F> {
+    /// Starts the writer thread `name`, which owns `fed` until the feed is dropped.
+    pub(crate) fn start(fed: F, name: &str) -> std::io::Result<Feed<F>> {
         let (sender, receiver) = unbounded();
         let queued = Arc::new(AtomicU64::new(0));
         let writer_queued = Arc::clone(&queued);
-        let writer = std::thread::Builder::new()
-            .name("history-writer".into())
-            .spawn(move || write_loop(group, &receiver, &writer_queued))?;
-        Ok(HistoryFeed { sender: Some(sender), queued, writer: Some(writer) })
+        let writer =
+            std::thread::Builder::new().name(name.into()).spawn(move || write_loop(fed, &receiver, &writer_queued))?;
+        Ok(Feed { sender: Some(sender), queued, writer: Some(writer) })
     }
 
-    /// Queues one input's effects (`events`: what it added to the hot window); waits while
-    /// the queue is full.
-    pub(crate) fn record(&mut self, effects: Effects, events: u64) {
+    /// Queues one entry of `events` events (counted as at least 1); waits while the
+    /// feed is full.
+    pub(crate) fn record(&mut self, entry: F::Entry, events: u64) {
+        let weight = events.max(1);
         let mut attempts = 0u32;
-        while self.queued.load(Ordering::Acquire) >= HISTORY_QUEUE_EVENTS_MAX {
+        while self.queued.load(Ordering::Acquire) >= FEED_EVENTS_MAX {
             if self.writer.as_ref().is_none_or(JoinHandle::is_finished) {
                 break;
             }
             backoff(attempts);
             attempts = attempts.saturating_add(1);
         }
-        self.queued.fetch_add(weight(events), Ordering::AcqRel);
+        self.queued.fetch_add(weight, Ordering::AcqRel);
         if let Some(sender) = &self.sender {
             // Refused only when the writer has ended, which only a panic there does.
-            let _ = sender.send((effects, events));
+            let _ = sender.send((entry, weight));
         }
     }
 }
 
-impl Drop for HistoryFeed {
-    /// Closes the queue and waits for the writer to take the rest and commit it.
+impl<F: Fed> Drop for Feed<F> {
+    /// Closes the feed and waits for the writer to take and write the rest.
     fn drop(&mut self) {
         drop(self.sender.take());
         if let Some(writer) = self.writer.take()
             && writer.join().is_err()
         {
-            eprintln!("tally: the history writer thread panicked");
+            eprintln!("tally: a deferred writer thread panicked");
         }
     }
 }
 
 /// The writer thread: takes what is queued, one batch at a time (everything queued when
-/// it looks), and commits by the group's rules; between batches it does the group's idle
-/// work and sleeps until the next entry or until held work falls due.
-fn write_loop(mut group: HistoryGroup, receiver: &Receiver<Entry>, queued: &AtomicU64) {
-    let take = |group: &mut HistoryGroup, (effects, events): Entry| {
-        group.record(effects, events);
-        queued.fetch_sub(weight(events), Ordering::AcqRel);
+/// it looks), then ends the batch; between batches it does the idle work and sleeps
+/// until the next entry or until held-back work falls due. Dropping `fed` at the end
+/// writes what it still holds.
+fn write_loop<F: Fed>(mut fed: F, receiver: &Receiver<(F::Entry, u64)>, queued: &AtomicU64) {
+    let take = |fed: &mut F, (entry, weight): (F::Entry, u64)| {
+        fed.take(entry);
+        queued.fetch_sub(weight, Ordering::AcqRel);
     };
     loop {
-        let entry = match group.idle() {
+        let entry = match fed.idle() {
             Some(due_in) => match receiver.recv_timeout(due_in) {
                 Ok(entry) => entry,
                 Err(RecvTimeoutError::Timeout) => continue,
@@ -110,13 +116,12 @@ fn write_loop(mut group: HistoryGroup, receiver: &Receiver<Entry>, queued: &Atom
                 Err(_) => break,
             },
         };
-        take(&mut group, entry);
+        take(&mut fed, entry);
         while let Ok(entry) = receiver.try_recv() {
-            take(&mut group, entry);
+            take(&mut fed, entry);
         }
-        group.end_of_batch();
+        fed.end_of_batch();
     }
-    // Dropping the group commits what it still holds.
 }
 
 #[cfg(test)]
@@ -125,7 +130,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use super::{HISTORY_QUEUE_EVENTS_MAX, HistoryFeed};
+    use super::{FEED_EVENTS_MAX, Feed};
     use crate::Effects;
     use crate::pipeline::HistoryWriter;
     use crate::pipeline::stages::HistoryGroup;
@@ -153,13 +158,13 @@ mod tests {
     /// The sequences the writer has committed, in order.
     type Written = Arc<Mutex<Vec<u64>>>;
 
-    fn feed(gated: bool) -> (HistoryFeed, Written, Option<Sender<()>>) {
+    fn feed(gated: bool) -> (Feed<HistoryGroup>, Written, Option<Sender<()>>) {
         let written = Arc::new(Mutex::new(Vec::new()));
         let (permit, permits) = channel();
         let writer = Gated { held: Vec::new(), written: Arc::clone(&written), permits: gated.then_some(permits) };
         // W = 3: nothing is held back by the group, every batch is committed.
         let group = HistoryGroup::new(Box::new(writer), &crate::HotWindow::new(3, u64::MAX, 0));
-        let feed = HistoryFeed::start(group).expect("the writer thread starts");
+        let feed = Feed::start(group, "history-writer").expect("the writer thread starts");
         (feed, written, gated.then_some(permit))
     }
 
@@ -190,7 +195,7 @@ mod tests {
         let recorded = finishes_within(Duration::from_secs(20), move || {
             for sequence in 1..=1_000 {
                 if let Some(feed) = producer.lock().expect("not poisoned").as_mut() {
-                    feed.record(effects(sequence), 1);
+                    feed.record((effects(sequence), 1), 1);
                 }
             }
         });
@@ -211,14 +216,14 @@ mod tests {
         let full = tally_codecs::wire::EVENTS_PER_REQUEST_MAX as u64;
         // The writer takes what is queued before it commits, so a stalled commit holds at
         // most one queue's worth beside the full queue: twice the bound, plus two.
-        let requests = 2 * (HISTORY_QUEUE_EVENTS_MAX / full) + 2;
+        let requests = 2 * (FEED_EVENTS_MAX / full) + 2;
         let feed = Arc::new(Mutex::new(Some(feed)));
         let producer = Arc::clone(&feed);
         let (done, finished) = channel();
         std::thread::spawn(move || {
             for sequence in 1..=requests {
                 if let Some(feed) = producer.lock().expect("not poisoned").as_mut() {
-                    feed.record(effects(sequence), full);
+                    feed.record((effects(sequence), full), full);
                 }
             }
             let _ = done.send(());
