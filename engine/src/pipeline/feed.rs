@@ -16,10 +16,10 @@
 //!
 //! A feed is bounded in events ([`FEED_EVENTS_MAX`], each entry counting at least 1), so
 //! memory stays bounded when the writer falls behind: the consumer then waits, the ring
-//! fills and the business logic waits, as before, only later. The writer takes
-//! everything queued before it writes, so what waits for the disk is at most twice the
-//! bound (≈ 40 MB of effects under full batches). A stop (the feed dropped) joins the
-//! writer after it has taken and written everything.
+//! fills and the business logic waits, as before, only later. The writer takes up to
+//! one queue's worth before it writes, so what waits for the disk is at most twice the
+//! bound and one entry (≈ 45 MB of effects under full batches). A stop (the feed
+//! dropped) joins the writer after it has taken and written everything.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +50,7 @@ pub(crate) struct Feed<F: Fed> {
     /// Weight sent and not yet taken by the writer.
     queued: Arc<AtomicU64>,
     writer: Option<JoinHandle<()>>,
+    name: String,
 }
 
 impl<F: Fed> Feed<F> {
@@ -60,16 +61,22 @@ impl<F: Fed> Feed<F> {
         let writer_queued = Arc::clone(&queued);
         let writer =
             std::thread::Builder::new().name(name.into()).spawn(move || write_loop(fed, &receiver, &writer_queued))?;
-        Ok(Feed { sender: Some(sender), queued, writer: Some(writer) })
+        Ok(Feed { sender: Some(sender), queued, writer: Some(writer), name: name.to_owned() })
     }
 
     /// Queues one entry of `events` events (counted as at least 1); waits while the
-    /// feed is full.
+    /// feed is full. A writer that has stopped (only a panic stops it while the feed is
+    /// open) stops the process: the stream or store it writes would fall behind for good
+    /// while the node went on answering.
     pub(crate) fn record(&mut self, entry: F::Entry, events: u64) {
         let weight = events.max(1);
         let mut attempts = 0u32;
-        while self.queued.load(Ordering::Acquire) >= FEED_EVENTS_MAX {
+        loop {
             if self.writer.as_ref().is_none_or(JoinHandle::is_finished) {
+                eprintln!("tally: the {} thread has stopped; stopping the process", self.name);
+                std::process::abort();
+            }
+            if self.queued.load(Ordering::Acquire) < FEED_EVENTS_MAX {
                 break;
             }
             backoff(attempts);
@@ -95,14 +102,16 @@ impl<F: Fed> Drop for Feed<F> {
     }
 }
 
-/// The writer thread: takes what is queued, one batch at a time (everything queued when
-/// it looks), then ends the batch; between batches it does the idle work and sleeps
+/// The writer thread: takes what is queued, one batch at a time (what is queued when it
+/// looks, up to one queue's worth: without that limit a producer keeping pace would make
+/// the batch, and what waits for the disk, unbounded), then ends the batch; between batches it does the idle work and sleeps
 /// until the next entry or until held-back work falls due. Dropping `fed` at the end
 /// writes what it still holds.
 fn write_loop<F: Fed>(mut fed: F, receiver: &Receiver<(F::Entry, u64)>, queued: &AtomicU64) {
     let take = |fed: &mut F, (entry, weight): (F::Entry, u64)| {
         fed.take(entry);
         queued.fetch_sub(weight, Ordering::AcqRel);
+        weight
     };
     loop {
         let entry = match fed.idle() {
@@ -116,9 +125,11 @@ fn write_loop<F: Fed>(mut fed: F, receiver: &Receiver<(F::Entry, u64)>, queued: 
                 Err(_) => break,
             },
         };
-        take(&mut fed, entry);
-        while let Ok(entry) = receiver.try_recv() {
-            take(&mut fed, entry);
+        let mut taken = take(&mut fed, entry);
+        while taken < FEED_EVENTS_MAX
+            && let Ok(entry) = receiver.try_recv()
+        {
+            taken = taken.saturating_add(take(&mut fed, entry));
         }
         fed.end_of_batch();
     }
@@ -135,7 +146,8 @@ mod tests {
     use crate::pipeline::HistoryWriter;
     use crate::pipeline::stages::HistoryGroup;
 
-    /// Records sequences; each commit first waits for a permit when `gated`.
+    /// Records sequences; each commit first waits for a permit when `gated`. Each record
+    /// takes 2 ms, so that a producer keeps pace with the writer's taking.
     struct Gated {
         held: Vec<u64>,
         written: Arc<Mutex<Vec<u64>>>,
@@ -144,6 +156,7 @@ mod tests {
 
     impl HistoryWriter for Gated {
         fn record(&mut self, effects: Effects) {
+            std::thread::sleep(Duration::from_millis(2));
             self.held.push(effects.sequence);
         }
 
@@ -214,8 +227,10 @@ mod tests {
     fn the_queue_is_bounded_in_events_and_drains_when_the_store_catches_up() {
         let (feed, written, permit) = feed(true);
         let full = tally_codecs::wire::EVENTS_PER_REQUEST_MAX as u64;
-        // The writer takes what is queued before it commits, so a stalled commit holds at
-        // most one queue's worth beside the full queue: twice the bound, plus two.
+        // The writer takes up to one queue's worth before it commits, so a stalled commit
+        // holds at most that beside the full queue: twice the bound, plus two. (The
+        // producer keeps pace with the slow taking: without the writer's own limit its
+        // first batch would take everything.)
         let requests = 2 * (FEED_EVENTS_MAX / full) + 2;
         let feed = Arc::new(Mutex::new(Some(feed)));
         let producer = Arc::clone(&feed);
@@ -228,7 +243,7 @@ mod tests {
             }
             let _ = done.send(());
         });
-        let waited = !finishes(&finished, Duration::from_millis(500));
+        let waited = !finishes(&finished, Duration::from_secs(1));
         let permit = permit.expect("gated");
         for _ in 0..requests {
             let _ = permit.send(());
