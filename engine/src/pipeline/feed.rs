@@ -104,9 +104,9 @@ impl<F: Fed> Drop for Feed<F> {
 
 /// The writer thread: takes what is queued, one batch at a time (what is queued when it
 /// looks, up to one queue's worth: without that limit a producer keeping pace would make
-/// the batch, and what waits for the disk, unbounded), then ends the batch; between batches it does the idle work and sleeps
-/// until the next entry or until held-back work falls due. Dropping `fed` at the end
-/// writes what it still holds.
+/// the batch, and what waits for the disk, unbounded), then ends the batch; between
+/// batches it does the idle work and sleeps until the next entry or until held-back work
+/// falls due. Dropping `fed` at the end writes what it still holds.
 fn write_loop<F: Fed>(mut fed: F, receiver: &Receiver<(F::Entry, u64)>, queued: &AtomicU64) {
     let take = |fed: &mut F, (entry, weight): (F::Entry, u64)| {
         fed.take(entry);
