@@ -28,11 +28,13 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 
-use super::wait::backoff;
-
 /// The most events a feed holds before its consumer waits: eight full requests, or 65 512
 /// single-transfer inputs (over 3 s at 20 000/s).
 pub(crate) const FEED_EVENTS_MAX: u64 = 8 * tally_codecs::wire::EVENTS_PER_REQUEST_MAX as u64;
+
+/// How a consumer facing a full feed sleeps: doubling from the first to the second.
+const FULL_WAIT_MIN: Duration = Duration::from_micros(50);
+const FULL_WAIT_MAX: Duration = Duration::from_millis(1);
 
 /// What a writer thread drives.
 pub(crate) trait Fed: Send + 'static {
@@ -79,7 +81,9 @@ impl<F: Fed> Feed<F> {
             if self.queued.load(Ordering::Acquire) < FEED_EVENTS_MAX {
                 break;
             }
-            backoff(attempts);
+            // A full feed is a writer tens of milliseconds behind: sleep, never spin
+            // (on a small machine spinning here took CPU from the writer it waits for).
+            std::thread::sleep(FULL_WAIT_MIN.saturating_mul(1 << attempts.min(5)).min(FULL_WAIT_MAX));
             attempts = attempts.saturating_add(1);
         }
         self.queued.fetch_add(weight, Ordering::AcqRel);
