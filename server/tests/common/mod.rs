@@ -95,9 +95,15 @@ impl ServerProcess {
         server
     }
 
+    /// Ready means the node has logged that it serves ("listening on", written after
+    /// recovery, just before its accept loop) and a connection succeeds. A connection
+    /// alone is not enough: the port is bound before recovery runs, and twice in CI a
+    /// test's first request right after such a connection was refused (2026-12-04,
+    /// 2026-12-05; the node was alive and logged "listening on" afterwards; cause not
+    /// found).
     fn wait_until_listening(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect(self.address).is_err() {
+        while !self.log().contains("listening on") || TcpStream::connect(self.address).is_err() {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("tally serve exited with {status}:\n{}", self.log());
             }
