@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
 
 /// The size of one chunk: small enough that copying the last one is cheap (the copy's
 /// stall), large enough that a two-million-item queue has a few thousand chunks (one
@@ -301,10 +302,33 @@ impl<T: Copy> CowVec<T> {
     }
 
     /// The item at `index`, its chunk copied first if a copy shares it.
+    ///
+    /// A chunk no copy shares is written without a locked instruction. `Arc::make_mut`
+    /// (and `Arc::get_mut`) answer the same question with a compare-and-swap, a full
+    /// barrier on x86 that waits for every store still queued; the business-logic thread
+    /// writes four items per transfer here (two accounts, two list heads) while streaming
+    /// the hot window's appends, and those four barriers were 19 % of its time
+    /// (perf-reports/2026-12-05-cow-writes.md).
     #[inline]
     pub fn get_mut(&mut self, index: usize) -> &mut T {
         assert!(index < self.len, "invariant: index within the vector");
-        &mut Arc::make_mut(&mut self.chunks[index / Self::CHUNK])[index % Self::CHUNK]
+        let chunk = &mut self.chunks[index / Self::CHUNK];
+        if Arc::strong_count(chunk) == 1 {
+            // Pairs with the release decrement of a copy's `Arc` dropped on another
+            // thread: its reads of this chunk happen before the write below.
+            fence(Ordering::Acquire);
+            let items = Arc::as_ptr(chunk).cast_mut();
+            // SAFETY: this vector's chunks are never handed out as `Arc`s, only cloned
+            // into another `CowVec` (a copy), and no `Weak` is ever made of them. A
+            // strong count of 1 therefore means `chunk` is the only pointer to the
+            // chunk, and it cannot gain another while `&mut self` is held (a copy is
+            // made from `&self`). The fence above orders this write after the last
+            // access through any pointer already dropped. So the chunk is exclusively
+            // ours for the returned borrow, which `&mut self` bounds.
+            let items = unsafe { &mut *items };
+            return &mut items[index % Self::CHUNK];
+        }
+        &mut Arc::make_mut(chunk)[index % Self::CHUNK]
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &T> + '_ {
@@ -376,7 +400,7 @@ impl<T: Copy + PartialEq> PartialEq for CowVec<T> {
 mod tests {
     use std::collections::VecDeque;
 
-    use super::CowDeque;
+    use super::{CowDeque, CowVec};
 
     /// Items of 16 KiB: 8 to a chunk, so a few dozen operations cross many chunks.
     #[derive(Clone, Copy, Debug, PartialEq)]
@@ -461,6 +485,50 @@ mod tests {
             for (index, item) in expected.iter().enumerate() {
                 assert_eq!(copy.get(index), Some(item), "{name} index {index}");
             }
+        }
+    }
+
+    /// A vector's copy keeps its items whatever the original writes next, while the copy
+    /// is alive on this thread or being read on another; once the copy is gone, writes
+    /// land in place and later copies again see only what was written before them.
+    #[test]
+    fn a_vector_copy_keeps_its_items_while_the_original_is_written() {
+        let mut vector = CowVec::new();
+        let items = 3 * CowVec::<u64>::CHUNK + 5;
+        for value in 0..items as u64 {
+            vector.push(value);
+        }
+        let before: Vec<u64> = vector.iter().copied().collect();
+        let copy = vector.clone();
+        assert!(copy.shared_chunks() > 0, "the copy shares chunks");
+        for index in (0..items).step_by(3) {
+            *vector.get_mut(index) += 1_000;
+        }
+        assert!(copy.iter().eq(before.iter()), "a copy on this thread saw a later write");
+        assert_eq!(vector.shared_chunks(), 0, "every chunk written was copied first");
+
+        // A copy read on another thread while the original is written, then dropped there.
+        for round in 0..50u64 {
+            let expected: Vec<u64> = vector.iter().copied().collect();
+            let copy = vector.clone();
+            let reader = std::thread::spawn(move || {
+                let mut sum = 0u64;
+                for _ in 0..20 {
+                    sum = copy.iter().fold(0u64, |sum, &item| sum.wrapping_add(item));
+                }
+                (sum, copy.iter().copied().collect::<Vec<u64>>())
+            });
+            for index in 0..items {
+                *vector.get_mut(index) += round + 1;
+            }
+            let (sum, seen) = reader.join().expect("the reader finished");
+            assert_eq!(seen, expected, "round {round}: the copy changed under its reader");
+            assert_eq!(sum, expected.iter().fold(0u64, |sum, &item| sum.wrapping_add(item)), "round {round}");
+            // The copy is gone: the next writes go in place, and the vector holds them all.
+            *vector.get_mut(0) += 1;
+            assert_eq!(vector.shared_chunks(), 0);
+            assert_eq!(vector[0], expected[0] + round + 2, "round {round}");
+            *vector.get_mut(0) -= 1;
         }
     }
 }

@@ -19,9 +19,10 @@
 //! reads changes within `create_transfers` only by the events themselves, and a stale
 //! warm read costs only a miss.
 //!
-//! The prefetch instruction is an `unsafe` intrinsic, the one `unsafe` block of the
-//! engine (against the house rule of `unsafe` only for mmap): a plain read in its place
-//! waits for the line and so cannot run ahead (measured in
+//! The prefetch instruction is an `unsafe` intrinsic, one of the engine's two `unsafe`
+//! blocks (the other is in `cow::CowVec::get_mut`; both against the house rule of
+//! `unsafe` only for mmap): a plain read in its place waits for the line and so cannot
+//! run ahead (measured in
 //! perf-reports/2026-12-03-apply-rate.md: 1.2 against 1.6 M/s at 1 M accounts).
 
 use tally_codecs::Transfer;
