@@ -255,8 +255,8 @@ impl<T: Copy + PartialEq> PartialEq for CowDeque<T> {
 
 /// A vector whose copy shares its chunks: every write into a chunk a copy still shares
 /// copies that chunk first (`Arc::make_mut`), so a copy never sees a later change. Unlike
-/// [`CowDeque`], any item may be written, so each write pays one atomic check of the
-/// chunk's reference count; the copy clones one pointer per chunk.
+/// [`CowDeque`], any item may be written, so each write reads the chunk's reference count
+/// (a plain load, see [`CowVec::get_mut`]); the copy clones one pointer per chunk.
 pub(crate) struct CowVec<T> {
     /// Full chunks of `CHUNK` items, the last one possibly partly filled.
     chunks: Vec<Arc<Vec<T>>>,
@@ -307,7 +307,7 @@ impl<T: Copy> CowVec<T> {
     /// (and `Arc::get_mut`) answer the same question with a compare-and-swap, a full
     /// barrier on x86 that waits for every store still queued; the business-logic thread
     /// writes four items per transfer here (two accounts, two list heads) while streaming
-    /// the hot window's appends, and those four barriers were 19 % of its time
+    /// the hot window's appends, and those four barriers were 19–23 % of its time
     /// (perf-reports/2026-12-05-cow-writes.md).
     #[inline]
     pub fn get_mut(&mut self, index: usize) -> &mut T {
@@ -489,8 +489,8 @@ mod tests {
     }
 
     /// A vector's copy keeps its items whatever the original writes next, while the copy
-    /// is alive on this thread or being read on another; once the copy is gone, writes
-    /// land in place and later copies again see only what was written before them.
+    /// is alive on this thread or being read on another; once the copy is gone, the
+    /// vector shares no chunk and holds every write made to it.
     #[test]
     fn a_vector_copy_keeps_its_items_while_the_original_is_written() {
         let mut vector = CowVec::new();
