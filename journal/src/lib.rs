@@ -4,7 +4,8 @@
 //! - [`JournalReader`]: zero-copy readers that verify CRC and chain, bounded by the
 //!   durable mark unless told otherwise.
 //! - recovery on [`Journal::open`], with an explicit [`RecoveryMode`].
-//! - [`SnapshotStore`]: snapshot bytes on disk, crash-safe.
+//! - [`SnapshotStore`]: snapshot bytes on disk, crash-safe, through the [`Directory`]
+//!   seam ([`OsDirectory`] for real, [`sim::MemStorage::directory`] in the simulator).
 //! - [`verify`] and [`JournalReader`] with [`ReadLimit::Everything`] for operator tools.
 //! - [`Storage`]: the backend seam; [`FileStorage`] (mmap) for real, [`sim::MemStorage`]
 //!   for crash and fault tests.
@@ -12,6 +13,7 @@
 //! The on-disk format, commit protocol and recovery rules are in `journal/README.md`.
 
 mod assess;
+mod directory;
 mod error;
 mod file_storage;
 mod format;
@@ -32,6 +34,7 @@ mod verify;
 mod writer;
 
 pub use assess::SET_ASIDE_SUFFIX;
+pub use directory::{Cursor, Directory, DirectoryFile, OsDirectory};
 pub use error::{DamageReason, JournalError};
 pub use file_storage::{FileSegment, FileStorage};
 pub use format::{ChainHash, RECORD_HEADER_BYTES, SEGMENT_PREFIX_BYTES, record_bytes, segment_name};

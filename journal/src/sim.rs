@@ -12,6 +12,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::directory::{Directory, DirectoryFile};
 use crate::storage::{SegmentFile, Storage};
 
 const SECTOR_BYTES: usize = 512;
@@ -127,6 +128,11 @@ impl MemStorage {
         }
     }
 
+    /// Names of every file on this disk.
+    pub fn directory_names(&self) -> Vec<String> {
+        self.disk().names.keys().cloned().collect()
+    }
+
     /// The durable image of `name`.
     pub fn durable_image(&self, name: &str) -> Option<Vec<u8>> {
         let disk = self.disk();
@@ -140,6 +146,12 @@ impl MemStorage {
         disk.inodes.push(file);
         let inode = disk.inodes.len() - 1;
         disk.names.insert(name.to_string(), inode);
+    }
+
+    /// The same disk seen as a [`Directory`] of whole files (a snapshot store's), which
+    /// loses and tears unsynced writes on [`MemStorage::crash`] as segments do.
+    pub fn directory(&self) -> MemDirectory {
+        MemDirectory { storage: self.clone() }
     }
 
     fn file_error(name: &str) -> io::Error {
@@ -256,5 +268,104 @@ impl SegmentFile for MemSegment {
 
     fn writes_visible_at_once(&self) -> bool {
         false
+    }
+}
+
+/// A [`MemStorage`] as a [`Directory`] ([`MemStorage::directory`]). Entries (creation,
+/// rename, removal) are durable at once, as for segments.
+#[derive(Clone)]
+pub struct MemDirectory {
+    storage: MemStorage,
+}
+
+impl Directory for MemDirectory {
+    type File = MemHandle;
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        Storage::list(&self.storage)
+    }
+
+    fn create(&self, name: &str) -> io::Result<MemHandle> {
+        let mut disk = self.storage.disk();
+        let inode = match disk.names.get(name) {
+            Some(&inode) => {
+                disk.inodes[inode].cache.clear();
+                inode
+            }
+            None => {
+                disk.inodes.push(MemFile::default());
+                let inode = disk.inodes.len() - 1;
+                disk.names.insert(name.to_string(), inode);
+                inode
+            }
+        };
+        Ok(MemHandle { storage: self.storage.clone(), inode, writable: true })
+    }
+
+    fn open(&self, name: &str) -> io::Result<MemHandle> {
+        let inode = *self.storage.disk().names.get(name).ok_or_else(|| MemStorage::file_error(name))?;
+        Ok(MemHandle { storage: self.storage.clone(), inode, writable: false })
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        Storage::rename(&self.storage, from, to)
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        Storage::remove(&self.storage, name)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn path_of(&self, name: &str) -> PathBuf {
+        Storage::path_of(&self.storage, name)
+    }
+}
+
+/// An open file of a [`MemDirectory`]: reads and writes go to the file's cache image,
+/// shared by every handle (as the page cache is).
+pub struct MemHandle {
+    storage: MemStorage,
+    inode: usize,
+    writable: bool,
+}
+
+impl DirectoryFile for MemHandle {
+    fn length(&self) -> io::Result<u64> {
+        Ok(self.storage.disk().inodes[self.inode].cache.len() as u64)
+    }
+
+    fn read_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
+        let disk = self.storage.disk();
+        let cache = &disk.inodes[self.inode].cache;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(cache.len());
+        let read = buffer.len().min(cache.len() - start);
+        buffer[..read].copy_from_slice(&cache[start..start + read]);
+        Ok(read)
+    }
+
+    fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        let end = usize::try_from(offset).ok().and_then(|start| start.checked_add(bytes.len()));
+        let Some(end) = end.filter(|_| self.writable) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "write to a read-only or too large file"));
+        };
+        let mut disk = self.storage.disk();
+        let cache = &mut disk.inodes[self.inode].cache;
+        cache.resize(cache.len().max(end), 0);
+        cache[end - bytes.len()..end].copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let mut disk = self.storage.disk();
+        if disk.fail_sync_after == Some(disk.syncs_done) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        disk.syncs_done += 1;
+        let file = &mut disk.inodes[self.inode];
+        file.durable.clone_from(&file.cache);
+        Ok(())
     }
 }

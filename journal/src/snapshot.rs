@@ -12,11 +12,10 @@
 //! version u32, reserved u32, covered sequence u64, payload length u64, BLAKE3 (32 bytes)
 //! of the header's first 32 bytes followed by the payload.
 
-use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::directory::{Cursor, Directory, DirectoryFile, OsDirectory};
 use crate::error::JournalError;
 use crate::format::read_u64;
 
@@ -29,10 +28,11 @@ const STAGED_SUFFIX: &str = ".snap.staged";
 /// Bytes read at a time when a streamed payload is read back for its checksum.
 const HASH_READ_BYTES: usize = 1 << 20;
 
-/// A directory of snapshots.
+/// A directory of snapshots: a real one ([`OsDirectory`]) unless the simulator gives its
+/// own disk ([`crate::sim::MemStorage::directory`]).
 #[derive(Clone, Debug)]
-pub struct SnapshotStore {
-    dir: PathBuf,
+pub struct SnapshotStore<D: Directory = OsDirectory> {
+    dir: D,
 }
 
 /// The newest valid snapshot, and the damaged ones skipped on the way to it.
@@ -60,54 +60,61 @@ impl SnapshotStore {
     /// Opens (creating) the directory and deletes temporary files of interrupted writes
     /// and staged checkpoints that were never promoted.
     pub fn open(dir: impl Into<PathBuf>) -> Result<SnapshotStore, JournalError> {
-        let store = SnapshotStore { dir: dir.into() };
-        std::fs::create_dir_all(&store.dir).map_err(|error| JournalError::io(&store.dir, error))?;
-        for name in store.names()? {
-            if name.ends_with(TEMPORARY_SUFFIX) || name.ends_with(STAGED_SUFFIX) {
-                let path = store.dir.join(&name);
-                std::fs::remove_file(&path).map_err(|error| JournalError::io(path, error))?;
-            }
-        }
-        Ok(store)
+        let dir = dir.into();
+        let directory = OsDirectory::create_all(&dir).map_err(|error| JournalError::io(&dir, error))?;
+        SnapshotStore::open_on(directory)
     }
 
     /// The store in an existing directory, left as it is (no temporary file removed): for
     /// a reader beside the process that writes snapshots there.
     pub fn existing(dir: impl Into<PathBuf>) -> SnapshotStore {
-        SnapshotStore { dir: dir.into() }
+        SnapshotStore { dir: OsDirectory::existing(dir) }
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
+    }
+}
+
+impl<D: Directory> SnapshotStore<D> {
+    /// [`SnapshotStore::open`] on any directory.
+    pub fn open_on(dir: D) -> Result<SnapshotStore<D>, JournalError> {
+        let store = SnapshotStore { dir };
+        for name in store.names()? {
+            if name.ends_with(TEMPORARY_SUFFIX) || name.ends_with(STAGED_SUFFIX) {
+                store.dir.remove(&name).map_err(|error| store.io_error(&name, error))?;
+            }
+        }
+        Ok(store)
     }
 
     /// Writes a snapshot covering `sequence`: temporary file, fsync, rename, fsync of the
     /// directory. Errors are returned, not fatal: nothing relies on a snapshot until this
     /// returned `Ok`, and a failed file is never synced a second time.
     pub fn write(&self, sequence: u64, bytes: &[u8]) -> Result<PathBuf, JournalError> {
-        let final_path = self.path_of(sequence);
-        let temporary = self.dir.join(format!("{sequence:020}{TEMPORARY_SUFFIX}"));
-        let io_error = |error| JournalError::io(&temporary, error);
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&temporary).map_err(io_error)?;
-        file.write_all(&encode_header(sequence, bytes)).map_err(io_error)?;
-        file.write_all(bytes).map_err(io_error)?;
-        file.sync_all().map_err(io_error)?;
-        drop(file);
-        std::fs::rename(&temporary, &final_path).map_err(|error| JournalError::io(&final_path, error))?;
+        let temporary = format!("{sequence:020}{TEMPORARY_SUFFIX}");
+        self.write_whole(&temporary, sequence, bytes)?;
+        let final_name = name_of(sequence);
+        self.dir.rename(&temporary, &final_name).map_err(|error| self.io_error(&final_name, error))?;
         self.sync_dir()?;
-        Ok(final_path)
+        Ok(self.dir.path_of(&final_name))
     }
 
     /// Writes a checkpoint covering `sequence` under its staged name and syncs it; it is not
     /// a recovery point until [`SnapshotStore::promote`]. Errors are returned, not fatal.
     pub fn write_staged(&self, sequence: u64, bytes: &[u8]) -> Result<PathBuf, JournalError> {
-        let staged = self.staged_path_of(sequence);
-        let io_error = |error| JournalError::io(&staged, error);
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&staged).map_err(io_error)?;
-        file.write_all(&encode_header(sequence, bytes)).map_err(io_error)?;
-        file.write_all(bytes).map_err(io_error)?;
-        file.sync_all().map_err(io_error)?;
-        Ok(staged)
+        let staged = staged_name_of(sequence);
+        self.write_whole(&staged, sequence, bytes)?;
+        Ok(self.dir.path_of(&staged))
+    }
+
+    /// Header and payload into `name`, then a sync of the file.
+    fn write_whole(&self, name: &str, sequence: u64, bytes: &[u8]) -> Result<(), JournalError> {
+        let io_error = |error| self.io_error(name, error);
+        let file = self.dir.create(name).map_err(io_error)?;
+        file.write_all_at(&encode_header(sequence, bytes), 0).map_err(io_error)?;
+        file.write_all_at(bytes, SNAPSHOT_HEADER_BYTES as u64).map_err(io_error)?;
+        file.sync().map_err(io_error)
     }
 
     /// Writes a checkpoint covering `sequence` under its staged name as
@@ -123,13 +130,11 @@ impl SnapshotStore {
         sequence: u64,
         payload: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> Result<PathBuf, JournalError> {
-        let staged = self.staged_path_of(sequence);
-        let io_error = |error| JournalError::io(&staged, error);
-        let file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&staged).map_err(io_error)?;
-        let mut counted = Counted { inner: std::io::BufWriter::with_capacity(HASH_READ_BYTES, &file), bytes: 0 };
-        counted.write_all(&[0u8; SNAPSHOT_HEADER_BYTES]).map_err(io_error)?;
-        counted.bytes = 0;
+        let staged = staged_name_of(sequence);
+        let io_error = |error| self.io_error(&staged, error);
+        let file = self.dir.create(&staged).map_err(io_error)?;
+        let cursor = Cursor { file: &file, offset: SNAPSHOT_HEADER_BYTES as u64 };
+        let mut counted = Counted { inner: std::io::BufWriter::with_capacity(HASH_READ_BYTES, cursor), bytes: 0 };
         payload(&mut counted).map_err(io_error)?;
         counted.flush().map_err(io_error)?;
         let length = counted.bytes;
@@ -154,30 +159,29 @@ impl SnapshotStore {
         }
         header[32..64].copy_from_slice(hasher.finalize().as_bytes());
         file.write_all_at(&header, 0).map_err(io_error)?;
-        file.sync_all().map_err(io_error)?;
-        Ok(staged)
+        file.sync().map_err(io_error)?;
+        Ok(self.dir.path_of(&staged))
     }
 
     /// Reads and verifies the staged checkpoint covering `sequence` (as [`SnapshotStore::load`]).
     pub fn load_staged(&self, sequence: u64) -> Result<Snapshot, JournalError> {
-        read_verified(self.staged_path_of(sequence), sequence)
+        self.read_verified(&staged_name_of(sequence), sequence)
     }
 
     /// Makes the staged checkpoint covering `sequence` a snapshot: rename, then a sync of
     /// the directory.
     pub fn promote(&self, sequence: u64) -> Result<PathBuf, JournalError> {
-        let final_path = self.path_of(sequence);
-        std::fs::rename(self.staged_path_of(sequence), &final_path)
-            .map_err(|error| JournalError::io(&final_path, error))?;
+        let final_name = name_of(sequence);
+        self.dir.rename(&staged_name_of(sequence), &final_name).map_err(|error| self.io_error(&final_name, error))?;
         self.sync_dir()?;
-        Ok(final_path)
+        Ok(self.dir.path_of(&final_name))
     }
 
     /// Deletes the staged checkpoint covering `sequence`, if there is one.
     pub fn discard_staged(&self, sequence: u64) -> Result<(), JournalError> {
-        let staged = self.staged_path_of(sequence);
-        match std::fs::remove_file(&staged) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(JournalError::io(staged, error)),
+        let staged = staged_name_of(sequence);
+        match self.dir.remove(&staged) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(self.io_error(&staged, error)),
             _ => Ok(()),
         }
     }
@@ -191,7 +195,7 @@ impl SnapshotStore {
 
     /// Reads and verifies the snapshot covering `sequence`.
     pub fn load(&self, sequence: u64) -> Result<Snapshot, JournalError> {
-        read_verified(self.path_of(sequence), sequence)
+        self.read_verified(&name_of(sequence), sequence)
     }
 
     /// The newest snapshot that verifies; damaged newer ones are skipped and reported.
@@ -224,8 +228,8 @@ impl SnapshotStore {
         for sequence in sequences {
             let older = newest_kept.is_some_and(|newest| sequence < newest);
             if older && !retention.kept.contains(&sequence) {
-                let path = self.path_of(sequence);
-                std::fs::remove_file(&path).map_err(|error| JournalError::io(path, error))?;
+                let name = name_of(sequence);
+                self.dir.remove(&name).map_err(|error| self.io_error(&name, error))?;
                 retention.removed.push(sequence);
             }
         }
@@ -235,68 +239,85 @@ impl SnapshotStore {
         Ok(retention)
     }
 
-    /// The file of the snapshot covering `sequence`.
-    pub fn path_of(&self, sequence: u64) -> PathBuf {
-        self.dir.join(format!("{sequence:020}{SNAPSHOT_SUFFIX}"))
+    /// Removes every snapshot covering records after `sequence`, then syncs the directory:
+    /// a journal cut back to `sequence` (a diverged suffix dropped on rejoin) must not be
+    /// started from a state that includes the records it dropped. Returns what it removed.
+    pub fn remove_newer_than(&self, sequence: u64) -> Result<Vec<u64>, JournalError> {
+        let newer: Vec<u64> = self.list()?.into_iter().filter(|&covered| covered > sequence).collect();
+        for &covered in &newer {
+            let name = name_of(covered);
+            self.dir.remove(&name).map_err(|error| self.io_error(&name, error))?;
+        }
+        if !newer.is_empty() {
+            self.sync_dir()?;
+        }
+        Ok(newer)
     }
 
-    fn staged_path_of(&self, sequence: u64) -> PathBuf {
-        self.dir.join(format!("{sequence:020}{STAGED_SUFFIX}"))
+    /// The file of the snapshot covering `sequence`.
+    pub fn path_of(&self, sequence: u64) -> PathBuf {
+        self.dir.path_of(&name_of(sequence))
     }
 
     fn names(&self) -> Result<Vec<String>, JournalError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|error| JournalError::io(&self.dir, error))?;
-        let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|error| JournalError::io(&self.dir, error))?;
-            if let Ok(name) = entry.file_name().into_string() {
-                names.push(name);
-            }
-        }
-        Ok(names)
+        self.dir.list().map_err(|error| self.io_error("", error))
     }
 
     fn sync_dir(&self) -> Result<(), JournalError> {
-        File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(|error| JournalError::io(&self.dir, error))
+        self.dir.sync().map_err(|error| self.io_error("", error))
+    }
+
+    fn io_error(&self, name: &str, error: std::io::Error) -> JournalError {
+        JournalError::io(self.dir.path_of(name), error)
+    }
+
+    /// Reads the file `name` and checks its header and checksum against `sequence`. The
+    /// payload is read straight into the one buffer returned (a snapshot can be hundreds
+    /// of megabytes: no second copy of it is made).
+    fn read_verified(&self, name: &str, sequence: u64) -> Result<Snapshot, JournalError> {
+        let path = self.dir.path_of(name);
+        let io_error = |error| JournalError::io(&path, error);
+        let damaged = |reason| JournalError::SnapshotDamaged { path: path.clone(), reason };
+        let file = self.dir.open(name).map_err(io_error)?;
+        let file_bytes = file.length().map_err(io_error)?;
+        let mut reader = Cursor { file: &file, offset: 0 };
+        let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
+        match reader.read_exact(&mut header) {
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(damaged("shorter than its header"));
+            }
+            other => other.map_err(io_error)?,
+        }
+        if header[..8] != SNAPSHOT_MAGIC || header[8..12] != SNAPSHOT_VERSION.to_le_bytes() {
+            return Err(damaged("bad magic or version"));
+        }
+        if read_u64(&header, 16) != sequence {
+            return Err(damaged("covered sequence does not match the file name"));
+        }
+        let length = read_u64(&header, 24);
+        if Some(length) != file_bytes.checked_sub(SNAPSHOT_HEADER_BYTES as u64) {
+            return Err(damaged("length does not match the file"));
+        }
+        let length = usize::try_from(length).map_err(|_| damaged("larger than this machine can address"))?;
+        let mut payload = Vec::new();
+        payload.try_reserve_exact(length).map_err(|_| damaged("larger than the memory this process can get"))?;
+        reader.take(length as u64).read_to_end(&mut payload).map_err(io_error)?;
+        if payload.len() != length {
+            return Err(damaged("length does not match the file"));
+        }
+        if checksum(&header[..32], &payload) != header[32..64] {
+            return Err(damaged("BLAKE3 checksum mismatch"));
+        }
+        Ok(Snapshot { sequence, bytes: payload })
     }
 }
 
-/// Reads the file at `path` and checks its header and checksum against `sequence`. The
-/// payload is read straight into the one buffer returned (a snapshot can be hundreds of
-/// megabytes: no second copy of it is made).
-fn read_verified(path: PathBuf, sequence: u64) -> Result<Snapshot, JournalError> {
-    let io_error = |error| JournalError::io(&path, error);
-    let damaged = |reason| JournalError::SnapshotDamaged { path: path.clone(), reason };
-    let mut file = File::open(&path).map_err(io_error)?;
-    let file_bytes = file.metadata().map_err(io_error)?.len();
-    let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
-    match file.read_exact(&mut header) {
-        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Err(damaged("shorter than its header"));
-        }
-        other => other.map_err(io_error)?,
-    }
-    if header[..8] != SNAPSHOT_MAGIC || header[8..12] != SNAPSHOT_VERSION.to_le_bytes() {
-        return Err(damaged("bad magic or version"));
-    }
-    if read_u64(&header, 16) != sequence {
-        return Err(damaged("covered sequence does not match the file name"));
-    }
-    let length = read_u64(&header, 24);
-    if Some(length) != file_bytes.checked_sub(SNAPSHOT_HEADER_BYTES as u64) {
-        return Err(damaged("length does not match the file"));
-    }
-    let length = usize::try_from(length).map_err(|_| damaged("larger than this machine can address"))?;
-    let mut payload = Vec::new();
-    payload.try_reserve_exact(length).map_err(|_| damaged("larger than the memory this process can get"))?;
-    (&mut file).take(length as u64).read_to_end(&mut payload).map_err(io_error)?;
-    if payload.len() != length {
-        return Err(damaged("length does not match the file"));
-    }
-    if checksum(&header[..32], &payload) != header[32..64] {
-        return Err(damaged("BLAKE3 checksum mismatch"));
-    }
-    Ok(Snapshot { sequence, bytes: payload })
+fn name_of(sequence: u64) -> String {
+    format!("{sequence:020}{SNAPSHOT_SUFFIX}")
+}
+
+fn staged_name_of(sequence: u64) -> String {
+    format!("{sequence:020}{STAGED_SUFFIX}")
 }
 
 /// The header's first 32 bytes (magic, version, sequence, payload length); the checksum

@@ -1,6 +1,8 @@
 //! Snapshots on disk: round trip, newest valid wins, damage skipped and reported,
 //! interrupted writes invisible, retention.
 
+use std::io::Write;
+
 use tally_journal::{JournalError, SnapshotStore};
 
 fn store() -> (tempfile::TempDir, SnapshotStore) {
@@ -122,4 +124,28 @@ fn a_streamed_staged_checkpoint_is_the_same_file_as_a_buffered_one() {
     assert!(matches!(failed, Err(JournalError::Io { .. })), "{failed:?}");
     assert!(streamed.load_staged(43).is_err(), "a half-written staged file does not verify");
     drop((dir_a, dir_b));
+}
+
+/// The store on the simulator's disk, which keeps unsynced writes apart: what it
+/// acknowledged survives a power loss, a staged checkpoint does not become a recovery
+/// point, and a write whose sync failed leaves nothing a restart would load.
+#[test]
+fn on_a_disk_that_loses_unsynced_writes_only_acknowledged_snapshots_survive_a_power_loss() {
+    let disk = tally_journal::sim::MemStorage::new();
+    let store = SnapshotStore::open_on(disk.directory()).expect("open");
+    store.write(5, b"state at 5").expect("write");
+    store.write_staged_with(7, |out| out.write_all(b"state at 7")).expect("stage");
+    disk.crash_with_partial_writeback(3);
+    let store = SnapshotStore::open_on(disk.directory()).expect("reopen");
+    assert_eq!(store.list().expect("list"), vec![5], "the staged file is gone, the written one kept");
+    assert_eq!(store.load_newest().expect("load").newest.expect("a snapshot").bytes, b"state at 5");
+
+    disk.fail_sync_after(0);
+    assert!(store.write(9, b"state at 9").is_err(), "a failed sync is an error");
+    disk.heal();
+    disk.crash();
+    let store = SnapshotStore::open_on(disk.directory()).expect("reopen");
+    assert_eq!(store.list().expect("list"), vec![5]);
+    assert_eq!(store.remove_newer_than(4).expect("remove"), vec![5]);
+    assert!(store.load_newest().expect("load").newest.is_none());
 }

@@ -13,7 +13,7 @@
 
 mod bell;
 mod bootstrap;
-mod checkpoints;
+pub(crate) mod checkpoints;
 pub mod derived;
 mod history_thread;
 pub mod input_log;
@@ -29,7 +29,7 @@ mod replay;
 pub mod role;
 pub mod ship;
 pub mod sinks;
-mod snapshots;
+pub(crate) mod snapshots;
 pub mod standby;
 mod status;
 

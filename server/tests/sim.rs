@@ -57,6 +57,9 @@ fn a_ci_batch_of_seeds_keeps_every_invariant_under_real_faults() {
         totals.promotions_forced_asked += report.promotions_forced_asked;
         totals.fenced += report.fenced;
         totals.truncations += report.truncations;
+        totals.checkpoints += report.checkpoints;
+        totals.restarts_from_snapshot += report.restarts_from_snapshot;
+        totals.snapshots_damaged += report.snapshots_damaged;
         totals.acked += report.acked;
         totals.dropped += report.dropped;
         totals.duplicated += report.duplicated;
@@ -68,6 +71,8 @@ fn a_ci_batch_of_seeds_keeps_every_invariant_under_real_faults() {
     assert!(totals.promotions > CI_SEEDS && totals.promotions_refused > 0, "{summary}");
     assert!(totals.promotions_forced_asked > 0 && totals.fenced > 0 && totals.truncations > 0, "{summary}");
     assert!(totals.dropped > 0 && totals.duplicated > 0, "{summary}");
+    assert!(totals.checkpoints > CI_SEEDS && totals.restarts_from_snapshot > 0, "{summary}");
+    assert!(totals.snapshots_damaged > 0, "{summary}");
     assert!(totals.acked > CI_SEEDS * 50, "{summary}, acknowledged {}", totals.acked);
 }
 

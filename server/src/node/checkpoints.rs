@@ -28,7 +28,7 @@ use crossbeam::channel::Sender;
 use tally_codecs::wire::{Reply, Request};
 use tally_engine::Ledger;
 use tally_engine::pipeline::{CheckpointRequests, PipelineStats, ReplyTo, Submitter};
-use tally_journal::SnapshotStore;
+use tally_journal::{Directory, OsDirectory, SnapshotStore};
 
 use super::derived::DerivedMarks;
 use super::snapshots::{self, Written};
@@ -62,8 +62,8 @@ impl Due {
 }
 
 /// The writer's work, without the thread: tests drive it step by step.
-pub struct CheckpointWriter {
-    store: SnapshotStore,
+pub struct CheckpointWriter<D: Directory = OsDirectory> {
+    store: SnapshotStore<D>,
     stats: Arc<PipelineStats>,
     derived: DerivedMarks,
     /// The journal's owner (the primary's journal stage, a standby's follow thread), told
@@ -77,14 +77,14 @@ pub struct CheckpointWriter {
     wait_reported: Option<Instant>,
 }
 
-impl CheckpointWriter {
+impl<D: Directory> CheckpointWriter<D> {
     pub fn new(
-        store: SnapshotStore,
+        store: SnapshotStore<D>,
         stats: Arc<PipelineStats>,
         derived: DerivedMarks,
         retained_to: Option<Sender<Written>>,
         committed: u64,
-    ) -> CheckpointWriter {
+    ) -> CheckpointWriter<D> {
         CheckpointWriter { store, stats, derived, retained_to, staged: None, committed, wait_reported: None }
     }
 
@@ -142,12 +142,14 @@ impl CheckpointWriter {
         match verified {
             Ok(()) => {
                 let (_, stall_ns_max, stall_ns_last) = self.stats.checkpoint_stalls();
-                eprintln!(
-                    "tally: checkpoint at sequence {sequence} ({accounts} accounts, {transfers} transfers) written and verified in {} ms; \
-                     the copy stalled the business logic {} us (worst so far {} us)",
-                    started.elapsed().as_millis(),
-                    stall_ns_last / 1_000,
-                    stall_ns_max / 1_000,
+                tracing::info!(
+                    sequence,
+                    accounts,
+                    transfers,
+                    written_and_verified_ms = started.elapsed().as_millis() as u64,
+                    stall_us = stall_ns_last / 1_000,
+                    stall_us_max = stall_ns_max / 1_000,
+                    "checkpoint written and verified; the business logic stalled for the copy",
                 );
                 self.staged = Some(sequence);
                 self.wait_reported = None;
@@ -201,7 +203,7 @@ impl CheckpointWriter {
 
     fn discard(&self, sequence: u64) {
         if let Err(error) = self.store.discard_staged(sequence) {
-            eprintln!("tally: could not delete the staged checkpoint at sequence {sequence}: {error}");
+            tracing::warn!(sequence, %error, "could not delete the staged checkpoint");
         }
     }
 
@@ -218,9 +220,10 @@ impl CheckpointWriter {
             .filter(|&(_, mark)| mark < sequence)
             .map(|(name, mark)| format!("{name} at {mark}"))
             .collect();
-        eprintln!(
-            "tally: checkpoint at sequence {sequence} waits for derived stores before it becomes the recovery point: {}",
-            behind.join(", ")
+        tracing::info!(
+            sequence,
+            behind = behind.join(", "),
+            "the checkpoint waits for derived stores before it becomes the recovery point"
         );
     }
 }

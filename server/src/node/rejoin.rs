@@ -91,12 +91,7 @@ pub fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Resu
          (never acknowledged: the new primary would hold them)",
         end.last_sequence - common
     );
-    for sequence in store.list()? {
-        if sequence > common {
-            let path = dirs.snapshots.join(format!("{sequence:020}.snap"));
-            std::fs::remove_file(&path).map_err(|source| NodeError::Io { path, source })?;
-        }
-    }
+    store.remove_newer_than(common)?;
     let restored = snapshots::load(&store)?;
     let truncate = JournalConfig {
         snapshot_sequence: restored.sequence,

@@ -10,7 +10,7 @@ use std::path::Path;
 use tally_codecs::snapshot::LedgerImage;
 use tally_engine::{ImageError, Ledger};
 
-use tally_journal::{JournalReader, ReadLimit, SnapshotStore};
+use tally_journal::{Directory, JournalReader, ReadLimit, SnapshotStore};
 
 use crate::error::NodeError;
 use crate::history::{HistoryStore, dump};
@@ -27,10 +27,10 @@ pub struct Restored {
 /// The newest snapshot that verifies, or an empty ledger when there is none. A snapshot
 /// whose checksum holds but whose image is refused stops the start: it was written by
 /// this software, so it points at a bug or a format change an operator must look at.
-pub fn load(store: &SnapshotStore) -> Result<Restored, NodeError> {
+pub fn load<D: Directory>(store: &SnapshotStore<D>) -> Result<Restored, NodeError> {
     let load = store.load_newest()?;
     for damaged in &load.damaged {
-        eprintln!("tally: skipped a damaged snapshot: {damaged}");
+        tracing::warn!(%damaged, "skipped a damaged snapshot");
     }
     let Some(snapshot) = load.newest else {
         return Ok(Restored { ledger: Ledger::new(), sequence: 0 });
@@ -62,7 +62,7 @@ pub fn encode(sequence: u64, ledger: &Ledger) -> Result<impl AsRef<[u8]>, NodeEr
 /// Writes the image of `ledger`, the state after journal record `sequence`, as the staged
 /// checkpoint at `sequence`, serialised straight into the file: the writer holds the
 /// image (as large as the hot state) but never its bytes as well.
-pub fn write_staged(store: &SnapshotStore, sequence: u64, ledger: &Ledger) -> Result<(), NodeError> {
+pub fn write_staged<D: Directory>(store: &SnapshotStore<D>, sequence: u64, ledger: &Ledger) -> Result<(), NodeError> {
     let image = ledger.to_image();
     store.write_staged_with(sequence, |file| image.write_to(file))?;
     Ok(())
@@ -87,7 +87,7 @@ pub fn verify(snapshot: tally_journal::Snapshot, published_hash: u128) -> Result
 
 /// Makes the staged checkpoint at `sequence` the recovery point, then drops the older
 /// snapshots beyond [`SNAPSHOTS_KEPT`]. Returns the sequence of the oldest snapshot kept.
-pub fn commit(store: &SnapshotStore, sequence: u64) -> Result<u64, NodeError> {
+pub fn commit<D: Directory>(store: &SnapshotStore<D>, sequence: u64) -> Result<u64, NodeError> {
     store.promote(sequence)?;
     let retention = store.retain(SNAPSHOTS_KEPT)?;
     Ok(retention.kept.iter().copied().min().unwrap_or(sequence))

@@ -77,11 +77,13 @@ impl SimConfig {
     }
 }
 
-/// Runs one seed to its end (or its first violation).
+/// Runs one seed to its end (or its first violation). The node code it runs logs as in
+/// `tally` (checkpoints, damaged snapshots); those events are dropped here: the report
+/// and the checker say what a run did.
 pub fn run(config: SimConfig) -> Report {
     #[cfg(feature = "sim-bugs")]
     let _planted = Planted::switch(config.bug);
-    World::new(config).run()
+    tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || World::new(config).run())
 }
 
 /// Switches the protocol core's planted bug for this thread while a run lasts (the

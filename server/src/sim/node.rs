@@ -1,17 +1,21 @@
 //! One simulated node: the real [`Ledger`], the real [`Journal`] over the simulated disk
-//! ([`MemStorage`]), and the real replication cores ([`Primary`], [`Follower`],
-//! [`Checkpoints`], [`Election`], [`on_prepare`]). The glue between them (what a message
+//! ([`MemStorage`]), the real checkpoint writer and snapshot store over a second simulated
+//! disk ([`CheckpointWriter`], `SnapshotStore` on [`MemDirectory`]), the real restart from
+//! a snapshot (`node::snapshots::load`), and the real replication cores ([`Primary`],
+//! [`Follower`], [`Checkpoints`], [`Election`], [`on_prepare`]). The glue between them (what a message
 //! makes the node do) is the simulator's own and mirrors `server/src/node` in
 //! simplified form: see docs/design.md, "Deterministic simulation".
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tally_codecs::wire::{Reply, Request};
 use tally_engine::Ledger;
 use tally_engine::cold::ColdFacts;
-use tally_engine::pipeline::{Command, apply};
-use tally_journal::sim::MemStorage;
-use tally_journal::{ChainHash, Journal, JournalConfig, RecoveryMode};
+use tally_engine::pipeline::{Command, PipelineStats, apply};
+use tally_journal::sim::{MemDirectory, MemStorage};
+use tally_journal::{ChainHash, Journal, JournalConfig, RecoveryMode, SnapshotStore};
 use tally_replication::{
     CheckpointSchedule, Checkpoints, Decision, Election, FollowError, Follower, LogPosition, Message, Prepared,
     Primary, Record, Step, candidate_epoch, on_prepare,
@@ -21,7 +25,9 @@ use tally_replication::{
 use super::Bug;
 use super::net::{Addr, Answer, Payload};
 use super::{Ctx, REPLICAS, SIM_NODES};
-use crate::node::journal_codec;
+use crate::node::checkpoints::CheckpointWriter;
+use crate::node::derived::DerivedMarks;
+use crate::node::{journal_codec, snapshots};
 
 /// Records between two state-hash checkpoints the primary ships.
 const CHECKPOINT_INTERVAL: u64 = 8;
@@ -32,6 +38,9 @@ const SILENCE_NS: u64 = 150_000_000;
 /// How long a candidate waits for promises (and then for its catch-up).
 const PROMOTE_TIMEOUT_NS: u64 = 300_000_000;
 const FETCH_RETRY_NS: u64 = 60_000_000;
+/// Chance per tick (per mille) that a node with inputs applied since its last checkpoint
+/// takes one; a staged one is offered for commit at every tick.
+const CHECKPOINT_PER_MILLE: u64 = 20;
 
 /// One journal record as this node holds it (a mirror of its journal, rebuilt from the
 /// journal itself on every restart).
@@ -94,11 +103,20 @@ pub struct Up {
     /// `log[s - 1]` is record `s`.
     pub log: Vec<Held>,
     role: Role,
+    /// `tally`'s checkpoint writer, driven step by step (write, verify, commit once the
+    /// derived marks allow) instead of by its thread.
+    checkpoints: CheckpointWriter<MemDirectory>,
+    /// The journal's durable sequence, registered as a derived mark: a checkpoint becomes
+    /// the recovery point only once the journal holds it durably. (`tally` gets this from
+    /// its outcome stream, whose durable mark is capped at the journal's.)
+    journal_mark: Arc<AtomicU64>,
 }
 
 pub struct SimNode {
     pub id: usize,
     pub storage: MemStorage,
+    /// The disk of the node's snapshots: it loses power with the journal's.
+    pub snapshots: MemStorage,
     /// The epoch file: written durably whenever it changes, so it survives a crash.
     pub epoch: u32,
     pub up: Option<Up>,
@@ -185,11 +203,22 @@ fn append_to(
 }
 
 impl Up {
-    /// Opens the journal on `storage` (recovery), then replays it into a fresh ledger.
-    fn open(storage: &MemStorage, recovery: RecoveryMode) -> Result<(Journal<MemStorage>, Ledger, Vec<Held>), String> {
-        let (journal, _report) =
-            Journal::open_on(storage.clone(), &journal_config(recovery)).map_err(|error| error.to_string())?;
-        let mut ledger = Ledger::new();
+    /// What a start does: the newest snapshot that verifies (`node::snapshots::load`,
+    /// skipping damaged ones), the journal opened after it (recovery), the records after
+    /// it replayed into the snapshot's ledger; the mirror holds every record. Follows as
+    /// a standby of `epoch`.
+    fn open(
+        storage: &MemStorage,
+        snapshots_disk: &MemStorage,
+        recovery: RecoveryMode,
+        epoch: u32,
+        now: u64,
+    ) -> Result<Up, String> {
+        let store = SnapshotStore::open_on(snapshots_disk.directory()).map_err(|error| error.to_string())?;
+        let restored = snapshots::load(&store).map_err(|error| format!("loading the newest snapshot: {error}"))?;
+        let config = JournalConfig { snapshot_sequence: restored.sequence, ..journal_config(recovery) };
+        let (journal, _report) = Journal::open_on(storage.clone(), &config).map_err(|error| error.to_string())?;
+        let mut ledger = restored.ledger;
         let mut log = Vec::new();
         if journal.last_sequence() > 0 {
             let mut reader = journal.reader(0).map_err(|error| error.to_string())?;
@@ -204,14 +233,49 @@ impl Up {
                 if record.sequence != log.len() as u64 + 1 {
                     return Err(format!("replay found record {} after {}", record.sequence, log.len()));
                 }
-                apply_held(&mut ledger, record.sequence, &held)?;
+                if record.sequence > restored.sequence {
+                    apply_held(&mut ledger, record.sequence, &held)?;
+                }
                 log.push(held);
             }
         }
-        if log.len() as u64 != journal.last_sequence() {
-            return Err(format!("replay read {} records, the journal ends at {}", log.len(), journal.last_sequence()));
+        if log.len() as u64 != journal.last_sequence() || ledger.sequence() != journal.last_sequence() {
+            return Err(format!(
+                "replay read {} records into a ledger at {} (snapshot at {}), the journal ends at {}",
+                log.len(),
+                ledger.sequence(),
+                restored.sequence,
+                journal.last_sequence()
+            ));
         }
-        Ok((journal, ledger, log))
+        let derived = DerivedMarks::new();
+        let journal_mark = derived.register("journal", journal.durable_sequence());
+        let checkpoints =
+            CheckpointWriter::new(store, Arc::new(PipelineStats::default()), derived, None, restored.sequence);
+        let role = standby(epoch, position_of(&journal), now);
+        Ok(Up { journal, ledger, log, role, checkpoints, journal_mark })
+    }
+
+    /// Background checkpoints, as `tally`'s writer thread takes them: now and then a copy
+    /// of the state after the last applied record is written and verified as a staged
+    /// checkpoint; a staged one becomes the recovery point once the journal holds its
+    /// sequence durably. A checkpoint that fails to verify means the state is not a
+    /// function of the image: a violation.
+    fn checkpoint(&mut self, id: usize, ctx: &mut Ctx) {
+        self.journal_mark.store(self.journal.durable_sequence(), Ordering::Release);
+        if self.checkpoints.try_commit().is_some() {
+            ctx.report.checkpoints += 1;
+        }
+        let sequence = self.ledger.sequence();
+        if !ctx.rng.per_mille(CHECKPOINT_PER_MILLE)
+            || self.checkpoints.staged().is_some()
+            || sequence <= self.checkpoints.committed()
+        {
+            return;
+        }
+        if !self.checkpoints.take(sequence, self.ledger.state_hash(), &self.ledger) {
+            ctx.violation(format!("n{id}: the checkpoint at sequence {sequence} failed to write or verify"));
+        }
     }
 
     pub fn position(&self) -> LogPosition {
@@ -258,54 +322,77 @@ impl SimNode {
     /// A node whose journal is empty, started as the primary of epoch 1 or a standby.
     pub fn new(id: usize, primary: bool) -> Result<SimNode, String> {
         let storage = MemStorage::new();
-        let (journal, ledger, log) = Up::open(&storage, RecoveryMode::TolerateTornTail)?;
+        let snapshots = MemStorage::new();
         let epoch = 1;
-        let role = if primary {
-            Role::Primary(PrimaryRole {
+        let mut up = Up::open(&storage, &snapshots, RecoveryMode::TolerateTornTail, epoch, 0)?;
+        if primary {
+            up.role = Role::Primary(PrimaryRole {
                 core: Primary::new(epoch, REPLICAS),
                 checkpoints: CheckpointSchedule::new(CHECKPOINT_INTERVAL),
                 subscribers: BTreeMap::new(),
                 pending: Vec::new(),
-            })
-        } else {
-            standby(epoch, LogPosition::default(), 0)
-        };
-        Ok(SimNode { id, storage, epoch, up: Some(Up { journal, ledger, log, role }) })
+            });
+        }
+        Ok(SimNode { id, storage, snapshots, epoch, up: Some(up) })
     }
 
-    /// Power loss: unflushed writes are lost (some dirty sectors may reach the disk).
+    /// Power loss: unflushed writes are lost (some dirty sectors may reach the disk), on
+    /// the journal's disk and the snapshots'.
     pub fn crash(&mut self, writeback_seed: Option<u64>) {
         self.up = None;
         match writeback_seed {
-            Some(seed) => self.storage.crash_with_partial_writeback(seed),
-            None => self.storage.crash(),
+            Some(seed) => {
+                self.storage.crash_with_partial_writeback(seed);
+                self.snapshots.crash_with_partial_writeback(seed.rotate_left(17));
+            }
+            None => {
+                self.storage.crash();
+                self.snapshots.crash();
+            }
         }
     }
 
-    /// Restart after a crash: recovery and replay, then follow as a standby.
-    pub fn restart(&mut self, now: u64) -> Result<(), String> {
-        let (journal, ledger, log) = Up::open(&self.storage, RecoveryMode::TolerateTornTail)?;
-        let mut up = Up { journal, ledger, log, role: standby(self.epoch, LogPosition::default(), now) };
-        up.role = standby(self.epoch, up.position(), now);
+    /// Flips one byte (chosen by `offset`) of the newest snapshot file on this node's
+    /// disk, cache and durable image alike. Returns whether there was one.
+    pub fn damage_newest_snapshot(&mut self, offset: u64) -> bool {
+        let newest = self.snapshots.directory_names().into_iter().filter(|name| name.ends_with(".snap")).max();
+        let Some(name) = newest else { return false };
+        let Some(mut bytes) = self.snapshots.durable_image(&name).filter(|bytes| !bytes.is_empty()) else {
+            return false;
+        };
+        let at = (offset % bytes.len() as u64) as usize;
+        bytes[at] ^= 0x5A;
+        self.snapshots.set_image(&name, bytes);
+        true
+    }
+
+    /// Restart after a crash: the newest snapshot, recovery and replay, then follow as a
+    /// standby.
+    /// Returns the sequence of the snapshot it started from (0: none, a full replay).
+    pub fn restart(&mut self, now: u64) -> Result<u64, String> {
+        let up = Up::open(&self.storage, &self.snapshots, RecoveryMode::TolerateTornTail, self.epoch, now)?;
+        let from_snapshot = up.checkpoints.committed();
         self.up = Some(up);
-        Ok(())
+        Ok(from_snapshot)
     }
 
     /// Cuts this node's log back to `keep` records (the suffix after it diverged from the
-    /// primary's), as `tally`'s rejoin does, and follows again.
+    /// primary's), as `tally`'s rejoin does (snapshots past `keep` go too), and follows again.
     fn truncate_to(&mut self, keep: u64, ctx: &mut Ctx) -> Result<(), String> {
         let Some(up) = self.up.take() else { return Ok(()) };
         up.journal.close();
-        if keep == 0 {
-            // Nothing in common: start from an empty journal (a bootstrap).
+        let recovery = if keep == 0 {
+            // Nothing in common: start from an empty disk (a bootstrap).
             self.storage = MemStorage::new();
-        }
-        let recovery = if keep == 0 { RecoveryMode::TolerateTornTail } else { RecoveryMode::TruncateAt(keep) };
-        let (journal, ledger, log) = Up::open(&self.storage, recovery)?;
-        let mut up = Up { journal, ledger, log, role: standby(self.epoch, LogPosition::default(), ctx.now) };
-        up.role = standby(self.epoch, up.position(), ctx.now);
+            self.snapshots = MemStorage::new();
+            RecoveryMode::TolerateTornTail
+        } else {
+            let store = SnapshotStore::open_on(self.snapshots.directory()).map_err(|error| error.to_string())?;
+            store.remove_newer_than(keep).map_err(|error| error.to_string())?;
+            RecoveryMode::TruncateAt(keep)
+        };
+        self.up = Some(Up::open(&self.storage, &self.snapshots, recovery, self.epoch, ctx.now)?);
         ctx.report.truncations += 1;
-        self.up = Some(up);
         Ok(())
     }
 
@@ -370,6 +457,7 @@ impl SimNode {
         if ctx.rng.per_mille(400) {
             up.journal.flush();
         }
+        up.checkpoint(id, ctx);
         let mut become_primary = None;
         match &mut up.role {
             Role::Primary(primary) => {

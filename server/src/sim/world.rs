@@ -33,6 +33,8 @@ pub struct Report {
     pub crashes: u64,
     pub torn_crashes: u64,
     pub restarts: u64,
+    /// Restarts that loaded a snapshot and replayed only the journal after it.
+    pub restarts_from_snapshot: u64,
     pub partitions: u64,
     pub heals: u64,
     pub promotions_asked: u64,
@@ -46,6 +48,10 @@ pub struct Report {
     pub forced_short: Vec<u32>,
     pub fenced: u64,
     pub truncations: u64,
+    /// Checkpoints that became a node's recovery point.
+    pub checkpoints: u64,
+    /// Snapshot files damaged on a node's disk (one byte flipped).
+    pub snapshots_damaged: u64,
     pub anomalies_after_force: u64,
     pub dropped: u64,
     pub duplicated: u64,
@@ -60,12 +66,13 @@ impl Report {
     /// The fault schedule in one line.
     pub fn faults(&self) -> String {
         format!(
-            "crashes {} ({} with torn writeback), restarts {}, partitions {}, heals {}, promotions asked {} ({} \
-             forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, messages delivered {} \
-             dropped {} duplicated {}",
+            "crashes {} ({} with torn writeback), restarts {} ({} from a snapshot), partitions {}, heals {}, promotions asked {} ({} \
+             forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, checkpoints {}, snapshots damaged {}, \
+             messages delivered {} dropped {} duplicated {}",
             self.crashes,
             self.torn_crashes,
             self.restarts,
+            self.restarts_from_snapshot,
             self.partitions,
             self.heals,
             self.promotions_asked,
@@ -76,6 +83,8 @@ impl Report {
             self.forced_short,
             self.fenced,
             self.truncations,
+            self.checkpoints,
+            self.snapshots_damaged,
             self.delivered,
             self.dropped,
             self.duplicated
@@ -399,6 +408,14 @@ impl World {
                     let _ = target.promote(force, ctx);
                 });
             }
+            // A byte of a node's newest snapshot rots on its disk.
+            25..27 => {
+                let offset = self.rng.next();
+                if self.nodes[node].damage_newest_snapshot(offset) {
+                    self.report.snapshots_damaged += 1;
+                    self.trace(0xC0 ^ (node as u64) << 8);
+                }
+            }
             _ => {}
         }
         for id in 0..SIM_NODES {
@@ -411,8 +428,10 @@ impl World {
     fn restart(&mut self, id: usize) {
         self.report.restarts += 1;
         self.trace(0xD1 ^ (id as u64) << 8);
-        if let Err(error) = self.nodes[id].restart(self.now) {
-            self.problems.push(format!("n{id}: recovery after a crash failed: {error}"));
+        match self.nodes[id].restart(self.now) {
+            Ok(0) => {}
+            Ok(_) => self.report.restarts_from_snapshot += 1,
+            Err(error) => self.problems.push(format!("n{id}: recovery after a crash failed: {error}")),
         }
     }
 
