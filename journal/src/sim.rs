@@ -4,9 +4,11 @@
 //! the cache away, optionally after writing back a random subset of dirty 512-byte
 //! sectors first, as the kernel's out-of-order writeback can. Directory operations are
 //! durable at once, which is stricter than a real file system and leaves the directory
-//! protocol to the tests on [`crate::FileStorage`].
+//! protocol to the tests on [`crate::FileStorage`]. A handle opened before a crash belongs
+//! to a process that died with the power: its writes and syncs reach nothing (so a
+//! destructor that flushes, run after the crash, cannot make anything durable).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -21,6 +23,35 @@ const SECTOR_BYTES: usize = 512;
 struct MemFile {
     cache: Vec<u8>,
     durable: Vec<u8>,
+    /// Sectors of `cache` written since the last sync, so that a sync copies only them.
+    dirty: BTreeSet<usize>,
+}
+
+impl MemFile {
+    fn write(&mut self, offset: usize, data: &[u8]) {
+        let end = offset + data.len();
+        self.cache.resize(self.cache.len().max(end), 0);
+        self.cache[offset..end].copy_from_slice(data);
+        self.dirty.extend(offset / SECTOR_BYTES..end.div_ceil(SECTOR_BYTES));
+    }
+
+    /// The durable image becomes the cache image: the same as copying all of it.
+    fn sync(&mut self) {
+        self.durable.resize(self.cache.len(), 0);
+        for sector in std::mem::take(&mut self.dirty) {
+            let start = sector * SECTOR_BYTES;
+            if start >= self.cache.len() {
+                break;
+            }
+            let end = (start + SECTOR_BYTES).min(self.cache.len());
+            self.durable[start..end].copy_from_slice(&self.cache[start..end]);
+        }
+    }
+
+    fn lose_cache(&mut self) {
+        self.cache.clone_from(&self.durable);
+        self.dirty.clear();
+    }
 }
 
 /// Names point at inodes, so a handle keeps working after its file is renamed or
@@ -95,7 +126,7 @@ impl MemStorage {
         let mut disk = self.disk();
         disk.boots += 1;
         for file in &mut disk.inodes {
-            file.cache.clone_from(&file.durable);
+            file.lose_cache();
         }
     }
 
@@ -124,7 +155,7 @@ impl MemStorage {
                     file.durable[start..end].copy_from_slice(&sector);
                 }
             }
-            file.cache.clone_from(&file.durable);
+            file.lose_cache();
         }
     }
 
@@ -141,7 +172,7 @@ impl MemStorage {
 
     /// Replaces both images of `name` (creating it), e.g. with a damaged copy.
     pub fn set_image(&self, name: &str, bytes: Vec<u8>) {
-        let file = MemFile { cache: bytes.clone(), durable: bytes };
+        let file = MemFile { cache: bytes.clone(), durable: bytes, dirty: BTreeSet::new() };
         let mut disk = self.disk();
         disk.inodes.push(file);
         let inode = disk.inodes.len() - 1;
@@ -172,17 +203,17 @@ impl Storage for MemStorage {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, name.to_string()));
         }
         let zeros = vec![0u8; bytes];
-        disk.inodes.push(MemFile { cache: zeros.clone(), durable: zeros.clone() });
+        disk.inodes.push(MemFile { cache: zeros.clone(), durable: zeros.clone(), dirty: BTreeSet::new() });
         let inode = disk.inodes.len() - 1;
         disk.names.insert(name.to_string(), inode);
-        Ok(MemSegment { storage: self.clone(), inode, view: zeros, writable: true })
+        Ok(MemSegment { storage: self.clone(), inode, view: zeros, writable: true, boot: disk.boots })
     }
 
     fn open(&self, name: &str, writable: bool) -> io::Result<MemSegment> {
         let disk = self.disk();
         let inode = *disk.names.get(name).ok_or_else(|| Self::file_error(name))?;
         let view = disk.inodes[inode].cache.clone();
-        Ok(MemSegment { storage: self.clone(), inode, view, writable })
+        Ok(MemSegment { storage: self.clone(), inode, view, writable, boot: disk.boots })
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -222,6 +253,8 @@ pub struct MemSegment {
     inode: usize,
     view: Vec<u8>,
     writable: bool,
+    /// The boot it was opened in: after a crash its writes reach nothing.
+    boot: u64,
 }
 
 impl SegmentFile for MemSegment {
@@ -237,21 +270,14 @@ impl SegmentFile for MemSegment {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write outside the segment"))?;
         self.view[range.clone()].copy_from_slice(data);
         let mut disk = self.storage.disk();
-        let file = &mut disk.inodes[self.inode];
-        file.cache.resize(file.cache.len().max(range.end), 0);
-        file.cache[range].copy_from_slice(data);
+        if disk.boots == self.boot {
+            disk.inodes[self.inode].write(range.start, data);
+        }
         Ok(())
     }
 
     fn sync(&mut self, _range: Range<usize>) -> io::Result<()> {
-        let mut disk = self.storage.disk();
-        if disk.fail_sync_after == Some(disk.syncs_done) {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
-        }
-        disk.syncs_done += 1;
-        let file = &mut disk.inodes[self.inode];
-        file.durable.clone_from(&file.cache);
-        Ok(())
+        sync_inode(&mut self.storage.disk(), self.inode, self.boot)
     }
 
     fn grow(&mut self, bytes: usize) -> io::Result<()> {
@@ -260,6 +286,9 @@ impl SegmentFile for MemSegment {
         }
         self.view.resize(bytes, 0);
         let mut disk = self.storage.disk();
+        if disk.boots != self.boot {
+            return Ok(());
+        }
         let file = &mut disk.inodes[self.inode];
         file.cache.resize(bytes, 0);
         file.durable.resize(bytes, 0);
@@ -290,6 +319,7 @@ impl Directory for MemDirectory {
         let inode = match disk.names.get(name) {
             Some(&inode) => {
                 disk.inodes[inode].cache.clear();
+                disk.inodes[inode].dirty.clear();
                 inode
             }
             None => {
@@ -299,12 +329,14 @@ impl Directory for MemDirectory {
                 inode
             }
         };
-        Ok(MemHandle { storage: self.storage.clone(), inode, writable: true })
+        let boot = disk.boots;
+        Ok(MemHandle { storage: self.storage.clone(), inode, writable: true, boot })
     }
 
     fn open(&self, name: &str) -> io::Result<MemHandle> {
-        let inode = *self.storage.disk().names.get(name).ok_or_else(|| MemStorage::file_error(name))?;
-        Ok(MemHandle { storage: self.storage.clone(), inode, writable: false })
+        let disk = self.storage.disk();
+        let inode = *disk.names.get(name).ok_or_else(|| MemStorage::file_error(name))?;
+        Ok(MemHandle { storage: self.storage.clone(), inode, writable: false, boot: disk.boots })
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -324,12 +356,41 @@ impl Directory for MemDirectory {
     }
 }
 
+impl MemDirectory {
+    /// Opens `name` for reading and writing, as it is (a database file).
+    pub fn open_for_writing(&self, name: &str) -> io::Result<MemHandle> {
+        let disk = self.storage.disk();
+        let inode = *disk.names.get(name).ok_or_else(|| MemStorage::file_error(name))?;
+        Ok(MemHandle { storage: self.storage.clone(), inode, writable: true, boot: disk.boots })
+    }
+}
+
 /// An open file of a [`MemDirectory`]: reads and writes go to the file's cache image,
 /// shared by every handle (as the page cache is).
 pub struct MemHandle {
     storage: MemStorage,
     inode: usize,
     writable: bool,
+    /// The boot it was opened in: after a crash its writes reach nothing.
+    boot: u64,
+}
+
+impl MemHandle {
+    /// Cuts or extends the file to `bytes` (new bytes are zeros), as `ftruncate`.
+    pub fn set_length(&self, bytes: u64) -> io::Result<()> {
+        let bytes = usize::try_from(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let mut disk = self.storage.disk();
+        if !self.writable || disk.boots != self.boot {
+            return Ok(());
+        }
+        let file = &mut disk.inodes[self.inode];
+        let old = file.cache.len();
+        file.cache.resize(bytes, 0);
+        if bytes > old {
+            file.dirty.extend(old / SECTOR_BYTES..bytes.div_ceil(SECTOR_BYTES));
+        }
+        Ok(())
+    }
 }
 
 impl DirectoryFile for MemHandle {
@@ -352,20 +413,27 @@ impl DirectoryFile for MemHandle {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "write to a read-only or too large file"));
         };
         let mut disk = self.storage.disk();
-        let cache = &mut disk.inodes[self.inode].cache;
-        cache.resize(cache.len().max(end), 0);
-        cache[end - bytes.len()..end].copy_from_slice(bytes);
+        if disk.boots == self.boot {
+            disk.inodes[self.inode].write(end - bytes.len(), bytes);
+        }
         Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
-        let mut disk = self.storage.disk();
-        if disk.fail_sync_after == Some(disk.syncs_done) {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
-        }
-        disk.syncs_done += 1;
-        let file = &mut disk.inodes[self.inode];
-        file.durable.clone_from(&file.cache);
-        Ok(())
+        sync_inode(&mut self.storage.disk(), self.inode, self.boot)
     }
+}
+
+/// A sync of `inode` by a handle opened in `boot`: an injected failure, nothing (the
+/// handle's process died in a crash since), or the durable image made the cache's.
+fn sync_inode(disk: &mut Disk, inode: usize, boot: u64) -> io::Result<()> {
+    if disk.boots != boot {
+        return Ok(());
+    }
+    if disk.fail_sync_after == Some(disk.syncs_done) {
+        return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
+    disk.syncs_done += 1;
+    disk.inodes[inode].sync();
+    Ok(())
 }

@@ -1,8 +1,6 @@
 //! Snapshots on disk: round trip, newest valid wins, damage skipped and reported,
 //! interrupted writes invisible, retention.
 
-use std::io::Write;
-
 use tally_journal::{JournalError, SnapshotStore};
 
 fn store() -> (tempfile::TempDir, SnapshotStore) {

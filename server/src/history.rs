@@ -117,6 +117,25 @@ impl HistoryStore {
         let path = dir.join(FILE_NAME);
         let db = crate::cold_cache::create_database(&path, crate::cold_cache::HISTORY_CACHE_BYTES)
             .map_err(|error| store_error(&path, error))?;
+        HistoryStore::open_database(db, path)
+    }
+
+    /// Opens (or creates) the store in a file of another storage than the file system
+    /// (the simulator's disk), with a page cache of `cache_bytes`; `path` names it in
+    /// messages.
+    pub fn open_on(
+        backend: impl redb::StorageBackend,
+        path: PathBuf,
+        cache_bytes: usize,
+    ) -> Result<(Arc<HistoryStore>, u64), HistoryError> {
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create_with_backend(backend)
+            .map_err(|error| store_error(&path, error))?;
+        HistoryStore::open_database(db, path)
+    }
+
+    fn open_database(db: redb::Database, path: PathBuf) -> Result<(Arc<HistoryStore>, u64), HistoryError> {
         let txn = begin_durable(&db).map_err(|error| store_error(&path, error))?;
         let mark = {
             txn.open_table(TRANSFERS).map_err(|error| store_error(&path, error))?;

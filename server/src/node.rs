@@ -22,10 +22,11 @@ pub mod outcome_log;
 mod peer_io;
 pub mod peers;
 pub mod promote;
+pub(crate) mod recover;
 mod recovery_messages;
 mod rejoin;
 pub mod repair;
-mod replay;
+pub(crate) mod replay;
 pub mod role;
 pub mod ship;
 pub mod sinks;
@@ -55,7 +56,7 @@ use self::ship::Shipping;
 use self::sinks::Sinks;
 pub use self::status::StatusSource;
 use crate::error::NodeError;
-use crate::history::{HistoryStage, HistoryStore};
+use crate::history::HistoryStore;
 
 /// How to run a node.
 #[derive(Clone, Debug)]
@@ -215,27 +216,24 @@ impl Node {
             open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes, repair_source.as_ref())?;
         let outcome_storage = FileStorage::new(&dirs.outcomes, FlushMethod::Fdatasync)?.with_file_writes();
         let segment_bytes = tally_sinks::stream::SEGMENT_BYTES_DEFAULT;
-        let mut outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
-        let mut ledger = restored.ledger;
-        ledger.set_hot_window(config.hot_window, config.hot_window_events);
-        let derived = DerivedMarks::new();
-        let history_trusted = replay::trusted_history_mark(history_start, &journal, restored.sequence);
-        let history_mark = derived.register("history", history_trusted);
-        let mut history = HistoryStage::new(history_store.clone(), history_mark);
+        let outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
+        let snapshot_sequence = restored.sequence;
+        let stores = recover::Stores {
+            history: history_store.clone(),
+            history_start,
+            outcomes,
+            hot_window: (config.hot_window, config.hot_window_events),
+        };
         let reads_before = history_store.read_transactions();
-        let records_replayed =
-            replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes, &mut history, history_trusted)?;
-        let replayed_to = journal.last_sequence().max(restored.sequence);
-        replay::cut_history_to(&history_store, history_start, replayed_to, &ledger)?;
-        outcomes.cap_at(journal.durable_mark());
-        outcomes.publish_to(derived.register("outcomes", outcomes.last_sequence()));
+        let recover::Recovered { ledger, mut outcomes, history, derived, records_replayed } =
+            recover::recover(&journal, report.replay_from, restored, stores)?;
         outcomes.set_sync_interval(outcome_log::SYNC_INTERVAL);
         let outcomes_durable = outcomes.durable_mark();
         let sinks = Sinks::start(config, &dirs.outcomes, &outcomes_durable, &outcomes.activity())?;
         outcomes.retain_for(sinks.watermarks());
         let outcome_retention = outcomes.retention();
         let recovery = Recovery {
-            snapshot_sequence: restored.sequence,
+            snapshot_sequence,
             records_replayed,
             history_reads: history_store.read_transactions() - reads_before,
             last_sequence: journal.last_sequence(),
@@ -284,7 +282,7 @@ impl Node {
             pipeline.stats(),
             derived.clone(),
             Some(retained_sender),
-            restored.sequence,
+            snapshot_sequence,
         );
         let nudge = checkpoints::nudge_by_empty_query(pipeline.submitter());
         let checkpoints = Some(Checkpointing::start(
@@ -505,15 +503,8 @@ fn restore_with_history(
     dirs: &DataDir,
 ) -> Result<(SnapshotStore, snapshots::Restored, Arc<HistoryStore>, u64), NodeError> {
     let snapshots = SnapshotStore::open(&dirs.snapshots)?;
-    let mut restored = snapshots::load(&snapshots)?;
+    let restored = snapshots::load(&snapshots)?;
     let (history_store, history_start) = HistoryStore::open(&dirs.history)?;
-    if restored.sequence > history_start {
-        eprintln!(
-            "tally: the history store holds sequences up to {history_start}, behind the snapshot at {}: \
-             replaying the journal from its start instead",
-            restored.sequence
-        );
-        restored = snapshots::Restored { ledger: Ledger::new(), sequence: 0 };
-    }
+    let restored = recover::against_history(restored, history_start);
     Ok((snapshots, restored, history_store, history_start))
 }

@@ -60,6 +60,7 @@ fn a_ci_batch_of_seeds_keeps_every_invariant_under_real_faults() {
         totals.checkpoints += report.checkpoints;
         totals.restarts_from_snapshot += report.restarts_from_snapshot;
         totals.snapshots_damaged += report.snapshots_damaged;
+        totals.history_reads += report.history_reads;
         totals.acked += report.acked;
         totals.dropped += report.dropped;
         totals.duplicated += report.duplicated;
@@ -73,6 +74,8 @@ fn a_ci_batch_of_seeds_keeps_every_invariant_under_real_faults() {
     assert!(totals.dropped > 0 && totals.duplicated > 0, "{summary}");
     assert!(totals.checkpoints > CI_SEEDS && totals.restarts_from_snapshot > 0, "{summary}");
     assert!(totals.snapshots_damaged > 0, "{summary}");
+    // Retries of ids the hot window evicted were looked up in the history stores.
+    assert!(totals.history_reads > CI_SEEDS, "{summary}");
     assert!(totals.acked > CI_SEEDS * 50, "{summary}, acknowledged {}", totals.acked);
 }
 
@@ -114,6 +117,11 @@ mod planted {
     #[test]
     fn accepting_a_lower_epoch_is_caught_within_1000_seeds() {
         caught(Bug::AcceptLowerEpoch, 1_000);
+    }
+
+    #[test]
+    fn a_checkpoint_committed_before_the_journal_holds_it_is_caught_within_1000_seeds() {
+        caught(Bug::CheckpointBeforeDurable, 1_000);
     }
 
     #[test]

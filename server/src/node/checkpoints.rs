@@ -166,9 +166,7 @@ impl<D: Directory> CheckpointWriter<D> {
     /// the sequence that became the recovery point.
     pub fn try_commit(&mut self) -> Option<u64> {
         let sequence = self.staged?;
-        if let Some(lowest) = self.derived.lowest()
-            && lowest < sequence
-        {
+        if self.derived_behind(sequence) {
             self.report_wait(sequence);
             return None;
         }
@@ -188,6 +186,15 @@ impl<D: Directory> CheckpointWriter<D> {
                 None
             }
         }
+    }
+
+    /// Whether some derived store does not yet hold `sequence` durably.
+    fn derived_behind(&self, sequence: u64) -> bool {
+        #[cfg(feature = "sim-bugs")]
+        if crate::sim::planted(crate::sim::Bug::CheckpointBeforeDurable) {
+            return false;
+        }
+        self.derived.lowest().is_some_and(|lowest| lowest < sequence)
     }
 
     fn fail(&mut self, sequence: u64, error: &NodeError) {

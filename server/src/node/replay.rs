@@ -11,7 +11,7 @@
 use tally_codecs::wire::Reply;
 use tally_engine::pipeline::{Command, apply_collecting};
 use tally_engine::{Ledger, cold};
-use tally_journal::{FileStorage, Journal};
+use tally_journal::{FileStorage, Journal, Storage};
 
 use super::journal_codec;
 use super::outcome_log::OutcomeStream;
@@ -24,15 +24,15 @@ pub const HISTORY_BATCH: usize = 4_096;
 
 /// Applies journal records to a ledger and writes what they derive: the outcome-stream
 /// entries the stream lacks and the history above `history_from`.
-pub struct Deriving<'a, H: HistorySink = HistoryStage> {
-    pub outcomes: &'a mut OutcomeStream<FileStorage>,
+pub struct Deriving<'a, H: HistorySink = HistoryStage, S: Storage = FileStorage> {
+    pub outcomes: &'a mut OutcomeStream<S>,
     pub history: &'a mut H,
     /// The history store held everything up to here when it was opened: records at or
     /// below it are not written again.
     pub history_from: u64,
 }
 
-impl<H: HistorySink> Deriving<'_, H> {
+impl<H: HistorySink, S: Storage> Deriving<'_, H, S> {
     /// Applies the journal record `sequence` (with its recorded timestamp) as the
     /// business-logic thread would: the cold facts come from the history store, which is
     /// first made to hold every record below the cut-off (the determinism rule, §3.9).
@@ -57,7 +57,7 @@ impl<H: HistorySink> Deriving<'_, H> {
     }
 }
 
-impl Deriving<'_, HistoryStage> {
+impl<S: Storage> Deriving<'_, HistoryStage, S> {
     /// Makes what was derived so far durable: syncs the outcome entries, writes the
     /// history in one transaction, and moves both marks.
     pub fn commit(&mut self) {
@@ -69,11 +69,11 @@ impl Deriving<'_, HistoryStage> {
 /// Applies the journal's records from `from_sequence` on, writes the entries the outcome
 /// stream is missing (then syncs them) and the history the history store is missing
 /// (records above `history_mark`). Returns how many records were applied.
-pub fn replay(
-    journal: &Journal,
+pub fn replay<J: Storage + Clone, S: Storage>(
+    journal: &Journal<J>,
     from_sequence: u64,
     ledger: &mut Ledger,
-    outcomes: &mut OutcomeStream<FileStorage>,
+    outcomes: &mut OutcomeStream<S>,
     history: &mut HistoryStage,
     history_mark: u64,
 ) -> Result<u64, NodeError> {
@@ -97,7 +97,7 @@ pub fn replay(
 /// recovery rebuilds (the journal's end, or the snapshot if that is later). A store found
 /// ahead holds rows of records the journal lost or truncated; replay then writes from
 /// this mark on, and [`cut_history_to`] removes those rows once the ledger is there.
-pub fn trusted_history_mark(store_mark: u64, journal: &Journal, snapshot_sequence: u64) -> u64 {
+pub fn trusted_history_mark<J: Storage + Clone>(store_mark: u64, journal: &Journal<J>, snapshot_sequence: u64) -> u64 {
     store_mark.min(journal.last_sequence().max(snapshot_sequence))
 }
 
@@ -109,9 +109,11 @@ pub fn cut_history_to(store: &HistoryStore, store_mark: u64, sequence: u64, ledg
         return Ok(());
     }
     let removed = store.remove_above(Cut::of(sequence, ledger))?;
-    eprintln!(
-        "tally: the history store held sequences up to {store_mark}, past the journal's end at {sequence}: \
-         removed the {removed} rows of the records after {sequence}"
+    tracing::warn!(
+        store_mark,
+        journal_end = sequence,
+        removed,
+        "the history store held sequences past the journal's end: removed the rows of the records after it"
     );
     Ok(())
 }

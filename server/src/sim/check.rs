@@ -16,12 +16,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tally_codecs::wire::{Reply, Request};
-use tally_codecs::{Account, ResultCode, Transfer};
+use tally_codecs::{Account, ResultCode};
 use tally_engine::Ledger;
 use tally_engine::cold::ColdFacts;
 use tally_engine::pipeline::{Command, apply};
 
-use super::node::{Acked, Held, SimNode};
+use super::node::{Acked, Held, SimNode, Up};
 use crate::node::journal_codec;
 
 /// The first invariant found broken.
@@ -220,12 +220,12 @@ impl Checker {
                     acked.sequence, acked.reply, replayed
                 ));
             }
-            self.exactly_once(acked, &primary.ledger, &created)?;
+            self.exactly_once(acked, primary, &created)?;
         }
         Ok(())
     }
 
-    fn exactly_once(&self, acked: &Acked, ledger: &Ledger, created: &BTreeMap<u128, u32>) -> Result<(), String> {
+    fn exactly_once(&self, acked: &Acked, primary: &Up, created: &BTreeMap<u128, u32>) -> Result<(), String> {
         let command = journal_codec::decode(acked.held.operation, &acked.held.payload).map_err(|e| e.to_string())?;
         let (Command::Request(Request::CreateTransfers(transfers)), Some(Reply::CreateTransfers(results))) =
             (&command, &acked.reply)
@@ -241,9 +241,8 @@ impl Checker {
             if times != 1 {
                 return Err(format!("acknowledged transfer {} was created {times} times", transfer.id));
             }
-            let mut found: Vec<Transfer> = Vec::new();
-            ledger.lookup_transfers(&[transfer.id], &mut found);
-            let same = found.first().is_some_and(|stored| {
+            let found = primary.lookup_transfer(transfer.id);
+            let same = found.is_some_and(|stored| {
                 (stored.debit_account_id, stored.credit_account_id, stored.amount)
                     == (transfer.debit_account_id, transfer.credit_account_id, transfer.amount)
             });

@@ -11,6 +11,7 @@
 #![allow(clippy::collapsible_match, clippy::should_implement_trait)]
 
 mod check;
+mod disk;
 mod net;
 mod node;
 mod world;
@@ -37,16 +38,22 @@ pub enum Bug {
     /// A candidate becomes primary without waiting for the N − k promises (planted in
     /// `tally_replication::Election::decision`).
     PromoteWithoutPromises,
+    /// A checkpoint becomes the recovery point before every derived store (here: the
+    /// journal's durable mark) holds its sequence (planted in `tally`'s own
+    /// `CheckpointWriter::try_commit`).
+    CheckpointBeforeDurable,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [Bug::AckBeforeDurable, Bug::AcceptLowerEpoch, Bug::PromoteWithoutPromises];
+    pub const ALL: [Bug; 4] =
+        [Bug::AckBeforeDurable, Bug::AcceptLowerEpoch, Bug::PromoteWithoutPromises, Bug::CheckpointBeforeDurable];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::AckBeforeDurable => "ack-before-durable",
             Bug::AcceptLowerEpoch => "accept-lower-epoch",
             Bug::PromoteWithoutPromises => "promote-without-promises",
+            Bug::CheckpointBeforeDurable => "checkpoint-before-durable",
         }
     }
 
@@ -98,9 +105,11 @@ impl Planted {
         planted::switch(match bug {
             Some(Bug::AcceptLowerEpoch) => Some(Core::AcceptLowerEpoch),
             Some(Bug::PromoteWithoutPromises) => Some(Core::PromoteWithoutPromises),
-            // Planted in the simulator's glue (the primary's reply gate), not in the core.
-            Some(Bug::AckBeforeDurable) | None => None,
+            // Planted in the simulator's glue (the primary's reply gate) or in the node's
+            // checkpoint writer, not in the core.
+            Some(Bug::AckBeforeDurable | Bug::CheckpointBeforeDurable) | None => None,
         });
+        NODE_BUG.set(bug);
         Planted
     }
 }
@@ -109,7 +118,20 @@ impl Planted {
 impl Drop for Planted {
     fn drop(&mut self) {
         tally_replication::planted::switch(None);
+        NODE_BUG.set(None);
     }
+}
+
+#[cfg(feature = "sim-bugs")]
+thread_local! {
+    /// The planted bug of this thread's run, for the node code the simulation runs.
+    static NODE_BUG: std::cell::Cell<Option<Bug>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether `bug` is planted in this thread's run (a `sim-bugs` build only).
+#[cfg(feature = "sim-bugs")]
+pub(crate) fn planted(bug: Bug) -> bool {
+    NODE_BUG.get() == Some(bug)
 }
 
 /// The simulation's only source of randomness (xorshift64*, seeded through splitmix64).

@@ -7,13 +7,14 @@
 //! simplified form: see docs/design.md, "Deterministic simulation".
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::sync::Arc;
+use tally_codecs::Transfer;
 use tally_codecs::wire::{Reply, Request};
 use tally_engine::Ledger;
-use tally_engine::cold::ColdFacts;
-use tally_engine::pipeline::{Command, PipelineStats, apply};
+use tally_engine::cold::HistoryLookup;
+
+use tally_engine::pipeline::{Command, PipelineStats};
 use tally_journal::sim::{MemDirectory, MemStorage};
 use tally_journal::{ChainHash, Journal, JournalConfig, RecoveryMode, SnapshotStore};
 use tally_replication::{
@@ -23,10 +24,14 @@ use tally_replication::{
 
 #[cfg(feature = "sim-bugs")]
 use super::Bug;
+use super::disk::open_history;
 use super::net::{Addr, Answer, Payload};
 use super::{Ctx, REPLICAS, SIM_NODES};
+use crate::history::HistoryStage;
 use crate::node::checkpoints::CheckpointWriter;
-use crate::node::derived::DerivedMarks;
+use crate::node::outcome_log::OutcomeStream;
+use crate::node::recover::{self, Recovered, Stores};
+use crate::node::replay::Deriving;
 use crate::node::{journal_codec, snapshots};
 
 /// Records between two state-hash checkpoints the primary ships.
@@ -41,6 +46,16 @@ const FETCH_RETRY_NS: u64 = 60_000_000;
 /// Chance per tick (per mille) that a node with inputs applied since its last checkpoint
 /// takes one; a staged one is offered for commit at every tick.
 const CHECKPOINT_PER_MILLE: u64 = 20;
+/// Chance per tick (per mille) of a durable commit of the history store, and of a sync of
+/// the outcome stream (`tally` does both on timers: 100 ms and 5 ms).
+const HISTORY_DURABLE_PER_MILLE: u64 = 100;
+const OUTCOMES_SYNC_PER_MILLE: u64 = 300;
+/// Hot windows a node starts with, one drawn at each start: inputs, transfer events.
+/// Small, so that evictions and cold look-ups happen within a few inputs; a restart may
+/// draw another (the window is not part of the state).
+const HOT_WINDOWS: [(u64, u64); 5] = [(1, 1), (2, 3), (3, 16), (8, 4), (64, 1_000)];
+/// Outcome-stream segments (bytes), small so that they roll over.
+const OUTCOME_SEGMENT_BYTES: usize = 16 << 10;
 
 /// One journal record as this node holds it (a mirror of its journal, rebuilt from the
 /// journal itself on every restart).
@@ -103,23 +118,47 @@ pub struct Up {
     /// `log[s - 1]` is record `s`.
     pub log: Vec<Held>,
     role: Role,
-    /// `tally`'s checkpoint writer, driven step by step (write, verify, commit once the
-    /// derived marks allow) instead of by its thread.
+    derived: Derived,
+}
+
+/// What the node derives from its journal, as `tally` does: the history store (cold
+/// state, written after each input, made durable now and then), the outcome stream, and
+/// checkpoints (`tally`'s writer driven step by step instead of by its thread).
+struct Derived {
+    history: HistoryStage,
+    outcomes: OutcomeStream<MemStorage>,
     checkpoints: CheckpointWriter<MemDirectory>,
-    /// The journal's durable sequence, registered as a derived mark: a checkpoint becomes
-    /// the recovery point only once the journal holds it durably. (`tally` gets this from
-    /// its outcome stream, whose durable mark is capped at the journal's.)
-    journal_mark: Arc<AtomicU64>,
+}
+
+/// A node's disks: each loses and tears what was not synced when the power goes.
+#[derive(Clone, Default)]
+pub struct Disks {
+    pub journal: MemStorage,
+    pub snapshots: MemStorage,
+    pub history: MemStorage,
+    pub outcomes: MemStorage,
+}
+
+impl Disks {
+    fn crash(&self, writeback_seed: Option<u64>) {
+        let disks = [&self.journal, &self.snapshots, &self.history, &self.outcomes];
+        for (disk, salt) in disks.into_iter().zip(0u32..) {
+            match writeback_seed {
+                Some(seed) => disk.crash_with_partial_writeback(seed.rotate_left(salt * 13) | 1),
+                None => disk.crash(),
+            }
+        }
+    }
 }
 
 pub struct SimNode {
     pub id: usize,
-    pub storage: MemStorage,
-    /// The disk of the node's snapshots: it loses power with the journal's.
-    pub snapshots: MemStorage,
+    pub disks: Disks,
     /// The epoch file: written durably whenever it changes, so it survives a crash.
     pub epoch: u32,
     pub up: Option<Up>,
+    /// History-store read transactions of the node's earlier starts.
+    history_reads_before: u64,
 }
 
 /// An input the primary acknowledged to a client.
@@ -148,10 +187,13 @@ fn journal_config(recovery: RecoveryMode) -> JournalConfig {
     }
 }
 
-/// Applies one journal record to the ledger as the business-logic thread and replay do.
-fn apply_held(ledger: &mut Ledger, sequence: u64, held: &Held) -> Result<Option<Reply>, String> {
+/// Applies one journal record as the business-logic thread and replay do (`tally`'s
+/// `Deriving`: cold facts from the history store under the determinism rule, the
+/// outcome-stream entry, the history rows).
+fn apply_held(ledger: &mut Ledger, derived: &mut Derived, sequence: u64, held: &Held) -> Result<Option<Reply>, String> {
     let command = journal_codec::decode(held.operation, &held.payload).map_err(|error| error.to_string())?;
-    Ok(apply(ledger, sequence, held.timestamp, &command, ColdFacts::default()))
+    let mut deriving = Deriving { outcomes: &mut derived.outcomes, history: &mut derived.history, history_from: 0 };
+    Ok(deriving.apply(ledger, sequence, held.timestamp, &command))
 }
 
 fn position_of(journal: &Journal<MemStorage>) -> LogPosition {
@@ -160,6 +202,31 @@ fn position_of(journal: &Journal<MemStorage>) -> LogPosition {
         last_sequence: journal.last_sequence(),
         last_chain: journal.last_chain(),
     }
+}
+
+/// Every record the journal holds, as the node's mirror.
+fn mirror(journal: &Journal<MemStorage>) -> Result<Vec<Held>, String> {
+    let mut log = Vec::new();
+    if journal.last_sequence() == 0 {
+        return Ok(log);
+    }
+    let mut reader = journal.reader(0).map_err(|error| error.to_string())?;
+    while let Some(record) = reader.next_record().map_err(|error| error.to_string())? {
+        if record.sequence != log.len() as u64 + 1 {
+            return Err(format!("the journal holds record {} after {}", record.sequence, log.len()));
+        }
+        log.push(Held {
+            epoch: record.epoch,
+            timestamp: record.timestamp,
+            operation: record.operation,
+            chain: record.chain,
+            payload: record.payload.to_vec(),
+        });
+    }
+    if log.len() as u64 != journal.last_sequence() {
+        return Err(format!("read {} records, the journal ends at {}", log.len(), journal.last_sequence()));
+    }
+    Ok(log)
 }
 
 fn chain_at(log: &[Held], sequence: u64) -> Option<ChainHash> {
@@ -192,90 +259,86 @@ fn append_to(
     journal: &mut Journal<MemStorage>,
     ledger: &mut Ledger,
     log: &mut Vec<Held>,
+    derived: &mut Derived,
     held: Held,
 ) -> Result<(u64, Option<Reply>), String> {
     let sequence =
         journal.append(held.epoch, held.timestamp, held.operation, &held.payload).map_err(|error| error.to_string())?;
     let held = Held { chain: journal.last_chain(), ..held };
-    let reply = apply_held(ledger, sequence, &held)?;
+    let reply = apply_held(ledger, derived, sequence, &held)?;
     log.push(held);
     Ok((sequence, reply))
 }
 
 impl Up {
-    /// What a start does: the newest snapshot that verifies (`node::snapshots::load`,
-    /// skipping damaged ones), the journal opened after it (recovery), the records after
-    /// it replayed into the snapshot's ledger; the mirror holds every record. Follows as
-    /// a standby of `epoch`.
-    fn open(
-        storage: &MemStorage,
-        snapshots_disk: &MemStorage,
-        recovery: RecoveryMode,
-        epoch: u32,
-        now: u64,
-    ) -> Result<Up, String> {
-        let store = SnapshotStore::open_on(snapshots_disk.directory()).map_err(|error| error.to_string())?;
+    /// What `tally` does at a start: the newest snapshot that verifies (skipping damaged
+    /// ones), checked against the history store; the journal opened after it (recovery);
+    /// `node::recover` (replay into the snapshot's ledger through `Deriving`, history cut
+    /// to the journal's end, the derived stores registered). The mirror holds every
+    /// record. Follows as a standby of `epoch`, with the hot window `hot_window`.
+    fn open(disks: &Disks, recovery: RecoveryMode, hot_window: (u64, u64), epoch: u32, now: u64) -> Result<Up, String> {
+        let store = SnapshotStore::open_on(disks.snapshots.directory()).map_err(|error| error.to_string())?;
         let restored = snapshots::load(&store).map_err(|error| format!("loading the newest snapshot: {error}"))?;
-        let config = JournalConfig { snapshot_sequence: restored.sequence, ..journal_config(recovery) };
-        let (journal, _report) = Journal::open_on(storage.clone(), &config).map_err(|error| error.to_string())?;
-        let mut ledger = restored.ledger;
-        let mut log = Vec::new();
-        if journal.last_sequence() > 0 {
-            let mut reader = journal.reader(0).map_err(|error| error.to_string())?;
-            while let Some(record) = reader.next_record().map_err(|error| error.to_string())? {
-                let held = Held {
-                    epoch: record.epoch,
-                    timestamp: record.timestamp,
-                    operation: record.operation,
-                    chain: record.chain,
-                    payload: record.payload.to_vec(),
-                };
-                if record.sequence != log.len() as u64 + 1 {
-                    return Err(format!("replay found record {} after {}", record.sequence, log.len()));
-                }
-                if record.sequence > restored.sequence {
-                    apply_held(&mut ledger, record.sequence, &held)?;
-                }
-                log.push(held);
-            }
-        }
-        if log.len() as u64 != journal.last_sequence() || ledger.sequence() != journal.last_sequence() {
+        let (history, history_start) = open_history(&disks.history).map_err(|error| error.to_string())?;
+        let restored = recover::against_history(restored, history_start);
+        let snapshot_sequence = restored.sequence;
+        let config = JournalConfig { snapshot_sequence, ..journal_config(recovery) };
+        let (journal, report) = Journal::open_on(disks.journal.clone(), &config).map_err(|error| error.to_string())?;
+        let outcomes = OutcomeStream::open(disks.outcomes.clone(), OUTCOME_SEGMENT_BYTES, report.last_sequence)
+            .map_err(|error| format!("opening the outcome stream: {error}"))?;
+        let stores = Stores { history, history_start, outcomes, hot_window };
+        let Recovered { ledger, outcomes, history, derived, .. } =
+            recover::recover(&journal, report.replay_from, restored, stores)
+                .map_err(|error| format!("recovery: {error}"))?;
+        let log = mirror(&journal)?;
+        if ledger.sequence() != journal.last_sequence().max(snapshot_sequence) {
             return Err(format!(
-                "replay read {} records into a ledger at {} (snapshot at {}), the journal ends at {}",
-                log.len(),
+                "replay reached sequence {} (snapshot at {snapshot_sequence}), the journal ends at {}",
                 ledger.sequence(),
-                restored.sequence,
                 journal.last_sequence()
             ));
         }
-        let derived = DerivedMarks::new();
-        let journal_mark = derived.register("journal", journal.durable_sequence());
         let checkpoints =
-            CheckpointWriter::new(store, Arc::new(PipelineStats::default()), derived, None, restored.sequence);
+            CheckpointWriter::new(store, Arc::new(PipelineStats::default()), derived, None, snapshot_sequence);
         let role = standby(epoch, position_of(&journal), now);
-        Ok(Up { journal, ledger, log, role, checkpoints, journal_mark })
+        Ok(Up { journal, ledger, log, role, derived: Derived { history, outcomes, checkpoints } })
     }
 
-    /// Background checkpoints, as `tally`'s writer thread takes them: now and then a copy
-    /// of the state after the last applied record is written and verified as a staged
-    /// checkpoint; a staged one becomes the recovery point once the journal holds its
-    /// sequence durably. A checkpoint that fails to verify means the state is not a
-    /// function of the image: a violation.
-    fn checkpoint(&mut self, id: usize, ctx: &mut Ctx) {
-        self.journal_mark.store(self.journal.durable_sequence(), Ordering::Release);
-        if self.checkpoints.try_commit().is_some() {
+    /// Background work `tally` does on timers and its checkpoint writer's thread: the
+    /// history store's durable commit, the outcome stream's sync, and now and then a
+    /// copy of the state after the last applied record written and verified as a staged
+    /// checkpoint, which becomes the recovery point once every derived store (history,
+    /// outcomes, the latter capped at the journal's durable mark) holds its sequence. A
+    /// checkpoint that fails to verify means the state is not a function of the image: a
+    /// violation.
+    fn background(&mut self, id: usize, ctx: &mut Ctx) {
+        let derived = &mut self.derived;
+        if ctx.rng.per_mille(HISTORY_DURABLE_PER_MILLE) {
+            derived.history.flush();
+        }
+        if ctx.rng.per_mille(OUTCOMES_SYNC_PER_MILLE) {
+            derived.outcomes.commit();
+        }
+        if derived.checkpoints.try_commit().is_some() {
             ctx.report.checkpoints += 1;
         }
         let sequence = self.ledger.sequence();
         if !ctx.rng.per_mille(CHECKPOINT_PER_MILLE)
-            || self.checkpoints.staged().is_some()
-            || sequence <= self.checkpoints.committed()
+            || derived.checkpoints.staged().is_some()
+            || sequence <= derived.checkpoints.committed()
         {
             return;
         }
-        if !self.checkpoints.take(sequence, self.ledger.state_hash(), &self.ledger) {
+        if !derived.checkpoints.take(sequence, self.ledger.state_hash(), &self.ledger) {
             ctx.violation(format!("n{id}: the checkpoint at sequence {sequence} failed to write or verify"));
         }
+    }
+
+    /// The transfer `id` as this node holds it: hot, or else in its history store.
+    pub fn lookup_transfer(&self, id: u128) -> Option<Transfer> {
+        let mut found = Vec::new();
+        self.ledger.lookup_transfers(&[id], &mut found);
+        found.pop().or_else(|| self.derived.history.store.transfer(id).map(|stored| stored.transfer))
     }
 
     pub fn position(&self) -> LogPosition {
@@ -320,11 +383,10 @@ fn standby(epoch: u32, position: LogPosition, now: u64) -> Role {
 
 impl SimNode {
     /// A node whose journal is empty, started as the primary of epoch 1 or a standby.
-    pub fn new(id: usize, primary: bool) -> Result<SimNode, String> {
-        let storage = MemStorage::new();
-        let snapshots = MemStorage::new();
+    pub fn new(id: usize, primary: bool, hot_window: (u64, u64)) -> Result<SimNode, String> {
+        let disks = Disks::default();
         let epoch = 1;
-        let mut up = Up::open(&storage, &snapshots, RecoveryMode::TolerateTornTail, epoch, 0)?;
+        let mut up = Up::open(&disks, RecoveryMode::TolerateTornTail, hot_window, epoch, 0)?;
         if primary {
             up.role = Role::Primary(PrimaryRole {
                 core: Primary::new(epoch, REPLICAS),
@@ -333,65 +395,81 @@ impl SimNode {
                 pending: Vec::new(),
             });
         }
-        Ok(SimNode { id, storage, snapshots, epoch, up: Some(up) })
+        Ok(SimNode { id, disks, epoch, up: Some(up), history_reads_before: 0 })
+    }
+
+    /// Read transactions of this node's history store, over all its starts.
+    pub fn history_reads(&self) -> u64 {
+        self.history_reads_before + self.up.as_ref().map_or(0, |up| up.derived.history.store.read_transactions())
+    }
+
+    /// Ends the running process (the caller says how), keeping its count of reads.
+    fn stop(&mut self) -> Option<Up> {
+        let up = self.up.take()?;
+        self.history_reads_before += up.derived.history.store.read_transactions();
+        Some(up)
+    }
+
+    /// A hot window for a start, drawn from [`HOT_WINDOWS`].
+    pub fn draw_hot_window(rng: &mut super::Rng) -> (u64, u64) {
+        HOT_WINDOWS[rng.below(HOT_WINDOWS.len() as u64) as usize]
     }
 
     /// Power loss: unflushed writes are lost (some dirty sectors may reach the disk), on
-    /// the journal's disk and the snapshots'.
+    /// every disk of the node. The disks go first: what the node's destructors write
+    /// afterwards comes from a process that died with the power and reaches nothing.
     pub fn crash(&mut self, writeback_seed: Option<u64>) {
-        self.up = None;
-        match writeback_seed {
-            Some(seed) => {
-                self.storage.crash_with_partial_writeback(seed);
-                self.snapshots.crash_with_partial_writeback(seed.rotate_left(17));
-            }
-            None => {
-                self.storage.crash();
-                self.snapshots.crash();
-            }
-        }
+        self.disks.crash(writeback_seed);
+        drop(self.stop());
     }
 
     /// Flips one byte (chosen by `offset`) of the newest snapshot file on this node's
     /// disk, cache and durable image alike. Returns whether there was one.
     pub fn damage_newest_snapshot(&mut self, offset: u64) -> bool {
-        let newest = self.snapshots.directory_names().into_iter().filter(|name| name.ends_with(".snap")).max();
+        let snapshots = &self.disks.snapshots;
+        let newest = snapshots.directory_names().into_iter().filter(|name| name.ends_with(".snap")).max();
         let Some(name) = newest else { return false };
-        let Some(mut bytes) = self.snapshots.durable_image(&name).filter(|bytes| !bytes.is_empty()) else {
+        let Some(mut bytes) = snapshots.durable_image(&name).filter(|bytes| !bytes.is_empty()) else {
             return false;
         };
         let at = (offset % bytes.len() as u64) as usize;
         bytes[at] ^= 0x5A;
-        self.snapshots.set_image(&name, bytes);
+        snapshots.set_image(&name, bytes);
         true
     }
 
     /// Restart after a crash: the newest snapshot, recovery and replay, then follow as a
-    /// standby.
-    /// Returns the sequence of the snapshot it started from (0: none, a full replay).
-    pub fn restart(&mut self, now: u64) -> Result<u64, String> {
-        let up = Up::open(&self.storage, &self.snapshots, RecoveryMode::TolerateTornTail, self.epoch, now)?;
-        let from_snapshot = up.checkpoints.committed();
+    /// standby. Returns the sequence of the snapshot it started from (0: none, a full
+    /// replay).
+    pub fn restart(&mut self, now: u64, hot_window: (u64, u64)) -> Result<u64, String> {
+        let up = Up::open(&self.disks, RecoveryMode::TolerateTornTail, hot_window, self.epoch, now)?;
+        let from_snapshot = up.derived.checkpoints.committed();
         self.up = Some(up);
         Ok(from_snapshot)
     }
 
     /// Cuts this node's log back to `keep` records (the suffix after it diverged from the
-    /// primary's), as `tally`'s rejoin does (snapshots past `keep` go too), and follows again.
+    /// primary's), as `tally`'s rejoin does (snapshots past `keep` go too; replay cuts the
+    /// history store and the outcome stream), and follows again with the same hot window.
     fn truncate_to(&mut self, keep: u64, ctx: &mut Ctx) -> Result<(), String> {
-        let Some(up) = self.up.take() else { return Ok(()) };
-        up.journal.close();
+        let Some(up) = self.stop() else { return Ok(()) };
+        let window = up.ledger.hot_window();
+        let hot_window = (window.inputs(), window.events());
+        // A clean stop: the journal closes, the derived stores' destructors make what
+        // they hold durable.
+        let Up { journal, derived, .. } = up;
+        journal.close();
+        drop(derived);
         let recovery = if keep == 0 {
-            // Nothing in common: start from an empty disk (a bootstrap).
-            self.storage = MemStorage::new();
-            self.snapshots = MemStorage::new();
+            // Nothing in common: start from empty disks (a bootstrap).
+            self.disks = Disks::default();
             RecoveryMode::TolerateTornTail
         } else {
-            let store = SnapshotStore::open_on(self.snapshots.directory()).map_err(|error| error.to_string())?;
+            let store = SnapshotStore::open_on(self.disks.snapshots.directory()).map_err(|error| error.to_string())?;
             store.remove_newer_than(keep).map_err(|error| error.to_string())?;
             RecoveryMode::TruncateAt(keep)
         };
-        self.up = Some(Up::open(&self.storage, &self.snapshots, recovery, self.epoch, ctx.now)?);
+        self.up = Some(Up::open(&self.disks, recovery, hot_window, self.epoch, ctx.now)?);
         ctx.report.truncations += 1;
         Ok(())
     }
@@ -441,7 +519,7 @@ impl SimNode {
         let timestamp = ctx.now.max(up.journal.last_timestamp() + 1);
         let operation = command.operation() as u8;
         let held = Held { epoch: primary.core.epoch(), timestamp, operation, chain: [0; 16], payload };
-        match append_to(&mut up.journal, &mut up.ledger, &mut up.log, held) {
+        match append_to(&mut up.journal, &mut up.ledger, &mut up.log, &mut up.derived, held) {
             Ok((sequence, reply)) => primary.pending.push(Pending { sequence, client, request_id, reply }),
             Err(error) => ctx.violation(format!("n{}: the primary could not append an input: {error}", self.id)),
         }
@@ -457,7 +535,7 @@ impl SimNode {
         if ctx.rng.per_mille(400) {
             up.journal.flush();
         }
-        up.checkpoint(id, ctx);
+        up.background(id, ctx);
         let mut become_primary = None;
         match &mut up.role {
             Role::Primary(primary) => {
@@ -742,7 +820,7 @@ impl SimNode {
                             chain: [0; 16],
                             payload: record.payload,
                         };
-                        match append_to(&mut up.journal, &mut up.ledger, &mut up.log, held) {
+                        match append_to(&mut up.journal, &mut up.ledger, &mut up.log, &mut up.derived, held) {
                             Ok(_) if up.journal.last_chain() == record.chain => {}
                             Ok(_) => {
                                 ctx.anomaly(format!("n{id}: fetched record {} does not chain", record.sequence));
@@ -849,7 +927,7 @@ impl SimNode {
                 chain: [0; 16],
                 payload: record.payload,
             };
-            if let Err(error) = append_to(&mut up.journal, &mut up.ledger, &mut up.log, held) {
+            if let Err(error) = append_to(&mut up.journal, &mut up.ledger, &mut up.log, &mut up.derived, held) {
                 ctx.anomaly(format!("n{id}: record {} from n{from}: {error}", record.sequence));
                 return;
             }

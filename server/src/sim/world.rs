@@ -48,6 +48,8 @@ pub struct Report {
     pub forced_short: Vec<u32>,
     pub fenced: u64,
     pub truncations: u64,
+    /// Read transactions of the nodes' history stores: look-ups of ids that may be cold.
+    pub history_reads: u64,
     /// Checkpoints that became a node's recovery point.
     pub checkpoints: u64,
     /// Snapshot files damaged on a node's disk (one byte flipped).
@@ -67,7 +69,7 @@ impl Report {
     pub fn faults(&self) -> String {
         format!(
             "crashes {} ({} with torn writeback), restarts {} ({} from a snapshot), partitions {}, heals {}, promotions asked {} ({} \
-             forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, checkpoints {}, snapshots damaged {}, \
+             forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, checkpoints {}, snapshots damaged {}, history reads {}, \
              messages delivered {} dropped {} duplicated {}",
             self.crashes,
             self.torn_crashes,
@@ -85,6 +87,7 @@ impl Report {
             self.truncations,
             self.checkpoints,
             self.snapshots_damaged,
+            self.history_reads,
             self.delivered,
             self.dropped,
             self.duplicated
@@ -143,10 +146,11 @@ pub struct World {
 
 impl World {
     pub fn new(config: SimConfig) -> World {
+        let mut rng = Rng::new(config.seed);
         let mut nodes = Vec::with_capacity(SIM_NODES);
         let mut problems = Vec::new();
         for id in 0..SIM_NODES {
-            match SimNode::new(id, id == 0) {
+            match SimNode::new(id, id == 0, SimNode::draw_hot_window(&mut rng)) {
                 Ok(node) => nodes.push(node),
                 Err(error) => problems.push(format!("n{id} did not open: {error}")),
             }
@@ -154,7 +158,7 @@ impl World {
         let clients = (0..CLIENTS).map(|_| Client { target: 0, outstanding: None, next_request_id: 1 }).collect();
         World {
             config,
-            rng: Rng::new(config.seed),
+            rng,
             now: START_NS,
             step: 0,
             nodes,
@@ -428,7 +432,8 @@ impl World {
     fn restart(&mut self, id: usize) {
         self.report.restarts += 1;
         self.trace(0xD1 ^ (id as u64) << 8);
-        match self.nodes[id].restart(self.now) {
+        let hot_window = SimNode::draw_hot_window(&mut self.rng);
+        match self.nodes[id].restart(self.now, hot_window) {
             Ok(0) => {}
             Ok(_) => self.report.restarts_from_snapshot += 1,
             Err(error) => self.problems.push(format!("n{id}: recovery after a crash failed: {error}")),
@@ -524,6 +529,7 @@ impl World {
             self.trace(hash as u64 ^ (hash >> 64) as u64);
         }
         self.report.acked = self.checker.acked() as u64;
+        self.report.history_reads = self.nodes.iter().map(SimNode::history_reads).sum();
         self.report.forfeited = self.checker.forfeited;
         self.report.dropped = self.net.dropped;
         self.report.duplicated = self.net.duplicated;

@@ -1,0 +1,75 @@
+//! What a start does once the journal is open, shared by `tally` (`Node::open_with_role`)
+//! and the simulator: the snapshot checked against the history store, the hot window
+//! set, the derived stores registered, the journal replayed after the snapshot (writing
+//! what the outcome stream and the history store lack), history rows past the journal's
+//! end cut, and the outcome stream's durable mark capped at the journal's.
+
+use std::sync::Arc;
+
+use tally_engine::Ledger;
+use tally_journal::{Journal, Storage};
+
+use super::derived::DerivedMarks;
+use super::outcome_log::OutcomeStream;
+use super::replay;
+use super::snapshots::Restored;
+use crate::error::NodeError;
+use crate::history::{HistoryStage, HistoryStore};
+
+/// The snapshot to start from, given that the history store holds everything up to
+/// `history_start` durably: one past that would leave the evicted state between them in
+/// neither place, so the journal is replayed from its start instead.
+pub fn against_history(restored: Restored, history_start: u64) -> Restored {
+    if restored.sequence <= history_start {
+        return restored;
+    }
+    tracing::warn!(
+        history_start,
+        snapshot = restored.sequence,
+        "the history store is behind the snapshot: replaying the journal from its start instead"
+    );
+    Restored { ledger: Ledger::new(), sequence: 0 }
+}
+
+/// The state a start reaches, and the derived stores ready to follow it.
+pub struct Recovered<S: Storage> {
+    pub ledger: Ledger,
+    pub outcomes: OutcomeStream<S>,
+    pub history: HistoryStage,
+    /// `"history"` and `"outcomes"` registered.
+    pub derived: DerivedMarks,
+    pub records_replayed: u64,
+}
+
+/// The derived stores the start hands over, and the hot window to keep.
+pub struct Stores<S: Storage> {
+    pub history: Arc<HistoryStore>,
+    /// The history store's durable mark when it was opened.
+    pub history_start: u64,
+    pub outcomes: OutcomeStream<S>,
+    /// Inputs and transfer events (`Ledger::set_hot_window`).
+    pub hot_window: (u64, u64),
+}
+
+/// Replays `journal` from `replay_from` into the snapshot's ledger (see the module).
+pub fn recover<J: Storage + Clone, S: Storage>(
+    journal: &Journal<J>,
+    replay_from: u64,
+    restored: Restored,
+    stores: Stores<S>,
+) -> Result<Recovered<S>, NodeError> {
+    let Stores { history: history_store, history_start, mut outcomes, hot_window } = stores;
+    let mut ledger = restored.ledger;
+    ledger.set_hot_window(hot_window.0, hot_window.1);
+    let derived = DerivedMarks::new();
+    let history_trusted = replay::trusted_history_mark(history_start, journal, restored.sequence);
+    let history_mark = derived.register("history", history_trusted);
+    let mut history = HistoryStage::new(Arc::clone(&history_store), history_mark);
+    let records_replayed =
+        replay::replay(journal, replay_from, &mut ledger, &mut outcomes, &mut history, history_trusted)?;
+    let replayed_to = journal.last_sequence().max(restored.sequence);
+    replay::cut_history_to(&history_store, history_start, replayed_to, &ledger)?;
+    outcomes.cap_at(journal.durable_mark());
+    outcomes.publish_to(derived.register("outcomes", outcomes.last_sequence()));
+    Ok(Recovered { ledger, outcomes, history, derived, records_replayed })
+}
