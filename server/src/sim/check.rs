@@ -182,6 +182,17 @@ impl Checker {
         let Some(primary) = self.current_primary(nodes).and_then(|node| node.up.as_ref()) else {
             return Err("no primary at the end".into());
         };
+        // Every node's outcome stream is gapless and equal to the primary's: outcomes are
+        // a function of the journal (docs/design.md §7b), whatever each node's crashes,
+        // hot window and checkpoints were.
+        let primary_node = self.current_primary(nodes).ok_or("no primary at the end")?;
+        let expected = primary_node.read_outcomes().map_err(|what| format!("n{}: {what}", primary_node.id))?;
+        for node in nodes.iter().filter(|node| node.id != primary_node.id) {
+            let found = node.read_outcomes().map_err(|what| format!("n{}: {what}", node.id))?;
+            if let Some(at) = found.iter().zip(&expected).position(|(found, expected)| found != expected) {
+                return Err(format!("n{}: its outcome entry {} differs from the primary's", node.id, at + 1));
+            }
+        }
         let mut reference = Ledger::new();
         let mut replies: BTreeMap<u64, Option<Reply>> = BTreeMap::new();
         let wanted: BTreeSet<u64> =

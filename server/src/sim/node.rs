@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use std::sync::Arc;
 use tally_codecs::Transfer;
+use tally_codecs::outcome::Outcome;
 use tally_codecs::wire::{Reply, Request};
 use tally_engine::Ledger;
 use tally_engine::cold::HistoryLookup;
@@ -21,6 +22,7 @@ use tally_replication::{
     CheckpointSchedule, Checkpoints, Decision, Election, FollowError, Follower, LogPosition, Message, Prepared,
     Primary, Record, Step, candidate_epoch, on_prepare,
 };
+use tally_sinks::stream::StreamReader;
 
 #[cfg(feature = "sim-bugs")]
 use super::Bug;
@@ -396,6 +398,30 @@ impl SimNode {
             });
         }
         Ok(SimNode { id, disks, epoch, up: Some(up), history_reads_before: 0 })
+    }
+
+    /// Makes what the running node derived durable (outcome stream synced, history
+    /// committed), as a clean stop would, so the end's checks read all of it.
+    pub fn settle(&mut self) {
+        if let Some(up) = self.up.as_mut() {
+            up.derived.outcomes.commit();
+            up.derived.history.flush();
+        }
+    }
+
+    /// The node's outcome stream from its first entry to its last applied input, as a
+    /// sink reads it; an error names a gap or damage.
+    pub fn read_outcomes(&self) -> Result<Vec<Outcome>, String> {
+        let last = self.up.as_ref().map_or(0, |up| up.ledger.sequence());
+        let mut reader = StreamReader::new(self.disks.outcomes.clone(), 1);
+        let mut read = Vec::new();
+        while let Some(outcome) = reader.next(last).map_err(|error| error.to_string())? {
+            read.push(outcome);
+        }
+        if read.len() as u64 != last {
+            return Err(format!("the outcome stream ends at {} of {last}", read.len()));
+        }
+        Ok(read)
     }
 
     /// Read transactions of this node's history store, over all its starts.

@@ -517,6 +517,9 @@ impl World {
                 let state = self.checker.describe(&self.nodes);
                 self.fail(format!("liveness: the set did not settle after faults stopped: {state}"));
             }
+            for node in &mut self.nodes {
+                node.settle();
+            }
             if self.report.violation.is_none()
                 && let Err(what) = self.checker.at_end(&self.nodes)
             {
