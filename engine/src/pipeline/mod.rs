@@ -22,6 +22,7 @@
 //!   the server supplies ([`InputLog`], [`OutcomeLog`]).
 
 mod checkpoint;
+mod clock;
 mod command;
 mod committed;
 mod doorbell;
@@ -46,6 +47,7 @@ use tally_codecs::wire::{Reply, Request};
 use crate::Ledger;
 
 pub use checkpoint::{CheckpointRequests, CheckpointTaker, StateCopy, checkpoint_channel};
+pub use clock::{SystemClock, Timestamps, WallClock, tick_due};
 pub use command::{Command, apply};
 pub use committed::{Committed, apply_collecting};
 pub use gate::{Durability, REPLICAS_MAX, Watermarks};
@@ -69,6 +71,9 @@ pub struct PipelineConfig {
     /// Where the business-logic thread hands a copy of the state when a checkpoint is
     /// asked for; `None`: checkpoints are off.
     pub checkpoints: Option<CheckpointTaker>,
+    /// The clock the sequencer stamps inputs from (the system's unless a test or the
+    /// simulator gives its own).
+    pub clock: Arc<dyn WallClock>,
 }
 
 impl Default for PipelineConfig {
@@ -79,6 +84,7 @@ impl Default for PipelineConfig {
             wait: Wait::Parking,
             tick_interval: Duration::from_secs(1),
             checkpoints: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -471,7 +477,7 @@ impl Pipeline {
             stopping: stopping.clone(),
         };
         let producer = stages.build(ledger_sender);
-        let sequencer = Arc::new(Sequencer::new(producer, resume_after, stats.clone()));
+        let sequencer = Arc::new(Sequencer::new(producer, resume_after, config.clock.clone(), stats.clone()));
         let (stop, stop_receiver) = channel::bounded(1);
         let ticker = sequencer::spawn_ticker(sequencer.clone(), stop_receiver, config.tick_interval);
         let submitter = Submitter { sequencer, stats: stats.clone() };

@@ -10,44 +10,19 @@
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use super::clock::{Timestamps, WallClock, tick_due};
 use super::doorbell::INPUT_PUBLISHED;
 use super::latency::{Stage, now_ns};
 use super::stages::{InputProducer, InputSlot, publish};
 use super::{Command, PipelineStats, Submission, SubmitError};
 
-/// Strictly increasing nanosecond timestamps that follow the wall clock when it moves
-/// forward and ignore it when it steps back.
-struct Clock {
-    last: u64,
-}
-
-impl Clock {
-    /// The timestamp [`Clock::next`] would give now, without taking it.
-    fn peek(&self) -> u64 {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_nanos());
-        self.after_reading(u64::try_from(now).unwrap_or(u64::MAX))
-    }
-
-    /// The timestamp for a wall clock reading of `wall_ns`: the reading itself, unless it
-    /// is not past the last timestamp given (the clock stepped back, or two readings fell
-    /// in the same nanosecond).
-    fn after_reading(&self, wall_ns: u64) -> u64 {
-        wall_ns.max(self.last.saturating_add(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.last = self.peek();
-        self.last
-    }
-}
-
 /// The input ring's producer and the clock that stamps what goes into it; `producer` is
 /// `None` once the pipeline stops (its drop drains and joins the stages).
 struct Entry {
     producer: Option<InputProducer>,
-    clock: Clock,
+    timestamps: Timestamps,
     /// Slots published, ticks included (for the input ring's occupancy).
     published: u64,
 }
@@ -55,15 +30,21 @@ struct Entry {
 /// The shared sequencer: every submitter and the ticker publish through it.
 pub(crate) struct Sequencer {
     entry: Mutex<Entry>,
+    clock: Arc<dyn WallClock>,
     stats: Arc<PipelineStats>,
 }
 
 impl Sequencer {
     /// Timestamps continue after `resume_after`, the recovered ledger's last one, even if
     /// the wall clock has stepped back since.
-    pub(crate) fn new(producer: InputProducer, resume_after: u64, stats: Arc<PipelineStats>) -> Sequencer {
-        let entry = Entry { producer: Some(producer), clock: Clock { last: resume_after }, published: 0 };
-        Sequencer { entry: Mutex::new(entry), stats }
+    pub(crate) fn new(
+        producer: InputProducer,
+        resume_after: u64,
+        clock: Arc<dyn WallClock>,
+        stats: Arc<PipelineStats>,
+    ) -> Sequencer {
+        let entry = Entry { producer: Some(producer), timestamps: Timestamps::after(resume_after), published: 0 };
+        Sequencer { entry: Mutex::new(entry), clock, stats }
     }
 
     fn entry(&self) -> MutexGuard<'_, Entry> {
@@ -73,9 +54,9 @@ impl Sequencer {
     /// Stamps and publishes a request; blocks while the ring is full.
     pub(crate) fn submit(&self, submission: Submission) -> Result<(), SubmitError> {
         let mut entry = self.entry();
-        let Entry { producer, clock, published } = &mut *entry;
+        let Entry { producer, timestamps, published } = &mut *entry;
         let producer = producer.as_mut().ok_or(SubmitError::Stopped)?;
-        let timestamp = clock.next();
+        let timestamp = timestamps.next(self.clock.now_ns());
         let published_ns = now_ns();
         self.stats.stage_latencies().record_between(Stage::Submission, submission.submitted_ns, published_ns);
         publish(producer, &INPUT_PUBLISHED, |slot: &mut InputSlot| fill(slot, timestamp, published_ns, submission));
@@ -87,14 +68,14 @@ impl Sequencer {
     /// As [`Sequencer::submit`], but answers `Busy` instead of waiting for a full ring.
     pub(crate) fn try_submit(&self, submission: Submission) -> Result<(), SubmitError> {
         let mut entry = self.entry();
-        let Entry { producer, clock, published } = &mut *entry;
+        let Entry { producer, timestamps, published } = &mut *entry;
         let producer = producer.as_mut().ok_or(SubmitError::Stopped)?;
         let mut submission = Some(submission);
         let mut stamped = None;
         let result = disruptor::Producer::try_publish(producer, |slot: &mut InputSlot| {
             if let Some(submission) = submission.take() {
                 // Stamped only once the slot is there, so a refused request spends no timestamp.
-                let timestamp = clock.next();
+                let timestamp = timestamps.next(self.clock.now_ns());
                 let published_ns = now_ns();
                 stamped = Some((submission.submitted_ns, published_ns));
                 fill(slot, timestamp, published_ns, submission);
@@ -116,13 +97,13 @@ impl Sequencer {
     /// passed and is later than the last tick; returns the tick's timestamp.
     fn tick_if_due(&self, last_tick: u64) -> Option<u64> {
         let mut entry = self.entry();
-        let Entry { producer, clock, published } = &mut *entry;
+        let Entry { producer, timestamps, published } = &mut *entry;
         let producer = producer.as_mut()?;
-        let due = self.stats.next_expiry().is_some_and(|deadline| deadline > last_tick && deadline <= clock.peek());
-        if !due {
+        let wall_ns = self.clock.now_ns();
+        if !tick_due(self.stats.next_expiry(), last_tick, timestamps.peek(wall_ns)) {
             return None;
         }
-        let timestamp = clock.next();
+        let timestamp = timestamps.next(wall_ns);
         publish(producer, &INPUT_PUBLISHED, |slot: &mut InputSlot| {
             slot.timestamp = timestamp;
             slot.submitted_ns = 0;
@@ -178,32 +159,4 @@ pub(crate) fn spawn_ticker(sequencer: Arc<Sequencer>, stop: Receiver<()>, tick_i
         sequencer.close();
     };
     std::thread::Builder::new().name("sequencer".into()).spawn(body).expect("the ticker thread starts")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Clock;
-
-    /// NTP (or an operator) sets the wall clock back an hour between two inputs: the
-    /// timestamps go on from the last one given, one nanosecond apart, until the wall
-    /// clock passes it again, and then follow the wall clock.
-    #[test]
-    fn a_wall_clock_stepping_back_never_moves_timestamps_back() {
-        const HOUR_NS: u64 = 3_600 * 1_000_000_000;
-        let start = 1_800_000_000 * 1_000_000_000;
-        let mut clock = Clock { last: 0 };
-        let readings = [start, start + 10, start + 10 - HOUR_NS, start - HOUR_NS + 20, start, start + 11, start + 500];
-        let mut given = Vec::new();
-        for wall_ns in readings {
-            clock.last = clock.after_reading(wall_ns);
-            given.push(clock.last);
-        }
-        assert_eq!(given, [start, start + 10, start + 11, start + 12, start + 13, start + 14, start + 500]);
-        // A node restarted after the step starts from its recovered ledger's last timestamp.
-        let resumed = Clock { last: start + 500 };
-        assert_eq!(resumed.after_reading(start - HOUR_NS), start + 501);
-        // At the top of the range it saturates instead of wrapping to the past.
-        let top = Clock { last: u64::MAX };
-        assert_eq!(top.after_reading(0), u64::MAX);
-    }
 }

@@ -231,12 +231,21 @@ impl Checker {
                     acked.sequence, acked.reply, replayed
                 ));
             }
-            self.exactly_once(acked, primary, &created)?;
+            self.exactly_once(acked, primary, &reference, &created)?;
         }
         Ok(())
     }
 
-    fn exactly_once(&self, acked: &Acked, primary: &Up, created: &BTreeMap<u128, u32>) -> Result<(), String> {
+    /// Every transfer an acknowledged input created was created once, and the primary
+    /// (from its hot state or its history store) holds it exactly as the reference
+    /// ledger, which replayed the log keeping everything in memory, does.
+    fn exactly_once(
+        &self,
+        acked: &Acked,
+        primary: &Up,
+        reference: &Ledger,
+        created: &BTreeMap<u128, u32>,
+    ) -> Result<(), String> {
         let command = journal_codec::decode(acked.held.operation, &acked.held.payload).map_err(|e| e.to_string())?;
         let (Command::Request(Request::CreateTransfers(transfers)), Some(Reply::CreateTransfers(results))) =
             (&command, &acked.reply)
@@ -252,14 +261,20 @@ impl Checker {
             if times != 1 {
                 return Err(format!("acknowledged transfer {} was created {times} times", transfer.id));
             }
+            let mut expected = Vec::new();
+            reference.lookup_transfers(&[transfer.id], &mut expected);
             let found = primary.lookup_transfer(transfer.id);
-            let same = found.is_some_and(|stored| {
-                (stored.debit_account_id, stored.credit_account_id, stored.amount)
-                    == (transfer.debit_account_id, transfer.credit_account_id, transfer.amount)
-            });
             // `exists` answers only for a stored transfer with the same body.
-            if !same {
-                return Err(format!("acknowledged transfer {} is not in the primary's ledger as sent", transfer.id));
+            let as_sent = found.is_some_and(|stored| {
+                (stored.debit_account_id, stored.credit_account_id)
+                    == (transfer.debit_account_id, transfer.credit_account_id)
+                    && (stored.amount == transfer.amount || transfer.amount == 0)
+            });
+            if !as_sent || found.as_ref() != expected.first() {
+                return Err(format!(
+                    "acknowledged transfer {} is not in the primary's ledger as sent and as the reference holds it",
+                    transfer.id
+                ));
             }
         }
         Ok(())

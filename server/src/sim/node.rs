@@ -15,7 +15,7 @@ use tally_codecs::wire::{Reply, Request};
 use tally_engine::Ledger;
 use tally_engine::cold::HistoryLookup;
 
-use tally_engine::pipeline::{Command, PipelineStats};
+use tally_engine::pipeline::{Command, PipelineStats, Timestamps, tick_due};
 use tally_journal::sim::{MemDirectory, MemStorage};
 use tally_journal::{ChainHash, Journal, JournalConfig, RecoveryMode, SnapshotStore};
 use tally_replication::{
@@ -70,6 +70,15 @@ pub struct Held {
     pub payload: Vec<u8>,
 }
 
+impl Held {
+    /// A new input of `epoch` (its chain is the journal's to give).
+    fn of(command: &Command, epoch: u32, timestamp: u64) -> Held {
+        let mut payload = Vec::new();
+        journal_codec::encode(command, &mut payload);
+        Held { epoch, timestamp, operation: command.operation() as u8, chain: [0; 16], payload }
+    }
+}
+
 /// A reply the primary holds back until its input is durable here and on `REPLICAS`
 /// standbys.
 struct Pending {
@@ -81,6 +90,11 @@ struct Pending {
 
 struct PrimaryRole {
     core: Primary,
+    /// `tally`'s sequencer rule: strictly increasing timestamps from the node's wall
+    /// clock, continuing after the journal's last one.
+    timestamps: Timestamps,
+    /// The last tick's timestamp (the ticker's `last_tick`).
+    last_tick: u64,
     /// When to send the state hash (to every subscriber at once: each gets every one, as
     /// each of `tally`'s streams has its own schedule).
     checkpoints: CheckpointSchedule,
@@ -161,6 +175,9 @@ pub struct SimNode {
     pub up: Option<Up>,
     /// History-store read transactions of the node's earlier starts.
     history_reads_before: u64,
+    /// How far this node's wall clock is behind the simulation's time: it steps back
+    /// (an operator or NTP), never forward.
+    pub clock_behind_ns: u64,
 }
 
 /// An input the primary acknowledged to a client.
@@ -392,12 +409,14 @@ impl SimNode {
         if primary {
             up.role = Role::Primary(PrimaryRole {
                 core: Primary::new(epoch, REPLICAS),
+                timestamps: Timestamps::after(up.journal.last_timestamp()),
+                last_tick: 0,
                 checkpoints: CheckpointSchedule::new(CHECKPOINT_INTERVAL),
                 subscribers: BTreeMap::new(),
                 pending: Vec::new(),
             });
         }
-        Ok(SimNode { id, disks, epoch, up: Some(up), history_reads_before: 0 })
+        Ok(SimNode { id, disks, epoch, up: Some(up), history_reads_before: 0, clock_behind_ns: 0 })
     }
 
     /// Makes what the running node derived durable (outcome stream synced, history
@@ -540,11 +559,8 @@ impl SimNode {
             return;
         }
         let command = Command::Request(request);
-        let mut payload = Vec::new();
-        journal_codec::encode(&command, &mut payload);
-        let timestamp = ctx.now.max(up.journal.last_timestamp() + 1);
-        let operation = command.operation() as u8;
-        let held = Held { epoch: primary.core.epoch(), timestamp, operation, chain: [0; 16], payload };
+        let timestamp = primary.timestamps.next(ctx.now.saturating_sub(self.clock_behind_ns));
+        let held = Held::of(&command, primary.core.epoch(), timestamp);
         match append_to(&mut up.journal, &mut up.ledger, &mut up.log, &mut up.derived, held) {
             Ok((sequence, reply)) => primary.pending.push(Pending { sequence, client, request_id, reply }),
             Err(error) => ctx.violation(format!("n{}: the primary could not append an input: {error}", self.id)),
@@ -555,6 +571,7 @@ impl SimNode {
     /// releasing replies, asking peers' epochs, re-subscribing, election deadlines.
     pub fn tick(&mut self, ctx: &mut Ctx) {
         let id = self.id;
+        let clock_behind_ns = self.clock_behind_ns;
         let me = Addr::Node(id);
         let node_epoch = self.epoch;
         let Some(up) = self.up.as_mut() else { return };
@@ -568,6 +585,20 @@ impl SimNode {
                 let epoch = primary.core.epoch();
                 if primary.core.fenced().is_some() {
                     return;
+                }
+                // The ticker: a tick (a journaled input) once the earliest pending
+                // deadline has passed on this node's clock.
+                let wall_ns = ctx.now.saturating_sub(clock_behind_ns);
+                if tick_due(up.ledger.next_expiry(), primary.last_tick, primary.timestamps.peek(wall_ns)) {
+                    let timestamp = primary.timestamps.next(wall_ns);
+                    let held = Held::of(&Command::Tick, epoch, timestamp);
+                    match append_to(&mut up.journal, &mut up.ledger, &mut up.log, &mut up.derived, held) {
+                        Ok(_) => {
+                            primary.last_tick = timestamp;
+                            ctx.report.ticks += 1;
+                        }
+                        Err(error) => ctx.violation(format!("n{id}: the primary could not append a tick: {error}")),
+                    }
                 }
                 let last = up.log.len() as u64;
                 let heartbeat = ctx.rng.per_mille(100);
@@ -708,6 +739,8 @@ impl SimNode {
             up.journal.flush();
             up.role = Role::Primary(PrimaryRole {
                 core: Primary::new(epoch, REPLICAS),
+                timestamps: Timestamps::after(up.journal.last_timestamp()),
+                last_tick: 0,
                 checkpoints: CheckpointSchedule::new(CHECKPOINT_INTERVAL),
                 subscribers: BTreeMap::new(),
                 pending: Vec::new(),

@@ -2,6 +2,7 @@
 //! clock by one seeded PRNG; then a heal phase in which faults stop and the set must
 //! settle.
 
+use tally_codecs::flags::transfer as flags;
 use tally_codecs::wire::Request;
 use tally_codecs::{Account, Transfer};
 
@@ -48,6 +49,10 @@ pub struct Report {
     pub forced_short: Vec<u32>,
     pub fenced: u64,
     pub truncations: u64,
+    /// Ticks the primaries journaled to expire pending transfers.
+    pub ticks: u64,
+    /// Steps back of a node's wall clock.
+    pub clock_steps_back: u64,
     /// Read transactions of the nodes' history stores: look-ups of ids that may be cold.
     pub history_reads: u64,
     /// Checkpoints that became a node's recovery point.
@@ -69,7 +74,7 @@ impl Report {
     pub fn faults(&self) -> String {
         format!(
             "crashes {} ({} with torn writeback), restarts {} ({} from a snapshot), partitions {}, heals {}, promotions asked {} ({} \
-             forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, checkpoints {}, snapshots damaged {}, history reads {}, \
+             forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, checkpoints {}, snapshots damaged {}, history reads {}, ticks {}, clock steps back {}, \
              messages delivered {} dropped {} duplicated {}",
             self.crashes,
             self.torn_crashes,
@@ -88,6 +93,8 @@ impl Report {
             self.checkpoints,
             self.snapshots_damaged,
             self.history_reads,
+            self.ticks,
+            self.clock_steps_back,
             self.delivered,
             self.dropped,
             self.duplicated
@@ -363,11 +370,43 @@ impl World {
                 code: 1,
                 ..Transfer::default()
             };
+            let transfer = self.two_phase(transfer);
             self.next_transfer_id += 1;
             self.sent.push(transfer);
             transfers.push(transfer);
         }
         transfers
+    }
+
+    /// Makes some new transfers two-phase: a pending transfer with a timeout of 1–3 s (so
+    /// ticks expire some within a run), or a post or void of an earlier pending one
+    /// (perhaps expired, posted or voided already, perhaps long evicted from the hot
+    /// window). A post asks for the whole amount (0) or part of it.
+    fn two_phase(&mut self, mut transfer: Transfer) -> Transfer {
+        let roll = self.rng.below(1000);
+        if roll < 150 {
+            transfer.flags = flags::PENDING;
+            transfer.timeout = self.rng.range(1, 3) as u32;
+        } else if roll < 300 {
+            let pending: Vec<&Transfer> = self.sent.iter().filter(|sent| sent.flags == flags::PENDING).collect();
+            if pending.is_empty() {
+                return transfer;
+            }
+            let target = *pending[self.rng.below(pending.len() as u64) as usize];
+            transfer.pending_id = target.id;
+            transfer.debit_account_id = target.debit_account_id;
+            transfer.credit_account_id = target.credit_account_id;
+            transfer.ledger = target.ledger;
+            transfer.code = target.code;
+            if self.rng.per_mille(500) {
+                transfer.flags = flags::POST_PENDING_TRANSFER;
+                transfer.amount = if self.rng.per_mille(500) { 0 } else { target.amount.min(transfer.amount) };
+            } else {
+                transfer.flags = flags::VOID_PENDING_TRANSFER;
+                transfer.amount = 0;
+            }
+        }
+        transfer
     }
 
     fn inject_faults(&mut self) {
@@ -411,6 +450,13 @@ impl World {
                 self.with_node(node, |target, ctx| {
                     let _ = target.promote(force, ctx);
                 });
+            }
+            // A node's wall clock steps back by up to two seconds.
+            27..29 => {
+                let back = self.rng.range(1, 2_000) * MS;
+                self.nodes[node].clock_behind_ns += back;
+                self.report.clock_steps_back += 1;
+                self.trace(0xB0 ^ (node as u64) << 8 ^ back << 16);
             }
             // A byte of a node's newest snapshot rots on its disk.
             25..27 => {
