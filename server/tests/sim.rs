@@ -4,8 +4,9 @@
 
 use tally::sim::{self, Report, SimConfig};
 
-/// Seeds the CI test runs: about 20 s in release on the shared two-core VM (5 000 seeds of
-/// 1 500 steps took 22 s with `tally sim` at load 6; perf-reports/2026-12-03-sim-seeds.md).
+/// Seeds the CI test runs: about 95 s in release on the shared two-core VM since the nodes
+/// run their history store, outcome stream and checkpoints (22 s before;
+/// perf-reports/2026-12-03-sim-seeds.md, 2026-12-05-sim-seams.md).
 const CI_SEEDS: u64 = 5_000;
 const CI_STEPS: u64 = 1_500;
 
@@ -102,12 +103,12 @@ mod planted {
         }
     }
 
-    // The bounds have margin over what was measured (1 500 steps): of seeds 0..500,
-    // ack-before-durable was caught by 379, the first being seed 0, and
-    // promote-without-promises by 428, the first seed 0; accept-lower-epoch by 66 of seeds
-    // 0..5 000 only (the first 61, 111, 131, 304), since it needs the candidate's
-    // `Prepare` to the old primary lost while that primary's records still reach a
-    // standby that promised.
+    // The bounds have margin over what was measured (1 500 steps, 2026-12-05): of seeds
+    // 0..500, ack-before-durable was caught by 388, the first being seed 0,
+    // promote-without-promises by 445, the first seed 2, and checkpoint-before-durable by
+    // 6 (17 of 0..2 000, the first seed 32); accept-lower-epoch by 243 of seeds 0..5 000
+    // (the first 34), since it needs the candidate's `Prepare` to the old primary lost while
+    // that primary's records still reach a standby that promised.
 
     #[test]
     fn acknowledging_before_the_durable_watermark_is_caught_within_10_seeds() {

@@ -21,8 +21,9 @@ pub struct SimArgs {
     #[arg(long, default_value_t = STEPS_DEFAULT, value_name = "K",
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     steps: u64,
-    /// Switch on a planted bug: ack-before-durable, accept-lower-epoch or
-    /// promote-without-promises (a build with the `sim-bugs` feature only).
+    /// Switch on a planted bug: ack-before-durable, accept-lower-epoch,
+    /// promote-without-promises or checkpoint-before-durable (a build with the `sim-bugs`
+    /// feature only).
     #[cfg(feature = "sim-bugs")]
     #[arg(long, value_name = "BUG")]
     bug: Option<String>,
