@@ -37,12 +37,11 @@ use super::history_thread::HistoryThread;
 use super::outcome_log::OutcomeStream;
 use super::peer_io::{self, PeerError, PeerStream};
 use super::peers::LocalLog;
-use super::replay::{self, Deriving};
+use super::replay::Deriving;
 use super::role::{Role, RoleKind};
 use super::snapshots::Written;
-use super::{DataDir, StatusSource, journal_codec};
+use super::{DataDir, StatusSource, journal_codec, recover};
 use crate::error::NodeError;
-use crate::history::HistoryStage;
 
 /// How long a connection attempt to a primary may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -278,7 +277,7 @@ struct Local {
 }
 
 /// Loads the newest snapshot, opens the journal and the derived stores and replays the
-/// journal into all of them, as a node's start-up does (`replay::replay`). Damaged
+/// journal into all of them, as a node's start-up does (`recover::recover`). Damaged
 /// journal records are repaired from the primaries (and `--repair-from`).
 fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<Local, NodeError> {
     let (snapshots, restored, history_store, history_start) = super::restore_with_history(dirs)?;
@@ -288,21 +287,21 @@ fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<L
         super::open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes, Some(&repair_source))?;
     let outcome_storage = FileStorage::new(&dirs.outcomes, FlushMethod::Fdatasync)?.with_file_writes();
     let segment_bytes = tally_sinks::stream::SEGMENT_BYTES_DEFAULT;
-    let mut outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
-    let mut ledger = restored.ledger;
-    ledger.set_hot_window(config.hot_window, config.hot_window_events);
-    let marks = DerivedMarks::new();
-    let history_trusted = replay::trusted_history_mark(history_start, &journal, restored.sequence);
-    let mut history = HistoryStage::new(history_store.clone(), marks.register("history", history_trusted));
-    replay::replay(&journal, report.replay_from, &mut ledger, &mut outcomes, &mut history, history_trusted)?;
-    replay::cut_history_to(&history_store, history_start, journal.last_sequence().max(restored.sequence), &ledger)?;
-    outcomes.cap_at(journal.durable_mark());
+    let outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
+    let snapshot_sequence = restored.sequence;
+    let stores = recover::Stores {
+        history: history_store,
+        history_start,
+        outcomes,
+        hot_window: (config.hot_window, config.hot_window_events),
+    };
+    let recover::Recovered { ledger, mut outcomes, history, derived: marks, .. } =
+        recover::recover(&journal, report.replay_from, restored, stores)?;
     outcomes.set_sync_interval(super::outcome_log::SYNC_INTERVAL);
-    outcomes.publish_to(marks.register("outcomes", outcomes.last_sequence()));
     let history_from = history.mark.load(Ordering::Acquire);
     let history = HistoryThread::start(history).map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
     let derived = DerivedStores { outcomes, history, history_from };
-    Ok(Local { snapshots, restored: restored.sequence, journal, ledger, derived, marks })
+    Ok(Local { snapshots, restored: snapshot_sequence, journal, ledger, derived, marks })
 }
 
 /// A disagreement with the primary: never papered over.

@@ -25,8 +25,14 @@ pub enum Answer {
 
 #[derive(Clone, Debug)]
 pub enum Payload {
-    /// A replication message, carried in its wire encoding (so the real codec runs).
-    Peer(Vec<u8>),
+    /// A replication message, carried in its wire encoding (so the real codec runs), on
+    /// `stream`: the subscription it belongs to (0 for messages outside one). `tally`
+    /// carries a subscription on one TCP connection, so a message of an older connection
+    /// never arrives on a newer one; the stream number gives the simulator that rule.
+    Peer {
+        bytes: Vec<u8>,
+        stream: u64,
+    },
     Request {
         request_id: u64,
         request: Request,
@@ -39,15 +45,20 @@ pub enum Payload {
 
 impl Payload {
     pub fn peer(message: &Message) -> Payload {
+        Payload::on_stream(message, 0)
+    }
+
+    /// A replication message of the subscription `stream`.
+    pub fn on_stream(message: &Message, stream: u64) -> Payload {
         let mut bytes = Vec::new();
         message.encode(&mut bytes);
-        Payload::Peer(bytes)
+        Payload::Peer { bytes, stream }
     }
 
     /// A small tag for the trace hash.
     pub fn tag(&self) -> u64 {
         match self {
-            Payload::Peer(bytes) => 0x100 | bytes.get(4).copied().map_or(0, u64::from) ^ bytes.len() as u64,
+            Payload::Peer { bytes, .. } => 0x100 | bytes.get(4).copied().map_or(0, u64::from) ^ bytes.len() as u64,
             Payload::Request { request_id, .. } => 0x200 ^ request_id,
             Payload::Answer { request_id, .. } => 0x300 ^ request_id,
         }

@@ -100,6 +100,8 @@ struct PrimaryRole {
     checkpoints: CheckpointSchedule,
     /// Standbys subscribed, and the next sequence to send each.
     subscribers: BTreeMap<usize, u64>,
+    /// Each subscriber's stream (its subscription): what is shipped to it goes there.
+    streams: BTreeMap<usize, u64>,
     pending: Vec<Pending>,
 }
 
@@ -107,6 +109,8 @@ struct StandbyRole {
     follower: Follower,
     checkpoints: Checkpoints,
     primary: Option<usize>,
+    /// The stream of the current subscription: messages of an older one are ignored.
+    stream: u64,
     /// The primary accepted this subscription (it sent records or a heartbeat): only
     /// then are acknowledgements sent, since only then is this log known to be a prefix
     /// of the primary's.
@@ -394,6 +398,7 @@ fn standby(epoch: u32, position: LogPosition, now: u64) -> Role {
         follower: Follower::new(epoch, position),
         checkpoints: Checkpoints::default(),
         primary: None,
+        stream: 0,
         confirmed: false,
         // Subscribe at the next tick.
         last_heard: now.saturating_sub(SILENCE_NS),
@@ -413,6 +418,7 @@ impl SimNode {
                 last_tick: 0,
                 checkpoints: CheckpointSchedule::new(CHECKPOINT_INTERVAL),
                 subscribers: BTreeMap::new(),
+                streams: BTreeMap::new(),
                 pending: Vec::new(),
             });
         }
@@ -608,16 +614,17 @@ impl SimNode {
                     if broken.contains(&standby) {
                         continue;
                     }
+                    let stream = primary.streams.get(&standby).copied().unwrap_or(0);
                     let mut sent = true;
                     if *next > last && heartbeat {
                         let beat = Message::Records { epoch, records: Vec::new() };
-                        sent &= ctx.send(me, Addr::Node(standby), Payload::peer(&beat));
+                        sent &= ctx.send(me, Addr::Node(standby), Payload::on_stream(&beat, stream));
                     }
                     while sent && *next <= last {
                         let records = records_of(&up.log, *next, last);
                         *next += records.len() as u64;
                         let message = Message::Records { epoch, records };
-                        sent &= ctx.send(me, Addr::Node(standby), Payload::peer(&message));
+                        sent &= ctx.send(me, Addr::Node(standby), Payload::on_stream(&message, stream));
                     }
                     if !sent {
                         broken.push(standby);
@@ -641,7 +648,8 @@ impl SimNode {
                 }
                 if let Some(checkpoint) = primary.checkpoints.due(epoch, up.ledger.sequence(), up.ledger.state_hash()) {
                     for &standby in primary.subscribers.keys() {
-                        ctx.send(me, Addr::Node(standby), Payload::peer(&checkpoint));
+                        let stream = primary.streams.get(&standby).copied().unwrap_or(0);
+                        ctx.send(me, Addr::Node(standby), Payload::on_stream(&checkpoint, stream));
                     }
                 }
                 let released = up.journal.durable_sequence().min(primary.core.replicated_watermark());
@@ -672,7 +680,7 @@ impl SimNode {
                     && let Some(primary) = standby.primary
                     && let Some(ack) = standby.follower.durable(up.journal.durable_sequence())
                 {
-                    ctx.send(me, Addr::Node(primary), Payload::peer(&ack));
+                    ctx.send(me, Addr::Node(primary), Payload::on_stream(&ack, standby.stream));
                 }
                 if ctx.now.saturating_sub(standby.last_heard) >= SILENCE_NS {
                     // Ask the last primary again, or someone else.
@@ -685,8 +693,9 @@ impl SimNode {
                     standby.primary = Some(target);
                     standby.confirmed = false;
                     standby.last_heard = ctx.now;
+                    standby.stream = ctx.rng.next() | 1;
                     let subscribe = standby.follower.subscribe(&name(id));
-                    ctx.send(me, Addr::Node(target), Payload::peer(&subscribe));
+                    ctx.send(me, Addr::Node(target), Payload::on_stream(&subscribe, standby.stream));
                 }
             }
             Role::Candidate(candidate) => {
@@ -743,6 +752,7 @@ impl SimNode {
                 last_tick: 0,
                 checkpoints: CheckpointSchedule::new(CHECKPOINT_INTERVAL),
                 subscribers: BTreeMap::new(),
+                streams: BTreeMap::new(),
                 pending: Vec::new(),
             });
             ctx.report.promotions += 1;
@@ -751,7 +761,8 @@ impl SimNode {
     }
 
     /// A replication message from node `from`.
-    pub fn on_peer(&mut self, from: usize, bytes: &[u8], ctx: &mut Ctx) {
+    /// `stream` is the subscription the message belongs to (0: none).
+    pub fn on_peer(&mut self, from: usize, stream: u64, bytes: &[u8], ctx: &mut Ctx) {
         let message = match super::net::decode_peer(bytes) {
             Ok(message) => message,
             Err(error) => {
@@ -824,15 +835,18 @@ impl SimNode {
                             // A new connection: losses on an older one no longer matter.
                             ctx.connection_broke(id, from);
                             primary.subscribers.insert(from, position.last_sequence + 1);
+                            primary.streams.insert(from, stream);
                         } else {
                             primary.subscribers.remove(&from);
                             let refused = Message::Refused { reason: "diverged".into() };
-                            ctx.send(me, Addr::Node(from), Payload::peer(&refused));
+                            ctx.send(me, Addr::Node(from), Payload::on_stream(&refused, stream));
                         }
                     }),
-                    Message::Ack { epoch, durable_sequence } => {
+                    // An acknowledgement counts only on the subscription it belongs to.
+                    Message::Ack { epoch, durable_sequence } if primary.streams.get(&from) == Some(&stream) => {
                         primary.core.on_ack(&name(from), epoch, durable_sequence).map(|_| ())
                     }
+                    Message::Ack { epoch, .. } => primary.core.check_epoch(epoch),
                     Message::NewerEpoch { epoch }
                     | Message::Records { epoch, .. }
                     | Message::Checkpoint { epoch, .. }
@@ -895,6 +909,11 @@ impl SimNode {
                 }
                 _ => {}
             },
+            // What belongs to a subscription is read only on the current one: `tally`
+            // reads it from that subscription's connection (seed 2924: the primary took a
+            // `Subscribe` delayed from before this node served an epoch of its own and
+            // shipped records that did not follow this node's log).
+            Role::Standby(standby) if stream != 0 && stream != standby.stream => {}
             Role::Standby(standby) => match message {
                 Message::Records { epoch, records } => records_for_standby = Some((epoch, records)),
                 Message::Refused { .. } => {

@@ -251,9 +251,9 @@ impl World {
         for envelope in self.net.due(self.now) {
             self.trace(envelope.deliver_at ^ envelope.payload.tag().rotate_left(32));
             match (envelope.to, envelope.payload) {
-                (Addr::Node(id), Payload::Peer(bytes)) => {
+                (Addr::Node(id), Payload::Peer { bytes, stream }) => {
                     let Addr::Node(from) = envelope.from else { continue };
-                    self.with_node(id, |node, ctx| node.on_peer(from, &bytes, ctx));
+                    self.with_node(id, |node, ctx| node.on_peer(from, stream, &bytes, ctx));
                 }
                 (Addr::Node(id), Payload::Request { request_id, request }) => {
                     let Addr::Client(client) = envelope.from else { continue };
