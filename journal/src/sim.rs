@@ -2,9 +2,11 @@
 //! in the replication simulation). Each file has a *cache* image, which every write
 //! changes, and a *durable* image, which only a successful sync updates. A crash throws
 //! the cache away, optionally after writing back a random subset of dirty 512-byte
-//! sectors first, as the kernel's out-of-order writeback can. Directory operations are
-//! durable at once, which is stricter than a real file system and leaves the directory
-//! protocol to the tests on [`crate::FileStorage`]. A handle opened before a crash belongs
+//! sectors first, as the kernel's out-of-order writeback can. Directory entries are kept
+//! the same way: a creation, rename or removal changes the directory at once and becomes
+//! durable only with a sync of the directory ([`Storage::sync_dir`], [`Directory::sync`]),
+//! as POSIX promises (a file's own fsync does not make its name durable), so a crash
+//! brings back the names of the last directory sync. A handle opened before a crash belongs
 //! to a process that died with the power: its writes and syncs reach nothing (so a
 //! destructor that flushes, run after the crash, cannot make anything durable).
 
@@ -59,6 +61,8 @@ impl MemFile {
 #[derive(Default)]
 struct Disk {
     names: BTreeMap<String, usize>,
+    /// The directory as of its last sync: what a crash brings back.
+    durable_names: BTreeMap<String, usize>,
     inodes: Vec<MemFile>,
     /// Syncs that succeeded so far.
     syncs_done: u64,
@@ -91,6 +95,7 @@ impl MemStorage {
         let disk = self.disk();
         let copy = Disk {
             names: disk.names.clone(),
+            durable_names: disk.durable_names.clone(),
             inodes: disk.inodes.clone(),
             syncs_done: 0,
             fail_sync_after: None,
@@ -121,19 +126,23 @@ impl MemStorage {
         self.disk().syncs_done
     }
 
-    /// Power loss: everything not synced is lost, and the machine boots again.
+    /// Power loss: everything not synced is lost (file contents and directory entries),
+    /// and the machine boots again.
     pub fn crash(&self) {
         let mut disk = self.disk();
         disk.boots += 1;
         for file in &mut disk.inodes {
             file.lose_cache();
         }
+        disk.names = disk.durable_names.clone();
     }
 
     /// The machine reboots without losing anything (a clean reboot, or the disk moved
     /// to another machine): the page cache was written back first.
     pub fn reboot(&self) {
-        self.disk().boots += 1;
+        let mut disk = self.disk();
+        disk.boots += 1;
+        disk.durable_names = disk.names.clone();
     }
 
     /// Power loss after the kernel wrote back a pseudo-random subset (chosen by `seed`)
@@ -157,6 +166,13 @@ impl MemStorage {
             }
             file.lose_cache();
         }
+        disk.names = disk.durable_names.clone();
+    }
+
+    /// Makes the directory's entries durable (a directory fsync).
+    fn sync_names(&self) {
+        let mut disk = self.disk();
+        disk.durable_names = disk.names.clone();
     }
 
     /// Names of every file on this disk.
@@ -177,6 +193,7 @@ impl MemStorage {
         disk.inodes.push(file);
         let inode = disk.inodes.len() - 1;
         disk.names.insert(name.to_string(), inode);
+        disk.durable_names.insert(name.to_string(), inode);
     }
 
     /// The same disk seen as a [`Directory`] of whole files (a snapshot store's), which
@@ -228,6 +245,7 @@ impl Storage for MemStorage {
     }
 
     fn sync_dir(&self) -> io::Result<()> {
+        self.sync_names();
         Ok(())
     }
 
@@ -301,7 +319,7 @@ impl SegmentFile for MemSegment {
 }
 
 /// A [`MemStorage`] as a [`Directory`] ([`MemStorage::directory`]). Entries (creation,
-/// rename, removal) are durable at once, as for segments.
+/// rename, removal) become durable with [`Directory::sync`], as for segments.
 #[derive(Clone)]
 pub struct MemDirectory {
     storage: MemStorage,
@@ -348,6 +366,7 @@ impl Directory for MemDirectory {
     }
 
     fn sync(&self) -> io::Result<()> {
+        self.storage.sync_names();
         Ok(())
     }
 

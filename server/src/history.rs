@@ -117,6 +117,9 @@ impl HistoryStore {
         let path = dir.join(FILE_NAME);
         let db = crate::cold_cache::create_database(&path, crate::cold_cache::HISTORY_CACHE_BYTES)
             .map_err(|error| store_error(&path, error))?;
+        // The file's name is durable only once its directory is synced (POSIX): without
+        // this a power loss soon after the store was created could take the whole file.
+        std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| store_error(dir, error))?;
         HistoryStore::open_database(db, path)
     }
 

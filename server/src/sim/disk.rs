@@ -56,5 +56,7 @@ pub fn open_history(disk: &MemStorage) -> Result<(Arc<HistoryStore>, u64), Histo
     let existing = directory.list().is_ok_and(|names| names.iter().any(|name| name == FILE_NAME));
     let file = if existing { directory.open_for_writing(FILE_NAME) } else { directory.create(FILE_NAME) };
     let file = file.map_err(|error| HistoryError::Store { path: path.clone(), message: error.to_string() })?;
+    // As `HistoryStore::open` does: the new file's name is durable only with its directory.
+    directory.sync().map_err(|error| HistoryError::Store { path: path.clone(), message: error.to_string() })?;
     HistoryStore::open_on(HistoryFile { file }, path, CACHE_BYTES)
 }
