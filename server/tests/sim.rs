@@ -104,11 +104,11 @@ mod planted {
     }
 
     // The bounds have margin over what was measured (1 500 steps, 2026-12-05): of seeds
-    // 0..500, ack-before-durable was caught by 388, the first being seed 0,
-    // promote-without-promises by 445, the first seed 2, and checkpoint-before-durable by
-    // 6 (17 of 0..2 000, the first seed 32); accept-lower-epoch by 243 of seeds 0..5 000
-    // (the first 34), since it needs the candidate's `Prepare` to the old primary lost while
-    // that primary's records still reach a standby that promised.
+    // 0..500, ack-before-durable was caught by 391, the first being seed 0,
+    // promote-without-promises by 427, the first seed 0, and checkpoint-before-durable by
+    // 5 (18 of 0..2 000, the first seed 161); accept-lower-epoch by 37 of seeds 0..1 000
+    // (the first 141), since it needs the candidate's `Prepare` to the old primary lost
+    // while that primary's records still reach a standby that promised.
 
     #[test]
     fn acknowledging_before_the_durable_watermark_is_caught_within_10_seeds() {
