@@ -21,13 +21,16 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{Mmap, MmapMut, MmapOptions};
 
+use crate::directory::{Directory, OsDirectory};
 use crate::error::JournalError;
 use crate::storage::{FlushMethod, SegmentFile, Storage};
 
 /// Segment files in a directory on a local file system.
 #[derive(Clone, Debug)]
 pub struct FileStorage {
-    dir: PathBuf,
+    /// The directory's own operations (list, rename, remove, sync) are those of the
+    /// snapshot store's [`OsDirectory`].
+    dir: OsDirectory,
     flush_method: FlushMethod,
     /// Writable segments are written with `pwrite` instead of through their mapping
     /// ([`FileStorage::with_file_writes`]).
@@ -40,7 +43,7 @@ impl FileStorage {
     /// on stderr.
     pub fn new(dir: impl Into<PathBuf>, flush_method: FlushMethod) -> Result<FileStorage, JournalError> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|error| JournalError::io(&dir, error))?;
+        let dir = OsDirectory::create_all(&dir).map_err(|error| JournalError::io(&dir, error))?;
         let flush_method = effective_flush_method(flush_method);
         Ok(FileStorage { dir, flush_method, file_writes: false })
     }
@@ -60,7 +63,7 @@ impl FileStorage {
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// The flush method in use, after any io_uring fallback.
@@ -115,17 +118,11 @@ impl Storage for FileStorage {
     type Segment = FileSegment;
 
     fn list(&self) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(&self.dir)? {
-            if let Ok(name) = entry?.file_name().into_string() {
-                names.push(name);
-            }
-        }
-        Ok(names)
+        self.dir.list()
     }
 
     fn create(&self, name: &str, bytes: usize) -> io::Result<FileSegment> {
-        let path = self.dir.join(name);
+        let path = self.dir.path_of(name);
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
         // The new length is metadata: make it durable before anything relies on the
         // file being this long (redb once lost a file extension this way).
@@ -139,28 +136,28 @@ impl Storage for FileStorage {
     }
 
     fn open(&self, name: &str, writable: bool) -> io::Result<FileSegment> {
-        let file = OpenOptions::new().read(true).write(writable).open(self.dir.join(name))?;
+        let file = OpenOptions::new().read(true).write(writable).open(self.dir.path_of(name))?;
         self.segment(file, writable)
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        std::fs::rename(self.dir.join(from), self.dir.join(to))
+        self.dir.rename(from, to)
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        std::fs::remove_file(self.dir.join(name))
+        self.dir.remove(name)
     }
 
     fn sync_dir(&self) -> io::Result<()> {
-        File::open(&self.dir)?.sync_all()
+        self.dir.sync()
     }
 
     fn path_of(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        self.dir.path_of(name)
     }
 
     fn available_bytes(&self) -> Option<u64> {
-        let path = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()).ok()?;
+        let path = std::ffi::CString::new(self.dir.path().as_os_str().as_encoded_bytes()).ok()?;
         let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
         // SAFETY: `path` is a NUL-terminated string that outlives the call, and `stats`
         // points at writable memory of the size statvfs fills.
