@@ -2,7 +2,7 @@
 //! carries the decision out and [`crate::verify`] reports it, so the two always agree.
 
 use crate::error::{DamageReason, JournalError};
-use crate::format::{ChainHash, MarkSlot, SegmentHeader, segment_name};
+use crate::format::{ChainHash, MarkSlot, RecordHeader, SegmentHeader, segment_name};
 use crate::manifest::{self, Found, ManifestState};
 use crate::recovery::RecoveryMode;
 use crate::scan::Cursor;
@@ -25,8 +25,9 @@ pub(crate) struct Assessment {
 }
 
 pub(crate) enum Plan {
-    /// No segments: a new journal, starting right after the snapshot.
-    Empty { first_sequence: u64, genesis_chain: ChainHash },
+    /// No segments: a new journal, starting right after the snapshot and continuing the
+    /// chain, epoch and timestamp of its last record (epoch and timestamp 0 where unknown).
+    Empty { first_sequence: u64, genesis_chain: ChainHash, genesis_epoch: u32, genesis_timestamp: u64 },
     /// Keep the scanned segments; cut whatever follows the end of the valid prefix.
     Keep { scan: JournalScan, keep: Keep },
     /// The operator's [`RecoveryMode::TruncateAt`].
@@ -87,7 +88,12 @@ fn decide_plan<S: Storage>(
         manifest_slots_damaged,
         set_aside: Vec::new(),
         damage_covered: None,
-        plan: Plan::Empty { first_sequence: snapshot_sequence.saturating_add(1), genesis_chain },
+        plan: Plan::Empty {
+            first_sequence: snapshot_sequence.saturating_add(1),
+            genesis_chain,
+            genesis_epoch: 0,
+            genesis_timestamp: 0,
+        },
     };
     if let RecoveryMode::TruncateAt(sequence) = mode {
         if !segments.is_empty() {
@@ -119,8 +125,13 @@ fn decide_plan<S: Storage>(
     assessment.damage_covered = Some(refusal.to_string());
     let rest = segments[cover.set_aside..].to_vec();
     if rest.is_empty() {
-        assessment.plan =
-            Plan::Empty { first_sequence: snapshot_sequence.saturating_add(1), genesis_chain: cover.chain_at_snapshot };
+        let at = cover.at_snapshot;
+        assessment.plan = Plan::Empty {
+            first_sequence: snapshot_sequence.saturating_add(1),
+            genesis_chain: at.chain,
+            genesis_epoch: at.epoch,
+            genesis_timestamp: at.timestamp,
+        };
         return Ok(assessment);
     }
     let scan = scan_journal(storage, rest)?;
@@ -202,10 +213,11 @@ fn decide<S: Storage>(
         Some(damage) => intact_in(storage, &scan.segments[end_index].name, damage.offset, damage.sequence)?,
         None => Vec::new(),
     };
-    if same_boot && let Some(&(last_intact, _)) = intact.last() {
-        return Err(corrupt(DamageReason::DamagedBeforeIntact { first: end.next_sequence, last: last_intact }));
+    if same_boot && let Some(last_intact) = intact.last() {
+        let last = last_intact.sequence;
+        return Err(corrupt(DamageReason::DamagedBeforeIntact { first: end.next_sequence, last }));
     }
-    let intact_after = intact.iter().map(|&(sequence, _)| sequence).collect();
+    let intact_after = intact.iter().map(|header| header.sequence).collect();
     Ok(Keep { end_index, end, header, mark, intact_after })
 }
 
@@ -214,7 +226,7 @@ fn intact_in<S: Storage>(
     name: &str,
     offset: usize,
     sequence: u64,
-) -> Result<Vec<(u64, ChainHash)>, JournalError> {
+) -> Result<Vec<RecordHeader>, JournalError> {
     let segment = storage.open(name, false).map_err(|error| JournalError::io(storage.path_of(name), error))?;
     Ok(intact_after(segment.bytes(), offset, sequence))
 }
@@ -223,7 +235,7 @@ fn intact_in<S: Storage>(
 /// last record for a journal that starts over after it.
 struct Cover {
     set_aside: usize,
-    chain_at_snapshot: ChainHash,
+    at_snapshot: Cursor,
 }
 
 /// Whether the snapshot covers every record of the damaged segment and all before it:
@@ -243,19 +255,24 @@ fn covered_by_snapshot<S: Storage>(
     let index = damage.segment;
     if let Some(next) = scan.segments.get(index + 1) {
         let covered = next.first_sequence <= snapshot_sequence.saturating_add(1);
-        return Ok(covered.then_some(Cover { set_aside: index + 1, chain_at_snapshot: [0; 16] }));
+        return Ok(covered.then_some(Cover { set_aside: index + 1, at_snapshot: Cursor::default() }));
     }
     let on_disk_mark = scan.last_mark.map_or(0, |mark| mark.durable_sequence);
     if recorded_durable.max(on_disk_mark) > snapshot_sequence {
         return Ok(None);
     }
     let intact = intact_in(storage, &scan.segments[index].name, damage.offset, damage.sequence)?;
-    if intact.iter().any(|&(sequence, _)| sequence > snapshot_sequence) {
+    if intact.iter().any(|header| header.sequence > snapshot_sequence) {
         return Ok(None);
     }
     let before_damage = scan.end.filter(|(_, cursor)| cursor.last_sequence() == snapshot_sequence);
-    let chain = before_damage
-        .map(|(_, cursor)| cursor.chain)
-        .or_else(|| intact.iter().find(|&&(sequence, _)| sequence == snapshot_sequence).map(|&(_, chain)| chain));
-    Ok(chain.map(|chain_at_snapshot| Cover { set_aside: index + 1, chain_at_snapshot }))
+    let at_snapshot = before_damage.map(|(_, cursor)| cursor).or_else(|| {
+        intact.iter().find(|header| header.sequence == snapshot_sequence).map(|header| Cursor {
+            chain: header.chain,
+            epoch: header.epoch,
+            timestamp: header.timestamp,
+            ..Cursor::default()
+        })
+    });
+    Ok(at_snapshot.map(|at_snapshot| Cover { set_aside: index + 1, at_snapshot }))
 }

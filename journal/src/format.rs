@@ -58,6 +58,12 @@ pub struct SegmentHeader {
     /// Chain hash of record `first_sequence - 1` (the journal's genesis value for the
     /// first segment), so every segment can be verified without its predecessors.
     pub previous_chain: ChainHash,
+    /// Epoch and timestamp of record `first_sequence - 1` (0 where unknown: the first
+    /// segment, or one written before these fields existed), so that a journal whose
+    /// earlier segments are gone (trimmed, or set aside as damaged under a snapshot)
+    /// still knows the epoch of its last record while its active segment is empty.
+    pub previous_epoch: u32,
+    pub previous_timestamp: u64,
 }
 
 impl SegmentHeader {
@@ -68,6 +74,8 @@ impl SegmentHeader {
         out[16..24].copy_from_slice(&self.first_sequence.to_le_bytes());
         out[24..32].copy_from_slice(&self.segment_bytes.to_le_bytes());
         out[32..48].copy_from_slice(&self.previous_chain);
+        out[48..52].copy_from_slice(&self.previous_epoch.to_le_bytes());
+        out[56..64].copy_from_slice(&self.previous_timestamp.to_le_bytes());
         let crc = crc32c::crc32c(&out);
         out[12..16].copy_from_slice(&crc.to_le_bytes());
         out
@@ -91,7 +99,13 @@ impl SegmentHeader {
         }
         let mut previous_chain = [0u8; 16];
         previous_chain.copy_from_slice(&header[32..48]);
-        Ok(SegmentHeader { first_sequence: read_u64(header, 16), segment_bytes: read_u64(header, 24), previous_chain })
+        Ok(SegmentHeader {
+            first_sequence: read_u64(header, 16),
+            segment_bytes: read_u64(header, 24),
+            previous_chain,
+            previous_epoch: read_u32(header, 48),
+            previous_timestamp: read_u64(header, 56),
+        })
     }
 }
 

@@ -18,6 +18,8 @@ mod error;
 mod file_storage;
 mod format;
 mod manifest;
+#[cfg(feature = "sim-bugs")]
+pub mod planted;
 mod reader;
 mod recovery;
 pub mod repair;

@@ -129,7 +129,9 @@ pub(crate) fn recover<S: Storage>(
     }
     let manifest_created = assessment.recorded.is_none() && !matches!(assessment.plan, Plan::Empty { .. });
     let mut recovered = match assessment.plan {
-        Plan::Empty { first_sequence, genesis_chain } => start_empty(storage, first_sequence, genesis_chain, options)?,
+        Plan::Empty { first_sequence, genesis_chain, genesis_epoch, genesis_timestamp } => {
+            start_empty(storage, first_sequence, (genesis_chain, genesis_epoch, genesis_timestamp), options)?
+        }
         Plan::Keep { scan, keep } => keep_prefix(storage, scan, keep, options.hook)?,
         Plan::Truncate { scan, sequence } => truncate_at(storage, scan, sequence, options.hook)?,
     };
@@ -198,10 +200,10 @@ fn record_manifest<S: Storage>(
 fn start_empty<S: Storage>(
     storage: &S,
     first_sequence: u64,
-    genesis_chain: ChainHash,
+    (previous_chain, previous_epoch, previous_timestamp): (ChainHash, u32, u64),
     options: &RecoverOptions,
 ) -> Result<Recovered<S::Segment>, JournalError> {
-    let header = new_header(first_sequence, options.segment_bytes, genesis_chain);
+    let header = new_header(first_sequence, options.segment_bytes, previous_chain, previous_epoch, previous_timestamp);
     let durable = first_sequence - 1;
     let active = create_segment(storage, header, durable, options.hook)?;
     let report = RecoveryReport {

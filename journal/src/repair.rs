@@ -1,14 +1,18 @@
 //! Repair of damage below the durable mark from a peer's copy of the same records.
 //!
-//! Recovery refuses a journal whose last segment holds a damaged record followed by
-//! intact ones (`DamageReason::DamagedBeforeIntact`): those records were flushed, perhaps
-//! acknowledged, and a valid record after them proves the damage is not a torn write.
-//! [`damaged_range`] names the damaged sequences; [`repair`] writes a peer's copy of
-//! exactly those records in place, and only if it matches the hash chain on both sides:
-//! the first copied record chains from the last intact record before the damage, each
-//! copied record chains from the one before, and the first intact record after the
-//! damage chains from the last copied one, at the very offset where the copy ends. Any
-//! mismatch refuses the copy and leaves the journal untouched.
+//! Recovery refuses a journal with a damaged record that intact ones follow: in the last
+//! segment (`DamageReason::DamagedBeforeIntact`: those records were flushed, perhaps
+//! acknowledged, and a valid record after them proves the damage is not a torn write) or
+//! anywhere in a sealed one (a sealed segment was flushed whole before its successor was
+//! created). [`damaged_range`] names the damaged sequences; [`repair`] writes a peer's
+//! copy of exactly those records in place, and only if it matches the hash chain on both
+//! sides: the first copied record chains from the last intact record before the damage,
+//! each copied record chains from the one before, and what follows the damage chains
+//! from the last copied one: the first intact record after it in the same segment, at the
+//! very offset where the copy ends, or, when the damage reaches the end of a sealed
+//! segment, the next segment's header (its first sequence and the chain it continues),
+//! with nothing but zeros left after the copy. Any mismatch refuses the copy and leaves
+//! the journal untouched.
 //!
 //! Only for a journal no writer has open (start-up, before [`crate::Journal::open`]).
 
@@ -65,62 +69,104 @@ pub enum RepairError {
     },
 }
 
-/// Where the damage is: the segment, the cursor at the first damaged record, and the
-/// first intact record after it (offset, sequence).
+/// What follows the damaged records.
+enum After {
+    /// The first intact record after them in the same segment.
+    Record { offset: usize, sequence: u64 },
+    /// The damage reaches the end of a sealed segment: the next segment starts at
+    /// `sequence`, continuing the chain `previous_chain`.
+    NextSegment { sequence: u64, previous_chain: ChainHash },
+}
+
+impl After {
+    fn sequence(&self) -> u64 {
+        match *self {
+            After::Record { sequence, .. } | After::NextSegment { sequence, .. } => sequence,
+        }
+    }
+}
+
+/// Where the damage is: the segment, the cursor at the first damaged record, and what
+/// follows the damaged records.
 struct Located<F> {
     name: String,
     segment: F,
     cursor: Cursor,
-    intact_offset: usize,
-    intact_sequence: u64,
+    after: After,
 }
 
+/// The first segment (in sequence order) with a record that does not verify, and what
+/// follows the damage. Damage that is not a record's (a segment header, stray bytes after
+/// a sealed segment's last record, a last segment with nothing intact after the damage:
+/// a torn tail, which recovery cuts) is `NoDamage`: nothing a peer's records can mend.
 fn locate<S: Storage>(storage: &S, writable: bool) -> Result<Located<S::Segment>, RepairError> {
     let segments = list_segments(storage)?;
-    let Some(entry) = segments.last() else { return Err(RepairError::NoDamage) };
-    let name = entry.name.clone();
-    let segment = storage.open(&name, writable).map_err(|error| JournalError::io(storage.path_of(&name), error))?;
-    let header = SegmentHeader::decode(segment.bytes()).map_err(|reason| JournalError::Corrupt {
-        segment: name.clone(),
-        offset: 0,
-        sequence: entry.first_sequence,
-        reason,
-    })?;
-    let mut cursor = Cursor::at_segment_start(&header, None);
-    loop {
-        match parse_next(segment.bytes(), &cursor) {
-            Ok(Some(record)) => cursor.advance(&record),
-            Ok(None) => return Err(RepairError::NoDamage),
-            Err(_) => break,
+    for (index, entry) in segments.iter().enumerate() {
+        let name = entry.name.clone();
+        let segment = storage.open(&name, writable).map_err(|error| JournalError::io(storage.path_of(&name), error))?;
+        let header = SegmentHeader::decode(segment.bytes()).map_err(|reason| JournalError::Corrupt {
+            segment: name.clone(),
+            offset: 0,
+            sequence: entry.first_sequence,
+            reason,
+        })?;
+        let mut cursor = Cursor::at_segment_start(&header, None);
+        let damaged = loop {
+            match parse_next(segment.bytes(), &cursor) {
+                Ok(Some(record)) => cursor.advance(&record),
+                Ok(None) => break false,
+                Err(_) => break true,
+            }
+        };
+        if !damaged {
+            continue;
         }
-    }
-    // The first intact record after the damage, as recovery finds it.
-    let bytes = segment.bytes();
-    let mut offset = cursor.offset + RECORD_ALIGN_BYTES;
-    while offset + RECORD_HEADER_BYTES <= bytes.len() {
-        if let Some((header, _)) =
-            intact_record_at(bytes, offset).filter(|(header, _)| header.sequence > cursor.next_sequence)
-        {
-            return Ok(Located { name, segment, cursor, intact_offset: offset, intact_sequence: header.sequence });
+        // The first intact record after the damage, as recovery finds it.
+        let bytes = segment.bytes();
+        let mut offset = cursor.offset + RECORD_ALIGN_BYTES;
+        while offset + RECORD_HEADER_BYTES <= bytes.len() {
+            if let Some((header, _)) =
+                intact_record_at(bytes, offset).filter(|(header, _)| header.sequence > cursor.next_sequence)
+            {
+                let after = After::Record { offset, sequence: header.sequence };
+                return Ok(Located { name, segment, cursor, after });
+            }
+            offset += RECORD_ALIGN_BYTES;
         }
-        offset += RECORD_ALIGN_BYTES;
+        // Nothing intact after it here: a sealed segment's damage ends where its
+        // successor begins; in the last segment it is a torn tail.
+        let Some(next) = segments.get(index + 1) else { return Err(RepairError::NoDamage) };
+        let next_segment =
+            storage.open(&next.name, false).map_err(|error| JournalError::io(storage.path_of(&next.name), error))?;
+        let Ok(next_header) = SegmentHeader::decode(next_segment.bytes()) else { return Err(RepairError::NoDamage) };
+        if next_header.first_sequence != next.first_sequence || next_header.first_sequence <= cursor.next_sequence {
+            return Err(RepairError::NoDamage);
+        }
+        let after =
+            After::NextSegment { sequence: next_header.first_sequence, previous_chain: next_header.previous_chain };
+        return Ok(Located { name, segment, cursor, after });
     }
     Err(RepairError::NoDamage)
 }
 
-/// The damaged range of the journal in `dir`, if its last segment has damaged records
-/// followed by intact ones.
+/// The damaged range of the journal in `dir`, if it has damaged records followed by
+/// intact ones (in the same segment or, for a sealed segment, in the next).
 pub fn damaged_range(dir: impl AsRef<Path>) -> Result<Option<DamagedRange>, JournalError> {
     let storage = FileStorage::new(dir.as_ref(), FlushMethod::default())?;
-    match locate(&storage, false) {
+    damaged_range_on(&storage)
+}
+
+/// [`damaged_range`] on any storage.
+pub fn damaged_range_on<S: Storage>(storage: &S) -> Result<Option<DamagedRange>, JournalError> {
+    match locate(storage, false) {
         Ok(located) => Ok(Some(DamagedRange {
             segment: located.name,
             first: located.cursor.next_sequence,
-            last: located.intact_sequence - 1,
+            last: located.after.sequence() - 1,
         })),
         Err(RepairError::NoDamage) => Ok(None),
         Err(RepairError::Journal(error)) => Err(error),
-        Err(other) => Err(JournalError::io(dir.as_ref(), std::io::Error::other(other.to_string()))),
+        Err(other) => Err(JournalError::io(storage.path_of(""), std::io::Error::other(other.to_string()))),
     }
 }
 
@@ -132,8 +178,9 @@ pub fn repair(dir: impl AsRef<Path>, records: &[PeerRecord]) -> Result<DamagedRa
 }
 
 pub fn repair_on<S: Storage>(storage: &S, records: &[PeerRecord]) -> Result<DamagedRange, RepairError> {
-    let Located { name, mut segment, cursor, intact_offset, intact_sequence } = locate(storage, true)?;
-    let range = DamagedRange { segment: name.clone(), first: cursor.next_sequence, last: intact_sequence - 1 };
+    let Located { name, mut segment, cursor, after } = locate(storage, true)?;
+    let after_sequence = after.sequence();
+    let range = DamagedRange { segment: name.clone(), first: cursor.next_sequence, last: after_sequence - 1 };
     let got_first = records.first().map_or(0, |record| record.sequence);
     let got_last = records.last().map_or(0, |record| record.sequence);
     let gapless = records.iter().zip(range.first..).all(|(record, expected)| record.sequence == expected);
@@ -161,23 +208,40 @@ pub fn repair_on<S: Storage>(storage: &S, records: &[PeerRecord]) -> Result<Dama
         bytes.extend_from_slice(&record.payload);
         bytes.resize(bytes.len().next_multiple_of(RECORD_ALIGN_BYTES), 0);
     }
-    if cursor.offset + bytes.len() != intact_offset {
-        return Err(RepairError::Misaligned { sequence: intact_sequence });
-    }
-    let after = segment.bytes();
-    let misaligned = || RepairError::Misaligned { sequence: intact_sequence };
-    let header_bytes: &[u8; RECORD_HEADER_BYTES] = after
-        .get(intact_offset..intact_offset + RECORD_HEADER_BYTES)
-        .and_then(|slice| slice.try_into().ok())
-        .ok_or_else(misaligned)?;
-    let header = RecordHeader::decode(header_bytes).map_err(|_| misaligned())?;
-    let payload_start = intact_offset + RECORD_HEADER_BYTES;
-    let payload = after.get(payload_start..payload_start + header.payload_bytes as usize).ok_or_else(misaligned)?;
-    if chain_hash(&chain, header_bytes, payload) != header.chain {
-        return Err(RepairError::ChainAfter { sequence: intact_sequence });
+    let copy_end = cursor.offset + bytes.len();
+    let current = segment.bytes();
+    let misaligned = || RepairError::Misaligned { sequence: after_sequence };
+    match after {
+        After::Record { offset, sequence } => {
+            if copy_end != offset {
+                return Err(misaligned());
+            }
+            let header_bytes: &[u8; RECORD_HEADER_BYTES] = current
+                .get(offset..offset + RECORD_HEADER_BYTES)
+                .and_then(|slice| slice.try_into().ok())
+                .ok_or_else(misaligned)?;
+            let header = RecordHeader::decode(header_bytes).map_err(|_| misaligned())?;
+            let payload_start = offset + RECORD_HEADER_BYTES;
+            let payload =
+                current.get(payload_start..payload_start + header.payload_bytes as usize).ok_or_else(misaligned)?;
+            if chain_hash(&chain, header_bytes, payload) != header.chain {
+                return Err(RepairError::ChainAfter { sequence });
+            }
+        }
+        After::NextSegment { sequence, previous_chain } => {
+            // The copy must fit the sealed segment and leave only zeros after it, as the
+            // writer left it when it rolled over.
+            let rest = current.get(copy_end..).ok_or_else(misaligned)?;
+            if rest.iter().any(|&byte| byte != 0) {
+                return Err(misaligned());
+            }
+            if previous_chain != chain {
+                return Err(RepairError::ChainAfter { sequence });
+            }
+        }
     }
     let write_error = |source| RepairError::Write { segment: name.clone(), source };
     segment.write(cursor.offset, &bytes).map_err(write_error)?;
-    segment.sync(cursor.offset..intact_offset).map_err(write_error)?;
+    segment.sync(cursor.offset..copy_end).map_err(write_error)?;
     Ok(range)
 }

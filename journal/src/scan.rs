@@ -24,7 +24,7 @@ pub struct RecordRef<'a> {
 }
 
 /// Where the next record should be and what it must follow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Cursor {
     pub offset: usize,
     pub next_sequence: u64,
@@ -41,8 +41,8 @@ impl Cursor {
             offset: SEGMENT_PREFIX_BYTES,
             next_sequence: header.first_sequence,
             chain: header.previous_chain,
-            epoch: previous.map_or(0, |cursor| cursor.epoch),
-            timestamp: previous.map_or(0, |cursor| cursor.timestamp),
+            epoch: previous.map_or(header.previous_epoch, |cursor| cursor.epoch),
+            timestamp: previous.map_or(header.previous_timestamp, |cursor| cursor.timestamp),
         }
     }
 

@@ -46,7 +46,11 @@ pub(crate) fn sync_or_stop<F: SegmentFile>(
     path: PathBuf,
     hook: FlushFailureHook,
 ) {
-    if let Err(error) = segment.sync(range) {
+    if let Err(error) = segment.sync(range.clone()) {
+        #[cfg(feature = "sim-bugs")]
+        if crate::planted::on(crate::planted::Planted::RetryFailedFlush) && segment.sync(range).is_ok() {
+            return;
+        }
         hook(&FlushFailure { path, error });
     }
 }
@@ -138,9 +142,22 @@ pub(crate) fn rename_into_place<S: Storage>(
     Ok(())
 }
 
-/// A fresh segment header.
-pub(crate) fn new_header(first_sequence: u64, segment_bytes: usize, previous_chain: ChainHash) -> SegmentHeader {
-    SegmentHeader { first_sequence, segment_bytes: segment_bytes as u64, previous_chain }
+/// A fresh segment header, continuing from the record before `first_sequence`: its chain
+/// hash, epoch and timestamp.
+pub(crate) fn new_header(
+    first_sequence: u64,
+    segment_bytes: usize,
+    previous_chain: ChainHash,
+    previous_epoch: u32,
+    previous_timestamp: u64,
+) -> SegmentHeader {
+    SegmentHeader {
+        first_sequence,
+        segment_bytes: segment_bytes as u64,
+        previous_chain,
+        previous_epoch,
+        previous_timestamp,
+    }
 }
 
 /// Zeroes everything from `from` to the last non-zero byte (not synced). Returns the

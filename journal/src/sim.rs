@@ -68,6 +68,8 @@ struct Disk {
     syncs_done: u64,
     /// When set, the sync after this many successful ones fails with EIO.
     fail_sync_after: Option<u64>,
+    /// When set, the next sync fails with EIO once and drops the file's dirty sectors.
+    fail_next_sync: bool,
     /// Power losses so far: the simulated machine's boot.
     boots: u64,
     /// Free space the disk reports, when limited.
@@ -99,6 +101,7 @@ impl MemStorage {
             inodes: disk.inodes.clone(),
             syncs_done: 0,
             fail_sync_after: None,
+            fail_next_sync: false,
             boots: disk.boots,
             available_bytes: disk.available_bytes,
         };
@@ -111,9 +114,37 @@ impl MemStorage {
         disk.fail_sync_after = Some(disk.syncs_done + successful_syncs);
     }
 
+    /// Makes the next sync of any file on this disk fail with EIO, once, and lose that
+    /// file's unsynced writes on the way: they stay readable in the cache but are no
+    /// longer dirty, so no later sync writes them (Linux marks the pages clean after a
+    /// failed writeback; PostgreSQL's "fsyncgate"). Retrying the sync then "succeeds"
+    /// with nothing on disk.
+    pub fn fail_next_sync(&self) {
+        self.disk().fail_next_sync = true;
+    }
+
+    /// Writes `bytes` at `offset` of `name`'s durable image only, as rot on the medium or
+    /// a write the disk put in the wrong place: a running process (its page cache) does
+    /// not see it, the next boot does. Returns whether the file exists and holds that
+    /// range.
+    pub fn damage_durable(&self, name: &str, offset: usize, bytes: &[u8]) -> bool {
+        let mut disk = self.disk();
+        let Some(&inode) = disk.names.get(name) else { return false };
+        let durable = &mut disk.inodes[inode].durable;
+        match offset.checked_add(bytes.len()).and_then(|end| durable.get_mut(offset..end)) {
+            Some(range) => {
+                range.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Removes an injected sync failure (the "disk" was replaced), so recovery can run.
     pub fn heal(&self) {
-        self.disk().fail_sync_after = None;
+        let mut disk = self.disk();
+        disk.fail_sync_after = None;
+        disk.fail_next_sync = false;
     }
 
     /// Makes the disk report `bytes` free (it does not enforce it).
@@ -450,6 +481,10 @@ fn sync_inode(disk: &mut Disk, inode: usize, boot: u64) -> io::Result<()> {
         return Ok(());
     }
     if disk.fail_sync_after == Some(disk.syncs_done) {
+        return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
+    if std::mem::take(&mut disk.fail_next_sync) {
+        disk.inodes[inode].dirty.clear();
         return Err(io::Error::from_raw_os_error(libc::EIO));
     }
     disk.syncs_done += 1;

@@ -3,7 +3,7 @@
 
 use crate::error::{DamageReason, JournalError};
 use crate::format::{
-    ChainHash, MARK_FLAG_SEALED, MARK_SLOT_OFFSETS, MarkSlot, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, RecordHeader,
+    MARK_FLAG_SEALED, MARK_SLOT_OFFSETS, MarkSlot, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, RecordHeader,
     SEGMENT_HEADER_BYTES, SegmentHeader, parse_segment_name, prefix_padding_is_zero, record_bytes, record_crc,
 };
 use crate::scan::{Cursor, last_nonzero, parse_next};
@@ -180,14 +180,14 @@ fn check_header(
 /// chain) in file order. The writer only appends, so on the boot that wrote them such
 /// records prove the damage is not a write torn by a crash. Only read when there is
 /// damage, so checking every 8-byte boundary is affordable.
-pub(crate) fn intact_after(bytes: &[u8], damaged_offset: usize, damaged_sequence: u64) -> Vec<(u64, ChainHash)> {
+pub(crate) fn intact_after(bytes: &[u8], damaged_offset: usize, damaged_sequence: u64) -> Vec<RecordHeader> {
     let mut found = Vec::new();
     let mut offset = damaged_offset + RECORD_ALIGN_BYTES;
     while offset + RECORD_HEADER_BYTES <= bytes.len() {
         let record = intact_record_at(bytes, offset).filter(|(header, _)| header.sequence >= damaged_sequence);
         match record {
             Some((header, end)) => {
-                found.push((header.sequence, header.chain));
+                found.push(header);
                 offset = end;
             }
             None => offset += RECORD_ALIGN_BYTES,

@@ -353,7 +353,8 @@ impl<S: Storage + Clone> Journal<S> {
     fn roll(&mut self) -> Result<(), JournalError> {
         self.flush();
         let last_sequence = self.end.last_sequence();
-        let header = new_header(last_sequence + 1, self.segment_bytes, self.end.chain);
+        let header =
+            new_header(last_sequence + 1, self.segment_bytes, self.end.chain, self.end.epoch, self.end.timestamp);
         let next = match self.spare.take() {
             Some(spare) => install_spare(&self.storage, spare, header, last_sequence, self.hook)?,
             None => create_segment(&self.storage, header, last_sequence, self.hook)?,

@@ -24,7 +24,7 @@ pub mod peers;
 pub mod promote;
 pub(crate) mod recover;
 mod recovery_messages;
-mod rejoin;
+pub(crate) mod rejoin;
 pub mod repair;
 pub(crate) mod replay;
 pub mod role;

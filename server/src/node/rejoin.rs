@@ -21,7 +21,7 @@ use crate::error::NodeError;
 
 /// Truncates this node's journal after the last record it shares with the primary, if
 /// a primary answers and the logs differ. Unreachable primaries change nothing.
-pub fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Result<(), NodeError> {
+pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Result<(), NodeError> {
     let store = SnapshotStore::open(&dirs.snapshots)?;
     let restored = snapshots::load(&store)?;
     let journal_config = JournalConfig {
@@ -86,6 +86,14 @@ pub fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Resu
     }
     journal.close();
     let Some((address, Found::Common(common))) = found else { return Ok(()) };
+    if needs_checkpoint(common, oldest_held, &store.list()?) {
+        eprintln!(
+            "tally: REJOIN: the logs part after sequence {common}, which no snapshot at or below it and no record this \
+             journal holds ({oldest_held}..) can rebuild: clearing the journal, snapshots and history store to start \
+             from {address}'s checkpoint"
+        );
+        return super::bootstrap::clear_for_checkpoint(dirs);
+    }
     eprintln!(
         "tally: this journal diverges from {address}'s after sequence {common}: truncating the {} records after it \
          (never acknowledged: the new primary would hold them)",
@@ -102,6 +110,16 @@ pub fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Resu
     let (journal, _) = Journal::open(&truncate)?;
     journal.close();
     Ok(())
+}
+
+/// Whether keeping the first `common` records needs the primary's checkpoint: replay
+/// after the truncation starts from the newest snapshot at or below `common` (or from
+/// record 1 without one), and the journal, whose oldest record is `oldest_held` (earlier
+/// segments trimmed, or set aside as damaged under a snapshot), must hold the record after
+/// it.
+pub fn needs_checkpoint(common: u64, oldest_held: u64, snapshots: &[u64]) -> bool {
+    let base = snapshots.iter().copied().filter(|&sequence| sequence <= common).max().unwrap_or(0);
+    base.saturating_add(1) < oldest_held
 }
 
 /// Runs the search for the last record this journal shares with the primary's, probing

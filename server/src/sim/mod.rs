@@ -42,11 +42,19 @@ pub enum Bug {
     /// journal's durable mark) holds its sequence (planted in `tally`'s own
     /// `CheckpointWriter::try_commit`).
     CheckpointBeforeDurable,
+    /// A failed journal sync is retried and the retry's "success" taken for durability
+    /// (planted in `tally_journal`'s `sync_or_stop`, which otherwise stops the node).
+    RetryFailedFlush,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] =
-        [Bug::AckBeforeDurable, Bug::AcceptLowerEpoch, Bug::PromoteWithoutPromises, Bug::CheckpointBeforeDurable];
+    pub const ALL: [Bug; 5] = [
+        Bug::AckBeforeDurable,
+        Bug::AcceptLowerEpoch,
+        Bug::PromoteWithoutPromises,
+        Bug::CheckpointBeforeDurable,
+        Bug::RetryFailedFlush,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -54,6 +62,7 @@ impl Bug {
             Bug::AcceptLowerEpoch => "accept-lower-epoch",
             Bug::PromoteWithoutPromises => "promote-without-promises",
             Bug::CheckpointBeforeDurable => "checkpoint-before-durable",
+            Bug::RetryFailedFlush => "retry-failed-flush",
         }
     }
 
@@ -88,9 +97,24 @@ impl SimConfig {
 /// `tally` (checkpoints, damaged snapshots); those events are dropped here: the report
 /// and the checker say what a run did.
 pub fn run(config: SimConfig) -> Report {
+    quiet_flush_failures();
     #[cfg(feature = "sim-bugs")]
     let _planted = Planted::switch(config.bug);
     tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || World::new(config).run())
+}
+
+/// A failed flush takes a simulated node down by a panic the world catches
+/// ([`node::FlushFailed`]): the panic hook stays silent for those and reports the rest.
+fn quiet_flush_failures() {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.payload().is::<node::FlushFailed>() {
+                report(info);
+            }
+        }));
+    });
 }
 
 /// Switches the protocol core's planted bug for this thread while a run lasts (the
@@ -107,8 +131,11 @@ impl Planted {
             Some(Bug::PromoteWithoutPromises) => Some(Core::PromoteWithoutPromises),
             // Planted in the simulator's glue (the primary's reply gate) or in the node's
             // checkpoint writer, not in the core.
-            Some(Bug::AckBeforeDurable | Bug::CheckpointBeforeDurable) | None => None,
+            Some(Bug::AckBeforeDurable | Bug::CheckpointBeforeDurable | Bug::RetryFailedFlush) | None => None,
         });
+        tally_journal::planted::switch(
+            (bug == Some(Bug::RetryFailedFlush)).then_some(tally_journal::planted::Planted::RetryFailedFlush),
+        );
         NODE_BUG.set(bug);
         Planted
     }
@@ -118,6 +145,7 @@ impl Planted {
 impl Drop for Planted {
     fn drop(&mut self) {
         tally_replication::planted::switch(None);
+        tally_journal::planted::switch(None);
         NODE_BUG.set(None);
     }
 }

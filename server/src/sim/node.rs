@@ -6,9 +6,10 @@
 //! makes the node do) is the simulator's own and mirrors `server/src/node` in
 //! simplified form: see docs/design.md, "Deterministic simulation".
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-
 use std::sync::Arc;
+
 use tally_codecs::Transfer;
 use tally_codecs::outcome::Outcome;
 use tally_codecs::wire::{Reply, Request};
@@ -17,7 +18,8 @@ use tally_engine::cold::HistoryLookup;
 
 use tally_engine::pipeline::{Command, PipelineStats, Timestamps, tick_due};
 use tally_journal::sim::{MemDirectory, MemStorage};
-use tally_journal::{ChainHash, Journal, JournalConfig, RecoveryMode, SnapshotStore};
+use tally_journal::repair::{DamagedRange, PeerRecord, damaged_range_on, repair_on};
+use tally_journal::{ChainHash, FlushFailure, Journal, JournalConfig, RECORD_HEADER_BYTES, RecoveryMode, SET_ASIDE_SUFFIX, SnapshotStore};
 use tally_replication::{
     CheckpointSchedule, Checkpoints, Decision, Election, FollowError, Follower, LogPosition, Message, Prepared,
     Primary, Record, Step, candidate_epoch, on_prepare,
@@ -34,7 +36,7 @@ use crate::node::checkpoints::CheckpointWriter;
 use crate::node::outcome_log::OutcomeStream;
 use crate::node::recover::{self, Recovered, Stores};
 use crate::node::replay::Deriving;
-use crate::node::{journal_codec, snapshots};
+use crate::node::{journal_codec, rejoin, snapshots};
 
 /// Records between two state-hash checkpoints the primary ships.
 const CHECKPOINT_INTERVAL: u64 = 8;
@@ -160,7 +162,7 @@ pub struct Disks {
 }
 
 impl Disks {
-    fn crash(&self, writeback_seed: Option<u64>) {
+    pub fn crash(&self, writeback_seed: Option<u64>) {
         let disks = [&self.journal, &self.snapshots, &self.history, &self.outcomes];
         for (disk, salt) in disks.into_iter().zip(0u32..) {
             match writeback_seed {
@@ -182,6 +184,43 @@ pub struct SimNode {
     /// How far this node's wall clock is behind the simulation's time: it steps back
     /// (an operator or NTP), never forward.
     pub clock_behind_ns: u64,
+    /// The journal's disk took damage at rest (a fault) since the node last started: a
+    /// start the journal refuses is then expected, and repaired from a peer if it can be.
+    pub rotted: bool,
+    /// A refused start being repaired: the damaged records fetched from peers.
+    repair: Option<Repair>,
+    /// The log the node held when it last stopped (the simulator's memory, not the
+    /// node's): the stand-in for a checkpoint transfer when recovery set aside a damaged
+    /// prefix its snapshot covers (see [`mirror`]).
+    remembered: Vec<Held>,
+}
+
+/// `tally`'s start-up repair (`node::repair`): the damaged range the journal names,
+/// fetched from one peer after another until a copy chains on both sides.
+struct Repair {
+    range: DamagedRange,
+    records: Vec<PeerRecord>,
+    peer: usize,
+    epoch: u32,
+    asked_at: u64,
+    /// Fetches sent: after [`REPAIR_ROUNDS`] rounds of every peer without a copy that
+    /// chains, the operator rebuilds the node.
+    asked: u64,
+}
+
+/// How many times each peer is asked for a repair before the operator gives up on the
+/// journal and rebuilds the node from a checkpoint.
+const REPAIR_ROUNDS: u64 = 3;
+
+/// How a start went.
+pub enum Started {
+    /// Running, from the snapshot at this sequence (0: a full replay).
+    Running(u64),
+    /// The journal refused damaged records that intact ones follow: fetching them.
+    Repairing,
+    /// The journal refused for a reason no peer's records can mend: the node stays down,
+    /// as `tally` refuses to start.
+    Refused(String),
 }
 
 /// An input the primary acknowledged to a client.
@@ -206,8 +245,38 @@ fn journal_config(recovery: RecoveryMode) -> JournalConfig {
         payload_bytes_max: 16 << 10,
         recovery,
         spare_at_fill_percent: None,
+        on_flush_failure: stop_on_flush_failure,
         ..JournalConfig::new("sim")
     }
+}
+
+/// The panic payload of a node whose journal sync failed: the world catches it and takes
+/// the node down.
+pub struct FlushFailed;
+
+thread_local! {
+    /// The disks of the node the world is running now: a failed flush powers them off.
+    static RUNNING: RefCell<Option<Disks>> = const { RefCell::new(None) };
+}
+
+/// Marks `disks` as those of the node the world runs next (`None`: no node); returns
+/// the ones marked before.
+pub fn running(disks: Option<Disks>) -> Option<Disks> {
+    RUNNING.with(|running| std::mem::replace(&mut *running.borrow_mut(), disks))
+}
+
+/// The journal's flush-failure hook in the simulator. `tally` aborts the process
+/// (`abort_on_flush_failure`: a failed sync is never retried), and an operator reboots
+/// the machine after a disk error; here the node's disks lose power first, so nothing
+/// the unwinding node writes afterwards reaches them, and the world catches the panic
+/// and counts the node down.
+fn stop_on_flush_failure(_failure: &FlushFailure) -> ! {
+    RUNNING.with(|running| {
+        if let Some(disks) = running.borrow().as_ref() {
+            disks.crash(None);
+        }
+    });
+    std::panic::panic_any(FlushFailed)
 }
 
 /// Applies one journal record as the business-logic thread and replay do (`tally`'s
@@ -228,12 +297,28 @@ fn position_of(journal: &Journal<MemStorage>) -> LogPosition {
 }
 
 /// Every record the journal holds, as the node's mirror.
-fn mirror(journal: &Journal<MemStorage>) -> Result<Vec<Held>, String> {
+///
+/// A journal may start after record 1: recovery set aside a segment with damage that the
+/// snapshot it started from covers. Such a node can no longer ship those records; `tally`
+/// sends a peer that needs them a checkpoint instead. The simulator has no checkpoint
+/// transfer, so it fills the mirror's prefix from `remembered` (the log the node held
+/// before it stopped), and only if that copy ends in the chain the journal's first
+/// segment continues: the same history, which the snapshot holds the effect of.
+fn mirror(journal: &Journal<MemStorage>, remembered: &[Held]) -> Result<Vec<Held>, String> {
     let mut log = Vec::new();
     if journal.last_sequence() == 0 {
         return Ok(log);
     }
     let mut reader = journal.reader(0).map_err(|error| error.to_string())?;
+    let first = reader.next_sequence();
+    if first > 1 {
+        let continues = reader.chain_before().map_err(|error| error.to_string())?;
+        let prefix = usize::try_from(first - 1).ok().and_then(|count| remembered.get(..count));
+        match prefix {
+            Some(prefix) if prefix.last().map(|held| held.chain) == Some(continues) => log.extend_from_slice(prefix),
+            _ => return Err(format!("the journal starts at record {first} and no copy of the records before it chains")),
+        }
+    }
     while let Some(record) = reader.next_record().map_err(|error| error.to_string())? {
         if record.sequence != log.len() as u64 + 1 {
             return Err(format!("the journal holds record {} after {}", record.sequence, log.len()));
@@ -299,7 +384,14 @@ impl Up {
     /// `node::recover` (replay into the snapshot's ledger through `Deriving`, history cut
     /// to the journal's end, the derived stores registered). The mirror holds every
     /// record. Follows as a standby of `epoch`, with the hot window `hot_window`.
-    fn open(disks: &Disks, recovery: RecoveryMode, hot_window: (u64, u64), epoch: u32, now: u64) -> Result<Up, String> {
+    fn open(
+        disks: &Disks,
+        recovery: RecoveryMode,
+        hot_window: (u64, u64),
+        epoch: u32,
+        now: u64,
+        remembered: &[Held],
+    ) -> Result<Up, String> {
         let store = SnapshotStore::open_on(disks.snapshots.directory()).map_err(|error| error.to_string())?;
         let restored = snapshots::load(&store).map_err(|error| format!("loading the newest snapshot: {error}"))?;
         let (history, history_start) = open_history(&disks.history).map_err(|error| error.to_string())?;
@@ -313,7 +405,10 @@ impl Up {
         let Recovered { ledger, outcomes, history, derived, .. } =
             recover::recover(&journal, report.replay_from, restored, stores)
                 .map_err(|error| format!("recovery: {error}"))?;
-        let log = mirror(&journal)?;
+        if std::env::var_os("SIMDBG").is_some() {
+            eprintln!("DBG open names {:?} snap {snapshot_sequence} last_epoch {} report {report:?}", disks.journal.directory_names(), journal.last_epoch());
+        }
+        let log = mirror(&journal, remembered)?;
         if ledger.sequence() != journal.last_sequence().max(snapshot_sequence) {
             return Err(format!(
                 "replay reached sequence {} (snapshot at {snapshot_sequence}), the journal ends at {}",
@@ -410,7 +505,7 @@ impl SimNode {
     pub fn new(id: usize, primary: bool, hot_window: (u64, u64)) -> Result<SimNode, String> {
         let disks = Disks::default();
         let epoch = 1;
-        let mut up = Up::open(&disks, RecoveryMode::TolerateTornTail, hot_window, epoch, 0)?;
+        let mut up = Up::open(&disks, RecoveryMode::TolerateTornTail, hot_window, epoch, 0, &[])?;
         if primary {
             up.role = Role::Primary(PrimaryRole {
                 core: Primary::new(epoch, REPLICAS),
@@ -422,7 +517,17 @@ impl SimNode {
                 pending: Vec::new(),
             });
         }
-        Ok(SimNode { id, disks, epoch, up: Some(up), history_reads_before: 0, clock_behind_ns: 0 })
+        Ok(SimNode {
+            id,
+            disks,
+            epoch,
+            up: Some(up),
+            history_reads_before: 0,
+            clock_behind_ns: 0,
+            rotted: false,
+            repair: None,
+            remembered: Vec::new(),
+        })
     }
 
     /// Makes what the running node derived durable (outcome stream synced, history
@@ -458,6 +563,7 @@ impl SimNode {
     fn stop(&mut self) -> Option<Up> {
         let up = self.up.take()?;
         self.history_reads_before += up.derived.history.store.read_transactions();
+        self.remembered.clone_from(&up.log);
         Some(up)
     }
 
@@ -471,7 +577,71 @@ impl SimNode {
     /// afterwards comes from a process that died with the power and reaches nothing.
     pub fn crash(&mut self, writeback_seed: Option<u64>) {
         self.disks.crash(writeback_seed);
+        self.repair = None;
         drop(self.stop());
+    }
+
+    /// After a failed flush: the hook powered the disks off already; the process is gone.
+    pub fn stopped_by_flush_failure(&mut self) {
+        self.repair = None;
+        drop(self.stop());
+    }
+
+    pub fn repair_range(&self) -> String {
+        format!("{:?}", self.repair.as_ref().map(|r| (r.range.first, r.range.last, r.peer)))
+    }
+
+    /// Whether the node is down repairing its journal (it starts when the repair is done).
+    pub fn repairing(&self) -> bool {
+        self.repair.is_some()
+    }
+
+    /// Damages one record of the journal that a later durable record follows, on the
+    /// disk's durable image (rot on the medium, or a misdirected write landing on it): a
+    /// flipped bit when `how` is even, else the bytes of an earlier record written over
+    /// its start. The running process does not see it (its page cache is intact); the
+    /// next start after a power loss does. Returns whether a record was damaged.
+    pub fn rot_journal_record(&mut self, pick: u64, how: u64) -> bool {
+        let Some(up) = self.up.as_ref() else { return false };
+        let durable = up.journal.durable_sequence().min(up.log.len() as u64);
+        if durable < 2 {
+            return false;
+        }
+        let sequence = 1 + pick % (durable - 1);
+        let held = &up.log[(sequence - 1) as usize];
+        let Some(length) = tally_journal::record_bytes(held.payload.len()) else { return false };
+        let disk = &self.disks.journal;
+        for name in disk.directory_names().into_iter().filter(|name| name.ends_with(".seg")) {
+            let Some(image) = disk.durable_image(&name) else { continue };
+            let found = image.windows(held.chain.len()).enumerate().find_map(|(at, window)| {
+                let start = at.checked_sub(32)?;
+                (window == held.chain && image.get(start..start + 2) == Some(b"TJ")).then_some(start)
+            });
+            let Some(start) = found else { continue };
+            if start + length > image.len() {
+                return false;
+            }
+            let damaged = if how.is_multiple_of(2) {
+                let at = start + (how >> 1) as usize % length;
+                disk.damage_durable(&name, at, &[image[at] ^ (1 << ((how >> 32) % 8))])
+            } else {
+                // A misdirected write: an earlier record's header (or, as long as this
+                // record, all of it) over this record's start.
+                let Some(earlier) = sequence.checked_sub(1).filter(|&earlier| earlier >= 1) else { return false };
+                let earlier = &up.log[(earlier - 1) as usize];
+                let copied = if earlier.payload.len() == held.payload.len() { length } else { RECORD_HEADER_BYTES };
+                let source = image.windows(earlier.chain.len()).enumerate().find_map(|(at, window)| {
+                    let from = at.checked_sub(32)?;
+                    (window == earlier.chain && image.get(from..from + 2) == Some(b"TJ")).then_some(from)
+                });
+                let Some(from) = source else { return false };
+                let bytes = image[from..from + copied].to_vec();
+                disk.damage_durable(&name, start, &bytes)
+            };
+            self.rotted |= damaged;
+            return damaged;
+        }
+        false
     }
 
     /// Flips one byte (chosen by `offset`) of the newest snapshot file on this node's
@@ -489,14 +659,144 @@ impl SimNode {
         true
     }
 
+    /// What an operator does with a node whose journal cannot be repaired: clears its
+    /// journal, snapshots and derived stores (as `tally`'s rejoin does when only the
+    /// primary's checkpoint can help) and starts it as an empty standby, which catches up
+    /// from a peer. The simulator has no checkpoint transfer: an empty standby fetches
+    /// every record (no simulated journal is ever trimmed, apart from a set-aside prefix
+    /// it remembers; see [`mirror`]). The epoch file stays.
+    pub fn rebuild(&mut self, now: u64, hot_window: (u64, u64)) -> Result<(), String> {
+        self.repair = None;
+        drop(self.stop());
+        self.disks = Disks::default();
+        self.rotted = false;
+        self.remembered.clear();
+        self.up = Some(Up::open(&self.disks, RecoveryMode::TolerateTornTail, hot_window, self.epoch, now, &[])?);
+        Ok(())
+    }
+
     /// Restart after a crash: the newest snapshot, recovery and replay, then follow as a
     /// standby. Returns the sequence of the snapshot it started from (0: none, a full
     /// replay).
-    pub fn restart(&mut self, now: u64, hot_window: (u64, u64)) -> Result<u64, String> {
-        let up = Up::open(&self.disks, RecoveryMode::TolerateTornTail, hot_window, self.epoch, now)?;
-        let from_snapshot = up.derived.checkpoints.committed();
-        self.up = Some(up);
-        Ok(from_snapshot)
+    pub fn restart(&mut self, now: u64, hot_window: (u64, u64)) -> Result<Started, String> {
+        self.repair = None;
+        let error = match Up::open(&self.disks, RecoveryMode::TolerateTornTail, hot_window, self.epoch, now, &self.remembered) {
+            Ok(up) => {
+                let from_snapshot = up.derived.checkpoints.committed();
+                self.up = Some(up);
+                self.rotted = false;
+                return Ok(Started::Running(from_snapshot));
+            }
+            Err(error) => error,
+        };
+        // A crash alone never makes a journal refuse to start; damage at rest may (also
+        // damage found at an earlier start, in a segment set aside under a snapshot that
+        // has since been lost).
+        let set_aside = self.disks.journal.directory_names().iter().any(|name| name.ends_with(SET_ASIDE_SUFFIX));
+        if !self.rotted && !set_aside {
+            return Err(error);
+        }
+        // As `tally` does at start-up: damaged records that intact ones follow are
+        // fetched from a peer (`node::repair`); anything else is refused.
+        match damaged_range_on(&self.disks.journal) {
+            Ok(Some(range)) => {
+                let peer = (self.id + 1) % SIM_NODES;
+                self.repair = Some(Repair { range, records: Vec::new(), peer, epoch: self.epoch, asked_at: 0, asked: 0 });
+                Ok(Started::Repairing)
+            }
+            Ok(None) => Ok(Started::Refused(error)),
+            Err(survey) => Ok(Started::Refused(format!("{error}; surveying the damage: {survey}"))),
+        }
+    }
+
+    /// A down node repairing its journal asks the next peer for the damaged records now
+    /// and then (`tally` asks each peer in turn).
+    fn ask_for_repair(&mut self, ctx: &mut Ctx) {
+        let id = self.id;
+        let Some(repair) = self.repair.as_mut() else { return };
+        if ctx.now.saturating_sub(repair.asked_at) < FETCH_RETRY_NS {
+            return;
+        }
+        if repair.asked >= REPAIR_ROUNDS * (SIM_NODES as u64 - 1) {
+            // No peer holds a copy that chains (the damaged records were never
+            // replicated, or every holder is away): the operator gives up on this journal.
+            let hot_window = Self::draw_hot_window(ctx.rng);
+            if let Err(error) = self.rebuild(ctx.now, hot_window) {
+                ctx.violation(format!("n{id}: rebuilding from empty disks failed: {error}"));
+            }
+            ctx.report.rebuilt += 1;
+            return;
+        }
+        repair.asked += 1;
+        if repair.asked_at != 0 {
+            repair.peer = (repair.peer + 1) % SIM_NODES;
+            if repair.peer == id {
+                repair.peer = (repair.peer + 1) % SIM_NODES;
+            }
+        }
+        repair.asked_at = ctx.now;
+        repair.records.clear();
+        let fetch = Message::Fetch { epoch: repair.epoch, from: repair.range.first, to: repair.range.last };
+        ctx.send(Addr::Node(id), Addr::Node(repair.peer), Payload::peer(&fetch));
+    }
+
+    /// A peer's answer to the repair's fetch: once it covers the damaged range, the copy
+    /// goes to the journal (`repair_on`, which writes it only if it chains on both sides)
+    /// and the node starts.
+    fn on_repair_answer(&mut self, from: usize, message: Message, ctx: &mut Ctx) {
+        let Some(repair) = self.repair.as_mut() else { return };
+        if from != repair.peer {
+            return;
+        }
+        match message {
+            Message::NewerEpoch { epoch } if epoch > repair.epoch => {
+                // Asked again in that epoch: the copy is checked by its chain, not by who
+                // sent it.
+                repair.epoch = epoch;
+                repair.asked_at = 0;
+            }
+            Message::Records { records, .. } => {
+                for record in records {
+                    let next = repair.range.first + repair.records.len() as u64;
+                    if record.sequence != next || record.sequence > repair.range.last {
+                        continue;
+                    }
+                    repair.records.push(PeerRecord {
+                        sequence: record.sequence,
+                        epoch: record.epoch,
+                        timestamp: record.timestamp,
+                        operation: record.operation,
+                        chain: record.chain,
+                        payload: record.payload,
+                    });
+                }
+                if repair.range.first + repair.records.len() as u64 <= repair.range.last {
+                    return;
+                }
+                match repair_on(&self.disks.journal, &repair.records) {
+                    Ok(_) => {
+                        ctx.report.journal_repairs += 1;
+                        let hot_window = Self::draw_hot_window(ctx.rng);
+                        match self.restart(ctx.now, hot_window) {
+                            Ok(Started::Running(_)) => {}
+                            Ok(Started::Repairing) => {}
+                            Ok(Started::Refused(error)) => {
+                                ctx.report.journal_refused += 1;
+                                ctx.violation(format!("n{}: refused to start after a repair: {error}", self.id));
+                            }
+                            Err(error) => ctx.violation(format!("n{}: start after a repair failed: {error}", self.id)),
+                        }
+                    }
+                    Err(_) => {
+                        // This peer's history differs there: ask the next one.
+                        ctx.report.journal_repair_copies_refused += 1;
+                        repair.records.clear();
+                        repair.asked_at = 1;
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Cuts this node's log back to `keep` records (the suffix after it diverged from the
@@ -504,6 +804,13 @@ impl SimNode {
     /// history store and the outcome stream), and follows again with the same hot window.
     fn truncate_to(&mut self, keep: u64, ctx: &mut Ctx) -> Result<(), String> {
         let Some(up) = self.stop() else { return Ok(()) };
+        // As `tally`'s rejoin: a common prefix this node cannot rebuild from its own
+        // snapshots and journal leaves only the primary's checkpoint (here: a start from
+        // empty disks).
+        let oldest_held = up.journal.segment_first_sequences().first().copied().unwrap_or(1);
+        let store = SnapshotStore::open_on(self.disks.snapshots.directory()).map_err(|error| error.to_string())?;
+        let snapshots = store.list().map_err(|error| error.to_string())?;
+        let keep = if rejoin::needs_checkpoint(keep, oldest_held, &snapshots) { 0 } else { keep };
         let window = up.ledger.hot_window();
         let hot_window = (window.inputs(), window.events());
         // A clean stop: the journal closes, the derived stores' destructors make what
@@ -514,13 +821,13 @@ impl SimNode {
         let recovery = if keep == 0 {
             // Nothing in common: start from empty disks (a bootstrap).
             self.disks = Disks::default();
+            self.rotted = false;
             RecoveryMode::TolerateTornTail
         } else {
-            let store = SnapshotStore::open_on(self.disks.snapshots.directory()).map_err(|error| error.to_string())?;
             store.remove_newer_than(keep).map_err(|error| error.to_string())?;
             RecoveryMode::TruncateAt(keep)
         };
-        self.up = Some(Up::open(&self.disks, recovery, hot_window, self.epoch, ctx.now)?);
+        self.up = Some(Up::open(&self.disks, recovery, hot_window, self.epoch, ctx.now, &self.remembered)?);
         ctx.report.truncations += 1;
         Ok(())
     }
@@ -580,6 +887,10 @@ impl SimNode {
         let clock_behind_ns = self.clock_behind_ns;
         let me = Addr::Node(id);
         let node_epoch = self.epoch;
+        if self.up.is_none() {
+            self.ask_for_repair(ctx);
+            return;
+        }
         let Some(up) = self.up.as_mut() else { return };
         if ctx.rng.per_mille(400) {
             up.journal.flush();
@@ -772,6 +1083,10 @@ impl SimNode {
         };
         let id = self.id;
         let me = Addr::Node(id);
+        if self.up.is_none() {
+            self.on_repair_answer(from, message, ctx);
+            return;
+        }
         let Some(up) = self.up.as_mut() else { return };
         let position = position_of(&up.journal);
         // Messages every role answers the same way.

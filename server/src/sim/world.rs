@@ -8,7 +8,7 @@ use tally_codecs::{Account, Transfer};
 
 use super::check::{ACCOUNTS, Checker, Violation, ledger_of};
 use super::net::{Addr, Answer, Net, NetFaults, Payload};
-use super::node::{Acked, SimNode};
+use super::node::{self, Acked, FlushFailed, SimNode, Started};
 use super::{Ctx, Rng, SIM_NODES, SimConfig};
 
 const MS: u64 = 1_000_000;
@@ -59,6 +59,20 @@ pub struct Report {
     pub checkpoints: u64,
     /// Snapshot files damaged on a node's disk (one byte flipped).
     pub snapshots_damaged: u64,
+    /// Journal records damaged at rest on a node's disk (a flipped bit, or a misdirected
+    /// write over the record).
+    pub journal_rot: u64,
+    /// Journal syncs made to fail (EIO, the unsynced writes dropped), and the nodes that
+    /// stopped on one.
+    pub flush_failures: u64,
+    pub flush_failure_stops: u64,
+    /// Starts the journal refused that a peer's copy repaired, copies refused (another
+    /// history there), starts refused with nothing to repair, and nodes the operator
+    /// rebuilt from empty disks (a refused start, or a repair no peer could supply).
+    pub journal_repairs: u64,
+    pub journal_repair_copies_refused: u64,
+    pub journal_refused: u64,
+    pub rebuilt: u64,
     pub anomalies_after_force: u64,
     pub dropped: u64,
     pub duplicated: u64,
@@ -74,8 +88,9 @@ impl Report {
     pub fn faults(&self) -> String {
         format!(
             "crashes {} ({} with torn writeback), restarts {} ({} from a snapshot), partitions {}, heals {}, promotions asked {} ({} \
-             forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, checkpoints {}, snapshots damaged {}, history reads {}, ticks {}, clock steps back {}, \
-             messages delivered {} dropped {} duplicated {}",
+             forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, checkpoints {}, snapshots damaged {}, \
+             journal records rotted {}, repaired {} ({} copies refused), starts refused {}, rebuilt {}, failed flushes {} ({} stopped a node), \
+             history reads {}, ticks {}, clock steps back {}, messages delivered {} dropped {} duplicated {}",
             self.crashes,
             self.torn_crashes,
             self.restarts,
@@ -92,6 +107,13 @@ impl Report {
             self.truncations,
             self.checkpoints,
             self.snapshots_damaged,
+            self.journal_rot,
+            self.journal_repairs,
+            self.journal_repair_copies_refused,
+            self.journal_refused,
+            self.rebuilt,
+            self.flush_failures,
+            self.flush_failure_stops,
             self.history_reads,
             self.ticks,
             self.clock_steps_back,
@@ -185,14 +207,43 @@ impl World {
     }
 
     fn trace(&mut self, value: u64) {
+        if std::env::var_os("SIMDBG").is_some() {
+            let up: Vec<String> = self.nodes.iter().map(|n| n.up.as_ref().map_or("down".to_string(), |u| format!("{}:{}:{}:{:?}", u.role_name(), n.epoch, u.log.len(), u.position().last_epoch))).collect();
+            eprintln!("DBG t={} ev={:x} nodes={:?}", self.now / 1_000_000, value, up);
+        }
         for byte in value.to_le_bytes() {
             self.report.trace ^= u64::from(byte);
             self.report.trace = self.report.trace.wrapping_mul(0x0000_0100_0000_01B3);
         }
     }
 
-    /// Runs `f` on node `id` with a context, then handles what it reported.
+    /// Runs `f` on node `id` with a context, then handles what it reported. A failed
+    /// journal flush inside takes the node down (`tally` aborts).
     fn with_node(&mut self, id: usize, f: impl FnOnce(&mut SimNode, &mut Ctx)) {
+        self.guarded(id, |world| world.with_node_unguarded(id, f));
+        self.settle_events();
+    }
+
+    /// Runs `f` as node `id`'s process: a failed journal flush inside (the journal's hook
+    /// powers the node's disks off and panics with [`FlushFailed`]) takes the node down.
+    /// Any other panic is a bug and goes on unwinding.
+    fn guarded<R>(&mut self, id: usize, f: impl FnOnce(&mut World) -> R) -> Option<R> {
+        let before = node::running(Some(self.nodes[id].disks.clone()));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        node::running(before);
+        match result {
+            Ok(value) => Some(value),
+            Err(payload) if payload.is::<FlushFailed>() => {
+                self.nodes[id].stopped_by_flush_failure();
+                self.report.flush_failure_stops += 1;
+                self.trace(0xD2 ^ (id as u64) << 8);
+                None
+            }
+            Err(payload) => std::panic::resume_unwind(payload),
+        }
+    }
+
+    fn with_node_unguarded(&mut self, id: usize, f: impl FnOnce(&mut SimNode, &mut Ctx)) {
         let faults = self.faults_on.then_some(FAULTS);
         let mut ctx = Ctx {
             now: self.now,
@@ -208,7 +259,6 @@ impl World {
             bug: self.config.bug,
         };
         f(&mut self.nodes[id], &mut ctx);
-        self.settle_events();
     }
 
     fn settle_events(&mut self) {
@@ -458,6 +508,23 @@ impl World {
                 self.report.clock_steps_back += 1;
                 self.trace(0xB0 ^ (node as u64) << 8 ^ back << 16);
             }
+            // A journal record rots on a node's disk, or a misdirected write lands on it.
+            29..31 => {
+                let (pick, how) = (self.rng.next(), self.rng.next());
+                if self.nodes[node].rot_journal_record(pick, how) {
+                    self.report.journal_rot += 1;
+                    self.trace(0xC1 ^ (node as u64) << 8);
+                }
+            }
+            // The next sync of a running node's journal fails (EIO), dropping what it
+            // was to write.
+            31..33 => {
+                if self.nodes[node].up.is_some() {
+                    self.nodes[node].disks.journal.fail_next_sync();
+                    self.report.flush_failures += 1;
+                    self.trace(0xC2 ^ (node as u64) << 8);
+                }
+            }
             // A byte of a node's newest snapshot rots on its disk.
             25..27 => {
                 let offset = self.rng.next();
@@ -469,7 +536,7 @@ impl World {
             _ => {}
         }
         for id in 0..SIM_NODES {
-            if self.nodes[id].up.is_none() && self.rng.per_mille(30) {
+            if self.nodes[id].up.is_none() && !self.nodes[id].repairing() && self.rng.per_mille(30) {
                 self.restart(id);
             }
         }
@@ -479,10 +546,25 @@ impl World {
         self.report.restarts += 1;
         self.trace(0xD1 ^ (id as u64) << 8);
         let hot_window = SimNode::draw_hot_window(&mut self.rng);
-        match self.nodes[id].restart(self.now, hot_window) {
-            Ok(0) => {}
-            Ok(_) => self.report.restarts_from_snapshot += 1,
-            Err(error) => self.problems.push(format!("n{id}: recovery after a crash failed: {error}")),
+        let now = self.now;
+        let result = self.guarded(id, |world| world.nodes[id].restart(now, hot_window));
+        if std::env::var_os("SIMDBG").is_some() {
+            eprintln!("DBG restart n{id} t={} {:?}", now / 1_000_000, result.as_ref().map(|r| r.as_ref().map(|s| match s { Started::Running(x) => format!("running {x}"), Started::Repairing => format!("repairing {:?}", world_range(&self.nodes[id])), Started::Refused(e) => format!("refused {e}") })));
+        }
+        match result {
+            None | Some(Ok(Started::Running(0) | Started::Repairing)) => {}
+            Some(Ok(Started::Running(_))) => self.report.restarts_from_snapshot += 1,
+            Some(Ok(Started::Refused(_))) => {
+                // A journal damaged at rest that no peer's records can mend: the operator
+                // rebuilds the node.
+                self.report.journal_refused += 1;
+                self.report.rebuilt += 1;
+                let hot_window = SimNode::draw_hot_window(&mut self.rng);
+                if let Err(error) = self.nodes[id].rebuild(now, hot_window) {
+                    self.problems.push(format!("n{id}: rebuilding from empty disks failed: {error}"));
+                }
+            }
+            Some(Err(error)) => self.problems.push(format!("n{id}: recovery after a crash failed: {error}")),
         }
     }
 
@@ -521,9 +603,11 @@ impl World {
         if serving >= 2
             && let Some(id) = shortest
         {
-            if let Some(up) = self.nodes[id].up.as_mut() {
-                up.journal.flush();
-            }
+            self.guarded(id, |world| {
+                if let Some(up) = world.nodes[id].up.as_mut() {
+                    up.journal.flush();
+                }
+            });
             self.nodes[id].crash(None);
             self.restart(id);
         }
@@ -542,7 +626,8 @@ impl World {
             self.faults_on = false;
             self.net.heal();
             for id in 0..SIM_NODES {
-                if self.nodes[id].up.is_none() {
+                self.nodes[id].disks.journal.heal();
+                if self.nodes[id].up.is_none() && !self.nodes[id].repairing() {
                     self.restart(id);
                 }
             }
@@ -589,4 +674,8 @@ impl World {
 
 fn account(id: u128) -> Account {
     Account { id, ledger: ledger_of(id), code: 1, ..Account::default() }
+}
+
+fn world_range(node: &SimNode) -> String {
+    node.repair_range()
 }
