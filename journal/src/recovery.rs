@@ -120,13 +120,6 @@ pub(crate) fn recover<S: Storage>(
 ) -> Result<WithManifest<S::Segment>, JournalError> {
     let temporaries_removed = remove_temporaries(storage, options.hook)?;
     let assessment = assess(storage, options.mode, options.snapshot_sequence, options.genesis_chain)?;
-    for name in &assessment.set_aside {
-        let target = format!("{name}{SET_ASIDE_SUFFIX}");
-        storage.rename(name, &target).map_err(|error| JournalError::io(storage.path_of(name), error))?;
-    }
-    if !assessment.set_aside.is_empty() {
-        sync_dir_or_stop(storage, options.hook);
-    }
     let manifest_created = assessment.recorded.is_none() && !matches!(assessment.plan, Plan::Empty { .. });
     let mut recovered = match assessment.plan {
         Plan::Empty { first_sequence, genesis_chain, genesis_epoch, genesis_timestamp } => {
@@ -135,6 +128,18 @@ pub(crate) fn recover<S: Storage>(
         Plan::Keep { scan, keep } => keep_prefix(storage, scan, keep, options.hook)?,
         Plan::Truncate { scan, sequence } => truncate_at(storage, scan, sequence, options.hook)?,
     };
+    // Set aside only once what follows the damaged segments is in place: a journal that
+    // starts over after the snapshot holds the chain, epoch and timestamp it continues
+    // in its first segment's header, which must be durable before the segments that
+    // held them leave the journal. A crash between the two leaves the damaged segments
+    // in the journal, and the next start sets them aside again.
+    for name in &assessment.set_aside {
+        let target = format!("{name}{SET_ASIDE_SUFFIX}");
+        storage.rename(name, &target).map_err(|error| JournalError::io(storage.path_of(name), error))?;
+    }
+    if !assessment.set_aside.is_empty() {
+        sync_dir_or_stop(storage, options.hook);
+    }
     let report = &mut recovered.report;
     report.temporaries_removed = temporaries_removed;
     report.replay_from = options.snapshot_sequence.saturating_add(1);

@@ -45,15 +45,20 @@ pub enum Bug {
     /// A failed journal sync is retried and the retry's "success" taken for durability
     /// (planted in `tally_journal`'s `sync_or_stop`, which otherwise stops the node).
     RetryFailedFlush,
+    /// A node the operator rebuilt from empty disks promises in elections before it has
+    /// caught up with a primary (planted in the simulator's model of the rebuild,
+    /// `sim/node.rs`: a rule `tally` itself does not have yet).
+    RebuiltNodePromises,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::AckBeforeDurable,
         Bug::AcceptLowerEpoch,
         Bug::PromoteWithoutPromises,
         Bug::CheckpointBeforeDurable,
         Bug::RetryFailedFlush,
+        Bug::RebuiltNodePromises,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +68,7 @@ impl Bug {
             Bug::PromoteWithoutPromises => "promote-without-promises",
             Bug::CheckpointBeforeDurable => "checkpoint-before-durable",
             Bug::RetryFailedFlush => "retry-failed-flush",
+            Bug::RebuiltNodePromises => "rebuilt-node-promises",
         }
     }
 

@@ -17,9 +17,11 @@ use tally_engine::Ledger;
 use tally_engine::cold::HistoryLookup;
 
 use tally_engine::pipeline::{Command, PipelineStats, Timestamps, tick_due};
-use tally_journal::sim::{MemDirectory, MemStorage};
 use tally_journal::repair::{DamagedRange, PeerRecord, damaged_range_on, repair_on};
-use tally_journal::{ChainHash, FlushFailure, Journal, JournalConfig, RECORD_HEADER_BYTES, RecoveryMode, SET_ASIDE_SUFFIX, SnapshotStore};
+use tally_journal::sim::{MemDirectory, MemStorage};
+use tally_journal::{
+    ChainHash, FlushFailure, Journal, JournalConfig, RECORD_HEADER_BYTES, RecoveryMode, SET_ASIDE_SUFFIX, SnapshotStore,
+};
 use tally_replication::{
     CheckpointSchedule, Checkpoints, Decision, Election, FollowError, Follower, LogPosition, Message, Prepared,
     Primary, Record, Step, candidate_epoch, on_prepare,
@@ -193,6 +195,12 @@ pub struct SimNode {
     /// node's): the stand-in for a checkpoint transfer when recovery set aside a damaged
     /// prefix its snapshot covers (see [`mirror`]).
     remembered: Vec<Held>,
+    /// Rebuilt from empty disks and not yet caught up with a primary (a durable marker
+    /// in the model): it may have held acknowledged inputs it no longer has, so it
+    /// neither promises nor stands for promotion until a primary's heartbeat shows it
+    /// holds everything that primary shipped. Viewstamped Replication's recovering
+    /// state; `tally` has no such rule yet (docs/design.md §7c).
+    pub recovering: bool,
 }
 
 /// `tally`'s start-up repair (`node::repair`): the damaged range the journal names,
@@ -296,6 +304,17 @@ fn position_of(journal: &Journal<MemStorage>) -> LogPosition {
     }
 }
 
+/// Whether a rebuilt node's recovering state holds it back from promising and from
+/// standing for promotion (always, unless the planted bug is switched on).
+fn holds_back(recovering: bool, ctx: &Ctx) -> bool {
+    #[cfg(feature = "sim-bugs")]
+    if ctx.bug(Bug::RebuiltNodePromises) {
+        return false;
+    }
+    let _ = ctx;
+    recovering
+}
+
 /// Every record the journal holds, as the node's mirror.
 ///
 /// A journal may start after record 1: recovery set aside a segment with damage that the
@@ -316,7 +335,9 @@ fn mirror(journal: &Journal<MemStorage>, remembered: &[Held]) -> Result<Vec<Held
         let prefix = usize::try_from(first - 1).ok().and_then(|count| remembered.get(..count));
         match prefix {
             Some(prefix) if prefix.last().map(|held| held.chain) == Some(continues) => log.extend_from_slice(prefix),
-            _ => return Err(format!("the journal starts at record {first} and no copy of the records before it chains")),
+            _ => {
+                return Err(format!("the journal starts at record {first} and no copy of the records before it chains"));
+            }
         }
     }
     while let Some(record) = reader.next_record().map_err(|error| error.to_string())? {
@@ -405,9 +426,6 @@ impl Up {
         let Recovered { ledger, outcomes, history, derived, .. } =
             recover::recover(&journal, report.replay_from, restored, stores)
                 .map_err(|error| format!("recovery: {error}"))?;
-        if std::env::var_os("SIMDBG").is_some() {
-            eprintln!("DBG open names {:?} snap {snapshot_sequence} last_epoch {} report {report:?}", disks.journal.directory_names(), journal.last_epoch());
-        }
         let log = mirror(&journal, remembered)?;
         if ledger.sequence() != journal.last_sequence().max(snapshot_sequence) {
             return Err(format!(
@@ -527,6 +545,7 @@ impl SimNode {
             rotted: false,
             repair: None,
             remembered: Vec::new(),
+            recovering: false,
         })
     }
 
@@ -585,10 +604,6 @@ impl SimNode {
     pub fn stopped_by_flush_failure(&mut self) {
         self.repair = None;
         drop(self.stop());
-    }
-
-    pub fn repair_range(&self) -> String {
-        format!("{:?}", self.repair.as_ref().map(|r| (r.range.first, r.range.last, r.peer)))
     }
 
     /// Whether the node is down repairing its journal (it starts when the repair is done).
@@ -671,6 +686,7 @@ impl SimNode {
         self.disks = Disks::default();
         self.rotted = false;
         self.remembered.clear();
+        self.recovering = true;
         self.up = Some(Up::open(&self.disks, RecoveryMode::TolerateTornTail, hot_window, self.epoch, now, &[])?);
         Ok(())
     }
@@ -680,7 +696,14 @@ impl SimNode {
     /// replay).
     pub fn restart(&mut self, now: u64, hot_window: (u64, u64)) -> Result<Started, String> {
         self.repair = None;
-        let error = match Up::open(&self.disks, RecoveryMode::TolerateTornTail, hot_window, self.epoch, now, &self.remembered) {
+        let error = match Up::open(
+            &self.disks,
+            RecoveryMode::TolerateTornTail,
+            hot_window,
+            self.epoch,
+            now,
+            &self.remembered,
+        ) {
             Ok(up) => {
                 let from_snapshot = up.derived.checkpoints.committed();
                 self.up = Some(up);
@@ -701,7 +724,8 @@ impl SimNode {
         match damaged_range_on(&self.disks.journal) {
             Ok(Some(range)) => {
                 let peer = (self.id + 1) % SIM_NODES;
-                self.repair = Some(Repair { range, records: Vec::new(), peer, epoch: self.epoch, asked_at: 0, asked: 0 });
+                self.repair =
+                    Some(Repair { range, records: Vec::new(), peer, epoch: self.epoch, asked_at: 0, asked: 0 });
                 Ok(Started::Repairing)
             }
             Ok(None) => Ok(Started::Refused(error)),
@@ -837,6 +861,9 @@ impl SimNode {
         let Some(up) = self.up.as_mut() else { return Err("down".into()) };
         if !matches!(up.role, Role::Standby(_)) {
             return Err("not a standby".into());
+        }
+        if holds_back(self.recovering, ctx) {
+            return Err("rebuilt, not yet caught up with a primary".into());
         }
         // As `tally promote` does: the smallest epoch above every one this node knows that
         // it owns (each epoch has one owner, its index modulo the set's size), persisted
@@ -1092,6 +1119,11 @@ impl SimNode {
         // Messages every role answers the same way.
         match &message {
             Message::Prepare { epoch } => {
+                if holds_back(self.recovering, ctx) {
+                    // No answer: the candidate counts only the nodes that still hold what
+                    // they held.
+                    return;
+                }
                 match on_prepare(self.epoch, position, *epoch) {
                     Prepared::Promise { persist_epoch, reply } => {
                         self.epoch = persist_epoch;
@@ -1258,6 +1290,7 @@ impl SimNode {
     fn on_records(&mut self, from: usize, epoch: u32, records: Vec<Record>, ctx: &mut Ctx) {
         let id = self.id;
         let me = Addr::Node(id);
+        let heartbeat = records.is_empty();
         let Some(up) = self.up.as_mut() else { return };
         let Role::Standby(standby) = &mut up.role else { return };
         if standby.primary != Some(from) {
@@ -1304,6 +1337,11 @@ impl SimNode {
             }
         }
         standby.confirmed = true;
+        // A heartbeat comes only once the primary has shipped this stream everything it
+        // holds: a rebuilt node now holds every input acknowledged so far.
+        if heartbeat {
+            self.recovering = false;
+        }
         // Only new records count as hearing from the primary, not heartbeats: on TCP a
         // subscription is one connection, but here a delayed `Subscribe` from before a
         // crash (a longer log than the journal kept) can reach the primary after the new

@@ -9,7 +9,7 @@ use tally_codecs::{Account, Transfer};
 use super::check::{ACCOUNTS, Checker, Violation, ledger_of};
 use super::net::{Addr, Answer, Net, NetFaults, Payload};
 use super::node::{self, Acked, FlushFailed, SimNode, Started};
-use super::{Ctx, Rng, SIM_NODES, SimConfig};
+use super::{Ctx, REPLICAS, Rng, SIM_NODES, SimConfig};
 
 const MS: u64 = 1_000_000;
 /// Virtual time at the start (timestamps must be non-zero).
@@ -207,10 +207,6 @@ impl World {
     }
 
     fn trace(&mut self, value: u64) {
-        if std::env::var_os("SIMDBG").is_some() {
-            let up: Vec<String> = self.nodes.iter().map(|n| n.up.as_ref().map_or("down".to_string(), |u| format!("{}:{}:{}:{:?}", u.role_name(), n.epoch, u.log.len(), u.position().last_epoch))).collect();
-            eprintln!("DBG t={} ev={:x} nodes={:?}", self.now / 1_000_000, value, up);
-        }
         for byte in value.to_le_bytes() {
             self.report.trace ^= u64::from(byte);
             self.report.trace = self.report.trace.wrapping_mul(0x0000_0100_0000_01B3);
@@ -547,11 +543,7 @@ impl World {
         self.trace(0xD1 ^ (id as u64) << 8);
         let hot_window = SimNode::draw_hot_window(&mut self.rng);
         let now = self.now;
-        let result = self.guarded(id, |world| world.nodes[id].restart(now, hot_window));
-        if std::env::var_os("SIMDBG").is_some() {
-            eprintln!("DBG restart n{id} t={} {:?}", now / 1_000_000, result.as_ref().map(|r| r.as_ref().map(|s| match s { Started::Running(x) => format!("running {x}"), Started::Repairing => format!("repairing {:?}", world_range(&self.nodes[id])), Started::Refused(e) => format!("refused {e}") })));
-        }
-        match result {
+        match self.guarded(id, |world| world.nodes[id].restart(now, hot_window)) {
             None | Some(Ok(Started::Running(0) | Started::Repairing)) => {}
             Some(Ok(Started::Running(_))) => self.report.restarts_from_snapshot += 1,
             Some(Ok(Started::Refused(_))) => {
@@ -582,15 +574,24 @@ impl World {
             return;
         }
         // No primary, or two (forced into one epoch): a new election fences them.
-        let standby = |id: &usize| self.nodes[*id].up.as_ref().is_some_and(|up| up.role_name() == "standby");
+        let standby = |id: &usize| {
+            let node = &self.nodes[*id];
+            !node.recovering && node.up.as_ref().is_some_and(|up| up.role_name() == "standby")
+        };
         let best = (0..SIM_NODES).filter(standby).max_by_key(|&id| {
             let up = self.nodes[id].up.as_ref().map(|up| up.position());
             up.map(|position| (position.last_epoch, position.last_sequence, std::cmp::Reverse(id)))
         });
         if let Some(id) = best {
+            // With more nodes rebuilt (and not caught up) than the set tolerates, no
+            // promotion can collect its promises: the operator forces one, and what only
+            // the rebuilt nodes held is forfeited (counted, not a violation).
+            let holding = self.nodes.iter().filter(|node| !node.recovering).count();
+            let force = holding < SIM_NODES - REPLICAS;
             self.report.promotions_asked += 1;
+            self.report.promotions_forced_asked += u64::from(force);
             self.with_node(id, |node, ctx| {
-                let _ = node.promote(false, ctx);
+                let _ = node.promote(force, ctx);
             });
             return;
         }
@@ -674,8 +675,4 @@ impl World {
 
 fn account(id: u128) -> Account {
     Account { id, ledger: ledger_of(id), code: 1, ..Account::default() }
-}
-
-fn world_range(node: &SimNode) -> String {
-    node.repair_range()
 }
