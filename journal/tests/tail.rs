@@ -78,6 +78,33 @@ fn damage_below_the_mark_that_the_snapshot_covers_starts_after_the_snapshot() {
     assert_eq!((report.first_sequence, report.last_sequence), (51, 51));
 }
 
+/// A journal that starts over after the snapshot still knows the epoch and timestamp of
+/// the snapshot's last record (its first segment's header holds them), also at the next
+/// start with nothing appended: a node in that state reports its position in elections by
+/// that epoch (epoch 0 let a candidate with a longer log of an older epoch win; `tally sim`
+/// found it).
+#[test]
+fn a_journal_started_over_after_the_snapshot_keeps_the_epoch_and_timestamp_it_continues() {
+    let storage = MemStorage::new();
+    let mut config = mem_config(1 << 20);
+    write_records(&storage, &config, 250, 10).close();
+    let name = segment_names(&storage).remove(0);
+    let mut image = storage.durable_image(&name).expect("image");
+    image[offset_of(20) + 20] ^= 0x40;
+    storage.set_image(&name, image);
+    config.snapshot_sequence = 250;
+    let last = test_record(250);
+    assert_eq!(last.epoch, 3);
+    let (journal, report) = recover(&storage, &config).expect("the snapshot covers the damage");
+    assert_eq!((report.first_sequence, report.last_sequence), (251, 250));
+    assert_eq!((journal.last_epoch(), journal.last_timestamp()), (last.epoch, last.timestamp));
+    drop(journal);
+    storage.crash();
+    let (journal, report) = recover(&storage, &config).expect("reopens");
+    assert_eq!((report.first_sequence, report.last_sequence), (251, 250));
+    assert_eq!((journal.last_epoch(), journal.last_timestamp()), (last.epoch, last.timestamp));
+}
+
 #[test]
 fn damage_in_an_older_segment_that_the_snapshot_covers_sets_that_segment_aside() {
     let storage = MemStorage::new();

@@ -62,6 +62,10 @@ fn a_ci_batch_of_seeds_keeps_every_invariant_under_real_faults() {
         totals.restarts_from_snapshot += report.restarts_from_snapshot;
         totals.snapshots_damaged += report.snapshots_damaged;
         totals.history_reads += report.history_reads;
+        totals.journal_rot += report.journal_rot;
+        totals.journal_repairs += report.journal_repairs;
+        totals.flush_failure_stops += report.flush_failure_stops;
+        totals.rebuilt += report.rebuilt;
         totals.acked += report.acked;
         totals.dropped += report.dropped;
         totals.duplicated += report.duplicated;
@@ -75,6 +79,10 @@ fn a_ci_batch_of_seeds_keeps_every_invariant_under_real_faults() {
     assert!(totals.dropped > 0 && totals.duplicated > 0, "{summary}");
     assert!(totals.checkpoints > CI_SEEDS && totals.restarts_from_snapshot > 0, "{summary}");
     assert!(totals.snapshots_damaged > 0, "{summary}");
+    // Journal records rotted at rest, some repaired from a peer, some beyond repair (the
+    // node rebuilt); failed flushes stopped nodes.
+    assert!(totals.journal_rot > 0 && totals.journal_repairs > 0 && totals.rebuilt > 0, "{summary}");
+    assert!(totals.flush_failure_stops > 0, "{summary}");
     // Retries of ids the hot window evicted were looked up in the history stores.
     assert!(totals.history_reads > CI_SEEDS, "{summary}");
     assert!(totals.acked > CI_SEEDS * 50, "{summary}, acknowledged {}", totals.acked);
