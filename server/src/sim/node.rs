@@ -336,7 +336,9 @@ fn mirror(journal: &Journal<MemStorage>, remembered: &[Held]) -> Result<Vec<Held
         match prefix {
             Some(prefix) if prefix.last().map(|held| held.chain) == Some(continues) => log.extend_from_slice(prefix),
             _ => {
-                return Err(format!("the journal starts at record {first} and no copy of the records before it chains"));
+                return Err(format!(
+                    "the journal starts at record {first} and no copy of the records before it chains"
+                ));
             }
         }
     }
