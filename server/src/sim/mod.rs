@@ -137,7 +137,10 @@ impl Planted {
             Some(Bug::PromoteWithoutPromises) => Some(Core::PromoteWithoutPromises),
             // Planted in the simulator's glue (the primary's reply gate) or in the node's
             // checkpoint writer, not in the core.
-            Some(Bug::AckBeforeDurable | Bug::CheckpointBeforeDurable | Bug::RetryFailedFlush) | None => None,
+            Some(
+                Bug::AckBeforeDurable | Bug::CheckpointBeforeDurable | Bug::RetryFailedFlush | Bug::RebuiltNodePromises,
+            )
+            | None => None,
         });
         tally_journal::planted::switch(
             (bug == Some(Bug::RetryFailedFlush)).then_some(tally_journal::planted::Planted::RetryFailedFlush),
