@@ -137,4 +137,17 @@ mod planted {
     fn promoting_without_the_promises_is_caught_within_10_seeds() {
         caught(Bug::PromoteWithoutPromises, 10);
     }
+
+    // Measured 2026-12-06 (1 500 steps): of seeds 0..500, retry-failed-flush was caught
+    // by 135 (the first seed 11: a restart finds fewer records than the recorded durable
+    // mark), rebuilt-node-promises by 3 (the first seed 253: an acknowledged input lost).
+    #[test]
+    fn retrying_a_failed_flush_is_caught_within_100_seeds() {
+        caught(Bug::RetryFailedFlush, 100);
+    }
+
+    #[test]
+    fn a_rebuilt_node_promising_before_it_caught_up_is_caught_within_2000_seeds() {
+        caught(Bug::RebuiltNodePromises, 2_000);
+    }
 }
