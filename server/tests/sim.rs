@@ -4,7 +4,8 @@
 
 use tally::sim::{self, Report, SimConfig};
 
-/// Seeds the CI test runs: about 95 s in release on the shared two-core VM since the nodes
+/// Seeds the CI test runs: about 210 s in release on the shared two-core VM with the disk
+/// faults at rest (2026-12-06; perf-reports/2026-12-06-sim-disk-faults.md), 95 s before them, since the nodes
 /// run their history store, outcome stream and checkpoints (22 s before;
 /// perf-reports/2026-12-03-sim-seeds.md, 2026-12-05-sim-seams.md).
 const CI_SEEDS: u64 = 5_000;
