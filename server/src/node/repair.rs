@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tally_journal::repair::{DamagedRange, PeerRecord, damaged_range, repair};
-use tally_replication::{ClusterKey, Message};
+use tally_replication::{ClusterKey, Message, Record};
 
 use super::peer_io::{self, PeerError};
 use crate::error::NodeError;
@@ -57,6 +57,18 @@ pub fn repair_from(dir: &Path, range: &DamagedRange, source: &RepairSource) -> R
     Err(damaged(range, &format!("no peer could repair them ({})", refusals.join("; "))))
 }
 
+/// A shipped record as the journal's repair takes it.
+pub(crate) fn peer_record(record: Record) -> PeerRecord {
+    PeerRecord {
+        sequence: record.sequence,
+        epoch: record.epoch,
+        timestamp: record.timestamp,
+        operation: record.operation,
+        chain: record.chain,
+        payload: record.payload,
+    }
+}
+
 /// The refusal naming the damaged range.
 pub fn damaged(range: &DamagedRange, why: &str) -> NodeError {
     NodeError::Damaged { first: range.first, last: range.last, segment: range.segment.clone(), why: why.to_owned() }
@@ -82,14 +94,7 @@ fn fetch(peer: SocketAddr, source: &RepairSource, range: &DamagedRange) -> Resul
                     if records.len() as u64 + batch.len() as u64 > wanted {
                         return Err(PeerError::Refused(format!("more than the {wanted} records asked for")));
                     }
-                    records.extend(batch.into_iter().map(|record| PeerRecord {
-                        sequence: record.sequence,
-                        epoch: record.epoch,
-                        timestamp: record.timestamp,
-                        operation: record.operation,
-                        chain: record.chain,
-                        payload: record.payload,
-                    }));
+                    records.extend(batch.into_iter().map(peer_record));
                 }
                 Message::NewerEpoch { epoch: newer } if newer > epoch => {
                     epoch = newer;

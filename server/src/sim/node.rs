@@ -37,6 +37,7 @@ use crate::history::HistoryStage;
 use crate::node::checkpoints::CheckpointWriter;
 use crate::node::outcome_log::OutcomeStream;
 use crate::node::recover::{self, Recovered, Stores};
+use crate::node::repair::peer_record;
 use crate::node::replay::Deriving;
 use crate::node::{journal_codec, rejoin, snapshots};
 
@@ -787,14 +788,7 @@ impl SimNode {
                     if record.sequence != next || record.sequence > repair.range.last {
                         continue;
                     }
-                    repair.records.push(PeerRecord {
-                        sequence: record.sequence,
-                        epoch: record.epoch,
-                        timestamp: record.timestamp,
-                        operation: record.operation,
-                        chain: record.chain,
-                        payload: record.payload,
-                    });
+                    repair.records.push(peer_record(record));
                 }
                 if repair.range.first + repair.records.len() as u64 <= repair.range.last {
                     return;
