@@ -87,6 +87,11 @@ enum CliCommand {
     /// Operator tools for a node's journal (run them while no node has it open).
     #[command(subcommand)]
     Journal(JournalCommand),
+    /// Empty a replica's data directory (an unrepairable journal, a replaced disk) so that
+    /// it starts again from its primary as `tally standby`: the epoch is kept, and the node
+    /// is marked recovering (no promise, no promotion) until it has caught up. Without
+    /// `--yes` it only shows what would be removed.
+    Rebuild(RebuildArgs),
     /// Rehearse failover on this machine: a primary and two standbys as child processes,
     /// SIGKILL of the primary under load, promotion, and checks an auditor can read.
     Drill(drill::DrillArgs),
@@ -358,6 +363,20 @@ struct StatusArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct RebuildArgs {
+    /// The node's data directory.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// The epoch to keep: required when DIR holds no epoch file (a replaced disk), and
+    /// then the highest epoch `tally status` reports on the replica set's live nodes.
+    #[arg(long, value_name = "E")]
+    epoch: Option<u32>,
+    /// Really remove the journal, snapshots, history store and outcome stream.
+    #[arg(long)]
+    yes: bool,
+}
+
 #[derive(Subcommand)]
 enum JournalCommand {
     /// Check the journal as start-up would (every record, checksums, chain, sequence, durable
@@ -415,7 +434,8 @@ pub enum CliError {
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) | CliError::Node(NodeError::DataDir { .. } | NodeError::Locked { .. }) => 2,
+            CliError::Usage(_)
+            | CliError::Node(NodeError::DataDir { .. } | NodeError::Locked { .. } | NodeError::Rebuild(_)) => 2,
             CliError::Unverified(_) => 3,
             _ => 1,
         }
@@ -457,6 +477,7 @@ fn execute(command: CliCommand) -> Result<(), CliError> {
             journal_tools::dump(&dir, from, count, &mut std::io::stdout().lock())
         }
         CliCommand::Journal(JournalCommand::Truncate { dir, at, yes }) => journal_tools::truncate(&dir, at, yes),
+        CliCommand::Rebuild(args) => rebuild(&args),
         CliCommand::Drill(args) => drill::drill(&args),
         CliCommand::Bench(args) => bench::bench(&args),
         CliCommand::Reconcile(args) => reconcile::reconcile(&args),
@@ -640,6 +661,24 @@ fn finished(conversation: Result<lines::Conversation, lines::ConverseError>) -> 
             "{} of {total} requests failed (see their error replies)",
             conversation.failed
         )));
+    }
+    Ok(())
+}
+
+fn rebuild(args: &RebuildArgs) -> Result<(), CliError> {
+    let rebuild = crate::node::rebuild::rebuild(&args.data, args.epoch, args.yes)?;
+    let verb = if args.yes { "removed" } else { "would remove (run again with --yes)" };
+    println!("{verb} {} files under {}:", rebuild.files.len(), args.data.display());
+    for file in &rebuild.files {
+        println!("  {file}");
+    }
+    if args.yes {
+        println!(
+            "epoch {} kept; the node is marked recovering ({}/RECOVERING): start it with `tally standby`; it promises \
+             nothing and is not promoted until it has caught up with a primary",
+            rebuild.epoch,
+            args.data.display()
+        );
     }
     Ok(())
 }

@@ -51,4 +51,14 @@ pub enum NodeError {
         "journal records {first}..={last} (in {segment}) are damaged and intact records follow them: they were flushed and may have been acknowledged, so this node will not start without them; {why}"
     )]
     Damaged { first: u64, last: u64, segment: String, why: String },
+    /// `tally serve` over a data directory marked recovering (`DIR/RECOVERING`).
+    #[error(
+        "data directory {path} was rebuilt and has not caught up with a primary ({path}/RECOVERING): serving it would \
+         lose whatever it lacks; start it with `tally standby` until it has caught up, or remove that file to serve \
+         it as it is"
+    )]
+    Recovering { path: PathBuf },
+    /// `tally rebuild` refused (what it would need is named).
+    #[error("rebuild refused: {0}")]
+    Rebuild(String),
 }

@@ -22,6 +22,7 @@ pub mod outcome_log;
 mod peer_io;
 pub mod peers;
 pub mod promote;
+pub mod rebuild;
 pub(crate) mod recover;
 mod recovery_messages;
 pub(crate) mod rejoin;
@@ -198,6 +199,9 @@ impl Node {
     pub fn open_with_role(config: &NodeConfig, role: Arc<Role>) -> Result<Node, NodeError> {
         let dirs = DataDir::create(&config.data_dir)?;
         let lock = dirs.lock()?;
+        if role.recovering() {
+            return Err(NodeError::Recovering { path: dirs.root.clone() });
+        }
         if role.kind() == RoleKind::Standby {
             // Started with `serve` over a standby's directory: it stays a follower in
             // spirit and refuses writes; `tally standby` (or a promotion) is the way on.

@@ -345,6 +345,60 @@ fn standby_from_an_empty_directory_gets_the_checkpoint_and_converges() {
     assert!(!cluster.data(1).join("checkpoint-incoming").exists(), "the staging directory is gone");
 }
 
+/// A replica rebuilt from an empty disk may have held inputs only it and the dead primary
+/// had: counted as a promise of its empty log, it would let a promotion lose them.
+#[test]
+fn a_rebuilt_standby_promises_nothing_until_it_has_caught_up_with_a_primary() {
+    let mut cluster = three_nodes("rebuilt-standby");
+    // Node 2 stops hearing the primary: what follows is held by the primary and node 1.
+    for link in [cluster.link(0, 2), cluster.link(2, 0)] {
+        link.cut();
+    }
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    let acknowledged = batch(1_000, 100);
+    all_acknowledged(&primary, &acknowledged);
+    drop(primary);
+    cluster.kill(0);
+    // Node 1's journal is lost; the operator rebuilds it and starts it again.
+    cluster.kill(1);
+    let rebuild = std::process::Command::new(common::TALLY)
+        .args(["rebuild", "--data", &cluster.data(1).to_string_lossy(), "--yes"])
+        .output()
+        .expect("tally rebuild runs");
+    assert!(rebuild.status.success(), "{}", String::from_utf8_lossy(&rebuild.stderr));
+    cluster.start_standby(1, &[0, 2], &[]);
+
+    // The rule needs N − k = 2 promises: node 2's own and node 1's, which may not count.
+    let refused = cluster.promote(2);
+    let text = format!("{}{}", String::from_utf8_lossy(&refused.stdout), String::from_utf8_lossy(&refused.stderr));
+    assert!(!refused.status.success(), "a promotion counted the rebuilt node's empty log:\n{text}");
+    let log = cluster.log(2);
+    assert!(log.contains("refused to promise: recovering"), "the candidate's log says why: {text}\n{log}");
+
+    // The old primary returns as a standby: with its promise the promotion takes its log.
+    cluster.heal_all();
+    cluster.start_standby(0, &[1, 2], &[]);
+    cluster.promote_ok(2);
+    let new_primary = client(&[cluster.addresses[2]], Duration::from_secs(20));
+    let found = new_primary.lookup_transfers(&ids(&acknowledged)).expect("lookup");
+    assert_eq!(found.len(), acknowledged.len(), "every acknowledged transfer survives");
+
+    // Node 1 catches up from the new primary, and then promises again: with node 2 gone,
+    // nodes 1 and 0 promote node 1.
+    cluster.wait_converged(&[2, 0, 1], CONVERGE_TIMEOUT);
+    let marker = cluster.data(1).join("RECOVERING");
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "node 1 never left recovering:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(new_primary);
+    cluster.kill(2);
+    cluster.promote_ok(1);
+    let promoted = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    assert_eq!(promoted.lookup_transfers(&ids(&acknowledged)).expect("lookup").len(), acknowledged.len());
+}
+
 /// Like [`batch`], with user data that the journal's compact encoding cannot shrink, so
 /// that a few batches fill a small segment.
 fn bulky_batch(first_id: u128, count: u128) -> Vec<Transfer> {

@@ -47,6 +47,7 @@ use tally_replication::{ChainHash, CheckpointFileInfo, LogPosition, Message, Rec
 
 use super::DataDir;
 use super::peer_io::{self, PeerError};
+use super::role::Role;
 use super::snapshots;
 use super::standby::StandbyConfig;
 use crate::error::NodeError;
@@ -77,7 +78,7 @@ pub struct Received {
 
 /// Clears what an interrupted install left (see the module's documentation), and the
 /// files of a transfer that did not finish.
-pub fn clear_interrupted_install(dirs: &DataDir) -> Result<(), NodeError> {
+pub fn clear_interrupted_install(dirs: &DataDir, role: &Role) -> Result<(), NodeError> {
     let receiving = dirs.root.join(RECEIVING);
     if receiving.exists() {
         std::fs::remove_dir_all(&receiving).map_err(|source| NodeError::Io { path: receiving.clone(), source })?;
@@ -91,14 +92,16 @@ pub fn clear_interrupted_install(dirs: &DataDir) -> Result<(), NodeError> {
         "tally: an interrupted checkpoint install was found ({}): clearing the journal, snapshots and history store; the primary's checkpoint will be fetched again",
         staging.display()
     );
-    clear_for_checkpoint(dirs)?;
+    clear_for_checkpoint(dirs, role)?;
     std::fs::remove_dir_all(&staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
     sync_dir(&dirs.root)
 }
 
 /// Removes the journal, the snapshots and the history store: this node then holds
 /// nothing, and its primary offers its checkpoint (or streams from the first record).
-pub fn clear_for_checkpoint(dirs: &DataDir) -> Result<(), NodeError> {
+/// The node is marked recovering first (`Role::mark_recovering`).
+pub fn clear_for_checkpoint(dirs: &DataDir, role: &Role) -> Result<(), NodeError> {
+    role.mark_recovering()?;
     clear_files(&dirs.journal)?;
     clear_files(&dirs.snapshots)?;
     if dirs.history.exists() {
@@ -328,7 +331,7 @@ fn load_staged(received: &Received, staging: &Path) -> Result<PathBuf, NodeError
 }
 
 /// Removes every file directly in `dir` and syncs it.
-fn clear_files(dir: &Path) -> Result<(), NodeError> {
+pub(super) fn clear_files(dir: &Path) -> Result<(), NodeError> {
     let io = |source| NodeError::Io { path: dir.to_path_buf(), source };
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
@@ -339,7 +342,7 @@ fn clear_files(dir: &Path) -> Result<(), NodeError> {
     sync_dir(dir)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), NodeError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), NodeError> {
     File::open(dir).and_then(|dir| dir.sync_all()).map_err(|source| NodeError::Io { path: dir.to_path_buf(), source })
 }
 
@@ -427,7 +430,9 @@ mod tests {
         let dirs = standby(root.path());
         let files = checkpoint_files(root.path());
         received(&dirs, &files[..1]);
-        clear_interrupted_install(&dirs).expect("cleared");
+        let role = Role::load(&dirs.root).expect("role");
+        clear_interrupted_install(&dirs, &role).expect("cleared");
+        assert!(!role.recovering(), "nothing was cleared, so nothing is recovering");
         assert!(!dirs.root.join(RECEIVING).exists());
         let (history, mark) = HistoryStore::open(&dirs.history).expect("history");
         assert_eq!((mark, history.failed(5)), (3, Some((1, 3))), "the history store is untouched");

@@ -21,7 +21,7 @@ use tally_replication::{ClusterKey, Decision, Election, LogPosition, Message, ca
 
 use super::peer_io::{self, PeerError};
 use super::peers::LocalLog;
-use super::role::{Role, RoleKind};
+use super::role::{RECOVERING_REFUSAL, Role, RoleKind};
 use super::ship::Shipping;
 use super::standby::{Standby, StandbyConfig};
 use super::{Node, NodeConfig, StatusSource};
@@ -102,6 +102,10 @@ impl Promoter {
 
     pub fn promote(&self, force: bool, timeout_ms: u32) -> Result<NodeStatus, String> {
         self.own_position()?;
+        let recovering = self.role.recovering();
+        if recovering && !force {
+            return Err(format!("{RECOVERING_REFUSAL} (--force promotes it all the same, losing what it lacks)"));
+        }
         let timeout = if timeout_ms == 0 { PROMOTE_TIMEOUT_DEFAULT } else { Duration::from_millis(timeout_ms.into()) };
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let standby = match std::mem::replace(&mut *running, Running::Neither) {
@@ -124,6 +128,11 @@ impl Promoter {
                 }
                 return Err(reason);
             }
+        }
+        if recovering {
+            // Forced: what this node now holds is the history from here on.
+            eprintln!("tally: FORCED promotion of a recovering node: inputs it acknowledged before its rebuild and no promising node held are lost");
+            self.role.caught_up().map_err(|error| error.to_string())?;
         }
         let node = Node::open_with_role(&self.node_config, self.role.clone()).map_err(|error| error.to_string())?;
         steps.done("node opened");
@@ -361,10 +370,16 @@ impl Promoter {
         }
         drop(answers);
         let deadline = Instant::now() + timeout;
+        // Peers that answered but would not promise, and why (a recovering node says so).
+        let mut refusals = Vec::new();
         while election.decision().is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok((peer, answer)) = answered.recv_timeout(left) else { break };
             match answer {
+                Ok(Message::Refused { reason }) | Err(PeerError::Refused(reason)) => {
+                    eprintln!("tally: promotion: {peer} refused to promise: {reason}");
+                    refusals.push(format!("{peer}: {reason}"));
+                }
                 Ok(message) => {
                     if let Message::NewerEpoch { epoch: newer } = &message {
                         // The next attempt asks above it.
@@ -387,7 +402,8 @@ impl Promoter {
                 );
                 decision
             }
-            None => return Err(election.refuse().to_string()),
+            None if refusals.is_empty() => return Err(election.refuse().to_string()),
+            None => return Err(format!("{}; refused by {}", election.refuse(), refusals.join("; "))),
         };
         steps.done("promises");
         self.catch_up(own, &decision)?;

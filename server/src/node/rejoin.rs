@@ -17,11 +17,16 @@ use tally_replication::{CommonSearch, Found, LogPosition, Message, NextProbe, Pr
 use super::peer_io::{self, PeerError, PeerStream};
 use super::standby::StandbyConfig;
 use super::{DataDir, snapshots};
+use super::role::Role;
 use crate::error::NodeError;
 
 /// Truncates this node's journal after the last record it shares with the primary, if
 /// a primary answers and the logs differ. Unreachable primaries change nothing.
-pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) -> Result<(), NodeError> {
+pub(super) fn truncate_divergent_suffix(
+    config: &StandbyConfig,
+    dirs: &DataDir,
+    role: &Role,
+) -> Result<(), NodeError> {
     let store = SnapshotStore::open(&dirs.snapshots)?;
     let restored = snapshots::load(&store)?;
     let journal_config = JournalConfig {
@@ -64,7 +69,7 @@ pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) 
                         "tally: REJOIN: no record this journal holds ({first_kept}..={}) can be followed from on {address} ({why}): clearing the journal, snapshots and history store to start from {address}'s checkpoint",
                         end.last_sequence
                     );
-                    return super::bootstrap::clear_for_checkpoint(dirs);
+                    return super::bootstrap::clear_for_checkpoint(dirs, role);
                 }
                 Ok(common) => {
                     found = Some((address, common));
@@ -92,7 +97,7 @@ pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir) 
              journal holds ({oldest_held}..) can rebuild: clearing the journal, snapshots and history store to start \
              from {address}'s checkpoint"
         );
-        return super::bootstrap::clear_for_checkpoint(dirs);
+        return super::bootstrap::clear_for_checkpoint(dirs, role);
     }
     eprintln!(
         "tally: this journal diverges from {address}'s after sequence {common}: truncating the {} records after it \
@@ -317,7 +322,8 @@ mod tests {
             checkpoint_chunk_bytes: 1 << 20,
         };
 
-        truncate_divergent_suffix(&config, &dirs).expect("the rejoin search runs");
+        let role = Role::load(&dirs.root).expect("role");
+        truncate_divergent_suffix(&config, &dirs, &role).expect("the rejoin search runs");
 
         let config = JournalConfig { segment_bytes: SEGMENT_BYTES, ..JournalConfig::new(&dirs.journal) };
         let (journal, _) = Journal::open(&config).expect("the journal reopens");

@@ -64,12 +64,26 @@ pub struct Role {
     /// The highest epoch a peer told this node of (in memory: hearing of an epoch is not
     /// promising it). A candidate asks for an epoch above it.
     heard: AtomicU32,
+    /// Whether `DIR/RECOVERING` is present (see the module's documentation).
+    recovering: AtomicBool,
+    recovering_file: PathBuf,
 }
+
+/// The epoch file under the data directory.
+pub const EPOCH_FILE: &str = "EPOCH";
+
+/// The marker of a node that has not caught up since its log was rebuilt.
+pub const RECOVERING_FILE: &str = "RECOVERING";
+
+/// What a recovering node answers a candidate's `Prepare`, and `tally promote` on it.
+pub const RECOVERING_REFUSAL: &str = "recovering: this node's log was rebuilt (or started empty) and has not yet \
+     caught up with a primary, so it may lack inputs it once acknowledged; it promises nothing and is not promoted \
+     until a primary's heartbeat shows it holds everything that primary has";
 
 impl Role {
     /// Reads `DIR/EPOCH` (epoch 0, primary, when absent: a new node).
     pub fn load(data_dir: &Path) -> Result<Role, NodeError> {
-        let epoch_file = data_dir.join("EPOCH");
+        let epoch_file = data_dir.join(EPOCH_FILE);
         let (epoch, kind) = match std::fs::read_to_string(&epoch_file) {
             Ok(text) => parse(&text).ok_or_else(|| NodeError::Io {
                 path: epoch_file.clone(),
@@ -88,7 +102,44 @@ impl Role {
             halted: Arc::new(AtomicBool::new(kind == RoleKind::Fenced)),
             persist: Mutex::new(()),
             heard: AtomicU32::new(epoch),
+            recovering: AtomicBool::new(data_dir.join(RECOVERING_FILE).exists()),
+            recovering_file: data_dir.join(RECOVERING_FILE),
         })
+    }
+
+    /// Whether this node may lack inputs it once acknowledged (see the module's
+    /// documentation): it then neither promises nor is promoted.
+    pub fn recovering(&self) -> bool {
+        self.recovering.load(Ordering::Acquire)
+    }
+
+    /// Marks this node recovering, durably, before its log is cleared or trusted.
+    pub fn mark_recovering(&self) -> Result<(), NodeError> {
+        let _guard = self.persist.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.recovering() {
+            write_synced(&self.recovering_file, "this node's log was rebuilt; it has not caught up with a primary\n")?;
+            self.recovering.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// This node holds everything a primary of its epoch (or a newer one) has: it may
+    /// promise and be promoted again. `true` if it was recovering.
+    pub fn caught_up(&self) -> Result<bool, NodeError> {
+        let _guard = self.persist.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.recovering() {
+            return Ok(false);
+        }
+        let io = |source| NodeError::Io { path: self.recovering_file.clone(), source };
+        match std::fs::remove_file(&self.recovering_file) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io(error)),
+        }
+        let dir = self.recovering_file.parent().unwrap_or(Path::new("."));
+        File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)?;
+        self.recovering.store(false, Ordering::Release);
+        Ok(true)
     }
 
     /// The switch that stops the durability gate when this node is fenced.
@@ -233,6 +284,11 @@ mod tests {
         assert!(!role.enter(2, RoleKind::Primary).unwrap());
         let reloaded = Role::load(&dir).unwrap();
         assert_eq!((reloaded.epoch(), reloaded.kind()), (3, RoleKind::Standby));
+        assert!(!reloaded.recovering());
+        reloaded.mark_recovering().unwrap();
+        assert!(Role::load(&dir).unwrap().recovering(), "the mark survives a restart");
+        assert!(reloaded.caught_up().unwrap());
+        assert!(!Role::load(&dir).unwrap().recovering(), "and so does its removal");
         std::fs::write(dir.join("EPOCH"), "x y").unwrap();
         assert!(Role::load(&dir).is_err(), "a damaged epoch file stops the start");
         std::fs::remove_dir_all(&dir).unwrap();

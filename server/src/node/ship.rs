@@ -26,10 +26,13 @@ const SEND_BYTES_MAX: usize = 4 << 20;
 /// the bell wakes the shipper for those).
 const IDLE_WAIT_MAX: Duration = Duration::from_millis(20);
 
-/// The longest a standby goes without a message while the primary is idle. An idle
-/// primary journals nothing (no tick without a due deadline), so without this a standby
-/// could not tell an idle primary from a dead one, and `--auto-promote-after-ms` would
-/// depose a healthy primary. An empty `Records` message is the heartbeat.
+/// The longest between two heartbeats. An empty `Records` message is the heartbeat, and
+/// it says two things: the primary is alive (an idle primary journals nothing, so without
+/// it a standby could not tell an idle primary from a dead one, and
+/// `--auto-promote-after-ms` would depose a healthy primary), and this stream has shipped
+/// everything the primary's log held when it was sent, so a recovering standby that
+/// receives it holds every input acknowledged before (`Role::caught_up`). It is sent only
+/// when the reader is at the log's end: while records flow too, at most once an interval.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The directory under the data directory where checkpoint dumps being sent are written.
@@ -326,7 +329,7 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
     // `None` until the first send: a new subscriber hears from its primary at once, before
     // its auto-promotion timer (which has been running since the old primary went quiet)
     // can mistake the new primary for an absent one.
-    let mut last_sent: Option<Instant> = None;
+    let mut last_heartbeat: Option<Instant> = None;
     // This stream's own: every standby, on every connection, gets every interval's hash.
     let mut checkpoints = CheckpointSchedule::new(CHECKPOINT_INTERVAL);
     loop {
@@ -342,19 +345,24 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
         let rings = shipping.bell.rings();
         batch.clear();
         let mut bytes = 0usize;
+        let mut at_end = false;
         while batch.len() < RECORDS_PER_SEND_MAX && bytes < SEND_BYTES_MAX {
             let record = reader.next_record().map_err(|error| PeerError::Refused(error.to_string()))?;
-            let Some(record) = record else { break };
+            let Some(record) = record else {
+                at_end = true;
+                break;
+            };
             bytes += record.payload.len();
             batch.push(to_record(&record));
         }
         let shipped = !batch.is_empty();
         if shipped {
             peer.send(&Message::Records { epoch, records: std::mem::take(&mut batch) })?;
-            last_sent = Some(Instant::now());
-        } else if last_sent.is_none_or(|sent| sent.elapsed() >= HEARTBEAT_INTERVAL) {
+        }
+        // After the records: the heartbeat vouches for everything sent before it.
+        if at_end && last_heartbeat.is_none_or(|sent| sent.elapsed() >= HEARTBEAT_INTERVAL) {
             peer.send(&Message::Records { epoch, records: Vec::new() })?;
-            last_sent = Some(Instant::now());
+            last_heartbeat = Some(Instant::now());
         }
         // Asked after every send, not only when idle: under steady load the reader is
         // never idle, and the standby would get no hash until the load stopped. The
@@ -367,7 +375,8 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
         if shipped {
             continue;
         }
-        let heartbeat_due = last_sent.map_or(Duration::ZERO, |sent| HEARTBEAT_INTERVAL.saturating_sub(sent.elapsed()));
+        let heartbeat_due =
+            last_heartbeat.map_or(Duration::ZERO, |sent| HEARTBEAT_INTERVAL.saturating_sub(sent.elapsed()));
         shipping.bell.wait_unless_rung_since(rings, heartbeat_due.min(IDLE_WAIT_MAX));
     }
 }

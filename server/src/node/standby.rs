@@ -115,14 +115,20 @@ impl Standby {
         role.enter(role.epoch(), RoleKind::Standby)?;
         // Before anything reads the journal: an interrupted checkpoint install leaves one
         // that must not be trusted.
-        super::bootstrap::clear_interrupted_install(&dirs)?;
-        super::rejoin::truncate_divergent_suffix(&config, &dirs)?;
+        super::bootstrap::clear_interrupted_install(&dirs, &role)?;
+        super::rejoin::truncate_divergent_suffix(&config, &dirs, &role)?;
         let mut local = recover_local(&dirs, &config, role.epoch())?;
         let position = LogPosition {
             last_epoch: local.journal.last_epoch(),
             last_sequence: local.journal.last_sequence(),
             last_chain: local.journal.last_chain(),
         };
+        // An empty log: a new node, or one whose disk was replaced. Either may stand in
+        // the replica set for a node that held acknowledged inputs.
+        if position.last_sequence == 0 && !role.recovering() {
+            eprintln!("tally: this node's log is empty: recovering until it has caught up with a primary");
+            role.mark_recovering()?;
+        }
         if let Some(checkpoint) = super::bootstrap::fetch_checkpoint_if_needed(&config, &dirs, role.epoch(), position)?
         {
             // The history store is opened once per process: everything recovered goes first.
@@ -482,7 +488,22 @@ impl Following {
             }
         }
         if records.is_empty() {
-            // A heartbeat: the primary is alive and idle; nothing to journal or apply.
+            // A heartbeat: the primary is alive, and this stream has shipped everything its
+            // log held (`ship::HEARTBEAT_INTERVAL`); each message before it was flushed
+            // here, and it comes from a primary of this node's epoch or a newer one (the
+            // follower refused it otherwise). A recovering node now holds every input it
+            // ever acknowledged. Nothing to journal or apply.
+            if self.role.recovering() {
+                if let Err(error) = self.role.caught_up() {
+                    eprintln!("tally: stopping: cannot record that this node caught up: {error}");
+                    std::process::abort()
+                }
+                tracing::warn!(
+                    last_sequence = follower.position().last_sequence,
+                    epoch,
+                    "CAUGHT UP: this node holds everything its primary has; it promises and may be promoted again"
+                );
+            }
             return Ok(());
         }
         for record in &records {

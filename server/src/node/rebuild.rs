@@ -1,0 +1,130 @@
+//! `tally rebuild`: empties a replica's data directory so that it starts again from its
+//! primary (a journal that cannot be repaired, a replaced disk), keeping its epoch and
+//! marking it recovering before anything is removed.
+//!
+//! What it removes may have held acknowledged inputs, and the replica set counts this node
+//! as a holder of them: a promotion that took its promise of an empty log in place of the
+//! log it had could lose them. So the node is marked recovering (`DIR/RECOVERING`, fsynced
+//! first): it answers no `Prepare` and is not promoted until a primary's heartbeat shows it
+//! holds everything that primary has. The epoch stays (or is raised to `--epoch`), so that
+//! it refuses the stream of a primary deposed while it was away.
+
+use std::path::Path;
+
+use super::DataDir;
+use super::role::{Role, RoleKind};
+use crate::error::NodeError;
+
+/// What a rebuild found, or removed.
+#[derive(Debug)]
+pub struct Rebuild {
+    /// The epoch the node keeps.
+    pub epoch: u32,
+    /// The files removed (or, without `apply`, that would be).
+    pub files: Vec<String>,
+}
+
+/// Empties `root` for a fresh start as a standby (see the module's documentation). With
+/// `apply` false nothing changes: the answer says what would be removed. Refused while a
+/// node runs on the directory, with an `epoch` below the one held, and when the directory
+/// has no epoch file and no `epoch` is given (a replaced disk: the operator names the
+/// replica set's highest epoch, which `tally status` shows on the live nodes).
+pub fn rebuild(root: &Path, epoch: Option<u32>, apply: bool) -> Result<Rebuild, NodeError> {
+    if !root.join(super::role::EPOCH_FILE).exists() && epoch.is_none() {
+        return Err(NodeError::Rebuild(format!(
+            "{} holds no epoch file: pass --epoch E, the highest epoch `tally status` reports on the replica set's \
+             live nodes, so that this node refuses a primary deposed while it was away",
+            root.display()
+        )));
+    }
+    let dirs = DataDir::create(root)?;
+    let _lock = dirs.lock()?;
+    let role = Role::load(root)?;
+    let epoch = match epoch {
+        Some(epoch) if epoch < role.epoch() => {
+            return Err(NodeError::Rebuild(format!(
+                "--epoch {epoch} is below epoch {} that this node holds, and an epoch never goes back",
+                role.epoch()
+            )));
+        }
+        Some(epoch) => epoch,
+        None => role.epoch(),
+    };
+    let mut files = Vec::new();
+    let staged = [super::bootstrap::RECEIVING, super::bootstrap::STAGING, super::ship::OUTGOING];
+    for dir in [&dirs.journal, &dirs.snapshots, &dirs.history, &dirs.outcomes] {
+        files.extend(files_in(dir)?);
+    }
+    for name in staged {
+        let dir = root.join(name);
+        if dir.exists() {
+            files.push(dir.display().to_string());
+        }
+    }
+    if !apply {
+        return Ok(Rebuild { epoch, files });
+    }
+    // The epoch and the mark before anything is removed: a crash part-way leaves a
+    // recovering node, never an unmarked one with part of its log.
+    role.enter(epoch, RoleKind::Standby)?;
+    role.mark_recovering()?;
+    for dir in [&dirs.journal, &dirs.snapshots, &dirs.outcomes] {
+        super::bootstrap::clear_files(dir)?;
+    }
+    if dirs.history.exists() {
+        super::bootstrap::clear_files(&dirs.history)?;
+    }
+    for name in staged {
+        let dir = root.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|source| NodeError::Io { path: dir.clone(), source })?;
+        }
+    }
+    super::bootstrap::sync_dir(root)?;
+    Ok(Rebuild { epoch, files })
+}
+
+fn files_in(dir: &Path) -> Result<Vec<String>, NodeError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let io = |source| NodeError::Io { path: dir.to_path_buf(), source };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.is_file() {
+            files.push(path.display().to_string());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebuild_keeps_the_epoch_marks_the_node_and_empties_its_log() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dirs = DataDir::create(root.path()).expect("data dir");
+        std::fs::write(dirs.journal.join("00000000000000000001.seg"), b"records").expect("a segment");
+        let error = rebuild(root.path(), None, true).expect_err("no epoch file");
+        assert!(error.to_string().contains("--epoch"), "{error}");
+        Role::load(root.path()).expect("role").enter(4, RoleKind::Standby).expect("epoch 4");
+        let error = rebuild(root.path(), Some(3), true).expect_err("an epoch going back");
+        assert!(error.to_string().contains("below epoch 4"), "{error}");
+
+        let shown = rebuild(root.path(), None, false).expect("shown");
+        assert_eq!((shown.epoch, shown.files.len()), (4, 1));
+        assert!(!Role::load(root.path()).expect("role").recovering(), "nothing changes without --yes");
+        assert!(dirs.journal.join("00000000000000000001.seg").exists());
+
+        let done = rebuild(root.path(), Some(5), true).expect("rebuilt");
+        assert_eq!(done.epoch, 5);
+        let role = Role::load(root.path()).expect("role");
+        assert!(role.recovering());
+        assert_eq!((role.epoch(), role.kind()), (5, RoleKind::Standby));
+        assert_eq!(std::fs::read_dir(&dirs.journal).expect("journal").count(), 0);
+    }
+}
