@@ -311,6 +311,14 @@ fn standby_from_an_empty_directory_gets_the_checkpoint_and_converges() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let oldest = oldest_segment(&cluster.data(0).join("journal"));
+    // The idle primary's next checkpoint covers its last record: the standby then starts
+    // from it with no record after it.
+    let last = cluster.status(0).expect("the primary answers").last_sequence;
+    let snapshot = cluster.data(0).join("snapshots").join(format!("{last:020}.snap"));
+    while !snapshot.exists() {
+        assert!(std::time::Instant::now() < give_up, "no checkpoint at {last}:\n{}", cluster.log(0));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     cluster.start_standby(1, &[0], &[]);
     let converged = cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
@@ -324,10 +332,20 @@ fn standby_from_an_empty_directory_gets_the_checkpoint_and_converges() {
         "the standby's journal starts after the checkpoint, not at sequence 1"
     );
     assert!(cluster.log(1).contains("installed the checkpoint"), "the standby says what it did:\n{}", cluster.log(1));
+    // Until a record arrives, its journal cannot say the epoch of the checkpoint's last
+    // record: it would promise a log of epoch 0, so it stays recovering.
+    let marker = cluster.data(1).join("RECOVERING");
+    assert_eq!(oldest_segment(&cluster.data(1).join("journal")), last + 1, "no record after the checkpoint");
+    assert!(marker.exists(), "a standby holding only a checkpoint left recovering:\n{}", cluster.log(1));
 
     // It follows from there: new transfers reach it, and a restart resumes from its disk.
     all_acknowledged(&primary, &batch(first, 1_000));
     cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "it never left recovering:\n{}", cluster.log(1));
+        std::thread::sleep(Duration::from_millis(50));
+    }
     cluster.kill(1);
     cluster.start_standby(1, &[0], &[]);
     all_acknowledged(&primary, &batch(first + 1_000, 1_000));

@@ -135,6 +135,10 @@ impl Standby {
             let Local { journal, derived, .. } = local;
             journal.close();
             drop(derived);
+            // The new journal starts after the checkpoint without the epoch of its last
+            // record (the offer does not carry it), so its promise would rank it in epoch 0
+            // until a record arrives: recovering until then (`Following::last_epoch_known`).
+            role.mark_recovering()?;
             super::bootstrap::install(&checkpoint, &dirs, config.journal_segment_bytes)?;
             eprintln!("tally: installed the checkpoint at sequence {}; following from there", checkpoint.sequence);
             local = recover_local(&dirs, &config, role.epoch())?;
@@ -409,6 +413,16 @@ impl Following {
         }
     }
 
+    /// Whether the journal's last epoch is what its last record was written in: it holds a
+    /// record, or it is empty from sequence 1, or it continues a record whose epoch it was
+    /// told. A journal started from a checkpoint holds none until the primary sends one,
+    /// and reads epoch 0 for the checkpoint's last record whatever that record's epoch was.
+    fn last_epoch_known(&mut self) -> bool {
+        let journal = self.journal();
+        let first = journal.segment_first_sequences().first().copied().unwrap_or(1);
+        journal.last_sequence() == 0 || journal.last_sequence() >= first || journal.last_epoch() != 0
+    }
+
     /// Follows one primary until the connection ends or the node stops.
     fn follow(&mut self, address: SocketAddr) -> Result<(), FollowEnd> {
         let mut peer = peer_io::connect(address, &self.config.key, CONNECT_TIMEOUT)?;
@@ -493,7 +507,7 @@ impl Following {
             // here, and it comes from a primary of this node's epoch or a newer one (the
             // follower refused it otherwise). A recovering node now holds every input it
             // ever acknowledged. Nothing to journal or apply.
-            if self.role.recovering() {
+            if self.role.recovering() && self.last_epoch_known() {
                 if let Err(error) = self.role.caught_up() {
                     eprintln!("tally: stopping: cannot record that this node caught up: {error}");
                     std::process::abort()
