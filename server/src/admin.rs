@@ -144,6 +144,9 @@ fn standby_ready(standby: &Standby, role: &Role) -> Result<(), String> {
     if role.kind() != RoleKind::Standby {
         return Err(format!("role {:?} while running as a standby", role.kind()));
     }
+    if role.recovering() {
+        return Err("recovering: not yet caught up with a primary, so it promises nothing".into());
+    }
     let silence = standby.silence();
     if silence > STANDBY_SILENCE_READY_MAX {
         return Err(format!("standby has not heard from a primary for {} ms", silence.as_millis()));
