@@ -131,7 +131,9 @@ impl Promoter {
         }
         if recovering {
             // Forced: what this node now holds is the history from here on.
-            eprintln!("tally: FORCED promotion of a recovering node: inputs it acknowledged before its rebuild and no promising node held are lost");
+            eprintln!(
+                "tally: FORCED promotion of a recovering node: inputs it acknowledged before its rebuild and no promising node held are lost"
+            );
             self.role.caught_up().map_err(|error| error.to_string())?;
         }
         let node = Node::open_with_role(&self.node_config, self.role.clone()).map_err(|error| error.to_string())?;

@@ -15,18 +15,14 @@ use tally_replication::probe::NothingShared;
 use tally_replication::{CommonSearch, Found, LogPosition, Message, NextProbe, ProbeAnswer};
 
 use super::peer_io::{self, PeerError, PeerStream};
+use super::role::Role;
 use super::standby::StandbyConfig;
 use super::{DataDir, snapshots};
-use super::role::Role;
 use crate::error::NodeError;
 
 /// Truncates this node's journal after the last record it shares with the primary, if
 /// a primary answers and the logs differ. Unreachable primaries change nothing.
-pub(super) fn truncate_divergent_suffix(
-    config: &StandbyConfig,
-    dirs: &DataDir,
-    role: &Role,
-) -> Result<(), NodeError> {
+pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir, role: &Role) -> Result<(), NodeError> {
     let store = SnapshotStore::open(&dirs.snapshots)?;
     let restored = snapshots::load(&store)?;
     let journal_config = JournalConfig {
