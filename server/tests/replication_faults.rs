@@ -415,6 +415,23 @@ fn a_rebuilt_standby_promises_nothing_until_it_has_caught_up_with_a_primary() {
     cluster.promote_ok(1);
     let promoted = client(&[cluster.addresses[1]], Duration::from_secs(20));
     assert_eq!(promoted.lookup_transfers(&ids(&acknowledged)).expect("lookup").len(), acknowledged.len());
+
+    // A disk lost with its epoch file: the node cannot reach the primary, but learns the
+    // epoch from a standby before it follows anyone.
+    cluster.start_standby(2, &[0, 1], &[]);
+    let epoch = cluster.wait_converged(&[1, 2], CONVERGE_TIMEOUT).epoch;
+    cluster.kill(0);
+    std::fs::remove_dir_all(cluster.data(0)).expect("node 0's disk is gone");
+    for link in [cluster.link(0, 1), cluster.link(1, 0)] {
+        link.cut();
+    }
+    cluster.start_standby(0, &[1, 2], &[]);
+    let epoch_file = cluster.data(0).join("EPOCH");
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while !std::fs::read_to_string(&epoch_file).is_ok_and(|text| text.starts_with(&format!("{epoch} "))) {
+        assert!(std::time::Instant::now() < deadline, "node 0 never learnt epoch {epoch}:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Like [`batch`], with user data that the journal's compact encoding cannot shrink, so

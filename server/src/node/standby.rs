@@ -125,9 +125,12 @@ impl Standby {
         };
         // An empty log: a new node, or one whose disk was replaced. Either may stand in
         // the replica set for a node that held acknowledged inputs.
-        if position.last_sequence == 0 && !role.recovering() {
-            eprintln!("tally: this node's log is empty: recovering until it has caught up with a primary");
-            role.mark_recovering()?;
+        if position.last_sequence == 0 {
+            if !role.recovering() {
+                eprintln!("tally: this node's log is empty: recovering until it has caught up with a primary");
+                role.mark_recovering()?;
+            }
+            learn_epoch(&config, &role)?;
         }
         if let Some(checkpoint) = super::bootstrap::fetch_checkpoint_if_needed(&config, &dirs, role.epoch(), position)?
         {
@@ -312,6 +315,25 @@ fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<L
     let history = HistoryThread::start(history).map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
     let derived = DerivedStores { outcomes, history, history_from };
     Ok(Local { snapshots, restored: snapshot_sequence, journal, ledger, derived, marks })
+}
+
+/// Takes the highest epoch the reachable peers hold, persisted before this node follows
+/// anyone. A node with an empty log may have lost its epoch file with its disk: at epoch 0
+/// it would follow, and acknowledge for, a primary deposed while it was away (one whose
+/// fencing counted on this node's promise). Peers that cannot be reached are skipped, so
+/// this narrows that window rather than closing it (`tally rebuild --epoch` closes it).
+fn learn_epoch(config: &StandbyConfig, role: &Role) -> Result<(), NodeError> {
+    let peers: Vec<SocketAddr> = config.primaries.iter().copied().filter(|&peer| peer != config.node).collect();
+    let mut epoch = role.epoch();
+    while let Some((peer, newer)) = super::rejoin::newer_epoch(&peers, &config.key, epoch) {
+        eprintln!("tally: {peer} holds epoch {newer}");
+        epoch = newer;
+    }
+    if epoch > role.epoch() {
+        role.enter(epoch, RoleKind::Standby)?;
+        eprintln!("tally: this node now holds epoch {epoch}, the highest its peers hold");
+    }
+    Ok(())
 }
 
 /// A disagreement with the primary: never papered over.
