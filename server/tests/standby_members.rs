@@ -468,6 +468,77 @@ fn a_returning_primary_that_holds_no_record_the_new_primary_shares_starts_from_t
     check_witnesses(&new_primary, &acknowledged, &forfeited);
 }
 
+/// The gap this guards: a returning old primary that still holds the last record its log
+/// shares with the new primary's, but no snapshot at or below it (the ones it keeps were
+/// taken in the suffix it acknowledged alone) and not its journal's first records (trimmed
+/// long ago). Truncated there, its journal could not be replayed into a state: nothing
+/// rebuilds the state at the shared record. It must start from the primary's checkpoint.
+#[test]
+fn a_returning_primary_whose_snapshots_are_all_past_the_shared_record_starts_from_the_checkpoint() {
+    let mut cluster = TestCluster::new("rejoin-no-base", 2, "local");
+    let small = ["--snapshot-interval-s", "1", "--journal-segment-mib", "4", "--hot-window", HOT_WINDOW];
+    cluster.start_primary(0, &small);
+    cluster.start_standby(1, &[0], &["--hot-window", HOT_WINDOW]);
+    let old_primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&old_primary, (1..=ACCOUNTS).chain([WITNESS_DEBIT, WITNESS_CREDIT]));
+    let mut acknowledged: Vec<u128> = (1..=5).collect();
+    for &id in &acknowledged {
+        assert_eq!(send(&old_primary, witness(id)), ResultCode::Created);
+    }
+    load_until_the_oldest_segment_is_dropped(&cluster, 0, &old_primary, 100_000);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+
+    for link in cluster.links_of(0) {
+        link.cut();
+    }
+    let shared = cluster.status(1).expect("the standby answers").last_sequence;
+    force_promote(&cluster, 1);
+    let new_primary = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    for id in 11..=15 {
+        assert_eq!(send(&new_primary, witness(id)), ResultCode::Created);
+        acknowledged.push(id);
+    }
+    // Alone, the old primary acknowledges (forfeited) and checkpoints until every
+    // snapshot it keeps is past the shared record, which its active segment still holds.
+    let mut forfeited = Vec::new();
+    let snapshots = cluster.data(0).join("snapshots");
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    while snapshot_sequences(&snapshots).first().is_none_or(|&oldest| oldest <= shared) {
+        assert!(Instant::now() < deadline, "the old primary kept a snapshot at or below {shared}:\n{}", cluster.logs());
+        let id = 1_001 + forfeited.len() as u128;
+        assert_eq!(send(&old_primary, witness(id)), ResultCode::Created);
+        forfeited.push(id);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let oldest_held = oldest_segment(&cluster.data(0).join("journal"));
+    assert!(1 < oldest_held && oldest_held <= shared, "the journal holds {shared} but not record 1: {oldest_held}");
+    drop(old_primary);
+
+    cluster.heal_all();
+    wait_for_rejoin(&cluster, 0);
+    let log = cluster.log(0);
+    assert!(log.contains("which no snapshot at or below it"), "{log}");
+    assert!(!log.contains("truncating the"), "a truncation with nothing to replay from: {log}");
+    for id in 21..=25 {
+        assert_eq!(send(&new_primary, witness(id)), ResultCode::Created);
+        acknowledged.push(id);
+    }
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    assert_eq!(cluster.status(0).expect("node 0 answers").role, "standby");
+    check_witnesses(&new_primary, &acknowledged, &forfeited);
+}
+
+/// The sequences of the snapshots in a snapshot directory, oldest first.
+fn snapshot_sequences(dir: &std::path::Path) -> Vec<u64> {
+    let mut sequences: Vec<u64> = std::fs::read_dir(dir)
+        .expect("the snapshot directory exists")
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(".snap")?.parse().ok())
+        .collect();
+    sequences.sort_unstable();
+    sequences
+}
+
 /// The gap this guards: a returning old primary whose log parts from the new primary's
 /// above the new primary's oldest journal record, while its own journal reaches further
 /// back. Its search for the last shared record steps below the new primary's oldest

@@ -200,7 +200,7 @@ pub struct SimNode {
     /// in the model): it may have held acknowledged inputs it no longer has, so it
     /// neither promises nor stands for promotion until a primary's heartbeat shows it
     /// holds everything that primary shipped. Viewstamped Replication's recovering
-    /// state; `tally` has no such rule yet (docs/design.md §7c).
+    /// state, which `tally` keeps as `DIR/RECOVERING` (docs/design.md §7a).
     pub recovering: bool,
 }
 
