@@ -105,6 +105,41 @@ fn a_journal_started_over_after_the_snapshot_keeps_the_epoch_and_timestamp_it_co
     assert_eq!((journal.last_epoch(), journal.last_timestamp()), (last.epoch, last.timestamp));
 }
 
+/// Starting over after the snapshot sets the damaged segments aside only once the segment
+/// it starts over in is durable (its header holds the chain, epoch and timestamp it
+/// continues). A power loss at each sync of that recovery, in turn, leaves a journal whose
+/// next start continues the same chain, epoch and timestamp: with the segments set aside
+/// first, a loss before the new segment was durable left an empty journal chaining from
+/// zero.
+#[test]
+fn a_power_loss_at_any_sync_of_a_start_over_keeps_what_the_journal_continues() {
+    let damaged = MemStorage::new();
+    let mut config = mem_config(1 << 20);
+    write_records(&damaged, &config, 250, 10).close();
+    let name = segment_names(&damaged).remove(0);
+    let mut image = damaged.durable_image(&name).expect("image");
+    image[offset_of(20) + 20] ^= 0x40;
+    damaged.set_image(&name, image);
+    config.snapshot_sequence = 250;
+    let (last, chain) = (test_record(250), expected_chains(250)[250]);
+    let clean = damaged.fork();
+    drop(recover(&clean, &config).expect("the snapshot covers the damage"));
+    let syncs = clean.syncs_done();
+    assert!(syncs >= 2, "a start-over syncs its new segment and the directory: {syncs}");
+    for failing in 0..syncs {
+        let storage = damaged.fork();
+        storage.fail_sync_after(failing);
+        let outcome = std::panic::catch_unwind(|| recover(&storage, &config).map(drop));
+        assert!(outcome.is_err(), "sync {failing} failed and recovery carried on");
+        storage.crash();
+        storage.heal();
+        let (journal, report) = recover(&storage, &config).unwrap_or_else(|error| panic!("sync {failing}: {error}"));
+        assert_eq!((report.first_sequence, report.last_sequence), (251, 250), "sync {failing}");
+        let continued = (journal.last_chain(), journal.last_epoch(), journal.last_timestamp());
+        assert_eq!(continued, (chain, last.epoch, last.timestamp), "sync {failing}");
+    }
+}
+
 #[test]
 fn damage_in_an_older_segment_that_the_snapshot_covers_sets_that_segment_aside() {
     let storage = MemStorage::new();
