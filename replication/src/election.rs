@@ -13,13 +13,33 @@ use std::collections::BTreeMap;
 
 use crate::message::{LogPosition, Message};
 
+/// What a recovering node answers a candidate's `Prepare` (see [`on_prepare`]).
+pub const RECOVERING_REFUSAL: &str = "recovering: this node's log was rebuilt (or started empty) and has not yet \
+     caught up with a primary, so it may lack inputs it once acknowledged; it promises nothing and is not promoted \
+     until a primary's heartbeat shows it holds everything that primary has";
+
 /// The acceptor's rule, on every node: promise a higher epoch (after persisting it), tell
-/// a lower or equal one about the epoch already promised.
-pub fn on_prepare(current_epoch: u32, position: LogPosition, epoch: u32) -> Prepared {
+/// a lower or equal one about the epoch already promised. A `recovering` node (its log was
+/// rebuilt and has not caught up with a primary since) promises nothing: the rule counts
+/// each promiser as a holder of every input it acknowledged, and its log may lack some.
+pub fn on_prepare(current_epoch: u32, position: LogPosition, epoch: u32, recovering: bool) -> Prepared {
+    if holds_back(recovering) {
+        return Prepared::Refuse(Message::Refused { reason: RECOVERING_REFUSAL.into() });
+    }
     if epoch <= current_epoch {
         return Prepared::Refuse(Message::NewerEpoch { epoch: current_epoch });
     }
     Prepared::Promise { persist_epoch: epoch, reply: Message::Promise { epoch, position } }
+}
+
+/// Whether a recovering node holds back from promising and from standing for promotion:
+/// always, unless the planted bug is switched on.
+pub fn holds_back(recovering: bool) -> bool {
+    #[cfg(feature = "sim-bugs")]
+    if crate::planted::on(crate::planted::Planted::RecoveringPromises) {
+        return false;
+    }
+    recovering
 }
 
 /// The epoch a candidate at position `index` of a replica set of `nodes` (`--cluster`, in
@@ -210,17 +230,27 @@ mod tests {
         let (lone, _) = Election::start(lower, at(1, 9), nodes, 0);
         assert_eq!(lone.force().0.epoch, lower);
         // When they meet, the lower is told of the higher (and is fenced), never the reverse.
-        assert_eq!(on_prepare(higher, at(higher, 12), lower), Prepared::Refuse(Message::NewerEpoch { epoch: higher }));
-        assert!(matches!(on_prepare(lower, at(lower, 12), higher), Prepared::Promise { .. }));
+        assert_eq!(
+            on_prepare(higher, at(higher, 12), lower, false),
+            Prepared::Refuse(Message::NewerEpoch { epoch: higher })
+        );
+        assert!(matches!(on_prepare(lower, at(lower, 12), higher, false), Prepared::Promise { .. }));
     }
 
     #[test]
     fn acceptors_promise_only_higher_epochs() {
         assert_eq!(
-            on_prepare(3, at(3, 9), 4),
+            on_prepare(3, at(3, 9), 4, false),
             Prepared::Promise { persist_epoch: 4, reply: Message::Promise { epoch: 4, position: at(3, 9) } }
         );
-        assert_eq!(on_prepare(4, at(3, 9), 4), Prepared::Refuse(Message::NewerEpoch { epoch: 4 }));
+        assert_eq!(on_prepare(4, at(3, 9), 4, false), Prepared::Refuse(Message::NewerEpoch { epoch: 4 }));
+    }
+
+    #[test]
+    fn a_recovering_acceptor_promises_nothing() {
+        let refused = Prepared::Refuse(Message::Refused { reason: RECOVERING_REFUSAL.into() });
+        assert_eq!(on_prepare(3, at(3, 9), 4, true), refused);
+        assert_eq!(on_prepare(4, at(3, 9), 4, true), refused);
     }
 
     #[test]

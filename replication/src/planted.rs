@@ -13,6 +13,9 @@ pub enum Planted {
     AcceptLowerEpoch,
     /// [`crate::Election::decision`] decides without the N − k promises.
     PromoteWithoutPromises,
+    /// [`crate::election::holds_back`] lets a recovering node (its log rebuilt, not yet
+    /// caught up) promise and stand for promotion.
+    RecoveringPromises,
 }
 
 thread_local! {

@@ -12,7 +12,7 @@ use tally_replication::{ClusterKey, LogPosition, Message, Prepared, ProbeAnswer,
 
 use super::peer_io::{self, PeerError, PeerStream};
 use super::promote::Promoter;
-use super::role::{RECOVERING_REFUSAL, Role, RoleKind};
+use super::role::{Role, RoleKind};
 use super::ship::{self, Shipping};
 
 /// Records per message when answering a `Fetch`.
@@ -126,18 +126,15 @@ impl PeerService {
     fn prepare(&self, peer: &mut PeerStream, epoch: u32) -> Result<(), PeerError> {
         let log = self.log.read().unwrap_or_else(PoisonError::into_inner).clone();
         let _following = log.follow_lock.lock().unwrap_or_else(PoisonError::into_inner);
-        // A log that may lack what this node acknowledged would count as a holder of it.
-        if self.role.recovering() {
-            eprintln!("tally: no promise of epoch {epoch}: this node is recovering");
-            return peer.send(&Message::Refused { reason: RECOVERING_REFUSAL.into() });
-        }
         let current = self.role.epoch();
         if epoch > current && self.role.kind() == RoleKind::Primary {
             eprintln!("tally: FENCED: a candidate asks for epoch {epoch}; this node accepts no more writes");
             self.role.stop_writes();
         }
         let position = log_end(&log).map_err(PeerError::Refused)?;
-        match on_prepare(current, position, epoch) {
+        // A log that may lack what this node acknowledged would count as a holder of it:
+        // a recovering node refuses (`on_prepare`).
+        match on_prepare(current, position, epoch, self.role.recovering()) {
             Prepared::Promise { persist_epoch, reply } => {
                 let kind = if self.role.kind() == RoleKind::Primary { RoleKind::Fenced } else { self.role.kind() };
                 let promised = self

@@ -102,7 +102,7 @@ impl Promoter {
 
     pub fn promote(&self, force: bool, timeout_ms: u32) -> Result<NodeStatus, String> {
         self.own_position()?;
-        let recovering = self.role.recovering();
+        let recovering = tally_replication::holds_back(self.role.recovering());
         if recovering && !force {
             return Err(format!("{RECOVERING_REFUSAL} (--force promotes it all the same, losing what it lacks)"));
         }

@@ -76,9 +76,7 @@ pub const EPOCH_FILE: &str = "EPOCH";
 pub const RECOVERING_FILE: &str = "RECOVERING";
 
 /// What a recovering node answers a candidate's `Prepare`, and `tally promote` on it.
-pub const RECOVERING_REFUSAL: &str = "recovering: this node's log was rebuilt (or started empty) and has not yet \
-     caught up with a primary, so it may lack inputs it once acknowledged; it promises nothing and is not promoted \
-     until a primary's heartbeat shows it holds everything that primary has";
+pub use tally_replication::RECOVERING_REFUSAL;
 
 impl Role {
     /// Reads `DIR/EPOCH` (epoch 0, primary, when absent: a new node).

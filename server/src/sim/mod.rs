@@ -45,9 +45,9 @@ pub enum Bug {
     /// A failed journal sync is retried and the retry's "success" taken for durability
     /// (planted in `tally_journal`'s `sync_or_stop`, which otherwise stops the node).
     RetryFailedFlush,
-    /// A node the operator rebuilt from empty disks promises in elections before it has
-    /// caught up with a primary (planted in the simulator's model of the rebuild,
-    /// `sim/node.rs`: a rule `tally` itself does not have yet).
+    /// A node the operator rebuilt from empty disks promises in elections (and stands for
+    /// promotion) before it has caught up with a primary (planted in the protocol core's
+    /// `election::holds_back`, which `tally` and the simulator both ask).
     RebuiltNodePromises,
 }
 
@@ -135,12 +135,10 @@ impl Planted {
         planted::switch(match bug {
             Some(Bug::AcceptLowerEpoch) => Some(Core::AcceptLowerEpoch),
             Some(Bug::PromoteWithoutPromises) => Some(Core::PromoteWithoutPromises),
-            // Planted in the simulator's glue (the primary's reply gate) or in the node's
-            // checkpoint writer, not in the core.
-            Some(
-                Bug::AckBeforeDurable | Bug::CheckpointBeforeDurable | Bug::RetryFailedFlush | Bug::RebuiltNodePromises,
-            )
-            | None => None,
+            Some(Bug::RebuiltNodePromises) => Some(Core::RecoveringPromises),
+            // Planted in the simulator's glue (the primary's reply gate), in the node's
+            // checkpoint writer or in the journal, not in the core.
+            Some(Bug::AckBeforeDurable | Bug::CheckpointBeforeDurable | Bug::RetryFailedFlush) | None => None,
         });
         tally_journal::planted::switch(
             (bug == Some(Bug::RetryFailedFlush)).then_some(tally_journal::planted::Planted::RetryFailedFlush),

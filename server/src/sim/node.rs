@@ -24,7 +24,7 @@ use tally_journal::{
 };
 use tally_replication::{
     CheckpointSchedule, Checkpoints, Decision, Election, FollowError, Follower, LogPosition, Message, Prepared,
-    Primary, Record, Step, candidate_epoch, on_prepare,
+    Primary, Record, Step, candidate_epoch, holds_back, on_prepare,
 };
 use tally_sinks::stream::StreamReader;
 
@@ -303,17 +303,6 @@ fn position_of(journal: &Journal<MemStorage>) -> LogPosition {
         last_sequence: journal.last_sequence(),
         last_chain: journal.last_chain(),
     }
-}
-
-/// Whether a rebuilt node's recovering state holds it back from promising and from
-/// standing for promotion (always, unless the planted bug is switched on).
-fn holds_back(recovering: bool, ctx: &Ctx) -> bool {
-    #[cfg(feature = "sim-bugs")]
-    if ctx.bug(Bug::RebuiltNodePromises) {
-        return false;
-    }
-    let _ = ctx;
-    recovering
 }
 
 /// Every record the journal holds, as the node's mirror.
@@ -858,7 +847,7 @@ impl SimNode {
         if !matches!(up.role, Role::Standby(_)) {
             return Err("not a standby".into());
         }
-        if holds_back(self.recovering, ctx) {
+        if holds_back(self.recovering) {
             return Err("rebuilt, not yet caught up with a primary".into());
         }
         // As `tally promote` does: the smallest epoch above every one this node knows that
@@ -1115,12 +1104,9 @@ impl SimNode {
         // Messages every role answers the same way.
         match &message {
             Message::Prepare { epoch } => {
-                if holds_back(self.recovering, ctx) {
-                    // No answer: the candidate counts only the nodes that still hold what
-                    // they held.
-                    return;
-                }
-                match on_prepare(self.epoch, position, *epoch) {
+                // A recovering node refuses: the candidate counts only the nodes that still
+                // hold what they held.
+                match on_prepare(self.epoch, position, *epoch, self.recovering) {
                     Prepared::Promise { persist_epoch, reply } => {
                         self.epoch = persist_epoch;
                         // A promise ends whatever this node did in an older epoch. A
