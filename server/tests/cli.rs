@@ -194,6 +194,8 @@ fn bad_arguments_exit_2_with_a_message() {
     let under_a_file = not_a_dir.join("data");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let taken = taken.local_addr().expect("an address").to_string();
+    let rebuilt = dir.path().join("lost-disk");
+    let rebuilt = rebuilt.to_str().expect("a UTF-8 path");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec![], "Usage"),
         (vec!["launch"], "unrecognized subcommand"),
@@ -208,6 +210,8 @@ fn bad_arguments_exit_2_with_a_message() {
         (vec!["status", "--addr", "nowhere:port"], "--addr"),
         (vec!["journal", "verify", not_a_dir.to_str().expect("UTF-8")], "not a directory"),
         (vec!["journal", "dump", data, "--from", "minus one"], "--from"),
+        (vec!["rebuild", "--data", rebuilt, "--yes"], "pass --epoch"),
+        (vec!["rebuild", "--data", rebuilt, "--epoch", "four"], "--epoch"),
     ];
     for (args, expected) in cases {
         let output = Command::new(TALLY).args(&args).stdin(Stdio::null()).output().expect("tally runs");
@@ -221,6 +225,10 @@ fn bad_arguments_exit_2_with_a_message() {
     running.ask(r#"{"op": "lookup_accounts", "ids": [1]}"#);
     let output = Command::new(TALLY).args(["exec", "--data", data]).stdin(Stdio::null()).output().expect("runs");
     assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("in use"));
+    let rebuild = ["rebuild", "--data", data, "--epoch", "1", "--yes"];
+    let output = Command::new(TALLY).args(rebuild).stdin(Stdio::null()).output().expect("runs");
+    assert_eq!(output.status.code(), Some(2), "a running node's directory is not rebuilt");
     assert!(String::from_utf8_lossy(&output.stderr).contains("in use"));
     running.finish();
 
