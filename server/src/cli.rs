@@ -674,7 +674,7 @@ fn rebuild(args: &RebuildArgs) -> Result<(), CliError> {
     }
     if args.yes {
         println!(
-            "epoch {} kept; the node is marked recovering ({}/RECOVERING): start it with `tally standby`; it promises \
+            "the node holds epoch {} and is marked recovering ({}/RECOVERING): start it with `tally standby`; it promises \
              nothing and is not promoted until it has caught up with a primary",
             rebuild.epoch,
             args.data.display()
