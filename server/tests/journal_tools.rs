@@ -187,6 +187,13 @@ fn truncate_shows_what_it_would_discard_and_acts_only_with_yes() {
     assert!(output.status.success(), "{}", stderr(&output));
     let after = stdout(&tally(&["journal", "verify"], &data));
     assert!(after.contains("(sequences 1 to 2)"), "{after}");
+    assert!(!data.join("RECOVERING").exists(), "an epoch-0 primary is only warned");
+    // A replica that loses records may lack some it acknowledged: it is marked recovering.
+    std::fs::write(data.join("EPOCH"), "2 standby\n").expect("a replica's epoch file");
+    let output = tally(&["journal", "truncate", "--at", "1", "--yes"], &data);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("marked recovering"), "{}", stdout(&output));
+    assert!(data.join("RECOVERING").exists());
 }
 
 #[test]

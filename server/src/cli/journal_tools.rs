@@ -14,7 +14,7 @@ use tally_journal::{Journal, JournalConfig, JournalReader, ReadLimit, RecordRef,
 
 use super::CliError;
 use crate::error::NodeError;
-use crate::node::{self, journal_codec};
+use crate::node::{self, journal_codec, role};
 
 /// The journal directory of a data directory, or the directory itself when it has no
 /// `journal/` (so the tools also take a journal directory directly).
@@ -30,6 +30,8 @@ pub fn journal_dir(dir: &Path) -> Result<PathBuf, CliError> {
 /// snapshot start-up would load.
 struct Target {
     journal: PathBuf,
+    /// The data directory the journal belongs to, when it is one.
+    root: Option<PathBuf>,
     snapshot_sequence: u64,
     /// Held while the tool runs.
     _lock: Option<File>,
@@ -42,7 +44,7 @@ fn open_target(dir: &Path) -> Result<Target, CliError> {
             && (parent.join("LOCK").is_file() || parent.join("snapshots").is_dir())
     });
     let Some(root) = root else {
-        return Ok(Target { journal, snapshot_sequence: 0, _lock: None });
+        return Ok(Target { journal, root: None, snapshot_sequence: 0, _lock: None });
     };
     let lock = node::lock_data_dir(root).map_err(|error| match error {
         NodeError::Locked { path } => CliError::Failed(format!(
@@ -58,7 +60,8 @@ fn open_target(dir: &Path) -> Result<Target, CliError> {
     } else {
         0
     };
-    Ok(Target { journal, snapshot_sequence, _lock: Some(lock) })
+    let root = Some(root.to_path_buf());
+    Ok(Target { journal, root, snapshot_sequence, _lock: Some(lock) })
 }
 
 /// Checks the journal as start-up would and says what start-up would do.
@@ -129,6 +132,9 @@ pub fn truncate(dir: &Path, at: u64, yes: bool) -> Result<(), CliError> {
         println!("nothing changed; run again with --yes to discard them");
         return Ok(());
     }
+    if intact > 0 || !damage.is_empty() {
+        mark_replica_recovering(target.root.as_deref())?;
+    }
     let config = JournalConfig {
         recovery: RecoveryMode::TruncateAt(at),
         snapshot_sequence: target.snapshot_sequence,
@@ -142,6 +148,33 @@ pub fn truncate(dir: &Path, at: u64, yes: bool) -> Result<(), CliError> {
         report.first_sequence,
         report.last_sequence
     );
+    Ok(())
+}
+
+/// A replica whose journal loses records may lack inputs it acknowledged: before anything
+/// is discarded it is marked recovering (`DIR/RECOVERING`), so that it promises nothing
+/// until it has caught up with a primary (docs/design.md §7a). A replica is a data
+/// directory whose epoch file says standby or fenced, or an epoch past the first; an
+/// epoch-0 primary (a single node, or a replica set that never failed over) is only warned.
+fn mark_replica_recovering(root: Option<&Path>) -> Result<(), CliError> {
+    let Some(root) = root.filter(|root| root.join(role::EPOCH_FILE).is_file()) else { return Ok(()) };
+    let role = role::Role::load(root)?;
+    if role.epoch() > 0 || role.kind() != role::RoleKind::Primary {
+        role.mark_recovering()?;
+        println!(
+            "{} is a replica's: marked recovering ({}/{}); start it with `tally standby`, and it promises nothing \
+             until it has caught up with a primary",
+            root.display(),
+            root.display(),
+            role::RECOVERING_FILE
+        );
+    } else {
+        println!(
+            "if {} belongs to a replica set, promote a standby rather than serve this node again, or mark it with \
+             `tally rebuild`",
+            root.display()
+        );
+    }
     Ok(())
 }
 
