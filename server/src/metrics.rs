@@ -23,6 +23,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "tally_up",
     "tally_role",
     "tally_epoch",
+    "tally_recovering",
     "tally_applied_inputs_total",
     "tally_applied_events_total",
     "tally_journal_sequence",
@@ -163,6 +164,12 @@ impl MetricsSource {
             .collect();
         metric("tally_role", "gauge", "1 for the role this node acts in now.", &roles);
         metric("tally_epoch", "gauge", "The epoch this node acts in.", &one(u64::from(status.epoch)));
+        metric(
+            "tally_recovering",
+            "gauge",
+            "1 while this node's log was rebuilt and has not caught up with a primary: it promises nothing.",
+            &one(u64::from(source.role().recovering())),
+        );
         metric(
             "tally_applied_inputs_total",
             "counter",
