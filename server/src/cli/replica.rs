@@ -126,6 +126,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         hot_window: node_config.hot_window,
         hot_window_events: node_config.hot_window_events,
         checkpoint_chunk_bytes: node_config.checkpoint_chunk_bytes,
+        replicas: usize::from(node_config.durability.replicas()),
     };
     let standby = Standby::open(standby_config.clone(), role.clone())?;
     let status = Arc::new(RwLock::new(standby.status()));
@@ -207,6 +208,7 @@ pub fn fenced_primary_rejoins(
         hot_window: node_config.hot_window,
         hot_window_events: node_config.hot_window_events,
         checkpoint_chunk_bytes: node_config.checkpoint_chunk_bytes,
+        replicas: usize::from(node_config.durability.replicas()),
     };
     let promoter = Arc::new(Promoter {
         running: Mutex::new(Running::Primary(node)),

@@ -164,6 +164,11 @@ impl PeerService {
         if epoch < self.role.epoch() {
             return peer.send(&Message::NewerEpoch { epoch: self.role.epoch() });
         }
+        if from > to {
+            // An empty range asks this node's epoch (`rejoin::peer_epoch`): answered without
+            // reading the journal, which may no longer start at `from`.
+            return peer.send(&Message::Records { epoch: self.role.epoch(), records: Vec::new() });
+        }
         let log = self.log.read().unwrap_or_else(PoisonError::into_inner).clone();
         let mut reader = JournalReader::open(&log.journal_dir, from.max(1), ReadLimit::Visible(log.limit.clone()))
             .map_err(|error| PeerError::Refused(error.to_string()))?;

@@ -218,6 +218,18 @@ pub fn newer_epoch(
     None
 }
 
+/// A peer's epoch, asked with an empty `Fetch` of epoch 0 (answered `NewerEpoch` by a
+/// peer past epoch 0, with an empty `Records` of its epoch otherwise); `None` if it cannot
+/// be reached or answers anything else.
+pub fn peer_epoch(address: std::net::SocketAddr, key: &tally_replication::ClusterKey) -> Option<u32> {
+    let mut peer = peer_io::connect(address, key, EPOCH_QUESTION_TIMEOUT).ok()?;
+    let _ = peer.set_read_timeout(Some(EPOCH_QUESTION_TIMEOUT));
+    match peer.send(&Message::Fetch { epoch: 0, from: 1, to: 0 }).and_then(|()| peer.recv()) {
+        Ok(Message::NewerEpoch { epoch } | Message::Records { epoch, .. }) => Some(epoch),
+        _ => None,
+    }
+}
+
 /// How long asking one peer its epoch may take.
 const EPOCH_QUESTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -316,6 +328,7 @@ mod tests {
             hot_window: 2,
             hot_window_events: tally_engine::HOT_WINDOW_EVENTS_DEFAULT,
             checkpoint_chunk_bytes: 1 << 20,
+            replicas: 0,
         };
 
         let role = Role::load(&dirs.root).expect("role");

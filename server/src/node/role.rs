@@ -67,6 +67,10 @@ pub struct Role {
     /// Whether `DIR/RECOVERING` is present (see the module's documentation).
     recovering: AtomicBool,
     recovering_file: PathBuf,
+    /// Whether `DIR/RECOVERING` says the epoch is not yet confirmed: the node started
+    /// without an epoch file (a new node, or a lost disk), and has not yet heard enough
+    /// peers' epochs to know it cannot follow a deposed primary.
+    epoch_unconfirmed: AtomicBool,
 }
 
 /// The epoch file under the data directory.
@@ -74,6 +78,9 @@ pub const EPOCH_FILE: &str = "EPOCH";
 
 /// The marker of a node that has not caught up since its log was rebuilt.
 pub const RECOVERING_FILE: &str = "RECOVERING";
+/// What `DIR/RECOVERING` holds: a recovering node, and one whose epoch is not yet confirmed.
+const RECOVERING_TEXT: &str = "this node's log was rebuilt; it has not caught up with a primary\n";
+const UNCONFIRMED_TEXT: &str = "this node started without an epoch file; its epoch is not confirmed by its peers\n";
 
 /// What a recovering node answers a candidate's `Prepare`, and `tally promote` on it.
 pub use tally_replication::RECOVERING_REFUSAL;
@@ -90,6 +97,13 @@ impl Role {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => (0, RoleKind::Primary),
             Err(source) => return Err(NodeError::Io { path: epoch_file, source }),
         };
+        let recovering_file = data_dir.join(RECOVERING_FILE);
+        let marker = match std::fs::read_to_string(&recovering_file) {
+            Ok(text) => Some(text),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(NodeError::Io { path: recovering_file, source }),
+        };
+        let unconfirmed = marker.as_deref().is_some_and(|text| text.contains(UNCONFIRMED_TEXT.trim_end()));
         Ok(Role {
             kind: AtomicU8::new(kind.wire()),
             epoch: AtomicU32::new(epoch),
@@ -100,9 +114,35 @@ impl Role {
             halted: Arc::new(AtomicBool::new(kind == RoleKind::Fenced)),
             persist: Mutex::new(()),
             heard: AtomicU32::new(epoch),
-            recovering: AtomicBool::new(data_dir.join(RECOVERING_FILE).exists()),
-            recovering_file: data_dir.join(RECOVERING_FILE),
+            recovering: AtomicBool::new(marker.is_some()),
+            recovering_file,
+            epoch_unconfirmed: AtomicBool::new(unconfirmed),
         })
+    }
+
+    /// Whether this node's epoch still waits for its peers' (see `epoch_unconfirmed`).
+    pub fn epoch_unconfirmed(&self) -> bool {
+        self.epoch_unconfirmed.load(Ordering::Acquire)
+    }
+
+    /// Marks this node recovering with an epoch its peers must confirm before it follows
+    /// anyone, durably.
+    pub fn mark_epoch_unconfirmed(&self) -> Result<(), NodeError> {
+        let _guard = self.persist.lock().unwrap_or_else(PoisonError::into_inner);
+        write_synced(&self.recovering_file, &format!("{RECOVERING_TEXT}{UNCONFIRMED_TEXT}"))?;
+        self.recovering.store(true, Ordering::Release);
+        self.epoch_unconfirmed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Enough peers told their epochs: persists the highest (if above this node's) and
+    /// leaves this node recovering with a confirmed epoch.
+    pub fn confirm_epoch(&self, highest: u32) -> Result<(), NodeError> {
+        self.enter(highest.max(self.epoch()), RoleKind::Standby)?;
+        let _guard = self.persist.lock().unwrap_or_else(PoisonError::into_inner);
+        write_synced(&self.recovering_file, RECOVERING_TEXT)?;
+        self.epoch_unconfirmed.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// Whether this node may lack inputs it once acknowledged (see the module's
@@ -115,7 +155,7 @@ impl Role {
     pub fn mark_recovering(&self) -> Result<(), NodeError> {
         let _guard = self.persist.lock().unwrap_or_else(PoisonError::into_inner);
         if !self.recovering() {
-            write_synced(&self.recovering_file, "this node's log was rebuilt; it has not caught up with a primary\n")?;
+            write_synced(&self.recovering_file, RECOVERING_TEXT)?;
             self.recovering.store(true, Ordering::Release);
         }
         Ok(())
@@ -125,7 +165,7 @@ impl Role {
     /// promise and be promoted again. `true` if it was recovering.
     pub fn caught_up(&self) -> Result<bool, NodeError> {
         let _guard = self.persist.lock().unwrap_or_else(PoisonError::into_inner);
-        if !self.recovering() {
+        if !self.recovering() || self.epoch_unconfirmed() {
             return Ok(false);
         }
         let io = |source| NodeError::Io { path: self.recovering_file.clone(), source };
@@ -287,6 +327,12 @@ mod tests {
         assert!(Role::load(&dir).unwrap().recovering(), "the mark survives a restart");
         assert!(reloaded.caught_up().unwrap());
         assert!(!Role::load(&dir).unwrap().recovering(), "and so does its removal");
+        reloaded.mark_epoch_unconfirmed().unwrap();
+        assert!(!reloaded.caught_up().unwrap(), "not caught up before the epoch is confirmed");
+        assert!(Role::load(&dir).unwrap().epoch_unconfirmed(), "the unconfirmed epoch survives a restart");
+        reloaded.confirm_epoch(7).unwrap();
+        let confirmed = Role::load(&dir).unwrap();
+        assert!(confirmed.recovering() && !confirmed.epoch_unconfirmed() && confirmed.epoch() == 7);
         std::fs::write(dir.join("EPOCH"), "x y").unwrap();
         assert!(Role::load(&dir).is_err(), "a damaged epoch file stops the start");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -79,6 +79,9 @@ pub struct StandbyConfig {
     pub hot_window_events: u64,
     /// The largest checkpoint chunk accepted (`--checkpoint-chunk-bytes`).
     pub checkpoint_chunk_bytes: usize,
+    /// k of the durability policy (`replicated:k`; 0 for `none`/`local`): a node that
+    /// starts without an epoch file hears k + 1 peers' epochs before it follows anyone.
+    pub replicas: usize,
 }
 
 /// What the follow thread hands the business-logic thread, in stream order.
@@ -112,6 +115,11 @@ impl Standby {
     pub fn open(config: StandbyConfig, role: Arc<Role>) -> Result<Standby, NodeError> {
         let dirs = DataDir::create(&config.data_dir)?;
         let lock = dirs.lock()?;
+        // Before the epoch file is written: a restart must still know the epoch is unconfirmed.
+        let new_node = !dirs.root.join(super::role::EPOCH_FILE).exists();
+        if new_node && !role.epoch_unconfirmed() {
+            role.mark_epoch_unconfirmed()?;
+        }
         role.enter(role.epoch(), RoleKind::Standby)?;
         // Before anything reads the journal: an interrupted checkpoint install leaves one
         // that must not be trusted.
@@ -130,7 +138,6 @@ impl Standby {
                 eprintln!("tally: this node's log is empty: recovering until it has caught up with a primary");
                 role.mark_recovering()?;
             }
-            learn_epoch(&config, &role)?;
         }
         if let Some(checkpoint) = super::bootstrap::fetch_checkpoint_if_needed(&config, &dirs, role.epoch(), position)?
         {
@@ -317,25 +324,6 @@ fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<L
     Ok(Local { snapshots, restored: snapshot_sequence, journal, ledger, derived, marks })
 }
 
-/// Takes the highest epoch the reachable peers hold, persisted before this node follows
-/// anyone. A node with an empty log may have lost its epoch file with its disk: at epoch 0
-/// it would follow, and acknowledge for, a primary deposed while it was away (one whose
-/// fencing counted on this node's promise). Peers that cannot be reached are skipped, so
-/// this narrows that window rather than closing it (`tally rebuild --epoch` closes it).
-fn learn_epoch(config: &StandbyConfig, role: &Role) -> Result<(), NodeError> {
-    let peers: Vec<SocketAddr> = config.primaries.iter().copied().filter(|&peer| peer != config.node).collect();
-    let mut epoch = role.epoch();
-    while let Some((peer, newer)) = super::rejoin::newer_epoch(&peers, &config.key, epoch) {
-        eprintln!("tally: {peer} holds epoch {newer}");
-        epoch = newer;
-    }
-    if epoch > role.epoch() {
-        role.enter(epoch, RoleKind::Standby)?;
-        eprintln!("tally: this node now holds epoch {epoch}, the highest its peers hold");
-    }
-    Ok(())
-}
-
 /// A disagreement with the primary: never papered over.
 fn stop_loudly(error: &FollowError) -> ! {
     tracing::error!(%error, "STANDBY STOPPED: this node's copy cannot be trusted; rebuild it from the primary");
@@ -364,6 +352,9 @@ struct Following {
 
 impl Following {
     fn run(mut self) -> LogPosition {
+        if self.role.epoch_unconfirmed() && !self.confirm_epoch() {
+            return self.end();
+        }
         let mut pause = RETRY_PAUSE_MIN;
         while !self.stop.load(Ordering::Acquire) {
             for index in 0..self.config.primaries.len() {
@@ -399,6 +390,52 @@ impl Following {
             pause = (pause * 2).min(RETRY_PAUSE_MAX);
         }
         self.end()
+    }
+
+    /// A node that started without an epoch file (a new node, or a lost disk) asks its
+    /// peers their epochs until k + 1 of them (all, in a set of k + 1 or fewer others) have
+    /// answered, and takes the highest. Any promotion while it was away had N − k promises,
+    /// at least N − k − 1 of them from these peers, so k + 1 answers include one from a
+    /// promiser: at that epoch this node refuses a primary the promotion deposed, whose k
+    /// acknowledgements it could otherwise complete (docs/design.md §7a). `false` if the
+    /// node stops first.
+    fn confirm_epoch(&mut self) -> bool {
+        let peers: Vec<SocketAddr> =
+            self.config.primaries.iter().copied().filter(|&peer| peer != self.config.node).collect();
+        let needed = (self.config.replicas + 1).min(peers.len());
+        let mut answers = std::collections::BTreeMap::new();
+        let mut told = Instant::now();
+        eprintln!(
+            "tally: this node has no epoch of its own: asking {needed} of {peers:?} for theirs before it follows"
+        );
+        while !self.stop.load(Ordering::Acquire) {
+            for &peer in &peers {
+                if let Some(epoch) = super::rejoin::peer_epoch(peer, &self.config.key) {
+                    answers.insert(peer, epoch);
+                }
+            }
+            if answers.len() >= needed {
+                let highest = answers.values().copied().max().unwrap_or(0);
+                if let Err(error) = self.role.confirm_epoch(highest) {
+                    eprintln!("tally: stopping: cannot record epoch {highest}: {error}");
+                    std::process::abort()
+                }
+                eprintln!(
+                    "tally: {} peers told their epochs ({answers:?}): this node holds epoch {highest}",
+                    answers.len()
+                );
+                return true;
+            }
+            if told.elapsed() >= Duration::from_secs(5) {
+                told = Instant::now();
+                eprintln!(
+                    "tally: waiting for {needed} peers' epochs before following anyone; {} answered: {answers:?}",
+                    answers.len()
+                );
+            }
+            self.pause(RETRY_PAUSE_MAX);
+        }
+        false
     }
 
     /// Closes the journal; returns where it ends.
