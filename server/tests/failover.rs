@@ -51,6 +51,20 @@ impl Cluster {
     }
 }
 
+/// Waits until the standbys `indexes` have caught up with the primary once: a new standby
+/// is recovering until then (it promises nothing), so a set whose primary dies before
+/// that cannot promote without `--force`.
+fn wait_caught_up(dir: &Path, indexes: &[usize]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for index in indexes {
+        let marker = dir.join(format!("node{index}")).join("RECOVERING");
+        while marker.exists() {
+            assert!(Instant::now() < deadline, "node {index} never caught up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 fn wait_converged(addresses: &[SocketAddr]) -> Vec<NodeStatus> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -80,6 +94,7 @@ fn promoted_standby_keeps_every_acknowledged_transfer_and_the_old_primary_follow
         writer.create_transfers(&[transfer(id, 1, 2, 1)]).expect("a transfer is acknowledged");
     }
     drop(writer);
+    wait_caught_up(dir.path(), &[1, 2]);
     primary.kill();
 
     let (promoted, text) = promote(cluster.addresses[1], &[]);
@@ -132,6 +147,7 @@ fn a_diverged_old_primary_truncates_its_unacknowledged_suffix_and_converges() {
     client(&[cluster.addresses[0]], Duration::from_secs(10))
         .create_accounts(&[account(1), account(2)])
         .expect("acknowledged with the standby");
+    wait_caught_up(dir.path(), &[1]);
     standby.kill();
     // Appended on the primary, never acknowledged: no standby holds it.
     let unacknowledged =
@@ -169,6 +185,7 @@ fn standbys_elect_a_primary_themselves_with_auto_promote() {
         standbys.push(ServerProcess::start_as("standby", &data, cluster.addresses[index], &args));
     }
     client(&[cluster.addresses[0]], Duration::from_secs(10)).create_accounts(&[account(1), account(2)]).expect("ok");
+    wait_caught_up(dir.path(), &[1, 2]);
     primary.kill();
 
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -101,6 +101,13 @@ impl Cluster {
     }
 
     /// SIGKILL of node `index`; returns the instant the signal went out.
+    /// Node `index`'s recovering marker (`DIR/RECOVERING`): while it exists, the node has
+    /// not caught up with a primary since it started empty, promises nothing and is not
+    /// promoted.
+    pub fn recovering_marker(&self, index: usize) -> PathBuf {
+        self.root.join(format!("node-{index}")).join(crate::node::role::RECOVERING_FILE)
+    }
+
     pub fn kill(&mut self, index: usize) -> Instant {
         let killed_at = Instant::now();
         if let Some(node) = self.nodes[index].take() {

@@ -152,6 +152,10 @@ impl Drill {
         let kill_after = report.kill_after_acknowledged;
         self.wait_for("the load to reach the kill point", || load.acked() >= kill_after || load.is_done())?;
         let old = self.primary;
+        // A drill starts from a redundant set: a standby that has not yet caught up once
+        // (a new or restarted one) is recovering and could not be promoted.
+        let markers = others(old).map(|index| self.cluster.recovering_marker(index));
+        self.wait_for("the standbys to catch up", || markers.iter().all(|marker| !marker.exists()))?;
         eprintln!("tally drill: round {}: SIGKILL of the primary {}", report.round, report.killed);
         let killed = self.cluster.kill(old);
         timing.killed = Some(killed);

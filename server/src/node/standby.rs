@@ -50,6 +50,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// acknowledges nothing until k standbys follow it), then doubling up to the longest.
 const RETRY_PAUSE_MIN: Duration = Duration::from_millis(10);
 const RETRY_PAUSE_MAX: Duration = Duration::from_millis(200);
+/// Pause between rounds of asking peers their epochs (`Following::confirm_epoch`): peers
+/// of a set started together come up within moments of each other.
+const EPOCH_RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How often a blocked read or a pause looks for a stop request: it bounds how long
 /// `tally promote` waits for the follow thread to stop.
 const STOP_POLL: Duration = Duration::from_millis(20);
@@ -433,7 +436,7 @@ impl Following {
                     answers.len()
                 );
             }
-            self.pause(RETRY_PAUSE_MAX);
+            self.pause(EPOCH_RETRY_PAUSE);
         }
         false
     }
