@@ -134,7 +134,7 @@ impl Promoter {
             eprintln!(
                 "tally: FORCED promotion of a recovering node: inputs it acknowledged before its rebuild and no promising node held are lost"
             );
-            self.role.caught_up().map_err(|error| error.to_string())?;
+            self.role.clear_recovering().map_err(|error| error.to_string())?;
         }
         let node = Node::open_with_role(&self.node_config, self.role.clone()).map_err(|error| error.to_string())?;
         steps.done("node opened");

@@ -164,8 +164,17 @@ impl Role {
     /// This node holds everything a primary of its epoch (or a newer one) has: it may
     /// promise and be promoted again. `true` if it was recovering.
     pub fn caught_up(&self) -> Result<bool, NodeError> {
+        if self.epoch_unconfirmed() {
+            return Ok(false);
+        }
+        self.clear_recovering()
+    }
+
+    /// Ends the recovering state whatever it waits for: a forced promotion of this node,
+    /// whose log is from then on the history. `true` if it was recovering.
+    pub fn clear_recovering(&self) -> Result<bool, NodeError> {
         let _guard = self.persist.lock().unwrap_or_else(PoisonError::into_inner);
-        if !self.recovering() || self.epoch_unconfirmed() {
+        if !self.recovering() {
             return Ok(false);
         }
         let io = |source| NodeError::Io { path: self.recovering_file.clone(), source };
@@ -177,6 +186,7 @@ impl Role {
         let dir = self.recovering_file.parent().unwrap_or(Path::new("."));
         File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)?;
         self.recovering.store(false, Ordering::Release);
+        self.epoch_unconfirmed.store(false, Ordering::Release);
         Ok(true)
     }
 
@@ -333,6 +343,10 @@ mod tests {
         reloaded.confirm_epoch(7).unwrap();
         let confirmed = Role::load(&dir).unwrap();
         assert!(confirmed.recovering() && !confirmed.epoch_unconfirmed() && confirmed.epoch() == 7);
+        confirmed.mark_epoch_unconfirmed().unwrap();
+        assert!(confirmed.clear_recovering().unwrap(), "a forced promotion ends both");
+        let forced = Role::load(&dir).unwrap();
+        assert!(!forced.recovering() && !forced.epoch_unconfirmed());
         std::fs::write(dir.join("EPOCH"), "x y").unwrap();
         assert!(Role::load(&dir).is_err(), "a damaged epoch file stops the start");
         std::fs::remove_dir_all(&dir).unwrap();
