@@ -136,11 +136,9 @@ impl Standby {
         };
         // An empty log: a new node, or one whose disk was replaced. Either may stand in
         // the replica set for a node that held acknowledged inputs.
-        if position.last_sequence == 0 {
-            if !role.recovering() {
-                eprintln!("tally: this node's log is empty: recovering until it has caught up with a primary");
-                role.mark_recovering()?;
-            }
+        if position.last_sequence == 0 && !role.recovering() {
+            eprintln!("tally: this node's log is empty: recovering until it has caught up with a primary");
+            role.mark_recovering()?;
         }
         if let Some(checkpoint) = super::bootstrap::fetch_checkpoint_if_needed(&config, &dirs, role.epoch(), position)?
         {
