@@ -1245,7 +1245,10 @@ impl SimNode {
             Role::Standby(standby) if stream != 0 && stream != standby.stream => {}
             Role::Standby(standby) => match message {
                 Message::Records { epoch, records } => records_for_standby = Some((epoch, records)),
-                Message::Refused { .. } => {
+                // Only on the subscription's own stream: a `Refused` answering a `Prepare`
+                // this node sent as a candidate (a recovering node's) comes on stream 0, as
+                // `tally` reads it on the promotion's own connection.
+                Message::Refused { .. } if stream != 0 => {
                     if standby.primary == Some(from) {
                         // The primary's log and this one diverged: keep the common prefix.
                         ctx.rejoin.push((id, from));
