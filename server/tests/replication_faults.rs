@@ -457,6 +457,53 @@ fn a_node_that_lost_its_disk_never_completes_a_deposed_primarys_acknowledgements
     assert!(new_primary.lookup_transfers(&ids(&late)).expect("lookup").is_empty(), "nothing of the deposed primary");
 }
 
+/// A standby whose restart cuts records from its journal's tail (damage in the last
+/// records, as a torn write or rot leaves them) cannot vouch for them: they lie above the
+/// durable mark on disk, which lags one flush, so it may have acknowledged them. It is
+/// recovering until it has caught up with a primary.
+#[test]
+fn a_standby_whose_restart_cut_its_journals_tail_is_recovering() {
+    let mut cluster = TestCluster::new("cut-tail", 2, "replicated:1");
+    cluster.start_primary(0, &[]);
+    cluster.start_standby(1, &[0], &[]);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary);
+    all_acknowledged(&primary, &batch(1, 100));
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    // Killed, not stopped: a clean stop would record the last flush as durable.
+    cluster.kill(1);
+    cluster.kill(0);
+    // The last byte written to the standby's journal, flipped: its last record is damaged
+    // and nothing intact follows it.
+    let journal = cluster.data(1).join("journal");
+    let newest = std::fs::read_dir(&journal)
+        .expect("the journal directory")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "seg"))
+        .max()
+        .expect("a segment");
+    let mut bytes = std::fs::read(&newest).expect("the segment");
+    let last = bytes.iter().rposition(|&byte| byte != 0).expect("records");
+    bytes[last] ^= 0xFF;
+    std::fs::write(&newest, bytes).expect("the damaged segment");
+
+    cluster.start_standby(1, &[0], &[]);
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while !cluster.log(1).contains("tail was cut") {
+        assert!(std::time::Instant::now() < deadline, "no cut reported:\n{}", cluster.log(1));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cluster.data(1).join("RECOVERING").exists(), "it may lack what it acknowledged:\n{}", cluster.log(1));
+    // Back with its primary, it catches up and leaves recovering.
+    cluster.start_primary(0, &[]);
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while cluster.data(1).join("RECOVERING").exists() {
+        assert!(std::time::Instant::now() < deadline, "never caught up:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Like [`batch`], with user data that the journal's compact encoding cannot shrink, so
 /// that a few batches fill a small segment.
 fn bulky_batch(first_id: u128, count: u128) -> Vec<Transfer> {

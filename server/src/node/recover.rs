@@ -73,3 +73,10 @@ pub fn recover<J: Storage + Clone, S: Storage>(
     outcomes.publish_to(derived.register("outcomes", outcomes.last_sequence()));
     Ok(Recovered { ledger, outcomes, history, derived, records_replayed })
 }
+
+/// Whether recovery cut records from the journal's tail (a record there was damaged, not
+/// clean free space). They lie above the durable mark recorded on disk, which lags one
+/// flush: a replica may have acknowledged them, and its log can no longer vouch for that.
+pub fn cut_records(report: &tally_journal::RecoveryReport) -> bool {
+    report.torn_tail.as_ref().is_some_and(|tail| tail.reason.is_some())
+}

@@ -30,7 +30,16 @@ pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir, 
         segment_bytes: config.journal_segment_bytes,
         ..JournalConfig::new(&dirs.journal)
     };
-    let (journal, _) = Journal::open(&journal_config)?;
+    let (journal, report) = Journal::open(&journal_config)?;
+    if super::recover::cut_records(&report) {
+        // Records above the durable mark on disk were cut as a torn tail: flushed ones
+        // among them may have been acknowledged, so this log may lack what this node
+        // acknowledged (docs/design.md §7a).
+        eprintln!(
+            "tally: the journal's tail was cut at start: recovering until this node has caught up with a primary"
+        );
+        role.mark_recovering()?;
+    }
     let end = position_at(&journal, journal.last_sequence())?;
     if end.last_sequence == 0 {
         journal.close();

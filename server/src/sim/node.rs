@@ -126,6 +126,9 @@ struct StandbyRole {
 struct CandidateRole {
     election: Election,
     force: bool,
+    /// A recovering node forced to stand (`tally promote --force` allows it): its own
+    /// promise breaks the rule, so whatever the promotion loses is forfeited.
+    recovering: bool,
     deadline: u64,
     decision: Option<Decision>,
     fetched_at: u64,
@@ -138,6 +141,8 @@ enum Role {
 }
 
 pub struct Up {
+    /// Recovery cut records from the journal's tail at this start (`recover::cut_records`).
+    cut_tail: bool,
     pub journal: Journal<MemStorage>,
     pub ledger: Ledger,
     /// `log[s - 1]` is record `s`.
@@ -412,6 +417,7 @@ impl Up {
         let snapshot_sequence = restored.sequence;
         let config = JournalConfig { snapshot_sequence, ..journal_config(recovery) };
         let (journal, report) = Journal::open_on(disks.journal.clone(), &config).map_err(|error| error.to_string())?;
+        let cut_tail = recover::cut_records(&report);
         let outcomes = OutcomeStream::open(disks.outcomes.clone(), OUTCOME_SEGMENT_BYTES, report.last_sequence)
             .map_err(|error| format!("opening the outcome stream: {error}"))?;
         let stores = Stores { history, history_start, outcomes, hot_window };
@@ -429,7 +435,7 @@ impl Up {
         let checkpoints =
             CheckpointWriter::new(store, Arc::new(PipelineStats::default()), derived, None, snapshot_sequence);
         let role = standby(epoch, position_of(&journal), now);
-        Ok(Up { journal, ledger, log, role, derived: Derived { history, outcomes, checkpoints } })
+        Ok(Up { journal, ledger, log, role, derived: Derived { history, outcomes, checkpoints }, cut_tail })
     }
 
     /// Background work `tally` does on timers and its checkpoint writer's thread: the
@@ -698,6 +704,9 @@ impl SimNode {
         ) {
             Ok(up) => {
                 let from_snapshot = up.derived.checkpoints.committed();
+                // As `tally`'s standby does (`rejoin::truncate_divergent_suffix`): records
+                // cut from the tail may have been acknowledged.
+                self.recovering |= up.cut_tail;
                 self.up = Some(up);
                 self.rotted = false;
                 return Ok(Started::Running(from_snapshot));
@@ -828,9 +837,12 @@ impl SimNode {
         journal.close();
         drop(derived);
         let recovery = if keep == 0 {
-            // Nothing in common: start from empty disks (a bootstrap).
+            // Nothing in common: start from empty disks (a bootstrap), recovering as
+            // `tally`'s `clear_for_checkpoint` marks it: the log it throws away may hold
+            // inputs it acknowledged that the primary's log has and other promisers lack.
             self.disks = Disks::default();
             self.rotted = false;
+            self.recovering = true;
             RecoveryMode::TolerateTornTail
         } else {
             store.remove_newer_than(keep).map_err(|error| error.to_string())?;
@@ -847,7 +859,7 @@ impl SimNode {
         if !matches!(up.role, Role::Standby(_)) {
             return Err("not a standby".into());
         }
-        if holds_back(self.recovering) {
+        if holds_back(self.recovering) && !force {
             return Err("rebuilt, not yet caught up with a primary".into());
         }
         // As `tally promote` does: the smallest epoch above every one this node knows that
@@ -860,6 +872,7 @@ impl SimNode {
         up.role = Role::Candidate(CandidateRole {
             election,
             force,
+            recovering: holds_back(self.recovering),
             deadline: ctx.now + PROMOTE_TIMEOUT_NS,
             decision: None,
             fetched_at: 0,
@@ -1043,7 +1056,7 @@ impl SimNode {
                             up.role = standby(node_epoch, position_of(&up.journal), ctx.now);
                             return;
                         }
-                        if missing > 0 {
+                        if missing > 0 || candidate.recovering {
                             ctx.report.forced_short.push(decision.epoch);
                         }
                         candidate.decision = Some(decision);
@@ -1080,6 +1093,9 @@ impl SimNode {
             });
             ctx.report.promotions += 1;
             ctx.promoted.push((id, epoch));
+            // Forced, a recovering node's log is the history from here on (`tally`'s
+            // `Role::clear_recovering`).
+            self.recovering = false;
         }
     }
 

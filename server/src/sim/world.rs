@@ -578,9 +578,16 @@ impl World {
             let node = &self.nodes[*id];
             !node.recovering && node.up.as_ref().is_some_and(|up| up.role_name() == "standby")
         };
-        let best = (0..SIM_NODES).filter(standby).max_by_key(|&id| {
+        let rank = |&id: &usize| {
             let up = self.nodes[id].up.as_ref().map(|up| up.position());
             up.map(|position| (position.last_epoch, position.last_sequence, std::cmp::Reverse(id)))
+        };
+        // Every standby recovering (every copy of something was lost): the operator can
+        // only force one of them (`tally promote --force` allows it); forfeited.
+        let any_standby = |id: &usize| self.nodes[*id].up.as_ref().is_some_and(|up| up.role_name() == "standby");
+        let best = (0..SIM_NODES).filter(standby).max_by_key(rank).or_else(|| {
+            let all_recovering = (0..SIM_NODES).filter(any_standby).all(|id| self.nodes[id].recovering);
+            (0..SIM_NODES).filter(any_standby).filter(|_| all_recovering).max_by_key(rank)
         });
         if let Some(id) = best {
             // With more nodes rebuilt (and not caught up) than the set tolerates, no
