@@ -798,6 +798,18 @@ impl SimNode {
                         match self.restart(ctx.now, hot_window) {
                             Ok(Started::Running(_)) => {}
                             Ok(Started::Repairing) => {}
+                            // The repaired records are fine, but a segment set aside earlier
+                            // under a snapshot that has since rotted leaves replay without its
+                            // start (`SnapshotNotCovered`): as for a start refused with
+                            // nothing to repair, the operator rebuilds the node.
+                            Ok(Started::Refused(error)) if error.contains("where replay must start") => {
+                                ctx.report.journal_refused += 1;
+                                ctx.report.rebuilt += 1;
+                                let hot_window = Self::draw_hot_window(ctx.rng);
+                                if let Err(error) = self.rebuild(ctx.now, hot_window) {
+                                    ctx.violation(format!("n{}: rebuilding from empty disks failed: {error}", self.id));
+                                }
+                            }
                             Ok(Started::Refused(error)) => {
                                 ctx.report.journal_refused += 1;
                                 ctx.violation(format!("n{}: refused to start after a repair: {error}", self.id));
