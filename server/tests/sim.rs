@@ -43,6 +43,23 @@ fn candidates_whose_log_diverged_from_the_decided_one_are_refused_and_nothing_is
     assert!(refused > 0, "no candidate had a log that diverged from the decided one");
 }
 
+/// Seeds past the CI batch that failed before their fix (perf-reports/2026-12-06-recovering.md,
+/// docs/design.md §7c): a standby's cut tail promised (7714, 9115), a rejoin cleared for
+/// the checkpoint promised its empty log (8819, 8945), no one to promote with every standby
+/// recovering (5042), a start refused after a good repair (9652) — 1 500 steps each — and a
+/// rejoin that trusted a rotted snapshot as its base (11661, 2 000 steps).
+#[test]
+fn seeds_that_found_bugs_past_the_ci_batch_pass() {
+    let seeds =
+        [(5042, 1_500), (7714, 1_500), (8819, 1_500), (8945, 1_500), (9115, 1_500), (9652, 1_500), (11661, 2_000)];
+    for (seed, steps) in seeds {
+        let report = sim::run(SimConfig::new(seed, steps));
+        if let Some(violation) = &report.violation {
+            panic!("seed {seed} failed at step {}: {}\n{}", violation.step, violation.what, report.summary());
+        }
+    }
+}
+
 #[test]
 fn a_ci_batch_of_seeds_keeps_every_invariant_under_real_faults() {
     let mut totals = Report::default();

@@ -111,6 +111,17 @@ pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir, 
     );
     store.remove_newer_than(common)?;
     let restored = snapshots::load(&store)?;
+    // The snapshot replay would start from is the newest that verifies: a damaged one at or
+    // below `common` (listed above) leaves an older base the journal may no longer reach.
+    if needs_checkpoint(common, oldest_held, &[restored.sequence]) {
+        eprintln!(
+            "tally: REJOIN: the newest snapshot at or below sequence {common} that verifies is at {}, and this journal \
+             holds records only from {oldest_held}: clearing the journal, snapshots and history store to start from \
+             {address}'s checkpoint",
+            restored.sequence
+        );
+        return super::bootstrap::clear_for_checkpoint(dirs, role);
+    }
     let truncate = JournalConfig {
         snapshot_sequence: restored.sequence,
         recovery: RecoveryMode::TruncateAt(common),

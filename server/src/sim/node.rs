@@ -848,6 +848,15 @@ impl SimNode {
         let Up { journal, derived, .. } = up;
         journal.close();
         drop(derived);
+        // As `tally`'s rejoin: the base replay starts from is the newest snapshot at or below
+        // `keep` that verifies (seed 11661: the one listed there had rotted).
+        let keep = if keep > 0 {
+            store.remove_newer_than(keep).map_err(|error| error.to_string())?;
+            let base = snapshots::load(&store).map_err(|error| error.to_string())?.sequence;
+            if rejoin::needs_checkpoint(keep, oldest_held, &[base]) { 0 } else { keep }
+        } else {
+            keep
+        };
         let recovery = if keep == 0 {
             // Nothing in common: start from empty disks (a bootstrap), recovering as
             // `tally`'s `clear_for_checkpoint` marks it: the log it throws away may hold
@@ -857,7 +866,6 @@ impl SimNode {
             self.recovering = true;
             RecoveryMode::TolerateTornTail
         } else {
-            store.remove_newer_than(keep).map_err(|error| error.to_string())?;
             RecoveryMode::TruncateAt(keep)
         };
         self.up = Some(Up::open(&self.disks, recovery, hot_window, self.epoch, ctx.now, &self.remembered)?);
