@@ -2,7 +2,7 @@
 //! duplicates, delays (and so reorders) messages, and cuts links between nodes
 //! (partitions) until they are healed. All of it is driven by the simulation's one PRNG.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tally_codecs::wire::{Reply, Request};
 use tally_replication::{Message, MessageDecoder};
@@ -105,6 +105,11 @@ pub struct Net {
     pub dropped: u64,
     pub duplicated: u64,
     pub delivered: u64,
+    /// The latest delivery time queued on each subscription stream (from, to, stream):
+    /// a stream is one TCP connection in `tally`, which delivers in order, so a message
+    /// on it is never delivered before one sent earlier on it (a heartbeat overtaking the
+    /// records before it would tell a recovering standby it had caught up; seed 20690).
+    stream_tail: BTreeMap<(usize, usize, u64), u64>,
 }
 
 impl Net {
@@ -139,15 +144,17 @@ impl Net {
                 Some(_) => rng.range(1, 12),
                 None => 1 + copy,
             };
+            let mut deliver_at = now + delay * 1_000_000;
+            if let (Addr::Node(sender), Addr::Node(receiver), Payload::Peer { stream, .. }) = (from, to, &payload)
+                && *stream != 0
+            {
+                let tail = self.stream_tail.entry((sender, receiver, *stream)).or_insert(0);
+                deliver_at = deliver_at.max(*tail);
+                *tail = deliver_at;
+            }
             self.serial += 1;
             let payload = payload.clone();
-            self.in_flight.push(Envelope {
-                deliver_at: now + delay * 1_000_000,
-                serial: self.serial,
-                from,
-                to,
-                payload,
-            });
+            self.in_flight.push(Envelope { deliver_at, serial: self.serial, from, to, payload });
         }
         copies > 0
     }
