@@ -52,6 +52,7 @@ use tally_engine::pipeline::{Durability, Wait};
 use crate::admin::{self, AdminServer, Attached};
 use crate::error::NodeError;
 use crate::gateway;
+use crate::history::HistoryCheck;
 use crate::logging::{self, LogFormat};
 use crate::metrics::MetricsSource;
 use crate::node::{Node, NodeConfig};
@@ -150,6 +151,13 @@ struct NodeArgs {
     #[arg(long, default_value_t = tally_engine::HOT_WINDOW_EVENTS_DEFAULT, value_name = "EVENTS",
           value_parser = clap::value_parser!(u64).range(tally_engine::HOT_WINDOW_EVENTS_MIN..))]
     hot_window_events: u64,
+    /// How the history store (DIR/history/) is checked at start: `on-open` verifies every
+    /// page's checksum (reads the whole file, about 1 s per GiB of store on this machine)
+    /// and refuses a store that rotted on disk, since redb does not verify on an ordinary
+    /// read and a damaged page could hide a transfer id from a retry; `off` trusts the file
+    /// (starts in milliseconds however large the store).
+    #[arg(long, default_value = "on-open", value_name = "on-open|off")]
+    history_check: HistoryCheck,
     /// Bytes of file data per checkpoint chunk sent to a standby, and the largest chunk
     /// accepted from a primary: the only part of a checkpoint held in memory. A test knob
     /// (hidden); every node of a replica set must use the same value.
@@ -496,6 +504,7 @@ fn node_config(args: &NodeArgs) -> NodeConfig {
         journal_segment_bytes: usize::try_from(args.journal_segment_mib << 20).unwrap_or(usize::MAX),
         hot_window: args.hot_window,
         hot_window_events: args.hot_window_events,
+        history_check: args.history_check,
         // At most CHUNK_BYTES_MAX by the argument's range.
         checkpoint_chunk_bytes: usize::try_from(args.checkpoint_chunk_bytes)
             .unwrap_or(tally_replication::checkpoint::CHUNK_BYTES),

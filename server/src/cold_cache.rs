@@ -7,15 +7,15 @@
 //! written in large batches and read rarely (cold ids, account queries), so a small cache
 //! costs little; the operating system's page cache still holds the file.
 
-use std::path::Path;
-
 /// The history store's page cache, in bytes (redb's default: 1 GiB). Measured in
 /// perf-reports/2026-12-03-memory.md.
 pub const HISTORY_CACHE_BYTES: usize = 128 * 1024 * 1024;
 
-/// Opens (or creates) the redb file at `path` with a page cache of `cache_bytes`.
-pub fn create_database(path: &Path, cache_bytes: usize) -> Result<redb::Database, redb::DatabaseError> {
-    redb::Builder::new().set_cache_size(cache_bytes).create(path)
+/// redb's builder with a page cache of `cache_bytes`.
+pub fn builder(cache_bytes: usize) -> redb::Builder {
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(cache_bytes);
+    builder
 }
 
 #[cfg(test)]
@@ -53,7 +53,7 @@ mod tests {
     #[test]
     fn the_cache_size_given_bounds_the_cache() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let database = create_database(&dir.path().join("small.redb"), 4 * 1024 * 1024).expect("create");
+        let database = builder(4 * 1024 * 1024).create(dir.path().join("small.redb")).expect("create");
         assert!(evictions_after_writing(&database, 16) > 0, "a 4 MiB cache holding 16 MiB evicted nothing");
 
         let unbounded = redb::Database::create(dir.path().join("default.redb")).expect("create");

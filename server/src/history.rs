@@ -81,6 +81,79 @@ type RowEntry<'a> =
 pub enum HistoryError {
     #[error("history store {path}: {message}")]
     Store { path: PathBuf, message: String },
+    /// The file fails redb's page checksums (rot at rest, a misdirected write): a look-up
+    /// in it could miss an id and let a retry apply twice, so it is not used.
+    #[error(
+        "history store {path} is damaged ({message}); it is derived, so rebuild it: on a replica, \
+         `tally rebuild --data DIR` and start the node as a standby (it fetches the primary's \
+         checkpoint and history); on a node whose journal still begins at sequence 1, move DIR/history \
+         aside and start it again (replay rebuilds the store)"
+    )]
+    Damaged { path: PathBuf, message: String },
+}
+
+/// How a store is checked when it is opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HistoryCheck {
+    /// Every committed page's checksum is verified (redb's integrity check: it reads the
+    /// whole file, about 1 s per GiB here), so a file that rotted at rest is refused before
+    /// any look-up trusts it. redb does not verify checksums on an ordinary read.
+    #[default]
+    OnOpen,
+    /// The file is trusted as it is (open in milliseconds, whatever its size).
+    Off,
+}
+
+impl std::str::FromStr for HistoryCheck {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<HistoryCheck, String> {
+        match text {
+            "on-open" => Ok(HistoryCheck::OnOpen),
+            "off" => Ok(HistoryCheck::Off),
+            other => Err(format!("`{other}` is not a history check: use on-open or off")),
+        }
+    }
+}
+
+/// An error from opening a store, as [`HistoryError`]: a checksum that does not verify is
+/// [`HistoryError::Damaged`].
+fn open_error(path: &Path, error: redb::DatabaseError) -> HistoryError {
+    match error {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(message)) => {
+            HistoryError::Damaged { path: path.to_path_buf(), message }
+        }
+        other => store_error(path, other),
+    }
+}
+
+/// Whether an open with `check` verifies the file's checksums.
+fn verifies(check: HistoryCheck) -> bool {
+    #[cfg(feature = "sim-bugs")]
+    if crate::sim::planted(crate::sim::Bug::TrustDamagedHistory) {
+        return false;
+    }
+    check == HistoryCheck::OnOpen
+}
+
+/// Runs `open` with a checked store; a panic inside redb (it trusts page contents it has
+/// not verified) is reported as a damaged store instead of ending the process.
+fn guard_open<T>(
+    path: &Path,
+    check: HistoryCheck,
+    open: impl FnOnce() -> Result<T, HistoryError>,
+) -> Result<T, HistoryError> {
+    if !verifies(check) {
+        return open();
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "redb panicked".to_string());
+        Err(HistoryError::Damaged { path: path.to_path_buf(), message })
+    })
 }
 
 /// The open store; cheap to share (`Arc`).
@@ -111,16 +184,26 @@ fn store_error(path: &Path, error: impl std::fmt::Display) -> HistoryError {
 }
 
 impl HistoryStore {
-    /// Opens (or creates) the store in `dir`; returns it and its mark.
+    /// Opens (or creates) the store in `dir`, trusting the file; returns it and its mark.
     pub fn open(dir: &Path) -> Result<(Arc<HistoryStore>, u64), HistoryError> {
+        HistoryStore::open_checked(dir, HistoryCheck::Off)
+    }
+
+    /// Opens (or creates) the store in `dir`, checked as `check` says; returns it and its
+    /// mark.
+    pub fn open_checked(dir: &Path, check: HistoryCheck) -> Result<(Arc<HistoryStore>, u64), HistoryError> {
         std::fs::create_dir_all(dir).map_err(|error| store_error(dir, error))?;
         let path = dir.join(FILE_NAME);
-        let db = crate::cold_cache::create_database(&path, crate::cold_cache::HISTORY_CACHE_BYTES)
-            .map_err(|error| store_error(&path, error))?;
-        // The file's name is durable only once its directory is synced (POSIX): without
-        // this a power loss soon after the store was created could take the whole file.
-        std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| store_error(dir, error))?;
-        HistoryStore::open_database(db, path)
+        guard_open(&path, check, || {
+            let db = crate::cold_cache::builder(crate::cold_cache::HISTORY_CACHE_BYTES)
+                .set_check_integrity_on_open(verifies(check))
+                .create(&path)
+                .map_err(|error| open_error(&path, error))?;
+            // The file's name is durable only once its directory is synced (POSIX): without
+            // this a power loss soon after the store was created could take the whole file.
+            std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| store_error(dir, error))?;
+            HistoryStore::open_database(db, path.clone())
+        })
     }
 
     /// Opens (or creates) the store in a file of another storage than the file system
@@ -130,12 +213,15 @@ impl HistoryStore {
         backend: impl redb::StorageBackend,
         path: PathBuf,
         cache_bytes: usize,
+        check: HistoryCheck,
     ) -> Result<(Arc<HistoryStore>, u64), HistoryError> {
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .create_with_backend(backend)
-            .map_err(|error| store_error(&path, error))?;
-        HistoryStore::open_database(db, path)
+        guard_open(&path.clone(), check, || {
+            let db = crate::cold_cache::builder(cache_bytes)
+                .set_check_integrity_on_open(verifies(check))
+                .create_with_backend(backend)
+                .map_err(|error| open_error(&path, error))?;
+            HistoryStore::open_database(db, path)
+        })
     }
 
     fn open_database(db: redb::Database, path: PathBuf) -> Result<(Arc<HistoryStore>, u64), HistoryError> {
@@ -594,7 +680,7 @@ mod bound_tests {
     use tally_codecs::Transfer;
     use tally_engine::{Effects, HistoryLookup, PendingStatus, StoredTransfer};
 
-    use super::{FILE_NAME, HistoryStore};
+    use super::{FILE_NAME, HistoryCheck, HistoryError, HistoryStore};
 
     fn effects(sequence: u64, ids: std::ops::RangeInclusive<u128>) -> Effects {
         let transfers = ids
@@ -641,6 +727,51 @@ mod bound_tests {
         assert_eq!(mark, 1);
         assert_eq!(reopened.transfer(1_999).map(|stored| stored.sequence), Some(1));
         drop(store);
+    }
+
+    /// A bit that rots at rest in any page of the file: the checked open (`tally`'s
+    /// default) refuses the store as damaged, or, when the flip lands where no committed
+    /// page is read, opens a store that answers every look-up as before. Never a wrong
+    /// answer (a retried id found missing would apply twice) and never a panic. With the
+    /// check off the same flips give wrong answers or worse.
+    #[test]
+    fn a_store_that_rotted_at_rest_is_refused_by_the_checked_open_or_answers_as_before() {
+        const IDS: u128 = 1_000;
+        const PAGE: usize = 4096;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (written, rotted) = (dir.path().join("written"), dir.path().join("rotted"));
+        {
+            let (store, _) = HistoryStore::open(&written).expect("open");
+            store.write(&[effects(1, 1..=IDS)], 1, true);
+        }
+        let original = std::fs::read(written.join(FILE_NAME)).expect("read the file");
+        std::fs::create_dir_all(&rotted).expect("mkdir");
+        let expected: Vec<_> = {
+            let (store, _) = HistoryStore::open(&written).expect("reopen");
+            (1..=IDS).map(|id| store.transfer(id)).collect()
+        };
+        let (mut refused, mut answered) = (0, 0);
+        for page in 0..original.len() / PAGE {
+            for at in [40, 517, 2_100, 3_900] {
+                let mut bytes = original.clone();
+                bytes[page * PAGE + at] ^= 0x10;
+                std::fs::write(rotted.join(FILE_NAME), &bytes).expect("write the rotted copy");
+                match HistoryStore::open_checked(&rotted, HistoryCheck::OnOpen) {
+                    Err(HistoryError::Damaged { .. }) => refused += 1,
+                    Err(other) => panic!("page {page} byte {at}: not reported as damaged: {other}"),
+                    Ok((store, mark)) => {
+                        answered += 1;
+                        assert_eq!(mark, 1, "page {page} byte {at}");
+                        for (id, expected) in (1..=IDS).zip(&expected) {
+                            assert_eq!(&store.transfer(id), expected, "page {page} byte {at}: transfer {id}");
+                        }
+                        assert_eq!(store.failed(50), Some((7, 1)), "page {page} byte {at}");
+                        assert_eq!(store.resolution(3), Some((PendingStatus::Posted, 1)), "page {page} byte {at}");
+                    }
+                }
+            }
+        }
+        assert!(refused > 0, "no flip hit a committed page ({answered} opened)");
     }
 
     /// An id above every stored one is answered without a read transaction, before and

@@ -57,7 +57,7 @@ use self::ship::Shipping;
 use self::sinks::Sinks;
 pub use self::status::StatusSource;
 use crate::error::NodeError;
-use crate::history::HistoryStore;
+use crate::history::{HistoryCheck, HistoryStore};
 
 /// How to run a node.
 #[derive(Clone, Debug)]
@@ -100,6 +100,8 @@ pub struct NodeConfig {
     /// The hot window's bound in transfer events: what an input commits leaves memory
     /// once the inputs after it carry more than this many.
     pub hot_window_events: u64,
+    /// How the history store is checked when the node opens it (`--history-check`).
+    pub history_check: HistoryCheck,
     /// Bytes of file data per checkpoint chunk this node sends, and the largest it accepts
     /// (`--checkpoint-chunk-bytes`, a test knob; every node of a set must agree).
     pub checkpoint_chunk_bytes: usize,
@@ -143,6 +145,7 @@ impl NodeConfig {
             sink_hold: None,
             hot_window: tally_engine::HOT_WINDOW_DEFAULT,
             hot_window_events: tally_engine::HOT_WINDOW_EVENTS_DEFAULT,
+            history_check: HistoryCheck::OnOpen,
             checkpoint_chunk_bytes: tally_replication::checkpoint::CHUNK_BYTES,
         }
     }
@@ -207,7 +210,7 @@ impl Node {
             // spirit and refuses writes; `tally standby` (or a promotion) is the way on.
             role.enter(role.epoch(), RoleKind::Fenced)?;
         }
-        let (snapshots, restored, history_store, history_start) = restore_with_history(&dirs)?;
+        let (snapshots, restored, history_store, history_start) = restore_with_history(&dirs, config.history_check)?;
         let repair_source = match (&config.replication, config.repair_from.is_empty()) {
             (Some(replication), false) => Some(repair::RepairSource {
                 peers: config.repair_from.clone(),
@@ -502,13 +505,15 @@ impl DataDir {
 /// the store must hold everything the snapshot's state has left behind (docs/design.md
 /// §3.9), otherwise recovery replays the journal from its start instead. (Checkpoints wait
 /// for the history store's mark and a checkpoint install brings the primary's store cut
-/// at its sequence, so this catches a store that was lost or replaced.)
+/// at its sequence, so this catches a store that was lost or replaced.) A store that fails
+/// `check` is refused (`HistoryError::Damaged`).
 fn restore_with_history(
     dirs: &DataDir,
+    check: HistoryCheck,
 ) -> Result<(SnapshotStore, snapshots::Restored, Arc<HistoryStore>, u64), NodeError> {
     let snapshots = SnapshotStore::open(&dirs.snapshots)?;
     let restored = snapshots::load(&snapshots)?;
-    let (history_store, history_start) = HistoryStore::open(&dirs.history)?;
+    let (history_store, history_start) = HistoryStore::open_checked(&dirs.history, check)?;
     let restored = recover::against_history(restored, history_start);
     Ok((snapshots, restored, history_store, history_start))
 }

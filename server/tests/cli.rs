@@ -212,6 +212,7 @@ fn bad_arguments_exit_2_with_a_message() {
         (vec!["journal", "dump", data, "--from", "minus one"], "--from"),
         (vec!["rebuild", "--data", rebuilt, "--yes"], "pass --epoch"),
         (vec!["rebuild", "--data", rebuilt, "--epoch", "four"], "--epoch"),
+        (vec!["serve", "--data", data, "--history-check", "sometimes"], "history check"),
     ];
     for (args, expected) in cases {
         let output = Command::new(TALLY).args(&args).stdin(Stdio::null()).output().expect("tally runs");

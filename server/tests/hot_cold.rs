@@ -202,3 +202,48 @@ fn a_restart_with_a_larger_hot_window_still_finds_every_earlier_transfer() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A history store that rotted on disk while the node was down — one bit of a transfer
+/// id, wherever the file holds it (the key a retry is looked up by, the stored record, the
+/// account lists) — is refused at the next start, naming the store and the way to rebuild
+/// it (docs/design.md §3.9, "A history store that rots"). redb does not verify its
+/// checksums on an ordinary read: trusting the file (`--history-check off`), the node
+/// starts and answers the retry of that long-evicted transfer `created`, applying it twice.
+#[test]
+fn a_history_store_that_rotted_at_rest_is_refused_at_the_next_start() {
+    const ID: u128 = 0x5EED_0000_1234_5678_9ABC_DEF0_0FED_CBA9;
+    let dir = tempfile_dir("rotted-history");
+    {
+        let node = node(&dir);
+        let accounts = (3..=4u128).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
+        node.submitter().execute(Request::CreateAccounts(accounts)).expect("accounts created");
+        assert_eq!(send(&node, transfer(ID, 3, 4, 7, 0)), ResultCode::Created);
+        let mut next_id = 1_000;
+        for _ in 0..4 {
+            fill(&node, &mut next_id);
+        }
+        node.shutdown();
+    }
+    let file = dir.join("history").join(tally::history::FILE_NAME);
+    let mut bytes = std::fs::read(&file).expect("read the store");
+    let pattern = ID.to_le_bytes();
+    let places: Vec<usize> =
+        bytes.windows(pattern.len()).enumerate().filter(|(_, window)| *window == pattern).map(|(at, _)| at).collect();
+    assert!(!places.is_empty(), "the store holds the transfer's id");
+    for at in places {
+        bytes[at + 8] ^= 0x01;
+    }
+    std::fs::write(&file, &bytes).expect("write the rotted store");
+    match Node::open(&NodeConfig { hot_window: 2, snapshot_interval: None, ..NodeConfig::new(&dir) }) {
+        Err(tally::NodeError::History(error @ tally::history::HistoryError::Damaged { .. })) => {
+            let message = error.to_string();
+            assert!(message.contains("is damaged") && message.contains("tally rebuild"), "{message}");
+        }
+        Err(other) => panic!("refused, but not as a damaged history store: {other}"),
+        Ok(node) => {
+            let retry = send(&node, transfer(ID, 3, 4, 7, 0));
+            panic!("a node started on a history store that rotted; the retry of {ID:#x} answered {retry:?}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

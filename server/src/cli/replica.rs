@@ -125,6 +125,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         repair_from: args.repair_from.clone(),
         hot_window: node_config.hot_window,
         hot_window_events: node_config.hot_window_events,
+        history_check: node_config.history_check,
         checkpoint_chunk_bytes: node_config.checkpoint_chunk_bytes,
         replicas: usize::from(node_config.durability.replicas()),
     };
@@ -207,6 +208,7 @@ pub fn fenced_primary_rejoins(
         repair_from: node_config.repair_from.clone(),
         hot_window: node_config.hot_window,
         hot_window_events: node_config.hot_window_events,
+        history_check: node_config.history_check,
         checkpoint_chunk_bytes: node_config.checkpoint_chunk_bytes,
         replicas: usize::from(node_config.durability.replicas()),
     };

@@ -347,6 +347,7 @@ mod tests {
             repair_from: Vec::new(),
             hot_window: 2,
             hot_window_events: tally_engine::HOT_WINDOW_EVENTS_DEFAULT,
+            history_check: crate::history::HistoryCheck::OnOpen,
             checkpoint_chunk_bytes: 1 << 20,
             replicas: 0,
         };

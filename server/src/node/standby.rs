@@ -80,6 +80,8 @@ pub struct StandbyConfig {
     /// The hot window's bounds (`--hot-window`, `--hot-window-events`, docs/design.md §3.9).
     pub hot_window: u64,
     pub hot_window_events: u64,
+    /// How the history store is checked when it is opened (`--history-check`).
+    pub history_check: crate::history::HistoryCheck,
     /// The largest checkpoint chunk accepted (`--checkpoint-chunk-bytes`).
     pub checkpoint_chunk_bytes: usize,
     /// k of the durability policy (`replicated:k`; 0 for `none`/`local`): a node that
@@ -301,7 +303,7 @@ struct Local {
 /// journal into all of them, as a node's start-up does (`recover::recover`). Damaged
 /// journal records are repaired from the primaries (and `--repair-from`).
 fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<Local, NodeError> {
-    let (snapshots, restored, history_store, history_start) = super::restore_with_history(dirs)?;
+    let (snapshots, restored, history_store, history_start) = super::restore_with_history(dirs, config.history_check)?;
     let peers = config.primaries.iter().chain(&config.repair_from).copied().filter(|peer| *peer != config.node);
     let repair_source = super::repair::RepairSource { peers: peers.collect(), key: config.key.clone(), epoch };
     let (journal, report) =

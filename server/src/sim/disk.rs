@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tally_journal::sim::{MemHandle, MemStorage};
 use tally_journal::{Directory, DirectoryFile};
 
-use crate::history::{FILE_NAME, HistoryError, HistoryStore};
+use crate::history::{FILE_NAME, HistoryCheck, HistoryError, HistoryStore};
 
 /// redb's page cache for a simulated node's store: its files hold a few hundred records.
 const CACHE_BYTES: usize = 1 << 20;
@@ -58,5 +58,6 @@ pub fn open_history(disk: &MemStorage) -> Result<(Arc<HistoryStore>, u64), Histo
     let file = file.map_err(|error| HistoryError::Store { path: path.clone(), message: error.to_string() })?;
     // As `HistoryStore::open` does: the new file's name is durable only with its directory.
     directory.sync().map_err(|error| HistoryError::Store { path: path.clone(), message: error.to_string() })?;
-    HistoryStore::open_on(HistoryFile { file }, path, CACHE_BYTES)
+    // As `tally`'s default (`--history-check on-open`): a file that rotted is refused.
+    HistoryStore::open_on(HistoryFile { file }, path, CACHE_BYTES, HistoryCheck::OnOpen)
 }

@@ -49,16 +49,20 @@ pub enum Bug {
     /// promotion) before it has caught up with a primary (planted in the protocol core's
     /// `election::holds_back`, which `tally` and the simulator both ask).
     RebuiltNodePromises,
+    /// A node opens its history store without verifying redb's page checksums, so a page
+    /// that rotted at rest answers look-ups (planted in `HistoryStore`'s open).
+    TrustDamagedHistory,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 7] = [
         Bug::AckBeforeDurable,
         Bug::AcceptLowerEpoch,
         Bug::PromoteWithoutPromises,
         Bug::CheckpointBeforeDurable,
         Bug::RetryFailedFlush,
         Bug::RebuiltNodePromises,
+        Bug::TrustDamagedHistory,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +73,7 @@ impl Bug {
             Bug::CheckpointBeforeDurable => "checkpoint-before-durable",
             Bug::RetryFailedFlush => "retry-failed-flush",
             Bug::RebuiltNodePromises => "rebuilt-node-promises",
+            Bug::TrustDamagedHistory => "trust-damaged-history",
         }
     }
 
@@ -137,8 +142,11 @@ impl Planted {
             Some(Bug::PromoteWithoutPromises) => Some(Core::PromoteWithoutPromises),
             Some(Bug::RebuiltNodePromises) => Some(Core::RecoveringPromises),
             // Planted in the simulator's glue (the primary's reply gate), in the node's
-            // checkpoint writer or in the journal, not in the core.
-            Some(Bug::AckBeforeDurable | Bug::CheckpointBeforeDurable | Bug::RetryFailedFlush) | None => None,
+            // checkpoint writer, in the history store or in the journal, not in the core.
+            Some(
+                Bug::AckBeforeDurable | Bug::CheckpointBeforeDurable | Bug::RetryFailedFlush | Bug::TrustDamagedHistory,
+            )
+            | None => None,
         });
         tally_journal::planted::switch(
             (bug == Some(Bug::RetryFailedFlush)).then_some(tally_journal::planted::Planted::RetryFailedFlush),

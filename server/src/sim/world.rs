@@ -62,6 +62,12 @@ pub struct Report {
     /// Journal records damaged at rest on a node's disk (a flipped bit, or a misdirected
     /// write over the record).
     pub journal_rot: u64,
+    /// Bytes of a node's history-store file damaged at rest (a flipped bit).
+    pub history_rot: u64,
+    /// Node processes that panicked inside the history store after it rotted, and starts
+    /// refused because the store failed its check (`--history-check on-open`).
+    pub history_panics: u64,
+    pub history_refused: u64,
     /// Journal syncs made to fail (EIO, the unsynced writes dropped), and the nodes that
     /// stopped on one.
     pub flush_failures: u64,
@@ -89,7 +95,7 @@ impl Report {
         format!(
             "crashes {} ({} with torn writeback), restarts {} ({} from a snapshot), partitions {}, heals {}, promotions asked {} ({} \
              forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, checkpoints {}, snapshots damaged {}, \
-             journal records rotted {}, repaired {} ({} copies refused), starts refused {}, rebuilt {}, failed flushes {} ({} stopped a node), \
+             journal records rotted {}, history bits rotted {} ({} panics, {} starts refused), repaired {} ({} copies refused), starts refused {}, rebuilt {}, failed flushes {} ({} stopped a node), \
              history reads {}, ticks {}, clock steps back {}, messages delivered {} dropped {} duplicated {}",
             self.crashes,
             self.torn_crashes,
@@ -108,6 +114,9 @@ impl Report {
             self.checkpoints,
             self.snapshots_damaged,
             self.journal_rot,
+            self.history_rot,
+            self.history_panics,
+            self.history_refused,
             self.journal_repairs,
             self.journal_repair_copies_refused,
             self.journal_refused,
@@ -233,6 +242,13 @@ impl World {
                 self.nodes[id].stopped_by_flush_failure();
                 self.report.flush_failure_stops += 1;
                 self.trace(0xD2 ^ (id as u64) << 8);
+                None
+            }
+            Err(_) if self.nodes[id].history_rotted => {
+                // redb trusts its file and may panic on a page that rotted: the process dies.
+                self.nodes[id].died_in_the_history_store();
+                self.report.history_panics += 1;
+                self.trace(0xD3 ^ (id as u64) << 8);
                 None
             }
             Err(payload) => std::panic::resume_unwind(payload),
@@ -521,6 +537,14 @@ impl World {
                     self.trace(0xC2 ^ (node as u64) << 8);
                 }
             }
+            // A bit of a node's history-store file rots on its disk.
+            33..35 => {
+                let (offset, bit) = (self.rng.next(), self.rng.below(8));
+                if self.nodes[node].rot_history(offset, bit as u8) {
+                    self.report.history_rot += 1;
+                    self.trace(0xC3 ^ (node as u64) << 8);
+                }
+            }
             // A byte of a node's newest snapshot rots on its disk.
             25..27 => {
                 let offset = self.rng.next();
@@ -546,9 +570,9 @@ impl World {
         match self.guarded(id, |world| world.nodes[id].restart(now, hot_window)) {
             None | Some(Ok(Started::Running(0) | Started::Repairing)) => {}
             Some(Ok(Started::Running(_))) => self.report.restarts_from_snapshot += 1,
-            Some(Ok(Started::Refused(_))) => {
-                // A journal damaged at rest that no peer's records can mend: the operator
-                // rebuilds the node.
+            Some(Ok(Started::Refused)) => {
+                // A journal damaged at rest that no peer's records can mend, or a history
+                // store that failed its check: the operator rebuilds the node.
                 self.report.journal_refused += 1;
                 self.report.rebuilt += 1;
                 let hot_window = SimNode::draw_hot_window(&mut self.rng);
@@ -672,10 +696,16 @@ impl World {
         }
         self.report.acked = self.checker.acked() as u64;
         self.report.history_reads = self.nodes.iter().map(SimNode::history_reads).sum();
+        self.report.history_refused = self.nodes.iter().map(|node| node.history_refusals).sum();
         self.report.forfeited = self.checker.forfeited;
         self.report.dropped = self.net.dropped;
         self.report.duplicated = self.net.duplicated;
         self.report.delivered = self.net.delivered;
+        // A store that rotted may panic in redb's close too: the process ends either way.
+        for node in &mut self.nodes {
+            let up = node.up.take();
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(up)));
+        }
         self.report
     }
 }
