@@ -42,6 +42,24 @@ pub fn holds_back(recovering: bool) -> bool {
     recovering
 }
 
+/// How many of its `peers` a node that lost its epoch file (a new node, a replaced disk)
+/// waits to hear the epochs of before it follows anyone, taking the highest: k + 1, or all
+/// of them when there are fewer. Every promotion it missed had N − k promises, at least
+/// N − k − 1 of them from these peers (it was perhaps one itself), and any N − k − 1 and
+/// any k + 1 of the N − 1 peers share a node: so the answers include a promiser of the
+/// newest promotion, and this node then refuses the primary that promotion deposed, whose
+/// k acknowledgements it could otherwise complete. The argument counts on the other
+/// nodes keeping their epochs (a second node without one answers 0), and on a promiser
+/// other than this node (with N − k = 1 the candidate alone promised, and if that was
+/// this node nothing can restore its promise).
+pub fn epoch_answers_needed(replicas: usize, peers: usize) -> usize {
+    #[cfg(feature = "sim-bugs")]
+    if crate::planted::on(crate::planted::Planted::OneEpochAnswer) {
+        return peers.min(1);
+    }
+    replicas.saturating_add(1).min(peers)
+}
+
 /// The epoch a candidate at position `index` of a replica set of `nodes` (`--cluster`, in
 /// the same order on every node) asks for when the highest epoch it knows is `known`: the
 /// smallest above it that is `index` modulo `nodes`. Each epoch has one owner, so no two
@@ -191,6 +209,30 @@ impl Election {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every way the answers can fall: for N up to 7 and every k < N, every set of N − k
+    /// promisers (perhaps including the node that lost its epoch, node 0) and every set of
+    /// `epoch_answers_needed` answering peers share a node other than node 0. Left out:
+    /// node 0 as the only promiser (N − k = 1), whose lost promise nothing can restore.
+    #[test]
+    fn the_epoch_answers_a_node_waits_for_always_include_a_promiser_of_the_last_promotion() {
+        for nodes in 2..=7usize {
+            for replicas in 0..nodes {
+                let needed = epoch_answers_needed(replicas, nodes - 1);
+                let sets = |size: usize| (0u32..1 << nodes).filter(move |set| set.count_ones() as usize == size);
+                for promisers in sets(nodes - replicas).filter(|set| set & !1 != 0) {
+                    for answered in sets(needed).filter(|set| set & 1 == 0) {
+                        assert_ne!(
+                            promisers & answered & !1,
+                            0,
+                            "N = {nodes}, k = {replicas}: promisers {promisers:b}, answers {answered:b}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(epoch_answers_needed(1, 0), 0, "a lone node waits for no one");
+    }
 
     fn at(last_epoch: u32, last_sequence: u64) -> LogPosition {
         LogPosition { last_epoch, last_sequence, last_chain: [last_sequence as u8; 16] }

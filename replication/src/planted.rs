@@ -16,6 +16,9 @@ pub enum Planted {
     /// [`crate::election::holds_back`] lets a recovering node (its log rebuilt, not yet
     /// caught up) promise and stand for promotion.
     RecoveringPromises,
+    /// [`crate::election::epoch_answers_needed`] asks a node without an epoch file to
+    /// wait for one peer's epoch instead of k + 1.
+    OneEpochAnswer,
 }
 
 thread_local! {

@@ -405,7 +405,7 @@ impl Following {
     fn confirm_epoch(&mut self) -> bool {
         let peers: Vec<SocketAddr> =
             self.config.primaries.iter().copied().filter(|&peer| peer != self.config.node).collect();
-        let needed = (self.config.replicas + 1).min(peers.len());
+        let needed = tally_replication::epoch_answers_needed(self.config.replicas, peers.len());
         let mut answers = std::collections::BTreeMap::new();
         let mut told = Instant::now();
         eprintln!(

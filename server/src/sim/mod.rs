@@ -52,10 +52,14 @@ pub enum Bug {
     /// A node opens its history store without verifying redb's page checksums, so a page
     /// that rotted at rest answers look-ups (planted in `HistoryStore`'s open).
     TrustDamagedHistory,
+    /// A node whose disks were replaced follows once one peer has told it an epoch,
+    /// instead of k + 1 (planted in the protocol core's `election::epoch_answers_needed`,
+    /// which `tally` and the simulator both ask).
+    TrustOneEpochAnswer,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::AckBeforeDurable,
         Bug::AcceptLowerEpoch,
         Bug::PromoteWithoutPromises,
@@ -63,6 +67,7 @@ impl Bug {
         Bug::RetryFailedFlush,
         Bug::RebuiltNodePromises,
         Bug::TrustDamagedHistory,
+        Bug::TrustOneEpochAnswer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +79,7 @@ impl Bug {
             Bug::RetryFailedFlush => "retry-failed-flush",
             Bug::RebuiltNodePromises => "rebuilt-node-promises",
             Bug::TrustDamagedHistory => "trust-damaged-history",
+            Bug::TrustOneEpochAnswer => "trust-one-epoch-answer",
         }
     }
 
@@ -141,6 +147,7 @@ impl Planted {
             Some(Bug::AcceptLowerEpoch) => Some(Core::AcceptLowerEpoch),
             Some(Bug::PromoteWithoutPromises) => Some(Core::PromoteWithoutPromises),
             Some(Bug::RebuiltNodePromises) => Some(Core::RecoveringPromises),
+            Some(Bug::TrustOneEpochAnswer) => Some(Core::OneEpochAnswer),
             // Planted in the simulator's glue (the primary's reply gate), in the node's
             // checkpoint writer, in the history store or in the journal, not in the core.
             Some(

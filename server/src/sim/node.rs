@@ -24,7 +24,7 @@ use tally_journal::{
 };
 use tally_replication::{
     CheckpointSchedule, Checkpoints, Decision, Election, FollowError, Follower, LogPosition, Message, Prepared,
-    Primary, Record, Step, candidate_epoch, holds_back, on_prepare,
+    Primary, Record, Step, candidate_epoch, epoch_answers_needed, holds_back, on_prepare,
 };
 use tally_sinks::stream::StreamReader;
 
@@ -50,6 +50,8 @@ const SILENCE_NS: u64 = 150_000_000;
 /// How long a candidate waits for promises (and then for its catch-up).
 const PROMOTE_TIMEOUT_NS: u64 = 300_000_000;
 const FETCH_RETRY_NS: u64 = 60_000_000;
+/// How often a node without an epoch asks its peers theirs (`tally`: every 100 ms).
+const EPOCH_ASK_NS: u64 = 100_000_000;
 /// Chance per tick (per mille) that a node with inputs applied since its last checkpoint
 /// takes one; a staged one is offered for commit at every tick.
 const CHECKPOINT_PER_MILLE: u64 = 20;
@@ -211,6 +213,19 @@ pub struct SimNode {
     /// holds everything that primary shipped. Viewstamped Replication's recovering
     /// state, which `tally` keeps as `DIR/RECOVERING` (docs/design.md §7a).
     pub recovering: bool,
+    /// Started without an epoch file (its disks were replaced): it asks its peers their
+    /// epochs and follows no one until enough have answered (`tally`'s
+    /// `Following::confirm_epoch`, with the count from the protocol core's
+    /// `epoch_answers_needed`). Durable in the model, as `tally`'s marker file is; the
+    /// answers are not.
+    pub epoch_question: Option<EpochQuestion>,
+}
+
+/// The peers' epochs a node without one has heard so far, and when it last asked.
+#[derive(Default)]
+pub struct EpochQuestion {
+    answers: BTreeMap<usize, u32>,
+    asked_at: u64,
 }
 
 /// `tally`'s start-up repair (`node::repair`): the damaged range the journal names,
@@ -550,6 +565,7 @@ impl SimNode {
             repair: None,
             remembered: Vec::new(),
             recovering: false,
+            epoch_question: None,
         })
     }
 
@@ -617,6 +633,23 @@ impl SimNode {
         self.repair = None;
         let up = self.up.take();
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(up)));
+    }
+
+    /// The node's disks are replaced (a lost disk, a new machine): the process stops, and
+    /// the node comes back with nothing, not even its epoch file, as `tally standby` on
+    /// an empty directory does: recovering, and asking its peers' epochs before it follows
+    /// anyone.
+    pub fn lose_disks(&mut self) {
+        self.disks.crash(None);
+        self.repair = None;
+        drop(self.stop());
+        self.disks = Disks::default();
+        self.epoch = 0;
+        self.rotted = false;
+        self.history_rotted = false;
+        self.remembered.clear();
+        self.recovering = true;
+        self.epoch_question = Some(EpochQuestion::default());
     }
 
     /// Whether the node is down repairing its journal (it starts when the repair is done).
@@ -722,6 +755,9 @@ impl SimNode {
     /// replay).
     pub fn restart(&mut self, now: u64, hot_window: (u64, u64)) -> Result<Started, String> {
         self.repair = None;
+        if let Some(question) = self.epoch_question.as_mut() {
+            *question = EpochQuestion::default();
+        }
         let error = match Up::open(
             &self.disks,
             RecoveryMode::TolerateTornTail,
@@ -1057,6 +1093,19 @@ impl SimNode {
                     }
                 }
             }
+            // Without an epoch: ask the peers theirs now and then; follow no one yet.
+            Role::Standby(_) if self.epoch_question.is_some() => {
+                if let Some(question) = self.epoch_question.as_mut()
+                    && ctx.now.saturating_sub(question.asked_at) >= EPOCH_ASK_NS
+                {
+                    question.asked_at = ctx.now;
+                    // `rejoin::peer_epoch`: an empty fetch in epoch 0.
+                    let ask = Message::Fetch { epoch: 0, from: 1, to: 0 };
+                    for peer in (0..SIM_NODES).filter(|&peer| peer != id) {
+                        ctx.send(me, Addr::Node(peer), Payload::peer(&ask));
+                    }
+                }
+            }
             Role::Standby(standby) => {
                 if let Some(primary) = standby.primary
                     && ctx.connection_broke(id, primary)
@@ -1145,9 +1194,10 @@ impl SimNode {
             });
             ctx.report.promotions += 1;
             ctx.promoted.push((id, epoch));
-            // Forced, a recovering node's log is the history from here on (`tally`'s
-            // `Role::clear_recovering`).
+            // Forced, a recovering node's log is the history from here on, and its epoch
+            // its own (`tally`'s `Role::clear_recovering`).
             self.recovering = false;
+            self.epoch_question = None;
         }
     }
 
@@ -1169,6 +1219,29 @@ impl SimNode {
         }
         let Some(up) = self.up.as_mut() else { return };
         let position = position_of(&up.journal);
+        // A standby without an epoch reads its peers' answers (on `tally`'s question
+        // connection; here, outside any subscription).
+        if stream == 0
+            && matches!(up.role, Role::Standby(_))
+            && let Some(question) = self.epoch_question.as_mut()
+        {
+            let answer = match &message {
+                Message::NewerEpoch { epoch } => Some(*epoch),
+                Message::Records { epoch, records } if records.is_empty() => Some(*epoch),
+                _ => None,
+            };
+            if let Some(epoch) = answer {
+                question.answers.insert(from, epoch);
+                if question.answers.len() >= epoch_answers_needed(REPLICAS, SIM_NODES - 1) {
+                    let highest = question.answers.values().copied().max().unwrap_or(0);
+                    self.epoch = self.epoch.max(highest);
+                    self.epoch_question = None;
+                    up.role = standby(self.epoch, position, ctx.now);
+                    ctx.report.epochs_confirmed += 1;
+                }
+                return;
+            }
+        }
         // Messages every role answers the same way.
         match &message {
             Message::Prepare { epoch } => {
@@ -1212,7 +1285,8 @@ impl SimNode {
                 let reply = if *epoch < self.epoch {
                     Message::NewerEpoch { epoch: self.epoch }
                 } else if first > to {
-                    return;
+                    // An empty range asks this node's epoch (`peers.rs`'s `fetch`).
+                    Message::Records { epoch: self.epoch, records: Vec::new() }
                 } else {
                     Message::Records { epoch: self.epoch, records: records_of(&up.log, *first, *to) }
                 };
@@ -1312,6 +1386,9 @@ impl SimNode {
             // shipped records that did not follow this node's log).
             Role::Standby(standby) if stream != 0 && stream != standby.stream => {}
             Role::Standby(standby) => match message {
+                // Records outside a subscription answer a question (an epoch asked while
+                // this node had none): never a heartbeat of the primary it follows.
+                Message::Records { .. } if stream == 0 => {}
                 Message::Records { epoch, records } => records_for_standby = Some((epoch, records)),
                 // Only on the subscription's own stream: a `Refused` answering a `Prepare`
                 // this node sent as a candidate (a recovering node's) comes on stream 0, as

@@ -79,6 +79,10 @@ pub struct Report {
     pub journal_repair_copies_refused: u64,
     pub journal_refused: u64,
     pub rebuilt: u64,
+    /// Nodes whose disks were replaced (everything lost, the epoch file too), and epochs
+    /// such nodes then took from their peers' answers.
+    pub disks_lost: u64,
+    pub epochs_confirmed: u64,
     pub anomalies_after_force: u64,
     pub dropped: u64,
     pub duplicated: u64,
@@ -95,7 +99,7 @@ impl Report {
         format!(
             "crashes {} ({} with torn writeback), restarts {} ({} from a snapshot), partitions {}, heals {}, promotions asked {} ({} \
              forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, checkpoints {}, snapshots damaged {}, \
-             journal records rotted {}, history bits rotted {} ({} panics, {} starts refused), repaired {} ({} copies refused), starts refused {}, rebuilt {}, failed flushes {} ({} stopped a node), \
+             journal records rotted {}, history bits rotted {} ({} panics, {} starts refused), repaired {} ({} copies refused), starts refused {}, rebuilt {}, disks replaced {} ({} epochs confirmed), failed flushes {} ({} stopped a node), \
              history reads {}, ticks {}, clock steps back {}, messages delivered {} dropped {} duplicated {}",
             self.crashes,
             self.torn_crashes,
@@ -121,6 +125,8 @@ impl Report {
             self.journal_repair_copies_refused,
             self.journal_refused,
             self.rebuilt,
+            self.disks_lost,
+            self.epochs_confirmed,
             self.flush_failures,
             self.flush_failure_stops,
             self.history_reads,
@@ -543,6 +549,18 @@ impl World {
                 if self.nodes[node].rot_history(offset, bit as u8) {
                     self.report.history_rot += 1;
                     self.trace(0xC3 ^ (node as u64) << 8);
+                }
+            }
+            // A node's disks are replaced: everything on them is lost, the epoch file too.
+            // Only while every node holds what it acknowledged and knows its epoch: a set
+            // of k = 1 tolerates one node without its data, and the epoch rule one node
+            // without its epoch (`election::epoch_answers_needed`).
+            35..37 => {
+                let lacking = self.nodes.iter().any(|node| node.recovering || node.epoch_question.is_some());
+                if !lacking {
+                    self.nodes[node].lose_disks();
+                    self.report.disks_lost += 1;
+                    self.trace(0xC4 ^ (node as u64) << 8);
                 }
             }
             // A byte of a node's newest snapshot rots on its disk.
