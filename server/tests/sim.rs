@@ -49,9 +49,11 @@ fn candidates_whose_log_diverged_from_the_decided_one_are_refused_and_nothing_is
 /// recovering (5042), a start refused after a good repair (9652) — 1 500 steps each —, a
 /// rejoin that trusted a rotted snapshot as its base (11661, 2 000 steps), and a heartbeat
 /// that overtook the records before it on one stream, which TCP never does (20690, 3 000),
-/// and a second rotted range found after a repair, which only a rebuild mends (21096, 3 000).
-/// Each failed before its fix; since the last fix (streams deliver in order) the earlier
-/// seeds may take other paths than the ones that found their bugs.
+/// a second rotted range found after a repair, which only a rebuild mends (21096, 3 000),
+/// and a node whose disks were replaced leaving recovering before the records it caught up
+/// with were durable (6389, 1 500). Each failed before its fix; since later changes (streams
+/// deliver in order, replaced disks) the earlier seeds take other paths than the ones that
+/// found their bugs.
 #[test]
 fn seeds_that_found_bugs_past_the_ci_batch_pass() {
     let seeds = [
@@ -64,6 +66,7 @@ fn seeds_that_found_bugs_past_the_ci_batch_pass() {
         (11661, 2_000),
         (20690, 3_000),
         (21096, 3_000),
+        (6389, 1_500),
     ];
     for (seed, steps) in seeds {
         let report = sim::run(SimConfig::new(seed, steps));

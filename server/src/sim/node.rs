@@ -769,8 +769,9 @@ impl SimNode {
             Ok(up) => {
                 let from_snapshot = up.derived.checkpoints.committed();
                 // As `tally`'s standby does (`rejoin::truncate_divergent_suffix`): records
-                // cut from the tail may have been acknowledged.
-                self.recovering |= up.cut_tail;
+                // cut from the tail may have been acknowledged; and an empty log may stand
+                // for one that held acknowledged inputs (`Standby::open`).
+                self.recovering |= up.cut_tail || up.journal.last_sequence() == 0;
                 self.up = Some(up);
                 self.rotted = false;
                 return Ok(Started::Running(from_snapshot));
@@ -1468,8 +1469,13 @@ impl SimNode {
         }
         standby.confirmed = true;
         // A heartbeat comes only once the primary has shipped this stream everything it
-        // holds: a rebuilt node now holds every input acknowledged so far.
-        if heartbeat {
+        // holds: a rebuilt node now holds every input acknowledged so far, once it is
+        // durable here (`tally`'s standby flushes after every message, so at a heartbeat
+        // everything before it is on disk). Seed 6389: cleared with its records unflushed,
+        // a node whose disks had been replaced lost them to a power loss, came back not
+        // recovering and was promoted without inputs only the primary still held.
+        if heartbeat && self.recovering {
+            up.journal.flush();
             self.recovering = false;
         }
         // Only new records count as hearing from the primary, not heartbeats: on TCP a
