@@ -90,3 +90,33 @@ fn a_standby_is_ready_while_it_hears_its_primary_and_not_after_it_died() {
     assert!(reason.starts_with("not ready: standby has not heard from a primary"), "{reason}");
     assert_eq!(get(standby_admin, "/health").0, "HTTP/1.0 200 OK", "the standby itself is alive");
 }
+
+/// A standby that may lack what it once acknowledged (here: a new node, whose empty log
+/// looks like a lost disk) is not ready, says why, and shows `tally_recovering 1`, until a
+/// primary's heartbeat shows it holds everything; then it is ready and the gauge is 0.
+#[test]
+fn a_recovering_standby_is_not_ready_until_it_has_caught_up() {
+    let mut cluster = TestCluster::new("admin-recovering", 2, "local");
+    let (primary_admin, standby_admin) = (free_address(), free_address());
+    let (primary_arg, standby_arg) = (primary_admin.to_string(), standby_admin.to_string());
+    cluster.start_standby(1, &[0], &["--admin", &standby_arg]);
+    // Past start-up (whose `/ready` says a bare "recovering" while the journal is read).
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let (line, body) = get(standby_admin, "/ready");
+        if body.starts_with("not ready: recovering: not yet caught up with a primary") {
+            assert!(line.starts_with("HTTP/1.0 503"), "{line}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/ready never said the standby is recovering; last: {line} {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, metrics) = get(standby_admin, "/metrics");
+    assert!(metrics.lines().any(|line| line == "tally_recovering 1"), "{metrics}");
+
+    cluster.start_primary(0, &["--admin", &primary_arg]);
+    ready_becomes(standby_admin, "HTTP/1.0 200");
+    let (_, metrics) = get(standby_admin, "/metrics");
+    assert!(metrics.lines().any(|line| line == "tally_recovering 0"), "{metrics}");
+    assert!(!cluster.data(1).join("RECOVERING").exists(), "{}", cluster.log(1));
+}
