@@ -543,3 +543,48 @@ fn peer_with_the_wrong_secret_is_refused_and_never_receives_a_record() {
     let log = cluster.log(0).to_ascii_lowercase();
     assert!(log.contains("refused"), "the primary logs the refused peer:\n{log}");
 }
+
+/// A recovering standby leaves the state under steady load, not only once the primary
+/// falls idle: the primary sends its heartbeat ("everything the log held has been shipped")
+/// whenever this stream's reader reaches the log's end, at most every 200 ms, however
+/// busy it is. A heartbeat sent only after 200 ms without records would keep a new or
+/// rebuilt standby out of every promotion for as long as clients keep writing.
+#[test]
+fn a_recovering_standby_catches_up_while_the_primary_never_falls_idle() {
+    let mut cluster = TestCluster::new("busy-catch-up", 2, "local");
+    cluster.start_primary(0, &[]);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut id = 1;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                all_acknowledged(&primary, &batch(id, 1));
+                id += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            id
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // A new standby (no epoch file, an empty log) is recovering from its start.
+    cluster.start_standby(1, &[0], &[]);
+    let marker = cluster.data(1).join("RECOVERING");
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while !cluster.log(1).contains("this node has no epoch of its own") {
+        assert!(std::time::Instant::now() < deadline, "not marked recovering:\n{}", cluster.log(1));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while marker.exists() {
+        assert!(!writing.is_finished(), "the writer stopped");
+        assert!(std::time::Instant::now() < deadline, "never caught up under load:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!writing.is_finished(), "caught up only once the load had stopped");
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let written = writing.join().expect("the writer");
+    assert!(written > 30, "only {written} transfers written");
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+}
