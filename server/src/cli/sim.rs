@@ -22,8 +22,9 @@ pub struct SimArgs {
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     steps: u64,
     /// Switch on a planted bug: ack-before-durable, accept-lower-epoch,
-    /// promote-without-promises or checkpoint-before-durable (a build with the `sim-bugs`
-    /// feature only).
+    /// promote-without-promises, checkpoint-before-durable, retry-failed-flush,
+    /// rebuilt-node-promises, trust-damaged-history or trust-one-epoch-answer (a build with
+    /// the `sim-bugs` feature only; an unknown name lists them).
     #[cfg(feature = "sim-bugs")]
     #[arg(long, value_name = "BUG")]
     bug: Option<String>,
