@@ -1,7 +1,8 @@
 //! The journal as an operator meets it: `journal verify` agrees with start-up (no journal,
 //! a journal start-up refuses, a node holding the directory), start-up names a missing
 //! segment, damaged slots and cut records are reported, `journal truncate` shows before it
-//! acts, and the segment size is a setting.
+//! acts, the segment size is a setting, and an outcome entry rotted below the snapshot is
+//! rebuilt at start.
 
 mod common;
 
@@ -276,4 +277,39 @@ fn a_cut_in_the_last_group_commit_is_a_loud_warning_naming_the_sequence() {
     let text = stderr(&output);
     assert!(text.contains(&format!("WARNING: journal recovery CUT the record at sequence {last}")), "{text}");
     assert!(text.contains("MAY HAVE BEEN ACKNOWLEDGED"), "{text}");
+}
+
+/// An outcome entry that rots in the newest segment, below the snapshot the next start
+/// begins from: the start cuts the stream at the damage, and since the snapshot is past the
+/// cut, replays the journal from its start to rebuild it, so the stream stays gapless
+/// (docs/design.md §7b).
+#[test]
+fn an_outcome_entry_rotted_below_the_snapshot_is_rebuilt_from_the_journal() {
+    let dir = TempDir::new("outcome-rot");
+    let data = data_with_records(&dir);
+    let segments: Vec<PathBuf> = std::fs::read_dir(data.join("outcomes"))
+        .expect("the outcome stream")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "outcomes"))
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let mut bytes = std::fs::read(&segments[0]).expect("the segment");
+    let used = bytes.iter().rposition(|&byte| byte != 0).expect("entries") + 1;
+    // A bit in the second of six entries (the snapshot is at the sixth).
+    bytes[used / 3] ^= 0x40;
+    std::fs::write(&segments[0], bytes).expect("the damaged segment");
+
+    let output = exec(&data, &[], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("outcome stream gap"), "{}", stderr(&output));
+    let storage = tally_journal::FileStorage::new(data.join("outcomes"), tally_journal::FlushMethod::Fdatasync)
+        .expect("the outcome stream");
+    let mut reader = tally_sinks::stream::StreamReader::new(storage, 1);
+    let mut read = 0;
+    while let Some(outcome) = reader.next(6).expect("the stream reads") {
+        read += 1;
+        assert_eq!(outcome.sequence, read, "gapless");
+    }
+    assert_eq!(read, 6, "{}", stderr(&output));
 }

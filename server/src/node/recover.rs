@@ -31,6 +31,30 @@ pub fn against_history(restored: Restored, history_start: u64) -> Restored {
     Restored { ledger: Ledger::new(), sequence: 0 }
 }
 
+/// The snapshot and first record to replay, given that the outcome stream ends at
+/// `outcomes_last`. A stream that ends before the snapshot (an entry that rotted in its
+/// newest segment, cut at open; or a stream directory removed) lacks entries that only a
+/// replay of the records between them can write: the journal is then replayed from its
+/// start, when it still holds it. Otherwise the stream keeps its gap, which the stage
+/// reports loudly at the next entry and sinks stop at.
+fn against_outcomes<J: Storage + Clone>(
+    restored: Restored,
+    replay_from: u64,
+    outcomes_last: u64,
+    journal: &Journal<J>,
+) -> (Restored, u64) {
+    let holds_all = journal.segment_first_sequences().first().is_none_or(|&first| first <= 1);
+    if outcomes_last >= restored.sequence || !holds_all {
+        return (restored, replay_from);
+    }
+    tracing::warn!(
+        outcomes_last,
+        snapshot = restored.sequence,
+        "the outcome stream ends before the snapshot: replaying the journal from its start to rebuild it"
+    );
+    (Restored { ledger: Ledger::new(), sequence: 0 }, 1)
+}
+
 /// The state a start reaches, and the derived stores ready to follow it.
 pub struct Recovered<S: Storage> {
     pub ledger: Ledger,
@@ -59,6 +83,7 @@ pub fn recover<J: Storage + Clone, S: Storage>(
     stores: Stores<S>,
 ) -> Result<Recovered<S>, NodeError> {
     let Stores { history: history_store, history_start, mut outcomes, hot_window } = stores;
+    let (restored, replay_from) = against_outcomes(restored, replay_from, outcomes.last_sequence(), journal);
     let mut ledger = restored.ledger;
     ledger.set_hot_window(hot_window.0, hot_window.1);
     let derived = DerivedMarks::new();
