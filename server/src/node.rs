@@ -224,6 +224,7 @@ impl Node {
         let outcome_storage = FileStorage::new(&dirs.outcomes, FlushMethod::Fdatasync)?.with_file_writes();
         let segment_bytes = tally_sinks::stream::SEGMENT_BYTES_DEFAULT;
         let outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
+        // The newest recovery point on disk, whichever snapshot replay starts from.
         let snapshot_sequence = restored.sequence;
         let stores = recover::Stores {
             history: history_store.clone(),
@@ -232,15 +233,15 @@ impl Node {
             hot_window: (config.hot_window, config.hot_window_events),
         };
         let reads_before = history_store.read_transactions();
-        let recover::Recovered { ledger, mut outcomes, history, derived, records_replayed } =
-            recover::recover(&journal, report.replay_from, restored, stores)?;
+        let recover::Recovered { ledger, mut outcomes, history, derived, records_replayed, from_snapshot } =
+            recover::recover(&journal, report.replay_from, restored, &snapshots, stores)?;
         outcomes.set_sync_interval(outcome_log::SYNC_INTERVAL);
         let outcomes_durable = outcomes.durable_mark();
         let sinks = Sinks::start(config, &dirs.outcomes, &outcomes_durable, &outcomes.activity())?;
         outcomes.retain_for(sinks.watermarks());
         let outcome_retention = outcomes.retention();
         let recovery = Recovery {
-            snapshot_sequence,
+            snapshot_sequence: from_snapshot,
             records_replayed,
             history_reads: history_store.read_transactions() - reads_before,
             last_sequence: journal.last_sequence(),

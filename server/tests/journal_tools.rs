@@ -313,3 +313,37 @@ fn an_outcome_entry_rotted_below_the_snapshot_is_rebuilt_from_the_journal() {
     }
     assert_eq!(read, 6, "{}", stderr(&output));
 }
+
+/// The same with an older snapshot at or below the damage: the start replays from it, not
+/// from the journal's start (which a node that trims its journal no longer holds).
+#[test]
+fn an_outcome_entry_rotted_between_two_snapshots_is_rebuilt_from_the_older_one() {
+    let dir = TempDir::new("outcome-rot-older");
+    let data = data_with_records(&dir);
+    let output = exec(&data, &[], &(20..25).map(transfer).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let segment = std::fs::read_dir(data.join("outcomes"))
+        .expect("the outcome stream")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|extension| extension == "outcomes"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).expect("the segment");
+    let used = bytes.iter().rposition(|&byte| byte != 0).expect("entries") + 1;
+    // A bit in entry 9 of 11 (snapshots at 6 and 11).
+    bytes[used * 3 / 4] ^= 0x40;
+    std::fs::write(&segment, bytes).expect("the damaged segment");
+
+    let output = exec(&data, &[], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("replaying from the snapshot at 6"), "{}", stderr(&output));
+    let storage = tally_journal::FileStorage::new(data.join("outcomes"), tally_journal::FlushMethod::Fdatasync)
+        .expect("the outcome stream");
+    let mut reader = tally_sinks::stream::StreamReader::new(storage, 1);
+    let mut read = 0;
+    while let Some(outcome) = reader.next(11).expect("the stream reads") {
+        read += 1;
+        assert_eq!(outcome.sequence, read, "gapless");
+    }
+    assert_eq!(read, 11, "{}", stderr(&output));
+}

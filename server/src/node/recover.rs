@@ -7,12 +7,12 @@
 use std::sync::Arc;
 
 use tally_engine::Ledger;
-use tally_journal::{Journal, Storage};
+use tally_journal::{Directory, Journal, SnapshotStore, Storage};
 
 use super::derived::DerivedMarks;
 use super::outcome_log::OutcomeStream;
 use super::replay;
-use super::snapshots::Restored;
+use super::snapshots::{self, Restored};
 use crate::error::NodeError;
 use crate::history::{HistoryStage, HistoryStore};
 
@@ -34,25 +34,52 @@ pub fn against_history(restored: Restored, history_start: u64) -> Restored {
 /// The snapshot and first record to replay, given that the outcome stream ends at
 /// `outcomes_last`. A stream that ends before the snapshot (an entry that rotted in its
 /// newest segment, cut at open; or a stream directory removed) lacks entries that only a
-/// replay of the records between them can write: the journal is then replayed from its
-/// start, when it still holds it. Otherwise the stream keeps its gap, which the stage
-/// reports loudly at the next entry and sinks stop at.
-fn against_outcomes<J: Storage + Clone>(
+/// replay of the records between them can write: the start then takes the newest older
+/// snapshot at or below the stream's end whose next record the journal still holds, or
+/// the journal from its start. Failing both, the stream keeps its gap, which is reported
+/// here and at the next entry, and sinks stop at.
+fn against_outcomes<J: Storage + Clone, D: Directory>(
     restored: Restored,
     replay_from: u64,
     outcomes_last: u64,
     journal: &Journal<J>,
+    snapshots: &SnapshotStore<D>,
 ) -> (Restored, u64) {
-    let holds_all = journal.segment_first_sequences().first().is_none_or(|&first| first <= 1);
-    if outcomes_last >= restored.sequence || !holds_all {
+    if outcomes_last >= restored.sequence {
         return (restored, replay_from);
+    }
+    let journal_first = journal.segment_first_sequences().first().copied().unwrap_or(1);
+    let older = snapshots.list().unwrap_or_default();
+    for &sequence in older.iter().rev().filter(|&&sequence| sequence <= outcomes_last && sequence + 1 >= journal_first)
+    {
+        match snapshots::load_at(snapshots, sequence) {
+            Ok(older) => {
+                tracing::warn!(
+                    outcomes_last,
+                    snapshot = restored.sequence,
+                    "the outcome stream ends before the snapshot: replaying from the snapshot at {sequence} to rebuild it"
+                );
+                return (older, sequence + 1);
+            }
+            Err(error) => tracing::warn!(sequence, %error, "skipped a snapshot that does not load"),
+        }
+    }
+    if journal_first <= 1 {
+        tracing::warn!(
+            outcomes_last,
+            snapshot = restored.sequence,
+            "the outcome stream ends before the snapshot: replaying the journal from its start to rebuild it"
+        );
+        return (Restored { ledger: Ledger::new(), sequence: 0 }, 1);
     }
     tracing::warn!(
         outcomes_last,
         snapshot = restored.sequence,
-        "the outcome stream ends before the snapshot: replaying the journal from its start to rebuild it"
+        journal_first,
+        "the outcome stream ends before the snapshot and neither an older snapshot nor the journal reaches back to \
+         its end: entries after it cannot be rebuilt, and sinks stop there"
     );
-    (Restored { ledger: Ledger::new(), sequence: 0 }, 1)
+    (restored, replay_from)
 }
 
 /// The state a start reaches, and the derived stores ready to follow it.
@@ -63,6 +90,9 @@ pub struct Recovered<S: Storage> {
     /// `"history"` and `"outcomes"` registered.
     pub derived: DerivedMarks,
     pub records_replayed: u64,
+    /// The snapshot replay started from (0: none): the newest, or an older one when the
+    /// outcome stream ended before the newest.
+    pub from_snapshot: u64,
 }
 
 /// The derived stores the start hands over, and the hot window to keep.
@@ -76,14 +106,16 @@ pub struct Stores<S: Storage> {
 }
 
 /// Replays `journal` from `replay_from` into the snapshot's ledger (see the module).
-pub fn recover<J: Storage + Clone, S: Storage>(
+pub fn recover<J: Storage + Clone, S: Storage, D: Directory>(
     journal: &Journal<J>,
     replay_from: u64,
     restored: Restored,
+    snapshots: &SnapshotStore<D>,
     stores: Stores<S>,
 ) -> Result<Recovered<S>, NodeError> {
     let Stores { history: history_store, history_start, mut outcomes, hot_window } = stores;
-    let (restored, replay_from) = against_outcomes(restored, replay_from, outcomes.last_sequence(), journal);
+    let (restored, replay_from) = against_outcomes(restored, replay_from, outcomes.last_sequence(), journal, snapshots);
+    let from_snapshot = restored.sequence;
     let mut ledger = restored.ledger;
     ledger.set_hot_window(hot_window.0, hot_window.1);
     let derived = DerivedMarks::new();
@@ -96,7 +128,7 @@ pub fn recover<J: Storage + Clone, S: Storage>(
     replay::cut_history_to(&history_store, history_start, replayed_to, &ledger)?;
     outcomes.cap_at(journal.durable_mark());
     outcomes.publish_to(derived.register("outcomes", outcomes.last_sequence()));
-    Ok(Recovered { ledger, outcomes, history, derived, records_replayed })
+    Ok(Recovered { ledger, outcomes, history, derived, records_replayed, from_snapshot })
 }
 
 /// Whether recovery cut records from the journal's tail (a record there was damaged, not

@@ -35,6 +35,16 @@ pub fn load<D: Directory>(store: &SnapshotStore<D>) -> Result<Restored, NodeErro
     let Some(snapshot) = load.newest else {
         return Ok(Restored { ledger: Ledger::new(), sequence: 0 });
     };
+    decode(snapshot)
+}
+
+/// Loads the snapshot at `sequence` (an older one than the newest: see
+/// `recover::against_outcomes`).
+pub fn load_at<D: Directory>(store: &SnapshotStore<D>, sequence: u64) -> Result<Restored, NodeError> {
+    decode(store.load(sequence)?)
+}
+
+fn decode(snapshot: tally_journal::Snapshot) -> Result<Restored, NodeError> {
     let tally_journal::Snapshot { sequence, bytes } = snapshot;
     let image = LedgerImage::from_bytes(&bytes).map_err(|error| NodeError::Snapshot { sequence, source: error.into() });
     // The bytes go before the ledger is built: a start holds at most two forms at once.

@@ -311,6 +311,7 @@ fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<L
     let outcome_storage = FileStorage::new(&dirs.outcomes, FlushMethod::Fdatasync)?.with_file_writes();
     let segment_bytes = tally_sinks::stream::SEGMENT_BYTES_DEFAULT;
     let outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
+    // The newest recovery point on disk, whichever snapshot replay starts from.
     let snapshot_sequence = restored.sequence;
     let stores = recover::Stores {
         history: history_store,
@@ -319,7 +320,7 @@ fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<L
         hot_window: (config.hot_window, config.hot_window_events),
     };
     let recover::Recovered { ledger, mut outcomes, history, derived: marks, .. } =
-        recover::recover(&journal, report.replay_from, restored, stores)?;
+        recover::recover(&journal, report.replay_from, restored, &snapshots, stores)?;
     outcomes.set_sync_interval(super::outcome_log::SYNC_INTERVAL);
     let history_from = history.mark.load(Ordering::Acquire);
     let history = HistoryThread::start(history).map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;

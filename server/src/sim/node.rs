@@ -441,7 +441,7 @@ impl Up {
             .map_err(|error| format!("opening the outcome stream: {error}"))?;
         let stores = Stores { history, history_start, outcomes, hot_window };
         let Recovered { ledger, outcomes, history, derived, .. } =
-            recover::recover(&journal, report.replay_from, restored, stores)
+            recover::recover(&journal, report.replay_from, restored, &store, stores)
                 .map_err(|error| format!("recovery: {error}"))?;
         let log = mirror(&journal, remembered)?;
         if ledger.sequence() != journal.last_sequence().max(snapshot_sequence) {
