@@ -279,6 +279,40 @@ fn a_cut_in_the_last_group_commit_is_a_loud_warning_naming_the_sequence() {
     assert!(text.contains("MAY HAVE BEEN ACKNOWLEDGED"), "{text}");
 }
 
+/// The outcome stream's only segment file.
+fn outcome_segment(data: &Path) -> PathBuf {
+    let segments: Vec<PathBuf> = std::fs::read_dir(data.join("outcomes"))
+        .expect("the outcome stream")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "outcomes"))
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    segments[0].clone()
+}
+
+/// Flips one bit of the entry bytes of the outcome stream, `fraction` of the way in.
+fn rot_outcome_entry(data: &Path, fraction: (usize, usize)) {
+    let segment = outcome_segment(data);
+    let mut bytes = std::fs::read(&segment).expect("the segment");
+    let used = bytes.iter().rposition(|&byte| byte != 0).expect("entries") + 1;
+    bytes[used * fraction.0 / fraction.1] ^= 0x40;
+    std::fs::write(&segment, bytes).expect("the damaged segment");
+}
+
+/// Reads the outcome stream from entry 1 to `last`: it must be whole and gapless.
+fn assert_stream_gapless(data: &Path, last: u64, log: &str) {
+    let storage = tally_journal::FileStorage::new(data.join("outcomes"), tally_journal::FlushMethod::Fdatasync)
+        .expect("the outcome stream");
+    let mut reader = tally_sinks::stream::StreamReader::new(storage, 1);
+    let mut read = 0;
+    while let Some(outcome) = reader.next(last).expect("the stream reads") {
+        read += 1;
+        assert_eq!(outcome.sequence, read, "gapless");
+    }
+    assert_eq!(read, last, "{log}");
+}
+
 /// An outcome entry that rots in the newest segment, below the snapshot the next start
 /// begins from: the start cuts the stream at the damage, and since the snapshot is past the
 /// cut, replays the journal from its start to rebuild it, so the stream stays gapless
@@ -287,31 +321,13 @@ fn a_cut_in_the_last_group_commit_is_a_loud_warning_naming_the_sequence() {
 fn an_outcome_entry_rotted_below_the_snapshot_is_rebuilt_from_the_journal() {
     let dir = TempDir::new("outcome-rot");
     let data = data_with_records(&dir);
-    let segments: Vec<PathBuf> = std::fs::read_dir(data.join("outcomes"))
-        .expect("the outcome stream")
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "outcomes"))
-        .collect();
-    assert_eq!(segments.len(), 1, "{segments:?}");
-    let mut bytes = std::fs::read(&segments[0]).expect("the segment");
-    let used = bytes.iter().rposition(|&byte| byte != 0).expect("entries") + 1;
     // A bit in the second of six entries (the snapshot is at the sixth).
-    bytes[used / 3] ^= 0x40;
-    std::fs::write(&segments[0], bytes).expect("the damaged segment");
+    rot_outcome_entry(&data, (1, 3));
 
     let output = exec(&data, &[], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!stderr(&output).contains("outcome stream gap"), "{}", stderr(&output));
-    let storage = tally_journal::FileStorage::new(data.join("outcomes"), tally_journal::FlushMethod::Fdatasync)
-        .expect("the outcome stream");
-    let mut reader = tally_sinks::stream::StreamReader::new(storage, 1);
-    let mut read = 0;
-    while let Some(outcome) = reader.next(6).expect("the stream reads") {
-        read += 1;
-        assert_eq!(outcome.sequence, read, "gapless");
-    }
-    assert_eq!(read, 6, "{}", stderr(&output));
+    assert_stream_gapless(&data, 6, &stderr(&output));
 }
 
 /// The same with an older snapshot at or below the damage: the start replays from it, not
@@ -322,28 +338,11 @@ fn an_outcome_entry_rotted_between_two_snapshots_is_rebuilt_from_the_older_one()
     let data = data_with_records(&dir);
     let output = exec(&data, &[], &(20..25).map(transfer).collect::<Vec<_>>());
     assert!(output.status.success(), "{}", stderr(&output));
-    let segment = std::fs::read_dir(data.join("outcomes"))
-        .expect("the outcome stream")
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| path.extension().is_some_and(|extension| extension == "outcomes"))
-        .expect("a segment");
-    let mut bytes = std::fs::read(&segment).expect("the segment");
-    let used = bytes.iter().rposition(|&byte| byte != 0).expect("entries") + 1;
-    // A bit in entry 9 of 11 (snapshots at 6 and 11).
-    bytes[used * 3 / 4] ^= 0x40;
-    std::fs::write(&segment, bytes).expect("the damaged segment");
+    // A bit in one of entries 7 to 11: past the snapshot at 6, before the one at 11.
+    rot_outcome_entry(&data, (3, 4));
 
     let output = exec(&data, &[], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stderr(&output).contains("replaying from the snapshot at 6"), "{}", stderr(&output));
-    let storage = tally_journal::FileStorage::new(data.join("outcomes"), tally_journal::FlushMethod::Fdatasync)
-        .expect("the outcome stream");
-    let mut reader = tally_sinks::stream::StreamReader::new(storage, 1);
-    let mut read = 0;
-    while let Some(outcome) = reader.next(11).expect("the stream reads") {
-        read += 1;
-        assert_eq!(outcome.sequence, read, "gapless");
-    }
-    assert_eq!(read, 11, "{}", stderr(&output));
+    assert_stream_gapless(&data, 11, &stderr(&output));
 }
