@@ -39,7 +39,9 @@ pub use assess::SET_ASIDE_SUFFIX;
 pub use directory::{Cursor, Directory, DirectoryFile, OsDirectory};
 pub use error::{DamageReason, JournalError};
 pub use file_storage::{FileSegment, FileStorage};
-pub use format::{ChainHash, RECORD_HEADER_BYTES, SEGMENT_PREFIX_BYTES, record_bytes, segment_name};
+pub use format::{
+    ChainHash, RECORD_HEADER_BYTES, SEGMENT_PREFIX_BYTES, parse_segment_name, record_bytes, segment_name,
+};
 pub use manifest::{MANIFEST_NAME, ManifestState};
 pub use reader::{JournalReader, ReadLimit};
 pub use recovery::{RecoveryMode, RecoveryReport, TornTail};

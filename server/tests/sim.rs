@@ -99,6 +99,7 @@ fn a_ci_batch_of_seeds_keeps_every_invariant_under_real_faults() {
         totals.journal_rot += report.journal_rot;
         totals.history_rot += report.history_rot;
         totals.history_refused += report.history_refused;
+        totals.outcome_rot += report.outcome_rot;
         totals.journal_repairs += report.journal_repairs;
         totals.flush_failure_stops += report.flush_failure_stops;
         totals.rebuilt += report.rebuilt;
@@ -123,6 +124,8 @@ fn a_ci_batch_of_seeds_keeps_every_invariant_under_real_faults() {
     assert!(totals.flush_failure_stops > 0, "{summary}");
     // History-store files rotted at rest (the checked open refuses them at the next start).
     assert!(totals.history_rot > 0 && totals.history_refused > 0, "{summary}");
+    // Outcome entries rotted on a stopped node's disk (rebuilt at its next start).
+    assert!(totals.outcome_rot > 0, "{summary}");
     // Disks replaced, epoch file and all; those nodes took their epochs from their peers.
     assert!(totals.disks_lost > CI_SEEDS && totals.epochs_confirmed > CI_SEEDS, "{summary}");
     // Retries of ids the hot window evicted were looked up in the history stores.

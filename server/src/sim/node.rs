@@ -635,6 +635,57 @@ impl SimNode {
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(up)));
     }
 
+    /// A bit of an entry in the newest outcome-stream segment rots on the disk of a stopped
+    /// node: the next start's scan finds it, cuts the stream there and rebuilds the rest
+    /// (`recover::against_outcomes` when the newest snapshot is past the cut). Only where
+    /// `tally` claims to rebuild: an entry past the newest snapshot, or past an older one
+    /// whose next record the journal holds, or any entry while the journal holds record 1;
+    /// not while the journal itself waits to be found damaged at that start. Sealed
+    /// segments are left alone: a start does not read them, and a rotted entry there is the
+    /// gap `tally` does not repair (README, faults table).
+    pub fn rot_outcomes(&mut self, pick: u64, bit: u8) -> bool {
+        if self.up.is_some() || self.rotted {
+            return false;
+        }
+        let disk = &self.disks.outcomes;
+        let Some(newest) = disk.directory_names().into_iter().filter(|name| name.ends_with(".outcomes")).max() else {
+            return false;
+        };
+        let Some(image) = disk.durable_image(&newest) else { return false };
+        let mut entries = Vec::new();
+        let mut offset = 0;
+        while let Ok((header, length)) = tally_codecs::outcome::check_outcome(&image[offset..]) {
+            entries.push((offset, length, header.sequence));
+            offset += length;
+        }
+        let journal_first = self
+            .disks
+            .journal
+            .directory_names()
+            .iter()
+            .filter_map(|name| tally_journal::parse_segment_name(name))
+            .min()
+            .unwrap_or(1);
+        let snapshots =
+            SnapshotStore::open_on(self.disks.snapshots.directory()).and_then(|store| store.list()).unwrap_or_default();
+        let newest_snapshot = snapshots.last().copied().unwrap_or(0);
+        let rebuildable = |sequence: u64| {
+            sequence > newest_snapshot
+                || journal_first <= 1
+                || snapshots.iter().any(|&snapshot| snapshot < sequence && snapshot + 1 >= journal_first)
+        };
+        let candidates: Vec<&(usize, usize, u64)> =
+            entries.iter().filter(|(_, _, sequence)| rebuildable(*sequence)).collect();
+        let Some(&&(at, length, _)) = candidates.get((pick % candidates.len().max(1) as u64) as usize) else {
+            return false;
+        };
+        let at = at + (pick >> 32) as usize % length;
+        let damaged = disk.damage_durable(&newest, at, &[image[at] ^ (1 << (bit % 8))]);
+        // The node is down: nothing is unsynced, and its next start reads the medium.
+        disk.crash();
+        damaged
+    }
+
     /// The node's disks are replaced (a lost disk, a new machine): the process stops, and
     /// the node comes back with nothing, not even its epoch file, as `tally standby` on
     /// an empty directory does: recovering, and asking its peers' epochs before it follows

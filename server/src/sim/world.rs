@@ -68,6 +68,8 @@ pub struct Report {
     /// refused because the store failed its check (`--history-check on-open`).
     pub history_panics: u64,
     pub history_refused: u64,
+    /// Bits of a stopped node's newest outcome segment damaged at rest.
+    pub outcome_rot: u64,
     /// Journal syncs made to fail (EIO, the unsynced writes dropped), and the nodes that
     /// stopped on one.
     pub flush_failures: u64,
@@ -99,7 +101,7 @@ impl Report {
         format!(
             "crashes {} ({} with torn writeback), restarts {} ({} from a snapshot), partitions {}, heals {}, promotions asked {} ({} \
              forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, checkpoints {}, snapshots damaged {}, \
-             journal records rotted {}, history bits rotted {} ({} panics, {} starts refused), repaired {} ({} copies refused), starts refused {}, rebuilt {}, disks replaced {} ({} epochs confirmed), failed flushes {} ({} stopped a node), \
+             journal records rotted {}, history bits rotted {} ({} panics, {} starts refused), outcome bits rotted {}, repaired {} ({} copies refused), starts refused {}, rebuilt {}, disks replaced {} ({} epochs confirmed), failed flushes {} ({} stopped a node), \
              history reads {}, ticks {}, clock steps back {}, messages delivered {} dropped {} duplicated {}",
             self.crashes,
             self.torn_crashes,
@@ -121,6 +123,7 @@ impl Report {
             self.history_rot,
             self.history_panics,
             self.history_refused,
+            self.outcome_rot,
             self.journal_repairs,
             self.journal_repair_copies_refused,
             self.journal_refused,
@@ -561,6 +564,14 @@ impl World {
                     self.nodes[node].lose_disks();
                     self.report.disks_lost += 1;
                     self.trace(0xC4 ^ (node as u64) << 8);
+                }
+            }
+            // A bit of a stopped node's newest outcome segment rots on its disk.
+            37..39 => {
+                let (offset, bit) = (self.rng.next(), self.rng.below(8));
+                if self.nodes[node].rot_outcomes(offset, bit as u8) {
+                    self.report.outcome_rot += 1;
+                    self.trace(0xC5 ^ (node as u64) << 8);
                 }
             }
             // A byte of a node's newest snapshot rots on its disk.
