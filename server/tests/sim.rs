@@ -208,11 +208,12 @@ mod planted {
 
     // Measured 2026-12-06 (1 500 steps): of seeds 0..4 500, trust-one-epoch-answer was
     // caught by 4, the first seed 1349 (an input acknowledged by a deposed primary, with the
-    // node whose disks were replaced as its standby, missing from the new primary's log).
-    // It needs a primary deposed behind a partition, a promiser of the new epoch losing its
-    // disks while the partition lasts, and the deposed primary's answer counted alone.
+    // node whose disks were replaced as its standby, missing from the new primary's log);
+    // once outcome rot was added (every schedule changed) the first was seed 2815. It needs
+    // a primary deposed behind a partition, a promiser of the new epoch losing its disks
+    // while the partition lasts, and the deposed primary's answer counted alone.
     #[test]
-    fn a_node_without_an_epoch_trusting_one_peers_answer_is_caught_within_3000_seeds() {
-        caught(Bug::TrustOneEpochAnswer, 3_000);
+    fn a_node_without_an_epoch_trusting_one_peers_answer_is_caught_within_5000_seeds() {
+        caught(Bug::TrustOneEpochAnswer, 5_000);
     }
 }
