@@ -62,15 +62,20 @@ fn data_with_records(dir: &TempDir) -> PathBuf {
     data
 }
 
-fn only_segment(data: &Path) -> PathBuf {
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(data.join("journal"))
-        .expect("journal directory")
+/// The one file in `dir` whose name ends in `.extension`.
+fn only_file(dir: &Path, extension: &str) -> PathBuf {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("the directory")
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "seg"))
+        .filter(|path| path.extension().is_some_and(|found| found == extension))
         .collect();
-    assert_eq!(segments.len(), 1, "{segments:?}");
-    segments.remove(0)
+    assert_eq!(files.len(), 1, "{files:?}");
+    files.remove(0)
+}
+
+fn only_segment(data: &Path) -> PathBuf {
+    only_file(&data.join("journal"), "seg")
 }
 
 #[test]
@@ -279,21 +284,9 @@ fn a_cut_in_the_last_group_commit_is_a_loud_warning_naming_the_sequence() {
     assert!(text.contains("MAY HAVE BEEN ACKNOWLEDGED"), "{text}");
 }
 
-/// The outcome stream's only segment file.
-fn outcome_segment(data: &Path) -> PathBuf {
-    let segments: Vec<PathBuf> = std::fs::read_dir(data.join("outcomes"))
-        .expect("the outcome stream")
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "outcomes"))
-        .collect();
-    assert_eq!(segments.len(), 1, "{segments:?}");
-    segments[0].clone()
-}
-
 /// Flips one bit of the entry bytes of the outcome stream, `fraction` of the way in.
 fn rot_outcome_entry(data: &Path, fraction: (usize, usize)) {
-    let segment = outcome_segment(data);
+    let segment = only_file(&data.join("outcomes"), "outcomes");
     let mut bytes = std::fs::read(&segment).expect("the segment");
     let used = bytes.iter().rposition(|&byte| byte != 0).expect("entries") + 1;
     bytes[used * fraction.0 / fraction.1] ^= 0x40;

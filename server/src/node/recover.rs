@@ -49,9 +49,11 @@ fn against_outcomes<J: Storage + Clone, D: Directory>(
         return (restored, replay_from);
     }
     let journal_first = journal.segment_first_sequences().first().copied().unwrap_or(1);
-    let older = snapshots.list().unwrap_or_default();
-    for &sequence in older.iter().rev().filter(|&&sequence| sequence <= outcomes_last && sequence + 1 >= journal_first)
-    {
+    let older = snapshots.list().unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot list the snapshots: only the journal's start can rebuild the outcome stream");
+        Vec::new()
+    });
+    for &sequence in older.iter().rev().filter(|&&sequence| rebuilds_outcomes(sequence, outcomes_last, journal_first)) {
         match snapshots::load_at(snapshots, sequence) {
             Ok(older) => {
                 tracing::warn!(
@@ -64,7 +66,7 @@ fn against_outcomes<J: Storage + Clone, D: Directory>(
             Err(error) => tracing::warn!(sequence, %error, "skipped a snapshot that does not load"),
         }
     }
-    if journal_first <= 1 {
+    if rebuilds_outcomes(0, outcomes_last, journal_first) {
         tracing::warn!(
             outcomes_last,
             snapshot = restored.sequence,
@@ -80,6 +82,15 @@ fn against_outcomes<J: Storage + Clone, D: Directory>(
          its end: entries after it cannot be rebuilt, and sinks stop there"
     );
     (restored, replay_from)
+}
+
+/// Whether a replay from the snapshot at `snapshot` (0: the empty ledger) writes every
+/// outcome entry after `outcomes_last`, with the journal's first record at
+/// `journal_first`: the snapshot is at or below the stream's end and the journal holds
+/// the record after it. The rule of [`against_outcomes`]; the simulator rots outcome
+/// entries only where it holds.
+pub fn rebuilds_outcomes(snapshot: u64, outcomes_last: u64, journal_first: u64) -> bool {
+    snapshot <= outcomes_last && snapshot + 1 >= journal_first
 }
 
 /// The state a start reaches, and the derived stores ready to follow it.

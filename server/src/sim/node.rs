@@ -668,11 +668,14 @@ impl SimNode {
             .unwrap_or(1);
         let snapshots =
             SnapshotStore::open_on(self.disks.snapshots.directory()).and_then(|store| store.list()).unwrap_or_default();
-        let newest_snapshot = snapshots.last().copied().unwrap_or(0);
+        // Cut at `sequence`, the stream ends just before it; the newest snapshot's next
+        // record is always in the journal, so a cut past it counts too.
         let rebuildable = |sequence: u64| {
-            sequence > newest_snapshot
-                || journal_first <= 1
-                || snapshots.iter().any(|&snapshot| snapshot < sequence && snapshot + 1 >= journal_first)
+            snapshots
+                .iter()
+                .copied()
+                .chain([0])
+                .any(|snapshot| recover::rebuilds_outcomes(snapshot, sequence - 1, journal_first))
         };
         let candidates: Vec<&(usize, usize, u64)> =
             entries.iter().filter(|(_, _, sequence)| rebuildable(*sequence)).collect();
