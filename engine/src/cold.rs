@@ -49,6 +49,12 @@ pub trait HistoryLookup {
     fn account_transfers(&self, filter: &AccountFilter) -> Vec<StoredTransfer>;
     /// Up to `limit` of the account's stored balance rows, likewise.
     fn account_balances(&self, filter: &AccountFilter) -> Vec<StoredBalance>;
+    /// One view of the store for a run of look-ups (all of one input's, in [`gather`]),
+    /// when that is cheaper than the methods above, each of which may open a read of its
+    /// own; it answers as they would at the moment it is taken. `None`: use the store.
+    fn view(&self) -> Option<Box<dyn HistoryLookup + '_>> {
+        None
+    }
 }
 
 /// A look-up that asks `store` only about ids at or below `bound` and answers `None` above
@@ -58,35 +64,53 @@ pub trait HistoryLookup {
 /// ledger's [`crate::Ledger::largest_id`], the answer below an input's cut-off is the
 /// same: every record there was applied to the ledger first, and raised its bound.
 pub struct Bounded<'a> {
-    store: &'a dyn HistoryLookup,
+    store: Source<'a>,
     bound: u128,
+}
+
+/// The store a [`Bounded`] asks: the one it was made over, or a view of it.
+enum Source<'a> {
+    Store(&'a dyn HistoryLookup),
+    View(Box<dyn HistoryLookup + 'a>),
 }
 
 impl<'a> Bounded<'a> {
     pub fn new(store: &'a dyn HistoryLookup, bound: u128) -> Bounded<'a> {
-        Bounded { store, bound }
+        Bounded { store: Source::Store(store), bound }
+    }
+
+    fn store(&self) -> &dyn HistoryLookup {
+        match &self.store {
+            Source::Store(store) => *store,
+            Source::View(view) => view.as_ref(),
+        }
     }
 }
 
 impl HistoryLookup for Bounded<'_> {
     fn transfer(&self, id: u128) -> Option<StoredTransfer> {
-        if id > self.bound { None } else { self.store.transfer(id) }
+        if id > self.bound { None } else { self.store().transfer(id) }
     }
 
     fn failed(&self, id: u128) -> Option<(u32, u64)> {
-        if id > self.bound { None } else { self.store.failed(id) }
+        if id > self.bound { None } else { self.store().failed(id) }
     }
 
     fn resolution(&self, pending_id: u128) -> Option<(PendingStatus, u64)> {
-        if pending_id > self.bound { None } else { self.store.resolution(pending_id) }
+        if pending_id > self.bound { None } else { self.store().resolution(pending_id) }
     }
 
     fn account_transfers(&self, filter: &AccountFilter) -> Vec<StoredTransfer> {
-        self.store.account_transfers(filter)
+        self.store().account_transfers(filter)
     }
 
     fn account_balances(&self, filter: &AccountFilter) -> Vec<StoredBalance> {
-        self.store.account_balances(filter)
+        self.store().account_balances(filter)
+    }
+
+    fn view(&self) -> Option<Box<dyn HistoryLookup + '_>> {
+        let view = self.store().view()?;
+        Some(Box::new(Bounded { store: Source::View(view), bound: self.bound }))
     }
 }
 
@@ -143,6 +167,8 @@ impl ColdFacts {
 pub fn gather(store: &dyn HistoryLookup, command: &Command, cutoff: u64) -> ColdFacts {
     let mut facts = ColdFacts::default();
     let Command::Request(request) = command else { return facts };
+    let view = store.view();
+    let store = view.as_deref().unwrap_or(store);
     match request {
         Request::CreateTransfers(events) if cutoff > 0 => {
             let add_transfer = |facts: &mut ColdFacts, id: u128| -> Option<Transfer> {

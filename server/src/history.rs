@@ -17,6 +17,7 @@ pub mod dump;
 mod lists;
 mod truncate;
 
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -408,33 +409,23 @@ fn wanted(filter: &AccountFilter, debit: bool, timestamp: u64) -> bool {
 
 impl HistoryLookup for HistoryStore {
     fn transfer(&self, id: u128) -> Option<StoredTransfer> {
-        if !self.may_hold(IdTable::Transfers, id) {
-            return None;
-        }
-        let txn = self.read();
-        let table = txn.open_table(TRANSFERS).unwrap_or_else(|error| self.fatal(error));
-        let found = table.get(id).unwrap_or_else(|error| self.fatal(error))?;
-        Some(self.decode_transfer(found.value()))
+        StoreView::new(self).transfer(id)
     }
 
     fn failed(&self, id: u128) -> Option<(u32, u64)> {
-        if !self.may_hold(IdTable::Failed, id) {
-            return None;
-        }
-        let txn = self.read();
-        let table = txn.open_table(FAILED).unwrap_or_else(|error| self.fatal(error));
-        table.get(id).unwrap_or_else(|error| self.fatal(error)).map(|found| found.value())
+        StoreView::new(self).failed(id)
     }
 
     fn resolution(&self, pending_id: u128) -> Option<(PendingStatus, u64)> {
-        if !self.may_hold(IdTable::Resolutions, pending_id) {
-            return None;
-        }
-        let txn = self.read();
-        let table = txn.open_table(RESOLUTIONS).unwrap_or_else(|error| self.fatal(error));
-        let (status, sequence) = table.get(pending_id).unwrap_or_else(|error| self.fatal(error))?.value();
-        let status = PendingStatus::from_u8(status).unwrap_or_else(|| self.fatal(format!("pending status {status}")));
-        Some((status, sequence))
+        StoreView::new(self).resolution(pending_id)
+    }
+
+    /// One read transaction for all of an input's id look-ups, begun at the first that
+    /// needs the store (none when every id is above the store's bounds), and each table
+    /// opened once: a transaction and a table open per id cost more than the look-up
+    /// itself when ids are random (perf-reports/2026-12-07-random-ids.md).
+    fn view(&self) -> Option<Box<dyn HistoryLookup + '_>> {
+        Some(Box::new(StoreView::new(self)))
     }
 
     fn account_transfers(&self, filter: &AccountFilter) -> Vec<StoredTransfer> {
@@ -504,6 +495,79 @@ impl HistoryLookup for HistoryStore {
             buckets.into_iter().any(|bucket| range(bucket).any(&mut take))
         };
         out
+    }
+}
+
+/// The store's id tables as one read transaction sees them, opened on first use.
+struct StoreView<'a> {
+    store: &'a HistoryStore,
+    txn: OnceCell<redb::ReadTransaction>,
+    transfers: OnceCell<redb::ReadOnlyTable<u128, &'static [u8]>>,
+    failed: OnceCell<redb::ReadOnlyTable<u128, (u32, u64)>>,
+    resolutions: OnceCell<redb::ReadOnlyTable<u128, (u8, u64)>>,
+}
+
+impl<'a> StoreView<'a> {
+    fn new(store: &'a HistoryStore) -> StoreView<'a> {
+        StoreView {
+            store,
+            txn: OnceCell::new(),
+            transfers: OnceCell::new(),
+            failed: OnceCell::new(),
+            resolutions: OnceCell::new(),
+        }
+    }
+
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        cell: &'a OnceCell<redb::ReadOnlyTable<K, V>>,
+        definition: TableDefinition<K, V>,
+    ) -> &'a redb::ReadOnlyTable<K, V>
+    where
+        Self: 'a,
+    {
+        cell.get_or_init(|| {
+            let txn = self.txn.get_or_init(|| self.store.read());
+            txn.open_table(definition).unwrap_or_else(|error| self.store.fatal(error))
+        })
+    }
+}
+
+impl HistoryLookup for StoreView<'_> {
+    fn transfer(&self, id: u128) -> Option<StoredTransfer> {
+        if !self.store.may_hold(IdTable::Transfers, id) {
+            return None;
+        }
+        let table = self.table(&self.transfers, TRANSFERS);
+        let found = table.get(id).unwrap_or_else(|error| self.store.fatal(error))?;
+        Some(self.store.decode_transfer(found.value()))
+    }
+
+    fn failed(&self, id: u128) -> Option<(u32, u64)> {
+        if !self.store.may_hold(IdTable::Failed, id) {
+            return None;
+        }
+        let table = self.table(&self.failed, FAILED);
+        table.get(id).unwrap_or_else(|error| self.store.fatal(error)).map(|found| found.value())
+    }
+
+    fn resolution(&self, pending_id: u128) -> Option<(PendingStatus, u64)> {
+        if !self.store.may_hold(IdTable::Resolutions, pending_id) {
+            return None;
+        }
+        let table = self.table(&self.resolutions, RESOLUTIONS);
+        let (status, sequence) = table.get(pending_id).unwrap_or_else(|error| self.store.fatal(error))?.value();
+        let status =
+            PendingStatus::from_u8(status).unwrap_or_else(|| self.store.fatal(format!("pending status {status}")));
+        Some((status, sequence))
+    }
+
+    fn account_transfers(&self, filter: &AccountFilter) -> Vec<StoredTransfer> {
+        self.store.account_transfers(filter)
+    }
+
+    fn account_balances(&self, filter: &AccountFilter) -> Vec<StoredBalance> {
+        self.store.account_balances(filter)
     }
 }
 
@@ -776,6 +840,57 @@ mod bound_tests {
 
     /// An id above every stored one is answered without a read transaction, before and
     /// after a reopen (the bound comes back from the tables); a stored id is still read.
+    /// Asks the store one id at a time, as a store without a view would be asked.
+    struct OneAtATime<'a>(&'a HistoryStore);
+
+    impl HistoryLookup for OneAtATime<'_> {
+        fn transfer(&self, id: u128) -> Option<StoredTransfer> {
+            self.0.transfer(id)
+        }
+        fn failed(&self, id: u128) -> Option<(u32, u64)> {
+            self.0.failed(id)
+        }
+        fn resolution(&self, pending_id: u128) -> Option<(PendingStatus, u64)> {
+            self.0.resolution(pending_id)
+        }
+        fn account_transfers(&self, filter: &tally_codecs::AccountFilter) -> Vec<StoredTransfer> {
+            self.0.account_transfers(filter)
+        }
+        fn account_balances(&self, filter: &tally_codecs::AccountFilter) -> Vec<tally_engine::StoredBalance> {
+            self.0.account_balances(filter)
+        }
+    }
+
+    /// The cold-lookup stage's gather of one input reads the store through one read
+    /// transaction, however many of its ids need the store, and finds what look-ups one
+    /// at a time find: stored and absent ids, a failed id, a retried post of a resolved
+    /// pending transfer.
+    #[test]
+    fn an_inputs_look_ups_share_one_read_transaction_and_find_the_same() {
+        use tally_codecs::flags::transfer as transfer_flags;
+        use tally_codecs::wire::Request;
+        use tally_engine::cold;
+        use tally_engine::pipeline::Command;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, _) = HistoryStore::open(dir.path()).expect("open");
+        store.write(&[effects(1, 1..=100)], 1, true);
+        let transfer =
+            |id: u128| Transfer { id, debit_account_id: 1, credit_account_id: 2, amount: 1, ..Transfer::default() };
+        let mut events: Vec<Transfer> = [42u128, 7, 60, 50, 99, 100, 5_000].map(transfer).to_vec();
+        events.push(Transfer { flags: transfer_flags::POST_PENDING_TRANSFER, pending_id: 3, ..transfer(70) });
+        let command = Command::Request(Request::CreateTransfers(events));
+
+        let before = store.read_transactions();
+        let facts = cold::gather(store.as_ref(), &command, 2);
+        assert_eq!(store.read_transactions() - before, 1, "one read transaction for the whole input");
+        assert!(!facts.is_empty());
+
+        let before = store.read_transactions();
+        assert_eq!(cold::gather(&OneAtATime(&store), &command, 2), facts);
+        assert!(store.read_transactions() - before > 8, "the comparison asked one id at a time");
+    }
+
     #[test]
     fn new_ids_above_every_stored_id_skip_the_store() {
         let dir = tempfile::tempdir().expect("temp dir");

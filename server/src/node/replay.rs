@@ -44,8 +44,7 @@ impl<H: HistorySink, S: Storage> Deriving<'_, H, S> {
         }
         // The store may be ahead of this ledger (replay after a crash): ids above the
         // largest the ledger has applied cannot be below the cut-off, so are not asked.
-        let store = cold::Bounded::new(self.history.store(), ledger.largest_id());
-        let facts = cold::gather(&store, command, cutoff);
+        let facts = cold::gather(&cold::Bounded::new(self.history.store(), ledger.largest_id()), command, cutoff);
         let (reply, committed) = apply_collecting(ledger, sequence, timestamp, command, facts);
         if sequence > self.outcomes.last_sequence() {
             self.outcomes.catch_up(sequence, timestamp, command, reply.as_ref(), &committed);
