@@ -41,6 +41,18 @@ impl Durability {
     pub fn flushes_locally(self) -> bool {
         matches!(self, Durability::Local | Durability::LocalReplicated(_))
     }
+
+    /// The highest sequence the policy lets pass, given what is appended, flushed
+    /// locally and held durable by the standbys it asks for. The one rule the gate and
+    /// the simulator's primary both follow.
+    pub fn passed(self, appended: u64, flushed: u64, replicated: u64) -> u64 {
+        match self {
+            Durability::None => appended,
+            Durability::Local => flushed,
+            Durability::Replicated(_) => replicated,
+            Durability::LocalReplicated(_) => flushed.min(replicated),
+        }
+    }
 }
 
 impl std::str::FromStr for Durability {
@@ -101,14 +113,11 @@ impl Watermarks {
         if self.halted.load(Ordering::Acquire) {
             return 0;
         }
-        let flushed = || self.flushed.load(Ordering::Acquire);
-        let replicated = || self.replicated.load(Ordering::Acquire);
-        match durability {
-            Durability::None => self.appended.load(Ordering::Acquire),
-            Durability::Local => flushed(),
-            Durability::Replicated(_) => replicated(),
-            Durability::LocalReplicated(_) => flushed().min(replicated()),
-        }
+        durability.passed(
+            self.appended.load(Ordering::Acquire),
+            self.flushed.load(Ordering::Acquire),
+            self.replicated.load(Ordering::Acquire),
+        )
     }
 }
 

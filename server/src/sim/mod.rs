@@ -17,12 +17,17 @@ mod node;
 mod world;
 
 pub use check::Violation;
+use tally_engine::pipeline::Durability;
 pub use world::{Report, World};
 
 /// Nodes in the simulated replica set.
 pub const SIM_NODES: usize = 3;
 /// Standbys the durability policy waits for (`replicated:1`).
 pub const REPLICAS: usize = 1;
+/// The primary's durability policy: its reply gate is `tally`'s rule
+/// ([`Durability::passed`]), so a reply waits for one standby's flush and not for the
+/// primary's own.
+pub const DURABILITY: Durability = Durability::Replicated(REPLICAS as u8);
 /// Steps of one run unless told otherwise.
 pub const STEPS_DEFAULT: u64 = 2_000;
 

@@ -32,7 +32,7 @@ use tally_sinks::stream::StreamReader;
 use super::Bug;
 use super::disk::open_history;
 use super::net::{Addr, Answer, Payload};
-use super::{Ctx, REPLICAS, SIM_NODES};
+use super::{Ctx, DURABILITY, REPLICAS, SIM_NODES};
 use crate::history::{FILE_NAME, HistoryStage};
 use crate::node::checkpoints::CheckpointWriter;
 use crate::node::outcome_log::OutcomeStream;
@@ -213,6 +213,11 @@ pub struct SimNode {
     /// holds everything that primary shipped. Viewstamped Replication's recovering
     /// state, which `tally` keeps as `DIR/RECOVERING` (docs/design.md §7a).
     pub recovering: bool,
+    /// It served as primary under a policy that replies before its own flush
+    /// (`tally`'s `DIR/UNFLUSHED-ACKS`, durable in the model): a start after a crash or a
+    /// failed flush comes back recovering, since its journal may lack inputs it
+    /// acknowledged (held by standbys only).
+    pub acked_unflushed: bool,
     /// Started without an epoch file (its disks were replaced): it asks its peers their
     /// epochs and follows no one until enough have answered (`tally`'s
     /// `Following::confirm_epoch`, with the count from the protocol core's
@@ -535,6 +540,20 @@ fn standby(epoch: u32, position: LogPosition, now: u64) -> Role {
     })
 }
 
+impl PrimaryRole {
+    fn new(epoch: u32, last_timestamp: u64) -> PrimaryRole {
+        PrimaryRole {
+            core: Primary::new(epoch, REPLICAS),
+            timestamps: Timestamps::after(last_timestamp),
+            last_tick: 0,
+            checkpoints: CheckpointSchedule::new(CHECKPOINT_INTERVAL),
+            subscribers: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            pending: Vec::new(),
+        }
+    }
+}
+
 impl SimNode {
     /// A node whose journal is empty, started as the primary of epoch 1 or a standby.
     pub fn new(id: usize, primary: bool, hot_window: (u64, u64)) -> Result<SimNode, String> {
@@ -542,15 +561,7 @@ impl SimNode {
         let epoch = 1;
         let mut up = Up::open(&disks, RecoveryMode::TolerateTornTail, hot_window, epoch, 0, &[])?;
         if primary {
-            up.role = Role::Primary(PrimaryRole {
-                core: Primary::new(epoch, REPLICAS),
-                timestamps: Timestamps::after(up.journal.last_timestamp()),
-                last_tick: 0,
-                checkpoints: CheckpointSchedule::new(CHECKPOINT_INTERVAL),
-                subscribers: BTreeMap::new(),
-                streams: BTreeMap::new(),
-                pending: Vec::new(),
-            });
+            up.role = Role::Primary(PrimaryRole::new(epoch, up.journal.last_timestamp()));
         }
         Ok(SimNode {
             id,
@@ -565,6 +576,7 @@ impl SimNode {
             repair: None,
             remembered: Vec::new(),
             recovering: false,
+            acked_unflushed: primary && !DURABILITY.flushes_locally(),
             epoch_question: None,
         })
     }
@@ -703,6 +715,7 @@ impl SimNode {
         self.history_rotted = false;
         self.remembered.clear();
         self.recovering = true;
+        self.acked_unflushed = false;
         self.epoch_question = Some(EpochQuestion::default());
     }
 
@@ -826,6 +839,9 @@ impl SimNode {
                 // cut from the tail may have been acknowledged; and an empty log may stand
                 // for one that held acknowledged inputs (`Standby::open`).
                 self.recovering |= up.cut_tail || up.journal.last_sequence() == 0;
+                // As `tally`'s start does with `DIR/UNFLUSHED-ACKS` (the simulator's nodes
+                // stop only by crashing or by a failed flush, never cleanly).
+                self.recovering |= std::mem::take(&mut self.acked_unflushed);
                 self.up = Some(up);
                 self.rotted = false;
                 return Ok(Started::Running(from_snapshot));
@@ -1131,7 +1147,8 @@ impl SimNode {
                         ctx.send(me, Addr::Node(standby), Payload::on_stream(&checkpoint, stream));
                     }
                 }
-                let released = up.journal.durable_sequence().min(primary.core.replicated_watermark());
+                let released =
+                    DURABILITY.passed(last, up.journal.durable_sequence(), primary.core.replicated_watermark());
                 #[cfg(feature = "sim-bugs")]
                 let released = if ctx.bug(Bug::AckBeforeDurable) { last } else { released };
                 let (done, waiting): (Vec<Pending>, Vec<Pending>) =
@@ -1238,17 +1255,10 @@ impl SimNode {
         }
         if let Some(epoch) = become_primary {
             up.journal.flush();
-            up.role = Role::Primary(PrimaryRole {
-                core: Primary::new(epoch, REPLICAS),
-                timestamps: Timestamps::after(up.journal.last_timestamp()),
-                last_tick: 0,
-                checkpoints: CheckpointSchedule::new(CHECKPOINT_INTERVAL),
-                subscribers: BTreeMap::new(),
-                streams: BTreeMap::new(),
-                pending: Vec::new(),
-            });
+            up.role = Role::Primary(PrimaryRole::new(epoch, up.journal.last_timestamp()));
             ctx.report.promotions += 1;
             ctx.promoted.push((id, epoch));
+            self.acked_unflushed = !DURABILITY.flushes_locally();
             // Forced, a recovering node's log is the history from here on, and its epoch
             // its own (`tally`'s `Role::clear_recovering`).
             self.recovering = false;
