@@ -53,8 +53,8 @@ pub enum NodeError {
     Damaged { first: u64, last: u64, segment: String, why: String },
     /// `tally serve` over a data directory marked recovering (`DIR/RECOVERING`).
     #[error(
-        "data directory {path} was rebuilt and has not caught up with a primary ({path}/RECOVERING): serving it would \
-         lose whatever it lacks; start it with `tally standby` until it has caught up, or remove that file to serve \
+        "data directory {path} may lack acknowledged inputs and has not caught up with a primary ({path}/RECOVERING \
+         says why): serving it would lose whatever it lacks; start it with `tally standby` until it has caught up, or remove that file to serve \
          it as it is"
     )]
     Recovering { path: PathBuf },

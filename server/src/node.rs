@@ -186,6 +186,8 @@ pub struct Node {
     /// How long the journal stage's flushes take, for metrics.
     flush_latency: Arc<crate::metrics::LatencyHistogram>,
     /// Held until the pipeline (and with it the journal) is gone: fields drop in order.
+    /// The data directory (for the unflushed-acknowledgements mark at a clean stop).
+    data_dir: PathBuf,
     _lock: File,
 }
 
@@ -202,6 +204,7 @@ impl Node {
     pub fn open_with_role(config: &NodeConfig, role: Arc<Role>) -> Result<Node, NodeError> {
         let dirs = DataDir::create(&config.data_dir)?;
         let lock = dirs.lock()?;
+        role.after_unflushed_acks(&dirs.root)?;
         if role.recovering() {
             return Err(NodeError::Recovering { path: dirs.root.clone() });
         }
@@ -320,6 +323,8 @@ impl Node {
         });
         if role.kind() == RoleKind::Primary {
             role.enter(role.epoch(), RoleKind::Primary)?;
+            // Before the first reply can leave.
+            Role::note_unflushed_acks(&dirs.root, config.durability)?;
             role.set_submitter(Some(pipeline.submitter()));
         }
         let log =
@@ -343,6 +348,7 @@ impl Node {
             log,
             outcome_retention,
             flush_latency,
+            data_dir: dirs.root.clone(),
             _lock: lock,
         })
     }
@@ -408,6 +414,10 @@ impl Node {
         // inputs still waiting for a standby at shutdown stay in the journal only.
         let stats = self.pipeline.stats();
         let ledger = self.pipeline.shutdown();
+        // The journal is closed, everything in it flushed: nothing acknowledged can be lost.
+        if let Err(error) = Role::clear_unflushed_acks(&self.data_dir) {
+            tracing::warn!(%error, "the unflushed-acknowledgements mark stays: the next start will be recovering");
+        }
         checkpoints::at_shutdown(writer, stats.applied_sequence(), &ledger);
         ledger
     }

@@ -289,3 +289,71 @@ fn a_standby_started_without_cluster_is_never_promoted_and_says_why() {
     assert_eq!(exit.code(), Some(2), "a usage error: {said}");
     assert!(said.contains("--auto-promote-after-ms needs --cluster"), "{said}");
 }
+
+/// Under `replicated:1` a primary replies once a standby has flushed an input, before its
+/// own flush, so after a crash its journal may lack inputs it acknowledged (only the
+/// standby holds them). Its next start is therefore recovering: `tally serve` is refused,
+/// and started as a standby it promises nothing until it has caught up with a primary. A
+/// clean stop flushes the journal and leaves no such mark. (`tally sim`, run with this
+/// gate rule, found the loss this prevents: the restarted primary promised its shorter
+/// log, and a promotion without the standby that held the input lost it.)
+#[test]
+fn a_primary_that_replied_before_its_own_flush_comes_back_recovering_after_a_crash_only() {
+    let dir = TempDir::new("unflushed-acks");
+    let cluster = Cluster::new(dir.path(), 2);
+    let data = dir.path().join("node0");
+    let mark = data.join("UNFLUSHED-ACKS");
+    let primary = cluster.start(dir.path(), 0, "serve", "replicated:1");
+    let standby = cluster.start(dir.path(), 1, "standby", "replicated:1");
+    let writer = client(&[cluster.addresses[0]], Duration::from_secs(10));
+    writer.create_accounts(&[account(1), account(2)]).expect("acknowledged with the standby");
+    drop(writer);
+    assert!(mark.exists(), "a primary under replicated:1 marks that it may reply before its flush");
+    assert!(primary.terminate(), "a clean stop");
+    assert!(!mark.exists(), "a clean stop flushes the journal and removes the mark");
+
+    let primary = cluster.start(dir.path(), 0, "serve", "replicated:1");
+    client(&[cluster.addresses[0]], Duration::from_secs(10))
+        .create_transfers(&[transfer(10, 1, 2, 5)])
+        .expect("the cleanly restarted primary serves");
+    wait_caught_up(dir.path(), &[1]);
+    primary.kill();
+    assert!(mark.exists(), "a crash leaves the mark");
+
+    let log = dir.path().join("refused.log");
+    let mut refused = Command::new(TALLY)
+        .args(["serve", "--data"])
+        .arg(&data)
+        .args(["--listen", &cluster.addresses[0].to_string(), "--durability", "replicated:1"])
+        .args(["--cluster", &cluster.list, "--cluster-secret-file", &cluster.secret])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("a log file"))
+        .spawn()
+        .expect("tally serve runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = refused.try_wait().expect("wait") {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = refused.kill();
+            panic!("tally serve started over a log that may lack acknowledged inputs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!exit.success(), "serving a log that may lack acknowledged inputs is refused");
+    assert!(text.contains("may lack acknowledged inputs"), "{text}");
+    assert!(data.join("RECOVERING").exists() && !mark.exists(), "the mark became the recovering state");
+
+    let (promoted, text) = promote(cluster.addresses[1], &[]);
+    assert!(promoted, "with N = 2 and k = 1 the standby alone decides: {text}");
+    let _old_primary = cluster.start(dir.path(), 0, "standby", "replicated:1");
+    client(&[cluster.addresses[1]], Duration::from_secs(20))
+        .create_transfers(&[transfer(11, 1, 2, 6)])
+        .expect("acknowledged by the new primary");
+    wait_caught_up(dir.path(), &[0]);
+    let statuses = wait_converged(&[cluster.addresses[1], cluster.addresses[0]]);
+    assert_eq!(statuses[0].state_hash, statuses[1].state_hash, "equal state: {statuses:?}");
+    drop(standby);
+}

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tally_codecs::wire::admin::{ROLE_FENCED, ROLE_PRIMARY, ROLE_STANDBY};
-use tally_engine::pipeline::Submitter;
+use tally_engine::pipeline::{Durability, Submitter};
 
 use crate::error::NodeError;
 
@@ -78,6 +78,16 @@ pub const EPOCH_FILE: &str = "EPOCH";
 
 /// The marker of a node that has not caught up since its log was rebuilt.
 pub const RECOVERING_FILE: &str = "RECOVERING";
+/// Present while this node serves as primary under a policy that replies before its own
+/// flush (`replicated:k`): its journal may then lack inputs it acknowledged, which only
+/// the standbys hold, if the machine or the flush fails. Written before the first reply,
+/// removed by a clean stop once the journal is flushed; found at a start, it makes the
+/// node recovering ([`Role::after_unflushed_acks`]).
+pub const UNFLUSHED_ACKS_FILE: &str = "UNFLUSHED-ACKS";
+const UNFLUSHED_ACKS_TEXT: &str = "this node replied as a primary before its own flush (replicated:k)\n";
+/// What `DIR/RECOVERING` holds after such a stop.
+const UNFLUSHED_RECOVERING_TEXT: &str = "this node replied as a primary before its own flush (replicated:k) and did not \
+     stop cleanly: its journal may lack inputs it acknowledged; it has not caught up with a primary\n";
 /// What `DIR/RECOVERING` holds: a recovering node, and one whose epoch is not yet confirmed.
 const RECOVERING_TEXT: &str = "this node's log was rebuilt; it has not caught up with a primary\n";
 const UNCONFIRMED_TEXT: &str = "this node started without an epoch file; its epoch is not confirmed by its peers\n";
@@ -161,6 +171,45 @@ impl Role {
         Ok(())
     }
 
+    /// Called by a node or standby start, under the data directory's lock, before the
+    /// role is trusted: a `DIR/UNFLUSHED-ACKS` left by a run that did not stop cleanly
+    /// makes this node recovering (durably, before the file is removed). Its journal may
+    /// lack inputs it acknowledged as primary that its standbys hold; promising or serving
+    /// that log could lose them (found by `tally sim` with `tally`'s own gate rule).
+    /// `true` if it was found.
+    pub fn after_unflushed_acks(&self, data_dir: &Path) -> Result<bool, NodeError> {
+        let path = data_dir.join(UNFLUSHED_ACKS_FILE);
+        match std::fs::metadata(&path) {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => return Err(NodeError::Io { path, source }),
+        }
+        {
+            let _guard = self.persist.lock().unwrap_or_else(PoisonError::into_inner);
+            if !self.recovering() {
+                write_synced(&self.recovering_file, UNFLUSHED_RECOVERING_TEXT)?;
+                self.recovering.store(true, Ordering::Release);
+            }
+        }
+        remove_synced(&path)?;
+        Ok(true)
+    }
+
+    /// Marks that this node, primary under `durability`, may reply before its own flush
+    /// (see [`UNFLUSHED_ACKS_FILE`]); nothing for other policies.
+    pub fn note_unflushed_acks(data_dir: &Path, durability: Durability) -> Result<(), NodeError> {
+        if durability.replicas() > 0 && !durability.flushes_locally() {
+            write_synced(&data_dir.join(UNFLUSHED_ACKS_FILE), UNFLUSHED_ACKS_TEXT)?;
+        }
+        Ok(())
+    }
+
+    /// A clean stop: every record this node acknowledged is flushed, so the mark of
+    /// [`Role::note_unflushed_acks`] goes.
+    pub fn clear_unflushed_acks(data_dir: &Path) -> Result<(), NodeError> {
+        remove_synced(&data_dir.join(UNFLUSHED_ACKS_FILE))
+    }
+
     /// This node holds everything a primary of its epoch (or a newer one) has: it may
     /// promise and be promoted again. `true` if it was recovering.
     pub fn caught_up(&self) -> Result<bool, NodeError> {
@@ -177,14 +226,7 @@ impl Role {
         if !self.recovering() {
             return Ok(false);
         }
-        let io = |source| NodeError::Io { path: self.recovering_file.clone(), source };
-        match std::fs::remove_file(&self.recovering_file) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(io(error)),
-        }
-        let dir = self.recovering_file.parent().unwrap_or(Path::new("."));
-        File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)?;
+        remove_synced(&self.recovering_file)?;
         self.recovering.store(false, Ordering::Release);
         self.epoch_unconfirmed.store(false, Ordering::Release);
         Ok(true)
@@ -305,6 +347,18 @@ fn parse(text: &str) -> Option<(u32, RoleKind)> {
         _ => return None,
     };
     fields.next().is_none().then_some((epoch, kind))
+}
+
+/// Removes `path` (absent is fine) and syncs its directory.
+fn remove_synced(path: &Path) -> Result<(), NodeError> {
+    let io = |source| NodeError::Io { path: path.to_path_buf(), source };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(io(error)),
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)
 }
 
 fn write_synced(path: &Path, text: &str) -> Result<(), NodeError> {

@@ -120,6 +120,11 @@ impl Standby {
     pub fn open(config: StandbyConfig, role: Arc<Role>) -> Result<Standby, NodeError> {
         let dirs = DataDir::create(&config.data_dir)?;
         let lock = dirs.lock()?;
+        if role.after_unflushed_acks(&dirs.root)? {
+            eprintln!(
+                "tally: this node replied as a primary before its own flush and did not stop cleanly: recovering until it has caught up with a primary"
+            );
+        }
         // Before the epoch file is written: a restart must still know the epoch is unconfirmed.
         let new_node = !dirs.root.join(super::role::EPOCH_FILE).exists();
         if new_node && !role.epoch_unconfirmed() {
