@@ -33,9 +33,11 @@ fn acknowledged(node: &tally_client::Client, transfers: &[Transfer]) {
 }
 
 /// A one- or two-node replica set that journaled the accounts and `BATCHES` batches of
-/// transfers of `amount`, every one acknowledged, converged.
+/// transfers of `amount`, every one acknowledged, converged. With a standby the policy is
+/// `local+replicated:1`: the primary flushes before it replies, so once killed it may
+/// serve again (under `replicated:1` it would come back recovering).
 fn replica_set(name: &str, nodes: usize, amount: u128) -> TestCluster {
-    let mut cluster = TestCluster::new(name, nodes, if nodes > 1 { "replicated:1" } else { "local" });
+    let mut cluster = TestCluster::new(name, nodes, if nodes > 1 { "local+replicated:1" } else { "local" });
     cluster.start_primary(0, &[]);
     if nodes > 1 {
         cluster.start_standby(1, &[0], &[]);

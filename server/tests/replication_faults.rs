@@ -376,7 +376,9 @@ fn a_rebuilt_standby_promises_nothing_until_it_has_caught_up_with_a_primary() {
     let acknowledged = batch(1_000, 100);
     all_acknowledged(&primary, &acknowledged);
     drop(primary);
-    cluster.kill(0);
+    // Stopped cleanly: a primary killed under `replicated:1` may have lost what it
+    // acknowledged before its own flush, and would come back recovering too.
+    assert!(cluster.terminate(0), "the primary stops cleanly");
     // Node 1's journal is lost; the operator rebuilds it and starts it again.
     cluster.kill(1);
     let rebuild = std::process::Command::new(common::TALLY)
@@ -470,9 +472,11 @@ fn a_standby_whose_restart_cut_its_journals_tail_is_recovering() {
     create_accounts(&primary);
     all_acknowledged(&primary, &batch(1, 100));
     cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
-    // Killed, not stopped: a clean stop would record the last flush as durable.
+    // Killed, not stopped: a clean stop would record the last flush as durable. The
+    // primary stops cleanly, so that it may serve again (killed under `replicated:1`, it
+    // would come back recovering: its journal may lack what it acknowledged).
     cluster.kill(1);
-    cluster.kill(0);
+    assert!(cluster.terminate(0), "the primary stops cleanly");
     // The last byte written to the standby's journal, flipped: its last record is damaged
     // and nothing intact follows it.
     let journal = cluster.data(1).join("journal");
