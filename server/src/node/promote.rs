@@ -410,7 +410,13 @@ impl Promoter {
         steps.done("promises");
         self.catch_up(own, &decision)?;
         steps.done("catch-up");
-        self.role.enter(epoch, RoleKind::Primary).map_err(|error| error.to_string())?;
+        let primary = self.role.enter(epoch, RoleKind::Primary).map_err(|error| error.to_string())?;
+        if !primary {
+            // Another candidate's `Prepare` of a newer epoch reached this node during the
+            // catch-up, and it promised: this candidacy is over (it would otherwise open
+            // fenced and report a promotion that never happened).
+            return Err(format!("this node promised epoch {} during the catch-up", self.role.epoch()));
+        }
         steps.done("epoch recorded");
         Ok(())
     }
