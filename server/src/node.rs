@@ -224,6 +224,18 @@ impl Node {
         };
         let (journal, report) =
             open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes, repair_source.as_ref())?;
+        if config.replication.is_some() && recover::cut_records(&report) {
+            // As a standby's start does (`rejoin::truncate_divergent_suffix`): records
+            // above the durable mark on disk were cut, and flushed ones among them may have
+            // been acknowledged. A member of a replica set does not serve that log; it
+            // catches up as a standby first. A lone node has no one to ask: it warns only.
+            eprintln!(
+                "tally: the journal's tail was cut at start: recovering until this node has caught up with a primary"
+            );
+            role.mark_recovering()?;
+            journal.close();
+            return Err(NodeError::Recovering { path: dirs.root.clone() });
+        }
         let outcome_storage = FileStorage::new(&dirs.outcomes, FlushMethod::Fdatasync)?.with_file_writes();
         let segment_bytes = tally_sinks::stream::SEGMENT_BYTES_DEFAULT;
         let outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;

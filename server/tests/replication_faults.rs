@@ -477,20 +477,7 @@ fn a_standby_whose_restart_cut_its_journals_tail_is_recovering() {
     // would come back recovering: its journal may lack what it acknowledged).
     cluster.kill(1);
     assert!(cluster.terminate(0), "the primary stops cleanly");
-    // The last byte written to the standby's journal, flipped: its last record is damaged
-    // and nothing intact follows it.
-    let journal = cluster.data(1).join("journal");
-    let newest = std::fs::read_dir(&journal)
-        .expect("the journal directory")
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "seg"))
-        .max()
-        .expect("a segment");
-    let mut bytes = std::fs::read(&newest).expect("the segment");
-    let last = bytes.iter().rposition(|&byte| byte != 0).expect("records");
-    bytes[last] ^= 0xFF;
-    std::fs::write(&newest, bytes).expect("the damaged segment");
+    flip_last_journal_byte(&cluster.data(1));
 
     cluster.start_standby(1, &[0], &[]);
     let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
@@ -506,6 +493,55 @@ fn a_standby_whose_restart_cut_its_journals_tail_is_recovering() {
         assert!(std::time::Instant::now() < deadline, "never caught up:\n{}", cluster.logs());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Flips the last byte written to the journal in `data`: its last record is damaged and
+/// nothing intact follows it (a torn write, or rot on a record flushed last).
+fn flip_last_journal_byte(data: &std::path::Path) {
+    let newest = std::fs::read_dir(data.join("journal"))
+        .expect("the journal directory")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "seg"))
+        .max()
+        .expect("a segment");
+    let mut bytes = std::fs::read(&newest).expect("the segment");
+    let last = bytes.iter().rposition(|&byte| byte != 0).expect("records");
+    bytes[last] ^= 0xFF;
+    std::fs::write(&newest, bytes).expect("the damaged segment");
+}
+
+/// The same for a primary: restarted with `tally serve` after its tail was cut, a member of
+/// a replica set does not serve a log that may lack what it acknowledged (here
+/// `local+replicated:1`, so the kill alone leaves no unflushed acknowledgements); started
+/// as a standby of the promoted one, it catches up and leaves recovering.
+#[test]
+fn a_primary_whose_restart_cut_its_journals_tail_is_recovering_and_not_served() {
+    let mut cluster = TestCluster::new("primary-cut-tail", 2, "local+replicated:1");
+    cluster.start_primary(0, &[]);
+    cluster.start_standby(1, &[0], &[]);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary);
+    all_acknowledged(&primary, &batch(1, 100));
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    drop(primary);
+    cluster.kill(0);
+    flip_last_journal_byte(&cluster.data(0));
+
+    let (exit, text) = cluster.serve_refused(0).expect("a primary served a log whose tail was cut");
+    assert!(!exit.success(), "{text}");
+    assert!(text.contains("tail was cut"), "{text}");
+    assert!(cluster.data(0).join("RECOVERING").exists(), "{text}");
+
+    cluster.promote_ok(1);
+    cluster.start_standby(0, &[1], &[]);
+    all_acknowledged(&client(&[cluster.addresses[1]], Duration::from_secs(20)), &batch(1_000, 10));
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while cluster.data(0).join("RECOVERING").exists() {
+        assert!(std::time::Instant::now() < deadline, "never caught up:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.wait_converged(&[1, 0], CONVERGE_TIMEOUT);
 }
 
 /// Like [`batch`], with user data that the journal's compact encoding cannot shrink, so

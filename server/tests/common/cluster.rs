@@ -113,6 +113,35 @@ impl TestCluster {
         self.nodes[index] = Some(ServerProcess::start_as("serve", &self.data(index), self.addresses[index], &args));
     }
 
+    /// `tally serve` on node `index`, expected to refuse to start: its exit status and
+    /// stderr, or `None` if it was still running after 20 s (then it is killed).
+    pub fn serve_refused(&self, index: usize) -> Option<(std::process::ExitStatus, String)> {
+        let log = self.data(index).with_extension("refused.log");
+        let mut child = Command::new(TALLY)
+            .arg("serve")
+            .arg("--data")
+            .arg(self.data(index))
+            .arg("--listen")
+            .arg(self.addresses[index].to_string())
+            .args(self.args(index, &[]))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("a log file"))
+            .spawn()
+            .expect("tally serve starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(exit) = child.try_wait().expect("wait") {
+                return Some((exit, std::fs::read_to_string(&log).unwrap_or_default()));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `tally standby` on node `index`, following `primaries` through its links.
     pub fn start_standby(&mut self, index: usize, primaries: &[usize], extra: &[&str]) {
         let primaries: Vec<String> =
