@@ -127,7 +127,9 @@ fn a_ci_batch_of_seeds_keeps_every_invariant_under_real_faults() {
     // Outcome entries rotted on a stopped node's disk (rebuilt at its next start).
     assert!(totals.outcome_rot > 0, "{summary}");
     // Disks replaced, epoch file and all; those nodes took their epochs from their peers.
-    assert!(totals.disks_lost > CI_SEEDS && totals.epochs_confirmed > CI_SEEDS, "{summary}");
+    // (Only while no node is recovering: since a crashed `replicated:1` primary comes back
+    // recovering, 2026-12-07, about 0.9 per seed instead of more than one.)
+    assert!(totals.disks_lost > CI_SEEDS / 2 && totals.epochs_confirmed > CI_SEEDS / 2, "{summary}");
     // Retries of ids the hot window evicted were looked up in the history stores.
     assert!(totals.history_reads > CI_SEEDS, "{summary}");
     assert!(totals.acked > CI_SEEDS * 50, "{summary}, acknowledged {}", totals.acked);
