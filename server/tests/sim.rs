@@ -132,7 +132,9 @@ fn a_ci_batch_of_seeds_keeps_every_invariant_under_real_faults() {
     assert!(totals.disks_lost > CI_SEEDS / 2 && totals.epochs_confirmed > CI_SEEDS / 2, "{summary}");
     // Retries of ids the hot window evicted were looked up in the history stores.
     assert!(totals.history_reads > CI_SEEDS, "{summary}");
-    assert!(totals.acked > CI_SEEDS * 50, "{summary}, acknowledged {}", totals.acked);
+    // (232 000 in seeds 0..5 000 since 2026-12-07: a crashed primary comes back recovering
+    // and the set acknowledges nothing until another is promoted.)
+    assert!(totals.acked > CI_SEEDS * 40, "{summary}, acknowledged {}", totals.acked);
 }
 
 #[cfg(feature = "sim-bugs")]
