@@ -185,9 +185,9 @@ pub struct Node {
     outcome_retention: Arc<outcome_log::RetentionStats>,
     /// How long the journal stage's flushes take, for metrics.
     flush_latency: Arc<crate::metrics::LatencyHistogram>,
-    /// Held until the pipeline (and with it the journal) is gone: fields drop in order.
     /// The data directory (for the unflushed-acknowledgements mark at a clean stop).
     data_dir: PathBuf,
+    /// Held until the pipeline (and with it the journal) is gone: fields drop in order.
     _lock: File,
 }
 
