@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, TALLY, TempDir, account, client, free_address, transfer};
+use common::{ServerProcess, TALLY, TempDir, account, client, exit_within, free_address, transfer};
 use tally_codecs::wire::NodeStatus;
 
 fn status(address: SocketAddr) -> NodeStatus {
@@ -273,17 +273,8 @@ fn a_standby_started_without_cluster_is_never_promoted_and_says_why() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("tally standby runs");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = starting.try_wait().expect("the child can be waited for") {
-            break exit;
-        }
-        if Instant::now() >= deadline {
-            let _ = starting.kill();
-            panic!("tally standby --auto-promote-after-ms without --cluster started");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = exit_within(&mut starting, Duration::from_secs(20))
+        .expect("tally standby --auto-promote-after-ms without --cluster started");
     let mut said = String::new();
     std::io::Read::read_to_string(&mut starting.stderr.take().expect("stderr is piped"), &mut said).expect("read");
     assert_eq!(exit.code(), Some(2), "a usage error: {said}");
@@ -330,17 +321,8 @@ fn a_primary_that_replied_before_its_own_flush_comes_back_recovering_after_a_cra
         .stderr(std::fs::File::create(&log).expect("a log file"))
         .spawn()
         .expect("tally serve runs");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = refused.try_wait().expect("wait") {
-            break exit;
-        }
-        if Instant::now() > deadline {
-            let _ = refused.kill();
-            panic!("tally serve started over a log that may lack acknowledged inputs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = exit_within(&mut refused, Duration::from_secs(20))
+        .expect("tally serve started over a log that may lack acknowledged inputs");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!exit.success(), "serving a log that may lack acknowledged inputs is refused");
     assert!(text.contains("may lack acknowledged inputs"), "{text}");

@@ -128,18 +128,8 @@ impl TestCluster {
             .stderr(std::fs::File::create(&log).expect("a log file"))
             .spawn()
             .expect("tally serve starts");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(exit) = child.try_wait().expect("wait") {
-                return Some((exit, std::fs::read_to_string(&log).unwrap_or_default()));
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let exit = super::exit_within(&mut child, Duration::from_secs(20))?;
+        Some((exit, std::fs::read_to_string(&log).unwrap_or_default()))
     }
 
     /// `tally standby` on node `index`, following `primaries` through its links.

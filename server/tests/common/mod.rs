@@ -220,3 +220,20 @@ pub fn raw_answer(address: SocketAddr, version: u16) -> Body {
         decoder.feed(&buffer[..read]);
     }
 }
+
+/// Waits up to `timeout` for a child expected to stop on its own (a refused start): its
+/// exit status, or `None` if it was still running (it is then killed).
+pub fn exit_within(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(exit) = child.try_wait().expect("the child can be waited for") {
+            return Some(exit);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
