@@ -99,6 +99,13 @@ pub enum Message {
     NewerEpoch { epoch: u32 },
     /// The sender refuses, for the reason given; the connection then closes.
     Refused { reason: String },
+    /// A primary refuses a subscriber whose log parts from its own (another record at the
+    /// subscriber's last sequence, or none yet): the subscriber must find the last record
+    /// the two logs share ([`Message::Probe`]) and drop what follows it before it
+    /// subscribes again. Apart from `Refused`, which also means "not primary" and "try the
+    /// next address", so that a running standby knows to rejoin; a node built before it
+    /// reads an unknown kind and tries the next address, as it did for `Refused`.
+    Diverged { reason: String },
     /// A returning node asks whether the primary holds its record at `position` (same
     /// sequence, same chain): how it finds where its log and the primary's diverge.
     /// `reason`: the prober reads why a record differs ([`ProbeAnswer::Diverged`] or
@@ -171,6 +178,7 @@ const KIND_PROBE: u8 = 14;
 const KIND_PROBED: u8 = 15;
 const KIND_CHECKPOINT_CHUNK: u8 = 16;
 const KIND_CHECKPOINT_PREPARING: u8 = 17;
+const KIND_DIVERGED: u8 = 18;
 /// The byte after `matches` in a version-1 `Probed`.
 const PROBED_REASON_NONE: u8 = 0;
 const PROBED_REASON_DIVERGED: u8 = 1;
@@ -299,6 +307,10 @@ impl Message {
             Message::Refused { reason } => {
                 put_bytes(out, reason.as_bytes());
                 KIND_REFUSED
+            }
+            Message::Diverged { reason } => {
+                put_bytes(out, reason.as_bytes());
+                KIND_DIVERGED
             }
             Message::Probe { epoch, position, .. } => {
                 out.extend_from_slice(&epoch.to_le_bytes());
@@ -500,6 +512,7 @@ fn decode_payload(kind: u8, version: u8, payload: &[u8]) -> Result<Message, Deco
         KIND_FETCH => Message::Fetch { epoch: fields.u32()?, from: fields.u64()?, to: fields.u64()? },
         KIND_NEWER_EPOCH => Message::NewerEpoch { epoch: fields.u32()? },
         KIND_REFUSED => Message::Refused { reason: fields.text(1024)? },
+        KIND_DIVERGED => Message::Diverged { reason: fields.text(1024)? },
         KIND_PROBE => Message::Probe {
             epoch: fields.u32()?,
             position: fields.position()?,
@@ -557,6 +570,7 @@ mod tests {
             Message::Fetch { epoch: 3, from: 4, to: 9 },
             Message::NewerEpoch { epoch: 4 },
             Message::Refused { reason: "wrong secret".into() },
+            Message::Diverged { reason: "the logs part at or before sequence 9".into() },
             Message::Probe { epoch: 3, position, reason: false },
             Message::Probe { epoch: 3, position, reason: true },
             Message::Probed { sequence: 9, answer: ProbeAnswer::Holds },

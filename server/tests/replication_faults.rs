@@ -459,6 +459,53 @@ fn a_node_that_lost_its_disk_never_completes_a_deposed_primarys_acknowledgements
     assert!(new_primary.lookup_transfers(&ids(&late)).expect("lookup").is_empty(), "nothing of the deposed primary");
 }
 
+/// The gap this guards: a node returning while the only primary it can reach is one a
+/// promotion deposed (cut off, it has not heard of the promotion) compared its log with
+/// that primary's and truncated the newer epoch's records, acknowledged ones among them:
+/// under `replicated:1` it may be the one standby that holds them. Its probes now carry
+/// the epoch it knows; a primary of an older epoch refuses them (and learns it was
+/// replaced), and the node keeps its log.
+#[test]
+fn a_returning_node_never_truncates_the_newer_epochs_records_against_a_deposed_primary() {
+    let mut cluster = three_nodes("deposed-probe");
+    for link in cluster.links_of(0) {
+        link.cut();
+    }
+    cluster.promote_ok(1);
+    let new_primary = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    let acknowledged = batch(7_000, 300);
+    all_acknowledged(&new_primary, &acknowledged);
+    drop(new_primary);
+    let held = cluster.wait_converged(&[1, 2], CONVERGE_TIMEOUT);
+
+    // Node 2 restarts able to reach only the deposed primary, which reaches nobody.
+    cluster.kill(2);
+    for link in [cluster.link(2, 1), cluster.link(1, 2)] {
+        link.cut();
+    }
+    cluster.link(2, 0).heal();
+    cluster.start_standby(2, &[0, 1], &[]);
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while !["could not compare this journal with", "diverges from"].iter().any(|said| cluster.log(2).contains(said)) {
+        assert!(std::time::Instant::now() < deadline, "node 2 never compared its log:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let back = cluster.status(2).expect("node 2 answers");
+    assert!(
+        back.last_sequence >= held.last_sequence,
+        "node 2 truncated the newer epoch's records: {back:?} against {held:?}\n{}",
+        cluster.logs()
+    );
+
+    // The new primary's machine is lost for good: node 2, with the deposed primary's
+    // promise, takes over, and what was acknowledged survives.
+    cluster.kill(1);
+    cluster.promote_ok(2);
+    let last = client(&[cluster.addresses[2]], Duration::from_secs(20));
+    let found = last.lookup_transfers(&ids(&acknowledged)).expect("lookup");
+    assert_eq!(found.len(), acknowledged.len(), "acknowledged transfers lost:\n{}", cluster.logs());
+}
+
 /// A standby whose restart cuts records from its journal's tail (damage in the last
 /// records, as a torn write or rot leaves them) cannot vouch for them: they lie above the
 /// durable mark on disk, which lags one flush, so it may have acknowledged them. It is

@@ -661,6 +661,57 @@ fn two_promotions_forced_apart_from_the_same_epoch_take_different_epochs_and_the
     assert_eq!(found.iter().map(|found| found.id).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 41, 42]);
 }
 
+/// The gap this guards: a running standby whose log parts from the new primary's (a
+/// suffix the old primary sent it in the epoch a forced promotion replaced) was refused at
+/// every subscription and retried for ever; only a restart of its process truncated the
+/// suffix. The refusal now says "diverged", and the standby stops following, truncates
+/// what diverges and follows again, in the same process.
+#[test]
+fn a_running_standby_whose_log_parts_from_the_new_primarys_truncates_in_place_and_follows() {
+    let mut cluster = TestCluster::new("parted-standby", 3, "local");
+    let small = ["--hot-window", HOT_WINDOW];
+    cluster.start_primary(0, &small);
+    cluster.start_standby(1, &[0, 2], &small);
+    cluster.start_standby(2, &[0, 1], &small);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary, (1..=ACCOUNTS).chain([WITNESS_DEBIT, WITNESS_CREDIT]));
+    for id in 1..=5 {
+        assert_eq!(send(&primary, witness(id)), ResultCode::Created);
+    }
+    cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
+    // Node 1 stops hearing the primary; node 2 receives what follows.
+    cluster.link(1, 0).cut();
+    cluster.link(0, 1).cut();
+    for id in 10..=14 {
+        assert_eq!(send(&primary, witness(id)), ResultCode::Created);
+    }
+    drop(primary);
+    let parted = cluster.wait_converged(&[0, 2], CONVERGE_TIMEOUT);
+    cluster.kill(0);
+    cluster.link(1, 2).cut();
+    cluster.link(2, 1).cut();
+
+    // Node 1, alone, is promoted by force: what only nodes 0 and 2 held is forfeited.
+    force_promote(&cluster, 1);
+    let new_primary = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    for id in 20..=39 {
+        assert_eq!(send(&new_primary, witness(id)), ResultCode::Created);
+    }
+    let ahead = cluster.status(1).expect("node 1 answers");
+    assert!(ahead.last_sequence > parted.last_sequence, "the new primary holds other records where node 2's log ends");
+
+    cluster.heal_all();
+    let converged = cluster.wait_converged(&[1, 2], CONVERGE_TIMEOUT);
+    assert_eq!(converged.epoch, ahead.epoch, "{converged:?}");
+    assert_eq!(cluster.status(2).expect("node 2 answers").role, "standby");
+    let log = cluster.log(2);
+    assert!(log.contains("refuses this standby's log") && log.contains("REJOIN: rebuilt in place"), "{log}");
+    let ids: Vec<u128> = (1..=5).chain(10..=14).chain(20..=39).collect();
+    let found = new_primary.lookup_transfers(&ids).expect("lookup answered");
+    let expected: Vec<u128> = (1..=5).chain(20..=39).collect();
+    assert_eq!(found.iter().map(|found| found.id).collect::<Vec<_>>(), expected);
+}
+
 const WITNESS_DEBIT: u128 = 101;
 const WITNESS_CREDIT: u128 = 102;
 

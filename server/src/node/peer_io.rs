@@ -22,6 +22,9 @@ pub enum PeerError {
     Closed,
     #[error("the peer refused: {0}")]
     Refused(String),
+    /// A primary refused a subscription because the subscriber's log parts from its own.
+    #[error("the primary's log and this one diverge: {0}")]
+    Diverged(String),
 }
 
 /// One end of a peer connection.
@@ -65,10 +68,11 @@ impl PeerStream {
     pub fn recv(&mut self) -> Result<Message, PeerError> {
         loop {
             if let Some(message) = self.decoder.next_message()? {
-                if let Message::Refused { reason } = message {
-                    return Err(PeerError::Refused(reason));
-                }
-                return Ok(message);
+                return match message {
+                    Message::Refused { reason } => Err(PeerError::Refused(reason)),
+                    Message::Diverged { reason } => Err(PeerError::Diverged(reason)),
+                    message => Ok(message),
+                };
             }
             let read = self.stream.read(&mut self.buffer)?;
             if read == 0 {

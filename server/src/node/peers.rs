@@ -66,10 +66,33 @@ impl PeerService {
             }
         };
         // A returning node may probe any number of its records before it subscribes.
-        while let Message::Probe { position, reason, .. } = first {
+        while let Message::Probe { epoch, position, reason } = first {
             let log = self.log.read().unwrap_or_else(PoisonError::into_inner).clone();
+            // A prober in a newer epoch holds records of an epoch that replaced this one:
+            // comparing them with this log would have it truncate what may have been
+            // acknowledged there. A primary learns it was replaced (as from a
+            // subscription); either way the prober is refused and asks another node.
+            let behind = if epoch > self.role.epoch() {
+                let shipping = self.shipping.read().unwrap_or_else(PoisonError::into_inner).clone();
+                match shipping {
+                    Some(shipping) if self.role.kind() == RoleKind::Primary => {
+                        shipping.check_peer_epoch(epoch);
+                    }
+                    _ => self.role.heard_of(epoch),
+                }
+                true
+            } else {
+                false
+            };
             // Only the primary's log is the one to converge to.
-            let answer = if self.role.kind() == RoleKind::Primary {
+            let answer = if behind {
+                Message::Refused {
+                    reason: format!(
+                        "this node is in epoch {}, older than the prober's {epoch}: not the log to compare with",
+                        self.role.epoch()
+                    ),
+                }
+            } else if self.role.kind() == RoleKind::Primary {
                 let answer = match ship::assess_position(&log.journal_dir, &position) {
                     Ok(()) => ProbeAnswer::Holds,
                     Err(ship::PositionError::NotRetained(_)) => ProbeAnswer::NotHeld,

@@ -23,7 +23,7 @@ use super::peer_io::{self, PeerError};
 use super::peers::LocalLog;
 use super::role::{RECOVERING_REFUSAL, Role, RoleKind};
 use super::ship::Shipping;
-use super::standby::{Standby, StandbyConfig};
+use super::standby::{Reopen, Standby, StandbyConfig};
 use super::{Node, NodeConfig, StatusSource};
 use crate::metrics::MetricsParts;
 
@@ -188,23 +188,23 @@ impl Promoter {
     /// exists) and then turns it into a standby of the new primary without a restart:
     /// find the new primary → stop the pipeline → truncate the suffix that diverges →
     /// rebuild (snapshot + replay) → follow. Each step is logged with `REJOIN:`. While it
-    /// runs a standby, watches for the primary offering its checkpoint (it no longer holds
-    /// the standby's next record) and installs it in place
-    /// ([`Promoter::install_offered_checkpoint`]).
+    /// runs a standby, watches for its follow thread stopping because the primary offers
+    /// its checkpoint (it no longer holds the standby's next record) or refuses the
+    /// standby's log as diverged, and opens the standby again in place
+    /// ([`Promoter::reopen_standby`]).
     pub fn rejoin_when_fenced(self: &Arc<Self>, stop: impl Fn() -> bool + Send + 'static) {
         let promoter = Arc::clone(self);
         let spawned = std::thread::Builder::new().name("rejoin".into()).spawn(move || {
             let mut asked_at = Instant::now();
             while !stop() {
                 std::thread::sleep(WATCH_POLL);
-                let (serving, needs_checkpoint) =
-                    match &*promoter.running.lock().unwrap_or_else(PoisonError::into_inner) {
-                        Running::Primary(_) => (true, false),
-                        Running::Standby(standby) => (false, standby.needs_checkpoint()),
-                        Running::Neither => (false, false),
-                    };
-                if needs_checkpoint {
-                    promoter.install_offered_checkpoint();
+                let (serving, reopen) = match &*promoter.running.lock().unwrap_or_else(PoisonError::into_inner) {
+                    Running::Primary(_) => (true, None),
+                    Running::Standby(standby) => (false, standby.needs_reopen()),
+                    Running::Neither => (false, None),
+                };
+                if let Some(reopen) = reopen {
+                    promoter.reopen_standby(reopen);
                 }
                 if !serving {
                     continue;
@@ -248,7 +248,8 @@ impl Promoter {
             "tally: REJOIN: fenced in epoch {}; asking {peers:?} which node is the new primary",
             self.role.epoch()
         );
-        let Some(primary) = super::rejoin::find_primary(&peers, &self.key, stop) else { return };
+        let newest = self.role.highest_heard();
+        let Some(primary) = super::rejoin::find_primary(&peers, &self.key, newest, stop) else { return };
         // Clients are sent there from now on, while this node turns into a standby.
         self.role.set_primary(Some(primary));
         eprintln!("tally: REJOIN: the new primary is {primary}; stopping this node's pipeline");
@@ -278,34 +279,41 @@ impl Promoter {
         }
     }
 
-    /// A running standby whose primary no longer holds its next record (it was held up
-    /// while the primary trimmed its journal) has stopped following: stop it (its
-    /// pipeline, journal and history store close; a snapshot is written) and open it
-    /// again, which is the start-up path: subscribe, receive the primary's checkpoint,
-    /// install it (`bootstrap`), rebuild, follow. No restart of the process; logged with
-    /// `CHECKPOINT:`.
-    pub fn install_offered_checkpoint(&self) {
+    /// A running standby that stopped following for a reason only its start-up path can
+    /// handle ([`Reopen`]) is stopped (its pipeline, journal and history store close; a
+    /// snapshot is written) and opened again: subscribe, and either receive the primary's
+    /// checkpoint and install it (`bootstrap`; logged with `CHECKPOINT:`), or compare this
+    /// journal with the primary's and truncate what diverges (`rejoin`; logged with
+    /// `REJOIN:`); rebuild; follow. No restart of the process.
+    pub fn reopen_standby(&self, why: Reopen) {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let Running::Standby(standby) = std::mem::replace(&mut *running, Running::Neither) else { return };
-        if !standby.needs_checkpoint() {
+        if standby.needs_reopen() != Some(why) {
             *running = Running::Standby(standby);
             return;
         }
         let (_, position) = standby.shutdown();
-        eprintln!(
-            "tally: CHECKPOINT: standby stopped at sequence {}; fetching and installing the primary's checkpoint",
-            position.last_sequence
-        );
-        match self.run_as_standby(&mut running, self.standby_config.clone()) {
-            Ok(status) => tracing::warn!(
+        let (tag, doing) = match why {
+            Reopen::Checkpoint => ("CHECKPOINT", "fetching and installing the primary's checkpoint"),
+            Reopen::Diverged => ("REJOIN", "comparing this journal with the primary's and truncating what diverges"),
+        };
+        eprintln!("tally: {tag}: standby stopped at sequence {}; {doing}", position.last_sequence);
+        match (self.run_as_standby(&mut running, self.standby_config.clone()), why) {
+            (Ok(status), Reopen::Checkpoint) => tracing::warn!(
                 applied_sequence = status.applied_sequence,
                 state_hash = %format_args!("{:#034x}", status.state_hash),
                 role = "standby",
                 "CHECKPOINT: installed in place; following the primary again"
             ),
+            (Ok(status), Reopen::Diverged) => tracing::warn!(
+                applied_sequence = status.applied_sequence,
+                state_hash = %format_args!("{:#034x}", status.state_hash),
+                role = "standby",
+                "REJOIN: rebuilt in place; following the primary again"
+            ),
             // The process serves nothing then; its status still answers, and a restart
             // with `tally standby` retries.
-            Err(error) => tracing::error!(%error, "CHECKPOINT INSTALL FAILED: cannot open this node as a standby"),
+            (Err(error), _) => tracing::error!(%error, "{tag} FAILED: cannot open this node as a standby"),
         }
     }
 

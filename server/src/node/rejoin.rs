@@ -59,7 +59,7 @@ pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir, 
                 continue 'primaries;
             };
             let _ = peer.set_read_timeout(Some(peer_io::HANDSHAKE_TIMEOUT));
-            match find_common(&mut peer, &journal, end, first_kept, reason) {
+            match find_common(&mut peer, &journal, end, first_kept, reason, role.highest_heard()) {
                 Ok(Found::Checkpoint(why)) => {
                     journal.close();
                     // No record this journal still holds is both shared with the primary
@@ -144,13 +144,16 @@ pub fn needs_checkpoint(common: u64, oldest_held: u64, snapshots: &[u64]) -> boo
 }
 
 /// Runs the search for the last record this journal shares with the primary's, probing
-/// it over `peer` (asking why records differ if `reason`).
+/// it over `peer` (asking why records differ if `reason`). The probes carry `epoch`, the
+/// highest this node knows: a primary of an older epoch refuses them rather than have
+/// this node truncate records of the epoch that replaced it.
 fn find_common(
     peer: &mut PeerStream,
     journal: &Journal,
     end: LogPosition,
     first_kept: u64,
     reason: bool,
+    epoch: u32,
 ) -> Result<Found, PeerError> {
     let (mut search, mut next) = CommonSearch::start(end.last_sequence, first_kept);
     loop {
@@ -162,14 +165,14 @@ fn find_common(
                 } else {
                     position_at(journal, sequence).map_err(|error| PeerError::Refused(error.to_string()))?
                 };
-                next = search.on_answer(probe(peer, position, reason)?);
+                next = search.on_answer(probe(peer, epoch, position, reason)?);
             }
         }
     }
 }
 
-fn probe(peer: &mut PeerStream, position: LogPosition, reason: bool) -> Result<ProbeAnswer, PeerError> {
-    peer.send(&Message::Probe { epoch: 0, position, reason })?;
+fn probe(peer: &mut PeerStream, epoch: u32, position: LogPosition, reason: bool) -> Result<ProbeAnswer, PeerError> {
+    peer.send(&Message::Probe { epoch, position, reason })?;
     match peer.recv()? {
         Message::Probed { sequence, answer } if sequence == position.last_sequence => Ok(answer),
         other => Err(PeerError::Refused(format!("unexpected answer {other:?}"))),
@@ -193,20 +196,21 @@ fn position_at(journal: &Journal, sequence: u64) -> Result<LogPosition, NodeErro
 /// How long a fenced node waits between rounds of asking its peers which is primary.
 pub const FIND_PRIMARY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Asks each peer in turn (probing the empty log, which any primary answers and any other
-/// node refuses) until one answers as primary; `None` if `stop` says so first. A fenced
-/// node does not know who fenced it: a `Prepare` names only the epoch, and the newer
-/// primary may still be collecting promises.
+/// Asks each peer in turn (probing the empty log, which any primary of `epoch` or newer
+/// answers and any other node refuses) until one answers as primary; `None` if `stop` says
+/// so first. A fenced node does not know who fenced it: a `Prepare` names only the epoch,
+/// and the newer primary may still be collecting promises.
 pub fn find_primary(
     peers: &[std::net::SocketAddr],
     key: &tally_replication::ClusterKey,
+    epoch: u32,
     stop: &dyn Fn() -> bool,
 ) -> Option<std::net::SocketAddr> {
     while !stop() {
         for &address in peers {
             let Ok(mut peer) = peer_io::connect(address, key, peer_io::HANDSHAKE_TIMEOUT) else { continue };
             let _ = peer.set_read_timeout(Some(peer_io::HANDSHAKE_TIMEOUT));
-            let asked = Message::Probe { epoch: 0, position: LogPosition::default(), reason: false };
+            let asked = Message::Probe { epoch, position: LogPosition::default(), reason: false };
             if let Ok(Message::Probed { .. }) = peer.send(&asked).and_then(|()| peer.recv()) {
                 return Some(address);
             }

@@ -148,6 +148,20 @@ impl Shipping {
         self.primary.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A peer in `epoch` asked something only a primary answers (a probe of its log): if
+    /// that epoch is newer, this primary was replaced and is fenced, as by a subscription
+    /// from it. Whether it was.
+    pub fn check_peer_epoch(&self, epoch: u32) -> bool {
+        let checked = self.core().check_epoch(epoch);
+        match checked {
+            Ok(()) => false,
+            Err(fenced) => {
+                self.fence(fenced.epoch);
+                true
+            }
+        }
+    }
+
     /// A peer told of a higher epoch: stop acknowledging at once.
     fn fence(&self, epoch: u32) {
         self.role.heard_of(epoch);
@@ -186,7 +200,7 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
         },
         Err(PositionError::Diverged(reason)) => {
             eprintln!("tally: standby {node} refused: {reason}");
-            let _ = peer.send(&Message::Refused { reason });
+            let _ = peer.send(&Message::Diverged { reason });
             return;
         }
     }

@@ -21,7 +21,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -107,11 +107,9 @@ pub struct Standby {
     heard_ms: Arc<AtomicU64>,
     started: Instant,
     marks: DerivedMarks,
-    /// Set by the follow thread when the primary no longer holds the next record and
-    /// offers its checkpoint: the follow thread has stopped, and whoever runs this standby
-    /// stops it and opens it again, which fetches and installs the checkpoint
-    /// (`Promoter::install_offered_checkpoint`).
-    needs_checkpoint: Arc<AtomicBool>,
+    /// Set by the follow thread when it stopped for this standby to be opened again (see
+    /// [`Reopen`]): whoever runs it stops it and opens it again (`Promoter::reopen_standby`).
+    reopen: Arc<AtomicU8>,
     _lock: std::fs::File,
 }
 
@@ -196,9 +194,9 @@ impl Standby {
             .map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
         let started = Instant::now();
         let heard_ms = Arc::new(AtomicU64::new(0));
-        let needs_checkpoint = Arc::new(AtomicBool::new(false));
+        let reopen = Arc::new(AtomicU8::new(REOPEN_NONE));
         let following = Following {
-            needs_checkpoint: needs_checkpoint.clone(),
+            reopen: reopen.clone(),
             heard_ms: heard_ms.clone(),
             started,
             config,
@@ -226,15 +224,19 @@ impl Standby {
             heard_ms,
             started,
             marks,
-            needs_checkpoint,
+            reopen,
             _lock: lock,
         })
     }
 
-    /// Whether the primary offered its checkpoint: this standby no longer follows, and
-    /// must be stopped and opened again to install it.
-    pub fn needs_checkpoint(&self) -> bool {
-        self.needs_checkpoint.load(Ordering::Acquire)
+    /// Why this standby no longer follows and must be stopped and opened again, if it
+    /// must.
+    pub fn needs_reopen(&self) -> Option<Reopen> {
+        match self.reopen.load(Ordering::Acquire) {
+            REOPEN_CHECKPOINT => Some(Reopen::Checkpoint),
+            REOPEN_DIVERGED => Some(Reopen::Diverged),
+            _ => None,
+        }
     }
 
     /// The durable marks of this standby's derived stores (history, outcomes).
@@ -355,8 +357,8 @@ struct Following {
     /// journal retention may delete below.
     retained_from: Receiver<Written>,
     derived: DerivedMarks,
-    /// See [`Standby::needs_checkpoint`].
-    needs_checkpoint: Arc<AtomicBool>,
+    /// See [`Standby::needs_reopen`].
+    reopen: Arc<AtomicU8>,
 }
 
 impl Following {
@@ -385,7 +387,15 @@ impl Following {
                             self.position().last_sequence
                         );
                         self.role.set_primary(None);
-                        self.needs_checkpoint.store(true, Ordering::Release);
+                        self.reopen.store(REOPEN_CHECKPOINT, Ordering::Release);
+                        return self.end();
+                    }
+                    Err(FollowEnd::LogDiverged(reason)) => {
+                        eprintln!(
+                            "tally: REJOIN: the primary {address} refuses this standby's log ({reason}): this standby stops following to drop what diverges and follow again"
+                        );
+                        self.role.set_primary(None);
+                        self.reopen.store(REOPEN_DIVERGED, Ordering::Release);
                         return self.end();
                     }
                 }
@@ -623,13 +633,35 @@ enum FollowEnd {
     Diverged(FollowError),
     /// The primary no longer holds the next record: it prepares or offers its checkpoint.
     CheckpointOffered,
+    /// The primary's log parts from this one: this node must drop what diverges.
+    LogDiverged(String),
 }
 
 impl From<PeerError> for FollowEnd {
     fn from(error: PeerError) -> FollowEnd {
-        FollowEnd::Peer(error)
+        match error {
+            PeerError::Diverged(reason) => FollowEnd::LogDiverged(reason),
+            error => FollowEnd::Peer(error),
+        }
     }
 }
+
+/// Why a running standby stopped following for whoever runs it to open it again; the
+/// start-up path then does what following cannot do in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reopen {
+    /// The primary no longer holds the next record and offers its checkpoint: opening
+    /// fetches and installs it.
+    Checkpoint,
+    /// The primary refused this log as diverged from its own (a suffix the new primary
+    /// never had, written in an epoch it replaced): opening probes for the last shared
+    /// record and truncates after it (`rejoin::truncate_divergent_suffix`).
+    Diverged,
+}
+
+const REOPEN_NONE: u8 = 0;
+const REOPEN_CHECKPOINT: u8 = 1;
+const REOPEN_DIVERGED: u8 = 2;
 
 impl From<FollowError> for FollowEnd {
     fn from(error: FollowError) -> FollowEnd {
