@@ -2,7 +2,7 @@
 //! seeds passes every invariant while faults really happen, and (with the `sim-bugs`
 //! feature) each planted bug is caught within a stated number of seeds.
 
-use tally::sim::{self, Report, SimConfig};
+use tally::sim::{self, Cluster, Report, SimConfig};
 
 /// Seeds the CI test runs: about 210 s in release on the shared two-core VM with the disk
 /// faults at rest (2026-12-06; perf-reports/2026-12-06-sim-disk-faults.md), 95 s before them, since the nodes
@@ -135,6 +135,48 @@ fn a_ci_batch_of_seeds_keeps_every_invariant_under_real_faults() {
     // (232 000 in seeds 0..5 000 since 2026-12-07: a crashed primary comes back recovering
     // and the set acknowledges nothing until another is promoted.)
     assert!(totals.acked > CI_SEEDS * 40, "{summary}, acknowledged {}", totals.acked);
+}
+
+/// Seeds per replica set in the test of other sizes and policies.
+const OTHER_SEEDS: u64 = 300;
+
+/// The batch above runs three nodes under `replicated:1`. A processor may run two to
+/// five nodes, under `local`, `replicated:k` or `local+replicated:k`: the promise count
+/// (N − k), the epoch answers a replaced disk waits for (k + 1) and the reply gate change
+/// with them. Each keeps every invariant over its own seeds, with crashes, promotions and
+/// acknowledgements really happening.
+#[test]
+fn other_replica_set_sizes_and_policies_keep_every_invariant() {
+    let sets = [
+        (2, "replicated:1"),
+        (3, "local"),
+        (3, "local+replicated:1"),
+        (3, "replicated:2"),
+        (4, "local+replicated:1"),
+        (5, "replicated:2"),
+    ];
+    for (nodes, policy) in sets {
+        let cluster = Cluster::new(nodes, policy.parse().expect("a known policy")).expect("a replica set to simulate");
+        let mut totals = Report::default();
+        for seed in 0..OTHER_SEEDS {
+            let report = sim::run(SimConfig::new(seed, CI_STEPS).with_cluster(cluster));
+            if let Some(violation) = &report.violation {
+                panic!(
+                    "{nodes} nodes under {policy}: seed {seed} failed at step {}: {}\n{}",
+                    violation.step,
+                    violation.what,
+                    report.summary()
+                );
+            }
+            totals.crashes += report.crashes;
+            totals.promotions += report.promotions;
+            totals.fenced += report.fenced;
+            totals.acked += report.acked;
+        }
+        let summary = format!("{nodes} nodes under {policy}: {}, acknowledged {}", totals.faults(), totals.acked);
+        assert!(totals.crashes > OTHER_SEEDS && totals.promotions > OTHER_SEEDS, "{summary}");
+        assert!(totals.fenced > 0 && totals.acked > OTHER_SEEDS * 10, "{summary}");
+    }
 }
 
 #[cfg(feature = "sim-bugs")]

@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::CliError;
-use crate::sim::{self, STEPS_DEFAULT, SimConfig};
+use crate::sim::{self, Cluster, STEPS_DEFAULT, SimConfig};
 
 #[derive(Args)]
 pub struct SimArgs {
@@ -21,6 +21,13 @@ pub struct SimArgs {
     #[arg(long, default_value_t = STEPS_DEFAULT, value_name = "K",
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     steps: u64,
+    /// Nodes in the simulated replica set (2 to 7).
+    #[arg(long, default_value_t = Cluster::DEFAULT.nodes, value_name = "N")]
+    nodes: usize,
+    /// The primary's durability policy: local, replicated:K or local+replicated:K (K below
+    /// the number of nodes). `none` is refused: it acknowledges what a crash loses.
+    #[arg(long, default_value_t = Cluster::DEFAULT.durability, value_name = "POLICY")]
+    durability: tally_engine::pipeline::Durability,
     /// Switch on a planted bug: ack-before-durable, accept-lower-epoch,
     /// promote-without-promises, checkpoint-before-durable, retry-failed-flush,
     /// rebuilt-node-promises, trust-damaged-history or trust-one-epoch-answer (a build with
@@ -40,8 +47,9 @@ pub fn sim(args: &SimArgs) -> Result<(), CliError> {
     let last = first
         .checked_add(count)
         .ok_or_else(|| CliError::Usage(format!("--seed {first} plus --seeds {count} overflows")))?;
+    let cluster = Cluster::new(args.nodes, args.durability).map_err(CliError::Usage)?;
     #[allow(unused_mut)]
-    let mut base = SimConfig::new(first, args.steps);
+    let mut base = SimConfig::new(first, args.steps).with_cluster(cluster);
     #[cfg(feature = "sim-bugs")]
     if let Some(name) = &args.bug {
         let bug = sim::Bug::from_name(name).ok_or_else(|| {
@@ -69,12 +77,17 @@ pub fn sim(args: &SimArgs) -> Result<(), CliError> {
                 violation.what
             );
             println!("  faults: {}", report.faults());
-            println!("  replay: tally sim --seed {seed} --steps {}", args.steps);
+            println!(
+                "  replay: tally sim --seed {seed} --steps {} --nodes {} --durability {}",
+                args.steps, cluster.nodes, cluster.durability
+            );
         }
     }
     println!(
-        "{count} seeds ({first}..{last}), {} steps each: {failed} failed; {steps} steps, {acked} inputs acknowledged, \
+        "{count} seeds ({first}..{last}), {} nodes under {}, {} steps each: {failed} failed; {steps} steps, {acked} inputs acknowledged, \
          {faults} crashes/partitions/promotions injected, {:.1} s",
+        cluster.nodes,
+        cluster.durability,
         args.steps,
         started.elapsed().as_secs_f64()
     );

@@ -20,14 +20,43 @@ pub use check::Violation;
 use tally_engine::pipeline::Durability;
 pub use world::{Report, World};
 
-/// Nodes in the simulated replica set.
-pub const SIM_NODES: usize = 3;
-/// Standbys the durability policy waits for (`replicated:1`).
-pub const REPLICAS: usize = 1;
-/// The primary's durability policy: its reply gate is `tally`'s rule
-/// ([`Durability::passed`]), so a reply waits for one standby's flush and not for the
-/// primary's own.
-pub const DURABILITY: Durability = Durability::Replicated(REPLICAS as u8);
+/// The replica set a run simulates: how many nodes, and the primary's durability policy.
+/// Its reply gate is `tally`'s rule ([`Durability::passed`]): under `replicated:k` a reply
+/// waits for k standbys' flushes and not for the primary's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    pub nodes: usize,
+    pub durability: Durability,
+}
+
+impl Cluster {
+    /// Three nodes under `replicated:1`: what the CI batch and the planted bugs' bounds use.
+    pub const DEFAULT: Cluster = Cluster { nodes: 3, durability: Durability::Replicated(1) };
+    /// Most nodes a run may simulate.
+    pub const NODES_MAX: usize = 7;
+
+    /// A replica set the simulator can check: 2 to [`Cluster::NODES_MAX`] nodes, a policy
+    /// that loses nothing acknowledged to a crash (`none` does, by design), and no more
+    /// standbys waited for than there are.
+    pub fn new(nodes: usize, durability: Durability) -> Result<Cluster, String> {
+        if !(2..=Cluster::NODES_MAX).contains(&nodes) {
+            return Err(format!("--nodes {nodes}: a replica set of 2 to {} nodes", Cluster::NODES_MAX));
+        }
+        if durability == Durability::None {
+            return Err("--durability none acknowledges what a crash loses: the checker would flag it".into());
+        }
+        if usize::from(durability.replicas()) >= nodes {
+            return Err(format!("--durability {durability} waits for more standbys than {nodes} nodes have"));
+        }
+        Ok(Cluster { nodes, durability })
+    }
+
+    /// Standbys the policy waits for (k).
+    pub fn replicas(self) -> usize {
+        usize::from(self.durability.replicas())
+    }
+}
+
 /// Steps of one run unless told otherwise.
 pub const STEPS_DEFAULT: u64 = 2_000;
 
@@ -97,6 +126,7 @@ impl Bug {
 #[derive(Clone, Copy, Debug)]
 pub struct SimConfig {
     pub seed: u64,
+    pub cluster: Cluster,
     /// Steps with faults; the heal phase follows.
     pub steps: u64,
     /// The planted bug to switch on; always `None` without the `sim-bugs` feature.
@@ -105,7 +135,11 @@ pub struct SimConfig {
 
 impl SimConfig {
     pub fn new(seed: u64, steps: u64) -> SimConfig {
-        SimConfig { seed, steps, bug: None }
+        SimConfig { seed, cluster: Cluster::DEFAULT, steps, bug: None }
+    }
+
+    pub fn with_cluster(self, cluster: Cluster) -> SimConfig {
+        SimConfig { cluster, ..self }
     }
 
     /// Switches a planted bug on. Only with the `sim-bugs` feature.
@@ -230,6 +264,7 @@ impl Rng {
 /// rejoins and problems. Built by the world for each call.
 pub struct Ctx<'a> {
     pub now: u64,
+    pub cluster: Cluster,
     pub rng: &'a mut Rng,
     net: &'a mut net::Net,
     faults: Option<net::NetFaults>,

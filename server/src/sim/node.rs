@@ -32,7 +32,7 @@ use tally_sinks::stream::StreamReader;
 use super::Bug;
 use super::disk::open_history;
 use super::net::{Addr, Answer, Payload};
-use super::{Ctx, DURABILITY, REPLICAS, SIM_NODES};
+use super::{Cluster, Ctx};
 use crate::history::{FILE_NAME, HistoryStage};
 use crate::node::checkpoints::CheckpointWriter;
 use crate::node::outcome_log::OutcomeStream;
@@ -86,7 +86,7 @@ impl Held {
     }
 }
 
-/// A reply the primary holds back until its input is durable here and on `REPLICAS`
+/// A reply the primary holds back until its input is durable here and on `self.cluster.replicas()`
 /// standbys.
 struct Pending {
     sequence: u64,
@@ -185,6 +185,8 @@ impl Disks {
 
 pub struct SimNode {
     pub id: usize,
+    /// The replica set it belongs to (its size and policy).
+    pub cluster: Cluster,
     pub disks: Disks,
     /// The epoch file: written durably whenever it changes, so it survives a crash.
     pub epoch: u32,
@@ -541,9 +543,9 @@ fn standby(epoch: u32, position: LogPosition, now: u64) -> Role {
 }
 
 impl PrimaryRole {
-    fn new(epoch: u32, last_timestamp: u64) -> PrimaryRole {
+    fn new(epoch: u32, last_timestamp: u64, cluster: Cluster) -> PrimaryRole {
         PrimaryRole {
-            core: Primary::new(epoch, REPLICAS),
+            core: Primary::new(epoch, cluster.replicas()),
             timestamps: Timestamps::after(last_timestamp),
             last_tick: 0,
             checkpoints: CheckpointSchedule::new(CHECKPOINT_INTERVAL),
@@ -556,15 +558,16 @@ impl PrimaryRole {
 
 impl SimNode {
     /// A node whose journal is empty, started as the primary of epoch 1 or a standby.
-    pub fn new(id: usize, primary: bool, hot_window: (u64, u64)) -> Result<SimNode, String> {
+    pub fn new(id: usize, primary: bool, hot_window: (u64, u64), cluster: Cluster) -> Result<SimNode, String> {
         let disks = Disks::default();
         let epoch = 1;
         let mut up = Up::open(&disks, RecoveryMode::TolerateTornTail, hot_window, epoch, 0, &[])?;
         if primary {
-            up.role = Role::Primary(PrimaryRole::new(epoch, up.journal.last_timestamp()));
+            up.role = Role::Primary(PrimaryRole::new(epoch, up.journal.last_timestamp(), cluster));
         }
         Ok(SimNode {
             id,
+            cluster,
             disks,
             epoch,
             up: Some(up),
@@ -576,7 +579,7 @@ impl SimNode {
             repair: None,
             remembered: Vec::new(),
             recovering: false,
-            acked_unflushed: primary && !DURABILITY.flushes_locally(),
+            acked_unflushed: primary && !cluster.durability.flushes_locally(),
             epoch_question: None,
         })
     }
@@ -865,7 +868,7 @@ impl SimNode {
         // fetched from a peer (`node::repair`); anything else is refused.
         match damaged_range_on(&self.disks.journal) {
             Ok(Some(range)) => {
-                let peer = (self.id + 1) % SIM_NODES;
+                let peer = (self.id + 1) % self.cluster.nodes;
                 self.repair =
                     Some(Repair { range, records: Vec::new(), peer, epoch: self.epoch, asked_at: 0, asked: 0 });
                 Ok(Started::Repairing)
@@ -882,7 +885,7 @@ impl SimNode {
         if ctx.now.saturating_sub(repair.asked_at) < FETCH_RETRY_NS {
             return;
         }
-        if repair.asked >= REPAIR_ROUNDS * (SIM_NODES as u64 - 1) {
+        if repair.asked >= REPAIR_ROUNDS * (self.cluster.nodes as u64 - 1) {
             // No peer holds a copy that chains (the damaged records were never
             // replicated, or every holder is away): the operator gives up on this journal.
             let hot_window = Self::draw_hot_window(ctx.rng);
@@ -894,9 +897,9 @@ impl SimNode {
         }
         repair.asked += 1;
         if repair.asked_at != 0 {
-            repair.peer = (repair.peer + 1) % SIM_NODES;
+            repair.peer = (repair.peer + 1) % self.cluster.nodes;
             if repair.peer == id {
-                repair.peer = (repair.peer + 1) % SIM_NODES;
+                repair.peer = (repair.peer + 1) % self.cluster.nodes;
             }
         }
         repair.asked_at = ctx.now;
@@ -1024,10 +1027,10 @@ impl SimNode {
         // As `tally promote` does: the smallest epoch above every one this node knows that
         // it owns (each epoch has one owner, its index modulo the set's size), persisted
         // before anyone is asked, so two promotions never share an epoch.
-        let epoch = candidate_epoch(self.epoch, self.id, SIM_NODES).ok_or("no epoch is left")?;
+        let epoch = candidate_epoch(self.epoch, self.id, self.cluster.nodes).ok_or("no epoch is left")?;
         self.epoch = epoch;
         let own = up.position();
-        let (election, prepare) = Election::start(epoch, own, SIM_NODES, REPLICAS);
+        let (election, prepare) = Election::start(epoch, own, self.cluster.nodes, self.cluster.replicas());
         up.role = Role::Candidate(CandidateRole {
             election,
             force,
@@ -1036,7 +1039,7 @@ impl SimNode {
             decision: None,
             fetched_at: 0,
         });
-        for peer in (0..SIM_NODES).filter(|&peer| peer != self.id) {
+        for peer in (0..self.cluster.nodes).filter(|&peer| peer != self.id) {
             ctx.send(Addr::Node(self.id), Addr::Node(peer), Payload::peer(&prepare));
         }
         Ok(())
@@ -1137,7 +1140,7 @@ impl SimNode {
                 // simulator does not track live connections, so it asks now and then.
                 if ctx.rng.per_mille(30) {
                     let ask = Message::Fetch { epoch, from: 1, to: 0 };
-                    for peer in (0..SIM_NODES).filter(|&peer| peer != id) {
+                    for peer in (0..self.cluster.nodes).filter(|&peer| peer != id) {
                         ctx.send(me, Addr::Node(peer), Payload::peer(&ask));
                     }
                 }
@@ -1147,8 +1150,11 @@ impl SimNode {
                         ctx.send(me, Addr::Node(standby), Payload::on_stream(&checkpoint, stream));
                     }
                 }
-                let released =
-                    DURABILITY.passed(last, up.journal.durable_sequence(), primary.core.replicated_watermark());
+                let released = self.cluster.durability.passed(
+                    last,
+                    up.journal.durable_sequence(),
+                    primary.core.replicated_watermark(),
+                );
                 #[cfg(feature = "sim-bugs")]
                 let released = if ctx.bug(Bug::AckBeforeDurable) { last } else { released };
                 let (done, waiting): (Vec<Pending>, Vec<Pending>) =
@@ -1173,7 +1179,7 @@ impl SimNode {
                     question.asked_at = ctx.now;
                     // `rejoin::peer_epoch`: an empty fetch in epoch 0.
                     let ask = Message::Fetch { epoch: 0, from: 1, to: 0 };
-                    for peer in (0..SIM_NODES).filter(|&peer| peer != id) {
+                    for peer in (0..self.cluster.nodes).filter(|&peer| peer != id) {
                         ctx.send(me, Addr::Node(peer), Payload::peer(&ask));
                     }
                 }
@@ -1195,7 +1201,7 @@ impl SimNode {
                     // Ask the last primary again, or someone else.
                     let target = match standby.primary {
                         Some(primary) if ctx.rng.per_mille(500) => primary,
-                        _ => (id + 1 + ctx.rng.below(SIM_NODES as u64 - 1) as usize) % SIM_NODES,
+                        _ => (id + 1 + ctx.rng.below(self.cluster.nodes as u64 - 1) as usize) % self.cluster.nodes,
                     };
                     standby.follower = Follower::new(node_epoch, position_of(&up.journal));
                     standby.checkpoints = Checkpoints::default();
@@ -1255,10 +1261,10 @@ impl SimNode {
         }
         if let Some(epoch) = become_primary {
             up.journal.flush();
-            up.role = Role::Primary(PrimaryRole::new(epoch, up.journal.last_timestamp()));
+            up.role = Role::Primary(PrimaryRole::new(epoch, up.journal.last_timestamp(), self.cluster));
             ctx.report.promotions += 1;
             ctx.promoted.push((id, epoch));
-            self.acked_unflushed = !DURABILITY.flushes_locally();
+            self.acked_unflushed = !self.cluster.durability.flushes_locally();
             // Forced, a recovering node's log is the history from here on, and its epoch
             // its own (`tally`'s `Role::clear_recovering`).
             self.recovering = false;
@@ -1297,7 +1303,7 @@ impl SimNode {
             };
             if let Some(epoch) = answer {
                 question.answers.insert(from, epoch);
-                if question.answers.len() >= epoch_answers_needed(REPLICAS, SIM_NODES - 1) {
+                if question.answers.len() >= epoch_answers_needed(self.cluster.replicas(), self.cluster.nodes - 1) {
                     let highest = question.answers.values().copied().max().unwrap_or(0);
                     self.epoch = self.epoch.max(highest);
                     self.epoch_question = None;

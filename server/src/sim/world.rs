@@ -9,7 +9,7 @@ use tally_codecs::{Account, Transfer};
 use super::check::{ACCOUNTS, Checker, Violation, ledger_of};
 use super::net::{Addr, Answer, Net, NetFaults, Payload};
 use super::node::{self, Acked, FlushFailed, SimNode, Started};
-use super::{Ctx, REPLICAS, Rng, SIM_NODES, SimConfig};
+use super::{Ctx, Rng, SimConfig};
 
 const MS: u64 = 1_000_000;
 /// Virtual time at the start (timestamps must be non-zero).
@@ -194,10 +194,10 @@ pub struct World {
 impl World {
     pub fn new(config: SimConfig) -> World {
         let mut rng = Rng::new(config.seed);
-        let mut nodes = Vec::with_capacity(SIM_NODES);
+        let mut nodes = Vec::with_capacity(config.cluster.nodes);
         let mut problems = Vec::new();
-        for id in 0..SIM_NODES {
-            match SimNode::new(id, id == 0, SimNode::draw_hot_window(&mut rng)) {
+        for id in 0..config.cluster.nodes {
+            match SimNode::new(id, id == 0, SimNode::draw_hot_window(&mut rng), config.cluster) {
                 Ok(node) => nodes.push(node),
                 Err(error) => problems.push(format!("n{id} did not open: {error}")),
             }
@@ -268,6 +268,7 @@ impl World {
         let faults = self.faults_on.then_some(FAULTS);
         let mut ctx = Ctx {
             now: self.now,
+            cluster: self.config.cluster,
             rng: &mut self.rng,
             net: &mut self.net,
             faults,
@@ -336,7 +337,7 @@ impl World {
                 _ => {}
             }
         }
-        for id in 0..SIM_NODES {
+        for id in 0..self.config.cluster.nodes {
             self.with_node(id, |node, ctx| node.tick(ctx));
         }
         self.clients_act();
@@ -357,7 +358,7 @@ impl World {
 
     fn on_answer(&mut self, client: usize, request_id: u64, answer: Answer) {
         let now = self.now;
-        let target = self.rng.below(SIM_NODES as u64) as usize;
+        let target = self.rng.below(self.config.cluster.nodes as u64) as usize;
         let client = &mut self.clients[client];
         let Some(outstanding) = &mut client.outstanding else { return };
         if outstanding.request_id != request_id {
@@ -381,7 +382,7 @@ impl World {
             };
             if resend {
                 let target = if self.rng.per_mille(500) {
-                    self.rng.below(SIM_NODES as u64) as usize
+                    self.rng.below(self.config.cluster.nodes as u64) as usize
                 } else {
                     self.clients[index].target
                 };
@@ -482,7 +483,7 @@ impl World {
 
     fn inject_faults(&mut self) {
         let roll = self.rng.below(1000);
-        let node = self.rng.below(SIM_NODES as u64) as usize;
+        let node = self.rng.below(self.config.cluster.nodes as u64) as usize;
         match roll {
             // A running node loses power.
             0..4 => {
@@ -497,10 +498,11 @@ impl World {
             }
             // A partition: one node cut from one peer or from both.
             4..9 => {
-                let peer = (node + 1 + self.rng.below(SIM_NODES as u64 - 1) as usize) % SIM_NODES;
+                let peer = (node + 1 + self.rng.below(self.config.cluster.nodes as u64 - 1) as usize)
+                    % self.config.cluster.nodes;
                 self.net.cut_link(node, peer);
                 if self.rng.per_mille(500) {
-                    for other in (0..SIM_NODES).filter(|&other| other != node) {
+                    for other in (0..self.config.cluster.nodes).filter(|&other| other != node) {
                         self.net.cut_link(node, other);
                     }
                 }
@@ -584,7 +586,7 @@ impl World {
             }
             _ => {}
         }
-        for id in 0..SIM_NODES {
+        for id in 0..self.config.cluster.nodes {
             if self.nodes[id].up.is_none() && !self.nodes[id].repairing() && self.rng.per_mille(30) {
                 self.restart(id);
             }
@@ -638,16 +640,16 @@ impl World {
         // Every standby recovering (every copy of something was lost): the operator can
         // only force one of them (`tally promote --force` allows it); forfeited.
         let any_standby = |id: &usize| self.nodes[*id].up.as_ref().is_some_and(|up| up.role_name() == "standby");
-        let best = (0..SIM_NODES).filter(standby).max_by_key(rank).or_else(|| {
-            let all_recovering = (0..SIM_NODES).filter(any_standby).all(|id| self.nodes[id].recovering);
-            (0..SIM_NODES).filter(any_standby).filter(|_| all_recovering).max_by_key(rank)
+        let best = (0..self.config.cluster.nodes).filter(standby).max_by_key(rank).or_else(|| {
+            let all_recovering = (0..self.config.cluster.nodes).filter(any_standby).all(|id| self.nodes[id].recovering);
+            (0..self.config.cluster.nodes).filter(any_standby).filter(|_| all_recovering).max_by_key(rank)
         });
         if let Some(id) = best {
             // With more nodes rebuilt (and not caught up) than the set tolerates, no
             // promotion can collect its promises: the operator forces one, and what only
             // the rebuilt nodes held is forfeited (counted, not a violation).
             let holding = self.nodes.iter().filter(|node| !node.recovering).count();
-            let force = holding < SIM_NODES - REPLICAS;
+            let force = holding < self.config.cluster.nodes - self.config.cluster.replicas();
             self.report.promotions_asked += 1;
             self.report.promotions_forced_asked += u64::from(force);
             self.with_node(id, |node, ctx| {
@@ -658,7 +660,7 @@ impl World {
         // Every running node serves (forced promotions into one epoch, which nothing
         // fences; seed 28186): the operator restarts the one with the shortest log, which
         // comes back as a standby to promote.
-        let shortest = (0..SIM_NODES)
+        let shortest = (0..self.config.cluster.nodes)
             .filter(|&id| self.nodes[id].up.as_ref().is_some_and(|up| up.primary_epoch().is_some()))
             .min_by_key(|&id| self.nodes[id].up.as_ref().map_or(0, |up| up.last_sequence()));
         if serving >= 2
@@ -686,7 +688,7 @@ impl World {
         if self.report.violation.is_none() {
             self.faults_on = false;
             self.net.heal();
-            for id in 0..SIM_NODES {
+            for id in 0..self.config.cluster.nodes {
                 self.nodes[id].disks.journal.heal();
                 if self.nodes[id].up.is_none() && !self.nodes[id].repairing() {
                     self.restart(id);
