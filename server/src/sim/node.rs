@@ -1380,7 +1380,7 @@ impl SimNode {
                             primary.streams.insert(from, stream);
                         } else {
                             primary.subscribers.remove(&from);
-                            let refused = Message::Refused { reason: "diverged".into() };
+                            let refused = Message::Diverged { reason: "diverged".into() };
                             ctx.send(me, Addr::Node(from), Payload::on_stream(&refused, stream));
                         }
                     }),
@@ -1461,12 +1461,11 @@ impl SimNode {
                 // this node had none): never a heartbeat of the primary it follows.
                 Message::Records { .. } if stream == 0 => {}
                 Message::Records { epoch, records } => records_for_standby = Some((epoch, records)),
-                // Only on the subscription's own stream: a `Refused` answering a `Prepare`
-                // this node sent as a candidate (a recovering node's) comes on stream 0, as
-                // `tally` reads it on the promotion's own connection.
-                Message::Refused { .. } if stream != 0 => {
+                // The primary refuses this log as diverged from its own: keep the common
+                // prefix and follow again, as `tally`'s running standby does
+                // (`Promoter::reopen_standby`). Only on the subscription's own stream.
+                Message::Diverged { .. } if stream != 0 => {
                     if standby.primary == Some(from) {
-                        // The primary's log and this one diverged: keep the common prefix.
                         ctx.rejoin.push((id, from));
                     }
                 }
