@@ -567,8 +567,11 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
     };
     // Before recovery: probes see a live node that is not ready yet during a long replay.
     let admin = start_admin(args.admin, tls.as_ref().map(|tls| tls.admin.clone()))?;
-    let node = open_node(&node_config)?;
     let address = listener.local_addr()?;
+    if let Some(replication) = &node_config.replication {
+        replica::fence_if_replaced(&node_config.data_dir, replication, args.listen)?;
+    }
+    let node = open_node(&node_config)?;
     if node.peers().role.kind() == crate::node::role::RoleKind::Primary {
         node.peers().role.set_primary(Some(address));
     }

@@ -144,6 +144,58 @@ fn read_answer(stream: &mut TcpStream) -> Option<Body> {
     }
 }
 
+/// The gap this guards: a primary replaced by a forced promotion while it was down (its
+/// machine died; the operator promoted a standby with `--force`), restarted with `tally
+/// serve` as an init system would, served in its old epoch and, under `local`,
+/// acknowledged writes alone until it next asked its peers' epochs (a second later):
+/// writes the new primary never held, lost once it rejoined. It now asks before it serves.
+#[test]
+fn a_primary_replaced_while_it_was_down_acknowledges_nothing_when_restarted() {
+    let mut cluster = TestCluster::new("replaced-while-down", 3, "local");
+    cluster.start_primary(0, &[]);
+    cluster.start_standby(1, &[0, 2], &[]);
+    cluster.start_standby(2, &[0, 1], &[]);
+    let node = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&node);
+    all_acknowledged(&node, &batch(1, 100));
+    drop(node);
+    cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
+    cluster.kill(0);
+    // Under `local` a promotion needs every node's promise: node 0's is missing.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["promote", "--addr", &cluster.addresses[1].to_string(), "--force", "--timeout-ms", "2000"])
+        .output()
+        .expect("tally promote runs");
+    assert!(output.status.success(), "{}{}", String::from_utf8_lossy(&output.stderr), cluster.logs());
+    let new_primary = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    all_acknowledged(&new_primary, &batch(1_000, 100));
+
+    // The standbys cannot reach node 0 (their subscriptions would tell it the new epoch
+    // at once); node 0 can reach them.
+    for standby in [1, 2] {
+        cluster.link(standby, 0).cut();
+    }
+    cluster.start_primary(0, &[]);
+    let mut stream = TcpStream::connect(cluster.addresses[0]).expect("node 0 accepts");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("a timeout");
+    let late = batch(2_000, 100);
+    let mut request = Vec::new();
+    Request::CreateTransfers(late.clone()).encode(1, 7, &mut request).expect("a valid request");
+    stream.write_all(&request).expect("the request is sent");
+    if let Some(Body::Reply(Reply::CreateTransfers(results))) = read_answer(&mut stream) {
+        let acknowledged =
+            results.iter().any(|result| ResultCode::from_u32(result.status).is_some_and(ResultCode::is_ok));
+        assert!(!acknowledged, "the replaced primary acknowledged in its old epoch:\n{}", cluster.logs());
+    }
+
+    cluster.heal_all();
+    let converged = cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
+    assert_eq!(cluster.status(0).expect("node 0 answers").role, "standby", "{converged:?}");
+    assert!(new_primary.lookup_transfers(&ids(&late)).expect("lookup").is_empty());
+    assert_eq!(new_primary.lookup_transfers(&ids(&batch(1_000, 100))).expect("lookup").len(), 100);
+    assert_eq!(new_primary.lookup_transfers(&ids(&batch(1, 100))).expect("lookup").len(), 100);
+}
+
 /// A standby whose state is not the one its journal gives (here: its snapshot was swapped
 /// for one of another history at the same sequence, a stand-in for a bug or a bad disk
 /// under a ledger) must not go on serving as a copy of the primary. The primary sends its

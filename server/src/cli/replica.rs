@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use crate::gateway::{self, Frontend};
 use crate::metrics::{MetricsParts, MetricsSource};
 use crate::node::peers::PeerService;
 use crate::node::promote::{NOT_PROMOTABLE, Promoter, Running};
-use crate::node::role::Role;
+use crate::node::role::{Role, RoleKind};
 use crate::node::standby::{Standby, StandbyConfig};
 use crate::node::{Node, NodeConfig, ReplicationConfig};
 use crate::signals;
@@ -171,6 +171,36 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
     drop(admin);
     tracing::info!("stopping");
     stop(&promoter);
+    Ok(())
+}
+
+/// Before a replica-set member that was primary serves again (`tally serve` over its
+/// directory), it asks its peers' epochs: while it was down a promotion may have replaced
+/// it (a forced one, which did not need its promise), and it would otherwise serve in its
+/// old epoch (under `local` acknowledging alone) until its next question, a second later:
+/// writes the new primary never holds, lost when it rejoins. A peer in a newer epoch
+/// fences it (persisted): it opens fenced and rejoins as a standby. Peers that do not
+/// answer change nothing: a set restarted together has no one to ask yet.
+pub fn fence_if_replaced(data_dir: &Path, replication: &ReplicationConfig, me: SocketAddr) -> Result<(), CliError> {
+    let role = Role::load(data_dir)?;
+    if role.kind() != RoleKind::Primary {
+        return Ok(());
+    }
+    let peers: Vec<SocketAddr> = replication.cluster.iter().copied().filter(|&peer| peer != me).collect();
+    let Some((peer, epoch)) = crate::node::rejoin::newer_epoch(&peers, &replication.key, role.epoch()) else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(data_dir)
+        .map_err(|error| CliError::Usage(format!("cannot create {}: {error}", data_dir.display())))?;
+    role.heard_of(epoch);
+    tracing::warn!(
+        %peer,
+        epoch,
+        role = "fenced",
+        "FENCED at start: a peer holds a newer epoch than this node's {}; it serves no writes and rejoins as a standby",
+        role.epoch()
+    );
+    role.fence();
     Ok(())
 }
 
