@@ -248,8 +248,7 @@ impl Promoter {
             "tally: REJOIN: fenced in epoch {}; asking {peers:?} which node is the new primary",
             self.role.epoch()
         );
-        let newest = self.role.highest_heard();
-        let Some(primary) = super::rejoin::find_primary(&peers, &self.key, newest, stop) else { return };
+        let Some(primary) = super::rejoin::find_primary(&peers, &self.key, self.role.epoch(), stop) else { return };
         // Clients are sent there from now on, while this node turns into a standby.
         self.role.set_primary(Some(primary));
         eprintln!("tally: REJOIN: the new primary is {primary}; stopping this node's pipeline");

@@ -59,7 +59,7 @@ pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir, 
                 continue 'primaries;
             };
             let _ = peer.set_read_timeout(Some(peer_io::HANDSHAKE_TIMEOUT));
-            match find_common(&mut peer, &journal, end, first_kept, reason, role.highest_heard()) {
+            match find_common(&mut peer, &journal, end, first_kept, reason, role.epoch()) {
                 Ok(Found::Checkpoint(why)) => {
                     journal.close();
                     // No record this journal still holds is both shared with the primary
@@ -144,9 +144,11 @@ pub fn needs_checkpoint(common: u64, oldest_held: u64, snapshots: &[u64]) -> boo
 }
 
 /// Runs the search for the last record this journal shares with the primary's, probing
-/// it over `peer` (asking why records differ if `reason`). The probes carry `epoch`, the
-/// highest this node knows: a primary of an older epoch refuses them rather than have
-/// this node truncate records of the epoch that replaced it.
+/// it over `peer` (asking why records differ if `reason`). The probes carry `epoch`, this
+/// node's own (at least that of its last record): a primary of an older epoch refuses
+/// them rather than have this node truncate records of the epoch that replaced it. (Not
+/// the highest epoch heard of: a candidacy that failed is heard of, and no primary holds
+/// its epoch; a subscription carries the node's own epoch too.)
 fn find_common(
     peer: &mut PeerStream,
     journal: &Journal,
