@@ -196,6 +196,55 @@ fn a_primary_replaced_while_it_was_down_acknowledges_nothing_when_restarted() {
     assert_eq!(new_primary.lookup_transfers(&ids(&batch(1, 100))).expect("lookup").len(), 100);
 }
 
+/// Waits until node `index` reports `role`; panics with every log after 30 s.
+fn wait_for_role(cluster: &TestCluster, index: usize, role: &str) {
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while cluster.status(index).is_none_or(|status| status.role != role) {
+        assert!(std::time::Instant::now() < deadline, "node {index} never became {role}:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The gap this guards: a standby's auto-promotion watch ended for good once its node had
+/// been promoted, so a node promoted once, then replaced and rejoined as a standby, never
+/// stood again by itself. Two nodes under `replicated:1`: a promotion needs only the
+/// candidate's own promise.
+#[test]
+fn a_node_promoted_once_auto_promotes_again_after_it_rejoined() {
+    let mut cluster = TestCluster::new("auto-again", 2, "replicated:1");
+    let auto = ["--auto-promote-after-ms", "400"];
+    cluster.start_primary(0, &[]);
+    cluster.start_standby(1, &[0], &auto);
+    let node = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&node);
+    all_acknowledged(&node, &batch(1, 50));
+    drop(node);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+
+    // The primary dies: node 1 promotes itself; node 0 returns as its standby.
+    cluster.kill(0);
+    wait_for_role(&cluster, 1, "primary");
+    cluster.start_standby(0, &[1], &auto);
+    all_acknowledged(&client(&[cluster.addresses[1]], Duration::from_secs(20)), &batch(1_000, 50));
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    // An operator switches back to node 0 (once it has caught up and is promotable);
+    // node 1 is fenced and rejoins as a standby.
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while !cluster.promote(0).status.success() {
+        assert!(std::time::Instant::now() < deadline, "node 0 was never promoted:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for_role(&cluster, 1, "standby");
+    let before = cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+
+    // Node 0 dies: node 1, promoted once before, must promote itself again (and, alone
+    // under `replicated:1`, acknowledges nothing until a standby returns).
+    cluster.kill(0);
+    wait_for_role(&cluster, 1, "primary");
+    let after = cluster.status(1).expect("node 1 answers");
+    assert!(after.epoch > before.epoch, "a new epoch: {after:?} after {before:?}");
+}
+
 /// A standby whose state is not the one its journal gives (here: its snapshot was swapped
 /// for one of another history at the same sequence, a stand-in for a bug or a bad disk
 /// under a ledger) must not go on serving as a copy of the primary. The primary sends its

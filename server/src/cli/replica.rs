@@ -129,7 +129,9 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         checkpoint_chunk_bytes: node_config.checkpoint_chunk_bytes,
         replicas: usize::from(node_config.durability.replicas()),
     };
-    let standby = Standby::open(standby_config.clone(), role.clone())?;
+    let mut standby = Standby::open(standby_config.clone(), role.clone(), None)?;
+    // Nothing has read its log yet: no peer service runs before this one.
+    standby.start_following();
     let status = Arc::new(RwLock::new(standby.status()));
     let metrics = MetricsSource::new(status.clone(), MetricsParts::of_standby(&standby));
     let shipping = Arc::new(RwLock::new(None));

@@ -147,8 +147,13 @@ impl PeerService {
     /// the candidate's epoch before judging made the primary refuse the very candidate
     /// that fenced it: "a node already holds epoch e".)
     fn prepare(&self, peer: &mut PeerStream, epoch: u32) -> Result<(), PeerError> {
+        // The lock first, then the log: every standby and primary this process runs
+        // shares the lock, and the one that may acknowledge publishes its log before it
+        // does (`Standby::start_following`, `Promoter::promote`), so the log read under
+        // the lock is never a replaced one whose end stopped moving.
+        let follow_lock = self.log.read().unwrap_or_else(PoisonError::into_inner).follow_lock.clone();
+        let _following = follow_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let log = self.log.read().unwrap_or_else(PoisonError::into_inner).clone();
-        let _following = log.follow_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.role.epoch();
         if epoch > current && self.role.kind() == RoleKind::Primary {
             eprintln!("tally: FENCED: a candidate asks for epoch {epoch}; this node accepts no more writes");

@@ -19,7 +19,7 @@ use tally_codecs::wire::NodeStatus;
 use tally_journal::{Journal, JournalConfig, SnapshotStore};
 use tally_replication::{ClusterKey, Decision, Election, LogPosition, Message, candidate_epoch};
 
-use super::peer_io::{self, PeerError};
+use super::peer_io::{self, PeerError, PeerStream};
 use super::peers::LocalLog;
 use super::role::{RECOVERING_REFUSAL, Role, RoleKind};
 use super::ship::Shipping;
@@ -136,10 +136,17 @@ impl Promoter {
             );
             self.role.clear_recovering().map_err(|error| error.to_string())?;
         }
+        // A promise (another candidate's `Prepare`) waits while the node opens and its log
+        // is published, then reads that log: the node may acknowledge as soon as it opens,
+        // and a promise reading the stopped standby's log would report less than that.
+        let follow_lock = self.log.read().unwrap_or_else(PoisonError::into_inner).follow_lock.clone();
+        let promising = follow_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let node = Node::open_with_role(&self.node_config, self.role.clone()).map_err(|error| error.to_string())?;
         steps.done("node opened");
         self.role.set_primary(Some(self.standby_config.node));
-        self.switch(node.status(), node.shipping(), node.log());
+        let log = LocalLog { follow_lock: follow_lock.clone(), ..node.log() };
+        self.switch(node.status(), node.shipping(), log);
+        drop(promising);
         self.switch_metrics(MetricsParts::of(&node));
         let status = node.status().read();
         *running = Running::Primary(node);
@@ -163,9 +170,11 @@ impl Promoter {
             let mut wait = randomised(after);
             while !stop() {
                 std::thread::sleep(WATCH_POLL);
+                // While this process serves (or is between roles) there is nothing to
+                // watch; once it follows again (fenced, it rejoins), the watch resumes.
                 let silence = match &*promoter.running.lock().unwrap_or_else(PoisonError::into_inner) {
                     Running::Standby(standby) => standby.silence(),
-                    Running::Primary(_) | Running::Neither => return,
+                    Running::Primary(_) | Running::Neither => continue,
                 };
                 let silence = promoter.since_promise().map_or(silence, |since| silence.min(since));
                 if silence < wait {
@@ -253,7 +262,14 @@ impl Promoter {
         self.role.set_primary(Some(primary));
         eprintln!("tally: REJOIN: the new primary is {primary}; stopping this node's pipeline");
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let Running::Primary(node) = std::mem::replace(&mut *running, Running::Neither) else { return };
+        // Taken only if it is a primary: anything else stays what this process runs.
+        let node = match std::mem::replace(&mut *running, Running::Neither) {
+            Running::Primary(node) => node,
+            other => {
+                *running = other;
+                return;
+            }
+        };
         let ledger = node.shutdown();
         eprintln!(
             "tally: REJOIN: pipeline stopped at state hash {:#034x}; comparing this journal with {primary}'s, \
@@ -286,11 +302,15 @@ impl Promoter {
     /// `REJOIN:`); rebuild; follow. No restart of the process.
     pub fn reopen_standby(&self, why: Reopen) {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let Running::Standby(standby) = std::mem::replace(&mut *running, Running::Neither) else { return };
-        if standby.needs_reopen() != Some(why) {
-            *running = Running::Standby(standby);
-            return;
-        }
+        // Taken only if it is the standby that asked: a promotion may have run between
+        // the watch's look and this lock, and what it opened stays.
+        let standby = match std::mem::replace(&mut *running, Running::Neither) {
+            Running::Standby(standby) if standby.needs_reopen() == Some(why) => standby,
+            other => {
+                *running = other;
+                return;
+            }
+        };
         let (_, position) = standby.shutdown();
         let (tag, doing) = match why {
             Reopen::Checkpoint => ("CHECKPOINT", "fetching and installing the primary's checkpoint"),
@@ -327,10 +347,14 @@ impl Promoter {
         running: &mut Running,
         config: StandbyConfig,
     ) -> Result<NodeStatus, crate::error::NodeError> {
-        let standby = Standby::open(config, self.role.clone())?;
+        // The same promise lock as every node this process ran before; the new standby
+        // follows only once its log is the one a promise reads (`start_following`).
+        let follow_lock = self.log.read().unwrap_or_else(PoisonError::into_inner).follow_lock.clone();
+        let mut standby = Standby::open(config, self.role.clone(), Some(follow_lock))?;
         let status = standby.status().read();
         self.switch(standby.status(), None, standby.log());
         self.switch_metrics(MetricsParts::of_standby(&standby));
+        standby.start_following();
         *running = Running::Standby(standby);
         Ok(status)
     }
@@ -415,7 +439,7 @@ impl Promoter {
             None => return Err(format!("{}; refused by {}", election.refuse(), refusals.join("; "))),
         };
         steps.done("promises");
-        self.catch_up(own, &decision)?;
+        self.catch_up(own, &decision, timeout)?;
         steps.done("catch-up");
         let primary = self.role.enter(epoch, RoleKind::Primary).map_err(|error| error.to_string())?;
         if !primary {
@@ -429,7 +453,11 @@ impl Promoter {
     }
 
     /// Fetches `own.last_sequence..=target` from the decision's source and appends it.
-    fn catch_up(&self, own: LogPosition, decision: &Decision) -> Result<(), String> {
+    /// Fetches the records the decided log holds past this node's own from the promiser
+    /// that holds them. Each answer must come within `timeout` (at least the handshake's):
+    /// a source that died or was cut off without a reset ends the candidacy, which goes
+    /// back to following, instead of holding the node (and its process lock) for ever.
+    fn catch_up(&self, own: LogPosition, decision: &Decision, timeout: Duration) -> Result<(), String> {
         let Some(source) = &decision.source else { return Ok(()) };
         decision.check_own(own).map_err(|error| error.to_string())?;
         if decision.target.last_sequence <= own.last_sequence {
@@ -437,6 +465,7 @@ impl Promoter {
         }
         let address: SocketAddr = source.parse().map_err(|_| format!("bad peer address {source}"))?;
         let mut peer = peer_io::connect(address, &self.key, peer_io::HANDSHAKE_TIMEOUT).map_err(|e| e.to_string())?;
+        peer.set_read_timeout(Some(timeout.max(peer_io::HANDSHAKE_TIMEOUT))).map_err(|e| e.to_string())?;
         let from = own.last_sequence.max(1);
         let to = decision.target.last_sequence;
         peer.send(&Message::Fetch { epoch: decision.epoch, from, to }).map_err(|e| e.to_string())?;
@@ -453,38 +482,51 @@ impl Promoter {
             ..JournalConfig::new(data.join("journal"))
         };
         let (mut journal, _) = Journal::open(&config).map_err(|error| error.to_string())?;
-        loop {
-            let records = match peer.recv().map_err(|error| error.to_string())? {
-                Message::Records { records, .. } => records,
-                other => return Err(format!("{address} answered a fetch with {other:?}")),
-            };
-            if records.is_empty() {
-                break;
-            }
-            for record in records {
-                if record.sequence <= own.last_sequence {
-                    if record.sequence == own.last_sequence && record.chain != own.last_chain {
-                        return Err(format!(
-                            "this node's log diverges from {address}'s at sequence {}: promote {address} instead",
-                            own.last_sequence
-                        ));
-                    }
-                    continue;
-                }
-                journal
-                    .append(record.epoch, record.timestamp, record.operation, &record.payload)
-                    .map_err(|error| error.to_string())?;
-                if journal.last_chain() != record.chain {
-                    return Err(format!("record {} from {address} does not continue this log", record.sequence));
-                }
-            }
-        }
-        let fetched = journal.last_sequence();
+        let fetched = fetch_into(&mut journal, &mut peer, own, address);
+        let last = journal.last_sequence();
+        // Flushed and closed whether or not the fetch finished: what was appended chains.
         journal.close();
-        if fetched < to {
-            return Err(format!("{address} sent records up to {fetched}, not {to}"));
+        fetched?;
+        if last < to {
+            return Err(format!("{address} sent records up to {last}, not {to}"));
         }
         Ok(())
+    }
+}
+
+/// Appends the records `peer` sends after `own` until it sends an empty batch; each must
+/// continue this log.
+fn fetch_into(
+    journal: &mut Journal,
+    peer: &mut PeerStream,
+    own: LogPosition,
+    address: SocketAddr,
+) -> Result<(), String> {
+    loop {
+        let records = match peer.recv().map_err(|error| format!("fetching from {address}: {error}"))? {
+            Message::Records { records, .. } => records,
+            other => return Err(format!("{address} answered a fetch with {other:?}")),
+        };
+        if records.is_empty() {
+            return Ok(());
+        }
+        for record in records {
+            if record.sequence <= own.last_sequence {
+                if record.sequence == own.last_sequence && record.chain != own.last_chain {
+                    return Err(format!(
+                        "this node's log diverges from {address}'s at sequence {}: promote {address} instead",
+                        own.last_sequence
+                    ));
+                }
+                continue;
+            }
+            journal
+                .append(record.epoch, record.timestamp, record.operation, &record.payload)
+                .map_err(|error| error.to_string())?;
+            if journal.last_chain() != record.chain {
+                return Err(format!("record {} from {address} does not continue this log", record.sequence));
+            }
+        }
     }
 }
 

@@ -99,6 +99,8 @@ pub struct Standby {
     checkpoints: Option<Checkpointing>,
     stop: Arc<AtomicBool>,
     follow: Option<JoinHandle<LogPosition>>,
+    /// Lets the follow thread start ([`Standby::start_following`]); dropped, it ends.
+    go: Option<Sender<()>>,
     log: LocalLog,
     apply: Option<JoinHandle<Ledger>>,
     status: StatusSource,
@@ -114,8 +116,15 @@ pub struct Standby {
 }
 
 impl Standby {
-    /// Recovers the data directory as a node does, then follows the primaries.
-    pub fn open(config: StandbyConfig, role: Arc<Role>) -> Result<Standby, NodeError> {
+    /// Recovers the data directory as a node does, ready to follow the primaries once
+    /// [`Standby::start_following`] is called. `follow_lock`: the lock a promise takes
+    /// (`LocalLog::follow_lock`), shared by every standby and primary a process runs in
+    /// turn; `None` for the first.
+    pub fn open(
+        config: StandbyConfig,
+        role: Arc<Role>,
+        follow_lock: Option<Arc<std::sync::Mutex<()>>>,
+    ) -> Result<Standby, NodeError> {
         let dirs = DataDir::create(&config.data_dir)?;
         let lock = dirs.lock()?;
         if role.after_unflushed_acks(&dirs.root)? {
@@ -169,7 +178,7 @@ impl Standby {
         let log = LocalLog {
             journal_dir: dirs.journal.clone(),
             limit: durable.clone(),
-            follow_lock: Arc::new(std::sync::Mutex::new(())),
+            follow_lock: follow_lock.unwrap_or_default(),
         };
         // Journal retention as on a primary: the checkpoint writer tells the follow thread,
         // which owns the journal, of each recovery point (`input_log::retain`).
@@ -195,7 +204,9 @@ impl Standby {
         let started = Instant::now();
         let heard_ms = Arc::new(AtomicU64::new(0));
         let reopen = Arc::new(AtomicU8::new(REOPEN_NONE));
+        let (go, gone) = crossbeam::channel::bounded(1);
         let following = Following {
+            go: gone,
             reopen: reopen.clone(),
             heard_ms: heard_ms.clone(),
             started,
@@ -217,6 +228,7 @@ impl Standby {
             checkpoints,
             stop,
             follow: Some(follow),
+            go: Some(go),
             log,
             apply: Some(apply),
             status,
@@ -227,6 +239,17 @@ impl Standby {
             reopen,
             _lock: lock,
         })
+    }
+
+    /// Lets the follow thread subscribe, append and acknowledge. Called once whoever runs
+    /// this standby has published its [`Standby::log`] to the peer service: a promise must
+    /// read the log of the standby that may acknowledge, never the one it replaced (a
+    /// promise reading a stopped standby's frozen end while this one acknowledged past it
+    /// would let a promotion lose those records).
+    pub fn start_following(&mut self) {
+        if let Some(go) = self.go.take() {
+            let _ = go.send(());
+        }
     }
 
     /// Why this standby no longer follows and must be stopped and opened again, if it
@@ -265,6 +288,8 @@ impl Standby {
         // The follow thread stops while the checkpoint thread is joined: a promotion waits
         // for the slower of the two, not for both in turn.
         self.stop.store(true, Ordering::Release);
+        // A follow thread that never started ends without following.
+        self.go = None;
         let writer = self.checkpoints.take().and_then(Checkpointing::stop);
         let position = match self.follow.take().map(JoinHandle::join) {
             Some(Ok(position)) => position,
@@ -359,10 +384,15 @@ struct Following {
     derived: DerivedMarks,
     /// See [`Standby::needs_reopen`].
     reopen: Arc<AtomicU8>,
+    /// One message (or its sender dropped) before the thread follows anyone.
+    go: Receiver<()>,
 }
 
 impl Following {
     fn run(mut self) -> LogPosition {
+        if self.go.recv().is_err() {
+            return self.end();
+        }
         if self.role.epoch_unconfirmed() && !self.confirm_epoch() {
             return self.end();
         }
