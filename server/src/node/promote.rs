@@ -119,8 +119,25 @@ impl Promoter {
         let mut steps = Steps::start();
         let (_, own) = standby.shutdown();
         steps.done("standby stopped");
-        match self.elect_and_catch_up(own, force, timeout, &mut steps) {
-            Ok(()) => {}
+        // A promise (another candidate's `Prepare`) waits while this node becomes primary,
+        // opens and publishes its log, then reads that log: the node may acknowledge as
+        // soon as it opens, and a promise that read the stopped standby's log, or judged
+        // the role before it turned primary (and so did not stop writes), would report
+        // less than what the node acknowledged.
+        let follow_lock = self.log.read().unwrap_or_else(PoisonError::into_inner).follow_lock.clone();
+        let elected = self.elect_and_catch_up(own, force, timeout, &mut steps).and_then(|epoch| {
+            let promising = follow_lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let primary = self.role.enter(epoch, RoleKind::Primary).map_err(|error| error.to_string())?;
+            if !primary {
+                // Another candidate's `Prepare` of a newer epoch reached this node during
+                // the catch-up, and it promised: this candidacy is over (it would otherwise
+                // open fenced and report a promotion that never happened).
+                return Err(format!("this node promised epoch {} during the catch-up", self.role.epoch()));
+            }
+            Ok(promising)
+        });
+        let promising = match elected {
+            Ok(promising) => promising,
             Err(reason) => {
                 // Back to following: nothing was served in the new epoch.
                 if let Err(error) = self.run_as_standby(&mut running, self.standby_config.clone()) {
@@ -128,7 +145,8 @@ impl Promoter {
                 }
                 return Err(reason);
             }
-        }
+        };
+        steps.done("epoch recorded");
         if recovering {
             // Forced: what this node now holds is the history from here on.
             eprintln!(
@@ -136,11 +154,6 @@ impl Promoter {
             );
             self.role.clear_recovering().map_err(|error| error.to_string())?;
         }
-        // A promise (another candidate's `Prepare`) waits while the node opens and its log
-        // is published, then reads that log: the node may acknowledge as soon as it opens,
-        // and a promise reading the stopped standby's log would report less than that.
-        let follow_lock = self.log.read().unwrap_or_else(PoisonError::into_inner).follow_lock.clone();
-        let promising = follow_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let node = Node::open_with_role(&self.node_config, self.role.clone()).map_err(|error| error.to_string())?;
         steps.done("node opened");
         self.role.set_primary(Some(self.standby_config.node));
@@ -377,7 +390,7 @@ impl Promoter {
         force: bool,
         timeout: Duration,
         steps: &mut Steps,
-    ) -> Result<(), String> {
+    ) -> Result<u32, String> {
         // An epoch no other node can take (each epoch has one owner: its position in
         // `--cluster`), above every epoch this node has promised or heard of, persisted
         // before anyone is asked: two promotions, even forced apart, never share an epoch.
@@ -441,15 +454,7 @@ impl Promoter {
         steps.done("promises");
         self.catch_up(own, &decision, timeout)?;
         steps.done("catch-up");
-        let primary = self.role.enter(epoch, RoleKind::Primary).map_err(|error| error.to_string())?;
-        if !primary {
-            // Another candidate's `Prepare` of a newer epoch reached this node during the
-            // catch-up, and it promised: this candidacy is over (it would otherwise open
-            // fenced and report a promotion that never happened).
-            return Err(format!("this node promised epoch {} during the catch-up", self.role.epoch()));
-        }
-        steps.done("epoch recorded");
-        Ok(())
+        Ok(epoch)
     }
 
     /// Fetches `own.last_sequence..=target` from the decision's source and appends it.
