@@ -491,9 +491,13 @@ impl Promoter {
         let last = journal.last_sequence();
         // Flushed and closed whether or not the fetch finished: what was appended chains.
         journal.close();
-        fetched?;
+        // The source holds the log the rule decided for; if this node cannot copy it (the
+        // source no longer holds the records after this node's end, or went away), the
+        // source itself can serve it.
+        let hint = format!("{address} holds the decided log (to sequence {to}): promote it instead");
+        fetched.map_err(|error| if error.contains("promote") { error } else { format!("{error}; {hint}") })?;
         if last < to {
-            return Err(format!("{address} sent records up to {last}, not {to}"));
+            return Err(format!("{address} sent records up to {last}, not {to}; {hint}"));
         }
         Ok(())
     }
