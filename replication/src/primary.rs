@@ -69,6 +69,14 @@ impl Primary {
         self.check_epoch(epoch)
     }
 
+    /// A standby `node` subscribed holding its log up to `holds`: from now on its
+    /// acknowledgements count from there. A node that lost what it acknowledged (its disk
+    /// replaced, or rebuilt) subscribes from lower, and its older, higher acknowledgement
+    /// must not count for records it no longer holds.
+    pub fn on_subscribed(&mut self, node: &str, holds: u64) {
+        self.acks.insert(node.to_owned(), holds);
+    }
+
     /// A standby acknowledges; returns the replicated watermark when it moved. The
     /// watermark is the highest sequence that `replicas` standbys hold: the k-th highest
     /// acknowledgement. It never moves back, and never moves once fenced.
@@ -151,5 +159,18 @@ mod tests {
         assert_eq!(other.due(1, 12, 2), checkpoint, "not taken by the first stream");
         assert_eq!(one.due(1, 21, 3), None);
         assert!(one.due(1, 22, 4).is_some());
+    }
+
+    /// The gap this guards: a standby whose disk was replaced subscribes from 0, and its
+    /// acknowledgement of 1 000 from before must not count for records only another
+    /// standby now holds.
+    #[test]
+    fn a_standby_that_subscribes_again_from_lower_counts_from_there() {
+        let mut primary = Primary::new(1, 2);
+        assert_eq!(primary.on_ack("a", 1, 1_000), Ok(None));
+        assert_eq!(primary.on_ack("b", 1, 900), Ok(Some(900)));
+        primary.on_subscribed("a", 0);
+        assert_eq!(primary.on_ack("b", 1, 1_000), Ok(None), "a no longer holds 901..=1000");
+        assert_eq!(primary.on_ack("a", 1, 950), Ok(Some(950)));
     }
 }

@@ -314,7 +314,8 @@ impl Node {
             Due::of(config.snapshot_interval, config.snapshot_after_events),
             Some(nudge),
         ));
-        let status = StatusSource::new(pipeline.stats(), last_sequence, durable_sequence, role.clone(), Instant::now());
+        let status =
+            StatusSource::new(pipeline.stats(), last_sequence, durable_sequence.clone(), role.clone(), Instant::now());
         let shipping = config.replication.as_ref().map(|_| {
             let replicas = usize::from(config.durability.replicas());
             Arc::new(Shipping {
@@ -323,7 +324,7 @@ impl Node {
                 outgoing_dir: dirs.root.join(ship::OUTGOING),
                 chunk_bytes: config.checkpoint_chunk_bytes,
                 history: shipped_history.clone(),
-                visible,
+                visible: ship::shipping_limit(config.durability, &visible, &durable_sequence),
                 primary: Mutex::new(Primary::new(role.epoch(), replicas)),
                 replicated,
                 stats: pipeline.stats(),

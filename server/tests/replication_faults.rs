@@ -196,6 +196,25 @@ fn a_primary_replaced_while_it_was_down_acknowledges_nothing_when_restarted() {
     assert_eq!(new_primary.lookup_transfers(&ids(&batch(1, 100))).expect("lookup").len(), 100);
 }
 
+/// The gap this guards: a standby whose primary went silent without closing the
+/// connection (its machine lost power, or the link went dark: no reset arrives) waited on
+/// that connection for ever, even after it promised a newer epoch, so it never followed
+/// the new primary, which under `replicated:1` then acknowledged nothing. It now leaves
+/// at once after a promise, and after a few seconds of silence in any case.
+#[test]
+fn a_standby_whose_primary_went_silent_follows_the_new_primary() {
+    let cluster = three_nodes("silent-primary");
+    for standby in [1, 2] {
+        cluster.link(standby, 0).drop_traffic();
+        cluster.link(0, standby).drop_traffic();
+    }
+    cluster.promote_ok(1);
+    let new_primary = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    // Acknowledged only once node 2 follows node 1.
+    all_acknowledged(&new_primary, &batch(9_000, 100));
+    assert_eq!(new_primary.lookup_transfers(&ids(&batch(1, 500))).expect("lookup").len(), 500);
+}
+
 /// Waits until node `index` reports `role`; panics with every log after 30 s.
 fn wait_for_role(cluster: &TestCluster, index: usize, role: &str) {
     let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;

@@ -242,5 +242,10 @@ pub fn log_end(log: &LocalLog) -> Result<LogPosition, String> {
     while let Some(record) = reader.next_record().map_err(|error| error.to_string())? {
         position = LogPosition { last_epoch: record.epoch, last_sequence: record.sequence, last_chain: record.chain };
     }
+    // A journal cut below the mark since (a log view of a standby that reopened and
+    // truncated): reporting the empty position would promise an empty log.
+    if position.last_sequence < last {
+        return Err(format!("this node's journal no longer holds sequence {last}: it is being reopened"));
+    }
     Ok(position)
 }

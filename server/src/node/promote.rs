@@ -360,12 +360,17 @@ impl Promoter {
         running: &mut Running,
         config: StandbyConfig,
     ) -> Result<NodeStatus, crate::error::NodeError> {
-        // The same promise lock as every node this process ran before; the new standby
-        // follows only once its log is the one a promise reads (`start_following`).
+        // The same promise lock as every node this process ran before, held while the
+        // directory is reopened (its journal may be truncated, its state rebuilt) until
+        // the new log is published: a promise waits rather than read a log view that no
+        // longer matches the disk. The new standby follows only after that
+        // (`start_following`).
         let follow_lock = self.log.read().unwrap_or_else(PoisonError::into_inner).follow_lock.clone();
-        let mut standby = Standby::open(config, self.role.clone(), Some(follow_lock))?;
+        let reopening = follow_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut standby = Standby::open(config, self.role.clone(), Some(follow_lock.clone()))?;
         let status = standby.status().read();
         self.switch(standby.status(), None, standby.log());
+        drop(reopening);
         self.switch_metrics(MetricsParts::of_standby(&standby));
         standby.start_following();
         *running = Running::Standby(standby);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use tally_engine::pipeline::PipelineStats;
+use tally_engine::pipeline::{Durability, PipelineStats};
 use tally_journal::{JournalReader, ReadLimit};
 use tally_replication::{CheckpointFileInfo, CheckpointSchedule, LogPosition, Message, Primary, Record};
 
@@ -57,8 +57,7 @@ pub struct Shipping {
     /// closes with the pipeline, so a fenced primary that rejoins as a standby can open it
     /// again (this is held only while a dump is read).
     pub history: Weak<HistoryStore>,
-    /// The journal's visible mark: records are shipped before the local flush, so a
-    /// standby's flush and the primary's run in parallel.
+    /// Records are shipped up to this mark ([`shipping_limit`]).
     pub visible: Arc<AtomicU64>,
     pub primary: Mutex<Primary>,
     /// The watermark `replicated:k` waits for.
@@ -172,6 +171,21 @@ impl Shipping {
     }
 }
 
+/// How far a primary ships: under `replicated:k` (and `none`) up to the journal's
+/// visible mark, before its own flush, so the standbys' flushes run beside it (a crash
+/// that loses the primary's unflushed records leaves it recovering at its next start:
+/// `Role::note_unflushed_acks`); under `local` and `local+replicated:k` only what it has
+/// flushed. Shipping unflushed records there let a primary that lost power restart in the
+/// same epoch with a shorter log and write other records at the same sequences, while a
+/// standby kept the lost ones: two histories in one epoch, and a later promotion, taking
+/// the longest log of the highest epoch, dropped what the restarted primary had
+/// acknowledged. Under `local` the replies wait for the flush anyway; under
+/// `local+replicated:k` a standby's flush now follows the primary's instead of running
+/// beside it.
+pub fn shipping_limit(durability: Durability, visible: &Arc<AtomicU64>, durable: &Arc<AtomicU64>) -> Arc<AtomicU64> {
+    if durability.flushes_locally() { Arc::clone(durable) } else { Arc::clone(visible) }
+}
+
 /// Serves one authenticated standby that subscribed at `position`.
 pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: LogPosition, shipping: &Arc<Shipping>) {
     let our_epoch = shipping.role.epoch();
@@ -204,6 +218,8 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
             return;
         }
     }
+    // What it acknowledged before counts no more than what it holds now.
+    shipping.core().on_subscribed(&node, from - 1);
     eprintln!("tally: standby {node} ({}) follows from sequence {from}", peer.peer);
     let closed = Arc::new(AtomicBool::new(false));
     let progress = shipping.standbys.subscribed(&node, from - 1);
@@ -353,7 +369,10 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
         if shipping.role.kind() != RoleKind::Primary {
             return Err(PeerError::Refused("this node is no longer primary".into()));
         }
-        let epoch = shipping.role.epoch();
+        // This primary's own epoch, not the role's: a promise of a newer one may have
+        // just moved the role, and records labelled with it would carry an epoch this
+        // primary does not hold.
+        let epoch = shipping.core().epoch();
         // Read before the journal: a commit after this read rings, and the wait below
         // then returns at once.
         let rings = shipping.bell.rings();

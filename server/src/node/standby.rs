@@ -56,6 +56,9 @@ const EPOCH_RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How often a blocked read or a pause looks for a stop request: it bounds how long
 /// `tally promote` waits for the follow thread to stop.
 const STOP_POLL: Duration = Duration::from_millis(20);
+/// A followed primary silent this long (fifteen heartbeats) is taken for gone: the
+/// connection is dropped and the primaries are asked again.
+const PRIMARY_SILENCE: Duration = Duration::from_secs(3);
 /// How long the standby's business-logic thread waits for work before it offers its state
 /// to a checkpoint that was asked for (a primary that has gone quiet sends no batches).
 const IDLE_OFFER: Duration = Duration::from_millis(100);
@@ -538,16 +541,33 @@ impl Following {
         peer.send(&follower.subscribe(&self.config.node.to_string()))?;
         peer.set_read_timeout(Some(STOP_POLL)).map_err(PeerError::Io)?;
         self.role.set_primary(Some(address));
+        let mut last_message = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             let message = match peer.recv() {
                 Ok(message) => message,
                 Err(PeerError::Io(error))
                     if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
                 {
+                    // A primary that lost power, or a link that went dark, closes nothing:
+                    // without these the thread would wait on the connection for ever.
+                    if self.role.epoch() > follower.epoch() {
+                        let _ = peer.send(&Message::NewerEpoch { epoch: self.role.epoch() });
+                        return Err(PeerError::Refused("this node promised a newer epoch".into()).into());
+                    }
+                    if last_message.elapsed() >= PRIMARY_SILENCE {
+                        peer.shutdown();
+                        return Err(PeerError::Refused(format!(
+                            "nothing from the primary for {} ms (it sends a heartbeat every {} ms): looking for a primary again",
+                            last_message.elapsed().as_millis(),
+                            super::ship::HEARTBEAT_INTERVAL.as_millis()
+                        ))
+                        .into());
+                    }
                     continue;
                 }
                 Err(error) => return Err(error.into()),
             };
+            last_message = Instant::now();
             let heard = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.heard_ms.store(heard, Ordering::Release);
             if let Some(journal) = self.journal.as_mut() {
