@@ -183,7 +183,13 @@ impl Shipping {
 /// `local+replicated:k` a standby's flush now follows the primary's instead of running
 /// beside it.
 pub fn shipping_limit(durability: Durability, visible: &Arc<AtomicU64>, durable: &Arc<AtomicU64>) -> Arc<AtomicU64> {
-    if durability.flushes_locally() { Arc::clone(durable) } else { Arc::clone(visible) }
+    if ships_before_flush(durability) { Arc::clone(visible) } else { Arc::clone(durable) }
+}
+
+/// Whether a primary under `durability` ships records before its own flush (see
+/// [`shipping_limit`]); the simulator's primary asks the same.
+pub fn ships_before_flush(durability: Durability) -> bool {
+    !durability.flushes_locally()
 }
 
 /// Serves one authenticated standby that subscribed at `position`.

@@ -202,6 +202,11 @@ impl Net {
         self.cut.clear();
     }
 
+    /// Whether nodes `a` and `b` can reach each other (their link is not cut).
+    pub fn reachable(&self, a: usize, b: usize) -> bool {
+        !self.cut.contains(&(a.min(b), a.max(b)))
+    }
+
     pub fn partitioned(&self) -> bool {
         !self.cut.is_empty()
     }

@@ -220,6 +220,9 @@ pub struct SimNode {
     /// failed flush comes back recovering, since its journal may lack inputs it
     /// acknowledged (held by standbys only).
     pub acked_unflushed: bool,
+    /// Its epoch file says it serves as primary (not fenced, not a standby): an operator
+    /// may restart it with `tally serve`, as the primary of that epoch again.
+    pub primary_on_disk: bool,
     /// Started without an epoch file (its disks were replaced): it asks its peers their
     /// epochs and follows no one until enough have answered (`tally`'s
     /// `Following::confirm_epoch`, with the count from the protocol core's
@@ -256,6 +259,8 @@ const REPAIR_ROUNDS: u64 = 3;
 pub enum Started {
     /// Running, from the snapshot at this sequence (0: a full replay).
     Running(u64),
+    /// Serving again as the primary of its epoch (`tally serve`), from that snapshot.
+    Serving(u64),
     /// The journal refused damaged records that intact ones follow: fetching them.
     Repairing,
     /// The journal refused for a reason no peer's records can mend, or the history store
@@ -580,6 +585,7 @@ impl SimNode {
             remembered: Vec::new(),
             recovering: false,
             acked_unflushed: primary && !cluster.durability.flushes_locally(),
+            primary_on_disk: primary,
             epoch_question: None,
         })
     }
@@ -616,6 +622,7 @@ impl SimNode {
     /// Ends the running process (the caller says how), keeping its count of reads.
     fn stop(&mut self) -> Option<Up> {
         let up = self.up.take()?;
+        self.primary_on_disk = up.primary_epoch().is_some();
         self.history_reads_before += up.derived.history.store.read_transactions();
         self.remembered.clone_from(&up.log);
         Some(up)
@@ -647,6 +654,7 @@ impl SimNode {
         self.disks.crash(None);
         self.repair = None;
         let up = self.up.take();
+        self.primary_on_disk = up.as_ref().is_some_and(|up| up.primary_epoch().is_some());
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(up)));
     }
 
@@ -712,6 +720,7 @@ impl SimNode {
         self.disks.crash(None);
         self.repair = None;
         drop(self.stop());
+        self.primary_on_disk = false;
         self.disks = Disks::default();
         self.epoch = 0;
         self.rotted = false;
@@ -811,6 +820,7 @@ impl SimNode {
     pub fn rebuild(&mut self, now: u64, hot_window: (u64, u64)) -> Result<(), String> {
         self.repair = None;
         drop(self.stop());
+        self.primary_on_disk = false;
         self.disks = Disks::default();
         self.rotted = false;
         self.history_rotted = false;
@@ -823,7 +833,10 @@ impl SimNode {
     /// Restart after a crash: the newest snapshot, recovery and replay, then follow as a
     /// standby. Returns the sequence of the snapshot it started from (0: none, a full
     /// replay).
-    pub fn restart(&mut self, now: u64, hot_window: (u64, u64)) -> Result<Started, String> {
+    /// `serve`: the operator starts it with `tally serve` (a node whose epoch file says
+    /// primary); `Some(true)` if a peer it reaches holds a newer epoch (`tally serve` asks
+    /// first: `cli::replica::fence_if_replaced`). `None`: `tally standby`.
+    pub fn restart(&mut self, now: u64, hot_window: (u64, u64), serve: Option<bool>) -> Result<Started, String> {
         self.repair = None;
         if let Some(question) = self.epoch_question.as_mut() {
             *question = EpochQuestion::default();
@@ -845,6 +858,17 @@ impl SimNode {
                 // As `tally`'s start does with `DIR/UNFLUSHED-ACKS` (the simulator's nodes
                 // stop only by crashing or by a failed flush, never cleanly).
                 self.recovering |= std::mem::take(&mut self.acked_unflushed);
+                let mut up = up;
+                // `tally serve` over a primary's directory: refused while recovering (the
+                // operator starts it as a standby then), fenced by a newer epoch a peer
+                // holds (it rejoins as a standby); otherwise the primary of its epoch again.
+                if serve == Some(false) && self.primary_on_disk && !self.recovering {
+                    up.role = Role::Primary(PrimaryRole::new(self.epoch, up.journal.last_timestamp(), self.cluster));
+                    self.acked_unflushed = !self.cluster.durability.flushes_locally();
+                    self.up = Some(up);
+                    self.rotted = false;
+                    return Ok(Started::Serving(from_snapshot));
+                }
                 self.up = Some(up);
                 self.rotted = false;
                 return Ok(Started::Running(from_snapshot));
@@ -938,8 +962,8 @@ impl SimNode {
                     Ok(_) => {
                         ctx.report.journal_repairs += 1;
                         let hot_window = Self::draw_hot_window(ctx.rng);
-                        match self.restart(ctx.now, hot_window) {
-                            Ok(Started::Running(_)) => {}
+                        match self.restart(ctx.now, hot_window, None) {
+                            Ok(Started::Running(_) | Started::Serving(_)) => {}
                             Ok(Started::Repairing) => {}
                             // The repaired records are fine, but the journal holds other
                             // damage no peer's records can mend (a last record rotted below
@@ -1078,6 +1102,7 @@ impl SimNode {
             self.ask_for_repair(ctx);
             return;
         }
+        let ships_before_flush = crate::node::ship::ships_before_flush(self.cluster.durability);
         let Some(up) = self.up.as_mut() else { return };
         if ctx.rng.per_mille(400) {
             up.journal.flush();
@@ -1104,7 +1129,10 @@ impl SimNode {
                         Err(error) => ctx.violation(format!("n{id}: the primary could not append a tick: {error}")),
                     }
                 }
-                let last = up.log.len() as u64;
+                // As `tally`'s shipper (`ship::shipping_limit`): before the flush only where
+                // the policy lets it.
+                let appended = up.log.len() as u64;
+                let last = if ships_before_flush { appended } else { up.journal.durable_sequence().min(appended) };
                 let heartbeat = ctx.rng.per_mille(100);
                 let mut broken: Vec<usize> =
                     primary.subscribers.keys().copied().filter(|&standby| ctx.connection_broke(id, standby)).collect();

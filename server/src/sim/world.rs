@@ -36,6 +36,9 @@ pub struct Report {
     pub restarts: u64,
     /// Restarts that loaded a snapshot and replayed only the journal after it.
     pub restarts_from_snapshot: u64,
+    /// Restarts with `tally serve` of a node whose epoch file said primary, that serve
+    /// again in that epoch.
+    pub restarts_as_primary: u64,
     pub partitions: u64,
     pub heals: u64,
     pub promotions_asked: u64,
@@ -99,7 +102,7 @@ impl Report {
     /// The fault schedule in one line.
     pub fn faults(&self) -> String {
         format!(
-            "crashes {} ({} with torn writeback), restarts {} ({} from a snapshot), partitions {}, heals {}, promotions asked {} ({} \
+            "crashes {} ({} with torn writeback), restarts {} ({} from a snapshot, {} serving again), partitions {}, heals {}, promotions asked {} ({} \
              forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, checkpoints {}, snapshots damaged {}, \
              journal records rotted {}, history bits rotted {} ({} panics, {} starts refused), outcome bits rotted {}, repaired {} ({} copies refused), starts refused {}, rebuilt {}, disks replaced {} ({} epochs confirmed), failed flushes {} ({} stopped a node), \
              history reads {}, ticks {}, clock steps back {}, messages delivered {} dropped {} duplicated {}",
@@ -107,6 +110,7 @@ impl Report {
             self.torn_crashes,
             self.restarts,
             self.restarts_from_snapshot,
+            self.restarts_as_primary,
             self.partitions,
             self.heals,
             self.promotions_asked,
@@ -594,13 +598,37 @@ impl World {
     }
 
     fn restart(&mut self, id: usize) {
+        // A node whose epoch file says primary is restarted with `tally serve` about half
+        // the time (chosen without the PRNG, which the rest of the run draws from), which
+        // first asks the peers it reaches their epochs.
+        let serve = (self.nodes[id].primary_on_disk
+            && (self.config.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ id as u64)
+                .count_ones()
+                .is_multiple_of(2))
+        .then(|| {
+            (0..self.config.cluster.nodes).any(|peer| {
+                peer != id
+                    && self.nodes[peer].up.is_some()
+                    && self.nodes[peer].epoch > self.nodes[id].epoch
+                    && self.net.reachable(id, peer)
+            })
+        });
+        self.restart_with(id, serve);
+    }
+
+    fn restart_with(&mut self, id: usize, serve: Option<bool>) {
         self.report.restarts += 1;
         self.trace(0xD1 ^ (id as u64) << 8);
         let hot_window = SimNode::draw_hot_window(&mut self.rng);
         let now = self.now;
-        match self.guarded(id, |world| world.nodes[id].restart(now, hot_window)) {
+        match self.guarded(id, |world| world.nodes[id].restart(now, hot_window, serve)) {
             None | Some(Ok(Started::Running(0) | Started::Repairing)) => {}
             Some(Ok(Started::Running(_))) => self.report.restarts_from_snapshot += 1,
+            Some(Ok(Started::Serving(from_snapshot))) => {
+                self.report.restarts_as_primary += 1;
+                self.report.restarts_from_snapshot += u64::from(from_snapshot > 0);
+                self.trace(0xD4 ^ (id as u64) << 8);
+            }
             Some(Ok(Started::Refused)) => {
                 // A journal damaged at rest that no peer's records can mend, or a history
                 // store that failed its check: the operator rebuilds the node.
@@ -672,7 +700,7 @@ impl World {
                 }
             });
             self.nodes[id].crash(None);
-            self.restart(id);
+            self.restart_with(id, None);
         }
     }
 
