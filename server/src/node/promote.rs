@@ -147,14 +147,31 @@ impl Promoter {
             }
         };
         steps.done("epoch recorded");
-        if recovering {
-            // Forced: what this node now holds is the history from here on.
-            eprintln!(
-                "tally: FORCED promotion of a recovering node: inputs it acknowledged before its rebuild and no promising node held are lost"
-            );
-            self.role.clear_recovering().map_err(|error| error.to_string())?;
-        }
-        let node = Node::open_with_role(&self.node_config, self.role.clone()).map_err(|error| error.to_string())?;
+        let opened = (|| {
+            if recovering {
+                // Forced: what this node now holds is the history from here on.
+                eprintln!(
+                    "tally: FORCED promotion of a recovering node: inputs it acknowledged before its rebuild and no promising node held are lost"
+                );
+                self.role.clear_recovering()?;
+            }
+            Node::open_with_role(&self.node_config, self.role.clone())
+        })();
+        let node = match opened {
+            Ok(node) => node,
+            Err(error) => {
+                // The epoch file says primary, and nothing serves: fenced (persisted), so
+                // that no restart serves this epoch either, and back to following; the
+                // next promotion takes a newer epoch.
+                drop(promising);
+                eprintln!("tally: the promoted node did not open ({error}): fenced in its epoch, following again");
+                self.role.fence();
+                if let Err(error) = self.run_as_standby(&mut running, self.standby_config.clone()) {
+                    eprintln!("tally: cannot resume following after a failed promotion: {error}");
+                }
+                return Err(format!("the promoted node did not open: {error}"));
+            }
+        };
         steps.done("node opened");
         self.role.set_primary(Some(self.standby_config.node));
         let log = LocalLog { follow_lock: follow_lock.clone(), ..node.log() };
