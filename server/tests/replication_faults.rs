@@ -44,9 +44,14 @@ fn ids(transfers: &[Transfer]) -> Vec<u128> {
     transfers.iter().map(|transfer| transfer.id).collect()
 }
 
-/// A primary and two standbys, converged after some acknowledged load.
+/// A primary and two standbys under `replicated:1`, converged after some acknowledged load.
 fn three_nodes(name: &str) -> TestCluster {
-    let mut cluster = TestCluster::new(name, 3, "replicated:1");
+    three_nodes_under(name, "replicated:1")
+}
+
+/// [`three_nodes`] under another durability policy.
+fn three_nodes_under(name: &str, durability: &str) -> TestCluster {
+    let mut cluster = TestCluster::new(name, 3, durability);
     cluster.start_primary(0, &[]);
     cluster.start_standby(1, &[0, 2], &[]);
     cluster.start_standby(2, &[0, 1], &[]);
@@ -151,21 +156,10 @@ fn read_answer(stream: &mut TcpStream) -> Option<Body> {
 /// writes the new primary never held, lost once it rejoined. It now asks before it serves.
 #[test]
 fn a_primary_replaced_while_it_was_down_acknowledges_nothing_when_restarted() {
-    let mut cluster = TestCluster::new("replaced-while-down", 3, "local");
-    cluster.start_primary(0, &[]);
-    cluster.start_standby(1, &[0, 2], &[]);
-    cluster.start_standby(2, &[0, 1], &[]);
-    let node = client(&[cluster.addresses[0]], Duration::from_secs(20));
-    create_accounts(&node);
-    all_acknowledged(&node, &batch(1, 100));
-    drop(node);
-    cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
+    let mut cluster = three_nodes_under("replaced-while-down", "local");
     cluster.kill(0);
     // Under `local` a promotion needs every node's promise: node 0's is missing.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["promote", "--addr", &cluster.addresses[1].to_string(), "--force", "--timeout-ms", "2000"])
-        .output()
-        .expect("tally promote runs");
+    let output = cluster.promote_with(1, &["--force", "--timeout-ms", "2000"]);
     assert!(output.status.success(), "{}{}", String::from_utf8_lossy(&output.stderr), cluster.logs());
     let new_primary = client(&[cluster.addresses[1]], Duration::from_secs(20));
     all_acknowledged(&new_primary, &batch(1_000, 100));

@@ -789,10 +789,7 @@ fn wait_for_rejoin(cluster: &TestCluster, index: usize) {
 }
 
 fn force_promote(cluster: &TestCluster, index: usize) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["promote", "--addr", &cluster.addresses[index].to_string(), "--force", "--timeout-ms", "2000"])
-        .output()
-        .expect("tally promote runs");
+    let output = cluster.promote_with(index, &["--force", "--timeout-ms", "2000"]);
     assert!(
         output.status.success(),
         "promotion failed: {}{}\n{}",

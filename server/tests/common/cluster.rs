@@ -169,8 +169,14 @@ impl TestCluster {
 
     /// `tally promote --addr NODE --timeout-ms 10000`.
     pub fn promote(&self, index: usize) -> Output {
+        self.promote_with(index, &["--timeout-ms", "10000"])
+    }
+
+    /// `tally promote --addr NODE` with `extra` arguments.
+    pub fn promote_with(&self, index: usize, extra: &[&str]) -> Output {
         Command::new(TALLY)
-            .args(["promote", "--addr", &self.addresses[index].to_string(), "--timeout-ms", "10000"])
+            .args(["promote", "--addr", &self.addresses[index].to_string()])
+            .args(extra)
             .output()
             .expect("tally promote runs")
     }
