@@ -368,6 +368,10 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
     let mut last_heartbeat: Option<Instant> = None;
     // This stream's own: every standby, on every connection, gets every interval's hash.
     let mut checkpoints = CheckpointSchedule::new(CHECKPOINT_INTERVAL);
+    // This primary's own epoch (fixed for its life), not the role's: a promise of a newer
+    // one may move the role, and records labelled with it would carry an epoch this
+    // primary does not hold.
+    let epoch = shipping.core().epoch();
     loop {
         if closed.load(Ordering::Acquire) {
             return Err(PeerError::Closed);
@@ -375,10 +379,6 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
         if shipping.role.kind() != RoleKind::Primary {
             return Err(PeerError::Refused("this node is no longer primary".into()));
         }
-        // This primary's own epoch, not the role's: a promise of a newer one may have
-        // just moved the role, and records labelled with it would carry an epoch this
-        // primary does not hold.
-        let epoch = shipping.core().epoch();
         // Read before the journal: a commit after this read rings, and the wait below
         // then returns at once.
         let rings = shipping.bell.rings();
