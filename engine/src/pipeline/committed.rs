@@ -34,14 +34,19 @@ pub fn apply_collecting(
     // A pending transfer that just expired is still held (its state stays hot for the hot
     // window after it is resolved), even when its own commit has left the hot state.
     let expired = committed.expired.iter().filter_map(|id| ledger.held_pending_transfer(*id));
-    touched.extend(expired.flat_map(|pending| [pending.debit_account_id, pending.credit_account_id]));
+    for pending in expired {
+        touched.extend([pending.debit_account_id, pending.credit_account_id]);
+    }
     match (command, &reply) {
-        (Command::Request(Request::CreateTransfers(events)), Some(Reply::CreateTransfers(results))) => {
-            let ids: Vec<u128> = created(results).map(|index| events[index].id).collect();
-            ledger.lookup_transfers(&ids, &mut committed.transfers);
-            let sides =
-                committed.transfers.iter().flat_map(|transfer| [transfer.debit_account_id, transfer.credit_account_id]);
-            touched.extend(sides);
+        (Command::Request(Request::CreateTransfers(_)), Some(Reply::CreateTransfers(_))) => {
+            // The transfers it created are the newest of the hot window (the ledger
+            // appends each as it commits it): the records the events answered `created`
+            // name, in event order (checked against the look-up by id in the tests below).
+            ledger.input_transfers(&mut committed.transfers);
+            touched.reserve(2 * committed.transfers.len());
+            for transfer in &committed.transfers {
+                touched.extend([transfer.debit_account_id, transfer.credit_account_id]);
+            }
         }
         (Command::Request(Request::CreateAccounts(events)), Some(Reply::CreateAccounts(results))) => {
             touched.extend(created(results).map(|index| events[index].id));

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use tally_codecs::wire::{Reply, Request};
 use tally_codecs::{Account, AccountBalance, AccountFilter, EventResult, FilterError, LimitProfile, Transfer};
-use tally_engine::pipeline::{Command, apply};
+use tally_engine::pipeline::{Command, apply, apply_collecting};
 use tally_engine::{Effects, HistoryLookup, Ledger, PendingStatus, StoredBalance, StoredTransfer, cold};
 
 /// An in-memory history store: what a real one holds, with the same read methods.
@@ -107,7 +107,20 @@ impl HotCold {
         self.sequence += 1;
         let cutoff = self.ledger.hot_cutoff(self.sequence);
         let facts = cold::gather(&self.store, &command, cutoff);
-        let reply = apply(&mut self.ledger, self.sequence, timestamp, &command, facts);
+        let (reply, committed) = apply_collecting(&mut self.ledger, self.sequence, timestamp, &command, facts);
+        if let (Command::Request(Request::CreateTransfers(events)), Some(Reply::CreateTransfers(results))) =
+            (&command, &reply)
+        {
+            // What the outcome stream records as committed: the records of the events
+            // answered `created`, in event order, read by id.
+            let created = tally_codecs::ResultCode::Created as u32;
+            let ids: Vec<u128> =
+                events.iter().zip(results).filter(|(_, result)| result.status == created).map(|(e, _)| e.id).collect();
+            let mut by_id = Vec::new();
+            self.ledger.lookup_transfers(&ids, &mut by_id);
+            assert_eq!(by_id.len(), ids.len(), "every created transfer is hot while its input is applied");
+            assert_eq!(committed.transfers, by_id, "the transfers collected as committed by input {}", self.sequence);
+        }
         self.store.record(&self.ledger.effects());
         reply
     }
