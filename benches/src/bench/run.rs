@@ -174,7 +174,8 @@ fn start_node(config: &Config) -> Result<Node, String> {
         } => {
             crate::load::node::disk_file_system(work_dir)?;
             let dir = RunDir::create(work_dir, "bench", false)?;
-            let mut extra_args = sink_args(events.as_ref(), *files);
+            let files_dir = files.then(|| dir.path.join("files"));
+            let mut extra_args = sink_args(events.as_ref(), files_dir.as_deref());
             extra_args.extend(["--sink-nice".to_owned(), sink_nice.to_string()]);
             extra_args.extend(["--sink-hold-above".to_owned(), sink_hold_above.to_string()]);
             // With a settlement or events sink, the bench watches their lag in `/metrics`.
@@ -204,16 +205,17 @@ fn start_node(config: &Config) -> Result<Node, String> {
     }
 }
 
-/// The node's events and file sink arguments.
-fn sink_args(events: Option<&tally_sinks::nats::NatsConfig>, files: bool) -> Vec<String> {
+/// The node's events and file sink arguments; the file sink writes into `files` (inside
+/// the run's directory: a relative `--files` would name the bench's working directory).
+fn sink_args(events: Option<&tally_sinks::nats::NatsConfig>, files: Option<&std::path::Path>) -> Vec<String> {
     let mut args = Vec::new();
     if let Some(events) = events {
         let options = ["--events", &events.url, "--events-stream", &events.stream];
         args.extend(options.iter().map(|option| option.to_string()));
         args.extend(["--events-subject-prefix".to_string(), events.subject_prefix.clone()]);
     }
-    let files_dir = if files { "files" } else { "off" };
-    args.extend(["--files".to_string(), files_dir.to_string()]);
+    let files_dir = files.map_or_else(|| "off".to_owned(), |dir| dir.display().to_string());
+    args.extend(["--files".to_string(), files_dir]);
     args
 }
 
