@@ -1,8 +1,8 @@
 //! Resident memory and single-thread apply rate of the ledger as the business-logic thread
 //! runs it: each batch of 8 189 single-phase transfers (`--batch B` for fewer) is one
 //! input with its own sequence,
-//! applied through `pipeline::apply`, followed by `Ledger::effects()` (what the history
-//! stage receives). With `--hot-window W` (0: everything stays hot, the old behaviour)
+//! applied through `pipeline::apply_collecting` (what the outcome stream receives),
+//! followed by `Ledger::effects()` (what the history stage receives). With `--hot-window W` (0: everything stays hot, the old behaviour)
 //! transfers older than W inputs leave memory, and with `--hot-window-events E` (0: no
 //! bound in events) also those the window's last E transfer events push out. Prints the resident size every tenth of the
 //! run, so a flat line after the window fills shows bounded memory.
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tally_bench::workload::{self, BATCH_EVENTS, Distribution, Rng, TransferGenerator};
 use tally_codecs::wire::Request;
 use tally_engine::Ledger;
-use tally_engine::pipeline::{Command, apply};
+use tally_engine::pipeline::{Command, apply, apply_collecting};
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -94,11 +94,11 @@ fn main() -> Result<(), String> {
         let command = Command::Request(Request::CreateTransfers(batch));
         let cpu_before = thread_cpu_ns();
         let began = Instant::now();
-        apply(&mut ledger, sequence, timestamp, &command, Default::default());
+        let (_, committed) = apply_collecting(&mut ledger, sequence, timestamp, &command, Default::default());
         let effects = ledger.effects();
         let took = began.elapsed();
         cpu_ns += thread_cpu_ns().saturating_sub(cpu_before);
-        drop(effects);
+        drop((committed, effects));
         busy += took;
         worst = worst.max(took);
         applied += count as u64;

@@ -121,6 +121,24 @@ impl HotCold {
             assert_eq!(by_id.len(), ids.len(), "every created transfer is hot while its input is applied");
             assert_eq!(committed.transfers, by_id, "the transfers collected as committed by input {}", self.sequence);
         }
+        // The accounts it changed, once each in id order: both sides of each committed
+        // transfer, of each pending transfer that expired, and each account created.
+        let expired: Vec<Transfer> =
+            committed.expired.iter().filter_map(|id| self.ledger.held_pending_transfer(*id)).collect();
+        let mut ids: Vec<u128> = (committed.transfers.iter().chain(&expired))
+            .flat_map(|transfer| [transfer.debit_account_id, transfer.credit_account_id])
+            .collect();
+        if let (Command::Request(Request::CreateAccounts(events)), Some(Reply::CreateAccounts(results))) =
+            (&command, &reply)
+        {
+            let created = tally_codecs::ResultCode::Created as u32;
+            ids.extend(events.iter().zip(results).filter(|(_, result)| result.status == created).map(|(e, _)| e.id));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut accounts = Vec::new();
+        self.ledger.lookup_accounts(&ids, &mut accounts);
+        assert_eq!(committed.accounts, accounts, "the accounts collected as changed by input {}", self.sequence);
         self.store.record(&self.ledger.effects());
         reply
     }
