@@ -281,6 +281,47 @@ fn a_standby_started_without_cluster_is_never_promoted_and_says_why() {
     assert!(said.contains("--auto-promote-after-ms needs --cluster"), "{said}");
 }
 
+/// A standby outside `--cluster` is streamed to, but the promotion rule never asks it for a
+/// promise, so its acknowledgements must not count towards `replicated:k`: with the only
+/// member standby down, the primary acknowledges nothing, and a promotion of that member
+/// (which needs no `--force` with 2 nodes under `replicated:1`) loses nothing. Found in
+/// review: the outsider's acknowledgement let the primary answer `created` for a transfer
+/// the promoted member never had.
+#[test]
+fn a_standby_outside_the_cluster_does_not_count_towards_replicated() {
+    let dir = TempDir::new("outsider");
+    let cluster = Cluster::new(dir.path(), 2);
+    let primary = cluster.start(dir.path(), 0, "serve", "replicated:1");
+    let member = cluster.start(dir.path(), 1, "standby", "replicated:1");
+    let primary_address = cluster.addresses[0].to_string();
+    let outsider_address = free_address();
+    let mut args = vec!["--cluster-secret-file", &cluster.secret, "--durability", "local"];
+    args.extend(["--snapshot-interval-s", "0", "--primary", &primary_address]);
+    let outsider = ServerProcess::start_as("standby", &dir.path().join("outsider"), outsider_address, &args);
+    let writer = client(&[cluster.addresses[0]], Duration::from_secs(10));
+    writer.create_accounts(&[account(1), account(2)]).expect("acknowledged with the member standby");
+    wait_caught_up(dir.path(), &[1]);
+    wait_converged(&[cluster.addresses[0], cluster.addresses[1], outsider_address]);
+    member.kill();
+
+    let short = client(&[cluster.addresses[0]], Duration::from_secs(3));
+    let answer = short.create_transfers(&[transfer(100, 1, 2, 5)]);
+    let acknowledged = answer.is_ok();
+    assert!(!acknowledged, "acknowledged with only the outsider holding it: {answer:?}\n{}", primary.log());
+    assert!(primary.log().contains("not in --cluster"), "the primary says why:\n{}", primary.log());
+    drop((short, writer));
+    primary.kill();
+
+    let member = cluster.start(dir.path(), 1, "standby", "replicated:1");
+    let (promoted, text) = promote(cluster.addresses[1], &[]);
+    assert!(promoted, "2 nodes under replicated:1 need one promise, the member's own: {text}");
+    if acknowledged {
+        let found = client(&cluster.addresses[1..], Duration::from_secs(10)).lookup_transfers(&[100]).expect("lookup");
+        assert_eq!(found.len(), 1, "an acknowledged transfer was lost by the promotion");
+    }
+    drop((member, outsider));
+}
+
 /// Under `replicated:1` a primary replies once a standby has flushed an input, before its
 /// own flush, so after a crash its journal may lack inputs it acknowledged (only the
 /// standby holds them). Its next start is therefore recovering: `tally serve` is refused,
