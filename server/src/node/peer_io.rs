@@ -57,6 +57,11 @@ impl PeerStream {
         self.stream.set_read_timeout(timeout)
     }
 
+    /// A send that makes no progress for `timeout` fails (for the socket, both handles).
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.stream.set_write_timeout(timeout)
+    }
+
     pub fn send(&mut self, message: &Message) -> Result<(), PeerError> {
         self.out.clear();
         message.encode(&mut self.out);

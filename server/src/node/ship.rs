@@ -173,9 +173,20 @@ impl Shipping {
         }
     }
 
-    /// A peer told of a higher epoch: stop acknowledging at once.
+    /// A peer told of a higher epoch: stop acknowledging at once. Unless this process is
+    /// primary in that epoch or a newer one: then the stream that heard it belongs to an
+    /// earlier incarnation of this node (a shipping thread blocked in a send outlived its
+    /// node, which was fenced, rejoined and promoted again), and only that stream ends.
     fn fence(&self, epoch: u32) {
         self.role.heard_of(epoch);
+        if self.role.kind() == RoleKind::Primary && epoch <= self.role.epoch() {
+            eprintln!(
+                "tally: a stream of an earlier primary of this node heard of epoch {epoch}; this node is primary \
+                 in epoch {} and stays so",
+                self.role.epoch()
+            );
+            return;
+        }
         if self.role.kind() == RoleKind::Primary {
             eprintln!("tally: FENCED: a newer primary holds epoch {epoch}; this node accepts no more writes");
         }
@@ -203,6 +214,10 @@ pub fn shipping_limit(durability: Durability, visible: &Arc<AtomicU64>, durable:
 pub fn ships_before_flush(durability: Durability) -> bool {
     !durability.flushes_locally()
 }
+
+/// How long a send to a standby may make no progress before the standby is dropped (it
+/// subscribes again when it reads again).
+pub const STANDBY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one authenticated standby that subscribed at `position`.
 pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: LogPosition, shipping: &Arc<Shipping>) {
@@ -235,6 +250,12 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
             let _ = peer.send(&Message::Diverged { reason });
             return;
         }
+    }
+    // A standby that stops reading (stopped, black-holed) must not hold this thread, and
+    // the role it may fence, for the minutes TCP takes to give up.
+    if let Err(error) = peer.set_write_timeout(Some(STANDBY_WRITE_TIMEOUT)) {
+        eprintln!("tally: standby {node}: cannot set a write timeout: {error}");
+        return;
     }
     let member = shipping.is_member(&node);
     if member {
@@ -498,4 +519,55 @@ fn read_acks(
     }
     closed.store(true, Ordering::Release);
     peer.shutdown();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `Shipping` whose primary core holds `core_epoch`, over a role loaded from `dir`.
+    fn shipping(dir: &std::path::Path, core_epoch: u32) -> Shipping {
+        let role = Arc::new(Role::load(dir).expect("role"));
+        Shipping {
+            journal_dir: dir.join("journal"),
+            snapshots_dir: dir.join("snapshots"),
+            outgoing_dir: dir.join(OUTGOING),
+            chunk_bytes: 1 << 20,
+            history: Weak::new(),
+            visible: Arc::new(AtomicU64::new(0)),
+            primary: Mutex::new(Primary::new(core_epoch, 1)),
+            replicated: Arc::new(AtomicU64::new(0)),
+            stats: Arc::new(PipelineStats::default()),
+            role,
+            followers: AtomicUsize::new(0),
+            bell: Arc::new(super::super::bell::Bell::default()),
+            standbys: StandbyProgress::default(),
+            members: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_newer_epoch_fences_the_primary_it_ships_for() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let shipping = shipping(root.path(), 1);
+        shipping.role.enter(1, RoleKind::Primary).expect("primary in epoch 1");
+        assert!(shipping.check_peer_epoch(2), "a peer in epoch 2 deposes a primary of epoch 1");
+        assert_eq!(shipping.role.kind(), RoleKind::Fenced);
+    }
+
+    /// A stream of an earlier incarnation (its core in epoch 1) hears of epoch 2 after the
+    /// process was promoted again in epoch 3: it ends, and the primary of epoch 3 stays.
+    #[test]
+    fn a_stale_stream_does_not_fence_a_newer_primary_of_the_same_process() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let stale = shipping(root.path(), 1);
+        stale.role.enter(3, RoleKind::Primary).expect("primary again, in epoch 3");
+        assert!(stale.check_peer_epoch(2), "the stale stream's own core is fenced");
+        assert_eq!((stale.role.kind(), stale.role.epoch()), (RoleKind::Primary, 3), "the new primary stays");
+        drop(stale);
+        let stale = shipping(root.path(), 1);
+        assert_eq!((stale.role.kind(), stale.role.epoch()), (RoleKind::Primary, 3));
+        assert!(stale.check_peer_epoch(4), "an epoch newer than the role's");
+        assert_eq!(stale.role.kind(), RoleKind::Fenced, "fences it");
+    }
 }
