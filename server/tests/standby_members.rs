@@ -816,3 +816,37 @@ fn oldest_segment(journal: &std::path::Path) -> u64 {
         .min()
         .unwrap_or(0)
 }
+
+/// A standby restarted after installing a checkpoint and before any record followed it
+/// (an idle primary checkpoints at its last sequence, so the standby's journal holds no
+/// record): it starts and follows. Found in review: the start looked for a divergent
+/// suffix by reading the journal's last record, which it does not hold, and failed at
+/// every start until the directory was wiped.
+#[test]
+fn a_standby_restarted_before_any_record_followed_its_checkpoint_starts_and_follows() {
+    let mut cluster = TestCluster::new("restart-after-install", 2, "local");
+    let quiet = ["--snapshot-interval-s", "1", "--journal-segment-mib", "4", "--tick-interval-ms", "3600000"];
+    cluster.start_primary(0, &quiet);
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&primary, 1..=ACCOUNTS);
+    let next_id = load_until_the_oldest_segment_is_dropped(&cluster, 0, &primary, 100_000);
+    // Idle now: the primary's newest checkpoint comes to cover its last record.
+    let last = cluster.status(0).expect("the primary answers").last_sequence;
+    let snapshot = cluster.data(0).join("snapshots").join(format!("{last:020}.snap"));
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    while !snapshot.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint at sequence {last}:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    cluster.start_standby(1, &[0], &quiet);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    assert!(cluster.log(1).contains("installed the checkpoint"), "{}", cluster.log(1));
+    assert_eq!(cluster.status(1).expect("the standby answers").last_sequence, last, "nothing followed it");
+    cluster.kill(1);
+    cluster.start_standby(1, &[0], &quiet);
+    let answered = primary.create_transfers(&[transfer(next_id, 1, 2, 3)]).expect("answered");
+    assert_eq!(answered[0].status, ResultCode::Created as u32);
+    let converged = cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    assert_eq!(converged.applied_sequence, last + 1, "the restarted standby applied the new record");
+}

@@ -40,6 +40,15 @@ pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir, 
         );
         role.mark_recovering()?;
     }
+    // A journal that holds no record: a checkpoint was installed and nothing has arrived
+    // since (an idle primary checkpoints at its last sequence). No record of this node can
+    // have diverged, and there is none to probe with: it follows from the checkpoint.
+    // Until 2026-12-07 reading the missing record failed every start of such a standby.
+    let oldest_held = journal.segment_first_sequences().first().copied().unwrap_or(1);
+    if journal.last_sequence() < oldest_held {
+        journal.close();
+        return Ok(());
+    }
     let end = position_at(&journal, journal.last_sequence())?;
     if end.last_sequence == 0 {
         journal.close();
@@ -48,7 +57,6 @@ pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir, 
     // The search may go back to the oldest record this journal still holds, not just to
     // the newest snapshot: a primary that applied its suffix (`local`, `none`) may have
     // written a snapshot inside it, when it was stopped to rejoin if not before.
-    let oldest_held = journal.segment_first_sequences().first().copied().unwrap_or(1);
     let first_kept = if oldest_held <= 1 { 0 } else { oldest_held };
     let mut found = None;
     'primaries: for &address in config.primaries.iter().filter(|&&address| address != config.node) {
