@@ -316,7 +316,7 @@ impl Node {
         ));
         let status =
             StatusSource::new(pipeline.stats(), last_sequence, durable_sequence.clone(), role.clone(), Instant::now());
-        let shipping = config.replication.as_ref().map(|replication| {
+        let shipping = config.replication.as_ref().map(|_| {
             let replicas = usize::from(config.durability.replicas());
             Arc::new(Shipping {
                 journal_dir: dirs.journal.clone(),
@@ -332,7 +332,6 @@ impl Node {
                 followers: std::sync::atomic::AtomicUsize::new(0),
                 bell,
                 standbys: ship::StandbyProgress::default(),
-                members: replication.cluster.clone(),
             })
         });
         if role.kind() == RoleKind::Primary {

@@ -282,11 +282,11 @@ fn a_standby_started_without_cluster_is_never_promoted_and_says_why() {
 }
 
 /// A standby outside `--cluster` is streamed to, but the promotion rule never asks it for a
-/// promise, so its acknowledgements must not count towards `replicated:k`: with the only
-/// member standby down, the primary acknowledges nothing, and a promotion of that member
-/// (which needs no `--force` with 2 nodes under `replicated:1`) loses nothing. Found in
-/// review: the outsider's acknowledgement let the primary answer `created` for a transfer
-/// the promoted member never had.
+/// promise, so it must not count towards `replicated:k` (it does not acknowledge): with
+/// the only member standby down, the primary acknowledges nothing, and a promotion of that
+/// member (which needs no `--force` with 2 nodes under `replicated:1`) loses nothing. Found
+/// in review: the outsider's acknowledgement let the primary answer `created` for a
+/// transfer the promoted member never had.
 #[test]
 fn a_standby_outside_the_cluster_does_not_count_towards_replicated() {
     let dir = TempDir::new("outsider");
@@ -308,7 +308,7 @@ fn a_standby_outside_the_cluster_does_not_count_towards_replicated() {
     let answer = short.create_transfers(&[transfer(100, 1, 2, 5)]);
     let acknowledged = answer.is_ok();
     assert!(!acknowledged, "acknowledged with only the outsider holding it: {answer:?}\n{}", primary.log());
-    assert!(primary.log().contains("not in --cluster"), "the primary says why:\n{}", primary.log());
+    assert!(outsider.log().contains("does not acknowledge"), "the outsider says so:\n{}", outsider.log());
     drop((short, writer));
     primary.kill();
 

@@ -128,7 +128,14 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         history_check: node_config.history_check,
         checkpoint_chunk_bytes: node_config.checkpoint_chunk_bytes,
         replicas: usize::from(node_config.durability.replicas()),
+        acknowledges: !args.cluster.cluster.is_empty(),
     };
+    if !standby_config.acknowledges {
+        eprintln!(
+            "tally: started without --cluster: this standby follows but does not acknowledge, so it does not count \
+             towards a replicated:k policy"
+        );
+    }
     let mut standby = Standby::open(standby_config.clone(), role.clone(), None)?;
     // Nothing has read its log yet: no peer service runs before this one.
     standby.start_following();
@@ -243,6 +250,7 @@ pub fn fenced_primary_rejoins(
         history_check: node_config.history_check,
         checkpoint_chunk_bytes: node_config.checkpoint_chunk_bytes,
         replicas: usize::from(node_config.durability.replicas()),
+        acknowledges: !replication.cluster.is_empty(),
     };
     let promoter = Arc::new(Promoter {
         running: Mutex::new(Running::Primary(node)),

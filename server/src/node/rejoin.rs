@@ -364,6 +364,7 @@ mod tests {
             history_check: crate::history::HistoryCheck::OnOpen,
             checkpoint_chunk_bytes: 1 << 20,
             replicas: 0,
+            acknowledges: true,
         };
 
         let role = Role::load(&dirs.root).expect("role");

@@ -72,12 +72,6 @@ pub struct Shipping {
     pub bell: Arc<super::bell::Bell>,
     /// What each standby that subscribed holds, for `/metrics`.
     pub standbys: StandbyProgress,
-    /// The replica set (`--cluster`). Only its nodes' acknowledgements count towards
-    /// `replicated:k`, and only they count as followers: the promotion rule asks only them
-    /// for promises, so an input held by a standby outside the set (one started without
-    /// `--cluster`) and by no member would be lost by a promotion that needs no `--force`.
-    /// Empty: no set (then `replicated:k` is refused at start and nothing is promoted).
-    pub members: Vec<std::net::SocketAddr>,
 }
 
 /// Standbys tracked at most; one subscribing beyond that is served but not tracked (a
@@ -151,12 +145,6 @@ impl StandbyProgress {
 impl Shipping {
     fn core(&self) -> std::sync::MutexGuard<'_, Primary> {
         self.primary.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Whether the standby that subscribed as `node` is a member of the set (see
-    /// [`Shipping::members`]).
-    fn is_member(&self, node: &str) -> bool {
-        self.members.is_empty() || node.parse().is_ok_and(|address| self.members.contains(&address))
     }
 
     /// A peer in `epoch` asked something only a primary answers (a probe of its log): if
@@ -257,18 +245,9 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
         eprintln!("tally: standby {node}: cannot set a write timeout: {error}");
         return;
     }
-    let member = shipping.is_member(&node);
-    if member {
-        // What it acknowledged before counts no more than what it holds now.
-        shipping.core().on_subscribed(&node, from - 1);
-        eprintln!("tally: standby {node} ({}) follows from sequence {from}", peer.peer);
-    } else {
-        eprintln!(
-            "tally: standby {node} ({}) follows from sequence {from}; it is not in --cluster, so its \
-             acknowledgements do not count towards the durability policy and it is never asked to promise",
-            peer.peer
-        );
-    }
+    // What it acknowledged before counts no more than what it holds now.
+    shipping.core().on_subscribed(&node, from - 1);
+    eprintln!("tally: standby {node} ({}) follows from sequence {from}", peer.peer);
     let closed = Arc::new(AtomicBool::new(false));
     let progress = shipping.standbys.subscribed(&node, from - 1);
     let acks = match peer.try_clone() {
@@ -277,7 +256,7 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
             let progress = progress.clone();
             std::thread::Builder::new()
                 .name(format!("acks {node}"))
-                .spawn(move || read_acks(reader, &node, member, &shipping, &closed, progress.as_deref()))
+                .spawn(move || read_acks(reader, &node, &shipping, &closed, progress.as_deref()))
         }
         Err(error) => Err(error),
     };
@@ -285,12 +264,11 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
         eprintln!("tally: standby {node}: cannot start its acknowledgement reader");
         return;
     };
-    let following = usize::from(member);
-    shipping.followers.fetch_add(following, Ordering::AcqRel);
+    shipping.followers.fetch_add(1, Ordering::AcqRel);
     if let Err(error) = stream(&mut peer, from, shipping, &closed) {
         eprintln!("tally: standby {node}: stream ended: {error}");
     }
-    shipping.followers.fetch_sub(following, Ordering::AcqRel);
+    shipping.followers.fetch_sub(1, Ordering::AcqRel);
     peer.shutdown();
     closed.store(true, Ordering::Release);
     let _ = acks.join();
@@ -466,7 +444,6 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
 fn read_acks(
     mut peer: PeerStream,
     node: &str,
-    member: bool,
     shipping: &Shipping,
     closed: &AtomicBool,
     progress: Option<&StandbyAcks>,
@@ -486,12 +463,7 @@ fn read_acks(
             Message::Ack { .. } if shipping.role.kind() != RoleKind::Primary => break,
             Message::Ack { epoch, durable_sequence } => {
                 let mut core = shipping.core();
-                // A node outside the set still tells of a newer epoch; it counts for nothing else.
-                let outcome = if member {
-                    core.on_ack(node, epoch, durable_sequence)
-                } else {
-                    core.check_epoch(epoch).map(|()| None)
-                };
+                let outcome = core.on_ack(node, epoch, durable_sequence);
                 // An acknowledgement given to an older primary says nothing of our records.
                 let ours = epoch == core.epoch();
                 drop(core);
@@ -542,7 +514,6 @@ mod tests {
             followers: AtomicUsize::new(0),
             bell: Arc::new(super::super::bell::Bell::default()),
             standbys: StandbyProgress::default(),
-            members: Vec::new(),
         }
     }
 

@@ -90,6 +90,11 @@ pub struct StandbyConfig {
     /// k of the durability policy (`replicated:k`; 0 for `none`/`local`): a node that
     /// starts without an epoch file hears k + 1 peers' epochs before it follows anyone.
     pub replicas: usize,
+    /// Whether it acknowledges what it has made durable: a member of the replica set
+    /// (`--cluster`) does. One started without `--cluster` does not: no promotion asks it
+    /// for a promise, so an input only it held would be lost by a promotion that needs no
+    /// `--force`, and its acknowledgement must not count towards `replicated:k`.
+    pub acknowledges: bool,
 }
 
 /// What the follow thread hands the business-logic thread, in stream order.
@@ -669,7 +674,7 @@ impl Following {
         // cannot be sent (the primary has just died), these records are journaled all the
         // same, and the next primary streams from the journal's end, so records skipped
         // here would never be applied and the ledger would silently fall behind its journal.
-        let ack = follower.durable(durable);
+        let ack = follower.durable(durable).filter(|_| self.config.acknowledges);
         let _ = self.work.send(Work::Records(records));
         if let Some(ack) = ack {
             peer.send(&ack)?;
