@@ -24,7 +24,8 @@
 //!    the checkpoint's sequence as its mark). A checkpoint that does not load is refused
 //!    and nothing else changes;
 //! 2. that store file is renamed over `DIR/history/history.redb` (fsync `DIR/history`);
-//! 3. the journal's files are removed (fsync);
+//! 3. the journal's files are removed (fsync), and the outcome stream's (fsync): it is
+//!    derived, and starts after the checkpoint as the journal does;
 //! 4. the snapshots are removed and the checkpoint's snapshot renamed into
 //!    `DIR/snapshots/` (fsync);
 //! 5. a new, empty journal is created that starts after the checkpoint's sequence and
@@ -97,7 +98,7 @@ pub fn clear_interrupted_install(dirs: &DataDir, role: &Role) -> Result<(), Node
     sync_dir(&dirs.root)
 }
 
-/// Removes the journal, the snapshots and the history store: this node then holds
+/// Removes the journal, the snapshots, the history store and the outcome stream: this node then holds
 /// nothing, and its primary offers its checkpoint (or streams from the first record).
 /// The node is marked recovering first (`Role::mark_recovering`).
 pub fn clear_for_checkpoint(dirs: &DataDir, role: &Role) -> Result<(), NodeError> {
@@ -107,7 +108,13 @@ pub fn clear_for_checkpoint(dirs: &DataDir, role: &Role) -> Result<(), NodeError
     if dirs.history.exists() {
         clear_files(&dirs.history)?;
     }
-    Ok(())
+    clear_outcomes(dirs)
+}
+
+/// Removes the outcome stream's segments (it is derived: rebuilt from the checkpoint and
+/// the journal).
+fn clear_outcomes(dirs: &DataDir) -> Result<(), NodeError> {
+    if dirs.outcomes.exists() { clear_files(&dirs.outcomes) } else { Ok(()) }
 }
 
 /// Subscribes at `position` to the first primary that answers; if it no longer holds the
@@ -291,6 +298,10 @@ pub fn install(received: &Received, dirs: &DataDir, segment_bytes: usize) -> Res
     sync_dir(&dirs.history)?;
     clear_files(&dirs.journal)?;
     clear_files(&dirs.snapshots)?;
+    // The outcome stream too: it starts after the checkpoint, as the journal does. Kept,
+    // it went on from the new journal's first record with a gap, and the next start took
+    // the gap for a damaged tail and cut every entry after it (found in review).
+    clear_outcomes(dirs)?;
     for file in received.files.iter().filter(|file| file.name != dump::FILE_NAME) {
         let to = dirs.snapshots.join(&file.name);
         std::fs::rename(staging.join(&file.name), &to).map_err(|source| NodeError::Io { path: to, source })?;
@@ -415,7 +426,11 @@ mod tests {
             let (history, mark) = HistoryStore::open(&dirs.history).expect("history");
             assert_eq!((mark, history.failed(5)), (3, Some((1, 3))), "the history store is untouched");
         }
+        let outcome_segment = dirs.outcomes.join("00000000000000000001.out");
+        std::fs::create_dir_all(&dirs.outcomes).expect("outcomes directory");
+        std::fs::write(&outcome_segment, b"entries 1 to 2").expect("an outcome segment");
         install(&received(&dirs, &good), &dirs, 16 << 20).expect("installed");
+        assert!(!outcome_segment.exists(), "the outcome stream starts after the checkpoint, as the journal does");
         assert!(!dirs.root.join(STAGING).exists());
         assert!(!dirs.root.join(RECEIVING).exists());
         let (history, mark) = HistoryStore::open(&dirs.history).expect("history");
