@@ -79,7 +79,14 @@ fn a_standby_promoted_while_the_primary_lives_loses_nothing_and_the_old_primary_
     let new_primary = cluster.status(1).expect("the new primary answers");
     assert_eq!((new_primary.role.as_str(), new_primary.epoch), ("primary", 1), "{new_primary:?}");
     assert_eq!(converged.epoch, 1, "the old primary learnt the new epoch by following: {converged:?}");
-    assert!(cluster.log(0).contains("FENCED: a candidate asks for epoch 1"), "{}", cluster.log(0));
+    // Fenced by the candidate's `Prepare`, or, when it asked its peers' epochs in the
+    // moment between the candidate's own promise and that `Prepare` (its follower left),
+    // by the candidate's newer epoch (docs/design.md §7a; seen once under CI load).
+    let log = cluster.log(0);
+    assert!(
+        log.contains("FENCED: a candidate asks for epoch 1") || log.contains("FENCED: a peer is in a newer epoch"),
+        "{log}"
+    );
 
     // Every transfer acknowledged to the writer, before or after the switch, is there.
     let reader = client(&[cluster.addresses[1]], Duration::from_secs(20));
