@@ -9,7 +9,9 @@
 
 use crate::assess::{Keep, Plan, SET_ASIDE_SUFFIX, assess};
 use crate::error::{DamageReason, JournalError};
-use crate::format::{ChainHash, MarkSlot, SegmentHeader, parse_segment_name};
+use crate::format::{
+    ChainHash, MARK_FLAG_SEALED, MARK_SLOT_BYTES, MARK_SLOT_OFFSETS, MarkSlot, SegmentHeader, parse_segment_name,
+};
 use crate::manifest::{MANIFEST_TEMPORARY_NAME, Manifest, ManifestState};
 use crate::scan::{Cursor, parse_next};
 use crate::segment::{
@@ -121,12 +123,33 @@ pub(crate) fn recover<S: Storage>(
     let temporaries_removed = remove_temporaries(storage, options.hook)?;
     let assessment = assess(storage, options.mode, options.snapshot_sequence, options.genesis_chain)?;
     let manifest_created = assessment.recorded.is_none() && !matches!(assessment.plan, Plan::Empty { .. });
+    let mut recorded = assessment.recorded;
+    let mut early_manifest = None;
     let mut recovered = match assessment.plan {
         Plan::Empty { first_sequence, genesis_chain, genesis_epoch, genesis_timestamp } => {
             start_empty(storage, first_sequence, (genesis_chain, genesis_epoch, genesis_timestamp), options)?
         }
         Plan::Keep { scan, keep } => keep_prefix(storage, scan, keep, options.hook)?,
-        Plan::Truncate { scan, sequence } => truncate_at(storage, scan, sequence, options.hook)?,
+        Plan::Truncate { scan, sequence } => {
+            // The manifest learns the new end before anything is cut. Recorded after, a
+            // power loss between the cut and the record left a manifest naming removed
+            // segments and a durable mark past the end, and every later open refused the
+            // journal. Recorded first, such a loss leaves a journal that opens whole (its
+            // records past the new mark are kept as any unrecorded tail is) or cut.
+            let keep = kept_segments(&scan, sequence)?;
+            let state = ManifestState {
+                generation: 0,
+                first_segment: scan.segments[0].first_sequence,
+                last_segment: scan.segments[keep].first_sequence,
+                durable_sequence: sequence,
+                snapshot_sequence: options.snapshot_sequence,
+                writer_boot: storage.boot_id(),
+            };
+            let manifest = record_manifest(storage, recorded, state, options.hook)?;
+            recorded = Some(manifest.state());
+            early_manifest = Some(manifest);
+            truncate_at(storage, scan, sequence, keep, options.hook)?
+        }
     };
     // Set aside only once what follows the damaged segments is in place: a journal that
     // starts over after the snapshot holds the chain, epoch and timestamp it continues
@@ -156,7 +179,13 @@ pub(crate) fn recover<S: Storage>(
         snapshot_sequence: options.snapshot_sequence,
         writer_boot: storage.boot_id(),
     };
-    let manifest = record_manifest(storage, assessment.recorded, state, options.hook)?;
+    let manifest = match early_manifest {
+        Some(mut manifest) => {
+            manifest.record(storage, state, options.hook);
+            manifest
+        }
+        None => record_manifest(storage, recorded, state, options.hook)?,
+    };
     Ok((recovered, manifest))
 }
 
@@ -292,28 +321,42 @@ fn reopen_and_clean<S: Storage>(
     Ok((active, capacity, zeroed + short_bytes))
 }
 
-fn truncate_at<S: Storage>(
-    storage: &S,
-    scan: JournalScan,
-    sequence: u64,
-    hook: FlushFailureHook,
-) -> Result<Recovered<S::Segment>, JournalError> {
+/// The index of the segment that will hold the last record kept when cutting after
+/// `sequence` (every later segment goes).
+fn kept_segments(scan: &JournalScan, sequence: u64) -> Result<usize, JournalError> {
     let last_valid = scan.last_sequence();
     if sequence > last_valid || sequence.saturating_add(1) < scan.first_sequence {
         return Err(JournalError::TruncateBeyondEnd { requested: sequence, last: last_valid });
     }
-    let keep = scan
-        .segments
+    scan.segments
         .iter()
         .rposition(|entry| entry.first_sequence <= sequence + 1)
-        .ok_or(JournalError::SequenceNotFound(sequence))?;
+        .ok_or(JournalError::SequenceNotFound(sequence))
+}
+
+/// Cuts the journal after `sequence`: removes the segments after `keep`, newest first,
+/// then zeroes the kept segment's tail. The manifest already records the new end.
+///
+/// Every step is durable before the next, and each state between them opens as a whole
+/// (longer) journal: the segments that become the last one are unsealed first (a scan
+/// reads only the last segment's mark, and a sealed last segment is a missing successor),
+/// and removing the newest segment first never leaves a gap.
+fn truncate_at<S: Storage>(
+    storage: &S,
+    scan: JournalScan,
+    sequence: u64,
+    keep: usize,
+    hook: FlushFailureHook,
+) -> Result<Recovered<S::Segment>, JournalError> {
+    let last = scan.segments.len() - 1;
+    for entry in &scan.segments[keep..last] {
+        unseal(storage, &entry.name, hook)?;
+    }
     let mut segments_removed = Vec::new();
     for entry in scan.segments[keep + 1..].iter().rev() {
         storage.remove(&entry.name).map_err(|error| JournalError::io(storage.path_of(&entry.name), error))?;
-        segments_removed.push(entry.name.clone());
-    }
-    if !segments_removed.is_empty() {
         sync_dir_or_stop(storage, hook);
+        segments_removed.push(entry.name.clone());
     }
     let name = scan.segments[keep].name.clone();
     let (header, end, mark) = position_after(storage, &name, sequence)?;
@@ -334,6 +377,24 @@ fn truncate_at<S: Storage>(
             ..RecoveryReport::default()
         },
     })
+}
+
+/// Rewrites a sealed segment's mark without the seal (same durable mark) and syncs it.
+fn unseal<S: Storage>(storage: &S, name: &str, hook: FlushFailureHook) -> Result<(), JournalError> {
+    let mut segment = storage.open(name, true).map_err(|error| JournalError::io(storage.path_of(name), error))?;
+    let mark = MarkSlot::newest(segment.bytes());
+    if mark.is_some_and(|mark| mark.flags & MARK_FLAG_SEALED == 0) {
+        return Ok(());
+    }
+    let mark = mark.unwrap_or(MarkSlot { generation: 0, durable_sequence: 0, flags: 0 });
+    let unsealed = MarkSlot { generation: mark.generation + 1, durable_sequence: mark.durable_sequence, flags: 0 };
+    let path = storage.path_of(name);
+    if let Err(error) = write_mark(&mut segment, unsealed) {
+        hook(&crate::segment::FlushFailure { path: path.clone(), error });
+    }
+    let slot = MARK_SLOT_OFFSETS[usize::from(unsealed.generation % 2 == 1)];
+    sync_or_stop(&mut segment, slot..slot + MARK_SLOT_BYTES, path, hook);
+    Ok(())
 }
 
 /// Re-reads segment `name` up to and including record `sequence` (already verified by the

@@ -74,6 +74,8 @@ struct Disk {
     boots: u64,
     /// Free space the disk reports, when limited.
     available_bytes: Option<u64>,
+    /// Whether directory syncs count among the syncs and fail like them.
+    dir_syncs_count: bool,
 }
 
 /// A shared in-memory "disk". Clones share it; [`MemStorage::fork`] copies it.
@@ -104,6 +106,7 @@ impl MemStorage {
             fail_next_sync: false,
             boots: disk.boots,
             available_bytes: disk.available_bytes,
+            dir_syncs_count: disk.dir_syncs_count,
         };
         MemStorage { disk: Arc::new(Mutex::new(copy)) }
     }
@@ -138,6 +141,13 @@ impl MemStorage {
             }
             None => false,
         }
+    }
+
+    /// Makes directory syncs count among the syncs ([`MemStorage::syncs_done`]) and fail
+    /// like file syncs ([`MemStorage::fail_sync_after`]), so a test can stop a sequence of
+    /// renames and removals at each of its durable points. Off by default.
+    pub fn count_dir_syncs(&self) {
+        self.disk().dir_syncs_count = true;
     }
 
     /// Removes an injected sync failure (the "disk" was replaced), so recovery can run.
@@ -276,6 +286,15 @@ impl Storage for MemStorage {
     }
 
     fn sync_dir(&self) -> io::Result<()> {
+        {
+            let mut disk = self.disk();
+            if disk.dir_syncs_count {
+                if disk.fail_sync_after == Some(disk.syncs_done) {
+                    return Err(io::Error::from_raw_os_error(libc::EIO));
+                }
+                disk.syncs_done += 1;
+            }
+        }
         self.sync_names();
         Ok(())
     }

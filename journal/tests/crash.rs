@@ -190,3 +190,43 @@ fn flush_failure_at_every_sync_point_leaves_exactly_the_flushed_records() {
         assert_eq!(journal.last_chain(), chains[report.last_sequence as usize]);
     }
 }
+
+#[test]
+fn power_loss_at_every_sync_of_a_truncation_leaves_a_journal_that_opens_whole_or_cut() {
+    // A rejoining node cuts its divergent suffix with `TruncateAt` and then opens the
+    // journal plainly. A power loss part-way through the cut must leave a journal that
+    // opens: as before the cut or part of the way there (the rejoin finds the divergence
+    // again and cuts again), or cut.
+    let mut config = mem_config(SMALL_SEGMENT_BYTES);
+    let chains = expected_chains(150);
+    let cut_at = 37;
+    let prepared = MemStorage::new();
+    drop(write_records(&prepared, &config, 150, 10));
+    assert!(segment_names(&prepared).len() > 3, "the cut must remove whole segments too");
+    prepared.reboot();
+    prepared.count_dir_syncs();
+    let counting = prepared.fork();
+    config.recovery = tally_journal::RecoveryMode::TruncateAt(cut_at);
+    drop(recover(&counting, &config).expect("a clean truncation"));
+    let total_syncs = counting.syncs_done();
+    assert!(total_syncs > 2, "the truncation syncs at least the directory and the kept segment");
+    for failing_sync in 0..total_syncs {
+        let storage = prepared.fork();
+        storage.fail_sync_after(failing_sync);
+        config.recovery = tally_journal::RecoveryMode::TruncateAt(cut_at);
+        let interrupted = catch_unwind(AssertUnwindSafe(|| drop(recover(&storage, &config))));
+        assert!(interrupted.is_err(), "sync {failing_sync} failed and the truncation carried on");
+        storage.crash();
+        storage.heal();
+        config.recovery = tally_journal::RecoveryMode::TolerateTornTail;
+        let (journal, report) = recover(&storage, &config)
+            .unwrap_or_else(|error| panic!("power loss before sync {failing_sync} of the cut: {error}"));
+        // Any prefix at least as long as the cut: the caller cuts again at its next start.
+        assert!(
+            (cut_at..=150).contains(&report.last_sequence),
+            "sync {failing_sync}: opened at {}",
+            report.last_sequence
+        );
+        assert_eq!(journal.last_chain(), chains[report.last_sequence as usize]);
+    }
+}
