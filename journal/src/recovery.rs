@@ -340,7 +340,8 @@ fn kept_segments(scan: &JournalScan, sequence: u64) -> Result<usize, JournalErro
 /// Every step is durable before the next, and each state between them opens as a whole
 /// (longer) journal: the segments that become the last one are unsealed first (a scan
 /// reads only the last segment's mark, and a sealed last segment is a missing successor),
-/// and removing the newest segment first never leaves a gap.
+/// removing the newest segment first never leaves a gap, and the kept segment's mark
+/// says the cut before any of its records is zeroed.
 fn truncate_at<S: Storage>(
     storage: &S,
     scan: JournalScan,
@@ -350,7 +351,7 @@ fn truncate_at<S: Storage>(
 ) -> Result<Recovered<S::Segment>, JournalError> {
     let last = scan.segments.len() - 1;
     for entry in &scan.segments[keep..last] {
-        unseal(storage, &entry.name, hook)?;
+        remark(storage, &entry.name, None, hook)?;
     }
     let mut segments_removed = Vec::new();
     for entry in scan.segments[keep + 1..].iter().rev() {
@@ -359,6 +360,9 @@ fn truncate_at<S: Storage>(
         segments_removed.push(entry.name.clone());
     }
     let name = scan.segments[keep].name.clone();
+    // The kept segment's mark comes down to the cut before its tail is zeroed: written
+    // back in any order, zeroed records below a durable mark would read as lost ones.
+    remark(storage, &name, Some(sequence), hook)?;
     let (header, end, mark) = position_after(storage, &name, sequence)?;
     let (active, capacity, _) = reopen_and_clean(storage, &name, &header, end.offset, sequence, mark, hook)?;
     Ok(Recovered {
@@ -379,15 +383,22 @@ fn truncate_at<S: Storage>(
     })
 }
 
-/// Rewrites a sealed segment's mark without the seal (same durable mark) and syncs it.
-fn unseal<S: Storage>(storage: &S, name: &str, hook: FlushFailureHook) -> Result<(), JournalError> {
+/// Rewrites a segment's mark unsealed, with `durable_sequence` when given (else the same
+/// durable mark), and syncs it; does nothing when the mark already says so.
+fn remark<S: Storage>(
+    storage: &S,
+    name: &str,
+    durable_sequence: Option<u64>,
+    hook: FlushFailureHook,
+) -> Result<(), JournalError> {
     let mut segment = storage.open(name, true).map_err(|error| JournalError::io(storage.path_of(name), error))?;
     let mark = MarkSlot::newest(segment.bytes());
-    if mark.is_some_and(|mark| mark.flags & MARK_FLAG_SEALED == 0) {
+    let durable_sequence = durable_sequence.or(mark.map(|mark| mark.durable_sequence)).unwrap_or(0);
+    if mark.is_some_and(|mark| mark.flags & MARK_FLAG_SEALED == 0 && mark.durable_sequence == durable_sequence) {
         return Ok(());
     }
     let mark = mark.unwrap_or(MarkSlot { generation: 0, durable_sequence: 0, flags: 0 });
-    let unsealed = MarkSlot { generation: mark.generation + 1, durable_sequence: mark.durable_sequence, flags: 0 };
+    let unsealed = MarkSlot { generation: mark.generation + 1, durable_sequence, flags: 0 };
     let path = storage.path_of(name);
     if let Err(error) = write_mark(&mut segment, unsealed) {
         hook(&crate::segment::FlushFailure { path: path.clone(), error });

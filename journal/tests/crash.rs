@@ -228,5 +228,22 @@ fn power_loss_at_every_sync_of_a_truncation_leaves_a_journal_that_opens_whole_or
             report.last_sequence
         );
         assert_eq!(journal.last_chain(), chains[report.last_sequence as usize]);
+        drop(journal);
+        // The same point with a part of the dirty sectors written back, in any order.
+        for seed in 0..16 {
+            let storage = prepared.fork();
+            storage.fail_sync_after(failing_sync);
+            config.recovery = tally_journal::RecoveryMode::TruncateAt(cut_at);
+            let interrupted = catch_unwind(AssertUnwindSafe(|| drop(recover(&storage, &config))));
+            assert!(interrupted.is_err());
+            storage.crash_with_partial_writeback(seed * 7919 + failing_sync);
+            storage.heal();
+            config.recovery = tally_journal::RecoveryMode::TolerateTornTail;
+            let (journal, report) = recover(&storage, &config).unwrap_or_else(|error| {
+                panic!("power loss before sync {failing_sync} of the cut, writeback seed {seed}: {error}")
+            });
+            assert!((cut_at..=150).contains(&report.last_sequence), "sync {failing_sync}, seed {seed}: {report:?}");
+            assert_eq!(journal.last_chain(), chains[report.last_sequence as usize]);
+        }
     }
 }
