@@ -72,9 +72,13 @@ impl Primary {
     /// A standby `node` subscribed holding its log up to `holds`: from now on its
     /// acknowledgements count from there. A node that lost what it acknowledged (its disk
     /// replaced, or rebuilt) subscribes from lower, and its older, higher acknowledgement
-    /// must not count for records it no longer holds.
+    /// must not count for records it no longer holds. A subscription only ever lowers what
+    /// a node counts for, never creates it: only an acknowledgement does, so a subscriber
+    /// that never acknowledges (a standby outside the set) never counts towards `replicas`.
     pub fn on_subscribed(&mut self, node: &str, holds: u64) {
-        self.acks.insert(node.to_owned(), holds);
+        if let Some(held) = self.acks.get_mut(node) {
+            *held = (*held).min(holds);
+        }
     }
 
     /// A standby acknowledges; returns the replicated watermark when it moved. The
@@ -172,5 +176,18 @@ mod tests {
         primary.on_subscribed("a", 0);
         assert_eq!(primary.on_ack("b", 1, 1_000), Ok(None), "a no longer holds 901..=1000");
         assert_eq!(primary.on_ack("a", 1, 950), Ok(Some(950)));
+    }
+
+    /// A subscriber that never acknowledges (a standby started without `--cluster`) must
+    /// not count towards `replicated:k` through the position it subscribed with: with the
+    /// set short of members, its subscription at 500 made one member's acknowledgement
+    /// enough under `replicated:2`.
+    #[test]
+    fn a_subscriber_that_never_acknowledges_counts_for_nothing() {
+        let mut primary = Primary::new(1, 2);
+        primary.on_subscribed("outsider", 500);
+        assert_eq!(primary.on_ack("member", 1, 501), Ok(None), "one member is not two");
+        assert_eq!(primary.replicated_watermark(), 0);
+        assert_eq!(primary.on_ack("other", 1, 400), Ok(Some(400)));
     }
 }

@@ -789,3 +789,47 @@ fn a_recovering_standby_catches_up_while_the_primary_never_falls_idle() {
     assert!(written > 30, "only {written} transfers written");
     cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
 }
+
+/// A deposed primary that still has as many streams as it has peers (here a standby
+/// outside `--cluster` follows it) never asks its peers' epochs. The new primary asks it
+/// (an empty `Fetch` in the new epoch) because nobody follows the new one: that question
+/// must fence it. Before, only probes and subscriptions fenced, the question was answered
+/// with an empty `Records`, and the old primary served its epoch until it was restarted
+/// while the new one, with no standby, acknowledged nothing under `replicated:1`.
+#[test]
+fn a_deposed_primary_with_an_outsider_following_it_is_fenced_by_the_new_primarys_question() {
+    let mut cluster = TestCluster::new("fetch-fences", 2, "replicated:1");
+    cluster.start_primary(0, &[]);
+    cluster.start_standby(1, &[0], &[]);
+    let secret = cluster.dir.path().join("cluster-secret");
+    let secret = secret.to_string_lossy().into_owned();
+    let primary_address = cluster.addresses[0].to_string();
+    let args = [
+        "--cluster-id",
+        common::cluster::CLUSTER_ID,
+        "--cluster-secret-file",
+        &secret,
+        "--durability",
+        "local",
+        "--primary",
+        &primary_address,
+    ];
+    let outsider = ServerProcess::start_as("standby", &cluster.dir.path().join("outsider"), free_address(), &args);
+    let node = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&node);
+    all_acknowledged(&node, &batch(1, 20));
+    drop(node);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+
+    cluster.link(0, 1).cut();
+    cluster.link(1, 0).cut();
+    cluster.promote_ok(1);
+    cluster.heal_all();
+    // Fenced, and then perhaps already following node 1 as a standby.
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while cluster.status(0).is_none_or(|status| status.role == "primary") {
+        assert!(std::time::Instant::now() < deadline, "node 0 still serves as primary:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(outsider);
+}

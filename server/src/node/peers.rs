@@ -72,18 +72,7 @@ impl PeerService {
             // comparing them with this log would have it truncate what may have been
             // acknowledged there. A primary learns it was replaced (as from a
             // subscription); either way the prober is refused and asks another node.
-            let behind = if epoch > self.role.epoch() {
-                let shipping = self.shipping.read().unwrap_or_else(PoisonError::into_inner).clone();
-                match shipping {
-                    Some(shipping) if self.role.kind() == RoleKind::Primary => {
-                        shipping.check_peer_epoch(epoch);
-                    }
-                    _ => self.role.heard_of(epoch),
-                }
-                true
-            } else {
-                false
-            };
+            let behind = self.hear_epoch(epoch);
             // Only the primary's log is the one to converge to.
             let answer = if behind {
                 Message::Refused {
@@ -188,10 +177,32 @@ impl PeerService {
     }
 
     /// Sends records `from..=to` of this node's journal.
+    /// A peer asked in `epoch`: when that is newer than this node's, a primary learns it
+    /// was replaced and is fenced (as by a subscription from it), any other role learns
+    /// the epoch. Whether it was newer.
+    fn hear_epoch(&self, epoch: u32) -> bool {
+        if epoch <= self.role.epoch() {
+            return false;
+        }
+        let shipping = self.shipping.read().unwrap_or_else(PoisonError::into_inner).clone();
+        match shipping {
+            Some(shipping) if self.role.kind() == RoleKind::Primary => {
+                shipping.check_peer_epoch(epoch);
+            }
+            _ => self.role.heard_of(epoch),
+        }
+        true
+    }
+
     fn fetch(&self, peer: &mut PeerStream, epoch: u32, from: u64, to: u64) -> Result<(), PeerError> {
         if epoch < self.role.epoch() {
             return peer.send(&Message::NewerEpoch { epoch: self.role.epoch() });
         }
+        // The newer primary's epoch question (an empty range) reaches a primary it
+        // replaced that does not follow it: without this, only probes and subscriptions
+        // fenced, and a deposed primary that still had as many streams as it has peers
+        // never asked, so it served its epoch until restarted.
+        self.hear_epoch(epoch);
         if from > to {
             // An empty range asks this node's epoch (`rejoin::peer_epoch`): answered without
             // reading the journal, which may no longer start at `from`.

@@ -219,6 +219,13 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
         // The standby persists our epoch when the first records arrive.
         eprintln!("tally: standby {node} follows from epoch {epoch}; this primary is in epoch {our_epoch}");
     }
+    // A standby that stops reading (stopped, black-holed) must not hold this thread, and
+    // the role it may fence, for the minutes TCP takes to give up: set before a
+    // checkpoint goes out, which is the longest send.
+    if let Err(error) = peer.set_write_timeout(Some(STANDBY_WRITE_TIMEOUT)) {
+        eprintln!("tally: standby {node}: cannot set a write timeout: {error}");
+        return;
+    }
     let mut from = position.last_sequence + 1;
     match assess_position(&shipping.journal_dir, &position) {
         Ok(()) => {}
@@ -238,12 +245,6 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
             let _ = peer.send(&Message::Diverged { reason });
             return;
         }
-    }
-    // A standby that stops reading (stopped, black-holed) must not hold this thread, and
-    // the role it may fence, for the minutes TCP takes to give up.
-    if let Err(error) = peer.set_write_timeout(Some(STANDBY_WRITE_TIMEOUT)) {
-        eprintln!("tally: standby {node}: cannot set a write timeout: {error}");
-        return;
     }
     // What it acknowledged before counts no more than what it holds now.
     shipping.core().on_subscribed(&node, from - 1);
