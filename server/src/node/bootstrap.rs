@@ -35,7 +35,9 @@
 //! Start-up finding `DIR/checkpoint-incoming/` knows an install was interrupted somewhere
 //! in 1–6: it clears the journal, the snapshots, the history store and the staging
 //! directory, and the standby asks for the checkpoint again (it now holds nothing, so the
-//! primary offers it again).
+//! primary offers it again). A clear for a checkpoint ([`clear_for_checkpoint`]) and
+//! `tally rebuild` run under the same directory, empty, so an interrupted clear is
+//! finished the same way.
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -90,25 +92,35 @@ pub fn clear_interrupted_install(dirs: &DataDir, role: &Role) -> Result<(), Node
         return Ok(());
     }
     eprintln!(
-        "tally: an interrupted checkpoint install was found ({}): clearing the journal, snapshots and history store; the primary's checkpoint will be fetched again",
+        "tally: an interrupted checkpoint install or clear was found ({}): clearing the journal, snapshots and history store; the primary's checkpoint will be fetched again",
         staging.display()
     );
-    clear_for_checkpoint(dirs, role)?;
-    std::fs::remove_dir_all(&staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
-    sync_dir(&dirs.root)
+    clear_for_checkpoint(dirs, role)
 }
 
 /// Removes the journal, the snapshots, the history store and the outcome stream: this node then holds
 /// nothing, and its primary offers its checkpoint (or streams from the first record).
 /// The node is marked recovering first (`Role::mark_recovering`).
+///
+/// The removals run under the staging directory, made durable first and removed last, so
+/// a power loss part-way is finished by the next start ([`clear_interrupted_install`]).
+/// Without it, a loss after the journal went but before the snapshots' removal was
+/// durable left a snapshot (often one past the common prefix) over an empty journal,
+/// which start-up took for an installed checkpoint: the node subscribed, was answered
+/// `Diverged`, reopened, and did so for ever.
 pub fn clear_for_checkpoint(dirs: &DataDir, role: &Role) -> Result<(), NodeError> {
     role.mark_recovering()?;
+    let staging = dirs.root.join(STAGING);
+    std::fs::create_dir_all(&staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
+    sync_dir(&dirs.root)?;
     clear_files(&dirs.journal)?;
     clear_files(&dirs.snapshots)?;
     if dirs.history.exists() {
         clear_files(&dirs.history)?;
     }
-    clear_outcomes(dirs)
+    clear_outcomes(dirs)?;
+    std::fs::remove_dir_all(&staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
+    sync_dir(&dirs.root)
 }
 
 /// Removes the outcome stream's segments (it is derived: rebuilt from the checkpoint and
@@ -451,5 +463,34 @@ mod tests {
         assert!(!dirs.root.join(RECEIVING).exists());
         let (history, mark) = HistoryStore::open(&dirs.history).expect("history");
         assert_eq!((mark, history.failed(5)), (3, Some((1, 3))), "the history store is untouched");
+    }
+
+    /// A clear for a checkpoint stopped part-way (here by an error; a power loss leaves
+    /// the same files: the journal gone, a snapshot still there) is finished by the next
+    /// start. Without the staging directory as its marker, start-up found a snapshot over
+    /// an empty journal, took it for an installed checkpoint, and never caught up.
+    #[test]
+    fn a_clear_stopped_part_way_is_finished_at_the_next_start() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dirs = standby(root.path());
+        let role = Role::load(&dirs.root).expect("role");
+        std::fs::write(dirs.journal.join("00000000000000000001.seg"), b"a segment").expect("a segment");
+        let snapshot = dirs.snapshots.join("00000000000000000009.snap");
+        std::fs::write(&snapshot, b"a snapshot past the common prefix").expect("a snapshot");
+        // The snapshots' directory cannot be listed: the clear stops after the journal.
+        let held = root.path().join("held-snapshots");
+        std::fs::rename(&dirs.snapshots, &held).expect("moved aside");
+        std::fs::write(&dirs.snapshots, b"not a directory").expect("in its place");
+        clear_for_checkpoint(&dirs, &role).expect_err("the clear stops part-way");
+        assert_eq!(std::fs::read_dir(&dirs.journal).expect("journal").count(), 0, "the journal went first");
+        std::fs::remove_file(&dirs.snapshots).expect("removed");
+        std::fs::rename(&held, &dirs.snapshots).expect("back");
+
+        clear_interrupted_install(&dirs, &role).expect("the next start");
+        assert!(!snapshot.exists(), "the interrupted clear was finished");
+        let (history, mark) = HistoryStore::open(&dirs.history).expect("history");
+        assert_eq!((mark, history.failed(5)), (0, None), "the history store was cleared");
+        assert!(!dirs.root.join(STAGING).exists(), "the marker is gone once the clear is done");
+        assert!(Role::load(&dirs.root).expect("role").recovering(), "the node stays recovering");
     }
 }

@@ -68,6 +68,12 @@ pub fn rebuild(root: &Path, epoch: Option<u32>, apply: bool) -> Result<Rebuild, 
     // recovering node, never an unmarked one with part of its log.
     role.enter(epoch, RoleKind::Standby)?;
     role.mark_recovering()?;
+    // And the staging directory, which start-up takes for an interrupted clear and
+    // finishes: a part-cleared directory (a snapshot over an empty journal) otherwise
+    // passed for an installed checkpoint.
+    let marker = root.join(super::bootstrap::STAGING);
+    std::fs::create_dir_all(&marker).map_err(|source| NodeError::Io { path: marker.clone(), source })?;
+    super::bootstrap::sync_dir(root)?;
     for dir in [&dirs.journal, &dirs.snapshots, &dirs.outcomes] {
         super::bootstrap::clear_files(dir)?;
     }
