@@ -123,7 +123,6 @@ pub(crate) fn recover<S: Storage>(
     let temporaries_removed = remove_temporaries(storage, options.hook)?;
     let assessment = assess(storage, options.mode, options.snapshot_sequence, options.genesis_chain)?;
     let manifest_created = assessment.recorded.is_none() && !matches!(assessment.plan, Plan::Empty { .. });
-    let mut recorded = assessment.recorded;
     let mut early_manifest = None;
     let mut recovered = match assessment.plan {
         Plan::Empty { first_sequence, genesis_chain, genesis_epoch, genesis_timestamp } => {
@@ -145,9 +144,7 @@ pub(crate) fn recover<S: Storage>(
                 snapshot_sequence: options.snapshot_sequence,
                 writer_boot: storage.boot_id(),
             };
-            let manifest = record_manifest(storage, recorded, state, options.hook)?;
-            recorded = Some(manifest.state());
-            early_manifest = Some(manifest);
+            early_manifest = Some(record_manifest(storage, assessment.recorded, state, options.hook)?);
             truncate_at(storage, scan, sequence, keep, options.hook)?
         }
     };
@@ -179,12 +176,10 @@ pub(crate) fn recover<S: Storage>(
         snapshot_sequence: options.snapshot_sequence,
         writer_boot: storage.boot_id(),
     };
+    // A cut recorded its state (the same as `state`) before it began.
     let manifest = match early_manifest {
-        Some(mut manifest) => {
-            manifest.record(storage, state, options.hook);
-            manifest
-        }
-        None => record_manifest(storage, recorded, state, options.hook)?,
+        Some(manifest) => manifest,
+        None => record_manifest(storage, assessment.recorded, state, options.hook)?,
     };
     Ok((recovered, manifest))
 }

@@ -176,7 +176,6 @@ impl PeerService {
         }
     }
 
-    /// Sends records `from..=to` of this node's journal.
     /// A peer asked in `epoch`: when that is newer than this node's, a primary learns it
     /// was replaced and is fenced (as by a subscription from it), any other role learns
     /// the epoch. Whether it was newer.
@@ -194,6 +193,7 @@ impl PeerService {
         true
     }
 
+    /// Sends records `from..=to` of this node's journal.
     fn fetch(&self, peer: &mut PeerStream, epoch: u32, from: u64, to: u64) -> Result<(), PeerError> {
         if epoch < self.role.epoch() {
             return peer.send(&Message::NewerEpoch { epoch: self.role.epoch() });
