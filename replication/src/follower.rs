@@ -130,6 +130,16 @@ impl Follower {
         self.acked = durable_sequence;
         Some(Message::Ack { epoch: self.epoch, durable_sequence })
     }
+
+    /// The answer to a heartbeat (an empty `Records`): an acknowledgement of what this
+    /// standby already acknowledged on this connection, so that the primary hears from a
+    /// live standby even when it has nothing to ship, and can drop one that fell silent.
+    /// A standby that does not count towards `replicated:k` (`acknowledges` false) answers
+    /// with sequence 0, which raises nothing.
+    pub fn on_heartbeat(&self, acknowledges: bool) -> Message {
+        let durable_sequence = if acknowledges { self.acked } else { 0 };
+        Message::Ack { epoch: self.epoch, durable_sequence }
+    }
 }
 
 /// The primary's state-hash checkpoints, compared on the standby's business-logic thread.
@@ -234,6 +244,25 @@ mod tests {
         assert_eq!(follower.durable(12), Some(Message::Ack { epoch: 2, durable_sequence: 12 }));
         assert_eq!(follower.durable(12), None);
         assert_eq!(follower.position().last_sequence, 12);
+    }
+
+    #[test]
+    fn a_heartbeat_is_answered_with_what_was_acknowledged_and_never_more() {
+        let mut follower = follower();
+        assert_eq!(follower.on_heartbeat(true), Message::Ack { epoch: 2, durable_sequence: 0 });
+        follower.on_records(2, &[record(11, 2), record(12, 2)]).expect("in order");
+        assert_eq!(
+            follower.on_heartbeat(true),
+            Message::Ack { epoch: 2, durable_sequence: 0 },
+            "appended is not durable"
+        );
+        assert!(follower.durable(12).is_some());
+        assert_eq!(follower.on_heartbeat(true), Message::Ack { epoch: 2, durable_sequence: 12 });
+        assert_eq!(
+            follower.on_heartbeat(false),
+            Message::Ack { epoch: 2, durable_sequence: 0 },
+            "an outsider vouches for nothing"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `tally serve --metrics ADDR`: the scrape parses as Prometheus text, its counters match
 //! the work done, a sink whose database is unreachable shows up as lagging and down while
 //! the node serves on, the per-stage latency histograms count each request and add up to
-//! its time in the node, and a primary shows each standby's lag.
+//! its time in the node, and a primary shows each standby's lag and drops a standby that
+//! falls silent.
 
 mod common;
 
@@ -270,7 +271,7 @@ fn stage_latency_histograms_count_each_request_and_add_up_to_its_time_in_the_nod
 }
 
 #[test]
-fn a_primary_shows_each_standbys_lag_which_falls_to_zero_once_it_catches_up() {
+fn a_primary_shows_each_standbys_lag_and_drops_one_that_falls_silent() {
     let dir = TempDir::new("metrics-standby");
     let key = dir.path().join("secret");
     std::fs::write(&key, "a shared secret of the metrics test").expect("the secret is written");
@@ -281,7 +282,7 @@ fn a_primary_shows_each_standbys_lag_which_falls_to_zero_once_it_catches_up() {
     let replication = ["--cluster", &cluster, "--cluster-secret-file", key];
     // Local durability: the primary acknowledges without its standby, so the standby can lag.
     let primary_args = [&replication[..], &["--metrics", &metrics_arg, "--files", "off"]].concat();
-    let _primary = ServerProcess::start(&dir.path().join("primary"), primary_address, &primary_args);
+    let primary = ServerProcess::start(&dir.path().join("primary"), primary_address, &primary_args);
     let primary_arg = primary_address.to_string();
     let standby_args = [&["--primary", &primary_arg][..], &replication[..]].concat();
     let standby = ServerProcess::start_as("standby", &dir.path().join("standby"), standby_address, &standby_args);
@@ -322,4 +323,25 @@ fn a_primary_shows_each_standbys_lag_which_falls_to_zero_once_it_catches_up() {
     assert_eq!(samples[&acknowledged], 31);
     let age = fractions(&text)[&format!("tally_standby_ack_age_seconds{label}")];
     assert!(age < 0.5, "it acknowledged just now ({age} s ago)");
+
+    // Idle past the silence limit, a live standby stays connected: it answers heartbeats.
+    const DROPPED: &str = "(it answers every heartbeat): dropped";
+    std::thread::sleep(tally::node::ship::ACK_SILENCE + Duration::from_secs(1));
+    let (status, text) = get(metrics, "/metrics");
+    assert_eq!(status, "HTTP/1.0 200 OK");
+    assert_eq!(parse(&text)[&connected], 1);
+    assert!(!primary.log().contains(DROPPED), "an idle, live standby was dropped:\n{}", primary.log());
+    let age = fractions(&text)[&format!("tally_standby_ack_age_seconds{label}")];
+    assert!(age < 1.0, "it answered a heartbeat {age} s ago");
+
+    // Frozen while the primary is idle, the kernel still takes the heartbeats' few bytes:
+    // only its silence tells, and it is dropped; thawed, it subscribes again.
+    standby.signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    scrape_until(metrics, |samples| samples.get(&connected) == Some(&0));
+    assert!(frozen.elapsed() >= tally::node::ship::ACK_SILENCE - Duration::from_secs(1));
+    assert!(primary.log().contains(DROPPED), "{}", primary.log());
+    standby.signal(libc::SIGCONT);
+    let samples = scrape_until(metrics, |samples| samples.get(&connected) == Some(&1));
+    assert_eq!(samples[&lag], 0);
 }

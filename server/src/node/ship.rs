@@ -98,8 +98,9 @@ pub struct StandbyAcks {
 }
 
 impl StandbyAcks {
-    /// Time since its last acknowledgement. An idle primary sends heartbeats, which a
-    /// standby does not acknowledge: read this together with the sequences it is behind.
+    /// Time since its last acknowledgement. A connected standby also answers each
+    /// heartbeat of an idle primary, so this stays under [`HEARTBEAT_INTERVAL`] plus a
+    /// round trip while it is alive; past [`ACK_SILENCE`] it is dropped.
     pub fn since_last_ack(&self) -> Duration {
         self.last_ack.lock().unwrap_or_else(PoisonError::into_inner).elapsed()
     }
@@ -206,6 +207,14 @@ pub fn ships_before_flush(durability: Durability) -> bool {
 /// How long a send to a standby may make no progress before the standby is dropped (it
 /// subscribes again when it reads again).
 pub const STANDBY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a standby may send nothing (no acknowledgement, no answer to a heartbeat)
+/// before the primary drops it (it subscribes again when it is back). A standby answers
+/// every heartbeat, so a live one is heard at least every [`HEARTBEAT_INTERVAL`] even when
+/// nothing is shipped; without this a frozen or black-holed standby of an idle primary
+/// stayed "connected" for ever, and the primary, believing it followed, never asked its
+/// peers whether it had been replaced.
+pub const ACK_SILENCE: Duration = Duration::from_secs(10);
 
 /// Serves one authenticated standby that subscribed at `position`.
 pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: LogPosition, shipping: &Arc<Shipping>) {
@@ -449,9 +458,27 @@ fn read_acks(
     closed: &AtomicBool,
     progress: Option<&StandbyAcks>,
 ) {
+    // The socket's receive timeout, shared with the streaming half (which never reads).
+    if let Err(error) = peer.set_read_timeout(Some(ACK_SILENCE)) {
+        eprintln!("tally: standby {node}: cannot set a read timeout: {error}");
+        closed.store(true, Ordering::Release);
+        peer.shutdown();
+        return;
+    }
     while !closed.load(Ordering::Acquire) {
         let message = match peer.recv() {
             Ok(message) => message,
+            Err(PeerError::Io(error))
+                if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                if !closed.load(Ordering::Acquire) {
+                    eprintln!(
+                        "tally: standby {node}: nothing from it for {} s (it answers every heartbeat): dropped; it subscribes again when it is back",
+                        ACK_SILENCE.as_secs()
+                    );
+                }
+                break;
+            }
             Err(error) => {
                 if !closed.load(Ordering::Acquire) {
                     eprintln!("tally: standby {node}: {error}");

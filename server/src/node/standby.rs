@@ -651,6 +651,9 @@ impl Following {
                     "CAUGHT UP: this node holds everything its primary has; it promises and may be promoted again"
                 );
             }
+            // Answered, so that the primary can tell a live standby from a frozen or
+            // black-holed one while it has nothing to ship (`ship::ACK_SILENCE`).
+            peer.send(&follower.on_heartbeat(self.config.acknowledges))?;
             return Ok(());
         }
         for record in &records {
@@ -670,15 +673,19 @@ impl Following {
         journal.flush();
         let (durable, last) = (journal.durable_sequence(), journal.last_sequence());
         self.last_sequence.store(last, Ordering::Release);
-        // Hand the records to the business-logic thread before acknowledging: if the ack
-        // cannot be sent (the primary has just died), these records are journaled all the
-        // same, and the next primary streams from the journal's end, so records skipped
-        // here would never be applied and the ledger would silently fall behind its journal.
-        let ack = follower.durable(durable).filter(|_| self.config.acknowledges);
+        // Acknowledged before the records go to the business-logic thread, whose queue may
+        // be full (a catch-up): what is durable here is owed to the primary at once, and an
+        // ack held behind the apply queue would look like a silent standby. The records go
+        // to the business-logic thread even when the ack cannot be sent (the primary has
+        // just died): they are journaled all the same, and the next primary streams from
+        // the journal's end, so records skipped here would never be applied and the ledger
+        // would silently fall behind its journal.
+        let acked = match follower.durable(durable).filter(|_| self.config.acknowledges) {
+            Some(ack) => peer.send(&ack),
+            None => Ok(()),
+        };
         let _ = self.work.send(Work::Records(records));
-        if let Some(ack) = ack {
-            peer.send(&ack)?;
-        }
+        acked?;
         Ok(())
     }
 }
