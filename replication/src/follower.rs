@@ -49,13 +49,16 @@ pub struct Follower {
     /// Epoch of the last record checked by [`Follower::on_records`].
     checked_epoch: u32,
     acked: u64,
+    /// The last sequence of the position this follower subscribed with.
+    subscribed: u64,
 }
 
 impl Follower {
     /// A follower whose journal ends at `position`, knowing `epoch` (from its epoch file).
     pub fn new(epoch: u32, position: LogPosition) -> Follower {
         let checked_epoch = position.last_epoch;
-        Follower { epoch, position, expected: VecDeque::new(), checked_epoch, acked: 0 }
+        let subscribed = position.last_sequence;
+        Follower { epoch, position, expected: VecDeque::new(), checked_epoch, acked: 0, subscribed }
     }
 
     pub fn epoch(&self) -> u32 {
@@ -131,13 +134,17 @@ impl Follower {
         Some(Message::Ack { epoch: self.epoch, durable_sequence })
     }
 
-    /// The answer to a heartbeat (an empty `Records`): an acknowledgement of what this
-    /// standby already acknowledged on this connection, so that the primary hears from a
+    /// The answer to a heartbeat (an empty `Records`), so that the primary hears from a
     /// live standby even when it has nothing to ship, and can drop one that fell silent.
-    /// A standby that does not count towards `replicated:k` (`acknowledges` false) answers
-    /// with sequence 0, which raises nothing.
+    /// It acknowledges what this standby holds durably of the primary's log: what it
+    /// acknowledged on this connection, or the position it subscribed with, which the
+    /// primary matched against its own log (sequence and chain hash) before it streamed
+    /// anything, a heartbeat included. That lets a primary that restarted idle count what
+    /// its standbys already held (its sinks wait for it). A standby that does not count
+    /// towards `replicated:k` (`acknowledges` false) answers with sequence 0, which raises
+    /// nothing.
     pub fn on_heartbeat(&self, acknowledges: bool) -> Message {
-        let durable_sequence = if acknowledges { self.acked } else { 0 };
+        let durable_sequence = if acknowledges { self.acked.max(self.subscribed) } else { 0 };
         Message::Ack { epoch: self.epoch, durable_sequence }
     }
 }
@@ -247,22 +254,15 @@ mod tests {
     }
 
     #[test]
-    fn a_heartbeat_is_answered_with_what_was_acknowledged_and_never_more() {
+    fn a_heartbeat_is_answered_with_what_is_held_and_never_more() {
         let mut follower = follower();
-        assert_eq!(follower.on_heartbeat(true), Message::Ack { epoch: 2, durable_sequence: 0 });
+        let held = |sequence| Message::Ack { epoch: 2, durable_sequence: sequence };
+        assert_eq!(follower.on_heartbeat(true), held(10), "it subscribed holding 10");
         follower.on_records(2, &[record(11, 2), record(12, 2)]).expect("in order");
-        assert_eq!(
-            follower.on_heartbeat(true),
-            Message::Ack { epoch: 2, durable_sequence: 0 },
-            "appended is not durable"
-        );
+        assert_eq!(follower.on_heartbeat(true), held(10), "appended is not durable");
         assert!(follower.durable(12).is_some());
-        assert_eq!(follower.on_heartbeat(true), Message::Ack { epoch: 2, durable_sequence: 12 });
-        assert_eq!(
-            follower.on_heartbeat(false),
-            Message::Ack { epoch: 2, durable_sequence: 0 },
-            "an outsider vouches for nothing"
-        );
+        assert_eq!(follower.on_heartbeat(true), held(12));
+        assert_eq!(follower.on_heartbeat(false), held(0), "an outsider vouches for nothing");
     }
 
     #[test]

@@ -43,7 +43,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tally_engine::Ledger;
-use tally_engine::pipeline::{Durability, History, Pipeline, PipelineConfig, Submitter, Wait, checkpoint_channel};
+use tally_engine::pipeline::{
+    Durability, History, InputLog, Pipeline, PipelineConfig, Submitter, Wait, checkpoint_channel,
+};
 use tally_journal::{FileStorage, FlushMethod, Journal, JournalConfig, SnapshotStore};
 use tally_replication::{ClusterKey, Primary};
 
@@ -251,10 +253,6 @@ impl Node {
         let recover::Recovered { ledger, mut outcomes, history, derived, records_replayed, from_snapshot } =
             recover::recover(&journal, report.replay_from, restored, &snapshots, stores)?;
         outcomes.set_sync_interval(outcome_log::SYNC_INTERVAL);
-        let outcomes_durable = outcomes.durable_mark();
-        let sinks = Sinks::start(config, &dirs.outcomes, &outcomes_durable, &outcomes.activity())?;
-        outcomes.retain_for(sinks.watermarks());
-        let outcome_retention = outcomes.retention();
         let recovery = Recovery {
             snapshot_sequence: from_snapshot,
             records_replayed,
@@ -281,6 +279,16 @@ impl Node {
         );
         let last_sequence = input_log.last_sequence();
         let flush_latency = input_log.flush_latency();
+        // Sinks publish only what the policy has committed: the stream replayed at open
+        // holds the whole local journal, and under `replicated:k` its tail may be inputs no
+        // standby holds, which a failover discards (`tally_sinks::sink::Source`).
+        let watermarks = input_log.watermarks();
+        let durability = config.durability;
+        let commit: tally_sinks::sink::CommitMark = Arc::new(move || watermarks.passed(durability));
+        let outcomes_durable = outcomes.durable_mark();
+        let sinks = Sinks::start(config, &dirs.outcomes, &outcomes_durable, commit, &outcomes.activity())?;
+        outcomes.retain_for(sinks.watermarks());
+        let outcome_retention = outcomes.retention();
         let pipeline_config = PipelineConfig {
             durability: config.durability,
             wait: config.wait,

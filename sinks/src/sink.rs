@@ -136,12 +136,23 @@ impl Drop for SinkThread {
     }
 }
 
+/// The highest sequence the node's durability policy has committed (what its gate lets
+/// pass: flushed, held by k standbys, or both); 0 on a node that learnt it was replaced.
+pub type CommitMark = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// What a sink thread reads: the stream in `storage` up to `limit` (the stream's durable
-/// mark), and `activity`, the running count of events written into the stream, from
-/// which [`HoldConfig`] tells a busy core.
+/// mark) and never past `commit`, and `activity`, the running count of events written
+/// into the stream, from which [`HoldConfig`] tells a busy core.
+///
+/// Why `commit`: a node that restarts (or is promoted) replays its whole local journal
+/// into the stream, including inputs its standbys never held; a failover may discard
+/// those, and a sink that had published them would keep outcomes the ledger never had
+/// (and skip the new records that take their sequences). Capped at the commit mark, a
+/// sink publishes only what the policy promises to keep.
 pub struct Source<S> {
     pub storage: S,
     pub limit: Arc<AtomicU64>,
+    pub commit: CommitMark,
     pub activity: Arc<AtomicU64>,
 }
 
@@ -161,9 +172,9 @@ where
     let stopping = Arc::clone(&stop);
     let thread = std::thread::Builder::new().name(format!("sink-{name}")).spawn(move || {
         lower_priority(name, config.nice);
-        let Source { storage, limit, activity } = source;
+        let Source { storage, limit, commit, activity } = source;
         let hold = config.hold.map(|config| Hold::new(config, activity));
-        let mut tail = Tail { name, storage, limit, stats, config, hold, stop: stopping };
+        let mut tail = Tail { name, storage, limit, commit, stats, config, hold, stop: stopping };
         tail.run(&mut sink);
     })?;
     Ok(SinkThread { stop, thread: Some(thread) })
@@ -238,6 +249,7 @@ struct Tail<S: Storage> {
     name: &'static str,
     storage: S,
     limit: Arc<AtomicU64>,
+    commit: CommitMark,
     stats: Arc<SinkStats>,
     config: TailConfig,
     hold: Option<Hold>,
@@ -257,7 +269,7 @@ impl<S: Storage + Clone> Tail<S> {
                 }
                 continue;
             };
-            let limit = self.limit.load(Ordering::Acquire);
+            let limit = self.limit.load(Ordering::Acquire).min((self.commit)());
             if let Some(hold) = self.hold.as_mut() {
                 let behind = limit > self.stats.watermark.load(Ordering::Acquire);
                 if hold.holds(Instant::now(), behind) {
@@ -374,8 +386,12 @@ mod tests {
         let probe = NiceProbe { seen: Arc::clone(&seen) };
         let config = TailConfig { nice, ..TailConfig::default() };
         let stats = Arc::new(SinkStats::default());
-        let source =
-            Source { storage: MemStorage::new(), limit: Arc::new(AtomicU64::new(0)), activity: Arc::default() };
+        let source = Source {
+            storage: MemStorage::new(),
+            limit: Arc::new(AtomicU64::new(0)),
+            commit: Arc::new(|| u64::MAX),
+            activity: Arc::default(),
+        };
         let thread = spawn("probe", probe, source, stats, config).expect("a sink thread");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while seen.load(Ordering::Acquire) == i32::MIN {
@@ -464,12 +480,43 @@ mod tests {
     }
 
     #[test]
+    fn a_sink_publishes_nothing_past_the_commit_mark_however_far_the_stream_is_durable() {
+        let written = Arc::new(AtomicU64::new(0));
+        let committed = Arc::new(AtomicU64::new(4));
+        let commit = Arc::clone(&committed);
+        let source = Source {
+            storage: stream_of_ticks(10),
+            limit: Arc::new(AtomicU64::new(10)),
+            commit: Arc::new(move || commit.load(Ordering::Acquire)),
+            activity: Arc::default(),
+        };
+        let stats = Arc::new(SinkStats::default());
+        let counting = Counting { written: Arc::clone(&written) };
+        let thread = spawn("capped", counting, source, Arc::clone(&stats), TailConfig::default()).expect("a thread");
+        let wait_for = |count: u64| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while written.load(Ordering::Acquire) < count {
+                assert!(Instant::now() < deadline, "the sink never wrote {count} entries");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        wait_for(4);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(written.load(Ordering::Acquire), 4, "published past the commit mark");
+        committed.store(10, Ordering::Release);
+        wait_for(10);
+        drop(thread);
+        assert_eq!(stats.watermark.load(Ordering::Acquire), 10);
+    }
+
+    #[test]
     fn a_sink_thread_writes_nothing_while_the_stream_grows_fast_and_catches_up_after_the_longest_hold() {
         let written = Arc::new(AtomicU64::new(0));
         let activity = Arc::new(AtomicU64::new(0));
         let source = Source {
             storage: stream_of_ticks(10),
             limit: Arc::new(AtomicU64::new(10)),
+            commit: Arc::new(|| u64::MAX),
             activity: Arc::clone(&activity),
         };
         let hold = HoldConfig { busy_events_per_s: 1_000, longest: Duration::from_millis(1_500) };

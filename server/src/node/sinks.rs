@@ -12,7 +12,7 @@ use tally_journal::{FileStorage, FlushMethod};
 use tally_sinks::file::FileSink;
 use tally_sinks::nats::NatsSink;
 use tally_sinks::postgres::PostgresSink;
-use tally_sinks::sink::{Sink, SinkStats, SinkThread, Source, TailConfig, spawn};
+use tally_sinks::sink::{CommitMark, Sink, SinkStats, SinkThread, Source, TailConfig, spawn};
 
 use super::NodeConfig;
 use crate::error::NodeError;
@@ -39,19 +39,21 @@ impl Sinks {
     }
 
     /// Starts the sinks `config` names over the stream in `outcomes_dir`, reading up to
-    /// `limit` (the stream's durable mark); `activity` counts the events written into
-    /// the stream (for `config.sink_hold`).
+    /// `limit` (the stream's durable mark) and never past `commit` (what the durability
+    /// policy has committed); `activity` counts the events written into the stream (for
+    /// `config.sink_hold`).
     pub fn start(
         config: &NodeConfig,
         outcomes_dir: &Path,
         limit: &Arc<AtomicU64>,
+        commit: CommitMark,
         activity: &Arc<AtomicU64>,
     ) -> Result<Sinks, NodeError> {
         let mut sinks = Sinks { activity: Arc::clone(activity), ..Sinks::default() };
         let tail = TailConfig { nice: config.sink_nice, hold: config.sink_hold, ..TailConfig::default() };
         if let Some(settlement) = &config.settlement {
             let sink = PostgresSink::new(settlement.clone());
-            sinks.add("settlement", sink, tail, outcomes_dir, limit)?;
+            sinks.add("settlement", sink, tail, outcomes_dir, limit, &commit)?;
         }
         if let Some(events) = &config.events {
             let sink = NatsSink::new(events.clone()).map_err(|error| NodeError::Io {
@@ -59,10 +61,10 @@ impl Sinks {
                 source: std::io::Error::other(error),
             })?;
             let events_tail = TailConfig { batch_entries_max: EVENTS_BATCH_ENTRIES_MAX, ..tail };
-            sinks.add("events", sink, events_tail, outcomes_dir, limit)?;
+            sinks.add("events", sink, events_tail, outcomes_dir, limit, &commit)?;
         }
         if let Some(files) = &config.files {
-            sinks.add("files", FileSink::new(files.clone()), tail, outcomes_dir, limit)?;
+            sinks.add("files", FileSink::new(files.clone()), tail, outcomes_dir, limit, &commit)?;
         }
         Ok(sinks)
     }
@@ -74,11 +76,17 @@ impl Sinks {
         tail: TailConfig,
         outcomes_dir: &Path,
         limit: &Arc<AtomicU64>,
+        commit: &CommitMark,
     ) -> Result<(), NodeError> {
         let storage = FileStorage::new(outcomes_dir, FlushMethod::Fdatasync)?;
         // 0 until the sink has read its watermark from its destination.
         let stats = Arc::new(SinkStats { watermark: Arc::new(AtomicU64::new(0)), ..SinkStats::default() });
-        let source = Source { storage, limit: Arc::clone(limit), activity: Arc::clone(&self.activity) };
+        let source = Source {
+            storage,
+            limit: Arc::clone(limit),
+            commit: Arc::clone(commit),
+            activity: Arc::clone(&self.activity),
+        };
         let thread = spawn(name, sink, source, Arc::clone(&stats), tail)
             .map_err(|source| NodeError::Io { path: outcomes_dir.to_path_buf(), source })?;
         self.stats.push((name, stats));
