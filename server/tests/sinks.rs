@@ -298,6 +298,76 @@ fn the_file_sink_resumes_without_duplicate_or_gap_after_a_kill() {
     assert!(server.terminate(), "the node stops cleanly");
 }
 
+/// Sinks publish only what the durability policy has committed. Under `replicated:1` a
+/// primary stopped while requests waited for a standby keeps their inputs in its journal
+/// only; restarted, it replays them into its outcome stream, but a failover to a standby
+/// that never held them would discard them, so its sinks hold them back until a standby
+/// does. (Before, the file sink published them at once.)
+#[test]
+fn a_restarted_primary_publishes_nothing_until_a_standby_holds_it() {
+    let mut cluster = common::cluster::TestCluster::new("sink-commit", 2, "replicated:1");
+    cluster.start_primary(0, &[]);
+    let files = cluster.data(0).join("files");
+    let address = cluster.addresses[0];
+    // No standby yet: the request is journaled and waits at the gate, unanswered.
+    let waiting = std::thread::spawn(move || {
+        let _ = client(&[address], Duration::from_secs(2)).create_accounts(&[account(1), account(2)]);
+    });
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    let journaled = loop {
+        let status = cluster.status(0).expect("the primary answers");
+        if status.last_sequence > status.applied_sequence {
+            break status.last_sequence;
+        }
+        assert!(Instant::now() < deadline, "the request never reached the journal: {status:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    waiting.join().expect("the client thread ends");
+    assert!(cluster.terminate(0), "a clean stop:\n{}", cluster.logs());
+
+    cluster.start_primary(0, &[]);
+    let status = cluster.status(0).expect("the restarted primary answers");
+    assert_eq!(status.applied_sequence, journaled, "the journal's inputs were replayed: {status:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        file_lines(&files).iter().all(|(sequence, _)| *sequence < journaled),
+        "published before any standby held it: {:?}\n{}",
+        file_lines(&files),
+        cluster.logs()
+    );
+
+    // A standby subscribes, receives the input and holds it: now it is committed.
+    cluster.start_standby(1, &[0], &[]);
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    while !file_lines(&files).iter().any(|(sequence, _)| *sequence == journaled) {
+        assert!(Instant::now() < deadline, "never published once held:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Restarted again, idle: the standby that follows it again holds everything, and says
+    // so in its answer to a heartbeat, with no new input to acknowledge (else the sinks
+    // of an idle restarted primary would wait for the next write).
+    assert!(cluster.terminate(0), "a clean stop:\n{}", cluster.logs());
+    let metrics = free_address().to_string();
+    cluster.start_primary(0, &["--metrics", &metrics]);
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    while replicated_sequence(&metrics) != Some(journaled) {
+        assert!(Instant::now() < deadline, "the idle primary never counted its standby:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `tally_replicated_sequence` scraped from the node's `/metrics` at `address`.
+fn replicated_sequence(address: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let line = response.lines().find(|line| line.starts_with("tally_replicated_sequence "))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[test]
 fn files_off_writes_nothing_and_a_bad_files_value_is_refused() {
     let dir = TempDir::new("files-off");
