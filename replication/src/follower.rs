@@ -49,16 +49,15 @@ pub struct Follower {
     /// Epoch of the last record checked by [`Follower::on_records`].
     checked_epoch: u32,
     acked: u64,
-    /// The last sequence of the position this follower subscribed with.
-    subscribed: u64,
+    /// The position this follower subscribed with.
+    subscribed: LogPosition,
 }
 
 impl Follower {
     /// A follower whose journal ends at `position`, knowing `epoch` (from its epoch file).
     pub fn new(epoch: u32, position: LogPosition) -> Follower {
         let checked_epoch = position.last_epoch;
-        let subscribed = position.last_sequence;
-        Follower { epoch, position, expected: VecDeque::new(), checked_epoch, acked: 0, subscribed }
+        Follower { epoch, position, expected: VecDeque::new(), checked_epoch, acked: 0, subscribed: position }
     }
 
     pub fn epoch(&self) -> u32 {
@@ -125,13 +124,36 @@ impl Follower {
         Ok(())
     }
 
-    /// Everything up to `durable_sequence` is on this standby's disk: the ack to send.
+    /// Everything up to `durable_sequence` is on this standby's disk: the ack to send, if
+    /// it says more than the last one.
+    ///
+    /// Only once the log holds a record of the primary's own epoch (epochs never go down
+    /// along a log, so the last record's epoch tells). A promoted primary's log may end in
+    /// an older epoch's records that were never committed; k standbys holding them does not
+    /// keep them: a later promotion takes the log longest in the *highest* epoch among its
+    /// promisers, and a log ending in a newer epoch that lacks them wins over these (Raft's
+    /// "commit only entries of the current term by counting replicas"). Once a record of
+    /// the primary's epoch is held by k standbys, every log that can win holds it, and with
+    /// it everything before. Until then the primary counts nothing of this standby, so its
+    /// sinks publish nothing of the inherited tail (clients are only ever acknowledged for
+    /// records of the primary's epoch).
     pub fn durable(&mut self, durable_sequence: u64) -> Option<Message> {
-        if durable_sequence <= self.acked {
+        if self.position.last_epoch != self.epoch || durable_sequence <= self.acked {
             return None;
         }
         self.acked = durable_sequence;
         Some(Message::Ack { epoch: self.epoch, durable_sequence })
+    }
+
+    /// The answer to a batch of records once it is durable (up to `durable_sequence`):
+    /// [`Follower::durable`]'s ack, or, when that says nothing new or this standby does
+    /// not count towards `replicated:k`, a repeat of what it already acknowledged (0 from
+    /// a standby outside `--cluster`), so the primary hears from it at every batch.
+    pub fn answer_batch(&mut self, durable_sequence: u64, acknowledges: bool) -> Message {
+        if acknowledges && let Some(ack) = self.durable(durable_sequence) {
+            return ack;
+        }
+        Message::Ack { epoch: self.epoch, durable_sequence: if acknowledges { self.acked } else { 0 } }
     }
 
     /// The answer to a heartbeat (an empty `Records`), so that the primary hears from a
@@ -139,12 +161,15 @@ impl Follower {
     /// It acknowledges what this standby holds durably of the primary's log: what it
     /// acknowledged on this connection, or the position it subscribed with, which the
     /// primary matched against its own log (sequence and chain hash) before it streamed
-    /// anything, a heartbeat included. That lets a primary that restarted idle count what
-    /// its standbys already held (its sinks wait for it). A standby that does not count
+    /// anything, a heartbeat included, if that position ends in the primary's epoch. That
+    /// lets a primary that restarted idle count what its standbys already held (its sinks
+    /// wait for it). A standby that does not count
     /// towards `replicated:k` (`acknowledges` false) answers with sequence 0, which raises
     /// nothing.
     pub fn on_heartbeat(&self, acknowledges: bool) -> Message {
-        let durable_sequence = if acknowledges { self.acked.max(self.subscribed) } else { 0 };
+        // Under the same rule as `durable`: a position in an older epoch vouches for nothing.
+        let subscribed = if self.subscribed.last_epoch == self.epoch { self.subscribed.last_sequence } else { 0 };
+        let durable_sequence = if acknowledges { self.acked.max(subscribed) } else { 0 };
         Message::Ack { epoch: self.epoch, durable_sequence }
     }
 }
@@ -263,6 +288,25 @@ mod tests {
         assert!(follower.durable(12).is_some());
         assert_eq!(follower.on_heartbeat(true), held(12));
         assert_eq!(follower.on_heartbeat(false), held(0), "an outsider vouches for nothing");
+    }
+
+    #[test]
+    fn records_of_an_older_epoch_than_the_primarys_are_not_acknowledged_until_one_of_its_own_is_held() {
+        // Subscribed holding 10 of epoch 2; the primary is in epoch 3 and ships 11 and 12
+        // of epoch 2 (its inherited tail), then 13 of its own.
+        let mut follower = follower();
+        assert_eq!(follower.on_records(3, &[record(11, 2), record(12, 2)]), Ok(vec![Step::PersistEpoch(3)]));
+        assert_eq!(follower.on_heartbeat(true), Message::Ack { epoch: 3, durable_sequence: 0 }, "10 is of epoch 2");
+        follower.appended(11, 2, [11; 16]).expect("appended");
+        follower.appended(12, 2, [12; 16]).expect("appended");
+        assert_eq!(follower.durable(12), None, "held, but the log ends in an older epoch");
+        assert_eq!(follower.answer_batch(12, true), Message::Ack { epoch: 3, durable_sequence: 0 }, "alive only");
+        follower.on_records(3, &[record(13, 3)]).expect("in order");
+        follower.appended(13, 3, [13; 16]).expect("appended");
+        assert_eq!(follower.answer_batch(13, true), Message::Ack { epoch: 3, durable_sequence: 13 });
+        assert_eq!(follower.answer_batch(13, true), Message::Ack { epoch: 3, durable_sequence: 13 }, "repeated");
+        assert_eq!(follower.on_heartbeat(true), Message::Ack { epoch: 3, durable_sequence: 13 });
+        assert_eq!(follower.answer_batch(13, false), Message::Ack { epoch: 3, durable_sequence: 0 }, "an outsider");
     }
 
     #[test]

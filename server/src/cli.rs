@@ -57,7 +57,6 @@ use crate::logging::{self, LogFormat};
 use crate::metrics::MetricsSource;
 use crate::node::{Node, NodeConfig};
 use crate::signals;
-use tally_sinks::postgres::PostgresConfig;
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Tally: an in-memory double-entry ledger engine")]
@@ -181,15 +180,6 @@ struct ServeArgs {
     /// if they match the hash chain on both sides. Without it such a node refuses to start.
     #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',')]
     repair_from: Vec<SocketAddr>,
-    /// Settle every committed transfer into PostgreSQL (`postgres://USER@HOST:PORT/DB`):
-    /// transfers, postings, balances and the sink's watermark, exactly once, in the schema
-    /// `--settlement-schema`. The node never waits for it; an unreachable database only
-    /// makes it lag.
-    #[arg(long, value_name = "URL")]
-    settlement: Option<String>,
-    /// The schema the settlement tables live in (created and migrated by the sink).
-    #[arg(long, default_value = tally_sinks::postgres::SCHEMA_DEFAULT, value_name = "NAME")]
-    settlement_schema: String,
     #[command(flatten)]
     sinks: sink_args::SinkArgs,
     /// The admin HTTP listener: Prometheus metrics at /metrics, liveness at /health,
@@ -548,23 +538,10 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
             "--repair-from fetches from peers of the replica set: it needs --cluster-secret-file".into(),
         ));
     }
-    let settlement = args
-        .settlement
-        .as_deref()
-        .map(|url| PostgresConfig::new(url, &args.settlement_schema))
-        .transpose()
+    let node_config = args
+        .sinks
+        .apply(NodeConfig { replication, repair_from: args.repair_from.clone(), ..node_config(&args.node) })
         .map_err(CliError::Usage)?;
-    let (events, files) = args.sinks.configs(&args.node.data, settlement.is_some()).map_err(CliError::Usage)?;
-    let node_config = NodeConfig {
-        replication,
-        repair_from: args.repair_from.clone(),
-        settlement,
-        events,
-        files,
-        sink_nice: args.sinks.sink_nice,
-        sink_hold: args.sinks.hold(),
-        ..node_config(&args.node)
-    };
     // Before recovery: probes see a live node that is not ready yet during a long replay.
     let admin = start_admin(args.admin, tls.as_ref().map(|tls| tls.admin.clone()))?;
     let address = listener.local_addr()?;

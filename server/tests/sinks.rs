@@ -357,6 +357,53 @@ fn a_restarted_primary_publishes_nothing_until_a_standby_holds_it() {
     }
 }
 
+/// A promoted primary's log ends in the old epoch's records, which count as committed only
+/// once a standby holds a record of its own epoch after them (Raft's rule, design §7a). An
+/// idle new primary journals a tick of its own at once, so its sinks publish what it
+/// inherited as soon as a standby follows it, with no request needed.
+#[test]
+fn a_promoted_primary_publishes_what_it_inherited_once_a_standby_holds_a_record_of_its_epoch() {
+    let mut cluster = common::cluster::TestCluster::new("sink-promoted", 2, "replicated:1");
+    cluster.start_primary(0, &[]);
+    cluster.start_standby(1, &[0], &[]);
+    let writer = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    writer.create_accounts(&[account(1), account(2)]).expect("accounts");
+    for id in 1..=5u128 {
+        writer.create_transfers(&[transfer(id, 1, 2, 1)]).expect("a transfer, held by the standby");
+    }
+    let inherited = cluster.status(0).expect("the primary answers").last_sequence;
+    cluster.kill(0);
+    cluster.promote_ok(1);
+    let files = cluster.data(1).join("files");
+    let published = || {
+        // The sink makes its directory when it first resumes.
+        if !files.exists() {
+            return 0;
+        }
+        file_lines(&files).iter().map(|(sequence, _)| *sequence).max().unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(published(), 0, "published with no standby holding anything:\n{}", cluster.logs());
+
+    // The old primary follows the new one; nothing is written to the new primary.
+    cluster.start_standby(0, &[1], &[]);
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    while published() < inherited {
+        assert!(
+            Instant::now() < deadline,
+            "never published what it inherited: {:?} {:?} {}\n{}",
+            cluster.status(1),
+            cluster.status(0),
+            published(),
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lines = file_lines(&files);
+    let sequences: Vec<u64> = lines.iter().map(|(sequence, _)| *sequence).collect();
+    assert_eq!(sequences, (1..=sequences.len() as u64).collect::<Vec<_>>(), "gapless from the start, once each");
+}
+
 /// `tally_replicated_sequence` scraped from the node's `/metrics` at `address`.
 fn replicated_sequence(address: &str) -> Option<u64> {
     use std::io::{Read, Write};

@@ -95,6 +95,10 @@ pub struct StandbyArgs {
     /// promoted), so that promotion never opens the port to anyone.
     #[command(flatten)]
     gateway: super::GatewayArgs,
+    /// The sinks this node runs once it is promoted (none while it is a standby), as for
+    /// `tally serve`: without them a promoted standby would publish nothing.
+    #[command(flatten)]
+    sinks: super::sink_args::SinkArgs,
 }
 
 pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
@@ -109,7 +113,10 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         return Err(CliError::Usage("a standby needs --cluster-secret-file".into()));
     };
     let cluster = args.cluster.cluster.clone();
-    let node_config = NodeConfig { replication: Some(replication.clone()), ..node_config(&args.node) };
+    let node_config = args
+        .sinks
+        .apply(NodeConfig { replication: Some(replication.clone()), ..node_config(&args.node) })
+        .map_err(CliError::Usage)?;
     std::fs::create_dir_all(&node_config.data_dir)
         .map_err(|error| CliError::Usage(format!("cannot create {}: {error}", node_config.data_dir.display())))?;
     let role = Arc::new(Role::load(&node_config.data_dir)?);

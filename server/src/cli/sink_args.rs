@@ -1,18 +1,30 @@
-//! `tally serve`'s options for the events and file sinks (settlement's are beside the
-//! other serve options).
+//! The sink options of `tally serve` and `tally standby` (a standby runs them once it is
+//! promoted): settlement, events and files.
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use tally_sinks::file::{FILE_BYTES_DEFAULT, FILES_KEEP_DEFAULT, FileConfig};
 use tally_sinks::nats::{NatsConfig, STREAM_DEFAULT, SUBJECT_PREFIX_DEFAULT};
+use tally_sinks::postgres::PostgresConfig;
 use tally_sinks::sink::{HOLD_LONGEST_DEFAULT, HoldConfig, NICE_DEFAULT, NICE_MAX};
+
+use crate::node::NodeConfig;
 
 /// The file sink's folder inside the data directory when none is named.
 pub const FILES_DIR_DEFAULT: &str = "files";
 
 #[derive(Args)]
 pub struct SinkArgs {
+    /// Settle every committed transfer into PostgreSQL (`postgres://USER@HOST:PORT/DB`):
+    /// transfers, postings, balances and the sink's watermark, exactly once, in the schema
+    /// `--settlement-schema`. The node never waits for it; an unreachable database only
+    /// makes it lag. On a standby: once it is promoted.
+    #[arg(long, value_name = "URL")]
+    settlement: Option<String>,
+    /// The schema the settlement tables live in (created and migrated by the sink).
+    #[arg(long, default_value = tally_sinks::postgres::SCHEMA_DEFAULT, value_name = "NAME")]
+    settlement_schema: String,
     /// Publish every event of every committed outcome to NATS JetStream
     /// (`nats://HOST:PORT`), one message each, on PREFIX.KIND.LEDGER subjects, exactly once
     /// (the stream is the watermark; message ids drop resent copies). The node never waits
@@ -43,32 +55,41 @@ pub struct SinkArgs {
     /// the node's own priority.
     #[arg(long, default_value_t = NICE_DEFAULT, value_name = "0-19",
           value_parser = clap::value_parser!(i32).range(0..=i64::from(NICE_MAX)))]
-    pub sink_nice: i32,
+    sink_nice: i32,
     /// While events enter the outcome stream at this rate per second or faster (a bulk
     /// load, a burst), the sinks write nothing, so that neither they nor their servers
     /// (PostgreSQL, NATS) take CPU from the core; 0 (the default): they never hold back.
     /// A gateway's steady traffic below the rate is settled at once; 200000 is a value to
     /// start from.
     #[arg(long, default_value_t = 0, value_name = "EVENTS_PER_S")]
-    pub sink_hold_above: u64,
+    sink_hold_above: u64,
     /// The longest a sink holds back; then it writes until it has caught up, busy or not.
     #[arg(long, default_value_t = HOLD_LONGEST_DEFAULT.as_millis() as u64, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
-    pub sink_hold_ms: u64,
+    sink_hold_ms: u64,
 }
 
 impl SinkArgs {
     /// The sinks' hold rule (`None` when `--sink-hold-above 0`).
-    pub fn hold(&self) -> Option<HoldConfig> {
+    fn hold(&self) -> Option<HoldConfig> {
         (self.sink_hold_above > 0).then(|| HoldConfig {
             busy_events_per_s: self.sink_hold_above,
             longest: std::time::Duration::from_millis(self.sink_hold_ms),
         })
     }
 
+    /// `config` with the sinks these options name (its data directory holds the default
+    /// file sink's folder).
+    pub fn apply(&self, config: NodeConfig) -> Result<NodeConfig, String> {
+        let settlement =
+            self.settlement.as_deref().map(|url| PostgresConfig::new(url, &self.settlement_schema)).transpose()?;
+        let (events, files) = self.configs(&config.data_dir, settlement.is_some())?;
+        Ok(NodeConfig { settlement, events, files, sink_nice: self.sink_nice, sink_hold: self.hold(), ..config })
+    }
+
     /// The events and file sinks to run for a node over `data`; `settlement` says whether
     /// the settlement sink runs too.
-    pub fn configs(&self, data: &Path, settlement: bool) -> Result<(Option<NatsConfig>, Option<FileConfig>), String> {
+    fn configs(&self, data: &Path, settlement: bool) -> Result<(Option<NatsConfig>, Option<FileConfig>), String> {
         let events = self
             .events
             .as_deref()

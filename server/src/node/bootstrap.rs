@@ -300,7 +300,14 @@ pub fn install(received: &Received, dirs: &DataDir, segment_bytes: usize) -> Res
     let staged_store = match load_staged(received, &staging) {
         Ok(staged_store) => staged_store,
         Err(error) => {
-            let _ = std::fs::remove_dir_all(&staging);
+            // Made durable: a staging directory that came back after a power loss would
+            // be taken for an interrupted install, and the next start would clear this
+            // node's journal for a checkpoint it refused.
+            if std::fs::remove_dir_all(&staging).is_ok()
+                && let Err(sync) = sync_dir(&dirs.root)
+            {
+                eprintln!("tally: the refused checkpoint's staging directory was removed but not synced: {sync}");
+            }
             return Err(error);
         }
     };

@@ -679,11 +679,9 @@ impl Following {
         // to the business-logic thread even when the ack cannot be sent (the primary has
         // just died): they are journaled all the same, and the next primary streams from
         // the journal's end, so records skipped here would never be applied and the ledger
-        // would silently fall behind its journal.
-        let acked = match follower.durable(durable).filter(|_| self.config.acknowledges) {
-            Some(ack) => peer.send(&ack),
-            None => Ok(()),
-        };
+        // would silently fall behind its journal. Every batch is answered, by a standby
+        // that does not count too, so that a long catch-up is not taken for silence.
+        let acked = peer.send(&follower.answer_batch(durable, self.config.acknowledges));
         let _ = self.work.send(Work::Records(records));
         acked?;
         Ok(())
