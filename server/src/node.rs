@@ -268,10 +268,6 @@ impl Node {
         let visible = journal.visible_mark();
         let visible_limit = visible.clone();
         let bell = Arc::new(bell::Bell::default());
-        // A primary whose log ends in an older epoch (just promoted) journals a record of its
-        // own at once: only such a record, held by k standbys, commits what it inherited.
-        let tick_at_start =
-            config.durability.replicas() > 0 && role.kind() == RoleKind::Primary && journal.last_epoch() < role.epoch();
         let input_log = JournalInputLog::new(
             journal,
             Some(retained_from),
@@ -298,7 +294,6 @@ impl Node {
             wait: config.wait,
             tick_interval: config.tick_interval,
             checkpoints: config.snapshot_interval.is_some().then_some(checkpoint_taker),
-            tick_at_start,
             ..PipelineConfig::default()
         };
         // The cold-lookup rule reads what look-ups find; retention reads the durable mark

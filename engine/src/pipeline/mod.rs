@@ -74,12 +74,6 @@ pub struct PipelineConfig {
     /// The clock the sequencer stamps inputs from (the system's unless a test or the
     /// simulator gives its own).
     pub clock: Arc<dyn WallClock>,
-    /// Journal a tick as the first input, due or not. A primary whose log ends in an older
-    /// epoch's records (just promoted) sets it: its standbys count only records of its own
-    /// epoch (docs/design.md §7a), so what it inherited is committed, and published by its
-    /// sinks, only once one of its own is held; without this an idle new primary would
-    /// wait for its first request.
-    pub tick_at_start: bool,
 }
 
 impl Default for PipelineConfig {
@@ -91,7 +85,6 @@ impl Default for PipelineConfig {
             tick_interval: Duration::from_secs(1),
             checkpoints: None,
             clock: Arc::new(SystemClock),
-            tick_at_start: false,
         }
     }
 }
@@ -486,8 +479,7 @@ impl Pipeline {
         let producer = stages.build(ledger_sender);
         let sequencer = Arc::new(Sequencer::new(producer, resume_after, config.clock.clone(), stats.clone()));
         let (stop, stop_receiver) = channel::bounded(1);
-        let ticker =
-            sequencer::spawn_ticker(sequencer.clone(), stop_receiver, config.tick_interval, config.tick_at_start);
+        let ticker = sequencer::spawn_ticker(sequencer.clone(), stop_receiver, config.tick_interval);
         let submitter = Submitter { sequencer, stats: stats.clone() };
         Pipeline { submitter, stats, ticker: Some((ticker, stop)), ledger_back, stopping }
     }

@@ -94,14 +94,13 @@ impl Sequencer {
     }
 
     /// Injects a tick when the earliest pending deadline the business logic published has
-    /// passed and is later than the last tick, or whenever `force`; returns the tick's
-    /// timestamp.
-    fn tick_if_due(&self, last_tick: u64, force: bool) -> Option<u64> {
+    /// passed and is later than the last tick; returns the tick's timestamp.
+    fn tick_if_due(&self, last_tick: u64) -> Option<u64> {
         let mut entry = self.entry();
         let Entry { producer, timestamps, published } = &mut *entry;
         let producer = producer.as_mut()?;
         let wall_ns = self.clock.now_ns();
-        if !force && !tick_due(self.stats.next_expiry(), last_tick, timestamps.peek(wall_ns)) {
+        if !tick_due(self.stats.next_expiry(), last_tick, timestamps.peek(wall_ns)) {
             return None;
         }
         let timestamp = timestamps.next(wall_ns);
@@ -135,22 +134,16 @@ fn fill(slot: &mut InputSlot, timestamp: u64, published_ns: u64, submission: Sub
     *slot.reply_to.get_mut().unwrap_or_else(PoisonError::into_inner) = Some(submission.reply_to);
 }
 
-/// Starts the ticker: first a tick if `tick_at_start`, then every `tick_interval` a tick if
-/// one is due (an idle
+/// Starts the ticker: every `tick_interval` it injects a tick if one is due (an idle
 /// ledger with nothing to expire journals nothing; a tick is still an input with its own
 /// timestamp and sequence, so expiry stays a function of the journal). When `stop` is
 /// signalled or dropped it closes the sequencer (behind everything already published) and
 /// ends once the stages have drained.
-pub(crate) fn spawn_ticker(
-    sequencer: Arc<Sequencer>,
-    stop: Receiver<()>,
-    tick_interval: Duration,
-    tick_at_start: bool,
-) -> JoinHandle<()> {
+pub(crate) fn spawn_ticker(sequencer: Arc<Sequencer>, stop: Receiver<()>, tick_interval: Duration) -> JoinHandle<()> {
     let body = move || {
         // The timestamp of the last tick: a deadline at or before it was expired by that
         // tick, even if the business logic has not yet published the next one.
-        let mut last_tick = if tick_at_start { sequencer.tick_if_due(0, true).unwrap_or(0) } else { 0 };
+        let mut last_tick = 0u64;
         let mut last_check = Instant::now();
         loop {
             let until_check = tick_interval.saturating_sub(last_check.elapsed());
@@ -159,7 +152,7 @@ pub(crate) fn spawn_ticker(
                 Err(RecvTimeoutError::Timeout) => {}
             }
             last_check = Instant::now();
-            if let Some(timestamp) = sequencer.tick_if_due(last_tick, false) {
+            if let Some(timestamp) = sequencer.tick_if_due(last_tick) {
                 last_tick = timestamp;
             }
         }
