@@ -68,6 +68,12 @@ pub enum OutcomeEvents {
 pub struct Outcome {
     pub sequence: u64,
     pub timestamp: u64,
+    /// The entry's checksum as stored (CRC32C of its header and body). Entries are a
+    /// function of the journal, so two nodes' entries at a sequence have the same
+    /// checksum exactly when they record the same input after the same history (as far
+    /// as a 32-bit checksum tells): a sink keeps it beside its watermark to notice that
+    /// the stream it resumes from is another history.
+    pub checksum: u32,
     pub events: OutcomeEvents,
     pub results: Vec<EventResult>,
     /// Transfers committed by this input, as the ledger stored them.
@@ -198,6 +204,7 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<(Outcome, usize), OutcomeError> {
     let outcome = Outcome {
         sequence: header.sequence,
         timestamp: header.timestamp,
+        checksum: header.checksum,
         events,
         results,
         transfers,
@@ -227,10 +234,13 @@ mod tests {
             accounts: &[account],
             expired: &[11],
         };
+        let start = out.len();
         encode_outcome(&parts, out);
+        let header: OutcomeHeader = bytemuck::pod_read_unaligned(&out[start..start + OUTCOME_HEADER_BYTES]);
         Outcome {
             sequence: 3,
             timestamp: 90,
+            checksum: header.checksum,
             events: OutcomeEvents::Transfers(vec![transfer]),
             results: vec![result],
             transfers: vec![Transfer { timestamp: 99, ..transfer }],

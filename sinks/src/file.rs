@@ -4,8 +4,10 @@
 //!
 //! Exactly once: each batch is appended and synced, then `DIR/WATERMARK` is replaced
 //! (written, synced, renamed, directory synced) with the batch's last sequence, the file
-//! and its length. On resume, whatever lies past the watermark (a torn tail, a file
-//! begun after it) was written but never acknowledged, and is cut off before writing on.
+//! and its length, and the checksum of the entry at it (so that a resume against another
+//! history is noticed, `Sink::held_entry`). On resume, whatever lies past the watermark (a
+//! torn tail, a file begun after it) was written but never acknowledged, and is cut off
+//! before writing on.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -22,7 +24,10 @@ pub const FILE_BYTES_DEFAULT: u64 = 64 << 20;
 pub const FILES_KEEP_DEFAULT: usize = 16;
 pub const FILE_SUFFIX: &str = ".jsonl";
 pub const WATERMARK_FILE: &str = "WATERMARK";
-const WATERMARK_MAGIC: &str = "tally-file-sink-1";
+/// The watermark's first word: version 2 adds the checksum of the entry at the watermark;
+/// version 1 (without it) is still read.
+const WATERMARK_MAGIC: &str = "tally-file-sink-2";
+const WATERMARK_MAGIC_1: &str = "tally-file-sink-1";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileConfig {
@@ -44,11 +49,15 @@ struct Watermark {
     /// The file the batch went into; empty before the first batch.
     file: String,
     length: u64,
+    /// The checksum of the entry at `sequence` ([`Outcome::checksum`]); `None` before the
+    /// first batch and in a version-1 watermark.
+    entry_checksum: Option<u32>,
 }
 
 impl Watermark {
     fn line(&self) -> String {
-        let body = format!("{WATERMARK_MAGIC} {} {} {}", self.sequence, self.file, self.length);
+        let entry = self.entry_checksum.map_or_else(|| "-".to_owned(), |checksum| format!("{checksum:08x}"));
+        let body = format!("{WATERMARK_MAGIC} {} {} {} {entry}", self.sequence, self.file, self.length);
         format!("{body} {:08x}\n", crc32c::crc32c(body.as_bytes()))
     }
 
@@ -59,13 +68,21 @@ impl Watermark {
             return None;
         }
         let mut fields = body.split(' ');
-        if fields.next()? != WATERMARK_MAGIC {
-            return None;
-        }
+        let version = match fields.next()? {
+            WATERMARK_MAGIC => 2,
+            WATERMARK_MAGIC_1 => 1,
+            _ => return None,
+        };
         let sequence = fields.next()?.parse().ok()?;
         let file = fields.next()?.to_string();
         let length = fields.next()?.parse().ok()?;
-        fields.next().is_none().then_some(Watermark { sequence, file, length })
+        let entry_checksum = match (version, fields.next()) {
+            (1, None) => None,
+            (2, Some("-")) => None,
+            (2, Some(hex)) if hex.len() == 8 => Some(u32::from_str_radix(hex, 16).ok()?),
+            _ => return None,
+        };
+        fields.next().is_none().then_some(Watermark { sequence, file, length, entry_checksum })
     }
 }
 
@@ -80,11 +97,13 @@ pub struct FileSink {
     config: FileConfig,
     current: Option<Current>,
     buffer: Vec<u8>,
+    /// The entry at the watermark and its checksum, when the watermark keeps one.
+    held: Option<(u64, u32)>,
 }
 
 impl FileSink {
     pub fn new(config: FileConfig) -> FileSink {
-        FileSink { config, current: None, buffer: Vec::new() }
+        FileSink { config, current: None, buffer: Vec::new(), held: None }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -142,8 +161,15 @@ impl FileSink {
         current.file.write_all(&self.buffer).map_err(|error| io(&path, error))?;
         current.file.sync_data().map_err(|error| io(&path, error))?;
         current.length += self.buffer.len() as u64;
-        let watermark = Watermark { sequence: last.sequence, file: current.name.clone(), length: current.length };
-        self.write_watermark(&watermark)
+        let watermark = Watermark {
+            sequence: last.sequence,
+            file: current.name.clone(),
+            length: current.length,
+            entry_checksum: Some(last.checksum),
+        };
+        self.write_watermark(&watermark)?;
+        self.held = Some((last.sequence, last.checksum));
+        Ok(())
     }
 }
 
@@ -168,7 +194,12 @@ impl Sink for FileSink {
             self.current = Some(Current { name: watermark.file.clone(), file, length: watermark.length });
         }
         sync_dir(&dir)?;
+        self.held = watermark.entry_checksum.map(|checksum| (watermark.sequence, checksum));
         Ok(watermark.sequence)
+    }
+
+    fn held_entry(&self) -> Option<(u64, u32)> {
+        self.held
     }
 
     fn write(&mut self, batch: &[Outcome]) -> Result<(), SinkError> {
@@ -213,13 +244,24 @@ mod tests {
 
     #[test]
     fn a_watermark_reads_back_and_a_damaged_one_is_refused() {
-        let watermark = Watermark { sequence: 42, file: "00000000000000000001.jsonl".into(), length: 977 };
+        let file = "00000000000000000001.jsonl".to_owned();
+        let watermark = Watermark { sequence: 42, file: file.clone(), length: 977, entry_checksum: Some(0xdead_beef) };
         let line = watermark.line();
         assert_eq!(Watermark::parse(&line), Some(watermark));
+        let empty = Watermark::default();
+        assert_eq!(Watermark::parse(&empty.line()), Some(empty));
+        // Written by a release before entry checksums: read, with none.
+        let body = format!("{WATERMARK_MAGIC_1} 42 {file} 977");
+        let version_1 = format!("{body} {:08x}\n", crc32c::crc32c(body.as_bytes()));
+        assert_eq!(Watermark::parse(&version_1), Some(Watermark { entry_checksum: None, ..watermark_42(&file) }));
         for cut in 0..line.len() {
             assert_eq!(Watermark::parse(&line[..cut]), None, "cut at {cut}");
         }
         let altered = line.replacen("42", "43", 1);
         assert_eq!(Watermark::parse(&altered), None, "a changed sequence fails the checksum");
+    }
+
+    fn watermark_42(file: &str) -> Watermark {
+        Watermark { sequence: 42, file: file.to_owned(), length: 977, entry_checksum: None }
     }
 }

@@ -43,6 +43,9 @@ const NAME_BYTES_MAX: usize = 64;
 const HEADER_SEQUENCE: &str = "Tally-Sequence";
 const HEADER_INDEX: &str = "Tally-Index";
 const HEADER_COUNT: &str = "Tally-Count";
+/// The checksum of the outcome entry the message comes from (`Outcome::checksum`, 8 hex
+/// digits): the resume compares the last message's with the node's own entry.
+const HEADER_ENTRY_CHECKSUM: &str = "Tally-Entry-Checksum";
 
 /// Where events go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,11 +80,20 @@ impl NatsConfig {
 }
 
 /// One message to publish.
+/// Where the stream's last message places it.
+struct Published {
+    sequence: u64,
+    index: usize,
+    count: usize,
+    checksum: Option<u32>,
+}
+
 struct Message {
     subject: String,
     sequence: u64,
     index: usize,
     count: usize,
+    checksum: u32,
     payload: Vec<u8>,
 }
 
@@ -95,6 +107,8 @@ pub struct NatsSink {
     published_within: Option<(u64, usize)>,
     /// Publishes the stream reported as duplicates (and so stored once).
     pub duplicates: u64,
+    /// The entry of the stream's last message and its checksum, when it carries one.
+    held: Option<(u64, u32)>,
 }
 
 impl NatsSink {
@@ -103,7 +117,7 @@ impl NatsSink {
             .enable_all()
             .build()
             .map_err(|error| SinkError::Destination(format!("cannot start the NATS client runtime: {error}")))?;
-        Ok(NatsSink { config, runtime, connection: None, published_within: None, duplicates: 0 })
+        Ok(NatsSink { config, runtime, connection: None, published_within: None, duplicates: 0, held: None })
     }
 
     async fn connect(config: &NatsConfig) -> Result<(Context, Stream), SinkError> {
@@ -126,7 +140,7 @@ impl NatsSink {
 
     /// Where the stream's last message places it: (sequence, index, count), or `None`
     /// when the stream is empty.
-    async fn last_published(stream: &mut Stream) -> Result<Option<(u64, usize, usize)>, SinkError> {
+    async fn last_published(stream: &mut Stream) -> Result<Option<Published>, SinkError> {
         let last = stream.info().await.map_err(destination)?.state.last_sequence;
         if last == 0 {
             return Ok(None);
@@ -144,7 +158,14 @@ impl NatsSink {
         let (sequence, index, count) = (header(HEADER_SEQUENCE)?, header(HEADER_INDEX)?, header(HEADER_COUNT)?);
         let index = usize::try_from(index).map_err(|_| SinkError::Destination("an index beyond usize".into()))?;
         let count = usize::try_from(count).map_err(|_| SinkError::Destination("a count beyond usize".into()))?;
-        Ok(Some((sequence, index, count)))
+        // Absent from messages published before it was added: nothing to compare then.
+        let checksum = match message.headers.get(HEADER_ENTRY_CHECKSUM) {
+            None => None,
+            Some(value) => Some(u32::from_str_radix(value.as_str(), 16).map_err(|_| {
+                SinkError::Destination(format!("the stream's last message has a bad {HEADER_ENTRY_CHECKSUM} header"))
+            })?),
+        };
+        Ok(Some(Published { sequence, index, count, checksum }))
     }
 
     async fn publish(context: &Context, messages: Vec<Message>) -> Result<u64, SinkError> {
@@ -156,7 +177,8 @@ impl NatsSink {
                 .message_id(format!("{}-{}", message.sequence, message.index))
                 .header(HEADER_SEQUENCE, message.sequence.to_string())
                 .header(HEADER_INDEX, message.index.to_string())
-                .header(HEADER_COUNT, message.count.to_string());
+                .header(HEADER_COUNT, message.count.to_string())
+                .header(HEADER_ENTRY_CHECKSUM, format!("{:08x}", message.checksum));
             in_flight.push_back(context.send_publish(message.subject, publish).await.map_err(destination)?);
             if in_flight.len() >= ACKS_IN_FLIGHT_MAX
                 && let Some(ack) = in_flight.pop_front()
@@ -195,20 +217,25 @@ impl Sink for NatsSink {
         let (context, mut stream) = self.runtime.block_on(NatsSink::connect(&config))?;
         let last = self.runtime.block_on(NatsSink::last_published(&mut stream))?;
         self.connection = Some((context, stream));
+        self.held = last.as_ref().and_then(|last| last.checksum.map(|checksum| (last.sequence, checksum)));
         Ok(match last {
             None => {
                 self.published_within = None;
                 0
             }
-            Some((sequence, index, count)) if index + 1 >= count => {
+            Some(Published { sequence, index, count, .. }) if index + 1 >= count => {
                 self.published_within = None;
                 sequence
             }
-            Some((sequence, index, _)) => {
+            Some(Published { sequence, index, .. }) => {
                 self.published_within = Some((sequence, index));
                 sequence - 1
             }
         })
+    }
+
+    fn held_entry(&self) -> Option<(u64, u32)> {
+        self.held
     }
 
     fn write(&mut self, batch: &[Outcome]) -> Result<(), SinkError> {
@@ -267,7 +294,7 @@ fn entry_messages(prefix: &str, outcome: &Outcome, out: &mut Vec<Message>) {
     let operation = operation_name(&outcome.events);
     let created = ResultCode::Created as u32;
     let mut form = |index: usize, count: usize, subject: String, payload: Vec<u8>| {
-        out.push(Message { subject, sequence: outcome.sequence, index, count, payload });
+        out.push(Message { subject, sequence: outcome.sequence, index, count, checksum: outcome.checksum, payload });
     };
     let event = |index: usize, record: &dyn ErasedRecord| {
         let result = &outcome.results[index];

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../migrations/postgres/0002_drop_postings_account_index.sql")),
     (3, include_str!("../migrations/postgres/0003_postings_keyed_by_sequence.sql")),
     (4, include_str!("../migrations/postgres/0004_balances_fillfactor.sql")),
+    (5, include_str!("../migrations/postgres/0005_watermark_entry_checksum.sql")),
 ];
 /// The columns of the transfers and postings `COPY` statements in `write_batch`.
 const TRANSFER_COLUMNS: i16 = 14;
@@ -71,11 +72,13 @@ impl PostgresConfig {
 pub struct PostgresSink {
     config: PostgresConfig,
     client: Option<Client>,
+    /// The entry at the watermark and its checksum, when the watermark row keeps one.
+    held: Option<(u64, u32)>,
 }
 
 impl PostgresSink {
     pub fn new(config: PostgresConfig) -> PostgresSink {
-        PostgresSink { config, client: None }
+        PostgresSink { config, client: None, held: None }
     }
 
     fn sql(&self, template: &str) -> String {
@@ -112,7 +115,7 @@ impl PostgresSink {
              ON CONFLICT (id) DO UPDATE SET debits_pending = EXCLUDED.debits_pending, \
              debits_posted = EXCLUDED.debits_posted, credits_pending = EXCLUDED.credits_pending, \
              credits_posted = EXCLUDED.credits_posted, sequence = EXCLUDED.sequence",
-            "UPDATE {schema}.watermark SET sequence = $1 WHERE sink = $2 AND sequence = $3",
+            "UPDATE {schema}.watermark SET sequence = $1, entry_checksum = $4 WHERE sink = $2 AND sequence = $3",
         ]
         .map(|template| self.sql(template));
         let rows = Rows::of(batch)?;
@@ -145,21 +148,38 @@ impl PostgresSink {
         // The watermark moves only from where this batch starts: a second writer, or a
         // batch that was in fact committed before, makes this fail instead of duplicate.
         let (from, to) = (sequence_column(first.saturating_sub(1))?, sequence_column(last)?);
-        let moved = transaction.execute(&watermark, &[&to, &WATERMARK_NAME, &from]).map_err(destination)?;
+        let checksum = batch.last().map_or(0, |outcome| i64::from(outcome.checksum));
+        let moved = transaction.execute(&watermark, &[&to, &WATERMARK_NAME, &from, &checksum]).map_err(destination)?;
         if moved != 1 {
             return Err(SinkError::Destination(format!("the watermark is not at {from}: another writer?")));
         }
-        transaction.commit().map_err(destination)
+        transaction.commit().map_err(destination)?;
+        self.held = batch.last().map(|outcome| (outcome.sequence, outcome.checksum));
+        Ok(())
     }
 }
 
 impl Sink for PostgresSink {
     fn resume(&mut self) -> Result<u64, SinkError> {
-        let query = self.sql("SELECT sequence FROM {schema}.watermark WHERE sink = $1");
+        let query = self.sql("SELECT sequence, entry_checksum FROM {schema}.watermark WHERE sink = $1");
         let client = self.connect()?;
         let row = client.query_one(&query, &[&WATERMARK_NAME]).map_err(destination)?;
         let sequence: i64 = row.get(0);
-        u64::try_from(sequence).map_err(|_| SinkError::Destination(format!("a negative watermark: {sequence}")))
+        let checksum: Option<i64> = row.get(1);
+        let sequence =
+            u64::try_from(sequence).map_err(|_| SinkError::Destination(format!("a negative watermark: {sequence}")))?;
+        let checksum = checksum
+            .map(|checksum| {
+                u32::try_from(checksum)
+                    .map_err(|_| SinkError::Destination(format!("a watermark checksum beyond 32 bits: {checksum}")))
+            })
+            .transpose()?;
+        self.held = checksum.map(|checksum| (sequence, checksum));
+        Ok(sequence)
+    }
+
+    fn held_entry(&self) -> Option<(u64, u32)> {
+        self.held
     }
 
     fn write(&mut self, batch: &[Outcome]) -> Result<(), SinkError> {

@@ -23,6 +23,13 @@ pub trait Sink: Send + 'static {
     /// Stores `batch` (consecutive entries, the first right after the watermark) and moves
     /// the watermark to its last entry, all or nothing.
     fn write(&mut self, batch: &[Outcome]) -> Result<(), SinkError>;
+    /// After [`Sink::resume`]: an entry the destination holds (wholly or in part: the
+    /// watermark's, or the one after it that it stopped inside) and that entry's checksum
+    /// ([`Outcome::checksum`]), as the destination stored it; `None` when it keeps none
+    /// (written before it kept them, or empty).
+    fn held_entry(&self) -> Option<(u64, u32)> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +38,13 @@ pub enum SinkError {
     Destination(String),
     #[error("the destination holds sequence {held}, beyond what the stream holds ({stream})")]
     AheadOfStream { held: u64, stream: u64 },
+    #[error(
+        "the destination's entry {sequence} (checksum {held:#010x}) is not this node's (checksum {ours:#010x}): it \
+         followed another history (a failover that discarded records, a forced promotion, a journal truncation); \
+         nothing more is written. Reconcile the destination (`tally reconcile`), then reset its watermark to the \
+         last sequence both agree on"
+    )]
+    OtherHistory { sequence: u64, held: u32, ours: u32 },
 }
 
 /// Counters of one sink, for metrics and status.
@@ -265,6 +279,12 @@ impl<S: Storage + Clone> Tail<S> {
             let Some(stream) = reader.as_mut() else {
                 match self.resume(sink) {
                     Ok(next) => reader = Some(next),
+                    Err(error @ SinkError::OtherHistory { .. }) => {
+                        // Never retried: writing on would skip this node's records there.
+                        tracing::error!(sink = self.name, %error, "sink stopped");
+                        self.stats.stopped.store(true, Ordering::Release);
+                        return;
+                    }
                     Err(error) => self.failed("cannot resume", &error, &mut backoff),
                 }
                 continue;
@@ -328,9 +348,33 @@ impl<S: Storage + Clone> Tail<S> {
         if held > stream {
             return Err(SinkError::AheadOfStream { held, stream });
         }
+        if let Some((sequence, checksum)) = sink.held_entry() {
+            self.check_held(sequence, checksum, stream)?;
+        }
         self.stats.watermark.store(held, Ordering::Release);
         self.stats.connected.store(true, Ordering::Release);
         Ok(StreamReader::new(self.storage.clone(), held + 1))
+    }
+
+    /// Compares the entry the destination holds at `sequence` with this node's stream. An
+    /// entry the stream no longer holds (removed once every sink had it) or does not hold
+    /// yet cannot be compared: the sink goes on, as it did before destinations kept
+    /// checksums.
+    fn check_held(&self, sequence: u64, held: u32, stream: u64) -> Result<(), SinkError> {
+        if sequence == 0 || sequence > stream {
+            return Ok(());
+        }
+        let mut reader = StreamReader::new(self.storage.clone(), sequence);
+        match reader.next(sequence) {
+            Ok(Some(ours)) if ours.sequence == sequence && ours.checksum != held => {
+                Err(SinkError::OtherHistory { sequence, held, ours: ours.checksum })
+            }
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(sink = self.name, sequence, %error, "the destination's last entry cannot be compared");
+                Ok(())
+            }
+        }
     }
 
     fn failed(&self, what: &str, error: &SinkError, backoff: &mut Duration) {
@@ -477,6 +521,62 @@ mod tests {
         segment.write(0, &bytes).expect("written");
         segment.sync(0..bytes.len()).expect("synced");
         storage
+    }
+
+    /// A destination at `at` that kept `checksum` for that entry.
+    struct Resumed {
+        at: u64,
+        checksum: u32,
+        written: Arc<AtomicU64>,
+    }
+
+    impl Sink for Resumed {
+        fn resume(&mut self) -> Result<u64, SinkError> {
+            Ok(self.at)
+        }
+
+        fn write(&mut self, batch: &[Outcome]) -> Result<(), SinkError> {
+            self.written.fetch_add(batch.len() as u64, Ordering::AcqRel);
+            Ok(())
+        }
+
+        fn held_entry(&self) -> Option<(u64, u32)> {
+            Some((self.at, self.checksum))
+        }
+    }
+
+    /// Runs a sink resumed at entry 5 of a stream of 10 with `checksum` kept for it, for up
+    /// to `wait`; returns the entries it wrote and whether it stopped.
+    fn resumed_at_5_with(checksum: impl FnOnce(u32) -> u32, wait: Duration) -> (u64, bool) {
+        let storage = stream_of_ticks(10);
+        let ours = StreamReader::new(storage.clone(), 5).next(5).expect("readable").expect("entry 5").checksum;
+        let written = Arc::new(AtomicU64::new(0));
+        let sink = Resumed { at: 5, checksum: checksum(ours), written: Arc::clone(&written) };
+        let source = Source {
+            storage,
+            limit: Arc::new(AtomicU64::new(10)),
+            commit: Arc::new(|| u64::MAX),
+            activity: Arc::default(),
+        };
+        let stats = Arc::new(SinkStats::default());
+        let thread = spawn("resumed", sink, source, Arc::clone(&stats), TailConfig::default()).expect("a thread");
+        let deadline = Instant::now() + wait;
+        while written.load(Ordering::Acquire) < 5 && !stats.stopped.load(Ordering::Acquire) && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(thread);
+        (written.load(Ordering::Acquire), stats.stopped.load(Ordering::Acquire))
+    }
+
+    #[test]
+    fn a_destination_whose_last_entry_is_another_historys_stops_the_sink_before_it_writes() {
+        assert_eq!(resumed_at_5_with(|ours| ours, Duration::from_secs(10)), (5, false), "the same entry: on it goes");
+        assert_eq!(
+            resumed_at_5_with(|ours| ours ^ 1, Duration::from_secs(10)),
+            (0, true),
+            "another history's entry at 5: it stops, and 6..=10 are not written past it"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ fn tick(sequence: u64) -> Outcome {
     Outcome {
         sequence,
         timestamp: sequence,
+        // Stands in for the entry's stored checksum, which a sink keeps beside its watermark.
+        checksum: u32::try_from(sequence).unwrap_or(u32::MAX) ^ 0x7a11_0000,
         events: OutcomeEvents::Tick,
         results: Vec::new(),
         transfers: Vec::new(),
@@ -43,6 +45,7 @@ fn a_torn_tail_and_a_file_begun_after_the_watermark_are_cut_on_resume() {
     let config = FileConfig { file_bytes_max: 1, files_keep: 0, ..FileConfig::new(&dir) };
     let mut sink = FileSink::new(config.clone());
     assert_eq!(sink.resume().expect("resume"), 0);
+    assert_eq!(sink.held_entry(), None, "nothing held yet");
     sink.write(&[tick(1), tick(2)]).expect("write");
     sink.write(&[tick(3)]).expect("write");
     // A crash after appending, before the watermark: a torn line in the current file,
@@ -54,6 +57,7 @@ fn a_torn_tail_and_a_file_begun_after_the_watermark_are_cut_on_resume() {
 
     let mut restarted = FileSink::new(config);
     assert_eq!(restarted.resume().expect("resume"), 3);
+    assert_eq!(restarted.held_entry(), Some((3, tick(3).checksum)), "the watermark keeps its entry's checksum");
     restarted.write(&[tick(4), tick(5)]).expect("write");
     assert_eq!(sequences(&dir), [1, 2, 3, 4, 5], "each sequence once, in order");
     assert_eq!(files(&dir).expect("files").len(), 3, "a new file per batch at a 1-byte limit");

@@ -76,6 +76,8 @@ fn entry(sequence: u64, transfers: u128) -> Outcome {
     Outcome {
         sequence,
         timestamp: sequence,
+        // Stands in for the entry's stored checksum, which a sink keeps beside its watermark.
+        checksum: u32::try_from(sequence).unwrap_or(u32::MAX) ^ 0x7a11_0000,
         results: vec![created; events.len()],
         transfers: events.clone(),
         events: OutcomeEvents::Transfers(events),
@@ -128,6 +130,7 @@ fn a_restart_inside_an_entry_goes_on_after_its_last_stored_message() {
     assert!(stored.values().all(|&copies| copies == 1), "{stored:?}");
     assert_eq!(restarted.duplicates, 0, "the restarted sink skipped what was stored, not relying on ids");
     assert_eq!(restarted.resume().expect("resume"), 3);
+    assert_eq!(restarted.held_entry(), Some((3, entry(3, 1).checksum)), "the last message names its entry's checksum");
 }
 
 /// Publishes the entry's messages by hand, each saying the entry has `count` messages.

@@ -85,6 +85,8 @@ fn entry(sequence: u64, id: u128) -> Outcome {
     Outcome {
         sequence,
         timestamp: sequence,
+        // Stands in for the entry's stored checksum, which a sink keeps beside its watermark.
+        checksum: u32::try_from(sequence).unwrap_or(u32::MAX) ^ 0x7a11_0000,
         results: vec![created],
         transfers: vec![transfer],
         events: OutcomeEvents::Transfers(vec![transfer]),
@@ -125,8 +127,9 @@ fn a_version_1_schema_with_settled_rows_migrates_and_the_sink_goes_on_from_its_w
 
     // Connecting migrates; a second sink finds nothing left to do.
     assert_eq!(first.resume().expect("resume on the old schema"), 1, "the watermark survives the migration");
+    assert_eq!(first.held_entry(), None, "a version-1 watermark kept no entry checksum");
     migrate(&mut schema.client, &name).expect("migrating again is a no-op");
-    assert_eq!(schema.versions(), vec![1, 2, 3, 4], "each migration is recorded once");
+    assert_eq!(schema.versions(), vec![1, 2, 3, 4, 5], "each migration is recorded once");
     let options = format!("SELECT reloptions::text FROM pg_class WHERE oid = '{name}.balances'::regclass");
     let options: Option<String> = schema.client.query_one(&options, &[]).expect("balances options").get(0);
     assert_eq!(options.as_deref(), Some("{fillfactor=40}"), "migration 4 leaves room for in-place balance updates");
@@ -149,6 +152,7 @@ fn a_version_1_schema_with_settled_rows_migrates_and_the_sink_goes_on_from_its_w
     );
     let mut restarted = PostgresSink::new(config);
     assert_eq!(restarted.resume().expect("resume"), 2);
+    assert_eq!(restarted.held_entry(), Some((2, entry(2, 8).checksum)), "migration 5 keeps the entry's checksum");
 }
 
 #[test]
