@@ -540,7 +540,7 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
     }
     let node_config = args
         .sinks
-        .apply(NodeConfig { replication, repair_from: args.repair_from.clone(), ..node_config(&args.node) })
+        .apply(NodeConfig { replication, repair_from: args.repair_from.clone(), ..node_config(&args.node) }, true)
         .map_err(CliError::Usage)?;
     // Before recovery: probes see a live node that is not ready yet during a long replay.
     let admin = start_admin(args.admin, tls.as_ref().map(|tls| tls.admin.clone()))?;

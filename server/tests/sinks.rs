@@ -364,7 +364,9 @@ fn a_restarted_primary_publishes_nothing_until_a_standby_holds_it() {
 fn a_promoted_primary_publishes_what_it_inherited_once_a_standby_holds_a_record_of_its_epoch() {
     let mut cluster = common::cluster::TestCluster::new("sink-promoted", 2, "replicated:1");
     cluster.start_primary(0, &[]);
-    cluster.start_standby(1, &[0], &[]);
+    let files = cluster.data(1).join("files");
+    let files_arg = files.to_str().expect("a UTF-8 path").to_owned();
+    cluster.start_standby(1, &[0], &["--files", &files_arg]);
     let writer = client(&[cluster.addresses[0]], Duration::from_secs(20));
     writer.create_accounts(&[account(1), account(2)]).expect("accounts");
     for id in 1..=5u128 {
@@ -373,7 +375,6 @@ fn a_promoted_primary_publishes_what_it_inherited_once_a_standby_holds_a_record_
     let inherited = cluster.status(0).expect("the primary answers").last_sequence;
     cluster.kill(0);
     cluster.promote_ok(1);
-    let files = cluster.data(1).join("files");
     let published = || {
         // The sink makes its directory when it first resumes.
         if !files.exists() {

@@ -39,10 +39,10 @@ pub enum SinkError {
     #[error("the destination holds sequence {held}, beyond what the stream holds ({stream})")]
     AheadOfStream { held: u64, stream: u64 },
     #[error(
-        "the destination's entry {sequence} (checksum {held:#010x}) is not this node's (checksum {ours:#010x}): it \
-         followed another history (a failover that discarded records, a forced promotion, a journal truncation); \
-         nothing more is written. Reconcile the destination (`tally reconcile`), then reset its watermark to the \
-         last sequence both agree on"
+        "the destination's entry {sequence} (checksum {held:#010x}) is not this node's (checksum {ours:#010x}): one \
+         of them followed another history (a failover that discarded records, a forced promotion, a journal \
+         truncation, or this node was replaced and has not learnt it yet); nothing more is written by this sink. \
+         See the README, \"A sink stopped on another history\""
     )]
     OtherHistory { sequence: u64, held: u32, ours: u32 },
 }
@@ -282,6 +282,7 @@ impl<S: Storage + Clone> Tail<S> {
                     Err(error @ SinkError::OtherHistory { .. }) => {
                         // Never retried: writing on would skip this node's records there.
                         tracing::error!(sink = self.name, %error, "sink stopped");
+                        self.stats.errors.fetch_add(1, Ordering::AcqRel);
                         self.stats.stopped.store(true, Ordering::Release);
                         return;
                     }
@@ -361,8 +362,13 @@ impl<S: Storage + Clone> Tail<S> {
     /// yet cannot be compared: the sink goes on, as it did before destinations kept
     /// checksums.
     fn check_held(&self, sequence: u64, held: u32, stream: u64) -> Result<(), SinkError> {
-        if sequence == 0 || sequence > stream {
+        if sequence == 0 {
             return Ok(());
+        }
+        if sequence > stream {
+            // An entry the destination holds in part (NATS stops inside one) that this
+            // node's stream does not hold yet: compared once it does (retried).
+            return Err(SinkError::AheadOfStream { held: sequence, stream });
         }
         let mut reader = StreamReader::new(self.storage.clone(), sequence);
         match reader.next(sequence) {
@@ -523,9 +529,11 @@ mod tests {
         storage
     }
 
-    /// A destination at `at` that kept `checksum` for that entry.
+    /// A destination at `at` that kept `checksum` for entry `entry` (`at`, or `at + 1`
+    /// when it stopped inside that entry).
     struct Resumed {
         at: u64,
+        entry: u64,
         checksum: u32,
         written: Arc<AtomicU64>,
     }
@@ -541,7 +549,7 @@ mod tests {
         }
 
         fn held_entry(&self) -> Option<(u64, u32)> {
-            Some((self.at, self.checksum))
+            Some((self.entry, self.checksum))
         }
     }
 
@@ -551,7 +559,7 @@ mod tests {
         let storage = stream_of_ticks(10);
         let ours = StreamReader::new(storage.clone(), 5).next(5).expect("readable").expect("entry 5").checksum;
         let written = Arc::new(AtomicU64::new(0));
-        let sink = Resumed { at: 5, checksum: checksum(ours), written: Arc::clone(&written) };
+        let sink = Resumed { at: 5, entry: 5, checksum: checksum(ours), written: Arc::clone(&written) };
         let source = Source {
             storage,
             limit: Arc::new(AtomicU64::new(10)),
@@ -577,6 +585,29 @@ mod tests {
             (0, true),
             "another history's entry at 5: it stops, and 6..=10 are not written past it"
         );
+    }
+
+    #[test]
+    fn an_entry_held_in_part_beyond_the_stream_is_waited_for_not_skipped() {
+        // The destination stopped inside entry 11; this node's stream ends at 10.
+        let written = Arc::new(AtomicU64::new(0));
+        let sink = Resumed { at: 10, entry: 11, checksum: 7, written: Arc::clone(&written) };
+        let source = Source {
+            storage: stream_of_ticks(10),
+            limit: Arc::new(AtomicU64::new(10)),
+            commit: Arc::new(|| u64::MAX),
+            activity: Arc::default(),
+        };
+        let stats = Arc::new(SinkStats::default());
+        let thread = spawn("partial", sink, source, Arc::clone(&stats), TailConfig::default()).expect("a thread");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stats.errors.load(Ordering::Acquire) == 0 {
+            assert!(Instant::now() < deadline, "the resume was never refused");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(thread);
+        assert!(!stats.stopped.load(Ordering::Acquire), "retried, not stopped: the stream may still reach 11");
+        assert!(!stats.connected.load(Ordering::Acquire), "not resumed before entry 11 can be compared");
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub struct StandbyArgs {
     #[command(flatten)]
     gateway: super::GatewayArgs,
     /// The sinks this node runs once it is promoted (none while it is a standby), as for
-    /// `tally serve`: without them a promoted standby would publish nothing.
+    /// `tally serve`, except that no file sink runs unless `--files DIR` names one.
     #[command(flatten)]
     sinks: super::sink_args::SinkArgs,
 }
@@ -115,7 +115,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
     let cluster = args.cluster.cluster.clone();
     let node_config = args
         .sinks
-        .apply(NodeConfig { replication: Some(replication.clone()), ..node_config(&args.node) })
+        .apply(NodeConfig { replication: Some(replication.clone()), ..node_config(&args.node) }, false)
         .map_err(CliError::Usage)?;
     std::fs::create_dir_all(&node_config.data_dir)
         .map_err(|error| CliError::Usage(format!("cannot create {}: {error}", node_config.data_dir.display())))?;

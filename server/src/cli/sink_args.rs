@@ -37,9 +37,9 @@ pub struct SinkArgs {
     /// The first token(s) of every subject.
     #[arg(long, default_value = SUBJECT_PREFIX_DEFAULT, value_name = "PREFIX")]
     events_subject_prefix: String,
-    /// Write every outcome as a JSON line into rotating files in DIR, exactly once. On by
-    /// default, in DATA/files/, when neither --settlement nor --events is set; `off`
-    /// turns it off.
+    /// Write every outcome as a JSON line into rotating files in DIR, exactly once. For
+    /// `tally serve` on by default, in DATA/files/, when neither --settlement nor --events
+    /// is set; `off` turns it off. For `tally standby` only when DIR is named.
     #[arg(long, value_name = "DIR|off")]
     files: Option<String>,
     /// Size at which a new JSON-lines file is begun.
@@ -79,17 +79,22 @@ impl SinkArgs {
     }
 
     /// `config` with the sinks these options name (its data directory holds the default
-    /// file sink's folder).
-    pub fn apply(&self, config: NodeConfig) -> Result<NodeConfig, String> {
+    /// file sink's folder). `default_files`: whether the file sink runs when no sink is
+    /// named — on for `tally serve`; off for `tally standby`, whose outcome stream often
+    /// starts after a checkpoint it was bootstrapped from, where a new file sink (which
+    /// starts at sequence 1) would stop at once and hold every outcome segment for ever.
+    pub fn apply(&self, config: NodeConfig, default_files: bool) -> Result<NodeConfig, String> {
         let settlement =
             self.settlement.as_deref().map(|url| PostgresConfig::new(url, &self.settlement_schema)).transpose()?;
-        let (events, files) = self.configs(&config.data_dir, settlement.is_some())?;
+        let named = settlement.is_some() || !default_files;
+        let (events, files) = self.configs(&config.data_dir, named)?;
         Ok(NodeConfig { settlement, events, files, sink_nice: self.sink_nice, sink_hold: self.hold(), ..config })
     }
 
-    /// The events and file sinks to run for a node over `data`; `settlement` says whether
-    /// the settlement sink runs too.
-    fn configs(&self, data: &Path, settlement: bool) -> Result<(Option<NatsConfig>, Option<FileConfig>), String> {
+    /// The events and file sinks to run for a node over `data`; `no_default_files`: the
+    /// file sink runs only if `--files` names a directory (the settlement sink runs, or
+    /// this is a standby).
+    fn configs(&self, data: &Path, no_default_files: bool) -> Result<(Option<NatsConfig>, Option<FileConfig>), String> {
         let events = self
             .events
             .as_deref()
@@ -99,7 +104,7 @@ impl SinkArgs {
             Some("off") => None,
             Some("") => return Err("--files needs a directory or `off`".into()),
             Some(dir) => Some(PathBuf::from(dir)),
-            None if settlement || events.is_some() => None,
+            None if no_default_files || events.is_some() => None,
             None => Some(data.join(FILES_DIR_DEFAULT)),
         };
         let files = dir.map(|dir| FileConfig {
