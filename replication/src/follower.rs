@@ -138,11 +138,21 @@ impl Follower {
     /// sinks publish nothing of the inherited tail (clients are only ever acknowledged for
     /// records of the primary's epoch).
     pub fn durable(&mut self, durable_sequence: u64) -> Option<Message> {
-        if self.position.last_epoch != self.epoch || durable_sequence <= self.acked {
+        if !self.counts(self.position.last_epoch) || durable_sequence <= self.acked {
             return None;
         }
         self.acked = durable_sequence;
         Some(Message::Ack { epoch: self.epoch, durable_sequence })
+    }
+
+    /// Whether a log ending in a record of `epoch` may be acknowledged to this primary:
+    /// only if that is the primary's own epoch ([`Follower::durable`]).
+    fn counts(&self, epoch: u32) -> bool {
+        #[cfg(feature = "sim-bugs")]
+        if crate::planted::on(crate::planted::Planted::CountOlderEpochs) {
+            return true;
+        }
+        epoch == self.epoch
     }
 
     /// The answer to a batch of records once it is durable (up to `durable_sequence`):
@@ -168,7 +178,7 @@ impl Follower {
     /// nothing.
     pub fn on_heartbeat(&self, acknowledges: bool) -> Message {
         // Under the same rule as `durable`: a position in an older epoch vouches for nothing.
-        let subscribed = if self.subscribed.last_epoch == self.epoch { self.subscribed.last_sequence } else { 0 };
+        let subscribed = if self.counts(self.subscribed.last_epoch) { self.subscribed.last_sequence } else { 0 };
         let durable_sequence = if acknowledges { self.acked.max(subscribed) } else { 0 };
         Message::Ack { epoch: self.epoch, durable_sequence }
     }

@@ -19,6 +19,9 @@ pub enum Planted {
     /// [`crate::election::epoch_answers_needed`] asks a node without an epoch file to
     /// wait for one peer's epoch instead of k + 1.
     OneEpochAnswer,
+    /// [`crate::Follower::durable`] and [`crate::Follower::on_heartbeat`] acknowledge
+    /// records of an older epoch than the primary's (Raft's figure-8 case).
+    CountOlderEpochs,
 }
 
 thread_local! {

@@ -30,8 +30,9 @@ pub struct SimArgs {
     durability: tally_engine::pipeline::Durability,
     /// Switch on a planted bug: ack-before-durable, accept-lower-epoch,
     /// promote-without-promises, checkpoint-before-durable, retry-failed-flush,
-    /// rebuilt-node-promises, trust-damaged-history or trust-one-epoch-answer (a build with
-    /// the `sim-bugs` feature only; an unknown name lists them).
+    /// rebuilt-node-promises, trust-damaged-history, trust-one-epoch-answer or
+    /// count-older-epochs (a build with the `sim-bugs` feature only; an unknown name lists
+    /// them).
     #[cfg(feature = "sim-bugs")]
     #[arg(long, value_name = "BUG")]
     bug: Option<String>,

@@ -90,10 +90,14 @@ pub enum Bug {
     /// instead of k + 1 (planted in the protocol core's `election::epoch_answers_needed`,
     /// which `tally` and the simulator both ask).
     TrustOneEpochAnswer,
+    /// A standby acknowledges records of an older epoch than its primary's, so a promoted
+    /// primary counts its inherited, uncommitted tail as committed (planted in the protocol
+    /// core's `Follower::durable` and `on_heartbeat`).
+    CountOlderEpochs,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::AckBeforeDurable,
         Bug::AcceptLowerEpoch,
         Bug::PromoteWithoutPromises,
@@ -102,6 +106,7 @@ impl Bug {
         Bug::RebuiltNodePromises,
         Bug::TrustDamagedHistory,
         Bug::TrustOneEpochAnswer,
+        Bug::CountOlderEpochs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -114,6 +119,7 @@ impl Bug {
             Bug::RebuiltNodePromises => "rebuilt-node-promises",
             Bug::TrustDamagedHistory => "trust-damaged-history",
             Bug::TrustOneEpochAnswer => "trust-one-epoch-answer",
+            Bug::CountOlderEpochs => "count-older-epochs",
         }
     }
 
@@ -187,6 +193,7 @@ impl Planted {
             Some(Bug::PromoteWithoutPromises) => Some(Core::PromoteWithoutPromises),
             Some(Bug::RebuiltNodePromises) => Some(Core::RecoveringPromises),
             Some(Bug::TrustOneEpochAnswer) => Some(Core::OneEpochAnswer),
+            Some(Bug::CountOlderEpochs) => Some(Core::CountOlderEpochs),
             // Planted in the simulator's glue (the primary's reply gate), in the node's
             // checkpoint writer, in the history store or in the journal, not in the core.
             Some(

@@ -110,6 +110,8 @@ struct PrimaryRole {
     /// Each subscriber's stream (its subscription): what is shipped to it goes there.
     streams: BTreeMap<usize, u64>,
     pending: Vec<Pending>,
+    /// The highest commit mark reported to the checker.
+    committed: u64,
 }
 
 struct StandbyRole {
@@ -268,7 +270,10 @@ pub enum Started {
     Refused,
 }
 
-/// An input the primary acknowledged to a client.
+/// An input the primary acknowledged to a client, or (`committed_only`) the primary's
+/// commit mark: the highest sequence its durability policy let pass, which is what its
+/// sinks publish up to, whether or not a client was answered for it (a tick, a record
+/// inherited from an older epoch).
 #[derive(Clone, Debug)]
 pub struct Acked {
     pub node: usize,
@@ -276,6 +281,7 @@ pub struct Acked {
     pub sequence: u64,
     pub held: Held,
     pub reply: Option<Reply>,
+    pub committed_only: bool,
 }
 
 pub fn name(id: usize) -> String {
@@ -557,6 +563,7 @@ impl PrimaryRole {
             subscribers: BTreeMap::new(),
             streams: BTreeMap::new(),
             pending: Vec::new(),
+            committed: 0,
         }
     }
 }
@@ -1183,6 +1190,22 @@ impl SimNode {
                     up.journal.durable_sequence(),
                     primary.core.replicated_watermark(),
                 );
+                // The commit mark, checked like an acknowledgement: whatever it covers must
+                // stay in every later primary's log (the sinks publish it).
+                if released > primary.committed
+                    && let Some(held) = usize::try_from(released - 1).ok().and_then(|index| up.log.get(index))
+                {
+                    primary.committed = released;
+                    let held = held.clone();
+                    ctx.acked.push(Acked {
+                        node: id,
+                        epoch,
+                        sequence: released,
+                        held,
+                        reply: None,
+                        committed_only: true,
+                    });
+                }
                 #[cfg(feature = "sim-bugs")]
                 let released = if ctx.bug(Bug::AckBeforeDurable) { last } else { released };
                 let (done, waiting): (Vec<Pending>, Vec<Pending>) =
@@ -1190,8 +1213,14 @@ impl SimNode {
                 primary.pending = waiting;
                 for pending in done {
                     let held = up.log[(pending.sequence - 1) as usize].clone();
-                    let acked =
-                        Acked { node: id, epoch, sequence: pending.sequence, held, reply: pending.reply.clone() };
+                    let acked = Acked {
+                        node: id,
+                        epoch,
+                        sequence: pending.sequence,
+                        held,
+                        reply: pending.reply.clone(),
+                        committed_only: false,
+                    };
                     ctx.acked.push(acked);
                     if let Some(reply) = pending.reply {
                         let answer = Payload::Answer { request_id: pending.request_id, answer: Answer::Done(reply) };

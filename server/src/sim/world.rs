@@ -297,7 +297,7 @@ impl World {
         }
         for acked in std::mem::take(&mut self.acked) {
             self.trace(0xB0 ^ acked.sequence << 8);
-            self.report.acked += 1;
+            self.report.acked += u64::from(!acked.committed_only);
             if let Err(what) = self.checker.on_acked(acked) {
                 self.problems.push(what);
             }
