@@ -156,14 +156,15 @@ impl Follower {
     }
 
     /// The answer to a batch of records once it is durable (up to `durable_sequence`):
-    /// [`Follower::durable`]'s ack, or, when that says nothing new or this standby does
-    /// not count towards `replicated:k`, a repeat of what it already acknowledged (0 from
-    /// a standby outside `--cluster`), so the primary hears from it at every batch.
+    /// [`Follower::durable`] moves what is acknowledged when the batch counts, and the
+    /// answer is what this standby then holds, as for a heartbeat (0 from a standby outside
+    /// `--cluster`), so the primary hears from it at every batch.
     pub fn answer_batch(&mut self, durable_sequence: u64, acknowledges: bool) -> Message {
-        if acknowledges && let Some(ack) = self.durable(durable_sequence) {
-            return ack;
+        if acknowledges {
+            // Moves `acked` when the batch counts; the answer is then what is held.
+            let _ = self.durable(durable_sequence);
         }
-        Message::Ack { epoch: self.epoch, durable_sequence: if acknowledges { self.acked } else { 0 } }
+        self.on_heartbeat(acknowledges)
     }
 
     /// The answer to a heartbeat (an empty `Records`), so that the primary hears from a

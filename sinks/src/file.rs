@@ -167,9 +167,7 @@ impl FileSink {
             length: current.length,
             entry_checksum: Some(last.checksum),
         };
-        self.write_watermark(&watermark)?;
-        self.held = Some((last.sequence, last.checksum));
-        Ok(())
+        self.write_watermark(&watermark)
     }
 }
 

@@ -154,9 +154,7 @@ impl PostgresSink {
         if moved != 1 {
             return Err(SinkError::Destination(format!("the watermark is not at {from}: another writer?")));
         }
-        transaction.commit().map_err(destination)?;
-        self.held = batch.last().map(|outcome| (outcome.sequence, outcome.checksum));
-        Ok(())
+        transaction.commit().map_err(destination)
     }
 }
 

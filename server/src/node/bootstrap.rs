@@ -84,8 +84,7 @@ pub struct Received {
 pub fn clear_interrupted_install(dirs: &DataDir, role: &Role) -> Result<(), NodeError> {
     let receiving = dirs.root.join(RECEIVING);
     if receiving.exists() {
-        std::fs::remove_dir_all(&receiving).map_err(|source| NodeError::Io { path: receiving.clone(), source })?;
-        sync_dir(&dirs.root)?;
+        remove_durably(&receiving, &dirs.root)?;
     }
     let staging = dirs.root.join(STAGING);
     if !staging.exists() {
@@ -119,8 +118,7 @@ pub fn clear_for_checkpoint(dirs: &DataDir, role: &Role) -> Result<(), NodeError
         clear_files(&dirs.history)?;
     }
     clear_outcomes(dirs)?;
-    std::fs::remove_dir_all(&staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
-    sync_dir(&dirs.root)
+    remove_durably(&staging, &dirs.root)
 }
 
 /// Removes the outcome stream's segments (it is derived: rebuilt from the checkpoint and
@@ -303,10 +301,8 @@ pub fn install(received: &Received, dirs: &DataDir, segment_bytes: usize) -> Res
             // Made durable: a staging directory that came back after a power loss would
             // be taken for an interrupted install, and the next start would clear this
             // node's journal for a checkpoint it refused.
-            if std::fs::remove_dir_all(&staging).is_ok()
-                && let Err(sync) = sync_dir(&dirs.root)
-            {
-                eprintln!("tally: the refused checkpoint's staging directory was removed but not synced: {sync}");
+            if let Err(removal) = remove_durably(&staging, &dirs.root) {
+                eprintln!("tally: the refused checkpoint's staging directory: {removal}");
             }
             return Err(error);
         }
@@ -334,8 +330,7 @@ pub fn install(received: &Received, dirs: &DataDir, segment_bytes: usize) -> Res
     };
     let (journal, _) = Journal::open(&config)?;
     journal.close();
-    std::fs::remove_dir_all(&staging).map_err(|source| NodeError::Io { path: staging.clone(), source })?;
-    sync_dir(&dirs.root)
+    remove_durably(&staging, &dirs.root)
 }
 
 /// Loads the staged snapshot and builds the history store from the staged dump (read as
@@ -370,6 +365,12 @@ pub(super) fn clear_files(dir: &Path) -> Result<(), NodeError> {
         }
     }
     sync_dir(dir)
+}
+
+/// Removes `dir` and its contents, then syncs `parent`, so the removal survives a power loss.
+fn remove_durably(dir: &Path, parent: &Path) -> Result<(), NodeError> {
+    std::fs::remove_dir_all(dir).map_err(|source| NodeError::Io { path: dir.to_path_buf(), source })?;
+    sync_dir(parent)
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<(), NodeError> {
