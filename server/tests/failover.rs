@@ -37,7 +37,8 @@ impl Cluster {
         let addresses: Vec<SocketAddr> = (0..nodes).map(|_| free_address()).collect();
         let list = addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         let secret = dir.join("secret");
-        std::fs::write(&secret, "failover-test-cluster-secret").expect("the secret is written");
+        std::fs::write(&secret, format!("failover-test-cluster-secret of {}", dir.display()))
+            .expect("the secret is written");
         Cluster { addresses, list, secret: secret.to_string_lossy().into_owned() }
     }
 

@@ -274,7 +274,8 @@ fn stage_latency_histograms_count_each_request_and_add_up_to_its_time_in_the_nod
 fn a_primary_shows_each_standbys_lag_and_drops_one_that_falls_silent() {
     let dir = TempDir::new("metrics-standby");
     let key = dir.path().join("secret");
-    std::fs::write(&key, "a shared secret of the metrics test").expect("the secret is written");
+    std::fs::write(&key, format!("a shared secret of the metrics test in {}", dir.path().display()))
+        .expect("the secret is written");
     let key = key.to_str().expect("a UTF-8 path");
     let (primary_address, standby_address, metrics) = (free_address(), free_address(), free_address());
     let cluster = format!("{primary_address},{standby_address}");

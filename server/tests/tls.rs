@@ -282,7 +282,8 @@ fn a_promoted_standby_serves_clients_with_the_same_keys_and_tls_and_promote_need
     let read_key_file = dir.path().join("read.key");
     std::fs::write(&read_key_file, format!("8 1 {SECRET_READ}\n")).expect("write a client key");
     let secret = dir.path().join("secret");
-    std::fs::write(&secret, "tls-promote-test-cluster-secret").expect("write the cluster secret");
+    std::fs::write(&secret, format!("tls-promote-test-cluster-secret of {}", dir.path().display()))
+        .expect("write the cluster secret");
     let addresses = [free_address(), free_address()];
     let list = format!("{},{}", addresses[0], addresses[1]);
     let security = [

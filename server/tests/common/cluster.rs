@@ -48,7 +48,10 @@ impl TestCluster {
             .map(|from| (0..size).map(|to| (from != to).then(|| Proxy::new(addresses[to]))).collect())
             .collect();
         let secret = dir.path().join("cluster-secret");
-        std::fs::write(&secret, "a shared secret of the test replica set").expect("the secret is written");
+        // Unique to this cluster: a node of another test that takes over a port one of these
+        // nodes let go of is refused at the handshake, never followed.
+        std::fs::write(&secret, format!("the secret of the test replica set in {}", dir.path().display()))
+            .expect("the secret is written");
         TestCluster {
             dir,
             addresses,

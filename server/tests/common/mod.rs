@@ -49,11 +49,16 @@ impl Drop for TempDir {
 /// calls can, once the first port is released), and each is checked free before use.
 pub fn free_address() -> SocketAddr {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let base = 20_000 + (std::process::id() % 100) * 100;
+    // Ports 20 000 to 31 999, each process starting at its own place: a port above 32 767
+    // may be handed out by `bind(:0)` (a test proxy's) once a node lets go of it, and then
+    // another test's node answers at this one's address.
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    let start = (std::process::id() % 100) * 100;
     loop {
         let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        assert!(offset < 10_000, "no free loopback port found");
-        let port = u16::try_from(base + offset % 10_000).expect("ports stay below 32 000");
+        assert!(offset < COUNT, "no free loopback port found");
+        let port = u16::try_from(FIRST + (start + offset) % COUNT).expect("ports stay below 32 000");
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
             return listener.local_addr().expect("a bound listener has an address");
         }
