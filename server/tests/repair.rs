@@ -158,12 +158,14 @@ fn repair_from_a_standby_that_holds_the_records_starts_with_every_acknowledged_t
 #[test]
 fn a_peer_whose_records_do_not_chain_is_refused_and_nothing_changes() {
     let mut cluster = replica_set("repair-mismatch", 1, 1);
-    // Another history of the same shape: same cluster id and secret, the same requests
-    // but moving 2 units each, so its records have the same sizes and different contents.
+    // Another history of the same shape: the same requests but moving 2 units each, so
+    // its records have the same sizes and different contents. The damaged node proves the
+    // other set's secret (each test set has its own), so the copy is refused for its
+    // chain, not at the handshake.
     let other = replica_set("repair-other", 1, 2);
     damage_second_to_last_record(&mut cluster);
     let before = journal_bytes(&cluster);
-    let mut args = secret_args(&cluster);
+    let mut args = secret_args(&other);
     args.extend(["--repair-from".to_owned(), other.addresses[0].to_string()]);
     let output = serve_refused(&cluster, &args);
     let stderr = String::from_utf8_lossy(&output.stderr);
