@@ -36,6 +36,11 @@ pub struct SimArgs {
     #[cfg(feature = "sim-bugs")]
     #[arg(long, value_name = "BUG")]
     bug: Option<String>,
+    /// A directed fault schedule in place of the random faults until it is built:
+    /// figure-8 (a promoted primary inheriting an older epoch's uncommitted tail; three
+    /// nodes, a `replicated:k` policy).
+    #[arg(long, value_name = "NAME")]
+    scenario: Option<String>,
 }
 
 pub fn sim(args: &SimArgs) -> Result<(), CliError> {
@@ -49,7 +54,6 @@ pub fn sim(args: &SimArgs) -> Result<(), CliError> {
         .checked_add(count)
         .ok_or_else(|| CliError::Usage(format!("--seed {first} plus --seeds {count} overflows")))?;
     let cluster = Cluster::new(args.nodes, args.durability).map_err(CliError::Usage)?;
-    #[allow(unused_mut)]
     let mut base = SimConfig::new(first, args.steps).with_cluster(cluster);
     #[cfg(feature = "sim-bugs")]
     if let Some(name) = &args.bug {
@@ -59,12 +63,23 @@ pub fn sim(args: &SimArgs) -> Result<(), CliError> {
         })?;
         base = base.with_bug(bug);
     }
+    if let Some(name) = &args.scenario {
+        let scenario = sim::Scenario::from_name(name).ok_or_else(|| {
+            let known: Vec<&str> = sim::Scenario::ALL.iter().map(|scenario| scenario.name()).collect();
+            CliError::Usage(format!("unknown --scenario {name}; known: {}", known.join(", ")))
+        })?;
+        if cluster.nodes != 3 {
+            return Err(CliError::Usage(format!("--scenario {name} needs --nodes 3, not {}", cluster.nodes)));
+        }
+        base = base.with_scenario(scenario);
+    }
     let started = Instant::now();
-    let (mut failed, mut steps, mut acked, mut faults) = (0u64, 0u64, 0u64, 0u64);
+    let (mut failed, mut steps, mut acked, mut faults, mut built) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for seed in first..last {
         let report = sim::run(SimConfig { seed, ..base });
         steps += report.steps + report.heal_steps;
         acked += report.acked;
+        built += u64::from(report.scenario_built);
         faults += report.crashes + report.partitions + report.promotions_asked;
         if count == 1 {
             println!("{}", report.summary());
@@ -78,8 +93,9 @@ pub fn sim(args: &SimArgs) -> Result<(), CliError> {
                 violation.what
             );
             println!("  faults: {}", report.faults());
+            let scenario = args.scenario.as_ref().map(|name| format!(" --scenario {name}")).unwrap_or_default();
             println!(
-                "  replay: tally sim --seed {seed} --steps {} --nodes {} --durability {}",
+                "  replay: tally sim --seed {seed} --steps {} --nodes {} --durability {}{scenario}",
                 args.steps, cluster.nodes, cluster.durability
             );
         }
@@ -92,6 +108,9 @@ pub fn sim(args: &SimArgs) -> Result<(), CliError> {
         args.steps,
         started.elapsed().as_secs_f64()
     );
+    if let Some(name) = &args.scenario {
+        println!("the {name} schedule was built in {built} of {count} seeds (the others abandoned it or ended first)");
+    }
     if failed > 0 {
         return Err(CliError::Failed(format!("{failed} of {count} seeds violated an invariant")));
     }

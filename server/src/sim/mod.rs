@@ -137,11 +137,41 @@ pub struct SimConfig {
     pub steps: u64,
     /// The planted bug to switch on; always `None` without the `sim-bugs` feature.
     pub bug: Option<Bug>,
+    /// A directed schedule in place of the random faults until it is built.
+    pub scenario: Option<Scenario>,
+}
+
+/// A directed fault schedule (`tally sim --scenario NAME`): the faults that build one
+/// known-hard situation, in order, with their timings drawn from the seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Raft's figure 8: a promoted primary inherits an older epoch's uncommitted tail, a
+    /// standby holds it, and a later promotion picks a log without it
+    /// (`sim/world/figure8.rs`). Three nodes.
+    Figure8,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 1] = [Scenario::Figure8];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Figure8 => "figure-8",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|scenario| scenario.name() == name)
+    }
 }
 
 impl SimConfig {
     pub fn new(seed: u64, steps: u64) -> SimConfig {
-        SimConfig { seed, cluster: Cluster::DEFAULT, steps, bug: None }
+        SimConfig { seed, cluster: Cluster::DEFAULT, steps, bug: None, scenario: None }
+    }
+
+    pub fn with_scenario(self, scenario: Scenario) -> SimConfig {
+        SimConfig { scenario: Some(scenario), ..self }
     }
 
     pub fn with_cluster(self, cluster: Cluster) -> SimConfig {

@@ -9,7 +9,9 @@ use tally_codecs::{Account, Transfer};
 use super::check::{ACCOUNTS, Checker, Violation, ledger_of};
 use super::net::{Addr, Answer, Net, NetFaults, Payload};
 use super::node::{self, Acked, FlushFailed, SimNode, Started};
-use super::{Ctx, Rng, SimConfig};
+use super::{Ctx, Rng, Scenario, SimConfig};
+
+mod figure8;
 
 const MS: u64 = 1_000_000;
 /// Virtual time at the start (timestamps must be non-zero).
@@ -96,6 +98,10 @@ pub struct Report {
     pub acked: u64,
     pub forfeited: u64,
     pub final_sequence: u64,
+    /// What became of a directed schedule (`--scenario`); empty without one.
+    pub scenario: String,
+    /// Whether that schedule was built to its end.
+    pub scenario_built: bool,
 }
 
 impl Report {
@@ -105,7 +111,7 @@ impl Report {
             "crashes {} ({} with torn writeback), restarts {} ({} from a snapshot, {} serving again), partitions {}, heals {}, promotions asked {} ({} \
              forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, checkpoints {}, snapshots damaged {}, \
              journal records rotted {}, history bits rotted {} ({} panics, {} starts refused), outcome bits rotted {}, repaired {} ({} copies refused), starts refused {}, rebuilt {}, disks replaced {} ({} epochs confirmed), failed flushes {} ({} stopped a node), \
-             history reads {}, ticks {}, clock steps back {}, messages delivered {} dropped {} duplicated {}",
+             history reads {}, ticks {}, clock steps back {}, messages delivered {} dropped {} duplicated {}{}",
             self.crashes,
             self.torn_crashes,
             self.restarts,
@@ -141,7 +147,8 @@ impl Report {
             self.clock_steps_back,
             self.delivered,
             self.dropped,
-            self.duplicated
+            self.duplicated,
+            if self.scenario.is_empty() { String::new() } else { format!("; {}", self.scenario) }
         )
     }
 
@@ -193,6 +200,8 @@ pub struct World {
     promoted: Vec<(usize, u32)>,
     rejoin: Vec<(usize, usize)>,
     problems: Vec<String>,
+    /// The directed schedule of `--scenario figure-8`, while it runs.
+    figure8: Option<figure8::Figure8>,
 }
 
 impl World {
@@ -225,7 +234,18 @@ impl World {
             promoted: Vec::new(),
             rejoin: Vec::new(),
             problems,
+            figure8: None,
         }
+        .with_scenario()
+    }
+
+    fn with_scenario(mut self) -> World {
+        if self.config.scenario == Some(Scenario::Figure8) {
+            let mut schedule = figure8::Figure8::new();
+            schedule.warm_up(self.rng.range(60, 300));
+            self.figure8 = Some(schedule);
+        }
+        self
     }
 
     fn trace(&mut self, value: u64) {
@@ -346,7 +366,11 @@ impl World {
         }
         self.clients_act();
         if self.faults_on {
-            self.inject_faults();
+            if self.figure8.as_ref().is_some_and(|schedule| !schedule.over()) {
+                self.drive_figure8();
+            } else {
+                self.inject_faults();
+            }
         } else {
             self.operator_heals();
         }
@@ -379,6 +403,9 @@ impl World {
     }
 
     fn clients_act(&mut self) {
+        if self.figure8.as_ref().is_some_and(figure8::Figure8::clients_paused) {
+            return;
+        }
         for index in 0..CLIENTS {
             let resend = match &self.clients[index].outstanding {
                 Some(outstanding) => self.now.saturating_sub(outstanding.sent_at) >= CLIENT_TIMEOUT_NS,
@@ -713,6 +740,10 @@ impl World {
             self.step();
         }
         self.report.steps = self.step;
+        if let Some(schedule) = &self.figure8 {
+            self.report.scenario = schedule.outcome();
+            self.report.scenario_built = schedule.built();
+        }
         if self.report.violation.is_none() {
             self.faults_on = false;
             self.net.heal();
