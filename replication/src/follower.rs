@@ -51,13 +51,18 @@ pub struct Follower {
     acked: u64,
     /// The position this follower subscribed with.
     subscribed: LogPosition,
+    /// The first record of `epoch` this follower holds (appended, perhaps not yet
+    /// durable): an acknowledgement must reach it ([`Follower::durable`]).
+    own_from: Option<u64>,
 }
 
 impl Follower {
     /// A follower whose journal ends at `position`, knowing `epoch` (from its epoch file).
     pub fn new(epoch: u32, position: LogPosition) -> Follower {
         let checked_epoch = position.last_epoch;
-        Follower { epoch, position, expected: VecDeque::new(), checked_epoch, acked: 0, subscribed: position }
+        // A subscribed position is durable (the driver's journal end when it subscribes).
+        let own_from = (position.last_epoch == epoch).then_some(position.last_sequence);
+        Follower { epoch, position, expected: VecDeque::new(), checked_epoch, acked: 0, subscribed: position, own_from }
     }
 
     pub fn epoch(&self) -> u32 {
@@ -86,6 +91,7 @@ impl Follower {
         let mut steps = Vec::new();
         if epoch > self.epoch {
             self.epoch = epoch;
+            self.own_from = None;
             steps.push(Step::PersistEpoch(epoch));
         }
         let first = self.position.last_sequence + 1 + self.expected.len() as u64;
@@ -120,6 +126,9 @@ impl Follower {
         if expected_chain != chain {
             return Err(FollowError::ChainMismatch { sequence });
         }
+        if epoch == self.epoch && self.own_from.is_none() {
+            self.own_from = Some(sequence);
+        }
         self.position = LogPosition { last_epoch: epoch, last_sequence: sequence, last_chain: chain };
         Ok(())
     }
@@ -137,22 +146,30 @@ impl Follower {
     /// it everything before. Until then the primary counts nothing of this standby, so its
     /// sinks publish nothing of the inherited tail (clients are only ever acknowledged for
     /// records of the primary's epoch).
+    ///
+    /// The durable prefix itself must reach that record: a driver that appends ahead of
+    /// its flush may hold records of the primary's epoch that are not yet durable after an
+    /// older epoch's that are; acknowledging the durable older ones on the strength of the
+    /// newer ones is the same mistake if the flush then fails and the newer ones are lost
+    /// (found by the simulator's figure-8 schedule, seed 6116: a failed flush lost them and a
+    /// later promotion dropped what the primary had counted as committed).
     pub fn durable(&mut self, durable_sequence: u64) -> Option<Message> {
-        if !self.counts(self.position.last_epoch) || durable_sequence <= self.acked {
+        let reaches_own = self.own_from.is_some_and(|first| durable_sequence >= first);
+        if !self.counts(reaches_own) || durable_sequence <= self.acked {
             return None;
         }
         self.acked = durable_sequence;
         Some(Message::Ack { epoch: self.epoch, durable_sequence })
     }
 
-    /// Whether a log ending in a record of `epoch` may be acknowledged to this primary:
-    /// only if that is the primary's own epoch ([`Follower::durable`]).
-    fn counts(&self, epoch: u32) -> bool {
+    /// Whether a durable prefix may be acknowledged to this primary, given whether it
+    /// `reaches_own` epoch's first record here ([`Follower::durable`]).
+    fn counts(&self, reaches_own: bool) -> bool {
         #[cfg(feature = "sim-bugs")]
         if crate::planted::on(crate::planted::Planted::CountOlderEpochs) {
             return true;
         }
-        epoch == self.epoch
+        reaches_own
     }
 
     /// The answer to a batch of records once it is durable (up to `durable_sequence`):
@@ -179,7 +196,8 @@ impl Follower {
     /// nothing.
     pub fn on_heartbeat(&self, acknowledges: bool) -> Message {
         // Under the same rule as `durable`: a position in an older epoch vouches for nothing.
-        let subscribed = if self.counts(self.subscribed.last_epoch) { self.subscribed.last_sequence } else { 0 };
+        let subscribed =
+            if self.counts(self.subscribed.last_epoch == self.epoch) { self.subscribed.last_sequence } else { 0 };
         let durable_sequence = if acknowledges { self.acked.max(subscribed) } else { 0 };
         Message::Ack { epoch: self.epoch, durable_sequence }
     }
@@ -318,6 +336,26 @@ mod tests {
         assert_eq!(follower.answer_batch(13, true), Message::Ack { epoch: 3, durable_sequence: 13 }, "repeated");
         assert_eq!(follower.on_heartbeat(true), Message::Ack { epoch: 3, durable_sequence: 13 });
         assert_eq!(follower.answer_batch(13, false), Message::Ack { epoch: 3, durable_sequence: 0 }, "an outsider");
+    }
+
+    /// A driver that appends ahead of its flush: records of the primary's epoch appended
+    /// after older ones do not make the durable older ones acknowledgeable (seed 6116 of
+    /// the figure-8 schedule: the flush failed, the newer records were lost, and the
+    /// primary had counted the older ones as committed).
+    #[test]
+    fn a_durable_prefix_is_acknowledged_only_once_it_reaches_a_record_of_the_primarys_epoch() {
+        let mut follower = follower();
+        follower.on_records(3, &[record(11, 2), record(12, 3), record(13, 3)]).expect("in order");
+        follower.appended(11, 2, [11; 16]).expect("appended");
+        follower.appended(12, 3, [12; 16]).expect("appended");
+        follower.appended(13, 3, [13; 16]).expect("appended");
+        assert_eq!(follower.durable(11), None, "only 11, of epoch 2, is durable");
+        assert_eq!(follower.durable(12), Some(Message::Ack { epoch: 3, durable_sequence: 12 }));
+        assert_eq!(follower.durable(13), Some(Message::Ack { epoch: 3, durable_sequence: 13 }));
+        // Subscribed in the primary's epoch: that position, durable, counts at once.
+        let mut again = Follower::new(3, LogPosition { last_epoch: 3, last_sequence: 13, last_chain: [13; 16] });
+        assert_eq!(again.on_heartbeat(true), Message::Ack { epoch: 3, durable_sequence: 13 });
+        assert_eq!(again.durable(13), Some(Message::Ack { epoch: 3, durable_sequence: 13 }));
     }
 
     #[test]
