@@ -340,6 +340,7 @@ impl Node {
                 followers: std::sync::atomic::AtomicUsize::new(0),
                 bell,
                 standbys: ship::StandbyProgress::default(),
+                epoch_start: ship::EpochStart::new((replicas > 0).then(|| pipeline.submitter())),
             })
         });
         if role.kind() == RoleKind::Primary {

@@ -395,6 +395,14 @@ impl Submitter {
         self.sequencer.try_submit(Submission { request, request_id, reply_to, submitted_ns: now_ns() })
     }
 
+    /// Journals a tick now (it expires whatever is due by its timestamp, often nothing);
+    /// blocks while the ring is full. A primary promoted with records of an older epoch
+    /// needs one input of its own epoch held by a standby before those count as committed
+    /// (docs/design.md §7a); on an idle node this is that input.
+    pub fn tick(&self) -> Result<(), SubmitError> {
+        self.sequencer.tick_now().map(|_| ())
+    }
+
     /// The pipeline's counters and stage latencies; the gateway records the write stage.
     pub fn stats(&self) -> &Arc<PipelineStats> {
         &self.stats
@@ -461,6 +469,10 @@ impl Pipeline {
         let (ledger_sender, ledger_back) = channel::bounded(1);
         let resume_after = ledger.last_timestamp();
         let stopping = Arc::new(AtomicBool::new(false));
+        let unflushed = (!config.durability.flushes_locally()).then(|| {
+            let watermarks = input_log.watermarks();
+            (watermarks.appended, watermarks.flushed)
+        });
         let gate = gate::Gate {
             durability: config.durability,
             watermarks: input_log.watermarks(),
@@ -479,7 +491,7 @@ impl Pipeline {
         let producer = stages.build(ledger_sender);
         let sequencer = Arc::new(Sequencer::new(producer, resume_after, config.clock.clone(), stats.clone()));
         let (stop, stop_receiver) = channel::bounded(1);
-        let ticker = sequencer::spawn_ticker(sequencer.clone(), stop_receiver, config.tick_interval);
+        let ticker = sequencer::spawn_ticker(sequencer.clone(), stop_receiver, config.tick_interval, unflushed);
         let submitter = Submitter { sequencer, stats: stats.clone() };
         Pipeline { submitter, stats, ticker: Some((ticker, stop)), ledger_back, stopping }
     }

@@ -8,6 +8,7 @@
 //! producer at a time, so timestamps increase in ring order.
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -96,11 +97,44 @@ impl Sequencer {
     /// Injects a tick when the earliest pending deadline the business logic published has
     /// passed and is later than the last tick; returns the tick's timestamp.
     fn tick_if_due(&self, last_tick: u64) -> Option<u64> {
+        self.tick(|timestamps, wall_ns| tick_due(self.stats.next_expiry(), last_tick, timestamps.peek(wall_ns)))
+    }
+
+    /// Injects a tick now, due or not (it expires whatever is due by its timestamp, often
+    /// nothing): a journaled input of this primary's own, which a promoted primary needs
+    /// before what it inherited counts as committed (see `Submitter::tick`).
+    pub(crate) fn tick_now(&self) -> Result<u64, SubmitError> {
+        self.tick(|_, _| true).ok_or(SubmitError::Stopped)
+    }
+
+    /// Publishes an empty query that nobody reads: it journals nothing, but it ends a ring
+    /// batch in the journal stage, whose commit then flushes if its policy's interval has
+    /// passed. What an idle node appended is made durable that way (see `spawn_ticker`).
+    fn nudge(&self) {
+        let mut entry = self.entry();
+        let Entry { producer, timestamps, published } = &mut *entry;
+        let Some(producer) = producer.as_mut() else { return };
+        let timestamp = timestamps.next(self.clock.now_ns());
+        publish(producer, &INPUT_PUBLISHED, |slot: &mut InputSlot| {
+            slot.timestamp = timestamp;
+            slot.submitted_ns = 0;
+            slot.published_ns = 0;
+            slot.request_id = 0;
+            *slot.command.get_mut().unwrap_or_else(PoisonError::into_inner) =
+                Command::Request(tally_codecs::wire::Request::LookupAccounts(Vec::new()));
+            *slot.reply_to.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+        });
+        *published += 1;
+        self.stats.input_published(*published);
+    }
+
+    /// Publishes a tick if `wanted` says so, under the sequencer's lock; its timestamp.
+    fn tick(&self, wanted: impl FnOnce(&Timestamps, u64) -> bool) -> Option<u64> {
         let mut entry = self.entry();
         let Entry { producer, timestamps, published } = &mut *entry;
         let producer = producer.as_mut()?;
         let wall_ns = self.clock.now_ns();
-        if !tick_due(self.stats.next_expiry(), last_tick, timestamps.peek(wall_ns)) {
+        if !wanted(timestamps, wall_ns) {
             return None;
         }
         let timestamp = timestamps.next(wall_ns);
@@ -139,8 +173,22 @@ fn fill(slot: &mut InputSlot, timestamp: u64, published_ns: u64, submission: Sub
 /// timestamp and sequence, so expiry stays a function of the journal). When `stop` is
 /// signalled or dropped it closes the sequencer (behind everything already published) and
 /// ends once the stages have drained.
-pub(crate) fn spawn_ticker(sequencer: Arc<Sequencer>, stop: Receiver<()>, tick_interval: Duration) -> JoinHandle<()> {
+///
+/// `unflushed` (the journal's appended and flushed marks, given where the policy does not
+/// flush at every batch: `none`, `replicated:k`): the journal stage flushes there only at
+/// a batch end once its interval has passed, so the last inputs before a quiet spell would
+/// stay unflushed, and everything that waits for the local durable mark (the outcome
+/// stream and so the sinks, checkpoints, segment retention) with them, until the next
+/// input. While the marks differ for a whole tick interval, the ticker nudges the journal
+/// stage with an empty query.
+pub(crate) fn spawn_ticker(
+    sequencer: Arc<Sequencer>,
+    stop: Receiver<()>,
+    tick_interval: Duration,
+    unflushed: Option<(Arc<AtomicU64>, Arc<AtomicU64>)>,
+) -> JoinHandle<()> {
     let body = move || {
+        let mut behind_since: Option<Instant> = None;
         // The timestamp of the last tick: a deadline at or before it was expired by that
         // tick, even if the business logic has not yet published the next one.
         let mut last_tick = 0u64;
@@ -154,6 +202,18 @@ pub(crate) fn spawn_ticker(sequencer: Arc<Sequencer>, stop: Receiver<()>, tick_i
             last_check = Instant::now();
             if let Some(timestamp) = sequencer.tick_if_due(last_tick) {
                 last_tick = timestamp;
+            }
+            if let Some((appended, flushed)) = &unflushed {
+                let behind = flushed.load(Ordering::Acquire) < appended.load(Ordering::Acquire);
+                match behind_since {
+                    _ if !behind => behind_since = None,
+                    None => behind_since = Some(last_check),
+                    Some(since) if since.elapsed() >= tick_interval => {
+                        sequencer.nudge();
+                        behind_since = None;
+                    }
+                    Some(_) => {}
+                }
             }
         }
         sequencer.close();

@@ -41,6 +41,10 @@ use crate::error::NodeError;
 /// gates checkpoints, journal retention and sinks, none of which need it sooner.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(5);
 
+/// How often an idle outcome stage looks whether the journal's flush has released its
+/// durable mark ([`OutcomeStream::idle_at`]).
+const JOURNAL_RECHECK: Duration = Duration::from_millis(50);
+
 /// Zeros written per call when a damaged tail is wiped at open.
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
@@ -341,8 +345,20 @@ impl<S: Storage> OutcomeStream<S> {
             // With nothing to sync this only moves the durable mark up to the journal's
             // (which, under `none`, becomes durable after the entries were written).
             self.commit();
+            if self.held_by_journal() {
+                // Synced, but the mark waits for the journal's flush, which comes later
+                // (the pipeline's ticker makes sure it does): look again then, or the
+                // mark, and the sinks behind it, would wait for the next entry.
+                return Some(JOURNAL_RECHECK);
+            }
         }
         due_in
+    }
+
+    /// Whether everything written is synced but the durable mark is held below the last
+    /// entry by the journal's durable mark ([`OutcomeStream::cap_at`]).
+    fn held_by_journal(&self) -> bool {
+        !self.unsynced() && self.durable.load(Ordering::Acquire) < self.last_sequence
     }
 
     /// Ends a batch: syncs it, then deletes the segments every sink has consumed.

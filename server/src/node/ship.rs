@@ -72,6 +72,48 @@ pub struct Shipping {
     pub bell: Arc<super::bell::Bell>,
     /// What each standby that subscribed holds, for `/metrics`.
     pub standbys: StandbyProgress,
+    /// The first input of this primary's own epoch, when it inherited older ones.
+    pub epoch_start: EpochStart,
+}
+
+/// A primary whose log ends in records of an older epoch (it was promoted and inherited
+/// them) counts none of them committed until a standby holds a record of its own epoch
+/// after them (Raft's rule, docs/design.md §7a), so its sinks publish none of them. A
+/// client's write brings such a record; on an idle primary nothing would, and settlement
+/// would miss the inherited transfers until the next write. So once a stream has shipped
+/// a standby the whole log and the last record it shipped is of an older epoch, the
+/// primary journals one tick (once per primary: the first stream to get there asks).
+/// Under `local` the flush commits and nothing is needed.
+///
+/// Not before the standby holds the log: requests behind the tick wait for it, so it must
+/// be one the standby can acknowledge at once, not after a long catch-up.
+pub struct EpochStart {
+    submitter: Option<tally_engine::pipeline::Submitter>,
+    asked: AtomicBool,
+}
+
+impl EpochStart {
+    /// Journals the tick through `submitter` when a policy that waits for standbys needs
+    /// it (`None`: never).
+    pub fn new(submitter: Option<tally_engine::pipeline::Submitter>) -> EpochStart {
+        EpochStart { submitter, asked: AtomicBool::new(false) }
+    }
+
+    /// A stream reached the log's end with `last_epoch` the epoch of its last record
+    /// (`shipped` records in all, the standby's included), this primary being in `epoch`.
+    fn at_end(&self, last_epoch: u32, shipped: u64, epoch: u32) {
+        let Some(submitter) = &self.submitter else { return };
+        if shipped == 0 || last_epoch >= epoch || self.asked.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match submitter.tick() {
+            Ok(()) => eprintln!(
+                "tally: the log ends in epoch {last_epoch} records inherited by this primary of epoch {epoch}: journaled a tick of its own, so \
+                 that a standby holding it commits them"
+            ),
+            Err(error) => eprintln!("tally: no tick of epoch {epoch} could be journaled: {error}"),
+        }
+    }
 }
 
 /// Standbys tracked at most; one subscribing beyond that is served but not tracked (a
@@ -275,7 +317,10 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
         return;
     };
     shipping.followers.fetch_add(1, Ordering::AcqRel);
-    if let Err(error) = stream(&mut peer, from, shipping, &closed) {
+    // The epoch of the standby's last record; unknown after a checkpoint (0: at worst one
+    // tick more than needed).
+    let held_epoch = if from == position.last_sequence + 1 { position.last_epoch } else { 0 };
+    if let Err(error) = stream(&mut peer, (from, held_epoch), shipping, &closed) {
         eprintln!("tally: standby {node}: stream ended: {error}");
     }
     shipping.followers.fetch_sub(1, Ordering::AcqRel);
@@ -389,7 +434,13 @@ pub fn to_record(record: &tally_journal::RecordRef<'_>) -> Record {
     }
 }
 
-fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &AtomicBool) -> Result<(), PeerError> {
+/// Ships the journal from `from` to a standby whose record before it is of `held_epoch`.
+fn stream(
+    peer: &mut PeerStream,
+    (from, held_epoch): (u64, u32),
+    shipping: &Shipping,
+    closed: &AtomicBool,
+) -> Result<(), PeerError> {
     let mut reader = JournalReader::open(&shipping.journal_dir, from, ReadLimit::Visible(shipping.visible.clone()))
         .map_err(|error| PeerError::Refused(error.to_string()))?;
     let mut batch = Vec::new();
@@ -403,6 +454,8 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
     // one may move the role, and records labelled with it would carry an epoch this
     // primary does not hold.
     let epoch = shipping.core().epoch();
+    // The last record shipped (or held before): its sequence and epoch.
+    let (mut last_sequence, mut last_epoch) = (from - 1, held_epoch);
     loop {
         if closed.load(Ordering::Acquire) {
             return Err(PeerError::Closed);
@@ -426,8 +479,14 @@ fn stream(peer: &mut PeerStream, from: u64, shipping: &Shipping, closed: &Atomic
             batch.push(to_record(&record));
         }
         let shipped = !batch.is_empty();
+        if let Some(record) = batch.last() {
+            (last_sequence, last_epoch) = (record.sequence, record.epoch);
+        }
         if shipped {
             peer.send(&Message::Records { epoch, records: std::mem::take(&mut batch) })?;
+        }
+        if at_end {
+            shipping.epoch_start.at_end(last_epoch, last_sequence, epoch);
         }
         // After the records: the heartbeat vouches for everything sent before it.
         if at_end && last_heartbeat.is_none_or(|sent| sent.elapsed() >= HEARTBEAT_INTERVAL) {
@@ -542,6 +601,7 @@ mod tests {
             followers: AtomicUsize::new(0),
             bell: Arc::new(super::super::bell::Bell::default()),
             standbys: StandbyProgress::default(),
+            epoch_start: EpochStart::new(None),
         }
     }
 
