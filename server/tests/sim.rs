@@ -7,8 +7,10 @@ use tally::sim::{self, Cluster, Report, Scenario, SimConfig};
 /// Seeds the CI test runs: about 210 s in release on the shared two-core VM with the disk
 /// faults at rest (2026-12-06; perf-reports/2026-12-06-sim-disk-faults.md), 95 s before them, since the nodes
 /// run their history store, outcome stream and checkpoints (22 s before;
-/// perf-reports/2026-12-03-sim-seeds.md, 2026-12-05-sim-seams.md).
-const CI_SEEDS: u64 = 8_000;
+/// perf-reports/2026-12-03-sim-seeds.md, 2026-12-05-sim-seams.md). 10 000 since 2026-12-07
+/// (the first seed catching `trust-one-epoch-answer` moved to 8 975); the whole test file
+/// took 191 s in CI at 8 000.
+const CI_SEEDS: u64 = 10_000;
 const CI_STEPS: u64 = 1_500;
 
 fn run(seed: u64) -> Report {
@@ -315,16 +317,21 @@ mod planted {
     // 2026-12-07 standbys acknowledge only records of the primary's own epoch, which
     // changed the schedules again: of seeds 5 000..20 000, 7 403, 8 952, 8 975 and 14 834
     // caught it (none of 0..5 000), each an acknowledged input lost; the clean build
-    // passes all four and 0..8 000.
+    // passes all four and 0..8 000. Since a standby's durable prefix must itself reach the
+    // primary's epoch (`Follower::own_from`, later on 2026-12-07) the first catching seed
+    // of 0..10 245 is 8 975 (a committed record lost); the clean build passes 0..10 000.
+    // (Seed 10 245 of the bug build panics inside redb on a history store that rotted,
+    // outside the simulator's guard; not investigated.)
     #[test]
-    fn a_node_without_an_epoch_trusting_one_peers_answer_is_caught_within_8000_seeds() {
-        caught(Bug::TrustOneEpochAnswer, 8_000);
+    fn a_node_without_an_epoch_trusting_one_peers_answer_is_caught_within_10000_seeds() {
+        caught(Bug::TrustOneEpochAnswer, 10_000);
     }
 
     // count-older-epochs was caught by none of 20 000 seeds of the random schedule. Under
     // the figure-8 schedule (measured 2026-12-07, 1 500 steps) it was caught by 215 of
     // seeds 0..300, the first seed 0 (a committed record lost); the schedule was built in
-    // 234 of them.
+    // 234 of them (233 once the schedule also waited for the cut-off primary to be ahead
+    // of both others: the same 215 caught).
     #[test]
     fn counting_an_older_epochs_records_is_caught_within_10_seeds_of_the_figure_8_schedule() {
         let first = (0..10).find_map(|seed| {

@@ -53,6 +53,7 @@ pub use committed::{Committed, apply_collecting};
 pub use gate::{Durability, REPLICAS_MAX, Watermarks};
 pub use histogram::AtomicHistogram;
 pub use latency::{Stage, StageLatencies, now_ns};
+pub use sequencer::LAZY_FLUSH_INTERVAL;
 pub use stages::wait_for_history;
 pub use wait::Wait;
 

@@ -28,6 +28,12 @@ struct Entry {
     published: u64,
 }
 
+/// Under policies that do not flush at every batch (`none`, `replicated:k`), the longest
+/// the journal stage goes without a flush while inputs keep coming (the server's
+/// `input_log` flushes at the first batch end after it), and how long the ticker lets the
+/// journal lag its appends before it nudges.
+pub const LAZY_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The shared sequencer: every submitter and the ticker publish through it.
 pub(crate) struct Sequencer {
     entry: Mutex<Entry>,
@@ -179,8 +185,9 @@ fn fill(slot: &mut InputSlot, timestamp: u64, published_ns: u64, submission: Sub
 /// a batch end once its interval has passed, so the last inputs before a quiet spell would
 /// stay unflushed, and everything that waits for the local durable mark (the outcome
 /// stream and so the sinks, checkpoints, segment retention) with them, until the next
-/// input. While the marks differ for a whole tick interval, the ticker nudges the journal
-/// stage with an empty query.
+/// input. Once the marks have differed for [`LAZY_FLUSH_INTERVAL`] (the journal's last
+/// flush is then at least that old, so the nudge's batch end flushes), the ticker nudges the
+/// journal stage with one empty query; it notices at most a tick interval late.
 pub(crate) fn spawn_ticker(
     sequencer: Arc<Sequencer>,
     stop: Receiver<()>,
@@ -208,7 +215,7 @@ pub(crate) fn spawn_ticker(
                 match behind_since {
                     _ if !behind => behind_since = None,
                     None => behind_since = Some(last_check),
-                    Some(since) if since.elapsed() >= tick_interval => {
+                    Some(since) if since.elapsed() >= LAZY_FLUSH_INTERVAL => {
                         sequencer.nudge();
                         behind_since = None;
                     }

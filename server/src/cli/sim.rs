@@ -68,8 +68,12 @@ pub fn sim(args: &SimArgs) -> Result<(), CliError> {
             let known: Vec<&str> = sim::Scenario::ALL.iter().map(|scenario| scenario.name()).collect();
             CliError::Usage(format!("unknown --scenario {name}; known: {}", known.join(", ")))
         })?;
-        if cluster.nodes != 3 {
-            return Err(CliError::Usage(format!("--scenario {name} needs --nodes 3, not {}", cluster.nodes)));
+        if cluster.nodes != 3 || cluster.durability.replicas() == 0 {
+            return Err(CliError::Usage(format!(
+                "--scenario {name} needs --nodes 3 and a policy that waits for standbys (replicated:K or \
+                 local+replicated:K), not {} nodes under {}",
+                cluster.nodes, cluster.durability
+            )));
         }
         base = base.with_scenario(scenario);
     }

@@ -15,7 +15,7 @@ use crate::metrics::LatencyHistogram;
 
 /// Under `none` durability, the longest the journal goes without a flush while inputs
 /// keep coming.
-pub const NONE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+pub const NONE_FLUSH_INTERVAL: Duration = tally_engine::pipeline::LAZY_FLUSH_INTERVAL;
 /// A flush at least this long is logged (at most once per [`SLOW_FLUSH_REPORT_INTERVAL`]):
 /// an fdatasync here takes about 1 ms, so this is a disk in trouble.
 const SLOW_FLUSH: Duration = Duration::from_millis(100);

@@ -485,7 +485,8 @@ fn stream(
         if shipped {
             peer.send(&Message::Records { epoch, records: std::mem::take(&mut batch) })?;
         }
-        if at_end {
+        // The send above may have blocked: ask the role again before journaling anything.
+        if at_end && shipping.role.kind() == RoleKind::Primary {
             shipping.epoch_start.at_end(last_epoch, last_sequence, epoch);
         }
         // After the records: the heartbeat vouches for everything sent before it.

@@ -403,7 +403,9 @@ impl World {
     }
 
     fn clients_act(&mut self) {
-        if self.figure8.as_ref().is_some_and(figure8::Figure8::clients_paused) {
+        // Only while the schedule runs: a run whose faulty phase ended in the pause heals
+        // with its clients sending again.
+        if self.faults_on && self.figure8.as_ref().is_some_and(figure8::Figure8::clients_paused) {
             return;
         }
         for index in 0..CLIENTS {

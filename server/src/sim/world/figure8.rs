@@ -60,7 +60,8 @@ pub(super) struct Figure8 {
     since: u64,
     wait: u64,
     last_promote: u64,
-    /// A's last sequence when B was promoted: its tail ends there.
+    /// A's last sequence when the schedule asked for B's promotion (the tail only A
+    /// holds ends there or later).
     tail_end: u64,
     /// C held the tail since this step.
     held_since: Option<u64>,
@@ -187,8 +188,8 @@ impl World {
             }
             Phase::Isolated if waited => {
                 let tail = self.nodes[a].up.as_ref().map_or(0, |up| up.last_sequence());
-                let third = self.nodes[c].up.as_ref().map_or(u64::MAX, |up| up.last_sequence());
-                if tail > third {
+                let others = [b, c].map(|id| self.nodes[id].up.as_ref().map_or(u64::MAX, |up| up.last_sequence()));
+                if others.iter().all(|&other| tail > other) {
                     if let Some(schedule) = self.figure8.as_mut() {
                         schedule.tail_end = tail;
                     }
