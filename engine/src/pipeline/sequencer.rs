@@ -34,6 +34,9 @@ struct Entry {
 /// journal lag its appends before it nudges.
 pub const LAZY_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the ticker looks at the journal's lag at least (see `spawn_ticker`).
+const LAG_CHECK: Duration = Duration::from_millis(250);
+
 /// The shared sequencer: every submitter and the ticker publish through it.
 pub(crate) struct Sequencer {
     entry: Mutex<Entry>,
@@ -187,7 +190,8 @@ fn fill(slot: &mut InputSlot, timestamp: u64, published_ns: u64, submission: Sub
 /// stream and so the sinks, checkpoints, segment retention) with them, until the next
 /// input. Once the marks have differed for [`LAZY_FLUSH_INTERVAL`] (the journal's last
 /// flush is then at least that old, so the nudge's batch end flushes), the ticker nudges the
-/// journal stage with one empty query; it notices at most a tick interval late.
+/// journal stage with one empty query; it looks at least every [`LAG_CHECK`], so the last
+/// inputs are flushed within about 1.5 s whatever the tick interval.
 pub(crate) fn spawn_ticker(
     sequencer: Arc<Sequencer>,
     stop: Receiver<()>,
@@ -199,16 +203,22 @@ pub(crate) fn spawn_ticker(
         // The timestamp of the last tick: a deadline at or before it was expired by that
         // tick, even if the business logic has not yet published the next one.
         let mut last_tick = 0u64;
-        let mut last_check = Instant::now();
+        // Ticks are looked for every `tick_interval`; the journal's lag, where it can lag,
+        // at least every `LAG_CHECK`, however long the tick interval.
+        let check_every = if unflushed.is_some() { tick_interval.min(LAG_CHECK) } else { tick_interval };
+        let (mut last_check, mut last_tick_check) = (Instant::now(), Instant::now());
         loop {
-            let until_check = tick_interval.saturating_sub(last_check.elapsed());
+            let until_check = check_every.saturating_sub(last_check.elapsed());
             match stop.recv_timeout(until_check) {
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
             last_check = Instant::now();
-            if let Some(timestamp) = sequencer.tick_if_due(last_tick) {
-                last_tick = timestamp;
+            if last_check.saturating_duration_since(last_tick_check) >= tick_interval {
+                last_tick_check = last_check;
+                if let Some(timestamp) = sequencer.tick_if_due(last_tick) {
+                    last_tick = timestamp;
+                }
             }
             if let Some((appended, flushed)) = &unflushed {
                 let behind = flushed.load(Ordering::Acquire) < appended.load(Ordering::Acquire);
