@@ -239,6 +239,19 @@ fn nats_consumers_see_each_event_once_across_a_sink_restart_and_a_killed_node() 
 // ---------------------------------------------------------------------------------------
 // Files
 
+/// Waits up to `timeout` for the file sink in `dir` to have written `last` as its last
+/// line; whether it did.
+fn wait_for_file_sink(dir: &Path, last: u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !dir.exists() || file_lines(dir).last().map(|(sequence, _)| *sequence) != Some(last) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
+}
+
 /// Every line of the file sink's files, in file order: (sequence, the line).
 fn file_lines(dir: &Path) -> Vec<(u64, String)> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -274,11 +287,8 @@ fn an_idle_node_under_none_publishes_its_last_inputs() {
     let node = client(&[address], Duration::from_secs(5));
     node.create_transfers(&transfers(1, 1)).expect("a transfer");
     let last = quiet_last_sequence(&node);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !files.exists() || file_lines(&files).last().map(|(sequence, _)| *sequence) != Some(last) {
-        assert!(Instant::now() < deadline, "the idle node never published up to {last}:\n{}", server.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let reached = wait_for_file_sink(&files, last, Duration::from_secs(10));
+    assert!(reached, "the idle node never published up to {last}:\n{}", server.log());
     assert!(server.terminate(), "the node stops cleanly");
 }
 
@@ -304,11 +314,7 @@ fn the_file_sink_resumes_without_duplicate_or_gap_after_a_kill() {
     let node = client(&[address], Duration::from_secs(5));
     node.create_transfers(&transfers(next_id.load(Ordering::Acquire) as u128, 200)).expect("transfers after restart");
     let last = quiet_last_sequence(&node);
-    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-    while file_lines(&files).last().map(|(sequence, _)| *sequence) != Some(last) {
-        assert!(Instant::now() < deadline, "the file sink did not reach {last}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(wait_for_file_sink(&files, last, CATCH_UP_TIMEOUT), "the file sink did not reach {last}");
     let lines = file_lines(&files);
     let sequences: Vec<u64> = lines.iter().map(|(sequence, _)| *sequence).collect();
     assert_eq!(sequences, (1..=last).collect::<Vec<_>>(), "each sequence once, in order");

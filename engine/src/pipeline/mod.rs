@@ -401,7 +401,7 @@ impl Submitter {
     /// needs one input of its own epoch held by a standby before those count as committed
     /// (docs/design.md §7a); on an idle node this is that input.
     pub fn tick(&self) -> Result<(), SubmitError> {
-        self.sequencer.tick_now().map(|_| ())
+        self.sequencer.tick_now()
     }
 
     /// The pipeline's counters and stage latencies; the gateway records the write stage.

@@ -106,39 +106,29 @@ impl Sequencer {
     /// Injects a tick when the earliest pending deadline the business logic published has
     /// passed and is later than the last tick; returns the tick's timestamp.
     fn tick_if_due(&self, last_tick: u64) -> Option<u64> {
-        self.tick(|timestamps, wall_ns| tick_due(self.stats.next_expiry(), last_tick, timestamps.peek(wall_ns)))
+        let due =
+            |timestamps: &Timestamps, wall_ns| tick_due(self.stats.next_expiry(), last_tick, timestamps.peek(wall_ns));
+        self.publish_unanswered(due, Command::Tick)
     }
 
     /// Injects a tick now, due or not (it expires whatever is due by its timestamp, often
     /// nothing): a journaled input of this primary's own, which a promoted primary needs
     /// before what it inherited counts as committed (see `Submitter::tick`).
-    pub(crate) fn tick_now(&self) -> Result<u64, SubmitError> {
-        self.tick(|_, _| true).ok_or(SubmitError::Stopped)
+    pub(crate) fn tick_now(&self) -> Result<(), SubmitError> {
+        self.publish_unanswered(|_, _| true, Command::Tick).map(|_| ()).ok_or(SubmitError::Stopped)
     }
 
     /// Publishes an empty query that nobody reads: it journals nothing, but it ends a ring
     /// batch in the journal stage, whose commit then flushes if its policy's interval has
     /// passed. What an idle node appended is made durable that way (see `spawn_ticker`).
     fn nudge(&self) {
-        let mut entry = self.entry();
-        let Entry { producer, timestamps, published } = &mut *entry;
-        let Some(producer) = producer.as_mut() else { return };
-        let timestamp = timestamps.next(self.clock.now_ns());
-        publish(producer, &INPUT_PUBLISHED, |slot: &mut InputSlot| {
-            slot.timestamp = timestamp;
-            slot.submitted_ns = 0;
-            slot.published_ns = 0;
-            slot.request_id = 0;
-            *slot.command.get_mut().unwrap_or_else(PoisonError::into_inner) =
-                Command::Request(tally_codecs::wire::Request::LookupAccounts(Vec::new()));
-            *slot.reply_to.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
-        });
-        *published += 1;
-        self.stats.input_published(*published);
+        let query = Command::Request(tally_codecs::wire::Request::LookupAccounts(Vec::new()));
+        self.publish_unanswered(|_, _| true, query);
     }
 
-    /// Publishes a tick if `wanted` says so, under the sequencer's lock; its timestamp.
-    fn tick(&self, wanted: impl FnOnce(&Timestamps, u64) -> bool) -> Option<u64> {
+    /// Publishes `command`, which no one waits for an answer to, if `wanted` says so under
+    /// the sequencer's lock; its timestamp (`None`: not wanted, or the sequencer closed).
+    fn publish_unanswered(&self, wanted: impl FnOnce(&Timestamps, u64) -> bool, command: Command) -> Option<u64> {
         let mut entry = self.entry();
         let Entry { producer, timestamps, published } = &mut *entry;
         let producer = producer.as_mut()?;
@@ -152,7 +142,7 @@ impl Sequencer {
             slot.submitted_ns = 0;
             slot.published_ns = 0;
             slot.request_id = 0;
-            *slot.command.get_mut().unwrap_or_else(PoisonError::into_inner) = Command::Tick;
+            *slot.command.get_mut().unwrap_or_else(PoisonError::into_inner) = command;
             *slot.reply_to.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
         });
         *published += 1;
