@@ -32,6 +32,88 @@ pub fn on_prepare(current_epoch: u32, position: LogPosition, epoch: u32, recover
     Prepared::Promise { persist_epoch: epoch, reply: Message::Promise { epoch, position } }
 }
 
+/// What a node asked for a pre-vote knows of a live primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrimaryContact {
+    /// This node is the primary of its epoch and serves.
+    Serving,
+    /// This node last heard a primary (or promised a candidate) this long ago.
+    Silent(std::time::Duration),
+}
+
+/// The pre-vote rule (Raft's pre-vote with leader stickiness, docs/design.md §7a): a node
+/// would promise `epoch` to an automatic candidate whose timeout is `after` only if it
+/// would promise it at all ([`on_prepare`]: not recovering, no epoch as new) and it has no
+/// sign of a live primary itself: it does not serve, and it has heard no primary for at
+/// least `after / 2`. Nothing is persisted and no role changes, whatever the answer: a
+/// candidate cut off from the rest asks, is refused, and returns with the epoch it had,
+/// so it fences nobody when the partition heals.
+pub fn on_pre_vote(
+    current_epoch: u32,
+    epoch: u32,
+    recovering: bool,
+    contact: PrimaryContact,
+    after: std::time::Duration,
+) -> Message {
+    if holds_back(recovering) {
+        return Message::Refused { reason: RECOVERING_REFUSAL.into() };
+    }
+    if epoch <= current_epoch {
+        return Message::NewerEpoch { epoch: current_epoch };
+    }
+    match contact {
+        PrimaryContact::Serving => {
+            Message::Refused { reason: format!("this node is the primary of epoch {current_epoch} and serves") }
+        }
+        PrimaryContact::Silent(silence) if silence < after / 2 => {
+            Message::Refused { reason: format!("this node heard its primary {} ms ago", silence.as_millis()) }
+        }
+        PrimaryContact::Silent(_) => Message::PreVoteGranted { epoch },
+    }
+}
+
+/// An automatic candidate's pre-vote for `epoch`: it goes on to the election (which
+/// persists the epoch and stops its standby) only once N − k nodes, itself included,
+/// would promise, the count the election itself needs.
+pub struct PreVote {
+    epoch: u32,
+    needed: usize,
+    granted: std::collections::BTreeSet<String>,
+}
+
+impl PreVote {
+    /// A candidate whose auto-promotion timeout is `after`, in a replica set of `nodes`,
+    /// under a policy that waits for `replicas` standbys; send the returned `PreVote` to
+    /// every peer.
+    pub fn start(epoch: u32, nodes: usize, replicas: usize, after: std::time::Duration) -> (PreVote, Message) {
+        let needed = nodes.saturating_sub(replicas).max(1);
+        let after_ms = u32::try_from(after.as_millis()).unwrap_or(u32::MAX);
+        (PreVote { epoch, needed, granted: std::collections::BTreeSet::new() }, Message::PreVote { epoch, after_ms })
+    }
+
+    /// A peer's answer; a grant for another epoch (a stale answer) counts for nothing.
+    pub fn on_message(&mut self, peer: &str, message: &Message) {
+        if let Message::PreVoteGranted { epoch } = *message
+            && epoch == self.epoch
+        {
+            self.granted.insert(peer.to_owned());
+        }
+    }
+
+    /// Nodes that would promise, the candidate included.
+    pub fn granted(&self) -> usize {
+        self.granted.len() + 1
+    }
+
+    pub fn needed(&self) -> usize {
+        self.needed
+    }
+
+    pub fn carried(&self) -> bool {
+        self.granted() >= self.needed
+    }
+}
+
 /// Whether a recovering node holds back from promising and from standing for promotion:
 /// always, unless the planted bug is switched on.
 pub fn holds_back(recovering: bool) -> bool {
@@ -209,6 +291,43 @@ impl Election {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pre_vote_is_granted_only_by_a_node_without_a_live_primary_and_changes_nothing() {
+        use std::time::Duration;
+        let after = Duration::from_millis(1_000);
+        let silent = PrimaryContact::Silent(Duration::from_millis(600));
+        assert_eq!(on_pre_vote(2, 3, false, silent, after), Message::PreVoteGranted { epoch: 3 });
+        let heard = PrimaryContact::Silent(Duration::from_millis(400));
+        assert!(matches!(on_pre_vote(2, 3, false, heard, after), Message::Refused { .. }), "heard its primary lately");
+        assert!(matches!(on_pre_vote(2, 3, false, PrimaryContact::Serving, after), Message::Refused { .. }));
+        assert_eq!(on_pre_vote(3, 3, false, silent, after), Message::NewerEpoch { epoch: 3 });
+        assert_eq!(
+            on_pre_vote(2, 3, true, silent, after),
+            Message::Refused { reason: RECOVERING_REFUSAL.into() },
+            "a recovering node would not promise, so it does not pre-vote either"
+        );
+    }
+
+    #[test]
+    fn a_pre_vote_carries_with_the_count_the_election_needs() {
+        use std::time::Duration;
+        // Three nodes under replicated:1: the candidate and one more.
+        let (mut vote, message) = PreVote::start(4, 3, 1, Duration::from_millis(1_500));
+        assert_eq!(message, Message::PreVote { epoch: 4, after_ms: 1_500 });
+        assert!(!vote.carried());
+        vote.on_message("b", &Message::PreVoteGranted { epoch: 3 });
+        vote.on_message("b", &Message::Refused { reason: "heard".into() });
+        assert!(!vote.carried(), "a grant of another epoch and a refusal count for nothing");
+        vote.on_message("c", &Message::PreVoteGranted { epoch: 4 });
+        assert!(vote.carried());
+        // Five nodes under replicated:1 need four: the same peer twice counts once.
+        let (mut vote, _) = PreVote::start(4, 5, 1, Duration::from_millis(1_500));
+        for _ in 0..3 {
+            vote.on_message("b", &Message::PreVoteGranted { epoch: 4 });
+        }
+        assert_eq!((vote.granted(), vote.needed()), (2, 4));
+    }
 
     /// Every way the answers can fall: for N up to 7 and every k < N, every set of N − k
     /// promisers (perhaps including the node that lost its epoch, node 0) and every set of

@@ -14,7 +14,7 @@
 //! - [`probe`]: a returning node's search for the last record its log shares with the
 //!   primary's.
 //! - [`election`]: the promotion rule (promises from N − k nodes, longest log in the
-//!   highest epoch).
+//!   highest epoch), and the pre-vote an automatic candidate asks first.
 
 pub mod auth;
 pub mod checkpoint;
@@ -36,8 +36,8 @@ pub type Mac = [u8; 32];
 pub use auth::{Accepting, AuthError, ClusterKey, Connecting};
 pub use checkpoint::{CheckpointError, ChunkRead, Receiving};
 pub use election::{
-    Decision, Election, ElectionError, Prepared, RECOVERING_REFUSAL, candidate_epoch, epoch_answers_needed,
-    epoch_owner, holds_back, on_prepare,
+    Decision, Election, ElectionError, PreVote, Prepared, PrimaryContact, RECOVERING_REFUSAL, candidate_epoch,
+    epoch_answers_needed, epoch_owner, holds_back, on_pre_vote, on_prepare,
 };
 pub use follower::{Checkpoints, FollowError, Follower, Step};
 pub use message::{CheckpointFileInfo, DecodeError, LogPosition, Message, MessageDecoder, ProbeAnswer, Record};

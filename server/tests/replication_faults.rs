@@ -833,3 +833,47 @@ fn a_deposed_primary_with_an_outsider_following_it_is_fenced_by_the_new_primarys
     }
     drop(outsider);
 }
+
+/// Automatic promotion asks a pre-vote first (docs/design.md §7a, "Pre-vote"). A standby
+/// with `--auto-promote-after-ms` that is cut off from every peer keeps its epoch, so when
+/// the partition heals its subscription fences nobody (without the pre-vote it recorded a
+/// newer epoch at each attempt and deposed the live primary on its return). A standby cut
+/// off from the primary only, while the other standby still hears it, is refused by that
+/// standby and by nothing else deposed (without the silence rule the other standby
+/// promised, and the set changed primary for a link that failed).
+#[test]
+fn a_cut_off_standby_with_auto_promote_deposes_no_live_primary() {
+    let mut cluster = TestCluster::new("pre-vote", 3, "replicated:1");
+    cluster.start_primary(0, &[]);
+    let auto = ["--auto-promote-after-ms", "1500"];
+    cluster.start_standby(1, &[0, 2], &auto);
+    cluster.start_standby(2, &[0, 1], &auto);
+    let node = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    create_accounts(&node);
+    all_acknowledged(&node, &batch(1, 100));
+    let before = cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
+
+    // Node 1 alone, for longer than two of its timeouts (1.5 to 3 s each).
+    for (from, to) in [(0, 1), (1, 0), (1, 2), (2, 1)] {
+        cluster.link(from, to).cut();
+    }
+    all_acknowledged(&node, &batch(1_000, 100));
+    std::thread::sleep(Duration::from_secs(7));
+    cluster.heal_all();
+    all_acknowledged(&node, &batch(2_000, 100));
+    let healed = cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
+    assert_eq!(healed.epoch, before.epoch, "node 1's return changed the epoch\n{}", cluster.logs());
+    assert_eq!(cluster.status(0).map(|status| status.role), Some("primary".to_owned()), "{}", cluster.logs());
+
+    // Node 1 loses the primary only; node 2 still hears it (and acknowledges for it).
+    for (from, to) in [(0, 1), (1, 0)] {
+        cluster.link(from, to).cut();
+    }
+    std::thread::sleep(Duration::from_secs(7));
+    all_acknowledged(&node, &batch(3_000, 100));
+    cluster.heal_all();
+    let after = cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
+    assert_eq!(after.epoch, before.epoch, "a link's failure changed the primary\n{}", cluster.logs());
+    assert_eq!(cluster.status(0).map(|status| status.role), Some("primary".to_owned()), "{}", cluster.logs());
+    assert!(cluster.log(1).contains("auto-promotion held back"), "node 1 never asked\n{}", cluster.log(1));
+}

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tally_codecs::wire::{NodeStatus, PromoteRequest};
 use tally_journal::{JournalReader, ReadLimit};
-use tally_replication::{ClusterKey, LogPosition, Message, Prepared, ProbeAnswer, on_prepare};
+use tally_replication::{
+    ClusterKey, LogPosition, Message, Prepared, PrimaryContact, ProbeAnswer, on_pre_vote, on_prepare,
+};
 
 use super::peer_io::{self, PeerError, PeerStream};
 use super::promote::Promoter;
@@ -107,6 +109,7 @@ impl PeerService {
                 Ok(())
             }
             Message::Prepare { epoch } => self.prepare(&mut peer, epoch),
+            Message::PreVote { epoch, after_ms } => self.pre_vote(&mut peer, epoch, after_ms),
             Message::Fetch { epoch, from, to } => self.fetch(&mut peer, epoch, from, to),
             other => Err(PeerError::Refused(format!("unexpected first message {other:?}"))),
         };
@@ -174,6 +177,22 @@ impl PeerService {
             // the candidate learns it and gives up.
             Prepared::Refuse(reply) => peer.send(&reply),
         }
+    }
+
+    /// An automatic candidate's pre-vote: would this node promise `epoch`? Answered from
+    /// what it knows of a live primary, changing nothing: not its epoch, not its role, and
+    /// a primary is not fenced by the newer epoch asked about (that is the point: a
+    /// candidate that cannot win fences nobody).
+    fn pre_vote(&self, peer: &mut PeerStream, epoch: u32, after_ms: u32) -> Result<(), PeerError> {
+        let contact = if self.role.kind() == RoleKind::Primary {
+            PrimaryContact::Serving
+        } else {
+            PrimaryContact::Silent(
+                self.promoter.as_ref().map_or(std::time::Duration::MAX, |promoter| promoter.silence()),
+            )
+        };
+        let after = std::time::Duration::from_millis(u64::from(after_ms));
+        peer.send(&on_pre_vote(self.role.epoch(), epoch, self.role.recovering(), contact, after))
     }
 
     /// A peer asked in `epoch`: when that is newer than this node's, a primary learns it

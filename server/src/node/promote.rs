@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel;
 use tally_codecs::wire::NodeStatus;
 use tally_journal::{Journal, JournalConfig, SnapshotStore};
-use tally_replication::{ClusterKey, Decision, Election, LogPosition, Message, candidate_epoch};
+use tally_replication::{ClusterKey, Decision, Election, LogPosition, Message, PreVote, candidate_epoch};
 
 use super::peer_io::{self, PeerError, PeerStream};
 use super::peers::LocalLog;
@@ -89,6 +89,21 @@ impl Promoter {
 
     fn since_promise(&self) -> Option<Duration> {
         self.promised_at.lock().unwrap_or_else(PoisonError::into_inner).map(|at| at.elapsed())
+    }
+
+    /// How long since this node last heard a primary or promised a candidate, for a
+    /// peer's pre-vote. While the process runs no standby (it serves, or is between roles:
+    /// being promoted, rejoining) it has heard nothing it could vouch for: `Duration::MAX`.
+    /// Never waits for a promotion in progress (which holds `running` throughout).
+    pub fn silence(&self) -> Duration {
+        let heard = match self.running.try_lock() {
+            Ok(running) => match &*running {
+                Running::Standby(standby) => standby.silence(),
+                Running::Primary(_) | Running::Neither => Duration::MAX,
+            },
+            Err(_) => Duration::MAX,
+        };
+        self.since_promise().map_or(heard, |since| heard.min(since))
     }
 
     /// This node's position in `--cluster`, which decides the epochs it may take. A node
@@ -198,6 +213,9 @@ impl Promoter {
         let promoter = Arc::clone(self);
         let spawned = std::thread::Builder::new().name("auto-promote".into()).spawn(move || {
             let mut wait = randomised(after);
+            // A refused pre-vote leaves the standby running, still silent: the next
+            // attempt waits a randomised timeout from this one, not a poll.
+            let mut attempted: Option<Instant> = None;
             while !stop() {
                 std::thread::sleep(WATCH_POLL);
                 // While this process serves (or is between roles) there is nothing to
@@ -207,10 +225,19 @@ impl Promoter {
                     Running::Primary(_) | Running::Neither => continue,
                 };
                 let silence = promoter.since_promise().map_or(silence, |since| silence.min(since));
-                if silence < wait {
+                if silence < wait || attempted.is_some_and(|at| at.elapsed() < wait) {
                     continue;
                 }
+                attempted = Some(Instant::now());
                 eprintln!("tally: no primary heard for {} ms: asking for promotion", silence.as_millis());
+                // A pre-vote first: a candidate that could not win (cut off from the rest,
+                // or only from the primary, which the others still hear) changes nothing,
+                // and returns with the epoch it had, fencing nobody.
+                if let Err(reason) = promoter.pre_vote(after) {
+                    eprintln!("tally: auto-promotion held back: {reason}");
+                    wait = randomised(after);
+                    continue;
+                }
                 match promoter.promote(false, u32::try_from(after.as_millis()).unwrap_or(u32::MAX)) {
                     Ok(status) => eprintln!("tally: auto-promoted to epoch {}", status.epoch),
                     Err(reason) => eprintln!("tally: auto-promotion refused: {reason}"),
@@ -406,6 +433,68 @@ impl Promoter {
         }
     }
 
+    /// Asks every peer whether it would promise the epoch this node would ask for, without
+    /// recording that epoch or stopping the standby; `Ok` once N − k nodes (this one
+    /// included) would. Peers that know a newer epoch teach it, so the next attempt asks
+    /// above it.
+    fn pre_vote(&self, after: Duration) -> Result<(), String> {
+        let index = self.own_position()?;
+        if tally_replication::holds_back(self.role.recovering()) {
+            return Err(RECOVERING_REFUSAL.to_owned());
+        }
+        let known = self.role.epoch().max(self.role.highest_heard());
+        let epoch = candidate_epoch(known, index, self.cluster.len())
+            .ok_or_else(|| format!("no epoch is left above {known}"))?;
+        let replicas = usize::from(self.node_config.durability.replicas());
+        let (mut vote, message) = PreVote::start(epoch, self.cluster.len(), replicas, after);
+        let answered = self.ask_peers(&message, after);
+        let deadline = Instant::now() + after;
+        let mut refusals = Vec::new();
+        while !vote.carried() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok((peer, answer)) = answered.recv_timeout(left) else { break };
+            match answer {
+                Ok(Message::NewerEpoch { epoch: newer }) => {
+                    self.role.heard_of(newer);
+                    refusals.push(format!("{peer}: in epoch {newer}"));
+                }
+                Ok(Message::Refused { reason }) | Err(PeerError::Refused(reason)) => {
+                    refusals.push(format!("{peer}: {reason}"));
+                }
+                Ok(answer) => vote.on_message(&peer.to_string(), &answer),
+                Err(error) => refusals.push(format!("{peer}: {error}")),
+            }
+        }
+        if vote.carried() {
+            return Ok(());
+        }
+        Err(format!(
+            "{} of the {} nodes needed would promise epoch {epoch} (pre-vote){}{}",
+            vote.granted(),
+            vote.needed(),
+            if refusals.is_empty() { "" } else { "; " },
+            refusals.join("; ")
+        ))
+    }
+
+    /// Sends `message` to every peer, each on a thread of its own, and returns where their
+    /// answers arrive.
+    fn ask_peers(
+        &self,
+        message: &Message,
+        timeout: Duration,
+    ) -> channel::Receiver<(SocketAddr, Result<Message, PeerError>)> {
+        let (answers, answered) = channel::unbounded();
+        for &peer in self.cluster.iter().filter(|&&peer| peer != self.standby_config.node) {
+            let (key, message, answers) = (self.key.clone(), message.clone(), answers.clone());
+            std::thread::spawn(move || {
+                let answer = ask(peer, &key, &message, timeout);
+                let _ = answers.send((peer, answer));
+            });
+        }
+        answered
+    }
+
     fn elect_and_catch_up(
         &self,
         own: LogPosition,
@@ -428,15 +517,7 @@ impl Promoter {
         steps.done("own promise");
         let replicas = usize::from(self.node_config.durability.replicas());
         let (mut election, prepare) = Election::start(epoch, own, self.cluster.len(), replicas);
-        let (answers, answered) = channel::unbounded();
-        for &peer in self.cluster.iter().filter(|&&peer| peer != self.standby_config.node) {
-            let (key, prepare, answers) = (self.key.clone(), prepare.clone(), answers.clone());
-            std::thread::spawn(move || {
-                let answer = ask(peer, &key, &prepare, timeout);
-                let _ = answers.send((peer, answer));
-            });
-        }
-        drop(answers);
+        let answered = self.ask_peers(&prepare, timeout);
         let deadline = Instant::now() + timeout;
         // Peers that answered but would not promise, and why (a recovering node says so).
         let mut refusals = Vec::new();
@@ -600,9 +681,9 @@ fn randomised(after: Duration) -> Duration {
     Duration::from_millis(after_ms.saturating_add(random % after_ms.max(1)))
 }
 
-fn ask(peer: SocketAddr, key: &ClusterKey, prepare: &Message, timeout: Duration) -> Result<Message, PeerError> {
+fn ask(peer: SocketAddr, key: &ClusterKey, message: &Message, timeout: Duration) -> Result<Message, PeerError> {
     let mut stream = peer_io::connect(peer, key, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
-    stream.send(prepare)?;
+    stream.send(message)?;
     stream.recv()
 }
