@@ -42,15 +42,20 @@ pub enum PrimaryContact {
 }
 
 /// The pre-vote rule (Raft's pre-vote with leader stickiness, docs/design.md §7a): a node
-/// would promise `epoch` to an automatic candidate whose timeout is `after` only if it
-/// would promise it at all ([`on_prepare`]: not recovering, no epoch as new) and it has no
-/// sign of a live primary itself: it does not serve, and it has heard no primary for at
-/// least `after / 2`. Nothing is persisted and no role changes, whatever the answer: a
-/// candidate cut off from the rest asks, is refused, and returns with the epoch it had,
-/// so it fences nobody when the partition heals.
+/// holding `own` would promise `epoch` to an automatic candidate holding `candidate`,
+/// whose timeout is `after`, only if it would promise it at all ([`on_prepare`]: not
+/// recovering, no epoch as new), its log is not ahead of the candidate's (higher last
+/// epoch, or longer in the same one: such a candidate would find its own log diverged
+/// from the one it must take and give up, again and again, each promise restarting the
+/// other nodes' timers), and it has no sign of a live primary itself: it does not serve,
+/// and it has heard no primary for at least `after / 2`. Nothing is persisted and no role
+/// changes, whatever the answer: a candidate cut off from the rest asks, is refused, and
+/// returns with the epoch it had, so it fences nobody when the partition heals.
 pub fn on_pre_vote(
     current_epoch: u32,
+    own: LogPosition,
     epoch: u32,
+    candidate: LogPosition,
     recovering: bool,
     contact: PrimaryContact,
     after: std::time::Duration,
@@ -61,16 +66,27 @@ pub fn on_pre_vote(
     if epoch <= current_epoch {
         return Message::NewerEpoch { epoch: current_epoch };
     }
+    if (own.last_epoch, own.last_sequence) > (candidate.last_epoch, candidate.last_sequence) {
+        return Message::Refused {
+            reason: format!(
+                "this node's log (to sequence {} of epoch {}) is ahead of the candidate's (to sequence {} of epoch {})",
+                own.last_sequence, own.last_epoch, candidate.last_sequence, candidate.last_epoch
+            ),
+        };
+    }
     match contact {
-        PrimaryContact::Serving => {
-            Message::Refused { reason: format!("this node is the primary of epoch {current_epoch} and serves") }
-        }
+        PrimaryContact::Serving => Message::PrimaryServing { epoch: current_epoch },
         PrimaryContact::Silent(silence) if silence < after / 2 => {
             Message::Refused { reason: format!("this node heard its primary {} ms ago", silence.as_millis()) }
         }
         PrimaryContact::Silent(_) => Message::PreVoteGranted { epoch },
     }
 }
+
+/// How long a pre-vote that already carries still waits for the answers not yet in: the
+/// serving primary's veto ([`Message::PrimaryServing`]) comes within milliseconds from a
+/// live primary, while a dead machine's connection can take the whole timeout to fail.
+pub const PRE_VOTE_VETO_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// An automatic candidate's pre-vote for `epoch`: it goes on to the election (which
 /// persists the epoch and stops its standby) only once N − k nodes, itself included,
@@ -79,25 +95,42 @@ pub struct PreVote {
     epoch: u32,
     needed: usize,
     granted: std::collections::BTreeSet<String>,
+    /// A serving primary answered: it is alive and reached, whatever others grant.
+    vetoed: bool,
 }
 
 impl PreVote {
-    /// A candidate whose auto-promotion timeout is `after`, in a replica set of `nodes`,
+    /// A candidate holding `own` whose auto-promotion timeout is `after`, in a replica set of `nodes`,
     /// under a policy that waits for `replicas` standbys; send the returned `PreVote` to
     /// every peer.
-    pub fn start(epoch: u32, nodes: usize, replicas: usize, after: std::time::Duration) -> (PreVote, Message) {
+    pub fn start(
+        epoch: u32,
+        own: LogPosition,
+        nodes: usize,
+        replicas: usize,
+        after: std::time::Duration,
+    ) -> (PreVote, Message) {
         let needed = nodes.saturating_sub(replicas).max(1);
         let after_ms = u32::try_from(after.as_millis()).unwrap_or(u32::MAX);
-        (PreVote { epoch, needed, granted: std::collections::BTreeSet::new() }, Message::PreVote { epoch, after_ms })
+        let message = Message::PreVote { epoch, after_ms, position: own };
+        (PreVote { epoch, needed, granted: std::collections::BTreeSet::new(), vetoed: false }, message)
     }
 
-    /// A peer's answer; a grant for another epoch (a stale answer) counts for nothing.
+    /// A peer's answer; a grant for another epoch (a stale answer) counts for nothing, a
+    /// serving primary's answer vetoes.
     pub fn on_message(&mut self, peer: &str, message: &Message) {
-        if let Message::PreVoteGranted { epoch } = *message
-            && epoch == self.epoch
-        {
-            self.granted.insert(peer.to_owned());
+        match *message {
+            Message::PreVoteGranted { epoch } if epoch == self.epoch => {
+                self.granted.insert(peer.to_owned());
+            }
+            Message::PrimaryServing { .. } => self.vetoed = true,
+            _ => {}
         }
+    }
+
+    /// Whether a serving primary answered.
+    pub fn vetoed(&self) -> bool {
+        self.vetoed
     }
 
     /// Nodes that would promise, the candidate included.
@@ -110,7 +143,7 @@ impl PreVote {
     }
 
     pub fn carried(&self) -> bool {
-        self.granted() >= self.needed
+        !self.vetoed && self.granted() >= self.needed
     }
 }
 
@@ -297,13 +330,19 @@ mod tests {
         use std::time::Duration;
         let after = Duration::from_millis(1_000);
         let silent = PrimaryContact::Silent(Duration::from_millis(600));
-        assert_eq!(on_pre_vote(2, 3, false, silent, after), Message::PreVoteGranted { epoch: 3 });
+        let at = |last_epoch, last_sequence| LogPosition { last_epoch, last_sequence, last_chain: [0; 16] };
+        let vote =
+            |current, own, contact, recovering| on_pre_vote(current, own, 3, at(2, 50), recovering, contact, after);
+        assert_eq!(vote(2, at(2, 50), silent, false), Message::PreVoteGranted { epoch: 3 });
+        assert_eq!(vote(2, at(1, 90), silent, false), Message::PreVoteGranted { epoch: 3 }, "longer, but older");
         let heard = PrimaryContact::Silent(Duration::from_millis(400));
-        assert!(matches!(on_pre_vote(2, 3, false, heard, after), Message::Refused { .. }), "heard its primary lately");
-        assert!(matches!(on_pre_vote(2, 3, false, PrimaryContact::Serving, after), Message::Refused { .. }));
-        assert_eq!(on_pre_vote(3, 3, false, silent, after), Message::NewerEpoch { epoch: 3 });
+        assert!(matches!(vote(2, at(2, 50), heard, false), Message::Refused { .. }), "heard its primary lately");
+        assert_eq!(vote(2, at(2, 50), PrimaryContact::Serving, false), Message::PrimaryServing { epoch: 2 });
+        assert!(matches!(vote(2, at(2, 51), silent, false), Message::Refused { .. }), "its log is longer");
+        assert!(matches!(vote(2, at(3, 1), silent, false), Message::Refused { .. }), "its log is of a newer epoch");
+        assert_eq!(vote(3, at(2, 50), silent, false), Message::NewerEpoch { epoch: 3 });
         assert_eq!(
-            on_pre_vote(2, 3, true, silent, after),
+            vote(2, at(2, 50), silent, true),
             Message::Refused { reason: RECOVERING_REFUSAL.into() },
             "a recovering node would not promise, so it does not pre-vote either"
         );
@@ -313,8 +352,9 @@ mod tests {
     fn a_pre_vote_carries_with_the_count_the_election_needs() {
         use std::time::Duration;
         // Three nodes under replicated:1: the candidate and one more.
-        let (mut vote, message) = PreVote::start(4, 3, 1, Duration::from_millis(1_500));
-        assert_eq!(message, Message::PreVote { epoch: 4, after_ms: 1_500 });
+        let own = LogPosition { last_epoch: 2, last_sequence: 9, last_chain: [1; 16] };
+        let (mut vote, message) = PreVote::start(4, own, 3, 1, Duration::from_millis(1_500));
+        assert_eq!(message, Message::PreVote { epoch: 4, after_ms: 1_500, position: own });
         assert!(!vote.carried());
         vote.on_message("b", &Message::PreVoteGranted { epoch: 3 });
         vote.on_message("b", &Message::Refused { reason: "heard".into() });
@@ -322,11 +362,17 @@ mod tests {
         vote.on_message("c", &Message::PreVoteGranted { epoch: 4 });
         assert!(vote.carried());
         // Five nodes under replicated:1 need four: the same peer twice counts once.
-        let (mut vote, _) = PreVote::start(4, 5, 1, Duration::from_millis(1_500));
+        let (mut vote, _) = PreVote::start(4, own, 5, 1, Duration::from_millis(1_500));
         for _ in 0..3 {
             vote.on_message("b", &Message::PreVoteGranted { epoch: 4 });
         }
         assert_eq!((vote.granted(), vote.needed()), (2, 4));
+        // Two nodes under replicated:1 need the candidate alone, unless the primary it
+        // reaches says it serves.
+        let (mut vote, _) = PreVote::start(4, own, 2, 1, Duration::from_millis(1_500));
+        assert!(vote.carried());
+        vote.on_message("a", &Message::PrimaryServing { epoch: 3 });
+        assert!(!vote.carried() && vote.vetoed());
     }
 
     /// Every way the answers can fall: for N up to 7 and every k < N, every set of N − k

@@ -36,8 +36,8 @@ pub type Mac = [u8; 32];
 pub use auth::{Accepting, AuthError, ClusterKey, Connecting};
 pub use checkpoint::{CheckpointError, ChunkRead, Receiving};
 pub use election::{
-    Decision, Election, ElectionError, PreVote, Prepared, PrimaryContact, RECOVERING_REFUSAL, candidate_epoch,
-    epoch_answers_needed, epoch_owner, holds_back, on_pre_vote, on_prepare,
+    Decision, Election, ElectionError, PRE_VOTE_VETO_GRACE, PreVote, Prepared, PrimaryContact, RECOVERING_REFUSAL,
+    candidate_epoch, epoch_answers_needed, epoch_owner, holds_back, on_pre_vote, on_prepare,
 };
 pub use follower::{Checkpoints, FollowError, Follower, Step};
 pub use message::{CheckpointFileInfo, DecodeError, LogPosition, Message, MessageDecoder, ProbeAnswer, Record};

@@ -95,11 +95,16 @@ pub enum Message {
     Promise { epoch: u32, position: LogPosition },
     /// An automatic candidate asks, before it records any epoch, whether the node would
     /// promise `epoch` to it: it has heard no primary for at least half of `after_ms` (the
-    /// candidate's `--auto-promote-after-ms`) and knows no epoch as new. Nothing changes on
-    /// the node asked (Raft's pre-vote, docs/design.md §7a "Pre-vote").
-    PreVote { epoch: u32, after_ms: u32 },
+    /// candidate's `--auto-promote-after-ms`), knows no epoch as new, and holds no log
+    /// ahead of the candidate's `position`. Nothing changes on the node asked (Raft's
+    /// pre-vote, docs/design.md §7a "Pre-vote").
+    PreVote { epoch: u32, after_ms: u32, position: LogPosition },
     /// The answer to a `PreVote` that would be a promise.
     PreVoteGranted { epoch: u32 },
+    /// The answer to a `PreVote` from the serving primary of `epoch`: it is alive and the
+    /// candidate reaches it, so no automatic promotion goes on (a veto, whatever others
+    /// grant).
+    PrimaryServing { epoch: u32 },
     /// Records `from..=to` please (a candidate catching up, or a repair).
     Fetch { epoch: u32, from: u64, to: u64 },
     /// The sender knows a higher epoch than the message it answers.
@@ -188,6 +193,7 @@ const KIND_CHECKPOINT_PREPARING: u8 = 17;
 const KIND_DIVERGED: u8 = 18;
 const KIND_PRE_VOTE: u8 = 19;
 const KIND_PRE_VOTE_GRANTED: u8 = 20;
+const KIND_PRIMARY_SERVING: u8 = 21;
 /// The byte after `matches` in a version-1 `Probed`.
 const PROBED_REASON_NONE: u8 = 0;
 const PROBED_REASON_DIVERGED: u8 = 1;
@@ -303,14 +309,19 @@ impl Message {
                 put_position(out, position);
                 KIND_PROMISE
             }
-            Message::PreVote { epoch, after_ms } => {
+            Message::PreVote { epoch, after_ms, position } => {
                 out.extend_from_slice(&epoch.to_le_bytes());
                 out.extend_from_slice(&after_ms.to_le_bytes());
+                put_position(out, position);
                 KIND_PRE_VOTE
             }
             Message::PreVoteGranted { epoch } => {
                 out.extend_from_slice(&epoch.to_le_bytes());
                 KIND_PRE_VOTE_GRANTED
+            }
+            Message::PrimaryServing { epoch } => {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                KIND_PRIMARY_SERVING
             }
             Message::Fetch { epoch, from, to } => {
                 out.extend_from_slice(&epoch.to_le_bytes());
@@ -526,8 +537,11 @@ fn decode_payload(kind: u8, version: u8, payload: &[u8]) -> Result<Message, Deco
         }
         KIND_ACK => Message::Ack { epoch: fields.u32()?, durable_sequence: fields.u64()? },
         KIND_PREPARE => Message::Prepare { epoch: fields.u32()? },
-        KIND_PRE_VOTE => Message::PreVote { epoch: fields.u32()?, after_ms: fields.u32()? },
+        KIND_PRE_VOTE => {
+            Message::PreVote { epoch: fields.u32()?, after_ms: fields.u32()?, position: fields.position()? }
+        }
         KIND_PRE_VOTE_GRANTED => Message::PreVoteGranted { epoch: fields.u32()? },
+        KIND_PRIMARY_SERVING => Message::PrimaryServing { epoch: fields.u32()? },
         KIND_PROMISE => Message::Promise { epoch: fields.u32()?, position: fields.position()? },
         KIND_FETCH => Message::Fetch { epoch: fields.u32()?, from: fields.u64()?, to: fields.u64()? },
         KIND_NEWER_EPOCH => Message::NewerEpoch { epoch: fields.u32()? },
@@ -586,8 +600,13 @@ mod tests {
             Message::Checkpoint { epoch: 2, sequence: 10, state_hash: u128::MAX - 1 },
             Message::Ack { epoch: 2, durable_sequence: 10 },
             Message::Prepare { epoch: 3 },
-            Message::PreVote { epoch: 4, after_ms: 1_500 },
+            Message::PreVote {
+                epoch: 4,
+                after_ms: 1_500,
+                position: LogPosition { last_epoch: 3, last_sequence: 77, last_chain: [6; 16] },
+            },
             Message::PreVoteGranted { epoch: 4 },
+            Message::PrimaryServing { epoch: 3 },
             Message::Promise { epoch: 3, position },
             Message::Fetch { epoch: 3, from: 4, to: 9 },
             Message::NewerEpoch { epoch: 4 },

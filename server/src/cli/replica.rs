@@ -78,9 +78,11 @@ pub struct StandbyArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     /// Ask for promotion (under the same rule as `tally promote`) when no primary was heard
-    /// from for MS plus a random part of MS. Off by default: a person usually decides.
-    /// Keep it well above the tick interval (1 s by default): an idle primary sends a
-    /// record per tick. Needs --cluster (the node's position decides its epochs).
+    /// from for MS plus a random part of MS, after a pre-vote: only if enough peers would
+    /// promise (none that hears a primary, serves, or holds a longer log). Off by default:
+    /// a person usually decides. Keep it at 1 000 or more: a primary sends a heartbeat
+    /// after 200 ms of silence, and a peer refuses the pre-vote while it heard one within
+    /// MS/2. Needs --cluster (the node's position decides its epochs).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     auto_promote_after_ms: Option<u64>,
     /// Peers besides the primaries to fetch damaged journal records from at start-up (a
@@ -136,6 +138,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         checkpoint_chunk_bytes: node_config.checkpoint_chunk_bytes,
         replicas: usize::from(node_config.durability.replicas()),
         acknowledges: !args.cluster.cluster.is_empty(),
+        last_heard: crate::node::standby::LastHeard::default(),
     };
     if !standby_config.acknowledges {
         eprintln!(
@@ -258,6 +261,7 @@ pub fn fenced_primary_rejoins(
         checkpoint_chunk_bytes: node_config.checkpoint_chunk_bytes,
         replicas: usize::from(node_config.durability.replicas()),
         acknowledges: !replication.cluster.is_empty(),
+        last_heard: crate::node::standby::LastHeard::default(),
     };
     let promoter = Arc::new(Promoter {
         running: Mutex::new(Running::Primary(node)),

@@ -41,6 +41,11 @@ pub struct SimArgs {
     /// nodes, a `replicated:k` policy).
     #[arg(long, value_name = "NAME")]
     scenario: Option<String>,
+    /// Every node runs with `--auto-promote-after-ms MS` (virtual time): standbys ask a
+    /// pre-vote and stand for promotion by themselves; the heal phase's operator promotes
+    /// only by force.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    auto_promote_ms: Option<u64>,
 }
 
 pub fn sim(args: &SimArgs) -> Result<(), CliError> {
@@ -77,6 +82,9 @@ pub fn sim(args: &SimArgs) -> Result<(), CliError> {
         }
         base = base.with_scenario(scenario);
     }
+    if let Some(after_ms) = args.auto_promote_ms {
+        base = base.with_auto_promote(after_ms);
+    }
     let started = Instant::now();
     let (mut failed, mut steps, mut acked, mut faults, mut built) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for seed in first..last {
@@ -97,7 +105,10 @@ pub fn sim(args: &SimArgs) -> Result<(), CliError> {
                 violation.what
             );
             println!("  faults: {}", report.faults());
-            let scenario = args.scenario.as_ref().map(|name| format!(" --scenario {name}")).unwrap_or_default();
+            let mut scenario = args.scenario.as_ref().map(|name| format!(" --scenario {name}")).unwrap_or_default();
+            if let Some(after_ms) = args.auto_promote_ms {
+                scenario.push_str(&format!(" --auto-promote-ms {after_ms}"));
+            }
             println!(
                 "  replay: tally sim --seed {seed} --steps {} --nodes {} --durability {}{scenario}",
                 args.steps, cluster.nodes, cluster.durability

@@ -109,7 +109,7 @@ impl PeerService {
                 Ok(())
             }
             Message::Prepare { epoch } => self.prepare(&mut peer, epoch),
-            Message::PreVote { epoch, after_ms } => self.pre_vote(&mut peer, epoch, after_ms),
+            Message::PreVote { epoch, after_ms, position } => self.pre_vote(&mut peer, epoch, after_ms, position),
             Message::Fetch { epoch, from, to } => self.fetch(&mut peer, epoch, from, to),
             other => Err(PeerError::Refused(format!("unexpected first message {other:?}"))),
         };
@@ -183,7 +183,15 @@ impl PeerService {
     /// what it knows of a live primary, changing nothing: not its epoch, not its role, and
     /// a primary is not fenced by the newer epoch asked about (that is the point: a
     /// candidate that cannot win fences nobody).
-    fn pre_vote(&self, peer: &mut PeerStream, epoch: u32, after_ms: u32) -> Result<(), PeerError> {
+    fn pre_vote(
+        &self,
+        peer: &mut PeerStream,
+        epoch: u32,
+        after_ms: u32,
+        candidate: LogPosition,
+    ) -> Result<(), PeerError> {
+        let log = self.log.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let own = log_end(&log).map_err(PeerError::Refused)?;
         let contact = if self.role.kind() == RoleKind::Primary {
             PrimaryContact::Serving
         } else {
@@ -192,7 +200,7 @@ impl PeerService {
             )
         };
         let after = std::time::Duration::from_millis(u64::from(after_ms));
-        peer.send(&on_pre_vote(self.role.epoch(), epoch, self.role.recovering(), contact, after))
+        peer.send(&on_pre_vote(self.role.epoch(), own, epoch, candidate, self.role.recovering(), contact, after))
     }
 
     /// A peer asked in `epoch`: when that is newer than this node's, a primary learns it

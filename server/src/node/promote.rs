@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use crossbeam::channel;
 use tally_codecs::wire::NodeStatus;
 use tally_journal::{Journal, JournalConfig, SnapshotStore};
-use tally_replication::{ClusterKey, Decision, Election, LogPosition, Message, PreVote, candidate_epoch};
+use tally_replication::{
+    ClusterKey, Decision, Election, LogPosition, Message, PRE_VOTE_VETO_GRACE, PreVote, candidate_epoch,
+};
 
 use super::peer_io::{self, PeerError, PeerStream};
 use super::peers::LocalLog;
@@ -91,18 +93,12 @@ impl Promoter {
         self.promised_at.lock().unwrap_or_else(PoisonError::into_inner).map(|at| at.elapsed())
     }
 
-    /// How long since this node last heard a primary or promised a candidate, for a
-    /// peer's pre-vote. While the process runs no standby (it serves, or is between roles:
-    /// being promoted, rejoining) it has heard nothing it could vouch for: `Duration::MAX`.
-    /// Never waits for a promotion in progress (which holds `running` throughout).
+    /// How long since a standby of this process last heard a primary, or it promised a
+    /// candidate, for a peer's pre-vote. Read without `running` (a promotion holds it
+    /// throughout, a reopen for a checkpoint for seconds): a standby being reopened under a
+    /// live primary heard it moments ago and must not grant.
     pub fn silence(&self) -> Duration {
-        let heard = match self.running.try_lock() {
-            Ok(running) => match &*running {
-                Running::Standby(standby) => standby.silence(),
-                Running::Primary(_) | Running::Neither => Duration::MAX,
-            },
-            Err(_) => Duration::MAX,
-        };
+        let heard = self.standby_config.last_heard.silence();
         self.since_promise().map_or(heard, |since| heard.min(since))
     }
 
@@ -238,11 +234,22 @@ impl Promoter {
                     wait = randomised(after);
                     continue;
                 }
-                match promoter.promote(false, u32::try_from(after.as_millis()).unwrap_or(u32::MAX)) {
-                    Ok(status) => eprintln!("tally: auto-promoted to epoch {}", status.epoch),
-                    Err(reason) => eprintln!("tally: auto-promotion refused: {reason}"),
+                // The pre-vote may have taken up to T: a primary heard meanwhile ends this
+                // attempt before anything is stopped or recorded.
+                if promoter.silence() < wait {
+                    wait = randomised(after);
+                    continue;
                 }
-                wait = randomised(after);
+                match promoter.promote(false, u32::try_from(after.as_millis()).unwrap_or(u32::MAX)) {
+                    Ok(status) => {
+                        eprintln!("tally: auto-promoted to epoch {}", status.epoch);
+                        wait = randomised(after);
+                    }
+                    Err(reason) => {
+                        eprintln!("tally: auto-promotion refused: {reason}");
+                        wait = randomised(after) * FAILED_CANDIDACY_BACKOFF;
+                    }
+                }
             }
         });
         if let Err(error) = spawned {
@@ -445,18 +452,31 @@ impl Promoter {
         let known = self.role.epoch().max(self.role.highest_heard());
         let epoch = candidate_epoch(known, index, self.cluster.len())
             .ok_or_else(|| format!("no epoch is left above {known}"))?;
+        let log = self.log.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let own = super::peers::log_end(&log)?;
         let replicas = usize::from(self.node_config.durability.replicas());
-        let (mut vote, message) = PreVote::start(epoch, self.cluster.len(), replicas, after);
+        let (mut vote, message) = PreVote::start(epoch, own, self.cluster.len(), replicas, after);
         let answered = self.ask_peers(&message, after);
-        let deadline = Instant::now() + after;
+        let mut deadline = Instant::now() + after;
         let mut refusals = Vec::new();
-        while !vote.carried() {
+        // Once it carries (with N − k = 1 the candidate alone carries it), the answers not
+        // yet in get a short grace: a serving primary's veto comes within milliseconds.
+        let mut waiting = self.cluster.len().saturating_sub(1);
+        while waiting > 0 && !vote.vetoed() {
+            if vote.carried() {
+                deadline = deadline.min(Instant::now() + PRE_VOTE_VETO_GRACE);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok((peer, answer)) = answered.recv_timeout(left) else { break };
+            waiting -= 1;
             match answer {
                 Ok(Message::NewerEpoch { epoch: newer }) => {
                     self.role.heard_of(newer);
                     refusals.push(format!("{peer}: in epoch {newer}"));
+                }
+                Ok(Message::PrimaryServing { epoch: serving }) => {
+                    refusals.push(format!("{peer}: the primary of epoch {serving} serves (a veto)"));
+                    vote.on_message(&peer.to_string(), &Message::PrimaryServing { epoch: serving });
                 }
                 Ok(Message::Refused { reason }) | Err(PeerError::Refused(reason)) => {
                     refusals.push(format!("{peer}: {reason}"));
@@ -670,6 +690,13 @@ impl Steps {
 
 /// How often the auto-promotion and rejoin watches look at the node.
 const WATCH_POLL: Duration = Duration::from_millis(50);
+/// How many times longer than usual the auto-promotion watch waits after a candidacy of
+/// its own failed. Each promise restarts the promisers' timers, so a candidate that keeps
+/// collecting promises and failing (its log diverged from the one it must take, which
+/// the pre-vote's log rule does not see when the best log's holder is not among the
+/// pre-voters) kept the node that should stand from ever standing: a livelock the
+/// simulator found (seed 3121 with `--auto-promote-ms 1000`).
+pub const FAILED_CANDIDACY_BACKOFF: u32 = 4;
 /// How often a primary that some node does not follow asks its peers for their epochs.
 const EPOCH_QUESTION_INTERVAL: Duration = Duration::from_secs(1);
 

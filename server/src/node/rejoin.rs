@@ -365,6 +365,7 @@ mod tests {
             checkpoint_chunk_bytes: 1 << 20,
             replicas: 0,
             acknowledges: true,
+            last_heard: crate::node::standby::LastHeard::default(),
         };
 
         let role = Role::load(&dirs.root).expect("role");

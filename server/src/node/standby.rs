@@ -95,6 +95,36 @@ pub struct StandbyConfig {
     /// for a promise, so an input only it held would be lost by a promotion that needs no
     /// `--force`, and its acknowledgement must not count towards `replicated:k`.
     pub acknowledges: bool,
+    /// When a standby of this process last heard a primary, shared by every standby opened
+    /// with this configuration (and its clones).
+    pub last_heard: LastHeard,
+}
+
+/// When a standby last heard a primary (a message on the subscription it follows),
+/// shared by every standby a process runs in turn, so that a peer's pre-vote reads it
+/// without waiting for a standby that is being reopened or promoted
+/// (`Promoter::silence`). It starts as heard when created.
+#[derive(Clone, Debug)]
+pub struct LastHeard {
+    base: Instant,
+    millis: Arc<AtomicU64>,
+}
+
+impl Default for LastHeard {
+    fn default() -> LastHeard {
+        LastHeard { base: Instant::now(), millis: Arc::new(AtomicU64::new(0)) }
+    }
+}
+
+impl LastHeard {
+    pub fn heard(&self) {
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis.fetch_max(now, Ordering::AcqRel);
+    }
+
+    pub fn silence(&self) -> Duration {
+        self.base.elapsed().saturating_sub(Duration::from_millis(self.millis.load(Ordering::Acquire)))
+    }
 }
 
 /// What the follow thread hands the business-logic thread, in stream order.
@@ -575,6 +605,7 @@ impl Following {
             last_message = Instant::now();
             let heard = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.heard_ms.store(heard, Ordering::Release);
+            self.config.last_heard.heard();
             if let Some(journal) = self.journal.as_mut() {
                 super::input_log::retain(journal, &self.retained_from, &self.derived);
             }

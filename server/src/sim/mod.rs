@@ -139,6 +139,10 @@ pub struct SimConfig {
     pub bug: Option<Bug>,
     /// A directed schedule in place of the random faults until it is built.
     pub scenario: Option<Scenario>,
+    /// `--auto-promote-after-ms` on every node, in virtual milliseconds: standbys ask a
+    /// pre-vote and stand for promotion by themselves, and the heal phase's operator
+    /// promotes only by force (when nothing else can).
+    pub auto_promote_ms: Option<u64>,
 }
 
 /// A directed fault schedule (`tally sim --scenario NAME`): the faults that build one
@@ -167,7 +171,11 @@ impl Scenario {
 
 impl SimConfig {
     pub fn new(seed: u64, steps: u64) -> SimConfig {
-        SimConfig { seed, cluster: Cluster::DEFAULT, steps, bug: None, scenario: None }
+        SimConfig { seed, cluster: Cluster::DEFAULT, steps, bug: None, scenario: None, auto_promote_ms: None }
+    }
+
+    pub fn with_auto_promote(self, after_ms: u64) -> SimConfig {
+        SimConfig { auto_promote_ms: Some(after_ms), ..self }
     }
 
     pub fn with_scenario(self, scenario: Scenario) -> SimConfig {

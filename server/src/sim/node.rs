@@ -23,8 +23,9 @@ use tally_journal::{
     ChainHash, FlushFailure, Journal, JournalConfig, RECORD_HEADER_BYTES, RecoveryMode, SET_ASIDE_SUFFIX, SnapshotStore,
 };
 use tally_replication::{
-    CheckpointSchedule, Checkpoints, Decision, Election, FollowError, Follower, LogPosition, Message, Prepared,
-    Primary, Record, Step, candidate_epoch, epoch_answers_needed, holds_back, on_prepare,
+    CheckpointSchedule, Checkpoints, Decision, Election, FollowError, Follower, LogPosition, Message,
+    PRE_VOTE_VETO_GRACE, PreVote, Prepared, Primary, PrimaryContact, Record, Step, candidate_epoch,
+    epoch_answers_needed, holds_back, on_pre_vote, on_prepare,
 };
 use tally_sinks::stream::StreamReader;
 
@@ -231,6 +232,39 @@ pub struct SimNode {
     /// `epoch_answers_needed`). Durable in the model, as `tally`'s marker file is; the
     /// answers are not.
     pub epoch_question: Option<EpochQuestion>,
+    /// When this node last heard its primary (records or a heartbeat on the subscription
+    /// it follows), promised a candidate, or started: what a peer's pre-vote asks
+    /// (`tally`'s `Promoter::silence`).
+    heard_primary_at: u64,
+    /// The newest epoch a peer named in answer to a pre-vote (`tally`'s
+    /// `Role::heard_of`): the next candidacy asks above it.
+    highest_heard: u32,
+    /// `--auto-promote-after-ms`, when the run models it.
+    pub auto: Option<AutoPromote>,
+}
+
+/// How many times longer than usual an automatic candidate waits after its candidacy
+/// failed (`tally`'s `promote::FAILED_CANDIDACY_BACKOFF`).
+const FAILED_CANDIDACY_BACKOFF: u64 = crate::node::promote::FAILED_CANDIDACY_BACKOFF as u64;
+
+/// The model of `tally`'s auto-promotion watch (`Promoter::watch`): after `after_ns` plus
+/// a random part of it without hearing a primary, a standby asks a pre-vote, and only
+/// when N − k nodes would promise does it stand for promotion.
+pub struct AutoPromote {
+    after_ns: u64,
+    wait_ns: u64,
+    attempted_at: Option<u64>,
+    /// The pre-vote being asked, and when it gives up (once it carries, when the grace
+    /// for a serving primary's veto ends).
+    vote: Option<(PreVote, u64)>,
+    /// It stood for promotion and has not yet become primary or given up.
+    stood: bool,
+}
+
+impl AutoPromote {
+    pub fn new(after_ns: u64) -> AutoPromote {
+        AutoPromote { after_ns, wait_ns: after_ns, attempted_at: None, vote: None, stood: false }
+    }
 }
 
 /// The peers' epochs a node without one has heard so far, and when it last asked.
@@ -594,6 +628,9 @@ impl SimNode {
             acked_unflushed: primary && !cluster.durability.flushes_locally(),
             primary_on_disk: primary,
             epoch_question: None,
+            heard_primary_at: 0,
+            highest_heard: 0,
+            auto: None,
         })
     }
 
@@ -826,6 +863,7 @@ impl SimNode {
     /// it remembers; see [`mirror`]). The epoch file stays.
     pub fn rebuild(&mut self, now: u64, hot_window: (u64, u64)) -> Result<(), String> {
         self.repair = None;
+        self.heard_primary_at = now;
         drop(self.stop());
         self.primary_on_disk = false;
         self.disks = Disks::default();
@@ -845,6 +883,7 @@ impl SimNode {
     /// first: `cli::replica::fence_if_replaced`). `None`: `tally standby`.
     pub fn restart(&mut self, now: u64, hot_window: (u64, u64), serve: Option<bool>) -> Result<Started, String> {
         self.repair = None;
+        self.heard_primary_at = now;
         if let Some(question) = self.epoch_question.as_mut() {
             *question = EpochQuestion::default();
         }
@@ -1058,7 +1097,8 @@ impl SimNode {
         // As `tally promote` does: the smallest epoch above every one this node knows that
         // it owns (each epoch has one owner, its index modulo the set's size), persisted
         // before anyone is asked, so two promotions never share an epoch.
-        let epoch = candidate_epoch(self.epoch, self.id, self.cluster.nodes).ok_or("no epoch is left")?;
+        let known = self.epoch.max(self.highest_heard);
+        let epoch = candidate_epoch(known, self.id, self.cluster.nodes).ok_or("no epoch is left")?;
         self.epoch = epoch;
         let own = up.position();
         let (election, prepare) = Election::start(epoch, own, self.cluster.nodes, self.cluster.replicas());
@@ -1074,6 +1114,67 @@ impl SimNode {
             ctx.send(Addr::Node(self.id), Addr::Node(peer), Payload::peer(&prepare));
         }
         Ok(())
+    }
+
+    /// The auto-promotion watch, once per tick on a standby: a pre-vote after the
+    /// randomised silence, a promotion once it carries, nothing when it does not.
+    fn auto_promote(&mut self, ctx: &mut Ctx) {
+        let (id, nodes, replicas) = (self.id, self.cluster.nodes, self.cluster.replicas());
+        let standby = self.up.as_ref().is_some_and(|up| matches!(up.role, Role::Standby(_)));
+        let primary = self.up.as_ref().is_some_and(|up| matches!(up.role, Role::Primary(_)));
+        let standing = standby && self.epoch_question.is_none() && !holds_back(self.recovering);
+        let silence = ctx.now.saturating_sub(self.heard_primary_at);
+        let Some(auto) = self.auto.as_mut() else { return };
+        if auto.stood && (standby || primary) {
+            auto.stood = false;
+            if standby {
+                // The candidacy failed (too few promises, or this log diverged from the one
+                // it had to take): as `tally`'s watch does, the next one waits longer, so
+                // that a node with a better log stands first.
+                auto.attempted_at = Some(ctx.now);
+                auto.wait_ns = (auto.after_ns + ctx.rng.below(auto.after_ns.max(1))) * FAILED_CANDIDACY_BACKOFF;
+            }
+        }
+        if !standing {
+            auto.vote = None;
+            return;
+        }
+        if let Some((vote, deadline)) = auto.vote.as_mut() {
+            let grace = ctx.now + PRE_VOTE_VETO_GRACE.as_nanos() as u64;
+            if vote.carried() && grace < *deadline {
+                // It carries: the answers not yet in get `tally`'s grace for a veto.
+                *deadline = grace;
+                return;
+            }
+            if vote.carried() && ctx.now >= *deadline {
+                auto.vote = None;
+                ctx.report.auto_promotions_asked += 1;
+                auto.stood = true;
+                if self.promote(false, ctx).is_err()
+                    && let Some(auto) = self.auto.as_mut()
+                {
+                    auto.stood = false;
+                }
+            } else if vote.vetoed() || (!vote.carried() && ctx.now >= *deadline) {
+                auto.vote = None;
+                ctx.report.pre_votes_held_back += 1;
+            }
+            return;
+        }
+        if silence < auto.wait_ns || auto.attempted_at.is_some_and(|at| ctx.now.saturating_sub(at) < auto.wait_ns) {
+            return;
+        }
+        let Some(epoch) = candidate_epoch(self.epoch.max(self.highest_heard), id, nodes) else { return };
+        auto.attempted_at = Some(ctx.now);
+        auto.wait_ns = auto.after_ns + ctx.rng.below(auto.after_ns.max(1));
+        let after = std::time::Duration::from_nanos(auto.after_ns);
+        let Some(own) = self.up.as_ref().map(|up| position_of(&up.journal)) else { return };
+        let (vote, message) = PreVote::start(epoch, own, nodes, replicas, after);
+        auto.vote = Some((vote, ctx.now + auto.after_ns));
+        ctx.report.pre_votes += 1;
+        for peer in (0..nodes).filter(|&peer| peer != id) {
+            ctx.send(Addr::Node(id), Addr::Node(peer), Payload::peer(&message));
+        }
     }
 
     /// A client's request.
@@ -1108,6 +1209,9 @@ impl SimNode {
         if self.up.is_none() {
             self.ask_for_repair(ctx);
             return;
+        }
+        if self.auto.is_some() {
+            self.auto_promote(ctx);
         }
         let ships_before_flush = crate::node::ship::ships_before_flush(self.cluster.durability);
         let Some(up) = self.up.as_mut() else { return };
@@ -1372,12 +1476,38 @@ impl SimNode {
         }
         // Messages every role answers the same way.
         match &message {
+            Message::PreVote { epoch, after_ms, position: candidate } => {
+                let contact = match &up.role {
+                    Role::Primary(primary) if primary.core.fenced().is_none() => PrimaryContact::Serving,
+                    _ => PrimaryContact::Silent(std::time::Duration::from_nanos(
+                        ctx.now.saturating_sub(self.heard_primary_at),
+                    )),
+                };
+                let after = std::time::Duration::from_millis(u64::from(*after_ms));
+                let answer = on_pre_vote(self.epoch, position, *epoch, *candidate, self.recovering, contact, after);
+                ctx.send(me, Addr::Node(from), Payload::peer(&answer));
+                return;
+            }
+            // A peer in a newer epoch refused the pre-vote: the next one asks above it.
+            Message::NewerEpoch { epoch }
+                if stream == 0 && self.auto.as_ref().is_some_and(|auto| auto.vote.is_some()) =>
+            {
+                self.highest_heard = self.highest_heard.max(*epoch);
+            }
+            Message::PreVoteGranted { .. } | Message::PrimaryServing { .. } => {
+                if let Some((vote, _)) = self.auto.as_mut().and_then(|auto| auto.vote.as_mut()) {
+                    vote.on_message(&name(from), &message);
+                }
+                return;
+            }
             Message::Prepare { epoch } => {
                 // A recovering node refuses: the candidate counts only the nodes that still
                 // hold what they held.
                 match on_prepare(self.epoch, position, *epoch, self.recovering) {
                     Prepared::Promise { persist_epoch, reply } => {
                         self.epoch = persist_epoch;
+                        // As `tally`'s `note_promise`: the candidate is about to serve.
+                        self.heard_primary_at = ctx.now;
                         // A promise ends whatever this node did in an older epoch. A
                         // standby keeps its connection, but refuses older epochs on it.
                         up.role = match std::mem::replace(&mut up.role, standby(persist_epoch, position, ctx.now)) {
@@ -1594,6 +1724,7 @@ impl SimNode {
             }
         }
         standby.confirmed = true;
+        self.heard_primary_at = ctx.now;
         // A heartbeat comes only once the primary has shipped this stream everything it
         // holds: a rebuilt node now holds every input acknowledged so far, once it is
         // durable here (`tally`'s standby flushes after every message, so at a heartbeat

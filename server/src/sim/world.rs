@@ -50,6 +50,14 @@ pub struct Report {
     /// Of those, candidates whose log held more records of an older epoch than the
     /// decided log (`Decision::check_own`).
     pub promotions_refused_diverged: u64,
+    /// With auto-promotion: pre-votes asked, those that did not carry, and promotions
+    /// asked after one carried.
+    pub pre_votes: u64,
+    pub pre_votes_held_back: u64,
+    pub auto_promotions_asked: u64,
+    /// With auto-promotion: the heal phase's operator promoted after ten timeouts without
+    /// a current primary.
+    pub operator_rescues: u64,
     /// Epochs whose primary was forced short of the rule.
     pub forced_short: Vec<u32>,
     pub fenced: u64,
@@ -111,7 +119,7 @@ impl Report {
             "crashes {} ({} with torn writeback), restarts {} ({} from a snapshot, {} serving again), partitions {}, heals {}, promotions asked {} ({} \
              forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, checkpoints {}, snapshots damaged {}, \
              journal records rotted {}, history bits rotted {} ({} panics, {} starts refused), outcome bits rotted {}, repaired {} ({} copies refused), starts refused {}, rebuilt {}, disks replaced {} ({} epochs confirmed), failed flushes {} ({} stopped a node), \
-             history reads {}, ticks {}, clock steps back {}, messages delivered {} dropped {} duplicated {}{}",
+             history reads {}, ticks {}, clock steps back {}, messages delivered {} dropped {} duplicated {}{}{}",
             self.crashes,
             self.torn_crashes,
             self.restarts,
@@ -148,6 +156,14 @@ impl Report {
             self.delivered,
             self.dropped,
             self.duplicated,
+            if self.pre_votes == 0 {
+                String::new()
+            } else {
+                format!(
+                    "; pre-votes {} ({} held back), auto-promotions asked {}, operator rescues {}",
+                    self.pre_votes, self.pre_votes_held_back, self.auto_promotions_asked, self.operator_rescues
+                )
+            },
             if self.scenario.is_empty() { String::new() } else { format!("; {}", self.scenario) }
         )
     }
@@ -196,6 +212,8 @@ pub struct World {
     sent: Vec<Transfer>,
     next_transfer_id: u128,
     operator_at: u64,
+    /// With auto-promotion, since when the heal phase has had no current primary.
+    no_primary_since: Option<u64>,
     acked: Vec<Acked>,
     promoted: Vec<(usize, u32)>,
     rejoin: Vec<(usize, usize)>,
@@ -211,7 +229,10 @@ impl World {
         let mut problems = Vec::new();
         for id in 0..config.cluster.nodes {
             match SimNode::new(id, id == 0, SimNode::draw_hot_window(&mut rng), config.cluster) {
-                Ok(node) => nodes.push(node),
+                Ok(mut node) => {
+                    node.auto = config.auto_promote_ms.map(|after_ms| node::AutoPromote::new(after_ms * MS));
+                    nodes.push(node);
+                }
                 Err(error) => problems.push(format!("n{id} did not open: {error}")),
             }
         }
@@ -230,6 +251,7 @@ impl World {
             sent: Vec::new(),
             next_transfer_id: 1_000,
             operator_at: 0,
+            no_primary_since: None,
             acked: Vec::new(),
             promoted: Vec::new(),
             rejoin: Vec::new(),
@@ -683,6 +705,9 @@ impl World {
         let serving =
             self.nodes.iter().filter(|node| node.up.as_ref().is_some_and(|up| up.primary_epoch().is_some())).count();
         if electing || (serving == 1 && self.checker.current_primary(&self.nodes).is_some()) {
+            if !electing {
+                self.no_primary_since = None;
+            }
             return;
         }
         // No primary, or two (forced into one epoch): a new election fences them.
@@ -707,6 +732,20 @@ impl World {
             // the rebuilt nodes held is forfeited (counted, not a violation).
             let holding = self.nodes.iter().filter(|node| !node.recovering).count();
             let force = holding < self.config.cluster.nodes - self.config.cluster.replicas();
+            if let Some(after_ms) = self.config.auto_promote_ms
+                && !force
+            {
+                // The standbys elect a primary themselves. Only a set left without a
+                // current primary for ten timeouts gets the operator's promotion: one whose
+                // newest epoch was lost with the disk of its only promiser (N − k = 1), whose
+                // serving primary is then of an older epoch than the checker's newest and
+                // sees no reason to step down (counted: a 3-node run must never need it).
+                let since = *self.no_primary_since.get_or_insert(self.now);
+                if self.now.saturating_sub(since) < 10 * after_ms * MS {
+                    return;
+                }
+                self.report.operator_rescues += 1;
+            }
             self.report.promotions_asked += 1;
             self.report.promotions_forced_asked += u64::from(force);
             self.with_node(id, |node, ctx| {
