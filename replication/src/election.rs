@@ -41,45 +41,52 @@ pub enum PrimaryContact {
     Silent(std::time::Duration),
 }
 
-/// The pre-vote rule (Raft's pre-vote with leader stickiness, docs/design.md §7a): a node
-/// holding `own` would promise `epoch` to an automatic candidate holding `candidate`,
-/// whose timeout is `after`, only if it would promise it at all ([`on_prepare`]: not
-/// recovering, no epoch as new), its log is not ahead of the candidate's (higher last
-/// epoch, or longer in the same one: such a candidate would find its own log diverged
-/// from the one it must take and give up, again and again, each promise restarting the
-/// other nodes' timers), and it has no sign of a live primary itself: it does not serve,
-/// and it has heard no primary for at least `after / 2`. Nothing is persisted and no role
-/// changes, whatever the answer: a candidate cut off from the rest asks, is refused, and
-/// returns with the epoch it had, so it fences nobody when the partition heals.
+/// The pre-vote rule (Raft's pre-vote with leader stickiness, docs/design.md §7a): what a
+/// node holding `own` answers an automatic candidate holding `candidate` that asks for
+/// `epoch` with the timeout `after`. The serving primary vetoes (`PrimaryServing`), before
+/// anything else: it is alive and the candidate reaches it. Otherwise the node grants only
+/// what it would promise ([`on_prepare`]: not recovering, no epoch as new), only without a
+/// sign of a live primary (it has heard none for at least `after / 2`), and, when it
+/// `stands` for promotion itself (it runs the watch), only if its own log is not ahead of
+/// the candidate's (a higher last epoch, or longer in the same one): it will stand with the
+/// better log. A node that never stands grants whatever its log, else a better log held
+/// by a node without a watch would stop every automatic failover. Nothing is persisted and
+/// no role changes, whatever the answer: a candidate cut off from the rest asks, is
+/// refused, and returns with the epoch it had, so it fences nobody when the partition heals.
+#[allow(clippy::too_many_arguments)]
 pub fn on_pre_vote(
     current_epoch: u32,
     own: LogPosition,
     epoch: u32,
     candidate: LogPosition,
     recovering: bool,
+    stands: bool,
     contact: PrimaryContact,
     after: std::time::Duration,
 ) -> Message {
+    if contact == PrimaryContact::Serving {
+        return Message::PrimaryServing { epoch: current_epoch };
+    }
     if holds_back(recovering) {
         return Message::Refused { reason: RECOVERING_REFUSAL.into() };
     }
     if epoch <= current_epoch {
         return Message::NewerEpoch { epoch: current_epoch };
     }
-    if (own.last_epoch, own.last_sequence) > (candidate.last_epoch, candidate.last_sequence) {
+    if stands && (own.last_epoch, own.last_sequence) > (candidate.last_epoch, candidate.last_sequence) {
         return Message::Refused {
             reason: format!(
-                "this node's log (to sequence {} of epoch {}) is ahead of the candidate's (to sequence {} of epoch {})",
+                "this node's log (to sequence {} of epoch {}) is ahead of the candidate's (to sequence {} of epoch {}): \
+                 it stands itself",
                 own.last_sequence, own.last_epoch, candidate.last_sequence, candidate.last_epoch
             ),
         };
     }
     match contact {
-        PrimaryContact::Serving => Message::PrimaryServing { epoch: current_epoch },
         PrimaryContact::Silent(silence) if silence < after / 2 => {
             Message::Refused { reason: format!("this node heard its primary {} ms ago", silence.as_millis()) }
         }
-        PrimaryContact::Silent(_) => Message::PreVoteGranted { epoch },
+        _ => Message::PreVoteGranted { epoch },
     }
 }
 
@@ -331,15 +338,31 @@ mod tests {
         let after = Duration::from_millis(1_000);
         let silent = PrimaryContact::Silent(Duration::from_millis(600));
         let at = |last_epoch, last_sequence| LogPosition { last_epoch, last_sequence, last_chain: [0; 16] };
-        let vote =
-            |current, own, contact, recovering| on_pre_vote(current, own, 3, at(2, 50), recovering, contact, after);
+        let vote = |current, own, contact, recovering| {
+            on_pre_vote(current, own, 3, at(2, 50), recovering, true, contact, after)
+        };
         assert_eq!(vote(2, at(2, 50), silent, false), Message::PreVoteGranted { epoch: 3 });
         assert_eq!(vote(2, at(1, 90), silent, false), Message::PreVoteGranted { epoch: 3 }, "longer, but older");
         let heard = PrimaryContact::Silent(Duration::from_millis(400));
         assert!(matches!(vote(2, at(2, 50), heard, false), Message::Refused { .. }), "heard its primary lately");
         assert_eq!(vote(2, at(2, 50), PrimaryContact::Serving, false), Message::PrimaryServing { epoch: 2 });
+        assert_eq!(
+            vote(2, at(2, 60), PrimaryContact::Serving, false),
+            Message::PrimaryServing { epoch: 2 },
+            "a serving primary vetoes also when its log is ahead (it usually is)"
+        );
+        assert_eq!(
+            vote(3, at(3, 60), PrimaryContact::Serving, false),
+            Message::PrimaryServing { epoch: 3 },
+            "and when it holds the epoch asked"
+        );
         assert!(matches!(vote(2, at(2, 51), silent, false), Message::Refused { .. }), "its log is longer");
         assert!(matches!(vote(2, at(3, 1), silent, false), Message::Refused { .. }), "its log is of a newer epoch");
+        assert_eq!(
+            on_pre_vote(2, at(3, 1), 3, at(2, 50), false, false, silent, after),
+            Message::PreVoteGranted { epoch: 3 },
+            "a node that never stands itself grants whatever its log"
+        );
         assert_eq!(vote(3, at(2, 50), silent, false), Message::NewerEpoch { epoch: 3 });
         assert_eq!(
             vote(2, at(2, 50), silent, true),

@@ -164,6 +164,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         shipping: shipping.clone(),
         log: log.clone(),
         promised_at: Mutex::new(None),
+        watching: std::sync::atomic::AtomicBool::new(false),
         metrics: Some(metrics.clone()),
     });
     if let Some(admin) = &admin {
@@ -274,6 +275,7 @@ pub fn fenced_primary_rejoins(
         shipping: peers.shipping,
         log: peers.log,
         promised_at: Mutex::new(None),
+        watching: std::sync::atomic::AtomicBool::new(false),
         metrics,
     });
     promoter.rejoin_when_fenced(signals::stop_requested);

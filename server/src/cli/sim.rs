@@ -41,10 +41,11 @@ pub struct SimArgs {
     /// nodes, a `replicated:k` policy).
     #[arg(long, value_name = "NAME")]
     scenario: Option<String>,
-    /// Every node runs with `--auto-promote-after-ms MS` (virtual time): standbys ask a
-    /// pre-vote and stand for promotion by themselves; the heal phase's operator promotes
-    /// only by force.
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    /// Every node runs with `--auto-promote-after-ms MS` (virtual time, at most 1 500 so
+    /// that the heal phase has room for several timeouts): standbys ask a pre-vote and
+    /// stand for promotion by themselves; the heal phase's operator promotes only by force
+    /// or after ten timeouts without a primary.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=1_500))]
     auto_promote_ms: Option<u64>,
 }
 

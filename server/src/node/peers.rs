@@ -200,7 +200,9 @@ impl PeerService {
             )
         };
         let after = std::time::Duration::from_millis(u64::from(after_ms));
-        peer.send(&on_pre_vote(self.role.epoch(), own, epoch, candidate, self.role.recovering(), contact, after))
+        let stands = self.promoter.as_ref().is_some_and(|promoter| promoter.watching());
+        let recovering = self.role.recovering();
+        peer.send(&on_pre_vote(self.role.epoch(), own, epoch, candidate, recovering, stands, contact, after))
     }
 
     /// A peer asked in `epoch`: when that is newer than this node's, a primary learns it

@@ -70,6 +70,9 @@ pub struct Promoter {
     pub promised_at: Mutex<Option<Instant>>,
     /// `/metrics`, when served: switched with the gateway's views.
     pub metrics: Option<crate::metrics::MetricsSource>,
+    /// The auto-promotion watch runs (`--auto-promote-after-ms`): this node stands for
+    /// promotion by itself, so it answers pre-votes with the log rule.
+    pub watching: std::sync::atomic::AtomicBool,
 }
 
 impl Promoter {
@@ -87,6 +90,11 @@ impl Promoter {
     /// Called when this node promised an epoch to another node.
     pub fn note_promise(&self) {
         *self.promised_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// Whether this node runs the auto-promotion watch.
+    pub fn watching(&self) -> bool {
+        self.watching.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn since_promise(&self) -> Option<Duration> {
@@ -206,6 +214,7 @@ impl Promoter {
     /// not keep starting elections together). The rule is the same as for `tally promote`
     /// without `--force`: without N − k promises nothing happens and the standby follows.
     pub fn watch(self: &Arc<Self>, after: Duration, stop: impl Fn() -> bool + Send + 'static) {
+        self.watching.store(true, std::sync::atomic::Ordering::Release);
         let promoter = Arc::clone(self);
         let spawned = std::thread::Builder::new().name("auto-promote".into()).spawn(move || {
             let mut wait = randomised(after);
@@ -236,7 +245,7 @@ impl Promoter {
                 }
                 // The pre-vote may have taken up to T: a primary heard meanwhile ends this
                 // attempt before anything is stopped or recorded.
-                if promoter.silence() < wait {
+                if promoter.silence() < after {
                     wait = randomised(after);
                     continue;
                 }

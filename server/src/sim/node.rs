@@ -262,8 +262,17 @@ pub struct AutoPromote {
 }
 
 impl AutoPromote {
-    pub fn new(after_ns: u64) -> AutoPromote {
-        AutoPromote { after_ns, wait_ns: after_ns, attempted_at: None, vote: None, stood: false }
+    /// A watch with the timeout `after_ns`, whose first wait is `after_ns + extra_ns` (the
+    /// random part, drawn by the caller).
+    pub fn new(after_ns: u64, extra_ns: u64) -> AutoPromote {
+        AutoPromote { after_ns, wait_ns: after_ns + extra_ns, attempted_at: None, vote: None, stood: false }
+    }
+
+    /// A start of the process: no pre-vote or candidacy of before survives it.
+    fn restarted(&mut self) {
+        self.vote = None;
+        self.stood = false;
+        self.attempted_at = None;
     }
 }
 
@@ -603,6 +612,12 @@ impl PrimaryRole {
 }
 
 impl SimNode {
+    /// Runs the auto-promotion watch from `now` on (the process starts at `now`).
+    pub fn set_auto(&mut self, auto: AutoPromote, now: u64) {
+        self.auto = Some(auto);
+        self.heard_primary_at = now;
+    }
+
     /// A node whose journal is empty, started as the primary of epoch 1 or a standby.
     pub fn new(id: usize, primary: bool, hot_window: (u64, u64), cluster: Cluster) -> Result<SimNode, String> {
         let disks = Disks::default();
@@ -864,6 +879,9 @@ impl SimNode {
     pub fn rebuild(&mut self, now: u64, hot_window: (u64, u64)) -> Result<(), String> {
         self.repair = None;
         self.heard_primary_at = now;
+        if let Some(auto) = self.auto.as_mut() {
+            auto.restarted();
+        }
         drop(self.stop());
         self.primary_on_disk = false;
         self.disks = Disks::default();
@@ -884,6 +902,9 @@ impl SimNode {
     pub fn restart(&mut self, now: u64, hot_window: (u64, u64), serve: Option<bool>) -> Result<Started, String> {
         self.repair = None;
         self.heard_primary_at = now;
+        if let Some(auto) = self.auto.as_mut() {
+            auto.restarted();
+        }
         if let Some(question) = self.epoch_question.as_mut() {
             *question = EpochQuestion::default();
         }
@@ -1146,7 +1167,12 @@ impl SimNode {
                 *deadline = grace;
                 return;
             }
-            if vote.carried() && ctx.now >= *deadline {
+            if vote.carried() && ctx.now >= *deadline && silence < auto.after_ns {
+                // As `tally`'s watch: a primary heard (or a promise made) during the
+                // pre-vote ends the attempt before anything is recorded.
+                auto.vote = None;
+                ctx.report.pre_votes_held_back += 1;
+            } else if vote.carried() && ctx.now >= *deadline {
                 auto.vote = None;
                 ctx.report.auto_promotions_asked += 1;
                 auto.stood = true;
@@ -1484,7 +1510,9 @@ impl SimNode {
                     )),
                 };
                 let after = std::time::Duration::from_millis(u64::from(*after_ms));
-                let answer = on_pre_vote(self.epoch, position, *epoch, *candidate, self.recovering, contact, after);
+                let stands = self.auto.is_some();
+                let recovering = self.recovering;
+                let answer = on_pre_vote(self.epoch, position, *epoch, *candidate, recovering, stands, contact, after);
                 ctx.send(me, Addr::Node(from), Payload::peer(&answer));
                 return;
             }

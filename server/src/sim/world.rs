@@ -230,7 +230,10 @@ impl World {
         for id in 0..config.cluster.nodes {
             match SimNode::new(id, id == 0, SimNode::draw_hot_window(&mut rng), config.cluster) {
                 Ok(mut node) => {
-                    node.auto = config.auto_promote_ms.map(|after_ms| node::AutoPromote::new(after_ms * MS));
+                    if let Some(after_ms) = config.auto_promote_ms {
+                        let extra = rng.below(after_ms * MS);
+                        node.set_auto(node::AutoPromote::new(after_ms * MS, extra), START_NS);
+                    }
                     nodes.push(node);
                 }
                 Err(error) => problems.push(format!("n{id} did not open: {error}")),
