@@ -95,8 +95,9 @@ pub enum Message {
     Promise { epoch: u32, position: LogPosition },
     /// An automatic candidate asks, before it records any epoch, whether the node would
     /// promise `epoch` to it: it has heard no primary for at least half of `after_ms` (the
-    /// candidate's `--auto-promote-after-ms`), knows no epoch as new, and holds no log
-    /// ahead of the candidate's `position`. Nothing changes on the node asked (Raft's
+    /// candidate's `--auto-promote-after-ms`), knows no epoch as new, and (where it runs
+    /// the watch itself) holds no log ahead of the candidate's `position`; the serving
+    /// primary answers `PrimaryServing` instead. Nothing changes on the node asked (Raft's
     /// pre-vote, docs/design.md §7a "Pre-vote").
     PreVote { epoch: u32, after_ms: u32, position: LogPosition },
     /// The answer to a `PreVote` that would be a promise.

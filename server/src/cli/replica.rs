@@ -78,8 +78,10 @@ pub struct StandbyArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     /// Ask for promotion (under the same rule as `tally promote`) when no primary was heard
-    /// from for MS plus a random part of MS, after a pre-vote: only if enough peers would
-    /// promise (none that hears a primary, serves, or holds a longer log). Off by default:
+    /// from for MS plus a random part of MS, after a pre-vote: only if N − k nodes would
+    /// promise and the serving primary, if reached, does not veto (a peer refuses while it
+    /// heard a primary within MS/2, or, running this watch itself, holds a log ahead of
+    /// the candidate's). Off by default:
     /// a person usually decides. Keep it at 1 000 or more: a primary sends a heartbeat
     /// after 200 ms of silence, and a peer refuses the pre-vote while it heard one within
     /// MS/2. Needs --cluster (the node's position decides its epochs).

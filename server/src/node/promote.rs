@@ -211,8 +211,11 @@ impl Promoter {
 
     /// `--auto-promote-after-ms`: while this node is a standby, asks for promotion when no
     /// primary was heard from for `after` plus a random part of it (so two standbys do
-    /// not keep starting elections together). The rule is the same as for `tally promote`
-    /// without `--force`: without N − k promises nothing happens and the standby follows.
+    /// not keep starting elections together), first with a pre-vote ([`Promoter::pre_vote`]),
+    /// which changes nothing anywhere when it does not carry. The election is the same as
+    /// for `tally promote` without `--force`: without N − k promises the standby follows
+    /// again (its epoch, recorded before it asked, stays), and its next attempt waits
+    /// [`FAILED_CANDIDACY_BACKOFF`] times longer.
     pub fn watch(self: &Arc<Self>, after: Duration, stop: impl Fn() -> bool + Send + 'static) {
         self.watching.store(true, std::sync::atomic::Ordering::Release);
         let promoter = Arc::clone(self);
@@ -333,6 +336,9 @@ impl Promoter {
         let Some(primary) = super::rejoin::find_primary(&peers, &self.key, self.role.epoch(), stop) else { return };
         // Clients are sent there from now on, while this node turns into a standby.
         self.role.set_primary(Some(primary));
+        // A live primary answered: a pre-vote asked while this node rebuilds is refused as
+        // by a standby that just heard it (its last-heard time was its last standby's).
+        self.standby_config.last_heard.heard();
         eprintln!("tally: REJOIN: the new primary is {primary}; stopping this node's pipeline");
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         // Taken only if it is a primary: anything else stays what this process runs.
@@ -451,8 +457,9 @@ impl Promoter {
 
     /// Asks every peer whether it would promise the epoch this node would ask for, without
     /// recording that epoch or stopping the standby; `Ok` once N − k nodes (this one
-    /// included) would. Peers that know a newer epoch teach it, so the next attempt asks
-    /// above it.
+    /// included) would and no serving primary vetoed, the answers still out given
+    /// [`PRE_VOTE_VETO_GRACE`] once the count is reached. Peers that know a newer epoch
+    /// teach it, so the next attempt asks above it.
     fn pre_vote(&self, after: Duration) -> Result<(), String> {
         let index = self.own_position()?;
         if tally_replication::holds_back(self.role.recovering()) {
@@ -700,11 +707,11 @@ impl Steps {
 /// How often the auto-promotion and rejoin watches look at the node.
 const WATCH_POLL: Duration = Duration::from_millis(50);
 /// How many times longer than usual the auto-promotion watch waits after a candidacy of
-/// its own failed. Each promise restarts the promisers' timers, so a candidate that keeps
-/// collecting promises and failing (its log diverged from the one it must take, which
-/// the pre-vote's log rule does not see when the best log's holder is not among the
-/// pre-voters) kept the node that should stand from ever standing: a livelock the
-/// simulator found (seed 3121 with `--auto-promote-ms 1000`).
+/// its own failed, for any reason. Each promise restarts the promisers' timers, so a
+/// candidate that keeps collecting promises and failing (its log diverged from the one it
+/// must take) would keep the node that should stand from standing. Added for a livelock
+/// that a first, faulty model in the simulator showed (seed 3121); the final model settles
+/// without it too (docs/design.md §7a, "Pre-vote").
 pub const FAILED_CANDIDACY_BACKOFF: u32 = 4;
 /// How often a primary that some node does not follow asks its peers for their epochs.
 const EPOCH_QUESTION_INTERVAL: Duration = Duration::from_secs(1);

@@ -141,7 +141,8 @@ pub struct SimConfig {
     pub scenario: Option<Scenario>,
     /// `--auto-promote-after-ms` on every node, in virtual milliseconds: standbys ask a
     /// pre-vote and stand for promotion by themselves, and the heal phase's operator
-    /// promotes only by force (when nothing else can).
+    /// promotes only by force (when nothing else can) or after ten timeouts without a
+    /// current primary (a rescue, counted).
     pub auto_promote_ms: Option<u64>,
 }
 
