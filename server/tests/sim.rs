@@ -17,6 +17,22 @@ fn run(seed: u64) -> Report {
     sim::run(SimConfig::new(seed, CI_STEPS))
 }
 
+/// Runs `config` and fails the test, naming `what` with the seed, the step and the run's
+/// summary, if it violated an invariant.
+fn run_passing(config: SimConfig, what: &str) -> Report {
+    let report = sim::run(config);
+    if let Some(violation) = &report.violation {
+        panic!(
+            "{what}: seed {} failed at step {}: {}\n{}",
+            config.seed,
+            violation.step,
+            violation.what,
+            report.summary()
+        );
+    }
+    report
+}
+
 #[test]
 fn the_same_seed_replays_exactly_and_another_seed_differs() {
     let first = run(11);
@@ -181,15 +197,10 @@ fn other_replica_set_sizes_and_policies_keep_every_invariant() {
         let cluster = Cluster::new(nodes, policy.parse().expect("a known policy")).expect("a replica set to simulate");
         let mut totals = Report::default();
         for seed in 0..OTHER_SEEDS {
-            let report = sim::run(SimConfig::new(seed, CI_STEPS).with_cluster(cluster));
-            if let Some(violation) = &report.violation {
-                panic!(
-                    "{nodes} nodes under {policy}: seed {seed} failed at step {}: {}\n{}",
-                    violation.step,
-                    violation.what,
-                    report.summary()
-                );
-            }
+            let report = run_passing(
+                SimConfig::new(seed, CI_STEPS).with_cluster(cluster),
+                &format!("{nodes} nodes under {policy}"),
+            );
             totals.crashes += report.crashes;
             totals.promotions += report.promotions;
             totals.fenced += report.fenced;
@@ -225,15 +236,7 @@ fn standbys_promoting_themselves_after_a_pre_vote_keep_every_invariant_and_settl
     let mut totals = Report::default();
     let runs = (0..AUTO_PROMOTE_SEEDS).map(|seed| (seed, CI_STEPS)).chain([(195, 2_000), (487, 2_000), (3121, 2_000)]);
     for (seed, steps) in runs {
-        let report = sim::run(SimConfig::new(seed, steps).with_auto_promote(1_000));
-        if let Some(violation) = &report.violation {
-            panic!(
-                "seed {seed} ({steps} steps) failed at step {}: {}\n{}",
-                violation.step,
-                violation.what,
-                report.summary()
-            );
-        }
+        let report = run_passing(SimConfig::new(seed, steps).with_auto_promote(1_000), &format!("{steps} steps"));
         totals.pre_votes += report.pre_votes;
         totals.pre_votes_held_back += report.pre_votes_held_back;
         totals.auto_promotions_asked += report.auto_promotions_asked;
@@ -262,15 +265,7 @@ fn standbys_promoting_themselves_after_a_pre_vote_keep_every_invariant_and_settl
     // before it).
     let two = Cluster::new(2, "replicated:1".parse().expect("a known policy")).expect("a replica set to simulate");
     for seed in 0..AUTO_PROMOTE_TWO_NODE_SEEDS {
-        let report = sim::run(SimConfig::new(seed, CI_STEPS).with_cluster(two).with_auto_promote(1_000));
-        if let Some(violation) = &report.violation {
-            panic!(
-                "two nodes: seed {seed} failed at step {}: {}\n{}",
-                violation.step,
-                violation.what,
-                report.summary()
-            );
-        }
+        run_passing(SimConfig::new(seed, CI_STEPS).with_cluster(two).with_auto_promote(1_000), "two nodes");
     }
 }
 
@@ -289,10 +284,7 @@ const FIGURE_8_SEEDS: u64 = 400;
 fn the_figure_8_schedule_is_built_and_loses_nothing() {
     let mut built = 0;
     for seed in 0..FIGURE_8_SEEDS {
-        let report = sim::run(SimConfig::new(seed, CI_STEPS).with_scenario(Scenario::Figure8));
-        if let Some(violation) = &report.violation {
-            panic!("seed {seed} failed at step {}: {}\n{}", violation.step, violation.what, report.summary());
-        }
+        let report = run_passing(SimConfig::new(seed, CI_STEPS).with_scenario(Scenario::Figure8), "figure 8");
         built += u64::from(report.scenario_built);
     }
     assert!(built * 2 > FIGURE_8_SEEDS, "the figure-8 schedule was built in only {built} of {FIGURE_8_SEEDS} seeds");
