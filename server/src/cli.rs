@@ -456,7 +456,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         // A closed stdout (`tally journal dump DIR | head`) is the reader's choice, not a failure.
         Err(CliError::Io(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("tally: {error}");
+            crate::errln!("tally: {error}");
             ExitCode::from(error.exit_code())
         }
     }
@@ -575,7 +575,7 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         drop(admin);
         // Where requests spent their time, stage by stage; `tally-load` reads these lines.
         for line in node.submitter().stats().stage_latencies().describe() {
-            eprintln!("tally: stage latency {line}");
+            crate::errln!("tally: stage latency {line}");
         }
         tracing::info!("stopping: applying what was submitted, then writing a snapshot");
         let ledger = node.shutdown();
@@ -657,17 +657,17 @@ fn finished(conversation: Result<lines::Conversation, lines::ConverseError>) -> 
 fn rebuild(args: &RebuildArgs) -> Result<(), CliError> {
     let rebuild = crate::node::rebuild::rebuild(&args.data, args.epoch, args.yes)?;
     let verb = if args.yes { "removed" } else { "would remove (run again with --yes)" };
-    println!("{verb} {} files under {}:", rebuild.files.len(), args.data.display());
+    crate::outln!("{verb} {} files under {}:", rebuild.files.len(), args.data.display())?;
     for file in &rebuild.files {
-        println!("  {file}");
+        crate::outln!("  {file}")?;
     }
     if args.yes {
-        println!(
+        crate::outln!(
             "the node holds epoch {} and is marked recovering ({}/RECOVERING): start it with `tally standby`; it promises \
              nothing and is not promoted until it has caught up with a primary",
             rebuild.epoch,
             args.data.display()
-        );
+        )?;
     }
     Ok(())
 }
@@ -675,9 +675,9 @@ fn rebuild(args: &RebuildArgs) -> Result<(), CliError> {
 fn status(args: &StatusArgs) -> Result<(), CliError> {
     let status = args.address.connect()?.status()?;
     if args.json {
-        println!("{}", status_json(&status));
+        crate::outln!("{}", status_json(&status))?;
     } else {
-        print!("{}", status_text(&status));
+        crate::out!("{}", status_text(&status))?;
     }
     Ok(())
 }

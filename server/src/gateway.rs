@@ -135,8 +135,8 @@ pub fn serve_with(
             && crate::signals::take_reload_request()
         {
             match keys.reload() {
-                Ok(count) => eprintln!("tally: keys reloaded: {count} keys"),
-                Err(error) => eprintln!("tally: keys not reloaded, the old ones stay in force: {error}"),
+                Ok(count) => crate::errln!("tally: keys reloaded: {count} keys"),
+                Err(error) => crate::errln!("tally: keys not reloaded, the old ones stay in force: {error}"),
             }
         }
         let (stream, peer) = match listener.accept() {
@@ -148,7 +148,7 @@ pub fn serve_with(
             // A connection that failed before it was accepted, or a shortage of file
             // descriptors: both pass, and the listener itself stays usable.
             Err(error) => {
-                eprintln!("tally: accept failed: {error}");
+                crate::errln!("tally: accept failed: {error}");
                 std::thread::sleep(ACCEPT_RETRY_PAUSE);
                 continue;
             }
@@ -156,7 +156,7 @@ pub fn serve_with(
         let (stream, guard) = match admit(&open, config.connections_max, || prepare(stream)) {
             Ok(admitted) => admitted,
             Err(reason) => {
-                eprintln!("tally: connection {peer}: refused: {reason}");
+                crate::errln!("tally: connection {peer}: refused: {reason}");
                 continue;
             }
         };
@@ -169,7 +169,7 @@ pub fn serve_with(
                 connection.serve();
             });
         if let Err(error) = spawned {
-            eprintln!("tally: connection {peer}: cannot start a thread: {error}");
+            crate::errln!("tally: connection {peer}: cannot start a thread: {error}");
         }
     }
 }

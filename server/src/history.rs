@@ -273,7 +273,7 @@ impl HistoryStore {
     }
 
     fn fatal(&self, error: impl std::fmt::Display) -> ! {
-        eprintln!("tally: HISTORY STORE FAILED, stopping: {}: {error}", self.path.display());
+        crate::errln!("tally: HISTORY STORE FAILED, stopping: {}: {error}", self.path.display());
         std::process::exit(1)
     }
 

@@ -8,6 +8,37 @@
 //! - [`drill`]: `tally drill`, a failover rehearsal over child processes of this binary.
 //! - [`sim`]: `tally sim`, the deterministic simulation of a replica set.
 
+/// Writes a line to stdout and returns the write's `std::io::Result`: a command's output
+/// to a closed pipe (`tally sim | head`) is an error its caller ends on (`cli::run` takes a
+/// broken pipe for success), where `println!` would panic.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// [`outln!`] without the line end.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// Writes a line to stderr and ignores a failed write: a node whose log pipe or socket
+/// went away (`tally standby … 2>&1 | tee log` and `tee` died) goes on, where `eprintln!`
+/// would panic the thread that logged.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 pub mod admin;
 pub mod auth;
 pub mod cli;

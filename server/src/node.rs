@@ -231,7 +231,7 @@ impl Node {
             // above the durable mark on disk were cut, and flushed ones among them may have
             // been acknowledged. A member of a replica set does not serve that log; it
             // catches up as a standby first. A lone node has no one to ask: it warns only.
-            eprintln!(
+            crate::errln!(
                 "tally: the journal's tail was cut at start: recovering until this node has caught up with a primary"
             );
             role.mark_recovering()?;

@@ -237,3 +237,28 @@ fn bad_arguments_exit_2_with_a_message() {
     let output = Command::new(TALLY).args(["status", "--addr", &free_address().to_string()]).output().expect("runs");
     assert_eq!(output.status.code(), Some(1));
 }
+
+/// Output to a reader that went away (`tally sim | head`) ends the command without a
+/// panic, and a stderr that cannot be written keeps the command's exit code: `println!`
+/// and `eprintln!` panicked on both (exit 101).
+#[test]
+fn a_closed_stdout_or_a_full_stderr_is_not_a_panic() {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let output = Command::new(TALLY)
+        .args(["sim", "--seeds", "3", "--steps", "100"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("tally runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let dir = TempDir::new("full-stderr");
+    let missing = dir.path().join("missing");
+    let output =
+        Command::new(TALLY).args(["journal", "verify"]).arg(&missing).stderr(full).output().expect("tally runs");
+    assert_eq!(output.status.code(), Some(2), "a usage error stays exit 2 when stderr cannot be written");
+}

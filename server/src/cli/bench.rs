@@ -183,7 +183,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
         let (summary_a, summary_b) =
             (compare::load(a).map_err(CliError::Usage)?, compare::load(b).map_err(CliError::Usage)?);
         let names = (a.display().to_string(), b.display().to_string());
-        print!("{}", compare::compare(&summary_a, &summary_b, (&names.0, &names.1)));
+        crate::out!("{}", compare::compare(&summary_a, &summary_b, (&names.0, &names.1)))?;
         return Ok(());
     }
     let config = config(args)?;
@@ -191,17 +191,21 @@ pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
     if args.json {
         let json = serde_json::to_string(&outcome.summary)
             .map_err(|error| CliError::Failed(format!("cannot encode the summary: {error}")))?;
-        println!("{json}");
+        crate::outln!("{json}")?;
         return Ok(());
     }
-    println!("{}", bench::markdown::results_table(&outcome.summary.runs));
+    crate::outln!("{}", bench::markdown::results_table(&outcome.summary.runs))?;
     let baseline = &outcome.summary.baseline;
     if baseline.runs.is_empty() {
-        println!("Baseline: PostgreSQL {}.", baseline.status);
+        crate::outln!("Baseline: PostgreSQL {}.", baseline.status)?;
     } else {
-        println!("Baseline, PostgreSQL ({}):\n\n{}", baseline.status, bench::markdown::results_table(&baseline.runs));
+        crate::outln!(
+            "Baseline, PostgreSQL ({}):\n\n{}",
+            baseline.status,
+            bench::markdown::results_table(&baseline.runs)
+        )?;
     }
-    println!("Report: {}", config.out.join("report.md").display());
+    crate::outln!("Report: {}", config.out.join("report.md").display())?;
     Ok(())
 }
 

@@ -41,13 +41,23 @@ pub fn drill(args: &DrillArgs) -> Result<(), CliError> {
         transfers_per_round: args.transfers_per_round,
         seed: args.seed.unwrap_or_else(drill::fresh_seed),
     };
+    // Opened before the drill runs: an unwritable path is refused now, not after minutes of work.
+    let json_file = match &args.json {
+        Some(path) => Some(
+            std::fs::File::create(path)
+                .map_err(|error| CliError::Usage(format!("cannot write {}: {error}", path.display())))?,
+        ),
+        None => None,
+    };
     let report = drill::run(&config).map_err(|error| CliError::Usage(error.to_string()))?;
-    print!("{}", report.text());
-    if let Some(path) = &args.json {
+    if let (Some(mut file), Some(path)) = (json_file, &args.json) {
         let json = serde_json::to_string_pretty(&report)
             .map_err(|error| CliError::Failed(format!("cannot encode the report: {error}")))?;
-        std::fs::write(path, json + "\n")
+        std::io::Write::write_all(&mut file, (json + "\n").as_bytes())
+            .and_then(|()| file.sync_all())
             .map_err(|error| CliError::Failed(format!("cannot write {}: {error}", path.display())))?;
     }
+    // The report's text after its file, and a closed stdout does not hide the verdict.
+    let _ = crate::out!("{}", report.text());
     if report.passed { Ok(()) } else { Err(CliError::Failed("the drill failed; see the report above".into())) }
 }

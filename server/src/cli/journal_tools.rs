@@ -72,7 +72,7 @@ pub fn verify(dir: &Path) -> Result<(), CliError> {
         0 => String::new(),
         sequence => format!(", replayed after the snapshot at sequence {sequence}"),
     };
-    println!(
+    crate::outln!(
         "journal {} is sound: {} records (sequences {} to {}) in {} segments, durable mark {}{after}",
         target.journal.display(),
         report.records,
@@ -80,33 +80,37 @@ pub fn verify(dir: &Path) -> Result<(), CliError> {
         report.last_sequence,
         report.segments,
         report.recorded_durable_mark
-    );
+    )?;
     if report.manifest_missing {
-        println!("no manifest yet: the next start creates one");
+        crate::outln!("no manifest yet: the next start creates one")?;
     }
     if report.manifest_slots_damaged > 0 {
-        println!("WARNING: {} manifest slot(s) damaged; the other is used", report.manifest_slots_damaged);
+        crate::outln!("WARNING: {} manifest slot(s) damaged; the other is used", report.manifest_slots_damaged)?;
     }
     if report.mark_slots_damaged > 0 {
-        println!("WARNING: {} durable-mark slot(s) damaged; the other of each pair is used", report.mark_slots_damaged);
+        crate::outln!(
+            "WARNING: {} durable-mark slot(s) damaged; the other of each pair is used",
+            report.mark_slots_damaged
+        )?;
     }
     if let Some(damage) = &report.damage_covered_by_snapshot {
-        println!(
+        crate::outln!(
             "WARNING: damage covered by the snapshot ({damage}); the next start sets aside: {}",
             report.set_aside.join(", ")
-        );
+        )?;
     }
     if let Some(torn) = report.torn_tail {
         match (torn.reason, torn.last_intact_sequence_cut) {
-            (None, _) => {
-                println!("{} stray bytes after the last record would be zeroed at the next start", torn.bytes_discarded)
-            }
-            (Some(reason), last) => println!(
+            (None, _) => crate::outln!(
+                "{} stray bytes after the last record would be zeroed at the next start",
+                torn.bytes_discarded
+            )?,
+            (Some(reason), last) => crate::outln!(
                 "WARNING: the next start would cut records from sequence {}{} ({reason}); they may have been \
                  acknowledged",
                 torn.first_sequence_cut,
                 last.map_or_else(String::new, |last| format!(" to {last}"))
-            ),
+            )?,
         }
     }
     Ok(())
@@ -128,8 +132,8 @@ pub fn truncate(dir: &Path, at: u64, yes: bool) -> Result<(), CliError> {
     };
     let damage = damage.map_or_else(String::new, |damage| format!(", then everything from the damage: {damage}"));
     if !yes {
-        println!("truncating at {at} would discard {discarded}{damage}");
-        println!("nothing changed; run again with --yes to discard them");
+        crate::outln!("truncating at {at} would discard {discarded}{damage}")?;
+        crate::outln!("nothing changed; run again with --yes to discard them")?;
         return Ok(());
     }
     if intact > 0 || !damage.is_empty() {
@@ -142,12 +146,12 @@ pub fn truncate(dir: &Path, at: u64, yes: bool) -> Result<(), CliError> {
     };
     let (journal, report) = Journal::open(&config)?;
     journal.close();
-    println!(
+    crate::outln!(
         "truncated at {at}: discarded {discarded}{damage}; {} segments removed; the journal holds sequences {} to {}",
         report.segments_removed.len(),
         report.first_sequence,
         report.last_sequence
-    );
+    )?;
     Ok(())
 }
 
@@ -161,19 +165,19 @@ fn mark_replica_recovering(root: Option<&Path>) -> Result<(), CliError> {
     let role = role::Role::load(root)?;
     if role.epoch() > 0 || role.kind() != role::RoleKind::Primary {
         role.mark_recovering()?;
-        println!(
+        crate::outln!(
             "{} is a replica's: marked recovering ({}/{}); start it with `tally standby`, and it promises nothing \
              until it has caught up with a primary",
             root.display(),
             root.display(),
             role::RECOVERING_FILE
-        );
+        )?;
     } else {
-        println!(
+        crate::outln!(
             "if {} belongs to a replica set, promote a standby rather than serve this node again, or mark it with \
              `tally rebuild`",
             root.display()
-        );
+        )?;
     }
     Ok(())
 }

@@ -85,11 +85,11 @@ pub fn reconcile(args: &ReconcileArgs) -> Result<(), CliError> {
         }
         let mismatches = compare(&settled, &engine);
         for line in &mismatches {
-            println!("{line}");
+            crate::outln!("{line}")?;
         }
         let accounts = ids.iter().collect::<std::collections::BTreeSet<_>>().len();
         if mismatches.is_empty() {
-            println!("reconciled {accounts} accounts at sequence {last}: no mismatch");
+            crate::outln!("reconciled {accounts} accounts at sequence {last}: no mismatch")?;
             return Ok(());
         }
         return Err(CliError::Failed(format!(

@@ -143,7 +143,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         last_heard: crate::node::standby::LastHeard::default(),
     };
     if !standby_config.acknowledges {
-        eprintln!(
+        crate::errln!(
             "tally: started without --cluster: this standby follows but does not acknowledge, so it does not count \
              towards a replicated:k policy"
         );
@@ -331,10 +331,12 @@ pub fn promote(args: &PromoteArgs) -> Result<(), CliError> {
     loop {
         match decoder.next_message() {
             Ok(Some(Message::PromoteReply { status, .. })) => {
-                println!(
+                crate::outln!(
                     "promoted: {} is primary in epoch {}, last sequence {}",
-                    args.addr, status.epoch, status.last_sequence
-                );
+                    args.addr,
+                    status.epoch,
+                    status.last_sequence
+                )?;
                 return Ok(());
             }
             Ok(Some(Message::Frame(Frame { body: Body::Error(code), .. }))) => {

@@ -95,37 +95,41 @@ pub fn sim(args: &SimArgs) -> Result<(), CliError> {
         built += u64::from(report.scenario_built);
         faults += report.crashes + report.partitions + report.promotions_asked;
         if count == 1 {
-            println!("{}", report.summary());
+            crate::outln!("{}", report.summary())?;
         }
         if let Some(violation) = &report.violation {
             failed += 1;
-            println!(
+            crate::outln!(
                 "FAILED seed {seed} at step {} ({} ms virtual): {}",
                 violation.step,
                 violation.time_ns / 1_000_000,
                 violation.what
-            );
-            println!("  faults: {}", report.faults());
+            )?;
+            crate::outln!("  faults: {}", report.faults())?;
             let mut scenario = args.scenario.as_ref().map(|name| format!(" --scenario {name}")).unwrap_or_default();
             if let Some(after_ms) = args.auto_promote_ms {
                 scenario.push_str(&format!(" --auto-promote-ms {after_ms}"));
             }
-            println!(
+            crate::outln!(
                 "  replay: tally sim --seed {seed} --steps {} --nodes {} --durability {}{scenario}",
-                args.steps, cluster.nodes, cluster.durability
-            );
+                args.steps,
+                cluster.nodes,
+                cluster.durability
+            )?;
         }
     }
-    println!(
+    crate::outln!(
         "{count} seeds ({first}..{last}), {} nodes under {}, {} steps each: {failed} failed; {steps} steps, {acked} inputs acknowledged, \
          {faults} crashes/partitions/promotions injected, {:.1} s",
         cluster.nodes,
         cluster.durability,
         args.steps,
         started.elapsed().as_secs_f64()
-    );
+    )?;
     if let Some(name) = &args.scenario {
-        println!("the {name} schedule was built in {built} of {count} seeds (the others abandoned it or ended first)");
+        crate::outln!(
+            "the {name} schedule was built in {built} of {count} seeds (the others abandoned it or ended first)"
+        )?;
     }
     if failed > 0 {
         return Err(CliError::Failed(format!("{failed} of {count} seeds violated an invariant")));

@@ -63,7 +63,7 @@ pub fn run(config: &DrillConfig) -> Result<DrillReport, DrillError> {
             for number in 1..=config.rounds {
                 let round = drill.round(number);
                 let stop = !round.problems.is_empty();
-                eprintln!("tally drill: round {number}: {}", if round.passed { "passed" } else { "FAILED" });
+                crate::errln!("tally drill: round {number}: {}", if round.passed { "passed" } else { "FAILED" });
                 report.rounds.push(round);
                 if stop {
                     report.problems.push(format!("stopped after round {number}: the cluster is in an unknown state"));

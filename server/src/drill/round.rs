@@ -156,7 +156,7 @@ impl Drill {
         // (a new or restarted one) is recovering and could not be promoted.
         let markers = others(old).map(|index| self.cluster.recovering_marker(index));
         self.wait_for("the standbys to catch up", || markers.iter().all(|marker| !marker.exists()))?;
-        eprintln!("tally drill: round {}: SIGKILL of the primary {}", report.round, report.killed);
+        crate::errln!("tally drill: round {}: SIGKILL of the primary {}", report.round, report.killed);
         let killed = self.cluster.kill(old);
         timing.killed = Some(killed);
         let promote_started = Instant::now();
@@ -168,7 +168,7 @@ impl Drill {
         let promotion = self.cluster.promote(promoted, report.promotion_forced)?;
         report.promote_ms = Some(promote_started.elapsed().as_secs_f64() * 1e3);
         report.epoch = promotion.epoch;
-        eprintln!("tally drill: round {}: promoted {}: {}", report.round, report.promoted, promotion.output);
+        crate::errln!("tally drill: round {}: promoted {}: {}", report.round, report.promoted, promotion.output);
         self.primary = promoted;
         // Under replicated:2 the new primary has one standby left and cannot acknowledge
         // until the old primary is back: it returns at once, and the RTO includes its
@@ -188,7 +188,7 @@ impl Drill {
     /// Restarts the killed node as a standby of the others.
     fn rejoin(&mut self, old: usize, round: u32) -> Result<(), String> {
         self.cluster.start_standby(old, &others(old))?;
-        eprintln!("tally drill: round {round}: {} restarted as a standby", self.cluster.addresses[old]);
+        crate::errln!("tally drill: round {round}: {} restarted as a standby", self.cluster.addresses[old]);
         Ok(())
     }
 

@@ -91,7 +91,7 @@ impl Connection {
             Ok(stream) => client.serve(Stream::Tls(Box::new(stream))),
             Err(error) => {
                 TLS_REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                eprintln!("tally: connection {}: TLS handshake failed: {error}; closing", client.peer);
+                crate::errln!("tally: connection {}: TLS handshake failed: {error}; closing", client.peer);
             }
         }
     }
@@ -134,7 +134,7 @@ impl Client {
     /// an `unauthenticated` error frame so that a Tally client learns why.
     fn refuse_plain(&self, mut stream: Stream) {
         TLS_REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        eprintln!(
+        crate::errln!(
             "tally: connection {}: refused: plain TCP on a port that requires TLS (--tls-cert); closing",
             self.peer
         );
@@ -173,7 +173,7 @@ impl Client {
         let writer = match writer {
             Ok(writer) => writer,
             Err(error) => {
-                eprintln!("tally: connection {}: cannot start its writer: {error}; closing", self.peer);
+                crate::errln!("tally: connection {}: cannot start its writer: {error}; closing", self.peer);
                 return;
             }
         };
@@ -194,11 +194,11 @@ impl Client {
             }
         }
         if let End::Failed(reason) = &end {
-            eprintln!("tally: connection {}: {reason}; closing", self.peer);
+            crate::errln!("tally: connection {}: {reason}; closing", self.peer);
         }
         let _ = queue.send(Outgoing::Close);
         if writer.join().is_err() {
-            eprintln!("tally: connection {}: its writer panicked", self.peer);
+            crate::errln!("tally: connection {}: its writer panicked", self.peer);
         }
         if matches!(end, End::Refused { .. }) {
             linger(&mut stream);
@@ -210,7 +210,7 @@ impl Client {
     /// A peer that closed or failed mid-handshake is logged but not counted: a port probe
     /// is not an attack on a key.
     fn refuse_unauthenticated(&self, stream: &mut Stream, refusal: &handshake::Refusal) {
-        eprintln!("tally: connection {}: authentication refused: {}; closing", self.peer, refusal.reason);
+        crate::errln!("tally: connection {}: authentication refused: {}; closing", self.peer, refusal.reason);
         if refusal.reply {
             count_failure();
             let mut bytes = Vec::new();
@@ -299,7 +299,7 @@ impl Client {
                 let scope = session.authenticated.map(|authenticated| &authenticated.scope);
                 if let Some(Err(reason)) = scope.map(|scope| scope.check(&request)) {
                     crate::auth::FORBIDDEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    eprintln!("tally: connection {}: request {} forbidden: {reason}", self.peer, frame.request_id);
+                    crate::errln!("tally: connection {}: request {} forbidden: {reason}", self.peer, frame.request_id);
                     let mut bytes = Vec::new();
                     encode_error_reply(frame.request_id, ErrorCode::Forbidden, &mut bytes);
                     if queue.send(Outgoing::Frame { bytes, slot: Some(slot) }).is_err() {
@@ -359,7 +359,7 @@ impl Client {
                 let scope = session.authenticated.map(|authenticated| &authenticated.scope);
                 if let Some(Err(reason)) = scope.map(crate::auth::Scope::check_promote) {
                     crate::auth::FORBIDDEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    eprintln!("tally: connection {}: promotion forbidden: {reason}", self.peer);
+                    crate::errln!("tally: connection {}: promotion forbidden: {reason}", self.peer);
                     encode_error_reply(request_id, ErrorCode::Forbidden, &mut bytes);
                     if queue.send(Outgoing::Frame { bytes, slot: Some(slot) }).is_err() {
                         in_flight.release(slot);
@@ -370,7 +370,7 @@ impl Client {
                 match self.frontend.peers.promote(request) {
                     Ok(status) => encode_promote_reply(request_id, client_id, &status, &mut bytes),
                     Err(reason) => {
-                        eprintln!("tally: promotion refused: {reason}");
+                        crate::errln!("tally: promotion refused: {reason}");
                         encode_error_reply(request_id, ErrorCode::PromotionRefused, &mut bytes);
                     }
                 }

@@ -93,7 +93,7 @@ pub fn run(mut stream: Stream, queue: Receiver<Outgoing>, in_flight: Arc<InFligh
 
 fn log_write_error(stream: &TcpStream, error: &std::io::Error) {
     let peer = stream.peer_addr().map_or_else(|_| "?".to_owned(), |peer| peer.to_string());
-    eprintln!("tally: connection {peer}: write failed: {error}; closing");
+    crate::errln!("tally: connection {peer}: write failed: {error}; closing");
 }
 
 /// Where the pipeline's reply stage sends a connection's replies: encoded there, written
@@ -124,7 +124,7 @@ impl ReplyTo for ConnectionReplies {
         if let Err(error) = reply.encode(origin.request_id, origin.client_id, &mut bytes) {
             // Replies hold at most a request's worth of records, so this is a bug; the
             // client still gets an answer rather than a hang.
-            eprintln!("tally: reply to request {} could not be encoded: {error}", origin.request_id);
+            crate::errln!("tally: reply to request {} could not be encoded: {error}", origin.request_id);
             bytes.clear();
             encode_error_reply(origin.request_id, ErrorCode::Malformed, &mut bytes);
         }

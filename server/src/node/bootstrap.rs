@@ -90,7 +90,7 @@ pub fn clear_interrupted_install(dirs: &DataDir, role: &Role) -> Result<(), Node
     if !staging.exists() {
         return Ok(());
     }
-    eprintln!(
+    crate::errln!(
         "tally: an interrupted checkpoint install or clear was found ({}): clearing the journal, snapshots and history store; the primary's checkpoint will be fetched again",
         staging.display()
     );
@@ -145,7 +145,7 @@ pub fn fetch_checkpoint_if_needed(
         match ask(config, dirs, address, epoch, position) {
             Ok(Some(received)) => {
                 let bytes: u64 = received.files.iter().map(|file| file.length).sum();
-                eprintln!(
+                crate::errln!(
                     "tally: {address} no longer holds record {}: received its checkpoint at sequence {} ({bytes} bytes)",
                     position.last_sequence + 1,
                     received.sequence
@@ -153,7 +153,7 @@ pub fn fetch_checkpoint_if_needed(
                 return Ok(Some(received));
             }
             Ok(None) => return Ok(None),
-            Err(AskError::Peer(error)) => eprintln!("tally: asking {address} for the stream: {error}"),
+            Err(AskError::Peer(error)) => crate::errln!("tally: asking {address} for the stream: {error}"),
             Err(AskError::Checkpoint(error)) => {
                 return Err(NodeError::Checkpoint(format!("the checkpoint from {address} is refused: {error}")));
             }
@@ -302,7 +302,7 @@ pub fn install(received: &Received, dirs: &DataDir, segment_bytes: usize) -> Res
             // be taken for an interrupted install, and the next start would clear this
             // node's journal for a checkpoint it refused.
             if let Err(removal) = remove_durably(&staging, &dirs.root) {
-                eprintln!("tally: the refused checkpoint's staging directory: {removal}");
+                crate::errln!("tally: the refused checkpoint's staging directory: {removal}");
             }
             return Err(error);
         }
@@ -351,7 +351,7 @@ fn load_staged(received: &Received, staging: &Path) -> Result<PathBuf, NodeError
     let rows = dump::build_store(&staging.join(dump::FILE_NAME), cut, &staged_store)
         .map_err(|error| NodeError::Checkpoint(format!("the history dump is refused: {error}")))?;
     sync_dir(staging)?;
-    eprintln!("tally: the checkpoint's history store holds {rows} rows up to sequence {}", received.sequence);
+    crate::errln!("tally: the checkpoint's history store holds {rows} rows up to sequence {}", received.sequence);
     Ok(staged_store)
 }
 

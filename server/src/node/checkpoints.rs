@@ -273,7 +273,7 @@ impl CheckpointThread {
         let thread = match thread {
             Ok(thread) => Some(thread),
             Err(error) => {
-                eprintln!("tally: periodic checkpoints are off: no thread: {error}");
+                crate::errln!("tally: periodic checkpoints are off: no thread: {error}");
                 None
             }
         };
@@ -292,7 +292,7 @@ impl CheckpointThread {
         thread.thread().unpark();
         let joined = thread.join();
         if joined.is_err() {
-            eprintln!("tally: the checkpoint thread panicked");
+            crate::errln!("tally: the checkpoint thread panicked");
         }
         joined.ok()
     }
@@ -363,7 +363,7 @@ fn lower_priority() {
     // thread id, Linux changes the nice value of that one thread.
     let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, CHECKPOINT_NICE) };
     if result != 0 {
-        eprintln!("tally: the checkpoint writer runs at normal priority: {}", std::io::Error::last_os_error());
+        crate::errln!("tally: the checkpoint writer runs at normal priority: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -417,14 +417,14 @@ impl Checkpointing {
 /// recovery point. It becomes the recovery point only if the derived stores hold it.
 pub fn at_shutdown(writer: Option<CheckpointWriter>, sequence: u64, ledger: &Ledger) {
     let Some(mut writer) = writer else {
-        eprintln!("tally: no checkpoint at shutdown: the checkpoint writer is gone");
+        crate::errln!("tally: no checkpoint at shutdown: the checkpoint writer is gone");
         return;
     };
     if sequence <= writer.committed() {
         return;
     }
     if writer.take(sequence, ledger.state_hash(), ledger) && writer.try_commit().is_none() {
-        eprintln!(
+        crate::errln!(
             "tally: the checkpoint at shutdown (sequence {sequence}) is not the recovery point: a derived store does not hold it yet"
         );
     }
@@ -618,7 +618,7 @@ mod tests {
         let (staged, peak) = peak::measure(|| writer.take(5, ledger.state_hash(), &ledger));
         assert!(staged);
         let ratio = peak as f64 / image_bytes as f64;
-        eprintln!("peak {peak} bytes for an image of {image_bytes} bytes ({ratio:.2} times)");
+        crate::errln!("peak {peak} bytes for an image of {image_bytes} bytes ({ratio:.2} times)");
         assert!(ratio < 3.0, "the checkpoint held {ratio:.2} times its image at once");
     }
 

@@ -70,7 +70,7 @@ impl HistoryThread {
             && sender.send(batch).is_err()
         {
             // The thread ends only through a store failure, which stops the process.
-            eprintln!("tally: STANDBY STOPPED: the history thread is gone");
+            crate::errln!("tally: STANDBY STOPPED: the history thread is gone");
             std::process::exit(1)
         }
     }

@@ -160,11 +160,11 @@ pub fn retain(journal: &mut Journal, retained_from: &Receiver<Written>, derived:
     let sequence = retention_bound(written.oldest_kept, derived.lowest());
     match journal.remove_segments_covered_by(sequence) {
         Ok(removed) if !removed.is_empty() => {
-            eprintln!("tally: removed {} journal segments covered up to sequence {sequence}", removed.len());
+            crate::errln!("tally: removed {} journal segments covered up to sequence {sequence}", removed.len());
         }
         Ok(_) => {}
         // The segments stay; they cost disk space, not correctness.
-        Err(error) => eprintln!("tally: could not remove journal segments covered up to {sequence}: {error}"),
+        Err(error) => crate::errln!("tally: could not remove journal segments covered up to {sequence}: {error}"),
     }
 }
 

@@ -239,7 +239,7 @@ impl<S: Storage> OutcomeStream<S> {
             return;
         }
         if sequence != self.last_sequence + 1 {
-            eprintln!(
+            crate::errln!(
                 "tally: outcome stream gap: entries {} to {} cannot be rebuilt (a checkpoint covers them and the \
                  stream did not hold them); sinks stop at the gap",
                 self.last_sequence + 1,
@@ -416,7 +416,7 @@ impl<S: Storage> OutcomeStream<S> {
 
     fn fail(&mut self, error: &std::io::Error) {
         let path = self.storage.path_of("");
-        eprintln!(
+        crate::errln!(
             "tally: outcome stream {} stopped: {error}; the next start rebuilds it from the journal",
             path.display()
         );

@@ -49,21 +49,21 @@ impl PeerService {
     pub fn serve(&self, stream: TcpStream, address: SocketAddr) {
         let mut peer = PeerStream::new(stream, address);
         let Some(key) = &self.key else {
-            eprintln!("tally: peer {address} refused: this node has no cluster secret");
+            crate::errln!("tally: peer {address} refused: this node has no cluster secret");
             let _ = peer.send(&Message::Refused { reason: "this node is not part of a replica set".into() });
             return;
         };
         let mut peer = match peer_io::accept(peer, key) {
             Ok(peer) => peer,
             Err(error) => {
-                eprintln!("tally: peer {address} refused: {error}");
+                crate::errln!("tally: peer {address} refused: {error}");
                 return;
             }
         };
         let mut first = match peer.recv() {
             Ok(message) => message,
             Err(error) => {
-                eprintln!("tally: peer {address}: {error}");
+                crate::errln!("tally: peer {address}: {error}");
                 return;
             }
         };
@@ -98,7 +98,7 @@ impl PeerService {
             first = match peer.send(&answer).and_then(|()| peer.recv()) {
                 Ok(message) => message,
                 Err(error) => {
-                    eprintln!("tally: peer {address}: {error}");
+                    crate::errln!("tally: peer {address}: {error}");
                     return;
                 }
             };
@@ -114,7 +114,7 @@ impl PeerService {
             other => Err(PeerError::Refused(format!("unexpected first message {other:?}"))),
         };
         if let Err(error) = result {
-            eprintln!("tally: peer {address}: {error}");
+            crate::errln!("tally: peer {address}: {error}");
         }
     }
 
@@ -148,7 +148,7 @@ impl PeerService {
         let log = self.log.read().unwrap_or_else(PoisonError::into_inner).clone();
         let current = self.role.epoch();
         if epoch > current && self.role.kind() == RoleKind::Primary {
-            eprintln!("tally: FENCED: a candidate asks for epoch {epoch}; this node accepts no more writes");
+            crate::errln!("tally: FENCED: a candidate asks for epoch {epoch}; this node accepts no more writes");
             self.role.stop_writes();
         }
         let position = log_end(&log).map_err(PeerError::Refused)?;
@@ -167,7 +167,7 @@ impl PeerService {
                     return peer.send(&Message::NewerEpoch { epoch: self.role.epoch() });
                 }
                 self.role.set_primary(None);
-                eprintln!("tally: promised epoch {epoch} at sequence {}", position.last_sequence);
+                crate::errln!("tally: promised epoch {epoch} at sequence {}", position.last_sequence);
                 if let Some(promoter) = &self.promoter {
                     promoter.note_promise();
                 }

@@ -160,7 +160,7 @@ impl Promoter {
             Err(reason) => {
                 // Back to following: nothing was served in the new epoch.
                 if let Err(error) = self.run_as_standby(&mut running, self.standby_config.clone()) {
-                    eprintln!("tally: cannot resume following after a refused promotion: {error}");
+                    crate::errln!("tally: cannot resume following after a refused promotion: {error}");
                 }
                 return Err(reason);
             }
@@ -169,7 +169,7 @@ impl Promoter {
         let opened = (|| {
             if recovering {
                 // Forced: what this node now holds is the history from here on.
-                eprintln!(
+                crate::errln!(
                     "tally: FORCED promotion of a recovering node: inputs it acknowledged before its rebuild and no promising node held are lost"
                 );
                 self.role.clear_recovering()?;
@@ -183,10 +183,10 @@ impl Promoter {
                 // that no restart serves this epoch either, and back to following; the
                 // next promotion takes a newer epoch.
                 drop(promising);
-                eprintln!("tally: the promoted node did not open ({error}): fenced in its epoch, following again");
+                crate::errln!("tally: the promoted node did not open ({error}): fenced in its epoch, following again");
                 self.role.fence();
                 if let Err(error) = self.run_as_standby(&mut running, self.standby_config.clone()) {
-                    eprintln!("tally: cannot resume following after a failed promotion: {error}");
+                    crate::errln!("tally: cannot resume following after a failed promotion: {error}");
                 }
                 return Err(format!("the promoted node did not open: {error}"));
             }
@@ -237,12 +237,12 @@ impl Promoter {
                     continue;
                 }
                 attempted = Some(Instant::now());
-                eprintln!("tally: no primary heard for {} ms: asking for promotion", silence.as_millis());
+                crate::errln!("tally: no primary heard for {} ms: asking for promotion", silence.as_millis());
                 // A pre-vote first: a candidate that could not win (cut off from the rest,
                 // or only from the primary, which the others still hear) changes nothing,
                 // and returns with the epoch it had, fencing nobody.
                 if let Err(reason) = promoter.pre_vote(after) {
-                    eprintln!("tally: auto-promotion held back: {reason}");
+                    crate::errln!("tally: auto-promotion held back: {reason}");
                     wait = randomised(after);
                     continue;
                 }
@@ -254,18 +254,18 @@ impl Promoter {
                 }
                 match promoter.promote(false, u32::try_from(after.as_millis()).unwrap_or(u32::MAX)) {
                     Ok(status) => {
-                        eprintln!("tally: auto-promoted to epoch {}", status.epoch);
+                        crate::errln!("tally: auto-promoted to epoch {}", status.epoch);
                         wait = randomised(after);
                     }
                     Err(reason) => {
-                        eprintln!("tally: auto-promotion refused: {reason}");
+                        crate::errln!("tally: auto-promotion refused: {reason}");
                         wait = randomised(after) * FAILED_CANDIDACY_BACKOFF;
                     }
                 }
             }
         });
         if let Err(error) = spawned {
-            eprintln!("tally: --auto-promote-after-ms is off: no thread: {error}");
+            crate::errln!("tally: --auto-promote-after-ms is off: no thread: {error}");
         }
     }
 
@@ -303,7 +303,7 @@ impl Promoter {
             }
         });
         if let Err(error) = spawned {
-            eprintln!("tally: a fenced primary will not rejoin by itself: no thread: {error}");
+            crate::errln!("tally: a fenced primary will not rejoin by itself: no thread: {error}");
         }
     }
 
@@ -329,7 +329,7 @@ impl Promoter {
     fn rejoin(&self, stop: &dyn Fn() -> bool) {
         let me = self.standby_config.node;
         let peers: Vec<SocketAddr> = self.cluster.iter().copied().filter(|&peer| peer != me).collect();
-        eprintln!(
+        crate::errln!(
             "tally: REJOIN: fenced in epoch {}; asking {peers:?} which node is the new primary",
             self.role.epoch()
         );
@@ -339,7 +339,7 @@ impl Promoter {
         // A live primary answered: a pre-vote asked while this node rebuilds is refused as
         // by a standby that just heard it (its last-heard time was its last standby's).
         self.standby_config.last_heard.heard();
-        eprintln!("tally: REJOIN: the new primary is {primary}; stopping this node's pipeline");
+        crate::errln!("tally: REJOIN: the new primary is {primary}; stopping this node's pipeline");
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         // Taken only if it is a primary: anything else stays what this process runs.
         let node = match std::mem::replace(&mut *running, Running::Neither) {
@@ -350,7 +350,7 @@ impl Promoter {
             }
         };
         let ledger = node.shutdown();
-        eprintln!(
+        crate::errln!(
             "tally: REJOIN: pipeline stopped at state hash {:#034x}; comparing this journal with {primary}'s, \
              truncating what diverges, rebuilding from the snapshot and the journal",
             ledger.state_hash()
@@ -395,7 +395,7 @@ impl Promoter {
             Reopen::Checkpoint => ("CHECKPOINT", "fetching and installing the primary's checkpoint"),
             Reopen::Diverged => ("REJOIN", "comparing this journal with the primary's and truncating what diverges"),
         };
-        eprintln!("tally: {tag}: standby stopped at sequence {}; {doing}", position.last_sequence);
+        crate::errln!("tally: {tag}: standby stopped at sequence {}; {doing}", position.last_sequence);
         match (self.run_as_standby(&mut running, self.standby_config.clone()), why) {
             (Ok(status), Reopen::Checkpoint) => tracing::warn!(
                 applied_sequence = status.applied_sequence,
@@ -562,7 +562,7 @@ impl Promoter {
             let Ok((peer, answer)) = answered.recv_timeout(left) else { break };
             match answer {
                 Ok(Message::Refused { reason }) | Err(PeerError::Refused(reason)) => {
-                    eprintln!("tally: promotion: {peer} refused to promise: {reason}");
+                    crate::errln!("tally: promotion: {peer} refused to promise: {reason}");
                     refusals.push(format!("{peer}: {reason}"));
                 }
                 Ok(message) => {
@@ -572,14 +572,14 @@ impl Promoter {
                     }
                     election.on_message(&peer.to_string(), &message).map_err(|error| error.to_string())?;
                 }
-                Err(error) => eprintln!("tally: promotion: {peer} did not promise: {error}"),
+                Err(error) => crate::errln!("tally: promotion: {peer} did not promise: {error}"),
             }
         }
         let decision = match election.decision() {
             Some(decision) => decision,
             None if force => {
                 let (decision, missing) = election.force();
-                eprintln!(
+                crate::errln!(
                     "tally: FORCED promotion: {missing} of the {} nodes the rule needs did not promise; any input \
                      acknowledged after sequence {} and held only by them is lost",
                     election.needed(),

@@ -6,24 +6,24 @@ use tally_journal::{RecoveryReport, SET_ASIDE_SUFFIX};
 
 pub fn print(report: &RecoveryReport, snapshot_sequence: u64) {
     if report.manifest_created {
-        eprintln!("tally: the journal had no manifest; created one from the segments found");
+        crate::errln!("tally: the journal had no manifest; created one from the segments found");
     }
     if report.manifest_slots_damaged > 0 {
-        eprintln!(
+        crate::errln!(
             "tally: WARNING: {} of the 2 journal manifest slots were damaged; the other was used and both are \
              rewritten as the journal runs",
             report.manifest_slots_damaged
         );
     }
     if report.mark_slots_damaged > 0 {
-        eprintln!(
+        crate::errln!(
             "tally: WARNING: {} durable-mark slot(s) in the journal segments were damaged; the other slot of each \
              pair was used",
             report.mark_slots_damaged
         );
     }
     if report.manifest_snapshot_sequence > snapshot_sequence {
-        eprintln!(
+        crate::errln!(
             "tally: WARNING: the journal's manifest records a snapshot at sequence {}, but the newest valid \
              snapshot found covers {snapshot_sequence}: that snapshot is missing or damaged; replaying the \
              journal instead",
@@ -31,7 +31,7 @@ pub fn print(report: &RecoveryReport, snapshot_sequence: u64) {
         );
     }
     if let Some(damage) = &report.damage_covered_by_snapshot {
-        eprintln!(
+        crate::errln!(
             "tally: WARNING: the journal is damaged ({damage}), but the snapshot at sequence {snapshot_sequence} \
              covers every damaged record: starting from the snapshot; set aside, not deleted: {}",
             report.set_aside.iter().map(|name| format!("{name}{SET_ASIDE_SUFFIX}")).collect::<Vec<_>>().join(", ")
@@ -39,9 +39,10 @@ pub fn print(report: &RecoveryReport, snapshot_sequence: u64) {
     }
     let Some(torn) = &report.torn_tail else { return };
     let Some(reason) = torn.reason else {
-        eprintln!(
+        crate::errln!(
             "tally: journal recovery zeroed {} stray bytes after the last record in {} (no record lost)",
-            torn.bytes_discarded, torn.segment
+            torn.bytes_discarded,
+            torn.segment
         );
         return;
     };
@@ -53,11 +54,13 @@ pub fn print(report: &RecoveryReport, snapshot_sequence: u64) {
         ),
         None => format!("the record at sequence {} and any after it", torn.first_sequence_cut),
     };
-    eprintln!(
+    crate::errln!(
         "tally: WARNING: journal recovery CUT {range} in {} at offset {} ({reason}). They lie above the durable \
          mark recorded on disk ({}), which lags one flush, so they MAY HAVE BEEN ACKNOWLEDGED to clients. On one \
          node this cannot be told from a write torn by a power loss; compare with a replica or the clients' \
          records before relying on the ledger.",
-        torn.segment, torn.offset, report.recorded_durable_mark
+        torn.segment,
+        torn.offset,
+        report.recorded_durable_mark
     );
 }

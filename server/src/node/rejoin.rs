@@ -35,7 +35,7 @@ pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir, 
         // Records above the durable mark on disk were cut as a torn tail: flushed ones
         // among them may have been acknowledged, so this log may lack what this node
         // acknowledged (docs/design.md §7a).
-        eprintln!(
+        crate::errln!(
             "tally: the journal's tail was cut at start: recovering until this node has caught up with a primary"
         );
         role.mark_recovering()?;
@@ -78,7 +78,7 @@ pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir, 
                         NothingShared::PartBeforeOldest => "the logs part before this journal's oldest record",
                         NothingShared::TrimmedPast => "it no longer holds the records where the logs part",
                     };
-                    eprintln!(
+                    crate::errln!(
                         "tally: REJOIN: no record this journal holds ({first_kept}..={}) can be followed from on {address} ({why}): clearing the journal, snapshots and history store to start from {address}'s checkpoint",
                         end.last_sequence
                     );
@@ -90,29 +90,29 @@ pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir, 
                 }
                 // Not the primary: try the next address.
                 Err(PeerError::Refused(error)) => {
-                    eprintln!("tally: could not compare this journal with {address}'s: {error}");
+                    crate::errln!("tally: could not compare this journal with {address}'s: {error}");
                     continue 'primaries;
                 }
                 Err(error) if reason => {
-                    eprintln!(
+                    crate::errln!(
                         "tally: {address} did not answer a probe asking why records differ ({error}): asking without"
                     );
                 }
-                Err(error) => eprintln!("tally: could not compare this journal with {address}'s: {error}"),
+                Err(error) => crate::errln!("tally: could not compare this journal with {address}'s: {error}"),
             }
         }
     }
     journal.close();
     let Some((address, Found::Common(common))) = found else { return Ok(()) };
     if needs_checkpoint(common, oldest_held, &store.list()?) {
-        eprintln!(
+        crate::errln!(
             "tally: REJOIN: the logs part after sequence {common}, which no snapshot at or below it and no record this \
              journal holds ({oldest_held}..) can rebuild: clearing the journal, snapshots and history store to start \
              from {address}'s checkpoint"
         );
         return super::bootstrap::clear_for_checkpoint(dirs, role);
     }
-    eprintln!(
+    crate::errln!(
         "tally: this journal diverges from {address}'s after sequence {common}: truncating the {} records after it \
          (never acknowledged: the new primary would hold them)",
         end.last_sequence - common
@@ -122,7 +122,7 @@ pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir, 
     // The snapshot replay would start from is the newest that verifies: a damaged one at or
     // below `common` (listed above) leaves an older base the journal may no longer reach.
     if needs_checkpoint(common, oldest_held, &[restored.sequence]) {
-        eprintln!(
+        crate::errln!(
             "tally: REJOIN: the newest snapshot at or below sequence {common} that verifies is at {}, and this journal \
              holds records only from {oldest_held}: clearing the journal, snapshots and history store to start from \
              {address}'s checkpoint",

@@ -45,9 +45,11 @@ pub fn repair_from(dir: &Path, range: &DamagedRange, source: &RepairSource) -> R
         };
         match repair(dir, &records) {
             Ok(repaired) => {
-                eprintln!(
+                crate::errln!(
                     "tally: REPAIRED journal records {}..={} in {} from {peer}: they match the hash chain on both sides",
-                    repaired.first, repaired.last, repaired.segment
+                    repaired.first,
+                    repaired.last,
+                    repaired.segment
                 );
                 return Ok(());
             }

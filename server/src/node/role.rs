@@ -331,7 +331,7 @@ impl Role {
         self.stop_writes();
         if let Err(error) = self.enter(self.epoch(), RoleKind::Fenced) {
             // The process cannot promise to stay fenced across a restart: stop it.
-            eprintln!("tally: stopping: cannot record the fenced state: {error}");
+            crate::errln!("tally: stopping: cannot record the fenced state: {error}");
             std::process::abort();
         }
     }

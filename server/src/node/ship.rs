@@ -107,11 +107,11 @@ impl EpochStart {
             return;
         }
         match submitter.tick() {
-            Ok(()) => eprintln!(
+            Ok(()) => crate::errln!(
                 "tally: the log ends in epoch {last_epoch} records inherited by this primary of epoch {epoch}: journaled a tick of its own, so \
                  that a standby holding it commits them"
             ),
-            Err(error) => eprintln!("tally: no tick of epoch {epoch} could be journaled: {error}"),
+            Err(error) => crate::errln!("tally: no tick of epoch {epoch} could be journaled: {error}"),
         }
     }
 }
@@ -211,7 +211,7 @@ impl Shipping {
     fn fence(&self, epoch: u32) {
         self.role.heard_of(epoch);
         if self.role.kind() == RoleKind::Primary && epoch <= self.role.epoch() {
-            eprintln!(
+            crate::errln!(
                 "tally: a stream of an earlier primary of this node heard of epoch {epoch}; this node is primary \
                  in epoch {} and stays so",
                 self.role.epoch()
@@ -219,7 +219,7 @@ impl Shipping {
             return;
         }
         if self.role.kind() == RoleKind::Primary {
-            eprintln!("tally: FENCED: a newer primary holds epoch {epoch}; this node accepts no more writes");
+            crate::errln!("tally: FENCED: a newer primary holds epoch {epoch}; this node accepts no more writes");
         }
         self.role.fence();
     }
@@ -268,13 +268,13 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
     }
     if epoch < our_epoch {
         // The standby persists our epoch when the first records arrive.
-        eprintln!("tally: standby {node} follows from epoch {epoch}; this primary is in epoch {our_epoch}");
+        crate::errln!("tally: standby {node} follows from epoch {epoch}; this primary is in epoch {our_epoch}");
     }
     // A standby that stops reading (stopped, black-holed) must not hold this thread, and
     // the role it may fence, for the minutes TCP takes to give up: set before a
     // checkpoint goes out, which is the longest send.
     if let Err(error) = peer.set_write_timeout(Some(STANDBY_WRITE_TIMEOUT)) {
-        eprintln!("tally: standby {node}: cannot set a write timeout: {error}");
+        crate::errln!("tally: standby {node}: cannot set a write timeout: {error}");
         return;
     }
     let mut from = position.last_sequence + 1;
@@ -282,24 +282,24 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
         Ok(()) => {}
         Err(PositionError::NotRetained(reason)) => match send_checkpoint(&mut peer, &node, shipping) {
             Ok(sequence) => {
-                eprintln!("tally: standby {node}: {reason}; sent the checkpoint at sequence {sequence}");
+                crate::errln!("tally: standby {node}: {reason}; sent the checkpoint at sequence {sequence}");
                 from = sequence + 1;
             }
             Err(error) => {
-                eprintln!("tally: standby {node} refused: {reason}, and no checkpoint could be sent: {error}");
+                crate::errln!("tally: standby {node} refused: {reason}, and no checkpoint could be sent: {error}");
                 let _ = peer.send(&Message::Refused { reason: format!("{reason}; no checkpoint: {error}") });
                 return;
             }
         },
         Err(PositionError::Diverged(reason)) => {
-            eprintln!("tally: standby {node} refused: {reason}");
+            crate::errln!("tally: standby {node} refused: {reason}");
             let _ = peer.send(&Message::Diverged { reason });
             return;
         }
     }
     // What it acknowledged before counts no more than what it holds now.
     shipping.core().on_subscribed(&node, from - 1);
-    eprintln!("tally: standby {node} ({}) follows from sequence {from}", peer.peer);
+    crate::errln!("tally: standby {node} ({}) follows from sequence {from}", peer.peer);
     let closed = Arc::new(AtomicBool::new(false));
     let progress = shipping.standbys.subscribed(&node, from - 1);
     let acks = match peer.try_clone() {
@@ -313,7 +313,7 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
         Err(error) => Err(error),
     };
     let Ok(acks) = acks else {
-        eprintln!("tally: standby {node}: cannot start its acknowledgement reader");
+        crate::errln!("tally: standby {node}: cannot start its acknowledgement reader");
         return;
     };
     shipping.followers.fetch_add(1, Ordering::AcqRel);
@@ -321,7 +321,7 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
     // tick more than needed).
     let held_epoch = if from == position.last_sequence + 1 { position.last_epoch } else { 0 };
     if let Err(error) = stream(&mut peer, (from, held_epoch), shipping, &closed) {
-        eprintln!("tally: standby {node}: stream ended: {error}");
+        crate::errln!("tally: standby {node}: stream ended: {error}");
     }
     shipping.followers.fetch_sub(1, Ordering::AcqRel);
     peer.shutdown();
@@ -357,7 +357,7 @@ fn send_checkpoint(peer: &mut PeerStream, node: &str, shipping: &Shipping) -> Re
     )?;
     drop(history);
     let bytes: u64 = checkpoint.files.iter().map(|file| file.length).sum();
-    eprintln!(
+    crate::errln!(
         "tally: standby {node}: sending the checkpoint at sequence {} ({} files, {bytes} bytes)",
         checkpoint.sequence,
         checkpoint.files.len()
@@ -520,7 +520,7 @@ fn read_acks(
 ) {
     // The socket's receive timeout, shared with the streaming half (which never reads).
     if let Err(error) = peer.set_read_timeout(Some(ACK_SILENCE)) {
-        eprintln!("tally: standby {node}: cannot set a read timeout: {error}");
+        crate::errln!("tally: standby {node}: cannot set a read timeout: {error}");
         closed.store(true, Ordering::Release);
         peer.shutdown();
         return;
@@ -532,7 +532,7 @@ fn read_acks(
                 if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
             {
                 if !closed.load(Ordering::Acquire) {
-                    eprintln!(
+                    crate::errln!(
                         "tally: standby {node}: nothing from it for {} s (it answers every heartbeat): dropped; it subscribes again when it is back",
                         ACK_SILENCE.as_secs()
                     );
@@ -541,7 +541,7 @@ fn read_acks(
             }
             Err(error) => {
                 if !closed.load(Ordering::Acquire) {
-                    eprintln!("tally: standby {node}: {error}");
+                    crate::errln!("tally: standby {node}: {error}");
                 }
                 break;
             }
@@ -562,7 +562,7 @@ fn read_acks(
             }
             Message::NewerEpoch { epoch } => shipping.core().check_epoch(epoch).map(|()| None),
             other => {
-                eprintln!("tally: standby {node} sent an unexpected {other:?}; closing");
+                crate::errln!("tally: standby {node} sent an unexpected {other:?}; closing");
                 break;
             }
         };

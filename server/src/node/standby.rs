@@ -166,7 +166,7 @@ impl Standby {
         let dirs = DataDir::create(&config.data_dir)?;
         let lock = dirs.lock()?;
         if role.after_unflushed_acks(&dirs.root)? {
-            eprintln!(
+            crate::errln!(
                 "tally: this node replied as a primary before its own flush and did not stop cleanly: recovering until it has caught up with a primary"
             );
         }
@@ -189,7 +189,7 @@ impl Standby {
         // An empty log: a new node, or one whose disk was replaced. Either may stand in
         // the replica set for a node that held acknowledged inputs.
         if position.last_sequence == 0 && !role.recovering() {
-            eprintln!("tally: this node's log is empty: recovering until it has caught up with a primary");
+            crate::errln!("tally: this node's log is empty: recovering until it has caught up with a primary");
             role.mark_recovering()?;
         }
         if let Some(checkpoint) = super::bootstrap::fetch_checkpoint_if_needed(&config, &dirs, role.epoch(), position)?
@@ -203,7 +203,7 @@ impl Standby {
             // until a record arrives: recovering until then (`Following::last_epoch_known`).
             role.mark_recovering()?;
             super::bootstrap::install(&checkpoint, &dirs, config.journal_segment_bytes)?;
-            eprintln!("tally: installed the checkpoint at sequence {}; following from there", checkpoint.sequence);
+            crate::errln!("tally: installed the checkpoint at sequence {}; following from there", checkpoint.sequence);
             local = recover_local(&dirs, &config, role.epoch())?;
         }
         let Local { snapshots, restored, journal, ledger, derived: stores, marks } = local;
@@ -332,14 +332,14 @@ impl Standby {
         let position = match self.follow.take().map(JoinHandle::join) {
             Some(Ok(position)) => position,
             _ => {
-                eprintln!("tally: the follow thread panicked");
+                crate::errln!("tally: the follow thread panicked");
                 LogPosition::default()
             }
         };
         let ledger = match self.apply.take().map(JoinHandle::join) {
             Some(Ok(ledger)) => ledger,
             _ => {
-                eprintln!("tally: the standby's business-logic thread panicked");
+                crate::errln!("tally: the standby's business-logic thread panicked");
                 return (Ledger::new(), position);
             }
         };
@@ -447,10 +447,10 @@ impl Following {
                 let heard_before = self.heard_ms.load(Ordering::Acquire);
                 match self.follow(address) {
                     Ok(()) => {}
-                    Err(FollowEnd::Peer(error)) => eprintln!("tally: following {address}: {error}"),
+                    Err(FollowEnd::Peer(error)) => crate::errln!("tally: following {address}: {error}"),
                     Err(FollowEnd::Diverged(error)) => stop_loudly(&error),
                     Err(FollowEnd::CheckpointOffered) => {
-                        eprintln!(
+                        crate::errln!(
                             "tally: CHECKPOINT: the primary {address} no longer holds the records after {} and offers its checkpoint: this standby stops following to install it",
                             self.position().last_sequence
                         );
@@ -459,7 +459,7 @@ impl Following {
                         return self.end();
                     }
                     Err(FollowEnd::LogDiverged(reason)) => {
-                        eprintln!(
+                        crate::errln!(
                             "tally: REJOIN: the primary {address} refuses this standby's log ({reason}): this standby stops following to drop what diverges and follow again"
                         );
                         self.role.set_primary(None);
@@ -492,7 +492,7 @@ impl Following {
         let needed = tally_replication::epoch_answers_needed(self.config.replicas, peers.len());
         let mut answers = std::collections::BTreeMap::new();
         let mut told = Instant::now();
-        eprintln!(
+        crate::errln!(
             "tally: this node has no epoch of its own: asking {needed} of {peers:?} for theirs before it follows"
         );
         while !self.stop.load(Ordering::Acquire) {
@@ -504,10 +504,10 @@ impl Following {
             if answers.len() >= needed {
                 let highest = answers.values().copied().max().unwrap_or(0);
                 if let Err(error) = self.role.confirm_epoch(highest) {
-                    eprintln!("tally: stopping: cannot record epoch {highest}: {error}");
+                    crate::errln!("tally: stopping: cannot record epoch {highest}: {error}");
                     std::process::abort()
                 }
-                eprintln!(
+                crate::errln!(
                     "tally: {} peers told their epochs ({answers:?}): this node holds epoch {highest}",
                     answers.len()
                 );
@@ -515,7 +515,7 @@ impl Following {
             }
             if told.elapsed() >= Duration::from_secs(5) {
                 told = Instant::now();
-                eprintln!(
+                crate::errln!(
                     "tally: waiting for {needed} peers' epochs before following anyone; {} answered: {answers:?}",
                     answers.len()
                 );
@@ -659,7 +659,7 @@ impl Following {
                 }
                 Step::PersistEpoch(epoch) => {
                     if let Err(error) = self.role.enter(epoch, RoleKind::Standby) {
-                        eprintln!("tally: stopping: cannot record epoch {epoch}: {error}");
+                        crate::errln!("tally: stopping: cannot record epoch {epoch}: {error}");
                         std::process::abort()
                     }
                 }
@@ -673,7 +673,7 @@ impl Following {
             // ever acknowledged. Nothing to journal or apply.
             if self.role.recovering() && self.last_epoch_known() {
                 if let Err(error) = self.role.caught_up() {
-                    eprintln!("tally: stopping: cannot record that this node caught up: {error}");
+                    crate::errln!("tally: stopping: cannot record that this node caught up: {error}");
                     std::process::abort()
                 }
                 tracing::warn!(
@@ -692,7 +692,7 @@ impl Following {
             let sequence = match journal.append(record.epoch, record.timestamp, record.operation, &record.payload) {
                 Ok(sequence) => sequence,
                 Err(error) => {
-                    eprintln!("tally: stopping: journal append failed: {error}");
+                    crate::errln!("tally: stopping: journal append failed: {error}");
                     std::process::abort()
                 }
             };
@@ -798,7 +798,7 @@ fn apply_loop(
                 let now_too_late = checkpoints.too_late();
                 // Said at the 1st, 2nd, 4th, ... so that a standby far behind does not flood the log.
                 if now_too_late > too_late && now_too_late.is_power_of_two() {
-                    eprintln!(
+                    crate::errln!(
                         "tally: standby: the primary's state hash after {sequence} came when this standby was at {applied}, past the hashes it keeps: not compared ({now_too_late} so far)"
                     );
                 }
@@ -812,7 +812,7 @@ fn apply_loop(
                 };
                 for record in &records {
                     if record.sequence != applied + 1 {
-                        eprintln!(
+                        crate::errln!(
                             "tally: STANDBY STOPPED: record {} reached the business logic after {applied}: the ledger would no longer be its journal's state",
                             record.sequence
                         );
@@ -821,7 +821,10 @@ fn apply_loop(
                     let command = match journal_codec::decode(record.operation, &record.payload) {
                         Ok(command) => command,
                         Err(error) => {
-                            eprintln!("tally: STANDBY STOPPED: record {} does not decode: {error}", record.sequence);
+                            crate::errln!(
+                                "tally: STANDBY STOPPED: record {} does not decode: {error}",
+                                record.sequence
+                            );
                             std::process::exit(1)
                         }
                     };
