@@ -467,19 +467,26 @@ fn open_journal(
     repair_source: Option<&repair::RepairSource>,
 ) -> Result<(Journal, tally_journal::RecoveryReport), NodeError> {
     let config = JournalConfig { snapshot_sequence, segment_bytes, ..JournalConfig::new(dir) };
-    let (journal, report) = match Journal::open(&config) {
-        Ok(opened) => opened,
-        Err(
-            error @ tally_journal::JournalError::Corrupt {
-                reason:
-                    tally_journal::DamageReason::DamagedBeforeIntact { .. }
-                    | tally_journal::DamageReason::BelowDurableMark { .. },
-                ..
-            },
-        ) => {
-            let Some(range) = repair::find(dir) else { return Err(error.into()) };
+    let (journal, report) = open_repairing(&config, repair_source)?;
+    recovery_messages::print(&report, snapshot_sequence);
+    Ok((journal, report))
+}
+
+/// Opens the journal; damage with intact records after it is repaired from
+/// `repair_source` first (refused, naming the range, without one).
+fn open_repairing(
+    config: &JournalConfig,
+    repair_source: Option<&repair::RepairSource>,
+) -> Result<(Journal, tally_journal::RecoveryReport), NodeError> {
+    match Journal::open(config) {
+        Ok(opened) => Ok(opened),
+        // Any refusal for damage: in the last segment it is `DamagedBeforeIntact` or
+        // `BelowDurableMark`, in a sealed one the record's own reason (a checksum, the
+        // chain); `repair::find` names a range only where intact records follow the damage.
+        Err(error @ tally_journal::JournalError::Corrupt { .. }) => {
+            let Some(range) = repair::find(&config.dir) else { return Err(error.into()) };
             match repair_source {
-                Some(source) => repair::repair_from(dir, &range, source)?,
+                Some(source) => repair::repair_from(&config.dir, &range, source)?,
                 None => {
                     return Err(repair::damaged(
                         &range,
@@ -487,12 +494,10 @@ fn open_journal(
                     ));
                 }
             }
-            Journal::open(&config)?
+            Ok(Journal::open(config)?)
         }
-        Err(error) => return Err(error.into()),
-    };
-    recovery_messages::print(&report, snapshot_sequence);
-    Ok((journal, report))
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// The paths of a data directory.

@@ -57,8 +57,13 @@ fn replica_set(name: &str, nodes: usize, amount: u128) -> TestCluster {
 /// Kills node 0 and flips one bit in the payload of its second-to-last journal record, so
 /// an intact record follows the damage. Returns the damaged sequence.
 fn damage_second_to_last_record(cluster: &mut TestCluster) -> u64 {
-    cluster.kill(0);
-    let journal = cluster.data(0).join("journal");
+    damage_second_to_last_record_of(cluster, 0)
+}
+
+/// [`damage_second_to_last_record`] on node `index`.
+fn damage_second_to_last_record_of(cluster: &mut TestCluster, index: usize) -> u64 {
+    cluster.kill(index);
+    let journal = cluster.data(index).join("journal");
     let mut reader = JournalReader::open(&journal, 1, ReadLimit::Everything).expect("the journal opens");
     let mut records = Vec::new();
     while let Some(record) = reader.next_record().expect("intact before the damage") {
@@ -171,4 +176,81 @@ fn a_peer_whose_records_do_not_chain_is_refused_and_nothing_changes() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("does not chain"), "the copy is refused for its chain:\n{stderr}");
     assert_eq!(journal_bytes(&cluster), before, "a refused copy is not written");
+}
+
+/// Damage in a sealed segment (not the last) is repaired from a standby as damage in the
+/// last one is: start-up refused it with the record's own reason (a checksum mismatch)
+/// and never asked a peer, though the README promised the repair.
+#[test]
+fn repair_from_a_standby_mends_a_record_in_a_sealed_segment() {
+    let mut cluster = TestCluster::new("repair-sealed", 2, "local+replicated:1");
+    let small = ["--journal-segment-mib", "4", "--snapshot-interval-s", "0"];
+    cluster.start_primary(0, &small);
+    cluster.start_standby(1, &[0], &[]);
+    let node = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    let accounts: Vec<_> = (1..=ACCOUNTS).map(account).collect();
+    assert!(node.create_accounts(&accounts).expect("answered").iter().all(|result| result.status == 0));
+    // Full batches until the journal has rolled into a second segment, and one more.
+    let journal = cluster.data(0).join("journal");
+    let mut ids = Vec::new();
+    let mut index = 0u128;
+    while segment_files(&journal).len() < 2 {
+        assert!(index < 400, "the journal never rolled over");
+        let first = 100_000 + index * 8_189;
+        let transfers: Vec<Transfer> = (first..first + 8_189)
+            .map(|id| transfer(id, 1 + id % ACCOUNTS, 1 + (id + 1) % ACCOUNTS, 1 + id % 7_919))
+            .collect();
+        acknowledged(&node, &transfers);
+        ids.extend(transfers.iter().map(|transfer| transfer.id));
+        index += 1;
+    }
+    acknowledged(&node, &batch(0, 1));
+    ids.extend(batch(0, 1).iter().map(|transfer| transfer.id));
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    cluster.kill(0);
+    // A record in the middle of the first (now sealed) segment.
+    let sealed = segment_files(&journal).remove(0);
+    let mut bytes = std::fs::read(&sealed).expect("readable");
+    let mut reader = JournalReader::open(&journal, 1, ReadLimit::Everything).expect("the journal opens");
+    let mut in_first = Vec::new();
+    while let Some(record) = reader.next_record().expect("intact") {
+        if let Some(at) = bytes.windows(record.payload.len()).position(|window| window == record.payload) {
+            in_first.push((record.sequence, at + record.payload.len() / 2));
+        }
+    }
+    assert!(in_first.len() >= 3, "the first segment holds several records");
+    let (damaged, at) = in_first[in_first.len() / 2];
+    bytes[at] ^= 0x10;
+    std::fs::write(&sealed, bytes).expect("written");
+
+    let standby = cluster.addresses[1].to_string();
+    cluster.start_primary(0, &["--repair-from", &standby, "--journal-segment-mib", "4", "--snapshot-interval-s", "0"]);
+    let node = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    let mut found = 0;
+    for chunk in ids.chunks(8_189) {
+        found += node.lookup_transfers(chunk).expect("answered").len();
+    }
+    assert_eq!(found, ids.len(), "every acknowledged transfer is there after the repair");
+    assert!(
+        cluster.log(0).contains(&format!("REPAIRED journal records {damaged}..={damaged}")),
+        "the node says what it repaired:\n{}",
+        cluster.log(0)
+    );
+}
+
+
+/// A standby with a damaged record (intact ones after it) repairs it from its primary at
+/// start: the search for a divergent suffix opened the journal without a repair source
+/// first and refused it, so `tally standby` exited and never reached the repair.
+#[test]
+fn a_standby_with_a_damaged_record_repairs_it_from_its_primary_at_start() {
+    let mut cluster = replica_set("repair-standby", 2, 1);
+    let damaged = damage_second_to_last_record_of(&mut cluster, 1);
+    cluster.start_standby(1, &[0], &[]);
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    assert!(
+        cluster.log(1).contains(&format!("REPAIRED journal records {damaged}..={damaged}")),
+        "the standby says what it repaired:\n{}",
+        cluster.log(1)
+    );
 }

@@ -30,7 +30,10 @@ pub(super) fn truncate_divergent_suffix(config: &StandbyConfig, dirs: &DataDir, 
         segment_bytes: config.journal_segment_bytes,
         ..JournalConfig::new(&dirs.journal)
     };
-    let (journal, report) = Journal::open(&journal_config)?;
+    // Damaged records are repaired before the search reads them (until 2026-12-07 this
+    // open refused them, so a standby never reached the repair in `recover_local`).
+    let source = super::standby::repair_source(config, role.epoch());
+    let (journal, report) = super::open_repairing(&journal_config, Some(&source))?;
     if super::recover::cut_records(&report) {
         // Records above the durable mark on disk were cut as a torn tail: flushed ones
         // among them may have been acknowledged, so this log may lack what this node

@@ -369,15 +369,23 @@ struct Local {
     marks: DerivedMarks,
 }
 
+/// Where a standby fetches damaged journal records from: its primaries, then `--repair-from`.
+pub(super) fn repair_source(config: &StandbyConfig, epoch: u32) -> super::repair::RepairSource {
+    let peers = config.primaries.iter().chain(&config.repair_from).copied().filter(|peer| *peer != config.node);
+    super::repair::RepairSource { peers: peers.collect(), key: config.key.clone(), epoch }
+}
+
 /// Loads the newest snapshot, opens the journal and the derived stores and replays the
 /// journal into all of them, as a node's start-up does (`recover::recover`). Damaged
 /// journal records are repaired from the primaries (and `--repair-from`).
 fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<Local, NodeError> {
     let (snapshots, restored, history_store, history_start) = super::restore_with_history(dirs, config.history_check)?;
-    let peers = config.primaries.iter().chain(&config.repair_from).copied().filter(|peer| *peer != config.node);
-    let repair_source = super::repair::RepairSource { peers: peers.collect(), key: config.key.clone(), epoch };
-    let (journal, report) =
-        super::open_journal(&dirs.journal, restored.sequence, config.journal_segment_bytes, Some(&repair_source))?;
+    let (journal, report) = super::open_journal(
+        &dirs.journal,
+        restored.sequence,
+        config.journal_segment_bytes,
+        Some(&repair_source(config, epoch)),
+    )?;
     let outcome_storage = FileStorage::new(&dirs.outcomes, FlushMethod::Fdatasync)?.with_file_writes();
     let segment_bytes = tally_sinks::stream::SEGMENT_BYTES_DEFAULT;
     let outcomes = OutcomeStream::open(outcome_storage, segment_bytes, report.last_sequence)?;
