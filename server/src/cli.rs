@@ -483,6 +483,28 @@ fn execute(command: CliCommand) -> Result<(), CliError> {
     }
 }
 
+/// `tally exec` runs a primary alone; a standby's or a fenced node's directory is not one.
+/// Opened there, a standby's log took writes that its next start cut as a divergent
+/// suffix (acknowledged, then lost), and a fenced node's halted gate held the first write
+/// for ever.
+fn refuse_a_replicas_directory(data: &std::path::Path) -> Result<(), CliError> {
+    use crate::node::role::{EPOCH_FILE, Role, RoleKind};
+    if !data.join(EPOCH_FILE).exists() {
+        return Ok(());
+    }
+    let role = Role::load(data)?;
+    let kind = match role.kind() {
+        RoleKind::Primary => return Ok(()),
+        RoleKind::Standby => "a standby's",
+        RoleKind::Fenced => "a fenced primary's",
+    };
+    Err(CliError::Usage(format!(
+        "{} is {kind} data directory (epoch {}): `tally exec` runs a primary alone; start it with `tally standby`, or promote it",
+        data.display(),
+        role.epoch()
+    )))
+}
+
 fn node_config(args: &NodeArgs) -> NodeConfig {
     NodeConfig {
         durability: args.durability,
@@ -618,6 +640,7 @@ fn start_admin(
 }
 
 fn exec(args: &NodeArgs) -> Result<(), CliError> {
+    refuse_a_replicas_directory(&args.data)?;
     let node = open_node(&node_config(args))?;
     let submitter = node.submitter();
     let stdin = std::io::stdin();

@@ -213,6 +213,76 @@ fn bad_arguments_exit_2_with_a_message() {
         (vec!["rebuild", "--data", rebuilt, "--yes"], "pass --epoch"),
         (vec!["rebuild", "--data", rebuilt, "--epoch", "four"], "--epoch"),
         (vec!["serve", "--data", data, "--history-check", "sometimes"], "history check"),
+        (
+            vec!["standby", "--data", data, "--listen", "127.0.0.1:7101", "--primary", "127.0.0.1:7101"],
+            "no node but this one",
+        ),
+        (
+            vec!["standby", "--data", data, "--listen", "127.0.0.1:7101", "--primary", "127.0.0.1:7102,127.0.0.1:7102"],
+            "twice",
+        ),
+        (
+            vec![
+                "standby",
+                "--data",
+                data,
+                "--listen",
+                "127.0.0.1:7101",
+                "--primary",
+                "127.0.0.1:7102",
+                "--cluster",
+                "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7102",
+            ],
+            "twice",
+        ),
+        (
+            vec![
+                "standby",
+                "--data",
+                data,
+                "--listen",
+                "127.0.0.1:7101",
+                "--primary",
+                "127.0.0.1:7102",
+                "--cluster",
+                "127.0.0.1:7101",
+                "--auto-promote-after-ms",
+                "1000",
+            ],
+            "other nodes",
+        ),
+        (
+            vec![
+                "standby",
+                "--data",
+                data,
+                "--listen",
+                "127.0.0.1:7101",
+                "--primary",
+                "127.0.0.1:7103",
+                "--cluster",
+                "127.0.0.1:7101,127.0.0.1:7102",
+                "--auto-promote-after-ms",
+                "1000",
+            ],
+            "not in --cluster",
+        ),
+        (
+            vec![
+                "standby",
+                "--data",
+                data,
+                "--listen",
+                "127.0.0.1:7101",
+                "--primary",
+                "127.0.0.1:7102",
+                "--cluster",
+                "127.0.0.1:7101,127.0.0.1:7102",
+                "--auto-promote-after-ms",
+                "1",
+            ],
+            "auto-promote-after-ms",
+        ),
     ];
     for (args, expected) in cases {
         let output = Command::new(TALLY).args(&args).stdin(Stdio::null()).output().expect("tally runs");
@@ -261,4 +331,47 @@ fn a_closed_stdout_or_a_full_stderr_is_not_a_panic() {
     let output =
         Command::new(TALLY).args(["journal", "verify"]).arg(&missing).stderr(full).output().expect("tally runs");
     assert_eq!(output.status.code(), Some(2), "a usage error stays exit 2 when stderr cannot be written");
+}
+
+/// `tally exec` over a standby's or a fenced node's data directory is refused before it
+/// takes a write: a standby's took writes that its next start cut (acknowledged, then
+/// lost), and a fenced node's first write hung for ever.
+#[test]
+fn exec_refuses_a_standby_or_fenced_directory() {
+    let dir = TempDir::new("exec-replica");
+    let data = dir.path().join("data");
+    let mut exec = Exec::start(&data);
+    exec.ask(r#"{"op": "lookup_accounts", "ids": [1]}"#);
+    exec.finish();
+    for role in ["3 standby\n", "3 fenced\n"] {
+        std::fs::write(data.join("EPOCH"), role).expect("the role is written");
+        let mut child = Command::new(TALLY)
+            .args(["exec", "--data"])
+            .arg(&data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tally runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        // Ignored if it has already exited (the pipe is closed).
+        let _ = stdin.write_all(br#"{"op":"create_accounts","events":[{"id":1,"ledger":1,"code":1}]}"#);
+        let _ = stdin.write_all(b"\n");
+        drop(stdin);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while child.try_wait().expect("waitable").is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let hung = child.try_wait().expect("waitable").is_none();
+        if hung {
+            let _ = child.kill();
+        }
+        let output = child.wait_with_output().expect("exits");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!hung, "{role:?}: exec hung");
+        assert_eq!(output.status.code(), Some(2), "{role:?}: {stderr}");
+        assert!(!stdout.contains("created"), "{role:?}: a write was taken: {stdout}");
+        assert!(stderr.contains("tally standby"), "{role:?}: the way out is named: {stderr}");
+    }
 }

@@ -41,6 +41,11 @@ impl ClusterArgs {
         listen: SocketAddr,
         durability: Durability,
     ) -> Result<Option<ReplicationConfig>, CliError> {
+        if let Some(twice) = listed_twice(&self.cluster) {
+            return Err(CliError::Usage(format!(
+                "--cluster lists {twice} twice: every node once, the same list in the same order on every node"
+            )));
+        }
         let replicas = usize::from(durability.replicas());
         let Some(path) = &self.cluster_secret_file else {
             if replicas > 0 || !self.cluster.is_empty() {
@@ -65,6 +70,42 @@ impl ClusterArgs {
     }
 }
 
+/// An address that `addresses` holds more than once.
+fn listed_twice(addresses: &[SocketAddr]) -> Option<SocketAddr> {
+    addresses
+        .iter()
+        .enumerate()
+        .find(|(index, address)| addresses[..*index].contains(address))
+        .map(|(_, address)| *address)
+}
+
+/// `tally standby`'s address lists, checked before anything is opened: a node that
+/// follows only itself would confirm an epoch without asking anyone, a primary listed twice
+/// counts twice among the answers a new node waits for, and the watch asks only the
+/// nodes of `--cluster`.
+fn check_standby_addresses(args: &StandbyArgs) -> Result<(), CliError> {
+    // Its own address may be listed (one list for every node; it is skipped), but not alone.
+    if args.primary.iter().all(|primary| *primary == args.listen) {
+        return Err(CliError::Usage(format!("--primary names no node but this one ({})", args.listen)));
+    }
+    if let Some(twice) = listed_twice(&args.primary) {
+        return Err(CliError::Usage(format!("--primary lists {twice} twice")));
+    }
+    if args.auto_promote_after_ms.is_some() {
+        if args.cluster.cluster.len() < 2 {
+            return Err(CliError::Usage(
+                "--auto-promote-after-ms needs --cluster to list the other nodes too: a node alone would promote itself without asking anyone".into(),
+            ));
+        }
+        if let Some(outside) = args.primary.iter().find(|primary| !args.cluster.cluster.contains(primary)) {
+            return Err(CliError::Usage(format!(
+                "--primary {outside} is not in --cluster: with --auto-promote-after-ms the pre-vote asks only the nodes of --cluster, so that primary could not veto"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Args)]
 pub struct StandbyArgs {
     #[command(flatten)]
@@ -84,8 +125,9 @@ pub struct StandbyArgs {
     /// the candidate's). Off by default:
     /// a person usually decides. Keep it at 1 000 or more: a primary sends a heartbeat
     /// after 200 ms of silence, and a peer refuses the pre-vote while it heard one within
-    /// MS/2. Needs --cluster (the node's position decides its epochs).
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    /// MS/2; at least 400. Needs --cluster listing the other nodes and every --primary
+    /// (the node's position decides its epochs; the pre-vote asks the nodes listed).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(400..))]
     auto_promote_after_ms: Option<u64>,
     /// Peers besides the primaries to fetch damaged journal records from at start-up (a
     /// standby tries its primaries first); see `tally serve --repair-from`.
@@ -110,6 +152,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
     if args.cluster.cluster.is_empty() && args.auto_promote_after_ms.is_some() {
         return Err(CliError::Usage(format!("--auto-promote-after-ms needs --cluster: {NOT_PROMOTABLE}")));
     }
+    check_standby_addresses(args)?;
     let (gateway_config, tls) = args.gateway.gateway(args.listen)?;
     let listener = TcpListener::bind(args.listen)
         .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
