@@ -3,7 +3,8 @@
 //! `in_flight_max` are out) it sends everything waiting as one request per operation,
 //! and splits each reply back to its callers. Requests that time out, or whose
 //! connection drops, are sent again unchanged (same ids) on a new connection, moving on
-//! through the node addresses.
+//! through the node addresses. Until a node answers a request, each failed attempt
+//! (no address accepted, or a connection dropped unanswered) pauses the next one longer.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -19,13 +20,21 @@ use crate::error::ClientError;
 
 /// Pause before sending again a request the node answered `busy`.
 const BUSY_PAUSE: Duration = Duration::from_millis(10);
-/// First pause before reconnecting after every address failed; it doubles up to the max.
+/// First pause before reconnecting after a failed attempt: every address refused the
+/// connection, or a connection was dropped before it answered a request (a standby that
+/// names no primary, a node that closes at once). It doubles up to the max with each
+/// failed attempt and returns to the min once a node answers a request; without it such
+/// a node would take a connection and a resend per round trip until `give_up_after`.
 const RECONNECT_PAUSE_MIN: Duration = Duration::from_millis(20);
 const RECONNECT_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// Redirects followed in a row without an answer from a primary. Two nodes that each name
 /// the other (a stale view during a failover) would otherwise bounce a request forever;
 /// past this the client pauses, as when no address answers, and then follows again.
 pub const REDIRECT_HOPS_MAX: u32 = 8;
+/// The request id of an error reply to a frame the node refused before it read the frame's
+/// id (a version it does not speak, a size or layout it does not accept); the node closes
+/// the connection after it. The client numbers its requests from 1, so none is 0.
+const REFUSED_FRAME_REQUEST_ID: u64 = 0;
 
 pub enum Event {
     Call(Caller),
@@ -59,11 +68,13 @@ pub struct Batcher {
     redirect: Option<SocketAddr>,
     /// Redirects followed since a primary last answered.
     redirect_hops: u32,
-    /// The pause after the next run of [`REDIRECT_HOPS_MAX`] redirects; it doubles up to
-    /// the reconnection maximum and returns to the minimum once a primary answers.
-    redirect_pause: Duration,
     reconnect_at: Instant,
+    /// The pause after the next failed attempt (see [`RECONNECT_PAUSE_MIN`]).
     reconnect_pause: Duration,
+    /// Whether the current connection has answered a request. Until it has, dropping it
+    /// counts as a failed attempt: a TCP connect alone does not show the node serves.
+    /// A status reply does not count: a standby answers those too.
+    answered: bool,
     next_request_id: u64,
     /// Why the last connection was dropped or could not be made, for `Timeout` errors.
     last_failure: String,
@@ -88,9 +99,9 @@ impl Batcher {
             address_index: 0,
             redirect: None,
             redirect_hops: 0,
-            redirect_pause: RECONNECT_PAUSE_MIN,
             reconnect_at: Instant::now(),
             reconnect_pause: RECONNECT_PAUSE_MIN,
+            answered: false,
             next_request_id: 1,
             last_failure: "none: the node did not answer in time".to_owned(),
             unreachable_since: None,
@@ -190,7 +201,8 @@ impl Batcher {
         };
         match answer {
             Ok(reply) => {
-                (self.redirect_hops, self.redirect_pause) = (0, RECONNECT_PAUSE_MIN);
+                self.redirect_hops = 0;
+                self.answered();
                 let Some(sent) = self.in_flight.remove(&request_id) else { return };
                 match split(&sent.batch.call, &sent.batch.parts, reply) {
                     Ok(replies) => {
@@ -203,12 +215,15 @@ impl Batcher {
             }
             Err(ErrorCode::NotPrimary) => self.drop_connection("the node is not the primary", true),
             Err(ErrorCode::Busy) => {
+                self.answered();
                 if let Some(sent) = self.in_flight.get_mut(&request_id) {
                     sent.sent_at = None;
                     sent.not_before = Instant::now() + BUSY_PAUSE;
                 }
             }
+            Err(code) if request_id == REFUSED_FRAME_REQUEST_ID => self.frame_refused(code),
             Err(code) => {
+                self.answered();
                 if let Some(sent) = self.in_flight.remove(&request_id) {
                     sent.batch.fail(|| ClientError::Rejected(code));
                 }
@@ -216,9 +231,16 @@ impl Batcher {
         }
     }
 
+    /// A node answered a request on the current connection: it serves, so the next
+    /// failed attempt pauses the shortest time again.
+    fn answered(&mut self) {
+        self.answered = true;
+        self.reconnect_pause = RECONNECT_PAUSE_MIN;
+    }
+
     /// `not_primary`, naming the primary: every request in flight goes there (unchanged:
-    /// their ids make a resend safe). After [`REDIRECT_HOPS_MAX`] hops without an answer
-    /// the client stops following for one reconnection pause.
+    /// their ids make a resend safe), at once. After [`REDIRECT_HOPS_MAX`] hops without an
+    /// answer the client stops following for one reconnection pause.
     fn follow_redirect(&mut self, primary: SocketAddr) {
         let from = self.connection.as_ref().map(|connection| connection.address);
         if from == Some(primary) {
@@ -226,15 +248,32 @@ impl Batcher {
             return self.drop_connection("the node is not the primary and names itself", true);
         }
         if self.redirect_hops >= REDIRECT_HOPS_MAX {
+            // No redirect is pending, so dropping the unanswered connection pauses.
             self.redirect_hops = 0;
-            self.drop_connection(&format!("{REDIRECT_HOPS_MAX} redirects without reaching a primary"), true);
-            self.reconnect_at = Instant::now() + self.redirect_pause;
-            self.redirect_pause = (self.redirect_pause * 2).min(RECONNECT_PAUSE_MAX);
-            return;
+            return self.drop_connection(&format!("{REDIRECT_HOPS_MAX} redirects without reaching a primary"), true);
         }
         self.redirect_hops += 1;
         self.redirect = Some(primary);
         self.drop_connection(&format!("the node is not the primary; it names {primary}"), false);
+    }
+
+    /// The node refused a frame before reading its request id, and closes the connection.
+    /// Where the frame itself is at fault, resending it cannot help: the requests written
+    /// on this connection fail with `code` (one of them was refused; the node read none of
+    /// those behind it, and answered those before it already). Otherwise they are resent.
+    fn frame_refused(&mut self, code: ErrorCode) {
+        let reason = format!("the node refused a frame ({code}) and closed the connection");
+        if !refusal_is_permanent(code) {
+            return self.drop_connection(&reason, true);
+        }
+        let written: Vec<u64> =
+            self.in_flight.iter().filter(|(_, sent)| sent.sent_at.is_some()).map(|(id, _)| *id).collect();
+        for request_id in written {
+            if let Some(sent) = self.in_flight.remove(&request_id) {
+                sent.batch.fail(|| ClientError::Rejected(code));
+            }
+        }
+        self.drop_connection(&reason, true);
     }
 
     /// The peer does not speak the protocol: sending again to it cannot help, so the
@@ -287,6 +326,8 @@ impl Batcher {
 
     /// Gives the connection up; every request in flight is sent again on the next one.
     /// `move_on`: start with the next address (this node is not the one to talk to).
+    /// A connection that answered, or a redirect to follow (those are bounded by
+    /// [`REDIRECT_HOPS_MAX`]), reconnects at once; otherwise this was a failed attempt.
     fn drop_connection(&mut self, reason: &str, move_on: bool) {
         let Some(connection) = self.connection.take() else { return };
         self.last_failure = format!("{}: {reason}", connection.address);
@@ -296,7 +337,18 @@ impl Batcher {
         for sent in self.in_flight.values_mut() {
             sent.sent_at = None;
         }
-        self.reconnect_at = Instant::now();
+        let now = Instant::now();
+        if self.answered || self.redirect.is_some() {
+            self.reconnect_at = now;
+        } else {
+            self.pause_reconnecting(now);
+        }
+    }
+
+    /// After a failed attempt: the next waits the reconnection pause, which doubles.
+    fn pause_reconnecting(&mut self, now: Instant) {
+        self.reconnect_at = now + self.reconnect_pause;
+        self.reconnect_pause = (self.reconnect_pause * 2).min(RECONNECT_PAUSE_MAX);
     }
 
     /// Tries the address a redirect named, if any, then each address once, starting with
@@ -323,8 +375,7 @@ impl Batcher {
         }
         let now = Instant::now();
         self.unreachable_since.get_or_insert(now);
-        self.reconnect_at = now + self.reconnect_pause;
-        self.reconnect_pause = (self.reconnect_pause * 2).min(RECONNECT_PAUSE_MAX);
+        self.pause_reconnecting(now);
         Err(reasons.join("; "))
     }
 
@@ -340,7 +391,8 @@ impl Batcher {
         let connection = opened?;
         self.generation = generation;
         self.connection = Some(connection);
-        self.reconnect_pause = RECONNECT_PAUSE_MIN;
+        // The pause starts over only once this connection answers (see `answered`).
+        self.answered = false;
         self.unreachable_since = None;
         Ok(())
     }
@@ -429,7 +481,8 @@ impl Batcher {
         while self.in_flight.len() < self.config.in_flight_max {
             let Some(batch) = next_batch(&mut self.waiting) else { break };
             let request_id = self.next_request_id;
-            self.next_request_id = self.next_request_id.wrapping_add(1);
+            // Past u64::MAX, 1 again: 0 is the refused frame's id.
+            self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
             self.in_flight.insert(request_id, Sent { batch, sent_at: None, not_before: now });
             if !self.write(request_id) {
                 return;
@@ -468,5 +521,25 @@ impl Batcher {
                 false
             }
         }
+    }
+}
+
+/// Whether a node that refused a frame with `code` would refuse it again: the frame is at
+/// fault (its version, size, layout or sender), not the node's state. Every code is named,
+/// so that a new one is decided here.
+fn refusal_is_permanent(code: ErrorCode) -> bool {
+    match code {
+        ErrorCode::UnsupportedVersion
+        | ErrorCode::UnknownOperation
+        | ErrorCode::TooLarge
+        | ErrorCode::Misaligned
+        | ErrorCode::Malformed
+        | ErrorCode::Unauthenticated
+        | ErrorCode::Forbidden
+        | ErrorCode::InvalidFilter
+        | ErrorCode::PromotionRefused => true,
+        // Bytes damaged on the way may arrive whole when sent again; the others are about
+        // the node's state at the moment.
+        ErrorCode::BadChecksum | ErrorCode::Busy | ErrorCode::NotPrimary => false,
     }
 }

@@ -19,8 +19,12 @@
 //!   connection, going through the node addresses; a node that answers `not_primary`
 //!   and names the primary (protocol version 2) sends the client there, even to an address
 //!   not in its list (at most `REDIRECT_HOPS_MAX` redirects in a row, then a pause); one
-//!   that names none sends it on to the next address. After `give_up_after`, the call fails with
-//!   [`ClientError::Timeout`].
+//!   that names none sends it on to the next address. Until a node answers a request, each
+//!   new connection waits longer (20 ms, doubling up to 1 s). After `give_up_after`, the
+//!   call fails with [`ClientError::Timeout`].
+//! - A node that refuses a frame itself (a protocol version it does not speak, a frame too
+//!   large or malformed) answers with request id 0 and closes: the calls written on that
+//!   connection fail at once with `Rejected(code)` instead of being retried.
 //! - With [`ClientConfig::key`] set, every connection first proves the key to the node
 //!   (protocol version 3, `wire::auth`); the key never crosses the wire. A node that
 //!   refuses the first connection's proof fails `connect` with

@@ -1,11 +1,13 @@
 //! The client against a scripted node on loopback: automatic batching of concurrent
 //! callers, retries with the same ids after a timeout or a dropped connection, and the
-//! move to the next address on `not_primary`, and redirects (followed, but not forever).
+//! move to the next address on `not_primary`, and redirects (followed, but not forever);
+//! a node that never answers is not redialled in a tight loop, and a node that refuses
+//! the frame itself fails the call with its code.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tally_client::{Client, ClientConfig, ClientError};
 use tally_codecs::wire::{Body, ErrorCode, FrameDecoder, Message, NodeStatus, Reply, Request, encode_error_reply};
@@ -26,6 +28,9 @@ enum Answer {
     NotPrimary,
     /// `not_primary`, naming this address as the primary.
     Redirect(SocketAddr),
+    /// What a node does with a frame it refuses before reading its request id: an error
+    /// reply with request id 0, then the close.
+    RefuseFrame(ErrorCode),
 }
 
 /// A node on a loopback port that answers the n-th request (counted over all its
@@ -91,6 +96,11 @@ fn serve(mut stream: TcpStream, script: &dyn Fn(usize) -> Answer, count: &mut us
                         Answer::HangUp => return,
                         Answer::NotPrimary => encode_error_reply(frame.request_id, ErrorCode::NotPrimary, &mut out),
                         Answer::Redirect(primary) => encode_redirect(frame.request_id, primary, &mut out),
+                        Answer::RefuseFrame(code) => {
+                            encode_error_reply(0, code, &mut out);
+                            let _ = stream.write_all(&out);
+                            return;
+                        }
                     }
                 }
                 _ => return,
@@ -223,4 +233,43 @@ fn two_nodes_naming_each_other_do_not_bounce_a_request_without_end() {
         bounced <= runs_max * (tally_client::REDIRECT_HOPS_MAX as usize + 1),
         "{bounced} requests bounced between two nodes naming each other"
     );
+}
+
+/// Sends one call to a node that never answers it as `script` says, and returns how many
+/// times the request reached the node before the call gave up after 1.5 s.
+fn requests_until_timeout(script: fn(usize) -> Answer) -> usize {
+    let (address, requests) = fake_node(script);
+    let give_up_after = Duration::from_millis(1500);
+    let client = Client::with_config(ClientConfig { give_up_after, ..config(&[address]) }).expect("connect");
+    let result = client.create_transfers(&transfers(1..2));
+    assert!(matches!(result, Err(ClientError::Timeout { .. })), "{result:?}");
+    requests.try_iter().count()
+}
+
+/// Within 1.5 s the reconnection pauses after each unanswered connection (20 ms, doubling)
+/// allow about seven attempts; redialling at once sends one per loopback round trip,
+/// thousands.
+const UNANSWERED_ATTEMPTS_MAX: usize = 10;
+
+#[test]
+fn not_primary_without_a_redirect_backs_off() {
+    let requests = requests_until_timeout(|_| Answer::NotPrimary);
+    assert!(requests <= UNANSWERED_ATTEMPTS_MAX, "{requests} requests to a standby that names no primary");
+}
+
+#[test]
+fn a_node_that_hangs_up_on_every_request_is_not_redialled_in_a_tight_loop() {
+    let requests = requests_until_timeout(|_| Answer::HangUp);
+    assert!(requests <= UNANSWERED_ATTEMPTS_MAX, "{requests} requests to a node that hangs up on each");
+}
+
+#[test]
+fn a_refused_frame_fails_the_call_with_the_nodes_code() {
+    let (address, requests) = fake_node(|_| Answer::RefuseFrame(ErrorCode::UnsupportedVersion));
+    let client = Client::with_config(config(&[address])).expect("connect");
+    let started = Instant::now();
+    let result = client.create_transfers(&transfers(1..2));
+    assert!(matches!(result, Err(ClientError::Rejected(ErrorCode::UnsupportedVersion))), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "refused after {:?}", started.elapsed());
+    assert_eq!(requests.try_iter().count(), 1, "a refused frame is not sent again");
 }
