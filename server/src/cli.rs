@@ -64,7 +64,8 @@ struct Cli {
     #[command(subcommand)]
     command: CliCommand,
     /// How log events are written to stderr: `text` lines (`tally: message key=value`) or
-    /// `json`, one object per line.
+    /// `json`, one object per line (some replication and recovery messages stay plain
+    /// text lines; see the README).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "text|json")]
     log_format: LogFormat,
 }
@@ -123,7 +124,7 @@ struct NodeArgs {
     wait: Wait,
     /// How often the node checks whether a pending transfer's timeout has passed; only
     /// then does it journal a tick that expires it.
-    #[arg(long, default_value_t = 1000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     tick_interval_ms: u64,
     /// How often a checkpoint is taken (0: never; a clean `exec` exit still writes one). The
     /// business logic pauses for a copy of its state (docs/design.md §5).
@@ -212,8 +213,8 @@ pub(super) struct GatewayArgs {
     #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = clap::value_parser!(u64).range(4..=1_048_576))]
     gateway_memory_mib: u64,
     /// Connections served at once; more are closed at once.
-    #[arg(long, default_value_t = gateway::CONNECTIONS_MAX, value_name = "N")]
-    max_connections: usize,
+    #[arg(long, default_value_t = gateway::CONNECTIONS_MAX as u64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    max_connections: u64,
     /// Serve clients (and the admin listener) over TLS with this PEM certificate chain;
     /// plain client connections are then refused. Replication peers stay plain (HMAC).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
@@ -265,7 +266,8 @@ impl GatewayArgs {
         let memory_bytes = usize::try_from(self.gateway_memory_mib << 20).unwrap_or(usize::MAX);
         Ok(gateway::GatewayConfig {
             keys: keys.map(std::sync::Arc::new),
-            connections_max: self.max_connections.max(1),
+            // At most 1 048 576 by the argument's range: fits any usize.
+            connections_max: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             auth_timeout: Duration::from_millis(self.auth_timeout_ms),
             idle_timeout: Duration::from_secs(self.idle_timeout_s),
             budget: std::sync::Arc::new(gateway::memory_budget(memory_bytes)),
@@ -336,7 +338,10 @@ impl SecurityArgs {
                     .map(|(key, _)| key)
                     .map_err(|error| CliError::Usage(format!("{}: {error}", tally_client::KEY_ENV)))?,
             )),
-            (None, Err(_)) => Ok(None),
+            (None, Err(std::env::VarError::NotPresent)) => Ok(None),
+            (None, Err(std::env::VarError::NotUnicode(_))) => {
+                Err(CliError::Usage(format!("{} is not valid UTF-8", tally_client::KEY_ENV)))
+            }
         }
     }
 

@@ -447,6 +447,23 @@ impl Node {
 
 /// Locks the data directory at `root` for an operator tool, as a node does, so that the
 /// tool never works on a journal a node has open.
+/// Takes the data directory's lock for a tool that only reads: an existing `LOCK` is
+/// opened read-only (a lock on a read-only file system or a copy the tool may not write);
+/// without one no node has run there, and nothing is created (`None`).
+pub fn lock_data_dir_to_read(root: &Path) -> Result<Option<File>, NodeError> {
+    let path = root.join("LOCK");
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(NodeError::DataDir { path, source }),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Err(NodeError::Locked { path: root.to_path_buf() }),
+        Err(TryLockError::Error(source)) => Err(NodeError::DataDir { path, source }),
+    }
+}
+
 pub fn lock_data_dir(root: &Path) -> Result<File, NodeError> {
     DataDir {
         root: root.to_path_buf(),

@@ -213,6 +213,20 @@ fn bad_arguments_exit_2_with_a_message() {
         (vec!["rebuild", "--data", rebuilt, "--yes"], "pass --epoch"),
         (vec!["rebuild", "--data", rebuilt, "--epoch", "four"], "--epoch"),
         (vec!["serve", "--data", data, "--history-check", "sometimes"], "history check"),
+        (vec!["serve", "--data", data, "--max-connections", "0"], "max-connections"),
+        (vec!["exec", "--data", data, "--tick-interval-ms", "3600001"], "tick-interval-ms"),
+        (
+            vec![
+                "reconcile",
+                "--pg",
+                "postgres://nobody@127.0.0.1:1/x",
+                "--addr",
+                "127.0.0.1:1",
+                "--catch-up-s",
+                "18446744073709551615",
+            ],
+            "catch-up-s",
+        ),
         (
             vec!["standby", "--data", data, "--listen", "127.0.0.1:7101", "--primary", "127.0.0.1:7101"],
             "no node but this one",
@@ -303,6 +317,18 @@ fn bad_arguments_exit_2_with_a_message() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("in use"));
     running.finish();
 
+    // A dry run of rebuild over a directory that is not there creates nothing.
+    let nowhere = dir.path().join("nowhere");
+    let output = Command::new(TALLY)
+        .args(["rebuild", "--data"])
+        .arg(&nowhere)
+        .args(["--epoch", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!nowhere.exists(), "a dry run made the directory");
+
     // A node that is not there is a failure, not a usage error.
     let output = Command::new(TALLY).args(["status", "--addr", &free_address().to_string()]).output().expect("runs");
     assert_eq!(output.status.code(), Some(1));
@@ -374,4 +400,23 @@ fn exec_refuses_a_standby_or_fenced_directory() {
         assert!(!stdout.contains("created"), "{role:?}: a write was taken: {stdout}");
         assert!(stderr.contains("tally standby"), "{role:?}: the way out is named: {stderr}");
     }
+}
+
+/// `tally journal verify` only reads: it creates no `LOCK` and leaves a staged snapshot
+/// file alone (it took the lock for writing and removed staged files, so it failed on a
+/// read-only copy and changed what it was asked to check).
+#[test]
+fn journal_verify_writes_nothing() {
+    let dir = TempDir::new("verify-reads");
+    let data = dir.path().join("data");
+    let mut exec = Exec::start(&data);
+    exec.ask(r#"{"op": "create_accounts", "events": [{"id": 1, "ledger": 1, "code": 1}]}"#);
+    exec.finish();
+    std::fs::remove_file(data.join("LOCK")).expect("the lock file is removed");
+    let staged = data.join("snapshots").join("00000000000000000009.snap.staged");
+    std::fs::write(&staged, b"half a snapshot").expect("a staged file");
+    let output = Command::new(TALLY).args(["journal", "verify"]).arg(data.join("journal")).output().expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!data.join("LOCK").exists(), "verify created a lock file");
+    assert!(staged.exists(), "verify removed a staged snapshot file");
 }

@@ -335,7 +335,8 @@ fn config(args: &BenchArgs) -> Result<Config, CliError> {
 
 /// This process's command line, quoted where a shell would need it.
 fn command_line() -> String {
-    let words: Vec<String> = std::env::args()
+    let words: Vec<String> = std::env::args_os()
+        .map(|word| word.to_string_lossy().into_owned())
         .enumerate()
         .map(|(index, word)| {
             let word = if index == 0 { "tally".to_owned() } else { word };

@@ -37,7 +37,9 @@ struct Target {
     _lock: Option<File>,
 }
 
-fn open_target(dir: &Path) -> Result<Target, CliError> {
+/// The journal in `dir`, locked; `writes`: the tool may change it (else nothing in the
+/// directory is created, removed or written, so a read-only copy can be checked).
+fn open_target(dir: &Path, writes: bool) -> Result<Target, CliError> {
     let journal = journal_dir(dir)?;
     let root = journal.parent().filter(|parent| {
         journal.file_name().is_some_and(|name| name == "journal")
@@ -46,7 +48,8 @@ fn open_target(dir: &Path) -> Result<Target, CliError> {
     let Some(root) = root else {
         return Ok(Target { journal, root: None, snapshot_sequence: 0, _lock: None });
     };
-    let lock = node::lock_data_dir(root).map_err(|error| match error {
+    let lock = if writes { node::lock_data_dir(root).map(Some) } else { node::lock_data_dir_to_read(root) };
+    let lock = lock.map_err(|error| match error {
         NodeError::Locked { path } => CliError::Failed(format!(
             "{} is in use by a running tally node: stop it first (the tools never read or change a journal a \
              node has open)",
@@ -56,17 +59,18 @@ fn open_target(dir: &Path) -> Result<Target, CliError> {
     })?;
     let snapshots = root.join("snapshots");
     let snapshot_sequence = if snapshots.is_dir() {
-        SnapshotStore::open(&snapshots)?.load_newest()?.newest.map_or(0, |snapshot| snapshot.sequence)
+        let store = if writes { SnapshotStore::open(&snapshots)? } else { SnapshotStore::existing(&snapshots) };
+        store.load_newest()?.newest.map_or(0, |snapshot| snapshot.sequence)
     } else {
         0
     };
     let root = Some(root.to_path_buf());
-    Ok(Target { journal, root, snapshot_sequence, _lock: Some(lock) })
+    Ok(Target { journal, root, snapshot_sequence, _lock: lock })
 }
 
 /// Checks the journal as start-up would and says what start-up would do.
 pub fn verify(dir: &Path) -> Result<(), CliError> {
-    let target = open_target(dir)?;
+    let target = open_target(dir, false)?;
     let report = tally_journal::verify_after_snapshot(&target.journal, target.snapshot_sequence)?;
     let after = match target.snapshot_sequence {
         0 => String::new(),
@@ -118,7 +122,7 @@ pub fn verify(dir: &Path) -> Result<(), CliError> {
 
 /// Shows what truncating at `at` discards and, with `yes`, does it.
 pub fn truncate(dir: &Path, at: u64, yes: bool) -> Result<(), CliError> {
-    let target = open_target(dir)?;
+    let target = open_target(dir, true)?;
     if at < target.snapshot_sequence {
         return Err(CliError::Failed(format!(
             "cannot truncate at {at}: the newest snapshot covers sequence {} and replay starts after it",

@@ -37,8 +37,11 @@ pub struct ReconcileArgs {
     #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',', required = true)]
     addr: Vec<SocketAddr>,
     /// How long to wait for settlement to catch up with the node before giving up.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
     catch_up_s: u64,
+    /// The node's key and TLS, as for `tally client`.
+    #[command(flatten)]
+    security: super::SecurityArgs,
 }
 
 /// One account's four balances as decimal text, as each side reports them.
@@ -58,6 +61,8 @@ pub fn reconcile(args: &ReconcileArgs) -> Result<(), CliError> {
     let node_config = ClientConfig {
         connect_timeout: Duration::from_secs(2),
         unreachable_after: Duration::from_secs(5),
+        key: args.security.key()?,
+        tls: args.security.tls()?,
         ..ClientConfig::new(&args.addr)
     };
     let node = Client::with_config(node_config)

@@ -37,6 +37,10 @@ pub fn rebuild(root: &Path, epoch: Option<u32>, apply: bool) -> Result<Rebuild, 
             root.display()
         )));
     }
+    // Only shows: a directory that is not there holds nothing to remove, and is not made.
+    if !apply && !root.exists() {
+        return Ok(Rebuild { epoch: epoch.unwrap_or_default(), files: Vec::new() });
+    }
     let dirs = DataDir::create(root)?;
     let _lock = dirs.lock()?;
     let role = Role::load(root)?;
