@@ -384,3 +384,56 @@ fn a_checkpoint_copy_is_the_state_after_its_sequence_also_when_made_into_the_las
     assert_eq!(pipeline.stats().checkpoint_stalls().0, 2, "one copy per request");
     drop(pipeline);
 }
+
+/// Records which requests were answered and which abandoned, by request id.
+#[derive(Default)]
+struct Fates {
+    answered: Mutex<Vec<u64>>,
+    abandoned: Mutex<Vec<u64>>,
+}
+
+impl ReplyTo for Fates {
+    fn reply(&self, request_id: u64, _: &Reply) {
+        self.answered.lock().unwrap().push(request_id);
+    }
+
+    fn abandoned(&self, request_id: u64) {
+        self.abandoned.lock().unwrap().push(request_id);
+    }
+}
+
+/// A fenced node's gate lets nothing through until its pipeline stops (docs/design.md
+/// §4, "Durability gate"): the mutations waiting there are then not applied, and each must
+/// be abandoned, so that a gateway frees what it holds for the reply; the query behind
+/// them needs no watermark and is answered. Every request taken gets exactly one of the
+/// two; one refused after the stop gets neither (its caller hears `Stopped`).
+#[test]
+fn every_request_taken_is_answered_or_abandoned_exactly_once_when_the_gate_never_passes() {
+    let log = MemoryLog::default();
+    log.watermarks.halted.store(true, Ordering::Release);
+    let pipeline = Pipeline::start(
+        config(Wait::Parking),
+        Ledger::new(),
+        Box::new(log.clone()),
+        Box::new(CountingOutcomes::default()),
+    );
+    let submitter = pipeline.submitter();
+    let fates = Arc::new(Fates::default());
+    let creates = 1..=3u64;
+    for (request_id, account) in creates.clone().zip(accounts()) {
+        submitter.submit(Request::CreateAccounts(vec![account]), request_id, fates.clone()).expect("running");
+    }
+    let query = 4;
+    submitter.submit(Request::LookupAccounts(vec![1]), query, fates.clone()).expect("running");
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(fates.answered.lock().unwrap().is_empty(), "nothing passes a halted gate, nor what queues behind it");
+    let ledger = pipeline.shutdown();
+    assert_eq!(
+        submitter.submit(Request::LookupAccounts(vec![1]), 5, fates.clone()),
+        Err(SubmitError::Stopped),
+        "a stopped pipeline refuses"
+    );
+    assert_eq!(ledger.state_hash(), Ledger::new().state_hash(), "nothing held at the gate was applied");
+    assert_eq!(*fates.abandoned.lock().unwrap(), creates.collect::<Vec<_>>(), "each held mutation abandoned once");
+    assert_eq!(*fates.answered.lock().unwrap(), vec![query], "the query answered once; nothing else answered");
+}

@@ -103,9 +103,51 @@ pub trait InputLog: Send + 'static {
     fn watermarks(&self) -> Watermarks;
 }
 
-/// Where a reply goes; called on the reply-stage thread.
+/// Where a reply goes. Every request the pipeline took (its submission returned `Ok`) gets
+/// exactly one of the two calls; a refused submission gets neither (its caller was told).
 pub trait ReplyTo: Send + Sync + 'static {
+    /// The request's reply; called on the reply-stage thread.
     fn reply(&self, request_id: u64, reply: &Reply);
+    /// The pipeline stopped with the request unapplied and will never answer it: its
+    /// watermark had not passed within [`STOP_GRACE`] (a fenced node's gate never passes),
+    /// or its history wait gave up. A mutation stays in the journal, for a follower to
+    /// truncate or a restart (or a standby that holds it) to apply, so whether it takes
+    /// effect is unknown here; whatever waits for its reply must be freed and told so.
+    /// Called on the thread that gave up on it (the business logic's, or the reply
+    /// stage's). The default does nothing: for targets that hold nothing per request
+    /// (dropping the target is then enough, as for [`Submitter::execute`], whose caller
+    /// sees `Stopped`).
+    fn abandoned(&self, _request_id: u64) {}
+}
+
+/// A request the business logic has taken from the input ring, and the claim to its one
+/// answer: [`Owed::answer`] consumes it, and dropping it unanswered, wherever that happens
+/// (the gate or the history wait refused it at a stop, a stage panicked), abandons it.
+/// So no path can drop a request silently, or answer and abandon the same one.
+pub(crate) struct Owed {
+    /// `None` once answered or abandoned.
+    reply_to: Option<Arc<dyn ReplyTo>>,
+    request_id: u64,
+}
+
+impl Owed {
+    pub(crate) fn new(reply_to: Arc<dyn ReplyTo>, request_id: u64) -> Owed {
+        Owed { reply_to: Some(reply_to), request_id }
+    }
+
+    pub(crate) fn answer(mut self, reply: &Reply) {
+        if let Some(reply_to) = self.reply_to.take() {
+            reply_to.reply(self.request_id, reply);
+        }
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        if let Some(reply_to) = self.reply_to.take() {
+            reply_to.abandoned(self.request_id);
+        }
+    }
 }
 
 /// The derived log of outcomes, supplied by the server; called on its own thread
@@ -439,8 +481,9 @@ pub struct Pipeline {
 }
 
 /// At shutdown, how long inputs may still wait for their watermark (a standby's
-/// acknowledgement) before the gate gives up on them: they are then neither applied nor
-/// answered, and stay in the journal for a follower to truncate or a restart to replay.
+/// acknowledgement) before the gate gives up on them: they are then not applied but
+/// abandoned ([`ReplyTo::abandoned`]), and stay in the journal for a follower to truncate
+/// or a restart to replay.
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 impl Pipeline {
@@ -506,7 +549,8 @@ impl Pipeline {
     }
 
     /// Applies everything already submitted (inputs whose watermark does not pass within
-    /// [`STOP_GRACE`] excepted), stops every thread and returns the ledger.
+    /// [`STOP_GRACE`] excepted: those are abandoned), stops every thread and returns the
+    /// ledger.
     pub fn shutdown(mut self) -> Ledger {
         self.stop();
         self.ledger_back.recv().expect("invariant: the business-logic thread hands the ledger back when it stops")

@@ -14,7 +14,7 @@ use super::feed::{Fed, Feed};
 use super::gate::Gate;
 use super::latency::{Stage, now_ns};
 use super::wait::{StageWait, backoff, set_linger};
-use super::{Command, History, HistoryWriter, InputLog, OutcomeLog, PipelineConfig, PipelineStats, ReplyTo};
+use super::{Command, History, HistoryWriter, InputLog, OutcomeLog, Owed, PipelineConfig, PipelineStats, ReplyTo};
 use crate::Ledger;
 use crate::cold::{ColdFacts, Effects, gather};
 use crate::hot_window::{HotWindow, window_events};
@@ -60,7 +60,7 @@ impl InputSlot {
     }
 }
 
-/// A slot of the output ring: the input, its reply, where the reply goes, and for a
+/// A slot of the output ring: the input, its reply, the request owed it, and for a
 /// mutation (ticks included) its journal sequence and what it committed.
 pub(crate) struct OutputSlot {
     timestamp: u64,
@@ -70,13 +70,14 @@ pub(crate) struct OutputSlot {
     applied_ns: u64,
     /// 0 for a query.
     sequence: u64,
-    request_id: u64,
     /// The input and what it committed, for the outcome-log stage, which takes them out
     /// (as the history stage takes the effects): a request's records would otherwise
     /// stay in the slot until the ring comes round to it again.
     command: Mutex<Command>,
     reply: Option<Reply>,
-    reply_to: Option<Arc<dyn ReplyTo>>,
+    /// The request that waits for `reply` (`None` for a tick); the reply stage takes it out
+    /// to answer it.
+    owed: Mutex<Option<Owed>>,
     committed: Mutex<Committed>,
     /// What a mutation committed, for the history stage (with a history store only),
     /// which takes it out: a slot keeps its contents until the ring comes round to it
@@ -94,11 +95,10 @@ impl OutputSlot {
             submitted_ns: 0,
             applied_ns: 0,
             sequence: 0,
-            request_id: 0,
             command: Mutex::new(Command::Tick),
             window_events: 0,
             reply: None,
-            reply_to: None,
+            owed: Mutex::new(None),
             committed: Mutex::new(Committed::default()),
             effects: Mutex::new(None),
         }
@@ -401,8 +401,10 @@ impl Stages {
                 let latencies = reply_stats.stage_latencies();
                 let started_ns = if slot.submitted_ns != 0 { now_ns() } else { 0 };
                 latencies.record_between(Stage::ReplyWait, slot.applied_ns, started_ns);
-                if let (Some(reply_to), Some(reply)) = (&slot.reply_to, &slot.reply) {
-                    reply_to.reply(slot.request_id, reply);
+                // A request always has a reply; were one missing, dropping `owed` abandons it.
+                let owed = lock(&slot.owed).take();
+                if let (Some(owed), Some(reply)) = (owed, &slot.reply) {
+                    owed.answer(reply);
                 }
                 if started_ns != 0 {
                     let replied_ns = now_ns();
@@ -525,7 +527,8 @@ impl Stages {
                         taken_ns,
                     );
                     let command = std::mem::replace(&mut *lock(&slot.command), Command::Tick);
-                    let reply_to = lock(&slot.reply_to).take();
+                    // From here the request is answered or, if dropped unanswered, abandoned.
+                    let owed = lock(&slot.reply_to).take().map(|reply_to| Owed::new(reply_to, slot.request_id));
                     let sequence = slot.sequence.load(Ordering::Relaxed);
                     let mut cold = std::mem::take(&mut *lock(&slot.cold));
                     // The cold-lookup rule (docs/design.md §3.9): the facts must come from a
@@ -547,7 +550,8 @@ impl Stages {
                     }
                     // The durability gate: nothing is applied, so nothing answered, before the
                     // policy's watermark has passed it. Refused only when the pipeline stops
-                    // (and so is an input whose history wait gave up).
+                    // (and so is an input whose history wait gave up): such a request is
+                    // abandoned, so that whoever waits for its reply is freed.
                     if cold_ready && gate.wait_for(sequence) {
                         events += command.events() as u64;
                         let mutation = command.is_mutation();
@@ -555,8 +559,7 @@ impl Stages {
                             apply_collecting(&mut home.ledger, sequence, slot.timestamp, &command, cold);
                         let effects = (with_history && mutation).then(|| home.ledger.effects());
                         if reply.is_some() || sequence != 0 || effects.is_some() {
-                            let (timestamp, request_id, submitted_ns) =
-                                (slot.timestamp, slot.request_id, slot.submitted_ns);
+                            let (timestamp, submitted_ns) = (slot.timestamp, slot.submitted_ns);
                             let applied_ns = if taken_ns != 0 { now_ns() } else { 0 };
                             stats.stage_latencies().record_between(Stage::Apply, taken_ns, applied_ns);
                             let window_events = if mutation { window_events(&command) } else { 0 };
@@ -566,10 +569,9 @@ impl Stages {
                                     submitted_ns,
                                     applied_ns,
                                     sequence,
-                                    request_id,
                                     command: Mutex::new(command),
                                     reply,
-                                    reply_to,
+                                    owed: Mutex::new(owed),
                                     committed: Mutex::new(committed),
                                     effects: Mutex::new(effects),
                                     window_events,
@@ -579,6 +581,8 @@ impl Stages {
                         }
                         inputs += 1;
                         applied_sequence = applied_sequence.max(sequence);
+                    } else {
+                        drop(owed);
                     }
                     if end_of_batch {
                         stats.business_logic_moved(inputs_taken, outputs_published);

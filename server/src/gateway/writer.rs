@@ -132,8 +132,97 @@ impl ReplyTo for ConnectionReplies {
             Some(stats) => Outgoing::Reply { bytes, slot, queued_ns: now_ns(), stats: stats.clone() },
             None => Outgoing::Frame { bytes, slot: Some(slot) },
         };
+        self.send(outgoing, slot);
+    }
+
+    /// The pipeline stopped without applying the request (this node was fenced, or is
+    /// shutting down): the client is told `not_primary`, and resends it, with its ids, to
+    /// the primary; the slot and its reserved bytes are freed once that is written. The
+    /// pipeline calls this or `reply`, once per request, so the slot is released once.
+    fn abandoned(&self, slot: u64) {
+        let Ok(slot) = usize::try_from(slot) else { return };
+        let Some(origin) = self.in_flight.origin(slot) else { return };
+        let mut bytes = Vec::new();
+        encode_error_reply(origin.request_id, ErrorCode::NotPrimary, &mut bytes);
+        self.send(Outgoing::Frame { bytes, slot: Some(slot) }, slot);
+    }
+}
+
+impl ConnectionReplies {
+    /// Queues `outgoing` for the writer, which frees `slot` once it is written; frees it
+    /// here when the writer has already gone.
+    fn send(&self, outgoing: Outgoing, slot: usize) {
         if self.queue.send(outgoing).is_err() {
             self.in_flight.release(slot);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tally_client::tls::Stream;
+    use tally_codecs::wire::{Body, ErrorCode, FrameDecoder, Message};
+    use tally_engine::pipeline::ReplyTo;
+
+    use super::{ConnectionReplies, Outgoing, run};
+    use crate::gateway::budget::MemoryBudget;
+    use crate::gateway::in_flight::{InFlight, Origin};
+
+    fn in_flight() -> Arc<InFlight> {
+        Arc::new(InFlight::new(1 << 20, Arc::new(MemoryBudget::new(4 << 20, 1 << 20))))
+    }
+
+    fn replies(in_flight: &Arc<InFlight>, queue: crossbeam::channel::Sender<Outgoing>) -> ConnectionReplies {
+        ConnectionReplies { in_flight: in_flight.clone(), queue, stats: None, scope: crate::auth::Scope::full() }
+    }
+
+    /// The first frame the client reads.
+    fn read_frame(mut client: &TcpStream) -> Message {
+        client.set_read_timeout(Some(Duration::from_secs(10))).expect("a timeout can be set");
+        let mut decoder = FrameDecoder::new();
+        let mut buffer = [0u8; 256];
+        loop {
+            if let Some(message) = decoder.next_message().expect("the writer sends valid frames") {
+                return message;
+            }
+            let read = client.read(&mut buffer).expect("the frame arrives");
+            assert_ne!(read, 0, "the connection closed before a whole frame");
+            decoder.feed(&buffer[..read]);
+        }
+    }
+
+    /// A request the pipeline abandons (it stopped with the request unapplied: this node
+    /// was fenced, or is shutting down) is answered `not_primary`, so its client resends it
+    /// to the primary, and its slot and reserved reply bytes are freed once that is
+    /// written, or at once when the writer has gone. Before, only a reply freed them, and
+    /// the connection waited for that reply forever when it closed.
+    #[test]
+    fn an_abandoned_request_is_answered_not_primary_and_frees_its_slot_and_bytes() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let client = TcpStream::connect(listener.local_addr().expect("bound")).expect("connects");
+        let (server, _) = listener.accept().expect("accepts");
+        let in_flight = in_flight();
+        let (queue, queued) = crossbeam::channel::unbounded();
+        let slot = in_flight.acquire(Origin { request_id: 41, client_id: 7, reply_bytes: 1000 });
+        assert_eq!(in_flight.shared.replies.used(), 1000);
+        replies(&in_flight, queue.clone()).abandoned(slot as u64);
+        queue.send(Outgoing::Close).expect("the writer's queue is open");
+        run(Stream::Plain(server), queued, in_flight.clone(), Duration::from_secs(10));
+        assert!(in_flight.is_idle(), "the abandoned request's slot is free");
+        assert_eq!((in_flight.shared.replies.used(), in_flight.budget.used()), (0, 0), "and its bytes given back");
+        let Message::Frame(frame) = read_frame(&client) else { panic!("the client gets a frame for its request") };
+        assert_eq!((frame.request_id, frame.body), (41, Body::Error(ErrorCode::NotPrimary)));
+
+        let (queue, queued) = crossbeam::channel::unbounded();
+        drop(queued);
+        let slot = in_flight.acquire(Origin { request_id: 42, client_id: 7, reply_bytes: 1000 });
+        replies(&in_flight, queue).abandoned(slot as u64);
+        assert!(in_flight.is_idle(), "with the writer gone, the slot is freed at once");
+        assert_eq!(in_flight.shared.replies.used(), 0);
     }
 }
