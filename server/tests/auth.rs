@@ -310,3 +310,61 @@ fn a_node_beyond_loopback_without_keys_refuses_to_start() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("--insecure"), "{output:?}");
     assert!(!Path::new(&data).join("journal").exists(), "nothing was opened");
 }
+
+/// Like `handshake`, but the proof and a status request (request 3) go out in one write, as
+/// a client that does not wait for the grant sends them. Returns what the node answered
+/// within 2 s of each read.
+fn handshake_then_status(
+    address: SocketAddr,
+    client_id: u128,
+    key_id: u64,
+    prove: impl FnOnce(&AuthHello, &[u8; 32]) -> AuthProof,
+) -> Vec<Message> {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("set timeout");
+    let hello = AuthHello { key_id, reserved: [0; 8], client_nonce: [7; 32] };
+    let mut bytes = Vec::new();
+    encode_auth_hello(1, client_id, &hello, &mut bytes);
+    stream.write_all(&bytes).expect("send the hello");
+    let mut decoder = FrameDecoder::new();
+    let mut buffer = [0u8; 256];
+    let challenge = loop {
+        if let Some(message) = decoder.next_message().expect("valid frames") {
+            break message;
+        }
+        let read = stream.read(&mut buffer).expect("the challenge arrives");
+        assert!(read > 0, "the node closed before its challenge");
+        decoder.feed(&buffer[..read]);
+    };
+    let Message::AuthChallenge { challenge, .. } = challenge else { panic!("a challenge, not {challenge:?}") };
+    let proof = prove(&hello, &challenge.node_nonce);
+    bytes.clear();
+    encode_auth_proof(2, client_id, &proof, &mut bytes);
+    tally_codecs::wire::encode_status_request(3, client_id, &mut bytes);
+    stream.write_all(&bytes).expect("send the proof and the request");
+    stream.set_read_timeout(Some(Duration::from_secs(2))).expect("set timeout");
+    let mut answer = Vec::new();
+    while answer.len() < 2 {
+        if let Ok(Some(message)) = decoder.next_message() {
+            answer.push(message);
+            continue;
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => decoder.feed(&buffer[..read]),
+        }
+    }
+    answer
+}
+
+#[test]
+fn a_request_sent_in_the_same_write_as_the_proof_is_answered() {
+    let dir = TempDir::new("auth-pipelined");
+    let (node, _) = start(&dir, &format!("42 1 {SECRET_A}\n"));
+    let good_key = key(&format!("42 1 {SECRET_A}"));
+    let answer = handshake_then_status(node.address, 42, 1, proof_with(&good_key));
+    assert!(
+        matches!(answer.as_slice(), [Message::AuthGrant { .. }, Message::StatusReply { request_id: 3, .. }]),
+        "{answer:?}"
+    );
+}

@@ -222,3 +222,47 @@ fn a_client_that_stops_reading_is_held_to_the_budget_while_others_are_served() {
     assert!(budget.high_water() <= budget.bytes_max(), "held {} of {}", budget.high_water(), budget.bytes_max());
     assert!(budget.replies.high_water() > 0, "replies were counted");
 }
+
+#[test]
+fn half_sent_large_frames_do_not_stall_the_gateway() {
+    let config = GatewayConfig { budget: Arc::new(gateway::memory_budget(8 << 20)), ..GatewayConfig::new() };
+    let gateway = Gateway::start("bounds-half-sent", config);
+    // Three connections each send most of a largest create request (about 1 MiB) and then
+    // wait. Together they would hold more than the input budget (2 MiB here): each gets
+    // part of its frame in and waits for budget the others hold, and none can finish.
+    let accounts: Vec<Account> = (1..=8189).map(account).collect();
+    let mut frame = Vec::new();
+    Request::CreateAccounts(accounts).encode(1, 5, &mut frame).expect("encode");
+    let sent = Arc::new(frame[..1_000_000].to_vec());
+    let senders: Vec<_> = (0..3)
+        .map(|_| {
+            let (address, sent) = (gateway.address, sent.clone());
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(address).expect("connect");
+                // Bounded, so that a gateway that stops reading fails the test, not hangs it.
+                stream.set_write_timeout(Some(Duration::from_secs(20))).expect("set timeout");
+                let _ = stream.write_all(&sent);
+                stream
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Another client is served, within its request timeout (5 s) and so without a resend.
+    let other = client(gateway.address, None);
+    let started = Instant::now();
+    let results = other.create_accounts(&[account(10_000)]).expect("served beside the half-sent frames");
+    assert_eq!(results[0].status, ResultCode::Created as u32);
+    assert!(started.elapsed() < Duration::from_secs(5), "served only after {:?}", started.elapsed());
+
+    // Every byte charged is given back once the connections close, and the budget held.
+    let streams: Vec<TcpStream> = senders.into_iter().map(|sender| sender.join().expect("the sender ends")).collect();
+    drop((streams, other));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway.config.budget.used() > 0 {
+        assert!(Instant::now() < deadline, "{} bytes were never given back", gateway.config.budget.used());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let budget = &gateway.config.budget;
+    assert!(budget.high_water() <= budget.bytes_max(), "held {} of {}", budget.high_water(), budget.bytes_max());
+}

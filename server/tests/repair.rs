@@ -238,7 +238,6 @@ fn repair_from_a_standby_mends_a_record_in_a_sealed_segment() {
     );
 }
 
-
 /// A standby with a damaged record (intact ones after it) repairs it from its primary at
 /// start: the search for a divergent suffix opened the journal without a repair source
 /// first and refused it, so `tally standby` exited and never reached the repair.

@@ -16,7 +16,7 @@ use tally_codecs::wire::{
 use tally_codecs::{Account, AccountBalance, EventResult, Transfer};
 use tally_engine::pipeline::ReplyTo;
 
-use super::budget::Budget;
+use super::budget::InputCharge;
 use super::handshake::{self, Authenticated};
 use super::in_flight::{InFlight, Origin};
 use super::writer::{self, ConnectionReplies, Outgoing};
@@ -233,10 +233,22 @@ impl Client {
         // A silent connection is closed once it is owed nothing; the timeout cannot fail
         // on a connected socket with a non-zero duration.
         let _ = stream.socket().set_read_timeout(Some(self.config.idle_timeout));
-        let mut input = InputCharge { budget: &self.config.budget.input, held: 0 };
+        let mut input = InputCharge::new(&self.config.budget.input);
+        // The handshake may have read past the proof (a client may send its first requests
+        // in the same write): those bytes are charged and decoded before the first read,
+        // which could otherwise wait for bytes the client has no reason to send.
+        if let Err(reason) = input.reserve(decoder.bytes_buffered()) {
+            return End::Failed(reason);
+        }
         loop {
-            // Past the input budget, this waits: the connection stops reading.
-            input.reserve(READ_BUFFER_BYTES);
+            if let Some(end) = self.decode_buffered(&mut decoder, &mut input, session, &replies) {
+                return end;
+            }
+            // Past the input budget, this waits: the connection stops reading (holding part
+            // of a frame, only for a while; see `InputCharge::reserve`).
+            if let Err(reason) = input.reserve(READ_BUFFER_BYTES) {
+                return End::Failed(format!("{reason}; giving its bytes back so that other connections go on"));
+            }
             let read = match stream.read(&mut buffer) {
                 Ok(0) => {
                     return match decoder.finish() {
@@ -251,28 +263,38 @@ impl Client {
                         let idle = self.config.idle_timeout;
                         return End::Failed(format!("silent for {idle:?} with nothing in flight"));
                     }
-                    input.settle(decoder.bytes_buffered());
                     continue;
                 }
                 Err(error) => return End::Failed(format!("read failed: {error}")),
             };
             decoder.feed(&buffer[..read]);
-            loop {
-                // What is decoded is no longer input: give it back before waiting for
-                // a reply's reservation (the budgets never wait on each other in a circle).
-                match decoder.next_message() {
-                    Ok(None) => break,
-                    Ok(Some(message)) => {
-                        input.settle(decoder.bytes_buffered());
-                        let version = decoder.last_version();
-                        if let Some(end) = self.handle(message, version, session, &replies) {
-                            return end;
-                        }
-                    }
-                    Err(error) => return refused(&error),
-                }
-            }
+        }
+    }
+
+    /// Handles every whole frame the decoder holds, leaving charged only the bytes it still
+    /// holds (part of a frame, or nothing); `Some` when the connection must end.
+    fn decode_buffered(
+        &self,
+        decoder: &mut FrameDecoder,
+        input: &mut InputCharge<'_>,
+        session: &Session<'_>,
+        replies: &Arc<dyn ReplyTo>,
+    ) -> Option<End> {
+        loop {
+            // What is decoded is no longer input: give it back before waiting for a reply's
+            // reservation (the budgets never wait on each other in a circle).
+            let message = decoder.next_message();
             input.settle(decoder.bytes_buffered());
+            match message {
+                Ok(None) => return None,
+                Ok(Some(message)) => {
+                    let version = decoder.last_version();
+                    if let Some(end) = self.handle(message, version, session, replies) {
+                        return Some(end);
+                    }
+                }
+                Err(error) => return Some(refused(&error)),
+            }
         }
     }
 
@@ -466,33 +488,6 @@ fn reply_bytes_max(request: &Request) -> usize {
         Request::GetAccountBalances(filter) => rows(filter.limit) * size_of::<AccountBalance>(),
     };
     (HEADER_BYTES + payload).clamp(SMALL_REPLY_BYTES, FRAME_BYTES_MAX)
-}
-
-/// The input budget this connection holds: bytes read and not yet decoded.
-struct InputCharge<'a> {
-    budget: &'a Budget,
-    held: usize,
-}
-
-impl InputCharge<'_> {
-    fn reserve(&mut self, bytes: usize) {
-        self.budget.acquire(bytes);
-        self.held += bytes;
-    }
-
-    /// Keeps only `buffered` bytes charged (what the decoder still holds).
-    fn settle(&mut self, buffered: usize) {
-        if buffered < self.held {
-            self.budget.release(self.held - buffered);
-            self.held = buffered;
-        }
-    }
-}
-
-impl Drop for InputCharge<'_> {
-    fn drop(&mut self) {
-        self.budget.release(self.held);
-    }
 }
 
 fn refused(error: &FrameError) -> End {

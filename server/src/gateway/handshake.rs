@@ -53,7 +53,8 @@ fn request_id_of(message: &Message) -> u64 {
 }
 
 /// Runs the handshake; on success, `decoder` holds whatever the client sent after its
-/// proof, for the connection to go on with.
+/// proof (it may send its first requests in the same write), for the connection to decode
+/// before it reads again.
 pub fn authenticate(
     stream: &mut Stream,
     keys: &Keys,
