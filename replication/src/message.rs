@@ -28,7 +28,9 @@ pub const VERSION_ORIGINAL: u8 = 0;
 /// (reserved byte not zero) and closes the connection, and the prober asks again in
 /// version 0.
 pub const VERSION_PROBE_REASON: u8 = 1;
-/// Largest payload: a batch of records of up to 2 MiB each is split to fit.
+/// Largest payload: a batch of records of up to 2 MiB each is split to fit. Only records
+/// and checkpoint chunks can need it; every other kind has a far smaller limit of its own
+/// ([`payload_bytes_max`]).
 pub const PAYLOAD_BYTES_MAX: usize = 8 << 20;
 /// Longest cluster id.
 pub const CLUSTER_ID_BYTES_MAX: usize = 64;
@@ -166,6 +168,9 @@ pub enum DecodeError {
     Reserved,
     #[error("payload of {0} bytes exceeds the limit")]
     TooLarge(u32),
+    /// Refused from the header, before any of the payload is held.
+    #[error("a frame of kind {kind} declares {payload_bytes} payload bytes; that kind never needs more than {max}")]
+    TooLargeForKind { kind: u8, payload_bytes: u32, max: usize },
     #[error("bad checksum")]
     BadChecksum,
     #[error("unknown message kind {0}")]
@@ -202,6 +207,47 @@ const PROBED_REASON_NOT_HELD: u8 = 2;
 /// Files in one checkpoint offer, at most (see [`crate::checkpoint::FILES_MAX`]).
 const OFFER_FILES_MAX: usize = 64;
 const FILE_NAME_BYTES_MAX: usize = 255;
+/// Longest reason in a `Refused` or a `Diverged`.
+const REASON_BYTES_MAX: usize = 1024;
+
+/// The length prefix of a byte or text field.
+const LENGTH_BYTES: usize = 4;
+/// A `LogPosition`: epoch, sequence, chain hash.
+const POSITION_BYTES: usize = 4 + 8 + size_of::<ChainHash>();
+/// One file of a checkpoint offer: name, length, BLAKE3 hash.
+const OFFER_FILE_BYTES_MAX: usize = LENGTH_BYTES + FILE_NAME_BYTES_MAX + 8 + 32;
+/// The largest frame of the handshake (hello, challenge, proof, or the refusal that ends
+/// it): a `Refused` of the longest reason, 1 028 bytes.
+pub const HANDSHAKE_PAYLOAD_BYTES_MAX: usize = LENGTH_BYTES + REASON_BYTES_MAX;
+
+/// The longest payload a frame of `kind` can carry, from the limits its fields are decoded
+/// with: a header that declares more is refused before its payload is read, so a peer that
+/// has proved nothing cannot have a node hold 8 MiB for a hello of at most 100 bytes.
+fn payload_bytes_max(kind: u8) -> Result<usize, DecodeError> {
+    const EPOCH: usize = 4;
+    Ok(match kind {
+        KIND_HELLO => LENGTH_BYTES + CLUSTER_ID_BYTES_MAX + size_of::<Nonce>(),
+        KIND_CHALLENGE => size_of::<Nonce>() + size_of::<Mac>(),
+        KIND_PROOF => size_of::<Mac>(),
+        KIND_SUBSCRIBE => EPOCH + LENGTH_BYTES + CLUSTER_ID_BYTES_MAX + POSITION_BYTES,
+        KIND_RECORDS | KIND_CHECKPOINT_CHUNK => PAYLOAD_BYTES_MAX,
+        KIND_CHECKPOINT_OFFER => {
+            EPOCH + 8 + size_of::<ChainHash>() + LENGTH_BYTES + OFFER_FILES_MAX * OFFER_FILE_BYTES_MAX
+        }
+        KIND_CHECKPOINT => EPOCH + 8 + 16,
+        KIND_ACK => EPOCH + 8,
+        KIND_PREPARE | KIND_CHECKPOINT_PREPARING | KIND_PRE_VOTE_GRANTED | KIND_PRIMARY_SERVING | KIND_NEWER_EPOCH => {
+            EPOCH
+        }
+        KIND_PROMISE | KIND_PROBE => EPOCH + POSITION_BYTES,
+        KIND_PRE_VOTE => EPOCH + 4 + POSITION_BYTES,
+        KIND_FETCH => EPOCH + 8 + 8,
+        KIND_REFUSED | KIND_DIVERGED => LENGTH_BYTES + REASON_BYTES_MAX,
+        // Sequence, whether it matches, and (version 1) why not.
+        KIND_PROBED => 8 + 1 + 1,
+        other => return Err(DecodeError::UnknownKind(other)),
+    })
+}
 
 impl Message {
     /// Appends this message as one frame to `out`.
@@ -448,6 +494,13 @@ impl MessageDecoder {
 
     /// The next complete message, or `Ok(None)` if more bytes are needed.
     pub fn next_message(&mut self) -> Result<Option<Message>, DecodeError> {
+        self.next_message_within(PAYLOAD_BYTES_MAX)
+    }
+
+    /// As [`MessageDecoder::next_message`], refusing from its header a frame whose payload
+    /// is longer than `payload_bytes_limit` (during the handshake, where only its few kinds
+    /// may come, [`HANDSHAKE_PAYLOAD_BYTES_MAX`]).
+    pub fn next_message_within(&mut self, payload_bytes_limit: usize) -> Result<Option<Message>, DecodeError> {
         let pending = &self.buffer[self.consumed..];
         let Some(header) = pending.get(..HEADER_BYTES) else { return Ok(None) };
         if header[..4] != MAGIC {
@@ -458,7 +511,11 @@ impl MessageDecoder {
             return Err(DecodeError::Reserved);
         }
         let payload_bytes = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        if payload_bytes as usize > PAYLOAD_BYTES_MAX {
+        let max = payload_bytes_max(header[4])?;
+        if payload_bytes as usize > max {
+            return Err(DecodeError::TooLargeForKind { kind: header[4], payload_bytes, max });
+        }
+        if payload_bytes as usize > payload_bytes_limit {
             return Err(DecodeError::TooLarge(payload_bytes));
         }
         let Some(frame) = pending.get(..HEADER_BYTES + payload_bytes as usize) else { return Ok(None) };
@@ -546,8 +603,8 @@ fn decode_payload(kind: u8, version: u8, payload: &[u8]) -> Result<Message, Deco
         KIND_PROMISE => Message::Promise { epoch: fields.u32()?, position: fields.position()? },
         KIND_FETCH => Message::Fetch { epoch: fields.u32()?, from: fields.u64()?, to: fields.u64()? },
         KIND_NEWER_EPOCH => Message::NewerEpoch { epoch: fields.u32()? },
-        KIND_REFUSED => Message::Refused { reason: fields.text(1024)? },
-        KIND_DIVERGED => Message::Diverged { reason: fields.text(1024)? },
+        KIND_REFUSED => Message::Refused { reason: fields.text(REASON_BYTES_MAX)? },
+        KIND_DIVERGED => Message::Diverged { reason: fields.text(REASON_BYTES_MAX)? },
         KIND_PROBE => Message::Probe {
             epoch: fields.u32()?,
             position: fields.position()?,
@@ -708,6 +765,96 @@ mod tests {
         let mut payload = 9u64.to_le_bytes().to_vec();
         payload.extend_from_slice(&[0, 1]);
         assert!(decode(&raw_frame(KIND_PROBED, VERSION_ORIGINAL, &payload)).is_err());
+    }
+
+    /// A header of `kind` declaring `payload_bytes`, with nothing after it.
+    fn header_only(kind: u8, payload_bytes: usize) -> Vec<u8> {
+        let mut header = raw_frame(kind, VERSION_ORIGINAL, &[]);
+        header[8..12].copy_from_slice(&(payload_bytes as u32).to_le_bytes());
+        header
+    }
+
+    #[test]
+    fn a_hello_declaring_a_large_payload_is_refused_from_its_header() {
+        let header = header_only(KIND_HELLO, PAYLOAD_BYTES_MAX);
+        assert_eq!(header.len(), HEADER_BYTES, "no payload byte is sent");
+        assert_eq!(
+            decode(&header),
+            Err(DecodeError::TooLargeForKind {
+                kind: KIND_HELLO,
+                payload_bytes: PAYLOAD_BYTES_MAX as u32,
+                max: LENGTH_BYTES + CLUSTER_ID_BYTES_MAX + 32,
+            })
+        );
+        // An unknown kind has no limit to hold its payload to: refused at once as well.
+        assert_eq!(decode(&header_only(200, 8)), Err(DecodeError::UnknownKind(200)));
+        // Records may still declare the most any frame may.
+        assert_eq!(decode(&header_only(KIND_RECORDS, PAYLOAD_BYTES_MAX)), Ok(None));
+        assert_eq!(
+            decode(&header_only(KIND_RECORDS, PAYLOAD_BYTES_MAX + 1)),
+            Err(DecodeError::TooLargeForKind {
+                kind: KIND_RECORDS,
+                payload_bytes: PAYLOAD_BYTES_MAX as u32 + 1,
+                max: PAYLOAD_BYTES_MAX,
+            })
+        );
+    }
+
+    #[test]
+    fn during_the_handshake_no_frame_may_be_longer_than_a_refusal() {
+        let mut decoder = MessageDecoder::default();
+        decoder.feed(&header_only(KIND_RECORDS, HANDSHAKE_PAYLOAD_BYTES_MAX + 1));
+        assert_eq!(
+            decoder.next_message_within(HANDSHAKE_PAYLOAD_BYTES_MAX),
+            Err(DecodeError::TooLarge(HANDSHAKE_PAYLOAD_BYTES_MAX as u32 + 1))
+        );
+        let longest_refusal = Message::Refused { reason: "r".repeat(REASON_BYTES_MAX) };
+        let mut decoder = MessageDecoder::default();
+        decoder.feed(&frame(&longest_refusal));
+        assert_eq!(decoder.next_message_within(HANDSHAKE_PAYLOAD_BYTES_MAX), Ok(Some(longest_refusal)));
+    }
+
+    /// The largest message of each kind whose fields are bounded: each limit is exactly what
+    /// it needs, so the header check refuses nothing that would decode.
+    #[test]
+    fn each_kinds_limit_is_the_length_of_its_largest_message() {
+        let position = LogPosition { last_epoch: u32::MAX, last_sequence: u64::MAX, last_chain: [1; 16] };
+        let longest_id = "i".repeat(CLUSTER_ID_BYTES_MAX);
+        let longest_reason = "r".repeat(REASON_BYTES_MAX);
+        let file = CheckpointFileInfo { name: "f".repeat(FILE_NAME_BYTES_MAX), length: 1, hash: [2; 32] };
+        let mut largest: Vec<Message> = samples()
+            .into_iter()
+            .filter(|message| {
+                !matches!(
+                    message,
+                    Message::Hello { .. }
+                        | Message::Subscribe { .. }
+                        | Message::Records { .. }
+                        | Message::CheckpointOffer { .. }
+                        | Message::CheckpointChunk { .. }
+                        | Message::Refused { .. }
+                        | Message::Diverged { .. }
+                        | Message::Probed { answer: ProbeAnswer::Holds | ProbeAnswer::Differs, .. }
+                )
+            })
+            .collect();
+        largest.extend([
+            Message::Hello { cluster_id: longest_id.clone(), nonce: [3; 32] },
+            Message::Subscribe { epoch: 1, node: longest_id, position },
+            Message::CheckpointOffer { epoch: 1, sequence: 2, chain: [3; 16], files: vec![file; OFFER_FILES_MAX] },
+            Message::Refused { reason: longest_reason.clone() },
+            Message::Diverged { reason: longest_reason },
+        ]);
+        for message in largest {
+            let bytes = frame(&message);
+            let max = payload_bytes_max(bytes[4]).expect("a known kind");
+            assert_eq!(bytes.len() - HEADER_BYTES, max, "{message:?}");
+            assert_eq!(decode(&bytes), Ok(Some(message.clone())));
+            assert!(
+                matches!(decode(&header_only(bytes[4], max + 1)), Err(DecodeError::TooLargeForKind { .. })),
+                "{message:?}"
+            );
+        }
     }
 
     #[test]

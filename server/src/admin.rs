@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::metrics::MetricsSource;
 use crate::node::promote::{Promoter, Running};
@@ -31,8 +31,12 @@ const STANDBY_APPLY_LAG_READY_MAX: u64 = 10_000;
 
 /// The longest request head read; a probe's is a few hundred bytes.
 const REQUEST_BYTES_MAX: usize = 8 << 10;
-/// How long a connection may take to send its request.
+/// How long a connection may take to send its request (with its TLS handshake), all of
+/// it: the one thread serves connections one after another, so a probe waits behind a
+/// slow client at most this long, plus [`RESPONSE_TIMEOUT`].
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long, after that, a connection may take to read its answer.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the accept loop checks whether it should stop.
 const ACCEPT_POLL: Duration = Duration::from_millis(100);
 
@@ -159,22 +163,59 @@ fn standby_ready(standby: &Standby, role: &Role) -> Result<(), String> {
     Ok(())
 }
 
-/// Answers one connection, over TLS when the node has a certificate; the timeouts bound
-/// each read and write of the TLS handshake as they do the request's.
+/// Answers one connection, over TLS when the node has a certificate; the deadlines bound
+/// the TLS handshake's reads and writes as they do the request's and the answer's.
 fn accept(
     stream: TcpStream,
     tls: Option<&Arc<rustls::ServerConfig>>,
     attached: &RwLock<Option<Attached>>,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    let read_by = Instant::now() + REQUEST_TIMEOUT;
+    let stream = Deadlined { stream, read_by, write_by: read_by + RESPONSE_TIMEOUT };
     let Some(tls) = tls else { return answer(stream, attached) };
     let session = rustls::ServerConnection::new(tls.clone()).map_err(std::io::Error::other)?;
     let mut stream = rustls::StreamOwned::new(session, stream);
     answer(&mut stream, attached)?;
     stream.conn.send_close_notify();
     stream.flush()
+}
+
+/// A connection whose reads must all be done by `read_by` and its writes by `write_by`:
+/// each call waits at most the time left. A timeout on the socket alone bounds one call,
+/// and a client sending a byte every 1.9 s would hold the listener for hours.
+struct Deadlined {
+    stream: TcpStream,
+    read_by: Instant,
+    write_by: Instant,
+}
+
+/// The time left before `deadline`, or a `TimedOut` error once it has passed (a zero
+/// socket timeout would mean none at all).
+fn time_left(deadline: Instant) -> std::io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the admin connection ran out of time"));
+    }
+    Ok(left)
+}
+
+impl Read for Deadlined {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        self.stream.set_read_timeout(Some(time_left(self.read_by)?))?;
+        self.stream.read(buffer)
+    }
+}
+
+impl Write for Deadlined {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.stream.set_write_timeout(Some(time_left(self.write_by)?))?;
+        self.stream.write(bytes)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
 }
 
 /// Reads one request head and answers it.

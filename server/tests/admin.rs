@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
@@ -53,6 +54,35 @@ fn a_primary_is_live_and_ready_and_a_bare_port_binds_loopback() {
     assert!(body.contains("tally_role{role=\"primary\"} 1"), "{body}");
     assert_eq!(get(admin, "/nothing").0, "HTTP/1.0 404 Not Found");
     assert_eq!(request(admin, "POST /ready HTTP/1.0\r\n\r\n").0, "HTTP/1.0 405 Method Not Allowed");
+    assert!(server.terminate(), "the node stops cleanly");
+}
+
+/// The listener answers one connection at a time: a client that sends its request a byte
+/// a second (each byte well within a timeout per read) must not keep a liveness probe
+/// waiting, or an orchestrator would restart a healthy node.
+#[test]
+fn a_slow_client_does_not_hold_the_admin_listener() {
+    let dir = TempDir::new("admin-slow-client");
+    let admin = free_address();
+    let admin_arg = admin.to_string();
+    let server = ServerProcess::start(&dir.path().join("node"), free_address(), &["--admin", &admin_arg]);
+    let slow = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(admin).expect("the admin listener accepts");
+        for _ in 0..8 {
+            if stream.write_all(b"G").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let (answers, answered) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = answers.send(get(admin, "/health"));
+    });
+    let health = answered.recv_timeout(Duration::from_secs(3)).expect("/health answers within 3 s");
+    assert_eq!(health, ("HTTP/1.0 200 OK".into(), "ok\n".into()));
+    slow.join().expect("the slow client ends");
     assert!(server.terminate(), "the node stops cleanly");
 }
 
