@@ -437,3 +437,18 @@ fn every_request_taken_is_answered_or_abandoned_exactly_once_when_the_gate_never
     assert_eq!(*fates.abandoned.lock().unwrap(), creates.collect::<Vec<_>>(), "each held mutation abandoned once");
     assert_eq!(*fates.answered.lock().unwrap(), vec![query], "the query answered once; nothing else answered");
 }
+
+/// A pipeline without a history store refuses a ledger whose hot window forgets: an
+/// evicted transfer id would be free again, and a client's retry applied twice.
+#[test]
+#[should_panic(expected = "keeps everything hot")]
+fn a_pipeline_without_a_history_store_refuses_a_ledger_that_evicts() {
+    let mut ledger = Ledger::new();
+    ledger.set_hot_window(2, 2);
+    let _pipeline = Pipeline::start(
+        PipelineConfig::default(),
+        ledger,
+        Box::new(MemoryLog::default()),
+        Box::new(CountingOutcomes::default()),
+    );
+}

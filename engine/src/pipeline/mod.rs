@@ -507,6 +507,13 @@ impl Pipeline {
         outcome_log: Box<dyn OutcomeLog>,
         history: Option<History>,
     ) -> Pipeline {
+        // Without a history store nothing holds what leaves the hot window: a retry of an
+        // evicted id would be applied again.
+        let window = ledger.hot_window();
+        assert!(
+            history.is_some() || (window.inputs() == u64::MAX && window.events() == u64::MAX),
+            "a pipeline without a history store needs a ledger that keeps everything hot (HotWindow::everything)"
+        );
         let stats = Arc::new(PipelineStats::default());
         let recovered = input_log.watermarks().appended.load(Ordering::Acquire);
         stats.publish(recovered, 0, 0, &ledger);
