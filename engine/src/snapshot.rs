@@ -230,6 +230,17 @@ impl Ledger {
             {
                 return Err(inconsistent(format!("pending transfer {id} is malformed")));
             }
+            // The deadline follows from the transfer (as `create_transfers` set it); one that
+            // does not is not this ledger's, and the state hash would not show it.
+            let deadline = match transfer.timeout {
+                0 => Some(u64::MAX),
+                seconds => u64::from(seconds)
+                    .checked_mul(crate::limits::NANOSECONDS_PER_SECOND)
+                    .and_then(|timeout| transfer.timestamp.checked_add(timeout)),
+            };
+            if deadline != Some(entry.expires_at) {
+                return Err(inconsistent(format!("pending transfer {id}'s deadline does not follow from its timeout")));
+            }
             let state =
                 PendingState { status, expires_at: entry.expires_at, number: entry.number, transfer: *transfer };
             if self.pending.insert(id, state).is_some() {

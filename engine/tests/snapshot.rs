@@ -312,3 +312,32 @@ fn the_largest_id_committed_or_failed_outlives_eviction_the_image_and_the_checkp
     assert_eq!(copy.largest_id(), 50_000, "the checkpoint copy keeps it");
     assert_eq!(Ledger::from_image(&copy.to_image()).expect("loads").largest_id(), 50_000);
 }
+
+/// A pending transfer's deadline must follow from its timestamp and timeout: the state
+/// hash does not cover the deadline, so an image with another one loaded with the same
+/// hash and expired (or never expired) differently from the ledger that wrote it.
+#[test]
+fn an_image_whose_pending_deadline_disagrees_with_its_transfer_is_refused() {
+    let mut ledger = Ledger::new();
+    let mut results = Vec::new();
+    let accounts: Vec<Account> =
+        (1..=2u128).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
+    ledger.create_accounts(1, &accounts, &mut results);
+    let pending = Transfer {
+        id: 10,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount: 5,
+        ledger: 1,
+        code: 1,
+        flags: transfer_flags::PENDING,
+        timeout: 1,
+        ..Transfer::default()
+    };
+    ledger.create_transfers(1_000, &[pending], &mut results);
+    let image = ledger.to_image();
+    assert!(Ledger::from_image(&image).is_ok(), "the ledger's own image loads");
+    let mut changed = image.clone();
+    changed.pending[0].expires_at = u64::MAX;
+    assert!(Ledger::from_image(&changed).is_err(), "a deadline that does not follow from the transfer is refused");
+}
