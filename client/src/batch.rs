@@ -1,5 +1,7 @@
 //! Automatic batching: the calls of concurrent callers become one request per operation,
-//! and the reply is split back into each caller's share. Pure: no I/O, no threads.
+//! and the reply is split back into each caller's share. A request refused as a whole
+//! can be split back into each caller's own request, to be sent alone. Pure: no I/O, no
+//! threads.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -31,6 +33,9 @@ pub struct Caller {
     pub call: Call,
     pub waiter: Waiter,
     pub since: Instant,
+    /// Goes in a request of its own: it was one share of a merged request refused as a
+    /// whole, and is sent again to get its own answer (see [`Batch::into_callers`]).
+    pub alone: bool,
 }
 
 /// One request on the wire and the callers it answers, in order.
@@ -54,6 +59,24 @@ impl Batch {
             // A caller that stopped waiting has nothing to be told.
             let _ = part.waiter.send(Err(error()));
         }
+    }
+
+    /// The batch's callers again, each with its own events, ids and bodies unchanged (ids
+    /// are idempotency keys), in order, each to go alone. They keep the batch's `since`:
+    /// the whole batch was already due to give up then, and the oldest caller came first.
+    pub fn into_callers(self) -> Vec<Caller> {
+        let Batch { call, parts, since } = self;
+        let calls = match call {
+            Call::Request(request) => {
+                let sizes: Vec<usize> = parts.iter().map(|part| part.events).collect();
+                assert_eq!(sizes.iter().sum::<usize>(), events(&request), "the parts account for every event");
+                split_request(request, &sizes).into_iter().map(Call::Request).collect()
+            }
+            Call::Status => vec![Call::Status],
+        };
+        assert_eq!(calls.len(), parts.len(), "one call per part");
+        let callers = calls.into_iter().zip(parts);
+        callers.map(|(call, part)| Caller { call, waiter: part.waiter, since, alone: true }).collect()
     }
 }
 
@@ -93,13 +116,15 @@ pub fn next_batch(waiting: &mut VecDeque<Caller>) -> Option<Batch> {
     };
     let mut total = events(&merged);
     parts.push(Part { waiter: first.waiter, events: total });
-    if mergeable(&merged) {
+    if !first.alone && mergeable(&merged) {
         let operation = merged.operation();
         let mut index = 0;
         while index < waiting.len() && total < EVENTS_PER_REQUEST_MAX {
-            let count = match &waiting[index].call {
+            let candidate = &waiting[index];
+            let count = match &candidate.call {
                 Call::Request(request)
                     if request.operation() == operation
+                        && !candidate.alone
                         && mergeable(request)
                         && total + events(request) <= EVENTS_PER_REQUEST_MAX =>
                 {
@@ -131,6 +156,24 @@ fn append(merged: &mut Request, more: Request) {
         // `next_batch` merges only requests of one operation.
         _ => {}
     }
+}
+
+/// Undoes [`append`]: the events of `merged` in runs of `sizes`, one request each.
+fn split_request(merged: Request, sizes: &[usize]) -> Vec<Request> {
+    match merged {
+        Request::CreateAccounts(all) => split_events(all, sizes, Request::CreateAccounts),
+        Request::CreateTransfers(all) => split_events(all, sizes, Request::CreateTransfers),
+        Request::UpsertLimitProfiles(all) => split_events(all, sizes, Request::UpsertLimitProfiles),
+        Request::LookupAccounts(ids) => split_events(ids, sizes, Request::LookupAccounts),
+        Request::LookupTransfers(ids) => split_events(ids, sizes, Request::LookupTransfers),
+        // Filter queries are never merged: the batch has one part.
+        query @ (Request::GetAccountTransfers(_) | Request::GetAccountBalances(_)) => vec![query],
+    }
+}
+
+fn split_events<T>(all: Vec<T>, sizes: &[usize], wrap: impl Fn(Vec<T>) -> Request) -> Vec<Request> {
+    let mut all = all.into_iter();
+    sizes.iter().map(|&size| wrap(all.by_ref().take(size).collect())).collect()
 }
 
 /// Splits the reply to a batch into one reply per part, in the parts' order.
@@ -208,7 +251,7 @@ mod tests {
 
     fn caller(call: Call) -> (Caller, Receiver<Result<Answer, ClientError>>) {
         let (waiter, receiver) = bounded(1);
-        (Caller { call, waiter, since: Instant::now() }, receiver)
+        (Caller { call, waiter, since: Instant::now(), alone: false }, receiver)
     }
 
     fn transfers(ids: std::ops::Range<u128>, flags: u16) -> Request {
@@ -252,6 +295,28 @@ mod tests {
         let sizes: Vec<usize> =
             std::iter::from_fn(|| next_batch(&mut waiting)).map(|batch| batch.parts.len()).collect();
         assert_eq!(sizes, [1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn a_batch_splits_back_into_its_callers_requests_which_then_go_alone() {
+        let mut waiting = queue(vec![
+            Call::Request(transfers(1..3, 0)),
+            Call::Request(transfers(3..4, 0)),
+            Call::Request(transfers(4..6, 0)),
+        ]);
+        let batch = next_batch(&mut waiting).expect("a batch");
+        assert_eq!(batch.parts.len(), 3);
+        let calls: Vec<Call> = batch.into_callers().into_iter().map(|caller| caller.call).collect();
+        let expected = [transfers(1..3, 0), transfers(3..4, 0), transfers(4..6, 0)].map(Call::Request);
+        assert_eq!(calls, expected, "each caller's own events, unchanged");
+
+        let mut waiting = queue(vec![Call::Request(transfers(1..3, 0)), Call::Request(transfers(3..4, 0))]);
+        let batch = next_batch(&mut waiting).expect("a batch");
+        waiting.extend(batch.into_callers());
+        waiting.push_back(caller(Call::Request(transfers(4..5, 0))).0);
+        let sizes: Vec<usize> =
+            std::iter::from_fn(|| next_batch(&mut waiting)).map(|batch| batch.parts.len()).collect();
+        assert_eq!(sizes, [1, 1, 1], "a share sent again alone merges with nothing");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The batcher: one thread per client that owns the connection. Callers queue calls;
 //! whenever a request slot is free (the previous request returned, or fewer than
 //! `in_flight_max` are out) it sends everything waiting as one request per operation,
-//! and splits each reply back to its callers. Requests that time out, or whose
+//! and splits each reply back to its callers; a merged request refused `forbidden` is
+//! sent again as each caller's share alone. Requests that time out, or whose
 //! connection drops, are sent again unchanged (same ids) on a new connection, moving on
 //! through the node addresses. Until a node answers a request, each failed attempt
 //! (no address accepted, or a connection dropped unanswered) pauses the next one longer.
@@ -225,9 +226,23 @@ impl Batcher {
             Err(code) => {
                 self.answered();
                 if let Some(sent) = self.in_flight.remove(&request_id) {
-                    sent.batch.fail(|| ClientError::Rejected(code));
+                    self.refused(sent.batch, code);
                 }
             }
+        }
+    }
+
+    /// The node refused a request as a whole. A refusal that may be due to some callers'
+    /// events only must not fail the others: each caller's share goes again alone, ahead
+    /// of later calls, and gets its own answer. A share refused alone fails with the code,
+    /// so a call is sent again this way at most once.
+    fn refused(&mut self, batch: Batch, code: ErrorCode) {
+        if batch.parts.len() == 1 || !refusal_may_spare_a_part(code) {
+            return batch.fail(|| ClientError::Rejected(code));
+        }
+        for caller in batch.into_callers().into_iter().rev() {
+            assert!(caller.alone, "a share sent again alone cannot merge again");
+            self.waiting.push_front(caller);
         }
     }
 
@@ -521,6 +536,33 @@ impl Batcher {
                 false
             }
         }
+    }
+}
+
+/// Whether a node that refused a request (with its id) as a whole may have done so for
+/// some of its events only, so that another caller's share of a merged request, sent
+/// alone, may be accepted. Every code is named, so that a new one is decided here.
+fn refusal_may_spare_a_part(code: ErrorCode) -> bool {
+    match code {
+        // A key limited to some ledgers is checked over every event of a request at
+        // once: one caller's event on another ledger refuses every caller's.
+        ErrorCode::Forbidden => true,
+        // About the frame or the connection (the node sends these with request id 0, or
+        // while authenticating), the node's state (`busy` and `not_primary` are retried),
+        // a request that is never merged (a filter, a promotion), or a reply the node
+        // could not encode after applying the request (`malformed`): a share alone fares
+        // no better.
+        ErrorCode::BadChecksum
+        | ErrorCode::TooLarge
+        | ErrorCode::UnknownOperation
+        | ErrorCode::UnsupportedVersion
+        | ErrorCode::Misaligned
+        | ErrorCode::Malformed
+        | ErrorCode::Busy
+        | ErrorCode::NotPrimary
+        | ErrorCode::InvalidFilter
+        | ErrorCode::PromotionRefused
+        | ErrorCode::Unauthenticated => false,
     }
 }
 

@@ -13,7 +13,10 @@
 //!
 //! - A `Client` is `Clone`, `Send` and `Sync`. Calls from many threads at once are
 //!   batched automatically: one request per operation, up to 8 189 events, sent whenever
-//!   a request slot is free; each caller gets its own results back.
+//!   a request slot is free; each caller gets its own results back. A merged request
+//!   the node refuses `forbidden` (a key limited to some ledgers, and one caller's event
+//!   on another) is sent again as each caller's share alone, ids unchanged, so that only
+//!   the callers whose own events are out of scope get `Rejected(forbidden)`.
 //! - Every call blocks until its reply. A request that is not answered within
 //!   `request_timeout`, or whose connection drops, is sent again unchanged on a new
 //!   connection, going through the node addresses; a node that answers `not_primary`
@@ -184,7 +187,7 @@ impl Client {
 
     fn call(&self, call: Call) -> Result<Answer, ClientError> {
         let (waiter, answer) = bounded(1);
-        let caller = Caller { call, waiter, since: std::time::Instant::now() };
+        let caller = Caller { call, waiter, since: std::time::Instant::now(), alone: false };
         self.shared.events.send(Event::Call(caller)).map_err(|_| ClientError::Closed)?;
         answer.recv().map_err(|_| ClientError::Closed)?
     }

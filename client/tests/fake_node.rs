@@ -1,8 +1,9 @@
 //! The client against a scripted node on loopback: automatic batching of concurrent
 //! callers, retries with the same ids after a timeout or a dropped connection, and the
 //! move to the next address on `not_primary`, and redirects (followed, but not forever);
-//! a node that never answers is not redialled in a tight loop, and a node that refuses
-//! the frame itself fails the call with its code.
+//! a node that never answers is not redialled in a tight loop, a node that refuses
+//! the frame itself fails the call with its code, and a merged request refused
+//! `forbidden` fails only the callers whose own events are refused.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -31,6 +32,9 @@ enum Answer {
     /// What a node does with a frame it refuses before reading its request id: an error
     /// reply with request id 0, then the close.
     RefuseFrame(ErrorCode),
+    /// What a node does for a key limited to other ledgers: `forbidden` for the whole
+    /// request if any of its transfers names this ledger, else `Results`.
+    ForbidLedger(u32),
 }
 
 /// A node on a loopback port that answers the n-th request (counted over all its
@@ -81,9 +85,12 @@ fn serve(mut stream: TcpStream, script: &dyn Fn(usize) -> Answer, count: &mut us
                     if answer == Answer::SlowResults {
                         std::thread::sleep(Duration::from_millis(200));
                     }
+                    let Request::CreateTransfers(transfers) = request else { return };
                     match answer {
-                        Answer::Results | Answer::SlowResults => {
-                            let Request::CreateTransfers(transfers) = request else { return };
+                        Answer::ForbidLedger(ledger) if transfers.iter().any(|transfer| transfer.ledger == ledger) => {
+                            encode_error_reply(frame.request_id, ErrorCode::Forbidden, &mut out);
+                        }
+                        Answer::Results | Answer::SlowResults | Answer::ForbidLedger(_) => {
                             let results: Vec<EventResult> = transfers
                                 .iter()
                                 .map(|transfer| EventResult { timestamp: transfer.id as u64, ..EventResult::default() })
@@ -272,4 +279,36 @@ fn a_refused_frame_fails_the_call_with_the_nodes_code() {
     assert!(matches!(result, Err(ClientError::Rejected(ErrorCode::UnsupportedVersion))), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(1), "refused after {:?}", started.elapsed());
     assert_eq!(requests.try_iter().count(), 1, "a refused frame is not sent again");
+}
+
+#[test]
+fn a_merged_request_refused_forbidden_fails_only_the_caller_with_events_out_of_scope() {
+    // The first request is held up while the other two callers queue behind it and merge;
+    // the node then refuses any request with a ledger-2 transfer, as it does for a key
+    // limited to ledger 1.
+    let (address, requests) = fake_node(|n| if n == 1 { Answer::SlowResults } else { Answer::ForbidLedger(2) });
+    let config = ClientConfig { request_timeout: Duration::from_secs(5), ..config(&[address]) };
+    let client = Client::with_config(config).expect("connect");
+    let on_ledger = |ids: std::ops::Range<u128>, ledger| -> Vec<Transfer> {
+        ids.map(|id| Transfer { id, ledger, ..Transfer::default() }).collect()
+    };
+    let (in_scope, out_of_scope) = (on_ledger(10..13, 1), on_ledger(20..22, 2));
+    let (in_scope_result, out_of_scope_result) = std::thread::scope(|scope| {
+        let holder = scope.spawn(|| client.create_transfers(&on_ledger(1..2, 1)));
+        requests.recv_timeout(Duration::from_secs(5)).expect("the first request reaches the node");
+        let in_scope_call = scope.spawn(|| client.create_transfers(&in_scope));
+        let out_of_scope_call = scope.spawn(|| client.create_transfers(&out_of_scope));
+        assert!(holder.join().expect("joins").is_ok());
+        (in_scope_call.join().expect("joins"), out_of_scope_call.join().expect("joins"))
+    });
+    let timestamps: Vec<u64> =
+        in_scope_result.expect("the ledger-1 call is accepted").iter().map(|result| result.timestamp).collect();
+    assert_eq!(timestamps, [10, 11, 12]);
+    assert!(matches!(out_of_scope_result, Err(ClientError::Rejected(ErrorCode::Forbidden))), "{out_of_scope_result:?}");
+    let requests: Vec<Request> = requests.try_iter().collect();
+    let merged = |request: &Request| matches!(request, Request::CreateTransfers(events) if events.len() == 5);
+    assert!(merged(&requests[0]), "the two calls were merged into one request first");
+    let alone = [Request::CreateTransfers(in_scope), Request::CreateTransfers(out_of_scope)];
+    assert_eq!(requests.len(), 3, "each share sent again once");
+    assert!(alone.iter().all(|share| requests[1..].contains(share)), "each share sent again unchanged");
 }
