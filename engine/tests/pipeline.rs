@@ -452,3 +452,65 @@ fn a_pipeline_without_a_history_store_refuses_a_ledger_that_evicts() {
         Box::new(CountingOutcomes::default()),
     );
 }
+
+/// A journal stage whose flush never completes on its own: the test moves the flushed
+/// watermark itself.
+struct UnflushedLog {
+    watermarks: Watermarks,
+    appended: u64,
+}
+
+impl InputLog for UnflushedLog {
+    fn append(&mut self, _: u64, _: &Command) -> u64 {
+        self.appended += 1;
+        self.watermarks.appended.store(self.appended, Ordering::Release);
+        self.appended
+    }
+
+    fn commit(&mut self, _: Durability) {}
+
+    fn watermarks(&self) -> Watermarks {
+        self.watermarks.clone()
+    }
+}
+
+/// Moves the flushed watermark past everything once a request is abandoned: the flush
+/// that completes just after the stop gave up on an input.
+struct FlushOnAbandon {
+    fates: Arc<Fates>,
+    flushed: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ReplyTo for FlushOnAbandon {
+    fn reply(&self, request_id: u64, reply: &Reply) {
+        self.fates.reply(request_id, reply);
+    }
+
+    fn abandoned(&self, request_id: u64) {
+        self.flushed.store(u64::MAX, Ordering::Release);
+        self.fates.abandoned(request_id);
+    }
+}
+
+/// Once a stop gives up on an input (its watermark had not passed), no input after it is
+/// applied, even when the watermark passes them a moment later: applied, the later one
+/// left a ledger (and a history mark, and a checkpoint) without the earlier, which a
+/// restart would then apply after it. Found by review; red without the skip being carried
+/// forward (the second create was applied).
+#[test]
+fn after_a_stop_skips_an_input_no_later_input_is_applied() {
+    let log = UnflushedLog { watermarks: Watermarks::default(), appended: 0 };
+    let flushed = log.watermarks.flushed.clone();
+    let pipeline =
+        Pipeline::start(config(Wait::Parking), Ledger::new(), Box::new(log), Box::new(CountingOutcomes::default()));
+    let submitter = pipeline.submitter();
+    let fates = Arc::new(Fates::default());
+    let replies = Arc::new(FlushOnAbandon { fates: fates.clone(), flushed });
+    let [first, second] = [accounts()[0], accounts()[1]];
+    submitter.submit(Request::CreateAccounts(vec![first]), 1, replies.clone()).expect("running");
+    submitter.submit(Request::CreateAccounts(vec![second]), 2, replies).expect("running");
+    let ledger = pipeline.shutdown();
+    assert_eq!(*fates.abandoned.lock().unwrap(), vec![1, 2], "both creates abandoned, in order");
+    assert!(fates.answered.lock().unwrap().is_empty(), "nothing answered");
+    assert_eq!(ledger.state_hash(), Ledger::new().state_hash(), "neither create applied");
+}

@@ -451,6 +451,11 @@ impl Stages {
         let mut inputs = 0u64;
         let mut events = 0u64;
         let mut applied_sequence = 0u64;
+        // Set once a mutation was not applied (the pipeline stopped before its watermark or
+        // its history wait passed): no later one may be, or the ledger, the history store's
+        // mark and a checkpoint would skip a sequence and the skipped input could be
+        // applied later, after those behind it.
+        let mut mutation_skipped = false;
         // Input slots taken and output slots published (for the rings' occupancy).
         let (mut inputs_taken, mut outputs_published) = (0u64, 0u64);
         let stage_lookup = lookup.clone();
@@ -551,8 +556,10 @@ impl Stages {
                     // The durability gate: nothing is applied, so nothing answered, before the
                     // policy's watermark has passed it. Refused only when the pipeline stops
                     // (and so is an input whose history wait gave up): such a request is
-                    // abandoned, so that whoever waits for its reply is freed.
-                    if cold_ready && gate.wait_for(sequence) {
+                    // abandoned, so that whoever waits for its reply is freed, and so is
+                    // every mutation after it (queries, sequence 0, are still answered).
+                    let skipped_before = mutation_skipped && sequence != 0;
+                    if !skipped_before && cold_ready && gate.wait_for(sequence) {
                         events += command.events() as u64;
                         let mutation = command.is_mutation();
                         let (reply, committed) =
@@ -582,6 +589,7 @@ impl Stages {
                         inputs += 1;
                         applied_sequence = applied_sequence.max(sequence);
                     } else {
+                        mutation_skipped |= sequence != 0;
                         drop(owed);
                     }
                     if end_of_batch {
