@@ -212,7 +212,8 @@ pub(super) struct GatewayArgs {
     /// connection that would pass it stops being read until replies are written.
     #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = clap::value_parser!(u64).range(4..=1_048_576))]
     gateway_memory_mib: u64,
-    /// Connections served at once; more are closed at once.
+    /// Connections served at once; more are closed at once (16 more are kept for
+    /// replication peers).
     #[arg(long, default_value_t = gateway::CONNECTIONS_MAX as u64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     max_connections: u64,
     /// Serve clients (and the admin listener) over TLS with this PEM certificate chain;

@@ -1,7 +1,8 @@
 //! The TCP gateway: accepts connections and serves each on its own thread (see
 //! `connection`). Loopback only unless told otherwise.
 //!
-//! What it holds is bounded: connections ([`GatewayConfig::connections_max`]), bytes of
+//! What it holds is bounded: connections ([`GatewayConfig::connections_max`], plus
+//! [`PEER_CONNECTIONS_RESERVED`] that only replication peers may keep), bytes of
 //! requests and replies ([`GatewayConfig::budget`], shared, plus a share per connection),
 //! and time: a connection that does not complete its handshake within
 //! [`GatewayConfig::auth_timeout`], or sends nothing for [`GatewayConfig::idle_timeout`]
@@ -36,20 +37,33 @@ pub struct Frontend {
 }
 
 /// Connections served at once by default; more are refused (closed at once, with a log
-/// line). Each holds two threads and a read buffer; request and reply bytes are bounded
-/// by the memory budget, not by this.
+/// line), except replication peers (see [`PEER_CONNECTIONS_RESERVED`]). Each holds two
+/// threads and a read buffer; request and reply bytes are bounded by the memory budget,
+/// not by this.
 pub const CONNECTIONS_MAX: usize = 1024;
+/// Connections past [`GatewayConfig::connections_max`] that only a replication peer may
+/// keep. A peer is told from a client by its first four bytes, read after the connection
+/// is accepted; without these slots, clients holding every slot (a flood of silent ones
+/// lasts up to the idle timeout) would have the node close a standby's connection at
+/// once, and a primary waiting for its acknowledgements (`replicated:k`) would stop
+/// acknowledging writes. A connection on one of these slots is closed as soon as it shows
+/// it is not a peer. A replica set needs few at once: one subscription per standby, and a
+/// candidate's short-lived probes, pre-votes and prepares.
+pub const PEER_CONNECTIONS_RESERVED: usize = 16;
 /// The default budget for request and reply bytes, all connections together. Replies
 /// reserve the most their request can produce (up to one 1 MiB frame) until written.
 pub const MEMORY_BUDGET_BYTES_DEFAULT: usize = 256 << 20;
-/// One connection may hold at most this fraction of the budget, so that a few clients
-/// that stop reading cannot stall every other one.
-const CONNECTION_SHARE_DIVISOR: usize = 8;
+/// One connection's replies may hold at most this fraction of the replies budget, so that
+/// clients that stop reading cannot stall every other one: it takes this many of them,
+/// each until its write timeout cuts it. A thirty-second of the default budget (6 MiB)
+/// still keeps six largest replies in flight, more than a fast link drains between reads.
+const CONNECTION_SHARE_DIVISOR: usize = 32;
 /// How long a new connection has to complete the handshake when the node has keys.
 pub const AUTH_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 /// How long a connection may send nothing while it is owed no reply.
 pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(300);
-/// How long one reply may wait for a client that does not read; then it is disconnected.
+/// How long one write of replies (one, or a burst of them) may take, however little the
+/// client reads at a time; then it is disconnected.
 pub const WRITE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
 /// How the gateway serves connections.
@@ -126,7 +140,7 @@ pub fn serve_with(
 ) -> std::io::Result<()> {
     // Non-blocking, so the loop can notice a stop request between connections.
     listener.set_nonblocking(true)?;
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(OpenCounts::default());
     loop {
         if stop() {
             return Ok(());
@@ -160,7 +174,13 @@ pub fn serve_with(
                 continue;
             }
         };
-        let connection = connection::Connection { stream, peer, frontend: frontend.clone(), config: config.clone() };
+        let connection = connection::Connection {
+            stream,
+            peer,
+            frontend: frontend.clone(),
+            config: config.clone(),
+            peers_only: guard.slot == Slot::PeersOnly,
+        };
         let spawned = std::thread::Builder::new()
             .name(format!("conn {peer}"))
             .stack_size(CONNECTION_STACK_BYTES)
@@ -194,29 +214,73 @@ fn prepare(stream: std::net::TcpStream) -> std::io::Result<std::net::TcpStream> 
     Ok(stream)
 }
 
-/// Counts a connection as open if fewer than `connections_max` are, then runs `setup`;
-/// the count is given back if `setup` fails (the guard is dropped), so that no failure
-/// on the way in leaks a connection slot.
+/// Which slot a connection was admitted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// One of [`GatewayConfig::connections_max`]: a client or a peer.
+    Any,
+    /// One of [`PEER_CONNECTIONS_RESERVED`]: kept only by a replication peer.
+    PeersOnly,
+}
+
+/// Connections open, by the slot they hold.
+#[derive(Default)]
+struct OpenCounts {
+    any: AtomicUsize,
+    peers_only: AtomicUsize,
+}
+
+impl OpenCounts {
+    fn counter(&self, slot: Slot) -> &AtomicUsize {
+        match slot {
+            Slot::Any => &self.any,
+            Slot::PeersOnly => &self.peers_only,
+        }
+    }
+}
+
+/// Takes one of `slots_max` slots counted by `counter`; `false`, with nothing taken, if
+/// all are taken.
+fn take_slot(counter: &AtomicUsize, slots_max: usize) -> bool {
+    if counter.fetch_add(1, Ordering::AcqRel) >= slots_max {
+        counter.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    }
+    true
+}
+
+/// Counts a connection as open on a slot (one of `connections_max` while any is free, else
+/// one kept for peers), then runs `setup`; the slot is given back if `setup` fails (the
+/// guard is dropped), so that no failure on the way in leaks a slot.
 fn admit<T>(
-    open: &Arc<AtomicUsize>,
+    open: &Arc<OpenCounts>,
     connections_max: usize,
     setup: impl FnOnce() -> std::io::Result<T>,
 ) -> Result<(T, OpenGuard), String> {
-    if open.fetch_add(1, Ordering::AcqRel) >= connections_max {
-        open.fetch_sub(1, Ordering::AcqRel);
-        return Err(format!("{connections_max} connections already open"));
-    }
-    let guard = OpenGuard(open.clone());
+    let slot = if take_slot(&open.any, connections_max) {
+        Slot::Any
+    } else if take_slot(&open.peers_only, PEER_CONNECTIONS_RESERVED) {
+        Slot::PeersOnly
+    } else {
+        return Err(format!(
+            "{connections_max} connections already open, and the {PEER_CONNECTIONS_RESERVED} kept for replication \
+             peers"
+        ));
+    };
+    let guard = OpenGuard { open: open.clone(), slot };
     let prepared = setup().map_err(|error| error.to_string())?;
     Ok((prepared, guard))
 }
 
-/// Counts a connection as open for as long as its thread runs.
-struct OpenGuard(Arc<AtomicUsize>);
+/// Counts a connection as open, on its slot, for as long as its thread runs.
+struct OpenGuard {
+    open: Arc<OpenCounts>,
+    slot: Slot,
+}
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.open.counter(self.slot).fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -226,14 +290,31 @@ mod tests {
 
     #[test]
     fn a_failed_setup_gives_the_connection_slot_back() {
-        let open = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(OpenCounts::default());
         let failed = admit(&open, 1, || Err::<(), _>(std::io::Error::other("set_nonblocking failed")));
         assert!(failed.is_err());
-        assert_eq!(open.load(Ordering::Acquire), 0);
-        // The one slot is still there for the next connection, and refused past it.
+        assert_eq!(open.any.load(Ordering::Acquire), 0);
+        // The one slot is still there for the next connection.
         let (_, guard) = admit(&open, 1, || Ok(())).expect("the slot is free");
-        assert!(admit(&open, 1, || Ok(())).is_err());
+        assert_eq!(guard.slot, Slot::Any);
         drop(guard);
-        assert_eq!(open.load(Ordering::Acquire), 0);
+        assert_eq!((open.any.load(Ordering::Acquire), open.peers_only.load(Ordering::Acquire)), (0, 0));
+    }
+
+    #[test]
+    fn past_connections_max_only_the_slots_kept_for_peers_are_given_and_then_none() {
+        let open = Arc::new(OpenCounts::default());
+        let (_, any) = admit(&open, 1, || Ok(())).expect("the slot is free");
+        let reserved: Vec<OpenGuard> = (0..PEER_CONNECTIONS_RESERVED)
+            .map(|_| admit(&open, 1, || Ok(())).expect("a slot kept for peers").1)
+            .collect();
+        assert!(reserved.iter().all(|guard| guard.slot == Slot::PeersOnly));
+        assert!(admit(&open, 1, || Ok(())).is_err(), "the total is bounded");
+        // A reserved slot that comes free is given again; a slot of the cap, as such.
+        drop(reserved);
+        assert_eq!(admit(&open, 1, || Ok(())).expect("free again").1.slot, Slot::PeersOnly);
+        drop(any);
+        assert_eq!(admit(&open, 1, || Ok(())).expect("free again").1.slot, Slot::Any);
+        assert_eq!((open.any.load(Ordering::Acquire), open.peers_only.load(Ordering::Acquire)), (0, 0));
     }
 }

@@ -266,3 +266,119 @@ fn half_sent_large_frames_do_not_stall_the_gateway() {
     let budget = &gateway.config.budget;
     assert!(budget.high_water() <= budget.bytes_max(), "held {} of {}", budget.high_water(), budget.bytes_max());
 }
+
+/// A replication peer is told from a client only by its first bytes, after it is accepted:
+/// clients holding every one of `connections_max` slots must not have the node close a
+/// standby's connection at once (under `replicated:k` the primary would stop
+/// acknowledging writes). Slots past the cap are kept for peers, and a client on one is
+/// closed as soon as it shows what it is.
+#[test]
+fn a_replication_peer_is_served_while_clients_hold_every_connection_slot() {
+    let config = GatewayConfig { connections_max: 8, ..GatewayConfig::new() };
+    let gateway = Gateway::start("bounds-peer-slot", config);
+    // Eight clients take every slot: a Tally frame's magic, then silence (they would stay
+    // until the idle timeout, five minutes). Accepted in order, before the peer below.
+    let clients: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut stream = TcpStream::connect(gateway.address).expect("connect");
+            stream.write_all(&tally_codecs::wire::MAGIC.to_le_bytes()).expect("send a little");
+            stream
+        })
+        .collect();
+    // A standby says hello. This node has no cluster secret, so it answers with a
+    // refusal: a replication message, where a node that refused the connection itself
+    // closed it without a byte.
+    let mut peer = TcpStream::connect(gateway.address).expect("connect");
+    let mut hello = Vec::new();
+    tally_replication::Message::Hello { cluster_id: "c1".into(), nonce: [3; 32] }.encode(&mut hello);
+    peer.write_all(&hello).expect("send a hello");
+    peer.set_read_timeout(Some(Duration::from_secs(10))).expect("set timeout");
+    let mut decoder = tally_replication::MessageDecoder::default();
+    let mut buffer = [0u8; 4096];
+    let answer = loop {
+        if let Some(message) = decoder.next_message().expect("replication frames") {
+            break message;
+        }
+        match peer.read(&mut buffer) {
+            Ok(read) if read > 0 => decoder.feed(&buffer[..read]),
+            other => panic!("the peer's connection ended without an answer: {other:?}"),
+        }
+    };
+    assert!(matches!(answer, tally_replication::Message::Refused { .. }), "answered {answer:?}");
+    // The slots past the cap are for peers only: a ninth client is still closed, unanswered.
+    let mut ninth = TcpStream::connect(gateway.address).expect("connect");
+    ninth.write_all(&tally_codecs::wire::MAGIC.to_le_bytes()).expect("send a little");
+    assert_eq!(codes_until_closed(&mut ninth, Duration::from_secs(10)), Some(vec![]));
+    drop(clients);
+}
+
+/// The write timeout bounds a whole write, not each system call: a client that reads its
+/// large replies a trickle at a time (16 KiB every 50 ms, each call making progress well
+/// within the timeout, each 1 MB reply taking about three times it) is disconnected once
+/// a write takes longer than the timeout, and what it held is given back.
+#[test]
+fn a_client_that_reads_a_trickle_is_disconnected_by_the_write_timeout() {
+    let write_timeout = Duration::from_secs(1);
+    let config = GatewayConfig { write_timeout, ..GatewayConfig::new() };
+    let gateway = Gateway::start("bounds-trickle", config);
+    let ids: Vec<u128> = (1..=8000).collect();
+    let creator = client(gateway.address, None);
+    creator.create_accounts(&ids.iter().map(|&id| account(id)).collect::<Vec<_>>()).expect("create");
+    // An open client holds its next read's input budget: closed, so that only the slow
+    // client's bytes are left to count.
+    drop(creator);
+
+    // Sixteen lookups of 1 MB replies: far more than the socket buffers hold (a few MB).
+    let mut requests = Vec::new();
+    for request_id in 0..16 {
+        Request::LookupAccounts(ids.clone()).encode(request_id, 5, &mut requests).expect("encode");
+    }
+    let replies_bytes = 16 * ids.len() * size_of::<Account>();
+    let slow = TcpStream::connect(gateway.address).expect("connect");
+    let sender = {
+        let mut slow = slow.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            slow.set_write_timeout(Some(Duration::from_secs(20))).expect("set timeout");
+            let _ = slow.write_all(&requests);
+        })
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let (mut slow, stop) = (slow.try_clone().expect("clone"), stop.clone());
+        std::thread::spawn(move || {
+            slow.set_read_timeout(Some(Duration::from_millis(200))).expect("set timeout");
+            let mut buffer = vec![0u8; 16 * 1024];
+            let mut received = 0usize;
+            while !stop.load(Ordering::Acquire) {
+                match slow.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(read) => received += read,
+                    Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock) => {}
+                    Err(_) => break,
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            received
+        })
+    };
+
+    // Once its replies are reserved, the slow client is cut within the write timeout (and
+    // a margin for the pipeline and the close), and everything it held is given back.
+    let budget = &gateway.config.budget;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while budget.replies.used() == 0 {
+        assert!(Instant::now() < deadline, "the lookups were never read");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started = Instant::now();
+    while budget.used() > 0 {
+        let waited = started.elapsed();
+        assert!(waited < write_timeout + Duration::from_secs(4), "still held {} bytes after {waited:?}", budget.used());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Release);
+    let received = trickle.join().expect("the reader ends");
+    sender.join().expect("the sender ends");
+    assert!(received < replies_bytes, "cut off, not served whole: read {received} of {replies_bytes} bytes");
+    drop(slow);
+}

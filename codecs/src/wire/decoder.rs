@@ -9,6 +9,11 @@ use super::{
 };
 use crate::Operation;
 
+/// The capacity the buffer is cut back to once it holds no more than that: about one
+/// socket read. A large frame grows it to the frame's size (up to 1 MiB); kept, that would
+/// stay with every connection that ever sent or received one, outside any budget.
+const BUFFER_CAPACITY_KEPT_BYTES: usize = 64 * 1024;
+
 /// Turns a byte stream into frames. Feed it what each socket read returns, then call
 /// [`next_frame`](FrameDecoder::next_frame) until it answers `Ok(None)`; at end of stream,
 /// [`finish`](FrameDecoder::finish) tells a clean close from one inside a frame.
@@ -16,7 +21,8 @@ use crate::Operation;
 /// Memory: a header is checked against every limit as soon as its 48 bytes arrive, before
 /// any of its payload, and nothing is ever reserved on the strength of a declared length.
 /// So a caller that drains frames after each feed holds at most one frame
-/// ([`FRAME_BYTES_MAX`]) plus one read.
+/// ([`FRAME_BYTES_MAX`]) plus one read, and only while it needs to: the buffer's capacity
+/// falls back to [`BUFFER_CAPACITY_KEPT_BYTES`] once what it holds fits in that.
 ///
 /// After an error the stream cannot be resynchronised: the decoder returns the same error
 /// from then on and drops whatever it is fed.
@@ -44,8 +50,26 @@ impl FrameDecoder {
         if self.consumed > 0 {
             self.buffer.drain(..self.consumed);
             self.consumed = 0;
+            // What a large frame left: cut back only when the rest and the new bytes fit in
+            // what is kept, so that a frame being gathered over many feeds is never moved
+            // more than doubling the buffer moves it.
+            if self.buffer.len() + bytes.len() <= BUFFER_CAPACITY_KEPT_BYTES {
+                self.buffer.shrink_to(BUFFER_CAPACITY_KEPT_BYTES);
+            }
         }
         self.buffer.extend_from_slice(bytes);
+    }
+
+    /// Marks a returned frame's bytes as consumed. When that was all the buffer held, it is
+    /// emptied now (nothing to move) and cut back, so that a connection that goes quiet
+    /// after a large frame does not keep its capacity until it next sends.
+    fn consume(&mut self, frame_bytes: usize) {
+        self.consumed += frame_bytes;
+        if self.consumed == self.buffer.len() {
+            self.buffer.clear();
+            self.consumed = 0;
+            self.buffer.shrink_to(BUFFER_CAPACITY_KEPT_BYTES);
+        }
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed, or the stream's error.
@@ -158,7 +182,7 @@ impl FrameDecoder {
             Kind::AuthProof => Message::AuthProof { request_id, client_id, proof: read_one(payload, &layout)? },
             Kind::AuthGrant => Message::AuthGrant { request_id, client_id, grant: read_one(payload, &layout)? },
         };
-        self.consumed += frame_bytes;
+        self.consume(frame_bytes);
         self.last_version = header.version;
         Ok(Some(message))
     }
@@ -271,4 +295,56 @@ fn check_payload_length(payload_bytes: u32, layout: &PayloadLayout) -> Result<()
         return Err(FrameError::Misaligned { payload_bytes, record_bytes });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Account;
+
+    /// A request of `count` accounts, encoded as one frame.
+    fn create_accounts(count: u128) -> Vec<u8> {
+        let accounts: Vec<Account> =
+            (1..=count).map(|id| Account { id, ledger: 1, code: 1, ..Account::default() }).collect();
+        let mut bytes = Vec::new();
+        Request::CreateAccounts(accounts).encode(1, 7, &mut bytes).expect("a frame within the limits");
+        bytes
+    }
+
+    /// Feeds `bytes` in reads of 64 KiB and returns every frame decoded.
+    fn feed_and_decode(decoder: &mut FrameDecoder, bytes: &[u8]) -> usize {
+        let mut frames = 0;
+        for read in bytes.chunks(64 * 1024) {
+            decoder.feed(read);
+            while decoder.next_frame().expect("valid frames").is_some() {
+                frames += 1;
+            }
+        }
+        frames
+    }
+
+    #[test]
+    fn the_buffer_falls_back_to_a_read_after_a_large_frame() {
+        let large = create_accounts(8000);
+        assert!(large.len() > 8 * BUFFER_CAPACITY_KEPT_BYTES, "a frame of {} bytes", large.len());
+        let mut decoder = FrameDecoder::new();
+        assert_eq!(feed_and_decode(&mut decoder, &large), 1);
+        assert_eq!(decoder.bytes_buffered(), 0);
+        assert!(
+            decoder.buffer.capacity() <= BUFFER_CAPACITY_KEPT_BYTES,
+            "kept {} bytes of capacity once the frame was returned",
+            decoder.buffer.capacity()
+        );
+        // A large frame followed, in the same read, by the start of a small one: the rest
+        // is kept until the next feed, which cuts the buffer back.
+        let small = create_accounts(1);
+        let mut stream = large.clone();
+        stream.extend_from_slice(&small[..10]);
+        assert_eq!(feed_and_decode(&mut decoder, &stream), 1);
+        assert_eq!(decoder.bytes_buffered(), 10);
+        decoder.feed(&small[10..]);
+        assert!(decoder.buffer.capacity() <= BUFFER_CAPACITY_KEPT_BYTES, "kept {}", decoder.buffer.capacity());
+        assert!(decoder.next_frame().expect("a valid frame").is_some());
+        assert_eq!(decoder.bytes_buffered(), 0);
+    }
 }

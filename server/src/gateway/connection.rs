@@ -52,10 +52,16 @@ pub struct Connection {
     pub peer: SocketAddr,
     pub frontend: Frontend,
     pub config: Arc<GatewayConfig>,
+    /// Admitted on a slot kept for replication peers (see
+    /// [`PEER_CONNECTIONS_RESERVED`](super::PEER_CONNECTIONS_RESERVED)): closed unless it is one.
+    pub peers_only: bool,
 }
 
 /// How long a new connection may take to send the four bytes that say what it is.
 const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same on a slot kept for peers: a peer sends its hello as soon as it connects, and a
+/// silent connection should not hold one of those few slots for long.
+const IDENTIFY_TIMEOUT_PEERS_ONLY: Duration = Duration::from_secs(1);
 
 impl Connection {
     /// Serves the connection until it ends, then closes it: a replication peer (its first
@@ -63,9 +69,17 @@ impl Connection {
     /// certificate. Peers stay plain: they authenticate every message themselves.
     pub fn serve(self) {
         let (first, sent) = self.identify();
-        let Connection { stream, peer, frontend, config } = self;
+        let Connection { stream, peer, frontend, config, peers_only } = self;
         if first == tally_replication::message::MAGIC {
             frontend.peers.serve(stream, peer);
+            return;
+        }
+        if peers_only {
+            let connections_max = config.connections_max;
+            crate::errln!(
+                "tally: connection {peer}: refused: {connections_max} client connections already open (the slots \
+                 left are kept for replication peers)"
+            );
             return;
         }
         let client = Client { peer, frontend, config };
@@ -97,13 +111,15 @@ impl Connection {
     }
 
     /// The first four bytes the connection sent (zero-padded if it sent fewer within
-    /// [`IDENTIFY_TIMEOUT`]), left unread, and how many it sent.
+    /// [`IDENTIFY_TIMEOUT`], or [`IDENTIFY_TIMEOUT_PEERS_ONLY`]), left unread, and how many
+    /// it sent.
     fn identify(&self) -> ([u8; 4], usize) {
         let mut first = [0u8; 4];
-        if self.stream.set_read_timeout(Some(IDENTIFY_TIMEOUT)).is_err() {
+        let timeout = if self.peers_only { IDENTIFY_TIMEOUT_PEERS_ONLY } else { IDENTIFY_TIMEOUT };
+        if self.stream.set_read_timeout(Some(timeout)).is_err() {
             return (first, 0);
         }
-        let deadline = Instant::now() + IDENTIFY_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         let sent = loop {
             match self.stream.peek(&mut first) {
                 Ok(sent @ (4 | 0)) => break sent,

@@ -2,10 +2,10 @@
 //! they are queued, so that neither the reply stage nor the reader ever blocks on a
 //! client that reads slowly.
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
 use tally_client::tls::Stream;
@@ -26,28 +26,30 @@ pub enum Outgoing {
 
 /// At most this many bytes of queued frames are gathered into one write.
 const GATHER_BYTES_MAX: usize = 256 * 1024;
+/// Plaintext handed to a TLS stream per write call: one TLS record's worth. A TLS write
+/// sends all it is given, so this is what a write may run past its deadline by.
+const TLS_WRITE_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Writes queued frames until [`Outgoing::Close`]. After a failed write the connection is
 /// shut down (so its reader stops too) and the rest is dropped, but slots are still freed.
-/// `write_timeout`: how long one reply may wait for a client that does not read; past it
+/// `write_timeout`: how long one write (a reply, or a burst of them) may take; past it
 /// the client is taken to be stuck and is disconnected, so that its connection's threads
-/// and reserved bytes are freed; until then the reply stage never waits for it.
+/// and reserved bytes are freed; until then the reply stage never waits for it. It bounds
+/// the whole write, not each system call, so a client that reads a trickle is cut off too.
 ///
 /// The frames already queued when the thread wakes are written together, in order, with
 /// one write (up to [`GATHER_BYTES_MAX`]): one system call and one wake-up for a burst of
 /// replies instead of one each.
 #[allow(clippy::type_complexity)]
 pub fn run(mut stream: Stream, queue: Receiver<Outgoing>, in_flight: Arc<InFlight>, write_timeout: Duration) {
-    // Without the timeout (it cannot fail on a connected socket) a stuck client would only
-    // hold its own connection.
-    let _ = stream.socket().set_write_timeout(Some(write_timeout));
     let mut broken = false;
-    let mut gathered: Vec<u8> = Vec::new();
     // Per gathered frame: the slot to free and, for a pipeline reply, when it was queued.
     let mut written: Vec<(Option<usize>, Option<(u64, Arc<PipelineStats>)>)> = Vec::new();
     let mut closing = false;
     while !closing {
         let Ok(first) = queue.recv() else { break };
+        // A burst's buffer lives for its write only: an idle connection keeps none of it.
+        let mut gathered: Vec<u8> = Vec::new();
         let mut next = Some(first);
         while let Some(outgoing) = next.take() {
             let (bytes, slot, queued) = match outgoing {
@@ -71,14 +73,13 @@ pub fn run(mut stream: Stream, queue: Receiver<Outgoing>, in_flight: Arc<InFligh
         }
         if !broken
             && !gathered.is_empty()
-            && let Err(error) = stream.write_all(&gathered)
+            && let Err(error) = write_before(&mut stream, &gathered, Instant::now() + write_timeout)
         {
             log_write_error(stream.socket(), &error);
             broken = true;
             // The socket itself, not a TLS close: a write to this client just failed.
             let _ = stream.socket().shutdown(Shutdown::Both);
         }
-        gathered.clear();
         let written_ns = now_ns();
         for (slot, queued) in written.drain(..) {
             if let Some((queued_ns, stats)) = queued {
@@ -89,6 +90,39 @@ pub fn run(mut stream: Stream, queue: Receiver<Outgoing>, in_flight: Arc<InFligh
             }
         }
     }
+}
+
+/// Writes all of `bytes` by `deadline`, or fails (`TimedOut` once it has passed). The
+/// socket's timeout bounds one system call, not a write: it is set to the time left before
+/// each call, so that a client reading a trickle, which keeps every call making some
+/// progress, cannot stretch a reply's write past the deadline.
+fn write_before(stream: &mut Stream, bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+    let chunk_bytes_max = match stream {
+        Stream::Plain(_) => bytes.len(),
+        Stream::Tls(_) => TLS_WRITE_CHUNK_BYTES,
+    };
+    let timed_out = |rest: &[u8]| {
+        let message = format!("{} of {} bytes unwritten at the write timeout", rest.len(), bytes.len());
+        std::io::Error::new(ErrorKind::TimedOut, message)
+    };
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out(rest));
+        }
+        stream.socket().set_write_timeout(Some(left))?;
+        match stream.write(&rest[..rest.len().min(chunk_bytes_max)]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(sent) => rest = &rest[sent..],
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            // The socket's timeout: the time left ran out. Not retried, even if a rounded
+            // timeout left a microsecond: a TLS stream's failed write is not resumable.
+            Err(error) if error.kind() == ErrorKind::WouldBlock => return Err(timed_out(rest)),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 fn log_write_error(stream: &TcpStream, error: &std::io::Error) {
