@@ -130,26 +130,36 @@ impl FileSink {
         sync_dir(&self.config.dir)
     }
 
-    /// Starts a new file for entries from `first_sequence` on, and deletes the oldest
-    /// files beyond the count kept.
+    /// Starts a new file for entries from `first_sequence` on.
     fn begin_file(&mut self, first_sequence: u64) -> Result<(), SinkError> {
         let name = format!("{first_sequence:020}{FILE_SUFFIX}");
         let path = self.path(&name);
         let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(|error| io(&path, error))?;
         self.current = Some(Current { name, file, length: 0 });
-        if self.config.files_keep > 0 {
-            let files = files(&self.config.dir)?;
-            let excess = files.len().saturating_sub(self.config.files_keep);
-            for (_, old) in &files[..excess] {
-                std::fs::remove_file(self.path(old)).map_err(|error| io(&self.path(old), error))?;
-            }
+        Ok(())
+    }
+
+    /// Deletes the oldest files beyond the count kept, never `watermark_file`. Called only
+    /// once the watermark names the newest file: until then the file it names is the one
+    /// resume reopens, and with `files_keep` 1 it is the one a trim at rotation would take
+    /// (a failed write or a crash in between left a watermark naming a deleted file, and a
+    /// sink that could never resume).
+    fn trim(&self, watermark_file: &str) -> Result<(), SinkError> {
+        if self.config.files_keep == 0 {
+            return Ok(());
+        }
+        let files = files(&self.config.dir)?;
+        let excess = files.len().saturating_sub(self.config.files_keep);
+        for (_, old) in files[..excess].iter().filter(|(_, name)| name != watermark_file) {
+            std::fs::remove_file(self.path(old)).map_err(|error| io(&self.path(old), error))?;
         }
         Ok(())
     }
 
     fn write_batch(&mut self, batch: &[Outcome]) -> Result<(), SinkError> {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(()) };
-        if self.current.as_ref().is_none_or(|current| current.length >= self.config.file_bytes_max) {
+        let rotating = self.current.as_ref().is_none_or(|current| current.length >= self.config.file_bytes_max);
+        if rotating {
             self.begin_file(first.sequence)?;
         }
         self.buffer.clear();
@@ -167,7 +177,8 @@ impl FileSink {
             length: current.length,
             entry_checksum: Some(last.checksum),
         };
-        self.write_watermark(&watermark)
+        self.write_watermark(&watermark)?;
+        if rotating { self.trim(&watermark.file) } else { Ok(()) }
     }
 }
 

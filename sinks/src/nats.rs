@@ -5,7 +5,10 @@
 //! PREFIX.account.LEDGER         create_accounts events (the account as stored if created)
 //! PREFIX.transfer.LEDGER        create_transfers events (the transfer as stored if created)
 //! PREFIX.limit_profile.LEDGER   upsert_limit_profiles events
-//! PREFIX.expiry                 a pending transfer a tick expired (its id)
+//! PREFIX.expiry                 a pending transfer that expired during the entry (its id):
+//!                               by a tick, or between a batch's events, after the events
+//! PREFIX.empty                  an entry with no event and no expiry (a tick that expired
+//!                               nothing): one message, so that the stream says it was sent
 //! ```
 //!
 //! Exactly once, in two layers. The watermark is the stream itself: every message carries
@@ -15,6 +18,13 @@
 //! every message has a JetStream message id, `SEQUENCE-INDEX`: a message published twice
 //! within the stream's duplicate window (a publish whose ack was lost, resent after the
 //! sink reconnected while the first copy was still on its way) is stored once.
+//!
+//! The last message is a watermark only if the stream holds a prefix of the messages,
+//! without a gap. Publishes are pipelined, so each one carries the stream sequence its
+//! predecessor must have (`Nats-Expected-Last-Sequence`): once the stream refuses one
+//! (a size or per-subject limit, a leader change), it refuses every later one, and the
+//! resume starts again at the refused message. A duplicate is acknowledged before that
+//! check, so a resend of what the stream holds passes.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -79,15 +89,17 @@ impl NatsConfig {
     }
 }
 
-/// One message to publish.
 /// Where the stream's last message places it.
 struct Published {
+    /// Its sequence in the JetStream stream.
+    stream_sequence: u64,
     sequence: u64,
     index: usize,
     count: usize,
     checksum: Option<u32>,
 }
 
+/// One message to publish.
 struct Message {
     subject: String,
     sequence: u64,
@@ -109,6 +121,9 @@ pub struct NatsSink {
     pub duplicates: u64,
     /// The entry of the stream's last message and its checksum, when it carries one.
     held: Option<(u64, u32)>,
+    /// The JetStream sequence of the stream's last message (0: empty), as of the resume
+    /// and every write since: the next publish expects it.
+    stream_last: u64,
 }
 
 impl NatsSink {
@@ -117,7 +132,15 @@ impl NatsSink {
             .enable_all()
             .build()
             .map_err(|error| SinkError::Destination(format!("cannot start the NATS client runtime: {error}")))?;
-        Ok(NatsSink { config, runtime, connection: None, published_within: None, duplicates: 0, held: None })
+        Ok(NatsSink {
+            config,
+            runtime,
+            connection: None,
+            published_within: None,
+            duplicates: 0,
+            held: None,
+            stream_last: 0,
+        })
     }
 
     async fn connect(config: &NatsConfig) -> Result<(Context, Stream), SinkError> {
@@ -156,6 +179,12 @@ impl NatsSink {
             })
         };
         let (sequence, index, count) = (header(HEADER_SEQUENCE)?, header(HEADER_INDEX)?, header(HEADER_COUNT)?);
+        // Journal sequences start at 1: a 0 is not a message this sink wrote.
+        if sequence == 0 {
+            return Err(SinkError::Destination(format!(
+                "the stream's last message has {HEADER_SEQUENCE} 0: is the stream shared with something else?"
+            )));
+        }
         let index = usize::try_from(index).map_err(|_| SinkError::Destination("an index beyond usize".into()))?;
         let count = usize::try_from(count).map_err(|_| SinkError::Destination("a count beyond usize".into()))?;
         // Absent from messages published before it was added: nothing to compare then.
@@ -165,14 +194,17 @@ impl NatsSink {
                 SinkError::Destination(format!("the stream's last message has a bad {HEADER_ENTRY_CHECKSUM} header"))
             })?),
         };
-        Ok(Some(Published { sequence, index, count, checksum }))
+        Ok(Some(Published { stream_sequence: last, sequence, index, count, checksum }))
     }
 
-    async fn publish(context: &Context, messages: Vec<Message>) -> Result<u64, SinkError> {
+    /// Publishes `messages` after the stream's message `stream_last`, each expecting its
+    /// predecessor's stream sequence, so that nothing is stored after a refused one.
+    async fn publish(context: &Context, messages: Vec<Message>, stream_last: u64) -> Result<u64, SinkError> {
         let mut in_flight: VecDeque<PublishAckFuture> = VecDeque::new();
         let mut duplicates = 0;
-        for message in messages {
+        for (expected_last, message) in (stream_last..).zip(messages) {
             let publish = Publish::build()
+                .expected_last_sequence(expected_last)
                 .payload(message.payload.into())
                 .message_id(format!("{}-{}", message.sequence, message.index))
                 .header(HEADER_SEQUENCE, message.sequence.to_string())
@@ -218,6 +250,7 @@ impl Sink for NatsSink {
         let last = self.runtime.block_on(NatsSink::last_published(&mut stream))?;
         self.connection = Some((context, stream));
         self.held = last.as_ref().and_then(|last| last.checksum.map(|checksum| (last.sequence, checksum)));
+        self.stream_last = last.as_ref().map_or(0, |last| last.stream_sequence);
         Ok(match last {
             None => {
                 self.published_within = None;
@@ -239,14 +272,18 @@ impl Sink for NatsSink {
     }
 
     fn write(&mut self, batch: &[Outcome]) -> Result<(), SinkError> {
+        // Every entry has a message (an empty one its `PREFIX.empty`), so the last one the
+        // stream stores places the batch's last entry: resume answers what write stored.
         let messages = self.messages(batch);
+        let published = messages.len() as u64;
         let Some((context, _)) = &self.connection else {
             return Err(SinkError::Destination("not connected".into()));
         };
-        match self.runtime.block_on(NatsSink::publish(context, messages)) {
+        match self.runtime.block_on(NatsSink::publish(context, messages, self.stream_last)) {
             Ok(duplicates) => {
                 self.published_within = None;
                 self.duplicates += duplicates;
+                self.stream_last += published;
                 Ok(())
             }
             Err(error) => {
@@ -289,13 +326,41 @@ fn destination(error: impl std::fmt::Display) -> SinkError {
     SinkError::Destination(format!("NATS: {error}"))
 }
 
-/// The messages of one entry, in order: one per event, or one per expired transfer.
+/// The messages of one entry, in index order: one per event, then one per pending transfer
+/// that expired during it (indices after the events'); an entry with neither (a tick that
+/// expired nothing) has one `PREFIX.empty` message. Indices, and so message ids, depend on
+/// the entry alone, never on where a batch ends.
 fn entry_messages(prefix: &str, outcome: &Outcome, out: &mut Vec<Message>) {
+    let events = event_count(&outcome.events);
+    let count = (events + outcome.expired.len()).max(1);
     let operation = operation_name(&outcome.events);
-    let created = ResultCode::Created as u32;
-    let mut form = |index: usize, count: usize, subject: String, payload: Vec<u8>| {
+    let start = out.len();
+    let mut form = |index: usize, subject: String, payload: Vec<u8>| {
         out.push(Message { subject, sequence: outcome.sequence, index, count, checksum: outcome.checksum, payload });
     };
+    event_messages(prefix, outcome, &mut form);
+    for (position, id) in outcome.expired.iter().enumerate() {
+        let index = events + position;
+        let expiry = ExpiryForm {
+            sequence: outcome.sequence,
+            index,
+            timestamp: outcome.timestamp,
+            operation,
+            expired_id: id.to_string(),
+        };
+        form(index, format!("{prefix}.expiry"), to_json(&expiry));
+    }
+    if events + outcome.expired.len() == 0 {
+        let empty = EmptyForm { sequence: outcome.sequence, index: 0, timestamp: outcome.timestamp, operation };
+        form(0, format!("{prefix}.empty"), to_json(&empty));
+    }
+    assert_eq!(out.len() - start, count, "entry {}: one message per index", outcome.sequence);
+}
+
+/// One message per event of the entry, through `form(index, subject, payload)`.
+fn event_messages(prefix: &str, outcome: &Outcome, form: &mut impl FnMut(usize, String, Vec<u8>)) {
+    let operation = operation_name(&outcome.events);
+    let created = ResultCode::Created as u32;
     let event = |index: usize, record: &dyn ErasedRecord| {
         let result = &outcome.results[index];
         record.payload(EventParts {
@@ -311,8 +376,7 @@ fn entry_messages(prefix: &str, outcome: &Outcome, out: &mut Vec<Message>) {
             for (index, account) in accounts.iter().enumerate() {
                 let stored = stored_account(&outcome.accounts, account.id).filter(|_| is(outcome, index, created));
                 let record = stored.unwrap_or(account);
-                let subject = format!("{prefix}.account.{}", record.ledger);
-                form(index, accounts.len(), subject, event(index, record));
+                form(index, format!("{prefix}.account.{}", record.ledger), event(index, record));
             }
         }
         OutcomeEvents::Transfers(transfers) => {
@@ -322,29 +386,35 @@ fn entry_messages(prefix: &str, outcome: &Outcome, out: &mut Vec<Message>) {
                 let stored = committed
                     .next_if(|stored| stored.id == transfer.id && is(outcome, index, created))
                     .unwrap_or(transfer);
-                let subject = format!("{prefix}.transfer.{}", stored.ledger);
-                form(index, transfers.len(), subject, event(index, stored));
+                form(index, format!("{prefix}.transfer.{}", stored.ledger), event(index, stored));
             }
         }
         OutcomeEvents::LimitProfiles(profiles) => {
             for (index, profile) in profiles.iter().enumerate() {
-                let subject = format!("{prefix}.limit_profile.{}", profile.ledger);
-                form(index, profiles.len(), subject, event(index, profile));
+                form(index, format!("{prefix}.limit_profile.{}", profile.ledger), event(index, profile));
             }
         }
-        OutcomeEvents::Tick => {
-            for (index, id) in outcome.expired.iter().enumerate() {
-                let expiry = ExpiryForm {
-                    sequence: outcome.sequence,
-                    index,
-                    timestamp: outcome.timestamp,
-                    operation,
-                    expired_id: id.to_string(),
-                };
-                form(index, outcome.expired.len(), format!("{prefix}.expiry"), to_json(&expiry));
-            }
-        }
+        OutcomeEvents::Tick => {}
     }
+}
+
+/// How many events (input records) the entry holds.
+fn event_count(events: &OutcomeEvents) -> usize {
+    match events {
+        OutcomeEvents::Accounts(accounts) => accounts.len(),
+        OutcomeEvents::Transfers(transfers) => transfers.len(),
+        OutcomeEvents::LimitProfiles(profiles) => profiles.len(),
+        OutcomeEvents::Tick => 0,
+    }
+}
+
+/// The message of an entry with nothing else to publish.
+#[derive(Serialize)]
+struct EmptyForm {
+    sequence: u64,
+    index: usize,
+    timestamp: u64,
+    operation: &'static str,
 }
 
 fn is(outcome: &Outcome, index: usize, status: u32) -> bool {

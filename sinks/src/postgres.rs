@@ -9,6 +9,7 @@
 mod binary;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use postgres::{Client, NoTls, Transaction};
 use tally_codecs::flags::transfer as flags;
@@ -39,6 +40,32 @@ const POSTING_COLUMNS: i16 = 10;
 const COPY_CHUNK_BYTES: usize = 64 * 1024;
 /// Longest schema name PostgreSQL keeps (NAMEDATALEN - 1).
 const SCHEMA_NAME_BYTES_MAX: usize = 63;
+/// The columns of the migrations table `migrate` creates, by name, with their types as
+/// `information_schema` spells them: a table of that name that differs is another tool's.
+const MIGRATIONS_COLUMNS: [(&str, &str); 2] = [("applied_at", "timestamp with time zone"), ("version", "integer")];
+
+// Bounds on a connection, so that a database that stops answering without closing the
+// connection (a host gone, a firewall dropping packets) is seen as an error, counted and
+// retried, instead of holding the sink thread (reported up) and the node's shutdown for the
+// hours of the kernel's defaults. Each applies unless the URL sets it.
+/// One connection attempt (per address) at most.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Data sent and not acknowledged for this long closes the connection (Linux).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Keepalive probes on an idle connection (waiting for a reply): the first after 30 s of
+/// silence, then every 10 s, the connection closed after 3 unanswered, about a minute.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// Set per session unless the session already has one (from the URL's `options`, the
+/// role or the database): a statement that waits this long (a lock held by a session the
+/// server has not yet found dead, a stuck server) fails and is retried. A batch is at most
+/// 65 536 events, seconds of work, far below it. Migrations run without it: rewriting a
+/// large settled table takes as long as it takes.
+const SESSION_BOUNDS_SQL: &str = "SELECT set_config('statement_timeout', '120s', false) \
+                                  WHERE current_setting('statement_timeout') = '0'; \
+                                  SELECT set_config('idle_in_transaction_session_timeout', '60s', false) \
+                                  WHERE current_setting('idle_in_transaction_session_timeout') = '0'";
 
 /// Where settlement goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,7 +114,8 @@ impl PostgresSink {
 
     fn connect(&mut self) -> Result<&mut Client, SinkError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            let mut client = Client::connect(&self.config.url, NoTls).map_err(destination)?;
+            let mut client = connection_config(&self.config.url)?.connect(NoTls).map_err(destination)?;
+            client.batch_execute(SESSION_BOUNDS_SQL).map_err(destination)?;
             migrate(&mut client, &self.config.schema)?;
             self.client = Some(client);
         }
@@ -195,10 +223,38 @@ impl Sink for PostgresSink {
     }
 }
 
+/// `url` parsed, with [`CONNECT_TIMEOUT`], [`TCP_USER_TIMEOUT`] and the keepalive bounds
+/// wherever the URL leaves them unset (a keepalive idle time equal to the driver's default,
+/// two hours, counts as unset; `keepalives=0` in the URL is kept).
+pub fn connection_config(url: &str) -> Result<postgres::Config, SinkError> {
+    let mut config: postgres::Config = url.parse().map_err(destination)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    if config.get_keepalives() {
+        if config.get_keepalives_idle() == postgres::Config::new().get_keepalives_idle() {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(KEEPALIVE_INTERVAL);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(KEEPALIVE_RETRIES);
+        }
+    }
+    Ok(config)
+}
+
 /// Creates the schema and applies the migrations it lacks, each in its own transaction,
-/// under an advisory lock so two sinks starting together do not race.
+/// under an advisory lock so two sinks starting together do not race. A schema whose
+/// `migrations` table is not the one this creates (another tool's, in a shared schema) is
+/// an error: its versions would be misread, and Tally's would be written into it.
 pub fn migrate(client: &mut Client, schema: &str) -> Result<(), SinkError> {
     let mut transaction = client.transaction().map_err(destination)?;
+    transaction.batch_execute("SET LOCAL statement_timeout = 0").map_err(destination)?;
     transaction.execute("SELECT pg_advisory_xact_lock(7406003)", &[]).map_err(destination)?;
     transaction
         .batch_execute(&format!(
@@ -206,12 +262,28 @@ pub fn migrate(client: &mut Client, schema: &str) -> Result<(), SinkError> {
              (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         ))
         .map_err(destination)?;
-    let applied: Vec<i32> = transaction
+    let columns_query = "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                         WHERE table_schema = $1 AND table_name = 'migrations' ORDER BY column_name";
+    let columns = transaction
+        .query(columns_query, &[&schema])
+        .map_err(destination)?
+        .iter()
+        .map(|row| Ok((row.try_get::<_, String>(0)?, row.try_get::<_, String>(1)?)))
+        .collect::<Result<Vec<(String, String)>, postgres::Error>>()
+        .map_err(destination)?;
+    if !columns.iter().map(|(name, kind)| (name.as_str(), kind.as_str())).eq(MIGRATIONS_COLUMNS) {
+        return Err(SinkError::Destination(format!(
+            "{schema}.migrations is not the sink's migrations table (its columns: {columns:?}; expected \
+             {MIGRATIONS_COLUMNS:?}): another tool's? Settle into a schema of Tally's own (--settlement-schema)"
+        )));
+    }
+    let applied = transaction
         .query(&format!("SELECT version FROM {schema}.migrations"), &[])
         .map_err(destination)?
         .iter()
-        .map(|row| row.get(0))
-        .collect();
+        .map(|row| row.try_get(0))
+        .collect::<Result<Vec<i32>, postgres::Error>>()
+        .map_err(destination)?;
     for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| !applied.contains(version)) {
         transaction.batch_execute(&sql.replace("{schema}", schema)).map_err(destination)?;
         transaction
@@ -388,5 +460,23 @@ mod tests {
             assert!(PostgresConfig::new(url, bad).is_err(), "{bad:?} is refused");
         }
         assert!(PostgresConfig::new("mysql://x", "tally").is_err(), "only postgres URLs");
+    }
+
+    #[test]
+    fn a_connection_is_bounded_unless_the_url_says_otherwise() {
+        let bounded = connection_config("postgres://root@127.0.0.1:5432/test").expect("a valid URL");
+        assert_eq!(bounded.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(bounded.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        assert!(bounded.get_keepalives());
+        assert_eq!(bounded.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(bounded.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(bounded.get_keepalives_retries(), Some(KEEPALIVE_RETRIES));
+        let url = "postgres://root@127.0.0.1:5432/test?connect_timeout=3&tcp_user_timeout=4&keepalives_idle=5";
+        let own = connection_config(url).expect("a valid URL");
+        assert_eq!(own.get_connect_timeout(), Some(&Duration::from_secs(3)), "the URL's own bound is kept");
+        assert_eq!(own.get_tcp_user_timeout(), Some(&Duration::from_secs(4)));
+        assert_eq!(own.get_keepalives_idle(), Duration::from_secs(5));
+        let off = connection_config("postgres://root@127.0.0.1:5432/test?keepalives=0").expect("a valid URL");
+        assert!(!off.get_keepalives(), "keepalives turned off stay off");
     }
 }

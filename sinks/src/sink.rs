@@ -3,6 +3,8 @@
 //! dead sink only lags (the stream keeps what it has not consumed), and it retries with a
 //! growing back-off. A new sink (Kafka, files) is a new [`Sink`] implementation.
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -60,7 +62,8 @@ pub struct SinkStats {
     pub errors: AtomicU64,
     /// Whether the last attempt succeeded.
     pub connected: AtomicBool,
-    /// The stream could not be read on (damage or a gap): the sink stopped for good.
+    /// The sink stopped for good: the stream could not be read on (damage or a gap), the
+    /// destination follows another history, or the sink's code panicked.
     pub stopped: AtomicBool,
     /// Milliseconds the sink held back with entries to write because the core was busy
     /// ([`HoldConfig`]).
@@ -188,10 +191,32 @@ where
         lower_priority(name, config.nice);
         let Source { storage, limit, commit, activity } = source;
         let hold = config.hold.map(|config| Hold::new(config, activity));
+        let watched = Arc::clone(&stats);
         let mut tail = Tail { name, storage, limit, commit, stats, config, hold, stop: stopping };
-        tail.run(&mut sink);
+        // A panic (a destination's answer the sink's code did not expect) would end the
+        // thread unseen: still counted up, no error, retention held at its watermark. It
+        // is caught and reported as a stop. AssertUnwindSafe: after a panic neither the
+        // tail nor the sink is used again, and the stats are atomics.
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| tail.run(&mut sink))) {
+            report_panic(name, &watched, panic.as_ref());
+        }
     })?;
     Ok(SinkThread { stop, thread: Some(thread) })
+}
+
+/// Reports a sink whose thread panicked as stopped for good, the way the other stops are
+/// reported: an error log, an error counted, not connected (`tally_sink_up` 0). Not
+/// retried: the sink's state after a panic is unknown.
+fn report_panic(name: &str, stats: &SinkStats, panic: &(dyn Any + Send)) {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    tracing::error!(sink = name, panic = message, "sink stopped: its thread panicked");
+    stats.errors.fetch_add(1, Ordering::AcqRel);
+    stats.connected.store(false, Ordering::Release);
+    stats.stopped.store(true, Ordering::Release);
 }
 
 /// Sets the calling thread's nice value (clamped to 0..=[`NICE_MAX`]); 0 leaves it as it
@@ -683,5 +708,40 @@ mod tests {
         // SAFETY: as above.
         let after = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         assert_eq!(after, own, "only the sink's thread changed");
+    }
+
+    /// A destination whose write panics, as a sink's code does on an answer it did not
+    /// expect.
+    struct Panicking;
+
+    impl Sink for Panicking {
+        fn resume(&mut self) -> Result<u64, SinkError> {
+            Ok(0)
+        }
+
+        fn write(&mut self, _batch: &[Outcome]) -> Result<(), SinkError> {
+            panic!("a destination's answer the sink did not expect");
+        }
+    }
+
+    #[test]
+    fn a_sink_that_panics_is_reported_stopped() {
+        let source = Source {
+            storage: stream_of_ticks(3),
+            limit: Arc::new(AtomicU64::new(3)),
+            commit: Arc::new(|| u64::MAX),
+            activity: Arc::default(),
+        };
+        let stats = Arc::new(SinkStats::default());
+        let thread = spawn("panics", Panicking, source, Arc::clone(&stats), TailConfig::default()).expect("a thread");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !stats.stopped.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the panic was never reported: the sink still reads as running");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(stats.errors.load(Ordering::Acquire) >= 1, "the panic is counted as an error");
+        assert!(!stats.connected.load(Ordering::Acquire), "a panicked sink is not up");
+        assert_eq!(stats.watermark.load(Ordering::Acquire), 0, "nothing was written");
+        drop(thread);
     }
 }

@@ -77,3 +77,27 @@ fn only_the_newest_files_are_kept() {
     assert_eq!(sink.resume().expect("resume"), 5);
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+#[test]
+fn with_files_keep_1_a_write_failing_after_rotation_still_resumes() {
+    let dir = temporary("keep-1-failed");
+    let config = FileConfig { file_bytes_max: 1, files_keep: 1, ..FileConfig::new(&dir) };
+    let mut sink = FileSink::new(config.clone());
+    assert_eq!(sink.resume().expect("resume"), 0);
+    sink.write(&[tick(1)]).expect("write");
+    // The next batch begins a new file (the first is full) and is appended, but its
+    // watermark cannot be written: a directory stands where its temporary file goes
+    // (as ENOSPC or EIO would, or a crash before the rename).
+    let blocker = dir.join("WATERMARK.new");
+    std::fs::create_dir(&blocker).expect("block the watermark's temporary file");
+    assert!(sink.write(&[tick(2)]).is_err(), "the watermark cannot be written");
+    std::fs::remove_dir(&blocker).expect("unblock");
+
+    let mut restarted = FileSink::new(config);
+    assert_eq!(restarted.resume().expect("the file the watermark names is still there"), 1);
+    assert_eq!(sequences(&dir), [1], "the unacknowledged batch is cut");
+    restarted.write(&[tick(2)]).expect("write");
+    assert_eq!(sequences(&dir), [2], "once the watermark names the new file, the old one goes");
+    assert_eq!(restarted.resume().expect("resume"), 2);
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

@@ -149,3 +149,138 @@ fn write_claiming_count(stream: &TestStream, outcome: &Outcome, count: usize) {
         }
     });
 }
+
+/// One stored message: its subject, where its headers place it, and its JSON body.
+struct StoredMessage {
+    subject: String,
+    sequence: u64,
+    index: u64,
+    count: u64,
+    body: serde_json::Value,
+}
+
+impl TestStream {
+    /// Every message the stream holds, in stream order.
+    fn messages(&self) -> Vec<StoredMessage> {
+        self.runtime.block_on(async {
+            let mut stream = self.context.get_stream(&self.config.stream).await.expect("the stream exists");
+            let state = stream.info().await.expect("stream info").state.clone();
+            let mut messages = Vec::new();
+            for sequence in state.first_sequence..=state.last_sequence {
+                let message = stream.get_raw_message(sequence).await.expect("a stored message");
+                let header = |name| message.headers.get(name).expect("the header").as_str().parse::<u64>().unwrap();
+                messages.push(StoredMessage {
+                    subject: message.subject.to_string(),
+                    sequence: header("Tally-Sequence"),
+                    index: header("Tally-Index"),
+                    count: header("Tally-Count"),
+                    body: serde_json::from_slice(&message.payload).expect("a JSON body"),
+                });
+            }
+            messages
+        })
+    }
+}
+
+/// A tick that expired nothing.
+fn tick(sequence: u64) -> Outcome {
+    Outcome {
+        sequence,
+        timestamp: sequence,
+        checksum: u32::try_from(sequence).unwrap_or(u32::MAX) ^ 0x71c0_0000,
+        results: Vec::new(),
+        transfers: Vec::new(),
+        events: OutcomeEvents::Tick,
+        accounts: Vec::new(),
+        expired: Vec::new(),
+    }
+}
+
+/// `entry(sequence, transfers)` with every transfer on `ledger`.
+fn entry_on_ledger(sequence: u64, transfers: u128, ledger: u32) -> Outcome {
+    let mut outcome = entry(sequence, transfers);
+    let OutcomeEvents::Transfers(events) = &mut outcome.events else { unreachable!() };
+    for transfer in events.iter_mut().chain(outcome.transfers.iter_mut()) {
+        transfer.ledger = ledger;
+    }
+    outcome
+}
+
+#[test]
+fn an_expiry_between_a_batchs_events_is_published() {
+    let Some(url) = server() else { return };
+    let stream = TestStream::new(&url, "expiry");
+    let mut sink = NatsSink::new(stream.config.clone()).expect("a sink");
+    assert_eq!(sink.resume().expect("resume"), 0);
+    // A pending transfer whose deadline passed before this create_transfers batch came,
+    // expired at its first event (before any tick found it due).
+    let mut outcome = entry(1, 2);
+    outcome.expired = vec![77];
+    sink.write(&[outcome]).expect("publish");
+
+    let messages = stream.messages();
+    let subject = format!("{}.expiry", stream.config.subject_prefix);
+    let expiries: Vec<&StoredMessage> = messages.iter().filter(|message| message.subject == subject).collect();
+    assert_eq!(expiries.len(), 1, "one expiry message: {:?}", messages.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    let expiry = expiries[0];
+    assert_eq!((expiry.sequence, expiry.index, expiry.count), (1, 2, 3), "after the entry's two events");
+    assert_eq!(expiry.body["expired_id"], "77");
+    assert_eq!(expiry.body["operation"], "create_transfers");
+    assert!(messages.iter().all(|message| message.count == 3), "every message of the entry counts the expiry");
+    let mut restarted = NatsSink::new(stream.config.clone()).expect("a sink");
+    assert_eq!(restarted.resume().expect("resume"), 1, "the entry is complete in the stream");
+}
+
+#[test]
+fn resume_answers_the_last_sequence_written_even_when_its_entries_publish_nothing() {
+    let Some(url) = server() else { return };
+    let stream = TestStream::new(&url, "empty");
+    let mut sink = NatsSink::new(stream.config.clone()).expect("a sink");
+    assert_eq!(sink.resume().expect("resume"), 0);
+    // The write succeeds, so the tail reports 2 as written, and retention may delete the
+    // outcome segment that holds it: a resume at 1 would need it back.
+    sink.write(&[entry(1, 2), tick(2)]).expect("publish");
+
+    let mut restarted = NatsSink::new(stream.config.clone()).expect("a sink");
+    assert_eq!(restarted.resume().expect("resume"), 2, "the stream places the tick that expired nothing");
+    assert_eq!(restarted.held_entry(), Some((2, tick(2).checksum)));
+    restarted.write(&[tick(3), entry(4, 1)]).expect("publish");
+    let stored = stream.stored();
+    let expected: Vec<(u64, u64)> = vec![(1, 0), (1, 1), (2, 0), (3, 0), (4, 0)];
+    assert_eq!(stored.keys().copied().collect::<Vec<_>>(), expected);
+    assert!(stored.values().all(|&copies| copies == 1), "{stored:?}");
+    let empty = format!("{}.empty", stream.config.subject_prefix);
+    let on_empty: Vec<u64> =
+        stream.messages().iter().filter(|message| message.subject == empty).map(|message| message.sequence).collect();
+    assert_eq!(on_empty, vec![2, 3], "a tick that expired nothing is one message on PREFIX.empty");
+}
+
+#[test]
+fn a_message_the_stream_refuses_is_not_skipped_on_resume() {
+    use async_nats::jetstream::stream::{Config, DiscardPolicy};
+
+    let Some(url) = server() else { return };
+    let stream = TestStream::new(&url, "refused");
+    // An operator's stream that keeps one message per subject and refuses the next: the
+    // second message on ledger 1's subject is refused, one on ledger 3's is not.
+    let config = Config {
+        name: stream.config.stream.clone(),
+        subjects: vec![format!("{}.>", stream.config.subject_prefix)],
+        duplicate_window: tally_sinks::nats::DUPLICATE_WINDOW,
+        max_messages_per_subject: 1,
+        discard: DiscardPolicy::New,
+        discard_new_per_subject: true,
+        ..Config::default()
+    };
+    stream.runtime.block_on(stream.context.create_stream(config)).expect("the operator's stream");
+    let mut sink = NatsSink::new(stream.config.clone()).expect("a sink");
+    assert_eq!(sink.resume().expect("resume"), 0);
+    let batch = [entry(1, 1), entry(2, 1), entry_on_ledger(3, 1, 3)];
+    sink.write(&batch).expect_err("the stream refuses entry 2's message");
+
+    let stored = stream.stored();
+    assert_eq!(stored.keys().copied().collect::<Vec<_>>(), vec![(1, 0)], "nothing is stored after the refused message");
+    let mut restarted = NatsSink::new(stream.config.clone()).expect("a sink");
+    assert_eq!(restarted.resume().expect("resume"), 1, "the restart sends entry 2 again");
+    restarted.write(&batch[1..]).expect_err("and the stream refuses it again, rather than the sink skipping it");
+}

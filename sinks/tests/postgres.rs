@@ -2,10 +2,14 @@
 //! `TALLY_TEST_PG` names (e.g. `postgres://root@127.0.0.1:5432/test`); each test uses a
 //! schema of its own and drops it after. Unset: the tests say SKIP and pass.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use tally_codecs::outcome::{Outcome, OutcomeEvents};
 use tally_codecs::{Account, EventResult, ResultCode, Transfer};
 use tally_sinks::postgres::{PostgresConfig, PostgresSink, migrate};
-use tally_sinks::sink::Sink;
+use tally_sinks::sink::{Sink, SinkStats, Source, TailConfig, spawn};
 
 /// The schema exactly as version 1 of the sink created it.
 const VERSION_1: &str = include_str!("../migrations/postgres/0001_settlement.sql");
@@ -302,4 +306,55 @@ fn a_batch_larger_than_one_copy_chunk_is_settled_whole() {
     let (amounts, posted, position): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
     assert_eq!((amounts.as_str(), posted.as_str(), position), ("4501500", "9003000", 5_999));
     assert_eq!(sink.resume().expect("resume"), 1);
+}
+
+#[test]
+fn a_foreign_migrations_table_is_an_error_not_a_panic() {
+    let Some(url) = database() else { return };
+    let mut schema = Schema::new(&url, "foreign_migrations");
+    let name = schema.name.clone();
+    // Another tool's migrations table in the schema, versions as text.
+    schema
+        .client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {name}; CREATE TABLE {name}.migrations (version text PRIMARY KEY); \
+             INSERT INTO {name}.migrations VALUES ('20240101_init');"
+        ))
+        .expect("create another tool's migrations table");
+    let config = PostgresConfig::new(&url, &name).expect("a valid config");
+    let source = Source {
+        storage: tally_journal::sim::MemStorage::new(),
+        limit: Arc::new(AtomicU64::new(0)),
+        commit: Arc::new(|| u64::MAX),
+        activity: Arc::default(),
+    };
+    let stats = Arc::new(SinkStats::default());
+    let tail = TailConfig { nice: 0, ..TailConfig::default() };
+    let thread = spawn("foreign", PostgresSink::new(config), source, Arc::clone(&stats), tail).expect("a thread");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Two errors: reported and retried; or stopped, as a panic is.
+    while stats.errors.load(Ordering::Acquire) < 2 && !stats.stopped.load(Ordering::Acquire) {
+        assert!(Instant::now() < deadline, "no error was reported");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(thread);
+    assert!(!stats.stopped.load(Ordering::Acquire), "an error, retried, not a panic that stops the sink");
+    assert!(!stats.connected.load(Ordering::Acquire));
+    let tables = "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1";
+    let tables: i64 = schema.client.query_one(tables, &[&name]).expect("count tables").get(0);
+    assert_eq!(tables, 1, "nothing of the sink's is created beside the other tool's table");
+
+    // A version column of another integer type is refused as well, called directly.
+    let bigint = format!("{name}_bigint");
+    schema
+        .client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {bigint} CASCADE; CREATE SCHEMA {bigint}; \
+             CREATE TABLE {bigint}.migrations (version bigint PRIMARY KEY); INSERT INTO {bigint}.migrations VALUES (1);"
+        ))
+        .expect("create a bigint migrations table");
+    let refused = migrate(&mut schema.client, &bigint);
+    schema.client.batch_execute(&format!("DROP SCHEMA {bigint} CASCADE")).expect("drop the second schema");
+    let error = refused.expect_err("a bigint version is not the sink's table");
+    assert!(error.to_string().contains("not the sink's migrations table"), "{error}");
 }
