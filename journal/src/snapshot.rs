@@ -219,8 +219,16 @@ impl<D: Directory> SnapshotStore<D> {
         let mut retention = Retention::default();
         let sequences = self.list()?;
         for &sequence in sequences.iter().rev() {
-            if retention.kept.len() < keep_snapshots && self.load(sequence).is_ok() {
-                retention.kept.push(sequence);
+            if retention.kept.len() >= keep_snapshots {
+                break;
+            }
+            // Only a snapshot shown damaged is passed over (and removed below); any other
+            // failure to read it (an I/O error, too many open files) ends this retention
+            // with nothing removed, since a transient failure must not cost a recovery point.
+            match self.load(sequence) {
+                Ok(_) => retention.kept.push(sequence),
+                Err(JournalError::SnapshotDamaged { .. }) => {}
+                Err(error) => return Err(error),
             }
         }
         retention.kept.reverse();

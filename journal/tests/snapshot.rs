@@ -147,3 +147,63 @@ fn on_a_disk_that_loses_unsynced_writes_only_acknowledged_snapshots_survive_a_po
     assert_eq!(store.remove_newer_than(4).expect("remove"), vec![5]);
     assert!(store.load_newest().expect("load").newest.is_none());
 }
+
+/// A directory that cannot open one file (an I/O error, not damage), over the simulator's.
+#[derive(Clone)]
+struct FailingOpen {
+    inner: tally_journal::sim::MemDirectory,
+    name: String,
+}
+
+impl tally_journal::Directory for FailingOpen {
+    type File = <tally_journal::sim::MemDirectory as tally_journal::Directory>::File;
+
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        self.inner.list()
+    }
+
+    fn create(&self, name: &str) -> std::io::Result<Self::File> {
+        self.inner.create(name)
+    }
+
+    fn open(&self, name: &str) -> std::io::Result<Self::File> {
+        if name == self.name {
+            return Err(std::io::Error::other("too many open files, for a moment"));
+        }
+        self.inner.open(name)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+
+    fn remove(&self, name: &str) -> std::io::Result<()> {
+        self.inner.remove(name)
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+
+    fn path_of(&self, name: &str) -> std::path::PathBuf {
+        self.inner.path_of(name)
+    }
+}
+
+/// Retention passes over a snapshot only when it is shown damaged: one it cannot read for
+/// another reason (an I/O error) is not removed, and nothing is (it removed it, and the
+/// journal could then be trimmed to the one snapshot left). Found by review.
+#[test]
+fn retention_removes_no_snapshot_it_could_not_read_for_a_reason_other_than_damage() {
+    let disk = tally_journal::sim::MemStorage::new();
+    let store = SnapshotStore::open_on(disk.directory()).expect("open");
+    for sequence in [100, 200, 300] {
+        store.write(sequence, format!("state at {sequence}").as_bytes()).expect("write");
+    }
+    let older = disk.directory_names().into_iter().find(|name| name.starts_with("00000000000000000200")).expect("200");
+    let failing = SnapshotStore::open_on(FailingOpen { inner: disk.directory(), name: older }).expect("open");
+    assert!(failing.retain(2).is_err(), "the read error is reported");
+    assert_eq!(store.list().expect("list"), vec![100, 200, 300], "nothing removed");
+    let retention = store.retain(2).expect("retain");
+    assert_eq!((retention.kept, retention.removed), (vec![200, 300], vec![100]), "once readable, the usual rule");
+}
