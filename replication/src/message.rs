@@ -108,6 +108,11 @@ pub enum Message {
     /// candidate reaches it, so no automatic promotion goes on (a veto, whatever others
     /// grant).
     PrimaryServing { epoch: u32 },
+    /// From a primary to a standby it ships to: every sink of the primary holds, durably,
+    /// every outcome up to `sequence`, so the standby may delete its own outcome segments
+    /// below it (a promoted standby's sinks resume from those same destinations). A
+    /// standby of an older release does not know this kind: upgrade standbys first.
+    SinksHold { epoch: u32, sequence: u64 },
     /// Records `from..=to` please (a candidate catching up, or a repair).
     Fetch { epoch: u32, from: u64, to: u64 },
     /// The sender knows a higher epoch than the message it answers.
@@ -200,6 +205,7 @@ const KIND_DIVERGED: u8 = 18;
 const KIND_PRE_VOTE: u8 = 19;
 const KIND_PRE_VOTE_GRANTED: u8 = 20;
 const KIND_PRIMARY_SERVING: u8 = 21;
+const KIND_SINKS_HOLD: u8 = 22;
 /// The byte after `matches` in a version-1 `Probed`.
 const PROBED_REASON_NONE: u8 = 0;
 const PROBED_REASON_DIVERGED: u8 = 1;
@@ -235,6 +241,7 @@ fn payload_bytes_max(kind: u8) -> Result<usize, DecodeError> {
             EPOCH + 8 + size_of::<ChainHash>() + LENGTH_BYTES + OFFER_FILES_MAX * OFFER_FILE_BYTES_MAX
         }
         KIND_CHECKPOINT => EPOCH + 8 + 16,
+        KIND_SINKS_HOLD => EPOCH + 8,
         KIND_ACK => EPOCH + 8,
         KIND_PREPARE | KIND_CHECKPOINT_PREPARING | KIND_PRE_VOTE_GRANTED | KIND_PRIMARY_SERVING | KIND_NEWER_EPOCH => {
             EPOCH
@@ -369,6 +376,11 @@ impl Message {
             Message::PrimaryServing { epoch } => {
                 out.extend_from_slice(&epoch.to_le_bytes());
                 KIND_PRIMARY_SERVING
+            }
+            Message::SinksHold { epoch, sequence } => {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                out.extend_from_slice(&sequence.to_le_bytes());
+                KIND_SINKS_HOLD
             }
             Message::Fetch { epoch, from, to } => {
                 out.extend_from_slice(&epoch.to_le_bytes());
@@ -600,6 +612,7 @@ fn decode_payload(kind: u8, version: u8, payload: &[u8]) -> Result<Message, Deco
         }
         KIND_PRE_VOTE_GRANTED => Message::PreVoteGranted { epoch: fields.u32()? },
         KIND_PRIMARY_SERVING => Message::PrimaryServing { epoch: fields.u32()? },
+        KIND_SINKS_HOLD => Message::SinksHold { epoch: fields.u32()?, sequence: fields.u64()? },
         KIND_PROMISE => Message::Promise { epoch: fields.u32()?, position: fields.position()? },
         KIND_FETCH => Message::Fetch { epoch: fields.u32()?, from: fields.u64()?, to: fields.u64()? },
         KIND_NEWER_EPOCH => Message::NewerEpoch { epoch: fields.u32()? },
@@ -665,6 +678,7 @@ mod tests {
             },
             Message::PreVoteGranted { epoch: 4 },
             Message::PrimaryServing { epoch: 3 },
+            Message::SinksHold { epoch: 3, sequence: u64::MAX },
             Message::Promise { epoch: 3, position },
             Message::Fetch { epoch: 3, from: 4, to: 9 },
             Message::NewerEpoch { epoch: 4 },

@@ -341,6 +341,7 @@ impl Node {
                 bell,
                 standbys: ship::StandbyProgress::default(),
                 epoch_start: ship::EpochStart::new((replicas > 0).then(|| pipeline.submitter())),
+                sinks_hold: sinks.watermarks(),
             })
         });
         if role.kind() == RoleKind::Primary {

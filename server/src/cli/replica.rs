@@ -184,6 +184,7 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         replicas: usize::from(node_config.durability.replicas()),
         acknowledges: !args.cluster.cluster.is_empty(),
         last_heard: crate::node::standby::LastHeard::default(),
+        sinks_hold: std::sync::Arc::default(),
     };
     if !standby_config.acknowledges {
         crate::errln!(
@@ -308,6 +309,7 @@ pub fn fenced_primary_rejoins(
         replicas: usize::from(node_config.durability.replicas()),
         acknowledges: !replication.cluster.is_empty(),
         last_heard: crate::node::standby::LastHeard::default(),
+        sinks_hold: std::sync::Arc::default(),
     };
     let promoter = Arc::new(Promoter {
         running: Mutex::new(Running::Primary(node)),

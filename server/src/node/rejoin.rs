@@ -369,6 +369,7 @@ mod tests {
             replicas: 0,
             acknowledges: true,
             last_heard: crate::node::standby::LastHeard::default(),
+            sinks_hold: std::sync::Arc::default(),
         };
 
         let role = Role::load(&dirs.root).expect("role");

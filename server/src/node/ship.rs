@@ -74,6 +74,10 @@ pub struct Shipping {
     pub standbys: StandbyProgress,
     /// The first input of this primary's own epoch, when it inherited older ones.
     pub epoch_start: EpochStart,
+    /// The durable watermarks of this node's sinks: the lowest is sent to standbys
+    /// ([`Message::SinksHold`]), which delete their outcome segments below it. Empty: no
+    /// sink, nothing sent, and standbys keep every segment.
+    pub sinks_hold: Vec<Arc<AtomicU64>>,
 }
 
 /// A primary whose log ends in records of an older epoch (it was promoted and inherited
@@ -456,6 +460,8 @@ fn stream(
     let epoch = shipping.core().epoch();
     // The last record shipped (or held before): its sequence and epoch.
     let (mut last_sequence, mut last_epoch) = (from - 1, held_epoch);
+    // The last `SinksHold` sent on this stream.
+    let mut sinks_hold_sent = 0u64;
     loop {
         if closed.load(Ordering::Acquire) {
             return Err(PeerError::Closed);
@@ -501,6 +507,15 @@ fn stream(
         let (applied, state_hash) = shipping.stats.applied_state();
         if let Some(checkpoint) = checkpoints.due(epoch, applied, state_hash) {
             peer.send(&checkpoint)?;
+        }
+        // What every sink holds, once it has moved (and only up to what was shipped: a
+        // standby deletes nothing it has not received).
+        let sinks_hold = shipping.sinks_hold.iter().map(|mark| mark.load(Ordering::Acquire)).min();
+        if let Some(hold) = sinks_hold.map(|hold| hold.min(last_sequence))
+            && hold > sinks_hold_sent
+        {
+            peer.send(&Message::SinksHold { epoch, sequence: hold })?;
+            sinks_hold_sent = hold;
         }
         if shipped {
             continue;
@@ -603,6 +618,7 @@ mod tests {
             bell: Arc::new(super::super::bell::Bell::default()),
             standbys: StandbyProgress::default(),
             epoch_start: EpochStart::new(None),
+            sinks_hold: Vec::new(),
         }
     }
 

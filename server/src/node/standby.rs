@@ -98,6 +98,10 @@ pub struct StandbyConfig {
     /// When a standby of this process last heard a primary, shared by every standby opened
     /// with this configuration (and its clones).
     pub last_heard: LastHeard,
+    /// What the primary followed says its sinks all hold durably
+    /// ([`Message::SinksHold`]): the standby deletes its outcome segments below it (0, as
+    /// at start: nothing is deleted). Shared like `last_heard`.
+    pub sinks_hold: Arc<AtomicU64>,
 }
 
 /// When a standby last heard a primary (a message on the subscription it follows),
@@ -400,6 +404,9 @@ fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<L
     let recover::Recovered { ledger, mut outcomes, history, derived: marks, .. } =
         recover::recover(&journal, report.replay_from, restored, &snapshots, stores)?;
     outcomes.set_sync_interval(super::outcome_log::SYNC_INTERVAL);
+    // A promoted standby's sinks resume from the primary's sinks' destinations: what
+    // those hold it need not keep (until 2026-12-08 a standby kept every segment).
+    outcomes.retain_for(vec![Arc::clone(&config.sinks_hold)]);
     let history_from = history.mark.load(Ordering::Acquire);
     let history = HistoryThread::start(history).map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
     let derived = DerivedStores { outcomes, history, history_from };
@@ -627,6 +634,13 @@ impl Following {
                         return Err(PeerError::Refused("this node promised a newer epoch".into()).into());
                     }
                     self.on_records(&mut peer, &mut follower, epoch, records)?;
+                }
+                Message::SinksHold { epoch, sequence } => {
+                    // From this stream's primary only: an older one's sinks say nothing of
+                    // the primary a promotion would take over from.
+                    if epoch == follower.epoch() {
+                        self.config.sinks_hold.store(sequence, Ordering::Release);
+                    }
                 }
                 Message::Checkpoint { sequence, state_hash, .. } => {
                     // The business-logic thread has stopped only if the node is stopping.
