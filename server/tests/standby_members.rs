@@ -878,7 +878,11 @@ fn a_standby_deletes_the_outcome_segments_its_primarys_sinks_hold() {
     let mut next_id = 1_000u128;
     // A 64 MiB segment holds about 250 000 of these transfers' entries.
     while outcome_segments(&outcomes).first().copied().unwrap_or(1) <= 1 {
-        assert!(next_id < 1_000 + 1_200_000, "the standby never deleted its first outcome segment:\n{}", cluster.logs());
+        assert!(
+            next_id < 1_000 + 1_200_000,
+            "the standby never deleted its first outcome segment:\n{}",
+            cluster.logs()
+        );
         let transfers: Vec<Transfer> = (next_id..next_id + 8_000)
             .map(|id| bulky(transfer(id, 1 + id % ACCOUNTS, 1 + (id + 1) % ACCOUNTS, 1)))
             .collect();
