@@ -61,8 +61,9 @@ impl<F: Fed> Feed<F> {
         let (sender, receiver) = unbounded();
         let queued = Arc::new(AtomicU64::new(0));
         let writer_queued = Arc::clone(&queued);
-        let writer =
-            std::thread::Builder::new().name(name.into()).spawn(move || write_loop(fed, &receiver, &writer_queued))?;
+        let writer = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || stop_the_process_on_panic(|| write_loop(fed, &receiver, &writer_queued)))?;
         Ok(Feed { sender: Some(sender), queued, writer: Some(writer), name: name.to_owned() })
     }
 
@@ -103,6 +104,20 @@ impl<F: Fed> Drop for Feed<F> {
         {
             eprintln!("tally: a deferred writer thread panicked");
         }
+    }
+}
+
+/// Runs a writer thread's `body`; a panic in it stops the process at once. A writer that
+/// ended unseen left the store or stream it writes behind for good, and whoever waited for
+/// it (the business logic for the history store's mark) waited for ever: the feed noticed
+/// only at its next entry, which may never come (found by review).
+pub fn stop_the_process_on_panic(body: impl FnOnce()) {
+    use std::io::Write as _;
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        let name = std::thread::current().name().unwrap_or("a writer").to_owned();
+        // Not `eprintln!`, which panics itself when stderr is gone.
+        let _ = writeln!(std::io::stderr(), "tally: the {name} thread panicked; stopping the process");
+        std::process::abort();
     }
 }
 
@@ -258,5 +273,47 @@ mod tests {
         // A stop (the feed dropped) joins the writer after it has written everything.
         drop(feed.lock().expect("not poisoned").take());
         assert_eq!(*written.lock().expect("not poisoned"), (1..=requests).collect::<Vec<_>>());
+    }
+
+    /// A writer that panics on its first entry.
+    struct Panicking;
+
+    impl super::Fed for Panicking {
+        type Entry = ();
+
+        fn take(&mut self, (): ()) {
+            panic!("a store that cannot be written");
+        }
+
+        fn end_of_batch(&mut self) {}
+
+        fn idle(&mut self) -> Option<Duration> {
+            None
+        }
+    }
+
+    /// A writer thread's panic stops the process at once (it ended unseen until the feed's
+    /// next entry, and whoever waited for it waited for ever). The test runs itself as a
+    /// child process, which must die at once instead of sleeping out its ten seconds.
+    #[test]
+    fn a_writer_that_panics_stops_the_process() {
+        const CHILD: &str = "TALLY_TEST_PANICKING_WRITER";
+        if std::env::var_os(CHILD).is_some() {
+            let mut feed = Feed::start(Panicking, "panicking-writer").expect("a thread");
+            feed.record((), 1);
+            std::thread::sleep(Duration::from_secs(10));
+            std::mem::forget(feed);
+            return;
+        }
+        let started = std::time::Instant::now();
+        let output = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+            .args(["--exact", "pipeline::feed::tests::a_writer_that_panics_stops_the_process", "--nocapture"])
+            .env(CHILD, "1")
+            .output()
+            .expect("the child runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "the process went on after its writer panicked: {stderr}");
+        assert!(stderr.contains("panicking-writer thread panicked; stopping the process"), "{stderr}");
+        assert!(started.elapsed() < Duration::from_secs(8), "it stopped at once, not after its sleep");
     }
 }

@@ -50,6 +50,7 @@ pub use checkpoint::{CheckpointRequests, CheckpointTaker, StateCopy, checkpoint_
 pub use clock::{SystemClock, Timestamps, WallClock, tick_due};
 pub use command::{Command, apply};
 pub use committed::{Committed, apply_collecting};
+pub use feed::stop_the_process_on_panic;
 pub use gate::{Durability, REPLICAS_MAX, Watermarks};
 pub use histogram::AtomicHistogram;
 pub use latency::{Stage, StageLatencies, now_ns};

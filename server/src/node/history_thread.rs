@@ -49,7 +49,9 @@ impl HistoryThread {
         let store = Arc::clone(&stage.store);
         let visible = stage.visible_mark();
         let (sender, receiver) = crossbeam::channel::bounded(QUEUED_BATCHES);
-        let thread = std::thread::Builder::new().name("history".into()).spawn(move || write_loop(stage, &receiver))?;
+        let thread = std::thread::Builder::new().name("history".into()).spawn(move || {
+            tally_engine::pipeline::stop_the_process_on_panic(|| write_loop(stage, &receiver));
+        })?;
         Ok(HistoryThread {
             store,
             visible,
