@@ -56,7 +56,12 @@ struct Settled {
 
 pub fn reconcile(args: &ReconcileArgs) -> Result<(), CliError> {
     let config = PostgresConfig::new(&args.pg, &args.schema).map_err(CliError::Usage)?;
-    let mut database = postgres::Client::connect(&config.url, postgres::NoTls)
+    // The settlement sink's connection bounds: a database that stops answering is an
+    // error within about a minute, not a reconcile that hangs.
+    let connection = tally_sinks::postgres::connection_config(&config.url)
+        .map_err(|error| CliError::Usage(format!("--pg: {error}")))?;
+    let mut database = connection
+        .connect(postgres::NoTls)
         .map_err(|error| CliError::Unverified(format!("cannot connect to PostgreSQL: {error}")))?;
     let node_config = ClientConfig {
         connect_timeout: Duration::from_secs(2),
