@@ -181,6 +181,12 @@ struct ServeArgs {
     /// if they match the hash chain on both sides. Without it such a node refuses to start.
     #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',')]
     repair_from: Vec<SocketAddr>,
+    /// Serve a replica set member's data directory (epoch above 0) without its replica
+    /// set: no fence check, no standbys. Only once the other nodes are gone for good: if
+    /// one was promoted meanwhile, two primaries acknowledge. Without it such a directory
+    /// needs the cluster flags.
+    #[arg(long)]
+    alone: bool,
     #[command(flatten)]
     sinks: sink_args::SinkArgs,
     /// The admin HTTP listener: Prometheus metrics at /metrics, liveness at /health,
@@ -489,6 +495,27 @@ fn execute(command: CliCommand) -> Result<(), CliError> {
     }
 }
 
+/// `tally serve` without the cluster flags over a replica set member's directory (epoch
+/// above 0, or not a primary): without them no fence check runs, and a primary whose
+/// standby was promoted meanwhile would acknowledge beside the new one.
+fn refuse_a_replica_set_member(data: &std::path::Path) -> Result<(), CliError> {
+    use crate::node::role::{EPOCH_FILE, Role, RoleKind};
+    if !data.join(EPOCH_FILE).exists() {
+        return Ok(());
+    }
+    let role = Role::load(data)?;
+    if role.epoch() == 0 && role.kind() == RoleKind::Primary {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "{} belongs to a replica set (epoch {}, {}): start it with --cluster, --cluster-id and \
+         --cluster-secret-file, or with --alone if the other nodes are gone for good",
+        data.display(),
+        role.epoch(),
+        role.kind().name()
+    )))
+}
+
 /// `tally exec` runs a primary alone; a standby's or a fenced node's directory is not one.
 /// Opened there, a standby's log took writes that its next start cut as a divergent
 /// suffix (acknowledged, then lost), and a fenced node's halted gate held the first write
@@ -573,8 +600,10 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
     // Before recovery: probes see a live node that is not ready yet during a long replay.
     let admin = start_admin(args.admin, tls.as_ref().map(|tls| tls.admin.clone()))?;
     let address = listener.local_addr()?;
-    if let Some(replication) = &node_config.replication {
-        replica::fence_if_replaced(&node_config.data_dir, replication, args.listen)?;
+    match &node_config.replication {
+        Some(replication) => replica::fence_if_replaced(&node_config.data_dir, replication, args.listen)?,
+        None if !args.alone => refuse_a_replica_set_member(&node_config.data_dir)?,
+        None => {}
     }
     let node = open_node(&node_config)?;
     if node.peers().role.kind() == crate::node::role::RoleKind::Primary {

@@ -420,3 +420,58 @@ fn journal_verify_writes_nothing() {
     assert!(!data.join("LOCK").exists(), "verify created a lock file");
     assert!(staged.exists(), "verify removed a staged snapshot file");
 }
+
+/// `tally serve` without the cluster flags over a replica set member's directory is
+/// refused (no fence check would run, and a primary whose standby was promoted meanwhile
+/// would acknowledge beside the new one); `--alone` serves it.
+#[test]
+fn serve_without_cluster_flags_refuses_a_replica_set_members_directory() {
+    let dir = TempDir::new("serve-member");
+    let data = dir.path().join("data");
+    let mut exec = Exec::start(&data);
+    exec.ask(r#"{"op": "lookup_accounts", "ids": [1]}"#);
+    exec.finish();
+    std::fs::write(data.join("EPOCH"), "3 primary\n").expect("the role is written");
+    let listen = free_address().to_string();
+    let mut refused = Command::new(TALLY)
+        .args(["serve", "--data"])
+        .arg(&data)
+        .args(["--listen", &listen])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tally runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while refused.try_wait().expect("waitable").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let served = refused.try_wait().expect("waitable").is_none();
+    if served {
+        let _ = refused.kill();
+    }
+    let output = refused.wait_with_output().expect("exits");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!served, "it served without the cluster flags: {stderr}");
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("belongs to a replica set") && stderr.contains("--alone"), "{stderr}");
+
+    let mut alone = Command::new(TALLY)
+        .args(["serve", "--alone", "--data"])
+        .arg(&data)
+        .args(["--listen", &listen])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tally runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(alone.try_wait().expect("waitable").is_none(), "--alone serves it");
+        assert!(std::time::Instant::now() < deadline, "--alone never listened");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The port is bound before the check: still running a moment later is what says it passed.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(alone.try_wait().expect("waitable").is_none(), "--alone serves it");
+    let _ = alone.kill();
+    let _ = alone.wait();
+}
