@@ -95,7 +95,8 @@ fn a_fenced_node_is_live_but_not_ready_and_says_why() {
     std::fs::write(data.join("EPOCH"), "2 fenced\n").expect("the epoch file");
     let admin = free_address();
     let admin_arg = admin.to_string();
-    let server = ServerProcess::start(&data, free_address(), &["--metrics", &admin_arg]);
+    // `--alone`: a replica set member's directory started without the set's flags.
+    let server = ServerProcess::start(&data, free_address(), &["--metrics", &admin_arg, "--alone"]);
     assert_eq!(get(admin, "/health").0, "HTTP/1.0 200 OK");
     let (line, body) = get(admin, "/ready");
     assert_eq!(line, "HTTP/1.0 503 Service Unavailable");
