@@ -153,6 +153,22 @@ impl ServerProcess {
         let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
         // SAFETY: kill only sends a signal to the child this value owns.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "the signal is sent");
+        if signal == libc::SIGSTOP {
+            // kill returns before every thread has stopped: one still running could answer
+            // what the test sends next as if it were not frozen (a flake seen in CI).
+            let tasks = format!("/proc/{pid}/task");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let stopped = || {
+                std::fs::read_dir(&tasks).into_iter().flatten().flatten().all(|task| {
+                    let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                    // The state follows the command name's closing parenthesis.
+                    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+                })
+            };
+            while !stopped() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
     }
 
     /// SIGKILL (`Child::kill` sends SIGKILL on Unix): no clean shutdown of any kind.
