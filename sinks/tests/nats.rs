@@ -24,16 +24,25 @@ struct TestStream {
     runtime: tokio::runtime::Runtime,
     context: async_nats::jetstream::Context,
     config: NatsConfig,
+    /// Held for the stream's life: one test's stream at a time. The server removes its
+    /// account's stream directory when the last stream goes, and a stream created beside
+    /// that failed ("could not create storage directory", seen in CI when the tests of this
+    /// file ran in parallel).
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+/// See [`TestStream`]'s guard.
+static ONE_STREAM_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl TestStream {
     fn new(url: &str, test: &str) -> TestStream {
+        let one_at_a_time = ONE_STREAM_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         let client = runtime.block_on(async_nats::connect(url)).expect("the test NATS server is reachable");
         let context = async_nats::jetstream::new(client);
         let name = format!("tally_test_{test}_{}", std::process::id());
         let config = NatsConfig::new(url, &name, &name).expect("valid names");
-        let stream = TestStream { runtime, context, config };
+        let stream = TestStream { runtime, context, config, _one_at_a_time: one_at_a_time };
         let _ = stream.runtime.block_on(stream.context.delete_stream(&name));
         stream
     }
