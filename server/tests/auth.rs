@@ -93,14 +93,10 @@ fn error_codes(messages: &[Message]) -> Vec<ErrorCode> {
         .collect()
 }
 
-/// A handshake by hand: hello, then the proof `prove` makes of the challenge. Returns the
-/// stream (still open if the node accepted) and the proof sent.
-fn handshake(
-    address: SocketAddr,
-    client_id: u128,
-    key_id: u64,
-    prove: impl FnOnce(&AuthHello, &[u8; 32]) -> AuthProof,
-) -> (TcpStream, Option<AuthProof>, Vec<Message>) {
+/// The first half of a handshake by hand: the hello sent and the node's challenge read.
+/// Returns the stream, the decoder (it may hold bytes after the challenge), the hello and
+/// the node's nonce.
+fn challenged(address: SocketAddr, client_id: u128, key_id: u64) -> (TcpStream, FrameDecoder, AuthHello, [u8; 32]) {
     let mut stream = TcpStream::connect(address).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("set timeout");
     let hello = AuthHello { key_id, reserved: [0; 8], client_nonce: [7; 32] };
@@ -118,8 +114,21 @@ fn handshake(
         decoder.feed(&buffer[..read]);
     };
     let Message::AuthChallenge { challenge, .. } = challenge else { panic!("a challenge, not {challenge:?}") };
-    let proof = prove(&hello, &challenge.node_nonce);
-    bytes.clear();
+    (stream, decoder, hello, challenge.node_nonce)
+}
+
+/// A handshake by hand: hello, then the proof `prove` makes of the challenge. Returns the
+/// stream (still open if the node accepted) and the proof sent.
+fn handshake(
+    address: SocketAddr,
+    client_id: u128,
+    key_id: u64,
+    prove: impl FnOnce(&AuthHello, &[u8; 32]) -> AuthProof,
+) -> (TcpStream, Option<AuthProof>, Vec<Message>) {
+    let (mut stream, mut decoder, hello, node_nonce) = challenged(address, client_id, key_id);
+    let mut buffer = [0u8; 256];
+    let proof = prove(&hello, &node_nonce);
+    let mut bytes = Vec::new();
     encode_auth_proof(2, client_id, &proof, &mut bytes);
     stream.write_all(&bytes).expect("send the proof");
     let mut answer = Vec::new();
@@ -320,25 +329,10 @@ fn handshake_then_status(
     key_id: u64,
     prove: impl FnOnce(&AuthHello, &[u8; 32]) -> AuthProof,
 ) -> Vec<Message> {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("set timeout");
-    let hello = AuthHello { key_id, reserved: [0; 8], client_nonce: [7; 32] };
-    let mut bytes = Vec::new();
-    encode_auth_hello(1, client_id, &hello, &mut bytes);
-    stream.write_all(&bytes).expect("send the hello");
-    let mut decoder = FrameDecoder::new();
+    let (mut stream, mut decoder, hello, node_nonce) = challenged(address, client_id, key_id);
     let mut buffer = [0u8; 256];
-    let challenge = loop {
-        if let Some(message) = decoder.next_message().expect("valid frames") {
-            break message;
-        }
-        let read = stream.read(&mut buffer).expect("the challenge arrives");
-        assert!(read > 0, "the node closed before its challenge");
-        decoder.feed(&buffer[..read]);
-    };
-    let Message::AuthChallenge { challenge, .. } = challenge else { panic!("a challenge, not {challenge:?}") };
-    let proof = prove(&hello, &challenge.node_nonce);
-    bytes.clear();
+    let proof = prove(&hello, &node_nonce);
+    let mut bytes = Vec::new();
     encode_auth_proof(2, client_id, &proof, &mut bytes);
     tally_codecs::wire::encode_status_request(3, client_id, &mut bytes);
     stream.write_all(&bytes).expect("send the proof and the request");
