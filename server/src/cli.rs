@@ -720,10 +720,18 @@ fn rebuild(args: &RebuildArgs) -> Result<(), CliError> {
         crate::outln!("  {file}")?;
     }
     if args.yes {
+        if rebuild.claimed {
+            crate::outln!(
+                "the node waits for its peers to hold epoch {} before it follows anyone (a higher epoch of theirs is \
+                 taken instead); it keeps the epoch it had until then",
+                rebuild.epoch
+            )?;
+        } else {
+            crate::outln!("the node holds epoch {}", rebuild.epoch)?;
+        }
         crate::outln!(
-            "the node holds epoch {} and is marked recovering ({}/RECOVERING): start it with `tally standby`; it promises \
-             nothing and is not promoted until it has caught up with a primary",
-            rebuild.epoch,
+            "it is marked recovering ({}/RECOVERING): start it with `tally standby`; it promises nothing and is not \
+             promoted until it has caught up with a primary",
             args.data.display()
         )?;
     }

@@ -573,6 +573,50 @@ fn a_node_that_lost_its_disk_never_completes_a_deposed_primarys_acknowledgements
     assert!(new_primary.lookup_transfers(&ids(&late)).expect("lookup").is_empty(), "nothing of the deposed primary");
 }
 
+/// `tally rebuild --epoch E` on a replaced disk with `E` above every epoch of the set (a
+/// typo) wrote `E` to the epoch file: the rebuilt standby's first subscription told the
+/// live primary of a newer epoch, and the primary fenced itself. The claim now waits for
+/// the peers to hold it: only the rebuilt node stays out, and says why.
+#[test]
+fn a_mistyped_rebuild_epoch_keeps_the_rebuilt_node_out_and_the_primary_serving() {
+    let mut cluster = three_nodes("rebuild-claim");
+    let epoch = cluster.status(0).expect("the primary answers").epoch;
+    cluster.kill(2);
+    std::fs::remove_dir_all(cluster.data(2)).expect("node 2's disk is gone");
+    let data = cluster.data(2).to_string_lossy().into_owned();
+    let rebuild = |epoch: u64| {
+        let output = std::process::Command::new(common::TALLY)
+            .args(["rebuild", "--data", &data, "--epoch", &epoch.to_string(), "--yes"])
+            .output()
+            .expect("tally rebuild runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    rebuild(epoch + 40);
+    cluster.start_standby(2, &[0, 1], &[]);
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    while !cluster.log(2).contains("an epoch above every peer's") {
+        assert!(std::time::Instant::now() < deadline, "node 2 never said why it waits:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    all_acknowledged(&primary, &batch(5_000, 100));
+    for node in [0, 1] {
+        let status = cluster.status(node).expect("the node answers");
+        assert_eq!(status.epoch, epoch, "node {node} moved to the mistyped epoch:\n{}", cluster.logs());
+    }
+    assert_eq!(cluster.status(0).expect("the primary answers").role, "primary", "{}", cluster.logs());
+    let waiting = cluster.status(2).expect("node 2 answers");
+    assert_eq!(waiting.epoch, 0, "node 2 shows no epoch it was only told: {waiting:?}");
+
+    // Rebuilt again with the set's epoch, it follows.
+    cluster.kill(2);
+    rebuild(epoch);
+    cluster.start_standby(2, &[0, 1], &[]);
+    all_acknowledged(&primary, &batch(6_000, 100));
+    cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
+    assert_eq!(cluster.status(2).expect("node 2 answers").epoch, epoch);
+}
+
 /// The gap this guards: a node returning while the only primary it can reach is one a
 /// promotion deposed (cut off, it has not heard of the promotion) compared its log with
 /// that primary's and truncated the newer epoch's records, acknowledged ones among them:
@@ -774,7 +818,7 @@ fn a_recovering_standby_catches_up_while_the_primary_never_falls_idle() {
     cluster.start_standby(1, &[0], &[]);
     let marker = cluster.data(1).join("RECOVERING");
     let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
-    while !cluster.log(1).contains("this node has no epoch of its own") {
+    while !cluster.log(1).contains("this node's epoch is not confirmed") {
         assert!(std::time::Instant::now() < deadline, "not marked recovering:\n{}", cluster.log(1));
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -6,8 +6,10 @@
 //! as a holder of them: a promotion that took its promise of an empty log in place of the
 //! log it had could lose them. So the node is marked recovering (`DIR/RECOVERING`, fsynced
 //! first): it answers no `Prepare` and is not promoted until a primary's heartbeat shows it
-//! holds everything that primary has. The epoch stays (or is raised to `--epoch`), so that
-//! it refuses the stream of a primary deposed while it was away.
+//! holds everything that primary has. The epoch stays, so that it refuses the stream of a
+//! primary deposed while it was away. An `--epoch` above it (a replaced disk has none) is
+//! kept apart as a claim: the node asks its peers their epochs and follows no one until
+//! they hold it, so a mistyped epoch keeps this node out instead of fencing the primary.
 
 use std::path::Path;
 
@@ -18,8 +20,11 @@ use crate::error::NodeError;
 /// What a rebuild found, or removed.
 #[derive(Debug)]
 pub struct Rebuild {
-    /// The epoch the node keeps.
+    /// The epoch the node keeps, or (`claimed`) the one it waits for its peers to hold.
     pub epoch: u32,
+    /// `epoch` is above the one the node held: a claim confirmed by its peers before it
+    /// follows anyone (`Role::mark_epoch_claimed`).
+    pub claimed: bool,
     /// The files removed (or, without `apply`, that would be).
     pub files: Vec<String>,
 }
@@ -30,7 +35,8 @@ pub struct Rebuild {
 /// has no epoch file and no `epoch` is given (a replaced disk: the operator names the
 /// replica set's highest epoch, which `tally status` shows on the live nodes).
 pub fn rebuild(root: &Path, epoch: Option<u32>, apply: bool) -> Result<Rebuild, NodeError> {
-    if !root.join(super::role::EPOCH_FILE).exists() && epoch.is_none() {
+    let had_epoch_file = root.join(super::role::EPOCH_FILE).exists();
+    if !had_epoch_file && epoch.is_none() {
         return Err(NodeError::Rebuild(format!(
             "{} holds no epoch file: pass --epoch E, the highest epoch `tally status` reports on the replica set's \
              live nodes, so that this node refuses a primary deposed while it was away",
@@ -39,7 +45,8 @@ pub fn rebuild(root: &Path, epoch: Option<u32>, apply: bool) -> Result<Rebuild, 
     }
     // Only shows: a directory that is not there holds nothing to remove, and is not made.
     if !apply && !root.exists() {
-        return Ok(Rebuild { epoch: epoch.unwrap_or_default(), files: Vec::new() });
+        let epoch = epoch.unwrap_or_default();
+        return Ok(Rebuild { epoch, claimed: epoch > 0, files: Vec::new() });
     }
     let dirs = DataDir::create(root)?;
     let _lock = dirs.lock()?;
@@ -54,6 +61,7 @@ pub fn rebuild(root: &Path, epoch: Option<u32>, apply: bool) -> Result<Rebuild, 
         Some(epoch) => epoch,
         None => role.epoch(),
     };
+    let held = role.epoch();
     let mut files = Vec::new();
     let staged = [super::bootstrap::RECEIVING, super::bootstrap::STAGING, super::ship::OUTGOING];
     for dir in [&dirs.journal, &dirs.snapshots, &dirs.history, &dirs.outcomes] {
@@ -66,12 +74,21 @@ pub fn rebuild(root: &Path, epoch: Option<u32>, apply: bool) -> Result<Rebuild, 
         }
     }
     if !apply {
-        return Ok(Rebuild { epoch, files });
+        return Ok(Rebuild { epoch, claimed: epoch > held, files });
     }
     // The epoch and the mark before anything is removed: a crash part-way leaves a
-    // recovering node, never an unmarked one with part of its log.
-    role.enter(epoch, RoleKind::Standby)?;
-    role.mark_recovering()?;
+    // recovering node, never an unmarked one with part of its log. An epoch above the one
+    // held is a claim its peers must confirm before the node follows anyone: written to the
+    // epoch file, a mistyped one would fence the live primary at the first subscription.
+    role.enter(held, RoleKind::Standby)?;
+    if epoch > held {
+        role.mark_epoch_claimed(epoch)?;
+    } else if !had_epoch_file || role.claimed_epoch() > 0 {
+        // (A claim an earlier rebuild left is replaced: the operator's second try.)
+        role.mark_epoch_unconfirmed()?;
+    } else {
+        role.mark_recovering()?;
+    }
     // And the staging directory, which start-up takes for an interrupted clear and
     // finishes: a part-cleared directory (a snapshot over an empty journal) otherwise
     // passed for an installed checkpoint.
@@ -91,7 +108,7 @@ pub fn rebuild(root: &Path, epoch: Option<u32>, apply: bool) -> Result<Rebuild, 
         }
     }
     super::bootstrap::sync_dir(root)?;
-    Ok(Rebuild { epoch, files })
+    Ok(Rebuild { epoch, claimed: epoch > held, files })
 }
 
 fn files_in(dir: &Path) -> Result<Vec<String>, NodeError> {
@@ -131,10 +148,17 @@ mod tests {
         assert!(dirs.journal.join("00000000000000000001.seg").exists());
 
         let done = rebuild(root.path(), Some(5), true).expect("rebuilt");
-        assert_eq!(done.epoch, 5);
+        assert_eq!((done.epoch, done.claimed), (5, true));
         let role = Role::load(root.path()).expect("role");
-        assert!(role.recovering());
-        assert_eq!((role.epoch(), role.kind()), (5, RoleKind::Standby));
+        assert!(role.recovering() && role.epoch_unconfirmed());
+        assert_eq!((role.epoch(), role.claimed_epoch(), role.kind()), (4, 5, RoleKind::Standby));
         assert_eq!(std::fs::read_dir(&dirs.journal).expect("journal").count(), 0);
+
+        // A replaced disk: no epoch file; the node asks its peers even at --epoch 0.
+        let replaced = tempfile::tempdir().expect("temp dir");
+        let done = rebuild(replaced.path(), Some(0), true).expect("rebuilt");
+        assert_eq!((done.epoch, done.claimed), (0, false));
+        let role = Role::load(replaced.path()).expect("role");
+        assert!(role.recovering() && role.epoch_unconfirmed());
     }
 }

@@ -71,6 +71,11 @@ pub struct Role {
     /// without an epoch file (a new node, or a lost disk), and has not yet heard enough
     /// peers' epochs to know it cannot follow a deposed primary.
     epoch_unconfirmed: AtomicBool,
+    /// The epoch an operator gave `tally rebuild --epoch` above the one this node held, not
+    /// yet confirmed by its peers (0: none). It is kept out of the epoch file, so the node
+    /// never shows it to a peer: a mistyped one would fence the live primary. The node
+    /// follows no one until its peers' epochs reach it ([`Role::confirm_epoch`]).
+    claimed: AtomicU32,
 }
 
 /// The epoch file under the data directory.
@@ -91,6 +96,8 @@ const UNFLUSHED_RECOVERING_TEXT: &str = "this node replied as a primary before i
 /// What `DIR/RECOVERING` holds: a recovering node, and one whose epoch is not yet confirmed.
 const RECOVERING_TEXT: &str = "this node's log was rebuilt; it has not caught up with a primary\n";
 const UNCONFIRMED_TEXT: &str = "this node started without an epoch file; its epoch is not confirmed by its peers\n";
+/// The line of `DIR/RECOVERING` that holds an epoch claimed by `tally rebuild --epoch`.
+const CLAIM_PREFIX: &str = "epoch given to tally rebuild, not yet confirmed by its peers: ";
 
 /// What a recovering node answers a candidate's `Prepare`, and `tally promote` on it.
 pub use tally_replication::RECOVERING_REFUSAL;
@@ -113,7 +120,16 @@ impl Role {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => return Err(NodeError::Io { path: recovering_file, source }),
         };
-        let unconfirmed = marker.as_deref().is_some_and(|text| text.contains(UNCONFIRMED_TEXT.trim_end()));
+        let claimed =
+            match marker.as_deref().and_then(|text| text.lines().find_map(|line| line.strip_prefix(CLAIM_PREFIX))) {
+                None => 0,
+                Some(claim) => claim.trim().parse::<u32>().map_err(|_| NodeError::Io {
+                    path: recovering_file.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not an epoch: {claim:?}")),
+                })?,
+            };
+        let unconfirmed =
+            claimed > 0 || marker.as_deref().is_some_and(|text| text.contains(UNCONFIRMED_TEXT.trim_end()));
         Ok(Role {
             kind: AtomicU8::new(kind.wire()),
             epoch: AtomicU32::new(epoch),
@@ -127,6 +143,7 @@ impl Role {
             recovering: AtomicBool::new(marker.is_some()),
             recovering_file,
             epoch_unconfirmed: AtomicBool::new(unconfirmed),
+            claimed: AtomicU32::new(claimed),
         })
     }
 
@@ -142,17 +159,42 @@ impl Role {
         write_synced(&self.recovering_file, &format!("{RECOVERING_TEXT}{UNCONFIRMED_TEXT}"))?;
         self.recovering.store(true, Ordering::Release);
         self.epoch_unconfirmed.store(true, Ordering::Release);
+        self.claimed.store(0, Ordering::Release);
         Ok(())
     }
 
-    /// Enough peers told their epochs: persists the highest (if above this node's) and
-    /// leaves this node recovering with a confirmed epoch.
-    pub fn confirm_epoch(&self, highest: u32) -> Result<(), NodeError> {
+    /// Marks this node recovering with `claim`, an epoch above the one it holds that an
+    /// operator gave `tally rebuild --epoch`, durably. The epoch file keeps the held epoch:
+    /// the claim counts only once enough peers hold it ([`Role::confirm_epoch`]).
+    pub fn mark_epoch_claimed(&self, claim: u32) -> Result<(), NodeError> {
+        let _guard = self.persist.lock().unwrap_or_else(PoisonError::into_inner);
+        write_synced(&self.recovering_file, &format!("{RECOVERING_TEXT}{CLAIM_PREFIX}{claim}\n"))?;
+        self.recovering.store(true, Ordering::Release);
+        self.epoch_unconfirmed.store(true, Ordering::Release);
+        self.claimed.store(claim, Ordering::Release);
+        Ok(())
+    }
+
+    /// The epoch claimed by `tally rebuild --epoch` and not yet confirmed (0: none).
+    pub fn claimed_epoch(&self) -> u32 {
+        self.claimed.load(Ordering::Acquire)
+    }
+
+    /// Enough peers told their epochs, `highest` the highest: persists it (if above this
+    /// node's) and leaves this node recovering with a confirmed epoch. `false`, with
+    /// nothing changed, while a claimed epoch is above both: either the peers have not
+    /// reached it yet or the operator mistyped it, and in neither case may this node show
+    /// it to a primary (which would take itself for deposed).
+    pub fn confirm_epoch(&self, highest: u32) -> Result<bool, NodeError> {
+        if self.claimed_epoch() > highest.max(self.epoch()) {
+            return Ok(false);
+        }
         self.enter(highest.max(self.epoch()), RoleKind::Standby)?;
         let _guard = self.persist.lock().unwrap_or_else(PoisonError::into_inner);
         write_synced(&self.recovering_file, RECOVERING_TEXT)?;
         self.epoch_unconfirmed.store(false, Ordering::Release);
-        Ok(())
+        self.claimed.store(0, Ordering::Release);
+        Ok(true)
     }
 
     /// Whether this node may lack inputs it once acknowledged (see the module's
@@ -229,6 +271,7 @@ impl Role {
         remove_synced(&self.recovering_file)?;
         self.recovering.store(false, Ordering::Release);
         self.epoch_unconfirmed.store(false, Ordering::Release);
+        self.claimed.store(0, Ordering::Release);
         Ok(true)
     }
 
@@ -394,13 +437,28 @@ mod tests {
         reloaded.mark_epoch_unconfirmed().unwrap();
         assert!(!reloaded.caught_up().unwrap(), "not caught up before the epoch is confirmed");
         assert!(Role::load(&dir).unwrap().epoch_unconfirmed(), "the unconfirmed epoch survives a restart");
-        reloaded.confirm_epoch(7).unwrap();
+        assert!(reloaded.confirm_epoch(7).unwrap());
         let confirmed = Role::load(&dir).unwrap();
         assert!(confirmed.recovering() && !confirmed.epoch_unconfirmed() && confirmed.epoch() == 7);
         confirmed.mark_epoch_unconfirmed().unwrap();
         assert!(confirmed.clear_recovering().unwrap(), "a forced promotion ends both");
         let forced = Role::load(&dir).unwrap();
         assert!(!forced.recovering() && !forced.epoch_unconfirmed());
+        // A claimed epoch is confirmed only by peers that hold it; until then the node
+        // holds (and shows) the epoch it had.
+        forced.mark_epoch_claimed(40).unwrap();
+        let claiming = Role::load(&dir).unwrap();
+        assert_eq!((claiming.epoch(), claiming.claimed_epoch()), (7, 40), "the claim survives a restart");
+        assert!(claiming.recovering() && claiming.epoch_unconfirmed());
+        assert!(!claiming.confirm_epoch(39).unwrap(), "peers below the claim do not confirm it");
+        let still = Role::load(&dir).unwrap();
+        assert_eq!((still.epoch(), still.claimed_epoch()), (7, 40), "and change nothing");
+        assert!(still.confirm_epoch(41).unwrap());
+        let confirmed = Role::load(&dir).unwrap();
+        assert_eq!((confirmed.epoch(), confirmed.claimed_epoch()), (41, 0));
+        assert!(confirmed.recovering() && !confirmed.epoch_unconfirmed());
+        std::fs::write(dir.join("RECOVERING"), format!("{RECOVERING_TEXT}{CLAIM_PREFIX}many\n")).unwrap();
+        assert!(Role::load(&dir).is_err(), "a damaged claim stops the start");
         std::fs::write(dir.join("EPOCH"), "x y").unwrap();
         assert!(Role::load(&dir).is_err(), "a damaged epoch file stops the start");
         std::fs::remove_dir_all(&dir).unwrap();

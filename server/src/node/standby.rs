@@ -499,16 +499,20 @@ impl Following {
     /// answered, and takes the highest. Any promotion while it was away had N − k promises,
     /// at least N − k − 1 of them from these peers, so k + 1 answers include one from a
     /// promiser: at that epoch this node refuses a primary the promotion deposed, whose k
-    /// acknowledgements it could otherwise complete (docs/design.md §7a). `false` if the
-    /// node stops first.
+    /// acknowledgements it could otherwise complete (docs/design.md §7a). A node rebuilt with
+    /// `tally rebuild --epoch E` above its own asks too, and waits until they hold E: E
+    /// shown to a primary below it would fence that primary, so a mistyped one only keeps
+    /// this node out (and says so). `false` if the node stops first.
     fn confirm_epoch(&mut self) -> bool {
         let peers: Vec<SocketAddr> =
             self.config.primaries.iter().copied().filter(|&peer| peer != self.config.node).collect();
         let needed = tally_replication::epoch_answers_needed(self.config.replicas, peers.len());
         let mut answers = std::collections::BTreeMap::new();
         let mut told = Instant::now();
+        let mut claim_told = false;
         crate::errln!(
-            "tally: this node has no epoch of its own: asking {needed} of {peers:?} for theirs before it follows"
+            "tally: this node's epoch is not confirmed (no epoch file, or one given to `tally rebuild --epoch`): asking \
+             {needed} of {peers:?} for theirs before it follows"
         );
         while !self.stop.load(Ordering::Acquire) {
             for &peer in &peers {
@@ -516,24 +520,41 @@ impl Following {
                     answers.insert(peer, epoch);
                 }
             }
+            let mut below_claim = None;
             if answers.len() >= needed {
                 let highest = answers.values().copied().max().unwrap_or(0);
-                if let Err(error) = self.role.confirm_epoch(highest) {
-                    crate::errln!("tally: stopping: cannot record epoch {highest}: {error}");
-                    std::process::abort()
+                match self.role.confirm_epoch(highest) {
+                    Ok(true) => {
+                        crate::errln!(
+                            "tally: {} peers told their epochs ({answers:?}): this node holds epoch {}",
+                            answers.len(),
+                            self.role.epoch()
+                        );
+                        return true;
+                    }
+                    Ok(false) => below_claim = Some(highest),
+                    Err(error) => {
+                        crate::errln!("tally: stopping: cannot record epoch {highest}: {error}");
+                        std::process::abort()
+                    }
                 }
-                crate::errln!(
-                    "tally: {} peers told their epochs ({answers:?}): this node holds epoch {highest}",
-                    answers.len()
-                );
-                return true;
             }
-            if told.elapsed() >= Duration::from_secs(5) {
+            if told.elapsed() >= Duration::from_secs(5) || (below_claim.is_some() && !claim_told) {
                 told = Instant::now();
-                crate::errln!(
-                    "tally: waiting for {needed} peers' epochs before following anyone; {} answered: {answers:?}",
-                    answers.len()
-                );
+                if let Some(highest) = below_claim {
+                    claim_told = true;
+                    crate::errln!(
+                        "tally: `tally rebuild --epoch {claim}` gave this node an epoch above every peer's (the highest of \
+                         {answers:?} is {highest}): it follows no one until a peer holds epoch {claim}. If {claim} was \
+                         mistyped, stop this node and run `tally rebuild --epoch {highest}`",
+                        claim = self.role.claimed_epoch()
+                    );
+                } else {
+                    crate::errln!(
+                        "tally: waiting for {needed} peers' epochs before following anyone; {} answered: {answers:?}",
+                        answers.len()
+                    );
+                }
             }
             self.pause(EPOCH_RETRY_PAUSE);
         }
