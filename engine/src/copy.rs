@@ -45,6 +45,7 @@ impl Clone for Ledger {
             last_timestamp,
             hash_sum,
             evicted_sum,
+            window_sum,
             largest_id,
             sequence,
             hot_window,
@@ -80,6 +81,7 @@ impl Clone for Ledger {
             last_timestamp: *last_timestamp,
             hash_sum: *hash_sum,
             evicted_sum: *evicted_sum,
+            window_sum: *window_sum,
             largest_id: *largest_id,
             sequence: *sequence,
             hot_window: hot_window.clone(),
@@ -139,6 +141,7 @@ impl Ledger {
             last_timestamp,
             hash_sum,
             evicted_sum,
+            window_sum,
             largest_id,
             sequence,
             hot_window,
@@ -190,6 +193,7 @@ impl Ledger {
         *last_timestamp = source.last_timestamp;
         *hash_sum = source.hash_sum;
         *evicted_sum = source.evicted_sum;
+        *window_sum = source.window_sum;
         *largest_id = source.largest_id;
         *sequence = source.sequence;
         hot_window.clone_from(&source.hot_window);

@@ -172,10 +172,13 @@ pub struct Ledger {
     pub(crate) hash_sum: u128,
     /// The part of `hash_sum` contributed by items that have left the hot state.
     pub(crate) evicted_sum: u128,
+    /// The sum of the window debits' hash terms, apart from `hash_sum` so that the hash of
+    /// earlier releases stays computable ([`Ledger::previous_state_hash`]).
+    pub(crate) window_sum: u128,
     /// The largest transfer id ever committed or failed (0 if none), hot or evicted; never
     /// lowered (an undone insert leaves it raised, which only widens the bound). Replay
     /// asks the history store only about ids at or below it ([`crate::cold::Bounded`]).
-    /// Not part of the state hash.
+    /// Mixed into the state hash on read, with `window_seconds_max`.
     pub(crate) largest_id: u128,
     /// The sequence of the input being applied (0 outside a pipeline).
     pub(crate) sequence: u64,
@@ -248,6 +251,7 @@ impl Ledger {
             last_timestamp: 0,
             hash_sum: 0,
             evicted_sum: 0,
+            window_sum: 0,
             largest_id: 0,
             sequence: 0,
             hot_window: HotWindow::everything(),
@@ -342,6 +346,15 @@ impl Ledger {
     }
 
     pub fn state_hash(&self) -> u128 {
+        self.previous_state_hash()
+            .wrapping_add(self.window_sum)
+            .wrapping_add(state_hash::bounds(self.window_seconds_max, self.largest_id))
+    }
+
+    /// The state hash as releases before 2026-12-08 defined it (without the window debits
+    /// and the two bounds): what a primary of such a release sends in its checkpoints, which
+    /// a standby of this one still accepts during a rolling upgrade (docs/design.md §3.7).
+    pub fn previous_state_hash(&self) -> u128 {
         self.hash_sum.wrapping_add(state_hash::timestamp(self.last_timestamp))
     }
 
@@ -423,8 +436,11 @@ impl Ledger {
                     }
                 }
                 Undo::WindowDebitPushed { account } => {
-                    if let Some(debits) = self.window_debits.get_mut(&account) {
-                        debits.pop_back();
+                    if let Some(debits) = self.window_debits.get_mut(&account)
+                        && let Some((timestamp, amount)) = debits.pop_back()
+                    {
+                        self.window_sum =
+                            self.window_sum.wrapping_sub(state_hash::window_debit(account, timestamp, amount));
                     }
                 }
             }
@@ -573,10 +589,14 @@ impl Ledger {
     pub(crate) fn push_window(&mut self, account: u32, timestamp: u64, amount: u128) {
         if let Some(debits) = self.window_debits.get_mut(&account) {
             let horizon = window_horizon(self.window_seconds_max);
-            while debits.front().is_some_and(|(at, _)| at.saturating_add(horizon) < timestamp) {
+            while let Some(&(at, aged)) = debits.front()
+                && at.saturating_add(horizon) < timestamp
+            {
                 debits.pop_front();
+                self.window_sum = self.window_sum.wrapping_sub(state_hash::window_debit(account, at, aged));
             }
             debits.push_back((timestamp, amount));
+            self.window_sum = self.window_sum.wrapping_add(state_hash::window_debit(account, timestamp, amount));
             self.record(Undo::WindowDebitPushed { account });
         }
         if self.windows.is_empty() {
@@ -675,7 +695,13 @@ impl Ledger {
         for (id, code) in &self.failed_transfers {
             sum = sum.wrapping_add(state_hash::failed_transfer(*id, *code));
         }
+        for (account, debits) in &self.window_debits {
+            for &(timestamp, amount) in debits {
+                sum = sum.wrapping_add(state_hash::window_debit(*account, timestamp, amount));
+            }
+        }
         sum.wrapping_add(state_hash::timestamp(self.last_timestamp))
+            .wrapping_add(state_hash::bounds(self.window_seconds_max, self.largest_id))
     }
 
     /// The numbers of the account's hot transfers, newest first.

@@ -289,6 +289,8 @@ impl Ledger {
                 return Err(inconsistent(format!("window debit for account #{} without a profile", entry.account)));
             };
             debits.push_back((entry.timestamp, entry.amount));
+            self.window_sum =
+                self.window_sum.wrapping_add(state_hash::window_debit(entry.account, entry.timestamp, entry.amount));
         }
         Ok(())
     }

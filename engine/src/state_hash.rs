@@ -19,6 +19,8 @@ const DOMAIN_PROFILE: u64 = 0xa076_1d64_78bd_642f;
 const DOMAIN_FAILED_ACCOUNT: u64 = 0xe703_7ed1_a0b4_28db;
 const DOMAIN_FAILED_TRANSFER: u64 = 0x8ebc_6af0_9c88_c6e3;
 const DOMAIN_TIMESTAMP: u64 = 0x5899_65cc_7537_4cc3;
+const DOMAIN_WINDOW_DEBIT: u64 = 0x1d8e_4e27_c47d_124f;
+const DOMAIN_BOUNDS: u64 = 0x4f1b_bcdc_bfa5_3e0b;
 /// Odd multipliers that give each balance field (and the flags) of one account its own key.
 const FIELD_KEYS: [u128; 5] = [
     0x1b87_3593_c2b2_ae3d_cc9e_2d51_27d4_eb2f,
@@ -125,4 +127,17 @@ pub fn failed_transfer(id: u128, code: u32) -> u128 {
 
 pub fn timestamp(last_timestamp: u64) -> u128 {
     mix(DOMAIN_TIMESTAMP, u128::from(last_timestamp))
+}
+
+/// One debit that counts against an account's rolling window: `account` is its index in
+/// the ledger, kept by the image, so a restored ledger hashes as the running one.
+pub fn window_debit(account: u32, timestamp: u64, amount: u128) -> u128 {
+    mix_words(DOMAIN_WINDOW_DEBIT, &[u128::from(account) | (u128::from(timestamp) << 64), amount])
+}
+
+/// The two scalars that shape later answers without being items: the longest window any
+/// profile has had (how long window debits are kept) and the largest transfer id (which
+/// ids replay asks the history store about).
+pub fn bounds(window_seconds_max: u32, largest_id: u128) -> u128 {
+    mix_words(DOMAIN_BOUNDS, &[u128::from(window_seconds_max), largest_id])
 }

@@ -71,6 +71,33 @@ fn snapshot_round_trip_keeps_state_hash_and_behaviour() {
     assert_eq!(original.state_hash(), restored.state_hash());
 }
 
+/// The state hash covers state that shapes later answers without being an item of its
+/// own: the debits an account's rolling window counts, the longest window any profile has
+/// had (how long debits are kept), the largest transfer id (which ids replay asks the
+/// history store about). Until 2026-12-08 it did not, so two replicas that disagreed on
+/// them compared equal at every checkpoint.
+#[test]
+fn window_debits_and_the_bounds_are_in_the_state_hash() {
+    let ledger = busy_ledger();
+    assert_eq!(ledger.state_hash(), ledger.recompute_state_hash());
+    let image = ledger.to_image();
+    assert!(!image.window_debits.is_empty(), "the busy ledger keeps a window debit");
+    assert_eq!(Ledger::from_image(&image).expect("loads").state_hash(), ledger.state_hash());
+    assert_ne!(ledger.previous_state_hash(), ledger.state_hash(), "the two definitions differ");
+    let mut debit = image.clone();
+    debit.window_debits[0].amount += 1;
+    let mut seconds = image.clone();
+    seconds.window_seconds_max += 1;
+    let mut largest = image.clone();
+    largest.largest_id += 1;
+    for (what, changed) in [("a window debit", debit), ("the longest window", seconds), ("the largest id", largest)] {
+        let loaded = Ledger::from_image(&changed).expect("a changed image still loads");
+        assert_ne!(loaded.state_hash(), ledger.state_hash(), "{what} is not in the state hash");
+        assert_eq!(loaded.state_hash(), loaded.recompute_state_hash(), "{what}");
+        assert_eq!(loaded.previous_state_hash(), ledger.previous_state_hash(), "{what}: the older definition omits it");
+    }
+}
+
 #[test]
 fn inconsistent_image_is_refused() {
     let mut image = busy_ledger().to_image();

@@ -43,6 +43,7 @@ fn many_debits_under_a_long_window_keep_bounded_state_and_an_exact_sum() {
         buckets_max = buckets_max.max(ledger.window_bucket_count(1));
     }
     assert!(buckets_max as u64 <= WINDOW_BUCKETS_MAX + 1, "window held {buckets_max} buckets");
+    assert_eq!(ledger.state_hash(), ledger.recompute_state_hash(), "aged-out debits leave the hash too");
 
     // Buckets of g = ⌈86 400 / 1 024⌉ = 85 s, n = ⌈86 400 / 85⌉ = 1 017 of them.
     let now = start + debits * SECOND;

@@ -203,6 +203,30 @@ impl Follower {
     }
 }
 
+/// A standby's own state hash after a record, in the current definition and in the one of
+/// releases before 2026-12-08 (without window debits and the two bounds, docs/design.md
+/// §3.7). A checkpoint agrees if it equals either: a primary of such a release sends the
+/// older one during a rolling upgrade, and a current primary's hash equals this standby's
+/// older one only by a 2^-128 accident (its extra terms are never zero), so accepting both
+/// loses no divergence between two current nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnHash {
+    pub current: u128,
+    pub previous: u128,
+}
+
+impl OwnHash {
+    fn agrees(self, primary: u128) -> bool {
+        primary == self.current || primary == self.previous
+    }
+}
+
+impl From<u128> for OwnHash {
+    fn from(hash: u128) -> OwnHash {
+        OwnHash { current: hash, previous: hash }
+    }
+}
+
 /// The primary's state-hash checkpoints, compared on the standby's business-logic thread.
 ///
 /// The primary sends the hash after its *applied* sequence, which under load trails what it
@@ -215,7 +239,7 @@ pub struct Checkpoints {
     /// Checkpoints for sequences this standby has not applied yet, in order.
     pending: VecDeque<(u64, u128)>,
     /// This standby's own (sequence, state hash) after each recent record, in order.
-    recent: VecDeque<(u64, u128)>,
+    recent: VecDeque<(u64, OwnHash)>,
     /// Checkpoints that arrived after this standby had applied past them by more than
     /// [`STATE_HASHES_KEPT`] records, or past where it started: never compared.
     too_late: u64,
@@ -230,8 +254,9 @@ impl Checkpoints {
         sequence: u64,
         primary: u128,
         applied: u64,
-        state_hash: u128,
+        state_hash: impl Into<OwnHash>,
     ) -> Result<(), FollowError> {
+        let state_hash = state_hash.into();
         if sequence > applied {
             if self.pending.len() == CHECKPOINTS_PENDING_MAX {
                 self.pending.pop_front();
@@ -245,7 +270,9 @@ impl Checkpoints {
             self.recent.binary_search_by_key(&sequence, |&(at, _)| at).ok().map(|index| self.recent[index].1)
         };
         match own {
-            Some(standby) if standby != primary => Err(FollowError::StateDiverged { sequence, primary, standby }),
+            Some(standby) if !standby.agrees(primary) => {
+                Err(FollowError::StateDiverged { sequence, primary, standby: standby.current })
+            }
             Some(_) => Ok(()),
             None => {
                 self.too_late += 1;
@@ -255,7 +282,8 @@ impl Checkpoints {
     }
 
     /// The standby applied `sequence`, after which its state hash is `state_hash`.
-    pub fn applied(&mut self, sequence: u64, state_hash: u128) -> Result<(), FollowError> {
+    pub fn applied(&mut self, sequence: u64, state_hash: impl Into<OwnHash>) -> Result<(), FollowError> {
+        let state_hash = state_hash.into();
         // Entries at or past `sequence` belong to records this standby no longer holds
         // (its journal was cut back and is being refilled): the new hash replaces them.
         while self.recent.back().is_some_and(|&(at, _)| at >= sequence) {
@@ -270,8 +298,8 @@ impl Checkpoints {
                 break;
             }
             self.pending.pop_front();
-            if at == sequence && state_hash != primary {
-                return Err(FollowError::StateDiverged { sequence, primary, standby: state_hash });
+            if at == sequence && !state_hash.agrees(primary) {
+                return Err(FollowError::StateDiverged { sequence, primary, standby: state_hash.current });
             }
         }
         Ok(())
@@ -386,6 +414,25 @@ mod tests {
         let diverged = Err(FollowError::StateDiverged { sequence: 30, primary: 8, standby: 9 });
         assert_eq!(checkpoints.applied(30, 9), diverged);
         assert_eq!(checkpoints.on_checkpoint(30, 8, 30, 9), diverged, "compared at once when exactly there");
+    }
+
+    /// A primary of a release before 2026-12-08 sends the hash without the window debits
+    /// and bounds: it agrees with the standby's previous-definition hash, early, late or
+    /// exactly there; a hash equal to neither is divergence.
+    #[test]
+    fn a_checkpoint_agrees_in_either_definition_of_the_hash() {
+        let own =
+            |sequence: u64| OwnHash { current: u128::from(sequence) * 10, previous: u128::from(sequence) * 10 + 1 };
+        let mut checkpoints = Checkpoints::default();
+        assert_eq!(checkpoints.on_checkpoint(3, 31, 1, own(1)), Ok(()), "kept for later");
+        for sequence in 1..=5 {
+            assert_eq!(checkpoints.applied(sequence, own(sequence)), Ok(()), "at {sequence}");
+        }
+        assert_eq!(checkpoints.on_checkpoint(4, 41, 5, own(5)), Ok(()), "late, previous definition");
+        assert_eq!(checkpoints.on_checkpoint(4, 40, 5, own(5)), Ok(()), "late, current definition");
+        assert_eq!(checkpoints.on_checkpoint(5, 51, 5, own(5)), Ok(()), "exactly there");
+        let diverged = Err(FollowError::StateDiverged { sequence: 4, primary: 42, standby: 40 });
+        assert_eq!(checkpoints.on_checkpoint(4, 42, 5, own(5)), diverged);
     }
 
     /// Under load the primary's checkpoint names a sequence the standby has already passed.

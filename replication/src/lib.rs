@@ -39,7 +39,7 @@ pub use election::{
     Decision, Election, ElectionError, PRE_VOTE_VETO_GRACE, PreVote, Prepared, PrimaryContact, RECOVERING_REFUSAL,
     candidate_epoch, epoch_answers_needed, epoch_owner, holds_back, on_pre_vote, on_prepare,
 };
-pub use follower::{Checkpoints, FollowError, Follower, Step};
+pub use follower::{Checkpoints, FollowError, Follower, OwnHash, Step};
 pub use message::{CheckpointFileInfo, DecodeError, LogPosition, Message, MessageDecoder, ProbeAnswer, Record};
 pub use primary::{CheckpointSchedule, Fenced, Primary};
 pub use probe::{CommonSearch, Found, NextProbe};

@@ -382,6 +382,11 @@ pub(super) fn repair_source(config: &StandbyConfig, epoch: u32) -> super::repair
 /// Loads the newest snapshot, opens the journal and the derived stores and replays the
 /// journal into all of them, as a node's start-up does (`recover::recover`). Damaged
 /// journal records are repaired from the primaries (and `--repair-from`).
+/// This standby's hash in both definitions a primary may send (see `OwnHash`).
+fn own_hash(ledger: &Ledger) -> tally_replication::OwnHash {
+    tally_replication::OwnHash { current: ledger.state_hash(), previous: ledger.previous_state_hash() }
+}
+
 fn recover_local(dirs: &DataDir, config: &StandbyConfig, epoch: u32) -> Result<Local, NodeError> {
     let (snapshots, restored, history_store, history_start) = super::restore_with_history(dirs, config.history_check)?;
     let (journal, report) = super::open_journal(
@@ -835,7 +840,7 @@ fn apply_loop(
         match work {
             Work::Checkpoint { sequence, state_hash } => {
                 let too_late = checkpoints.too_late();
-                if let Err(error) = checkpoints.on_checkpoint(sequence, state_hash, applied, ledger.state_hash()) {
+                if let Err(error) = checkpoints.on_checkpoint(sequence, state_hash, applied, own_hash(&ledger)) {
                     stop_loudly(&error);
                 }
                 let now_too_late = checkpoints.too_late();
@@ -876,7 +881,7 @@ fn apply_loop(
                     applied = record.sequence;
                     // The hash is a running sum (O(1) to read): kept after every record
                     // so that a checkpoint arriving after this one is still compared.
-                    if let Err(error) = checkpoints.applied(applied, ledger.state_hash()) {
+                    if let Err(error) = checkpoints.applied(applied, own_hash(&ledger)) {
                         stop_loudly(&error);
                     }
                 }
