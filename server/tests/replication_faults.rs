@@ -573,6 +573,37 @@ fn a_node_that_lost_its_disk_never_completes_a_deposed_primarys_acknowledgements
     assert!(new_primary.lookup_transfers(&ids(&late)).expect("lookup").is_empty(), "nothing of the deposed primary");
 }
 
+/// A candidate copies what its best peer holds beyond its own log (a `Fetch`). The answer
+/// was cut only by count (1 024 records), never by bytes: a dozen records of full
+/// `create_accounts` batches (≈ 1 MiB each) went out as one frame above the 8 MiB the
+/// candidate's decoder accepts, and the promotion failed the same way on every try.
+#[test]
+fn a_promotion_catches_up_over_more_than_one_frame_of_records() {
+    let mut cluster = three_nodes("large-catch-up");
+    // Node 1 stops hearing the primary: node 2 alone holds what follows.
+    for link in [cluster.link(0, 1), cluster.link(1, 0)] {
+        link.cut();
+    }
+    let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
+    let first = 1_000u128;
+    let batches = 12u128;
+    for index in 0..batches {
+        let start = first + index * 8_189;
+        let accounts: Vec<_> = (start..start + 8_189).map(account).collect();
+        let results = primary.create_accounts(&accounts).expect("the accounts are answered");
+        assert!(results.iter().all(|result| ResultCode::from_u32(result.status).is_some_and(ResultCode::is_ok)));
+    }
+    drop(primary);
+    cluster.wait_converged(&[0, 2], CONVERGE_TIMEOUT);
+    cluster.kill(0);
+    cluster.heal_all();
+    cluster.promote_ok(1);
+    let promoted = client(&[cluster.addresses[1]], Duration::from_secs(20));
+    let last = first + batches * 8_189 - 1;
+    let found = promoted.lookup_accounts(&[first, last]).expect("lookup");
+    assert_eq!(found.len(), 2, "the promoted node lacks what node 2 held:\n{}", cluster.logs());
+}
+
 /// `tally rebuild --epoch E` on a replaced disk with `E` above every epoch of the set (a
 /// typo) wrote `E` to the epoch file: the rebuilt standby's first subscription told the
 /// live primary of a newer epoch, and the primary fenced itself. The claim now waits for

@@ -17,7 +17,9 @@ use super::promote::Promoter;
 use super::role::{Role, RoleKind};
 use super::ship::{self, Shipping};
 
-/// Records per message when answering a `Fetch`.
+/// Records per message when answering a `Fetch`, at most; a message is sent as soon as
+/// its payloads reach [`ship::SEND_BYTES_MAX`] too, so that it stays within the frame size
+/// the receiver's decoder accepts (a full `create_accounts` record is ≈ 1 MiB).
 const FETCH_RECORDS_PER_MESSAGE: usize = 1024;
 
 /// This node's journal as peers may read it.
@@ -241,17 +243,21 @@ impl PeerService {
         let mut reader = JournalReader::open(&log.journal_dir, from.max(1), ReadLimit::Visible(log.limit.clone()))
             .map_err(|error| PeerError::Refused(error.to_string()))?;
         let mut batch = Vec::new();
+        let mut bytes = 0usize;
         loop {
             let record = reader.next_record().map_err(|error| PeerError::Refused(error.to_string()))?;
             let done = match record {
                 Some(record) if record.sequence <= to => {
+                    bytes += record.payload.len();
                     batch.push(ship::to_record(&record));
                     false
                 }
                 _ => true,
             };
-            if done || batch.len() == FETCH_RECORDS_PER_MESSAGE {
+            let full = batch.len() == FETCH_RECORDS_PER_MESSAGE || bytes >= ship::SEND_BYTES_MAX;
+            if (done && !batch.is_empty()) || full {
                 peer.send(&Message::Records { epoch: self.role.epoch(), records: std::mem::take(&mut batch) })?;
+                bytes = 0;
             }
             if done {
                 // An empty message ends the answer.

@@ -20,7 +20,7 @@ use crate::history::HistoryStore;
 
 /// Records per `Records` message, at most; and their payload bytes, at most.
 const RECORDS_PER_SEND_MAX: usize = 1024;
-const SEND_BYTES_MAX: usize = 4 << 20;
+pub(super) const SEND_BYTES_MAX: usize = 4 << 20;
 /// The longest an idle shipper sleeps without a ring of the journal bell: it bounds how
 /// late a due checkpoint or a closed connection is noticed (not how late records go out:
 /// the bell wakes the shipper for those).
