@@ -305,6 +305,15 @@ impl Checkpoints {
         Ok(())
     }
 
+    /// The standby subscribed again (to the same primary or another) from `last_sequence`:
+    /// the checkpoints still waiting above it came from the stream before, whose history
+    /// past that point a forced promotion may have replaced; compared with the new
+    /// primary's records they would stop a standby whose state is right. Those at or below
+    /// it are of records this standby already holds, the same history either way.
+    pub fn resubscribed(&mut self, last_sequence: u64) {
+        self.pending.retain(|&(sequence, _)| sequence <= last_sequence);
+    }
+
     /// Checkpoints that came too late to be compared (see [`Checkpoints::on_checkpoint`]).
     pub fn too_late(&self) -> u64 {
         self.too_late
@@ -414,6 +423,22 @@ mod tests {
         let diverged = Err(FollowError::StateDiverged { sequence: 30, primary: 8, standby: 9 });
         assert_eq!(checkpoints.applied(30, 9), diverged);
         assert_eq!(checkpoints.on_checkpoint(30, 8, 30, 9), diverged, "compared at once when exactly there");
+    }
+
+    /// A checkpoint the primary before sent for a sequence this standby had not reached is
+    /// not compared with the records of the primary it subscribes to next (after a forced
+    /// promotion they may be another history); one at or below the new position still is.
+    #[test]
+    fn a_new_subscription_drops_the_checkpoints_waiting_above_it() {
+        let mut checkpoints = Checkpoints::default();
+        assert_eq!(checkpoints.on_checkpoint(12, 120, 10, 100), Ok(()));
+        assert_eq!(checkpoints.on_checkpoint(20, 200, 10, 100), Ok(()));
+        checkpoints.resubscribed(15);
+        assert_eq!(
+            checkpoints.applied(12, 121),
+            Err(FollowError::StateDiverged { sequence: 12, primary: 120, standby: 121 })
+        );
+        assert_eq!(checkpoints.applied(20, 201), Ok(()), "the old primary's checkpoint above 15 is gone");
     }
 
     /// A primary of a release before 2026-12-08 sends the hash without the window debits

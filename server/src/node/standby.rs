@@ -134,7 +134,15 @@ impl LastHeard {
 /// What the follow thread hands the business-logic thread, in stream order.
 enum Work {
     Records(Vec<Record>),
-    Checkpoint { sequence: u64, state_hash: u128 },
+    Checkpoint {
+        sequence: u64,
+        state_hash: u128,
+    },
+    /// A new subscription from this position: a checkpoint still waiting above it came from
+    /// the primary before, whose history past it may not be the one that follows.
+    Subscribed {
+        last_sequence: u64,
+    },
 }
 
 pub struct Standby {
@@ -613,9 +621,15 @@ impl Following {
     /// Follows one primary until the connection ends or the node stops.
     fn follow(&mut self, address: SocketAddr) -> Result<(), FollowEnd> {
         let mut peer = peer_io::connect(address, &self.config.key, CONNECT_TIMEOUT)?;
-        let mut follower = Follower::new(self.role.epoch(), self.position());
+        let position = self.position();
+        let mut follower = Follower::new(self.role.epoch(), position);
+        let _ = self.work.send(Work::Subscribed { last_sequence: position.last_sequence });
         peer.send(&follower.subscribe(&self.config.node.to_string()))?;
         peer.set_read_timeout(Some(STOP_POLL)).map_err(PeerError::Io)?;
+        // Answers are sent holding the follow lock: a primary frozen with its receive
+        // window full (SIGSTOP, a paused container) would otherwise block this thread in a
+        // send for ever, past the silence check, and with it every promise and the stop.
+        peer.set_write_timeout(Some(PRIMARY_SILENCE)).map_err(PeerError::Io)?;
         self.role.set_primary(Some(address));
         let mut last_message = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
@@ -838,6 +852,7 @@ fn apply_loop(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         match work {
+            Work::Subscribed { last_sequence } => checkpoints.resubscribed(last_sequence),
             Work::Checkpoint { sequence, state_hash } => {
                 let too_late = checkpoints.too_late();
                 if let Err(error) = checkpoints.on_checkpoint(sequence, state_hash, applied, own_hash(&ledger)) {
