@@ -281,7 +281,8 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
         crate::errln!("tally: standby {node}: cannot set a write timeout: {error}");
         return;
     }
-    let mut from = position.last_sequence + 1;
+    // Checked by `assess_position` (no record follows `u64::MAX`).
+    let mut from = position.last_sequence.saturating_add(1);
     match assess_position(&shipping.journal_dir, &position) {
         Ok(()) => {}
         Err(PositionError::NotRetained(reason)) => match send_checkpoint(&mut peer, &node, shipping) {
@@ -306,13 +307,16 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
     crate::errln!("tally: standby {node} ({}) follows from sequence {from}", peer.peer);
     let closed = Arc::new(AtomicBool::new(false));
     let progress = shipping.standbys.subscribed(&node, from - 1);
+    // The last sequence this stream has sent (or the standby held before it): no
+    // acknowledgement counts for more, whatever a misbehaving peer claims.
+    let shipped = Arc::new(AtomicU64::new(from - 1));
     let acks = match peer.try_clone() {
         Ok(reader) => {
             let (shipping, closed, node) = (Arc::clone(shipping), Arc::clone(&closed), node.clone());
-            let progress = progress.clone();
+            let (progress, shipped) = (progress.clone(), Arc::clone(&shipped));
             std::thread::Builder::new()
                 .name(format!("acks {node}"))
-                .spawn(move || read_acks(reader, &node, &shipping, &closed, progress.as_deref()))
+                .spawn(move || read_acks(reader, &node, &shipping, (&closed, &shipped), progress.as_deref()))
         }
         Err(error) => Err(error),
     };
@@ -323,8 +327,8 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
     shipping.followers.fetch_add(1, Ordering::AcqRel);
     // The epoch of the standby's last record; unknown after a checkpoint (0: at worst one
     // tick more than needed).
-    let held_epoch = if from == position.last_sequence + 1 { position.last_epoch } else { 0 };
-    if let Err(error) = stream(&mut peer, (from, held_epoch), shipping, &closed) {
+    let held_epoch = if from == position.last_sequence.saturating_add(1) { position.last_epoch } else { 0 };
+    if let Err(error) = stream(&mut peer, (from, held_epoch), shipping, (&closed, &shipped)) {
         crate::errln!("tally: standby {node}: stream ended: {error}");
     }
     shipping.followers.fetch_sub(1, Ordering::AcqRel);
@@ -399,7 +403,9 @@ pub enum PositionError {
 /// with). The chain of the standby's last record is read from our record, or from the
 /// header of the segment that starts right after it.
 pub fn assess_position(journal_dir: &std::path::Path, position: &LogPosition) -> Result<(), PositionError> {
-    let next = position.last_sequence + 1;
+    let Some(next) = position.last_sequence.checked_add(1) else {
+        return Err(PositionError::Diverged(format!("no log holds sequence {}", position.last_sequence)));
+    };
     let mut reader = match JournalReader::open(journal_dir, next, ReadLimit::Everything) {
         Ok(reader) => reader,
         Err(tally_journal::JournalError::SequenceNotFound(_)) => {
@@ -443,7 +449,7 @@ fn stream(
     peer: &mut PeerStream,
     (from, held_epoch): (u64, u32),
     shipping: &Shipping,
-    closed: &AtomicBool,
+    (closed, shipped_mark): (&AtomicBool, &AtomicU64),
 ) -> Result<(), PeerError> {
     let mut reader = JournalReader::open(&shipping.journal_dir, from, ReadLimit::Visible(shipping.visible.clone()))
         .map_err(|error| PeerError::Refused(error.to_string()))?;
@@ -469,6 +475,15 @@ fn stream(
         if shipping.role.kind() != RoleKind::Primary {
             return Err(PeerError::Refused("this node is no longer primary".into()));
         }
+        // Primary again, in a newer epoch: this stream is left from an earlier run of this
+        // process (blocked in a send while it was fenced and rejoined), whose reader and
+        // epoch label are the old run's. The new run streams for itself.
+        if shipping.role.epoch() != epoch {
+            return Err(PeerError::Refused(format!(
+                "this stream is of epoch {epoch}; this node is primary in epoch {}",
+                shipping.role.epoch()
+            )));
+        }
         // Read before the journal: a commit after this read rings, and the wait below
         // then returns at once.
         let rings = shipping.bell.rings();
@@ -489,6 +504,9 @@ fn stream(
             (last_sequence, last_epoch) = (record.sequence, record.epoch);
         }
         if shipped {
+            // Before the send: the standby's acknowledgement may come back before this
+            // thread runs again.
+            shipped_mark.store(last_sequence, Ordering::Release);
             peer.send(&Message::Records { epoch, records: std::mem::take(&mut batch) })?;
         }
         // The send above may have blocked: ask the role again before journaling anything.
@@ -530,7 +548,7 @@ fn read_acks(
     mut peer: PeerStream,
     node: &str,
     shipping: &Shipping,
-    closed: &AtomicBool,
+    (closed, shipped): (&AtomicBool, &AtomicU64),
     progress: Option<&StandbyAcks>,
 ) {
     // The socket's receive timeout, shared with the streaming half (which never reads).
@@ -565,6 +583,7 @@ fn read_acks(
             // A fenced node's gate is halted; its watermark stays where it was.
             Message::Ack { .. } if shipping.role.kind() != RoleKind::Primary => break,
             Message::Ack { epoch, durable_sequence } => {
+                let durable_sequence = durable_sequence.min(shipped.load(Ordering::Acquire));
                 let mut core = shipping.core();
                 let outcome = core.on_ack(node, epoch, durable_sequence);
                 // An acknowledgement given to an older primary says nothing of our records.
@@ -645,5 +664,70 @@ mod tests {
         assert_eq!((stale.role.kind(), stale.role.epoch()), (RoleKind::Primary, 3));
         assert!(stale.check_peer_epoch(4), "an epoch newer than the role's");
         assert_eq!(stale.role.kind(), RoleKind::Fenced, "fences it");
+    }
+
+    /// A loopback connection: this end as the primary's `PeerStream` (no handshake), and
+    /// the standby's raw socket.
+    fn connection() -> (PeerStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let address = listener.local_addr().expect("an address");
+        let standby = std::net::TcpStream::connect(address).expect("connected");
+        let (primary, _) = listener.accept().expect("accepted");
+        (PeerStream::new(primary, address), standby)
+    }
+
+    /// A stream left from an earlier run of this process (its core in epoch 1) finds the
+    /// process primary again in epoch 3: it ends at once, where it went on shipping the
+    /// journal under epoch 1 and sending heartbeats that kept a standby on it.
+    #[test]
+    fn a_stream_of_an_earlier_run_ends_when_its_process_is_primary_in_a_newer_epoch() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let stale = shipping(root.path(), 1);
+        let config = tally_journal::JournalConfig::new(&stale.journal_dir);
+        let (mut journal, _) = tally_journal::Journal::open(&config).expect("a new journal");
+        for sequence in 1..=3u64 {
+            journal.append(1, sequence, 1, &sequence.to_le_bytes()).expect("appended");
+        }
+        journal.flush();
+        journal.close();
+        stale.visible.store(3, Ordering::Release);
+        stale.role.enter(3, RoleKind::Primary).expect("primary again, in epoch 3");
+        let (mut peer, _standby) = connection();
+        let (done, ended) = std::sync::mpsc::channel();
+        let stale = Arc::new(stale);
+        let streaming = Arc::clone(&stale);
+        std::thread::spawn(move || {
+            let (closed, shipped) = (AtomicBool::new(false), AtomicU64::new(0));
+            let _ = done.send(stream(&mut peer, (1, 1), &streaming, (&closed, &shipped)).map_err(|e| e.to_string()));
+        });
+        let outcome = ended.recv_timeout(Duration::from_secs(5)).expect("the stale stream ended");
+        let error = outcome.expect_err("it ends with a reason");
+        assert!(error.contains("primary in epoch 3"), "{error}");
+    }
+
+    /// An acknowledgement counts for at most what its stream has shipped: a peer that
+    /// claims `u64::MAX` (a bug, or a node holding the secret) no longer moves the
+    /// replicated watermark past what any standby holds.
+    #[test]
+    fn an_acknowledgement_counts_for_no_more_than_the_stream_shipped() {
+        use std::io::Write;
+        let root = tempfile::tempdir().expect("temp dir");
+        let shipping = shipping(root.path(), 1);
+        shipping.role.enter(1, RoleKind::Primary).expect("primary in epoch 1");
+        let (peer, mut standby) = connection();
+        let mut ack = Vec::new();
+        Message::Ack { epoch: 1, durable_sequence: u64::MAX }.encode(&mut ack);
+        standby.write_all(&ack).expect("sent");
+        drop(standby);
+        let (closed, shipped) = (AtomicBool::new(false), AtomicU64::new(7));
+        read_acks(peer, "standby", &shipping, (&closed, &shipped), None);
+        assert_eq!(shipping.replicated.load(Ordering::Acquire), 7);
+    }
+
+    #[test]
+    fn a_position_at_the_last_sequence_there_can_be_is_refused_without_a_panic() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let position = LogPosition { last_epoch: 1, last_sequence: u64::MAX, last_chain: Default::default() };
+        assert!(matches!(assess_position(root.path(), &position), Err(PositionError::Diverged(_))));
     }
 }
