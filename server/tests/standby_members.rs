@@ -875,6 +875,11 @@ fn a_standby_deletes_the_outcome_segments_its_primarys_sinks_hold() {
     let primary = client(&[cluster.addresses[0]], Duration::from_secs(20));
     create_accounts(&primary, 1..=ACCOUNTS);
     let outcomes = cluster.data(1).join("outcomes");
+    // The standby's stream starts at sequence 1 once it has applied it: before, the
+    // directory may hold nothing, or only a segment made ready for later, which the loop
+    // below took for the first one gone (a flaky failure seen under parallel tests).
+    cluster.wait_converged(&[0, 1], CONVERGE_TIMEOUT);
+    assert_eq!(outcome_segments(&outcomes).first(), Some(&1), "the standby's stream starts at sequence 1");
     let mut next_id = 1_000u128;
     // A 64 MiB segment holds about 250 000 of these transfers' entries.
     while outcome_segments(&outcomes).first().copied().unwrap_or(1) <= 1 {
