@@ -10,7 +10,8 @@
 use crate::assess::{Keep, Plan, SET_ASIDE_SUFFIX, assess};
 use crate::error::{DamageReason, JournalError};
 use crate::format::{
-    ChainHash, MARK_FLAG_SEALED, MARK_SLOT_BYTES, MARK_SLOT_OFFSETS, MarkSlot, SegmentHeader, parse_segment_name,
+    ChainHash, MARK_FLAG_SEALED, MARK_SLOT_BYTES, MARK_SLOT_OFFSETS, MarkSlot, SEGMENT_PREFIX_BYTES, SegmentHeader,
+    parse_segment_name,
 };
 use crate::manifest::{MANIFEST_TEMPORARY_NAME, Manifest, ManifestState};
 use crate::scan::{Cursor, parse_next};
@@ -136,6 +137,11 @@ pub(crate) fn recover<S: Storage>(
             // journal. Recorded first, such a loss leaves a journal that opens whole (its
             // records past the new mark are kept as any unrecorded tail is) or cut.
             let keep = kept_segments(&scan, sequence)?;
+            // The records kept may be only in the page cache (a writer killed before its
+            // flush; the scan read them there): durable before the manifest says so, or a
+            // power loss during the cut would make them look lost. Older segments were
+            // flushed before the roll-over that followed them.
+            sync_segment(storage, &scan.segments[keep].name, options.hook)?;
             let state = ManifestState {
                 generation: 0,
                 first_segment: scan.segments[0].first_sequence,
@@ -290,8 +296,9 @@ fn keep_prefix<S: Storage>(
 }
 
 /// Opens the segment that will be active, restores its full length if the file was found
-/// short, zeroes everything after `end_offset`, records `durable_sequence` in the next
-/// mark slot and syncs. Returns the segment, its capacity and the bytes discarded.
+/// short, zeroes everything after `end_offset` and syncs, then records `durable_sequence`
+/// in the next mark slot and syncs again. Returns the segment, its capacity and the bytes
+/// discarded.
 fn reopen_and_clean<S: Storage>(
     storage: &S,
     name: &str,
@@ -308,11 +315,16 @@ fn reopen_and_clean<S: Storage>(
     let short_bytes = capacity.saturating_sub(active.bytes().len()) as u64;
     active.grow(capacity).map_err(io_error)?;
     let zeroed = zero_tail(&mut active, end_offset).map_err(io_error)?;
+    // The records up to `durable_sequence` may be only in the page cache (a writer killed
+    // before its flush), and one sync writes back in no order: a mark synced with them
+    // could reach the disk first, and a power loss would then look like lost data. So
+    // the records first, then the mark, as `Journal::flush` does.
+    sync_or_stop(&mut active, 0..capacity, path.clone(), hook);
     let next_mark = MarkSlot { generation: mark.generation + 1, durable_sequence, flags: 0 };
     if let Err(error) = write_mark(&mut active, next_mark) {
         hook(&crate::segment::FlushFailure { path: path.clone(), error });
     }
-    sync_or_stop(&mut active, 0..capacity, path, hook);
+    sync_or_stop(&mut active, 0..SEGMENT_PREFIX_BYTES, path, hook);
     Ok((active, capacity, zeroed + short_bytes))
 }
 
@@ -378,8 +390,17 @@ fn truncate_at<S: Storage>(
     })
 }
 
+/// Syncs segment `name` in full.
+fn sync_segment<S: Storage>(storage: &S, name: &str, hook: FlushFailureHook) -> Result<(), JournalError> {
+    let mut segment = storage.open(name, true).map_err(|error| JournalError::io(storage.path_of(name), error))?;
+    let bytes = segment.bytes().len();
+    sync_or_stop(&mut segment, 0..bytes, storage.path_of(name), hook);
+    Ok(())
+}
+
 /// Rewrites a segment's mark unsealed, with `durable_sequence` when given (else the same
-/// durable mark), and syncs it; does nothing when the mark already says so.
+/// durable mark), and syncs it; does nothing when the mark already says so. The records
+/// up to `durable_sequence` must already be durable (the slot is synced alone).
 fn remark<S: Storage>(
     storage: &S,
     name: &str,

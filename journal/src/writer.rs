@@ -1,6 +1,7 @@
 //! The single writer: append (copy into the active segment), flush (group commit), roll
 //! over to a new segment, and drop segments a snapshot covers.
 
+use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -189,6 +190,17 @@ impl<S: Storage + Clone> Journal<S> {
         // Cannot overflow: payload_bytes_max was checked to fit a segment at open.
         let total = RECORD_HEADER_BYTES + payload.len().next_multiple_of(RECORD_ALIGN_BYTES);
         if self.end.offset + total > self.active_capacity {
+            // An empty active segment (made with a smaller segment size) cannot be rolled
+            // away from: the next segment starts at the same sequence, so it would take the
+            // active one's name. Refused as too large for it; smaller records fill it and
+            // roll over to a segment of the configured size as usual.
+            if self.segments.last() == Some(&self.end.next_sequence) {
+                let record_space = self.active_capacity.saturating_sub(SEGMENT_PREFIX_BYTES + RECORD_HEADER_BYTES);
+                return Err(JournalError::RecordTooLarge {
+                    payload_bytes: payload.len(),
+                    max_payload_bytes: record_space / RECORD_ALIGN_BYTES * RECORD_ALIGN_BYTES,
+                });
+            }
             self.roll()?;
         }
         let sequence = self.end.next_sequence;
@@ -317,7 +329,8 @@ impl<S: Storage + Clone> Journal<S> {
     }
 
     /// Deletes every segment whose records are all at or below `snapshot_sequence`
-    /// (never the active one), oldest first, and returns their names.
+    /// (never the active one), oldest first, and returns their names. On an error the
+    /// segments removed before it leave the list, so a later call goes on from there.
     pub fn remove_segments_covered_by(&mut self, snapshot_sequence: u64) -> Result<Vec<String>, JournalError> {
         let covered = self.segments.windows(2).take_while(|pair| pair[1] - 1 <= snapshot_sequence).count();
         if covered == 0 {
@@ -328,16 +341,32 @@ impl<S: Storage + Clone> Journal<S> {
         let first_kept = self.segments[covered];
         self.record_manifest(|state| ManifestState { first_segment: first_kept, ..state });
         let mut removed = Vec::with_capacity(covered);
+        let mut failure = None;
         for &first_sequence in &self.segments[..covered] {
             let name = segment_name(first_sequence);
-            self.storage.remove(&name).map_err(|error| JournalError::io(self.storage.path_of(&name), error))?;
-            removed.push(name);
+            match self.storage.remove(&name) {
+                // A file already gone is removed: failing on it would stop retention for
+                // good, as every later call would start with it.
+                Ok(()) => removed.push(name),
+                Err(error) if error.kind() == ErrorKind::NotFound => removed.push(name),
+                Err(error) => {
+                    failure = Some(JournalError::io(self.storage.path_of(&name), error));
+                    break;
+                }
+            }
         }
-        self.segments.drain(..covered);
-        if let Err(error) = self.storage.sync_dir() {
+        // The files removed before a failure leave the list too, so the next call starts
+        // with the one that failed.
+        self.segments.drain(..removed.len());
+        if !removed.is_empty()
+            && let Err(error) = self.storage.sync_dir()
+        {
             (self.hook)(&FlushFailure { path: self.storage.path_of(""), error });
         }
-        Ok(removed)
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(removed),
+        }
     }
 
     /// First sequences of the segment files, oldest first.
@@ -364,6 +393,11 @@ impl<S: Storage + Clone> Journal<S> {
         self.active = next;
         self.active_capacity = self.segment_bytes;
         self.segments.push(last_sequence + 1);
+        debug_assert!(
+            self.segments.windows(2).all(|pair| pair[0] < pair[1]),
+            "segment list not strictly increasing: {:?}",
+            self.segments
+        );
         self.mark = MarkSlot { generation: 1, durable_sequence: last_sequence, flags: 0 };
         // After the new file is in place: a crash before this leaves the manifest one
         // segment behind, which recovery accepts (the seal guards the new file).

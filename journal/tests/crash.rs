@@ -247,3 +247,56 @@ fn power_loss_at_every_sync_of_a_truncation_leaves_a_journal_that_opens_whole_or
         }
     }
 }
+
+/// 10 records flushed, then 11..=30 appended without a flush and the writer killed: the
+/// last 20 are only in the page cache, where the next start (on the same boot) reads them.
+fn killed_with_unflushed_appends(config: &tally_journal::JournalConfig) -> MemStorage {
+    let storage = MemStorage::new();
+    let mut journal = write_records(&storage, config, 10, 10);
+    for sequence in 11..=30 {
+        append_record(&mut journal, sequence);
+    }
+    drop(journal);
+    storage
+}
+
+/// A power loss during each sync of a start (or of a cut) that follows a kill, with a part
+/// of the dirty sectors written back in any order, must leave a journal that opens and
+/// keeps every flushed record.
+fn check_power_loss_at_every_sync_after_a_kill(recovery: tally_journal::RecoveryMode) {
+    let mut config = mem_config(1 << 16);
+    let chains = expected_chains(30);
+    let killed = killed_with_unflushed_appends(&config);
+    killed.count_dir_syncs();
+    let counting = killed.fork();
+    config.recovery = recovery;
+    drop(recover(&counting, &config).expect("a clean start"));
+    let total_syncs = counting.syncs_done();
+    for failing_sync in 0..total_syncs {
+        for seed in 0..32 {
+            let storage = killed.fork();
+            storage.fail_sync_after(failing_sync);
+            config.recovery = recovery;
+            let interrupted = catch_unwind(AssertUnwindSafe(|| drop(recover(&storage, &config))));
+            assert!(interrupted.is_err(), "sync {failing_sync} failed and the start carried on");
+            storage.crash_with_partial_writeback(seed * 7919 + failing_sync);
+            storage.heal();
+            config.recovery = tally_journal::RecoveryMode::TolerateTornTail;
+            let (journal, report) = recover(&storage, &config).unwrap_or_else(|error| {
+                panic!("power loss at sync {failing_sync} after the kill, writeback seed {seed}: {error}")
+            });
+            assert!((10..=30).contains(&report.last_sequence), "sync {failing_sync}, seed {seed}: {report:?}");
+            assert_eq!(journal.last_chain(), chains[report.last_sequence as usize]);
+        }
+    }
+}
+
+#[test]
+fn power_loss_during_the_start_after_a_kill_keeps_the_flushed_records_and_opens() {
+    check_power_loss_at_every_sync_after_a_kill(tally_journal::RecoveryMode::TolerateTornTail);
+}
+
+#[test]
+fn power_loss_during_a_cut_after_a_kill_keeps_the_flushed_records_and_opens() {
+    check_power_loss_at_every_sync_after_a_kill(tally_journal::RecoveryMode::TruncateAt(25));
+}

@@ -176,3 +176,125 @@ fn too_little_free_space_for_a_segment_is_an_error_naming_the_size_and_leaves_no
     storage.limit_space(SMALL_SEGMENT_BYTES as u64);
     assert!(recover(&storage, &config).is_ok());
 }
+
+#[test]
+fn a_record_too_large_for_an_empty_smaller_active_segment_is_refused_instead_of_replacing_it() {
+    // Closed empty with small segments, then reopened with larger segments and records:
+    // the active segment keeps its size. A roll-over from it would create the next
+    // segment under the same name (both start at sequence 1), and retention would later
+    // delete that live file.
+    let storage = MemStorage::new();
+    let (journal, _) = recover(&storage, &mem_config(SMALL_SEGMENT_BYTES)).expect("open");
+    journal.close();
+    let mut config = mem_config(1 << 16);
+    config.payload_bytes_max = 16 << 10;
+    let (mut journal, _) = recover(&storage, &config).expect("reopen with larger segments");
+    let large = vec![7u8; 5_000];
+    let refused = journal.append(1, 1_000, 1, &large);
+    assert!(
+        matches!(refused, Err(JournalError::RecordTooLarge { payload_bytes: 5_000, max_payload_bytes: 4_048 })),
+        "a 5000-byte record for the empty 8 KiB active segment: {refused:?}, segments {:?}",
+        journal.segment_first_sequences()
+    );
+    assert_eq!(journal.segment_first_sequences(), &[1]);
+    assert_eq!(journal.remove_segments_covered_by(1).expect("retention"), Vec::<String>::new());
+    // Smaller records fill the small segment and roll over to one of the new size, where
+    // the large record fits.
+    for sequence in 1..=40 {
+        append_record(&mut journal, sequence);
+    }
+    let firsts = journal.segment_first_sequences().to_vec();
+    assert_eq!(firsts.len(), 2, "{firsts:?}");
+    let last = test_record(40);
+    assert_eq!(journal.append(last.epoch, last.timestamp, 1, &large).expect("fits a new segment"), 41);
+    journal.flush();
+    assert_eq!(journal.remove_segments_covered_by(firsts[1] - 1).expect("retention"), vec![segment_name(1)]);
+    journal.close();
+    config.snapshot_sequence = firsts[1] - 1;
+    let (_, report) = recover(&storage, &config).expect("reopen after the snapshot");
+    assert_eq!((report.first_sequence, report.last_sequence), (firsts[1], 41));
+}
+
+/// A [`MemStorage`] whose `remove` of one name fails once, as an unlink can (EACCES,
+/// EPERM on an immutable file, EIO).
+#[derive(Clone)]
+struct RemoveFailsOnce {
+    disk: MemStorage,
+    failing: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Storage for RemoveFailsOnce {
+    type Segment = tally_journal::sim::MemSegment;
+
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        self.disk.list()
+    }
+
+    fn create(&self, name: &str, bytes: usize) -> std::io::Result<Self::Segment> {
+        self.disk.create(name, bytes)
+    }
+
+    fn open(&self, name: &str, writable: bool) -> std::io::Result<Self::Segment> {
+        self.disk.open(name, writable)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        self.disk.rename(from, to)
+    }
+
+    fn remove(&self, name: &str) -> std::io::Result<()> {
+        let mut failing = self.failing.lock().expect("lock");
+        if failing.as_deref() == Some(name) {
+            *failing = None;
+            return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        }
+        self.disk.remove(name)
+    }
+
+    fn sync_dir(&self) -> std::io::Result<()> {
+        self.disk.sync_dir()
+    }
+
+    fn path_of(&self, name: &str) -> std::path::PathBuf {
+        self.disk.path_of(name)
+    }
+
+    fn boot_id(&self) -> [u8; 16] {
+        self.disk.boot_id()
+    }
+
+    fn available_bytes(&self) -> Option<u64> {
+        self.disk.available_bytes()
+    }
+}
+
+#[test]
+fn retention_after_a_partly_failed_removal_drops_what_went_and_goes_on_from_the_failure() {
+    let disk = MemStorage::new();
+    let mut config = mem_config(SMALL_SEGMENT_BYTES);
+    let storage = RemoveFailsOnce { disk: disk.clone(), failing: Default::default() };
+    let (mut journal, _) = tally_journal::Journal::open_on(storage.clone(), &config).expect("open");
+    for sequence in 1..=200 {
+        append_record(&mut journal, sequence);
+    }
+    journal.flush();
+    let firsts = journal.segment_first_sequences().to_vec();
+    assert!(firsts.len() >= 5, "{firsts:?}");
+    *storage.failing.lock().expect("lock") = Some(segment_name(firsts[1]));
+    let error = journal.remove_segments_covered_by(firsts[3] - 1).expect_err("the second removal fails");
+    assert!(matches!(&error, JournalError::Io { .. }), "{error}");
+    assert_eq!(journal.segment_first_sequences(), &firsts[1..], "the removed first segment left the list");
+    // The removal before the failure is durable: a power loss now does not bring it back.
+    let after_power_loss = disk.fork();
+    after_power_loss.crash();
+    assert!(!segment_names(&after_power_loss).contains(&segment_name(firsts[0])));
+    // A file already gone (here removed behind the journal's back) counts as removed.
+    disk.remove(&segment_name(firsts[2])).expect("remove");
+    let removed = journal.remove_segments_covered_by(firsts[3] - 1).expect("retention goes on");
+    assert_eq!(removed, vec![segment_name(firsts[1]), segment_name(firsts[2])]);
+    assert_eq!(journal.segment_first_sequences(), &firsts[3..]);
+    journal.close();
+    config.snapshot_sequence = firsts[3] - 1;
+    let (_, report) = recover(&disk, &config).expect("reopen after the snapshot");
+    assert_eq!((report.first_sequence, report.last_sequence), (firsts[3], 200));
+}
