@@ -48,6 +48,7 @@ pub mod config;
 mod connection;
 mod error;
 mod key;
+mod refusal;
 pub mod tls;
 
 use std::net::SocketAddr;
