@@ -152,6 +152,24 @@ impl Storage for FileStorage {
         self.dir.sync()
     }
 
+    fn sync_and_drop_cache(&self, name: &str) -> io::Result<()> {
+        // Read-only is enough for fdatasync and fadvise on Linux, and no mapping: the
+        // kernel does not drop pages that a mapping holds.
+        let file = File::open(self.dir.path_of(name))?;
+        file.sync_data()?;
+        // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open
+        // and owned by `file` for the duration of the call. Offset 0 and length 0 mean
+        // the whole file. DONTNEED drops the file's clean pages that nothing maps, those
+        // a failed writeback left clean included (after the sync above every page is
+        // clean), so the next mapping reads them from the disk.
+        let result = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if result != 0 {
+            // posix_fadvise returns the error number instead of setting errno.
+            return Err(io::Error::from_raw_os_error(result));
+        }
+        Ok(())
+    }
+
     fn path_of(&self, name: &str) -> PathBuf {
         self.dir.path_of(name)
     }
@@ -380,5 +398,55 @@ mod tests {
         let reopened = FileStorage::new(dir.path().join("written"), FlushMethod::Fdatasync).expect("storage");
         let segment = reopened.open("segment", false).expect("open");
         assert_eq!(segment.bytes()[..3], [1, 2, 3], "the bytes are in the file");
+    }
+
+    /// Pages of the file at `path` in the page cache, seen through a fresh mapping that
+    /// touches none of them.
+    fn cached_pages(path: &std::path::Path) -> usize {
+        let file = std::fs::File::open(path).expect("open");
+        // SAFETY: nothing changes the file while the test maps it; the bytes are not read.
+        let map = unsafe { memmap2::Mmap::map(&file) }.expect("map");
+        // SAFETY: sysconf only reads its argument.
+        let page_bytes = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).expect("page size");
+        let mut residency = vec![0u8; map.len().div_ceil(page_bytes)];
+        // SAFETY: the range is the whole mapping, and `residency` has one byte per page.
+        let result = unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, map.len(), residency.as_mut_ptr()) };
+        assert_eq!(result, 0, "mincore");
+        residency.iter().filter(|&&page| page & 1 != 0).count()
+    }
+
+    /// Whether `path` lies on a file system whose page cache is its storage (tmpfs,
+    /// ramfs), where there is no disk to drop the pages for.
+    fn memory_backed(path: &std::path::Path) -> bool {
+        let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+        let mut stats = std::mem::MaybeUninit::<libc::statfs>::uninit();
+        // SAFETY: `path` is NUL-terminated and outlives the call; `stats` is writable.
+        assert_eq!(unsafe { libc::statfs(path.as_ptr(), stats.as_mut_ptr()) }, 0, "statfs");
+        // SAFETY: statfs returned 0, so it filled the structure.
+        let kind = unsafe { stats.assume_init() }.f_type;
+        // RAMFS_MAGIC (libc lacks it).
+        [libc::TMPFS_MAGIC, 0x8584_58f6].contains(&kind)
+    }
+
+    /// Recovery's first step on the last segment: the pages a killed writer left dirty
+    /// reach the file, and the cache no longer holds them, so the scan reads the disk.
+    #[test]
+    fn sync_and_drop_cache_writes_a_killed_writers_pages_and_drops_them_from_the_cache() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = FileStorage::new(dir.path(), FlushMethod::Fdatasync).expect("storage");
+        let written: Vec<u8> = (0..256 << 10).map(|index| (index % 251) as u8 + 1).collect();
+        let mut segment = storage.create("segment", 1 << 20).expect("create");
+        segment.write(0, &written).expect("write");
+        drop(segment);
+        let path = storage.path_of("segment");
+        let before = cached_pages(&path);
+        assert!(before > 0, "the test's premise: the written pages are in the cache");
+        storage.sync_and_drop_cache("segment").expect("sync and drop");
+        let after = cached_pages(&path);
+        if !memory_backed(dir.path()) {
+            assert_eq!(after, 0, "{before} pages cached before, {after} after");
+        }
+        let segment = storage.open("segment", false).expect("open");
+        assert_eq!(segment.bytes()[..written.len()], written[..], "the unsynced writes reached the file");
     }
 }

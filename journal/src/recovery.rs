@@ -21,7 +21,7 @@ use crate::segment::{
 };
 use crate::spare::SPARE_TEMPORARY_NAME;
 use crate::storage::{SegmentFile, Storage};
-use crate::survey::JournalScan;
+use crate::survey::{JournalScan, list_segments};
 
 /// What recovery may do with a journal whose end is not clean.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -122,6 +122,7 @@ pub(crate) fn recover<S: Storage>(
     options: &RecoverOptions,
 ) -> Result<WithManifest<S::Segment>, JournalError> {
     let temporaries_removed = remove_temporaries(storage, options.hook)?;
+    read_last_segment_from_disk(storage, options.hook)?;
     let assessment = assess(storage, options.mode, options.snapshot_sequence, options.genesis_chain)?;
     let manifest_created = assessment.recorded.is_none() && !matches!(assessment.plan, Plan::Empty { .. });
     let mut early_manifest = None;
@@ -207,6 +208,31 @@ fn remove_temporaries<S: Storage>(storage: &S, hook: FlushFailureHook) -> Result
         sync_dir_or_stop(storage, hook);
     }
     Ok(temporaries)
+}
+
+/// Makes the last segment's written pages durable and drops them from the page cache
+/// before anything reads it, so the scan reads what is on the disk. After a failed sync
+/// the kernel keeps the pages it could not write readable in the cache but clean, so no
+/// later sync writes them: a restart on the same boot (the process aborted on the failure,
+/// the machine did not reboot) would find the records of the failed flush intact in the
+/// cache, record a durable mark over them and append after them, and a later eviction or
+/// power loss would leave a hole below acknowledged records
+/// (`tests/crash.rs::a_start_on_the_same_boot_after_a_failed_flush_reads_the_disk_not_the_cache`).
+/// The pages a killed writer left dirty are written by this sync, so the records it
+/// appended without a flush are kept as before. The last segment only: a roll-over
+/// flushes the records of the segment it leaves before the next one exists, and a sync
+/// that fails stops the writer there. (The sealed mark a roll-over writes last into the
+/// old segment may have failed to sync with the new segment in place; recovery reads the
+/// mark of the last segment only, and a cut rewrites an older one from what it finds.)
+/// A file that cannot be opened is an error the start reports (a permission, a missing
+/// device); a failure after that is a failed sync.
+fn read_last_segment_from_disk<S: Storage>(storage: &S, hook: FlushFailureHook) -> Result<(), JournalError> {
+    let Some(last) = list_segments(storage)?.pop() else { return Ok(()) };
+    drop(storage.open(&last.name, false).map_err(|error| JournalError::io(storage.path_of(&last.name), error))?);
+    if let Err(error) = storage.sync_and_drop_cache(&last.name) {
+        hook(&crate::segment::FlushFailure { path: storage.path_of(&last.name), error });
+    }
+    Ok(())
 }
 
 fn sync_dir_or_stop<S: Storage>(storage: &S, hook: FlushFailureHook) {

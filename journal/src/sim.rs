@@ -299,6 +299,20 @@ impl Storage for MemStorage {
         Ok(())
     }
 
+    /// A sync of `name` (which fails like any other, [`MemStorage::fail_next_sync`] and
+    /// [`MemStorage::fail_sync_after`]), then its cache image becomes its durable image:
+    /// sectors a failed sync left clean but not durable read as the disk holds them. The
+    /// views of handles already open keep what they saw, as a mapping keeps its pages.
+    fn sync_and_drop_cache(&self, name: &str) -> io::Result<()> {
+        let mut disk = self.disk();
+        let inode = *disk.names.get(name).ok_or_else(|| Self::file_error(name))?;
+        let boot = disk.boots;
+        sync_inode(&mut disk, inode, boot)?;
+        // After the sync nothing is dirty, so this only drops clean sectors.
+        disk.inodes[inode].lose_cache();
+        Ok(())
+    }
+
     fn path_of(&self, name: &str) -> PathBuf {
         PathBuf::from("mem").join(name)
     }

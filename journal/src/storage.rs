@@ -38,6 +38,13 @@ pub trait Storage: Send + Sync + 'static {
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Makes creations, renames and removals in the directory durable.
     fn sync_dir(&self) -> io::Result<()>;
+    /// Makes every written page of `name` durable (`fdatasync`), then drops its pages from
+    /// the page cache, so that the next reads of it return what is on the disk. Recovery
+    /// calls it on the last segment before scanning, with no handle on the file open: a
+    /// sync that failed before a restart on the same boot leaves its pages readable in the
+    /// cache but clean, so no later sync writes them, and a scan of the cache would
+    /// certify records that never reached the disk. An error is a failed sync.
+    fn sync_and_drop_cache(&self, name: &str) -> io::Result<()>;
     /// Where `name` lives, for error messages.
     fn path_of(&self, name: &str) -> PathBuf;
     /// An id of the current boot of the machine (zero: unknown). Equal ids before and

@@ -300,3 +300,95 @@ fn power_loss_during_the_start_after_a_kill_keeps_the_flushed_records_and_opens(
 fn power_loss_during_a_cut_after_a_kill_keeps_the_flushed_records_and_opens() {
     check_power_loss_at_every_sync_after_a_kill(tally_journal::RecoveryMode::TruncateAt(25));
 }
+
+/// 10 records flushed, then 11..=20 appended and their flush failed (EIO): the kernel
+/// marks the pages it could not write clean and keeps them readable in the cache, so
+/// a start on the same boot (the process aborted, the machine did not reboot) must read
+/// the disk: taking 11..=20 from the cache, it would record a durable mark over them, and
+/// an eviction or power loss later would leave a hole below acknowledged records.
+#[test]
+fn a_start_on_the_same_boot_after_a_failed_flush_reads_the_disk_not_the_cache() {
+    let storage = MemStorage::new();
+    let config = mem_config(1 << 16);
+    let chains = expected_chains(20);
+    let mut journal = write_records(&storage, &config, 10, 10);
+    for sequence in 11..=20 {
+        append_record(&mut journal, sequence);
+    }
+    storage.fail_next_sync();
+    HOOK_FIRED.with(|fired| fired.set(0));
+    let outcome = catch_unwind(AssertUnwindSafe(|| journal.flush()));
+    assert!(outcome.is_err(), "a failed flush must not return");
+    assert_eq!(HOOK_FIRED.with(|fired| fired.get()), 1);
+    // A kill, not a power loss: the page cache (with 11..=20 clean in it) survives.
+    drop(journal);
+    storage.heal();
+    let (mut journal, report) = recover(&storage, &config).expect("recover on the same boot");
+    assert_eq!(report.last_sequence, 10, "records of the failed flush never reached the disk: {report:?}");
+    assert_eq!(journal.last_chain(), chains[10]);
+    // New records on top are flushed (acknowledged); a power loss keeps every one.
+    for sequence in 11..=20 {
+        append_record(&mut journal, sequence);
+    }
+    journal.flush();
+    assert_eq!(journal.durable_sequence(), 20);
+    drop(journal);
+    storage.crash();
+    let (journal, report) = recover(&storage, &config).expect("no hole below the acknowledged records");
+    assert_eq!(report.last_sequence, 20);
+    assert_eq!(journal.last_chain(), chains[20]);
+    assert_eq!(assert_records_match_written(&storage, 1), 20);
+}
+
+/// A sync that fails in the start itself (the one that makes the last segment durable
+/// before it is read from the disk) stops the start like a failed flush, and the next
+/// start reads the disk: the records appended without a flush before the kill, left
+/// clean in the cache by the failure, are not kept.
+#[test]
+fn a_failed_sync_at_the_start_stops_it_and_the_next_start_reads_the_disk() {
+    let storage = MemStorage::new();
+    let config = mem_config(1 << 16);
+    let chains = expected_chains(20);
+    let mut journal = write_records(&storage, &config, 10, 10);
+    for sequence in 11..=20 {
+        append_record(&mut journal, sequence);
+    }
+    drop(journal);
+    storage.fail_next_sync();
+    HOOK_FIRED.with(|fired| fired.set(0));
+    let interrupted = catch_unwind(AssertUnwindSafe(|| drop(recover(&storage, &config))));
+    assert!(interrupted.is_err(), "a failed sync during the start must not return");
+    assert_eq!(HOOK_FIRED.with(|fired| fired.get()), 1);
+    storage.heal();
+    let (journal, report) = recover(&storage, &config).expect("recover on the same boot");
+    assert_eq!(report.last_sequence, 10, "{report:?}");
+    assert_eq!(journal.last_chain(), chains[10]);
+    drop(journal);
+    storage.crash();
+    let (_, report) = recover(&storage, &config).expect("recover after a power loss");
+    assert_eq!(report.last_sequence, 10);
+}
+
+/// A kill with no failed sync: the records appended without a flush are dirty in the
+/// cache, the start's sync writes them, and they are kept, durable (a power loss right
+/// after the start loses none).
+#[test]
+fn a_start_after_a_kill_keeps_the_unflushed_records_its_sync_makes_durable() {
+    let storage = MemStorage::new();
+    let config = mem_config(1 << 16);
+    let chains = expected_chains(20);
+    let mut journal = write_records(&storage, &config, 10, 10);
+    for sequence in 11..=20 {
+        append_record(&mut journal, sequence);
+    }
+    drop(journal);
+    let (journal, report) = recover(&storage, &config).expect("recover after a kill");
+    assert_eq!(report.last_sequence, 20, "{report:?}");
+    assert_eq!(journal.last_chain(), chains[20]);
+    drop(journal);
+    storage.crash();
+    let (journal, report) = recover(&storage, &config).expect("recover after a power loss");
+    assert_eq!(report.last_sequence, 20, "{report:?}");
+    assert_eq!(journal.last_chain(), chains[20]);
+    assert_eq!(assert_records_match_written(&storage, 1), 20);
+}

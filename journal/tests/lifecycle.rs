@@ -255,6 +255,10 @@ impl Storage for RemoveFailsOnce {
         self.disk.sync_dir()
     }
 
+    fn sync_and_drop_cache(&self, name: &str) -> std::io::Result<()> {
+        self.disk.sync_and_drop_cache(name)
+    }
+
     fn path_of(&self, name: &str) -> std::path::PathBuf {
         self.disk.path_of(name)
     }
