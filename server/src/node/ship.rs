@@ -141,6 +141,10 @@ pub struct StandbyAcks {
     /// Streams this primary runs to it now (a reconnecting standby's old stream may
     /// end after its new one began).
     streams: AtomicUsize,
+    /// Its subscriptions so far: only the latest stream's acknowledgements count, so an
+    /// old stream still draining cannot raise `acknowledged` above what a standby that
+    /// subscribed again (rebuilt, truncated) holds.
+    subscription: AtomicU64,
 }
 
 impl StandbyAcks {
@@ -156,16 +160,32 @@ impl StandbyAcks {
         self.streams.load(Ordering::Acquire) > 0
     }
 
-    fn acknowledged(&self, sequence: u64) {
+    fn acknowledged(&self, subscription: u64, sequence: u64) {
+        if self.subscription.load(Ordering::Acquire) != subscription {
+            return;
+        }
         self.acknowledged.fetch_max(sequence, Ordering::AcqRel);
         *self.last_ack.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
     }
 }
 
+/// One stream's handle on its standby's progress.
+pub struct StreamAcks {
+    acks: Arc<StandbyAcks>,
+    subscription: u64,
+}
+
+impl StreamAcks {
+    fn acknowledged(&self, sequence: u64) {
+        self.acks.acknowledged(self.subscription, sequence);
+    }
+}
+
 impl StandbyProgress {
-    /// A standby subscribed holding everything up to `holds`; `None` when too many are
+    /// A standby subscribed holding everything up to `holds` (which may be less than it
+    /// acknowledged before: a rebuilt or truncated standby); `None` when too many are
     /// tracked already.
-    fn subscribed(&self, node: &str, holds: u64) -> Option<Arc<StandbyAcks>> {
+    fn subscribed(&self, node: &str, holds: u64) -> Option<StreamAcks> {
         let mut standbys = self.standbys.lock().unwrap_or_else(PoisonError::into_inner);
         if !standbys.contains_key(node) && standbys.len() >= STANDBYS_TRACKED_MAX {
             return None;
@@ -175,11 +195,14 @@ impl StandbyProgress {
                 acknowledged: AtomicU64::new(0),
                 last_ack: Mutex::new(Instant::now()),
                 streams: AtomicUsize::new(0),
+                subscription: AtomicU64::new(0),
             })
         });
-        acks.acknowledged(holds);
+        let subscription = acks.subscription.fetch_add(1, Ordering::AcqRel) + 1;
+        acks.acknowledged.store(holds, Ordering::Release);
+        *acks.last_ack.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         acks.streams.fetch_add(1, Ordering::AcqRel);
-        Some(Arc::clone(acks))
+        Some(StreamAcks { acks: Arc::clone(acks), subscription })
     }
 
     /// Every standby tracked, by node address.
@@ -313,10 +336,16 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
     let acks = match peer.try_clone() {
         Ok(reader) => {
             let (shipping, closed, node) = (Arc::clone(shipping), Arc::clone(&closed), node.clone());
-            let (progress, shipped) = (progress.clone(), Arc::clone(&shipped));
+            let (progress, shipped) = (
+                progress.as_ref().map(|progress| StreamAcks {
+                    acks: Arc::clone(&progress.acks),
+                    subscription: progress.subscription,
+                }),
+                Arc::clone(&shipped),
+            );
             std::thread::Builder::new()
                 .name(format!("acks {node}"))
-                .spawn(move || read_acks(reader, &node, &shipping, (&closed, &shipped), progress.as_deref()))
+                .spawn(move || read_acks(reader, &node, &shipping, (&closed, &shipped), progress.as_ref()))
         }
         Err(error) => Err(error),
     };
@@ -336,7 +365,7 @@ pub fn serve_standby(mut peer: PeerStream, epoch: u32, node: String, position: L
     closed.store(true, Ordering::Release);
     let _ = acks.join();
     if let Some(progress) = progress {
-        progress.streams.fetch_sub(1, Ordering::AcqRel);
+        progress.acks.streams.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -549,7 +578,7 @@ fn read_acks(
     node: &str,
     shipping: &Shipping,
     (closed, shipped): (&AtomicBool, &AtomicU64),
-    progress: Option<&StandbyAcks>,
+    progress: Option<&StreamAcks>,
 ) {
     // The socket's receive timeout, shared with the streaming half (which never reads).
     if let Err(error) = peer.set_read_timeout(Some(ACK_SILENCE)) {
@@ -729,5 +758,22 @@ mod tests {
         let root = tempfile::tempdir().expect("temp dir");
         let position = LogPosition { last_epoch: 1, last_sequence: u64::MAX, last_chain: Default::default() };
         assert!(matches!(assess_position(root.path(), &position), Err(PositionError::Diverged(_))));
+    }
+
+    /// A standby that subscribes again holding less (rebuilt, truncated) shows what it
+    /// holds now, not the most it ever acknowledged; its old stream's late
+    /// acknowledgements no longer count.
+    #[test]
+    fn a_standby_that_subscribes_again_with_less_shows_what_it_holds_now() {
+        let progress = StandbyProgress::default();
+        let first = progress.subscribed("b", 100).expect("tracked");
+        first.acknowledged(150);
+        let second = progress.subscribed("b", 0).expect("tracked");
+        let acknowledged = || progress.each()[0].1.acknowledged.load(Ordering::Acquire);
+        assert_eq!(acknowledged(), 0, "the rebuilt standby holds nothing");
+        first.acknowledged(160);
+        assert_eq!(acknowledged(), 0, "the old stream's acknowledgement is ignored");
+        second.acknowledged(20);
+        assert_eq!(acknowledged(), 20);
     }
 }
