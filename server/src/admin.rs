@@ -1,11 +1,15 @@
 //! The admin listener (`--admin ADDR`, `--metrics` is the same flag): a small HTTP/1.0
-//! responder on its own thread, one request per connection, answered and closed.
+//! responder, one request per connection, answered and closed. Each connection is served
+//! on a short-lived thread of its own, at most [`CONNECTIONS_MAX`] at once: a client that
+//! connects and sends nothing holds only its own thread (for at most its deadlines), never
+//! a probe behind it. A connection beyond the cap is closed at once, unanswered.
 //!
 //! - `GET /metrics`: Prometheus text (see [`crate::metrics`]); 503 until recovery is done.
 //! - `GET /health`: 200 `ok` while the process runs (liveness: restart it when this fails).
 //! - `GET /ready`: 200 `ready` only when the node is recovered and serving its role (a
-//!   primary accepting writes; a standby hearing its primary and applying within a bound),
-//!   503 with a one-line reason otherwise (readiness: route clients only when this is 200).
+//!   primary accepting writes, with the `k` standbys `replicated:k` waits for connected; a
+//!   standby hearing its primary and applying within a bound), 503 with a one-line reason
+//!   otherwise (readiness: route clients only when this is 200).
 //!
 //! It binds before recovery starts, so a probe sees a live, not-ready node during a long
 //! replay instead of a refused connection. It reads only atomics and short-held locks, so
@@ -13,7 +17,7 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,6 +25,7 @@ use std::time::{Duration, Instant};
 use crate::metrics::MetricsSource;
 use crate::node::promote::{Promoter, Running};
 use crate::node::role::{Role, RoleKind};
+use crate::node::ship::Shipping;
 use crate::node::standby::Standby;
 
 /// A standby is ready while it heard from its primary this recently (a primary sends a
@@ -32,13 +37,21 @@ const STANDBY_APPLY_LAG_READY_MAX: u64 = 10_000;
 /// The longest request head read; a probe's is a few hundred bytes.
 const REQUEST_BYTES_MAX: usize = 8 << 10;
 /// How long a connection may take to send its request (with its TLS handshake), all of
-/// it: the one thread serves connections one after another, so a probe waits behind a
-/// slow client at most this long, plus [`RESPONSE_TIMEOUT`].
+/// it: a connection's thread ends at most this long, plus [`RESPONSE_TIMEOUT`], after it
+/// was accepted.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long, after that, a connection may take to read its answer.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the accept loop checks whether it should stop.
 const ACCEPT_POLL: Duration = Duration::from_millis(100);
+/// Connections served at once, each on its own thread. A probe is answered at once while
+/// fewer than this many clients hold the listener; past it a new connection is closed
+/// unanswered (answering it could itself block: a TLS handshake, a client that does not
+/// read), so until the held ones run out of time (at most [`REQUEST_TIMEOUT`] plus
+/// [`RESPONSE_TIMEOUT`]) a probe fails fast rather than hanging.
+pub const CONNECTIONS_MAX: usize = 16;
+/// At most one warning about refused connections this often.
+const REFUSED_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Whether the node serves its role now: `Err` holds the one-line reason it does not.
 pub type Readiness = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -77,11 +90,22 @@ impl AdminServer {
         let attached: Arc<RwLock<Option<Attached>>> = Arc::new(RwLock::new(None));
         let (stopping, source) = (Arc::clone(&stop), Arc::clone(&attached));
         let thread = std::thread::Builder::new().name("admin".into()).spawn(move || {
+            let serving = Arc::new(AtomicUsize::new(0));
+            let (mut refused, mut warned) = (0u64, None::<Instant>);
             while !stopping.load(Ordering::Acquire) {
                 match listener.accept() {
-                    Ok((stream, _)) => {
-                        if let Err(error) = accept(stream, tls.as_ref(), &source) {
-                            tracing::debug!(%error, "admin request failed");
+                    Ok((stream, peer)) => {
+                        if serve_apart(stream, tls.as_ref(), &source, &serving) {
+                            continue;
+                        }
+                        refused += 1;
+                        if warned.is_none_or(|at| at.elapsed() >= REFUSED_WARNING_INTERVAL) {
+                            tracing::warn!(
+                                %peer,
+                                refused,
+                                "admin listener: {CONNECTIONS_MAX} connections are being served; closed a new one unanswered"
+                            );
+                            (refused, warned) = (0, Some(Instant::now()));
                         }
                     }
                     Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
@@ -107,11 +131,49 @@ impl Drop for AdminServer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        // A connection's thread may outlive the listener by its deadlines: what it answers
+        // from (the node's parts, behind the readiness and metrics) goes now, not then.
+        *self.attached.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+/// Serves `stream` on a thread of its own, unless [`CONNECTIONS_MAX`] are served already
+/// (or no thread can be started): then it is closed at once. Whether it is served.
+fn serve_apart(
+    stream: TcpStream,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    attached: &Arc<RwLock<Option<Attached>>>,
+    serving: &Arc<AtomicUsize>,
+) -> bool {
+    if serving.fetch_add(1, Ordering::AcqRel) >= CONNECTIONS_MAX {
+        serving.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    }
+    let slot = Slot(Arc::clone(serving));
+    let (tls, attached) = (tls.cloned(), Arc::clone(attached));
+    let spawned = std::thread::Builder::new().name("admin-connection".into()).spawn(move || {
+        let _slot = slot;
+        if let Err(error) = accept(stream, tls.as_ref(), &attached) {
+            tracing::debug!(%error, "admin request failed");
+        }
+    });
+    // A thread that did not start dropped its slot (and the stream) with the closure.
+    spawned.is_ok()
+}
+
+/// One of the [`CONNECTIONS_MAX`] places, given back when its connection's thread ends,
+/// however it ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// A primary's readiness: it accepts writes (primary role, a running pipeline) and its
-/// journal has not halted.
+/// journal has not halted. For a node outside a replica set (whose policy waits for no
+/// standby: `replicated:k` needs `--cluster`); a member's is [`promoter_readiness`].
 pub fn primary_readiness(role: Arc<Role>) -> Readiness {
     Box::new(move || primary_ready(&role))
 }
@@ -138,10 +200,30 @@ pub fn promoter_readiness(promoter: Arc<Promoter>) -> Readiness {
         };
         match &*running {
             Running::Standby(standby) => standby_ready(standby, &promoter.role),
-            Running::Primary(_) => primary_ready(&promoter.role),
+            Running::Primary(node) => primary_ready(&promoter.role)
+                .and_then(|()| standbys_ready(node.shipping().as_deref(), promoter.node_config.durability.replicas())),
             Running::Neither => Err("neither primary nor standby (a role change failed)".into()),
         }
     })
+}
+
+/// Whether a primary whose policy waits for `replicas` standbys (`replicated:k`,
+/// `local+replicated:k`) has that many connected: with fewer it acknowledges no write, and
+/// every client's request waits until one more follows. Counted by node (a standby that
+/// reconnects may have two streams for a moment), among those its shipping tracks.
+fn standbys_ready(shipping: Option<&Shipping>, replicas: u8) -> Result<(), String> {
+    if replicas == 0 {
+        return Ok(());
+    }
+    let connected =
+        shipping.map_or(0, |shipping| shipping.standbys.each().iter().filter(|(_, acks)| acks.connected()).count());
+    if connected < usize::from(replicas) {
+        return Err(format!(
+            "waiting for standbys: {connected} of the {replicas} the durability policy waits for are connected, \
+             so no write can be acknowledged"
+        ));
+    }
+    Ok(())
 }
 
 fn standby_ready(standby: &Standby, role: &Role) -> Result<(), String> {
@@ -150,6 +232,9 @@ fn standby_ready(standby: &Standby, role: &Role) -> Result<(), String> {
     }
     if role.recovering() {
         return Err("recovering: not yet caught up with a primary, so it promises nothing".into());
+    }
+    if !standby.heard_a_primary() {
+        return Err("standby has not heard from a primary yet".into());
     }
     let silence = standby.silence();
     if silence > STANDBY_SILENCE_READY_MAX {

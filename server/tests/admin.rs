@@ -1,6 +1,7 @@
 //! The admin listener (`--admin`): `/health` answers while the process runs, `/ready` only
-//! while the node serves its role (a primary accepting writes, a standby hearing its
-//! primary), with a one-line reason otherwise; `--metrics` is the same flag.
+//! while the node serves its role (a primary accepting writes, with the standbys its
+//! policy waits for; a standby hearing its primary), with a one-line reason otherwise;
+//! `--metrics` is the same flag.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
-use common::{ServerProcess, TempDir, free_address};
+use common::{ServerProcess, TempDir, account, client, free_address};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -57,9 +58,9 @@ fn a_primary_is_live_and_ready_and_a_bare_port_binds_loopback() {
     assert!(server.terminate(), "the node stops cleanly");
 }
 
-/// The listener answers one connection at a time: a client that sends its request a byte
-/// a second (each byte well within a timeout per read) must not keep a liveness probe
-/// waiting, or an orchestrator would restart a healthy node.
+/// A client that sends its request a byte a second (each byte well within a timeout per
+/// read) must not keep a liveness probe waiting, or an orchestrator would restart a
+/// healthy node.
 #[test]
 fn a_slow_client_does_not_hold_the_admin_listener() {
     let dir = TempDir::new("admin-slow-client");
@@ -84,6 +85,127 @@ fn a_slow_client_does_not_hold_the_admin_listener() {
     assert_eq!(health, ("HTTP/1.0 200 OK".into(), "ok\n".into()));
     slow.join().expect("the slow client ends");
     assert!(server.terminate(), "the node stops cleanly");
+}
+
+/// Clients that connect and send nothing (a port scanner, a balancer's half-open check, a
+/// stalled TLS handshake) each hold the listener until their 2 s deadline; served one
+/// after another, four of them kept a probe waiting about 8 s, past an orchestrator's
+/// probe timeout (1 s by default in Kubernetes). Each is served apart now.
+#[test]
+fn idle_connections_do_not_delay_a_probe() {
+    let dir = TempDir::new("admin-idle-connections");
+    let admin = free_address();
+    let admin_arg = admin.to_string();
+    let server = ServerProcess::start(&dir.path().join("node"), free_address(), &["--admin", &admin_arg]);
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(admin).expect("the admin listener accepts")).collect();
+    // Long enough for the listener to take all four (it polls every 100 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    let (answers, answered) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = answers.send(get(admin, "/health"));
+    });
+    let health = answered.recv_timeout(Duration::from_secs(1)).expect("/health answers within 1 s");
+    assert_eq!(health, ("HTTP/1.0 200 OK".into(), "ok\n".into()));
+    drop(idle);
+    assert!(server.terminate(), "the node stops cleanly");
+}
+
+/// At most `CONNECTIONS_MAX` (16) connections are served at once; the next is closed at
+/// once, unanswered, rather than queued behind them or given a thread of its own.
+#[test]
+fn a_connection_beyond_the_cap_is_closed_unanswered() {
+    let dir = TempDir::new("admin-connection-cap");
+    let admin = free_address();
+    let admin_arg = admin.to_string();
+    let server = ServerProcess::start(&dir.path().join("node"), free_address(), &["--admin", &admin_arg]);
+    let idle: Vec<TcpStream> =
+        (0..16).map(|_| TcpStream::connect(admin).expect("the admin listener accepts")).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A whole request: served, it would be answered (at once).
+    let mut beyond = TcpStream::connect(admin).expect("the kernel accepts");
+    beyond.set_read_timeout(Some(Duration::from_secs(10))).expect("a read timeout");
+    let _ = beyond.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+    let mut response = Vec::new();
+    match beyond.read_to_end(&mut response) {
+        Ok(_) => assert!(response.is_empty(), "answered: {}", String::from_utf8_lossy(&response)),
+        // Closed with the request unread.
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}"),
+    }
+    drop(idle);
+    // Once the held ones are gone (closed by their clients, or out of time), probes are
+    // answered again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = TcpStream::connect(admin).expect("the admin listener accepts");
+        stream.write_all(b"GET /health HTTP/1.0\r\n\r\n").expect("send the request");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        if response.starts_with("HTTP/1.0 200 OK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/health never answered again: {response:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(server.terminate(), "the node stops cleanly");
+}
+
+/// A primary under `replicated:1` acknowledges no write until a standby follows it: it is
+/// not ready, and says why, until then, and again once its standby is gone.
+#[test]
+fn a_primary_waiting_for_standbys_is_not_ready_until_enough_follow() {
+    let mut cluster = TestCluster::new("admin-replicated", 2, "replicated:1");
+    let primary_admin = free_address();
+    let primary_arg = primary_admin.to_string();
+    cluster.start_primary(0, &["--admin", &primary_arg]);
+    let (line, body) = get(primary_admin, "/ready");
+    assert_eq!(line, "HTTP/1.0 503 Service Unavailable", "{body}");
+    assert!(body.starts_with("not ready: waiting for standbys: 0 of the 1"), "{body:?}");
+    assert!(body.ends_with('\n') && body.lines().count() == 1, "{body:?}");
+
+    cluster.start_standby(1, &[0], &[]);
+    ready_becomes(primary_admin, "HTTP/1.0 200");
+
+    cluster.kill(1);
+    let body = ready_becomes(primary_admin, "HTTP/1.0 503");
+    assert!(body.starts_with("not ready: waiting for standbys: 0 of the 1"), "{body:?}");
+}
+
+/// A standby that opens with no primary to hear (here: restarted while its primary is
+/// down) is not ready until it hears one, not for its first 2 s as if it just had.
+#[test]
+fn a_standby_that_has_not_heard_a_primary_yet_is_not_ready() {
+    let mut cluster = TestCluster::new("admin-unheard", 2, "local");
+    let standby_admin = free_address();
+    let standby_arg = standby_admin.to_string();
+    cluster.start_primary(0, &[]);
+    cluster.start_standby(1, &[0], &["--admin", &standby_arg]);
+    // A record, so that the restarted standby's log is not empty (which would mark it
+    // recovering, and not ready for that reason first).
+    client(&[cluster.addresses[0]], Duration::from_secs(10)).create_accounts(&[account(1)]).expect("created");
+    cluster.wait_converged(&[0, 1], READY_TIMEOUT);
+    ready_becomes(standby_admin, "HTTP/1.0 200");
+    cluster.kill(0);
+    assert!(cluster.terminate(1), "the standby stops cleanly");
+
+    cluster.start_standby(1, &[0], &["--admin", &standby_arg]);
+    // Past start-up (the log it appends to says "listening on" from its first run already,
+    // so it may still be opening): `/ready` says a bare "recovering" until then.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while get(standby_admin, "/ready").1 == "not ready: recovering\n" {
+        assert!(Instant::now() < deadline, "the standby never opened: {}", cluster.log(1));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // From its first answer after it opened, and for longer than the 2 s of silence a
+    // standby that heard its primary is allowed.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let (line, body) = get(standby_admin, "/ready");
+        assert!(line.starts_with("HTTP/1.0 503"), "{line} {body}");
+        assert!(body.starts_with("not ready: standby has not heard from a primary"), "{body:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, body) = get(standby_admin, "/ready");
+    assert_eq!(body, "not ready: standby has not heard from a primary yet\n");
 }
 
 #[test]

@@ -145,6 +145,10 @@ enum Work {
     },
 }
 
+/// `Standby::heard_ms` before the first message from a primary (a time since start would
+/// read as "heard at start": ready before anything was heard).
+const NEVER_HEARD: u64 = u64::MAX;
+
 pub struct Standby {
     checkpoints: Option<Checkpointing>,
     stop: Arc<AtomicBool>,
@@ -155,7 +159,8 @@ pub struct Standby {
     apply: Option<JoinHandle<Ledger>>,
     status: StatusSource,
     stats: Arc<PipelineStats>,
-    /// Milliseconds since `started` when a message last came from a primary.
+    /// Milliseconds since `started` when a message last came from a primary;
+    /// [`NEVER_HEARD`] until the first.
     heard_ms: Arc<AtomicU64>,
     started: Instant,
     marks: DerivedMarks,
@@ -252,7 +257,7 @@ impl Standby {
             .spawn(move || apply_loop(ledger, stores, applied_from, &queued, &apply_stats, taker.as_ref()))
             .map_err(|source| NodeError::Io { path: dirs.root.clone(), source })?;
         let started = Instant::now();
-        let heard_ms = Arc::new(AtomicU64::new(0));
+        let heard_ms = Arc::new(AtomicU64::new(NEVER_HEARD));
         let reopen = Arc::new(AtomicU8::new(REOPEN_NONE));
         let (go, gone) = crossbeam::channel::bounded(1);
         let following = Following {
@@ -328,8 +333,16 @@ impl Standby {
 
     /// How long since a primary was last heard from (since start if never).
     pub fn silence(&self) -> Duration {
-        let heard = Duration::from_millis(self.heard_ms.load(Ordering::Acquire));
-        self.started.elapsed().saturating_sub(heard)
+        let heard = match self.heard_ms.load(Ordering::Acquire) {
+            NEVER_HEARD => 0,
+            heard => heard,
+        };
+        self.started.elapsed().saturating_sub(Duration::from_millis(heard))
+    }
+
+    /// Whether this standby has heard from a primary since it opened.
+    pub fn heard_a_primary(&self) -> bool {
+        self.heard_ms.load(Ordering::Acquire) != NEVER_HEARD
     }
 
     /// Stops following, applies what was received, closes the journal, writes a
@@ -658,7 +671,7 @@ impl Following {
                 Err(error) => return Err(error.into()),
             };
             last_message = Instant::now();
-            let heard = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let heard = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX).min(NEVER_HEARD - 1);
             self.heard_ms.store(heard, Ordering::Release);
             self.config.last_heard.heard();
             if let Some(journal) = self.journal.as_mut() {
