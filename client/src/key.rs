@@ -33,27 +33,50 @@ impl ClientKey {
     /// The first key line of a file (blank lines and `#` comments skipped).
     pub fn from_file(path: &Path) -> Result<ClientKey, String> {
         let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-        let line = text
+        let (number, line) = text
             .lines()
             .map(str::trim)
-            .find(|line| !line.is_empty() && !line.starts_with('#'))
+            .enumerate()
+            .find(|(_, line)| !line.is_empty() && !line.starts_with('#'))
             .ok_or_else(|| format!("{} holds no key line", path.display()))?;
-        ClientKey::parse(line).map(|(key, _)| key).map_err(|error| format!("{}: {error}", path.display()))
+        ClientKey::parse(line)
+            .map(|(key, _)| key)
+            .map_err(|error| format!("{}: line {}: {error}", path.display(), number + 1))
     }
 
     /// Parses `CLIENT_ID KEY_ID SECRET [OPTIONS…]`; returns the key and the options.
+    ///
+    /// An error never repeats a field's text: a line with a column missing or misplaced
+    /// may carry the secret in any field, and these messages reach stderr and the logs.
+    /// It names the field by position and says what was expected and how long it was.
     pub fn parse(line: &str) -> Result<(ClientKey, Vec<&str>), String> {
         let mut fields = line.split_whitespace();
         let (Some(client_id), Some(key_id), Some(secret)) = (fields.next(), fields.next(), fields.next()) else {
-            return Err("a key line is CLIENT_ID KEY_ID SECRET [OPTIONS]".to_owned());
+            let count = line.split_whitespace().count();
+            let plural = if count == 1 { "" } else { "s" };
+            return Err(format!("a key line is CLIENT_ID KEY_ID SECRET [OPTIONS]; this one has {count} field{plural}"));
         };
-        let client_id = parse_u128(client_id).ok_or_else(|| format!("bad client id {client_id:?}"))?;
+        let client_id = parse_u128(client_id).ok_or_else(|| {
+            format!("field 1 (client id) is not a number below 2^128, decimal or 0x hex ({})", characters(client_id))
+        })?;
         if client_id == 0 {
-            return Err("client id 0 is not allowed".to_owned());
+            return Err("field 1 (client id) is 0, which is not allowed".to_owned());
         }
-        let key_id = key_id.parse::<u64>().map_err(|_| format!("bad key id {key_id:?}"))?;
-        let secret = parse_secret(secret).ok_or_else(|| format!("a secret is {} hex digits", SECRET_BYTES * 2))?;
+        let key_id = key_id
+            .parse::<u64>()
+            .map_err(|_| format!("field 2 (key id) is not a decimal number below 2^64 ({})", characters(key_id)))?;
+        let secret = parse_secret(secret).ok_or_else(|| {
+            format!("field 3 (secret) is not {} hex digits ({})", SECRET_BYTES * 2, characters(secret))
+        })?;
         Ok((ClientKey { client_id, key_id, secret }, fields.collect()))
+    }
+}
+
+/// How a bad field is described instead of being repeated: its length.
+fn characters(field: &str) -> String {
+    match field.chars().count() {
+        1 => "1 character".to_owned(),
+        count => format!("{count} characters"),
     }
 }
 
@@ -91,5 +114,51 @@ mod tests {
         assert!(ClientKey::parse("42 7 0011").is_err());
         assert!(ClientKey::parse(&format!("42 7 {}zz", &secret[..62])).is_err());
         assert!(!format!("{key:?}").contains("0011"));
+    }
+
+    const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    fn refusal(line: &str) -> String {
+        ClientKey::parse(line).expect_err("the line is refused")
+    }
+
+    #[test]
+    fn a_secret_in_the_client_id_column_is_not_repeated() {
+        let error = refusal(&format!("{SECRET} 1 {SECRET}"));
+        assert!(!error.contains(SECRET) && !error.contains("00112233"), "{error}");
+        assert!(error.contains("field 1 (client id)") && error.contains("64 characters"), "{error}");
+    }
+
+    #[test]
+    fn a_secret_in_the_key_id_column_is_not_repeated() {
+        // The key id column left out: the secret stands where the key id belongs.
+        let error = refusal(&format!("0x2a {SECRET} read-only"));
+        assert!(!error.contains(SECRET) && !error.contains("00112233"), "{error}");
+        assert!(error.contains("field 2 (key id)") && error.contains("64 characters"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_secret_is_not_repeated() {
+        let almost = format!("{}zz", &SECRET[..62]);
+        let error = refusal(&format!("42 7 {almost}"));
+        assert!(!error.contains(&almost) && !error.contains("00112233"), "{error}");
+        assert!(error.contains("field 3 (secret)") && error.contains("64 hex digits"), "{error}");
+    }
+
+    #[test]
+    fn a_short_line_says_how_many_fields_it_has() {
+        let error = refusal(SECRET);
+        assert!(!error.contains("00112233"), "{error}");
+        assert!(error.contains("has 1 field"), "{error}");
+    }
+
+    #[test]
+    fn a_key_file_error_names_the_line_without_the_secret() {
+        let path = std::env::temp_dir().join(format!("tally-key-test-{}", std::process::id()));
+        std::fs::write(&path, format!("# a comment\n\n7 {SECRET} x\n")).expect("the key file is written");
+        let error = ClientKey::from_file(&path).expect_err("the file is refused");
+        let _ = std::fs::remove_file(&path);
+        assert!(!error.contains(SECRET) && !error.contains("00112233"), "{error}");
+        assert!(error.contains(": line 3: field 2 (key id)"), "{error}");
     }
 }

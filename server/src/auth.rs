@@ -132,8 +132,9 @@ impl KeySet {
             let at = |error: String| format!("line {}: {error}", index + 1);
             let (key, options) = ClientKey::parse(line).map_err(at)?;
             let mut entry = KeyEntry { secret: key.secret, scope: Scope::full(), expires: None };
-            for option in options {
-                parse_option(option, &mut entry).map_err(at)?;
+            // Options follow CLIENT_ID KEY_ID SECRET: the first is field 4.
+            for (field, option) in (4..).zip(options) {
+                parse_option(field, option, &mut entry).map_err(at)?;
             }
             if entries.len() >= KEYS_MAX {
                 return Err(at(format!("more than {KEYS_MAX} keys")));
@@ -180,19 +181,40 @@ impl KeySet {
     }
 }
 
-fn parse_option(option: &str, entry: &mut KeyEntry) -> Result<(), String> {
+/// One option, field `field` of its line. An error never repeats the field's text (a
+/// second secret pasted onto a rotation line lands here, and the message reaches stderr
+/// and the log on every reload): it says which field, what was expected, and its length.
+fn parse_option(field: usize, option: &str, entry: &mut KeyEntry) -> Result<(), String> {
     if option == "read-only" {
         entry.scope.read_only = true;
     } else if let Some(list) = option.strip_prefix("ledgers=") {
         let ledgers: Result<Vec<u32>, _> = list.split(',').map(str::parse::<u32>).collect();
-        let ledgers = ledgers.map_err(|_| format!("bad ledger list {list:?}"))?;
+        let ledgers = ledgers.map_err(|_| {
+            format!(
+                "field {field} (option ledgers=) is not a comma-separated list of ledger numbers ({} after `ledgers=`)",
+                characters(list)
+            )
+        })?;
         entry.scope.ledgers = Some(ledgers);
     } else if let Some(seconds) = option.strip_prefix("expires=") {
-        entry.expires = Some(seconds.parse().map_err(|_| format!("bad expiry {seconds:?} (unix seconds)"))?);
+        entry.expires = Some(seconds.parse().map_err(|_| {
+            format!("field {field} (option expires=) is not unix seconds ({} after `expires=`)", characters(seconds))
+        })?);
     } else {
-        return Err(format!("unknown option {option:?} (read-only, ledgers=…, expires=…)"));
+        return Err(format!(
+            "field {field} is not an option: read-only, ledgers=…, expires=… ({})",
+            characters(option)
+        ));
     }
     Ok(())
+}
+
+/// How a bad field is described instead of being repeated: its length.
+fn characters(field: &str) -> String {
+    match field.chars().count() {
+        1 => "1 character".to_owned(),
+        count => format!("{count} characters"),
+    }
 }
 
 /// The node's keys: the file they came from and its last good reading.
@@ -297,6 +319,38 @@ mod tests {
         }
         let error = KeySet::parse(&format!("\n42 1 {SECRET} oops\n")).err().expect("refused");
         assert!(error.starts_with("line 2"), "{error}");
+    }
+
+    const OTHER_SECRET: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+
+    fn refusal(text: &str) -> String {
+        KeySet::parse(text).err().expect("the keys file is refused")
+    }
+
+    #[test]
+    fn a_second_secret_pasted_as_an_option_is_not_repeated() {
+        // A rotation line with the old secret left after the new one.
+        let error = refusal(&format!("42 1 {SECRET}\n42 2 {OTHER_SECRET} {SECRET}\n"));
+        assert!(!error.contains(SECRET) && !error.contains("00112233"), "{error}");
+        assert!(error.starts_with("line 2: field 4 is not an option"), "{error}");
+        assert!(error.contains("64 characters"), "{error}");
+    }
+
+    #[test]
+    fn a_secret_in_the_key_id_column_is_not_repeated_with_the_line() {
+        let error = refusal(&format!("# keys\n0x2a {SECRET} read-only\n"));
+        assert!(!error.contains(SECRET) && !error.contains("00112233"), "{error}");
+        assert!(error.starts_with("line 2: field 2 (key id)"), "{error}");
+    }
+
+    #[test]
+    fn bad_ledger_lists_and_expiries_are_not_repeated() {
+        let error = refusal(&format!("42 1 {SECRET} read-only ledgers={OTHER_SECRET}\n"));
+        assert!(!error.contains(OTHER_SECRET) && !error.contains("ffeedd"), "{error}");
+        assert!(error.starts_with("line 1: field 5 (option ledgers=)") && error.contains("64 characters"), "{error}");
+        let error = refusal(&format!("42 1 {SECRET} expires={OTHER_SECRET}\n"));
+        assert!(!error.contains(OTHER_SECRET) && !error.contains("ffeedd"), "{error}");
+        assert!(error.starts_with("line 1: field 4 (option expires=) is not unix seconds"), "{error}");
     }
 
     #[test]

@@ -583,6 +583,9 @@ fn open_node(config: &NodeConfig) -> Result<Node, CliError> {
 }
 
 fn serve(args: &ServeArgs) -> Result<(), CliError> {
+    // First: a SIGHUP (keys rotated) during a long recovery would otherwise end the node.
+    // It is held until the node serves; the gateway's first turn then reloads the keys.
+    signals::hold_reload()?;
     let (gateway_config, tls) = args.gateway.gateway(args.listen)?;
     // Bound before recovery, so that a taken port fails at once rather than after a replay.
     let listener = TcpListener::bind(args.listen)
@@ -610,7 +613,6 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         node.peers().role.set_primary(Some(address));
     }
     signals::install()?;
-    signals::install_reload()?;
     let auth = auth_summary(&gateway_config);
     let status = std::sync::Arc::new(std::sync::RwLock::new(node.status()));
     let metrics = MetricsSource::of(&node, status.clone());
@@ -628,6 +630,8 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
             admin.attach(Attached { metrics, readiness: admin::primary_readiness(node.peers().role) });
         }
         let frontend = gateway::Frontend { status, peers: node.peers() };
+        // A SIGHUP held during recovery is delivered now; the gateway's first turn reloads.
+        signals::release_reload()?;
         gateway::serve_with(&listener, &frontend, gateway_config, signals::stop_requested)?;
         drop(admin);
         // Where requests spent their time, stage by stage; `tally-load` reads these lines.
@@ -646,6 +650,7 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         admin.attach(Attached { metrics, readiness: admin::promoter_readiness(promoter.clone()) });
     }
     let frontend = gateway::Frontend { status, peers: promoter.peers() };
+    signals::release_reload()?;
     gateway::serve_with(&listener, &frontend, gateway_config, signals::stop_requested)?;
     drop(admin);
     tracing::info!("stopping");

@@ -2,6 +2,8 @@
 //! key, an old client, a replayed handshake, an expired key, a rotated key (SIGHUP), a
 //! read-only key transferring and a ledger-limited key outside its ledger each get the
 //! right error and apply nothing, while an authenticated client is served throughout.
+//! A SIGHUP that reaches `tally serve` or `tally standby` while it is still recovering
+//! leaves it alive, and its keys are reloaded once it serves.
 
 mod common;
 
@@ -361,4 +363,133 @@ fn a_request_sent_in_the_same_write_as_the_proof_is_answered() {
         matches!(answer.as_slice(), [Message::AuthGrant { .. }, Message::StatusReply { request_id: 3, .. }]),
         "{answer:?}"
     );
+}
+
+/// A replica-set peer that never answers: the kernel completes each connection from the
+/// listener's backlog, and the node then waits out its handshake deadline (5 s) in the
+/// middle of its start-up, before it serves. A recovery that takes a while, made
+/// deterministic: the test knows the node is in it once a connection arrives.
+struct SilentPeer {
+    listener: std::net::TcpListener,
+    /// Held open, so that the node's handshake stalls rather than failing at once.
+    held: Vec<TcpStream>,
+}
+
+impl SilentPeer {
+    fn new() -> SilentPeer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
+        listener.set_nonblocking(true).expect("non-blocking");
+        SilentPeer { listener, held: Vec::new() }
+    }
+
+    fn address(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Waits for the node's first connection; panics if the node exits first.
+    fn wait_for_a_connection(&mut self, node: &mut std::process::Child, log: &Path) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((stream, _)) = self.listener.accept() {
+                self.held.push(stream);
+                return;
+            }
+            if let Ok(Some(status)) = node.try_wait() {
+                panic!("the node exited with {status} before it asked its peer:\n{}", read_log(log));
+            }
+            assert!(std::time::Instant::now() < deadline, "the node never asked its peer:\n{}", read_log(log));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn read_log(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Starts `tally COMMAND` in a replica set whose other member is `peer` and does not
+/// answer; sends SIGHUP while the node waits for that peer during its start-up (before the
+/// rotated keys file is read), then checks that the node lives on and reloads the keys
+/// once it serves.
+fn sighup_during_recovery_is_survived(command: &str, peer_flag: &str) {
+    let dir = TempDir::new(&format!("auth-hup-{command}"));
+    let keys_path = dir.path().join("keys");
+    std::fs::write(&keys_path, format!("42 1 {SECRET_A}\n")).expect("write the keys file");
+    let secret = dir.path().join("cluster-secret");
+    std::fs::write(&secret, "the secret of the SIGHUP test replica set").expect("write the cluster secret");
+    let log = dir.path().join("node.log");
+    let mut peer = SilentPeer::new();
+    let address = free_address();
+    let peer_list =
+        if peer_flag == "--cluster" { format!("{address},{}", peer.address()) } else { peer.address().to_string() };
+    let child = Command::new(TALLY)
+        .arg(command)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("--listen")
+        .arg(address.to_string())
+        .args(["--durability", "local", "--keys"])
+        .arg(&keys_path)
+        .arg("--cluster-secret-file")
+        .arg(&secret)
+        .args([peer_flag, &peer_list])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("the log file"))
+        .spawn()
+        .expect("tally starts");
+    let mut node = KilledOnDrop(child);
+    let child = &mut node.0;
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    peer.wait_for_a_connection(child, &log);
+    let asked = std::time::Instant::now();
+    assert!(!read_log(&log).contains("listening on"), "the node serves already:\n{}", read_log(&log));
+    // Keys rotated by config management, which then sends SIGHUP to every node.
+    std::fs::write(&keys_path, format!("42 3 {SECRET_C}\n")).expect("rewrite the keys");
+    // SAFETY: kill only sends a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0, "SIGHUP is sent");
+    std::thread::sleep(Duration::from_millis(300));
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("SIGHUP during recovery ended the node ({status}):\n{}", read_log(&log));
+    }
+    // The reload waited for the gateway, which carries it out on its first turn.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !read_log(&log).contains("keys reloaded: 1 keys") {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the node exited with {status}:\n{}", read_log(&log));
+        }
+        assert!(std::time::Instant::now() < deadline, "no reload once serving:\n{}", read_log(&log));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = read_log(&log);
+    let listening = text.find("listening on").expect("the node serves");
+    assert!(text.find("keys reloaded").is_some_and(|reloaded| reloaded > listening), "{text}");
+    // Nor did the SIGHUP cut short what the recovery was waiting on: the question to the
+    // silent peer ran to its 5 s deadline (an interrupted read would have ended it at once,
+    // and the node would have gone on as if the peer had not answered).
+    assert!(!text.contains("Interrupted"), "{text}");
+    assert!(asked.elapsed() >= Duration::from_secs(3), "served {:?} after asking:\n{text}", asked.elapsed());
+    assert_eq!(child.try_wait().expect("the child can be waited for"), None, "the node lives on");
+}
+
+/// A child process killed (SIGKILL) and reaped when the test ends, passed or failed.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_sighup_while_a_primary_recovers_does_not_kill_it_and_reloads_once_it_serves() {
+    // A fresh `tally serve` in a replica set asks its peers' epochs before it opens.
+    sighup_during_recovery_is_survived("serve", "--cluster");
+}
+
+#[test]
+fn a_sighup_while_a_standby_opens_does_not_kill_it_and_reloads_once_it_serves() {
+    // A fresh standby asks its primary for the stream (a checkpoint?) while it opens.
+    sighup_during_recovery_is_survived("standby", "--primary");
 }

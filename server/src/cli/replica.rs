@@ -148,6 +148,9 @@ pub struct StandbyArgs {
 }
 
 pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
+    // First, as in `serve`: a SIGHUP while the standby opens (journal checks, a checkpoint
+    // fetch) is held until it serves; the gateway's first turn then reloads the keys.
+    signals::hold_reload()?;
     // Without --cluster this standby follows but owns no epochs: never promoted.
     if args.cluster.cluster.is_empty() && args.auto_promote_after_ms.is_some() {
         return Err(CliError::Usage(format!("--auto-promote-after-ms needs --cluster: {NOT_PROMOTABLE}")));
@@ -217,7 +220,6 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
         admin.attach(crate::admin::Attached { metrics, readiness: crate::admin::promoter_readiness(promoter.clone()) });
     }
     signals::install()?;
-    signals::install_reload()?;
     if let Some(after_ms) = args.auto_promote_after_ms {
         promoter.watch(Duration::from_millis(after_ms), signals::stop_requested);
     }
@@ -233,6 +235,8 @@ pub fn standby(args: &StandbyArgs) -> Result<(), CliError> {
     );
     let peers = PeerService { key: Some(replication.key), role, shipping, log, promoter: Some(promoter.clone()) };
     let frontend = Frontend { status, peers };
+    // A SIGHUP held while the standby opened is delivered now; the gateway's first turn reloads.
+    signals::release_reload()?;
     gateway::serve_with(&listener, &frontend, gateway_config, signals::stop_requested)?;
     drop(admin);
     tracing::info!("stopping");

@@ -64,7 +64,8 @@ pub struct RoundReport {
     pub in_doubt: u64,
     /// Transfers answered with a code other than `created` or `exists`.
     pub rejected: u64,
-    /// Acknowledged transfers (of every round so far) missing on the new primary.
+    /// Acknowledged transfers (of every round so far) missing on the new primary; 0 if the
+    /// lookup did not get that far. Set even when a later step of the checks failed.
     pub lost: u64,
     pub lost_ids_sample: Vec<String>,
     /// Whether the policy allows losses on failover (`none`, `local`).
@@ -85,7 +86,13 @@ pub struct RoundReport {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Summary {
     pub acknowledged: u64,
+    /// The most acknowledged transfers any round found missing. Each round counts the
+    /// acknowledged transfers of every round so far and a lost transfer is not sent again,
+    /// so this is the drill's loss; the maximum over all rounds (not the last round's
+    /// figure) so that a later round whose checks failed part way, or did not run, cannot
+    /// hide an earlier round's loss.
     pub lost: u64,
+    /// The most transfers any round found applied more than once (cumulative, as `lost`).
     pub applied_twice: u64,
     pub rto_ms_min: Option<f64>,
     pub rto_ms_median: Option<f64>,
@@ -116,12 +123,12 @@ impl DrillReport {
     pub fn conclude(&mut self) {
         let mut rtos: Vec<f64> = self.rounds.iter().filter_map(|round| round.rto_ms).collect();
         rtos.sort_by(f64::total_cmp);
-        // Each round's checks cover every round before it: the last checked round has the totals.
-        let last_checked = self.rounds.iter().rev().find(|round| round.checked);
+        // Each round's checks cover every round before it, and a round that did not measure
+        // holds 0: the maximum is the drill's total, whichever round failed afterwards.
         self.summary = Summary {
             acknowledged: self.rounds.iter().map(|round| round.acknowledged).sum(),
-            lost: last_checked.map_or(0, |round| round.lost),
-            applied_twice: last_checked.map_or(0, |round| round.applied_twice),
+            lost: self.rounds.iter().map(|round| round.lost).max().unwrap_or(0),
+            applied_twice: self.rounds.iter().map(|round| round.applied_twice).max().unwrap_or(0),
             rto_ms_min: rtos.first().copied(),
             rto_ms_median: rtos.get(rtos.len() / 2).copied(),
             rto_ms_max: rtos.last().copied(),
@@ -306,5 +313,39 @@ mod tests {
         short.conclude();
         assert!(!short.passed, "a drill that stopped early fails");
         assert!(short.text().contains("FAILED"));
+    }
+
+    /// Round 1 lost acknowledged transfers; round 2's failover worked but its lookup on the
+    /// new primary failed after its checks had begun (it may still say `checked`, as before
+    /// the checks set it last). The summary still reports round 1's loss.
+    #[test]
+    fn a_later_round_whose_lookup_failed_does_not_hide_an_earlier_loss() {
+        let mut lossy = passing_round(1);
+        lossy.lost = 3;
+        lossy.applied_twice = 2;
+        lossy.checks.no_acknowledged_loss = false;
+        lossy.checks.nothing_applied_twice = false;
+        lossy.passed = false;
+        for later_checked in [true, false] {
+            let mut failed_lookup = passing_round(2);
+            failed_lookup.checked = later_checked;
+            failed_lookup.problems = vec!["looking up transfers: the primary is unreachable".to_owned()];
+            failed_lookup.passed = false;
+            let mut report = DrillReport {
+                rounds_requested: 3,
+                rounds: vec![lossy.clone(), failed_lookup],
+                ..DrillReport::default()
+            };
+            report.conclude();
+            assert!(!report.passed);
+            assert_eq!((report.summary.lost, report.summary.applied_twice), (3, 2), "checked: {later_checked}");
+            assert!(
+                report.text().contains("lost: 3 (this policy promises zero); applied twice: 2"),
+                "{}",
+                report.text()
+            );
+            let json = serde_json::to_value(&report).expect("the report serialises");
+            assert_eq!(json["summary"]["lost"], 3);
+        }
     }
 }
