@@ -106,9 +106,16 @@ impl PeerStream {
         }
     }
 
-    /// Feeds the decoder what one read returns.
+    /// Feeds the decoder what one read returns. A read cut short by a signal handler (a
+    /// socket with a timeout fails with `EINTR` whatever `SA_RESTART` says: SIGHUP's
+    /// reload, SIGTERM's stop request) is read again, not taken for a broken peer.
     fn read_more(&mut self) -> Result<(), PeerError> {
-        let read = self.stream.read(&mut self.buffer)?;
+        let read = loop {
+            match self.stream.read(&mut self.buffer) {
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
         if read == 0 {
             return Err(PeerError::Closed);
         }
