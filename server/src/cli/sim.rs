@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::CliError;
-use crate::sim::{self, Cluster, STEPS_DEFAULT, SimConfig};
+use crate::sim::{self, Cluster, STEPS_DEFAULT, STEPS_MAX, SimConfig};
 
 #[derive(Args)]
 pub struct SimArgs {
@@ -17,9 +17,11 @@ pub struct SimArgs {
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
     /// Steps with faults in each run (each a few virtual milliseconds), before the heal
-    /// phase.
+    /// phase. At most 1 000 000 (about 10 s a seed): the checks after each step walk
+    /// every acknowledgement so far, so a run's time grows with the square of its steps
+    /// (3 000 000 steps took 49 s, 10 000 000 would take about 7 minutes a seed).
     #[arg(long, default_value_t = STEPS_DEFAULT, value_name = "K",
-          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+          value_parser = clap::value_parser!(u64).range(1..=STEPS_MAX))]
     steps: u64,
     /// Nodes in the simulated replica set (2 to 7).
     #[arg(long, default_value_t = Cluster::DEFAULT.nodes, value_name = "N")]
@@ -30,9 +32,9 @@ pub struct SimArgs {
     durability: tally_engine::pipeline::Durability,
     /// Switch on a planted bug: ack-before-durable, accept-lower-epoch,
     /// promote-without-promises, checkpoint-before-durable, retry-failed-flush,
-    /// rebuilt-node-promises, trust-damaged-history, trust-one-epoch-answer or
-    /// count-older-epochs (a build with the `sim-bugs` feature only; an unknown name lists
-    /// them).
+    /// rebuilt-node-promises, trust-damaged-history, trust-one-epoch-answer,
+    /// count-older-epochs or standby-acks-appended (a build with the `sim-bugs` feature
+    /// only; an unknown name lists them).
     #[cfg(feature = "sim-bugs")]
     #[arg(long, value_name = "BUG")]
     bug: Option<String>,
@@ -56,9 +58,10 @@ pub fn sim(args: &SimArgs) -> Result<(), CliError> {
         (None, Some(_)) => 1,
         (None, None) => 100,
     };
+    // The last seed run, inclusive: `--seed 18446744073709551615` alone is one seed.
     let last = first
-        .checked_add(count)
-        .ok_or_else(|| CliError::Usage(format!("--seed {first} plus --seeds {count} overflows")))?;
+        .checked_add(count - 1)
+        .ok_or_else(|| CliError::Usage(format!("--seed {first} plus --seeds {count} passes the last seed")))?;
     let cluster = Cluster::new(args.nodes, args.durability).map_err(CliError::Usage)?;
     let mut base = SimConfig::new(first, args.steps).with_cluster(cluster);
     #[cfg(feature = "sim-bugs")]
@@ -88,9 +91,19 @@ pub fn sim(args: &SimArgs) -> Result<(), CliError> {
     }
     let started = Instant::now();
     let (mut failed, mut steps, mut acked, mut faults, mut built) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    for seed in first..last {
-        let report = sim::run(SimConfig { seed, ..base });
-        steps += report.steps + report.heal_steps;
+    for seed in first..=last {
+        let config = SimConfig { seed, ..base };
+        let report = match sim::run_caught(config) {
+            Ok(report) => report,
+            Err(panic) => {
+                // A panic no node's guard stands for: this seed failed; the batch goes on.
+                failed += 1;
+                crate::outln!("FAILED seed {seed}: the run panicked: {panic}")?;
+                crate::outln!("  replay: {}", config.replay_command())?;
+                continue;
+            }
+        };
+        steps += report.steps + report.heal_steps + report.final_heal_steps;
         acked += report.acked;
         built += u64::from(report.scenario_built);
         faults += report.crashes + report.partitions + report.promotions_asked;
@@ -100,26 +113,18 @@ pub fn sim(args: &SimArgs) -> Result<(), CliError> {
         if let Some(violation) = &report.violation {
             failed += 1;
             crate::outln!(
-                "FAILED seed {seed} at step {} ({} ms virtual): {}",
+                "FAILED seed {seed} at step {} ({} ms virtual), {}: {}",
                 violation.step,
                 violation.time_ns / 1_000_000,
+                violation.kind,
                 violation.what
             )?;
             crate::outln!("  faults: {}", report.faults())?;
-            let mut scenario = args.scenario.as_ref().map(|name| format!(" --scenario {name}")).unwrap_or_default();
-            if let Some(after_ms) = args.auto_promote_ms {
-                scenario.push_str(&format!(" --auto-promote-ms {after_ms}"));
-            }
-            crate::outln!(
-                "  replay: tally sim --seed {seed} --steps {} --nodes {} --durability {}{scenario}",
-                args.steps,
-                cluster.nodes,
-                cluster.durability
-            )?;
+            crate::outln!("  replay: {}", config.replay_command())?;
         }
     }
     crate::outln!(
-        "{count} seeds ({first}..{last}), {} nodes under {}, {} steps each: {failed} failed; {steps} steps, {acked} inputs acknowledged, \
+        "{count} seeds ({first}..={last}), {} nodes under {}, {} steps each: {failed} failed; {steps} steps, {acked} inputs acknowledged, \
          {faults} crashes/partitions/promotions injected, {:.1} s",
         cluster.nodes,
         cluster.durability,

@@ -16,7 +16,8 @@ mod net;
 mod node;
 mod world;
 
-pub use check::Violation;
+use check::Problem;
+pub use check::{Kind, Violation};
 use tally_engine::pipeline::Durability;
 pub use world::{Report, World};
 
@@ -59,6 +60,11 @@ impl Cluster {
 
 /// Steps of one run unless told otherwise.
 pub const STEPS_DEFAULT: u64 = 2_000;
+/// Most steps `tally sim` runs a seed for. The checks after each step walk every
+/// acknowledgement so far, so a run's time grows with the square of its steps: seed 1
+/// took 10 s at 1 000 000 steps and 49 s at 3 000 000 (2026-12-08, the shared two-core
+/// VM); 10 000 000 would take about 7 minutes.
+pub const STEPS_MAX: u64 = 1_000_000;
 
 /// A planted bug (cargo feature `sim-bugs`), to show the checker catches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,10 +100,14 @@ pub enum Bug {
     /// primary counts its inherited, uncommitted tail as committed (planted in the protocol
     /// core's `Follower::durable` and `on_heartbeat`).
     CountOlderEpochs,
+    /// A standby acknowledges what it appended, not what its journal made durable
+    /// (planted in the glue's standby, `sim/node.rs`): only a power loss soon after an
+    /// acknowledgement shows it, which the final power loss of every node provides.
+    StandbyAcksAppended,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::AckBeforeDurable,
         Bug::AcceptLowerEpoch,
         Bug::PromoteWithoutPromises,
@@ -107,6 +117,7 @@ impl Bug {
         Bug::TrustDamagedHistory,
         Bug::TrustOneEpochAnswer,
         Bug::CountOlderEpochs,
+        Bug::StandbyAcksAppended,
     ];
 
     pub fn name(self) -> &'static str {
@@ -120,6 +131,7 @@ impl Bug {
             Bug::TrustDamagedHistory => "trust-damaged-history",
             Bug::TrustOneEpochAnswer => "trust-one-epoch-answer",
             Bug::CountOlderEpochs => "count-older-epochs",
+            Bug::StandbyAcksAppended => "standby-acks-appended",
         }
     }
 
@@ -187,6 +199,25 @@ impl SimConfig {
         SimConfig { cluster, ..self }
     }
 
+    /// The `tally sim` command that replays exactly this run: every option that changes
+    /// it (the steps, the replica set, the planted bug, the schedule, auto-promotion).
+    pub fn replay_command(&self) -> String {
+        let mut command = format!(
+            "tally sim --seed {} --steps {} --nodes {} --durability {}",
+            self.seed, self.steps, self.cluster.nodes, self.cluster.durability
+        );
+        if let Some(bug) = self.bug {
+            command.push_str(&format!(" --bug {}", bug.name()));
+        }
+        if let Some(scenario) = self.scenario {
+            command.push_str(&format!(" --scenario {}", scenario.name()));
+        }
+        if let Some(after_ms) = self.auto_promote_ms {
+            command.push_str(&format!(" --auto-promote-ms {after_ms}"));
+        }
+        command
+    }
+
     /// Switches a planted bug on. Only with the `sim-bugs` feature.
     #[cfg(feature = "sim-bugs")]
     pub fn with_bug(self, bug: Bug) -> SimConfig {
@@ -202,6 +233,24 @@ pub fn run(config: SimConfig) -> Report {
     #[cfg(feature = "sim-bugs")]
     let _planted = Planted::switch(config.bug);
     tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || World::new(config).run())
+}
+
+/// [`run`], with a panic that escaped the run caught: a bug of the code under simulation
+/// or of the glue that no node's guard stands for (only a failed flush, and redb on a
+/// history store that rotted, are a node's death). `Err` holds the panic's message, so
+/// that a batch of seeds reports the seed and goes on. A panic inside a destructor while
+/// this one unwinds still aborts the process.
+pub fn run_caught(config: SimConfig) -> Result<Report, String> {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(config)));
+    // The unwound run may have left its node's disks as the flush hook's target.
+    node::running(None);
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|message| (*message).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned())
+    })
 }
 
 /// A failed flush takes a simulated node down by a panic the world catches
@@ -233,10 +282,15 @@ impl Planted {
             Some(Bug::RebuiltNodePromises) => Some(Core::RecoveringPromises),
             Some(Bug::TrustOneEpochAnswer) => Some(Core::OneEpochAnswer),
             Some(Bug::CountOlderEpochs) => Some(Core::CountOlderEpochs),
-            // Planted in the simulator's glue (the primary's reply gate), in the node's
-            // checkpoint writer, in the history store or in the journal, not in the core.
+            // Planted in the simulator's glue (the primary's reply gate, the standby's
+            // acknowledgement), in the node's checkpoint writer, in the history store or in
+            // the journal, not in the core.
             Some(
-                Bug::AckBeforeDurable | Bug::CheckpointBeforeDurable | Bug::RetryFailedFlush | Bug::TrustDamagedHistory,
+                Bug::AckBeforeDurable
+                | Bug::StandbyAcksAppended
+                | Bug::CheckpointBeforeDurable
+                | Bug::RetryFailedFlush
+                | Bug::TrustDamagedHistory,
             )
             | None => None,
         });
@@ -318,7 +372,7 @@ pub struct Ctx<'a> {
     pub acked: &'a mut Vec<node::Acked>,
     pub promoted: &'a mut Vec<(usize, u32)>,
     pub rejoin: &'a mut Vec<(usize, usize)>,
-    problems: &'a mut Vec<String>,
+    problems: &'a mut Vec<Problem>,
     #[cfg(feature = "sim-bugs")]
     bug: Option<Bug>,
 }
@@ -338,15 +392,17 @@ impl Ctx<'_> {
     }
 
     /// Something the design promises never happens.
-    pub fn violation(&mut self, what: String) {
-        self.problems.push(what);
+    pub fn violation(&mut self, kind: Kind, what: String) {
+        self.problems.push(Problem::new(kind, what));
     }
 
-    /// Something that is a violation unless an operator forced a promotion short of the
-    /// rule (after which logs may legitimately diverge): then it is counted only.
+    /// A record that does not chain, or that a journal refuses: a violation unless a
+    /// promotion was forced short of the rule (after which logs may legitimately
+    /// diverge), then counted only (`Report::anomalies_after_force`). A standby's state
+    /// hash differing from its primary's is never one of these ([`Kind::StateDiverged`]).
     pub fn anomaly(&mut self, what: String) {
         if self.report.forced_short.is_empty() {
-            self.problems.push(what);
+            self.problems.push(Problem::new(Kind::ChainMismatch, what));
         } else {
             self.report.anomalies_after_force += 1;
         }
@@ -356,5 +412,33 @@ impl Ctx<'_> {
     #[cfg(feature = "sim-bugs")]
     pub fn bug(&self, bug: Bug) -> bool {
         self.bug == Some(bug)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review of 2026-12-08, F6 (a): the replay line dropped `--bug`, so replaying a seed
+    /// of a planted bug ran the clean build's behaviour and passed.
+    #[test]
+    fn the_replay_command_names_every_option_that_changes_the_run() {
+        let cluster = Cluster::new(5, "local+replicated:2".parse().expect("a known policy")).expect("a replica set");
+        let config = SimConfig {
+            bug: Some(Bug::CountOlderEpochs),
+            ..SimConfig::new(u64::MAX, 700)
+                .with_cluster(cluster)
+                .with_scenario(Scenario::Figure8)
+                .with_auto_promote(900)
+        };
+        assert_eq!(
+            config.replay_command(),
+            "tally sim --seed 18446744073709551615 --steps 700 --nodes 5 --durability local+replicated:2 --bug \
+             count-older-epochs --scenario figure-8 --auto-promote-ms 900"
+        );
+        assert_eq!(
+            SimConfig::new(3, STEPS_DEFAULT).replay_command(),
+            "tally sim --seed 3 --steps 2000 --nodes 3 --durability replicated:1"
+        );
     }
 }

@@ -6,7 +6,7 @@ use tally_codecs::flags::transfer as flags;
 use tally_codecs::wire::Request;
 use tally_codecs::{Account, Transfer};
 
-use super::check::{ACCOUNTS, Checker, Violation, ledger_of};
+use super::check::{ACCOUNTS, Checker, Kind, Problem, Violation, ledger_of};
 use super::net::{Addr, Answer, Net, NetFaults, Payload};
 use super::node::{self, Acked, FlushFailed, SimNode, Started};
 use super::{Ctx, Rng, Scenario, SimConfig};
@@ -110,6 +110,11 @@ pub struct Report {
     pub scenario: String,
     /// Whether that schedule was built to its end.
     pub scenario_built: bool,
+    /// Whether the run reached its final power loss of every node (its end checks passed
+    /// before it), and the steps from the clients' last writes before it until the set
+    /// settled after it.
+    pub final_power_loss: bool,
+    pub final_heal_steps: u64,
 }
 
 impl Report {
@@ -119,7 +124,8 @@ impl Report {
             "crashes {} ({} with torn writeback), restarts {} ({} from a snapshot, {} serving again), partitions {}, heals {}, promotions asked {} ({} \
              forced), promoted {}, refused {} ({} diverged), forced short {:?}, fenced {}, truncations {}, checkpoints {}, snapshots damaged {}, \
              journal records rotted {}, history bits rotted {} ({} panics, {} starts refused), outcome bits rotted {}, repaired {} ({} copies refused), starts refused {}, rebuilt {}, disks replaced {} ({} epochs confirmed), failed flushes {} ({} stopped a node), \
-             history reads {}, ticks {}, clock steps back {}, messages delivered {} dropped {} duplicated {}{}{}",
+             history reads {}, ticks {}, clock steps back {}, messages delivered {} dropped {} duplicated {}, \
+             anomalies excused after a force {}{}{}",
             self.crashes,
             self.torn_crashes,
             self.restarts,
@@ -156,6 +162,7 @@ impl Report {
             self.delivered,
             self.dropped,
             self.duplicated,
+            self.anomalies_after_force,
             if self.pre_votes == 0 {
                 String::new()
             } else {
@@ -170,11 +177,16 @@ impl Report {
 
     pub fn summary(&self) -> String {
         format!(
-            "seed {}: {} steps + {} heal steps, trace {:016x}, requests {}, acknowledged {} (forfeited by force {}), \
+            "seed {}: {} steps + {} heal steps{}, trace {:016x}, requests {}, acknowledged {} (forfeited by force {}), \
              final log {} records; {}",
             self.seed,
             self.steps,
             self.heal_steps,
+            if self.final_power_loss {
+                format!(" + {} after a power loss of every node", self.final_heal_steps)
+            } else {
+                String::new()
+            },
             self.trace,
             self.requests,
             self.acked,
@@ -217,9 +229,11 @@ pub struct World {
     acked: Vec<Acked>,
     promoted: Vec<(usize, u32)>,
     rejoin: Vec<(usize, usize)>,
-    problems: Vec<String>,
+    problems: Vec<Problem>,
     /// The directed schedule of `--scenario figure-8`, while it runs.
     figure8: Option<figure8::Figure8>,
+    /// The clients send new requests with faults off: before the final power loss.
+    final_writes: bool,
 }
 
 impl World {
@@ -236,7 +250,7 @@ impl World {
                     }
                     nodes.push(node);
                 }
-                Err(error) => problems.push(format!("n{id} did not open: {error}")),
+                Err(error) => problems.push(Problem::new(Kind::Other, format!("n{id} did not open: {error}"))),
             }
         }
         let clients = (0..CLIENTS).map(|_| Client { target: 0, outstanding: None, next_request_id: 1 }).collect();
@@ -260,6 +274,7 @@ impl World {
             rejoin: Vec::new(),
             problems,
             figure8: None,
+            final_writes: false,
         }
         .with_scenario()
     }
@@ -337,14 +352,14 @@ impl World {
             self.trace(0xA0 ^ (id as u64) << 8 ^ u64::from(epoch) << 16);
             let forced = self.report.forced_short.contains(&epoch);
             if let Some(up) = &self.nodes[id].up {
-                self.checker.on_promoted(epoch, &up.log, forced);
+                self.checker.on_promoted(id, epoch, &up.log, forced);
             }
         }
         for acked in std::mem::take(&mut self.acked) {
             self.trace(0xB0 ^ acked.sequence << 8);
             self.report.acked += u64::from(!acked.committed_only);
-            if let Err(what) = self.checker.on_acked(acked) {
-                self.problems.push(what);
+            if let Err(problem) = self.checker.on_acked(acked) {
+                self.problems.push(problem);
             }
         }
         for (id, source) in std::mem::take(&mut self.rejoin) {
@@ -352,15 +367,15 @@ impl World {
             self.trace(0xC0 ^ (id as u64) << 8);
             self.with_node(id, |node, ctx| {
                 if let Err(error) = node.rejoin(&log, ctx) {
-                    ctx.violation(format!("n{}: rejoin failed: {error}", node.id));
+                    ctx.violation(Kind::RecoveryFailed, format!("n{}: rejoin failed: {error}", node.id));
                 }
             });
         }
     }
 
-    fn fail(&mut self, what: String) {
+    fn fail(&mut self, Problem { kind, what }: Problem) {
         if self.report.violation.is_none() {
-            self.report.violation = Some(Violation { step: self.step, time_ns: self.now - START_NS, what });
+            self.report.violation = Some(Violation { step: self.step, time_ns: self.now - START_NS, kind, what });
         }
     }
 
@@ -403,9 +418,9 @@ impl World {
             self.fail(problem);
         }
         if self.report.violation.is_none()
-            && let Err(what) = self.checker.after_step(&self.nodes)
+            && let Err(problem) = self.checker.after_step(&self.nodes)
         {
-            self.fail(what);
+            self.fail(problem);
         }
     }
 
@@ -453,7 +468,10 @@ impl World {
                 self.send_from_client(index, target, payload);
                 continue;
             }
-            if self.clients[index].outstanding.is_some() || !self.faults_on || !self.rng.per_mille(300) {
+            if self.clients[index].outstanding.is_some()
+                || !(self.faults_on || self.final_writes)
+                || !self.rng.per_mille(300)
+            {
                 continue;
             }
             let request = if index == 0 && self.clients[0].next_request_id == 1 {
@@ -690,10 +708,15 @@ impl World {
                 self.report.rebuilt += 1;
                 let hot_window = SimNode::draw_hot_window(&mut self.rng);
                 if let Err(error) = self.nodes[id].rebuild(now, hot_window) {
-                    self.problems.push(format!("n{id}: rebuilding from empty disks failed: {error}"));
+                    self.problems.push(Problem::new(
+                        Kind::RecoveryFailed,
+                        format!("n{id}: rebuilding from empty disks failed: {error}"),
+                    ));
                 }
             }
-            Some(Err(error)) => self.problems.push(format!("n{id}: recovery after a crash failed: {error}")),
+            Some(Err(error)) => self
+                .problems
+                .push(Problem::new(Kind::RecoveryFailed, format!("n{id}: recovery after a crash failed: {error}"))),
         }
     }
 
@@ -775,7 +798,78 @@ impl World {
         }
     }
 
-    /// Runs the faulty phase, then heals and waits for the set to settle, then checks.
+    /// Steps without faults until the set settles (no client waiting, nothing in flight,
+    /// every node holding the current primary's log and state hash), or fails liveness
+    /// after [`HEAL_STEPS_MAX`] steps. The steps taken.
+    fn settle_set(&mut self, after: &str) -> u64 {
+        let start = self.step;
+        let mut settled = false;
+        while self.report.violation.is_none() && self.step - start < HEAL_STEPS_MAX {
+            self.step();
+            if self.clients.iter().all(|client| client.outstanding.is_none())
+                && self.net.in_flight() == 0
+                && self.checker.converged(&self.nodes)
+            {
+                settled = true;
+                break;
+            }
+        }
+        if self.report.violation.is_none() && !settled {
+            let state = self.checker.describe(&self.nodes);
+            self.fail(Problem::new(Kind::Liveness, format!("liveness: the set did not settle after {after}: {state}")));
+        }
+        self.step - start
+    }
+
+    /// The end checks, on a settled set whose derived stores are made durable first.
+    fn check_at_end(&mut self) {
+        for node in &mut self.nodes {
+            node.settle();
+        }
+        if self.report.violation.is_none()
+            && let Err(problem) = self.checker.at_end(&self.nodes)
+        {
+            self.fail(problem);
+        }
+    }
+
+    /// After the end checks: the clients write until a few more inputs are acknowledged,
+    /// then every node loses power at once (no dirty sector reaches a disk), all start
+    /// again, the set settles and the end checks run again over every acknowledgement of
+    /// the run. Until 2026-12-08 (review F5) nothing acknowledged in
+    /// the heal phase, or late in the faulty one, met a power loss, and the end checks read
+    /// only the nodes' in-memory mirrors of their journals.
+    fn final_power_loss(&mut self) {
+        // The clients write again (no faults) until a few more inputs are acknowledged,
+        // and the power goes at the step the last of them is: on a set left idle the
+        // standbys would have flushed everything long before.
+        let wanted = self.checker.acked() + self.rng.range(1, 20) as usize;
+        self.final_writes = true;
+        let start = self.step;
+        while self.report.violation.is_none() && self.checker.acked() < wanted && self.step - start < HEAL_STEPS_MAX {
+            self.step();
+        }
+        self.final_writes = false;
+        self.report.final_heal_steps = self.step - start;
+        if self.report.violation.is_some() {
+            return;
+        }
+        for id in 0..self.config.cluster.nodes {
+            self.nodes[id].crash(None);
+            self.trace(0xD5 ^ (id as u64) << 8);
+        }
+        self.report.final_power_loss = true;
+        for id in 0..self.config.cluster.nodes {
+            if !self.nodes[id].repairing() {
+                self.restart(id);
+            }
+        }
+        self.report.final_heal_steps += self.settle_set("a final power loss of every node");
+        self.check_at_end();
+    }
+
+    /// Runs the faulty phase, then heals and waits for the set to settle, then checks;
+    /// then cuts the power of every node, and checks again once the set has settled.
     pub fn run(mut self) -> Report {
         for problem in std::mem::take(&mut self.problems) {
             self.fail(problem);
@@ -797,30 +891,13 @@ impl World {
                     self.restart(id);
                 }
             }
-            let start = self.step;
-            let mut settled = false;
-            while self.report.violation.is_none() && self.step - start < HEAL_STEPS_MAX {
-                self.step();
-                if self.clients.iter().all(|client| client.outstanding.is_none())
-                    && self.net.in_flight() == 0
-                    && self.checker.converged(&self.nodes)
-                {
-                    settled = true;
-                    break;
-                }
-            }
-            self.report.heal_steps = self.step - start;
-            if self.report.violation.is_none() && !settled {
-                let state = self.checker.describe(&self.nodes);
-                self.fail(format!("liveness: the set did not settle after faults stopped: {state}"));
-            }
-            for node in &mut self.nodes {
-                node.settle();
-            }
-            if self.report.violation.is_none()
-                && let Err(what) = self.checker.at_end(&self.nodes)
-            {
-                self.fail(what);
+            self.report.heal_steps = self.settle_set("faults stopped");
+            self.check_at_end();
+            // Every node loses power at once, as the last fault: what each acknowledged
+            // input's policy made durable (under `replicated:k`, on k standbys and not on
+            // the primary) must bring it back, and the set must settle again.
+            if self.report.violation.is_none() {
+                self.final_power_loss();
             }
         }
         if let Some(up) = self.checker.current_primary(&self.nodes).and_then(|node| node.up.as_ref()) {
