@@ -248,12 +248,12 @@ fn power_loss_at_every_sync_of_a_truncation_leaves_a_journal_that_opens_whole_or
     }
 }
 
-/// 10 records flushed, then 11..=30 appended without a flush and the writer killed: the
-/// last 20 are only in the page cache, where the next start (on the same boot) reads them.
-fn killed_with_unflushed_appends(config: &tally_journal::JournalConfig) -> MemStorage {
+/// 10 records flushed, then 11..=`last` appended without a flush and the writer killed:
+/// those are only in the page cache, where the next start (on the same boot) reads them.
+fn killed_with_unflushed_appends(config: &tally_journal::JournalConfig, last: u64) -> MemStorage {
     let storage = MemStorage::new();
     let mut journal = write_records(&storage, config, 10, 10);
-    for sequence in 11..=30 {
+    for sequence in 11..=last {
         append_record(&mut journal, sequence);
     }
     drop(journal);
@@ -266,7 +266,7 @@ fn killed_with_unflushed_appends(config: &tally_journal::JournalConfig) -> MemSt
 fn check_power_loss_at_every_sync_after_a_kill(recovery: tally_journal::RecoveryMode) {
     let mut config = mem_config(1 << 16);
     let chains = expected_chains(30);
-    let killed = killed_with_unflushed_appends(&config);
+    let killed = killed_with_unflushed_appends(&config, 30);
     killed.count_dir_syncs();
     let counting = killed.fork();
     config.recovery = recovery;
@@ -346,14 +346,9 @@ fn a_start_on_the_same_boot_after_a_failed_flush_reads_the_disk_not_the_cache() 
 /// clean in the cache by the failure, are not kept.
 #[test]
 fn a_failed_sync_at_the_start_stops_it_and_the_next_start_reads_the_disk() {
-    let storage = MemStorage::new();
     let config = mem_config(1 << 16);
     let chains = expected_chains(20);
-    let mut journal = write_records(&storage, &config, 10, 10);
-    for sequence in 11..=20 {
-        append_record(&mut journal, sequence);
-    }
-    drop(journal);
+    let storage = killed_with_unflushed_appends(&config, 20);
     storage.fail_next_sync();
     HOOK_FIRED.with(|fired| fired.set(0));
     let interrupted = catch_unwind(AssertUnwindSafe(|| drop(recover(&storage, &config))));
@@ -374,14 +369,9 @@ fn a_failed_sync_at_the_start_stops_it_and_the_next_start_reads_the_disk() {
 /// after the start loses none).
 #[test]
 fn a_start_after_a_kill_keeps_the_unflushed_records_its_sync_makes_durable() {
-    let storage = MemStorage::new();
     let config = mem_config(1 << 16);
     let chains = expected_chains(20);
-    let mut journal = write_records(&storage, &config, 10, 10);
-    for sequence in 11..=20 {
-        append_record(&mut journal, sequence);
-    }
-    drop(journal);
+    let storage = killed_with_unflushed_appends(&config, 20);
     let (journal, report) = recover(&storage, &config).expect("recover after a kill");
     assert_eq!(report.last_sequence, 20, "{report:?}");
     assert_eq!(journal.last_chain(), chains[20]);
