@@ -384,14 +384,7 @@ fn exec_refuses_a_standby_or_fenced_directory() {
         let _ = stdin.write_all(br#"{"op":"create_accounts","events":[{"id":1,"ledger":1,"code":1}]}"#);
         let _ = stdin.write_all(b"\n");
         drop(stdin);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while child.try_wait().expect("waitable").is_none() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let hung = child.try_wait().expect("waitable").is_none();
-        if hung {
-            let _ = child.kill();
-        }
+        let hung = common::exit_within(&mut child, std::time::Duration::from_secs(20)).is_none();
         let output = child.wait_with_output().expect("exits");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -441,14 +434,7 @@ fn serve_without_cluster_flags_refuses_a_replica_set_members_directory() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("tally runs");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while refused.try_wait().expect("waitable").is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let served = refused.try_wait().expect("waitable").is_none();
-    if served {
-        let _ = refused.kill();
-    }
+    let served = common::exit_within(&mut refused, std::time::Duration::from_secs(20)).is_none();
     let output = refused.wait_with_output().expect("exits");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!served, "it served without the cluster flags: {stderr}");

@@ -40,6 +40,18 @@ fn any_acknowledged(answer: Result<Vec<tally_codecs::EventResult>, tally_client:
     })
 }
 
+/// `tally rebuild --data DATA ARGS --yes`, which must succeed.
+fn rebuild(data: &std::path::Path, args: &[&str]) {
+    let output = std::process::Command::new(common::TALLY)
+        .args(["rebuild", "--data"])
+        .arg(data)
+        .args(args)
+        .arg("--yes")
+        .output()
+        .expect("tally rebuild runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
 fn ids(transfers: &[Transfer]) -> Vec<u128> {
     transfers.iter().map(|transfer| transfer.id).collect()
 }
@@ -495,11 +507,7 @@ fn a_rebuilt_standby_promises_nothing_until_it_has_caught_up_with_a_primary() {
     assert!(cluster.terminate(0), "the primary stops cleanly");
     // Node 1's journal is lost; the operator rebuilds it and starts it again.
     cluster.kill(1);
-    let rebuild = std::process::Command::new(common::TALLY)
-        .args(["rebuild", "--data", &cluster.data(1).to_string_lossy(), "--yes"])
-        .output()
-        .expect("tally rebuild runs");
-    assert!(rebuild.status.success(), "{}", String::from_utf8_lossy(&rebuild.stderr));
+    rebuild(&cluster.data(1), &[]);
     cluster.start_standby(1, &[0, 2], &[]);
 
     // The rule needs N − k = 2 promises: node 2's own and node 1's, which may not count.
@@ -614,15 +622,8 @@ fn a_mistyped_rebuild_epoch_keeps_the_rebuilt_node_out_and_the_primary_serving()
     let epoch = cluster.status(0).expect("the primary answers").epoch;
     cluster.kill(2);
     std::fs::remove_dir_all(cluster.data(2)).expect("node 2's disk is gone");
-    let data = cluster.data(2).to_string_lossy().into_owned();
-    let rebuild = |epoch: u64| {
-        let output = std::process::Command::new(common::TALLY)
-            .args(["rebuild", "--data", &data, "--epoch", &epoch.to_string(), "--yes"])
-            .output()
-            .expect("tally rebuild runs");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    };
-    rebuild(epoch + 40);
+    let data = cluster.data(2);
+    rebuild(&data, &["--epoch", &(epoch + 40).to_string()]);
     cluster.start_standby(2, &[0, 1], &[]);
     let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
     while !cluster.log(2).contains("an epoch above every peer's") {
@@ -641,7 +642,7 @@ fn a_mistyped_rebuild_epoch_keeps_the_rebuilt_node_out_and_the_primary_serving()
 
     // Rebuilt again with the set's epoch, it follows.
     cluster.kill(2);
-    rebuild(epoch);
+    rebuild(&data, &["--epoch", &epoch.to_string()]);
     cluster.start_standby(2, &[0, 1], &[]);
     all_acknowledged(&primary, &batch(6_000, 100));
     cluster.wait_converged(&[0, 1, 2], CONVERGE_TIMEOUT);
